@@ -1,0 +1,672 @@
+"""Pretrained bases: keras.applications, ``.keras`` files, a recipe's ``pretrain`` stage.
+
+The driver prepares the base once per run (:func:`prepare_base`): a provider
+builds or loads it, it is saved in graftune's cache under a content hash, and
+its cut points and input adapter are worked out before any trial starts, so an
+incompatible base fails the run early. Each trial then loads it from the cache
+with ``safe_mode=True`` (:func:`load_base`).
+
+Cut points: ``frozen_layers = k`` freezes the base from its input up to its
+k-th cut point, a layer boundary where a single tensor passes (so a residual
+block is never split). Boundaries with no weighted layer between them are
+merged, keeping the later one, so each cut point adds at least one layer with
+weights to the frozen part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from orchestrator.errors import BaseModelError, did_you_mean
+from orchestrator.markers import hookimpl
+
+if TYPE_CHECKING:
+    import keras
+
+    from orchestrator.data import TaskSpec
+    from orchestrator.recipe import BaseSpec
+    from orchestrator.registry import Registry
+
+log = logging.getLogger(__name__)
+
+CACHE_ENV = "GRAFTUNE_CACHE_DIR"
+
+#: How images in [0, 1] become what each keras.applications family expects.
+_APPLICATION_PREPROCESSING = {
+    "resnet": "caffe",
+    "vgg16": "caffe",
+    "vgg19": "caffe",
+    "resnet_v2": "tf",
+    "mobilenet": "tf",
+    "mobilenet_v2": "tf",
+    "inception_v3": "tf",
+    "inception_resnet_v2": "tf",
+    "xception": "tf",
+    "nasnet": "tf",
+    "densenet": "torch",
+}
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+_TORCH_MEAN = (0.485, 0.456, 0.406)
+_TORCH_STD = (0.229, 0.224, 0.225)
+
+
+def cache_dir() -> Path:
+    """graftune's cache folder: ``$GRAFTUNE_CACHE_DIR`` or ``~/.cache/graftune``."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "graftune"
+    return Path(root)
+
+
+def keras_models_dir() -> Path:
+    """Where Keras looks for downloaded weights: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
+    home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    return Path(home) / "models"
+
+
+# -- what a prepared base is ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaseInfo:
+    """A prepared base's summary, cheap to pickle to every trial.
+
+    Attributes:
+        path: The ``.keras`` file in the cache that trials load.
+        fingerprint: A hash of the base's weights and architecture.
+        input_shape: The base's input shape (``None`` for a free dimension).
+        output_shape: The base's output shape without the batch dimension.
+        cut_points: Indices into ``model.layers`` after which one tensor passes.
+        cut_names: The names of those layers, for humans.
+        adapter: Steps that turn the data's input into the base's input.
+        description: One line: where the base came from.
+    """
+
+    path: Path
+    fingerprint: str
+    input_shape: tuple[int | None, ...]
+    output_shape: tuple[int | None, ...]
+    cut_points: tuple[int, ...]
+    cut_names: tuple[str, ...]
+    adapter: tuple[tuple[Any, ...], ...] = ()
+    description: str = ""
+
+    @property
+    def n_cut_points(self) -> int:
+        """How many cut points there are: ``frozen_layers`` runs from 0 to this."""
+        return len(self.cut_points)
+
+
+@dataclass
+class LoadedBase:
+    """A base loaded in a trial: the model, its cut points and input adapter."""
+
+    model: keras.Model
+    info: BaseInfo
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def adapt(self, x: Any) -> Any:
+        """Apply the input adapter to a symbolic tensor of the data's shape."""
+        return apply_adapter(x, self.info.adapter)
+
+    def freeze(self, frozen_layers: int) -> int:
+        """Freeze the base up to its ``frozen_layers``-th cut point, unfreeze the rest.
+
+        Returns:
+            The number of layers (of ``model.layers``) now frozen.
+
+        Raises:
+            ValueError: If ``frozen_layers`` is outside ``[0, n_cut_points]``.
+        """
+        n = self.info.n_cut_points
+        if not 0 <= frozen_layers <= n:
+            raise ValueError(f"frozen_layers must be in [0, {n}], got {frozen_layers}")
+        last = self.info.cut_points[frozen_layers - 1] if frozen_layers else -1
+        self.model.trainable = True
+        for index, layer in enumerate(self.model.layers):
+            layer.trainable = index > last
+        return last + 1
+
+
+# -- providers ---------------------------------------------------------------------
+
+
+class BaseProvider:
+    """Base class of base providers (built-in and third-party).
+
+    A provider turns a recipe's ``base:`` section into a Keras model whose
+    output is the features transfer strategies build on.
+    """
+
+    #: The recipe key that selects it (``application``, ``path``, ``pretrain``),
+    #: or the value of ``base: {provider: NAME}`` for a third-party one.
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def check(self, spec: BaseSpec) -> None:
+        """Cheap checks for ``graftune validate``; raise :class:`BaseModelError`."""
+
+    def cache_key(self, spec: BaseSpec, context: BaseContext) -> str | None:
+        """A key that identifies the model this spec gives, or ``None`` to hash the result."""
+        return None
+
+    def build(self, spec: BaseSpec, context: BaseContext) -> keras.Model:
+        """Build or load the base model (in the driver, once per run)."""
+        raise NotImplementedError
+
+    def preprocessing(self, spec: BaseSpec) -> str | None:
+        """How images in [0, 1] are scaled for this base (``caffe``, ``tf``, ``torch``, ``raw255``)."""
+        return None
+
+
+@dataclass(frozen=True)
+class BaseContext:
+    """What a provider may use to build a base."""
+
+    seed: int
+    base_dir: Path
+    data_sources: Registry
+    cache: Path
+
+
+class ApplicationProvider(BaseProvider):
+    """A model of ``keras.applications`` without its top, with imagenet, no or local weights."""
+
+    name = "application"
+    description = "keras.applications models (ResNet50, MobileNetV3Small, EfficientNetB0, ...)"
+
+    def check(self, spec: BaseSpec) -> None:
+        _application_function(spec.application or "")
+        weights = spec.weights
+        if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
+            raise BaseModelError(
+                f"weights file {weights} does not exist; give imagenet, none or a local .h5/.weights.h5 file",
+                key="weights",
+            )
+
+    def cache_key(self, spec: BaseSpec, context: BaseContext) -> str:
+        weights = spec.weights or "imagenet"
+        if weights not in ("imagenet", "none"):
+            weights = _file_digest(Path(weights))
+        return _digest(
+            {"application": spec.application, "weights": weights, "input_shape": _input_shape(spec)}
+        )
+
+    def build(self, spec: BaseSpec, context: BaseContext) -> keras.Model:
+        function = _application_function(spec.application or "")
+        weights = spec.weights or "imagenet"
+        try:
+            return function(
+                include_top=False,
+                weights=None if weights == "none" else weights,
+                input_shape=_input_shape(spec),
+            )
+        except Exception as exc:
+            if weights == "imagenet" and _looks_like_download_failure(exc):
+                raise BaseModelError(
+                    _offline_message(spec.application or "", exc), key="weights"
+                ) from exc
+            raise BaseModelError(
+                f"cannot build {spec.application}: {type(exc).__name__}: {exc}", key="application"
+            ) from exc
+
+    def preprocessing(self, spec: BaseSpec) -> str:
+        function = _application_function(spec.application or "")
+        module = function.__module__.rsplit(".", 1)[-1]
+        return _APPLICATION_PREPROCESSING.get(module, "raw255")
+
+
+class PathProvider(BaseProvider):
+    """A model saved as a ``.keras`` file, loaded with ``safe_mode=True``."""
+
+    name = "path"
+    description = "a saved .keras model file (loaded with safe_mode=True)"
+
+    def check(self, spec: BaseSpec) -> None:
+        path = Path(spec.path or "")
+        if not path.is_file():
+            raise BaseModelError(f"no model file at {path}", key="path")
+        if path.suffix not in (".keras", ".h5"):
+            raise BaseModelError(
+                f"expected a .keras (or legacy .h5) file, got {path.name}", key="path"
+            )
+
+    def cache_key(self, spec: BaseSpec, context: BaseContext) -> str:
+        return _digest({"path": _file_digest(Path(spec.path or ""))})
+
+    def build(self, spec: BaseSpec, context: BaseContext) -> keras.Model:
+        import keras
+
+        self.check(spec)
+        try:
+            return keras.saving.load_model(spec.path, safe_mode=True, compile=False)
+        except Exception as exc:
+            raise BaseModelError(
+                f"cannot load {spec.path} with safe_mode=True: {type(exc).__name__}: {exc}",
+                key="path",
+            ) from exc
+
+
+class PretrainProvider(BaseProvider):
+    """A small network trained inside the run on another data source, cached by content."""
+
+    name = "pretrain"
+    description = "a small CNN or MLP pretrained in the run on any data source (cached)"
+
+    def cache_key(self, spec: BaseSpec, context: BaseContext) -> str:
+        import keras
+
+        from orchestrator.data import prepare_dataset
+
+        pretrain = spec.pretrain
+        assert pretrain is not None
+        data = prepare_dataset(
+            pretrain.data, context.data_sources, seed=context.seed, base_dir=context.base_dir
+        )
+        settings = pretrain.model_dump(mode="json", exclude={"data"})
+        return _digest(
+            {
+                "pretrain": settings,
+                "data": data.task.fingerprint,
+                "seed": context.seed,
+                "keras": keras.__version__,
+            }
+        )
+
+    def build(self, spec: BaseSpec, context: BaseContext) -> keras.Model:
+        import keras
+
+        from orchestrator.data import prepare_dataset
+
+        pretrain = spec.pretrain
+        assert pretrain is not None
+        data = prepare_dataset(
+            pretrain.data, context.data_sources, seed=context.seed, base_dir=context.base_dir
+        )
+        keras.utils.set_random_seed(context.seed)
+        shape = data.task.input_shape
+        architecture = pretrain.architecture or ("cnn" if len(shape) == 3 else "mlp")
+        inputs = keras.Input(shape, name="pretrain_input")
+        width = pretrain.width
+        if architecture == "cnn":
+            if len(shape) != 3:
+                raise BaseModelError(
+                    f"a cnn base needs images (h, w, c); the pretrain data is {shape}",
+                    key="pretrain",
+                )
+            x = inputs
+            for block, filters in enumerate((width, width * 2)):
+                for conv in range(2):
+                    x = keras.layers.Conv2D(
+                        filters,
+                        3,
+                        padding="same",
+                        use_bias=False,
+                        name=f"block{block + 1}_conv{conv + 1}",
+                    )(x)
+                    x = keras.layers.BatchNormalization(
+                        # A short pretraining must still leave usable moving statistics:
+                        # transfer strategies run these layers in inference mode.
+                        momentum=0.9,
+                        name=f"block{block + 1}_bn{conv + 1}",
+                    )(x)
+                    x = keras.layers.Activation("relu", name=f"block{block + 1}_relu{conv + 1}")(x)
+                if block == 0 and min(shape[0], shape[1]) >= 4:
+                    x = keras.layers.MaxPooling2D(2, name="block1_pool")(x)
+            features = x
+            pooled = keras.layers.GlobalAveragePooling2D(name="pretrain_pool")(features)
+        else:
+            x = keras.layers.Flatten(name="flatten")(inputs) if len(shape) > 1 else inputs
+            x = keras.layers.Normalization(
+                mean=data.task.feature_mean.reshape(-1),
+                variance=data.task.feature_var.reshape(-1),
+                name="normalize",
+            )(x)
+            for i in range(2):
+                x = keras.layers.Dense(width * 2, activation="relu", name=f"dense{i + 1}")(x)
+            features = pooled = x
+        outputs = keras.layers.Dense(
+            data.task.n_classes, activation="softmax", name="pretrain_head"
+        )(pooled)
+        model = keras.Model(inputs, outputs)
+        model.compile(
+            optimizer=keras.optimizers.Adam(pretrain.learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        log.info(
+            "pretraining a %s base on %s for %d epochs",
+            architecture,
+            pretrain.data.source,
+            pretrain.epochs,
+        )
+        model.fit(
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_val, data.y_val),
+            epochs=pretrain.epochs,
+            batch_size=pretrain.batch_size,
+            verbose=0,
+        )
+        _, accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
+        log.info("pretrained base: test accuracy %.3f on %s", accuracy, pretrain.data.source)
+        return keras.Model(inputs, features, name="pretrained_base")
+
+
+@hookimpl
+def graftune_register_bases(registry: Registry) -> None:
+    for provider in (ApplicationProvider, PathProvider, PretrainProvider):
+        registry.add(provider)
+
+
+# -- preparing in the driver, loading in a trial -------------------------------------
+
+
+def check_base_spec(spec: BaseSpec, providers: Registry) -> None:
+    """Cheap checks of a ``base:`` section (no download, no training)."""
+    providers.get(spec.kind)().check(spec)
+
+
+def prepare_base(
+    spec: BaseSpec,
+    providers: Registry,
+    task: TaskSpec,
+    *,
+    seed: int,
+    base_dir: Path,
+    data_sources: Registry,
+) -> BaseInfo:
+    """Build or reuse the run's base, save it in the cache and work out its adapter.
+
+    Raises:
+        BaseModelError: The base cannot be had (offline imagenet weights, a bad
+            file) or cannot take the data's input.
+    """
+    import keras
+
+    provider = providers.get(spec.kind)()
+    context = BaseContext(
+        seed=seed, base_dir=base_dir, data_sources=data_sources, cache=cache_dir()
+    )
+    key = provider.cache_key(spec, context)
+    folder = cache_dir() / "bases" / f"{spec.kind}-{key[:16]}" if key else None
+    model_path = folder / "base.keras" if folder else None
+    if model_path is not None and model_path.is_file():
+        log.info("reusing cached base %s", model_path)
+        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+    else:
+        model = provider.build(spec, context)
+        if folder is None:
+            folder = cache_dir() / "bases" / f"{spec.kind}-{_weights_digest(model)[:16]}"
+            model_path = folder / "base.keras"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f"base.{os.getpid()}.tmp.keras"
+        model.save(tmp)
+        os.replace(tmp, model_path)
+    assert model_path is not None
+    if not isinstance(model, keras.Model):
+        raise BaseModelError(
+            f"base provider {spec.kind!r} returned {type(model).__name__}, not a keras.Model"
+        )
+    input_shape = tuple(model.input_shape[1:])
+    output_shape = tuple(model.output_shape[1:])
+    cuts = find_cut_points(model)
+    adapter = plan_adapter(task.input_shape, input_shape, provider.preprocessing(spec))
+    description = spec.application or (str(spec.path) if spec.path else spec.kind)
+    return BaseInfo(
+        path=model_path,
+        fingerprint=_weights_digest(model),
+        input_shape=input_shape,
+        output_shape=output_shape,
+        cut_points=tuple(cuts),
+        cut_names=tuple(model.layers[i].name for i in cuts),
+        adapter=tuple(adapter),
+        description=description,
+    )
+
+
+def load_base(info: BaseInfo) -> LoadedBase:
+    """Load a prepared base in a trial, a fresh copy of its pretrained weights."""
+    import keras
+
+    model = keras.saving.load_model(info.path, safe_mode=True, compile=False)
+    return LoadedBase(model=model, info=info)
+
+
+# -- cut points -------------------------------------------------------------------------
+
+
+def find_cut_points(model: keras.Model) -> list[int]:
+    """Indices of ``model.layers`` after which a single tensor carries everything on.
+
+    Boundaries with no weighted layer since the previous kept one are merged
+    into the later boundary. The last layer is always a cut point (the whole
+    base), so ``len(result)`` is the largest ``frozen_layers``.
+    """
+    import keras
+
+    layers = model.layers
+    if isinstance(model, keras.Sequential) or not hasattr(model, "_inbound_nodes"):
+        raw = list(range(len(layers)))
+    else:
+        raw = _functional_cuts(model)
+    cuts: list[int] = []
+    weighted_since = False
+    for index, layer in enumerate(layers):
+        if layer.weights:
+            weighted_since = True
+        if index in raw:
+            if not weighted_since and cuts:
+                cuts[-1] = index
+            elif weighted_since:
+                cuts.append(index)
+                weighted_since = False
+    if cuts and cuts[-1] != len(layers) - 1 and len(layers) - 1 in raw:
+        cuts[-1] = len(layers) - 1
+    return cuts
+
+
+def _functional_cuts(model: keras.Model) -> list[int]:
+    layers = model.layers
+    consumers: dict[int, int] = {}
+    inputs_of: list[list[int]] = []
+    outputs_of: list[list[int]] = []
+    for layer in layers:
+        nodes = [
+            n for n in layer._inbound_nodes if _node_in_model(n, model)
+        ] or layer._inbound_nodes[:1]
+        ins: list[int] = []
+        outs: list[int] = []
+        for node in nodes:
+            ins += [id(t) for t in node.input_tensors]
+            outs += [id(t) for t in node.output_tensors]
+        inputs_of.append(ins)
+        outputs_of.append(outs)
+        for tensor_id in ins:
+            consumers[tensor_id] = consumers.get(tensor_id, 0) + 1
+    final = {id(t) for t in model.outputs}
+    live: set[int] = set()
+    cuts = []
+    for index in range(len(layers)):
+        for tensor_id in inputs_of[index]:
+            consumers[tensor_id] -= 1
+            if consumers[tensor_id] == 0 and tensor_id not in final:
+                live.discard(tensor_id)
+        for tensor_id in outputs_of[index]:
+            if consumers.get(tensor_id, 0) > 0 or tensor_id in final:
+                live.add(tensor_id)
+        if len(outputs_of[index]) == 1 and live == set(outputs_of[index]):
+            cuts.append(index)
+    return cuts
+
+
+def _node_in_model(node: Any, model: keras.Model) -> bool:
+    operations = getattr(model, "_operations", None)
+    if operations is None:
+        return True
+    return node.operation in operations
+
+
+# -- input adaptation ------------------------------------------------------------------
+
+
+def plan_adapter(
+    data_shape: tuple[int, ...],
+    base_shape: tuple[int | None, ...],
+    preprocessing: str | None = None,
+) -> list[tuple[Any, ...]]:
+    """The steps that turn the data's input into the base's, or a clear refusal.
+
+    Well-defined adaptations only: resizing images, grayscale to 3 channels,
+    flattening images for a dense base, and a keras.applications family's scaling.
+
+    Raises:
+        BaseModelError: When the data cannot feed the base.
+    """
+    data_shape = tuple(data_shape)
+    base_shape = tuple(base_shape)
+    steps: list[tuple[Any, ...]] = []
+    refuse = BaseModelError(
+        f"the data's inputs have shape {data_shape} but the base takes {base_shape}; graftune "
+        "adapts images by resizing, grayscale to 3 channels and flattening for dense bases, "
+        "but not this. Use a base whose input matches the data (or set base.input_shape)."
+    )
+    if _matches(data_shape, base_shape):
+        pass
+    elif len(base_shape) == 3 and len(data_shape) == 3:
+        height, width, channels = base_shape
+        if (height, width) != data_shape[:2] and height is not None and width is not None:
+            steps.append(("resize", int(height), int(width)))
+        if channels != data_shape[2] and channels is not None:
+            if data_shape[2] == 1 and channels == 3:
+                steps.append(("gray_to_rgb",))
+            else:
+                raise refuse
+    elif len(base_shape) == 1 and len(data_shape) > 1:
+        if base_shape[0] is not None and math.prod(data_shape) != base_shape[0]:
+            raise refuse
+        steps.append(("flatten",))
+    else:
+        raise refuse
+    if preprocessing:
+        if len(base_shape) != 3:
+            raise refuse
+        steps.append(("preprocess", preprocessing))
+    return steps
+
+
+def _matches(data_shape: tuple[int, ...], base_shape: tuple[int | None, ...]) -> bool:
+    return len(data_shape) == len(base_shape) and all(
+        b is None or b == d for d, b in zip(data_shape, base_shape, strict=False)
+    )
+
+
+def apply_adapter(x: Any, steps: tuple[tuple[Any, ...], ...]) -> Any:
+    """Build the adapter's layers on a symbolic tensor; every layer is safe to reload."""
+    import keras
+    import numpy as np
+
+    for step in steps:
+        kind = step[0]
+        if kind == "resize":
+            x = keras.layers.Resizing(step[1], step[2], name="adapt_resize")(x)
+        elif kind == "gray_to_rgb":
+            x = keras.layers.Concatenate(axis=-1, name="adapt_gray_to_rgb")([x, x, x])
+        elif kind == "flatten":
+            x = keras.layers.Flatten(name="adapt_flatten")(x)
+        elif kind == "preprocess":
+            mode = step[1]
+            if mode == "caffe":
+                # One fixed 1x1 convolution does x*255, RGB -> BGR and the mean subtraction.
+                kernel = np.zeros((1, 1, 3, 3), dtype="float32")
+                for out in range(3):
+                    kernel[0, 0, 2 - out, out] = 255.0
+                layer = keras.layers.Conv2D(3, 1, trainable=False, name="adapt_caffe")
+                x = layer(x)
+                layer.set_weights([kernel, -np.asarray(_CAFFE_MEAN_BGR, dtype="float32")])
+            elif mode == "tf":
+                x = keras.layers.Rescaling(2.0, offset=-1.0, name="adapt_scale")(x)
+            elif mode == "torch":
+                x = keras.layers.Normalization(
+                    mean=list(_TORCH_MEAN),
+                    variance=[s * s for s in _TORCH_STD],
+                    name="adapt_normalize",
+                )(x)
+            elif mode == "raw255":
+                x = keras.layers.Rescaling(255.0, name="adapt_scale")(x)
+            else:
+                raise ValueError(f"unknown preprocessing {mode!r}")
+        else:
+            raise ValueError(f"unknown adapter step {kind!r}")
+    return x
+
+
+# -- helpers for keras.applications ------------------------------------------------
+
+
+def _application_function(name: str) -> Any:
+    import keras
+
+    names = sorted(n for n in dir(keras.applications) if n[:1].isupper())
+    if name not in names:
+        raise BaseModelError(
+            f"unknown keras application {name!r}{did_you_mean(name, names)}; "
+            f"available: {', '.join(names)}",
+            key="application",
+        )
+    return getattr(keras.applications, name)
+
+
+def _input_shape(spec: BaseSpec) -> tuple[int, ...]:
+    return tuple(spec.input_shape) if spec.input_shape else (224, 224, 3)
+
+
+def _looks_like_download_failure(exc: BaseException) -> bool:
+    text = str(exc)
+    return "URL fetch failure" in text or "http" in text.lower()
+
+
+def _offline_message(application: str, exc: BaseException) -> str:
+    match = re.search(r"https?://\S+?\.h5", str(exc))
+    filename = match.group(0).rsplit("/", 1)[-1] if match else "the weights file"
+    url = match.group(0) if match else "(see Keras' applications documentation)"
+    target = keras_models_dir() / filename
+    return (
+        f"cannot download the imagenet weights of {application} ({filename}): {exc}\n"
+        f"This machine seems to be offline. Either:\n"
+        f"  - copy {filename} (from {url}, fetched once on a connected machine) to {target} "
+        f"(Keras looks in $KERAS_HOME/models, else ~/.keras/models), or\n"
+        f"  - set `weights: /path/to/{filename}` in the recipe's base: section, or\n"
+        f"  - set `weights: none` to start from random weights."
+    )
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
+
+
+def _weights_digest(model: keras.Model) -> str:
+    sha = hashlib.sha256(json.dumps(model.to_json(), sort_keys=True).encode())
+    for weight in model.weights:
+        sha.update(weight.numpy().tobytes())
+    return sha.hexdigest()
+
+
+def clear_cache() -> None:
+    """Remove every cached base (``graftune cache clear`` builds on this later)."""
+    shutil.rmtree(cache_dir() / "bases", ignore_errors=True)

@@ -1,0 +1,385 @@
+"""Data sources and the dataset a run trains on.
+
+A recipe's ``data.source`` is ``scheme:location`` (``sklearn:digits``,
+``csv:data/wine.csv``). Plugins add a :class:`DataSource` class per scheme through the
+``graftune_register_data_sources`` hook; :func:`prepare_dataset` asks the source for
+labelled arrays, keeps the classes the recipe names, splits them (stratified, seeded),
+subsamples the training split for few-shot runs and describes the task in a
+:class:`TaskSpec` whose ``fingerprint`` identifies the data for caching.
+
+This module imports neither TensorFlow nor Ray, and pandas, scikit-learn and PIL only
+when data is actually read, so that ``import orchestrator.data`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from orchestrator.data import split as _split
+from orchestrator.errors import DataError, GraftuneError
+
+if TYPE_CHECKING:
+    from orchestrator.registry import Registry
+
+__all__ = [
+    "DataSource",
+    "Dataset",
+    "LabelledArrays",
+    "TaskSpec",
+    "check_data_spec",
+    "prepare_dataset",
+    "split_source",
+]
+
+_SCHEME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+# Suffixes that say which built-in scheme a bare path was probably meant for.
+_SCHEME_BY_SUFFIX = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".npz": "npz",
+}
+
+
+@dataclass(frozen=True, eq=False)
+class LabelledArrays:
+    """What a :meth:`DataSource.load` returns: every example with its class code.
+
+    Compared by identity; compare the arrays themselves when needed.
+
+    Attributes:
+        x: float32 features; images are ``(n, h, w, c)`` scaled to [0, 1], tables ``(n, d)``.
+        y: int64 class codes ``0 .. k-1``, shape ``(n,)``.
+        class_names: ``class_names[code]`` is the human name of a class.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class TaskSpec:
+    """What a model needs to know about the data, and a content hash of it.
+
+    Two task specs are equal when their fingerprints are: every other field is
+    derived from the arrays and class names the fingerprint covers.
+
+    Attributes:
+        input_shape: The shape of one example, ``x.shape[1:]``.
+        n_classes: The number of classes.
+        class_names: ``class_names[code]`` is the human name of a class.
+        feature_mean: float32 per-feature mean over the final training split.
+        feature_var: float32 per-feature variance over the final training split.
+        fingerprint: sha256 hex digest over all six split arrays and the class names.
+    """
+
+    input_shape: tuple[int, ...]
+    n_classes: int
+    class_names: tuple[str, ...]
+    feature_mean: np.ndarray
+    feature_var: np.ndarray
+    fingerprint: str
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, TaskSpec):
+            return NotImplemented
+        return self.fingerprint == other.fingerprint
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """The train, validation and test splits of one recipe's data, ready to fit.
+
+    The arrays are read-only: they are shared between trials (and, under Ray,
+    through the object store, which hands out read-only arrays anyway), so a
+    strategy that changes them in place must copy them first.
+
+    Attributes:
+        x_train: float32 training features.
+        y_train: int64 training class codes.
+        x_val: float32 validation features.
+        y_val: int64 validation class codes.
+        x_test: float32 test features.
+        y_test: int64 test class codes.
+        task: The task these splits define.
+        source: The data spec's ``source`` string.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: TaskSpec
+    source: str
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Dataset):
+            return NotImplemented
+        return self.source == other.source and self.task == other.task
+
+    def __hash__(self) -> int:
+        return hash((self.source, self.task.fingerprint))
+
+
+class DataSource:
+    """Base class of data-source plugins (built-in and third-party).
+
+    A subclass handles one ``scheme`` of a recipe's ``data.source``. The host
+    creates it with no arguments, so keep the constructor free of work; all
+    input comes through the ``location`` (the part after ``scheme:``), the data
+    spec and the recipe's folder.
+    """
+
+    #: The part before the colon in ``source:``, e.g. ``"sklearn"`` for ``sklearn:digits``.
+    scheme: ClassVar[str] = ""
+    #: One line, shown by ``graftune plugins``.
+    description: ClassVar[str] = ""
+
+    def check(self, location: str, spec: Any, base_dir: Path) -> None:
+        """Check cheaply, without loading all data, that ``load`` can succeed.
+
+        Called by ``graftune validate`` and before every load. The default checks nothing.
+
+        Args:
+            location: The source string after ``scheme:``.
+            spec: The recipe's data spec (``target``, ``split``, ``classes``, ``options`` ...).
+            base_dir: The folder relative paths in ``location`` resolve against.
+
+        Raises:
+            DataError: With ``key`` set to the data spec key at fault.
+        """
+
+    def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
+        """Read every example with its label.
+
+        Args:
+            location: The source string after ``scheme:``.
+            spec: The recipe's data spec.
+            base_dir: The folder relative paths in ``location`` resolve against.
+
+        Returns:
+            All examples; the host filters classes and splits them.
+
+        Raises:
+            DataError: With ``key`` set to the data spec key at fault.
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} does not implement load()")
+
+
+def split_source(source: str) -> tuple[str, str]:
+    """Split a ``source:`` string into its scheme and location.
+
+    Args:
+        source: Like ``"csv:data/wine.csv"``.
+
+    Returns:
+        ``(scheme, location)``, like ``("csv", "data/wine.csv")``.
+
+    Raises:
+        DataError: If there is no ``scheme:`` prefix or no location (key ``source``).
+    """
+    text = str(source).strip()
+    scheme, colon, location = text.partition(":")
+    if not colon or not _SCHEME_RE.match(scheme):
+        hint = ""
+        guessed = _SCHEME_BY_SUFFIX.get(Path(text).suffix.lower())
+        if guessed is not None:
+            hint = f" (did you mean {guessed + ':' + text!r}?)"
+        elif text.endswith(("/", "\\")):
+            hint = f" (did you mean {'images:' + text!r}?)"
+        raise DataError(
+            f"data source {text!r} needs a 'scheme:' prefix, like 'sklearn:digits', "
+            f"'csv:data.csv' or 'images:photos/'{hint}",
+            key="source",
+        )
+    location = location.strip()
+    if not location:
+        raise DataError(
+            f"data source {text!r} names no location after {scheme + ':'!r}", key="source"
+        )
+    return scheme, location
+
+
+def check_data_spec(spec: Any, sources: Registry, base_dir: Path) -> None:
+    """Check a data spec without loading its data.
+
+    Checks that the scheme is registered, that the split fractions, ``classes``
+    and ``labels_per_class`` make sense on their own, and runs the source's own
+    :meth:`DataSource.check`.
+
+    Args:
+        spec: The recipe's data spec.
+        sources: The registry of data sources, keyed by scheme.
+        base_dir: The folder relative paths resolve against (the recipe's folder).
+
+    Raises:
+        DataError: With ``key`` set to the data spec key at fault.
+    """
+    _check_spec_values(spec)
+    scheme, location = split_source(spec.source)
+    source = _make_source(scheme, sources)
+    _call_source(source.check, scheme, location, spec, Path(base_dir), sources)
+
+
+def prepare_dataset(spec: Any, sources: Registry, *, seed: int, base_dir: Path) -> Dataset:
+    """Load a data spec's data and turn it into train, validation and test splits.
+
+    Steps: check the spec, load through the source, keep the ``classes`` named
+    (re-coded ``0 .. k-1`` in the source's order), split stratified into test
+    and validation fractions of the whole, keep ``labels_per_class`` training
+    examples per class, then compute the training statistics and the fingerprint.
+
+    Args:
+        spec: The recipe's data spec.
+        sources: The registry of data sources, keyed by scheme.
+        seed: Seeds the split and the few-shot subsample; the same seed gives the same
+            dataset.
+        base_dir: The folder relative paths resolve against (the recipe's folder).
+
+    Returns:
+        The dataset, with read-only arrays.
+
+    Raises:
+        DataError: With ``key`` set to the data spec key at fault.
+    """
+    base_dir = Path(base_dir)
+    _check_spec_values(spec)
+    scheme, location = split_source(spec.source)
+    source = _make_source(scheme, sources)
+    _call_source(source.check, scheme, location, spec, base_dir, sources)
+    loaded = _call_source(source.load, scheme, location, spec, base_dir, sources)
+    x, y, class_names = _validated(loaded, scheme, sources)
+
+    classes = getattr(spec, "classes", None)
+    if classes is not None:
+        x, y, class_names = _split.select_classes(x, y, class_names, classes)
+
+    val, test = float(spec.split.val), float(spec.split.test)
+    # sklearn and numpy take seeds in [0, 2**32); folding keeps any int usable.
+    seed = int(seed) % 2**32
+    parts = _split.stratified_split(x, y, class_names, val=val, test=test, seed=seed)
+    labels_per_class = getattr(spec, "labels_per_class", None)
+    if labels_per_class is not None:
+        parts = _split.take_labels_per_class(parts, class_names, int(labels_per_class), seed)
+
+    mean, var = _split.feature_stats(parts.x_train)
+    task = TaskSpec(
+        input_shape=tuple(int(d) for d in x.shape[1:]),
+        n_classes=len(class_names),
+        class_names=class_names,
+        feature_mean=_read_only(mean),
+        feature_var=_read_only(var),
+        fingerprint=_split.fingerprint(parts, class_names),
+    )
+    return Dataset(
+        x_train=_read_only(parts.x_train),
+        y_train=_read_only(parts.y_train),
+        x_val=_read_only(parts.x_val),
+        y_val=_read_only(parts.y_val),
+        x_test=_read_only(parts.x_test),
+        y_test=_read_only(parts.y_test),
+        task=task,
+        source=str(spec.source),
+    )
+
+
+def _check_spec_values(spec: Any) -> None:
+    """Check the data spec keys whose meaning does not depend on the data."""
+    _split.check_fractions(float(spec.split.val), float(spec.split.test))
+    labels_per_class = getattr(spec, "labels_per_class", None)
+    if labels_per_class is not None and int(labels_per_class) < 1:
+        raise DataError(
+            f"labels_per_class must be a positive number of training examples per class, "
+            f"got {labels_per_class!r}",
+            key="labels_per_class",
+        )
+    classes = getattr(spec, "classes", None)
+    if classes is not None and len({str(c) for c in classes}) < 2:
+        raise DataError(
+            f"classes must name at least two classes to tell apart, got {list(classes)!r}",
+            key="classes",
+        )
+
+
+def _make_source(scheme: str, sources: Registry) -> DataSource:
+    """Instantiate the source registered for ``scheme``, or name the known ones."""
+    if scheme not in sources:
+        raise DataError(sources.unknown_message(scheme), key="source")
+    item = sources.get(scheme)
+    return item() if isinstance(item, type) else item
+
+
+def _call_source(
+    method: Any, scheme: str, location: str, spec: Any, base_dir: Path, sources: Registry
+) -> Any:
+    """Call a source's ``check`` or ``load``, so any failure names the source."""
+    try:
+        return method(location, spec, base_dir)
+    except GraftuneError:
+        raise
+    except Exception as exc:
+        # A plugin's own bug or an unexpected library error: keep the cause
+        # chained (``--debug`` shows it) but say which plugin it came from.
+        raise DataError(
+            f"data source {scheme!r} from {sources.owner(scheme)} failed on {location!r}: "
+            f"{type(exc).__name__}: {exc}",
+            key="source",
+        ) from exc
+
+
+def _validated(
+    loaded: Any, scheme: str, sources: Registry
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Check a source's result against the :class:`LabelledArrays` contract."""
+    where = f"data source {scheme!r} from {sources.owner(scheme)}"
+    if not isinstance(loaded, LabelledArrays):
+        raise DataError(
+            f"{where} returned {type(loaded).__name__}, expected LabelledArrays", key="source"
+        )
+    x = np.asarray(loaded.x)
+    y = np.asarray(loaded.y)
+    class_names = tuple(loaded.class_names)
+    if x.ndim < 2:
+        raise DataError(f"{where} returned x of shape {x.shape}; expected (n, ...)", key="source")
+    if y.shape != (x.shape[0],):
+        raise DataError(
+            f"{where} returned y of shape {y.shape} for x of shape {x.shape}; expected "
+            f"({x.shape[0]},)",
+            key="source",
+        )
+    if y.size and not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{where} returned y of dtype {y.dtype}; expected int64", key="source")
+    if not all(isinstance(name, str) for name in class_names):
+        raise DataError(f"{where} returned class names that are not strings", key="source")
+    if len(set(class_names)) != len(class_names):
+        raise DataError(f"{where} returned duplicate class names {class_names}", key="source")
+    if y.size and (y.min() < 0 or y.max() >= len(class_names)):
+        raise DataError(
+            f"{where} returned class codes {int(y.min())}..{int(y.max())} for "
+            f"{len(class_names)} class names",
+            key="source",
+        )
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        rows = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
+        raise DataError(f"{where} returned {rows} examples with NaN or inf", key="source")
+    return x, y.astype(np.int64, copy=False), class_names
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """Return ``array`` contiguous and no longer writeable."""
+    array = np.ascontiguousarray(array)
+    array.flags.writeable = False
+    return array

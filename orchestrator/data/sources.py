@@ -1,0 +1,487 @@
+"""The built-in data sources: ``sklearn:``, ``csv:``, ``parquet:``, ``npz:`` and ``images:``.
+
+They register through the same hook a third-party plugin implements. Relative
+paths resolve against the recipe's folder. None of them takes ``options``; an
+``image_size`` or ``channels`` is honoured wherever the data are images and
+refused where they are a table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from orchestrator.data import DataSource, LabelledArrays
+from orchestrator.errors import DataError, did_you_mean
+from orchestrator.markers import hookimpl
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchestrator.registry import Registry
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif"})
+
+# The grey level PIL's "L" mode gives an RGB pixel (ITU-R 601-2 luma).
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class _BuiltinSource(DataSource):
+    """Checks every built-in source shares: no ``options``, sensible image settings."""
+
+    def check(self, location: str, spec: Any, base_dir: Path) -> None:
+        options = getattr(spec, "options", None) or {}
+        if options:
+            raise DataError(
+                f"the {self.scheme!r} data source takes no options, got "
+                f"{', '.join(repr(str(k)) for k in options)}",
+                key="options",
+            )
+        _image_settings(spec)
+
+
+class SklearnSource(_BuiltinSource):
+    """Small classification datasets bundled with scikit-learn (offline)."""
+
+    scheme = "sklearn"
+    description = "scikit-learn's bundled datasets: digits (8x8 images), iris, wine, breast_cancer"
+
+    #: Dataset name -> the ``sklearn.datasets`` loader.
+    LOADERS = {
+        "digits": "load_digits",
+        "iris": "load_iris",
+        "wine": "load_wine",
+        "breast_cancer": "load_breast_cancer",
+    }
+
+    def check(self, location: str, spec: Any, base_dir: Path) -> None:
+        super().check(location, spec, base_dir)
+        if location not in self.LOADERS:
+            raise DataError(
+                f"unknown scikit-learn dataset {location!r}{did_you_mean(location, self.LOADERS)}"
+                f"; available: {', '.join(sorted(self.LOADERS))}",
+                key="source",
+            )
+        if location != "digits":
+            _refuse_image_settings(spec, f"sklearn:{location}")
+
+    def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
+        self.check(location, spec, base_dir)
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, self.LOADERS[location])()
+        y = np.asarray(bunch.target, dtype=np.int64)
+        class_names = tuple(str(name) for name in bunch.target_names)
+        if location == "digits":
+            # Pixel values are counts 0..16 of a 4x4 block of the original bitmap.
+            x = (np.asarray(bunch.images, dtype=np.float32) / 16.0)[..., np.newaxis]
+            x = _conform_images(x, spec)
+        else:
+            x = np.asarray(bunch.data, dtype=np.float32)
+        return LabelledArrays(x=x, y=y, class_names=class_names)
+
+
+class CsvSource(_BuiltinSource):
+    """A CSV table: numeric feature columns and a ``target`` label column."""
+
+    scheme = "csv"
+    description = "a CSV file of numeric feature columns and a 'target' label column"
+
+    def check(self, location: str, spec: Any, base_dir: Path) -> None:
+        super().check(location, spec, base_dir)
+        path = _existing_file(location, base_dir, "CSV file")
+        _refuse_image_settings(spec, f"csv:{location}")
+        _check_target(spec, _csv_columns(path), path)
+
+    def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
+        self.check(location, spec, base_dir)
+        import pandas as pd
+
+        path = _resolve(location, base_dir)
+        try:
+            frame = pd.read_csv(path)
+        except (ValueError, UnicodeDecodeError, OSError) as exc:
+            raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
+        return _table_arrays(frame, str(spec.target), path)
+
+
+class ParquetSource(_BuiltinSource):
+    """A Parquet table: numeric feature columns and a ``target`` label column."""
+
+    scheme = "parquet"
+    description = "a Parquet file of numeric feature columns and a 'target' label column"
+
+    def check(self, location: str, spec: Any, base_dir: Path) -> None:
+        super().check(location, spec, base_dir)
+        path = _existing_file(location, base_dir, "Parquet file")
+        _refuse_image_settings(spec, f"parquet:{location}")
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(path)
+        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+            raise DataError(f"cannot read Parquet file {path}: {exc}", key="source") from exc
+        # pandas stores an unnamed index as an extra column; it is not data.
+        columns = [n for n in schema.names if not n.startswith("__index_level_")]
+        _check_target(spec, columns, path)
+
+    def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
+        self.check(location, spec, base_dir)
+        import pandas as pd
+
+        path = _resolve(location, base_dir)
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+            raise DataError(f"cannot read Parquet file {path}: {exc}", key="source") from exc
+        return _table_arrays(frame, str(spec.target), path)
+
+
+class NpzSource(_BuiltinSource):
+    """A NumPy ``.npz`` archive with arrays ``x``, ``y`` and optionally ``class_names``."""
+
+    scheme = "npz"
+    description = "a NumPy .npz file with arrays x, y (codes or names) and optional class_names"
+
+    def check(self, location: str, spec: Any, base_dir: Path) -> None:
+        super().check(location, spec, base_dir)
+        path = _existing_file(location, base_dir, "npz file")
+        # Only the archive's directory is read here; arrays load lazily.
+        with _open_npz(path) as archive:
+            _check_npz_keys(archive.files, path)
+
+    def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
+        self.check(location, spec, base_dir)
+        path = _resolve(location, base_dir)
+        try:
+            with _open_npz(path) as archive:
+                x = archive["x"]
+                y = archive["y"]
+                names = archive["class_names"] if "class_names" in archive.files else None
+        except ValueError as exc:
+            # Raised for object arrays, which would need pickle to load.
+            raise DataError(
+                f"cannot read {path} without pickle ({exc}); store x as numbers and y and "
+                f"class_names as numbers or strings",
+                key="source",
+            ) from exc
+        if x.dtype.kind not in "biuf":
+            raise DataError(
+                f"array 'x' in {path} has dtype {x.dtype}; expected numbers", key="source"
+            )
+        if x.ndim < 2:
+            raise DataError(
+                f"array 'x' in {path} has shape {x.shape}; expected one row per example, "
+                f"(n, features) or (n, height, width, channels)",
+                key="source",
+            )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.shape != (len(x),):
+            raise DataError(
+                f"array 'y' in {path} has shape {y.shape}; expected one label per row of "
+                f"x, shape ({len(x)},)",
+                key="source",
+            )
+        codes, class_names = _npz_labels(y, names, path)
+        x = x.astype(np.float32)
+        if x.ndim == 4:
+            x = _conform_images(x, spec)
+        else:
+            _refuse_image_settings(spec, f"npz:{location} with x of shape {x.shape}")
+        return LabelledArrays(x=x, y=codes, class_names=class_names)
+
+
+class ImagesSource(_BuiltinSource):
+    """A folder of images with one sub-folder per class."""
+
+    scheme = "images"
+    description = "a folder with one sub-folder of images (png, jpg, bmp, gif) per class"
+
+    def check(self, location: str, spec: Any, base_dir: Path) -> None:
+        super().check(location, spec, base_dir)
+        _class_folders(_resolve(location, base_dir))
+
+    def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
+        self.check(location, spec, base_dir)
+        from PIL import Image, UnidentifiedImageError
+
+        root = _resolve(location, base_dir)
+        size, channels = _image_settings(spec)
+        mode = "L" if channels == 1 else "RGB"
+        files: list[Path] = []
+        labels: list[int] = []
+        folders = _class_folders(root)
+        for code, folder in enumerate(folders):
+            found = _image_files(folder)
+            if not found:
+                raise DataError(
+                    f"class folder {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                    key="source",
+                )
+            files += found
+            labels += [code] * len(found)
+
+        x: np.ndarray | None = None
+        for i, file in enumerate(files):
+            try:
+                with Image.open(file) as image:
+                    image = image.convert(mode)
+                    if size is None:
+                        size = (image.height, image.width)
+                    if image.size != (size[1], size[0]):
+                        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                    pixels = np.asarray(image, dtype=np.float32)
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(f"cannot read image {file}: {exc}", key="source") from exc
+            if x is None:
+                x = np.empty((len(files), size[0], size[1], 1 if mode == "L" else 3), np.float32)
+            x[i] = pixels.reshape(x.shape[1:]) / 255.0
+        assert x is not None  # every class folder holds at least one image
+        return LabelledArrays(
+            x=x,
+            y=np.asarray(labels, dtype=np.int64),
+            class_names=tuple(folder.name for folder in folders),
+        )
+
+
+@hookimpl
+def graftune_register_data_sources(registry: Registry) -> None:
+    """Register the built-in data sources."""
+    for cls in (SklearnSource, CsvSource, ParquetSource, NpzSource, ImagesSource):
+        registry.add(cls)
+
+
+def _resolve(location: str, base_dir: Path) -> Path:
+    """Resolve a location against the recipe's folder unless it is absolute."""
+    path = Path(location).expanduser()
+    if not path.is_absolute():
+        path = Path(base_dir) / path
+    return path.resolve()
+
+
+def _existing_file(location: str, base_dir: Path, what: str) -> Path:
+    """Resolve ``location`` and check it is a file, naming the resolved path if not."""
+    path = _resolve(location, base_dir)
+    if not path.is_file():
+        state = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise DataError(f"{what} {path} {state} (from {location!r})", key="source")
+    return path
+
+
+def _csv_columns(path: Path) -> list[str]:
+    """Read only the header row of a CSV file."""
+    import pandas as pd
+
+    try:
+        header = pd.read_csv(path, nrows=0)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        # pandas' EmptyDataError and ParserError are ValueErrors.
+        raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
+    return [str(c) for c in header.columns]
+
+
+def _check_target(spec: Any, columns: list[str], path: Path) -> None:
+    """Check the spec names a label column the table has, and other columns besides."""
+    target = getattr(spec, "target", None)
+    available = ", ".join(repr(c) for c in columns) or "none"
+    if target is None:
+        raise DataError(
+            f"'target' must name the label column of {path}; its columns: {available}",
+            key="target",
+        )
+    if str(target) not in columns:
+        raise DataError(
+            f"target column {target!r}{did_you_mean(target, columns)} is not in {path}; its "
+            f"columns: {available}",
+            key="target",
+        )
+    if len(columns) < 2:
+        raise DataError(f"{path} has no feature columns besides {target!r}", key="source")
+
+
+def _table_arrays(frame: pd.DataFrame, target: str, path: Path) -> LabelledArrays:
+    """Turn a table of numeric features and a label column into labelled arrays."""
+    import pandas as pd
+
+    frame.columns = [str(c) for c in frame.columns]
+    features = [c for c in frame.columns if c != target]
+    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise DataError(
+            f"feature columns must be numeric; {path} has non-numeric column(s) "
+            f"{', '.join(repr(c) for c in non_numeric)}; encode them as numbers or drop them",
+            key="source",
+        )
+    missing = frame.isna()
+    if missing.to_numpy().any():
+        rows = int(missing.any(axis=1).sum())
+        columns = [c for c in frame.columns if missing[c].any()]
+        raise DataError(
+            f"{path} has {rows} row(s) with missing values, in column(s) "
+            f"{', '.join(repr(c) for c in columns)}; drop or fill them first",
+            key="source",
+        )
+    x = frame[features].to_numpy(dtype=np.float32)
+    codes, class_names = _encode_labels(frame[target].to_numpy())
+    return LabelledArrays(x=x, y=codes, class_names=class_names)
+
+
+def _encode_labels(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Map labels to codes of their sorted distinct values, named as strings.
+
+    Numbers sort numerically (so ``"2"`` comes before ``"10"``); integral floats,
+    as pandas makes of integer columns in some files, are named like integers.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind in "biuf":
+        if values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0):
+            values = values.astype(np.int64)
+        distinct, codes = np.unique(values, return_inverse=True)
+        names = tuple(str(v) for v in distinct.tolist())
+    else:
+        distinct, codes = np.unique(values.astype(str), return_inverse=True)
+        names = tuple(str(v) for v in distinct.tolist())
+    return codes.reshape(-1).astype(np.int64), names
+
+
+def _open_npz(path: Path) -> Any:
+    """Open an npz archive lazily, refusing pickled objects."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"cannot read npz file {path}: {exc}", key="source") from exc
+
+
+def _check_npz_keys(keys: list[str], path: Path) -> None:
+    """Check an npz archive holds ``x`` and ``y``, naming what it holds if not."""
+    missing = [k for k in ("x", "y") if k not in keys]
+    if missing:
+        found = ", ".join(repr(k) for k in keys) or "none"
+        raise DataError(
+            f"npz file {path} lacks array(s) {', '.join(repr(k) for k in missing)}; it has "
+            f"{found}; expected 'x', 'y' and optionally 'class_names'",
+            key="source",
+        )
+
+
+def _npz_labels(
+    y: np.ndarray, names: np.ndarray | None, path: Path
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Codes and class names from an npz ``y`` and its optional ``class_names``."""
+    if names is None:
+        return _encode_labels(y)
+    class_names = tuple(str(n) for n in names.reshape(-1).tolist())
+    if len(set(class_names)) != len(class_names):
+        raise DataError(f"array 'class_names' in {path} has duplicates", key="source")
+    if y.dtype.kind in "US":
+        index = {name: code for code, name in enumerate(class_names)}
+        labels = y.astype(str)
+        unknown = sorted(set(labels.tolist()) - index.keys())
+        if unknown:
+            raise DataError(
+                f"array 'y' in {path} has label(s) {', '.join(repr(u) for u in unknown[:5])} "
+                f"missing from 'class_names'",
+                key="source",
+            )
+        return np.array([index[label] for label in labels], dtype=np.int64), class_names
+    if y.dtype.kind in "biuf" and np.all(np.mod(y, 1) == 0):
+        codes = y.astype(np.int64)
+        if codes.size and (codes.min() < 0 or codes.max() >= len(class_names)):
+            raise DataError(
+                f"array 'y' in {path} has codes {codes.min()}..{codes.max()}, but "
+                f"'class_names' names {len(class_names)} classes (codes 0..{len(class_names) - 1})",
+                key="source",
+            )
+        return codes, class_names
+    raise DataError(
+        f"array 'y' in {path} has dtype {y.dtype}; expected integer codes or strings",
+        key="source",
+    )
+
+
+def _class_folders(root: Path) -> list[Path]:
+    """The class sub-folders of an image folder, sorted by name; at least two."""
+    if not root.is_dir():
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"image folder {root} {state}", key="source")
+    folders = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+    if len(folders) < 2:
+        loose = any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir())
+        hint = "; put the images in one sub-folder per class" if loose else ""
+        found = f"only class folder {folders[0].name!r}" if folders else "no class folders"
+        raise DataError(
+            f"image folder {root} has {found}; expected one sub-folder per class, at least "
+            f"two{hint}",
+            key="source",
+        )
+    return folders
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Image files anywhere under a class folder, in a stable order."""
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _image_settings(spec: Any) -> tuple[tuple[int, int] | None, int | None]:
+    """The spec's ``image_size`` as ``(height, width)`` and ``channels``, checked."""
+    size = getattr(spec, "image_size", None)
+    channels = getattr(spec, "channels", None)
+    if size is not None:
+        size = tuple(size)
+        if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+            raise DataError(
+                f"image_size must be [height, width] in pixels, got {list(size)!r}",
+                key="image_size",
+            )
+    if channels is not None and channels not in (1, 3):
+        raise DataError(f"channels must be 1 (grey) or 3 (RGB), got {channels!r}", key="channels")
+    return size, channels  # type: ignore[return-value]
+
+
+def _refuse_image_settings(spec: Any, what: str) -> None:
+    """Reject image settings for tabular data, where they would be silently ignored."""
+    for key in ("image_size", "channels"):
+        if getattr(spec, key, None) is not None:
+            raise DataError(
+                f"{key} applies only to image data (n, height, width, channels), not to {what}",
+                key=key,
+            )
+
+
+def _conform_images(x: np.ndarray, spec: Any) -> np.ndarray:
+    """Resize ``(n, h, w, c)`` images and convert channels as the spec asks."""
+    size, channels = _image_settings(spec)
+    if channels is not None and channels != x.shape[-1]:
+        if x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        elif x.shape[-1] == 3:
+            x = (x @ _LUMA)[..., np.newaxis]
+        else:
+            raise DataError(
+                f"cannot convert images with {x.shape[-1]} channels to {channels}",
+                key="channels",
+            )
+    if size is not None and tuple(x.shape[1:3]) != size:
+        from PIL import Image
+
+        height, width = size
+        resized = np.empty((len(x), height, width, x.shape[-1]), dtype=np.float32)
+        for i in range(len(x)):
+            for c in range(x.shape[-1]):
+                plane = Image.fromarray(np.ascontiguousarray(x[i, :, :, c]))
+                plane = plane.resize((width, height), Image.Resampling.BILINEAR)
+                resized[i, :, :, c] = np.asarray(plane)
+        x = resized
+    return x.astype(np.float32, copy=False)

@@ -1,0 +1,244 @@
+"""Turn labelled arrays into seeded, stratified train/validation/test splits.
+
+Also the steps around the split: keeping only some classes before it, the
+few-shot subsample of the training split after it, the training statistics and
+the fingerprint of the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from orchestrator.errors import DataError, did_you_mean
+
+
+class Splits(NamedTuple):
+    """The six arrays of a split dataset."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def check_fractions(val: float, test: float) -> None:
+    """Check the validation and test fractions of the whole dataset.
+
+    Args:
+        val: The validation fraction, in [0, 1).
+        test: The test fraction, in [0, 1).
+
+    Raises:
+        DataError: If a fraction is out of range or they leave nothing to train on
+            (key ``split``).
+    """
+    for name, value in (("val", val), ("test", test)):
+        if not (0.0 <= value < 1.0):
+            raise DataError(
+                f"split {name} must be a fraction of the whole dataset in [0, 1), got {value}",
+                key="split",
+            )
+    if val + test >= 1.0:
+        raise DataError(
+            f"split val + test must be below 1 to leave examples to train on, got "
+            f"{val} + {test} = {val + test:g}",
+            key="split",
+        )
+
+
+def select_classes(
+    x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...], wanted: Sequence[object]
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """Keep only the examples of some classes and re-code them ``0 .. k-1``.
+
+    The kept classes stay in the source's order, not the order ``wanted`` lists
+    them in, so that listing them differently does not change the class codes.
+
+    Args:
+        x: Features, one example per row.
+        y: Class codes into ``class_names``.
+        class_names: The source's class names.
+        wanted: Class names to keep, compared as strings.
+
+    Returns:
+        ``(x, y, class_names)`` for the kept classes.
+
+    Raises:
+        DataError: If a wanted class is not among ``class_names`` (key ``classes``).
+    """
+    wanted_names = list(dict.fromkeys(str(c) for c in wanted))
+    unknown = [name for name in wanted_names if name not in class_names]
+    if unknown:
+        first = unknown[0]
+        raise DataError(
+            f"unknown class {first!r}{did_you_mean(first, class_names)} in classes; the data "
+            f"has {len(class_names)} classes: {_list(class_names)}",
+            key="classes",
+        )
+    wanted_set = set(wanted_names)
+    kept_codes = [code for code, name in enumerate(class_names) if name in wanted_set]
+    recode = np.full(len(class_names), -1, dtype=np.int64)
+    recode[kept_codes] = np.arange(len(kept_codes))
+    mask = recode[y] >= 0
+    return x[mask], recode[y[mask]], tuple(class_names[c] for c in kept_codes)
+
+
+def stratified_split(
+    x: np.ndarray,
+    y: np.ndarray,
+    class_names: tuple[str, ...],
+    *,
+    val: float,
+    test: float,
+    seed: int,
+) -> Splits:
+    """Split into train, validation and test sets with every class in each.
+
+    The test set is drawn from the whole, then the validation set from the rest,
+    with the fraction scaled so both are fractions of the whole. A fraction of 0
+    gives an empty split.
+
+    Args:
+        x: Features, one example per row.
+        y: Class codes into ``class_names``.
+        class_names: The class names, for messages.
+        val: The validation fraction of the whole.
+        test: The test fraction of the whole.
+        seed: Seeds the shuffles, in [0, 2**32).
+
+    Returns:
+        The six arrays.
+
+    Raises:
+        DataError: If the fractions are invalid or a class is too small to appear in
+            every split (key ``split``).
+    """
+    check_fractions(val, test)
+    counts = np.bincount(y, minlength=len(class_names))
+    fractions = {"train": 1.0 - val - test, "val": val, "test": test}
+    used = {name: f for name, f in fractions.items() if f > 0}
+    # Each non-empty split needs one example per class, and sklearn's stratified
+    # split needs at least two per class; the fraction bound makes the expected
+    # share of every split at least one example.
+    needed = max(3, *(math.ceil(1.0 / f - 1e-9) for f in used.values()))
+    for code, count in enumerate(counts):
+        if count < needed:
+            raise DataError(
+                f"class {class_names[code]!r} has {count} example(s); a stratified split with "
+                f"val {val:g} and test {test:g} needs at least {needed} per class so that "
+                f"every split gets one; add examples, leave the class out with 'classes', or "
+                f"change the fractions",
+                key="split",
+            )
+
+    index = np.arange(len(y))
+    try:
+        rest, test_index = _draw(index, y, test, seed)
+        train_index, val_index = _draw(rest, y[rest], val / (1.0 - test), seed)
+    except ValueError as exc:
+        raise DataError(f"cannot split the data stratified: {exc}", key="split") from exc
+
+    parts = {"train": train_index, "val": val_index, "test": test_index}
+    for name in used:
+        present = np.bincount(y[parts[name]], minlength=len(class_names))
+        missing = np.flatnonzero(present == 0)
+        if missing.size:
+            # Rare: sklearn's rounding of per-class shares can starve a class
+            # at the minimum size when there are many such classes.
+            code = int(missing[0])
+            raise DataError(
+                f"class {class_names[code]!r} ({counts[code]} examples) got no examples in the "
+                f"{name} split with val {val:g} and test {test:g}; add examples, leave the "
+                f"class out with 'classes', or change the fractions",
+                key="split",
+            )
+    return Splits(
+        x[train_index], y[train_index], x[val_index], y[val_index], x[test_index], y[test_index]
+    )
+
+
+def take_labels_per_class(
+    parts: Splits, class_names: tuple[str, ...], labels_per_class: int, seed: int
+) -> Splits:
+    """Keep exactly ``labels_per_class`` training examples of each class.
+
+    The kept examples are a seeded random choice, in their training-split order;
+    validation and test splits are unchanged.
+
+    Args:
+        parts: The split dataset.
+        class_names: The class names, for messages.
+        labels_per_class: How many training examples to keep per class.
+        seed: Seeds the choice, in [0, 2**32).
+
+    Returns:
+        The splits with the smaller training set.
+
+    Raises:
+        DataError: If a class has fewer training examples than asked (key
+            ``labels_per_class``).
+    """
+    rng = np.random.default_rng(seed)
+    y_train = parts.y_train
+    keep = []
+    for code, name in enumerate(class_names):
+        members = np.flatnonzero(y_train == code)
+        if len(members) < labels_per_class:
+            raise DataError(
+                f"class {name!r} has {len(members)} training example(s), fewer than "
+                f"labels_per_class {labels_per_class}; lower labels_per_class or the val/test "
+                f"fractions",
+                key="labels_per_class",
+            )
+        keep.append(rng.choice(members, size=labels_per_class, replace=False))
+    kept = np.sort(np.concatenate(keep))
+    return parts._replace(x_train=parts.x_train[kept], y_train=y_train[kept])
+
+
+def feature_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the float32 per-feature mean and variance over the training split."""
+    # Summing in float64 keeps large or many-pixel splits from losing precision.
+    mean = x_train.mean(axis=0, dtype=np.float64)
+    var = x_train.var(axis=0, dtype=np.float64)
+    return mean.astype(np.float32), var.astype(np.float32)
+
+
+def fingerprint(parts: Splits, class_names: Sequence[str]) -> str:
+    """Return a sha256 hex digest of the six arrays and the class names.
+
+    Shapes and dtypes are hashed with the bytes, so arrays with the same bytes
+    but a different layout differ.
+    """
+    digest = hashlib.sha256(b"graftune-dataset-v1\0")
+    for name, array in zip(Splits._fields, parts, strict=True):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{name}:{array.dtype.str}:{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    for class_name in class_names:
+        digest.update(f"class:{class_name}\0".encode())
+    return digest.hexdigest()
+
+
+def _draw(
+    index: np.ndarray, y: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``index`` in two, stratified, the second part ``fraction`` of it."""
+    if fraction <= 0:
+        return index, index[:0]
+    from sklearn.model_selection import train_test_split
+
+    kept, drawn = train_test_split(index, test_size=fraction, stratify=y, random_state=seed)
+    return kept, drawn
+
+
+def _list(names: Sequence[str], limit: int = 20) -> str:
+    """Quote names for a message, eliding all but the first ``limit``."""
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"

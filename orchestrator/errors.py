@@ -1,0 +1,152 @@
+"""The one hierarchy of errors graftune raises on purpose.
+
+The CLI turns each of them into one clear message and an exit status; nothing
+here carries a traceback to the user unless ``--debug`` is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from difflib import get_close_matches
+from pathlib import Path
+
+
+class GraftuneError(Exception):
+    """Base class of every error graftune raises deliberately."""
+
+    #: The exit status the CLI uses for this kind of error.
+    exit_status: int = 1
+
+
+class RecipeError(GraftuneError):
+    """A recipe is wrong: names the file, the key path and what was expected.
+
+    Args:
+        message: What was expected, and what was found.
+        file: The recipe file, when known.
+        path: The key path inside the recipe, like ``search.scheduler``.
+        line: The 1-based line of that key in the file, when known.
+    """
+
+    exit_status = 2
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        path: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.path = path
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file or "<recipe>"
+        if self.line is not None:
+            where = f"{where}:{self.line}"
+        if self.path:
+            return f"{where}: {self.path}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class RecipeErrors(RecipeError):
+    """Several recipe errors found at once, reported together."""
+
+    def __init__(self, errors: list[RecipeError]) -> None:
+        self.errors = errors
+        first = errors[0]
+        super().__init__(first.message, file=first.file, path=first.path, line=first.line)
+
+    def __str__(self) -> str:
+        if len(self.errors) == 1:
+            return str(self.errors[0])
+        lines = [f"{len(self.errors)} problems in the recipe:"]
+        lines += [f"  {e}" for e in self.errors]
+        return "\n".join(lines)
+
+
+class DataError(GraftuneError):
+    """A data source cannot be read or split as asked.
+
+    Args:
+        message: What went wrong and what was expected.
+        key: The key of the data spec at fault (``source``, ``target``, ``split``,
+            ``labels_per_class`` ...), so a recipe check can name its path.
+    """
+
+    exit_status = 2
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class BaseModelError(GraftuneError):
+    """A pretrained base cannot be loaded, downloaded or adapted to the data.
+
+    Args:
+        message: What went wrong and how to fix it.
+        key: The key of the recipe's ``base:`` section at fault, when one is.
+    """
+
+    exit_status = 2
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class PluginError(GraftuneError):
+    """A plugin cannot be loaded or behaves against its contract."""
+
+    exit_status = 3
+
+
+class PluginLoadError(PluginError):
+    """A plugin's entry point failed to import.
+
+    Args:
+        entry_point: The entry point's name.
+        value: The entry point's value (``module:attr``).
+        distribution: The distribution (and version) that declared it.
+        cause: The exception raised on import.
+    """
+
+    def __init__(self, entry_point: str, value: str, distribution: str, cause: BaseException):
+        self.entry_point = entry_point
+        self.value = value
+        self.distribution = distribution
+        super().__init__(
+            f"plugin {entry_point!r} ({value}) from distribution {distribution} failed to "
+            f"import: {type(cause).__name__}: {cause}"
+        )
+
+
+class DuplicateNameError(PluginError):
+    """Two plugins registered the same name for a strategy, data source or base."""
+
+
+class TrialFailure(GraftuneError):
+    """One trial failed; it is recorded in the leaderboard and the run goes on."""
+
+
+class FatalStrategyError(GraftuneError):
+    """A strategy is broken beyond one trial; the run stops."""
+
+    exit_status = 3
+
+
+class RunFailed(GraftuneError):
+    """A run finished but none of its trials succeeded."""
+
+    exit_status = 1
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """Return `` (did you mean 'x'?)`` for the closest option, or an empty string."""
+    matches = get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {matches[0]!r}?)" if matches else ""

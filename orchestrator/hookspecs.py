@@ -1,0 +1,125 @@
+"""Every hook graftune calls, each documented.
+
+Hooks are called with keyword arguments only. An implementation may accept
+fewer arguments than its specification names, so specifications can grow
+without breaking plugins.
+
+Registration hooks run once when the plugin manager is built; event hooks run
+in the driver process while a run goes on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orchestrator.markers import hookspec
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchestrator.registry import Registry
+    from orchestrator.trial import TrialResult
+
+# -- registration -------------------------------------------------------------
+
+
+@hookspec
+def graftune_register_strategies(registry: Registry) -> None:
+    """Add :class:`~orchestrator.Strategy` subclasses to ``registry``.
+
+    Called once per plugin manager, when it is built. Call
+    ``registry.add(MyStrategy)`` for each strategy; the strategy's ``name`` must
+    be snake_case and is the name recipes use under ``strategies:``.
+
+    Args:
+        registry: The strategy registry.
+
+    Returns:
+        Nothing; the return value is ignored.
+
+    Raises:
+        Two plugins adding one name stop start-up with a
+        :class:`~orchestrator.errors.DuplicateNameError` naming both. Any other
+        exception stops start-up with a :class:`~orchestrator.errors.PluginError`
+        naming this plugin.
+    """
+
+
+@hookspec
+def graftune_register_data_sources(registry: Registry) -> None:
+    """Add :class:`~orchestrator.data.DataSource` subclasses to ``registry``.
+
+    Called once per plugin manager, when it is built. A data source handles one
+    ``source:`` scheme of a recipe (``sklearn:``, ``csv:``, ``parquet:``,
+    ``npz:`` and ``images:`` are built in).
+
+    Args:
+        registry: The data-source registry, keyed by ``scheme``.
+
+    Returns:
+        Nothing; the return value is ignored.
+
+    Raises:
+        As :func:`graftune_register_strategies`.
+    """
+
+
+@hookspec
+def graftune_register_bases(registry: Registry) -> None:
+    """Add :class:`~orchestrator.bases.BaseProvider` subclasses to ``registry``.
+
+    Called once per plugin manager, when it is built. A base provider turns a
+    recipe's ``base:`` section into a pretrained Keras model (``application``,
+    ``path`` and ``pretrain`` are built in; a third-party provider is chosen
+    with ``base: {provider: NAME, options: {...}}``).
+
+    Args:
+        registry: The base-provider registry, keyed by ``name``.
+
+    Returns:
+        Nothing; the return value is ignored.
+
+    Raises:
+        As :func:`graftune_register_strategies`.
+    """
+
+
+# -- events -------------------------------------------------------------------
+
+
+@hookspec
+def graftune_trial_finished(result: TrialResult, run_dir: Path) -> None:
+    """Observe one trial that has ended, in the driver process.
+
+    Called once per trial, whatever its status (``ok``, ``pruned``, ``error``,
+    ``diverged``), as soon as the driver learns of it.
+
+    Args:
+        result: The trial's strategy, configuration, status, metrics and cost.
+        run_dir: The run directory.
+
+    Returns:
+        Nothing; the return value is ignored.
+
+    Raises:
+        May raise: the error is reported as a warning naming the plugin and the
+        run goes on.
+    """
+
+
+@hookspec
+def graftune_run_finished(leaderboard: pd.DataFrame, run_dir: Path) -> None:
+    """Observe a finished run, after its leaderboard files are written.
+
+    Args:
+        leaderboard: The ranked leaderboard, one row per trial.
+        run_dir: The run directory.
+
+    Returns:
+        Nothing; the return value is ignored.
+
+    Raises:
+        May raise: the error is reported as a warning naming the plugin and the
+        run goes on.
+    """

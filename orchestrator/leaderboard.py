@@ -1,0 +1,163 @@
+"""Trial results -> a ranked pandas DataFrame; CSV, Markdown and HTML files.
+
+One row per trial of every strategy. Trials with a value of the metric are
+ranked by it (``ok`` and ``pruned`` alike: a pruned trial's value is the one it
+had when the scheduler stopped it); ``error`` and ``diverged`` rows have no rank
+and come last. Files are written atomically, so a crash never leaves a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchestrator.trial import TrialResult
+
+#: Columns before the searched parameters.
+LEAD_COLUMNS = ["rank", "strategy", "trial_id", "status"]
+#: Metric columns, validation then test.
+METRIC_COLUMNS = ["val_accuracy", "test_accuracy", "val_loss", "test_loss"]
+#: Cost and diagnosis columns, after the parameters.
+TAIL_COLUMNS = [
+    "epochs",
+    "fit_seconds",
+    "params_total",
+    "params_trainable",
+    "peak_memory_mb",
+    "error",
+]
+#: The order searched parameters are shown in; others follow alphabetically.
+PARAMETER_ORDER = [
+    "frozen_layers",
+    "head_width",
+    "head_depth",
+    "hidden_layers",
+    "width",
+    "regularizer",
+    "lambda",
+    "learning_rate",
+]
+FILES = {"csv": "leaderboard.csv", "md": "leaderboard.md", "html": "leaderboard.html"}
+
+
+def parameter_columns(results: Iterable[TrialResult]) -> list[str]:
+    """Every searched parameter that appears in some trial's configuration."""
+    seen: set[str] = set()
+    for result in results:
+        seen.update(result.config)
+    ordered = [p for p in PARAMETER_ORDER if p in seen]
+    return ordered + sorted(seen - set(ordered))
+
+
+def build_leaderboard(results: list[TrialResult], *, metric: str, mode: str) -> pd.DataFrame:
+    """Rank every trial by ``metric`` (``max`` or ``mode``) into one DataFrame."""
+    import pandas as pd
+
+    params = parameter_columns(results)
+    rows = []
+    for result in results:
+        row: dict[str, Any] = {
+            "strategy": result.strategy,
+            "trial_id": result.trial_id,
+            "status": result.status,
+        }
+        for column in METRIC_COLUMNS:
+            row[column] = getattr(result, column)
+        for param in params:
+            row[param] = result.config.get(param)
+        for column in TAIL_COLUMNS:
+            row[column] = getattr(result, column)
+        rows.append(row)
+    columns = LEAD_COLUMNS + METRIC_COLUMNS + params + TAIL_COLUMNS
+    frame = pd.DataFrame(rows, columns=[c for c in columns if c != "rank"])
+    if frame.empty:
+        frame.insert(0, "rank", pd.Series(dtype="Int64"))
+        return frame
+    frame[METRIC_COLUMNS] = frame[METRIC_COLUMNS].astype("float64")
+    rankable = frame["status"].isin(["ok", "pruned"]) & frame[metric].notna()
+    ascending = mode == "min"
+    # Among equal scores the cheaper trial ranks first.
+    order = frame[rankable].sort_values(
+        [metric, "fit_seconds", "trial_id"], ascending=[ascending, True, True], na_position="last"
+    )
+    rest = frame[~rankable].sort_values(["strategy", "trial_id"])
+    frame = pd.concat([order, rest], ignore_index=True)
+    ranks = pd.array([*range(1, len(order) + 1), *([pd.NA] * len(rest))], dtype="Int64")
+    frame.insert(0, "rank", ranks)
+    for column in ("epochs", "params_total", "params_trainable"):
+        frame[column] = frame[column].astype("Int64")
+    for column in params:
+        values = frame[column].dropna()
+        if len(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def best_row(frame: pd.DataFrame) -> pd.Series | None:
+    """The best-ranked trial that finished and saved its model, or ``None``."""
+    finished = frame[(frame["status"] == "ok") & frame["rank"].notna()]
+    return None if finished.empty else finished.iloc[0]
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    """The leaderboard as a Markdown table (blank cells for missing values)."""
+    return _display(frame).to_markdown(index=False)
+
+
+def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    shown = frame.copy()
+    for column in ("val_accuracy", "test_accuracy", "val_loss", "test_loss"):
+        shown[column] = shown[column].map(lambda v: "" if v != v or v is None else f"{v:.4f}")
+    if "lambda" in shown:
+        shown["lambda"] = shown["lambda"].map(lambda v: "" if v != v or v is None else f"{v:.3g}")
+    if "learning_rate" in shown:
+        shown["learning_rate"] = shown["learning_rate"].map(
+            lambda v: "" if v != v or v is None else f"{v:.3g}"
+        )
+    return shown.astype(object).where(shown.notna(), "")
+
+
+def write_leaderboard(frame: pd.DataFrame, run_dir: Path) -> dict[str, Path]:
+    """Write ``leaderboard.csv``, ``.md`` and ``.html`` into ``run_dir``, atomically."""
+    paths = {}
+    texts = {
+        "csv": frame.to_csv(index=False),
+        "md": to_markdown(frame) + "\n",
+        "html": _display(frame).to_html(index=False, border=0, classes="leaderboard"),
+    }
+    for kind, text in texts.items():
+        path = Path(run_dir) / FILES[kind]
+        atomic_write_text(path, text)
+        paths[kind] = path
+    return paths
+
+
+def read_leaderboard(run_dir: Path) -> pd.DataFrame:
+    """Read a run's ``leaderboard.csv`` back with its column types."""
+    import pandas as pd
+
+    path = Path(run_dir) / FILES["csv"]
+    frame = pd.read_csv(path, keep_default_na=True)
+    for column in ("rank", "epochs", "params_total", "params_trainable"):
+        if column in frame:
+            frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def to_json(frame: pd.DataFrame) -> str:
+    """The leaderboard as a JSON list of rows (missing values as null)."""
+    return json.dumps(json.loads(frame.to_json(orient="records")), indent=2)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

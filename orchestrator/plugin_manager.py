@@ -1,0 +1,222 @@
+"""Build the plugin manager: load entry points, register, check, fill registries."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from orchestrator import hookspecs
+from orchestrator.errors import GraftuneError, PluginError, PluginLoadError
+from orchestrator.markers import PROJECT
+from orchestrator.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: The entry-point group third-party plugins (and our built-ins) declare.
+ENTRY_POINT_GROUP = "graftune"
+#: Setting this variable to a non-empty value skips entry-point discovery.
+DISABLE_AUTOLOAD_ENV = "GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD"
+#: Host modules that implement the same hooks as any plugin, registered by name.
+HOST_PLUGINS = {
+    "graftune.data": "orchestrator.data.sources",
+    "graftune.bases": "orchestrator.bases",
+}
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """What ``graftune plugins`` shows for one registered plugin."""
+
+    name: str
+    distribution: str
+    version: str
+    adds: tuple[str, ...]
+
+
+@dataclass
+class PluginHost:
+    """The plugin manager and the registries its hooks filled."""
+
+    pm: pluggy.PluginManager
+    strategies: Registry
+    data_sources: Registry
+    bases: Registry
+    owners: dict[str, str] = field(default_factory=dict)
+    distributions: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call an event hook on every plugin; an observer that raises is only reported."""
+        caller = getattr(self.pm.hook, hook_name)
+        for impl in reversed(caller.get_hookimpls()):
+            args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+            try:
+                impl.function(**args)
+            except Exception as exc:
+                log.warning(
+                    "plugin %s raised in %s (ignored): %s: %s",
+                    self.owners.get(impl.plugin_name, impl.plugin_name),
+                    hook_name,
+                    type(exc).__name__,
+                    exc,
+                )
+
+    def infos(self) -> list[PluginInfo]:
+        """One :class:`PluginInfo` per registered plugin, sorted by name."""
+        adds: dict[str, list[str]] = {}
+        for registry in (self.strategies, self.data_sources, self.bases):
+            for entry in registry.entries():
+                plugin = entry.owner.split(" ", 1)[0]
+                adds.setdefault(plugin, []).append(f"{registry.kind} {entry.name}")
+        infos = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue
+            dist_name, version = self.distributions.get(name) or _host_distribution(name)
+            infos.append(PluginInfo(name, dist_name, version, tuple(adds.get(name, ()))))
+        return sorted(infos, key=lambda i: i.name)
+
+
+def _host_distribution(plugin_name: str) -> tuple[str, str]:
+    if plugin_name in HOST_PLUGINS:
+        try:
+            return "graftune", metadata.version("graftune")
+        except metadata.PackageNotFoundError:
+            return "graftune", "unknown"
+    return "(not installed)", "-"
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    seen: set[str] = set()
+    result = []
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        # The same distribution found twice on sys.path must not count as a duplicate.
+        if ep.name in seen:
+            continue
+        seen.add(ep.name)
+        result.append(ep)
+    return result
+
+
+def get_plugin_manager(
+    *,
+    autoload: bool | None = None,
+    extra_plugins: Iterable[ModuleType | object | str] = (),
+    disable: Iterable[str] = (),
+) -> PluginHost:
+    """Build a plugin manager with every plugin registered and the registries filled.
+
+    Args:
+        autoload: Load plugins from the ``graftune`` entry-point group. Defaults
+            to true unless ``GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD`` is set.
+        extra_plugins: Modules, objects or dotted module names to register as
+            well (``graftune run --plugin``, tests).
+        disable: Plugin names to block (an entry point's name, or ``graftune.data``
+            / ``graftune.bases`` for the host's own); a blocked plugin behaves as absent.
+
+    Returns:
+        The host, with its strategy, data-source and base registries.
+
+    Raises:
+        PluginLoadError: A plugin failed to import (names entry point and distribution).
+        DuplicateNameError: Two plugins registered one name.
+        PluginError: A hook implementation does not match its specification.
+    """
+    from orchestrator.bases import BaseProvider
+    from orchestrator.data import DataSource
+    from orchestrator.strategy import Strategy
+
+    if autoload is None:
+        autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for name in disable:
+        pm.set_blocked(name)
+    owners: dict[str, str] = {}
+    distributions: dict[str, tuple[str, str]] = {}
+
+    for name, module_name in HOST_PLUGINS.items():
+        if not pm.is_blocked(name):
+            pm.register(importlib.import_module(module_name), name=name)
+            owners[name] = f"{name} (graftune)"
+
+    if autoload:
+        for ep in _entry_points():
+            if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
+                continue
+            dist_label = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown"
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise PluginLoadError(ep.name, ep.value, dist_label, exc) from exc
+            _register(pm, plugin, ep.name, dist_label)
+            if ep.dist is not None:
+                distributions[ep.name] = (ep.dist.name, ep.dist.version)
+            owners[ep.name] = f"{ep.name} ({dist_label})"
+
+    for extra in extra_plugins:
+        if isinstance(extra, str):
+            try:
+                plugin = importlib.import_module(extra)
+            except Exception as exc:
+                raise PluginLoadError(extra, extra, "(not installed)", exc) from exc
+            name = extra
+        else:
+            plugin = extra
+            name = getattr(extra, "__name__", None) or repr(extra)
+        if pm.is_blocked(name):
+            continue
+        log.warning("loading plugin %s explicitly (not installed): code from it will run", name)
+        _register(pm, plugin, name, "(not installed)")
+        owners[name] = f"{name} (not installed)"
+
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"{exc}") from exc
+
+    host = PluginHost(
+        pm=pm,
+        strategies=Registry("strategy", "name", Strategy),
+        data_sources=Registry("data source", "scheme", DataSource),
+        bases=Registry("base provider", "name", BaseProvider),
+        owners=owners,
+        distributions=distributions,
+    )
+    _fill(host, "graftune_register_strategies", host.strategies)
+    _fill(host, "graftune_register_data_sources", host.data_sources)
+    _fill(host, "graftune_register_bases", host.bases)
+    return host
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str, dist_label: str) -> None:
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {name!r} from {dist_label} is invalid: {exc}") from exc
+    except ValueError as exc:
+        raise PluginError(f"plugin {name!r} from {dist_label} cannot be registered: {exc}") from exc
+
+
+def _fill(host: PluginHost, hook_name: str, registry: Registry) -> None:
+    caller = getattr(host.pm.hook, hook_name)
+    # Hook implementations are called one by one so each addition is credited to its plugin.
+    for impl in reversed(caller.get_hookimpls()):
+        registry.current_owner = host.owners.get(impl.plugin_name, impl.plugin_name)
+        try:
+            impl.function(registry=registry)
+        except GraftuneError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {registry.current_owner} failed in {hook_name}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+    registry.current_owner = "<unknown>"

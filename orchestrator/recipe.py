@@ -1,0 +1,496 @@
+"""YAML recipe -> validated, frozen recipe objects.
+
+A recipe is data: it is read with ``yaml.safe_load`` (tags such as
+``!!python/object`` are errors, never executed) and validated by pydantic
+models that forbid unknown keys. Every error names the file, the line, the
+key path and what was expected; an unknown key suggests the nearest valid one.
+
+:func:`load_recipe` checks the schema; :func:`check_recipe` also checks what
+needs the plugins: that the strategies, data sources and files exist, that a
+CSV has its target column, that transfer strategies have a base, and that
+search-space overrides name dimensions the strategies have.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
+
+from orchestrator.errors import DataError, RecipeError, RecipeErrors, did_you_mean
+from orchestrator.space import Dimension, check_compatible, parse_dimension
+
+if TYPE_CHECKING:
+    from orchestrator.plugin_manager import PluginHost
+
+#: Metrics a recipe may rank by, with the direction that is better.
+METRICS = {"val_accuracy": "max", "val_loss": "min"}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(_Model):
+    """Fractions of the whole data set held out for validation and test."""
+
+    val: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> SplitSpec:
+        if self.val + self.test >= 1:
+            raise ValueError(f"val + test must be below 1, got {self.val} + {self.test}")
+        return self
+
+
+class DataSpec(_Model):
+    """Where the data comes from and how it is split."""
+
+    source: str = Field(min_length=1)
+    target: str | None = None
+    split: SplitSpec = SplitSpec()
+    labels_per_class: PositiveInt | None = None
+    classes: list[str | int] | None = None
+    image_size: tuple[PositiveInt, PositiveInt] | None = None
+    channels: Literal[1, 3] | None = None
+    options: dict[str, Any] = {}
+
+
+class PretrainSpec(_Model):
+    """A base trained inside the run on another data source, cached by content."""
+
+    data: DataSpec
+    epochs: PositiveInt = 10
+    architecture: Literal["cnn", "mlp"] | None = None
+    width: PositiveInt = 32
+    learning_rate: PositiveFloat = 1e-3
+    batch_size: PositiveInt = 64
+
+
+class BaseSpec(_Model):
+    """The pretrained model transfer strategies start from: exactly one source."""
+
+    path: Path | None = None
+    application: str | None = None
+    weights: str | None = None
+    input_shape: tuple[PositiveInt, ...] | None = None
+    pretrain: PretrainSpec | None = None
+    provider: str | None = None
+    options: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> BaseSpec:
+        given = [
+            k
+            for k in ("path", "application", "pretrain", "provider")
+            if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "expected exactly one of path, application, pretrain or provider; "
+                + (f"got {', '.join(given)}" if given else "got none")
+            )
+        if self.application is None and (self.weights is not None or self.input_shape):
+            raise ValueError("weights and input_shape go with application")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The name of the base provider this section asks for."""
+        if self.provider is not None:
+            return self.provider
+        for key in ("path", "application", "pretrain"):
+            if getattr(self, key) is not None:
+                return key
+        raise AssertionError("unreachable: validated to have one source")
+
+
+class StrategySpec(_Model):
+    """One strategy's section: its own search-space overrides."""
+
+    space: dict[str, Any] = {}
+    num_samples: PositiveInt | None = None
+
+
+class SearchSpec(_Model):
+    """How each strategy's search runs."""
+
+    backend: Literal["ray"] = "ray"
+    metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
+    mode: Literal["max", "min"] | None = None
+    num_samples: PositiveInt = 8
+    max_epochs: PositiveInt = 30
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    grace_period: PositiveInt = 1
+    reduction_factor: float = Field(3.0, gt=1)
+    batch_size: PositiveInt = 32
+    max_concurrent_trials: PositiveInt | None = None
+    space: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _mode_matches_metric(self) -> SearchSpec:
+        better = METRICS[self.metric]
+        if self.mode is not None and self.mode != better:
+            raise ValueError(
+                f"{self.metric} is better when larger is {better}; got mode {self.mode}"
+            )
+        return self
+
+    @property
+    def direction(self) -> Literal["max", "min"]:
+        """``max`` or ``min``: the mode given, or the one the metric implies."""
+        return self.mode or METRICS[self.metric]  # type: ignore[return-value]
+
+
+class ResourcesSpec(_Model):
+    """What each trial gets and where the trials run."""
+
+    cpus_per_trial: PositiveFloat = 1
+    gpus_per_trial: float = Field(0, ge=0)
+    num_cpus: PositiveInt | None = None
+    address: str | None = None
+    dashboard: bool = False
+
+
+class Recipe(_Model):
+    """A whole recipe, validated; relative paths already resolved."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    seed: int = 0
+    data: DataSpec
+    base: BaseSpec | None = None
+    strategies: dict[str, StrategySpec] = Field(min_length=1)
+    search: SearchSpec = SearchSpec()
+    resources: ResourcesSpec = ResourcesSpec()
+    output: Path = Path("runs")
+
+    _file: Path | None = PrivateAttr(default=None)
+    _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
+
+    @property
+    def file(self) -> Path | None:
+        """The recipe file, if it came from one."""
+        return self._file
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths resolve against."""
+        return self._file.parent if self._file is not None else Path.cwd()
+
+    def error(self, path: tuple[str, ...], message: str) -> RecipeError:
+        """A :class:`RecipeError` for ``path`` in this recipe, with its line."""
+        return RecipeError(
+            message,
+            file=self._file,
+            path=".".join(map(str, path)),
+            line=_line_of(self._lines, path),
+        )
+
+    def shared_space(self) -> dict[str, Dimension]:
+        """The parsed ``search.space`` section."""
+        return {k: parse_dimension(v) for k, v in self.search.space.items()}
+
+    def strategy_space(self, name: str) -> dict[str, Dimension]:
+        """The parsed ``strategies.NAME.space`` section."""
+        return {k: parse_dimension(v) for k, v in self.strategies[name].space.items()}
+
+    def to_yaml(self) -> str:
+        """The resolved recipe as YAML (what a run directory keeps)."""
+        data = self.model_dump(mode="json", exclude_defaults=False)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+# -- loading --------------------------------------------------------------------
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file (schema only; see :func:`check_recipe`).
+
+    Raises:
+        RecipeError: The file is missing, is not YAML, or breaks the schema.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError("no such recipe file", file=path) from None
+    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+        raise RecipeError(f"cannot read the recipe: {exc}", file=path) from None
+    return parse_recipe(text, file=path)
+
+
+def parse_recipe(text: str, *, file: Path | None = None) -> Recipe:
+    """Validate recipe text; relative paths resolve against ``file``'s folder."""
+    try:
+        data = yaml.safe_load(text)
+        lines = _key_lines(text)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        problem = exc.problem or str(exc)
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            problem = f"{problem} (recipes are data: tags that build Python objects are refused)"
+        raise RecipeError(f"not valid recipe YAML: {problem}", file=file, line=line) from None
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"not valid YAML: {exc}", file=file) from None
+    if not isinstance(data, dict):
+        raise RecipeError(
+            f"expected a mapping of recipe keys at the top, got {type(data).__name__}", file=file
+        )
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeErrors(
+            [_convert(err, file, lines) for err in exc.errors(include_url=False)]
+        ) from None
+    recipe._file = file.resolve() if file is not None else None
+    recipe._lines = lines
+    return _resolve_paths(recipe)
+
+
+def _resolve_paths(recipe: Recipe) -> Recipe:
+    base_dir = recipe.base_dir
+    update: dict[str, Any] = {}
+    if not recipe.output.is_absolute():
+        update["output"] = (base_dir / recipe.output).resolve()
+    base = recipe.base
+    if base is not None:
+        base_update: dict[str, Any] = {}
+        if base.path is not None and not base.path.is_absolute():
+            base_update["path"] = (base_dir / base.path).resolve()
+        if base.weights not in (None, "imagenet", "none") and not Path(base.weights).is_absolute():
+            base_update["weights"] = str((base_dir / base.weights).resolve())
+        if base_update:
+            update["base"] = base.model_copy(update=base_update)
+    if not update:
+        return recipe
+    resolved = recipe.model_copy(update=update)
+    resolved._file = recipe._file
+    resolved._lines = recipe._lines
+    return resolved
+
+
+def _key_lines(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path of the YAML document to its 1-based line."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    lines: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = (*path, str(key.value))
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                sub = (*path, str(i))
+                lines[sub] = item.start_mark.line + 1
+                walk(item, sub)
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _line_of(lines: dict[tuple[str, ...], int], path: tuple[str, ...]) -> int | None:
+    path = tuple(str(p) for p in path)
+    while path:
+        if path in lines:
+            return lines[path]
+        path = path[:-1]
+    return None
+
+
+def _convert(
+    err: dict[str, Any], file: Path | None, lines: dict[tuple[str, ...], int]
+) -> RecipeError:
+    loc = tuple(str(p) for p in err["loc"])
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        message = f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], valid)}"
+        if valid:
+            message += f"; expected one of: {', '.join(valid)}"
+    elif kind == "missing":
+        message = "this key is required"
+    elif kind == "literal_error":
+        message = f"expected {err['ctx']['expected']}; got {err['input']!r}"
+    elif kind == "value_error":
+        message = str(err["ctx"]["error"])
+    else:
+        message = f"{err['msg'][0].lower()}{err['msg'][1:]}; got {err['input']!r}"
+    # pydantic puts the member of a union in the location ("str", "int"): drop it.
+    loc = tuple(p for p in loc if p not in {"str", "int", "function-after[_dedupe]"})
+    return RecipeError(message, file=file, path=".".join(loc), line=_line_of(lines, loc))
+
+
+def _fields_at(loc: tuple[str, ...]) -> list[str]:
+    """The keys the schema allows at ``loc`` (for "did you mean")."""
+    current: Any = Recipe
+    keys = list(loc)
+    while keys:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(keys.pop(0))
+            if field is None:
+                return []
+            current = field.annotation
+            continue
+        current = _unwrap(current)
+        if typing.get_origin(current) is dict:
+            keys.pop(0)
+            current = typing.get_args(current)[1]
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+    return annotation
+
+
+# -- checks that need the plugins -----------------------------------------------
+
+
+def check_recipe(recipe: Recipe, host: PluginHost) -> None:
+    """Check what the schema cannot: names, files, columns, spaces, the base.
+
+    Raises:
+        RecipeErrors: Every problem found, each with its key path.
+    """
+    from orchestrator.data import check_data_spec
+    from orchestrator.strategy import SpaceContext
+
+    errors: list[RecipeError] = []
+
+    def data_error(prefix: tuple[str, ...], exc: DataError) -> RecipeError:
+        key = exc.key or "source"
+        return recipe.error((*prefix, key), str(exc))
+
+    try:
+        check_data_spec(recipe.data, host.data_sources, recipe.base_dir)
+    except DataError as exc:
+        errors.append(data_error(("data",), exc))
+
+    shared: dict[str, Dimension] = {}
+    for key, raw in recipe.search.space.items():
+        try:
+            shared[key] = parse_dimension(raw)
+        except ValueError as exc:
+            errors.append(recipe.error(("search", "space", key), str(exc)))
+
+    taken: set[str] = set()
+    needs_base: list[str] = []
+    for name, spec in recipe.strategies.items():
+        if name not in host.strategies:
+            errors.append(recipe.error(("strategies", name), host.strategies.unknown_message(name)))
+            continue
+        strategy = host.strategies.get(name)()
+        if strategy.requires_base:
+            needs_base.append(name)
+        defaults = strategy.search_space(SpaceContext())
+        taken.update(defaults)
+        for key, raw in spec.space.items():
+            path = ("strategies", name, "space", key)
+            if key not in defaults:
+                errors.append(
+                    recipe.error(
+                        path,
+                        f"{name} has no dimension {key!r}{did_you_mean(key, defaults)}; "
+                        f"it searches: {', '.join(sorted(defaults))}",
+                    )
+                )
+                continue
+            try:
+                dim = parse_dimension(raw)
+                check_compatible(key, defaults[key], dim)
+            except ValueError as exc:
+                errors.append(recipe.error(path, str(exc)))
+        for key, dim in shared.items():
+            if key in defaults:
+                try:
+                    check_compatible(key, defaults[key], dim)
+                except ValueError as exc:
+                    errors.append(recipe.error(("search", "space", key), f"for {name}: {exc}"))
+
+    known = {n for n in recipe.strategies if n in host.strategies}
+    if known == set(recipe.strategies):
+        for key in shared:
+            if key not in taken:
+                errors.append(
+                    recipe.error(
+                        ("search", "space", key),
+                        f"no strategy of this recipe searches {key!r}{did_you_mean(key, taken)}; "
+                        f"they search: {', '.join(sorted(taken))}",
+                    )
+                )
+
+    if needs_base and recipe.base is None:
+        errors.append(
+            recipe.error(
+                ("base",),
+                f"{', '.join(needs_base)} transfer from a pretrained base: add a base: section "
+                "(path:, application: or pretrain:)",
+            )
+        )
+    if recipe.base is not None:
+        errors.extend(_check_base(recipe, host))
+
+    if errors:
+        raise RecipeErrors(errors)
+
+
+def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
+    from orchestrator.bases import check_base_spec
+    from orchestrator.errors import BaseModelError
+
+    assert recipe.base is not None
+    if recipe.base.kind not in host.bases:
+        return [recipe.error(("base", "provider"), host.bases.unknown_message(recipe.base.kind))]
+    errors: list[RecipeError] = []
+    if recipe.base.pretrain is not None:
+        from orchestrator.data import check_data_spec
+
+        try:
+            check_data_spec(recipe.base.pretrain.data, host.data_sources, recipe.base_dir)
+        except DataError as exc:
+            errors.append(recipe.error(("base", "pretrain", "data", exc.key or "source"), str(exc)))
+    try:
+        check_base_spec(recipe.base, host.bases)
+    except BaseModelError as exc:
+        errors.append(
+            recipe.error(("base", getattr(exc, "key", None) or recipe.base.kind), str(exc))
+        )
+    return errors
+
+
+def validate_recipe(path: str | Path, host: PluginHost) -> Recipe:
+    """Load a recipe and run every check that needs no training.
+
+    Raises:
+        RecipeError: With the file, key path and what was expected.
+    """
+    recipe = load_recipe(path)
+    check_recipe(recipe, host)
+    return recipe

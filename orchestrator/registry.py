@@ -1,0 +1,117 @@
+"""Registries the ``graftune_register_*`` hooks add to.
+
+A registry maps a name (a strategy's ``name``, a data source's ``scheme``, a
+base provider's ``name``) to the class that implements it, and remembers which
+plugin added it, so that two plugins claiming one name is a start-up error
+naming both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from orchestrator.errors import DuplicateNameError, PluginError, did_you_mean
+
+T = TypeVar("T")
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered item and the plugin that added it."""
+
+    name: str
+    item: T
+    owner: str
+
+
+class Registry(Generic[T]):
+    """Name -> class, filled by one kind of registration hook.
+
+    Args:
+        kind: What is registered, for messages ("strategy", "data source", ...).
+        key_attr: The class attribute that holds the name (``name`` or ``scheme``).
+        base_class: The class every registered item must subclass, if any.
+    """
+
+    def __init__(self, kind: str, key_attr: str = "name", base_class: type | None = None):
+        self.kind = kind
+        self.key_attr = key_attr
+        self.base_class = base_class
+        self._entries: dict[str, Entry[T]] = {}
+        #: Set by the plugin manager while one plugin's hook implementation runs.
+        self.current_owner: str = "<unknown>"
+
+    def add(self, item: T, *, name: str | None = None) -> T:
+        """Register ``item`` under its name attribute (or ``name``).
+
+        Returns the item, so the method can be used as a class decorator.
+
+        Raises:
+            DuplicateNameError: If another plugin registered that name already.
+            PluginError: If the item has no valid snake_case name or the wrong base class.
+        """
+        key = name if name is not None else getattr(item, self.key_attr, None)
+        label = getattr(item, "__qualname__", repr(item))
+        if not isinstance(key, str) or not _NAME_RE.match(key):
+            raise PluginError(
+                f"{self.kind} {label} from {self.current_owner} needs a snake_case "
+                f"{self.key_attr!r} attribute, got {key!r}"
+            )
+        if (
+            self.base_class is not None
+            and isinstance(item, type)
+            and not issubclass(item, self.base_class)
+        ):
+            raise PluginError(
+                f"{self.kind} {key!r} from {self.current_owner} must subclass "
+                f"{self.base_class.__module__}.{self.base_class.__qualname__}"
+            )
+        existing = self._entries.get(key)
+        if existing is not None and existing.item is not item:
+            raise DuplicateNameError(
+                f"two plugins register the {self.kind} {key!r}: {existing.owner} and "
+                f"{self.current_owner}; uninstall or disable one of them"
+            )
+        self._entries[key] = Entry(key, item, self.current_owner)
+        return item
+
+    def get(self, name: str) -> T:
+        """Return the item registered under ``name``.
+
+        Raises:
+            KeyError: With a message listing what is available and a suggestion.
+        """
+        try:
+            return self._entries[name].item
+        except KeyError:
+            raise KeyError(self.unknown_message(name)) from None
+
+    def unknown_message(self, name: str) -> str:
+        available = ", ".join(sorted(self._entries)) or "none"
+        return (
+            f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)}; "
+            f"available: {available}"
+        )
+
+    def owner(self, name: str) -> str:
+        return self._entries[name].owner
+
+    def entries(self) -> list[Entry[T]]:
+        return [self._entries[k] for k in sorted(self._entries)]
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: Any) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)

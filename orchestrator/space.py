@@ -1,0 +1,251 @@
+"""Search-space types, free of any tuning framework.
+
+Strategies declare their dimensions with these types; recipes override or
+narrow them with a small YAML syntax (see :func:`parse_dimension`); the search
+backends translate them into their own objects.
+
+Recipe syntax::
+
+    head_width: {choice: [64, 128, 256]}
+    lambda: {loguniform: [1.0e-6, 1.0e-1]}
+    learning_rate: {float: [1.0e-4, 1.0e-2]}
+    frozen_layers: {int: [0, all]}       # "all" is the base's number of cut points
+    hidden_layers: 2                     # a plain value is fixed
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+#: The symbolic upper bound of an :class:`Int` resolved against the base at run time.
+ALL = "all"
+
+
+@dataclass(frozen=True)
+class Int:
+    """An integer in ``[low, high]``, both ends included.
+
+    ``high`` may be ``"all"``: the number of cut points of the base, known once
+    the base is prepared.
+    """
+
+    low: int
+    high: int | Literal["all"]
+
+    def resolve(self, all_value: int | None) -> Int:
+        """Replace a symbolic ``"all"`` bound by ``all_value``."""
+        if self.high == ALL:
+            if all_value is None:
+                raise ValueError("'all' needs a base whose layers can be counted")
+            return Int(min(self.low, all_value), all_value)
+        return self
+
+    def describe(self) -> str:
+        return f"int [{self.low}, {self.high}]"
+
+
+@dataclass(frozen=True)
+class Float:
+    """A float drawn uniformly from ``[low, high]``."""
+
+    low: float
+    high: float
+
+    def resolve(self, all_value: int | None) -> Float:
+        return self
+
+    def describe(self) -> str:
+        return f"float [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class LogFloat:
+    """A positive float drawn uniformly on a log scale from ``[low, high]``."""
+
+    low: float
+    high: float
+
+    def resolve(self, all_value: int | None) -> LogFloat:
+        return self
+
+    def describe(self) -> str:
+        return f"loguniform [{self.low:g}, {self.high:g}]"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a list of values."""
+
+    values: tuple[Any, ...]
+
+    def resolve(self, all_value: int | None) -> Choice:
+        return self
+
+    def describe(self) -> str:
+        return "choice [" + ", ".join(repr(v) for v in self.values) + "]"
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A value that is not searched."""
+
+    value: Any
+
+    def resolve(self, all_value: int | None) -> Fixed:
+        if self.value == ALL:
+            if all_value is None:
+                raise ValueError("'all' needs a base whose layers can be counted")
+            return Fixed(all_value)
+        return self
+
+    def describe(self) -> str:
+        return f"fixed {self.value!r}"
+
+
+Dimension = Int | Float | LogFloat | Choice | Fixed
+DIMENSION_TYPES: tuple[type, ...] = (Int, Float, LogFloat, Choice, Fixed)
+#: The keys of the recipe syntax, in the order they are documented.
+SYNTAX_KEYS = ("int", "float", "loguniform", "choice")
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{what} must be finite, got {value!r}")
+    return float(value)
+
+
+def parse_dimension(raw: Any) -> Dimension:
+    """Turn one recipe entry into a dimension.
+
+    Args:
+        raw: A mapping with one key of :data:`SYNTAX_KEYS`, or a plain value.
+
+    Returns:
+        The dimension.
+
+    Raises:
+        ValueError: With a message saying what was expected.
+    """
+    if not isinstance(raw, dict):
+        if isinstance(raw, list):
+            raise ValueError(
+                "expected a plain value or one of {int: [low, high]}, {float: [low, high]}, "
+                "{loguniform: [low, high]}, {choice: [...]}; got a list (write {choice: [...]})"
+            )
+        return Fixed(raw)
+    if len(raw) != 1:
+        raise ValueError(
+            f"expected exactly one of {', '.join(SYNTAX_KEYS)}; got keys {sorted(map(str, raw))}"
+        )
+    ((kind, args),) = raw.items()
+    if kind not in SYNTAX_KEYS:
+        from orchestrator.errors import did_you_mean
+
+        raise ValueError(
+            f"unknown space type {kind!r}{did_you_mean(kind, SYNTAX_KEYS)}; "
+            f"expected one of {', '.join(SYNTAX_KEYS)}"
+        )
+    if kind == "choice":
+        if not isinstance(args, list) or not args:
+            raise ValueError("choice expects a non-empty list of values")
+        return Choice(tuple(args))
+    if not isinstance(args, list) or len(args) != 2:
+        raise ValueError(f"{kind} expects a list [low, high]; got {args!r}")
+    low, high = args
+    if kind == "int":
+        if isinstance(low, bool) or not isinstance(low, int):
+            raise ValueError(f"int low bound must be an integer, got {low!r}")
+        if high == ALL:
+            if low < 0:
+                raise ValueError(f"int low bound must be >= 0 with 'all', got {low}")
+            return Int(low, ALL)
+        if isinstance(high, bool) or not isinstance(high, int):
+            raise ValueError(f"int high bound must be an integer or 'all', got {high!r}")
+        if low > high:
+            raise ValueError(f"int bounds must have low <= high, got [{low}, {high}]")
+        return Int(low, high)
+    lo = _number(low, f"{kind} low bound")
+    hi = _number(high, f"{kind} high bound")
+    if lo > hi:
+        raise ValueError(f"{kind} bounds must have low <= high, got [{low}, {high}]")
+    if kind == "loguniform":
+        if lo <= 0:
+            raise ValueError(f"loguniform bounds must be > 0, got [{low}, {high}]")
+        return LogFloat(lo, hi)
+    return Float(lo, hi)
+
+
+def check_compatible(name: str, default: Dimension, override: Dimension) -> None:
+    """Check that a recipe's override fits the kind of value a strategy expects.
+
+    An integer dimension stays integer (so ``frozen_layers`` cannot become 2.5),
+    and a positive log-scaled one stays positive.
+
+    Raises:
+        ValueError: When the override cannot stand in for the default.
+    """
+    values = _sample_values(override)
+    if isinstance(default, Int):
+        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
+        if isinstance(override, (Float, LogFloat)) or bad:
+            raise ValueError(f"{name} takes whole numbers; got {override.describe()}")
+    if isinstance(default, LogFloat):
+        bad = [v for v in values if not isinstance(v, (int, float)) or v <= 0]
+        if bad:
+            raise ValueError(f"{name} takes positive numbers; got {override.describe()}")
+
+
+def _sample_values(dim: Dimension) -> list[Any]:
+    if isinstance(dim, Choice):
+        return list(dim.values)
+    if isinstance(dim, Fixed):
+        return [] if dim.value == ALL else [dim.value]
+    if isinstance(dim, Int):
+        return [dim.low] + ([] if dim.high == ALL else [dim.high])
+    return [dim.low, dim.high]
+
+
+def merge_spaces(
+    defaults: dict[str, Dimension],
+    shared: dict[str, Dimension],
+    own: dict[str, Dimension],
+) -> dict[str, Dimension]:
+    """Apply the recipe's shared and per-strategy overrides to a strategy's defaults.
+
+    Shared entries apply only to dimensions the strategy declares; per-strategy
+    entries win over shared ones. Unknown per-strategy keys are the caller's to
+    reject (the recipe checker does, with a suggestion).
+    """
+    merged = dict(defaults)
+    for source in (shared, own):
+        for key, dim in source.items():
+            if key in defaults:
+                merged[key] = dim
+    return merged
+
+
+def resolve_space(space: dict[str, Dimension], all_value: int | None) -> dict[str, Dimension]:
+    """Resolve every symbolic ``"all"`` bound against the base's number of cut points."""
+    return {key: dim.resolve(all_value) for key, dim in space.items()}
+
+
+def smallest_config(space: dict[str, Dimension]) -> dict[str, Any]:
+    """A concrete configuration with the smallest value of every dimension.
+
+    Used by conformance checks and ``validate`` to build a model cheaply.
+    """
+    config: dict[str, Any] = {}
+    for key, dim in space.items():
+        if isinstance(dim, Fixed):
+            config[key] = dim.value
+        elif isinstance(dim, Choice):
+            config[key] = dim.values[0]
+        elif isinstance(dim, Int):
+            config[key] = dim.low
+        else:
+            config[key] = dim.low
+    return config

@@ -1,0 +1,123 @@
+"""The Strategy base class: what a strategy plugin implements.
+
+A strategy is a plain object that the host calls directly: it declares its
+search space, builds one compiled Keras model per trial configuration and may
+customise how that model is fitted. Constructors do no work and TensorFlow is
+imported inside methods, so a strategy is cheap to create and pickles to Ray
+workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import keras
+    import numpy as np
+
+    from orchestrator.bases import BaseInfo, LoadedBase
+    from orchestrator.data import TaskSpec
+    from orchestrator.space import Dimension
+
+
+@dataclass(frozen=True)
+class SpaceContext:
+    """What a strategy may look at when it declares its search space.
+
+    Attributes:
+        task: The task (input shape, classes), when the data is prepared; ``None``
+            when a recipe is only being validated.
+        base: The prepared base's summary (its number of cut points ...), or
+            ``None`` when the recipe has no base or it is not prepared yet.
+    """
+
+    task: TaskSpec | None = None
+    base: BaseInfo | None = None
+
+
+@dataclass(frozen=True)
+class FitData:
+    """The arrays and settings one trial fits on."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    batch_size: int
+
+
+class Strategy:
+    """Base class of every strategy plugin.
+
+    Subclasses set :attr:`name` (snake_case, the same as their entry point and
+    module) and implement :meth:`search_space` and :meth:`build`; they may
+    override :meth:`fit` for multi-phase training.
+    """
+
+    #: The name recipes use under ``strategies:``.
+    name: ClassVar[str] = ""
+    #: One line for ``graftune plugins``.
+    description: ClassVar[str] = ""
+    #: Whether the strategy needs the recipe's ``base:``.
+    requires_base: ClassVar[bool] = False
+
+    def search_space(self, context: SpaceContext) -> dict[str, Dimension]:
+        """Return this strategy's dimensions with their default ranges.
+
+        Args:
+            context: The task and base, as far as they are known.
+
+        Returns:
+            A mapping from parameter name to a dimension of :mod:`orchestrator.space`.
+            The recipe may override or narrow any of them; keys it names that
+            are not here are an error.
+        """
+        raise NotImplementedError
+
+    def build(self, config: dict[str, Any], task: TaskSpec, base: LoadedBase | None) -> keras.Model:
+        """Build and compile the model of one trial configuration.
+
+        Args:
+            config: One value for every dimension of the search space.
+            task: The input shape, number of classes and training statistics.
+            base: The pretrained base, freshly loaded for this trial, or ``None``.
+
+        Returns:
+            A compiled ``keras.Model`` whose output is ``(batch, task.n_classes)``
+            class probabilities, trained with sparse integer labels and an
+            ``accuracy`` metric.
+        """
+        raise NotImplementedError
+
+    def fit(
+        self,
+        model: keras.Model,
+        config: dict[str, Any],
+        data: FitData,
+        *,
+        epochs: int,
+        callbacks: list[Any],
+    ) -> keras.Model:
+        """Train ``model``; the default is one ``model.fit`` over all epochs.
+
+        Overrides must pass ``callbacks`` to every ``fit`` call they make (they
+        report each epoch to the search and stop diverging trials) and must not
+        run more than ``epochs`` epochs in all.
+
+        Returns:
+            The trained model (the one to evaluate and save; may be a new one).
+        """
+        model.fit(
+            data.x_train,
+            data.y_train,
+            validation_data=(data.x_val, data.y_val),
+            epochs=epochs,
+            batch_size=data.batch_size,
+            callbacks=callbacks,
+            verbose=0,
+        )
+        return model
+
+    def __repr__(self) -> str:
+        return f"<strategy {self.name}>"

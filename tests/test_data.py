@@ -1,0 +1,627 @@
+"""Tests of ``orchestrator.data``: the built-in sources, the split and their errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from orchestrator.data import (
+    Dataset,
+    DataSource,
+    LabelledArrays,
+    check_data_spec,
+    prepare_dataset,
+    sources,
+    split_source,
+)
+from orchestrator.errors import DataError
+from orchestrator.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+WINE_CSV = REPO / "recipes" / "data" / "wine.csv"
+
+
+@dataclass(frozen=True)
+class Split:
+    val: float = 0.2
+    test: float = 0.2
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Stands in for the recipe's data spec, which the data package only duck-types."""
+
+    source: str
+    target: str | None = None
+    split: Split = field(default_factory=Split)
+    labels_per_class: int | None = None
+    classes: list[Any] | None = None
+    image_size: tuple[int, int] | None = None
+    channels: int | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@pytest.fixture
+def registry() -> Registry:
+    reg = Registry("data source", key_attr="scheme", base_class=DataSource)
+    sources.graftune_register_data_sources(registry=reg)
+    return reg
+
+
+def prepare(spec: Spec, registry: Registry, base_dir: Path, seed: int = 0) -> Dataset:
+    return prepare_dataset(spec, registry, seed=seed, base_dir=base_dir)
+
+
+@contextmanager
+def raises_data_error(key: str, *fragments: str) -> Iterator[None]:
+    """Expect a DataError with ``key`` whose message contains every fragment."""
+    with pytest.raises(DataError) as info:
+        yield
+    assert info.value.key == key, f"key {info.value.key!r} != {key!r}: {info.value}"
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
+
+
+def table(n_per_class: int = 10, labels: tuple[Any, ...] = ("cat", "dog", "emu")) -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    n = n_per_class * len(labels)
+    return pd.DataFrame(
+        {
+            "a": rng.normal(size=n),
+            "b": rng.integers(0, 5, size=n),
+            "label": np.repeat(np.array(labels, dtype=object), n_per_class),
+        }
+    )
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write_images(
+    root: Path,
+    counts: dict[str, int],
+    *,
+    size: tuple[int, int] = (6, 4),
+    suffix: str = ".png",
+) -> Path:
+    """Write ``counts[name]`` solid-colour images per class; ``size`` is (width, height)."""
+    rng = np.random.default_rng(1)
+    for name, count in counts.items():
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            colour = tuple(int(v) for v in rng.integers(0, 256, size=3))
+            Image.new("RGB", size, colour).save(folder / f"img{i}{suffix}")
+    return root
+
+
+# --- source strings and registry ---------------------------------------------------------
+
+
+def test_split_source_separates_scheme_and_location() -> None:
+    assert split_source("csv:a/b.csv") == ("csv", "a/b.csv")
+    assert split_source("images:C:/photos/") == ("images", "C:/photos/")
+
+
+def test_split_source_without_scheme_suggests_one() -> None:
+    with raises_data_error("source", "scheme:", "'csv:data/wine.csv'"):
+        split_source("data/wine.csv")
+
+
+def test_split_source_without_location() -> None:
+    with raises_data_error("source", "no location"):
+        split_source("csv:")
+
+
+def test_unknown_scheme_lists_available_with_suggestion(registry: Registry) -> None:
+    with raises_data_error("source", "'cvs'", "did you mean 'csv'", "sklearn"):
+        check_data_spec(Spec("cvs:x.csv"), registry, Path("."))
+
+
+def test_builtin_sources_are_registered(registry: Registry) -> None:
+    assert registry.names() == ["csv", "images", "npz", "parquet", "sklearn"]
+    for scheme in registry:
+        assert registry.get(scheme).description
+
+
+def test_import_is_cheap() -> None:
+    code = (
+        "import sys, orchestrator; before = set(sys.modules); import orchestrator.data; "
+        "new = set(sys.modules) - before; "
+        "print(sorted(m for m in ('pandas', 'sklearn', 'PIL') if m in new), "
+        "sorted(m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    assert out.stdout.strip() == "[] []"
+
+
+# --- sklearn ---------------------------------------------------------------------------
+
+
+def test_sklearn_digits_are_scaled_images(registry: Registry, tmp_path: Path) -> None:
+    ds = prepare(Spec("sklearn:digits"), registry, tmp_path)
+    assert ds.task.input_shape == (8, 8, 1)
+    assert ds.task.class_names == tuple(str(i) for i in range(10))
+    assert ds.x_train.dtype == np.float32 and ds.y_train.dtype == np.int64
+    assert ds.x_train.min() >= 0.0 and ds.x_train.max() == 1.0
+    assert len(ds.x_train) + len(ds.x_val) + len(ds.x_test) == 1797
+    assert ds.source == "sklearn:digits"
+
+
+@pytest.mark.parametrize(
+    ("name", "n_features", "class_names"),
+    [
+        ("iris", 4, ("setosa", "versicolor", "virginica")),
+        ("wine", 13, ("class_0", "class_1", "class_2")),
+        ("breast_cancer", 30, ("malignant", "benign")),
+    ],
+)
+def test_sklearn_tables(
+    registry: Registry, tmp_path: Path, name: str, n_features: int, class_names: tuple
+) -> None:
+    ds = prepare(Spec(f"sklearn:{name}"), registry, tmp_path)
+    assert ds.task.input_shape == (n_features,)
+    assert ds.task.class_names == class_names
+    assert ds.task.n_classes == len(class_names)
+
+
+def test_sklearn_unknown_dataset(registry: Registry) -> None:
+    with raises_data_error("source", "'digit'", "did you mean 'digits'", "breast_cancer"):
+        check_data_spec(Spec("sklearn:digit"), registry, Path("."))
+
+
+def test_digits_honour_image_size_and_channels(registry: Registry, tmp_path: Path) -> None:
+    spec = Spec("sklearn:digits", image_size=(12, 10), channels=3, classes=["0", "1"])
+    ds = prepare(spec, registry, tmp_path)
+    assert ds.task.input_shape == (12, 10, 3)
+    assert np.array_equal(ds.x_train[..., 0], ds.x_train[..., 2])
+
+
+def test_image_settings_refused_for_tables(registry: Registry, tmp_path: Path) -> None:
+    with raises_data_error("image_size", "image data", "sklearn:iris"):
+        check_data_spec(Spec("sklearn:iris", image_size=(8, 8)), registry, tmp_path)
+    with raises_data_error("channels", "(grey)"):
+        check_data_spec(Spec("sklearn:digits", channels=2), registry, tmp_path)
+
+
+def test_builtin_sources_take_no_options(registry: Registry, tmp_path: Path) -> None:
+    with raises_data_error("options", "'sep'"):
+        check_data_spec(Spec("sklearn:iris", options={"sep": ";"}), registry, tmp_path)
+
+
+# --- csv and parquet -------------------------------------------------------------------
+
+
+def test_csv_string_labels_are_class_names(registry: Registry, tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", table(labels=("emu", "cat", "dog")))
+    ds = prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+    assert ds.task.class_names == ("cat", "dog", "emu")
+    assert ds.task.input_shape == (2,)
+    assert ds.x_train.dtype == np.float32
+
+
+def test_csv_integer_labels_become_strings_in_numeric_order(
+    registry: Registry, tmp_path: Path
+) -> None:
+    write_csv(tmp_path / "t.csv", table(labels=(10, 2, 7)))
+    ds = prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+    assert ds.task.class_names == ("2", "7", "10")
+    full = pd.read_csv(tmp_path / "t.csv")
+    # Rows labelled 10 must carry code 2 wherever they went.
+    for x, y in zip(ds.x_train, ds.y_train, strict=True):
+        label = full.loc[np.isclose(full["a"], x[0]), "label"].iloc[0]
+        assert ds.task.class_names[y] == str(label)
+
+
+def test_shipped_wine_csv(registry: Registry) -> None:
+    from sklearn.datasets import load_wine
+
+    frame = pd.read_csv(WINE_CSV)
+    assert list(frame.columns[-1:]) == ["cultivar"]
+    assert "od280_od315_of_diluted_wines" in frame.columns and "alcohol" in frame.columns
+    assert frame.shape == (178, 14)
+    wine = load_wine()
+    np.testing.assert_allclose(frame.iloc[:, :13].to_numpy(), wine.data, atol=1e-3)
+    expected = np.array(["barolo", "grignolino", "barbera"])[wine.target]
+    assert (frame["cultivar"].to_numpy() == expected).all()
+
+    spec = Spec("csv:data/wine.csv", target="cultivar")
+    check_data_spec(spec, registry, WINE_CSV.parents[1])
+    ds = prepare(spec, registry, WINE_CSV.parents[1])
+    assert ds.task.class_names == ("barbera", "barolo", "grignolino")
+    assert ds.task.input_shape == (13,)
+
+
+def test_parquet_source(registry: Registry, tmp_path: Path) -> None:
+    frame = table().set_index(pd.Index(np.arange(30) * 3))
+    frame.to_parquet(tmp_path / "t.parquet")
+    ds = prepare(Spec("parquet:t.parquet", target="label"), registry, tmp_path)
+    assert ds.task.class_names == ("cat", "dog", "emu")
+    assert ds.task.input_shape == (2,)
+
+
+def test_parquet_check_reads_schema_for_target(registry: Registry, tmp_path: Path) -> None:
+    table().to_parquet(tmp_path / "t.parquet")
+    with raises_data_error("target", "'lable'", "did you mean 'label'", "'a', 'b', 'label'"):
+        check_data_spec(Spec("parquet:t.parquet", target="lable"), registry, tmp_path)
+
+
+def test_csv_and_parquet_of_same_table_give_same_fingerprint(
+    registry: Registry, tmp_path: Path
+) -> None:
+    frame = table()
+    write_csv(tmp_path / "t.csv", frame)
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    a = prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+    b = prepare(Spec("parquet:t.parquet", target="label"), registry, tmp_path)
+    assert a.task == b.task
+
+
+def test_csv_missing_file_names_resolved_path(registry: Registry, tmp_path: Path) -> None:
+    with raises_data_error("source", str(tmp_path / "data" / "none.csv")):
+        check_data_spec(Spec("csv:data/none.csv", target="label"), registry, tmp_path)
+
+
+def test_parquet_missing_file(registry: Registry, tmp_path: Path) -> None:
+    with raises_data_error("source", str(tmp_path / "none.parquet")):
+        prepare(Spec("parquet:none.parquet", target="label"), registry, tmp_path)
+
+
+def test_csv_without_target_lists_columns(registry: Registry, tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", table())
+    with raises_data_error("target", "'a', 'b', 'label'", "t.csv"):
+        check_data_spec(Spec("csv:t.csv"), registry, tmp_path)
+
+
+def test_csv_unknown_target_suggests_column(registry: Registry, tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", table())
+    with raises_data_error("target", "'labels'", "did you mean 'label'", "'a', 'b', 'label'"):
+        prepare(Spec("csv:t.csv", target="labels"), registry, tmp_path)
+
+
+def test_csv_check_reads_only_the_header(registry: Registry, tmp_path: Path) -> None:
+    frame = table()
+    frame["colour"] = "red"
+    write_csv(tmp_path / "t.csv", frame)
+    spec = Spec("csv:t.csv", target="label")
+    check_data_spec(spec, registry, tmp_path)
+    with raises_data_error("source", "non-numeric", "'colour'", "t.csv"):
+        prepare(spec, registry, tmp_path)
+
+
+def test_csv_missing_values_counts_rows_and_names_columns(
+    registry: Registry, tmp_path: Path
+) -> None:
+    frame = table()
+    frame.loc[[1, 4], "a"] = np.nan
+    frame.loc[[4, 7], "b"] = np.nan
+    write_csv(tmp_path / "t.csv", frame)
+    with raises_data_error("source", "3 row(s)", "'a', 'b'", "t.csv"):
+        prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+
+
+# --- npz -------------------------------------------------------------------------------
+
+
+def test_npz_integer_labels(registry: Registry, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, size=(30, 5, 5, 1)).astype(np.uint8)
+    np.savez(tmp_path / "a.npz", x=x, y=np.repeat([0, 1, 2], 10))
+    ds = prepare(Spec("npz:a.npz"), registry, tmp_path)
+    assert ds.task.class_names == ("0", "1", "2")
+    assert ds.task.input_shape == (5, 5, 1)
+    # npz arrays are cast, not rescaled.
+    assert ds.x_train.dtype == np.float32 and ds.x_train.max() > 1
+
+
+def test_npz_string_labels(registry: Registry, tmp_path: Path) -> None:
+    x = np.arange(60, dtype=np.float64).reshape(30, 2)
+    np.savez(tmp_path / "a.npz", x=x, y=np.repeat(["yes", "no"], 15))
+    ds = prepare(Spec("npz:a.npz"), registry, tmp_path)
+    assert ds.task.class_names == ("no", "yes")
+    assert set(ds.y_train[ds.x_train[:, 0] < 30]) == {1}
+
+
+def test_npz_class_names_with_codes_and_with_strings(registry: Registry, tmp_path: Path) -> None:
+    x = np.arange(60, dtype=np.float32).reshape(30, 2)
+    names = np.array(["zebra", "ant"])
+    np.savez(tmp_path / "codes.npz", x=x, y=np.repeat([0, 1], 15), class_names=names)
+    np.savez(tmp_path / "strs.npz", x=x, y=np.repeat(["zebra", "ant"], 15), class_names=names)
+    a = prepare(Spec("npz:codes.npz"), registry, tmp_path)
+    b = prepare(Spec("npz:strs.npz"), registry, tmp_path)
+    assert a.task.class_names == ("zebra", "ant")
+    assert a.task == b.task
+
+
+def test_npz_missing_array_names_what_is_there(registry: Registry, tmp_path: Path) -> None:
+    np.savez(tmp_path / "a.npz", features=np.zeros((4, 2)), y=np.zeros(4))
+    with raises_data_error("source", "'x'", "'features'", "a.npz"):
+        check_data_spec(Spec("npz:a.npz"), registry, tmp_path)
+
+
+def test_npz_codes_beyond_class_names(registry: Registry, tmp_path: Path) -> None:
+    np.savez(
+        tmp_path / "a.npz", x=np.zeros((6, 2)), y=np.arange(6) % 3, class_names=np.array(["a"])
+    )
+    with raises_data_error("source", "codes 0..2", "1 classes"):
+        prepare(Spec("npz:a.npz"), registry, tmp_path)
+
+
+def test_npz_missing_file(registry: Registry, tmp_path: Path) -> None:
+    with raises_data_error("source", str(tmp_path / "gone.npz")):
+        prepare(Spec("npz:gone.npz"), registry, tmp_path)
+
+
+# --- images ----------------------------------------------------------------------------
+
+
+def test_images_folder_per_class(registry: Registry, tmp_path: Path) -> None:
+    root = write_images(tmp_path / "photos", {"dog": 5, "cat": 5})
+    write_images(root, {"emu": 5}, suffix=".PNG")
+    (root / "dog" / "notes.txt").write_text("not an image")
+    ds = prepare(Spec("images:photos/"), registry, tmp_path)
+    assert ds.task.class_names == ("cat", "dog", "emu")
+    # The default size is the first image's (height, width).
+    assert ds.task.input_shape == (4, 6, 3)
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 15
+    assert ds.x_train.min() >= 0.0 and ds.x_train.max() <= 1.0
+
+
+def test_images_resize_and_grey(registry: Registry, tmp_path: Path) -> None:
+    write_images(tmp_path / "p", {"a": 5, "b": 5}, size=(7, 3), suffix=".jpg")
+    spec = Spec("images:p", image_size=(5, 9), channels=1)
+    ds = prepare(spec, registry, tmp_path)
+    assert ds.task.input_shape == (5, 9, 1)
+
+
+def test_images_pixel_values(registry: Registry, tmp_path: Path) -> None:
+    for name, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 51))):
+        (tmp_path / "p" / name).mkdir(parents=True)
+        for i in range(5):
+            Image.new("RGB", (2, 2), colour).save(tmp_path / "p" / name / f"{i}.bmp")
+    ds = prepare(Spec("images:p"), registry, tmp_path)
+    blue = ds.task.class_names.index("blue")
+    pixel = ds.x_train[ds.y_train == blue][0, 0, 0]
+    np.testing.assert_allclose(pixel, [0.0, 0.0, 0.2], atol=1e-6)
+
+
+def test_images_missing_folder(registry: Registry, tmp_path: Path) -> None:
+    with raises_data_error("source", str(tmp_path / "nowhere")):
+        check_data_spec(Spec("images:nowhere/"), registry, tmp_path)
+
+
+def test_images_empty_folder(registry: Registry, tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    with raises_data_error("source", "no class folders", str(tmp_path / "p")):
+        check_data_spec(Spec("images:p"), registry, tmp_path)
+
+
+def test_images_without_class_folders_hint(registry: Registry, tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    Image.new("RGB", (2, 2)).save(tmp_path / "p" / "a.png")
+    with raises_data_error("source", "one sub-folder per class"):
+        check_data_spec(Spec("images:p"), registry, tmp_path)
+
+
+def test_images_single_class(registry: Registry, tmp_path: Path) -> None:
+    write_images(tmp_path / "p", {"only": 4})
+    with raises_data_error("source", "'only'", "at least two"):
+        check_data_spec(Spec("images:p"), registry, tmp_path)
+
+
+def test_images_class_folder_without_images(registry: Registry, tmp_path: Path) -> None:
+    write_images(tmp_path / "p", {"a": 5})
+    (tmp_path / "p" / "b").mkdir()
+    with raises_data_error("source", str(tmp_path / "p" / "b"), "no images"):
+        prepare(Spec("images:p"), registry, tmp_path)
+
+
+def test_images_unreadable_file(registry: Registry, tmp_path: Path) -> None:
+    write_images(tmp_path / "p", {"a": 5, "b": 5})
+    (tmp_path / "p" / "b" / "broken.png").write_bytes(b"not a png")
+    with raises_data_error("source", "broken.png"):
+        prepare(Spec("images:p"), registry, tmp_path)
+
+
+# --- paths -----------------------------------------------------------------------------
+
+
+def test_relative_paths_resolve_against_base_dir(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_csv(tmp_path / "recipe" / "data" / "t.csv", table())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    spec = Spec("csv:data/t.csv", target="label")
+    ds = prepare(spec, registry, tmp_path / "recipe")
+    assert ds.task.n_classes == 3
+    with raises_data_error("source", str(elsewhere / "data" / "t.csv")):
+        prepare(spec, registry, Path("."))
+
+
+def test_absolute_paths_are_used_as_is(registry: Registry, tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "t.csv", table())
+    ds = prepare(Spec(f"csv:{path}", target="label"), registry, tmp_path / "unrelated")
+    assert ds.task.n_classes == 3
+
+
+# --- splitting -------------------------------------------------------------------------
+
+
+def test_split_is_stratified_with_fractions_of_the_whole(
+    registry: Registry, tmp_path: Path
+) -> None:
+    write_csv(tmp_path / "t.csv", table(n_per_class=40))
+    ds = prepare(Spec("csv:t.csv", target="label", split=Split(0.25, 0.1)), registry, tmp_path)
+    assert (len(ds.y_train), len(ds.y_val), len(ds.y_test)) == (78, 30, 12)
+    for y in (ds.y_train, ds.y_val, ds.y_test):
+        counts = np.bincount(y, minlength=3)
+        assert counts.min() > 0 and counts.max() - counts.min() <= 1
+
+
+def test_every_class_in_every_split_for_digits(registry: Registry, tmp_path: Path) -> None:
+    ds = prepare(Spec("sklearn:digits", split=Split(0.1, 0.05)), registry, tmp_path)
+    for y in (ds.y_train, ds.y_val, ds.y_test):
+        assert set(np.unique(y)) == set(range(10))
+
+
+def test_zero_test_fraction_gives_empty_test_split(registry: Registry, tmp_path: Path) -> None:
+    ds = prepare(Spec("sklearn:iris", split=Split(0.2, 0.0)), registry, tmp_path)
+    assert ds.x_test.shape == (0, 4) and ds.y_test.shape == (0,)
+    assert len(ds.y_train) == 120
+
+
+@pytest.mark.parametrize(("val", "test"), [(0.5, 0.5), (0.7, 0.4), (-0.1, 0.2), (0.2, 1.0)])
+def test_bad_fractions(registry: Registry, tmp_path: Path, val: float, test: float) -> None:
+    with raises_data_error("split", "split"):
+        check_data_spec(Spec("sklearn:iris", split=Split(val, test)), registry, tmp_path)
+
+
+def test_class_too_small_to_split(registry: Registry, tmp_path: Path) -> None:
+    frame = table(n_per_class=10)
+    frame = pd.concat([frame, frame.iloc[:2].assign(label="rare")], ignore_index=True)
+    write_csv(tmp_path / "t.csv", frame)
+    with raises_data_error("split", "'rare'", "2 example(s)", "at least 5"):
+        prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+
+
+def test_class_too_small_for_small_fraction(registry: Registry, tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", table(n_per_class=8))
+    spec = Spec("csv:t.csv", target="label", split=Split(0.1, 0.2))
+    with raises_data_error("split", "'cat'", "8 example(s)", "at least 10"):
+        prepare(spec, registry, tmp_path)
+
+
+def test_labels_per_class_keeps_exactly_k(registry: Registry, tmp_path: Path) -> None:
+    full = prepare(Spec("sklearn:digits"), registry, tmp_path, seed=3)
+    few = prepare(Spec("sklearn:digits", labels_per_class=4), registry, tmp_path, seed=3)
+    assert np.bincount(few.y_train).tolist() == [4] * 10
+    assert np.array_equal(few.x_val, full.x_val) and np.array_equal(few.y_test, full.y_test)
+    # The kept examples come from the training split.
+    train_rows = {row.tobytes() for row in full.x_train}
+    assert all(row.tobytes() in train_rows for row in few.x_train)
+    np.testing.assert_allclose(few.task.feature_mean, few.x_train.mean(axis=0), atol=1e-6)
+
+
+def test_labels_per_class_beyond_training_examples(registry: Registry, tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", table(n_per_class=10))
+    spec = Spec("csv:t.csv", target="label", labels_per_class=7)
+    with raises_data_error("labels_per_class", "'cat'", "6 training example(s)", "7"):
+        prepare(spec, registry, tmp_path)
+
+
+def test_labels_per_class_must_be_positive(registry: Registry, tmp_path: Path) -> None:
+    with raises_data_error("labels_per_class", "positive"):
+        check_data_spec(Spec("sklearn:iris", labels_per_class=0), registry, tmp_path)
+
+
+def test_classes_filter_recodes_in_source_order(registry: Registry, tmp_path: Path) -> None:
+    ds = prepare(Spec("sklearn:digits", classes=[7, "3", 7]), registry, tmp_path)
+    assert ds.task.class_names == ("3", "7")
+    assert ds.task.n_classes == 2
+    for y in (ds.y_train, ds.y_val, ds.y_test):
+        assert set(np.unique(y)) == {0, 1}
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 183 + 179
+
+
+def test_unknown_class_suggests_one(registry: Registry, tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", table())
+    spec = Spec("csv:t.csv", target="label", classes=["cat", "dgo"])
+    with raises_data_error("classes", "'dgo'", "did you mean 'dog'", "'emu'"):
+        prepare(spec, registry, tmp_path)
+
+
+def test_classes_need_two(registry: Registry, tmp_path: Path) -> None:
+    with raises_data_error("classes", "at least two"):
+        check_data_spec(Spec("sklearn:iris", classes=["setosa"]), registry, tmp_path)
+
+
+def test_task_spec_statistics(registry: Registry, tmp_path: Path) -> None:
+    ds = prepare(Spec("sklearn:wine"), registry, tmp_path)
+    task = ds.task
+    assert task.feature_mean.dtype == np.float32 and task.feature_mean.shape == (13,)
+    assert task.feature_var.dtype == np.float32 and task.feature_var.shape == (13,)
+    np.testing.assert_allclose(task.feature_mean, ds.x_train.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(task.feature_var, ds.x_train.var(axis=0), rtol=1e-4)
+    assert len(task.fingerprint) == 64
+
+
+def test_same_seed_same_dataset(registry: Registry, tmp_path: Path) -> None:
+    spec = Spec("sklearn:digits", labels_per_class=5)
+    a = prepare(spec, registry, tmp_path, seed=11)
+    b = prepare(spec, registry, tmp_path, seed=11)
+    assert a == b and a.task.fingerprint == b.task.fingerprint
+    for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+        assert np.array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_different_seeds_different_splits(registry: Registry, tmp_path: Path) -> None:
+    spec = Spec("sklearn:digits", labels_per_class=5)
+    a = prepare(spec, registry, tmp_path, seed=0)
+    b = prepare(spec, registry, tmp_path, seed=1)
+    assert a.task.fingerprint != b.task.fingerprint
+    assert not np.array_equal(a.x_test, b.x_test)
+    assert not np.array_equal(a.x_train, b.x_train)
+
+
+def test_fingerprint_changes_with_data(registry: Registry, tmp_path: Path) -> None:
+    frame = table()
+    write_csv(tmp_path / "t.csv", frame)
+    spec = Spec("csv:t.csv", target="label")
+    before = prepare(spec, registry, tmp_path).task.fingerprint
+    frame.loc[5, "b"] = 99
+    write_csv(tmp_path / "t.csv", frame)
+    assert prepare(spec, registry, tmp_path).task.fingerprint != before
+    renamed = frame.replace({"label": {"emu": "ostrich"}})
+    write_csv(tmp_path / "t.csv", renamed)
+    assert prepare(spec, registry, tmp_path).task.fingerprint != before
+
+
+def test_dataset_arrays_are_read_only(registry: Registry, tmp_path: Path) -> None:
+    ds = prepare(Spec("sklearn:iris"), registry, tmp_path)
+    with pytest.raises(ValueError, match="read-only"):
+        ds.x_train[0, 0] = 1.0
+
+
+# --- third-party sources ---------------------------------------------------------------
+
+
+class _Toy(DataSource):
+    scheme = "toy"
+    description = "toy data for tests"
+
+    def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
+        if location == "boom":
+            raise RuntimeError("kaput")
+        if location == "bad":
+            return LabelledArrays(np.zeros((4, 2)), np.array([0, 1, 2, 5]), ("a", "b"))
+        x = np.arange(40, dtype=np.float32).reshape(20, 2)
+        return LabelledArrays(x, np.arange(20) % 2, ("even", "odd"))
+
+
+def test_third_party_source(registry: Registry, tmp_path: Path) -> None:
+    registry.current_owner = "toy-plugin 1.0"
+    registry.add(_Toy)
+    spec = Spec("toy:anything", split=Split(0.2, 0.2))
+    check_data_spec(spec, registry, tmp_path)
+    assert prepare(spec, registry, tmp_path).task.class_names == ("even", "odd")
+    with raises_data_error("source", "'toy'", "toy-plugin 1.0", "RuntimeError: kaput"):
+        prepare(replace(spec, source="toy:boom"), registry, tmp_path)
+    with raises_data_error("source", "class codes 0..5 for 2 class names"):
+        prepare(replace(spec, source="toy:bad"), registry, tmp_path)
