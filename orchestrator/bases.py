@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -66,8 +67,22 @@ def cache_dir() -> Path:
 
 
 def keras_models_dir() -> Path:
-    """Where Keras looks for downloaded weights: ``$KERAS_HOME/models`` or ``~/.keras/models``."""
-    home = os.environ.get("KERAS_HOME") or Path.home() / ".keras"
+    """Where Keras looks for downloaded weights: ``$KERAS_HOME/models`` or ``~/.keras/models``.
+
+    Keras reads ``KERAS_HOME`` once, when it is imported, and ``get_file`` falls
+    back to ``/tmp/.keras`` when that folder is not writable; the folder is
+    taken from Keras itself where possible, so a message names the place Keras
+    will actually look.
+    """
+    try:
+        from keras.src.backend.config import keras_home
+
+        home = str(keras_home())
+    except (ImportError, AttributeError):
+        home = os.environ.get("KERAS_HOME") or str(Path.home() / ".keras")
+    home = os.path.expanduser(home)
+    if not os.access(home, os.W_OK):
+        home = os.path.join("/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir(), ".keras")
     return Path(home) / "models"
 
 
@@ -119,12 +134,20 @@ class LoadedBase:
     def freeze(self, frozen_layers: int) -> int:
         """Freeze the base up to its ``frozen_layers``-th cut point, unfreeze the rest.
 
+        BatchNormalization layers stay frozen everywhere, so that they run in
+        inference mode on their pretrained statistics also where the base is
+        unfrozen: Keras 3 passes ``fit``'s ``training=True`` to every nested
+        layer, over a ``training=False`` given when the model was built, and only
+        a non-trainable BatchNormalization layer keeps to its moving statistics.
+
         Returns:
             The number of layers (of ``model.layers``) now frozen.
 
         Raises:
             ValueError: If ``frozen_layers`` is outside ``[0, n_cut_points]``.
         """
+        import keras
+
         n = self.info.n_cut_points
         if not 0 <= frozen_layers <= n:
             raise ValueError(f"frozen_layers must be in [0, {n}], got {frozen_layers}")
@@ -132,7 +155,19 @@ class LoadedBase:
         self.model.trainable = True
         for index, layer in enumerate(self.model.layers):
             layer.trainable = index > last
+        for layer in _nested_layers(self.model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.trainable = False
         return last + 1
+
+
+def _nested_layers(model: Any) -> list[Any]:
+    """Every layer of a model, including those of models nested in it."""
+    found = []
+    for layer in getattr(model, "layers", ()):
+        found.append(layer)
+        found += _nested_layers(layer)
+    return found
 
 
 # -- providers ---------------------------------------------------------------------
@@ -395,6 +430,8 @@ def prepare_base(
     context = BaseContext(
         seed=seed, base_dir=base_dir, data_sources=data_sources, cache=cache_dir()
     )
+    # The cheap checks first: a cache key may read the files they check.
+    provider.check(spec)
     key = provider.cache_key(spec, context)
     folder = cache_dir() / "bases" / f"{spec.kind}-{key[:16]}" if key else None
     model_path = folder / "base.keras" if folder else None

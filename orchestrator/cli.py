@@ -20,6 +20,9 @@ from rich.table import Table
 
 from orchestrator.errors import GraftuneError
 
+# TensorFlow's C++ start-up chatter is not for users; set before it can be imported.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 app = typer.Typer(
     name="graftune",
     help="A plugin-based AutoML orchestrator for transfer learning (Keras 3 + Ray Tune).",
@@ -105,7 +108,6 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the result.")] = False,
 ) -> None:
     """Run a recipe: search every strategy with Ray Tune and rank the trials."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from orchestrator.run import run_recipe
 

@@ -93,8 +93,8 @@ def build_leaderboard(results: list[TrialResult], *, metric: str, mode: str) -> 
     for column in ("epochs", "params_total", "params_trainable"):
         frame[column] = frame[column].astype("Int64")
     for column in params:
-        values = frame[column].dropna()
-        if len(values) and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        values = [r.config[column] for r in results if r.config.get(column) is not None]
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             frame[column] = frame[column].astype("Int64")
     return frame
 

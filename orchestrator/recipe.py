@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PositiveFloat,
@@ -31,7 +32,7 @@ from pydantic import (
 )
 
 from orchestrator.errors import DataError, RecipeError, RecipeErrors, did_you_mean
-from orchestrator.space import Dimension, check_compatible, parse_dimension
+from orchestrator.space import Dimension, check_compatible, parse_dimension, uses_all
 
 if TYPE_CHECKING:
     from orchestrator.plugin_manager import PluginHost
@@ -41,14 +42,44 @@ METRICS = {"val_accuracy": "max", "val_loss": "min"}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # inf and nan are never meaningful here, and JSON (to_yaml) cannot keep them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class _KeyedError(ValueError):
+    """A model-level check whose fault lies in one key, so the error can name it."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic would take true as 1: a recipe's yes/no/true/false is never a number.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {str(value).lower()}")
+    return value
+
+
+def _class_label(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise ValueError(f"expected a class name or an integer label, got {value!r}")
+    return value
+
+
+_NotBool = BeforeValidator(_not_bool)
+_Whole = Annotated[int, _NotBool]
+_Count = Annotated[PositiveInt, _NotBool]
+_Number = Annotated[float, _NotBool]
+_PositiveNumber = Annotated[PositiveFloat, _NotBool]
+_ClassLabel = Annotated[str | int, BeforeValidator(_class_label)]
 
 
 class SplitSpec(_Model):
     """Fractions of the whole data set held out for validation and test."""
 
-    val: float = Field(0.2, gt=0, lt=1)
-    test: float = Field(0.2, gt=0, lt=1)
+    val: _Number = Field(0.2, gt=0, lt=1)
+    test: _Number = Field(0.2, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> SplitSpec:
@@ -63,10 +94,10 @@ class DataSpec(_Model):
     source: str = Field(min_length=1)
     target: str | None = None
     split: SplitSpec = SplitSpec()
-    labels_per_class: PositiveInt | None = None
-    classes: list[str | int] | None = None
-    image_size: tuple[PositiveInt, PositiveInt] | None = None
-    channels: Literal[1, 3] | None = None
+    labels_per_class: _Count | None = None
+    classes: list[_ClassLabel] | None = None
+    image_size: tuple[_Count, _Count] | None = None
+    channels: Annotated[Literal[1, 3], _NotBool] | None = None
     options: dict[str, Any] = {}
 
 
@@ -74,11 +105,11 @@ class PretrainSpec(_Model):
     """A base trained inside the run on another data source, cached by content."""
 
     data: DataSpec
-    epochs: PositiveInt = 10
+    epochs: _Count = 10
     architecture: Literal["cnn", "mlp"] | None = None
-    width: PositiveInt = 32
-    learning_rate: PositiveFloat = 1e-3
-    batch_size: PositiveInt = 64
+    width: _Count = 32
+    learning_rate: _PositiveNumber = 1e-3
+    batch_size: _Count = 64
 
 
 class BaseSpec(_Model):
@@ -87,7 +118,7 @@ class BaseSpec(_Model):
     path: Path | None = None
     application: str | None = None
     weights: str | None = None
-    input_shape: tuple[PositiveInt, ...] | None = None
+    input_shape: tuple[_Count, ...] | None = None
     pretrain: PretrainSpec | None = None
     provider: str | None = None
     options: dict[str, Any] = {}
@@ -105,7 +136,10 @@ class BaseSpec(_Model):
                 + (f"got {', '.join(given)}" if given else "got none")
             )
         if self.application is None and (self.weights is not None or self.input_shape):
-            raise ValueError("weights and input_shape go with application")
+            raise _KeyedError(
+                "weights" if self.weights is not None else "input_shape",
+                f"weights and input_shape go with application:, not with {given[0]}:",
+            )
         return self
 
     @property
@@ -123,7 +157,7 @@ class StrategySpec(_Model):
     """One strategy's section: its own search-space overrides."""
 
     space: dict[str, Any] = {}
-    num_samples: PositiveInt | None = None
+    num_samples: _Count | None = None
 
 
 class SearchSpec(_Model):
@@ -132,21 +166,24 @@ class SearchSpec(_Model):
     backend: Literal["ray"] = "ray"
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     mode: Literal["max", "min"] | None = None
-    num_samples: PositiveInt = 8
-    max_epochs: PositiveInt = 30
+    num_samples: _Count = 8
+    max_epochs: _Count = 30
     scheduler: Literal["fifo", "asha"] = "fifo"
-    grace_period: PositiveInt = 1
-    reduction_factor: float = Field(3.0, gt=1)
-    batch_size: PositiveInt = 32
-    max_concurrent_trials: PositiveInt | None = None
+    grace_period: _Count = 1
+    reduction_factor: _Number = Field(3.0, gt=1)
+    batch_size: _Count = 32
+    max_concurrent_trials: _Count | None = None
     space: dict[str, Any] = {}
 
     @model_validator(mode="after")
     def _mode_matches_metric(self) -> SearchSpec:
         better = METRICS[self.metric]
         if self.mode is not None and self.mode != better:
-            raise ValueError(
-                f"{self.metric} is better when larger is {better}; got mode {self.mode}"
+            larger = "larger" if better == "max" else "smaller"
+            raise _KeyedError(
+                "mode",
+                f"{self.metric} is better when {larger}: mode must be {better} (or left out); "
+                f"got {self.mode}",
             )
         return self
 
@@ -159,9 +196,9 @@ class SearchSpec(_Model):
 class ResourcesSpec(_Model):
     """What each trial gets and where the trials run."""
 
-    cpus_per_trial: PositiveFloat = 1
-    gpus_per_trial: float = Field(0, ge=0)
-    num_cpus: PositiveInt | None = None
+    cpus_per_trial: _PositiveNumber = 1
+    gpus_per_trial: _Number = Field(0, ge=0)
+    num_cpus: _Count | None = None
     address: str | None = None
     dashboard: bool = False
 
@@ -170,7 +207,7 @@ class Recipe(_Model):
     """A whole recipe, validated; relative paths already resolved."""
 
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-    seed: int = 0
+    seed: _Whole = 0
     data: DataSpec
     base: BaseSpec | None = None
     strategies: dict[str, StrategySpec] = Field(min_length=1)
@@ -237,7 +274,9 @@ def parse_recipe(text: str, *, file: Path | None = None) -> Recipe:
     """Validate recipe text; relative paths resolve against ``file``'s folder."""
     try:
         data = yaml.safe_load(text)
-        lines = _key_lines(text)
+        lines = _key_lines(text, file)
+    except RecursionError:
+        raise RecipeError("not valid recipe YAML: nested too deeply", file=file) from None
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         problem = exc.problem or str(exc)
@@ -246,6 +285,8 @@ def parse_recipe(text: str, *, file: Path | None = None) -> Recipe:
         raise RecipeError(f"not valid recipe YAML: {problem}", file=file, line=line) from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"not valid YAML: {exc}", file=file) from None
+    if data is None:
+        raise RecipeError("the recipe is empty; expected a mapping of recipe keys", file=file)
     if not isinstance(data, dict):
         raise RecipeError(
             f"expected a mapping of recipe keys at the top, got {type(data).__name__}", file=file
@@ -283,25 +324,69 @@ def _resolve_paths(recipe: Recipe) -> Recipe:
     return resolved
 
 
-def _key_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map each key path of the YAML document to its 1-based line."""
+def _key_lines(text: str, file: Path | None = None) -> dict[tuple[str, ...], int]:
+    """Map each key path of the YAML document to its 1-based line.
+
+    Raises:
+        RecipeErrors: A mapping repeats a key (YAML would keep only the last one
+            silently), or an alias makes the document recursive.
+    """
     root = yaml.compose(text, Loader=yaml.SafeLoader)
     lines: dict[tuple[str, ...], int] = {}
+    errors: list[RecipeError] = []
+    walked: set[int] = set()
+    open_nodes: set[int] = set()
+    seen_keys: dict[tuple[int, str, Any], int] = {}
 
     def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if not isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+            return
+        if id(node) in open_nodes:
+            errors.append(
+                RecipeError(
+                    "an alias refers to a mapping or list that contains it; "
+                    "a recipe cannot be recursive",
+                    file=file,
+                    path=".".join(path),
+                    line=_line_of(lines, path),
+                )
+            )
+            return
+        # An alias shares its anchor's node: walking it once keeps the walk linear.
+        if id(node) in walked:
+            return
+        walked.add(id(node))
+        open_nodes.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 sub = (*path, str(key.value))
-                lines[sub] = key.start_mark.line + 1
+                line = key.start_mark.line + 1
+                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                    first = seen_keys.get((id(node), key.tag, key.value))
+                    if first is not None:
+                        errors.append(
+                            RecipeError(
+                                f"duplicate key {key.value!r} (first on line {first}); "
+                                "YAML would keep only the last one",
+                                file=file,
+                                path=".".join(sub),
+                                line=line,
+                            )
+                        )
+                    seen_keys[(id(node), key.tag, key.value)] = line
+                lines[sub] = line
                 walk(value, sub)
-        elif isinstance(node, yaml.SequenceNode):
+        else:
             for i, item in enumerate(node.value):
                 sub = (*path, str(i))
                 lines[sub] = item.start_mark.line + 1
                 walk(item, sub)
+        open_nodes.discard(id(node))
 
     if root is not None:
         walk(root, ())
+    if errors:
+        raise RecipeErrors(errors)
     return lines
 
 
@@ -329,11 +414,15 @@ def _convert(
     elif kind == "literal_error":
         message = f"expected {err['ctx']['expected']}; got {err['input']!r}"
     elif kind == "value_error":
-        message = str(err["ctx"]["error"])
+        error = err["ctx"]["error"]
+        message = str(error)
+        if isinstance(error, _KeyedError):
+            loc = (*loc, error.key)
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        hint = " (write {} for an empty section)" if err["input"] is None else ""
+        message = f"expected a mapping of keys{hint}; got {err['input']!r}"
     else:
         message = f"{err['msg'][0].lower()}{err['msg'][1:]}; got {err['input']!r}"
-    # pydantic puts the member of a union in the location ("str", "int"): drop it.
-    loc = tuple(p for p in loc if p not in {"str", "int", "function-after[_dedupe]"})
     return RecipeError(message, file=file, path=".".join(loc), line=_line_of(lines, loc))
 
 
@@ -425,12 +514,14 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
             try:
                 dim = parse_dimension(raw)
                 check_compatible(key, defaults[key], dim)
+                _check_all_has_base(name, strategy.requires_base, dim)
             except ValueError as exc:
                 errors.append(recipe.error(path, str(exc)))
         for key, dim in shared.items():
-            if key in defaults:
+            if key in defaults and key not in spec.space:
                 try:
                     check_compatible(key, defaults[key], dim)
+                    _check_all_has_base(name, strategy.requires_base, dim)
                 except ValueError as exc:
                     errors.append(recipe.error(("search", "space", key), f"for {name}: {exc}"))
 
@@ -459,6 +550,15 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
 
     if errors:
         raise RecipeErrors(errors)
+
+
+def _check_all_has_base(strategy: str, requires_base: bool, dim: Dimension) -> None:
+    # At run time "all" is resolved only for strategies that take the base.
+    if uses_all(dim) and not requires_base:
+        raise ValueError(
+            f"'all' counts the layers of the base, and {strategy} takes no base; "
+            f"got {dim.describe()}"
+        )
 
 
 def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:

@@ -94,7 +94,7 @@ class Fixed:
     value: Any
 
     def resolve(self, all_value: int | None) -> Fixed:
-        if self.value == ALL:
+        if _is_all(self.value):
             if all_value is None:
                 raise ValueError("'all' needs a base whose layers can be counted")
             return Fixed(all_value)
@@ -110,12 +110,28 @@ DIMENSION_TYPES: tuple[type, ...] = (Int, Float, LogFloat, Choice, Fixed)
 SYNTAX_KEYS = ("int", "float", "loguniform", "choice")
 
 
+def _is_all(value: Any) -> bool:
+    # Compared as a string only: a value of another type may define == oddly.
+    return isinstance(value, str) and value == ALL
+
+
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number, got {value!r}")
+        raise ValueError(f"{what} must be a number, got {value!r}{_text_number_hint(value)}")
     if not math.isfinite(value):
         raise ValueError(f"{what} must be finite, got {value!r}")
     return float(value)
+
+
+def _text_number_hint(value: Any) -> str:
+    # YAML 1.1 (PyYAML) reads 1e-6 as text; only 1.0e-6 is a float.
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return ""
+        return f" (YAML reads {value} as text; write it with a decimal point, like 1.0e-6)"
+    return ""
 
 
 def parse_dimension(raw: Any) -> Dimension:
@@ -183,29 +199,79 @@ def check_compatible(name: str, default: Dimension, override: Dimension) -> None
     """Check that a recipe's override fits the kind of value a strategy expects.
 
     An integer dimension stays integer (so ``frozen_layers`` cannot become 2.5),
-    and a positive log-scaled one stays positive.
+    a numeric one numeric, a positive log-scaled one positive, and a choice keeps
+    the kinds of value its default offers (numbers, text, true/false). ``"all"``
+    stands for a number of layers, so only integer dimensions take it.
 
     Raises:
         ValueError: When the override cannot stand in for the default.
     """
+    kinds = _kinds(default)
+    positive = isinstance(default, LogFloat)
+    if uses_all(override) and not isinstance(default, Int):
+        raise ValueError(
+            f"'all' (the base's number of cut points) only fits whole-number dimensions, "
+            f"and {name} is {default.describe()}; got {override.describe()}"
+        )
+    if kinds is None:
+        return
     values = _sample_values(override)
-    if isinstance(default, Int):
-        bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)]
-        if isinstance(override, (Float, LogFloat)) or bad:
-            raise ValueError(f"{name} takes whole numbers; got {override.describe()}")
-    if isinstance(default, LogFloat):
-        bad = [v for v in values if not isinstance(v, (int, float)) or v <= 0]
-        if bad:
-            raise ValueError(f"{name} takes positive numbers; got {override.describe()}")
+    fits = all(_kind(v) in kinds and not (positive and v <= 0) for v in values) and not (
+        isinstance(override, (Float, LogFloat)) and "float" not in kinds
+    )
+    if not fits:
+        raise ValueError(
+            f"{name} takes {_describe_kinds(kinds, positive)}; got {override.describe()}"
+        )
+
+
+def uses_all(dim: Dimension) -> bool:
+    """Whether ``dim`` refers to the base's number of cut points (``"all"``)."""
+    if isinstance(dim, Int):
+        return _is_all(dim.high)
+    return isinstance(dim, Fixed) and _is_all(dim.value)
+
+
+_KIND_WORDS = {"bool": "true or false", "int": "whole numbers", "float": "numbers", "str": "text"}
+
+
+def _kind(value: Any) -> str | None:
+    for kind, types in (("bool", bool), ("int", int), ("float", float), ("str", str)):
+        if isinstance(value, types):
+            return kind
+    return None
+
+
+def _kinds(default: Dimension) -> set[str] | None:
+    """The kinds of value ``default`` takes, or ``None`` when they are not known."""
+    if isinstance(default, Int) or (isinstance(default, Fixed) and _is_all(default.value)):
+        return {"int"}
+    if isinstance(default, (Float, LogFloat)):
+        return {"int", "float"}
+    values = default.values if isinstance(default, Choice) else (default.value,)
+    kinds = {_kind(v) for v in values}
+    if None in kinds:
+        return None
+    if "float" in kinds:
+        kinds.add("int")
+    return kinds  # type: ignore[return-value]
+
+
+def _describe_kinds(kinds: set[str], positive: bool) -> str:
+    words = [
+        w for k, w in _KIND_WORDS.items() if k in kinds and not (k == "int" and "float" in kinds)
+    ]
+    text = " or ".join(words)
+    return f"positive {text}" if positive else text
 
 
 def _sample_values(dim: Dimension) -> list[Any]:
     if isinstance(dim, Choice):
         return list(dim.values)
     if isinstance(dim, Fixed):
-        return [] if dim.value == ALL else [dim.value]
+        return [] if _is_all(dim.value) else [dim.value]
     if isinstance(dim, Int):
-        return [dim.low] + ([] if dim.high == ALL else [dim.high])
+        return [dim.low] + ([] if _is_all(dim.high) else [dim.high])
     return [dim.low, dim.high]
 
 
@@ -236,16 +302,16 @@ def resolve_space(space: dict[str, Dimension], all_value: int | None) -> dict[st
 def smallest_config(space: dict[str, Dimension]) -> dict[str, Any]:
     """A concrete configuration with the smallest value of every dimension.
 
-    Used by conformance checks and ``validate`` to build a model cheaply.
+    A choice of numbers gives its smallest number; any other choice its first
+    value. Used by conformance checks and ``validate`` to build a model cheaply.
     """
     config: dict[str, Any] = {}
     for key, dim in space.items():
         if isinstance(dim, Fixed):
             config[key] = dim.value
         elif isinstance(dim, Choice):
-            config[key] = dim.values[0]
-        elif isinstance(dim, Int):
-            config[key] = dim.low
+            numeric = all(_kind(v) in ("int", "float") for v in dim.values)
+            config[key] = min(dim.values) if numeric else dim.values[0]
         else:
             config[key] = dim.low
     return config

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 STATUSES = ("ok", "pruned", "diverged", "error")
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.keras"
+PREDICTIONS_FILE = "test_probabilities.npy"
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,7 @@ def run_trial(
     """
     configure_tensorflow(spec.cpus, spec.gpus)
     import keras
+    import numpy as np
 
     from orchestrator.bases import load_base
     from orchestrator.strategy import FitData
@@ -212,6 +214,8 @@ def run_trial(
             result.test_loss = _finite(test.get("loss"))
             model.save(folder / MODEL_FILE)
             result.model_path = str(folder / MODEL_FILE)
+            # What the model predicted in the run, to check saved copies against.
+            np.save(folder / PREDICTIONS_FILE, model.predict(dataset.x_test, verbose=0))
             result.status = "ok"
     except Exception as exc:
         result.status = "error"

@@ -39,7 +39,7 @@ class FeatureExtraction(Strategy):
             raise ValueError("feature_extraction needs a base")
         base.model.trainable = False
         inputs = keras.Input(task.input_shape, name="inputs")
-        # training=False keeps BatchNormalization in inference mode.
+        # A non-trainable BatchNormalization runs in inference mode, whatever fit() passes.
         features = base.model(base.adapt(inputs), training=False)
         outputs = classifier_head(
             pooled(features),

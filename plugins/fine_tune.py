@@ -19,8 +19,9 @@ class FineTune(Strategy):
     """Inputs -> adapter -> base (partly frozen, BatchNorm in inference mode) -> head.
 
     ``frozen_layers`` counts the base's cut points from the input (see
-    :mod:`orchestrator.bases`), so a residual block is never split. λ is an L2
-    penalty on every trainable kernel, the base's and the head's.
+    :mod:`orchestrator.bases`), so a residual block is never split. Batch
+    normalization stays in inference mode, frozen, throughout the base. λ is an
+    L2 penalty on every trainable kernel, the base's and the head's.
     """
 
     name = "fine_tune"
@@ -51,7 +52,8 @@ class FineTune(Strategy):
         base.freeze(int(config["frozen_layers"]))
         regularize_trainable_kernels(base.model, lambda_)
         inputs = keras.Input(task.input_shape, name="inputs")
-        # training=False keeps BatchNormalization in inference mode, also where unfrozen.
+        # freeze() keeps every BatchNormalization layer non-trainable, the only way to
+        # keep it in inference mode under Keras 3's fit(); training=False alone is not.
         features = base.model(base.adapt(inputs), training=False)
         outputs = classifier_head(
             pooled(features),

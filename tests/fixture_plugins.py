@@ -1,0 +1,78 @@
+"""Strategies and observers registered by the end-to-end tests (not installed).
+
+Ray workers receive these classes by value (see ``register_pickle_by_value`` in
+the tests), as they would receive any plugin installed on the cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator import Choice, Fixed, LogFloat, Strategy, hookimpl
+from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+
+#: What the observers saw, in the driver process.
+SEEN: dict[str, list[Any]] = {"trials": [], "runs": []}
+
+
+class ExplodingMLP(ScratchMLP):
+    """An MLP trained with a learning rate so large its loss overflows."""
+
+    name = "exploding_mlp"
+    description = "diverges on purpose"
+
+    def search_space(self, context):
+        return {
+            "hidden_layers": Fixed(1),
+            "width": Fixed(16),
+            "lambda": Fixed(0.0),
+            "learning_rate": Choice((1.0e30, 1.0e32)),
+        }
+
+    def build(self, config, task, base):
+        import keras
+
+        model = super().build(config, task, base)
+        model.compile(
+            optimizer=keras.optimizers.SGD(float(config["learning_rate"])),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+
+class RaisingStrategy(Strategy):
+    """A strategy whose build always fails."""
+
+    name = "raising"
+    description = "raises on purpose"
+
+    def search_space(self, context):
+        return {"learning_rate": LogFloat(1e-3, 1e-2)}
+
+    def build(self, config, task, base):
+        raise RuntimeError("deliberate failure in build")
+
+
+@hookimpl
+def graftune_register_strategies(registry):
+    registry.add(ExplodingMLP)
+    registry.add(RaisingStrategy)
+
+
+@hookimpl
+def graftune_trial_finished(result, run_dir):
+    SEEN["trials"].append((result.strategy, result.status))
+
+
+@hookimpl
+def graftune_run_finished(leaderboard, run_dir):
+    SEEN["runs"].append((len(leaderboard), run_dir))
+
+
+class BrokenObserver:
+    """An observer that raises: reported, never fatal."""
+
+    @hookimpl
+    def graftune_trial_finished(self, result):
+        raise ValueError("observer failure")

@@ -1,0 +1,444 @@
+"""Tests of ``orchestrator.bases``: providers, the cache, input adapters and cut points."""
+
+from __future__ import annotations
+
+import logging
+import re
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.bases import (
+    BaseInfo,
+    LoadedBase,
+    find_cut_points,
+    keras_models_dir,
+    load_base,
+    plan_adapter,
+    prepare_base,
+)
+from orchestrator.cli import app
+from orchestrator.errors import BaseModelError
+from orchestrator.plugin_manager import get_plugin_manager
+from orchestrator.recipe import BaseSpec, DataSpec, PretrainSpec
+from tests.helpers import digits, host, prepare_path_base, tiny_cnn
+
+PROXIES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")
+WEIGHTS_FILE = re.compile(r"weights_mobilenet_v3_small_\S*\.h5")
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A private graftune cache and seeded random sources for every test."""
+    cache = tmp_path / "graftune-cache"
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(cache))
+    keras.utils.set_random_seed(0)
+    return cache
+
+
+def prepare(spec: BaseSpec, dataset=None, base_dir: Path | None = None) -> BaseInfo:
+    dataset = dataset if dataset is not None else digits()
+    return prepare_base(
+        spec,
+        host().bases,
+        dataset.task,
+        seed=0,
+        base_dir=base_dir or Path.cwd(),
+        data_sources=host().data_sources,
+    )
+
+
+# -- the hook -------------------------------------------------------------------------
+
+
+def test_register_bases_hook_adds_the_three_built_in_providers():
+    bases = get_plugin_manager(autoload=False).bases
+    assert bases.names() == ["application", "path", "pretrain"]
+    assert {bases.owner(name) for name in bases.names()} == {"graftune.bases (graftune)"}
+
+    blocked = get_plugin_manager(autoload=False, disable=["graftune.bases"]).bases
+    assert blocked.names() == []
+
+
+# -- keras.applications ------------------------------------------------------------------
+
+
+def test_application_base_adapts_gray_digits_and_reloads_safely(tmp_path):
+    dataset = digits()
+    assert dataset.task.input_shape == (8, 8, 1)
+    spec = BaseSpec(application="MobileNetV3Small", weights="none", input_shape=(32, 32, 3))
+
+    info = prepare(spec)
+
+    assert info.input_shape == (32, 32, 3)
+    # MobileNetV3 rescales [0, 255] inputs itself: the adapter only multiplies by 255.
+    assert info.adapter == (("resize", 32, 32), ("gray_to_rgb",), ("preprocess", "raw255"))
+    assert info.path.is_file() and info.path.is_relative_to(tmp_path / "graftune-cache")
+    assert info.description == "MobileNetV3Small"
+
+    base = load_base(info)
+    inputs = keras.Input(dataset.task.input_shape)
+    adapted = base.adapt(inputs)
+    assert tuple(adapted.shape) == (None, 32, 32, 3)
+    features = base.model(adapted)
+    outputs = keras.layers.Dense(dataset.task.n_classes, activation="softmax")(
+        keras.layers.GlobalAveragePooling2D()(features)
+    )
+    model = keras.Model(inputs, outputs)
+    x = dataset.x_val[:4]
+    reloaded_path = tmp_path / "model.keras"
+    model.save(reloaded_path)
+    reloaded = keras.saving.load_model(reloaded_path, safe_mode=True)
+    np.testing.assert_allclose(
+        reloaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+
+
+@pytest.fixture
+def offline_keras(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No route to the internet, and an empty ``$KERAS_HOME``; returns that folder."""
+    for name in PROXIES:
+        # Port 9 (discard) refuses at once; no DNS lookup, no waiting on a timeout.
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "keras-home"
+    home.mkdir()
+    monkeypatch.setenv("KERAS_HOME", str(home))
+    # Keras reads KERAS_HOME once, on import, which happened before this test: set
+    # what that import would have read, so get_file really looks in `home`.
+    import keras.src.backend.config as keras_config
+
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))
+    return home
+
+
+def test_offline_imagenet_weights_fail_with_a_message_that_says_what_to_do(
+    offline_keras, isolated
+):
+    spec = BaseSpec(application="MobileNetV3Small", weights="imagenet", input_shape=(32, 32, 3))
+
+    with pytest.raises(BaseModelError) as caught:
+        prepare(spec)
+
+    message = str(caught.value)
+    assert caught.value.key == "weights"
+    filename = WEIGHTS_FILE.search(message)
+    assert filename, message
+    models = offline_keras / "models"
+    assert keras_models_dir() == models
+    # The place named is where Keras looked (it made the folder, left no partial file).
+    assert str(models / filename.group(0)) in message
+    assert models.is_dir() and not any(models.iterdir())
+    assert "$KERAS_HOME/models" in message and "~/.keras/models" in message
+    assert "weights: /path/to/" in message and "weights: none" in message
+    assert not list(isolated.glob("**/*.keras"))
+
+
+def test_keras_models_dir_is_where_keras_looks_not_a_later_keras_home(
+    offline_keras, monkeypatch, tmp_path
+):
+    later = tmp_path / "set-after-import"
+    later.mkdir()
+    monkeypatch.setenv("KERAS_HOME", str(later))
+
+    with pytest.raises(Exception, match="URL fetch failure"):
+        keras.utils.get_file("probe.h5", origin="http://127.0.0.1:9/probe.h5", cache_subdir="models")
+
+    assert (offline_keras / "models").is_dir() and not (later / "models").exists()
+    assert keras_models_dir() == offline_keras / "models"
+
+
+def test_cli_run_with_offline_imagenet_base_exits_2_and_writes_no_run(offline_keras, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """\
+            name: offline
+            seed: 0
+            data: {source: sklearn:digits}
+            base: {application: MobileNetV3Small, weights: imagenet, input_shape: [32, 32, 3]}
+            strategies:
+              feature_extraction: {}
+            output: out/
+            """
+        )
+    )
+
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+
+    assert result.exit_code == 2, result.output
+    assert WEIGHTS_FILE.search(result.stderr), result.stderr
+    assert str(offline_keras / "models") in result.stderr
+    assert "weights:" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+# -- .keras files --------------------------------------------------------------------------
+
+
+def test_path_base_is_cached_and_loads_the_same_model(tmp_path, isolated):
+    dataset = digits()
+    model = tiny_cnn()
+
+    info = prepare_path_base(model, tmp_path, dataset)
+
+    assert info.path.is_relative_to(isolated) and info.path != tmp_path / "base.keras"
+    assert info.adapter == ()
+    assert info.output_shape == (4, 4, 8)
+    assert prepare_path_base(model, tmp_path, dataset).path == info.path
+    loaded = load_base(info).model
+    x = dataset.x_val[:8]
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_path_base_with_a_lambda_layer_is_refused_by_safe_mode(tmp_path):
+    inputs = keras.Input((8, 8, 1))
+    outputs = keras.layers.Lambda(lambda x: x * 2.0)(keras.layers.Conv2D(2, 3)(inputs))
+    keras.Model(inputs, outputs).save(tmp_path / "lambda.keras")
+
+    with pytest.raises(BaseModelError, match="safe_mode") as caught:
+        prepare(BaseSpec(path=tmp_path / "lambda.keras"), base_dir=tmp_path)
+    assert caught.value.key == "path"
+
+
+def test_path_base_that_is_missing_is_a_base_model_error(tmp_path):
+    with pytest.raises(BaseModelError, match="no model file"):
+        prepare(BaseSpec(path=tmp_path / "absent.keras"), base_dir=tmp_path)
+
+
+# -- pretrain: --------------------------------------------------------------------------------
+
+
+def pretrain_spec(epochs: int = 1, classes: tuple[int, ...] = (0, 1, 2, 3, 4)) -> BaseSpec:
+    return BaseSpec(
+        pretrain=PretrainSpec(
+            data=DataSpec(source="sklearn:digits", classes=list(classes)),
+            epochs=epochs,
+            width=4,
+        )
+    )
+
+
+def test_pretrain_base_is_trained_once_and_cached_by_data_and_settings(caplog):
+    dataset = digits((5, 6, 7, 8, 9))
+    caplog.set_level(logging.INFO, logger="orchestrator.bases")
+
+    first = prepare(pretrain_spec(), dataset)
+
+    assert "pretraining a cnn base" in caplog.text
+    assert first.input_shape == (8, 8, 1) and first.adapter == ()
+    assert first.cut_names[-1] == "block2_relu2"
+    stamp = first.path.stat().st_mtime_ns
+
+    caplog.clear()
+    again = prepare(pretrain_spec(), dataset)
+
+    assert "pretraining" not in caplog.text
+    assert "reusing cached base" in caplog.text
+    assert again.path == first.path
+    assert again.path.stat().st_mtime_ns == stamp
+    assert again.fingerprint == first.fingerprint
+
+    longer = prepare(pretrain_spec(epochs=2), dataset)
+    other_data = prepare(pretrain_spec(classes=(0, 1, 2)), dataset)
+    paths = {first.path, longer.path, other_data.path}
+    assert len(paths) == 3
+    assert all(path.is_file() for path in paths)
+    assert len({first.fingerprint, longer.fingerprint, other_data.fingerprint}) == 3
+
+
+# -- input adaptation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data_shape", "base_shape", "preprocessing", "steps"),
+    [
+        ((8, 8, 1), (8, 8, 1), None, []),
+        ((13,), (13,), None, []),
+        ((8, 8, 3), (32, 32, 3), None, [("resize", 32, 32)]),
+        ((8, 8, 1), (8, 8, 3), None, [("gray_to_rgb",)]),
+        ((8, 8, 1), (None, None, 3), None, [("gray_to_rgb",)]),
+        ((8, 8, 1), (64,), None, [("flatten",)]),
+        ((8, 8, 1), (None,), None, [("flatten",)]),
+        (
+            (8, 8, 1),
+            (32, 32, 3),
+            "caffe",
+            [("resize", 32, 32), ("gray_to_rgb",), ("preprocess", "caffe")],
+        ),
+    ],
+)
+def test_plan_adapter_adapts_what_is_well_defined(data_shape, base_shape, preprocessing, steps):
+    assert plan_adapter(data_shape, base_shape, preprocessing) == steps
+
+
+@pytest.mark.parametrize(
+    ("data_shape", "base_shape"),
+    [
+        ((8, 8, 3), (8, 8, 1)),  # rgb data into a grayscale base
+        ((13,), (32, 32, 3)),  # a table into an image base
+        ((8, 8, 1), (10,)),  # flattening gives 64 values, the base takes 10
+        ((8, 8, 2), (8, 8, 3)),  # two channels are not grayscale
+    ],
+)
+def test_plan_adapter_refuses_what_is_not(data_shape, base_shape):
+    with pytest.raises(BaseModelError) as caught:
+        plan_adapter(data_shape, base_shape)
+    message = str(caught.value)
+    assert str(data_shape) in message and str(base_shape) in message
+    assert "Use a base whose input matches the data" in message
+
+
+def test_a_base_that_cannot_take_the_data_fails_while_preparing(tmp_path):
+    inputs = keras.Input((10,))
+    dense = keras.Model(inputs, keras.layers.Dense(4)(inputs))
+    with pytest.raises(BaseModelError, match=re.escape("(8, 8, 1)")):
+        prepare_path_base(dense, tmp_path, digits())
+
+
+# -- cut points ---------------------------------------------------------------------------------
+
+
+def only_tensor_passes(model: keras.Model, index: int) -> bool:
+    """Whether the rest of ``model`` can run on layer ``index``'s output alone.
+
+    Independent of graftune's graph walk: Keras itself refuses to build the tail
+    as a model when it needs any other tensor ("Graph disconnected").
+    """
+    if index == len(model.layers) - 1:
+        return True
+    try:
+        keras.Model(model.layers[index].output, model.output)
+    except ValueError:
+        return False
+    return True
+
+
+def residual_network() -> keras.Model:
+    """A stem and two residual blocks (the second with a projection shortcut)."""
+    inputs = keras.Input((8, 8, 3), name="input")
+    x = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    for block, filters in ((1, 4), (2, 8)):
+        shortcut = x
+        if filters != x.shape[-1]:
+            shortcut = keras.layers.Conv2D(filters, 1, name=f"b{block}_project")(x)
+        y = keras.layers.Conv2D(filters, 3, padding="same", name=f"b{block}_conv1")(x)
+        y = keras.layers.BatchNormalization(name=f"b{block}_bn1")(y)
+        y = keras.layers.ReLU(name=f"b{block}_relu1")(y)
+        y = keras.layers.Conv2D(filters, 3, padding="same", name=f"b{block}_conv2")(y)
+        x = keras.layers.Add(name=f"b{block}_add")([shortcut, y])
+        x = keras.layers.ReLU(name=f"b{block}_out")(x)
+    return keras.Model(inputs, x)
+
+
+def test_cut_points_never_fall_inside_a_residual_block():
+    model = residual_network()
+    names = [layer.name for layer in model.layers]
+
+    cuts = find_cut_points(model)
+
+    assert [names[i] for i in cuts] == ["stem", "b1_out", "b2_out"]
+    for branch, add in (("stem", "b1_add"), ("b1_out", "b2_add")):
+        inside = range(names.index(branch) + 1, names.index(add))
+        assert not set(cuts) & set(inside)
+        assert not any(only_tensor_passes(model, i) for i in inside)
+    assert all(only_tensor_passes(model, i) for i in cuts)
+
+
+@pytest.fixture(scope="module")
+def resnet50() -> keras.Model:
+    return keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
+
+
+def test_resnet50_cut_points_are_the_stem_and_the_16_block_outputs(resnet50):
+    cuts = find_cut_points(resnet50)
+    names = [resnet50.layers[i].name for i in cuts]
+
+    # The stem gives two: after conv1_conv (a single tensor with weights behind it)
+    # and after pool1_pool (conv1_bn merged into it: no weights in between).
+    blocks = [
+        f"conv{stage}_block{block}_out"
+        for stage, count in ((2, 3), (3, 4), (4, 6), (5, 3))
+        for block in range(1, count + 1)
+    ]
+    assert len(blocks) == 16
+    assert names == ["conv1_conv", "pool1_pool", *blocks]
+    assert len(cuts) == 18
+    assert cuts == sorted(cuts) and cuts[-1] == len(resnet50.layers) - 1
+    assert all(only_tensor_passes(resnet50, i) for i in cuts)
+    assert not any(re.search(r"_\d_(conv|bn|relu)$", name) for name in names)
+    # A layer inside a block is no cut: the shortcut still needs the block's input.
+    inner = [i for i, layer in enumerate(resnet50.layers) if layer.name == "conv3_block2_2_conv"]
+    assert inner and not only_tensor_passes(resnet50, inner[0])
+
+
+def test_sequential_cut_points_are_every_weighted_layer_boundary():
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Rescaling(2.0),
+            keras.layers.Conv2D(2, 3),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(4),
+            keras.layers.Dense(3),
+            keras.layers.Softmax(),
+        ]
+    )
+    kinds = [type(layer).__name__ for layer in model.layers]
+
+    cuts = find_cut_points(model)
+
+    # After each weighted layer, with the weightless layers that follow it.
+    assert [kinds[i] for i in cuts] == ["Conv2D", "Flatten", "Dense", "Softmax"]
+    weighted = [i for i, layer in enumerate(model.layers) if layer.weights]
+    assert len(cuts) == len(weighted)
+    for cut, start in zip(cuts, weighted, strict=True):
+        assert not any(model.layers[i].weights for i in range(start + 1, cut + 1))
+
+
+def test_freeze_freezes_exactly_the_layers_up_to_the_cut_point(tmp_path):
+    info = prepare_path_base(tiny_cnn(), tmp_path, digits())
+    base = load_base(info)
+    layers = base.model.layers
+    assert info.cut_names == ("conv1", "relu1", "conv2", "relu2", "conv3", "relu3")
+
+    for k in range(info.n_cut_points + 1):
+        last = info.cut_points[k - 1] if k else -1
+        assert base.freeze(k) == last + 1
+        for index, layer in enumerate(layers):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                # Frozen everywhere, so it keeps to its pretrained statistics.
+                assert not layer.trainable, (k, layer.name)
+            else:
+                assert layer.trainable == (index > last), (k, layer.name)
+
+    for wrong in (-1, info.n_cut_points + 1):
+        with pytest.raises(ValueError, match="frozen_layers"):
+            base.freeze(wrong)
+
+
+def test_freeze_reaches_batch_normalization_in_nested_models(tmp_path):
+    inner = tiny_cnn()
+    inputs = keras.Input((8, 8, 1))
+    outer = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="after")(inner(inputs)))
+    cuts = find_cut_points(outer)
+    info = BaseInfo(
+        path=tmp_path / "unused.keras",
+        fingerprint="",
+        input_shape=(8, 8, 1),
+        output_shape=(4, 4, 2),
+        cut_points=tuple(cuts),
+        cut_names=tuple(outer.layers[i].name for i in cuts),
+    )
+
+    LoadedBase(outer, info).freeze(0)
+
+    assert inner.get_layer("conv1").trainable and not inner.get_layer("bn1").trainable

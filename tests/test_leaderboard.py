@@ -1,0 +1,102 @@
+"""Ranking trial results and writing the leaderboard files."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from orchestrator.leaderboard import (
+    best_row,
+    build_leaderboard,
+    read_leaderboard,
+    to_markdown,
+    write_leaderboard,
+)
+from orchestrator.trial import TrialResult
+
+
+def result(trial_id, status="ok", val=None, strategy="scratch_mlp", seconds=1.0, **config):
+    return TrialResult(
+        strategy=strategy,
+        trial_id=trial_id,
+        status=status,
+        config=config,
+        val_accuracy=val,
+        val_loss=None if val is None else 1 - val,
+        test_accuracy=val,
+        epochs=3,
+        fit_seconds=seconds,
+        params_total=100,
+        params_trainable=50,
+        error="RuntimeError: x" if status == "error" else None,
+    )
+
+
+RESULTS = [
+    result("a", val=0.5, width=32, learning_rate=0.01),
+    result("b", val=0.9, width=64, learning_rate=0.001),
+    result("c", status="error", width=16, learning_rate=0.1),
+    result("d", status="pruned", val=0.7, width=128, learning_rate=0.003),
+    result("e", val=0.9, seconds=0.5, strategy="fine_tune", frozen_layers=2, head_width=64),
+    result("f", status="diverged", width=8, learning_rate=10.0),
+]
+
+
+def test_ranked_by_metric_with_failures_last():
+    frame = build_leaderboard(RESULTS, metric="val_accuracy", mode="max")
+    assert list(frame["trial_id"]) == ["e", "b", "d", "a", "c", "f"]
+    assert list(frame["rank"][:4]) == [1, 2, 3, 4]
+    assert frame["rank"][4:].isna().all()
+
+
+def test_min_mode_ranks_small_first():
+    frame = build_leaderboard(RESULTS, metric="val_loss", mode="min")
+    assert list(frame["trial_id"][:4]) == ["e", "b", "d", "a"]
+
+
+def test_columns_and_types():
+    frame = build_leaderboard(RESULTS, metric="val_accuracy", mode="max")
+    assert list(frame.columns[:4]) == ["rank", "strategy", "trial_id", "status"]
+    assert frame.columns.get_loc("frozen_layers") < frame.columns.get_loc("learning_rate")
+    assert frame["width"].dtype == "Int64"
+    assert frame["epochs"].dtype == "Int64"
+    assert pd.isna(frame.set_index("trial_id").loc["e", "width"])
+
+
+def test_best_row_skips_pruned_trials():
+    results = [result("p", status="pruned", val=0.99), result("q", val=0.8)]
+    frame = build_leaderboard(results, metric="val_accuracy", mode="max")
+    assert frame.iloc[0]["trial_id"] == "p"
+    assert best_row(frame)["trial_id"] == "q"
+
+
+def test_no_successful_trial_has_no_best():
+    frame = build_leaderboard([result("c", status="error")], metric="val_accuracy", mode="max")
+    assert best_row(frame) is None
+
+
+def test_files_round_trip(tmp_path):
+    frame = build_leaderboard(RESULTS, metric="val_accuracy", mode="max")
+    paths = write_leaderboard(frame, tmp_path)
+    assert sorted(p.name for p in paths.values()) == [
+        "leaderboard.csv",
+        "leaderboard.html",
+        "leaderboard.md",
+    ]
+    back = read_leaderboard(tmp_path)
+    assert list(back["trial_id"]) == list(frame["trial_id"])
+    assert back["rank"].dtype == "Int64"
+    assert math.isclose(back.loc[0, "val_accuracy"], 0.9)
+    assert not list(tmp_path.glob(".*tmp")), "temporary files must not be left behind"
+    markdown = (tmp_path / "leaderboard.md").read_text()
+    assert markdown.splitlines()[0].startswith("|   rank")
+    assert "RuntimeError: x" in markdown
+    assert "<table" in (tmp_path / "leaderboard.html").read_text()
+
+
+def test_markdown_leaves_missing_values_blank():
+    frame = build_leaderboard([result("c", status="error")], metric="val_accuracy", mode="max")
+    text = to_markdown(frame)
+    assert "nan" not in text.lower()
+    assert "<NA>" not in text

@@ -1,0 +1,205 @@
+"""Plugin discovery through real entry points of real (temporary) distributions."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.errors import DuplicateNameError, PluginError, PluginLoadError
+from orchestrator.plugin_manager import get_plugin_manager
+
+BUILTIN_STRATEGIES = {"scratch_mlp", "feature_extraction", "fine_tune"}
+
+
+def make_distribution(site: Path, name: str, version: str, modules: dict[str, str], entry_points: dict[str, str]) -> None:
+    """Write a distribution as pip would install it: modules plus a .dist-info folder."""
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = ["[graftune]"] + [f"{ep} = {value}" for ep, value in entry_points.items()]
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A folder on sys.path where test distributions are 'installed'."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for module in list(sys.modules):
+        if module.startswith("gt_test_"):
+            del sys.modules[module]
+
+
+GOOD_PLUGIN = """
+    from orchestrator import Strategy, Int, hookimpl
+
+    class Probe(Strategy):
+        name = "linear_probe_test"
+        description = "a test strategy"
+        def search_space(self, context):
+            return {"epochs_unused": Int(1, 2)}
+
+    @hookimpl
+    def graftune_register_strategies(registry):
+        registry.add(Probe)
+"""
+
+
+def test_builtins_are_registered_through_entry_points():
+    host = get_plugin_manager()
+    assert BUILTIN_STRATEGIES <= set(host.strategies.names())
+    assert {"sklearn", "csv", "parquet", "npz", "images"} <= set(host.data_sources.names())
+    assert {"application", "path", "pretrain"} <= set(host.bases.names())
+    infos = {info.name: info for info in host.infos()}
+    for name in BUILTIN_STRATEGIES:
+        assert infos[name].distribution == "graftune"
+        assert infos[name].adds == (f"strategy {name}",)
+
+
+def test_a_third_party_distribution_is_discovered(site):
+    make_distribution(
+        site, "graftune-probe", "1.2.3", {"gt_test_probe": GOOD_PLUGIN}, {"probe": "gt_test_probe"}
+    )
+    host = get_plugin_manager()
+    assert "linear_probe_test" in host.strategies
+    assert host.strategies.owner("linear_probe_test") == "probe (graftune-probe 1.2.3)"
+    info = next(i for i in host.infos() if i.name == "probe")
+    assert (info.distribution, info.version) == ("graftune-probe", "1.2.3")
+
+
+def test_autoload_can_be_turned_off(site, monkeypatch):
+    make_distribution(
+        site, "graftune-probe", "1.2.3", {"gt_test_probe": GOOD_PLUGIN}, {"probe": "gt_test_probe"}
+    )
+    monkeypatch.setenv("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    host = get_plugin_manager()
+    assert "linear_probe_test" not in host.strategies
+    assert "scratch_mlp" not in host.strategies
+    # The host's own data sources and bases are not plugins from entry points.
+    assert "sklearn" in host.data_sources
+
+
+def test_a_blocked_builtin_behaves_as_absent():
+    host = get_plugin_manager(disable=["fine_tune"])
+    assert "fine_tune" not in host.strategies
+    assert "fine_tune" not in {i.name for i in host.infos()}
+
+
+def test_a_plugin_that_fails_to_import_names_entry_point_and_distribution(site):
+    make_distribution(
+        site,
+        "graftune-broken",
+        "0.1",
+        {"gt_test_broken": "import not_a_module_anywhere\n"},
+        {"broken": "gt_test_broken"},
+    )
+    with pytest.raises(PluginLoadError) as info:
+        get_plugin_manager()
+    message = str(info.value)
+    assert "'broken'" in message
+    assert "gt_test_broken" in message
+    assert "graftune-broken 0.1" in message
+    assert "not_a_module_anywhere" in message
+    assert isinstance(info.value.__cause__, ModuleNotFoundError)
+
+
+def test_two_strategies_with_one_name_name_both_owners(site):
+    clash = GOOD_PLUGIN.replace("linear_probe_test", "scratch_mlp")
+    make_distribution(site, "graftune-clash", "2.0", {"gt_test_clash": clash}, {"clash": "gt_test_clash"})
+    with pytest.raises(DuplicateNameError) as info:
+        get_plugin_manager()
+    message = str(info.value)
+    assert "'scratch_mlp'" in message
+    assert "scratch_mlp (graftune " in message
+    assert "clash (graftune-clash 2.0)" in message
+
+
+def test_an_unknown_hook_is_rejected_by_check_pending(site):
+    source = """
+        from orchestrator import hookimpl
+
+        @hookimpl
+        def graftune_register_strategy(registry):
+            pass
+    """
+    make_distribution(site, "graftune-typo", "0.3", {"gt_test_typo": source}, {"typo": "gt_test_typo"})
+    with pytest.raises(PluginError) as info:
+        get_plugin_manager()
+    assert "graftune_register_strategy" in str(info.value)
+
+
+def test_a_hook_with_a_wrong_argument_name_is_rejected(site):
+    source = """
+        from orchestrator import hookimpl
+
+        @hookimpl
+        def graftune_register_strategies(registri):
+            pass
+    """
+    make_distribution(site, "graftune-argname", "0.4", {"gt_test_arg": source}, {"argname": "gt_test_arg"})
+    with pytest.raises(PluginError) as info:
+        get_plugin_manager()
+    assert "argname" in str(info.value)
+    assert "registri" in str(info.value)
+
+
+def test_a_strategy_without_a_snake_case_name_is_rejected(site):
+    bad = GOOD_PLUGIN.replace('"linear_probe_test"', '"Linear Probe"')
+    make_distribution(site, "graftune-badname", "0.5", {"gt_test_badname": bad}, {"badname": "gt_test_badname"})
+    with pytest.raises(PluginError, match="snake_case"):
+        get_plugin_manager()
+
+
+def test_an_observer_that_raises_is_reported_not_fatal(caplog):
+    class Loud:
+        from orchestrator import hookimpl
+
+        @hookimpl
+        def graftune_run_finished(self, leaderboard, run_dir):
+            raise RuntimeError("boom")
+
+    class Quiet:
+        from orchestrator import hookimpl
+
+        calls = []
+
+        @hookimpl
+        def graftune_run_finished(self, run_dir):
+            Quiet.calls.append(run_dir)
+
+    host = get_plugin_manager(extra_plugins=[Loud(), Quiet()])
+    host.notify("graftune_run_finished", leaderboard=None, run_dir=Path("x"))
+    assert Quiet.calls == [Path("x")]
+    assert "boom" in caplog.text
+
+
+def test_plugins_command_lists_distribution_version_and_what_it_adds():
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 0, result.output
+    for name in BUILTIN_STRATEGIES:
+        assert name in result.output
+    assert "graftune" in result.output
+    assert "0.1.0" in result.output
+    assert "data source sklearn" in result.output
+
+
+def test_plugins_command_reports_a_broken_plugin(site):
+    from orchestrator.cli import app
+
+    make_distribution(
+        site, "graftune-broken", "0.1", {"gt_test_broken2": "raise ImportError('nope')\n"}, {"broken": "gt_test_broken2"}
+    )
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 3
+    assert "graftune-broken 0.1" in result.output
+    assert "Traceback" not in result.output

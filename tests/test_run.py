@@ -1,0 +1,214 @@
+"""End to end through real Ray on tiny data: recipe -> strategies -> leaderboard -> best model."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests import fixture_plugins
+
+pytestmark = pytest.mark.slow
+
+RECIPE = """
+name: tiny-e2e
+seed: 3
+data:
+  source: sklearn:digits
+  split: {val: 0.2, test: 0.2}
+base:
+  pretrain:
+    data: {source: sklearn:digits, classes: [0, 1, 2, 3, 4]}
+    epochs: 2
+    width: 4
+strategies:
+  scratch_mlp:
+    space: {hidden_layers: 1, width: {choice: [16, 32]}, learning_rate: {loguniform: [3.0e-3, 1.0e-2]}}
+  feature_extraction:
+    space: {head_depth: 1, head_width: 32}
+  fine_tune:
+    space: {frozen_layers: {int: [0, all]}, head_width: 32}
+  exploding_mlp: {num_samples: 1, space: {learning_rate: 1.0e+30}}
+  raising: {num_samples: 1}
+search:
+  metric: val_accuracy
+  num_samples: 2
+  max_epochs: 2
+  scheduler: fifo
+  batch_size: 64
+  space:
+    learning_rate: {loguniform: [1.0e-3, 1.0e-2]}
+resources: {cpus_per_trial: 1}
+output: out/
+"""
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_session, tmp_path_factory):
+    """One real run of five strategies, shared by the assertions below."""
+    import ray.cloudpickle
+
+    from orchestrator import run_recipe
+
+    ray.cloudpickle.register_pickle_by_value(fixture_plugins)
+    folder = tmp_path_factory.mktemp("e2e")
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    fixture_plugins.SEEN["trials"].clear()
+    fixture_plugins.SEEN["runs"].clear()
+    outcome = run_recipe(
+        recipe, plugins=[fixture_plugins, fixture_plugins.BrokenObserver()], echo=print
+    )
+    return outcome
+
+
+def test_every_strategy_has_rows(finished_run):
+    frame = finished_run.leaderboard
+    counts = frame.groupby("strategy").size().to_dict()
+    assert counts == {
+        "scratch_mlp": 2,
+        "feature_extraction": 2,
+        "fine_tune": 2,
+        "exploding_mlp": 1,
+        "raising": 1,
+    }
+    ok = frame[frame["status"] == "ok"]
+    assert set(ok["strategy"]) == {"scratch_mlp", "feature_extraction", "fine_tune"}
+    assert ok["val_accuracy"].between(0, 1).all()
+    assert ok["test_accuracy"].between(0, 1).all()
+    assert (ok["epochs"] == 2).all()
+    assert (ok["params_trainable"] <= ok["params_total"]).all()
+    assert (ok["fit_seconds"] > 0).all()
+
+
+def test_rows_are_ranked_by_the_metric(finished_run):
+    frame = finished_run.leaderboard
+    ranked = frame[frame["rank"].notna()]
+    assert list(ranked["rank"]) == list(range(1, len(ranked) + 1))
+    assert ranked["val_accuracy"].is_monotonic_decreasing
+    # Failed rows have no rank and come last.
+    unranked = frame[frame["rank"].isna()]
+    assert set(unranked["status"]) == {"error", "diverged"}
+    assert list(frame.index[frame["rank"].isna()]) == list(range(len(ranked), len(frame)))
+
+
+def test_columns_name_every_searched_parameter(finished_run):
+    columns = set(finished_run.leaderboard.columns)
+    expected = {
+        "rank", "strategy", "trial_id", "status", "val_accuracy", "test_accuracy",
+        "frozen_layers", "head_width", "head_depth", "hidden_layers", "width", "lambda",
+        "learning_rate", "epochs", "fit_seconds", "params_total", "params_trainable", "error",
+    }  # fmt: skip
+    assert expected <= columns
+
+
+def test_a_raising_strategy_marks_its_trial_error(finished_run):
+    row = finished_run.leaderboard.set_index("strategy").loc["raising"]
+    assert row["status"] == "error"
+    assert "RuntimeError: deliberate failure in build" in row["error"]
+    trial = finished_run.run_dir / "trials" / "raising" / row["trial_id"]
+    assert "Traceback" in (trial / "error.txt").read_text()
+
+
+def test_a_blown_up_config_is_diverged(finished_run):
+    row = finished_run.leaderboard.set_index("strategy").loc["exploding_mlp"]
+    assert row["status"] == "diverged"
+    assert "NaN or infinite" in row["error"]
+
+
+def test_fine_tune_searched_frozen_layers_within_the_base(finished_run):
+    frame = finished_run.leaderboard
+    frozen = frame.loc[frame["strategy"] == "fine_tune", "frozen_layers"]
+    # The pretrain CNN has 8 cut points (4 conv blocks, the pool merged into one).
+    assert frozen.between(0, 8).all()
+
+
+def test_files_in_the_run_directory(finished_run):
+    run_dir = finished_run.run_dir
+    assert run_dir.parent.name == "out"
+    for name in ("recipe.yaml", "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "ray" / "scratch_mlp").is_dir()
+    summary = json.loads((run_dir / "best" / "config.json").read_text())
+    best = finished_run.leaderboard.iloc[0]
+    assert summary["trial_id"] == best["trial_id"]
+    assert summary["class_names"] == [str(i) for i in range(10)]
+
+
+def test_best_model_reloads_and_predicts_as_in_the_run(finished_run, ray_session):
+    import keras
+
+    from orchestrator.data import prepare_dataset
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import load_recipe
+
+    run_dir = finished_run.run_dir
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    host = get_plugin_manager()
+    data = prepare_dataset(recipe.data, host.data_sources, seed=recipe.seed, base_dir=run_dir)
+    model = keras.saving.load_model(run_dir / "best" / "model.keras", safe_mode=True)
+    best = finished_run.best
+    in_run = np.load(run_dir / "trials" / best["strategy"] / best["trial_id"] / "test_probabilities.npy")
+    reloaded = model.predict(data.x_test, verbose=0)
+    np.testing.assert_allclose(reloaded, in_run, rtol=1e-5, atol=1e-6)
+    accuracy = float((reloaded.argmax(axis=1) == data.y_test).mean())
+    assert accuracy == pytest.approx(best["test_accuracy"], abs=1e-6)
+
+
+def test_observers_saw_every_trial_and_a_raising_one_was_ignored(finished_run):
+    seen = fixture_plugins.SEEN
+    assert len(seen["trials"]) == len(finished_run.leaderboard)
+    assert ("raising", "error") in seen["trials"]
+    assert seen["runs"] == [(len(finished_run.leaderboard), finished_run.run_dir)]
+
+
+@pytest.mark.parametrize("fmt", ["table", "csv", "md", "json"])
+def test_leaderboard_command_shows_the_run_again(finished_run, fmt):
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["leaderboard", str(finished_run.run_dir), "--format", fmt])
+    assert result.exit_code == 0, result.output
+    best = finished_run.leaderboard.iloc[0]
+    assert best["trial_id"] in result.output
+    if fmt == "json":
+        rows = json.loads(result.output)
+        assert len(rows) == len(finished_run.leaderboard)
+        assert rows[0]["rank"] == 1
+
+
+def test_cli_run_prints_the_leaderboard(ray_session, tmp_path):
+    from orchestrator.cli import app
+
+    recipe = tmp_path / "mlp.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """
+            name: cli-run
+            data: {source: "csv:wine.csv", target: cultivar}
+            strategies: {scratch_mlp: {}}
+            search: {num_samples: 2, max_epochs: 2}
+            output: runs/
+            """
+        )
+    )
+    (tmp_path / "wine.csv").write_bytes(
+        (Path(__file__).parents[1] / "recipes" / "data" / "wine.csv").read_bytes()
+    )
+    result = CliRunner().invoke(app, ["run", str(recipe), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "best: scratch_mlp" in result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    frame_text = (run_dir / "leaderboard.md").read_text()
+    assert "scratch_mlp" in frame_text
+
+
+def test_leaderboard_command_on_a_folder_that_is_no_run(tmp_path):
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "leaderboard.csv" in result.output

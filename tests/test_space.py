@@ -1,0 +1,430 @@
+"""Tests of ``orchestrator.space`` and its translation into Ray Tune's search space."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+
+from orchestrator.space import (
+    ALL,
+    Choice,
+    Dimension,
+    Fixed,
+    Float,
+    Int,
+    LogFloat,
+    check_compatible,
+    merge_spaces,
+    parse_dimension,
+    resolve_space,
+    smallest_config,
+    uses_all,
+)
+
+# -- parse_dimension: every syntax ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"int": [0, 5]}, Int(0, 5)),
+        ({"int": [3, 3]}, Int(3, 3)),
+        ({"int": [-2, 2]}, Int(-2, 2)),
+        ({"int": [0, "all"]}, Int(0, ALL)),
+        ({"int": [4, "all"]}, Int(4, ALL)),
+        ({"float": [0.1, 0.9]}, Float(0.1, 0.9)),
+        ({"float": [0, 1]}, Float(0.0, 1.0)),
+        ({"float": [-1.5, -0.5]}, Float(-1.5, -0.5)),
+        ({"float": [0.5, 0.5]}, Float(0.5, 0.5)),
+        ({"loguniform": [1.0e-6, 1.0e-1]}, LogFloat(1e-6, 0.1)),
+        ({"loguniform": [1, 10]}, LogFloat(1.0, 10.0)),
+        ({"choice": [64, 128, 256]}, Choice((64, 128, 256))),
+        ({"choice": ["relu", "gelu"]}, Choice(("relu", "gelu"))),
+        ({"choice": [1]}, Choice((1,))),
+        ({"choice": [None, 0.5, "x"]}, Choice((None, 0.5, "x"))),
+        (2, Fixed(2)),
+        (0.25, Fixed(0.25)),
+        ("relu", Fixed("relu")),
+        ("all", Fixed(ALL)),
+        (True, Fixed(True)),
+        (None, Fixed(None)),
+    ],
+)
+def test_parse_dimension_syntax(raw: Any, expected: Dimension) -> None:
+    parsed = parse_dimension(raw)
+    assert parsed == expected
+    assert type(parsed) is type(expected)
+
+
+def test_parsed_bounds_are_floats_for_float_dimensions() -> None:
+    parsed = parse_dimension({"float": [0, 1]})
+    assert isinstance(parsed, Float)
+    assert isinstance(parsed.low, float) and isinstance(parsed.high, float)
+    log = parse_dimension({"loguniform": [1, 10]})
+    assert isinstance(log.low, float) and isinstance(log.high, float)
+
+
+# -- parse_dimension: every error -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ([1, 2], "got a list (write {choice: [...]})"),
+        ([], "got a list"),
+        ({}, "expected exactly one of int, float, loguniform, choice; got keys []"),
+        ({"int": [0, 1], "float": [0, 1]}, "got keys ['float', 'int']"),
+        ({"uniform": [1, 2]}, "unknown space type 'uniform' (did you mean 'loguniform'?)"),
+        ({"integer": [1, 2]}, "unknown space type 'integer' (did you mean 'int'?)"),
+        ({"range": [1, 2]}, "expected one of int, float, loguniform, choice"),
+        ({"choice": []}, "choice expects a non-empty list of values"),
+        ({"choice": 5}, "choice expects a non-empty list of values"),
+        ({"choice": None}, "choice expects a non-empty list of values"),
+        ({"int": [1, 2, 3]}, "int expects a list [low, high]; got [1, 2, 3]"),
+        ({"int": 3}, "int expects a list [low, high]; got 3"),
+        ({"float": [1]}, "float expects a list [low, high]"),
+        ({"loguniform": "1e-3"}, "loguniform expects a list [low, high]"),
+        ({"int": [1.5, 3]}, "int low bound must be an integer, got 1.5"),
+        ({"int": [True, 3]}, "int low bound must be an integer, got True"),
+        ({"int": ["0", 3]}, "int low bound must be an integer, got '0'"),
+        ({"int": [0, 2.5]}, "int high bound must be an integer or 'all', got 2.5"),
+        ({"int": [0, False]}, "int high bound must be an integer or 'all', got False"),
+        ({"int": [0, "many"]}, "int high bound must be an integer or 'all', got 'many'"),
+        ({"int": [3, 1]}, "int bounds must have low <= high, got [3, 1]"),
+        ({"int": [-1, "all"]}, "int low bound must be >= 0 with 'all', got -1"),
+        ({"float": [1, 0]}, "float bounds must have low <= high, got [1, 0]"),
+        ({"float": ["a", 1]}, "float low bound must be a number, got 'a'"),
+        ({"float": [0, None]}, "float high bound must be a number, got None"),
+        ({"float": [True, 1]}, "float low bound must be a number, got True"),
+        ({"float": [0, math.inf]}, "float high bound must be finite, got inf"),
+        ({"float": [math.nan, 1]}, "float low bound must be finite, got nan"),
+        ({"loguniform": [0, 1]}, "loguniform bounds must be > 0, got [0, 1]"),
+        ({"loguniform": [-1.0, 1.0]}, "loguniform bounds must be > 0, got [-1.0, 1.0]"),
+        ({"loguniform": [0.1, 0.01]}, "loguniform bounds must have low <= high"),
+        ({"loguniform": [0.1, "all"]}, "loguniform high bound must be a number, got 'all'"),
+        # PyYAML reads 1e-6 (no decimal point) as text: the message says so.
+        ({"loguniform": ["1e-6", 0.1]}, "YAML reads 1e-6 as text"),
+    ],
+)
+def test_parse_dimension_errors(raw: Any, fragment: str) -> None:
+    with pytest.raises(ValueError) as info:
+        parse_dimension(raw)
+    assert fragment in str(info.value)
+
+
+# -- resolving "all" ---------------------------------------------------------------
+
+
+def test_int_all_resolves_to_the_number_of_cut_points() -> None:
+    assert Int(0, ALL).resolve(7) == Int(0, 7)
+    assert Int(2, ALL).resolve(2) == Int(2, 2)
+    assert Int(0, ALL).resolve(0) == Int(0, 0)
+    # A low bound above the base's count is clamped rather than left empty.
+    assert Int(5, ALL).resolve(3) == Int(3, 3)
+
+
+def test_resolve_leaves_concrete_dimensions_alone() -> None:
+    dims: list[Dimension] = [Int(1, 4), Float(0, 1), LogFloat(1e-3, 1), Choice((1, 2)), Fixed(3)]
+    for dim in dims:
+        assert dim.resolve(9) is dim
+        assert dim.resolve(None) is dim
+
+
+def test_fixed_all_resolves_and_needs_a_count() -> None:
+    assert Fixed(ALL).resolve(12) == Fixed(12)
+    with pytest.raises(ValueError, match="'all' needs a base"):
+        Fixed(ALL).resolve(None)
+
+
+def test_int_all_without_a_count_is_an_error() -> None:
+    with pytest.raises(ValueError, match="'all' needs a base whose layers can be counted"):
+        Int(0, ALL).resolve(None)
+
+
+def test_resolve_space_resolves_every_dimension() -> None:
+    space: dict[str, Dimension] = {
+        "frozen_layers": Int(0, ALL),
+        "depth": Fixed(ALL),
+        "width": Choice((8, 16)),
+    }
+    assert resolve_space(space, 5) == {
+        "frozen_layers": Int(0, 5),
+        "depth": Fixed(5),
+        "width": Choice((8, 16)),
+    }
+
+
+def test_uses_all() -> None:
+    assert uses_all(Int(0, ALL))
+    assert uses_all(Fixed(ALL))
+    assert not uses_all(Int(0, 3))
+    assert not uses_all(Fixed(3))
+    assert not uses_all(Choice(("all",)))
+    assert not uses_all(Float(0, 1))
+
+
+def test_describe() -> None:
+    assert Int(0, ALL).describe() == "int [0, all]"
+    assert Int(1, 3).describe() == "int [1, 3]"
+    assert Float(0.5, 2).describe() == "float [0.5, 2]"
+    assert LogFloat(1e-6, 0.01).describe() == "loguniform [1e-06, 0.01]"
+    assert Choice((64, "x")).describe() == "choice [64, 'x']"
+    assert Fixed("all").describe() == "fixed 'all'"
+
+
+# -- merge_spaces ---------------------------------------------------------------------
+
+DEFAULTS: dict[str, Dimension] = {
+    "frozen_layers": Int(0, ALL),
+    "head_width": Choice((64, 128, 256)),
+    "lambda": LogFloat(1e-6, 1e-2),
+}
+
+
+def test_merge_spaces_without_overrides_keeps_the_defaults() -> None:
+    merged = merge_spaces(DEFAULTS, {}, {})
+    assert merged == DEFAULTS
+    assert merged is not DEFAULTS
+
+
+def test_merge_spaces_shared_applies_only_to_declared_dimensions() -> None:
+    shared: dict[str, Dimension] = {"lambda": Fixed(1e-4), "hidden_layers": Int(1, 2)}
+    merged = merge_spaces(DEFAULTS, shared, {})
+    assert merged["lambda"] == Fixed(1e-4)
+    assert "hidden_layers" not in merged
+    assert merged["head_width"] == DEFAULTS["head_width"]
+    assert list(merged) == list(DEFAULTS)
+
+
+def test_merge_spaces_per_strategy_wins_over_shared() -> None:
+    shared: dict[str, Dimension] = {"lambda": Fixed(1e-4), "head_width": Choice((512,))}
+    own: dict[str, Dimension] = {"lambda": LogFloat(1e-5, 1e-3)}
+    merged = merge_spaces(DEFAULTS, shared, own)
+    assert merged["lambda"] == LogFloat(1e-5, 1e-3)
+    assert merged["head_width"] == Choice((512,))
+    assert merged["frozen_layers"] == Int(0, ALL)
+
+
+def test_merge_spaces_ignores_unknown_own_keys() -> None:
+    # Rejecting them (with a suggestion) is the recipe checker's job.
+    merged = merge_spaces(DEFAULTS, {}, {"frozen_layer": Int(0, 1)})
+    assert merged == DEFAULTS
+
+
+def test_merge_spaces_does_not_change_its_inputs() -> None:
+    defaults = dict(DEFAULTS)
+    shared: dict[str, Dimension] = {"lambda": Fixed(0.1)}
+    own: dict[str, Dimension] = {"head_width": Fixed(8)}
+    merge_spaces(defaults, shared, own)
+    assert defaults == DEFAULTS
+    assert shared == {"lambda": Fixed(0.1)}
+    assert own == {"head_width": Fixed(8)}
+
+
+# -- check_compatible ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("default", "override"),
+    [
+        (Int(1, 3), Int(1, 2)),
+        (Int(1, 3), Int(0, 10)),
+        (Int(1, 3), Fixed(2)),
+        (Int(1, 3), Choice((1, 3))),
+        (Int(0, ALL), Int(0, ALL)),
+        (Int(0, ALL), Int(2, 5)),
+        (Int(0, ALL), Fixed(ALL)),
+        (Int(0, ALL), Fixed(0)),
+        (LogFloat(1e-6, 1e-2), LogFloat(1e-5, 1e-3)),
+        (LogFloat(1e-6, 1e-2), Float(0.1, 0.2)),
+        (LogFloat(1e-6, 1e-2), Fixed(1e-4)),
+        (LogFloat(1e-6, 1e-2), Choice((1e-5, 1e-3, 1))),
+        (Float(0.0, 0.5), Float(-1, 1)),
+        (Float(0.0, 0.5), Fixed(0)),
+        (Float(0.0, 0.5), Int(0, 1)),
+        (Choice((64, 128)), Choice((32, 512))),
+        (Choice((64, 128)), Int(16, 512)),
+        (Choice((64, 128)), Fixed(1024)),
+        (Choice((0.1, 0.5)), Choice((1, 0.25))),
+        (Choice(("relu", "gelu")), Fixed("swish")),
+        (Choice((True, False)), Fixed(False)),
+        (Choice((None, "relu")), Fixed([1, 2])),
+        (Fixed(3), Choice((2, 3))),
+        (Fixed(None), Fixed("anything")),
+    ],
+)
+def test_check_compatible_accepts(default: Dimension, override: Dimension) -> None:
+    check_compatible("dim", default, override)
+
+
+@pytest.mark.parametrize(
+    ("default", "override", "fragment"),
+    [
+        (Int(1, 3), Float(1, 3), "dim takes whole numbers; got float [1, 3]"),
+        (Int(1, 3), LogFloat(1, 3), "dim takes whole numbers; got loguniform [1, 3]"),
+        (Int(1, 3), Fixed(2.5), "dim takes whole numbers; got fixed 2.5"),
+        (Int(1, 3), Fixed(True), "dim takes whole numbers"),
+        (Int(1, 3), Fixed("two"), "dim takes whole numbers"),
+        (Int(0, ALL), Choice((0, 2, "all")), "dim takes whole numbers"),
+        (Int(1, 3), Choice((1, 2.0)), "dim takes whole numbers"),
+        (LogFloat(1e-6, 1e-2), Float(-1, 1), "dim takes positive numbers; got float [-1, 1]"),
+        (LogFloat(1e-6, 1e-2), Fixed(0), "dim takes positive numbers"),
+        (LogFloat(1e-6, 1e-2), Fixed("1e-3"), "dim takes positive numbers"),
+        (LogFloat(1e-6, 1e-2), Fixed(True), "dim takes positive numbers"),
+        (LogFloat(1e-6, 1e-2), Choice((1e-3, -1e-3)), "dim takes positive numbers"),
+        (LogFloat(1e-6, 1e-2), Fixed(ALL), "'all' (the base's number of cut points)"),
+        (Float(0.0, 0.5), Fixed("half"), "dim takes numbers; got fixed 'half'"),
+        (Choice((64, 128)), Float(1, 2), "dim takes whole numbers; got float [1, 2]"),
+        (Choice((64, 128)), Choice((64, "wide")), "dim takes whole numbers"),
+        (Choice((64, 128)), Fixed(ALL), "only fits whole-number dimensions"),
+        (Choice((64, 128)), Int(0, ALL), "only fits whole-number dimensions"),
+        (Choice(("relu", "gelu")), Fixed(1), "dim takes text; got fixed 1"),
+        (Choice((True, False)), Fixed(1), "dim takes true or false"),
+        (Choice((1, "auto")), Fixed(0.5), "dim takes whole numbers or text"),
+    ],
+)
+def test_check_compatible_rejects(default: Dimension, override: Dimension, fragment: str) -> None:
+    with pytest.raises(ValueError) as info:
+        check_compatible("dim", default, override)
+    assert fragment in str(info.value)
+
+
+# -- smallest_config ------------------------------------------------------------------
+
+
+def test_smallest_config_takes_the_smallest_value_of_each_dimension() -> None:
+    space: dict[str, Dimension] = {
+        "hidden_layers": Int(1, 3),
+        "frozen_layers": Int(0, 9),
+        "dropout": Float(0.1, 0.5),
+        "lambda": LogFloat(1e-6, 1e-2),
+        "width": Choice((128, 32, 64)),
+        "rate": Choice((0.5, 0.1, 1)),
+        "activation": Choice(("relu", "gelu")),
+        "flag": Choice((True, False)),
+        "optimizer": Fixed("adam"),
+    }
+    assert smallest_config(space) == {
+        "hidden_layers": 1,
+        "frozen_layers": 0,
+        "dropout": 0.1,
+        "lambda": 1e-6,
+        "width": 32,
+        "rate": 0.1,
+        "activation": "relu",
+        "flag": True,
+        "optimizer": "adam",
+    }
+
+
+def test_smallest_config_of_a_resolved_space() -> None:
+    space = resolve_space({"frozen_layers": Int(2, ALL), "depth": Fixed(ALL)}, 6)
+    assert smallest_config(space) == {"frozen_layers": 2, "depth": 6}
+
+
+def test_smallest_config_of_nothing_is_empty() -> None:
+    assert smallest_config({}) == {}
+
+
+# -- the Ray Tune translation ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_tune() -> Any:
+    """``orchestrator.tuning.ray_tune`` (imports ray; no Ray instance is started)."""
+    from orchestrator.tuning import ray_tune
+
+    return ray_tune
+
+
+def _samples(domain: Any, n: int = 2000, seed: int = 0) -> list[Any]:
+    return list(domain.sample(size=n, random_state=np.random.default_rng(seed)))
+
+
+def test_to_tune_int_is_an_inclusive_randint(ray_tune: Any) -> None:
+    from ray.tune.search.sample import Integer
+
+    domain = ray_tune.to_tune({"hidden_layers": Int(1, 3)})["hidden_layers"]
+    assert isinstance(domain, Integer)
+    values = _samples(domain)
+    assert set(values) == {1, 2, 3}
+    assert all(isinstance(v, (int, np.integer)) for v in values)
+
+
+def test_to_tune_int_with_equal_bounds_gives_that_value(ray_tune: Any) -> None:
+    domain = ray_tune.to_tune({"frozen_layers": Int(4, 4)})["frozen_layers"]
+    assert set(_samples(domain, n=50)) == {4}
+
+
+def test_to_tune_resolved_all_reaches_every_cut_point(ray_tune: Any) -> None:
+    space = resolve_space({"frozen_layers": Int(0, ALL)}, 5)
+    domain = ray_tune.to_tune(space)["frozen_layers"]
+    assert set(_samples(domain)) == {0, 1, 2, 3, 4, 5}
+
+
+def test_to_tune_float_is_uniform(ray_tune: Any) -> None:
+    from ray.tune.search.sample import Float as RayFloat
+    from ray.tune.search.sample import Uniform
+
+    domain = ray_tune.to_tune({"dropout": Float(0.1, 0.5)})["dropout"]
+    assert isinstance(domain, RayFloat)
+    assert isinstance(domain.get_sampler(), Uniform)
+    assert (domain.lower, domain.upper) == (0.1, 0.5)
+    values = np.array(_samples(domain))
+    assert values.min() >= 0.1 and values.max() <= 0.5
+    # Uniform: each half of the range gets about half of the draws.
+    assert 0.45 < np.mean(values < 0.3) < 0.55
+
+
+def test_to_tune_logfloat_is_loguniform(ray_tune: Any) -> None:
+    from ray.tune.search.sample import Float as RayFloat
+    from ray.tune.search.sample import LogUniform
+
+    domain = ray_tune.to_tune({"lambda": LogFloat(1e-6, 1e-2)})["lambda"]
+    assert isinstance(domain, RayFloat)
+    assert isinstance(domain.get_sampler(), LogUniform)
+    assert (domain.lower, domain.upper) == (1e-6, 1e-2)
+    values = np.array(_samples(domain))
+    assert values.min() >= 1e-6 and values.max() <= 1e-2
+    # Log-uniform: each decade of the four gets about a quarter of the draws.
+    assert 0.2 < np.mean(values < 1e-5) < 0.3
+
+
+def test_to_tune_choice_is_choice(ray_tune: Any) -> None:
+    from ray.tune.search.sample import Categorical
+
+    domain = ray_tune.to_tune({"head_width": Choice((64, 128, 256))})["head_width"]
+    assert isinstance(domain, Categorical)
+    assert list(domain.categories) == [64, 128, 256]
+    assert set(_samples(domain, n=300)) == {64, 128, 256}
+
+
+def test_to_tune_fixed_is_the_plain_value(ray_tune: Any) -> None:
+    translated = ray_tune.to_tune(
+        {"optimizer": Fixed("adam"), "depth": Fixed(2), "rate": Fixed(0.5), "none": Fixed(None)}
+    )
+    assert translated == {"optimizer": "adam", "depth": 2, "rate": 0.5, "none": None}
+
+
+def test_to_tune_translates_a_whole_space(ray_tune: Any) -> None:
+    from ray.tune.search.sample import Domain
+
+    space: dict[str, Dimension] = {
+        "hidden_layers": Int(1, 3),
+        "width": Choice((32, 64)),
+        "lambda": LogFloat(1e-6, 1e-2),
+        "dropout": Float(0.0, 0.5),
+        "optimizer": Fixed("adam"),
+    }
+    translated = ray_tune.to_tune(space)
+    assert list(translated) == list(space)
+    assert all(isinstance(translated[k], Domain) for k in list(space)[:4])
+    assert translated["optimizer"] == "adam"
+
+
+def test_to_tune_rejects_other_objects(ray_tune: Any) -> None:
+    with pytest.raises(TypeError, match="x: str is not a graftune space type"):
+        ray_tune.to_tune({"x": "plain"})  # type: ignore[dict-item]
