@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator import Choice, Fixed, LogFloat, Strategy, hookimpl
 from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+
+from orchestrator import Choice, Fixed, LogFloat, Strategy, hookimpl
 
 #: What the observers saw, in the driver process.
 SEEN: dict[str, list[Any]] = {"trials": [], "runs": []}

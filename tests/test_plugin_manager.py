@@ -15,7 +15,9 @@ from orchestrator.plugin_manager import get_plugin_manager
 BUILTIN_STRATEGIES = {"scratch_mlp", "feature_extraction", "fine_tune"}
 
 
-def make_distribution(site: Path, name: str, version: str, modules: dict[str, str], entry_points: dict[str, str]) -> None:
+def make_distribution(
+    site: Path, name: str, version: str, modules: dict[str, str], entry_points: dict[str, str]
+) -> None:
     """Write a distribution as pip would install it: modules plus a .dist-info folder."""
     for module, source in modules.items():
         (site / f"{module}.py").write_text(textwrap.dedent(source))
@@ -55,7 +57,7 @@ GOOD_PLUGIN = """
 
 def test_builtins_are_registered_through_entry_points():
     host = get_plugin_manager()
-    assert BUILTIN_STRATEGIES <= set(host.strategies.names())
+    assert set(host.strategies.names()) >= BUILTIN_STRATEGIES
     assert {"sklearn", "csv", "parquet", "npz", "images"} <= set(host.data_sources.names())
     assert {"application", "path", "pretrain"} <= set(host.bases.names())
     infos = {info.name: info for info in host.infos()}
@@ -113,7 +115,9 @@ def test_a_plugin_that_fails_to_import_names_entry_point_and_distribution(site):
 
 def test_two_strategies_with_one_name_name_both_owners(site):
     clash = GOOD_PLUGIN.replace("linear_probe_test", "scratch_mlp")
-    make_distribution(site, "graftune-clash", "2.0", {"gt_test_clash": clash}, {"clash": "gt_test_clash"})
+    make_distribution(
+        site, "graftune-clash", "2.0", {"gt_test_clash": clash}, {"clash": "gt_test_clash"}
+    )
     with pytest.raises(DuplicateNameError) as info:
         get_plugin_manager()
     message = str(info.value)
@@ -130,7 +134,9 @@ def test_an_unknown_hook_is_rejected_by_check_pending(site):
         def graftune_register_strategy(registry):
             pass
     """
-    make_distribution(site, "graftune-typo", "0.3", {"gt_test_typo": source}, {"typo": "gt_test_typo"})
+    make_distribution(
+        site, "graftune-typo", "0.3", {"gt_test_typo": source}, {"typo": "gt_test_typo"}
+    )
     with pytest.raises(PluginError) as info:
         get_plugin_manager()
     assert "graftune_register_strategy" in str(info.value)
@@ -144,7 +150,9 @@ def test_a_hook_with_a_wrong_argument_name_is_rejected(site):
         def graftune_register_strategies(registri):
             pass
     """
-    make_distribution(site, "graftune-argname", "0.4", {"gt_test_arg": source}, {"argname": "gt_test_arg"})
+    make_distribution(
+        site, "graftune-argname", "0.4", {"gt_test_arg": source}, {"argname": "gt_test_arg"}
+    )
     with pytest.raises(PluginError) as info:
         get_plugin_manager()
     assert "argname" in str(info.value)
@@ -153,7 +161,9 @@ def test_a_hook_with_a_wrong_argument_name_is_rejected(site):
 
 def test_a_strategy_without_a_snake_case_name_is_rejected(site):
     bad = GOOD_PLUGIN.replace('"linear_probe_test"', '"Linear Probe"')
-    make_distribution(site, "graftune-badname", "0.5", {"gt_test_badname": bad}, {"badname": "gt_test_badname"})
+    make_distribution(
+        site, "graftune-badname", "0.5", {"gt_test_badname": bad}, {"badname": "gt_test_badname"}
+    )
     with pytest.raises(PluginError, match="snake_case"):
         get_plugin_manager()
 
@@ -197,7 +207,11 @@ def test_plugins_command_reports_a_broken_plugin(site):
     from orchestrator.cli import app
 
     make_distribution(
-        site, "graftune-broken", "0.1", {"gt_test_broken2": "raise ImportError('nope')\n"}, {"broken": "gt_test_broken2"}
+        site,
+        "graftune-broken",
+        "0.1",
+        {"gt_test_broken2": "raise ImportError('nope')\n"},
+        {"broken": "gt_test_broken2"},
     )
     result = CliRunner().invoke(app, ["plugins"])
     assert result.exit_code == 3

@@ -152,7 +152,9 @@ def test_best_model_reloads_and_predicts_as_in_the_run(finished_run, ray_session
     data = prepare_dataset(recipe.data, host.data_sources, seed=recipe.seed, base_dir=run_dir)
     model = keras.saving.load_model(run_dir / "best" / "model.keras", safe_mode=True)
     best = finished_run.best
-    in_run = np.load(run_dir / "trials" / best["strategy"] / best["trial_id"] / "test_probabilities.npy")
+    in_run = np.load(
+        run_dir / "trials" / best["strategy"] / best["trial_id"] / "test_probabilities.npy"
+    )
     reloaded = model.predict(data.x_test, verbose=0)
     np.testing.assert_allclose(reloaded, in_run, rtol=1e-5, atol=1e-6)
     accuracy = float((reloaded.argmax(axis=1) == data.y_test).mean())

@@ -1,0 +1,1095 @@
+"""Tests of ``orchestrator.recipe``: good recipes validate, bad ones name file, key and fix.
+
+Every bad recipe goes through the real command line in-process (``graftune
+validate``) and must exit with status 2 and a message that names the file, the
+key path and what was expected. Nothing here trains a model or starts Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import Result
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.errors import RecipeError, RecipeErrors
+from orchestrator.plugin_manager import PluginHost, get_plugin_manager
+from orchestrator.recipe import Recipe, load_recipe, parse_recipe, validate_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE_FILES = sorted((REPO / "recipes").glob("*.yaml"))
+WINE_CSV = REPO / "recipes" / "data" / "wine.csv"
+
+runner = CliRunner()
+
+
+def write_recipe(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
+    """Write ``text`` (dedented; ``{tmp}`` and ``{wine}`` filled in) as a recipe file."""
+    text = textwrap.dedent(text).lstrip("\n")
+    text = text.replace("{tmp}", str(folder)).replace("{wine}", str(WINE_CSV))
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def cli(*args: str) -> Result:
+    return runner.invoke(app, list(args))
+
+
+def assert_exit(result: Result, status: int) -> None:
+    assert result.exit_code == status, (
+        f"exit {result.exit_code}, expected {status}\n{result.output}\n{result.exception!r}"
+    )
+
+
+@pytest.fixture(scope="module")
+def host() -> PluginHost:
+    """The real plugin host: built-in strategies, data sources and bases."""
+    return get_plugin_manager()
+
+
+# -- good recipes -------------------------------------------------------------------
+
+
+def test_the_repository_ships_recipes() -> None:
+    assert any(p.name == "quickstart.yaml" for p in RECIPE_FILES)
+
+
+@pytest.mark.parametrize("path", RECIPE_FILES, ids=[p.name for p in RECIPE_FILES])
+def test_every_shipped_recipe_validates(path: Path) -> None:
+    result = cli("validate", str(path))
+    assert_exit(result, 0)
+    assert f"{path}: ok" in result.output
+
+
+GOOD_RECIPES = {
+    "minimal": """
+        name: minimal
+        data: {source: 'sklearn:iris'}
+        strategies: {scratch_mlp: {}}
+    """,
+    "csv-absolute": """
+        name: wine
+        data:
+          source: csv:{wine}
+          target: cultivar
+        strategies:
+          scratch_mlp:
+            space: {hidden_layers: 1, width: {choice: [8, 16]}}
+    """,
+    "every-section": """
+        name: every.section_1
+        seed: 7
+        data:
+          source: sklearn:digits
+          classes: [5, 6, 7, 8, 9]
+          split: {val: 0.25, test: 0.25}
+          labels_per_class: 10
+          image_size: [8, 8]
+          channels: 1
+        base:
+          pretrain:
+            data: {source: 'sklearn:digits', classes: [0, 1, 2, 3, 4]}
+            epochs: 2
+            architecture: cnn
+            width: 8
+            learning_rate: 1.0e-3
+            batch_size: 16
+        strategies:
+          scratch_mlp:
+            num_samples: 2
+            space:
+              hidden_layers: {int: [1, 2]}
+              width: {choice: [16, 32]}
+          feature_extraction:
+            space: {head_depth: 1, learning_rate: {float: [1.0e-4, 1.0e-3]}}
+          fine_tune:
+            space:
+              frozen_layers: {int: [0, all]}
+              head_width: {int: [16, 64]}
+        search:
+          backend: ray
+          metric: val_loss
+          mode: min
+          num_samples: 3
+          max_epochs: 4
+          scheduler: asha
+          grace_period: 2
+          reduction_factor: 2
+          batch_size: 8
+          max_concurrent_trials: 2
+          space:
+            lambda: {loguniform: [1.0e-6, 1.0e-2]}
+            head_width: {choice: [32, 64]}
+        resources: {cpus_per_trial: 0.5, gpus_per_trial: 0, num_cpus: 2, dashboard: false}
+        output: {tmp}/runs
+    """,
+    "fine-tune-frozen-all": """
+        name: freeze-everything
+        data: {source: 'sklearn:digits'}
+        base:
+          pretrain: {data: {source: 'sklearn:digits'}}
+        strategies:
+          fine_tune:
+            space: {frozen_layers: all}
+    """,
+    "base-path-file": """
+        name: from-file
+        data: {source: 'sklearn:digits'}
+        base: {path: models/b.keras}
+        strategies: {feature_extraction: {}}
+    """,
+    "anchors-and-aliases": """
+        name: aliases
+        data: &digits {source: 'sklearn:digits'}
+        base:
+          pretrain: {data: *digits}
+        strategies:
+          scratch_mlp: &same {}
+          feature_extraction: *same
+    """,
+}
+
+
+@pytest.mark.parametrize("text", GOOD_RECIPES.values(), ids=GOOD_RECIPES.keys())
+def test_good_recipes_validate(tmp_path: Path, text: str) -> None:
+    (tmp_path / "models").mkdir()
+    # validate only checks that a base file exists and is a .keras file.
+    (tmp_path / "models" / "b.keras").write_bytes(b"")
+    path = write_recipe(tmp_path, text)
+    result = cli("validate", str(path))
+    assert_exit(result, 0)
+    assert f"{path}: ok" in result.output
+
+
+def test_csv_recipe_with_a_path_relative_to_the_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    shutil.copyfile(WINE_CSV, project / "data" / "wine.csv")
+    path = write_recipe(
+        project,
+        """
+        name: wine
+        data: {source: 'csv:data/wine.csv', target: cultivar}
+        strategies: {scratch_mlp: {}}
+        """,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert_exit(cli("validate", str(path)), 0)
+    # The same recipe, named relative to the working directory.
+    assert_exit(cli("validate", os.path.join("..", "project", "recipe.yaml")), 0)
+
+
+def test_csv_recipe_reaching_the_shipped_csv_through_a_relative_path(tmp_path: Path) -> None:
+    relative = os.path.relpath(WINE_CSV, tmp_path)
+    path = write_recipe(
+        tmp_path,
+        f"""
+        name: wine
+        data: {{source: 'csv:{relative}', target: cultivar}}
+        strategies: {{scratch_mlp: {{}}}}
+        """,
+    )
+    assert_exit(cli("validate", str(path)), 0)
+
+
+def test_validate_recipe_returns_the_checked_recipe(tmp_path: Path, host: PluginHost) -> None:
+    path = write_recipe(tmp_path, GOOD_RECIPES["every-section"])
+    recipe = validate_recipe(path, host)
+    assert isinstance(recipe, Recipe)
+    assert recipe.file == path.resolve()
+    assert recipe.name == "every.section_1"
+    assert list(recipe.strategies) == ["scratch_mlp", "feature_extraction", "fine_tune"]
+    assert recipe.search.direction == "min"
+    assert recipe.output == tmp_path / "runs"
+    assert recipe.base is not None and recipe.base.kind == "pretrain"
+
+
+# -- bad recipes: (yaml, key path, what the message says) ----------------------------
+
+HEAD = """\
+name: bad
+data: {source: 'sklearn:iris'}
+"""
+DIGITS_BASE = """\
+name: bad
+data: {source: 'sklearn:digits'}
+base:
+  pretrain:
+    data: {source: 'sklearn:digits'}
+"""
+
+BAD_RECIPES = [
+    # unknown keys, with the nearest valid one suggested
+    pytest.param(
+        HEAD + "strategy: {scratch_mlp: {}}\n",
+        "strategy",
+        "unknown key 'strategy' (did you mean 'strategies'?)",
+        id="unknown-top-level-key",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch:\n  schedular: asha\n",
+        "search.schedular",
+        "unknown key 'schedular' (did you mean 'scheduler'?)",
+        id="unknown-search-key",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', tagret: y}\nstrategies: {scratch_mlp: {}}\n",
+        "data.tagret",
+        "(did you mean 'target'?)",
+        id="unknown-data-key",
+    ),
+    pytest.param(
+        HEAD + "base: {pth: m.keras}\nstrategies: {fine_tune: {}}\n",
+        "base.pth",
+        "(did you mean 'path'?)",
+        id="unknown-base-key",
+    ),
+    pytest.param(
+        DIGITS_BASE + "    epocs: 3\nstrategies: {fine_tune: {}}\n",
+        "base.pretrain.epocs",
+        "(did you mean 'epochs'?)",
+        id="unknown-pretrain-key",
+    ),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n    spcae: {}\n",
+        "strategies.scratch_mlp.spcae",
+        "(did you mean 'space'?); expected one of: space, num_samples",
+        id="unknown-strategy-section-key",
+    ),
+    # missing or empty sections
+    pytest.param(
+        "name: bad\nstrategies: {scratch_mlp: {}}\n",
+        "data",
+        "this key is required",
+        id="missing-data",
+    ),
+    pytest.param(
+        "data: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n",
+        "name",
+        "this key is required",
+        id="missing-name",
+    ),
+    pytest.param(HEAD, "strategies", "this key is required", id="missing-strategies"),
+    pytest.param(HEAD + "strategies: {}\n", "strategies", "at least 1 item", id="no-strategies"),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n",
+        "strategies.scratch_mlp",
+        "expected a mapping of keys (write {} for an empty section); got None",
+        id="strategy-section-null",
+    ),
+    pytest.param(
+        "name: 'two words'\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n",
+        "name",
+        "should match pattern",
+        id="bad-name",
+    ),
+    pytest.param(
+        HEAD + "seed: lucky\nstrategies: {scratch_mlp: {}}\n",
+        "seed",
+        "valid integer",
+        id="seed-not-a-number",
+    ),
+    # search settings
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {scheduler: pbt}\n",
+        "search.scheduler",
+        "expected 'fifo' or 'asha'; got 'pbt'",
+        id="bad-scheduler",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {metric: accuracy}\n",
+        "search.metric",
+        "expected 'val_accuracy' or 'val_loss'; got 'accuracy'",
+        id="bad-metric",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {backend: optuna}\n",
+        "search.backend",
+        "expected 'ray'; got 'optuna'",
+        id="bad-backend",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {num_samples: 0}\n",
+        "search.num_samples",
+        "greater than 0; got 0",
+        id="num-samples-zero",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {num_samples: -3}}\n",
+        "strategies.scratch_mlp.num_samples",
+        "greater than 0; got -3",
+        id="strategy-num-samples-negative",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {num_samples: true}\n",
+        "search.num_samples",
+        "expected a number, got true",
+        id="num-samples-bool",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {max_epochs: -1}\n",
+        "search.max_epochs",
+        "greater than 0; got -1",
+        id="max-epochs-negative",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {reduction_factor: .inf}\n",
+        "search.reduction_factor",
+        "finite number",
+        id="reduction-factor-infinite",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {metric: val_accuracy, mode: min}\n",
+        "search.mode",
+        "val_accuracy is better when larger: mode must be max",
+        id="mode-min-with-accuracy",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {metric: val_loss, mode: max}\n",
+        "search.mode",
+        "val_loss is better when smaller: mode must be min",
+        id="mode-max-with-loss",
+    ),
+    # data
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', split: {val: 0.5, test: 0.5}}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "data.split",
+        "val + test must be below 1, got 0.5 + 0.5",
+        id="split-leaves-no-training-data",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', split: {val: 0}}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "data.split.val",
+        "greater than 0; got 0",
+        id="split-val-zero",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklern:digits'}\nstrategies: {scratch_mlp: {}}\n",
+        "data.source",
+        "unknown data source 'sklern' (did you mean 'sklearn'?)",
+        id="unknown-data-scheme",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: digits}\nstrategies: {scratch_mlp: {}}\n",
+        "data.source",
+        "needs a 'scheme:' prefix",
+        id="data-source-without-scheme",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:digts'}\nstrategies: {scratch_mlp: {}}\n",
+        "data.source",
+        "unknown scikit-learn dataset 'digts' (did you mean 'digits'?)",
+        id="unknown-sklearn-dataset",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'csv:missing.csv', target: y}\nstrategies: {scratch_mlp: {}}\n",
+        "data.source",
+        "missing.csv does not exist",
+        id="missing-csv-file",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'csv:{wine}'}\nstrategies: {scratch_mlp: {}}\n",
+        "data.target",
+        "'target' must name the label column",
+        id="csv-without-target",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'csv:{wine}', target: cultivr}\nstrategies: {scratch_mlp: {}}\n",
+        "data.target",
+        "target column 'cultivr' (did you mean 'cultivar'?)",
+        id="csv-wrong-target",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', labels_per_class: 0}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "data.labels_per_class",
+        "greater than 0; got 0",
+        id="labels-per-class-zero",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:digits', channels: 2}\nstrategies: {scratch_mlp: {}}\n",
+        "data.channels",
+        "expected 1 or 3; got 2",
+        id="two-channels",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', classes: [1]}\nstrategies: {scratch_mlp: {}}\n",
+        "data.classes",
+        "at least two classes",
+        id="one-class",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', classes: [1.5, 2]}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "data.classes.0",
+        "expected a class name or an integer label, got 1.5",
+        id="class-label-float",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', image_size: [8, 8]}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "data.image_size",
+        "applies only to image data",
+        id="image-size-on-a-table",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', options: {a: 1}}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "data.options",
+        "takes no options",
+        id="options-for-a-builtin-source",
+    ),
+    # strategies and bases
+    pytest.param(
+        HEAD + "strategies: {fine_tun: {}}\n",
+        "strategies.fine_tun",
+        "unknown strategy 'fine_tun' (did you mean 'fine_tune'?)",
+        id="unknown-strategy",
+    ),
+    pytest.param(
+        HEAD + "strategies: {fine_tune: {}}\n",
+        "base",
+        "fine_tune transfer from a pretrained base: add a base: section",
+        id="transfer-without-base",
+    ),
+    pytest.param(
+        HEAD + "base: {path: m.keras, application: ResNet50}\nstrategies: {fine_tune: {}}\n",
+        "base",
+        "expected exactly one of path, application, pretrain or provider; got path, application",
+        id="base-with-two-sources",
+    ),
+    pytest.param(
+        HEAD + "base: {}\nstrategies: {fine_tune: {}}\n",
+        "base",
+        "expected exactly one of path, application, pretrain or provider; got none",
+        id="base-without-source",
+    ),
+    pytest.param(
+        HEAD + "base: {path: models/missing.keras}\nstrategies: {fine_tune: {}}\n",
+        "base.path",
+        "no model file at",
+        id="base-path-missing",
+    ),
+    pytest.param(
+        HEAD + "base: {path: m.keras, weights: imagenet}\nstrategies: {fine_tune: {}}\n",
+        "base.weights",
+        "weights and input_shape go with application:",
+        id="weights-without-application",
+    ),
+    pytest.param(
+        HEAD + "base: {provider: hub}\nstrategies: {fine_tune: {}}\n",
+        "base.provider",
+        "unknown base provider 'hub'",
+        id="unknown-base-provider",
+    ),
+    pytest.param(
+        DIGITS_BASE + "    architecture: resnet\nstrategies: {fine_tune: {}}\n",
+        "base.pretrain.architecture",
+        "expected 'cnn' or 'mlp'; got 'resnet'",
+        id="bad-pretrain-architecture",
+    ),
+    pytest.param(
+        HEAD
+        + "base:\n  pretrain:\n    data: {source: 'sklearn:digts'}\nstrategies: {fine_tune: {}}\n",
+        "base.pretrain.data.source",
+        "(did you mean 'digits'?)",
+        id="bad-pretrain-data",
+    ),
+    # search spaces
+    pytest.param(
+        DIGITS_BASE + "strategies:\n  fine_tune:\n    space: {frozen_layer: {int: [0, 2]}}\n",
+        "strategies.fine_tune.space.frozen_layer",
+        "fine_tune has no dimension 'frozen_layer' (did you mean 'frozen_layers'?)",
+        id="unknown-strategy-dimension",
+    ),
+    pytest.param(
+        DIGITS_BASE
+        + "strategies: {fine_tune: {}, feature_extraction: {}}\n"
+        + "search:\n  space:\n    head_widht: {choice: [64]}\n",
+        "search.space.head_widht",
+        "no strategy of this recipe searches 'head_widht' (did you mean 'head_width'?)",
+        id="unknown-shared-dimension",
+    ),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n    space: {lambda: {uniform: [1, 2]}}\n",
+        "strategies.scratch_mlp.space.lambda",
+        "unknown space type 'uniform'",
+        id="space-unknown-type",
+    ),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n    space: {lambda: {loguniform: [0, 1.0e-2]}}\n",
+        "strategies.scratch_mlp.space.lambda",
+        "loguniform bounds must be > 0",
+        id="space-loguniform-low-zero",
+    ),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n    space: {lambda: {loguniform: [1e-6, 1.0e-2]}}\n",
+        "strategies.scratch_mlp.space.lambda",
+        "YAML reads 1e-6 as text",
+        id="space-exponent-without-point",
+    ),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n    space: {hidden_layers: {int: [3, 1]}}\n",
+        "strategies.scratch_mlp.space.hidden_layers",
+        "int bounds must have low <= high, got [3, 1]",
+        id="space-int-low-above-high",
+    ),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n    space: {width: {choice: []}}\n",
+        "strategies.scratch_mlp.space.width",
+        "choice expects a non-empty list of values",
+        id="space-empty-choice",
+    ),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n    space: {width: [32, 64]}\n",
+        "strategies.scratch_mlp.space.width",
+        "got a list (write {choice: [...]})",
+        id="space-list-instead-of-choice",
+    ),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n    space: {hidden_layers: {float: [1, 3]}}\n",
+        "strategies.scratch_mlp.space.hidden_layers",
+        "hidden_layers takes whole numbers; got float [1, 3]",
+        id="space-float-for-integer",
+    ),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n    space: {width: {choice: [32, wide]}}\n",
+        "strategies.scratch_mlp.space.width",
+        "width takes whole numbers",
+        id="space-text-in-a-numeric-choice",
+    ),
+    pytest.param(
+        HEAD
+        + "strategies: {scratch_mlp: {}}\nsearch:\n  space:\n    hidden_layers: {float: [1, 2]}\n",
+        "search.space.hidden_layers",
+        "for scratch_mlp: hidden_layers takes whole numbers",
+        id="shared-float-for-integer",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch:\n  space:\n    lambda: {choice: []}\n",
+        "search.space.lambda",
+        "choice expects a non-empty list",
+        id="shared-bad-syntax",
+    ),
+    pytest.param(
+        HEAD + "strategies:\n  scratch_mlp:\n    space: {hidden_layers: {int: [1, all]}}\n",
+        "strategies.scratch_mlp.space.hidden_layers",
+        "'all' counts the layers of the base, and scratch_mlp takes no base",
+        id="all-for-a-strategy-without-base",
+    ),
+    pytest.param(
+        HEAD
+        + "strategies: {scratch_mlp: {}}\nsearch:\n  space: {hidden_layers: {int: [1, all]}}\n",
+        "search.space.hidden_layers",
+        "for scratch_mlp: 'all' counts the layers of the base",
+        id="shared-all-for-a-strategy-without-base",
+    ),
+    pytest.param(
+        DIGITS_BASE + "strategies:\n  fine_tune:\n    space: {head_width: all}\n",
+        "strategies.fine_tune.space.head_width",
+        "'all' (the base's number of cut points) only fits whole-number dimensions",
+        id="all-for-a-choice-dimension",
+    ),
+    # resources
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nresources: {cpus_per_trial: 0}\n",
+        "resources.cpus_per_trial",
+        "greater than 0; got 0",
+        id="cpus-per-trial-zero",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nresources: {gpus_per_trial: -1}\n",
+        "resources.gpus_per_trial",
+        "greater than or equal to 0; got -1",
+        id="gpus-per-trial-negative",
+    ),
+    # the file itself
+    pytest.param(
+        HEAD
+        + "strategies: {scratch_mlp: {}}\nx: !!python/object/apply:os.system ['touch {tmp}/X']\n",
+        "recipe.yaml:4",
+        "tags that build Python objects are refused",
+        id="python-tag",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}\nsearch: [\n",
+        "recipe.yaml:4",
+        "not valid recipe YAML",
+        id="yaml-syntax-error",
+    ),
+    pytest.param(
+        "- name: bad\n- data: {source: 'sklearn:iris'}\n",
+        "recipe.yaml",
+        "expected a mapping of recipe keys at the top, got list",
+        id="top-level-list",
+    ),
+    pytest.param("# nothing\n", "recipe.yaml", "the recipe is empty", id="empty-file"),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nstrategies: {fine_tune: {}}\n",
+        "recipe.yaml:4: strategies",
+        "duplicate key 'strategies' (first on line 3)",
+        id="duplicate-key",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch:\n  space: &loop\n    x: *loop\n",
+        "search.space.x",
+        "a recipe cannot be recursive",
+        id="recursive-alias",
+    ),
+]
+
+
+def test_the_table_of_bad_recipes_is_large_enough() -> None:
+    assert len(BAD_RECIPES) >= 20
+
+
+@pytest.mark.parametrize(("text", "key_path", "fragment"), BAD_RECIPES)
+def test_bad_recipe_fails_validate_naming_file_key_and_fix(
+    tmp_path: Path, text: str, key_path: str, fragment: str
+) -> None:
+    path = write_recipe(tmp_path, text)
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    output = result.output
+    assert output.startswith("error: "), output
+    assert path.name in output
+    # The key path stands between "file[:line]: " and ": message".
+    assert (key_path if ".yaml" in key_path else f": {key_path}: ") in output, output
+    assert fragment in output, output
+    assert "Traceback" not in output
+    # Nothing in any recipe may run code (the python-tag case would create X).
+    assert not (tmp_path / "X").exists()
+
+
+def test_python_tags_are_never_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "X"
+    path = write_recipe(
+        tmp_path,
+        f"""
+        name: !!python/object/apply:os.system ["touch {marker}"]
+        data: {{source: 'sklearn:iris'}}
+        strategies: {{scratch_mlp: {{}}}}
+        """,
+    )
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert "python/object/apply:os.system" in result.output
+    assert not marker.exists()
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert info.value.line == 1
+    assert not marker.exists()
+
+
+def test_unknown_keras_application_suggests_the_nearest(tmp_path: Path) -> None:
+    # The only test here that imports keras (to list keras.applications).
+    path = write_recipe(
+        tmp_path, HEAD + "base: {application: ResNet5}\nstrategies: {fine_tune: {}}\n"
+    )
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert f"{path.name}:3: base.application: " in result.output
+    assert "unknown keras application 'ResNet5' (did you mean 'ResNet50'?)" in result.output
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    result = cli("validate", str(tmp_path / "nope.yaml"))
+    assert_exit(result, 2)
+    assert "nope.yaml: no such recipe file" in result.output
+
+
+def test_a_folder_is_not_a_recipe(tmp_path: Path) -> None:
+    result = cli("validate", str(tmp_path))
+    assert_exit(result, 2)
+    assert "cannot read the recipe" in result.output
+
+
+def test_deeply_nested_yaml_is_a_recipe_error(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, "name: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert "nested too deeply" in result.output
+
+
+def test_debug_shows_the_traceback_instead(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, HEAD + "strategies: {fine_tun: {}}\n")
+    result = cli("--debug", "validate", str(path))
+    assert isinstance(result.exception, RecipeError)
+
+
+def test_a_shared_value_a_strategy_overrides_is_not_checked_for_it(
+    tmp_path: Path, host: PluginHost
+) -> None:
+    # Per-strategy entries win, so the shared float never reaches scratch_mlp.
+    path = write_recipe(
+        tmp_path,
+        """
+        name: shadowed
+        data: {source: 'sklearn:iris'}
+        strategies:
+          scratch_mlp:
+            space: {hidden_layers: {int: [1, 2]}}
+        search:
+          space: {hidden_layers: {float: [1, 2]}}
+        """,
+    )
+    validate_recipe(path, host)
+
+
+# -- line numbers ----------------------------------------------------------------------
+
+
+def test_error_names_the_line_of_a_nested_key(tmp_path: Path) -> None:
+    path = write_recipe(
+        tmp_path,
+        """
+        # a comment, then a blank line
+
+        name: lines
+        data:
+          source: sklearn:iris
+        strategies:
+          scratch_mlp:
+            space:
+              hidden_layers: {float: [1, 3]}
+        search:
+          num_samples: 2
+          scheduler: pbt
+        """,
+    )
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert re.search(rf"{re.escape(path.name)}:12: search\.scheduler: ", result.output)
+
+
+def test_plugin_checks_name_the_line_too(tmp_path: Path) -> None:
+    path = write_recipe(
+        tmp_path,
+        """
+        name: lines
+        data:
+          source: csv:{wine}
+          target: cultivr
+        strategies:
+          scratch_mlp:
+            space:
+              hidden_layers: {float: [1, 3]}
+        """,
+    )
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert f"{path.name}:4: data.target: " in result.output
+    assert f"{path.name}:8: strategies.scratch_mlp.space.hidden_layers: " in result.output
+
+
+def test_recipe_error_carries_file_line_and_key_path(tmp_path: Path) -> None:
+    path = write_recipe(
+        tmp_path,
+        """
+        name: lines
+        data:
+          source: sklearn:iris
+          split:
+            val: 0.1
+            test: 1.5
+        strategies: {scratch_mlp: {}}
+        """,
+    )
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    error = info.value
+    assert error.exit_status == 2
+    assert error.file == str(path)
+    assert error.path == "data.split.test"
+    assert error.line == 6
+    assert str(error).startswith(f"{path}:6: data.split.test: ")
+
+
+def test_yaml_syntax_error_names_its_line(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, "name: x\ndata:\n  source: 'sklearn:iris\nstrategies: {}\n")
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert info.value.line is not None
+    assert f"{path}:{info.value.line}: not valid recipe YAML" in str(info.value)
+
+
+# -- several errors at once ---------------------------------------------------------------
+
+
+def test_all_schema_errors_are_reported_together(tmp_path: Path) -> None:
+    path = write_recipe(
+        tmp_path,
+        """
+        name: many
+        data: {source: 'sklearn:iris', labels_per_class: 0}
+        strategies: {scratch_mlp: {}}
+        search: {num_samples: 0, schedular: asha}
+        resources: {cpus_per_trial: -1}
+        """,
+    )
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert "4 problems in the recipe:" in result.output
+    for key in (
+        "data.labels_per_class",
+        "search.num_samples",
+        "search.schedular",
+        "resources.cpus_per_trial",
+    ):
+        assert f": {key}: " in result.output
+    with pytest.raises(RecipeErrors) as info:
+        load_recipe(path)
+    assert len(info.value.errors) == 4
+    assert all(e.file == str(path) and e.line for e in info.value.errors)
+
+
+def test_all_plugin_check_errors_are_reported_together(tmp_path: Path, host: PluginHost) -> None:
+    path = write_recipe(
+        tmp_path,
+        """
+        name: many
+        data: {source: 'sklearn:digts'}
+        strategies:
+          fine_tun: {}
+          scratch_mlp:
+            space: {widht: {choice: [8]}, hidden_layers: {int: [2, 1]}}
+        search:
+          space: {lambda: {loguniform: [0, 1]}}
+        """,
+    )
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert "5 problems in the recipe:" in result.output
+    with pytest.raises(RecipeErrors) as info:
+        validate_recipe(path, host)
+    assert sorted(e.path or "" for e in info.value.errors) == [
+        "data.source",
+        "search.space.lambda",
+        "strategies.fine_tun",
+        "strategies.scratch_mlp.space.hidden_layers",
+        "strategies.scratch_mlp.space.widht",
+    ]
+    assert all(e.line for e in info.value.errors)
+
+
+def test_duplicate_keys_are_all_reported(tmp_path: Path) -> None:
+    path = write_recipe(
+        tmp_path,
+        """
+        name: a
+        name: b
+        data: {source: 'sklearn:iris', source: 'sklearn:wine'}
+        strategies: {scratch_mlp: {}}
+        """,
+    )
+    with pytest.raises(RecipeErrors) as info:
+        load_recipe(path)
+    assert [(e.path, e.line) for e in info.value.errors] == [("name", 2), ("data.source", 3)]
+
+
+# -- graftune run on a bad recipe ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "data: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\nsearch: {num_samples: 0}\n",
+        "data: {source: 'sklearn:iris'}\nstrategies: {fine_tun: {}}\n",
+        "data: {source: 'csv:missing.csv', target: y}\nstrategies: {scratch_mlp: {}}\n",
+        "data: {source: 'sklearn:iris'}\nstrategies: {fine_tune: {}}\n",
+    ],
+    ids=["schema", "unknown-strategy", "missing-csv", "missing-base"],
+)
+def test_run_on_a_bad_recipe_exits_2_and_writes_nothing(tmp_path: Path, body: str) -> None:
+    out = tmp_path / "out"
+    path = write_recipe(tmp_path, f"name: bad\noutput: {out}\n" + body)
+    before = sorted(tmp_path.iterdir())
+    result = cli("run", str(path))
+    assert_exit(result, 2)
+    assert path.name in result.output
+    assert not out.exists()
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_run_with_a_run_dir_on_a_bad_recipe_creates_no_run_dir(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, HEAD + "strategies: {fine_tun: {}}\n")
+    run_dir = tmp_path / "the-run"
+    result = cli("run", str(path), "--run-dir", str(run_dir))
+    assert_exit(result, 2)
+    assert "did you mean 'fine_tune'?" in result.output
+    assert not run_dir.exists()
+
+
+def test_run_on_a_bad_recipe_imports_neither_tensorflow_nor_ray(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, HEAD + "strategies: {fine_tun: {}}\n")
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from orchestrator.cli import app\n"
+        f"result = CliRunner().invoke(app, ['run', {str(path)!r}])\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'ray') if m in sys.modules]\n"
+        "print(result.exit_code, heavy)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "2 []"
+
+
+# -- relative paths -------------------------------------------------------------------------
+
+
+def test_relative_paths_resolve_against_the_recipe_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    write_recipe(
+        project,
+        """
+        name: rel
+        data: {source: 'sklearn:digits'}
+        base: {path: models/b.keras}
+        strategies: {feature_extraction: {}}
+        output: out/
+        """,
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for name in (project / "recipe.yaml", Path("..") / "project" / "recipe.yaml"):
+        recipe = load_recipe(name)
+        assert recipe.file == (project / "recipe.yaml").resolve()
+        assert recipe.base_dir == project.resolve()
+        assert recipe.base is not None
+        assert recipe.base.path == (project / "models" / "b.keras").resolve()
+        assert recipe.output == (project / "out").resolve()
+
+
+def test_relative_weights_resolve_and_absolute_paths_stay(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "project"
+    absolute_out = tmp_path / "runs"
+    write_recipe(
+        project,
+        f"""
+        name: rel
+        data: {{source: 'sklearn:digits'}}
+        base: {{application: MobileNetV3Small, weights: weights/m.weights.h5}}
+        strategies: {{fine_tune: {{}}}}
+        output: {absolute_out}
+        """,
+    )
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(project / "recipe.yaml")
+    assert recipe.base is not None
+    assert recipe.base.weights == str((project / "weights" / "m.weights.h5").resolve())
+    assert recipe.output == absolute_out
+
+
+@pytest.mark.parametrize("weights", ["imagenet", "none"])
+def test_keyword_weights_are_not_paths(tmp_path: Path, weights: str) -> None:
+    path = write_recipe(
+        tmp_path,
+        f"""
+        name: kw
+        data: {{source: 'sklearn:digits'}}
+        base: {{application: ResNet50, weights: {weights}}}
+        strategies: {{fine_tune: {{}}}}
+        """,
+    )
+    recipe = load_recipe(path)
+    assert recipe.base is not None and recipe.base.weights == weights
+
+
+def test_default_output_is_runs_next_to_the_recipe(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path / "sub", GOOD_RECIPES["minimal"])
+    assert load_recipe(path).output == (tmp_path / "sub" / "runs").resolve()
+
+
+def test_relative_data_files_are_checked_against_the_recipe_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The csv exists relative to the working directory but not to the recipe: an error.
+    shutil.copyfile(WINE_CSV, tmp_path / "wine.csv")
+    path = write_recipe(
+        tmp_path / "project",
+        "name: rel\ndata: {source: 'csv:wine.csv', target: cultivar}\n"
+        "strategies: {scratch_mlp: {}}\n",
+    )
+    monkeypatch.chdir(tmp_path)
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert str(tmp_path / "project" / "wine.csv") in result.output
+
+
+# -- the resolved recipe round-trips -------------------------------------------------------
+
+
+def assert_same_recipe(a: Recipe, b: Recipe) -> None:
+    for field in Recipe.model_fields:
+        assert getattr(a, field) == getattr(b, field), field
+    assert a.model_dump() == b.model_dump()
+
+
+@pytest.mark.parametrize("text", GOOD_RECIPES.values(), ids=GOOD_RECIPES.keys())
+def test_to_yaml_parses_back_to_an_equal_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    recipe = load_recipe(write_recipe(tmp_path / "project", text))
+    dumped = recipe.to_yaml()
+    assert isinstance(yaml.safe_load(dumped), dict)
+    # Paths in the dump are absolute, so neither the working directory nor
+    # the folder of the copy changes what it means.
+    monkeypatch.chdir(tmp_path)
+    assert_same_recipe(parse_recipe(dumped), recipe)
+    copy = tmp_path / "elsewhere" / "recipe.yaml"
+    copy.parent.mkdir()
+    copy.write_text(dumped, encoding="utf-8")
+    again = load_recipe(copy)
+    assert_same_recipe(again, recipe)
+    assert again.to_yaml() == dumped
+
+
+@pytest.mark.parametrize("path", RECIPE_FILES, ids=[p.name for p in RECIPE_FILES])
+def test_shipped_recipes_round_trip(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert_same_recipe(parse_recipe(recipe.to_yaml()), recipe)
+
+
+def test_to_yaml_keeps_every_setting(tmp_path: Path) -> None:
+    recipe = load_recipe(write_recipe(tmp_path, GOOD_RECIPES["every-section"]))
+    data = yaml.safe_load(recipe.to_yaml())
+    assert data["seed"] == 7
+    assert data["data"]["classes"] == [5, 6, 7, 8, 9]
+    assert data["data"]["image_size"] == [8, 8]
+    assert data["strategies"]["fine_tune"]["space"]["frozen_layers"] == {"int": [0, "all"]}
+    assert data["search"]["space"]["lambda"] == {"loguniform": [1e-6, 1e-2]}
+    assert data["search"]["mode"] == "min"
+    assert data["resources"]["cpus_per_trial"] == 0.5
+    assert data["output"] == str(tmp_path / "runs")
+
+
+def test_recipes_are_frozen(tmp_path: Path) -> None:
+    recipe = load_recipe(write_recipe(tmp_path, GOOD_RECIPES["minimal"]))
+    with pytest.raises(ValueError, match="frozen"):
+        recipe.name = "changed"  # type: ignore[misc]
+    with pytest.raises(ValueError, match="frozen"):
+        recipe.search.num_samples = 1  # type: ignore[misc]
