@@ -312,6 +312,7 @@ class PretrainProvider(BaseProvider):
                 "data": data.task.fingerprint,
                 "seed": context.seed,
                 "keras": keras.__version__,
+                "graftune": _graftune_version(),
             }
         )
 
@@ -319,6 +320,7 @@ class PretrainProvider(BaseProvider):
         import keras
 
         from orchestrator.data import prepare_dataset
+        from orchestrator.models import safe_variance
 
         pretrain = spec.pretrain
         assert pretrain is not None
@@ -361,7 +363,8 @@ class PretrainProvider(BaseProvider):
             x = keras.layers.Flatten(name="flatten")(inputs) if len(shape) > 1 else inputs
             x = keras.layers.Normalization(
                 mean=data.task.feature_mean.reshape(-1),
-                variance=data.task.feature_var.reshape(-1),
+                # A feature constant in training must not be divided by ~0 later.
+                variance=safe_variance(data.task.feature_var.reshape(-1)),
                 name="normalize",
             )(x)
             for i in range(2):
@@ -683,6 +686,12 @@ def _offline_message(application: str, exc: BaseException) -> str:
         f"  - set `weights: /path/to/{filename}` in the recipe's base: section, or\n"
         f"  - set `weights: none` to start from random weights."
     )
+
+
+def _graftune_version() -> str:
+    from orchestrator import __version__
+
+    return __version__
 
 
 def _digest(value: Any) -> str:

@@ -36,6 +36,7 @@ from orchestrator.space import Dimension, check_compatible, parse_dimension, use
 
 if TYPE_CHECKING:
     from orchestrator.plugin_manager import PluginHost
+    from orchestrator.registry import Registry
 
 #: Metrics a recipe may rank by, with the direction that is better.
 METRICS = {"val_accuracy": "max", "val_loss": "min"}
@@ -244,6 +245,28 @@ class Recipe(_Model):
     def strategy_space(self, name: str) -> dict[str, Dimension]:
         """The parsed ``strategies.NAME.space`` section."""
         return {k: parse_dimension(v) for k, v in self.strategies[name].space.items()}
+
+    def with_absolute_sources(self, data_sources: Registry) -> Recipe:
+        """This recipe with every data source's path made absolute (for a run's copy)."""
+        from orchestrator.data import split_source
+
+        def absolute(spec: DataSpec) -> DataSpec:
+            scheme, location = split_source(spec.source)
+            if scheme not in data_sources:
+                return spec
+            fixed = data_sources.get(scheme)().absolute_location(location, self.base_dir)
+            return spec.model_copy(update={"source": f"{scheme}:{fixed}"})
+
+        update: dict[str, Any] = {"data": absolute(self.data)}
+        if self.base is not None and self.base.pretrain is not None:
+            pretrain = self.base.pretrain.model_copy(
+                update={"data": absolute(self.base.pretrain.data)}
+            )
+            update["base"] = self.base.model_copy(update={"pretrain": pretrain})
+        resolved = self.model_copy(update=update)
+        resolved._file = self._file
+        resolved._lines = self._lines
+        return resolved
 
     def to_yaml(self) -> str:
         """The resolved recipe as YAML (what a run directory keeps)."""

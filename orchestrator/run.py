@@ -87,6 +87,7 @@ def run_recipe(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     check_recipe(recipe, host)
+    recipe = recipe.with_absolute_sources(host.data_sources)
 
     dataset = prepare_dataset(
         recipe.data, host.data_sources, seed=recipe.seed, base_dir=recipe.base_dir

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
-
 from orchestrator import Choice, Fixed, LogFloat, Strategy, hookimpl
+from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
 
 #: What the observers saw, in the driver process.
 SEEN: dict[str, list[Any]] = {"trials": [], "runs": []}

@@ -52,6 +52,7 @@ def tiny_cnn(input_shape: tuple[int, ...] = (8, 8, 1)) -> keras.Model:
 
 def prepare_path_base(model: keras.Model, folder: Path, dataset: Dataset) -> BaseInfo:
     """Save ``model`` to ``folder/base.keras`` and prepare it as a ``path:`` base."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "base.keras"
     model.save(path)
     return prepare_base(

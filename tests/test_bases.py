@@ -22,6 +22,7 @@ from orchestrator.bases import (
     prepare_base,
 )
 from orchestrator.cli import app
+from orchestrator.data import Dataset
 from orchestrator.errors import BaseModelError
 from orchestrator.plugin_manager import get_plugin_manager
 from orchestrator.recipe import BaseSpec, DataSpec, PretrainSpec
@@ -40,7 +41,9 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return cache
 
 
-def prepare(spec: BaseSpec, dataset=None, base_dir: Path | None = None) -> BaseInfo:
+def prepare(
+    spec: BaseSpec, dataset: Dataset | None = None, base_dir: Path | None = None
+) -> BaseInfo:
     dataset = dataset if dataset is not None else digits()
     return prepare_base(
         spec,
@@ -98,6 +101,34 @@ def test_application_base_adapts_gray_digits_and_reloads_safely(tmp_path):
     )
 
 
+def test_application_base_takes_a_local_weights_file(tmp_path):
+    source = keras.applications.MobileNetV3Small(
+        weights=None, include_top=False, input_shape=(32, 32, 3)
+    )
+    weights = tmp_path / "mobilenet.weights.h5"
+    source.save_weights(weights)
+    spec = BaseSpec(application="MobileNetV3Small", weights=str(weights), input_shape=(32, 32, 3))
+
+    loaded = load_base(prepare(spec)).model
+
+    assert len(loaded.weights) == len(source.weights)
+    for mine, theirs in zip(loaded.weights, source.weights, strict=True):
+        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+
+    missing = BaseSpec(
+        application="MobileNetV3Small", weights=str(tmp_path / "absent.h5"), input_shape=(32, 32, 3)
+    )
+    with pytest.raises(BaseModelError, match="does not exist") as caught:
+        prepare(missing)
+    assert caught.value.key == "weights"
+
+
+def test_unknown_application_suggests_the_closest_name():
+    with pytest.raises(BaseModelError, match="did you mean 'MobileNetV3Small'") as caught:
+        prepare(BaseSpec(application="MobileNetV3Smal", weights="none"))
+    assert caught.value.key == "application"
+
+
 @pytest.fixture
 def offline_keras(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No route to the internet, and an empty ``$KERAS_HOME``; returns that folder."""
@@ -117,9 +148,7 @@ def offline_keras(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return home
 
 
-def test_offline_imagenet_weights_fail_with_a_message_that_says_what_to_do(
-    offline_keras, isolated
-):
+def test_offline_imagenet_weights_fail_with_a_message_that_says_what_to_do(offline_keras, isolated):
     spec = BaseSpec(application="MobileNetV3Small", weights="imagenet", input_shape=(32, 32, 3))
 
     with pytest.raises(BaseModelError) as caught:
@@ -147,7 +176,9 @@ def test_keras_models_dir_is_where_keras_looks_not_a_later_keras_home(
     monkeypatch.setenv("KERAS_HOME", str(later))
 
     with pytest.raises(Exception, match="URL fetch failure"):
-        keras.utils.get_file("probe.h5", origin="http://127.0.0.1:9/probe.h5", cache_subdir="models")
+        keras.utils.get_file(
+            "probe.h5", origin="http://127.0.0.1:9/probe.h5", cache_subdir="models"
+        )
 
     assert (offline_keras / "models").is_dir() and not (later / "models").exists()
     assert keras_models_dir() == offline_keras / "models"
@@ -251,6 +282,25 @@ def test_pretrain_base_is_trained_once_and_cached_by_data_and_settings(caplog):
     assert len(paths) == 3
     assert all(path.is_file() for path in paths)
     assert len({first.fingerprint, longer.fingerprint, other_data.fingerprint}) == 3
+
+
+def test_pretrained_mlp_base_does_not_blow_up_features_constant_in_training():
+    dataset = digits()
+    spec = BaseSpec(
+        pretrain=PretrainSpec(
+            data=DataSpec(source="sklearn:digits"), epochs=1, width=4, architecture="mlp"
+        )
+    )
+    info = prepare(spec, dataset)
+    assert info.input_shape == (8, 8, 1) and info.output_shape == (8,)
+    constant = dataset.task.feature_var.reshape(-1) < 1e-8
+    assert constant.any()  # a blank corner pixel of every training digit
+    x = np.array(dataset.x_val[:4])
+    x.reshape(len(x), -1)[:, constant] = 1.0
+
+    features = load_base(info).model.predict(x, verbose=0)
+
+    assert np.abs(features).max() < 1e3
 
 
 # -- input adaptation --------------------------------------------------------------------------

@@ -206,6 +206,10 @@ def test_cli_run_prints_the_leaderboard(ray_session, tmp_path):
     (run_dir,) = (tmp_path / "runs").iterdir()
     frame_text = (run_dir / "leaderboard.md").read_text()
     assert "scratch_mlp" in frame_text
+    # The run keeps a recipe that still finds its data from its own folder.
+    kept = CliRunner().invoke(app, ["validate", str(run_dir / "recipe.yaml")])
+    assert kept.exit_code == 0, kept.output
+    assert str(tmp_path / "wine.csv") in (run_dir / "recipe.yaml").read_text()
 
 
 def test_leaderboard_command_on_a_folder_that_is_no_run(tmp_path):

@@ -147,6 +147,15 @@ class DataSource:
     #: One line, shown by ``graftune plugins``.
     description: ClassVar[str] = ""
 
+    def absolute_location(self, location: str, base_dir: Path) -> str:
+        """The location made independent of the recipe's folder.
+
+        A run directory keeps the resolved recipe; sources whose location is a
+        relative path override this so that copy still finds the data. The
+        default returns ``location`` unchanged.
+        """
+        return location
+
     def check(self, location: str, spec: Any, base_dir: Path) -> None:
         """Check cheaply, without loading all data, that ``load`` can succeed.
 

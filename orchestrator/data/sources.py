@@ -31,6 +31,16 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 class _BuiltinSource(DataSource):
     """Checks every built-in source shares: no ``options``, sensible image settings."""
 
+    #: Whether the location is a file or folder path (resolved against the recipe).
+    location_is_path: bool = True
+
+    def absolute_location(self, location: str, base_dir: Path) -> str:
+        if not self.location_is_path:
+            return location
+        resolved = str(_resolve(location, base_dir))
+        # Keep the trailing slash that marks a folder source such as ``images:dir/``.
+        return resolved + "/" if location.endswith("/") else resolved
+
     def check(self, location: str, spec: Any, base_dir: Path) -> None:
         options = getattr(spec, "options", None) or {}
         if options:
@@ -39,10 +49,18 @@ class _BuiltinSource(DataSource):
                 f"{', '.join(repr(str(k)) for k in options)}",
                 key="options",
             )
+        if getattr(spec, "target", None) and self.scheme not in ("csv", "parquet"):
+            raise DataError(
+                f"the {self.scheme!r} data source has its own labels; target: applies to "
+                "csv and parquet sources",
+                key="target",
+            )
         _image_settings(spec)
 
 
 class SklearnSource(_BuiltinSource):
+    location_is_path = False
+
     """Small classification datasets bundled with scikit-learn (offline)."""
 
     scheme = "sklearn"
