@@ -132,7 +132,7 @@ def test_unknown_scheme_lists_available_with_suggestion(registry: Registry) -> N
 
 
 def test_builtin_sources_are_registered(registry: Registry) -> None:
-    assert registry.names() == ["csv", "images", "npz", "parquet", "sklearn"]
+    assert registry.names() == ["csv", "glyphs", "images", "npz", "parquet", "sklearn"]
     for scheme in registry:
         assert registry.get(scheme).description
 

@@ -140,12 +140,19 @@ class DataSource:
     creates it with no arguments, so keep the constructor free of work; all
     input comes through the ``location`` (the part after ``scheme:``), the data
     spec and the recipe's folder.
+
+    A source whose data depend on a random seed (generated data, such as
+    ``glyphs:``) sets :attr:`uses_seed`; its ``load`` then also receives the
+    recipe's seed as the keyword argument ``seed``, so the same recipe gives the
+    same data.
     """
 
     #: The part before the colon in ``source:``, e.g. ``"sklearn"`` for ``sklearn:digits``.
     scheme: ClassVar[str] = ""
     #: One line, shown by ``graftune plugins``.
     description: ClassVar[str] = ""
+    #: Whether :meth:`load` takes the keyword argument ``seed`` (an int in ``[0, 2**32)``).
+    uses_seed: ClassVar[bool] = False
 
     def absolute_location(self, location: str, base_dir: Path) -> str:
         """The location made independent of the recipe's folder.
@@ -172,6 +179,9 @@ class DataSource:
 
     def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
         """Read every example with its label.
+
+        A source with ``uses_seed = True`` also takes ``seed: int`` as a keyword
+        argument.
 
         Args:
             location: The source string after ``scheme:``.
@@ -268,7 +278,10 @@ def prepare_dataset(spec: Any, sources: Registry, *, seed: int, base_dir: Path) 
     scheme, location = split_source(spec.source)
     source = _make_source(scheme, sources)
     _call_source(source.check, scheme, location, spec, base_dir, sources)
-    loaded = _call_source(source.load, scheme, location, spec, base_dir, sources)
+    # sklearn and numpy take seeds in [0, 2**32); folding keeps any int usable.
+    seed = int(seed) % 2**32
+    seeded = {"seed": seed} if getattr(source, "uses_seed", False) else {}
+    loaded = _call_source(source.load, scheme, location, spec, base_dir, sources, **seeded)
     x, y, class_names = _validated(loaded, scheme, sources)
 
     classes = getattr(spec, "classes", None)
@@ -276,8 +289,6 @@ def prepare_dataset(spec: Any, sources: Registry, *, seed: int, base_dir: Path) 
         x, y, class_names = _split.select_classes(x, y, class_names, classes)
 
     val, test = float(spec.split.val), float(spec.split.test)
-    # sklearn and numpy take seeds in [0, 2**32); folding keeps any int usable.
-    seed = int(seed) % 2**32
     parts = _split.stratified_split(x, y, class_names, val=val, test=test, seed=seed)
     labels_per_class = getattr(spec, "labels_per_class", None)
     if labels_per_class is not None:
@@ -331,11 +342,17 @@ def _make_source(scheme: str, sources: Registry) -> DataSource:
 
 
 def _call_source(
-    method: Any, scheme: str, location: str, spec: Any, base_dir: Path, sources: Registry
+    method: Any,
+    scheme: str,
+    location: str,
+    spec: Any,
+    base_dir: Path,
+    sources: Registry,
+    **kwargs: Any,
 ) -> Any:
     """Call a source's ``check`` or ``load``, so any failure names the source."""
     try:
-        return method(location, spec, base_dir)
+        return method(location, spec, base_dir, **kwargs)
     except GraftuneError:
         raise
     except Exception as exc:

@@ -1,7 +1,8 @@
 """The built-in data sources: ``sklearn:``, ``csv:``, ``parquet:``, ``npz:`` and ``images:``.
 
-They register through the same hook a third-party plugin implements. Relative
-paths resolve against the recipe's folder. None of them takes ``options``; an
+They register through the same hook a third-party plugin implements, and so
+does ``glyphs:`` (in :mod:`orchestrator.data.glyphs`). Relative paths resolve
+against the recipe's folder. None of the sources here takes ``options``; an
 ``image_size`` or ``channels`` is honoured wherever the data are images and
 refused where they are a table.
 """
@@ -59,9 +60,9 @@ class _BuiltinSource(DataSource):
 
 
 class SklearnSource(_BuiltinSource):
-    location_is_path = False
-
     """Small classification datasets bundled with scikit-learn (offline)."""
+
+    location_is_path = False
 
     scheme = "sklearn"
     description = "scikit-learn's bundled datasets: digits (8x8 images), iris, wine, breast_cancer"
@@ -268,7 +269,10 @@ class ImagesSource(_BuiltinSource):
 @hookimpl
 def graftune_register_data_sources(registry: Registry) -> None:
     """Register the built-in data sources."""
-    for cls in (SklearnSource, CsvSource, ParquetSource, NpzSource, ImagesSource):
+    # Imported here: glyphs.py uses this module's image-setting checks.
+    from orchestrator.data.glyphs import GlyphsSource
+
+    for cls in (SklearnSource, CsvSource, ParquetSource, NpzSource, ImagesSource, GlyphsSource):
         registry.add(cls)
 
 

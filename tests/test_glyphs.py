@@ -1,0 +1,329 @@
+"""Tests of the ``glyphs:`` data source: rendered characters, seeded, checked options."""
+
+from __future__ import annotations
+
+import string
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.data import DataSource, check_data_spec, prepare_dataset, sources
+from orchestrator.data.glyphs import (
+    FONTS,
+    GlyphOptions,
+    GlyphsSource,
+    parse_charset,
+    parse_options,
+    render_glyphs,
+)
+from orchestrator.errors import DataError
+from orchestrator.registry import Registry
+
+# Few images per class keep every test fast; rendering is per image.
+FEW = {"per_class": 6}
+
+
+@dataclass(frozen=True)
+class Split:
+    val: float = 0.2
+    test: float = 0.2
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Stands in for the recipe's data spec, which the data package only duck-types."""
+
+    source: str
+    target: str | None = None
+    split: Split = field(default_factory=Split)
+    labels_per_class: int | None = None
+    classes: list[Any] | None = None
+    image_size: tuple[int, int] | None = None
+    channels: int | None = None
+    options: dict[str, Any] = field(default_factory=lambda: dict(FEW))
+
+
+@pytest.fixture
+def registry() -> Registry:
+    reg = Registry("data source", key_attr="scheme", base_class=DataSource)
+    sources.graftune_register_data_sources(registry=reg)
+    return reg
+
+
+@contextmanager
+def raises_data_error(key: str, *fragments: str) -> Iterator[None]:
+    """Expect a DataError with ``key`` whose message contains every fragment."""
+    with pytest.raises(DataError) as info:
+        yield
+    assert info.value.key == key, f"key {info.value.key!r} != {key!r}: {info.value}"
+    for fragment in fragments:
+        assert fragment in str(info.value), f"{fragment!r} not in {str(info.value)!r}"
+
+
+def load(spec: Spec, seed: int = 0) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    _, location = spec.source.split(":", 1)
+    loaded = GlyphsSource().load(location, spec, Path("."), seed=seed)
+    return loaded.x, loaded.y, loaded.class_names
+
+
+# --- the character sets and the registry -------------------------------------------------
+
+
+def test_charsets_name_their_characters_in_order() -> None:
+    assert parse_charset("latin") == string.ascii_lowercase + string.ascii_uppercase
+    assert parse_charset("digits") == "0123456789"
+    assert parse_charset("upper+digits") == string.ascii_uppercase + string.digits
+    # Overlapping sets keep each character once, where it first appears.
+    assert parse_charset("lower+latin") == string.ascii_lowercase + string.ascii_uppercase
+
+
+def test_unknown_charset_suggests_one(registry: Registry) -> None:
+    with raises_data_error("source", "'latn'", "did you mean 'latin'", "digits"):
+        check_data_spec(Spec("glyphs:latn"), registry, Path("."))
+    with raises_data_error("source", "'digit'", "did you mean 'digits'"):
+        check_data_spec(Spec("glyphs:latin+digit"), registry, Path("."))
+
+
+def test_glyphs_are_registered_by_the_builtin_hook(registry: Registry) -> None:
+    assert "glyphs" in registry.names()
+    assert registry.get("glyphs") is GlyphsSource
+    assert GlyphsSource.uses_seed and not DataSource.uses_seed
+    assert "matplotlib" in GlyphsSource.description
+
+
+def test_every_listed_font_is_shipped_and_draws_every_letter_and_digit() -> None:
+    import matplotlib
+    from matplotlib import ft2font
+
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    for name in FONTS:
+        font = ft2font.FT2Font(str(folder / f"{name}.ttf"))
+        missing = [
+            c for c in string.ascii_letters + string.digits if not font.get_char_index(ord(c))
+        ]
+        assert not missing, f"{name} lacks {missing}"
+
+
+# --- the arrays --------------------------------------------------------------------------
+
+
+def test_latin_by_default_is_8x8_grey_52_classes() -> None:
+    x, y, names = load(Spec("glyphs:latin"))
+    assert names == tuple(string.ascii_lowercase + string.ascii_uppercase)
+    assert x.shape == (52 * 6, 8, 8, 1) and x.dtype == np.float32
+    assert y.dtype == np.int64
+    assert np.array_equal(np.bincount(y), np.full(52, 6))
+    assert x.min() >= 0.0 and x.max() <= 1.0
+
+
+def test_ink_is_bright_on_a_dark_background() -> None:
+    x, _, _ = load(Spec("glyphs:digits", image_size=(16, 16)))
+    # Every image has ink, the corners are background, and background dominates.
+    assert (x.reshape(len(x), -1).max(axis=1) > 0.5).all()
+    corners = x[:, [0, 0, -1, -1], [0, -1, 0, -1], 0]
+    assert np.median(corners) == 0.0
+    assert 0.05 < x.mean() < 0.5
+
+
+def test_image_size_and_channels_are_honoured() -> None:
+    x, _, names = load(Spec("glyphs:digits", image_size=(12, 20), channels=3))
+    assert names == tuple("0123456789")
+    assert x.shape == (60, 12, 20, 3)
+    assert np.array_equal(x[..., 0], x[..., 1]) and np.array_equal(x[..., 0], x[..., 2])
+
+
+def test_same_seed_same_images_other_seed_other_images() -> None:
+    spec = Spec("glyphs:lower", image_size=(16, 16))
+    first, y1, _ = load(spec, seed=3)
+    again, y2, _ = load(spec, seed=3)
+    other, y3, _ = load(spec, seed=4)
+    assert np.array_equal(first, again) and np.array_equal(y1, y2) and np.array_equal(y1, y3)
+    changed = np.abs(first - other).reshape(len(first), -1).max(axis=1) > 0.05
+    assert changed.mean() > 0.9
+    # Rendered afresh (not from load's cache), the same seed still gives the same images.
+    fresh, _ = render_glyphs(
+        parse_charset("lower"), size=(16, 16), options=parse_options(FEW), seed=3
+    )
+    assert np.array_equal(first, fresh)
+
+
+def test_images_vary_within_a_class() -> None:
+    x, y, _ = load(Spec("glyphs:digits", image_size=(16, 16), options={"per_class": 20}))
+    for code in range(10):
+        flat = x[y == code].reshape(20, -1)
+        distinct = {row.tobytes() for row in flat}
+        assert len(distinct) == 20
+
+
+def test_no_variation_options_give_one_image_per_font_and_character() -> None:
+    options = {
+        "per_class": 8,
+        "fonts": ["DejaVuSans"],
+        "max_rotation": 0,
+        "max_shift": 0,
+        "scale": 1,
+        "stroke": 0,
+    }
+    x, _, _ = load(Spec("glyphs:upper", image_size=(16, 16), options=options))
+    same = x.reshape(26, 8, -1)
+    assert (same == same[:, :1]).all()
+    # Distinct characters still render differently.
+    assert len({row.tobytes() for row in same[:, 0]}) == 26
+
+
+def test_load_returns_read_only_arrays_shared_between_calls() -> None:
+    spec = Spec("glyphs:digits")
+    first, _, _ = load(spec, seed=11)
+    second, _, _ = load(spec, seed=11)
+    assert not first.flags.writeable
+    assert first is second
+
+
+# --- options -----------------------------------------------------------------------------
+
+
+def test_options_default_and_parse() -> None:
+    assert parse_options({}) == GlyphOptions()
+    options = parse_options(
+        {"per_class": 3, "fonts": ["cmr10", "DejaVuSans-Bold"], "scale": [0.5, 2], "stroke": 0}
+    )
+    assert options.per_class == 3
+    assert options.fonts == ("cmr10", "DejaVuSans-Bold")
+    assert options.scale == (0.5, 2.0)
+    assert options.stroke == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "fragments"),
+    [
+        ({"per_clas": 5}, ("'per_clas'", "did you mean 'per_class'", "max_rotation")),
+        ({"per_class": 0}, ("per_class", "positive")),
+        ({"per_class": True}, ("per_class",)),
+        ({"per_class": 2.5}, ("per_class",)),
+        ({"fonts": ["DejaVuSan"]}, ("'DejaVuSan'", "did you mean 'DejaVuSans'", "cmr10")),
+        ({"fonts": []}, ("fonts", "list of font names")),
+        ({"fonts": ["cmr10", "cmr10"]}, ("'cmr10'", "twice")),
+        ({"max_rotation": 200}, ("max_rotation", "[0, 180]", "200")),
+        ({"max_rotation": "a lot"}, ("max_rotation",)),
+        ({"max_shift": -0.1}, ("max_shift", "[0, 0.5]")),
+        ({"max_shift": float("nan")}, ("max_shift",)),
+        ({"scale": [1.2, 0.8]}, ("scale", "low <= high")),
+        ({"scale": [0, 1]}, ("scale", "0 < low")),
+        ({"scale": [1, 2, 3]}, ("scale", "[low, high]")),
+        ({"stroke": [0, 0.5]}, ("stroke", "0.2")),
+        ({"stroke": "thick"}, ("stroke",)),
+    ],
+)
+def test_bad_options_name_the_option(
+    registry: Registry, options: dict[str, Any], fragments: tuple[str, ...]
+) -> None:
+    with raises_data_error("options", *fragments):
+        check_data_spec(Spec("glyphs:latin", options=options), registry, Path("."))
+
+
+def test_target_image_settings_and_classes_are_checked(registry: Registry) -> None:
+    with raises_data_error("target", "own labels"):
+        check_data_spec(Spec("glyphs:latin", target="label"), registry, Path("."))
+    with raises_data_error("channels", "1 (grey) or 3"):
+        check_data_spec(Spec("glyphs:latin", channels=2), registry, Path("."))
+    with raises_data_error("classes", "'ab'", "glyphs:digits"):
+        check_data_spec(Spec("glyphs:digits", classes=["1", "ab"]), registry, Path("."))
+
+
+# --- through prepare_dataset, and learnable ----------------------------------------------
+
+
+def test_prepare_dataset_splits_and_subsamples(registry: Registry, tmp_path: Path) -> None:
+    spec = Spec(
+        "glyphs:latin+digits",
+        classes=["a", "B", 7],
+        labels_per_class=2,
+        split=Split(val=0.25, test=0.25),
+        options={"per_class": 12},
+    )
+    ds = prepare_dataset(spec, registry, seed=5, base_dir=tmp_path)
+    assert ds.task.class_names == ("a", "B", "7")
+    assert ds.task.input_shape == (8, 8, 1)
+    assert np.array_equal(np.bincount(ds.y_train), [2, 2, 2])
+    assert np.array_equal(np.bincount(ds.y_val), [3, 3, 3])
+    assert np.array_equal(np.bincount(ds.y_test), [3, 3, 3])
+    again = prepare_dataset(spec, registry, seed=5, base_dir=tmp_path)
+    other = prepare_dataset(spec, registry, seed=6, base_dir=tmp_path)
+    assert again.task.fingerprint == ds.task.fingerprint
+    assert other.task.fingerprint != ds.task.fingerprint
+
+
+def test_prepare_dataset_renders_with_the_recipe_seed(registry: Registry, tmp_path: Path) -> None:
+    def images(seed: int) -> set[bytes]:
+        ds = prepare_dataset(Spec("glyphs:digits"), registry, seed=seed, base_dir=tmp_path)
+        return {row.tobytes() for part in (ds.x_train, ds.x_val, ds.x_test) for row in part}
+
+    # Compared as sets, so only the rendering counts, not how the split shuffles.
+    assert images(1) == images(1) == images(1 + 2**32)
+    assert images(1).isdisjoint(images(2))
+
+
+def test_a_linear_model_tells_glyphs_apart(registry: Registry, tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    classes = ["A", "b", "C", "x", "3", "7"]
+    spec = Spec(
+        "glyphs:latin+digits", image_size=(16, 16), classes=classes, options={"per_class": 60}
+    )
+    ds = prepare_dataset(spec, registry, seed=0, base_dir=tmp_path)
+    model = LogisticRegression(max_iter=2000)
+    model.fit(ds.x_train.reshape(len(ds.x_train), -1), ds.y_train)
+    accuracy = model.score(ds.x_test.reshape(len(ds.x_test), -1), ds.y_test)
+    # Chance is 1/6; fonts, strokes and rotations vary, but the shapes are clear.
+    assert accuracy > 0.7, accuracy
+
+
+def test_validate_accepts_a_glyphs_pretrain_recipe(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """
+            name: glyphs-check
+            data: {source: sklearn:digits, labels_per_class: 3}
+            base:
+              pretrain:
+                data:
+                  source: glyphs:latin
+                  options: {per_class: 50, max_rotation: 10}
+                epochs: 1
+            strategies: {fine_tune: {}}
+            """
+        ),
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 0, result.output
+
+
+def test_validate_names_a_bad_glyphs_option(tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """
+            name: glyphs-check
+            data: {source: sklearn:digits}
+            base:
+              pretrain:
+                data: {source: glyphs:latin, options: {max_rotaton: 10}}
+            strategies: {fine_tune: {}}
+            """
+        ),
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert "base.pretrain.data.options" in result.output
+    assert "did you mean 'max_rotation'" in result.output
