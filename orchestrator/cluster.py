@@ -1,0 +1,267 @@
+"""Connecting to an existing Ray cluster: addresses, token authentication, fast failures.
+
+Two addresses name a cluster. ``graftune run --address`` (``resources.address``)
+connects a driver here to the cluster's GCS, ``HEAD:6379``, as ``ray.init``
+does; ``graftune submit`` and ``graftune jobs`` talk to its dashboard,
+``http://HEAD:8265``, through Ray's job API (see :mod:`orchestrator.submit`).
+
+Token authentication: when ``RAY_AUTH_MODE`` is not set and a token is at hand
+(``RAY_AUTH_TOKEN``, the file named by ``RAY_AUTH_TOKEN_PATH``, or
+``~/.ray/auth_token``), graftune sends it, as Ray itself does for a cluster it
+finds on this machine; an explicit ``RAY_AUTH_MODE`` is always respected, and
+graftune never turns authentication off.
+
+Ray waits a long time for an address that does not answer (over a minute) and
+reports a refused token as a generic connection error after 20 seconds; the
+checks here fail within seconds instead, with the address and the likely fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import ClusterError
+
+#: Seconds to wait for a TCP connection to the cluster.
+CONNECT_TIMEOUT_S = 5.0
+#: Seconds to wait for the GCS to answer once connected.
+ANSWER_TIMEOUT_S = 10.0
+_AUTH_MODE = "RAY_AUTH_MODE"
+#: What :func:`probe` found, by the address it was given (a run probes, then connects).
+_PROBED: dict[str, ClusterInfo] = {}
+
+
+def token_source() -> str | None:
+    """Where Ray would read the authentication token from here, or ``None`` if nowhere."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH", "").strip()
+    if path:
+        return f"RAY_AUTH_TOKEN_PATH ({path})"
+    default = Path.home() / ".ray" / "auth_token"
+    if default.is_file() and default.stat().st_size > 0:
+        return str(default)
+    return None
+
+
+def use_token_if_available() -> None:
+    """Send the token with every request when one is at hand and ``RAY_AUTH_MODE`` is unset.
+
+    Must run before the first Ray call of the process that reads the mode.
+    """
+    if os.environ.get(_AUTH_MODE) is not None or token_source() is None:
+        return
+    os.environ[_AUTH_MODE] = "token"
+    with contextlib.suppress(Exception):
+        # Ray caches its configuration at import; refresh it so this process sees the mode.
+        from ray._raylet import Config
+
+        Config.initialize("")
+
+
+def token_fix() -> str:
+    """How to give graftune the cluster's token, naming where it looked."""
+    source = token_source()
+    mode = os.environ.get(_AUTH_MODE)
+    lines = []
+    if mode is not None and mode.lower() != "token":
+        lines.append(f"RAY_AUTH_MODE is {mode!r} here, so no token was sent: unset it")
+    elif source is None:
+        lines.append(
+            "no token was found here: set RAY_AUTH_TOKEN to the cluster's token, or put it "
+            "in ~/.ray/auth_token (or in a file named by RAY_AUTH_TOKEN_PATH)"
+        )
+    else:
+        lines.append(
+            f"the token from {source} is not the cluster's: replace it with the cluster's token"
+        )
+    lines.append("`ray get-auth-token` on the head node prints the cluster's token")
+    return "; ".join(lines)
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What a quick look at a cluster's GCS found."""
+
+    address: str
+    #: The host name of each live node.
+    hosts: tuple[str, ...]
+
+    @property
+    def nodes(self) -> int:
+        """How many live nodes the cluster has."""
+        return len(self.hosts)
+
+    @property
+    def elsewhere(self) -> list[str]:
+        """The hosts of live nodes that are not this machine."""
+        here = socket.gethostname()
+        return sorted({host for host in self.hosts if host != here})
+
+
+def gcs_address(address: str) -> str:
+    """The ``HOST:PORT`` of the GCS that ``address`` names (``auto``: this machine's).
+
+    Raises:
+        ClusterError: ``address`` is a dashboard or Ray Client address, or
+            ``auto`` finds no cluster.
+    """
+    text = address.strip()
+    if text.startswith(("http://", "https://")):
+        raise ClusterError(
+            f"{text} is a dashboard address; a driver connects to the cluster's GCS address, "
+            "HEAD:6379 (what `ray start --head` prints). To send the run to the cluster as "
+            f"a job, use `graftune submit RECIPE --address {text}`"
+        )
+    if text.startswith("ray://"):
+        raise ClusterError(
+            f"{text} is a Ray Client address, which graftune does not use: give the GCS "
+            "address HEAD:6379 to run --address, or submit through the dashboard "
+            "(graftune submit RECIPE --address http://HEAD:8265)"
+        )
+    if text == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        found = canonicalize_bootstrap_address("auto")
+        if not found:
+            raise ClusterError(
+                "address auto: no running Ray cluster was found on this machine "
+                "(start one with `ray start --head`, or give its address)"
+            )
+        return str(found)
+    return text
+
+
+def probe(address: str) -> ClusterInfo:
+    """Check within seconds that ``address`` is a Ray cluster that accepts us.
+
+    Returns:
+        The GCS address and the host of each live node.
+
+    Raises:
+        ClusterError: Nothing answers, something else answers, or the cluster
+            refuses the token; the message names the address and the fix.
+    """
+    gcs = gcs_address(address)
+    host, _, port = gcs.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(
+            f"{address!r} is not a cluster address: expected HOST:PORT, like 10.0.0.5:6379"
+        )
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise ClusterError(
+            f"cannot reach the Ray cluster at {gcs}: {reason}. Is it running (`ray status` on "
+            "the head node)? The address is the GCS address `ray start --head` prints "
+            "(port 6379 by default); from outside the cluster's network, forward it "
+            "(ssh -L 6379:localhost:6379 HEAD)"
+        ) from None
+    use_token_if_available()
+    info = ClusterInfo(address=gcs, hosts=_node_hosts(gcs))
+    _PROBED[address] = info
+    return info
+
+
+#: Run in a child process: Ray's GCS client retries for over a minute when a port is
+#: not a GCS and prints C++ warnings on the way; a child is bounded and quiet.
+_PROBE = """
+import json, sys
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+try:
+    client = GcsClient(address=sys.argv[1])
+    nodes = client.get_all_node_info(timeout=int(float(sys.argv[2])))
+    alive = [n.node_manager_hostname for n in nodes.values() if n.state == type(n).ALIVE]
+    print(json.dumps({"hosts": alive}))
+except AuthenticationError as exc:
+    print(json.dumps({"auth": str(exc)}))
+except Exception as exc:
+    print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+"""
+
+
+def _node_hosts(gcs: str) -> tuple[str, ...]:
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _PROBE, gcs, str(ANSWER_TIMEOUT_S)],
+            capture_output=True,
+            text=True,
+            timeout=ANSWER_TIMEOUT_S + 5,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ClusterError(
+            f"the Ray cluster at {gcs} did not answer within {ANSWER_TIMEOUT_S:.0f} s; "
+            "is that the GCS port (6379 by default), and is the head node healthy?"
+        ) from None
+    lines = child.stdout.strip().splitlines()
+    try:
+        outcome = json.loads(lines[-1]) if lines else {}
+    except json.JSONDecodeError:
+        outcome = {}
+    if "hosts" in outcome:
+        return tuple(str(host) for host in outcome["hosts"])
+    if "auth" in outcome:
+        raise ClusterError(f"the Ray cluster at {gcs} refused the connection: {token_fix()}")
+    reason = outcome.get("error") or (child.stderr.strip().splitlines() or ["no answer"])[-1]
+    raise ClusterError(
+        f"{gcs} answered, but not as a Ray cluster's GCS ({reason}); give the GCS address "
+        "that `ray start --head` prints (port 6379 by default), not the dashboard's"
+    )
+
+
+def connect(address: str, **init_kwargs: Any) -> ClusterInfo:
+    """Check ``address`` quickly, then ``ray.init`` a driver connected to it.
+
+    Raises:
+        ClusterError: As :func:`probe`, or when ``ray.init`` still fails.
+    """
+    import ray
+
+    info = _PROBED.pop(address, None) or probe(address)
+    try:
+        ray.init(address=info.address, **init_kwargs)
+    except (ConnectionError, RuntimeError) as exc:
+        raise ClusterError(f"cannot connect to the Ray cluster at {info.address}: {exc}") from exc
+    return info
+
+
+def node_label() -> str | None:
+    """``IP/NODEID8`` of the Ray node this process runs on, or ``None`` outside Ray.
+
+    The IP alone cannot tell apart two nodes on one machine; eight hex digits
+    of the node id can.
+    """
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        node_id = ray.get_runtime_context().get_node_id()
+        return f"{ray.util.get_node_ip_address()}/{node_id[:8]}"
+    except Exception:
+        return None
+
+
+__all__ = [
+    "ClusterError",
+    "ClusterInfo",
+    "connect",
+    "gcs_address",
+    "node_label",
+    "probe",
+    "token_fix",
+    "token_source",
+    "use_token_if_available",
+]

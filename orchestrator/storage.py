@@ -1,0 +1,330 @@
+"""Where a run's results go: ``storage:``, a folder every node reaches or a filesystem URI.
+
+A run is stored as ``STORAGE/RUN_NAME/`` (the run directory's own name:
+``NAME-YYYYmmdd-HHMMSS``, or the job id for a submitted run), laid out like
+any run directory.
+
+- A **folder** (``storage: /mnt/nfs/runs``) replaces ``output:``: the driver
+  and every trial write straight into ``STORAGE/RUN_NAME/``.
+- A **URI** (``s3://bucket/runs``, ``gs://...``, ``hdfs://...``, ``file:///...``:
+  any filesystem ``pyarrow.fs`` understands) is written through: the driver
+  writes its run directory under ``output:`` as usual; each trial uploads its
+  own folder as soon as it ends, the driver downloads the folders of trials
+  that ran on other nodes, and uploads the rest (recipe, leaderboard, report,
+  best model, Ray's experiment) when the run ends.
+
+Trials on another node cannot write to a path on the driver's machine. On a
+cluster of more than one node, or one whose node is another machine than the
+driver's (``graftune run --address`` from a laptop), a plain path (or a
+``file://`` URI), and ``output:`` when there is no storage, therefore count as
+node-local and are refused before anything is written, unless the recipe
+marks the folder shared (``storage: {path: /mnt/nfs/runs, shared: true}``, or
+``--storage PATH --shared-storage``): graftune cannot see from one node
+whether another node mounts the same folder. One node on the driver's own
+machine (embedded Ray, a job's driver on a one-node cluster) needs nothing.
+
+This module imports nothing heavy at import time (pyarrow only when copying).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from orchestrator.errors import StorageError
+
+if TYPE_CHECKING:
+    from orchestrator.recipe import Recipe, StorageSpec
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: URI schemes pyarrow's filesystems understand (``pyarrow.fs.FileSystem.from_uri``).
+SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+#: The folder of trial folders, which each trial uploads itself as soon as it ends.
+_TRIALS = "trials"
+
+
+def is_uri(location: str | Path) -> bool:
+    """Whether ``location`` is a URI (``scheme://...``) rather than a path."""
+    return bool(_URI.match(str(location)))
+
+
+def check_location(location: str) -> None:
+    """Check that a ``storage:`` value is a path or a URI with a known scheme.
+
+    Raises:
+        ValueError: The URI's scheme is not one pyarrow's filesystems read.
+    """
+    if not is_uri(location):
+        return
+    scheme = location.split("://", 1)[0].lower()
+    if scheme not in SCHEMES:
+        raise ValueError(
+            f"{location!r}: unknown storage scheme {scheme + '://'!r}; expected a folder "
+            f"or a URI of one of: {', '.join(s + '://' for s in SCHEMES)}"
+        )
+
+
+def join(location: str, *parts: str) -> str:
+    """``location/part/...`` for a path or a URI (a URI keeps its ``?query``)."""
+    if not is_uri(location):
+        return str(Path(location).joinpath(*parts))
+    split = urlsplit(location)
+    path = "/".join([split.path.rstrip("/"), *parts])
+    return urlunsplit((split.scheme, split.netloc, path, split.query, split.fragment))
+
+
+def is_node_local(storage: StorageSpec | None) -> bool:
+    """Whether results in ``storage`` may be visible on one node only (see the module doc)."""
+    if storage is None:
+        return True
+    if storage.shared:
+        return False
+    return not is_uri(storage.path) or storage.path.lower().startswith("file://")
+
+
+def node_local_message(
+    storage: StorageSpec | None, where: str, nodes: int, elsewhere: list[str] | None = None
+) -> str:
+    """Why a run cannot keep its results in ``where`` on a cluster of ``nodes`` nodes."""
+    what = (
+        f"results would go to {where}, on this machine only (no storage: is set)"
+        if storage is None
+        else f"storage {storage.path} is a path on one machine unless you mark it shared"
+    )
+    cluster = (
+        f"the Ray cluster has {nodes} nodes"
+        if nodes > 1
+        else f"the Ray cluster runs on another machine ({', '.join(elsewhere or [])})"
+    )
+    return (
+        f"storage: {cluster} and {what}; trials running elsewhere "
+        "could not write their results there. Use a URI every node can reach "
+        "(storage: s3://bucket/runs, gs://..., hdfs://...), or a folder every node mounts "
+        "at the same path, marked shared (storage: {path: /mnt/nfs/runs, shared: true}, "
+        "or --storage /mnt/nfs/runs --shared-storage)"
+    )
+
+
+@dataclass(frozen=True)
+class RunPlace:
+    """Where one run writes (``local_dir``) and where it is stored (``remote``, a URI)."""
+
+    local_dir: Path
+    remote: str | None = None
+
+    @property
+    def location(self) -> str:
+        """The run's final place: the URI in storage, or the local run directory."""
+        return self.remote if self.remote is not None else str(self.local_dir)
+
+
+def plan_run(
+    recipe: Recipe,
+    *,
+    run_dir: str | Path | None = None,
+    run_name: str | None = None,
+    nodes: int | None = None,
+    elsewhere: list[str] | None = None,
+) -> RunPlace:
+    """Decide a run's directory and its place in storage; refuse node-local storage.
+
+    With ``resources.address`` (and the Ray backend) this first checks, within
+    seconds, that the cluster answers and accepts us, and counts its nodes.
+
+    Args:
+        recipe: The recipe (its ``storage``, ``output`` and ``resources.address``).
+        run_dir: An explicit run directory (``--run-dir``, a resumed run).
+        run_name: The folder name under storage/output; default ``NAME-YYYYmmdd-HHMMSS``.
+        nodes: How many nodes the Ray cluster has; default: ask the cluster at
+            ``resources.address``, or 1 for embedded local Ray.
+        elsewhere: The hosts of nodes that are not this machine (where trials
+            could not write to this machine's disk); default: as ``nodes``.
+
+    Raises:
+        StorageError: The cluster has more than one node and the results would
+            land on one node only.
+        ClusterError: The cluster cannot be reached or refuses us.
+    """
+    if nodes is None:
+        nodes, elsewhere = 1, []
+        if recipe.resources.address and recipe.search.backend == "ray":
+            from orchestrator.cluster import probe
+
+            info = probe(recipe.resources.address)
+            nodes, elsewhere = info.nodes, info.elsewhere
+    if run_name is not None and (Path(run_name).name != run_name or run_name in (".", "..")):
+        raise StorageError(f"run name {run_name!r}: expected a folder name, not a path")
+    storage = recipe.storage
+    if run_dir is not None:
+        local = Path(run_dir)
+    else:
+        parent = recipe.output
+        if storage is not None and not is_uri(storage.path):
+            parent = Path(storage.path)
+        # A name given is kept as is (a job's run is found again by its job id).
+        local = parent / run_name if run_name else _new_dir(parent, _stamped(recipe.name))
+    if nodes > 1 or elsewhere:
+        inside = (
+            storage is not None
+            and not is_uri(storage.path)
+            and local.resolve().is_relative_to(Path(storage.path).resolve())
+        )
+        if is_node_local(storage) or (
+            storage is not None and not is_uri(storage.path) and not inside
+        ):
+            raise StorageError(node_local_message(storage, str(local), nodes, elsewhere))
+    remote = None
+    if storage is not None and is_uri(storage.path):
+        remote = join(storage.path, local.name)
+    return RunPlace(local_dir=local, remote=remote)
+
+
+def _stamped(name: str) -> str:
+    return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _new_dir(parent: Path, name: str) -> Path:
+    candidate = parent / name
+    suffix = 1
+    while candidate.exists():
+        suffix += 1
+        candidate = parent / f"{name}-{suffix}"
+    return candidate
+
+
+# -- copying ----------------------------------------------------------------------
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
+    import pyarrow.fs
+
+    try:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError ... by backend
+        raise StorageError(f"storage {uri}: {exc}") from exc
+
+
+def upload(local: Path, uri: str, *, skip: tuple[str, ...] = (), files_only: bool = False) -> None:
+    """Copy the folder ``local`` to ``uri`` (created as needed), leaving out ``skip`` entries.
+
+    With ``files_only``, the folders inside ``local`` are left out too.
+
+    Raises:
+        StorageError: The storage cannot be reached or written.
+    """
+    import pyarrow.fs
+
+    fs, path = _filesystem(uri)
+    source = pyarrow.fs.LocalFileSystem()
+    try:
+        fs.create_dir(path, recursive=True)
+        for entry in sorted(Path(local).iterdir()):
+            if entry.name in skip or (files_only and entry.is_dir()):
+                continue
+            target = f"{path.rstrip('/')}/{entry.name}"
+            if entry.is_dir():
+                fs.create_dir(target, recursive=True)
+            pyarrow.fs.copy_files(
+                str(entry), target, source_filesystem=source, destination_filesystem=fs
+            )
+    except StorageError:
+        raise
+    except Exception as exc:
+        raise StorageError(f"cannot upload {local} to {uri}: {exc}") from exc
+
+
+def download(uri: str, local: Path) -> bool:
+    """Copy the folder at ``uri`` into ``local``; ``False`` when there is none.
+
+    Raises:
+        StorageError: The storage cannot be reached or read.
+    """
+    import pyarrow.fs
+
+    fs, path = _filesystem(uri)
+    try:
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.Directory:
+            return False
+        Path(local).mkdir(parents=True, exist_ok=True)
+        pyarrow.fs.copy_files(
+            path,
+            str(local),
+            source_filesystem=fs,
+            destination_filesystem=pyarrow.fs.LocalFileSystem(),
+        )
+    except Exception as exc:
+        raise StorageError(f"cannot download {uri} to {local}: {exc}") from exc
+    return True
+
+
+def push_trial(folder: Path, storage: str, strategy: str, trial_id: str) -> None:
+    """Upload one trial's folder to ``STORAGE_RUN/trials/STRATEGY/TRIAL_ID``."""
+    upload(folder, join(storage, _TRIALS, strategy, trial_id))
+
+
+def pull_trial(storage: str, folder: Path, strategy: str, trial_id: str) -> bool:
+    """Download a trial's folder that another node uploaded; ``False`` if it has none."""
+    return download(join(storage, _TRIALS, strategy, trial_id), folder)
+
+
+def publish(place: RunPlace, echo: Callable[[str], None] | None = None) -> None:
+    """Upload a finished run to its place in storage (nothing to do for a folder)."""
+    if place.remote is None:
+        return
+    upload(place.local_dir, place.remote, skip=(_TRIALS,))
+    trials = place.local_dir / _TRIALS
+    # Each trial's folder is there already; what the driver wrote next to them is not.
+    for strategy in sorted(trials.iterdir()) if trials.is_dir() else []:
+        if strategy.is_dir():
+            upload(strategy, join(place.remote, _TRIALS, strategy.name), files_only=True)
+    if echo is not None:
+        echo(f"stored: {place.remote}")
+
+
+def fetch(location: str, dest: Path) -> Path:
+    """Copy a stored run (a URI or a folder) to ``dest``.
+
+    Raises:
+        StorageError: The run is not there, or ``dest`` is not empty.
+    """
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise StorageError(f"{dest} exists and is not empty; choose another DEST")
+    if is_uri(location):
+        if not download(location, dest):
+            raise StorageError(f"there is no run at {location} (yet)")
+        return dest
+    source = Path(location)
+    if not source.is_dir():
+        raise StorageError(
+            f"the run is stored in {location} on the cluster, which this machine does not "
+            "see; mount that shared folder here (at the same path), or fetch on a node "
+            "that has it, or use a URI storage (s3://, gs://, ...) next time"
+        )
+    shutil.copytree(source, dest, dirs_exist_ok=True)
+    return dest
+
+
+__all__ = [
+    "SCHEMES",
+    "RunPlace",
+    "StorageError",
+    "check_location",
+    "download",
+    "fetch",
+    "is_node_local",
+    "is_uri",
+    "join",
+    "node_local_message",
+    "plan_run",
+    "publish",
+    "pull_trial",
+    "push_trial",
+    "upload",
+]

@@ -1,0 +1,641 @@
+"""Send a recipe to a Ray cluster as a job; list, follow, stop jobs; fetch their results.
+
+Everything goes through Ray's job API (``ray.job_submission.JobSubmissionClient``)
+on the cluster's dashboard address, ``http://HEAD:8265``:
+
+- :func:`stage` builds the job's working directory: ``recipe.yaml`` rewritten
+  so every local file it names (data sources, ``base.path``, ``base.weights``)
+  is a relative path to a copy under ``files/``, and local wheels named by
+  ``--pip`` under ``wheels/``. It is refused when larger than Ray accepts.
+- :func:`submit` sends it with a runtime environment that pip-installs the
+  recipe's third-party plugin distributions; the job runs
+  ``python -m orchestrator.cli run recipe.yaml --run-name JOB_ID`` against the
+  cluster (the staged recipe says ``resources.address: auto``).
+- The run is stored at ``STORAGE/JOB_ID/``; the job's metadata records that
+  place (``graftune_run``), which is how :func:`fetch` finds it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shlex
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.cluster import token_fix, use_token_if_available
+from orchestrator.errors import ClusterError, StorageError, SubmitError
+from orchestrator.storage import is_node_local, is_uri, join, node_local_message
+
+if TYPE_CHECKING:
+    from orchestrator.recipe import Recipe, StorageSpec
+
+#: Job metadata keys graftune sets.
+META_RUN = "graftune_run"
+META_RECIPE = "graftune_recipe"
+#: The staged recipe's name inside the working directory.
+RECIPE_FILE = "recipe.yaml"
+#: HTTP (connect, read) timeouts for the job server, in seconds.
+HTTP_TIMEOUT = (10, 120)
+#: Seconds between status checks while following a job's log.
+POLL_S = 2.0
+_CHATTY_LOGGERS = (
+    "ray.dashboard.modules.dashboard_sdk",
+    "ray.dashboard.modules.job.sdk",
+    "ray._private.runtime_env.packaging",
+)
+_FAILED_HINTS = {
+    "No module named 'orchestrator'": (
+        "graftune is not installed in the cluster's Python: install it on every node "
+        "(or in the cluster's image), or add it to the job with --pip graftune"
+    ),
+    "command not found": "the cluster's shell has no `python` on its PATH",
+}
+
+
+# -- the working directory --------------------------------------------------------
+
+
+@dataclass
+class Staged:
+    """A job's working directory, ready to send."""
+
+    folder: Path
+    recipe: Recipe
+    pip: list[str]
+    size: int
+    copied: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def working_dir_limit() -> int:
+    """The largest working directory Ray accepts, in bytes (its gRPC message limit)."""
+    from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE
+
+    return int(GCS_STORAGE_MAX_SIZE)
+
+
+def stage(
+    recipe: Recipe,
+    folder: Path,
+    *,
+    pip: list[str] = (),  # type: ignore[assignment]
+    data_sources: Any = None,
+    limit: int | None = None,
+) -> Staged:
+    """Build a job's working directory in ``folder`` (empty or missing).
+
+    Every file or folder the recipe names that exists on this machine is copied
+    under ``files/`` and named by a relative path; a path that does not exist
+    here is sent unchanged (data that lives on the cluster). ``pip`` entries
+    that are local files (wheels, sdists) are copied under ``wheels/``.
+
+    Args:
+        recipe: The loaded recipe (paths already resolved against its folder).
+        folder: The working directory to fill.
+        pip: Extra requirements for the job's runtime environment.
+        data_sources: The registry of data sources, to skip locations that are
+            not paths (``sklearn:digits``); without it, any location that names
+            an existing file is copied.
+        limit: The largest size allowed, in bytes; default :func:`working_dir_limit`.
+
+    Raises:
+        SubmitError: The folder would be larger than Ray accepts.
+    """
+    from orchestrator.data import split_source
+
+    folder.mkdir(parents=True, exist_ok=True)
+    copied: list[tuple[Path, str]] = []
+    taken: set[str] = set()
+
+    def copy(path: Path, under: str) -> str:
+        name = path.name or "data"
+        target = f"{under}/{name}"
+        n = 1
+        while target in taken:
+            n += 1
+            target = f"{under}/{n}-{name}"
+        taken.add(target)
+        destination = folder / target
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, destination)
+        else:
+            shutil.copy2(path, destination)
+        copied.append((path, target))
+        return target
+
+    def local_path(location: str) -> Path | None:
+        candidate = Path(location).expanduser()
+        if not candidate.is_absolute():
+            candidate = recipe.base_dir / candidate
+        return candidate if candidate.exists() else None
+
+    def data(spec: Any) -> Any:
+        scheme, location = split_source(spec.source)
+        known = data_sources is not None and scheme in data_sources
+        if known and not getattr(data_sources.get(scheme), "location_is_path", True):
+            return spec
+        found = local_path(location)
+        if found is None:
+            return spec
+        target = copy(found, "files")
+        if location.endswith("/"):
+            target += "/"
+        return spec.model_copy(update={"source": f"{scheme}:{target}"})
+
+    update: dict[str, Any] = {
+        "data": data(recipe.data),
+        "output": Path("runs"),
+        # The job's driver runs on the cluster: it connects to the cluster it is on.
+        "resources": recipe.resources.model_copy(update={"address": "auto", "dashboard": False}),
+    }
+    base = recipe.base
+    if base is not None:
+        base_update: dict[str, Any] = {}
+        if base.path is not None and base.path.exists():
+            base_update["path"] = Path(copy(base.path, "files"))
+        if base.weights not in (None, "imagenet", "none"):
+            weights = local_path(str(base.weights))
+            if weights is not None:
+                base_update["weights"] = copy(weights, "files")
+        if base.pretrain is not None:
+            base_update["pretrain"] = base.pretrain.model_copy(
+                update={"data": data(base.pretrain.data)}
+            )
+        if base_update:
+            update["base"] = base.model_copy(update=base_update)
+
+    requirements = [*recipe.submit.pip, *pip]
+    staged_pip: list[str] = []
+    for requirement in dict.fromkeys(requirements):
+        wheel = Path(requirement).expanduser()
+        if wheel.suffix in (".whl", ".gz", ".zip") and wheel.is_file():
+            # Ray expands this variable to the working directory on each node.
+            target = copy(wheel, "wheels")
+            staged_pip.append("${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/" + target)
+        else:
+            staged_pip.append(requirement)
+
+    staged = recipe.model_copy(update=update)
+    (folder / RECIPE_FILE).write_text(staged.to_yaml(), encoding="utf-8")
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    limit = working_dir_limit() if limit is None else limit
+    if size >= limit:
+        biggest = sorted(copied, key=lambda c: _size(c[0]), reverse=True)[:3]
+        listed = ", ".join(f"{src} ({_mib(_size(src))})" for src, _ in biggest)
+        raise SubmitError(
+            f"the job's working directory would hold {_mib(size)}, and Ray accepts at most "
+            f"{_mib(limit)} (its gRPC message limit, RAY_max_grpc_message_size); the largest "
+            f"files: {listed}. Put large data where the cluster's nodes can read it and name "
+            "it by a path that does not exist on this machine (it is then sent unchanged)"
+        )
+    return Staged(folder=folder, recipe=staged, pip=staged_pip, size=size, copied=copied)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def runtime_env(staged: Staged) -> dict[str, Any]:
+    """The job's runtime environment: its working directory and pip requirements."""
+    env: dict[str, Any] = {
+        "working_dir": str(staged.folder),
+        "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_AIR_NEW_OUTPUT": "0"},
+    }
+    if staged.pip:
+        env["pip"] = list(staged.pip)
+    return env
+
+
+def entrypoint(run_name: str) -> str:
+    """The job's command: ``graftune run`` through the Python of the job's environment.
+
+    ``python -m`` rather than the ``graftune`` script: with ``--pip``, Ray puts
+    the job in a virtualenv whose ``python`` sees both graftune and the plugins.
+    """
+    return shlex.join(
+        ["python", "-m", "orchestrator.cli", "run", RECIPE_FILE, "--run-name", run_name]
+    )
+
+
+def new_job_id(recipe_name: str) -> str:
+    """``graftune-NAME-YYYYmmdd-HHMMSS-XXXX``: readable, sortable, unique."""
+    return f"graftune-{recipe_name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+
+
+# -- talking to the job server ------------------------------------------------------
+
+
+def dashboard_url(address: str | None) -> str:
+    """The dashboard URL from ``--address`` or ``RAY_API_SERVER_ADDRESS`` / ``RAY_ADDRESS``.
+
+    Raises:
+        ClusterError: No address is given, or it is not a dashboard address.
+    """
+    text = (
+        address
+        or os.environ.get("RAY_API_SERVER_ADDRESS")
+        or (os.environ.get("RAY_ADDRESS") or "").strip()
+    )
+    if not text or text == "auto":
+        raise ClusterError(
+            "give the cluster's dashboard address: --address http://HEAD:8265 "
+            "(or set RAY_API_SERVER_ADDRESS)"
+        )
+    if text.startswith("ray://"):
+        raise ClusterError(
+            f"{text} is a Ray Client address; jobs are submitted to the dashboard, "
+            "--address http://HEAD:8265"
+        )
+    if "://" not in text:
+        text = f"http://{text}"
+    return text.rstrip("/")
+
+
+class JobClient:
+    """Ray's ``JobSubmissionClient`` with timeouts and errors that say what to do."""
+
+    def __init__(self, address: str | None) -> None:
+        import logging
+
+        self.address = dashboard_url(address)
+        use_token_if_available()
+        client_class = _client_class()
+        # Ray's client logs every upload and websocket at INFO; our own lines say enough.
+        for name in _CHATTY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+        with self.errors():
+            self.client = client_class(self.address)
+
+    @contextlib.contextmanager
+    def errors(self, job_id: str | None = None) -> Iterator[None]:
+        """Turn Ray's and requests' exceptions into :class:`ClusterError`."""
+        import requests
+        from ray.exceptions import AuthenticationError
+
+        try:
+            yield
+        except AuthenticationError as exc:
+            raise ClusterError(
+                f"the Ray cluster at {self.address} refused the request "
+                f"({str(exc).splitlines()[0]}): {token_fix()}"
+            ) from None
+        except requests.exceptions.Timeout:
+            raise ClusterError(
+                f"the Ray dashboard at {self.address} did not answer in time; is the head "
+                "node up and is that its dashboard port (8265 by default)?"
+            ) from None
+        except (requests.exceptions.ConnectionError, ConnectionError) as exc:
+            reason = _reason(exc)
+            raise ClusterError(
+                f"cannot reach the Ray dashboard at {self.address}: {reason}. Is the cluster "
+                "running, and is this the dashboard address `ray start --head` prints "
+                "(http://HEAD:8265)? From outside the cluster's network, forward the port "
+                "(ssh -L 8265:localhost:8265 HEAD)"
+            ) from None
+        except RuntimeError as exc:
+            text = str(exc)
+            if job_id is not None and "404" in text:
+                raise ClusterError(
+                    f"there is no job {job_id} on the Ray cluster at {self.address} "
+                    f"(graftune jobs list --address {self.address})"
+                ) from None
+            if "Version check returned 404" in text or "Jobs API is not supported" in text:
+                raise ClusterError(
+                    f"{self.address} answered, but is not a Ray dashboard with the job API; "
+                    "give the dashboard address (http://HEAD:8265)"
+                ) from None
+            raise ClusterError(f"the Ray cluster at {self.address}: {text}") from None
+
+    def info(self, job_id: str) -> Any:
+        """Ray's ``JobDetails`` of a job."""
+        with self.errors(job_id):
+            return self.client.get_job_info(job_id)
+
+    def list(self) -> list[Any]:
+        """Every job the cluster knows, oldest first."""
+        with self.errors():
+            jobs = self.client.list_jobs()
+        return sorted(jobs, key=lambda j: j.start_time or 0)
+
+    def logs(self, job_id: str) -> str:
+        """A job's whole log so far."""
+        with self.errors(job_id):
+            return self.client.get_job_logs(job_id)
+
+    def stop(self, job_id: str, *, wait_s: float = 30.0) -> Any:
+        """Ask a job to stop and wait (up to ``wait_s``) until it has; returns its details."""
+        with self.errors(job_id):
+            self.client.stop_job(job_id)
+        deadline = time.monotonic() + wait_s
+        info = self.info(job_id)
+        while not info.status.is_terminal() and time.monotonic() < deadline:
+            time.sleep(0.5)
+            info = self.info(job_id)
+        return info
+
+    def nodes(self) -> int | None:
+        """How many live nodes the cluster has (``None`` if its state API does not say)."""
+        from ray.util.state import list_nodes
+
+        try:
+            with self.errors():
+                alive = list_nodes(
+                    address=self.address,
+                    filters=[("state", "=", "ALIVE")],
+                    timeout=HTTP_TIMEOUT[1],
+                    raise_on_missing_output=False,
+                )
+        except ClusterError:
+            raise
+        except Exception:
+            return None
+        return len(alive)
+
+    def follow(self, job_id: str, write: Callable[[str], None]) -> Any:
+        """Stream a job's log until it ends; returns its final details.
+
+        The status is polled next to the log stream, so a job that ends (or a
+        cluster that goes away) is noticed within seconds even if the stream
+        stays open.
+        """
+        return asyncio.run(self._follow(job_id, write))
+
+    async def _follow(self, job_id: str, write: Callable[[str], None]) -> Any:
+        info = self.info(job_id)
+
+        async def tail() -> None:
+            async for chunk in self.client.tail_job_logs(job_id):
+                write(chunk)
+
+        stream = asyncio.create_task(tail())
+        try:
+            while True:
+                done, _ = await asyncio.wait({stream}, timeout=POLL_S)
+                info = await asyncio.to_thread(self.info, job_id)
+                if info.status.is_terminal():
+                    # Let the stream deliver the job's last lines before it closes.
+                    if not done:
+                        await asyncio.wait({stream}, timeout=5)
+                    break
+                if stream.done():
+                    # The stream ended or broke while the job runs: poll the status alone.
+                    with contextlib.suppress(BaseException):
+                        stream.exception()
+                    stream = asyncio.create_task(asyncio.sleep(3600))
+        finally:
+            if not stream.done():
+                stream.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await stream
+        return info
+
+
+def _client_class() -> type:
+    from ray.job_submission import JobSubmissionClient
+
+    class _TimedClient(JobSubmissionClient):
+        """Ray's client never times out a request; an unreachable head would hang it."""
+
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", HTTP_TIMEOUT)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    return _TimedClient
+
+
+def _reason(exc: BaseException) -> str:
+    # Ray re-raises requests' error as a bare ConnectionError; the cause is in the chain.
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and len(chain) < 8:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    text = " ".join(str(e) for e in chain)
+    markers = (
+        "Connection refused",
+        "Name or service not known",
+        "No route to host",
+        "timed out",
+        "Connection aborted",
+        "RemoteDisconnected",
+    )
+    for marker in markers:
+        if marker in text:
+            return marker.lower()
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+# -- submit, fetch ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A job that was accepted."""
+
+    job_id: str
+    address: str
+    location: str
+
+
+def submit(
+    recipe: Recipe,
+    client: JobClient,
+    *,
+    pip: list[str] = (),  # type: ignore[assignment]
+    data_sources: Any = None,
+    echo: Callable[[str], None] = print,
+) -> Submitted:
+    """Stage ``recipe`` and submit it as a job to ``client``'s cluster.
+
+    Raises:
+        SubmitError: No storage, node-local storage on a cluster of several
+            nodes, or a working directory too large (nothing is sent).
+        ClusterError: The cluster cannot be reached or refuses us.
+    """
+    import tempfile
+
+    storage = check_submittable(recipe)
+    job_id = new_job_id(recipe.name)
+    location = join(storage.path, job_id)
+    with tempfile.TemporaryDirectory(prefix="graftune-job-") as tmp:
+        staged = stage(recipe, Path(tmp) / job_id, pip=pip, data_sources=data_sources)
+        nodes = client.nodes()
+        if nodes is not None and nodes > 1 and is_node_local(storage):
+            raise SubmitError(node_local_message(storage, location, nodes))
+        echo(
+            f"staged: {RECIPE_FILE} and {len(staged.copied)} file(s), {_mib(staged.size)}"
+            + (f"; pip: {', '.join(staged.pip)}" if staged.pip else "")
+        )
+        with client.errors():
+            client.client.submit_job(
+                entrypoint=entrypoint(job_id),
+                submission_id=job_id,
+                runtime_env=runtime_env(staged),
+                metadata={META_RUN: location, META_RECIPE: recipe.name},
+            )
+    return Submitted(job_id=job_id, address=client.address, location=location)
+
+
+def check_submittable(recipe: Recipe) -> StorageSpec:
+    """The recipe's storage, which a submitted run cannot do without.
+
+    Raises:
+        SubmitError: The recipe has no storage.
+    """
+    if recipe.storage is None:
+        raise SubmitError(
+            f"{recipe.file or 'the recipe'}: a submitted run needs storage: its results "
+            "must outlive the job's working directory, which Ray deletes. Set storage: in "
+            "the recipe or --storage: a URI (s3://bucket/runs, gs://...) or a folder every "
+            "node mounts"
+        )
+    return recipe.storage
+
+
+def run_location(info: Any) -> str | None:
+    """Where a graftune job stores its run, from its metadata (``None``: not graftune's)."""
+    return (info.metadata or {}).get(META_RUN)
+
+
+def fetch(client: JobClient, job_id: str, dest: Path | None = None) -> Path:
+    """Copy a finished job's run directory from storage to ``dest`` (default ``./JOB_ID``).
+
+    Raises:
+        ClusterError: No such job, or it is still running.
+        StorageError: The job is not graftune's, or its run is not in storage.
+    """
+    from orchestrator.storage import fetch as copy_run
+
+    info = client.info(job_id)
+    location = run_location(info)
+    if location is None:
+        raise StorageError(f"job {job_id} was not submitted by graftune (no {META_RUN} metadata)")
+    if not info.status.is_terminal():
+        raise ClusterError(
+            f"job {job_id} is {info.status}; its results are stored when it ends "
+            f"(graftune jobs logs {job_id} --follow --address {client.address})"
+        )
+    dest = Path(dest) if dest is not None else Path(job_id)
+    try:
+        return copy_run(location, dest)
+    except StorageError as exc:
+        if str(info.status) != "SUCCEEDED":
+            raise StorageError(
+                f"job {job_id} ended {info.status} ({_ray_reason(info)}); {exc}"
+            ) from None
+        raise
+
+
+def failure_message(client: JobClient, info: Any) -> str:
+    """Why a job did not succeed, with the likely fix when the log shows one."""
+    job_id = info.submission_id or info.job_id
+    lines = [f"job {job_id} on {client.address} ended {info.status}"]
+    if info.message:
+        lines[0] += f": {_ray_reason(info)}"
+    with contextlib.suppress(ClusterError):
+        logs = client.logs(job_id)
+        for marker, hint in _FAILED_HINTS.items():
+            if marker in logs:
+                lines.append(hint)
+                break
+    lines.append(f"the whole log: graftune jobs logs {job_id} --address {client.address}")
+    return "\n".join(lines)
+
+
+def _ray_reason(info: Any) -> str:
+    # Ray appends the log's tail to its message; the log was shown or is one command away.
+    text = (info.message or "").strip()
+    return text.splitlines()[0].split(", last available logs")[0] if text else ""
+
+
+def recipe_for_submit(path: Path, *, storage: str | None, shared: bool) -> Recipe:
+    """Load a recipe for submission, with ``--storage`` / ``--shared-storage`` applied.
+
+    Raises:
+        RecipeError: The recipe breaks the schema (plugins are checked on the cluster).
+    """
+    from orchestrator.recipe import load_recipe
+
+    recipe = with_cluster_options(load_recipe(path), storage=storage, shared=shared)
+    check_submittable(recipe)
+    return recipe
+
+
+def with_cluster_options(
+    recipe: Recipe,
+    *,
+    address: str | None = None,
+    storage: str | None = None,
+    shared: bool = False,
+) -> Recipe:
+    """The recipe with ``--address``, ``--storage`` and ``--shared-storage`` applied.
+
+    Raises:
+        StorageError: ``--storage`` is not a path or a URI graftune can write to.
+    """
+    from orchestrator.recipe import StorageSpec
+    from orchestrator.storage import check_location
+
+    update: dict[str, Any] = {}
+    if address is not None:
+        update["resources"] = recipe.resources.model_copy(update={"address": address})
+    spec = recipe.storage
+    if storage is not None:
+        try:
+            check_location(storage)
+        except ValueError as exc:
+            raise StorageError(f"--storage {exc}") from None
+        if not is_uri(storage):
+            storage = str(Path(storage).expanduser().resolve())
+        spec = StorageSpec(path=storage, shared=shared)
+    elif shared:
+        if spec is None:
+            raise StorageError(
+                "--shared-storage marks the recipe's storage as shared, and it has none; "
+                "give --storage too"
+            )
+        spec = spec.model_copy(update={"shared": True})
+    if spec is not recipe.storage:
+        update["storage"] = spec
+    if not update:
+        return recipe
+    changed = recipe.model_copy(update=update)
+    changed._file = recipe._file
+    changed._lines = recipe._lines
+    return changed
+
+
+__all__ = [
+    "META_RECIPE",
+    "META_RUN",
+    "JobClient",
+    "Staged",
+    "SubmitError",
+    "Submitted",
+    "check_submittable",
+    "dashboard_url",
+    "entrypoint",
+    "failure_message",
+    "fetch",
+    "new_job_id",
+    "recipe_for_submit",
+    "run_location",
+    "runtime_env",
+    "stage",
+    "submit",
+    "with_cluster_options",
+    "working_dir_limit",
+]

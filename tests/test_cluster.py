@@ -1,0 +1,696 @@
+"""Ray clusters: storage, staging, and a real two-node cluster driven through the CLI.
+
+The ``cluster`` fixture starts a real Ray head (``ray start --head``) and a
+second node joined to it, on free loopback ports with their own temp dirs and
+token authentication on, and stops exactly the processes it started. Every
+command runs as a subprocess with an environment of its own, as a user's
+would: Ray caches its token and address per process, and the embedded Ray of
+other tests runs in this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from orchestrator.recipe import load_recipe, parse_recipe
+from orchestrator.storage import (
+    RunPlace,
+    StorageError,
+    fetch,
+    is_node_local,
+    join,
+    plan_run,
+    publish,
+    pull_trial,
+    push_trial,
+)
+from orchestrator.submit import (
+    RECIPE_FILE,
+    SubmitError,
+    entrypoint,
+    recipe_for_submit,
+    runtime_env,
+    stage,
+    with_cluster_options,
+)
+
+BIN = Path(sys.executable).parent
+WINE = Path(__file__).resolve().parents[1] / "recipes" / "data" / "wine.csv"
+
+
+def write_recipe(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+# -- storage and staging, no cluster ----------------------------------------------------
+
+BASIC = """
+name: basic
+data: {source: sklearn:digits}
+strategies: {scratch_mlp: {}}
+"""
+
+
+def test_storage_shorthand_paths_and_unknown_schemes(tmp_path):
+    recipe = parse_recipe(BASIC + "storage: s3://bucket/runs?region=eu-west-1\n")
+    assert recipe.storage.path == "s3://bucket/runs?region=eu-west-1"
+    assert not recipe.storage.shared
+    assert (
+        join(recipe.storage.path, "job", "trials") == "s3://bucket/runs/job/trials?region=eu-west-1"
+    )
+
+    file = write_recipe(tmp_path, BASIC + "storage: {path: shared/runs, shared: true}\n")
+    recipe = load_recipe(file)
+    assert recipe.storage.path == str(tmp_path / "shared" / "runs")
+    assert recipe.storage.shared
+
+    bad = write_recipe(tmp_path, BASIC + "storage: ftp://host/runs\n", "bad.yaml")
+    result = subprocess.run(
+        [BIN / "graftune", "validate", bad], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 2
+    assert "bad.yaml:5: storage.path" in result.stderr
+    assert "unknown storage scheme 'ftp://'" in result.stderr
+
+
+def test_node_local_storage_is_refused_on_several_nodes(tmp_path):
+    def plan(storage: str | None, nodes: int, **kwargs) -> RunPlace:
+        text = BASIC + (f"storage: {storage}\n" if storage else "")
+        return plan_run(load_recipe(write_recipe(tmp_path, text)), nodes=nodes, **kwargs)
+
+    # One node: anything goes, and a folder takes the place of output:.
+    place = plan(str(tmp_path / "store"), 1, run_name="r1")
+    assert place.local_dir == tmp_path / "store" / "r1"
+    assert place.remote is None
+    # Several nodes: no storage, a plain folder and a file:// URI are node-local ...
+    for storage in (None, str(tmp_path / "store"), f"file://{tmp_path}/store"):
+        with pytest.raises(StorageError, match="the Ray cluster has 3 nodes"):
+            plan(storage, 3)
+    # ... a folder or file:// URI marked shared, and a cloud URI, are not.
+    shared = plan(f"{{path: {tmp_path}/store, shared: true}}", 3, run_name="r2")
+    assert shared.local_dir == tmp_path / "store" / "r2"
+    cloud = plan("gs://bucket/runs", 3, run_name="r3")
+    assert cloud.remote == "gs://bucket/runs/r3"
+    assert cloud.local_dir == tmp_path / "runs" / "r3"
+    # One node on another machine: the same as several.
+    with pytest.raises(StorageError, match=r"runs on another machine \(gpu-box\)"):
+        plan(None, 1, elsewhere=["gpu-box"])
+    # A shared folder does not cover a run directory elsewhere.
+    with pytest.raises(StorageError):
+        plan(f"{{path: {tmp_path}/store, shared: true}}", 3, run_dir=tmp_path / "elsewhere")
+    assert is_node_local(None)
+
+
+def test_uri_storage_round_trip(tmp_path):
+    run = tmp_path / "local" / "run-1"
+    (run / "best").mkdir(parents=True)
+    (run / "leaderboard.csv").write_text("rank\n1\n")
+    (run / "best" / "model.keras").write_bytes(b"model")
+    trial = run / "trials" / "scratch_mlp" / "t1"
+    trial.mkdir(parents=True)
+    (trial / "result.json").write_text("{}")
+    (run / "trials" / "scratch_mlp" / "search.json").write_text("[]")
+    uri = f"file://{tmp_path}/bucket/run-1"
+
+    push_trial(trial, uri, "scratch_mlp", "t1")
+    publish(RunPlace(local_dir=run, remote=uri))
+    stored = tmp_path / "bucket" / "run-1"
+    assert (stored / "leaderboard.csv").read_text() == "rank\n1\n"
+    assert (stored / "best" / "model.keras").read_bytes() == b"model"
+    assert (stored / "trials" / "scratch_mlp" / "t1" / "result.json").is_file()
+    assert (stored / "trials" / "scratch_mlp" / "search.json").read_text() == "[]"
+
+    elsewhere = tmp_path / "other-node" / "t1"
+    assert pull_trial(uri, elsewhere, "scratch_mlp", "t1")
+    assert (elsewhere / "result.json").read_text() == "{}"
+    assert not pull_trial(uri, tmp_path / "none", "scratch_mlp", "never-ran")
+
+    fetched = fetch(uri, tmp_path / "fetched")
+    assert (fetched / "best" / "model.keras").read_bytes() == b"model"
+    with pytest.raises(StorageError, match="not empty"):
+        fetch(uri, fetched)
+    with pytest.raises(StorageError, match="does not see"):
+        fetch(str(tmp_path / "mounted-elsewhere"), tmp_path / "f2")
+
+
+def test_stage_copies_local_files_and_rewrites_paths(tmp_path):
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    shutil.copy(WINE, project / "data" / "wine.csv")
+    (project / "models").mkdir()
+    (project / "models" / "base.keras").write_bytes(b"not really a model")
+    wheel = tmp_path / "dist" / "graftune_extra-0.1-py3-none-any.whl"
+    wheel.parent.mkdir()
+    wheel.write_bytes(b"wheel")
+    recipe_file = write_recipe(
+        project,
+        """
+        name: staged
+        data: {source: csv:data/wine.csv, target: cultivar}
+        base: {path: models/base.keras}
+        strategies: {feature_extraction: {}}
+        resources: {address: 10.0.0.1:6379}
+        storage: s3://bucket/runs
+        submit: {pip: [graftune-extra==0.1]}
+        """,
+    )
+    recipe = recipe_for_submit(recipe_file, storage=None, shared=False)
+    staged = stage(recipe, tmp_path / "job", pip=[str(wheel), "graftune-extra==0.1"])
+
+    staged_recipe = load_recipe(tmp_path / "job" / RECIPE_FILE)
+    assert staged_recipe.data.source == "csv:files/wine.csv"
+    assert (tmp_path / "job" / "files" / "wine.csv").read_bytes() == WINE.read_bytes()
+    assert staged_recipe.base.path == tmp_path / "job" / "files" / "base.keras"
+    assert staged_recipe.resources.address == "auto"
+    assert staged_recipe.output == tmp_path / "job" / "runs"
+    assert staged_recipe.storage.path == "s3://bucket/runs"
+    text = (tmp_path / "job" / RECIPE_FILE).read_text()
+    assert str(project) not in text  # only relative paths travel
+    assert (tmp_path / "job" / "wheels" / wheel.name).read_bytes() == b"wheel"
+    assert staged.pip == [
+        "graftune-extra==0.1",
+        "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/wheels/" + wheel.name,
+    ]
+    env = runtime_env(staged)
+    assert env["working_dir"] == str(tmp_path / "job")
+    assert env["pip"] == staged.pip
+    assert entrypoint("job-1") == ("python -m orchestrator.cli run recipe.yaml --run-name job-1")
+
+
+def test_stage_refuses_a_working_dir_larger_than_ray_allows(tmp_path):
+    (tmp_path / "big.csv").write_bytes(b"x" * 4096)
+    recipe = load_recipe(
+        write_recipe(
+            tmp_path,
+            BASIC.replace("sklearn:digits", "csv:big.csv") + "storage: s3://b/r\n",
+        )
+    )
+    with pytest.raises(SubmitError, match=r"Ray accepts at most 0\.0 MiB.*big\.csv") as caught:
+        stage(recipe, tmp_path / "job", limit=1024)
+    assert "RAY_max_grpc_message_size" in str(caught.value)
+
+
+def test_submit_needs_storage_before_contacting_a_cluster(tmp_path):
+    recipe = write_recipe(tmp_path, BASIC)
+    result = subprocess.run(
+        [BIN / "graftune", "submit", recipe, "--address", "http://127.0.0.1:9"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "a submitted run needs storage" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(StorageError, match="give --storage too"):
+        with_cluster_options(load_recipe(recipe), shared=True)
+
+
+# -- a real two-node cluster ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cluster:
+    gcs: str
+    dashboard: str
+    token: str
+    node_ids: tuple[str, ...]
+    env: dict[str, str]
+    """The environment a user of the cluster has: the token, graftune on PATH."""
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _process_table() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, process group) of every process, from /proc."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        table[int(entry)] = (int(fields[1]), int(fields[2]))
+    return table
+
+
+def _stop_process_groups(groups: set[int]) -> None:
+    """Stop every process in ``groups`` and all their descendants (workers, job drivers)."""
+    table = _process_table()
+    mine = {pid for pid, (_, group) in table.items() if group in groups}
+    grew = True
+    while grew:
+        more = {pid for pid, (parent, _) in table.items() if parent in mine} - mine
+        mine |= more
+        grew = bool(more)
+    mine.discard(os.getpid())
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in mine:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and any(_alive(pid) for pid in mine):
+            time.sleep(0.2)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _wait_for(what: str, check, timeout: float = 90.0, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    extra = log.read_text()[-3000:] if log is not None and log.exists() else ""
+    raise AssertionError(f"timed out waiting for {what}\n{extra}")
+
+
+_NODES = """
+import json, sys
+from ray._raylet import GcsClient
+nodes = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=10)
+print(json.dumps(sorted(n.node_id.hex() for n in nodes.values() if n.state == type(n).ALIVE)))
+"""
+
+
+def _start_cluster(root: Path, token: str, base: dict[str, str], groups: set[int]) -> Cluster:
+    """Start a head and a second node on fresh ports under ``root``; adds their groups."""
+    node_env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    (gcs_port, dash_port, client_port, *agent_ports) = _free_ports(9)
+    root.mkdir(parents=True)
+
+    def start(args: list[str], log: Path) -> None:
+        with log.open("w") as out:
+            # A session of its own: the daemons `ray start` leaves behind keep its group id.
+            process = subprocess.Popen(
+                [str(BIN / "ray"), "start", "--disable-usage-stats", *args],
+                env=node_env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            groups.add(process.pid)
+            if process.wait(timeout=120) != 0:
+                raise AssertionError(f"ray start failed:\n{log.read_text()[-3000:]}")
+
+    start(
+        [
+            "--head",
+            f"--port={gcs_port}",
+            "--node-ip-address=127.0.0.1",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash_port}",
+            f"--ray-client-server-port={client_port}",
+            f"--dashboard-agent-listen-port={agent_ports[0]}",
+            f"--metrics-export-port={agent_ports[1]}",
+            f"--runtime-env-agent-port={agent_ports[2]}",
+            f"--temp-dir={root / 'head'}",
+            "--num-cpus=2",
+        ],
+        root / "head.log",
+    )
+    # Its own temp dir, as on another machine: nodes sharing one would delete each
+    # other's copies of a job's working directory.
+    start(
+        [
+            f"--address=127.0.0.1:{gcs_port}",
+            "--node-ip-address=127.0.0.1",
+            f"--dashboard-agent-listen-port={agent_ports[3]}",
+            f"--metrics-export-port={agent_ports[4]}",
+            f"--runtime-env-agent-port={agent_ports[5]}",
+            f"--temp-dir={root / 'worker'}",
+            "--num-cpus=1",
+        ],
+        root / "worker.log",
+    )
+    gcs = f"127.0.0.1:{gcs_port}"
+    dashboard = f"http://127.0.0.1:{dash_port}"
+
+    def two_nodes() -> list[str] | None:
+        found = subprocess.run(
+            [sys.executable, "-c", _NODES, gcs],
+            env=node_env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        ids = json.loads(found.stdout) if found.returncode == 0 else []
+        return ids if len(ids) == 2 else None
+
+    def jobs_api() -> bool:
+        request = urllib.request.Request(
+            f"{dashboard}/api/jobs/", headers={"Authorization": f"Bearer {token}"}
+        )
+        # Straight to the cluster, whatever proxy the environment names.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=5) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    dashboard_log = root / "head" / "session_latest" / "logs" / "dashboard.log"
+    node_ids = _wait_for("two live nodes", two_nodes, log=root / "worker.log")
+    _wait_for("the job API", jobs_api, timeout=60, log=dashboard_log)
+    # A user of the cluster holds the token; RAY_AUTH_MODE is left for graftune to set.
+    return Cluster(gcs, dashboard, token, tuple(node_ids), {**base, "RAY_AUTH_TOKEN": token})
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    """A real Ray head (2 CPUs) and a second node (1 CPU) on this machine, token auth on."""
+    # Short: Ray's socket paths under it must stay within 107 bytes (AF_UNIX).
+    root = Path(tempfile.mkdtemp(prefix="gt-ray-", dir="/tmp"))
+    token = secrets.token_hex(32)
+    # Nothing of another Ray (the embedded one of other tests) leaks in, and the
+    # loopback cluster is reached directly, whatever proxy the environment names.
+    proxies = {"http_proxy", "https_proxy", "all_proxy"}
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k.lower() not in proxies
+    }
+    base.update(
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        RAY_USAGE_STATS_ENABLED="0",
+        TF_CPP_MIN_LOG_LEVEL="2",
+    )
+    groups: set[int] = set()
+    try:
+        try:
+            started = _start_cluster(root / "1", token, base, groups)
+        except AssertionError as first:
+            # Ports picked free can be taken by another process before Ray binds them
+            # (other Ray instances run on this machine): one more try on fresh ports.
+            _stop_process_groups(groups)
+            print(f"the test cluster did not start, trying again: {first}")
+            started = _start_cluster(root / "2", token, base, groups)
+        yield started
+    finally:
+        _stop_process_groups(groups)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def graftune(
+    cluster: Cluster, *args: object, timeout: float = 300, **env: str | None
+) -> subprocess.CompletedProcess:
+    """Run the graftune CLI as a user of ``cluster`` (``env`` adds or, with None, removes)."""
+    environ = dict(cluster.env)
+    for key, value in env.items():
+        if value is None:
+            environ.pop(key, None)
+        else:
+            environ[key] = value
+    return subprocess.run(
+        [str(BIN / "graftune"), *map(str, args)],
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
+CSV_RECIPE = """
+name: wine-job
+seed: 0
+data: {source: csv:data/wine.csv, target: cultivar}
+strategies:
+  scratch_mlp:
+    space: {hidden_layers: 1, width: 8}
+search: {num_samples: 2, max_epochs: 1, batch_size: 32, scheduler: fifo}
+resources: {cpus_per_trial: 1}
+"""
+
+SPREAD_RECIPE = """
+name: spread
+seed: 1
+data: {source: sklearn:digits}
+strategies:
+  scratch_mlp:
+    space: {hidden_layers: 1, width: 8}
+search: {num_samples: 4, max_epochs: 1, batch_size: 64, scheduler: fifo}
+resources: {cpus_per_trial: 1}
+"""
+
+
+@pytest.mark.slow
+def test_submit_follow_and_fetch(cluster, tmp_path):
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    shutil.copy(WINE, project / "data" / "wine.csv")
+    recipe = write_recipe(project, CSV_RECIPE)
+    store = f"file://{tmp_path}/store"
+
+    submitted = graftune(
+        cluster,
+        "submit",
+        recipe,
+        "--address",
+        cluster.dashboard,
+        "--storage",
+        store,
+        "--shared-storage",
+        "--follow",
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    assert "staged: recipe.yaml and 1 file(s)" in submitted.stdout
+    job = submitted.stdout.split("submitted job ", 1)[1].split()[0]
+    assert f"job {job} succeeded" in submitted.stdout
+    assert "scratch_mlp" in submitted.stdout  # the job's log was streamed
+
+    listed = graftune(cluster, "jobs", "list", "--address", cluster.dashboard)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if job in line)
+    assert "SUCCEEDED" in row and f"{store}/{job}" in row
+
+    fetched = graftune(cluster, "fetch", job, tmp_path / "fetched", "--address", cluster.dashboard)
+    assert fetched.returncode == 0, fetched.stderr
+    board = pd.read_csv(tmp_path / "fetched" / "leaderboard.csv")
+    assert list(board["status"]) == ["ok", "ok"]
+    assert board["node"].notna().all()
+    assert (tmp_path / "fetched" / "best" / "model.keras").is_file()
+    assert (tmp_path / "fetched" / "recipe.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_driver_here_spreads_trials_over_both_nodes(cluster, tmp_path):
+    recipe = write_recipe(tmp_path, SPREAD_RECIPE)
+    shared = tmp_path / "shared"
+
+    refused = graftune(cluster, "run", recipe, "--address", cluster.gcs, "--storage", shared)
+    assert refused.returncode == 2
+    assert "the Ray cluster has 2 nodes" in refused.stderr
+    assert "--shared-storage" in refused.stderr
+    assert not shared.exists()
+
+    ran = graftune(
+        cluster,
+        "run",
+        recipe,
+        "--address",
+        cluster.gcs,
+        "--storage",
+        shared,
+        "--shared-storage",
+        "--run-name",
+        "spread-1",
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    board = pd.read_csv(shared / "spread-1" / "leaderboard.csv")
+    assert len(board) == 4 and set(board["status"]) == {"ok"}
+    # 4 trials of 1 CPU on 2 + 1 CPUs: the second node gets some.
+    nodes = {label.split("/")[1] for label in board["node"]}
+    assert nodes == {node_id[:8] for node_id in cluster.node_ids}
+
+
+@pytest.mark.slow
+def test_probe_counts_the_nodes_and_sees_they_are_here(cluster):
+    code = (
+        "import json, sys; from orchestrator.cluster import probe; info = probe(sys.argv[1]); "
+        "print(json.dumps([info.address, info.nodes, info.elsewhere]))"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", code, cluster.gcs],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert found.returncode == 0, found.stderr
+    assert json.loads(found.stdout.splitlines()[-1]) == [cluster.gcs, 2, []]
+
+
+@pytest.mark.slow
+def test_wrong_address_fails_fast_with_the_fix(cluster, tmp_path):
+    recipe = write_recipe(tmp_path, SPREAD_RECIPE)
+    (closed,) = _free_ports(1)
+
+    ran = graftune(cluster, "run", recipe, "--address", f"127.0.0.1:{closed}", timeout=30)
+    assert ran.returncode == 4
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{closed}" in ran.stderr
+    assert "GCS address" in ran.stderr and "Traceback" not in ran.stderr
+    assert not (tmp_path / "runs").exists()
+
+    listed = graftune(
+        cluster, "jobs", "list", "--address", f"http://127.0.0.1:{closed}", timeout=30
+    )
+    assert listed.returncode == 4
+    assert f"cannot reach the Ray dashboard at http://127.0.0.1:{closed}" in listed.stderr
+
+    swapped = graftune(cluster, "run", recipe, "--address", cluster.dashboard, timeout=30)
+    assert swapped.returncode == 4
+    assert "is a dashboard address" in swapped.stderr and "graftune submit" in swapped.stderr
+
+
+@pytest.mark.slow
+def test_wrong_or_missing_token_fails_fast_with_the_fix(cluster, tmp_path):
+    recipe = write_recipe(tmp_path, SPREAD_RECIPE)
+
+    ran = graftune(
+        cluster, "run", recipe, "--address", cluster.gcs, timeout=30, RAY_AUTH_TOKEN="x" * 64
+    )
+    assert ran.returncode == 4
+    assert f"the Ray cluster at {cluster.gcs} refused the connection" in ran.stderr
+    assert "RAY_AUTH_TOKEN is not the cluster's" in ran.stderr
+    assert "ray get-auth-token" in ran.stderr
+
+    wrong = graftune(
+        cluster, "jobs", "list", "--address", cluster.dashboard, timeout=30, RAY_AUTH_TOKEN="x" * 64
+    )
+    assert wrong.returncode == 4
+    assert f"the Ray cluster at {cluster.dashboard} refused the request" in wrong.stderr
+    assert "Invalid authentication token" in wrong.stderr
+
+    # No token anywhere: an empty home, no RAY_AUTH_TOKEN.
+    home = tmp_path / "home"
+    home.mkdir()
+    missing = graftune(
+        cluster,
+        "jobs",
+        "list",
+        "--address",
+        cluster.dashboard,
+        timeout=30,
+        RAY_AUTH_TOKEN=None,
+        HOME=str(home),
+    )
+    assert missing.returncode == 4
+    assert "Missing authentication token" in missing.stderr
+    assert "no token was found here" in missing.stderr
+
+
+@pytest.mark.slow
+def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
+    recipe = write_recipe(tmp_path, SPREAD_RECIPE.replace("max_epochs: 1", "max_epochs: 100000"))
+    submitted = graftune(
+        cluster,
+        "submit",
+        recipe,
+        "--address",
+        cluster.dashboard,
+        "--storage",
+        f"file://{tmp_path}/store",
+        "--shared-storage",
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.split("submitted job ", 1)[1].split()[0]
+    assert f"graftune jobs logs {job} --follow" in submitted.stdout
+
+    def running() -> bool:
+        status = graftune(cluster, "jobs", "status", job, "--address", cluster.dashboard)
+        assert "FAILED" not in status.stdout, status.stdout
+        return f"{job}: RUNNING" in status.stdout
+
+    _wait_for("the job to run", running, timeout=120)
+    stopped = graftune(cluster, "jobs", "stop", job, "--address", cluster.dashboard, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"{job}: STOPPED" in stopped.stdout
+    status = graftune(cluster, "jobs", "status", job, "--address", cluster.dashboard)
+    assert f"{job}: STOPPED" in status.stdout
+
+
+@pytest.mark.slow
+def test_a_job_that_fails_ends_follow_with_its_status(cluster, tmp_path):
+    # A path that does not exist here is sent unchanged, and fails on the cluster.
+    recipe = write_recipe(
+        tmp_path,
+        BASIC.replace("sklearn:digits", f"csv:{tmp_path}/elsewhere/data.csv, target: y"),
+    )
+    followed = graftune(
+        cluster,
+        "submit",
+        recipe,
+        "--address",
+        cluster.dashboard,
+        "--storage",
+        f"file://{tmp_path}/store",
+        "--shared-storage",
+        "--follow",
+        timeout=120,
+    )
+    assert followed.returncode == 1
+    assert "does not exist" in followed.stdout  # the driver's own error, streamed
+    assert "ended FAILED: Job entrypoint command failed with exit code 2" in followed.stderr
+    assert "graftune jobs logs graftune-basic-" in followed.stderr
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses of the TCP sockets listening on ``port``, from /proc/net."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.rsplit(":", 1)
+                if state == "0A" and int(hex_port, 16) == port:
+                    found.add(address)
+    return found
+
+
+@pytest.mark.slow
+def test_the_clusters_dashboard_listens_on_loopback_only(cluster):
+    port = int(cluster.dashboard.rsplit(":", 1)[1])
+    # 127.0.0.1 in /proc/net/tcp's little-endian hex; nothing on 0.0.0.0 or another address.
+    assert _listening(port) == {"0100007F"}
