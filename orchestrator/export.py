@@ -1,0 +1,101 @@
+"""Export a run's model for use without graftune: a ``.keras`` file or a TensorFlow SavedModel.
+
+Both formats carry the model's own preprocessing (the standardisation and
+input adapters are Keras layers inside the saved model) and a
+``graftune.json`` naming the classes of the output columns. Loading them needs
+Keras/TensorFlow only:
+
+- ``keras``: ``DEST/model.keras`` for ``keras.saving.load_model(...)``;
+- ``savedmodel``: ``DEST/`` is a SavedModel (``model.export(...,
+  format="tf_saved_model")``): ``loaded = tf.saved_model.load(DEST)``, then
+  ``loaded.serve(x)`` (keep ``loaded``: its variables go with it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import RunDirError
+
+FORMATS = ("keras", "savedmodel")
+METADATA_FILE = "graftune.json"
+KERAS_FILE = "model.keras"
+
+
+def export_model(
+    run_dir: str | Path, dest: str | Path, *, format: str = "keras", trial: str | None = None
+) -> Path:
+    """Write a run's best (or named) model with its class names to a new folder.
+
+    The folder is assembled beside ``dest`` and renamed into place, so ``dest``
+    never holds half an export.
+
+    Args:
+        run_dir: A run directory.
+        dest: The folder to create (it may exist only if empty).
+        format: ``keras`` or ``savedmodel``.
+        trial: A trial id or ``STRATEGY/TRIAL_ID``; default the run's best trial.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        RunDirError: No such run, trial or model; ``dest`` is taken; an unknown format.
+    """
+    from orchestrator import __version__
+    from orchestrator.predict import find_model, load_model
+
+    if format not in FORMATS:
+        raise RunDirError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
+    ref = find_model(run_dir, trial)
+    dest = Path(dest)
+    if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
+        raise RunDirError(f"{dest} exists; export to a new (or empty) folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = dest.parent / f".{dest.name}.{os.getpid()}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        if format == "keras":
+            # The run's file as it is: byte for byte the model that was scored.
+            shutil.copyfile(ref.path, staging / KERAS_FILE)
+            how = f"keras.saving.load_model('{KERAS_FILE}'); model.predict(x)"
+        else:
+            model = load_model(ref)
+            model.export(str(staging), format="tf_saved_model", verbose=False)
+            how = "loaded = tf.saved_model.load(folder); loaded.serve(tf.constant(x, tf.float32))"
+        metadata: dict[str, Any] = {
+            "format": format,
+            "model": KERAS_FILE if format == "keras" else ".",
+            "load": how,
+            "class_names": list(ref.class_names),
+            "input_shape": list(ref.input_shape),
+            "input": "float32 batches of shape (n, *input_shape), prepared like the run's "
+            "data: images scaled to [0, 1], tables as raw numbers (the model standardises)",
+            "output": "float32 probabilities of shape (n, len(class_names)); column i is "
+            "class_names[i]",
+            "strategy": ref.strategy,
+            "trial_id": ref.trial_id,
+            "config": ref.summary.get("config", {}),
+            "scores": {
+                k: ref.summary.get(k)
+                for k in ("val_accuracy", "test_accuracy", "val_loss", "test_loss")
+            },
+            "run_dir": str(Path(run_dir).resolve()),
+            "graftune_version": __version__,
+        }
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+        if dest.exists():
+            dest.rmdir()
+        os.replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return dest
+
+
+__all__ = ["FORMATS", "METADATA_FILE", "export_model"]

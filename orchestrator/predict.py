@@ -1,0 +1,392 @@
+"""Predictions from a run's saved model on any data source a recipe could read.
+
+``graftune predict RUN_DIR --data SOURCE`` loads the best trial's model (or a
+named trial's) with ``safe_mode=True``, reads the whole of ``SOURCE`` through
+the plugin host's data sources (no split, no class filter, no few-shot
+subsample) with the run's image settings, refuses input the model was not
+trained on, and returns one row per example: the predicted class name, its
+probability, the true label where the source has one, and the probability of
+every class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.errors import DataError, RunDirError, did_you_mean
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from orchestrator.plugin_manager import PluginHost
+
+BEST_CONFIG = Path("best") / "config.json"
+BEST_MODEL = Path("best") / "model.keras"
+#: Schemes whose sources are tables with a ``target`` label column.
+TABLE_SCHEMES = ("csv", "parquet")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A saved model of a run, with what is needed to feed it and name its outputs.
+
+    Attributes:
+        path: The ``.keras`` file.
+        strategy: The strategy of the trial that trained it.
+        trial_id: The trial's id.
+        class_names: ``class_names[i]`` names output column ``i``.
+        input_shape: The shape of one example the model takes.
+        summary: The trial's configuration and scores.
+    """
+
+    path: Path
+    strategy: str
+    trial_id: str
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What :func:`predict` returns.
+
+    Attributes:
+        frame: One row per example: ``row``, ``predicted``, ``probability``, ``label``
+            (only when the source has labels), then ``prob_CLASS`` per class.
+        model: The model that predicted.
+        accuracy: The share of correct predictions among the labelled examples whose
+            label is one of the model's classes, or ``None`` if there are none.
+        n_scored: How many examples ``accuracy`` counts.
+    """
+
+    frame: pd.DataFrame
+    model: ModelRef
+    accuracy: float | None
+    n_scored: int
+
+
+def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
+    """Find the best model of a run, or the model of one of its trials.
+
+    Args:
+        run_dir: A run directory.
+        trial: ``None`` for the best trial, else a trial id (``25d4a_00000``) or
+            ``STRATEGY/TRIAL_ID``.
+
+    Returns:
+        The model's file with its class names and input shape.
+
+    Raises:
+        RunDirError: Not a run directory, no such trial, or the trial saved no model.
+    """
+    from orchestrator.trial import MODEL_FILE, read_result
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "trials").is_dir():
+        raise RunDirError(
+            f"{run_dir} is not a graftune run directory (it has no recipe.yaml and trials/)"
+        )
+    config_path = run_dir / BEST_CONFIG
+    if not config_path.is_file():
+        raise RunDirError(
+            f"run {run_dir} has no {BEST_CONFIG}: no trial finished with a saved model"
+        )
+    best = json.loads(config_path.read_text())
+    class_names = tuple(str(c) for c in best["class_names"])
+    input_shape = tuple(int(d) for d in best["input_shape"])
+    if trial is None:
+        return ModelRef(
+            path=run_dir / BEST_MODEL,
+            strategy=str(best["strategy"]),
+            trial_id=str(best["trial_id"]),
+            class_names=class_names,
+            input_shape=input_shape,
+            summary=best,
+        )
+    folders = [p for p in sorted((run_dir / "trials").glob("*/*")) if p.is_dir()]
+    wanted = trial.strip("/")
+    matches = [p for p in folders if wanted in (p.name, f"{p.parent.name}/{p.name}")]
+    if not matches:
+        known = [f"{p.parent.name}/{p.name}" for p in folders]
+        shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        hint = did_you_mean(wanted, [p.name for p in folders] + known)
+        raise RunDirError(
+            f"run {run_dir} has no trial {trial!r}{hint}; its trials: {shown or 'none'}"
+        )
+    if len(matches) > 1:
+        both = ", ".join(f"{p.parent.name}/{p.name}" for p in matches)
+        raise RunDirError(f"trial id {trial!r} is ambiguous in {run_dir}: name one of {both}")
+    folder = matches[0]
+    result = read_result(folder)
+    if not (folder / MODEL_FILE).is_file():
+        status = result.status if result is not None else "unfinished"
+        raise RunDirError(
+            f"trial {folder.parent.name}/{folder.name} saved no model (status {status}); "
+            "only trials with status ok have one"
+        )
+    summary = result.to_json() if result is not None else {}
+    return ModelRef(
+        path=folder / MODEL_FILE,
+        strategy=folder.parent.name,
+        trial_id=folder.name,
+        class_names=class_names,
+        input_shape=input_shape,
+        summary=summary,
+    )
+
+
+def load_model(ref: ModelRef) -> Any:
+    """Load a run's model with ``safe_mode=True`` (no code from the file is run)."""
+    import keras
+
+    return keras.saving.load_model(ref.path, safe_mode=True)
+
+
+def read_source(
+    run_dir: str | Path,
+    source: str,
+    host: PluginHost,
+    *,
+    base_dir: str | Path = ".",
+    target: str | None = None,
+) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """Read the whole of a data source the way the run read its training data.
+
+    The run's data settings (``target``, ``image_size``, ``channels``, and
+    ``options`` for the same scheme) apply; its split, ``classes`` and
+    ``labels_per_class`` do not. A table without the run's target column is
+    read as features only. A table's feature columns must be the run's
+    (matched by name, in any order) when the run's own table can still be read.
+
+    Args:
+        run_dir: The run directory (for its ``recipe.yaml``).
+        source: ``scheme:location``, like ``csv:new.csv`` or ``sklearn:digits``.
+        host: The plugin host whose data sources read ``source``.
+        base_dir: The folder a relative location resolves against.
+        target: The label column of a table; default the run's ``target``.
+
+    Returns:
+        The inputs, and the label name of each example (``None`` without labels).
+
+    Raises:
+        DataError: The source cannot be read, or its columns are not the run's.
+    """
+    import numpy as np
+
+    from orchestrator.data import _call_source, _make_source, _validated, split_source
+    from orchestrator.recipe import load_recipe
+
+    recipe = load_recipe(Path(run_dir) / "recipe.yaml")
+    scheme, location = split_source(source)
+    trained_scheme, trained_location = split_source(recipe.data.source)
+    update: dict[str, Any] = {"source": source, "classes": None, "labels_per_class": None}
+    if scheme != trained_scheme:
+        update["options"] = {}
+        if scheme not in TABLE_SCHEMES:
+            update["target"] = None
+    spec = recipe.data.model_copy(update=update)
+    base_dir = Path(base_dir)
+    reader = _make_source(scheme, host.data_sources)
+    if target is not None and scheme not in TABLE_SCHEMES:
+        raise DataError(
+            f"--target applies to table sources ({', '.join(TABLE_SCHEMES)}), not to {source!r}",
+            key="target",
+        )
+
+    if scheme in TABLE_SCHEMES:
+        columns = _table_columns(scheme, location, base_dir)
+        trained_target = recipe.data.target if trained_scheme in TABLE_SCHEMES else None
+        trained = None
+        if trained_scheme in TABLE_SCHEMES:
+            try:
+                trained = _table_columns(trained_scheme, trained_location, recipe.base_dir)
+            except DataError:
+                trained = None  # the training table is gone: only the shape is checked
+        if target is not None and target not in columns:
+            raise DataError(
+                f"target column {target!r}{did_you_mean(target, columns)} is not in {source!r}; "
+                f"its columns: {', '.join(map(repr, columns))}",
+                key="target",
+            )
+        target = target or trained_target
+        features = [c for c in columns if c != target]
+        order = _feature_order(features, trained, trained_target, source)
+        if target is None or target not in columns:
+            x = _read_features(scheme, location, base_dir, source)
+            return (x if order is None else x[:, order]), None
+        spec = spec.model_copy(update={"target": target})
+        _call_source(reader.check, scheme, location, spec, base_dir, host.data_sources)
+        loaded = _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
+        x, y, names = _validated(loaded, scheme, host.data_sources)
+        x = x if order is None else x[:, order]
+    else:
+        _call_source(reader.check, scheme, location, spec, base_dir, host.data_sources)
+        loaded = _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
+        x, y, names = _validated(loaded, scheme, host.data_sources)
+    labels = tuple(np.asarray(names, dtype=object)[y].tolist())
+    return x, labels
+
+
+def check_inputs(x: np.ndarray, ref: ModelRef, source: str) -> None:
+    """Refuse inputs whose shape is not the one the model was trained on.
+
+    Raises:
+        DataError: With the shapes found and expected.
+    """
+    found = tuple(int(d) for d in x.shape[1:])
+    if found != ref.input_shape:
+        raise DataError(
+            f"data {source!r} gives examples of shape {found}, but the model of "
+            f"{ref.strategy} trial {ref.trial_id} takes {ref.input_shape}: predict needs "
+            "data like the run's training data (the same features, or images of the same "
+            "size and channels)",
+            key="source",
+        )
+    if len(x) == 0:
+        raise DataError(f"data {source!r} has no examples", key="source")
+
+
+def predict(
+    run_dir: str | Path,
+    source: str,
+    *,
+    trial: str | None = None,
+    host: PluginHost | None = None,
+    base_dir: str | Path = ".",
+    target: str | None = None,
+    batch_size: int = 256,
+) -> Predictions:
+    """Predict every example of a data source with a run's best or named model.
+
+    Args:
+        run_dir: A run directory.
+        source: ``scheme:location`` of the data to predict.
+        trial: A trial id or ``STRATEGY/TRIAL_ID``; default the run's best trial.
+        host: The plugin host (default: the installed plugins).
+        base_dir: The folder a relative location resolves against.
+        target: The label column of a table; default the run's ``target``.
+        batch_size: Examples per prediction batch.
+
+    Returns:
+        The predictions with the model used and, for labelled data, the accuracy.
+
+    Raises:
+        RunDirError: The run, trial or model cannot be found.
+        DataError: The data cannot be read or does not fit the model.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from orchestrator.plugin_manager import get_plugin_manager
+
+    ref = find_model(run_dir, trial)
+    host = host or get_plugin_manager()
+    x, labels = read_source(run_dir, source, host, base_dir=base_dir, target=target)
+    check_inputs(x, ref, source)
+    model = load_model(ref)
+    probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    codes = probabilities.argmax(axis=1)
+    names = np.asarray(ref.class_names, dtype=object)
+    columns: dict[str, Any] = {
+        "row": np.arange(len(x)),
+        "predicted": names[codes],
+        "probability": probabilities[np.arange(len(x)), codes],
+    }
+    accuracy, scored = None, 0
+    if labels is not None:
+        columns["label"] = list(labels)
+        known = np.isin(np.asarray(labels, dtype=object), names)
+        scored = int(known.sum())
+        if scored:
+            hits = np.asarray(labels, dtype=object)[known] == names[codes][known]
+            accuracy = float(hits.mean())
+    for i, name in enumerate(ref.class_names):
+        columns[f"prob_{name}"] = probabilities[:, i]
+    return Predictions(pd.DataFrame(columns), ref, accuracy, scored)
+
+
+def _table_columns(scheme: str, location: str, base_dir: Path) -> list[str]:
+    """The column names of a CSV or Parquet file, without reading its rows."""
+    path = _table_path(location, base_dir)
+    try:
+        if scheme == "parquet":
+            import pyarrow.parquet as pq
+
+            return [str(c) for c in pq.read_schema(path).names]
+        import pandas as pd
+
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read the columns of {path}: {exc}", key="source") from exc
+
+
+def _table_path(location: str, base_dir: Path) -> Path:
+    path = Path(location).expanduser()
+    path = (path if path.is_absolute() else Path(base_dir) / path).resolve()
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist (from {location!r})", key="source")
+    return path
+
+
+def _feature_order(
+    features: list[str], trained: list[str] | None, target: str | None, source: str
+) -> list[int] | None:
+    """Column indices that put ``features`` in the run's order, or ``None`` if unknown."""
+    if trained is None:
+        return None
+    expected = [c for c in trained if c != target]
+    missing = [c for c in expected if c not in features]
+    extra = [c for c in features if c not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"lacks column(s) {', '.join(repr(c) for c in missing)}")
+        if extra:
+            parts.append(
+                f"has column(s) the model was not trained on: {', '.join(map(repr, extra))}"
+            )
+        raise DataError(
+            f"data {source!r} {' and '.join(parts)}; expected the feature columns "
+            f"{', '.join(map(repr, expected))}"
+            + (f" (and optionally {target!r})" if target else ""),
+            key="source",
+        )
+    return [features.index(c) for c in expected]
+
+
+def _read_features(scheme: str, location: str, base_dir: Path, source: str) -> np.ndarray:
+    """Read a table without a label column: every column is a numeric feature."""
+    import numpy as np
+    import pandas as pd
+
+    path = _table_path(location, base_dir)
+    try:
+        frame = pd.read_parquet(path) if scheme == "parquet" else pd.read_csv(path)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read {path}: {exc}", key="source") from exc
+    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric:
+        raise DataError(
+            f"{source!r} has non-numeric column(s) {', '.join(map(repr, non_numeric))}; "
+            "the model takes numbers",
+            key="source",
+        )
+    if frame.isna().to_numpy().any():
+        raise DataError(f"{source!r} has missing values; drop or fill them first", key="source")
+    return frame.to_numpy(dtype=np.float32)
+
+
+__all__ = [
+    "ModelRef",
+    "Predictions",
+    "check_inputs",
+    "find_model",
+    "load_model",
+    "predict",
+    "read_source",
+]

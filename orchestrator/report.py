@@ -1,0 +1,929 @@
+"""A run's ``report.html``: the recipe, the sortable leaderboard and plots in one offline file.
+
+The page is self-contained: plots are PNGs drawn with matplotlib's Agg canvas
+and embedded as base64 ``data:`` URIs, the style sheet and the few lines of
+script that sort the leaderboard are inline, and nothing is fetched from a
+network. :func:`write_report` writes one run's page, :func:`write_comparison`
+one page comparing several runs, and :func:`save_bar_chart` /
+:func:`save_line_chart` write plain PNG charts for benchmark scripts.
+
+A plot that cannot be drawn is logged and replaced by a note; it never fails a
+run or the rest of the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.errors import RunDirError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.html"
+#: Where ``graftune report RUN_A RUN_B ...`` writes by default (in the current folder).
+COMPARE_FILE = "compare.html"
+#: Searched parameters plotted against the metric, with the x-axis scale of each.
+PARAMETER_PLOTS = (
+    ("frozen_layers", "linear"),
+    ("lambda", "log"),
+    ("head_width", "log2"),
+    ("learning_rate", "log"),
+)
+#: Statuses drawn, with their matplotlib marker; error and diverged trials have no score.
+_MARKERS = {"ok": "o", "pruned": "v"}
+_DPI = 100
+
+
+class _Skip(Exception):
+    """A plot that has nothing to show; its message is the note shown instead."""
+
+
+@dataclass
+class RunRecord:
+    """What a report needs from one run directory."""
+
+    run_dir: Path
+    recipe: dict[str, Any]
+    recipe_text: str
+    metric: str
+    mode: str
+    leaderboard: pd.DataFrame
+    strategies: list[str]
+    best: dict[str, Any] | None
+
+    @property
+    def name(self) -> str:
+        """The run directory's name, which is unique (recipe name and start time)."""
+        return self.run_dir.name
+
+    @property
+    def test_metric(self) -> str:
+        """The test-split counterpart of the metric (``val_accuracy`` -> ``test_accuracy``)."""
+        return "test_" + self.metric.removeprefix("val_")
+
+    def scored(self) -> pd.DataFrame:
+        """The trials with a value of the metric (``ok`` and ``pruned``)."""
+        frame = self.leaderboard
+        return frame[frame[self.metric].notna()]
+
+
+@dataclass
+class Plot:
+    """One figure of a page: an embedded PNG, or a note saying why there is none."""
+
+    title: str
+    caption: str = ""
+    png: bytes | None = None
+    note: str | None = None
+
+
+def read_run(run_dir: str | Path) -> RunRecord:
+    """Read what a report shows from a run directory.
+
+    Raises:
+        RunDirError: ``run_dir`` is not a graftune run directory.
+    """
+    import yaml
+
+    from orchestrator.leaderboard import FILES, read_leaderboard
+
+    run_dir = Path(run_dir)
+    if not (run_dir / FILES["csv"]).is_file():
+        raise RunDirError(f"{run_dir} has no {FILES['csv']} (is it a graftune run directory?)")
+    recipe_path = run_dir / "recipe.yaml"
+    recipe_text = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else ""
+    try:
+        recipe = yaml.safe_load(recipe_text) or {}
+    except yaml.YAMLError:
+        recipe = {}
+    if not isinstance(recipe, dict):
+        recipe = {}
+    search = recipe.get("search") or {}
+    metric = str(search.get("metric") or "val_accuracy")
+    mode = str(search.get("mode") or ("min" if metric.endswith("loss") else "max"))
+    frame = read_leaderboard(run_dir)
+    if metric not in frame:
+        raise RunDirError(f"{run_dir / FILES['csv']} has no column {metric!r}, the run's metric")
+    order = [str(s) for s in (recipe.get("strategies") or {})]
+    order += sorted(set(frame["strategy"].astype(str)) - set(order))
+    best_path = run_dir / "best" / "config.json"
+    best = json.loads(best_path.read_text()) if best_path.is_file() else None
+    return RunRecord(
+        run_dir=run_dir,
+        recipe=recipe,
+        recipe_text=recipe_text,
+        metric=metric,
+        mode=mode,
+        leaderboard=frame,
+        strategies=[s for s in order if (frame["strategy"] == s).any()],
+        best=best,
+    )
+
+
+def write_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
+    """Write a run's self-contained HTML report.
+
+    Args:
+        run_dir: A run directory.
+        out: Where to write; default ``RUN_DIR/report.html``.
+
+    Returns:
+        The path written.
+
+    Raises:
+        RunDirError: ``run_dir`` is not a graftune run directory.
+    """
+    from orchestrator.leaderboard import atomic_write_text
+
+    run = read_run(run_dir)
+    path = Path(out) if out is not None else run.run_dir / REPORT_FILE
+    atomic_write_text(path, render_report(run))
+    return path
+
+
+def write_report_safely(run_dir: str | Path) -> Path | None:
+    """:func:`write_report`, logging instead of raising: a report never fails a run."""
+    try:
+        return write_report(run_dir)
+    except Exception:
+        log.warning("could not write %s in %s", REPORT_FILE, run_dir, exc_info=True)
+        return None
+
+
+def write_comparison(
+    run_dirs: Sequence[str | Path], *, out: str | Path = COMPARE_FILE, metric: str | None = None
+) -> Path:
+    """Write one page comparing the best trial of each strategy across runs.
+
+    Args:
+        run_dirs: The run directories, at least one.
+        out: Where to write; default ``compare.html`` in the current folder.
+        metric: The column to compare by; default the first run's metric.
+
+    Returns:
+        The path written.
+
+    Raises:
+        RunDirError: A folder is not a run directory, or lacks the metric.
+    """
+    from orchestrator.leaderboard import atomic_write_text
+
+    runs = [read_run(d) for d in run_dirs]
+    if not runs:
+        raise RunDirError("name at least one run directory to compare")
+    metric = metric or runs[0].metric
+    for run in runs:
+        if metric not in run.leaderboard:
+            raise RunDirError(f"run {run.run_dir} has no column {metric!r} to compare by")
+    path = Path(out)
+    atomic_write_text(path, render_comparison(runs, metric))
+    return path
+
+
+# ---------------------------------------------------------------- pages
+
+
+def render_report(run: RunRecord) -> str:
+    """The HTML of one run's report."""
+    from orchestrator.leaderboard import best_row
+
+    frame = run.leaderboard
+    counts = frame["status"].value_counts().to_dict()
+    status_text = ", ".join(f"{n} {s}" for s, n in counts.items())
+    best = best_row(frame) if not frame.empty else None
+    summary = [
+        ("run directory", str(run.run_dir.resolve())),
+        ("metric", f"{run.metric} ({'higher' if run.mode == 'max' else 'lower'} is better)"),
+        ("trials", f"{len(frame)} ({status_text})" if len(frame) else "none"),
+    ]
+    if best is not None:
+        summary.append(
+            (
+                "best",
+                f"{best['strategy']} trial {best['trial_id']}: {run.metric} "
+                f"{_number(best[run.metric], 4)}, {run.test_metric} "
+                f"{_number(best.get(run.test_metric), 4)}",
+            )
+        )
+    summary.append(("TensorBoard", f"tensorboard --logdir {run.run_dir.resolve() / 'trials'}"))
+    plots = [_draw(title, caption, fn) for title, caption, fn in _run_plots(run)]
+    recipe = _compact_recipe(run.recipe) if run.recipe else run.recipe_text
+    best_key = (best["strategy"], best["trial_id"]) if best is not None else None
+    body = [
+        f"<h1>{_e(run.name)}</h1>",
+        _definition_list(summary),
+        "<h2>Leaderboard</h2>",
+        "<p class='hint'>Click a column header to sort; click again to reverse.</p>",
+        _leaderboard_table(frame, best_key),
+        "<h2>Plots</h2>",
+        *(_figure_html(p) for p in plots),
+        "<h2>Recipe</h2>",
+        "<p class='hint'>The resolved recipe of the run, without unset keys "
+        "(the full text is in <code>recipe.yaml</code>).</p>",
+        f"<pre class='recipe'>{_e(recipe)}</pre>",
+    ]
+    return _page(f"graftune report: {run.name}", body)
+
+
+def render_comparison(runs: Sequence[RunRecord], metric: str) -> str:
+    """The HTML of a page comparing the best trial per strategy across ``runs``."""
+    mode = "min" if metric.endswith("loss") else "max"
+    test_metric = "test_" + metric.removeprefix("val_")
+    columns = [
+        "run",
+        "strategy",
+        "trial_id",
+        metric,
+        test_metric,
+        "fit_seconds",
+        "params_trainable",
+        "trials",
+    ]
+    labels = _run_labels(runs)
+    rows: list[dict[str, Any]] = []
+    for run, label in zip(runs, labels, strict=True):
+        for strategy, best in _best_per_strategy(run, metric, mode).items():
+            trials = run.leaderboard[run.leaderboard["strategy"] == strategy]
+            row = {"run": label, "strategy": strategy, "trials": len(trials)}
+            for column in columns[2:-1]:
+                row[column] = best.get(column) if best is not None else None
+            rows.append(row)
+    plot = _draw(
+        f"Best {metric} per strategy and run",
+        "The best trial of each strategy in each run; a missing bar means the strategy "
+        "has no scored trial in that run.",
+        lambda: _comparison_chart(runs, labels, metric, mode),
+    )
+    header = [
+        f"<h1>graftune: {len(runs)} runs compared</h1>",
+        _definition_list(
+            [
+                ("metric", f"{metric} ({'higher' if mode == 'max' else 'lower'} is better)"),
+                *((f"run {i + 1}", str(r.run_dir.resolve())) for i, r in enumerate(runs)),
+            ]
+        ),
+        "<h2>Best trial per strategy per run</h2>",
+        "<p class='hint'>Click a column header to sort; click again to reverse.</p>",
+        _table("leaderboard", columns, rows, best_keys=set()),
+        "<h2>Plot</h2>",
+        _figure_html(plot),
+    ]
+    return _page("graftune: runs compared", header)
+
+
+def _run_labels(runs: Sequence[RunRecord]) -> list[str]:
+    """Each run's folder name, numbered where two runs share one."""
+    labels = []
+    for run in runs:
+        label, n = run.name, 1
+        while label in labels:
+            n += 1
+            label = f"{run.name} #{n}"
+        labels.append(label)
+    return labels
+
+
+def _best_per_strategy(run: RunRecord, metric: str, mode: str) -> dict[str, dict | None]:
+    frame = run.leaderboard
+    found: dict[str, dict | None] = {}
+    for strategy in run.strategies:
+        rows = frame[(frame["strategy"] == strategy) & frame[metric].notna()]
+        if rows.empty:
+            found[strategy] = None
+            continue
+        rows = rows.sort_values(metric, ascending=mode == "min", kind="stable")
+        found[strategy] = rows.iloc[0].to_dict()
+    return found
+
+
+_STYLE = """
+body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2em auto;
+max-width:1400px;padding:0 1em;color:#1d1d1f;background:#fff}
+h1{font-size:1.6em;margin-bottom:.3em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
+dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:600}
+dd{margin:0;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em}
+.hint{color:#666;font-size:.9em}.note{color:#8a5a00;background:#fff8e6;padding:.5em .8em;
+border-left:3px solid #e0a800}
+.wrap{overflow-x:auto}table{border-collapse:collapse;font-size:.88em;white-space:nowrap}
+th,td{padding:.3em .6em;border-bottom:1px solid #eee;text-align:right}
+th{position:sticky;top:0;background:#f4f4f6;cursor:pointer;user-select:none}
+th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:' \\25BC'}
+td.text,th.text{text-align:left}tr.best td{background:#eaf7ea;font-weight:600}
+.status-error,.status-diverged{color:#b00020}.status-pruned{color:#777}
+figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{color:#444;font-size:.9em}pre.recipe{background:#f6f6f8;padding:1em;overflow-x:auto}
+"""
+
+# Sorts tables by clicking a header (numbers numerically, blanks last in both
+# directions) and, once every image has loaded, records on <body> how many rows
+# the leaderboard has and how many images rendered, for automated checks.
+_SCRIPT = """
+(function () {
+  function key(cell) {
+    var v = cell.getAttribute('data-sort');
+    return v === null ? cell.textContent.trim() : v;
+  }
+  function sortBy(table, index, th) {
+    var body = table.tBodies[0];
+    var rows = Array.prototype.slice.call(body.rows);
+    var ascending = th.getAttribute('aria-sort') !== 'ascending';
+    rows.sort(function (a, b) {
+      var x = key(a.cells[index]), y = key(b.cells[index]);
+      if (x === '' || y === '') return (x === '') - (y === '');
+      var nx = Number(x), ny = Number(y), c;
+      if (!isNaN(nx) && !isNaN(ny)) c = nx - ny;
+      else c = x.localeCompare(y, undefined, {numeric: true});
+      return ascending ? c : -c;
+    });
+    rows.forEach(function (row) { body.appendChild(row); });
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (h) {
+      h.removeAttribute('aria-sort');
+    });
+    th.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
+  }
+  Array.prototype.forEach.call(document.querySelectorAll('table.sortable'), function (table) {
+    Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th, index) {
+      th.tabIndex = 0;
+      th.addEventListener('click', function () { sortBy(table, index, th); });
+      th.addEventListener('keydown', function (e) {
+        if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sortBy(table, index, th); }
+      });
+    });
+  });
+  window.addEventListener('load', function () {
+    var images = Array.prototype.slice.call(document.images);
+    var table = document.getElementById('leaderboard');
+    document.body.setAttribute('data-rows', table ? table.tBodies[0].rows.length : 0);
+    document.body.setAttribute('data-images', images.length);
+    document.body.setAttribute('data-images-loaded', images.filter(function (i) {
+      return i.complete && i.naturalWidth > 0;
+    }).length);
+    document.body.setAttribute('data-ready', '1');
+  });
+})();
+"""
+
+
+def _page(title: str, body: list[str]) -> str:
+    from orchestrator import __version__
+
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            "<html lang='en'><head><meta charset='utf-8'>",
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+            # Nothing on this page may be fetched: it must read the same offline.
+            "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "
+            "img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\">",
+            f"<title>{_e(title)}</title>",
+            f"<style>{_STYLE}</style>",
+            "</head><body>",
+            *body,
+            f"<p class='hint'>Written by graftune {_e(__version__)} on {stamp}.</p>",
+            f"<script>{_SCRIPT}</script>",
+            "</body></html>",
+            "",
+        ]
+    )
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _definition_list(items: list[tuple[str, str]]) -> str:
+    inner = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in items)
+    return f"<dl>{inner}</dl>"
+
+
+def _leaderboard_table(frame: pd.DataFrame, best: tuple[str, str] | None) -> str:
+    rows = [dict(r) for r in frame.to_dict(orient="records")]
+    return _table("leaderboard", list(frame.columns), rows, best_keys={best} if best else set())
+
+
+def _table(table_id: str, columns: list[str], rows: list[dict[str, Any]], *, best_keys: set) -> str:
+    text = {c for c in columns if any(isinstance(r.get(c), str) for r in rows)}
+    head = "".join(
+        f"<th scope='col'{' class=text' if c in text else ''}>{_e(c)}</th>" for c in columns
+    )
+    lines = []
+    for row in rows:
+        is_best = (row.get("strategy"), row.get("trial_id")) in best_keys
+        cells = "".join(_cell(column, row.get(column)) for column in columns)
+        lines.append(f"<tr{' class=best' if is_best else ''}>{cells}</tr>")
+    return (
+        f"<div class='wrap'><table id='{_e(table_id)}' class='sortable'>"
+        f"<thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table></div>"
+    )
+
+
+def _cell(column: str, value: Any) -> str:
+    if _missing(value):
+        return "<td data-sort=''></td>"
+    if isinstance(value, str):
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        classes = "text" + (f" status-{_e(value)}" if column == "status" else "")
+        title = f" title='{_e(value)}'" if shown != value else ""
+        return f"<td class='{classes}'{title}>{_e(shown)}</td>"
+    number = float(value)
+    if column in ("lambda", "learning_rate"):
+        shown = f"{number:.3g}"
+    elif float(number).is_integer() and column not in _FOUR_DIGITS:
+        shown = str(int(number))
+    else:
+        shown = _number(number, 4 if column in _FOUR_DIGITS else 3)
+    return f"<td data-sort='{number!r}'>{_e(shown)}</td>"
+
+
+_FOUR_DIGITS = {"val_accuracy", "test_accuracy", "val_loss", "test_loss"}
+
+
+def _number(value: Any, digits: int) -> str:
+    if _missing(value):
+        return "-"
+    value = float(value)
+    if value != 0 and abs(value) < 10 ** -(digits - 1):
+        return f"{value:.2e}"
+    return f"{value:.{digits}f}"
+
+
+def _missing(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN and pandas.NA
+    except TypeError:
+        return True
+
+
+def _compact_recipe(recipe: dict[str, Any]) -> str:
+    import yaml
+
+    def compact(value: Any) -> Any:
+        if isinstance(value, dict):
+            kept = {k: compact(v) for k, v in value.items()}
+            return {k: v for k, v in kept.items() if v is not None and v != {}}
+        if isinstance(value, list):
+            return [compact(v) for v in value]
+        return value
+
+    return yaml.safe_dump(compact(recipe), sort_keys=False, default_flow_style=None)
+
+
+def _figure_html(plot: Plot) -> str:
+    caption = f"<figcaption><b>{_e(plot.title)}.</b> {_e(plot.caption)}</figcaption>"
+    if plot.png is None:
+        return (
+            f"<figure><figcaption><b>{_e(plot.title)}.</b></figcaption>"
+            f"<p class='note'>{_e(plot.note or 'Not drawn.')}</p></figure>"
+        )
+    data = base64.b64encode(plot.png).decode("ascii")
+    return (
+        f"<figure><img alt='{_e(plot.title)}' src='data:image/png;base64,{data}'>{caption}</figure>"
+    )
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _draw(title: str, caption: str, draw: Callable[[], Figure]) -> Plot:
+    """Draw one plot; a plot with nothing to show or a failure becomes a note."""
+    try:
+        return Plot(title, caption, png=_png(draw()))
+    except _Skip as skip:
+        return Plot(title, caption, note=f"Left out: {skip}.")
+    except Exception as exc:
+        log.warning("could not draw the plot %r", title, exc_info=True)
+        return Plot(
+            title, caption, note=f"This plot could not be drawn: {type(exc).__name__}: {exc}"
+        )
+
+
+def _run_plots(run: RunRecord) -> list[tuple[str, str, Callable[[], Figure]]]:
+    metric = run.metric
+    failed = int((run.leaderboard[metric].isna()).sum())
+    unscored = (
+        f" {failed} trial(s) without a score (failed or diverged) are not shown." if failed else ""
+    )
+    plots: list[tuple[str, str, Callable[[], Figure]]] = [
+        (
+            f"{metric} of every trial by strategy",
+            "One point per trial (circles finished, triangles pruned by the scheduler); "
+            f"the star marks each strategy's best.{unscored}",
+            lambda: _metric_by_strategy(run),
+        ),
+        (
+            "Learning curves",
+            f"{metric} per epoch of every trial, one panel per strategy (solid: validation, "
+            "dashed: training), from each trial's history.csv.",
+            lambda: _learning_curves(run),
+        ),
+    ]
+    for parameter, scale in PARAMETER_PLOTS:
+        axis = {"log": "log scale", "log2": "log2 scale", "linear": "linear scale"}[scale]
+        plots.append(
+            (
+                f"{metric} against {parameter}",
+                f"One point per scored trial of the strategies that search {parameter} ({axis}).",
+                lambda parameter=parameter, scale=scale: _metric_against(run, parameter, scale),
+            )
+        )
+    plots.append(
+        (
+            f"{metric} against fit time",
+            "One point per trial with a fit time; the line and the rings mark the Pareto "
+            f"front: trials no other trial beats on both {metric} and fit time.",
+            lambda: _pareto(run),
+        )
+    )
+    return plots
+
+
+def _new_figure(width: float = 7.0, height: float = 4.2) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # A Figure with its own Agg canvas: no pyplot, so no global backend or state.
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI)
+    return buffer.getvalue()
+
+
+def _colours(names: Sequence[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {name: palette(i % palette.N) for i, name in enumerate(names)}
+
+
+def _metric_by_strategy(run: RunRecord) -> Figure:
+    import numpy as np
+
+    frame = run.scored()
+    if frame.empty:
+        raise _Skip(f"no trial has a value of {run.metric}")
+    strategies = [s for s in run.strategies if (frame["strategy"] == s).any()]
+    colours = _colours(run.strategies)
+    figure = _new_figure(max(5.0, 1.4 * len(strategies) + 2.5), 4.2)
+    ax = figure.subplots()
+    rng = np.random.default_rng(0)
+    for x, strategy in enumerate(strategies):
+        rows = frame[frame["strategy"] == strategy]
+        for status, marker in _MARKERS.items():
+            part = rows[rows["status"] == status]
+            if part.empty:
+                continue
+            jitter = rng.uniform(-0.12, 0.12, len(part)) if len(part) > 1 else np.zeros(1)
+            ax.scatter(
+                x + jitter,
+                part[run.metric],
+                marker=marker,
+                s=36,
+                color=colours[strategy],
+                alpha=0.8,
+                edgecolors="white",
+                linewidths=0.5,
+            )
+        best = _best_value(rows[run.metric], run.mode)
+        ax.scatter([x], [best], marker="*", s=220, color=colours[strategy], edgecolors="black")
+    ax.set_xticks(range(len(strategies)), strategies)
+    ax.set_xlim(-0.6, len(strategies) - 0.4)
+    ax.set_ylabel(run.metric)
+    ax.grid(axis="y", alpha=0.3)
+    return figure
+
+
+def _best_value(values: pd.Series, mode: str) -> float:
+    return float(values.max() if mode == "max" else values.min())
+
+
+def _learning_curves(run: RunRecord) -> Figure:
+    import pandas as pd
+    from matplotlib import colormaps
+    from matplotlib.ticker import MaxNLocator
+
+    from orchestrator.trial import trial_dir
+
+    curves: dict[str, list[tuple[str, pd.DataFrame]]] = {}
+    for row in run.leaderboard.itertuples(index=False):
+        path = trial_dir(run.run_dir, str(row.strategy), str(row.trial_id)) / "history.csv"
+        if not path.is_file():
+            continue
+        history = pd.read_csv(path)
+        if run.metric in history and not history.empty:
+            curves.setdefault(str(row.strategy), []).append((str(row.trial_id), history))
+    if not curves:
+        raise _Skip(f"no trial has a history.csv with {run.metric}")
+    strategies = [s for s in run.strategies if s in curves]
+    columns = min(3, len(strategies))
+    lines = math.ceil(len(strategies) / columns)
+    figure = _new_figure(4.2 * columns + 0.6, 3.4 * lines + 0.4)
+    axes = figure.subplots(lines, columns, squeeze=False, sharey=True)
+    train_metric = run.metric.removeprefix("val_")
+    palette = colormaps["viridis"]
+    for ax, strategy in zip(axes.flat, strategies, strict=False):
+        trials = curves[strategy]
+        for i, (trial_id, history) in enumerate(trials):
+            colour = palette(i / max(1, len(trials) - 1) * 0.9)
+            epochs = history["epoch"] if "epoch" in history else range(1, len(history) + 1)
+            ax.plot(epochs, history[run.metric], color=colour, marker=".", label=trial_id)
+            if train_metric in history:
+                ax.plot(epochs, history[train_metric], color=colour, linestyle="--", alpha=0.6)
+        ax.set_title(strategy)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        if len(trials) <= 8:
+            ax.legend(fontsize=7, loc="best")
+    for ax in axes.flat[len(strategies) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(run.metric)
+    return figure
+
+
+def _metric_against(run: RunRecord, parameter: str, scale: str) -> Figure:
+    import pandas as pd
+
+    frame = run.scored()
+    if parameter not in run.leaderboard or run.leaderboard[parameter].isna().all():
+        raise _Skip(f"no trial of this run has the parameter {parameter}")
+    values = pd.to_numeric(frame[parameter], errors="coerce")
+    rows = frame[values.notna()]
+    if rows.empty:
+        raise _Skip(f"no trial with {parameter} has a value of {run.metric}")
+    colours = _colours(run.strategies)
+    figure = _new_figure(6.4, 4.0)
+    ax = figure.subplots()
+    for strategy in run.strategies:
+        part = rows[rows["strategy"] == strategy]
+        if part.empty:
+            continue
+        for status, marker in _MARKERS.items():
+            sub = part[part["status"] == status]
+            if not sub.empty:
+                ax.scatter(
+                    pd.to_numeric(sub[parameter]),
+                    sub[run.metric],
+                    marker=marker,
+                    s=40,
+                    color=colours[strategy],
+                    alpha=0.85,
+                    label=strategy if status == "ok" or part["status"].ne("ok").all() else None,
+                )
+    x = pd.to_numeric(rows[parameter])
+    if scale in ("log", "log2") and (x > 0).all():
+        ax.set_xscale("log", base=2 if scale == "log2" else 10)
+        if scale == "log2":
+            ticks = sorted(set(x.tolist()))
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
+    elif scale == "linear":
+        from matplotlib.ticker import MaxNLocator
+
+        # Integer ticks, with room around a single value (all trials at one depth).
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(float(x.min()) - 0.5, float(x.max()) + 0.5)
+    ax.set_xlabel(parameter)
+    ax.set_ylabel(run.metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure
+
+
+def pareto_front(points: Sequence[tuple[float, float]], mode: str = "max") -> list[int]:
+    """The indices of the points no other point beats on both cost and score.
+
+    Args:
+        points: ``(cost, score)`` pairs; lower cost is better.
+        mode: ``max`` if a larger score is better, ``min`` if smaller.
+
+    Returns:
+        The indices of the Pareto-optimal points, cheapest first.
+    """
+    sign = 1.0 if mode == "max" else -1.0
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -sign * points[i][1]))
+    front: list[int] = []
+    best = -math.inf
+    for i in order:
+        score = sign * points[i][1]
+        if score > best:
+            front.append(i)
+            best = score
+    return front
+
+
+def _pareto(run: RunRecord) -> Figure:
+    frame = run.scored()
+    frame = frame[frame["fit_seconds"].notna()]
+    if frame.empty:
+        raise _Skip(f"no trial has both a fit time and a value of {run.metric}")
+    colours = _colours(run.strategies)
+    figure = _new_figure(6.8, 4.2)
+    ax = figure.subplots()
+    for strategy in run.strategies:
+        part = frame[frame["strategy"] == strategy]
+        if not part.empty:
+            ax.scatter(
+                part["fit_seconds"], part[run.metric], s=40, color=colours[strategy], label=strategy
+            )
+    points = list(
+        zip(frame["fit_seconds"].astype(float), frame[run.metric].astype(float), strict=True)
+    )
+    front = [points[i] for i in pareto_front(points, run.mode)]
+    xs = [p[0] for p in front]
+    ys = [p[1] for p in front]
+    ax.step(xs, ys, where="post", color="black", linewidth=1, alpha=0.7, label="Pareto front")
+    ax.scatter(xs, ys, s=150, facecolors="none", edgecolors="black", linewidths=1.2)
+    ids = frame["trial_id"].astype(str).tolist()
+    for i in pareto_front(points, run.mode):
+        ax.annotate(ids[i], points[i], textcoords="offset points", xytext=(6, 4), fontsize=7)
+    ax.set_xlabel("fit seconds")
+    ax.set_ylabel(run.metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return figure
+
+
+def _comparison_chart(
+    runs: Sequence[RunRecord], labels: Sequence[str], metric: str, mode: str
+) -> Figure:
+    strategies: list[str] = []
+    for run in runs:
+        strategies += [s for s in run.strategies if s not in strategies]
+    series: dict[str, list[float | None]] = {}
+    for run, label in zip(runs, labels, strict=True):
+        best = _best_per_strategy(run, metric, mode)
+        series[label] = [
+            float(best[s][metric]) if best.get(s) is not None else None for s in strategies
+        ]
+    if all(v is None for values in series.values() for v in values):
+        raise _Skip(f"no run has a trial with a value of {metric}")
+    figure = _new_figure(max(6.0, 1.2 * len(strategies) * max(1, len(runs)) / 2 + 3), 4.4)
+    _bars(figure.subplots(), strategies, series, ylabel=metric, errors=None)
+    return figure
+
+
+# ---------------------------------------------------------------- charts for benchmarks
+
+
+def _bars(
+    ax: Axes,
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    ylabel: str,
+    errors: Mapping[str, Sequence[float | None]] | None,
+    log_scale: bool = False,
+) -> None:
+    import numpy as np
+
+    n = max(1, len(series))
+    width = 0.8 / n
+    positions = np.arange(len(categories))
+    for i, (label, values) in enumerate(series.items()):
+        heights = [np.nan if v is None else float(v) for v in values]
+        error = None
+        if errors is not None and label in errors:
+            error = [0.0 if e is None else float(e) for e in errors[label]]
+        bars = ax.bar(
+            positions + (i - (n - 1) / 2) * width,
+            heights,
+            width * 0.95,
+            yerr=error,
+            capsize=3 if error else 0,
+            label=label,
+        )
+        ax.bar_label(
+            bars, labels=["" if h != h else f"{h:.3g}" for h in heights], fontsize=7, padding=2
+        )
+    ax.set_xticks(positions, list(categories))
+    ax.set_ylabel(ylabel)
+    if log_scale:
+        ax.set_yscale("log")
+    ax.grid(axis="y", alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+
+
+def save_bar_chart(
+    path: str | Path,
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    title: str = "",
+    ylabel: str = "",
+    errors: Mapping[str, Sequence[float | None]] | None = None,
+    log_scale: bool = False,
+) -> Path:
+    """Write a (grouped) bar chart as a PNG, for benchmark scripts.
+
+    Args:
+        path: The PNG file to write (folders are created).
+        categories: The labels along the x axis.
+        series: One bar per category for each series, e.g. ``{"median s": [...]}`` or
+            ``{"cached": [...], "uncached": [...]}``; ``None`` leaves a gap.
+        title: The chart's title.
+        ylabel: The y axis label.
+        errors: Optional error-bar half-lengths, keyed like ``series``.
+        log_scale: A logarithmic y axis.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> save_bar_chart("bench.png", ["fifo", "asha"], {"median s": [12.0, 7.5]})  # doctest: +SKIP
+    """
+    figure = _new_figure(max(5.0, 0.9 * len(categories) * max(1, len(series)) + 2.0), 4.0)
+    ax = figure.subplots()
+    _bars(ax, categories, series, ylabel=ylabel, errors=errors, log_scale=log_scale)
+    if title:
+        ax.set_title(title)
+    return _save(figure, path)
+
+
+def save_line_chart(
+    path: str | Path,
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    log_x: bool = False,
+    log_y: bool = False,
+) -> Path:
+    """Write a line chart of one or more ``(x, y)`` series as a PNG, for benchmark scripts.
+
+    Args:
+        path: The PNG file to write (folders are created).
+        series: ``{label: (xs, ys)}``, one line with markers each.
+        title: The chart's title.
+        xlabel: The x axis label.
+        ylabel: The y axis label.
+        log_x: A logarithmic x axis.
+        log_y: A logarithmic y axis.
+
+    Returns:
+        The path written.
+    """
+    figure = _new_figure(6.4, 4.0)
+    ax = figure.subplots()
+    for label, (xs, ys) in series.items():
+        ax.plot(list(xs), list(ys), marker="o", label=label)
+    if log_x:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    return _save(figure, path)
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_png(figure))
+    return path
+
+
+__all__ = [
+    "COMPARE_FILE",
+    "REPORT_FILE",
+    "RunRecord",
+    "pareto_front",
+    "read_run",
+    "render_comparison",
+    "render_report",
+    "save_bar_chart",
+    "save_line_chart",
+    "write_comparison",
+    "write_report",
+    "write_report_safely",
+]

@@ -1,0 +1,333 @@
+"""graftune predict and export on real finished runs; exports reload without graftune."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+
+DIGITS = """
+name: tiny-predict
+seed: 7
+data:
+  source: sklearn:digits
+  split: {val: 0.2, test: 0.2}
+base:
+  pretrain:
+    data: {source: sklearn:digits, classes: [0, 1, 2, 3, 4]}
+    epochs: 2
+    width: 4
+strategies:
+  scratch_mlp:
+    space: {hidden_layers: 1, width: 32, learning_rate: 5.0e-3}
+  fine_tune:
+    space: {frozen_layers: 4, head_width: 16}
+search: {num_samples: 1, max_epochs: 2, scheduler: fifo, batch_size: 64}
+resources: {cpus_per_trial: 1}
+output: out/
+"""
+WINE = """
+name: tiny-wine
+seed: 7
+data: {source: "csv:wine.csv", target: cultivar}
+strategies: {scratch_mlp: {space: {hidden_layers: 1, width: 16}}}
+search: {num_samples: 1, max_epochs: 2, scheduler: fifo}
+output: out/
+"""
+WINE_CSV = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
+
+# Loads each export with graftune unimportable, and saves its predictions.
+RELOAD = textwrap.dedent(
+    """
+    import json, sys
+    sys.modules["orchestrator"] = None  # graftune is not installed here
+    try:
+        import orchestrator
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("orchestrator is importable")
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    x = np.load(sys.argv[1])
+    for kind, folder, out in json.loads(sys.argv[2]):
+        meta = json.load(open(folder + "/graftune.json"))
+        if kind == "keras":
+            model = keras.saving.load_model(folder + "/" + meta["model"], safe_mode=True)
+            probabilities = model.predict(x, verbose=0)
+        else:
+            # Keep the loaded object: its variables go when it is garbage collected.
+            loaded = tf.saved_model.load(folder)
+            probabilities = loaded.serve(tf.constant(x)).numpy()
+        np.save(out, probabilities)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def runs(ray_session, tmp_path_factory):
+    """A digits run (scratch_mlp and fine_tune, one trial each) and a wine CSV run."""
+    from orchestrator import run_recipe
+
+    folder = tmp_path_factory.mktemp("predict-runs")
+    (folder / "digits.yaml").write_text(DIGITS)
+    (folder / "wine.yaml").write_text(WINE)
+    shutil.copyfile(WINE_CSV, folder / "wine.csv")
+    digits = run_recipe(folder / "digits.yaml", run_dir=folder / "digits", echo=print)
+    wine = run_recipe(folder / "wine.yaml", run_dir=folder / "wine", echo=print)
+    return digits, wine
+
+
+def split_of(run_dir: Path):
+    """The run's test split, recomputed from its recipe as the run made it."""
+    from orchestrator.data import prepare_dataset
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import load_recipe
+
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    data = prepare_dataset(
+        recipe.data, get_plugin_manager().data_sources, seed=recipe.seed, base_dir=run_dir
+    )
+    return data
+
+
+def in_run(run_dir: Path, strategy: str, trial_id: str) -> np.ndarray:
+    return np.load(run_dir / "trials" / strategy / trial_id / "test_probabilities.npy")
+
+
+def trial_of(outcome, strategy: str) -> str:
+    frame = outcome.leaderboard
+    return str(frame.loc[frame["strategy"] == strategy, "trial_id"].iloc[0])
+
+
+@pytest.fixture(scope="module")
+def test_npz(runs, tmp_path_factory):
+    """The digits run's test split as an npz data source, with its class names."""
+    data = split_of(runs[0].run_dir)
+    path = tmp_path_factory.mktemp("npz") / "test.npz"
+    np.savez(path, x=data.x_test, y=data.y_test, class_names=np.array(data.task.class_names))
+    return path, data
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_predict_the_test_split_as_the_run_did(runs, test_npz, tmp_path):
+    digits = runs[0]
+    path, data = test_npz
+    out = tmp_path / "preds.csv"
+    result = invoke("predict", digits.run_dir, "--data", f"npz:{path}", "--out", out)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out, dtype={"predicted": str, "label": str})
+    names = list(data.task.class_names)
+    assert list(frame.columns) == [
+        "row", "predicted", "probability", "label", *(f"prob_{n}" for n in names)
+    ]  # fmt: skip
+    best = digits.best
+    expected = in_run(digits.run_dir, best["strategy"], best["trial_id"])
+    probabilities = frame[[f"prob_{n}" for n in names]].to_numpy()
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5, atol=1e-6)
+    assert list(frame["predicted"]) == [names[i] for i in expected.argmax(axis=1)]
+    assert list(frame["label"]) == [names[i] for i in data.y_test]
+    np.testing.assert_allclose(frame["probability"], expected.max(axis=1), rtol=1e-5)
+    assert f"accuracy {best['test_accuracy']:.4f} on {len(data.y_test)} labelled" in result.output
+
+
+@pytest.mark.parametrize("form", ["strategy/id", "id"])
+def test_predict_with_a_named_trial(runs, test_npz, tmp_path, form):
+    digits = runs[0]
+    trial_id = trial_of(digits, "fine_tune")
+    name = f"fine_tune/{trial_id}" if form == "strategy/id" else trial_id
+    out = tmp_path / "preds.csv"
+    result = invoke(
+        "predict", digits.run_dir, "--data", f"npz:{test_npz[0]}", "--trial", name, "--out", out
+    )
+    assert result.exit_code == 0, result.output
+    assert f"fine_tune trial {trial_id}" in result.output
+    frame = pd.read_csv(out)
+    expected = in_run(digits.run_dir, "fine_tune", trial_id)
+    np.testing.assert_allclose(
+        frame.filter(like="prob_").to_numpy(), expected, rtol=1e-5, atol=1e-6
+    )
+
+
+def test_predict_a_whole_source_to_stdout(runs):
+    result = invoke("predict", runs[0].run_dir, "--data", "sklearn:digits")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(StringIO(result.stdout))
+    assert len(frame) == 1797  # every example: no split, no few-shot
+    np.testing.assert_allclose(frame.filter(like="prob_").sum(axis=1), 1.0, rtol=1e-5)
+    assert "1797 predictions" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: "sklearn:iris", "gives examples of shape (4,), but the model"),
+        (lambda d: _npz(d, np.zeros((5, 8, 8, 3), np.float32)), "shape (8, 8, 3)"),
+        (lambda d: _npz(d, np.zeros((5, 16, 16, 1), np.float32)), "shape (16, 16, 1)"),
+        (lambda d: _csv(d, 64), "shape (64,)"),
+        (lambda d: "nosuch:thing", "nosuch"),
+        (lambda d: f"csv:{d / 'missing.csv'}", "does not exist"),
+    ],
+    ids=["iris", "rgb", "bigger-images", "flat-table", "unknown-scheme", "missing-file"],
+)
+def test_predict_refuses_input_that_does_not_fit(runs, tmp_path, make, message):
+    out = tmp_path / "preds.csv"
+    result = invoke("predict", runs[0].run_dir, "--data", make(tmp_path), "--out", out)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: ")
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists()
+
+
+def _npz(folder: Path, x: np.ndarray) -> str:
+    path = folder / "bad.npz"
+    np.savez(path, x=x, y=np.array([0, 1, 0, 1, 0]))
+    return f"npz:{path}"
+
+
+def _csv(folder: Path, columns: int) -> str:
+    path = folder / "flat.csv"
+    frame = pd.DataFrame(np.zeros((4, columns)), columns=[f"p{i}" for i in range(columns)])
+    frame.to_csv(path, index=False)
+    return f"csv:{path}"
+
+
+def test_predict_names_the_trials_when_one_is_unknown(runs):
+    result = invoke("predict", runs[0].run_dir, "--data", "sklearn:digits", "--trial", "zzz")
+    assert result.exit_code == 2
+    assert "no trial 'zzz'" in result.output
+    assert trial_of(runs[0], "fine_tune") in result.output
+
+
+def test_predict_on_a_folder_that_is_no_run(tmp_path):
+    result = invoke("predict", tmp_path, "--data", "sklearn:digits")
+    assert result.exit_code == 2
+    assert "not a graftune run directory" in result.output
+
+
+def test_predict_a_table_by_column_name_with_or_without_labels(runs, tmp_path):
+    wine = runs[1]
+    table = pd.read_csv(WINE_CSV)
+    labelled = invoke(
+        "predict", wine.run_dir, "--data", f"csv:{WINE_CSV}", "--out", tmp_path / "a.csv"
+    )
+    assert labelled.exit_code == 0, labelled.output
+    shuffled = table.drop(columns=["cultivar"])[list(reversed(table.columns.drop("cultivar")))]
+    shuffled.to_csv(tmp_path / "new.csv", index=False)
+    unlabelled = invoke(
+        "predict",
+        wine.run_dir,
+        "--data",
+        f"csv:{tmp_path / 'new.csv'}",
+        "--out",
+        tmp_path / "b.csv",
+    )
+    assert unlabelled.exit_code == 0, unlabelled.output
+    a = pd.read_csv(tmp_path / "a.csv")
+    b = pd.read_csv(tmp_path / "b.csv")
+    assert "label" in a and "label" not in b
+    assert list(a["label"]) == list(table["cultivar"])
+    np.testing.assert_allclose(b.filter(like="prob_"), a.filter(like="prob_"), rtol=1e-5)
+    assert "accuracy" not in unlabelled.output
+
+
+def test_predict_a_table_missing_a_column_is_refused(runs, tmp_path):
+    table = pd.read_csv(WINE_CSV).drop(columns=["alcohol", "cultivar"])
+    table.to_csv(tmp_path / "short.csv", index=False)
+    result = invoke("predict", runs[1].run_dir, "--data", f"csv:{tmp_path / 'short.csv'}")
+    assert result.exit_code == 2
+    assert "lacks column(s) 'alcohol'" in result.output
+
+
+@pytest.fixture(scope="module")
+def exports(runs, tmp_path_factory):
+    """Both formats of the best and of the fine_tune trial, and their reloaded predictions."""
+    digits = runs[0]
+    folder = tmp_path_factory.mktemp("exports")
+    fine_tune = trial_of(digits, "fine_tune")
+    made = []
+    for fmt in ("keras", "savedmodel"):
+        for trial in (None, f"fine_tune/{fine_tune}"):
+            dest = folder / f"{fmt}-{'best' if trial is None else 'fine_tune'}"
+            args = ["export", digits.run_dir, dest, "--format", fmt]
+            result = invoke(*args, *(["--trial", trial] if trial else []))
+            assert result.exit_code == 0, result.output
+            strategy, trial_id = (
+                (digits.best["strategy"], digits.best["trial_id"])
+                if trial is None
+                else ("fine_tune", fine_tune)
+            )
+            made.append((fmt, dest, folder / f"{dest.name}.npy", strategy, trial_id))
+    data = split_of(digits.run_dir)
+    np.save(folder / "x.npy", np.asarray(data.x_test))
+    jobs = json.dumps([(fmt, str(dest), str(out)) for fmt, dest, out, _, _ in made])
+    reload = subprocess.run(
+        [sys.executable, "-c", RELOAD, str(folder / "x.npy"), jobs],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert reload.returncode == 0, reload.stderr[-3000:]
+    return made, data
+
+
+def test_exports_reload_without_graftune_and_predict_as_the_run(runs, exports):
+    made, _ = exports
+    for fmt, _, out, strategy, trial_id in made:
+        reloaded = np.load(out)
+        expected = in_run(runs[0].run_dir, strategy, trial_id)
+        np.testing.assert_allclose(
+            reloaded, expected, rtol=1e-5, atol=1e-5, err_msg=f"{fmt} {strategy}"
+        )
+
+
+def test_exports_carry_class_names_and_input_shape(exports):
+    made, data = exports
+    for fmt, dest, _, strategy, trial_id in made:
+        meta = json.loads((dest / "graftune.json").read_text())
+        assert meta["format"] == fmt
+        assert meta["class_names"] == list(data.task.class_names)
+        assert meta["input_shape"] == [8, 8, 1]
+        assert (meta["strategy"], meta["trial_id"]) == (strategy, trial_id)
+        if fmt == "keras":
+            assert (dest / "model.keras").is_file()
+        else:
+            assert (dest / "saved_model.pb").is_file()
+
+
+def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    result = invoke("export", runs[0].run_dir, tmp_path / "taken")
+    assert result.exit_code == 2
+    assert "exists" in result.output
+    assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["keep.txt"]
+    assert not list(tmp_path.glob(".taken*"))
+
+
+def test_export_of_a_trial_without_a_model_is_refused(runs, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs[0].run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))
+    trial_id = trial_of(runs[0], "fine_tune")
+    (run_dir / "trials" / "fine_tune" / trial_id / "model.keras").unlink()
+    result = invoke("export", run_dir, tmp_path / "dest", "--trial", trial_id)
+    assert result.exit_code == 2
+    assert f"trial fine_tune/{trial_id} saved no model (status ok)" in result.output
+    assert not (tmp_path / "dest").exists()

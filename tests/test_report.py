@@ -1,0 +1,289 @@
+"""report.html of a real finished run, opened in headless Chromium; comparisons; charts."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.report import (
+    REPORT_FILE,
+    pareto_front,
+    save_bar_chart,
+    save_line_chart,
+    write_report,
+    write_report_safely,
+)
+
+RECIPE = """
+name: tiny-report
+seed: 5
+data:
+  source: sklearn:digits
+  split: {val: 0.2, test: 0.2}
+base:
+  pretrain:
+    data: {source: sklearn:digits, classes: [0, 1, 2, 3, 4]}
+    epochs: 2
+    width: 4
+strategies:
+  scratch_mlp:
+    space: {hidden_layers: 1, width: 16}
+  fine_tune:
+    space: {frozen_layers: {int: [0, all]}, head_width: {choice: [16, 32]}}
+search:
+  metric: val_accuracy
+  num_samples: 2
+  max_epochs: 2
+  scheduler: fifo
+  batch_size: 64
+resources: {cpus_per_trial: 1}
+output: out/
+"""
+#: One plot per parameter in report.PARAMETER_PLOTS, plus by-strategy, curves and Pareto.
+ALL_PLOTS = 7
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def finished(ray_session, tmp_path_factory):
+    """One real run through the CLI (2 strategies x 2 trials x 2 epochs): its folder and output."""
+    folder = tmp_path_factory.mktemp("report-run")
+    (folder / "recipe.yaml").write_text(RECIPE)
+    run_dir = folder / "run"
+    result = CliRunner().invoke(
+        app, ["run", str(folder / "recipe.yaml"), "--run-dir", str(run_dir), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    return run_dir, result.output
+
+
+def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
+    """Run headless Chromium offline with a throw-away profile."""
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)")
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        # Lets the load event (after every image has decoded) run before the dump.
+        "--virtual-time-budget=10000",
+        *args,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+
+
+def rendered(page: Path, tmp_path: Path) -> tuple[dict[str, str], str]:
+    """The <body> attributes the page's script set on load, and the rendered DOM."""
+    dom = chromium("--dump-dom", page.resolve().as_uri(), profile=tmp_path / "profile").stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body is not None, dom[:500]
+    return dict(re.findall(r'([\w-]+)="([^"]*)"', body.group(1))), dom
+
+
+def test_every_run_writes_a_report_and_says_how_to_open_tensorboard(finished):
+    run_dir, output = finished
+    assert (run_dir / REPORT_FILE).is_file()
+    assert f"report: {run_dir.resolve() / REPORT_FILE}" in output
+    assert f"tensorboard --logdir {run_dir.resolve() / 'trials'}" in output
+
+
+def test_the_report_renders_in_chromium_with_every_row_and_plot(finished, tmp_path):
+    run_dir, _ = finished
+    frame = pd.read_csv(run_dir / "leaderboard.csv")
+    attributes, dom = rendered(run_dir / REPORT_FILE, tmp_path)
+    assert attributes["data-ready"] == "1"
+    assert int(attributes["data-rows"]) == len(frame) == 4
+    assert int(attributes["data-images"]) == ALL_PLOTS
+    assert attributes["data-images-loaded"] == attributes["data-images"]
+    table = dom[dom.index('<table id="leaderboard"') : dom.index("</table>")]
+    for trial_id in frame["trial_id"]:
+        assert table.count(f">{trial_id}<") == 1
+    assert "tiny-report" in dom and "frozen_layers" in dom
+
+
+def test_the_report_is_self_contained(finished):
+    text = (Path(finished[0]) / REPORT_FILE).read_text()
+    assert not re.search(r"https?://", text)
+    assert "<link" not in text and "<script src" not in text
+    sources = re.findall(r"src='([^']*)'", text)
+    assert len(sources) == ALL_PLOTS
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    # The recipe is shown.
+    assert "sklearn:digits" in text and "num_samples: 2" in text
+
+
+def test_clicking_a_header_sorts_the_leaderboard(finished, tmp_path):
+    page = tmp_path / "sorted.html"
+    probe = """<script>
+    window.addEventListener('load', function () {
+      var table = document.getElementById('leaderboard');
+      var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+      function column(name) {
+        var i = heads.findIndex(function (h) { return h.textContent === name; });
+        heads[i].click();
+        return Array.prototype.map.call(table.tBodies[0].rows, function (r) {
+          return r.cells[i].textContent;
+        }).join('|');
+      }
+      document.body.setAttribute('data-up', column('val_accuracy'));
+      document.body.setAttribute('data-down', column('val_accuracy'));
+      document.body.setAttribute('data-frozen', column('frozen_layers'));
+      document.body.setAttribute('data-names', column('strategy'));
+    });
+    </script></body>"""
+    page.write_text((finished[0] / REPORT_FILE).read_text().replace("</body>", probe))
+    attributes, _ = rendered(page, tmp_path)
+    up = [float(v) for v in attributes["data-up"].split("|")]
+    down = [float(v) for v in attributes["data-down"].split("|")]
+    assert up == sorted(up) and down == sorted(up, reverse=True)
+    frozen = attributes["data-frozen"].split("|")
+    # Numbers numerically, blanks (scratch_mlp has no frozen_layers) last.
+    numbers = [int(v) for v in frozen if v]
+    assert numbers == sorted(numbers) and frozen[len(numbers) :] == ["", ""]
+    assert attributes["data-names"].split("|") == sorted(attributes["data-names"].split("|"))
+
+
+def test_a_screenshot_of_the_report_is_not_blank(finished, tmp_path):
+    from PIL import Image
+
+    shot = tmp_path / "report.png"
+    chromium(
+        "--hide-scrollbars",
+        "--window-size=1280,2400",
+        f"--screenshot={shot}",
+        (finished[0] / REPORT_FILE).resolve().as_uri(),
+        profile=tmp_path / "profile",
+    )
+    image = Image.open(shot).convert("L")
+    assert image.size == (1280, 2400)
+    low, high = image.getextrema()
+    assert high - low > 100  # text and plots, not an empty page
+
+
+def test_report_command_rebuilds_the_page(finished, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished[0], run_dir, ignore=shutil.ignore_patterns("ray", "*.keras"))
+    (run_dir / REPORT_FILE).unlink()
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / REPORT_FILE).is_file()
+    assert str(run_dir / REPORT_FILE) in result.output
+
+
+def test_plots_without_their_parameter_are_left_out_with_a_note(finished, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished[0], run_dir, ignore=shutil.ignore_patterns("ray", "*.keras"))
+    frame = pd.read_csv(run_dir / "leaderboard.csv")
+    frame.drop(columns=["frozen_layers", "head_width"]).to_csv(
+        run_dir / "leaderboard.csv", index=False
+    )
+    text = write_report(run_dir).read_text()
+    assert text.count("data:image/png;base64,") == ALL_PLOTS - 2
+    assert "Left out: no trial of this run has the parameter frozen_layers" in text
+    assert "Left out: no trial of this run has the parameter head_width" in text
+
+
+def test_a_plot_that_fails_becomes_a_note_and_is_logged(finished, tmp_path, caplog):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished[0], run_dir, ignore=shutil.ignore_patterns("ray", "*.keras"))
+    for history in run_dir.glob("trials/*/*/history.csv"):
+        history.write_bytes(b"epoch,val_accuracy\n1,\xff\xfe\n")  # not UTF-8: reading raises
+    with caplog.at_level(logging.WARNING, logger="orchestrator.report"):
+        text = write_report(run_dir).read_text()
+    assert "Learning curves.</b></figcaption><p class='note'>This plot could not be drawn" in text
+    assert text.count("data:image/png;base64,") == ALL_PLOTS - 1
+    assert any("Learning curves" in r.getMessage() for r in caplog.records)
+
+
+def test_a_report_that_cannot_be_written_never_raises(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="orchestrator.report"):
+        assert write_report_safely(tmp_path) is None
+    assert "could not write report.html" in caplog.text
+
+
+def test_report_on_a_folder_that_is_no_run_exits_2(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "leaderboard.csv" in result.output
+    assert not (tmp_path / REPORT_FILE).exists()
+
+
+def test_comparing_runs_writes_one_page_in_the_current_folder(finished, tmp_path, monkeypatch):
+    first = finished[0]
+    second = tmp_path / "second-run"
+    shutil.copytree(first, second, ignore=shutil.ignore_patterns("ray", "*.keras"))
+    frame = pd.read_csv(second / "leaderboard.csv")
+    frame["val_accuracy"] = frame["val_accuracy"] / 2
+    frame.to_csv(second / "leaderboard.csv", index=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    result = CliRunner().invoke(app, ["report", str(first), str(second)])
+    assert result.exit_code == 0, result.output
+    page = work / "compare.html"
+    attributes, dom = rendered(page, tmp_path)
+    assert int(attributes["data-rows"]) == 4  # 2 runs x 2 strategies
+    assert attributes["data-images"] == attributes["data-images-loaded"] == "1"
+    assert first.name in dom and "second-run" in dom
+    best = frame.groupby("strategy")["val_accuracy"].max()
+    for value in best:
+        assert f"{value:.4f}" in dom
+
+
+def test_pareto_front_keeps_trials_no_other_beats_on_cost_and_score():
+    points = [(1.0, 0.5), (2.0, 0.4), (3.0, 0.9), (4.0, 0.9), (0.5, 0.1)]
+    assert pareto_front(points, "max") == [4, 0, 2]
+    assert pareto_front([(1.0, 2.0), (2.0, 1.0), (3.0, 1.5)], "min") == [0, 1]
+
+
+def test_benchmark_charts_are_pngs(tmp_path):
+    from PIL import Image
+
+    bars = save_bar_chart(
+        tmp_path / "figs" / "bars.png",
+        ["fifo", "asha"],
+        {"median s": [12.0, 7.5], "p90 s": [14.0, None]},
+        title="search time",
+        ylabel="seconds",
+        errors={"median s": [1.0, 0.5]},
+    )
+    lines = save_line_chart(
+        tmp_path / "lines.png",
+        {"cached": ([1, 2, 4], [3.0, 2.0, 1.5]), "uncached": ([1, 2, 4], [6.0, 4.0, 3.0])},
+        xlabel="trials",
+        ylabel="seconds",
+        log_x=True,
+    )
+    for path in (bars, lines):
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width > 300
+
+
+def test_trials_log_their_curves_for_tensorboard(finished):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = finished[0]
+    frame = pd.read_csv(run_dir / "leaderboard.csv")
+    for row in frame.itertuples():
+        logs = run_dir / "trials" / row.strategy / row.trial_id / "tensorboard"
+        for split in ("train", "validation"):
+            events = EventAccumulator(str(logs / split))
+            events.Reload()
+            tags = events.Tags()["tensors"]
+            assert "epoch_loss" in tags and "epoch_accuracy" in tags, tags
+            assert len(events.Tensors("epoch_loss")) == row.epochs == 2
