@@ -1,0 +1,3 @@
+"""The graftune testing kit provides the fixtures these tests use."""
+
+pytest_plugins = ["orchestrator.testing"]

@@ -1,0 +1,290 @@
+"""Checks of a recipe's plugins that run in the driver before any trial.
+
+A plugin that breaks its contract should stop a run at once, with a message
+naming the plugin and its distribution, not fail the same way in every trial
+on a worker. Three checks live here:
+
+- :func:`strategy_space` calls a strategy's ``search_space`` and checks that it
+  returns only :mod:`orchestrator.space` types with sensible bounds (used by
+  ``graftune validate`` and by a run);
+- :func:`check_strategies` builds each strategy's smallest configuration once
+  and checks that the result is a compiled ``keras.Model`` with output
+  ``(None, n_classes)``;
+- :func:`plugin_control_errors` checks a recipe's ``plugins: {disable: [...]}``
+  against the plugins there are.
+
+The functions that judge a space or a model (:func:`space_problems`,
+:func:`model_problems`) return lists of problems, so that the conformance check
+of :mod:`orchestrator.testing` reports them the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import math
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.errors import GraftuneError, PluginError, did_you_mean
+from orchestrator.space import ALL, DIMENSION_TYPES, Choice, Fixed, Float, Int, LogFloat
+
+if TYPE_CHECKING:
+    from orchestrator.bases import BaseInfo
+    from orchestrator.data import TaskSpec
+    from orchestrator.plugin_manager import PluginHost
+    from orchestrator.recipe import Recipe, RecipeError
+    from orchestrator.space import Dimension
+    from orchestrator.strategy import SpaceContext, Strategy
+
+log = logging.getLogger(__name__)
+
+_TYPE_NAMES = ", ".join(t.__name__ for t in DIMENSION_TYPES)
+
+
+def space_problems(space: Any) -> list[str]:
+    """What is wrong with a search space a strategy returned; empty when nothing is.
+
+    A space is a ``dict`` from parameter name (text) to an instance of one of
+    :data:`orchestrator.space.DIMENSION_TYPES`, with bounds in order
+    (``low <= high``), positive log-scaled bounds and non-empty choices.
+    """
+    if not isinstance(space, dict):
+        return [
+            f"search_space() returned {type(space).__name__}, expected a dict of "
+            f"parameter name -> {_TYPE_NAMES}"
+        ]
+    problems = []
+    for key, dim in space.items():
+        if not isinstance(key, str) or not key:
+            problems.append(f"parameter name {key!r} is not a non-empty string")
+            continue
+        if not isinstance(dim, DIMENSION_TYPES):
+            problems.append(
+                f"{key!r} is {type(dim).__module__}.{type(dim).__qualname__} ({dim!r}), "
+                f"not a graftune space type; use one of {_TYPE_NAMES} from orchestrator.space"
+            )
+            continue
+        problem = _dimension_problem(dim)
+        if problem:
+            problems.append(f"{key!r}: {problem}")
+    return problems
+
+
+def _dimension_problem(dim: Dimension) -> str | None:
+    if isinstance(dim, Int):
+        if isinstance(dim.low, bool) or not isinstance(dim.low, int):
+            return f"Int low bound must be an integer, got {dim.low!r}"
+        if dim.high == ALL:
+            return None if dim.low >= 0 else f"Int low bound must be >= 0 with 'all', got {dim.low}"
+        if isinstance(dim.high, bool) or not isinstance(dim.high, int):
+            return f"Int high bound must be an integer or 'all', got {dim.high!r}"
+        return None if dim.low <= dim.high else f"Int bounds out of order: [{dim.low}, {dim.high}]"
+    if isinstance(dim, (Float, LogFloat)):
+        kind = type(dim).__name__
+        for bound in (dim.low, dim.high):
+            if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+                return f"{kind} bounds must be numbers, got {bound!r}"
+            if not math.isfinite(bound):
+                return f"{kind} bounds must be finite, got {bound!r}"
+        if dim.low > dim.high:
+            return f"{kind} bounds out of order: [{dim.low}, {dim.high}]"
+        if isinstance(dim, LogFloat) and dim.low <= 0:
+            return f"LogFloat bounds must be > 0, got [{dim.low}, {dim.high}]"
+        return None
+    if isinstance(dim, Choice):
+        if not isinstance(dim.values, tuple) or not dim.values:
+            return f"Choice needs a non-empty tuple of values, got {dim.values!r}"
+        return None
+    assert isinstance(dim, Fixed)
+    return None
+
+
+def strategy_space(strategy: Strategy, context: SpaceContext, owner: str) -> dict[str, Dimension]:
+    """Call ``strategy.search_space(context)`` and check what it returns.
+
+    Args:
+        strategy: The strategy instance.
+        context: The task and base as far as they are known.
+        owner: The registering plugin and its distribution, ``"entry (dist version)"``.
+
+    Returns:
+        The strategy's own space.
+
+    Raises:
+        PluginError: ``search_space`` raised, or returned something that is not a
+            space of graftune types; the message names the strategy and ``owner``.
+    """
+    who = f"strategy {strategy.name!r} from plugin {owner}"
+    try:
+        space = strategy.search_space(context)
+    except GraftuneError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{who}: search_space() raised {type(exc).__name__}: {exc}") from exc
+    problems = space_problems(space)
+    if problems:
+        raise PluginError(f"{who} has a bad search space: " + "; ".join(problems))
+    return space
+
+
+def model_problems(model: Any, n_classes: int) -> list[str]:
+    """What is wrong with a model a strategy built; empty when nothing is.
+
+    The contract: a ``keras.Model``, compiled (an optimizer and a loss), with a
+    single output of shape ``(None, n_classes)``.
+    """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        return [f"build() returned {type(model).__name__}, not a keras.Model"]
+    problems = []
+    if getattr(model, "optimizer", None) is None:
+        problems.append("build() returned a model that is not compiled (call model.compile)")
+    elif getattr(model, "loss", None) is None:
+        problems.append("build() returned a model compiled without a loss")
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError) as exc:
+        problems.append(f"build() returned a model whose output shape is unknown: {exc}")
+        return problems
+    if not isinstance(shape, tuple) or len(shape) != 2 or shape[-1] != n_classes:
+        problems.append(
+            f"build() returned a model with output shape {shape}; expected (None, {n_classes})"
+        )
+    return problems
+
+
+def check_strategies(
+    strategies: dict[str, Strategy],
+    spaces: dict[str, dict[str, Dimension]],
+    task: TaskSpec,
+    base: BaseInfo | None,
+    host: PluginHost,
+) -> None:
+    """Build each strategy's smallest configuration once, in the driver, and check it.
+
+    A build that raises is only logged: it may depend on the configuration, and
+    the trials record such failures. A model that breaks the contract (not a
+    ``keras.Model``, not compiled, the wrong output shape) stops the run.
+
+    Args:
+        strategies: The recipe's strategies, by name.
+        spaces: Each strategy's merged and resolved space.
+        task: The prepared task.
+        base: The prepared base, for strategies that require one.
+        host: The plugin host, to name each strategy's plugin and distribution.
+
+    Raises:
+        PluginError: Naming the strategy, its plugin and distribution, and what is wrong.
+    """
+    import keras
+
+    from orchestrator.bases import load_base
+    from orchestrator.space import smallest_config
+
+    _gpu_memory_growth()
+    for name, strategy in strategies.items():
+        owner = host.strategies.owner(name)
+        config = smallest_config(spaces[name])
+        try:
+            loaded = load_base(base) if strategy.requires_base and base is not None else None
+            try:
+                model = strategy.build(dict(config), task, loaded)
+            except Exception as exc:
+                log.warning(
+                    "strategy %r from plugin %s raised in build() for its smallest "
+                    "configuration %s (its trials will record the error): %s: %s",
+                    name,
+                    owner,
+                    config,
+                    type(exc).__name__,
+                    exc,
+                )
+                continue
+            problems = model_problems(model, task.n_classes)
+            if problems:
+                raise PluginError(
+                    f"strategy {name!r} from plugin {owner} breaks the Strategy contract "
+                    f"(smallest configuration {config}): " + "; ".join(problems)
+                )
+        finally:
+            # Nothing the check built may stay in the driver's memory.
+            keras.backend.clear_session()
+            gc.collect()
+
+
+def _gpu_memory_growth() -> None:
+    """Let the driver's TensorFlow take GPU memory as needed, not the whole card."""
+    import tensorflow as tf
+
+    for device in tf.config.list_physical_devices("GPU"):
+        # Fails once TensorFlow has initialised the device; the setting is then fixed.
+        with contextlib.suppress(RuntimeError, ValueError):
+            tf.config.experimental.set_memory_growth(device, True)
+
+
+def known_plugin_names(host: PluginHost) -> set[str]:
+    """Every plugin name a recipe may disable: registered, host or installed."""
+    from orchestrator.plugin_manager import ENTRY_POINT_GROUP, HOST_PLUGINS
+
+    # A blocked name is listed too, with None for its plugin: it proves nothing.
+    names = {name for name, plugin in host.pm.list_name_plugin() if plugin is not None}
+    names.update(HOST_PLUGINS)
+    names.update(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+    return names
+
+
+def plugin_control_errors(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
+    """Check the recipe's ``plugins.disable`` list against the plugins there are.
+
+    A name that no plugin has is an error (a typo would silently disable
+    nothing); so is a host built without the recipe's ``disable`` list that
+    still holds a plugin the recipe disables.
+    """
+    errors = []
+    known = known_plugin_names(host)
+    for index, name in enumerate(recipe.plugins.disable):
+        path = ("plugins", "disable", str(index))
+        if name not in known:
+            errors.append(
+                recipe.error(
+                    path,
+                    f"no plugin is named {name!r}{did_you_mean(name, known)}; "
+                    f"plugins: {', '.join(sorted(known))}",
+                )
+            )
+        elif host.pm.get_plugin(name) is not None:
+            errors.append(
+                recipe.error(
+                    path,
+                    f"the recipe disables {name!r}, but the plugin host given to the run has it "
+                    "registered; build it with get_plugin_manager(disable=recipe.plugins.disable)",
+                )
+            )
+    return errors
+
+
+def disabled_plugins(recipe_path: Any) -> tuple[str, ...]:
+    """The plugins a recipe file (or a run directory's recipe) disables.
+
+    The command line builds its plugin host before it runs or validates a
+    recipe, so it reads the recipe's ``plugins.disable`` first.
+
+    Raises:
+        RecipeError: The recipe cannot be read.
+    """
+    from pathlib import Path
+
+    from orchestrator.recipe import load_recipe
+
+    if recipe_path is None:
+        return ()
+    path = Path(recipe_path)
+    if path.is_dir():
+        # A run directory, to resume; a folder without a recipe is the command's to refuse.
+        path = path / "recipe.yaml"
+        if not path.is_file():
+            return ()
+    return tuple(load_recipe(path).plugins.disable)

@@ -1,0 +1,332 @@
+"""Reporters: plugins that observe a run through the event hooks.
+
+Two ship with graftune:
+
+- the **event log** (this module, host plugin ``graftune.events``): every run
+  directory gets ``events.jsonl``, one JSON object per line for
+  ``run_started``, each ``trial_finished`` and ``run_finished``, so a run can
+  be followed with ``tail -f`` and read back by any tool;
+- the **MLflow reporter** (:class:`MLflowReporter`, the plugin ``mlflow``,
+  registered through graftune's own entry points): when MLflow is installed
+  (``pip install graftune[mlflow]``) and ``MLFLOW_TRACKING_URI`` is set, each
+  run becomes an MLflow run with one nested run per trial.
+
+Both run in the driver process only, and import nothing heavy at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.markers import hookimpl
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchestrator.recipe import Recipe
+    from orchestrator.trial import TrialResult
+
+log = logging.getLogger(__name__)
+
+#: The event log's file name in a run directory.
+EVENTS_FILE = "events.jsonl"
+#: Bumped when a record changes incompatibly.
+EVENTS_VERSION = 1
+
+
+# -- the event log --------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN and infinities become null, paths and other objects text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if hasattr(value, "item"):  # numpy and pandas scalars
+        try:
+            return _clean(value.item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def append_event(folder: Path, event: str, **fields: Any) -> None:
+    """Append one record to ``folder/events.jsonl`` (``folder`` is a run directory).
+
+    Each record is written with a single ``write`` of one line, so a reader
+    never sees half a record from a finished write.
+    """
+    record = {"event": event, "time": round(time.time(), 3), "version": EVENTS_VERSION}
+    record.update(fields)
+    line = json.dumps(_clean(record), sort_keys=False) + "\n"
+    with open(Path(folder) / EVENTS_FILE, "a", encoding="utf-8") as handle:
+        handle.write(line)
+
+
+def read_events(run_dir: Path) -> list[dict[str, Any]]:
+    """Every record of a run's event log, in order (an empty list if there is none)."""
+    path = Path(run_dir) / EVENTS_FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+@hookimpl
+def graftune_run_started(recipe: Recipe, run_dir: Path) -> None:
+    """Write the ``run_started`` record: the recipe's name, strategies and search."""
+    from orchestrator import __version__
+
+    resumed = (Path(run_dir) / EVENTS_FILE).is_file()
+    append_event(
+        run_dir,
+        "run_started",
+        recipe=recipe.name,
+        run_dir=str(run_dir),
+        resumed=resumed,
+        seed=recipe.seed,
+        data=recipe.data.source,
+        base=recipe.base.kind if recipe.base is not None else None,
+        strategies=list(recipe.strategies),
+        metric=recipe.search.metric,
+        mode=recipe.search.direction,
+        max_epochs=recipe.search.max_epochs,
+        graftune=__version__,
+    )
+
+
+@hookimpl
+def graftune_trial_finished(result: TrialResult, run_dir: Path) -> None:
+    """Write a ``trial_finished`` record: the trial's result as in ``result.json``."""
+    append_event(run_dir, "trial_finished", **result.to_json())
+
+
+@hookimpl
+def graftune_run_finished(leaderboard: pd.DataFrame, run_dir: Path) -> None:
+    """Write the ``run_finished`` record: counts by status and the best trial."""
+    statuses = leaderboard["status"].value_counts().to_dict() if len(leaderboard) else {}
+    best = None
+    finished = leaderboard[leaderboard["status"] == "ok"] if len(leaderboard) else leaderboard
+    if len(finished):
+        row = finished.iloc[0]
+        best = {
+            "strategy": row["strategy"],
+            "trial_id": row["trial_id"],
+            "val_accuracy": row.get("val_accuracy"),
+            "test_accuracy": row.get("test_accuracy"),
+        }
+    append_event(run_dir, "run_finished", trials=len(leaderboard), statuses=statuses, best=best)
+
+
+# -- MLflow ------------------------------------------------------------------------
+
+
+#: Leaderboard and result fields logged as MLflow metrics.
+_METRICS = (
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "test_loss",
+    "epochs",
+    "fit_seconds",
+    "params_total",
+    "params_trainable",
+    "peak_memory_mb",
+)
+#: A trial's status -> the MLflow run status it ends with.
+_MLFLOW_STATUS = {"ok": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", "error": "FAILED"}
+
+
+def mlflow_available() -> bool:
+    """Whether the ``mlflow`` package can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("mlflow") is not None
+
+
+class MLflowReporter:
+    """Logs each graftune run to MLflow: one parent run, one nested run per trial.
+
+    Active only when MLflow is importable and ``MLFLOW_TRACKING_URI`` is set
+    (graftune never sends anything anywhere unless asked). The experiment is
+    ``MLFLOW_EXPERIMENT_NAME`` or else the recipe's name. The parent run holds
+    the recipe's settings as parameters, ``recipe.yaml`` and the leaderboard
+    files as artifacts and the best scores as metrics; each trial's run holds
+    its configuration as parameters, its scores and cost as metrics, its
+    per-epoch history as metric steps and its status as a tag.
+
+    Runs are tracked by run directory, so one reporter serves runs one after
+    another. When the tracking server cannot be used, the first event of a run
+    raises (the host reports it as a warning naming this plugin) and the rest
+    of that run is not logged.
+    """
+
+    def __init__(self) -> None:
+        #: run_dir -> (client, parent run id), or None once logging failed for that run.
+        self._runs: dict[str, tuple[Any, str] | None] = {}
+
+    @staticmethod
+    def enabled() -> bool:
+        """Whether this reporter logs anything: MLflow installed and a tracking URI set."""
+        return bool(os.environ.get("MLFLOW_TRACKING_URI")) and mlflow_available()
+
+    def _start(self, run_dir: Path, recipe: Recipe | None) -> tuple[Any, str] | None:
+        key = str(run_dir)
+        if key in self._runs:
+            return self._runs[key]
+        self._runs[key] = None  # stays None if anything below raises
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or (
+            recipe.name if recipe is not None else "graftune"
+        )
+        experiment = client.get_experiment_by_name(name)
+        experiment_id = (
+            experiment.experiment_id if experiment is not None else client.create_experiment(name)
+        )
+        tags = {"graftune.run_dir": key, "graftune.kind": "run"}
+        run = client.create_run(experiment_id, run_name=Path(run_dir).name, tags=tags)
+        run_id = run.info.run_id
+        if recipe is not None:
+            params = {
+                "recipe": recipe.name,
+                "seed": recipe.seed,
+                "data": recipe.data.source,
+                "base": recipe.base.kind if recipe.base is not None else "",
+                "strategies": ",".join(recipe.strategies),
+                "metric": recipe.search.metric,
+                "max_epochs": recipe.search.max_epochs,
+            }
+            _log(client, run_id, params=params)
+            recipe_file = Path(run_dir) / "recipe.yaml"
+            if recipe_file.is_file():
+                client.log_artifact(run_id, str(recipe_file))
+        self._runs[key] = (client, run_id)
+        return self._runs[key]
+
+    @hookimpl
+    def graftune_run_started(self, recipe: Recipe, run_dir: Path) -> None:
+        """Create the MLflow run of this graftune run."""
+        if self.enabled():
+            self._start(run_dir, recipe)
+
+    @hookimpl
+    def graftune_trial_finished(self, result: TrialResult, run_dir: Path) -> None:
+        """Log one trial as a nested MLflow run."""
+        if not self.enabled():
+            return
+        started = self._start(run_dir, None)
+        if started is None:
+            return
+        client, parent = started
+        experiment_id = client.get_run(parent).info.experiment_id
+        run = client.create_run(
+            experiment_id,
+            run_name=f"{result.strategy}/{result.trial_id}",
+            tags={
+                "mlflow.parentRunId": parent,
+                "graftune.kind": "trial",
+                "graftune.strategy": result.strategy,
+                "graftune.trial_id": result.trial_id,
+                "graftune.status": result.status,
+                **({"graftune.error": result.error[:5000]} if result.error else {}),
+            },
+        )
+        run_id = run.info.run_id
+        metrics = {k: getattr(result, k) for k in _METRICS}
+        _log(
+            client,
+            run_id,
+            params={"strategy": result.strategy, **result.config},
+            metrics=metrics,
+            history=_history(Path(run_dir), result),
+        )
+        client.set_terminated(run_id, status=_MLFLOW_STATUS.get(result.status, "FAILED"))
+
+    @hookimpl
+    def graftune_run_finished(self, leaderboard: pd.DataFrame, run_dir: Path) -> None:
+        """Log the leaderboard and the best scores, and end the MLflow run."""
+        if not self.enabled():
+            return
+        started = self._start(run_dir, None)
+        if started is None:
+            return
+        client, parent = started
+        finished = leaderboard[leaderboard["status"] == "ok"]
+        metrics: dict[str, Any] = {"trials": len(leaderboard), "trials_ok": len(finished)}
+        tags = {}
+        if len(finished):
+            best = finished.iloc[0]
+            for column in ("val_accuracy", "test_accuracy", "val_loss", "test_loss"):
+                metrics[f"best_{column}"] = best.get(column)
+            tags = {"graftune.best_strategy": str(best["strategy"])}
+            tags["graftune.best_trial_id"] = str(best["trial_id"])
+        _log(client, parent, metrics=metrics, tags=tags)
+        for name in ("leaderboard.csv", "leaderboard.md", "leaderboard.html", EVENTS_FILE):
+            path = Path(run_dir) / name
+            if path.is_file():
+                client.log_artifact(parent, str(path))
+        client.set_terminated(parent, status="FINISHED" if len(finished) else "FAILED")
+        del self._runs[str(run_dir)]
+
+
+def _history(run_dir: Path, result: TrialResult) -> list[dict[str, float]]:
+    """The per-epoch metrics the trial wrote to ``history.csv``, if any."""
+    import csv
+
+    from orchestrator.trial import trial_dir
+
+    path = trial_dir(run_dir, result.strategy, result.trial_id) / "history.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return [
+            {k: float(v) for k, v in row.items() if v not in ("", None)}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def _log(
+    client: Any,
+    run_id: str,
+    *,
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    tags: dict[str, str] | None = None,
+    history: list[dict[str, float]] = (),  # type: ignore[assignment]
+) -> None:
+    """One ``log_batch`` call: parameters, final metrics, per-epoch steps and tags."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    metric_list = []
+    for row in history:
+        step = int(row.get("epoch", 0))
+        for key, value in row.items():
+            if key != "epoch" and math.isfinite(value):
+                metric_list.append(Metric(f"epoch_{key}", value, now, step))
+    for key, value in (metrics or {}).items():
+        value = _clean(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metric_list.append(Metric(key, float(value), now, 0))
+    client.log_batch(
+        run_id,
+        metrics=metric_list,
+        params=[Param(str(k), str(_clean(v))[:6000]) for k, v in (params or {}).items()],
+        tags=[RunTag(k, v) for k, v in (tags or {}).items()],
+    )
+
+
+#: The plugin object graftune's entry point ``mlflow`` names.
+mlflow_reporter = MLflowReporter()

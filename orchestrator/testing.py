@@ -1,0 +1,577 @@
+"""A testing kit for graftune plugin authors, and a pytest plugin.
+
+Enable it in a test suite's top ``conftest.py``::
+
+    pytest_plugins = ["orchestrator.testing"]
+
+(or with ``pytest -p orchestrator.testing``). graftune does not register it
+through pytest's ``pytest11`` entry point: like pytest's own ``pytester``, it
+is opt-in, so installing graftune never adds fixtures to unrelated test suites.
+
+Fixtures (all prefixed ``graftune_``):
+
+- ``graftune_host``: a fresh plugin host without entry-point discovery; only
+  graftune's own data sources, base providers and event log are registered.
+- ``graftune_register``: ``graftune_register(plugin, name=None)`` makes a plugin
+  discoverable, for this test only, exactly as if it were installed (a
+  temporary distribution with an entry point in the ``graftune`` group), and
+  returns a fresh host that includes it. Every plugin host built during the
+  test (``graftune validate`` through typer's ``CliRunner``,
+  :func:`orchestrator.run_recipe`) sees it; it is gone after the test.
+- ``graftune_digits`` / ``graftune_iris``: tiny offline datasets (scikit-learn's
+  8x8 digits as images, iris as a table), split with seed 0.
+- ``graftune_base``: a tiny untrained CNN base for the digits (a ``BaseInfo``).
+- ``graftune_run``: ``graftune_run(recipe)`` runs a recipe in process, without
+  Ray, and returns its leaderboard (see :func:`run_in_process`).
+
+Functions usable without pytest: :func:`check_strategy`, :func:`run_in_process`,
+:func:`tiny_dataset`, :func:`tiny_base`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import itertools
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Callable, Iterable, Iterator
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from orchestrator.errors import PluginError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from orchestrator.bases import BaseInfo
+    from orchestrator.data import Dataset, TaskSpec
+    from orchestrator.plugin_manager import PluginHost
+    from orchestrator.recipe import Recipe
+    from orchestrator.strategy import Strategy
+
+__all__ = [
+    "StrategyCheckError",
+    "check_strategy",
+    "run_in_process",
+    "tiny_base",
+    "tiny_dataset",
+]
+
+_SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
+#: Modules a strategy's module must not import when it is imported.
+HEAVY_MODULES = ("tensorflow", "keras")
+
+
+class StrategyCheckError(PluginError):
+    """A strategy class fails :func:`check_strategy`; the message lists every problem."""
+
+
+# -- tiny data and a tiny base ----------------------------------------------------------
+
+
+_DATASETS: dict[tuple[str, tuple[Any, ...] | None, int], Dataset] = {}
+
+
+def tiny_dataset(
+    name: str = "digits", *, classes: Iterable[Any] | None = None, seed: int = 0
+) -> Dataset:
+    """A small offline dataset from scikit-learn, split 60/20/20 and seeded.
+
+    Args:
+        name: ``digits`` (8x8x1 images in [0, 1], 10 classes, 1797 examples),
+            ``iris`` (4 features, 3 classes), ``wine`` or ``breast_cancer``.
+        classes: Keep only these classes (e.g. ``[0, 1, 2]``).
+        seed: The split's seed.
+
+    Returns:
+        The dataset (read-only arrays, so one copy is shared by every caller).
+    """
+    from orchestrator.data import prepare_dataset
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import DataSpec
+
+    key = (name, tuple(classes) if classes is not None else None, seed)
+    if key not in _DATASETS:
+        spec = DataSpec(
+            source=f"sklearn:{name}", classes=list(classes) if classes is not None else None
+        )
+        sources = get_plugin_manager(autoload=False).data_sources
+        _DATASETS[key] = prepare_dataset(spec, sources, seed=seed, base_dir=Path.cwd())
+    return _DATASETS[key]
+
+
+def tiny_base(task: TaskSpec, folder: str | Path) -> BaseInfo:
+    """Build, save and describe a tiny untrained base that takes ``task``'s inputs.
+
+    Images ``(h, w, c)`` get two conv → BatchNormalization → ReLU blocks (the
+    second with stride 2); any other input a flattening and two small dense
+    layers. Nothing is written to graftune's cache.
+
+    Args:
+        task: The task whose inputs the base takes.
+        folder: Where ``tiny_base.keras`` is written.
+
+    Returns:
+        The base as a trial receives it (load it with :func:`orchestrator.bases.load_base`).
+    """
+    import keras
+
+    from orchestrator.bases import BaseInfo, find_cut_points, plan_adapter
+
+    keras.utils.set_random_seed(0)
+    shape = tuple(task.input_shape)
+    inputs = keras.Input(shape, name="tiny_base_input")
+    if len(shape) == 3:
+        x = inputs
+        for i, (filters, strides) in enumerate(((4, 1), (8, 2)), start=1):
+            x = keras.layers.Conv2D(
+                filters, 3, strides=strides, padding="same", use_bias=False, name=f"tiny_conv{i}"
+            )(x)
+            x = keras.layers.BatchNormalization(name=f"tiny_bn{i}")(x)
+            x = keras.layers.Activation("relu", name=f"tiny_relu{i}")(x)
+    else:
+        x = keras.layers.Flatten(name="tiny_flatten")(inputs) if len(shape) > 1 else inputs
+        x = keras.layers.Dense(16, activation="relu", name="tiny_dense1")(x)
+        x = keras.layers.Dense(8, activation="relu", name="tiny_dense2")(x)
+    model = keras.Model(inputs, x, name="tiny_base")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "tiny_base.keras"
+    model.save(path)
+    cuts = find_cut_points(model)
+    base_shape = tuple(model.input_shape[1:])
+    info = BaseInfo(
+        path=path,
+        fingerprint=hashlib.sha256(path.read_bytes()).hexdigest(),
+        input_shape=base_shape,
+        output_shape=tuple(model.output_shape[1:]),
+        cut_points=tuple(cuts),
+        cut_names=tuple(model.layers[i].name for i in cuts),
+        adapter=tuple(plan_adapter(shape, base_shape)),
+        description="tiny untrained base (orchestrator.testing)",
+    )
+    keras.backend.clear_session()
+    return info
+
+
+# -- the conformance check --------------------------------------------------------------
+
+
+def check_strategy(
+    cls: type[Strategy], *, dataset: Dataset | None = None, check_imports: bool = True
+) -> None:
+    """Check that a Strategy class keeps the contract graftune relies on.
+
+    The checks:
+
+    1. ``cls`` subclasses :class:`orchestrator.Strategy` and can be created with
+       no arguments;
+    2. ``name`` is snake_case and is not the name of one of graftune's built-in
+       strategies (unless ``cls`` is that built-in);
+    3. ``search_space`` returns only :mod:`orchestrator.space` types with sound
+       bounds, both while a recipe is validated (an empty ``SpaceContext``) and
+       for a prepared task and base;
+    4. the smallest configuration builds a compiled ``keras.Model`` whose
+       output is ``(None, n_classes)``, on ``dataset`` (default: the digits) and,
+       for a strategy that ``requires_base``, on a :func:`tiny_base`;
+    5. ``fit`` trains that model for at most the epochs it is given, calls the
+       callbacks it is given each epoch, reports ``accuracy`` and
+       ``val_accuracy``, and returns a ``keras.Model``;
+    6. the strategy pickles with Ray's cloudpickle, fresh and after ``build``
+       (so it reaches Ray workers; keep models out of ``self``);
+    7. importing the strategy's module in a fresh interpreter imports neither
+       TensorFlow nor Keras (``check_imports=False`` skips this, e.g. for a
+       class defined in ``__main__``).
+
+    Args:
+        cls: The strategy class.
+        dataset: The data to build and fit on (default :func:`tiny_dataset`).
+        check_imports: Run check 7.
+
+    Raises:
+        StrategyCheckError: Naming the class and every check it fails.
+    """
+    from orchestrator.strategy import Strategy
+
+    label = f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', repr(cls))}"
+    if not isinstance(cls, type) or not issubclass(cls, Strategy):
+        raise StrategyCheckError(f"{label} is not a subclass of orchestrator.Strategy")
+    label = f"{label} (strategy {cls.name!r})"
+    problems: list[str] = []
+    problems += _name_problems(cls)
+    try:
+        strategy = cls()
+    except Exception as exc:
+        raise StrategyCheckError(
+            f"{label}: cannot be created with no arguments: {type(exc).__name__}: {exc}"
+        ) from exc
+    unpicklable = _pickle_problems(strategy, "a fresh instance")
+    problems += unpicklable
+    if check_imports:
+        problems += _import_problems(cls)
+    problems += _behaviour_problems(
+        strategy, dataset or tiny_dataset("digits"), pickle_after_build=not unpicklable
+    )
+    if problems:
+        listed = "\n".join(f"  - {p}" for p in problems)
+        raise StrategyCheckError(f"{label} fails {len(problems)} check(s):\n{listed}")
+
+
+def _name_problems(cls: type[Strategy]) -> list[str]:
+    name = cls.name
+    if not isinstance(name, str) or not _SNAKE_CASE.match(name):
+        return [f"name must be snake_case (like 'linear_probe'), got {name!r}"]
+    builtin = _builtin_strategies().get(name)
+    if builtin is not None and builtin is not cls:
+        return [
+            f"name {name!r} is taken by graftune's built-in strategy "
+            f"{builtin.__module__}.{builtin.__qualname__}; choose another"
+        ]
+    return []
+
+
+def _builtin_strategies() -> dict[str, type]:
+    """graftune's own strategies, by name, read from graftune's entry points."""
+    from orchestrator.plugin_manager import ENTRY_POINT_GROUP
+    from orchestrator.registry import Registry
+    from orchestrator.strategy import Strategy
+
+    try:
+        dist = metadata.distribution("graftune")
+    except metadata.PackageNotFoundError:
+        return {}
+    registry: Registry[type] = Registry("strategy", "name", Strategy)
+    for ep in dist.entry_points.select(group=ENTRY_POINT_GROUP):
+        plugin = ep.load()
+        hook = getattr(plugin, "graftune_register_strategies", None)
+        if hook is not None:
+            hook(registry=registry)
+    return {entry.name: entry.item for entry in registry.entries()}
+
+
+def _pickle_problems(strategy: Strategy, when: str) -> list[str]:
+    from ray import cloudpickle
+
+    try:
+        copy = cloudpickle.loads(cloudpickle.dumps(strategy))
+    except Exception as exc:
+        return [
+            f"{when} does not pickle with cloudpickle ({type(exc).__name__}: {exc}); Ray sends "
+            "strategies to its workers pickled: keep models and other live objects out of self"
+        ]
+    if type(copy).name != type(strategy).name:
+        return [f"{when} changes its name when pickled"]
+    return []
+
+
+def _import_problems(cls: type) -> list[str]:
+    module = cls.__module__
+    if module == "__main__":
+        return [
+            "the class is defined in __main__, which Ray workers cannot import; "
+            "move it to a module (or pass check_imports=False)"
+        ]
+    code = textwrap.dedent(
+        """
+        import importlib, sys
+        importlib.import_module(sys.argv[1])
+        print(",".join(m for m in sys.argv[2:] if m in sys.modules))
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    done = subprocess.run(
+        [sys.executable, "-c", code, module, *HEAVY_MODULES],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
+        return [f"module {module} cannot be imported in a fresh interpreter: {last}"]
+    heavy = [m for m in done.stdout.strip().split(",") if m]
+    if heavy:
+        return [
+            f"importing {module} imports {', '.join(heavy)}; import TensorFlow/Keras inside "
+            "methods, so that `import` and `graftune --help` stay fast"
+        ]
+    return []
+
+
+def _behaviour_problems(
+    strategy: Strategy, dataset: Dataset, *, pickle_after_build: bool
+) -> list[str]:
+    """Checks 3 to 5, and (if asked) the pickle check after ``build``."""
+    import keras
+
+    from orchestrator.bases import load_base
+    from orchestrator.preflight import model_problems, space_problems
+    from orchestrator.space import resolve_space, smallest_config
+    from orchestrator.strategy import SpaceContext
+
+    problems: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="graftune-check-") as folder:
+        base = tiny_base(dataset.task, folder) if strategy.requires_base else None
+        found: dict[str, list[str]] = {}
+        space = None
+        for when, context in (
+            ("for an empty SpaceContext (graftune validate)", SpaceContext()),
+            ("for a prepared task", SpaceContext(task=dataset.task, base=base)),
+        ):
+            try:
+                space = strategy.search_space(context)
+            except Exception as exc:
+                space = None
+                found[when] = [f"raised {type(exc).__name__}: {exc}"]
+            else:
+                found[when] = space_problems(space)
+        (validating, prepared) = found.values()
+        if validating == prepared:
+            problems += [f"search_space(): {p}" for p in prepared]
+        else:
+            for when, listed in found.items():
+                problems += [f"search_space() {when}: {p}" for p in listed]
+        if space is None or problems:
+            return problems
+        try:
+            config = smallest_config(resolve_space(space, base.n_cut_points if base else None))
+        except ValueError as exc:
+            return [*problems, f"the space cannot be resolved against the base: {exc}"]
+        keras.utils.set_random_seed(0)
+        try:
+            model = strategy.build(
+                dict(config), dataset.task, load_base(base) if base is not None else None
+            )
+        except Exception as exc:
+            return [
+                *problems,
+                f"build() raised {type(exc).__name__}: {exc} for the smallest configuration {config}",
+            ]
+        broken = model_problems(model, dataset.task.n_classes)
+        problems += [f"{p} (smallest configuration {config})" for p in broken]
+        if pickle_after_build:
+            problems += _pickle_problems(strategy, "the instance after build()")
+        if not broken:
+            problems += _fit_problems(strategy, model, config, dataset)
+        keras.backend.clear_session()
+    return problems
+
+
+def _fit_problems(
+    strategy: Strategy, model: Any, config: dict[str, Any], dataset: Dataset
+) -> list[str]:
+    import keras
+    import numpy as np
+
+    from orchestrator.strategy import FitData
+
+    class Counter(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.logs: list[dict[str, Any]] = []
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.logs.append(dict(logs or {}))
+
+    n = min(64, len(dataset.y_train))
+    data = FitData(
+        np.asarray(dataset.x_train[:n]),
+        np.asarray(dataset.y_train[:n]),
+        np.asarray(dataset.x_val[:32]),
+        np.asarray(dataset.y_val[:32]),
+        32,
+    )
+    counter = Counter()
+    epochs = 2
+    try:
+        trained = strategy.fit(model, dict(config), data, epochs=epochs, callbacks=[counter])
+    except Exception as exc:
+        return [f"fit() raised {type(exc).__name__}: {exc}"]
+    problems = []
+    if not isinstance(trained, keras.Model):
+        problems.append(f"fit() returned {type(trained).__name__}, not the trained keras.Model")
+    if not counter.logs:
+        problems.append("fit() never called the callbacks it was given (pass them to model.fit)")
+    elif len(counter.logs) > epochs:
+        problems.append(f"fit() ran {len(counter.logs)} epochs when given epochs={epochs}")
+    else:
+        missing = {"accuracy", "val_accuracy"} - set(counter.logs[-1])
+        if missing:
+            problems.append(
+                f"fit() epochs report no {', '.join(sorted(missing))} (compile with "
+                "metrics=['accuracy'] and pass validation data)"
+            )
+    return problems
+
+
+# -- an in-process run ---------------------------------------------------------------------
+
+
+def _as_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
+    import yaml
+
+    from orchestrator.recipe import Recipe, load_recipe, parse_recipe
+
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, dict):
+        return parse_recipe(yaml.safe_dump(recipe, sort_keys=False))
+    if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe):
+        return load_recipe(recipe)
+    return parse_recipe(textwrap.dedent(recipe))
+
+
+def run_in_process(
+    recipe: Recipe | str | Path | dict[str, Any],
+    *,
+    run_dir: str | Path,
+    host: PluginHost | None = None,
+    plugins: Iterable[ModuleType | object | str] = (),
+) -> pd.DataFrame:
+    """Run a recipe in this process, one trial after another, without Ray.
+
+    Exactly ``graftune run`` — the same checks (the recipe, each strategy's
+    space and smallest configuration), data and base preparation, trials
+    (:func:`orchestrator.trial.run_trial`), event hooks and files — with the
+    search on graftune's in-process keras-tuner backend: ``search.backend`` is
+    set to ``keras_tuner``, and an ``asha`` scheduler (which keras-tuner has
+    not) to ``fifo``.
+
+    Args:
+        recipe: A recipe object, a recipe file, YAML text or a dict. Relative
+            paths in text or a dict resolve against the current directory.
+        run_dir: The run directory (trial folders, ``leaderboard.csv``,
+            ``events.jsonl``); created, and it must be empty.
+        host: A ready plugin host; default one built with ``plugins`` and the
+            recipe's ``plugins.disable``.
+        plugins: Extra plugin modules or objects (when ``host`` is not given).
+
+    Returns:
+        The leaderboard, one row per trial, ranked as in a real run, also when
+        every trial failed; ``frame.attrs["run_dir"]`` is the run directory.
+    """
+    from orchestrator.errors import RunFailed
+    from orchestrator.leaderboard import read_leaderboard
+    from orchestrator.run import run_recipe
+
+    recipe = _as_recipe(recipe)
+    scheduler = "fifo" if recipe.search.scheduler == "asha" else recipe.search.scheduler
+    search = recipe.search.model_copy(update={"backend": "keras_tuner", "scheduler": scheduler})
+    in_process = recipe.model_copy(update={"search": search})
+    in_process._file, in_process._lines = recipe._file, recipe._lines
+    run_dir = Path(run_dir)
+    try:
+        frame = run_recipe(in_process, run_dir=run_dir, host=host, plugins=plugins).leaderboard
+    except RunFailed:
+        frame = read_leaderboard(run_dir)
+    frame.attrs["run_dir"] = run_dir.resolve()
+    return frame
+
+
+# -- pytest fixtures -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def graftune_host() -> PluginHost:
+    """A fresh plugin host without entry points: graftune's data sources, bases and event log."""
+    from orchestrator.plugin_manager import get_plugin_manager
+
+    return get_plugin_manager(autoload=False)
+
+
+_REGISTERED_PREFIX = "_graftune_registered_"
+
+
+@pytest.fixture
+def graftune_register(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., PluginHost]]:
+    """``register(plugin, name=None) -> PluginHost``: a plugin installed for one test.
+
+    ``plugin`` is a module (found by its import name) or any object with hook
+    implementations. It is written as a temporary distribution
+    ``graftune-testing-NAME 0`` whose entry point ``NAME`` in the ``graftune``
+    group names it, on a folder put first on ``sys.path``; so it is discovered
+    the way installed plugins are, and wins over an installed entry point of
+    the same name. ``GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD`` is unset for the test.
+    Everything is undone after the test.
+    """
+    from orchestrator.plugin_manager import DISABLE_AUTOLOAD_ENV, get_plugin_manager
+
+    site = tmp_path_factory.mktemp("graftune-plugins")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delenv(DISABLE_AUTOLOAD_ENV, raising=False)
+    this = sys.modules[__name__]
+    counter = itertools.count()
+
+    def register(plugin: ModuleType | object, name: str | None = None) -> PluginHost:
+        if isinstance(plugin, ModuleType) and sys.modules.get(plugin.__name__) is plugin:
+            value = plugin.__name__
+            default = plugin.__name__.rsplit(".", 1)[-1]
+        else:
+            attribute = f"{_REGISTERED_PREFIX}{next(counter)}"
+            monkeypatch.setattr(this, attribute, plugin, raising=False)
+            value = f"{__name__}:{attribute}"
+            default = getattr(plugin, "__name__", type(plugin).__name__).lower()
+        name = name or default
+        dist = f"graftune-testing-{name.replace('_', '-').replace('.', '-')}"
+        info = site / f"{dist.replace('-', '_')}-0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0\n")
+        (info / "entry_points.txt").write_text(f"[graftune]\n{name} = {value}\n")
+        importlib.invalidate_caches()
+        return get_plugin_manager()
+
+    yield register
+
+
+@pytest.fixture(scope="session")
+def graftune_digits() -> Dataset:
+    """scikit-learn's 8x8 digits as (8, 8, 1) images, 10 classes, split with seed 0."""
+    return tiny_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def graftune_iris() -> Dataset:
+    """Iris as a table of 4 features, 3 classes, split with seed 0."""
+    return tiny_dataset("iris")
+
+
+@pytest.fixture
+def graftune_base(graftune_digits: Dataset, tmp_path: Path) -> BaseInfo:
+    """A tiny untrained CNN base for :func:`graftune_digits` (see :func:`tiny_base`)."""
+    return tiny_base(graftune_digits.task, tmp_path / "graftune-base")
+
+
+@pytest.fixture
+def graftune_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[..., pd.DataFrame]:
+    """``run(recipe, **kwargs) -> leaderboard``: :func:`run_in_process` in a temporary run dir.
+
+    Each call writes to a new folder under the test's ``tmp_path`` (the
+    leaderboard's ``attrs["run_dir"]`` says which). Unless
+    ``GRAFTUNE_CACHE_DIR`` is set, bases are cached in a temporary folder, not
+    in the user's cache.
+    """
+    from orchestrator.bases import CACHE_ENV
+
+    if not os.environ.get(CACHE_ENV):
+        monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("graftune-cache")))
+    counter = itertools.count(1)
+
+    def run(recipe: Recipe | str | Path | dict[str, Any], **kwargs: Any) -> pd.DataFrame:
+        run_dir = kwargs.pop("run_dir", None) or tmp_path / f"graftune-run-{next(counter)}"
+        return run_in_process(recipe, run_dir=run_dir, **kwargs)
+
+    return run

@@ -1,0 +1,103 @@
+"""Deliberately broken strategies, each breaking one rule of the Strategy contract.
+
+The conformance check (``orchestrator.testing.check_strategy``) and the run's
+pre-flight must reject each with a message naming it. Like any strategy
+module, this one imports no TensorFlow at import time.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from orchestrator import Fixed, LogFloat, hookimpl
+from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+
+SMALL = {
+    "hidden_layers": Fixed(1),
+    "width": Fixed(8),
+    "lambda": Fixed(0.0),
+    "learning_rate": LogFloat(1e-3, 1e-2),
+}
+
+
+class SmallMLP(ScratchMLP):
+    """A correct strategy with a tiny space, to break in the subclasses."""
+
+    name = "small_mlp"
+
+    def search_space(self, context):
+        return dict(SMALL)
+
+
+class CamelName(SmallMLP):
+    name = "CamelName"
+
+
+class TakesABuiltinName(SmallMLP):
+    name = "fine_tune"
+
+
+class ForeignSpace(SmallMLP):
+    """Declares a dimension as a plain tuple, as another tuning library might."""
+
+    name = "foreign_space"
+
+    def search_space(self, context):
+        return {**SMALL, "learning_rate": ("loguniform", 1e-4, 1e-2)}
+
+
+class Uncompiled(SmallMLP):
+    name = "uncompiled"
+
+    def build(self, config, task, base):
+        import keras
+
+        model = super().build(config, task, base)
+        return keras.Model(model.inputs, model.outputs)
+
+
+class WrongShape(SmallMLP):
+    name = "wrong_shape"
+
+    def build(self, config, task, base):
+        import keras
+
+        inputs = keras.Input(task.input_shape)
+        outputs = keras.layers.Dense(task.n_classes + 1, activation="softmax")(
+            keras.layers.Flatten()(inputs)
+        )
+        model = keras.Model(inputs, outputs)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
+class Unpicklable(SmallMLP):
+    """Holds a lock, which no pickler can send to a Ray worker."""
+
+    name = "unpicklable"
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+class ForgetsCallbacks(SmallMLP):
+    """Fits without the callbacks graftune passes (so no epoch would be reported)."""
+
+    name = "forgets_callbacks"
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        model.fit(data.x_train, data.y_train, epochs=epochs, verbose=0)
+        return model
+
+
+class Registers:
+    """A plugin object that registers the strategy classes it is given."""
+
+    def __init__(self, *classes: type) -> None:
+        self.classes = classes
+
+    @hookimpl
+    def graftune_register_strategies(self, registry: Any) -> None:
+        for cls in self.classes:
+            registry.add(cls)

@@ -1,0 +1,362 @@
+"""Plugin controls and plugin errors: disable lists, autoload, --plugin, pre-flight checks.
+
+Every plugin error must name the plugin and its distribution, and stop a run
+before any trial where it can be detected that early.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.cli import app
+from orchestrator.errors import PluginError, PluginLoadError, RecipeError
+from orchestrator.plugin_manager import get_plugin_manager
+from orchestrator.run import run_recipe
+from tests import broken_strategies as broken
+
+
+def write(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, [*map(str, args)])
+
+
+# -- plugins: {disable: [...]} ------------------------------------------------------------
+
+
+def test_a_disabled_builtin_is_an_unknown_strategy(tmp_path):
+    recipe = write(
+        tmp_path,
+        """
+        name: no-fine-tune
+        data: {source: "sklearn:iris"}
+        strategies: {scratch_mlp: {}, fine_tune: {}}
+        plugins: {disable: [fine_tune]}
+        """,
+    )
+    result = cli("validate", recipe)
+    assert result.exit_code == 2, result.output
+    assert "strategies.fine_tune: unknown strategy 'fine_tune'" in result.output
+    assert "available: " in result.output
+    assert "Traceback" not in result.output
+
+
+def test_disabling_a_plugin_the_recipe_does_not_name_keeps_it_valid(tmp_path):
+    recipe = write(
+        tmp_path,
+        """
+        name: without-fine-tune
+        data: {source: "sklearn:iris"}
+        strategies: {scratch_mlp: {}}
+        plugins: {disable: [fine_tune, feature_extraction]}
+        """,
+    )
+    result = cli("validate", recipe)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_name_no_plugin_has_is_a_recipe_error(tmp_path):
+    recipe = write(
+        tmp_path,
+        """
+        name: typo
+        data: {source: "sklearn:iris"}
+        strategies: {scratch_mlp: {}}
+        plugins:
+          disable: [fine_tun]
+        """,
+    )
+    result = cli("validate", recipe)
+    assert result.exit_code == 2, result.output
+    assert "recipe.yaml:6: plugins.disable.0: no plugin is named 'fine_tun'" in result.output
+    assert "did you mean 'fine_tune'?" in result.output
+
+
+def test_an_unknown_key_under_plugins_suggests_disable(tmp_path):
+    recipe = write(
+        tmp_path,
+        """
+        name: typo
+        data: {source: "sklearn:iris"}
+        strategies: {scratch_mlp: {}}
+        plugins: {disabled: [fine_tune]}
+        """,
+    )
+    result = cli("validate", recipe)
+    assert result.exit_code == 2, result.output
+    assert "plugins.disabled: unknown key 'disabled' (did you mean 'disable'?)" in result.output
+
+
+def test_a_run_honours_the_disable_list(graftune_run):
+    board = graftune_run(
+        {
+            "name": "no-event-log",
+            "data": {"source": "sklearn:iris"},
+            "strategies": {"scratch_mlp": {"num_samples": 1}},
+            "search": {"max_epochs": 1},
+            "plugins": {"disable": ["graftune.events"]},
+        }
+    )
+    run_dir = board.attrs["run_dir"]
+    assert list(board["status"]) == ["ok"]
+    assert (run_dir / "leaderboard.csv").is_file()
+    assert not (run_dir / "events.jsonl").exists()
+
+
+def test_a_given_host_must_not_hold_a_plugin_the_recipe_disables(tmp_path):
+    recipe = write(
+        tmp_path,
+        """
+        name: mismatch
+        data: {source: "sklearn:iris"}
+        strategies: {scratch_mlp: {}}
+        plugins: {disable: [fine_tune]}
+        output: runs/
+        """,
+    )
+    with pytest.raises(RecipeError, match="has it registered"):
+        run_recipe(recipe, host=get_plugin_manager())
+    assert not (tmp_path / "runs").exists()
+
+
+# -- autoload and --plugin ------------------------------------------------------------------
+
+MLP_RECIPE = """
+name: mlp
+data: {source: "sklearn:iris"}
+strategies: {scratch_mlp: {}}
+"""
+
+
+def test_autoload_off_leaves_only_graftunes_host_plugins(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    result = cli("validate", write(tmp_path, MLP_RECIPE))
+    assert result.exit_code == 2, result.output
+    assert "unknown strategy 'scratch_mlp'" in result.output
+    listed = cli("plugins")
+    assert listed.exit_code == 0, listed.output
+    names = {line.split()[0] for line in listed.output.splitlines()[1:] if line.strip()}
+    assert names == {"graftune.bases", "graftune.data", "graftune.events"}
+
+
+def test_the_plugin_option_loads_a_module_and_logs_the_act_of_trust(tmp_path, monkeypatch, caplog):
+    from ray import cloudpickle
+
+    monkeypatch.setenv("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    module = "orchestrator.builtin_plugins.scratch_mlp"
+    try:
+        with caplog.at_level(logging.WARNING, logger="orchestrator.plugin_manager"):
+            result = cli("validate", write(tmp_path, MLP_RECIPE), "--plugin", module)
+    finally:
+        # An explicit plugin travels to Ray workers by value; the built-in need not, later.
+        cloudpickle.unregister_pickle_by_value(sys.modules[module])
+    assert result.exit_code == 0, result.output
+    assert f"loading plugin {module} explicitly (not installed): code from it will run" in (
+        caplog.text
+    )
+
+
+LOCAL_PLUGIN = """
+from orchestrator import Fixed, hookimpl
+from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+
+
+class LocalMLP(ScratchMLP):
+    name = "local_mlp"
+
+    def search_space(self, context):
+        return {
+            "hidden_layers": Fixed(1),
+            "width": Fixed(8),
+            "lambda": Fixed(0.0),
+            "learning_rate": Fixed(0.01),
+        }
+
+
+@hookimpl
+def graftune_register_strategies(registry):
+    registry.add(LocalMLP)
+"""
+
+
+@pytest.fixture
+def local_plugin(tmp_path, monkeypatch):
+    """A plugin module in the current folder, as a user would pass it to --plugin."""
+    (tmp_path / "gt_local_plugin.py").write_text(LOCAL_PLUGIN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    yield "gt_local_plugin"
+    module = sys.modules.pop("gt_local_plugin", None)
+    if module is not None:
+        from ray import cloudpickle
+
+        with contextlib.suppress(ValueError):
+            cloudpickle.unregister_pickle_by_value(module)
+
+
+def test_the_plugin_option_finds_a_module_in_the_current_folder(local_plugin, tmp_path):
+    recipe = write(tmp_path, MLP_RECIPE.replace("scratch_mlp", "local_mlp"))
+    assert cli("validate", recipe).exit_code == 2
+    result = cli("validate", recipe, "--plugin", local_plugin)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.slow
+def test_a_run_with_a_plugin_module_that_is_not_installed(local_plugin, tmp_path, ray_session):
+    recipe = write(
+        tmp_path,
+        """
+        name: local
+        data: {source: "sklearn:iris"}
+        strategies: {local_mlp: {num_samples: 1}}
+        search: {max_epochs: 1}
+        output: runs/
+        """,
+    )
+    result = cli("run", recipe, "--plugin", local_plugin, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "best: local_mlp" in result.output
+
+
+def test_a_plugin_module_that_fails_to_import_is_named():
+    with pytest.raises(PluginLoadError) as info:
+        get_plugin_manager(extra_plugins=["gt_no_such_plugin_module"])
+    assert "'gt_no_such_plugin_module'" in str(info.value)
+    assert "(not installed)" in str(info.value)
+
+
+# -- errors that name the plugin and its distribution -----------------------------------
+
+
+def make_distribution(site: Path, name: str, module: str, source: str) -> None:
+    """An installed distribution ``NAME 0.3`` whose entry point NAME is ``module``."""
+    (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{name.replace('-', '_')}-0.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.3\n")
+    (info / "entry_points.txt").write_text(f"[graftune]\nentry_{module} = {module}\n")
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    for module in [m for m in sys.modules if m.startswith("gt_ctl_")]:
+        del sys.modules[module]
+
+
+@pytest.mark.parametrize(
+    ("source", "error", "words"),
+    [
+        ("raise ImportError('missing dependency')", PluginLoadError, "failed to import"),
+        (
+            """
+            from orchestrator import hookimpl
+
+            @hookimpl
+            def graftune_register_strategies(registri):
+                pass
+            """,
+            PluginError,
+            "registri",
+        ),
+        (
+            """
+            from orchestrator import hookimpl
+
+            @hookimpl
+            def graftune_trial_finish(result):
+                pass
+            """,
+            PluginError,
+            "graftune_trial_finish",
+        ),
+    ],
+    ids=["import", "argument-name", "unknown-hook"],
+)
+def test_a_broken_plugin_is_named_with_its_distribution(site, source, error, words):
+    make_distribution(site, "graftune-broken-thing", "gt_ctl_broken", source)
+    with pytest.raises(error) as info:
+        get_plugin_manager()
+    message = str(info.value)
+    assert "entry_gt_ctl_broken" in message
+    assert "graftune-broken-thing 0.3" in message
+    assert words in message
+
+
+def test_the_command_line_names_it_and_exits_3(site, tmp_path):
+    make_distribution(site, "graftune-broken-thing", "gt_ctl_cli", "import gt_ctl_nothing_here\n")
+    result = cli("validate", write(tmp_path, MLP_RECIPE))
+    assert result.exit_code == 3
+    assert "graftune-broken-thing 0.3" in result.output
+    assert "Traceback" not in result.output
+
+
+BROKEN_RECIPE = """
+name: broken
+data: {source: "sklearn:digits"}
+strategies: {scratch_mlp: {num_samples: 1}, NAME: {num_samples: 1}}
+search: {max_epochs: 1}
+output: runs/
+"""
+
+
+def test_a_space_of_unknown_types_is_refused_by_validate(graftune_register, tmp_path):
+    graftune_register(broken.Registers(broken.ForeignSpace), name="foreign")
+    result = cli("validate", write(tmp_path, BROKEN_RECIPE.replace("NAME", "foreign_space")))
+    assert result.exit_code == 3, result.output
+    assert (
+        "strategy 'foreign_space' from plugin foreign (graftune-testing-foreign 0) has a bad "
+        "search space: 'learning_rate' is builtins.tuple"
+    ) in result.output
+
+
+@pytest.mark.parametrize(
+    ("cls", "words"),
+    [
+        (broken.Uncompiled, "build() returned a model that is not compiled"),
+        (broken.WrongShape, "output shape (None, 11); expected (None, 10)"),
+    ],
+)
+def test_a_model_against_the_contract_stops_the_run_before_any_trial(
+    graftune_register, tmp_path, cls, words
+):
+    host = graftune_register(broken.Registers(cls), name="culprit")
+    recipe = write(tmp_path, BROKEN_RECIPE.replace("NAME", cls.name))
+    with pytest.raises(PluginError) as info:
+        run_recipe(recipe, host=host)
+    message = str(info.value)
+    assert f"strategy {cls.name!r} from plugin culprit (graftune-testing-culprit 0)" in message
+    assert words in message
+    # Nothing was written: no run directory, so no trial ran.
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_strategy_whose_build_raises_is_left_to_its_trials(graftune_run, caplog):
+    from tests import fixture_plugins
+
+    with caplog.at_level(logging.WARNING, logger="orchestrator.preflight"):
+        board = graftune_run(
+            {
+                "name": "raising",
+                "data": {"source": "sklearn:iris"},
+                "strategies": {"raising": {"num_samples": 1}},
+                "search": {"max_epochs": 1},
+            },
+            plugins=[fixture_plugins],
+        )
+    assert list(board["status"]) == ["error"]
+    assert "strategy 'raising' from plugin tests.fixture_plugins (not installed)" in caplog.text

@@ -1,0 +1,179 @@
+"""docs/plugins.md keeps up with the code: every hook, every contract method, the example.
+
+Signatures are read from the document (a heading naming the hook or method,
+followed by a ```python block holding one ``def`` line) and compared with
+``inspect.signature`` of the code: parameter names, kinds, annotations,
+defaults and the return annotation.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+
+from orchestrator import hookspecs
+from orchestrator.bases import BaseProvider
+from orchestrator.data import DataSource
+from orchestrator.strategy import Strategy
+
+ROOT = Path(__file__).parents[1]
+DOC = ROOT / "docs" / "plugins.md"
+TEXT = DOC.read_text(encoding="utf-8")
+#: The contracts whose public methods the reference documents, by the name it uses.
+CONTRACTS = {"Strategy": Strategy, "DataSource": DataSource, "BaseProvider": BaseProvider}
+
+_SIGNATURE = re.compile(
+    r"^#{2,4} `(?P<name>[\w.]+)`\n+```python\n(?P<line>def [^\n]+)\n```", re.MULTILINE
+)
+
+
+def documented() -> dict[str, str]:
+    """Heading name -> the ``def`` line under it."""
+    found: dict[str, str] = {}
+    for match in _SIGNATURE.finditer(TEXT):
+        name = match["name"]
+        assert name not in found, f"{name} is documented twice"
+        found[name] = match["line"]
+    return found
+
+
+def canonical_doc(line: str) -> tuple[str, str]:
+    """``(arguments, return annotation)`` of a documented ``def`` line, normalised by ast."""
+    function = ast.parse(line.rstrip(":") + ": ...").body[0]
+    assert isinstance(function, ast.FunctionDef), line
+    return ast.unparse(function.args), ast.unparse(function.returns) if function.returns else ""
+
+
+def _annotation(value: object) -> str:
+    return value if isinstance(value, str) else inspect.formatannotation(value)
+
+
+def canonical_code(function: object) -> tuple[str, str]:
+    """``(arguments, return annotation)`` of a function, in the same normal form."""
+    signature = inspect.signature(function)  # type: ignore[arg-type]
+    parts: list[str] = []
+    keyword_only = False
+    for parameter in signature.parameters.values():
+        if parameter.kind is inspect.Parameter.KEYWORD_ONLY and not keyword_only:
+            parts.append("*")
+            keyword_only = True
+        text = parameter.name
+        if parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            text, keyword_only = f"*{text}", True
+        elif parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            text = f"**{text}"
+        if parameter.annotation is not inspect.Parameter.empty:
+            text += f": {_annotation(parameter.annotation)}"
+        if parameter.default is not inspect.Parameter.empty:
+            text += f" = {parameter.default!r}"
+        parts.append(text)
+    returns = signature.return_annotation
+    returns_text = "" if returns is inspect.Signature.empty else f" -> {_annotation(returns)}"
+    return canonical_doc(f"def f({', '.join(parts)}){returns_text}")
+
+
+def hook_specs() -> dict[str, object]:
+    """Every hook specification in orchestrator/hookspecs.py."""
+    return {
+        name: function
+        for name, function in vars(hookspecs).items()
+        if callable(function) and hasattr(function, "graftune_spec")
+    }
+
+
+def contract_methods() -> dict[str, object]:
+    """``Class.method`` -> function, for every public method a plugin may implement."""
+    methods = {}
+    for label, cls in CONTRACTS.items():
+        for name, member in vars(cls).items():
+            if inspect.isfunction(member) and not name.startswith("_"):
+                methods[f"{label}.{name}"] = member
+    return methods
+
+
+def test_the_parser_finds_signatures():
+    assert len(documented()) >= 6
+
+
+def test_every_hook_is_documented():
+    specs = hook_specs()
+    assert specs, "no hook specifications found"
+    missing = sorted(set(specs) - set(documented()))
+    assert not missing, f"hooks missing from {DOC.name}: {missing}"
+
+
+def test_every_documented_hook_exists():
+    names = {n for n in documented() if n.startswith("graftune_")}
+    unknown = sorted(names - set(hook_specs()))
+    assert not unknown, f"{DOC.name} documents hooks the code does not have: {unknown}"
+
+
+@pytest.mark.parametrize("name", sorted(hook_specs()))
+def test_a_documented_hook_signature_matches_the_code(name):
+    line = documented().get(name)
+    assert line is not None, f"{name} is not documented"
+    assert canonical_doc(line) == canonical_code(hook_specs()[name]), (
+        f"{DOC.name} documents {line!r}; the code has {name}{inspect.signature(hook_specs()[name])}"  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(hook_specs()))
+def test_a_hook_says_when_it_is_called_what_it_returns_and_whether_it_may_raise(name):
+    start = TEXT.index(f"### `{name}`")
+    end = TEXT.find("\n### ", start + 1)
+    section = TEXT[start : end if end != -1 else None]
+    for label in ("**When:**", "**Arguments:**", "**Returns:**", "**Raises:**"):
+        assert label in section, f"the section of {name} has no {label}"
+    raises = section.split("**Raises:**", 1)[1]
+    assert "may raise" in raises or "may not raise" in raises, name
+
+
+@pytest.mark.parametrize("name", sorted(contract_methods()))
+def test_a_contract_method_is_documented_as_in_the_code(name):
+    line = documented().get(name)
+    assert line is not None, f"{name} is missing from {DOC.name}"
+    assert canonical_doc(line) == canonical_code(contract_methods()[name]), (
+        f"{DOC.name} documents {name} as {line!r}; the code has "
+        f"{inspect.signature(contract_methods()[name])}"  # type: ignore[arg-type]
+    )
+
+
+def test_every_documented_contract_method_exists():
+    names = {n for n in documented() if "." in n}
+    unknown = sorted(names - set(contract_methods()))
+    assert not unknown, f"{DOC.name} documents methods the code does not have: {unknown}"
+
+
+def test_the_space_types_are_all_documented():
+    from orchestrator.space import DIMENSION_TYPES
+
+    for cls in DIMENSION_TYPES:
+        assert f"`{cls.__name__}(" in TEXT, cls.__name__
+
+
+_INCLUDE = re.compile(r"<!-- include: (?P<path>\S+) -->\n```\w*\n(?P<body>.*?)```\n", re.DOTALL)
+
+
+def test_the_worked_example_is_the_example_package_verbatim():
+    included = list(_INCLUDE.finditer(TEXT))
+    assert len(included) >= 4
+    for match in included:
+        path = ROOT / match["path"]
+        assert path.is_file(), match["path"]
+        assert match["body"] == path.read_text(encoding="utf-8"), (
+            f"{DOC.name} shows an outdated copy of {match['path']}"
+        )
+
+
+def test_the_testing_kit_fixtures_are_all_documented():
+    from orchestrator import testing
+
+    # Every graftune_* name the kit defines is a fixture.
+    fixtures = [name for name, value in vars(testing).items() if name.startswith("graftune_")]
+    assert len(fixtures) >= 6, fixtures
+    for name in fixtures:
+        assert f"`{name}`" in TEXT, name

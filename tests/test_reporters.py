@@ -1,0 +1,154 @@
+"""Reporters through the event hooks: the events.jsonl log and the MLflow reporter."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orchestrator.plugin_manager import get_plugin_manager
+from orchestrator.reporters import EVENTS_FILE, append_event, read_events
+
+RECIPE = {
+    "name": "report-run",
+    "seed": 0,
+    "data": {"source": "sklearn:iris"},
+    "strategies": {"scratch_mlp": {"num_samples": 2, "space": {"hidden_layers": 1, "width": 8}}},
+    "search": {"max_epochs": 2, "batch_size": 32},
+}
+
+
+def test_every_run_directory_has_an_event_log(graftune_run):
+    board = graftune_run(RECIPE)
+    run_dir = board.attrs["run_dir"]
+    lines = (run_dir / EVENTS_FILE).read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["event"] for e in events] == [
+        "run_started",
+        "trial_finished",
+        "trial_finished",
+        "run_finished",
+    ]
+    assert all(e["version"] == 1 and isinstance(e["time"], float) for e in events)
+    started = events[0]
+    assert started["recipe"] == "report-run"
+    assert started["strategies"] == ["scratch_mlp"]
+    assert started["metric"] == "val_accuracy"
+    assert started["resumed"] is False
+    trials = {e["trial_id"]: e for e in events[1:3]}
+    assert set(trials) == set(board["trial_id"])
+    for _, row in board.iterrows():
+        logged = trials[row["trial_id"]]
+        assert logged["status"] == "ok"
+        assert logged["val_accuracy"] == pytest.approx(row["val_accuracy"])
+        assert logged["config"]["learning_rate"] == pytest.approx(row["learning_rate"])
+    finished = events[3]
+    assert finished["trials"] == 2
+    assert finished["statuses"] == {"ok": 2}
+    assert finished["best"]["trial_id"] == board.iloc[0]["trial_id"]
+    assert read_events(run_dir) == events
+
+
+def test_event_records_stay_valid_json(tmp_path):
+    append_event(tmp_path, "custom", loss=float("nan"), where=Path("a/b"), score=np.float32(0.5))
+    append_event(tmp_path, "custom", nested={"x": [float("inf"), 1]})
+    raw = (tmp_path / EVENTS_FILE).read_text()
+    assert "NaN" not in raw and "Infinity" not in raw
+    first, second = read_events(tmp_path)
+    assert (first["loss"], first["where"], first["score"]) == (None, "a/b", 0.5)
+    assert second["nested"] == {"x": [None, 1]}
+
+
+def test_the_event_log_is_a_host_plugin_that_can_be_blocked():
+    assert get_plugin_manager(autoload=False).pm.has_plugin("graftune.events")
+    host = get_plugin_manager(autoload=False, disable=["graftune.events"])
+    assert not host.pm.has_plugin("graftune.events")
+
+
+# -- MLflow --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path, monkeypatch):
+    """A local MLflow tracking folder as the tracking URI."""
+    pytest.importorskip("mlflow")
+    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # MLflow 3 keeps its folder store only for those who ask for it.
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    return uri
+
+
+def test_mlflow_logs_the_run_and_each_trial(mlflow_uri, graftune_run):
+    from importlib import metadata
+
+    from mlflow.tracking import MlflowClient
+
+    found = {ep.name for ep in metadata.entry_points(group="graftune")}
+    assert "mlflow" in found, (
+        "graftune's entry point 'mlflow' is not visible: is a stale graftune.egg-info "
+        "shadowing the installed metadata? Reinstall with pip install -e ."
+    )
+    board = graftune_run(RECIPE)
+    run_dir = board.attrs["run_dir"]
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    experiment = client.get_experiment_by_name("report-run")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("graftune.kind") == "run"]
+    trials = [r for r in runs if r.data.tags.get("graftune.kind") == "trial"]
+    assert len(trials) == 2
+
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == run_dir.name
+    assert parent.data.tags["graftune.run_dir"] == str(run_dir)
+    assert parent.data.params["recipe"] == "report-run"
+    assert parent.data.params["strategies"] == "scratch_mlp"
+    assert parent.data.metrics["trials"] == 2
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(board.iloc[0]["val_accuracy"])
+    assert parent.data.tags["graftune.best_trial_id"] == board.iloc[0]["trial_id"]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"recipe.yaml", "leaderboard.csv", "leaderboard.md", EVENTS_FILE} <= artifacts
+
+    rows = board.set_index("trial_id")
+    for trial in trials:
+        tags = trial.data.tags
+        row = rows.loc[tags["graftune.trial_id"]]
+        assert tags["mlflow.parentRunId"] == parent.info.run_id
+        assert tags["graftune.strategy"] == "scratch_mlp"
+        assert tags["graftune.status"] == "ok"
+        assert trial.info.status == "FINISHED"
+        assert float(trial.data.params["learning_rate"]) == pytest.approx(row["learning_rate"])
+        assert trial.data.metrics["val_accuracy"] == pytest.approx(row["val_accuracy"])
+        assert trial.data.metrics["epochs"] == 2
+        history = client.get_metric_history(trial.info.run_id, "epoch_val_accuracy")
+        assert sorted(m.step for m in history) == [1, 2]
+
+
+def test_mlflow_stays_silent_without_a_tracking_uri(graftune_run, monkeypatch, tmp_path):
+    from orchestrator.reporters import MLflowReporter
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert not MLflowReporter.enabled()
+    graftune_run({**RECIPE, "strategies": {"scratch_mlp": {"num_samples": 1}}})
+    # MLflow's defaults would write mlruns/ or mlflow.db into the working folder.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("mlr")) == []
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_an_unusable_tracking_server_is_reported_once_and_the_run_goes_on(
+    graftune_run, monkeypatch, caplog
+):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://nowhere")
+    with caplog.at_level(logging.WARNING, logger="orchestrator.plugin_manager"):
+        board = graftune_run({**RECIPE, "strategies": {"scratch_mlp": {"num_samples": 1}}})
+    assert list(board["status"]) == ["ok"]
+    warnings = [r.getMessage() for r in caplog.records if "mlflow (graftune" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert "graftune_run_started" in warnings[0]

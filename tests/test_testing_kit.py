@@ -1,0 +1,197 @@
+"""The testing kit for plugin authors: check_strategy, fixtures, the in-process run."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.builtin_plugins.feature_extraction import FeatureExtraction
+from orchestrator.builtin_plugins.fine_tune import FineTune
+from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+from orchestrator.plugin_manager import get_plugin_manager
+from orchestrator.strategy import SpaceContext
+from orchestrator.testing import StrategyCheckError, check_strategy, tiny_base, tiny_dataset
+from tests import broken_strategies as broken
+from tests import fixture_plugins
+
+# -- check_strategy -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [ScratchMLP, FeatureExtraction, FineTune])
+def test_the_builtin_strategies_pass(cls):
+    check_strategy(cls)
+
+
+def test_a_correct_third_party_strategy_passes_on_a_table():
+    check_strategy(broken.SmallMLP, dataset=tiny_dataset("iris"))
+
+
+@pytest.mark.parametrize(
+    ("cls", "words"),
+    [
+        (broken.CamelName, "name must be snake_case (like 'linear_probe'), got 'CamelName'"),
+        (broken.TakesABuiltinName, "name 'fine_tune' is taken by graftune's built-in strategy"),
+        (broken.ForeignSpace, "'learning_rate' is builtins.tuple"),
+        (broken.Uncompiled, "build() returned a model that is not compiled"),
+        (broken.WrongShape, "output shape (None, 11); expected (None, 10)"),
+        (broken.Unpicklable, "a fresh instance does not pickle with cloudpickle"),
+        (broken.ForgetsCallbacks, "fit() never called the callbacks it was given"),
+    ],
+)
+def test_a_broken_strategy_fails_naming_the_class_and_the_problem(cls, words):
+    with pytest.raises(StrategyCheckError) as info:
+        check_strategy(cls)
+    message = str(info.value)
+    assert f"tests.broken_strategies.{cls.__qualname__} (strategy {cls.name!r})" in message
+    assert words in message
+    assert "fails 1 check(s)" in message
+
+
+def test_a_strategy_module_that_imports_keras_fails():
+    from tests.heavy_strategy import HeavyImport
+
+    with pytest.raises(StrategyCheckError) as info:
+        check_strategy(HeavyImport)
+    message = str(info.value)
+    assert "importing tests.heavy_strategy imports tensorflow, keras" in message
+    assert "HeavyImport" in message
+
+
+def test_import_check_skipped_on_request():
+    from tests.heavy_strategy import HeavyImport
+
+    check_strategy(HeavyImport, check_imports=False)
+
+
+def test_what_is_not_a_strategy_class_is_refused():
+    with pytest.raises(StrategyCheckError, match=r"is not a subclass of orchestrator\.Strategy"):
+        check_strategy(dict)  # type: ignore[arg-type]
+
+
+# -- tiny data and base ------------------------------------------------------------------
+
+
+def test_tiny_datasets(graftune_digits, graftune_iris):
+    assert graftune_digits.task.input_shape == (8, 8, 1)
+    assert graftune_digits.task.n_classes == 10
+    assert graftune_iris.task.input_shape == (4,)
+    assert graftune_iris.task.n_classes == 3
+    # One copy is shared: the arrays are read-only.
+    assert tiny_dataset("digits") is graftune_digits
+    assert not graftune_digits.x_train.flags.writeable
+
+
+def test_tiny_bases_take_the_task_inputs(graftune_base, graftune_iris, tmp_path):
+    from orchestrator.bases import load_base
+
+    assert graftune_base.input_shape == (8, 8, 1)
+    # A cut after each conv, and after each BatchNormalization (merged with its ReLU).
+    assert graftune_base.cut_names == ("tiny_conv1", "tiny_relu1", "tiny_conv2", "tiny_relu2")
+    loaded = load_base(graftune_base)
+    assert loaded.model.output_shape == (None, 4, 4, 8)
+    table = tiny_base(graftune_iris.task, tmp_path)
+    assert table.output_shape == (8,)
+    assert table.n_cut_points == 2
+
+
+# -- fixtures, in an inner pytest session as a plugin author would use them ---------------
+
+
+def test_the_kit_as_a_plugin_author_enables_it(pytester):
+    pytester.makeconftest('pytest_plugins = ["orchestrator.testing"]')
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            from orchestrator.plugin_manager import get_plugin_manager
+            from tests import fixture_plugins
+
+
+            def test_a_plugin_registered_for_one_test(graftune_register):
+                host = graftune_register(fixture_plugins)
+                assert "exploding_mlp" in host.strategies
+                assert host.strategies.owner("exploding_mlp") == (
+                    "fixture_plugins (graftune-testing-fixture-plugins 0)"
+                )
+                # Every host built during the test sees it, as if installed.
+                assert "raising" in get_plugin_manager().strategies
+
+
+            def test_it_is_gone_in_the_next_test():
+                assert "exploding_mlp" not in get_plugin_manager().strategies
+
+
+            def test_a_fresh_host_without_entry_points(graftune_host):
+                assert graftune_host.strategies.names() == []
+                assert "sklearn" in graftune_host.data_sources
+                assert "pretrain" in graftune_host.bases
+                assert graftune_host.pm.has_plugin("graftune.events")
+            """
+        )
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+def test_a_registered_plugin_object_reaches_the_command_line(graftune_register, tmp_path):
+    from orchestrator.cli import app
+
+    graftune_register(broken.Registers(broken.SmallMLP), name="small")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: small\ndata: {source: 'sklearn:iris'}\nstrategies: {small_mlp: {}}\n")
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert "ok (small_mlp on sklearn:iris)" in result.output
+
+
+def test_registration_is_undone():
+    assert "small_mlp" not in get_plugin_manager().strategies
+
+
+# -- the in-process run -------------------------------------------------------------------
+
+RECIPE = {
+    "name": "kit-run",
+    "seed": 2,
+    "data": {"source": "sklearn:iris"},
+    "strategies": {
+        "scratch_mlp": {"num_samples": 2, "space": {"hidden_layers": 1, "width": 16}},
+        "raising": {"num_samples": 1},
+    },
+    "search": {"max_epochs": 2, "batch_size": 16},
+}
+
+
+def test_an_in_process_run_returns_the_leaderboard(graftune_run):
+    board = graftune_run(RECIPE, plugins=[fixture_plugins])
+    run_dir = board.attrs["run_dir"]
+    assert list(board["strategy"]) == ["scratch_mlp", "scratch_mlp", "raising"]
+    assert list(board["status"]) == ["ok", "ok", "error"]
+    assert list(board["rank"].iloc[:2]) == [1, 2]
+    assert "deliberate failure in build" in board["error"].iloc[2]
+    assert (board["epochs"].iloc[:2] == 2).all()
+    assert (run_dir / "leaderboard.csv").is_file()
+    assert (run_dir / "recipe.yaml").is_file()
+    for trial_id in board["trial_id"].iloc[:2]:
+        assert (run_dir / "trials" / "scratch_mlp" / trial_id / "model.keras").is_file()
+    # The configurations come from the recipe's seed: a second run draws the same.
+    again = graftune_run(RECIPE, plugins=[fixture_plugins])
+    columns = ["hidden_layers", "width", "lambda", "learning_rate"]
+    first = board[board["strategy"] == "scratch_mlp"].sort_values("trial_id")[columns]
+    second = again[again["strategy"] == "scratch_mlp"].sort_values("trial_id")[columns]
+    assert first.to_dict("records") == second.to_dict("records")
+    space = ScratchMLP().search_space(SpaceContext(task=tiny_dataset("iris").task))
+    assert (
+        first["learning_rate"]
+        .between(space["learning_rate"].low, space["learning_rate"].high)
+        .all()
+    )
+
+
+def test_the_in_process_run_checks_the_recipe_first(graftune_run):
+    from orchestrator.errors import RecipeError
+
+    bad = {**RECIPE, "strategies": {"scratch_mpl": {}}}
+    with pytest.raises(RecipeError, match="did you mean 'scratch_mlp'"):
+        graftune_run(bad)
