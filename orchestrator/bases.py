@@ -126,10 +126,95 @@ class LoadedBase:
     model: keras.Model
     info: BaseInfo
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Set by the trial when the base up to this cut point is served from the
+    #: frozen-feature cache: strategies then build on the cached features.
+    cached_cut: int | None = None
+    feature_shape: tuple[int, ...] | None = None
 
     def adapt(self, x: Any) -> Any:
         """Apply the input adapter to a symbolic tensor of the data's shape."""
         return apply_adapter(x, self.info.adapter)
+
+    def cut_layer(self, frozen_layers: int) -> int:
+        """The index in ``model.layers`` of cut point ``frozen_layers`` (1-based)."""
+        n = self.info.n_cut_points
+        if not 1 <= frozen_layers <= n:
+            raise ValueError(f"cut point must be in [1, {n}], got {frozen_layers}")
+        return self.info.cut_points[frozen_layers - 1]
+
+    def prefix_model(self, input_shape: tuple[int, ...], frozen_layers: int) -> keras.Model:
+        """The data's input through the adapter and the base up to a cut point."""
+        import keras
+
+        index = self.cut_layer(frozen_layers)
+        if index == len(self.model.layers) - 1:
+            lower = self.model
+        else:
+            lower = keras.Model(self.model.inputs, self.model.layers[index].output)
+        inputs = keras.Input(input_shape, name="inputs")
+        return keras.Model(inputs, lower(self.adapt(inputs), training=False), name="frozen_prefix")
+
+    def upper_model(self, frozen_layers: int) -> keras.Model | None:
+        """The base above a cut point, taking the cut's tensor; ``None`` at the base's output."""
+        import keras
+
+        index = self.cut_layer(frozen_layers)
+        if index == len(self.model.layers) - 1:
+            return None
+        return keras.Model(
+            self.model.layers[index].output, self.model.output, name="base_above_cut"
+        )
+
+    def stochastic_prefix_layers(self, frozen_layers: int) -> list[str]:
+        """Layers up to a cut point whose output is random in training (dropout, augmentation).
+
+        Keras 3 runs nested layers in training mode during ``fit``, so such a
+        layer makes the frozen prefix no pure function of its input.
+        """
+        import keras
+
+        index = self.cut_layer(frozen_layers)
+        random_kinds = (
+            keras.layers.Dropout,
+            keras.layers.SpatialDropout1D,
+            keras.layers.SpatialDropout2D,
+            keras.layers.SpatialDropout3D,
+            keras.layers.GaussianNoise,
+            keras.layers.GaussianDropout,
+            keras.layers.AlphaDropout,
+        )
+        found = []
+        for layer in self.model.layers[: index + 1]:
+            for inner in [layer, *_nested_layers(layer)]:
+                seeded = any(
+                    isinstance(value, keras.random.SeedGenerator) for value in vars(inner).values()
+                )
+                if isinstance(inner, random_kinds) or seeded:
+                    found.append(inner.name)
+        return found
+
+    def inputs_and_features(self, task: TaskSpec, frozen_layers: int) -> tuple[Any, Any]:
+        """Freeze to ``frozen_layers`` and return the trainable model's input and the base's features.
+
+        Normally the input has the data's shape and runs through the adapter and
+        the whole base. When the trial serves this cut from the feature cache,
+        the input takes the cached features and runs through the base above the
+        cut only. Either way, build the head on the returned features.
+        """
+        import keras
+
+        self.freeze(frozen_layers)
+        if self.cached_cut is not None:
+            if self.cached_cut != frozen_layers:
+                raise ValueError(
+                    f"the features are cached at cut point {self.cached_cut}, not {frozen_layers}"
+                )
+            assert self.feature_shape is not None
+            inputs = keras.Input(self.feature_shape, name="cached_features")
+            upper = self.upper_model(frozen_layers)
+            return inputs, (inputs if upper is None else upper(inputs, training=False))
+        inputs = keras.Input(task.input_shape, name="inputs")
+        return inputs, self.model(self.adapt(inputs), training=False)
 
     def freeze(self, frozen_layers: int) -> int:
         """Freeze the base up to its ``frozen_layers``-th cut point, unfreeze the rest.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -69,24 +70,28 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(1)
 
 
-def _host(plugins: list[str] | None = None) -> Any:
+def _host(plugins: list[str] | None = None, recipe: Path | None = None) -> Any:
     from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.preflight import disabled_plugins
 
-    return get_plugin_manager(extra_plugins=plugins or ())
+    # A recipe's plugins.disable must hold before any plugin is registered.
+    return get_plugin_manager(extra_plugins=plugins or (), disable=disabled_plugins(recipe))
 
 
 @app.command()
 def validate(
     recipe: Annotated[Path, typer.Argument(help="The recipe file to check.")],
     plugin: Annotated[
-        list[str] | None, typer.Option("--plugin", help="Also load this plugin module.")
+        list[str] | None,
+        typer.Option("--plugin", help="Also load this plugin module (trusted code)."),
     ] = None,
 ) -> None:
     """Check a recipe without training: schema, names, files, columns, spaces."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from orchestrator.recipe import validate_recipe
 
     try:
-        loaded = validate_recipe(recipe, _host(plugin))
+        loaded = validate_recipe(recipe, _host(plugin, recipe))
     except Exception as exc:
         _fail(exc)
         return
@@ -97,38 +102,117 @@ def validate(
 
 @app.command()
 def run(
-    recipe: Annotated[Path, typer.Argument(help="The recipe file to run.")],
+    recipe: Annotated[
+        Path | None, typer.Argument(help="The recipe file to run (not with --resume).")
+    ] = None,
     run_dir: Annotated[
         Path | None, typer.Option("--run-dir", help="Write here instead of OUTPUT/NAME-TIME.")
+    ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue the killed run in this run directory."),
     ] = None,
     plugin: Annotated[
         list[str] | None,
         typer.Option("--plugin", help="Load a plugin module that is not installed (trusted code)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the result.")] = False,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            "--address",
+            help="Drive an existing Ray cluster from here: its GCS address HEAD:6379 "
+            "(overrides resources.address).",
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage", help="Store the run here: a folder or a URI (overrides storage:)."
+        ),
+    ] = None,
+    shared_storage: Annotated[
+        bool,
+        typer.Option("--shared-storage", help="The storage folder is mounted on every node."),
+    ] = False,
+    run_name: Annotated[
+        str | None,
+        typer.Option("--run-name", help="The run directory's name (default NAME-TIME)."),
+    ] = None,
 ) -> None:
-    """Run a recipe: search every strategy with Ray Tune and rank the trials."""
+    """Run a recipe: search every strategy and rank the trials in a leaderboard."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from orchestrator.run import run_recipe
+    from orchestrator.run import resume_run, run_recipe
+
+    if (recipe is None) == (resume is None):
+        err.print("error: give a RECIPE to run, or --resume RUN_DIR to continue a run (not both)")
+        raise typer.Exit(2)
+    live, progress = _live_view(quiet)
 
     def echo(line: str) -> None:
         if not quiet:
-            out.print(line, markup=False)
+            (live.console if live is not None else out).print(line, markup=False)
 
+    if resume is not None and not (resume / "recipe.yaml").is_file():
+        err.print(f"error: {resume} is not a graftune run directory (no recipe.yaml)")
+        raise typer.Exit(2)
     try:
-        outcome = run_recipe(recipe, run_dir=run_dir, host=_host(plugin), echo=echo)
+        host = _host(plugin, recipe if recipe is not None else resume / "recipe.yaml")
+        kwargs: dict[str, Any] = {"host": host, "echo": echo, "listener": progress}
+        if live is not None:
+            live.start()
+        if resume is not None:
+            outcome = resume_run(resume, **kwargs)
+        else:
+            assert recipe is not None
+            chosen = _with_cluster_options(recipe, address, storage, shared_storage)
+            outcome = run_recipe(chosen, run_dir=run_dir, run_name=run_name, **kwargs)
     except Exception as exc:
+        if live is not None:
+            live.stop()
         _fail(exc)
         return
+    if live is not None:
+        live.stop()
     _print_table(outcome.leaderboard)
     best = outcome.best or {}
     out.print(
         f"best: {best.get('strategy')} trial {best.get('trial_id')} "
-        f"val_accuracy={_fmt(best.get('val_accuracy'))} test_accuracy={_fmt(best.get('test_accuracy'))}",
+        f"val_accuracy={_fmt(best.get('val_accuracy'))} "
+        f"test_accuracy={_fmt(best.get('test_accuracy'))}",
         markup=False,
     )
     out.print(f"model: {outcome.run_dir / 'best' / 'model.keras'}", markup=False)
     out.print(f"leaderboard: {outcome.run_dir / 'leaderboard.md'}", markup=False)
+    if (outcome.run_dir / "report.html").is_file():
+        out.print(f"report: {outcome.run_dir / 'report.html'}", markup=False)
+    out.print(f"tensorboard: tensorboard --logdir {outcome.run_dir / 'trials'}", markup=False)
+
+
+def _with_cluster_options(
+    recipe: Path, address: str | None, storage: str | None, shared: bool
+) -> Any:
+    """The recipe file, or the loaded recipe with ``--address`` / ``--storage`` applied."""
+    if address is None and storage is None and not shared:
+        return recipe
+    from orchestrator.recipe import load_recipe
+    from orchestrator.submit import with_cluster_options
+
+    return with_cluster_options(
+        load_recipe(recipe), address=address, storage=storage, shared=shared
+    )
+
+
+def _live_view(quiet: bool) -> tuple[Any, Any]:
+    """A live progress table on a terminal; plain lines elsewhere; nothing when quiet."""
+    if quiet or not out.is_terminal:
+        return None, None
+    from rich.live import Live
+
+    from orchestrator.progress import RunProgress
+
+    progress = RunProgress("val_accuracy", "max")
+    return Live(progress, console=out, refresh_per_second=2, transient=True), progress
 
 
 @app.command()
@@ -174,6 +258,350 @@ def leaderboard(
         _print_table(frame)
 
 
+@app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="A run directory, or several to compare.")],
+    out_path: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write here (default RUN_DIR/report.html; compare.html for several).",
+        ),
+    ] = None,
+) -> None:
+    """Write a run's report.html again, or one page comparing several runs."""
+    from orchestrator.report import COMPARE_FILE, write_comparison, write_report
+
+    try:
+        if len(run_dirs) == 1:
+            path = write_report(run_dirs[0], out=out_path)
+        else:
+            path = write_comparison(run_dirs, out=out_path or Path(COMPARE_FILE))
+    except Exception as exc:
+        _fail(exc)
+        return
+    out.print(f"report: {path}", markup=False)
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    data: Annotated[
+        str, typer.Option("--data", help="The data to predict, like csv:new.csv or sklearn:digits.")
+    ],
+    trial: Annotated[
+        str | None, typer.Option("--trial", help="A trial id or STRATEGY/ID (default: the best).")
+    ] = None,
+    out_path: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the CSV here (default: stdout).")
+    ] = None,
+    target: Annotated[
+        str | None, typer.Option("--target", help="A table's label column (default: the run's).")
+    ] = None,
+) -> None:
+    """Predict every example of a data source with the run's best (or a named) model."""
+    from orchestrator.predict import predict as run_predict
+
+    try:
+        result = run_predict(run_dir, data, trial=trial, host=_host(), target=target)
+    except Exception as exc:
+        _fail(exc)
+        return
+    where = err
+    if out_path is None:
+        sys.stdout.write(result.frame.to_csv(index=False))
+    else:
+        from orchestrator.leaderboard import atomic_write_text
+
+        atomic_write_text(out_path, result.frame.to_csv(index=False))
+        where = out
+    ref = result.model
+    line = f"{len(result.frame)} predictions by {ref.strategy} trial {ref.trial_id}"
+    if out_path is not None:
+        line += f" written to {out_path}"
+    if result.accuracy is not None:
+        line += f"; accuracy {result.accuracy:.4f} on {result.n_scored} labelled examples"
+    where.print(line, markup=False)
+
+
+class ExportFormat(str, Enum):
+    keras = "keras"
+    savedmodel = "savedmodel"
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    dest: Annotated[Path, typer.Argument(help="The folder to create.")],
+    format: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="keras (.keras file) or savedmodel.")
+    ] = ExportFormat.keras,
+    trial: Annotated[
+        str | None, typer.Option("--trial", help="A trial id or STRATEGY/ID (default: the best).")
+    ] = None,
+) -> None:
+    """Export the run's best (or a named) model with its class names, usable without graftune."""
+    from orchestrator.export import export_model
+
+    try:
+        path = export_model(run_dir, dest, format=format.value, trial=trial)
+    except Exception as exc:
+        _fail(exc)
+        return
+    out.print(f"exported ({format.value}): {path}", markup=False)
+
+
+# -- Ray clusters: submit, jobs, fetch (logic in orchestrator.submit) -------------------
+
+_DashboardAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="The cluster's dashboard, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS).",
+    ),
+]
+
+
+@app.command()
+def submit(
+    recipe: Annotated[Path, typer.Argument(help="The recipe file to send.")],
+    address: _DashboardAddress = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Stream the job's log; exit with its status.")
+    ] = False,
+    pip: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pip", help="Also pip-install this requirement or local wheel in the job (repeat)."
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="Store the run here: a URI or a folder every node mounts."),
+    ] = None,
+    shared_storage: Annotated[
+        bool,
+        typer.Option("--shared-storage", help="The storage folder is mounted on every node."),
+    ] = False,
+) -> None:
+    """Send a recipe to a Ray cluster as a job (Ray's job API) and print its id."""
+    from orchestrator import submit as jobs
+
+    try:
+        loaded = jobs.recipe_for_submit(recipe, storage=storage, shared=shared_storage)
+        client = jobs.JobClient(address)
+        job = jobs.submit(
+            loaded,
+            client,
+            pip=pip or [],
+            data_sources=_data_sources(),
+            echo=lambda line: out.print(line, markup=False),
+        )
+    except Exception as exc:
+        _fail(exc)
+        return
+    out.print(f"submitted job {job.job_id} to {job.address}", markup=False)
+    out.print(f"results: {job.location}", markup=False)
+    if not follow:
+        out.print(f"follow: graftune jobs logs {job.job_id} --follow --address {job.address}")
+        out.print(f"fetch:  graftune fetch {job.job_id} --address {job.address}")
+        return
+    _follow_job(client, job.job_id)
+
+
+def _data_sources() -> Any:
+    """The data sources installed here (to tell paths from names), or ``None``."""
+    try:
+        return _host().data_sources
+    except Exception:
+        return None
+
+
+def _follow_job(client: Any, job_id: str) -> None:
+    from orchestrator.submit import failure_message
+
+    def write(chunk: str) -> None:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+    try:
+        info = client.follow(job_id, write)
+    except Exception as exc:
+        _fail(exc)
+        return
+    if str(info.status) != "SUCCEEDED":
+        err.print(f"error: {failure_message(client, info)}", markup=False)
+        raise typer.Exit(1)
+    out.print(f"job {job_id} succeeded", markup=False)
+    out.print(f"fetch: graftune fetch {job_id} --address {client.address}", markup=False)
+
+
+jobs_app = typer.Typer(
+    help="List, follow and stop jobs on a Ray cluster.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(jobs_app, name="jobs")
+
+
+def _job_client(address: str | None) -> Any:
+    from orchestrator.submit import JobClient
+
+    return JobClient(address)
+
+
+@jobs_app.command("list")
+def jobs_list(address: _DashboardAddress = None) -> None:
+    """Every job on the cluster, oldest first, with where graftune's store their runs."""
+    from orchestrator.submit import META_RECIPE, run_location
+
+    try:
+        found = _job_client(address).list()
+    except Exception as exc:
+        _fail(exc)
+        return
+    table = Table("job", "status", "started", "recipe", "results", box=None, header_style="bold")
+    for job in found:
+        started = job.start_time and time.strftime(
+            "%Y-%m-%d %H:%M:%S", time.localtime(job.start_time / 1000)
+        )
+        table.add_row(
+            job.submission_id or job.job_id or "",
+            str(job.status),
+            started or "",
+            (job.metadata or {}).get(META_RECIPE, ""),
+            run_location(job) or "",
+        )
+    out.print(table)
+
+
+@jobs_app.command("status")
+def jobs_status(
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    address: _DashboardAddress = None,
+) -> None:
+    """A job's status, Ray's message about it, and where its run is stored."""
+    from orchestrator.submit import run_location
+
+    try:
+        info = _job_client(address).info(job)
+    except Exception as exc:
+        _fail(exc)
+        return
+    out.print(f"{job}: {info.status}", markup=False)
+    if info.message:
+        out.print(f"message: {info.message.strip()}", markup=False)
+    if run_location(info):
+        out.print(f"results: {run_location(info)}", markup=False)
+
+
+@jobs_app.command("logs")
+def jobs_logs(
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Stream until the job ends; exit with its status.")
+    ] = False,
+    address: _DashboardAddress = None,
+) -> None:
+    """A job's log (its driver's output)."""
+    try:
+        client = _job_client(address)
+        if not follow:
+            sys.stdout.write(client.logs(job))
+            return
+    except Exception as exc:
+        _fail(exc)
+        return
+    _follow_job(client, job)
+
+
+@jobs_app.command("stop")
+def jobs_stop(
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    address: _DashboardAddress = None,
+) -> None:
+    """Stop a job (its driver and trials) and wait until it has stopped."""
+    try:
+        info = _job_client(address).stop(job)
+    except Exception as exc:
+        _fail(exc)
+        return
+    out.print(f"{job}: {info.status}", markup=False)
+    if not info.status.is_terminal():
+        err.print(f"error: job {job} is still {info.status} after 30 s", markup=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def fetch(
+    job: Annotated[str, typer.Argument(help="The job id.")],
+    dest: Annotated[
+        Path | None, typer.Argument(help="Copy the run directory here (default ./JOB).")
+    ] = None,
+    address: _DashboardAddress = None,
+) -> None:
+    """Copy a finished job's run directory (leaderboard, report, best model) from storage."""
+    from orchestrator.submit import fetch as fetch_run
+
+    try:
+        where = fetch_run(_job_client(address), job, dest)
+    except Exception as exc:
+        _fail(exc)
+        return
+    out.print(f"fetched {job}: {where}", markup=False)
+    if (where / "leaderboard.md").is_file():
+        out.print(f"leaderboard: {where / 'leaderboard.md'}", markup=False)
+    if (where / "best" / "model.keras").is_file():
+        out.print(f"model: {where / 'best' / 'model.keras'}", markup=False)
+
+
+cache_app = typer.Typer(
+    help="Show or free graftune's cache of pretrained bases and frozen features.",
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("info")
+def cache_info() -> None:
+    """List cached bases and frozen-feature sets with their sizes."""
+    from orchestrator.bases import cache_dir
+    from orchestrator.feature_cache import cache_entries
+
+    entries = cache_entries()
+    out.print(f"cache: {cache_dir()}", markup=False)
+    if not entries:
+        out.print("empty", markup=False)
+        return
+    table = Table("kind", "size", "entry", "what", box=None, header_style="bold")
+    for entry in entries:
+        table.add_row(entry.kind, _size(entry.size_bytes), entry.path.name, entry.description)
+    out.print(table)
+    out.print(f"total: {_size(sum(e.size_bytes for e in entries))}", markup=False)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    features: Annotated[bool, typer.Option("--features", help="Only frozen features.")] = False,
+    bases: Annotated[bool, typer.Option("--bases", help="Only pretrained bases.")] = False,
+) -> None:
+    """Free the cache (both kinds unless --features or --bases)."""
+    from orchestrator.feature_cache import clear_cache
+
+    kinds = tuple(k for k, chosen in (("features", features), ("base", bases)) if chosen)
+    freed = clear_cache(kinds or ("base", "features"))
+    out.print(f"freed {_size(freed)}", markup=False)
+
+
+def _size(size: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
+
+
 def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or value != value:
         return ""
@@ -185,11 +613,17 @@ def _fmt(value: Any, digits: int = 4) -> str:
 def _print_table(frame: Any) -> None:
     from orchestrator.leaderboard import METRIC_COLUMNS
 
-    hidden = {"val_loss", "test_loss", "peak_memory_mb", "params_total", "params_trainable"}
+    hidden = {"val_loss", "test_loss", "peak_memory_mb", "params_total", "params_trainable", "note"}
     columns = [c for c in frame.columns if c not in hidden]
     if not frame["error"].notna().any():
         columns.remove("error")
+    if "retries" in frame and not (frame["retries"].fillna(0) > 0).any():
+        columns.remove("retries")
+    if "node" in frame and frame["node"].nunique() <= 1:
+        columns.remove("node")
     table = Table(*columns, box=None, header_style="bold")
+    # Piped, a wide leaderboard keeps whole cells rather than rich's ellipses.
+    console = out if out.is_terminal else Console(highlight=False, width=1000)
     for _, row in frame.iterrows():
         cells = []
         for column in columns:
@@ -199,7 +633,7 @@ def _print_table(frame: Any) -> None:
             digits = 4 if column in METRIC_COLUMNS else 3
             cells.append(_fmt(None if _isna(value) else value, digits))
         table.add_row(*cells)
-    out.print(table)
+    console.print(table)
 
 
 def _isna(value: Any) -> bool:

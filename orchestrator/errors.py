@@ -140,10 +140,32 @@ class FatalStrategyError(GraftuneError):
     exit_status = 3
 
 
+class ClusterError(GraftuneError):
+    """A Ray cluster cannot be reached, refuses us, or does not know a job."""
+
+    exit_status = 4
+
+
+class StorageError(GraftuneError):
+    """Storage cannot hold this run: node-local on a cluster, unreachable, or missing."""
+
+    exit_status = 2
+
+
+class SubmitError(StorageError):
+    """A job cannot be submitted as asked (too large, no storage); nothing was sent."""
+
+
 class RunFailed(GraftuneError):
     """A run finished but none of its trials succeeded."""
 
     exit_status = 1
+
+
+class RunDirError(GraftuneError):
+    """A run directory lacks what a command needs, or the path it would write to is taken."""
+
+    exit_status = 2
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:

@@ -18,6 +18,7 @@ from orchestrator.markers import hookspec
 if TYPE_CHECKING:
     import pandas as pd
 
+    from orchestrator.recipe import Recipe
     from orchestrator.registry import Registry
     from orchestrator.trial import TrialResult
 
@@ -86,6 +87,29 @@ def graftune_register_bases(registry: Registry) -> None:
 
 
 # -- events -------------------------------------------------------------------
+
+
+@hookspec
+def graftune_run_started(recipe: Recipe, run_dir: Path) -> None:
+    """Observe a run that is about to start its first trial, in the driver process.
+
+    Called once per run, after the recipe, the data, the base and every
+    strategy's smallest configuration have been checked and the run directory
+    has been created (it holds ``recipe.yaml``); nothing is called for a recipe
+    that fails those checks.
+
+    Args:
+        recipe: The resolved recipe (absolute paths; ``recipe.name``,
+            ``recipe.strategies``, ``recipe.search`` ...).
+        run_dir: The run directory.
+
+    Returns:
+        Nothing; the return value is ignored.
+
+    Raises:
+        May raise: the error is reported as a warning naming the plugin and the
+        run goes on.
+    """
 
 
 @hookspec

@@ -30,7 +30,11 @@ TAIL_COLUMNS = [
     "params_total",
     "params_trainable",
     "peak_memory_mb",
+    "retries",
+    # The Ray node (IP/NODEID8) the trial ran on.
+    "node",
     "error",
+    "note",
 ]
 #: The order searched parameters are shown in; others follow alphabetically.
 PARAMETER_ORDER = [
@@ -90,7 +94,7 @@ def build_leaderboard(results: list[TrialResult], *, metric: str, mode: str) -> 
     frame = pd.concat([order, rest], ignore_index=True)
     ranks = pd.array([*range(1, len(order) + 1), *([pd.NA] * len(rest))], dtype="Int64")
     frame.insert(0, "rank", ranks)
-    for column in ("epochs", "params_total", "params_trainable"):
+    for column in ("epochs", "params_total", "params_trainable", "retries"):
         frame[column] = frame[column].astype("Int64")
     for column in params:
         values = [r.config[column] for r in results if r.config.get(column) is not None]
@@ -144,7 +148,7 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
 
     path = Path(run_dir) / FILES["csv"]
     frame = pd.read_csv(path, keep_default_na=True)
-    for column in ("rank", "epochs", "params_total", "params_trainable"):
+    for column in ("rank", "epochs", "params_total", "params_trainable", "retries"):
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     return frame

@@ -72,28 +72,77 @@ def classifier_head(x: Any, n_classes: int, *, width: int, depth: int, lambda_: 
     )(x)
 
 
-def regularize_trainable_kernels(model: keras.Model, lambda_: float) -> int:
-    """Put an L2 penalty of ``lambda_`` on the trainable kernels of an existing model.
+#: The forms of λ: ``l2`` pulls trainable kernels toward 0, ``l2sp`` toward their
+#: pretrained values (Li, Grandvalet & Davoine 2018).
+REGULARIZERS = ("l2", "l2sp")
 
-    Keras adds a variable's regularizer to the loss only while the variable is
-    trainable, so frozen layers contribute nothing.
+
+def l2sp(alpha: float, reference: np.ndarray) -> Any:
+    """The L2-SP penalty ``alpha * ||w - w0||^2`` for one variable whose start is ``reference``."""
+    import keras
+
+    reference_tensor = keras.ops.convert_to_tensor(reference)
+
+    class L2SP(keras.regularizers.Regularizer):
+        """``alpha * sum((w - w0)^2)``; not serialised (variables' regularizers never are)."""
+
+        def __call__(self, x: Any) -> Any:
+            return alpha * keras.ops.sum(keras.ops.square(x - reference_tensor))
+
+        def get_config(self) -> dict[str, Any]:
+            return {"alpha": alpha}
+
+    return L2SP()
+
+
+def regularize_trainable_kernels(model: keras.Model, lambda_: float, form: str = "l2") -> int:
+    """Put a penalty of strength ``lambda_`` on the trainable kernels of an existing model.
+
+    ``l2`` adds ``lambda_ * ||w||^2``; ``l2sp`` adds ``lambda_ * ||w - w0||^2`` with
+    ``w0`` the kernel's value now (the pretrained one, when called before
+    training). Keras adds a variable's regularizer to the loss only while the
+    variable is trainable, so frozen layers contribute nothing. Layers of
+    nested models are reached too.
 
     Returns:
         How many kernels were regularised.
     """
     import keras
 
+    if form not in REGULARIZERS:
+        raise ValueError(f"regularizer must be one of {', '.join(REGULARIZERS)}, got {form!r}")
     if not lambda_:
         return 0
     count = 0
-    for layer in model.layers:
+    for layer in _all_layers(model):
         if not layer.trainable:
             continue
         for variable in layer.trainable_weights:
-            if variable.name in KERNEL_NAMES:
-                variable.regularizer = keras.regularizers.L2(lambda_)
+            if variable.name in KERNEL_NAMES and variable.regularizer is None:
+                if form == "l2":
+                    variable.regularizer = keras.regularizers.L2(lambda_)
+                else:
+                    variable.regularizer = l2sp(lambda_, variable.numpy().copy())
                 count += 1
     return count
+
+
+def clear_regularizers(model: keras.Model) -> None:
+    """Remove penalties put on existing variables (before a second training phase)."""
+    for layer in _all_layers(model):
+        for variable in layer.weights:
+            if variable.name in KERNEL_NAMES:
+                variable.regularizer = None
+
+
+def _all_layers(model: Any) -> list[Any]:
+    found = []
+    for layer in getattr(model, "layers", ()):
+        if getattr(layer, "layers", None):
+            found += _all_layers(layer)
+        else:
+            found.append(layer)
+    return found
 
 
 def compile_classifier(model: keras.Model, learning_rate: float) -> keras.Model:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -28,6 +30,7 @@ DISABLE_AUTOLOAD_ENV = "GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD"
 HOST_PLUGINS = {
     "graftune.data": "orchestrator.data.sources",
     "graftune.bases": "orchestrator.bases",
+    "graftune.events": "orchestrator.reporters",
 }
 
 
@@ -105,6 +108,29 @@ def _entry_points() -> list[metadata.EntryPoint]:
     return result
 
 
+def _import_explicit(name: str) -> ModuleType:
+    """Import a ``--plugin`` module; like ``python -m``, the current folder is searched too."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        top = name.split(".", 1)[0]
+        if exc.name != top or os.getcwd() in sys.path:
+            raise
+    # Appended, not prepended: an installed module of the same name still wins.
+    sys.path.append(os.getcwd())
+    return importlib.import_module(name)
+
+
+def _ship_by_value(module: ModuleType) -> None:
+    """Send an explicitly loaded module's code to Ray workers, which may not import it."""
+    from ray import cloudpickle
+
+    # A module missing from sys.modules (built on the fly) cannot be shipped; its
+    # strategies then pickle by value anyway, or fail with Ray's own message.
+    with contextlib.suppress(ValueError):
+        cloudpickle.register_pickle_by_value(module)
+
+
 def get_plugin_manager(
     *,
     autoload: bool | None = None,
@@ -164,7 +190,7 @@ def get_plugin_manager(
     for extra in extra_plugins:
         if isinstance(extra, str):
             try:
-                plugin = importlib.import_module(extra)
+                plugin = _import_explicit(extra)
             except Exception as exc:
                 raise PluginLoadError(extra, extra, "(not installed)", exc) from exc
             name = extra
@@ -176,11 +202,14 @@ def get_plugin_manager(
         log.warning("loading plugin %s explicitly (not installed): code from it will run", name)
         _register(pm, plugin, name, "(not installed)")
         owners[name] = f"{name} (not installed)"
+        if isinstance(plugin, ModuleType):
+            _ship_by_value(plugin)
 
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"{exc}") from exc
+        name = pm.get_name(exc.plugin) or repr(exc.plugin)
+        raise PluginError(f"plugin {owners.get(name, name)} is invalid: {exc}") from exc
 
     host = PluginHost(
         pm=pm,

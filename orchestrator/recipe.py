@@ -164,16 +164,20 @@ class StrategySpec(_Model):
 class SearchSpec(_Model):
     """How each strategy's search runs."""
 
-    backend: Literal["ray"] = "ray"
+    backend: Literal["ray", "keras_tuner"] = "ray"
     metric: Literal["val_accuracy", "val_loss"] = "val_accuracy"
     mode: Literal["max", "min"] | None = None
-    num_samples: _Count = 8
+    algorithm: Literal["random", "grid", "bayesian"] = "random"
+    num_samples: _Count | None = None
     max_epochs: _Count = 30
-    scheduler: Literal["fifo", "asha"] = "fifo"
+    scheduler: Literal["fifo", "asha", "hyperband"] = "fifo"
     grace_period: _Count = 1
     reduction_factor: _Number = Field(3.0, gt=1)
     batch_size: _Count = 32
     max_concurrent_trials: _Count | None = None
+    time_budget_s: _PositiveNumber | None = None
+    max_failures: int = Field(1, ge=0)
+    worker_memory_mb: _Count | None = 4096
     space: dict[str, Any] = {}
 
     @model_validator(mode="after")
@@ -193,6 +197,13 @@ class SearchSpec(_Model):
         """``max`` or ``min``: the mode given, or the one the metric implies."""
         return self.mode or METRICS[self.metric]  # type: ignore[return-value]
 
+    @property
+    def samples(self) -> int:
+        """Trials per strategy: ``num_samples``, else 8 (for ``grid``: repeats, else 1)."""
+        if self.num_samples is not None:
+            return self.num_samples
+        return 1 if self.algorithm == "grid" else 8
+
 
 class ResourcesSpec(_Model):
     """What each trial gets and where the trials run."""
@@ -202,6 +213,44 @@ class ResourcesSpec(_Model):
     num_cpus: _Count | None = None
     address: str | None = None
     dashboard: bool = False
+    mixed_precision: bool = False
+
+
+def _storage_shorthand(value: Any) -> Any:
+    # storage: s3://bucket/runs is short for storage: {path: s3://bucket/runs}.
+    return {"path": value} if isinstance(value, (str, Path)) else value
+
+
+class StorageSpec(_Model):
+    """Where a run's results go: a folder every node reaches, or a filesystem URI."""
+
+    path: str = Field(min_length=1)
+    #: A folder every node of the cluster mounts at this path (graftune cannot tell).
+    shared: bool = False
+
+    @model_validator(mode="after")
+    def _known_location(self) -> StorageSpec:
+        from orchestrator.storage import check_location
+
+        try:
+            check_location(self.path)
+        except ValueError as exc:
+            raise _KeyedError("path", str(exc)) from None
+        return self
+
+
+class SubmitSpec(_Model):
+    """What ``graftune submit`` adds to the job (``graftune run`` ignores it)."""
+
+    #: Requirements the job's runtime environment pip-installs (third-party plugins).
+    pip: list[str] = []
+
+
+class PluginsSpec(_Model):
+    """Which plugins this recipe does without (see docs/plugins.md)."""
+
+    #: Plugin names (entry-point names, or graftune.data / graftune.bases / graftune.events).
+    disable: list[str] = []
 
 
 class Recipe(_Model):
@@ -215,6 +264,10 @@ class Recipe(_Model):
     search: SearchSpec = SearchSpec()
     resources: ResourcesSpec = ResourcesSpec()
     output: Path = Path("runs")
+    cache: bool = True
+    plugins: PluginsSpec = PluginsSpec()
+    storage: Annotated[StorageSpec | None, BeforeValidator(_storage_shorthand)] = None
+    submit: SubmitSpec = SubmitSpec()
 
     _file: Path | None = PrivateAttr(default=None)
     _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
@@ -330,6 +383,10 @@ def _resolve_paths(recipe: Recipe) -> Recipe:
     update: dict[str, Any] = {}
     if not recipe.output.is_absolute():
         update["output"] = (base_dir / recipe.output).resolve()
+    storage = recipe.storage
+    if storage is not None and "://" not in storage.path:
+        path = (base_dir / Path(storage.path).expanduser()).resolve()
+        update["storage"] = storage.model_copy(update={"path": str(path)})
     base = recipe.base
     if base is not None:
         base_update: dict[str, Any] = {}
@@ -492,6 +549,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
         RecipeErrors: Every problem found, each with its key path.
     """
     from orchestrator.data import check_data_spec
+    from orchestrator.preflight import plugin_control_errors, strategy_space
     from orchestrator.strategy import SpaceContext
 
     errors: list[RecipeError] = []
@@ -521,7 +579,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
         strategy = host.strategies.get(name)()
         if strategy.requires_base:
             needs_base.append(name)
-        defaults = strategy.search_space(SpaceContext())
+        defaults = strategy_space(strategy, SpaceContext(), host.strategies.owner(name))
         taken.update(defaults)
         for key, raw in spec.space.items():
             path = ("strategies", name, "space", key)
@@ -570,6 +628,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
         )
     if recipe.base is not None:
         errors.extend(_check_base(recipe, host))
+    errors.extend(plugin_control_errors(recipe, host))
 
     if errors:
         raise RecipeErrors(errors)

@@ -2,6 +2,9 @@
 
 Nothing is written to the run directory until the recipe, the data and the
 base have all been checked and prepared, so a bad recipe leaves no trace.
+A run that was killed continues with :func:`resume_run`: strategies whose
+search finished are read back, unfinished experiments are restored, and
+trials that finished are never run again.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import json
 import logging
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +27,16 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchestrator.plugin_manager import PluginHost
-    from orchestrator.trial import TrialResult
+    from orchestrator.tuning.ray_tune import TrialListener
+
+from orchestrator.trial import TrialResult
 
 log = logging.getLogger(__name__)
 
 BEST_DIR = "best"
+RECIPE_FILE = "recipe.yaml"
+#: Written when a strategy's search has ended; a resumed run reads it back.
+SEARCH_DONE_FILE = "search.json"
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,18 @@ def new_run_dir(recipe: Recipe) -> Path:
     return candidate
 
 
+def resume_run(run_dir: str | Path, **kwargs: Any) -> RunOutcome:
+    """Continue a run whose process was killed, from its run directory.
+
+    Raises:
+        RecipeError: ``run_dir`` holds no run.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / RECIPE_FILE).is_file():
+        raise RecipeError(f"{run_dir} is not a graftune run directory (no {RECIPE_FILE})")
+    return run_recipe(run_dir / RECIPE_FILE, run_dir=run_dir, resume=True, **kwargs)
+
+
 def run_recipe(
     recipe: Recipe | str | Path,
     *,
@@ -57,6 +78,9 @@ def run_recipe(
     plugins: Iterable[ModuleType | object | str] = (),
     host: PluginHost | None = None,
     echo: Callable[[str], None] = log.info,
+    listener: TrialListener | None = None,
+    resume: bool = False,
+    run_name: str | None = None,
 ) -> RunOutcome:
     """Run a recipe end to end and write its run directory.
 
@@ -66,6 +90,10 @@ def run_recipe(
         plugins: Extra plugin modules or objects to register (not installed ones).
         host: A ready plugin host (``plugins`` is ignored then).
         echo: Where progress lines go.
+        listener: Also told of every trial that starts and ends (a progress view).
+        resume: Continue the run in ``run_dir`` instead of starting one.
+        run_name: The run directory's name under ``output`` or ``storage``
+            (default ``NAME-YYYYmmdd-HHMMSS``).
 
     Returns:
         The run directory, the leaderboard and the best trial's summary.
@@ -78,23 +106,29 @@ def run_recipe(
     from orchestrator.bases import prepare_base
     from orchestrator.data import prepare_dataset
     from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.preflight import check_strategies, strategy_space
     from orchestrator.space import merge_spaces, resolve_space
     from orchestrator.strategy import SpaceContext
     from orchestrator.trial import TrialSpec
 
-    if host is None:
-        host = get_plugin_manager(extra_plugins=plugins)
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
+    if host is None:
+        host = get_plugin_manager(extra_plugins=plugins, disable=recipe.plugins.disable)
     check_recipe(recipe, host)
     recipe = recipe.with_absolute_sources(host.data_sources)
+    from orchestrator.storage import plan_run, publish
+
+    # Before any work: a cluster that is down or refuses us, storage it cannot share.
+    place = plan_run(recipe, run_dir=run_dir, run_name=run_name)
 
     dataset = prepare_dataset(
         recipe.data, host.data_sources, seed=recipe.seed, base_dir=recipe.base_dir
     )
     echo(
         f"data: {recipe.data.source}: {len(dataset.y_train)} train / {len(dataset.y_val)} val / "
-        f"{len(dataset.y_test)} test, {dataset.task.n_classes} classes, inputs {dataset.task.input_shape}"
+        f"{len(dataset.y_test)} test, {dataset.task.n_classes} classes, "
+        f"inputs {dataset.task.input_shape}"
     )
     strategies = {name: host.strategies.get(name)() for name in recipe.strategies}
     base_info = None
@@ -109,7 +143,8 @@ def run_recipe(
             data_sources=host.data_sources,
         )
         echo(
-            f"base: {base_info.description}, {base_info.n_cut_points} cut points, output {base_info.output_shape}"
+            f"base: {base_info.description}, {base_info.n_cut_points} cut points, "
+            f"output {base_info.output_shape}"
         )
 
     spaces = {}
@@ -117,29 +152,50 @@ def run_recipe(
         context = SpaceContext(
             task=dataset.task, base=base_info if strategy.requires_base else None
         )
-        merged = merge_spaces(
-            strategy.search_space(context), recipe.shared_space(), recipe.strategy_space(name)
-        )
+        own = strategy_space(strategy, context, host.strategies.owner(name))
+        merged = merge_spaces(own, recipe.shared_space(), recipe.strategy_space(name))
         try:
             spaces[name] = resolve_space(merged, base_info.n_cut_points if base_info else None)
         except ValueError as exc:
             raise recipe.error(("strategies", name, "space"), str(exc)) from None
+    check_strategies(strategies, spaces, dataset.task, base_info, host)
 
-    run_dir = Path(run_dir) if run_dir is not None else new_run_dir(recipe)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        raise RecipeError(f"run directory {run_dir} exists and is not empty", file=recipe.file)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_dir = run_dir.resolve()
-    (run_dir / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
-    echo(f"run: {run_dir}")
+    if recipe.search.backend == "ray":
+        from orchestrator.tuning import ray_tune as backend
+    else:
+        from orchestrator.tuning import keras_tuner as backend  # type: ignore[no-redef]
 
-    from orchestrator.leaderboard import best_row, build_leaderboard, write_leaderboard
-    from orchestrator.tuning.ray_tune import ensure_ray, run_search
+        for name in strategies:
+            backend.check_space(recipe, spaces[name])
 
-    started_ray = ensure_ray(recipe.resources)
+    run_dir = _open_run_dir(recipe, place.local_dir, resume)
+    echo(f"run: {run_dir}" + (" (resumed)" if resume else ""))
+    if place.remote is not None:
+        echo(f"storage: {place.remote}")
+    host.notify("graftune_run_started", recipe=recipe, run_dir=run_dir)
+    events = _RunEvents(host, run_dir, recipe.search.metric, echo, listener)
+    if listener is not None and hasattr(listener, "plan"):
+        listener.plan(
+            {name: _num_samples(recipe, name) for name in strategies},
+            metric=recipe.search.metric,
+            mode=recipe.search.direction,
+        )
+
+    started_ray = False
+    if recipe.search.backend == "ray":
+        started_ray = backend.ensure_ray(recipe.resources, log_file=run_dir / "ray.log")
+
     results: list[TrialResult] = []
     try:
         for name, strategy in strategies.items():
+            done_file = run_dir / "trials" / name / SEARCH_DONE_FILE
+            if resume and done_file.is_file():
+                finished = _read_search(done_file)
+                echo(f"{name}: finished before ({len(finished)} trials), not run again")
+                for result in finished:
+                    events.replay(result)
+                results += finished
+                continue
             spec = TrialSpec(
                 strategy=strategy,
                 base=base_info if strategy.requires_base else None,
@@ -150,31 +206,107 @@ def run_recipe(
                 cpus=recipe.resources.cpus_per_trial,
                 gpus=recipe.resources.gpus_per_trial,
                 run_dir=run_dir,
+                mixed_precision=recipe.resources.mixed_precision,
+                feature_cache=recipe.cache,
+                storage=place.remote,
             )
-            num_samples = recipe.strategies[name].num_samples or recipe.search.num_samples
+            num_samples = _num_samples(recipe, name)
             echo(f"{name}: searching {num_samples} trials over {_describe(spaces[name])}")
-
-            def done(result: TrialResult) -> None:
-                echo(_trial_line(result, recipe.search.metric))
-                host.notify("graftune_trial_finished", result=result, run_dir=run_dir)
-
-            results += run_search(
-                recipe, spec, spaces[name], dataset, num_samples=num_samples, on_trial_done=done
+            found = backend.run_search(
+                recipe,
+                spec,
+                spaces[name],
+                dataset,
+                num_samples=num_samples,
+                listener=events,
+                resume=resume,
             )
+            _write_search(done_file, found)
+            results += found
     finally:
         if started_ray:
             import ray
 
             ray.shutdown()
 
+    from orchestrator.leaderboard import best_row, build_leaderboard, write_leaderboard
+
     frame = build_leaderboard(results, metric=recipe.search.metric, mode=recipe.search.direction)
     write_leaderboard(frame, run_dir)
     best = best_row(frame)
     summary = _save_best(run_dir, best, results, dataset.task, recipe) if best is not None else None
+    from orchestrator.report import write_report_safely
+
+    write_report_safely(run_dir)  # logs a failure: a report never fails the run
     host.notify("graftune_run_finished", leaderboard=frame, run_dir=run_dir)
+    publish(place, echo)
     if summary is None:
-        raise RunFailed(f"every trial failed; see {run_dir / 'leaderboard.md'}")
+        raise RunFailed(_failure_summary(results, run_dir))
     return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary)
+
+
+def _num_samples(recipe: Recipe, name: str) -> int:
+    return recipe.strategies[name].num_samples or recipe.search.samples
+
+
+def _open_run_dir(recipe: Recipe, run_dir: str | Path | None, resume: bool) -> Path:
+    if resume:
+        assert run_dir is not None
+        return Path(run_dir).resolve()
+    path = Path(run_dir) if run_dir is not None else new_run_dir(recipe)
+    if path.exists() and any(path.iterdir()):
+        raise RecipeError(
+            f"run directory {path} exists and is not empty (use --resume to continue it)",
+            file=recipe.file,
+        )
+    path.mkdir(parents=True, exist_ok=True)
+    path = path.resolve()
+    (path / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
+    return path
+
+
+def _write_search(path: Path, results: list[TrialResult]) -> None:
+    from orchestrator.leaderboard import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps([r.to_json() for r in results], indent=2, default=str))
+
+
+def _read_search(path: Path) -> list[TrialResult]:
+    return [TrialResult.from_json(item) for item in json.loads(path.read_text())]
+
+
+class _RunEvents:
+    """The driver's listener: echo a line, call the event hooks, tell the progress view."""
+
+    def __init__(
+        self,
+        host: PluginHost,
+        run_dir: Path,
+        metric: str,
+        echo: Callable[[str], None],
+        listener: TrialListener | None,
+    ) -> None:
+        self.host = host
+        self.run_dir = run_dir
+        self.metric = metric
+        self.echo = echo
+        self.listener = listener
+
+    def trial_started(self, strategy: str, trial_id: str) -> None:
+        if self.listener is not None:
+            self.listener.trial_started(strategy, trial_id)
+
+    def trial_finished(self, result: TrialResult) -> None:
+        self.echo(_trial_line(result, self.metric))
+        self.host.notify("graftune_trial_finished", result=result, run_dir=self.run_dir)
+        if self.listener is not None:
+            self.listener.trial_finished(result)
+
+    def replay(self, result: TrialResult) -> None:
+        """A trial that finished before a resume: the progress view counts it."""
+        if self.listener is not None:
+            self.listener.trial_finished(result)
 
 
 def _describe(space: dict[str, Any]) -> str:
@@ -185,7 +317,22 @@ def _trial_line(result: TrialResult, metric: str) -> str:
     value = getattr(result, metric, None)
     score = f"{metric}={value:.4f}" if isinstance(value, float) else ""
     extra = f" ({result.error})" if result.error else ""
-    return f"  {result.strategy} {result.trial_id}: {result.status} {score}{extra}".rstrip()
+    retried = f" after {result.retries} retries" if result.retries else ""
+    return (
+        f"  {result.strategy} {result.trial_id}: {result.status}{retried} {score}{extra}".rstrip()
+    )
+
+
+def _failure_summary(results: list[TrialResult], run_dir: Path) -> str:
+    if not results:
+        return f"no trial ran; see {run_dir}"
+    statuses = Counter(r.status for r in results)
+    counts = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
+    errors = Counter(r.error for r in results if r.error)
+    lines = [f"every trial failed ({counts}); the most frequent reasons:"]
+    lines += [f"  {n}x {error}" for error, n in errors.most_common(3)]
+    lines.append(f"leaderboard: {run_dir / 'leaderboard.md'}")
+    return "\n".join(lines)
 
 
 def _save_best(

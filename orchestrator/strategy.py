@@ -75,6 +75,16 @@ class Strategy:
         """
         raise NotImplementedError
 
+    def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:
+        """How many of the base's cut points stay frozen all through this configuration's training.
+
+        That prefix is a pure function of its input: with the feature cache on
+        (the default), the host computes its outputs once, stores them, and the
+        trial trains only what lies above — the strategy must then build through
+        :meth:`LoadedBase.inputs_and_features`. The default, 0, opts out.
+        """
+        return 0
+
     def build(self, config: dict[str, Any], task: TaskSpec, base: LoadedBase | None) -> keras.Model:
         """Build and compile the model of one trial configuration.
 

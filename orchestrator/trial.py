@@ -23,10 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import TrialFailure
-
 if TYPE_CHECKING:
-    from orchestrator.bases import BaseInfo
+    from orchestrator.bases import BaseInfo, LoadedBase
     from orchestrator.data import Dataset
     from orchestrator.strategy import Strategy
 
@@ -37,6 +35,8 @@ STATUSES = ("ok", "pruned", "diverged", "error")
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.keras"
 PREDICTIONS_FILE = "test_probabilities.npy"
+#: Each trial's TensorBoard event files, under its folder.
+TENSORBOARD_DIR = "tensorboard"
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,11 @@ class TrialSpec:
     cpus: float = 1
     gpus: float = 0
     run_dir: Path = Path(".")
+    mixed_precision: bool = False
+    feature_cache: bool = True
+    #: The run's URI in storage: each trial uploads its folder there (other nodes' disks
+    #: are out of the driver's reach). ``None`` when ``run_dir`` is all there is.
+    storage: str | None = None
 
 
 @dataclass
@@ -73,6 +78,13 @@ class TrialResult:
     peak_memory_mb: float | None = None
     error: str | None = None
     model_path: str | None = None
+    retries: int = 0
+    note: str | None = None
+    devices: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    #: The Ray node the trial ran on, ``IP/NODEID8`` (``None`` outside Ray).
+    node: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,9 +174,11 @@ def run_trial(
 ) -> TrialResult:
     """Run one trial to its end and write its files.
 
-    A strategy exception becomes status ``error`` (its result is written, then
-    :class:`TrialFailure` is raised so the backend marks the trial failed); a
-    NaN or infinite loss becomes status ``diverged``.
+    A strategy exception becomes status ``error`` with its message (the trial
+    ends normally, so a backend does not retry it: retries are for workers that
+    die); a NaN or infinite loss becomes status ``diverged``. A trial that has a
+    ``result.json`` already (a resumed run) is not run again: its stored result
+    is reported and returned.
 
     Returns:
         The trial's result (also written to ``result.json``).
@@ -174,30 +188,45 @@ def run_trial(
     import numpy as np
 
     from orchestrator.bases import load_base
+    from orchestrator.cluster import node_label
     from orchestrator.strategy import FitData
 
     folder = trial_dir(spec.run_dir, spec.strategy.name, trial_id)
+    finished = read_result(folder)
+    if finished is not None:
+        value = getattr(finished, spec.metric, None)
+        report({spec.metric: float("nan") if value is None else value, "epoch": finished.epochs})
+        return finished
     folder.mkdir(parents=True, exist_ok=True)
     result = TrialResult(
         strategy=spec.strategy.name, trial_id=trial_id, status="error", config=dict(config)
     )
+    result.devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    result.node = node_label()
+    result.started_at = time.time()
     reporter = _epoch_reporter(report, spec.max_epochs)
     try:
-        keras.utils.set_random_seed(spec.seed)
+        # A reused worker keeps the previous trial's policy unless it is set every time.
+        use_mixed = bool(spec.mixed_precision and spec.gpus)
+        keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
         base = load_base(spec.base) if spec.base is not None else None
+        inputs, prefix = _inputs(config, spec, dataset, base, result)
+        keras.utils.set_random_seed(spec.seed)
         model = spec.strategy.build(dict(config), dataset.task, base)
         _check_model(model, spec.strategy, dataset.task.n_classes)
         data = FitData(
-            dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val, spec.batch_size
+            inputs["train"], dataset.y_train, inputs["val"], dataset.y_val, spec.batch_size
         )
-        callbacks = [reporter, keras.callbacks.TerminateOnNaN()]
+        callbacks = [reporter, keras.callbacks.TerminateOnNaN(), _tensorboard(folder)]
         started = time.perf_counter()
         model = spec.strategy.fit(
             model, dict(config), data, epochs=spec.max_epochs, callbacks=callbacks
         )
         result.fit_seconds = round(time.perf_counter() - started, 3)
         result.epochs = reporter.epochs
-        result.params_total = int(model.count_params())
+        # The model to keep is whole: a cached prefix is put back in front.
+        whole = _whole_model(prefix, model, dataset.task.input_shape)
+        result.params_total = int(whole.count_params())
         result.params_trainable = int(sum(math.prod(w.shape) for w in model.trainable_weights))
         if reporter.diverged:
             result.status = "diverged"
@@ -206,26 +235,27 @@ def run_trial(
             result.val_accuracy = _finite(last.get("val_accuracy"))
             result.val_loss = _finite(last.get("val_loss"))
         else:
-            val = model.evaluate(dataset.x_val, dataset.y_val, verbose=0, return_dict=True)
-            test = model.evaluate(dataset.x_test, dataset.y_test, verbose=0, return_dict=True)
+            val = model.evaluate(inputs["val"], dataset.y_val, verbose=0, return_dict=True)
+            test = model.evaluate(inputs["test"], dataset.y_test, verbose=0, return_dict=True)
             result.val_accuracy = _finite(val.get("accuracy"))
             result.val_loss = _finite(val.get("loss"))
             result.test_accuracy = _finite(test.get("accuracy"))
             result.test_loss = _finite(test.get("loss"))
-            model.save(folder / MODEL_FILE)
+            whole.save(folder / MODEL_FILE)
             result.model_path = str(folder / MODEL_FILE)
             # What the model predicted in the run, to check saved copies against.
-            np.save(folder / PREDICTIONS_FILE, model.predict(dataset.x_test, verbose=0))
+            np.save(folder / PREDICTIONS_FILE, model.predict(inputs["test"], verbose=0))
             result.status = "ok"
     except Exception as exc:
         result.status = "error"
         result.epochs = reporter.epochs
         result.error = f"{type(exc).__name__}: {exc}"
         (folder / "error.txt").write_text(traceback.format_exc())
-        _finish(folder, result, reporter)
+        log.info("%s trial %s failed: %s", spec.strategy.name, trial_id, result.error)
+        _finish(folder, result, reporter, spec.storage)
         _release()
-        raise TrialFailure(f"{spec.strategy.name} trial {trial_id}: {result.error}") from exc
-    _finish(folder, result, reporter)
+        return result
+    _finish(folder, result, reporter, spec.storage)
     if reporter.pending is not None:
         pending = dict(reporter.pending)
         if result.val_accuracy is not None:
@@ -233,6 +263,61 @@ def run_trial(
         report(pending)
     _release()
     return result
+
+
+def _tensorboard(folder: Path) -> Any:
+    """Per-epoch scalars for ``tensorboard --logdir RUN_DIR/trials``, nothing heavier."""
+    import keras
+
+    return keras.callbacks.TensorBoard(
+        log_dir=str(folder / TENSORBOARD_DIR),
+        histogram_freq=0,
+        write_graph=False,
+        write_images=False,
+        update_freq="epoch",
+        profile_batch=0,
+    )
+
+
+def _inputs(
+    config: dict[str, Any],
+    spec: TrialSpec,
+    dataset: Dataset,
+    base: LoadedBase | None,
+    result: TrialResult,
+) -> tuple[dict[str, Any], Any]:
+    """The arrays the trial trains on: the data, or a frozen prefix's cached outputs.
+
+    Returns:
+        The train/val/test inputs and the prefix model (``None`` without the cache).
+    """
+    raw = {"train": dataset.x_train, "val": dataset.x_val, "test": dataset.x_test}
+    if base is None or not spec.feature_cache:
+        return raw, None
+    cut = int(spec.strategy.frozen_prefix(dict(config), base.info) or 0)
+    if cut <= 0:
+        return raw, None
+    random_layers = base.stochastic_prefix_layers(cut)
+    if random_layers:
+        result.note = f"feature cache off: {', '.join(random_layers)} before the cut is random"
+        return raw, None
+    from orchestrator.feature_cache import cached_features
+
+    features, computed = cached_features(base, cut, dataset)
+    base.cached_cut = cut
+    base.feature_shape = tuple(features["train"].shape[1:])
+    result.note = f"features {'computed' if computed else 'from cache'} up to cut {cut}"
+    return features, base.prefix_model(dataset.task.input_shape, cut)
+
+
+def _whole_model(prefix: Any, model: Any, input_shape: tuple[int, ...]) -> Any:
+    """``model`` itself, or the cached prefix and ``model`` joined into one model."""
+    if prefix is None:
+        return model
+    import keras
+
+    inputs = keras.Input(input_shape, name="inputs")
+    return keras.Model(inputs, model(prefix(inputs)), name=model.name)
 
 
 def _check_model(model: Any, strategy: Strategy, n_classes: int) -> None:
@@ -252,7 +337,8 @@ def _check_model(model: Any, strategy: Strategy, n_classes: int) -> None:
         )
 
 
-def _finish(folder: Path, result: TrialResult, reporter: Any) -> None:
+def _finish(folder: Path, result: TrialResult, reporter: Any, storage: str | None = None) -> None:
+    result.finished_at = time.time()
     result.peak_memory_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     if reporter.history:
         import pandas as pd
@@ -261,6 +347,10 @@ def _finish(folder: Path, result: TrialResult, reporter: Any) -> None:
     tmp = folder / f"{RESULT_FILE}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(result.to_json(), indent=2, default=str))
     os.replace(tmp, folder / RESULT_FILE)
+    if storage is not None:
+        from orchestrator.storage import push_trial
+
+        push_trial(folder, storage, result.strategy, result.trial_id)
 
 
 def _finite(value: Any) -> float | None:

@@ -9,14 +9,18 @@ from orchestrator import Choice, Int, LogFloat, Strategy, hookimpl
 if TYPE_CHECKING:
     import keras
 
-    from orchestrator.bases import LoadedBase
+    from orchestrator.bases import BaseInfo, LoadedBase
     from orchestrator.data import TaskSpec
     from orchestrator.space import Dimension
     from orchestrator.strategy import SpaceContext
 
 
 class FeatureExtraction(Strategy):
-    """Inputs -> adapter -> frozen base (inference mode) -> pooling -> head."""
+    """Inputs -> adapter -> frozen base (inference mode) -> pooling -> head.
+
+    The whole base is a frozen prefix, so with the feature cache on its outputs
+    are computed once and every trial trains only the head.
+    """
 
     name = "feature_extraction"
     description = "frozen pretrained base (BatchNorm in inference mode) + a new dense head"
@@ -30,6 +34,9 @@ class FeatureExtraction(Strategy):
             "learning_rate": LogFloat(1e-4, 1e-2),
         }
 
+    def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:
+        return base.n_cut_points
+
     def build(self, config: dict[str, Any], task: TaskSpec, base: LoadedBase | None) -> keras.Model:
         import keras
 
@@ -37,10 +44,8 @@ class FeatureExtraction(Strategy):
 
         if base is None:
             raise ValueError("feature_extraction needs a base")
-        base.model.trainable = False
-        inputs = keras.Input(task.input_shape, name="inputs")
-        # A non-trainable BatchNormalization runs in inference mode, whatever fit() passes.
-        features = base.model(base.adapt(inputs), training=False)
+        # Freezing every cut point also keeps BatchNormalization in inference mode.
+        inputs, features = base.inputs_and_features(task, base.info.n_cut_points)
         outputs = classifier_head(
             pooled(features),
             task.n_classes,

@@ -9,19 +9,34 @@ from orchestrator import ALL, Choice, Int, LogFloat, Strategy, hookimpl
 if TYPE_CHECKING:
     import keras
 
-    from orchestrator.bases import LoadedBase
+    from orchestrator.bases import BaseInfo, LoadedBase
     from orchestrator.data import TaskSpec
     from orchestrator.space import Dimension
-    from orchestrator.strategy import SpaceContext
+    from orchestrator.strategy import FitData, SpaceContext
+
+#: The share of the epochs a two-phase trial spends on the head alone.
+HEAD_PHASE_SHARE = 0.25
+#: How much lower the learning rate is once the base is unfrozen.
+FINE_TUNE_LR_FACTOR = 0.1
 
 
 class FineTune(Strategy):
-    """Inputs -> adapter -> base (partly frozen, BatchNorm in inference mode) -> head.
+    """Inputs -> adapter -> base (partly frozen) -> pooling -> head.
 
     ``frozen_layers`` counts the base's cut points from the input (see
-    :mod:`orchestrator.bases`), so a residual block is never split. Batch
-    normalization stays in inference mode, frozen, throughout the base. λ is an
-    L2 penalty on every trainable kernel, the base's and the head's.
+    :mod:`orchestrator.bases`), so a residual block is never split. Every
+    BatchNormalization layer stays frozen, in inference mode.
+
+    λ has two forms, searched as ``regularizer``: ``l2`` puts ``λ·‖w‖²`` on every
+    trainable kernel; ``l2sp`` puts ``λ·‖w − w⁰‖²`` on the base's trainable
+    kernels (``w⁰`` their pretrained values) and ``λ·‖w‖²`` on the new head — that
+    is α = β = λ in Li et al.'s notation, so the two forms differ only in where
+    the base's weights are pulled to.
+
+    ``two_phase``: first train the head for a quarter of the epochs with the
+    whole base frozen, then unfreeze down to ``frozen_layers`` and train the
+    rest at a tenth of the learning rate, recompiling in between (the recipe of
+    Keras' transfer-learning guide).
     """
 
     name = "fine_tune"
@@ -32,9 +47,15 @@ class FineTune(Strategy):
         return {
             "frozen_layers": Int(0, ALL),
             "head_width": Choice((64, 128, 256)),
+            "regularizer": Choice(("l2", "l2sp")),
             "lambda": LogFloat(1e-6, 1e-2),
             "learning_rate": LogFloat(1e-4, 3e-3),
+            "two_phase": Choice((False, True)),
         }
+
+    def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:
+        # The first frozen_layers cut points stay frozen in both phases.
+        return int(config["frozen_layers"])
 
     def build(self, config: dict[str, Any], task: TaskSpec, base: LoadedBase | None) -> keras.Model:
         import keras
@@ -49,12 +70,8 @@ class FineTune(Strategy):
         if base is None:
             raise ValueError("fine_tune needs a base")
         lambda_ = float(config["lambda"])
-        base.freeze(int(config["frozen_layers"]))
-        regularize_trainable_kernels(base.model, lambda_)
-        inputs = keras.Input(task.input_shape, name="inputs")
-        # freeze() keeps every BatchNormalization layer non-trainable, the only way to
-        # keep it in inference mode under Keras 3's fit(); training=False alone is not.
-        features = base.model(base.adapt(inputs), training=False)
+        inputs, features = base.inputs_and_features(task, int(config["frozen_layers"]))
+        regularize_trainable_kernels(base.model, lambda_, config.get("regularizer", "l2"))
         outputs = classifier_head(
             pooled(features),
             task.n_classes,
@@ -63,7 +80,44 @@ class FineTune(Strategy):
             lambda_=lambda_,
         )
         model = keras.Model(inputs, outputs, name="fine_tune")
+        # fit() needs the base to refreeze it between the phases.
+        model._graftune_base = base
         return compile_classifier(model, float(config["learning_rate"]))
+
+    def fit(
+        self,
+        model: keras.Model,
+        config: dict[str, Any],
+        data: FitData,
+        *,
+        epochs: int,
+        callbacks: list[Any],
+    ) -> keras.Model:
+        if not config.get("two_phase") or epochs < 2:
+            return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
+        from orchestrator.models import (
+            clear_regularizers,
+            compile_classifier,
+            regularize_trainable_kernels,
+        )
+
+        base: LoadedBase = model._graftune_base
+        learning_rate = float(config["learning_rate"])
+        head_epochs = max(1, round(epochs * HEAD_PHASE_SHARE))
+        # Phase 1: the head alone on the frozen base.
+        base.freeze(base.info.n_cut_points)
+        compile_classifier(model, learning_rate)
+        super().fit(model, config, data, epochs=head_epochs, callbacks=callbacks)
+        if model.stop_training:
+            return model
+        # Phase 2: unfreeze down to frozen_layers, at a lower learning rate.
+        base.freeze(int(config["frozen_layers"]))
+        clear_regularizers(base.model)
+        regularize_trainable_kernels(
+            base.model, float(config["lambda"]), config.get("regularizer", "l2")
+        )
+        compile_classifier(model, learning_rate * FINE_TUNE_LR_FACTOR)
+        return super().fit(model, config, data, epochs=epochs - head_epochs, callbacks=callbacks)
 
 
 @hookimpl

@@ -6,6 +6,10 @@ import os
 
 import pytest
 
+# graftune's testing kit for plugin authors (its fixtures are all named graftune_*),
+# and pytest's own, to run the kit in an inner pytest session.
+pytest_plugins = ["orchestrator.testing", "pytester"]
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")

@@ -56,8 +56,8 @@ class RaisingStrategy(Strategy):
 
 @hookimpl
 def graftune_register_strategies(registry):
-    registry.add(ExplodingMLP)
-    registry.add(RaisingStrategy)
+    for strategy in (ExplodingMLP, RaisingStrategy, DyingMLP, SlowMLP):
+        registry.add(strategy)
 
 
 @hookimpl
@@ -76,3 +76,63 @@ class BrokenObserver:
     @hookimpl
     def graftune_trial_finished(self, result):
         raise ValueError("observer failure")
+
+
+class DyingMLP(ScratchMLP):
+    """An MLP whose worker process dies (SIGKILL) the first time, or every time.
+
+    ``die``: ``"once"`` kills the worker unless the marker file exists (and
+    creates it first), ``"always"`` kills it on every attempt.
+    """
+
+    name = "dying_mlp"
+    description = "kills its own worker on purpose"
+
+    def search_space(self, context):
+        return {
+            "hidden_layers": Fixed(1),
+            "width": Fixed(8),
+            "lambda": Fixed(0.0),
+            "learning_rate": Fixed(1e-2),
+            "die": Fixed("once"),
+            "marker": Fixed(""),
+        }
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        # In fit, not build: a run builds every strategy once in the driver first.
+        import os
+        import signal
+        from pathlib import Path
+
+        import ray
+
+        if ray.get_runtime_context().get_actor_id() is None:
+            # Not a Ray trial worker: never kill the driver.
+            return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
+        marker = Path(config["marker"])
+        if config["die"] == "always" or not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
+
+
+class SlowMLP(ScratchMLP):
+    """An MLP that waits before training, so concurrent trials overlap in time."""
+
+    name = "slow_mlp"
+    description = "sleeps, then trains a tiny MLP"
+
+    def search_space(self, context):
+        return {
+            "hidden_layers": Fixed(1),
+            "width": Fixed(8),
+            "lambda": Fixed(0.0),
+            "learning_rate": Fixed(1e-2),
+            "sleep_s": Fixed(4.0),
+        }
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        import time
+
+        time.sleep(float(config["sleep_s"]))
+        return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)

@@ -308,7 +308,7 @@ BAD_RECIPES = [
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\nsearch: {scheduler: pbt}\n",
         "search.scheduler",
-        "expected 'fifo' or 'asha'; got 'pbt'",
+        "expected 'fifo', 'asha' or 'hyperband'; got 'pbt'",
         id="bad-scheduler",
     ),
     pytest.param(
@@ -320,7 +320,7 @@ BAD_RECIPES = [
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\nsearch: {backend: optuna}\n",
         "search.backend",
-        "expected 'ray'; got 'optuna'",
+        "expected 'ray' or 'keras_tuner'; got 'optuna'",
         id="bad-backend",
     ),
     pytest.param(

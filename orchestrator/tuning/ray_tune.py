@@ -3,41 +3,69 @@
 Data and the prepared base reach trials through Ray's object store
 (``tune.with_parameters``), never through ``param_space``. Each trial writes
 its own result files (see :mod:`orchestrator.trial`); this module turns Ray's
-view of trials that never wrote one (pruned by the scheduler, killed) into
-results too.
+view of trials that never wrote one (stopped by the scheduler, workers that
+died) into results too.
+
+Workers are reused between trials (TensorFlow is imported once per worker); a
+worker whose resident memory has grown past ``search.worker_memory_mb`` is
+replaced instead of reused.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ray import tune
 
+from orchestrator.cluster import node_label
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import TrialResult, TrialSpec, read_result, run_trial, trial_dir
 
 if TYPE_CHECKING:
     from orchestrator.data import Dataset
-    from orchestrator.recipe import Recipe, ResourcesSpec
+    from orchestrator.recipe import Recipe, ResourcesSpec, SearchSpec
 
 log = logging.getLogger(__name__)
 
+#: Driver-side listeners by (run directory, strategy). Ray pickles its callbacks
+#: with the experiment state, so they look their listener up here rather than
+#: holding it; a resumed experiment then reports to the new driver's listener.
+_LISTENERS: dict[tuple[str, str], TrialListener] = {}
 
-def to_tune(space: dict[str, Dimension]) -> dict[str, Any]:
-    """Translate graftune dimensions into Ray Tune's search-space objects."""
+
+class TrialListener:
+    """Receives trial events in the driver (progress views, event hooks)."""
+
+    def trial_started(self, strategy: str, trial_id: str) -> None:
+        """A trial was started (or restarted after its worker died)."""
+
+    def trial_finished(self, result: TrialResult) -> None:
+        """A trial ended, whatever its status."""
+
+
+def to_tune(space: dict[str, Dimension], *, grid: bool = False) -> dict[str, Any]:
+    """Translate graftune dimensions into Ray Tune's search-space objects.
+
+    With ``grid``, choices and integer ranges become ``tune.grid_search`` over
+    every value; continuous dimensions are still sampled.
+    """
     translated: dict[str, Any] = {}
     for key, dim in space.items():
         if isinstance(dim, Fixed):
             translated[key] = dim.value
         elif isinstance(dim, Choice):
-            translated[key] = tune.choice(list(dim.values))
+            values = list(dim.values)
+            translated[key] = tune.grid_search(values) if grid else tune.choice(values)
         elif isinstance(dim, Int):
-            # Ray's randint excludes its upper bound; ours includes it.
-            translated[key] = tune.randint(dim.low, int(dim.high) + 1)
+            if grid:
+                translated[key] = tune.grid_search(list(range(dim.low, int(dim.high) + 1)))
+            else:
+                # Ray's randint excludes its upper bound; ours includes it.
+                translated[key] = tune.randint(dim.low, int(dim.high) + 1)
         elif isinstance(dim, LogFloat):
             translated[key] = tune.loguniform(dim.low, dim.high)
         elif isinstance(dim, Float):
@@ -47,14 +75,20 @@ def to_tune(space: dict[str, Dimension]) -> dict[str, Any]:
     return translated
 
 
-def ensure_ray(resources: ResourcesSpec) -> bool:
+def ensure_ray(resources: ResourcesSpec, *, log_file: Path | None = None) -> bool:
     """Start embedded local Ray, or connect to ``resources.address``.
+
+    Args:
+        resources: The recipe's resources section.
+        log_file: Where Ray's own log records go instead of the console.
 
     Returns:
         Whether this call started (or connected) Ray, so the caller shuts it down.
     """
     import ray
 
+    if log_file is not None:
+        _route_ray_logs(log_file)
     if ray.is_initialized():
         return False
     # Workers inherit the driver's environment: keep TensorFlow's C++ chatter out.
@@ -66,20 +100,65 @@ def ensure_ray(resources: ResourcesSpec) -> bool:
         "include_dashboard": resources.dashboard,
         "logging_level": logging.WARNING,
         "log_to_driver": False,
-        "configure_logging": True,
+        "configure_logging": log_file is None,
     }
     if resources.dashboard:
         kwargs["dashboard_host"] = "127.0.0.1"
     if resources.address:
-        ray.init(address=resources.address, **kwargs)
+        from orchestrator.cluster import connect
+
+        # Fails within seconds, naming the address and the fix, where ray.init would hang.
+        # The cluster has its own dashboard; these only apply to a Ray started here.
+        kwargs.pop("include_dashboard")
+        kwargs.pop("dashboard_host", None)
+        connect(resources.address, **kwargs)
     else:
         ray.init(address="local", num_cpus=resources.num_cpus, **kwargs)
     return True
 
 
+def _route_ray_logs(log_file: Path) -> None:
+    """Send Ray's log records to ``log_file`` and keep them off the console."""
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.propagate = False
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def _trainable(config: dict[str, Any], spec: TrialSpec, dataset: Dataset) -> None:
     trial_id = tune.get_context().get_trial_id()
-    run_trial(config, spec, dataset, trial_id=trial_id, report=tune.report)
+    node = node_label()
+
+    def report(metrics: dict[str, Any]) -> None:
+        # The node also reaches the leaderboard of a trial that never writes result.json.
+        tune.report({**metrics, "node": node})
+
+    run_trial(config, spec, dataset, trial_id=trial_id, report=report)
+
+
+def _trainable_class(spec: TrialSpec, dataset: Dataset, memory_mb: int | None) -> type:
+    """A function trainable whose worker is replaced rather than reused when it grew too big."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base = wrap_function(tune.with_parameters(_trainable, spec=spec, dataset=dataset))
+
+    class GraftuneTrial(base):  # type: ignore[valid-type, misc]
+        def reset_config(self, new_config: dict[str, Any]) -> bool:
+            if memory_mb is not None and _rss_mb() > memory_mb:
+                # False makes Ray start a fresh worker for the next trial.
+                return False
+            return super().reset_config(new_config)
+
+    GraftuneTrial.__name__ = GraftuneTrial.__qualname__ = f"graftune_{spec.strategy.name}"
+    return GraftuneTrial
 
 
 def collect(
@@ -89,14 +168,29 @@ def collect(
     config: dict[str, Any],
     last: dict[str, Any] | None,
     error: Any,
+    retries: int = 0,
+    storage: str | None = None,
 ) -> TrialResult:
-    """The result of one trial, from its own files or else from what Ray saw."""
-    result = read_result(trial_dir(run_dir, strategy, trial_id))
+    """The result of one trial, from its own files or else from what Ray saw.
+
+    A trial without ``result.json`` either was stopped early (scheduler or time
+    budget: ``pruned``) or its worker died every time it was tried (``failed``).
+    With ``storage`` (the run's URI), a trial that ran on another node is
+    downloaded from there first.
+    """
+    folder = trial_dir(run_dir, strategy, trial_id)
+    result = read_result(folder)
+    if result is None and storage is not None:
+        from orchestrator.storage import pull_trial
+
+        if pull_trial(storage, folder, strategy, trial_id):
+            result = read_result(folder)
     if result is not None:
+        result.retries = max(result.retries, retries)
         return result
     last = last or {}
     if error is not None:
-        status, message = "error", _short_error(error)
+        status, message = "failed", f"worker died: {_short_error(error)}"
     else:
         status, message = "pruned", None
     return TrialResult(
@@ -104,17 +198,66 @@ def collect(
         trial_id=trial_id,
         status=status,
         config={k: v for k, v in config.items()},
-        val_accuracy=last.get("val_accuracy"),
-        val_loss=last.get("val_loss"),
+        val_accuracy=_number(last.get("val_accuracy")),
+        val_loss=_number(last.get("val_loss")),
         epochs=int(last.get("training_iteration", 0) or 0),
         error=message,
+        retries=retries,
+        node=last.get("node"),
     )
+
+
+def _number(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def _short_error(error: Any) -> str:
     text = str(error).strip()
     lines = [line for line in text.splitlines() if line.strip()]
     return lines[-1][:500] if lines else type(error).__name__
+
+
+def _scheduler(search: SearchSpec) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if search.scheduler == "fifo":
+        return FIFOScheduler()
+    grace = min(search.grace_period, search.max_epochs)
+    brackets = 1
+    if search.scheduler == "hyperband":
+        # Hyperband's brackets, run asynchronously so trials are never paused
+        # (pausing a function trainable would restart it from scratch).
+        ratio = search.max_epochs / grace
+        brackets = int(math.log(ratio, search.reduction_factor) + 1e-9) + 1 if ratio > 1 else 1
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=search.max_epochs,
+        grace_period=grace,
+        reduction_factor=search.reduction_factor,
+        brackets=brackets,
+    )
+
+
+def _searcher(search: SearchSpec, seed: int) -> Any:
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    if search.algorithm == "bayesian":
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        # Tree-structured Parzen estimators, seeded; Optuna warns on every
+        # experimental feature Ray touches, which is not for our users.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
+    return BasicVariantGenerator(random_state=seed)
+
+
+def experiment_dir(run_dir: Path, strategy: str) -> Path:
+    """Where Ray keeps one strategy's experiment (what ``--resume`` restores)."""
+    return Path(run_dir) / "ray" / strategy
 
 
 def run_search(
@@ -124,85 +267,125 @@ def run_search(
     dataset: Dataset,
     *,
     num_samples: int,
-    on_trial_done: Callable[[TrialResult], None] | None = None,
+    listener: TrialListener | None = None,
+    resume: bool = False,
 ) -> list[TrialResult]:
-    """Run one strategy's search as a Ray Tune experiment and return every trial's result."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
+    """Run (or resume) one strategy's search as a Ray Tune experiment.
 
+    Returns:
+        Every trial's result, each trial once.
+    """
     search = recipe.search
     strategy = spec.strategy.name
-    run_dir = spec.run_dir
+    run_dir = Path(spec.run_dir).resolve()
+    key = (str(run_dir), strategy)
+    events = _Events(run_dir, strategy, spec.storage)
+    _LISTENERS[key] = listener or TrialListener()
 
-    if search.scheduler == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=search.max_epochs,
-            grace_period=min(search.grace_period, search.max_epochs),
-            reduction_factor=search.reduction_factor,
-        )
-    else:
-        scheduler = FIFOScheduler()
-
-    events = _Events(run_dir, strategy, on_trial_done)
     trainable = tune.with_resources(
-        tune.with_parameters(_trainable, spec=spec, dataset=dataset),
+        _trainable_class(spec, dataset, search.worker_memory_mb),
         {"cpu": spec.cpus, "gpu": spec.gpus},
     )
-    tuner = tune.Tuner(
-        trainable,
-        param_space=to_tune(space),
-        tune_config=tune.TuneConfig(
-            metric=search.metric,
-            mode=search.direction,
-            num_samples=num_samples,
-            scheduler=scheduler,
-            search_alg=BasicVariantGenerator(random_state=recipe.seed),
-            max_concurrent_trials=search.max_concurrent_trials,
-            reuse_actors=True,
-        ),
-        run_config=tune.RunConfig(
-            name=strategy,
-            storage_path=str((run_dir / "ray").resolve()),
-            verbose=0,
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-            callbacks=[events],
-        ),
-    )
-    tuner.fit()
-    return [events.results[trial_id] for trial_id in sorted(events.results)]
+    param_space = to_tune(space, grid=search.algorithm == "grid")
+    experiment = experiment_dir(run_dir, strategy)
+    try:
+        if resume and tune.Tuner.can_restore(str(experiment)):
+            tuner = tune.Tuner.restore(
+                str(experiment),
+                trainable=trainable,
+                param_space=param_space,
+                resume_unfinished=True,
+                resume_errored=False,
+                restart_errored=True,
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(
+                    metric=search.metric,
+                    mode=search.direction,
+                    num_samples=num_samples,
+                    scheduler=_scheduler(search),
+                    search_alg=_searcher(search, recipe.seed),
+                    max_concurrent_trials=search.max_concurrent_trials,
+                    time_budget_s=search.time_budget_s,
+                    reuse_actors=True,
+                    trial_dirname_creator=_trial_dirname,
+                ),
+                run_config=tune.RunConfig(
+                    name=strategy,
+                    storage_path=str(run_dir / "ray"),
+                    verbose=0,
+                    failure_config=tune.FailureConfig(max_failures=search.max_failures),
+                    callbacks=[events],
+                ),
+            )
+        grid = tuner.fit()
+    finally:
+        _LISTENERS.pop(key, None)
+    results: dict[str, TrialResult] = {}
+    for ray_result in grid:
+        trial_id = Path(ray_result.path).name
+        reported = (ray_result.metrics or {}).get("training_iteration")
+        started = trial_dir(run_dir, strategy, trial_id).exists()
+        if not reported and not started and ray_result.error is None:
+            # Left unstarted when a time budget ran out: not a trial of this run.
+            continue
+        results[trial_id] = collect(
+            run_dir,
+            strategy,
+            trial_id,
+            ray_result.config or {},
+            ray_result.metrics,
+            ray_result.error,
+            retries=events.retries.get(trial_id, 0),
+            storage=spec.storage,
+        )
+    return [results[trial_id] for trial_id in sorted(results)]
+
+
+def _trial_dirname(trial: Any) -> str:
+    return str(trial.trial_id)
 
 
 class _Events(tune.Callback):
-    """Turns each ended trial into a :class:`TrialResult` as soon as Ray reports it."""
+    """Tells the driver's listener about each trial as soon as Ray does."""
 
-    def __init__(
-        self, run_dir: Path, strategy: str, on_trial_done: Callable[[TrialResult], None] | None
-    ) -> None:
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path, strategy: str, storage: str | None = None) -> None:
+        self.run_dir = Path(run_dir)
         self.strategy = strategy
-        self.on_trial_done = on_trial_done
-        self.results: dict[str, TrialResult] = {}
+        self.storage = storage
+        self.retries: dict[str, int] = {}
+
+    def _listener(self) -> TrialListener:
+        return _LISTENERS.get((str(self.run_dir), self.strategy)) or TrialListener()
 
     def _done(self, trial: Any, error: Any) -> None:
+        self.retries[trial.trial_id] = int(getattr(trial, "num_failures", 0) or 0)
         result = collect(
-            self.run_dir, self.strategy, trial.trial_id, trial.config, trial.last_result, error
+            self.run_dir,
+            self.strategy,
+            trial.trial_id,
+            trial.config,
+            trial.last_result,
+            error,
+            retries=self.retries[trial.trial_id],
+            storage=self.storage,
         )
-        self.results[trial.trial_id] = result
-        if self.on_trial_done is not None:
-            self.on_trial_done(result)
+        self._listener().trial_finished(result)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._listener().trial_started(self.strategy, trial.trial_id)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.retries[trial.trial_id] = int(getattr(trial, "num_failures", 0) or 0)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done(trial, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done(trial, _trial_error(trial))
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Ray pickles its callbacks with the experiment state; the hook is driver-only.
-        state = dict(self.__dict__)
-        state["on_trial_done"] = None
-        return state
 
 
 def _trial_error(trial: Any) -> str:

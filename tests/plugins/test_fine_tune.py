@@ -41,7 +41,14 @@ def batch_norm_paths(model: keras.Model) -> set[str]:
 def test_search_space_and_smallest_model(tmp_path):
     strategy = FineTune()
     space = strategy.search_space(SpaceContext())
-    assert set(space) == {"frozen_layers", "head_width", "lambda", "learning_rate"}
+    assert set(space) == {
+        "frozen_layers",
+        "head_width",
+        "regularizer",
+        "lambda",
+        "learning_rate",
+        "two_phase",
+    }
     assert all(isinstance(dim, DIMENSION_TYPES) for dim in space.values())
     assert space["frozen_layers"] == Int(0, ALL)
     assert strategy.requires_base

@@ -1,0 +1,130 @@
+"""Shared helpers of the benchmark scripts: timing, Markdown tables, figures, Ray.
+
+Benchmarks are scripts, never tests: each measures its variants side by side
+in one run and prints medians and ratios. Results go to ``benchmarks/results/``
+as Markdown (and PNG figures).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall seconds of one call, and its result."""
+    started = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - started, value
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def mean_std(values: Sequence[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(str(cell) for cell in row) + " |")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    """One line describing where the numbers were measured."""
+    import keras
+    import ray
+
+    return (
+        f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+        f"Keras {keras.__version__}, Ray {ray.__version__}, {time.strftime('%Y-%m-%d')}"
+    )
+
+
+def write_result(name: str, title: str, body: str) -> Path:
+    """Write ``results/NAME.md`` and print it."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    # Bodies mix indented source text with inserted tables: strip every line.
+    body = "\n".join(line.strip() for line in body.strip().splitlines())
+    text = f"# {title}\n\nMeasured on {machine()}.\n\n{body}\n"
+    path = RESULTS / f"{name}.md"
+    path.write_text(text)
+    print(text)
+    return path
+
+
+def figure(name: str) -> tuple[Any, Any, Path]:
+    """A matplotlib figure and axes, and the PNG path to save it to."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return fig, ax, RESULTS / f"{name}.png"
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def workdir(prefix: str) -> Path:
+    """A fresh scratch folder (runs, caches) for one benchmark."""
+    return Path(tempfile.mkdtemp(prefix=f"graftune-bench-{prefix}-"))
+
+
+def start_ray(num_cpus: int | None = None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
+
+
+def stop_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def run_recipe_text(text: str, folder: Path, **kwargs: Any) -> Any:
+    """Write a recipe into ``folder`` and run it; returns the run's outcome."""
+    from orchestrator import RunFailed, run_recipe
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"recipe-{time.monotonic_ns()}.yaml"
+    path.write_text(textwrap.dedent(text))
+    try:
+        return run_recipe(path, echo=lambda line: None, **kwargs)
+    except RunFailed as exc:
+        raise SystemExit(f"benchmark run failed: {exc}") from exc

@@ -1,0 +1,123 @@
+"""ASHA and Hyperband against FIFO on the same 27 configurations and seed.
+
+A grid of 27 scratch_mlp configurations on scikit-learn's digits (width
+{32, 64, 128} x learning rate {3e-4, 1e-3, 3e-3} x hidden layers {1, 2, 3}),
+up to 20 epochs, two concurrent trials. For each scheduler: the time until a
+trial finished within 1 point of FIFO's best validation accuracy (target
+<= 0.5x FIFO's), the final best (target: within 1 point of FIFO's), the wall
+time, and the epochs trained in all.
+
+    python benchmarks/schedulers.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import common
+
+EPOCHS = 20
+
+
+def search(scheduler: str, folder: Path) -> tuple[float, list[dict], float]:
+    started = common.time.time()
+    seconds, outcome = common.timed(
+        lambda: common.run_recipe_text(
+            f"""
+            name: schedulers-{scheduler}
+            seed: 0
+            data: {{source: "sklearn:digits"}}
+            strategies:
+              scratch_mlp:
+                space:
+                  width: {{choice: [32, 64, 128]}}
+                  learning_rate: {{choice: [3.0e-4, 1.0e-3, 3.0e-3]}}
+                  hidden_layers: {{choice: [1, 2, 3]}}
+                  lambda: 1.0e-6
+            search:
+              algorithm: grid
+              scheduler: {scheduler}
+              max_epochs: {EPOCHS}
+              grace_period: 2
+              reduction_factor: 3
+              batch_size: 32
+              max_concurrent_trials: 2
+            resources: {{cpus_per_trial: 1}}
+            output: {folder}
+            """,
+            folder,
+        )
+    )
+    finished = [
+        json.loads(p.read_text()) for p in outcome.run_dir.glob("trials/scratch_mlp/*/result.json")
+    ]
+    epochs = int(outcome.leaderboard["epochs"].sum())
+    return seconds, [dict(r, t=r["finished_at"] - started) for r in finished], epochs
+
+
+def main() -> None:
+    common.start_ray(num_cpus=2)
+    runs = {}
+    try:
+        for scheduler in ("fifo", "asha", "hyperband"):
+            runs[scheduler] = search(scheduler, common.workdir(f"sched-{scheduler}"))
+            print(f"{scheduler}: {runs[scheduler][0]:.1f} s")
+    finally:
+        common.stop_ray()
+    fifo_best = max(r["val_accuracy"] for r in runs["fifo"][1])
+    target = fifo_best - 0.01
+
+    def time_to_target(results: list[dict]) -> float | None:
+        hits = [r["t"] for r in results if r["val_accuracy"] >= target]
+        return min(hits) if hits else None
+
+    fifo_time = time_to_target(runs["fifo"][1])
+    rows = []
+    for scheduler, (seconds, results, epochs) in runs.items():
+        hit = time_to_target(results)
+        best = max(r["val_accuracy"] for r in results)
+        rows.append(
+            [
+                scheduler,
+                f"{seconds:.1f}",
+                "never" if hit is None else f"{hit:.1f}",
+                "-" if hit is None or not fifo_time else f"{hit / fifo_time:.2f}x",
+                f"{best:.4f}",
+                f"{(best - fifo_best) * 100:+.2f}",
+                epochs,
+            ]
+        )
+    common.write_result(
+        "schedulers",
+        "Schedulers: ASHA and Hyperband against FIFO (27 configurations, digits)",
+        f"""
+        FIFO's best validation accuracy: {fifo_best:.4f}; "within 1 point" means >= {target:.4f}.
+        Targets: time to within 1 point <= 0.5x FIFO's; final best within 1 point of FIFO's.
+        Hyperband runs its brackets asynchronously (Ray's AsyncHyperBandScheduler with
+        several brackets). One run each, same seed, two concurrent trials on 2 CPUs.
+
+        {common.table(["scheduler", "wall s", "s to within 1 pt", "ratio to FIFO", "best val_accuracy", "vs FIFO (points)", "epochs trained"], rows)}
+        """,
+    )
+    fig, ax, path = common.figure("schedulers")
+    for scheduler, (_, results, _) in runs.items():
+        ordered = sorted(results, key=lambda r: r["t"])
+        best, xs, ys = 0.0, [], []
+        for r in ordered:
+            best = max(best, r["val_accuracy"])
+            xs.append(r["t"])
+            ys.append(best)
+        ax.step(xs, ys, where="post", label=scheduler)
+    ax.axhline(target, color="grey", linestyle=":", label="FIFO best - 1 pt")
+    ax.set_xlabel("seconds since the search started")
+    ax.set_ylabel("best val_accuracy of finished trials")
+    ax.legend()
+    common.save_figure(fig, path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,290 @@
+"""The search engine: schedulers, searchers, keras-tuner, retries, resume, GPU packing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.errors import RunFailed
+from tests import fixture_plugins
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).parents[1]
+GRAFTUNE = str(Path(sys.executable).with_name("graftune"))
+
+
+def write_recipe(folder: Path, search: str, strategies: str | None = None) -> Path:
+    strategies = strategies or (
+        "scratch_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: 16, lambda: 1.0e-5}}"
+    )
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            f"""
+            name: search-test
+            seed: 5
+            data: {{source: "sklearn:iris"}}
+            strategies:
+              {strategies}
+            search: {search}
+            output: runs/
+            """
+        )
+    )
+    return recipe
+
+
+@pytest.fixture
+def by_value(ray_session):
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(fixture_plugins)
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(fixture_plugins)
+
+
+def run(recipe: Path, **kwargs):
+    from orchestrator import run_recipe
+
+    return run_recipe(recipe, plugins=[fixture_plugins], echo=print, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "search",
+    [
+        "{scheduler: fifo, num_samples: 3, max_epochs: 2}",
+        "{scheduler: asha, grace_period: 1, reduction_factor: 2, num_samples: 4, max_epochs: 4}",
+        "{scheduler: hyperband, grace_period: 1, reduction_factor: 2, num_samples: 4, max_epochs: 4}",
+        "{algorithm: grid, max_epochs: 2}",
+        "{algorithm: bayesian, num_samples: 3, max_epochs: 2, max_concurrent_trials: 1}",
+    ],
+    ids=["fifo", "asha", "hyperband", "grid", "bayesian"],
+)
+def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
+    outcome = run(write_recipe(tmp_path, search))
+    frame = outcome.leaderboard
+    if "grid" in search:
+        # Every value of the one searched choice, once.
+        assert sorted(frame["hidden_layers"]) == [1, 2]
+    else:
+        assert len(frame) == (4 if "num_samples: 4" in search else 3)
+    assert set(frame["status"]) <= {"ok", "pruned"}
+    assert (frame["status"] == "ok").any()
+    if "asha" in search or "hyperband" in search:
+        # Successive halving stops someone before max_epochs (4 configurations, factor 2).
+        assert (frame["epochs"] < 4).any()
+        assert (frame.loc[frame["status"] == "pruned", "epochs"] < 4).all()
+
+
+def test_time_budget_stops_the_search(ray_session, tmp_path):
+    recipe = write_recipe(
+        tmp_path, "{num_samples: 50, max_epochs: 2, time_budget_s: 15, max_concurrent_trials: 1}"
+    )
+    # On a busy machine the budget may end before any trial does.
+    with contextlib.suppress(RunFailed):
+        run(recipe)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    from orchestrator.leaderboard import read_leaderboard
+
+    frame = read_leaderboard(run_dir)
+    # The budget stopped the search; trials it left unstarted are not listed.
+    assert 1 <= len(frame) < 50
+    assert frame["hidden_layers"].notna().all()
+
+
+def test_keras_tuner_backend_gives_the_same_columns_as_ray(ray_session, tmp_path):
+    ray_dir, kt_dir = tmp_path / "ray", tmp_path / "kt"
+    ray_dir.mkdir()
+    kt_dir.mkdir()
+    ray_frame = run(write_recipe(ray_dir, "{num_samples: 2, max_epochs: 2}")).leaderboard
+    kt_outcome = run(write_recipe(kt_dir, "{backend: keras_tuner, num_samples: 2, max_epochs: 2}"))
+    kt_frame = kt_outcome.leaderboard
+    assert list(kt_frame.columns) == list(ray_frame.columns)
+    assert len(kt_frame) == 2
+    assert (kt_frame["status"] == "ok").all()
+    assert (kt_outcome.run_dir / "best" / "model.keras").is_file()
+    assert not (kt_outcome.run_dir / "ray").exists()
+
+
+@pytest.mark.parametrize(
+    "search",
+    [
+        "{backend: keras_tuner, scheduler: hyperband, max_epochs: 3, reduction_factor: 3}",
+        "{backend: keras_tuner, algorithm: grid, max_epochs: 1}",
+        "{backend: keras_tuner, algorithm: bayesian, num_samples: 3, max_epochs: 1}",
+    ],
+    ids=["hyperband", "grid", "bayesian"],
+)
+def test_keras_tuner_oracles(tmp_path, search):
+    strategies = "scratch_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: 16, lambda: 1.0e-5"
+    strategies += ", learning_rate: 0.01}}" if "grid" in search else "}}"
+    frame = run(write_recipe(tmp_path, search, strategies)).leaderboard
+    assert (frame["status"] == "ok").all()
+    if "grid" in search:
+        assert sorted(frame["hidden_layers"]) == [1, 2]
+    if "hyperband" in search:
+        assert set(frame["epochs"]) >= {1, 3}
+
+
+def test_keras_tuner_refuses_a_grid_over_continuous_dimensions_before_writing(tmp_path):
+    from orchestrator.cli import app
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, algorithm: grid}")
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 2
+    assert "search.algorithm" in result.output
+    assert "learning_rate" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_trial_whose_worker_dies_is_retried(by_value, tmp_path):
+    marker = tmp_path / "died-once"
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 1, max_epochs: 2, max_failures: 2}",
+        f"dying_mlp: {{space: {{marker: '{marker}'}}}}",
+    )
+    outcome = run(recipe)
+    row = outcome.leaderboard.iloc[0]
+    assert marker.exists()
+    assert row["status"] == "ok"
+    assert row["retries"] == 1
+
+
+def test_a_worker_that_always_dies_fails_after_its_retries(by_value, tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 1, max_epochs: 2, max_failures: 1}",
+        f"dying_mlp: {{space: {{die: always, marker: '{tmp_path / 'm'}'}}}}",
+    )
+    with pytest.raises(RunFailed) as info:
+        run(recipe)
+    assert "every trial failed (1 failed)" in str(info.value)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    frame_text = (run_dir / "leaderboard.md").read_text()
+    assert "failed" in frame_text
+    assert "worker died" in frame_text
+
+
+def test_a_run_where_every_trial_fails_exits_non_zero_with_a_summary(tmp_path):
+    from orchestrator.cli import app
+
+    recipe = write_recipe(
+        tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}", "raising: {}"
+    )
+    result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
+    assert result.exit_code == 1, result.output
+    assert "every trial failed (2 error)" in result.output
+    assert "RuntimeError: deliberate failure in build" in result.output
+
+
+def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 6, max_epochs: 8, max_concurrent_trials: 1}",
+        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+    )
+    run_dir = tmp_path / "killed"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        [GRAFTUNE, "run", str(recipe), "--run-dir", str(run_dir), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    deadline = time.monotonic() + 240
+    try:
+        while len(list(results_dir.glob("*/result.json"))) < 2:
+            assert process.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial finished in time"
+            time.sleep(0.2)
+    finally:
+        # The driver and the Ray processes it started share its process group.
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in results_dir.glob("*/result.json")}
+    assert 2 <= len(finished) < 6
+    assert not (run_dir / "leaderboard.csv").exists()
+
+    from orchestrator.run import resume_run
+
+    outcome = resume_run(run_dir, plugins=[], echo=print)
+    frame = outcome.leaderboard
+    assert len(frame) == 6
+    assert frame["trial_id"].is_unique
+    assert (frame["status"] == "ok").all()
+    for trial_id, mtime in finished.items():
+        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+
+
+def test_resume_refuses_a_folder_that_is_no_run(tmp_path):
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a graftune run directory" in result.output
+
+
+def test_run_needs_a_recipe_or_resume():
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["run"])
+    assert result.exit_code == 2
+    assert "--resume" in result.output
+
+
+GPU_SCRIPT = """
+import json, sys
+import ray, ray.cloudpickle
+from tests import fixture_plugins
+from orchestrator import run_recipe
+
+ray.cloudpickle.register_pickle_by_value(fixture_plugins)
+ray.init(address="local", num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
+outcome = run_recipe(sys.argv[1], plugins=[fixture_plugins])
+rows = []
+for path in sorted(outcome.run_dir.glob("trials/slow_mlp/*/result.json")):
+    rows.append(json.loads(path.read_text()))
+print("RESULTS" + json.dumps(rows))
+"""
+
+
+def test_fractional_gpus_pack_four_trials_on_two_logical_gpus(tmp_path):
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 4, max_epochs: 1}",
+        "slow_mlp: {}",
+    )
+    text = recipe.read_text() + "resources: {cpus_per_trial: 1, gpus_per_trial: 0.5}\n"
+    recipe.write_text(text)
+    completed = subprocess.run(
+        [sys.executable, "-c", GPU_SCRIPT, str(recipe)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULTS"))
+    rows = json.loads(line[len("RESULTS") :])
+    assert len(rows) == 4
+    assert all(r["status"] == "ok" for r in rows)
+    # Each trial saw only the device Ray gave it, two trials per device.
+    devices = sorted(r["devices"] for r in rows)
+    assert devices == ["0", "0", "1", "1"]
+    # All four ran at once: each started before any other finished.
+    assert max(r["started_at"] for r in rows) < min(r["finished_at"] for r in rows)

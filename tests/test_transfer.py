@@ -1,0 +1,312 @@
+"""Transfer learning done right: L2-SP, two-phase fine-tuning, the frozen-feature cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestrator.builtin_plugins.feature_extraction import FeatureExtraction
+from orchestrator.builtin_plugins.fine_tune import FineTune
+from orchestrator.trial import TrialSpec, run_trial
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from tests.helpers import digits as shared_digits
+
+    return shared_digits()
+
+
+def small_cnn(dropout: bool = False):
+    import keras
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.Activation("relu", name="r1")(x)
+    if dropout:
+        x = keras.layers.Dropout(0.3, name="drop")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", name="c2")(x)
+    x = keras.layers.Activation("relu", name="r2")(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="c3")(x)
+    x = keras.layers.Activation("relu", name="r3")(x)
+    return keras.Model(inputs, x, name="small_cnn")
+
+
+@pytest.fixture
+def base_info(tmp_path, monkeypatch, digits):
+    return make_base(tmp_path, monkeypatch, digits)
+
+
+def make_base(tmp_path, monkeypatch, digits, dropout=False, name="base.keras"):
+    from orchestrator.bases import prepare_base
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import BaseSpec
+
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / name
+    small_cnn(dropout).save(path)
+    host = get_plugin_manager()
+    return prepare_base(
+        BaseSpec(path=path),
+        host.bases,
+        digits.task,
+        seed=0,
+        base_dir=tmp_path,
+        data_sources=host.data_sources,
+    )
+
+
+def trial(strategy, config, digits, base_info, tmp_path, *, cache=True, epochs=3, trial_id="t"):
+    spec = TrialSpec(
+        strategy=strategy,
+        base=base_info,
+        max_epochs=epochs,
+        batch_size=64,
+        seed=7,
+        metric="val_accuracy",
+        run_dir=tmp_path / "run",
+        feature_cache=cache,
+    )
+    return run_trial(config, spec, digits, trial_id=trial_id, report=lambda metrics: None)
+
+
+FE_CONFIG = {"head_width": 32, "head_depth": 1, "lambda": 1e-5, "learning_rate": 1e-2}
+
+
+def ft_config(**changes):
+    config = {
+        "frozen_layers": 2,
+        "head_width": 32,
+        "regularizer": "l2",
+        "lambda": 1e-5,
+        "learning_rate": 3e-3,
+        "two_phase": False,
+    }
+    config.update(changes)
+    return config
+
+
+# -- L2-SP ----------------------------------------------------------------------
+
+
+def test_l2sp_penalty_equals_its_formula():
+    import keras
+
+    from orchestrator.models import regularize_trainable_kernels
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(2)])
+    start = [layer.kernel.numpy().copy() for layer in model.layers]
+    assert regularize_trainable_kernels(model, 0.5, "l2sp") == 2
+    assert float(sum(model.losses)) == pytest.approx(0.0, abs=1e-7)
+    for layer in model.layers:
+        layer.kernel.assign(layer.kernel.numpy() + 0.1)
+    expected = sum(
+        0.5 * np.sum((layer.kernel.numpy() - w0) ** 2)
+        for layer, w0 in zip(model.layers, start, strict=True)
+    )
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+    # And plain L2 is 0.5 * ||w||^2.
+    other = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    regularize_trainable_kernels(other, 0.5, "l2")
+    assert float(sum(other.losses)) == pytest.approx(
+        0.5 * np.sum(other.layers[0].kernel.numpy() ** 2), rel=1e-5
+    )
+
+
+def test_with_a_large_lambda_l2sp_keeps_the_weights_near_their_start(digits, base_info, tmp_path):
+    import keras
+
+    from orchestrator.bases import load_base
+
+    distances = {}
+    for lambda_ in (1e-6, 10.0):
+        keras.utils.set_random_seed(0)
+        base = load_base(base_info)
+        start = {w.path: w.numpy().copy() for w in base.model.weights}
+        config = ft_config(frozen_layers=0, regularizer="l2sp", learning_rate=1e-2)
+        config["lambda"] = lambda_
+        model = FineTune().build(config, digits.task, base)
+        model.fit(digits.x_train, digits.y_train, epochs=3, batch_size=64, verbose=0)
+        distances[lambda_] = sum(
+            float(np.sum((w.numpy() - start[w.path]) ** 2)) for w in base.model.trainable_weights
+        )
+    assert distances[10.0] < distances[1e-6] / 10
+
+
+def test_regularizer_is_searched_and_shown(digits, base_info, tmp_path):
+    space = FineTune().search_space(None)
+    assert set(space["regularizer"].values) == {"l2", "l2sp"}
+    result = trial(FineTune(), ft_config(regularizer="l2sp"), digits, base_info, tmp_path)
+    assert result.status == "ok", result.error
+    assert result.config["regularizer"] == "l2sp"
+
+
+# -- two-phase fine-tuning ---------------------------------------------------------
+
+
+def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(digits, base_info):
+    from orchestrator.bases import load_base
+    from orchestrator.strategy import FitData
+
+    base = load_base(base_info)
+    config = ft_config(frozen_layers=1, two_phase=True, learning_rate=1e-2)
+    strategy = FineTune()
+    model = strategy.build(config, digits.task, base)
+    cut = base.info.cut_points[0]
+    above = [w for layer in base.model.layers[cut + 1 :] for w in layer.trainable_weights]
+    start = [w.numpy().copy() for w in above]
+    seen = []
+
+    import keras
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            moved = any(not np.array_equal(w.numpy(), s) for w, s in zip(above, start, strict=True))
+            seen.append((lr, moved))
+
+    data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 64)
+    strategy.fit(model, config, data, epochs=4, callbacks=[Watch()])
+    # One head epoch at the full rate with the base untouched, three at a tenth.
+    assert seen[0] == (pytest.approx(1e-2), False)
+    assert [lr for lr, _ in seen[1:]] == [pytest.approx(1e-3)] * 3
+    assert seen[-1][1] is True
+    assert len(seen) == 4
+
+
+# -- the frozen-feature cache --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("strategy", "config"),
+    [(FeatureExtraction(), FE_CONFIG), (FineTune(), ft_config())],
+    ids=["feature_extraction", "fine_tune"],
+)
+def test_cached_and_uncached_trials_agree(strategy, config, digits, base_info, tmp_path):
+    import keras
+
+    cached = trial(strategy, config, digits, base_info, tmp_path, cache=True, trial_id="cached")
+    plain = trial(strategy, config, digits, base_info, tmp_path, cache=False, trial_id="plain")
+    assert cached.status == plain.status == "ok"
+    assert cached.note.startswith("features computed up to cut")
+    assert plain.note is None
+    assert cached.val_accuracy == pytest.approx(plain.val_accuracy, abs=0.03)
+    assert cached.params_total == plain.params_total
+    assert cached.params_trainable == plain.params_trainable
+    # The saved model is whole: raw inputs in, the cached model's predictions out.
+    whole = keras.saving.load_model(cached.model_path, safe_mode=True)
+    in_run = np.load(
+        tmp_path / "run" / "trials" / strategy.name / "cached" / "test_probabilities.npy"
+    )
+    np.testing.assert_allclose(
+        whole.predict(digits.x_test, verbose=0), in_run, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_frozen_weights_are_unchanged_after_a_trial(digits, base_info, tmp_path):
+    import keras
+
+    from orchestrator.bases import _nested_layers
+
+    result = trial(FineTune(), ft_config(frozen_layers=1), digits, base_info, tmp_path, epochs=2)
+    saved = keras.saving.load_model(result.model_path, safe_mode=True)
+    original = keras.saving.load_model(base_info.path, safe_mode=True)
+    saved_layers = {layer.name: layer for layer in _nested_layers(saved)}
+    # c1 and bn1 are below the first cut point; c3 is above it and trained.
+    for name in ("c1", "bn1"):
+        for before, after in zip(
+            original.get_layer(name).weights, saved_layers[name].weights, strict=True
+        ):
+            np.testing.assert_array_equal(after.numpy(), before.numpy())
+    assert not np.array_equal(
+        saved_layers["c3"].kernel.numpy(), original.get_layer("c3").kernel.numpy()
+    )
+
+
+def test_features_are_computed_once_and_shared(digits, base_info, tmp_path):
+    from orchestrator.bases import load_base
+    from orchestrator.feature_cache import cache_entries, cached_features
+
+    first, computed = cached_features(load_base(base_info), 2, digits)
+    again, computed_again = cached_features(load_base(base_info), 2, digits)
+    assert (computed, computed_again) == (True, False)
+    assert isinstance(again["train"], np.memmap)
+    np.testing.assert_array_equal(first["val"], again["val"])
+    (entry,) = [e for e in cache_entries() if e.kind == "features"]
+    assert "cut 2" in entry.description
+    second = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="a")
+    third = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="b")
+    assert second.note.startswith("features computed")
+    assert third.note.startswith("features from cache")
+
+
+def test_cache_invalidation(digits, base_info, tmp_path, monkeypatch):
+    from orchestrator.bases import load_base
+    from orchestrator.data import prepare_dataset
+    from orchestrator.feature_cache import feature_key
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import DataSpec
+
+    base = load_base(base_info)
+    key = feature_key(base, 2, digits)
+    assert feature_key(base, 1, digits) != key
+    fewer = prepare_dataset(
+        DataSpec(source="sklearn:digits", labels_per_class=20),
+        get_plugin_manager().data_sources,
+        seed=0,
+        base_dir=".",
+    )
+    assert feature_key(base, 2, fewer) != key
+    import keras
+
+    keras.utils.set_random_seed(99)
+    other_base = make_base(tmp_path / "b", monkeypatch, digits, name="other.keras")
+    assert other_base.fingerprint != base_info.fingerprint
+    assert feature_key(load_base(other_base), 2, digits) != key
+
+
+def test_a_random_layer_before_the_cut_turns_the_cache_off(digits, tmp_path, monkeypatch):
+    info = make_base(tmp_path, monkeypatch, digits, dropout=True)
+    result = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=1)
+    assert result.status == "ok"
+    assert result.note == "feature cache off: drop before the cut is random"
+    assert not (tmp_path / "cache" / "features").exists()
+    # Below the dropout the prefix is pure again.
+    fine = trial(
+        FineTune(), ft_config(frozen_layers=1), digits, info, tmp_path, epochs=1, trial_id="f"
+    )
+    assert fine.note.startswith("features computed")
+
+
+def test_cache_false_turns_it_off(digits, base_info, tmp_path):
+    result = trial(
+        FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, cache=False, epochs=1
+    )
+    assert result.status == "ok"
+    assert not (tmp_path / "cache" / "features").exists()
+
+
+def test_cache_info_and_clear_commands(digits, base_info, tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.bases import load_base
+    from orchestrator.cli import app
+    from orchestrator.feature_cache import cached_features
+
+    cached_features(load_base(base_info), 3, digits)
+    runner = CliRunner()
+    info = runner.invoke(app, ["cache", "info"])
+    assert info.exit_code == 0, info.output
+    assert "features" in info.output
+    assert "up to cut 3" in info.output
+    assert "base" in info.output
+    cleared = runner.invoke(app, ["cache", "clear", "--features"])
+    assert cleared.exit_code == 0
+    assert "freed" in cleared.output
+    after = runner.invoke(app, ["cache", "info"])
+    assert "up to cut 3" not in after.output
+    assert "base" in after.output
