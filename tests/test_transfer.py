@@ -310,3 +310,35 @@ def test_cache_info_and_clear_commands(digits, base_info, tmp_path):
     after = runner.invoke(app, ["cache", "info"])
     assert "up to cut 3" not in after.output
     assert "base" in after.output
+
+
+def test_an_application_base_works_with_the_cache_and_input_adaptation(
+    digits, tmp_path, monkeypatch
+):
+    import keras
+
+    from orchestrator.bases import prepare_base
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import BaseSpec
+
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    host = get_plugin_manager()
+    info = prepare_base(
+        BaseSpec(application="MobileNetV3Small", weights="none", input_shape=(32, 32, 3)),
+        host.bases,
+        digits.task,
+        seed=0,
+        base_dir=tmp_path,
+        data_sources=host.data_sources,
+    )
+    assert [step[0] for step in info.adapter] == ["resize", "gray_to_rgb", "preprocess"]
+    result = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=1)
+    assert result.status == "ok", result.error
+    assert result.note == f"features computed up to cut {info.n_cut_points}"
+    whole = keras.saving.load_model(result.model_path, safe_mode=True)
+    in_run = np.load(
+        tmp_path / "run" / "trials" / "feature_extraction" / "t" / "test_probabilities.npy"
+    )
+    np.testing.assert_allclose(
+        whole.predict(digits.x_test, verbose=0), in_run, rtol=1e-4, atol=1e-5
+    )
