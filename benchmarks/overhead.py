@@ -46,7 +46,11 @@ def mlp(width: int, rate: float, task):
     x = keras.layers.Dense(width, activation="relu")(x)
     outputs = keras.layers.Dense(task.n_classes, activation="softmax")(x)
     model = keras.Model(inputs, outputs)
-    model.compile(keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", ["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model
 
 

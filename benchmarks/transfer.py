@@ -9,7 +9,10 @@ with 3, 10 or 50 labels per class, for 3 seeds. Three experiments:
 2. fine_tune's freezing-depth profile: test accuracy against ``frozen_layers``;
 3. L2 against L2-SP for fine_tune with the whole base trainable.
 
-    python benchmarks/transfer.py [--seeds 3] [--samples 6]
+    python benchmarks/transfer.py [--seeds 3] [--samples 6] [--experiments grid,profile,l2sp]
+
+Each experiment writes its own table: results/transfer.md, transfer_profile.md,
+transfer_l2sp.md.
 """
 
 from __future__ import annotations
@@ -54,94 +57,32 @@ def best_test(frame, strategy: str) -> float:
     return float(rows.sort_values("val_accuracy", ascending=False).iloc[0]["test_accuracy"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=6)
-    args = parser.parse_args()
-    seeds = list(range(args.seeds))
-    folder = common.workdir("transfer")
-    common.start_ray(num_cpus=2)
+def experiment_grid(args: argparse.Namespace, folder: Path) -> None:
+    """Strategies x labels per class, each cell the best of a small search."""
     cells: dict[tuple[str, int], list[float]] = {}
-    profile: dict[int, list[float]] = {}
-    reg: dict[tuple[str, int], list[float]] = {}
-    try:
-        search = (
-            f"{{num_samples: {args.samples}, max_epochs: 30, scheduler: asha, grace_period: 6,"
-            " batch_size: 16}"
-        )
-        for labels in LABELS:
-            for seed in seeds:
-                strategies = "\n".join(f"  {s}: {{}}" for s in STRATEGIES)
-                text = recipe(f"transfer-{labels}", seed, labels, strategies, search, folder)
-                frame = common.run_recipe_text(text, folder).leaderboard
-                for strategy in STRATEGIES:
-                    cells.setdefault((strategy, labels), []).append(best_test(frame, strategy))
-                print(labels, seed, {s: round(cells[(s, labels)][-1], 3) for s in STRATEGIES})
-        fixed = "head_width: 128, lambda: 1.0e-4, learning_rate: 1.0e-3, two_phase: false"
-        for seed in seeds:
-            strategies = f"  fine_tune: {{space: {{frozen_layers: {{int: [0, all]}}, regularizer: l2, {fixed}}}}}"
-            text = recipe(
-                "profile", seed, 10, strategies,
-                "{algorithm: grid, max_epochs: 30, batch_size: 16}", folder,
-            )  # fmt: skip
+    search = (
+        f"{{num_samples: {args.samples}, max_epochs: 30, scheduler: asha, grace_period: 6,"
+        " batch_size: 16}"
+    )
+    for labels in LABELS:
+        for seed in range(args.seeds):
+            strategies = "\n".join(f"  {s}: {{}}" for s in STRATEGIES)
+            text = recipe(f"transfer-{labels}", seed, labels, strategies, search, folder)
             frame = common.run_recipe_text(text, folder).leaderboard
-            for _, row in frame[frame["status"] == "ok"].iterrows():
-                profile.setdefault(int(row["frozen_layers"]), []).append(
-                    float(row["test_accuracy"])
-                )
-        for labels in (3, 10):
-            for seed in seeds:
-                strategies = (
-                    "  fine_tune: {space: {frozen_layers: 0, regularizer: {choice: [l2, l2sp]},"
-                    " lambda: {choice: [1.0e-3, 1.0e-2, 1.0e-1]}, head_width: 128,"
-                    " learning_rate: 1.0e-3, two_phase: false}}"
-                )
-                text = recipe(
-                    "l2sp", seed, labels, strategies,
-                    "{algorithm: grid, max_epochs: 30, batch_size: 16}", folder,
-                )  # fmt: skip
-                frame = common.run_recipe_text(text, folder).leaderboard
-                for form in ("l2", "l2sp"):
-                    rows = frame[(frame["regularizer"] == form) & (frame["status"] == "ok")]
-                    best = rows.sort_values("val_accuracy", ascending=False).iloc[0]
-                    reg.setdefault((form, labels), []).append(float(best["test_accuracy"]))
-    finally:
-        common.stop_ray()
-
-    grid_rows = [
-        [s, *(common.mean_std(cells[(s, labels)]) for labels in LABELS)] for s in STRATEGIES
-    ]
-    profile_rows = [[k, common.mean_std(v)] for k, v in sorted(profile.items())]
-    reg_rows = [
-        [form, *(common.mean_std(reg[(form, labels)]) for labels in (3, 10))]
-        for form in ("l2", "l2sp")
-    ]
+            for strategy in STRATEGIES:
+                cells.setdefault((strategy, labels), []).append(best_test(frame, strategy))
+            print(labels, seed, {s: round(cells[(s, labels)][-1], 3) for s in STRATEGIES})
+    rows = [[s, *(common.mean_std(cells[(s, n)]) for n in LABELS)] for s in STRATEGIES]
     common.write_result(
         "transfer",
-        "Transfer: glyphs -> handwritten digits",
+        "Transfer: glyphs -> handwritten digits, strategies x labels per class",
         f"""
-        Test accuracy, mean ± std over {len(seeds)} seeds (the seed changes the split, the
-        few-shot sample, the pretrained base and the search). Base: a small CNN pretrained in the
-        run on 52 rendered Latin letters (8x8). Each cell of table 1 is the trial with the best
+        Test accuracy, mean ± std over {args.seeds} seeds (the seed changes the split, the
+        few-shot sample, the pretrained base and the search). Base: a small CNN pretrained in
+        the run on 52 rendered Latin letters (8x8). Each cell is the trial with the best
         validation accuracy of a {args.samples}-trial ASHA search (30 epochs at most).
 
-        ## 1. Strategies x labels per class
-
-        {common.table(["strategy", *(f"{n} labels/class" for n in LABELS)], grid_rows)}
-
-        ## 2. fine_tune: test accuracy against frozen_layers (10 labels/class)
-
-        frozen_layers counts the base's cut points from the input; head 128, λ 1e-4 (L2),
-        learning rate 1e-3, 30 epochs.
-
-        {common.table(["frozen_layers", "test accuracy"], profile_rows)}
-
-        ## 3. L2 against L2-SP (fine_tune, whole base trainable)
-
-        Best of λ in {{1e-3, 1e-2, 1e-1}} on validation accuracy, per form.
-
-        {common.table(["regularizer", "3 labels/class", "10 labels/class"], reg_rows)}
+        {common.table(["strategy", *(f"{n} labels/class" for n in LABELS)], rows)}
         """,
     )
     fig, ax, path = common.figure("transfer")
@@ -154,6 +95,37 @@ def main() -> None:
     ax.set_ylabel("test accuracy")
     ax.legend()
     common.save_figure(fig, path)
+
+
+def experiment_profile(args: argparse.Namespace, folder: Path) -> None:
+    """fine_tune's test accuracy against frozen_layers, everything else fixed."""
+    profile: dict[int, list[float]] = {}
+    fixed = "head_width: 128, lambda: 1.0e-4, learning_rate: 1.0e-3, two_phase: false"
+    for seed in range(args.seeds):
+        strategies = f"  fine_tune: {{space: {{frozen_layers: {{int: [0, all]}}, regularizer: l2, {fixed}}}}}"
+        text = recipe(
+            "profile",
+            seed,
+            10,
+            strategies,
+            "{algorithm: grid, max_epochs: 30, batch_size: 16}",
+            folder,
+        )
+        frame = common.run_recipe_text(text, folder).leaderboard
+        for _, row in frame[frame["status"] == "ok"].iterrows():
+            profile.setdefault(int(row["frozen_layers"]), []).append(float(row["test_accuracy"]))
+    rows = [[k, common.mean_std(v)] for k, v in sorted(profile.items())]
+    common.write_result(
+        "transfer_profile",
+        "Transfer: fine_tune's freezing-depth profile (glyphs -> digits, 10 labels/class)",
+        f"""
+        Test accuracy, mean ± std over {args.seeds} seeds, against frozen_layers (the base's
+        cut points frozen from the input: 0 trains the whole base, the largest value only the
+        head). Head 128, λ 1e-4 (L2), learning rate 1e-3, 30 epochs, no two-phase training.
+
+        {common.table(["frozen_layers", "test accuracy"], rows)}
+        """,
+    )
     fig, ax, path = common.figure("transfer_profile")
     keys = sorted(profile)
     ax.errorbar(
@@ -162,9 +134,60 @@ def main() -> None:
         yerr=[statistics.pstdev(profile[k]) for k in keys],
         marker="o",
     )
+    ax.set_xticks(keys)
     ax.set_xlabel("frozen_layers (cut points frozen from the input)")
     ax.set_ylabel("test accuracy")
     common.save_figure(fig, path)
+
+
+def experiment_l2sp(args: argparse.Namespace, folder: Path) -> None:
+    """L2 against L2-SP for fine_tune with the whole base trainable."""
+    reg: dict[tuple[str, int], list[float]] = {}
+    for labels in (3, 10):
+        for seed in range(args.seeds):
+            strategies = (
+                "  fine_tune: {space: {frozen_layers: 0, regularizer: {choice: [l2, l2sp]},"
+                " lambda: {choice: [1.0e-3, 1.0e-2, 1.0e-1]}, head_width: 128,"
+                " learning_rate: 1.0e-3, two_phase: false}}"
+            )
+            text = recipe(
+                "l2sp", seed, labels, strategies,
+                "{algorithm: grid, max_epochs: 30, batch_size: 16}", folder,
+            )  # fmt: skip
+            frame = common.run_recipe_text(text, folder).leaderboard
+            for form in ("l2", "l2sp"):
+                rows = frame[(frame["regularizer"] == form) & (frame["status"] == "ok")]
+                best = rows.sort_values("val_accuracy", ascending=False).iloc[0]
+                reg.setdefault((form, labels), []).append(float(best["test_accuracy"]))
+    rows = [[form, *(common.mean_std(reg[(form, n)]) for n in (3, 10))] for form in ("l2", "l2sp")]
+    common.write_result(
+        "transfer_l2sp",
+        "Transfer: L2 against L2-SP (fine_tune, whole base trainable, glyphs -> digits)",
+        f"""
+        Test accuracy, mean ± std over {args.seeds} seeds, of the best λ in {{1e-3, 1e-2, 1e-1}}
+        on validation accuracy, per form. frozen_layers 0, head 128, learning rate 1e-3.
+
+        {common.table(["regularizer", "3 labels/class", "10 labels/class"], rows)}
+        """,
+    )
+
+
+EXPERIMENTS = {"grid": experiment_grid, "profile": experiment_profile, "l2sp": experiment_l2sp}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=6)
+    parser.add_argument("--experiments", default="grid,profile,l2sp")
+    args = parser.parse_args()
+    folder = common.workdir("transfer")
+    common.start_ray(num_cpus=2)
+    try:
+        for name in args.experiments.split(","):
+            EXPERIMENTS[name](args, folder)
+    finally:
+        common.stop_ray()
 
 
 if __name__ == "__main__":

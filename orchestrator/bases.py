@@ -571,9 +571,12 @@ def load_base(info: BaseInfo) -> LoadedBase:
 def find_cut_points(model: keras.Model) -> list[int]:
     """Indices of ``model.layers`` after which a single tensor carries everything on.
 
-    Boundaries with no weighted layer since the previous kept one are merged
-    into the later boundary. The last layer is always a cut point (the whole
-    base), so ``len(result)`` is the largest ``frozen_layers``.
+    Boundaries with no trainable layer since the previous kept one are merged
+    into the later boundary, so each cut point freezes at least one more layer
+    that fine-tuning would train. BatchNormalization does not count: it stays
+    frozen whatever the cut (see :meth:`LoadedBase.freeze`), so a cut before it
+    and one after it would be the same configuration. The last layer is always a
+    cut point (the whole base), so ``len(result)`` is the largest ``frozen_layers``.
     """
     import keras
 
@@ -585,7 +588,7 @@ def find_cut_points(model: keras.Model) -> list[int]:
     cuts: list[int] = []
     weighted_since = False
     for index, layer in enumerate(layers):
-        if layer.weights:
+        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization):
             weighted_since = True
         if index in raw:
             if not weighted_since and cuts:

@@ -39,9 +39,11 @@ DTYPE = "float32"
 
 def feature_key(base: LoadedBase, frozen_layers: int, dataset: Dataset) -> str:
     """The cache key of one frozen prefix applied to one dataset."""
+    index = base.cut_layer(frozen_layers)
     payload = {
         "base": base.info.fingerprint,
-        "cut": frozen_layers,
+        # The prefix itself, not the cut's number: how cut points are counted may change.
+        "cut_layer": [index, base.model.layers[index].name],
         "data": dataset.task.fingerprint,
         "adapter": [list(step) for step in base.info.adapter],
         "dtype": DTYPE,

@@ -35,6 +35,8 @@ STATUSES = ("ok", "pruned", "diverged", "error")
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.keras"
 PREDICTIONS_FILE = "test_probabilities.npy"
+#: What a failed trial reports for the metric, so a searcher ranks it last.
+_WORST = {"val_accuracy": -1.0, "val_loss": 1e12}
 #: Each trial's TensorBoard event files, under its folder.
 TENSORBOARD_DIR = "tensorboard"
 
@@ -251,6 +253,8 @@ def run_trial(
         result.epochs = reporter.epochs
         result.error = f"{type(exc).__name__}: {exc}"
         (folder / "error.txt").write_text(traceback.format_exc())
+        # A search expects its metric in a trial's last report; give the worst value.
+        report({spec.metric: _WORST.get(spec.metric, float("nan")), "epoch": reporter.epochs})
         log.info("%s trial %s failed: %s", spec.strategy.name, trial_id, result.error)
         _finish(folder, result, reporter, spec.storage)
         _release()

@@ -48,7 +48,9 @@ class RaisingStrategy(Strategy):
     description = "raises on purpose"
 
     def search_space(self, context):
-        return {"learning_rate": LogFloat(1e-3, 1e-2)}
+        # Two dimensions: Ray checks a trial's last result for the metric only when
+        # it holds more than one other key (a failing trial must still report it).
+        return {"learning_rate": LogFloat(1e-3, 1e-2), "width": Fixed(8)}
 
     def build(self, config, task, base):
         raise RuntimeError("deliberate failure in build")

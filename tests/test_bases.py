@@ -410,16 +410,16 @@ def test_resnet50_cut_points_are_the_stem_and_the_16_block_outputs(resnet50):
     cuts = find_cut_points(resnet50)
     names = [resnet50.layers[i].name for i in cuts]
 
-    # The stem gives two: after conv1_conv (a single tensor with weights behind it)
-    # and after pool1_pool (conv1_bn merged into it: no weights in between).
+    # The stem gives one, after pool1_pool: conv1_bn, which never trains, and the
+    # weightless layers after conv1_conv merge into it.
     blocks = [
         f"conv{stage}_block{block}_out"
         for stage, count in ((2, 3), (3, 4), (4, 6), (5, 3))
         for block in range(1, count + 1)
     ]
     assert len(blocks) == 16
-    assert names == ["conv1_conv", "pool1_pool", *blocks]
-    assert len(cuts) == 18
+    assert names == ["pool1_pool", *blocks]
+    assert len(cuts) == 17
     assert cuts == sorted(cuts) and cuts[-1] == len(resnet50.layers) - 1
     assert all(only_tensor_passes(resnet50, i) for i in cuts)
     assert not any(re.search(r"_\d_(conv|bn|relu)$", name) for name in names)
@@ -446,19 +446,24 @@ def test_sequential_cut_points_are_every_weighted_layer_boundary():
 
     cuts = find_cut_points(model)
 
-    # After each weighted layer, with the weightless layers that follow it.
-    assert [kinds[i] for i in cuts] == ["Conv2D", "Flatten", "Dense", "Softmax"]
-    weighted = [i for i, layer in enumerate(model.layers) if layer.weights]
+    # After each trainable layer, with the layers that follow it and never train
+    # (weightless ones, and BatchNormalization, which always stays frozen).
+    assert [kinds[i] for i in cuts] == ["Flatten", "Dense", "Softmax"]
+
+    def trains(layer):
+        return bool(layer.weights) and not isinstance(layer, keras.layers.BatchNormalization)
+
+    weighted = [i for i, layer in enumerate(model.layers) if trains(layer)]
     assert len(cuts) == len(weighted)
     for cut, start in zip(cuts, weighted, strict=True):
-        assert not any(model.layers[i].weights for i in range(start + 1, cut + 1))
+        assert not any(trains(model.layers[i]) for i in range(start + 1, cut + 1))
 
 
 def test_freeze_freezes_exactly_the_layers_up_to_the_cut_point(tmp_path):
     info = prepare_path_base(tiny_cnn(), tmp_path, digits())
     base = load_base(info)
     layers = base.model.layers
-    assert info.cut_names == ("conv1", "relu1", "conv2", "relu2", "conv3", "relu3")
+    assert info.cut_names == ("relu1", "relu2", "relu3")
 
     for k in range(info.n_cut_points + 1):
         last = info.cut_points[k - 1] if k else -1

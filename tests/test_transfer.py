@@ -25,10 +25,10 @@ def small_cnn(dropout: bool = False):
     x = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inputs)
     x = keras.layers.BatchNormalization(name="bn1")(x)
     x = keras.layers.Activation("relu", name="r1")(x)
-    if dropout:
-        x = keras.layers.Dropout(0.3, name="drop")(x)
     x = keras.layers.Conv2D(8, 3, padding="same", name="c2")(x)
     x = keras.layers.Activation("relu", name="r2")(x)
+    if dropout:
+        x = keras.layers.Dropout(0.3, name="drop")(x)
     x = keras.layers.Conv2D(16, 3, padding="same", name="c3")(x)
     x = keras.layers.Activation("relu", name="r3")(x)
     return keras.Model(inputs, x, name="small_cnn")
