@@ -87,8 +87,8 @@ def test_tiny_bases_take_the_task_inputs(graftune_base, graftune_iris, tmp_path)
     from orchestrator.bases import load_base
 
     assert graftune_base.input_shape == (8, 8, 1)
-    # A cut after each conv, and after each BatchNormalization (merged with its ReLU).
-    assert graftune_base.cut_names == ("tiny_conv1", "tiny_relu1", "tiny_conv2", "tiny_relu2")
+    # A cut after each block: BatchNormalization, always frozen, merges into its ReLU.
+    assert graftune_base.cut_names == ("tiny_relu1", "tiny_relu2")
     loaded = load_base(graftune_base)
     assert loaded.model.output_shape == (None, 4, 4, 8)
     table = tiny_base(graftune_iris.task, tmp_path)
