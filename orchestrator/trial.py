@@ -234,15 +234,15 @@ def run_trial(
             result.status = "diverged"
             result.error = f"loss became NaN or infinite in epoch {reporter.epochs}"
             last = reporter.history[-1] if reporter.history else {}
-            result.val_accuracy = _finite(last.get("val_accuracy"))
-            result.val_loss = _finite(last.get("val_loss"))
+            result.val_accuracy = finite_or_none(last.get("val_accuracy"))
+            result.val_loss = finite_or_none(last.get("val_loss"))
         else:
             val = model.evaluate(inputs["val"], dataset.y_val, verbose=0, return_dict=True)
             test = model.evaluate(inputs["test"], dataset.y_test, verbose=0, return_dict=True)
-            result.val_accuracy = _finite(val.get("accuracy"))
-            result.val_loss = _finite(val.get("loss"))
-            result.test_accuracy = _finite(test.get("accuracy"))
-            result.test_loss = _finite(test.get("loss"))
+            result.val_accuracy = finite_or_none(val.get("accuracy"))
+            result.val_loss = finite_or_none(val.get("loss"))
+            result.test_accuracy = finite_or_none(test.get("accuracy"))
+            result.test_loss = finite_or_none(test.get("loss"))
             whole.save(folder / MODEL_FILE)
             result.model_path = str(folder / MODEL_FILE)
             # What the model predicted in the run, to check saved copies against.
@@ -357,7 +357,8 @@ def _finish(folder: Path, result: TrialResult, reporter: Any, storage: str | Non
         push_trial(folder, storage, result.strategy, result.trial_id)
 
 
-def _finite(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float, or ``None`` when it is missing, NaN or infinite."""
     if value is None:
         return None
     value = float(value)

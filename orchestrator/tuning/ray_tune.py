@@ -23,7 +23,14 @@ from ray import tune
 
 from orchestrator.cluster import node_label
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
-from orchestrator.trial import TrialResult, TrialSpec, read_result, run_trial, trial_dir
+from orchestrator.trial import (
+    TrialResult,
+    TrialSpec,
+    finite_or_none,
+    read_result,
+    run_trial,
+    trial_dir,
+)
 
 if TYPE_CHECKING:
     from orchestrator.data import Dataset
@@ -198,20 +205,13 @@ def collect(
         trial_id=trial_id,
         status=status,
         config={k: v for k, v in config.items()},
-        val_accuracy=_number(last.get("val_accuracy")),
-        val_loss=_number(last.get("val_loss")),
+        val_accuracy=finite_or_none(last.get("val_accuracy")),
+        val_loss=finite_or_none(last.get("val_loss")),
         epochs=int(last.get("training_iteration", 0) or 0),
         error=message,
         retries=retries,
         node=last.get("node"),
     )
-
-
-def _number(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def _short_error(error: Any) -> str:
