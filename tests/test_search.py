@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -64,8 +65,14 @@ def run(recipe: Path, **kwargs):
     "search",
     [
         "{scheduler: fifo, num_samples: 3, max_epochs: 2}",
-        "{scheduler: asha, grace_period: 1, reduction_factor: 2, num_samples: 4, max_epochs: 4}",
-        "{scheduler: hyperband, grace_period: 1, reduction_factor: 2, num_samples: 4, max_epochs: 4}",
+        "{scheduler: asha, grace_period: 1, reduction_factor: 2, num_samples: 4, max_epochs: 4,"
+        " max_concurrent_trials: 1}",
+        # Hyperband spreads trials over three brackets; only the first prunes
+        # at epoch 1, so it needs more trials than ASHA's single bracket
+        # (both run one trial at a time so that who reaches a rung first does
+        # not vary with the machine's load).
+        "{scheduler: hyperband, grace_period: 1, reduction_factor: 2, num_samples: 8,"
+        " max_epochs: 4, max_concurrent_trials: 1}",
         "{algorithm: grid, max_epochs: 2}",
         "{algorithm: bayesian, num_samples: 3, max_epochs: 2, max_concurrent_trials: 1}",
     ],
@@ -78,13 +85,43 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
         # Every value of the one searched choice, once.
         assert sorted(frame["hidden_layers"]) == [1, 2]
     else:
-        assert len(frame) == (4 if "num_samples: 4" in search else 3)
+        assert len(frame) == int(re.search(r"num_samples: (\d+)", search).group(1))
     assert set(frame["status"]) <= {"ok", "pruned"}
     assert (frame["status"] == "ok").any()
     if "asha" in search or "hyperband" in search:
-        # Successive halving stops someone before max_epochs (4 configurations, factor 2).
+        # Successive halving stops someone before max_epochs (factor 2).
         assert (frame["epochs"] < 4).any()
         assert (frame.loc[frame["status"] == "pruned", "epochs"] < 4).all()
+
+
+def test_hyperband_brackets_follow_the_seed_and_leave_numpy_alone():
+    import numpy as np
+
+    from orchestrator.recipe import SearchSpec
+    from orchestrator.tuning.ray_tune import _scheduler
+
+    class Trial:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    search = SearchSpec(scheduler="hyperband", grace_period=1, reduction_factor=2, max_epochs=8)
+
+    def brackets(seed):
+        scheduler = _scheduler(search, seed)
+        scheduler.set_search_properties("val_accuracy", "max")
+        assert len(scheduler._brackets) == 4  # grace 1, 2, 4 and 8 epochs
+        for i in range(40):
+            scheduler.on_trial_add(None, Trial(str(i)))
+        return [scheduler._brackets.index(scheduler._trial_info[str(i)]) for i in range(40)]
+
+    np.random.seed(0)
+    expected_next = np.random.random()
+    np.random.seed(0)
+    first = brackets(5)
+    assert np.random.random() == expected_next  # the global generator was not drawn from
+    assert brackets(5) == first
+    assert brackets(6) != first
+    assert len(set(first)) > 1
 
 
 def test_time_budget_stops_the_search(ray_session, tmp_path):

@@ -19,7 +19,9 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from orchestrator.cluster import node_label
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
@@ -220,9 +222,7 @@ def _short_error(error: Any) -> str:
     return lines[-1][:500] if lines else type(error).__name__
 
 
-def _scheduler(search: SearchSpec) -> Any:
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
+def _scheduler(search: SearchSpec, seed: int) -> Any:
     if search.scheduler == "fifo":
         return FIFOScheduler()
     grace = min(search.grace_period, search.max_epochs)
@@ -232,13 +232,37 @@ def _scheduler(search: SearchSpec) -> Any:
         # (pausing a function trainable would restart it from scratch).
         ratio = search.max_epochs / grace
         brackets = int(math.log(ratio, search.reduction_factor) + 1e-9) + 1 if ratio > 1 else 1
-    return ASHAScheduler(
+    return _SeededASHA(
+        seed=seed,
         time_attr="training_iteration",
         max_t=search.max_epochs,
         grace_period=grace,
         reduction_factor=search.reduction_factor,
         brackets=brackets,
     )
+
+
+class _SeededASHA(ASHAScheduler):
+    """ASHA whose choice of bracket for each new trial follows the recipe's seed.
+
+    Ray draws a trial's Hyperband bracket from NumPy's global generator; this
+    scheduler draws it from its own, seeded one (and leaves the global one as
+    it found it), so two runs of one recipe put their trials in the same
+    brackets.
+    """
+
+    def __init__(self, *, seed: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._rng = np.random.RandomState(seed)
+
+    def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
+        outside = np.random.get_state()
+        np.random.set_state(self._rng.get_state())
+        try:
+            super().on_trial_add(tune_controller, trial)
+        finally:
+            self._rng.set_state(np.random.get_state())
+            np.random.set_state(outside)
 
 
 def _searcher(search: SearchSpec, seed: int) -> Any:
@@ -306,7 +330,7 @@ def run_search(
                     metric=search.metric,
                     mode=search.direction,
                     num_samples=num_samples,
-                    scheduler=_scheduler(search),
+                    scheduler=_scheduler(search, recipe.seed),
                     search_alg=_searcher(search, recipe.seed),
                     max_concurrent_trials=search.max_concurrent_trials,
                     time_budget_s=search.time_budget_s,
