@@ -193,6 +193,8 @@ def run_trial(
     from orchestrator.cluster import node_label
     from orchestrator.strategy import FitData
 
+    _freeze_imports()
+
     folder = trial_dir(spec.run_dir, spec.strategy.name, trial_id)
     finished = read_result(folder)
     if finished is not None:
@@ -365,11 +367,30 @@ def finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _freeze_imports() -> None:
+    """Take what the process holds before its first trial out of garbage collection.
+
+    TensorFlow, Keras and Ray leave about 400,000 long-lived objects behind
+    their imports; a full collection walks all of them (0.2 s on a small CPU),
+    and a reused worker collects after every trial. Frozen once, they are
+    skipped, and a collection walks only what trials have made since.
+    """
+    global _FROZEN
+    if not _FROZEN:
+        gc.collect()
+        gc.freeze()
+        _FROZEN = True
+
+
+_FROZEN = False
+
+
 def _release() -> None:
     import keras
 
-    # A reused worker must not grow from trial to trial.
-    keras.backend.clear_session()
+    # A reused worker must not grow from trial to trial: one collection (Keras'
+    # own would be a second) after dropping Keras' global state.
+    keras.backend.clear_session(free_memory=False)
     gc.collect()
 
 
