@@ -23,7 +23,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -102,6 +102,10 @@ class BaseInfo:
         cut_names: The names of those layers, for humans.
         adapter: Steps that turn the data's input into the base's input.
         description: One line: where the base came from.
+        cut_params: The base's parameters up to and including each cut point.
+        random_layers: ``(index in model.layers, name)`` of each layer whose
+            output is random in training; ``None`` when not worked out (then a
+            trial looks at the model itself).
     """
 
     path: Path
@@ -112,24 +116,62 @@ class BaseInfo:
     cut_names: tuple[str, ...]
     adapter: tuple[tuple[Any, ...], ...] = ()
     description: str = ""
+    cut_params: tuple[int, ...] = ()
+    random_layers: tuple[tuple[int, str], ...] | None = None
 
     @property
     def n_cut_points(self) -> int:
         """How many cut points there are: ``frozen_layers`` runs from 0 to this."""
         return len(self.cut_points)
 
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (see :meth:`from_json`)."""
+        data = {f: getattr(self, f) for f in self.__dataclass_fields__}
+        data["path"] = str(self.path)
+        return data
 
-@dataclass
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> BaseInfo:
+        """The inverse of :meth:`to_json` (lists back to tuples)."""
+
+        def tuples(value: Any) -> Any:
+            return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+        known = {k: tuples(v) for k, v in data.items() if k in cls.__dataclass_fields__}
+        known["path"] = Path(data["path"])
+        return cls(**known)
+
+
 class LoadedBase:
-    """A base loaded in a trial: the model, its cut points and input adapter."""
+    """A base in a trial: the model, its cut points and input adapter.
 
-    model: keras.Model
-    info: BaseInfo
-    meta: dict[str, Any] = field(default_factory=dict)
-    #: Set by the trial when the base up to this cut point is served from the
-    #: frozen-feature cache: strategies then build on the cached features.
-    cached_cut: int | None = None
-    feature_shape: tuple[int, ...] | None = None
+    The model is loaded from ``info.path`` (``safe_mode=True``) when first
+    used: a trial that trains on features cached at the base's output never
+    needs it.
+    """
+
+    def __init__(self, model: keras.Model | None, info: BaseInfo) -> None:
+        self._model = model
+        self.info = info
+        self.meta: dict[str, Any] = {}
+        #: Set by the trial when the base up to this cut point is served from the
+        #: frozen-feature cache: strategies then build on the cached features.
+        self.cached_cut: int | None = None
+        self.feature_shape: tuple[int, ...] | None = None
+
+    @property
+    def model(self) -> keras.Model:
+        """The base's Keras model, a fresh copy of its pretrained weights."""
+        if self._model is None:
+            import keras
+
+            self._model = keras.saving.load_model(self.info.path, safe_mode=True, compile=False)
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model has been loaded (or was given)."""
+        return self._model is not None
 
     def adapt(self, x: Any) -> Any:
         """Apply the input adapter to a symbolic tensor of the data's shape."""
@@ -171,27 +213,11 @@ class LoadedBase:
         Keras 3 runs nested layers in training mode during ``fit``, so such a
         layer makes the frozen prefix no pure function of its input.
         """
-        import keras
-
         index = self.cut_layer(frozen_layers)
-        random_kinds = (
-            keras.layers.Dropout,
-            keras.layers.SpatialDropout1D,
-            keras.layers.SpatialDropout2D,
-            keras.layers.SpatialDropout3D,
-            keras.layers.GaussianNoise,
-            keras.layers.GaussianDropout,
-            keras.layers.AlphaDropout,
-        )
-        found = []
-        for layer in self.model.layers[: index + 1]:
-            for inner in [layer, *_nested_layers(layer)]:
-                seeded = any(
-                    isinstance(value, keras.random.SeedGenerator) for value in vars(inner).values()
-                )
-                if isinstance(inner, random_kinds) or seeded:
-                    found.append(inner.name)
-        return found
+        known = self.info.random_layers
+        if known is None:
+            known = tuple(random_layers(self.model))
+        return [name for at, name in known if at <= index]
 
     def inputs_and_features(self, task: TaskSpec, frozen_layers: int) -> tuple[Any, Any]:
         """Freeze to ``frozen_layers`` and return the trainable model's input and the base's features.
@@ -203,7 +229,6 @@ class LoadedBase:
         """
         import keras
 
-        self.freeze(frozen_layers)
         if self.cached_cut is not None:
             if self.cached_cut != frozen_layers:
                 raise ValueError(
@@ -211,8 +236,14 @@ class LoadedBase:
                 )
             assert self.feature_shape is not None
             inputs = keras.Input(self.feature_shape, name="cached_features")
+            if frozen_layers == self.info.n_cut_points:
+                # The whole base is cached: the trial never loads it.
+                return inputs, inputs
+            self.freeze(frozen_layers)
             upper = self.upper_model(frozen_layers)
-            return inputs, (inputs if upper is None else upper(inputs, training=False))
+            assert upper is not None
+            return inputs, upper(inputs, training=False)
+        self.freeze(frozen_layers)
         inputs = keras.Input(task.input_shape, name="inputs")
         return inputs, self.model(self.adapt(inputs), training=False)
 
@@ -244,6 +275,30 @@ class LoadedBase:
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
         return last + 1
+
+
+def random_layers(model: keras.Model) -> list[tuple[int, str]]:
+    """``(index in model.layers, name)`` of each layer (or nested layer) random in training."""
+    import keras
+
+    random_kinds = (
+        keras.layers.Dropout,
+        keras.layers.SpatialDropout1D,
+        keras.layers.SpatialDropout2D,
+        keras.layers.SpatialDropout3D,
+        keras.layers.GaussianNoise,
+        keras.layers.GaussianDropout,
+        keras.layers.AlphaDropout,
+    )
+    found = []
+    for index, layer in enumerate(model.layers):
+        for inner in [layer, *_nested_layers(layer)]:
+            seeded = any(
+                isinstance(value, keras.random.SeedGenerator) for value in vars(inner).values()
+            )
+            if isinstance(inner, random_kinds) or seeded:
+                found.append((index, inner.name))
+    return found
 
 
 def _nested_layers(model: Any) -> list[Any]:
@@ -554,15 +609,21 @@ def prepare_base(
         cut_names=tuple(model.layers[i].name for i in cuts),
         adapter=tuple(adapter),
         description=description,
+        cut_params=tuple(_params(model.layers[: i + 1]) for i in cuts),
+        random_layers=tuple(random_layers(model)),
     )
 
 
-def load_base(info: BaseInfo) -> LoadedBase:
-    """Load a prepared base in a trial, a fresh copy of its pretrained weights."""
-    import keras
+def _params(layers: list[Any]) -> int:
+    return int(sum(math.prod(w.shape) for layer in layers for w in layer.weights))
 
-    model = keras.saving.load_model(info.path, safe_mode=True, compile=False)
-    return LoadedBase(model=model, info=info)
+
+def load_base(info: BaseInfo) -> LoadedBase:
+    """A prepared base for a trial, its model loaded from the cache when first used.
+
+    Each trial gets a fresh copy of the pretrained weights.
+    """
+    return LoadedBase(None, info)
 
 
 # -- cut points -------------------------------------------------------------------------

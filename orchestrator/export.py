@@ -61,8 +61,12 @@ def export_model(
     staging.mkdir()
     try:
         if format == "keras":
-            # The run's file as it is: byte for byte the model that was scored.
-            shutil.copyfile(ref.path, staging / KERAS_FILE)
+            if ref.path.name == KERAS_FILE:
+                # The run's file as it is: byte for byte the model that was scored.
+                shutil.copyfile(ref.path, staging / KERAS_FILE)
+            else:
+                # A trial on cached features: its trained part behind the base's prefix.
+                load_model(ref).save(staging / KERAS_FILE)
             how = f"keras.saving.load_model('{KERAS_FILE}'); model.predict(x)"
         else:
             model = load_model(ref)

@@ -84,7 +84,7 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
     Raises:
         RunDirError: Not a run directory, no such trial, or the trial saved no model.
     """
-    from orchestrator.trial import MODEL_FILE, read_result
+    from orchestrator.trial import MODEL_FILE, TOP_FILE, read_result
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "trials").is_dir():
@@ -123,7 +123,10 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         raise RunDirError(f"trial id {trial!r} is ambiguous in {run_dir}: name one of {both}")
     folder = matches[0]
     result = read_result(folder)
-    if not (folder / MODEL_FILE).is_file():
+    saved = folder / MODEL_FILE
+    if not saved.is_file() and (folder / TOP_FILE).is_file():
+        saved = folder / TOP_FILE  # trained on cached features: load_model makes it whole
+    if not saved.is_file():
         status = result.status if result is not None else "unfinished"
         raise RunDirError(
             f"trial {folder.parent.name}/{folder.name} saved no model (status {status}); "
@@ -131,7 +134,7 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         )
     summary = result.to_json() if result is not None else {}
     return ModelRef(
-        path=folder / MODEL_FILE,
+        path=saved,
         strategy=folder.parent.name,
         trial_id=folder.name,
         class_names=class_names,
@@ -141,10 +144,36 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
 
 
 def load_model(ref: ModelRef) -> Any:
-    """Load a run's model with ``safe_mode=True`` (no code from the file is run)."""
+    """Load a run's model with ``safe_mode=True`` (no code from the file is run).
+
+    A trial that trained on cached features saved only the part above the
+    cut; it is put behind the run's base again (from graftune's cache).
+
+    Raises:
+        RunDirError: Such a trial's base is no longer in graftune's cache.
+    """
     import keras
 
-    return keras.saving.load_model(ref.path, safe_mode=True)
+    from orchestrator.trial import TOP_FILE, load_trial_model
+
+    if ref.path.name != TOP_FILE:
+        return keras.saving.load_model(ref.path, safe_mode=True)
+    from orchestrator.bases import BaseInfo
+    from orchestrator.run import BASE_FILE
+
+    folder = ref.path.parent
+    run_dir = folder.parent.parent.parent
+    base = BaseInfo.from_json(json.loads((run_dir / BASE_FILE).read_text()))
+    if not base.path.is_file():
+        raise RunDirError(
+            f"trial {ref.strategy}/{ref.trial_id} trained on cached features of the base "
+            f"{base.path}, which is no longer in graftune's cache; the run's best model "
+            f"({run_dir / BEST_MODEL}) is whole, or run the recipe again to rebuild the base"
+        )
+    try:
+        return load_trial_model(folder, base, ref.input_shape)
+    except ValueError as exc:
+        raise RunDirError(str(exc)) from None
 
 
 def read_source(

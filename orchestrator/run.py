@@ -26,6 +26,7 @@ from orchestrator.recipe import Recipe, check_recipe, load_recipe
 if TYPE_CHECKING:
     import pandas as pd
 
+    from orchestrator.bases import BaseInfo
     from orchestrator.plugin_manager import PluginHost
     from orchestrator.tuning.ray_tune import TrialListener
 
@@ -34,6 +35,9 @@ from orchestrator.trial import TrialResult
 log = logging.getLogger(__name__)
 
 BEST_DIR = "best"
+#: The run's prepared base (:class:`orchestrator.bases.BaseInfo` as JSON), for
+#: putting a trial trained on cached features back together.
+BASE_FILE = "base.json"
 RECIPE_FILE = "recipe.yaml"
 #: Written when a strategy's search has ended; a resumed run reads it back.
 SEARCH_DONE_FILE = "search.json"
@@ -172,6 +176,10 @@ def run_recipe(
     echo(f"run: {run_dir}" + (" (resumed)" if resume else ""))
     if place.remote is not None:
         echo(f"storage: {place.remote}")
+    if base_info is not None:
+        from orchestrator.leaderboard import atomic_write_text
+
+        atomic_write_text(run_dir / BASE_FILE, json.dumps(base_info.to_json(), indent=2))
     host.notify("graftune_run_started", recipe=recipe, run_dir=run_dir)
     events = _RunEvents(host, run_dir, recipe.search.metric, echo, listener)
     if listener is not None and hasattr(listener, "plan"):
@@ -234,7 +242,11 @@ def run_recipe(
     frame = build_leaderboard(results, metric=recipe.search.metric, mode=recipe.search.direction)
     write_leaderboard(frame, run_dir)
     best = best_row(frame)
-    summary = _save_best(run_dir, best, results, dataset.task, recipe) if best is not None else None
+    summary = (
+        _save_best(run_dir, best, results, dataset.task, recipe, base_info)
+        if best is not None
+        else None
+    )
     from orchestrator.report import write_report_safely
 
     write_report_safely(run_dir)  # logs a failure: a report never fails the run
@@ -336,17 +348,30 @@ def _failure_summary(results: list[TrialResult], run_dir: Path) -> str:
 
 
 def _save_best(
-    run_dir: Path, best: Any, results: list[TrialResult], task: Any, recipe: Recipe
+    run_dir: Path,
+    best: Any,
+    results: list[TrialResult],
+    task: Any,
+    recipe: Recipe,
+    base: BaseInfo | None,
 ) -> dict[str, Any]:
     from orchestrator.leaderboard import atomic_write_text
+    from orchestrator.trial import load_trial_model, trial_dir
 
     chosen = next(
         r for r in results if r.trial_id == best["trial_id"] and r.strategy == best["strategy"]
     )
     folder = run_dir / BEST_DIR
     folder.mkdir(exist_ok=True)
-    assert chosen.model_path is not None
-    shutil.copyfile(chosen.model_path, folder / "model.keras")
+    source = trial_dir(run_dir, chosen.strategy, chosen.trial_id)
+    if chosen.cached_cut is None:
+        shutil.copyfile(source / "model.keras", folder / "model.keras")
+    else:
+        # Trained on cached features: the best model is made whole once, here.
+        whole = load_trial_model(source, base, task.input_shape)
+        tmp = folder / "model.tmp.keras"
+        whole.save(tmp)
+        tmp.replace(folder / "model.keras")
     summary = {
         "strategy": chosen.strategy,
         "trial_id": chosen.trial_id,

@@ -4,7 +4,11 @@ This module is backend-neutral: a search backend calls :func:`run_trial` with
 its own ``report`` function (Ray Tune's ``tune.report`` in a Ray worker, a
 plain callback in process). Everything a trial produces is written to its own
 folder, ``RUN_DIR/trials/STRATEGY/TRIAL_ID/``: ``result.json`` (status,
-metrics, cost, error), ``history.csv`` and ``model.keras``.
+metrics, cost, error), ``history.csv``, the test set's predicted
+probabilities and the model: ``model.keras``, or, for a trial that trained on
+cached features, ``top.keras`` — the part above the cut — which
+:func:`load_trial_model` puts behind the base's frozen prefix again (so a
+search over a heavy base does not write the base once per trial).
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ log = logging.getLogger(__name__)
 STATUSES = ("ok", "pruned", "diverged", "error")
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.keras"
+#: A trial trained on cached features saves only the part above the cut.
+TOP_FILE = "top.keras"
 PREDICTIONS_FILE = "test_probabilities.npy"
 #: What a failed trial reports for the metric, so a searcher ranks it last.
 _WORST = {"val_accuracy": -1.0, "val_loss": 1e12}
@@ -87,6 +93,10 @@ class TrialResult:
     finished_at: float | None = None
     #: The Ray node the trial ran on, ``IP/NODEID8`` (``None`` outside Ray).
     node: str | None = None
+    #: The cut point whose cached features the trial trained on (``None``: none).
+    cached_cut: int | None = None
+    #: With ``cached_cut``: the fingerprint of the base the prefix comes from.
+    base_fingerprint: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -214,7 +224,12 @@ def run_trial(
         use_mixed = bool(spec.mixed_precision and spec.gpus)
         keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
         base = load_base(spec.base) if spec.base is not None else None
-        inputs, prefix = _inputs(config, spec, dataset, base, result)
+        inputs, cut = _inputs(config, spec, dataset, base, result)
+        if base is not None and cut != base.info.n_cut_points:
+            # Loading builds layers, which draws random numbers: load before the
+            # seed is set, so the head starts alike with and without the cache.
+            # (On features of the whole base the trial never needs the model.)
+            base.model  # noqa: B018
         keras.utils.set_random_seed(spec.seed)
         model = spec.strategy.build(dict(config), dataset.task, base)
         _check_model(model, spec.strategy, dataset.task.n_classes)
@@ -228,9 +243,13 @@ def run_trial(
         )
         result.fit_seconds = round(time.perf_counter() - started, 3)
         result.epochs = reporter.epochs
-        # The model to keep is whole: a cached prefix is put back in front.
-        whole = _whole_model(prefix, model, dataset.task.input_shape)
-        result.params_total = int(whole.count_params())
+        result.params_total = int(model.count_params())
+        if cut is not None:
+            assert spec.base is not None
+            result.cached_cut = cut
+            result.base_fingerprint = spec.base.fingerprint
+            if spec.base.cut_params:
+                result.params_total += spec.base.cut_params[cut - 1]
         result.params_trainable = int(sum(math.prod(w.shape) for w in model.trainable_weights))
         if reporter.diverged:
             result.status = "diverged"
@@ -245,8 +264,10 @@ def run_trial(
             result.val_loss = finite_or_none(val.get("loss"))
             result.test_accuracy = finite_or_none(test.get("accuracy"))
             result.test_loss = finite_or_none(test.get("loss"))
-            whole.save(folder / MODEL_FILE)
-            result.model_path = str(folder / MODEL_FILE)
+            # Whole, or (on cached features) the part above the cut: see load_trial_model.
+            saved = folder / (MODEL_FILE if cut is None else TOP_FILE)
+            model.save(saved)
+            result.model_path = str(saved)
             # What the model predicted in the run, to check saved copies against.
             np.save(folder / PREDICTIONS_FILE, model.predict(inputs["test"], verbose=0))
             result.status = "ok"
@@ -291,11 +312,12 @@ def _inputs(
     dataset: Dataset,
     base: LoadedBase | None,
     result: TrialResult,
-) -> tuple[dict[str, Any], Any]:
+) -> tuple[dict[str, Any], int | None]:
     """The arrays the trial trains on: the data, or a frozen prefix's cached outputs.
 
     Returns:
-        The train/val/test inputs and the prefix model (``None`` without the cache).
+        The train/val/test inputs and the cut point they are cached at (``None``
+        without the cache).
     """
     raw = {"train": dataset.x_train, "val": dataset.x_val, "test": dataset.x_test}
     if base is None or not spec.feature_cache:
@@ -313,17 +335,46 @@ def _inputs(
     base.cached_cut = cut
     base.feature_shape = tuple(features["train"].shape[1:])
     result.note = f"features {'computed' if computed else 'from cache'} up to cut {cut}"
-    return features, base.prefix_model(dataset.task.input_shape, cut)
+    return features, cut
 
 
-def _whole_model(prefix: Any, model: Any, input_shape: tuple[int, ...]) -> Any:
-    """``model`` itself, or the cached prefix and ``model`` joined into one model."""
-    if prefix is None:
-        return model
+def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int, ...]) -> Any:
+    """A finished trial's model, whole, loaded with ``safe_mode=True``.
+
+    A trial that trained on cached features saved only the part above the cut
+    (``top.keras``); it is put behind the base's frozen prefix again, which
+    gives the model the trial trained, taking the data's inputs.
+
+    Args:
+        folder: The trial's folder (:func:`trial_dir`).
+        base: The run's prepared base; needed only for a trial on cached features.
+        input_shape: The data's input shape.
+
+    Raises:
+        FileNotFoundError: The trial saved no model.
+        ValueError: The trial needs a base, and ``base`` is missing or another one.
+    """
     import keras
 
+    folder = Path(folder)
+    result = read_result(folder)
+    name = f"{folder.parent.name}/{folder.name}"
+    if (folder / MODEL_FILE).is_file():
+        return keras.saving.load_model(folder / MODEL_FILE, safe_mode=True)
+    if result is None or result.cached_cut is None or not (folder / TOP_FILE).is_file():
+        raise FileNotFoundError(f"trial {name} saved no model")
+    if base is None or base.fingerprint != result.base_fingerprint:
+        raise ValueError(
+            f"trial {name} trained on cached features of the base with fingerprint "
+            f"{result.base_fingerprint}; the base at hand is "
+            f"{base.fingerprint if base is not None else 'none'}"
+        )
+    from orchestrator.bases import load_base
+
+    trained = keras.saving.load_model(folder / TOP_FILE, safe_mode=True)
+    prefix = load_base(base).prefix_model(input_shape, result.cached_cut)
     inputs = keras.Input(input_shape, name="inputs")
-    return keras.Model(inputs, model(prefix(inputs)), name=model.name)
+    return keras.Model(inputs, trained(prefix(inputs)), name=trained.name)
 
 
 def _check_model(model: Any, strategy: Strategy, n_classes: int) -> None:
@@ -398,6 +449,7 @@ __all__ = [
     "TrialResult",
     "TrialSpec",
     "configure_tensorflow",
+    "load_trial_model",
     "read_result",
     "run_trial",
     "trial_dir",

@@ -70,8 +70,12 @@ class FineTune(Strategy):
         if base is None:
             raise ValueError("fine_tune needs a base")
         lambda_ = float(config["lambda"])
-        inputs, features = base.inputs_and_features(task, int(config["frozen_layers"]))
-        regularize_trainable_kernels(base.model, lambda_, config.get("regularizer", "l2"))
+        frozen = int(config["frozen_layers"])
+        inputs, features = base.inputs_and_features(task, frozen)
+        if frozen < base.info.n_cut_points:
+            # (With the whole base frozen there is nothing of it to regularise, and
+            # a trial on features cached at its output need not load it.)
+            regularize_trainable_kernels(base.model, lambda_, config.get("regularizer", "l2"))
         outputs = classifier_head(
             pooled(features),
             task.n_classes,

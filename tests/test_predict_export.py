@@ -322,11 +322,33 @@ def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
     assert not list(tmp_path.glob(".taken*"))
 
 
+def test_a_cached_trial_whose_base_left_the_cache_is_refused_with_the_way_out(
+    runs, test_npz, tmp_path
+):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs[0].run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))
+    base = json.loads((run_dir / "base.json").read_text())
+    base["path"] = str(tmp_path / "cleared" / "base.keras")
+    (run_dir / "base.json").write_text(json.dumps(base))
+    trial_id = trial_of(runs[0], "fine_tune")
+    out = tmp_path / "preds.csv"
+    result = invoke(
+        "predict", run_dir, "--data", f"npz:{test_npz[0]}", "--trial", trial_id, "--out", out
+    )
+    assert result.exit_code == 2
+    assert "no longer in graftune's cache" in result.output
+    assert "best model" in result.output
+    assert not out.exists()
+
+
 def test_export_of_a_trial_without_a_model_is_refused(runs, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(runs[0].run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))
     trial_id = trial_of(runs[0], "fine_tune")
-    (run_dir / "trials" / "fine_tune" / trial_id / "model.keras").unlink()
+    folder = run_dir / "trials" / "fine_tune" / trial_id
+    # Trained on cached features, it saved only the part above the cut.
+    assert (folder / "top.keras").is_file() and not (folder / "model.keras").exists()
+    (folder / "top.keras").unlink()
     result = invoke("export", run_dir, tmp_path / "dest", "--trial", trial_id)
     assert result.exit_code == 2
     assert f"trial fine_tune/{trial_id} saved no model (status ok)" in result.output

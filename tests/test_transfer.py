@@ -7,7 +7,7 @@ import pytest
 
 from orchestrator.builtin_plugins.feature_extraction import FeatureExtraction
 from orchestrator.builtin_plugins.fine_tune import FineTune
-from orchestrator.trial import TrialSpec, run_trial
+from orchestrator.trial import TrialSpec, load_trial_model, run_trial
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,6 @@ def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(digits, 
     ids=["feature_extraction", "fine_tune"],
 )
 def test_cached_and_uncached_trials_agree(strategy, config, digits, base_info, tmp_path):
-    import keras
 
     cached = trial(strategy, config, digits, base_info, tmp_path, cache=True, trial_id="cached")
     plain = trial(strategy, config, digits, base_info, tmp_path, cache=False, trial_id="plain")
@@ -197,8 +196,13 @@ def test_cached_and_uncached_trials_agree(strategy, config, digits, base_info, t
     assert cached.val_accuracy == pytest.approx(plain.val_accuracy, abs=0.03)
     assert cached.params_total == plain.params_total
     assert cached.params_trainable == plain.params_trainable
-    # The saved model is whole: raw inputs in, the cached model's predictions out.
-    whole = keras.saving.load_model(cached.model_path, safe_mode=True)
+    # The trial saved the part above the cut; put back behind the prefix, it is
+    # the whole model: raw inputs in, the cached model's predictions out.
+    assert cached.model_path.endswith("top.keras") and plain.model_path.endswith("model.keras")
+    top_cut = base_info.n_cut_points
+    assert cached.cached_cut == (top_cut if strategy.name == "feature_extraction" else 2)
+    folder = tmp_path / "run" / "trials" / strategy.name / "cached"
+    whole = load_trial_model(folder, base_info, digits.task.input_shape)
     in_run = np.load(
         tmp_path / "run" / "trials" / strategy.name / "cached" / "test_probabilities.npy"
     )
@@ -207,13 +211,55 @@ def test_cached_and_uncached_trials_agree(strategy, config, digits, base_info, t
     )
 
 
+def test_a_trial_on_features_cached_at_the_base_output_never_loads_the_base(digits, base_info):
+    from orchestrator.bases import load_base
+
+    for strategy, config in [
+        (FeatureExtraction(), FE_CONFIG),
+        (FineTune(), ft_config(frozen_layers=base_info.n_cut_points)),
+    ]:
+        base = load_base(base_info)
+        base.cached_cut = base_info.n_cut_points
+        base.feature_shape = tuple(base_info.output_shape)
+        model = strategy.build(config, digits.task, base)
+        assert model.input_shape[1:] == base.feature_shape
+        assert not base.loaded, strategy.name
+    # Above a lower cut the trial trains part of the base, which is then loaded.
+    base = load_base(base_info)
+    base.cached_cut = 2
+    base.feature_shape = tuple(base.model.layers[base.cut_layer(2)].output.shape[1:])
+    FineTune().build(ft_config(frozen_layers=2), digits.task, base)
+    assert base.loaded
+
+
+def test_base_info_knows_its_cut_points_without_the_model(base_info, tmp_path, monkeypatch, digits):
+    import json
+
+    import keras
+
+    from orchestrator.bases import BaseInfo, load_base
+
+    model = keras.saving.load_model(base_info.path, safe_mode=True)
+    assert len(base_info.cut_params) == base_info.n_cut_points
+    assert list(base_info.cut_params) == sorted(base_info.cut_params)
+    assert base_info.cut_params[-1] == model.count_params()
+    assert base_info.random_layers == ()
+    assert BaseInfo.from_json(json.loads(json.dumps(base_info.to_json()))) == base_info
+    noisy = make_base(tmp_path / "noisy", monkeypatch, digits, dropout=True)
+    assert [name for _, name in noisy.random_layers] == ["drop"]
+    last = noisy.n_cut_points
+    assert load_base(noisy).stochastic_prefix_layers(last) == ["drop"]
+
+
 def test_frozen_weights_are_unchanged_after_a_trial(digits, base_info, tmp_path):
     import keras
 
     from orchestrator.bases import _nested_layers
 
-    result = trial(FineTune(), ft_config(frozen_layers=1), digits, base_info, tmp_path, epochs=2)
-    saved = keras.saving.load_model(result.model_path, safe_mode=True)
+    trial(FineTune(), ft_config(frozen_layers=1), digits, base_info, tmp_path, epochs=2)
+    saved = load_trial_model(
+        tmp_path / "run" / "trials" / "fine_tune" / "t", base_info, digits.task.input_shape
+    )
     original = keras.saving.load_model(base_info.path, safe_mode=True)
     saved_layers = {layer.name: layer for layer in _nested_layers(saved)}
     # c1 and bn1 are below the first cut point; c3 is above it and trained.
@@ -315,7 +361,6 @@ def test_cache_info_and_clear_commands(digits, base_info, tmp_path):
 def test_an_application_base_works_with_the_cache_and_input_adaptation(
     digits, tmp_path, monkeypatch
 ):
-    import keras
 
     from orchestrator.bases import prepare_base
     from orchestrator.plugin_manager import get_plugin_manager
@@ -335,10 +380,9 @@ def test_an_application_base_works_with_the_cache_and_input_adaptation(
     result = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=1)
     assert result.status == "ok", result.error
     assert result.note == f"features computed up to cut {info.n_cut_points}"
-    whole = keras.saving.load_model(result.model_path, safe_mode=True)
-    in_run = np.load(
-        tmp_path / "run" / "trials" / "feature_extraction" / "t" / "test_probabilities.npy"
-    )
+    folder = tmp_path / "run" / "trials" / "feature_extraction" / "t"
+    whole = load_trial_model(folder, info, digits.task.input_shape)
+    in_run = np.load(folder / "test_probabilities.npy")
     np.testing.assert_allclose(
         whole.predict(digits.x_test, verbose=0), in_run, rtol=1e-4, atol=1e-5
     )
