@@ -43,7 +43,7 @@ def feature_key(base: LoadedBase, frozen_layers: int, dataset: Dataset) -> str:
     payload = {
         "base": base.info.fingerprint,
         # The prefix itself, not the cut's number: how cut points are counted may change.
-        "cut_layer": [index, base.model.layers[index].name],
+        "cut_layer": [index, base.info.cut_names[frozen_layers - 1]],
         "data": dataset.task.fingerprint,
         "adapter": [list(step) for step in base.info.adapter],
         "dtype": DTYPE,

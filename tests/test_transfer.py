@@ -232,6 +232,26 @@ def test_a_trial_on_features_cached_at_the_base_output_never_loads_the_base(digi
     assert base.loaded
 
 
+def test_a_trial_on_cached_features_of_the_whole_base_does_not_load_it(
+    digits, base_info, tmp_path, monkeypatch
+):
+    import keras
+
+    trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="first")
+    loaded = []
+    real = keras.saving.load_model
+
+    def spy(path, *args, **kwargs):
+        loaded.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.saving, "load_model", spy)
+    second = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="second")
+    assert second.status == "ok", second.error
+    assert second.note == f"features from cache up to cut {base_info.n_cut_points}"
+    assert str(base_info.path) not in loaded
+
+
 def test_base_info_knows_its_cut_points_without_the_model(base_info, tmp_path, monkeypatch, digits):
     import json
 
