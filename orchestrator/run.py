@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections import Counter
@@ -356,7 +357,7 @@ def _save_best(
     base: BaseInfo | None,
 ) -> dict[str, Any]:
     from orchestrator.leaderboard import atomic_write_text
-    from orchestrator.trial import load_trial_model, trial_dir
+    from orchestrator.trial import MODEL_FILE, load_trial_model, trial_dir
 
     chosen = next(
         r for r in results if r.trial_id == best["trial_id"] and r.strategy == best["strategy"]
@@ -365,13 +366,13 @@ def _save_best(
     folder.mkdir(exist_ok=True)
     source = trial_dir(run_dir, chosen.strategy, chosen.trial_id)
     if chosen.cached_cut is None:
-        shutil.copyfile(source / "model.keras", folder / "model.keras")
+        shutil.copyfile(source / MODEL_FILE, folder / MODEL_FILE)
     else:
         # Trained on cached features: the best model is made whole once, here.
         whole = load_trial_model(source, base, task.input_shape)
-        tmp = folder / "model.tmp.keras"
+        tmp = folder / f"model.{os.getpid()}.tmp.keras"
         whole.save(tmp)
-        tmp.replace(folder / "model.keras")
+        tmp.replace(folder / MODEL_FILE)
     summary = {
         "strategy": chosen.strategy,
         "trial_id": chosen.trial_id,
