@@ -65,7 +65,7 @@ def run(recipe: Path, **kwargs):
     "search",
     [
         "{scheduler: fifo, num_samples: 3, max_epochs: 2}",
-        "{scheduler: asha, grace_period: 1, reduction_factor: 2, num_samples: 4, max_epochs: 4,"
+        "{scheduler: asha, grace_period: 1, reduction_factor: 2, num_samples: 6, max_epochs: 4,"
         " max_concurrent_trials: 1}",
         # Hyperband spreads trials over three brackets; only the first prunes
         # at epoch 1, so it needs more trials than ASHA's single bracket
