@@ -48,6 +48,7 @@ def export_model(
     """
     from orchestrator import __version__
     from orchestrator.predict import find_model, load_model
+    from orchestrator.trial import TOP_FILE
 
     if format not in FORMATS:
         raise RunDirError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -61,12 +62,12 @@ def export_model(
     staging.mkdir()
     try:
         if format == "keras":
-            if ref.path.name == KERAS_FILE:
-                # The run's file as it is: byte for byte the model that was scored.
-                shutil.copyfile(ref.path, staging / KERAS_FILE)
-            else:
+            if ref.path.name == TOP_FILE:
                 # A trial on cached features: its trained part behind the base's prefix.
                 load_model(ref).save(staging / KERAS_FILE)
+            else:
+                # The run's file as it is: byte for byte the model that was scored.
+                shutil.copyfile(ref.path, staging / KERAS_FILE)
             how = f"keras.saving.load_model('{KERAS_FILE}'); model.predict(x)"
         else:
             model = load_model(ref)
