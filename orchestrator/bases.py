@@ -460,7 +460,7 @@ class PretrainProvider(BaseProvider):
         import keras
 
         from orchestrator.data import prepare_dataset
-        from orchestrator.models import safe_variance
+        from orchestrator.models import STEPS_PER_EXECUTION, safe_variance
 
         pretrain = spec.pretrain
         assert pretrain is not None
@@ -518,6 +518,7 @@ class PretrainProvider(BaseProvider):
             optimizer=keras.optimizers.Adam(pretrain.learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
+            steps_per_execution=STEPS_PER_EXECUTION,
         )
         log.info(
             "pretraining a %s base on %s for %d epochs",

@@ -145,13 +145,26 @@ def _all_layers(model: Any) -> list[Any]:
     return found
 
 
+#: Batches run per call of the compiled training (and evaluation) function.
+#: Small models on small data spend most of a step in Python and in calling
+#: the graph, not in arithmetic: fusing 32 steps into one call trains the
+#: same batches in the same order to the same weights, 15-30% faster on the
+#: digits MLP (benchmarks/overhead.py). Callbacks' per-batch hooks then run
+#: every 32 batches; per-epoch hooks, which the search uses, are unchanged.
+STEPS_PER_EXECUTION = 32
+
+
 def compile_classifier(model: keras.Model, learning_rate: float) -> keras.Model:
-    """Compile for integer class labels with Adam and an accuracy metric."""
+    """Compile for integer class labels with Adam and an accuracy metric.
+
+    Runs :data:`STEPS_PER_EXECUTION` batches per compiled call.
+    """
     import keras
 
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=STEPS_PER_EXECUTION,
     )
     return model

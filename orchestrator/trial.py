@@ -269,7 +269,7 @@ def run_trial(
             model.save(saved)
             result.model_path = str(saved)
             # What the model predicted in the run, to check saved copies against.
-            np.save(folder / PREDICTIONS_FILE, model.predict(inputs["test"], verbose=0))
+            np.save(folder / PREDICTIONS_FILE, probabilities(model, inputs["test"]))
             result.status = "ok"
     except Exception as exc:
         result.status = "error"
@@ -375,6 +375,26 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
     prefix = load_base(base).prefix_model(input_shape, result.cached_cut)
     inputs = keras.Input(input_shape, name="inputs")
     return keras.Model(inputs, trained(prefix(inputs)), name=trained.name)
+
+
+def probabilities(model: Any, x: Any, batch_size: int = 256) -> Any:
+    """The model's outputs on ``x`` (inference mode), as one NumPy array.
+
+    Calls the model on batches directly: ``model.predict`` traces a graph
+    function first, which for one pass over a small test split costs more
+    (about 0.25 s a trial on the digits MLP) than the pass itself.
+    """
+    import keras
+    import numpy as np
+
+    if len(x) == 0:
+        return model.predict(x, verbose=0)
+    return np.concatenate(
+        [
+            keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False))
+            for i in range(0, len(x), batch_size)
+        ]
+    )
 
 
 def _check_model(model: Any, strategy: Strategy, n_classes: int) -> None:
