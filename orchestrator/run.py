@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
     from orchestrator.bases import BaseInfo
     from orchestrator.plugin_manager import PluginHost
+    from orchestrator.storage import RunPlace
+    from orchestrator.tuning.ray_start import BackgroundStart
     from orchestrator.tuning.ray_tune import TrialListener
 
 from orchestrator.trial import TrialResult
@@ -108,13 +110,7 @@ def run_recipe(
         DataError, BaseModelError: The data or base cannot be prepared (nothing is written).
         RunFailed: Every trial failed (the leaderboard is still written).
     """
-    from orchestrator.bases import prepare_base
-    from orchestrator.data import prepare_dataset
     from orchestrator.plugin_manager import get_plugin_manager
-    from orchestrator.preflight import check_strategies, strategy_space
-    from orchestrator.space import merge_spaces, resolve_space
-    from orchestrator.strategy import SpaceContext
-    from orchestrator.trial import TrialSpec
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
@@ -122,10 +118,41 @@ def run_recipe(
         host = get_plugin_manager(extra_plugins=plugins, disable=recipe.plugins.disable)
     check_recipe(recipe, host)
     recipe = recipe.with_absolute_sources(host.data_sources)
-    from orchestrator.storage import plan_run, publish
+    from orchestrator.storage import plan_run
 
     # Before any work: a cluster that is down or refuses us, storage it cannot share.
     place = plan_run(recipe, run_dir=run_dir, run_name=run_name)
+
+    ray_start = None
+    if recipe.search.backend == "ray":
+        from orchestrator.tuning.ray_start import start_in_background
+
+        # Embedded Ray starts while the data, the base and the pre-flight are prepared.
+        ray_start = start_in_background(recipe.resources)
+    try:
+        return _run(recipe, host, place, ray_start, resume=resume, echo=echo, listener=listener)
+    finally:
+        if ray_start is not None:
+            ray_start.abandon()
+
+
+def _run(
+    recipe: Recipe,
+    host: PluginHost,
+    place: RunPlace,
+    ray_start: BackgroundStart | None,
+    *,
+    resume: bool,
+    echo: Callable[[str], None],
+    listener: TrialListener | None,
+) -> RunOutcome:
+    from orchestrator.bases import prepare_base
+    from orchestrator.data import prepare_dataset
+    from orchestrator.preflight import check_strategies, strategy_space
+    from orchestrator.space import merge_spaces, resolve_space
+    from orchestrator.storage import publish
+    from orchestrator.strategy import SpaceContext
+    from orchestrator.trial import TrialSpec
 
     dataset = prepare_dataset(
         recipe.data, host.data_sources, seed=recipe.seed, base_dir=recipe.base_dir
@@ -191,8 +218,12 @@ def run_recipe(
         )
 
     started_ray = False
-    if recipe.search.backend == "ray":
-        started_ray = backend.ensure_ray(recipe.resources, log_file=run_dir / "ray.log")
+    if ray_start is not None:
+        started_ray = ray_start.join(run_dir / "ray.log")
+    elif recipe.search.backend == "ray":
+        from orchestrator.tuning.ray_start import ensure_ray
+
+        started_ray = ensure_ray(recipe.resources, log_file=run_dir / "ray.log")
 
     results: list[TrialResult] = []
     try:

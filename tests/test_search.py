@@ -94,6 +94,30 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
         assert (frame.loc[frame["status"] == "pruned", "epochs"] < 4).all()
 
 
+@pytest.mark.parametrize("algorithm", ["grid", "random"])
+def test_max_concurrent_trials_holds_for_random_and_grid_search(ray_session, tmp_path, algorithm):
+    # Two CPUs, one per trial: only the limit keeps the trials from overlapping.
+    recipe = write_recipe(
+        tmp_path,
+        # Two trials either way: the grid's two values, or two samples.
+        f"{{algorithm: {algorithm}, {'' if algorithm == 'grid' else 'num_samples: 2, '}"
+        "max_epochs: 2, max_concurrent_trials: 1}",
+        "scratch_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: 16, lambda: 1.0e-5}}",
+    )
+    text = recipe.read_text() + "resources: {cpus_per_trial: 1}\n"
+    recipe.write_text(text)
+    outcome = run(recipe)
+    spans = sorted(
+        (result["started_at"], result["finished_at"])
+        for result in (
+            json.loads(path.read_text())
+            for path in outcome.run_dir.glob("trials/scratch_mlp/*/result.json")
+        )
+    )
+    assert len(spans) == 2
+    assert spans[0][1] <= spans[1][0], spans
+
+
 def test_hyperband_brackets_follow_the_seed_and_leave_numpy_alone():
     import numpy as np
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +35,7 @@ from orchestrator.trial import (
 
 if TYPE_CHECKING:
     from orchestrator.data import Dataset
-    from orchestrator.recipe import Recipe, ResourcesSpec, SearchSpec
+    from orchestrator.recipe import Recipe, SearchSpec
 
 log = logging.getLogger(__name__)
 
@@ -82,58 +81,6 @@ def to_tune(space: dict[str, Dimension], *, grid: bool = False) -> dict[str, Any
         else:
             raise TypeError(f"{key}: {type(dim).__name__} is not a graftune space type")
     return translated
-
-
-def ensure_ray(resources: ResourcesSpec, *, log_file: Path | None = None) -> bool:
-    """Start embedded local Ray, or connect to ``resources.address``.
-
-    Args:
-        resources: The recipe's resources section.
-        log_file: Where Ray's own log records go instead of the console.
-
-    Returns:
-        Whether this call started (or connected) Ray, so the caller shuts it down.
-    """
-    import ray
-
-    if log_file is not None:
-        _route_ray_logs(log_file)
-    if ray.is_initialized():
-        return False
-    # Workers inherit the driver's environment: keep TensorFlow's C++ chatter out.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    # Ray's newer console output prints experiment banners even at verbose=0.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    kwargs: dict[str, Any] = {
-        "include_dashboard": resources.dashboard,
-        "logging_level": logging.WARNING,
-        "log_to_driver": False,
-        "configure_logging": log_file is None,
-    }
-    if resources.dashboard:
-        kwargs["dashboard_host"] = "127.0.0.1"
-    if resources.address:
-        from orchestrator.cluster import connect
-
-        # Fails within seconds, naming the address and the fix, where ray.init would hang.
-        # The cluster has its own dashboard; these only apply to a Ray started here.
-        kwargs.pop("include_dashboard")
-        kwargs.pop("dashboard_host", None)
-        connect(resources.address, **kwargs)
-    else:
-        ray.init(address="local", num_cpus=resources.num_cpus, **kwargs)
-    return True
-
-
-def _route_ray_logs(log_file: Path) -> None:
-    """Send Ray's log records to ``log_file`` and keep them off the console."""
-    handler = logging.FileHandler(log_file, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    for name in ("ray", "ray.tune", "ray.train", "ray.air"):
-        logger = logging.getLogger(name)
-        logger.handlers = [handler]
-        logger.propagate = False
 
 
 def _rss_mb() -> float:
@@ -276,7 +223,11 @@ def _searcher(search: SearchSpec, seed: int) -> Any:
         # experimental feature Ray touches, which is not for our users.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
-    return BasicVariantGenerator(random_state=seed)
+    # Ray applies max_concurrent_trials only to searchers it makes itself (or
+    # to a Searcher); a generator passed in must carry the limit.
+    return BasicVariantGenerator(
+        random_state=seed, max_concurrent=search.max_concurrent_trials or 0
+    )
 
 
 def experiment_dir(run_dir: Path, strategy: str) -> Path:
