@@ -107,7 +107,9 @@ class BackgroundStart:
     """
 
     def __init__(self, resources: ResourcesSpec) -> None:
-        import ray  # imported here, not in the thread: see _start
+        # Imported by the main thread: two threads importing at once can deadlock
+        # on import locks, and the main thread is about to import TensorFlow.
+        import ray
 
         self._ray = ray
         self._kwargs = _init_kwargs(resources, configure_logging=False)
