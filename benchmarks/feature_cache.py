@@ -54,7 +54,9 @@ LOWEST_CUT = {"quickstart": 4, "application": 15}
 LABELS_PER_CLASS = {"quickstart": 40, "application": 60}
 
 
-def run(base: str, strategy: str, cache: bool, folder: Path) -> tuple[float, float]:
+def run(
+    base: str, strategy: str, cache: bool, folder: Path, samples: int = 8, epochs: int = 10
+) -> tuple[float, float]:
     space = SPACES[strategy] % LOWEST_CUT[base] if "%s" in SPACES[strategy] else SPACES[strategy]
     text = f"""
 name: cache-{base}-{strategy}-{"on" if cache else "off"}
@@ -63,7 +65,7 @@ data: {{source: "sklearn:digits", split: {{val: 0.2, test: 0.2}}, labels_per_cla
 {BASES[base]}
 strategies:
   {strategy}: {space}
-search: {{num_samples: 8, max_epochs: 10, batch_size: 32, max_concurrent_trials: 2, scheduler: fifo}}
+search: {{num_samples: {samples}, max_epochs: {epochs}, batch_size: 32, max_concurrent_trials: 2, scheduler: fifo}}
 resources: {{cpus_per_trial: 1}}
 cache: {"true" if cache else "false"}
 output: {folder}
@@ -84,8 +86,8 @@ def main() -> None:
     rows = []
     try:
         for base in args.bases.split(","):
-            # Prepare (and cache) the base once, outside the timings.
-            run(base, "feature_extraction", False, folder / "warmup")
+            # Prepare (and cache) the base once, outside the timings: one short trial.
+            run(base, "feature_extraction", False, folder / "warmup", samples=1, epochs=1)
             for strategy in SPACES:
                 clear_cache(("features",))
                 on = run(base, strategy, True, folder)
