@@ -377,12 +377,13 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
     return keras.Model(inputs, trained(prefix(inputs)), name=trained.name)
 
 
-def probabilities(model: Any, x: Any, batch_size: int = 256) -> Any:
+def probabilities(model: Any, x: Any, batch_size: int = 32) -> Any:
     """The model's outputs on ``x`` (inference mode), as one NumPy array.
 
     Calls the model on batches directly: ``model.predict`` traces a graph
     function first, which for one pass over a small test split costs more
-    (about 0.25 s a trial on the digits MLP) than the pass itself.
+    (about 0.25 s a trial on the digits MLP) than the pass itself. Batches are
+    ``predict``'s default size, so a heavy base needs no more memory than there.
     """
     import keras
     import numpy as np

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import signal
@@ -116,6 +117,30 @@ def test_max_concurrent_trials_holds_for_random_and_grid_search(ray_session, tmp
     )
     assert len(spans) == 2
     assert spans[0][1] <= spans[1][0], spans
+
+
+def test_a_worker_past_its_memory_bound_still_runs_every_trial(ray_session, tmp_path):
+    # 1 MiB: the reused worker is past the bound before each of its later trials.
+    recipe = write_recipe(
+        tmp_path,
+        "{algorithm: grid, max_epochs: 1, max_concurrent_trials: 1, worker_memory_mb: 1}",
+        "scratch_mlp: {space: {hidden_layers: {choice: [1, 2, 3]}, width: 16, lambda: 1.0e-5}}",
+    )
+    frame = run(recipe).leaderboard
+    assert sorted(frame["hidden_layers"]) == [1, 2, 3]
+    assert set(frame["status"]) == {"ok"}, frame[["status", "error"]]
+    assert set(frame["retries"]) == {0}
+
+
+def test_shrinking_a_worker_acts_only_past_the_bound(caplog):
+    from orchestrator.tuning.ray_tune import shrink_worker
+
+    before, after = shrink_worker(10**9)
+    assert before == after > 0
+    with caplog.at_level(logging.WARNING, logger="orchestrator.tuning.ray_tune"):
+        before, after = shrink_worker(1)
+    assert after > 1
+    assert "search.worker_memory_mb is 1" in caplog.text
 
 
 def test_hyperband_brackets_follow_the_seed_and_leave_numpy_alone():
