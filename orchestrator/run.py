@@ -133,7 +133,7 @@ def run_recipe(
         return _run(recipe, host, place, ray_start, resume=resume, echo=echo, listener=listener)
     finally:
         if ray_start is not None:
-            ray_start.abandon()
+            ray_start.close()
 
 
 def _run(

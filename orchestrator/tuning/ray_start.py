@@ -6,7 +6,7 @@ base, the pre-flight build of each strategy. A run therefore starts embedded
 Ray in a background thread (:func:`start_in_background`) as soon as its recipe
 has been checked, and waits for it (:meth:`BackgroundStart.join`) only when the
 search begins. If the run stops before that (a bad data file, a strategy that
-fails its pre-flight build), :meth:`BackgroundStart.abandon` shuts Ray down
+fails its pre-flight build), :meth:`BackgroundStart.close` shuts Ray down
 again: nothing was written, and no Ray process is left behind.
 
 This module imports nothing heavy (``ray`` itself only in functions), so that
@@ -156,9 +156,13 @@ class BackgroundStart:
             raise self._error
         return True
 
-    def abandon(self) -> None:
-        """Shut Ray down if it is still up (the run stopped before or during its
-        search), then let the starting thread end."""
+    def close(self) -> None:
+        """End the background start; a run calls it however it ended.
+
+        Shuts Ray down if it is still up (the run stopped before or during its
+        search; after a search the run has shut it down already), then lets
+        the starting thread end.
+        """
         self._ready.wait()
         if self._ray.is_initialized():
             self._ray.shutdown()
