@@ -647,7 +647,43 @@ def _isna(value: Any) -> bool:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    except SystemExit as exc:
+        if "tensorflow" not in sys.modules:
+            raise
+        _exit_now(exc.code)
+
+
+def _exit_now(code: int | str | None) -> None:
+    """End this process without tearing the interpreter down.
+
+    With TensorFlow loaded, Python's own shutdown takes 1.5-2.5 s after the
+    command has finished. Everything a shutdown does that matters happens
+    here: threads that are not daemons are waited for, the exit hooks run
+    (logging's, Ray's, plugins'), and every file still open is flushed; only
+    the freeing of memory is left to the system.
+    """
+    import atexit
+    import gc
+    import io
+    import threading
+
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    for thread in threading.enumerate():  # as Python's shutdown does, first
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for obj in gc.get_objects():
+        if isinstance(obj, io.IOBase):
+            try:
+                if not obj.closed:
+                    obj.flush()
+            except Exception:
+                pass
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -128,7 +128,7 @@ def run_recipe(
         from orchestrator.tuning.ray_start import start_in_background
 
         # Embedded Ray starts while the data, the base and the pre-flight are prepared.
-        ray_start = start_in_background(recipe.resources)
+        ray_start = start_in_background(recipe.resources, preload_workers=_first_wave(recipe))
     try:
         return _run(recipe, host, place, ray_start, resume=resume, echo=echo, listener=listener)
     finally:
@@ -264,10 +264,12 @@ def _run(
             _write_search(done_file, found)
             results += found
     finally:
-        if started_ray:
-            import ray
+        if ray_start is not None:
+            ray_start.shutdown_soon()  # while the leaderboard and report are written
+        elif started_ray:
+            from orchestrator.tuning import ray_start as ray_control
 
-            ray.shutdown()
+            ray_control.shutdown()
 
     from orchestrator.leaderboard import best_row, build_leaderboard, write_leaderboard
 
@@ -287,6 +289,18 @@ def _run(
     if summary is None:
         raise RunFailed(_failure_summary(results, run_dir))
     return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary)
+
+
+def _first_wave(recipe: Recipe) -> int:
+    """How many trials the first search runs at once on embedded Ray."""
+    resources = recipe.resources
+    cpus = resources.num_cpus or os.cpu_count() or 1
+    wave = max(1, int(cpus // resources.cpus_per_trial))
+    if recipe.search.max_concurrent_trials:
+        wave = min(wave, recipe.search.max_concurrent_trials)
+    if recipe.search.algorithm != "grid":  # a grid's samples repeat the whole grid
+        wave = min(wave, _num_samples(recipe, next(iter(recipe.strategies))))
+    return wave
 
 
 def _num_samples(recipe: Recipe, name: str) -> int:

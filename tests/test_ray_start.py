@@ -118,3 +118,70 @@ def test_a_run_stopped_by_its_pre_flight_writes_nothing_and_leaves_no_ray(tmp_pa
     # Ray had started in the background (its session folder is there) and was shut down.
     assert list(ray_tmpdir.glob("ray/session_*")), sorted(ray_tmpdir.rglob("*"))
     assert processes_under(ray_tmpdir) == []
+
+
+def test_the_first_trials_run_on_the_workers_ray_started_with_itself(tmp_path, ray_tmpdir):
+    # Those workers import TensorFlow while the driver prepares the run; without
+    # them, Tune would start a worker per trial actor and import it there.
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """
+            name: prestarted
+            data: {source: "sklearn:iris"}
+            strategies: {scratch_mlp: {num_samples: 2}}
+            search: {max_epochs: 1}
+            resources: {num_cpus: 2, cpus_per_trial: 1}
+            output: runs/
+            """
+        )
+    )
+    done = graftune(tmp_path, ray_tmpdir, "run", str(recipe), "--quiet")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert (run_dir / "leaderboard.csv").read_text().count("scratch_mlp") == 2
+    (raylet_log,) = ray_tmpdir.glob("ray/session_2*/logs/raylet.out")
+    started = raylet_log.read_text().count("Started worker process with pid")
+    assert started == 2, raylet_log.read_text()[-3000:]
+
+
+def test_tune_actors_keep_their_environment_unless_this_process_started_ray():
+    from ray.tune.execution import class_cache
+
+    from orchestrator.tuning import ray_start
+
+    before = dict(class_cache.DEFAULT_ENV_VARS)
+    assert not ray_start._embedded  # the test session's Ray was started by conftest
+    with ray_start.tune_env_inherited() as inherited:
+        assert inherited is False
+        assert before == class_cache.DEFAULT_ENV_VARS
+    assert before == class_cache.DEFAULT_ENV_VARS
+
+
+EXIT_NOW = """
+import atexit, sys, threading, time
+from orchestrator.cli import _exit_now
+
+left_open = open(sys.argv[1], "w")
+left_open.write("written, never flushed")
+atexit.register(lambda: open(sys.argv[2], "w").write("exit hook ran"))
+def late():
+    time.sleep(0.5)
+    open(sys.argv[3], "w").write("thread finished")
+threading.Thread(target=late).start()
+_exit_now(7)
+"""
+
+
+def test_the_fast_exit_keeps_what_an_ordinary_exit_keeps(tmp_path):
+    # graftune skips Python's teardown of TensorFlow; nothing else may be lost.
+    files = [tmp_path / name for name in ("open.txt", "hook.txt", "thread.txt")]
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_NOW, *map(str, files)], capture_output=True, text=True
+    )
+    assert done.returncode == 7, done.stderr
+    assert [f.read_text() for f in files] == [
+        "written, never flushed",
+        "exit hook ran",
+        "thread finished",
+    ]

@@ -9,18 +9,29 @@ search begins. If the run stops before that (a bad data file, a strategy that
 fails its pre-flight build), :meth:`BackgroundStart.close` shuts Ray down
 again: nothing was written, and no Ray process is left behind.
 
+Embedded Ray's workers import TensorFlow as they start (:data:`PRELOAD_MODULES`),
+before they take work. Ray starts one worker per CPU with itself, so those
+import TensorFlow while the driver does the same, and the search's first
+trials begin on workers that have it already, instead of each starting a new
+process and importing it then (about 5 s on 2 CPUs). For this, those workers
+must live until the search asks for them (Ray stops idle workers after a
+second), and Tune's trial actors must be able to take them: see
+:func:`tune_env_inherited`.
+
 This module imports nothing heavy (``ray`` itself only in functions), so that
 the start is not held up by ``ray.tune``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +44,22 @@ log = logging.getLogger(__name__)
 #: (``ray.init`` clears the handlers of ``ray`` itself; ``ray._private`` keeps
 #: its own, so what Ray says while it starts is not lost to the console.)
 RAY_LOGGERS = ("ray", "ray._private", "ray.tune", "ray.train", "ray.air")
+
+#: What every worker of embedded Ray imports before it takes work (Ray's
+#: ``preload_python_modules``). Not with GPUs, whose devices Ray assigns to a
+#: worker only when it takes a trial.
+PRELOAD_MODULES = ("orchestrator.tuning.worker_preload",)
+#: How long embedded Ray keeps such a worker idle (the driver may spend minutes
+#: on a pretrain stage before the search begins).
+IDLE_WORKER_MS = 600_000
+
+#: The environment Ray Tune gives each trial actor (``PL_DISABLE_FORK`` for
+#: PyTorch Lightning). An actor with its own environment never takes one of the
+#: workers Ray started with itself; embedded Ray's workers inherit these from
+#: the driver instead (:func:`tune_env_inherited`).
+TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
+
+_embedded = False
 
 
 def ensure_ray(resources: ResourcesSpec, *, log_file: Path | None = None) -> bool:
@@ -62,7 +89,9 @@ def ensure_ray(resources: ResourcesSpec, *, log_file: Path | None = None) -> boo
         kwargs.pop("dashboard_host", None)
         connect(resources.address, **kwargs)
     else:
+        _prepare_embedded(resources, kwargs)
         ray.init(address="local", num_cpus=resources.num_cpus, **kwargs)
+        _set_embedded()
     if handler is not None:
         route_ray_logs(handler)  # again: ray.init cleared the handlers of "ray"
     return True
@@ -83,6 +112,82 @@ def _init_kwargs(resources: ResourcesSpec, *, configure_logging: bool) -> dict[s
     if resources.dashboard:
         kwargs["dashboard_host"] = "127.0.0.1"
     return kwargs
+
+
+def _prepare_embedded(
+    resources: ResourcesSpec, kwargs: dict[str, Any], preload_workers: int = 0
+) -> None:
+    """Init arguments and environment for a Ray started here (not for a cluster).
+
+    With ``preload_workers`` (the trials the first search runs at once), the
+    workers Ray starts with itself import TensorFlow as they start, unless
+    more than half of them would then sit idle, holding its memory for nothing.
+    """
+    for key, value in TUNE_ACTOR_ENV.items():
+        os.environ.setdefault(key, value)  # before ray.init: every worker inherits it
+    cpus = resources.num_cpus or os.cpu_count() or 1
+    if not preload_workers or resources.gpus_per_trial or cpus > 2 * preload_workers:
+        return
+    kwargs["_system_config"] = {
+        "preload_python_modules": list(PRELOAD_MODULES),
+        # Ray stops an idle worker after a second by default: a worker that has
+        # imported TensorFlow before the search asks for it must wait longer.
+        "idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS,
+    }
+
+
+def _set_embedded() -> None:
+    global _embedded
+    _embedded = True
+
+
+@contextlib.contextmanager
+def tune_env_inherited() -> Iterator[bool]:
+    """While in this block, Tune's trial actors may take workers embedded Ray started.
+
+    Tune creates each trial actor with the environment variables of its
+    ``class_cache.DEFAULT_ENV_VARS``, and Ray gives an actor with an
+    environment of its own only a new worker process, never one it started
+    beforehand (which, here, has imported TensorFlow already). When this
+    process started Ray, its workers inherited those variables from the driver
+    (:data:`TUNE_ACTOR_ENV`), so Tune need not set them, and within this block
+    it does not. Nothing changes for a cluster, or where a newer Ray sets
+    other variables (the actors then get new workers, as before).
+
+    Yields:
+        Whether Tune's trial actors come without an environment of their own.
+    """
+    defaults = _tune_default_env() if _embedded else None
+    if defaults is None:
+        yield False
+        return
+    saved = dict(defaults)
+    for key, value in saved.items():
+        if os.environ.get(key) == value == TUNE_ACTOR_ENV.get(key):
+            del defaults[key]
+    try:
+        yield not defaults
+    finally:
+        defaults.clear()
+        defaults.update(saved)
+
+
+def _tune_default_env() -> dict[str, str] | None:
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:  # pragma: no cover - another Ray layout
+        return None
+    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
+    return defaults if isinstance(defaults, dict) else None
+
+
+def shutdown() -> None:
+    """Shut down the Ray this process started or connected to."""
+    import ray
+
+    global _embedded
+    ray.shutdown()
+    _embedded = False
 
 
 def route_ray_logs(handler: logging.Handler) -> None:
@@ -106,13 +211,14 @@ class BackgroundStart:
     log file (the run directory does not exist yet while Ray starts).
     """
 
-    def __init__(self, resources: ResourcesSpec) -> None:
+    def __init__(self, resources: ResourcesSpec, *, preload_workers: int = 0) -> None:
         # Imported by the main thread: two threads importing at once can deadlock
         # on import locks, and the main thread is about to import TensorFlow.
         import ray
 
         self._ray = ray
         self._kwargs = _init_kwargs(resources, configure_logging=False)
+        _prepare_embedded(resources, self._kwargs, preload_workers)
         self._num_cpus = resources.num_cpus
         self._held = logging.handlers.MemoryHandler(
             capacity=100_000, flushLevel=logging.CRITICAL + 1
@@ -130,19 +236,24 @@ class BackgroundStart:
     def _start(self) -> None:
         try:
             self._ray.init(address="local", num_cpus=self._num_cpus, **self._kwargs)
+            _set_embedded()
         except BaseException as exc:  # re-raised in the main thread by join()
             self._error = exc
         finally:
             self._ready.set()
         # Ray's processes die with the thread that started them (Linux's parent-
-        # death signal is per thread): this one lives until Ray is shut down.
+        # death signal is per thread): this one lives until Ray is shut down,
+        # and shuts it down itself.
         self._release.wait()
+        if self._ray.is_initialized():
+            shutdown()
 
     def join(self, log_file: Path) -> bool:
         """Wait until Ray is up; send its log records, held and to come, to ``log_file``.
 
         Returns:
-            ``True``: Ray was started here, and the caller shuts it down.
+            ``True``: Ray was started here; :meth:`shutdown_soon` or
+            :meth:`close` shuts it down.
 
         Raises:
             Whatever ``ray.init`` raised in the thread.
@@ -156,32 +267,44 @@ class BackgroundStart:
             raise self._error
         return True
 
+    def shutdown_soon(self) -> None:
+        """Shut Ray down in the starting thread, and return at once.
+
+        Ray takes 1-2 seconds to stop its processes; the run writes its
+        leaderboard and report meanwhile. :meth:`close` waits for the end.
+        """
+        self._release.set()
+
     def close(self) -> None:
         """End the background start; a run calls it however it ended.
 
         Shuts Ray down if it is still up (the run stopped before or during its
-        search; after a search the run has shut it down already), then lets
-        the starting thread end.
+        search), waits until it is down, and lets the starting thread end.
         """
-        self._ready.wait()
-        if self._ray.is_initialized():
-            self._ray.shutdown()
         self._release.set()
         self._thread.join()
         self._held.close()
 
 
-def start_in_background(resources: ResourcesSpec) -> BackgroundStart | None:
+def start_in_background(
+    resources: ResourcesSpec, *, preload_workers: int = 0
+) -> BackgroundStart | None:
     """Start embedded Ray in a thread, or ``None`` when this run does not start Ray.
 
     A run connecting to a cluster (``resources.address``), or one in a process
     where Ray is already up (a notebook, the test suite), starts nothing here.
+
+    Args:
+        resources: The recipe's resources section.
+        preload_workers: The trials the first search will run at once: Ray's
+            workers import TensorFlow as they start unless most would not be
+            used (see ``_prepare_embedded``); 0 never.
     """
     import ray
 
     if resources.address or ray.is_initialized():
         return None
-    return BackgroundStart(resources)
+    return BackgroundStart(resources, preload_workers=preload_workers)
 
 
 def _exit_on_sigterm() -> None:

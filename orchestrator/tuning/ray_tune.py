@@ -35,6 +35,7 @@ from orchestrator.trial import (
     run_trial,
     trial_dir,
 )
+from orchestrator.tuning import ray_start
 
 if TYPE_CHECKING:
     from orchestrator.data import Dataset
@@ -330,7 +331,8 @@ def run_search(
                     callbacks=[events],
                 ),
             )
-        grid = tuner.fit()
+        with ray_start.tune_env_inherited():
+            grid = tuner.fit()
     finally:
         _LISTENERS.pop(key, None)
     results: dict[str, TrialResult] = {}

@@ -1,0 +1,14 @@
+"""Imported by each worker of embedded Ray as it starts, before it takes work.
+
+Ray starts one worker per CPU together with itself; with this module in its
+``preload_python_modules`` (see :mod:`orchestrator.tuning.ray_start`) those
+workers import TensorFlow and Keras while the driver prepares the run, and the
+search's first trials begin on workers that have them already. A worker Ray
+starts later imports them just the same before its first trial.
+"""
+
+from __future__ import annotations
+
+import keras  # noqa: F401
+
+import orchestrator.trial  # noqa: F401
