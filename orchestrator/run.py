@@ -221,9 +221,10 @@ def _run(
     if ray_start is not None:
         started_ray = ray_start.join(run_dir / "ray.log")
     elif recipe.search.backend == "ray":
-        from orchestrator.tuning.ray_start import ensure_ray
+        from orchestrator.tuning.ray_start import connect_to_cluster
 
-        started_ray = ensure_ray(recipe.resources, log_file=run_dir / "ray.log")
+        # A cluster (embedded Ray was started in the background), or Ray already up.
+        started_ray = connect_to_cluster(recipe.resources, log_file=run_dir / "ray.log")
 
     results: list[TrialResult] = []
     try:
@@ -293,9 +294,10 @@ def _run(
 
 def _first_wave(recipe: Recipe) -> int:
     """How many trials the first search runs at once on embedded Ray."""
+    from orchestrator.tuning.ray_start import embedded_cpus
+
     resources = recipe.resources
-    cpus = resources.num_cpus or os.cpu_count() or 1
-    wave = max(1, int(cpus // resources.cpus_per_trial))
+    wave = max(1, int(embedded_cpus(resources) // resources.cpus_per_trial))
     if recipe.search.max_concurrent_trials:
         wave = min(wave, recipe.search.max_concurrent_trials)
     if recipe.search.algorithm != "grid":  # a grid's samples repeat the whole grid

@@ -62,17 +62,20 @@ TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
 _embedded = False
 
 
-def ensure_ray(resources: ResourcesSpec, *, log_file: Path | None = None) -> bool:
-    """Start embedded local Ray, or connect to ``resources.address``.
+def connect_to_cluster(resources: ResourcesSpec, *, log_file: Path | None = None) -> bool:
+    """Connect to the cluster at ``resources.address`` (embedded Ray starts in the background).
 
     Args:
-        resources: The recipe's resources section.
+        resources: The recipe's resources section, with an ``address``.
         log_file: Where Ray's own log records go instead of the console.
 
     Returns:
-        Whether this call started (or connected) Ray, so the caller shuts it down.
+        Whether this call connected, so the caller disconnects; ``False`` when
+        Ray was up in this process already.
     """
     import ray
+
+    from orchestrator.cluster import connect
 
     handler = _file_handler(log_file) if log_file is not None else None
     if handler is not None:
@@ -80,18 +83,11 @@ def ensure_ray(resources: ResourcesSpec, *, log_file: Path | None = None) -> boo
     if ray.is_initialized():
         return False
     kwargs = _init_kwargs(resources, configure_logging=log_file is None)
-    if resources.address:
-        from orchestrator.cluster import connect
-
-        # Fails within seconds, naming the address and the fix, where ray.init would hang.
-        # The cluster has its own dashboard; these only apply to a Ray started here.
-        kwargs.pop("include_dashboard")
-        kwargs.pop("dashboard_host", None)
-        connect(resources.address, **kwargs)
-    else:
-        _prepare_embedded(resources, kwargs)
-        ray.init(address="local", num_cpus=resources.num_cpus, **kwargs)
-        _set_embedded()
+    # Fails within seconds, naming the address and the fix, where ray.init would hang.
+    # The cluster has its own dashboard; these only apply to a Ray started here.
+    kwargs.pop("include_dashboard")
+    kwargs.pop("dashboard_host", None)
+    connect(resources.address, **kwargs)
     if handler is not None:
         route_ray_logs(handler)  # again: ray.init cleared the handlers of "ray"
     return True
@@ -125,8 +121,11 @@ def _prepare_embedded(
     """
     for key, value in TUNE_ACTOR_ENV.items():
         os.environ.setdefault(key, value)  # before ray.init: every worker inherits it
-    cpus = resources.num_cpus or os.cpu_count() or 1
-    if not preload_workers or resources.gpus_per_trial or cpus > 2 * preload_workers:
+    if (
+        not preload_workers
+        or resources.gpus_per_trial
+        or embedded_cpus(resources) > 2 * preload_workers
+    ):
         return
     kwargs["_system_config"] = {
         "preload_python_modules": list(PRELOAD_MODULES),
@@ -136,9 +135,9 @@ def _prepare_embedded(
     }
 
 
-def _set_embedded() -> None:
-    global _embedded
-    _embedded = True
+def embedded_cpus(resources: ResourcesSpec) -> int:
+    """The CPUs embedded Ray has: the recipe's ``num_cpus``, else the machine's."""
+    return int(resources.num_cpus or os.cpu_count() or 1)
 
 
 @contextlib.contextmanager
@@ -234,9 +233,10 @@ class BackgroundStart:
         self._thread.start()
 
     def _start(self) -> None:
+        global _embedded
         try:
             self._ray.init(address="local", num_cpus=self._num_cpus, **self._kwargs)
-            _set_embedded()
+            _embedded = True
         except BaseException as exc:  # re-raised in the main thread by join()
             self._error = exc
         finally:
