@@ -185,3 +185,46 @@ def test_the_fast_exit_keeps_what_an_ordinary_exit_keeps(tmp_path):
         "exit hook ran",
         "thread finished",
     ]
+
+
+GARBAGE_AT_SHUTDOWN = """
+import gc, sys, weakref
+from pathlib import Path
+import ray
+from orchestrator.recipe import ResourcesSpec
+from orchestrator.tuning.ray_start import BackgroundStart
+
+gc.disable()  # the garbage stays until something collects it
+start = BackgroundStart(ResourcesSpec(num_cpus=1))
+start.join(Path(sys.argv[1]))
+
+class Holder:
+    pass
+
+holder = Holder()
+holder.ref = ray.put(list(range(100)))
+holder.itself = holder  # a cycle: only a collection frees it
+alive = weakref.ref(holder)
+del holder
+start.shutdown_soon()
+print("freed before shutdown" if alive() is None else "still held at shutdown")
+start.close()
+"""
+
+
+def test_garbage_holding_ray_objects_is_freed_before_ray_shuts_down(tmp_path, ray_tmpdir):
+    # A collection in the main thread that frees a Ray object while the starting
+    # thread shuts Ray down makes Ray end the process (seen with exit status 1
+    # and the report unwritten): the search's garbage goes while Ray is up.
+    env = dict(os.environ, RAY_TMPDIR=str(ray_tmpdir))
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run(
+        [sys.executable, "-c", GARBAGE_AT_SHUTDOWN, str(tmp_path / "ray.log")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "freed before shutdown" in done.stdout, done.stdout + done.stderr[-3000:]
+    assert processes_under(ray_tmpdir) == []

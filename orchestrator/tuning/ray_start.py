@@ -25,6 +25,7 @@ the start is not held up by ``ray.tune``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import logging.handlers
 import os
@@ -272,7 +273,13 @@ class BackgroundStart:
 
         Ray takes 1-2 seconds to stop its processes; the run writes its
         leaderboard and report meanwhile. :meth:`close` waits for the end.
+
+        Garbage left by the search is collected first, while Ray is up: a
+        collection in this thread that frees a Ray object while the other
+        thread is shutting Ray down makes Ray end the process (exit status 1,
+        "The core worker has already been shutdown"), with the report unwritten.
         """
+        gc.collect()
         self._release.set()
 
     def close(self) -> None:
