@@ -161,6 +161,33 @@ def test_best_model_reloads_and_predicts_as_in_the_run(finished_run, ray_session
     assert accuracy == pytest.approx(best["test_accuracy"], abs=1e-6)
 
 
+@pytest.mark.parametrize("strategy", ["scratch_mlp", "fine_tune"])
+def test_validation_scores_are_the_saved_models(finished_run, ray_session, strategy):
+    # scratch_mlp trains with the default fit, whose last epoch's validation is
+    # taken as the trial's; fine_tune's own two-phase fit is evaluated after it.
+    from orchestrator.bases import BaseInfo
+    from orchestrator.data import prepare_dataset
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import load_recipe
+    from orchestrator.trial import load_trial_model
+
+    run_dir = finished_run.run_dir
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    data = prepare_dataset(
+        recipe.data, get_plugin_manager().data_sources, seed=recipe.seed, base_dir=run_dir
+    )
+    base = BaseInfo.from_json(json.loads((run_dir / "base.json").read_text()))
+    board = finished_run.leaderboard
+    row = board[(board["strategy"] == strategy) & (board["status"] == "ok")].iloc[0]
+    folder = run_dir / "trials" / strategy / row["trial_id"]
+    model = load_trial_model(folder, base, data.task.input_shape)
+    predicted = model.predict(data.x_val, verbose=0).argmax(axis=1)
+    assert float((predicted == data.y_val).mean()) == pytest.approx(row["val_accuracy"], abs=1e-6)
+    if model.compiled:  # a whole model saved by the trial (not one assembled at load)
+        scores = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)
+        assert scores["loss"] == pytest.approx(row["val_loss"], rel=1e-4)
+
+
 def test_observers_saw_every_trial_and_a_raising_one_was_ignored(finished_run):
     seen = fixture_plugins.SEEN
     assert len(seen["trials"]) == len(finished_run.leaderboard)
@@ -218,3 +245,38 @@ def test_leaderboard_command_on_a_folder_that_is_no_run(tmp_path):
     result = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
     assert result.exit_code == 2
     assert "leaderboard.csv" in result.output
+
+
+def test_only_the_default_fit_gives_its_last_epoch_as_the_validation_score():
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.trial import _epoch_reporter, _last_validation
+
+    strategies = get_plugin_manager().strategies
+    scratch, fine_tune = strategies.get("scratch_mlp")(), strategies.get("fine_tune")()
+    reporter = _epoch_reporter(lambda metrics: None, 3)
+    for epoch, accuracy in enumerate([0.5, 0.7, 0.9]):
+        reporter.on_epoch_end(
+            epoch, {"loss": 1.0, "val_loss": 1 - accuracy, "val_accuracy": accuracy}
+        )
+    assert _last_validation(scratch, reporter, 3) == {"accuracy": 0.9, "loss": pytest.approx(0.1)}
+    assert _last_validation(fine_tune, reporter, 3) is None  # a fit of its own
+    assert _last_validation(scratch, reporter, 4) is None  # stopped before its last epoch
+    unvalidated = _epoch_reporter(lambda metrics: None, 1)
+    unvalidated.on_epoch_end(0, {"loss": 1.0})
+    assert _last_validation(scratch, unvalidated, 1) is None
+
+
+@pytest.mark.parametrize("shape", [(64,), (16, 16, 1), (40, 40, 3)])
+def test_probabilities_in_batches_equal_predict(shape):
+    import keras
+
+    from orchestrator.trial import probabilities
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape)
+    x = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(5, activation="softmax")(x))
+    data = np.random.default_rng(0).random((150, *shape), dtype=np.float32)
+    np.testing.assert_allclose(
+        probabilities(model, data), model.predict(data, verbose=0), rtol=1e-5, atol=1e-6
+    )
