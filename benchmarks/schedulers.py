@@ -28,6 +28,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import common
 
 EPOCHS = 20
+#: The order the 27 configurations run in: Tune's grid (width varies slowest,
+#: so the widest, strongest configurations come last), or 27 draws of random
+#: search from the same choices with the same seed (the same draws for every
+#: scheduler; a draw can repeat a configuration).
+ORDERS = {"grid": "grid", "random": "random\n              num_samples: 27"}
 #: Each workload's data section.
 WORKLOADS = {
     "digits": '{source: "sklearn:digits"}',
@@ -36,8 +41,8 @@ WORKLOADS = {
 
 
 def search(
-    scheduler: str, folder: Path, workload: str
-) -> tuple[float, list[dict], float, list[dict]]:
+    scheduler: str, folder: Path, workload: str, order: str
+) -> tuple[float, list[dict], float, list[dict], list[tuple]]:
     started = common.time.time()
     seconds, outcome = common.timed(
         lambda: common.run_recipe_text(
@@ -53,7 +58,7 @@ def search(
                   hidden_layers: {{choice: [1, 2, 3]}}
                   lambda: 1.0e-6
             search:
-              algorithm: grid
+              algorithm: {ORDERS[order]}
               scheduler: {scheduler}
               max_epochs: {EPOCHS}
               grace_period: 2
@@ -77,23 +82,36 @@ def search(
         for path in outcome.run_dir.glob("ray/scratch_mlp/*/progress.csv")
         for row in pd.read_csv(path).itertuples()
     ]
-    return seconds, [dict(r, t=r["finished_at"] - started) for r in finished], epochs, reports
+    configs = sorted(
+        outcome.leaderboard[["width", "learning_rate", "hidden_layers"]].itertuples(index=False)
+    )
+    return (
+        seconds,
+        [dict(r, t=r["finished_at"] - started) for r in finished],
+        epochs,
+        reports,
+        [tuple(c) for c in configs],
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), action="append")
-    workloads = parser.parse_args().workload or list(WORKLOADS)
+    parser.add_argument("--order", choices=sorted(ORDERS), action="append")
+    args = parser.parse_args()
+    workloads = args.workload or list(WORKLOADS)
+    orders = args.order or list(ORDERS)
     common.start_ray(num_cpus=2)
     sections = []
     try:
         for workload in workloads:
-            runs = {}
-            for scheduler in ("fifo", "asha", "hyperband"):
-                folder = common.workdir(f"sched-{workload}-{scheduler}")
-                runs[scheduler] = search(scheduler, folder, workload)
-                print(f"{workload} {scheduler}: {runs[scheduler][0]:.1f} s")
-            sections.append(summarize(workload, runs))
+            for order in orders:
+                runs = {}
+                for scheduler in ("fifo", "asha", "hyperband"):
+                    folder = common.workdir(f"sched-{workload}-{order}-{scheduler}")
+                    runs[scheduler] = search(scheduler, folder, workload, order)
+                    print(f"{workload} {order} {scheduler}: {runs[scheduler][0]:.1f} s")
+                sections.append(summarize(workload, order, runs))
     finally:
         common.stop_ray()
     common.write_result(
@@ -109,8 +127,8 @@ def main() -> None:
     )
 
 
-def summarize(workload: str, runs: dict[str, tuple]) -> str:
-    """One workload's table (and figure)."""
+def summarize(workload: str, order: str, runs: dict[str, tuple]) -> str:
+    """One workload's table (and figure) for one order of the configurations."""
     fifo_best = max(r["val_accuracy"] for r in runs["fifo"][1])
     target = fifo_best - 0.01
 
@@ -121,7 +139,7 @@ def summarize(workload: str, runs: dict[str, tuple]) -> str:
     fifo_time = time_to_target(runs["fifo"][1])
     fifo_report = time_to_target(runs["fifo"][3])
     rows = []
-    for scheduler, (seconds, results, epochs, reports) in runs.items():
+    for scheduler, (seconds, results, epochs, reports, _) in runs.items():
         hit = time_to_target(results)
         seen = time_to_target(reports)
         best = max(r["val_accuracy"] for r in results)
@@ -138,8 +156,10 @@ def summarize(workload: str, runs: dict[str, tuple]) -> str:
                 epochs,
             ]
         )
-    fig, ax, path = common.figure(f"schedulers_{workload}")
-    for scheduler, (_, results, _, _) in runs.items():
+    fig, ax, path = common.figure(
+        f"schedulers_{workload}" + ("" if order == "grid" else f"_{order}")
+    )
+    for scheduler, (_, results, _, _, _) in runs.items():
         ordered = sorted(results, key=lambda r: r["t"])
         best, xs, ys = 0.0, [], []
         for r in ordered:
@@ -150,7 +170,7 @@ def summarize(workload: str, runs: dict[str, tuple]) -> str:
     ax.axhline(target, color="grey", linestyle=":", label="FIFO best - 1 pt")
     ax.set_xlabel("seconds since the search started")
     ax.set_ylabel("best val_accuracy of finished trials")
-    ax.set_title(workload)
+    ax.set_title(f"{workload}, {order} order")
     ax.legend()
     common.save_figure(fig, path)
     header = [
@@ -158,10 +178,15 @@ def summarize(workload: str, runs: dict[str, tuple]) -> str:
         "s to a report within 1 pt", "ratio to FIFO", "best val_accuracy",
         "vs FIFO (points)", "epochs trained",
     ]  # fmt: skip
+    configs = {scheduler: run[4] for scheduler, run in runs.items()}
+    same = all(c == configs["fifo"] for c in configs.values())
+    distinct = len(set(configs["fifo"]))
     return f"""
-    ## {workload}
+    ## {workload}, {order} order
 
     FIFO's best validation accuracy: {fifo_best:.4f}; "within 1 point" means >= {target:.4f}.
+    The same {len(configs["fifo"])} configurations ({distinct} distinct) for every scheduler:
+    {"yes" if same else "**no**"}.
 
     {common.table(header, rows)}
     """
