@@ -13,7 +13,13 @@ final best (target: within 1 point of FIFO's), the wall time, and the epochs
 trained in all. Times count from the start of ``run_recipe``, in a process
 where Ray is up.
 
-    python benchmarks/schedulers.py [--workload digits|glyphs]
+Each workload runs the configurations in two orders: Tune's grid, which puts
+the widest (and strongest) configurations last, and 27 seeded draws of random
+search from the same choices, the same draws for every scheduler (checked
+from the leaderboards). Where the strong configurations come in a search's
+order decides much of how soon any scheduler reaches them.
+
+    python benchmarks/schedulers.py [--workload digits|glyphs] [--order grid|random]
 """
 
 from __future__ import annotations
