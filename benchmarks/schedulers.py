@@ -88,15 +88,14 @@ def search(
         for path in outcome.run_dir.glob("ray/scratch_mlp/*/progress.csv")
         for row in pd.read_csv(path).itertuples()
     ]
-    configs = sorted(
-        outcome.leaderboard[["width", "learning_rate", "hidden_layers"]].itertuples(index=False)
-    )
+    columns = ["width", "learning_rate", "hidden_layers"]
+    configs = sorted(outcome.leaderboard[columns].itertuples(index=False, name=None))
     return (
         seconds,
         [dict(r, t=r["finished_at"] - started) for r in finished],
         epochs,
         reports,
-        [tuple(c) for c in configs],
+        configs,
     )
 
 
