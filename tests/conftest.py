@@ -1,8 +1,17 @@
-"""Shared fixtures: one local Ray per session, a private cache, quiet TensorFlow."""
+"""Shared fixtures: one local Ray per session, a private cache, quiet TensorFlow.
+
+Also two real runs that several test modules read (each run costs tens of
+seconds, mostly TensorFlow imported by the fresh workers of each strategy's
+Tune experiment): they are made once per session. Tests copy a run's folder
+before they change anything in it.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -44,3 +53,95 @@ def ray_session():
     )
     yield ray
     ray.shutdown()
+
+
+#: Five strategies, two of them failing (see tests/fixture_plugins.py), on a
+#: base pretrained by the recipe. ``fine_tune`` freezes at least one block, so
+#: its trials train on cached features (tests/test_predict_export.py needs one).
+E2E_RECIPE = """
+name: tiny-e2e
+seed: 3
+data:
+  source: sklearn:digits
+  split: {val: 0.2, test: 0.2}
+base:
+  pretrain:
+    data: {source: sklearn:digits, classes: [0, 1, 2, 3, 4]}
+    epochs: 2
+    width: 4
+strategies:
+  scratch_mlp:
+    space: {hidden_layers: 1, width: {choice: [16, 32]}, learning_rate: {loguniform: [3.0e-3, 1.0e-2]}}
+  feature_extraction:
+    space: {head_depth: 1, head_width: 32}
+  fine_tune:
+    space: {frozen_layers: {int: [1, all]}, head_width: 32}
+  exploding_mlp: {num_samples: 1, space: {learning_rate: 1.0e+30}}
+  raising: {num_samples: 1}
+search:
+  metric: val_accuracy
+  num_samples: 2
+  max_epochs: 2
+  scheduler: fifo
+  batch_size: 64
+  space:
+    learning_rate: {loguniform: [1.0e-3, 1.0e-2]}
+resources: {cpus_per_trial: 1}
+output: out/
+"""
+
+#: A CSV table run through the CLI (data found next to the recipe).
+WINE_RECIPE = """
+name: cli-run
+data: {source: "csv:wine.csv", target: cultivar}
+strategies: {scratch_mlp: {}}
+search: {num_samples: 2, max_epochs: 2}
+output: runs/
+"""
+WINE_CSV = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
+
+
+@pytest.fixture(scope="session")
+def e2e_run(ray_session, tmp_path_factory):
+    """One real run of :data:`E2E_RECIPE` through the API, with the fixture plugins.
+
+    Returns:
+        The run's outcome, and what the fixture plugins' observers saw during it.
+    """
+    import ray.cloudpickle
+
+    from orchestrator import run_recipe
+    from tests import fixture_plugins
+
+    ray.cloudpickle.register_pickle_by_value(fixture_plugins)
+    folder = tmp_path_factory.mktemp("e2e")
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(E2E_RECIPE)
+    fixture_plugins.SEEN["trials"].clear()
+    fixture_plugins.SEEN["runs"].clear()
+    outcome = run_recipe(
+        recipe, plugins=[fixture_plugins, fixture_plugins.BrokenObserver()], echo=print
+    )
+    seen = {key: list(value) for key, value in fixture_plugins.SEEN.items()}
+    return SimpleNamespace(outcome=outcome, seen=seen)
+
+
+@pytest.fixture(scope="session")
+def wine_run(ray_session, tmp_path_factory):
+    """One real run of :data:`WINE_RECIPE` through ``graftune run --quiet``.
+
+    Returns:
+        The recipe's folder, the run's folder and what the command printed.
+    """
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    folder = tmp_path_factory.mktemp("wine")
+    recipe = folder / "mlp.yaml"
+    recipe.write_text(WINE_RECIPE)
+    shutil.copyfile(WINE_CSV, folder / "wine.csv")
+    result = CliRunner().invoke(app, ["run", str(recipe), "--quiet"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (folder / "runs").iterdir()
+    return SimpleNamespace(folder=folder, run_dir=run_dir, output=result.output)

@@ -17,34 +17,6 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app
 
-DIGITS = """
-name: tiny-predict
-seed: 7
-data:
-  source: sklearn:digits
-  split: {val: 0.2, test: 0.2}
-base:
-  pretrain:
-    data: {source: sklearn:digits, classes: [0, 1, 2, 3, 4]}
-    epochs: 2
-    width: 4
-strategies:
-  scratch_mlp:
-    space: {hidden_layers: 1, width: 32, learning_rate: 5.0e-3}
-  fine_tune:
-    space: {frozen_layers: 4, head_width: 16}
-search: {num_samples: 1, max_epochs: 2, scheduler: fifo, batch_size: 64}
-resources: {cpus_per_trial: 1}
-output: out/
-"""
-WINE = """
-name: tiny-wine
-seed: 7
-data: {source: "csv:wine.csv", target: cultivar}
-strategies: {scratch_mlp: {space: {hidden_layers: 1, width: 16}}}
-search: {num_samples: 1, max_epochs: 2, scheduler: fifo}
-output: out/
-"""
 WINE_CSV = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
 
 # Loads each export with graftune unimportable, and saves its predictions.
@@ -78,17 +50,9 @@ RELOAD = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def runs(ray_session, tmp_path_factory):
-    """A digits run (scratch_mlp and fine_tune, one trial each) and a wine CSV run."""
-    from orchestrator import run_recipe
-
-    folder = tmp_path_factory.mktemp("predict-runs")
-    (folder / "digits.yaml").write_text(DIGITS)
-    (folder / "wine.yaml").write_text(WINE)
-    shutil.copyfile(WINE_CSV, folder / "wine.csv")
-    digits = run_recipe(folder / "digits.yaml", run_dir=folder / "digits", echo=print)
-    wine = run_recipe(folder / "wine.yaml", run_dir=folder / "wine", echo=print)
-    return digits, wine
+def runs(e2e_run, wine_run):
+    """The session's digits run (five strategies, tests/conftest.py) and its wine CSV run."""
+    return e2e_run.outcome, wine_run
 
 
 def split_of(run_dir: Path):

@@ -93,19 +93,6 @@ def write_recipe(folder: Path, strategies: str) -> Path:
     return recipe
 
 
-def test_a_run_starts_ray_in_the_background_and_logs_its_start_to_the_run(tmp_path, ray_tmpdir):
-    recipe = write_recipe(tmp_path, "{scratch_mlp: {num_samples: 1}}")
-    done = graftune(tmp_path, ray_tmpdir, "run", str(recipe), "--quiet")
-    assert done.returncode == 0, done.stdout + done.stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    log = (run_dir / "ray.log").read_text()
-    # Said while Ray started, before the run directory existed: held, then written.
-    assert "Started a local Ray instance" in log
-    assert "SIGTERM handler is not set" not in log + done.stderr
-    assert "ray._private" not in done.stdout + done.stderr
-    assert processes_under(ray_tmpdir) == []
-
-
 def test_a_run_stopped_by_its_pre_flight_writes_nothing_and_leaves_no_ray(tmp_path, ray_tmpdir):
     (tmp_path / "gt_uncompiled_plugin.py").write_text(UNCOMPILED_PLUGIN)
     recipe = write_recipe(tmp_path, "{uncompiled_mlp: {num_samples: 1}}")
@@ -120,9 +107,13 @@ def test_a_run_stopped_by_its_pre_flight_writes_nothing_and_leaves_no_ray(tmp_pa
     assert processes_under(ray_tmpdir) == []
 
 
-def test_the_first_trials_run_on_the_workers_ray_started_with_itself(tmp_path, ray_tmpdir):
-    # Those workers import TensorFlow while the driver prepares the run; without
-    # them, Tune would start a worker per trial actor and import it there.
+def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
+    tmp_path, ray_tmpdir
+):
+    # Ray's start is logged to the run (said before the run directory existed:
+    # held, then written). The workers Ray started with itself import TensorFlow
+    # while the driver prepares the run, and the first trials run on them;
+    # without them, Tune would start a worker per trial actor and import it there.
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(
         textwrap.dedent(
@@ -140,9 +131,14 @@ def test_the_first_trials_run_on_the_workers_ray_started_with_itself(tmp_path, r
     assert done.returncode == 0, done.stdout + done.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "leaderboard.csv").read_text().count("scratch_mlp") == 2
+    log = (run_dir / "ray.log").read_text()
+    assert "Started a local Ray instance" in log
+    assert "SIGTERM handler is not set" not in log + done.stderr
+    assert "ray._private" not in done.stdout + done.stderr
     (raylet_log,) = ray_tmpdir.glob("ray/session_2*/logs/raylet.out")
     started = raylet_log.read_text().count("Started worker process with pid")
     assert started == 2, raylet_log.read_text()[-3000:]
+    assert processes_under(ray_tmpdir) == []
 
 
 def test_tune_actors_keep_their_environment_unless_this_process_started_ray():

@@ -3,67 +3,18 @@
 from __future__ import annotations
 
 import json
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from tests import fixture_plugins
-
 pytestmark = pytest.mark.slow
-
-RECIPE = """
-name: tiny-e2e
-seed: 3
-data:
-  source: sklearn:digits
-  split: {val: 0.2, test: 0.2}
-base:
-  pretrain:
-    data: {source: sklearn:digits, classes: [0, 1, 2, 3, 4]}
-    epochs: 2
-    width: 4
-strategies:
-  scratch_mlp:
-    space: {hidden_layers: 1, width: {choice: [16, 32]}, learning_rate: {loguniform: [3.0e-3, 1.0e-2]}}
-  feature_extraction:
-    space: {head_depth: 1, head_width: 32}
-  fine_tune:
-    space: {frozen_layers: {int: [0, all]}, head_width: 32}
-  exploding_mlp: {num_samples: 1, space: {learning_rate: 1.0e+30}}
-  raising: {num_samples: 1}
-search:
-  metric: val_accuracy
-  num_samples: 2
-  max_epochs: 2
-  scheduler: fifo
-  batch_size: 64
-  space:
-    learning_rate: {loguniform: [1.0e-3, 1.0e-2]}
-resources: {cpus_per_trial: 1}
-output: out/
-"""
 
 
 @pytest.fixture(scope="module")
-def finished_run(ray_session, tmp_path_factory):
-    """One real run of five strategies, shared by the assertions below."""
-    import ray.cloudpickle
-
-    from orchestrator import run_recipe
-
-    ray.cloudpickle.register_pickle_by_value(fixture_plugins)
-    folder = tmp_path_factory.mktemp("e2e")
-    recipe = folder / "recipe.yaml"
-    recipe.write_text(RECIPE)
-    fixture_plugins.SEEN["trials"].clear()
-    fixture_plugins.SEEN["runs"].clear()
-    outcome = run_recipe(
-        recipe, plugins=[fixture_plugins, fixture_plugins.BrokenObserver()], echo=print
-    )
-    return outcome
+def finished_run(e2e_run):
+    """The session's real run of five strategies (tests/conftest.py)."""
+    return e2e_run.outcome
 
 
 def test_every_strategy_has_rows(finished_run):
@@ -123,8 +74,9 @@ def test_a_blown_up_config_is_diverged(finished_run):
 def test_fine_tune_searched_frozen_layers_within_the_base(finished_run):
     frame = finished_run.leaderboard
     frozen = frame.loc[frame["strategy"] == "fine_tune", "frozen_layers"]
-    # The pretrain CNN has 4 cut points, one after each conv block.
-    assert frozen.between(0, 4).all()
+    # The pretrain CNN has 4 cut points, one after each conv block; the recipe
+    # searches from 1 to all of them.
+    assert frozen.between(1, 4).all()
 
 
 def test_files_in_the_run_directory(finished_run):
@@ -188,8 +140,8 @@ def test_validation_scores_are_the_saved_models(finished_run, ray_session, strat
         assert scores["loss"] == pytest.approx(row["val_loss"], rel=1e-4)
 
 
-def test_observers_saw_every_trial_and_a_raising_one_was_ignored(finished_run):
-    seen = fixture_plugins.SEEN
+def test_observers_saw_every_trial_and_a_raising_one_was_ignored(e2e_run, finished_run):
+    seen = e2e_run.seen
     assert len(seen["trials"]) == len(finished_run.leaderboard)
     assert ("raising", "error") in seen["trials"]
     assert seen["runs"] == [(len(finished_run.leaderboard), finished_run.run_dir)]
@@ -209,34 +161,16 @@ def test_leaderboard_command_shows_the_run_again(finished_run, fmt):
         assert rows[0]["rank"] == 1
 
 
-def test_cli_run_prints_the_leaderboard(ray_session, tmp_path):
+def test_cli_run_prints_the_leaderboard(wine_run):
     from orchestrator.cli import app
 
-    recipe = tmp_path / "mlp.yaml"
-    recipe.write_text(
-        textwrap.dedent(
-            """
-            name: cli-run
-            data: {source: "csv:wine.csv", target: cultivar}
-            strategies: {scratch_mlp: {}}
-            search: {num_samples: 2, max_epochs: 2}
-            output: runs/
-            """
-        )
-    )
-    (tmp_path / "wine.csv").write_bytes(
-        (Path(__file__).parents[1] / "recipes" / "data" / "wine.csv").read_bytes()
-    )
-    result = CliRunner().invoke(app, ["run", str(recipe), "--quiet"])
-    assert result.exit_code == 0, result.output
-    assert "best: scratch_mlp" in result.output
-    (run_dir,) = (tmp_path / "runs").iterdir()
-    frame_text = (run_dir / "leaderboard.md").read_text()
+    assert "best: scratch_mlp" in wine_run.output
+    frame_text = (wine_run.run_dir / "leaderboard.md").read_text()
     assert "scratch_mlp" in frame_text
     # The run keeps a recipe that still finds its data from its own folder.
-    kept = CliRunner().invoke(app, ["validate", str(run_dir / "recipe.yaml")])
+    kept = CliRunner().invoke(app, ["validate", str(wine_run.run_dir / "recipe.yaml")])
     assert kept.exit_code == 0, kept.output
-    assert str(tmp_path / "wine.csv") in (run_dir / "recipe.yaml").read_text()
+    assert str(wine_run.folder / "wine.csv") in (wine_run.run_dir / "recipe.yaml").read_text()
 
 
 def test_leaderboard_command_on_a_folder_that_is_no_run(tmp_path):
