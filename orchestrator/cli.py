@@ -22,6 +22,7 @@ from rich.table import Table
 from orchestrator.errors import GraftuneError
 
 # TensorFlow's C++ start-up chatter is not for users; set before it can be imported.
+# (What TensorFlow prints before this takes hold: orchestrator.native_log.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(
@@ -48,13 +49,19 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show tracebacks of errors, and TensorFlow's start-up lines."),
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
 ) -> None:
     """graftune: search transfer-learning strategies with Ray Tune, ranked in a leaderboard."""
+    from orchestrator import native_log
+
     _state["debug"] = debug
+    native_log.keep_all = debug
 
 
 def _fail(exc: BaseException) -> None:
@@ -647,6 +654,9 @@ def _isna(value: Any) -> bool:
 
 def main() -> None:
     """Console-script entry point."""
+    from orchestrator.native_log import quiet_tensorflow_start
+
+    quiet_tensorflow_start()
     try:
         app()
     except SystemExit as exc:

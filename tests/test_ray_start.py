@@ -135,6 +135,8 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
     assert "Started a local Ray instance" in log
     assert "SIGTERM handler is not set" not in log + done.stderr
     assert "ray._private" not in done.stdout + done.stderr
+    # Nor TensorFlow's native start-up lines (orchestrator.native_log).
+    assert "absl::InitializeLog" not in done.stderr and " port.cc:" not in done.stderr
     (raylet_log,) = ray_tmpdir.glob("ray/session_2*/logs/raylet.out")
     started = raylet_log.read_text().count("Started worker process with pid")
     assert started == 2, raylet_log.read_text()[-3000:]

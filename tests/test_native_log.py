@@ -1,0 +1,84 @@
+"""TensorFlow's native start-up lines are kept off graftune's console; nothing else is."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from orchestrator.native_log import BANNER, noise_free
+
+NOISE = textwrap.dedent(
+    f"""\
+    {BANNER}
+    I0000 00:00:1795909756.707247   20049 port.cc:153] oneDNN custom operations are on.
+    I0000 00:00:1795909756.708718   20049 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.
+    W0000 00:00:1795909756.708718   20049 some_file.cc:12] a warning
+    E0000 00:00:1795909759.104415   20049 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error
+    E0000 00:00:1795909759.104415   20049 other.cc:7] a real error
+    a line of Python's
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("level", "kept"),
+    [
+        (0, ["absl", "port.cc", "cudart_stub", "some_file", "cuInit", "other.cc", "Python"]),
+        (1, ["absl", "some_file", "cuInit", "other.cc", "Python"]),
+        (2, ["other.cc", "Python"]),
+        (3, ["Python"]),
+    ],
+)
+def test_only_what_the_log_level_hides_is_dropped(level, kept):
+    lines = noise_free(NOISE, level).splitlines()
+    assert len(lines) == len(kept)
+    for line, mark in zip(lines, kept, strict=True):
+        assert mark in line
+
+
+def test_the_cuinit_error_stays_where_a_cuda_driver_was_found():
+    text = "".join(line for line in NOISE.splitlines(keepends=True) if "cudart_stub" not in line)
+    assert "failed call to cuInit" in noise_free(text, 2)
+
+
+SCRIPT = """
+import os, sys, threading, time
+if sys.argv[1] == "quiet":
+    from orchestrator.native_log import quiet_tensorflow_start
+    quiet_tensorflow_start()
+print("before", file=sys.stderr, flush=True)
+def tick():
+    for i in range(20):
+        os.write(2, b"tick %d\\n" % i)
+        time.sleep(0.1)
+ticks = threading.Thread(target=tick)
+ticks.start()
+import keras  # imports TensorFlow
+ticks.join()
+keras.ops.ones((2,))  # a first operation (devices)
+print("after", file=sys.stderr, flush=True)
+"""
+
+
+def stderr_of(mode: str) -> str:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, mode], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stderr
+
+
+def test_importing_tensorflow_keeps_every_other_line_in_order():
+    plain, quiet = stderr_of("plain"), stderr_of("quiet")
+    # What TensorFlow prints on this machine despite TF_CPP_MIN_LOG_LEVEL=2 ...
+    noise = [line for line in plain.splitlines() if noise_free(line + "\n", 2) == ""]
+    assert noise, "TensorFlow printed no start-up lines here: this test shows nothing"
+    # ... is gone; what Python and other threads wrote meanwhile is all there, in order.
+    assert noise_free(quiet, 2) == quiet
+    expected = ["before", *(f"tick {i}" for i in range(20)), "after"]
+    assert [line for line in quiet.splitlines() if line in expected] == expected
