@@ -178,12 +178,18 @@ def test_time_budget_stops_the_search(ray_session, tmp_path):
     assert frame["hidden_layers"].notna().all()
 
 
-def test_keras_tuner_backend_gives_the_same_columns_as_ray(ray_session, tmp_path):
-    ray_dir, kt_dir = tmp_path / "ray", tmp_path / "kt"
-    ray_dir.mkdir()
+def test_keras_tuner_backend_gives_the_same_columns_as_ray(wine_run, tmp_path):
+    # The session's CSV run searched scratch_mlp's default space through Ray.
+    from orchestrator.leaderboard import read_leaderboard
+
+    ray_frame = read_leaderboard(wine_run.run_dir)
+    kt_dir = tmp_path / "kt"
     kt_dir.mkdir()
-    ray_frame = run(write_recipe(ray_dir, "{num_samples: 2, max_epochs: 2}")).leaderboard
-    kt_outcome = run(write_recipe(kt_dir, "{backend: keras_tuner, num_samples: 2, max_epochs: 2}"))
+    kt_outcome = run(
+        write_recipe(
+            kt_dir, "{backend: keras_tuner, num_samples: 2, max_epochs: 2}", "scratch_mlp: {}"
+        )
+    )
     kt_frame = kt_outcome.leaderboard
     assert list(kt_frame.columns) == list(ray_frame.columns)
     assert len(kt_frame) == 2
