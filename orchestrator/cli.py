@@ -22,7 +22,7 @@ from rich.table import Table
 from orchestrator.errors import GraftuneError
 
 # TensorFlow's C++ start-up chatter is not for users; set before it can be imported.
-# (What TensorFlow prints before this takes hold: orchestrator.native_log.)
+# (What TensorFlow prints in spite of it: orchestrator.native_log.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(
