@@ -49,7 +49,7 @@ def noise_free(text: str, level: int) -> str:
 
     Args:
         text: What was written to descriptor 2.
-        level: The log level in force (0 shows everything, 3 errors neither).
+        level: The log level in force (0 hides nothing, 3 hides errors too).
 
     Returns:
         The other lines, in their order, each with its line end.
