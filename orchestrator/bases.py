@@ -460,7 +460,7 @@ class PretrainProvider(BaseProvider):
         import keras
 
         from orchestrator.data import prepare_dataset
-        from orchestrator.models import STEPS_PER_EXECUTION, safe_variance
+        from orchestrator.models import STEPS_PER_EXECUTION, build_training_state, safe_variance
 
         pretrain = spec.pretrain
         assert pretrain is not None
@@ -526,6 +526,7 @@ class PretrainProvider(BaseProvider):
             pretrain.data.source,
             pretrain.epochs,
         )
+        build_training_state(model, data.x_train, data.y_train)
         model.fit(
             data.x_train,
             data.y_train,

@@ -118,6 +118,9 @@ class Strategy:
         Returns:
             The trained model (the one to evaluate and save; may be a new one).
         """
+        from orchestrator.models import build_training_state
+
+        build_training_state(model, data.x_train, data.y_train)  # one trace, not two
         model.fit(
             data.x_train,
             data.y_train,

@@ -201,6 +201,7 @@ def run_trial(
 
     from orchestrator.bases import load_base
     from orchestrator.cluster import node_label
+    from orchestrator.models import build_training_state
     from orchestrator.strategy import FitData
 
     _freeze_imports()
@@ -236,6 +237,8 @@ def run_trial(
         data = FitData(
             inputs["train"], dataset.y_train, inputs["val"], dataset.y_val, spec.batch_size
         )
+        # For strategies with a fit of their own too (the default fit does it again, for free).
+        build_training_state(model, inputs["train"], dataset.y_train)
         callbacks = [reporter, keras.callbacks.TerminateOnNaN(), _tensorboard(folder)]
         started = time.perf_counter()
         model = spec.strategy.fit(

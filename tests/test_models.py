@@ -1,0 +1,95 @@
+"""Building a compiled model's training state before fit, so its functions trace once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+from orchestrator.models import build_training_state
+
+CONFIG = {"hidden_layers": 2, "width": 32, "learning_rate": 1e-3, "lambda": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from tests.helpers import digits as shared_digits
+
+    return shared_digits()
+
+
+def fit_and_watch(digits, prebuild: bool) -> tuple[list, list, list]:
+    """Fit scratch_mlp for two epochs; return its traces, the variables made in
+    traced functions, and its weights."""
+    import keras
+    import tensorflow as tf
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = ScratchMLP().build(dict(CONFIG), digits.task, None)
+    traces = []
+    train_step = model.train_step
+
+    def counted(data):
+        traces.append(data)
+        return train_step(data)
+
+    model.train_step = counted
+    if prebuild:
+        build_training_state(model, digits.x_train, digits.y_train)
+    made_in_graph = []
+
+    def creator(next_creator, **kwargs):
+        if tf.inside_function():
+            made_in_graph.append(kwargs.get("name"))
+        return next_creator(**kwargs)
+
+    with tf.variable_creator_scope(creator):
+        model.fit(
+            digits.x_train,
+            digits.y_train,
+            validation_data=(digits.x_val, digits.y_val),
+            epochs=2,
+            batch_size=32,
+            verbose=0,
+        )
+    return traces, made_in_graph, [w.copy() for w in model.get_weights()]
+
+
+def test_with_the_state_built_first_the_training_function_traces_once(digits):
+    lazy_traces, lazy_made, lazy_weights = fit_and_watch(digits, prebuild=False)
+    traces, made, weights = fit_and_watch(digits, prebuild=True)
+
+    # Keras makes the optimizer's slots and the metrics' totals inside the first
+    # trace, and TensorFlow then traces again: what build_training_state saves.
+    assert lazy_made, "Keras no longer builds lazily: build_training_state may go"
+    assert len(lazy_traces) == 2
+    assert made == []
+    assert len(traces) == 1
+    # The same training, to the last bit of every weight.
+    assert len(weights) == len(lazy_weights)
+    for ours, theirs in zip(weights, lazy_weights, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_building_twice_or_without_compile_or_from_odd_data_changes_nothing(digits):
+    import keras
+
+    keras.backend.clear_session()
+    model = ScratchMLP().build(dict(CONFIG), digits.task, None)
+    build_training_state(model, digits.x_train, digits.y_train)
+    slots = list(model.optimizer.variables)
+    build_training_state(model, digits.x_train, digits.y_train)
+    assert list(model.optimizer.variables) == slots
+
+    plain = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    weights = list(plain.variables)
+    build_training_state(plain, np.zeros((3, 4), "float32"), np.zeros(3))  # not compiled
+    assert list(plain.variables) == weights
+    assert not plain.compiled
+
+    fresh = ScratchMLP().build(dict(CONFIG), digits.task, None)
+    build_training_state(fresh, object(), None)  # cannot be sliced: left to fit
+    assert not fresh.optimizer.built
+    fresh.fit(digits.x_train[:64], digits.y_train[:64], epochs=1, verbose=0)
+    assert fresh.optimizer.built
