@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import resource
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -120,6 +121,50 @@ def read_result(folder: Path) -> TrialResult | None:
     return TrialResult.from_json(json.loads(path.read_text()))
 
 
+#: What Keras imports, where installed, only for features no trial uses:
+#: scikit-learn for the estimators of ``keras.wrappers``,
+#: Matplotlib for ``keras.visualization``'s plots. See :func:`import_keras`.
+HELD_BACK = ("sklearn", "matplotlib")
+
+
+def import_keras() -> Any:
+    """Import Keras for trials: in a fresh process, without :data:`HELD_BACK`.
+
+    Those packages cost a fresh Ray worker about 1.4 of the 4.6 CPU-seconds
+    that importing Keras takes, paid by every worker of every strategy's
+    search. They are held back while Keras is imported, and Keras goes without
+    its scikit-learn wrappers and plotting helpers in that process (they say
+    the package is missing). Nothing else changes: a strategy may import
+    either package afterwards as usual, and a process that has Keras, or one
+    of them, loaded already (the driver, which reads ``sklearn:`` data and
+    renders glyphs) imports Keras as it is.
+    """
+    if "keras" not in sys.modules and not any(name in sys.modules for name in HELD_BACK):
+        sys.meta_path.insert(0, _HOLD_BACK)
+        try:
+            import keras
+        finally:
+            sys.meta_path.remove(_HOLD_BACK)
+    import keras
+
+    return keras
+
+
+class _HoldBack:
+    """A meta path finder that fails imports of :data:`HELD_BACK` (see :func:`import_keras`)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name.split(".")[0] in HELD_BACK:
+            raise ModuleNotFoundError(
+                f"No module named {name!r} (held back while Keras is imported for trials)",
+                name=name,
+            )
+        return None
+
+
+_HOLD_BACK = _HoldBack()
+
+
 def configure_tensorflow(cpus: float, gpus: float) -> None:
     """Set TensorFlow's threads to the trial's CPU share and memory growth on its GPUs.
 
@@ -195,8 +240,8 @@ def run_trial(
     Returns:
         The trial's result (also written to ``result.json``).
     """
+    keras = import_keras()
     configure_tensorflow(spec.cpus, spec.gpus)
-    import keras
     import numpy as np
 
     from orchestrator.bases import load_base
@@ -503,6 +548,7 @@ __all__ = [
     "TrialResult",
     "TrialSpec",
     "configure_tensorflow",
+    "import_keras",
     "load_trial_model",
     "read_result",
     "run_trial",

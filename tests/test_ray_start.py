@@ -143,6 +143,31 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
     assert processes_under(ray_tmpdir) == []
 
 
+WORKER_IMPORTS = """
+import sys
+import orchestrator.tuning.worker_preload
+print(sorted(m for m in ("keras", "tensorflow", "sklearn", "matplotlib") if m in sys.modules))
+import tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(1)  # a trial still sets its threads
+import sklearn.model_selection, matplotlib.pyplot  # and a strategy may still import them
+from keras.src.wrappers import fixes
+print("sklearn" in sys.modules, fixes.sklearn is None)
+"""
+
+
+def test_workers_import_keras_without_scikit_learn_or_matplotlib():
+    # Keras would import them for its wrappers and plots only: 1.4 CPU-seconds a worker.
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER_IMPORTS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["['keras',", "'tensorflow']", "True", "True"]
+
+
 def test_tune_actors_keep_their_environment_unless_this_process_started_ray():
     from ray.tune.execution import class_cache
 

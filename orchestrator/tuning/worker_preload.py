@@ -9,6 +9,6 @@ starts later imports them just the same before its first trial.
 
 from __future__ import annotations
 
-import keras  # noqa: F401
+from orchestrator.trial import import_keras
 
-import orchestrator.trial  # noqa: F401
+import_keras()  # as a trial imports it (without scikit-learn: see there)
