@@ -11,4 +11,4 @@ from __future__ import annotations
 
 from orchestrator.trial import import_keras
 
-import_keras()  # as a trial imports it (without scikit-learn: see there)
+import_keras()  # as a trial imports it: without what Keras loads for no trial (see there)
