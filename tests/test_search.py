@@ -106,6 +106,8 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
     )
     assert len(spans) == (frame["status"] == "ok").sum()
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans
+    # Held by the searcher itself, or by Tune's limiter: Tune ignores nothing.
+    assert "will be ignored" not in (outcome.run_dir / "ray.log").read_text()
 
 
 def test_a_worker_past_its_memory_bound_still_runs_every_trial(ray_session, tmp_path):

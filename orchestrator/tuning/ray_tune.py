@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import Searcher
 
 from orchestrator.cluster import node_label
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
@@ -297,6 +298,7 @@ def run_search(
         {"cpu": spec.cpus, "gpu": spec.gpus},
     )
     param_space = to_tune(space, grid=search.algorithm == "grid")
+    searcher = _searcher(search, recipe.seed)
     experiment = experiment_dir(run_dir, strategy)
     try:
         if resume and tune.Tuner.can_restore(str(experiment)):
@@ -317,8 +319,12 @@ def run_search(
                     mode=search.direction,
                     num_samples=num_samples,
                     scheduler=_scheduler(search, recipe.seed),
-                    search_alg=_searcher(search, recipe.seed),
-                    max_concurrent_trials=search.max_concurrent_trials,
+                    search_alg=searcher,
+                    # Tune limits a Searcher; a generator carries the limit itself
+                    # (Tune would log that it ignores its own).
+                    max_concurrent_trials=(
+                        search.max_concurrent_trials if isinstance(searcher, Searcher) else None
+                    ),
                     time_budget_s=search.time_budget_s,
                     reuse_actors=True,
                     trial_dirname_creator=_trial_dirname,
