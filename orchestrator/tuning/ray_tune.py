@@ -298,7 +298,6 @@ def run_search(
         {"cpu": spec.cpus, "gpu": spec.gpus},
     )
     param_space = to_tune(space, grid=search.algorithm == "grid")
-    searcher = _searcher(search, recipe.seed)
     experiment = experiment_dir(run_dir, strategy)
     try:
         if resume and tune.Tuner.can_restore(str(experiment)):
@@ -311,6 +310,7 @@ def run_search(
                 restart_errored=True,
             )
         else:
+            searcher = _searcher(search, recipe.seed)  # a restored experiment keeps its own
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
