@@ -460,7 +460,12 @@ class PretrainProvider(BaseProvider):
         import keras
 
         from orchestrator.data import prepare_dataset
-        from orchestrator.models import STEPS_PER_EXECUTION, build_training_state, safe_variance
+        from orchestrator.models import (
+            STEPS_PER_EXECUTION,
+            build_training_state,
+            epoch_steps,
+            safe_variance,
+        )
 
         pretrain = spec.pretrain
         assert pretrain is not None
@@ -533,6 +538,7 @@ class PretrainProvider(BaseProvider):
             validation_data=(data.x_val, data.y_val),
             epochs=pretrain.epochs,
             batch_size=pretrain.batch_size,
+            steps_per_epoch=epoch_steps(data.y_train, pretrain.batch_size),
             verbose=0,
         )
         _, accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)

@@ -118,7 +118,7 @@ class Strategy:
         Returns:
             The trained model (the one to evaluate and save; may be a new one).
         """
-        from orchestrator.models import build_training_state
+        from orchestrator.models import build_training_state, epoch_steps
 
         build_training_state(model, data.x_train, data.y_train)  # one trace, not two
         model.fit(
@@ -127,6 +127,8 @@ class Strategy:
             validation_data=(data.x_val, data.y_val),
             epochs=epochs,
             batch_size=data.batch_size,
+            # One input iterator per epoch, not two (same batches, same weights).
+            steps_per_epoch=epoch_steps(data.y_train, data.batch_size),
             callbacks=callbacks,
             verbose=0,
         )

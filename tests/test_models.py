@@ -1,4 +1,5 @@
-"""Building a compiled model's training state before fit, so its functions trace once."""
+"""What graftune does around Keras' ``fit`` to make small trials cheap, with the same result:
+building the training state first (one trace), one input iterator per epoch."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 
 from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
-from orchestrator.models import build_training_state
+from orchestrator.models import build_training_state, epoch_steps
+from orchestrator.strategy import FitData
 
 CONFIG = {"hidden_layers": 2, "width": 32, "learning_rate": 1e-3, "lambda": 1e-4}
 
@@ -93,3 +95,60 @@ def test_building_twice_or_without_compile_or_from_odd_data_changes_nothing(digi
     assert not fresh.optimizer.built
     fresh.fit(digits.x_train[:64], digits.y_train[:64], epochs=1, verbose=0)
     assert fresh.optimizer.built
+
+
+def fit_counting_iterators(digits, ours: bool, epochs: int = 3) -> tuple[int, list]:
+    """Fit scratch_mlp with Strategy.fit (ours) or a plain model.fit; return how many
+    input iterators the training data got, and the weights."""
+    import keras
+    from keras.src.backend.tensorflow import trainer
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    strategy = ScratchMLP()
+    model = strategy.build(dict(CONFIG), digits.task, None)
+    made = []
+    get_iterator = trainer.TFEpochIterator._get_iterator
+
+    def counted(self):
+        made.append(self)
+        return get_iterator(self)
+
+    trainer.TFEpochIterator._get_iterator = counted
+    try:
+        if ours:
+            data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 32)
+            strategy.fit(model, dict(CONFIG), data, epochs=epochs, callbacks=[])
+        else:
+            build_training_state(model, digits.x_train, digits.y_train)
+            model.fit(
+                digits.x_train,
+                digits.y_train,
+                validation_data=(digits.x_val, digits.y_val),
+                epochs=epochs,
+                batch_size=32,
+                verbose=0,
+            )
+    finally:
+        trainer.TFEpochIterator._get_iterator = get_iterator
+    training = made[0]  # the first made: validation starts after the first epoch
+    return sum(it is training for it in made), [w.copy() for w in model.get_weights()]
+
+
+def test_strategy_fit_makes_one_input_iterator_per_epoch_to_the_same_weights(digits):
+    theirs, their_weights = fit_counting_iterators(digits, ours=False)
+    ours, weights = fit_counting_iterators(digits, ours=True)
+
+    # Keras makes one at each epoch's start and discards the one it made at the
+    # end of the epoch before; with steps_per_epoch given, that one is used.
+    assert theirs == 6, "Keras no longer makes two iterators an epoch: epoch_steps may go"
+    assert ours == 4  # one for each of the 3 epochs, and the one made after the last
+    for a, b in zip(weights, their_weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_epoch_steps_counts_the_last_partial_batch_and_leaves_odd_data_to_keras():
+    assert epoch_steps(np.zeros(64), 32) == 2
+    assert epoch_steps(np.zeros(65), 32) == 3
+    assert epoch_steps(np.zeros(0), 32) is None
+    assert epoch_steps(object(), 32) is None
