@@ -210,9 +210,9 @@ def epoch_steps(y: Any, batch_size: int) -> int | None:
     With the count given, each epoch uses that one instead: the same batches
     in the same order, to the same weights. On a busy CPU (two trials on two
     cores) discarding an iterator whose threads are at work stalls about every
-    other epoch by some 80 ms, half as long again as a whole epoch of the
-    digits MLP; with the count given, ``fit`` took 1.15 s instead of 1.57 s
-    (median of 4, one CPU).
+    other epoch by some 80 ms, longer than a whole epoch of the digits MLP
+    (about 60 ms); with the count given, its ``fit`` took 1.15 s instead of
+    1.57 s (median of 4, one CPU).
 
     Returns:
         ``ceil(len(y) / batch_size)``, or ``None`` (let Keras count) for data
