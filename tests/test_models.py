@@ -97,7 +97,7 @@ def test_building_twice_or_without_compile_or_from_odd_data_changes_nothing(digi
     assert fresh.optimizer.built
 
 
-def fit_counting_iterators(digits, ours: bool, epochs: int = 3) -> tuple[int, list]:
+def fit_counting_iterators(digits, monkeypatch, ours: bool, epochs: int = 3) -> tuple[int, list]:
     """Fit scratch_mlp with Strategy.fit (ours) or a plain model.fit; return how many
     input iterators the training data got, and the weights."""
     import keras
@@ -114,8 +114,8 @@ def fit_counting_iterators(digits, ours: bool, epochs: int = 3) -> tuple[int, li
         made.append(self)
         return get_iterator(self)
 
-    trainer.TFEpochIterator._get_iterator = counted
-    try:
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer.TFEpochIterator, "_get_iterator", counted)
         if ours:
             data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 32)
             strategy.fit(model, dict(CONFIG), data, epochs=epochs, callbacks=[])
@@ -129,15 +129,13 @@ def fit_counting_iterators(digits, ours: bool, epochs: int = 3) -> tuple[int, li
                 batch_size=32,
                 verbose=0,
             )
-    finally:
-        trainer.TFEpochIterator._get_iterator = get_iterator
     training = made[0]  # the first made: validation starts after the first epoch
     return sum(it is training for it in made), [w.copy() for w in model.get_weights()]
 
 
-def test_strategy_fit_makes_one_input_iterator_per_epoch_to_the_same_weights(digits):
-    theirs, their_weights = fit_counting_iterators(digits, ours=False)
-    ours, weights = fit_counting_iterators(digits, ours=True)
+def test_strategy_fit_makes_one_input_iterator_per_epoch_to_the_same_weights(digits, monkeypatch):
+    theirs, their_weights = fit_counting_iterators(digits, monkeypatch, ours=False)
+    ours, weights = fit_counting_iterators(digits, monkeypatch, ours=True)
 
     # Keras makes one at each epoch's start and discards the one it made at the
     # end of the epoch before; with steps_per_epoch given, that one is used.
