@@ -785,7 +785,17 @@ def apply_adapter(x: Any, steps: tuple[tuple[Any, ...], ...]) -> Any:
                 kernel = np.zeros((1, 1, 3, 3), dtype="float32")
                 for out in range(3):
                     kernel[0, 0, 2 - out, out] = 255.0
-                layer = keras.layers.Conv2D(3, 1, trainable=False, name="adapt_caffe")
+                # Zeros, not Keras' random default: drawing one would shift every random
+                # number after it (the head's initial weights), so a trial through the
+                # adapter would start unlike one on cached features with the same seed.
+                layer = keras.layers.Conv2D(
+                    3,
+                    1,
+                    trainable=False,
+                    kernel_initializer="zeros",
+                    bias_initializer="zeros",
+                    name="adapt_caffe",
+                )
                 x = layer(x)
                 layer.set_weights([kernel, -np.asarray(_CAFFE_MEAN_BGR, dtype="float32")])
             elif mode == "tf":

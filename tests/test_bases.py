@@ -347,6 +347,36 @@ def test_plan_adapter_refuses_what_is_not(data_shape, base_shape):
     assert "Use a base whose input matches the data" in message
 
 
+@pytest.mark.parametrize("preprocessing", ["caffe", "tf", "torch", "raw255"])
+def test_the_input_adapter_draws_no_random_numbers(preprocessing):
+    """A trial through the adapter and one on cached features (no adapter) must
+    give the head the same initial weights for the same seed."""
+    from orchestrator.bases import apply_adapter
+
+    def head_kernel(adapt: bool) -> np.ndarray:
+        keras.utils.set_random_seed(7)
+        x = keras.Input((8, 8, 1))
+        if adapt:
+            steps = plan_adapter((8, 8, 1), (16, 16, 3), preprocessing)
+            assert ("preprocess", preprocessing) in steps
+            apply_adapter(x, tuple(steps))
+        head = keras.layers.Dense(4)
+        head.build((None, 5))
+        return head.kernel.numpy()
+
+    np.testing.assert_array_equal(head_kernel(adapt=True), head_kernel(adapt=False))
+
+
+def test_the_caffe_adapter_scales_flips_and_centres_as_keras_does():
+    from orchestrator.bases import apply_adapter
+
+    x = keras.Input((2, 2, 3))
+    model = keras.Model(x, apply_adapter(x, (("preprocess", "caffe"),)))
+    images = np.random.default_rng(0).uniform(0, 1, (3, 2, 2, 3)).astype("float32")
+    expected = keras.applications.resnet.preprocess_input(images * 255.0)
+    np.testing.assert_allclose(model.predict(images, verbose=0), expected, rtol=1e-5, atol=1e-3)
+
+
 def test_a_base_that_cannot_take_the_data_fails_while_preparing(tmp_path):
     inputs = keras.Input((10,))
     dense = keras.Model(inputs, keras.layers.Dense(4)(inputs))
