@@ -460,12 +460,7 @@ class PretrainProvider(BaseProvider):
         import keras
 
         from orchestrator.data import prepare_dataset
-        from orchestrator.models import (
-            STEPS_PER_EXECUTION,
-            build_training_state,
-            epoch_steps,
-            safe_variance,
-        )
+        from orchestrator.models import STEPS_PER_EXECUTION, fit_arrays, safe_variance
 
         pretrain = spec.pretrain
         assert pretrain is not None
@@ -531,15 +526,13 @@ class PretrainProvider(BaseProvider):
             pretrain.data.source,
             pretrain.epochs,
         )
-        build_training_state(model, data.x_train, data.y_train)
-        model.fit(
+        fit_arrays(
+            model,
             data.x_train,
             data.y_train,
-            validation_data=(data.x_val, data.y_val),
+            (data.x_val, data.y_val),
             epochs=pretrain.epochs,
             batch_size=pretrain.batch_size,
-            steps_per_epoch=epoch_steps(data.y_train, pretrain.batch_size),
-            verbose=0,
         )
         _, accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
         log.info("pretrained base: test accuracy %.3f on %s", accuracy, pretrain.data.source)

@@ -225,3 +225,34 @@ def epoch_steps(y: Any, batch_size: int) -> int | None:
     if samples <= 0 or batch_size <= 0:
         return None
     return -(-samples // batch_size)
+
+
+def fit_arrays(
+    model: keras.Model,
+    x: Any,
+    y: Any,
+    validation_data: tuple[Any, Any],
+    *,
+    epochs: int,
+    batch_size: int,
+    callbacks: list[Any] | None = None,
+) -> None:
+    """One ``model.fit`` over in-memory arrays, as graftune trains: the default
+    ``Strategy.fit`` and the ``pretrain`` stage.
+
+    Builds the training state first (:func:`build_training_state`: one trace,
+    not two) and gives ``fit`` the epoch's batches (:func:`epoch_steps`: one
+    input iterator an epoch, not two); the same batches train to the same
+    weights as a plain ``fit``.
+    """
+    build_training_state(model, x, y)
+    model.fit(
+        x,
+        y,
+        validation_data=validation_data,
+        epochs=epochs,
+        batch_size=batch_size,
+        steps_per_epoch=epoch_steps(y, batch_size),
+        callbacks=callbacks,
+        verbose=0,
+    )

@@ -118,19 +118,17 @@ class Strategy:
         Returns:
             The trained model (the one to evaluate and save; may be a new one).
         """
-        from orchestrator.models import build_training_state, epoch_steps
+        from orchestrator.models import fit_arrays
 
-        build_training_state(model, data.x_train, data.y_train)  # one trace, not two
-        model.fit(
+        # One trace and one input iterator an epoch, not two of each (same weights).
+        fit_arrays(
+            model,
             data.x_train,
             data.y_train,
-            validation_data=(data.x_val, data.y_val),
+            (data.x_val, data.y_val),
             epochs=epochs,
             batch_size=data.batch_size,
-            # One input iterator per epoch, not two (same batches, same weights).
-            steps_per_epoch=epoch_steps(data.y_train, data.batch_size),
             callbacks=callbacks,
-            verbose=0,
         )
         return model
 
