@@ -110,17 +110,58 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
     assert "will be ignored" not in (outcome.run_dir / "ray.log").read_text()
 
 
-def test_a_worker_past_its_memory_bound_still_runs_every_trial(ray_session, tmp_path):
-    # 1 MiB: the reused worker is past the bound before each of its later trials.
+def _worker_pids(run_dir: Path, strategy: str) -> dict[str, set[int]]:
+    """Trial id -> the pids of the workers that reported for it, from Tune's own results."""
+    pids = {}
+    for results in (run_dir / "ray" / strategy).glob("*/result.json"):
+        lines = results.read_text().splitlines()
+        pids[results.parent.name] = {json.loads(line)["pid"] for line in lines if line.strip()}
+    return pids
+
+
+@pytest.mark.parametrize(
+    ("bound", "workers"),
+    [
+        # 1 MiB: every worker is past the bound at its trial's last report.
+        (1, 3),
+        # The default bound: one worker runs the three trials in turn.
+        (4096, 1),
+    ],
+)
+def test_a_worker_past_its_memory_bound_is_replaced(ray_session, tmp_path, bound, workers):
     recipe = write_recipe(
         tmp_path,
-        "{algorithm: grid, max_epochs: 1, max_concurrent_trials: 1, worker_memory_mb: 1}",
+        f"{{algorithm: grid, max_epochs: 2, max_concurrent_trials: 1, worker_memory_mb: {bound}}}",
         "scratch_mlp: {space: {hidden_layers: {choice: [1, 2, 3]}, width: 16, lambda: 1.0e-5}}",
     )
-    frame = run(recipe).leaderboard
+    outcome = run(recipe)
+    frame = outcome.leaderboard
     assert sorted(frame["hidden_layers"]) == [1, 2, 3]
     assert set(frame["status"]) == {"ok"}, frame[["status", "error"]]
     assert set(frame["retries"]) == {0}
+    pids = _worker_pids(outcome.run_dir, "scratch_mlp")
+    assert len(pids) == 3 and all(len(p) == 1 for p in pids.values()), pids
+    assert len(set().union(*pids.values())) == workers, pids
+
+
+def test_a_worker_is_retired_only_past_its_bound_and_while_tune_knows_it():
+    from orchestrator.tuning.ray_tune import WORKER_RSS, retire_worker
+
+    class Controller:
+        def __init__(self):
+            self._trial_to_actor = {"trial": "actor"}
+            self._started_actors = {"actor", "other"}
+
+    controller = Controller()
+    assert not retire_worker(controller, "trial", {WORKER_RSS: 100.0}, 100)
+    assert not retire_worker(controller, "trial", {WORKER_RSS: 900.0}, None)
+    assert not retire_worker(controller, "trial", {}, 100)
+    assert not retire_worker(controller, "unknown", {WORKER_RSS: 900.0}, 100)
+    assert controller._started_actors == {"actor", "other"}
+    assert retire_worker(controller, "trial", {WORKER_RSS: 100.5}, 100)
+    assert controller._started_actors == {"other"}
+    # A Tune without these attributes: nothing is retired, nothing breaks.
+    assert not retire_worker(object(), "trial", {WORKER_RSS: 900.0}, 100)
 
 
 def test_shrinking_a_worker_acts_only_past_the_bound(caplog):

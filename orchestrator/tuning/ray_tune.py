@@ -7,10 +7,11 @@ view of trials that never wrote one (stopped by the scheduler, workers that
 died) into results too.
 
 Workers are reused between trials (TensorFlow is imported once per worker); a
-worker whose resident memory has grown past ``search.worker_memory_mb`` hands
-the memory it has freed back to the system before its next trial. (It cannot
-be replaced instead: Ray 2.60 fails a trial whose worker refuses reuse, and
-the search can stall after it.)
+worker whose resident memory at its trial's last report is past
+``search.worker_memory_mb`` is retired when that trial ends, and Tune starts a
+new one for the next trial (see :func:`retire_worker`). A worker that stays
+(one that grew only after its last report) hands the memory it has freed back
+to the system before its next trial.
 """
 
 from __future__ import annotations
@@ -94,13 +95,18 @@ def _rss_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
+#: The metric every report carries: the worker's resident memory in MiB then.
+WORKER_RSS = "worker_rss_mb"
+
+
 def _trainable(config: dict[str, Any], spec: TrialSpec, dataset: Dataset) -> None:
     trial_id = tune.get_context().get_trial_id()
     node = node_label()
 
     def report(metrics: dict[str, Any]) -> None:
-        # The node also reaches the leaderboard of a trial that never writes result.json.
-        tune.report({**metrics, "node": node})
+        # The node also reaches the leaderboard of a trial that never writes result.json;
+        # the memory tells the driver whether to reuse this worker (retire_worker).
+        tune.report({**metrics, "node": node, WORKER_RSS: round(_rss_mb(), 1)})
 
     run_trial(config, spec, dataset, trial_id=trial_id, report=report)
 
@@ -144,7 +150,8 @@ def _trainable_class(spec: TrialSpec, dataset: Dataset, memory_mb: int | None) -
 
     class GraftuneTrial(base):  # type: ignore[valid-type, misc]
         def reset_config(self, new_config: dict[str, Any]) -> bool:
-            # Never False: Ray 2.60 would fail the trial instead of starting a new worker.
+            # Never False: Ray 2.60 would fail the trial instead of starting a new
+            # worker (the driver retires a worker past the bound: retire_worker).
             if memory_mb is not None:
                 shrink_worker(memory_mb)
             return super().reset_config(new_config)
@@ -205,9 +212,66 @@ def _short_error(error: Any) -> str:
     return lines[-1][:500] if lines else type(error).__name__
 
 
+def retire_worker(
+    controller: Any, trial: Any, result: dict[str, Any], memory_mb: int | None
+) -> bool:
+    """Keep a finished trial's worker from being reused if its memory is past ``memory_mb``.
+
+    Called by the scheduler when a trial ends, before Tune decides whether to
+    keep the trial's worker for the next trial. Tune keeps every worker it
+    counts as started, and Ray 2.60 has no public way to refuse one (a
+    ``reset_config`` that returns False fails the next trial instead), so the
+    worker is taken out of the controller's set of started workers, the set
+    Tune itself shrinks when a worker stops. Tune then stops the worker as it
+    stops one it has no use for, and starts a new one for the next trial.
+
+    If a later Ray has neither attribute, nothing is retired and the worker
+    hands back freed memory before its next trial instead (``shrink_worker``).
+
+    Returns:
+        Whether the worker was retired.
+    """
+    rss = result.get(WORKER_RSS)
+    if memory_mb is None or rss is None or rss <= memory_mb:
+        return False
+    actors = getattr(controller, "_trial_to_actor", None)
+    started = getattr(controller, "_started_actors", None)
+    if not isinstance(actors, dict) or not isinstance(started, set) or trial not in actors:
+        return False
+    started.discard(actors[trial])
+    log.info(
+        "retiring the worker of trial %s: it held %.0f MiB at its last report "
+        "(search.worker_memory_mb is %d)",
+        getattr(trial, "trial_id", trial),
+        rss,
+        memory_mb,
+    )
+    return True
+
+
+class _RetiresWorkers:
+    """Scheduler mixin: a trial's worker past ``memory_mb`` is not reused."""
+
+    memory_mb: int | None = None
+
+    def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
+        super().on_trial_complete(tune_controller, trial, result)  # type: ignore[misc]
+        retire_worker(tune_controller, trial, result, self.memory_mb)
+
+
+class _FIFO(_RetiresWorkers, FIFOScheduler):
+    """Tune's FIFO scheduler, retiring workers past the memory bound."""
+
+
 def _scheduler(search: SearchSpec, seed: int) -> Any:
+    scheduler = _scheduler_for(search, seed)
+    scheduler.memory_mb = search.worker_memory_mb
+    return scheduler
+
+
+def _scheduler_for(search: SearchSpec, seed: int) -> Any:
     if search.scheduler == "fifo":
-        return FIFOScheduler()
+        return _FIFO()
     grace = min(search.grace_period, search.max_epochs)
     brackets = 1
     if search.scheduler == "hyperband":
@@ -225,8 +289,8 @@ def _scheduler(search: SearchSpec, seed: int) -> Any:
     )
 
 
-class _SeededASHA(ASHAScheduler):
-    """ASHA whose choice of bracket for each new trial follows the recipe's seed.
+class _SeededASHA(_RetiresWorkers, ASHAScheduler):
+    """ASHA (retiring workers past the memory bound) whose choice of bracket for each new trial follows the recipe's seed.
 
     Ray draws a trial's Hyperband bracket from NumPy's global generator; this
     scheduler draws it from its own, seeded one (and leaves the global one as
