@@ -1,5 +1,6 @@
 """What graftune does around Keras' ``fit`` to make small trials cheap, with the same result:
-building the training state first (one trace), one input iterator per epoch."""
+building the training state first (one trace), one input iterator per epoch, validation
+batches made once."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
-from orchestrator.models import build_training_state, epoch_steps
+from orchestrator.models import build_training_state, epoch_steps, validation_batches
 from orchestrator.strategy import FitData
 
 CONFIG = {"hidden_layers": 2, "width": 32, "learning_rate": 1e-3, "lambda": 1e-4}
@@ -150,3 +151,68 @@ def test_epoch_steps_counts_the_last_partial_batch_and_leaves_odd_data_to_keras(
     assert epoch_steps(np.zeros(65), 32) == 3
     assert epoch_steps(np.zeros(0), 32) is None
     assert epoch_steps(object(), 32) is None
+
+
+def fit_watching_pipelines(digits, monkeypatch, ours: bool, epochs: int = 3) -> tuple[list, dict]:
+    """Fit scratch_mlp with Strategy.fit (ours) or a plain model.fit; return the sizes of
+    the data Keras made its array pipeline for, and the history."""
+    import keras
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    strategy = ScratchMLP()
+    model = strategy.build(dict(CONFIG), digits.task, None)
+    sizes: list[int] = []
+    get_tf_dataset = ArrayDataAdapter.get_tf_dataset
+
+    def watched(self):
+        sizes.append(self._num_samples)
+        return get_tf_dataset(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ArrayDataAdapter, "get_tf_dataset", watched)
+        if ours:
+            data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 32)
+            strategy.fit(model, dict(CONFIG), data, epochs=epochs, callbacks=[])
+        else:
+            build_training_state(model, digits.x_train, digits.y_train)
+            model.fit(
+                digits.x_train,
+                digits.y_train,
+                validation_data=(digits.x_val, digits.y_val),
+                epochs=epochs,
+                batch_size=32,
+                steps_per_epoch=epoch_steps(digits.y_train, 32),
+                verbose=0,
+            )
+    return sizes, model.history.history
+
+
+def test_strategy_fit_validates_on_plain_batches_with_the_same_metrics(digits, monkeypatch):
+    theirs, their_history = fit_watching_pipelines(digits, monkeypatch, ours=False)
+    ours, history = fit_watching_pipelines(digits, monkeypatch, ours=True)
+
+    training, validation = len(digits.y_train), len(digits.y_val)
+    assert training != validation
+    assert sorted(theirs) == sorted([training, validation])
+    # Validation arrays never go through Keras' array pipeline (see validation_batches).
+    assert ours == [training]
+    # Every epoch's training and validation metrics, to the last bit.
+    assert history == their_history
+    assert set(history) >= {"val_accuracy", "val_loss"}
+
+
+def test_validation_batches_are_fits_batches_in_keras_dtypes():
+    x = np.arange(70 * 3, dtype="float64").reshape(70, 3)
+    y = np.arange(70) % 4
+    batches = list(validation_batches((x, y), 32).as_numpy_iterator())
+
+    assert [len(b[1]) for b in batches] == [32, 32, 6]
+    assert batches[0][0].dtype == np.float32  # Keras casts floats to floatx
+    assert batches[0][1].dtype == y.dtype
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in batches]), x.astype("float32"))
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in batches]), y)
+    # Empty or length-less data is left to Keras.
+    empty = (np.zeros((0, 3)), np.zeros(0))
+    assert validation_batches(empty, 32) is empty
