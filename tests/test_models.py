@@ -98,16 +98,36 @@ def test_building_twice_or_without_compile_or_from_odd_data_changes_nothing(digi
     assert fresh.optimizer.built
 
 
-def fit_counting_iterators(digits, monkeypatch, ours: bool, epochs: int = 3) -> tuple[int, list]:
-    """Fit scratch_mlp with Strategy.fit (ours) or a plain model.fit; return how many
-    input iterators the training data got, and the weights."""
+def fit_one_way(digits, ours: bool, epochs: int, plain_steps: int | None = None):
+    """A fresh scratch_mlp fitted with Strategy.fit (ours) or with a plain model.fit
+    (training state built first, as ours does; ``plain_steps`` its steps_per_epoch)."""
     import keras
-    from keras.src.backend.tensorflow import trainer
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     strategy = ScratchMLP()
     model = strategy.build(dict(CONFIG), digits.task, None)
+    if ours:
+        data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 32)
+        return strategy.fit(model, dict(CONFIG), data, epochs=epochs, callbacks=[])
+    build_training_state(model, digits.x_train, digits.y_train)
+    model.fit(
+        digits.x_train,
+        digits.y_train,
+        validation_data=(digits.x_val, digits.y_val),
+        epochs=epochs,
+        batch_size=32,
+        steps_per_epoch=plain_steps,
+        verbose=0,
+    )
+    return model
+
+
+def fit_counting_iterators(digits, monkeypatch, ours: bool, epochs: int = 3) -> tuple[int, list]:
+    """Fit one way (see fit_one_way); return how many input iterators the training
+    data got, and the weights."""
+    from keras.src.backend.tensorflow import trainer
+
     made = []
     get_iterator = trainer.TFEpochIterator._get_iterator
 
@@ -117,19 +137,7 @@ def fit_counting_iterators(digits, monkeypatch, ours: bool, epochs: int = 3) -> 
 
     with monkeypatch.context() as patch:
         patch.setattr(trainer.TFEpochIterator, "_get_iterator", counted)
-        if ours:
-            data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 32)
-            strategy.fit(model, dict(CONFIG), data, epochs=epochs, callbacks=[])
-        else:
-            build_training_state(model, digits.x_train, digits.y_train)
-            model.fit(
-                digits.x_train,
-                digits.y_train,
-                validation_data=(digits.x_val, digits.y_val),
-                epochs=epochs,
-                batch_size=32,
-                verbose=0,
-            )
+        model = fit_one_way(digits, ours, epochs)
     training = made[0]  # the first made: validation starts after the first epoch
     return sum(it is training for it in made), [w.copy() for w in model.get_weights()]
 
@@ -154,15 +162,10 @@ def test_epoch_steps_counts_the_last_partial_batch_and_leaves_odd_data_to_keras(
 
 
 def fit_watching_pipelines(digits, monkeypatch, ours: bool, epochs: int = 3) -> tuple[list, dict]:
-    """Fit scratch_mlp with Strategy.fit (ours) or a plain model.fit; return the sizes of
-    the data Keras made its array pipeline for, and the history."""
-    import keras
+    """Fit one way (see fit_one_way; both with steps_per_epoch); return the sizes of the
+    data Keras made its array pipeline for, and the history."""
     from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(0)
-    strategy = ScratchMLP()
-    model = strategy.build(dict(CONFIG), digits.task, None)
     sizes: list[int] = []
     get_tf_dataset = ArrayDataAdapter.get_tf_dataset
 
@@ -172,20 +175,7 @@ def fit_watching_pipelines(digits, monkeypatch, ours: bool, epochs: int = 3) -> 
 
     with monkeypatch.context() as patch:
         patch.setattr(ArrayDataAdapter, "get_tf_dataset", watched)
-        if ours:
-            data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 32)
-            strategy.fit(model, dict(CONFIG), data, epochs=epochs, callbacks=[])
-        else:
-            build_training_state(model, digits.x_train, digits.y_train)
-            model.fit(
-                digits.x_train,
-                digits.y_train,
-                validation_data=(digits.x_val, digits.y_val),
-                epochs=epochs,
-                batch_size=32,
-                steps_per_epoch=epoch_steps(digits.y_train, 32),
-                verbose=0,
-            )
+        model = fit_one_way(digits, ours, epochs, plain_steps=epoch_steps(digits.y_train, 32))
     return sizes, model.history.history
 
 

@@ -290,12 +290,13 @@ def _scheduler_for(search: SearchSpec, seed: int) -> Any:
 
 
 class _SeededASHA(_RetiresWorkers, ASHAScheduler):
-    """ASHA (retiring workers past the memory bound) whose choice of bracket for each new trial follows the recipe's seed.
+    """ASHA whose choice of bracket for each new trial follows the recipe's seed.
 
     Ray draws a trial's Hyperband bracket from NumPy's global generator; this
     scheduler draws it from its own, seeded one (and leaves the global one as
     it found it), so two runs of one recipe put their trials in the same
-    brackets.
+    brackets. Like every scheduler here, it retires workers past the memory
+    bound (``_RetiresWorkers``).
     """
 
     def __init__(self, *, seed: int, **kwargs: Any) -> None:
