@@ -120,24 +120,30 @@ def _worker_pids(run_dir: Path, strategy: str) -> dict[str, set[int]]:
 
 
 @pytest.mark.parametrize(
-    ("bound", "workers"),
+    ("bound", "scheduler", "workers"),
     [
         # 1 MiB: every worker is past the bound at its trial's last report.
-        (1, 3),
+        (1, "fifo", 3),
+        # Also when the scheduler, not the trial, ends a trial (rungs at 1 epoch of 2).
+        (1, "asha", 3),
         # The default bound: one worker runs the three trials in turn.
-        (4096, 1),
+        (4096, "fifo", 1),
     ],
 )
-def test_a_worker_past_its_memory_bound_is_replaced(ray_session, tmp_path, bound, workers):
+def test_a_worker_past_its_memory_bound_is_replaced(
+    ray_session, tmp_path, bound, scheduler, workers
+):
     recipe = write_recipe(
         tmp_path,
-        f"{{algorithm: grid, max_epochs: 2, max_concurrent_trials: 1, worker_memory_mb: {bound}}}",
+        f"{{algorithm: grid, max_epochs: 2, max_concurrent_trials: 1, worker_memory_mb: {bound},"
+        f" scheduler: {scheduler}, grace_period: 1, reduction_factor: 2}}",
         "scratch_mlp: {space: {hidden_layers: {choice: [1, 2, 3]}, width: 16, lambda: 1.0e-5}}",
     )
     outcome = run(recipe)
     frame = outcome.leaderboard
     assert sorted(frame["hidden_layers"]) == [1, 2, 3]
-    assert set(frame["status"]) == {"ok"}, frame[["status", "error"]]
+    assert set(frame["status"]) <= {"ok", "pruned"}, frame[["status", "error"]]
+    assert (frame["status"] == "pruned").any() == (scheduler == "asha"), frame[["status", "epochs"]]
     assert set(frame["retries"]) == {0}
     pids = _worker_pids(outcome.run_dir, "scratch_mlp")
     assert len(pids) == 3 and all(len(p) == 1 for p in pids.values()), pids
