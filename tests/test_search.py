@@ -150,7 +150,7 @@ def test_a_worker_past_its_memory_bound_is_replaced(
     assert len(set().union(*pids.values())) == workers, pids
 
 
-def test_a_worker_is_retired_only_past_its_bound_and_while_tune_knows_it():
+def test_a_worker_is_retired_only_past_its_bound_and_while_tune_knows_it(caplog):
     from orchestrator.tuning.ray_tune import WORKER_RSS, retire_worker
 
     class Controller:
@@ -164,8 +164,10 @@ def test_a_worker_is_retired_only_past_its_bound_and_while_tune_knows_it():
     assert not retire_worker(controller, "trial", {}, 100)
     assert not retire_worker(controller, "unknown", {WORKER_RSS: 900.0}, 100)
     assert controller._started_actors == {"actor", "other"}
-    assert retire_worker(controller, "trial", {WORKER_RSS: 100.5}, 100)
+    with caplog.at_level(logging.WARNING, logger="orchestrator.tuning.ray_tune"):
+        assert retire_worker(controller, "trial", {WORKER_RSS: 100.5}, 100)
     assert controller._started_actors == {"other"}
+    assert "held 100 MiB at its last report (search.worker_memory_mb is 100)" in caplog.text
     # A Tune without these attributes: nothing is retired, nothing breaks.
     assert not retire_worker(object(), "trial", {WORKER_RSS: 900.0}, 100)
 

@@ -239,9 +239,9 @@ def retire_worker(
     if not isinstance(actors, dict) or not isinstance(started, set) or trial not in actors:
         return False
     started.discard(actors[trial])
-    log.info(
-        "retiring the worker of trial %s: it held %.0f MiB at its last report "
-        "(search.worker_memory_mb is %d)",
+    log.warning(
+        "the worker of trial %s held %.0f MiB at its last report (search.worker_memory_mb "
+        "is %d): it runs no more trials, a new worker takes the next",
         getattr(trial, "trial_id", trial),
         rss,
         memory_mb,
