@@ -202,7 +202,7 @@ def build_training_state(model: keras.Model, x: Any, y: Any) -> None:
 
 
 def validation_batches(validation_data: tuple[Any, Any], batch_size: int) -> Any:
-    """Validation arrays as the batches ``fit`` makes of them, in a dataset made once.
+    """Validation (or test) arrays as the batches ``fit`` makes of them, in a dataset made once.
 
     Given arrays, Keras 3 on TensorFlow feeds validation through the pipeline
     it uses for training data (an index permutation, a parallel gather,

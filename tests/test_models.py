@@ -206,3 +206,27 @@ def test_validation_batches_are_fits_batches_in_keras_dtypes():
     # Empty or length-less data is left to Keras.
     empty = (np.zeros((0, 3)), np.zeros(0))
     assert validation_batches(empty, 32) is empty
+
+
+def test_a_trial_evaluates_on_plain_batches_to_keras_numbers(digits, monkeypatch):
+    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
+
+    from orchestrator.trial import evaluate
+
+    model = fit_one_way(digits, ours=True, epochs=1)
+    theirs = model.evaluate(digits.x_test, digits.y_test, verbose=0, return_dict=True)
+    sizes: list[int] = []
+    get_tf_dataset = ArrayDataAdapter.get_tf_dataset
+
+    def watched(self):
+        sizes.append(self._num_samples)
+        return get_tf_dataset(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ArrayDataAdapter, "get_tf_dataset", watched)
+        ours = evaluate(model, digits.x_test, digits.y_test)
+    assert ours == theirs
+    assert sizes == []
+    # Empty data is left to Keras: what model.evaluate gives, whatever that is.
+    empty = digits.x_test[:0], digits.y_test[:0]
+    assert evaluate(model, *empty) == model.evaluate(*empty, verbose=0, return_dict=True)
