@@ -4,6 +4,8 @@ batches made once."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -161,9 +163,10 @@ def test_epoch_steps_counts_the_last_partial_batch_and_leaves_odd_data_to_keras(
     assert epoch_steps(object(), 32) is None
 
 
-def fit_watching_pipelines(digits, monkeypatch, ours: bool, epochs: int = 3) -> tuple[list, dict]:
-    """Fit one way (see fit_one_way; both with steps_per_epoch); return the sizes of the
-    data Keras made its array pipeline for, and the history."""
+@contextlib.contextmanager
+def array_pipelines(monkeypatch):
+    """Yields a list that gets the size of the data of every pipeline Keras makes from
+    arrays while the block runs."""
     from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
 
     sizes: list[int] = []
@@ -175,6 +178,13 @@ def fit_watching_pipelines(digits, monkeypatch, ours: bool, epochs: int = 3) -> 
 
     with monkeypatch.context() as patch:
         patch.setattr(ArrayDataAdapter, "get_tf_dataset", watched)
+        yield sizes
+
+
+def fit_watching_pipelines(digits, monkeypatch, ours: bool, epochs: int = 3) -> tuple[list, dict]:
+    """Fit one way (see fit_one_way; both with steps_per_epoch); return the sizes of the
+    data Keras made its array pipeline for, and the history."""
+    with array_pipelines(monkeypatch) as sizes:
         model = fit_one_way(digits, ours, epochs, plain_steps=epoch_steps(digits.y_train, 32))
     return sizes, model.history.history
 
@@ -209,21 +219,11 @@ def test_validation_batches_are_fits_batches_in_keras_dtypes():
 
 
 def test_a_trial_evaluates_on_plain_batches_to_keras_numbers(digits, monkeypatch):
-    from keras.src.trainers.data_adapters.array_data_adapter import ArrayDataAdapter
-
     from orchestrator.trial import evaluate
 
     model = fit_one_way(digits, ours=True, epochs=1)
     theirs = model.evaluate(digits.x_test, digits.y_test, verbose=0, return_dict=True)
-    sizes: list[int] = []
-    get_tf_dataset = ArrayDataAdapter.get_tf_dataset
-
-    def watched(self):
-        sizes.append(self._num_samples)
-        return get_tf_dataset(self)
-
-    with monkeypatch.context() as patch:
-        patch.setattr(ArrayDataAdapter, "get_tf_dataset", watched)
+    with array_pipelines(monkeypatch) as sizes:
         ours = evaluate(model, digits.x_test, digits.y_test)
     assert ours == theirs
     assert sizes == []
