@@ -460,7 +460,12 @@ class PretrainProvider(BaseProvider):
         import keras
 
         from orchestrator.data import prepare_dataset
-        from orchestrator.models import STEPS_PER_EXECUTION, fit_arrays, safe_variance
+        from orchestrator.models import (
+            STEPS_PER_EXECUTION,
+            evaluate_arrays,
+            fit_arrays,
+            safe_variance,
+        )
 
         pretrain = spec.pretrain
         assert pretrain is not None
@@ -534,7 +539,7 @@ class PretrainProvider(BaseProvider):
             epochs=pretrain.epochs,
             batch_size=pretrain.batch_size,
         )
-        _, accuracy = model.evaluate(data.x_test, data.y_test, verbose=0)
+        accuracy = evaluate_arrays(model, data.x_test, data.y_test)["accuracy"]
         log.info("pretrained base: test accuracy %.3f on %s", accuracy, pretrain.data.source)
         return keras.Model(inputs, features, name="pretrained_base")
 

@@ -120,7 +120,7 @@ class Strategy:
         """
         from orchestrator.models import fit_arrays
 
-        # One trace and one input iterator an epoch, not two of each (same weights).
+        # One trace, one input iterator an epoch, validation on plain batches (same weights).
         fit_arrays(
             model,
             data.x_train,

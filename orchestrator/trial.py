@@ -246,7 +246,7 @@ def run_trial(
 
     from orchestrator.bases import load_base
     from orchestrator.cluster import node_label
-    from orchestrator.models import build_training_state
+    from orchestrator.models import build_training_state, evaluate_arrays
     from orchestrator.strategy import FitData
 
     _freeze_imports()
@@ -308,8 +308,8 @@ def run_trial(
         else:
             val = _last_validation(spec.strategy, reporter, spec.max_epochs)
             if val is None:
-                val = evaluate(model, inputs["val"], dataset.y_val)
-            test = evaluate(model, inputs["test"], dataset.y_test)
+                val = evaluate_arrays(model, inputs["val"], dataset.y_val)
+            test = evaluate_arrays(model, inputs["test"], dataset.y_test)
             result.val_accuracy = finite_or_none(val.get("accuracy"))
             result.val_loss = finite_or_none(val.get("loss"))
             result.test_accuracy = finite_or_none(test.get("accuracy"))
@@ -429,25 +429,6 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
 
 #: :func:`probabilities` takes batches of about this many input values.
 BATCH_VALUES = 65_536
-#: :func:`evaluate`'s batch size: ``model.evaluate``'s own default.
-EVALUATE_BATCH = 32
-
-
-def evaluate(model: Any, x: Any, y: Any) -> dict[str, float]:
-    """``model.evaluate(x, y)``'s metrics, over batches made once
-    (:func:`orchestrator.models.validation_batches`).
-
-    The same batches as ``model.evaluate``'s, so the same numbers; given the
-    arrays themselves, Keras would run them through its training pipeline and
-    make two iterators over it (on a digits MLP's test split, 65 ms against
-    12 ms).
-    """
-    from orchestrator.models import validation_batches
-
-    batches = validation_batches((x, y), EVALUATE_BATCH)
-    if isinstance(batches, tuple):  # left to Keras: empty, or another backend
-        return model.evaluate(x, y, batch_size=EVALUATE_BATCH, verbose=0, return_dict=True)
-    return model.evaluate(batches, verbose=0, return_dict=True)
 
 
 def probabilities(model: Any, x: Any, batch_size: int | None = None) -> Any:

@@ -219,14 +219,14 @@ def test_validation_batches_are_fits_batches_in_keras_dtypes():
 
 
 def test_a_trial_evaluates_on_plain_batches_to_keras_numbers(digits, monkeypatch):
-    from orchestrator.trial import evaluate
+    from orchestrator.models import evaluate_arrays
 
     model = fit_one_way(digits, ours=True, epochs=1)
     theirs = model.evaluate(digits.x_test, digits.y_test, verbose=0, return_dict=True)
     with array_pipelines(monkeypatch) as sizes:
-        ours = evaluate(model, digits.x_test, digits.y_test)
+        ours = evaluate_arrays(model, digits.x_test, digits.y_test)
     assert ours == theirs
     assert sizes == []
     # Empty data is left to Keras: what model.evaluate gives, whatever that is.
     empty = digits.x_test[:0], digits.y_test[:0]
-    assert evaluate(model, *empty) == model.evaluate(*empty, verbose=0, return_dict=True)
+    assert evaluate_arrays(model, *empty) == model.evaluate(*empty, verbose=0, return_dict=True)
