@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.errors import GraftuneError
+from orchestrator.errors import GraftuneError, RunInterrupted
 
 # TensorFlow's C++ start-up chatter is not for users; set before it can be imported.
 # (What TensorFlow prints in spite of it: orchestrator.native_log.)
@@ -174,6 +174,18 @@ def run(
             assert recipe is not None
             chosen = _with_cluster_options(recipe, address, storage, shared_storage)
             outcome = run_recipe(chosen, run_dir=run_dir, run_name=run_name, **kwargs)
+    except RunInterrupted as exc:
+        if live is not None:
+            live.stop()
+        if exc.leaderboard is not None and len(exc.leaderboard):
+            _print_table(exc.leaderboard)
+        err.print(str(exc), markup=False)
+        raise typer.Exit(exc.exit_status) from None
+    except KeyboardInterrupt:  # outside a search: before it, or while the run is saved
+        if live is not None:
+            live.stop()
+        err.print("interrupted: stopped at once", markup=False)
+        raise typer.Exit(RunInterrupted.exit_status) from None
     except Exception as exc:
         if live is not None:
             live.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from difflib import get_close_matches
 from pathlib import Path
+from typing import Any
 
 
 class GraftuneError(Exception):
@@ -160,6 +161,43 @@ class RunFailed(GraftuneError):
     """A run finished but none of its trials succeeded."""
 
     exit_status = 1
+
+
+class RunInterrupted(GraftuneError):
+    """The user stopped a run (Ctrl+C): what finished is kept, ``--resume`` runs the rest.
+
+    Args:
+        message: What finished, what did not, and how to resume.
+        run_dir: The run directory, or ``None`` if the run had made none yet.
+        leaderboard: The finished trials' leaderboard, when it was written.
+    """
+
+    #: 128 + SIGINT: what a shell reports for a command stopped by Ctrl+C.
+    exit_status = 130
+
+    def __init__(
+        self, message: str, *, run_dir: Path | None = None, leaderboard: Any = None
+    ) -> None:
+        self.run_dir = run_dir
+        self.leaderboard = leaderboard
+        super().__init__(message)
+
+
+class SearchInterrupted(Exception):
+    """A search backend's search was stopped by the user before it ended.
+
+    Raised by ``run_search`` of a backend (not a :class:`GraftuneError`: the
+    run turns it into :class:`RunInterrupted` once it has written what finished).
+
+    Args:
+        finished: The results of the trials that ended, each once.
+        stopped: How many trials were stopped midway (they run again on resume).
+    """
+
+    def __init__(self, finished: list[Any], stopped: int) -> None:
+        self.finished = finished
+        self.stopped = stopped
+        super().__init__(f"search interrupted: {len(finished)} trials ended, {stopped} stopped")
 
 
 class RunDirError(GraftuneError):

@@ -136,6 +136,9 @@ def graftune_trial_finished(result: TrialResult, run_dir: Path) -> None:
 def graftune_run_finished(leaderboard: pd.DataFrame, run_dir: Path) -> None:
     """Observe a finished run, after its leaderboard files are written.
 
+    Not called for a run stopped with Ctrl+C (``RunInterrupted``): its resume
+    calls it once, when it finishes.
+
     Args:
         leaderboard: The ranked leaderboard, one row per trial.
         run_dir: The run directory.

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import RecipeError, RunFailed
+from orchestrator.errors import RecipeError, RunFailed, RunInterrupted, SearchInterrupted
 from orchestrator.recipe import Recipe, check_recipe, load_recipe
 
 if TYPE_CHECKING:
@@ -109,6 +109,9 @@ def run_recipe(
         RecipeError: The recipe is wrong (nothing is written).
         DataError, BaseModelError: The data or base cannot be prepared (nothing is written).
         RunFailed: Every trial failed (the leaderboard is still written).
+        RunInterrupted: The user pressed Ctrl+C. Once: the search stops, the
+            trials that ended are ranked and saved as usual, and
+            ``resume_run`` runs the rest. Twice: the run stops at once.
     """
     from orchestrator.plugin_manager import get_plugin_manager
 
@@ -227,6 +230,7 @@ def _run(
         started_ray = connect_to_cluster(recipe.resources, log_file=run_dir / "ray.log")
 
     results: list[TrialResult] = []
+    interrupted: tuple[str, SearchInterrupted] | None = None
     try:
         for name, strategy in strategies.items():
             done_file = run_dir / "trials" / name / SEARCH_DONE_FILE
@@ -253,17 +257,28 @@ def _run(
             )
             num_samples = _num_samples(recipe, name)
             echo(f"{name}: searching {num_samples} trials over {_describe(spaces[name])}")
-            found = backend.run_search(
-                recipe,
-                spec,
-                spaces[name],
-                dataset,
-                num_samples=num_samples,
-                listener=events,
-                resume=resume,
-            )
+            try:
+                found = backend.run_search(
+                    recipe,
+                    spec,
+                    spaces[name],
+                    dataset,
+                    num_samples=num_samples,
+                    listener=events,
+                    resume=resume,
+                )
+            except SearchInterrupted as exc:  # Ctrl+C: keep what ended, stop here
+                results += exc.finished
+                interrupted = (name, exc)
+                break
             _write_search(done_file, found)
             results += found
+    except KeyboardInterrupt:  # a second Ctrl+C, or one outside a Ray search
+        raise RunInterrupted(
+            "interrupted: stopped at once; the trials that had ended are kept\n"
+            f"continue it with: graftune run --resume {run_dir}",
+            run_dir=run_dir,
+        ) from None
     finally:
         if ray_start is not None:
             ray_start.shutdown_soon()  # while the leaderboard and report are written
@@ -285,6 +300,13 @@ def _run(
     from orchestrator.report import write_report_safely
 
     write_report_safely(run_dir)  # logs a failure: a report never fails the run
+    if interrupted is not None:
+        later = list(strategies)[list(strategies).index(interrupted[0]) + 1 :]
+        raise RunInterrupted(
+            _interrupted_message(run_dir, *interrupted, later=later, ended=len(results)),
+            run_dir=run_dir,
+            leaderboard=frame,
+        )
     host.notify("graftune_run_finished", leaderboard=frame, run_dir=run_dir)
     publish(place, echo)
     if summary is None:
@@ -381,6 +403,23 @@ def _trial_line(result: TrialResult, metric: str) -> str:
     return (
         f"  {result.strategy} {result.trial_id}: {result.status}{retried} {score}{extra}".rstrip()
     )
+
+
+def _interrupted_message(
+    run_dir: Path, name: str, stop: SearchInterrupted, *, later: list[str], ended: int
+) -> str:
+    ended_here = len(stop.finished)
+    line = f"interrupted: {name}: {ended_here} trial{'s' if ended_here != 1 else ''} ended"
+    if stop.stopped:
+        again = "they run" if stop.stopped != 1 else "it runs"
+        line += f", {stop.stopped} stopped midway ({again} again on resume)"
+    if later:
+        line += f"; not started: {', '.join(later)}"
+    lines = [line]
+    if ended:
+        lines.append(f"leaderboard of the trials that ended: {run_dir / 'leaderboard.md'}")
+    lines.append(f"continue it with: graftune run --resume {run_dir}")
+    return "\n".join(lines)
 
 
 def _failure_summary(results: list[TrialResult], run_dir: Path) -> str:

@@ -15,6 +15,17 @@ from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
 SEEN: dict[str, list[Any]] = {"trials": [], "runs": []}
 
 
+def tiny_space(**more: Any) -> dict[str, Any]:
+    """The fixed space of a one-layer MLP of 8 units, with ``more`` added or replaced."""
+    return {
+        "hidden_layers": Fixed(1),
+        "width": Fixed(8),
+        "lambda": Fixed(0.0),
+        "learning_rate": Fixed(1e-2),
+        **more,
+    }
+
+
 class ExplodingMLP(ScratchMLP):
     """An MLP trained with a learning rate so large its loss overflows."""
 
@@ -58,7 +69,7 @@ class RaisingStrategy(Strategy):
 
 @hookimpl
 def graftune_register_strategies(registry):
-    for strategy in (ExplodingMLP, RaisingStrategy, DyingMLP, SlowMLP):
+    for strategy in (ExplodingMLP, RaisingStrategy, DyingMLP, SlowMLP, InterruptedMLP):
         registry.add(strategy)
 
 
@@ -91,14 +102,7 @@ class DyingMLP(ScratchMLP):
     description = "kills its own worker on purpose"
 
     def search_space(self, context):
-        return {
-            "hidden_layers": Fixed(1),
-            "width": Fixed(8),
-            "lambda": Fixed(0.0),
-            "learning_rate": Fixed(1e-2),
-            "die": Fixed("once"),
-            "marker": Fixed(""),
-        }
+        return tiny_space(die=Fixed("once"), marker=Fixed(""))
 
     def fit(self, model, config, data, *, epochs, callbacks):
         # In fit, not build: a run builds every strategy once in the driver first.
@@ -125,16 +129,36 @@ class SlowMLP(ScratchMLP):
     description = "sleeps, then trains a tiny MLP"
 
     def search_space(self, context):
-        return {
-            "hidden_layers": Fixed(1),
-            "width": Fixed(8),
-            "lambda": Fixed(0.0),
-            "learning_rate": Fixed(1e-2),
-            "sleep_s": Fixed(4.0),
-        }
+        return tiny_space(sleep_s=Fixed(4.0))
 
     def fit(self, model, config, data, *, epochs, callbacks):
         import time
 
         time.sleep(float(config["sleep_s"]))
+        return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
+
+
+class InterruptedMLP(ScratchMLP):
+    """An MLP whose second trial is stopped as Ctrl+C would stop it, once.
+
+    Its ``fit`` counts its calls in ``MARKER.calls``; the second call creates
+    ``marker`` and raises :class:`KeyboardInterrupt`, unless ``marker`` exists.
+    """
+
+    name = "interrupted_mlp"
+    description = "stops its second trial with a KeyboardInterrupt"
+
+    def search_space(self, context):
+        return tiny_space(learning_rate=LogFloat(1e-3, 1e-2), marker=Fixed(""))
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        from pathlib import Path
+
+        marker = Path(config["marker"])
+        calls = marker.with_suffix(".calls")
+        count = int(calls.read_text()) if calls.exists() else 0
+        calls.write_text(str(count + 1))
+        if count == 1 and not marker.exists():
+            marker.touch()
+            raise KeyboardInterrupt
         return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)

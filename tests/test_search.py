@@ -321,45 +321,121 @@ def test_a_run_where_every_trial_fails_exits_non_zero_with_a_summary(tmp_path):
     assert "RuntimeError: deliberate failure in build" in result.output
 
 
-def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp_path):
-    recipe = write_recipe(
-        tmp_path,
-        "{num_samples: 6, max_epochs: 8, max_concurrent_trials: 1}",
-        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
-    )
-    run_dir = tmp_path / "killed"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen(
-        [GRAFTUNE, "run", str(recipe), "--run-dir", str(run_dir), "--quiet"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    results_dir = run_dir / "trials" / "scratch_mlp"
-    deadline = time.monotonic() + 240
-    try:
-        while len(list(results_dir.glob("*/result.json"))) < 2:
-            assert process.poll() is None, "the run ended before it could be killed"
-            assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(0.2)
-    finally:
-        # The driver and the Ray processes it started share its process group.
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    finished = {p.parent.name: p.stat().st_mtime_ns for p in results_dir.glob("*/result.json")}
-    assert 2 <= len(finished) < 6
-    assert not (run_dir / "leaderboard.csv").exists()
+#: Six one-at-a-time trials: long enough to stop a run after two.
+SIX_TRIALS = (
+    "{num_samples: 6, max_epochs: 8, max_concurrent_trials: 1}",
+    "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+)
 
+
+@contextlib.contextmanager
+def run_until_trials_end(recipe: Path, run_dir: Path, ended: int = 2):
+    """``graftune run`` in a session of its own, yielded once ``ended`` trials have
+    written their results; its driver and the Ray processes it started (one
+    process group) are killed at the end if still running. Its stderr is in
+    ``run_dir.parent / "stderr.txt"``."""
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    with open(run_dir.parent / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(
+            [GRAFTUNE, "run", str(recipe), "--run-dir", str(run_dir), "--quiet"],
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 240
+        try:
+            while len(list(results_dir.glob("*/result.json"))) < ended:
+                assert process.poll() is None, "the run ended before it could be stopped"
+                assert time.monotonic() < deadline, "no trial finished in time"
+                time.sleep(0.2)
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def ended_trials(results_dir: Path) -> dict[str, int]:
+    """Trial id -> its ``result.json``'s modification time, in nanoseconds."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in results_dir.glob("*/result.json")}
+
+
+def assert_resumes_to_every_trial_once(run_dir, ended, trials, plugins=()):
+    """Resume the run; every trial is in the leaderboard once, and none of
+    ``ended`` (from :func:`ended_trials`) ran again."""
     from orchestrator.run import resume_run
 
-    outcome = resume_run(run_dir, plugins=[], echo=print)
-    frame = outcome.leaderboard
-    assert len(frame) == 6
+    frame = resume_run(run_dir, plugins=list(plugins), echo=print).leaderboard
+    assert len(frame) == trials
     assert frame["trial_id"].is_unique
     assert (frame["status"] == "ok").all()
-    for trial_id, mtime in finished.items():
-        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    for trial_id, mtime in ended.items():
+        path = run_dir / "trials" / frame["strategy"].iloc[0] / trial_id / "result.json"
+        assert path.stat().st_mtime_ns == mtime, trial_id
+
+
+def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp_path):
+    recipe = write_recipe(tmp_path, *SIX_TRIALS)
+    run_dir = tmp_path / "killed"
+    with run_until_trials_end(recipe, run_dir) as process:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    ended = ended_trials(run_dir / "trials" / "scratch_mlp")
+    assert 2 <= len(ended) < 6
+    assert not (run_dir / "leaderboard.csv").exists()
+    assert_resumes_to_every_trial_once(run_dir, ended, 6)
+
+
+def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray_session, tmp_path):
+    from orchestrator.leaderboard import read_leaderboard
+
+    recipe = write_recipe(tmp_path, *SIX_TRIALS)
+    run_dir = tmp_path / "stopped"
+    with run_until_trials_end(recipe, run_dir) as process:
+        process.send_signal(signal.SIGINT)  # Ctrl+C, to the driver alone
+        process.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "interrupted: scratch_mlp: " in stderr
+    assert f"continue it with: graftune run --resume {run_dir}" in stderr
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    ended = ended_trials(results_dir)
+    assert 2 <= len(ended) < 6
+    # What ended is ranked and saved as in any run; the search is not marked done.
+    frame = read_leaderboard(run_dir)
+    assert sorted(frame["trial_id"]) == sorted(ended)
+    assert (frame["status"] == "ok").all()
+    assert (run_dir / "best" / "model.keras").is_file()
+    assert not (results_dir / "search.json").exists()
+
+    handler = signal.getsignal(signal.SIGINT)
+    assert_resumes_to_every_trial_once(run_dir, ended, 6)
+    # Tune leaves its Ctrl+C handler behind after a search; the run puts ours back.
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_ctrl_c_in_a_keras_tuner_search_keeps_what_ended_and_resume_runs_the_rest(tmp_path):
+    from orchestrator.cli import app
+    from orchestrator.leaderboard import read_leaderboard
+
+    marker = tmp_path / "interrupted"
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, num_samples: 3, max_epochs: 2}",
+        f"interrupted_mlp: {{space: {{marker: '{marker}'}}}}",
+    )
+    result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
+    assert result.exit_code == 130, result.output
+    assert marker.exists()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert "interrupted: interrupted_mlp: 1 trial ended, 1 stopped midway" in result.output
+    assert f"graftune run --resume {run_dir}" in result.output
+    results_dir = run_dir / "trials" / "interrupted_mlp"
+    ended = ended_trials(results_dir)
+    assert list(read_leaderboard(run_dir)["trial_id"]) == list(ended)
+    assert not (results_dir / "search.json").exists()
+    assert_resumes_to_every_trial_once(run_dir, ended, 3, plugins=[fixture_plugins])
 
 
 def test_resume_refuses_a_folder_that_is_no_run(tmp_path):

@@ -18,6 +18,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.errors import SearchInterrupted
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import TrialResult, read_result, run_trial, trial_dir
 
@@ -143,7 +144,16 @@ def run_search(
         project_name=strategy,
         overwrite=not resume,
     )
-    tuner.search(verbose=0)
+    try:
+        tuner.search(verbose=0)
+    except KeyboardInterrupt:  # Ctrl+C: keras-tuner keeps its state for a resume
+        ended = [
+            result
+            for trial in tuner.oracle.trials.values()
+            if (result := read_result(trial_dir(run_dir, strategy, f"kt{trial.trial_id}")))
+        ]
+        stopped = len(tuner.oracle.trials) - len(ended)
+        raise SearchInterrupted(sorted(ended, key=lambda r: r.trial_id), stopped) from None
     results = []
     for trial in tuner.oracle.trials.values():
         trial_id = f"kt{trial.trial_id}"

@@ -19,15 +19,22 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ray import tune
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 
 from orchestrator.cluster import node_label
+from orchestrator.errors import SearchInterrupted
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import (
     TrialResult,
@@ -45,10 +52,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Driver-side listeners by (run directory, strategy). Ray pickles its callbacks
-#: with the experiment state, so they look their listener up here rather than
-#: holding it; a resumed experiment then reports to the new driver's listener.
-_LISTENERS: dict[tuple[str, str], TrialListener] = {}
+#: What the driver knows of each running search, by (run directory, strategy).
+#: Ray pickles its callbacks with the experiment state, so they look their
+#: search up here rather than holding it; a resumed experiment then reports to
+#: the new driver.
+_SEARCHES: dict[tuple[str, str], _Search] = {}
 
 
 class TrialListener:
@@ -59,6 +67,24 @@ class TrialListener:
 
     def trial_finished(self, result: TrialResult) -> None:
         """A trial ended, whatever its status."""
+
+
+@dataclass
+class _Search:
+    """The driver's view of one search while Tune runs it, kept by :class:`_Events`."""
+
+    listener: TrialListener = field(default_factory=TrialListener)
+    #: Trial id -> how many times its worker died.
+    retries: dict[str, int] = field(default_factory=dict)
+    #: Whether Ctrl+C is watched for, and whether the user pressed it (see _Events).
+    watching: bool = False
+    interrupted: bool = False
+    #: Trials that had not ended when Tune last finished a step (None before the first).
+    unfinished: set[str] | None = None
+
+    def stopped_midway(self) -> set[str]:
+        """The trials an interrupt stopped: Tune ends them without telling callbacks."""
+        return set(self.unfinished or ()) if self.interrupted else set()
 
 
 def to_tune(space: dict[str, Dimension], *, grid: bool = False) -> dict[str, Any]:
@@ -356,7 +382,7 @@ def run_search(
     run_dir = Path(spec.run_dir).resolve()
     key = (str(run_dir), strategy)
     events = _Events(run_dir, strategy, spec.storage)
-    _LISTENERS[key] = listener or TrialListener()
+    state = _SEARCHES[key] = _Search(listener=listener or TrialListener())
 
     trainable = tune.with_resources(
         _trainable_class(spec, dataset, search.worker_memory_mb),
@@ -402,18 +428,22 @@ def run_search(
                     callbacks=[events],
                 ),
             )
-        with ray_start.tune_env_inherited():
+        with ray_start.tune_env_inherited(), _sigint_restored():
             grid = tuner.fit()
     finally:
-        _LISTENERS.pop(key, None)
+        _SEARCHES.pop(key, None)
+    stopped = state.stopped_midway()
     results: dict[str, TrialResult] = {}
     for ray_result in grid:
         trial_id = Path(ray_result.path).name
         reported = (ray_result.metrics or {}).get("training_iteration")
         started = trial_dir(run_dir, strategy, trial_id).exists()
         if not reported and not started and ray_result.error is None:
-            # Left unstarted when a time budget ran out: not a trial of this run.
+            # Left unstarted when a time budget ran out or the user stopped the
+            # search: not a trial of this run (yet).
             continue
+        if trial_id in stopped and read_result(trial_dir(run_dir, strategy, trial_id)) is None:
+            continue  # stopped midway by Ctrl+C: it runs again on --resume
         results[trial_id] = collect(
             run_dir,
             strategy,
@@ -421,10 +451,32 @@ def run_search(
             ray_result.config or {},
             ray_result.metrics,
             ray_result.error,
-            retries=events.retries.get(trial_id, 0),
+            retries=state.retries.get(trial_id, 0),
             storage=spec.storage,
         )
-    return [results[trial_id] for trial_id in sorted(results)]
+    finished = [results[trial_id] for trial_id in sorted(results)]
+    if state.interrupted:
+        midway = {t for t in stopped - set(results) if trial_dir(run_dir, strategy, t).exists()}
+        raise SearchInterrupted(finished, stopped=len(midway))
+    return finished
+
+
+@contextmanager
+def _sigint_restored() -> Iterator[None]:
+    """Put back the Ctrl+C handler that was there before ``Tuner.fit``.
+
+    Tune installs its own for the search and leaves it installed when the
+    search ends; a Ctrl+C after that (while the next strategy starts, or the
+    leaderboard is written) would only set a flag nobody reads any more.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _trial_dirname(trial: Any) -> str:
@@ -432,19 +484,30 @@ def _trial_dirname(trial: Any) -> str:
 
 
 class _Events(tune.Callback):
-    """Tells the driver's listener about each trial as soon as Ray does."""
+    """Tells the driver about each trial as soon as Ray does, and about Ctrl+C.
+
+    On Ctrl+C, Tune stops the search, saves its state for ``Tuner.restore``
+    and ends the trials still running without calling any callback; its
+    ``fit`` returns as if the search had ended. So that the driver can tell
+    (:class:`SearchInterrupted`), the first step wraps the SIGINT handler Tune
+    installed for the search in one that notes the interrupt first, and every
+    step's end notes which trials have not ended yet.
+    """
 
     def __init__(self, run_dir: Path, strategy: str, storage: str | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.strategy = strategy
         self.storage = storage
-        self.retries: dict[str, int] = {}
 
-    def _listener(self) -> TrialListener:
-        return _LISTENERS.get((str(self.run_dir), self.strategy)) or TrialListener()
+    def _search(self) -> _Search:
+        # A search that is not the driver's (none registered) is told nothing.
+        return _SEARCHES.get((str(self.run_dir), self.strategy)) or _Search()
 
     def _done(self, trial: Any, error: Any) -> None:
-        self.retries[trial.trial_id] = int(getattr(trial, "num_failures", 0) or 0)
+        search = self._search()
+        search.retries[trial.trial_id] = int(getattr(trial, "num_failures", 0) or 0)
+        if search.unfinished is not None:
+            search.unfinished.discard(trial.trial_id)
         result = collect(
             self.run_dir,
             self.strategy,
@@ -452,22 +515,48 @@ class _Events(tune.Callback):
             trial.config,
             trial.last_result,
             error,
-            retries=self.retries[trial.trial_id],
+            retries=search.retries[trial.trial_id],
             storage=self.storage,
         )
-        self._listener().trial_finished(result)
+        search.listener.trial_finished(result)
+
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        search = _SEARCHES.get((str(self.run_dir), self.strategy))
+        if search is not None and not search.watching:
+            search.watching = True
+            _note_interrupts(search)
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self._search().unfinished = {
+            t.trial_id for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)
+        }
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._listener().trial_started(self.strategy, trial.trial_id)
+        self._search().listener.trial_started(self.strategy, trial.trial_id)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.retries[trial.trial_id] = int(getattr(trial, "num_failures", 0) or 0)
+        self._search().retries[trial.trial_id] = int(getattr(trial, "num_failures", 0) or 0)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done(trial, None)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done(trial, _trial_error(trial))
+
+
+def _note_interrupts(search: _Search) -> None:
+    """Have a Ctrl+C set ``search.interrupted`` before Tune's handler stops the search."""
+    if threading.current_thread() is not threading.main_thread():
+        return  # Tune installs no handler off the main thread either
+    tune_handler = signal.getsignal(signal.SIGINT)
+    if not callable(tune_handler):
+        return
+
+    def interrupted(signum: int, frame: Any) -> None:
+        search.interrupted = True
+        tune_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, interrupted)
 
 
 def _trial_error(trial: Any) -> str:
