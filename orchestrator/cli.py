@@ -446,6 +446,14 @@ def _follow_job(client: Any, job_id: str) -> None:
 
     try:
         info = client.follow(job_id, write)
+    except KeyboardInterrupt:  # Ctrl+C stops the watching, not the job
+        err.print(
+            f"stopped following; job {job_id} goes on on the cluster\n"
+            f"follow it again: graftune jobs logs {job_id} --follow --address {client.address}\n"
+            f"stop it: graftune jobs stop {job_id} --address {client.address}",
+            markup=False,
+        )
+        raise typer.Exit(RunInterrupted.exit_status) from None
     except Exception as exc:
         _fail(exc)
         return

@@ -644,6 +644,21 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
         return f"{job}: RUNNING" in status.stdout
 
     _wait_for("the job to run", running, timeout=120)
+    # Ctrl+C while following stops the following, not the job.
+    follower = subprocess.Popen(
+        [str(BIN / "graftune"), "jobs", "logs", job, "--follow", "--address", cluster.dashboard],
+        env=cluster.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert follower.stdout.readline()  # following: the job's log so far is coming
+    follower.send_signal(signal.SIGINT)
+    _, stderr = follower.communicate(timeout=60)
+    assert follower.returncode == 130, stderr
+    assert f"stopped following; job {job} goes on on the cluster" in stderr
+    assert f"graftune jobs stop {job}" in stderr
+    assert running()
     stopped = graftune(cluster, "jobs", "stop", job, "--address", cluster.dashboard, timeout=60)
     assert stopped.returncode == 0, stopped.stderr
     assert f"{job}: STOPPED" in stopped.stdout
