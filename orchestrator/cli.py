@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 import time
 from enum import Enum
@@ -205,7 +206,8 @@ def run(
     out.print(f"leaderboard: {outcome.run_dir / 'leaderboard.md'}", markup=False)
     if (outcome.run_dir / "report.html").is_file():
         out.print(f"report: {outcome.run_dir / 'report.html'}", markup=False)
-    out.print(f"tensorboard: tensorboard --logdir {outcome.run_dir / 'trials'}", markup=False)
+    logdir = shlex.quote(str(outcome.run_dir / "trials"))
+    out.print(f"tensorboard: tensorboard --logdir {logdir}", markup=False)
 
 
 def _with_cluster_options(

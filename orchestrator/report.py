@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import math
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -220,7 +221,8 @@ def render_report(run: RunRecord) -> str:
                 f"{_number(best.get(run.test_metric), 4)}",
             )
         )
-    summary.append(("TensorBoard", f"tensorboard --logdir {run.run_dir.resolve() / 'trials'}"))
+    logdir = shlex.quote(str(run.run_dir.resolve() / "trials"))
+    summary.append(("TensorBoard", f"tensorboard --logdir {logdir}"))
     plots = [_draw(title, caption, fn) for title, caption, fn in _run_plots(run)]
     recipe = _compact_recipe(run.recipe) if run.recipe else run.recipe_text
     best_key = (best["strategy"], best["trial_id"]) if best is not None else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import time
 from collections import Counter
@@ -276,7 +277,7 @@ def _run(
     except KeyboardInterrupt:  # a second Ctrl+C, or one outside a Ray search
         raise RunInterrupted(
             "interrupted: stopped at once; the trials that had ended are kept\n"
-            f"continue it with: graftune run --resume {run_dir}",
+            f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}",
             run_dir=run_dir,
         ) from None
     finally:
@@ -418,7 +419,7 @@ def _interrupted_message(
     lines = [line]
     if ended:
         lines.append(f"leaderboard of the trials that ended: {run_dir / 'leaderboard.md'}")
-    lines.append(f"continue it with: graftune run --resume {run_dir}")
+    lines.append(f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}")
     return "\n".join(lines)
 
 

@@ -420,17 +420,19 @@ def test_ctrl_c_in_a_keras_tuner_search_keeps_what_ended_and_resume_runs_the_res
     from orchestrator.leaderboard import read_leaderboard
 
     marker = tmp_path / "interrupted"
+    folder = tmp_path / "my runs"  # the command it prints must survive a copy and paste
+    folder.mkdir()
     recipe = write_recipe(
-        tmp_path,
+        folder,
         "{backend: keras_tuner, num_samples: 3, max_epochs: 2}",
         f"interrupted_mlp: {{space: {{marker: '{marker}'}}}}",
     )
     result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
     assert result.exit_code == 130, result.output
     assert marker.exists()
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = (folder / "runs").iterdir()
     assert "interrupted: interrupted_mlp: 1 trial ended, 1 stopped midway" in result.output
-    assert f"graftune run --resume {run_dir}" in result.output
+    assert f"graftune run --resume '{run_dir}'" in result.output
     results_dir = run_dir / "trials" / "interrupted_mlp"
     ended = ended_trials(results_dir)
     assert list(read_leaderboard(run_dir)["trial_id"]) == list(ended)
