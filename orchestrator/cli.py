@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.errors import GraftuneError, RunInterrupted
+from orchestrator.errors import SIGTERM_STATUS, GraftuneError, RunInterrupted, stopped_how
 
 # TensorFlow's C++ start-up chatter is not for users; set before it can be imported.
 # (What TensorFlow prints in spite of it: orchestrator.native_log.)
@@ -183,10 +183,12 @@ def run(
         err.print(str(exc), markup=False)
         raise typer.Exit(exc.exit_status) from None
     except KeyboardInterrupt:  # outside a search: before it, or while the run is saved
+        from orchestrator.tuning.ray_start import terminated
+
         if live is not None:
             live.stop()
-        err.print("interrupted: stopped at once", markup=False)
-        raise typer.Exit(RunInterrupted.exit_status) from None
+        err.print(f"{stopped_how(terminated())}: stopped at once", markup=False)
+        raise typer.Exit(SIGTERM_STATUS if terminated() else RunInterrupted.exit_status) from None
     except Exception as exc:
         if live is not None:
             live.stop()

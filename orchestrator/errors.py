@@ -172,15 +172,32 @@ class RunInterrupted(GraftuneError):
         leaderboard: The finished trials' leaderboard, when it was written.
     """
 
-    #: 128 + SIGINT: what a shell reports for a command stopped by Ctrl+C.
+    #: 128 + SIGINT: what a shell reports for a command stopped by Ctrl+C
+    #: (:data:`SIGTERM_STATUS` for a run that was sent SIGTERM).
     exit_status = 130
 
     def __init__(
-        self, message: str, *, run_dir: Path | None = None, leaderboard: Any = None
+        self,
+        message: str,
+        *,
+        run_dir: Path | None = None,
+        leaderboard: Any = None,
+        exit_status: int | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.leaderboard = leaderboard
+        if exit_status is not None:
+            self.exit_status = exit_status
         super().__init__(message)
+
+
+#: The exit status of a run stopped by SIGTERM: 128 + 15, as shells report it.
+SIGTERM_STATUS = 143
+
+
+def stopped_how(by_sigterm: bool) -> str:
+    """How a message about a stopped run begins."""
+    return "terminated (SIGTERM)" if by_sigterm else "interrupted"
 
 
 class SearchInterrupted(Exception):

@@ -22,7 +22,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import RecipeError, RunFailed, RunInterrupted, SearchInterrupted
+from orchestrator.errors import (
+    SIGTERM_STATUS,
+    RecipeError,
+    RunFailed,
+    RunInterrupted,
+    SearchInterrupted,
+    stopped_how,
+)
 from orchestrator.recipe import Recipe, check_recipe, load_recipe
 
 if TYPE_CHECKING:
@@ -274,11 +281,14 @@ def _run(
                 break
             _write_search(done_file, found)
             results += found
-    except KeyboardInterrupt:  # a second Ctrl+C, or one outside a Ray search
+    except KeyboardInterrupt:  # a second Ctrl+C, or SIGTERM (see ray_start)
+        from orchestrator.tuning.ray_start import terminated
+
         raise RunInterrupted(
-            "interrupted: stopped at once; the trials that had ended are kept\n"
+            f"{stopped_how(terminated())}: stopped at once; the trials that had ended are kept\n"
             f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}",
             run_dir=run_dir,
+            exit_status=SIGTERM_STATUS if terminated() else None,
         ) from None
     finally:
         if ray_start is not None:

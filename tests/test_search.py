@@ -375,12 +375,36 @@ def assert_resumes_to_every_trial_once(run_dir, ended, trials, plugins=()):
         assert path.stat().st_mtime_ns == mtime, trial_id
 
 
-def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp_path):
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("how", ["SIGKILL to every process", "SIGTERM to the driver"])
+def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp_path, how):
     recipe = write_recipe(tmp_path, *SIX_TRIALS)
     run_dir = tmp_path / "killed"
     with run_until_trials_end(recipe, run_dir) as process:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        if how.startswith("SIGKILL"):
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        else:  # what `timeout`, systemd, Kubernetes and `ray job stop` send
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+            stderr = (tmp_path / "stderr.txt").read_text()
+            assert process.returncode == 143, stderr[-3000:]
+            assert "terminated (SIGTERM): stopped at once" in stderr
+            assert f"graftune run --resume {run_dir}" in stderr
+            # Not reported as a crash (Ray's crash reporter prints a stack for it).
+            assert "SIGTERM received" not in stderr
+            # The Ray processes the driver started are gone with it.
+            deadline = time.monotonic() + 30
+            while group_alive(process.pid):
+                assert time.monotonic() < deadline, "Ray's processes outlived the driver"
+                time.sleep(0.5)
     ended = ended_trials(run_dir / "trials" / "scratch_mlp")
     assert 2 <= len(ended) < 6
     assert not (run_dir / "leaderboard.csv").exists()

@@ -30,7 +30,6 @@ import logging
 import logging.handlers
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -260,6 +259,7 @@ class BackgroundStart:
             Whatever ``ray.init`` raised in the thread.
         """
         self._ready.wait()
+        _exit_on_sigterm(again=True)
         handler = _file_handler(log_file)
         self._held.setTarget(handler)
         self._held.flush()
@@ -314,13 +314,34 @@ def start_in_background(
     return BackgroundStart(resources, preload_workers=preload_workers)
 
 
-def _exit_on_sigterm() -> None:
-    """What ``ray.init`` does when called from the main thread, which it is not here.
+def _exit_on_sigterm(*, again: bool = False) -> None:
+    """Stop on SIGTERM as on Ctrl+C, so that Ray's processes are shut down.
 
-    SIGTERM then exits through ``sys.exit``, so that Ray's exit hooks shut
-    down the processes it started.
+    ``ray.init`` called from the main thread installs a SIGTERM handler that
+    calls ``sys.exit``; here it is called from another thread, so graftune
+    installs its own. It raises :class:`KeyboardInterrupt`, not ``SystemExit``:
+    a ``SystemExit`` raised while Ray waits in its core worker makes Ray end
+    the process on the spot (status 1, Ray's processes left to die with it),
+    while an interrupt comes back out of Ray as one. :func:`terminated` then
+    tells it from a Ctrl+C. With ``again`` (once Ray is up), the handler is
+    installed anew: Ray's core worker puts a crash reporter in front of it
+    that prints a stack trace for a SIGTERM as if the process had crashed.
     """
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+    current = signal.getsignal(signal.SIGTERM)
+    if current is signal.SIG_DFL or (again and current is _on_sigterm):
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+_sigterm = threading.Event()
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    _sigterm.set()
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def terminated() -> bool:
+    """Whether this process was sent SIGTERM (an interrupt, then, was not Ctrl+C)."""
+    return _sigterm.is_set()
