@@ -9,14 +9,16 @@ trials that finished are never run again.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shlex
 import shutil
+import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.errors import (
     SIGTERM_STATUS,
     RecipeError,
+    RunDirError,
     RunFailed,
     RunInterrupted,
     SearchInterrupted,
@@ -134,17 +137,71 @@ def run_recipe(
     # Before any work: a cluster that is down or refuses us, storage it cannot share.
     place = plan_run(recipe, run_dir=run_dir, run_name=run_name)
 
-    ray_start = None
-    if recipe.search.backend == "ray":
-        from orchestrator.tuning.ray_start import start_in_background
+    with contextlib.ExitStack() as held:
+        if resume:  # before any work too: a run that is still going on is left alone
+            assert run_dir is not None  # resume_run gives it
+            held.enter_context(holding_run_dir(Path(run_dir)))
+        ray_start = None
+        if recipe.search.backend == "ray":
+            from orchestrator.tuning.ray_start import start_in_background
 
-        # Embedded Ray starts while the data, the base and the pre-flight are prepared.
-        ray_start = start_in_background(recipe.resources, preload_workers=_first_wave(recipe))
+            # Embedded Ray starts while the data, the base and the pre-flight are prepared.
+            ray_start = start_in_background(recipe.resources, preload_workers=_first_wave(recipe))
+        try:
+            return _run(
+                recipe,
+                host,
+                place,
+                ray_start,
+                resume=resume,
+                echo=echo,
+                listener=listener,
+                held=held,
+            )
+        finally:
+            if ray_start is not None:
+                ray_start.close()
+
+
+#: The lock file in a run directory, held by the process that runs or resumes it.
+LOCK_FILE = ".graftune.lock"
+
+
+@contextlib.contextmanager
+def holding_run_dir(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir`` for this process: another run or resume of it is refused.
+
+    An advisory lock (``flock``) on :data:`LOCK_FILE`, which the system
+    releases however the process ends, so that a killed run can be resumed at
+    once. Where the file system has no locks (some network mounts) the run
+    goes on unguarded.
+
+    Raises:
+        RunDirError: Another process holds it (its pid and host are named).
+    """
     try:
-        return _run(recipe, host, place, ray_start, resume=resume, echo=echo, listener=listener)
-    finally:
-        if ray_start is not None:
-            ray_start.close()
+        import fcntl
+    except ImportError:  # not a POSIX system
+        yield
+        return
+    with open(run_dir / LOCK_FILE, "a+", encoding="utf-8") as handle:  # held until the end
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise RunDirError(
+                f"{run_dir} is in use by another graftune run ({holder}); "
+                "let it finish or stop it, then resume it"
+            ) from None
+        except OSError as exc:
+            log.debug("run directory %s not locked: %s", run_dir, exc)
+        else:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+        yield
 
 
 def _run(
@@ -156,6 +213,7 @@ def _run(
     resume: bool,
     echo: Callable[[str], None],
     listener: TrialListener | None,
+    held: contextlib.ExitStack,
 ) -> RunOutcome:
     from orchestrator.bases import prepare_base
     from orchestrator.data import prepare_dataset
@@ -212,6 +270,8 @@ def _run(
             backend.check_space(recipe, spaces[name])
 
     run_dir = _open_run_dir(recipe, place.local_dir, resume)
+    if not resume:
+        held.enter_context(holding_run_dir(run_dir))
     echo(f"run: {run_dir}" + (" (resumed)" if resume else ""))
     if place.remote is not None:
         echo(f"storage: {place.remote}")

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from orchestrator.errors import RunFailed
+from orchestrator.errors import RunDirError, RunFailed
 from tests import fixture_plugins
 
 pytestmark = pytest.mark.slow
@@ -385,10 +385,15 @@ def group_alive(pgid: int) -> bool:
 
 @pytest.mark.parametrize("how", ["SIGKILL to every process", "SIGTERM to the driver"])
 def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp_path, how):
+    from orchestrator.run import resume_run
+
     recipe = write_recipe(tmp_path, *SIX_TRIALS)
     run_dir = tmp_path / "killed"
     with run_until_trials_end(recipe, run_dir) as process:
         if how.startswith("SIGKILL"):
+            # While it runs, its directory is its own.
+            with pytest.raises(RunDirError, match=f"{run_dir} is in use by another graftune run"):
+                resume_run(run_dir, plugins=[], echo=print)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         else:  # what `timeout`, systemd, Kubernetes and `ray job stop` send
