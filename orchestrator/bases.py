@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -398,6 +399,10 @@ class ApplicationProvider(BaseProvider):
         return _APPLICATION_PREPROCESSING.get(module, "raw255")
 
 
+#: The first bytes of every HDF5 file.
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
 class PathProvider(BaseProvider):
     """A model saved as a ``.keras`` file, loaded with ``safe_mode=True``."""
 
@@ -412,6 +417,17 @@ class PathProvider(BaseProvider):
             raise BaseModelError(
                 f"expected a .keras (or legacy .h5) file, got {path.name}", key="path"
             )
+        # Keras itself says "File not found" for a file that is there but is no model.
+        if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+            raise BaseModelError(
+                f"{path} is not a .keras file: model.save() writes a zip archive, and this "
+                "is none (another kind of file, or one cut short?)",
+                key="path",
+            )
+        if path.suffix == ".h5":
+            with open(path, "rb") as handle:
+                if handle.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+                    raise BaseModelError(f"{path} is not an HDF5 (.h5) file", key="path")
 
     def cache_key(self, spec: BaseSpec, context: BaseContext) -> str:
         return _digest({"path": _file_digest(Path(spec.path or ""))})

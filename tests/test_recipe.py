@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -164,8 +165,8 @@ GOOD_RECIPES = {
 @pytest.mark.parametrize("text", GOOD_RECIPES.values(), ids=GOOD_RECIPES.keys())
 def test_good_recipes_validate(tmp_path: Path, text: str) -> None:
     (tmp_path / "models").mkdir()
-    # validate only checks that a base file exists and is a .keras file.
-    (tmp_path / "models" / "b.keras").write_bytes(b"")
+    # validate only checks that a base file exists and is a .keras file (a zip archive).
+    zipfile.ZipFile(tmp_path / "models" / "b.keras", "w").close()
     path = write_recipe(tmp_path, text)
     result = cli("validate", str(path))
     assert_exit(result, 0)
@@ -676,6 +677,22 @@ def test_bad_recipe_fails_validate_naming_file_key_and_fix(
     assert "Traceback" not in output
     # Nothing in any recipe may run code (the python-tag case would create X).
     assert not (tmp_path / "X").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [("m.keras", "is not a .keras file: model.save() writes a zip archive"),
+     ("m.h5", "is not an HDF5 (.h5) file")],
+)  # fmt: skip
+def test_a_base_file_that_is_no_model_fails_validate(tmp_path: Path, name, fragment) -> None:
+    (tmp_path / name).write_text("not a model\n")
+    path = write_recipe(
+        tmp_path, HEAD + f"base: {{path: {name}}}\nstrategies: {{fine_tune: {{}}}}\n"
+    )
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert ": base.path: " in result.output, result.output
+    assert fragment in result.output, result.output
 
 
 def test_python_tags_are_never_executed(tmp_path: Path) -> None:
