@@ -93,19 +93,31 @@ def validate(
         list[str] | None,
         typer.Option("--plugin", help="Also load this plugin module (trusted code)."),
     ] = None,
+    data: Annotated[
+        bool,
+        typer.Option(
+            "--data",
+            help="Also load the data and split it as a run would (catches non-numeric "
+            "columns, classes too small to split).",
+        ),
+    ] = False,
 ) -> None:
     """Check a recipe without training: schema, names, files, columns, spaces."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from orchestrator.recipe import validate_recipe
+    from orchestrator.recipe import check_recipe_data, validate_recipe
 
     try:
-        loaded = validate_recipe(recipe, _host(plugin, recipe))
+        host = _host(plugin, recipe)
+        loaded = validate_recipe(recipe, host)
+        dataset = check_recipe_data(loaded, host) if data else None
     except Exception as exc:
         _fail(exc)
         return
     out.print(
         f"{recipe}: ok ({', '.join(loaded.strategies)} on {loaded.data.source})", markup=False
     )
+    if dataset is not None:
+        out.print(f"data: {dataset.describe()}", markup=False)
 
 
 @app.command()

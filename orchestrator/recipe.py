@@ -667,12 +667,43 @@ def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
     return errors
 
 
-def validate_recipe(path: str | Path, host: PluginHost) -> Recipe:
+def validate_recipe(path: str | Path, host: PluginHost, *, data: bool = False) -> Recipe:
     """Load a recipe and run every check that needs no training.
+
+    Args:
+        path: The recipe file.
+        host: The plugin host (strategies, data sources, bases).
+        data: Also load the data and split it as a run would (see
+            :func:`check_recipe_data`).
 
     Raises:
         RecipeError: With the file, key path and what was expected.
     """
     recipe = load_recipe(path)
     check_recipe(recipe, host)
+    if data:
+        check_recipe_data(recipe, host)
     return recipe
+
+
+def check_recipe_data(recipe: Recipe, host: PluginHost) -> Any:
+    """Load the recipe's data and split it as a run would, reporting what is wrong in it.
+
+    What :func:`check_recipe` cannot see without reading the data: feature
+    columns that are not numbers, a class too small for the split, fewer
+    examples than ``labels_per_class`` asks for.
+
+    Returns:
+        The prepared :class:`~orchestrator.data.Dataset`.
+
+    Raises:
+        RecipeError: With the file and the data key at fault.
+    """
+    from orchestrator.data import prepare_dataset
+
+    try:
+        return prepare_dataset(
+            recipe.data, host.data_sources, seed=recipe.seed, base_dir=recipe.base_dir
+        )
+    except DataError as exc:
+        raise recipe.error(("data", exc.key or "source"), str(exc)) from None

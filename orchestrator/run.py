@@ -226,11 +226,7 @@ def _run(
     dataset = prepare_dataset(
         recipe.data, host.data_sources, seed=recipe.seed, base_dir=recipe.base_dir
     )
-    echo(
-        f"data: {recipe.data.source}: {len(dataset.y_train)} train / {len(dataset.y_val)} val / "
-        f"{len(dataset.y_test)} test, {dataset.task.n_classes} classes, "
-        f"inputs {dataset.task.input_shape}"
-    )
+    echo(f"data: {recipe.data.source}: {dataset.describe()}")
     strategies = {name: host.strategies.get(name)() for name in recipe.strategies}
     base_info = None
     if recipe.base is not None and any(s.requires_base for s in strategies.values()):

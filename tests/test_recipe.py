@@ -695,6 +695,44 @@ def test_a_base_file_that_is_no_model_fails_validate(tmp_path: Path, name, fragm
     assert fragment in result.output, result.output
 
 
+@pytest.mark.parametrize(
+    ("rows", "key_path", "fragment"),
+    [
+        (
+            [f"{i},{'red' if i % 2 else 'blue'},{'ab'[i % 2]}" for i in range(20)],
+            "data.source",
+            "non-numeric column(s) 'colour'",
+        ),
+        (
+            [f"{i},{i % 3},{'ab'[i % 2]}" for i in range(20)] + ["20,1,c"],
+            "data.split",
+            "class 'c' has 1 example(s)",
+        ),
+    ],
+    ids=["text-column", "class-too-small"],
+)
+def test_validate_data_finds_what_only_reading_the_data_shows(
+    tmp_path: Path, rows: list[str], key_path: str, fragment: str
+) -> None:
+    (tmp_path / "d.csv").write_text("x,colour,y\n" + "\n".join(rows) + "\n")
+    path = write_recipe(
+        tmp_path, "name: d\ndata: {source: 'csv:d.csv', target: y}\nstrategies: {scratch_mlp: {}}\n"
+    )
+    assert_exit(cli("validate", str(path)), 0)  # without --data the file is not read
+    result = cli("validate", str(path), "--data")
+    assert_exit(result, 2)
+    assert f"{path}:2: {key_path}: " in result.output, result.output
+    assert fragment in result.output, result.output
+
+
+def test_validate_data_prints_the_splits_a_run_would_make(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, "name: w\ndata: {source: 'csv:{wine}', target: cultivar}\n"
+                        "strategies: {scratch_mlp: {}}\n")  # fmt: skip
+    result = cli("validate", str(path), "--data")
+    assert_exit(result, 0)
+    assert "data: 106 train / 36 val / 36 test, 3 classes, inputs (13,)" in result.output
+
+
 def test_python_tags_are_never_executed(tmp_path: Path) -> None:
     marker = tmp_path / "X"
     path = write_recipe(

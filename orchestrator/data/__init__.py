@@ -132,6 +132,13 @@ class Dataset:
     def __hash__(self) -> int:
         return hash((self.source, self.task.fingerprint))
 
+    def describe(self) -> str:
+        """``N train / N val / N test, K classes, inputs SHAPE``: what a run prints."""
+        return (
+            f"{len(self.y_train)} train / {len(self.y_val)} val / {len(self.y_test)} test, "
+            f"{self.task.n_classes} classes, inputs {self.task.input_shape}"
+        )
+
 
 class DataSource:
     """Base class of data-source plugins (built-in and third-party).
