@@ -100,3 +100,22 @@ def test_markdown_leaves_missing_values_blank():
     text = to_markdown(frame)
     assert "nan" not in text.lower()
     assert "<NA>" not in text
+
+
+def test_the_printed_table_shows_nodes_only_for_a_run_over_several_machines(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    def table(nodes):
+        results = [result(f"t{i}", val=0.5 + i / 10, width=8) for i in range(len(nodes))]
+        for trial, node in zip(results, nodes, strict=True):
+            trial.node = node
+        write_leaderboard(build_leaderboard(results, metric="val_accuracy", mode="max"), tmp_path)
+        outcome = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+        assert outcome.exit_code == 0, outcome.output
+        return outcome.output.splitlines()[0].split()
+
+    # Resumed on one machine: a new Ray node there, nothing to show.
+    assert "node" not in table(["10.0.0.1/aaaaaaaa", "10.0.0.1/bbbbbbbb", None])
+    assert "node" in table(["10.0.0.1/aaaaaaaa", "10.0.0.2/cccccccc", None])
