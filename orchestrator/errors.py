@@ -164,7 +164,7 @@ class RunFailed(GraftuneError):
 
 
 class RunInterrupted(GraftuneError):
-    """The user stopped a run (Ctrl+C): what finished is kept, ``--resume`` runs the rest.
+    """The user stopped a run (Ctrl+C, or SIGTERM): what ended is kept, ``--resume`` runs the rest.
 
     Args:
         message: What finished, what did not, and how to resume.

@@ -122,7 +122,9 @@ def run_recipe(
         RunFailed: Every trial failed (the leaderboard is still written).
         RunInterrupted: The user pressed Ctrl+C. Once: the search stops, the
             trials that ended are ranked and saved as usual, and
-            ``resume_run`` runs the rest. Twice: the run stops at once.
+            ``resume_run`` runs the rest. Twice, or SIGTERM: the run stops at
+            once (also resumable).
+        RunDirError: ``resume`` of a run that another process is running.
     """
     from orchestrator.plugin_manager import get_plugin_manager
 

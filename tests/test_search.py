@@ -413,6 +413,14 @@ def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp
     ended = ended_trials(run_dir / "trials" / "scratch_mlp")
     assert 2 <= len(ended) < 6
     assert not (run_dir / "leaderboard.csv").exists()
+    if how.startswith("SIGTERM"):
+        # It leaves what a kill leaves (the SIGKILL case resumes that) and lets go of
+        # its directory.
+        from orchestrator.run import holding_run_dir
+
+        with holding_run_dir(run_dir):
+            assert not (run_dir / "trials" / "scratch_mlp" / "search.json").exists()
+        return
     assert_resumes_to_every_trial_once(run_dir, ended, 6)
 
 
