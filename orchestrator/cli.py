@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import sys
 import time
 from enum import Enum
@@ -460,19 +461,28 @@ def _follow_job(client: Any, job_id: str) -> None:
         sys.stdout.write(chunk)
         sys.stdout.flush()
 
-    try:
-        info = client.follow(job_id, write)
-    except KeyboardInterrupt:  # Ctrl+C stops the watching, not the job
+    def stop_following(signum: int, frame: Any) -> None:
+        # Ctrl+C stops the watching, not the job. At once: asyncio's own
+        # interrupt handling waits for the log stream and a status request to
+        # wind down, which can take a minute or hang.
+        sys.stdout.flush()
         err.print(
             f"stopped following; job {job_id} goes on on the cluster\n"
             f"follow it again: graftune jobs logs {job_id} --follow --address {client.address}\n"
             f"stop it: graftune jobs stop {job_id} --address {client.address}",
             markup=False,
         )
-        raise typer.Exit(RunInterrupted.exit_status) from None
+        sys.stderr.flush()
+        os._exit(RunInterrupted.exit_status)
+
+    previous = signal.signal(signal.SIGINT, stop_following)
+    try:
+        info = client.follow(job_id, write)
     except Exception as exc:
         _fail(exc)
         return
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if str(info.status) != "SUCCEEDED":
         err.print(f"error: {failure_message(client, info)}", markup=False)
         raise typer.Exit(1)

@@ -652,9 +652,14 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert follower.stdout.readline()  # following: the job's log so far is coming
-    follower.send_signal(signal.SIGINT)
-    _, stderr = follower.communicate(timeout=60)
+    try:
+        assert follower.stdout.readline()  # following: the job's log so far is coming
+        follower.send_signal(signal.SIGINT)
+        _, stderr = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
     assert follower.returncode == 130, stderr
     assert f"stopped following; job {job} goes on on the cluster" in stderr
     assert f"graftune jobs stop {job}" in stderr
