@@ -667,22 +667,14 @@ def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
     return errors
 
 
-def validate_recipe(path: str | Path, host: PluginHost, *, data: bool = False) -> Recipe:
+def validate_recipe(path: str | Path, host: PluginHost) -> Recipe:
     """Load a recipe and run every check that needs no training.
-
-    Args:
-        path: The recipe file.
-        host: The plugin host (strategies, data sources, bases).
-        data: Also load the data and split it as a run would (see
-            :func:`check_recipe_data`).
 
     Raises:
         RecipeError: With the file, key path and what was expected.
     """
     recipe = load_recipe(path)
     check_recipe(recipe, host)
-    if data:
-        check_recipe_data(recipe, host)
     return recipe
 
 
