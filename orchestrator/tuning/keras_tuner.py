@@ -144,21 +144,19 @@ def run_search(
         project_name=strategy,
         overwrite=not resume,
     )
+    interrupted = False
     try:
         tuner.search(verbose=0)
     except KeyboardInterrupt:  # Ctrl+C: keras-tuner keeps its state for a resume
-        ended = [
-            result
-            for trial in tuner.oracle.trials.values()
-            if (result := read_result(trial_dir(run_dir, strategy, f"kt{trial.trial_id}")))
-        ]
-        stopped = len(tuner.oracle.trials) - len(ended)
-        raise SearchInterrupted(sorted(ended, key=lambda r: r.trial_id), stopped) from None
-    results = []
+        interrupted = True
+    results, missing = [], 0
     for trial in tuner.oracle.trials.values():
         trial_id = f"kt{trial.trial_id}"
         result = read_result(trial_dir(run_dir, strategy, trial_id))
         if result is None:
+            missing += 1
+            if interrupted:  # the trial it stopped: it runs again on resume
+                continue
             values = trial.hyperparameters.values
             result = TrialResult(
                 strategy=strategy,
@@ -168,4 +166,6 @@ def run_search(
                 error="keras-tuner recorded the trial but it left no result",
             )
         results.append(result)
+    if interrupted:
+        raise SearchInterrupted(sorted(results, key=lambda r: r.trial_id), missing)
     return sorted(results, key=lambda r: r.trial_id)
