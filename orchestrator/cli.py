@@ -177,36 +177,41 @@ def run(
     if resume is not None and not (resume / "recipe.yaml").is_file():
         err.print(f"error: {resume} is not a graftune run directory (no recipe.yaml)")
         raise typer.Exit(2)
-    try:
-        host = _host(plugin, recipe if recipe is not None else resume / "recipe.yaml")
-        kwargs: dict[str, Any] = {"host": host, "echo": echo, "listener": progress}
-        if live is not None:
-            live.start()
-        if resume is not None:
-            outcome = resume_run(resume, **kwargs)
-        else:
-            assert recipe is not None
-            chosen = _with_cluster_options(recipe, address, storage, shared_storage)
-            outcome = run_recipe(chosen, run_dir=run_dir, run_name=run_name, **kwargs)
-    except RunInterrupted as exc:
-        if live is not None:
-            live.stop()
-        if exc.leaderboard is not None and len(exc.leaderboard):
-            _print_table(exc.leaderboard)
-        err.print(str(exc), markup=False)
-        raise typer.Exit(exc.exit_status) from None
-    except KeyboardInterrupt:  # outside a search: before it, or while the run is saved
-        from orchestrator.tuning.ray_start import terminated
+    from orchestrator.tuning.ray_start import sigterm_stops_the_run
 
-        if live is not None:
-            live.stop()
-        err.print(f"{stopped_how(terminated())}: stopped at once", markup=False)
-        raise typer.Exit(SIGTERM_STATUS if terminated() else RunInterrupted.exit_status) from None
-    except Exception as exc:
-        if live is not None:
-            live.stop()
-        _fail(exc)
-        return
+    with sigterm_stops_the_run():
+        try:
+            host = _host(plugin, recipe if recipe is not None else resume / "recipe.yaml")
+            kwargs: dict[str, Any] = {"host": host, "echo": echo, "listener": progress}
+            if live is not None:
+                live.start()
+            if resume is not None:
+                outcome = resume_run(resume, **kwargs)
+            else:
+                assert recipe is not None
+                chosen = _with_cluster_options(recipe, address, storage, shared_storage)
+                outcome = run_recipe(chosen, run_dir=run_dir, run_name=run_name, **kwargs)
+        except RunInterrupted as exc:
+            if live is not None:
+                live.stop()
+            if exc.leaderboard is not None and len(exc.leaderboard):
+                _print_table(exc.leaderboard)
+            err.print(str(exc), markup=False)
+            raise typer.Exit(exc.exit_status) from None
+        except KeyboardInterrupt:  # outside a search: before it, or while the run is saved
+            from orchestrator.tuning.ray_start import terminated
+
+            if live is not None:
+                live.stop()
+            err.print(f"{stopped_how(terminated())}: stopped at once", markup=False)
+            raise typer.Exit(
+                SIGTERM_STATUS if terminated() else RunInterrupted.exit_status
+            ) from None
+        except Exception as exc:
+            if live is not None:
+                live.stop()
+            _fail(exc)
+            return
     if live is not None:
         live.stop()
     _print_table(outcome.leaderboard)

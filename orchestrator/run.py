@@ -370,11 +370,14 @@ def _run(
 
     write_report_safely(run_dir)  # logs a failure: a report never fails the run
     if interrupted is not None:
+        from orchestrator.tuning.ray_start import terminated
+
         later = list(strategies)[list(strategies).index(interrupted[0]) + 1 :]
         raise RunInterrupted(
             _interrupted_message(run_dir, *interrupted, later=later, ended=len(results)),
             run_dir=run_dir,
             leaderboard=frame,
+            exit_status=SIGTERM_STATUS if terminated() else None,
         )
     host.notify("graftune_run_finished", leaderboard=frame, run_dir=run_dir)
     publish(place, echo)
@@ -477,8 +480,11 @@ def _trial_line(result: TrialResult, metric: str) -> str:
 def _interrupted_message(
     run_dir: Path, name: str, stop: SearchInterrupted, *, later: list[str], ended: int
 ) -> str:
+    from orchestrator.tuning.ray_start import terminated
+
     ended_here = len(stop.finished)
-    line = f"interrupted: {name}: {ended_here} trial{'s' if ended_here != 1 else ''} ended"
+    how = stopped_how(terminated())
+    line = f"{how}: {name}: {ended_here} trial{'s' if ended_here != 1 else ''} ended"
     if stop.stopped:
         again = "they run" if stop.stopped != 1 else "it runs"
         line += f", {stop.stopped} stopped midway ({again} again on resume)"

@@ -139,17 +139,21 @@ class SlowMLP(ScratchMLP):
 
 
 class InterruptedMLP(ScratchMLP):
-    """An MLP whose second trial is stopped as Ctrl+C would stop it, once.
+    """An MLP whose process is sent a signal in its second trial, once.
 
     Its ``fit`` counts its calls in ``MARKER.calls``; the second call creates
-    ``marker`` and raises :class:`KeyboardInterrupt`, unless ``marker`` exists.
+    ``marker`` and sends its own process ``signal`` (``SIGINT``, as Ctrl+C
+    does, or ``SIGTERM``), unless ``marker`` exists. It refuses to send SIGTERM
+    while SIGTERM has its default action, which would end the test session.
     """
 
     name = "interrupted_mlp"
-    description = "stops its second trial with a KeyboardInterrupt"
+    description = "sends its own process a signal in its second trial"
 
     def search_space(self, context):
-        return tiny_space(learning_rate=LogFloat(1e-3, 1e-2), marker=Fixed(""))
+        return tiny_space(
+            learning_rate=LogFloat(1e-3, 1e-2), marker=Fixed(""), signal=Fixed("SIGINT")
+        )
 
     def fit(self, model, config, data, *, epochs, callbacks):
         from pathlib import Path
@@ -159,6 +163,15 @@ class InterruptedMLP(ScratchMLP):
         count = int(calls.read_text()) if calls.exists() else 0
         calls.write_text(str(count + 1))
         if count == 1 and not marker.exists():
+            import os
+            import signal
+            import time
+
             marker.touch()
-            raise KeyboardInterrupt
+            signum = signal.Signals[config["signal"]]
+            if signal.getsignal(signum) is signal.SIG_DFL:
+                raise AssertionError(f"nothing handles {signum.name} in this process")
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler raises in this thread before this ends
+            raise AssertionError(f"{signum.name} did not stop the trial")
         return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)

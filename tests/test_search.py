@@ -452,7 +452,19 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
     assert signal.getsignal(signal.SIGINT) is handler
 
 
-def test_ctrl_c_in_a_keras_tuner_search_keeps_what_ended_and_resume_runs_the_rest(tmp_path):
+@pytest.mark.parametrize(
+    ("signal_name", "status", "said"),
+    [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated (SIGTERM)")],
+    ids=["Ctrl+C", "SIGTERM"],
+)
+def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_runs_the_rest(
+    tmp_path, signal_name, status, said
+):
+    """The backend without Ray: a real signal to this process, in the second trial.
+
+    SIGTERM's default action would end the process with nothing written; ``graftune
+    run`` handles it as it does Ctrl+C, and puts the default back when it ends.
+    """
     from orchestrator.cli import app
     from orchestrator.leaderboard import read_leaderboard
 
@@ -462,13 +474,15 @@ def test_ctrl_c_in_a_keras_tuner_search_keeps_what_ended_and_resume_runs_the_res
     recipe = write_recipe(
         folder,
         "{backend: keras_tuner, num_samples: 3, max_epochs: 2}",
-        f"interrupted_mlp: {{space: {{marker: '{marker}'}}}}",
+        f"interrupted_mlp: {{space: {{marker: '{marker}', signal: {signal_name}}}}}",
     )
+    sigterm = signal.getsignal(signal.SIGTERM)
     result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
-    assert result.exit_code == 130, result.output
+    assert result.exit_code == status, result.output
+    assert signal.getsignal(signal.SIGTERM) is sigterm
     assert marker.exists()
     (run_dir,) = (folder / "runs").iterdir()
-    assert "interrupted: interrupted_mlp: 1 trial ended, 1 stopped midway" in result.output
+    assert f"{said}: interrupted_mlp: 1 trial ended, 1 stopped midway" in result.output
     assert f"graftune run --resume '{run_dir}'" in result.output
     results_dir = run_dir / "trials" / "interrupted_mlp"
     ended = ended_trials(results_dir)

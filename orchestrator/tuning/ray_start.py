@@ -337,6 +337,29 @@ def _exit_on_sigterm(*, again: bool = False) -> None:
 _sigterm = threading.Event()
 
 
+@contextlib.contextmanager
+def sigterm_stops_the_run() -> Iterator[None]:
+    """For a ``graftune run`` command: SIGTERM stops the run as Ctrl+C does, on any backend.
+
+    Installs :func:`_on_sigterm` for the duration (in the main thread, where
+    SIGTERM still has its default action, which would end the process with no
+    word and nothing written), and puts back what was there after. On Ray, the
+    run's :class:`BackgroundStart` installs it too, for callers of
+    :func:`orchestrator.run_recipe`; the keras-tuner backend has only this one.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _sigterm.clear()  # a new run: not sent SIGTERM yet
+    before = signal.getsignal(signal.SIGTERM)
+    _exit_on_sigterm()
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGTERM) is _on_sigterm:
+            signal.signal(signal.SIGTERM, before)
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     _sigterm.set()
     raise KeyboardInterrupt("SIGTERM")
