@@ -22,6 +22,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -65,6 +66,29 @@ def cache_dir() -> Path:
     """graftune's cache folder: ``$GRAFTUNE_CACHE_DIR`` or ``~/.cache/graftune``."""
     root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "graftune"
     return Path(root)
+
+
+def temp_name(stem: str, suffix: str) -> str:
+    """A file name to write ``stem`` + ``suffix`` under before it is moved into place.
+
+    It names this host and process, so that :func:`remove_stale_temp` can tell
+    the temporary files of processes that died (a run killed while it saved)
+    from those of processes still writing, also in a cache shared by machines.
+    """
+    return f"{stem}.{socket.gethostname()}.{os.getpid()}.tmp{suffix}"
+
+
+def remove_stale_temp(folder: Path, stem: str, suffix: str) -> None:
+    """Remove the files :func:`temp_name` named in ``folder`` for dead processes of this host."""
+    import psutil
+
+    host = socket.gethostname()
+    pattern = re.compile(rf"{re.escape(stem)}\.(.+)\.(\d+)\.tmp{re.escape(suffix)}")
+    for path in folder.glob(f"{stem}.*.tmp{suffix}"):
+        found = pattern.fullmatch(path.name)
+        if found and found[1] == host and not psutil.pid_exists(int(found[2])):
+            log.info("removing %s, left by a process that ended while it wrote it", path)
+            path.unlink(missing_ok=True)
 
 
 def keras_models_dir() -> Path:
@@ -609,7 +633,8 @@ def prepare_base(
             folder = cache_dir() / "bases" / f"{spec.kind}-{_weights_digest(model)[:16]}"
             model_path = folder / "base.keras"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f"base.{os.getpid()}.tmp.keras"
+        remove_stale_temp(folder, "base", ".keras")
+        tmp = folder / temp_name("base", ".keras")
         model.save(tmp)
         os.replace(tmp, model_path)
     assert model_path is not None

@@ -84,6 +84,8 @@ def cached_features(
         if not (folder / "meta.json").is_file():
             prefix = base.prefix_model(dataset.task.input_shape, frozen_layers)
             folder.mkdir(parents=True, exist_ok=True)
+            for left in folder.glob("*.tmp*"):  # by a computation killed midway (we hold the lock)
+                left.unlink()
             started = time.perf_counter()
             shapes = {}
             for split in SPLITS:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -228,6 +232,28 @@ def test_path_base_is_cached_and_loads_the_same_model(tmp_path, isolated):
     loaded = load_base(info).model
     x = dataset.x_val[:8]
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_saving_a_base_removes_what_a_killed_save_left_and_nothing_else(tmp_path, isolated):
+    dataset = digits()
+    info = prepare_path_base(tiny_cnn(), tmp_path, dataset)
+    folder = info.path.parent
+    dead = subprocess.Popen([sys.executable, "-c", ""])
+    dead.wait()
+    here = socket.gethostname()
+    left = folder / f"base.{here}.{dead.pid}.tmp.keras"  # a run killed while it saved
+    writing = folder / f"base.{here}.{os.getppid()}.tmp.keras"  # a process still saving
+    elsewhere = folder / f"base.another-host.{dead.pid}.tmp.keras"  # a shared cache
+    for path in (left, writing, elsewhere):
+        path.write_bytes(b"half a model")
+    info.path.unlink()  # killed before the move: the next run builds the base again
+
+    again = prepare(BaseSpec(path=tmp_path / "base.keras"), dataset, tmp_path)
+
+    assert again.path == info.path
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        ["base.keras", writing.name, elsewhere.name]
+    )
 
 
 def test_path_base_with_a_lambda_layer_is_refused_by_safe_mode(tmp_path):

@@ -310,6 +310,28 @@ def test_features_are_computed_once_and_shared(digits, base_info, tmp_path):
     assert third.note.startswith("features from cache")
 
 
+def test_an_entry_computed_again_drops_what_a_killed_computation_left(digits, base_info):
+    from orchestrator.bases import load_base
+    from orchestrator.feature_cache import cached_features, feature_key, features_dir
+
+    base = load_base(base_info)
+    folder = features_dir() / feature_key(base, 2, digits)[:32]
+    folder.mkdir(parents=True)
+    left = [folder / "train.12345.tmp.npy", folder / "meta.json.tmp"]  # killed midway
+    for path in left:
+        path.write_bytes(b"partial")
+
+    _, computed = cached_features(base, 2, digits)
+
+    assert computed
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "meta.json",
+        "test.npy",
+        "train.npy",
+        "val.npy",
+    ]
+
+
 def test_cache_invalidation(digits, base_info, tmp_path, monkeypatch):
     from orchestrator.bases import load_base
     from orchestrator.data import prepare_dataset
