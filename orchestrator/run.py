@@ -525,15 +525,17 @@ def _save_best(
     )
     folder = run_dir / BEST_DIR
     folder.mkdir(exist_ok=True)
+    for left in folder.glob("*.tmp.keras"):  # a save killed midway (this run holds run_dir)
+        left.unlink()
     source = trial_dir(run_dir, chosen.strategy, chosen.trial_id)
+    tmp = folder / f"model.{os.getpid()}.tmp.keras"
     if chosen.cached_cut is None:
-        shutil.copyfile(source / MODEL_FILE, folder / MODEL_FILE)
+        shutil.copyfile(source / MODEL_FILE, tmp)
     else:
         # Trained on cached features: the best model is made whole once, here.
         whole = load_trial_model(source, base, task.input_shape)
-        tmp = folder / f"model.{os.getpid()}.tmp.keras"
         whole.save(tmp)
-        tmp.replace(folder / MODEL_FILE)
+    tmp.replace(folder / MODEL_FILE)  # never a torn model.keras
     summary = {
         "strategy": chosen.strategy,
         "trial_id": chosen.trial_id,

@@ -366,7 +366,11 @@ def assert_resumes_to_every_trial_once(run_dir, ended, trials, plugins=()):
     ``ended`` (from :func:`ended_trials`) ran again."""
     from orchestrator.run import resume_run
 
+    half_saved = run_dir / "best" / "model.99999.tmp.keras"  # as a kill while it saved leaves
+    half_saved.parent.mkdir(exist_ok=True)
+    half_saved.write_bytes(b"half a model")
     frame = resume_run(run_dir, plugins=list(plugins), echo=print).leaderboard
+    assert [p.name for p in (run_dir / "best").glob("*.keras")] == ["model.keras"]
     assert len(frame) == trials
     assert frame["trial_id"].is_unique
     assert (frame["status"] == "ok").all()
