@@ -16,16 +16,16 @@ import os
 import shlex
 import shutil
 import socket
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import (
     SIGTERM_STATUS,
+    GraftuneError,
     RecipeError,
     RunDirError,
     RunFailed,
@@ -64,17 +64,6 @@ class RunOutcome:
     run_dir: Path
     leaderboard: pd.DataFrame
     best: dict[str, Any] | None
-
-
-def new_run_dir(recipe: Recipe) -> Path:
-    """``OUTPUT/NAME-YYYYmmdd-HHMMSS`` (with a suffix if that exists already)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate = recipe.output / f"{recipe.name}-{stamp}"
-    suffix = 1
-    while candidate.exists():
-        suffix += 1
-        candidate = recipe.output / f"{recipe.name}-{stamp}-{suffix}"
-    return candidate
 
 
 def resume_run(run_dir: str | Path, **kwargs: Any) -> RunOutcome:
@@ -138,6 +127,8 @@ def run_recipe(
 
     # Before any work: a cluster that is down or refuses us, storage it cannot share.
     place = plan_run(recipe, run_dir=run_dir, run_name=run_name)
+    if not resume:
+        _check_run_dir_can_be_made(recipe, place)
 
     with contextlib.ExitStack() as held:
         if resume:  # before any work too: a run that is still going on is left alone
@@ -267,7 +258,8 @@ def _run(
         for name in strategies:
             backend.check_space(recipe, spaces[name])
 
-    run_dir = _open_run_dir(recipe, place.local_dir, resume)
+    place = _open_run_dir(recipe, place, resume)
+    run_dir = place.local_dir
     if not resume:
         held.enter_context(holding_run_dir(run_dir))
     echo(f"run: {run_dir}" + (" (resumed)" if resume else ""))
@@ -403,20 +395,71 @@ def _num_samples(recipe: Recipe, name: str) -> int:
     return recipe.strategies[name].num_samples or recipe.search.samples
 
 
-def _open_run_dir(recipe: Recipe, run_dir: str | Path | None, resume: bool) -> Path:
+def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
+    """Before any work: refuse a run directory that cannot be made where it would go.
+
+    The nearest folder of its path that exists must be a folder this process may
+    write in. What only the attempt shows (a read-only mount) is reported when
+    the directory is made, by :func:`_open_run_dir`.
+    """
+    path = place.local_dir.absolute()
+    for there in path.parents:
+        if there.exists():
+            break
+    problem = None
+    if not there.is_dir():
+        problem = f"{there} is a file, not a folder"
+    elif not os.access(there, os.W_OK | os.X_OK):
+        problem = f"{there} is not writable"
+    if problem is not None:
+        raise _run_dir_error(recipe, place, f"cannot make the run directory {path}: {problem}")
+
+
+def _run_dir_error(recipe: Recipe, place: RunPlace, message: str) -> GraftuneError:
+    """A :class:`RunDirError` for a ``--run-dir``; a recipe error at the key that chose it."""
+    if not place.stamped:
+        return RunDirError(message)
+    from orchestrator.storage import is_uri
+
+    storage = recipe.storage
+    key = ("storage", "path") if storage is not None and not is_uri(storage.path) else ("output",)
+    return recipe.error(key, message)
+
+
+def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
+    """Make the run directory and write its recipe: the run's first write.
+
+    A name made from the recipe's name and the time that another run took in
+    the meantime (two runs started in the same second) gives way to the next
+    free one, ``NAME-YYYYmmdd-HHMMSS-2`` and on.
+    """
     if resume:
-        assert run_dir is not None
-        return Path(run_dir).resolve()
-    path = Path(run_dir) if run_dir is not None else new_run_dir(recipe)
-    if path.exists() and any(path.iterdir()):
-        raise RecipeError(
-            f"run directory {path} exists and is not empty (use --resume to continue it)",
-            file=recipe.file,
-        )
-    path.mkdir(parents=True, exist_ok=True)
-    path = path.resolve()
-    (path / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
-    return path
+        return replace(place, local_dir=place.local_dir.resolve())
+    path = place.local_dir
+    try:
+        if place.stamped:
+            stem, suffix = path.name, 1
+            while True:
+                try:
+                    path.mkdir(parents=True)
+                    break
+                except FileExistsError:
+                    suffix += 1
+                    place = place.renamed(f"{stem}-{suffix}")
+                    path = place.local_dir
+        else:
+            if path.exists() and any(path.iterdir()):
+                raise RunDirError(
+                    f"run directory {path} exists and is not empty (use --resume to continue it)"
+                )
+            path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _run_dir_error(
+            recipe, place, f"cannot make the run directory {path}: {exc.strerror or exc}"
+        ) from None
+    place = replace(place, local_dir=path.resolve())
+    (place.local_dir / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
+    return place
 
 
 def _write_search(path: Path, results: list[TrialResult]) -> None:

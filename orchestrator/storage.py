@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -117,6 +117,16 @@ class RunPlace:
 
     local_dir: Path
     remote: str | None = None
+    #: ``local_dir``'s name was made here (``NAME-YYYYmmdd-HHMMSS``), not given:
+    #: a run that finds it taken when it creates it takes the next free one.
+    stamped: bool = False
+    #: The storage URI ``remote`` is in.
+    remote_parent: str | None = None
+
+    def renamed(self, name: str) -> RunPlace:
+        """The same place under another run directory name."""
+        remote = join(self.remote_parent, name) if self.remote_parent is not None else None
+        return replace(self, local_dir=self.local_dir.with_name(name), remote=remote)
 
     @property
     def location(self) -> str:
@@ -179,10 +189,16 @@ def plan_run(
             storage is not None and not is_uri(storage.path) and not inside
         ):
             raise StorageError(node_local_message(storage, str(local), nodes, elsewhere))
-    remote = None
+    remote = remote_parent = None
     if storage is not None and is_uri(storage.path):
+        remote_parent = storage.path
         remote = join(storage.path, local.name)
-    return RunPlace(local_dir=local, remote=remote)
+    return RunPlace(
+        local_dir=local,
+        remote=remote,
+        stamped=run_dir is None and not run_name,
+        remote_parent=remote_parent,
+    )
 
 
 def _stamped(name: str) -> str:

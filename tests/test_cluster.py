@@ -113,6 +113,13 @@ def test_node_local_storage_is_refused_on_several_nodes(tmp_path):
     cloud = plan("gs://bucket/runs", 3, run_name="r3")
     assert cloud.remote == "gs://bucket/runs/r3"
     assert cloud.local_dir == tmp_path / "runs" / "r3"
+    assert not cloud.stamped  # a name given is kept
+    stamped = plan("s3://bucket/runs?region=eu-west-1", 3)
+    assert stamped.stamped
+    # A stamped name another run took meanwhile gives way, in storage too.
+    taken = stamped.renamed(f"{stamped.local_dir.name}-2")
+    assert taken.local_dir == stamped.local_dir.with_name(f"{stamped.local_dir.name}-2")
+    assert taken.remote == f"s3://bucket/runs/{taken.local_dir.name}?region=eu-west-1"
     # One node on another machine: the same as several.
     with pytest.raises(StorageError, match=r"runs on another machine \(gpu-box\)"):
         plan(None, 1, elsewhere=["gpu-box"])

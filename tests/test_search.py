@@ -503,6 +503,43 @@ def test_resume_refuses_a_folder_that_is_no_run(tmp_path):
     assert "not a graftune run directory" in result.output
 
 
+def test_a_run_directory_that_cannot_be_made_stops_the_run_before_any_work(tmp_path):
+    from orchestrator.cli import app
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    recipe.write_text(recipe.read_text().replace("output: runs/", "output: recipe.yaml/runs"))
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert f"{recipe}:8: output: cannot make the run directory" in result.output
+    assert f"{recipe} is a file, not a folder" in result.output
+    assert "data:" not in result.output  # refused before the data was loaded
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_run_whose_directory_another_run_took_meanwhile_takes_the_next_name(
+    tmp_path, monkeypatch
+):
+    """Two runs of one recipe started in the same second plan the same directory."""
+    from orchestrator import storage
+    from orchestrator.run import run_recipe
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    monkeypatch.setattr(storage, "_stamped", lambda name: f"{name}-20261129-120000")
+    planned = tmp_path / "runs" / "search-test-20261129-120000"
+
+    def echo(line: str) -> None:
+        if line.startswith("data:"):  # after the run planned its directory, before it made it
+            planned.mkdir(parents=True)
+            (planned / "recipe.yaml").write_text("the other run's")
+
+    outcome = run_recipe(recipe, echo=echo)
+    assert outcome.run_dir == planned.with_name(planned.name + "-2")
+    assert len(outcome.leaderboard) == 1
+    assert [p.name for p in planned.iterdir()] == ["recipe.yaml"]
+    assert (planned / "recipe.yaml").read_text() == "the other run's"
+
+
 def test_run_needs_a_recipe_or_resume():
     from orchestrator.cli import app
 
