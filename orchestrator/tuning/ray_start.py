@@ -341,10 +341,11 @@ _sigterm = threading.Event()
 def sigterm_stops_the_run() -> Iterator[None]:
     """For a ``graftune run`` command: SIGTERM stops the run as Ctrl+C does, on any backend.
 
-    Installs :func:`_on_sigterm` for the duration (in the main thread, where
-    SIGTERM still has its default action, which would end the process with no
-    word and nothing written), and puts back what was there after. On Ray, the
-    run's :class:`BackgroundStart` installs it too, for callers of
+    Installs :func:`_on_sigterm` for the duration (in the main thread), and
+    puts back what was there after: SIGTERM's default action, which would end
+    the process with no word and nothing written, or the handler of a Ray
+    started earlier in the process (``sys.exit``, and a crash report). On Ray,
+    the run's :class:`BackgroundStart` installs it too, for callers of
     :func:`orchestrator.run_recipe`; the keras-tuner backend has only this one.
     """
     if threading.current_thread() is not threading.main_thread():
@@ -352,7 +353,7 @@ def sigterm_stops_the_run() -> Iterator[None]:
         return
     _sigterm.clear()  # a new run: not sent SIGTERM yet
     before = signal.getsignal(signal.SIGTERM)
-    _exit_on_sigterm()
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         yield
     finally:
