@@ -403,7 +403,7 @@ def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
     the directory is made, by :func:`_open_run_dir`.
     """
     path = place.local_dir.absolute()
-    for there in path.parents:
+    for there in (path, *path.parents):
         if there.exists():
             break
     problem = None

@@ -178,7 +178,10 @@ def plan_run(
         if storage is not None and not is_uri(storage.path):
             parent = Path(storage.path)
         # A name given is kept as is (a job's run is found again by its job id).
-        local = parent / run_name if run_name else _new_dir(parent, _stamped(recipe.name))
+        # A name made here may be taken when the run makes the directory (another
+        # run of the recipe started in the same second): run._open_run_dir then
+        # takes the next free one.
+        local = parent / (run_name or _stamped(recipe.name))
     if nodes > 1 or elsewhere:
         inside = (
             storage is not None
@@ -203,15 +206,6 @@ def plan_run(
 
 def _stamped(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _new_dir(parent: Path, name: str) -> Path:
-    candidate = parent / name
-    suffix = 1
-    while candidate.exists():
-        suffix += 1
-        candidate = parent / f"{name}-{suffix}"
-    return candidate
 
 
 # -- copying ----------------------------------------------------------------------
