@@ -481,7 +481,12 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
         f"interrupted_mlp: {{space: {{marker: '{marker}', signal: {signal_name}}}}}",
     )
     sigterm = signal.getsignal(signal.SIGTERM)
-    result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
+    # As at a terminal: a process started in the background by a script (CI) ignores SIGINT.
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
+    finally:
+        signal.signal(signal.SIGINT, sigint)
     assert result.exit_code == status, result.output
     assert signal.getsignal(signal.SIGTERM) is sigterm
     assert marker.exists()
