@@ -552,6 +552,46 @@ def test_driver_here_spreads_trials_over_both_nodes(cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_sigterm_stops_a_run_driven_from_here_and_says_so(cluster, tmp_path):
+    """``ray.init`` to a cluster, called in the main thread, installs Ray's SIGTERM
+    handler (``sys.exit``), which ended the run with status 1 and no word."""
+    recipe = write_recipe(
+        tmp_path,
+        SPREAD_RECIPE.replace(
+            "{num_samples: 4, max_epochs: 1,",
+            "{num_samples: 6, max_epochs: 8, max_concurrent_trials: 1,",
+        ),
+    )
+    run_dir = tmp_path / "shared" / "stopped"
+    args = ["run", recipe, "--address", cluster.gcs, "--storage", run_dir.parent]
+    args += ["--shared-storage", "--run-name", run_dir.name, "--quiet"]
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(
+            [str(BIN / "graftune"), *map(str, args)],
+            env=cluster.env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while not list(run_dir.glob("trials/scratch_mlp/*/result.json")):
+                assert process.poll() is None, "the run ended before it could be stopped"
+                assert time.monotonic() < deadline, "no trial finished in time"
+                time.sleep(0.2)
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    said = (tmp_path / "stderr.txt").read_text()
+    assert process.returncode == 143, said[-3000:]
+    assert "terminated (SIGTERM)" in said
+    assert f"graftune run --resume {run_dir}" in said
+    assert "SIGTERM received" not in said  # no crash report
+
+
+@pytest.mark.slow
 def test_probe_counts_the_nodes_and_sees_they_are_here(cluster):
     code = (
         "import json, sys; from orchestrator.cluster import probe; info = probe(sys.argv[1]); "

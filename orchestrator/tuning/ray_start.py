@@ -88,6 +88,8 @@ def connect_to_cluster(resources: ResourcesSpec, *, log_file: Path | None = None
     kwargs.pop("include_dashboard")
     kwargs.pop("dashboard_host", None)
     connect(resources.address, **kwargs)
+    if _owned.is_set():  # ray.init in the main thread put its SIGTERM handler (sys.exit) there
+        signal.signal(signal.SIGTERM, _on_sigterm)
     if handler is not None:
         route_ray_logs(handler)  # again: ray.init cleared the handlers of "ray"
     return True
@@ -335,6 +337,8 @@ def _exit_on_sigterm(*, again: bool = False) -> None:
 
 
 _sigterm = threading.Event()
+#: Set while a ``graftune run`` command owns SIGTERM (:func:`sigterm_stops_the_run`).
+_owned = threading.Event()
 
 
 @contextlib.contextmanager
@@ -347,6 +351,8 @@ def sigterm_stops_the_run() -> Iterator[None]:
     started earlier in the process (``sys.exit``, and a crash report). On Ray,
     the run's :class:`BackgroundStart` installs it too, for callers of
     :func:`orchestrator.run_recipe`; the keras-tuner backend has only this one.
+    A run that connects to a cluster puts it back after ``ray.init``, which
+    installs Ray's own when called from the main thread.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -354,9 +360,11 @@ def sigterm_stops_the_run() -> Iterator[None]:
     _sigterm.clear()  # a new run: not sent SIGTERM yet
     before = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    _owned.set()
     try:
         yield
     finally:
+        _owned.clear()
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, before)
 
