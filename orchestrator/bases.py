@@ -15,6 +15,7 @@ weights to the frozen part.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,7 +23,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -33,6 +33,8 @@ from orchestrator.errors import BaseModelError, did_you_mean
 from orchestrator.markers import hookimpl
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import keras
 
     from orchestrator.data import TaskSpec
@@ -68,27 +70,23 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def temp_name(stem: str, suffix: str) -> str:
-    """A file name to write ``stem`` + ``suffix`` under before it is moved into place.
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) across processes.
 
-    It names this host and process, so that :func:`remove_stale_temp` can tell
-    the temporary files of processes that died (a run killed while it saved)
-    from those of processes still writing, also in a cache shared by machines.
+    Guards one cache entry while it is made, so that concurrent runs or trials
+    that need it make it once, and what a killed process left half-written in
+    it can be removed.
     """
-    return f"{stem}.{socket.gethostname()}.{os.getpid()}.tmp{suffix}"
+    import fcntl
 
-
-def remove_stale_temp(folder: Path, stem: str, suffix: str) -> None:
-    """Remove the files :func:`temp_name` named in ``folder`` for dead processes of this host."""
-    import psutil
-
-    host = socket.gethostname()
-    pattern = re.compile(rf"{re.escape(stem)}\.(.+)\.(\d+)\.tmp{re.escape(suffix)}")
-    for path in folder.glob(f"{stem}.*.tmp{suffix}"):
-        found = pattern.fullmatch(path.name)
-        if found and found[1] == host and not psutil.pid_exists(int(found[2])):
-            log.info("removing %s, left by a process that ended while it wrote it", path)
-            path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def keras_models_dir() -> Path:
@@ -622,22 +620,25 @@ def prepare_base(
     # The cheap checks first: a cache key may read the files they check.
     provider.check(spec)
     key = provider.cache_key(spec, context)
-    folder = cache_dir() / "bases" / f"{spec.kind}-{key[:16]}" if key else None
-    model_path = folder / "base.keras" if folder else None
-    if model_path is not None and model_path.is_file():
-        log.info("reusing cached base %s", model_path)
-        model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-    else:
+    if key:
+        # Held while the base is built: runs that need the same base (a pretrain
+        # takes a while) build it once, and the others load it.
+        folder = cache_dir() / "bases" / f"{spec.kind}-{key[:16]}"
+        model_path = folder / "base.keras"
+        with locked(folder.with_suffix(".lock")):
+            if model_path.is_file():
+                log.info("reusing cached base %s", model_path)
+                model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
+            else:
+                model = provider.build(spec, context)
+                _save_base(model, model_path)
+    else:  # known by its weights only once built
         model = provider.build(spec, context)
-        if folder is None:
-            folder = cache_dir() / "bases" / f"{spec.kind}-{_weights_digest(model)[:16]}"
-            model_path = folder / "base.keras"
-        folder.mkdir(parents=True, exist_ok=True)
-        remove_stale_temp(folder, "base", ".keras")
-        tmp = folder / temp_name("base", ".keras")
-        model.save(tmp)
-        os.replace(tmp, model_path)
-    assert model_path is not None
+        folder = cache_dir() / "bases" / f"{spec.kind}-{_weights_digest(model)[:16]}"
+        model_path = folder / "base.keras"
+        with locked(folder.with_suffix(".lock")):
+            if not model_path.is_file():
+                _save_base(model, model_path)
     if not isinstance(model, keras.Model):
         raise BaseModelError(
             f"base provider {spec.kind!r} returned {type(model).__name__}, not a keras.Model"
@@ -659,6 +660,16 @@ def prepare_base(
         cut_params=tuple(_params(model.layers[: i + 1]) for i in cuts),
         random_layers=tuple(random_layers(model)),
     )
+
+
+def _save_base(model: Any, path: Path) -> None:
+    """Save ``model`` at ``path`` in one move (the caller holds the entry's lock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for left in path.parent.glob("*.tmp.keras"):  # by a save killed midway
+        left.unlink()
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
 
 
 def _params(layers: list[Any]) -> int:

@@ -12,22 +12,18 @@ an entry is complete when its ``meta.json`` exists (written last).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.bases import cache_dir
+from orchestrator.bases import cache_dir, locked
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     import numpy as np
 
     from orchestrator.bases import LoadedBase
@@ -56,17 +52,6 @@ def features_dir() -> Path:
     return cache_dir() / "features"
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def cached_features(
     base: LoadedBase, frozen_layers: int, dataset: Dataset, *, batch_size: int = 256
 ) -> tuple[dict[str, np.ndarray], bool]:
@@ -80,7 +65,7 @@ def cached_features(
     key = feature_key(base, frozen_layers, dataset)
     folder = features_dir() / key[:32]
     computed = False
-    with _locked(folder.with_suffix(".lock")):
+    with locked(folder.with_suffix(".lock")):
         if not (folder / "meta.json").is_file():
             prefix = base.prefix_model(dataset.task.input_shape, frozen_layers)
             folder.mkdir(parents=True, exist_ok=True)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import socket
-import subprocess
-import sys
 import textwrap
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import keras
@@ -234,26 +233,42 @@ def test_path_base_is_cached_and_loads_the_same_model(tmp_path, isolated):
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
-def test_saving_a_base_removes_what_a_killed_save_left_and_nothing_else(tmp_path, isolated):
+def test_saving_a_base_removes_what_a_killed_save_left(tmp_path, isolated):
     dataset = digits()
     info = prepare_path_base(tiny_cnn(), tmp_path, dataset)
     folder = info.path.parent
-    dead = subprocess.Popen([sys.executable, "-c", ""])
-    dead.wait()
-    here = socket.gethostname()
-    left = folder / f"base.{here}.{dead.pid}.tmp.keras"  # a run killed while it saved
-    writing = folder / f"base.{here}.{os.getppid()}.tmp.keras"  # a process still saving
-    elsewhere = folder / f"base.another-host.{dead.pid}.tmp.keras"  # a shared cache
-    for path in (left, writing, elsewhere):
-        path.write_bytes(b"half a model")
+    left = folder / "base.99999.tmp.keras"  # a run killed while it saved the base
+    left.write_bytes(b"half a model")
     info.path.unlink()  # killed before the move: the next run builds the base again
 
     again = prepare(BaseSpec(path=tmp_path / "base.keras"), dataset, tmp_path)
 
     assert again.path == info.path
-    assert sorted(p.name for p in folder.iterdir()) == sorted(
-        ["base.keras", writing.name, elsewhere.name]
-    )
+    assert [p.name for p in folder.iterdir()] == ["base.keras"]
+
+
+def test_runs_that_need_the_same_base_at_once_build_it_once(tmp_path, isolated, monkeypatch):
+    """The cache entry is locked while it is built (a pretrain takes a while)."""
+    from orchestrator.bases import PathProvider
+
+    dataset = digits()
+    tiny_cnn().save(tmp_path / "base.keras")
+    built = []
+    build = PathProvider.build
+
+    def slow_build(self, spec, context):
+        built.append(threading.current_thread().name)
+        time.sleep(1.0)  # long enough for the other run to ask meanwhile
+        return build(self, spec, context)
+
+    monkeypatch.setattr(PathProvider, "build", slow_build)
+    spec = BaseSpec(path=tmp_path / "base.keras")
+    with ThreadPoolExecutor(2) as runs:
+        infos = list(runs.map(lambda _: prepare(spec, dataset, tmp_path), range(2)))
+
+    assert len(built) == 1
+    assert infos[0].path == infos[1].path
+    assert infos[0].fingerprint == infos[1].fingerprint
 
 
 def test_path_base_with_a_lambda_layer_is_refused_by_safe_mode(tmp_path):
