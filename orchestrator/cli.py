@@ -678,7 +678,8 @@ def _print_table(frame: Any) -> None:
     if "retries" in frame and not (frame["retries"].fillna(0) > 0).any():
         columns.remove("retries")
     # One machine (one IP) says nothing: a resumed run has a new Ray node id there.
-    if "node" in frame and frame["node"].dropna().str.split("/").str[0].nunique() <= 1:
+    nodes = frame["node"].dropna().astype(str) if "node" in frame else None
+    if nodes is not None and nodes.str.split("/").str[0].nunique() <= 1:
         columns.remove("node")
     table = Table(*columns, box=None, header_style="bold")
     # Piped, a wide leaderboard keeps whole cells rather than rich's ellipses.

@@ -119,3 +119,5 @@ def test_the_printed_table_shows_nodes_only_for_a_run_over_several_machines(tmp_
     # Resumed on one machine: a new Ray node there, nothing to show.
     assert "node" not in table(["10.0.0.1/aaaaaaaa", "10.0.0.1/bbbbbbbb", None])
     assert "node" in table(["10.0.0.1/aaaaaaaa", "10.0.0.2/cccccccc", None])
+    # No Ray at all (the keras-tuner backend): the column reads back as numbers.
+    assert "node" not in table([None, None])
