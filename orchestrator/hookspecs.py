@@ -137,7 +137,8 @@ def graftune_run_finished(leaderboard: pd.DataFrame, run_dir: Path) -> None:
     """Observe a finished run, after its leaderboard files are written.
 
     Not called for a run stopped with Ctrl+C (``RunInterrupted``): its resume
-    calls it once, when it finishes.
+    calls it once, when it finishes. A finished run resumed again runs nothing
+    and calls no hook.
 
     Args:
         leaderboard: The ranked leaderboard, one row per trial.

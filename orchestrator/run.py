@@ -16,6 +16,7 @@ import os
 import shlex
 import shutil
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -55,6 +56,8 @@ BASE_FILE = "base.json"
 RECIPE_FILE = "recipe.yaml"
 #: Written when a strategy's search has ended; a resumed run reads it back.
 SEARCH_DONE_FILE = "search.json"
+#: Written last by a run that ended with a best model: there is nothing to resume.
+FINISHED_FILE = "finished.json"
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,19 @@ def resume_run(run_dir: str | Path, **kwargs: Any) -> RunOutcome:
     run_dir = Path(run_dir)
     if not (run_dir / RECIPE_FILE).is_file():
         raise RecipeError(f"{run_dir} is not a graftune run directory (no {RECIPE_FILE})")
+    if (run_dir / FINISHED_FILE).is_file():  # nothing runs again, no hook is called again
+        return _finished_outcome(run_dir, kwargs.get("echo", log.info))
     return run_recipe(run_dir / RECIPE_FILE, run_dir=run_dir, resume=True, **kwargs)
+
+
+def _finished_outcome(run_dir: Path, echo: Callable[[str], None]) -> RunOutcome:
+    from orchestrator.leaderboard import read_leaderboard
+
+    finished = json.loads((run_dir / FINISHED_FILE).read_text())
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished["time"]))
+    echo(f"{run_dir}: the run finished at {when}; nothing to resume")
+    best = json.loads((run_dir / BEST_DIR / "config.json").read_text())
+    return RunOutcome(run_dir=run_dir.resolve(), leaderboard=read_leaderboard(run_dir), best=best)
 
 
 def run_recipe(
@@ -373,8 +388,16 @@ def _run(
         )
     host.notify("graftune_run_finished", leaderboard=frame, run_dir=run_dir)
     publish(place, echo)
-    if summary is None:
+    if summary is None:  # resumable: it ends the same way, with its summary, at no cost
         raise RunFailed(_failure_summary(results, run_dir))
+    from orchestrator.leaderboard import atomic_write_text
+
+    finished = {
+        "time": round(time.time(), 3),
+        "trials": len(frame),
+        "best": {key: summary[key] for key in ("strategy", "trial_id")},
+    }
+    atomic_write_text(run_dir / FINISHED_FILE, json.dumps(finished, indent=2, default=str))
     return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary)
 
 

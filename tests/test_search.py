@@ -497,7 +497,20 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     ended = ended_trials(results_dir)
     assert list(read_leaderboard(run_dir)["trial_id"]) == list(ended)
     assert not (results_dir / "search.json").exists()
+    assert not (run_dir / "finished.json").exists()
     assert_resumes_to_every_trial_once(run_dir, ended, 3, plugins=[fixture_plugins])
+
+    # Finished now: resumed again, it runs nothing and calls no hook again.
+    events = (run_dir / "events.jsonl").read_text()
+    board = (run_dir / "leaderboard.csv").stat().st_mtime_ns
+    again = CliRunner().invoke(
+        app, ["run", "--resume", str(run_dir), "--plugin", "tests.fixture_plugins"]
+    )
+    assert again.exit_code == 0, again.output
+    assert "the run finished at" in again.output and "nothing to resume" in again.output
+    assert "best: interrupted_mlp trial kt" in again.output
+    assert (run_dir / "events.jsonl").read_text() == events
+    assert (run_dir / "leaderboard.csv").stat().st_mtime_ns == board
 
 
 def test_resume_refuses_a_folder_that_is_no_run(tmp_path):
