@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.errors import SIGTERM_STATUS, GraftuneError, RunInterrupted, stopped_how
+from orchestrator.errors import GraftuneError, RunInterrupted
 
 # TensorFlow's C++ start-up chatter is not for users; set before it can be imported.
 # (What TensorFlow prints in spite of it: orchestrator.native_log.)
@@ -203,10 +203,9 @@ def run(
 
             if live is not None:
                 live.stop()
-            err.print(f"{stopped_how(terminated())}: stopped at once", markup=False)
-            raise typer.Exit(
-                SIGTERM_STATUS if terminated() else RunInterrupted.exit_status
-            ) from None
+            stopped = RunInterrupted("stopped at once", by_sigterm=terminated())
+            err.print(str(stopped), markup=False)
+            raise typer.Exit(stopped.exit_status) from None
         except Exception as exc:
             if live is not None:
                 live.stop()

@@ -163,13 +163,19 @@ class RunFailed(GraftuneError):
     exit_status = 1
 
 
+#: The exit status of a run stopped by SIGTERM: 128 + 15, as shells report it.
+SIGTERM_STATUS = 143
+
+
 class RunInterrupted(GraftuneError):
     """The user stopped a run (Ctrl+C, or SIGTERM): what ended is kept, ``--resume`` runs the rest.
 
     Args:
-        message: What finished, what did not, and how to resume.
+        message: What finished, what did not, and how to resume; the exception's
+            text begins with how the run was stopped.
         run_dir: The run directory, or ``None`` if the run had made none yet.
         leaderboard: The finished trials' leaderboard, when it was written.
+        by_sigterm: The run was sent SIGTERM, not Ctrl+C.
     """
 
     #: 128 + SIGINT: what a shell reports for a command stopped by Ctrl+C
@@ -182,22 +188,14 @@ class RunInterrupted(GraftuneError):
         *,
         run_dir: Path | None = None,
         leaderboard: Any = None,
-        exit_status: int | None = None,
+        by_sigterm: bool = False,
     ) -> None:
         self.run_dir = run_dir
         self.leaderboard = leaderboard
-        if exit_status is not None:
-            self.exit_status = exit_status
-        super().__init__(message)
-
-
-#: The exit status of a run stopped by SIGTERM: 128 + 15, as shells report it.
-SIGTERM_STATUS = 143
-
-
-def stopped_how(by_sigterm: bool) -> str:
-    """How a message about a stopped run begins."""
-    return "terminated (SIGTERM)" if by_sigterm else "interrupted"
+        if by_sigterm:
+            self.exit_status = SIGTERM_STATUS
+        how = "terminated (SIGTERM)" if by_sigterm else "interrupted"
+        super().__init__(f"{how}: {message}")
 
 
 class SearchInterrupted(Exception):

@@ -25,14 +25,12 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import (
-    SIGTERM_STATUS,
     GraftuneError,
     RecipeError,
     RunDirError,
     RunFailed,
     RunInterrupted,
     SearchInterrupted,
-    stopped_how,
 )
 from orchestrator.recipe import Recipe, check_recipe, load_recipe
 
@@ -350,10 +348,10 @@ def _run(
         from orchestrator.tuning.ray_start import terminated
 
         raise RunInterrupted(
-            f"{stopped_how(terminated())}: stopped at once; the trials that had ended are kept\n"
+            "stopped at once; the trials that had ended are kept\n"
             f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}",
             run_dir=run_dir,
-            exit_status=SIGTERM_STATUS if terminated() else None,
+            by_sigterm=terminated(),
         ) from None
     finally:
         if ray_start is not None:
@@ -384,7 +382,7 @@ def _run(
             _interrupted_message(run_dir, *interrupted, later=later, ended=len(results)),
             run_dir=run_dir,
             leaderboard=frame,
-            exit_status=SIGTERM_STATUS if terminated() else None,
+            by_sigterm=terminated(),
         )
     host.notify("graftune_run_finished", leaderboard=frame, run_dir=run_dir)
     publish(place, echo)
@@ -546,11 +544,8 @@ def _trial_line(result: TrialResult, metric: str) -> str:
 def _interrupted_message(
     run_dir: Path, name: str, stop: SearchInterrupted, *, later: list[str], ended: int
 ) -> str:
-    from orchestrator.tuning.ray_start import terminated
-
     ended_here = len(stop.finished)
-    how = stopped_how(terminated())
-    line = f"{how}: {name}: {ended_here} trial{'s' if ended_here != 1 else ''} ended"
+    line = f"{name}: {ended_here} trial{'s' if ended_here != 1 else ''} ended"
     if stop.stopped:
         again = "they run" if stop.stopped != 1 else "it runs"
         line += f", {stop.stopped} stopped midway ({again} again on resume)"
