@@ -87,8 +87,10 @@ def connect_to_cluster(resources: ResourcesSpec, *, log_file: Path | None = None
     # The cluster has its own dashboard; these only apply to a Ray started here.
     kwargs.pop("include_dashboard")
     kwargs.pop("dashboard_host", None)
+    ours = signal.getsignal(signal.SIGTERM) is _on_sigterm
     connect(resources.address, **kwargs)
-    if _owned.is_set():  # ray.init in the main thread put its SIGTERM handler (sys.exit) there
+    if ours and threading.current_thread() is threading.main_thread():
+        # ray.init in the main thread put its SIGTERM handler (sys.exit) there.
         signal.signal(signal.SIGTERM, _on_sigterm)
     if handler is not None:
         route_ray_logs(handler)  # again: ray.init cleared the handlers of "ray"
@@ -337,8 +339,6 @@ def _exit_on_sigterm(*, again: bool = False) -> None:
 
 
 _sigterm = threading.Event()
-#: Set while a ``graftune run`` command owns SIGTERM (:func:`sigterm_stops_the_run`).
-_owned = threading.Event()
 
 
 @contextlib.contextmanager
@@ -360,11 +360,9 @@ def sigterm_stops_the_run() -> Iterator[None]:
     _sigterm.clear()  # a new run: not sent SIGTERM yet
     before = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    _owned.set()
     try:
         yield
     finally:
-        _owned.clear()
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, before)
 
