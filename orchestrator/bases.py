@@ -33,7 +33,7 @@ from orchestrator.errors import BaseModelError, did_you_mean
 from orchestrator.markers import hookimpl
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     import keras
 
@@ -71,18 +71,27 @@ def cache_dir() -> Path:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
+def locked(path: Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if missing) across processes.
 
     Guards one cache entry while it is made, so that concurrent runs or trials
     that need it make it once, and what a killed process left half-written in
     it can be removed.
+
+    Args:
+        waiting: Called once, before blocking, when another process holds the
+            lock (to tell a user why nothing seems to happen).
     """
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:
@@ -604,8 +613,12 @@ def prepare_base(
     seed: int,
     base_dir: Path,
     data_sources: Registry,
+    echo: Callable[[str], None] | None = None,
 ) -> BaseInfo:
     """Build or reuse the run's base, save it in the cache and work out its adapter.
+
+    ``echo`` is told when the run waits for another process that is making the
+    same base (a pretrain can take minutes).
 
     Raises:
         BaseModelError: The base cannot be had (offline imagenet weights, a bad
@@ -625,7 +638,13 @@ def prepare_base(
         # takes a while) build it once, and the others load it.
         folder = cache_dir() / "bases" / f"{spec.kind}-{key[:16]}"
         model_path = folder / "base.keras"
-        with locked(folder.with_suffix(".lock")):
+        lock = folder.with_suffix(".lock")
+
+        def waiting() -> None:
+            if echo is not None:
+                echo(f"base: waiting for another graftune process that is making it ({lock})")
+
+        with locked(lock, waiting):
             if model_path.is_file():
                 log.info("reusing cached base %s", model_path)
                 model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
@@ -664,12 +683,11 @@ def prepare_base(
 
 def _save_base(model: Any, path: Path) -> None:
     """Save ``model`` at ``path`` in one move (the caller holds the entry's lock)."""
+    from orchestrator.leaderboard import replacing
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    for left in path.parent.glob("*.tmp.keras"):  # by a save killed midway
-        left.unlink()
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:  # also removes what a save killed midway left
+        model.save(tmp)
 
 
 def _params(layers: list[Any]) -> int:

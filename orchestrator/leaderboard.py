@@ -8,9 +8,10 @@ and come last. Files are written atomically, so a crash never leaves a torn one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -157,6 +158,28 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
 def to_json(frame: pd.DataFrame) -> str:
     """The leaderboard as a JSON list of rows (missing values as null)."""
     return json.dumps(json.loads(frame.to_json(orient="records")), indent=2)
+
+
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to, moved onto ``path`` in one step.
+
+    For files written by a library (a Keras model): readers see the old file or
+    the whole new one, never half of one. What an earlier writer killed midway
+    left there is removed first, so the caller must be the only writer (it holds
+    the folder or a lock on it). If the ``with`` block raises, the temporary
+    file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    for left in path.parent.glob(f"{path.stem}.*.tmp{path.suffix}"):
+        left.unlink()
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -244,6 +244,7 @@ def _run(
             seed=recipe.seed,
             base_dir=recipe.base_dir,
             data_sources=host.data_sources,
+            echo=echo,
         )
         echo(
             f"base: {base_info.description}, {base_info.n_cut_points} cut points, "
@@ -578,7 +579,7 @@ def _save_best(
     recipe: Recipe,
     base: BaseInfo | None,
 ) -> dict[str, Any]:
-    from orchestrator.leaderboard import atomic_write_text
+    from orchestrator.leaderboard import atomic_write_text, replacing
     from orchestrator.trial import MODEL_FILE, load_trial_model, trial_dir
 
     chosen = next(
@@ -586,17 +587,14 @@ def _save_best(
     )
     folder = run_dir / BEST_DIR
     folder.mkdir(exist_ok=True)
-    for left in folder.glob("*.tmp.keras"):  # a save killed midway (this run holds run_dir)
-        left.unlink()
     source = trial_dir(run_dir, chosen.strategy, chosen.trial_id)
-    tmp = folder / f"model.{os.getpid()}.tmp.keras"
-    if chosen.cached_cut is None:
-        shutil.copyfile(source / MODEL_FILE, tmp)
-    else:
-        # Trained on cached features: the best model is made whole once, here.
-        whole = load_trial_model(source, base, task.input_shape)
-        whole.save(tmp)
-    tmp.replace(folder / MODEL_FILE)  # never a torn model.keras
+    # Never a torn model.keras; this run holds run_dir, so leftovers are a killed save's.
+    with replacing(folder / MODEL_FILE) as tmp:
+        if chosen.cached_cut is None:
+            shutil.copyfile(source / MODEL_FILE, tmp)
+        else:
+            # Trained on cached features: the best model is made whole once, here.
+            load_trial_model(source, base, task.input_shape).save(tmp)
     summary = {
         "strategy": chosen.strategy,
         "trial_id": chosen.trial_id,

@@ -7,6 +7,7 @@ import re
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,7 +46,10 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 def prepare(
-    spec: BaseSpec, dataset: Dataset | None = None, base_dir: Path | None = None
+    spec: BaseSpec,
+    dataset: Dataset | None = None,
+    base_dir: Path | None = None,
+    echo: Callable[[str], None] | None = None,
 ) -> BaseInfo:
     dataset = dataset if dataset is not None else digits()
     return prepare_base(
@@ -55,6 +59,7 @@ def prepare(
         seed=0,
         base_dir=base_dir or Path.cwd(),
         data_sources=host().data_sources,
+        echo=echo,
     )
 
 
@@ -248,7 +253,10 @@ def test_saving_a_base_removes_what_a_killed_save_left(tmp_path, isolated):
 
 
 def test_runs_that_need_the_same_base_at_once_build_it_once(tmp_path, isolated, monkeypatch):
-    """The cache entry is locked while it is built (a pretrain takes a while)."""
+    """The cache entry is locked while it is built (a pretrain takes a while).
+
+    The run that waits says so, naming the lock, instead of seeming to hang.
+    """
     from orchestrator.bases import PathProvider
 
     dataset = digits()
@@ -263,12 +271,18 @@ def test_runs_that_need_the_same_base_at_once_build_it_once(tmp_path, isolated, 
 
     monkeypatch.setattr(PathProvider, "build", slow_build)
     spec = BaseSpec(path=tmp_path / "base.keras")
+    said: list[list[str]] = [[], []]
     with ThreadPoolExecutor(2) as runs:
-        infos = list(runs.map(lambda _: prepare(spec, dataset, tmp_path), range(2)))
+        infos = list(runs.map(lambda i: prepare(spec, dataset, tmp_path, said[i].append), range(2)))
 
     assert len(built) == 1
     assert infos[0].path == infos[1].path
     assert infos[0].fingerprint == infos[1].fingerprint
+    waited = [lines for lines in said if lines]
+    assert len(waited) == 1, said  # the one that did not build
+    (line,) = waited[0]
+    assert line.startswith("base: waiting for another graftune process that is making it")
+    assert str(infos[0].path.parent.with_suffix(".lock")) in line
 
 
 def test_path_base_with_a_lambda_layer_is_refused_by_safe_mode(tmp_path):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 
 import pandas as pd
+import pytest
 
 from orchestrator.leaderboard import (
     best_row,
     build_leaderboard,
     read_leaderboard,
+    replacing,
     to_markdown,
     write_leaderboard,
 )
@@ -121,3 +123,30 @@ def test_the_printed_table_shows_nodes_only_for_a_run_over_several_machines(tmp_
     assert "node" in table(["10.0.0.1/aaaaaaaa", "10.0.0.2/cccccccc", None])
     # No Ray at all (the keras-tuner backend): the column reads back as numbers.
     assert "node" not in table([None, None])
+
+
+def test_replacing_moves_the_whole_file_in_and_clears_a_killed_writers_leftovers(tmp_path):
+    target = tmp_path / "model.keras"
+    target.write_text("old")
+    (tmp_path / "model.99999.tmp.keras").write_text("half")  # a writer killed midway
+    (tmp_path / "other.99999.tmp.keras").write_text("not ours")
+
+    with replacing(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_text("new")
+        assert target.read_text() == "old"  # readers see the old file until the move
+
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.keras", "other.99999.tmp.keras"]
+
+
+def test_replacing_leaves_the_file_as_it_was_when_the_writer_fails(tmp_path):
+    target = tmp_path / "model.keras"
+    target.write_text("old")
+
+    with pytest.raises(RuntimeError, match="disk full"), replacing(target) as tmp:
+        tmp.write_text("ha")
+        raise RuntimeError("disk full")
+
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
