@@ -117,16 +117,96 @@ def strategy_space(strategy: Strategy, context: SpaceContext, owner: str) -> dic
             space of graftune types; the message names the strategy and ``owner``.
     """
     who = f"strategy {strategy.name!r} from plugin {owner}"
-    try:
-        space = strategy.search_space(context)
-    except GraftuneError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"{who}: search_space() raised {type(exc).__name__}: {exc}") from exc
+    space = _ask(strategy.search_space, context, who)
     problems = space_problems(space)
     if problems:
         raise PluginError(f"{who} has a bad search space: " + "; ".join(problems))
     return space
+
+
+def _ask(method: Any, context: SpaceContext, who: str) -> Any:
+    """Call a strategy's ``method(context)``; what it raises becomes a PluginError naming it."""
+    try:
+        return method(context)
+    except GraftuneError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{who}: {method.__name__}() raised {type(exc).__name__}: {exc}") from exc
+
+
+def strategy_defaults(
+    strategy: Strategy, context: SpaceContext, owner: str, own: dict[str, Dimension]
+) -> dict[str, Any]:
+    """Call ``strategy.default_config(context)`` and check it against the strategy's space.
+
+    Defaults that do not fit the strategy's own space are left out, so those
+    dimensions start at their middle; they are logged as a warning (and
+    ``check_strategy`` reports them) unless they were inherited from a parent
+    whose space the strategy replaced (:func:`defaults_are_its_own`).
+
+    Args:
+        own: The strategy's own space (:func:`strategy_space`), before the
+            recipe's overrides, with ``"all"`` resolved where a base is known.
+
+    Returns:
+        The strategy's defaults that fit its space.
+
+    Raises:
+        PluginError: ``default_config`` raised, or returned something that is not a dict.
+    """
+    who = f"strategy {strategy.name!r} from plugin {owner}"
+    defaults = _ask(strategy.default_config, context, who)
+    if not isinstance(defaults, dict):
+        raise PluginError(f"{who}: default_config() returned {type(defaults).__name__}, not a dict")
+    problems = default_problems(defaults, own)
+    if problems and not defaults_are_its_own(strategy):
+        # Inherited from a parent whose space this strategy replaced: taken where they fit.
+        log.debug("%s: inherited defaults left out: %s", who, "; ".join(problems.values()))
+    elif problems:
+        log.warning(
+            "%s: default_config() does not fit its search space (%s); "
+            "those dimensions start at their middle",
+            who,
+            "; ".join(problems.values()),
+        )
+    return {key: value for key, value in defaults.items() if key not in problems}
+
+
+def defaults_are_its_own(strategy: Strategy) -> bool:
+    """Whether ``default_config`` was written with the strategy's own space in view.
+
+    True unless the class inherits ``default_config`` from a parent and
+    declares a ``search_space`` of its own (narrowing the parent's, say): the
+    parent's defaults then need not fit, and are used only where they do.
+    """
+    cls = type(strategy)
+
+    def owner(name: str) -> type:
+        return next(k for k in cls.__mro__ if name in vars(k))
+
+    return issubclass(owner("default_config"), owner("search_space"))
+
+
+def default_problems(defaults: dict[str, Any], own: dict[str, Dimension]) -> dict[Any, str]:
+    """What in a strategy's defaults its own space does not allow, by key; empty when nothing.
+
+    A fixed dimension is not searched, so whatever its default, it is not a problem.
+    """
+    from orchestrator.space import contains, uses_all
+
+    problems = {}
+    for key, value in defaults.items():
+        if key not in own:
+            problems[key] = f"{key!r} is not in the search space{did_you_mean(str(key), list(own))}"
+            continue
+        dim = own[key]
+        if isinstance(dim, Fixed) or uses_all(dim):
+            continue
+        if isinstance(dim, Int) and isinstance(value, str) and value == ALL:
+            continue
+        if not contains(dim, value):
+            problems[key] = f"{key}={value!r} is not a value of {dim.describe()}"
+    return problems
 
 
 def model_problems(model: Any, n_classes: int) -> list[str]:

@@ -32,7 +32,13 @@ from pydantic import (
 )
 
 from orchestrator.errors import DataError, RecipeError, RecipeErrors, did_you_mean
-from orchestrator.space import Dimension, check_compatible, parse_dimension, uses_all
+from orchestrator.space import (
+    Dimension,
+    check_compatible,
+    merge_spaces,
+    parse_dimension,
+    uses_all,
+)
 
 if TYPE_CHECKING:
     from orchestrator.plugin_manager import PluginHost
@@ -178,6 +184,8 @@ class SearchSpec(_Model):
     time_budget_s: _PositiveNumber | None = None
     max_failures: int = Field(1, ge=0)
     worker_memory_mb: _Count | None = 4096
+    #: The first trial of a random or Bayesian search runs the strategy's defaults.
+    start_from_defaults: bool = True
     space: dict[str, Any] = {}
 
     @model_validator(mode="after")
@@ -192,6 +200,16 @@ class SearchSpec(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _grace_within_the_epochs(self) -> SearchSpec:
+        if self.scheduler != "fifo" and self.grace_period > self.max_epochs:
+            raise _KeyedError(
+                "grace_period",
+                f"{self.grace_period} is more than max_epochs ({self.max_epochs}): {self.scheduler} "
+                "would stop no trial; lower it, or use scheduler: fifo",
+            )
+        return self
+
     @property
     def direction(self) -> Literal["max", "min"]:
         """``max`` or ``min``: the mode given, or the one the metric implies."""
@@ -203,6 +221,11 @@ class SearchSpec(_Model):
         if self.num_samples is not None:
             return self.num_samples
         return 1 if self.algorithm == "grid" else 8
+
+    @property
+    def starts_from_defaults(self) -> bool:
+        """Whether each search runs its strategy's defaults first (a grid lists its own)."""
+        return self.start_from_defaults and self.algorithm != "grid"
 
 
 class ResourcesSpec(_Model):
@@ -549,7 +572,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
         RecipeErrors: Every problem found, each with its key path.
     """
     from orchestrator.data import check_data_spec
-    from orchestrator.preflight import plugin_control_errors, strategy_space
+    from orchestrator.preflight import plugin_control_errors, strategy_defaults, strategy_space
     from orchestrator.strategy import SpaceContext
 
     errors: list[RecipeError] = []
@@ -581,6 +604,9 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
             needs_base.append(name)
         defaults = strategy_space(strategy, SpaceContext(), host.strategies.owner(name))
         taken.update(defaults)
+        if recipe.search.starts_from_defaults:  # what a run will start from
+            strategy_defaults(strategy, SpaceContext(), host.strategies.owner(name), defaults)
+        overrides: dict[str, Dimension] = {}
         for key, raw in spec.space.items():
             path = ("strategies", name, "space", key)
             if key not in defaults:
@@ -598,6 +624,8 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
                 _check_all_has_base(name, strategy.requires_base, dim)
             except ValueError as exc:
                 errors.append(recipe.error(path, str(exc)))
+            else:
+                overrides[key] = dim
         for key, dim in shared.items():
             if key in defaults and key not in spec.space:
                 try:
@@ -605,6 +633,15 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
                     _check_all_has_base(name, strategy.requires_base, dim)
                 except ValueError as exc:
                     errors.append(recipe.error(("search", "space", key), f"for {name}: {exc}"))
+
+        if recipe.search.backend == "keras_tuner":  # what only keras-tuner cannot search
+            from orchestrator.tuning.keras_tuner import check_space
+
+            try:
+                check_space(recipe, merge_spaces(defaults, shared, overrides), name)
+            except RecipeError as exc:
+                if str(exc) not in map(str, errors):  # asha: once, not once per strategy
+                    errors.append(exc)
 
     known = {n for n in recipe.strategies if n in host.strategies}
     if known == set(recipe.strategies):

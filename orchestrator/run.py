@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import (
+    DataError,
     GraftuneError,
     RecipeError,
     RunDirError,
@@ -32,7 +33,7 @@ from orchestrator.errors import (
     RunInterrupted,
     SearchInterrupted,
 )
-from orchestrator.recipe import Recipe, check_recipe, load_recipe
+from orchestrator.recipe import Recipe, check_recipe, check_recipe_data, load_recipe
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,8 +120,9 @@ def run_recipe(
         The run directory, the leaderboard and the best trial's summary.
 
     Raises:
-        RecipeError: The recipe is wrong (nothing is written).
-        DataError, BaseModelError: The data or base cannot be prepared (nothing is written).
+        RecipeError: The recipe is wrong, or its data (or a pretrain stage's)
+            cannot be read or split (nothing is written).
+        BaseModelError: The base cannot be prepared (nothing is written).
         RunFailed: Every trial failed (the leaderboard is still written).
         RunInterrupted: The user pressed Ctrl+C. Once: the search stops, the
             trials that ended are ranked and saved as usual, and
@@ -222,46 +224,60 @@ def _run(
     held: contextlib.ExitStack,
 ) -> RunOutcome:
     from orchestrator.bases import prepare_base
-    from orchestrator.data import prepare_dataset
-    from orchestrator.preflight import check_strategies, strategy_space
-    from orchestrator.space import merge_spaces, resolve_space
+    from orchestrator.preflight import check_strategies, strategy_defaults, strategy_space
+    from orchestrator.space import Fixed, merge_spaces, resolve_space, start_config
     from orchestrator.storage import publish
     from orchestrator.strategy import SpaceContext
     from orchestrator.trial import TrialSpec
 
-    dataset = prepare_dataset(
-        recipe.data, host.data_sources, seed=recipe.seed, base_dir=recipe.base_dir
-    )
+    dataset = check_recipe_data(recipe, host)  # its errors name the file, line and data key
     echo(f"data: {recipe.data.source}: {dataset.describe()}")
     strategies = {name: host.strategies.get(name)() for name in recipe.strategies}
     base_info = None
     if recipe.base is not None and any(s.requires_base for s in strategies.values()):
         echo(f"base: preparing {recipe.base.kind} ...")
-        base_info = prepare_base(
-            recipe.base,
-            host.bases,
-            dataset.task,
-            seed=recipe.seed,
-            base_dir=recipe.base_dir,
-            data_sources=host.data_sources,
-            echo=echo,
-        )
+        try:
+            base_info = prepare_base(
+                recipe.base,
+                host.bases,
+                dataset.task,
+                seed=recipe.seed,
+                base_dir=recipe.base_dir,
+                data_sources=host.data_sources,
+                echo=echo,
+            )
+        except DataError as exc:  # in the data a pretrain: stage learns from
+            if recipe.base.pretrain is None:
+                raise
+            raise recipe.error(
+                ("base", "pretrain", "data", exc.key or "source"), str(exc)
+            ) from None
         echo(
             f"base: {base_info.description}, {base_info.n_cut_points} cut points, "
             f"output {base_info.output_shape}"
         )
 
-    spaces = {}
+    spaces, starts = {}, {}
     for name, strategy in strategies.items():
         context = SpaceContext(
             task=dataset.task, base=base_info if strategy.requires_base else None
         )
-        own = strategy_space(strategy, context, host.strategies.owner(name))
+        owner = host.strategies.owner(name)
+        own = strategy_space(strategy, context, owner)
+        cuts = base_info.n_cut_points if base_info else None
         merged = merge_spaces(own, recipe.shared_space(), recipe.strategy_space(name))
         try:
-            spaces[name] = resolve_space(merged, base_info.n_cut_points if base_info else None)
+            spaces[name] = resolve_space(merged, cuts)
         except ValueError as exc:
             raise recipe.error(("strategies", name, "space"), str(exc)) from None
+        if recipe.search.starts_from_defaults:
+            with contextlib.suppress(ValueError):  # "all" without a base: checked as is
+                own = resolve_space(own, cuts)
+            defaults = strategy_defaults(strategy, context, owner, own)
+            start = start_config(spaces[name], defaults)
+            starts[name] = {
+                k: v for k, v in start.items() if not isinstance(spaces[name][k], Fixed)
+            }
     check_strategies(strategies, spaces, dataset.task, base_info, host)
 
     if recipe.search.backend == "ray":
@@ -270,7 +286,7 @@ def _run(
         from orchestrator.tuning import keras_tuner as backend  # type: ignore[no-redef]
 
         for name in strategies:
-            backend.check_space(recipe, spaces[name])
+            backend.check_space(recipe, spaces[name], name)
 
     place = _open_run_dir(recipe, place, resume)
     run_dir = place.local_dir
@@ -328,7 +344,8 @@ def _run(
                 storage=place.remote,
             )
             num_samples = _num_samples(recipe, name)
-            echo(f"{name}: searching {num_samples} trials over {_describe(spaces[name])}")
+            first = "; the first at its defaults" if starts.get(name) else ""
+            echo(f"{name}: searching {num_samples} trials over {_describe(spaces[name])}{first}")
             try:
                 found = backend.run_search(
                     recipe,
@@ -338,6 +355,7 @@ def _run(
                     num_samples=num_samples,
                     listener=events,
                     resume=resume,
+                    start=starts.get(name),
                 )
             except SearchInterrupted as exc:  # Ctrl+C: keep what ended, stop here
                 results += exc.finished

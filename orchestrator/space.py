@@ -315,3 +315,66 @@ def smallest_config(space: dict[str, Dimension]) -> dict[str, Any]:
         else:
             config[key] = dim.low
     return config
+
+
+def contains(dim: Dimension, value: Any) -> bool:
+    """Whether ``value`` is one of the values ``dim`` can take."""
+    if isinstance(dim, (Fixed, Choice)):
+        # True == 1 in Python: numbers do not stand for true/false, nor the reverse.
+        values = dim.values if isinstance(dim, Choice) else (dim.value,)
+        return any(_number_kind(value) == _number_kind(v) and value == v for v in values)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(dim, Int):
+        return isinstance(value, int) and dim.low <= value <= int(dim.high)
+    return dim.low <= value <= dim.high
+
+
+def middle(dim: Dimension) -> Any:
+    """The value a search starts from when nothing better is known.
+
+    A fixed value; a choice's first value (as in keras-tuner, whose choices
+    default to their first value: the author's order); a range's middle, on a
+    log scale for ``loguniform``, rounded down for integers.
+    """
+    if isinstance(dim, Fixed):
+        return dim.value
+    if isinstance(dim, Choice):
+        return dim.values[0]
+    if isinstance(dim, Int):
+        return (dim.low + int(dim.high)) // 2
+    if isinstance(dim, LogFloat):
+        return math.sqrt(dim.low * dim.high)
+    return (dim.low + dim.high) / 2
+
+
+def start_config(space: dict[str, Dimension], preferred: dict[str, Any]) -> dict[str, Any]:
+    """The configuration a search runs first: the strategy's defaults, where the space allows.
+
+    Args:
+        space: The resolved space the search runs over (after the recipe's overrides).
+        preferred: The strategy's :meth:`~orchestrator.strategy.Strategy.default_config`;
+            ``"all"`` stands for an integer dimension's upper bound.
+
+    Returns:
+        One value per dimension: the preferred one where the (possibly narrowed)
+        dimension takes it, else the dimension's :func:`middle`.
+    """
+    config = {}
+    for key, dim in space.items():
+        if isinstance(dim, Fixed):
+            config[key] = dim.value
+            continue
+        value = preferred.get(key, _MISSING)
+        if _is_all(value) and isinstance(dim, Int):
+            value = int(dim.high)
+        config[key] = value if value is not _MISSING and contains(dim, value) else middle(dim)
+    return config
+
+
+_MISSING = object()
+
+
+def _number_kind(value: Any) -> str | None:
+    kind = _kind(value)
+    return "number" if kind in ("int", "float") else kind

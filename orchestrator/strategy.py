@@ -75,6 +75,23 @@ class Strategy:
         """
         raise NotImplementedError
 
+    def default_config(self, context: SpaceContext) -> dict[str, Any]:
+        """A configuration known to work well, which a search tries first.
+
+        With ``search.start_from_defaults`` (on unless the recipe turns it off),
+        the first trial of a random or Bayesian search runs it, so every
+        search tries it (and, unless a scheduler stops that trial early, ends
+        no worse on validation), and the draws after it look for better. A value the recipe's space does not allow,
+        and a dimension not named here, start at the dimension's middle
+        (:func:`orchestrator.space.middle`). ``"all"`` stands for the base's
+        number of cut points.
+
+        Returns:
+            Values for some or all of :meth:`search_space`'s dimensions; the
+            default, ``{}``, starts every dimension at its middle.
+        """
+        return {}
+
     def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:
         """How many of the base's cut points stay frozen all through this configuration's training.
 

@@ -190,7 +190,11 @@ def check_strategy(
        (so it reaches Ray workers; keep models out of ``self``);
     7. importing the strategy's module in a fresh interpreter imports neither
        TensorFlow nor Keras (``check_imports=False`` skips this, e.g. for a
-       class defined in ``__main__``).
+       class defined in ``__main__``);
+    8. ``default_config`` returns a dict whose values its own space takes
+       (a fixed dimension takes anything: it is not searched; defaults
+       inherited from a parent whose ``search_space`` the class replaced are
+       used only where they fit, and are not checked).
 
     Args:
         cls: The strategy class.
@@ -311,7 +315,7 @@ def _import_problems(cls: type) -> list[str]:
 def _behaviour_problems(
     strategy: Strategy, dataset: Dataset, *, pickle_after_build: bool
 ) -> list[str]:
-    """Checks 3 to 5, and (if asked) the pickle check after ``build``."""
+    """Checks 3 to 5 and 8, and (if asked) the pickle check after ``build``."""
     import keras
 
     from orchestrator.bases import load_base
@@ -344,9 +348,13 @@ def _behaviour_problems(
         if space is None or problems:
             return problems
         try:
-            config = smallest_config(resolve_space(space, base.n_cut_points if base else None))
+            resolved = resolve_space(space, base.n_cut_points if base else None)
         except ValueError as exc:
             return [*problems, f"the space cannot be resolved against the base: {exc}"]
+        config = smallest_config(resolved)
+        problems += _default_problems(
+            strategy, SpaceContext(task=dataset.task, base=base), resolved
+        )
         keras.utils.set_random_seed(0)
         try:
             model = strategy.build(
@@ -365,6 +373,21 @@ def _behaviour_problems(
             problems += _fit_problems(strategy, model, config, dataset)
         keras.backend.clear_session()
     return problems
+
+
+def _default_problems(strategy: Strategy, context: Any, space: dict[str, Any]) -> list[str]:
+    """Check 8: ``default_config()`` returns a dict that fits the strategy's own space."""
+    from orchestrator.preflight import default_problems, defaults_are_its_own
+
+    try:
+        defaults = strategy.default_config(context)
+    except Exception as exc:
+        return [f"default_config() raised {type(exc).__name__}: {exc}"]
+    if not isinstance(defaults, dict):
+        return [f"default_config() returned {type(defaults).__name__}, not a dict"]
+    if not defaults_are_its_own(strategy):  # a parent's, used only where they fit
+        return []
+    return [f"default_config(): {p}" for p in default_problems(defaults, space).values()]
 
 
 def _fit_problems(

@@ -34,6 +34,10 @@ class FeatureExtraction(Strategy):
             "learning_rate": LogFloat(1e-4, 1e-2),
         }
 
+    def default_config(self, context: SpaceContext) -> dict[str, Any]:
+        """One hidden layer of 256 on the pooled features, Adam at 1e-3, light weight decay."""
+        return {"head_width": 256, "head_depth": 1, "lambda": 1e-4, "learning_rate": 1e-3}
+
     def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:
         return base.n_cut_points
 

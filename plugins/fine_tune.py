@@ -53,6 +53,23 @@ class FineTune(Strategy):
             "two_phase": Choice((False, True)),
         }
 
+    def default_config(self, context: SpaceContext) -> dict[str, Any]:
+        """Plain fine-tuning of the whole base with Adam at 1e-3 and light L2.
+
+        The usual baseline of the literature (Li et al. 2018's "standard
+        fine-tuning"), and on glyphs -> digits with 10 labels per class the
+        best single configuration of the freezing profile
+        (``benchmarks/results/transfer_profile.md``).
+        """
+        return {
+            "frozen_layers": 0,
+            "head_width": 128,
+            "regularizer": "l2",
+            "lambda": 1e-4,
+            "learning_rate": 1e-3,
+            "two_phase": False,
+        }
+
     def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:
         # The first frozen_layers cut points stay frozen in both phases.
         return int(config["frozen_layers"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from orchestrator import Fixed, LogFloat, hookimpl
+from orchestrator import Choice, Fixed, LogFloat, hookimpl
 from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
 
 SMALL = {
@@ -89,6 +89,31 @@ class ForgetsCallbacks(SmallMLP):
     def fit(self, model, config, data, *, epochs, callbacks):
         model.fit(data.x_train, data.y_train, epochs=epochs, verbose=0)
         return model
+
+
+class DefaultsOutsideItsSpace(SmallMLP):
+    """Starts its searches at a learning rate its own space does not take."""
+
+    name = "defaults_outside_its_space"
+
+    def default_config(self, context):
+        return {"learning_rate": 0.5, "width": 999}  # width is fixed: anything goes
+
+
+class NarrowsItsParentsSpace(SmallMLP):
+    """Correct: replaces the space, and keeps scratch_mlp's defaults where they fit."""
+
+    name = "narrows_its_parents_space"
+
+    def search_space(self, context):
+        return {**SMALL, "learning_rate": Choice((0.05, 0.1))}  # scratch_mlp starts at 1e-3
+
+
+class DefaultsNotADict(SmallMLP):
+    name = "defaults_not_a_dict"
+
+    def default_config(self, context):
+        return [("learning_rate", 1e-3)]
 
 
 class Registers:

@@ -313,6 +313,13 @@ BAD_RECIPES = [
         id="bad-scheduler",
     ),
     pytest.param(
+        HEAD
+        + "strategies: {scratch_mlp: {}}\nsearch: {scheduler: asha, grace_period: 6, max_epochs: 5}\n",
+        "search.grace_period",
+        "6 is more than max_epochs (5): asha would stop no trial",
+        id="grace-beyond-the-epochs",
+    ),
+    pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\nsearch: {metric: accuracy}\n",
         "search.metric",
         "expected 'val_accuracy' or 'val_loss'; got 'accuracy'",

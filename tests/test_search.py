@@ -90,12 +90,32 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
         assert sorted(frame["hidden_layers"]) == [1, 2]
     else:
         assert len(frame) == int(re.search(r"num_samples: (\d+)", search).group(1))
+        # One trial runs scratch_mlp's defaults (2 hidden layers, Adam at 1e-3): a
+        # log-uniform draw never gives 1e-3 exactly. (Searchers number their
+        # trials in no particular order, so which one ran first is not checked here.)
+        defaults = frame[frame["learning_rate"] == 1e-3]
+        assert list(defaults["hidden_layers"]) == [2]
     assert set(frame["status"]) <= {"ok", "pruned"}
     assert (frame["status"] == "ok").any()
     if "asha" in search or "hyperband" in search:
         # Successive halving stops someone before max_epochs (factor 2).
         assert (frame["epochs"] < 4).any()
         assert (frame.loc[frame["status"] == "pruned", "epochs"] < 4).all()
+        # A pruned trial's learning curve comes from the epochs it reported.
+        import pandas as pd
+
+        for _, row in frame[frame["status"] == "pruned"].iterrows():
+            history = pd.read_csv(
+                outcome.run_dir / "trials" / "scratch_mlp" / row.trial_id / "history.csv"
+            )
+            assert list(history.columns) == [
+                "accuracy",
+                "loss",
+                "val_accuracy",
+                "val_loss",
+                "epoch",
+            ]
+            assert list(history["epoch"]) == list(range(1, row.epochs + 1))
     # One trial at a time: each finished trial ended before the next one began.
     spans = sorted(
         (result["started_at"], result["finished_at"])
@@ -265,8 +285,34 @@ def test_keras_tuner_oracles(tmp_path, search):
     assert (frame["status"] == "ok").all()
     if "grid" in search:
         assert sorted(frame["hidden_layers"]) == [1, 2]
+    else:  # the first configuration is scratch_mlp's defaults
+        first = frame.sort_values("trial_id").iloc[0]  # kt0..., in the order they ran
+        assert (first["hidden_layers"], first["learning_rate"]) == (2, 1e-3)
     if "hyperband" in search:
         assert set(frame["epochs"]) >= {1, 3}
+
+
+@pytest.mark.parametrize("backend", ["ray", "keras_tuner"])
+def test_a_search_told_not_to_start_from_the_defaults_draws_every_trial(
+    ray_session, tmp_path, backend
+):
+    search = f"{{backend: {backend}, num_samples: 2, max_epochs: 1, start_from_defaults: false}}"
+    frame = run(write_recipe(tmp_path, search)).leaderboard
+    assert len(frame) == 2
+    assert (frame["learning_rate"] != 1e-3).all()
+
+
+def test_keras_tuner_values_come_back_as_the_space_declares_them():
+    from orchestrator.space import Choice, Int
+    from orchestrator.tuning.keras_tuner import as_declared, to_hyperparameters
+
+    # keras-tuner keeps a choice of true/false as 0/1 (its default too).
+    hp = to_hyperparameters({"two_phase": Choice((False, True))}, {"two_phase": True})
+    assert hp.values == {"two_phase": 1}
+    assert as_declared(Choice((False, True)), hp.values["two_phase"]) is True
+    assert as_declared(Choice((False, True)), 0) is False
+    assert type(as_declared(Choice((0, 1, True)), 1)) is int
+    assert as_declared(Int(0, 3), 2) == 2
 
 
 def test_keras_tuner_refuses_a_grid_over_continuous_dimensions_before_writing(tmp_path):
@@ -278,6 +324,30 @@ def test_keras_tuner_refuses_a_grid_over_continuous_dimensions_before_writing(tm
     assert "search.algorithm" in result.output
     assert "learning_rate" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("search", "words"),
+    [
+        (
+            "{backend: keras_tuner, algorithm: grid}",
+            "search.algorithm: grid search with keras_tuner",
+        ),
+        (
+            "{backend: keras_tuner, scheduler: asha}",
+            "search.scheduler: the keras_tuner backend has",
+        ),
+    ],
+)
+def test_validate_refuses_what_keras_tuner_cannot_search(tmp_path, search, words):
+    from orchestrator.cli import app
+
+    strategies = "scratch_mlp: {}\n              fine_tune: {}"  # asha is named once, not twice
+    recipe = write_recipe(tmp_path, search, strategies)
+    recipe.write_text(recipe.read_text() + "base: {pretrain: {data: {source: 'sklearn:digits'}}}\n")
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert result.output.count(words) == (2 if "grid" in search else 1), result.output
 
 
 def test_a_trial_whose_worker_dies_is_retried(by_value, tmp_path):
@@ -462,7 +532,7 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
     ids=["Ctrl+C", "SIGTERM"],
 )
 def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_runs_the_rest(
-    tmp_path, signal_name, status, said
+    tmp_path, signal_name, status, said, capsys
 ):
     """The backend without Ray: a real signal to this process, in the second trial.
 
@@ -498,7 +568,9 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     assert list(read_leaderboard(run_dir)["trial_id"]) == list(ended)
     assert not (results_dir / "search.json").exists()
     assert not (run_dir / "finished.json").exists()
+    capsys.readouterr()
     assert_resumes_to_every_trial_once(run_dir, ended, 3, plugins=[fixture_plugins])
+    assert "Reloading Tuner" not in capsys.readouterr().out  # keras-tuner's own print: logged
 
     # Finished now: resumed again, it runs nothing and calls no hook again.
     events = (run_dir / "events.jsonl").read_text()

@@ -17,10 +17,13 @@ from orchestrator.space import (
     Int,
     LogFloat,
     check_compatible,
+    contains,
     merge_spaces,
+    middle,
     parse_dimension,
     resolve_space,
     smallest_config,
+    start_config,
     uses_all,
 )
 
@@ -290,6 +293,63 @@ def test_check_compatible_rejects(default: Dimension, override: Dimension, fragm
     with pytest.raises(ValueError) as info:
         check_compatible("dim", default, override)
     assert fragment in str(info.value)
+
+
+# -- start_config: where a search starts ------------------------------------------------
+
+
+SPACE: dict[str, Dimension] = {
+    "hidden_layers": Int(1, 3),
+    "dropout": Float(0.1, 0.5),
+    "lambda": LogFloat(1e-6, 1e-2),
+    "width": Choice((32, 64, 128)),
+    "two_phase": Choice((False, True)),
+    "optimizer": Fixed("adam"),
+}
+
+
+def test_start_config_takes_the_strategys_defaults_where_the_space_allows() -> None:
+    preferred = {"hidden_layers": 3, "dropout": 0.2, "lambda": 1e-4, "width": 64, "two_phase": True}
+    assert start_config(SPACE, preferred) == {**preferred, "optimizer": "adam"}
+
+
+def test_start_config_starts_elsewhere_at_each_dimensions_middle() -> None:
+    # Nothing preferred, or preferred values the (narrowed) space does not take.
+    for preferred in ({}, {"hidden_layers": 7, "dropout": 0.9, "lambda": 1.0, "width": 256}):
+        config = start_config(SPACE, preferred)
+        assert config["hidden_layers"] == 2
+        assert config["dropout"] == pytest.approx(0.3)
+        assert config["lambda"] == pytest.approx(1e-4)  # the middle on a log scale
+        assert config["width"] == 32  # a choice's first value, as in keras-tuner
+        assert config["two_phase"] is False
+        assert config["optimizer"] == "adam"
+
+
+def test_start_config_never_mixes_up_numbers_and_true_false() -> None:
+    # True == 1 in Python; neither stands for the other here.
+    config = start_config(
+        {"flag": Choice((False, True)), "n": Choice((0, 1))}, {"flag": 1, "n": True}
+    )
+    assert config == {"flag": False, "n": 0}
+    assert type(config["flag"]) is bool and type(config["n"]) is int
+
+
+def test_start_config_gives_all_the_resolved_upper_bound_and_keeps_fixed_values() -> None:
+    space = resolve_space({"frozen_layers": Int(0, ALL), "depth": Fixed(3)}, 6)
+    assert start_config(space, {"frozen_layers": ALL, "depth": 9}) == {
+        "frozen_layers": 6,
+        "depth": 3,
+    }
+
+
+def test_contains_and_middle() -> None:
+    assert contains(Int(0, 4), 4) and not contains(Int(0, 4), 5) and not contains(Int(0, 4), 2.5)
+    assert contains(LogFloat(1e-4, 1e-2), 1e-3) and not contains(LogFloat(1e-4, 1e-2), "1e-3")
+    assert contains(Choice((0.5, 1)), 1.0) and not contains(Choice((0, 1)), False)
+    assert contains(Fixed(8), 8) and not contains(Float(0.0, 1.0), True)
+    assert middle(Int(0, 5)) == 2
+    assert middle(Fixed("x")) == "x"
+    assert middle(LogFloat(1e-6, 1e-2)) == pytest.approx(1e-4)
 
 
 # -- smallest_config ------------------------------------------------------------------

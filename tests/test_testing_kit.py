@@ -28,6 +28,23 @@ def test_a_correct_third_party_strategy_passes_on_a_table():
     check_strategy(broken.SmallMLP, dataset=tiny_dataset("iris"))
 
 
+def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_where_they_fit(
+    caplog,
+):
+    import logging
+
+    from orchestrator.preflight import strategy_defaults
+    from orchestrator.space import start_config
+
+    check_strategy(broken.NarrowsItsParentsSpace, dataset=tiny_dataset("iris"))
+    strategy = broken.NarrowsItsParentsSpace()
+    space = strategy.search_space(SpaceContext())
+    with caplog.at_level(logging.WARNING):
+        defaults = strategy_defaults(strategy, SpaceContext(), "tests", space)
+    assert caplog.text == ""
+    assert start_config(space, defaults)["learning_rate"] == 0.05  # its choice's first
+
+
 @pytest.mark.parametrize(
     ("cls", "words"),
     [
@@ -38,6 +55,11 @@ def test_a_correct_third_party_strategy_passes_on_a_table():
         (broken.WrongShape, "output shape (None, 11); expected (None, 10)"),
         (broken.Unpicklable, "a fresh instance does not pickle with cloudpickle"),
         (broken.ForgetsCallbacks, "fit() never called the callbacks it was given"),
+        (
+            broken.DefaultsOutsideItsSpace,
+            "default_config(): learning_rate=0.5 is not a value of loguniform [0.001, 0.01]",
+        ),
+        (broken.DefaultsNotADict, "default_config() returned list, not a dict"),
     ],
 )
 def test_a_broken_strategy_fails_naming_the_class_and_the_problem(cls, words):

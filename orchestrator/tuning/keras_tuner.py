@@ -13,7 +13,9 @@ trials show the epochs each round gave them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,29 +33,46 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def to_hyperparameters(space: dict[str, Dimension]) -> Any:
-    """Translate graftune dimensions into keras-tuner ``HyperParameters``."""
+def to_hyperparameters(space: dict[str, Dimension], start: dict[str, Any] | None = None) -> Any:
+    """Translate graftune dimensions into keras-tuner ``HyperParameters``.
+
+    ``start`` gives their default values (keras-tuner's own defaults otherwise).
+    """
     import keras_tuner as kt
 
     hp = kt.HyperParameters()
     for name, dim in space.items():
+        default = (start or {}).get(name)
         if isinstance(dim, Fixed):
             hp.Fixed(name, dim.value)
         elif isinstance(dim, Choice):
-            hp.Choice(name, list(dim.values), ordered=False)
+            hp.Choice(name, list(dim.values), ordered=False, default=default)
         elif isinstance(dim, Int):
-            hp.Int(name, dim.low, int(dim.high))
+            hp.Int(name, dim.low, int(dim.high), default=default)
         elif isinstance(dim, LogFloat):
-            hp.Float(name, dim.low, dim.high, sampling="log")
+            hp.Float(name, dim.low, dim.high, sampling="log", default=default)
         elif isinstance(dim, Float):
-            hp.Float(name, dim.low, dim.high)
+            hp.Float(name, dim.low, dim.high, default=default)
         else:
             raise TypeError(f"{name}: {type(dim).__name__} is not a graftune space type")
     return hp
 
 
-def check_space(recipe: Recipe, space: dict[str, Dimension]) -> None:
+def as_declared(dim: Dimension, value: Any) -> Any:
+    """``value`` as the dimension declares it: keras-tuner keeps a choice of
+    ``[False, True]`` as ``0`` and ``1``, which a strategy (``config["two_phase"]
+    is True``) and the leaderboard must not see."""
+    if isinstance(dim, Choice):
+        same = [v for v in dim.values if type(v) is type(value) and v == value]
+        equal = [v for v in dim.values if v == value]
+        return (same or equal or [value])[0]
+    return value
+
+
+def check_space(recipe: Recipe, space: dict[str, Dimension], strategy: str = "") -> None:
     """Refuse, before anything is written, what keras-tuner cannot search.
+
+    ``strategy`` names whose space it is, in the message.
 
     Raises:
         RecipeError: ``asha`` (keras-tuner has no such scheduler), or a grid over
@@ -68,35 +87,62 @@ def check_space(recipe: Recipe, space: dict[str, Dimension]) -> None:
     if search.algorithm == "grid" and search.scheduler != "hyperband":
         continuous = [k for k, d in space.items() if isinstance(d, (Float, LogFloat))]
         if continuous:
+            whose = f"{strategy}'s " if strategy else ""
             raise recipe.error(
                 ("search", "algorithm"),
                 "grid search with keras_tuner needs discrete dimensions; fix or list choices "
-                f"for {', '.join(continuous)}",
+                f"for {whose}{', '.join(continuous)}",
             )
 
 
-def _oracle(recipe: Recipe, space: dict[str, Dimension], num_samples: int) -> Any:
+def _starting_at_defaults(oracle_class: type) -> type:
+    """``oracle_class``, whose first configuration is its hyperparameters' defaults.
+
+    keras-tuner's random, Bayesian and Hyperband oracles draw every new
+    configuration with ``_random_values``; the first draw of a search that has
+    no trial yet (not a resumed one) returns the defaults instead.
+    """
+
+    class Starting(oracle_class):  # type: ignore[misc,valid-type]
+        def _random_values(self) -> Any:
+            if not self.trials:
+                values = self.hyperparameters.copy().values
+                if not self._duplicate(values):
+                    return values
+            return super()._random_values()
+
+    Starting.__name__ = Starting.__qualname__ = f"Starting{oracle_class.__name__}"
+    return Starting
+
+
+def _oracle(
+    recipe: Recipe, space: dict[str, Dimension], num_samples: int, start: dict[str, Any] | None
+) -> Any:
     import keras_tuner as kt
 
     search = recipe.search
     objective = kt.Objective(search.metric, direction=search.direction)
+
+    def oracle(cls: type) -> type:
+        return _starting_at_defaults(cls) if start else cls
+
     common = {
         "objective": objective,
-        "hyperparameters": to_hyperparameters(space),
+        "hyperparameters": to_hyperparameters(space, start),
         "tune_new_entries": False,
         "seed": recipe.seed,
         # A failing strategy is recorded per trial; it must not end the search.
         "max_consecutive_failed_trials": max(3, num_samples),
     }
     if search.scheduler == "hyperband":
-        return kt.oracles.HyperbandOracle(
+        return oracle(kt.oracles.HyperbandOracle)(
             max_epochs=search.max_epochs, factor=round(search.reduction_factor), **common
         )
     if search.algorithm == "grid":
         return kt.oracles.GridSearchOracle(max_trials=None, **common)
     if search.algorithm == "bayesian":
-        return kt.oracles.BayesianOptimizationOracle(max_trials=num_samples, **common)
-    return kt.oracles.RandomSearchOracle(max_trials=num_samples, **common)
+        return oracle(kt.oracles.BayesianOptimizationOracle)(max_trials=num_samples, **common)
+    return oracle(kt.oracles.RandomSearchOracle)(max_trials=num_samples, **common)
 
 
 def run_search(
@@ -108,8 +154,12 @@ def run_search(
     num_samples: int,
     listener: TrialListener | None = None,
     resume: bool = False,
+    start: dict[str, Any] | None = None,
 ) -> list[TrialResult]:
-    """Run (or resume) one strategy's search with keras-tuner, in this process."""
+    """Run (or resume) one strategy's search with keras-tuner, in this process.
+
+    ``start``, when given, is the configuration of the first trial.
+    """
     import keras_tuner as kt
 
     strategy = spec.strategy.name
@@ -121,7 +171,7 @@ def run_search(
     class GraftuneTuner(kt.Tuner):
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
             values = trial.hyperparameters.values
-            config = {name: values[name] for name in names}
+            config = {name: as_declared(space[name], values[name]) for name in names}
             epochs = int(values.get("tuner/epochs", spec.max_epochs))
             trial_id = f"kt{trial.trial_id}"
             if listener is not None:
@@ -138,12 +188,16 @@ def run_search(
             value = getattr(result, metric, None)
             return {metric: worst if value is None else float(value)}
 
-    tuner = GraftuneTuner(
-        oracle=_oracle(recipe, space, num_samples),
-        directory=str(run_dir / "keras_tuner"),
-        project_name=strategy,
-        overwrite=not resume,
-    )
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):  # "Reloading Tuner from ..." on resume: to the log
+        tuner = GraftuneTuner(
+            oracle=_oracle(recipe, space, num_samples, start),
+            directory=str(run_dir / "keras_tuner"),
+            project_name=strategy,
+            overwrite=not resume,
+        )
+    if said.getvalue().strip():
+        log.info("keras-tuner: %s", said.getvalue().strip())
     interrupted = False
     try:
         tuner.search(verbose=0)
@@ -162,7 +216,7 @@ def run_search(
                 strategy=strategy,
                 trial_id=trial_id,
                 status="failed",
-                config={name: values.get(name) for name in names},
+                config={name: as_declared(space[name], values.get(name)) for name in names},
                 error="keras-tuner recorded the trial but it left no result",
             )
         results.append(result)

@@ -232,6 +232,38 @@ def collect(
     )
 
 
+#: What Tune adds to every report, besides the epoch's metrics.
+_TUNE_KEYS = frozenset(
+    (
+        "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
+        "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
+        "time_since_restore", "iterations_since_restore", "experiment_tag", "node", WORKER_RSS,
+    )
+)  # fmt: skip
+
+
+def write_reported_history(folder: Path, reports: Any) -> None:
+    """Write ``history.csv`` for a trial that ended without writing one, from its reports.
+
+    A trial a scheduler stopped (or whose worker died) never reaches the end of
+    :func:`~orchestrator.trial.run_trial`, where ``history.csv`` is written;
+    Tune kept each epoch it reported. Its learning curve (in the report) then
+    shows where it was stopped. A trial that wrote its own is left alone.
+    """
+    path = folder / "history.csv"
+    if reports is None or len(reports) == 0 or path.exists():
+        return
+    columns = [
+        c for c in reports.columns if c not in _TUNE_KEYS and not str(c).startswith("config/")
+    ]
+    if "epoch" not in columns:
+        return
+    from orchestrator.leaderboard import atomic_write_text
+
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, reports[columns].to_csv(index=False))
+
+
 def _short_error(error: Any) -> str:
     text = str(error).strip()
     lines = [line for line in text.splitlines() if line.strip()]
@@ -339,9 +371,10 @@ class _SeededASHA(_RetiresWorkers, ASHAScheduler):
             np.random.set_state(outside)
 
 
-def _searcher(search: SearchSpec, seed: int) -> Any:
+def _searcher(search: SearchSpec, seed: int, start: dict[str, Any] | None = None) -> Any:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
+    points = [dict(start)] if start else None
     if search.algorithm == "bayesian":
         import optuna
         from ray.tune.search.optuna import OptunaSearch
@@ -349,11 +382,15 @@ def _searcher(search: SearchSpec, seed: int) -> Any:
         # Tree-structured Parzen estimators, seeded; Optuna warns on every
         # experimental feature Ray touches, which is not for our users.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return OptunaSearch(sampler=optuna.samplers.TPESampler(seed=seed))
+        return OptunaSearch(
+            sampler=optuna.samplers.TPESampler(seed=seed), points_to_evaluate=points
+        )
     # Ray applies max_concurrent_trials only to searchers it makes itself (or
     # to a Searcher); a generator passed in must carry the limit.
     return BasicVariantGenerator(
-        random_state=seed, max_concurrent=search.max_concurrent_trials or 0
+        points_to_evaluate=points,
+        random_state=seed,
+        max_concurrent=search.max_concurrent_trials or 0,
     )
 
 
@@ -371,8 +408,12 @@ def run_search(
     num_samples: int,
     listener: TrialListener | None = None,
     resume: bool = False,
+    start: dict[str, Any] | None = None,
 ) -> list[TrialResult]:
     """Run (or resume) one strategy's search as a Ray Tune experiment.
+
+    ``start``, when given, is the configuration of the first trial (it counts
+    among ``num_samples``); the searcher draws the others.
 
     Returns:
         Every trial's result, each trial once.
@@ -401,7 +442,8 @@ def run_search(
                 restart_errored=True,
             )
         else:
-            searcher = _searcher(search, recipe.seed)  # a restored experiment keeps its own
+            # A restored experiment keeps its own searcher (and what it has run).
+            searcher = _searcher(search, recipe.seed, start)
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
@@ -454,6 +496,10 @@ def run_search(
             retries=state.retries.get(trial_id, 0),
             storage=spec.storage,
         )
+        if results[trial_id].status in ("pruned", "failed"):
+            write_reported_history(
+                trial_dir(run_dir, strategy, trial_id), ray_result.metrics_dataframe
+            )
     finished = [results[trial_id] for trial_id in sorted(results)]
     if state.interrupted:
         midway = {t for t in stopped - set(results) if trial_dir(run_dir, strategy, t).exists()}
