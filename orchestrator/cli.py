@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.errors import GraftuneError, RunInterrupted
+from orchestrator.errors import GraftuneError, RunInterrupted, missing_run_dir
 
 # TensorFlow's C++ start-up chatter is not for users; set before it can be imported.
 # (What TensorFlow prints in spite of it: orchestrator.native_log.)
@@ -175,7 +175,10 @@ def run(
             (live.console if live is not None else out).print(line, markup=False)
 
     if resume is not None and not (resume / "recipe.yaml").is_file():
-        err.print(f"error: {resume} is not a graftune run directory (no recipe.yaml)")
+        missing = missing_run_dir(resume)
+        err.print(
+            f"error: {missing or f'{resume} is not a graftune run directory (no recipe.yaml)'}"
+        )
         raise typer.Exit(2)
     from orchestrator.tuning.ray_start import sigterm_stops_the_run
 
@@ -257,16 +260,36 @@ def _live_view(quiet: bool) -> tuple[Any, Any]:
 
 @app.command()
 def plugins() -> None:
-    """List every plugin with its distribution, version and what it adds."""
-    try:
-        host = _host()
-    except Exception as exc:
-        _fail(exc)
-        return
+    """List every plugin with its distribution, version and what it adds.
+
+    A plugin that fails to import is named after the table (exit 3); the others
+    are still listed.
+    """
+    from orchestrator.errors import PluginLoadError
+    from orchestrator.plugin_manager import get_plugin_manager
+
+    broken: list[PluginLoadError] = []
+    while True:
+        try:
+            host = get_plugin_manager(disable=[e.entry_point for e in broken])
+        except PluginLoadError as exc:
+            if exc.entry_point in [e.entry_point for e in broken]:  # cannot happen: blocked
+                _fail(exc)
+                return
+            broken.append(exc)
+        except Exception as exc:
+            _fail(exc)
+            return
+        else:
+            break
     table = Table("plugin", "distribution", "version", "adds", box=None, header_style="bold")
     for info in host.infos():
         table.add_row(info.name, info.distribution, info.version, ", ".join(info.adds) or "-")
     out.print(table)
+    for exc in broken:
+        err.print(f"error: {exc}", markup=False)
+    if broken:
+        raise typer.Exit(broken[0].exit_status)
 
 
 class Format(str, Enum):
@@ -285,7 +308,9 @@ def leaderboard(
     from orchestrator import leaderboard as lb
 
     if not (run_dir / lb.FILES["csv"]).is_file():
-        err.print(f"error: {run_dir} has no {lb.FILES['csv']} (is it a graftune run directory?)")
+        missing = missing_run_dir(run_dir)
+        what = f"{run_dir} has no {lb.FILES['csv']} (is it a graftune run directory?)"
+        err.print(f"error: {missing or what}")
         raise typer.Exit(2)
     frame = lb.read_leaderboard(run_dir)
     if format is Format.csv:
@@ -311,9 +336,12 @@ def report(
     ] = None,
 ) -> None:
     """Write a run's report.html again, or one page comparing several runs."""
+    from orchestrator.errors import check_output_file
     from orchestrator.report import COMPARE_FILE, write_comparison, write_report
 
     try:
+        if out_path is not None:
+            check_output_file(out_path)
         if len(run_dirs) == 1:
             path = write_report(run_dirs[0], out=out_path)
         else:
@@ -341,10 +369,16 @@ def predict(
     ] = None,
 ) -> None:
     """Predict every example of a data source with the run's best (or a named) model."""
+    from orchestrator.errors import check_output_file
+    from orchestrator.leaderboard import atomic_write_text
     from orchestrator.predict import predict as run_predict
 
     try:
+        if out_path is not None:
+            check_output_file(out_path)  # before the model is loaded and run
         result = run_predict(run_dir, data, trial=trial, host=_host(), target=target)
+        if out_path is not None:
+            atomic_write_text(out_path, result.frame.to_csv(index=False))
     except Exception as exc:
         _fail(exc)
         return
@@ -352,9 +386,6 @@ def predict(
     if out_path is None:
         sys.stdout.write(result.frame.to_csv(index=False))
     else:
-        from orchestrator.leaderboard import atomic_write_text
-
-        atomic_write_text(out_path, result.frame.to_csv(index=False))
         where = out
     ref = result.model
     line = f"{len(result.frame)} predictions by {ref.strategy} trial {ref.trial_id}"

@@ -221,6 +221,49 @@ class RunDirError(GraftuneError):
     exit_status = 2
 
 
+class OutputPathError(GraftuneError):
+    """A file a command was told to write (``--out``) cannot be written there."""
+
+    exit_status = 2
+
+
+def check_output_file(path: Path, option: str = "--out") -> None:
+    """Refuse, before any work, a file path that cannot be written as a new or replaced file.
+
+    Raises:
+        OutputPathError: ``path`` is a folder, or its folder does not exist, is
+            a file, or is not writable.
+    """
+    import os
+
+    path = Path(path)
+    problem = None
+    folder = path.absolute().parent
+    if path.is_dir():
+        problem = "is a folder; give a file name"
+    elif not folder.exists():
+        problem = f"its folder {folder} does not exist"
+    elif not folder.is_dir():
+        problem = f"{folder} is a file, not a folder"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problem = f"its folder {folder} is not writable"
+    if problem is not None:
+        raise OutputPathError(f"{option} {path}: {problem}")
+
+
+def missing_run_dir(path: Path) -> str | None:
+    """What to say when ``path`` is not even a folder (``None`` when it is one).
+
+    Commands given a run directory say this before what the folder lacks.
+    """
+    path = Path(path)
+    if not path.exists():
+        return f"{path} does not exist"
+    if not path.is_dir():
+        return f"{path} is a file, not a run directory"
+    return None
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest option, or an empty string."""
     matches = get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)

@@ -152,6 +152,15 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
     for column in ("rank", "epochs", "params_total", "params_trainable", "retries"):
         if column in frame:
             frame[column] = frame[column].astype("Int64")
+    # An integer parameter that some rows lack (another strategy's) reads as
+    # floats; written as Int64 (see build_leaderboard), its text has no decimal
+    # point, which a float column's always has.
+    text = pd.read_csv(path, dtype=str, keep_default_na=True)
+    for column in frame.columns:
+        if frame[column].dtype == "float64":
+            written = text[column].dropna()
+            if len(written) and written.str.fullmatch(r"-?\d+").all():
+                frame[column] = frame[column].astype("Int64")
     return frame
 
 
@@ -183,8 +192,15 @@ def replacing(path: Path) -> Iterator[Path]:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so readers never see half a file."""
+    """Write through a temporary file and rename, so readers never see half a file.
+
+    If either step fails, the temporary file is removed and ``path`` is as it was.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # never a stray temporary file beside the target
+        raise

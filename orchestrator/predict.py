@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import DataError, RunDirError, did_you_mean
+from orchestrator.errors import DataError, RunDirError, did_you_mean, missing_run_dir
 
 if TYPE_CHECKING:
     import numpy as np
@@ -89,7 +89,8 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "trials").is_dir():
         raise RunDirError(
-            f"{run_dir} is not a graftune run directory (it has no recipe.yaml and trials/)"
+            missing_run_dir(run_dir)
+            or f"{run_dir} is not a graftune run directory (it has no recipe.yaml and trials/)"
         )
     config_path = run_dir / BEST_CONFIG
     if not config_path.is_file():
@@ -127,7 +128,7 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
     if not saved.is_file() and (folder / TOP_FILE).is_file():
         saved = folder / TOP_FILE  # trained on cached features: load_model makes it whole
     if not saved.is_file():
-        status = result.status if result is not None else "unfinished"
+        status = result.status if result is not None else _listed_status(run_dir, folder)
         raise RunDirError(
             f"trial {folder.parent.name}/{folder.name} saved no model (status {status}); "
             "only trials with status ok have one"
@@ -141,6 +142,18 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         input_shape=input_shape,
         summary=summary,
     )
+
+
+def _listed_status(run_dir: Path, folder: Path) -> str:
+    """A trial's status in the leaderboard (a pruned trial writes no result), else ``unfinished``."""
+    from orchestrator.leaderboard import read_leaderboard
+
+    try:
+        frame = read_leaderboard(run_dir)
+        rows = frame[(frame["strategy"] == folder.parent.name) & (frame["trial_id"] == folder.name)]
+    except (OSError, ValueError, KeyError):
+        return "unfinished"
+    return str(rows["status"].iloc[0]) if len(rows) else "unfinished"
 
 
 def load_model(ref: ModelRef) -> Any:

@@ -305,6 +305,15 @@ def test_the_command_line_names_it_and_exits_3(site, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_plugins_lists_what_loads_and_names_what_does_not(site):
+    make_distribution(site, "graftune-broken-thing", "gt_ctl_list", "import gt_ctl_nothing_here\n")
+    result = cli("plugins")
+    assert result.exit_code == 3
+    assert "scratch_mlp" in result.output  # the built-ins are still listed
+    assert "entry_gt_ctl_list" in result.output and "failed to import" in result.output
+    assert "Traceback" not in result.output
+
+
 BROKEN_RECIPE = """
 name: broken
 data: {source: "sklearn:digits"}
@@ -329,6 +338,7 @@ def test_a_space_of_unknown_types_is_refused_by_validate(graftune_register, tmp_
     [
         (broken.Uncompiled, "build() returned a model that is not compiled"),
         (broken.WrongShape, "output shape (None, 11); expected (None, 10)"),
+        (broken.DefaultsNotADict, "default_config() returned list, not a dict"),
     ],
 )
 def test_a_model_against_the_contract_stops_the_run_before_any_trial(
@@ -343,6 +353,28 @@ def test_a_model_against_the_contract_stops_the_run_before_any_trial(
     assert words in message
     # Nothing was written: no run directory, so no trial ran.
     assert not (tmp_path / "runs").exists()
+
+
+def test_defaults_outside_the_strategys_own_space_are_named_and_start_at_the_middle(
+    graftune_register, graftune_run, caplog
+):
+    host = graftune_register(broken.Registers(broken.DefaultsOutsideItsSpace), name="culprit")
+    recipe = {
+        "name": "defaults",
+        "data": {"source": "sklearn:iris"},
+        "strategies": {"defaults_outside_its_space": {"num_samples": 1}},
+        "search": {"max_epochs": 1},
+    }
+    with caplog.at_level(logging.WARNING, logger="orchestrator.preflight"):
+        board = graftune_run(recipe, host=host)
+    assert list(board["status"]) == ["ok"]
+    # The middle of its loguniform [1e-3, 1e-2], not the 0.5 it asked for.
+    assert board["learning_rate"].iloc[0] == pytest.approx(10**-2.5)
+    assert (
+        "strategy 'defaults_outside_its_space' from plugin culprit (graftune-testing-culprit 0): "
+        "default_config() does not fit its search space (learning_rate=0.5 is not a value of "
+        "loguniform [0.001, 0.01]); those dimensions start at their middle"
+    ) in caplog.text
 
 
 def test_a_strategy_whose_build_raises_is_left_to_its_trials(graftune_run, caplog):

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from orchestrator.leaderboard import (
+    atomic_write_text,
     best_row,
     build_leaderboard,
     read_leaderboard,
@@ -97,6 +98,25 @@ def test_files_round_trip(tmp_path):
     assert "<table" in (tmp_path / "leaderboard.html").read_text()
 
 
+def test_parameters_keep_their_types_when_read_back(tmp_path):
+    # Two strategies: each one's parameters are missing in the other's rows.
+    results = [
+        result("a", val=0.9, width=64, learning_rate=0.001, two_phase=True),
+        result("b", val=0.8, strategy="fine_tune", head_width=128, frozen_layers=0, lam=1.0),
+    ]
+    frame = build_leaderboard(results, metric="val_accuracy", mode="max")
+    write_leaderboard(frame, tmp_path)
+
+    back = read_leaderboard(tmp_path)
+
+    for column in ("width", "head_width", "frozen_layers"):
+        assert back[column].dtype == "Int64", column
+    assert back.loc[back["trial_id"] == "b", "frozen_layers"].iloc[0] == 0
+    assert back["learning_rate"].dtype == "float64"
+    assert back["lam"].dtype == "float64"  # 1.0 is a float, though whole
+    assert back.loc[back["trial_id"] == "a", "two_phase"].iloc[0] is True
+
+
 def test_markdown_leaves_missing_values_blank():
     frame = build_leaderboard([result("c", status="error")], metric="val_accuracy", mode="max")
     text = to_markdown(frame)
@@ -150,3 +170,13 @@ def test_replacing_leaves_the_file_as_it_was_when_the_writer_fails(tmp_path):
 
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
+
+
+def test_atomic_write_text_that_cannot_move_its_file_leaves_no_temporary_file(tmp_path):
+    folder = tmp_path / "taken"
+    folder.mkdir()  # os.replace cannot put a file over a folder
+
+    with pytest.raises(OSError):
+        atomic_write_text(folder, "text")
+
+    assert [p.name for p in tmp_path.iterdir()] == ["taken"]

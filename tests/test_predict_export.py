@@ -180,6 +180,18 @@ def test_predict_names_the_trials_when_one_is_unknown(runs):
     assert trial_of(runs[0], "fine_tune") in result.output
 
 
+@pytest.mark.parametrize(
+    ("out", "words"),
+    [("missing/x.csv", "its folder {tmp}/missing does not exist"), (".", "is a folder")],
+)
+def test_predict_refuses_an_out_file_it_cannot_write_before_any_work(tmp_path, out, words):
+    out = tmp_path / out
+    result = invoke("predict", tmp_path, "--data", "sklearn:digits", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert f"error: --out {out}: {words.format(tmp=tmp_path)}" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_predict_on_a_folder_that_is_no_run(tmp_path):
     result = invoke("predict", tmp_path, "--data", "sklearn:digits")
     assert result.exit_code == 2
@@ -317,3 +329,22 @@ def test_export_of_a_trial_without_a_model_is_refused(runs, tmp_path):
     assert result.exit_code == 2
     assert f"trial fine_tune/{trial_id} saved no model (status ok)" in result.output
     assert not (tmp_path / "dest").exists()
+
+
+def test_a_pruned_trial_is_called_pruned_when_it_has_no_model(runs, tmp_path):
+    from orchestrator.leaderboard import read_leaderboard, write_leaderboard
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs[0].run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))
+    trial_id = trial_of(runs[0], "fine_tune")
+    folder = run_dir / "trials" / "fine_tune" / trial_id
+    # What a trial a scheduler stopped leaves: no result.json, no model.
+    for name in ("result.json", "top.keras", "model.keras"):
+        (folder / name).unlink(missing_ok=True)
+    frame = read_leaderboard(run_dir)
+    frame.loc[frame["trial_id"] == trial_id, "status"] = "pruned"
+    write_leaderboard(frame, run_dir)
+
+    result = invoke("export", run_dir, tmp_path / "dest", "--trial", trial_id)
+    assert result.exit_code == 2
+    assert f"trial fine_tune/{trial_id} saved no model (status pruned)" in result.output

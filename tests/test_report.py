@@ -192,6 +192,16 @@ def test_a_report_that_cannot_be_written_never_raises(tmp_path, caplog):
     assert "could not write report.html" in caplog.text
 
 
+def test_report_refuses_an_out_file_it_cannot_write_and_leaves_nothing(finished, tmp_path):
+    # A folder: the page was once written beside it, then not moved, and left there.
+    for out, words in ((tmp_path, "is a folder"), (tmp_path / "no" / "r.html", "does not exist")):
+        result = CliRunner().invoke(app, ["report", str(finished), "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert f"error: --out {out}: " in result.output and words in result.output
+    assert list(tmp_path.iterdir()) == []
+    assert not list(tmp_path.parent.glob(f".{tmp_path.name}.*.tmp"))
+
+
 def test_report_on_a_folder_that_is_no_run_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2

@@ -181,6 +181,58 @@ def test_leaderboard_command_on_a_folder_that_is_no_run(tmp_path):
     assert "leaderboard.csv" in result.output
 
 
+@pytest.mark.parametrize(
+    ("data", "base", "key"),
+    [
+        ("{source: 'sklearn:digits', classes: [42]}", "", "data.classes"),
+        ("{source: 'sklearn:iris', labels_per_class: 500}", "", "data.labels_per_class"),
+        (
+            "{source: 'sklearn:digits'}",
+            "base: {pretrain: {data: {source: 'sklearn:digits', classes: [42]}}}",
+            "base.pretrain.data.classes",
+        ),
+    ],
+)
+def test_data_a_run_cannot_use_is_named_by_file_line_and_key(tmp_path, data, base, key):
+    from orchestrator.cli import app
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: bad-data\ndata: {data}\n{base}\n"
+        f"strategies: {{{'fine_tune' if base else 'scratch_mlp'}: {{}}}}\n"
+        f"output: {tmp_path / 'runs'}\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 2, result.output
+    line = 2 if key.startswith("data") else 3
+    assert f"error: {recipe}:{line}: {key}: " in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["run", "--resume", "RUN"],
+        ["leaderboard", "RUN"],
+        ["report", "RUN"],
+        ["predict", "RUN", "--data", "sklearn:digits"],
+        ["export", "RUN", "DEST"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_commands_given_a_run_directory_that_does_not_exist_say_so(tmp_path, command):
+    from orchestrator.cli import app
+
+    missing = tmp_path / "runs" / "typo"
+    args = [
+        str(missing) if a == "RUN" else str(tmp_path / "d") if a == "DEST" else a for a in command
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"error: {missing} does not exist" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_only_the_default_fit_gives_its_last_epoch_as_the_validation_score():
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.trial import _epoch_reporter, _last_validation
