@@ -392,10 +392,17 @@ def _feature_order(
             parts.append(
                 f"has column(s) the model was not trained on: {', '.join(map(repr, extra))}"
             )
+        # One extra column and nothing missing: most likely the labels under another name.
+        hint = (
+            f"; if {extra[0]!r} holds the labels, name it with --target {extra[0]}"
+            if len(extra) == 1 and not missing
+            else ""
+        )
         raise DataError(
             f"data {source!r} {' and '.join(parts)}; expected the feature columns "
             f"{', '.join(map(repr, expected))}"
-            + (f" (and optionally {target!r})" if target else ""),
+            + (f" (and optionally {target!r})" if target else "")
+            + hint,
             key="source",
         )
     return [features.index(c) for c in expected]

@@ -222,6 +222,15 @@ def test_predict_a_table_by_column_name_with_or_without_labels(runs, tmp_path):
     assert list(a["label"]) == list(table["cultivar"])
     np.testing.assert_allclose(b.filter(like="prob_"), a.filter(like="prob_"), rtol=1e-5)
     assert "accuracy" not in unlabelled.output
+    # The labels under another name: refused, with the way to name them.
+    table.rename(columns={"cultivar": "kind"}).to_csv(tmp_path / "renamed.csv", index=False)
+    renamed = f"csv:{tmp_path / 'renamed.csv'}"
+    refused = invoke("predict", wine.run_dir, "--data", renamed)
+    assert refused.exit_code == 2
+    assert "if 'kind' holds the labels, name it with --target kind" in refused.output
+    named = invoke("predict", wine.run_dir, "--data", renamed, "--target", "kind")
+    assert named.exit_code == 0, named.output
+    assert "accuracy" in named.output
 
 
 def test_predict_a_table_missing_a_column_is_refused(runs, tmp_path):
