@@ -237,6 +237,37 @@ def connect(address: str, **init_kwargs: Any) -> ClusterInfo:
     return info
 
 
+def trial_does_not_fit(
+    cpus: float, gpus: float, nodes: list[dict[str, float]] | None = None
+) -> tuple[str, str] | None:
+    """Why no node of the Ray this process is connected to can run one trial, or ``None``.
+
+    Tune would keep such a trial pending for ever, saying so only in Ray's log.
+    ``nodes`` (each node's resources, like ``{"CPU": 2, "GPU": 0}``) stands in
+    for asking Ray.
+
+    Returns:
+        The ``resources`` key at fault (``gpus_per_trial`` or ``cpus_per_trial``)
+        and what is missing.
+    """
+    if nodes is None:
+        import ray
+
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if any(n.get("CPU", 0) >= cpus and n.get("GPU", 0) >= gpus for n in nodes):
+        return None
+    most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
+    if gpus and most_gpus < gpus:
+        has = f"at most {most_gpus:g} on a node" if most_gpus else "none"
+        return "gpus_per_trial", f"a trial asks for {gpus:g} GPUs, and Ray has {has}"
+    most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    if most_cpus < cpus:
+        what = f"a trial asks for {cpus:g} CPUs, and Ray has at most {most_cpus:g} on a node"
+    else:
+        what = f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs on one node, and no node has both"
+    return "cpus_per_trial", what
+
+
 def node_label() -> str | None:
     """``IP/NODEID8`` of the Ray node this process runs on, or ``None`` outside Ray.
 

@@ -230,6 +230,10 @@ def _run(
     from orchestrator.strategy import SpaceContext
     from orchestrator.trial import TrialSpec
 
+    if ray_start is not None:  # before the data and the base: what embedded Ray will have
+        from orchestrator.tuning.ray_start import embedded_cpus, embedded_gpus
+
+        _check_a_trial_fits(recipe, has=(embedded_cpus(recipe.resources), embedded_gpus()))
     dataset = check_recipe_data(recipe, host)  # its errors name the file, line and data key
     echo(f"data: {recipe.data.source}: {dataset.describe()}")
     strategies = {name: host.strategies.get(name)() for name in recipe.strategies}
@@ -279,6 +283,8 @@ def _run(
                 k: v for k, v in start.items() if not isinstance(spaces[name][k], Fixed)
             }
     check_strategies(strategies, spaces, dataset.task, base_info, host)
+    if ray_start is not None and ray_start.wait_up():  # embedded Ray: what it has is all
+        _check_a_trial_fits(recipe)
 
     if recipe.search.backend == "ray":
         from orchestrator.tuning import ray_tune as backend
@@ -316,6 +322,7 @@ def _run(
 
         # A cluster (embedded Ray was started in the background), or Ray already up.
         started_ray = connect_to_cluster(recipe.resources, log_file=run_dir / "ray.log")
+        _check_a_trial_fits(recipe, echo)  # a cluster may grow: said, not refused
 
     results: list[TrialResult] = []
     interrupted: tuple[str, SearchInterrupted] | None = None
@@ -404,8 +411,8 @@ def _run(
             by_sigterm=terminated(),
         )
     host.notify("graftune_run_finished", leaderboard=frame, run_dir=run_dir)
-    publish(place, echo)
     if summary is None:  # resumable: it ends the same way, with its summary, at no cost
+        publish(place, echo)
         raise RunFailed(_failure_summary(results, run_dir))
     from orchestrator.leaderboard import atomic_write_text
 
@@ -414,7 +421,14 @@ def _run(
         "trials": len(frame),
         "best": {key: summary[key] for key in ("strategy", "trial_id")},
     }
+    # Written before the upload, so the stored copy has it too (a fetched run is
+    # finished); taken back if the upload fails, so that --resume uploads again.
     atomic_write_text(run_dir / FINISHED_FILE, json.dumps(finished, indent=2, default=str))
+    try:
+        publish(place, echo)
+    except BaseException:
+        (run_dir / FINISHED_FILE).unlink(missing_ok=True)
+        raise
     return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary)
 
 
@@ -453,6 +467,44 @@ def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
         problem = f"{there} is not writable"
     if problem is not None:
         raise _run_dir_error(recipe, place, f"cannot make the run directory {path}: {problem}")
+
+
+def _check_a_trial_fits(
+    recipe: Recipe,
+    echo: Callable[[str], None] | None = None,
+    *,
+    has: tuple[float, float | None] | None = None,
+) -> None:
+    """Refuse (or with ``echo``, warn of) a trial no node of Ray can run: Tune waits for ever.
+
+    Args:
+        echo: Warn through it instead of refusing (a cluster may grow).
+        has: The CPUs and GPUs of the one node embedded Ray will have, to check
+            before it is up (GPUs ``None``: not known yet); default: ask Ray.
+
+    Raises:
+        RecipeError: At the ``resources`` key at fault, when no ``echo`` is given.
+    """
+    from orchestrator.cluster import trial_does_not_fit
+
+    resources = recipe.resources
+    cpus, gpus = resources.cpus_per_trial, resources.gpus_per_trial
+    if has is not None and has[1] is None:
+        gpus = 0  # checked once Ray is up
+    nodes = None if has is None else [{"CPU": has[0], "GPU": has[1] or 0}]
+    problem = trial_does_not_fit(cpus, gpus, nodes)
+    if problem is None:
+        return
+    key, what = problem
+    if echo is not None:
+        echo(f"warning: {what}; the trials wait until such a node joins the cluster")
+        return
+    fix = (
+        "set gpus_per_trial: 0, or run on a cluster with GPUs (--address)"
+        if key == "gpus_per_trial"
+        else "lower it, or give embedded Ray more with resources.num_cpus"
+    )
+    raise recipe.error(("resources", key), f"{what} (embedded Ray on this machine): {fix}")
 
 
 def _run_dir_error(recipe: Recipe, place: RunPlace, message: str) -> GraftuneError:

@@ -264,6 +264,16 @@ def dashboard_url(address: str | None) -> str:
     return text.rstrip("/")
 
 
+@contextlib.contextmanager
+def _environ_without(*names: str) -> Iterator[None]:
+    """Leave ``names`` out of the environment inside the block, and put them back after."""
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 class JobClient:
     """Ray's ``JobSubmissionClient`` with timeouts and errors that say what to do."""
 
@@ -276,7 +286,9 @@ class JobClient:
         # Ray's client logs every upload and websocket at INFO; our own lines say enough.
         for name in _CHATTY_LOGGERS:
             logging.getLogger(name).setLevel(logging.WARNING)
-        with self.errors():
+        # Ray lets RAY_API_SERVER_ADDRESS and RAY_ADDRESS win over the address it
+        # is given; the one chosen above (--address first) must be the one used.
+        with self.errors(), _environ_without("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
             self.client = client_class(self.address)
 
     @contextlib.contextmanager

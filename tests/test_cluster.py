@@ -518,6 +518,11 @@ def test_submit_follow_and_fetch(cluster, tmp_path):
     assert board["node"].notna().all()
     assert (tmp_path / "fetched" / "best" / "model.keras").is_file()
     assert (tmp_path / "fetched" / "recipe.yaml").is_file()
+    # Stored finished: resumed, the fetched run says so and runs nothing.
+    assert (tmp_path / "fetched" / "finished.json").is_file()
+    again = graftune(cluster, "run", "--resume", tmp_path / "fetched")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to resume" in again.stdout
 
 
 @pytest.mark.slow
@@ -625,6 +630,19 @@ def test_wrong_address_fails_fast_with_the_fix(cluster, tmp_path):
     )
     assert listed.returncode == 4
     assert f"cannot reach the Ray dashboard at http://127.0.0.1:{closed}" in listed.stderr
+    # --address wins over the environment (Ray's client lets the environment win).
+    for variable in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        overridden = graftune(
+            cluster,
+            "jobs",
+            "list",
+            "--address",
+            f"http://127.0.0.1:{closed}",
+            timeout=30,
+            **{variable: cluster.dashboard},
+        )
+        assert overridden.returncode == 4, (variable, overridden.stdout)
+        assert f"cannot reach the Ray dashboard at http://127.0.0.1:{closed}" in overridden.stderr
 
     swapped = graftune(cluster, "run", recipe, "--address", cluster.dashboard, timeout=30)
     assert swapped.returncode == 4

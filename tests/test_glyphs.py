@@ -92,6 +92,17 @@ def test_unknown_charset_suggests_one(registry: Registry) -> None:
         check_data_spec(Spec("glyphs:latin+digit"), registry, Path("."))
 
 
+def test_more_images_than_memory_holds_are_refused_before_rendering() -> None:
+    import psutil
+
+    gib = psutil.virtual_memory().total / 2**30
+    huge = Spec("glyphs:latin", options={"per_class": 100_000_000})
+    with raises_data_error("options", "100000000 images per character x 52 characters at 8x8x1"):
+        load(huge)
+    with raises_data_error("options", f"this machine has {gib:.1f} GiB", "lower options.per_class"):
+        load(huge)
+
+
 def test_glyphs_are_registered_by_the_builtin_hook(registry: Registry) -> None:
     assert "glyphs" in registry.names()
     assert registry.get("glyphs") is GlyphsSource

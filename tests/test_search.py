@@ -654,6 +654,58 @@ print("RESULTS" + json.dumps(rows))
 """
 
 
+@pytest.mark.parametrize(
+    ("resources", "words"),
+    [
+        (
+            "{gpus_per_trial: 0.5}",
+            "resources.gpus_per_trial: a trial asks for 0.5 GPUs, and Ray has none",
+        ),
+        (
+            "{num_cpus: 2, cpus_per_trial: 3}",
+            "resources.cpus_per_trial: a trial asks for 3 CPUs, and Ray has at most 2 on a node",
+        ),
+    ],
+    ids=["gpus", "cpus"],
+)
+def test_a_trial_embedded_ray_cannot_place_is_refused_before_anything_is_written(
+    tmp_path, resources, words
+):
+    # Tune would keep it pending for ever, saying so only in ray.log.
+    recipe = write_recipe(tmp_path, "{num_samples: 1, max_epochs: 1}")
+    recipe.write_text(recipe.read_text() + f"resources: {resources}\n")
+    completed = subprocess.run(
+        [GRAFTUNE, "run", str(recipe)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    assert words in completed.stderr
+    assert "(embedded Ray on this machine)" in completed.stderr
+    assert "data: sklearn:iris" not in completed.stdout  # refused before the data is prepared
+    assert not (tmp_path / "runs").exists()
+
+
+def test_what_no_node_of_ray_can_run_is_named(ray_session):
+    from orchestrator.cluster import trial_does_not_fit
+
+    assert trial_does_not_fit(1, 0) is None
+    assert trial_does_not_fit(2, 0) is None
+    assert trial_does_not_fit(1, 1) == (
+        "gpus_per_trial",
+        "a trial asks for 1 GPUs, and Ray has none",
+    )
+    assert trial_does_not_fit(4, 0)[0] == "cpus_per_trial"
+    # What embedded Ray will have, before it is up.
+    assert trial_does_not_fit(1, 0.5, [{"CPU": 2, "GPU": 1}]) is None
+    assert trial_does_not_fit(1, 2, [{"CPU": 8, "GPU": 1}]) == (
+        "gpus_per_trial",
+        "a trial asks for 2 GPUs, and Ray has at most 1 on a node",
+    )
+    assert trial_does_not_fit(2, 2, [{"CPU": 8, "GPU": 1}, {"CPU": 1, "GPU": 2}]) == (
+        "cpus_per_trial",
+        "a trial asks for 2 CPUs and 2 GPUs on one node, and no node has both",
+    )
+
+
 def test_fractional_gpus_pack_four_trials_on_two_logical_gpus(tmp_path):
     recipe = write_recipe(
         tmp_path,

@@ -360,12 +360,40 @@ class GlyphsSource(DataSource):
         # then to train it), so the last few results are kept, read-only.
         found = _recent.get(key)
         if found is None:
+            _check_it_fits_in_memory(len(chars), key[1], key[2], key[3].per_class)
             found = _render_read_only(*key)
             if found[0].nbytes <= _RECENT_MAX_BYTES:
                 _recent[key] = found
                 while len(_recent) > _RECENT_MAX_ENTRIES:
                     del _recent[next(iter(_recent))]
         return LabelledArrays(x=found[0], y=found[1], class_names=tuple(chars))
+
+
+#: How many times the rendered images' size a run may hold at once (the split,
+#: a standardised copy, the batches): what must fit in the machine's memory.
+_MEMORY_HEADROOM = 3
+
+
+def _check_it_fits_in_memory(
+    n_chars: int, size: tuple[int, int], channels: int, per_class: int
+) -> None:
+    """Refuse, before rendering, images that could not fit in this machine's memory.
+
+    Raises:
+        DataError: At ``options`` (``per_class``), with the sizes.
+    """
+    import psutil
+
+    height, width = size
+    needed = n_chars * per_class * (height * width * channels * 4 + 64)  # images, draws
+    total = psutil.virtual_memory().total
+    if needed * _MEMORY_HEADROOM > total:
+        raise DataError(
+            f"{per_class} images per character x {n_chars} characters at {height}x{width}x"
+            f"{channels} would take {needed / 2**30:.1f} GiB in memory, and a run holds a few "
+            f"copies; this machine has {total / 2**30:.1f} GiB: lower options.per_class",
+            key="options",
+        )
 
 
 def _render_read_only(

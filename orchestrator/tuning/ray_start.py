@@ -144,6 +144,21 @@ def embedded_cpus(resources: ResourcesSpec) -> int:
     return int(resources.num_cpus or os.cpu_count() or 1)
 
 
+def embedded_gpus() -> float | None:
+    """The GPUs embedded Ray will find on this machine, or ``None`` if that cannot be told.
+
+    Ray counts NVIDIA GPUs (those ``CUDA_VISIBLE_DEVICES`` lets it see) when it
+    starts; asked here, before it is up, through the same (internal) call.
+    """
+    try:
+        from ray._private.accelerators import get_accelerator_manager_for_resource
+
+        manager = get_accelerator_manager_for_resource("GPU")
+        return float(manager.get_current_node_num_accelerators())
+    except Exception:  # an internal API: the check after Ray is up still holds
+        return None
+
+
 @contextlib.contextmanager
 def tune_env_inherited() -> Iterator[bool]:
     """While in this block, Tune's trial actors may take workers embedded Ray started.
@@ -251,6 +266,11 @@ class BackgroundStart:
         self._release.wait()
         if self._ray.is_initialized():
             shutdown()
+
+    def wait_up(self) -> bool:
+        """Wait until ``ray.init`` has returned; whether Ray is up (:meth:`join` raises if not)."""
+        self._ready.wait()
+        return self._error is None
 
     def join(self, log_file: Path) -> bool:
         """Wait until Ray is up; send its log records, held and to come, to ``log_file``.
