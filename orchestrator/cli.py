@@ -638,6 +638,12 @@ def fetch(
         _fail(exc)
         return
     out.print(f"fetched {job}: {where}", markup=False)
+    if not (where / "finished.json").is_file():  # stopped, failed or killed midway
+        err.print(
+            f"note: the job's run did not finish: {where} holds what it had stored, and "
+            "its leaderboard and model (if any) cover only the trials that ended",
+            markup=False,
+        )
     if (where / "leaderboard.md").is_file():
         out.print(f"leaderboard: {where / 'leaderboard.md'}", markup=False)
     if (where / "best" / "model.keras").is_file():

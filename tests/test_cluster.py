@@ -513,6 +513,7 @@ def test_submit_follow_and_fetch(cluster, tmp_path):
 
     fetched = graftune(cluster, "fetch", job, tmp_path / "fetched", "--address", cluster.dashboard)
     assert fetched.returncode == 0, fetched.stderr
+    assert "did not finish" not in fetched.stderr
     board = pd.read_csv(tmp_path / "fetched" / "leaderboard.csv")
     assert list(board["status"]) == ["ok", "ok"]
     assert board["node"].notna().all()
@@ -734,6 +735,11 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
     assert f"{job}: STOPPED" in stopped.stdout
     status = graftune(cluster, "jobs", "status", job, "--address", cluster.dashboard)
     assert f"{job}: STOPPED" in status.stdout
+    # Stopped before any trial ended, it stored nothing: fetch says so, and why.
+    fetched = graftune(cluster, "fetch", job, tmp_path / "partial", "--address", cluster.dashboard)
+    assert fetched.returncode == 2, fetched.stdout + fetched.stderr
+    assert f"job {job} ended STOPPED (Job was intentionally stopped.)" in fetched.stderr
+    assert "there is no run at" in fetched.stderr
 
 
 @pytest.mark.slow
