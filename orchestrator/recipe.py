@@ -314,6 +314,10 @@ class Recipe(_Model):
             line=_line_of(self._lines, path),
         )
 
+    def data_error(self, prefix: tuple[str, ...], exc: DataError) -> RecipeError:
+        """A data source's error at its key under ``prefix`` (``data``, ``base.pretrain.data``)."""
+        return self.error((*prefix, exc.key or "source"), str(exc))
+
     def shared_space(self) -> dict[str, Dimension]:
         """The parsed ``search.space`` section."""
         return {k: parse_dimension(v) for k, v in self.search.space.items()}
@@ -577,14 +581,10 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
 
     errors: list[RecipeError] = []
 
-    def data_error(prefix: tuple[str, ...], exc: DataError) -> RecipeError:
-        key = exc.key or "source"
-        return recipe.error((*prefix, key), str(exc))
-
     try:
         check_data_spec(recipe.data, host.data_sources, recipe.base_dir)
     except DataError as exc:
-        errors.append(data_error(("data",), exc))
+        errors.append(recipe.data_error(("data",), exc))
 
     shared: dict[str, Dimension] = {}
     for key, raw in recipe.search.space.items():
@@ -694,7 +694,7 @@ def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
         try:
             check_data_spec(recipe.base.pretrain.data, host.data_sources, recipe.base_dir)
         except DataError as exc:
-            errors.append(recipe.error(("base", "pretrain", "data", exc.key or "source"), str(exc)))
+            errors.append(recipe.data_error(("base", "pretrain", "data"), exc))
     try:
         check_base_spec(recipe.base, host.bases)
     except BaseModelError as exc:
@@ -735,4 +735,4 @@ def check_recipe_data(recipe: Recipe, host: PluginHost) -> Any:
             recipe.data, host.data_sources, seed=recipe.seed, base_dir=recipe.base_dir
         )
     except DataError as exc:
-        raise recipe.error(("data", exc.key or "source"), str(exc)) from None
+        raise recipe.data_error(("data",), exc) from None

@@ -253,9 +253,7 @@ def _run(
         except DataError as exc:  # in the data a pretrain: stage learns from
             if recipe.base.pretrain is None:
                 raise
-            raise recipe.error(
-                ("base", "pretrain", "data", exc.key or "source"), str(exc)
-            ) from None
+            raise recipe.data_error(("base", "pretrain", "data"), exc) from None
         echo(
             f"base: {base_info.description}, {base_info.n_cut_points} cut points, "
             f"output {base_info.output_shape}"
