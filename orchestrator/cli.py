@@ -630,6 +630,7 @@ def fetch(
     address: _DashboardAddress = None,
 ) -> None:
     """Copy a finished job's run directory (leaderboard, report, best model) from storage."""
+    from orchestrator.run import FINISHED_FILE
     from orchestrator.submit import fetch as fetch_run
 
     try:
@@ -638,7 +639,7 @@ def fetch(
         _fail(exc)
         return
     out.print(f"fetched {job}: {where}", markup=False)
-    if not (where / "finished.json").is_file():  # stopped, failed or killed midway
+    if not (where / FINISHED_FILE).is_file():  # stopped, failed or killed midway
         err.print(
             f"note: the job's run did not finish: {where} holds what it had stored, and "
             "its leaderboard and model (if any) cover only the trials that ended",
