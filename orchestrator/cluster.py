@@ -157,8 +157,10 @@ def probe(address: str) -> ClusterInfo:
             f"{address!r} is not a cluster address: expected HOST:PORT, like 10.0.0.5:6379"
         )
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
-            pass
+        with socket.create_connection(
+            (host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S
+        ) as conn:
+            protocol = speaks(conn)
     except OSError as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
         raise ClusterError(
@@ -167,10 +169,54 @@ def probe(address: str) -> ClusterInfo:
             "(port 6379 by default); from outside the cluster's network, forward it "
             "(ssh -L 6379:localhost:6379 HEAD)"
         ) from None
+    if protocol == "http":
+        # Else the GCS check below waits its whole timeout on a web server.
+        raise ClusterError(
+            f"{gcs} is a web server, as a Ray dashboard (port 8265 by default) is, not the "
+            "cluster's GCS: give the GCS address that `ray start --head` prints (HEAD:6379 by "
+            f"default), or send the run to the cluster as a job: graftune submit RECIPE "
+            f"--address http://{gcs}"
+        )
     use_token_if_available()
     info = ClusterInfo(address=gcs, hosts=_node_hosts(gcs))
     _PROBED[address] = info
     return info
+
+
+#: What an HTTP/2 client sends first. A gRPC server (Ray's GCS) answers it with a
+#: SETTINGS frame and an HTTP/1 server (the dashboard) with a status line, both at
+#: once, so one exchange tells them apart without a word of HTTP/1 in the GCS's log.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: An HTTP/2 frame header is 9 bytes; its fourth is the frame's type, 4 for SETTINGS.
+_SETTINGS_FRAME = 4
+
+
+def speaks(conn: socket.socket, timeout: float = 2.0) -> str | None:
+    """``"grpc"`` or ``"http"``: what answers on the connected socket ``conn``; ``None``: unknown.
+
+    Tells a GCS address given where a dashboard's is expected, and the other way
+    round, within milliseconds instead of after a client's timeout.
+    """
+    conn.settimeout(timeout)
+    try:
+        conn.sendall(_HTTP2_PREFACE)
+        answer = conn.recv(16)
+    except OSError:
+        return None
+    if answer.startswith(b"HTTP/"):
+        return "http"
+    if len(answer) >= 4 and answer[3] == _SETTINGS_FRAME:
+        return "grpc"
+    return None
+
+
+def speaks_at(host: str, port: int) -> str | None:
+    """:func:`speaks` of a new connection to ``host:port``; ``None`` also when none is made."""
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=CONNECT_TIMEOUT_S) as conn:
+            return speaks(conn)
+    except OSError:
+        return None
 
 
 #: Run in a child process: Ray's GCS client retries for over a minute when a port is

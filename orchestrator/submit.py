@@ -24,12 +24,13 @@ import secrets
 import shlex
 import shutil
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.cluster import token_fix, use_token_if_available
+from orchestrator.cluster import speaks_at, token_fix, use_token_if_available
 from orchestrator.errors import ClusterError, StorageError, SubmitError
 from orchestrator.storage import is_node_local, is_uri, join, node_local_message
 
@@ -311,6 +312,13 @@ class JobClient:
             ) from None
         except (requests.exceptions.ConnectionError, ConnectionError) as exc:
             reason = _reason(exc)
+            url = urllib.parse.urlsplit(self.address)
+            if url.hostname and url.port and speaks_at(url.hostname, url.port) == "grpc":
+                raise ClusterError(
+                    f"{url.hostname}:{url.port} is the address of a Ray cluster's GCS (port "
+                    "6379 by default), which `graftune run --address` takes; jobs go to the "
+                    "cluster's dashboard, the http://HEAD:8265 that `ray start --head` prints"
+                ) from None
             raise ClusterError(
                 f"cannot reach the Ray dashboard at {self.address}: {reason}. Is the cluster "
                 "running, and is this the dashboard address `ray start --head` prints "

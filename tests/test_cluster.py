@@ -648,6 +648,20 @@ def test_wrong_address_fails_fast_with_the_fix(cluster, tmp_path):
     swapped = graftune(cluster, "run", recipe, "--address", cluster.dashboard, timeout=30)
     assert swapped.returncode == 4
     assert "is a dashboard address" in swapped.stderr and "graftune submit" in swapped.stderr
+    # Without its http://, the dashboard's address is told apart by what answers there
+    # (before: the GCS check waited its whole 10 s for an answer and said "not healthy?").
+    bare = cluster.dashboard.removeprefix("http://")
+    swapped = graftune(cluster, "run", recipe, "--address", bare, timeout=30)
+    assert swapped.returncode == 4
+    assert f"{bare} is a web server, as a Ray dashboard" in swapped.stderr
+    assert f"graftune submit RECIPE --address http://{bare}" in swapped.stderr
+    # And the GCS's address where a dashboard's belongs (before: "connection aborted").
+    for command in (("jobs", "list"), ("jobs", "status", "raysubmit_0")):
+        swapped = graftune(cluster, *command, "--address", cluster.gcs, timeout=30)
+        assert swapped.returncode == 4, command
+        assert f"{cluster.gcs} is the address of a Ray cluster's GCS" in swapped.stderr
+        assert "http://HEAD:8265" in swapped.stderr and "Traceback" not in swapped.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 @pytest.mark.slow
