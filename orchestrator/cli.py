@@ -540,8 +540,18 @@ def _job_client(address: str | None) -> Any:
 
 
 @jobs_app.command("list")
-def jobs_list(address: _DashboardAddress = None) -> None:
-    """Every job on the cluster, oldest first, with where graftune's store their runs."""
+def jobs_list(
+    address: _DashboardAddress = None,
+    all_: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Also list drivers that connected without the job API "
+            "(graftune run --address, ray.init).",
+        ),
+    ] = False,
+) -> None:
+    """Every job submitted to the cluster, oldest first, with where graftune's store their runs."""
     from orchestrator.submit import META_RECIPE, run_location
 
     try:
@@ -549,19 +559,33 @@ def jobs_list(address: _DashboardAddress = None) -> None:
     except Exception as exc:
         _fail(exc)
         return
+    # A driver that connected by itself has no submission id; logs, stop and fetch
+    # take submission ids only, so such rows are noise unless asked for.
+    drivers = [job for job in found if not job.submission_id]
+    if not all_:
+        found = [job for job in found if job.submission_id]
     table = Table("job", "status", "started", "recipe", "results", box=None, header_style="bold")
     for job in found:
         started = job.start_time and time.strftime(
             "%Y-%m-%d %H:%M:%S", time.localtime(job.start_time / 1000)
         )
         table.add_row(
-            job.submission_id or job.job_id or "",
+            job.submission_id or f"{job.job_id} (driver)",
             str(job.status),
             started or "",
             (job.metadata or {}).get(META_RECIPE, ""),
             run_location(job) or "",
         )
-    out.print(table)
+    if found or not drivers:
+        out.print(table)
+    if drivers and not all_:
+        some = f"{len(drivers)} driver{'s' if len(drivers) > 1 else ''}"
+        out.print(
+            f"({'no submitted jobs; ' if not found else ''}{some} that connected without the "
+            "job API, like `graftune run --address`, not shown: --all lists them)",
+            markup=False,
+            style="dim",
+        )
 
 
 @jobs_app.command("status")

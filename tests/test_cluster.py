@@ -717,6 +717,14 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.split("submitted job ", 1)[1].split()[0]
     assert f"graftune jobs logs {job} --follow" in submitted.stdout
+    # The runs driven from here by earlier tests are drivers, not submitted jobs: listed
+    # with --all only (logs, stop and fetch take submission ids).
+    listed = graftune(cluster, "jobs", "list", "--address", cluster.dashboard)
+    assert listed.returncode == 0, listed.stderr
+    assert job in listed.stdout and "(driver)" not in listed.stdout
+    assert "like `graftune run --address`, not shown: --all lists them" in listed.stdout
+    listed = graftune(cluster, "jobs", "list", "--all", "--address", cluster.dashboard)
+    assert job in listed.stdout and "(driver)" in listed.stdout
 
     def running() -> bool:
         status = graftune(cluster, "jobs", "status", job, "--address", cluster.dashboard)
