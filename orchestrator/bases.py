@@ -390,13 +390,15 @@ class ApplicationProvider(BaseProvider):
     description = "keras.applications models (ResNet50, MobileNetV3Small, EfficientNetB0, ...)"
 
     def check(self, spec: BaseSpec) -> None:
-        _application_function(spec.application or "")
+        function = _application_function(spec.application or "")
         weights = spec.weights
         if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
             raise BaseModelError(
                 f"weights file {weights} does not exist; give imagenet, none or a local .h5/.weights.h5 file",
                 key="weights",
             )
+        if spec.input_shape:
+            _check_application_input(function, spec)
 
     def cache_key(self, spec: BaseSpec, context: BaseContext) -> str:
         weights = spec.weights or "imagenet"
@@ -901,6 +903,46 @@ def _application_function(name: str) -> Any:
 
 def _input_shape(spec: BaseSpec) -> tuple[int, ...]:
     return tuple(spec.input_shape) if spec.input_shape else (224, 224, 3)
+
+
+class _InputShapeChecked(Exception):
+    """Ends an application's build once Keras has checked its input shape."""
+
+
+def _check_application_input(function: Any, spec: BaseSpec) -> None:
+    """Keras' own rules for the application's ``input_shape`` (at least 32x32, ...), for validate.
+
+    Most applications check the shape first, in ``obtain_input_shape``; the
+    build is stopped there, so the check costs nothing. The others are built
+    whole, without weights (about a second).
+
+    Raises:
+        BaseModelError: At ``input_shape``, with Keras' reason.
+    """
+    try:
+        from keras.src.applications import imagenet_utils
+    except ImportError:  # Keras moved it: build whole
+        imagenet_utils = None
+    original = getattr(imagenet_utils, "obtain_input_shape", None)
+
+    def checked_only(*args: Any, **kwargs: Any) -> Any:
+        original(*args, **kwargs)
+        raise _InputShapeChecked
+
+    if original is not None:
+        imagenet_utils.obtain_input_shape = checked_only
+    try:
+        function(include_top=False, weights=None, input_shape=_input_shape(spec))
+    except _InputShapeChecked:
+        pass
+    except ValueError as exc:
+        raise BaseModelError(
+            f"{spec.application} cannot take input_shape {list(_input_shape(spec))}: {exc}",
+            key="input_shape",
+        ) from None
+    finally:
+        if original is not None:
+            imagenet_utils.obtain_input_shape = original
 
 
 def _looks_like_download_failure(exc: BaseException) -> bool:

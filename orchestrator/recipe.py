@@ -31,7 +31,13 @@ from pydantic import (
     model_validator,
 )
 
-from orchestrator.errors import DataError, RecipeError, RecipeErrors, did_you_mean
+from orchestrator.errors import (
+    BaseModelError,
+    DataError,
+    RecipeError,
+    RecipeErrors,
+    did_you_mean,
+)
 from orchestrator.space import (
     Dimension,
     check_compatible,
@@ -317,6 +323,11 @@ class Recipe(_Model):
     def data_error(self, prefix: tuple[str, ...], exc: DataError) -> RecipeError:
         """A data source's error at its key under ``prefix`` (``data``, ``base.pretrain.data``)."""
         return self.error((*prefix, exc.key or "source"), str(exc))
+
+    def base_error(self, exc: BaseModelError) -> RecipeError:
+        """A base provider's error at its key of the ``base:`` section (its kind's without one)."""
+        assert self.base is not None
+        return self.error(("base", exc.key or self.base.kind), str(exc))
 
     def shared_space(self) -> dict[str, Dimension]:
         """The parsed ``search.space`` section."""
@@ -656,10 +667,12 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
                 )
 
     if needs_base and recipe.base is None:
+        # At the first strategy that needs it: the base: section has no line to name.
         errors.append(
             recipe.error(
-                ("base",),
-                f"{', '.join(needs_base)} transfer from a pretrained base: add a base: section "
+                ("strategies", needs_base[0]),
+                f"{', '.join(needs_base)} transfer{'s' if len(needs_base) == 1 else ''} from a "
+                "pretrained base: add a base: section "
                 "(path:, application: or pretrain:)",
             )
         )
@@ -682,7 +695,6 @@ def _check_all_has_base(strategy: str, requires_base: bool, dim: Dimension) -> N
 
 def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
     from orchestrator.bases import check_base_spec
-    from orchestrator.errors import BaseModelError
 
     assert recipe.base is not None
     if recipe.base.kind not in host.bases:
@@ -698,9 +710,7 @@ def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
     try:
         check_base_spec(recipe.base, host.bases)
     except BaseModelError as exc:
-        errors.append(
-            recipe.error(("base", getattr(exc, "key", None) or recipe.base.kind), str(exc))
-        )
+        errors.append(recipe.base_error(exc))
     return errors
 
 

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import (
+    BaseModelError,
     DataError,
     GraftuneError,
     RecipeError,
@@ -122,7 +123,8 @@ def run_recipe(
     Raises:
         RecipeError: The recipe is wrong, or its data (or a pretrain stage's)
             cannot be read or split (nothing is written).
-        BaseModelError: The base cannot be prepared (nothing is written).
+        RecipeError: Also when the base cannot be prepared (nothing is written):
+            the :class:`BaseModelError` at its key of the ``base:`` section.
         RunFailed: Every trial failed (the leaderboard is still written).
         RunInterrupted: The user pressed Ctrl+C. Once: the search stops, the
             trials that ended are ranked and saved as usual, and
@@ -254,6 +256,8 @@ def _run(
             if recipe.base.pretrain is None:
                 raise
             raise recipe.data_error(("base", "pretrain", "data"), exc) from None
+        except BaseModelError as exc:  # found building it: the weights, the data's shape
+            raise recipe.base_error(exc) from None
         echo(
             f"base: {base_info.description}, {base_info.n_cut_points} cut points, "
             f"output {base_info.output_shape}"

@@ -214,8 +214,45 @@ def test_cli_run_with_offline_imagenet_base_exits_2_and_writes_no_run(offline_ke
     assert WEIGHTS_FILE.search(result.stderr), result.stderr
     assert str(offline_keras / "models") in result.stderr
     assert "weights:" in result.stderr
+    assert f"{recipe}:4: base.weights: cannot download" in result.stderr
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_applies_keras_input_shape_rules_without_building_the_base(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """\
+            name: small
+            data: {source: sklearn:digits}
+            base:
+              application: ResNet50
+              weights: none
+              input_shape: [16, 16, 3]
+            strategies: {feature_extraction: {}}
+            output: out/
+            """
+        )
+    )
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert f"{recipe}:6: base.input_shape: ResNet50 cannot take input_shape [16, 16, 3]" in (
+        result.stderr
+    )
+    assert "at least 32x32" in result.stderr
+    # MobileNetV3 checks its shape itself, in the build (done whole, without weights).
+    recipe.write_text(recipe.read_text().replace("ResNet50", "MobileNetV3Small"))
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert "base.input_shape: MobileNetV3Small cannot take" in result.stderr
+    recipe.write_text(recipe.read_text().replace("[16, 16, 3]", "[32, 32, 3]"))
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 0, result.output
+    # The check stops ResNet50's build and leaves Keras as it was.
+    from keras.src.applications import imagenet_utils
+
+    assert imagenet_utils.obtain_input_shape.__name__ == "obtain_input_shape"
 
 
 # -- .keras files --------------------------------------------------------------------------
@@ -437,6 +474,18 @@ def test_a_base_that_cannot_take_the_data_fails_while_preparing(tmp_path):
     dense = keras.Model(inputs, keras.layers.Dense(4)(inputs))
     with pytest.raises(BaseModelError, match=re.escape("(8, 8, 1)")):
         prepare_path_base(dense, tmp_path, digits())
+
+    # A run finds it only once it has the base: it still names the recipe's line.
+    dense.save(tmp_path / "dense.keras")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: dense\ndata: {source: sklearn:digits}\nbase: {path: dense.keras}\n"
+        "strategies: {feature_extraction: {}}\noutput: out/\n"
+    )
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert f"{recipe}:3: base.path: the data's inputs have shape (8, 8, 1)" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 # -- cut points ---------------------------------------------------------------------------------

@@ -473,8 +473,8 @@ BAD_RECIPES = [
     ),
     pytest.param(
         HEAD + "strategies: {fine_tune: {}}\n",
-        "base",
-        "fine_tune transfer from a pretrained base: add a base: section",
+        "recipe.yaml:3: strategies.fine_tune",
+        "fine_tune transfers from a pretrained base: add a base: section",
         id="transfer-without-base",
     ),
     pytest.param(
