@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -411,16 +412,29 @@ class ApplicationProvider(BaseProvider):
     def build(self, spec: BaseSpec, context: BaseContext) -> keras.Model:
         function = _application_function(spec.application or "")
         weights = spec.weights or "imagenet"
+        local = weights not in ("imagenet", "none")
         try:
-            return function(
-                include_top=False,
-                weights=None if weights == "none" else weights,
-                input_shape=_input_shape(spec),
-            )
+            with warnings.catch_warnings():
+                if local:  # a file of another model: a warning per layer before the error
+                    warnings.simplefilter("ignore", UserWarning)
+                return function(
+                    include_top=False,
+                    weights=None if weights == "none" else weights,
+                    input_shape=_input_shape(spec),
+                )
         except Exception as exc:
             if weights == "imagenet" and _looks_like_download_failure(exc):
                 raise BaseModelError(
                     _offline_message(spec.application or "", exc), key="weights"
+                ) from exc
+            if local:
+                # Keras lists every layer it could not load; its first example says why.
+                why = " ".join(str(exc).split("\n\nList of objects")[0].split())
+                raise BaseModelError(
+                    f"the weights in {weights} do not fit {spec.application} without its top "
+                    f"at input_shape {list(_input_shape(spec))}: {type(exc).__name__}: "
+                    f"{why[:400]}. Give the file saved from this application (include_top=False)",
+                    key="weights",
                 ) from exc
             raise BaseModelError(
                 f"cannot build {spec.application}: {type(exc).__name__}: {exc}", key="application"

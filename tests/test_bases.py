@@ -7,6 +7,7 @@ import re
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -129,6 +130,17 @@ def test_application_base_takes_a_local_weights_file(tmp_path):
     with pytest.raises(BaseModelError, match="does not exist") as caught:
         prepare(missing)
     assert caught.value.key == "weights"
+
+    # Another application's file: one short error at weights:, not a warning per layer
+    # and Keras' list of every layer it could not load.
+    other = BaseSpec(application="MobileNetV3Large", weights=str(weights), input_shape=(32, 32, 3))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(BaseModelError, match="do not fit MobileNetV3Large") as caught:
+            prepare(other)
+    assert caught.value.key == "weights"
+    assert "List of objects" not in str(caught.value) and len(str(caught.value)) < 700
+    assert not [w for w in seen if "Skipping" in str(w.message)]
 
 
 def test_unknown_application_suggests_the_closest_name():
