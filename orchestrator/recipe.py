@@ -299,6 +299,8 @@ class Recipe(_Model):
     submit: SubmitSpec = SubmitSpec()
 
     _file: Path | None = PrivateAttr(default=None)
+    #: The file as the user named it, for messages (``_file`` is resolved).
+    _shown: Path | None = PrivateAttr(default=None)
     _lines: dict[tuple[str, ...], int] = PrivateAttr(default_factory=dict)
 
     @property
@@ -315,7 +317,7 @@ class Recipe(_Model):
         """A :class:`RecipeError` for ``path`` in this recipe, with its line."""
         return RecipeError(
             message,
-            file=self._file,
+            file=self._shown or self._file,
             path=".".join(map(str, path)),
             line=_line_of(self._lines, path),
         )
@@ -328,6 +330,12 @@ class Recipe(_Model):
         """A base provider's error at its key of the ``base:`` section (its kind's without one)."""
         assert self.base is not None
         return self.error(("base", exc.key or self.base.kind), str(exc))
+
+    def updated(self, **update: Any) -> Recipe:
+        """A copy with ``update``'s sections replaced, from the same file (for its messages)."""
+        changed = self.model_copy(update=update)
+        changed._file, changed._shown, changed._lines = self._file, self._shown, self._lines
+        return changed
 
     def shared_space(self) -> dict[str, Dimension]:
         """The parsed ``search.space`` section."""
@@ -354,10 +362,7 @@ class Recipe(_Model):
                 update={"data": absolute(self.base.pretrain.data)}
             )
             update["base"] = self.base.model_copy(update={"pretrain": pretrain})
-        resolved = self.model_copy(update=update)
-        resolved._file = self._file
-        resolved._lines = self._lines
-        return resolved
+        return self.updated(**update)
 
     def to_yaml(self) -> str:
         """The resolved recipe as YAML (what a run directory keeps)."""
@@ -412,6 +417,7 @@ def parse_recipe(text: str, *, file: Path | None = None) -> Recipe:
             [_convert(err, file, lines) for err in exc.errors(include_url=False)]
         ) from None
     recipe._file = file.resolve() if file is not None else None
+    recipe._shown = file
     recipe._lines = lines
     return _resolve_paths(recipe)
 
@@ -436,10 +442,7 @@ def _resolve_paths(recipe: Recipe) -> Recipe:
             update["base"] = base.model_copy(update=base_update)
     if not update:
         return recipe
-    resolved = recipe.model_copy(update=update)
-    resolved._file = recipe._file
-    resolved._lines = recipe._lines
-    return resolved
+    return recipe.updated(**update)
 
 
 def _key_lines(text: str, file: Path | None = None) -> dict[tuple[str, ...], int]:

@@ -632,10 +632,7 @@ def with_cluster_options(
         update["storage"] = spec
     if not update:
         return recipe
-    changed = recipe.model_copy(update=update)
-    changed._file = recipe._file
-    changed._lines = recipe._lines
-    return changed
+    return recipe.updated(**update)
 
 
 __all__ = [

@@ -490,8 +490,7 @@ def run_in_process(
     recipe = _as_recipe(recipe)
     scheduler = "fifo" if recipe.search.scheduler == "asha" else recipe.search.scheduler
     search = recipe.search.model_copy(update={"backend": "keras_tuner", "scheduler": scheduler})
-    in_process = recipe.model_copy(update={"search": search})
-    in_process._file, in_process._lines = recipe._file, recipe._lines
+    in_process = recipe.updated(search=search)
     run_dir = Path(run_dir)
     try:
         frame = run_recipe(in_process, run_dir=run_dir, host=host, plugins=plugins).leaderboard

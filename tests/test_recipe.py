@@ -668,6 +668,17 @@ def test_the_table_of_bad_recipes_is_large_enough() -> None:
     assert len(BAD_RECIPES) >= 20
 
 
+def test_errors_name_the_recipe_as_the_user_did(tmp_path, monkeypatch):
+    """Schema errors and later checks' errors alike (the later ones said its absolute path)."""
+    write_recipe(tmp_path, HEAD + "strategies: {fine_tune: {}}\n")
+    monkeypatch.chdir(tmp_path)
+    checked = cli("validate", "recipe.yaml")
+    assert checked.output.startswith("error: recipe.yaml:3: strategies.fine_tune: "), checked.output
+    write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {num_sample: 2}}\n")
+    schema = cli("validate", "./recipe.yaml")
+    assert schema.output.startswith("error: recipe.yaml:3: strategies.scratch_mlp."), schema.output
+
+
 @pytest.mark.parametrize(("text", "key_path", "fragment"), BAD_RECIPES)
 def test_bad_recipe_fails_validate_naming_file_key_and_fix(
     tmp_path: Path, text: str, key_path: str, fragment: str
