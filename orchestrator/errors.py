@@ -234,21 +234,27 @@ def check_output_file(path: Path, option: str = "--out") -> None:
         OutputPathError: ``path`` is a folder, or its folder does not exist, is
             a file, or is not writable.
     """
-    import os
-
     path = Path(path)
-    problem = None
     folder = path.absolute().parent
     if path.is_dir():
         problem = "is a folder; give a file name"
     elif not folder.exists():
         problem = f"its folder {folder} does not exist"
-    elif not folder.is_dir():
-        problem = f"{folder} is a file, not a folder"
-    elif not os.access(folder, os.W_OK | os.X_OK):
-        problem = f"its folder {folder} is not writable"
+    else:
+        problem = cannot_write_in(folder)
     if problem is not None:
         raise OutputPathError(f"{option} {path}: {problem}")
+
+
+def cannot_write_in(folder: Path) -> str | None:
+    """Why this process cannot make files in the existing ``folder`` (``None``: it can)."""
+    import os
+
+    if not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{folder} is not writable"
+    return None
 
 
 def missing_run_dir(path: Path) -> str | None:

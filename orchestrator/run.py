@@ -33,6 +33,7 @@ from orchestrator.errors import (
     RunFailed,
     RunInterrupted,
     SearchInterrupted,
+    cannot_write_in,
 )
 from orchestrator.recipe import Recipe, check_recipe, check_recipe_data, load_recipe
 
@@ -462,11 +463,7 @@ def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
     for there in (path, *path.parents):
         if there.exists():
             break
-    problem = None
-    if not there.is_dir():
-        problem = f"{there} is a file, not a folder"
-    elif not os.access(there, os.W_OK | os.X_OK):
-        problem = f"{there} is not writable"
+    problem = cannot_write_in(there)
     if problem is not None:
         raise _run_dir_error(recipe, place, f"cannot make the run directory {path}: {problem}")
 
