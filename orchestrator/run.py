@@ -134,7 +134,9 @@ def run_recipe(
         RunDirError: ``resume`` of a run that another process is running.
     """
     from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.tuning.ray_start import forget_sigterm
 
+    forget_sigterm()
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     if host is None:
@@ -318,14 +320,17 @@ def _run(
         )
 
     started_ray = False
-    if ray_start is not None:
-        started_ray = ray_start.join(run_dir / "ray.log")
-    elif recipe.search.backend == "ray":
-        from orchestrator.tuning.ray_start import connect_to_cluster
+    try:
+        if ray_start is not None:
+            started_ray = ray_start.join(run_dir / "ray.log")
+        elif recipe.search.backend == "ray":
+            from orchestrator.tuning.ray_start import connect_to_cluster
 
-        # A cluster (embedded Ray was started in the background), or Ray already up.
-        started_ray = connect_to_cluster(recipe.resources, log_file=run_dir / "ray.log")
-        _check_a_trial_fits(recipe, echo)  # a cluster may grow: said, not refused
+            # A cluster (embedded Ray was started in the background), or Ray already up.
+            started_ray = connect_to_cluster(recipe.resources, log_file=run_dir / "ray.log")
+            _check_a_trial_fits(recipe, echo)  # a cluster may grow: said, not refused
+    except KeyboardInterrupt:  # while waiting for Ray: the run directory is made
+        raise _stopped_at_once(run_dir) from None
 
     results: list[TrialResult] = []
     interrupted: tuple[str, SearchInterrupted] | None = None
@@ -374,14 +379,7 @@ def _run(
             _write_search(done_file, found)
             results += found
     except KeyboardInterrupt:  # a second Ctrl+C, or SIGTERM (see ray_start)
-        from orchestrator.tuning.ray_start import terminated
-
-        raise RunInterrupted(
-            "stopped at once; the trials that had ended are kept\n"
-            f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}",
-            run_dir=run_dir,
-            by_sigterm=terminated(),
-        ) from None
+        raise _stopped_at_once(run_dir) from None
     finally:
         if ray_start is not None:
             ray_start.shutdown_soon()  # while the leaderboard and report are written
@@ -390,49 +388,67 @@ def _run(
 
             ray_control.shutdown()
 
-    from orchestrator.leaderboard import best_row, build_leaderboard, write_leaderboard
-
-    frame = build_leaderboard(results, metric=recipe.search.metric, mode=recipe.search.direction)
-    write_leaderboard(frame, run_dir)
-    best = best_row(frame)
-    summary = (
-        _save_best(run_dir, best, results, dataset.task, recipe, base_info)
-        if best is not None
-        else None
-    )
-    from orchestrator.report import write_report_safely
-
-    write_report_safely(run_dir)  # logs a failure: a report never fails the run
-    if interrupted is not None:
-        from orchestrator.tuning.ray_start import terminated
-
-        later = list(strategies)[list(strategies).index(interrupted[0]) + 1 :]
-        raise RunInterrupted(
-            _interrupted_message(run_dir, *interrupted, later=later, ended=len(results)),
-            run_dir=run_dir,
-            leaderboard=frame,
-            by_sigterm=terminated(),
-        )
-    host.notify("graftune_run_finished", leaderboard=frame, run_dir=run_dir)
-    if summary is None:  # resumable: it ends the same way, with its summary, at no cost
-        publish(place, echo)
-        raise RunFailed(_failure_summary(results, run_dir))
-    from orchestrator.leaderboard import atomic_write_text
-
-    finished = {
-        "time": round(time.time(), 3),
-        "trials": len(frame),
-        "best": {key: summary[key] for key in ("strategy", "trial_id")},
-    }
-    # Written before the upload, so the stored copy has it too (a fetched run is
-    # finished); taken back if the upload fails, so that --resume uploads again.
-    atomic_write_text(run_dir / FINISHED_FILE, json.dumps(finished, indent=2, default=str))
+    # Ctrl+C (a first one after the last search, or a second) or SIGTERM while the
+    # run is ranked and saved: resumable, and said so.
     try:
-        publish(place, echo)
-    except BaseException:
-        (run_dir / FINISHED_FILE).unlink(missing_ok=True)
-        raise
-    return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary)
+        from orchestrator.leaderboard import best_row, build_leaderboard, write_leaderboard
+
+        frame = build_leaderboard(
+            results, metric=recipe.search.metric, mode=recipe.search.direction
+        )
+        write_leaderboard(frame, run_dir)
+        best = best_row(frame)
+        summary = (
+            _save_best(run_dir, best, results, dataset.task, recipe, base_info)
+            if best is not None
+            else None
+        )
+        from orchestrator.report import write_report_safely
+
+        write_report_safely(run_dir)  # logs a failure: a report never fails the run
+        if interrupted is not None:
+            from orchestrator.tuning.ray_start import terminated
+
+            later = list(strategies)[list(strategies).index(interrupted[0]) + 1 :]
+            raise RunInterrupted(
+                _interrupted_message(run_dir, *interrupted, later=later, ended=len(results)),
+                run_dir=run_dir,
+                leaderboard=frame,
+                by_sigterm=terminated(),
+            )
+        host.notify("graftune_run_finished", leaderboard=frame, run_dir=run_dir)
+        if summary is None:  # resumable: it ends the same way, with its summary, at no cost
+            publish(place, echo)
+            raise RunFailed(_failure_summary(results, run_dir))
+        from orchestrator.leaderboard import atomic_write_text
+
+        finished = {
+            "time": round(time.time(), 3),
+            "trials": len(frame),
+            "best": {key: summary[key] for key in ("strategy", "trial_id")},
+        }
+        # Written before the upload, so the stored copy has it too (a fetched run is
+        # finished); taken back if the upload fails, so that --resume uploads again.
+        atomic_write_text(run_dir / FINISHED_FILE, json.dumps(finished, indent=2, default=str))
+        try:
+            publish(place, echo)
+        except BaseException:
+            (run_dir / FINISHED_FILE).unlink(missing_ok=True)
+            raise
+        return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary)
+    except KeyboardInterrupt:
+        raise _stopped_at_once(run_dir) from None
+
+
+def _stopped_at_once(run_dir: Path) -> RunInterrupted:
+    from orchestrator.tuning.ray_start import terminated
+
+    return RunInterrupted(
+        "stopped at once; the trials that had ended are kept\n"
+        f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}",
+        run_dir=run_dir,
+        by_sigterm=terminated(),
+    )
 
 
 def _first_wave(recipe: Recipe) -> int:

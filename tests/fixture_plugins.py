@@ -145,6 +145,8 @@ class InterruptedMLP(ScratchMLP):
     ``marker`` and sends its own process ``signal`` (``SIGINT``, as Ctrl+C
     does, or ``SIGTERM``), unless ``marker`` exists. It refuses to send SIGTERM
     while SIGTERM has its default action, which would end the test session.
+    ``SIGTERM-dropped`` runs the SIGTERM handler where Python drops what it
+    raises, and trains on.
     """
 
     name = "interrupted_mlp"
@@ -168,6 +170,18 @@ class InterruptedMLP(ScratchMLP):
             import time
 
             marker.touch()
+            if config["signal"] == "SIGTERM-dropped":
+                # The handler run inside a finaliser, as when SIGTERM arrives during a
+                # garbage collection: Python prints its KeyboardInterrupt and drops it.
+                handler = signal.getsignal(signal.SIGTERM)
+                assert callable(handler), "nothing handles SIGTERM in this process"
+
+                class Collected:
+                    def __del__(self) -> None:
+                        handler(signal.SIGTERM, None)
+
+                Collected()  # collected at once
+                return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
             signum = signal.Signals[config["signal"]]
             if signal.getsignal(signum) is signal.SIG_DFL:
                 raise AssertionError(f"nothing handles {signum.name} in this process")

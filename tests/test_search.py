@@ -528,8 +528,12 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
 
 @pytest.mark.parametrize(
     ("signal_name", "status", "said"),
-    [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated (SIGTERM)")],
-    ids=["Ctrl+C", "SIGTERM"],
+    [
+        ("SIGINT", 130, "interrupted"),
+        ("SIGTERM", 143, "terminated (SIGTERM)"),
+        ("SIGTERM-dropped", 143, "terminated (SIGTERM)"),
+    ],
+    ids=["Ctrl+C", "SIGTERM", "SIGTERM-in-a-finaliser"],
 )
 def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_runs_the_rest(
     tmp_path, signal_name, status, said, capsys
@@ -537,7 +541,10 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     """The backend without Ray: a real signal to this process, in the second trial.
 
     SIGTERM's default action would end the process with nothing written; ``graftune
-    run`` handles it as it does Ctrl+C, and puts the default back when it ends.
+    run`` handles it as it does Ctrl+C, and puts the default back when it ends. A
+    SIGTERM that arrives during a garbage collection runs its handler in a finaliser,
+    where Python drops the KeyboardInterrupt it raises (the run went on to its end,
+    exit 0); the search stops at the trial's next epoch instead.
     """
     from orchestrator.cli import app
     from orchestrator.leaderboard import read_leaderboard
@@ -583,6 +590,35 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     assert "best: interrupted_mlp trial kt" in again.output
     assert (run_dir / "events.jsonl").read_text() == events
     assert (run_dir / "leaderboard.csv").stat().st_mtime_ns == board
+
+
+def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(tmp_path):
+    """After the last search (a first Ctrl+C there, or a second one), nothing said how
+    to go on: "stopped at once", and a run directory without a leaderboard."""
+    from orchestrator.errors import RunInterrupted
+    from orchestrator.markers import hookimpl
+    from orchestrator.run import resume_run, run_recipe
+
+    class CtrlCWhileSaving:
+        calls = 0
+
+        @hookimpl
+        def graftune_run_finished(self, leaderboard, run_dir):
+            CtrlCWhileSaving.calls += 1
+            if CtrlCWhileSaving.calls == 1:
+                raise KeyboardInterrupt
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}")
+    with pytest.raises(RunInterrupted) as caught:
+        run_recipe(recipe, plugins=[CtrlCWhileSaving()])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert "stopped at once; the trials that had ended are kept" in str(caught.value)
+    assert f"continue it with: graftune run --resume {run_dir}" in str(caught.value)
+    assert caught.value.run_dir == run_dir and not (run_dir / "finished.json").exists()
+
+    outcome = resume_run(run_dir, plugins=[CtrlCWhileSaving()])
+    assert len(outcome.leaderboard) == 2 and (run_dir / "finished.json").is_file()
+    assert CtrlCWhileSaving.calls == 2
 
 
 def test_resume_refuses_a_folder_that_is_no_run(tmp_path):

@@ -377,7 +377,7 @@ def sigterm_stops_the_run() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _sigterm.clear()  # a new run: not sent SIGTERM yet
+    forget_sigterm()
     before = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
@@ -390,6 +390,23 @@ def sigterm_stops_the_run() -> Iterator[None]:
 def _on_sigterm(signum: int, frame: Any) -> None:
     _sigterm.set()
     raise KeyboardInterrupt("SIGTERM")
+
+
+def forget_sigterm() -> None:
+    """A new run starts: a SIGTERM handled by an earlier one in this process is past."""
+    _sigterm.clear()
+
+
+def raise_if_terminated() -> None:
+    """Raise SIGTERM's KeyboardInterrupt again, where a search can stop.
+
+    Python drops an exception raised in a finaliser or a weakref callback, and the
+    handler runs wherever the main thread is when the signal comes, so the first
+    one can be lost (seen in a garbage collection during a keras-tuner trial).
+    Called once an epoch and between trials; does nothing without a SIGTERM.
+    """
+    if _sigterm.is_set():
+        raise KeyboardInterrupt("SIGTERM")
 
 
 def terminated() -> bool:
