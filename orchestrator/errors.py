@@ -147,6 +147,12 @@ class ClusterError(GraftuneError):
     exit_status = 4
 
 
+class JobNotFound(GraftuneError):
+    """The cluster answered, and has no job of that id (a mistyped id, not a network fault)."""
+
+    exit_status = 2
+
+
 class StorageError(GraftuneError):
     """Storage cannot hold this run: node-local on a cluster, unreachable, or missing."""
 

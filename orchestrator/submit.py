@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.cluster import speaks_at, token_fix, use_token_if_available
-from orchestrator.errors import ClusterError, StorageError, SubmitError
+from orchestrator.errors import ClusterError, JobNotFound, StorageError, SubmitError
 from orchestrator.storage import is_node_local, is_uri, join, node_local_message
 
 if TYPE_CHECKING:
@@ -328,7 +328,7 @@ class JobClient:
         except RuntimeError as exc:
             text = str(exc)
             if job_id is not None and "404" in text:
-                raise ClusterError(
+                raise JobNotFound(
                     f"there is no job {job_id} on the Ray cluster at {self.address} "
                     f"(graftune jobs list --address {self.address})"
                 ) from None
@@ -534,8 +534,10 @@ def fetch(client: JobClient, job_id: str, dest: Path | None = None) -> Path:
     """Copy a finished job's run directory from storage to ``dest`` (default ``./JOB_ID``).
 
     Raises:
-        ClusterError: No such job, or it is still running.
-        StorageError: The job is not graftune's, or its run is not in storage.
+        ClusterError: The cluster cannot be reached.
+        JobNotFound: No such job.
+        StorageError: The job is still running, is not graftune's, or its run is
+            not in storage.
     """
     from orchestrator.storage import fetch as copy_run
 
@@ -544,7 +546,7 @@ def fetch(client: JobClient, job_id: str, dest: Path | None = None) -> Path:
     if location is None:
         raise StorageError(f"job {job_id} was not submitted by graftune (no {META_RUN} metadata)")
     if not info.status.is_terminal():
-        raise ClusterError(
+        raise StorageError(
             f"job {job_id} is {info.status}; its results are stored when it ends "
             f"(graftune jobs logs {job_id} --follow --address {client.address})"
         )
@@ -578,7 +580,15 @@ def failure_message(client: JobClient, info: Any) -> str:
 def _ray_reason(info: Any) -> str:
     # Ray appends the log's tail to its message; the log was shown or is one command away.
     text = (info.message or "").strip()
-    return text.splitlines()[0].split(", last available logs")[0] if text else ""
+    if not text:
+        return ""
+    reason = text.splitlines()[0].split(", last available logs")[0]
+    if reason.startswith("runtime_env setup failed"):
+        # The job never started, so its log is empty: pip's own words are only here.
+        said = [line.strip() for line in text.splitlines() if line.strip().startswith("ERROR:")]
+        if said:
+            reason += " " + " ".join(dict.fromkeys(said[:3]))
+    return reason
 
 
 def recipe_for_submit(path: Path, *, storage: str | None, shared: bool) -> Recipe:

@@ -218,6 +218,26 @@ def test_stage_refuses_a_working_dir_larger_than_ray_allows(tmp_path):
     assert "RAY_max_grpc_message_size" in str(caught.value)
 
 
+def test_a_job_whose_runtime_env_failed_says_pips_reason():
+    """Its log is empty (the job never started): pip's error is only in Ray's message."""
+    from types import SimpleNamespace
+
+    from orchestrator.submit import _ray_reason
+
+    message = (
+        "runtime_env setup failed: Failed to set up runtime environment.\n"
+        "Could not create the pip runtime env\n"
+        "ERROR: Could not find a version that satisfies the requirement nope==9.9\n"
+        "ERROR: No matching distribution found for nope==9.9\n"
+    )
+    reason = _ray_reason(SimpleNamespace(message=message))
+    assert reason.startswith("runtime_env setup failed: Failed to set up runtime environment.")
+    assert "ERROR: No matching distribution found for nope==9.9" in reason
+    assert _ray_reason(SimpleNamespace(message="Job failed, last available logs: x")) == (
+        "Job failed"
+    )
+
+
 def test_submit_needs_storage_before_contacting_a_cluster(tmp_path):
     recipe = write_recipe(tmp_path, BASIC)
     result = subprocess.run(
@@ -555,6 +575,14 @@ def test_driver_here_spreads_trials_over_both_nodes(cluster, tmp_path):
     # 4 trials of 1 CPU on 2 + 1 CPUs: the second node gets some.
     nodes = {label.split("/")[1] for label in board["node"]}
     assert nodes == {node_id[:8] for node_id in cluster.node_ids}
+    # A run driven from here is a driver, not a submitted job: listed with --all only
+    # (logs, stop and fetch take submission ids).
+    listed = graftune(cluster, "jobs", "list", "--address", cluster.dashboard)
+    assert listed.returncode == 0, listed.stderr
+    assert "(driver)" not in listed.stdout
+    assert "like `graftune run --address`, not shown: --all lists them" in listed.stdout
+    listed = graftune(cluster, "jobs", "list", "--all", "--address", cluster.dashboard)
+    assert "(driver)" in listed.stdout
 
 
 @pytest.mark.slow
@@ -717,14 +745,6 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
     assert submitted.returncode == 0, submitted.stderr
     job = submitted.stdout.split("submitted job ", 1)[1].split()[0]
     assert f"graftune jobs logs {job} --follow" in submitted.stdout
-    # The runs driven from here by earlier tests are drivers, not submitted jobs: listed
-    # with --all only (logs, stop and fetch take submission ids).
-    listed = graftune(cluster, "jobs", "list", "--address", cluster.dashboard)
-    assert listed.returncode == 0, listed.stderr
-    assert job in listed.stdout and "(driver)" not in listed.stdout
-    assert "like `graftune run --address`, not shown: --all lists them" in listed.stdout
-    listed = graftune(cluster, "jobs", "list", "--all", "--address", cluster.dashboard)
-    assert job in listed.stdout and "(driver)" in listed.stdout
 
     def running() -> bool:
         status = graftune(cluster, "jobs", "status", job, "--address", cluster.dashboard)
@@ -732,6 +752,13 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
         return f"{job}: RUNNING" in status.stdout
 
     _wait_for("the job to run", running, timeout=120)
+    # Not a cluster fault (exit 4): a job still running, or an id the cluster lacks.
+    early = graftune(cluster, "fetch", job, tmp_path / "early", "--address", cluster.dashboard)
+    assert early.returncode == 2, early.stdout + early.stderr
+    assert f"job {job} is RUNNING; its results are stored when it ends" in early.stderr
+    unknown = graftune(cluster, "jobs", "status", "raysubmit_x", "--address", cluster.dashboard)
+    assert unknown.returncode == 2, unknown.stdout + unknown.stderr
+    assert "there is no job raysubmit_x on the Ray cluster" in unknown.stderr
     # Ctrl+C while following stops the following, not the job.
     follower = subprocess.Popen(
         [str(BIN / "graftune"), "jobs", "logs", job, "--follow", "--address", cluster.dashboard],
