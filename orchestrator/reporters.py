@@ -196,6 +196,15 @@ class MLflowReporter:
             experiment.experiment_id if experiment is not None else client.create_experiment(name)
         )
         tags = {"graftune.run_dir": key, "graftune.kind": "run"}
+        # A resumed run goes on in the MLflow run it had (left RUNNING when killed).
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`graftune.run_dir` = '{key}' and tags.`graftune.kind` = 'run'",
+            max_results=1,
+        )
+        if found:
+            self._runs[key] = (client, found[0].info.run_id)
+            return self._runs[key]
         run = client.create_run(experiment_id, run_name=Path(run_dir).name, tags=tags)
         run_id = run.info.run_id
         if recipe is not None:

@@ -36,6 +36,7 @@ from orchestrator.errors import (
     cannot_write_in,
 )
 from orchestrator.recipe import Recipe, check_recipe, check_recipe_data, load_recipe
+from orchestrator.storage import LOCK_FILE as _LOCK_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -177,7 +178,9 @@ def run_recipe(
 
 
 #: The lock file in a run directory, held by the process that runs or resumes it.
-LOCK_FILE = ".graftune.lock"
+LOCK_FILE = _LOCK_FILE
+#: The trials whose end the run's hooks were told of, one ``strategy/trial_id`` a line.
+REPORTED_FILE = ".reported"
 
 
 @contextlib.contextmanager
@@ -596,14 +599,26 @@ class _RunEvents:
         self.metric = metric
         self.echo = echo
         self.listener = listener
+        record = run_dir / REPORTED_FILE
+        self.reported = set(record.read_text().split()) if record.is_file() else set()
 
     def trial_started(self, strategy: str, trial_id: str) -> None:
         if self.listener is not None:
             self.listener.trial_started(strategy, trial_id)
 
     def trial_finished(self, result: TrialResult) -> None:
+        key = f"{result.strategy}/{result.trial_id}"
+        if key in self.reported:
+            # Finished and reported before the run was killed, though Tune's saved
+            # state (written every few seconds) did not know it yet: its trial
+            # re-reads the stored result. Hooks (events.jsonl, MLflow) hear of it once.
+            self.replay(result)
+            return
         self.echo(_trial_line(result, self.metric))
         self.host.notify("graftune_trial_finished", result=result, run_dir=self.run_dir)
+        with open(self.run_dir / REPORTED_FILE, "a", encoding="utf-8") as record:
+            record.write(key + "\n")
+        self.reported.add(key)
         if self.listener is not None:
             self.listener.trial_finished(result)
 

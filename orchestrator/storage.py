@@ -283,11 +283,16 @@ def pull_trial(storage: str, folder: Path, strategy: str, trial_id: str) -> bool
     return download(join(storage, _TRIALS, strategy, trial_id), folder)
 
 
+#: The lock file in a run directory, held by the process that runs or resumes it.
+LOCK_FILE = ".graftune.lock"
+
+
 def publish(place: RunPlace, echo: Callable[[str], None] | None = None) -> None:
     """Upload a finished run to its place in storage (nothing to do for a folder)."""
     if place.remote is None:
         return
-    upload(place.local_dir, place.remote, skip=(_TRIALS,))
+    # The lock names this host and process: nothing for the stored copy to keep.
+    upload(place.local_dir, place.remote, skip=(_TRIALS, LOCK_FILE))
     trials = place.local_dir / _TRIALS
     # Each trial's folder is there already; what the driver wrote next to them is not.
     for strategy in sorted(trials.iterdir()) if trials.is_dir() else []:

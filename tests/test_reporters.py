@@ -128,6 +128,15 @@ def test_mlflow_logs_the_run_and_each_trial(mlflow_uri, graftune_run):
         history = client.get_metric_history(trial.info.run_id, "epoch_val_accuracy")
         assert sorted(m.step for m in history) == [1, 2]
 
+    # A resumed run (a new process, a new reporter) goes on in the same MLflow run.
+    from orchestrator.recipe import load_recipe
+    from orchestrator.reporters import MLflowReporter
+
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    _, parent_again = MLflowReporter()._start(run_dir, recipe)
+    assert parent_again == parent.info.run_id
+    assert len(client.search_runs([experiment.experiment_id])) == len(runs)
+
 
 def test_mlflow_stays_silent_without_a_tracking_uri(graftune_run, monkeypatch, tmp_path):
     from orchestrator.reporters import MLflowReporter

@@ -447,6 +447,37 @@ def assert_resumes_to_every_trial_once(run_dir, ended, trials, plugins=()):
     for trial_id, mtime in ended.items():
         path = run_dir / "trials" / frame["strategy"].iloc[0] / trial_id / "result.json"
         assert path.stat().st_mtime_ns == mtime, trial_id
+    # The hooks heard of each trial once, across the kill (events.jsonl, MLflow).
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
+    assert sorted(told) == sorted(frame["trial_id"]), told
+
+
+def test_a_trial_reported_before_a_kill_is_not_reported_again(tmp_path):
+    """Tune saves its state every few seconds: a trial that ended just before the
+    driver was killed is run again on resume, and re-reads its stored result."""
+    from orchestrator.markers import hookimpl
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.run import REPORTED_FILE, _RunEvents
+    from orchestrator.trial import TrialResult
+
+    heard = []
+
+    class Listener:
+        @hookimpl
+        def graftune_trial_finished(self, result, run_dir):
+            heard.append(result.trial_id)
+
+    host = get_plugin_manager(extra_plugins=[Listener()])
+    said = []
+    first = _RunEvents(host, tmp_path, "val_accuracy", said.append, None)
+    first.trial_finished(TrialResult(strategy="s", trial_id="t1", status="ok", config={}))
+    # Killed here; the resumed run's driver starts afresh.
+    again = _RunEvents(host, tmp_path, "val_accuracy", said.append, None)
+    again.trial_finished(TrialResult(strategy="s", trial_id="t1", status="ok", config={}))
+    again.trial_finished(TrialResult(strategy="s", trial_id="t2", status="ok", config={}))
+    assert heard == ["t1", "t2"] and len(said) == 2
+    assert (tmp_path / REPORTED_FILE).read_text().split() == ["s/t1", "s/t2"]
 
 
 def group_alive(pgid: int) -> bool:
