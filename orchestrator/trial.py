@@ -493,6 +493,14 @@ def _check_model(model: Any, strategy: Strategy, n_classes: int) -> None:
         )
 
 
+def write_result(folder: Path, result: TrialResult) -> None:
+    """Write ``result.json`` in one step: a trial with one has ended, and is not run again."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{RESULT_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(result.to_json(), indent=2, default=str))
+    os.replace(tmp, folder / RESULT_FILE)
+
+
 def _finish(folder: Path, result: TrialResult, reporter: Any, storage: str | None = None) -> None:
     result.finished_at = time.time()
     result.peak_memory_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -500,9 +508,7 @@ def _finish(folder: Path, result: TrialResult, reporter: Any, storage: str | Non
         import pandas as pd
 
         pd.DataFrame(reporter.history).to_csv(folder / "history.csv", index=False)
-    tmp = folder / f"{RESULT_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(result.to_json(), indent=2, default=str))
-    os.replace(tmp, folder / RESULT_FILE)
+    write_result(folder, result)
     if storage is not None:
         from orchestrator.storage import push_trial
 

@@ -83,6 +83,8 @@ def run(recipe: Path, **kwargs):
     ids=["fifo", "asha", "hyperband", "grid", "bayesian"],
 )
 def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
+    from orchestrator.trial import read_result
+
     outcome = run(write_recipe(tmp_path, search))
     frame = outcome.leaderboard
     if "grid" in search:
@@ -116,13 +118,19 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
                 "epoch",
             ]
             assert list(history["epoch"]) == list(range(1, row.epochs + 1))
+            # Recorded when it was stopped: a resume, whatever Tune's saved state
+            # says of it, reads it back instead of running it again.
+            stored = read_result(outcome.run_dir / "trials" / "scratch_mlp" / row.trial_id)
+            assert (stored.status, stored.epochs) == ("pruned", row.epochs)
     # One trial at a time: each finished trial ended before the next one began.
+    results = [
+        json.loads(path.read_text())
+        for path in outcome.run_dir.glob("trials/scratch_mlp/*/result.json")
+    ]
     spans = sorted(
         (result["started_at"], result["finished_at"])
-        for result in (
-            json.loads(path.read_text())
-            for path in outcome.run_dir.glob("trials/scratch_mlp/*/result.json")
-        )
+        for result in results
+        if result["status"] == "ok"
     )
     assert len(spans) == (frame["status"] == "ok").sum()
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans

@@ -43,6 +43,7 @@ from orchestrator.trial import (
     read_result,
     run_trial,
     trial_dir,
+    write_result,
 )
 from orchestrator.tuning import ray_start
 
@@ -422,7 +423,7 @@ def run_search(
     strategy = spec.strategy.name
     run_dir = Path(spec.run_dir).resolve()
     key = (str(run_dir), strategy)
-    events = _Events(run_dir, strategy, spec.storage)
+    events = _Events(run_dir, strategy, spec.storage, spec.max_epochs)
     state = _SEARCHES[key] = _Search(listener=listener or TrialListener())
 
     trainable = tune.with_resources(
@@ -540,10 +541,17 @@ class _Events(tune.Callback):
     step's end notes which trials have not ended yet.
     """
 
-    def __init__(self, run_dir: Path, strategy: str, storage: str | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        strategy: str,
+        storage: str | None = None,
+        max_epochs: int | None = None,
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.strategy = strategy
         self.storage = storage
+        self.max_epochs = max_epochs
 
     def _search(self) -> _Search:
         # A search that is not the driver's (none registered) is told nothing.
@@ -564,6 +572,13 @@ class _Events(tune.Callback):
             retries=search.retries[trial.trial_id],
             storage=self.storage,
         )
+        folder = trial_dir(self.run_dir, self.strategy, trial.trial_id)
+        stopped_early = self.max_epochs is not None and result.epochs < self.max_epochs
+        if result.status == "pruned" and stopped_early and not search.interrupted:
+            # Stopped by the scheduler, its worker never wrote one: without it, Tune's
+            # saved state (a few seconds old when a run is killed) would run it again.
+            # (A trial that ran every epoch on another node may only not be here yet.)
+            write_result(folder, result)
         search.listener.trial_finished(result)
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
