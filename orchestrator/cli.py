@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.errors import GraftuneError, RunInterrupted, missing_run_dir
+from orchestrator.errors import GraftuneError, RunInterrupted, missing_run_dir, no_leaderboard
 
 # TensorFlow's C++ start-up chatter is not for users; set before it can be imported.
 # (What TensorFlow prints in spite of it: orchestrator.native_log.)
@@ -308,9 +308,7 @@ def leaderboard(
     from orchestrator import leaderboard as lb
 
     if not (run_dir / lb.FILES["csv"]).is_file():
-        missing = missing_run_dir(run_dir)
-        what = f"{run_dir} has no {lb.FILES['csv']} (is it a graftune run directory?)"
-        err.print(f"error: {missing or what}")
+        err.print(f"error: {no_leaderboard(run_dir)}", markup=False)
         raise typer.Exit(2)
     frame = lb.read_leaderboard(run_dir)
     if format is Format.csv:

@@ -276,6 +276,23 @@ def missing_run_dir(path: Path) -> str | None:
     return None
 
 
+def no_leaderboard(run_dir: Path) -> str:
+    """What to say of a folder without ``leaderboard.csv``: not a run, or one not ranked yet."""
+    import shlex
+
+    run_dir = Path(run_dir)
+    missing = missing_run_dir(run_dir)
+    if missing is not None:
+        return missing
+    if (run_dir / "recipe.yaml").is_file() and (run_dir / "trials").is_dir():
+        return (
+            f"the run in {run_dir} stopped before it ranked its trials (killed?); "
+            f"graftune run --resume {shlex.quote(str(run_dir))} ranks the trials that ended "
+            "and runs the rest"
+        )
+    return f"{run_dir} has no leaderboard.csv (is it a graftune run directory?)"
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest option, or an empty string."""
     matches = get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)

@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import DataError, RunDirError, did_you_mean, missing_run_dir
+from orchestrator.errors import (
+    DataError,
+    RunDirError,
+    did_you_mean,
+    missing_run_dir,
+    no_leaderboard,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -94,6 +100,8 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         )
     config_path = run_dir / BEST_CONFIG
     if not config_path.is_file():
+        if not (run_dir / "leaderboard.csv").is_file():
+            raise RunDirError(no_leaderboard(run_dir))
         raise RunDirError(
             f"run {run_dir} has no {BEST_CONFIG}: no trial finished with a saved model"
         )

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import RunDirError, missing_run_dir
+from orchestrator.errors import RunDirError, no_leaderboard
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -105,10 +105,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
 
     run_dir = Path(run_dir)
     if not (run_dir / FILES["csv"]).is_file():
-        raise RunDirError(
-            missing_run_dir(run_dir)
-            or f"{run_dir} has no {FILES['csv']} (is it a graftune run directory?)"
-        )
+        raise RunDirError(no_leaderboard(run_dir))
     recipe_path = run_dir / "recipe.yaml"
     recipe_text = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else ""
     try:

@@ -180,3 +180,27 @@ def test_atomic_write_text_that_cannot_move_its_file_leaves_no_temporary_file(tm
         atomic_write_text(folder, "text")
 
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]
+
+
+def test_commands_on_a_run_killed_before_ranking_say_how_to_rank_it(tmp_path):
+    """It said "has no leaderboard.csv (is it a graftune run directory?)" or, from
+    predict and export, "no trial finished", with two trials ended in it."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    run_dir = tmp_path / "killed"
+    (run_dir / "trials" / "scratch_mlp" / "t1").mkdir(parents=True)
+    (run_dir / "recipe.yaml").write_text("name: killed\n")
+    for args in (
+        ["leaderboard", str(run_dir)],
+        ["report", str(run_dir)],
+        ["predict", str(run_dir), "--data", "sklearn:digits"],
+        ["export", str(run_dir), str(tmp_path / "out")],
+    ):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"the run in {run_dir} stopped before it ranked its trials" in result.output
+        assert f"graftune run --resume {run_dir} ranks the trials that ended" in result.output
+    not_a_run = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    assert "has no leaderboard.csv (is it a graftune run directory?)" in not_a_run.output
