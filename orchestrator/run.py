@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shlex
 import shutil
@@ -317,7 +318,7 @@ def _run(
     events = _RunEvents(host, run_dir, recipe.search.metric, echo, listener)
     if listener is not None and hasattr(listener, "plan"):
         listener.plan(
-            {name: _num_samples(recipe, name) for name in strategies},
+            {name: _planned(recipe, name, spaces[name])[0] for name in strategies},
             metric=recipe.search.metric,
             mode=recipe.search.direction,
         )
@@ -363,7 +364,8 @@ def _run(
             )
             num_samples = _num_samples(recipe, name)
             first = "; the first at its defaults" if starts.get(name) else ""
-            echo(f"{name}: searching {num_samples} trials over {_describe(spaces[name])}{first}")
+            _, what = _planned(recipe, name, spaces[name])
+            echo(f"{name}: searching {what} over {_describe(spaces[name])}{first}")
             try:
                 found = backend.run_search(
                     recipe,
@@ -422,7 +424,7 @@ def _run(
         host.notify("graftune_run_finished", leaderboard=frame, run_dir=run_dir)
         if summary is None:  # resumable: it ends the same way, with its summary, at no cost
             publish(place, echo)
-            raise RunFailed(_failure_summary(results, run_dir))
+            raise RunFailed(_failure_summary(results, run_dir, recipe.search.time_budget_s))
         from orchestrator.leaderboard import atomic_write_text
 
         finished = {
@@ -469,6 +471,46 @@ def _first_wave(recipe: Recipe) -> int:
 
 def _num_samples(recipe: Recipe, name: str) -> int:
     return recipe.strategies[name].num_samples or recipe.search.samples
+
+
+def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str]:
+    """How many trials a strategy's search will run, and how to say so.
+
+    ``num_samples`` is the count of a random or Bayesian search only: a grid
+    runs each of its points (Ray: ``num_samples`` times over), and keras-tuner's
+    Hyperband sizes its brackets from ``max_epochs`` and the reduction factor.
+    """
+    from orchestrator.space import Choice, Int
+
+    search = recipe.search
+    samples = _num_samples(recipe, name)
+    keras_tuner = search.backend == "keras_tuner"
+    if keras_tuner and search.scheduler == "hyperband":
+        factor = round(search.reduction_factor)
+        brackets, epochs = 0, float(search.max_epochs)
+        while epochs >= 1:  # keras-tuner's HyperbandOracle, min_epochs 1
+            epochs /= factor
+            brackets += 1
+        first_end = math.ceil(1 + math.log(search.max_epochs, factor))
+        count = sum(
+            math.ceil(first_end / (bracket + 1) * factor ** (bracket - round_))
+            for bracket in range(brackets)
+            for round_ in range(bracket + 1)
+        )
+        return count, (
+            f"{count} trials (keras-tuner's Hyperband for max_epochs {search.max_epochs} and "
+            f"reduction_factor {factor}; num_samples does not apply)"
+        )
+    if search.algorithm == "grid":
+        points = math.prod(
+            len(dim.values) if isinstance(dim, Choice) else int(dim.high) - dim.low + 1
+            for dim in space.values()
+            if isinstance(dim, (Choice, Int))
+        )
+        repeats = 1 if keras_tuner else samples
+        more = f", {repeats} times over" if repeats > 1 else ""
+        return points * repeats, f"a grid of {points} configuration{'s' * (points != 1)}{more}"
+    return samples, f"{samples} trial{'s' * (samples != 1)}"
 
 
 def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
@@ -659,14 +701,27 @@ def _interrupted_message(
     return "\n".join(lines)
 
 
-def _failure_summary(results: list[TrialResult], run_dir: Path) -> str:
+def _failure_summary(
+    results: list[TrialResult], run_dir: Path, time_budget_s: float | None = None
+) -> str:
+    budget = (
+        f"search.time_budget_s ({time_budget_s:g} s a strategy, counted from its search's "
+        "start, its workers' start-up of a few seconds included) ran out"
+        if time_budget_s
+        else None
+    )
     if not results:
+        if budget:
+            return f"no trial ran: {budget} before any trial ended; raise it. See {run_dir}"
         return f"no trial ran; see {run_dir}"
     statuses = Counter(r.status for r in results)
     counts = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
     errors = Counter(r.error for r in results if r.error)
     lines = [f"every trial failed ({counts}); the most frequent reasons:"]
     lines += [f"  {n}x {error}" for error, n in errors.most_common(3)]
+    if statuses.get("pruned"):
+        why = f"the scheduler, or {budget}" if budget else "the scheduler"
+        lines.append(f"  {statuses['pruned']}x pruned: stopped before max_epochs by {why}")
     lines.append(f"leaderboard: {run_dir / 'leaderboard.md'}")
     return "\n".join(lines)
 

@@ -298,6 +298,47 @@ def test_keras_tuner_oracles(tmp_path, search):
         assert (first["hidden_layers"], first["learning_rate"]) == (2, 1e-3)
     if "hyperband" in search:
         assert set(frame["epochs"]) >= {1, 3}
+        # As many trials as the run's first line says (num_samples does not apply).
+        assert len(frame) == 6
+
+
+@pytest.mark.parametrize(("max_epochs", "factor"), [(3, 3), (9, 3), (30, 3), (8, 2), (20, 4)])
+def test_the_run_says_how_many_trials_keras_tuners_hyperband_runs(max_epochs, factor):
+    import keras_tuner as kt
+
+    from orchestrator.recipe import parse_recipe
+    from orchestrator.run import _planned
+
+    recipe = parse_recipe(
+        "name: x\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
+        f"search: {{backend: keras_tuner, scheduler: hyperband, max_epochs: {max_epochs}, "
+        f"reduction_factor: {factor}}}\n"
+    )
+    oracle = kt.oracles.HyperbandOracle(
+        objective="val_accuracy", max_epochs=max_epochs, factor=factor
+    )
+    brackets = oracle._get_num_brackets()
+    expected = sum(
+        oracle._get_size(b, r) for b in range(brackets) for r in range(oracle._get_num_rounds(b))
+    )
+    count, said = _planned(recipe, "scratch_mlp", {})
+    assert count == expected
+    assert said.startswith(f"{expected} trials (keras-tuner's Hyperband")
+
+
+def test_the_run_says_how_many_trials_a_grid_runs():
+    from orchestrator.recipe import parse_recipe
+    from orchestrator.run import _planned
+    from orchestrator.space import Choice, Int, LogFloat
+
+    space = {"a": Choice((1, 2)), "b": Int(1, 3), "c": LogFloat(1e-4, 1e-2)}
+    text = "name: x\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
+    ray = parse_recipe(text + "search: {algorithm: grid, num_samples: 2}\n")
+    assert _planned(ray, "scratch_mlp", space) == (12, "a grid of 6 configurations, 2 times over")
+    kt = parse_recipe(text + "search: {algorithm: grid, backend: keras_tuner}\n")
+    assert _planned(kt, "scratch_mlp", space) == (6, "a grid of 6 configurations")
+    plain = parse_recipe(text + "search: {num_samples: 1}\n")
+    assert _planned(plain, "scratch_mlp", space) == (1, "1 trial")
 
 
 @pytest.mark.parametrize("backend", ["ray", "keras_tuner"])
@@ -807,3 +848,21 @@ def test_fractional_gpus_pack_four_trials_on_two_logical_gpus(tmp_path):
     assert devices == ["0", "0", "1", "1"]
     # All four ran at once: each started before any other finished.
     assert max(r["started_at"] for r in rows) < min(r["finished_at"] for r in rows)
+
+
+def test_the_failure_summary_says_why_when_no_trial_has_an_error(tmp_path):
+    """Trials that a time budget or the scheduler stopped have no error text: the
+    list of reasons was empty, and "no trial ran" did not name the budget."""
+    from orchestrator.run import _failure_summary
+    from orchestrator.trial import TrialResult
+
+    pruned = TrialResult(strategy="s", trial_id="t", status="pruned", config={})
+    said = _failure_summary([pruned], tmp_path, time_budget_s=6)
+    assert "every trial failed (1 pruned); the most frequent reasons:" in said
+    assert "1x pruned: stopped before max_epochs by the scheduler, or search.time_budget_s" in (
+        said
+    )
+    said = _failure_summary([], tmp_path, time_budget_s=1)
+    assert said.startswith("no trial ran: search.time_budget_s (1 s a strategy")
+    assert "raise it" in said
+    assert _failure_summary([], tmp_path) == f"no trial ran; see {tmp_path}"
