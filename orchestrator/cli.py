@@ -143,7 +143,7 @@ def run(
         typer.Option(
             "--address",
             help="Drive an existing Ray cluster from here: its GCS address HEAD:6379 "
-            "(overrides resources.address).",
+            "(overrides resources.address; local: embedded Ray here). Also with --resume.",
         ),
     ] = None,
     storage: Annotated[
@@ -174,6 +174,25 @@ def run(
         if not quiet:
             (live.console if live is not None else out).print(line, markup=False)
 
+    if resume is not None:
+        # The run keeps its directory and storage; only where it runs may change.
+        fixed = [
+            option
+            for option, given in (
+                ("--run-dir", run_dir),
+                ("--storage", storage),
+                ("--shared-storage", shared_storage or None),
+                ("--run-name", run_name),
+            )
+            if given is not None
+        ]
+        if fixed:
+            err.print(
+                f"error: {', '.join(fixed)} with --resume: a resumed run stays in its run "
+                "directory and storage (--address may change where it runs)",
+                markup=False,
+            )
+            raise typer.Exit(2)
     if resume is not None and not (resume / "recipe.yaml").is_file():
         missing = missing_run_dir(resume)
         err.print(
@@ -189,7 +208,7 @@ def run(
             if live is not None:
                 live.start()
             if resume is not None:
-                outcome = resume_run(resume, **kwargs)
+                outcome = resume_run(resume, address=address, **kwargs)
             else:
                 assert recipe is not None
                 chosen = _with_cluster_options(recipe, address, storage, shared_storage)

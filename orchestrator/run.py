@@ -72,8 +72,12 @@ class RunOutcome:
     best: dict[str, Any] | None
 
 
-def resume_run(run_dir: str | Path, **kwargs: Any) -> RunOutcome:
+def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any) -> RunOutcome:
     """Continue a run whose process was killed, from its run directory.
+
+    Args:
+        address: Drive this Ray cluster instead of the one the run's recipe names
+            (a submitted job's recipe says ``auto``: the cluster it ran on).
 
     Raises:
         RecipeError: ``run_dir`` holds no run.
@@ -83,7 +87,12 @@ def resume_run(run_dir: str | Path, **kwargs: Any) -> RunOutcome:
         raise RecipeError(f"{run_dir} is not a graftune run directory (no {RECIPE_FILE})")
     if (run_dir / FINISHED_FILE).is_file():  # nothing runs again, no hook is called again
         return _finished_outcome(run_dir, kwargs.get("echo", log.info))
-    return run_recipe(run_dir / RECIPE_FILE, run_dir=run_dir, resume=True, **kwargs)
+    recipe: Recipe | Path = run_dir / RECIPE_FILE
+    if address is not None:
+        from orchestrator.submit import with_cluster_options
+
+        recipe = with_cluster_options(load_recipe(recipe), address=address)
+    return run_recipe(recipe, run_dir=run_dir, resume=True, **kwargs)
 
 
 def _finished_outcome(run_dir: Path, echo: Callable[[str], None]) -> RunOutcome:
@@ -144,6 +153,8 @@ def run_recipe(
     if host is None:
         host = get_plugin_manager(extra_plugins=plugins, disable=recipe.plugins.disable)
     check_recipe(recipe, host)
+    if resume and run_dir is not None:
+        _check_resumed_recipe(recipe, Path(run_dir))
     recipe = recipe.with_absolute_sources(host.data_sources)
     from orchestrator.storage import plan_run
 
@@ -611,7 +622,40 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
         ) from None
     place = replace(place, local_dir=path.resolve())
     (place.local_dir / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
+    (place.local_dir / SEARCHED_FILE).write_text(_searched(recipe) + "\n", encoding="utf-8")
     return place
+
+
+#: The digest of what a run searches (see :func:`_searched`), to check a resume against.
+SEARCHED_FILE = ".searched"
+#: The recipe sections a resumed run must keep: what its trials were drawn from and
+#: trained on. Where it runs (``resources``, ``storage``) may change.
+_SEARCHED_SECTIONS = ("seed", "data", "base", "strategies", "search", "cache")
+
+
+def _searched(recipe: Recipe) -> str:
+    import hashlib
+
+    dumped = recipe.model_dump(mode="json", include=set(_SEARCHED_SECTIONS))
+    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
+
+
+def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
+    """Refuse to resume a run whose recipe was edited in what it searches.
+
+    Its finished trials and Tune's saved experiment belong to the recipe it
+    started with: a resume with other epochs, samples or data would mix two
+    searches in one leaderboard. (Runs from before this check have no record.)
+    """
+    record = run_dir / SEARCHED_FILE
+    if record.is_file() and record.read_text().strip() != _searched(recipe):
+        raise RecipeError(
+            "changed since the run started in what it searches ("
+            + ", ".join(_SEARCHED_SECTIONS)
+            + "): a resume goes on with the search it began. Put it back, or start a new "
+            "run with the changed recipe (only resources and storage may change)",
+            file=recipe.file,
+        )
 
 
 def _write_search(path: Path, results: list[TrialResult]) -> None:

@@ -621,7 +621,9 @@ def with_cluster_options(
 
     update: dict[str, Any] = {}
     if address is not None:
-        update["resources"] = recipe.resources.model_copy(update={"address": address})
+        # "local", as for ray.init: embedded Ray here, whatever the recipe says.
+        chosen = None if address.strip() == "local" else address
+        update["resources"] = recipe.resources.model_copy(update={"address": chosen})
     spec = recipe.storage
     if storage is not None:
         try:

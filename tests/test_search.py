@@ -866,3 +866,41 @@ def test_the_failure_summary_says_why_when_no_trial_has_an_error(tmp_path):
     assert said.startswith("no trial ran: search.time_budget_s (1 s a strategy")
     assert "raise it" in said
     assert _failure_summary([], tmp_path) == f"no trial ran; see {tmp_path}"
+
+
+def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
+    """It mixed 40-epoch and 10-epoch trials in one leaderboard, and said nothing."""
+    from orchestrator.errors import RecipeError
+    from orchestrator.run import resume_run, run_recipe
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    run_dir = run_recipe(recipe).run_dir
+    (run_dir / "finished.json").unlink()  # as if killed before it finished
+    stored = run_dir / "recipe.yaml"
+    original = stored.read_text()
+    stored.write_text(original.replace("max_epochs: 1", "max_epochs: 2"))
+    with pytest.raises(RecipeError, match="changed since the run started in what it searches"):
+        resume_run(run_dir)
+    # Where it runs may change.
+    stored.write_text(original.replace("cpus_per_trial: 1", "cpus_per_trial: 2"))
+    assert stored.read_text() != original
+    assert len(resume_run(run_dir).leaderboard) == 1
+
+
+def test_resume_takes_where_to_run_and_refuses_where_to_write(tmp_path):
+    """--address was ignored with --resume (a submitted job's run said auto: another
+    cluster, or none); --storage, --run-dir and --run-name were ignored silently."""
+    from orchestrator.cli import app
+    from orchestrator.recipe import load_recipe
+    from orchestrator.submit import with_cluster_options
+
+    recipe = load_recipe(write_recipe(tmp_path, "{num_samples: 1}"))
+    on_cluster = with_cluster_options(recipe, address="auto")
+    assert on_cluster.resources.address == "auto"
+    assert with_cluster_options(on_cluster, address="local").resources.address is None
+    for option in (["--storage", str(tmp_path)], ["--run-name", "x"], ["--shared-storage"]):
+        result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path), *option])
+        assert result.exit_code == 2, result.output
+        assert f"{option[0]} with --resume: a resumed run stays in its run directory" in (
+            result.output
+        )
