@@ -721,7 +721,9 @@ def _describe(space: dict[str, Any]) -> str:
 def _trial_line(result: TrialResult, metric: str) -> str:
     value = getattr(result, metric, None)
     score = f"{metric}={value:.4f}" if isinstance(value, float) else ""
-    extra = f" ({result.error})" if result.error else ""
+    error = result.error or ""
+    # The whole error is in the leaderboard; Ray's can run to hundreds of characters.
+    extra = f" ({error if len(error) <= 200 else error[:199] + '…'})" if error else ""
     retried = f" after {result.retries} retries" if result.retries else ""
     return (
         f"  {result.strategy} {result.trial_id}: {result.status}{retried} {score}{extra}".rstrip()

@@ -426,6 +426,12 @@ def test_a_worker_that_always_dies_fails_after_its_retries(by_value, tmp_path):
     frame_text = (run_dir / "leaderboard.md").read_text()
     assert "failed" in frame_text
     assert "worker died" in frame_text
+    # It died twice: tried once more (max_failures 1), not twice (Tune counts deaths).
+    from orchestrator.leaderboard import read_leaderboard
+
+    assert read_leaderboard(run_dir)["retries"].tolist() == [1]
+    # Ray's own word on each death, which a driver prints to stdout, is in ray.log.
+    assert "(raylet) A worker died or was killed" in (run_dir / "ray.log").read_text()
 
 
 def test_a_run_where_every_trial_fails_exits_non_zero_with_a_summary(tmp_path):

@@ -209,11 +209,36 @@ def shutdown() -> None:
 
 
 def route_ray_logs(handler: logging.Handler) -> None:
-    """Send Ray's log records to ``handler`` and keep them off the console."""
+    """Send Ray's log records to ``handler`` and keep them off the console.
+
+    Also the cluster's error messages, which a driver prints to stdout itself
+    (not through logging, and whatever ``log_to_driver`` says): "(raylet) A
+    worker died or was killed ...", some 900 characters over the progress view,
+    for a death the trial's line and the leaderboard already report.
+    """
     for name in RAY_LOGGERS:
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.propagate = False
+    _route_raylet_messages()
+
+
+def _route_raylet_messages() -> None:
+    from ray._private import worker
+
+    printer = getattr(worker, "print_to_stdstream", None)
+    if printer is None or getattr(printer, "graftune_routed", False):
+        return  # another Ray, or routed already
+
+    def to_log(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            printer(data, ignore_prefix)
+            return
+        for line in data.get("lines") or ():
+            logging.getLogger("ray").warning("(raylet) %s", line)
+
+    to_log.graftune_routed = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = to_log
 
 
 def _file_handler(log_file: Path) -> logging.Handler:

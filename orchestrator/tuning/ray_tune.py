@@ -423,7 +423,7 @@ def run_search(
     strategy = spec.strategy.name
     run_dir = Path(spec.run_dir).resolve()
     key = (str(run_dir), strategy)
-    events = _Events(run_dir, strategy, spec.storage, spec.max_epochs)
+    events = _Events(run_dir, strategy, spec.storage, spec.max_epochs, search.max_failures)
     state = _SEARCHES[key] = _Search(listener=listener or TrialListener())
 
     trainable = tune.with_resources(
@@ -547,11 +547,18 @@ class _Events(tune.Callback):
         strategy: str,
         storage: str | None = None,
         max_epochs: int | None = None,
+        max_failures: int | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.strategy = strategy
         self.storage = storage
         self.max_epochs = max_epochs
+        self.max_failures = max_failures
+
+    def _retries(self, trial: Any) -> int:
+        # Tune counts the worker's deaths; the last one, past max_failures, was not retried.
+        deaths = int(getattr(trial, "num_failures", 0) or 0)
+        return deaths if self.max_failures is None else min(deaths, self.max_failures)
 
     def _search(self) -> _Search:
         # A search that is not the driver's (none registered) is told nothing.
@@ -559,7 +566,7 @@ class _Events(tune.Callback):
 
     def _done(self, trial: Any, error: Any) -> None:
         search = self._search()
-        search.retries[trial.trial_id] = int(getattr(trial, "num_failures", 0) or 0)
+        search.retries[trial.trial_id] = self._retries(trial)
         if search.unfinished is not None:
             search.unfinished.discard(trial.trial_id)
         result = collect(
@@ -597,7 +604,7 @@ class _Events(tune.Callback):
         self._search().listener.trial_started(self.strategy, trial.trial_id)
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._search().retries[trial.trial_id] = int(getattr(trial, "num_failures", 0) or 0)
+        self._search().retries[trial.trial_id] = self._retries(trial)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done(trial, None)
