@@ -11,13 +11,11 @@ from orchestrator.errors import (
     BaseModelError,
     DataError,
     DuplicateNameError,
-    FatalStrategyError,
     GraftuneError,
     PluginError,
     PluginLoadError,
     RecipeError,
     RunFailed,
-    TrialFailure,
 )
 from orchestrator.markers import hookimpl, hookspec
 from orchestrator.space import ALL, Choice, Fixed, Float, Int, LogFloat
@@ -34,7 +32,6 @@ __all__ = [
     "Choice",
     "DataError",
     "DuplicateNameError",
-    "FatalStrategyError",
     "FitData",
     "Fixed",
     "Float",
@@ -47,7 +44,6 @@ __all__ = [
     "RunFailed",
     "SpaceContext",
     "Strategy",
-    "TrialFailure",
     "__version__",
     "hookimpl",
     "hookspec",

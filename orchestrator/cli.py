@@ -742,7 +742,9 @@ def _fmt(value: Any, digits: int = 4) -> str:
     if value is None or value != value:
         return ""
     if isinstance(value, float):
-        return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+        if value == 0 or 1e-3 <= abs(value) < 1e6:
+            return f"{value:.{digits}f}"
+        return f"{value:.2e}"  # tiny, or huge (a λ of 1e38 printed 39 digits)
     return str(value)
 
 

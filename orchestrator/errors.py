@@ -131,16 +131,6 @@ class DuplicateNameError(PluginError):
     """Two plugins registered the same name for a strategy, data source or base."""
 
 
-class TrialFailure(GraftuneError):
-    """One trial failed; it is recorded in the leaderboard and the run goes on."""
-
-
-class FatalStrategyError(GraftuneError):
-    """A strategy is broken beyond one trial; the run stops."""
-
-    exit_status = 3
-
-
 class ClusterError(GraftuneError):
     """A Ray cluster cannot be reached, refuses us, or does not know a job."""
 

@@ -711,7 +711,8 @@ def _metric_against(run: RunRecord, parameter: str, scale: str) -> Figure:
     ax.set_xlabel(parameter)
     ax.set_ylabel(run.metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # none when no trial has a score
+        ax.legend(fontsize=8)
     return figure
 
 
@@ -765,7 +766,8 @@ def _pareto(run: RunRecord) -> Figure:
     ax.set_xlabel("fit seconds")
     ax.set_ylabel(run.metric)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # none when no trial has a score
+        ax.legend(fontsize=8)
     return figure
 
 

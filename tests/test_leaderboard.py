@@ -204,3 +204,13 @@ def test_commands_on_a_run_killed_before_ranking_say_how_to_rank_it(tmp_path):
         assert f"graftune run --resume {run_dir} ranks the trials that ended" in result.output
     not_a_run = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
     assert "has no leaderboard.csv (is it a graftune run directory?)" in not_a_run.output
+
+
+def test_the_printed_table_keeps_huge_and_tiny_numbers_short():
+    from orchestrator.cli import _fmt
+
+    assert _fmt(1e38, 3) == "1.00e+38"  # was 39 digits and ".000"
+    assert _fmt(2.5e-5, 3) == "2.50e-05"
+    assert _fmt(0.91784, 4) == "0.9178"
+    assert _fmt(128.0, 3) == "128.000"
+    assert _fmt(0.0) == "0.0000"
