@@ -281,19 +281,19 @@ def _live_view(quiet: bool) -> tuple[Any, Any]:
 def plugins() -> None:
     """List every plugin with its distribution, version and what it adds.
 
-    A plugin that fails to import is named after the table (exit 3); the others
-    are still listed.
+    A plugin that fails to import or to register is named after the table
+    (exit 3); the others are still listed.
     """
-    from orchestrator.errors import PluginLoadError
+    from orchestrator.errors import PluginError
     from orchestrator.plugin_manager import get_plugin_manager
 
-    broken: list[PluginLoadError] = []
+    broken: list[PluginError] = []
     while True:
         try:
-            host = get_plugin_manager(disable=[e.entry_point for e in broken])
-        except PluginLoadError as exc:
-            if exc.entry_point in [e.entry_point for e in broken]:  # cannot happen: blocked
-                _fail(exc)
+            host = get_plugin_manager(disable=[str(e.plugin) for e in broken])
+        except PluginError as exc:
+            if exc.plugin is None or exc.plugin in [e.plugin for e in broken]:
+                _fail(exc)  # not one plugin's fault, or blocking it did not help
                 return
             broken.append(exc)
         except Exception as exc:

@@ -102,9 +102,19 @@ class BaseModelError(GraftuneError):
 
 
 class PluginError(GraftuneError):
-    """A plugin cannot be loaded or behaves against its contract."""
+    """A plugin cannot be loaded or behaves against its contract.
+
+    Args:
+        message: What is wrong, naming the plugin.
+        plugin: The plugin's name (its entry point's), when one plugin is at fault:
+            ``graftune plugins`` lists the others without it.
+    """
 
     exit_status = 3
+
+    def __init__(self, message: str, *, plugin: str | None = None) -> None:
+        self.plugin = plugin
+        super().__init__(message)
 
 
 class PluginLoadError(PluginError):
@@ -123,7 +133,8 @@ class PluginLoadError(PluginError):
         self.distribution = distribution
         super().__init__(
             f"plugin {entry_point!r} ({value}) from distribution {distribution} failed to "
-            f"import: {type(cause).__name__}: {cause}"
+            f"import: {type(cause).__name__}: {cause}",
+            plugin=entry_point,
         )
 
 

@@ -209,7 +209,9 @@ def get_plugin_manager(
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         name = pm.get_name(exc.plugin) or repr(exc.plugin)
-        raise PluginError(f"plugin {owners.get(name, name)} is invalid: {exc}") from exc
+        raise PluginError(
+            f"plugin {owners.get(name, name)} is invalid: {_one_line(exc)}", plugin=name
+        ) from exc
 
     host = PluginHost(
         pm=pm,
@@ -226,12 +228,18 @@ def get_plugin_manager(
 
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str, dist_label: str) -> None:
+    owner = f"{name} ({dist_label.strip('()')})"  # as the other plugin errors name it
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {name!r} from {dist_label} is invalid: {exc}") from exc
+        raise PluginError(f"plugin {owner} is invalid: {_one_line(exc)}", plugin=name) from exc
     except ValueError as exc:
-        raise PluginError(f"plugin {name!r} from {dist_label} cannot be registered: {exc}") from exc
+        raise PluginError(f"plugin {owner} cannot be registered: {exc}", plugin=name) from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """Pluggy's validation message, which spans lines, as one."""
+    return " ".join(str(exc).split())
 
 
 def _fill(host: PluginHost, hook_name: str, registry: Registry) -> None:

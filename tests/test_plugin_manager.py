@@ -157,6 +157,18 @@ def test_a_hook_with_a_wrong_argument_name_is_rejected(site):
         get_plugin_manager()
     assert "argname" in str(info.value)
     assert "registri" in str(info.value)
+    # As docs/plugins.md shows it, on one line (pluggy's message spans three).
+    assert str(info.value).startswith("plugin argname (graftune-argname 0.4) is invalid: ")
+    assert "\n" not in str(info.value)
+    # `graftune plugins` still lists the others, then names it (it listed nothing).
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    listed = CliRunner().invoke(app, ["plugins"])
+    assert listed.exit_code == 3, listed.output
+    assert "scratch_mlp" in listed.output
+    assert "error: plugin argname (graftune-argname 0.4) is invalid" in listed.output
 
 
 def test_a_strategy_without_a_snake_case_name_is_rejected(site):
