@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -60,15 +61,33 @@ def machine() -> str:
     )
 
 
+#: Headings of the sections written by hand below a result's tables.
+HAND_WRITTEN = re.compile(r"^## (Reading|Earlier runs)\b", re.MULTILINE)
+
+
 def write_result(name: str, title: str, body: str) -> Path:
-    """Write ``results/NAME.md`` and print it."""
+    """Write ``results/NAME.md`` and print it.
+
+    The sections written by hand after earlier runs (``## Reading ...``,
+    ``## Earlier runs``) are kept, after the new tables, to be brought up to
+    date by hand: a run used to replace them with nothing.
+    """
     RESULTS.mkdir(parents=True, exist_ok=True)
     # Bodies mix indented source text with inserted tables: strip every line.
     body = "\n".join(line.strip() for line in body.strip().splitlines())
     text = f"# {title}\n\nMeasured on {machine()}.\n\n{body}\n"
     path = RESULTS / f"{name}.md"
-    path.write_text(text)
+    kept = ""
+    if path.is_file():
+        found = HAND_WRITTEN.search(path.read_text())
+        if found:
+            kept = path.read_text()[found.start() :]
+    path.write_text(text + ("\n" + kept if kept else ""))
     print(text)
+    if kept:
+        print(
+            f"(kept the hand-written sections of the previous {path.name}: bring them up to date)"
+        )
     return path
 
 

@@ -568,7 +568,7 @@ def jobs_list(
         ),
     ] = False,
 ) -> None:
-    """Every job submitted to the cluster, oldest first, with where graftune's store their runs."""
+    """Every job submitted to the cluster, oldest first, and where graftune stored each run."""
     from orchestrator.submit import META_RECIPE, run_location
 
     try:

@@ -177,3 +177,17 @@ def test_the_testing_kit_fixtures_are_all_documented():
     assert len(fixtures) >= 6, fixtures
     for name in fixtures:
         assert f"`{name}`" in TEXT, name
+
+
+def test_the_readme_recipe_passes_validate(tmp_path):
+    """README's annotated recipe, every key in it, is a recipe graftune accepts."""
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import check_recipe, parse_recipe
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Recipes\n", 1)[1]
+    block = re.search(r"```yaml\n(?P<body>.*?)```", section, re.DOTALL)["body"]
+    assert "strategies:" in block and "search:" in block
+    (tmp_path / "recipe.yaml").write_text(block)
+    recipe = parse_recipe(block, file=tmp_path / "recipe.yaml")
+    check_recipe(recipe, get_plugin_manager())
