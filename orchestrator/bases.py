@@ -601,10 +601,25 @@ class PretrainProvider(BaseProvider):
             (data.x_val, data.y_val),
             epochs=pretrain.epochs,
             batch_size=pretrain.batch_size,
+            callbacks=[_stops_when_interrupted()],
         )
         accuracy = evaluate_arrays(model, data.x_test, data.y_test)["accuracy"]
         log.info("pretrained base: test accuracy %.3f on %s", accuracy, pretrain.data.source)
         return keras.Model(inputs, features, name="pretrained_base")
+
+
+def _stops_when_interrupted() -> Any:
+    """A callback that ends a pretrain stage at the epoch after a Ctrl+C or SIGTERM
+    whose KeyboardInterrupt Python dropped (see ``ray_start.raise_if_interrupted``)."""
+    import keras
+
+    from orchestrator.tuning.ray_start import raise_if_interrupted
+
+    class StopsWhenInterrupted(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            raise_if_interrupted()
+
+    return StopsWhenInterrupted()
 
 
 @hookimpl

@@ -362,6 +362,23 @@ def pretrain_spec(epochs: int = 1, classes: tuple[int, ...] = (0, 1, 2, 3, 4)) -
     )
 
 
+def test_a_dropped_ctrl_c_stops_a_pretrain_stage_at_its_next_epoch(caplog):
+    """Python drops a KeyboardInterrupt raised in a finaliser (a garbage collection
+    during training): the pretrain went on to its end, and the run after it."""
+    from orchestrator.tuning import ray_start
+
+    caplog.set_level(logging.INFO, logger="orchestrator.bases")
+    spec = pretrain_spec(epochs=500)
+    ray_start._sigint.set()  # what the Ctrl+C handler leaves, whether or not its raise got out
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prepare(spec, digits((5, 6, 7, 8, 9)))
+    finally:
+        ray_start.forget_sigterm()
+    assert "pretraining a cnn base" in caplog.text
+    assert "pretrained base: test accuracy" not in caplog.text  # stopped after an epoch
+
+
 def test_pretrain_base_is_trained_once_and_cached_by_data_and_settings(caplog):
     dataset = digits((5, 6, 7, 8, 9))
     caplog.set_level(logging.INFO, logger="orchestrator.bases")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.errors import SearchInterrupted
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import TrialResult, read_result, run_trial, trial_dir
-from orchestrator.tuning.ray_start import raise_if_terminated
+from orchestrator.tuning.ray_start import raise_if_interrupted
 
 if TYPE_CHECKING:
     from orchestrator.data import Dataset
@@ -175,7 +175,7 @@ def run_search(
             config = {name: as_declared(space[name], values[name]) for name in names}
             epochs = int(values.get("tuner/epochs", spec.max_epochs))
             trial_id = f"kt{trial.trial_id}"
-            raise_if_terminated()
+            raise_if_interrupted()
             if listener is not None:
                 listener.trial_started(strategy, trial_id)
             result = run_trial(
@@ -183,7 +183,7 @@ def run_search(
                 dataclasses.replace(spec, max_epochs=epochs),
                 dataset,
                 trial_id=trial_id,
-                report=lambda metrics: raise_if_terminated(),
+                report=lambda metrics: raise_if_interrupted(),
             )
             if listener is not None:
                 listener.trial_finished(result)

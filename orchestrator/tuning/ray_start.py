@@ -405,11 +405,17 @@ def sigterm_stops_the_run() -> Iterator[None]:
     forget_sigterm()
     before = signal.getsignal(signal.SIGTERM)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl+C as Python handles it, remembered too (not where SIGINT is ignored).
+    sigint = signal.getsignal(signal.SIGINT)
+    if sigint is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
         yield
     finally:
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, before)
+        if signal.getsignal(signal.SIGINT) is _on_sigint:
+            signal.signal(signal.SIGINT, sigint)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -417,21 +423,35 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt("SIGTERM")
 
 
+_sigint = threading.Event()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _sigint.set()
+    signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as always
+
+
 def forget_sigterm() -> None:
-    """A new run starts: a SIGTERM handled by an earlier one in this process is past."""
+    """A new run starts: a SIGTERM or Ctrl+C handled by an earlier one in this process is past."""
     _sigterm.clear()
+    _sigint.clear()
 
 
-def raise_if_terminated() -> None:
-    """Raise SIGTERM's KeyboardInterrupt again, where a search can stop.
+def raise_if_interrupted() -> None:
+    """Raise SIGTERM's, or Ctrl+C's, KeyboardInterrupt again, where the run can stop.
 
     Python drops an exception raised in a finaliser or a weakref callback, and the
     handler runs wherever the main thread is when the signal comes, so the first
-    one can be lost (seen in a garbage collection during a keras-tuner trial).
-    Called once an epoch and between trials; does nothing without a SIGTERM.
+    one can be lost (seen in a garbage collection during a keras-tuner trial, and
+    during a pretrain stage's training). Called once an epoch, between trials and
+    between steps of a Ray search; does nothing when neither came. (During a Ray
+    search, Tune's own Ctrl+C handler stands in for graftune's, and this one
+    notes nothing.)
     """
     if _sigterm.is_set():
         raise KeyboardInterrupt("SIGTERM")
+    if _sigint.is_set():
+        raise KeyboardInterrupt
 
 
 def terminated() -> bool:

@@ -598,7 +598,7 @@ class _Events(tune.Callback):
         self._search().unfinished = {
             t.trial_id for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)
         }
-        ray_start.raise_if_terminated()  # a SIGTERM whose KeyboardInterrupt Python dropped
+        ray_start.raise_if_interrupted()  # a SIGTERM or Ctrl+C whose KeyboardInterrupt Python dropped
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._search().listener.trial_started(self.strategy, trial.trial_id)
