@@ -119,6 +119,37 @@ def validate(
     )
     if dataset is not None:
         out.print(f"data: {dataset.describe()}", markup=False)
+    _note_what_runs_here(loaded)
+
+
+def _note_what_runs_here(recipe: Any) -> None:
+    """A valid recipe that `graftune run` here, on embedded Ray, would still refuse.
+
+    Said, not refused: the recipe may be meant for a cluster (``submit``,
+    ``--address``), which validate cannot know of.
+    """
+    if recipe.resources.address or recipe.search.backend != "ray":
+        return
+    from orchestrator.cluster import trial_does_not_fit
+    from orchestrator.tuning.ray_start import embedded_cpus, embedded_gpus
+
+    gpus = embedded_gpus()
+    if gpus is None:
+        return
+    resources = recipe.resources
+    found = trial_does_not_fit(
+        resources.cpus_per_trial,
+        resources.gpus_per_trial,
+        [{"CPU": embedded_cpus(resources), "GPU": gpus}],
+    )
+    if found is not None:
+        key, what = found
+        out.print(
+            f"note: resources.{key}: {what} here (embedded Ray): `graftune run` on this "
+            "machine refuses it; a Ray cluster with room runs it (graftune submit, or run "
+            "--address)",
+            markup=False,
+        )
 
 
 @app.command()

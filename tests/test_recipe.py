@@ -1166,3 +1166,22 @@ def test_recipes_are_frozen(tmp_path: Path) -> None:
         recipe.name = "changed"  # type: ignore[misc]
     with pytest.raises(ValueError, match="frozen"):
         recipe.search.num_samples = 1  # type: ignore[misc]
+
+
+def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
+    """It said ok, and `graftune run` refused the same recipe (exit 2) on this machine."""
+    from orchestrator.tuning.ray_start import embedded_gpus
+
+    path = write_recipe(
+        tmp_path, HEAD + "strategies: {scratch_mlp: {}}\nresources: {gpus_per_trial: 0.5}\n"
+    )
+    result = cli("validate", str(path))
+    assert_exit(result, 0)  # meant for a cluster, maybe: said, not refused
+    said = "note: resources.gpus_per_trial: a trial asks for 0.5 GPUs"
+    assert (said in result.output) == (embedded_gpus() == 0), result.output
+    on_cluster = write_recipe(
+        tmp_path,
+        HEAD + "strategies: {scratch_mlp: {}}\n"
+        "resources: {gpus_per_trial: 0.5, address: '10.0.0.5:6379'}\n",
+    )
+    assert "note:" not in cli("validate", str(on_cluster)).output
