@@ -105,12 +105,14 @@ def validate(
 ) -> None:
     """Check a recipe without training: schema, names, files, columns, spaces."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from orchestrator.recipe import check_recipe_data, validate_recipe
+    from orchestrator.recipe import check_pretrain_input, check_recipe_data, validate_recipe
 
     try:
         host = _host(plugin, recipe)
         loaded = validate_recipe(recipe, host)
         dataset = check_recipe_data(loaded, host) if data else None
+        if dataset is not None:
+            check_pretrain_input(loaded, host, dataset)
     except Exception as exc:
         _fail(exc)
         return

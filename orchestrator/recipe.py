@@ -749,3 +749,43 @@ def check_recipe_data(recipe: Recipe, host: PluginHost) -> Any:
         )
     except DataError as exc:
         raise recipe.data_error(("data",), exc) from None
+
+
+def check_pretrain_input(recipe: Recipe, host: PluginHost, dataset: Any) -> None:
+    """Check that a ``pretrain:`` base will take the run's data, before it is trained.
+
+    The base's input is the pretrain data's; the run's data must reach it
+    through the adaptations graftune makes (resizing, grey to RGB, flattening).
+    A mismatch was found only once the base had been trained.
+
+    Raises:
+        RecipeError: At ``base.pretrain`` (or its data's key), with both shapes.
+    """
+    if recipe.base is None or recipe.base.pretrain is None:
+        return
+    from orchestrator.bases import plan_adapter
+    from orchestrator.data import prepare_dataset
+
+    pretrain = recipe.base.pretrain
+    try:
+        source = prepare_dataset(
+            pretrain.data, host.data_sources, seed=recipe.seed, base_dir=recipe.base_dir
+        )
+    except DataError as exc:
+        raise recipe.data_error(("base", "pretrain", "data"), exc) from None
+    shape = source.task.input_shape
+    if pretrain.architecture == "cnn" and len(shape) != 3:
+        raise recipe.error(
+            ("base", "pretrain", "architecture"),
+            f"a cnn base needs images (h, w, c); the pretrain data is {shape}",
+        )
+    try:
+        plan_adapter(dataset.task.input_shape, shape, None)
+    except BaseModelError:
+        raise recipe.error(
+            ("base", "pretrain"),
+            f"the run's data has inputs of shape {dataset.task.input_shape}, and a base "
+            f"pretrained on {pretrain.data.source} takes {shape}, which graftune cannot adapt "
+            "(it resizes images, turns grey into RGB and flattens images for dense bases): "
+            "pretrain on data whose inputs the run's can be adapted to",
+        ) from None

@@ -36,7 +36,13 @@ from orchestrator.errors import (
     SearchInterrupted,
     cannot_write_in,
 )
-from orchestrator.recipe import Recipe, check_recipe, check_recipe_data, load_recipe
+from orchestrator.recipe import (
+    Recipe,
+    check_pretrain_input,
+    check_recipe,
+    check_recipe_data,
+    load_recipe,
+)
 from orchestrator.storage import LOCK_FILE as _LOCK_FILE
 
 if TYPE_CHECKING:
@@ -259,6 +265,7 @@ def _run(
     strategies = {name: host.strategies.get(name)() for name in recipe.strategies}
     base_info = None
     if recipe.base is not None and any(s.requires_base for s in strategies.values()):
+        check_pretrain_input(recipe, host, dataset)  # before minutes of pretraining
         echo(f"base: preparing {recipe.base.kind} ...")
         try:
             base_info = prepare_base(

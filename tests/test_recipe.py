@@ -1185,3 +1185,22 @@ def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
         "resources: {gpus_per_trial: 0.5, address: '10.0.0.5:6379'}\n",
     )
     assert "note:" not in cli("validate", str(on_cluster)).output
+
+
+def test_a_pretrain_base_that_cannot_take_the_data_is_refused_before_training(tmp_path):
+    """validate --data passed it, and the run refused it after pretraining the base."""
+    text = (
+        "name: bad\ndata: {source: 'sklearn:wine'}\n"
+        "base: {pretrain: {data: {source: 'sklearn:iris'}, epochs: 1}}\n"
+        "strategies: {feature_extraction: {}}\noutput: out/\n"
+    )
+    path = write_recipe(tmp_path, text)
+    assert_exit(cli("validate", str(path)), 0)  # without --data, shapes are not known
+    for command in (("validate", "--data", str(path)), ("run", str(path))):
+        result = cli(*command)
+        assert_exit(result, 2)
+        assert "recipe.yaml:3: base.pretrain: the run's data has inputs of shape (13,)" in (
+            result.output
+        )
+        assert "pretrained on sklearn:iris takes (4,)" in result.output
+    assert not (tmp_path / "out").exists()
