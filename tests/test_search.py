@@ -621,6 +621,8 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
     ],
     ids=["Ctrl+C", "SIGTERM", "SIGTERM-in-a-finaliser"],
 )
+# The finaliser's dropped KeyboardInterrupt is what the test makes happen.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_runs_the_rest(
     tmp_path, signal_name, status, said, capsys
 ):
