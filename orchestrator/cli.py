@@ -132,26 +132,14 @@ def _note_what_runs_here(recipe: Any) -> None:
     """
     if recipe.resources.address or recipe.search.backend != "ray":
         return
-    from orchestrator.cluster import trial_does_not_fit
+    from orchestrator.errors import RecipeError
+    from orchestrator.run import _check_a_trial_fits
     from orchestrator.tuning.ray_start import embedded_cpus, embedded_gpus
 
-    gpus = embedded_gpus()
-    if gpus is None:
-        return
-    resources = recipe.resources
-    found = trial_does_not_fit(
-        resources.cpus_per_trial,
-        resources.gpus_per_trial,
-        [{"CPU": embedded_cpus(resources), "GPU": gpus}],
-    )
-    if found is not None:
-        key, what = found
-        out.print(
-            f"note: resources.{key}: {what} here (embedded Ray): `graftune run` on this "
-            "machine refuses it; a Ray cluster with room runs it (graftune submit, or run "
-            "--address)",
-            markup=False,
-        )
+    try:  # the run's own check, before Ray is up
+        _check_a_trial_fits(recipe, has=(embedded_cpus(recipe.resources), embedded_gpus()))
+    except RecipeError as exc:
+        out.print(f"note: {exc}; `graftune run` here would refuse it", markup=False)
 
 
 @app.command()

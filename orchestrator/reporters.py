@@ -197,11 +197,16 @@ class MLflowReporter:
         )
         tags = {"graftune.run_dir": key, "graftune.kind": "run"}
         # A resumed run goes on in the MLflow run it had (left RUNNING when killed).
-        found = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`graftune.run_dir` = '{key}' and tags.`graftune.kind` = 'run'",
-            max_results=1,
-        )
+        try:
+            found = client.search_runs(
+                [experiment_id],
+                filter_string=(
+                    f"tags.`graftune.run_dir` = '{key}' and tags.`graftune.kind` = 'run'"
+                ),
+                max_results=1,
+            )
+        except Exception:  # a folder name the filter cannot quote: a new MLflow run then
+            found = []
         if found:
             self._runs[key] = (client, found[0].info.run_id)
             return self._runs[key]

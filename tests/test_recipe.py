@@ -1177,8 +1177,12 @@ def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
     )
     result = cli("validate", str(path))
     assert_exit(result, 0)  # meant for a cluster, maybe: said, not refused
-    said = "note: resources.gpus_per_trial: a trial asks for 0.5 GPUs"
+    said = "resources.gpus_per_trial: a trial asks for 0.5 GPUs, and Ray has none"
     assert (said in result.output) == (embedded_gpus() == 0), result.output
+    if embedded_gpus() == 0:
+        assert "note: " in result.output and "`graftune run` here would refuse it" in (
+            result.output
+        )
     on_cluster = write_recipe(
         tmp_path,
         HEAD + "strategies: {scratch_mlp: {}}\n"
