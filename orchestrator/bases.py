@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import keras
 
     from orchestrator.data import TaskSpec
-    from orchestrator.recipe import BaseSpec
+    from orchestrator.recipe import BaseSpec, DataSpec
     from orchestrator.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -382,6 +382,28 @@ class BaseContext:
     base_dir: Path
     data_sources: Registry
     cache: Path
+    #: Datasets prepared already, by :func:`data_key` (see :meth:`dataset`).
+    prepared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def dataset(self, spec: DataSpec) -> Any:
+        """``spec``'s data, prepared as a run does (seeded split), once per context.
+
+        A pretrain stage needs its data for its cache key and again to train; the
+        run has prepared it already, to check that the base will take its data.
+        """
+        key = data_key(spec)
+        if key not in self.prepared:
+            from orchestrator.data import prepare_dataset
+
+            self.prepared[key] = prepare_dataset(
+                spec, self.data_sources, seed=self.seed, base_dir=self.base_dir
+            )
+        return self.prepared[key]
+
+
+def data_key(spec: DataSpec) -> str:
+    """What tells one data spec from another, for :attr:`BaseContext.prepared`."""
+    return spec.model_dump_json()
 
 
 class ApplicationProvider(BaseProvider):
@@ -501,13 +523,9 @@ class PretrainProvider(BaseProvider):
     def cache_key(self, spec: BaseSpec, context: BaseContext) -> str:
         import keras
 
-        from orchestrator.data import prepare_dataset
-
         pretrain = spec.pretrain
         assert pretrain is not None
-        data = prepare_dataset(
-            pretrain.data, context.data_sources, seed=context.seed, base_dir=context.base_dir
-        )
+        data = context.dataset(pretrain.data)
         settings = pretrain.model_dump(mode="json", exclude={"data"})
         return _digest(
             {
@@ -522,7 +540,6 @@ class PretrainProvider(BaseProvider):
     def build(self, spec: BaseSpec, context: BaseContext) -> keras.Model:
         import keras
 
-        from orchestrator.data import prepare_dataset
         from orchestrator.models import (
             STEPS_PER_EXECUTION,
             evaluate_arrays,
@@ -532,9 +549,7 @@ class PretrainProvider(BaseProvider):
 
         pretrain = spec.pretrain
         assert pretrain is not None
-        data = prepare_dataset(
-            pretrain.data, context.data_sources, seed=context.seed, base_dir=context.base_dir
-        )
+        data = context.dataset(pretrain.data)
         keras.utils.set_random_seed(context.seed)
         shape = data.task.input_shape
         architecture = pretrain.architecture or ("cnn" if len(shape) == 3 else "mlp")
@@ -645,11 +660,13 @@ def prepare_base(
     base_dir: Path,
     data_sources: Registry,
     echo: Callable[[str], None] | None = None,
+    prepared: dict[str, Any] | None = None,
 ) -> BaseInfo:
     """Build or reuse the run's base, save it in the cache and work out its adapter.
 
     ``echo`` is told when the run waits for another process that is making the
-    same base (a pretrain can take minutes).
+    same base (a pretrain can take minutes). ``prepared``: datasets the caller
+    has prepared already, by :func:`data_key` (a pretrain stage's).
 
     Raises:
         BaseModelError: The base cannot be had (offline imagenet weights, a bad
@@ -659,7 +676,11 @@ def prepare_base(
 
     provider = providers.get(spec.kind)()
     context = BaseContext(
-        seed=seed, base_dir=base_dir, data_sources=data_sources, cache=cache_dir()
+        seed=seed,
+        base_dir=base_dir,
+        data_sources=data_sources,
+        cache=cache_dir(),
+        prepared=dict(prepared or {}),
     )
     # The cheap checks first: a cache key may read the files they check.
     provider.check(spec)

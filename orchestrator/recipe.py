@@ -751,19 +751,23 @@ def check_recipe_data(recipe: Recipe, host: PluginHost) -> Any:
         raise recipe.data_error(("data",), exc) from None
 
 
-def check_pretrain_input(recipe: Recipe, host: PluginHost, dataset: Any) -> None:
+def check_pretrain_input(recipe: Recipe, host: PluginHost, dataset: Any) -> dict[str, Any]:
     """Check that a ``pretrain:`` base will take the run's data, before it is trained.
 
     The base's input is the pretrain data's; the run's data must reach it
     through the adaptations graftune makes (resizing, grey to RGB, flattening).
     A mismatch was found only once the base had been trained.
 
+    Returns:
+        The pretrain data it prepared, for ``prepare_base(prepared=...)`` (empty
+        without a pretrain stage).
+
     Raises:
         RecipeError: At ``base.pretrain`` (or its data's key), with both shapes.
     """
     if recipe.base is None or recipe.base.pretrain is None:
-        return
-    from orchestrator.bases import plan_adapter
+        return {}
+    from orchestrator.bases import data_key, plan_adapter
     from orchestrator.data import prepare_dataset
 
     pretrain = recipe.base.pretrain
@@ -789,3 +793,4 @@ def check_pretrain_input(recipe: Recipe, host: PluginHost, dataset: Any) -> None
             "(it resizes images, turns grey into RGB and flattens images for dense bases): "
             "pretrain on data whose inputs the run's can be adapted to",
         ) from None
+    return {data_key(pretrain.data): source}

@@ -265,7 +265,7 @@ def _run(
     strategies = {name: host.strategies.get(name)() for name in recipe.strategies}
     base_info = None
     if recipe.base is not None and any(s.requires_base for s in strategies.values()):
-        check_pretrain_input(recipe, host, dataset)  # before minutes of pretraining
+        prepared = check_pretrain_input(recipe, host, dataset)  # before minutes of pretraining
         echo(f"base: preparing {recipe.base.kind} ...")
         try:
             base_info = prepare_base(
@@ -276,6 +276,7 @@ def _run(
                 base_dir=recipe.base_dir,
                 data_sources=host.data_sources,
                 echo=echo,
+                prepared=prepared,
             )
         except DataError as exc:  # in the data a pretrain: stage learns from
             if recipe.base.pretrain is None:

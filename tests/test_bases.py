@@ -662,3 +662,34 @@ def test_freeze_reaches_batch_normalization_in_nested_models(tmp_path):
     LoadedBase(outer, info).freeze(0)
 
     assert inner.get_layer("conv1").trainable and not inner.get_layer("bn1").trainable
+
+
+def test_a_run_prepares_its_pretrain_data_once(tmp_path, monkeypatch):
+    """The check before pretraining, the base's cache key and its training each
+    prepared it (for glyphs: rendered it) again."""
+    import orchestrator.data
+    from orchestrator.run import run_recipe
+
+    calls: list[str] = []
+    prepare = orchestrator.data.prepare_dataset
+
+    def counted(spec, *args, **kwargs):
+        calls.append(spec.source)
+        return prepare(spec, *args, **kwargs)
+
+    monkeypatch.setattr(orchestrator.data, "prepare_dataset", counted)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """\
+            name: once
+            data: {source: "sklearn:digits", classes: [5, 6, 7, 8, 9]}
+            base: {pretrain: {data: {source: "sklearn:digits", classes: [0, 1, 2, 3, 4]}, epochs: 1, width: 4}}
+            strategies: {feature_extraction: {num_samples: 1}}
+            search: {backend: keras_tuner, max_epochs: 1}
+            output: runs/
+            """
+        )
+    )
+    run_recipe(recipe)
+    assert calls.count("sklearn:digits") == 2, calls  # the run's data, the pretrain's
