@@ -163,10 +163,16 @@ def probe(address: str) -> ClusterInfo:
             protocol = speaks(conn)
     except OSError as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        found = (
+            " (what address auto found: the cluster last started on this machine, which may "
+            "be gone; --address local runs on embedded Ray here instead)"
+            if address.strip() == "auto"
+            else ""
+        )
         raise ClusterError(
-            f"cannot reach the Ray cluster at {gcs}: {reason}. Is it running (`ray status` on "
-            "the head node)? The address is the GCS address `ray start --head` prints "
-            "(port 6379 by default); from outside the cluster's network, forward it "
+            f"cannot reach the Ray cluster at {gcs}{found}: {reason}. Is it running (`ray "
+            "status` on the head node)? The address is the GCS address `ray start --head` "
+            "prints (port 6379 by default); from outside the cluster's network, forward it "
             "(ssh -L 6379:localhost:6379 HEAD)"
         ) from None
     if protocol == "http":

@@ -834,3 +834,22 @@ def test_the_clusters_dashboard_listens_on_loopback_only(cluster):
     port = int(cluster.dashboard.rsplit(":", 1)[1])
     # 127.0.0.1 in /proc/net/tcp's little-endian hex; nothing on 0.0.0.0 or another address.
     assert _listening(port) == {"0100007F"}
+
+
+def test_a_stale_cluster_found_by_address_auto_says_how_to_run_here(monkeypatch):
+    """A stopped job's resume said only "cannot reach the Ray cluster at 192.0.2.2:6390":
+    an address the user never typed, that auto found in a stale file."""
+    from orchestrator import cluster
+    from orchestrator.errors import ClusterError
+
+    (closed,) = _free_ports(1)
+    monkeypatch.setattr(cluster, "gcs_address", lambda address: f"127.0.0.1:{closed}")
+    with pytest.raises(ClusterError) as caught:
+        cluster.probe("auto")
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{closed} (what address auto found" in (
+        str(caught.value)
+    )
+    assert "--address local runs on embedded Ray here" in str(caught.value)
+    with pytest.raises(ClusterError) as caught:
+        cluster.probe(f"127.0.0.1:{closed}")
+    assert "address auto" not in str(caught.value)
