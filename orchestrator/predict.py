@@ -100,7 +100,9 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         )
     config_path = run_dir / BEST_CONFIG
     if not config_path.is_file():
-        if not (run_dir / "leaderboard.csv").is_file():
+        from orchestrator.leaderboard import FILES
+
+        if not (run_dir / FILES["csv"]).is_file():
             raise RunDirError(no_leaderboard(run_dir))
         raise RunDirError(
             f"run {run_dir} has no {BEST_CONFIG}: no trial finished with a saved model"
