@@ -238,7 +238,7 @@ def run(
             if live is not None:
                 live.stop()
             if exc.leaderboard is not None and len(exc.leaderboard):
-                _print_table(exc.leaderboard)
+                _print_table(exc.leaderboard, exc.run_dir)
             err.print(str(exc), markup=False)
             raise typer.Exit(exc.exit_status) from None
         except KeyboardInterrupt:  # outside a search: before it, or while the run is saved
@@ -256,7 +256,7 @@ def run(
             return
     if live is not None:
         live.stop()
-    _print_table(outcome.leaderboard)
+    _print_table(outcome.leaderboard, outcome.run_dir)
     best = outcome.best or {}
     out.print(
         f"best: {best.get('strategy')} trial {best.get('trial_id')} "
@@ -358,7 +358,7 @@ def leaderboard(
     elif format is Format.json:
         sys.stdout.write(lb.to_json(frame) + "\n")
     else:
-        _print_table(frame)
+        _print_table(frame, run_dir)
 
 
 @app.command()
@@ -769,11 +769,25 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _print_table(frame: Any) -> None:
-    from orchestrator.leaderboard import METRIC_COLUMNS
+def _ranked_by(run_dir: Path) -> str:
+    """The metric a run directory's leaderboard is ranked by (its recipe's)."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load((Path(run_dir) / "recipe.yaml").read_text(encoding="utf-8"))
+        return str(recipe["search"]["metric"])
+    except Exception:  # an old or damaged run: the default metric
+        return "val_accuracy"
+
+
+def _print_table(frame: Any, run_dir: Path | None = None) -> None:
+    from orchestrator.leaderboard import LEAD_COLUMNS, METRIC_COLUMNS, TAIL_COLUMNS
 
     hidden = {"val_loss", "test_loss", "peak_memory_mb", "params_total", "params_trainable", "note"}
+    if run_dir is not None:
+        hidden.discard(_ranked_by(run_dir))  # the column the ranks come from stays
     columns = [c for c in frame.columns if c not in hidden]
+    parameters = set(frame.columns) - set(LEAD_COLUMNS + METRIC_COLUMNS + TAIL_COLUMNS)
     if not frame["error"].notna().any():
         columns.remove("error")
     if "retries" in frame and not (frame["retries"].fillna(0) > 0).any():
@@ -791,8 +805,12 @@ def _print_table(frame: Any) -> None:
             value = row[column]
             if column == "error" and isinstance(value, str):
                 value = value[:60]
-            digits = 4 if column in METRIC_COLUMNS else 3
-            cells.append(_fmt(None if _isna(value) else value, digits))
+            value = None if _isna(value) else value
+            if column in parameters and isinstance(value, float):
+                # Three significant digits: learning rates 0.00648 and 0.00624 differ.
+                cells.append(f"{value:.3g}")
+                continue
+            cells.append(_fmt(value, 4 if column in METRIC_COLUMNS else 3))
         table.add_row(*cells)
     console.print(table)
 

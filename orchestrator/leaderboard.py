@@ -9,6 +9,7 @@ and come last. Files are written atomically, so a crash never leaves a torn one.
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -87,11 +88,17 @@ def build_leaderboard(results: list[TrialResult], *, metric: str, mode: str) -> 
     frame[METRIC_COLUMNS] = frame[METRIC_COLUMNS].astype("float64")
     rankable = frame["status"].isin(["ok", "pruned"]) & frame[metric].notna()
     ascending = mode == "min"
-    # Among equal scores the cheaper trial ranks first.
+    # Among equal scores the smaller model ranks first, then the one that trained
+    # fewer epochs, then the earlier strategy (in the order the results came:
+    # the recipe's) and trial. Never wall time: one seed ranks one way.
+    strategies = {name: i for i, name in enumerate(dict.fromkeys(frame["strategy"]))}
+    frame["_strategy"] = frame["strategy"].map(strategies)
+    keys = [metric, "params_total", "epochs", "_strategy", "trial_id"]
     order = frame[rankable].sort_values(
-        [metric, "fit_seconds", "trial_id"], ascending=[ascending, True, True], na_position="last"
+        keys, ascending=[ascending, True, True, True, True], na_position="last", kind="stable"
     )
-    rest = frame[~rankable].sort_values(["strategy", "trial_id"])
+    rest = frame[~rankable].sort_values(["_strategy", "trial_id"])
+    order, rest = order.drop(columns="_strategy"), rest.drop(columns="_strategy")
     frame = pd.concat([order, rest], ignore_index=True)
     ranks = pd.array([*range(1, len(order) + 1), *([pd.NA] * len(rest))], dtype="Int64")
     frame.insert(0, "rank", ranks)
@@ -111,30 +118,73 @@ def best_row(frame: pd.DataFrame) -> pd.Series | None:
 
 
 def to_markdown(frame: pd.DataFrame) -> str:
-    """The leaderboard as a Markdown table (blank cells for missing values)."""
-    return _display(frame).to_markdown(index=False)
+    """The leaderboard as a Markdown table (blank cells for missing values).
+
+    Cells are shown as :func:`_display` formats them (no re-reading of
+    numbers), on one line, with ``|`` and HTML's ``<``, ``>`` and ``&``
+    escaped: an error message cannot split a row or render as markup.
+    """
+
+    def cell(value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return html.escape(value, quote=False).replace("|", "\\|")
+
+    from pandas.api.types import is_numeric_dtype
+
+    shown = _display(frame).apply(lambda column: column.map(cell))
+    align = ["right" if is_numeric_dtype(frame[c]) else "left" for c in frame.columns]
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
+def _number(value: Any, digits: int) -> str:
+    """A score with ``digits`` decimals, or in e-notation where that would mislead."""
+    if value == 0 or 10 ** -(digits - 1) <= abs(value) < 1e6:
+        return f"{value:.{digits}f}"
+    return f"{value:.2e}"  # tiny, or huge (a diverging loss of 1e20)
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as the Markdown and HTML files show it: numbers as text,
+    text on one line (the CSV keeps every character)."""
     shown = frame.copy()
-    for column in ("val_accuracy", "test_accuracy", "val_loss", "test_loss"):
-        shown[column] = shown[column].map(lambda v: "" if v != v or v is None else f"{v:.4f}")
+    for column in METRIC_COLUMNS:
+        shown[column] = shown[column].map(lambda v: "" if v != v or v is None else _number(v, 4))
     if "lambda" in shown:
         shown["lambda"] = shown["lambda"].map(lambda v: "" if v != v or v is None else f"{v:.3g}")
     if "learning_rate" in shown:
         shown["learning_rate"] = shown["learning_rate"].map(
             lambda v: "" if v != v or v is None else f"{v:.3g}"
         )
+    for column in ("error", "note"):
+        if column in shown:
+            shown[column] = shown[column].map(
+                lambda v: " ".join(v.split()) if isinstance(v, str) else v
+            )
     return shown.astype(object).where(shown.notna(), "")
+
+
+#: ``leaderboard.html``: a page of its own (opened from a file, a fragment
+#: without a charset shows non-ASCII text as the browser guesses).
+_HTML_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>table{{border-collapse:collapse;font:13px sans-serif}}
+th,td{{padding:2px 8px;border-bottom:1px solid #ddd;text-align:right}}</style>
+</head><body>
+{table}
+</body></html>
+"""
 
 
 def write_leaderboard(frame: pd.DataFrame, run_dir: Path) -> dict[str, Path]:
     """Write ``leaderboard.csv``, ``.md`` and ``.html`` into ``run_dir``, atomically."""
     paths = {}
+    table = _display(frame).to_html(index=False, border=0, classes="leaderboard")
+    title = html.escape(f"graftune leaderboard: {Path(run_dir).name}")
     texts = {
         "csv": frame.to_csv(index=False),
         "md": to_markdown(frame) + "\n",
-        "html": _display(frame).to_html(index=False, border=0, classes="leaderboard"),
+        "html": _HTML_PAGE.format(title=title, table=table),
     }
     for kind, text in texts.items():
         path = Path(run_dir) / FILES[kind]
@@ -148,14 +198,16 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
     import pandas as pd
 
     path = Path(run_dir) / FILES["csv"]
-    frame = pd.read_csv(path, keep_default_na=True)
+    # Only an empty cell is missing: a searched choice may be the text "nan",
+    # "None" or "NA", which pandas would otherwise read as missing too.
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
     for column in ("rank", "epochs", "params_total", "params_trainable", "retries"):
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     # An integer parameter that some rows lack (another strategy's) reads as
     # floats; written as Int64 (see build_leaderboard), its text has no decimal
     # point, which a float column's always has.
-    text = pd.read_csv(path, dtype=str, keep_default_na=True)
+    text = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     for column in frame.columns:
         if frame[column].dtype == "float64":
             written = text[column].dropna()

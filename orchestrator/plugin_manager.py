@@ -7,7 +7,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
 from types import ModuleType
@@ -96,16 +96,42 @@ def _host_distribution(plugin_name: str) -> tuple[str, str]:
     return "(not installed)", "-"
 
 
-def _entry_points() -> list[metadata.EntryPoint]:
-    seen: set[str] = set()
-    result = []
+#: The distributions ``orchestrator.testing.graftune_register`` writes: documented
+#: to win over an installed entry point of the same name, for one test.
+_TESTING_DISTRIBUTION = "graftune-testing-"
+
+
+def _entry_points(blocked: Callable[[str], bool] = lambda name: False) -> list[metadata.EntryPoint]:
+    """The ``graftune`` group's entry points, one per name.
+
+    Raises:
+        PluginError: Two distributions use one entry-point name for different
+            plugins (pip installs both; only one could load, and which would
+            depend on ``sys.path``). A name the recipe disables is not checked.
+    """
+    chosen: dict[str, metadata.EntryPoint] = {}
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        # The same distribution found twice on sys.path must not count as a duplicate.
-        if ep.name in seen:
+        first = chosen.get(ep.name)
+        if first is None:
+            chosen[ep.name] = ep
             continue
-        seen.add(ep.name)
-        result.append(ep)
-    return result
+        # The same distribution found twice on sys.path is no duplicate.
+        if first.value == ep.value or blocked(ep.name):
+            continue
+        if _dist_label(first).startswith(_TESTING_DISTRIBUTION):
+            continue
+        raise PluginError(
+            f"two installed distributions name a graftune plugin {ep.name!r}: "
+            f"{_dist_label(first)} ({first.value}) and {_dist_label(ep)} ({ep.value}); "
+            "only one can load under that name: uninstall one (pip uninstall), or "
+            "rename its entry point in its pyproject.toml",
+            plugin=ep.name,
+        )
+    return list(chosen.values())
+
+
+def _dist_label(ep: metadata.EntryPoint) -> str:
+    return f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown"
 
 
 def _import_explicit(name: str) -> ModuleType:
@@ -174,10 +200,10 @@ def get_plugin_manager(
             owners[name] = f"{name} (graftune)"
 
     if autoload:
-        for ep in _entry_points():
+        for ep in _entry_points(pm.is_blocked):
             if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
                 continue
-            dist_label = f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown"
+            dist_label = _dist_label(ep)
             try:
                 plugin = ep.load()
             except Exception as exc:

@@ -367,7 +367,7 @@ class Recipe(_Model):
     def to_yaml(self) -> str:
         """The resolved recipe as YAML (what a run directory keeps)."""
         data = self.model_dump(mode="json", exclude_defaults=False)
-        return yaml.safe_dump(data, sort_keys=False)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 # -- loading --------------------------------------------------------------------

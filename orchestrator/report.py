@@ -78,9 +78,13 @@ class RunRecord:
         return "test_" + self.metric.removeprefix("val_")
 
     def scored(self) -> pd.DataFrame:
-        """The trials with a value of the metric (``ok`` and ``pruned``)."""
+        """The trials with a value of the metric (``ok`` and ``pruned``).
+
+        A ``diverged`` trial may have a value from before its loss blew up;
+        it is not a result to compare, nor the cheapest on a Pareto front.
+        """
         frame = self.leaderboard
-        return frame[frame[self.metric].notna()]
+        return frame[frame[self.metric].notna() & frame["status"].isin(["ok", "pruned"])]
 
 
 @dataclass
@@ -443,6 +447,8 @@ def _cell(column: str, value: Any) -> str:
         classes = "text" + (f" status-{_e(value)}" if column == "status" else "")
         title = f" title='{_e(value)}'" if shown != value else ""
         return f"<td class='{classes}'{title}>{_e(shown)}</td>"
+    if type(value).__name__ in ("bool", "bool_"):  # True/False, as the other files show them
+        return f"<td class='text' data-sort='{int(value)}'>{value}</td>"
     number = float(value)
     if column in ("lambda", "learning_rate"):
         shown = f"{number:.3g}"
@@ -485,7 +491,10 @@ def _compact_recipe(recipe: dict[str, Any]) -> str:
             return [compact(v) for v in value]
         return value
 
-    return yaml.safe_dump(compact(recipe), sort_keys=False, default_flow_style=None)
+    shown = compact(recipe)
+    if isinstance(recipe.get("strategies"), dict):  # one left at its defaults ({}) ran too
+        shown["strategies"] = {k: compact(v) for k, v in recipe["strategies"].items()}
+    return yaml.safe_dump(shown, sort_keys=False, default_flow_style=None, allow_unicode=True)
 
 
 def _figure_html(plot: Plot) -> str:

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.models import CROSS_ENTROPY
+
 if TYPE_CHECKING:
     from orchestrator.bases import BaseInfo, LoadedBase
     from orchestrator.data import Dataset
@@ -186,7 +188,15 @@ def configure_tensorflow(cpus: float, gpus: float) -> None:
                 tf.config.experimental.set_memory_growth(device, True)
 
 
-def _epoch_reporter(report: Callable[[dict[str, Any]], None], total: int) -> Any:
+def _epoch_reporter(
+    report: Callable[[dict[str, Any]], None], total: int, metric: str | None = None
+) -> Any:
+    """The callback that reports each epoch of a trial to its search.
+
+    It also holds a strategy to the contract a search depends on: at most
+    ``total`` epochs, and the search's ``metric`` in every epoch's logs
+    (without it, Ray Tune would stop the whole search, not the trial).
+    """
     import keras
 
     class EpochReporter(keras.callbacks.Callback):
@@ -202,7 +212,25 @@ def _epoch_reporter(report: Callable[[dict[str, Any]], None], total: int) -> Any
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.epochs += 1
             metrics = {k: float(v) for k, v in (logs or {}).items()}
+            data_loss = metrics.pop(f"val_{CROSS_ENTROPY}", None)
+            if data_loss is not None and "val_loss" in metrics:
+                # val_loss is the data loss (what schedulers and the leaderboard
+                # compare); Keras' own, with the penalties, is val_objective.
+                metrics["val_objective"] = metrics["val_loss"]
+                metrics["val_loss"] = data_loss
             metrics["epoch"] = self.epochs
+            if self.epochs > total:
+                raise RuntimeError(
+                    f"Strategy.fit trained more than the {total} epochs it was given "
+                    "(an override must run at most `epochs` in all its fit calls)"
+                )
+            if metric is not None and metric not in metrics:
+                raise ValueError(
+                    f"the model's epoch {self.epochs} logs have no {metric} to search by "
+                    f"(only {', '.join(sorted(logs or {})) or 'nothing'}): Strategy.build must "
+                    "compile it with metrics=['accuracy'] and Strategy.fit must pass the "
+                    "validation data (data.x_val, data.y_val) to model.fit"
+                )
             self.history.append(metrics)
             if not math.isfinite(metrics.get("loss", 0.0)):
                 self.diverged = True
@@ -246,7 +274,7 @@ def run_trial(
 
     from orchestrator.bases import load_base
     from orchestrator.cluster import node_label
-    from orchestrator.models import build_training_state, evaluate_arrays
+    from orchestrator.models import build_training_state
     from orchestrator.strategy import FitData
 
     _freeze_imports()
@@ -264,7 +292,7 @@ def run_trial(
     result.devices = os.environ.get("CUDA_VISIBLE_DEVICES")
     result.node = node_label()
     result.started_at = time.time()
-    reporter = _epoch_reporter(report, spec.max_epochs)
+    reporter = _epoch_reporter(report, spec.max_epochs, spec.metric)
     try:
         # A reused worker keeps the previous trial's policy unless it is set every time.
         use_mixed = bool(spec.mixed_precision and spec.gpus)
@@ -290,6 +318,16 @@ def run_trial(
             model, dict(config), data, epochs=spec.max_epochs, callbacks=callbacks
         )
         result.fit_seconds = round(time.perf_counter() - started, 3)
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                f"strategy {spec.strategy.name}.fit returned {type(model).__name__}, "
+                "not the trained keras.Model"
+            )
+        if not reporter.epochs and not reporter.diverged:
+            raise RuntimeError(
+                f"strategy {spec.strategy.name}.fit trained no epoch the search saw: an "
+                "override must pass `callbacks` to every model.fit call"
+            )
         result.epochs = reporter.epochs
         result.params_total = int(model.count_params())
         if cut is not None:
@@ -308,8 +346,9 @@ def run_trial(
         else:
             val = _last_validation(spec.strategy, reporter, spec.max_epochs)
             if val is None:
-                val = evaluate_arrays(model, inputs["val"], dataset.y_val)
-            test = evaluate_arrays(model, inputs["test"], dataset.y_test)
+                val = scores(probabilities(model, inputs["val"]), dataset.y_val)
+            predicted = probabilities(model, inputs["test"])
+            test = scores(predicted, dataset.y_test)
             result.val_accuracy = finite_or_none(val.get("accuracy"))
             result.val_loss = finite_or_none(val.get("loss"))
             result.test_accuracy = finite_or_none(test.get("accuracy"))
@@ -319,7 +358,7 @@ def run_trial(
             model.save(saved)
             result.model_path = str(saved)
             # What the model predicted in the run, to check saved copies against.
-            np.save(folder / PREDICTIONS_FILE, probabilities(model, inputs["test"]))
+            np.save(folder / PREDICTIONS_FILE, predicted)
             result.status = "ok"
     except Exception as exc:
         result.status = "error"
@@ -335,8 +374,11 @@ def run_trial(
     _finish(folder, result, reporter, spec.storage)
     if reporter.pending is not None:
         pending = dict(reporter.pending)
+        # The trial's own scores (a fit of its own may return other weights).
         if result.val_accuracy is not None:
             pending["val_accuracy"] = result.val_accuracy
+        if result.val_loss is not None:
+            pending["val_loss"] = result.val_loss
         report(pending)
     _release()
     return result
@@ -346,7 +388,22 @@ def _tensorboard(folder: Path) -> Any:
     """Per-epoch scalars for ``tensorboard --logdir RUN_DIR/trials``, nothing heavier."""
     import keras
 
-    return keras.callbacks.TensorBoard(
+    class TrialTensorBoard(keras.callbacks.TensorBoard):
+        """Steps count the trial's epochs, not each ``fit``'s: a strategy that
+        trains in phases (two ``fit`` calls, each from epoch 0) draws one curve."""
+
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.seen = 0
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            super().on_epoch_begin(self.seen, logs)
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            super().on_epoch_end(self.seen, logs)
+            self.seen += 1
+
+    return TrialTensorBoard(
         log_dir=str(folder / TENSORBOARD_DIR),
         histogram_freq=0,
         write_graph=False,
@@ -457,6 +514,32 @@ def probabilities(model: Any, x: Any, batch_size: int | None = None) -> Any:
     )
 
 
+def scores(predicted: Any, y: Any) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of predicted class probabilities.
+
+    The cross-entropy is Keras' (each row normalised to sum 1, then clipped to
+    ``[ε, 1 - ε]``), of the data alone: a model's penalties (λ·R(θ)), which
+    Keras adds to its ``loss``, are part of what a trial minimises, not of
+    how well it predicts, and would rank trials of a small λ, or of L2-SP
+    against L2, above better ones. Every strategy's trials are scored so,
+    however they compiled their model.
+    """
+    import keras
+    import numpy as np
+
+    y = np.asarray(y).astype(int)
+    if len(y) == 0:
+        return {}
+    p = np.asarray(predicted, dtype=np.float64)
+    p = p / p.sum(axis=-1, keepdims=True)
+    eps = keras.config.epsilon()
+    chosen = np.clip(p[np.arange(len(y)), y], eps, 1 - eps)
+    return {
+        "accuracy": float((p.argmax(axis=-1) == y).mean()),
+        "loss": float(-np.log(chosen).mean()),
+    }
+
+
 def _last_validation(strategy: Strategy, reporter: Any, epochs: int) -> dict[str, float] | None:
     """The last epoch's validation metrics, where they are the returned model's.
 
@@ -464,14 +547,16 @@ def _last_validation(strategy: Strategy, reporter: Any, epochs: int) -> dict[str
     ``fit`` validates the weights it ends with after the last one: evaluating
     the validation split again would give the same numbers (0.1 s a trial on
     the digits MLP). A strategy with a ``fit`` of its own may return another
-    model, or other weights; ``None`` then, and the trial evaluates.
+    model, or other weights; ``None`` then, and the trial evaluates. So too
+    where the epoch's ``val_loss`` is Keras' objective, not the data loss (a
+    model compiled without :data:`~orchestrator.models.CROSS_ENTROPY`).
     """
     from orchestrator.strategy import Strategy
 
     if type(strategy).fit is not Strategy.fit or reporter.epochs != epochs:
         return None
     last = reporter.history[-1] if reporter.history else {}
-    if "val_accuracy" not in last or "val_loss" not in last:
+    if "val_accuracy" not in last or "val_objective" not in last:
         return None
     return {"accuracy": last["val_accuracy"], "loss": last["val_loss"]}
 

@@ -67,9 +67,55 @@ class RaisingStrategy(Strategy):
         raise RuntimeError("deliberate failure in build")
 
 
+class NoAccuracyMLP(ScratchMLP):
+    """Compiles its model without the accuracy metric the contract asks for."""
+
+    name = "no_accuracy_mlp"
+
+    def search_space(self, context):
+        return tiny_space()
+
+    def build(self, config, task, base):
+        model = super().build(config, task, base)
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+        return model
+
+
+class SilentFitMLP(ScratchMLP):
+    """A ``fit`` of its own that forgets graftune's callbacks: no epoch is reported."""
+
+    name = "silent_fit_mlp"
+
+    def search_space(self, context):
+        return tiny_space()
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        model.fit(data.x_train, data.y_train, epochs=epochs, verbose=0)
+        return model
+
+
+class OvertimeMLP(SilentFitMLP):
+    """Trains more epochs than it was given."""
+
+    name = "overtime_mlp"
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        model.fit(data.x_train, data.y_train, epochs=epochs + 2, callbacks=callbacks, verbose=0)
+        return model
+
+
 @hookimpl
 def graftune_register_strategies(registry):
-    for strategy in (ExplodingMLP, RaisingStrategy, DyingMLP, SlowMLP, InterruptedMLP):
+    for strategy in (
+        ExplodingMLP,
+        RaisingStrategy,
+        DyingMLP,
+        SlowMLP,
+        InterruptedMLP,
+        NoAccuracyMLP,
+        SilentFitMLP,
+        OvertimeMLP,
+    ):
         registry.add(strategy)
 
 

@@ -48,14 +48,30 @@ RESULTS = [
 
 def test_ranked_by_metric_with_failures_last():
     frame = build_leaderboard(RESULTS, metric="val_accuracy", mode="max")
-    assert list(frame["trial_id"]) == ["e", "b", "d", "a", "c", "f"]
+    # b and e tie: same size and epochs, so the recipe's first strategy's (not the faster).
+    assert list(frame["trial_id"]) == ["b", "e", "d", "a", "c", "f"]
     assert list(frame["rank"][:4]) == [1, 2, 3, 4]
     assert frame["rank"][4:].isna().all()
 
 
 def test_min_mode_ranks_small_first():
     frame = build_leaderboard(RESULTS, metric="val_loss", mode="min")
-    assert list(frame["trial_id"][:4]) == ["e", "b", "d", "a"]
+    assert list(frame["trial_id"][:4]) == ["b", "e", "d", "a"]
+
+
+def test_ties_go_to_the_smaller_model_then_fewer_epochs_never_to_wall_time():
+    import dataclasses
+
+    tied = [
+        dataclasses.replace(result("big", val=0.9, seconds=0.1), params_total=500),
+        dataclasses.replace(result("long", val=0.9, seconds=0.2), epochs=9),
+        result("late", val=0.9, seconds=9.0),
+        result("early", val=0.9, seconds=5.0, strategy="fine_tune"),
+    ]
+    frame = build_leaderboard(tied, metric="val_accuracy", mode="max")
+    assert list(frame["trial_id"]) == ["late", "early", "long", "big"]
+    again = build_leaderboard(tied[::-1], metric="val_accuracy", mode="max")
+    assert list(again["trial_id"]) == ["early", "late", "long", "big"]  # the recipe's order
 
 
 def test_columns_and_types():
@@ -214,3 +230,18 @@ def test_the_printed_table_keeps_huge_and_tiny_numbers_short():
     assert _fmt(0.91784, 4) == "0.9178"
     assert _fmt(128.0, 3) == "128.000"
     assert _fmt(0.0) == "0.0000"
+
+
+def test_markdown_and_html_keep_an_error_in_its_cell(tmp_path):
+    failed = result("x", status="error")
+    failed.error = "ValueError: bad | pipe\nsecond line <b>bold</b> & more"
+    frame = build_leaderboard([failed, result("y", val=0.5)], metric="val_accuracy", mode="max")
+    lines = to_markdown(frame).splitlines()
+    assert len(lines) == 4  # header, rule, two rows: the newline did not split the row
+    assert lines[0].count("|") == lines[-1].count("|") - 1  # one escaped pipe more, no column
+    assert r"bad \| pipe second line &lt;b&gt;bold&lt;/b&gt; &amp; more" in lines[-1]
+    write_leaderboard(frame, tmp_path)
+    page = (tmp_path / "leaderboard.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
+    assert "second line &lt;b&gt;bold&lt;/b&gt;" in page and "\\n" not in page
+    assert read_leaderboard(tmp_path).loc[1, "error"] == failed.error  # the CSV keeps it whole

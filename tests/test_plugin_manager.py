@@ -126,6 +126,29 @@ def test_two_strategies_with_one_name_name_both_owners(site):
     assert "clash (graftune-clash 2.0)" in message
 
 
+@pytest.mark.parametrize("name", ["probe", "fine_tune"], ids=["third-party", "built-in"])
+def test_two_distributions_with_one_entry_point_name_are_both_named(site, name):
+    # pip installs both; only one could load under the name, and which, sys.path would say.
+    make_distribution(
+        site, "graftune-one", "1.0", {"gt_test_one": GOOD_PLUGIN}, {name: "gt_test_one"}
+    )
+    if name == "probe":  # else graftune's own fine_tune is the other
+        make_distribution(
+            site, "graftune-two", "1.0", {"gt_test_two": GOOD_PLUGIN}, {name: "gt_test_two"}
+        )
+    with pytest.raises(PluginError) as info:
+        get_plugin_manager()
+    message = str(info.value)
+    assert f"two installed distributions name a graftune plugin {name!r}" in message
+    assert "graftune-one 1.0 (gt_test_one)" in message
+    if name == "probe":
+        assert "graftune-two 1.0 (gt_test_two)" in message
+    else:  # found on sys.path first, the test's distributions come before graftune's
+        assert "orchestrator.builtin_plugins.fine_tune" in message
+    # Disabled, the name is neither's: the run goes on without it.
+    assert name not in {i.name for i in get_plugin_manager(disable=[name]).infos()}
+
+
 def test_an_unknown_hook_is_rejected_by_check_pending(site):
     source = """
         from orchestrator import hookimpl

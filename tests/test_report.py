@@ -275,3 +275,36 @@ def test_trials_log_their_curves_for_tensorboard(finished):
             tags = events.Tags()["tensors"]
             assert "epoch_loss" in tags and "epoch_accuracy" in tags, tags
             assert len(events.Tensors("epoch_loss")) == row.epochs == 2
+
+
+def test_diverged_trials_are_not_scored_and_default_strategies_are_shown(tmp_path):
+    from orchestrator.report import RunRecord, _cell, _compact_recipe
+
+    frame = pd.DataFrame(
+        {
+            "strategy": ["a", "a", "a"],
+            "trial_id": ["ok", "pruned", "blew"],
+            "status": ["ok", "pruned", "diverged"],
+            "val_accuracy": [0.9, 0.5, 0.1],  # the diverged one kept an early score
+        }
+    )
+    run = RunRecord(tmp_path, {}, "", "val_accuracy", "max", frame, ["a"], None)
+    assert list(run.scored()["trial_id"]) == ["ok", "pruned"]
+    shown = _compact_recipe({"name": "r", "strategies": {"scratch_mlp": {}, "fine_tune": {"x": 1}}})
+    assert "scratch_mlp: {}" in shown and "fine_tune: {x: 1}" in shown
+    assert "é" in _compact_recipe({"name": "é", "strategies": {"a": {}}})
+    assert ">True<" in _cell("two_phase", True) and ">False<" in _cell("two_phase", False)
+
+
+def test_parameter_values_pandas_reads_as_missing_stay_text(tmp_path):
+    from orchestrator.leaderboard import build_leaderboard, read_leaderboard, write_leaderboard
+    from orchestrator.trial import TrialResult
+
+    rows = [
+        TrialResult("s", f"t{i}", "ok", {"mode": mode}, val_accuracy=0.5)
+        for i, mode in enumerate(["nan", "None", "NA", "null"])
+    ]
+    write_leaderboard(build_leaderboard(rows, metric="val_accuracy", mode="max"), tmp_path)
+    back = read_leaderboard(tmp_path)
+    assert sorted(back["mode"]) == ["NA", "None", "nan", "null"]
+    assert back["test_accuracy"].isna().all()  # an empty cell is still missing

@@ -137,7 +137,9 @@ def test_validation_scores_are_the_saved_models(finished_run, ray_session, strat
     assert float((predicted == data.y_val).mean()) == pytest.approx(row["val_accuracy"], abs=1e-6)
     if model.compiled:  # a whole model saved by the trial (not one assembled at load)
         scores = model.evaluate(data.x_val, data.y_val, verbose=0, return_dict=True)
-        assert scores["loss"] == pytest.approx(row["val_loss"], rel=1e-4)
+        # val_loss is the cross-entropy alone; Keras' loss adds the λ penalty.
+        assert scores["cross_entropy"] == pytest.approx(row["val_loss"], rel=1e-4)
+        assert scores["loss"] > scores["cross_entropy"]
 
 
 def test_observers_saw_every_trial_and_a_raising_one_was_ignored(e2e_run, finished_run):
@@ -239,17 +241,52 @@ def test_only_the_default_fit_gives_its_last_epoch_as_the_validation_score():
 
     strategies = get_plugin_manager().strategies
     scratch, fine_tune = strategies.get("scratch_mlp")(), strategies.get("fine_tune")()
-    reporter = _epoch_reporter(lambda metrics: None, 3)
+    reported = []
+    reporter = _epoch_reporter(reported.append, 3)
     for epoch, accuracy in enumerate([0.5, 0.7, 0.9]):
-        reporter.on_epoch_end(
-            epoch, {"loss": 1.0, "val_loss": 1 - accuracy, "val_accuracy": accuracy}
-        )
+        logs = {"loss": 1.0, "val_loss": 1.5 - accuracy, "val_accuracy": accuracy}
+        reporter.on_epoch_end(epoch, {**logs, "val_cross_entropy": 1 - accuracy})
     assert _last_validation(scratch, reporter, 3) == {"accuracy": 0.9, "loss": pytest.approx(0.1)}
     assert _last_validation(fine_tune, reporter, 3) is None  # a fit of its own
     assert _last_validation(scratch, reporter, 4) is None  # stopped before its last epoch
+    # What the search sees: val_loss is the cross-entropy, Keras' objective beside it.
+    assert reported[0]["val_loss"] == pytest.approx(0.5)
+    assert reported[0]["val_objective"] == pytest.approx(1.0)
+    assert "val_cross_entropy" not in reported[0]
     unvalidated = _epoch_reporter(lambda metrics: None, 1)
     unvalidated.on_epoch_end(0, {"loss": 1.0})
     assert _last_validation(scratch, unvalidated, 1) is None
+    # A model compiled without the cross-entropy metric: its val_loss has the
+    # penalties in it, so the trial scores the validation split itself.
+    penalised = _epoch_reporter(lambda metrics: None, 1)
+    penalised.on_epoch_end(0, {"loss": 1.0, "val_loss": 0.6, "val_accuracy": 0.9})
+    assert _last_validation(scratch, penalised, 1) is None
+
+
+def test_scores_are_the_cross_entropy_without_the_penalty():
+    import keras
+    import numpy as np
+
+    from orchestrator.models import compile_classifier
+    from orchestrator.trial import probabilities, scores
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((40, 5)).astype("float32"), rng.integers(0, 3, 40)
+    model = keras.Sequential(
+        [
+            keras.Input((5,)),
+            keras.layers.Dense(
+                3, activation="softmax", kernel_regularizer=keras.regularizers.L2(1.0)
+            ),
+        ]
+    )
+    keras_says = compile_classifier(model, 1e-3).evaluate(x, y, verbose=0, return_dict=True)
+    ours = scores(probabilities(model, x), y)
+    assert ours["loss"] == pytest.approx(keras_says["cross_entropy"], rel=1e-5)
+    assert keras_says["loss"] > ours["loss"] + 0.1  # Keras' loss: the penalty on top
+    assert ours["accuracy"] == pytest.approx(keras_says["accuracy"])
+    assert scores(np.eye(3)[[0, 1]], [0, 1]) == {"accuracy": 1.0, "loss": pytest.approx(1e-7)}
+    assert scores(np.zeros((0, 3)), []) == {}
 
 
 @pytest.mark.parametrize("shape", [(64,), (16, 16, 1), (40, 40, 3)])

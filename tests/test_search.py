@@ -63,6 +63,25 @@ def run(recipe: Path, **kwargs):
     return run_recipe(recipe, plugins=[fixture_plugins], echo=print, **kwargs)
 
 
+def test_strategies_that_break_the_fit_contract_fail_their_trials_not_the_search(
+    by_value, tmp_path
+):
+    # Without the metric in an epoch's report, Ray Tune would stop the whole run.
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 1, max_epochs: 2}",
+        "{no_accuracy_mlp: {}, silent_fit_mlp: {}, overtime_mlp: {}, scratch_mlp: {}}",
+    )
+    frame = run(recipe).leaderboard.set_index("strategy")
+    assert frame.loc["scratch_mlp", "status"] == "ok"
+    errors = frame["error"].to_dict()
+    assert (frame.drop(index="scratch_mlp")["status"] == "error").all(), errors
+    assert "logs have no val_accuracy to search by" in errors["no_accuracy_mlp"]
+    assert "compile it with metrics=['accuracy']" in errors["no_accuracy_mlp"]
+    assert "pass `callbacks` to every model.fit call" in errors["silent_fit_mlp"]
+    assert "trained more than the 2 epochs it was given" in errors["overtime_mlp"]
+
+
 @pytest.mark.parametrize(
     "search",
     [

@@ -148,9 +148,14 @@ def test_regularizer_is_searched_and_shown(digits, base_info, tmp_path):
 # -- two-phase fine-tuning ---------------------------------------------------------
 
 
-def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(digits, base_info):
+def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(
+    digits, base_info, tmp_path
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     from orchestrator.bases import load_base
     from orchestrator.strategy import FitData
+    from orchestrator.trial import _tensorboard
 
     base = load_base(base_info)
     config = ft_config(frozen_layers=1, two_phase=True, learning_rate=1e-2)
@@ -170,12 +175,16 @@ def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(digits, 
             seen.append((lr, moved))
 
     data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 64)
-    strategy.fit(model, config, data, epochs=4, callbacks=[Watch()])
+    strategy.fit(model, config, data, epochs=4, callbacks=[Watch(), _tensorboard(tmp_path)])
     # One head epoch at the full rate with the base untouched, three at a tenth.
     assert seen[0] == (pytest.approx(1e-2), False)
     assert [lr for lr, _ in seen[1:]] == [pytest.approx(1e-3)] * 3
     assert seen[-1][1] is True
     assert len(seen) == 4
+    # TensorBoard draws the two phases as one curve of four epochs.
+    events = EventAccumulator(str(tmp_path / "tensorboard" / "validation"))
+    events.Reload()
+    assert [event.step for event in events.Tensors("epoch_accuracy")] == [0, 1, 2, 3]
 
 
 # -- the frozen-feature cache --------------------------------------------------------
