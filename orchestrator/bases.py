@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator.errors import BaseModelError, did_you_mean
+from orchestrator.errors import BaseModelError, GraftuneError, did_you_mean
 from orchestrator.markers import hookimpl
 
 if TYPE_CHECKING:
@@ -646,9 +646,31 @@ def graftune_register_bases(registry: Registry) -> None:
 # -- preparing in the driver, loading in a trial -------------------------------------
 
 
+#: What :meth:`BaseProvider.preprocessing` may return.
+PREPROCESSING_MODES = (None, "caffe", "tf", "torch", "raw255")
+
+
+def _calling(providers: Registry, kind: str, method: str, *args: Any) -> Any:
+    """Call a provider's ``method``, so that any failure names the provider.
+
+    A :class:`BaseModelError` (or another graftune error) goes through as it
+    is; anything else is a provider's bug or a library's surprise, said as a
+    ``BaseModelError`` naming the provider and its plugin, the cause chained.
+    """
+    try:
+        return getattr(providers.get(kind)(), method)(*args)
+    except GraftuneError:
+        raise
+    except Exception as exc:
+        raise BaseModelError(
+            f"base provider {kind!r} from {providers.owner(kind)} failed in {method}(): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def check_base_spec(spec: BaseSpec, providers: Registry) -> None:
     """Cheap checks of a ``base:`` section (no download, no training)."""
-    providers.get(spec.kind)().check(spec)
+    _calling(providers, spec.kind, "check", spec)
 
 
 def prepare_base(
@@ -674,7 +696,6 @@ def prepare_base(
     """
     import keras
 
-    provider = providers.get(spec.kind)()
     context = BaseContext(
         seed=seed,
         base_dir=base_dir,
@@ -682,9 +703,26 @@ def prepare_base(
         cache=cache_dir(),
         prepared=dict(prepared or {}),
     )
+    kind = spec.kind
+
+    def build() -> Any:
+        model = _calling(providers, kind, "build", spec, context)
+        if not isinstance(model, keras.Model):
+            raise BaseModelError(
+                f"base provider {kind!r} from {providers.owner(kind)} returned "
+                f"{type(model).__name__} from build(), not a keras.Model"
+            )
+        return model
+
     # The cheap checks first: a cache key may read the files they check.
-    provider.check(spec)
-    key = provider.cache_key(spec, context)
+    _calling(providers, kind, "check", spec)
+    preprocessing = _calling(providers, kind, "preprocessing", spec)
+    if preprocessing not in PREPROCESSING_MODES:
+        raise BaseModelError(
+            f"base provider {kind!r} from {providers.owner(kind)} returned preprocessing "
+            f"{preprocessing!r}; expected one of {', '.join(map(str, PREPROCESSING_MODES))}"
+        )
+    key = _calling(providers, kind, "cache_key", spec, context)
     if key:
         # Held while the base is built: runs that need the same base (a pretrain
         # takes a while) build it once, and the others load it.
@@ -701,23 +739,19 @@ def prepare_base(
                 log.info("reusing cached base %s", model_path)
                 model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
             else:
-                model = provider.build(spec, context)
+                model = build()
                 _save_base(model, model_path)
     else:  # known by its weights only once built
-        model = provider.build(spec, context)
+        model = build()
         folder = cache_dir() / "bases" / f"{spec.kind}-{_weights_digest(model)[:16]}"
         model_path = folder / "base.keras"
         with locked(folder.with_suffix(".lock")):
             if not model_path.is_file():
                 _save_base(model, model_path)
-    if not isinstance(model, keras.Model):
-        raise BaseModelError(
-            f"base provider {spec.kind!r} returned {type(model).__name__}, not a keras.Model"
-        )
     input_shape = tuple(model.input_shape[1:])
     output_shape = tuple(model.output_shape[1:])
     cuts = find_cut_points(model)
-    adapter = plan_adapter(task.input_shape, input_shape, provider.preprocessing(spec))
+    adapter = plan_adapter(task.input_shape, input_shape, preprocessing)
     description = spec.application or (str(spec.path) if spec.path else spec.kind)
     return BaseInfo(
         path=model_path,

@@ -89,10 +89,12 @@ def _host(plugins: list[str] | None = None, recipe: Path | None = None) -> Any:
 
 @app.command()
 def validate(
-    recipe: Annotated[Path, typer.Argument(help="The recipe file to check.")],
+    recipe: Annotated[Path, typer.Argument(help="The recipe file to check.", metavar="RECIPE")],
     plugin: Annotated[
         list[str] | None,
-        typer.Option("--plugin", help="Also load this plugin module (trusted code)."),
+        typer.Option(
+            "--plugin", help="Also load this plugin module (trusted code).", metavar="MODULE"
+        ),
     ] = None,
     data: Annotated[
         bool,
@@ -145,18 +147,28 @@ def _note_what_runs_here(recipe: Any) -> None:
 @app.command()
 def run(
     recipe: Annotated[
-        Path | None, typer.Argument(help="The recipe file to run (not with --resume).")
+        Path | None,
+        typer.Argument(help="The recipe file to run (not with --resume).", metavar="RECIPE"),
     ] = None,
     run_dir: Annotated[
-        Path | None, typer.Option("--run-dir", help="Write here instead of OUTPUT/NAME-TIME.")
+        Path | None,
+        typer.Option(
+            "--run-dir", help="Write here instead of OUTPUT/NAME-TIME.", metavar="RUN_DIR"
+        ),
     ] = None,
     resume: Annotated[
         Path | None,
-        typer.Option("--resume", help="Continue the killed run in this run directory."),
+        typer.Option(
+            "--resume", help="Continue the killed run in this run directory.", metavar="RUN_DIR"
+        ),
     ] = None,
     plugin: Annotated[
         list[str] | None,
-        typer.Option("--plugin", help="Load a plugin module that is not installed (trusted code)."),
+        typer.Option(
+            "--plugin",
+            help="Load a plugin module that is not installed (trusted code).",
+            metavar="MODULE",
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print the result.")] = False,
     address: Annotated[
@@ -165,12 +177,15 @@ def run(
             "--address",
             help="Drive an existing Ray cluster from here: its GCS address HEAD:6379 "
             "(overrides resources.address; local: embedded Ray here). Also with --resume.",
+            metavar="ADDRESS",
         ),
     ] = None,
     storage: Annotated[
         str | None,
         typer.Option(
-            "--storage", help="Store the run here: a folder or a URI (overrides storage:)."
+            "--storage",
+            help="Store the run here: a folder or a URI (overrides storage:).",
+            metavar="STORAGE",
         ),
     ] = None,
     shared_storage: Annotated[
@@ -179,7 +194,9 @@ def run(
     ] = False,
     run_name: Annotated[
         str | None,
-        typer.Option("--run-name", help="The run directory's name (default NAME-TIME)."),
+        typer.Option(
+            "--run-name", help="The run directory's name (default NAME-TIME).", metavar="RUN_NAME"
+        ),
     ] = None,
 ) -> None:
     """Run a recipe: search every strategy and rank the trials in a leaderboard."""
@@ -341,8 +358,10 @@ class Format(str, Enum):
 
 @app.command()
 def leaderboard(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    format: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.table,
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.", metavar="RUN_DIR")],
+    format: Annotated[
+        Format, typer.Option("--format", "-f", help="Output format.", metavar="FORMAT")
+    ] = Format.table,
 ) -> None:
     """Show a run's leaderboard again."""
     from orchestrator import leaderboard as lb
@@ -363,13 +382,17 @@ def leaderboard(
 
 @app.command()
 def report(
-    run_dirs: Annotated[list[Path], typer.Argument(help="A run directory, or several to compare.")],
+    run_dirs: Annotated[
+        list[Path],
+        typer.Argument(help="A run directory, or several to compare.", metavar="RUN_DIR"),
+    ],
     out_path: Annotated[
         Path | None,
         typer.Option(
             "--out",
             "-o",
             help="Write here (default RUN_DIR/report.html; compare.html for several).",
+            metavar="PATH",
         ),
     ] = None,
 ) -> None:
@@ -392,18 +415,30 @@ def report(
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.", metavar="RUN_DIR")],
     data: Annotated[
-        str, typer.Option("--data", help="The data to predict, like csv:new.csv or sklearn:digits.")
+        str,
+        typer.Option(
+            "--data",
+            help="The data to predict, like csv:new.csv or sklearn:digits.",
+            metavar="DATA",
+        ),
     ],
     trial: Annotated[
-        str | None, typer.Option("--trial", help="A trial id or STRATEGY/ID (default: the best).")
+        str | None,
+        typer.Option(
+            "--trial", help="A trial id or STRATEGY/ID (default: the best).", metavar="TRIAL"
+        ),
     ] = None,
     out_path: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Write the CSV here (default: stdout).")
+        Path | None,
+        typer.Option("--out", "-o", help="Write the CSV here (default: stdout).", metavar="PATH"),
     ] = None,
     target: Annotated[
-        str | None, typer.Option("--target", help="A table's label column (default: the run's).")
+        str | None,
+        typer.Option(
+            "--target", help="A table's label column (default: the run's).", metavar="TARGET"
+        ),
     ] = None,
 ) -> None:
     """Predict every example of a data source with the run's best (or a named) model."""
@@ -441,13 +476,17 @@ class ExportFormat(str, Enum):
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
-    dest: Annotated[Path, typer.Argument(help="The folder to create.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.", metavar="RUN_DIR")],
+    dest: Annotated[Path, typer.Argument(help="The folder to create.", metavar="DEST")],
     format: Annotated[
-        ExportFormat, typer.Option("--format", "-f", help="keras (.keras file) or savedmodel.")
+        ExportFormat,
+        typer.Option("--format", "-f", help="keras (.keras file) or savedmodel.", metavar="FORMAT"),
     ] = ExportFormat.keras,
     trial: Annotated[
-        str | None, typer.Option("--trial", help="A trial id or STRATEGY/ID (default: the best).")
+        str | None,
+        typer.Option(
+            "--trial", help="A trial id or STRATEGY/ID (default: the best).", metavar="TRIAL"
+        ),
     ] = None,
 ) -> None:
     """Export the run's best (or a named) model with its class names, usable without graftune."""
@@ -474,7 +513,7 @@ _DashboardAddress = Annotated[
 
 @app.command()
 def submit(
-    recipe: Annotated[Path, typer.Argument(help="The recipe file to send.")],
+    recipe: Annotated[Path, typer.Argument(help="The recipe file to send.", metavar="RECIPE")],
     address: _DashboardAddress = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Stream the job's log; exit with its status.")
@@ -482,12 +521,18 @@ def submit(
     pip: Annotated[
         list[str] | None,
         typer.Option(
-            "--pip", help="Also pip-install this requirement or local wheel in the job (repeat)."
+            "--pip",
+            help="Also pip-install this requirement or local wheel in the job (repeat).",
+            metavar="REQUIREMENT",
         ),
     ] = None,
     storage: Annotated[
         str | None,
-        typer.Option("--storage", help="Store the run here: a URI or a folder every node mounts."),
+        typer.Option(
+            "--storage",
+            help="Store the run here: a URI or a folder every node mounts.",
+            metavar="STORAGE",
+        ),
     ] = None,
     shared_storage: Annotated[
         bool,
@@ -628,7 +673,7 @@ def jobs_list(
 
 @jobs_app.command("status")
 def jobs_status(
-    job: Annotated[str, typer.Argument(help="The job id.")],
+    job: Annotated[str, typer.Argument(help="The job id.", metavar="JOB")],
     address: _DashboardAddress = None,
 ) -> None:
     """A job's status, Ray's message about it, and where its run is stored."""
@@ -648,7 +693,7 @@ def jobs_status(
 
 @jobs_app.command("logs")
 def jobs_logs(
-    job: Annotated[str, typer.Argument(help="The job id.")],
+    job: Annotated[str, typer.Argument(help="The job id.", metavar="JOB")],
     follow: Annotated[
         bool, typer.Option("--follow", help="Stream until the job ends; exit with its status.")
     ] = False,
@@ -668,7 +713,7 @@ def jobs_logs(
 
 @jobs_app.command("stop")
 def jobs_stop(
-    job: Annotated[str, typer.Argument(help="The job id.")],
+    job: Annotated[str, typer.Argument(help="The job id.", metavar="JOB")],
     address: _DashboardAddress = None,
 ) -> None:
     """Stop a job (its driver and trials) and wait until it has stopped."""
@@ -685,9 +730,10 @@ def jobs_stop(
 
 @app.command()
 def fetch(
-    job: Annotated[str, typer.Argument(help="The job id.")],
+    job: Annotated[str, typer.Argument(help="The job id.", metavar="JOB")],
     dest: Annotated[
-        Path | None, typer.Argument(help="Copy the run directory here (default ./JOB).")
+        Path | None,
+        typer.Argument(help="Copy the run directory here (default ./JOB).", metavar="DEST"),
     ] = None,
     address: _DashboardAddress = None,
 ) -> None:

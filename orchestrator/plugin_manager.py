@@ -225,6 +225,10 @@ def get_plugin_manager(
             name = getattr(extra, "__name__", None) or repr(extra)
         if pm.is_blocked(name):
             continue
+        known = pm.get_name(plugin)
+        if known is not None:  # --plugin of a module an entry point has loaded already
+            log.info("plugin %s is loaded already, as %s", name, owners.get(known, known))
+            continue
         log.warning("loading plugin %s explicitly (not installed): code from it will run", name)
         _register(pm, plugin, name, "(not installed)")
         owners[name] = f"{name} (not installed)"
@@ -255,12 +259,28 @@ def get_plugin_manager(
 
 def _register(pm: pluggy.PluginManager, plugin: object, name: str, dist_label: str) -> None:
     owner = f"{name} ({dist_label.strip('()')})"  # as the other plugin errors name it
+    _warn_unmarked_hooks(plugin, owner)
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
         raise PluginError(f"plugin {owner} is invalid: {_one_line(exc)}", plugin=name) from exc
     except ValueError as exc:
         raise PluginError(f"plugin {owner} cannot be registered: {exc}", plugin=name) from exc
+
+
+def _warn_unmarked_hooks(plugin: object, owner: str) -> None:
+    """Say so when a plugin defines a hook's function without ``@hookimpl``:
+    pluggy then ignores it, and the plugin seems to add nothing."""
+    for hook in dir(hookspecs):
+        if hook.startswith("graftune_"):
+            function = getattr(plugin, hook, None)
+            if callable(function) and not hasattr(function, f"{PROJECT}_impl"):
+                log.warning(
+                    "plugin %s defines %s without @hookimpl (from orchestrator import "
+                    "hookimpl): it is ignored",
+                    owner,
+                    hook,
+                )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -96,8 +96,23 @@ def _dimension_problem(dim: Dimension) -> str | None:
     if isinstance(dim, Choice):
         if not isinstance(dim.values, tuple) or not dim.values:
             return f"Choice needs a non-empty tuple of values, got {dim.values!r}"
+        for value in dim.values:
+            problem = _value_problem(value)
+            if problem:
+                return f"Choice values {problem}"
         return None
     assert isinstance(dim, Fixed)
+    if isinstance(dim.value, float) and not math.isfinite(dim.value):
+        return f"Fixed value must be finite, got {dim.value!r}"
+    return None
+
+
+def _value_problem(value: Any) -> str | None:
+    """Why a choice's value cannot be searched (both backends take numbers, text, booleans)."""
+    if not isinstance(value, (bool, int, float, str)):
+        return f"must be numbers, text or true/false, got {value!r} ({type(value).__name__})"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"must be finite, got {value!r}"
     return None
 
 

@@ -13,6 +13,7 @@ search-space overrides name dimensions the strategies have.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from pathlib import Path
@@ -34,6 +35,7 @@ from pydantic import (
 from orchestrator.errors import (
     BaseModelError,
     DataError,
+    PluginError,
     RecipeError,
     RecipeErrors,
     did_you_mean,
@@ -41,6 +43,7 @@ from orchestrator.errors import (
 from orchestrator.space import (
     Dimension,
     check_compatible,
+    extremes,
     merge_spaces,
     parse_dimension,
     uses_all,
@@ -285,8 +288,10 @@ class PluginsSpec(_Model):
 class Recipe(_Model):
     """A whole recipe, validated; relative paths already resolved."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
-    seed: _Whole = 0
+    # A run directory is NAME-YYYYmmdd-HHMMSS[-N]: within a file name's 255 bytes.
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)]
+    # What NumPy, Ray and Keras take as a seed.
+    seed: Annotated[_Whole, Field(ge=0, le=2**32 - 1)] = 0
     data: DataSpec
     base: BaseSpec | None = None
     strategies: dict[str, StrategySpec] = Field(min_length=1)
@@ -373,6 +378,10 @@ class Recipe(_Model):
 # -- loading --------------------------------------------------------------------
 
 
+#: The largest recipe file read (YAML is parsed in pure Python: 50 MB took minutes).
+MAX_RECIPE_BYTES = 1 << 20
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file (schema only; see :func:`check_recipe`).
 
@@ -381,6 +390,13 @@ def load_recipe(path: str | Path) -> Recipe:
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise RecipeError(
+                f"the file is {size / 2**20:.1f} MiB; a recipe is a few KiB of YAML "
+                f"(at most {MAX_RECIPE_BYTES // 2**20} MiB): is it the right file?",
+                file=path,
+            )
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError("no such recipe file", file=path) from None
@@ -425,8 +441,10 @@ def parse_recipe(text: str, *, file: Path | None = None) -> Recipe:
 def _resolve_paths(recipe: Recipe) -> Recipe:
     base_dir = recipe.base_dir
     update: dict[str, Any] = {}
-    if not recipe.output.is_absolute():
-        update["output"] = (base_dir / recipe.output).resolve()
+    # "~" is the user's home, as in data sources and storage: never a folder named "~".
+    output = recipe.output.expanduser()
+    if output != recipe.output or not output.is_absolute():
+        update["output"] = (base_dir / output).resolve()
     storage = recipe.storage
     if storage is not None and "://" not in storage.path:
         path = (base_dir / Path(storage.path).expanduser()).resolve()
@@ -435,9 +453,9 @@ def _resolve_paths(recipe: Recipe) -> Recipe:
     if base is not None:
         base_update: dict[str, Any] = {}
         if base.path is not None and not base.path.is_absolute():
-            base_update["path"] = (base_dir / base.path).resolve()
+            base_update["path"] = (base_dir / base.path.expanduser()).resolve()
         if base.weights not in (None, "imagenet", "none") and not Path(base.weights).is_absolute():
-            base_update["weights"] = str((base_dir / base.weights).resolve())
+            base_update["weights"] = str((base_dir / Path(base.weights).expanduser()).resolve())
         if base_update:
             update["base"] = base.model_copy(update=base_update)
     if not update:
@@ -539,12 +557,25 @@ def _convert(
         message = str(error)
         if isinstance(error, _KeyedError):
             loc = (*loc, error.key)
+    elif kind == "too_short" and loc == ("strategies",):
+        message = "name at least one strategy to search, e.g. strategies: {scratch_mlp: {}}"
+    elif kind in ("path_type", "path_parsing"):
+        message = f"expected a path (a folder or file name); got {err['input']!r}"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         hint = " (write {} for an empty section)" if err["input"] is None else ""
         message = f"expected a mapping of keys{hint}; got {err['input']!r}"
     else:
         message = f"{err['msg'][0].lower()}{err['msg'][1:]}; got {err['input']!r}"
+    if isinstance(err.get("input"), bool) and kind in ("string_type", "invalid_key"):
+        message += _YAML_BOOLEANS
     return RecipeError(message, file=file, path=".".join(loc), line=_line_of(lines, loc))
+
+
+#: Said where the schema met a boolean it did not expect: YAML 1.1 reads these words so.
+_YAML_BOOLEANS = (
+    " (YAML reads yes, no, on, off, true and false, in any case, as true/false: "
+    "quote the word, 'no', to mean the text)"
+)
 
 
 def _fields_at(loc: tuple[str, ...]) -> list[str]:
@@ -595,6 +626,8 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
 
     errors: list[RecipeError] = []
 
+    if recipe.output.exists() and not recipe.output.is_dir():  # as the run would refuse it
+        errors.append(recipe.error(("output",), f"{recipe.output} is a file, not a folder"))
     try:
         check_data_spec(recipe.data, host.data_sources, recipe.base_dir)
     except DataError as exc:
@@ -636,6 +669,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
                 dim = parse_dimension(raw)
                 check_compatible(key, defaults[key], dim)
                 _check_all_has_base(name, strategy.requires_base, dim)
+                _check_values(strategy, host.strategies.owner(name), key, dim)
             except ValueError as exc:
                 errors.append(recipe.error(path, str(exc)))
             else:
@@ -645,6 +679,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
                 try:
                     check_compatible(key, defaults[key], dim)
                     _check_all_has_base(name, strategy.requires_base, dim)
+                    _check_values(strategy, host.strategies.owner(name), key, dim)
                 except ValueError as exc:
                     errors.append(recipe.error(("search", "space", key), f"for {name}: {exc}"))
 
@@ -715,6 +750,29 @@ def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
     except BaseModelError as exc:
         errors.append(recipe.base_error(exc))
     return errors
+
+
+def _check_values(strategy: Any, owner: str, key: str, dim: Dimension) -> None:
+    """What a recipe's dimension can give must be numbers that are finite, and values
+    the strategy takes (:meth:`~orchestrator.strategy.Strategy.check_value`).
+
+    Raises:
+        ValueError: Naming the value and what the parameter takes.
+        PluginError: The strategy's ``check_value`` raised something else.
+    """
+    for value in extremes(dim):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a finite number")
+        try:
+            strategy.check_value(key, value)
+        except ValueError as exc:
+            raise ValueError(f"{strategy.name}: {exc}") from None
+        except Exception as exc:
+            raise PluginError(
+                f"strategy {strategy.name!r} from plugin {owner} raised in "
+                f"check_value({key!r}, {value!r}): {type(exc).__name__}: {exc}",
+                plugin=strategy.name,
+            ) from exc
 
 
 def validate_recipe(path: str | Path, host: PluginHost) -> Recipe:

@@ -62,14 +62,18 @@ class Registry(Generic[T]):
                 f"{self.kind} {label} from {self.current_owner} needs a snake_case "
                 f"{self.key_attr!r} attribute, got {key!r}"
             )
-        if (
-            self.base_class is not None
-            and isinstance(item, type)
-            and not issubclass(item, self.base_class)
+        if self.base_class is not None and not (
+            isinstance(item, type) and issubclass(item, self.base_class)
         ):
+            # graftune makes an instance of the class where it needs one (in each worker).
+            what = (
+                ""
+                if isinstance(item, type)
+                else f" (registered an instance of {type(item).__name__}: add the class itself)"
+            )
             raise PluginError(
-                f"{self.kind} {key!r} from {self.current_owner} must subclass "
-                f"{self.base_class.__module__}.{self.base_class.__qualname__}"
+                f"{self.kind} {key!r} from {self.current_owner} must be a class that subclasses "
+                f"{self.base_class.__module__}.{self.base_class.__qualname__}{what}"
             )
         existing = self._entries.get(key)
         if existing is not None and existing.item is not item:

@@ -251,7 +251,14 @@ def _run(
 ) -> RunOutcome:
     from orchestrator.bases import prepare_base
     from orchestrator.preflight import check_strategies, strategy_defaults, strategy_space
-    from orchestrator.space import Fixed, merge_spaces, resolve_space, start_config
+    from orchestrator.space import (
+        Fixed,
+        merge_spaces,
+        outside_cut_points,
+        resolve_space,
+        start_config,
+        uses_all,
+    )
     from orchestrator.storage import publish
     from orchestrator.strategy import SpaceContext
     from orchestrator.trial import TrialSpec
@@ -302,6 +309,17 @@ def _run(
             spaces[name] = resolve_space(merged, cuts)
         except ValueError as exc:
             raise recipe.error(("strategies", name, "space"), str(exc)) from None
+        given = {**recipe.shared_space(), **recipe.strategy_space(name)}
+        for key, declared in own.items():
+            if cuts is None or key not in given or not uses_all(declared):
+                continue
+            outside = outside_cut_points(given[key], cuts)
+            if outside:
+                raise recipe.error(
+                    ("strategies", name, "space", key),
+                    f"{', '.join(map(str, outside))}: the base has cut points 0 to {cuts} "
+                    f"({key} counts them; 'all' is {cuts})",
+                )
         if recipe.search.starts_from_defaults:
             with contextlib.suppress(ValueError):  # "all" without a base: checked as is
                 own = resolve_space(own, cuts)
@@ -540,6 +558,10 @@ def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
     the directory is made, by :func:`_open_run_dir`.
     """
     path = place.local_dir.absolute()
+    if not place.stamped and path.is_dir() and any(path.iterdir()):  # --run-dir, --run-name
+        raise RunDirError(
+            f"run directory {path} exists and is not empty (use --resume to continue it)"
+        )
     for there in (path, *path.parents):
         if there.exists():
             break

@@ -92,6 +92,21 @@ class Strategy:
         """
         return {}
 
+    def check_value(self, name: str, value: Any) -> None:
+        """Refuse a value this strategy can never take for parameter ``name``.
+
+        Called before any work, with each value a recipe's space can give a
+        parameter: every choice, a fixed value, both ends of a range. A
+        recipe that asks for ``width: 0`` then stops at once at its key (exit
+        status 2), instead of training nonsense or failing every trial. One
+        parameter at a time: refuse what is wrong whatever the others are.
+        (:func:`check_rules` checks a table of :func:`at_least`, :func:`above`
+        and :func:`one_of` rules.)
+
+        Raises:
+            ValueError: Saying what the parameter takes. The default accepts everything.
+        """
+
     def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:
         """How many of the base's cut points stay frozen all through this configuration's training.
 
@@ -151,3 +166,44 @@ class Strategy:
 
     def __repr__(self) -> str:
         return f"<strategy {self.name}>"
+
+
+# -- rules for Strategy.check_value ---------------------------------------------------
+
+#: A rule: whether a value passes, and what the parameter takes.
+Rule = tuple[Any, str]
+
+
+def at_least(low: float) -> Rule:
+    """A finite number ``>= low``."""
+    return (lambda v: _number(v) and v >= low, f"a number >= {low:g}")
+
+
+def above(low: float) -> Rule:
+    """A finite number ``> low``."""
+    return (lambda v: _number(v) and v > low, f"a number > {low:g}")
+
+
+def one_of(*values: Any) -> Rule:
+    """One of ``values`` (``True`` is not ``1``)."""
+    return (
+        lambda v: any(type(v) is type(w) and v == w for w in values),
+        "one of " + ", ".join(map(repr, values)),
+    )
+
+
+def check_rules(rules: dict[str, Rule], name: str, value: Any) -> None:
+    """:meth:`Strategy.check_value` from a table of rules (parameters without one pass).
+
+    Raises:
+        ValueError: ``name`` must be what its rule says.
+    """
+    rule = rules.get(name)
+    if rule is not None and not rule[0](value):
+        raise ValueError(f"{name} must be {rule[1]}, got {value!r}")
+
+
+def _number(value: Any) -> bool:
+    import math
+
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

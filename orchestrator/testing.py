@@ -35,6 +35,7 @@ import importlib
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -195,6 +196,8 @@ def check_strategy(
        (a fixed dimension takes anything: it is not searched; defaults
        inherited from a parent whose ``search_space`` the class replaced are
        used only where they fit, and are not checked).
+    9. ``check_value`` accepts every value of its own search space (each
+       choice, fixed value and both ends of each range).
 
     Args:
         cls: The strategy class.
@@ -327,6 +330,7 @@ def _behaviour_problems(
     with tempfile.TemporaryDirectory(prefix="graftune-check-") as folder:
         base = tiny_base(dataset.task, folder) if strategy.requires_base else None
         found: dict[str, list[str]] = {}
+        spaces: list[Any] = []
         space = None
         for when, context in (
             ("for an empty SpaceContext (graftune validate)", SpaceContext()),
@@ -339,7 +343,15 @@ def _behaviour_problems(
                 found[when] = [f"raised {type(exc).__name__}: {exc}"]
             else:
                 found[when] = space_problems(space)
+            spaces.append(space if isinstance(space, dict) else {})
         (validating, prepared) = found.values()
+        if not validating and not prepared and set(spaces[0]) != set(spaces[1]):
+            return [
+                "search_space() names other parameters for a prepared task "
+                f"({', '.join(sorted(spaces[1]))}) than for an empty SpaceContext "
+                f"({', '.join(sorted(spaces[0]))}); graftune validate checks a recipe's keys "
+                "without data: they must be the same either way"
+            ]
         if validating == prepared:
             problems += [f"search_space(): {p}" for p in prepared]
         else:
@@ -355,6 +367,7 @@ def _behaviour_problems(
         problems += _default_problems(
             strategy, SpaceContext(task=dataset.task, base=base), resolved
         )
+        problems += _value_problems(strategy, resolved)
         keras.utils.set_random_seed(0)
         try:
             model = strategy.build(
@@ -372,6 +385,23 @@ def _behaviour_problems(
         if not broken:
             problems += _fit_problems(strategy, model, config, dataset)
         keras.backend.clear_session()
+    return problems
+
+
+def _value_problems(strategy: Strategy, space: dict[str, Any]) -> list[str]:
+    """Check 9: ``check_value`` takes every value of the strategy's own space."""
+    from orchestrator.space import extremes
+
+    problems = []
+    for key, dim in space.items():
+        for value in extremes(dim):
+            try:
+                strategy.check_value(key, value)
+            except Exception as exc:
+                problems.append(
+                    f"check_value({key!r}, {value!r}) refuses a value of its own search space "
+                    f"({dim.describe()}): {type(exc).__name__}: {exc}"
+                )
     return problems
 
 
@@ -525,7 +555,7 @@ def graftune_register(
     ``graftune-testing-NAME 0`` whose entry point ``NAME`` in the ``graftune``
     group names it, on a folder put first on ``sys.path``; so it is discovered
     the way installed plugins are, and wins over an installed entry point of
-    the same name. ``GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD`` is unset for the test.
+    the same name (and over one registered under that name earlier in the test). ``GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD`` is unset for the test.
     Everything is undone after the test.
     """
     from orchestrator.plugin_manager import DISABLE_AUTOLOAD_ENV, get_plugin_manager
@@ -548,6 +578,8 @@ def graftune_register(
         name = name or default
         dist = f"graftune-testing-{name.replace('_', '-').replace('.', '-')}"
         info = site / f"{dist.replace('-', '_')}-0.dist-info"
+        # Registered under this name before, in this test: the newer one replaces it.
+        shutil.rmtree(info, ignore_errors=True)
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0\n")
         (info / "entry_points.txt").write_text(f"[graftune]\n{name} = {value}\n")

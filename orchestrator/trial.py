@@ -432,6 +432,11 @@ def _inputs(
     cut = int(spec.strategy.frozen_prefix(dict(config), base.info) or 0)
     if cut <= 0:
         return raw, None
+    if cut > base.info.n_cut_points:
+        raise ValueError(
+            f"strategy {spec.strategy.name}.frozen_prefix returned {cut} for a base of "
+            f"{base.info.n_cut_points} cut points"
+        )
     random_layers = base.stochastic_prefix_layers(cut)
     if random_layers:
         result.note = f"feature cache off: {', '.join(random_layers)} before the cut is random"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import Choice, Int, LogFloat, Strategy, hookimpl
+from orchestrator.strategy import above, at_least, check_rules
 
 if TYPE_CHECKING:
     import keras
@@ -13,6 +14,15 @@ if TYPE_CHECKING:
     from orchestrator.data import TaskSpec
     from orchestrator.space import Dimension
     from orchestrator.strategy import SpaceContext
+
+
+#: What each parameter can take at all (the search space is what is tried by default).
+RULES = {
+    "head_width": at_least(1),
+    "head_depth": at_least(0),
+    "lambda": at_least(0),
+    "learning_rate": above(0),
+}
 
 
 class FeatureExtraction(Strategy):
@@ -37,6 +47,9 @@ class FeatureExtraction(Strategy):
     def default_config(self, context: SpaceContext) -> dict[str, Any]:
         """One hidden layer of 256 on the pooled features, Adam at 1e-3, light weight decay."""
         return {"head_width": 256, "head_depth": 1, "lambda": 1e-4, "learning_rate": 1e-3}
+
+    def check_value(self, name: str, value: Any) -> None:
+        check_rules(RULES, name, value)
 
     def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:
         return base.n_cut_points

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import ALL, Choice, Int, LogFloat, Strategy, hookimpl
+from orchestrator.strategy import above, at_least, check_rules, one_of
 
 if TYPE_CHECKING:
     import keras
@@ -18,6 +19,18 @@ if TYPE_CHECKING:
 HEAD_PHASE_SHARE = 0.25
 #: How much lower the learning rate is once the base is unfrozen.
 FINE_TUNE_LR_FACTOR = 0.1
+
+
+#: What each parameter can take at all (the search space is what is tried by default;
+#: frozen_layers is checked against the base's cut points once it is prepared).
+RULES = {
+    "frozen_layers": at_least(0),
+    "head_width": at_least(1),
+    "regularizer": one_of("l2", "l2sp"),
+    "lambda": at_least(0),
+    "learning_rate": above(0),
+    "two_phase": one_of(False, True),
+}
 
 
 class FineTune(Strategy):
@@ -69,6 +82,9 @@ class FineTune(Strategy):
             "learning_rate": 1e-3,
             "two_phase": False,
         }
+
+    def check_value(self, name: str, value: Any) -> None:
+        check_rules(RULES, name, value)
 
     def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:
         # The first frozen_layers cut points stay frozen in both phases.

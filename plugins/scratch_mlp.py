@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import Choice, Int, LogFloat, Strategy, hookimpl
+from orchestrator.strategy import above, at_least, check_rules
 
 if TYPE_CHECKING:
     import keras
@@ -13,6 +14,15 @@ if TYPE_CHECKING:
     from orchestrator.data import TaskSpec
     from orchestrator.space import Dimension
     from orchestrator.strategy import SpaceContext
+
+
+#: What each parameter can take at all (the search space is what is tried by default).
+RULES = {
+    "hidden_layers": at_least(0),
+    "width": at_least(1),
+    "lambda": at_least(0),
+    "learning_rate": above(0),
+}
 
 
 class ScratchMLP(Strategy):
@@ -34,6 +44,9 @@ class ScratchMLP(Strategy):
         """Two hidden layers of 128 with Adam at 1e-3 and light weight decay: a strong first
         try for small tabular or image data."""
         return {"hidden_layers": 2, "width": 128, "lambda": 1e-4, "learning_rate": 1e-3}
+
+    def check_value(self, name: str, value: Any) -> None:
+        check_rules(RULES, name, value)
 
     def build(self, config: dict[str, Any], task: TaskSpec, base: LoadedBase | None) -> keras.Model:
         import keras

@@ -116,6 +116,26 @@ class DefaultsNotADict(SmallMLP):
         return [("learning_rate", 1e-3)]
 
 
+class KeysDiffer(SmallMLP):
+    """Searches one more parameter once the data is prepared than validate sees."""
+
+    name = "keys_differ"
+
+    def search_space(self, context):
+        extra = {"extra_units": Fixed(1)} if context.task is not None else {}
+        return {**SMALL, **extra}
+
+
+class RefusesItsOwnSpace(SmallMLP):
+    """Its check_value refuses a learning rate its own space draws."""
+
+    name = "refuses_its_own_space"
+
+    def check_value(self, name, value):
+        if name == "learning_rate" and value > 5e-3:
+            raise ValueError("learning_rate must be at most 0.005")
+
+
 class Registers:
     """A plugin object that registers the strategy classes it is given."""
 

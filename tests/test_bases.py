@@ -693,3 +693,80 @@ def test_a_run_prepares_its_pretrain_data_once(tmp_path, monkeypatch):
     )
     run_recipe(recipe)
     assert calls.count("sklearn:digits") == 2, calls  # the run's data, the pretrain's
+
+
+class _Faulty:
+    """Base providers, each broken in one way a plugin author might break one."""
+
+    @staticmethod
+    def providers():
+        import keras
+
+        from orchestrator.bases import BaseProvider
+
+        class Raises(BaseProvider):
+            name = "raises_in_build"
+
+            def build(self, spec, context):
+                raise RuntimeError("build exploded")
+
+        class NoModel(BaseProvider):
+            name = "returns_no_model"
+
+            def build(self, spec, context):
+                return "not a model"
+
+        class BadCheck(BaseProvider):
+            name = "bad_check"
+
+            def check(self, spec):
+                spec.options["required_key"]
+
+        class BadPreprocessing(BaseProvider):
+            name = "bad_preprocessing"
+
+            def build(self, spec, context):
+                return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten()])
+
+            def preprocessing(self, spec):
+                return "bogus"
+
+        return Raises, NoModel, BadCheck, BadPreprocessing
+
+
+@pytest.mark.parametrize(
+    ("provider", "words"),
+    [
+        ("raises_in_build", "failed in build(): RuntimeError: build exploded"),
+        ("returns_no_model", "returned str from build(), not a keras.Model"),
+        ("bad_check", "failed in check(): KeyError: 'required_key'"),
+        ("bad_preprocessing", "returned preprocessing 'bogus'; expected one of None, caffe"),
+    ],
+)
+def test_a_provider_that_breaks_its_contract_is_named(provider, words, tmp_path):
+    from orchestrator.bases import BaseProvider, prepare_base
+    from orchestrator.data import TaskSpec
+    from orchestrator.errors import BaseModelError
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import BaseSpec
+    from orchestrator.registry import Registry
+
+    host = get_plugin_manager()
+    registry = Registry("base provider", "name", BaseProvider)
+    registry.current_owner = "qa_plugin (qa-plugin 1.0)"
+    for cls in _Faulty.providers():
+        registry.add(cls)
+    zeros = np.zeros(64, dtype="float32")
+    task = TaskSpec((8, 8, 1), 3, ("a", "b", "c"), zeros, zeros + 1, "f")
+    with pytest.raises(BaseModelError) as info:
+        prepare_base(
+            BaseSpec(provider=provider),
+            registry,
+            task,
+            seed=0,
+            base_dir=tmp_path,
+            data_sources=host.data_sources,
+        )
+    message = str(info.value)
+    assert f"base provider {provider!r} from qa_plugin (qa-plugin 1.0)" in message
+    assert words in message

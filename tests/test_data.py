@@ -215,6 +215,12 @@ def test_csv_string_labels_are_class_names(registry: Registry, tmp_path: Path) -
     assert ds.x_train.dtype == np.float32
 
 
+def test_data_of_one_class_is_refused(registry: Registry, tmp_path: Path) -> None:
+    write_csv(tmp_path / "t.csv", table(labels=("emu",)))
+    with pytest.raises(DataError, match="the data has only class 'emu'; a classifier needs"):
+        prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+
+
 def test_csv_integer_labels_become_strings_in_numeric_order(
     registry: Registry, tmp_path: Path
 ) -> None:

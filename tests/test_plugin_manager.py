@@ -252,3 +252,41 @@ def test_plugins_command_reports_a_broken_plugin(site):
     assert result.exit_code == 3
     assert "graftune-broken 0.1" in result.output
     assert "Traceback" not in result.output
+
+
+def test_registering_an_instance_is_refused_with_what_to_do():
+    from orchestrator.registry import Registry
+    from orchestrator.strategy import Strategy
+
+    class Good(Strategy):
+        name = "good_one"
+
+    registry = Registry("strategy", "name", Strategy)
+    with pytest.raises(PluginError, match="registered an instance of Good: add the class itself"):
+        registry.add(Good())
+    registry.add(Good)
+    assert "good_one" in registry
+
+
+def test_a_hook_function_without_hookimpl_is_named_as_ignored(caplog):
+    import logging
+    import types
+
+    module = types.ModuleType("gt_test_unmarked")
+
+    def graftune_register_strategies(registry):
+        raise AssertionError("pluggy calls only marked functions")
+
+    module.graftune_register_strategies = graftune_register_strategies
+    with caplog.at_level(logging.WARNING, logger="orchestrator.plugin_manager"):
+        get_plugin_manager(extra_plugins=[module])
+    assert (
+        "plugin gt_test_unmarked (not installed) defines graftune_register_strategies "
+        "without @hookimpl"
+    ) in caplog.text
+
+
+def test_the_plugin_option_on_a_module_an_entry_point_loaded_is_no_error():
+    host = get_plugin_manager(extra_plugins=["orchestrator.builtin_plugins.scratch_mlp"])
+    assert "scratch_mlp" in host.strategies
+    assert host.strategies.owner("scratch_mlp").startswith("scratch_mlp (graftune ")

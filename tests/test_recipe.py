@@ -286,7 +286,7 @@ BAD_RECIPES = [
         id="missing-name",
     ),
     pytest.param(HEAD, "strategies", "this key is required", id="missing-strategies"),
-    pytest.param(HEAD + "strategies: {}\n", "strategies", "at least 1 item", id="no-strategies"),
+    pytest.param(HEAD + "strategies: {}\n", "strategies", "name at least one strategy to search", id="no-strategies"),
     pytest.param(
         HEAD + "strategies:\n  scratch_mlp:\n",
         "strategies.scratch_mlp",
@@ -660,6 +660,55 @@ BAD_RECIPES = [
         "search.space.x",
         "a recipe cannot be recursive",
         id="recursive-alias",
+    ),
+    # values a strategy cannot take (Strategy.check_value), and numbers that are no numbers
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {space: {hidden_layers: {int: [-2, 0]}}}}\n",
+        "strategies.scratch_mlp.space.hidden_layers",
+        "scratch_mlp: hidden_layers must be a number >= 0, got -2",
+        id="value-the-strategy-refuses",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {space: {width: {choice: [0, 16]}}}\n",
+        "search.space.width",
+        "for scratch_mlp: scratch_mlp: width must be a number >= 1, got 0",
+        id="shared-value-the-strategy-refuses",
+    ),
+    pytest.param(
+        DIGITS_BASE + "strategies: {fine_tune: {space: {regularizer: l1}}}\n",
+        "strategies.fine_tune.space.regularizer",
+        "regularizer must be one of 'l2', 'l2sp', got 'l1'",
+        id="choice-the-strategy-refuses",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {space: {lambda: .nan}}}\n",
+        "strategies.scratch_mlp.space.lambda",
+        "nan is not a finite number",
+        id="fixed-nan",
+    ),
+    pytest.param(
+        HEAD + "seed: -1\nstrategies: {scratch_mlp: {}}\n",
+        "seed",
+        "greater than or equal to 0",
+        id="negative-seed",
+    ),
+    pytest.param(
+        "name: " + "a" * 201 + "\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n",
+        "name",
+        "at most 200 characters",
+        id="name-too-long-for-a-folder",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', target: no}\nstrategies: {scratch_mlp: {}}\n",
+        "data.target",
+        "got False (YAML reads yes, no, on, off, true and false, in any case, as true/false",
+        id="yaml-boolean-for-text",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\n" + "# padding\n" * 120_000,
+        "recipe.yaml: the file is 1.1 MiB",
+        "a recipe is a few KiB of YAML (at most 1 MiB): is it the right file?",
+        id="not-a-recipe-by-its-size",
     ),
 ]
 
@@ -1208,3 +1257,20 @@ def test_a_pretrain_base_that_cannot_take_the_data_is_refused_before_training(tm
         )
         assert "pretrained on sklearn:iris takes (4,)" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_tilde_is_the_home_folder_in_every_path(tmp_path: Path) -> None:
+    path = write_recipe(
+        tmp_path,
+        """
+        name: home
+        data: {source: 'sklearn:iris'}
+        base: {path: ~/models/base.keras}
+        strategies: {feature_extraction: {}}
+        output: ~/graftune-runs
+        """,
+    )
+    recipe = load_recipe(path)
+    home = Path.home()
+    assert recipe.output == home / "graftune-runs"
+    assert recipe.base is not None and recipe.base.path == home / "models" / "base.keras"

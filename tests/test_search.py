@@ -129,11 +129,14 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
             history = pd.read_csv(
                 outcome.run_dir / "trials" / "scratch_mlp" / row.trial_id / "history.csv"
             )
+            # loss and val_objective: Keras' (with the λ penalty); val_loss: the cross-entropy.
             assert list(history.columns) == [
                 "accuracy",
+                "cross_entropy",
                 "loss",
                 "val_accuracy",
                 "val_loss",
+                "val_objective",
                 "epoch",
             ]
             assert list(history["epoch"]) == list(range(1, row.epochs + 1))
@@ -931,3 +934,32 @@ def test_resume_takes_where_to_run_and_refuses_where_to_write(tmp_path):
         assert f"{option[0]} with --resume: a resumed run stays in its run directory" in (
             result.output
         )
+
+
+def test_bayesian_search_with_every_dimension_fixed_repeats_the_configuration(
+    ray_session, tmp_path
+):
+    # Optuna refuses an empty space; there is nothing to model, so the trials repeat.
+    strategies = (
+        "scratch_mlp: {space: {hidden_layers: 1, width: 8, lambda: 1.0e-4, learning_rate: 1.0e-3}}"
+    )
+    search = "{algorithm: bayesian, num_samples: 2, max_epochs: 1}"
+    frame = run(write_recipe(tmp_path, search, strategies)).leaderboard
+    assert list(frame["status"]) == ["ok", "ok"]
+    assert set(frame["width"]) == {8}
+
+
+def test_keras_tuner_refuses_a_choice_of_mixed_types_before_any_work(tmp_path):
+    from orchestrator.errors import RecipeError
+    from orchestrator.recipe import load_recipe
+    from orchestrator.space import Choice, Fixed
+    from orchestrator.tuning.keras_tuner import check_space
+
+    recipe = load_recipe(write_recipe(tmp_path, "{backend: keras_tuner}"))
+    with pytest.raises(
+        RecipeError, match="keras_tuner takes choices of one type; s's w mixes int and str"
+    ):
+        check_space(recipe, {"w": Choice((8, "wide"))}, "s")
+    with pytest.raises(RecipeError, match="keras_tuner fixes only numbers, text and true/false"):
+        check_space(recipe, {"w": Fixed((8, 16))}, "s")
+    check_space(recipe, {"w": Choice((8, 16)), "b": Choice((False, True))}, "s")

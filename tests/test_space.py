@@ -488,3 +488,28 @@ def test_to_tune_translates_a_whole_space(ray_tune: Any) -> None:
 def test_to_tune_rejects_other_objects(ray_tune: Any) -> None:
     with pytest.raises(TypeError, match="x: str is not a graftune space type"):
         ray_tune.to_tune({"x": "plain"})  # type: ignore[dict-item]
+
+
+def test_a_recipes_cut_point_values_outside_the_base_are_named() -> None:
+    from orchestrator.space import outside_cut_points
+
+    assert outside_cut_points(Int(50, ALL), 4) == [50]  # not narrowed to [4, 4] in silence
+    assert outside_cut_points(Fixed(500), 4) == [500]
+    assert outside_cut_points(Choice((0, 2, 9)), 4) == [9]
+    assert outside_cut_points(Int(-1, 3), 4) == [-1]
+    assert outside_cut_points(Int(1, ALL), 4) == []
+    assert outside_cut_points(Choice((0, ALL)), 4) == []
+
+
+def test_choice_values_must_be_scalars_either_backend_can_search() -> None:
+    from orchestrator.preflight import space_problems
+
+    assert space_problems({"w": Choice(((8,), (16, 8)))}) == [
+        "'w': Choice values must be numbers, text or true/false, got (8,) (tuple)"
+    ]
+    assert space_problems({"w": Choice((None, 16))})[0].endswith("got None (NoneType)")
+    assert space_problems({"w": Choice((1.0, math.nan))}) == [
+        "'w': Choice values must be finite, got nan"
+    ]
+    assert space_problems({"l": Fixed(math.inf)}) == ["'l': Fixed value must be finite, got inf"]
+    assert space_problems({"w": Choice((8, "wide")), "b": Choice((False, True))}) == []

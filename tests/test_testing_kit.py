@@ -60,6 +60,11 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
             "default_config(): learning_rate=0.5 is not a value of loguniform [0.001, 0.01]",
         ),
         (broken.DefaultsNotADict, "default_config() returned list, not a dict"),
+        (broken.KeysDiffer, "search_space() names other parameters for a prepared task"),
+        (
+            broken.RefusesItsOwnSpace,
+            "check_value('learning_rate', 0.01) refuses a value of its own search space",
+        ),
     ],
 )
 def test_a_broken_strategy_fails_naming_the_class_and_the_problem(cls, words):

@@ -294,6 +294,14 @@ def prepare_dataset(spec: Any, sources: Registry, *, seed: int, base_dir: Path) 
     classes = getattr(spec, "classes", None)
     if classes is not None:
         x, y, class_names = _split.select_classes(x, y, class_names, classes)
+    present = np.unique(y)
+    if len(present) < 2:
+        seen = f"only class {class_names[int(present[0])]!r}" if len(present) else "no examples"
+        raise DataError(
+            f"{spec.source}: the data has {seen}; a classifier needs examples of at least "
+            "two classes to tell apart",
+            key="source",
+        )
 
     val, test = float(spec.split.val), float(spec.split.test)
     parts = _split.stratified_split(x, y, class_names, val=val, test=test, seed=seed)

@@ -85,10 +85,25 @@ def check_space(recipe: Recipe, space: dict[str, Dimension], strategy: str = "")
             ("search", "scheduler"),
             "the keras_tuner backend has no asha scheduler; use fifo or hyperband, or backend: ray",
         )
+    whose = f"{strategy}'s " if strategy else ""
+    for key, dim in space.items():
+        values = dim.values if isinstance(dim, Choice) else ()
+        kinds = sorted({type(v).__name__ for v in values})
+        if len(kinds) > 1:
+            raise recipe.error(
+                ("search", "backend"),
+                f"keras_tuner takes choices of one type; {whose}{key} mixes "
+                f"{' and '.join(kinds)} ({dim.describe()}); use backend: ray, or one type",
+            )
+        if isinstance(dim, Fixed) and not isinstance(dim.value, (bool, int, float, str)):
+            raise recipe.error(
+                ("search", "backend"),
+                f"keras_tuner fixes only numbers, text and true/false; {whose}{key} is "
+                f"{dim.value!r}; use backend: ray",
+            )
     if search.algorithm == "grid" and search.scheduler != "hyperband":
         continuous = [k for k, d in space.items() if isinstance(d, (Float, LogFloat))]
         if continuous:
-            whose = f"{strategy}'s " if strategy else ""
             raise recipe.error(
                 ("search", "algorithm"),
                 "grid search with keras_tuner needs discrete dimensions; fix or list choices "

@@ -372,11 +372,16 @@ class _SeededASHA(_RetiresWorkers, ASHAScheduler):
             np.random.set_state(outside)
 
 
-def _searcher(search: SearchSpec, seed: int, start: dict[str, Any] | None = None) -> Any:
+def _searcher(
+    search: SearchSpec, seed: int, start: dict[str, Any] | None = None, *, searched: bool = True
+) -> Any:
+    """The recipe's searcher. Where every dimension is fixed there is nothing to
+    model: Optuna would refuse the space, so the trials repeat the one
+    configuration, as random search's do."""
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     points = [dict(start)] if start else None
-    if search.algorithm == "bayesian":
+    if search.algorithm == "bayesian" and searched:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
@@ -444,7 +449,8 @@ def run_search(
             )
         else:
             # A restored experiment keeps its own searcher (and what it has run).
-            searcher = _searcher(search, recipe.seed, start)
+            searched = any(not isinstance(dim, Fixed) for dim in space.values())
+            searcher = _searcher(search, recipe.seed, start, searched=searched)
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
