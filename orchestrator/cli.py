@@ -466,6 +466,11 @@ def predict(
         line += f" written to {out_path}"
     if result.accuracy is not None:
         line += f"; accuracy {result.accuracy:.4f} on {result.n_scored} labelled examples"
+    elif "label" in result.frame:  # labelled, but with no class the model knows
+        line += (
+            "; no accuracy: none of the labels is one of the model's classes "
+            f"({', '.join(ref.class_names[:10])}{', ...' if len(ref.class_names) > 10 else ''})"
+        )
     where.print(line, markup=False)
 
 

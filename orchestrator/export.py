@@ -47,7 +47,7 @@ def export_model(
         RunDirError: No such run, trial or model; ``dest`` is taken; an unknown format.
     """
     from orchestrator import __version__
-    from orchestrator.predict import find_model, load_model
+    from orchestrator.predict import find_model, load_model, recorded_features
     from orchestrator.trial import TOP_FILE
 
     if format not in FORMATS:
@@ -68,7 +68,7 @@ def export_model(
             else:
                 # The run's file as it is: byte for byte the model that was scored.
                 shutil.copyfile(ref.path, staging / KERAS_FILE)
-            how = f"keras.saving.load_model('{KERAS_FILE}'); model.predict(x)"
+            how = f"keras.saving.load_model('{KERAS_FILE}', safe_mode=True); model.predict(x)"
         else:
             model = load_model(ref)
             model.export(str(staging), format="tf_saved_model", verbose=False)
@@ -79,6 +79,8 @@ def export_model(
             "load": how,
             "class_names": list(ref.class_names),
             "input_shape": list(ref.input_shape),
+            # A table's feature columns, in the order the model takes them.
+            "features": recorded_features(run_dir),
             "input": "float32 batches of shape (n, *input_shape), prepared like the run's "
             "data: images scaled to [0, 1], tables as raw numbers (the model standardises)",
             "output": "float32 probabilities of shape (n, len(class_names)); column i is "

@@ -243,6 +243,10 @@ def read_source(
             update["target"] = None
     spec = recipe.data.model_copy(update=update)
     base_dir = Path(base_dir)
+    if scheme == "npz":
+        unlabelled = _unlabelled_npz(location, base_dir)
+        if unlabelled is not None:
+            return unlabelled, None
     reader = _make_source(scheme, host.data_sources)
     if target is not None and scheme not in TABLE_SCHEMES:
         raise DataError(
@@ -257,8 +261,8 @@ def read_source(
         if trained_scheme in TABLE_SCHEMES:
             try:
                 trained = _table_columns(trained_scheme, trained_location, recipe.base_dir)
-            except DataError:
-                trained = None  # the training table is gone: only the shape is checked
+            except DataError:  # the training table is gone: the columns the run recorded
+                trained = recorded_features(run_dir)
         if target is not None and target not in columns:
             raise DataError(
                 f"target column {target!r}{did_you_mean(target, columns)} is not in {source!r}; "
@@ -360,6 +364,56 @@ def predict(
     for i, name in enumerate(ref.class_names):
         columns[f"prob_{name}"] = probabilities[:, i]
     return Predictions(pd.DataFrame(columns), ref, accuracy, scored)
+
+
+def table_features(recipe: Any) -> list[str] | None:
+    """The feature columns of a run's table, in the order its models take them
+    (``None`` for other sources, or a table that cannot be read)."""
+    from orchestrator.data import split_source
+
+    scheme, location = split_source(recipe.data.source)
+    if scheme not in TABLE_SCHEMES:
+        return None
+    try:
+        columns = _table_columns(scheme, location, recipe.base_dir)
+    except DataError:
+        return None
+    return [c for c in columns if c != recipe.data.target]
+
+
+def recorded_features(run_dir: str | Path) -> list[str] | None:
+    """The feature columns a run recorded in ``best/config.json`` (``None`` if none)."""
+    try:
+        summary = json.loads((Path(run_dir) / "best" / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    features = summary.get("features") if isinstance(summary, dict) else None
+    return [str(c) for c in features] if isinstance(features, list) else None
+
+
+def _unlabelled_npz(location: str, base_dir: Path) -> np.ndarray | None:
+    """An npz archive's ``x`` when it has no ``y`` (nothing to score: only predict);
+    ``None`` when it has labels, for the ``npz:`` source to read as a run does."""
+    import numpy as np
+
+    path = _table_path(location, base_dir)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "y" in archive.files or "x" not in archive.files:
+                return None
+            x = np.asarray(archive["x"])
+    except (ValueError, OSError) as exc:
+        raise DataError(f"cannot read npz file {path}: {exc}", key="source") from exc
+    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
+        raise DataError(
+            f"array 'x' in {path} has shape {x.shape} and dtype {x.dtype}; expected numbers "
+            "of shape (n, ...)",
+            key="source",
+        )
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        raise DataError(f"array 'x' in {path} holds NaN or inf", key="source")
+    return x
 
 
 def _table_columns(scheme: str, location: str, base_dir: Path) -> list[str]:

@@ -839,5 +839,10 @@ def _save_best(
         "input_shape": list(task.input_shape),
         "data_source": recipe.data.source,
     }
+    from orchestrator.predict import table_features
+
+    features = table_features(recipe)
+    if features is not None:  # a table's columns, in the order the model takes them
+        summary["features"] = features
     atomic_write_text(folder / "config.json", json.dumps(summary, indent=2, default=str))
     return summary

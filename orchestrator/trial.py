@@ -37,6 +37,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: What each epoch's report carries besides its metrics: the trial's costs so far
+#: (the leaderboard's columns for a trial a scheduler stopped, which writes no result).
+COST_KEYS = ("fit_seconds", "params_total", "params_trainable", "peak_memory_mb")
+
 #: The statuses a trial can end with.
 STATUSES = ("ok", "pruned", "diverged", "error")
 RESULT_FILE = "result.json"
@@ -208,6 +212,20 @@ def _epoch_reporter(
             self.history: list[dict[str, float]] = []
             self.pending: dict[str, float] | None = None
             self.diverged = False
+            #: The model's size, once built: reported with each epoch (COST_KEYS),
+            #: so that a trial a scheduler stops has its costs in the leaderboard.
+            self.sizes: dict[str, int] = {}
+            self.started: float | None = None
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            if self.started is None:  # the first fit of a strategy that fits in phases
+                self.started = time.perf_counter()
+
+        def costs(self) -> dict[str, float]:
+            """What the trial has cost so far (see :data:`COST_KEYS`)."""
+            spent = time.perf_counter() - self.started if self.started is not None else 0.0
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            return {**self.sizes, "fit_seconds": round(spent, 3), "peak_memory_mb": round(peak, 1)}
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.epochs += 1
@@ -239,7 +257,7 @@ def _epoch_reporter(
                 # stop the trial at its last report.
                 self.pending = metrics
             else:
-                report(metrics)
+                report({**metrics, **self.costs()})
 
         def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
             loss = (logs or {}).get("loss")
@@ -307,6 +325,7 @@ def run_trial(
         keras.utils.set_random_seed(spec.seed)
         model = spec.strategy.build(dict(config), dataset.task, base)
         _check_model(model, spec.strategy, dataset.task.n_classes)
+        reporter.sizes = _sizes(model, spec, cut)
         data = FitData(
             inputs["train"], dataset.y_train, inputs["val"], dataset.y_val, spec.batch_size
         )
@@ -329,14 +348,15 @@ def run_trial(
                 "override must pass `callbacks` to every model.fit call"
             )
         result.epochs = reporter.epochs
-        result.params_total = int(model.count_params())
+        sizes = _sizes(model, spec, cut)
+        result.params_total, result.params_trainable = (
+            sizes["params_total"],
+            sizes["params_trainable"],
+        )
         if cut is not None:
             assert spec.base is not None
             result.cached_cut = cut
             result.base_fingerprint = spec.base.fingerprint
-            if spec.base.cut_params:
-                result.params_total += spec.base.cut_params[cut - 1]
-        result.params_trainable = int(sum(math.prod(w.shape) for w in model.trainable_weights))
         if reporter.diverged:
             result.status = "diverged"
             result.error = f"loss became NaN or infinite in epoch {reporter.epochs}"
@@ -382,6 +402,15 @@ def run_trial(
         report(pending)
     _release()
     return result
+
+
+def _sizes(model: Any, spec: TrialSpec, cut: int | None) -> dict[str, int]:
+    """The trial's parameters: the model's, plus the frozen prefix's on cached features."""
+    total = int(model.count_params())
+    if cut is not None and spec.base is not None and spec.base.cut_params:
+        total += spec.base.cut_params[cut - 1]
+    trainable = int(sum(math.prod(w.shape) for w in model.trainable_weights))
+    return {"params_total": total, "params_trainable": trainable}
 
 
 def _tensorboard(folder: Path) -> Any:

@@ -215,6 +215,19 @@ def test_csv_string_labels_are_class_names(registry: Registry, tmp_path: Path) -
     assert ds.x_train.dtype == np.float32
 
 
+def test_a_table_without_rows_or_with_infinite_values_is_named(
+    registry: Registry, tmp_path: Path
+) -> None:
+    (tmp_path / "h.csv").write_text("a,b,label\n")
+    with pytest.raises(DataError, match=r"h\.csv has a header but no rows"):
+        prepare(Spec("csv:h.csv", target="label"), registry, tmp_path)
+    (tmp_path / "i.csv").write_text("a,b,label\n1,2,x\ninf,3,y\n1,1e40,x\n2,2,y\n")
+    with pytest.raises(
+        DataError, match=r"2 row\(s\) with infinite values .* 'a', 'b'; the first is data row 2"
+    ):
+        prepare(Spec("csv:i.csv", target="label"), registry, tmp_path)
+
+
 def test_data_of_one_class_is_refused(registry: Registry, tmp_path: Path) -> None:
     write_csv(tmp_path / "t.csv", table(labels=("emu",)))
     with pytest.raises(DataError, match="the data has only class 'emu'; a classifier needs"):

@@ -111,6 +111,26 @@ def test_predict_the_test_split_as_the_run_did(runs, test_npz, tmp_path):
     assert f"accuracy {best['test_accuracy']:.4f} on {len(data.y_test)} labelled" in result.output
 
 
+def test_predict_unlabelled_arrays_and_say_why_labels_were_not_scored(runs, test_npz, tmp_path):
+    digits = runs[0]
+    _, data = test_npz
+    bare = tmp_path / "x_only.npz"
+    np.savez(bare, x=data.x_test)  # no y: nothing to score, only to predict
+    result = invoke("predict", digits.run_dir, "--data", f"npz:{bare}", "--out", tmp_path / "a.csv")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "a.csv")
+    assert len(frame) == len(data.x_test) and "label" not in frame
+    assert "accuracy" not in result.output
+    other = tmp_path / "other_names.npz"
+    names = np.array([f"class {n}" for n in data.task.class_names])
+    np.savez(other, x=data.x_test, y=data.y_test, class_names=names)
+    result = invoke(
+        "predict", digits.run_dir, "--data", f"npz:{other}", "--out", tmp_path / "b.csv"
+    )
+    assert result.exit_code == 0, result.output
+    assert "no accuracy: none of the labels is one of the model's classes (0, 1, 2" in result.output
+
+
 @pytest.mark.parametrize("form", ["strategy/id", "id"])
 def test_predict_with_a_named_trial(runs, test_npz, tmp_path, form):
     digits = runs[0]
@@ -357,3 +377,36 @@ def test_a_pruned_trial_is_called_pruned_when_it_has_no_model(runs, tmp_path):
     result = invoke("export", run_dir, tmp_path / "dest", "--trial", trial_id)
     assert result.exit_code == 2
     assert f"trial fine_tune/{trial_id} saved no model (status pruned)" in result.output
+
+
+def test_a_table_runs_feature_order_is_recorded_and_outlives_the_table(runs, tmp_path):
+    import shutil
+
+    import yaml
+
+    wine = runs[1]
+    table = pd.read_csv(WINE_CSV)
+    features = list(table.columns.drop("cultivar"))
+    summary = json.loads((wine.run_dir / "best" / "config.json").read_text())
+    assert summary["features"] == features
+    made = invoke("export", wine.run_dir, tmp_path / "exported")
+    assert made.exit_code == 0, made.output
+    assert json.loads((tmp_path / "exported" / "graftune.json").read_text())["features"] == features
+    # The training table gone (a submitted job's working folder, say): the
+    # recorded order still puts a reordered table's columns right.
+    moved = tmp_path / "run"
+    shutil.copytree(wine.run_dir, moved)
+    recipe = yaml.safe_load((moved / "recipe.yaml").read_text())
+    recipe["data"]["source"] = f"csv:{tmp_path / 'gone.csv'}"
+    (moved / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    table[list(reversed(table.columns))].to_csv(tmp_path / "reordered.csv", index=False)
+    as_run = invoke("predict", wine.run_dir, "--data", f"csv:{WINE_CSV}", "-o", tmp_path / "a.csv")
+    later = invoke(
+        "predict", moved, "--data", f"csv:{tmp_path / 'reordered.csv'}", "-o", tmp_path / "b.csv"
+    )
+    assert as_run.exit_code == 0 and later.exit_code == 0, later.output
+    np.testing.assert_allclose(
+        pd.read_csv(tmp_path / "b.csv").filter(like="prob_"),
+        pd.read_csv(tmp_path / "a.csv").filter(like="prob_"),
+        rtol=1e-5,
+    )

@@ -286,7 +286,12 @@ BAD_RECIPES = [
         id="missing-name",
     ),
     pytest.param(HEAD, "strategies", "this key is required", id="missing-strategies"),
-    pytest.param(HEAD + "strategies: {}\n", "strategies", "name at least one strategy to search", id="no-strategies"),
+    pytest.param(
+        HEAD + "strategies: {}\n",
+        "strategies",
+        "name at least one strategy to search",
+        id="no-strategies",
+    ),
     pytest.param(
         HEAD + "strategies:\n  scratch_mlp:\n",
         "strategies.scratch_mlp",

@@ -122,6 +122,11 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
         # Successive halving stops someone before max_epochs (factor 2).
         assert (frame["epochs"] < 4).any()
         assert (frame.loc[frame["status"] == "pruned", "epochs"] < 4).all()
+        # A pruned trial has its costs up to where it stopped (from its reports).
+        pruned = frame[frame["status"] == "pruned"]
+        assert (pruned["fit_seconds"] > 0).all() and (pruned["peak_memory_mb"] > 0).all()
+        assert (pruned["params_trainable"] <= pruned["params_total"]).all()
+        assert pruned["params_total"].notna().all()
         # A pruned trial's learning curve comes from the epochs it reported.
         import pandas as pd
 

@@ -330,6 +330,8 @@ def _table_arrays(frame: pd.DataFrame, target: str, path: Path) -> LabelledArray
 
     frame.columns = [str(c) for c in frame.columns]
     features = [c for c in frame.columns if c != target]
+    if frame.empty:  # its columns then read as text: "non-numeric" would mislead
+        raise DataError(f"{path} has a header but no rows", key="source")
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise DataError(
@@ -347,6 +349,16 @@ def _table_arrays(frame: pd.DataFrame, target: str, path: Path) -> LabelledArray
             key="source",
         )
     x = frame[features].to_numpy(dtype=np.float32)
+    infinite = ~np.isfinite(x)
+    if infinite.any():
+        columns = [c for c, bad in zip(features, infinite.any(axis=0), strict=True) if bad]
+        first = int(np.argmax(infinite.any(axis=1)))
+        raise DataError(
+            f"{path} has {int(infinite.any(axis=1).sum())} row(s) with infinite values (or "
+            f"numbers too large for float32), in column(s) {', '.join(map(repr, columns))}; "
+            f"the first is data row {first + 1}",
+            key="source",
+        )
     codes, class_names = _encode_labels(frame[target].to_numpy())
     return LabelledArrays(x=x, y=codes, class_names=class_names)
 

@@ -37,6 +37,7 @@ from orchestrator.cluster import node_label
 from orchestrator.errors import SearchInterrupted
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import (
+    COST_KEYS,
     TrialResult,
     TrialSpec,
     finite_or_none,
@@ -230,7 +231,17 @@ def collect(
         error=message,
         retries=retries,
         node=last.get("node"),
+        # The costs up to the last epoch it reported (trial.COST_KEYS).
+        fit_seconds=finite_or_none(last.get("fit_seconds")),
+        params_total=_whole_or_none(last.get("params_total")),
+        params_trainable=_whole_or_none(last.get("params_trainable")),
+        peak_memory_mb=finite_or_none(last.get("peak_memory_mb")),
     )
+
+
+def _whole_or_none(value: Any) -> int | None:
+    number = finite_or_none(value)
+    return None if number is None else int(number)
 
 
 #: What Tune adds to every report, besides the epoch's metrics.
@@ -239,6 +250,7 @@ _TUNE_KEYS = frozenset(
         "timestamp", "checkpoint_dir_name", "should_checkpoint", "done", "training_iteration",
         "trial_id", "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
         "time_since_restore", "iterations_since_restore", "experiment_tag", "node", WORKER_RSS,
+        *COST_KEYS,
     )
 )  # fmt: skip
 
