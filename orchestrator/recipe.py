@@ -191,7 +191,7 @@ class SearchSpec(_Model):
     batch_size: _Count = 32
     max_concurrent_trials: _Count | None = None
     time_budget_s: _PositiveNumber | None = None
-    max_failures: int = Field(1, ge=0)
+    max_failures: Annotated[_Whole, Field(ge=0)] = 1
     worker_memory_mb: _Count | None = 4096
     #: The first trial of a random or Bayesian search runs the strategy's defaults.
     start_from_defaults: bool = True

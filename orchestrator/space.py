@@ -220,8 +220,9 @@ def check_compatible(name: str, default: Dimension, override: Dimension) -> None
         isinstance(override, (Float, LogFloat)) and "float" not in kinds
     )
     if not fits:
+        hint = next((h for h in map(_text_number_hint, values) if h), "")
         raise ValueError(
-            f"{name} takes {_describe_kinds(kinds, positive)}; got {override.describe()}"
+            f"{name} takes {_describe_kinds(kinds, positive)}; got {override.describe()}{hint}"
         )
 
 
