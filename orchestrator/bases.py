@@ -422,19 +422,35 @@ class ApplicationProvider(BaseProvider):
             )
         if spec.input_shape:
             _check_application_input(function, spec)
+            shape = tuple(spec.input_shape)
+            if len(shape) == 3:  # the scaling a family needs: refused now, not in every trial
+                plan_adapter(shape, shape, self.preprocessing(spec))
 
     def cache_key(self, spec: BaseSpec, context: BaseContext) -> str:
         weights = spec.weights or "imagenet"
         if weights not in ("imagenet", "none"):
             weights = _file_digest(Path(weights))
-        return _digest(
-            {"application": spec.application, "weights": weights, "input_shape": _input_shape(spec)}
-        )
+        key = {
+            "application": spec.application,
+            "weights": weights,
+            "input_shape": _input_shape(spec),
+        }
+        if weights == "none":  # random weights: the recipe's seed draws them
+            key["seed"] = context.seed
+        return _digest(key)
 
     def build(self, spec: BaseSpec, context: BaseContext) -> keras.Model:
+        import keras
+
         function = _application_function(spec.application or "")
         weights = spec.weights or "imagenet"
         local = weights not in ("imagenet", "none")
+        if weights == "none":
+            # The same seed, the same base: built again (after a cache clear, on
+            # another machine), it is the one the run's trials trained on, to its
+            # layers' names (a fresh session numbers them from the start).
+            keras.backend.clear_session()
+            keras.utils.set_random_seed(context.seed)
         try:
             with warnings.catch_warnings():
                 if local:  # a file of another model: a warning per layer before the error
@@ -712,6 +728,7 @@ def prepare_base(
                 f"base provider {kind!r} from {providers.owner(kind)} returned "
                 f"{type(model).__name__} from build(), not a keras.Model"
             )
+        _check_one_input_and_output(model)
         return model
 
     # The cheap checks first: a cache key may read the files they check.
@@ -743,7 +760,7 @@ def prepare_base(
                 _save_base(model, model_path)
     else:  # known by its weights only once built
         model = build()
-        folder = cache_dir() / "bases" / f"{spec.kind}-{_weights_digest(model)[:16]}"
+        folder = cache_dir() / "bases" / f"{spec.kind}-{weights_digest(model)[:16]}"
         model_path = folder / "base.keras"
         with locked(folder.with_suffix(".lock")):
             if not model_path.is_file():
@@ -755,7 +772,7 @@ def prepare_base(
     description = spec.application or (str(spec.path) if spec.path else spec.kind)
     return BaseInfo(
         path=model_path,
-        fingerprint=_weights_digest(model),
+        fingerprint=weights_digest(model),
         input_shape=input_shape,
         output_shape=output_shape,
         cut_points=tuple(cuts),
@@ -765,6 +782,31 @@ def prepare_base(
         cut_params=tuple(_params(model.layers[: i + 1]) for i in cuts),
         random_layers=tuple(random_layers(model)),
     )
+
+
+def _check_one_input_and_output(model: Any) -> None:
+    """A base is one input to one output, and built (its input shape known).
+
+    Raises:
+        BaseModelError: An unbuilt model (a Sequential saved without an Input),
+            or several inputs or outputs: a strategy trains on one tensor of
+            features, and the cut points are of one path from input to output.
+    """
+    try:
+        inputs, outputs = list(model.inputs), list(model.outputs)
+    except (AttributeError, ValueError):
+        inputs = outputs = []
+    if not inputs or not outputs:
+        raise BaseModelError(
+            "the base model has no defined input (a Sequential saved before it was built): "
+            "give it a keras.Input, or build it, before saving it"
+        )
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise BaseModelError(
+            f"the base model has {len(inputs)} input(s) and {len(outputs)} output(s); a base "
+            "takes one input and gives one output (make one: keras.Model(model.inputs[0], "
+            "model.outputs[i]))"
+        )
 
 
 def _save_base(model: Any, path: Path) -> None:
@@ -887,7 +929,8 @@ def plan_adapter(
     refuse = BaseModelError(
         f"the data's inputs have shape {data_shape} but the base takes {base_shape}; graftune "
         "adapts images by resizing, grayscale to 3 channels and flattening for dense bases, "
-        "but not this. Use a base whose input matches the data (or set base.input_shape)."
+        "but not this. Use a base whose input matches the data (for an application: "
+        "base.input_shape)."
     )
     if _matches(data_shape, base_shape):
         pass
@@ -909,6 +952,13 @@ def plan_adapter(
     if preprocessing:
         if len(base_shape) != 3:
             raise refuse
+        if preprocessing in ("caffe", "torch") and base_shape[2] != 3:
+            raise BaseModelError(
+                f"the base takes {base_shape[2]} channel(s), but its {preprocessing!r} scaling "
+                "is of RGB images: give it 3 channels (base.input_shape [H, W, 3]; grey "
+                "images are repeated to RGB)",
+                key="input_shape",
+            )
         steps.append(("preprocess", preprocessing))
     return steps
 
@@ -1067,7 +1117,8 @@ def _file_digest(path: Path) -> str:
     return sha.hexdigest()
 
 
-def _weights_digest(model: keras.Model) -> str:
+def weights_digest(model: keras.Model) -> str:
+    """A base's fingerprint: its architecture and every weight (``BaseInfo.fingerprint``)."""
     sha = hashlib.sha256(json.dumps(model.to_json(), sort_keys=True).encode())
     for weight in model.weights:
         sha.update(weight.numpy().tobytes())

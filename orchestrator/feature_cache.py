@@ -77,7 +77,11 @@ def cached_features(
                 x = getattr(dataset, f"x_{split}")
                 out = prefix.predict(x, batch_size=batch_size, verbose=0).astype(DTYPE)
                 tmp = folder / f"{split}.{os.getpid()}.tmp.npy"
-                np.save(tmp, out)
+                try:
+                    np.save(tmp, out)
+                except OSError:  # a full disk: no half-written file keeps it full
+                    tmp.unlink(missing_ok=True)
+                    raise
                 os.replace(tmp, folder / f"{split}.npy")
                 shapes[split] = list(out.shape)
             meta = {

@@ -196,7 +196,9 @@ def load_model(ref: ModelRef) -> Any:
     try:
         return load_trial_model(folder, base, ref.input_shape)
     except ValueError as exc:
-        raise RunDirError(str(exc)) from None
+        raise RunDirError(
+            f"{exc}; the run's best model ({run_dir / BEST_MODEL}) is whole"
+        ) from None
 
 
 def read_source(

@@ -683,7 +683,11 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
                 except ValueError as exc:
                     errors.append(recipe.error(("search", "space", key), f"for {name}: {exc}"))
 
-        if recipe.search.backend == "keras_tuner":  # what only keras-tuner cannot search
+        strategy_errors = [
+            e for e in errors if name in (e.path or "") or f"for {name}:" in e.message
+        ]
+        if recipe.search.backend == "keras_tuner" and not strategy_errors:
+            # What only keras-tuner cannot search (not said of a space that is wrong anyway)
             from orchestrator.tuning.keras_tuner import check_space
 
             try:

@@ -29,6 +29,7 @@ from orchestrator.errors import (
     BaseModelError,
     DataError,
     GraftuneError,
+    OutputPathError,
     RecipeError,
     RunDirError,
     RunFailed,
@@ -291,6 +292,14 @@ def _run(
             raise recipe.data_error(("base", "pretrain", "data"), exc) from None
         except BaseModelError as exc:  # found building it: the weights, the data's shape
             raise recipe.base_error(exc) from None
+        except OSError as exc:  # the cache folder (its lock, its entry) cannot be written
+            from orchestrator.bases import CACHE_ENV, cache_dir
+
+            raise OutputPathError(
+                f"cannot keep the base in graftune's cache folder {cache_dir()} "
+                f"(${CACHE_ENV}, default ~/.cache/graftune): {exc.strerror or exc}"
+                + (f": {exc.filename}" if exc.filename else "")
+            ) from exc
         echo(
             f"base: {base_info.description}, {base_info.n_cut_points} cut points, "
             f"output {base_info.output_shape}"
@@ -523,7 +532,7 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
     samples = _num_samples(recipe, name)
     keras_tuner = search.backend == "keras_tuner"
     if keras_tuner and search.scheduler == "hyperband":
-        factor = round(search.reduction_factor)
+        factor = max(2, round(search.reduction_factor))  # validate refuses others
         brackets, epochs = 0, float(search.max_epochs)
         while epochs >= 1:  # keras-tuner's HyperbandOracle, min_epochs 1
             epochs /= factor
@@ -547,7 +556,30 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
         repeats = 1 if keras_tuner else samples
         more = f", {repeats} times over" if repeats > 1 else ""
         return points * repeats, f"a grid of {points} configuration{'s' * (points != 1)}{more}"
+    distinct = _distinct_configurations(space)
+    if keras_tuner and distinct is not None and distinct < samples:
+        # keras-tuner never draws one configuration twice: it stops when none is left.
+        return distinct, (
+            f"{distinct} trial{'s' * (distinct != 1)} (the space has {distinct} "
+            f"configuration{'s' * (distinct != 1)}, and keras-tuner tries each once; "
+            f"num_samples is {samples})"
+        )
     return samples, f"{samples} trial{'s' * (samples != 1)}"
+
+
+def _distinct_configurations(space: dict[str, Any]) -> int | None:
+    """How many configurations a space of discrete dimensions holds (``None``: continuous)."""
+    from orchestrator.space import Choice, Fixed, Int
+
+    count = 1
+    for dim in space.values():
+        if isinstance(dim, Choice):
+            count *= len(set(map(repr, dim.values)))
+        elif isinstance(dim, Int):
+            count *= int(dim.high) - dim.low + 1
+        elif not isinstance(dim, Fixed):
+            return None
+    return count
 
 
 def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:

@@ -130,7 +130,7 @@ def _text_number_hint(value: Any) -> str:
             float(value)
         except ValueError:
             return ""
-        return f" (YAML reads {value} as text; write it with a decimal point, like 1.0e-6)"
+        return f" (YAML reads {value} as text; write it with a decimal point and a signed exponent, like 1.0e-6 or 1.0e+30)"
     return ""
 
 
@@ -216,9 +216,12 @@ def check_compatible(name: str, default: Dimension, override: Dimension) -> None
     if kinds is None:
         return
     values = _sample_values(override)
-    fits = all(_kind(v) in kinds and not (positive and v <= 0) for v in values) and not (
-        isinstance(override, (Float, LogFloat)) and "float" not in kinds
-    )
+    # A log scale cannot reach 0, but a fixed or listed 0 (lambda: 0, no penalty) is a
+    # value like any other: the strategy's check_value says whether it takes it.
+    listed = isinstance(override, (Fixed, Choice))
+    fits = all(
+        _kind(v) in kinds and not (positive and (v < 0 if listed else v <= 0)) for v in values
+    ) and not (isinstance(override, (Float, LogFloat)) and "float" not in kinds)
     if not fits:
         hint = next((h for h in map(_text_number_hint, values) if h), "")
         raise ValueError(

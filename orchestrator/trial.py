@@ -179,6 +179,9 @@ def configure_tensorflow(cpus: float, gpus: float) -> None:
     """
     import tensorflow as tf
 
+    # TensorFlow's warnings (retracing, say) are for whoever writes the model; in an
+    # in-process search (keras_tuner) they would print over the progress view.
+    tf.get_logger().setLevel(logging.ERROR)
     threads = max(1, int(cpus))
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -252,6 +255,7 @@ def _epoch_reporter(
             self.history.append(metrics)
             if not math.isfinite(metrics.get("loss", 0.0)):
                 self.diverged = True
+                self.model.stop_training = True
             if self.epochs >= total or self.diverged:
                 # Reported after the model is evaluated and saved: a scheduler may
                 # stop the trial at its last report.
@@ -263,6 +267,7 @@ def _epoch_reporter(
             loss = (logs or {}).get("loss")
             if loss is not None and not math.isfinite(float(loss)):
                 self.diverged = True
+                self.model.stop_training = True
 
     return EpochReporter()
 
@@ -331,7 +336,9 @@ def run_trial(
         )
         # For strategies with a fit of their own too (the default fit does it again, for free).
         build_training_state(model, inputs["train"], dataset.y_train)
-        callbacks = [reporter, keras.callbacks.TerminateOnNaN(), _tensorboard(folder)]
+        # The reporter also stops a diverging trial (as TerminateOnNaN would, without
+        # printing "Invalid loss" over the progress view of an in-process search).
+        callbacks = [reporter, _tensorboard(folder)]
         started = time.perf_counter()
         model = spec.strategy.fit(
             model, dict(config), data, epochs=spec.max_epochs, callbacks=callbacks
@@ -364,7 +371,7 @@ def run_trial(
             result.val_accuracy = finite_or_none(last.get("val_accuracy"))
             result.val_loss = finite_or_none(last.get("val_loss"))
         else:
-            val = _last_validation(spec.strategy, reporter, spec.max_epochs)
+            val = _last_validation(spec.strategy, reporter, spec.max_epochs, len(dataset.y_val))
             if val is None:
                 val = scores(probabilities(model, inputs["val"]), dataset.y_val)
             predicted = probabilities(model, inputs["test"])
@@ -472,7 +479,14 @@ def _inputs(
         return raw, None
     from orchestrator.feature_cache import cached_features
 
-    features, computed = cached_features(base, cut, dataset)
+    try:
+        features, computed = cached_features(base, cut, dataset)
+    except OSError as exc:  # a full or read-only cache: the trial trains without it
+        from orchestrator.bases import cache_dir
+
+        result.note = f"feature cache off: cannot write in {cache_dir()}: {exc.strerror or exc}"
+        log.warning("%s", result.note)
+        return raw, None
     base.cached_cut = cut
     base.feature_shape = tuple(features["train"].shape[1:])
     result.note = f"features {'computed' if computed else 'from cache'} up to cut {cut}"
@@ -510,10 +524,18 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
             f"{result.base_fingerprint}; the base at hand is "
             f"{base.fingerprint if base is not None else 'none'}"
         )
-    from orchestrator.bases import load_base
+    from orchestrator.bases import load_base, weights_digest
 
+    loaded = load_base(base)
+    if weights_digest(loaded.model) != result.base_fingerprint:
+        # The file was made again since (a cache clear, then another run) from other
+        # weights: the trained part would sit on a prefix it never saw.
+        raise ValueError(
+            f"trial {name} trained on cached features of a base whose weights are not "
+            f"those of {base.path} now (it was made again since the run)"
+        )
     trained = keras.saving.load_model(folder / TOP_FILE, safe_mode=True)
-    prefix = load_base(base).prefix_model(input_shape, result.cached_cut)
+    prefix = loaded.prefix_model(input_shape, result.cached_cut)
     inputs = keras.Input(input_shape, name="inputs")
     return keras.Model(inputs, trained(prefix(inputs)), name=trained.name)
 
@@ -574,7 +596,9 @@ def scores(predicted: Any, y: Any) -> dict[str, float]:
     }
 
 
-def _last_validation(strategy: Strategy, reporter: Any, epochs: int) -> dict[str, float] | None:
+def _last_validation(
+    strategy: Strategy, reporter: Any, epochs: int, examples: int | None = None
+) -> dict[str, float] | None:
     """The last epoch's validation metrics, where they are the returned model's.
 
     The default :meth:`Strategy.fit` is one ``model.fit`` over every epoch, and
@@ -592,7 +616,12 @@ def _last_validation(strategy: Strategy, reporter: Any, epochs: int) -> dict[str
     last = reporter.history[-1] if reporter.history else {}
     if "val_accuracy" not in last or "val_objective" not in last:
         return None
-    return {"accuracy": last["val_accuracy"], "loss": last["val_loss"]}
+    accuracy = last["val_accuracy"]
+    if examples:
+        # Keras counts in float32 (37/144 is 0.2569444477...): the exact share, as a
+        # trial that evaluates itself gives, so that equal scores tie (and rank by size).
+        accuracy = round(accuracy * examples) / examples
+    return {"accuracy": accuracy, "loss": last["val_loss"]}
 
 
 def _check_model(model: Any, strategy: Strategy, n_classes: int) -> None:

@@ -43,8 +43,8 @@ class FineTune(Strategy):
     λ has two forms, searched as ``regularizer``: ``l2`` puts ``λ·‖w‖²`` on every
     trainable kernel; ``l2sp`` puts ``λ·‖w − w⁰‖²`` on the base's trainable
     kernels (``w⁰`` their pretrained values) and ``λ·‖w‖²`` on the new head — that
-    is α = β = λ in Li et al.'s notation, so the two forms differ only in where
-    the base's weights are pulled to.
+    is α = β = 2λ in Li et al.'s notation (``α/2·‖w − w⁰‖² + β/2·‖w‖²``), so the
+    two forms differ only in where the base's weights are pulled to.
 
     ``two_phase``: first train the head for a quarter of the epochs with the
     whole base frozen, then unfreeze down to ``frozen_layers`` and train the

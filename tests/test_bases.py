@@ -770,3 +770,40 @@ def test_a_provider_that_breaks_its_contract_is_named(provider, words, tmp_path)
     message = str(info.value)
     assert f"base provider {provider!r} from qa_plugin (qa-plugin 1.0)" in message
     assert words in message
+
+
+def test_a_random_application_base_is_drawn_from_the_seed(tmp_path):
+    from orchestrator.bases import ApplicationProvider, BaseContext, weights_digest
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import BaseSpec
+
+    spec = BaseSpec(application="MobileNetV3Small", weights="none", input_shape=(32, 32, 3))
+    host = get_plugin_manager()
+
+    def made(seed):
+        context = BaseContext(seed, tmp_path, host.data_sources, tmp_path)
+        provider = ApplicationProvider()
+        return provider.cache_key(spec, context), weights_digest(provider.build(spec, context))
+
+    first, again, other = made(3), made(3), made(4)
+    assert first == again  # rebuilt after a cache clear: the base the trials trained on
+    assert other[0] != first[0] and other[1] != first[1]
+
+
+def test_a_base_is_one_built_input_to_one_output():
+    import keras
+
+    from orchestrator.bases import _check_one_input_and_output, plan_adapter
+    from orchestrator.errors import BaseModelError
+
+    inputs = keras.Input((8, 8, 1))
+    a = keras.layers.Conv2D(2, 3)(inputs)
+    b = keras.layers.Conv2D(2, 3)(a)
+    with pytest.raises(BaseModelError, match=r"1 input\(s\) and 2 output\(s\)"):
+        _check_one_input_and_output(keras.Model(inputs, [a, b]))
+    with pytest.raises(BaseModelError, match="no defined input"):
+        _check_one_input_and_output(keras.Sequential([keras.layers.Dense(2)]))
+    _check_one_input_and_output(keras.Model(inputs, b))
+    with pytest.raises(BaseModelError, match="its 'torch' scaling is of RGB images"):
+        plan_adapter((8, 8, 1), (32, 32, 1), "torch")
+    assert plan_adapter((8, 8, 1), (32, 32, 3), "caffe")[-1] == ("preprocess", "caffe")

@@ -247,6 +247,18 @@ def test_only_the_default_fit_gives_its_last_epoch_as_the_validation_score():
         logs = {"loss": 1.0, "val_loss": 1.5 - accuracy, "val_accuracy": accuracy}
         reporter.on_epoch_end(epoch, {**logs, "val_cross_entropy": 1 - accuracy})
     assert _last_validation(scratch, reporter, 3) == {"accuracy": 0.9, "loss": pytest.approx(0.1)}
+    # Keras' float32 share, made exact (37/144), so that it ties with an evaluated trial's.
+    counted = _epoch_reporter(lambda metrics: None, 1)
+    counted.on_epoch_end(
+        0,
+        {
+            "loss": 1.0,
+            "val_loss": 2.0,
+            "val_accuracy": 0.2569444477558136,
+            "val_cross_entropy": 1.0,
+        },
+    )
+    assert _last_validation(scratch, counted, 1, 144)["accuracy"] == 37 / 144
     assert _last_validation(fine_tune, reporter, 3) is None  # a fit of its own
     assert _last_validation(scratch, reporter, 4) is None  # stopped before its last epoch
     # What the search sees: val_loss is the cross-entropy, Keras' objective beside it.

@@ -413,6 +413,10 @@ def test_keras_tuner_refuses_a_grid_over_continuous_dimensions_before_writing(tm
             "{backend: keras_tuner, scheduler: asha}",
             "search.scheduler: the keras_tuner backend has",
         ),
+        (  # keras-tuner's Hyperband never ended its bracket count for 1.4
+            "{backend: keras_tuner, scheduler: hyperband, reduction_factor: 1.4}",
+            "search.reduction_factor: keras-tuner's Hyperband takes a whole reduction factor",
+        ),
     ],
 )
 def test_validate_refuses_what_keras_tuner_cannot_search(tmp_path, search, words):
@@ -424,6 +428,81 @@ def test_validate_refuses_what_keras_tuner_cannot_search(tmp_path, search, words
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 2, result.output
     assert result.output.count(words) == (2 if "grid" in search else 1), result.output
+
+
+def test_keras_tuner_searches_follow_the_recipes_seed(tmp_path):
+    from orchestrator.testing import run_in_process
+    from orchestrator.tuning.keras_tuner import oracle_seed
+
+    # keras-tuner takes 0 for "draw a seed", and seeds its n-th draw with seed + n.
+    assert oracle_seed(0) > 0 and abs(oracle_seed(5) - oracle_seed(1)) > 10_000
+    recipe = {
+        "name": "seeded",
+        "data": {"source": "sklearn:iris"},
+        "strategies": {"scratch_mlp": {}},
+        "search": {"num_samples": 3, "max_epochs": 1, "start_from_defaults": False},
+    }
+    columns = ["hidden_layers", "width", "lambda", "learning_rate"]
+
+    def drawn(seed, where):
+        board = run_in_process({**recipe, "seed": seed}, run_dir=tmp_path / where)
+        return sorted(board[columns].itertuples(index=False, name=None))
+
+    first = drawn(0, "a")
+    assert first == drawn(0, "b")  # seed 0, the default, included
+    assert first != drawn(4, "c")
+
+
+def test_keras_tuner_keeps_the_time_budget_between_trials_and_plans_a_small_space(tmp_path):
+    from orchestrator.recipe import parse_recipe
+    from orchestrator.run import _planned
+    from orchestrator.space import Choice, Fixed
+    from orchestrator.testing import run_in_process
+
+    board = run_in_process(
+        {
+            "name": "budget",
+            "data": {"source": "sklearn:iris"},
+            "strategies": {"scratch_mlp": {}},
+            "search": {"num_samples": 4, "max_epochs": 2, "time_budget_s": 0.5},
+        },
+        run_dir=tmp_path / "run",
+    )
+    assert list(board["trial_id"]) == ["kt0"]  # the others never started: not listed
+    text = "name: x\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
+    kt = parse_recipe(text + "search: {backend: keras_tuner, num_samples: 5}\n")
+    space = {"width": Choice((16, 32)), "lambda": Fixed(0.0)}
+    count, said = _planned(kt, "scratch_mlp", space)
+    assert count == 2 and "keras-tuner tries each once; num_samples is 5" in said
+    ray = parse_recipe(text + "search: {num_samples: 5}\n")
+    assert _planned(ray, "scratch_mlp", space) == (5, "5 trials")  # Ray draws with repeats
+
+
+def test_keras_tuner_state_is_written_whole_and_a_damaged_one_is_named(tmp_path):
+    from orchestrator.errors import RunDirError
+    from orchestrator.run import FINISHED_FILE, SEARCH_DONE_FILE, resume_run
+    from orchestrator.testing import run_in_process
+
+    run_dir = tmp_path / "run"
+    run_in_process(
+        {
+            "name": "torn",
+            "data": {"source": "sklearn:iris"},
+            "strategies": {"scratch_mlp": {}},
+            "search": {"num_samples": 2, "max_epochs": 1},
+        },
+        run_dir=run_dir,
+    )
+    from keras_tuner.src import utils
+
+    assert getattr(utils.save_json, "graftune", False)  # aside, then moved: whole or old
+    assert not list((run_dir / "keras_tuner").rglob("*.tmp"))
+    # What an older graftune, stopped while keras-tuner wrote, could leave.
+    (run_dir / FINISHED_FILE).unlink()
+    (run_dir / "trials" / "scratch_mlp" / SEARCH_DONE_FILE).unlink()  # its search goes on
+    next((run_dir / "keras_tuner").rglob("trial.json")).write_text("")
+    with pytest.raises(RunDirError, match=r"is damaged .* cannot be resumed; start it again"):
+        resume_run(run_dir)
 
 
 def test_a_trial_whose_worker_dies_is_retried(by_value, tmp_path):

@@ -437,3 +437,42 @@ def test_an_application_base_works_with_the_cache_and_input_adaptation(
     np.testing.assert_allclose(
         whole.predict(digits.x_test, verbose=0), in_run, rtol=1e-4, atol=1e-5
     )
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_trial_to_train_without_it(
+    digits, base_info, tmp_path, monkeypatch
+):
+    from orchestrator import feature_cache
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(feature_cache, "cached_features", full)
+    result = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, epochs=1)
+    assert result.status == "ok", result.error
+    assert result.note.startswith("feature cache off: cannot write in ")
+    assert result.note.endswith("No space left on device")
+    assert result.cached_cut is None and result.model_path.endswith("model.keras")
+
+
+def test_a_cached_trials_model_is_refused_on_a_base_made_again_with_other_weights(
+    digits, base_info, tmp_path
+):
+    import shutil
+
+    import keras
+
+    result = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, epochs=1)
+    assert result.cached_cut is not None
+    folder = tmp_path / "run" / "trials" / "feature_extraction" / "t"
+    kept = tmp_path / "kept.keras"
+    shutil.copyfile(base_info.path, kept)
+    try:
+        other = keras.saving.load_model(base_info.path, safe_mode=True, compile=False)
+        other.set_weights([w + 0.5 for w in other.get_weights()])
+        other.save(base_info.path)  # the same file, made again from other weights
+        with pytest.raises(ValueError, match="whose weights are not those of"):
+            load_trial_model(folder, base_info, digits.task.input_shape)
+    finally:
+        shutil.copyfile(kept, base_info.path)
+    assert load_trial_model(folder, base_info, digits.task.input_shape) is not None

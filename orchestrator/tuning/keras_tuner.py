@@ -16,11 +16,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import json
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import SearchInterrupted
+from orchestrator.errors import RunDirError, SearchInterrupted
+from orchestrator.leaderboard import atomic_write_text
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import TrialResult, read_result, run_trial, trial_dir
 from orchestrator.tuning.ray_start import raise_if_interrupted
@@ -101,6 +104,14 @@ def check_space(recipe: Recipe, space: dict[str, Dimension], strategy: str = "")
                 f"keras_tuner fixes only numbers, text and true/false; {whose}{key} is "
                 f"{dim.value!r}; use backend: ray",
             )
+    if search.scheduler == "hyperband" and (
+        search.reduction_factor < 2 or not float(search.reduction_factor).is_integer()
+    ):
+        raise recipe.error(
+            ("search", "reduction_factor"),
+            "keras-tuner's Hyperband takes a whole reduction factor of 2 or more; got "
+            f"{search.reduction_factor:g}",
+        )
     if search.algorithm == "grid" and search.scheduler != "hyperband":
         continuous = [k for k, d in space.items() if isinstance(d, (Float, LogFloat))]
         if continuous:
@@ -131,6 +142,42 @@ def _starting_at_defaults(oracle_class: type) -> type:
     return Starting
 
 
+class _BudgetSpent(BaseException):
+    """The search's ``time_budget_s`` ran out (past keras-tuner, which catches Exception)."""
+
+
+def _saves_in_one_step() -> None:
+    """Make keras-tuner write its JSON state (each trial's, the oracle's) atomically.
+
+    It writes them in place; a run stopped (Ctrl+C, SIGKILL) while it writes
+    one left it empty, and keras-tuner could not reload the project: the run
+    could never be resumed. Written aside and moved, a file is whole or old.
+    """
+    from keras_tuner.src import utils
+
+    if getattr(utils.save_json, "graftune", False):
+        return
+
+    def save_json(path: str, obj: Any) -> str:
+        text = json.dumps(obj)
+        atomic_write_text(Path(path), text)
+        return text
+
+    save_json.graftune = True  # type: ignore[attr-defined]
+    utils.save_json = save_json
+
+
+def oracle_seed(seed: int) -> int:
+    """The seed a keras-tuner oracle gets for a recipe's ``seed``.
+
+    An oracle takes 0 for "none" (it draws one at random: ``seed: 0``, the
+    default, searched differently every run), and seeds its n-th draw with
+    ``seed + n``: seeds 1 and 5 would try the same configurations, one trial
+    apart. Recipe seeds are spread out, a million draws from one another.
+    """
+    return 1 + (seed * 1_000_003) % (2**32 - 2)
+
+
 def _oracle(
     recipe: Recipe, space: dict[str, Dimension], num_samples: int, start: dict[str, Any] | None
 ) -> Any:
@@ -146,13 +193,13 @@ def _oracle(
         "objective": objective,
         "hyperparameters": to_hyperparameters(space, start),
         "tune_new_entries": False,
-        "seed": recipe.seed,
+        "seed": oracle_seed(recipe.seed),
         # A failing strategy is recorded per trial; it must not end the search.
         "max_consecutive_failed_trials": max(3, num_samples),
     }
     if search.scheduler == "hyperband":
         return oracle(kt.oracles.HyperbandOracle)(
-            max_epochs=search.max_epochs, factor=round(search.reduction_factor), **common
+            max_epochs=search.max_epochs, factor=int(search.reduction_factor), **common
         )
     if search.algorithm == "grid":
         return kt.oracles.GridSearchOracle(max_trials=None, **common)
@@ -184,6 +231,9 @@ def run_search(
     worst = 0.0 if recipe.search.direction == "max" else 1e12
     names = list(space)
 
+    budget = recipe.search.time_budget_s
+    began = time.monotonic()
+
     class GraftuneTuner(kt.Tuner):
         def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
             values = trial.hyperparameters.values
@@ -191,6 +241,8 @@ def run_search(
             epochs = int(values.get("tuner/epochs", spec.max_epochs))
             trial_id = f"kt{trial.trial_id}"
             raise_if_interrupted()
+            if budget is not None and time.monotonic() - began > budget:
+                raise _BudgetSpent  # between trials: keras-tuner has no budget of its own
             if listener is not None:
                 listener.trial_started(strategy, trial_id)
             result = run_trial(
@@ -205,28 +257,41 @@ def run_search(
             value = getattr(result, metric, None)
             return {metric: worst if value is None else float(value)}
 
+    _saves_in_one_step()
     said = io.StringIO()
-    with contextlib.redirect_stdout(said):  # "Reloading Tuner from ..." on resume: to the log
-        tuner = GraftuneTuner(
-            oracle=_oracle(recipe, space, num_samples, start),
-            directory=str(run_dir / "keras_tuner"),
-            project_name=strategy,
-            overwrite=not resume,
-        )
+    try:
+        with contextlib.redirect_stdout(said):  # "Reloading Tuner from ..." on resume: to the log
+            tuner = GraftuneTuner(
+                oracle=_oracle(recipe, space, num_samples, start),
+                directory=str(run_dir / "keras_tuner"),
+                project_name=strategy,
+                overwrite=not resume,
+            )
+    except ValueError as exc:  # json's errors: a file cut short by an older graftune
+        if not resume:
+            raise
+        raise RunDirError(
+            f"keras-tuner's saved state of {strategy} in {run_dir / 'keras_tuner' / strategy} "
+            f"is damaged ({type(exc).__name__}: {exc}): the run was stopped while it was "
+            "saved, and cannot be resumed; start it again"
+        ) from exc
     if said.getvalue().strip():
         log.info("keras-tuner: %s", said.getvalue().strip())
-    interrupted = False
+    interrupted = spent = False
     try:
         tuner.search(verbose=0)
     except KeyboardInterrupt:  # Ctrl+C: keras-tuner keeps its state for a resume
         interrupted = True
+    except _BudgetSpent:  # the trial it was about to run is not listed, as under Ray
+        spent = True
+        log.info("%s: search.time_budget_s (%s s) ran out", strategy, budget)
     results, missing = [], 0
     for trial in tuner.oracle.trials.values():
         trial_id = f"kt{trial.trial_id}"
         result = read_result(trial_dir(run_dir, strategy, trial_id))
         if result is None:
             missing += 1
-            if interrupted:  # the trial it stopped: it runs again on resume
+            if interrupted or spent:  # stopped (it runs again on resume), or never run
                 continue
             values = trial.hyperparameters.values
             result = TrialResult(
