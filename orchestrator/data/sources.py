@@ -348,7 +348,8 @@ def _table_arrays(frame: pd.DataFrame, target: str, path: Path) -> LabelledArray
             f"{', '.join(repr(c) for c in columns)}; drop or fill them first",
             key="source",
         )
-    x = frame[features].to_numpy(dtype=np.float32)
+    with np.errstate(over="ignore"):  # a number past float32's range: said below
+        x = frame[features].to_numpy(dtype=np.float32)
     infinite = ~np.isfinite(x)
     if infinite.any():
         columns = [c for c, bad in zip(features, infinite.any(axis=0), strict=True) if bad]
