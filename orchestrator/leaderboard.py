@@ -128,7 +128,10 @@ def to_markdown(frame: pd.DataFrame) -> str:
     def cell(value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        return html.escape(value, quote=False).replace("|", "\\|")
+        escaped = html.escape(value, quote=False)
+        for mark in ("\\", "|", "*", "`"):  # a cell's text, never Markdown's markup
+            escaped = escaped.replace(mark, "\\" + mark)
+        return escaped
 
     from pandas.api.types import is_numeric_dtype
 

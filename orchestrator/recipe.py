@@ -73,7 +73,10 @@ class _KeyedError(ValueError):
 def _not_bool(value: Any) -> Any:
     # pydantic would take true as 1: a recipe's yes/no/true/false is never a number.
     if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {str(value).lower()}")
+        raise ValueError(
+            f"expected a number, got {str(value).lower()} (YAML reads yes, no, on and off "
+            "as true/false too)"
+        )
     return value
 
 
@@ -393,7 +396,7 @@ def load_recipe(path: str | Path) -> Recipe:
         size = path.stat().st_size
         if size > MAX_RECIPE_BYTES:
             raise RecipeError(
-                f"the file is {size / 2**20:.1f} MiB; a recipe is a few KiB of YAML "
+                f"the file is {size / 2**20:.2f} MiB; a recipe is a few KiB of YAML "
                 f"(at most {MAX_RECIPE_BYTES // 2**20} MiB): is it the right file?",
                 file=path,
             )
@@ -770,7 +773,7 @@ def _check_values(strategy: Any, owner: str, key: str, dim: Dimension) -> None:
         try:
             strategy.check_value(key, value)
         except ValueError as exc:
-            raise ValueError(f"{strategy.name}: {exc}") from None
+            raise ValueError(str(exc)) from None
         except Exception as exc:
             raise PluginError(
                 f"strategy {strategy.name!r} from plugin {owner} raised in "

@@ -582,6 +582,13 @@ def _distinct_configurations(space: dict[str, Any]) -> int | None:
     return count
 
 
+def _not_empty(path: Path) -> str:
+    """Why a run cannot start in ``path``, and what to do instead."""
+    if (path / RECIPE_FILE).is_file():
+        return f"run directory {path} exists and is not empty (use --resume to continue it)"
+    return f"{path} exists and is not empty, and is no run directory: choose a new or empty folder"
+
+
 def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
     """Before any work: refuse a run directory that cannot be made where it would go.
 
@@ -591,9 +598,7 @@ def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
     """
     path = place.local_dir.absolute()
     if not place.stamped and path.is_dir() and any(path.iterdir()):  # --run-dir, --run-name
-        raise RunDirError(
-            f"run directory {path} exists and is not empty (use --resume to continue it)"
-        )
+        raise RunDirError(_not_empty(path))
     for there in (path, *path.parents):
         if there.exists():
             break
@@ -674,9 +679,7 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
                     path = place.local_dir
         else:
             if path.exists() and any(path.iterdir()):
-                raise RunDirError(
-                    f"run directory {path} exists and is not empty (use --resume to continue it)"
-                )
+                raise RunDirError(_not_empty(path))
             path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise _run_dir_error(

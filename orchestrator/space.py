@@ -216,12 +216,12 @@ def check_compatible(name: str, default: Dimension, override: Dimension) -> None
     if kinds is None:
         return
     values = _sample_values(override)
-    # A log scale cannot reach 0, but a fixed or listed 0 (lambda: 0, no penalty) is a
-    # value like any other: the strategy's check_value says whether it takes it.
-    listed = isinstance(override, (Fixed, Choice))
-    fits = all(
-        _kind(v) in kinds and not (positive and (v < 0 if listed else v <= 0)) for v in values
-    ) and not (isinstance(override, (Float, LogFloat)) and "float" not in kinds)
+    # A log scale cannot reach 0 (loguniform refuses it), but 0 itself, fixed, listed or
+    # the end of a uniform range (lambda: 0, no penalty), is a value like any other:
+    # the strategy's check_value says whether it takes it.
+    fits = all(_kind(v) in kinds and not (positive and v < 0) for v in values) and not (
+        isinstance(override, (Float, LogFloat)) and "float" not in kinds
+    )
     if not fits:
         hint = next((h for h in map(_text_number_hint, values) if h), "")
         raise ValueError(

@@ -196,7 +196,10 @@ def configure_tensorflow(cpus: float, gpus: float) -> None:
 
 
 def _epoch_reporter(
-    report: Callable[[dict[str, Any]], None], total: int, metric: str | None = None
+    report: Callable[[dict[str, Any]], None],
+    total: int,
+    metric: str | None = None,
+    examples: int | None = None,
 ) -> Any:
     """The callback that reports each epoch of a trial to its search.
 
@@ -233,6 +236,10 @@ def _epoch_reporter(
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.epochs += 1
             metrics = {k: float(v) for k, v in (logs or {}).items()}
+            if examples and "val_accuracy" in metrics and math.isfinite(metrics["val_accuracy"]):
+                # Keras counts in float32 (37/144 is 0.2569444477...): the exact share, as
+                # a trial that evaluates itself gives, so that equal scores tie.
+                metrics["val_accuracy"] = round(metrics["val_accuracy"] * examples) / examples
             data_loss = metrics.pop(f"val_{CROSS_ENTROPY}", None)
             if data_loss is not None and "val_loss" in metrics:
                 # val_loss is the data loss (what schedulers and the leaderboard
@@ -315,7 +322,7 @@ def run_trial(
     result.devices = os.environ.get("CUDA_VISIBLE_DEVICES")
     result.node = node_label()
     result.started_at = time.time()
-    reporter = _epoch_reporter(report, spec.max_epochs, spec.metric)
+    reporter = _epoch_reporter(report, spec.max_epochs, spec.metric, len(dataset.y_val))
     try:
         # A reused worker keeps the previous trial's policy unless it is set every time.
         use_mixed = bool(spec.mixed_precision and spec.gpus)

@@ -670,13 +670,13 @@ BAD_RECIPES = [
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {space: {hidden_layers: {int: [-2, 0]}}}}\n",
         "strategies.scratch_mlp.space.hidden_layers",
-        "scratch_mlp: hidden_layers must be a number >= 0, got -2",
+        "space.hidden_layers: hidden_layers must be a number >= 0, got -2",
         id="value-the-strategy-refuses",
     ),
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\nsearch: {space: {width: {choice: [0, 16]}}}\n",
         "search.space.width",
-        "for scratch_mlp: scratch_mlp: width must be a number >= 1, got 0",
+        "for scratch_mlp: width must be a number >= 1, got 0",
         id="shared-value-the-strategy-refuses",
     ),
     pytest.param(
@@ -711,7 +711,7 @@ BAD_RECIPES = [
     ),
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\n" + "# padding\n" * 120_000,
-        "recipe.yaml: the file is 1.1 MiB",
+        "recipe.yaml: the file is 1.14 MiB",
         "a recipe is a few KiB of YAML (at most 1 MiB): is it the right file?",
         id="not-a-recipe-by-its-size",
     ),

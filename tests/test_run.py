@@ -259,6 +259,11 @@ def test_only_the_default_fit_gives_its_last_epoch_as_the_validation_score():
         },
     )
     assert _last_validation(scratch, counted, 1, 144)["accuracy"] == 37 / 144
+    # The reports a scheduler sees (and a pruned trial's row) are exact too.
+    exact = []
+    reporting = _epoch_reporter(exact.append, 2, "val_accuracy", 144)
+    reporting.on_epoch_end(0, {"loss": 1.0, "val_loss": 2.0, "val_accuracy": 0.2569444477558136})
+    assert exact[0]["val_accuracy"] == 37 / 144
     assert _last_validation(fine_tune, reporter, 3) is None  # a fit of its own
     assert _last_validation(scratch, reporter, 4) is None  # stopped before its last epoch
     # What the search sees: val_loss is the cross-entropy, Keras' objective beside it.

@@ -1047,3 +1047,11 @@ def test_keras_tuner_refuses_a_choice_of_mixed_types_before_any_work(tmp_path):
     with pytest.raises(RecipeError, match="keras_tuner fixes only numbers, text and true/false"):
         check_space(recipe, {"w": Fixed((8, 16))}, "s")
     check_space(recipe, {"w": Choice((8, 16)), "b": Choice((False, True))}, "s")
+    # Whole numbers among floats (lambda: {choice: [0, 0.001]}) are floats to keras-tuner.
+    from orchestrator.tuning.keras_tuner import as_declared, to_hyperparameters
+
+    mixed = Choice((0, 1e-3))
+    check_space(recipe, {"lambda": mixed}, "s")
+    hp = to_hyperparameters({"lambda": mixed}, {"lambda": 0})
+    assert hp.values == {"lambda": 0.0}
+    assert as_declared(mixed, hp.values["lambda"]) == 0

@@ -247,6 +247,7 @@ def test_merge_spaces_does_not_change_its_inputs() -> None:
         # A listed 0 is a value (lambda: 0, no penalty); the strategy's check_value decides.
         (LogFloat(1e-6, 1e-2), Fixed(0)),
         (LogFloat(1e-6, 1e-2), Choice((0.0, 1e-4))),
+        (LogFloat(1e-6, 1e-2), Float(0, 1e-3)),
         (LogFloat(1e-6, 1e-2), Choice((1e-5, 1e-3, 1))),
         (Float(0.0, 0.5), Float(-1, 1)),
         (Float(0.0, 0.5), Fixed(0)),
@@ -278,7 +279,6 @@ def test_check_compatible_accepts(default: Dimension, override: Dimension) -> No
         (Int(1, 3), Choice((1, 2.0)), "dim takes whole numbers"),
         (LogFloat(1e-6, 1e-2), Float(-1, 1), "dim takes positive numbers; got float [-1, 1]"),
         (LogFloat(1e-6, 1e-2), Fixed(-1e-3), "dim takes positive numbers"),
-        (LogFloat(1e-6, 1e-2), Float(0, 1e-3), "dim takes positive numbers"),
         (LogFloat(1e-6, 1e-2), Fixed("1e-3"), "dim takes positive numbers"),
         (LogFloat(1e-6, 1e-2), Fixed(True), "dim takes positive numbers"),
         (LogFloat(1e-6, 1e-2), Choice((1e-3, -1e-3)), "dim takes positive numbers"),

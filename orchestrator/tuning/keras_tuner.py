@@ -50,7 +50,11 @@ def to_hyperparameters(space: dict[str, Dimension], start: dict[str, Any] | None
         if isinstance(dim, Fixed):
             hp.Fixed(name, dim.value)
         elif isinstance(dim, Choice):
-            hp.Choice(name, list(dim.values), ordered=False, default=default)
+            values = list(dim.values)
+            if _numbers(values):  # keras-tuner takes one type: [0, 0.001] as floats
+                values = [float(v) for v in values]
+                default = None if default is None else float(default)
+            hp.Choice(name, values, ordered=False, default=default)
         elif isinstance(dim, Int):
             hp.Int(name, dim.low, int(dim.high), default=default)
         elif isinstance(dim, LogFloat):
@@ -60,6 +64,12 @@ def to_hyperparameters(space: dict[str, Dimension], start: dict[str, Any] | None
         else:
             raise TypeError(f"{name}: {type(dim).__name__} is not a graftune space type")
     return hp
+
+
+def _numbers(values: Any) -> bool:
+    """Whether a choice mixes whole numbers and floats (and nothing else)."""
+    kinds = {type(v) for v in values}
+    return kinds == {int, float}
 
 
 def as_declared(dim: Dimension, value: Any) -> Any:
@@ -91,7 +101,10 @@ def check_space(recipe: Recipe, space: dict[str, Dimension], strategy: str = "")
     whose = f"{strategy}'s " if strategy else ""
     for key, dim in space.items():
         values = dim.values if isinstance(dim, Choice) else ()
-        kinds = sorted({type(v).__name__ for v in values})
+        # Whole numbers among floats are floats to keras-tuner (see to_hyperparameters).
+        kinds = sorted(
+            {type(v).__name__ for v in values} - ({"int"} if _numbers(values) else set())
+        )
         if len(kinds) > 1:
             raise recipe.error(
                 ("search", "backend"),
