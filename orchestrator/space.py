@@ -301,13 +301,7 @@ def merge_spaces(
 def extremes(dim: Dimension) -> tuple[Any, ...]:
     """The values that stand for what ``dim`` can give: a fixed value, every choice,
     both ends of a range (``"all"`` left out: the base's count, known later)."""
-    if isinstance(dim, Fixed):
-        values: tuple[Any, ...] = (dim.value,)
-    elif isinstance(dim, Choice):
-        values = dim.values
-    else:
-        values = (dim.low, dim.high)
-    return tuple(v for v in values if not _is_all(v))
+    return tuple(v for v in _sample_values(dim) if not _is_all(v))
 
 
 def outside_cut_points(given: Dimension, cuts: int) -> list[Any]:
@@ -317,18 +311,12 @@ def outside_cut_points(given: Dimension, cuts: int) -> list[Any]:
     ``int: [LOW, all]`` with ``LOW`` above ``cuts`` counts: resolving would
     narrow it to ``[cuts, cuts]``, which is not what the recipe asked for.
     """
-    dim = given.resolve(cuts)
     if isinstance(given, Int) and _is_all(given.high) and given.low > cuts:
         return [given.low]
-    if isinstance(dim, Int):
-        values: tuple[Any, ...] = (dim.low, dim.high)
-    elif isinstance(dim, Fixed):
-        values = (dim.value,)
-    elif isinstance(dim, Choice):
-        values = dim.values
-    else:
-        return []
-    return [v for v in values if isinstance(v, int) and not 0 <= v <= cuts]
+    values = extremes(given.resolve(cuts))
+    return [
+        v for v in values if isinstance(v, int) and not isinstance(v, bool) and not 0 <= v <= cuts
+    ]
 
 
 def resolve_space(space: dict[str, Dimension], all_value: int | None) -> dict[str, Dimension]:
