@@ -39,7 +39,14 @@ log = logging.getLogger(__name__)
 
 #: What each epoch's report carries besides its metrics: the trial's costs so far
 #: (the leaderboard's columns for a trial a scheduler stopped, which writes no result).
-COST_KEYS = ("fit_seconds", "params_total", "params_trainable", "peak_memory_mb")
+COST_KEYS = (
+    "fit_seconds",
+    "params_total",
+    "params_trainable",
+    "peak_memory_mb",
+    "cached_cut",
+    "note",
+)
 
 #: The statuses a trial can end with.
 STATUSES = ("ok", "pruned", "diverged", "error")
@@ -221,17 +228,25 @@ def _epoch_reporter(
             #: The model's size, once built: reported with each epoch (COST_KEYS),
             #: so that a trial a scheduler stops has its costs in the leaderboard.
             self.sizes: dict[str, int] = {}
+            self.note: str | None = None
             self.started: float | None = None
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
             if self.started is None:  # the first fit of a strategy that fits in phases
                 self.started = time.perf_counter()
 
-        def costs(self) -> dict[str, float]:
+        def costs(self) -> dict[str, Any]:
             """What the trial has cost so far (see :data:`COST_KEYS`)."""
             spent = time.perf_counter() - self.started if self.started is not None else 0.0
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            return {**self.sizes, "fit_seconds": round(spent, 3), "peak_memory_mb": round(peak, 1)}
+            costs: dict[str, Any] = {
+                **self.sizes,
+                "fit_seconds": round(spent, 3),
+                "peak_memory_mb": round(peak, 1),
+            }
+            if self.note:
+                costs["note"] = self.note
+            return costs
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.epochs += 1
@@ -338,6 +353,10 @@ def run_trial(
         model = spec.strategy.build(dict(config), dataset.task, base)
         _check_model(model, spec.strategy, dataset.task.n_classes)
         reporter.sizes = _sizes(model, spec, cut)
+        if cut is not None:  # whether it trains on cached features: said by a pruned row too
+            reporter.sizes["cached_cut"] = cut
+        if result.note:
+            reporter.note = result.note
         data = FitData(
             inputs["train"], dataset.y_train, inputs["val"], dataset.y_val, spec.batch_size
         )

@@ -1055,3 +1055,24 @@ def test_keras_tuner_refuses_a_choice_of_mixed_types_before_any_work(tmp_path):
     hp = to_hyperparameters({"lambda": mixed}, {"lambda": 0})
     assert hp.values == {"lambda": 0.0}
     assert as_declared(mixed, hp.values["lambda"]) == 0
+
+
+def test_a_pruned_trials_row_comes_from_its_last_report(tmp_path):
+    from orchestrator.tuning.ray_tune import collect
+
+    last = {
+        "val_accuracy": 0.5,
+        "val_loss": 1.25,
+        "training_iteration": 3,
+        "fit_seconds": 2.5,
+        "params_total": 900,
+        "params_trainable": 100,
+        "peak_memory_mb": 812.0,
+        "cached_cut": 2,
+        "note": "features from cache up to cut 2",
+    }
+    row = collect(tmp_path, "fine_tune", "t_00001", {"frozen_layers": 2}, last, None)
+    assert (row.status, row.epochs, row.val_accuracy, row.val_loss) == ("pruned", 3, 0.5, 1.25)
+    assert (row.fit_seconds, row.params_total, row.params_trainable) == (2.5, 900, 100)
+    assert (row.peak_memory_mb, row.cached_cut) == (812.0, 2)
+    assert row.note == "features from cache up to cut 2"

@@ -236,6 +236,8 @@ def collect(
         params_total=_whole_or_none(last.get("params_total")),
         params_trainable=_whole_or_none(last.get("params_trainable")),
         peak_memory_mb=finite_or_none(last.get("peak_memory_mb")),
+        cached_cut=_whole_or_none(last.get("cached_cut")),
+        note=last.get("note") if isinstance(last.get("note"), str) else None,
     )
 
 
