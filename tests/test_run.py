@@ -247,8 +247,9 @@ def test_only_the_default_fit_gives_its_last_epoch_as_the_validation_score():
         logs = {"loss": 1.0, "val_loss": 1.5 - accuracy, "val_accuracy": accuracy}
         reporter.on_epoch_end(epoch, {**logs, "val_cross_entropy": 1 - accuracy})
     assert _last_validation(scratch, reporter, 3) == {"accuracy": 0.9, "loss": pytest.approx(0.1)}
-    # Keras' float32 share, made exact (37/144), so that it ties with an evaluated trial's.
-    counted = _epoch_reporter(lambda metrics: None, 1)
+    # Keras' float32 share, made exact (37/144) by the reporter, so that it ties with
+    # an evaluated trial's.
+    counted = _epoch_reporter(lambda metrics: None, 1, None, 144)
     counted.on_epoch_end(
         0,
         {
@@ -258,7 +259,7 @@ def test_only_the_default_fit_gives_its_last_epoch_as_the_validation_score():
             "val_cross_entropy": 1.0,
         },
     )
-    assert _last_validation(scratch, counted, 1, 144)["accuracy"] == 37 / 144
+    assert _last_validation(scratch, counted, 1)["accuracy"] == 37 / 144
     # The reports a scheduler sees (and a pruned trial's row) are exact too.
     exact = []
     reporting = _epoch_reporter(exact.append, 2, "val_accuracy", 144)
