@@ -398,14 +398,13 @@ def _unlabelled_npz(location: str, base_dir: Path) -> np.ndarray | None:
     ``None`` when it has labels, for the ``npz:`` source to read as a run does."""
     import numpy as np
 
+    from orchestrator.data.sources import _open_npz
+
     path = _table_path(location, base_dir)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "y" in archive.files or "x" not in archive.files:
-                return None
-            x = np.asarray(archive["x"])
-    except (ValueError, OSError) as exc:
-        raise DataError(f"cannot read npz file {path}: {exc}", key="source") from exc
+    with _open_npz(path) as archive:  # as the npz: source opens it (no pickles)
+        if "y" in archive.files or "x" not in archive.files:
+            return None
+        x = np.asarray(archive["x"])
     if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
         raise DataError(
             f"array 'x' in {path} has shape {x.shape} and dtype {x.dtype}; expected numbers "
