@@ -44,11 +44,26 @@ EPOCHS = 20
 ORDERS = {
     "grid": "grid",
     "random": "random\n              num_samples: 27\n              start_from_defaults: false",
+    "own-space": "random\n              num_samples: 27\n              start_from_defaults: false",
 }
+NARROW = """
+                  width: {choice: [32, 64, 128]}
+                  learning_rate: {choice: [3.0e-4, 1.0e-3, 3.0e-3]}
+                  hidden_layers: {choice: [1, 2, 3]}
+                  lambda: 1.0e-6"""
 #: Each workload's data section.
 WORKLOADS = {
     "digits": '{source: "sklearn:digits"}',
     "glyphs": '{source: "glyphs:latin", image_size: [16, 16], options: {per_class: 150}}',
+}
+
+
+#: Each order's search space: the narrow grid of 27 above, or scratch_mlp's own search
+#: space (what a recipe that names no space searches).
+SPACES = {
+    "grid": NARROW,
+    "random": NARROW,
+    "own-space": "{}",
 }
 
 
@@ -64,11 +79,7 @@ def search(
             data: {WORKLOADS[workload]}
             strategies:
               scratch_mlp:
-                space:
-                  width: {{choice: [32, 64, 128]}}
-                  learning_rate: {{choice: [3.0e-4, 1.0e-3, 3.0e-3]}}
-                  hidden_layers: {{choice: [1, 2, 3]}}
-                  lambda: 1.0e-6
+                space: {SPACES[order]}
             search:
               algorithm: {ORDERS[order]}
               scheduler: {scheduler}
@@ -94,7 +105,7 @@ def search(
         for path in outcome.run_dir.glob("ray/scratch_mlp/*/progress.csv")
         for row in pd.read_csv(path).itertuples()
     ]
-    columns = ["width", "learning_rate", "hidden_layers"]
+    columns = ["width", "learning_rate", "hidden_layers", "lambda"]
     configs = sorted(outcome.leaderboard[columns].itertuples(index=False, name=None))
     return (
         seconds,

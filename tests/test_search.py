@@ -149,6 +149,8 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
             # says of it, reads it back instead of running it again.
             stored = read_result(outcome.run_dir / "trials" / "scratch_mlp" / row.trial_id)
             assert (stored.status, stored.epochs) == ("pruned", row.epochs)
+            # When it ran, as a finished trial says: a timeline of the search needs it.
+            assert stored.started_at < stored.finished_at <= time.time()
     # One trial at a time: each finished trial ended before the next one began.
     results = [
         json.loads(path.read_text())
@@ -1070,8 +1072,11 @@ def test_a_pruned_trials_row_comes_from_its_last_report(tmp_path):
         "peak_memory_mb": 812.0,
         "cached_cut": 2,
         "note": "features from cache up to cut 2",
+        "timestamp": 1795992422,
+        "time_total_s": 3.5,
     }
     row = collect(tmp_path, "fine_tune", "t_00001", {"frozen_layers": 2}, last, None)
+    assert (row.started_at, row.finished_at) == (1795992418.5, 1795992422)
     assert (row.status, row.epochs, row.val_accuracy, row.val_loss) == ("pruned", 3, 0.5, 1.25)
     assert (row.fit_seconds, row.params_total, row.params_trainable) == (2.5, 900, 100)
     assert (row.peak_memory_mb, row.cached_cut) == (812.0, 2)

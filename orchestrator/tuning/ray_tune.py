@@ -21,6 +21,7 @@ import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -197,13 +198,17 @@ def collect(
     error: Any,
     retries: int = 0,
     storage: str | None = None,
+    started_at: float | None = None,
+    finished_at: float | None = None,
 ) -> TrialResult:
     """The result of one trial, from its own files or else from what Ray saw.
 
     A trial without ``result.json`` either was stopped early (scheduler or time
     budget: ``pruned``) or its worker died every time it was tried (``failed``).
     With ``storage`` (the run's URI), a trial that ran on another node is
-    downloaded from there first.
+    downloaded from there first. Such a trial's start and end are
+    ``started_at``/``finished_at`` where the driver saw them, else its last
+    report's (Tune's whole-second ``timestamp``, less its ``time_total_s``).
     """
     folder = trial_dir(run_dir, strategy, trial_id)
     result = read_result(folder)
@@ -220,6 +225,11 @@ def collect(
         status, message = "failed", f"worker died: {_short_error(error)}"
     else:
         status, message = "pruned", None
+    if finished_at is None:
+        finished_at = finite_or_none(last.get("timestamp"))
+    if started_at is None and finished_at is not None:
+        took = finite_or_none(last.get("time_total_s"))
+        started_at = None if took is None else finished_at - took
     return TrialResult(
         strategy=strategy,
         trial_id=trial_id,
@@ -238,6 +248,8 @@ def collect(
         peak_memory_mb=finite_or_none(last.get("peak_memory_mb")),
         cached_cut=_whole_or_none(last.get("cached_cut")),
         note=last.get("note") if isinstance(last.get("note"), str) else None,
+        started_at=started_at,
+        finished_at=finished_at,
     )
 
 
@@ -598,6 +610,8 @@ class _Events(tune.Callback):
             error,
             retries=search.retries[trial.trial_id],
             storage=self.storage,
+            started_at=getattr(getattr(trial, "run_metadata", None), "start_time", None),
+            finished_at=time.time(),
         )
         folder = trial_dir(self.run_dir, self.strategy, trial.trial_id)
         stopped_early = self.max_epochs is not None and result.epochs < self.max_epochs
