@@ -13,13 +13,21 @@ final best (target: within 1 point of FIFO's), the wall time, and the epochs
 trained in all. Times count from the start of ``run_recipe``, in a process
 where Ray is up.
 
-Each workload runs the configurations in two orders: Tune's grid, which puts
-the widest (and strongest) configurations last, and 27 seeded draws of random
-search from the same choices, the same draws for every scheduler (checked
-from the leaderboards). Where the strong configurations come in a search's
-order decides much of how soon any scheduler reaches them.
+Each workload runs the configurations in three orders: Tune's grid, which puts
+the widest (and strongest) configurations last; 27 seeded draws of random
+search from the same choices; and 27 seeded draws from scratch_mlp's own
+search space (what a recipe that names no space searches: 1-3 hidden layers,
+widths 32-256, lambda 1e-6..1e-2 and learning rates 1e-4..1e-2, log-uniform),
+where poor configurations are as common as in a first search of a new problem.
+Every scheduler gets the same draws (checked from the leaderboards). Where the
+strong configurations come in a search's order decides much of how soon any
+scheduler reaches them, so the random orders run with ``--seeds`` recipe
+seeds (different draws and initial weights each), and the tables give the
+median over seeds, each seed's ratio measured against FIFO's run of the same
+seed.
 
-    python benchmarks/schedulers.py [--workload digits|glyphs] [--order grid|random]
+    python benchmarks/schedulers.py [--workload digits|glyphs]
+        [--order grid|random|own-space] [--seeds N]
 """
 
 from __future__ import annotations
@@ -68,14 +76,14 @@ SPACES = {
 
 
 def search(
-    scheduler: str, folder: Path, workload: str, order: str
+    scheduler: str, folder: Path, workload: str, order: str, seed: int
 ) -> tuple[float, list[dict], float, list[dict], list[tuple]]:
     started = common.time.time()
     seconds, outcome = common.timed(
         lambda: common.run_recipe_text(
             f"""
             name: schedulers-{scheduler}
-            seed: 0
+            seed: {seed}
             data: {WORKLOADS[workload]}
             strategies:
               scratch_mlp:
@@ -116,10 +124,16 @@ def search(
     )
 
 
+SCHEDULERS = ("fifo", "asha", "hyperband")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", choices=sorted(WORKLOADS), action="append")
     parser.add_argument("--order", choices=sorted(ORDERS), action="append")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="recipe seeds per random order (grid: one)"
+    )
     args = parser.parse_args()
     workloads = args.workload or list(WORKLOADS)
     orders = args.order or list(ORDERS)
@@ -128,60 +142,103 @@ def main() -> None:
     try:
         for workload in workloads:
             for order in orders:
-                runs = {}
-                for scheduler in ("fifo", "asha", "hyperband"):
-                    folder = common.workdir(f"sched-{workload}-{order}-{scheduler}")
-                    runs[scheduler] = search(scheduler, folder, workload, order)
-                    print(f"{workload} {order} {scheduler}: {runs[scheduler][0]:.1f} s")
+                seeds = range(1 if order == "grid" else args.seeds)
+                runs: list[dict[str, tuple]] = []
+                for seed in seeds:
+                    runs.append({})
+                    for scheduler in SCHEDULERS:
+                        folder = common.workdir(f"sched-{workload}-{order}-{scheduler}")
+                        runs[-1][scheduler] = search(scheduler, folder, workload, order, seed)
+                        print(
+                            f"{workload} {order} seed {seed} {scheduler}: "
+                            f"{runs[-1][scheduler][0]:.1f} s",
+                            flush=True,
+                        )
                 sections.append(summarize(workload, order, runs))
     finally:
         common.stop_ray()
     common.write_result(
         "schedulers",
         "Schedulers: ASHA and Hyperband against FIFO (27 configurations)",
-        """
+        f"""
         Targets: time to within 1 point of FIFO's best <= 0.5x FIFO's; final best within
         1 point of FIFO's. Hyperband runs its brackets asynchronously (Ray's
-        AsyncHyperBandScheduler with several brackets). One run each, same seed, two
-        concurrent trials on 2 CPUs, grace period 2, reduction factor 3, 20 epochs.
+        AsyncHyperBandScheduler with several brackets). Two concurrent trials on 2 CPUs,
+        grace period 2, reduction factor 3, 20 epochs. Grid order: one run (seed 0);
+        random orders: {args.seeds} recipe seeds, medians over them, each seed's ratio
+        against FIFO's run of the same seed.
         """
         + "\n".join(sections),
     )
 
 
-def summarize(workload: str, order: str, runs: dict[str, tuple]) -> str:
-    """One workload's table (and figure) for one order of the configurations."""
-    fifo_best = max(r["val_accuracy"] for r in runs["fifo"][1])
-    target = fifo_best - 0.01
+def _time_to(results: list[dict], target: float) -> float | None:
+    hits = [r["t"] for r in results if r["val_accuracy"] >= target]
+    return min(hits) if hits else None
 
-    def time_to_target(results: list[dict]) -> float | None:
-        hits = [r["t"] for r in results if r["val_accuracy"] >= target]
-        return min(hits) if hits else None
 
-    fifo_time = time_to_target(runs["fifo"][1])
-    fifo_report = time_to_target(runs["fifo"][3])
+def _ratio(value: float | None, reference: float | None) -> float | None:
+    return None if value is None or not reference else value / reference
+
+
+def _median_of(values: list[float | None], digits: str) -> str:
+    """The median, or "never" where a seed never got there (counted as the slowest)."""
+    if any(v is None for v in values):
+        known = sorted(v for v in values if v is not None)
+        missing = len(values) - len(known)
+        if missing * 2 >= len(values):
+            return "never"
+        known += [float("inf")] * missing
+        return format(common.median(known), digits)
+    return format(common.median(values), digits)
+
+
+def summarize(workload: str, order: str, runs: list[dict[str, tuple]]) -> str:
+    """One workload's table (and the first seed's figure) for one order."""
+    per_seed: dict[str, dict[str, list]] = {s: {} for s in SCHEDULERS}
+    for seed_runs in runs:
+        fifo_best = max(r["val_accuracy"] for r in seed_runs["fifo"][1])
+        target = fifo_best - 0.01
+        fifo_time = _time_to(seed_runs["fifo"][1], target)
+        fifo_report = _time_to(seed_runs["fifo"][3], target)
+        for scheduler, (seconds, results, epochs, reports, _) in seed_runs.items():
+            hit = _time_to(results, target)
+            seen = _time_to(reports, target)
+            best = max(r["val_accuracy"] for r in results)
+            values = {
+                "wall": seconds,
+                "hit": hit,
+                "hit_ratio": _ratio(hit, fifo_time),
+                "seen": seen,
+                "seen_ratio": _ratio(seen, fifo_report),
+                "best": best,
+                "vs": (best - fifo_best) * 100,
+                "epochs": epochs,
+            }
+            for key, value in values.items():
+                per_seed[scheduler].setdefault(key, []).append(value)
     rows = []
-    for scheduler, (seconds, results, epochs, reports, _) in runs.items():
-        hit = time_to_target(results)
-        seen = time_to_target(reports)
-        best = max(r["val_accuracy"] for r in results)
+    for scheduler, v in per_seed.items():
         rows.append(
             [
                 scheduler,
-                f"{seconds:.1f}",
-                "never" if hit is None else f"{hit:.1f}",
-                "-" if hit is None or not fifo_time else f"{hit / fifo_time:.2f}x",
-                "never" if seen is None else f"{seen:.0f}",
-                "-" if seen is None or not fifo_report else f"{seen / fifo_report:.2f}x",
-                f"{best:.4f}",
-                f"{(best - fifo_best) * 100:+.2f}",
-                epochs,
+                f"{common.median(v['wall']):.1f}",
+                _median_of(v["hit"], ".1f"),
+                _median_of(v["hit_ratio"], ".2f") + "x",
+                _median_of(v["seen"], ".0f"),
+                _median_of(v["seen_ratio"], ".2f") + "x",
+                ", ".join("never" if r is None else f"{r:.2f}" for r in v["seen_ratio"]),
+                f"{common.median(v['best']):.4f}",
+                f"{min(v['vs']):+.2f}",
+                f"{common.median(v['epochs']):.0f}",
             ]
         )
+    first = runs[0]
+    fifo_best = max(r["val_accuracy"] for r in first["fifo"][1])
     fig, ax, path = common.figure(
-        f"schedulers_{workload}" + ("" if order == "grid" else f"_{order}")
+        f"schedulers_{workload}" + ("" if order == "grid" else f"_{order.replace('-', '_')}")
     )
-    for scheduler, (_, results, _, _, _) in runs.items():
+    for scheduler, (_, results, _, _, _) in first.items():
         ordered = sorted(results, key=lambda r: r["t"])
         best, xs, ys = 0.0, [], []
         for r in ordered:
@@ -189,26 +246,32 @@ def summarize(workload: str, order: str, runs: dict[str, tuple]) -> str:
             xs.append(r["t"])
             ys.append(best)
         ax.step(xs, ys, where="post", label=scheduler)
-    ax.axhline(target, color="grey", linestyle=":", label="FIFO best - 1 pt")
+    ax.axhline(fifo_best - 0.01, color="grey", linestyle=":", label="FIFO best - 1 pt")
     ax.set_xlabel("seconds since the search started")
     ax.set_ylabel("best val_accuracy of finished trials")
-    ax.set_title(f"{workload}, {order} order")
+    ax.set_title(f"{workload}, {order} order" + ("" if len(runs) == 1 else ", seed 0"))
     ax.legend()
     common.save_figure(fig, path)
     header = [
         "scheduler", "wall s", "s to a finished trial within 1 pt", "ratio to FIFO",
-        "s to a report within 1 pt", "ratio to FIFO", "best val_accuracy",
-        "vs FIFO (points)", "epochs trained",
+        "s to a report within 1 pt", "ratio to FIFO", "each seed's report ratio",
+        "best val_accuracy", "worst seed vs FIFO (points)", "epochs trained",
     ]  # fmt: skip
-    configs = {scheduler: run[4] for scheduler, run in runs.items()}
-    same = all(c == configs["fifo"] for c in configs.values())
-    distinct = len(set(configs["fifo"]))
+    lines = []
+    for seed, seed_runs in enumerate(runs):
+        configs = {scheduler: run[4] for scheduler, run in seed_runs.items()}
+        same = all(c == configs["fifo"] for c in configs.values())
+        best = max(r["val_accuracy"] for r in seed_runs["fifo"][1])
+        lines.append(
+            f"seed {seed}: FIFO's best {best:.4f} (within 1 point: >= {best - 0.01:.4f}); "
+            f"{len(configs['fifo'])} configurations, {len(set(configs['fifo']))} distinct, "
+            f"the same for every scheduler: {'yes' if same else '**no**'}."
+        )
+    seeds = "one run" if len(runs) == 1 else f"medians over {len(runs)} seeds"
     return f"""
-    ## {workload}, {order} order
+    ## {workload}, {order} order ({seeds})
 
-    FIFO's best validation accuracy: {fifo_best:.4f}; "within 1 point" means >= {target:.4f}.
-    The same {len(configs["fifo"])} configurations ({distinct} distinct) for every scheduler:
-    {"yes" if same else "**no**"}.
+    {"<br>".join(lines)}
 
     {common.table(header, rows)}
     """
