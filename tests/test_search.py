@@ -419,6 +419,11 @@ def test_keras_tuner_refuses_a_grid_over_continuous_dimensions_before_writing(tm
             "{backend: keras_tuner, scheduler: hyperband, reduction_factor: 1.4}",
             "search.reduction_factor: keras-tuner's Hyperband takes a whole reduction factor",
         ),
+        (  # was run as keras-tuner's Hyperband, random draws, without a word
+            "{backend: keras_tuner, scheduler: hyperband, algorithm: bayesian}",
+            "search.algorithm: keras-tuner's Hyperband draws its configurations at random; "
+            "algorithm: bayesian with scheduler: hyperband needs backend: ray",
+        ),
     ],
 )
 def test_validate_refuses_what_keras_tuner_cannot_search(tmp_path, search, words):

@@ -89,8 +89,9 @@ def check_space(recipe: Recipe, space: dict[str, Dimension], strategy: str = "")
     ``strategy`` names whose space it is, in the message.
 
     Raises:
-        RecipeError: ``asha`` (keras-tuner has no such scheduler), or a grid over
-            continuous dimensions.
+        RecipeError: ``asha`` (keras-tuner has no such scheduler), Hyperband with a
+            grid or Bayesian algorithm (keras-tuner's draws at random), or a grid
+            over continuous dimensions.
     """
     search = recipe.search
     if search.scheduler == "asha":
@@ -117,6 +118,14 @@ def check_space(recipe: Recipe, space: dict[str, Dimension], strategy: str = "")
                 f"keras_tuner fixes only numbers, text and true/false; {whose}{key} is "
                 f"{dim.value!r}; use backend: ray",
             )
+    if search.scheduler == "hyperband" and search.algorithm != "random":
+        # keras-tuner's Hyperband draws its configurations itself, at random.
+        raise recipe.error(
+            ("search", "algorithm"),
+            f"keras-tuner's Hyperband draws its configurations at random; algorithm: "
+            f"{search.algorithm} with scheduler: hyperband needs backend: ray, or "
+            "algorithm: random",
+        )
     if search.scheduler == "hyperband" and (
         search.reduction_factor < 2 or not float(search.reduction_factor).is_integer()
     ):
@@ -125,7 +134,7 @@ def check_space(recipe: Recipe, space: dict[str, Dimension], strategy: str = "")
             "keras-tuner's Hyperband takes a whole reduction factor of 2 or more; got "
             f"{search.reduction_factor:g}",
         )
-    if search.algorithm == "grid" and search.scheduler != "hyperband":
+    if search.algorithm == "grid":
         continuous = [k for k, d in space.items() if isinstance(d, (Float, LogFloat))]
         if continuous:
             raise recipe.error(
