@@ -38,6 +38,8 @@ class RunProgress:
         self.started = time.monotonic()
         self.strategies: dict[str, _Counts] = {}
         self.best: tuple[float, str, str] | None = None
+        self._ended: set[tuple[str, str]] = set()
+        self._replayed = 0
 
     def plan(
         self, samples: dict[str, int], metric: str | None = None, mode: str | None = None
@@ -51,9 +53,18 @@ class RunProgress:
     def trial_started(self, strategy: str, trial_id: str) -> None:
         self.strategies.setdefault(strategy, _Counts()).running.add(trial_id)
 
+    def trial_replayed(self, result: TrialResult) -> None:
+        """A trial that ended before a resume: counted, but not in the time per trial."""
+        if (result.strategy, result.trial_id) not in self._ended:
+            self._replayed += 1
+        self.trial_finished(result)
+
     def trial_finished(self, result: TrialResult) -> None:
         counts = self.strategies.setdefault(result.strategy, _Counts())
         counts.running.discard(result.trial_id)
+        if (result.strategy, result.trial_id) in self._ended:
+            return  # told again (a resumed search re-reads a stored result): counted once
+        self._ended.add((result.strategy, result.trial_id))
         if result.status in FAILED:
             counts.failed += 1
         elif result.status == "pruned":
@@ -72,13 +83,15 @@ class RunProgress:
         return a > b if self.mode == "max" else a < b
 
     def eta_seconds(self) -> float | None:
-        """Remaining time from the mean time per ended trial, or ``None`` before the first."""
+        """Remaining time from the mean time per trial ended in this process, or ``None``
+        before the first (trials replayed from before a resume took none of it)."""
         ended = sum(c.done + c.pruned + c.failed for c in self.strategies.values())
         planned = sum(c.planned for c in self.strategies.values())
-        if not ended or not planned:
+        timed = ended - self._replayed
+        if timed <= 0 or not planned:
             return None
         elapsed = time.monotonic() - self.started
-        return max(0.0, elapsed / ended * (planned - ended))
+        return max(0.0, elapsed / timed * (planned - ended))
 
     def __rich__(self) -> RenderableType:
         from rich.table import Table

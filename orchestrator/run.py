@@ -394,6 +394,9 @@ def _run(
                     events.replay(result)
                 results += finished
                 continue
+            if resume:  # its trials that ended before: the progress view counts them
+                for result in _ended_trials(run_dir / "trials" / name):
+                    events.replay(result)
             spec = TrialSpec(
                 strategy=strategy,
                 base=base_info if strategy.requires_base else None,
@@ -776,7 +779,24 @@ class _RunEvents:
     def replay(self, result: TrialResult) -> None:
         """A trial that finished before a resume: the progress view counts it."""
         if self.listener is not None:
-            self.listener.trial_finished(result)
+            getattr(self.listener, "trial_replayed", self.listener.trial_finished)(result)
+
+
+def _ended_trials(folder: Path) -> list[TrialResult]:
+    """The results stored in a strategy's trial folders, in trial order."""
+    from orchestrator.trial import read_result
+
+    if not folder.is_dir():
+        return []
+    results = []
+    for path in sorted(folder.iterdir()):
+        try:
+            result = read_result(path) if path.is_dir() else None
+        except (OSError, ValueError, TypeError):  # the search itself says what is wrong
+            result = None
+        if result is not None:
+            results.append(result)
+    return results
 
 
 def _describe(space: dict[str, Any]) -> str:

@@ -602,12 +602,19 @@ def ended_trials(results_dir: Path) -> dict[str, int]:
 def assert_resumes_to_every_trial_once(run_dir, ended, trials, plugins=()):
     """Resume the run; every trial is in the leaderboard once, and none of
     ``ended`` (from :func:`ended_trials`) ran again."""
+    from orchestrator.progress import RunProgress
     from orchestrator.run import resume_run
 
     half_saved = run_dir / "best" / "model.99999.tmp.keras"  # as a kill while it saved leaves
     half_saved.parent.mkdir(exist_ok=True)
     half_saved.write_bytes(b"half a model")
-    frame = resume_run(run_dir, plugins=list(plugins), echo=print).leaderboard
+    progress = RunProgress("val_accuracy", "max")
+    frame = resume_run(run_dir, plugins=list(plugins), echo=print, listener=progress).leaderboard
+    # The live view counts every trial once, those that ended before the resume too
+    # (it showed 0/6 done after a resume), but times only those run now.
+    (counts,) = progress.strategies.values()
+    assert (counts.done, counts.planned, counts.running) == (trials, trials, set())
+    assert progress._replayed == len(ended)
     assert [p.name for p in (run_dir / "best").glob("*.keras")] == ["model.keras"]
     assert len(frame) == trials
     assert frame["trial_id"].is_unique
@@ -619,6 +626,25 @@ def assert_resumes_to_every_trial_once(run_dir, ended, trials, plugins=()):
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
     assert sorted(told) == sorted(frame["trial_id"]), told
+
+
+def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now(monkeypatch):
+    from orchestrator import progress as module
+    from orchestrator.trial import TrialResult
+
+    now = [100.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
+    view = module.RunProgress("val_accuracy", "max")
+    view.plan({"s": 4})
+    before = TrialResult(strategy="s", trial_id="t1", status="ok", config={}, val_accuracy=0.5)
+    view.trial_replayed(before)  # ended before the resume
+    assert view.eta_seconds() is None  # nothing timed yet: no estimate from it
+    now[0] += 30.0
+    view.trial_finished(TrialResult(strategy="s", trial_id="t2", status="pruned", config={}))
+    view.trial_finished(before)  # Tune re-reads a stored result after a kill
+    counts = view.strategies["s"]
+    assert (counts.done, counts.pruned, counts.best) == (1, 1, 0.5)
+    assert view.eta_seconds() == 60.0  # 30 s for the one trial run here, two to go
 
 
 def test_a_trial_reported_before_a_kill_is_not_reported_again(tmp_path):
