@@ -132,9 +132,18 @@ def _note_what_runs_here(recipe: Any) -> None:
     Said, not refused: the recipe may be meant for a cluster (``submit``,
     ``--address``), which validate cannot know of.
     """
-    if recipe.resources.address or recipe.search.backend != "ray":
-        return
     from orchestrator.errors import RecipeError
+
+    if recipe.search.backend == "keras_tuner":
+        from orchestrator.tuning.keras_tuner import check_resources
+
+        try:
+            check_resources(recipe, lambda line: out.print(line, markup=False))
+        except RecipeError as exc:
+            out.print(f"note: {exc}; `graftune run` here would refuse it", markup=False)
+        return
+    if recipe.resources.address:
+        return
     from orchestrator.run import _check_a_trial_fits
     from orchestrator.tuning.ray_start import embedded_cpus, embedded_gpus
 

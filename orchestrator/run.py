@@ -348,6 +348,7 @@ def _run(
 
         for name in strategies:
             backend.check_space(recipe, spaces[name], name)
+        backend.check_resources(recipe, echo)
 
     place = _open_run_dir(recipe, place, resume)
     run_dir = place.local_dir

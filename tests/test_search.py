@@ -437,6 +437,36 @@ def test_validate_refuses_what_keras_tuner_cannot_search(tmp_path, search, words
     assert result.output.count(words) == (2 if "grid" in search else 1), result.output
 
 
+def test_keras_tuner_refuses_gpus_it_does_not_see_and_says_it_ignores_an_address(tmp_path):
+    """Its trials run in this process: ``gpus_per_trial: 0.5`` on a machine without a
+    GPU trained on the CPU in mixed_float16, and an address was ignored in silence."""
+    import tensorflow as tf
+
+    from orchestrator.cli import app
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this process sees a GPU: gpus_per_trial is honoured here")
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    text = recipe.read_text()
+    recipe.write_text(text + "resources: {gpus_per_trial: 0.5, mixed_precision: true}\n")
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert (
+        "resources.gpus_per_trial: 0.5 GPUs per trial, but this process sees no GPU "
+        "(the keras_tuner backend trains here): set gpus_per_trial: 0"
+    ) in result.output
+    assert not (tmp_path / "runs").exists()
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0 and "`graftune run` here would refuse it" in checked.output
+
+    recipe.write_text(text + "resources: {address: '127.0.0.1:1'}\n")
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert (
+        "resources.address (127.0.0.1:1) is not used (backend: ray runs there)"
+    ) in result.output
+
+
 def test_keras_tuner_searches_follow_the_recipes_seed(tmp_path):
     from orchestrator.testing import run_in_process
     from orchestrator.tuning.keras_tuner import oracle_seed

@@ -29,6 +29,8 @@ from orchestrator.trial import TrialResult, read_result, run_trial, trial_dir
 from orchestrator.tuning.ray_start import raise_if_interrupted
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from orchestrator.data import Dataset
     from orchestrator.recipe import Recipe
     from orchestrator.trial import TrialSpec
@@ -142,6 +144,30 @@ def check_space(recipe: Recipe, space: dict[str, Dimension], strategy: str = "")
                 "grid search with keras_tuner needs discrete dimensions; fix or list choices "
                 f"for {whose}{', '.join(continuous)}",
             )
+
+
+def check_resources(recipe: Recipe, echo: Callable[[str], None]) -> None:
+    """What ``resources`` means where every trial runs in this process.
+
+    Raises:
+        RecipeError: ``gpus_per_trial`` above 0 where this process sees no GPU (its
+            trials ran on the CPU, in ``mixed_float16`` if asked).
+    """
+    resources = recipe.resources
+    if resources.gpus_per_trial:
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            raise recipe.error(
+                ("resources", "gpus_per_trial"),
+                f"{resources.gpus_per_trial:g} GPUs per trial, but this process sees no GPU "
+                "(the keras_tuner backend trains here): set gpus_per_trial: 0",
+            )
+    if resources.address and resources.address != "auto":
+        echo(
+            f"note: the keras_tuner backend trains every trial in this process; "
+            f"resources.address ({resources.address}) is not used (backend: ray runs there)"
+        )
 
 
 def _starting_at_defaults(oracle_class: type) -> type:
