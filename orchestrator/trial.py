@@ -238,7 +238,7 @@ def _epoch_reporter(
         def costs(self) -> dict[str, Any]:
             """What the trial has cost so far (see :data:`COST_KEYS`)."""
             spent = time.perf_counter() - self.started if self.started is not None else 0.0
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            peak = peak_memory_mb()
             costs: dict[str, Any] = {
                 **self.sizes,
                 "fit_seconds": round(spent, 3),
@@ -337,6 +337,7 @@ def run_trial(
     result.devices = os.environ.get("CUDA_VISIBLE_DEVICES")
     result.node = node_label()
     result.started_at = time.time()
+    reset_peak_memory()  # a reused worker (or keras_tuner's one process) ran trials before
     reporter = _epoch_reporter(report, spec.max_epochs, spec.metric, len(dataset.y_val))
     try:
         # A reused worker keeps the previous trial's policy unless it is set every time.
@@ -670,7 +671,7 @@ def write_result(folder: Path, result: TrialResult) -> None:
 
 def _finish(folder: Path, result: TrialResult, reporter: Any, storage: str | None = None) -> None:
     result.finished_at = time.time()
-    result.peak_memory_mb = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    result.peak_memory_mb = round(peak_memory_mb(), 1)
     if reporter.history:
         import pandas as pd
 
@@ -680,6 +681,28 @@ def _finish(folder: Path, result: TrialResult, reporter: Any, storage: str | Non
         from orchestrator.storage import push_trial
 
         push_trial(folder, storage, result.strategy, result.trial_id)
+
+
+def reset_peak_memory() -> bool:
+    """Start this process's peak resident memory again from what it holds now.
+
+    Linux's ``/proc/self/clear_refs`` (``5``: reset the peak RSS) makes
+    ``ru_maxrss`` the peak since this call, so that a trial's ``peak_memory_mb``
+    is its own, not the worker's since it started. ``False`` where that is not
+    possible (another system): the peak then counts from the process's start.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_memory_mb() -> float:
+    """This process's peak resident memory in MiB (see :func:`reset_peak_memory`)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes there, KiB here
 
 
 def finite_or_none(value: Any) -> float | None:

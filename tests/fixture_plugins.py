@@ -126,6 +126,7 @@ def graftune_register_strategies(registry):
         RaisingStrategy,
         DyingMLP,
         SlowMLP,
+        HungryMLP,
         InterruptedMLP,
         NoAccuracyMLP,
         SilentFitMLP,
@@ -196,6 +197,23 @@ class SlowMLP(ScratchMLP):
         import time
 
         time.sleep(float(config["sleep_s"]))
+        return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
+
+
+class HungryMLP(ScratchMLP):
+    """An MLP whose ``fit`` first touches ``hog_mb`` MiB of memory, then frees it."""
+
+    name = "hungry_mlp"
+    description = "holds some memory for a moment, then trains a tiny MLP"
+
+    def search_space(self, context):
+        return tiny_space(hog_mb=Choice((600, 0)))
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        import numpy as np
+
+        hog = np.ones(int(config["hog_mb"]) * 2**20, dtype=np.uint8)  # resident: written
+        del hog
         return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
 
 

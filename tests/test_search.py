@@ -467,6 +467,25 @@ def test_keras_tuner_refuses_gpus_it_does_not_see_and_says_it_ignores_an_address
     ) in result.output
 
 
+def test_a_trials_peak_memory_is_its_own_not_its_workers_since_it_started(tmp_path):
+    """keras_tuner runs every trial in one process (as a reused Ray worker runs many):
+    the trial after one that held 600 MiB reported that peak as its own."""
+    from orchestrator.cli import app
+
+    recipe = write_recipe(
+        tmp_path, "{backend: keras_tuner, algorithm: grid, max_epochs: 1}", "hungry_mlp: {}"
+    )
+    result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    results = [
+        json.loads(path.read_text()) for path in run_dir.glob("trials/hungry_mlp/*/result.json")
+    ]
+    hungry, light = sorted(results, key=lambda r: -r["config"]["hog_mb"])
+    assert hungry["started_at"] < light["started_at"]  # the light one ran after it
+    assert hungry["peak_memory_mb"] - light["peak_memory_mb"] > 400, results
+
+
 def test_keras_tuner_searches_follow_the_recipes_seed(tmp_path):
     from orchestrator.testing import run_in_process
     from orchestrator.tuning.keras_tuner import oracle_seed
