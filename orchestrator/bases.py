@@ -66,9 +66,20 @@ _TORCH_STD = (0.229, 0.224, 0.225)
 
 
 def cache_dir() -> Path:
-    """graftune's cache folder: ``$GRAFTUNE_CACHE_DIR`` or ``~/.cache/graftune``."""
+    """graftune's cache folder: ``$GRAFTUNE_CACHE_DIR`` or ``~/.cache/graftune``, absolute."""
     root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "graftune"
-    return Path(root)
+    return Path(root).expanduser().absolute()
+
+
+def pin_cache_dir() -> None:
+    """Make a relative or ``~`` ``$GRAFTUNE_CACHE_DIR`` absolute, from this folder.
+
+    Trials run in a working folder of their own, where a relative one named
+    another folder (every transfer trial failed: its base was not there).
+    Called by a run before Ray starts, whose workers inherit the environment.
+    """
+    if os.environ.get(CACHE_ENV):
+        os.environ[CACHE_ENV] = str(cache_dir())
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ every class.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,7 +247,7 @@ def read_source(
     spec = recipe.data.model_copy(update=update)
     base_dir = Path(base_dir)
     if scheme == "npz":
-        unlabelled = _unlabelled_npz(location, base_dir)
+        unlabelled = _unlabelled_npz(location, base_dir, spec)
         if unlabelled is not None:
             return unlabelled, None
     reader = _make_source(scheme, host.data_sources)
@@ -261,10 +262,12 @@ def read_source(
         trained_target = recipe.data.target if trained_scheme in TABLE_SCHEMES else None
         trained = None
         if trained_scheme in TABLE_SCHEMES:
-            try:
-                trained = _table_columns(trained_scheme, trained_location, recipe.base_dir)
-            except DataError:  # the training table is gone: the columns the run recorded
-                trained = recorded_features(run_dir)
+            # The columns the run recorded (its training table may since have changed,
+            # or gone), else those of the training table as it is now (older runs).
+            trained = recorded_features(run_dir)
+            if trained is None:
+                with contextlib.suppress(DataError):
+                    trained = _table_columns(trained_scheme, trained_location, recipe.base_dir)
         if target is not None and target not in columns:
             raise DataError(
                 f"target column {target!r}{did_you_mean(target, columns)} is not in {source!r}; "
@@ -393,43 +396,33 @@ def recorded_features(run_dir: str | Path) -> list[str] | None:
     return [str(c) for c in features] if isinstance(features, list) else None
 
 
-def _unlabelled_npz(location: str, base_dir: Path) -> np.ndarray | None:
-    """An npz archive's ``x`` when it has no ``y`` (nothing to score: only predict);
-    ``None`` when it has labels, for the ``npz:`` source to read as a run does."""
+def _unlabelled_npz(location: str, base_dir: Path, spec: Any) -> np.ndarray | None:
+    """An npz archive's ``x`` when it has no ``y`` (nothing to score: only predict),
+    made ready as the ``npz:`` source makes a run's (scale, size, channels);
+    ``None`` when it has labels, for the source itself to read."""
     import numpy as np
 
-    from orchestrator.data.sources import _open_npz
+    from orchestrator.data.sources import _open_npz, npz_inputs
 
     path = _table_path(location, base_dir)
     with _open_npz(path) as archive:  # as the npz: source opens it (no pickles)
         if "y" in archive.files or "x" not in archive.files:
             return None
-        x = np.asarray(archive["x"])
-    if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
-        raise DataError(
-            f"array 'x' in {path} has shape {x.shape} and dtype {x.dtype}; expected numbers "
-            "of shape (n, ...)",
-            key="source",
-        )
-    x = x.astype(np.float32, copy=False)
+        try:
+            x = np.asarray(archive["x"])
+        except ValueError as exc:  # an object array, which would need pickle
+            raise DataError(f"cannot read {path} without pickle ({exc})", key="source") from exc
+    x = npz_inputs(x, spec, path, location)
     if not np.isfinite(x).all():
         raise DataError(f"array 'x' in {path} holds NaN or inf", key="source")
     return x
 
 
 def _table_columns(scheme: str, location: str, base_dir: Path) -> list[str]:
-    """The column names of a CSV or Parquet file, without reading its rows."""
-    path = _table_path(location, base_dir)
-    try:
-        if scheme == "parquet":
-            import pyarrow.parquet as pq
+    """The data columns of a CSV or Parquet file, as its source reads them."""
+    from orchestrator.data.sources import table_columns
 
-            return [str(c) for c in pq.read_schema(path).names]
-        import pandas as pd
-
-        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"cannot read the columns of {path}: {exc}", key="source") from exc
+    return table_columns(scheme, _table_path(location, base_dir))
 
 
 def _table_path(location: str, base_dir: Path) -> Path:
@@ -478,11 +471,9 @@ def _read_features(scheme: str, location: str, base_dir: Path, source: str) -> n
     import numpy as np
     import pandas as pd
 
-    path = _table_path(location, base_dir)
-    try:
-        frame = pd.read_parquet(path) if scheme == "parquet" else pd.read_csv(path)
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"cannot read {path}: {exc}", key="source") from exc
+    from orchestrator.data.sources import read_table
+
+    frame = read_table(scheme, _table_path(location, base_dir))
     non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise DataError(

@@ -150,11 +150,43 @@ def run_recipe(
             ``resume_run`` runs the rest. Twice, or SIGTERM: the run stops at
             once (also resumable).
         RunDirError: ``resume`` of a run that another process is running.
+
+    The process is left as it was found: Ray's loggers, routed to the run's
+    ``ray.log`` while it runs, and the environment set for Ray's workers are
+    put back; a Ray the run started is shut down, one that was up is left up.
     """
+    from orchestrator.tuning.ray_start import kept_process_state
+
+    with kept_process_state():
+        return _run_recipe(
+            recipe,
+            run_dir=run_dir,
+            plugins=plugins,
+            host=host,
+            echo=echo,
+            listener=listener,
+            resume=resume,
+            run_name=run_name,
+        )
+
+
+def _run_recipe(
+    recipe: Recipe | str | Path,
+    *,
+    run_dir: str | Path | None,
+    plugins: Iterable[ModuleType | object | str],
+    host: PluginHost | None,
+    echo: Callable[[str], None],
+    listener: TrialListener | None,
+    resume: bool,
+    run_name: str | None,
+) -> RunOutcome:
+    from orchestrator.bases import pin_cache_dir
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.tuning.ray_start import forget_sigterm
 
     forget_sigterm()
+    pin_cache_dir()  # before Ray starts: its workers inherit it
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     if host is None:

@@ -807,3 +807,21 @@ def test_a_base_is_one_built_input_to_one_output():
     with pytest.raises(BaseModelError, match="its 'torch' scaling is of RGB images"):
         plan_adapter((8, 8, 1), (32, 32, 1), "torch")
     assert plan_adapter((8, 8, 1), (32, 32, 3), "caffe")[-1] == ("preprocess", "caffe")
+
+
+def test_a_relative_or_home_cache_dir_is_pinned_before_trials_move(tmp_path, monkeypatch):
+    """Trials run in working folders of their own: a relative $GRAFTUNE_CACHE_DIR
+    named another folder there, and every transfer trial missed its base."""
+    import os
+
+    from orchestrator.bases import cache_dir, pin_cache_dir
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", "relcache")
+    pin_cache_dir()
+    assert os.environ["GRAFTUNE_CACHE_DIR"] == str(tmp_path / "relcache")
+    monkeypatch.chdir("/")
+    assert cache_dir() == tmp_path / "relcache"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", "~/gt")
+    assert cache_dir() == tmp_path / "gt"

@@ -247,6 +247,76 @@ def test_csv_integer_labels_become_strings_in_numeric_order(
         assert ds.task.class_names[y] == str(label)
 
 
+def test_csv_labels_are_read_as_the_text_they_are(registry: Registry, tmp_path: Path) -> None:
+    """``007`` stayed a number (class '7'), and ``NA`` (North America) was missing."""
+    frame = table(labels=("007", "010", "100"))
+    path = tmp_path / "zeros.csv"
+    path.write_text(frame.to_csv(index=False))
+    ds = prepare(Spec("csv:zeros.csv", target="label"), registry, tmp_path)
+    assert ds.task.class_names == ("007", "010", "100")
+    write_csv(tmp_path / "na.csv", table(labels=("EU", "NA", "AS")))
+    ds = prepare(Spec("csv:na.csv", target="label"), registry, tmp_path)
+    assert ds.task.class_names == ("AS", "EU", "NA")
+    frame = table(labels=(0.5, 2.5, 10.5))
+    write_csv(tmp_path / "floats.csv", frame)
+    ds = prepare(Spec("csv:floats.csv", target="label"), registry, tmp_path)
+    assert ds.task.class_names == ("0.5", "2.5", "10.5")  # in numeric order
+    empty = table()
+    empty.loc[3, "label"] = ""
+    write_csv(tmp_path / "empty.csv", empty)
+    with raises_data_error("source", "1 row(s) with missing values", "'label'"):
+        prepare(Spec("csv:empty.csv", target="label"), registry, tmp_path)
+
+
+def test_a_csvs_unnamed_index_column_is_no_feature(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``to_csv()`` writes the row index under an empty header: as a feature it
+    leaked the labels of a table sorted by class (accuracy 0.88 on noise)."""
+    frame = table()
+    frame.to_csv(tmp_path / "indexed.csv")  # index=True, pandas' default
+    ds = prepare(Spec("csv:indexed.csv", target="label"), registry, tmp_path)
+    assert ds.task.input_shape == (2,)
+    assert "its first column has no name: read as the row index" in caplog.text
+
+
+def test_csv_separated_by_semicolons_with_decimal_commas(
+    registry: Registry, tmp_path: Path
+) -> None:
+    frame = table()
+    write_csv(tmp_path / "plain.csv", frame)
+    (tmp_path / "semi.csv").write_text(frame.to_csv(index=False, sep=";", decimal=","))
+    (tmp_path / "tabs.tsv").write_text(frame.to_csv(index=False, sep="\t"))
+    plain = prepare(Spec("csv:plain.csv", target="label"), registry, tmp_path)
+    for name in ("semi.csv", "tabs.tsv"):
+        other = prepare(Spec(f"csv:{name}", target="label"), registry, tmp_path)
+        np.testing.assert_array_equal(other.x_train, plain.x_train)
+        assert other.task.class_names == plain.task.class_names
+
+
+def test_a_non_numeric_cell_is_shown_with_its_row(registry: Registry, tmp_path: Path) -> None:
+    frame = table()
+    frame["a"] = frame["a"].astype(object)
+    frame.loc[4, "a"] = "?"
+    write_csv(tmp_path / "q.csv", frame)
+    with raises_data_error("source", "non-numeric column(s) 'a' (data row 5: '?')"):
+        prepare(Spec("csv:q.csv", target="label"), registry, tmp_path)
+
+
+def test_a_parquet_files_stored_index_is_no_column(registry: Registry, tmp_path: Path) -> None:
+    """A filtered frame stores its index: ``predict`` crashed on the training file."""
+    from orchestrator.data.sources import table_columns
+
+    frame = table()
+    frame[frame["a"] > -1].to_parquet(tmp_path / "filtered.parquet")
+    named = frame.set_index(pd.Index([f"s{i}" for i in range(len(frame))], name="sample"))
+    named.to_parquet(tmp_path / "named.parquet")
+    for name in ("filtered.parquet", "named.parquet"):
+        assert table_columns("parquet", tmp_path / name) == ["a", "b", "label"]
+        ds = prepare(Spec(f"parquet:{name}", target="label"), registry, tmp_path)
+        assert ds.task.input_shape == (2,)
+
+
 def test_shipped_wine_csv(registry: Registry) -> None:
     from sklearn.datasets import load_wine
 
@@ -344,8 +414,11 @@ def test_npz_integer_labels(registry: Registry, tmp_path: Path) -> None:
     ds = prepare(Spec("npz:a.npz"), registry, tmp_path)
     assert ds.task.class_names == ("0", "1", "2")
     assert ds.task.input_shape == (5, 5, 1)
-    # npz arrays are cast, not rescaled.
-    assert ds.x_train.dtype == np.float32 and ds.x_train.max() > 1
+    # Images of bytes are scaled to [0, 1], as images: files are.
+    assert ds.x_train.dtype == np.float32 and 0.9 < ds.x_train.max() <= 1
+    # Table rows are cast, not rescaled (the models standardise them).
+    np.savez(tmp_path / "t.npz", x=x.reshape(30, 25), y=np.repeat([0, 1, 2], 10))
+    assert prepare(Spec("npz:t.npz"), registry, tmp_path).x_train.max() > 1
 
 
 def test_npz_string_labels(registry: Registry, tmp_path: Path) -> None:
@@ -417,6 +490,62 @@ def test_images_pixel_values(registry: Registry, tmp_path: Path) -> None:
     blue = ds.task.class_names.index("blue")
     pixel = ds.x_train[ds.y_train == blue][0, 0, 0]
     np.testing.assert_allclose(pixel, [0.0, 0.0, 0.2], atol=1e-6)
+
+
+def test_npz_images_of_bytes_are_scaled_and_grey_arrays_get_a_channel(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """uint8 pixels came out as 0..255 (``images:`` gives 0..1), and (n, h, w) was no image."""
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(30, 5, 4), dtype=np.uint8)
+    y = np.repeat([0, 1, 2], 10)
+    np.savez(tmp_path / "u8.npz", x=pixels[..., None], y=y)
+    np.savez(tmp_path / "nhw.npz", x=pixels.astype(np.float32) / 255, y=y)
+    np.savez(tmp_path / "u16.npz", x=pixels.astype(np.uint16) * 257, y=y)
+    arrays = {
+        name: sources.NpzSource().load(name, Spec(f"npz:{name}", channels=3), tmp_path).x
+        for name in ("u8.npz", "nhw.npz", "u16.npz")
+    }
+    for x in arrays.values():
+        assert x.shape == (30, 5, 4, 3) and x.dtype == np.float32
+        np.testing.assert_allclose(x[..., 0], pixels / 255, atol=1e-6)
+
+
+def test_images_of_different_sizes_need_an_image_size(registry: Registry, tmp_path: Path) -> None:
+    """One stray 1x1 image made the whole set 1 pixel (the first file's size)."""
+    root = write_images(tmp_path / "imgs", {"a": 6, "b": 6})
+    Image.new("RGB", (1, 1), (9, 9, 9)).save(root / "a" / "0-tiny.png")
+    with raises_data_error("image_size", "images of different sizes", "is 1x1", "image_size:"):
+        prepare(Spec("images:imgs"), registry, tmp_path)
+    ds = prepare(Spec("images:imgs", image_size=[4, 6]), registry, tmp_path)
+    assert ds.task.input_shape == (4, 6, 3)
+
+
+def test_images_as_a_viewer_shows_them(tmp_path: Path) -> None:
+    """Transparency, 16-bit grey and EXIF orientation were lost; webp and tiff skipped."""
+    root = tmp_path / "imgs"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+    ink = np.zeros((4, 6), np.uint8)
+    ink[1, 2] = 255
+    # Black ink only in the alpha channel, on a transparent white background.
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., 3] = ink
+    Image.fromarray(rgba, "RGBA").save(root / "a" / "alpha.png")
+    Image.fromarray(ink.astype(np.uint16) * 257).save(root / "a" / "deep.png")  # I;16
+    rotated = Image.fromarray(ink)
+    exif = rotated.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    rotated.transpose(Image.Transpose.ROTATE_90).save(root / "b" / "turned.jpg", exif=exif)
+    Image.fromarray(ink).save(root / "b" / "other.webp", lossless=True)
+    Image.fromarray(ink).save(root / "b" / "other.tiff")
+    loaded = sources.ImagesSource().load("imgs", Spec("images:imgs", channels=1), tmp_path)
+    names = ["alpha", "deep", "other.tiff", "other.webp", "turned"]
+    x = dict(zip(names, loaded.x[..., 0], strict=True))
+    np.testing.assert_allclose(x["alpha"], 1 - ink / 255, atol=1e-6)  # black on white
+    np.testing.assert_allclose(x["deep"], ink / 255, atol=1e-6)  # not every pixel at 1
+    np.testing.assert_allclose(x["other.webp"], ink / 255, atol=1e-6)
+    assert np.unravel_index(np.argmax(x["turned"]), (4, 6)) == (1, 2)  # upright
 
 
 def test_images_missing_folder(registry: Registry, tmp_path: Path) -> None:

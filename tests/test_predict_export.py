@@ -410,3 +410,14 @@ def test_a_table_runs_feature_order_is_recorded_and_outlives_the_table(runs, tmp
         pd.read_csv(tmp_path / "a.csv").filter(like="prob_"),
         rtol=1e-5,
     )
+    # The training table re-saved with its columns in another order: the recorded
+    # order still wins (the table's new order scrambled the features, accuracy 0.33).
+    recipe["data"]["source"] = f"csv:{tmp_path / 'reordered.csv'}"
+    (moved / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    edited = invoke("predict", moved, "--data", f"csv:{WINE_CSV}", "-o", tmp_path / "c.csv")
+    assert edited.exit_code == 0, edited.output
+    np.testing.assert_allclose(
+        pd.read_csv(tmp_path / "c.csv").filter(like="prob_"),
+        pd.read_csv(tmp_path / "a.csv").filter(like="prob_"),
+        rtol=1e-5,
+    )

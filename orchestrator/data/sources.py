@@ -9,6 +9,7 @@ refused where they are a table.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
 
     from orchestrator.registry import Registry
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+log = logging.getLogger(__name__)
 
 # The grey level PIL's "L" mode gives an RGB pixel (ITU-R 601-2 luma).
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
@@ -112,18 +115,13 @@ class CsvSource(_BuiltinSource):
         super().check(location, spec, base_dir)
         path = _existing_file(location, base_dir, "CSV file")
         _refuse_image_settings(spec, f"csv:{location}")
-        _check_target(spec, _csv_columns(path), path)
+        _check_target(spec, table_columns("csv", path), path)
 
     def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
         self.check(location, spec, base_dir)
-        import pandas as pd
-
         path = _resolve(location, base_dir)
-        try:
-            frame = pd.read_csv(path)
-        except (ValueError, UnicodeDecodeError, OSError) as exc:
-            raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
-        return _table_arrays(frame, str(spec.target), path)
+        target = str(spec.target)
+        return _table_arrays(read_table("csv", path), target, path, _csv_labels(path, target))
 
 
 class ParquetSource(_BuiltinSource):
@@ -136,26 +134,12 @@ class ParquetSource(_BuiltinSource):
         super().check(location, spec, base_dir)
         path = _existing_file(location, base_dir, "Parquet file")
         _refuse_image_settings(spec, f"parquet:{location}")
-        import pyarrow.parquet as pq
-
-        try:
-            schema = pq.read_schema(path)
-        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-            raise DataError(f"cannot read Parquet file {path}: {exc}", key="source") from exc
-        # pandas stores an unnamed index as an extra column; it is not data.
-        columns = [n for n in schema.names if not n.startswith("__index_level_")]
-        _check_target(spec, columns, path)
+        _check_target(spec, table_columns("parquet", path), path)
 
     def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
         self.check(location, spec, base_dir)
-        import pandas as pd
-
         path = _resolve(location, base_dir)
-        try:
-            frame = pd.read_parquet(path)
-        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-            raise DataError(f"cannot read Parquet file {path}: {exc}", key="source") from exc
-        return _table_arrays(frame, str(spec.target), path)
+        return _table_arrays(read_table("parquet", path), str(spec.target), path)
 
 
 class NpzSource(_BuiltinSource):
@@ -186,16 +170,7 @@ class NpzSource(_BuiltinSource):
                 f"class_names as numbers or strings",
                 key="source",
             ) from exc
-        if x.dtype.kind not in "biuf":
-            raise DataError(
-                f"array 'x' in {path} has dtype {x.dtype}; expected numbers", key="source"
-            )
-        if x.ndim < 2:
-            raise DataError(
-                f"array 'x' in {path} has shape {x.shape}; expected one row per example, "
-                f"(n, features) or (n, height, width, channels)",
-                key="source",
-            )
+        x = npz_inputs(x, spec, path, location)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
         if y.shape != (len(x),):
@@ -205,19 +180,44 @@ class NpzSource(_BuiltinSource):
                 key="source",
             )
         codes, class_names = _npz_labels(y, names, path)
-        x = x.astype(np.float32)
-        if x.ndim == 4:
-            x = _conform_images(x, spec)
-        else:
-            _refuse_image_settings(spec, f"npz:{location} with x of shape {x.shape}")
         return LabelledArrays(x=x, y=codes, class_names=class_names)
+
+
+def npz_inputs(x: np.ndarray, spec: Any, path: Path, location: str) -> np.ndarray:
+    """An npz archive's ``x`` as the models take it: float32 features ``(n, f)``, or
+    images ``(n, h, w, c)`` in [0, 1] conformed to the spec's size and channels.
+
+    ``(n, h, w)`` is grey images (as ``keras.datasets.mnist`` gives them);
+    ``uint8`` and ``uint16`` images are scaled to [0, 1], as ``images:`` scales
+    its files.
+    """
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"array 'x' in {path} has dtype {x.dtype}; expected numbers", key="source")
+    if x.ndim < 2 or x.ndim > 4:
+        raise DataError(
+            f"array 'x' in {path} has shape {x.shape}; expected one row per example, "
+            f"(n, features), (n, height, width) or (n, height, width, channels)",
+            key="source",
+        )
+    if x.ndim == 2:
+        _refuse_image_settings(spec, f"npz:{location} with x of shape {x.shape}")
+        return x.astype(np.float32)
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    scale = {"uint8": 255.0, "uint16": 65535.0}.get(x.dtype.name)
+    x = x.astype(np.float32)
+    if scale is not None:
+        x /= scale
+    return _conform_images(x, spec)
 
 
 class ImagesSource(_BuiltinSource):
     """A folder of images with one sub-folder per class."""
 
     scheme = "images"
-    description = "a folder with one sub-folder of images (png, jpg, bmp, gif) per class"
+    description = (
+        "a folder with one sub-folder of images (png, jpg, bmp, gif, webp, tiff) per class"
+    )
 
     def check(self, location: str, spec: Any, base_dir: Path) -> None:
         super().check(location, spec, base_dir)
@@ -244,12 +244,24 @@ class ImagesSource(_BuiltinSource):
             labels += [code] * len(found)
 
         x: np.ndarray | None = None
+        first: tuple[Path, tuple[int, int]] | None = None
+        resized = size is not None
         for i, file in enumerate(files):
             try:
-                with Image.open(file) as image:
-                    image = image.convert(mode)
+                with Image.open(file) as opened:
+                    image = _as_seen(opened).convert(mode)
+                    if first is None:
+                        first = (file, (image.height, image.width))
+                    if not resized and (image.height, image.width) != first[1]:
+                        raise DataError(
+                            f"images of different sizes in {root}: {first[0]} is "
+                            f"{first[1][0]}x{first[1][1]}, {file} is {image.height}x"
+                            f"{image.width} (height x width); set data.image_size: "
+                            "[height, width] to resize them all to one size",
+                            key="image_size",
+                        )
                     if size is None:
-                        size = (image.height, image.width)
+                        size = first[1]
                     if image.size != (size[1], size[0]):
                         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                     pixels = np.asarray(image, dtype=np.float32)
@@ -264,6 +276,27 @@ class ImagesSource(_BuiltinSource):
             y=np.asarray(labels, dtype=np.int64),
             class_names=tuple(folder.name for folder in folders),
         )
+
+
+def _as_seen(image: Any) -> Any:
+    """An image file's pixels as a viewer shows them: turned upright by its EXIF
+    orientation, 16-bit grey scaled down to 8 bits (``convert`` clips it at 255),
+    and transparency over white (``convert`` drops it, and with it an image whose
+    ink is only in its alpha channel)."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        return Image.fromarray(np.round(pixels / top * 255).clip(0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:  # some pixel is not opaque
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba)
+        return rgba
+    return image
 
 
 @hookimpl
@@ -293,16 +326,102 @@ def _existing_file(location: str, base_dir: Path, what: str) -> Path:
     return path
 
 
-def _csv_columns(path: Path) -> list[str]:
-    """Read only the header row of a CSV file."""
+#: The name pandas gives a CSV's first column when its header cell is empty, as
+#: ``DataFrame.to_csv`` leaves it above the row index it writes by default.
+_CSV_INDEX = "Unnamed: 0"
+
+
+def table_columns(scheme: str, path: Path) -> list[str]:
+    """The data columns of a CSV or Parquet file, read from its header alone.
+
+    A row index that pandas stored with the table (Parquet's index columns,
+    a CSV's unnamed first column) is not data, here as in :func:`read_table`.
+    """
+    if scheme == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(path)
+        except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+            raise DataError(f"cannot read Parquet file {path}: {exc}", key="source") from exc
+        index = _parquet_index(schema)
+        return [str(n) for n in schema.names if n not in index]
     import pandas as pd
 
     try:
-        header = pd.read_csv(path, nrows=0)
+        header = pd.read_csv(path, nrows=0, **_csv_format(path))
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         # pandas' EmptyDataError and ParserError are ValueErrors.
         raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
-    return [str(c) for c in header.columns]
+    columns = [str(c) for c in header.columns]
+    return columns[1:] if columns[:1] == [_CSV_INDEX] else columns
+
+
+def read_table(scheme: str, path: Path) -> pd.DataFrame:
+    """A CSV or Parquet file's data columns (those of :func:`table_columns`)."""
+    import pandas as pd
+
+    try:
+        if scheme == "parquet":
+            frame = pd.read_parquet(path)  # its stored index becomes the frame's index
+        else:
+            frame = pd.read_csv(path, **_csv_format(path))
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read {scheme.upper()} file {path}: {exc}", key="source") from exc
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(f"cannot read Parquet file {path}: {exc}", key="source") from exc
+    frame.columns = [str(c) for c in frame.columns]
+    if scheme == "csv" and list(frame.columns[:1]) == [_CSV_INDEX]:
+        log.warning(
+            "%s: its first column has no name: read as the row index pandas writes "
+            "(to_csv without index=False), not as a feature",
+            path,
+        )
+        frame = frame.drop(columns=_CSV_INDEX)
+    return frame.reset_index(drop=True)
+
+
+def _parquet_index(schema: Any) -> set[str]:
+    """The columns that hold the pandas index a Parquet file was written with."""
+    metadata = schema.pandas_metadata or {}
+    stored = {c for c in metadata.get("index_columns", []) if isinstance(c, str)}
+    return stored | {n for n in schema.names if n.startswith("__index_level_")}
+
+
+def _csv_format(path: Path) -> dict[str, str]:
+    """How to read a CSV: ``sep=","``, or ``;`` or a tab where the header row has
+    those and no comma; with ``;``, decimal commas where the first row has commas."""
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace") as file:
+            header, first = file.readline(), file.readline()
+    except OSError:
+        return {"sep": ","}  # pandas says what is wrong
+    if "," not in header:
+        if ";" in header:
+            return {"sep": ";", "decimal": "," if "," in first else "."}
+        if "\t" in header:
+            return {"sep": "\t"}
+    return {"sep": ","}
+
+
+def _csv_labels(path: Path, target: str) -> Any:
+    """A CSV's label column as the text it holds: ``007`` stays ``007`` and ``NA`` is a
+    class (pandas reads them as 7 and as missing); whole numbers become integers."""
+    import pandas as pd
+
+    try:
+        labels = pd.read_csv(
+            path, usecols=[target], dtype=str, keep_default_na=False, **_csv_format(path)
+        )[target]
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
+    text = labels.str.strip()
+    if text.str.fullmatch(r"-?(0|[1-9][0-9]*)").all():
+        return text.astype(np.int64).to_numpy()
+    numbers = pd.to_numeric(text, errors="coerce")
+    if numbers.notna().all() and not text.str.match(r"[-+]?0[0-9]").any():
+        return numbers.to_numpy()  # 0.5, 2.5: sorted as numbers
+    return labels.to_numpy(dtype=object)
 
 
 def _check_target(spec: Any, columns: list[str], path: Path) -> None:
@@ -324,8 +443,13 @@ def _check_target(spec: Any, columns: list[str], path: Path) -> None:
         raise DataError(f"{path} has no feature columns besides {target!r}", key="source")
 
 
-def _table_arrays(frame: pd.DataFrame, target: str, path: Path) -> LabelledArrays:
-    """Turn a table of numeric features and a label column into labelled arrays."""
+def _table_arrays(
+    frame: pd.DataFrame, target: str, path: Path, labels: Any = None
+) -> LabelledArrays:
+    """Turn a table of numeric features and a label column into labelled arrays.
+
+    ``labels``: the label column as read apart (:func:`_csv_labels`), else the frame's.
+    """
     import pandas as pd
 
     frame.columns = [str(c) for c in frame.columns]
@@ -334,11 +458,21 @@ def _table_arrays(frame: pd.DataFrame, target: str, path: Path) -> LabelledArray
         raise DataError(f"{path} has a header but no rows", key="source")
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
+        column = frame[non_numeric[0]]
+        text = pd.to_numeric(column, errors="coerce").isna() & column.notna()
+        row = int(np.argmax(text.to_numpy())) if text.any() else None
+        example = "" if row is None else f" (data row {row + 1}: {column.iloc[row]!r})"
         raise DataError(
             f"feature columns must be numeric; {path} has non-numeric column(s) "
-            f"{', '.join(repr(c) for c in non_numeric)}; encode them as numbers or drop them",
+            f"{', '.join(repr(c) for c in non_numeric)}{example}; encode them as numbers, "
+            "drop them, or leave a missing value's cell empty",
             key="source",
         )
+    if labels is not None:
+        frame = frame.assign(**{target: labels})
+        empty = frame[target] == ""
+        if empty.any():
+            frame.loc[empty, target] = None  # an empty label is a missing one
     missing = frame.isna()
     if missing.to_numpy().any():
         rows = int(missing.any(axis=1).sum())

@@ -208,6 +208,46 @@ def shutdown() -> None:
     _embedded = False
 
 
+#: What a run sets in the environment for Ray's sake (see :func:`kept_process_state`).
+_RUN_ENV = (
+    "TF_CPP_MIN_LOG_LEVEL", "RAY_DEDUP_LOGS", "RAY_AIR_NEW_OUTPUT", "GRAFTUNE_CACHE_DIR",
+    *TUNE_ACTOR_ENV,
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def kept_process_state() -> Iterator[None]:
+    """Put back what a run changes in its process: Ray's loggers (routed to the
+    run's ``ray.log``), the environment it sets for Ray's workers, and Ray's
+    printer of cluster messages. A library call leaves the caller's process as
+    it found it; the Ray the run started is down by then.
+    """
+    loggers = {name: logging.getLogger(name) for name in RAY_LOGGERS}
+    before = {name: (list(lg.handlers), lg.propagate) for name, lg in loggers.items()}
+    env = {key: os.environ.get(key) for key in _RUN_ENV}
+    try:
+        from ray._private import worker
+    except ImportError:  # pragma: no cover - Ray is a dependency
+        worker = None
+    printer = getattr(worker, "print_to_stdstream", None)
+    try:
+        yield
+    finally:
+        for name, logger in loggers.items():
+            handlers, propagate = before[name]
+            for handler in logger.handlers:
+                if handler not in handlers and isinstance(handler, logging.FileHandler):
+                    handler.close()
+            logger.handlers, logger.propagate = handlers, propagate
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if printer is not None:
+            worker.print_to_stdstream = printer
+
+
 def route_ray_logs(handler: logging.Handler) -> None:
     """Send Ray's log records to ``handler`` and keep them off the console.
 
