@@ -15,7 +15,9 @@ from orchestrator.errors import (
     PluginError,
     PluginLoadError,
     RecipeError,
+    RunDirError,
     RunFailed,
+    RunInterrupted,
 )
 from orchestrator.markers import hookimpl, hookspec
 from orchestrator.space import ALL, Choice, Fixed, Float, Int, LogFloat
@@ -41,18 +43,65 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "RecipeError",
+    "RunDirError",
     "RunFailed",
+    "RunInterrupted",
+    "RunOutcome",
     "SpaceContext",
     "Strategy",
     "__version__",
     "hookimpl",
     "hookspec",
+    "read_leaderboard",
+    "resume_run",
     "run_recipe",
 ]
 
 
 def run_recipe(recipe: Any, **kwargs: Any) -> RunOutcome:
-    """Run a recipe end to end; see :func:`orchestrator.run.run_recipe`."""
+    """Run a recipe end to end, as ``graftune run`` does, and return its outcome.
+
+    Args:
+        recipe: A recipe file's path, YAML text, a dict, or a ``Recipe``.
+        **kwargs: ``run_dir``, ``plugins`` (modules or objects to register),
+            ``echo`` (a callable for progress lines), ``listener`` (told of
+            every trial), ``run_name``: see :func:`orchestrator.run.run_recipe`.
+
+    Returns:
+        A :class:`RunOutcome`: ``run_dir``, ``leaderboard`` (a DataFrame) and ``best``.
+
+    Raises:
+        RecipeError: A wrong recipe or data (nothing is written).
+        RunFailed: Every trial failed (the leaderboard is still written).
+        RunInterrupted: Ctrl+C or SIGTERM; :func:`resume_run` goes on.
+
+    Starts embedded Ray for the run and shuts it down after, unless Ray is
+    already up in this process (then it is used and left up).
+    """
     from orchestrator.run import run_recipe as _run_recipe
 
     return _run_recipe(recipe, **kwargs)
+
+
+def resume_run(run_dir: Any, **kwargs: Any) -> RunOutcome:
+    """Continue a run that was stopped or killed; see :func:`orchestrator.run.resume_run`."""
+    from orchestrator.run import resume_run as _resume_run
+
+    return _resume_run(run_dir, **kwargs)
+
+
+def read_leaderboard(run_dir: Any) -> Any:
+    """A run's leaderboard as a pandas DataFrame, ranked (from ``leaderboard.csv``)."""
+    from pathlib import Path
+
+    from orchestrator.leaderboard import read_leaderboard as _read_leaderboard
+
+    return _read_leaderboard(Path(run_dir))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RunOutcome":  # without importing the run module (and pandas) at import
+        from orchestrator.run import RunOutcome
+
+        return RunOutcome
+    raise AttributeError(f"module 'orchestrator' has no attribute {name!r}")

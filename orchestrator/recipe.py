@@ -14,6 +14,7 @@ search-space overrides name dimensions the strategies have.
 from __future__ import annotations
 
 import math
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -406,6 +407,26 @@ def load_recipe(path: str | Path) -> Recipe:
     except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
         raise RecipeError(f"cannot read the recipe: {exc}", file=path) from None
     return parse_recipe(text, file=path)
+
+
+def as_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
+    """A recipe from a recipe object, a file's path, YAML text (a string with a line
+    break) or a dict; relative paths in text or a dict resolve against this folder.
+
+    Raises:
+        RecipeError: The file is missing, is not YAML, or breaks the schema.
+    """
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, dict):
+        return parse_recipe(yaml.safe_dump(recipe, sort_keys=False))
+    if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe):
+        return load_recipe(recipe)
+    if not isinstance(recipe, str):
+        raise TypeError(
+            f"a recipe is a Recipe, a file's path, YAML text or a dict, not {type(recipe).__name__}"
+        )
+    return parse_recipe(textwrap.dedent(recipe))
 
 
 def parse_recipe(text: str, *, file: Path | None = None) -> Recipe:

@@ -39,6 +39,7 @@ from orchestrator.errors import (
 )
 from orchestrator.recipe import (
     Recipe,
+    as_recipe,
     check_pretrain_input,
     check_recipe,
     check_recipe_data,
@@ -113,7 +114,7 @@ def _finished_outcome(run_dir: Path, echo: Callable[[str], None]) -> RunOutcome:
 
 
 def run_recipe(
-    recipe: Recipe | str | Path,
+    recipe: Recipe | str | Path | dict[str, Any],
     *,
     run_dir: str | Path | None = None,
     plugins: Iterable[ModuleType | object | str] = (),
@@ -126,7 +127,8 @@ def run_recipe(
     """Run a recipe end to end and write its run directory.
 
     Args:
-        recipe: A recipe object or the path of a recipe file.
+        recipe: A recipe object, the path of a recipe file, YAML text (a string
+            with a line break) or a dict (relative paths then from this folder).
         run_dir: Where to write; default a new folder under the recipe's ``output``.
         plugins: Extra plugin modules or objects to register (not installed ones).
         host: A ready plugin host (``plugins`` is ignored then).
@@ -171,7 +173,7 @@ def run_recipe(
 
 
 def _run_recipe(
-    recipe: Recipe | str | Path,
+    recipe: Recipe | str | Path | dict[str, Any],
     *,
     run_dir: str | Path | None,
     plugins: Iterable[ModuleType | object | str],
@@ -187,8 +189,7 @@ def _run_recipe(
 
     forget_sigterm()
     pin_cache_dir()  # before Ray starts: its workers inherit it
-    if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)
+    recipe = as_recipe(recipe)
     if host is None:
         host = get_plugin_manager(extra_plugins=plugins, disable=recipe.plugins.disable)
     check_recipe(recipe, host)

@@ -471,17 +471,9 @@ def _fit_problems(
 
 
 def _as_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
-    import yaml
+    from orchestrator.recipe import as_recipe
 
-    from orchestrator.recipe import Recipe, load_recipe, parse_recipe
-
-    if isinstance(recipe, Recipe):
-        return recipe
-    if isinstance(recipe, dict):
-        return parse_recipe(yaml.safe_dump(recipe, sort_keys=False))
-    if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe):
-        return load_recipe(recipe)
-    return parse_recipe(textwrap.dedent(recipe))
+    return as_recipe(recipe)
 
 
 def run_in_process(

@@ -1279,3 +1279,29 @@ def test_a_tilde_is_the_home_folder_in_every_path(tmp_path: Path) -> None:
     home = Path.home()
     assert recipe.output == home / "graftune-runs"
     assert recipe.base is not None and recipe.base.path == home / "models" / "base.keras"
+
+
+def test_a_recipe_from_python_is_a_file_text_or_a_dict(tmp_path, monkeypatch):
+    """``run_recipe({...})`` failed with a bare TypeError, and YAML text was taken
+    for a file name."""
+    import orchestrator
+    from orchestrator.recipe import as_recipe
+
+    monkeypatch.chdir(tmp_path)
+    text = "name: t\ndata: {source: 'csv:t.csv', target: y}\nstrategies: {scratch_mlp: {}}\n"
+    (tmp_path / "r.yaml").write_text(text)
+    from_file, from_text = as_recipe(tmp_path / "r.yaml"), as_recipe(text)
+    from_dict = as_recipe(
+        {
+            "name": "t",
+            "data": {"source": "csv:t.csv", "target": "y"},
+            "strategies": {"scratch_mlp": {}},
+        }
+    )
+    assert from_file.data.source == from_text.data.source == from_dict.data.source
+    assert from_text.base_dir == from_dict.base_dir == tmp_path
+    with pytest.raises(TypeError, match="a recipe is a Recipe, a file's path, YAML text or a dict"):
+        as_recipe(42)
+    # The library's names are importable from the package itself.
+    for name in ("RunOutcome", "RunInterrupted", "resume_run", "read_leaderboard"):
+        assert name in orchestrator.__all__ and getattr(orchestrator, name)
