@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -816,7 +817,12 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
     assert not (results_dir / "search.json").exists()
 
     handler = signal.getsignal(signal.SIGINT)
-    assert_resumes_to_every_trial_once(run_dir, ended, 6)
+    # Moved (as `graftune fetch` puts a stopped job's run elsewhere): Tune's restored
+    # state held the old folder, where the scheduler's trials were then written.
+    moved = tmp_path / "moved"
+    shutil.move(run_dir, moved)
+    assert_resumes_to_every_trial_once(moved, ended, 6)
+    assert not run_dir.exists()
     # Tune leaves its Ctrl+C handler behind after a search; the run puts ours back.
     assert signal.getsignal(signal.SIGINT) is handler
 

@@ -473,6 +473,7 @@ def run_search(
                 resume_errored=False,
                 restart_errored=True,
             )
+            _report_to(tuner, events)
         else:
             # A restored experiment keeps its own searcher (and what it has run).
             searched = any(not isinstance(dim, Fixed) for dim in space.values())
@@ -538,6 +539,22 @@ def run_search(
         midway = {t for t in stopped - set(results) if trial_dir(run_dir, strategy, t).exists()}
         raise SearchInterrupted(finished, stopped=len(midway))
     return finished
+
+
+def _report_to(tuner: Any, events: _Events) -> None:
+    """Give a restored experiment this driver's callback.
+
+    Tune pickles its callbacks with the experiment's state: restored, the old
+    one named the run directory where the run was, so a run that was moved or
+    fetched before ``--resume`` had its trials' events lost and the results of
+    trials the scheduler stopped written into the folder it came from.
+    """
+    run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", None)
+    if run_config is None:  # another Tune: its pickled callback stays
+        log.warning("cannot give the restored experiment this run's callback")
+        return
+    kept = [c for c in (run_config().callbacks or []) if not isinstance(c, _Events)]
+    run_config().callbacks = [*kept, events]
 
 
 @contextmanager
