@@ -497,6 +497,11 @@ def _run(
         if interrupted is not None:
             from orchestrator.tuning.ray_start import terminated
 
+            # A stopped job's run is fetched from its storage: what ended goes there now.
+            try:
+                publish(place, echo)
+            except Exception as exc:  # said; the interruption is what the run reports
+                log.warning("could not store the stopped run in %s: %s", place.remote, exc)
             later = list(strategies)[list(strategies).index(interrupted[0]) + 1 :]
             raise RunInterrupted(
                 _interrupted_message(run_dir, *interrupted, later=later, ended=len(results)),

@@ -316,6 +316,11 @@ def fetch(location: str, dest: Path) -> Path:
             raise StorageError(f"there is no run at {location} (yet)")
         return dest
     source = Path(location)
+    if not source.is_dir() and source.parent.is_dir():  # the storage is seen: nothing there
+        raise StorageError(
+            f"there is no run at {location}: nothing was stored there (a job that failed "
+            "before its run began stores nothing; its log says why)"
+        )
     if not source.is_dir():
         raise StorageError(
             f"the run is stored in {location} on the cluster, which this machine does not "

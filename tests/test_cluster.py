@@ -158,7 +158,11 @@ def test_uri_storage_round_trip(tmp_path):
     with pytest.raises(StorageError, match="not empty"):
         fetch(uri, fetched)
     with pytest.raises(StorageError, match="does not see"):
-        fetch(str(tmp_path / "mounted-elsewhere"), tmp_path / "f2")
+        fetch(str(tmp_path / "mounted-elsewhere" / "job-1"), tmp_path / "f2")
+    # The storage folder is here, the run is not: no advice to mount what is mounted.
+    (tmp_path / "store").mkdir()
+    with pytest.raises(StorageError, match="nothing was stored there"):
+        fetch(str(tmp_path / "store" / "job-1"), tmp_path / "f2")
 
 
 def test_stage_copies_local_files_and_rewrites_paths(tmp_path):

@@ -699,6 +699,25 @@ def test_a_run_leaves_the_callers_process_as_it_found_it(ray_session, tmp_path, 
         assert os.environ.get(key) == env.get(key), key
 
 
+def test_trials_a_scheduler_stopped_reach_uri_storage(ray_session, tmp_path):
+    """Their workers never upload them (the driver writes their result): a fetched
+    run had the leaderboard's pruned trials without their folders."""
+    recipe = write_recipe(
+        tmp_path,
+        "{scheduler: asha, grace_period: 1, reduction_factor: 2, max_epochs: 4, "
+        "num_samples: 4, max_concurrent_trials: 1}",
+        "scratch_mlp: {space: {learning_rate: {loguniform: [1.0e-5, 1.0e-1]}, width: 8}}",
+    )
+    store = tmp_path / "store"
+    recipe.write_text(recipe.read_text() + f"storage: file://{store}/\n")
+    frame = run(recipe, run_name="stored").leaderboard
+    assert (frame["status"] == "pruned").any(), frame[["status", "epochs"]]
+    stored = store / "stored" / "trials" / "scratch_mlp"
+    for trial_id in frame["trial_id"]:
+        assert (stored / trial_id / "result.json").is_file(), trial_id
+        assert (stored / trial_id / "history.csv").is_file(), trial_id
+
+
 def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now(monkeypatch):
     from orchestrator import progress as module
     from orchestrator.trial import TrialResult

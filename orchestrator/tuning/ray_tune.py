@@ -531,9 +531,13 @@ def run_search(
             storage=spec.storage,
         )
         if results[trial_id].status in ("pruned", "failed"):
-            write_reported_history(
-                trial_dir(run_dir, strategy, trial_id), ray_result.metrics_dataframe
-            )
+            folder = trial_dir(run_dir, strategy, trial_id)
+            write_reported_history(folder, ray_result.metrics_dataframe)
+            if spec.storage is not None and folder.is_dir():
+                # Its worker never uploaded it: the driver wrote its result and history.
+                from orchestrator.storage import push_trial
+
+                push_trial(folder, spec.storage, strategy, trial_id)
     finished = [results[trial_id] for trial_id in sorted(results)]
     if state.interrupted:
         midway = {t for t in stopped - set(results) if trial_dir(run_dir, strategy, t).exists()}
