@@ -914,6 +914,31 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     assert (run_dir / "leaderboard.csv").stat().st_mtime_ns == board
 
 
+def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
+    """A stopped job (SIGTERM) with URI storage stored nothing: its run directory is in
+    the job's working folder, which Ray deletes; fetch then had nothing to resume."""
+    from orchestrator.cli import app
+    from orchestrator.leaderboard import read_leaderboard
+
+    marker = tmp_path / "interrupted"
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, num_samples: 3, max_epochs: 2}",
+        f"interrupted_mlp: {{space: {{marker: '{marker}', signal: SIGTERM}}}}",
+    )
+    store = tmp_path / "store"
+    recipe.write_text(recipe.read_text() + f"storage: file://{store}/\n")
+    sigterm = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(
+        app, ["run", str(recipe), "--run-name", "job", "--plugin", "tests.fixture_plugins"]
+    )
+    assert signal.getsignal(signal.SIGTERM) is sigterm
+    assert result.exit_code == 143, result.output
+    stored = store / "job"
+    assert (stored / "recipe.yaml").is_file()
+    assert list(read_leaderboard(stored)["status"]) == ["ok"]  # the trial that ended
+
+
 def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(tmp_path):
     """After the last search (a first Ctrl+C there, or a second one), nothing said how
     to go on: "stopped at once", and a run directory without a leaderboard."""
