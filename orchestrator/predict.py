@@ -63,8 +63,9 @@ class Predictions:
     """What :func:`predict` returns.
 
     Attributes:
-        frame: One row per example: ``row``, ``predicted``, ``probability``, ``label``
-            (only when the source has labels), then ``prob_CLASS`` per class.
+        frame: One row per example: ``row``, ``file`` (images: the file, relative
+            to the folder), ``predicted``, ``probability``, ``label`` (only when the
+            source has labels), then ``prob_CLASS`` per class.
         model: The model that predicted.
         accuracy: The share of correct predictions among the labelled examples whose
             label is one of the model's classes, or ``None`` if there are none.
@@ -343,18 +344,25 @@ def predict(
     import numpy as np
     import pandas as pd
 
+    from orchestrator.data import split_source
     from orchestrator.plugin_manager import get_plugin_manager
 
     ref = find_model(run_dir, trial)
     host = host or get_plugin_manager()
-    x, labels = read_source(run_dir, source, host, base_dir=base_dir, target=target)
+    files = None
+    if split_source(source)[0] == "images" and target is None:
+        x, labels, files = read_image_folder(run_dir, source, ref, base_dir=base_dir)
+    else:
+        x, labels = read_source(run_dir, source, host, base_dir=base_dir, target=target)
     check_inputs(x, ref, source)
     model = load_model(ref)
     probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     codes = probabilities.argmax(axis=1)
     names = np.asarray(ref.class_names, dtype=object)
-    columns: dict[str, Any] = {
-        "row": np.arange(len(x)),
+    columns: dict[str, Any] = {"row": np.arange(len(x))}
+    if files is not None:
+        columns["file"] = files
+    columns |= {
         "predicted": names[codes],
         "probability": probabilities[np.arange(len(x)), codes],
     }
@@ -369,6 +377,60 @@ def predict(
     for i, name in enumerate(ref.class_names):
         columns[f"prob_{name}"] = probabilities[:, i]
     return Predictions(pd.DataFrame(columns), ref, accuracy, scored)
+
+
+def read_image_folder(
+    run_dir: str | Path, source: str, ref: ModelRef, *, base_dir: str | Path = "."
+) -> tuple[np.ndarray, tuple[str, ...] | None, list[str]]:
+    """Read an ``images:`` folder to predict, labelled or not, at the model's input size.
+
+    A folder of class sub-folders is labelled by their names (one is enough here);
+    a folder with images of its own is read whole, unlabelled (new images to
+    sort). Images take the run's ``image_size`` and ``channels``, else the
+    model's input shape.
+
+    Returns:
+        The inputs, the label of each (``None`` unlabelled), and each one's file,
+        relative to the folder.
+    """
+    from orchestrator.data import split_source
+    from orchestrator.data.sources import IMAGE_SUFFIXES, _image_files, _resolve, read_images
+    from orchestrator.recipe import load_recipe
+
+    recipe = load_recipe(Path(run_dir) / "recipe.yaml")
+    _, location = split_source(source)
+    root = _resolve(location, Path(base_dir))
+    if not root.is_dir():
+        state = "is a file, not a folder" if root.exists() else "does not exist"
+        raise DataError(f"image folder {root} {state}", key="source")
+    update: dict[str, Any] = {"source": source, "target": None, "options": {}}
+    shape = ref.input_shape
+    if recipe.data.image_size is None and len(shape) == 3:
+        update["image_size"] = [shape[0], shape[1]]
+    if recipe.data.channels is None and len(shape) == 3 and shape[2] in (1, 3):
+        update["channels"] = shape[2]
+    spec = recipe.data.model_copy(update=update)
+    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
+    loose = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    folders = sorted((p for p in entries if p.is_dir()), key=lambda p: p.name)
+    files: list[Path] = []
+    labels: list[str] | None = None
+    if folders and not loose:
+        labels = []
+        for folder in folders:
+            found = _image_files(folder)
+            files += found
+            labels += [folder.name] * len(found)
+    else:
+        files = _image_files(root)
+    if not files:
+        raise DataError(
+            f"image folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+            key="source",
+        )
+    x = read_images(files, root, spec)
+    names = [str(f.relative_to(root)) for f in files]
+    return x, (None if labels is None else tuple(labels)), names
 
 
 def table_features(recipe: Any) -> list[str] | None:

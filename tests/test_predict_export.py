@@ -158,6 +158,46 @@ def test_predict_a_whole_source_to_stdout(runs):
     assert "1797 predictions" in result.stderr
 
 
+def test_predict_an_image_folder_sorted_or_not_with_each_files_name(runs, tmp_path):
+    """New images in one folder were refused ("no class folders"), images of another
+    size too, and nothing said which row was which file."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images[:60] / 16 * 255).astype(np.uint8)
+    for i, (image, label) in enumerate(zip(pixels, digits.target[:60], strict=True)):
+        sorted_folder = tmp_path / "sorted" / str(label)
+        sorted_folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(sorted_folder / f"{i:02d}.png")
+        (tmp_path / "new").mkdir(exist_ok=True)
+        # In colour: made the model's grey, as the run's images were.
+        Image.fromarray(image).convert("RGB").save(tmp_path / "new" / f"{i:02d}.png")
+    # Bigger: resized to the model's 8x8.
+    Image.fromarray(pixels[0]).resize((16, 16)).save(tmp_path / "new" / "zz-big.png")
+    expected = invoke("predict", runs[0].run_dir, "--data", "sklearn:digits")
+    reference = pd.read_csv(StringIO(expected.stdout)).iloc[:60]
+    labelled = invoke("predict", runs[0].run_dir, "--data", f"images:{tmp_path / 'sorted'}")
+    unsorted = invoke("predict", runs[0].run_dir, "--data", f"images:{tmp_path / 'new'}")
+    assert labelled.exit_code == 0 and unsorted.exit_code == 0, labelled.output + unsorted.output
+    sorted_frame = pd.read_csv(StringIO(labelled.stdout))
+    new_frame = pd.read_csv(StringIO(unsorted.stdout)).set_index("file")
+    assert list(sorted_frame.columns[:3]) == ["row", "file", "predicted"]
+    assert "label" not in new_frame.columns and "accuracy" not in unsorted.stderr
+    assert "accuracy" in labelled.stderr
+    by_file = sorted_frame.set_index(sorted_frame["file"].str.split("/").str[1]).sort_index()
+    assert list(by_file["label"]) == list(digits.target[:60])
+    assert len(new_frame) == 61 and "zz-big.png" in new_frame.index
+    np.testing.assert_allclose(
+        new_frame.drop(index="zz-big.png").sort_index().filter(like="prob_"),
+        by_file.filter(like="prob_"),
+        rtol=1e-5,
+    )
+    # The same pixels (to a 255th) as sklearn:digits: the same predictions, nearly all.
+    same = by_file.sort_index()["predicted"].to_numpy() == reference["predicted"].to_numpy()
+    assert same.mean() > 0.9
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

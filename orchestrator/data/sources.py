@@ -225,11 +225,7 @@ class ImagesSource(_BuiltinSource):
 
     def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
         self.check(location, spec, base_dir)
-        from PIL import Image, UnidentifiedImageError
-
         root = _resolve(location, base_dir)
-        size, channels = _image_settings(spec)
-        mode = "L" if channels == 1 else "RGB"
         files: list[Path] = []
         labels: list[int] = []
         folders = _class_folders(root)
@@ -243,39 +239,50 @@ class ImagesSource(_BuiltinSource):
             files += found
             labels += [code] * len(found)
 
-        x: np.ndarray | None = None
-        first: tuple[Path, tuple[int, int]] | None = None
-        resized = size is not None
-        for i, file in enumerate(files):
-            try:
-                with Image.open(file) as opened:
-                    image = _as_seen(opened).convert(mode)
-                    if first is None:
-                        first = (file, (image.height, image.width))
-                    if not resized and (image.height, image.width) != first[1]:
-                        raise DataError(
-                            f"images of different sizes in {root}: {first[0]} is "
-                            f"{first[1][0]}x{first[1][1]}, {file} is {image.height}x"
-                            f"{image.width} (height x width); set data.image_size: "
-                            "[height, width] to resize them all to one size",
-                            key="image_size",
-                        )
-                    if size is None:
-                        size = first[1]
-                    if image.size != (size[1], size[0]):
-                        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                    pixels = np.asarray(image, dtype=np.float32)
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(f"cannot read image {file}: {exc}", key="source") from exc
-            if x is None:
-                x = np.empty((len(files), size[0], size[1], 1 if mode == "L" else 3), np.float32)
-            x[i] = pixels.reshape(x.shape[1:]) / 255.0
-        assert x is not None  # every class folder holds at least one image
+        x = read_images(files, root, spec)
         return LabelledArrays(
             x=x,
             y=np.asarray(labels, dtype=np.int64),
             class_names=tuple(folder.name for folder in folders),
         )
+
+
+def read_images(files: list[Path], root: Path, spec: Any) -> np.ndarray:
+    """Image files as ``(n, height, width, channels)`` floats in [0, 1], as ``images:``
+    reads them: at the spec's ``image_size`` (else all of one size) and ``channels``."""
+    from PIL import Image, UnidentifiedImageError
+
+    size, channels = _image_settings(spec)
+    mode = "L" if channels == 1 else "RGB"
+    x: np.ndarray | None = None
+    first: tuple[Path, tuple[int, int]] | None = None
+    resized = size is not None
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as opened:
+                image = _as_seen(opened).convert(mode)
+                if first is None:
+                    first = (file, (image.height, image.width))
+                if not resized and (image.height, image.width) != first[1]:
+                    raise DataError(
+                        f"images of different sizes in {root}: {first[0]} is "
+                        f"{first[1][0]}x{first[1][1]}, {file} is {image.height}x"
+                        f"{image.width} (height x width); set data.image_size: "
+                        "[height, width] to resize them all to one size",
+                        key="image_size",
+                    )
+                if size is None:
+                    size = first[1]
+                if image.size != (size[1], size[0]):
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                pixels = np.asarray(image, dtype=np.float32)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"cannot read image {file}: {exc}", key="source") from exc
+        if x is None:
+            x = np.empty((len(files), size[0], size[1], 1 if mode == "L" else 3), np.float32)
+        x[i] = pixels.reshape(x.shape[1:]) / 255.0
+    assert x is not None  # at least one file
+    return x
 
 
 def _as_seen(image: Any) -> Any:
