@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -514,7 +515,7 @@ def _feature_order(
             )
         # One extra column and nothing missing: most likely the labels under another name.
         hint = (
-            f"; if {extra[0]!r} holds the labels, name it with --target {extra[0]}"
+            f"; if {extra[0]!r} holds the labels, name it with --target {shlex.quote(extra[0])}"
             if len(extra) == 1 and not missing
             else ""
         )

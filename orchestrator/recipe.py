@@ -83,7 +83,11 @@ def _not_bool(value: Any) -> Any:
 
 def _class_label(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError(f"expected a class name or an integer label, got {value!r}")
+        named = "True" if value is True else "False" if value is False else str(value)
+        raise ValueError(
+            f"expected a class name or an integer label, got {value!r}; a class named "
+            f"{named!r} is written in quotes: '{named}'"
+        )
     return value
 
 

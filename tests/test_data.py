@@ -121,6 +121,11 @@ def test_split_source_without_scheme_suggests_one() -> None:
         split_source("data/wine.csv")
 
 
+def test_split_source_with_an_upper_case_scheme() -> None:
+    with raises_data_error("source", "schemes are lower case (did you mean 'csv:wine.csv'?)"):
+        split_source("CSV:wine.csv")
+
+
 def test_split_source_without_location() -> None:
     with raises_data_error("source", "no location"):
         split_source("csv:")

@@ -218,6 +218,12 @@ def split_source(source: str) -> tuple[str, str]:
     """
     text = str(source).strip()
     scheme, colon, location = text.partition(":")
+    if colon and scheme != scheme.lower() and len(scheme) > 1 and _SCHEME_RE.match(scheme.lower()):
+        raise DataError(
+            f"data source {text!r}: schemes are lower case (did you mean "
+            f"{scheme.lower() + ':' + location!r}?)",
+            key="source",
+        )
     if not colon or not _SCHEME_RE.match(scheme):
         hint = ""
         guessed = _SCHEME_BY_SUFFIX.get(Path(text).suffix.lower())

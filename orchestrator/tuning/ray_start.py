@@ -30,6 +30,7 @@ import logging
 import logging.handlers
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,10 +226,8 @@ def kept_process_state() -> Iterator[None]:
     loggers = {name: logging.getLogger(name) for name in RAY_LOGGERS}
     before = {name: (list(lg.handlers), lg.propagate) for name, lg in loggers.items()}
     env = {key: os.environ.get(key) for key in _RUN_ENV}
-    try:
-        from ray._private import worker
-    except ImportError:  # pragma: no cover - Ray is a dependency
-        worker = None
+    # Ray is not imported for this (a wrong recipe is refused without it).
+    worker = sys.modules.get("ray._private.worker")
     printer = getattr(worker, "print_to_stdstream", None)
     try:
         yield
@@ -244,8 +243,10 @@ def kept_process_state() -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        if printer is not None:
-            worker.print_to_stdstream = printer
+        worker = sys.modules.get("ray._private.worker")
+        routed = getattr(worker, "print_to_stdstream", None)
+        if routed is not printer and hasattr(routed, "graftune_original"):
+            worker.print_to_stdstream = printer or routed.graftune_original
 
 
 def route_ray_logs(handler: logging.Handler) -> None:
@@ -278,6 +279,7 @@ def _route_raylet_messages() -> None:
             logging.getLogger("ray").warning("(raylet) %s", line)
 
     to_log.graftune_routed = True  # type: ignore[attr-defined]
+    to_log.graftune_original = printer  # type: ignore[attr-defined]
     worker.print_to_stdstream = to_log
 
 
