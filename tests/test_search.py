@@ -678,7 +678,9 @@ def assert_resumes_to_every_trial_once(run_dir, ended, trials, plugins=()):
     assert sorted(told) == sorted(frame["trial_id"]), told
 
 
-def test_a_run_leaves_the_callers_process_as_it_found_it(ray_session, tmp_path, monkeypatch):
+def test_a_run_leaves_the_callers_process_as_it_found_it(
+    ray_session, tmp_path, monkeypatch, capsys
+):
     """A notebook's later Ray records went to the finished run's ray.log, and the
     environment kept what the run set for Ray's workers."""
     import logging
@@ -687,12 +689,15 @@ def test_a_run_leaves_the_callers_process_as_it_found_it(ray_session, tmp_path, 
     from ray._private import worker
 
     monkeypatch.delenv("RAY_DEDUP_LOGS", raising=False)
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
     monkeypatch.setenv("GRAFTUNE_CACHE_DIR", os.path.relpath(os.environ["GRAFTUNE_CACHE_DIR"]))
     env = dict(os.environ)
     ray_logger = logging.getLogger("ray")
     handlers, printer = list(ray_logger.handlers), worker.print_to_stdstream
     outcome = run(write_recipe(tmp_path, "{num_samples: 1, max_epochs: 1}"))
     assert (outcome.run_dir / "ray.log").is_file()
+    # On a Ray the caller started, Tune printed its banners and a TensorBoard hint.
+    assert "Configuration for experiment" not in capsys.readouterr().out
     assert ray_logger.handlers == handlers and worker.print_to_stdstream is printer
     # What the run sets for Ray (importing TensorFlow sets a few of its own besides).
     for key in ("RAY_DEDUP_LOGS", "RAY_AIR_NEW_OUTPUT", "PL_DISABLE_FORK", "GRAFTUNE_CACHE_DIR"):

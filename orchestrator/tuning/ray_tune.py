@@ -504,6 +504,9 @@ def run_search(
                     callbacks=[events],
                 ),
             )
+        # Tune's newer console output prints banners at verbose=0, on any Ray (a
+        # notebook's own ray.init too); the run puts the variable back after.
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         with ray_start.tune_env_inherited(), _sigint_restored():
             grid = tuner.fit()
     finally:
