@@ -66,7 +66,9 @@ class RecipeErrors(RecipeError):
         if len(self.errors) == 1:
             return str(self.errors[0])
         lines = [f"{len(self.errors)} problems in the recipe:"]
-        lines += [f"  {e}" for e in self.errors]
+        # In the file's order (found in the order of the checks).
+        ordered = sorted(self.errors, key=lambda e: (e.line is None, e.line or 0))
+        lines += [f"  {e}" for e in ordered]
         return "\n".join(lines)
 
 

@@ -97,10 +97,10 @@ class Registry(Generic[T]):
 
     def unknown_message(self, name: str) -> str:
         available = ", ".join(sorted(self._entries)) or "none"
-        return (
-            f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)}; "
-            f"available: {available}"
-        )
+        suggestion = did_you_mean(name, self._entries)
+        # No near name: most likely a plugin that is not installed (here, or any more).
+        installed = "" if suggestion else " (no installed plugin provides it: `graftune plugins`)"
+        return f"unknown {self.kind} {name!r}{suggestion}{installed}; available: {available}"
 
     def owner(self, name: str) -> str:
         return self._entries[name].owner
