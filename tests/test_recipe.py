@@ -1004,6 +1004,9 @@ def test_all_plugin_check_errors_are_reported_together(tmp_path: Path, host: Plu
     result = cli("validate", str(path))
     assert_exit(result, 2)
     assert "5 problems in the recipe:" in result.output
+    # Listed as they come in the file (the checks find them in another order).
+    lines = [int(m) for m in re.findall(rf"{re.escape(str(path))}:(\d+):", result.output)]
+    assert len(lines) == 5 and lines == sorted(lines), result.output
     with pytest.raises(RecipeErrors) as info:
         validate_recipe(path, host)
     assert sorted(e.path or "" for e in info.value.errors) == [
