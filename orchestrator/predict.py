@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -421,7 +422,7 @@ def read_image_folder(
         for folder in folders:
             found = _image_files(folder)
             files += found
-            labels += [folder.name] * len(found)
+            labels += [unicodedata.normalize("NFC", folder.name)] * len(found)  # as images: names
     else:
         files = _image_files(root)
     if not files:

@@ -553,6 +553,17 @@ def test_images_as_a_viewer_shows_them(tmp_path: Path) -> None:
     assert np.unravel_index(np.argmax(x["turned"]), (4, 6)) == (1, 2)  # upright
 
 
+def test_image_class_folders_named_decomposed_match_a_recipe_typed_composed(
+    registry: Registry, tmp_path: Path
+) -> None:
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "café")
+    write_images(tmp_path / "imgs", {decomposed: 6, "thé": 6, "tea": 6})
+    ds = prepare(Spec("images:imgs", classes=["café", "thé"]), registry, tmp_path)
+    assert ds.task.class_names == ("café", "thé")
+
+
 def test_images_missing_folder(registry: Registry, tmp_path: Path) -> None:
     with raises_data_error("source", str(tmp_path / "nowhere")):
         check_data_spec(Spec("images:nowhere/"), registry, tmp_path)

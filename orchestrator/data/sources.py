@@ -10,6 +10,7 @@ refused where they are a table.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -243,7 +244,8 @@ class ImagesSource(_BuiltinSource):
         return LabelledArrays(
             x=x,
             y=np.asarray(labels, dtype=np.int64),
-            class_names=tuple(folder.name for folder in folders),
+            # NFC: macOS names folders decomposed (cafe + U+0301), recipes are typed composed.
+            class_names=tuple(unicodedata.normalize("NFC", folder.name) for folder in folders),
         )
 
 
