@@ -537,11 +537,24 @@ def _stopped_at_once(run_dir: Path) -> RunInterrupted:
     from orchestrator.tuning.ray_start import terminated
 
     return RunInterrupted(
-        "stopped at once; the trials that had ended are kept\n"
-        f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}",
+        "stopped at once; the trials that had ended are kept\n" + _resume_hint(run_dir),
         run_dir=run_dir,
         by_sigterm=terminated(),
     )
+
+
+def _resume_hint(run_dir: Path) -> str:
+    """How to continue a stopped run: in place, or for a submitted job (whose run
+    directory is in a working folder Ray deletes) from its storage."""
+    from orchestrator.submit import SUBMITTED_ENV
+
+    if os.environ.get(SUBMITTED_ENV):
+        job = shlex.quote(run_dir.name)
+        return (
+            f"continue it with: graftune fetch {job} DEST --address DASHBOARD, then "
+            "graftune run --resume DEST --address HEAD:6379"
+        )
+    return f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}"
 
 
 def _first_wave(recipe: Recipe) -> int:
@@ -867,7 +880,7 @@ def _interrupted_message(
     lines = [line]
     if ended:
         lines.append(f"leaderboard of the trials that ended: {run_dir / 'leaderboard.md'}")
-    lines.append(f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}")
+    lines.append(_resume_hint(run_dir))
     return "\n".join(lines)
 
 

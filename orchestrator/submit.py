@@ -209,11 +209,16 @@ def _mib(size: int) -> str:
     return f"{size / 2**20:.1f} MiB"
 
 
+#: Set in a submitted job's environment.
+SUBMITTED_ENV = "GRAFTUNE_SUBMITTED"
+
+
 def runtime_env(staged: Staged) -> dict[str, Any]:
     """The job's runtime environment: its working directory and pip requirements."""
     env: dict[str, Any] = {
         "working_dir": str(staged.folder),
-        "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_AIR_NEW_OUTPUT": "0"},
+        # GRAFTUNE_SUBMITTED: the job's own messages say how to continue it from outside.
+        "env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2", "RAY_AIR_NEW_OUTPUT": "0", SUBMITTED_ENV: "1"},
     }
     if staged.pip:
         env["pip"] = list(staged.pip)

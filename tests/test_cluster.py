@@ -207,6 +207,22 @@ def test_stage_copies_local_files_and_rewrites_paths(tmp_path):
     assert env["working_dir"] == str(tmp_path / "job")
     assert env["pip"] == staged.pip
     assert entrypoint("job-1") == ("python -m orchestrator.cli run recipe.yaml --run-name job-1")
+    assert env["env_vars"]["GRAFTUNE_SUBMITTED"] == "1"
+
+
+def test_a_stopped_jobs_hint_is_to_fetch_it_not_to_resume_its_working_folder(monkeypatch):
+    """A job said "graftune run --resume /tmp/ray/session_.../working_dir_files/...",
+    a folder Ray deletes, on a machine the user does not work on."""
+    from orchestrator.run import _resume_hint
+
+    run_dir = Path("/tmp/ray/session_x/runtime_resources/working_dir_files/pkg/runs/job-1")
+    monkeypatch.delenv("GRAFTUNE_SUBMITTED", raising=False)
+    assert _resume_hint(run_dir) == f"continue it with: graftune run --resume {run_dir}"
+    monkeypatch.setenv("GRAFTUNE_SUBMITTED", "1")
+    assert _resume_hint(run_dir) == (
+        "continue it with: graftune fetch job-1 DEST --address DASHBOARD, then "
+        "graftune run --resume DEST --address HEAD:6379"
+    )
 
 
 def test_stage_refuses_a_working_dir_larger_than_ray_allows(tmp_path):
