@@ -396,15 +396,18 @@ def read_image_folder(
         relative to the folder.
     """
     from orchestrator.data import split_source
-    from orchestrator.data.sources import IMAGE_SUFFIXES, _image_files, _resolve, read_images
+    from orchestrator.data.sources import (
+        IMAGE_SUFFIXES,
+        _image_files,
+        _resolve,
+        image_folder,
+        read_images,
+    )
     from orchestrator.recipe import load_recipe
 
     recipe = load_recipe(Path(run_dir) / "recipe.yaml")
     _, location = split_source(source)
-    root = _resolve(location, Path(base_dir))
-    if not root.is_dir():
-        state = "is a file, not a folder" if root.exists() else "does not exist"
-        raise DataError(f"image folder {root} {state}", key="source")
+    root = image_folder(_resolve(location, Path(base_dir)))
     update: dict[str, Any] = {"source": source, "target": None, "options": {}}
     shape = ref.input_shape
     if recipe.data.image_size is None and len(shape) == 3:

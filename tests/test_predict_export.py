@@ -207,8 +207,17 @@ def test_predict_an_image_folder_sorted_or_not_with_each_files_name(runs, tmp_pa
         (lambda d: _csv(d, 64), "shape (64,)"),
         (lambda d: "nosuch:thing", "nosuch"),
         (lambda d: f"csv:{d / 'missing.csv'}", "does not exist"),
+        (lambda d: f"images:{d / 'nowhere'}", "image folder"),
     ],
-    ids=["iris", "rgb", "bigger-images", "flat-table", "unknown-scheme", "missing-file"],
+    ids=[
+        "iris",
+        "rgb",
+        "bigger-images",
+        "flat-table",
+        "unknown-scheme",
+        "missing-file",
+        "missing-folder",
+    ],
 )
 def test_predict_refuses_input_that_does_not_fit(runs, tmp_path, make, message):
     out = tmp_path / "preds.csv"

@@ -580,11 +580,17 @@ def _npz_labels(
     )
 
 
-def _class_folders(root: Path) -> list[Path]:
-    """The class sub-folders of an image folder, sorted by name; at least two."""
+def image_folder(root: Path) -> Path:
+    """``root``, checked to be a folder (an ``images:`` source's)."""
     if not root.is_dir():
         state = "is a file, not a folder" if root.exists() else "does not exist"
         raise DataError(f"image folder {root} {state}", key="source")
+    return root
+
+
+def _class_folders(root: Path) -> list[Path]:
+    """The class sub-folders of an image folder, sorted by name; at least two."""
+    image_folder(root)
     folders = sorted(
         (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
         key=lambda p: p.name,
