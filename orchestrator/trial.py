@@ -683,20 +683,16 @@ def _finish(folder: Path, result: TrialResult, reporter: Any, storage: str | Non
         push_trial(folder, storage, result.strategy, result.trial_id)
 
 
-def reset_peak_memory() -> bool:
+def reset_peak_memory() -> None:
     """Start this process's peak resident memory again from what it holds now.
 
     Linux's ``/proc/self/clear_refs`` (``5``: reset the peak RSS) makes
     ``ru_maxrss`` the peak since this call, so that a trial's ``peak_memory_mb``
-    is its own, not the worker's since it started. ``False`` where that is not
-    possible (another system): the peak then counts from the process's start.
+    is its own, not the worker's since it started. Where that is not possible
+    (another system), the peak counts from the process's start.
     """
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-    except OSError:
-        return False
-    return True
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
 
 
 def peak_memory_mb() -> float:
