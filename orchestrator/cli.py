@@ -294,8 +294,11 @@ def run(
     out.print(f"leaderboard: {outcome.run_dir / 'leaderboard.md'}", markup=False)
     if (outcome.run_dir / "report.html").is_file():
         out.print(f"report: {outcome.run_dir / 'report.html'}", markup=False)
-    logdir = shlex.quote(str(outcome.run_dir / "trials"))
-    out.print(f"tensorboard: tensorboard --logdir {logdir}", markup=False)
+    from orchestrator.trial import has_tensorboard
+
+    if has_tensorboard(outcome.run_dir):  # none where TensorFlow is not installed
+        logdir = shlex.quote(str(outcome.run_dir / "trials"))
+        out.print(f"tensorboard: tensorboard --logdir {logdir}", markup=False)
 
 
 def _with_cluster_options(

@@ -52,6 +52,8 @@ def export_model(
 
     if format not in FORMATS:
         raise RunDirError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
+    if format == "savedmodel":
+        _need_tensorflow()
     ref = find_model(run_dir, trial)
     dest = Path(dest)
     if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
@@ -103,6 +105,18 @@ def export_model(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return dest
+
+
+def _need_tensorflow() -> None:
+    """A SavedModel is TensorFlow's format: Keras writes it with TensorFlow on any backend."""
+    try:
+        import tensorflow  # noqa: F401
+    except ImportError as exc:
+        raise RunDirError(
+            "--format savedmodel writes a TensorFlow SavedModel and needs TensorFlow "
+            "(pip install tensorflow; Keras' backend may stay as it is); "
+            "--format keras needs nothing more"
+        ) from exc
 
 
 __all__ = ["FORMATS", "METADATA_FILE", "export_model"]

@@ -20,13 +20,13 @@ of :mod:`orchestrator.testing` reports them the same way.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import math
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.accelerator import share_gpu_memory
 from orchestrator.errors import GraftuneError, PluginError, did_you_mean
 from orchestrator.space import ALL, DIMENSION_TYPES, Choice, Fixed, Float, Int, LogFloat
 
@@ -279,7 +279,7 @@ def check_strategies(
     from orchestrator.bases import load_base
     from orchestrator.space import smallest_config
 
-    _gpu_memory_growth()
+    share_gpu_memory()
     for name, strategy in strategies.items():
         owner = host.strategies.owner(name)
         config = smallest_config(spaces[name])
@@ -308,16 +308,6 @@ def check_strategies(
             # Nothing the check built may stay in the driver's memory.
             keras.backend.clear_session()
             gc.collect()
-
-
-def _gpu_memory_growth() -> None:
-    """Let the driver's TensorFlow take GPU memory as needed, not the whole card."""
-    import tensorflow as tf
-
-    for device in tf.config.list_physical_devices("GPU"):
-        # Fails once TensorFlow has initialised the device; the setting is then fixed.
-        with contextlib.suppress(RuntimeError, ValueError):
-            tf.config.experimental.set_memory_growth(device, True)
 
 
 def known_plugin_names(host: PluginHost) -> set[str]:

@@ -225,8 +225,11 @@ def render_report(run: RunRecord) -> str:
                 f"{_number(best.get(run.test_metric), 4)}",
             )
         )
-    logdir = shlex.quote(str(run.run_dir.resolve() / "trials"))
-    summary.append(("TensorBoard", f"tensorboard --logdir {logdir}"))
+    from orchestrator.trial import has_tensorboard
+
+    if has_tensorboard(run.run_dir):
+        logdir = shlex.quote(str(run.run_dir.resolve() / "trials"))
+        summary.append(("TensorBoard", f"tensorboard --logdir {logdir}"))
     plots = [_draw(title, caption, fn) for title, caption, fn in _run_plots(run)]
     recipe = _compact_recipe(run.recipe) if run.recipe else run.recipe_text
     best_key = (best["strategy"], best["trial_id"]) if best is not None else None

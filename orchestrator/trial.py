@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.accelerator import configure_trial
 from orchestrator.models import CROSS_ENTROPY
 
 if TYPE_CHECKING:
@@ -103,6 +104,8 @@ class TrialResult:
     retries: int = 0
     note: str | None = None
     devices: str | None = None
+    #: Keras' backend the trial trained on (``tensorflow``, ``jax``, ``torch``).
+    backend: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
     #: The Ray node the trial ran on, ``IP/NODEID8`` (``None`` outside Ray).
@@ -124,6 +127,11 @@ class TrialResult:
 def trial_dir(run_dir: Path, strategy: str, trial_id: str) -> Path:
     """The folder of one trial's files."""
     return Path(run_dir) / "trials" / strategy / trial_id
+
+
+def has_tensorboard(run_dir: Path) -> bool:
+    """Whether any trial of the run wrote TensorBoard events (see :func:`_tensorboard`)."""
+    return any(Path(run_dir).glob(f"trials/*/*/{TENSORBOARD_DIR}"))
 
 
 def read_result(folder: Path) -> TrialResult | None:
@@ -176,30 +184,6 @@ class _HoldBack:
 
 
 _HOLD_BACK = _HoldBack()
-
-
-def configure_tensorflow(cpus: float, gpus: float) -> None:
-    """Set TensorFlow's threads to the trial's CPU share and memory growth on its GPUs.
-
-    Must run before the first TensorFlow op of the process; in a reused worker
-    the settings of its first trial stay, which is the same share.
-    """
-    import tensorflow as tf
-
-    # TensorFlow's warnings (retracing, say) are for whoever writes the model; in an
-    # in-process search (keras_tuner) they would print over the progress view.
-    tf.get_logger().setLevel(logging.ERROR)
-    threads = max(1, int(cpus))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-    except RuntimeError:
-        pass
-    if gpus:
-        # Without memory growth TensorFlow takes the whole card and fractional GPUs fail.
-        for device in tf.config.list_physical_devices("GPU"):
-            with contextlib.suppress(RuntimeError):
-                tf.config.experimental.set_memory_growth(device, True)
 
 
 def _epoch_reporter(
@@ -313,8 +297,9 @@ def run_trial(
     Returns:
         The trial's result (also written to ``result.json``).
     """
+    # First: JAX reads its GPU memory setting when it starts, which Keras may do.
+    configure_trial(spec.cpus, spec.gpus)
     keras = import_keras()
-    configure_tensorflow(spec.cpus, spec.gpus)
     import numpy as np
 
     from orchestrator.bases import load_base
@@ -335,6 +320,7 @@ def run_trial(
         strategy=spec.strategy.name, trial_id=trial_id, status="error", config=dict(config)
     )
     result.devices = os.environ.get("CUDA_VISIBLE_DEVICES")
+    result.backend = keras.backend.backend()
     result.node = node_label()
     result.started_at = time.time()
     reset_peak_memory()  # a reused worker (or keras_tuner's one process) ran trials before
@@ -364,7 +350,7 @@ def run_trial(
         build_training_state(model, inputs["train"], dataset.y_train)
         # The reporter also stops a diverging trial (as TerminateOnNaN would, without
         # printing "Invalid loss" over the progress view of an in-process search).
-        callbacks = [reporter, _tensorboard(folder)]
+        callbacks = [reporter, *_tensorboard(folder)]
         started = time.perf_counter()
         model = spec.strategy.fit(
             model, dict(config), data, epochs=spec.max_epochs, callbacks=callbacks
@@ -446,9 +432,18 @@ def _sizes(model: Any, spec: TrialSpec, cut: int | None) -> dict[str, int]:
     return {"params_total": total, "params_trainable": trainable}
 
 
-def _tensorboard(folder: Path) -> Any:
-    """Per-epoch scalars for ``tensorboard --logdir RUN_DIR/trials``, nothing heavier."""
+def _tensorboard(folder: Path) -> list[Any]:
+    """Per-epoch scalars for ``tensorboard --logdir RUN_DIR/trials``, nothing heavier.
+
+    Keras writes them with TensorFlow's summary writer: on another backend
+    where TensorFlow is not installed there are none (an empty list).
+    """
     import keras
+
+    try:
+        import tensorflow  # noqa: F401  (imported already, or by the callback itself)
+    except ImportError:
+        return []
 
     class TrialTensorBoard(keras.callbacks.TensorBoard):
         """Steps count the trial's epochs, not each ``fit``'s: a strategy that
@@ -465,14 +460,16 @@ def _tensorboard(folder: Path) -> Any:
             super().on_epoch_end(self.seen, logs)
             self.seen += 1
 
-    return TrialTensorBoard(
-        log_dir=str(folder / TENSORBOARD_DIR),
-        histogram_freq=0,
-        write_graph=False,
-        write_images=False,
-        update_freq="epoch",
-        profile_batch=0,
-    )
+    return [
+        TrialTensorBoard(
+            log_dir=str(folder / TENSORBOARD_DIR),
+            histogram_freq=0,
+            write_graph=False,
+            write_images=False,
+            update_freq="epoch",
+            profile_batch=0,
+        )
+    ]
 
 
 def _inputs(
@@ -739,7 +736,7 @@ def _release() -> None:
 __all__ = [
     "TrialResult",
     "TrialSpec",
-    "configure_tensorflow",
+    "has_tensorboard",
     "import_keras",
     "load_trial_model",
     "read_result",

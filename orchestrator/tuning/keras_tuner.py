@@ -155,9 +155,9 @@ def check_resources(recipe: Recipe, echo: Callable[[str], None]) -> None:
     """
     resources = recipe.resources
     if resources.gpus_per_trial:
-        import tensorflow as tf
+        from orchestrator.accelerator import gpu_count
 
-        if not tf.config.list_physical_devices("GPU"):
+        if not gpu_count():
             raise recipe.error(
                 ("resources", "gpus_per_trial"),
                 f"{resources.gpus_per_trial:g} GPUs per trial, but this process sees no GPU "

@@ -1,0 +1,163 @@
+"""Keras' backends: what a trial asks of each, and a whole run on JAX.
+
+graftune trains on TensorFlow by default; ``KERAS_BACKEND=jax`` (or ``torch``)
+runs the same recipes where only that backend has a GPU build (see
+``benchmarks/results/gpu_packing.md``, measured that way).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from orchestrator import accelerator
+
+
+@pytest.fixture
+def no_keras(monkeypatch, tmp_path):
+    """As in a process that has not imported Keras yet, with an empty Keras home."""
+    monkeypatch.delitem(sys.modules, "keras", raising=False)
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-home"))
+    return tmp_path / "keras-home"
+
+
+def test_the_backend_is_chosen_as_keras_chooses_it(no_keras, monkeypatch):
+    assert accelerator.backend() == "tensorflow"
+    no_keras.mkdir()
+    (no_keras / "keras.json").write_text(json.dumps({"backend": "torch"}))
+    assert accelerator.backend() == "torch"
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert accelerator.backend() == "jax"
+    (no_keras / "keras.json").write_text("{not json")
+    monkeypatch.delenv("KERAS_BACKEND")
+    assert accelerator.backend() == "tensorflow"
+
+
+def test_an_imported_keras_decides():
+    import keras
+
+    assert accelerator.backend() == keras.backend.backend() == "tensorflow"
+
+
+def test_jax_takes_gpu_memory_as_needed_unless_the_user_said_otherwise(no_keras, monkeypatch):
+    """JAX takes three quarters of every GPU at its first operation: trials
+    sharing a GPU (gpus_per_trial 0.5) would fail without this."""
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.delenv("XLA_PYTHON_CLIENT_PREALLOCATE", raising=False)
+    accelerator.configure_trial(1, 0)
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in os.environ  # no GPU asked for
+    accelerator.configure_trial(1, 0.5)
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false"
+    monkeypatch.setenv("XLA_PYTHON_CLIENT_PREALLOCATE", "true")
+    accelerator.share_gpu_memory()
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "true"
+
+
+def test_no_gpu_is_counted_on_this_machine():
+    assert accelerator.gpu_count() == 0
+
+
+RECIPE = """
+name: on-jax
+seed: 0
+data: {source: "sklearn:digits", image_size: [16, 16]}
+base:
+  pretrain: {data: {source: "glyphs:digits", image_size: [16, 16], labels_per_class: 30}, epochs: 1}
+strategies:
+  fine_tune: {space: {frozen_layers: 2, two_phase: true, regularizer: l2sp}}
+  scratch_mlp: {}
+search: {backend: keras_tuner, num_samples: 1, max_epochs: 2, batch_size: 64}
+output: OUT
+"""
+
+
+@pytest.mark.slow
+def test_a_run_trains_saves_and_predicts_on_the_jax_backend(tmp_path):
+    """A whole run in a process whose Keras runs on JAX and that cannot import
+    TensorFlow: transfer on cached features with L2-SP and two phases, the
+    saved whole model, and ``predict``."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(textwrap.dedent(RECIPE).replace("OUT", str(tmp_path / "runs")))
+    env = {
+        **os.environ,
+        "KERAS_BACKEND": "jax",
+        "JAX_PLATFORMS": "cpu",
+        "GRAFTUNE_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    # As on a machine without TensorFlow (the GPU machine the packing benchmark ran on).
+    no_tensorflow = (
+        "import sys\n"
+        "class NoTensorFlow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'tensorflow':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoTensorFlow())\n"
+    )
+    graftune = [sys.executable, "-c", no_tensorflow + "from orchestrator.cli import main; main()"]
+    done = subprocess.run(
+        [*graftune, "run", "--quiet", str(recipe)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    results = [json.loads(p.read_text()) for p in run_dir.glob("trials/*/*/result.json")]
+    assert {r["strategy"] for r in results} == {"fine_tune", "scratch_mlp"}
+    for result in results:
+        assert result["status"] == "ok", result.get("error")
+        assert result["backend"] == "jax"
+        assert np.isfinite(result["val_loss"])
+    # Keras writes TensorBoard events with TensorFlow: none, and none offered.
+    assert not list(run_dir.glob("trials/*/*/tensorboard"))
+    assert "tensorboard" not in done.stdout
+    assert "tensorboard --logdir" not in (run_dir / "report.html").read_text()
+    (tuned,) = [r for r in results if r["strategy"] == "fine_tune"]
+    (scratch,) = [r for r in results if r["strategy"] == "scratch_mlp"]
+    assert scratch["val_accuracy"] > 0.5  # 10 classes: it learned
+    assert tuned["cached_cut"] == 2
+    # The whole model (frozen prefix + what trained on cached features) predicts,
+    # on JAX, what the trial computed for its test split.
+    from orchestrator.data import prepare_dataset
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import load_recipe
+
+    ran = load_recipe(run_dir / "recipe.yaml")
+    data = prepare_dataset(
+        ran.data, get_plugin_manager().data_sources, seed=ran.seed, base_dir=run_dir
+    )
+    split = tmp_path / "test.npz"
+    np.savez(split, x=data.x_test, y=data.y_test, class_names=np.array(data.task.class_names))
+    out = tmp_path / "predictions.csv"
+    done = subprocess.run(
+        [*graftune, "predict", str(run_dir), "--data", f"npz:{split}", "--out", str(out),
+         "--trial", f"fine_tune/{tuned['trial_id']}"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    frame = pd.read_csv(out)
+    predicted = frame[[f"prob_{n}" for n in data.task.class_names]].to_numpy()
+    expected = np.load(
+        run_dir / "trials" / "fine_tune" / tuned["trial_id"] / "test_probabilities.npy"
+    )
+    np.testing.assert_allclose(predicted, expected, rtol=1e-4, atol=1e-5)
+    # Export: the .keras file needs nothing more; a SavedModel needs TensorFlow.
+    done = subprocess.run(
+        [*graftune, "export", str(run_dir), str(tmp_path / "saved"), "--format", "savedmodel"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "needs TensorFlow" in done.stdout + done.stderr
+    assert not (tmp_path / "saved").exists()
+    done = subprocess.run(
+        [*graftune, "export", str(run_dir), str(tmp_path / "kept"), "--format", "keras"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "kept" / "model.keras").is_file()
