@@ -57,7 +57,8 @@ def machine() -> str:
 
     return (
         f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-        f"Keras {keras.__version__}, Ray {ray.__version__}, {time.strftime('%Y-%m-%d')}"
+        f"Keras {keras.__version__} ({keras.backend.backend()}), Ray {ray.__version__}, "
+        f"{time.strftime('%Y-%m-%d')}"
     )
 
 
