@@ -568,10 +568,10 @@ class PretrainProvider(BaseProvider):
         import keras
 
         from orchestrator.models import (
-            STEPS_PER_EXECUTION,
             evaluate_arrays,
             fit_arrays,
             safe_variance,
+            steps_per_execution,
         )
 
         pretrain = spec.pretrain
@@ -628,7 +628,7 @@ class PretrainProvider(BaseProvider):
             optimizer=keras.optimizers.Adam(pretrain.learning_rate),
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
-            steps_per_execution=STEPS_PER_EXECUTION,
+            steps_per_execution=steps_per_execution(),
         )
         log.info(
             "pretraining a %s base on %s for %d epochs",

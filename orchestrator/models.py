@@ -157,6 +157,13 @@ def _all_layers(model: Any) -> list[Any]:
 STEPS_PER_EXECUTION = 32
 
 
+def steps_per_execution() -> int:
+    """:data:`STEPS_PER_EXECUTION`, or 1 on Keras' PyTorch backend (which runs one step a call)."""
+    import keras
+
+    return 1 if keras.backend.backend() == "torch" else STEPS_PER_EXECUTION
+
+
 #: The metric :func:`compile_classifier` adds: the cross-entropy alone. Keras'
 #: ``loss`` (and ``val_loss``) is the training objective, the cross-entropy plus
 #: every penalty of the model (λ·R(θ)); a trial reports this one as its
@@ -169,7 +176,7 @@ def compile_classifier(model: keras.Model, learning_rate: float) -> keras.Model:
     """Compile for integer class labels with Adam, an accuracy metric and the
     cross-entropy without penalties (:data:`CROSS_ENTROPY`).
 
-    Runs :data:`STEPS_PER_EXECUTION` batches per compiled call.
+    Runs :func:`steps_per_execution` batches per compiled call.
     """
     import keras
 
@@ -177,7 +184,7 @@ def compile_classifier(model: keras.Model, learning_rate: float) -> keras.Model:
         optimizer=keras.optimizers.Adam(learning_rate),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy", keras.metrics.SparseCategoricalCrossentropy(name=CROSS_ENTROPY)],
-        steps_per_execution=STEPS_PER_EXECUTION,
+        steps_per_execution=steps_per_execution(),
     )
     return model
 

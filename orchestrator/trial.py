@@ -172,15 +172,29 @@ def import_keras() -> Any:
 
 
 class _HoldBack:
-    """A meta path finder that fails imports of :data:`HELD_BACK` (see :func:`import_keras`)."""
+    """A meta path finder and loader that fails imports of :data:`HELD_BACK`.
 
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name.split(".")[0] in HELD_BACK:
-            raise ModuleNotFoundError(
-                f"No module named {name!r} (held back while Keras is imported for trials)",
-                name=name,
-            )
-        return None
+    See :func:`import_keras`. It finds a spec without an origin and fails when
+    the module is made: ``importlib.util.find_spec`` (which PyTorch calls at
+    import for the packages it knows) gets an answer, and an import gets the
+    ``ModuleNotFoundError`` that optional imports expect.
+    """
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
+        if name.split(".")[0] not in HELD_BACK:
+            return None
+        import importlib.machinery
+
+        return importlib.machinery.ModuleSpec(name, self)
+
+    def create_module(self, spec: Any) -> None:
+        raise ModuleNotFoundError(
+            f"No module named {spec.name!r} (held back while Keras is imported for trials)",
+            name=spec.name,
+        )
+
+    def exec_module(self, module: Any) -> None:  # never reached: create_module raises
+        raise ModuleNotFoundError(module.__name__, name=module.__name__)
 
 
 _HOLD_BACK = _HoldBack()

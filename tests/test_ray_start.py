@@ -168,6 +168,29 @@ def test_workers_import_keras_without_scikit_learn_or_matplotlib():
     assert done.stdout.split() == ["['keras',", "'tensorflow']", "True", "True"]
 
 
+HOLD_BACK_QUERIED = """
+import importlib.util, sys
+from orchestrator import trial
+sys.meta_path.insert(0, trial._HOLD_BACK)
+importlib.util.find_spec("sklearn")  # PyTorch asks while Keras imports it (KERAS_BACKEND=torch)
+try:
+    import sklearn
+except ModuleNotFoundError as exc:
+    print("held back" in str(exc), "sklearn" in sys.modules)
+sys.meta_path.remove(trial._HOLD_BACK)
+import sklearn
+print(sklearn.__name__)
+"""
+
+
+def test_a_held_back_package_can_be_looked_up_and_is_not_imported():
+    done = subprocess.run(
+        [sys.executable, "-c", HOLD_BACK_QUERIED], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "False", "sklearn"]
+
+
 def test_tune_actors_keep_their_environment_unless_this_process_started_ray():
     from ray.tune.execution import class_cache
 
