@@ -236,7 +236,7 @@ class LoadedBase:
         if index == len(self.model.layers) - 1:
             lower = self.model
         else:
-            lower = keras.Model(self.model.inputs, self.model.layers[index].output)
+            lower = keras.Model(_graph(self.model).inputs, _layer_output(self.model, index))
         inputs = keras.Input(input_shape, name="inputs")
         return keras.Model(inputs, lower(self.adapt(inputs), training=False), name="frozen_prefix")
 
@@ -248,7 +248,9 @@ class LoadedBase:
         if index == len(self.model.layers) - 1:
             return None
         return keras.Model(
-            self.model.layers[index].output, self.model.output, name="base_above_cut"
+            _layer_output(self.model, index),
+            _graph(self.model).outputs[0],
+            name="base_above_cut",
         )
 
     def stochastic_prefix_layers(self, frozen_layers: int) -> list[str]:
@@ -909,6 +911,29 @@ def _functional_cuts(model: keras.Model) -> list[int]:
         if len(outputs_of[index]) == 1 and live == set(outputs_of[index]):
             cuts.append(index)
     return cuts
+
+
+def _layer_output(model: keras.Model, index: int) -> Any:
+    """The tensor ``model.layers[index]`` gives inside ``model``'s own graph.
+
+    Not ``layer.output``: that is the tensor of the layer's first call, which
+    for a nested model is its own graph's output (a graftune export's
+    ``frozen_prefix``, whose input has the outer input's name), and a loaded
+    Sequential model has no ``output`` at all.
+    """
+    layer = model.layers[index]
+    # A layer may have been called in other graphs too (a loaded Sequential model
+    # is built more than once): the node is the one of this model's graph.
+    for nodes in getattr(_graph(model), "_nodes_by_depth", {}).values():
+        for node in nodes:
+            if node.operation is layer and len(node.output_tensors) == 1:
+                return node.output_tensors[0]
+    return layer.output
+
+
+def _graph(model: keras.Model) -> keras.Model:
+    """The functional graph of ``model``: a Sequential model keeps its own inside."""
+    return getattr(model, "_functional", None) or model
 
 
 def _node_in_model(node: Any, model: keras.Model) -> bool:

@@ -664,6 +664,62 @@ def test_freeze_reaches_batch_normalization_in_nested_models(tmp_path):
     assert inner.get_layer("conv1").trainable and not inner.get_layer("bn1").trainable
 
 
+def _sequential_base() -> keras.Model:
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(6, activation="relu"),
+        ]
+    )
+
+
+def _exported_base() -> keras.Model:
+    """The shape of a graftune export of a trial on cached features: a nested
+    ``frozen_prefix`` whose input has the outer input's name."""
+    inner_in = keras.Input((8, 8, 1), name="inputs")
+    inner = keras.Model(
+        inner_in, keras.layers.Conv2D(4, 3, name="c1")(inner_in), name="frozen_prefix"
+    )
+    outer_in = keras.Input((8, 8, 1), name="inputs")
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(inner(outer_in))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(outer_in, keras.layers.Dense(6, name="head")(x))
+
+
+@pytest.mark.parametrize("make", [_sequential_base, _exported_base], ids=["sequential", "export"])
+def test_a_saved_base_splits_at_every_cut_into_prefix_and_upper_part(make, tmp_path):
+    """A trial on cached features trains on prefix features through the part
+    above the cut. A loaded Sequential base has no ``output`` (every such trial
+    failed), and a graftune export's nested prefix gave the tensor of its own
+    graph ("the name 'inputs' is used 2 times")."""
+    model = make()
+    path = tmp_path / "base.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True, compile=False)
+    cuts = find_cut_points(loaded)
+    info = BaseInfo(
+        path=path,
+        fingerprint="",
+        input_shape=(8, 8, 1),
+        output_shape=(6,),
+        cut_points=tuple(cuts),
+        cut_names=tuple(loaded.layers[i].name for i in cuts),
+    )
+    x = np.random.default_rng(0).normal(size=(5, 8, 8, 1)).astype("float32")
+    whole = np.asarray(loaded(x, training=False))
+    assert len(cuts) >= 3
+    for cut in range(1, len(cuts)):  # the last cut point has no part above it
+        base = LoadedBase(loaded, info)
+        features = base.prefix_model((8, 8, 1), cut)(x, training=False)
+        upper = base.upper_model(cut)
+        assert upper is not None
+        np.testing.assert_allclose(np.asarray(upper(features, training=False)), whole, atol=1e-5)
+
+
 def test_a_run_prepares_its_pretrain_data_once(tmp_path, monkeypatch):
     """The check before pretraining, the base's cache key and its training each
     prepared it (for glyphs: rendered it) again."""
