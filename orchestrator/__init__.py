@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import (
+    BackendMissing,
     BaseModelError,
     DataError,
     DuplicateNameError,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ALL",
+    "BackendMissing",
     "BaseModelError",
     "Choice",
     "DataError",

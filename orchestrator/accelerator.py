@@ -48,6 +48,45 @@ def backend() -> str:
     return "tensorflow"
 
 
+#: The module each Keras backend imports, and the pip package that installs it.
+BACKEND_PACKAGES = {
+    "tensorflow": ("tensorflow", "tensorflow"),
+    "jax": ("jax", "jax"),
+    "torch": ("torch", "torch"),
+    "openvino": ("openvino", "openvino"),
+}
+
+
+def check_backend() -> None:
+    """Refuse, before anything is written, a Keras backend that is not installed.
+
+    Raises:
+        BackendMissing: Naming the backend, where it was chosen and what to do.
+    """
+    import importlib.util
+
+    from orchestrator.errors import BackendMissing
+
+    name = backend()
+    module, package = BACKEND_PACKAGES.get(name, (name, name))
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    if found:
+        return
+    if "keras" in sys.modules or os.environ.get("KERAS_BACKEND"):
+        chosen = "KERAS_BACKEND"
+    else:
+        chosen = "keras.json" if name != "tensorflow" else "Keras' default"
+    others = [b for b in ("tensorflow", "jax", "torch") if b != name]
+    raise BackendMissing(
+        f"Keras' backend is {name} ({chosen}), and {module} is not installed here: "
+        f"pip install {package}, or set KERAS_BACKEND to a backend you have "
+        f"({' or '.join(others)})"
+    )
+
+
 def configure_trial(cpus: float, gpus: float) -> None:
     """Set the backend's threads to the trial's CPU share, and GPU memory growth.
 
@@ -119,4 +158,4 @@ def gpu_count() -> int:
     return 0
 
 
-__all__ = ["backend", "configure_trial", "gpu_count", "share_gpu_memory"]
+__all__ = ["backend", "check_backend", "configure_trial", "gpu_count", "share_gpu_memory"]

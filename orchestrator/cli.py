@@ -132,8 +132,13 @@ def _note_what_runs_here(recipe: Any) -> None:
     Said, not refused: the recipe may be meant for a cluster (``submit``,
     ``--address``), which validate cannot know of.
     """
-    from orchestrator.errors import RecipeError
+    from orchestrator.accelerator import check_backend
+    from orchestrator.errors import BackendMissing, RecipeError
 
+    try:
+        check_backend()
+    except BackendMissing as exc:
+        out.print(f"note: {exc}; `graftune run` here would refuse it", markup=False)
     if recipe.search.backend == "keras_tuner":
         from orchestrator.tuning.keras_tuner import check_resources
 

@@ -166,6 +166,12 @@ class SubmitError(StorageError):
     """A job cannot be submitted as asked (too large, no storage); nothing was sent."""
 
 
+class BackendMissing(GraftuneError):
+    """Keras' backend (``KERAS_BACKEND``, ``keras.json`` or TensorFlow) is not installed."""
+
+    exit_status = 2
+
+
 class RunFailed(GraftuneError):
     """A run finished but none of its trials succeeded."""
 

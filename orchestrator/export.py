@@ -45,13 +45,16 @@ def export_model(
 
     Raises:
         RunDirError: No such run, trial or model; ``dest`` is taken; an unknown format.
+        BackendMissing: Keras' backend is not installed.
     """
     from orchestrator import __version__
+    from orchestrator.accelerator import check_backend
     from orchestrator.predict import find_model, load_model, recorded_features
     from orchestrator.trial import TOP_FILE
 
     if format not in FORMATS:
         raise RunDirError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
+    check_backend()
     if format == "savedmodel":
         _need_tensorflow()
     ref = find_model(run_dir, trial)

@@ -342,13 +342,16 @@ def predict(
     Raises:
         RunDirError: The run, trial or model cannot be found.
         DataError: The data cannot be read or does not fit the model.
+        BackendMissing: Keras' backend is not installed.
     """
     import numpy as np
     import pandas as pd
 
+    from orchestrator.accelerator import check_backend
     from orchestrator.data import split_source
     from orchestrator.plugin_manager import get_plugin_manager
 
+    check_backend()
     ref = find_model(run_dir, trial)
     host = host or get_plugin_manager()
     files = None

@@ -152,6 +152,7 @@ def run_recipe(
             ``resume_run`` runs the rest. Twice, or SIGTERM: the run stops at
             once (also resumable).
         RunDirError: ``resume`` of a run that another process is running.
+        BackendMissing: Keras' backend is not installed (nothing is written).
 
     The process is left as it was found: Ray's loggers, routed to the run's
     ``ray.log`` while it runs, and the environment set for Ray's workers are
@@ -183,6 +184,7 @@ def _run_recipe(
     resume: bool,
     run_name: str | None,
 ) -> RunOutcome:
+    from orchestrator.accelerator import check_backend
     from orchestrator.bases import pin_cache_dir
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.tuning.ray_start import forget_sigterm
@@ -193,6 +195,7 @@ def _run_recipe(
     if host is None:
         host = get_plugin_manager(extra_plugins=plugins, disable=recipe.plugins.disable)
     check_recipe(recipe, host)
+    check_backend()  # the driver builds models too, wherever the trials run
     if resume and run_dir is not None:
         _check_resumed_recipe(recipe, Path(run_dir))
     recipe = recipe.with_absolute_sources(host.data_sources)

@@ -161,3 +161,55 @@ def test_a_run_trains_saves_and_predicts_on_the_jax_backend(tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert (tmp_path / "kept" / "model.keras").is_file()
+
+
+def test_a_backend_that_is_not_installed_is_refused_before_anything_is_written(tmp_path):
+    """Without TensorFlow and without KERAS_BACKEND, every command failed with
+    "internal error: ModuleNotFoundError" (a run after writing its folder)."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: r\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
+        f"output: {tmp_path / 'runs'}\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "openvino"}  # a backend Keras knows; not installed
+    graftune = [sys.executable, "-c", "from orchestrator.cli import main; main()"]
+    done = subprocess.run(
+        [*graftune, "run", str(recipe)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert (
+        "error: Keras' backend is openvino (KERAS_BACKEND), and openvino is not installed here: "
+        "pip install openvino, or set KERAS_BACKEND to a backend you have "
+        "(tensorflow or jax or torch)"
+    ) in done.stderr
+    assert not (tmp_path / "runs").exists()
+    done = subprocess.run(
+        [*graftune, "validate", str(recipe)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "note: Keras' backend is openvino" in done.stdout
+    assert "`graftune run` here would refuse it" in done.stdout
+
+
+def test_the_keras_tuner_backend_without_keras_tuner_is_refused(monkeypatch):
+    """It passed validate, wrote the run's folder and failed with an internal error."""
+    import importlib.util
+
+    from orchestrator.errors import RecipeError
+    from orchestrator.recipe import as_recipe
+    from orchestrator.tuning.keras_tuner import check_resources
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "keras_tuner" else real(name, *a),
+    )
+    recipe = as_recipe(
+        {"name": "r", "data": {"source": "sklearn:iris"}, "strategies": {"scratch_mlp": {}},
+         "search": {"backend": "keras_tuner"}}
+    )  # fmt: skip
+    with pytest.raises(
+        RecipeError, match=r"search\.backend: keras_tuner, but keras-tuner is not installed"
+    ):
+        check_resources(recipe, print)

@@ -152,7 +152,16 @@ def check_resources(recipe: Recipe, echo: Callable[[str], None]) -> None:
     Raises:
         RecipeError: ``gpus_per_trial`` above 0 where this process sees no GPU (its
             trials ran on the CPU, in ``mixed_float16`` if asked).
+            Or keras-tuner is not installed (the run would fail after writing its folder).
     """
+    import importlib.util
+
+    if importlib.util.find_spec("keras_tuner") is None:
+        raise recipe.error(
+            ("search", "backend"),
+            "keras_tuner, but keras-tuner is not installed here: pip install keras-tuner, "
+            "or backend: ray",
+        )
     resources = recipe.resources
     if resources.gpus_per_trial:
         from orchestrator.accelerator import gpu_count
