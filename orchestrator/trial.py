@@ -343,11 +343,14 @@ def run_trial(
         # A reused worker keeps the previous trial's policy unless it is set every time.
         use_mixed = bool(spec.mixed_precision and spec.gpus)
         keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
+        # Seeded for the base too: a random layer in it without a seed of its own
+        # (Dropout) takes one from Python's random state when it is loaded.
+        keras.utils.set_random_seed(spec.seed)
         base = load_base(spec.base) if spec.base is not None else None
         inputs, cut = _inputs(config, spec, dataset, base, result)
         if base is not None and cut != base.info.n_cut_points:
             # Loading builds layers, which draws random numbers: load before the
-            # seed is set, so the head starts alike with and without the cache.
+            # head's seed is set, so it starts alike with and without the cache.
             # (On features of the whole base the trial never needs the model.)
             base.model  # noqa: B018
         keras.utils.set_random_seed(spec.seed)

@@ -379,6 +379,26 @@ def test_a_random_layer_before_the_cut_turns_the_cache_off(digits, tmp_path, mon
     assert fine.note.startswith("features computed")
 
 
+def test_a_random_layer_in_the_base_draws_the_same_numbers_for_the_same_seed(
+    digits, tmp_path, monkeypatch
+):
+    """A loaded Dropout without a seed of its own takes one from Python's random
+    state when it is made; the base was loaded before the trial's seed was set,
+    so the same recipe and seed trained differently from run to run."""
+    import random
+
+    info = make_base(tmp_path, monkeypatch, digits, dropout=True)
+    first = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=2, trial_id="a")
+    random.seed(12345)  # as another process would start
+    second = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=2, trial_id="b")
+    assert first.status == second.status == "ok"
+    trials = tmp_path / "run" / "trials" / "feature_extraction"
+    np.testing.assert_array_equal(
+        np.load(trials / "a" / "test_probabilities.npy"),
+        np.load(trials / "b" / "test_probabilities.npy"),
+    )
+
+
 def test_cache_false_turns_it_off(digits, base_info, tmp_path):
     result = trial(
         FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, cache=False, epochs=1
