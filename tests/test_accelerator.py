@@ -213,3 +213,33 @@ def test_the_keras_tuner_backend_without_keras_tuner_is_refused(monkeypatch):
         RecipeError, match=r"search\.backend: keras_tuner, but keras-tuner is not installed"
     ):
         check_resources(recipe, print)
+
+
+FORKS_UNDER_JAX = """
+import os, warnings
+import jax.numpy as jnp
+from orchestrator.tuning.ray_start import kept_process_state
+
+jnp.ones(4).sum().block_until_ready()  # JAX runs its threads now
+before = list(warnings.filters)
+with kept_process_state():
+    # As Ray starts its processes (Python 3.12's subprocess runs the fork hooks too).
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+print("filters kept:", list(warnings.filters) == before)
+"""
+
+
+def test_jax_s_fork_warning_is_not_printed_while_ray_starts():
+    """It printed three times over the console when a run built a base on JAX
+    while embedded Ray started its processes (fork, then exec: safe)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FORKS_UNDER_JAX],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "os.fork() was called" not in done.stderr
+    assert done.stdout.strip() == "filters kept: True"

@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -229,9 +230,15 @@ def kept_process_state() -> Iterator[None]:
     # Ray is not imported for this (a wrong recipe is refused without it).
     worker = sys.modules.get("ray._private.worker")
     printer = getattr(worker, "print_to_stdstream", None)
+    filters = warnings.catch_warnings()  # put back as they were, however the run ends
+    filters.__enter__()
+    # JAX warns at every fork once it runs threads (the driver builds models on
+    # it while Ray starts its processes): Ray forks only to exec, which is safe.
+    warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
     try:
         yield
     finally:
+        filters.__exit__(None, None, None)
         for name, logger in loggers.items():
             handlers, propagate = before[name]
             for handler in logger.handlers:
