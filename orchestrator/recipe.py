@@ -159,13 +159,6 @@ class BaseSpec(_Model):
                 "expected exactly one of path, application, pretrain or provider; "
                 + (f"got {', '.join(given)}" if given else "got none")
             )
-        if "weights" in self.model_fields_set and self.weights is None:
-            # Keras' weights=None means random weights; left out here it means imagenet.
-            raise _KeyedError(
-                "weights",
-                "null (empty) is not a choice: write weights: none for random weights "
-                "(Keras' weights=None), or imagenet, or leave the key out for imagenet",
-            )
         if self.application is None and (self.weights is not None or self.input_shape):
             raise _KeyedError(
                 "weights" if self.weights is not None else "input_shape",

@@ -1308,16 +1308,3 @@ def test_a_recipe_from_python_is_a_file_text_or_a_dict(tmp_path, monkeypatch):
     # The library's names are importable from the package itself.
     for name in ("RunOutcome", "RunInterrupted", "resume_run", "read_leaderboard"):
         assert name in orchestrator.__all__ and getattr(orchestrator, name)
-
-
-@pytest.mark.parametrize("written", ["null", "~", ""])
-def test_weights_null_is_not_taken_for_imagenet(written, tmp_path):
-    """Keras' weights=None means random weights; a YAML null used to mean imagenet."""
-    path = tmp_path / "r.yaml"
-    path.write_text(
-        "name: r\ndata: {source: 'sklearn:digits'}\nstrategies: {feature_extraction: {}}\n"
-        f"base: {{application: MobileNetV3Small, input_shape: [32, 32, 3], weights: {written}}}\n"
-    )
-    with pytest.raises(RecipeError) as caught:
-        load_recipe(path)
-    assert "base.weights: null (empty) is not a choice: write weights: none" in str(caught.value)
