@@ -103,13 +103,16 @@ def native_stderr_filtered() -> Iterator[None]:
 class _QuietLoader(importlib.abc.Loader):
     """Runs TensorFlow's import, and its first look for devices, with stderr filtered."""
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, finder: Any = None) -> None:
         self._loader = loader
+        self._finder = finder
 
     def create_module(self, spec: Any) -> Any:
         return self._loader.create_module(spec)
 
     def exec_module(self, module: Any) -> None:
+        with contextlib.suppress(ValueError):  # its work is done: TensorFlow is imported
+            sys.meta_path.remove(self._finder)
         with native_stderr_filtered():
             self._loader.exec_module(module)
             # The first look for devices says its piece (cuInit) now, not later.
@@ -121,16 +124,24 @@ class _QuietLoader(importlib.abc.Loader):
 
 
 class _TensorFlowFinder(importlib.abc.MetaPathFinder):
-    """Finds ``tensorflow`` the usual way, once, and hands it :class:`_QuietLoader`."""
+    """Finds ``tensorflow`` the usual way and hands it :class:`_QuietLoader`.
+
+    It stays until TensorFlow is imported: a look that imports nothing
+    (``importlib.util.find_spec``, as graftune's check of Keras' backend does)
+    must not use it up.
+    """
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
-        if fullname != "tensorflow":
+        if fullname != "tensorflow" or self not in sys.meta_path:
             return None
-        with contextlib.suppress(ValueError):
-            sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        index = sys.meta_path.index(self)
+        sys.meta_path.remove(self)  # the usual way: the finders after this one
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(index, self)
         if spec is not None and spec.loader is not None:
-            spec.loader = _QuietLoader(spec.loader)
+            spec.loader = _QuietLoader(spec.loader, self)
         return spec
 
 
