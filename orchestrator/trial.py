@@ -23,7 +23,7 @@ import resource
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -146,6 +146,9 @@ def read_result(folder: Path) -> TrialResult | None:
 #: scikit-learn for the estimators of ``keras.wrappers``,
 #: Matplotlib for ``keras.visualization``'s plots. See :func:`import_keras`.
 HELD_BACK = ("sklearn", "matplotlib")
+#: Held back too on the TensorFlow backend: TensorFlow's import loads JAX, where
+#: installed, for TFLite's converter alone (about 1 CPU-second a worker).
+HELD_BACK_ON_TENSORFLOW = ("jax",)
 
 
 def import_keras() -> Any:
@@ -158,17 +161,29 @@ def import_keras() -> Any:
     the package is missing). Nothing else changes: a strategy may import
     either package afterwards as usual, and a process that has Keras, or one
     of them, loaded already (the driver, which reads ``sklearn:`` data and
-    renders glyphs) imports Keras as it is.
+    renders glyphs) imports Keras as it is. On the TensorFlow backend,
+    :data:`HELD_BACK_ON_TENSORFLOW` is held back as well.
     """
-    if "keras" not in sys.modules and not any(name in sys.modules for name in HELD_BACK):
-        sys.meta_path.insert(0, _HOLD_BACK)
-        try:
-            import keras
-        finally:
-            sys.meta_path.remove(_HOLD_BACK)
-    import keras
+    with holding_back():
+        import keras
 
     return keras
+
+
+@contextlib.contextmanager
+def holding_back() -> Iterator[None]:
+    """Imports inside fail for :data:`HELD_BACK` (see :func:`import_keras`)."""
+    from orchestrator.accelerator import backend
+
+    if "keras" in sys.modules or any(name in sys.modules for name in HELD_BACK):
+        yield
+        return
+    _HOLD_BACK.names = HELD_BACK + (HELD_BACK_ON_TENSORFLOW if backend() == "tensorflow" else ())
+    sys.meta_path.insert(0, _HOLD_BACK)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(_HOLD_BACK)
 
 
 class _HoldBack:
@@ -180,8 +195,10 @@ class _HoldBack:
     ``ModuleNotFoundError`` that optional imports expect.
     """
 
+    names: tuple[str, ...] = HELD_BACK
+
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name.split(".")[0] not in HELD_BACK:
+        if name.split(".")[0] not in self.names:
             return None
         import importlib.machinery
 
@@ -312,7 +329,8 @@ def run_trial(
         The trial's result (also written to ``result.json``).
     """
     # First: JAX reads its GPU memory setting when it starts, which Keras may do.
-    configure_trial(spec.cpus, spec.gpus)
+    with holding_back():  # TensorFlow's import, on that backend
+        configure_trial(spec.cpus, spec.gpus)
     keras = import_keras()
     import numpy as np
 

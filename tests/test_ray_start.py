@@ -146,17 +146,19 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
 WORKER_IMPORTS = """
 import sys
 import orchestrator.tuning.worker_preload
-print(sorted(m for m in ("keras", "tensorflow", "sklearn", "matplotlib") if m in sys.modules))
+print(sorted(m for m in ("keras", "tensorflow", "sklearn", "matplotlib", "jax") if m in sys.modules))
 import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)  # a trial still sets its threads
 import sklearn.model_selection, matplotlib.pyplot  # and a strategy may still import them
 from keras.src.wrappers import fixes
+import jax  # TensorFlow loads it for TFLite alone; it stays importable
 print("sklearn" in sys.modules, fixes.sklearn is None)
 """
 
 
 def test_workers_import_keras_without_scikit_learn_or_matplotlib():
-    # Keras would import them for its wrappers and plots only: 1.4 CPU-seconds a worker.
+    # Keras would import them for its wrappers and plots only: 1.4 CPU-seconds a worker;
+    # TensorFlow imports JAX (a test dependency) for TFLite: about 1 more.
     done = subprocess.run(
         [sys.executable, "-c", WORKER_IMPORTS],
         capture_output=True,
