@@ -75,7 +75,8 @@ def check_backend() -> None:
         found = False
     if found:
         return
-    if "keras" in sys.modules or os.environ.get("KERAS_BACKEND"):
+    # (Once Keras is imported its backend is installed: this is before that.)
+    if os.environ.get("KERAS_BACKEND"):
         chosen = "KERAS_BACKEND"
     else:
         chosen = "keras.json" if name != "tensorflow" else "Keras' default"
