@@ -4,8 +4,11 @@ A grid of 27 scratch_mlp configurations (width {32, 64, 128} x learning rate
 {3e-4, 1e-3, 3e-3} x hidden layers {1, 2, 3}), up to 20 epochs, two concurrent
 trials, on two workloads: scikit-learn's digits (1,437 training images of
 8x8, an epoch costs less than a trial's build and compile), and glyphs (7,800
-rendered Latin letters of 16x16, where an epoch costs several times more:
-the searches schedulers are for). For each scheduler: the time until a trial
+rendered Latin letters of 16x16, where an epoch costs several times more),
+and glyphs32 (15,600 letters of 32x32: an epoch costs 0.4-0.6 s, about ten
+times a trial's build, compile and first trace, so a trial stopped at its
+first rung costs a seventh of a full one: the searches schedulers are for).
+For each scheduler: the time until a trial
 is within 1 point of FIFO's best validation accuracy (target <= 0.5x FIFO's),
 read two ways: a trial that finished there, and any epoch's report there (what
 a user watching the search sees; Ray's report timestamps, whole seconds); the
@@ -26,7 +29,7 @@ seeds (different draws and initial weights each), and the tables give the
 median over seeds, each seed's ratio measured against FIFO's run of the same
 seed.
 
-    python benchmarks/schedulers.py [--workload digits|glyphs]
+    python benchmarks/schedulers.py [--workload digits|glyphs|glyphs32]
         [--order grid|random|own-space] [--seeds N]
 """
 
@@ -63,6 +66,7 @@ NARROW = """
 WORKLOADS = {
     "digits": '{source: "sklearn:digits"}',
     "glyphs": '{source: "glyphs:latin", image_size: [16, 16], options: {per_class: 150}}',
+    "glyphs32": '{source: "glyphs:latin", image_size: [32, 32], options: {per_class: 300}}',
 }
 
 
