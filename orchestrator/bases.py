@@ -884,10 +884,9 @@ def _functional_cuts(model: keras.Model) -> list[int]:
     consumers: dict[int, int] = {}
     inputs_of: list[list[int]] = []
     outputs_of: list[list[int]] = []
+    in_graph = _nodes_in_graph(model)
     for layer in layers:
-        nodes = [
-            n for n in layer._inbound_nodes if _node_in_model(n, model)
-        ] or layer._inbound_nodes[:1]
+        nodes = in_graph.get(id(layer)) or layer._inbound_nodes[:1]
         ins: list[int] = []
         outs: list[int] = []
         for node in nodes:
@@ -922,25 +921,30 @@ def _layer_output(model: keras.Model, index: int) -> Any:
     Sequential model has no ``output`` at all.
     """
     layer = model.layers[index]
-    # A layer may have been called in other graphs too (a loaded Sequential model
-    # is built more than once): the node is the one of this model's graph.
-    for nodes in getattr(_graph(model), "_nodes_by_depth", {}).values():
-        for node in nodes:
-            if node.operation is layer and len(node.output_tensors) == 1:
-                return node.output_tensors[0]
+    for node in _nodes_in_graph(model).get(id(layer), []):
+        if len(node.output_tensors) == 1:
+            return node.output_tensors[0]
     return layer.output
+
+
+def _nodes_in_graph(model: keras.Model) -> dict[int, list[Any]]:
+    """Each layer's nodes in ``model``'s own graph, by ``id(layer)``.
+
+    A layer may have been called in other graphs too (a loaded Sequential model
+    is built more than once, a nested model's layers belong to its own graph
+    as well), and ``layer._inbound_nodes`` holds them all.
+    """
+    by_depth = getattr(_graph(model), "_nodes_by_depth", {})
+    found: dict[int, list[Any]] = {}
+    for depth in sorted(by_depth, reverse=True):  # from the inputs on
+        for node in by_depth[depth]:
+            found.setdefault(id(node.operation), []).append(node)
+    return found
 
 
 def _graph(model: keras.Model) -> keras.Model:
     """The functional graph of ``model``: a Sequential model keeps its own inside."""
     return getattr(model, "_functional", None) or model
-
-
-def _node_in_model(node: Any, model: keras.Model) -> bool:
-    operations = getattr(model, "_operations", None)
-    if operations is None:
-        return True
-    return node.operation in operations
 
 
 # -- input adaptation ------------------------------------------------------------------

@@ -566,6 +566,20 @@ def test_cut_points_never_fall_inside_a_residual_block():
     assert all(only_tensor_passes(model, i) for i in cuts)
 
 
+def test_cut_points_count_only_the_nodes_of_the_base_own_graph():
+    # The same layers called in another graph too (a layer shared with another
+    # model, a base nested in a bigger one): that graph's tensors are not the
+    # base's and must not hide its cut points.
+    model = residual_network()
+    expected = find_cut_points(model)
+    elsewhere = keras.Input((8, 8, 3))
+    model.get_layer("stem")(elsewhere)
+    keras.Model(elsewhere, model.get_layer("b1_out")(model.get_layer("stem")(elsewhere)))
+
+    assert all(len(model.get_layer(n)._inbound_nodes) > 1 for n in ("stem", "b1_out"))
+    assert find_cut_points(model) == expected
+
+
 @pytest.fixture(scope="module")
 def resnet50() -> keras.Model:
     return keras.applications.ResNet50(weights=None, include_top=False, input_shape=(64, 64, 3))
