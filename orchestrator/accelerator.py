@@ -34,18 +34,38 @@ def backend() -> str:
     keras = sys.modules.get("keras")
     if keras is not None:
         return keras.backend.backend()
+    return _choice()[0]
+
+
+#: Where a backend was chosen when neither ``KERAS_BACKEND`` nor ``keras.json`` says.
+DEFAULT = "Keras' default"
+
+
+def _choice() -> tuple[str, str]:
+    """Keras' backend by Keras' rule, and where it was chosen (a variable, a file, the default)."""
     chosen = os.environ.get("KERAS_BACKEND")
     if chosen:
-        return chosen
+        return chosen, "KERAS_BACKEND"
     import json
     from pathlib import Path
 
-    home = os.environ.get("KERAS_HOME") or str(Path.home() / ".keras")
+    path = Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras") / "keras.json"
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        found = json.loads((Path(home) / "keras.json").read_text()).get("backend")
+        found = json.loads(path.read_text()).get("backend")
         if isinstance(found, str) and found:
-            return found
-    return "tensorflow"
+            return found, str(path)
+    return "tensorflow", DEFAULT
+
+
+def chosen_backend() -> tuple[str, str] | None:
+    """The backend the user chose here and where (``KERAS_BACKEND``, a ``keras.json``).
+
+    ``None`` for Keras' default. The trials of a run use the backend chosen
+    where it started (:func:`use_backend`): a cluster's nodes do not see the
+    driver's environment or its ``keras.json``.
+    """
+    where = _choice()[1]
+    return None if where == DEFAULT else (backend(), where)
 
 
 #: The module each Keras backend imports, and the pip package that installs it.
@@ -53,39 +73,97 @@ BACKEND_PACKAGES = {
     "tensorflow": ("tensorflow", "tensorflow"),
     "jax": ("jax", "jax"),
     "torch": ("torch", "torch"),
+    "numpy": ("numpy", "numpy"),
     "openvino": ("openvino", "openvino"),
 }
+#: The backends Keras can train on; ``numpy`` and ``openvino`` only predict.
+TRAINING_BACKENDS = ("tensorflow", "jax", "torch")
 
 
-def check_backend() -> None:
-    """Refuse, before anything is written, a Keras backend that is not installed.
+def check_backend(*, training: bool = True) -> None:
+    """Refuse, before anything is written, a Keras backend that cannot do the job here.
+
+    A name Keras does not know, a backend that is not installed, and, where
+    ``training``, one that cannot train (``numpy``, ``openvino``).
 
     Raises:
         BackendMissing: Naming the backend, where it was chosen and what to do.
     """
-    import importlib.util
-
     from orchestrator.errors import BackendMissing
 
-    name = backend()
-    module, package = BACKEND_PACKAGES.get(name, (name, name))
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        found = False
-    if found:
+    name, where = _choice()
+    if "keras" in sys.modules:  # imported: its backend is the one in use, and installed
+        name = backend()
+    if name not in BACKEND_PACKAGES:
+        if name.lower() in BACKEND_PACKAGES:
+            hint = f"backend names are lower case: {name.lower()}"
+        else:
+            hint = f"choose one of {', '.join(TRAINING_BACKENDS)}"
+        raise BackendMissing(f"Keras' backend {name!r} ({where}) is not a Keras backend: {hint}")
+    if training and name not in TRAINING_BACKENDS:
+        raise BackendMissing(
+            f"Keras' backend is {name} ({where}), which cannot train models: "
+            f"set KERAS_BACKEND to {_installed_hint(name)}"
+        )
+    module, package = BACKEND_PACKAGES[name]
+    if _installed(module):
         return
-    # (Once Keras is imported its backend is installed: this is before that.)
-    if os.environ.get("KERAS_BACKEND"):
-        chosen = "KERAS_BACKEND"
-    else:
-        chosen = "keras.json" if name != "tensorflow" else "Keras' default"
-    others = [b for b in ("tensorflow", "jax", "torch") if b != name]
     raise BackendMissing(
-        f"Keras' backend is {name} ({chosen}), and {module} is not installed here: "
-        f"pip install {package}, or set KERAS_BACKEND to a backend you have "
-        f"({' or '.join(others)})"
+        f"Keras' backend is {name} ({where}), and {module} is not installed here: "
+        f"pip install {package}, or set KERAS_BACKEND to {_installed_hint(name)}"
     )
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _installed_hint(name: str) -> str:
+    """The training backends installed here besides ``name``, or what to install."""
+    have = [b for b in TRAINING_BACKENDS if b != name and _installed(BACKEND_PACKAGES[b][0])]
+    if have:
+        return f"a backend you have ({' or '.join(have)})"
+    return "tensorflow after pip install tensorflow"
+
+
+def use_backend(chosen: tuple[str, str] | None) -> None:
+    """In a trial's worker, before Keras is imported: use the backend chosen for the run.
+
+    Embedded Ray's workers share the driver's environment and home; a
+    cluster's do not, and would fall back to their own choice (TensorFlow).
+
+    Raises:
+        BackendMissing: The backend is not installed on this node, or Keras is
+            imported here already with another one.
+    """
+    if chosen is None:
+        return
+    name, where = chosen
+    from orchestrator.errors import BackendMissing
+
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        if keras.backend.backend() != name:
+            raise BackendMissing(
+                f"the run's Keras backend is {name} ({where} where it started), and this "
+                f"process has Keras on {keras.backend.backend()} already"
+            )
+        return
+    module, package = BACKEND_PACKAGES.get(name, (name, name))
+    if not _installed(module):
+        import socket
+
+        raise BackendMissing(
+            f"the run's Keras backend is {name} ({where} where it started), and {module} "
+            f"is not installed on {socket.gethostname()}: pip install {package} on every "
+            f"node, or start the run with a backend they all have"
+        )
+    os.environ["KERAS_BACKEND"] = name
 
 
 def configure_trial(cpus: float, gpus: float) -> None:
@@ -159,4 +237,12 @@ def gpu_count() -> int:
     return 0
 
 
-__all__ = ["backend", "check_backend", "configure_trial", "gpu_count", "share_gpu_memory"]
+__all__ = [
+    "backend",
+    "check_backend",
+    "chosen_backend",
+    "configure_trial",
+    "gpu_count",
+    "share_gpu_memory",
+    "use_backend",
+]

@@ -311,13 +311,18 @@ def trial_does_not_fit(
     most_gpus = max((n.get("GPU", 0) for n in nodes), default=0)
     if gpus and most_gpus < gpus:
         has = f"at most {most_gpus:g} on a node" if most_gpus else "none"
-        return "gpus_per_trial", f"a trial asks for {gpus:g} GPUs, and Ray has {has}"
+        return "gpus_per_trial", f"a trial asks for {_count(gpus, 'GPU')}, and Ray has {has}"
     most_cpus = max((n.get("CPU", 0) for n in nodes), default=0)
+    asks = f"a trial asks for {_count(cpus, 'CPU')}"
     if most_cpus < cpus:
-        what = f"a trial asks for {cpus:g} CPUs, and Ray has at most {most_cpus:g} on a node"
+        what = f"{asks}, and Ray has at most {most_cpus:g} on a node"
     else:
-        what = f"a trial asks for {cpus:g} CPUs and {gpus:g} GPUs on one node, and no node has both"
+        what = f"{asks} and {_count(gpus, 'GPU')} on one node, and no node has both"
     return "cpus_per_trial", what
+
+
+def _count(number: float, thing: str) -> str:
+    return f"{number:g} {thing}" + ("" if number == 1 else "s")
 
 
 def node_label() -> str | None:

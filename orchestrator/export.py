@@ -54,7 +54,7 @@ def export_model(
 
     if format not in FORMATS:
         raise RunDirError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
-    check_backend()
+    check_backend(training=False)
     if format == "savedmodel":
         _need_tensorflow()
     ref = find_model(run_dir, trial)

@@ -351,7 +351,7 @@ def predict(
     from orchestrator.data import split_source
     from orchestrator.plugin_manager import get_plugin_manager
 
-    check_backend()
+    check_backend(training=False)
     ref = find_model(run_dir, trial)
     host = host or get_plugin_manager()
     files = None

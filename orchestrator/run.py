@@ -25,6 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.accelerator import chosen_backend
 from orchestrator.errors import (
     BaseModelError,
     DataError,
@@ -447,6 +448,7 @@ def _run(
                 mixed_precision=recipe.resources.mixed_precision,
                 feature_cache=recipe.cache,
                 storage=place.remote,
+                keras_backend=chosen_backend(),
             )
             num_samples = _num_samples(recipe, name)
             first = "; the first at its defaults" if starts.get(name) else ""

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.accelerator import configure_trial
+from orchestrator.accelerator import configure_trial, gpu_count, use_backend
 from orchestrator.models import CROSS_ENTROPY
 
 if TYPE_CHECKING:
@@ -80,6 +80,9 @@ class TrialSpec:
     #: The run's URI in storage: each trial uploads its folder there (other nodes' disks
     #: are out of the driver's reach). ``None`` when ``run_dir`` is all there is.
     storage: str | None = None
+    #: The Keras backend chosen where the run started, and where (``KERAS_BACKEND``,
+    #: a ``keras.json``); ``None`` for Keras' default. A cluster's nodes see neither.
+    keras_backend: tuple[str, str] | None = None
 
 
 @dataclass
@@ -329,6 +332,7 @@ def run_trial(
         The trial's result (also written to ``result.json``).
     """
     # First: JAX reads its GPU memory setting when it starts, which Keras may do.
+    use_backend(spec.keras_backend)
     with holding_back():  # TensorFlow's import, on that backend
         configure_trial(spec.cpus, spec.gpus)
     keras = import_keras()
@@ -352,20 +356,27 @@ def run_trial(
         strategy=spec.strategy.name, trial_id=trial_id, status="error", config=dict(config)
     )
     result.devices = os.environ.get("CUDA_VISIBLE_DEVICES")
-    result.backend = keras.backend.backend()
+    result.backend = backend_name = keras.backend.backend()
     result.node = node_label()
     result.started_at = time.time()
     reset_peak_memory()  # a reused worker (or keras_tuner's one process) ran trials before
     reporter = _epoch_reporter(report, spec.max_epochs, spec.metric, len(dataset.y_val))
     try:
         # A reused worker keeps the previous trial's policy unless it is set every time.
-        use_mixed = bool(spec.mixed_precision and spec.gpus)
+        # Only on a GPU the backend can use: Ray may give a trial a GPU that is logical
+        # (a cluster started with --num-gpus) or that this backend's build cannot use,
+        # and mixed_float16 on CPUs is slower and less accurate.
+        use_mixed = bool(spec.mixed_precision and spec.gpus) and gpu_count() > 0
         keras.mixed_precision.set_global_policy("mixed_float16" if use_mixed else "float32")
         # Seeded for the base too: a random layer in it without a seed of its own
         # (Dropout) takes one from Python's random state when it is loaded.
         keras.utils.set_random_seed(spec.seed)
         base = load_base(spec.base) if spec.base is not None else None
         inputs, cut = _inputs(config, spec, dataset, base, result)
+        if spec.mixed_precision and spec.gpus and not use_mixed:
+            result.note = "; ".join(
+                filter(None, [result.note, f"mixed precision off: {backend_name} sees no GPU"])
+            )
         if base is not None and cut != base.info.n_cut_points:
             # Loading builds layers, which draws random numbers: load before the
             # head's seed is set, so it starts alike with and without the cache.

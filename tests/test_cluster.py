@@ -606,6 +606,25 @@ def test_driver_here_spreads_trials_over_both_nodes(cluster, tmp_path):
 
 
 @pytest.mark.slow
+def test_trials_on_a_cluster_use_the_keras_backend_chosen_where_the_run_started(cluster, tmp_path):
+    """Found by QA: with ``KERAS_BACKEND=jax`` where the run started, the cluster's
+    trials ran on TensorFlow (its nodes' default), and nothing said so."""
+    recipe = write_recipe(tmp_path, SPREAD_RECIPE.replace("num_samples: 4", "num_samples: 2"))
+    shared = tmp_path / "shared"
+    assert "KERAS_BACKEND" not in cluster.env  # the nodes' own choice is TensorFlow
+
+    ran = graftune(
+        cluster, "run", recipe, "--address", cluster.gcs, "--storage", shared,
+        "--shared-storage", "--run-name", "on-jax", KERAS_BACKEND="jax",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    results = [json.loads(p.read_text()) for p in shared.glob("on-jax/trials/*/*/result.json")]
+    assert len(results) == 2
+    assert {r["status"] for r in results} == {"ok"}
+    assert {r["backend"] for r in results} == {"jax"}
+
+
+@pytest.mark.slow
 def test_sigterm_stops_a_run_driven_from_here_and_says_so(cluster, tmp_path):
     """``ray.init`` to a cluster, called in the main thread, installs Ray's SIGTERM
     handler (``sys.exit``), which ended the run with status 1 and no word."""

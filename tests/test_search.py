@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -1039,6 +1040,7 @@ rows = []
 for path in sorted(outcome.run_dir.glob("trials/slow_mlp/*/result.json")):
     rows.append(json.loads(path.read_text()))
 print("RESULTS" + json.dumps(rows))
+print("RUNDIR" + str(outcome.run_dir))
 """
 
 
@@ -1079,7 +1081,7 @@ def test_what_no_node_of_ray_can_run_is_named(ray_session):
     assert trial_does_not_fit(2, 0) is None
     assert trial_does_not_fit(1, 1) == (
         "gpus_per_trial",
-        "a trial asks for 1 GPUs, and Ray has none",
+        "a trial asks for 1 GPU, and Ray has none",
     )
     assert trial_does_not_fit(4, 0)[0] == "cpus_per_trial"
     # What embedded Ray will have, before it is up.
@@ -1100,7 +1102,8 @@ def test_fractional_gpus_pack_four_trials_on_two_logical_gpus(tmp_path):
         "{num_samples: 4, max_epochs: 1}",
         "slow_mlp: {}",
     )
-    text = recipe.read_text() + "resources: {cpus_per_trial: 1, gpus_per_trial: 0.5}\n"
+    text = recipe.read_text()
+    text += "resources: {cpus_per_trial: 1, gpus_per_trial: 0.5, mixed_precision: true}\n"
     recipe.write_text(text)
     completed = subprocess.run(
         [sys.executable, "-c", GPU_SCRIPT, str(recipe)],
@@ -1120,6 +1123,15 @@ def test_fractional_gpus_pack_four_trials_on_two_logical_gpus(tmp_path):
     assert devices == ["0", "0", "1", "1"]
     # All four ran at once: each started before any other finished.
     assert max(r["started_at"] for r in rows) < min(r["finished_at"] for r in rows)
+    # Logical GPUs: TensorFlow sees none, so no trial trained in mixed_float16 on the
+    # CPU (it did: slower, and less accurate), and each says so.
+    assert all(r["note"] == "mixed precision off: tensorflow sees no GPU" for r in rows), rows
+    run_dir = Path(next(x for x in completed.stdout.splitlines() if x.startswith("RUNDIR"))[6:])
+    models = list(run_dir.glob("trials/slow_mlp/*/model.keras"))
+    assert len(models) == 4
+    for path in models:
+        with zipfile.ZipFile(path) as saved:
+            assert "mixed_float16" not in saved.read("config.json").decode()
 
 
 def test_the_failure_summary_says_why_when_no_trial_has_an_error(tmp_path):
