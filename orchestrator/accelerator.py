@@ -172,7 +172,9 @@ def configure_trial(cpus: float, gpus: float) -> None:
     Must run before the trial's first operation; in a reused worker the
     settings of its first trial stay, which is the same share.
     """
-    threads = max(1, int(cpus))
+    # Never more than the machine has (keras_tuner's trials run in this process;
+    # Ray would not place such a trial).
+    threads = max(1, min(int(cpus), os.cpu_count() or int(cpus)))
     name = backend()
     if name == "tensorflow":
         import tensorflow as tf

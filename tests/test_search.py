@@ -468,6 +468,20 @@ def test_keras_tuner_refuses_gpus_it_does_not_see_and_says_it_ignores_an_address
         "resources.address (127.0.0.1:1) is not used (backend: ray runs there)"
     ) in result.output
 
+    # Found by QA: what only Ray's workers use was ignored without a word.
+    recipe.write_text(
+        text.replace("num_samples: 1", "num_samples: 1, max_concurrent_trials: 4, max_failures: 3")
+    )
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0, checked.output
+    assert (
+        "note: search.max_concurrent_trials, search.max_failures are for backend: ray; "
+        "the keras_tuner backend trains one trial at a time in this process"
+    ) in checked.output
+    recipe.write_text(text)
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert "are for backend: ray" not in checked.output and "is for" not in checked.output
+
 
 def test_a_trials_peak_memory_is_its_own_not_its_workers_since_it_started(tmp_path):
     """keras_tuner runs every trial in one process (as a reused Ray worker runs many):

@@ -177,6 +177,18 @@ def check_resources(recipe: Recipe, echo: Callable[[str], None]) -> None:
             f"note: the keras_tuner backend trains every trial in this process; "
             f"resources.address ({resources.address}) is not used (backend: ray runs there)"
         )
+    # What only Ray's workers use: said where the recipe asks for other than the default.
+    defaults = type(recipe.search)()
+    unused = [
+        f"search.{key}"
+        for key in ("max_concurrent_trials", "max_failures", "worker_memory_mb")
+        if getattr(recipe.search, key) != getattr(defaults, key)
+    ]
+    if unused:
+        echo(
+            f"note: {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} for backend: "
+            "ray; the keras_tuner backend trains one trial at a time in this process"
+        )
 
 
 def _starting_at_defaults(oracle_class: type) -> type:
