@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -104,6 +105,14 @@ def validate(
             "columns, classes too small to split).",
         ),
     ] = False,
+    here: Annotated[
+        bool,
+        typer.Option(
+            "--here",
+            help="Also refuse (exit 2) what `graftune run` on this machine would refuse: "
+            "the Keras backend, resources embedded Ray cannot give (otherwise notes).",
+        ),
+    ] = False,
 ) -> None:
     """Check a recipe without training: schema, names, files, columns, spaces."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -118,44 +127,55 @@ def validate(
     except Exception as exc:
         _fail(exc)
         return
+    notes: list[str] = []
+    refused = _what_run_here_refuses(loaded, notes.append)
+    if here and refused:
+        for reason in refused:
+            err.print(f"error: {reason}", markup=False)
+        raise typer.Exit(2)
     out.print(
         f"{recipe}: ok ({', '.join(loaded.strategies)} on {loaded.data.source})", markup=False
     )
     if dataset is not None:
         out.print(f"data: {dataset.describe()}", markup=False)
-    _note_what_runs_here(loaded)
+    for line in notes:
+        out.print(line, markup=False)
+    for reason in refused:
+        out.print(f"note: {reason}; `graftune run` here would refuse it", markup=False)
 
 
-def _note_what_runs_here(recipe: Any) -> None:
-    """A valid recipe that `graftune run` here, on embedded Ray, would still refuse.
+def _what_run_here_refuses(recipe: Any, note: Callable[[str], None]) -> list[str]:
+    """Why `graftune run` here, on embedded Ray, would refuse a valid recipe.
 
-    Said, not refused: the recipe may be meant for a cluster (``submit``,
-    ``--address``), which validate cannot know of.
+    Said, not refused, unless ``validate --here``: the recipe may be meant for a
+    cluster (``submit``, ``--address``), which validate cannot know of.
     """
     from orchestrator.accelerator import check_backend
     from orchestrator.errors import BackendMissing, RecipeError
 
+    refused = []
     try:
         check_backend()
     except BackendMissing as exc:
-        out.print(f"note: {exc}; `graftune run` here would refuse it", markup=False)
+        refused.append(str(exc))
     if recipe.search.backend == "keras_tuner":
         from orchestrator.tuning.keras_tuner import check_resources
 
         try:
-            check_resources(recipe, lambda line: out.print(line, markup=False))
+            check_resources(recipe, note)
         except RecipeError as exc:
-            out.print(f"note: {exc}; `graftune run` here would refuse it", markup=False)
-        return
+            refused.append(str(exc))
+        return refused
     if recipe.resources.address:
-        return
+        return refused
     from orchestrator.run import _check_a_trial_fits
     from orchestrator.tuning.ray_start import embedded_cpus, embedded_gpus
 
     try:  # the run's own check, before Ray is up
         _check_a_trial_fits(recipe, has=(embedded_cpus(recipe.resources), embedded_gpus()))
     except RecipeError as exc:
-        out.print(f"note: {exc}; `graftune run` here would refuse it", markup=False)
+        refused.append(str(exc))
+    return refused
 
 
 @app.command()

@@ -1240,6 +1240,14 @@ def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
         assert "note: " in result.output and "`graftune run` here would refuse it" in (
             result.output
         )
+        # --here: for a CI check of recipes meant for this machine (QA: a note was
+        # useless as a gate).
+        strict = cli("validate", str(path), "--here")
+        assert_exit(strict, 2)
+        assert strict.output.startswith("error: ") and said in strict.output
+        assert ": ok" not in strict.output and "would refuse it" not in strict.output
+    plain = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n")
+    assert_exit(cli("validate", str(plain), "--here"), 0)
     on_cluster = write_recipe(
         tmp_path,
         HEAD + "strategies: {scratch_mlp: {}}\n"
