@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.errors import (
     BackendMissing,
     BaseModelError,
+    CacheInUse,
     DataError,
     DuplicateNameError,
     GraftuneError,
@@ -33,6 +34,7 @@ __all__ = [
     "ALL",
     "BackendMissing",
     "BaseModelError",
+    "CacheInUse",
     "Choice",
     "DataError",
     "DuplicateNameError",

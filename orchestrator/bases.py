@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import re
-import shutil
 import tempfile
 import warnings
 import zipfile
@@ -108,6 +107,33 @@ def locked(path: Path, waiting: Callable[[], None] | None = None) -> Iterator[No
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+#: Held shared by every run on this machine for its whole length, and
+#: exclusively by ``graftune cache clear``: entries a run is using stay.
+IN_USE_LOCK = "in-use.lock"
+
+
+@contextlib.contextmanager
+def using_cache() -> Iterator[None]:
+    """Hold the cache for a run: ``graftune cache clear`` refuses until it ends.
+
+    A run's trials load its base and features from the cache whenever they
+    start; a clear in between failed every one of them. A cache this process
+    cannot write (a shared, read-only one) cannot be cleared either: nothing
+    is held.
+    """
+    import fcntl
+
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        handle = open(cache_dir() / IN_USE_LOCK, "a")  # noqa: SIM115 (held until the end)
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_SH)  # waits out a clear going on
+        yield
 
 
 def keras_models_dir() -> Path:
@@ -764,7 +790,8 @@ def prepare_base(
             if echo is not None:
                 echo(f"base: waiting for another graftune process that is making it ({lock})")
 
-        with locked(lock, waiting):
+        # A whole entry needs no lock (written by a rename): a shared cache may be read-only.
+        with contextlib.nullcontext() if model_path.is_file() else locked(lock, waiting):
             if model_path.is_file():
                 log.info("reusing cached base %s", model_path)
                 model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
@@ -775,7 +802,8 @@ def prepare_base(
         model = build()
         folder = cache_dir() / "bases" / f"{spec.kind}-{weights_digest(model)[:16]}"
         model_path = folder / "base.keras"
-        with locked(folder.with_suffix(".lock")):
+        whole = model_path.is_file()
+        with contextlib.nullcontext() if whole else locked(folder.with_suffix(".lock")):
             if not model_path.is_file():
                 _save_base(model, model_path)
     input_shape = tuple(model.input_shape[1:])
@@ -1163,8 +1191,3 @@ def weights_digest(model: keras.Model) -> str:
     for weight in model.weights:
         sha.update(weight.numpy().tobytes())
     return sha.hexdigest()
-
-
-def clear_cache() -> None:
-    """Remove every cached base (``graftune cache clear`` builds on this later)."""
-    shutil.rmtree(cache_dir() / "bases", ignore_errors=True)

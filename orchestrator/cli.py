@@ -835,8 +835,16 @@ def cache_clear(
     from orchestrator.feature_cache import clear_cache
 
     kinds = tuple(k for k, chosen in (("features", features), ("base", bases)) if chosen)
-    freed = clear_cache(kinds or ("base", "features"))
+    try:
+        freed, failed = clear_cache(kinds or ("base", "features"))
+    except GraftuneError as exc:
+        _fail(exc)
+        return
     out.print(f"freed {_size(freed)}", markup=False)
+    if failed:
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        err.print(f"error: could not remove {failed[0]}{more}", markup=False)
+        raise typer.Exit(1)
 
 
 def _size(size: float) -> str:

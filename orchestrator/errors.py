@@ -166,6 +166,12 @@ class SubmitError(StorageError):
     """A job cannot be submitted as asked (too large, no storage); nothing was sent."""
 
 
+class CacheInUse(GraftuneError):
+    """``graftune cache clear`` while a run on this machine uses the cache."""
+
+    exit_status = 2
+
+
 class BackendMissing(GraftuneError):
     """Keras' backend (``KERAS_BACKEND``, ``keras.json`` or TensorFlow) is not installed."""
 

@@ -12,16 +12,18 @@ an entry is complete when its ``meta.json`` exists (written last).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.bases import cache_dir, locked
+from orchestrator.bases import IN_USE_LOCK, cache_dir, locked
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,7 +67,10 @@ def cached_features(
     key = feature_key(base, frozen_layers, dataset)
     folder = features_dir() / key[:32]
     computed = False
-    with locked(folder.with_suffix(".lock")):
+    # A whole entry needs no lock (meta.json comes last, by a rename): a shared cache
+    # may be read-only.
+    whole = (folder / "meta.json").is_file()
+    with contextlib.nullcontext() if whole else locked(folder.with_suffix(".lock")):
         if not (folder / "meta.json").is_file():
             prefix = base.prefix_model(dataset.task.input_shape, frozen_layers)
             folder.mkdir(parents=True, exist_ok=True)
@@ -127,7 +132,10 @@ def cache_entries() -> list[CacheEntry]:
     bases = cache_dir() / "bases"
     if bases.is_dir():
         for folder in sorted(p for p in bases.iterdir() if p.is_dir()):
-            entries.append(CacheEntry("base", folder, _size(folder), folder.name))
+            # What a killed save left: removed by the next run that needs the base.
+            whole = (folder / "base.keras").is_file()
+            text = folder.name if whole else "incomplete"
+            entries.append(CacheEntry("base", folder, _size(folder), text))
     features = features_dir()
     if features.is_dir():
         for folder in sorted(p for p in features.iterdir() if p.is_dir()):
@@ -144,12 +152,60 @@ def cache_entries() -> list[CacheEntry]:
     return entries
 
 
-def clear_cache(kinds: tuple[str, ...] = ("base", "features")) -> int:
-    """Remove cached entries of the given kinds; returns the bytes freed."""
-    freed = 0
-    for entry in cache_entries():
-        if entry.kind in kinds:
-            freed += entry.size_bytes
-            shutil.rmtree(entry.path, ignore_errors=True)
-            entry.path.with_suffix(".lock").unlink(missing_ok=True)
-    return freed
+def clear_cache(kinds: tuple[str, ...] = ("base", "features")) -> tuple[int, list[str]]:
+    """Remove cached entries of the given kinds.
+
+    Refused while a run on this machine uses the cache (:func:`using_cache`):
+    its trials would find their base or features gone.
+
+    Returns:
+        The bytes freed (measured after), and what could not be removed, why.
+
+    Raises:
+        CacheInUse: A run is using the cache.
+    """
+    import fcntl
+
+    from orchestrator.errors import CacheInUse
+
+    root = cache_dir()
+    if not root.is_dir():
+        return 0, []
+    try:
+        handle = open(root / IN_USE_LOCK, "a")  # noqa: SIM115 (closed below)
+    except OSError as exc:
+        return 0, [f"{root}: {exc.strerror or exc}"]
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CacheInUse(
+                f"the cache {root} is in use by a graftune run on this machine; "
+                "clear it when no run is going"
+            ) from None
+        freed, failed = 0, []
+        for entry in cache_entries():
+            if entry.kind not in kinds:
+                continue
+            errors = _remove_tree(entry.path)
+            try:
+                entry.path.with_suffix(".lock").unlink(missing_ok=True)
+            except OSError as exc:
+                errors.append(f"{entry.path.with_suffix('.lock')}: {exc.strerror or exc}")
+            freed += entry.size_bytes - (_size(entry.path) if entry.path.exists() else 0)
+            failed += errors[:1]
+        return freed, failed
+
+
+def _remove_tree(path: Path) -> list[str]:
+    """``shutil.rmtree`` that goes on past what it cannot remove, and says what and why."""
+    errors: list[str] = []
+
+    def failed(_function: object, where: str, exc: BaseException) -> None:
+        errors.append(f"{where}: {getattr(exc, 'strerror', None) or exc}")
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=failed)
+    else:
+        shutil.rmtree(path, onerror=lambda f, where, info: failed(f, where, info[1]))
+    return errors

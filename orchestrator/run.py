@@ -186,7 +186,7 @@ def _run_recipe(
     run_name: str | None,
 ) -> RunOutcome:
     from orchestrator.accelerator import check_backend
-    from orchestrator.bases import pin_cache_dir
+    from orchestrator.bases import pin_cache_dir, using_cache
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.tuning.ray_start import forget_sigterm
 
@@ -211,6 +211,7 @@ def _run_recipe(
         if resume:  # before any work too: a run that is still going on is left alone
             assert run_dir is not None  # resume_run gives it
             held.enter_context(holding_run_dir(Path(run_dir)))
+        held.enter_context(using_cache())  # `graftune cache clear` waits for the end
         ray_start = None
         if recipe.search.backend == "ray":
             from orchestrator.tuning.ray_start import start_in_background

@@ -429,6 +429,45 @@ def test_cache_info_and_clear_commands(digits, base_info, tmp_path):
     assert "base" in after.output
 
 
+def test_cache_clear_waits_for_runs_and_whole_entries_need_no_lock(digits, base_info, tmp_path):
+    """Found by QA: `cache clear` while a run was going freed its base, and every
+    transfer trial after failed (the run exited 0); a half-written base was listed
+    as a base; and a read-only, pre-filled cache could not be used (reading an
+    entry took its lock, which means writing the lock file)."""
+    from typer.testing import CliRunner
+
+    from orchestrator.bases import cache_dir, load_base, using_cache
+    from orchestrator.cli import app
+    from orchestrator.feature_cache import cached_features, features_dir
+
+    runner = CliRunner()
+    cached_features(load_base(base_info), 3, digits)
+    for lock in [*features_dir().glob("*.lock"), *(cache_dir() / "bases").glob("*.lock")]:
+        lock.unlink()
+    _, computed = cached_features(load_base(base_info), 3, digits)
+    assert not computed
+    assert not list(features_dir().glob("*.lock"))  # read without taking the lock
+
+    with using_cache():  # as a run on this machine holds it, from start to end
+        refused = runner.invoke(app, ["cache", "clear"])
+    assert refused.exit_code == 2, refused.output
+    assert f"the cache {cache_dir()} is in use by a graftune run on this machine" in (
+        refused.output
+    )
+    assert len(list(features_dir().iterdir())) == 1  # nothing removed
+
+    half = cache_dir() / "bases" / "pretrain-0123456789abcdef"
+    half.mkdir(parents=True)
+    (half / "base.123.tmp.keras").write_bytes(b"partial")
+    info = runner.invoke(app, ["cache", "info"])
+    assert next(line for line in info.output.splitlines() if half.name in line).split()[-1] == (
+        "incomplete"
+    )
+    cleared = runner.invoke(app, ["cache", "clear"])
+    assert cleared.exit_code == 0, cleared.output
+    assert "empty" in runner.invoke(app, ["cache", "info"]).output
+
+
 def test_an_application_base_works_with_the_cache_and_input_adaptation(
     digits, tmp_path, monkeypatch
 ):
