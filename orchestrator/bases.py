@@ -109,6 +109,17 @@ def locked(path: Path, waiting: Callable[[], None] | None = None) -> Iterator[No
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def locked_unless(
+    done: Path, lock: Path, waiting: Callable[[], None] | None = None
+) -> contextlib.AbstractContextManager[None]:
+    """:func:`locked` on ``lock``, or nothing where ``done`` exists.
+
+    ``done`` is the file an entry's making moves into place last: a whole entry
+    is read without its lock, so a shared, pre-filled cache may be read-only.
+    """
+    return contextlib.nullcontext() if done.is_file() else locked(lock, waiting)
+
+
 #: Held shared by every run on this machine for its whole length, and
 #: exclusively by ``graftune cache clear``: entries a run is using stay.
 IN_USE_LOCK = "in-use.lock"
@@ -790,8 +801,7 @@ def prepare_base(
             if echo is not None:
                 echo(f"base: waiting for another graftune process that is making it ({lock})")
 
-        # A whole entry needs no lock (written by a rename): a shared cache may be read-only.
-        with contextlib.nullcontext() if model_path.is_file() else locked(lock, waiting):
+        with locked_unless(model_path, lock, waiting):
             if model_path.is_file():
                 log.info("reusing cached base %s", model_path)
                 model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
@@ -802,8 +812,7 @@ def prepare_base(
         model = build()
         folder = cache_dir() / "bases" / f"{spec.kind}-{weights_digest(model)[:16]}"
         model_path = folder / "base.keras"
-        whole = model_path.is_file()
-        with contextlib.nullcontext() if whole else locked(folder.with_suffix(".lock")):
+        with locked_unless(model_path, folder.with_suffix(".lock")):
             if not model_path.is_file():
                 _save_base(model, model_path)
     input_shape = tuple(model.input_shape[1:])

@@ -12,7 +12,6 @@ an entry is complete when its ``meta.json`` exists (written last).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.bases import IN_USE_LOCK, cache_dir, locked
+from orchestrator.bases import IN_USE_LOCK, cache_dir, locked_unless
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,10 +66,7 @@ def cached_features(
     key = feature_key(base, frozen_layers, dataset)
     folder = features_dir() / key[:32]
     computed = False
-    # A whole entry needs no lock (meta.json comes last, by a rename): a shared cache
-    # may be read-only.
-    whole = (folder / "meta.json").is_file()
-    with contextlib.nullcontext() if whole else locked(folder.with_suffix(".lock")):
+    with locked_unless(folder / "meta.json", folder.with_suffix(".lock")):
         if not (folder / "meta.json").is_file():
             prefix = base.prefix_model(dataset.task.input_shape, frozen_layers)
             folder.mkdir(parents=True, exist_ok=True)
