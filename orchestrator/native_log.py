@@ -44,18 +44,19 @@ CUINIT = "failed call to cuInit"
 keep_all = False
 
 
-def noise_free(text: str, level: int) -> str:
+def noise_free(text: str, level: int, no_driver: bool = False) -> str:
     """``text`` without the native lines ``TF_CPP_MIN_LOG_LEVEL=level`` would hide.
 
     Args:
         text: What was written to descriptor 2.
         level: The log level in force (0 hides nothing, 3 hides errors too).
+        no_driver: TensorFlow said before ``text`` that there is no CUDA driver.
 
     Returns:
         The other lines, in their order, each with its line end.
     """
     lines = text.splitlines(keepends=True)
-    no_driver = any(NO_DRIVER in line for line in lines)
+    no_driver = no_driver or any(NO_DRIVER in line for line in lines)
     kept = []
     for line in lines:
         match = _ABSL_LINE.match(line)
@@ -78,26 +79,59 @@ def log_level() -> int:
         return 0
 
 
+class _Held:
+    """What descriptor 2 wrote to a file, passed on in order, noise left out."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.done = 0  # bytes of the file passed on
+        self.no_driver = False
+
+    def pass_on(self, to: int, *, final: bool) -> int:
+        """Write what came since the last call to descriptor ``to``; return its byte count.
+
+        Reads with ``pread``, which leaves the offset that writers to the file share
+        alone. A line not finished yet waits for the next call unless ``final``.
+        """
+        size = os.fstat(self.fd).st_size
+        data = os.pread(self.fd, size - self.done, self.done) if size > self.done else b""
+        if not final:
+            data = data[: data.rfind(b"\n") + 1]
+        self.done += len(data)
+        text = data.decode("utf-8", errors="replace")
+        kept = text if keep_all else noise_free(text, log_level(), self.no_driver)
+        self.no_driver = self.no_driver or NO_DRIVER in text
+        out = kept.encode("utf-8", errors="replace")
+        while out:
+            out = out[os.write(to, out) :]
+        return len(data)
+
+
 @contextlib.contextmanager
 def native_stderr_filtered() -> Iterator[None]:
-    """Hold descriptor 2 in a file during the block, then write back what is not noise."""
+    """Hold descriptor 2 in a file during the block, then write back what is not noise.
+
+    Other threads may write to descriptor 2 while the console is handed back. So
+    what was held is passed on to the console *before* descriptor 2 points at it
+    again, until a look finds nothing new; only the few bytes written in the
+    instant between that look and the switch are passed on after it.
+    """
     sys.stderr.flush()
-    with tempfile.TemporaryFile() as held:
+    with tempfile.TemporaryFile() as file:
         saved = os.dup(2)
-        os.dup2(held.fileno(), 2)
+        os.dup2(file.fileno(), 2)
+        held = _Held(file.fileno())
         try:
             yield
         finally:
             with contextlib.suppress(Exception):
                 sys.stderr.flush()
+            for _ in range(5):
+                if not held.pass_on(saved, final=False):
+                    break
             os.dup2(saved, 2)
             os.close(saved)
-            held.seek(0)
-            text = held.read().decode("utf-8", errors="replace")
-            kept = text if keep_all else noise_free(text, log_level())
-            if kept:
-                sys.stderr.write(kept)
-                sys.stderr.flush()
+            held.pass_on(2, final=True)
 
 
 class _QuietLoader(importlib.abc.Loader):

@@ -84,3 +84,37 @@ def test_importing_tensorflow_keeps_every_other_line_in_order():
     assert noise_free(quiet, 2) == quiet
     expected = ["before", *(f"tick {i}" for i in range(20)), "after"]
     assert [line for line in quiet.splitlines() if line in expected] == expected
+
+
+HANDOVER = """
+import os, sys, threading, time
+from orchestrator.native_log import native_stderr_filtered
+noise = "I0000 00:00:1795909756.707247   20049 port.cc:153] oneDNN custom operations are on.\\n"
+stop = threading.Event()
+def tick():
+    i = 0
+    while not stop.is_set():
+        os.write(2, b"tick %d\\n" % i)
+        i += 1
+        time.sleep(0.005)
+with native_stderr_filtered():
+    os.write(2, (noise * 60000).encode())  # enough to take a while to filter
+    ticks = threading.Thread(target=tick)
+    ticks.start()
+    time.sleep(0.05)
+time.sleep(0.05)
+stop.set()
+ticks.join()
+"""
+
+
+def test_lines_written_while_the_console_is_handed_back_stay_in_order():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-c", HANDOVER], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ticks = [int(line.split()[1]) for line in done.stderr.splitlines() if line.startswith("tick ")]
+    assert "port.cc" not in done.stderr
+    assert len(ticks) > 10
+    assert ticks == list(range(len(ticks)))
