@@ -434,17 +434,26 @@ def run_trial(
                 val = scores(probabilities(model, inputs["val"]), dataset.y_val)
             predicted = probabilities(model, inputs["test"])
             test = scores(predicted, dataset.y_test)
-            result.val_accuracy = finite_or_none(val.get("accuracy"))
-            result.val_loss = finite_or_none(val.get("loss"))
-            result.test_accuracy = finite_or_none(test.get("accuracy"))
-            result.test_loss = finite_or_none(test.get("loss"))
-            # Whole, or (on cached features) the part above the cut: see load_trial_model.
-            saved = folder / (MODEL_FILE if cut is None else TOP_FILE)
-            model.save(saved)
-            result.model_path = str(saved)
-            # What the model predicted in the run, to check saved copies against.
-            np.save(folder / PREDICTIONS_FILE, predicted)
-            result.status = "ok"
+            if not _finite(val, predicted):
+                # The last step's loss was finite, the weights it left are not: the model
+                # predicts NaN, which scored at chance, was ranked and saved as the best.
+                result.status = "diverged"
+                result.error = (
+                    "the model's outputs became NaN or infinite after its last training step "
+                    f"(epoch {reporter.epochs})"
+                )
+            else:
+                result.val_accuracy = finite_or_none(val.get("accuracy"))
+                result.val_loss = finite_or_none(val.get("loss"))
+                result.test_accuracy = finite_or_none(test.get("accuracy"))
+                result.test_loss = finite_or_none(test.get("loss"))
+                # Whole, or (on cached features) the part above the cut: see load_trial_model.
+                saved = folder / (MODEL_FILE if cut is None else TOP_FILE)
+                model.save(saved)
+                result.model_path = str(saved)
+                # What the model predicted in the run, to check saved copies against.
+                np.save(folder / PREDICTIONS_FILE, predicted)
+                result.status = "ok"
     except Exception as exc:
         result.status = "error"
         result.epochs = reporter.epochs
@@ -467,6 +476,14 @@ def run_trial(
         report(pending)
     _release()
     return result
+
+
+def _finite(val: dict[str, float], predicted: Any) -> bool:
+    """Whether a trained model's validation loss and test predictions are numbers."""
+    import numpy as np
+
+    loss = val.get("loss")
+    return (loss is None or math.isfinite(loss)) and bool(np.isfinite(predicted).all())
 
 
 def _sizes(model: Any, spec: TrialSpec, cut: int | None) -> dict[str, int]:

@@ -230,3 +230,30 @@ def test_a_trial_evaluates_on_plain_batches_to_keras_numbers(digits, monkeypatch
     # Empty data is left to Keras: what model.evaluate gives, whatever that is.
     empty = digits.x_test[:0], digits.y_test[:0]
     assert evaluate_arrays(model, *empty) == model.evaluate(*empty, verbose=0, return_dict=True)
+
+
+def test_a_trial_whose_last_step_makes_its_weights_nan_is_diverged(digits, tmp_path):
+    """One step an epoch (a batch larger than the data) at a learning rate of 1e300:
+    the only step's loss is finite, the weights after it are not. The trial was `ok`
+    with a validation score of chance, ranked, and its model predicted NaN."""
+    from orchestrator.trial import TrialSpec, run_trial
+
+    spec = TrialSpec(
+        strategy=ScratchMLP(),
+        base=None,
+        max_epochs=1,
+        batch_size=len(digits.y_train) + 1,
+        seed=0,
+        metric="val_accuracy",
+        run_dir=tmp_path,
+    )
+    reports = []
+    config = {**CONFIG, "learning_rate": 1e300}
+    result = run_trial(config, spec, digits, trial_id="t", report=reports.append)
+    assert result.status == "diverged", result
+    assert "NaN or infinite" in result.error
+    assert "after its last training step" in result.error
+    assert result.model_path is None
+    assert not list(tmp_path.rglob("*.keras"))
+    assert result.val_loss is None and result.test_loss is None
+    assert reports and reports[-1]["epoch"] == 1
