@@ -496,7 +496,12 @@ def _table_columns(scheme: str, location: str, base_dir: Path) -> list[str]:
 
 
 def _table_path(location: str, base_dir: Path) -> Path:
-    path = Path(location).expanduser()
+    from orchestrator.paths import expand_user
+
+    try:
+        path = expand_user(location)
+    except ValueError as exc:
+        raise DataError(str(exc), key="source") from None
     path = (path if path.is_absolute() else Path(base_dir) / path).resolve()
     if not path.is_file():
         raise DataError(f"data file {path} does not exist (from {location!r})", key="source")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -97,6 +98,19 @@ _Count = Annotated[PositiveInt, _NotBool]
 _Number = Annotated[float, _NotBool]
 _PositiveNumber = Annotated[PositiveFloat, _NotBool]
 _ClassLabel = Annotated[str | int, BeforeValidator(_class_label)]
+#: A batch of examples: Keras' data adapters count them in (signed) 32 bits.
+_BatchSize = Annotated[_Count, Field(le=2**31 - 1)]
+
+
+def _ray_quantity(value: float) -> float:
+    # Ray counts a resource in steps of 0.0001 and refuses a smaller share (as an
+    # internal error, after the run's folder is written).
+    if 0 < value < 0.0001:
+        raise ValueError(f"Ray gives no share smaller than 0.0001 of a CPU or GPU; got {value:g}")
+    return value
+
+
+_ResourceShare = AfterValidator(_ray_quantity)
 
 
 class SplitSpec(_Model):
@@ -133,7 +147,7 @@ class PretrainSpec(_Model):
     architecture: Literal["cnn", "mlp"] | None = None
     width: _Count = 32
     learning_rate: _PositiveNumber = 1e-3
-    batch_size: _Count = 64
+    batch_size: _BatchSize = 64
 
 
 class BaseSpec(_Model):
@@ -196,7 +210,7 @@ class SearchSpec(_Model):
     scheduler: Literal["fifo", "asha", "hyperband"] = "fifo"
     grace_period: _Count = 1
     reduction_factor: _Number = Field(3.0, gt=1)
-    batch_size: _Count = 32
+    batch_size: _BatchSize = 32
     max_concurrent_trials: _Count | None = None
     time_budget_s: _PositiveNumber | None = None
     max_failures: Annotated[_Whole, Field(ge=0)] = 1
@@ -248,8 +262,8 @@ class SearchSpec(_Model):
 class ResourcesSpec(_Model):
     """What each trial gets and where the trials run."""
 
-    cpus_per_trial: _PositiveNumber = 1
-    gpus_per_trial: _Number = Field(0, ge=0)
+    cpus_per_trial: Annotated[_PositiveNumber, _ResourceShare] = 1
+    gpus_per_trial: Annotated[_Number, Field(ge=0), _ResourceShare] = 0
     num_cpus: _Count | None = None
     address: str | None = None
     dashboard: bool = False
@@ -467,23 +481,32 @@ def parse_recipe(text: str, *, file: Path | None = None) -> Recipe:
 
 
 def _resolve_paths(recipe: Recipe) -> Recipe:
+    from orchestrator.paths import expand_user
+
+    def expanded(key: tuple[str, ...], location: str | Path) -> Path:
+        try:
+            return expand_user(location)
+        except ValueError as exc:
+            raise recipe.error(key, str(exc)) from None
+
     base_dir = recipe.base_dir
     update: dict[str, Any] = {}
     # "~" is the user's home, as in data sources and storage: never a folder named "~".
-    output = recipe.output.expanduser()
+    output = expanded(("output",), recipe.output)
     if output != recipe.output or not output.is_absolute():
         update["output"] = (base_dir / output).resolve()
     storage = recipe.storage
     if storage is not None and "://" not in storage.path:
-        path = (base_dir / Path(storage.path).expanduser()).resolve()
+        path = (base_dir / expanded(("storage", "path"), storage.path)).resolve()
         update["storage"] = storage.model_copy(update={"path": str(path)})
     base = recipe.base
     if base is not None:
         base_update: dict[str, Any] = {}
         if base.path is not None and not base.path.is_absolute():
-            base_update["path"] = (base_dir / base.path.expanduser()).resolve()
+            base_update["path"] = (base_dir / expanded(("base", "path"), base.path)).resolve()
         if base.weights not in (None, "imagenet", "none") and not Path(base.weights).is_absolute():
-            base_update["weights"] = str((base_dir / Path(base.weights).expanduser()).resolve())
+            weights = expanded(("base", "weights"), base.weights)
+            base_update["weights"] = str((base_dir / weights).resolve())
         if base_update:
             update["base"] = base.model_copy(update=base_update)
     if not update:

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.cluster import speaks_at, token_fix, use_token_if_available
 from orchestrator.errors import ClusterError, JobNotFound, StorageError, SubmitError
+from orchestrator.paths import expand_user
 from orchestrator.storage import is_node_local, is_uri, join, node_local_message
 
 if TYPE_CHECKING:
@@ -132,7 +133,10 @@ def stage(
         return target
 
     def local_path(location: str) -> Path | None:
-        candidate = Path(location).expanduser()
+        try:
+            candidate = expand_user(location)
+        except ValueError:  # ~user of the cluster's nodes, not of this machine
+            return None
         if not candidate.is_absolute():
             candidate = recipe.base_dir / candidate
         return candidate if candidate.exists() else None
@@ -175,7 +179,10 @@ def stage(
     requirements = [*recipe.submit.pip, *pip]
     staged_pip: list[str] = []
     for requirement in dict.fromkeys(requirements):
-        wheel = Path(requirement).expanduser()
+        try:
+            wheel = expand_user(requirement)
+        except ValueError:  # not a file here: pip's to read (on the cluster)
+            wheel = Path(requirement)
         if wheel.suffix in (".whl", ".gz", ".zip") and wheel.is_file():
             # Ray expands this variable to the working directory on each node.
             target = copy(wheel, "wheels")
@@ -636,7 +643,10 @@ def with_cluster_options(
         except ValueError as exc:
             raise StorageError(f"--storage {exc}") from None
         if not is_uri(storage):
-            storage = str(Path(storage).expanduser().resolve())
+            try:
+                storage = str(expand_user(storage).resolve())
+            except ValueError as exc:
+                raise StorageError(f"--storage {exc}") from None
         spec = StorageSpec(path=storage, shared=shared)
     elif shared:
         if spec is None:

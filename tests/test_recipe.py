@@ -715,6 +715,43 @@ BAD_RECIPES = [
         "a recipe is a few KiB of YAML (at most 1 MiB): is it the right file?",
         id="not-a-recipe-by-its-size",
     ),
+    # Each passed validate, and run ended in "internal error" (exit 1).
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nresources: {cpus_per_trial: 1.0e-9}\n",
+        "resources.cpus_per_trial",
+        "Ray gives no share smaller than 0.0001 of a CPU or GPU; got 1e-09",
+        id="a-cpu-share-ray-cannot-count",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nresources: {gpus_per_trial: 0.00001}\n",
+        "resources.gpus_per_trial",
+        "smaller than 0.0001",
+        id="a-gpu-share-ray-cannot-count",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {batch_size: 100000000000000000000}\n",
+        "search.batch_size",
+        "less than or equal to 2147483647",
+        id="a-batch-size-keras-cannot-count",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\noutput: ~nobody-graftune/runs\n",
+        "output",
+        "there is no user 'nobody-graftune' on this machine",
+        id="a-home-folder-of-no-user",
+    ),
+    pytest.param(
+        HEAD + "base: {path: ~nobody-graftune/m.keras}\nstrategies: {fine_tune: {}}\n",
+        "base.path",
+        "there is no user 'nobody-graftune' on this machine",
+        id="a-base-in-the-home-folder-of-no-user",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'csv:~nobody-graftune/d.csv'}\nstrategies: {scratch_mlp: {}}\n",
+        "data.source",
+        "there is no user 'nobody-graftune' on this machine",
+        id="data-in-the-home-folder-of-no-user",
+    ),
 ]
 
 

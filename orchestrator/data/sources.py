@@ -19,6 +19,7 @@ import numpy as np
 from orchestrator.data import DataSource, LabelledArrays
 from orchestrator.errors import DataError, did_you_mean
 from orchestrator.markers import hookimpl
+from orchestrator.paths import expand_user
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -320,7 +321,10 @@ def graftune_register_data_sources(registry: Registry) -> None:
 
 def _resolve(location: str, base_dir: Path) -> Path:
     """Resolve a location against the recipe's folder unless it is absolute."""
-    path = Path(location).expanduser()
+    try:
+        path = expand_user(location)
+    except ValueError as exc:
+        raise DataError(str(exc), key="source") from None
     if not path.is_absolute():
         path = Path(base_dir) / path
     return path.resolve()
