@@ -407,6 +407,9 @@ class BaseProvider:
     #: or the value of ``base: {provider: NAME}`` for a third-party one.
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: Whether it reads ``base.options``; a recipe that gives options to a
+    #: provider that reads none is refused, not run without them.
+    takes_options: ClassVar[bool] = True
 
     def check(self, spec: BaseSpec) -> None:
         """Cheap checks for ``graftune validate``; raise :class:`BaseModelError`."""
@@ -460,6 +463,7 @@ class ApplicationProvider(BaseProvider):
     """A model of ``keras.applications`` without its top, with imagenet, no or local weights."""
 
     name = "application"
+    takes_options = False
     description = "keras.applications models (ResNet50, MobileNetV3Small, EfficientNetB0, ...)"
 
     def check(self, spec: BaseSpec) -> None:
@@ -542,6 +546,7 @@ class PathProvider(BaseProvider):
     """A model saved as a ``.keras`` file, loaded with ``safe_mode=True``."""
 
     name = "path"
+    takes_options = False
     description = "a saved .keras model file (loaded with safe_mode=True)"
 
     def check(self, spec: BaseSpec) -> None:
@@ -584,6 +589,7 @@ class PretrainProvider(BaseProvider):
     """A small network trained inside the run on another data source, cached by content."""
 
     name = "pretrain"
+    takes_options = False
     description = "a small CNN or MLP pretrained in the run on any data source (cached)"
 
     def cache_key(self, spec: BaseSpec, context: BaseContext) -> str:
@@ -736,6 +742,13 @@ def _calling(providers: Registry, kind: str, method: str, *args: Any) -> Any:
 
 def check_base_spec(spec: BaseSpec, providers: Registry) -> None:
     """Cheap checks of a ``base:`` section (no download, no training)."""
+    if spec.options and spec.kind in providers and not providers.get(spec.kind).takes_options:
+        raise BaseModelError(
+            f"the {spec.kind!r} base takes no options, got "
+            f"{', '.join(repr(str(k)) for k in spec.options)} (options are for a "
+            "third-party base provider: base: {provider: NAME, options: {...}})",
+            key="options",
+        )
     _calling(providers, spec.kind, "check", spec)
 
 

@@ -715,6 +715,13 @@ BAD_RECIPES = [
         "a recipe is a few KiB of YAML (at most 1 MiB): is it the right file?",
         id="not-a-recipe-by-its-size",
     ),
+    pytest.param(
+        HEAD + "base: {application: MobileNetV2, weights: none, input_shape: [32, 32, 3],"
+        " options: {alpha: 0.35}}\nstrategies: {feature_extraction: {}}\n",
+        "base.options",
+        "the 'application' base takes no options, got 'alpha'",
+        id="options-the-built-in-bases-never-read",
+    ),
     # Each passed validate, and run ended in "internal error" (exit 1).
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\nresources: {cpus_per_trial: 1.0e-9}\n",
