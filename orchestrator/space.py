@@ -124,14 +124,16 @@ def _number(value: Any, what: str) -> float:
 
 
 def _text_number_hint(value: Any) -> str:
-    # YAML 1.1 (PyYAML) reads 1e-6 as text; only 1.0e-6 is a float.
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return ""
+    if not isinstance(value, str):
+        return ""
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    if "e" in value.lower() and "." not in value:
+        # YAML 1.1 (PyYAML) reads 1e-6 as text; only 1.0e-6 is a float.
         return f" (YAML reads {value} as text; write it with a decimal point and a signed exponent, like 1.0e-6 or 1.0e+30)"
-    return ""
+    return f" (YAML reads {value!r} in quotes as text; write {value.strip()} without quotes)"
 
 
 def parse_dimension(raw: Any) -> Dimension:

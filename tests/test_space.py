@@ -291,6 +291,19 @@ def test_check_compatible_accepts(default: Dimension, override: Dimension) -> No
         (Choice(("relu", "gelu")), Fixed(1), "dim takes text; got fixed 1"),
         (Choice((True, False)), Fixed(1), "dim takes true or false"),
         (Choice((1, "auto")), Fixed(0.5), "dim takes whole numbers or text"),
+        # A quoted number: the hint says to drop the quotes (it said to write 6.4e+1,
+        # which whole-number dimensions refuse in turn).
+        (
+            Choice((64, 128)),
+            Choice((32, "64")),
+            "YAML reads '64' in quotes as text; write 64 without quotes",
+        ),
+        (
+            LogFloat(1e-6, 1e-2),
+            Fixed("1e-3"),
+            "YAML reads 1e-3 as text; write it with a decimal point",
+        ),
+        (Float(0.0, 0.5), Fixed("0.25"), "write 0.25 without quotes"),
     ],
 )
 def test_check_compatible_rejects(default: Dimension, override: Dimension, fragment: str) -> None:
