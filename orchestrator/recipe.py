@@ -40,6 +40,7 @@ from orchestrator.errors import (
     PluginError,
     RecipeError,
     RecipeErrors,
+    cannot_write_in,
     did_you_mean,
 )
 from orchestrator.space import (
@@ -677,8 +678,16 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
 
     errors: list[RecipeError] = []
 
-    if recipe.output.exists() and not recipe.output.is_dir():  # as the run would refuse it
-        errors.append(recipe.error(("output",), f"{recipe.output} is a file, not a folder"))
+    if recipe.storage is None or "://" in recipe.storage.path:  # else storage replaces it
+        # As the run refuses it: the nearest folder of its path that exists must be writable.
+        there = next(p for p in (recipe.output, *recipe.output.parents) if p.exists())
+        problem = cannot_write_in(there)
+        if problem is not None:
+            errors.append(
+                recipe.error(
+                    ("output",), f"cannot make a run directory in {recipe.output}: {problem}"
+                )
+            )
     try:
         check_data_spec(recipe.data, host.data_sources, recipe.base_dir)
     except DataError as exc:

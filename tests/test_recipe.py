@@ -722,6 +722,12 @@ BAD_RECIPES = [
         "the 'application' base takes no options, got 'alpha'",
         id="options-the-built-in-bases-never-read",
     ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\noutput: recipe.yaml/runs\n",
+        "output",
+        "recipe.yaml is a file, not a folder",
+        id="output-under-a-file",
+    ),
     # Each passed validate, and run ended in "internal error" (exit 1).
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\nresources: {cpus_per_trial: 1.0e-9}\n",

@@ -1004,7 +1004,7 @@ def test_a_run_directory_that_cannot_be_made_stops_the_run_before_any_work(tmp_p
     before = sorted(tmp_path.rglob("*"))
     result = CliRunner().invoke(app, ["run", str(recipe)])
     assert result.exit_code == 2, result.output
-    assert f"{recipe}:8: output: cannot make the run directory" in result.output
+    assert f"{recipe}:8: output: cannot make a run directory in" in result.output
     assert f"{recipe} is a file, not a folder" in result.output
     assert "data:" not in result.output  # refused before the data was loaded
     assert sorted(tmp_path.rglob("*")) == before
