@@ -17,7 +17,7 @@ import math
 import textwrap
 import types
 import typing
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
@@ -438,7 +438,7 @@ def as_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, dict):
-        return parse_recipe(yaml.safe_dump(recipe, sort_keys=False))
+        return parse_recipe(yaml.safe_dump(_plain(recipe, ()), sort_keys=False))
     if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe):
         return load_recipe(recipe)
     if not isinstance(recipe, str):
@@ -446,6 +446,26 @@ def as_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
             f"a recipe is a Recipe, a file's path, YAML text or a dict, not {type(recipe).__name__}"
         )
     return parse_recipe(textwrap.dedent(recipe))
+
+
+def _plain(value: Any, key: tuple[str, ...]) -> Any:
+    """A recipe dict's value as YAML data: paths as text, NumPy numbers as Python's."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {k: _plain(v, (*key, str(k))) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, (*key, str(i))) for i, v in enumerate(value)]
+    if isinstance(value, PurePath):
+        return str(value)
+    item = getattr(value, "item", None)  # a NumPy scalar (np.int64(3), np.float32(0.5))
+    if callable(item) and getattr(value, "shape", None) == ():
+        return _plain(item(), key)
+    raise RecipeError(
+        f"a recipe holds text, numbers, true/false, lists and mappings; got "
+        f"{type(value).__name__} {value!r}",
+        path=".".join(key) or None,
+    )
 
 
 def parse_recipe(text: str, *, file: Path | None = None) -> Recipe:

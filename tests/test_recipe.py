@@ -1363,6 +1363,27 @@ def test_a_recipe_from_python_is_a_file_text_or_a_dict(tmp_path, monkeypatch):
     assert from_text.base_dir == from_dict.base_dir == tmp_path
     with pytest.raises(TypeError, match="a recipe is a Recipe, a file's path, YAML text or a dict"):
         as_recipe(42)
+    # A dict built in Python holds Paths and NumPy numbers (it raised YAML's RepresenterError).
+    import numpy as np
+
+    made = as_recipe(
+        {
+            "name": "t",
+            "seed": np.int64(3),
+            "data": {"source": "sklearn:iris", "split": {"val": np.float32(0.25)}},
+            "strategies": {"scratch_mlp": {}},
+            "search": {"max_epochs": np.int32(2)},
+            "output": tmp_path / "runs",
+        }
+    )
+    assert (made.seed, made.search.max_epochs, made.output) == (3, 2, tmp_path / "runs")
+    assert made.data.split.val == 0.25
+    with pytest.raises(RecipeError) as info:
+        as_recipe({"name": "t", "data": {"source": object()}, "strategies": {"scratch_mlp": {}}})
+    assert info.value.path == "data.source"
+    assert "a recipe holds text, numbers, true/false, lists and mappings; got object" in str(
+        info.value
+    )
     # The library's names are importable from the package itself.
     for name in ("RunOutcome", "RunInterrupted", "resume_run", "read_leaderboard"):
         assert name in orchestrator.__all__ and getattr(orchestrator, name)
