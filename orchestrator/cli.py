@@ -378,7 +378,8 @@ def plugins() -> None:
             break
     table = Table("plugin", "distribution", "version", "adds", box=None, header_style="bold")
     for info in host.infos():
-        table.add_row(info.name, info.distribution, info.version, ", ".join(info.adds) or "-")
+        cells = (info.name, info.distribution, info.version, ", ".join(info.adds) or "-")
+        table.add_row(*map(_text, cells))
     out.print(table)
     for exc in broken:
         err.print(f"error: {exc}", markup=False)
@@ -694,13 +695,14 @@ def jobs_list(
         started = job.start_time and time.strftime(
             "%Y-%m-%d %H:%M:%S", time.localtime(job.start_time / 1000)
         )
-        table.add_row(
+        cells = (
             job.submission_id or f"{job.job_id} (driver)",
             str(job.status),
             started or "",
             (job.metadata or {}).get(META_RECIPE, ""),
             run_location(job) or "",
         )
+        table.add_row(*map(_text, cells))
     if found or not drivers:
         out.print(table)
     if drivers and not all_:
@@ -821,7 +823,8 @@ def cache_info() -> None:
         return
     table = Table("kind", "size", "entry", "what", box=None, header_style="bold")
     for entry in entries:
-        table.add_row(entry.kind, _size(entry.size_bytes), entry.path.name, entry.description)
+        cells = (entry.kind, _size(entry.size_bytes), entry.path.name, entry.description)
+        table.add_row(*map(_text, cells))
     out.print(table)
     out.print(f"total: {_size(sum(e.size_bytes for e in entries))}", markup=False)
 
@@ -907,8 +910,16 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
                 cells.append(f"{value:.3g}")
                 continue
             cells.append(_fmt(value, 4 if column in METRIC_COLUMNS else 3))
-        table.add_row(*cells)
+        table.add_row(*map(_text, cells))
     console.print(table)
+
+
+def _text(value: str) -> Any:
+    """A table cell as it is: on one line, and never read as rich's markup (an
+    error's ``[/tmp/x]`` was a closing tag that ended the command in a traceback)."""
+    from rich.text import Text
+
+    return Text(" ".join(value.split()))
 
 
 def _isna(value: Any) -> bool:

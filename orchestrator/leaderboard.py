@@ -159,8 +159,10 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
         shown["learning_rate"] = shown["learning_rate"].map(
             lambda v: "" if v != v or v is None else f"{v:.3g}"
         )
-    for column in ("error", "note"):
-        if column in shown:
+    from pandas.api.types import is_numeric_dtype
+
+    for column in shown.columns:  # errors, notes, and a plugin's text dimensions
+        if not is_numeric_dtype(shown[column]):
             shown[column] = shown[column].map(
                 lambda v: " ".join(v.split()) if isinstance(v, str) else v
             )

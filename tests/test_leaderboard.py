@@ -245,3 +245,27 @@ def test_markdown_and_html_keep_an_error_in_its_cell(tmp_path):
     assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page
     assert "second line &lt;b&gt;bold&lt;/b&gt;" in page and "\\n" not in page
     assert read_leaderboard(tmp_path).loc[1, "error"] == failed.error  # the CSV keeps it whole
+
+
+def test_text_from_trials_keeps_every_table_on_one_line_a_row(tmp_path):
+    """A plugin's text dimension with a newline split its row in leaderboard.md and
+    the printed table; an error holding ``[/tmp/x]`` was read as rich's markup (a
+    closing tag) and ended `graftune leaderboard` (and the run's last print) in a
+    traceback."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    failed = result("x", status="error", tag="line1\nline2")
+    failed.error = "FileNotFoundError: [/tmp/x] [bold]not bold[/bold]"
+    frame = build_leaderboard(
+        [failed, result("y", val=0.5, tag="safe")], metric="val_accuracy", mode="max"
+    )
+    assert len(to_markdown(frame).splitlines()) == 4  # header, rule, two rows
+    write_leaderboard(frame, tmp_path)
+    shown = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert "[/tmp/x] [bold]not bold[/bold]" in shown.output
+    (row,) = [line for line in shown.output.splitlines() if "FileNotFoundError" in line]
+    assert "line1 line2" in row
+    assert read_leaderboard(tmp_path).loc[1, "tag"] == "line1\nline2"  # the CSV keeps it whole
