@@ -98,6 +98,8 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "trials").is_dir():
+        if missing_run_dir(run_dir) is None and (run_dir / "recipe.yaml").is_file():
+            raise RunDirError(f"{run_dir} has no trials/: the run stopped before any trial ran")
         raise RunDirError(
             missing_run_dir(run_dir)
             or f"{run_dir} is not a graftune run directory (it has no recipe.yaml and trials/)"

@@ -265,6 +265,11 @@ def test_predict_on_a_folder_that_is_no_run(tmp_path):
     result = invoke("predict", tmp_path, "--data", "sklearn:digits")
     assert result.exit_code == 2
     assert "not a graftune run directory" in result.output
+    # One that stopped before its first trial (it said "no recipe.yaml", which it has).
+    (tmp_path / "recipe.yaml").write_text("name: x\n")
+    result = invoke("predict", tmp_path, "--data", "sklearn:digits")
+    assert result.exit_code == 2
+    assert f"{tmp_path} has no trials/: the run stopped before any trial ran" in result.output
 
 
 def test_predict_a_table_by_column_name_with_or_without_labels(runs, tmp_path):
