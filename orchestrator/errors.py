@@ -242,6 +242,16 @@ class RunDirError(GraftuneError):
     exit_status = 2
 
 
+class DiskFull(GraftuneError):
+    """The disk (or the user's quota) filled while a run wrote its files.
+
+    The message names the file and the run directory to resume once there is
+    room again: the trials that ended are kept.
+    """
+
+    exit_status = 1
+
+
 class OutputPathError(GraftuneError):
     """A file a command was told to write (``--out``) cannot be written there."""
 

@@ -65,13 +65,32 @@ def append_event(folder: Path, event: str, **fields: Any) -> None:
     """Append one record to ``folder/events.jsonl`` (``folder`` is a run directory).
 
     Each record is written with a single ``write`` of one line, so a reader
-    never sees half a record from a finished write.
+    never sees half a record from a finished write. A write that did not finish
+    (the disk filled, the process was killed) leaves half a line: it is cut off
+    before the next record, which would otherwise be glued to it.
     """
     record = {"event": event, "time": round(time.time(), 3), "version": EVENTS_VERSION}
     record.update(fields)
     line = json.dumps(_clean(record), sort_keys=False) + "\n"
-    with open(Path(folder) / EVENTS_FILE, "a", encoding="utf-8") as handle:
-        handle.write(line)
+    with open(Path(folder) / EVENTS_FILE, "ab") as handle:
+        _cut_a_torn_line(handle)
+        handle.write(line.encode("utf-8"))
+
+
+def _cut_a_torn_line(handle: Any) -> None:
+    """Truncate a file open for appending after its last whole line."""
+    end = handle.seek(0, os.SEEK_END)
+    if end == 0:
+        return
+    with open(handle.name, "rb") as reader:
+        reader.seek(max(0, end - 65536))
+        tail = reader.read()
+    if tail.endswith(b"\n"):
+        return
+    cut = tail.rfind(b"\n")
+    if cut < 0 and end > len(tail):
+        return  # one line longer than 64 KiB: not this module's
+    handle.truncate(end - len(tail) + cut + 1)
 
 
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
@@ -79,7 +98,10 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / EVENTS_FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.endswith("\n"):  # the last write did not finish: not a record
+        text = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in text.splitlines() if line]
 
 
 @hookimpl

@@ -10,6 +10,7 @@ trials that finished are never run again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -29,6 +30,7 @@ from orchestrator.accelerator import chosen_backend
 from orchestrator.errors import (
     BaseModelError,
     DataError,
+    DiskFull,
     GraftuneError,
     OutputPathError,
     RecipeError,
@@ -229,9 +231,32 @@ def _run_recipe(
                 listener=listener,
                 held=held,
             )
+        except (OSError, EOFError) as exc:
+            # EOFError: a file written when the disk was full, read back empty (Tune's
+            # pickled trial errors); said as the full disk it comes from.
+            if not _out_of_space(exc, place.local_dir):
+                raise
+            raise _disk_full(exc, place.local_dir) from exc
         finally:
             if ray_start is not None:
                 ray_start.close()
+
+
+def _out_of_space(exc: BaseException, run_dir: Path) -> bool:
+    """Whether ``exc`` comes of a full disk (or quota) where the run writes."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        return shutil.disk_usage(run_dir).free < 2**20
+    except OSError:
+        return False
+
+
+def _disk_full(exc: BaseException, run_dir: Path) -> DiskFull:
+    filename = getattr(exc, "filename", None)
+    where = f" writing {filename}" if filename else f" of {run_dir}"
+    then = _resume_hint(run_dir) if (run_dir / RECIPE_FILE).is_file() else "run it again"
+    return DiskFull(f"no space left on the device{where}; free some, then {then}")
 
 
 #: The lock file in a run directory, held by the process that runs or resumes it.
@@ -433,7 +458,15 @@ def _run(
                     events.replay(result)
                 results += finished
                 continue
-            if resume:  # its trials that ended before: the progress view counts them
+            lost = getattr(backend, "search_state_lost", None)
+            if resume and lost is not None and lost(run_dir, name):
+                echo(
+                    f"{name}: Ray's saved state of the search could not be read (the run was "
+                    f"stopped while it was written, in {run_dir / 'ray' / name}): the search "
+                    "starts again, and the trials that ended before are taken back by their "
+                    "configuration, not run again"
+                )
+            elif resume:  # its trials that ended before: the progress view counts them
                 for result in _ended_trials(run_dir / "trials" / name):
                     events.replay(result)
             spec = TrialSpec(
@@ -820,6 +853,14 @@ class _RunEvents:
 
     def trial_finished(self, result: TrialResult) -> None:
         key = f"{result.strategy}/{result.trial_id}"
+        if result.earlier_id is not None and key not in self.reported:
+            # Taken back under a new id by a search that started again (see
+            # search_state_lost): reported before under its earlier one, or never.
+            earlier = f"{result.strategy}/{result.earlier_id}"
+            if earlier in self.reported:
+                self._record(key)
+                self.replay(result)
+                return
         if key in self.reported:
             # Finished and reported before the run was killed, though Tune's saved
             # state (written every few seconds) did not know it yet: its trial
@@ -828,11 +869,14 @@ class _RunEvents:
             return
         self.echo(_trial_line(result, self.metric))
         self.host.notify("graftune_trial_finished", result=result, run_dir=self.run_dir)
+        self._record(key)
+        if self.listener is not None:
+            self.listener.trial_finished(result)
+
+    def _record(self, key: str) -> None:
         with open(self.run_dir / REPORTED_FILE, "a", encoding="utf-8") as record:
             record.write(key + "\n")
         self.reported.add(key)
-        if self.listener is not None:
-            self.listener.trial_finished(result)
 
     def replay(self, result: TrialResult) -> None:
         """A trial that finished before a resume: the progress view counts it."""

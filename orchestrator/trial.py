@@ -83,6 +83,10 @@ class TrialSpec:
     #: The Keras backend chosen where the run started, and where (``KERAS_BACKEND``,
     #: a ``keras.json``); ``None`` for Keras' default. A cluster's nodes see neither.
     keras_backend: tuple[str, str] | None = None
+    #: On a resume whose search starts again (Ray's saved state of it unreadable):
+    #: :func:`config_key` -> the ids of trials that ended before with that
+    #: configuration. A new trial of one takes its result over (:func:`adopt_earlier`).
+    earlier: dict[str, list[str]] | None = None
 
 
 @dataclass
@@ -117,6 +121,8 @@ class TrialResult:
     cached_cut: int | None = None
     #: With ``cached_cut``: the fingerprint of the base the prefix comes from.
     base_fingerprint: str | None = None
+    #: The id the trial had before a resume that started its search again.
+    earlier_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,6 +141,39 @@ def trial_dir(run_dir: Path, strategy: str, trial_id: str) -> Path:
 def has_tensorboard(run_dir: Path) -> bool:
     """Whether any trial of the run wrote TensorBoard events (see :func:`_tensorboard`)."""
     return any(Path(run_dir).glob(f"trials/*/*/{TENSORBOARD_DIR}"))
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A configuration as text that two equal configurations share."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def adopt_earlier(spec: TrialSpec, config: dict[str, Any], trial_id: str) -> TrialResult | None:
+    """Take over the result of a trial that ended before with this configuration.
+
+    On a resume whose search starts again (see :attr:`TrialSpec.earlier`), the
+    searcher draws the same configurations under new trial ids. The first new
+    trial of a configuration moves the earlier trial's folder to its own id
+    (a rename: two trials cannot take the same one) and keeps its result, which
+    is not run again. ``None`` when there is none to take.
+    """
+    strategy = spec.strategy.name
+    for old_id in (spec.earlier or {}).get(config_key(config), ()):
+        old = trial_dir(spec.run_dir, strategy, old_id)
+        folder = trial_dir(spec.run_dir, strategy, trial_id)
+        try:
+            os.rename(old, folder)
+        except OSError:  # taken by another trial, or gone
+            continue
+        result = read_result(folder)
+        if result is None:
+            continue
+        result.earlier_id, result.trial_id = old_id, trial_id
+        if result.model_path is not None:
+            result.model_path = str(folder / Path(result.model_path).name)
+        write_result(folder, result)
+        return result
+    return None
 
 
 def read_result(folder: Path) -> TrialResult | None:
@@ -346,7 +385,7 @@ def run_trial(
     _freeze_imports()
 
     folder = trial_dir(spec.run_dir, spec.strategy.name, trial_id)
-    finished = read_result(folder)
+    finished = read_result(folder) or adopt_earlier(spec, config, trial_id)
     if finished is not None:
         value = getattr(finished, spec.metric, None)
         report({spec.metric: float("nan") if value is None else value, "epoch": finished.epochs})
@@ -458,7 +497,8 @@ def run_trial(
         result.status = "error"
         result.epochs = reporter.epochs
         result.error = f"{type(exc).__name__}: {exc}"
-        (folder / "error.txt").write_text(traceback.format_exc())
+        with contextlib.suppress(OSError):  # a full disk: the result below says it, or fails
+            (folder / "error.txt").write_text(traceback.format_exc())
         # A search expects its metric in a trial's last report; give the worst value.
         report({spec.metric: _WORST.get(spec.metric, float("nan")), "epoch": reporter.epochs})
         log.info("%s trial %s failed: %s", spec.strategy.name, trial_id, result.error)

@@ -276,3 +276,26 @@ def test_garbage_holding_ray_objects_is_freed_before_ray_shuts_down(tmp_path, ra
     assert done.returncode == 0, done.stderr[-3000:]
     assert "freed before shutdown" in done.stdout, done.stdout + done.stderr[-3000:]
     assert processes_under(ray_tmpdir) == []
+
+
+def test_a_ray_log_the_disk_cannot_take_is_said_once(tmp_path, capsys):
+    """A full disk printed logging's "--- Logging error ---" traceback on the console
+    for every record Ray logged (dozens, over the progress view)."""
+    import logging
+
+    from orchestrator.tuning.ray_start import _file_handler
+
+    handler = _file_handler(tmp_path / "ray.log")
+    handler.stream = open("/dev/full", "w", encoding="utf-8")  # noqa: SIM115 (writes fail: ENOSPC)
+    logger = logging.getLogger("graftune-test-full-disk")
+    logger.addHandler(handler)
+    try:
+        for n in range(3):
+            logger.warning("record %d", n)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    err = capsys.readouterr().err
+    assert "Logging error" not in err and "Traceback" not in err, err
+    assert err.count(f"graftune: cannot write {tmp_path / 'ray.log'}") == 1, err
+    assert "No space left on device" in err

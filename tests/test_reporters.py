@@ -62,6 +62,21 @@ def test_event_records_stay_valid_json(tmp_path):
     assert second["nested"] == {"x": [None, 1]}
 
 
+def test_a_record_whose_write_did_not_finish_is_cut_before_the_next(tmp_path):
+    """A full disk cut events.jsonl in the middle of a record; the resume's
+    run_started was then glued to that half line, and the log was no JSONL."""
+    append_event(tmp_path, "first", n=1)
+    with open(tmp_path / EVENTS_FILE, "a", encoding="utf-8") as log:
+        log.write('{"event": "trial_finished", "trial_id": "half')
+    assert [e["event"] for e in read_events(tmp_path)] == ["first"]
+    append_event(tmp_path, "second", n=2)
+    lines = (tmp_path / EVENTS_FILE).read_text().splitlines()
+    assert [json.loads(line)["event"] for line in lines] == ["first", "second"]
+    (tmp_path / EVENTS_FILE).write_text('{"half')  # no whole line at all
+    append_event(tmp_path, "third")
+    assert [e["event"] for e in read_events(tmp_path)] == ["third"]
+
+
 def test_the_event_log_is_a_host_plugin_that_can_be_blocked():
     assert get_plugin_manager(autoload=False).pm.has_plugin("graftune.events")
     host = get_plugin_manager(autoload=False, disable=["graftune.events"])

@@ -17,6 +17,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -866,6 +867,80 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
     assert signal.getsignal(signal.SIGINT) is handler
 
 
+def test_a_search_state_is_lost_where_tune_could_not_restore_it(tmp_path):
+    from orchestrator.tuning.ray_tune import search_state_lost
+
+    experiment = tmp_path / "ray" / "s"
+    assert not search_state_lost(tmp_path, "s")  # not begun
+    experiment.mkdir(parents=True)
+    assert search_state_lost(tmp_path, "s")  # killed as it began
+    (experiment / "tuner.pkl").write_bytes(b"x")
+    assert search_state_lost(tmp_path, "s")  # killed in the instant after tuner.pkl
+    state = experiment / "experiment_state-2026-11-30_08-00-00.json"
+    state.write_text('{"trial_data": [')
+    assert search_state_lost(tmp_path, "s")  # torn
+    state.write_text('{"trial_data": []}')
+    assert not search_state_lost(tmp_path, "s")
+
+
+def test_a_resume_whose_tune_state_is_unreadable_runs_every_trial_and_none_twice(
+    ray_session, tmp_path
+):
+    """A kill while Tune wrote its experiment state (or a full disk) left it torn, or
+    missing (killed in the instant after tuner.pkl). Tune then started the search
+    over from its first point alone: the resume ran 1 of 4 trials, exited 0 and
+    marked the run finished."""
+    from orchestrator.progress import RunProgress
+    from orchestrator.run import resume_run
+    from orchestrator.trial import read_result
+
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 4, max_epochs: 1, max_concurrent_trials: 1}",
+        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+    )
+    run_dir = run(recipe).run_dir
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    for name in ("finished.json", "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
+        (run_dir / name).unlink()
+    (results_dir / "search.json").unlink()  # the search had not ended
+    unfinished = sorted(results_dir.iterdir())[-1]
+    (unfinished / "result.json").unlink()
+    ended = {
+        json.dumps(r.config, sort_keys=True): r.started_at
+        for r in map(read_result, results_dir.iterdir())
+        if r is not None
+    }
+    assert len(ended) == 3
+    (experiment_state,) = (run_dir / "ray" / "scratch_mlp").glob("experiment_state-*.json")
+    text = experiment_state.read_text()
+    experiment_state.write_text(text[: len(text) // 2])  # torn (see the test above)
+    said = []
+    progress = RunProgress("val_accuracy", "max")
+    frame = resume_run(
+        run_dir, plugins=[fixture_plugins], echo=said.append, listener=progress
+    ).leaderboard
+    assert len(frame) == 4 and frame["trial_id"].is_unique, frame
+    # Counted once each, and the hooks heard of each trial once, across the two ids.
+    (counts,) = progress.strategies.values()
+    assert (counts.done, counts.planned) == (4, 4)
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    told = [
+        json.dumps(e["config"], sort_keys=True) for e in events if e["event"] == "trial_finished"
+    ]
+    assert all(told.count(config) == 1 for config in ended), told
+    assert (frame["status"] == "ok").all(), frame[["status", "error"]]
+    again = {
+        json.dumps(r.config, sort_keys=True): r.started_at
+        for r in (read_result(results_dir / t) for t in frame["trial_id"])
+    }
+    # The three that had ended were not run again; the fourth was.
+    assert {k: again[k] for k in ended} == ended
+    assert len(again) == 4
+    assert sorted(p.name for p in results_dir.glob("*/")) == sorted(frame["trial_id"])
+    assert any("Ray's saved state of the search could not be read" in line for line in said), said
+
+
 @pytest.mark.parametrize(
     ("signal_name", "status", "said"),
     [
@@ -994,6 +1069,50 @@ def test_resume_refuses_a_folder_that_is_no_run(tmp_path):
     result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a graftune run directory" in result.output
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 1 MiB (a tmpfs; mounting one needs root, as here and in CI)."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_stops_the_run_with_what_to_do_and_the_resume_ends_it(tmp_path, small_disk):
+    """It printed a trial's traceback, then "internal error: OSError", exit 1, with no
+    word of the resume (on Ray: dozens of logging tracebacks, then EOFError)."""
+    from orchestrator.cli import app
+    from orchestrator.reporters import read_events
+
+    recipe = write_recipe(
+        tmp_path, "{backend: keras_tuner, num_samples: 6, max_epochs: 2}",
+        "scratch_mlp: {space: {width: 256}}",
+    )  # fmt: skip
+    recipe.write_text(recipe.read_text().replace("output: runs/", f"output: {small_disk}"))
+    result = CliRunner().invoke(app, ["run", str(recipe), "--quiet"])
+    (run_dir,) = small_disk.iterdir()
+    assert result.exit_code == 1, result.output
+    assert "no space left on the device" in result.output
+    assert f"free some, then continue it with: graftune run --resume {run_dir}" in result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    resumed = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    frame = pd.read_csv(run_dir / "leaderboard.csv")
+    assert len(frame) == 6 and (frame["status"] == "ok").all(), frame
+    told = [e for e in read_events(run_dir) if e["event"] == "trial_finished"]
+    assert sorted(e["trial_id"] for e in told) == sorted(frame["trial_id"])
 
 
 def test_a_run_directory_that_cannot_be_made_stops_the_run_before_any_work(tmp_path):

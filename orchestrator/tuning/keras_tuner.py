@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import io
 import json
 import logging
@@ -215,6 +216,15 @@ class _BudgetSpent(BaseException):
     """The search's ``time_budget_s`` ran out (past keras-tuner, which catches Exception)."""
 
 
+class _DiskFull(BaseException):
+    """A trial could not write its files: the disk is full. Past keras-tuner, which
+    would print the traceback and go on to the next trial, to the run, which says so."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 def _saves_in_one_step() -> None:
     """Make keras-tuner write its JSON state (each trial's, the oracle's) atomically.
 
@@ -314,13 +324,18 @@ def run_search(
                 raise _BudgetSpent  # between trials: keras-tuner has no budget of its own
             if listener is not None:
                 listener.trial_started(strategy, trial_id)
-            result = run_trial(
-                config,
-                dataclasses.replace(spec, max_epochs=epochs),
-                dataset,
-                trial_id=trial_id,
-                report=lambda metrics: raise_if_interrupted(),
-            )
+            try:
+                result = run_trial(
+                    config,
+                    dataclasses.replace(spec, max_epochs=epochs),
+                    dataset,
+                    trial_id=trial_id,
+                    report=lambda metrics: raise_if_interrupted(),
+                )
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise _DiskFull(exc) from exc
+                raise
             if listener is not None:
                 listener.trial_finished(result)
             value = getattr(result, metric, None)
@@ -351,6 +366,8 @@ def run_search(
         tuner.search(verbose=0)
     except KeyboardInterrupt:  # Ctrl+C: keras-tuner keeps its state for a resume
         interrupted = True
+    except _DiskFull as full:
+        raise full.error from None
     except _BudgetSpent:  # the trial it was about to run is not listed, as under Ray
         spent = True
         log.info("%s: search.time_budget_s (%s s) ran out", strategy, budget)

@@ -290,8 +290,33 @@ def _route_raylet_messages() -> None:
     worker.print_to_stdstream = to_log
 
 
+class _RunLogHandler(logging.FileHandler):
+    """Writes the run's ``ray.log``; a write that fails (a full disk) is said once.
+
+    ``logging`` prints a "--- Logging error ---" traceback on the console for
+    every record it could not write: dozens, over the progress view.
+    """
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        problem = sys.exc_info()[1]
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"graftune: cannot write {self.baseFilename} ({problem}); Ray's log "
+                "records are left out of it from now on\n"
+            )
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):  # what it held could not be written either
+            super().close()
+
+
 def _file_handler(log_file: Path) -> logging.Handler:
-    handler = logging.FileHandler(log_file, encoding="utf-8")
+    handler = _RunLogHandler(log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     return handler
 

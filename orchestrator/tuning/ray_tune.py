@@ -16,9 +16,12 @@ to the system before its next trial.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 import os
+import shutil
 import signal
 import threading
 import time
@@ -41,6 +44,7 @@ from orchestrator.trial import (
     COST_KEYS,
     TrialResult,
     TrialSpec,
+    config_key,
     finite_or_none,
     read_result,
     run_trial,
@@ -431,6 +435,47 @@ def experiment_dir(run_dir: Path, strategy: str) -> Path:
     return Path(run_dir) / "ray" / strategy
 
 
+def search_state_lost(run_dir: Path, strategy: str) -> bool:
+    """Whether a strategy's search began but Tune's saved state of it cannot be read.
+
+    A kill in the instant after Tune wrote ``tuner.pkl`` and before its first
+    ``experiment_state-*.json``, or a disk that filled while Tune wrote one,
+    leaves it so. ``Tuner.restore`` then logs an error and starts the search
+    over from its first point alone; :func:`run_search` starts it over whole.
+    """
+    experiment = experiment_dir(run_dir, strategy)
+    if not experiment.is_dir():
+        return False  # not begun: nothing to restore
+    states = sorted(experiment.glob("experiment_state-*.json"))
+    if not states or not tune.Tuner.can_restore(str(experiment)):
+        return True
+    try:
+        json.loads(states[-1].read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True
+    return False
+
+
+def _earlier_trials(run_dir: Path, strategy: str) -> dict[str, list[str]]:
+    """The trials of a search that starts again: ended ones by configuration
+    (:attr:`TrialSpec.earlier`); the folders of the others are removed, as
+    those run again under new ids."""
+    earlier: dict[str, list[str]] = {}
+    folder = Path(run_dir) / "trials" / strategy
+    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
+        if not path.is_dir():
+            continue
+        try:
+            result = read_result(path)
+        except (OSError, ValueError, TypeError):
+            result = None
+        if result is None:
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            earlier.setdefault(config_key(result.config), []).append(path.name)
+    return earlier
+
+
 def run_search(
     recipe: Recipe,
     spec: TrialSpec,
@@ -457,14 +502,21 @@ def run_search(
     events = _Events(run_dir, strategy, spec.storage, spec.max_epochs, search.max_failures)
     state = _SEARCHES[key] = _Search(listener=listener or TrialListener())
 
+    experiment = experiment_dir(run_dir, strategy)
+    restore = resume and tune.Tuner.can_restore(str(experiment))
+    if resume and search_state_lost(run_dir, strategy):
+        # Started again; the configurations the searcher draws again are taken
+        # back from the trials that ended with them (the seed draws the same).
+        spec = dataclasses.replace(spec, earlier=_earlier_trials(run_dir, strategy))
+        shutil.rmtree(experiment, ignore_errors=True)
+        restore = False
     trainable = tune.with_resources(
         _trainable_class(spec, dataset, search.worker_memory_mb),
         {"cpu": spec.cpus, "gpu": spec.gpus},
     )
     param_space = to_tune(space, grid=search.algorithm == "grid")
-    experiment = experiment_dir(run_dir, strategy)
     try:
-        if resume and tune.Tuner.can_restore(str(experiment)):
+        if restore:
             tuner = tune.Tuner.restore(
                 str(experiment),
                 trainable=trainable,
