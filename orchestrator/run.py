@@ -508,6 +508,9 @@ def _run(
     except KeyboardInterrupt:  # a second Ctrl+C, or SIGTERM (see ray_start)
         raise _stopped_at_once(run_dir) from None
     finally:
+        from orchestrator.tuning.ray_start import signals_seen
+
+        seen = signals_seen()
         if ray_start is not None:
             ray_start.shutdown_soon()  # while the leaderboard and report are written
         elif started_ray:
@@ -518,6 +521,10 @@ def _run(
     # Ctrl+C (a first one after the last search, or a second) or SIGTERM while the
     # run is ranked and saved: resumable, and said so.
     try:
+        if signals_seen() != seen:
+            # One that came during the collection before Ray's shutdown: raised in a
+            # finaliser, where Python drops it (the run went on to its end, exit 0).
+            raise KeyboardInterrupt
         from orchestrator.leaderboard import best_row, build_leaderboard, write_leaderboard
 
         frame = build_leaderboard(

@@ -299,3 +299,76 @@ def test_a_ray_log_the_disk_cannot_take_is_said_once(tmp_path, capsys):
     assert "Logging error" not in err and "Traceback" not in err, err
     assert err.count(f"graftune: cannot write {tmp_path / 'ray.log'}") == 1, err
     assert "No space left on device" in err
+
+
+def test_sigterm_while_the_base_pretrains_stops_the_run_cleanly(tmp_path, ray_tmpdir):
+    """SIGTERM during a pretrain stage (TensorFlow in the main thread, Ray starting
+    in the background) printed a native stack from Ray's crash handler, which stood
+    in front of graftune's SIGTERM handler, or aborted the process (status 134)."""
+    import signal
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """
+            name: pretraining
+            data: {source: "sklearn:digits", labels_per_class: 5}
+            base: {pretrain: {data: {source: "sklearn:digits"}, epochs: 2000, width: 8}}
+            strategies: {feature_extraction: {num_samples: 1}}
+            search: {max_epochs: 1}
+            output: runs/
+            """
+        )
+    )
+    env = dict(os.environ, RAY_TMPDIR=str(ray_tmpdir), GRAFTUNE_CACHE_DIR=str(tmp_path / "c"))
+    env.pop("RAY_ADDRESS", None)
+    process = subprocess.Popen(
+        [GRAFTUNE, "run", str(recipe)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("base: preparing pretrain"):
+                break
+        time.sleep(3)  # into the pretraining, with Ray up by now
+        # To the driver, as systemd (KillMode=mixed) and Kubernetes send it. (To the
+        # whole group, as `timeout` sends it, Ray's own processes die with it, and
+        # Ray may end the driver before its handler runs: a race left open.)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, err[-3000:]
+    assert "terminated (SIGTERM): stopped at once" in err
+    assert "SIGTERM received" not in err and "failure_signal_handler" not in err, err[-3000:]
+    assert processes_under(ray_tmpdir) == []
+
+
+def test_an_interrupt_dropped_in_a_finaliser_is_not_printed(monkeypatch):
+    """Python printed "Exception ignored in ... KeyboardInterrupt: SIGTERM" with a
+    traceback when the signal came during a garbage collection (the run stops at
+    its next step all the same); anything else raised there is still shown."""
+    from orchestrator.tuning.ray_start import sigterm_stops_the_run
+
+    class Dropping:
+        def __del__(self):
+            raise KeyboardInterrupt("SIGTERM")
+
+    class Failing:
+        def __del__(self):
+            raise ValueError("shown")
+
+    shown = []
+    monkeypatch.setattr(sys, "unraisablehook", shown.append)
+    with sigterm_stops_the_run():
+        Dropping()  # collected at once: what its finaliser raises is "unraisable"
+        Failing()
+    assert [type(info.exc_value) for info in shown] == [ValueError]
+    assert sys.unraisablehook == shown.append  # put back

@@ -60,6 +60,8 @@ IDLE_WORKER_MS = 600_000
 #: workers Ray started with itself; embedded Ray's workers inherit these from
 #: the driver instead (:func:`tune_env_inherited`).
 TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
+#: Read by Ray's core worker as it starts: no absl failure-signal handler (see _init_kwargs).
+NO_CRASH_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 
 _embedded = False
 
@@ -105,6 +107,16 @@ def _init_kwargs(resources: ResourcesSpec, *, configure_logging: bool) -> dict[s
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Ray's newer console output prints experiment banners even at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # SIGTERM is graftune's to handle (a clean stop, status 143): Ray's core worker
+    # puts absl's crash handler in front of it, and a SIGTERM while TensorFlow ran
+    # in the main thread (a base's pretraining, as Ray started in the background)
+    # printed a native stack and aborted (status 134). Ray reads the setting when
+    # it is imported: the environment for embedded Ray's workers (a worker that
+    # crashes is still a trial whose worker died), the constant for this driver.
+    os.environ.setdefault(NO_CRASH_HANDLER, "1")
+    from ray._private import ray_constants
+
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
     kwargs: dict[str, Any] = {
         "include_dashboard": resources.dashboard,
         "logging_level": logging.WARNING,
@@ -213,7 +225,7 @@ def shutdown() -> None:
 #: What a run sets in the environment for Ray's sake (see :func:`kept_process_state`).
 _RUN_ENV = (
     "TF_CPP_MIN_LOG_LEVEL", "RAY_DEDUP_LOGS", "RAY_AIR_NEW_OUTPUT", "GRAFTUNE_CACHE_DIR",
-    *TUNE_ACTOR_ENV,
+    NO_CRASH_HANDLER, *TUNE_ACTOR_ENV,
 )  # fmt: skip
 
 
@@ -227,6 +239,8 @@ def kept_process_state() -> Iterator[None]:
     loggers = {name: logging.getLogger(name) for name in RAY_LOGGERS}
     before = {name: (list(lg.handlers), lg.propagate) for name, lg in loggers.items()}
     env = {key: os.environ.get(key) for key in _RUN_ENV}
+    constants = sys.modules.get("ray._private.ray_constants")
+    crash_handler_off = getattr(constants, NO_CRASH_HANDLER, None)
     # Ray is not imported for this (a wrong recipe is refused without it).
     worker = sys.modules.get("ray._private.worker")
     printer = getattr(worker, "print_to_stdstream", None)
@@ -245,6 +259,12 @@ def kept_process_state() -> Iterator[None]:
                 if handler not in handlers and isinstance(handler, logging.FileHandler):
                     handler.close()
             logger.handlers, logger.propagate = handlers, propagate
+        constants = sys.modules.get("ray._private.ray_constants")
+        if constants is not None:  # as Ray read it, or would have, when imported
+            was = crash_handler_off
+            if was is None:
+                was = (env[NO_CRASH_HANDLER] or "").lower() in ("1", "true")
+            setattr(constants, NO_CRASH_HANDLER, was)
         for key, value in env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -483,9 +503,21 @@ def sigterm_stops_the_run() -> Iterator[None]:
     sigint = signal.getsignal(signal.SIGINT)
     if sigint is signal.default_int_handler:
         signal.signal(signal.SIGINT, _on_sigint)
+    # One raised in a finaliser is dropped, and Python prints "Exception ignored
+    # in ... KeyboardInterrupt" with a traceback; the run stops at its next step
+    # all the same (raise_if_interrupted, signals_seen), so it is not printed.
+    unraisable = sys.unraisablehook
+
+    def quiet(info: Any) -> None:
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            unraisable(info)
+
+    sys.unraisablehook = quiet
     try:
         yield
     finally:
+        if sys.unraisablehook is quiet:
+            sys.unraisablehook = unraisable
         if signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, before)
         if signal.getsignal(signal.SIGINT) is _on_sigint:
@@ -493,16 +525,30 @@ def sigterm_stops_the_run() -> Iterator[None]:
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    global _seen
+    _seen += 1
     _sigterm.set()
     raise KeyboardInterrupt("SIGTERM")
 
 
 _sigint = threading.Event()
+_seen = 0
 
 
 def _on_sigint(signum: int, frame: Any) -> None:
+    global _seen
+    _seen += 1
     _sigint.set()
     signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as always
+
+
+def signals_seen() -> int:
+    """How many times graftune's SIGTERM or Ctrl+C handler has run in this process.
+
+    A run compares it across a step where an interrupt can be dropped (raised in
+    a finaliser during a garbage collection), to stop where it can.
+    """
+    return _seen
 
 
 def forget_sigterm() -> None:
