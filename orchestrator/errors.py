@@ -129,15 +129,21 @@ class PluginLoadError(PluginError):
         cause: The exception raised on import.
     """
 
-    def __init__(self, entry_point: str, value: str, distribution: str, cause: BaseException):
+    def __init__(
+        self, entry_point: str, value: str, distribution: str | None, cause: BaseException
+    ):
         self.entry_point = entry_point
         self.value = value
         self.distribution = distribution
-        super().__init__(
-            f"plugin {entry_point!r} ({value}) from distribution {distribution} failed to "
-            f"import: {type(cause).__name__}: {cause}",
-            plugin=entry_point,
+        where = (
+            f"plugin {entry_point!r} ({value}) from distribution {distribution}"
+            if distribution is not None
+            else f"plugin module {entry_point!r} (--plugin)"
         )
+        why = f"{type(cause).__name__}: {cause}"
+        if isinstance(cause, SystemExit):
+            why += " (it exits when imported: a script, not a plugin module?)"
+        super().__init__(f"{where} failed to import: {why}", plugin=entry_point)
 
 
 class DuplicateNameError(PluginError):

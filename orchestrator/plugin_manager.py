@@ -136,6 +136,13 @@ def _dist_label(ep: metadata.EntryPoint) -> str:
 
 def _import_explicit(name: str) -> ModuleType:
     """Import a ``--plugin`` module; like ``python -m``, the current folder is searched too."""
+    if not name.replace(".", "").replace("_", "").isalnum() or name.endswith(".py"):
+        module = name.removesuffix(".py").strip("./").replace("/", ".")
+        raise ValueError(
+            f"--plugin takes a module's import name, not a file path: "
+            f"{module or 'NAME'!r} for {name or 'an empty name'}, from the folder that "
+            "holds it (or a folder on PYTHONPATH)"
+        )
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -206,7 +213,7 @@ def get_plugin_manager(
             dist_label = _dist_label(ep)
             try:
                 plugin = ep.load()
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # a module that exits took graftune with it
                 raise PluginLoadError(ep.name, ep.value, dist_label, exc) from exc
             _register(pm, plugin, ep.name, dist_label)
             if ep.dist is not None:
@@ -217,8 +224,8 @@ def get_plugin_manager(
         if isinstance(extra, str):
             try:
                 plugin = _import_explicit(extra)
-            except Exception as exc:
-                raise PluginLoadError(extra, extra, "(not installed)", exc) from exc
+            except (Exception, SystemExit) as exc:
+                raise PluginLoadError(extra, extra, None, exc) from exc
             name = extra
         else:
             plugin = extra

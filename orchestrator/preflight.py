@@ -257,12 +257,17 @@ def check_strategies(
     task: TaskSpec,
     base: BaseInfo | None,
     host: PluginHost,
+    *,
+    pickled: bool = True,
 ) -> None:
     """Build each strategy's smallest configuration once, in the driver, and check it.
 
     A build that raises is only logged: it may depend on the configuration, and
     the trials record such failures. A model that breaks the contract (not a
-    ``keras.Model``, not compiled, the wrong output shape) stops the run.
+    ``keras.Model``, not compiled, the wrong output shape) stops the run. So
+    does, with ``pickled`` (Ray sends strategies to its workers pickled), a
+    strategy that does not pickle: it ended the whole run at its search, with
+    the strategies before it unranked.
 
     Args:
         strategies: The recipe's strategies, by name.
@@ -278,13 +283,20 @@ def check_strategies(
 
     from orchestrator.bases import load_base
     from orchestrator.space import smallest_config
+    from orchestrator.strategy import Strategy
 
     share_gpu_memory()
     for name, strategy in strategies.items():
         owner = host.strategies.owner(name)
+        if pickled:
+            _check_pickles(strategy, name, owner)
         config = smallest_config(spaces[name])
         try:
             loaded = load_base(base) if strategy.requires_base and base is not None else None
+            if type(strategy).build is Strategy.build:  # every trial would fail
+                raise PluginError(
+                    f"strategy {name!r} from plugin {owner} does not implement build()"
+                )
             try:
                 model = strategy.build(dict(config), task, loaded)
             except Exception as exc:
@@ -308,6 +320,20 @@ def check_strategies(
             # Nothing the check built may stay in the driver's memory.
             keras.backend.clear_session()
             gc.collect()
+
+
+def _check_pickles(strategy: Strategy, name: str, owner: str) -> None:
+    from ray import cloudpickle
+
+    try:
+        cloudpickle.dumps(strategy)
+    except Exception as exc:
+        raise PluginError(
+            f"strategy {name!r} from plugin {owner} does not pickle "
+            f"({type(exc).__name__}: {exc}); Ray sends strategies to its workers pickled: "
+            "keep locks, open files, models and other live objects out of self (make them "
+            "in build or fit), or run it with search.backend: keras_tuner"
+        ) from None
 
 
 def known_plugin_names(host: PluginHost) -> set[str]:

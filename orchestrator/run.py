@@ -10,6 +10,7 @@ trials that finished are never run again.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import json
 import logging
@@ -18,6 +19,7 @@ import os
 import shlex
 import shutil
 import socket
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -188,7 +190,7 @@ def _run_recipe(
     run_name: str | None,
 ) -> RunOutcome:
     from orchestrator.accelerator import check_backend
-    from orchestrator.bases import pin_cache_dir, using_cache
+    from orchestrator.bases import pin_cache_dir
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.tuning.ray_start import forget_sigterm
 
@@ -199,6 +201,29 @@ def _run_recipe(
         host = get_plugin_manager(extra_plugins=plugins, disable=recipe.plugins.disable)
     check_recipe(recipe, host)
     check_backend()  # the driver builds models too, wherever the trials run
+    explicit = tuple(  # modules, which --plugin can name (not objects given from Python)
+        name
+        for name, owner in host.owners.items()
+        if owner == f"{name} (not installed)" and name in sys.modules
+    )
+    token = _EXPLICIT_PLUGINS.set(explicit)
+    try:
+        return _run_checked(recipe, host, run_dir, echo, listener, resume, run_name)
+    finally:
+        _EXPLICIT_PLUGINS.reset(token)
+
+
+def _run_checked(
+    recipe: Recipe,
+    host: PluginHost,
+    run_dir: str | Path | None,
+    echo: Callable[[str], None],
+    listener: TrialListener | None,
+    resume: bool,
+    run_name: str | None,
+) -> RunOutcome:
+    from orchestrator.bases import using_cache
+
     if resume and run_dir is not None:
         _check_resumed_recipe(recipe, Path(run_dir))
     recipe = recipe.with_absolute_sources(host.data_sources)
@@ -400,7 +425,9 @@ def _run(
             starts[name] = {
                 k: v for k, v in start.items() if not isinstance(spaces[name][k], Fixed)
             }
-    check_strategies(strategies, spaces, dataset.task, base_info, host)
+    check_strategies(
+        strategies, spaces, dataset.task, base_info, host, pickled=recipe.search.backend == "ray"
+    )
     if ray_start is not None and ray_start.wait_up():  # embedded Ray: what it has is all
         _check_a_trial_fits(recipe)
 
@@ -600,7 +627,14 @@ def _resume_hint(run_dir: Path) -> str:
             f"continue it with: graftune fetch {job} DEST --address DASHBOARD, then "
             "graftune run --resume DEST --address HEAD:6379"
         )
-    return f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}"
+    plugins = "".join(f" --plugin {shlex.quote(name)}" for name in _EXPLICIT_PLUGINS.get())
+    return f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}{plugins}"
+
+
+#: The run's plugins loaded by module name (``--plugin``): its resume needs them too.
+_EXPLICIT_PLUGINS: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar(
+    "graftune_explicit_plugins", default=()
+)
 
 
 def _first_wave(recipe: Recipe) -> int:

@@ -73,7 +73,9 @@ class Strategy:
             The recipe may override or narrow any of them; keys it names that
             are not here are an error.
         """
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"strategy {self.name!r} ({type(self).__name__}) has no search_space()"
+        )
 
     def default_config(self, context: SpaceContext) -> dict[str, Any]:
         """A configuration known to work well, which a search tries first.
@@ -130,7 +132,7 @@ class Strategy:
             class probabilities, trained with sparse integer labels and an
             ``accuracy`` metric.
         """
-        raise NotImplementedError
+        raise NotImplementedError(f"strategy {self.name!r} ({type(self).__name__}) has no build()")
 
     def fit(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from orchestrator import Choice, Fixed, LogFloat, hookimpl
+from orchestrator import Choice, Fixed, LogFloat, Strategy, hookimpl
 from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
 
 SMALL = {
@@ -55,6 +55,15 @@ class Uncompiled(SmallMLP):
 
         model = super().build(config, task, base)
         return keras.Model(model.inputs, model.outputs)
+
+
+class NoBuild(Strategy):
+    """Declares its space and forgets build(): every trial failed, with an empty message."""
+
+    name = "no_build"
+
+    def search_space(self, context):
+        return {"learning_rate": Fixed(1e-3)}
 
 
 class WrongShape(SmallMLP):

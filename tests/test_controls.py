@@ -229,11 +229,22 @@ def test_a_run_with_a_plugin_module_that_is_not_installed(local_plugin, tmp_path
     assert "best: local_mlp" in result.output
 
 
-def test_a_plugin_module_that_fails_to_import_is_named():
+def test_a_plugin_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
     with pytest.raises(PluginLoadError) as info:
         get_plugin_manager(extra_plugins=["gt_no_such_plugin_module"])
-    assert "'gt_no_such_plugin_module'" in str(info.value)
-    assert "(not installed)" in str(info.value)
+    assert "plugin module 'gt_no_such_plugin_module' (--plugin) failed to import" in str(info.value)
+    # A module that exits as it is imported (a script) ended graftune itself: usage
+    # text from its argparse and exit 2, or nothing at all and exit 0.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gt_exits_on_import.py").write_text("import sys\nsys.exit(0)\n")
+    with pytest.raises(PluginLoadError) as info:
+        get_plugin_manager(extra_plugins=["gt_exits_on_import"])
+    assert "failed to import: SystemExit: 0 (it exits when imported" in str(info.value)
+    # A file path: it said "No module named 'bad/x'", or a relative-import TypeError.
+    for path in ("bad/x.py", "./bad/x.py"):
+        with pytest.raises(PluginLoadError) as info:
+            get_plugin_manager(extra_plugins=[path])
+        assert "--plugin takes a module's import name, not a file path: 'bad.x'" in str(info.value)
 
 
 # -- errors that name the plugin and its distribution -----------------------------------
@@ -339,6 +350,10 @@ def test_a_space_of_unknown_types_is_refused_by_validate(graftune_register, tmp_
         (broken.Uncompiled, "build() returned a model that is not compiled"),
         (broken.WrongShape, "output shape (None, 11); expected (None, 10)"),
         (broken.DefaultsNotADict, "default_config() returned list, not a dict"),
+        # It ended the whole run at its search ("internal error"), the strategies
+        # before it unranked, and every resume again.
+        (broken.Unpicklable, "does not pickle (TypeError: cannot pickle '_thread.lock'"),
+        (broken.NoBuild, "does not implement build()"),
     ],
 )
 def test_a_model_against_the_contract_stops_the_run_before_any_trial(

@@ -986,7 +986,8 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     assert marker.exists()
     (run_dir,) = (folder / "runs").iterdir()
     assert f"{said}: interrupted_mlp: 1 trial ended, 1 stopped midway" in result.output
-    assert f"graftune run --resume '{run_dir}'" in result.output
+    # With the --plugin it ran with (without, the resume said "unknown strategy").
+    assert f"graftune run --resume '{run_dir}' --plugin tests.fixture_plugins" in result.output
     results_dir = run_dir / "trials" / "interrupted_mlp"
     ended = ended_trials(results_dir)
     assert list(read_leaderboard(run_dir)["trial_id"]) == list(ended)
