@@ -158,11 +158,10 @@ def adopt_earlier(spec: TrialSpec, config: dict[str, Any], trial_id: str) -> Tri
     is not run again. ``None`` when there is none to take.
     """
     strategy = spec.strategy.name
+    folder = trial_dir(spec.run_dir, strategy, trial_id)
     for old_id in (spec.earlier or {}).get(config_key(config), ()):
-        old = trial_dir(spec.run_dir, strategy, old_id)
-        folder = trial_dir(spec.run_dir, strategy, trial_id)
         try:
-            os.rename(old, folder)
+            os.rename(trial_dir(spec.run_dir, strategy, old_id), folder)
         except OSError:  # taken by another trial, or gone
             continue
         result = read_result(folder)
