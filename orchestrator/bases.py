@@ -65,9 +65,19 @@ _TORCH_STD = (0.229, 0.224, 0.225)
 
 
 def cache_dir() -> Path:
-    """graftune's cache folder: ``$GRAFTUNE_CACHE_DIR`` or ``~/.cache/graftune``, absolute."""
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "graftune"
-    return Path(root).expanduser().absolute()
+    """graftune's cache folder: ``$GRAFTUNE_CACHE_DIR`` or ``~/.cache/graftune``, absolute.
+
+    Raises:
+        OutputPathError: ``$GRAFTUNE_CACHE_DIR`` starts with ``~user`` of no user here.
+    """
+    from orchestrator.errors import OutputPathError
+    from orchestrator.paths import expand_user
+
+    root = os.environ.get(CACHE_ENV) or "~/.cache/graftune"
+    try:
+        return expand_user(root).absolute()
+    except ValueError as exc:
+        raise OutputPathError(f"${CACHE_ENV}={exc}") from None
 
 
 def pin_cache_dir() -> None:

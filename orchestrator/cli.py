@@ -65,6 +65,12 @@ def main_options(
 
     _state["debug"] = debug
     native_log.keep_all = debug
+    from orchestrator.bases import cache_dir
+
+    try:
+        cache_dir()  # every command may need it: a wrong $GRAFTUNE_CACHE_DIR is said first
+    except GraftuneError as exc:
+        _fail(exc)
 
 
 def _fail(exc: BaseException) -> None:

@@ -54,6 +54,8 @@ class PluginHost:
     bases: Registry
     owners: dict[str, str] = field(default_factory=dict)
     distributions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: The modules asked for by name (``--plugin``), loaded or blocked.
+    explicit: tuple[str, ...] = ()
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin; an observer that raises is only reported."""
@@ -220,8 +222,12 @@ def get_plugin_manager(
                 distributions[ep.name] = (ep.dist.name, ep.dist.version)
             owners[ep.name] = f"{ep.name} ({dist_label})"
 
+    explicit: list[str] = []
     for extra in extra_plugins:
         if isinstance(extra, str):
+            explicit.append(extra)
+            if pm.is_blocked(extra):
+                continue  # its code does not run either
             try:
                 plugin = _import_explicit(extra)
             except (Exception, SystemExit) as exc:
@@ -257,7 +263,14 @@ def get_plugin_manager(
         bases=Registry("base provider", "name", BaseProvider),
         owners=owners,
         distributions=distributions,
+        explicit=tuple(explicit),
     )
+    if not autoload:
+        for registry in (host.strategies, host.data_sources, host.bases):
+            registry.why_missing = (
+                f"{DISABLE_AUTOLOAD_ENV} is set: plugins installed by entry point, the "
+                "built-in strategies among them, are not loaded"
+            )
     _fill(host, "graftune_register_strategies", host.strategies)
     _fill(host, "graftune_register_data_sources", host.data_sources)
     _fill(host, "graftune_register_bases", host.bases)

@@ -344,6 +344,7 @@ def known_plugin_names(host: PluginHost) -> set[str]:
     names = {name for name, plugin in host.pm.list_name_plugin() if plugin is not None}
     names.update(HOST_PLUGINS)
     names.update(ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP))
+    names.update(host.explicit)  # --plugin modules, loaded or blocked
     return names
 
 

@@ -45,6 +45,9 @@ class Registry(Generic[T]):
         self._entries: dict[str, Entry[T]] = {}
         #: Set by the plugin manager while one plugin's hook implementation runs.
         self.current_owner: str = "<unknown>"
+        #: Why a name may be missing, said in place of "no installed plugin provides it"
+        #: (set by the plugin manager when it loaded no installed plugin).
+        self.why_missing: str | None = None
 
     def add(self, item: T, *, name: str | None = None) -> T:
         """Register ``item`` under its name attribute (or ``name``).
@@ -99,7 +102,8 @@ class Registry(Generic[T]):
         available = ", ".join(sorted(self._entries)) or "none"
         suggestion = did_you_mean(name, self._entries)
         # No near name: most likely a plugin that is not installed (here, or any more).
-        installed = "" if suggestion else " (no installed plugin provides it: `graftune plugins`)"
+        missing = self.why_missing or "no installed plugin provides it: `graftune plugins`"
+        installed = "" if suggestion else f" ({missing})"
         return f"unknown {self.kind} {name!r}{suggestion}{installed}; available: {available}"
 
     def owner(self, name: str) -> str:

@@ -407,3 +407,17 @@ def test_a_strategy_whose_build_raises_is_left_to_its_trials(graftune_run, caplo
         )
     assert list(board["status"]) == ["error"]
     assert "strategy 'raising' from plugin tests.fixture_plugins (not installed)" in caplog.text
+
+
+def test_a_plugin_module_the_recipe_disables_is_known_and_not_imported(tmp_path, monkeypatch):
+    """``--plugin m`` with ``plugins: {disable: [m]}`` said "no plugin is named 'm'"."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gt_disabled_here.py").write_text("raise RuntimeError('imported')\n")
+    recipe = write(
+        tmp_path,
+        "name: disabled\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
+        "plugins: {disable: [gt_disabled_here]}\n",
+    )
+    result = cli("validate", str(recipe), "--plugin", "gt_disabled_here")
+    assert result.exit_code == 0, result.output
+    assert "gt_disabled_here" not in sys.modules

@@ -85,6 +85,10 @@ def test_autoload_can_be_turned_off(site, monkeypatch):
     host = get_plugin_manager()
     assert "linear_probe_test" not in host.strategies
     assert "scratch_mlp" not in host.strategies
+    # Said so where a recipe names one (it said "no installed plugin provides it").
+    assert "GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD is set: plugins installed by entry point" in (
+        host.strategies.unknown_message("scratch_mlp")
+    )
     # The host's own data sources and bases are not plugins from entry points.
     assert "sklearn" in host.data_sources
 

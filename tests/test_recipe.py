@@ -1387,3 +1387,17 @@ def test_a_recipe_from_python_is_a_file_text_or_a_dict(tmp_path, monkeypatch):
     # The library's names are importable from the package itself.
     for name in ("RunOutcome", "RunInterrupted", "resume_run", "read_leaderboard"):
         assert name in orchestrator.__all__ and getattr(orchestrator, name)
+
+
+def test_a_cache_folder_in_the_home_of_no_user_is_said_by_every_command(tmp_path, monkeypatch):
+    """``GRAFTUNE_CACHE_DIR=~nobody/...`` ended commands in a RuntimeError traceback."""
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", "~nobody-graftune/cache")
+    for args in (
+        ["cache", "info"],
+        ["validate", str(write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n"))],
+    ):
+        result = cli(*args)
+        assert_exit(result, 2)
+        assert "$GRAFTUNE_CACHE_DIR=~nobody-graftune/cache: there is no user 'nobody-graftune'" in (
+            result.output
+        ), result.output

@@ -867,6 +867,17 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
     assert signal.getsignal(signal.SIGINT) is handler
 
 
+def test_a_long_worker_error_is_cut_at_a_word():
+    """Ray's out-of-memory message was cut at 500 characters, mid-word ("... OOMing no")."""
+    from orchestrator.tuning.ray_tune import _short_error
+
+    long = "Traceback\nRayActorError: " + "word " * 200
+    cut = _short_error(RuntimeError(long))
+    assert cut.endswith("word ...") and len(cut) <= 504
+    assert _short_error(RuntimeError("one line")) == "one line"
+    assert _short_error(RuntimeError("")) == "RuntimeError"
+
+
 def test_a_search_state_is_lost_where_tune_could_not_restore_it(tmp_path):
     from orchestrator.tuning.ray_tune import search_state_lost
 

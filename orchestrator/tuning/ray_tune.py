@@ -298,7 +298,10 @@ def write_reported_history(folder: Path, reports: Any) -> None:
 def _short_error(error: Any) -> str:
     text = str(error).strip()
     lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1][:500] if lines else type(error).__name__
+    if not lines:
+        return type(error).__name__
+    last = lines[-1]
+    return last if len(last) <= 500 else last[:500].rsplit(" ", 1)[0] + " ..."
 
 
 def retire_worker(
