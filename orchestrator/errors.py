@@ -258,6 +258,13 @@ class DiskFull(GraftuneError):
     exit_status = 1
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is the system saying the disk (or the user's quota) is full."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 class OutputPathError(GraftuneError):
     """A file a command was told to write (``--out``) cannot be written there."""
 

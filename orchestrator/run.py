@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import errno
 import json
 import logging
 import math
@@ -41,6 +40,7 @@ from orchestrator.errors import (
     RunInterrupted,
     SearchInterrupted,
     cannot_write_in,
+    is_disk_full,
 )
 from orchestrator.recipe import (
     Recipe,
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from orchestrator.tuning.ray_start import BackgroundStart
     from orchestrator.tuning.ray_tune import TrialListener
 
-from orchestrator.trial import TrialResult
+from orchestrator.trial import TrialResult, ended_trials
 
 log = logging.getLogger(__name__)
 
@@ -269,7 +269,7 @@ def _run_checked(
 
 def _out_of_space(exc: BaseException, run_dir: Path) -> bool:
     """Whether ``exc`` comes of a full disk (or quota) where the run writes."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if is_disk_full(exc):
         return True
     try:
         return shutil.disk_usage(run_dir).free < 2**20
@@ -494,7 +494,7 @@ def _run(
                     "configuration, not run again"
                 )
             elif resume:  # its trials that ended before: the progress view counts them
-                for result in _ended_trials(run_dir / "trials" / name):
+                for result in ended_trials(run_dir / "trials" / name):
                     events.replay(result)
             spec = TrialSpec(
                 strategy=strategy,
@@ -923,23 +923,6 @@ class _RunEvents:
         """A trial that finished before a resume: the progress view counts it."""
         if self.listener is not None:
             getattr(self.listener, "trial_replayed", self.listener.trial_finished)(result)
-
-
-def _ended_trials(folder: Path) -> list[TrialResult]:
-    """The results stored in a strategy's trial folders, in trial order."""
-    from orchestrator.trial import read_result
-
-    if not folder.is_dir():
-        return []
-    results = []
-    for path in sorted(folder.iterdir()):
-        try:
-            result = read_result(path) if path.is_dir() else None
-        except (OSError, ValueError, TypeError):  # the search itself says what is wrong
-            result = None
-        if result is not None:
-            results.append(result)
-    return results
 
 
 def _describe(space: dict[str, Any]) -> str:

@@ -175,6 +175,21 @@ def adopt_earlier(spec: TrialSpec, config: dict[str, Any], trial_id: str) -> Tri
     return None
 
 
+def ended_trials(folder: Path) -> list[TrialResult]:
+    """The results stored in a strategy's trial folders, in trial order."""
+    if not folder.is_dir():
+        return []
+    results = []
+    for path in sorted(folder.iterdir()):
+        try:
+            result = read_result(path) if path.is_dir() else None
+        except (OSError, ValueError, TypeError):  # the search itself says what is wrong
+            result = None
+        if result is not None:
+            results.append(result)
+    return results
+
+
 def read_result(folder: Path) -> TrialResult | None:
     """Read a trial's ``result.json``, or ``None`` if it never finished."""
     path = folder / RESULT_FILE

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import io
 import json
 import logging
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import RunDirError, SearchInterrupted
+from orchestrator.errors import RunDirError, SearchInterrupted, is_disk_full
 from orchestrator.leaderboard import atomic_write_text
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import TrialResult, read_result, run_trial, trial_dir
@@ -333,7 +332,7 @@ def run_search(
                     report=lambda metrics: raise_if_interrupted(),
                 )
             except OSError as exc:
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                if is_disk_full(exc):
                     raise _DiskFull(exc) from exc
                 raise
             if listener is not None:

@@ -45,6 +45,7 @@ from orchestrator.trial import (
     TrialResult,
     TrialSpec,
     config_key,
+    ended_trials,
     finite_or_none,
     read_result,
     run_trial,
@@ -463,19 +464,15 @@ def _earlier_trials(run_dir: Path, strategy: str) -> dict[str, list[str]]:
     """The trials of a search that starts again: ended ones by configuration
     (:attr:`TrialSpec.earlier`); the folders of the others are removed, as
     those run again under new ids."""
-    earlier: dict[str, list[str]] = {}
     folder = Path(run_dir) / "trials" / strategy
-    for path in sorted(folder.iterdir()) if folder.is_dir() else ():
-        if not path.is_dir():
-            continue
-        try:
-            result = read_result(path)
-        except (OSError, ValueError, TypeError):
-            result = None
-        if result is None:
+    ended = ended_trials(folder)
+    kept = {result.trial_id for result in ended}
+    for path in folder.iterdir() if folder.is_dir() else ():
+        if path.is_dir() and path.name not in kept:
             shutil.rmtree(path, ignore_errors=True)
-        else:
-            earlier.setdefault(config_key(result.config), []).append(path.name)
+    earlier: dict[str, list[str]] = {}
+    for result in ended:
+        earlier.setdefault(config_key(result.config), []).append(result.trial_id)
     return earlier
 
 
