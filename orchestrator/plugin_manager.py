@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import logging
 import os
@@ -253,7 +254,9 @@ def get_plugin_manager(
     except pluggy.PluginValidationError as exc:
         name = pm.get_name(exc.plugin) or repr(exc.plugin)
         raise PluginError(
-            f"plugin {owners.get(name, name)} is invalid: {_one_line(exc)}", plugin=name
+            f"plugin {owners.get(name, name)} is invalid: {_one_line(exc)}"
+            f"{_hook_hint(pm, exc.plugin)}",
+            plugin=name,
         ) from exc
 
     host = PluginHost(
@@ -301,6 +304,17 @@ def _warn_unmarked_hooks(plugin: object, owner: str) -> None:
                     owner,
                     hook,
                 )
+
+
+def _hook_hint(pm: pluggy.PluginManager, plugin: object) -> str:
+    """" (did you mean graftune_...?)" for a plugin's hook that no specification names."""
+    known = [name for name in dir(hookspecs) if name.startswith(f"{PROJECT}_")]
+    for name, caller in vars(pm.hook).items():
+        if caller.has_spec() or not any(i.plugin is plugin for i in caller.get_hookimpls()):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        return f" (did you mean {close[0]}?)" if close else f" (graftune's hooks: {', '.join(known)})"
+    return ""
 
 
 def _one_line(exc: BaseException) -> str:

@@ -167,6 +167,7 @@ def test_an_unknown_hook_is_rejected_by_check_pending(site):
     with pytest.raises(PluginError) as info:
         get_plugin_manager()
     assert "graftune_register_strategy" in str(info.value)
+    assert str(info.value).endswith("(did you mean graftune_register_strategies?)")
 
 
 def test_a_hook_with_a_wrong_argument_name_is_rejected(site):
