@@ -315,10 +315,11 @@ def run(
         live.stop()
     _print_table(outcome.leaderboard, outcome.run_dir)
     best = outcome.best or {}
+    # The metric it was chosen by first (val_loss: its accuracy alone hid why).
+    shown = dict.fromkeys([best.get("metric") or "val_accuracy", "val_accuracy", "test_accuracy"])
     out.print(
         f"best: {best.get('strategy')} trial {best.get('trial_id')} "
-        f"val_accuracy={_fmt(best.get('val_accuracy'))} "
-        f"test_accuracy={_fmt(best.get('test_accuracy'))}",
+        + " ".join(f"{key}={_fmt(best.get(key))}" for key in shown),
         markup=False,
     )
     out.print(f"model: {outcome.run_dir / 'best' / 'model.keras'}", markup=False)

@@ -234,11 +234,19 @@ class SearchSpec(_Model):
 
     @model_validator(mode="after")
     def _grace_within_the_epochs(self) -> SearchSpec:
-        if self.scheduler != "fifo" and self.grace_period > self.max_epochs:
+        # Ray's schedulers stop a trial only at a rung after grace_period epochs and
+        # before max_epochs (keras-tuner's Hyperband sizes its own brackets).
+        if (
+            self.backend == "ray"
+            and self.scheduler != "fifo"
+            and self.grace_period >= self.max_epochs
+        ):
+            what = "more than" if self.grace_period > self.max_epochs else "as many epochs as"
             raise _KeyedError(
                 "grace_period",
-                f"{self.grace_period} is more than max_epochs ({self.max_epochs}): {self.scheduler} "
-                "would stop no trial; lower it, or use scheduler: fifo",
+                f"{self.grace_period} is {what} max_epochs ({self.max_epochs}): {self.scheduler} "
+                "stops trials only after grace_period epochs and before max_epochs, so it "
+                "would stop none; lower it or raise max_epochs, or use scheduler: fifo",
             )
         return self
 

@@ -658,7 +658,7 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
     """How many trials a strategy's search will run, and how to say so.
 
     ``num_samples`` is the count of a random or Bayesian search only: a grid
-    runs each of its points (Ray: ``num_samples`` times over), and keras-tuner's
+    runs each of its points (Ray: ``num_samples`` times each), and keras-tuner's
     Hyperband sizes its brackets from ``max_epochs`` and the reduction factor.
     """
     from orchestrator.space import Choice, Int
@@ -689,7 +689,7 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
             if isinstance(dim, (Choice, Int))
         )
         repeats = 1 if keras_tuner else samples
-        more = f", {repeats} times over" if repeats > 1 else ""
+        more = f" (each run {repeats} times)" if repeats > 1 else ""
         return points * repeats, f"a grid of {points} configuration{'s' * (points != 1)}{more}"
     distinct = _distinct_configurations(space)
     if keras_tuner and distinct is not None and distinct < samples:

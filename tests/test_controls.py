@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -220,13 +221,14 @@ def test_a_run_with_a_plugin_module_that_is_not_installed(local_plugin, tmp_path
         name: local
         data: {source: "sklearn:iris"}
         strategies: {local_mlp: {num_samples: 1}}
-        search: {max_epochs: 1}
+        search: {max_epochs: 1, metric: val_loss}
         output: runs/
         """,
     )
     result = cli("run", recipe, "--plugin", local_plugin, "--quiet")
     assert result.exit_code == 0, result.output
-    assert "best: local_mlp" in result.output
+    # The metric the best was chosen by, first (it said val_accuracy alone).
+    assert re.search(r"best: local_mlp trial \S+ val_loss=\d\.\d+ val_accuracy=", result.output)
 
 
 def test_a_plugin_module_that_fails_to_import_is_named(tmp_path, monkeypatch):

@@ -321,8 +321,16 @@ BAD_RECIPES = [
         HEAD
         + "strategies: {scratch_mlp: {}}\nsearch: {scheduler: asha, grace_period: 6, max_epochs: 5}\n",
         "search.grace_period",
-        "6 is more than max_epochs (5): asha would stop no trial",
+        "6 is more than max_epochs (5): asha stops trials only after grace_period",
         id="grace-beyond-the-epochs",
+    ),
+    pytest.param(  # it ran every trial to the end, as fifo would
+        HEAD
+        + "strategies: {scratch_mlp: {}}\nsearch: {scheduler: hyperband, grace_period: 3, "
+        "max_epochs: 3}\n",
+        "search.grace_period",
+        "3 is as many epochs as max_epochs (3): hyperband stops trials only after",
+        id="grace-at-the-epochs",
     ),
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\nsearch: {metric: accuracy}\n",

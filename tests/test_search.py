@@ -114,11 +114,15 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
         assert sorted(frame["hidden_layers"]) == [1, 2]
     else:
         assert len(frame) == int(re.search(r"num_samples: (\d+)", search).group(1))
-        # One trial runs scratch_mlp's defaults (2 hidden layers, Adam at 1e-3): a
-        # log-uniform draw never gives 1e-3 exactly. (Searchers number their
-        # trials in no particular order, so which one ran first is not checked here.)
+        # The first trial runs scratch_mlp's defaults (2 hidden layers, Adam at 1e-3):
+        # a log-uniform draw never gives 1e-3 exactly.
         defaults = frame[frame["learning_rate"] == 1e-3]
         assert list(defaults["hidden_layers"]) == [2]
+        assert defaults["trial_id"].iloc[0].endswith("_00000"), frame["trial_id"]
+    # Every searcher numbers its trials in the order it made them (Optuna's were
+    # random hex: tied trials ranked, and the best was chosen, by chance).
+    assert len({t.split("_")[0] for t in frame["trial_id"]}) == 1, frame["trial_id"]
+    assert sorted(int(t.split("_")[1]) for t in frame["trial_id"]) == list(range(len(frame)))
     assert set(frame["status"]) <= {"ok", "pruned"}
     assert (frame["status"] == "ok").any()
     if "asha" in search or "hyperband" in search:
@@ -274,19 +278,27 @@ def test_hyperband_brackets_follow_the_seed_and_leave_numpy_alone():
 
 
 def test_time_budget_stops_the_search(ray_session, tmp_path):
+    from orchestrator.leaderboard import read_leaderboard
+    from orchestrator.reporters import read_events
+    from orchestrator.trial import read_result
+
     recipe = write_recipe(
-        tmp_path, "{num_samples: 50, max_epochs: 2, time_budget_s: 10, max_concurrent_trials: 1}"
+        tmp_path, "{num_samples: 50, max_epochs: 12, time_budget_s: 10, max_concurrent_trials: 1}"
     )
     # On a busy machine the budget may end before any trial does.
     with contextlib.suppress(RunFailed):
         run(recipe)
     (run_dir,) = (tmp_path / "runs").iterdir()
-    from orchestrator.leaderboard import read_leaderboard
-
     frame = read_leaderboard(run_dir)
     # The budget stopped the search; trials it left unstarted are not listed.
     assert 1 <= len(frame) < 50
     assert frame["hidden_layers"].notna().all()
+    # The trial it cut midway (Tune calls no callback for it) was told of like the
+    # others, and has its result, so a resume does not run it again.
+    told = [e["trial_id"] for e in read_events(run_dir) if e["event"] == "trial_finished"]
+    assert sorted(told) == sorted(frame["trial_id"]), frame[["trial_id", "status", "epochs"]]
+    for trial_id in frame["trial_id"]:
+        assert read_result(run_dir / "trials" / "scratch_mlp" / trial_id) is not None
 
 
 def test_keras_tuner_backend_gives_the_same_columns_as_ray(wine_run, tmp_path):
@@ -366,7 +378,7 @@ def test_the_run_says_how_many_trials_a_grid_runs():
     space = {"a": Choice((1, 2)), "b": Int(1, 3), "c": LogFloat(1e-4, 1e-2)}
     text = "name: x\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
     ray = parse_recipe(text + "search: {algorithm: grid, num_samples: 2}\n")
-    assert _planned(ray, "scratch_mlp", space) == (12, "a grid of 6 configurations, 2 times over")
+    assert _planned(ray, "scratch_mlp", space) == (12, "a grid of 6 configurations (each run 2 times)")
     kt = parse_recipe(text + "search: {algorithm: grid, backend: keras_tuner}\n")
     assert _planned(kt, "scratch_mlp", space) == (6, "a grid of 6 configurations")
     plain = parse_recipe(text + "search: {num_samples: 1}\n")

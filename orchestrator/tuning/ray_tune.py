@@ -25,6 +25,7 @@ import shutil
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ import numpy as np
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search import Searcher
+from ray.tune.search import Searcher, SearchGenerator
 
 from orchestrator.cluster import node_label
 from orchestrator.errors import SearchInterrupted
@@ -89,6 +90,8 @@ class _Search:
     interrupted: bool = False
     #: Trials that had not ended when Tune last finished a step (None before the first).
     unfinished: set[str] | None = None
+    #: Trials whose end the listener was told of.
+    told: set[str] = field(default_factory=set)
 
     def stopped_midway(self) -> set[str]:
         """The trials an interrupt stopped: Tune ends them without telling callbacks."""
@@ -406,6 +409,37 @@ class _SeededASHA(_RetiresWorkers, ASHAScheduler):
             np.random.set_state(outside)
 
 
+class _OrderedSearchGenerator(SearchGenerator):
+    """Tune's wrapper of a :class:`Searcher`, naming trials in the order it makes them.
+
+    Tune names a searcher's trials with random hex (random search's and grid's
+    get ``prefix_00000``, ``prefix_00001``, ...). The leaderboard breaks ties by
+    trial id, so one seed ranked its tied trials, and chose its best model,
+    differently from run to run.
+    """
+
+    def __init__(self, searcher: Searcher) -> None:
+        super().__init__(searcher)
+        self._prefix = uuid.uuid4().hex[:5]
+
+    def create_trial_if_possible(self, experiment_spec: dict) -> Any:
+        # Tune's code calls Trial.generate_id() for the id and nothing else (Ray 2.60).
+        made = vars(Trial)["generate_id"]
+        number = self._counter
+        Trial.generate_id = classmethod(lambda cls: f"{self._prefix}_{number:05d}")
+        try:
+            return super().create_trial_if_possible(experiment_spec)
+        finally:
+            Trial.generate_id = made
+
+    def get_state(self) -> dict:
+        return {**super().get_state(), "graftune_prefix": self._prefix}
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        self._prefix = state.get("graftune_prefix", self._prefix)
+
+
 def _searcher(
     search: SearchSpec, seed: int, start: dict[str, Any] | None = None, *, searched: bool = True
 ) -> Any:
@@ -422,9 +456,14 @@ def _searcher(
         # Tree-structured Parzen estimators, seeded; Optuna warns on every
         # experimental feature Ray touches, which is not for our users.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        return OptunaSearch(
+        searcher: Searcher = OptunaSearch(
             sampler=optuna.samplers.TPESampler(seed=seed), points_to_evaluate=points
         )
+        if search.max_concurrent_trials:
+            from ray.tune.search import ConcurrencyLimiter
+
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent_trials)
+        return _OrderedSearchGenerator(searcher)
     # Ray applies max_concurrent_trials only to searchers it makes itself (or
     # to a Searcher); a generator passed in must carry the limit.
     return BasicVariantGenerator(
@@ -594,6 +633,7 @@ def run_search(
 
                 push_trial(folder, spec.storage, strategy, trial_id)
     finished = [results[trial_id] for trial_id in sorted(results)]
+    _tell_the_untold(state, finished, spec, search.time_budget_s)
     if state.interrupted:
         midway = {t for t in stopped - set(results) if trial_dir(run_dir, strategy, t).exists()}
         raise SearchInterrupted(finished, stopped=len(midway))
@@ -696,6 +736,7 @@ class _Events(tune.Callback):
             # saved state (a few seconds old when a run is killed) would run it again.
             # (A trial that ran every epoch on another node may only not be here yet.)
             write_result(folder, result)
+        search.told.add(trial.trial_id)
         search.listener.trial_finished(result)
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
@@ -721,6 +762,39 @@ class _Events(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._done(trial, _trial_error(trial))
+
+
+def _tell_the_untold(
+    state: _Search, finished: list[TrialResult], spec: TrialSpec, budget: float | None
+) -> None:
+    """Tell the listener of the trials Tune ended without a callback.
+
+    When ``search.time_budget_s`` runs out, Tune stops the trials still running
+    and calls no callback: they had no line, no ``graftune_trial_finished``, no
+    ``result.json`` (so a resume could run them again), and the progress view
+    kept them running.
+    """
+    cut = []
+    for result in finished:
+        if result.trial_id in state.told:
+            continue
+        folder = trial_dir(Path(spec.run_dir).resolve(), spec.strategy.name, result.trial_id)
+        stopped_early = result.status == "pruned" and result.epochs < spec.max_epochs
+        if stopped_early and not state.interrupted:
+            cut.append(result.trial_id)
+            if folder.is_dir() and read_result(folder) is None:
+                write_result(folder, result)
+        state.told.add(result.trial_id)
+        state.listener.trial_finished(result)
+    if cut and budget is not None and not state.interrupted:
+        log.warning(
+            "%s: search.time_budget_s (%g s) ran out: %d trial%s stopped midway, ranked as "
+            "pruned by the epochs they trained",
+            spec.strategy.name,
+            budget,
+            len(cut),
+            "s" * (len(cut) != 1),
+        )
 
 
 def _note_interrupts(search: _Search) -> None:
