@@ -484,9 +484,8 @@ def run_trial(
         else:
             val = _last_validation(spec.strategy, reporter, spec.max_epochs)
             if val is None:
-                val = scores(probabilities(model, inputs["val"]), dataset.y_val)
-            predicted = probabilities(model, inputs["test"])
-            test = scores(predicted, dataset.y_test)
+                val = evaluate(model, inputs["val"], dataset.y_val)[1]
+            predicted, test = evaluate(model, inputs["test"], dataset.y_test)
             if not _finite(val, predicted):
                 # The last step's loss was finite, the weights it left are not: the model
                 # predicts NaN, which scored at chance, was ranked and saved as the best.
@@ -695,45 +694,50 @@ def probabilities(model: Any, x: Any, batch_size: int | None = None) -> Any:
     one call), and never fewer than ``predict``'s 32 samples, so that a heavy
     base needs no more memory than there.
     """
-    import keras
-    import numpy as np
-
-    if len(x) == 0:
-        return model.predict(x, verbose=0)
-    if batch_size is None:
-        batch_size = max(32, BATCH_VALUES // max(1, math.prod(x.shape[1:])))
-    return np.concatenate(
-        [
-            keras.ops.convert_to_numpy(model(x[i : i + batch_size], training=False))
-            for i in range(0, len(x), batch_size)
-        ]
-    )
+    return evaluate(model, x, None, batch_size)[0]
 
 
-def scores(predicted: Any, y: Any) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of predicted class probabilities.
+def evaluate(
+    model: Any, x: Any, y: Any, batch_size: int | None = None
+) -> tuple[Any, dict[str, float]]:
+    """The model's probabilities on ``x`` (:func:`probabilities`), and their
+    accuracy and mean cross-entropy against the labels ``y``.
 
-    The cross-entropy is Keras' (each row normalised to sum 1, then clipped to
-    ``[ε, 1 - ε]``), of the data alone: a model's penalties (λ·R(θ)), which
-    Keras adds to its ``loss``, are part of what a trial minimises, not of
-    how well it predicts, and would rank trials of a small λ, or of L2-SP
-    against L2, above better ones. Every strategy's trials are scored so,
-    however they compiled their model.
+    The cross-entropy is Keras' own, of the model's outputs, as the
+    ``cross_entropy`` metric of :func:`~orchestrator.models.compile_classifier`
+    gives an epoch's ``val_loss``: on TensorFlow from the logits of a softmax
+    output (it has no bound), elsewhere from the probabilities clipped to
+    ``[ε, 1 - ε]``. So a trial's ``val_loss`` and ``test_loss`` are of one
+    formula, whether its validation is the last epoch's or evaluated here (a
+    strategy with a ``fit`` of its own): a clipped formula here put 16.1 as the
+    most one example could cost, where the epoch's metric said millions.
+
+    It is of the data alone: a model's penalties (λ·R(θ)), which Keras adds to
+    its ``loss``, are part of what a trial minimises, not of how well it
+    predicts, and would rank trials of a small λ, or of L2-SP against L2, above
+    better ones.
     """
     import keras
     import numpy as np
 
+    if len(x) == 0:  # (Keras' predict fails on no data)
+        return np.zeros((0, model.output_shape[-1]), "float32"), {}
+    if batch_size is None:
+        batch_size = max(32, BATCH_VALUES // max(1, math.prod(x.shape[1:])))
+    outputs, loss = [], 0.0
+    for i in range(0, len(x), batch_size):
+        out = model(x[i : i + batch_size], training=False)
+        outputs.append(keras.ops.convert_to_numpy(out))
+        if y is not None:
+            labels = np.asarray(y[i : i + batch_size]).astype("int32")
+            each = keras.losses.sparse_categorical_crossentropy(labels, out)
+            loss += float(np.sum(keras.ops.convert_to_numpy(each), dtype=np.float64))
+    predicted = np.concatenate(outputs)
+    if y is None:
+        return predicted, {}
     y = np.asarray(y).astype(int)
-    if len(y) == 0:
-        return {}
-    p = np.asarray(predicted, dtype=np.float64)
-    p = p / p.sum(axis=-1, keepdims=True)
-    eps = keras.config.epsilon()
-    chosen = np.clip(p[np.arange(len(y)), y], eps, 1 - eps)
-    return {
-        "accuracy": float((p.argmax(axis=-1) == y).mean()),
-        "loss": float(-np.log(chosen).mean()),
-    }
+    accuracy = float((predicted.argmax(axis=-1) == y).mean())
+    return predicted, {"accuracy": accuracy, "loss": loss / len(y)}
 
 
 def _last_validation(strategy: Strategy, reporter: Any, epochs: int) -> dict[str, float] | None:

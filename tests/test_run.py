@@ -286,7 +286,7 @@ def test_scores_are_the_cross_entropy_without_the_penalty():
     import numpy as np
 
     from orchestrator.models import compile_classifier
-    from orchestrator.trial import probabilities, scores
+    from orchestrator.trial import evaluate
 
     rng = np.random.default_rng(0)
     x, y = rng.random((40, 5)).astype("float32"), rng.integers(0, 3, 40)
@@ -299,12 +299,19 @@ def test_scores_are_the_cross_entropy_without_the_penalty():
         ]
     )
     keras_says = compile_classifier(model, 1e-3).evaluate(x, y, verbose=0, return_dict=True)
-    ours = scores(probabilities(model, x), y)
+    predicted, ours = evaluate(model, x, y)
     assert ours["loss"] == pytest.approx(keras_says["cross_entropy"], rel=1e-5)
     assert keras_says["loss"] > ours["loss"] + 0.1  # Keras' loss: the penalty on top
     assert ours["accuracy"] == pytest.approx(keras_says["accuracy"])
-    assert scores(np.eye(3)[[0, 1]], [0, 1]) == {"accuracy": 1.0, "loss": pytest.approx(1e-7)}
-    assert scores(np.zeros((0, 3)), []) == {}
+    np.testing.assert_allclose(predicted, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    # Confidently wrong (probabilities under Keras' ε): still the epoch's formula.
+    # A clipped one gave at most 16.1 an example beside the metric's hundreds.
+    model.layers[-1].kernel.assign(rng.normal(0, 300, (5, 3)))
+    keras_says = model.evaluate(x, y, verbose=0, return_dict=True)
+    predicted, ours = evaluate(model, x, y, batch_size=7)
+    assert keras_says["cross_entropy"] > 20
+    assert ours["loss"] == pytest.approx(keras_says["cross_entropy"], rel=1e-5)
+    assert evaluate(model, x[:0], y[:0])[1] == {}
 
 
 @pytest.mark.parametrize("shape", [(64,), (16, 16, 1), (40, 40, 3)])
