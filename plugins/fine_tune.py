@@ -95,6 +95,7 @@ class FineTune(Strategy):
 
         from orchestrator.models import (
             classifier_head,
+            clear_regularizers,
             compile_classifier,
             pooled,
             regularize_trainable_kernels,
@@ -108,6 +109,9 @@ class FineTune(Strategy):
         if frozen < base.info.n_cut_points:
             # (With the whole base frozen there is nothing of it to regularise, and
             # a trial on features cached at its output need not load it.)
+            # The recipe's penalty replaces any the base was saved with (Keras
+            # keeps a layer's kernel_regularizer): those layers had ignored it.
+            clear_regularizers(base.model)
             regularize_trainable_kernels(base.model, lambda_, config.get("regularizer", "l2"))
         outputs = classifier_head(
             pooled(features),

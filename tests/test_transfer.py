@@ -137,6 +137,42 @@ def test_with_a_large_lambda_l2sp_keeps_the_weights_near_their_start(digits, bas
     assert distances[10.0] < distances[1e-6] / 10
 
 
+@pytest.mark.parametrize("form", ["l2", "l2sp"])
+def test_the_recipes_penalty_replaces_one_the_base_was_saved_with(
+    digits, tmp_path, monkeypatch, form
+):
+    """A base layer saved with its own kernel_regularizer kept it, and ignored the
+    recipe's regularizer and lambda (unless two_phase cleared it in phase 2)."""
+    import keras
+
+    from orchestrator.bases import load_base, prepare_base
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import BaseSpec
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 1))
+    own = keras.regularizers.L2(1e-9)
+    x = keras.layers.Conv2D(4, 3, padding="same", kernel_regularizer=own, name="c1")(inputs)
+    x = keras.layers.Conv2D(4, 3, padding="same", name="c2")(x)
+    keras.Model(inputs, x).save(tmp_path / "own.keras")
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    host = get_plugin_manager()
+    info = prepare_base(
+        BaseSpec(path=tmp_path / "own.keras"), host.bases, digits.task, seed=0,
+        base_dir=tmp_path, data_sources=host.data_sources,
+    )  # fmt: skip
+    base = load_base(info)
+    FineTune().build(
+        ft_config(frozen_layers=0, regularizer=form, **{"lambda": 0.5}), digits.task, base
+    )
+    kernels = [base.model.get_layer(name).kernel for name in ("c1", "c2")]
+    for kernel in kernels:
+        kernel.assign(kernel.numpy() + 0.1)
+    moved = 0.1**2 * sum(k.numpy().size for k in kernels)  # l2sp: from the pretrained values
+    expected = 0.5 * (moved if form == "l2sp" else sum(np.sum(k.numpy() ** 2) for k in kernels))
+    assert float(sum(base.model.losses)) == pytest.approx(expected, rel=1e-4)
+
+
 def test_regularizer_is_searched_and_shown(digits, base_info, tmp_path):
     space = FineTune().search_space(None)
     assert set(space["regularizer"].values) == {"l2", "l2sp"}
