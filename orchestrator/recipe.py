@@ -174,6 +174,14 @@ class BaseSpec(_Model):
                 "expected exactly one of path, application, pretrain or provider; "
                 + (f"got {', '.join(given)}" if given else "got none")
             )
+        if "weights" in self.model_fields_set and self.weights is None:
+            # Keras' weights=None is random weights; here an empty value read as
+            # the default, imagenet (downloaded, or refused offline).
+            raise _KeyedError(
+                "weights",
+                "expected imagenet (the default), none (random weights) or the path of "
+                "a weights file; got null (for Keras' weights=None, write none)",
+            )
         if self.application is None and (self.weights is not None or self.input_shape):
             raise _KeyedError(
                 "weights" if self.weights is not None else "input_shape",

@@ -325,8 +325,7 @@ BAD_RECIPES = [
         id="grace-beyond-the-epochs",
     ),
     pytest.param(  # it ran every trial to the end, as fifo would
-        HEAD
-        + "strategies: {scratch_mlp: {}}\nsearch: {scheduler: hyperband, grace_period: 3, "
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {scheduler: hyperband, grace_period: 3, "
         "max_epochs: 3}\n",
         "search.grace_period",
         "3 is as many epochs as max_epochs (3): hyperband stops trials only after",
@@ -513,6 +512,13 @@ BAD_RECIPES = [
         "base.weights",
         "weights and input_shape go with application:",
         id="weights-without-application",
+    ),
+    pytest.param(  # Keras' weights=None is random weights; it meant imagenet here
+        HEAD
+        + "base: {application: MobileNetV3Small, weights: null}\nstrategies: {fine_tune: {}}\n",
+        "base.weights",
+        "got null (for Keras' weights=None, write none)",
+        id="weights-null",
     ),
     pytest.param(
         HEAD + "base: {provider: hub}\nstrategies: {fine_tune: {}}\n",
