@@ -162,6 +162,14 @@ class BaseSpec(_Model):
     provider: str | None = None
     options: dict[str, Any] = {}
 
+    @model_validator(mode="before")
+    @classmethod
+    def _imagenet_by_default(cls, data: Any) -> Any:
+        # Said, so that a run's recipe.yaml says it, and null is told from absent.
+        if isinstance(data, dict) and data.get("application") is not None:
+            data = {"weights": "imagenet", **data}
+        return data
+
     @model_validator(mode="after")
     def _exactly_one_source(self) -> BaseSpec:
         given = [
@@ -174,7 +182,7 @@ class BaseSpec(_Model):
                 "expected exactly one of path, application, pretrain or provider; "
                 + (f"got {', '.join(given)}" if given else "got none")
             )
-        if "weights" in self.model_fields_set and self.weights is None:
+        if self.application is not None and self.weights is None:  # (given as null)
             # Keras' weights=None is random weights; here an empty value read as
             # the default, imagenet (downloaded, or refused offline).
             raise _KeyedError(

@@ -81,7 +81,13 @@ class Choice:
     values: tuple[Any, ...]
 
     def resolve(self, all_value: int | None) -> Choice:
-        return self
+        """Replace an ``"all"`` among the values by ``all_value`` (once, in its place)."""
+        if not any(_is_all(v) for v in self.values):
+            return self
+        if all_value is None:
+            raise ValueError("'all' needs a base whose layers can be counted")
+        values = [all_value if _is_all(v) else v for v in self.values]
+        return Choice(tuple(dict.fromkeys(values)))  # [0, 5, all] of 5 cut points: 5 once
 
     def describe(self) -> str:
         return "choice [" + ", ".join(repr(v) for v in self.values) + "]"
@@ -235,6 +241,8 @@ def uses_all(dim: Dimension) -> bool:
     """Whether ``dim`` refers to the base's number of cut points (``"all"``)."""
     if isinstance(dim, Int):
         return _is_all(dim.high)
+    if isinstance(dim, Choice):
+        return any(_is_all(v) for v in dim.values)
     return isinstance(dim, Fixed) and _is_all(dim.value)
 
 
@@ -273,7 +281,7 @@ def _describe_kinds(kinds: set[str], positive: bool) -> str:
 
 def _sample_values(dim: Dimension) -> list[Any]:
     if isinstance(dim, Choice):
-        return list(dim.values)
+        return [v for v in dim.values if not _is_all(v)]
     if isinstance(dim, Fixed):
         return [] if _is_all(dim.value) else [dim.value]
     if isinstance(dim, Int):

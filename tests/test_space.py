@@ -20,6 +20,7 @@ from orchestrator.space import (
     contains,
     merge_spaces,
     middle,
+    outside_cut_points,
     parse_dimension,
     resolve_space,
     smallest_config,
@@ -165,8 +166,22 @@ def test_uses_all() -> None:
     assert uses_all(Fixed(ALL))
     assert not uses_all(Int(0, 3))
     assert not uses_all(Fixed(3))
-    assert not uses_all(Choice(("all",)))
+    assert uses_all(Choice((0, "all")))
+    assert not uses_all(Choice((0, 2)))
     assert not uses_all(Float(0, 1))
+
+
+def test_all_in_a_choice_is_the_bases_count_once() -> None:
+    """``frozen_layers: {choice: [0, 2, all]}`` was refused as not whole numbers."""
+    check_compatible("frozen_layers", Int(0, ALL), Choice((0, 2, "all")))
+    assert Choice((0, 2, "all")).resolve(5) == Choice((0, 2, 5))
+    assert Choice((0, 2, "all")).resolve(2) == Choice((0, 2))
+    assert Choice((0, 2)).resolve(None) == Choice((0, 2))
+    with pytest.raises(ValueError, match="'all' needs a base"):
+        Choice((0, "all")).resolve(None)
+    with pytest.raises(ValueError, match="only fits whole-number dimensions"):
+        check_compatible("head_width", Choice((64, 128)), Choice((64, "all")))
+    assert outside_cut_points(Choice((0, 9, "all")), 5) == [9]
 
 
 def test_describe() -> None:
@@ -275,7 +290,7 @@ def test_check_compatible_accepts(default: Dimension, override: Dimension) -> No
         (Int(1, 3), Fixed(2.5), "dim takes whole numbers; got fixed 2.5"),
         (Int(1, 3), Fixed(True), "dim takes whole numbers"),
         (Int(1, 3), Fixed("two"), "dim takes whole numbers"),
-        (Int(0, ALL), Choice((0, 2, "all")), "dim takes whole numbers"),
+        (Int(0, ALL), Choice((0, 2, "ALL")), "dim takes whole numbers"),
         (Int(1, 3), Choice((1, 2.0)), "dim takes whole numbers"),
         (LogFloat(1e-6, 1e-2), Float(-1, 1), "dim takes positive numbers; got float [-1, 1]"),
         (LogFloat(1e-6, 1e-2), Fixed(-1e-3), "dim takes positive numbers"),
