@@ -105,7 +105,21 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
         from orchestrator.submit import with_cluster_options
 
         recipe = with_cluster_options(load_recipe(recipe), address=address)
-    return run_recipe(recipe, run_dir=run_dir, resume=True, **kwargs)
+    try:
+        return run_recipe(recipe, run_dir=run_dir, resume=True, **kwargs)
+    except RecipeError as exc:
+        for error in getattr(exc, "errors", [exc]):
+            if error.path in _MOVABLE_FILES and "does not exist" in error.message:
+                # Editing the path in recipe.yaml is refused (what it searches changed).
+                error.message += (
+                    " (the run's recipe names its files where they were when it started: "
+                    "put the file back there, or a link to it, to resume)"
+                )
+        raise
+
+
+#: The recipe's keys that name a file, which a resume needs where they were.
+_MOVABLE_FILES = ("data.source", "base.path", "base.weights")
 
 
 def _finished_outcome(run_dir: Path, echo: Callable[[str], None]) -> RunOutcome:

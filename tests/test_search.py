@@ -1309,6 +1309,26 @@ def test_the_failure_summary_says_why_when_no_trial_has_an_error(tmp_path):
     assert _failure_summary([], tmp_path) == f"no trial ran; see {tmp_path}"
 
 
+def test_a_resume_whose_data_file_moved_says_to_put_it_back(tmp_path):
+    """Editing the path in the run's recipe.yaml is refused as a change of what
+    it searches: the message said only that the file does not exist."""
+    from orchestrator.errors import RecipeError
+    from orchestrator.run import resume_run
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    gone = tmp_path / "project" / "wine.csv"
+    (run_dir / "recipe.yaml").write_text(
+        f"name: moved\ndata: {{source: 'csv:{gone}', target: cultivar}}\n"
+        "strategies: {scratch_mlp: {}}\nsearch: {num_samples: 1, max_epochs: 1}\n"
+    )
+    with pytest.raises(RecipeError) as info:
+        resume_run(run_dir)
+    assert f"CSV file {gone} does not exist" in str(info.value)
+    assert "put the file back there, or a link to it, to resume" in str(info.value)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["recipe.yaml"]
+
+
 def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
     """It mixed 40-epoch and 10-epoch trials in one leaderboard, and said nothing."""
     from orchestrator.errors import RecipeError
