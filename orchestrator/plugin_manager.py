@@ -307,13 +307,16 @@ def _warn_unmarked_hooks(plugin: object, owner: str) -> None:
 
 
 def _hook_hint(pm: pluggy.PluginManager, plugin: object) -> str:
-    """" (did you mean graftune_...?)" for a plugin's hook that no specification names."""
+    """The hint for a plugin's hook that no specification names: the closest
+    graftune hook (``" (did you mean graftune_...?)"``), or the list of them."""
     known = [name for name in dir(hookspecs) if name.startswith(f"{PROJECT}_")]
     for name, caller in vars(pm.hook).items():
         if caller.has_spec() or not any(i.plugin is plugin for i in caller.get_hookimpls()):
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        return f" (did you mean {close[0]}?)" if close else f" (graftune's hooks: {', '.join(known)})"
+        return (
+            f" (did you mean {close[0]}?)" if close else f" (graftune's hooks: {', '.join(known)})"
+        )
     return ""
 
 

@@ -524,6 +524,7 @@ def _run(
                 feature_cache=recipe.cache,
                 storage=place.remote,
                 keras_backend=chosen_backend(),
+                custom_objects=_plugin_keras_objects(host),
             )
             num_samples = _num_samples(recipe, name)
             first = "; the first at its defaults" if starts.get(name) else ""
@@ -937,6 +938,21 @@ class _RunEvents:
         """A trial that finished before a resume: the progress view counts it."""
         if self.listener is not None:
             getattr(self.listener, "trial_replayed", self.listener.trial_finished)(result)
+
+
+def _plugin_keras_objects(host: PluginHost) -> dict[str, Any] | None:
+    """What ``--plugin`` modules registered with Keras (custom layers of a base):
+    :attr:`TrialSpec.custom_objects`."""
+    keras = sys.modules.get("keras")
+    if keras is None or not host.explicit:
+        return None
+
+    def from_a_plugin(obj: Any) -> bool:
+        module = str(getattr(obj, "__module__", ""))
+        return any(module == name or module.startswith(f"{name}.") for name in host.explicit)
+
+    found = {k: v for k, v in keras.saving.get_custom_objects().items() if from_a_plugin(v)}
+    return found or None
 
 
 def _describe(space: dict[str, Any]) -> str:

@@ -87,6 +87,10 @@ class TrialSpec:
     #: :func:`config_key` -> the ids of trials that ended before with that
     #: configuration. A new trial of one takes its result over (:func:`adopt_earlier`).
     earlier: dict[str, list[str]] | None = None
+    #: Keras classes a ``--plugin`` module registered (``register_keras_serializable``),
+    #: by registered name: Ray's workers never import such a module (its code is
+    #: pickled by value), so a base using them is loaded after registering these.
+    custom_objects: dict[str, Any] | None = None
 
 
 @dataclass
@@ -424,6 +428,10 @@ def run_trial(
         # Seeded for the base too: a random layer in it without a seed of its own
         # (Dropout) takes one from Python's random state when it is loaded.
         keras.utils.set_random_seed(spec.seed)
+        if spec.custom_objects:
+            import keras
+
+            keras.saving.get_custom_objects().update(spec.custom_objects)
         base = load_base(spec.base) if spec.base is not None else None
         inputs, cut = _inputs(config, spec, dataset, base, result)
         if spec.mixed_precision and spec.gpus and not use_mixed:

@@ -7,12 +7,14 @@ before any trial where it can be detected that early.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import re
 import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -169,8 +171,16 @@ def test_the_plugin_option_loads_a_module_and_logs_the_act_of_trust(tmp_path, mo
 
 
 LOCAL_PLUGIN = """
+import keras
+
 from orchestrator import Fixed, hookimpl
 from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+
+
+@keras.saving.register_keras_serializable(package="gt_local")
+class Twice(keras.layers.Layer):
+    def call(self, x):
+        return 2 * x
 
 
 class LocalMLP(ScratchMLP):
@@ -215,18 +225,33 @@ def test_the_plugin_option_finds_a_module_in_the_current_folder(local_plugin, tm
 
 @pytest.mark.slow
 def test_a_run_with_a_plugin_module_that_is_not_installed(local_plugin, tmp_path, ray_session):
+    import keras
+
+    # A base with a layer the module registers: the workers, which never import
+    # the module, could not load it, and every fine_tune trial failed.
+    sys.path.append(str(tmp_path))  # (the fixture puts sys.path back)
+    twice = importlib.import_module(local_plugin).Twice
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(8)(twice()(inputs))).save(tmp_path / "base.keras")
     recipe = write(
         tmp_path,
         """
         name: local
         data: {source: "sklearn:iris"}
-        strategies: {local_mlp: {num_samples: 1}}
+        base: {path: base.keras}
+        strategies:
+          local_mlp: {num_samples: 1}
+          fine_tune: {num_samples: 1, space: {frozen_layers: 0, head_width: 8}}
         search: {max_epochs: 1, metric: val_loss}
+        cache: false
         output: runs/
         """,
     )
     result = cli("run", recipe, "--plugin", local_plugin, "--quiet")
     assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    frame = pd.read_csv(run_dir / "leaderboard.csv")
+    assert set(frame["status"]) == {"ok"}, frame[["strategy", "error"]]
     # The metric the best was chosen by, first (it said val_accuracy alone).
     assert re.search(r"best: local_mlp trial \S+ val_loss=\d\.\d+ val_accuracy=", result.output)
 

@@ -378,7 +378,10 @@ def test_the_run_says_how_many_trials_a_grid_runs():
     space = {"a": Choice((1, 2)), "b": Int(1, 3), "c": LogFloat(1e-4, 1e-2)}
     text = "name: x\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
     ray = parse_recipe(text + "search: {algorithm: grid, num_samples: 2}\n")
-    assert _planned(ray, "scratch_mlp", space) == (12, "a grid of 6 configurations (each run 2 times)")
+    assert _planned(ray, "scratch_mlp", space) == (
+        12,
+        "a grid of 6 configurations (each run 2 times)",
+    )
     kt = parse_recipe(text + "search: {algorithm: grid, backend: keras_tuner}\n")
     assert _planned(kt, "scratch_mlp", space) == (6, "a grid of 6 configurations")
     plain = parse_recipe(text + "search: {num_samples: 1}\n")
