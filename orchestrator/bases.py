@@ -590,9 +590,37 @@ class PathProvider(BaseProvider):
             return keras.saving.load_model(spec.path, safe_mode=True, compile=False)
         except Exception as exc:
             raise BaseModelError(
-                f"cannot load {spec.path} with safe_mode=True: {type(exc).__name__}: {exc}",
-                key="path",
+                f"cannot load {spec.path} with safe_mode=True: {load_problem(exc)}", key="path"
             ) from exc
+
+
+def load_problem(exc: BaseException) -> str:
+    """Why Keras could not load a model file, in a line a graftune user can act on.
+
+    Keras' own message for a custom class is a kilobyte of the model's config,
+    and for a ``Lambda`` layer it suggests ``safe_mode=False``, which graftune
+    never uses.
+    """
+    import re
+
+    text = str(exc)
+    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    if unknown:
+        return (
+            f"it uses the custom Keras object {unknown.group(1)!r}, which no imported code "
+            "has registered: pass the module that registers it "
+            "(keras.saving.register_keras_serializable) with --plugin, or install it as a "
+            "graftune plugin"
+        )
+    if "`Lambda` layer" in text and "safe_mode" in text:
+        return (
+            "it holds a Lambda layer of Python code, which safe_mode=True does not run (graftune "
+            "loads every model so): save the base with a registered custom layer instead"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if len(first) > 300:
+        first = first[:300].rsplit(" ", 1)[0] + " ..."
+    return f"{type(exc).__name__}: {first}"
 
 
 class PretrainProvider(BaseProvider):

@@ -342,6 +342,26 @@ def test_path_base_with_a_lambda_layer_is_refused_by_safe_mode(tmp_path):
     with pytest.raises(BaseModelError, match="safe_mode") as caught:
         prepare(BaseSpec(path=tmp_path / "lambda.keras"), base_dir=tmp_path)
     assert caught.value.key == "path"
+    # Not Keras' advice to pass safe_mode=False, which graftune never does.
+    assert "holds a Lambda layer of Python code" in str(caught.value)
+    assert "safe_mode=False" not in str(caught.value)
+
+
+def test_path_base_with_an_unregistered_custom_layer_says_what_to_do(tmp_path):
+    @keras.saving.register_keras_serializable(package="gt_test_unregistered")
+    class Halve(keras.layers.Layer):
+        def call(self, x):
+            return x / 2
+
+    inputs = keras.Input((8, 8, 1))
+    keras.Model(inputs, Halve()(keras.layers.Conv2D(2, 3)(inputs))).save(tmp_path / "c.keras")
+    del keras.saving.get_custom_objects()["gt_test_unregistered>Halve"]
+    with pytest.raises(BaseModelError) as caught:
+        prepare(BaseSpec(path=tmp_path / "c.keras"), base_dir=tmp_path)
+    message = str(caught.value)
+    assert "the custom Keras object 'Halve'" in message
+    assert "with --plugin" in message
+    assert len(message) < 500  # Keras' own was a kilobyte of the model's config
 
 
 def test_path_base_that_is_missing_is_a_base_model_error(tmp_path):
