@@ -119,17 +119,6 @@ def locked(path: Path, waiting: Callable[[], None] | None = None) -> Iterator[No
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def locked_unless(
-    done: Path, lock: Path, waiting: Callable[[], None] | None = None
-) -> contextlib.AbstractContextManager[None]:
-    """:func:`locked` on ``lock``, or nothing where ``done`` exists.
-
-    ``done`` is the file an entry's making moves into place last: a whole entry
-    is read without its lock, so a shared, pre-filled cache may be read-only.
-    """
-    return contextlib.nullcontext() if done.is_file() else locked(lock, waiting)
-
-
 #: Held shared by every run on this machine for its whole length, and
 #: exclusively by ``graftune cache clear``: entries a run is using stay.
 IN_USE_LOCK = "in-use.lock"
@@ -256,7 +245,16 @@ class LoadedBase:
         if self._model is None:
             import keras
 
-            self._model = keras.saving.load_model(self.info.path, safe_mode=True, compile=False)
+            try:
+                self._model = keras.saving.load_model(self.info.path, safe_mode=True, compile=False)
+            except Exception as exc:
+                problem = damaged_base_file(self.info.path) if self.info.path.is_file() else None
+                if problem is None:
+                    raise
+                raise ValueError(
+                    f"the cached base {self.info.path.parent} cannot be read ({problem}); "
+                    "the next run that needs it makes it again"
+                ) from exc
         return self._model
 
     @property
@@ -841,6 +839,14 @@ def prepare_base(
             f"{preprocessing!r}; expected one of {', '.join(map(str, PREPROCESSING_MODES))}"
         )
     key = _calling(providers, kind, "cache_key", spec, context)
+
+    def damaged(folder: Path, problem: str) -> None:
+        message = f"the cached base {folder} cannot be read ({problem}): making it again"
+        if echo is not None:
+            echo(f"warning: {message}")
+        else:
+            log.warning("%s", message)
+
     if key:
         # Held while the base is built: runs that need the same base (a pretrain
         # takes a while) build it once, and the others load it.
@@ -852,20 +858,27 @@ def prepare_base(
             if echo is not None:
                 echo(f"base: waiting for another graftune process that is making it ({lock})")
 
-        with locked_unless(model_path, lock, waiting):
-            if model_path.is_file():
-                log.info("reusing cached base %s", model_path)
-                model = keras.saving.load_model(model_path, safe_mode=True, compile=False)
-            else:
-                model = build()
-                _save_base(model, model_path)
+        # A whole entry is read without its lock (a shared cache may be read-only);
+        # a damaged one is made again as a missing one is. Trials that loaded it
+        # meanwhile keep theirs: the file is replaced, not written over.
+        model = _cached_base(model_path, lambda problem: damaged(folder, problem))
+        if model is None:
+            with locked(lock, waiting):
+                model = _cached_base(model_path)  # made, or made again, while this one waited
+                if model is None:
+                    model = build()
+                    _save_base(model, model_path)
     else:  # known by its weights only once built
         model = build()
         folder = cache_dir() / "bases" / f"{spec.kind}-{weights_digest(model)[:16]}"
         model_path = folder / "base.keras"
-        with locked_unless(model_path, folder.with_suffix(".lock")):
-            if not model_path.is_file():
-                _save_base(model, model_path)
+        problem = damaged_base_file(model_path) if model_path.is_file() else None
+        if problem is not None:
+            damaged(folder, problem)
+        if problem is not None or not model_path.is_file():
+            with locked(folder.with_suffix(".lock")):
+                if not model_path.is_file() or damaged_base_file(model_path) is not None:
+                    _save_base(model, model_path)
     input_shape = tuple(model.input_shape[1:])
     output_shape = tuple(model.output_shape[1:])
     cuts = find_cut_points(model)
@@ -908,6 +921,47 @@ def _check_one_input_and_output(model: Any) -> None:
             "takes one input and gives one output (make one: keras.Model(model.inputs[0], "
             "model.outputs[i]))"
         )
+
+
+def _cached_base(path: Path, damaged: Callable[[str], None] | None = None) -> Any:
+    """The base cached at ``path``, or ``None`` where there is none or it cannot be read.
+
+    Args:
+        damaged: Told why, when the file is there but cannot be loaded (cut short,
+            written over): the caller makes it again, as a missing one.
+    """
+    import keras
+
+    if not path.is_file():
+        return None
+    problem = damaged_base_file(path)
+    if problem is None:
+        try:
+            model = keras.saving.load_model(path, safe_mode=True, compile=False)
+        except Exception as exc:  # whatever Keras or h5py says of a damaged archive
+            problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        else:
+            log.info("reusing cached base %s", path)
+            return model
+    if damaged is not None:
+        damaged(problem)
+    return None
+
+
+def damaged_base_file(path: Path) -> str | None:
+    """Why a cached ``base.keras`` is no whole ``.keras`` archive, or ``None``.
+
+    Cheap (the archive's table of contents only): a file cut short has lost it.
+    Keras itself says "File not found" of a file that is there but is no archive.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile) as exc:
+        return f"{path.name} is not a whole .keras file (cut short?): {exc}"
+    if "config.json" not in names:
+        return f"{path.name} is a zip archive but no .keras model (it has no config.json)"
+    return None
 
 
 def _save_base(model: Any, path: Path) -> None:

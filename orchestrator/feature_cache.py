@@ -14,21 +14,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from orchestrator.bases import IN_USE_LOCK, cache_dir, locked_unless
+from orchestrator.bases import IN_USE_LOCK, cache_dir, damaged_base_file, locked
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
 
     from orchestrator.bases import LoadedBase
     from orchestrator.data import Dataset
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 DTYPE = "float32"
@@ -54,9 +59,21 @@ def features_dir() -> Path:
 
 
 def cached_features(
-    base: LoadedBase, frozen_layers: int, dataset: Dataset, *, batch_size: int = 256
+    base: LoadedBase,
+    frozen_layers: int,
+    dataset: Dataset,
+    *,
+    batch_size: int = 256,
+    damaged: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], bool]:
     """The prefix's outputs on the train, val and test splits, from the cache or computed now.
+
+    An entry that cannot be read (a file cut short, a ``meta.json`` that is not
+    graftune's) is computed again, as a missing one is.
+
+    Args:
+        damaged: Told, in words naming the entry, when it is computed again
+            because it could not be read.
 
     Returns:
         The three arrays (memory-mapped, read-only) and whether they were computed by this call.
@@ -65,45 +82,119 @@ def cached_features(
 
     key = feature_key(base, frozen_layers, dataset)
     folder = features_dir() / key[:32]
-    computed = False
-    with locked_unless(folder / "meta.json", folder.with_suffix(".lock")):
-        if not (folder / "meta.json").is_file():
-            prefix = base.prefix_model(dataset.task.input_shape, frozen_layers)
-            folder.mkdir(parents=True, exist_ok=True)
-            for left in folder.glob("*.tmp*"):  # by a computation killed midway (we hold the lock)
-                left.unlink()
-            started = time.perf_counter()
-            shapes = {}
-            for split in SPLITS:
-                x = getattr(dataset, f"x_{split}")
-                out = prefix.predict(x, batch_size=batch_size, verbose=0).astype(DTYPE)
-                tmp = folder / f"{split}.{os.getpid()}.tmp.npy"
-                try:
-                    np.save(tmp, out)
-                except OSError:  # a full disk: no half-written file keeps it full
-                    tmp.unlink(missing_ok=True)
-                    raise
-                os.replace(tmp, folder / f"{split}.npy")
-                shapes[split] = list(out.shape)
-            meta = {
-                "key": key,
-                "base": base.info.description,
-                "base_fingerprint": base.info.fingerprint,
-                "cut": frozen_layers,
-                "cut_layer": base.info.cut_names[frozen_layers - 1],
-                "data": dataset.source,
-                "data_fingerprint": dataset.task.fingerprint,
-                "shapes": shapes,
-                "dtype": DTYPE,
-                "seconds": round(time.perf_counter() - started, 3),
-                "created": time.time(),
-            }
-            tmp = folder / "meta.json.tmp"
-            tmp.write_text(json.dumps(meta, indent=2))
-            os.replace(tmp, folder / "meta.json")
-            computed = True
-    arrays = {split: np.load(folder / f"{split}.npy", mmap_mode="r") for split in SPLITS}
-    return arrays, computed
+    try:
+        return _read_entry(folder), False
+    except DamagedEntry as exc:
+        problem = None if exc.missing else str(exc)
+    # Held while the entry is made: concurrent trials that need it make it once.
+    # Trials reading the damaged files meanwhile keep them (each is replaced, not
+    # written over), and come here too.
+    with locked(folder.with_suffix(".lock")):
+        try:
+            return _read_entry(folder), False  # made, or made again, while this one waited
+        except DamagedEntry:
+            pass
+        if problem is not None:
+            log.warning(
+                "the cached features %s cannot be read (%s): computing them again", folder, problem
+            )
+            if damaged is not None:
+                damaged(f"the cached features {folder} could not be read ({problem})")
+            (folder / "meta.json").unlink(missing_ok=True)  # incomplete until made again
+        prefix = base.prefix_model(dataset.task.input_shape, frozen_layers)
+        folder.mkdir(parents=True, exist_ok=True)
+        for left in folder.glob("*.tmp*"):  # by a computation killed midway (we hold the lock)
+            left.unlink()
+        started = time.perf_counter()
+        shapes = {}
+        for split in SPLITS:
+            x = getattr(dataset, f"x_{split}")
+            out = prefix.predict(x, batch_size=batch_size, verbose=0).astype(DTYPE)
+            tmp = folder / f"{split}.{os.getpid()}.tmp.npy"
+            try:
+                np.save(tmp, out)
+            except OSError:  # a full disk: no half-written file keeps it full
+                tmp.unlink(missing_ok=True)
+                raise
+            os.replace(tmp, folder / f"{split}.npy")
+            shapes[split] = list(out.shape)
+        meta = {
+            "key": key,
+            "base": base.info.description,
+            "base_fingerprint": base.info.fingerprint,
+            "cut": frozen_layers,
+            "cut_layer": base.info.cut_names[frozen_layers - 1],
+            "data": dataset.source,
+            "data_fingerprint": dataset.task.fingerprint,
+            "shapes": shapes,
+            "dtype": DTYPE,
+            "seconds": round(time.perf_counter() - started, 3),
+            "created": time.time(),
+        }
+        tmp = folder / "meta.json.tmp"
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, folder / "meta.json")
+        return _read_entry(folder), True
+
+
+class DamagedEntry(Exception):
+    """A feature entry cannot be read: said in words, or ``missing`` (not made yet)."""
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        self.missing = missing
+        super().__init__(message)
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    """An entry's ``meta.json``, checked to be one graftune wrote.
+
+    Raises:
+        DamagedEntry: It is missing (the entry is not made yet), unreadable, or not graftune's.
+    """
+    path = folder / "meta.json"
+    if not path.is_file():
+        raise DamagedEntry("incomplete", missing=True)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DamagedEntry(
+            f"meta.json is unreadable: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
+    shapes = meta.get("shapes") if isinstance(meta, dict) else None
+    if not isinstance(shapes, dict) or not all(
+        isinstance(shapes.get(split), list) for split in SPLITS
+    ):
+        raise DamagedEntry("meta.json lacks the shapes of its arrays")
+    return meta
+
+
+def _read_entry(folder: Path) -> dict[str, np.ndarray]:
+    """An entry's three arrays, memory-mapped, each checked against its ``meta.json``.
+
+    Raises:
+        DamagedEntry: The entry is missing, or cannot be read as made.
+    """
+    import numpy as np
+
+    meta = _read_meta(folder)
+    arrays = {}
+    for split in SPLITS:
+        path = folder / f"{split}.npy"
+        expected = meta["shapes"][split]
+        try:
+            array = np.load(path, mmap_mode="r")
+        except FileNotFoundError:
+            raise DamagedEntry(f"{path.name} is missing") from None
+        except (OSError, ValueError, EOFError) as exc:
+            # numpy says "mmap length is greater than file size" of a file cut short.
+            raise DamagedEntry(f"{path.name} cannot be read (cut short?): {exc}") from None
+        if list(array.shape) != expected or array.dtype != DTYPE:
+            raise DamagedEntry(
+                f"{path.name} holds {array.dtype} {list(array.shape)}, "
+                f"its meta.json says {meta.get('dtype')} {expected}"
+            )
+        arrays[split] = array
+    return arrays
 
 
 @dataclass(frozen=True)
@@ -129,21 +220,32 @@ def cache_entries() -> list[CacheEntry]:
     if bases.is_dir():
         for folder in sorted(p for p in bases.iterdir() if p.is_dir()):
             # What a killed save left: removed by the next run that needs the base.
-            whole = (folder / "base.keras").is_file()
-            text = folder.name if whole else "incomplete"
+            path = folder / "base.keras"
+            problem = damaged_base_file(path) if path.is_file() else "incomplete"
+            if problem is None:
+                text = folder.name
+            elif path.is_file():
+                text = f"damaged: {problem} (made again by the next run that needs it)"
+            else:
+                text = problem
             entries.append(CacheEntry("base", folder, _size(folder), text))
     features = features_dir()
     if features.is_dir():
         for folder in sorted(p for p in features.iterdir() if p.is_dir()):
-            meta_path = folder / "meta.json"
-            if meta_path.is_file():
-                meta = json.loads(meta_path.read_text())
+            try:
+                meta = _read_meta(folder)
+                _read_entry(folder)
+            except DamagedEntry as exc:
                 text = (
-                    f"{meta['base']} up to cut {meta['cut']} ({meta['cut_layer']}) "
-                    f"on {meta['data']}, train {meta['shapes']['train']}"
+                    str(exc)
+                    if exc.missing
+                    else f"damaged: {exc} (computed again by the next run that needs it)"
                 )
             else:
-                text = "incomplete"
+                text = (
+                    f"{meta.get('base')} up to cut {meta.get('cut')} ({meta.get('cut_layer')}) "
+                    f"on {meta.get('data')}, train {meta['shapes']['train']}"
+                )
             entries.append(CacheEntry("features", folder, _size(folder), text))
     return entries
 

@@ -626,8 +626,9 @@ def _inputs(
         return raw, None
     from orchestrator.feature_cache import cached_features
 
+    damaged: list[str] = []
     try:
-        features, computed = cached_features(base, cut, dataset)
+        features, computed = cached_features(base, cut, dataset, damaged=damaged.append)
     except OSError as exc:  # a full or read-only cache: the trial trains without it
         from orchestrator.bases import cache_dir
 
@@ -637,6 +638,8 @@ def _inputs(
     base.cached_cut = cut
     base.feature_shape = tuple(features["train"].shape[1:])
     result.note = f"features {'computed' if computed else 'from cache'} up to cut {cut}"
+    if damaged:  # the trial's log is the worker's: the leaderboard's note column says it
+        result.note = f"features computed again up to cut {cut}: {damaged[0]}"
     return features, cut
 
 

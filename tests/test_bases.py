@@ -301,6 +301,68 @@ def test_saving_a_base_removes_what_a_killed_save_left(tmp_path, isolated):
     assert [p.name for p in folder.iterdir()] == ["base.keras"]
 
 
+def test_a_damaged_cached_base_is_named_and_made_again(tmp_path, isolated):
+    """Found by QA: a base.keras cut short in the cache stopped every run that
+    needed it with "internal error: ValueError: File not found" (the file was
+    there), `cache info` listed it as whole, and nothing said to clear it."""
+    dataset = digits()
+    info = prepare_path_base(tiny_cnn(), tmp_path, dataset)
+    whole = info.path.read_bytes()
+    info.path.write_bytes(whole[:2000])  # cut short: a full disk, a copy killed midway
+
+    listed = CliRunner().invoke(app, ["cache", "info"])
+    assert listed.exit_code == 0, listed.output
+    assert "damaged: base.keras is not a whole .keras file" in " ".join(listed.output.split())
+    with pytest.raises(ValueError) as failed:
+        _ = load_base(info).model  # a trial that started before the next run remade it
+    assert str(failed.value).startswith(f"the cached base {info.path.parent} cannot be read")
+
+    said: list[str] = []
+    again = prepare(BaseSpec(path=tmp_path / "base.keras"), dataset, tmp_path, echo=said.append)
+
+    assert said == [
+        f"warning: the cached base {info.path.parent} cannot be read (base.keras is not a "
+        "whole .keras file (cut short?): File is not a zip file): making it again"
+    ]
+    assert again.path == info.path and again.fingerprint == info.fingerprint
+    assert load_base(again).model is not None
+
+
+def test_a_damaged_base_of_a_provider_without_a_cache_key_is_saved_again(tmp_path, isolated):
+    from orchestrator.bases import BaseProvider
+    from orchestrator.registry import Registry
+
+    class Unkeyed(BaseProvider):
+        name = "unkeyed"
+
+        def build(self, spec, context):
+            keras.utils.set_random_seed(0)
+            return tiny_cnn()
+
+    registry = Registry("base provider", "name", BaseProvider)
+    registry.add(Unkeyed)
+    dataset = digits()
+
+    def prepared(echo=None):
+        return prepare_base(
+            BaseSpec(provider="unkeyed"),
+            registry,
+            dataset.task,
+            seed=0,
+            base_dir=tmp_path,
+            data_sources=host().data_sources,
+            echo=echo,
+        )
+
+    info = prepared()
+    info.path.write_bytes(b"not a zip")
+    said: list[str] = []
+    again = prepared(said.append)
+    assert again.path == info.path
+    assert len(said) == 1 and said[0].startswith(f"warning: the cached base {info.path.parent}")
+    assert load_base(again).model is not None
+
+
 def test_runs_that_need_the_same_base_at_once_build_it_once(tmp_path, isolated, monkeypatch):
     """The cache entry is locked while it is built (a pretrain takes a while).
 

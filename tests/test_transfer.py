@@ -377,6 +377,77 @@ def test_an_entry_computed_again_drops_what_a_killed_computation_left(digits, ba
     ]
 
 
+def test_damaged_features_are_named_and_computed_again(digits, base_info, tmp_path):
+    """Found by QA: a train.npy cut short failed every trial ("mmap length is
+    greater than file size", then "every trial failed") without naming the entry."""
+    from orchestrator.bases import load_base
+    from orchestrator.feature_cache import cache_entries, cached_features
+
+    first = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="a")
+    (entry,) = [e for e in cache_entries() if e.kind == "features"]
+    train = entry.path / "train.npy"
+    with open(train, "r+b") as handle:
+        handle.truncate(5000)
+    (entry,) = [e for e in cache_entries() if e.kind == "features"]
+    assert entry.description.startswith(
+        "damaged: train.npy cannot be read (cut short?): mmap length is greater than file size"
+    )
+
+    again = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="b")
+
+    assert again.status == "ok", again.error
+    assert again.note == (
+        f"features computed again up to cut {base_info.n_cut_points}: the cached features "
+        f"{entry.path} could not be read (train.npy cannot be read (cut short?): mmap length "
+        "is greater than file size)"
+    )
+    assert again.val_accuracy == first.val_accuracy  # on the same features
+    # A whole entry of another shape than its meta.json says is computed again too.
+    features, computed = cached_features(load_base(base_info), base_info.n_cut_points, digits)
+    assert not computed and list(features["train"].shape) == [len(digits.x_train), 8, 8, 16]
+    np.save(train, np.zeros((3, 8, 8, 16), dtype="float32"))
+    said = []
+    _, computed = cached_features(
+        load_base(base_info), base_info.n_cut_points, digits, damaged=said.append
+    )
+    assert computed
+    assert said[0].endswith(
+        f"(train.npy holds float32 [3, 8, 8, 16], its meta.json says float32 "
+        f"[{len(digits.x_train)}, 8, 8, 16])"
+    )
+
+
+def test_cache_info_and_clear_take_a_broken_meta_json(digits, base_info, tmp_path):
+    """Found by QA: a meta.json that is no JSON, or lacks graftune's fields, made
+    `cache info` and `cache clear` fail with a traceback: the entry could not be cleared."""
+    from typer.testing import CliRunner
+
+    from orchestrator.bases import load_base
+    from orchestrator.cli import app
+    from orchestrator.feature_cache import cache_entries, cached_features, features_dir
+
+    cached_features(load_base(base_info), 3, digits)
+    cached_features(load_base(base_info), 2, digits)
+    folders = sorted(p for p in features_dir().iterdir() if p.is_dir())
+    (folders[0] / "meta.json").write_text('{"key": ')
+    (folders[1] / "meta.json").write_text('{"key": "abc"}')
+    runner = CliRunner()
+
+    info = runner.invoke(app, ["cache", "info"])
+
+    assert info.exit_code == 0, info.output
+    described = {e.path: e.description for e in cache_entries()}
+    assert described[folders[0]].startswith("damaged: meta.json is unreadable: Expecting value")
+    assert described[folders[1]] == (
+        "damaged: meta.json lacks the shapes of its arrays (computed again by the next run "
+        "that needs it)"
+    )
+    assert folders[0].name in info.output and folders[1].name in info.output
+    cleared = runner.invoke(app, ["cache", "clear", "--features"])
+    assert cleared.exit_code == 0, cleared.output
+    assert not any(folder.exists() for folder in folders)
+
+
 def test_cache_invalidation(digits, base_info, tmp_path, monkeypatch):
     from orchestrator.bases import load_base
     from orchestrator.data import prepare_dataset
