@@ -176,28 +176,41 @@ def load_model(ref: ModelRef) -> Any:
     """Load a run's model with ``safe_mode=True`` (no code from the file is run).
 
     A trial that trained on cached features saved only the part above the
-    cut; it is put behind the run's base again (from graftune's cache).
+    cut; it is put behind the run's base again (from graftune's cache): the
+    file ``base.json`` names, else the same entry in this machine's cache (a
+    run made on a cluster, or with another ``$GRAFTUNE_CACHE_DIR``), whose
+    weights must be those the trial trained on.
 
     Raises:
-        RunDirError: Such a trial's base is no longer in graftune's cache.
+        RunDirError: Such a trial's base is in neither cache, or is another base.
     """
+    import dataclasses
+
     import keras
 
     from orchestrator.trial import TOP_FILE, load_trial_model
 
     if ref.path.name != TOP_FILE:
         return keras.saving.load_model(ref.path, safe_mode=True)
-    from orchestrator.bases import BaseInfo
+    from orchestrator.bases import BaseInfo, cache_dir
     from orchestrator.run import BASE_FILE
 
     folder = ref.path.parent
     run_dir = folder.parent.parent.parent
     base = BaseInfo.from_json(json.loads((run_dir / BASE_FILE).read_text()))
+    # The entry's folder is named by what made the base, not by where the cache is.
+    here = cache_dir() / "bases" / base.path.parent.name / base.path.name
+    if not base.path.is_file() and here.is_file():
+        base = dataclasses.replace(base, path=here)
     if not base.path.is_file():
+        where = f"at {base.path}"
+        if here != base.path:
+            where = f"neither {where}, where the run kept it, nor at {here}"
         raise RunDirError(
-            f"trial {ref.strategy}/{ref.trial_id} trained on cached features of the base "
-            f"{base.path}, which is no longer in graftune's cache; the run's best model "
-            f"({run_dir / BEST_MODEL}) is whole, or run the recipe again to rebuild the base"
+            f"trial {ref.strategy}/{ref.trial_id} trained on cached features of a base "
+            f"that is no longer in graftune's cache ({where}); the run's best "
+            f"model ({run_dir / BEST_MODEL}) is whole, or run the recipe again with this "
+            "cache to make the base again"
         )
     try:
         return load_trial_model(folder, base, ref.input_shape)

@@ -395,9 +395,43 @@ def test_a_cached_trial_whose_base_left_the_cache_is_refused_with_the_way_out(
         "predict", run_dir, "--data", f"npz:{test_npz[0]}", "--trial", trial_id, "--out", out
     )
     assert result.exit_code == 2
-    assert "no longer in graftune's cache" in result.output
+    from orchestrator.bases import cache_dir
+
+    here = cache_dir() / "bases" / "cleared" / "base.keras"
+    assert "no longer in graftune's cache (neither at " in result.output
+    assert f"{base['path']}, where the run kept it, nor at {here})" in result.output
     assert "best model" in result.output
     assert not out.exists()
+
+
+def test_a_cached_trial_of_a_run_made_with_another_cache_finds_its_base_in_this_one(
+    runs, test_npz, tmp_path
+):
+    """Found by QA: a run fetched from a cluster (or made with another
+    $GRAFTUNE_CACHE_DIR) names its base in that cache; predict and export --trial
+    said the base was "no longer in graftune's cache" though the same entry was
+    in this one, and running the recipe again never helped."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs[0].run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))
+    base = json.loads((run_dir / "base.json").read_text())
+    kept = Path(base["path"])
+    base["path"] = str(Path("/home/alice/.cache/graftune/bases") / kept.parent.name / kept.name)
+    (run_dir / "base.json").write_text(json.dumps(base))
+    trial_id = trial_of(runs[0], "fine_tune")
+    out = tmp_path / "preds.csv"
+
+    result = invoke(
+        "predict", run_dir, "--data", f"npz:{test_npz[0]}", "--trial", trial_id, "--out", out
+    )
+
+    assert result.exit_code == 0, result.output
+    expected = in_run(run_dir, "fine_tune", trial_id)
+    frame = pd.read_csv(out)
+    np.testing.assert_allclose(
+        frame.filter(like="prob_").to_numpy(), expected, rtol=1e-5, atol=1e-6
+    )
+    exported = invoke("export", run_dir, tmp_path / "dest", "--trial", trial_id)
+    assert exported.exit_code == 0, exported.output
 
 
 def test_export_of_a_trial_without_a_model_is_refused(runs, tmp_path):
