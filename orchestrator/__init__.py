@@ -97,7 +97,12 @@ def resume_run(run_dir: Any, **kwargs: Any) -> RunOutcome:
 
 
 def read_leaderboard(run_dir: Any) -> Any:
-    """A run's leaderboard as a pandas DataFrame, ranked (from ``leaderboard.csv``)."""
+    """A run's leaderboard as a pandas DataFrame, ranked (from ``leaderboard.csv``).
+
+    Raises:
+        RunDirError: The file is not a leaderboard as graftune writes it (edited,
+            emptied, cut short); the message names it and what is wrong.
+    """
     from pathlib import Path
 
     from orchestrator.leaderboard import read_leaderboard as _read_leaderboard

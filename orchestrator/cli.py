@@ -414,7 +414,11 @@ def leaderboard(
     if not (run_dir / lb.FILES["csv"]).is_file():
         err.print(f"error: {no_leaderboard(run_dir)}", markup=False)
         raise typer.Exit(2)
-    frame = lb.read_leaderboard(run_dir)
+    try:
+        frame = lb.read_leaderboard(run_dir)
+    except GraftuneError as exc:
+        _fail(exc)
+        return
     if format is Format.csv:
         sys.stdout.write(frame.to_csv(index=False))
     elif format is Format.md:
@@ -894,7 +898,7 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
         hidden.discard(_ranked_by(run_dir))  # the column the ranks come from stays
     columns = [c for c in frame.columns if c not in hidden]
     parameters = set(frame.columns) - set(LEAD_COLUMNS + METRIC_COLUMNS + TAIL_COLUMNS)
-    if not frame["error"].notna().any():
+    if "error" in frame and not frame["error"].notna().any():
         columns.remove("error")
     if "retries" in frame and not (frame["retries"].fillna(0) > 0).any():
         columns.remove("retries")

@@ -331,6 +331,31 @@ def no_leaderboard(run_dir: Path) -> str:
     return f"{run_dir} has no leaderboard.csv (is it a graftune run directory?)"
 
 
+def bad_leaderboard(run_dir: Path, problem: str) -> str:
+    """What to say of a ``leaderboard.csv`` graftune cannot read (edited, torn, emptied).
+
+    Args:
+        run_dir: The run directory.
+        problem: What is wrong with the file, like ``is empty``.
+    """
+    import shlex
+
+    run_dir = Path(run_dir)
+    path = run_dir / "leaderboard.csv"
+    if (run_dir / "finished.json").is_file():
+        # A finished run is never ranked again: resume has nothing to do.
+        fix = (
+            "graftune writes it once, when the run ends, and cannot write it again: "
+            "restore it from a copy (leaderboard.md and leaderboard.html show the same table)"
+        )
+    else:
+        fix = (
+            f"graftune run --resume {shlex.quote(str(run_dir))} ranks the trials that "
+            "ended again and writes it"
+        )
+    return f"{path} {problem}; {fix}"
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """Return `` (did you mean 'x'?)`` for the closest option, or an empty string."""
     matches = get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)

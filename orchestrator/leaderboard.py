@@ -199,20 +199,44 @@ def write_leaderboard(frame: pd.DataFrame, run_dir: Path) -> dict[str, Path]:
 
 
 def read_leaderboard(run_dir: Path) -> pd.DataFrame:
-    """Read a run's ``leaderboard.csv`` back with its column types."""
+    """Read a run's ``leaderboard.csv`` back with its column types.
+
+    Raises:
+        RunDirError: The file is not a leaderboard as graftune writes it (emptied,
+            cut short, edited: another separator, a column gone, text where whole
+            numbers belong).
+    """
     import pandas as pd
 
+    from orchestrator.errors import RunDirError, bad_leaderboard
+
     path = Path(run_dir) / FILES["csv"]
-    # Only an empty cell is missing: a searched choice may be the text "nan",
-    # "None" or "NA", which pandas would otherwise read as missing too.
-    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    try:
+        # Only an empty cell is missing: a searched choice may be the text "nan",
+        # "None" or "NA", which pandas would otherwise read as missing too.
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        text = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise RunDirError(bad_leaderboard(run_dir, "is empty")) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        why = " ".join(str(exc).split())
+        raise RunDirError(bad_leaderboard(run_dir, f"cannot be read as CSV ({why})")) from None
+    missing = [c for c in LEAD_COLUMNS + METRIC_COLUMNS if c not in frame]
+    if missing:
+        problem = f"has no column {', '.join(map(repr, missing))}"
+        if len(frame.columns) == 1:
+            problem = "is not comma-separated (its header reads as one column)"
+        raise RunDirError(bad_leaderboard(run_dir, problem))
     for column in ("rank", "epochs", "params_total", "params_trainable", "retries"):
         if column in frame:
-            frame[column] = frame[column].astype("Int64")
+            try:
+                frame[column] = frame[column].astype("Int64")
+            except (TypeError, ValueError):
+                problem = f"has other than whole numbers in its column {column!r}"
+                raise RunDirError(bad_leaderboard(run_dir, problem)) from None
     # An integer parameter that some rows lack (another strategy's) reads as
     # floats; written as Int64 (see build_leaderboard), its text has no decimal
     # point, which a float column's always has.
-    text = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     for column in frame.columns:
         if frame[column].dtype == "float64":
             written = text[column].dropna()

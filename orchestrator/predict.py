@@ -167,7 +167,7 @@ def _listed_status(run_dir: Path, folder: Path) -> str:
     try:
         frame = read_leaderboard(run_dir)
         rows = frame[(frame["strategy"] == folder.parent.name) & (frame["trial_id"] == folder.name)]
-    except (OSError, ValueError, KeyError):
+    except (OSError, RunDirError):
         return "unfinished"
     return str(rows["status"].iloc[0]) if len(rows) else "unfinished"
 

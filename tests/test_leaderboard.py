@@ -269,3 +269,52 @@ def test_text_from_trials_keeps_every_table_on_one_line_a_row(tmp_path):
     (row,) = [line for line in shown.output.splitlines() if "FileNotFoundError" in line]
     assert "line1 line2" in row
     assert read_leaderboard(tmp_path).loc[1, "tag"] == "line1\nline2"  # the CSV keeps it whole
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda text: text.replace(",", ";"), "is not comma-separated"),
+        (lambda text: text[:40], "has no column 'val_accuracy', 'test_accuracy'"),
+        (lambda text: "", "is empty"),
+        (
+            lambda text: text + "x,y,z,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22\n",
+            "cannot be read as CSV",
+        ),
+        (
+            lambda text: text.replace("\n1,", "\nfirst,", 1),
+            "has other than whole numbers in its column 'rank'",
+        ),
+    ],
+)
+def test_an_edited_or_damaged_leaderboard_is_one_line_naming_the_file(tmp_path, damage, problem):
+    """`graftune leaderboard` ended in a traceback (KeyError: 'error', EmptyDataError)."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    frame = build_leaderboard(RESULTS, metric="val_accuracy", mode="max")
+    write_leaderboard(frame, tmp_path)
+    csv = tmp_path / "leaderboard.csv"
+    csv.write_text(damage(csv.read_text()))
+    (tmp_path / "recipe.yaml").write_text("name: edited\n")
+    for finished, fix in ((False, "graftune run --resume"), (True, "restore it from a copy")):
+        if finished:
+            (tmp_path / "finished.json").write_text("{}")
+        for command in ("leaderboard", "report"):
+            result = CliRunner().invoke(app, [command, str(tmp_path)])
+            assert result.exit_code == 2, result.output
+            (line,) = result.output.splitlines()
+            assert line.startswith(f"error: {csv} {problem}") and fix in line, line
+
+
+def test_a_leaderboard_without_its_error_column_is_still_shown(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    frame = build_leaderboard(RESULTS, metric="val_accuracy", mode="max")
+    frame.drop(columns="error").to_csv(tmp_path / "leaderboard.csv", index=False)
+    result = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "fine_tune" in result.output
