@@ -314,14 +314,34 @@ def missing_run_dir(path: Path) -> str | None:
     return None
 
 
+def still_running(run_dir: Path) -> str | None:
+    """What to say of a run directory a run is still writing (``None`` when none is).
+
+    Its leaderboard and best model come when it ends: ``--resume`` would be refused.
+    """
+    from orchestrator.run import run_holder
+
+    holder = run_holder(run_dir)
+    if holder is None:
+        return None
+    return (
+        f"the run in {run_dir} is still in progress ({holder}); it ranks its trials and "
+        "saves the best model when it ends: try again then"
+    )
+
+
 def no_leaderboard(run_dir: Path) -> str:
-    """What to say of a folder without ``leaderboard.csv``: not a run, or one not ranked yet."""
+    """What to say of a folder without ``leaderboard.csv``: not a run, one still going,
+    or one not ranked yet."""
     import shlex
 
     run_dir = Path(run_dir)
     missing = missing_run_dir(run_dir)
     if missing is not None:
         return missing
+    going = still_running(run_dir)
+    if going is not None:
+        return going
     if (run_dir / "recipe.yaml").is_file() and (run_dir / "trials").is_dir():
         return (
             f"the run in {run_dir} stopped before it ranked its trials (killed?); "

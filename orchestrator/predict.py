@@ -25,6 +25,7 @@ from orchestrator.errors import (
     did_you_mean,
     missing_run_dir,
     no_leaderboard,
+    still_running,
 )
 
 if TYPE_CHECKING:
@@ -99,7 +100,10 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "trials").is_dir():
         if missing_run_dir(run_dir) is None and (run_dir / "recipe.yaml").is_file():
-            raise RunDirError(f"{run_dir} has no trials/: the run stopped before any trial ran")
+            raise RunDirError(
+                still_running(run_dir)
+                or f"{run_dir} has no trials/: the run stopped before any trial ran"
+            )
         raise RunDirError(
             missing_run_dir(run_dir)
             or f"{run_dir} is not a graftune run directory (it has no recipe.yaml and trials/)"
@@ -111,7 +115,8 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         if not (run_dir / FILES["csv"]).is_file():
             raise RunDirError(no_leaderboard(run_dir))
         raise RunDirError(
-            f"run {run_dir} has no {BEST_CONFIG}: no trial finished with a saved model"
+            still_running(run_dir)
+            or f"run {run_dir} has no {BEST_CONFIG}: no trial finished with a saved model"
         )
     best = json.loads(config_path.read_text())
     class_names = tuple(str(c) for c in best["class_names"])

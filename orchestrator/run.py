@@ -341,6 +341,31 @@ def holding_run_dir(run_dir: Path) -> Iterator[None]:
         yield
 
 
+def run_holder(run_dir: Path) -> str | None:
+    """Who holds ``run_dir`` now (``pid N on HOST``): a run still going; ``None`` if none.
+
+    Holding :data:`LOCK_FILE` shared for an instant tells, without a wait,
+    whether :func:`holding_run_dir` holds it elsewhere.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system: runs are not locked
+        return None
+    try:
+        handle = open(Path(run_dir) / LOCK_FILE, encoding="utf-8")  # noqa: SIM115 (closed below)
+    except OSError:  # no lock file: no run ever held it
+        return None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "another process"
+        except OSError:  # a file system without locks
+            return None
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
 def _run(
     recipe: Recipe,
     host: PluginHost,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pandas as pd
 import pytest
@@ -220,6 +221,38 @@ def test_commands_on_a_run_killed_before_ranking_say_how_to_rank_it(tmp_path):
         assert f"graftune run --resume {run_dir} ranks the trials that ended" in result.output
     not_a_run = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
     assert "has no leaderboard.csv (is it a graftune run directory?)" in not_a_run.output
+
+
+def test_commands_on_a_run_still_going_say_so(tmp_path):
+    """They said the run stopped (killed?) and to resume it, which was refused: the
+    run was in use."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+    from orchestrator.run import holding_run_dir
+
+    run_dir = tmp_path / "going"
+    run_dir.mkdir()
+    (run_dir / "recipe.yaml").write_text("name: going\n")
+    commands = (
+        ["leaderboard", str(run_dir)],
+        ["report", str(run_dir)],
+        ["predict", str(run_dir), "--data", "sklearn:digits"],
+        ["export", str(run_dir), str(tmp_path / "out")],
+    )
+    with holding_run_dir(run_dir):  # as a run does, before its first trial and after
+        for has_trials in (False, True):
+            if has_trials:
+                (run_dir / "trials" / "scratch_mlp" / "t1").mkdir(parents=True)
+            for args in commands:
+                result = CliRunner().invoke(app, args)
+                assert result.exit_code == 2, (args, result.output)
+                assert result.output.startswith(
+                    f"error: the run in {run_dir} is still in progress (pid {os.getpid()} on "
+                ), (args, result.output)
+                assert "--resume" not in result.output
+    result = CliRunner().invoke(app, commands[0])  # the run has gone: killed, say so
+    assert f"the run in {run_dir} stopped before it ranked its trials" in result.output
 
 
 def test_the_printed_table_keeps_huge_and_tiny_numbers_short():
