@@ -481,8 +481,15 @@ def predict(
     ] = None,
     out_path: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Write the CSV here (default: stdout).", metavar="PATH"),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write here, as its suffix says: .csv, .parquet or .json "
+            "(default: CSV on stdout). Never the data read or a file of the run.",
+            metavar="PATH",
+        ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
     target: Annotated[
         str | None,
         typer.Option(
@@ -492,15 +499,16 @@ def predict(
 ) -> None:
     """Predict every example of a data source with the run's best (or a named) model."""
     from orchestrator.errors import check_output_file
-    from orchestrator.leaderboard import atomic_write_text
+    from orchestrator.predict import check_out, write_predictions
     from orchestrator.predict import predict as run_predict
 
     try:
-        if out_path is not None:
-            check_output_file(out_path)  # before the model is loaded and run
+        if out_path is not None:  # before the model is loaded and run
+            check_output_file(out_path)
+            check_out(out_path, run_dir, data, replace=force)
         result = run_predict(run_dir, data, trial=trial, host=_host(), target=target)
         if out_path is not None:
-            atomic_write_text(out_path, result.frame.to_csv(index=False))
+            write_predictions(result.frame, out_path)
     except Exception as exc:
         _fail(exc)
         return

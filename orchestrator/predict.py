@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import (
     DataError,
+    OutputPathError,
     RunDirError,
     did_you_mean,
     missing_run_dir,
@@ -38,6 +39,10 @@ BEST_CONFIG = Path("best") / "config.json"
 BEST_MODEL = Path("best") / "model.keras"
 #: Schemes whose sources are tables with a ``target`` label column.
 TABLE_SCHEMES = ("csv", "parquet")
+
+
+#: ``--out`` suffixes and the format each writes (a name without a suffix: CSV).
+OUT_FORMATS = {".csv": "csv", "": "csv", ".parquet": "parquet", ".json": "json"}
 
 
 @dataclass(frozen=True)
@@ -402,6 +407,71 @@ def predict(
     for i, name in enumerate(ref.class_names):
         columns[f"prob_{name}"] = probabilities[:, i]
     return Predictions(pd.DataFrame(columns), ref, accuracy, scored)
+
+
+def check_out(
+    path: str | Path,
+    run_dir: str | Path,
+    source: str,
+    *,
+    replace: bool = False,
+    base_dir: str | Path = ".",
+) -> None:
+    """Refuse, before any work, a file the predictions must not be written to.
+
+    Never the data read (``--data csv:x.csv -o x.csv``) nor a file of the run,
+    whose leaderboard and models other commands read; another existing file
+    only when ``replace`` (``--force``).
+
+    Raises:
+        OutputPathError: ``path``'s suffix names a format not written, or it is
+            one of those files.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in OUT_FORMATS:
+        raise OutputPathError(
+            f"--out {path}: predictions are written as .csv, .parquet or .json "
+            f"(CSV without a suffix), not as {suffix}"
+        )
+    where = path.resolve()
+    if where.is_relative_to(Path(run_dir).resolve()):
+        raise OutputPathError(
+            f"--out {path} is inside the run directory {run_dir}, which graftune reads; "
+            "write the predictions elsewhere"
+        )
+    if where == _data_path(source, base_dir):
+        raise OutputPathError(
+            f"--out {path} is the data file of --data {source}; write the predictions "
+            "to another file"
+        )
+    if path.exists() and not replace:
+        raise OutputPathError(f"--out {path} exists; name a new file, or --force to replace it")
+
+
+def _data_path(source: str, base_dir: str | Path) -> Path | None:
+    """The file or folder a data source's location names, or ``None`` (not a path)."""
+    from orchestrator.data import split_source
+    from orchestrator.data.sources import _resolve
+
+    try:
+        return _resolve(split_source(source)[1], Path(base_dir))
+    except (DataError, OSError):  # predict says what is wrong with it
+        return None
+
+
+def write_predictions(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write the predictions in the format ``path``'s suffix names, atomically."""
+    from orchestrator.leaderboard import atomic_write_text, replacing, to_json
+
+    kind = OUT_FORMATS[Path(path).suffix.lower()]
+    if kind == "parquet":
+        with replacing(Path(path)) as tmp:
+            frame.to_parquet(tmp, index=False)
+    elif kind == "json":
+        atomic_write_text(Path(path), to_json(frame) + "\n")
+    else:
+        atomic_write_text(Path(path), frame.to_csv(index=False))
 
 
 def read_image_folder(

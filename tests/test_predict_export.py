@@ -261,6 +261,63 @@ def test_predict_refuses_an_out_file_it_cannot_write_before_any_work(tmp_path, o
     assert list(tmp_path.iterdir()) == []
 
 
+def test_predict_never_writes_over_its_data_the_run_or_another_file_unasked(tmp_path):
+    """`-o` wrote over the --data file itself, the run's leaderboard.csv (which then
+    ended `graftune leaderboard` in a traceback), or any file; `-o p.parquet` got
+    CSV text. Refused before any work, with nothing written."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "leaderboard.csv").write_text("kept")
+    data = tmp_path / "w.csv"
+    data.write_text("kept")
+    (tmp_path / "old.csv").write_text("kept")
+    for out, words in (
+        (data, f"--out {data} is the data file of --data csv:{data}"),
+        (run_dir / "leaderboard.csv", f"is inside the run directory {run_dir}"),
+        (run_dir / "new.csv", f"is inside the run directory {run_dir}"),
+        (
+            tmp_path / "p.npy",
+            "written as .csv, .parquet or .json (CSV without a suffix), not as .npy",
+        ),
+        (tmp_path / "p.xlsx", "not as .xlsx"),
+        (tmp_path / "old.csv", "exists; name a new file, or --force to replace it"),
+    ):
+        result = invoke("predict", run_dir, "--data", f"csv:{data}", "-o", out)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: --out ") and words in result.output
+        if "old.csv" not in str(out):  # --force replaces another file, never these
+            forced = invoke("predict", run_dir, "--data", f"csv:{data}", "-o", out, "--force")
+            assert forced.output == result.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [
+        "leaderboard.csv",
+        "old.csv",
+        "run",
+        "w.csv",
+    ]
+    assert {p.read_text() for p in tmp_path.rglob("*.csv")} == {"kept"}
+
+
+def test_predict_writes_the_format_its_out_file_names(wine_run, tmp_path):
+    data = f"csv:{WINE_CSV}"
+    for name in ("p.csv", "p.parquet", "p.json", "p"):
+        result = invoke("predict", wine_run.run_dir, "--data", data, "-o", tmp_path / name)
+        assert result.exit_code == 0, result.output
+    written = {
+        "csv": pd.read_csv(tmp_path / "p.csv"),
+        "parquet": pd.read_parquet(tmp_path / "p.parquet"),
+        "json": pd.DataFrame(json.loads((tmp_path / "p.json").read_text())),
+        "bare": pd.read_csv(tmp_path / "p"),
+    }
+    for frame in written.values():
+        pd.testing.assert_frame_equal(frame, written["csv"], check_dtype=False)
+    (tmp_path / "p.csv").write_text("old")
+    replaced = invoke(
+        "predict", wine_run.run_dir, "--data", data, "-o", tmp_path / "p.csv", "--force"
+    )
+    assert replaced.exit_code == 0, replaced.output
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "p.csv"), written["csv"])
+
+
 def test_predict_on_a_folder_that_is_no_run(tmp_path):
     result = invoke("predict", tmp_path, "--data", "sklearn:digits")
     assert result.exit_code == 2
