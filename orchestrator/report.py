@@ -70,7 +70,7 @@ class RunRecord:
     @property
     def name(self) -> str:
         """The run directory's name, which is unique (recipe name and start time)."""
-        return self.run_dir.name
+        return self.run_dir.resolve().name  # `graftune report .` names the folder too
 
     @property
     def test_metric(self) -> str:

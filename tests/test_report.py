@@ -308,3 +308,25 @@ def test_parameter_values_pandas_reads_as_missing_stay_text(tmp_path):
     back = read_leaderboard(tmp_path)
     assert sorted(back["mode"]) == ["NA", "None", "nan", "null"]
     assert back["test_accuracy"].isna().all()  # an empty cell is still missing
+
+
+def test_a_report_of_the_current_folder_names_the_run(tmp_path, monkeypatch):
+    """`graftune report .` from inside the run had a blank <h1>, <title> and run cell."""
+    from orchestrator.leaderboard import build_leaderboard, write_leaderboard
+    from orchestrator.trial import TrialResult
+
+    for name in ("my-run", "other-run"):
+        rows = [TrialResult("scratch_mlp", "t0", "ok", {}, val_accuracy=0.5, fit_seconds=1.0)]
+        (tmp_path / name).mkdir()
+        write_leaderboard(
+            build_leaderboard(rows, metric="val_accuracy", mode="max"), tmp_path / name
+        )
+    monkeypatch.chdir(tmp_path / "my-run")
+    result = CliRunner().invoke(app, ["report", "."])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "my-run" / REPORT_FILE).read_text()
+    assert "<title>graftune report: my-run</title>" in page and "<h1>my-run</h1>" in page
+    out = tmp_path / "compare.html"
+    result = CliRunner().invoke(app, ["report", ".", "../other-run", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert ">my-run</td>" in out.read_text() and ">other-run</td>" in out.read_text()
