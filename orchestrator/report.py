@@ -77,14 +77,18 @@ class RunRecord:
         """The test-split counterpart of the metric (``val_accuracy`` -> ``test_accuracy``)."""
         return "test_" + self.metric.removeprefix("val_")
 
-    def scored(self) -> pd.DataFrame:
+    def scored(self, metric: str | None = None) -> pd.DataFrame:
         """The trials with a value of the metric (``ok`` and ``pruned``).
 
         A ``diverged`` trial may have a value from before its loss blew up;
         it is not a result to compare, nor the cheapest on a Pareto front.
+
+        Args:
+            metric: The column to have a value of; default the run's metric.
         """
         frame = self.leaderboard
-        return frame[frame[self.metric].notna() & frame["status"].isin(["ok", "pruned"])]
+        metric = metric or self.metric
+        return frame[frame[metric].notna() & frame["status"].isin(["ok", "pruned"])]
 
 
 @dataclass
@@ -275,7 +279,7 @@ def render_comparison(runs: Sequence[RunRecord], metric: str) -> str:
     plot = _draw(
         f"Best {metric} per strategy and run",
         "The best trial of each strategy in each run; a missing bar means the strategy "
-        "has no scored trial in that run.",
+        "has no scored trial (ok or pruned) in that run.",
         lambda: _comparison_chart(runs, labels, metric, mode),
     )
     header = [
@@ -308,10 +312,11 @@ def _run_labels(runs: Sequence[RunRecord]) -> list[str]:
 
 
 def _best_per_strategy(run: RunRecord, metric: str, mode: str) -> dict[str, dict | None]:
-    frame = run.leaderboard
+    """Each strategy's best scored trial (never a diverged or failed one), or ``None``."""
+    frame = run.scored(metric)
     found: dict[str, dict | None] = {}
     for strategy in run.strategies:
-        rows = frame[(frame["strategy"] == strategy) & frame[metric].notna()]
+        rows = frame[frame["strategy"] == strategy]
         if rows.empty:
             found[strategy] = None
             continue

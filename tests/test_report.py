@@ -330,3 +330,24 @@ def test_a_report_of_the_current_folder_names_the_run(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["report", ".", "../other-run", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert ">my-run</td>" in out.read_text() and ">other-run</td>" in out.read_text()
+
+
+def test_a_comparison_never_shows_a_diverged_trial_as_a_strategys_best(tmp_path):
+    """Its early score made it the strategy's best in the table and the bar chart."""
+    from orchestrator.report import RunRecord, _best_per_strategy, render_comparison
+
+    frame = pd.DataFrame(
+        {
+            "strategy": ["a", "a", "b", "b"],
+            "trial_id": ["ok1", "blew", "blew2", "failed"],
+            "status": ["ok", "diverged", "diverged", "error"],
+            "val_accuracy": [0.4321, 0.9876, 0.8765, 0.7654],
+            "test_accuracy": [0.4, 0.9, 0.8, 0.7],
+        }
+    )
+    run = RunRecord(tmp_path / "r1", {}, "", "val_accuracy", "max", frame, ["a", "b"], None)
+    best = _best_per_strategy(run, "val_accuracy", "max")
+    assert best["a"] is not None and best["a"]["trial_id"] == "ok1"
+    assert best["b"] is None  # no scored trial: no bar
+    page = render_comparison([run], "val_accuracy")
+    assert "0.4321" in page and "0.9876" not in page and "0.8765" not in page
