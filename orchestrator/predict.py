@@ -141,7 +141,14 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
     if not matches:
         known = [f"{p.parent.name}/{p.name}" for p in folders]
         shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
-        hint = did_you_mean(wanted, [p.name for p in folders] + known)
+        # The id under another strategy before any id that merely looks like it.
+        _, _, bare = wanted.rpartition("/")
+        elsewhere = [name for name in known if name.rpartition("/")[2] == bare]
+        hint = (
+            f" (did you mean {' or '.join(map(repr, elsewhere))}?)"
+            if elsewhere
+            else did_you_mean(wanted, [p.name for p in folders] + known)
+        )
         raise RunDirError(
             f"run {run_dir} has no trial {trial!r}{hint}; its trials: {shown or 'none'}"
         )

@@ -249,6 +249,23 @@ def test_predict_names_the_trials_when_one_is_unknown(runs):
     assert trial_of(runs[0], "fine_tune") in result.output
 
 
+def test_an_id_under_another_strategy_is_the_trial_suggested(tmp_path):
+    """`--trial diverge/ce585_00000` suggested 'diverge/d3299_00000' (the look-alike
+    name), not 'flaky/ce585_00000', the trial asked for under its strategy."""
+    (tmp_path / "recipe.yaml").write_text("name: x\n")
+    for strategy, trial_id in (("flaky", "ce585_00000"), ("diverge", "d3299_00000")):
+        (tmp_path / "trials" / strategy / trial_id).mkdir(parents=True)
+    (tmp_path / "best").mkdir()
+    best = {"strategy": "flaky", "trial_id": "ce585_00000", "class_names": ["a", "b"]}
+    (tmp_path / "best" / "config.json").write_text(json.dumps(best | {"input_shape": [4]}))
+    for asked in ("diverge/ce585_00000", "nope/ce585_00000"):
+        result = invoke("predict", tmp_path, "--data", "sklearn:digits", "--trial", asked)
+        assert result.exit_code == 2, result.output
+        assert f"no trial {asked!r} (did you mean 'flaky/ce585_00000'?)" in result.output
+    result = invoke("predict", tmp_path, "--data", "sklearn:digits", "--trial", "d3299_0000")
+    assert "(did you mean 'd3299_00000'?)" in result.output  # a near id still
+
+
 @pytest.mark.parametrize(
     ("out", "words"),
     [("missing/x.csv", "its folder {tmp}/missing does not exist"), (".", "is a folder")],
