@@ -902,8 +902,8 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
     from orchestrator.leaderboard import LEAD_COLUMNS, METRIC_COLUMNS, TAIL_COLUMNS
 
     hidden = {"val_loss", "test_loss", "peak_memory_mb", "params_total", "params_trainable", "note"}
-    if run_dir is not None:
-        hidden.discard(_ranked_by(run_dir))  # the column the ranks come from stays
+    metric = _ranked_by(run_dir) if run_dir is not None else "val_accuracy"
+    hidden.discard(metric)  # the column the ranks come from stays
     columns = [c for c in frame.columns if c not in hidden]
     parameters = set(frame.columns) - set(LEAD_COLUMNS + METRIC_COLUMNS + TAIL_COLUMNS)
     if "error" in frame and not frame["error"].notna().any():
@@ -914,11 +914,9 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
     nodes = frame["node"].dropna().astype(str) if "node" in frame else None
     if nodes is not None and nodes.str.split("/").str[0].nunique() <= 1:
         columns.remove("node")
-    table = Table(*columns, box=None, header_style="bold")
-    # Piped, a wide leaderboard keeps whole cells rather than rich's ellipses.
-    console = out if out.is_terminal else Console(highlight=False, width=1000)
+    rows = []
     for _, row in frame.iterrows():
-        cells = []
+        cells = {}
         for column in columns:
             value = row[column]
             if column == "error" and isinstance(value, str):
@@ -926,11 +924,74 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
             value = None if _isna(value) else value
             if column in parameters and isinstance(value, float):
                 # Three significant digits: learning rates 0.00648 and 0.00624 differ.
-                cells.append(f"{value:.3g}")
+                cells[column] = f"{value:.3g}"
                 continue
-            cells.append(_fmt(value, 4 if column in METRIC_COLUMNS else 3))
-        table.add_row(*map(_text, cells))
+            cells[column] = _fmt(value, 4 if column in METRIC_COLUMNS else 3)
+        rows.append({column: _text(cell) for column, cell in cells.items()})
+    # Piped, a wide leaderboard keeps whole cells rather than rich's ellipses.
+    console = out if out.is_terminal else Console(highlight=False, width=1000)
+    keep = [*LEAD_COLUMNS, metric, "test_accuracy"]
+    shown, cut = _fitting_columns(columns, rows, console.width, keep=keep)
+    table = Table(box=None, header_style="bold")
+    for column in shown:
+        table.add_column(column, no_wrap=True, max_width=cut.get(column))
+    for row in rows:
+        table.add_row(*(row[column] for column in shown))
+    needed = sum(cut.get(column, _cell_width(column, rows)) + 2 for column in shown)
+    if needed > console.width:  # the key columns alone: whole, and the terminal wraps
+        console = Console(
+            file=console.file,
+            width=needed,
+            highlight=False,
+            soft_wrap=True,
+            force_terminal=console.is_terminal,
+            color_system=console.color_system,  # type: ignore[arg-type]
+        )
     console.print(table)
+    dropped = [column for column in columns if column not in shown]
+    if dropped:
+        where = run_dir / "leaderboard.md" if run_dir is not None else "leaderboard.md"
+        more = f"{len(dropped)} more column{'s' if len(dropped) > 1 else ''}"
+        command = f"graftune leaderboard {shlex.quote(str(run_dir or 'RUN_DIR'))} --format md"
+        console.print(
+            f"({more} on a wider terminal: {', '.join(dropped)}; all of them: {where} "
+            f"or {command})",
+            markup=False,
+            style="dim",
+        )
+
+
+def _fitting_columns(
+    columns: list[str], rows: list[dict[str, Any]], width: int, *, keep: list[str]
+) -> tuple[list[str], dict[str, int]]:
+    """The columns that fit in ``width``, in their order, and the width of any cut short.
+
+    The ``keep`` columns are always shown whole (on a terminal too narrow for
+    them, the lines run on); the others whole, in their order, up to the first
+    that does not fit (a cell cut to ``0.…`` or ``87f2…`` tells nothing). An
+    error message is shown cut short (ellipsized) where a useful part fits.
+    """
+    sizes = {column: _cell_width(column, rows) + 2 for column in columns}  # padding 1+1
+    chosen = {column for column in columns if column in keep}
+    room = width - sum(sizes[column] for column in chosen)
+    for column in columns:
+        if column in chosen or column == "error":
+            continue
+        if sizes[column] > room:
+            break
+        chosen.add(column)
+        room -= sizes[column]
+    cut = {}
+    if "error" in columns and "error" not in chosen and room >= 20:
+        chosen.add("error")
+        if sizes["error"] > room:  # a useful part of the message
+            cut["error"] = room - 2
+    return [column for column in columns if column in chosen], cut
+
+
+def _cell_width(column: str, rows: list[dict[str, Any]]) -> int:
+    """The width of a column's widest cell, its header included."""
+    return max([len(column), *(row[column].cell_len for row in rows)])
 
 
 def _text(value: str) -> Any:

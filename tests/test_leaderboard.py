@@ -351,3 +351,48 @@ def test_a_leaderboard_without_its_error_column_is_still_shown(tmp_path):
     result = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "fine_tune" in result.output
+
+
+@pytest.mark.parametrize("width", [100, 80, 40])
+def test_a_narrow_terminal_keeps_the_key_columns_whole_and_drops_the_rest(
+    tmp_path, monkeypatch, width
+):
+    """At 80 columns every cell was ellipsized (`87f2…` for every trial id, `0.…` for
+    the scores); at 40 every cell was `…`."""
+    from io import StringIO
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from orchestrator import cli
+
+    rows = [
+        result(f"87f2{i}_0000{i}", val=0.9 - i / 100, frozen_layers=i, head_width=64, lambda_=1e-4)
+        for i in range(4)
+    ]
+    rows.append(result("87f29_00009", status="error", width=32, learning_rate=1e30))
+    frame = build_leaderboard(rows, metric="val_accuracy", mode="max")
+    write_leaderboard(frame, tmp_path)
+    piped = CliRunner().invoke(cli.app, ["leaderboard", str(tmp_path)])
+    assert "…" not in piped.output and "more column" not in piped.output
+    assert all(c in piped.output for c in ("learning_rate", "fit_seconds", "RuntimeError: x"))
+    screen = StringIO()
+    terminal = Console(  # as cli.out on a terminal of that width
+        file=screen, width=width, force_terminal=True, color_system=None, soft_wrap=True
+    )
+    monkeypatch.setattr(cli, "out", terminal)
+    shown = CliRunner().invoke(cli.app, ["leaderboard", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    text = screen.getvalue()
+    assert "…" not in text, text
+    lines = text.splitlines()
+    key = ["rank", "strategy", "trial_id", "status", "val_accuracy", "test_accuracy"]
+    # Then the others in their order while they fit whole (frozen_layers: 15 columns).
+    assert lines[0].split() == key + (["frozen_layers", "head_width"] if width == 100 else [])
+    for i in range(4):
+        assert f"{i + 1}     scratch_mlp  87f2{i}_0000{i}  ok      {0.9 - i / 100:.4f}" in text
+    assert "87f29_00009  error" in text
+    note = lines[-1]
+    assert note.startswith("(") and "more columns on a wider terminal: " in note
+    assert "learning_rate" in note and "epochs" in note and "fit_seconds" in note
+    assert f"{tmp_path / 'leaderboard.md'} or graftune leaderboard {tmp_path} --format md" in note
