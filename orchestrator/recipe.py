@@ -31,6 +31,7 @@ from pydantic import (
     PositiveInt,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 
@@ -164,10 +165,12 @@ class BaseSpec(_Model):
 
     @model_validator(mode="before")
     @classmethod
-    def _imagenet_by_default(cls, data: Any) -> Any:
+    def _imagenet_by_default(cls, data: Any, info: ValidationInfo) -> Any:
         # Said, so that a run's recipe.yaml says it, and null is told from absent.
         if isinstance(data, dict) and data.get("application") is not None:
             data = {"weights": "imagenet", **data}
+            if _recorded(info) and data["weights"] is None:
+                data["weights"] = "imagenet"  # what a run's null meant before it was said
         return data
 
     @model_validator(mode="after")
@@ -249,14 +252,14 @@ class SearchSpec(_Model):
         return self
 
     @model_validator(mode="after")
-    def _grace_within_the_epochs(self) -> SearchSpec:
+    def _grace_within_the_epochs(self, info: ValidationInfo) -> SearchSpec:
         # Ray's schedulers stop a trial only at a rung after grace_period epochs and
-        # before max_epochs (keras-tuner's Hyperband sizes its own brackets).
-        if (
-            self.backend == "ray"
-            and self.scheduler != "fifo"
-            and self.grace_period >= self.max_epochs
-        ):
+        # before max_epochs (keras-tuner's Hyperband sizes its own brackets). A run's
+        # recorded recipe may have the two equal: it was accepted before.
+        too_late = self.grace_period > self.max_epochs or (
+            self.grace_period == self.max_epochs and not _recorded(info)
+        )
+        if self.backend == "ray" and self.scheduler != "fifo" and too_late:
             what = "more than" if self.grace_period > self.max_epochs else "as many epochs as"
             raise _KeyedError(
                 "grace_period",
@@ -429,6 +432,21 @@ class Recipe(_Model):
 MAX_RECIPE_BYTES = 1 << 20
 
 
+def _recorded(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get("recorded"))
+
+
+def recorded_recipe(path: Path) -> bool:
+    """Whether ``path`` is a run directory's ``recipe.yaml``, written by graftune
+    (perhaps an older one): it is read as it was written, and checks added
+    since that would refuse it are not applied (a resume or ``predict`` of an
+    earlier run goes on as it began)."""
+    folder = path.parent
+    return path.name == "recipe.yaml" and (
+        (folder / ".searched").is_file() or (folder / "trials").is_dir()
+    )
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file (schema only; see :func:`check_recipe`).
 
@@ -449,7 +467,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError("no such recipe file", file=path) from None
     except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
         raise RecipeError(f"cannot read the recipe: {exc}", file=path) from None
-    return parse_recipe(text, file=path)
+    return parse_recipe(text, file=path, recorded=recorded_recipe(path))
 
 
 def as_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
@@ -492,8 +510,12 @@ def _plain(value: Any, key: tuple[str, ...]) -> Any:
     )
 
 
-def parse_recipe(text: str, *, file: Path | None = None) -> Recipe:
-    """Validate recipe text; relative paths resolve against ``file``'s folder."""
+def parse_recipe(text: str, *, file: Path | None = None, recorded: bool = False) -> Recipe:
+    """Validate recipe text; relative paths resolve against ``file``'s folder.
+
+    Args:
+        recorded: The text is a run's recorded recipe (:func:`recorded_recipe`).
+    """
     try:
         data = yaml.safe_load(text)
         lines = _key_lines(text, file)
@@ -514,7 +536,7 @@ def parse_recipe(text: str, *, file: Path | None = None) -> Recipe:
             f"expected a mapping of recipe keys at the top, got {type(data).__name__}", file=file
         )
     try:
-        recipe = Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data, context={"recorded": recorded})
     except ValidationError as exc:
         raise RecipeErrors(
             [_convert(err, file, lines) for err in exc.errors(include_url=False)]

@@ -1243,6 +1243,27 @@ def assert_same_recipe(a: Recipe, b: Recipe) -> None:
     assert a.model_dump() == b.model_dump()
 
 
+def test_a_runs_recorded_recipe_is_read_as_it_was_written(tmp_path):
+    """Checks added since a run began do not refuse its recipe.yaml: predict and
+    --resume of runs made before failed on an application's `weights: null`
+    (imagenet, as older graftune wrote it) and on grace_period equal to max_epochs."""
+    text = HEAD + (
+        "base: {application: MobileNetV3Small, weights: null}\n"
+        "strategies: {feature_extraction: {}}\n"
+        "search: {scheduler: asha, grace_period: 2, max_epochs: 2}\n"
+    )
+    run_dir = tmp_path / "run"
+    (run_dir / "trials").mkdir(parents=True)
+    (run_dir / "recipe.yaml").write_text(text)
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    assert recipe.base is not None and recipe.base.weights == "imagenet"
+    assert recipe.search.grace_period == recipe.search.max_epochs == 2
+    (tmp_path / "mine.yaml").write_text(text)  # a user's recipe: both refused
+    with pytest.raises(RecipeError) as info:
+        load_recipe(tmp_path / "mine.yaml")
+    assert "base.weights" in str(info.value) and "search.grace_period" in str(info.value)
+
+
 @pytest.mark.parametrize("text", GOOD_RECIPES.values(), ids=GOOD_RECIPES.keys())
 def test_to_yaml_parses_back_to_an_equal_recipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
