@@ -1397,6 +1397,8 @@ def test_keras_tuner_refuses_a_choice_of_mixed_types_before_any_work(tmp_path):
     with pytest.raises(RecipeError, match="keras_tuner fixes only numbers, text and true/false"):
         check_space(recipe, {"w": Fixed((8, 16))}, "s")
     check_space(recipe, {"w": Choice((8, 16)), "b": Choice((False, True))}, "s")
+    # "all" is the base's count of cut points, a whole number once it is known.
+    check_space(recipe, {"frozen_layers": Choice((0, 2, "all"))}, "s")
     # Whole numbers among floats (lambda: {choice: [0, 0.001]}) are floats to keras-tuner.
     from orchestrator.tuning.keras_tuner import as_declared, to_hyperparameters
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import RunDirError, SearchInterrupted, is_disk_full
 from orchestrator.leaderboard import atomic_write_text
-from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
+from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat, uses_all
 from orchestrator.trial import TrialResult, read_result, run_trial, trial_dir
 from orchestrator.tuning.ray_start import raise_if_interrupted
 
@@ -103,7 +103,12 @@ def check_space(recipe: Recipe, space: dict[str, Dimension], strategy: str = "")
         )
     whose = f"{strategy}'s " if strategy else ""
     for key, dim in space.items():
-        values = dim.values if isinstance(dim, Choice) else ()
+        # ("all" is the base's count of cut points: a whole number once the base is known.)
+        values = (
+            tuple(v for v in dim.values if not uses_all(Fixed(v)))
+            if isinstance(dim, Choice)
+            else ()
+        )
         # Whole numbers among floats are floats to keras-tuner (see to_hyperparameters).
         kinds = sorted(
             {type(v).__name__ for v in values} - ({"int"} if _numbers(values) else set())
