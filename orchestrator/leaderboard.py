@@ -203,7 +203,7 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
 
     Raises:
         RunDirError: The file is not a leaderboard as graftune writes it (emptied,
-            cut short, edited: another separator, a column gone, text where whole
+            cut short, edited: another separator, a column gone, text where
             numbers belong).
     """
     import pandas as pd
@@ -227,6 +227,10 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
         if len(frame.columns) == 1:
             problem = "is not comma-separated (its header reads as one column)"
         raise RunDirError(bad_leaderboard(run_dir, problem))
+    for column in METRIC_COLUMNS + ["fit_seconds", "peak_memory_mb"]:
+        if column in frame and not pd.api.types.is_numeric_dtype(frame[column]):
+            problem = f"has other than numbers in its column {column!r}"
+            raise RunDirError(bad_leaderboard(run_dir, problem))
     for column in ("rank", "epochs", "params_total", "params_trainable", "retries"):
         if column in frame:
             try:

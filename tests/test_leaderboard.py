@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -317,6 +318,12 @@ def test_text_from_trials_keeps_every_table_on_one_line_a_row(tmp_path):
         (
             lambda text: text.replace("\n1,", "\nfirst,", 1),
             "has other than whole numbers in its column 'rank'",
+        ),
+        (  # it was "internal error: ValueError" from report, a traceback from a comparison
+            lambda text: re.sub(
+                r"^(1,[^,]*,[^,]*,[^,]*,)[^,]*", r"\1abc", text, count=1, flags=re.M
+            ),
+            "has other than numbers in its column 'val_accuracy'",
         ),
     ],
 )
