@@ -608,7 +608,7 @@ def load_problem(exc: BaseException) -> str:
             f"it uses the custom Keras object {unknown.group(1)!r}, which no imported code "
             "has registered: pass the module that registers it "
             "(keras.saving.register_keras_serializable) with --plugin, or install it as a "
-            "graftune plugin"
+            "graftune plugin (its module is imported wherever graftune runs)"
         )
     if "`Lambda` layer" in text and "safe_mode" in text:
         return (

@@ -496,6 +496,15 @@ def predict(
             "--target", help="A table's label column (default: the run's).", metavar="TARGET"
         ),
     ] = None,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            help="Also load this plugin module (trusted code), e.g. one that registers the "
+            "model's custom Keras layers.",
+            metavar="MODULE",
+        ),
+    ] = None,
 ) -> None:
     """Predict every example of a data source with the run's best (or a named) model."""
     from orchestrator.errors import check_output_file
@@ -506,7 +515,7 @@ def predict(
         if out_path is not None:  # before the model is loaded and run
             check_output_file(out_path)
             check_out(out_path, run_dir, data, replace=force)
-        result = run_predict(run_dir, data, trial=trial, host=_host(), target=target)
+        result = run_predict(run_dir, data, trial=trial, host=_host(plugin), target=target)
         if out_path is not None:
             write_predictions(result.frame, out_path)
     except Exception as exc:
@@ -550,11 +559,22 @@ def export(
             "--trial", help="A trial id or STRATEGY/ID (default: the best).", metavar="TRIAL"
         ),
     ] = None,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            help="Also load this plugin module (trusted code), e.g. one that registers the "
+            "model's custom Keras layers.",
+            metavar="MODULE",
+        ),
+    ] = None,
 ) -> None:
     """Export the run's best (or a named) model with its class names, usable without graftune."""
     from orchestrator.export import export_model
 
     try:
+        if plugin:
+            _host(plugin)  # imported: what they register with Keras loads
         path = export_model(run_dir, dest, format=format.value, trial=trial)
     except Exception as exc:
         _fail(exc)

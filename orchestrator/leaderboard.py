@@ -227,7 +227,7 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
         if len(frame.columns) == 1:
             problem = "is not comma-separated (its header reads as one column)"
         raise RunDirError(bad_leaderboard(run_dir, problem))
-    for column in METRIC_COLUMNS + ["fit_seconds", "peak_memory_mb"]:
+    for column in [*METRIC_COLUMNS, "fit_seconds", "peak_memory_mb"]:
         if column in frame and not pd.api.types.is_numeric_dtype(frame[column]):
             problem = f"has other than numbers in its column {column!r}"
             raise RunDirError(bad_leaderboard(run_dir, problem))

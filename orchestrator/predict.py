@@ -208,7 +208,12 @@ def load_model(ref: ModelRef) -> Any:
     from orchestrator.trial import TOP_FILE, load_trial_model
 
     if ref.path.name != TOP_FILE:
-        return keras.saving.load_model(ref.path, safe_mode=True)
+        try:
+            return keras.saving.load_model(ref.path, safe_mode=True)
+        except Exception as exc:
+            from orchestrator.bases import load_problem
+
+            raise RunDirError(f"cannot load {ref.path}: {load_problem(exc)}") from exc
     from orchestrator.bases import BaseInfo, cache_dir
     from orchestrator.run import BASE_FILE
 

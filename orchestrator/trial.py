@@ -431,7 +431,10 @@ def run_trial(
         if spec.custom_objects:
             import keras
 
-            keras.saving.get_custom_objects().update(spec.custom_objects)
+            for registered, obj in spec.custom_objects.items():
+                # Both of Keras' tables: a model saved here names the class as registered.
+                package, _, name = registered.rpartition(">")
+                keras.saving.register_keras_serializable(package or "Custom", name)(obj)
         base = load_base(spec.base) if spec.base is not None else None
         inputs, cut = _inputs(config, spec, dataset, base, result)
         if spec.mixed_precision and spec.gpus and not use_mixed:

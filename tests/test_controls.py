@@ -252,6 +252,17 @@ def test_a_run_with_a_plugin_module_that_is_not_installed(local_plugin, tmp_path
     (run_dir,) = (tmp_path / "runs").iterdir()
     frame = pd.read_csv(run_dir / "leaderboard.csv")
     assert set(frame["status"]) == {"ok"}, frame[["strategy", "error"]]
+    # Its model predicts where the module is given again (Keras' kilobyte of config before).
+    (tuned,) = frame.loc[frame["strategy"] == "fine_tune", "trial_id"]
+    del keras.saving.get_custom_objects()["gt_local>Twice"]
+    sys.modules.pop(local_plugin)
+    args = ["predict", run_dir, "--data", "sklearn:iris", "--trial", f"fine_tune/{tuned}"]
+    refused = cli(*args)
+    assert refused.exit_code == 2, refused.output
+    assert "the custom Keras object 'Twice'" in refused.output
+    assert len(refused.output) < 600
+    predicted = cli(*args, "--plugin", local_plugin)
+    assert predicted.exit_code == 0, predicted.output
     # The metric the best was chosen by, first (it said val_accuracy alone).
     assert re.search(r"best: local_mlp trial \S+ val_loss=\d\.\d+ val_accuracy=", result.output)
 
