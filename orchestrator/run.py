@@ -954,6 +954,9 @@ class _RunEvents:
         if self.listener is not None:
             self.listener.trial_finished(result)
 
+    def warn(self, message: str) -> None:
+        self.echo(f"warning: {message}")
+
     def _record(self, key: str) -> None:
         with open(self.run_dir / REPORTED_FILE, "a", encoding="utf-8") as record:
             record.write(key + "\n")
@@ -1029,6 +1032,14 @@ def _failure_summary(
     statuses = Counter(r.status for r in results)
     counts = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
     errors = Counter(r.error for r in results if r.error)
+    if set(statuses) == {"pruned"}:
+        # Scored, ranked, but none trained to the end: there is no best model to save.
+        why = f"the scheduler or {budget}" if budget else "the scheduler"
+        return (
+            f"no trial trained all its epochs ({counts}: stopped by {why}), so no best model "
+            f"was saved; the leaderboard ranks them: {run_dir / 'leaderboard.md'}"
+            + ("; raise search.time_budget_s" if budget else "")
+        )
     lines = [f"every trial failed ({counts}); the most frequent reasons:"]
     lines += [f"  {n}x {error}" for error, n in errors.most_common(3)]
     if statuses.get("pruned"):

@@ -63,7 +63,7 @@ def by_value(ray_session):
 def run(recipe: Path, **kwargs):
     from orchestrator import run_recipe
 
-    return run_recipe(recipe, plugins=[fixture_plugins], echo=print, **kwargs)
+    return run_recipe(recipe, plugins=[fixture_plugins], **{"echo": print, **kwargs})
 
 
 def test_strategies_that_break_the_fit_contract_fail_their_trials_not_the_search(
@@ -285,9 +285,10 @@ def test_time_budget_stops_the_search(ray_session, tmp_path):
     recipe = write_recipe(
         tmp_path, "{num_samples: 50, max_epochs: 12, time_budget_s: 10, max_concurrent_trials: 1}"
     )
+    said = []
     # On a busy machine the budget may end before any trial does.
     with contextlib.suppress(RunFailed):
-        run(recipe)
+        run(recipe, echo=said.append)
     (run_dir,) = (tmp_path / "runs").iterdir()
     frame = read_leaderboard(run_dir)
     # The budget stopped the search; trials it left unstarted are not listed.
@@ -299,6 +300,11 @@ def test_time_budget_stops_the_search(ray_session, tmp_path):
     assert sorted(told) == sorted(frame["trial_id"]), frame[["trial_id", "status", "epochs"]]
     for trial_id in frame["trial_id"]:
         assert read_result(run_dir / "trials" / "scratch_mlp" / trial_id) is not None
+    if (frame["status"] == "pruned").any():  # and the run says why, as its other warnings
+        assert any(
+            line.startswith("warning: scratch_mlp: search.time_budget_s (10 s) ran out: 1 trial")
+            for line in said
+        ), said
 
 
 def test_keras_tuner_backend_gives_the_same_columns_as_ray(wine_run, tmp_path):
@@ -1301,11 +1307,19 @@ def test_the_failure_summary_says_why_when_no_trial_has_an_error(tmp_path):
     from orchestrator.trial import TrialResult
 
     pruned = TrialResult(strategy="s", trial_id="t", status="pruned", config={})
-    said = _failure_summary([pruned], tmp_path, time_budget_s=6)
-    assert "every trial failed (1 pruned); the most frequent reasons:" in said
+    error = TrialResult(strategy="s", trial_id="u", status="error", config={}, error="boom")
+    said = _failure_summary([pruned, error], tmp_path, time_budget_s=6)
+    assert "every trial failed (1 pruned, 1 error); the most frequent reasons:" in said
     assert "1x pruned: stopped before max_epochs by the scheduler, or search.time_budget_s" in (
         said
     )
+    # Pruned alone: scored and ranked, not failed ("every trial failed" before).
+    said = _failure_summary([pruned], tmp_path, time_budget_s=6)
+    assert said.startswith(
+        "no trial trained all its epochs (1 pruned: stopped by the scheduler or "
+        "search.time_budget_s (6 s a strategy"
+    )
+    assert "so no best model was saved" in said and said.endswith("; raise search.time_budget_s")
     said = _failure_summary([], tmp_path, time_budget_s=1)
     assert said.startswith("no trial ran: search.time_budget_s (1 s a strategy")
     assert "raise it" in said

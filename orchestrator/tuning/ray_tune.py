@@ -77,6 +77,10 @@ class TrialListener:
     def trial_finished(self, result: TrialResult) -> None:
         """A trial ended, whatever its status."""
 
+    def warn(self, message: str) -> None:
+        """Something the user should know of the search (a time budget that ran out)."""
+        log.warning("%s", message)
+
 
 @dataclass
 class _Search:
@@ -453,9 +457,7 @@ def _searcher(
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
-        # Tree-structured Parzen estimators, seeded; Optuna warns on every
-        # experimental feature Ray touches, which is not for our users.
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Tree-structured Parzen estimators, seeded (Optuna quiet: see run_search).
         searcher: Searcher = OptunaSearch(
             sampler=optuna.samplers.TPESampler(seed=seed), points_to_evaluate=points
         )
@@ -554,6 +556,12 @@ def run_search(
         {"cpu": spec.cpus, "gpu": spec.gpus},
     )
     param_space = to_tune(space, grid=search.algorithm == "grid")
+    if search.algorithm == "bayesian":
+        import optuna
+
+        # Optuna warns on every experimental feature Ray touches, and logs each
+        # study it makes (a restored search's too), which is not for our users.
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         if restore:
             tuner = tune.Tuner.restore(
@@ -787,14 +795,17 @@ def _tell_the_untold(
         state.told.add(result.trial_id)
         state.listener.trial_finished(result)
     if cut and budget is not None and not state.interrupted:
-        log.warning(
-            "%s: search.time_budget_s (%g s) ran out: %d trial%s stopped midway, ranked as "
-            "pruned by the epochs they trained",
-            spec.strategy.name,
-            budget,
-            len(cut),
-            "s" * (len(cut) != 1),
+        said = (
+            f"{spec.strategy.name}: search.time_budget_s ({budget:g} s) ran out: "
+            + (
+                "1 trial stopped midway, shown"
+                if len(cut) == 1
+                else f"{len(cut)} trials stopped midway, each shown"
+            )
+            + " as pruned with the scores of its last epoch"
         )
+        warn = getattr(state.listener, "warn", None)  # (a listener of its own may lack it)
+        (warn or TrialListener().warn)(said)
 
 
 def _note_interrupts(search: _Search) -> None:
