@@ -75,7 +75,12 @@ def main_options(
 
 def _fail(exc: BaseException) -> None:
     if _state["debug"]:
-        raise exc
+        # The traceback, then the exit status the error has without --debug
+        # (Python's 1 for every error misread a bad recipe in scripts).
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+        raise typer.Exit(exc.exit_status if isinstance(exc, GraftuneError) else 1)
     if isinstance(exc, GraftuneError):
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(exc.exit_status)

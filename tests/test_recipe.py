@@ -919,10 +919,13 @@ def test_deeply_nested_yaml_is_a_recipe_error(tmp_path: Path) -> None:
     assert "nested too deeply" in result.output
 
 
-def test_debug_shows_the_traceback_instead(tmp_path: Path) -> None:
+def test_debug_shows_the_traceback_and_keeps_the_exit_status(tmp_path: Path) -> None:
+    """--debug exited 1 for every error: a script read a bad recipe as a crash."""
     path = write_recipe(tmp_path, HEAD + "strategies: {fine_tun: {}}\n")
     result = cli("--debug", "validate", str(path))
-    assert isinstance(result.exception, RecipeError)
+    assert_exit(result, 2)
+    assert "Traceback (most recent call last)" in result.output
+    assert "RecipeError" in result.output
 
 
 def test_a_shared_value_a_strategy_overrides_is_not_checked_for_it(
