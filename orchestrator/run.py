@@ -245,6 +245,10 @@ def _run_checked(
 
     # Before any work: a cluster that is down or refuses us, storage it cannot share.
     place = plan_run(recipe, run_dir=run_dir, run_name=run_name)
+    if place.remote_parent is not None:
+        from orchestrator.storage import check_reachable
+
+        check_reachable(place.remote_parent)
     if not resume:
         _check_run_dir_can_be_made(recipe, place)
 

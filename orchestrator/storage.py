@@ -217,7 +217,25 @@ def _filesystem(uri: str) -> tuple[Any, str]:
     try:
         return pyarrow.fs.FileSystem.from_uri(uri)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError ... by backend
-        raise StorageError(f"storage {uri}: {exc}") from exc
+        raise StorageError(f"storage {uri}: {' '.join(str(exc).split())}") from exc
+
+
+def check_reachable(uri: str) -> None:
+    """Refuse storage this machine cannot reach, before a run does any work.
+
+    Each trial uploads its folder as it ends: storage that cannot be reached
+    was found at the first trial's end, counted as its worker's death (a
+    retry), and said only when the whole run had trained. The filesystem's own
+    answer takes seconds (an unknown S3 host: about 6).
+
+    Raises:
+        StorageError: The filesystem cannot be made, or cannot be asked for ``uri``.
+    """
+    fs, path = _filesystem(uri)
+    try:
+        fs.get_file_info(path)
+    except Exception as exc:  # pyarrow raises OSError, ArrowInvalid ... by backend
+        raise StorageError(f"storage {uri}: {' '.join(str(exc).split())}") from exc
 
 
 def upload(local: Path, uri: str, *, skip: tuple[str, ...] = (), files_only: bool = False) -> None:

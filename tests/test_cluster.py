@@ -129,6 +129,19 @@ def test_node_local_storage_is_refused_on_several_nodes(tmp_path):
     assert is_node_local(None)
 
 
+def test_storage_this_machine_cannot_reach_is_refused_before_any_work(tmp_path):
+    """It was found when the first trial uploaded its folder (counted as a worker
+    death, a retry), and said only after the whole run had trained."""
+    from orchestrator import run_recipe
+
+    recipe = write_recipe(
+        tmp_path, BASIC + "storage: hdfs://localhost:1/runs\noutput: runs/\n"
+    )  # (pyarrow finds no Java for HDFS here: refused in a moment, as offline S3 in seconds)
+    with pytest.raises(StorageError, match="storage hdfs://localhost:1/runs: "):
+        run_recipe(recipe)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_uri_storage_round_trip(tmp_path):
     run = tmp_path / "local" / "run-1"
     (run / "best").mkdir(parents=True)
