@@ -467,6 +467,18 @@ def report(
     out.print(f"report: {path}", markup=False)
 
 
+#: predict's and export's --plugin: a module that registers the model's custom Keras layers.
+_ModelPlugins = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--plugin",
+        help="Also load this plugin module (trusted code), e.g. one that registers the "
+        "model's custom Keras layers.",
+        metavar="MODULE",
+    ),
+]
+
+
 @app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.", metavar="RUN_DIR")],
@@ -501,15 +513,7 @@ def predict(
             "--target", help="A table's label column (default: the run's).", metavar="TARGET"
         ),
     ] = None,
-    plugin: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--plugin",
-            help="Also load this plugin module (trusted code), e.g. one that registers the "
-            "model's custom Keras layers.",
-            metavar="MODULE",
-        ),
-    ] = None,
+    plugin: _ModelPlugins = None,
 ) -> None:
     """Predict every example of a data source with the run's best (or a named) model."""
     from orchestrator.errors import check_output_file
@@ -564,15 +568,7 @@ def export(
             "--trial", help="A trial id or STRATEGY/ID (default: the best).", metavar="TRIAL"
         ),
     ] = None,
-    plugin: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--plugin",
-            help="Also load this plugin module (trusted code), e.g. one that registers the "
-            "model's custom Keras layers.",
-            metavar="MODULE",
-        ),
-    ] = None,
+    plugin: _ModelPlugins = None,
 ) -> None:
     """Export the run's best (or a named) model with its class names, usable without graftune."""
     from orchestrator.export import export_model
