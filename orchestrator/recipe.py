@@ -432,6 +432,11 @@ class Recipe(_Model):
 MAX_RECIPE_BYTES = 1 << 20
 
 
+#: Beside a run's recipe.yaml: the digest of what the run searches, to check a
+#: resume against (``orchestrator.run``).
+SEARCHED_FILE = ".searched"
+
+
 def _recorded(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get("recorded"))
 
@@ -443,7 +448,7 @@ def recorded_recipe(path: Path) -> bool:
     earlier run goes on as it began)."""
     folder = path.parent
     return path.name == "recipe.yaml" and (
-        (folder / ".searched").is_file() or (folder / "trials").is_dir()
+        (folder / SEARCHED_FILE).is_file() or (folder / "trials").is_dir()
     )
 
 

@@ -43,6 +43,7 @@ from orchestrator.errors import (
     is_disk_full,
 )
 from orchestrator.recipe import (
+    SEARCHED_FILE,
     Recipe,
     as_recipe,
     check_pretrain_input,
@@ -870,8 +871,6 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
     return place
 
 
-#: The digest of what a run searches (see :func:`_searched`), to check a resume against.
-SEARCHED_FILE = ".searched"
 #: The recipe sections a resumed run must keep: what its trials were drawn from and
 #: trained on. Where it runs (``resources``, ``storage``) may change.
 _SEARCHED_SECTIONS = ("seed", "data", "base", "strategies", "search", "cache")

@@ -70,15 +70,20 @@ def test_strategies_that_break_the_fit_contract_fail_their_trials_not_the_search
     by_value, tmp_path
 ):
     # Without the metric in an epoch's report, Ray Tune would stop the whole run.
+    from orchestrator.leaderboard import read_leaderboard
+
+    # Each breaks its own trials; the searches after it run (a good strategy beside
+    # failing ones is test_run's e2e run).
     recipe = write_recipe(
         tmp_path,
         "{num_samples: 1, max_epochs: 2}",
-        "{no_accuracy_mlp: {}, silent_fit_mlp: {}, overtime_mlp: {}, scratch_mlp: {}}",
+        "{no_accuracy_mlp: {}, silent_fit_mlp: {}, overtime_mlp: {}}",
     )
-    frame = run(recipe).leaderboard.set_index("strategy")
-    assert frame.loc["scratch_mlp", "status"] == "ok"
+    with pytest.raises(RunFailed):
+        run(recipe)
+    frame = read_leaderboard(next((tmp_path / "runs").iterdir())).set_index("strategy")
     errors = frame["error"].to_dict()
-    assert (frame.drop(index="scratch_mlp")["status"] == "error").all(), errors
+    assert len(frame) == 3 and (frame["status"] == "error").all(), errors
     assert "logs have no val_accuracy to search by" in errors["no_accuracy_mlp"]
     assert "compile it with metrics=['accuracy']" in errors["no_accuracy_mlp"]
     assert "pass `callbacks` to every model.fit call" in errors["silent_fit_mlp"]
@@ -186,9 +191,9 @@ def _worker_pids(run_dir: Path, strategy: str) -> dict[str, set[int]]:
 @pytest.mark.parametrize(
     ("bound", "scheduler", "workers"),
     [
-        # 1 MiB: every worker is past the bound at its trial's last report.
-        (1, "fifo", 3),
-        # Also when the scheduler, not the trial, ends a trial (rungs at 1 epoch of 2).
+        # 1 MiB: every worker is past the bound at its trial's last report, whether
+        # the trial ended itself (ASHA lets the first through its rung at 1 epoch of
+        # 2) or the scheduler ended it. (fifo with 1 MiB added nothing to this.)
         (1, "asha", 3),
         # The default bound: one worker runs the three trials in turn.
         (4096, "fifo", 1),
@@ -208,6 +213,7 @@ def test_a_worker_past_its_memory_bound_is_replaced(
     assert sorted(frame["hidden_layers"]) == [1, 2, 3]
     assert set(frame["status"]) <= {"ok", "pruned"}, frame[["status", "error"]]
     assert (frame["status"] == "pruned").any() == (scheduler == "asha"), frame[["status", "epochs"]]
+    assert (frame["status"] == "ok").any(), frame[["status", "epochs"]]
     assert set(frame["retries"]) == {0}
     pids = _worker_pids(outcome.run_dir, "scratch_mlp")
     assert len(pids) == 3 and all(len(p) == 1 for p in pids.values()), pids
@@ -1213,16 +1219,13 @@ print("RUNDIR" + str(outcome.run_dir))
 @pytest.mark.parametrize(
     ("resources", "words"),
     [
-        (
-            "{gpus_per_trial: 0.5}",
-            "resources.gpus_per_trial: a trial asks for 0.5 GPUs, and Ray has none",
-        ),
+        # (The GPU refusal's words: test_what_no_node_of_ray_can_run_is_named.)
         (
             "{num_cpus: 2, cpus_per_trial: 3}",
             "resources.cpus_per_trial: a trial asks for 3 CPUs, and Ray has at most 2 on a node",
         ),
     ],
-    ids=["gpus", "cpus"],
+    ids=["cpus"],
 )
 def test_a_trial_embedded_ray_cannot_place_is_refused_before_anything_is_written(
     tmp_path, resources, words

@@ -737,15 +737,9 @@ class _Events(tune.Callback):
             started_at=getattr(getattr(trial, "run_metadata", None), "start_time", None),
             finished_at=time.time(),
         )
-        folder = trial_dir(self.run_dir, self.strategy, trial.trial_id)
-        stopped_early = self.max_epochs is not None and result.epochs < self.max_epochs
-        if result.status == "pruned" and stopped_early and not search.interrupted:
-            # Stopped by the scheduler, its worker never wrote one: without it, Tune's
-            # saved state (a few seconds old when a run is killed) would run it again.
-            # (A trial that ran every epoch on another node may only not be here yet.)
-            write_result(folder, result)
-        search.told.add(trial.trial_id)
-        search.listener.trial_finished(result)
+        _tell(
+            search, result, trial_dir(self.run_dir, self.strategy, trial.trial_id), self.max_epochs
+        )
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         search = _SEARCHES.get((str(self.run_dir), self.strategy))
@@ -772,6 +766,24 @@ class _Events(tune.Callback):
         self._done(trial, _trial_error(trial))
 
 
+def _tell(search: _Search, result: TrialResult, folder: Path, max_epochs: int | None) -> bool:
+    """Tell the listener a trial ended, once; whether it was stopped before its last epoch.
+
+    A trial stopped early (by the scheduler, or the time budget) gets its
+    ``result.json`` here: its worker never wrote one, and without it Tune's
+    saved state (a few seconds old when a run is killed) would run it again.
+    (A trial that ran every epoch on another node may only not be here yet.)
+    """
+    stopped_early = (
+        result.status == "pruned" and max_epochs is not None and result.epochs < max_epochs
+    )
+    if stopped_early and not search.interrupted:
+        write_result(folder, result)
+    search.told.add(result.trial_id)
+    search.listener.trial_finished(result)
+    return stopped_early
+
+
 def _tell_the_untold(
     state: _Search, finished: list[TrialResult], spec: TrialSpec, budget: float | None
 ) -> None:
@@ -782,18 +794,14 @@ def _tell_the_untold(
     ``result.json`` (so a resume could run them again), and the progress view
     kept them running.
     """
+    run_dir = Path(spec.run_dir).resolve()
     cut = []
     for result in finished:
         if result.trial_id in state.told:
             continue
-        folder = trial_dir(Path(spec.run_dir).resolve(), spec.strategy.name, result.trial_id)
-        stopped_early = result.status == "pruned" and result.epochs < spec.max_epochs
-        if stopped_early and not state.interrupted:
+        folder = trial_dir(run_dir, spec.strategy.name, result.trial_id)
+        if _tell(state, result, folder, spec.max_epochs):
             cut.append(result.trial_id)
-            if folder.is_dir() and read_result(folder) is None:
-                write_result(folder, result)
-        state.told.add(result.trial_id)
-        state.listener.trial_finished(result)
     if cut and budget is not None and not state.interrupted:
         said = (
             f"{spec.strategy.name}: search.time_budget_s ({budget:g} s) ran out: "
