@@ -939,7 +939,7 @@ def _cached_base(path: Path, damaged: Callable[[str], None] | None = None) -> An
         try:
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
         except Exception as exc:  # whatever Keras or h5py says of a damaged archive
-            problem = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+            problem = load_problem(exc)
         else:
             log.info("reusing cached base %s", path)
             return model
