@@ -445,18 +445,20 @@ def report(
         typer.Option(
             "--out",
             "-o",
-            help="Write here (default RUN_DIR/report.html; compare.html for several).",
+            help="Write here, an .html file (default RUN_DIR/report.html; compare.html "
+            "for several); never another file of a run.",
             metavar="PATH",
         ),
     ] = None,
 ) -> None:
     """Write a run's report.html again, or one page comparing several runs."""
     from orchestrator.errors import check_output_file
-    from orchestrator.report import COMPARE_FILE, write_comparison, write_report
+    from orchestrator.report import COMPARE_FILE, check_report_out, write_comparison, write_report
 
     try:
         if out_path is not None:
             check_output_file(out_path)
+            check_report_out(out_path, run_dirs)
         if len(run_dirs) == 1:
             path = write_report(run_dirs[0], out=out_path)
         else:

@@ -174,6 +174,40 @@ def write_report_safely(run_dir: str | Path) -> Path | None:
         return None
 
 
+#: What ``report --out`` may be called: the page is HTML, and other suffixes are
+#: more often a recipe, a table or a model typed by mistake.
+OUT_SUFFIXES = (".html", ".htm")
+
+
+def check_report_out(path: str | Path, run_dirs: Sequence[str | Path]) -> None:
+    """Refuse, before any work, an ``--out`` the page must not replace.
+
+    An HTML file only; inside a run directory only its own page (``report.html``
+    or ``compare.html``), never the leaderboard, recipe or models other commands read.
+
+    Raises:
+        OutputPathError: ``path`` has another suffix, or is another file of a run.
+    """
+    from orchestrator.errors import OutputPathError
+
+    path = Path(path)
+    if path.suffix.lower() not in OUT_SUFFIXES:
+        raise OutputPathError(
+            f"--out {path}: the report is an HTML page; give a name ending in .html"
+        )
+    where = path.resolve()
+    for run_dir in run_dirs:
+        folder = Path(run_dir).resolve()
+        if where.is_relative_to(folder) and where not in (
+            folder / REPORT_FILE,
+            folder / COMPARE_FILE,
+        ):
+            raise OutputPathError(
+                f"--out {path} is inside the run directory {run_dir}, whose files graftune "
+                f"reads; write the page elsewhere, or as {Path(run_dir) / REPORT_FILE}"
+            )
+
+
 def write_comparison(
     run_dirs: Sequence[str | Path], *, out: str | Path = COMPARE_FILE, metric: str | None = None
 ) -> Path:

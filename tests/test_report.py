@@ -202,6 +202,29 @@ def test_report_refuses_an_out_file_it_cannot_write_and_leaves_nothing(finished,
     assert not list(tmp_path.parent.glob(f".{tmp_path.name}.*.tmp"))
 
 
+def test_report_never_writes_over_a_file_of_the_run_or_a_non_html_file(finished, tmp_path):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished, run_dir, ignore=shutil.ignore_patterns("ray", "*.keras"))
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    mine = tmp_path / "recipe.yaml"
+    mine.write_text("mine")
+    for out, words in (
+        (run_dir / "leaderboard.csv", "is an HTML page"),
+        (run_dir / "trials" / "page.html", "inside the run directory"),
+        (mine, "is an HTML page"),
+    ):
+        result = CliRunner().invoke(app, ["report", str(run_dir), "-o", str(out)])
+        assert result.exit_code == 2, result.output
+        assert f"error: --out {out}" in result.output and words in result.output
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    assert mine.read_text() == "mine"
+    # The run's own page may be named, and a page beside it.
+    for out in (run_dir / REPORT_FILE, tmp_path / "page.HTML"):
+        result = CliRunner().invoke(app, ["report", str(run_dir), "-o", str(out)])
+        assert result.exit_code == 0, result.output
+        assert out.read_text().startswith("<!DOCTYPE html>")
+
+
 def test_report_on_a_folder_that_is_no_run_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2
