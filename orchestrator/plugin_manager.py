@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -140,11 +141,16 @@ def _dist_label(ep: metadata.EntryPoint) -> str:
 def _import_explicit(name: str) -> ModuleType:
     """Import a ``--plugin`` module; like ``python -m``, the current folder is searched too."""
     if not name.replace(".", "").replace("_", "").isalnum() or name.endswith(".py"):
-        module = name.removesuffix(".py").strip("./").replace("/", ".")
+        if os.path.isabs(name):  # its folder is not the current one: name both
+            path = Path(name)
+            module, where = path.name.removesuffix(".py"), f"run from {path.parent}"
+            where += f" or with PYTHONPATH={path.parent}"
+        else:
+            module = name.removesuffix(".py").strip("./").replace("/", ".")
+            where = "from the folder that holds it (or a folder on PYTHONPATH)"
         raise ValueError(
             f"--plugin takes a module's import name, not a file path: "
-            f"{module or 'NAME'!r} for {name or 'an empty name'}, from the folder that "
-            "holds it (or a folder on PYTHONPATH)"
+            f"{module or 'NAME'!r} for {name or 'an empty name'}, {where}"
         )
     try:
         return importlib.import_module(name)
@@ -331,7 +337,8 @@ def _fill(host: PluginHost, hook_name: str, registry: Registry) -> None:
     for impl in reversed(caller.get_hookimpls()):
         registry.current_owner = host.owners.get(impl.plugin_name, impl.plugin_name)
         try:
-            impl.function(registry=registry)
+            # pluggy's rule: an implementation may take fewer arguments than its spec.
+            impl.function(**({"registry": registry} if "registry" in impl.argnames else {}))
         except GraftuneError:
             raise
         except Exception as exc:

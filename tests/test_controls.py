@@ -283,6 +283,29 @@ def test_a_plugin_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
         with pytest.raises(PluginLoadError) as info:
             get_plugin_manager(extra_plugins=[path])
         assert "--plugin takes a module's import name, not a file path: 'bad.x'" in str(info.value)
+    # An absolute path: 'tmp.….bad.x' was named, which imports from nowhere.
+    with pytest.raises(PluginLoadError) as info:
+        get_plugin_manager(extra_plugins=[str(tmp_path / "bad" / "x.py")])
+    assert (
+        f"not a file path: 'x' for {tmp_path / 'bad' / 'x.py'}, run from {tmp_path / 'bad'} "
+        f"or with PYTHONPATH={tmp_path / 'bad'}"
+    ) in str(info.value)
+
+
+def test_a_registration_hook_may_take_fewer_arguments_than_its_specification():
+    from orchestrator import hookimpl
+
+    calls = []
+
+    class Counter:
+        @hookimpl
+        def graftune_register_strategies(self):  # pluggy allows it; it was a TypeError
+            calls.append("strategies")
+
+    host = get_plugin_manager(autoload=False, extra_plugins=[Counter()])
+    assert calls == ["strategies"]
+    assert "scratch_mlp" not in host.strategies  # no entry points
+    assert "csv" in host.data_sources  # the other registries are filled as before
 
 
 # -- errors that name the plugin and its distribution -----------------------------------
