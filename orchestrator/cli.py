@@ -39,7 +39,7 @@ app = typer.Typer(
 # Piped output keeps whole table rows rather than rich's 80 columns.
 out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "command": None}
 
 
 def _version(value: bool) -> None:
@@ -52,6 +52,7 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     debug: Annotated[
         bool,
         typer.Option("--debug", help="Show tracebacks of errors, and TensorFlow's start-up lines."),
@@ -64,6 +65,7 @@ def main_options(
     from orchestrator import native_log
 
     _state["debug"] = debug
+    _state["command"] = ctx.invoked_subcommand
     native_log.keep_all = debug
     from orchestrator.bases import cache_dir
 
@@ -84,8 +86,12 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, GraftuneError):
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(exc.exit_status)
+    # --debug is graftune's own option, before the command: `graftune run --debug`
+    # is a usage error.
+    command = _state.get("command") or "COMMAND"
     err.print(
-        f"internal error: {type(exc).__name__}: {exc}\n(run with --debug for the traceback)",
+        f"internal error: {type(exc).__name__}: {exc}\n"
+        f"(for the traceback, run it again as: graftune --debug {command} ...)",
         markup=False,
     )
     raise typer.Exit(1)

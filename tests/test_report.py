@@ -225,6 +225,20 @@ def test_report_never_writes_over_a_file_of_the_run_or_a_non_html_file(finished,
         assert out.read_text().startswith("<!DOCTYPE html>")
 
 
+def test_an_internal_error_says_where_debug_goes(tmp_path, monkeypatch):
+    # The hint said "run with --debug", and `graftune report --debug` is a usage error.
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("orchestrator.report.write_report", broken)
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "internal error: RuntimeError: a bug" in result.output
+    assert "run it again as: graftune --debug report ..." in result.output
+    result = CliRunner().invoke(app, ["--debug", "report", str(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" in result.output
+
+
 def test_report_on_a_folder_that_is_no_run_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 2
