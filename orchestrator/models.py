@@ -21,6 +21,31 @@ log = logging.getLogger(__name__)
 KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
 
 
+def not_probabilities(outputs: Any) -> str | None:
+    """Why a model's outputs (a row per example) are not class probabilities;
+    ``None`` when they are, each row in ``[0, 1]`` and summing to 1.
+
+    A model that ends in logits passed every check, was trained and ranked on a
+    loss of the wrong formula, and ``predict`` gave "probabilities" below 0.
+    Outputs that are not numbers are a divergence, said as such elsewhere.
+    """
+    import numpy as np
+
+    out = np.asarray(outputs, dtype="float64")
+    if out.ndim != 2 or out.size == 0 or not np.isfinite(out).all():
+        return None
+    # Loose enough for a float16 softmax (mixed precision).
+    if out.min() >= -1e-3 and out.max() <= 1 + 1e-3 and np.abs(out.sum(axis=1) - 1).max() <= 1e-2:
+        return None
+    row = out[np.argmax(np.abs(out.sum(axis=1) - 1))]
+    shown = ", ".join(f"{v:.3g}" for v in row[:4]) + (", ..." if len(row) > 4 else "")
+    return (
+        "outputs that are not class probabilities (each row in [0, 1], summing to 1; "
+        f"one was [{shown}]): end the model in a softmax, "
+        "e.g. Dense(task.n_classes, activation='softmax')"
+    )
+
+
 def normalized_inputs(task: TaskSpec) -> tuple[Any, Any]:
     """An input of the task's shape, flattened and standardised with training statistics.
 

@@ -228,7 +228,8 @@ def model_problems(model: Any, n_classes: int) -> list[str]:
     """What is wrong with a model a strategy built; empty when nothing is.
 
     The contract: a ``keras.Model``, compiled (an optimizer and a loss), with a
-    single output of shape ``(None, n_classes)``.
+    single output of shape ``(None, n_classes)`` that holds class probabilities
+    (tried on two made-up examples).
     """
     import keras
 
@@ -248,7 +249,34 @@ def model_problems(model: Any, n_classes: int) -> list[str]:
         problems.append(
             f"build() returned a model with output shape {shape}; expected (None, {n_classes})"
         )
+        return problems
+    problem = _output_problem(model)
+    if problem is not None:
+        problems.append(f"build() returned a model with {problem}")
     return problems
+
+
+def _output_problem(model: Any) -> str | None:
+    """:func:`~orchestrator.models.not_probabilities` of the model's outputs for
+    two random inputs (``None`` for a model whose input cannot be made up)."""
+    import keras
+    import numpy as np
+
+    from orchestrator.models import not_probabilities
+
+    if len(model.inputs) != 1:
+        return None
+    shape = tuple(model.inputs[0].shape)[1:]
+    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+    if any(d is None for d in shape) or not dtype.startswith("float"):
+        return None
+    x = np.random.default_rng(0).normal(size=(2, *shape)).astype(dtype)
+    try:
+        outputs = keras.ops.convert_to_numpy(model(x, training=False))
+    except Exception:  # its trials say what fails
+        log.debug("could not call the model on made-up inputs", exc_info=True)
+        return None
+    return not_probabilities(outputs)
 
 
 def check_strategies(

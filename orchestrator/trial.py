@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.accelerator import configure_trial, gpu_count, use_backend
-from orchestrator.models import CROSS_ENTROPY
+from orchestrator.models import CROSS_ENTROPY, not_probabilities
 
 if TYPE_CHECKING:
     from orchestrator.bases import BaseInfo, LoadedBase
@@ -449,6 +449,8 @@ def run_trial(
         keras.utils.set_random_seed(spec.seed)
         model = spec.strategy.build(dict(config), dataset.task, base)
         _check_model(model, spec.strategy, dataset.task.n_classes)
+        if cut is not None and base is not None:
+            _check_cached_input(model, spec.strategy, base, cut)
         reporter.sizes = _sizes(model, spec, cut)
         if cut is not None:  # whether it trains on cached features: said by a pruned row too
             reporter.sizes["cached_cut"] = cut
@@ -497,6 +499,11 @@ def run_trial(
             if val is None:
                 val = evaluate(model, inputs["val"], dataset.y_val)[1]
             predicted, test = evaluate(model, inputs["test"], dataset.y_test)
+            problem = not_probabilities(predicted)
+            if problem is not None:
+                raise TypeError(
+                    f"strategy {spec.strategy.name}.build returned a model with {problem}"
+                )
             if not _finite(val, predicted):
                 # The last step's loss was finite, the weights it left are not: the model
                 # predicts NaN, which scored at chance, was ranked and saved as the best.
@@ -790,6 +797,18 @@ def _check_model(model: Any, strategy: Strategy, n_classes: int) -> None:
         raise TypeError(
             f"strategy {strategy.name}.build returned a model with output shape {shape}; "
             f"expected (None, {n_classes})"
+        )
+
+
+def _check_cached_input(model: Any, strategy: Strategy, base: LoadedBase, cut: int) -> None:
+    """A trial on cached features feeds the model the features, not the data."""
+    expected = base.feature_shape
+    got = [tuple(t.shape[1:]) for t in model.inputs]
+    if got != [expected]:
+        raise TypeError(
+            f"strategy {strategy.name}.frozen_prefix returned {cut}, so its model is fed the "
+            f"base's features cached at that cut point, of shape {expected}, but it takes "
+            f"{', '.join(map(str, got))}: build it on base.inputs_and_features(task, {cut})"
         )
 
 

@@ -81,6 +81,22 @@ class WrongShape(SmallMLP):
         return model
 
 
+class LogitsOut(SmallMLP):
+    """Ends in logits: trained on a loss from logits, its "probabilities" went below 0."""
+
+    name = "logits_out"
+
+    def build(self, config, task, base):
+        import keras
+
+        inputs = keras.Input(task.input_shape)
+        outputs = keras.layers.Dense(task.n_classes)(keras.layers.Flatten()(inputs))
+        model = keras.Model(inputs, outputs)
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model.compile("adam", loss, metrics=["accuracy"])
+        return model
+
+
 class Unpicklable(SmallMLP):
     """Holds a lock, which no pickler can send to a Ray worker."""
 

@@ -410,6 +410,7 @@ def test_a_space_of_unknown_types_is_refused_by_validate(graftune_register, tmp_
     [
         (broken.Uncompiled, "build() returned a model that is not compiled"),
         (broken.WrongShape, "output shape (None, 11); expected (None, 10)"),
+        (broken.LogitsOut, "outputs that are not class probabilities (each row in [0, 1]"),
         (broken.DefaultsNotADict, "default_config() returned list, not a dict"),
         # It ended the whole run at its search ("internal error"), the strategies
         # before it unranked, and every resume again.

@@ -232,6 +232,31 @@ def test_a_trial_evaluates_on_plain_batches_to_keras_numbers(digits, monkeypatch
     assert evaluate_arrays(model, *empty) == model.evaluate(*empty, verbose=0, return_dict=True)
 
 
+def test_a_trial_whose_model_outputs_logits_fails_saying_so(digits, tmp_path):
+    """Found by QA: a model ending in logits was trained, ranked on a loss of the
+    wrong formula and saved; predict gave "probabilities" below 0 and above 1.
+    (The pre-flight catches it at the smallest configuration; a trial, at any.)"""
+    from orchestrator.trial import TrialSpec, run_trial
+    from tests.broken_strategies import LogitsOut
+
+    spec = TrialSpec(
+        strategy=LogitsOut(),
+        base=None,
+        max_epochs=1,
+        batch_size=64,
+        seed=0,
+        metric="val_accuracy",
+        run_dir=tmp_path,
+    )
+    result = run_trial(CONFIG, spec, digits, trial_id="t", report=lambda metrics: None)
+    assert result.status == "error", result
+    assert "logits_out.build returned a model with outputs that are not class probabilities" in (
+        result.error
+    )
+    assert "softmax" in result.error
+    assert not list(tmp_path.rglob("*.keras"))
+
+
 def test_a_trial_whose_last_step_makes_its_weights_nan_is_diverged(digits, tmp_path):
     """One step an epoch (a batch larger than the data) at a learning rate of 1e300:
     the only step's loss is finite, the weights after it are not. The trial was `ok`

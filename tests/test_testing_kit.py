@@ -53,6 +53,7 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
         (broken.ForeignSpace, "'learning_rate' is builtins.tuple"),
         (broken.Uncompiled, "build() returned a model that is not compiled"),
         (broken.WrongShape, "output shape (None, 11); expected (None, 10)"),
+        (broken.LogitsOut, "end the model in a softmax"),
         (broken.Unpicklable, "a fresh instance does not pickle with cloudpickle"),
         (broken.ForgetsCallbacks, "fit() never called the callbacks it was given"),
         (

@@ -297,6 +297,48 @@ def test_a_trial_on_cached_features_of_the_whole_base_does_not_load_it(
     assert str(base_info.path) not in loaded
 
 
+class IgnoresTheCache(FeatureExtraction):
+    """Declares the whole base frozen, and builds on the data, not on
+    ``base.inputs_and_features``: every trial failed with Keras' shape error."""
+
+    name = "ignores_the_cache"
+
+    def build(self, config, task, base):
+        import keras
+
+        from orchestrator.models import classifier_head, compile_classifier, pooled
+
+        inputs = keras.Input(task.input_shape)
+        features = pooled(base.model(base.adapt(inputs)))
+        outputs = classifier_head(features, task.n_classes, width=8, depth=1, lambda_=0.0)
+        return compile_classifier(keras.Model(inputs, outputs), 1e-3)
+
+
+def test_a_model_not_built_on_the_cached_features_fails_naming_the_way(digits, base_info, tmp_path):
+    result = trial(IgnoresTheCache(), FE_CONFIG, digits, base_info, tmp_path, epochs=1)
+    assert result.status == "error"
+    assert result.error == (
+        f"TypeError: strategy ignores_the_cache.frozen_prefix returned {base_info.n_cut_points}, "
+        "so its model is fed the base's features cached at that cut point, of shape "
+        f"{tuple(base_info.output_shape)}, but it takes (8, 8, 1): build it on "
+        f"base.inputs_and_features(task, {base_info.n_cut_points})"
+    )
+    # Without the cache it is fed the data, which it takes.
+    assert (
+        trial(
+            IgnoresTheCache(),
+            FE_CONFIG,
+            digits,
+            base_info,
+            tmp_path,
+            epochs=1,
+            cache=False,
+            trial_id="u",
+        ).status
+        == "ok"
+    )
+
+
 def test_base_info_knows_its_cut_points_without_the_model(base_info, tmp_path, monkeypatch, digits):
     import json
 
