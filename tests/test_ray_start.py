@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -372,3 +373,24 @@ def test_an_interrupt_dropped_in_a_finaliser_is_not_printed(monkeypatch):
         Failing()
     assert [type(info.exc_value) for info in shown] == [ValueError]
     assert sys.unraisablehook == shown.append  # put back
+
+
+def test_a_library_run_puts_back_the_callers_sigterm_handling():
+    """Found by QA: after ``run_recipe`` on embedded Ray, a SIGTERM to the caller
+    (a notebook's kernel, a service) raised KeyboardInterrupt in whatever ran next."""
+    from orchestrator.tuning.ray_start import _exit_on_sigterm, _on_sigterm, kept_process_state
+
+    before = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with kept_process_state():
+            _exit_on_sigterm()  # as embedded Ray's start does, for the CLI's sake
+            assert signal.getsignal(signal.SIGTERM) is _on_sigterm
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        # A handler of the caller's own is kept, and stays theirs.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        mine = signal.getsignal(signal.SIGTERM)
+        with kept_process_state():
+            _exit_on_sigterm()
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)

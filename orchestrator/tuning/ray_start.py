@@ -233,9 +233,12 @@ _RUN_ENV = (
 def kept_process_state() -> Iterator[None]:
     """Put back what a run changes in its process: Ray's loggers (routed to the
     run's ``ray.log``), the environment it sets for Ray's workers, and Ray's
-    printer of cluster messages. A library call leaves the caller's process as
-    it found it; the Ray the run started is down by then.
+    printer of cluster messages, and the SIGTERM handler an embedded start
+    installs (:func:`_exit_on_sigterm`). A library call leaves the caller's
+    process as it found it; the Ray the run started is down by then.
     """
+    main_thread = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     loggers = {name: logging.getLogger(name) for name in RAY_LOGGERS}
     before = {name: (list(lg.handlers), lg.propagate) for name, lg in loggers.items()}
     env = {key: os.environ.get(key) for key in _RUN_ENV}
@@ -274,6 +277,13 @@ def kept_process_state() -> Iterator[None]:
         routed = getattr(worker, "print_to_stdstream", None)
         if routed is not printer and hasattr(routed, "graftune_original"):
             worker.print_to_stdstream = printer or routed.graftune_original
+        # Left, it made a SIGTERM to a notebook's kernel or a service, long after
+        # the run, a KeyboardInterrupt in whatever code ran (exit 130, or swallowed).
+        # (None: a handler from C, as Ray's core worker puts in front of it.)
+        if main_thread and sigterm is not None:
+            current = signal.getsignal(signal.SIGTERM)
+            if current is not sigterm and (current is _on_sigterm or current is None):
+                signal.signal(signal.SIGTERM, sigterm)
 
 
 def route_ray_logs(handler: logging.Handler) -> None:
