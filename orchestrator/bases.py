@@ -607,8 +607,8 @@ def load_problem(exc: BaseException) -> str:
         return (
             f"it uses the custom Keras object {unknown.group(1)!r}, which no imported code "
             "has registered: pass the module that registers it "
-            "(keras.saving.register_keras_serializable) with --plugin, or install it as a "
-            "graftune plugin (its module is imported wherever graftune runs)"
+            "(keras.saving.register_keras_serializable) with --plugin, or have an installed "
+            "graftune plugin return it from its graftune_keras_objects hook"
         )
     if "`Lambda` layer" in text and "safe_mode" in text:
         return (

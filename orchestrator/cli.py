@@ -582,8 +582,8 @@ def export(
     from orchestrator.export import export_model
 
     try:
-        if plugin:
-            _host(plugin)  # imported: what they register with Keras loads
+        # Imported, and the plugins' graftune_keras_objects registered: the model loads.
+        _host(plugin).keras_objects()
         path = export_model(run_dir, dest, format=format.value, trial=trial)
     except Exception as exc:
         _fail(exc)

@@ -10,8 +10,9 @@ in the driver process while a run goes on.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.markers import hookspec
 
@@ -23,6 +24,29 @@ if TYPE_CHECKING:
     from orchestrator.trial import TrialResult
 
 # -- registration -------------------------------------------------------------
+
+
+@hookspec
+def graftune_keras_objects() -> Iterable[Any] | None:
+    """Return the custom Keras objects (layers, losses, activations ...) that
+    your strategies' models or your bases use.
+
+    Import Keras and your layers inside this function, never at your module's
+    import: graftune calls it only where Keras is needed. It registers each
+    object with Keras (``keras.saving.register_keras_serializable``; under the
+    name it has if it is registered already, else under the top-level package
+    of its module) before the run prepares its base, in each trial worker
+    before it builds, and before ``predict``, ``export`` or a resume loads a
+    saved model with ``safe_mode=True``. Without it, a model of your custom
+    layer saved in a trial cannot be loaded again.
+
+    Returns:
+        The objects: classes or functions; ``None`` for none.
+
+    Raises:
+        May raise: the run, ``predict`` or ``export`` stops with a
+        :class:`~orchestrator.errors.PluginError` naming your plugin (exit 3).
+    """
 
 
 @hookspec

@@ -75,6 +75,48 @@ class PluginHost:
                     exc,
                 )
 
+    def keras_objects(self) -> dict[str, Any]:
+        """What the plugins' ``graftune_keras_objects`` return, registered with
+        Keras, by registered name (``package>Name``); Keras is imported only
+        when a plugin implements the hook.
+
+        Raises:
+            PluginError: A plugin's hook raised, or returned something not a
+                class or function.
+        """
+        impls = self.pm.hook.graftune_keras_objects.get_hookimpls()
+        if not impls:
+            return {}
+        import keras
+
+        found: dict[str, Any] = {}
+        for impl in reversed(impls):
+            owner = self.owners.get(impl.plugin_name, impl.plugin_name)
+            try:
+                returned = impl.function()
+                objects = list(returned or ())
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {owner} failed in graftune_keras_objects: {type(exc).__name__}: {exc}"
+                ) from exc
+            for obj in objects:
+                if not callable(obj) or not hasattr(obj, "__name__"):
+                    raise PluginError(
+                        f"plugin {owner}: graftune_keras_objects returned {obj!r}, not a Keras "
+                        "class or function"
+                    )
+                name = keras.saving.get_registered_name(obj)
+                if keras.saving.get_registered_object(name) is not obj:
+                    # Not registered by the plugin itself (or only half): under its
+                    # package's name, as register_keras_serializable would put it.
+                    package, _, short = name.rpartition(">")
+                    if not package:
+                        package = str(getattr(obj, "__module__", "") or "Custom").split(".")[0]
+                    keras.saving.register_keras_serializable(package, short)(obj)
+                    name = keras.saving.get_registered_name(obj)
+                found[name] = obj
+        return found
+
     def infos(self) -> list[PluginInfo]:
         """One :class:`PluginInfo` per registered plugin, sorted by name."""
         adds: dict[str, list[str]] = {}

@@ -391,6 +391,7 @@ def predict(
     check_backend(training=False)
     ref = find_model(run_dir, trial)
     host = host or get_plugin_manager()
+    host.keras_objects()  # the plugins' custom layers, registered before the model loads
     files = None
     if split_source(source)[0] == "images" and target is None:
         x, labels, files = read_image_folder(run_dir, source, ref, base_dir=base_dir)

@@ -216,6 +216,7 @@ def _run_recipe(
         host = get_plugin_manager(extra_plugins=plugins, disable=recipe.plugins.disable)
     check_recipe(recipe, host)
     check_backend()  # the driver builds models too, wherever the trials run
+    host.keras_objects()  # registered before a base or a saved trial is loaded
     explicit = tuple(  # modules, which --plugin can name (not objects given from Python)
         name
         for name, owner in host.owners.items()
@@ -972,18 +973,20 @@ class _RunEvents:
 
 
 def _plugin_keras_objects(host: PluginHost) -> dict[str, Any] | None:
-    """What ``--plugin`` modules registered with Keras (custom layers of a base):
+    """What plugins' ``graftune_keras_objects`` return, and what ``--plugin``
+    modules registered with Keras (custom layers of a base):
     :attr:`TrialSpec.custom_objects`."""
+    given = host.keras_objects()
     keras = sys.modules.get("keras")
     if keras is None or not host.explicit:
-        return None
+        return given or None
 
     def from_a_plugin(obj: Any) -> bool:
         module = str(getattr(obj, "__module__", ""))
         return any(module == name or module.startswith(f"{name}.") for name in host.explicit)
 
     found = {k: v for k, v in keras.saving.get_custom_objects().items() if from_a_plugin(v)}
-    return found or None
+    return {**found, **given} or None
 
 
 def _describe(space: dict[str, Any]) -> str:

@@ -267,6 +267,50 @@ def test_a_run_with_a_plugin_module_that_is_not_installed(local_plugin, tmp_path
     assert re.search(r"best: local_mlp trial \S+ val_loss=\d\.\d+ val_accuracy=", result.output)
 
 
+def test_an_installed_plugins_keras_objects_are_registered_where_models_are_made_or_loaded(
+    graftune_register, tmp_path, ray_session, monkeypatch
+):
+    """Found by QA: an installed plugin with a custom layer could register it at
+    import (Keras imported by every command: `graftune plugins` took 17 s) or in its
+    build (a Ray worker saved the model, which predict could not load)."""
+    import zipfile
+
+    import keras
+
+    from tests import keras_object_plugin
+
+    graftune_register(keras_object_plugin, name="scaled")
+    recipe = write(
+        tmp_path,
+        """
+        name: scaled
+        data: {source: "sklearn:iris"}
+        strategies: {scaled_mlp: {num_samples: 1}}
+        search: {max_epochs: 1}
+        output: runs/
+        """,
+    )
+    result = cli("run", recipe, "--quiet")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert list(pd.read_csv(run_dir / "leaderboard.csv")["status"]) == ["ok"]
+    # The trial's worker saved the layer under the name the hook registered.
+    with zipfile.ZipFile(run_dir / "best" / "model.keras") as saved:
+        assert '"registered_name": "tests>Scale"' in saved.read("config.json").decode()
+    # Where the plugin is not installed, the model cannot load, and the way is said.
+    del keras.saving.get_custom_objects()["tests>Scale"]
+    monkeypatch.setenv("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    refused = cli("predict", run_dir, "--data", "sklearn:iris")
+    assert refused.exit_code == 2, refused.output
+    assert "the custom Keras object 'Scale'" in refused.output
+    assert "graftune_keras_objects" in refused.output
+    monkeypatch.delenv("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD")
+    predicted = cli("predict", run_dir, "--data", "sklearn:iris")
+    assert predicted.exit_code == 0, predicted.output
+    exported = cli("export", run_dir, tmp_path / "exported")
+    assert exported.exit_code == 0, exported.output
+
+
 def test_a_plugin_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
     with pytest.raises(PluginLoadError) as info:
         get_plugin_manager(extra_plugins=["gt_no_such_plugin_module"])
