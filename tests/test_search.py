@@ -979,6 +979,57 @@ def test_a_resume_whose_tune_state_is_unreadable_runs_every_trial_and_none_twice
     assert any("Ray's saved state of the search could not be read" in line for line in said), said
 
 
+def restore_as_never_started(experiment: Path, trial_ids: set[str]) -> None:
+    """Make Tune's saved state hold ``trial_ids`` as a snapshot taken before they
+    started holds them: pending, without a folder of their own (Tune saves its
+    state every few seconds, so a kill finds it so for a trial started since)."""
+    (state_file,) = experiment.glob("experiment_state-*.json")
+    state = json.loads(state_file.read_text())
+    for entry in state["trial_data"]:
+        trial, metadata = json.loads(entry[0]), json.loads(entry[1])
+        if trial["trial_id"] in trial_ids:
+            trial.update(status="PENDING", relative_logdir=None)
+            metadata["last_result"] = {}
+            entry[:] = [json.dumps(trial), json.dumps(metadata)]
+    state_file.write_text(json.dumps(state))
+
+
+def test_a_trial_tune_restores_into_a_new_folder_keeps_its_id_and_result(ray_session, tmp_path):
+    """Tune restores a trial its state holds without a folder into a new one with a
+    suffix (``ID_2f28``, its own having been made since). The leaderboard took the
+    folder's name for the trial: a 'pruned' row without a test score, in place of
+    the trial's own result, after a SIGTERM'd run's resume."""
+    from orchestrator.run import FINISHED_FILE, SEARCH_DONE_FILE, resume_run
+
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 3, max_epochs: 2, max_concurrent_trials: 1, scheduler: fifo}",
+        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+    )
+    run_dir = run(recipe).run_dir
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    for name in (FINISHED_FILE, "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
+        (run_dir / name).unlink()
+    (results_dir / SEARCH_DONE_FILE).unlink()  # the search had not ended
+    trial_ids = sorted(p.name for p in results_dir.iterdir())
+    finished, unfinished = trial_ids[1:]
+    (results_dir / unfinished / "result.json").unlink()  # killed while it trained
+    ended = ended_trials(results_dir)
+    restore_as_never_started(run_dir / "ray" / "scratch_mlp", {finished, unfinished})
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    # Tune did restore the two into new folders (what this test is about).
+    assert len(list((run_dir / "ray" / "scratch_mlp").glob(f"{finished}_*/"))) == 1
+    assert sorted(frame["trial_id"]) == trial_ids, frame[["trial_id", "status"]]
+    assert (frame["status"] == "ok").all(), frame[["trial_id", "status"]]
+    assert (frame["epochs"] == 2).all() and frame["test_accuracy"].notna().all()
+    assert sorted(p.name for p in results_dir.glob("*/")) == trial_ids
+    for trial_id, mtime in ended.items():  # the one that had ended was not run again
+        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
+    assert sorted(told) == trial_ids, told
+
+
 @pytest.mark.parametrize(
     ("signal_name", "status", "said"),
     [

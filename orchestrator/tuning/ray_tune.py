@@ -613,7 +613,7 @@ def run_search(
     stopped = state.stopped_midway()
     results: dict[str, TrialResult] = {}
     for ray_result in grid:
-        trial_id = Path(ray_result.path).name
+        trial_id = _trial_id(ray_result)
         reported = (ray_result.metrics or {}).get("training_iteration")
         started = trial_dir(run_dir, strategy, trial_id).exists()
         if not reported and not started and ray_result.error is None:
@@ -684,6 +684,18 @@ def _sigint_restored() -> Iterator[None]:
 
 def _trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
+
+
+def _trial_id(ray_result: Any) -> str:
+    """The id of the trial a Tune result is of, which names its folder under ``trials/``.
+
+    Not the name of its folder under ``ray/``: Tune restores a trial its saved
+    state holds without one (a snapshot taken before it started) into a new
+    folder, suffixed (``ID_2f28``) where its own exists. Tune puts the id in
+    every trial's metrics, reported or not (Ray 2.60).
+    """
+    trial_id = (ray_result.metrics or {}).get("trial_id")
+    return str(trial_id) if trial_id else Path(ray_result.path).name
 
 
 class _Events(tune.Callback):
