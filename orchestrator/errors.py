@@ -156,6 +156,11 @@ class ClusterError(GraftuneError):
     exit_status = 4
 
 
+class RayStartError(ClusterError):
+    """Embedded Ray did not start (a node that timed out on a busy machine, a
+    temporary folder it cannot use); nothing was trained, ``--resume`` goes on."""
+
+
 class JobNotFound(GraftuneError):
     """The cluster answered, and has no job of that id (a mistyped id, not a network fault)."""
 

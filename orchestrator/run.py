@@ -508,7 +508,16 @@ def _run(
     started_ray = False
     try:
         if ray_start is not None:
-            started_ray = ray_start.join(run_dir / "ray.log")
+            try:
+                started_ray = ray_start.join(run_dir / "ray.log")
+            except Exception as exc:  # Ray's own: "internal error" said nothing of what to do
+                from orchestrator.errors import RayStartError
+
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise RayStartError(
+                    f"embedded Ray did not start: {type(exc).__name__}: {first} (Ray's log: "
+                    f"{run_dir / 'ray.log'}); nothing was trained, {_resume_hint(run_dir)}"
+                ) from exc
         elif recipe.search.backend == "ray":
             from orchestrator.tuning.ray_start import connect_to_cluster
 

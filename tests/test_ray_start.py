@@ -108,6 +108,23 @@ def test_a_run_stopped_by_its_pre_flight_writes_nothing_and_leaves_no_ray(tmp_pa
     assert processes_under(ray_tmpdir) == []
 
 
+def test_embedded_ray_that_does_not_start_is_said_with_the_way_on(tmp_path):
+    """Found by QA: Ray's node timing out on a busy machine ended the run in
+    "internal error", after its folder was made, with no word of a resume."""
+    unusable = tmp_path / "not-a-folder"  # as Ray's temporary folder: ray.init raises
+    unusable.write_text("")
+    recipe = write_recipe(tmp_path, "{scratch_mlp: {num_samples: 1}}")
+    done = graftune(tmp_path, unusable, "run", str(recipe), "--quiet")
+    assert done.returncode == 4, done.stdout + done.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert "error: embedded Ray did not start: NotADirectoryError: " in done.stderr
+    assert f"(Ray's log: {run_dir / 'ray.log'})" in done.stderr
+    assert f"nothing was trained, continue it with: graftune run --resume {run_dir}" in (
+        done.stderr
+    )
+    assert "internal error" not in done.stderr
+
+
 def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
     tmp_path, ray_tmpdir
 ):
