@@ -629,6 +629,14 @@ def submit(
         bool,
         typer.Option("--shared-storage", help="The storage folder is mounted on every node."),
     ] = False,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            help="Send this plugin module that is not installed with the job (trusted code).",
+            metavar="MODULE",
+        ),
+    ] = None,
 ) -> None:
     """Send a recipe to a Ray cluster as a job (Ray's job API) and print its id."""
     from orchestrator import submit as jobs
@@ -640,6 +648,7 @@ def submit(
             loaded,
             client,
             pip=pip or [],
+            plugins=plugin or [],
             data_sources=_data_sources(),
             echo=lambda line: out.print(line, markup=False),
         )

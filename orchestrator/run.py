@@ -676,13 +676,13 @@ def _resume_hint(run_dir: Path) -> str:
     directory is in a working folder Ray deletes) from its storage."""
     from orchestrator.submit import SUBMITTED_ENV
 
+    plugins = "".join(f" --plugin {shlex.quote(name)}" for name in _EXPLICIT_PLUGINS.get())
     if os.environ.get(SUBMITTED_ENV):
         job = shlex.quote(run_dir.name)
         return (
             f"continue it with: graftune fetch {job} DEST --address DASHBOARD, then "
-            "graftune run --resume DEST --address HEAD:6379"
+            f"graftune run --resume DEST --address HEAD:6379{plugins}"
         )
-    plugins = "".join(f" --plugin {shlex.quote(name)}" for name in _EXPLICIT_PLUGINS.get())
     return f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}{plugins}"
 
 

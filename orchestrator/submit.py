@@ -43,6 +43,8 @@ META_RUN = "graftune_run"
 META_RECIPE = "graftune_recipe"
 #: The staged recipe's name inside the working directory.
 RECIPE_FILE = "recipe.yaml"
+#: The working directory's folder of the recipe's files.
+STAGED_DIR = "files"
 #: HTTP (connect, read) timeouts for the job server, in seconds.
 HTTP_TIMEOUT = (10, 120)
 #: Seconds between status checks while following a job's log.
@@ -73,6 +75,8 @@ class Staged:
     pip: list[str]
     size: int
     copied: list[tuple[Path, str]] = field(default_factory=list)
+    #: ``--plugin`` modules, copied to the working directory's top (on the job's path).
+    plugins: list[str] = field(default_factory=list)
 
 
 def working_dir_limit() -> int:
@@ -87,6 +91,7 @@ def stage(
     folder: Path,
     *,
     pip: list[str] = (),  # type: ignore[assignment]
+    plugins: list[str] = (),  # type: ignore[assignment]
     data_sources: Any = None,
     limit: int | None = None,
 ) -> Staged:
@@ -101,13 +106,17 @@ def stage(
         recipe: The loaded recipe (paths already resolved against its folder).
         folder: The working directory to fill.
         pip: Extra requirements for the job's runtime environment.
+        plugins: ``--plugin`` modules found here (from this folder or
+            ``PYTHONPATH``): each top-level module's file or package is copied
+            to the working directory's top, where the job's ``python -m`` finds it.
         data_sources: The registry of data sources, to skip locations that are
             not paths (``sklearn:digits``); without it, any location that names
             an existing file is copied.
         limit: The largest size allowed, in bytes; default :func:`working_dir_limit`.
 
     Raises:
-        SubmitError: The folder would be larger than Ray accepts.
+        SubmitError: The folder would be larger than Ray accepts, or a
+            ``--plugin`` module is not found here.
     """
     from orchestrator.data import split_source
 
@@ -149,7 +158,7 @@ def stage(
         found = local_path(location)
         if found is None:
             return spec
-        target = copy(found, "files")
+        target = copy(found, STAGED_DIR)
         if location.endswith("/"):
             target += "/"
         return spec.model_copy(update={"source": f"{scheme}:{target}"})
@@ -164,11 +173,11 @@ def stage(
     if base is not None:
         base_update: dict[str, Any] = {}
         if base.path is not None and base.path.exists():
-            base_update["path"] = Path(copy(base.path, "files"))
+            base_update["path"] = Path(copy(base.path, STAGED_DIR))
         if base.weights not in (None, "imagenet", "none"):
             weights = local_path(str(base.weights))
             if weights is not None:
-                base_update["weights"] = copy(weights, "files")
+                base_update["weights"] = copy(weights, STAGED_DIR)
         if base.pretrain is not None:
             base_update["pretrain"] = base.pretrain.model_copy(
                 update={"data": data(base.pretrain.data)}
@@ -190,6 +199,20 @@ def stage(
         else:
             staged_pip.append(requirement)
 
+    for name in dict.fromkeys(plugins):
+        source = _plugin_source(name)
+        target = folder / source.name
+        if target.exists() or source.name.split(".")[0] in ("orchestrator", STAGED_DIR, "wheels"):
+            raise SubmitError(
+                f"--plugin {name}: its module {source.name} would take the place of the "
+                "job's own files; rename it, or install it in the job with --pip"
+            )
+        if source.is_dir():
+            shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, target)
+        copied.append((source, source.name))
+
     staged = recipe.model_copy(update=update)
     (folder / RECIPE_FILE).write_text(staged.to_yaml(), encoding="utf-8")
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -203,7 +226,40 @@ def stage(
             f"files: {listed}. Put large data where the cluster's nodes can read it and name "
             "it by a path that does not exist on this machine (it is then sent unchanged)"
         )
-    return Staged(folder=folder, recipe=staged, pip=staged_pip, size=size, copied=copied)
+    return Staged(
+        folder=folder,
+        recipe=staged,
+        pip=staged_pip,
+        size=size,
+        copied=copied,
+        plugins=list(dict.fromkeys(plugins)),
+    )
+
+
+def _plugin_source(name: str) -> Path:
+    """The file or package folder of a ``--plugin`` module's top-level module, found as
+    ``graftune run --plugin`` finds it (its import path, then this folder).
+
+    Raises:
+        SubmitError: ``name`` is not a module name, or no such module is found here.
+    """
+    import importlib.machinery
+    import sys
+
+    top = name.split(".", 1)[0]
+    if not name.replace(".", "").replace("_", "").isalnum() or not top:
+        raise SubmitError(
+            f"--plugin takes a module's import name, not a file path: {name!r} (from the "
+            "folder that holds it, or a folder on PYTHONPATH)"
+        )
+    spec = importlib.machinery.PathFinder.find_spec(top, [*sys.path, os.getcwd()])
+    if spec is None or spec.origin is None or not Path(spec.origin).is_file():
+        raise SubmitError(
+            f"--plugin {name}: no module {top} here (in this folder or on PYTHONPATH) to "
+            "send with the job; an installed distribution goes with --pip REQUIREMENT"
+        )
+    origin = Path(spec.origin)
+    return origin.parent if spec.submodule_search_locations else origin
 
 
 def _size(path: Path) -> int:
@@ -232,15 +288,18 @@ def runtime_env(staged: Staged) -> dict[str, Any]:
     return env
 
 
-def entrypoint(run_name: str) -> str:
+def entrypoint(run_name: str, plugins: list[str] = ()) -> str:  # type: ignore[assignment]
     """The job's command: ``graftune run`` through the Python of the job's environment.
 
     ``python -m`` rather than the ``graftune`` script: with ``--pip``, Ray puts
-    the job in a virtualenv whose ``python`` sees both graftune and the plugins.
+    the job in a virtualenv whose ``python`` sees both graftune and the plugins;
+    and it imports ``--plugin`` modules staged in the working directory, its
+    current folder.
     """
-    return shlex.join(
-        ["python", "-m", "orchestrator.cli", "run", RECIPE_FILE, "--run-name", run_name]
-    )
+    command = ["python", "-m", "orchestrator.cli", "run", RECIPE_FILE, "--run-name", run_name]
+    for name in plugins:
+        command += ["--plugin", name]
+    return shlex.join(command)
 
 
 def new_job_id(recipe_name: str) -> str:
@@ -487,6 +546,7 @@ def submit(
     client: JobClient,
     *,
     pip: list[str] = (),  # type: ignore[assignment]
+    plugins: list[str] = (),  # type: ignore[assignment]
     data_sources: Any = None,
     echo: Callable[[str], None] = print,
 ) -> Submitted:
@@ -503,7 +563,9 @@ def submit(
     job_id = new_job_id(recipe.name)
     location = join(storage.path, job_id)
     with tempfile.TemporaryDirectory(prefix="graftune-job-") as tmp:
-        staged = stage(recipe, Path(tmp) / job_id, pip=pip, data_sources=data_sources)
+        staged = stage(
+            recipe, Path(tmp) / job_id, pip=pip, plugins=plugins, data_sources=data_sources
+        )
         nodes = client.nodes()
         if nodes is not None and nodes > 1 and is_node_local(storage):
             raise SubmitError(node_local_message(storage, location, nodes))
@@ -513,7 +575,7 @@ def submit(
         )
         with client.errors():
             client.client.submit_job(
-                entrypoint=entrypoint(job_id),
+                entrypoint=entrypoint(job_id, staged.plugins),
                 submission_id=job_id,
                 runtime_env=runtime_env(staged),
                 metadata={META_RUN: location, META_RECIPE: recipe.name},

@@ -223,6 +223,29 @@ def test_stage_copies_local_files_and_rewrites_paths(tmp_path):
     assert env["env_vars"]["GRAFTUNE_SUBMITTED"] == "1"
 
 
+def test_stage_sends_plugin_modules_found_here(tmp_path, monkeypatch):
+    """A recipe naming a strategy of a --plugin module failed on the cluster with
+    "unknown strategy": submit had no --plugin."""
+    (tmp_path / "one_plugin.py").write_text("X = 1\n")
+    (tmp_path / "pkg_plugin" / "__pycache__").mkdir(parents=True)
+    (tmp_path / "pkg_plugin" / "__init__.py").write_text("")
+    (tmp_path / "pkg_plugin" / "strategies.py").write_text("Y = 2\n")
+    monkeypatch.chdir(tmp_path)
+    recipe = load_recipe(write_recipe(tmp_path, BASIC + "storage: s3://b/r\n"))
+    staged = stage(recipe, tmp_path / "job", plugins=["one_plugin", "pkg_plugin.strategies"])
+    assert (tmp_path / "job" / "one_plugin.py").read_text() == "X = 1\n"
+    assert (tmp_path / "job" / "pkg_plugin" / "strategies.py").is_file()
+    assert not (tmp_path / "job" / "pkg_plugin" / "__pycache__").exists()
+    assert entrypoint("job-1", staged.plugins) == (
+        "python -m orchestrator.cli run recipe.yaml --run-name job-1 "
+        "--plugin one_plugin --plugin pkg_plugin.strategies"
+    )
+    with pytest.raises(SubmitError, match="--plugin no_such_plugin: no module no_such_plugin"):
+        stage(recipe, tmp_path / "job2", plugins=["no_such_plugin"])
+    with pytest.raises(SubmitError, match="import name, not a file path"):
+        stage(recipe, tmp_path / "job3", plugins=["one_plugin.py/x"])
+
+
 def test_a_stopped_jobs_hint_is_to_fetch_it_not_to_resume_its_working_folder(monkeypatch):
     """A job said "graftune run --resume /tmp/ray/session_.../working_dir_files/...",
     a folder Ray deletes, on a machine the user does not work on."""
