@@ -849,9 +849,15 @@ def fetch(
         return
     out.print(f"fetched {job}: {where}", markup=False)
     if not (where / FINISHED_FILE).is_file():  # stopped, failed or killed midway
+        ended = (
+            ", and its leaderboard and model cover only the trials that ended"
+            if (where / "leaderboard.csv").is_file()
+            else ""
+        )
         err.print(
-            f"note: the job's run did not finish: {where} holds what it had stored, and "
-            "its leaderboard and model (if any) cover only the trials that ended",
+            f"note: the job's run did not finish: {where} holds what it had stored{ended}; "
+            f"continue it with: graftune run --resume {where} --address HEAD:6379 "
+            "(or --address local: embedded Ray here)",
             markup=False,
         )
     if (where / "leaderboard.md").is_file():

@@ -492,12 +492,15 @@ def _run(
     echo(f"run: {run_dir}" + (" (resumed)" if resume else ""))
     if place.remote is not None:
         echo(f"storage: {place.remote}")
+        # Now, not at the end only: a run stopped or killed on the way (a job
+        # `graftune jobs stop` ends) is fetched and resumed from what is stored.
+        publish(place)
     if base_info is not None:
         from orchestrator.leaderboard import atomic_write_text
 
         atomic_write_text(run_dir / BASE_FILE, json.dumps(base_info.to_json(), indent=2))
     host.notify("graftune_run_started", recipe=recipe, run_dir=run_dir)
-    events = _RunEvents(host, run_dir, recipe.search.metric, echo, listener)
+    events = _RunEvents(host, run_dir, recipe.search.metric, echo, listener, stored=_storing(place))
     if listener is not None and hasattr(listener, "plan"):
         listener.plan(
             {name: _planned(recipe, name, spaces[name])[0] for name in strategies},
@@ -588,6 +591,8 @@ def _run(
             _write_search(done_file, found)
             results += found
     except KeyboardInterrupt:  # a second Ctrl+C, or SIGTERM (see ray_start)
+        # Quickly: a stopped job's driver is killed 3 s after its SIGTERM.
+        _storing(place)()
         raise _stopped_at_once(run_dir) from None
     finally:
         from orchestrator.tuning.ray_start import signals_seen
@@ -659,6 +664,23 @@ def _run(
         return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary)
     except KeyboardInterrupt:
         raise _stopped_at_once(run_dir) from None
+
+
+def _storing(place: RunPlace) -> Callable[[], None]:
+    """Upload the run's state to its storage URI (not its inputs, uploaded as it began);
+    a failure is logged: the run goes on, and its end uploads again."""
+    from orchestrator.storage import publish
+    from orchestrator.submit import INPUTS_DIR
+
+    def store() -> None:
+        if place.remote is None:
+            return
+        try:
+            publish(place, leave_out=(INPUTS_DIR,))
+        except Exception as exc:
+            log.warning("could not store the run's state in %s: %s", place.remote, exc)
+
+    return store
 
 
 def _stopped_at_once(run_dir: Path) -> RunInterrupted:
@@ -876,8 +898,12 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
             recipe, place, f"cannot make the run directory {path}: {exc.strerror or exc}"
         ) from None
     place = replace(place, local_dir=path.resolve())
-    (place.local_dir / RECIPE_FILE).write_text(recipe.to_yaml(), encoding="utf-8")
-    (place.local_dir / SEARCHED_FILE).write_text(_searched(recipe) + "\n", encoding="utf-8")
+    from orchestrator.submit import keep_staged_inputs
+
+    recorded = keep_staged_inputs(recipe, place.local_dir)
+    (place.local_dir / RECIPE_FILE).write_text(recorded.to_yaml(), encoding="utf-8")
+    searched = _searched(recorded, place.local_dir)
+    (place.local_dir / SEARCHED_FILE).write_text(searched + "\n", encoding="utf-8")
     return place
 
 
@@ -886,10 +912,37 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
 _SEARCHED_SECTIONS = ("seed", "data", "base", "strategies", "search", "cache")
 
 
-def _searched(recipe: Recipe) -> str:
+def _searched(recipe: Recipe, run_dir: Path) -> str:
+    """The digest of what ``recipe`` searches; a file inside ``run_dir`` (a submitted
+    job's ``inputs/``) counts by its path in the run directory, which moves with it."""
     import hashlib
 
     dumped = recipe.model_dump(mode="json", include=set(_SEARCHED_SECTIONS))
+    run_dir = run_dir.resolve()
+
+    def inside(location: Any) -> Any:
+        if not isinstance(location, str) or not Path(location).is_absolute():
+            return location
+        try:
+            return Path(location).resolve().relative_to(run_dir).as_posix() + (
+                "/" if location.endswith("/") else ""
+            )
+        except (ValueError, OSError):
+            return location
+
+    def source(data: dict[str, Any]) -> None:
+        scheme, _, location = data["source"].partition(":")
+        if location:
+            data["source"] = f"{scheme}:{inside(location)}"
+
+    source(dumped["data"])
+    base = dumped.get("base")
+    if base:
+        for key in ("path", "weights"):
+            if key in base:
+                base[key] = inside(base[key])
+        if base.get("pretrain"):
+            source(base["pretrain"]["data"])
     return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
 
 
@@ -901,7 +954,7 @@ def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
     searches in one leaderboard. (Runs from before this check have no record.)
     """
     record = run_dir / SEARCHED_FILE
-    if record.is_file() and record.read_text().strip() != _searched(recipe):
+    if record.is_file() and record.read_text().strip() != _searched(recipe, run_dir):
         raise RecipeError(
             "changed since the run started in what it searches ("
             + ", ".join(_SEARCHED_SECTIONS)
@@ -932,8 +985,12 @@ class _RunEvents:
         metric: str,
         echo: Callable[[str], None],
         listener: TrialListener | None,
+        *,
+        stored: Callable[[], None] | None = None,
     ) -> None:
         self.host = host
+        #: Called after each trial that ends: the run's state goes to its storage.
+        self.stored = stored
         self.run_dir = run_dir
         self.metric = metric
         self.echo = echo
@@ -966,6 +1023,8 @@ class _RunEvents:
         self._record(key)
         if self.listener is not None:
             self.listener.trial_finished(result)
+        if self.stored is not None:
+            self.stored()
 
     def warn(self, message: str) -> None:
         self.echo(f"warning: {message}")

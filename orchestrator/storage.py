@@ -10,8 +10,9 @@ any run directory.
   any filesystem ``pyarrow.fs`` understands) is written through: the driver
   writes its run directory under ``output:`` as usual; each trial uploads its
   own folder as soon as it ends, the driver downloads the folders of trials
-  that ran on other nodes, and uploads the rest (recipe, leaderboard, report,
-  best model, Ray's experiment) when the run ends.
+  that ran on other nodes, and uploads the rest: its recipe as the run
+  starts, its state (events, Ray's experiment) after each trial and when it
+  is stopped, and everything (leaderboard, report, best model) when it ends.
 
 Trials on another node cannot write to a path on the driver's machine. On a
 cluster of more than one node, or one whose node is another machine than the
@@ -305,12 +306,25 @@ def pull_trial(storage: str, folder: Path, strategy: str, trial_id: str) -> bool
 LOCK_FILE = ".graftune.lock"
 
 
-def publish(place: RunPlace, echo: Callable[[str], None] | None = None) -> None:
-    """Upload a finished run to its place in storage (nothing to do for a folder)."""
+def publish(
+    place: RunPlace,
+    echo: Callable[[str], None] | None = None,
+    *,
+    leave_out: tuple[str, ...] = (),
+) -> None:
+    """Upload a run to its place in storage (nothing to do for a folder).
+
+    Called as the run starts, after each trial and at its end, so that a run
+    stopped or killed on the way can be fetched and resumed from storage.
+
+    Args:
+        leave_out: Entries of the run directory not to upload this time (ones
+            that do not change, uploaded before).
+    """
     if place.remote is None:
         return
     # The lock names this host and process: nothing for the stored copy to keep.
-    upload(place.local_dir, place.remote, skip=(_TRIALS, LOCK_FILE))
+    upload(place.local_dir, place.remote, skip=(_TRIALS, LOCK_FILE, *leave_out))
     trials = place.local_dir / _TRIALS
     # Each trial's folder is there already; what the driver wrote next to them is not.
     for strategy in sorted(trials.iterdir()) if trials.is_dir() else []:

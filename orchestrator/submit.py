@@ -13,6 +13,10 @@ on the cluster's dashboard address, ``http://HEAD:8265``:
   cluster (the staged recipe says ``resources.address: auto``).
 - The run is stored at ``STORAGE/JOB_ID/``; the job's metadata records that
   place (``graftune_run``), which is how :func:`fetch` finds it again.
+- The job's run keeps its staged files under ``inputs/`` and its recorded
+  recipe names them there, relative to the run directory
+  (:func:`keep_staged_inputs`): the working directory is gone when the job
+  ends, and a fetched run resumes anywhere with what it was searched on.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ META_RECIPE = "graftune_recipe"
 RECIPE_FILE = "recipe.yaml"
 #: The working directory's folder of the recipe's files.
 STAGED_DIR = "files"
+#: The run directory's folder of a submitted run's staged files (kept with the run).
+INPUTS_DIR = "inputs"
 #: HTTP (connect, read) timeouts for the job server, in seconds.
 HTTP_TIMEOUT = (10, 120)
 #: Seconds between status checks while following a job's log.
@@ -260,6 +266,58 @@ def _plugin_source(name: str) -> Path:
         )
     origin = Path(spec.origin)
     return origin.parent if spec.submodule_search_locations else origin
+
+
+def keep_staged_inputs(recipe: Recipe, run_dir: Path) -> Recipe:
+    """In a submitted job: copy the staged files the recipe names into ``RUN/inputs/``.
+
+    Returns the recipe to record in the run directory, naming those files by
+    paths relative to it (``csv:inputs/wine.csv``), and ``output`` as the run
+    directory's parent: a recorded recipe that named the job's working
+    directory could not be resumed once Ray deleted it, nor anywhere else.
+    Outside a job, or with nothing staged, ``recipe`` itself.
+    """
+    if not os.environ.get(SUBMITTED_ENV):
+        return recipe
+    from orchestrator.data import split_source
+
+    staged = (recipe.base_dir / STAGED_DIR).resolve()
+    inputs = run_dir / INPUTS_DIR
+
+    def kept(location: str | Path) -> str | None:
+        try:
+            inside = Path(location).resolve().relative_to(staged)
+        except (ValueError, OSError):
+            return None
+        source, target = staged / inside, inputs / inside
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_dir():
+                shutil.copytree(source, target)
+            else:
+                shutil.copy2(source, target)
+        return f"{INPUTS_DIR}/{inside.as_posix()}" + ("/" if str(location).endswith("/") else "")
+
+    def data(spec: Any) -> Any:
+        scheme, location = split_source(spec.source)
+        target = kept(location) if Path(location).is_absolute() else None
+        return spec if target is None else spec.model_copy(update={"source": f"{scheme}:{target}"})
+
+    update: dict[str, Any] = {"data": data(recipe.data), "output": Path("..")}
+    base = recipe.base
+    if base is not None:
+        base_update: dict[str, Any] = {}
+        if base.path is not None and (target := kept(base.path)) is not None:
+            base_update["path"] = Path(target)
+        weights = base.weights
+        if weights not in (None, "imagenet", "none") and (target := kept(str(weights))):
+            base_update["weights"] = target
+        if base.pretrain is not None:
+            base_update["pretrain"] = base.pretrain.model_copy(
+                update={"data": data(base.pretrain.data)}
+            )
+        update["base"] = base.model_copy(update=base_update)
+    return recipe.updated(**update)
 
 
 def _size(path: Path) -> int:
@@ -736,6 +794,7 @@ __all__ = [
     "entrypoint",
     "failure_message",
     "fetch",
+    "keep_staged_inputs",
     "new_job_id",
     "recipe_for_submit",
     "run_location",

@@ -321,6 +321,8 @@ class Cluster:
     node_ids: tuple[str, ...]
     env: dict[str, str]
     """The environment a user of the cluster has: the token, graftune on PATH."""
+    root: Path
+    """The folder of the nodes' temp dirs (jobs' working directories are under it)."""
 
 
 def _free_ports(count: int) -> list[int]:
@@ -478,7 +480,8 @@ def _start_cluster(root: Path, token: str, base: dict[str, str], groups: set[int
     node_ids = _wait_for("two live nodes", two_nodes, log=root / "worker.log")
     _wait_for("the job API", jobs_api, timeout=60, log=dashboard_log)
     # A user of the cluster holds the token; RAY_AUTH_MODE is left for graftune to set.
-    return Cluster(gcs, dashboard, token, tuple(node_ids), {**base, "RAY_AUTH_TOKEN": token})
+    env = {**base, "RAY_AUTH_TOKEN": token}
+    return Cluster(gcs, dashboard, token, tuple(node_ids), env, root)
 
 
 @pytest.fixture(scope="session")
@@ -514,23 +517,44 @@ def cluster() -> Iterator[Cluster]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def graftune(
-    cluster: Cluster, *args: object, timeout: float = 300, **env: str | None
-) -> subprocess.CompletedProcess:
-    """Run the graftune CLI as a user of ``cluster`` (``env`` adds or, with None, removes)."""
+def _environ(cluster: Cluster, env: dict[str, object]) -> dict[str, str]:
     environ = dict(cluster.env)
     for key, value in env.items():
         if value is None:
             environ.pop(key, None)
         else:
-            environ[key] = value
+            environ[key] = str(value)
+    return environ
+
+
+def graftune(
+    cluster: Cluster,
+    *args: object,
+    timeout: float = 300,
+    cwd: Path | None = None,
+    **env: str | None,
+) -> subprocess.CompletedProcess:
+    """Run the graftune CLI as a user of ``cluster`` (``env`` adds or, with None, removes)."""
     return subprocess.run(
         [str(BIN / "graftune"), *map(str, args)],
-        env=environ,
+        env=_environ(cluster, env),
+        cwd=cwd,
         capture_output=True,
         text=True,
         check=False,
         timeout=timeout,
+    )
+
+
+def _start(cluster: Cluster, *args: object, cwd: Path, **env: object) -> subprocess.Popen:
+    """:func:`graftune` in the background (its output together, as text, on stdout)."""
+    return subprocess.Popen(
+        [str(BIN / "graftune"), *map(str, args)],
+        env=_environ(cluster, env),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -600,6 +624,95 @@ def test_submit_follow_and_fetch(cluster, tmp_path):
     again = graftune(cluster, "run", "--resume", tmp_path / "fetched")
     assert again.returncode == 0, again.stderr
     assert "nothing to resume" in again.stdout
+
+
+WINE_PLUGIN = """
+from orchestrator import hookimpl
+from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+
+
+class WineMLP(ScratchMLP):
+    name = "wine_mlp"
+    description = "scratch_mlp, from a --plugin module"
+
+
+@hookimpl
+def graftune_register_strategies(registry):
+    registry.add(WineMLP)
+"""
+
+
+@pytest.mark.slow
+def test_a_stopped_job_resumes_here_once_its_working_dir_is_gone(cluster, tmp_path):
+    """Found by QA: the fetched recipe named the data in the job's working directory,
+    which Ray deletes (resume: "CSV file ... does not exist"); with a URI storage a
+    stopped job had stored its trials only, no recipe ("not a graftune run directory");
+    and submit had no --plugin (the job failed with "unknown strategy")."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    shutil.copy(WINE, project / "data" / "wine.csv")
+    (project / "wine_plugin.py").write_text(WINE_PLUGIN)
+    recipe = write_recipe(
+        project,
+        CSV_RECIPE.replace("name: wine-job", "name: wine-stop")
+        .replace("scratch_mlp:", "wine_mlp:")
+        .replace("max_epochs: 1,", "max_epochs: 40, max_concurrent_trials: 1,"),
+    )
+    stores = {"folder": tmp_path / "store", "uri": tmp_path / "ustore"}
+    jobs = {}
+    for kind, store in stores.items():
+        where = str(store) if kind == "folder" else f"file://{store}"
+        submitted = graftune(
+            cluster, "submit", recipe, "--address", cluster.dashboard,
+            "--storage", where, "--shared-storage", "--plugin", "wine_plugin", cwd=project,
+        )  # fmt: skip
+        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+        assert "staged: recipe.yaml and 2 file(s)" in submitted.stdout
+        jobs[kind] = submitted.stdout.split("submitted job ", 1)[1].split()[0]
+    for kind, job in jobs.items():
+        _wait_for(
+            f"a trial of the {kind} job to end",
+            lambda path=stores[kind] / job: list(path.glob("trials/wine_mlp/*/result.json")),
+            timeout=180,
+        )
+        stopped = graftune(cluster, "jobs", "stop", job, "--address", cluster.dashboard)
+        assert f"{job}: STOPPED" in stopped.stdout, stopped.stdout + stopped.stderr
+    # Ray deletes a job's working directory; here at once, for these jobs only.
+    deleted = []
+    for staged in cluster.root.glob("*/session_*/runtime_resources/working_dir_files/*"):
+        recorded = staged / "recipe.yaml"
+        if recorded.is_file() and "name: wine-stop" in recorded.read_text():
+            shutil.rmtree(staged)
+            deleted.append(staged)
+    assert deleted
+
+    resumes = {}
+    ray_tmp = Path(tempfile.mkdtemp(prefix="gt-", dir="/tmp"))  # short: AF_UNIX paths
+    try:
+        for kind, job in jobs.items():
+            fetched = tmp_path / f"fetched-{kind}"
+            got = graftune(cluster, "fetch", job, fetched, "--address", cluster.dashboard)
+            assert got.returncode == 0, got.stdout + got.stderr
+            assert "did not finish" in got.stderr
+            recorded = (fetched / "recipe.yaml").read_text()
+            assert "source: csv:inputs/wine.csv" in recorded, recorded
+            assert "working_dir_files" not in recorded
+            assert (fetched / "inputs" / "wine.csv").read_bytes() == WINE.read_bytes()
+            (tmp_path / "elsewhere").mkdir(exist_ok=True)
+            moved = fetched.rename(tmp_path / "elsewhere" / kind)  # it moves with the run
+            command = ["run", "--resume", moved, "--address", "local", "--plugin", "wine_plugin"]
+            resumes[kind] = (moved, _start(cluster, *command, cwd=project, RAY_TMPDIR=ray_tmp))
+        for kind, (moved, process) in resumes.items():
+            out, _ = process.communicate(timeout=300)
+            assert process.returncode == 0, (kind, out[-3000:])
+            board = pd.read_csv(moved / "leaderboard.csv")
+            assert list(board["status"]) == ["ok", "ok"], kind
+    finally:
+        for _, process in resumes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.mark.slow
@@ -842,16 +955,22 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
     assert f"stopped following; job {job} goes on on the cluster" in stderr
     assert f"graftune jobs stop {job}" in stderr
     assert running()
+    # The run stores its recipe as it begins (before: only at its end, so a job stopped
+    # midway had stored nothing to resume from).
+    stored = tmp_path / "store" / job / "recipe.yaml"
+    _wait_for("the run's recipe in storage", stored.is_file, timeout=120)
     stopped = graftune(cluster, "jobs", "stop", job, "--address", cluster.dashboard, timeout=60)
     assert stopped.returncode == 0, stopped.stderr
     assert f"{job}: STOPPED" in stopped.stdout
     status = graftune(cluster, "jobs", "status", job, "--address", cluster.dashboard)
     assert f"{job}: STOPPED" in status.stdout
-    # Stopped before any trial ended, it stored nothing: fetch says so, and why.
+    # Stopped before any trial ended: what it stored is its recipe, to resume from.
     fetched = graftune(cluster, "fetch", job, tmp_path / "partial", "--address", cluster.dashboard)
-    assert fetched.returncode == 2, fetched.stdout + fetched.stderr
-    assert f"job {job} ended STOPPED (Job was intentionally stopped.)" in fetched.stderr
-    assert "there is no run at" in fetched.stderr
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert "the job's run did not finish" in fetched.stderr
+    assert "cover only the trials that ended" not in fetched.stderr  # there is no leaderboard
+    assert f"graftune run --resume {tmp_path / 'partial'} --address" in fetched.stderr
+    assert (tmp_path / "partial" / "recipe.yaml").is_file()
 
 
 @pytest.mark.slow
