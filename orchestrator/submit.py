@@ -5,12 +5,14 @@ on the cluster's dashboard address, ``http://HEAD:8265``:
 
 - :func:`stage` builds the job's working directory: ``recipe.yaml`` rewritten
   so every local file it names (data sources, ``base.path``, ``base.weights``)
-  is a relative path to a copy under ``files/``, and local wheels named by
-  ``--pip`` under ``wheels/``. It is refused when larger than Ray accepts.
+  is a relative path to a copy under ``files/``, local wheels named by
+  ``--pip`` under ``wheels/``, and ``--plugin`` modules at its top. It is
+  refused when larger than Ray accepts.
 - :func:`submit` sends it with a runtime environment that pip-installs the
   recipe's third-party plugin distributions; the job runs
-  ``python -m orchestrator.cli run recipe.yaml --run-name JOB_ID`` against the
-  cluster (the staged recipe says ``resources.address: auto``).
+  ``python -m orchestrator.cli run recipe.yaml --run-name JOB_ID [--plugin
+  MODULE ...]`` against the cluster (the staged recipe says
+  ``resources.address: auto``).
 - The run is stored at ``STORAGE/JOB_ID/``; the job's metadata records that
   place (``graftune_run``), which is how :func:`fetch` finds it again.
 - The job's run keeps its staged files under ``inputs/`` and its recorded
