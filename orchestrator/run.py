@@ -738,7 +738,7 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
     runs each of its points (Ray: ``num_samples`` times each), and keras-tuner's
     Hyperband sizes its brackets from ``max_epochs`` and the reduction factor.
     """
-    from orchestrator.space import Choice, Int
+    from orchestrator.space import Choice, Int, distinct_configurations
 
     search = recipe.search
     samples = _num_samples(recipe, name)
@@ -768,7 +768,7 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
         repeats = 1 if keras_tuner else samples
         more = f" (each run {repeats} times)" if repeats > 1 else ""
         return points * repeats, f"a grid of {points} configuration{'s' * (points != 1)}{more}"
-    distinct = _distinct_configurations(space)
+    distinct = distinct_configurations(space)
     if keras_tuner and distinct is not None and distinct < samples:
         # keras-tuner never draws one configuration twice: it stops when none is left.
         return distinct, (
@@ -777,21 +777,6 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
             f"num_samples is {samples})"
         )
     return samples, f"{samples} trial{'s' * (samples != 1)}"
-
-
-def _distinct_configurations(space: dict[str, Any]) -> int | None:
-    """How many configurations a space of discrete dimensions holds (``None``: continuous)."""
-    from orchestrator.space import Choice, Fixed, Int
-
-    count = 1
-    for dim in space.values():
-        if isinstance(dim, Choice):
-            count *= len(set(map(repr, dim.values)))
-        elif isinstance(dim, Int):
-            count *= int(dim.high) - dim.low + 1
-        elif not isinstance(dim, Fixed):
-            return None
-    return count
 
 
 def _not_empty(path: Path) -> str:

@@ -410,6 +410,19 @@ def start_config(space: dict[str, Dimension], preferred: dict[str, Any]) -> dict
 _MISSING = object()
 
 
+def distinct_configurations(space: dict[str, Dimension]) -> int | None:
+    """How many configurations a space of discrete dimensions holds (``None``: continuous)."""
+    count = 1
+    for dim in space.values():
+        if isinstance(dim, Choice):
+            count *= len(set(map(repr, dim.values)))
+        elif isinstance(dim, Int):
+            count *= int(dim.high) - dim.low + 1
+        elif not isinstance(dim, Fixed):
+            return None
+    return count
+
+
 def _number_kind(value: Any) -> str | None:
     kind = _kind(value)
     return "number" if kind in ("int", "float") else kind

@@ -578,6 +578,37 @@ def test_keras_tuner_keeps_the_time_budget_between_trials_and_plans_a_small_spac
     assert _planned(ray, "scratch_mlp", space) == (5, "5 trials")  # Ray draws with repeats
 
 
+def test_keras_tuner_never_tries_a_configuration_twice_nor_stops_short(tmp_path):
+    # keras-tuner's Bayesian oracle proposed the Gaussian process's optimum again
+    # (kt3 = kt0), and random draws gave up after 20 collisions: a search of a
+    # 30-value choice stopped at 26 trials, saying nothing.
+    import keras_tuner as kt
+
+    from orchestrator.recipe import parse_recipe
+    from orchestrator.space import Choice
+    from orchestrator.tuning.keras_tuner import _oracle
+
+    def tried(algorithm, values, seed):
+        recipe = parse_recipe(
+            f"name: x\nseed: {seed}\ndata: {{source: 'sklearn:iris'}}\n"
+            f"strategies: {{scratch_mlp: {{}}}}\nsearch: {{algorithm: {algorithm}}}\n"
+        )
+
+        class Scored(kt.Tuner):  # keras-tuner's own loop, without training
+            def run_trial(self, trial, *args, **kwargs):
+                return {"val_accuracy": 0.5}
+
+        space = {"width": Choice(values)}
+        folder = tmp_path / f"{algorithm}{seed}"
+        tuner = Scored(oracle=_oracle(recipe, space, len(values), None), directory=str(folder))
+        tuner.search(verbose=0)
+        return [t.hyperparameters.values["width"] for t in tuner.oracle.trials.values()]
+
+    for seed in (0, 2):  # seeds that did either before
+        assert sorted(tried("bayesian", (8, 16, 32, 64), seed)) == [8, 16, 32, 64]
+        assert sorted(tried("random", tuple(range(30)), seed)) == list(range(30))
+
+
 def test_keras_tuner_state_is_written_whole_and_a_damaged_one_is_named(tmp_path):
     from orchestrator.errors import RunDirError
     from orchestrator.run import FINISHED_FILE, SEARCH_DONE_FILE, resume_run

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import logging
 import time
@@ -24,7 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import RunDirError, SearchInterrupted, is_disk_full
 from orchestrator.leaderboard import atomic_write_text
-from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat, uses_all
+from orchestrator.space import (
+    Choice,
+    Dimension,
+    Fixed,
+    Float,
+    Int,
+    LogFloat,
+    distinct_configurations,
+    uses_all,
+)
 from orchestrator.trial import TrialResult, read_result, run_trial, trial_dir
 from orchestrator.tuning.ray_start import raise_if_interrupted
 
@@ -216,6 +226,66 @@ def _starting_at_defaults(oracle_class: type) -> type:
     return Starting
 
 
+def _never_twice(oracle_class: type) -> type:
+    """``oracle_class``, which never proposes a configuration it has tried.
+
+    keras-tuner's Bayesian oracle returns the Gaussian process's optimum
+    without checking it was tried (the same configuration ran twice), and its
+    random draws give up after some collisions (the search ended short, saying
+    nothing). A repeated proposal is replaced by a random draw, and a draw that
+    gave up by a configuration not yet tried, chosen at random among them
+    (``None`` where there is none, or the space is continuous).
+    """
+    from keras_tuner.src.engine import trial as trial_module
+
+    class NeverTwice(oracle_class):  # type: ignore[misc,valid-type]
+        def populate_space(self, trial_id: str) -> dict[str, Any]:
+            response = super().populate_space(trial_id)
+            values = response.get("values")
+            if response.get("status") != trial_module.TrialStatus.RUNNING or not values:
+                return response
+            if self._duplicate(values):
+                values = self._random_values()
+                if values is None:
+                    return {"status": trial_module.TrialStatus.STOPPED, "values": None}
+            return {**response, "values": values}
+
+        def _random_values(self) -> Any:
+            values = super()._random_values()
+            return values if values is not None else self._untried_values()
+
+        def _untried_values(self) -> dict[str, Any] | None:
+            import random
+
+            from keras_tuner.src.engine.hyperparameters import hp_types
+
+            choices = []
+            for hp in self.hyperparameters.space:
+                if isinstance(hp, hp_types.Fixed):
+                    choices.append([hp.value])
+                elif isinstance(hp, hp_types.Choice):
+                    choices.append(list(hp.values))
+                elif isinstance(hp, hp_types.Int):
+                    choices.append(list(range(hp.min_value, hp.max_value + 1, hp.step or 1)))
+                else:  # a float: a continuous space is never used up
+                    return None
+            names = [hp.name for hp in self.hyperparameters.space]
+            untried = [
+                values
+                for values in (
+                    dict(zip(names, combo, strict=True)) for combo in itertools.product(*choices)
+                )
+                if not self._duplicate(values)
+            ]
+            if not untried:
+                return None
+            self._seed_state += 1
+            return random.Random(self._seed_state).choice(untried)
+
+    NeverTwice.__name__ = NeverTwice.__qualname__ = f"NeverTwice{oracle_class.__name__}"
+    return NeverTwice
+
+
 class _BudgetSpent(BaseException):
     """The search's ``time_budget_s`` ran out (past keras-tuner, which catches Exception)."""
 
@@ -272,6 +342,9 @@ def _oracle(
     def oracle(cls: type) -> type:
         return _starting_at_defaults(cls) if start else cls
 
+    def searcher(cls: type) -> type:
+        return oracle(_never_twice(cls))
+
     common = {
         "objective": objective,
         "hyperparameters": to_hyperparameters(space, start),
@@ -287,8 +360,8 @@ def _oracle(
     if search.algorithm == "grid":
         return kt.oracles.GridSearchOracle(max_trials=None, **common)
     if search.algorithm == "bayesian":
-        return oracle(kt.oracles.BayesianOptimizationOracle)(max_trials=num_samples, **common)
-    return oracle(kt.oracles.RandomSearchOracle)(max_trials=num_samples, **common)
+        return searcher(kt.oracles.BayesianOptimizationOracle)(max_trials=num_samples, **common)
+    return searcher(kt.oracles.RandomSearchOracle)(max_trials=num_samples, **common)
 
 
 def run_search(
@@ -394,4 +467,15 @@ def run_search(
         results.append(result)
     if interrupted:
         raise SearchInterrupted(sorted(results, key=lambda r: r.trial_id), missing)
+    search = recipe.search
+    distinct = distinct_configurations(space)
+    planned = num_samples if distinct is None else min(num_samples, distinct)
+    ran = len(tuner.oracle.trials)
+    drawn = search.scheduler != "hyperband" and search.algorithm != "grid"
+    if drawn and not spent and ran < planned:  # as announced, or said
+        said = (
+            f"{strategy}: keras-tuner ended the search after {ran} of {planned} trials: "
+            "it drew no configuration it had not tried"
+        )
+        (listener.warn if listener is not None else log.warning)(said)
     return sorted(results, key=lambda r: r.trial_id)
