@@ -485,7 +485,9 @@ def as_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
     if isinstance(recipe, Recipe):
         return recipe
     if isinstance(recipe, dict):
-        return parse_recipe(yaml.safe_dump(_plain(recipe, ()), sort_keys=False))
+        # The dump's lines are not the user's: errors name the key path alone.
+        text = yaml.safe_dump(_plain(recipe, ()), sort_keys=False)
+        return parse_recipe(text, numbered=False)
     if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe):
         return load_recipe(recipe)
     if not isinstance(recipe, str):
@@ -515,15 +517,19 @@ def _plain(value: Any, key: tuple[str, ...]) -> Any:
     )
 
 
-def parse_recipe(text: str, *, file: Path | None = None, recorded: bool = False) -> Recipe:
+def parse_recipe(
+    text: str, *, file: Path | None = None, recorded: bool = False, numbered: bool = True
+) -> Recipe:
     """Validate recipe text; relative paths resolve against ``file``'s folder.
 
     Args:
         recorded: The text is a run's recorded recipe (:func:`recorded_recipe`).
+        numbered: Errors name the line of the key at fault (``False`` where the
+            text is not the user's: a dict's dump).
     """
     try:
         data = yaml.safe_load(text)
-        lines = _key_lines(text, file)
+        lines = _key_lines(text, file) if numbered else {}
     except RecursionError:
         raise RecipeError("not valid recipe YAML: nested too deeply", file=file) from None
     except yaml.MarkedYAMLError as exc:

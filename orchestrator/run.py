@@ -41,6 +41,7 @@ from orchestrator.errors import (
     SearchInterrupted,
     cannot_write_in,
     is_disk_full,
+    missing_run_dir,
 )
 from orchestrator.recipe import (
     SEARCHED_FILE,
@@ -94,11 +95,14 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
             (a submitted job's recipe says ``auto``: the cluster it ran on).
 
     Raises:
-        RecipeError: ``run_dir`` holds no run.
+        RunDirError: ``run_dir`` holds no run.
     """
     run_dir = Path(run_dir)
     if not (run_dir / RECIPE_FILE).is_file():
-        raise RecipeError(f"{run_dir} is not a graftune run directory (no {RECIPE_FILE})")
+        raise RunDirError(
+            missing_run_dir(run_dir)
+            or f"{run_dir} is not a graftune run directory (no {RECIPE_FILE})"
+        )
     if (run_dir / FINISHED_FILE).is_file():  # nothing runs again, no hook is called again
         return _finished_outcome(run_dir, kwargs.get("echo", log.info))
     recipe: Recipe | Path = run_dir / RECIPE_FILE

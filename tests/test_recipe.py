@@ -1422,6 +1422,16 @@ def test_a_recipe_from_python_is_a_file_text_or_a_dict(tmp_path, monkeypatch):
     assert "a recipe holds text, numbers, true/false, lists and mappings; got object" in str(
         info.value
     )
+    # A dict has no lines: its errors name the key path alone (not a line of its dump).
+    wrong = {"name": "x", "data": {"source": "sklearn:digits"}, "strategies": {"scratch_mlp": {}}}
+    with pytest.raises(RecipeError) as info:
+        as_recipe({**wrong, "search": {"schedular": "fifo"}})
+    assert str(info.value).startswith(
+        "<recipe>: search.schedular: unknown key 'schedular' (did you mean 'scheduler'?)"
+    )
+    with pytest.raises(RecipeError) as info:  # YAML text is the user's: its line is said
+        as_recipe(yaml.safe_dump({**wrong, "search": {"schedular": "fifo"}}, sort_keys=False))
+    assert str(info.value).startswith("<recipe>:7: search.schedular: unknown key")
     # The library's names are importable from the package itself.
     for name in ("RunOutcome", "RunInterrupted", "resume_run", "read_leaderboard"):
         assert name in orchestrator.__all__ and getattr(orchestrator, name)

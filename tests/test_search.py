@@ -1190,6 +1190,14 @@ def test_resume_refuses_a_folder_that_is_no_run(tmp_path):
     result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a graftune run directory" in result.output
+    # From Python: the same words, as the run directory's error (not "<recipe>: ...").
+    from orchestrator import resume_run
+
+    with pytest.raises(RunDirError) as caught:
+        resume_run(tmp_path)
+    assert str(caught.value) == f"{tmp_path} is not a graftune run directory (no recipe.yaml)"
+    with pytest.raises(RunDirError, match=r"^\S*nope does not exist$"):
+        resume_run(tmp_path / "nope")
 
 
 @pytest.fixture
