@@ -99,9 +99,12 @@ def resume_run(run_dir: Any, **kwargs: Any) -> RunOutcome:
 def read_leaderboard(run_dir: Any) -> Any:
     """A run's leaderboard as a pandas DataFrame, ranked (from ``leaderboard.csv``).
 
+    The columns have the types ``outcome.leaderboard`` has: the frame equals it.
+
     Raises:
-        RunDirError: The file is not a leaderboard as graftune writes it (edited,
-            emptied, cut short); the message names it and what is wrong.
+        RunDirError: ``run_dir`` has no ``leaderboard.csv`` (or does not exist), or
+            the file is not a leaderboard as graftune writes it (edited, emptied,
+            cut short); the message names it and what is wrong.
     """
     from pathlib import Path
 

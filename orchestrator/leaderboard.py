@@ -50,6 +50,25 @@ PARAMETER_ORDER = [
     "learning_rate",
 ]
 FILES = {"csv": "leaderboard.csv", "md": "leaderboard.md", "html": "leaderboard.html"}
+#: The type of each of graftune's own columns, in a leaderboard built and one
+#: read back: counts ``Int64`` (missing: ``<NA>``), measures ``float64``
+#: (``NaN``), text ``object`` (missing: ``None``).
+COLUMN_TYPES: dict[str, str] = {
+    "rank": "Int64",
+    "strategy": "object",
+    "trial_id": "object",
+    "status": "object",
+    **dict.fromkeys(METRIC_COLUMNS, "float64"),
+    "epochs": "Int64",
+    "fit_seconds": "float64",
+    "params_total": "Int64",
+    "params_trainable": "Int64",
+    "peak_memory_mb": "float64",
+    "retries": "Int64",
+    "node": "object",
+    "error": "object",
+    "note": "object",
+}
 
 
 def parameter_columns(results: Iterable[TrialResult]) -> list[str]:
@@ -82,9 +101,10 @@ def build_leaderboard(results: list[TrialResult], *, metric: str, mode: str) -> 
         rows.append(row)
     columns = LEAD_COLUMNS + METRIC_COLUMNS + params + TAIL_COLUMNS
     frame = pd.DataFrame(rows, columns=[c for c in columns if c != "rank"])
+    types = {**COLUMN_TYPES, **_parameter_types(results, params)}
     if frame.empty:
         frame.insert(0, "rank", pd.Series(dtype="Int64"))
-        return frame
+        return _typed(frame, types)
     frame[METRIC_COLUMNS] = frame[METRIC_COLUMNS].astype("float64")
     rankable = frame["status"].isin(["ok", "pruned"]) & frame[metric].notna()
     ascending = mode == "min"
@@ -102,12 +122,33 @@ def build_leaderboard(results: list[TrialResult], *, metric: str, mode: str) -> 
     frame = pd.concat([order, rest], ignore_index=True)
     ranks = pd.array([*range(1, len(order) + 1), *([pd.NA] * len(rest))], dtype="Int64")
     frame.insert(0, "rank", ranks)
-    for column in ("epochs", "params_total", "params_trainable", "retries"):
-        frame[column] = frame[column].astype("Int64")
+    return _typed(frame, types)
+
+
+def _parameter_types(results: list[TrialResult], params: list[str]) -> dict[str, str]:
+    """The types of the parameter columns that pandas would not keep as written:
+    whole numbers ``Int64`` (a missing one would make them floats), and a column
+    with no value at all ``object`` (as text, read back)."""
+    types = {}
     for column in params:
         values = [r.config[column] for r in results if r.config.get(column) is not None]
-        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-            frame[column] = frame[column].astype("Int64")
+        if not values:
+            types[column] = "object"
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            types[column] = "Int64"
+    return types
+
+
+def _typed(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
+    """``frame`` with its columns in ``types`` of their type, and every text column's
+    missing values ``None`` (pandas reads them as ``NaN``)."""
+    for column in frame.columns:
+        kind = types.get(column, str(frame[column].dtype))
+        if kind == "object":
+            values = frame[column].astype(object)
+            frame[column] = values.where(values.notna(), None)
+        elif kind != str(frame[column].dtype):
+            frame[column] = frame[column].astype(kind)
     return frame
 
 
@@ -201,20 +242,27 @@ def write_leaderboard(frame: pd.DataFrame, run_dir: Path) -> dict[str, Path]:
 def read_leaderboard(run_dir: Path) -> pd.DataFrame:
     """Read a run's ``leaderboard.csv`` back with its column types.
 
+    The columns have the types :func:`build_leaderboard` gives them: the frame
+    equals the one the run returned.
+
     Raises:
-        RunDirError: The file is not a leaderboard as graftune writes it (emptied,
-            cut short, edited: another separator, a column gone, text where
-            numbers belong).
+        RunDirError: ``run_dir`` has no ``leaderboard.csv`` (or does not exist),
+            or the file is not a leaderboard as graftune writes it (emptied, cut
+            short, edited: another separator, a column gone, text where numbers
+            belong).
     """
     import pandas as pd
 
-    from orchestrator.errors import RunDirError, bad_leaderboard
+    from orchestrator.errors import RunDirError, bad_leaderboard, no_leaderboard
 
     path = Path(run_dir) / FILES["csv"]
+    if not path.is_file():
+        raise RunDirError(no_leaderboard(Path(run_dir)))  # as `graftune leaderboard` says
+    text_columns = {c: str for c, kind in COLUMN_TYPES.items() if kind == "object"}
     try:
         # Only an empty cell is missing: a searched choice may be the text "nan",
         # "None" or "NA", which pandas would otherwise read as missing too.
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text_columns)
         text = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
         raise RunDirError(bad_leaderboard(run_dir, "is empty")) from None
@@ -228,7 +276,8 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
             problem = "is not comma-separated (its header reads as one column)"
         raise RunDirError(bad_leaderboard(run_dir, problem))
     for column in [*METRIC_COLUMNS, "fit_seconds", "peak_memory_mb"]:
-        if column in frame and not pd.api.types.is_numeric_dtype(frame[column]):
+        numeric = column not in frame or pd.api.types.is_numeric_dtype(frame[column])
+        if not numeric and frame[column].notna().any():  # (no row: a header's text)
             problem = f"has other than numbers in its column {column!r}"
             raise RunDirError(bad_leaderboard(run_dir, problem))
     for column in ("rank", "epochs", "params_total", "params_trainable", "retries"):
@@ -238,15 +287,21 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
             except (TypeError, ValueError):
                 problem = f"has other than whole numbers in its column {column!r}"
                 raise RunDirError(bad_leaderboard(run_dir, problem)) from None
-    # An integer parameter that some rows lack (another strategy's) reads as
-    # floats; written as Int64 (see build_leaderboard), its text has no decimal
-    # point, which a float column's always has.
+    # The parameters' types as build_leaderboard gives them: an integer one that
+    # some rows lack (another strategy's) reads as floats, but written as Int64,
+    # its text has no decimal point, which a float column's always has.
+    types = {}
     for column in frame.columns:
-        if frame[column].dtype == "float64":
-            written = text[column].dropna()
-            if len(written) and written.str.fullmatch(r"-?\d+").all():
-                frame[column] = frame[column].astype("Int64")
-    return frame
+        if column in COLUMN_TYPES:
+            continue
+        written = text[column].dropna()
+        if not len(written):
+            types[column] = "object"
+        elif frame[column].dtype == "int64" or (
+            frame[column].dtype == "float64" and written.str.fullmatch(r"-?\d+").all()
+        ):
+            types[column] = "Int64"
+    return _typed(frame, {**COLUMN_TYPES, **types})
 
 
 def to_json(frame: pd.DataFrame) -> str:

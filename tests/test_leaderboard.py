@@ -135,6 +135,47 @@ def test_parameters_keep_their_types_when_read_back(tmp_path):
     assert back.loc[back["trial_id"] == "a", "two_phase"].iloc[0] is True
 
 
+def test_a_leaderboard_read_back_is_the_one_the_run_returned(tmp_path):
+    """README: ``read_leaderboard(run_dir)`` is ``outcome.leaderboard`` read back later.
+    Integer parameters read back as int64 (Int64 built), empty text columns as
+    float NaN (None built)."""
+    import dataclasses
+
+    from orchestrator.errors import RunDirError
+
+    runs = {
+        "one strategy": [
+            result("a", val=0.5, width=32, learning_rate=0.01, reg="l2", two_phase=True),
+            result("b", val=0.1 / 3, width=64, learning_rate=0.001, reg="l1", two_phase=False),
+        ],
+        "each its own": [
+            result("a", val=0.5, width=32, learning_rate=0.01, reg="l2", tag=None),
+            dataclasses.replace(
+                result("b", status="error", strategy="ft", head_width=3),
+                node="10.0.0.2/ab12cd34",
+                note="retried",
+                peak_memory_mb=3.5,
+            ),
+        ],
+        "no trial": [],
+    }
+    for name, results in runs.items():
+        built = build_leaderboard(results, metric="val_accuracy", mode="max")
+        (tmp_path / name).mkdir()
+        write_leaderboard(built, tmp_path / name)
+        back = read_leaderboard(tmp_path / name)
+        assert back.dtypes.to_dict() == built.dtypes.to_dict(), name
+        assert back.equals(built), name
+        for column in ("node", "error", "note"):  # missing text is None in both
+            assert all(v is None or isinstance(v, str) for v in back[column]), (name, column)
+    assert back.empty and back["rank"].dtype == "Int64"
+    # A folder that has no leaderboard: the error graftune leaderboard prints, raised.
+    with pytest.raises(RunDirError, match=r"^\S*nope does not exist$"):
+        read_leaderboard(tmp_path / "nope")
+    with pytest.raises(RunDirError, match=r"has no leaderboard\.csv"):
+        read_leaderboard(tmp_path)
+
+
 def test_markdown_leaves_missing_values_blank():
     frame = build_leaderboard([result("c", status="error")], metric="val_accuracy", mode="max")
     text = to_markdown(frame)
