@@ -11,6 +11,7 @@ from orchestrator.errors import (
     BackendMissing,
     BaseModelError,
     CacheInUse,
+    ClusterError,
     DataError,
     DiskFull,
     DuplicateNameError,
@@ -37,6 +38,7 @@ __all__ = [
     "BaseModelError",
     "CacheInUse",
     "Choice",
+    "ClusterError",
     "DataError",
     "DiskFull",
     "DuplicateNameError",
@@ -80,6 +82,14 @@ def run_recipe(recipe: Any, **kwargs: Any) -> RunOutcome:
         RecipeError: A wrong recipe or data (nothing is written).
         RunFailed: Every trial failed (the leaderboard is still written).
         RunInterrupted: Ctrl+C or SIGTERM; :func:`resume_run` goes on.
+        DiskFull: The disk (or quota) filled while the run wrote its files; the
+            trials that ended are kept and :func:`resume_run` goes on.
+        RunDirError: ``run_dir`` is not empty, or cannot be made there.
+        BackendMissing: Keras' backend is not installed (nothing is written).
+        PluginError: A plugin fails to load, two register one name, or a strategy
+            breaks its contract before any trial (a bad search space).
+        ClusterError: A Ray cluster cannot be reached or refuses us, or embedded
+            Ray does not start (:func:`resume_run` goes on).
 
     Starts embedded Ray for the run and shuts it down after, unless Ray is
     already up in this process (then it is used and left up).
@@ -90,7 +100,13 @@ def run_recipe(recipe: Any, **kwargs: Any) -> RunOutcome:
 
 
 def resume_run(run_dir: Any, **kwargs: Any) -> RunOutcome:
-    """Continue a run that was stopped or killed; see :func:`orchestrator.run.resume_run`."""
+    """Continue a run that was stopped or killed; see :func:`orchestrator.run.resume_run`.
+
+    It raises what :func:`run_recipe` raises, and:
+
+    Raises:
+        RunDirError: ``run_dir`` holds no run, or another process is running it.
+    """
     from orchestrator.run import resume_run as _resume_run
 
     return _resume_run(run_dir, **kwargs)

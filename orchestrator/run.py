@@ -175,8 +175,11 @@ def run_recipe(
             trials that ended are ranked and saved as usual, and
             ``resume_run`` runs the rest. Twice, or SIGTERM: the run stops at
             once (also resumable).
-        RunDirError: ``resume`` of a run that another process is running.
+        RunDirError: ``run_dir`` is not empty or cannot be made, or ``resume``
+            of a run that another process is running.
         BackendMissing: Keras' backend is not installed (nothing is written).
+        DiskFull: The disk (or quota) filled while the run wrote its files; the
+            trials that ended are kept, and the run can be resumed.
 
     The process is left as it was found: Ray's loggers, routed to the run's
     ``ray.log`` while it runs, and the environment set for Ray's workers are

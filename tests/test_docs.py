@@ -191,3 +191,19 @@ def test_the_readme_recipe_passes_validate(tmp_path):
     (tmp_path / "recipe.yaml").write_text(block)
     recipe = parse_recipe(block, file=tmp_path / "recipe.yaml")
     check_recipe(recipe, get_plugin_manager())
+
+
+def test_run_recipes_docstring_names_every_error_readme_says_it_raises():
+    """README's "From Python" lists what run_recipe raises; its docstring left out
+    DiskFull, RunDirError and BackendMissing."""
+    import orchestrator
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## From Python\n", 1)[1].split("\n## ", 1)[0]
+    said = section.split("`run_recipe` does what", 1)[1].split(". ", 1)[0]
+    promised = set(re.findall(r"`([A-Z]\w+)`", said))
+    assert {"RecipeError", "DiskFull", "RunDirError", "BackendMissing"} <= promised
+    raises = orchestrator.run_recipe.__doc__.split("Raises:", 1)[1]
+    documented = set(re.findall(r"^\s{8}(\w+):", raises, re.MULTILINE))
+    assert promised == documented
+    assert documented <= set(orchestrator.__all__)
