@@ -8,7 +8,7 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -94,11 +94,17 @@ class PluginHost:
             owner = self.owners.get(impl.plugin_name, impl.plugin_name)
             try:
                 returned = impl.function()
-                objects = list(returned or ())
+                # A name, or a dict of names, read as an iterable gave its letters or keys.
+                objects = None if isinstance(returned, str | Mapping) else list(returned or ())
             except Exception as exc:
                 raise PluginError(
                     f"plugin {owner} failed in graftune_keras_objects: {type(exc).__name__}: {exc}"
                 ) from exc
+            if objects is None:
+                raise PluginError(
+                    f"plugin {owner}: graftune_keras_objects returned {returned!r}; return a "
+                    "list of the Keras classes and functions themselves"
+                )
             for obj in objects:
                 if not callable(obj) or not hasattr(obj, "__name__"):
                     raise PluginError(
@@ -112,6 +118,18 @@ class PluginHost:
                     package, _, short = name.rpartition(">")
                     if not package:
                         package = str(getattr(obj, "__module__", "") or "Custom").split(".")[0]
+                        name = f"{package}>{short}"
+                    taken = keras.saving.get_registered_object(name)
+                    if taken is not None and taken is not obj:
+                        # Registered, the second would replace the first: a model saved
+                        # with one loaded the other, silently.
+                        raise PluginError(
+                            f"plugin {owner}: graftune_keras_objects returned "
+                            f"{obj.__module__}.{obj.__qualname__}, whose Keras name {name!r} "
+                            f"is {taken.__module__}.{taken.__qualname__}'s; register one of "
+                            "them under another name (keras.saving.register_keras_serializable"
+                            "(package=..., name=...))"
+                        )
                     keras.saving.register_keras_serializable(package, short)(obj)
                     name = keras.saving.get_registered_name(obj)
                 found[name] = obj

@@ -295,3 +295,38 @@ def test_the_plugin_option_on_a_module_an_entry_point_loaded_is_no_error():
     host = get_plugin_manager(extra_plugins=["orchestrator.builtin_plugins.scratch_mlp"])
     assert "scratch_mlp" in host.strategies
     assert host.strategies.owner("scratch_mlp").startswith("scratch_mlp (graftune ")
+
+
+def test_keras_objects_of_one_name_or_given_by_name_are_refused():
+    """Found by QA: two layers called Scale in one package were both registered as
+    'package>Scale', the second over the first: a model saved with one loaded the
+    other. A name returned for a class was read letter by letter."""
+    import keras
+
+    from orchestrator import hookimpl
+    from tests.keras_layers import Scale
+
+    class Another(keras.layers.Layer):
+        pass
+
+    Another.__name__ = Another.__qualname__ = "Scale"  # another Scale of package tests
+
+    class Gives:
+        def __init__(self, returned):
+            self.returned = returned
+
+        @hookimpl
+        def graftune_keras_objects(self):
+            return self.returned
+
+    host = get_plugin_manager(autoload=False, extra_plugins=[Gives([Scale])])
+    assert host.keras_objects() == {"tests>Scale": Scale}
+    host = get_plugin_manager(autoload=False, extra_plugins=[Gives([Scale, Another])])
+    with pytest.raises(PluginError) as info:
+        host.keras_objects()
+    assert "whose Keras name 'tests>Scale' is tests.keras_layers.Scale's" in str(info.value)
+    assert keras.saving.get_registered_object("tests>Scale") is Scale  # not replaced
+    for returned in ("Scale", {"Scale": Scale}):
+        host = get_plugin_manager(autoload=False, extra_plugins=[Gives(returned)])
+        with pytest.raises(PluginError, match="return a list of the Keras classes"):
+            host.keras_objects()
