@@ -839,11 +839,13 @@ def fetch(
     address: _DashboardAddress = None,
 ) -> None:
     """Copy a finished job's run directory (leaderboard, report, best model) from storage."""
+    import shlex
+
     from orchestrator.run import FINISHED_FILE
     from orchestrator.submit import fetch as fetch_run
 
     try:
-        where = fetch_run(_job_client(address), job, dest)
+        where, plugins = fetch_run(_job_client(address), job, dest)
     except Exception as exc:
         _fail(exc)
         return
@@ -856,8 +858,10 @@ def fetch(
         )
         err.print(
             f"note: the job's run did not finish: {where} holds what it had stored{ended}; "
-            f"continue it with: graftune run --resume {where} --address HEAD:6379 "
-            "(or --address local: embedded Ray here)",
+            f"continue it with: graftune run --resume {shlex.quote(str(where))} --address "
+            "HEAD:6379"
+            + "".join(f" --plugin {shlex.quote(name)}" for name in plugins)
+            + " (or --address local: embedded Ray here)",
             markup=False,
         )
     if (where / "leaderboard.md").is_file():

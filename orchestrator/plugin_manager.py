@@ -198,20 +198,29 @@ def _dist_label(ep: metadata.EntryPoint) -> str:
     return f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown"
 
 
+def not_a_module_name(name: str) -> str | None:
+    """What is wrong with a ``--plugin`` that names a file, not a module, and the
+    name to give instead (``None``: a module's name)."""
+    if name.replace(".", "").replace("_", "").isalnum() and not name.endswith(".py"):
+        return None
+    if os.path.isabs(name):  # its folder is not the current one: name both
+        path = Path(name)
+        module, where = path.name.removesuffix(".py"), f"run from {path.parent}"
+        where += f" or with PYTHONPATH={path.parent}"
+    else:
+        module = name.removesuffix(".py").strip("./").replace("/", ".")
+        where = "from the folder that holds it (or a folder on PYTHONPATH)"
+    return (
+        f"--plugin takes a module's import name, not a file path: "
+        f"{module or 'NAME'!r} for {name or 'an empty name'}, {where}"
+    )
+
+
 def _import_explicit(name: str) -> ModuleType:
     """Import a ``--plugin`` module; like ``python -m``, the current folder is searched too."""
-    if not name.replace(".", "").replace("_", "").isalnum() or name.endswith(".py"):
-        if os.path.isabs(name):  # its folder is not the current one: name both
-            path = Path(name)
-            module, where = path.name.removesuffix(".py"), f"run from {path.parent}"
-            where += f" or with PYTHONPATH={path.parent}"
-        else:
-            module = name.removesuffix(".py").strip("./").replace("/", ".")
-            where = "from the folder that holds it (or a folder on PYTHONPATH)"
-        raise ValueError(
-            f"--plugin takes a module's import name, not a file path: "
-            f"{module or 'NAME'!r} for {name or 'an empty name'}, {where}"
-        )
+    problem = not_a_module_name(name)
+    if problem is not None:
+        raise ValueError(problem)
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:

@@ -34,7 +34,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orchestrator.cluster import speaks_at, token_fix, use_token_if_available
 from orchestrator.errors import ClusterError, JobNotFound, StorageError, SubmitError
@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 
 #: Job metadata keys graftune sets.
 META_RUN = "graftune_run"
+#: The job's ``--plugin`` modules, comma-separated: a resume of its run needs them.
+META_PLUGINS = "graftune_plugins"
 META_RECIPE = "graftune_recipe"
 #: The staged recipe's name inside the working directory.
 RECIPE_FILE = "recipe.yaml"
@@ -254,12 +256,12 @@ def _plugin_source(name: str) -> Path:
     import importlib.machinery
     import sys
 
+    from orchestrator.plugin_manager import not_a_module_name
+
     top = name.split(".", 1)[0]
-    if not name.replace(".", "").replace("_", "").isalnum() or not top:
-        raise SubmitError(
-            f"--plugin takes a module's import name, not a file path: {name!r} (from the "
-            "folder that holds it, or a folder on PYTHONPATH)"
-        )
+    problem = not_a_module_name(name) if top else not_a_module_name("")
+    if problem is not None:
+        raise SubmitError(problem)
     spec = importlib.machinery.PathFinder.find_spec(top, [*sys.path, os.getcwd()])
     if spec is None or spec.origin is None or not Path(spec.origin).is_file():
         raise SubmitError(
@@ -638,7 +640,11 @@ def submit(
                 entrypoint=entrypoint(job_id, staged.plugins),
                 submission_id=job_id,
                 runtime_env=runtime_env(staged),
-                metadata={META_RUN: location, META_RECIPE: recipe.name},
+                metadata={
+                    META_RUN: location,
+                    META_RECIPE: recipe.name,
+                    META_PLUGINS: ",".join(staged.plugins),
+                },
             )
     return Submitted(job_id=job_id, address=client.address, location=location)
 
@@ -664,7 +670,15 @@ def run_location(info: Any) -> str | None:
     return (info.metadata or {}).get(META_RUN)
 
 
-def fetch(client: JobClient, job_id: str, dest: Path | None = None) -> Path:
+class Fetched(NamedTuple):
+    """A job's run, copied here."""
+
+    path: Path
+    #: The job's ``--plugin`` modules, which its resume needs too.
+    plugins: list[str]
+
+
+def fetch(client: JobClient, job_id: str, dest: Path | None = None) -> Fetched:
     """Copy a finished job's run directory from storage to ``dest`` (default ``./JOB_ID``).
 
     Raises:
@@ -685,8 +699,9 @@ def fetch(client: JobClient, job_id: str, dest: Path | None = None) -> Path:
             f"(graftune jobs logs {job_id} --follow --address {client.address})"
         )
     dest = Path(dest) if dest is not None else Path(job_id)
+    plugins = [name for name in (info.metadata or {}).get(META_PLUGINS, "").split(",") if name]
     try:
-        return copy_run(location, dest)
+        return Fetched(copy_run(location, dest), plugins)
     except StorageError as exc:
         if str(info.status) != "SUCCEEDED":
             raise StorageError(

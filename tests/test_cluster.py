@@ -244,6 +244,10 @@ def test_stage_sends_plugin_modules_found_here(tmp_path, monkeypatch):
         stage(recipe, tmp_path / "job2", plugins=["no_such_plugin"])
     with pytest.raises(SubmitError, match="import name, not a file path"):
         stage(recipe, tmp_path / "job3", plugins=["one_plugin.py/x"])
+    # Worded as run's --plugin words it: the module's name, and where to run from.
+    with pytest.raises(SubmitError) as info:
+        stage(recipe, tmp_path / "job4", plugins=[str(tmp_path / "one_plugin.py")])
+    assert f"'one_plugin' for {tmp_path / 'one_plugin.py'}, run from {tmp_path}" in str(info.value)
 
 
 def test_a_stopped_jobs_hint_is_to_fetch_it_not_to_resume_its_working_folder(monkeypatch):
@@ -898,7 +902,11 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
     assert fetched.returncode == 0, fetched.stdout + fetched.stderr
     assert "the job's run did not finish" in fetched.stderr
     assert "cover only the trials that ended" not in fetched.stderr  # there is no leaderboard
-    assert f"graftune run --resume {tmp_path / 'partial'} --address" in fetched.stderr
+    # With the --plugin it was submitted with (the resume said "unknown strategy").
+    resume = (
+        f"graftune run --resume {tmp_path / 'partial'} --address HEAD:6379 --plugin wine_plugin"
+    )
+    assert resume in fetched.stderr
     # Its recipe names the data the run keeps, in the run directory, which moves
     # with it: the job's working directory is gone (here, on another machine).
     moved = (tmp_path / "partial").rename(tmp_path / "moved")
