@@ -182,13 +182,16 @@ OUT_SUFFIXES = (".html", ".htm")
 def check_report_out(path: str | Path, run_dirs: Sequence[str | Path]) -> None:
     """Refuse, before any work, an ``--out`` the page must not replace.
 
-    An HTML file only; inside a run directory only its own page (``report.html``
-    or ``compare.html``), never the leaderboard, recipe or models other commands read.
+    An HTML file only; inside a run directory (one named here, or any other)
+    only the page the command writes there by default: a run's own
+    ``report.html`` for its report, ``compare.html`` for a comparison. Never the
+    leaderboard, recipe or models other commands read, nor another run's page.
 
     Raises:
         OutputPathError: ``path`` has another suffix, or is another file of a run.
     """
     from orchestrator.errors import OutputPathError
+    from orchestrator.recipe import recorded_recipe
 
     path = Path(path)
     if path.suffix.lower() not in OUT_SUFFIXES:
@@ -196,16 +199,19 @@ def check_report_out(path: str | Path, run_dirs: Sequence[str | Path]) -> None:
             f"--out {path}: the report is an HTML page; give a name ending in .html"
         )
     where = path.resolve()
-    for run_dir in run_dirs:
-        folder = Path(run_dir).resolve()
-        if where.is_relative_to(folder) and where not in (
-            folder / REPORT_FILE,
-            folder / COMPARE_FILE,
-        ):
-            raise OutputPathError(
-                f"--out {path} is inside the run directory {run_dir}, whose files graftune "
-                f"reads; write the page elsewhere, or as {Path(run_dir) / REPORT_FILE}"
-            )
+    named = {Path(d).resolve(): Path(d) for d in run_dirs}
+    for folder in where.parents:
+        if folder in named or recorded_recipe(folder / "recipe.yaml"):
+            break
+    else:
+        return
+    page = REPORT_FILE if len(run_dirs) == 1 and folder in named else COMPARE_FILE
+    if where != folder / page:
+        shown = named.get(folder, folder)
+        raise OutputPathError(
+            f"--out {path} is inside the run directory {shown}, whose files graftune "
+            f"reads; write the page elsewhere, or as {shown / page}"
+        )
 
 
 def write_comparison(

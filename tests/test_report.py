@@ -216,6 +216,16 @@ def test_report_never_writes_over_a_file_of_the_run_or_a_non_html_file(finished,
         result = CliRunner().invoke(app, ["report", str(run_dir), "-o", str(out)])
         assert result.exit_code == 2, result.output
         assert f"error: --out {out}" in result.output and words in result.output
+    # Another run's page, or a comparison over a run's own page (found by QA).
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    for args in (
+        [run_dir, "-o", other / REPORT_FILE],
+        [run_dir, other, "-o", run_dir / REPORT_FILE],
+    ):
+        result = CliRunner().invoke(app, ["report", *map(str, args)])
+        assert result.exit_code == 2, result.output
+        assert "inside the run directory" in result.output
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
     assert mine.read_text() == "mine"
     # The run's own page may be named, and a page beside it.
