@@ -100,7 +100,7 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
     Raises:
         RunDirError: Not a run directory, no such trial, or the trial saved no model.
     """
-    from orchestrator.trial import MODEL_FILE, TOP_FILE, read_result
+    from orchestrator.trial import MODEL_FILE, RESULT_FILE, TOP_FILE, read_result
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "trials").is_dir():
@@ -156,7 +156,13 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         both = ", ".join(f"{p.parent.name}/{p.name}" for p in matches)
         raise RunDirError(f"trial id {trial!r} is ambiguous in {run_dir}: name one of {both}")
     folder = matches[0]
-    result = read_result(folder)
+    try:
+        result = read_result(folder)
+    except (ValueError, TypeError, KeyError) as exc:  # edited, or a damaged disk
+        raise RunDirError(
+            f"trial {folder.parent.name}/{folder.name}'s {RESULT_FILE} cannot be read "
+            f"({type(exc).__name__}: {exc}); name another trial with --trial"
+        ) from None
     saved = folder / MODEL_FILE
     if not saved.is_file() and (folder / TOP_FILE).is_file():
         saved = folder / TOP_FILE  # trained on cached features: load_model makes it whole

@@ -520,6 +520,13 @@ def test_export_of_a_trial_without_a_model_is_refused(runs, tmp_path):
     assert result.exit_code == 2
     assert f"trial fine_tune/{trial_id} saved no model (status ok)" in result.output
     assert not (tmp_path / "dest").exists()
+    # A damaged result.json: it ended in "internal error: JSONDecodeError".
+    (folder / "result.json").write_text("{bad")
+    result = invoke("export", run_dir, tmp_path / "dest", "--trial", trial_id)
+    assert result.exit_code == 2, result.output
+    assert f"error: trial fine_tune/{trial_id}'s result.json cannot be read (JSONDecodeError" in (
+        result.output
+    )
 
 
 def test_a_pruned_trial_is_called_pruned_when_it_has_no_model(runs, tmp_path):
