@@ -7,6 +7,7 @@ trial failed); ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -1063,6 +1064,11 @@ def main() -> None:
     """Console-script entry point."""
     from orchestrator.native_log import quiet_tensorflow_start
 
+    # A console that cannot show a character (PYTHONIOENCODING=ascii, a Latin-1
+    # terminal) ended commands in a UnicodeEncodeError's traceback: shown escaped.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")
     quiet_tensorflow_start()
     try:
         app()

@@ -801,6 +801,14 @@ def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
     the directory is made, by :func:`_open_run_dir`.
     """
     path = place.local_dir.absolute()
+    too_long = next((part for part in path.parts if len(os.fsencode(part)) > 255), None)
+    if too_long is not None:  # os.stat raised ENAMETOOLONG: "internal error", exit 1
+        raise _run_dir_error(
+            recipe,
+            place,
+            f"cannot make the run directory {path}: its name {too_long[:40]}... is "
+            f"{len(os.fsencode(too_long))} bytes, and a file system allows 255",
+        )
     if not place.stamped and path.is_dir() and any(path.iterdir()):  # --run-dir, --run-name
         raise RunDirError(_not_empty(path))
     for there in (path, *path.parents):

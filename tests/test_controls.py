@@ -311,6 +311,31 @@ def test_an_installed_plugins_keras_objects_are_registered_where_models_are_made
     assert exported.exit_code == 0, exported.output
 
 
+def test_a_run_name_too_long_for_the_file_system_is_refused_writing_nothing(tmp_path):
+    recipe = write(tmp_path, MLP_RECIPE + "output: runs/\n")
+    result = cli("run", recipe, "--run-name", "é" * 130)  # 260 bytes
+    assert result.exit_code == 2, result.output  # was "internal error: OSError", exit 1
+    assert "is 260 bytes, and a file system allows 255" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_console_that_cannot_show_a_character_gets_it_escaped(tmp_path):
+    """Found by QA: PYTHONIOENCODING=ascii (or a Latin-1 terminal) ended commands
+    in a UnicodeEncodeError's traceback."""
+    import os
+    import subprocess
+
+    (tmp_path / "é.csv").write_text("x,y\n1,a\n2,b\n")
+    recipe = write(tmp_path, MLP_RECIPE.replace('"sklearn:iris"}', '"csv:é.csv", target: y}'))
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    graftune = str(Path(sys.executable).with_name("graftune"))
+    done = subprocess.run(
+        [graftune, "validate", str(recipe)], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "csv:\\xe9.csv" in done.stdout, done.stdout
+
+
 def test_a_plugin_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
     with pytest.raises(PluginLoadError) as info:
         get_plugin_manager(extra_plugins=["gt_no_such_plugin_module"])
