@@ -295,6 +295,16 @@ def check_output_file(path: Path, option: str = "--out") -> None:
         raise OutputPathError(f"{option} {path}: {problem}")
 
 
+def temporary_name(name: str) -> str:
+    """A hidden name, unique to this process, to write ``name`` under before it is
+    renamed into place; short enough for a file system's 255 bytes whatever
+    ``name`` is (the whole of a long legal name, with the suffix, was not)."""
+    import os
+
+    short = os.fsencode(name)[:200].decode(errors="ignore")
+    return f".{short}.{os.getpid()}.tmp"
+
+
 def cannot_write_in(folder: Path) -> str | None:
     """Why this process cannot make files in the existing ``folder`` (``None``: it can)."""
     import os

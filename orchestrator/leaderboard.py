@@ -9,12 +9,15 @@ and come last. Files are written atomically, so a crash never leaves a torn one.
 from __future__ import annotations
 
 import contextlib
+import glob
 import html
 import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from orchestrator.errors import temporary_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -320,9 +323,10 @@ def replacing(path: Path) -> Iterator[Path]:
     file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    for left in path.parent.glob(f"{path.stem}.*.tmp{path.suffix}"):
+    stem = os.fsencode(path.stem)[:200].decode(errors="ignore")  # within 255 bytes
+    for left in path.parent.glob(f"{glob.escape(stem)}.*.tmp{glob.escape(path.suffix)}"):
         left.unlink()
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    tmp = path.with_name(f"{stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
     except BaseException:
@@ -337,7 +341,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     If either step fails, the temporary file is removed and ``path`` is as it was.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(temporary_name(path.name))
     try:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)

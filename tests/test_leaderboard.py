@@ -444,3 +444,20 @@ def test_a_narrow_terminal_keeps_the_key_columns_whole_and_drops_the_rest(
     assert note.startswith("(") and "more columns on a wider terminal: " in note
     assert "learning_rate" in note and "epochs" in note and "fit_seconds" in note
     assert f"{tmp_path / 'leaderboard.md'} or graftune leaderboard {tmp_path} --format md" in note
+
+
+def test_a_file_of_a_long_legal_name_is_written_through_a_short_temporary_one(tmp_path):
+    """Found by QA: a 254-byte name, legal, failed with "File name too long": the
+    temporary name added its dot, process id and suffix."""
+    from orchestrator.leaderboard import atomic_write_text, replacing
+
+    for name in ("p" * 250 + ".csv", "é" * 125 + ".csv"):
+        path = tmp_path / name
+        atomic_write_text(path, "a,b\n")
+        assert path.read_text() == "a,b\n"
+        with replacing(path) as tmp:
+            tmp.write_text("c,d\n")
+        assert path.read_text() == "c,d\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["p" * 250 + ".csv", "é" * 125 + ".csv"]
+    )

@@ -453,6 +453,15 @@ def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
     assert "exists" in result.output
     assert sorted(p.name for p in (tmp_path / "taken").iterdir()) == ["keep.txt"]
     assert not list(tmp_path.glob(".taken*"))
+    # Found by QA: a place it cannot write ended in "internal error: OSError"; and a
+    # long legal name, as its temporary name grew past 255 bytes.
+    result = invoke("export", runs[0].run_dir, tmp_path / "taken" / "keep.txt" / "model")
+    assert result.exit_code == 2, result.output
+    assert "error: cannot export to" in result.output and "is a file, not a folder" in result.output
+    long = tmp_path / ("d" * 250)
+    result = invoke("export", runs[0].run_dir, long)
+    assert result.exit_code == 0, result.output
+    assert (long / "model.keras").is_file()
 
 
 def test_a_cached_trial_whose_base_left_the_cache_is_refused_with_the_way_out(
