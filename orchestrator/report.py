@@ -625,8 +625,14 @@ def _new_figure(width: float = 7.0, height: float = 4.2) -> Figure:
 
 
 def _png(figure: Figure) -> bytes:
+    import warnings
+
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=_DPI)
+    with warnings.catch_warnings():
+        # A run or class name in a script DejaVu Sans lacks (中文): drawn as boxes, and
+        # said over the console three times a page.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+        figure.savefig(buffer, format="png", dpi=_DPI)
     return buffer.getvalue()
 
 
