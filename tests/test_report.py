@@ -398,3 +398,18 @@ def test_a_comparison_never_shows_a_diverged_trial_as_a_strategys_best(tmp_path)
     assert best["b"] is None  # no scored trial: no bar
     page = render_comparison([run], "val_accuracy")
     assert "0.4321" in page and "0.9876" not in page and "0.8765" not in page
+
+
+def test_a_name_in_a_script_the_font_lacks_draws_without_console_warnings():
+    """Found by QA: a run named in Chinese printed matplotlib's "Glyph ... missing
+    from font(s) DejaVu Sans" three times over the console for each page."""
+    import warnings
+
+    from orchestrator.report import _new_figure, _png
+
+    figure = _new_figure()
+    figure.add_subplot().set_title("run 中文")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert _png(figure).startswith(b"\x89PNG")
+    assert not [w for w in caught if "missing from font" in str(w.message)], caught
