@@ -295,14 +295,29 @@ def check_output_file(path: Path, option: str = "--out") -> None:
         raise OutputPathError(f"{option} {path}: {problem}")
 
 
+def shortened(name: str) -> str:
+    """``name`` cut to at most 200 bytes (whole characters): room for what a
+    temporary name adds within a file system's 255 bytes."""
+    import os
+
+    return os.fsencode(name)[:200].decode(errors="ignore")
+
+
 def temporary_name(name: str) -> str:
     """A hidden name, unique to this process, to write ``name`` under before it is
     renamed into place; short enough for a file system's 255 bytes whatever
     ``name`` is (the whole of a long legal name, with the suffix, was not)."""
     import os
 
-    short = os.fsencode(name)[:200].decode(errors="ignore")
-    return f".{short}.{os.getpid()}.tmp"
+    return f".{shortened(name)}.{os.getpid()}.tmp"
+
+
+def cannot_make_in(path: Path) -> str | None:
+    """Why this process cannot make ``path`` (or what it holds), folders above it
+    included: the nearest of ``path`` and its folders that exists must be a folder
+    it may write in (:func:`cannot_write_in`). ``None``: it can."""
+    path = Path(path).absolute()
+    return cannot_write_in(next(p for p in (path, *path.parents) if p.exists()))
 
 
 def cannot_write_in(folder: Path) -> str | None:

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import RunDirError, cannot_write_in, temporary_name
+from orchestrator.errors import RunDirError, cannot_make_in, temporary_name
 
 FORMATS = ("keras", "savedmodel")
 METADATA_FILE = "graftune.json"
@@ -61,12 +61,9 @@ def export_model(
     dest = Path(dest)
     if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
         raise RunDirError(f"{dest} exists; export to a new (or empty) folder")
-    for there in dest.absolute().parents:  # before the model is loaded: as predict --out
-        if there.exists():
-            problem = cannot_write_in(there)
-            if problem is not None:
-                raise RunDirError(f"cannot export to {dest}: {problem}")
-            break
+    problem = cannot_make_in(dest.parent)  # before the model is loaded: as predict --out
+    if problem is not None:
+        raise RunDirError(f"cannot export to {dest}: {problem}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.parent / temporary_name(dest.name)
     shutil.rmtree(staging, ignore_errors=True)

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import temporary_name
+from orchestrator.errors import shortened, temporary_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -323,7 +323,7 @@ def replacing(path: Path) -> Iterator[Path]:
     file is removed and ``path`` is left as it was.
     """
     path = Path(path)
-    stem = os.fsencode(path.stem)[:200].decode(errors="ignore")  # within 255 bytes
+    stem = shortened(path.stem)
     for left in path.parent.glob(f"{glob.escape(stem)}.*.tmp{glob.escape(path.suffix)}"):
         left.unlink()
     tmp = path.with_name(f"{stem}.{os.getpid()}.tmp{path.suffix}")

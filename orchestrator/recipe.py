@@ -41,7 +41,7 @@ from orchestrator.errors import (
     PluginError,
     RecipeError,
     RecipeErrors,
-    cannot_write_in,
+    cannot_make_in,
     did_you_mean,
 )
 from orchestrator.space import (
@@ -757,8 +757,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
 
     if recipe.storage is None or "://" in recipe.storage.path:  # else storage replaces it
         # As the run refuses it: the nearest folder of its path that exists must be writable.
-        there = next(p for p in (recipe.output, *recipe.output.parents) if p.exists())
-        problem = cannot_write_in(there)
+        problem = cannot_make_in(recipe.output)
         if problem is not None:
             errors.append(
                 recipe.error(

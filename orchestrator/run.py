@@ -39,7 +39,7 @@ from orchestrator.errors import (
     RunFailed,
     RunInterrupted,
     SearchInterrupted,
-    cannot_write_in,
+    cannot_make_in,
     is_disk_full,
     missing_run_dir,
 )
@@ -811,10 +811,7 @@ def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
         )
     if not place.stamped and path.is_dir() and any(path.iterdir()):  # --run-dir, --run-name
         raise RunDirError(_not_empty(path))
-    for there in (path, *path.parents):
-        if there.exists():
-            break
-    problem = cannot_write_in(there)
+    problem = cannot_make_in(path)
     if problem is not None:
         raise _run_dir_error(recipe, place, f"cannot make the run directory {path}: {problem}")
 
