@@ -14,6 +14,7 @@ search-space overrides name dimensions the strategies have.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 import types
 import typing
@@ -592,6 +593,34 @@ def _resolve_paths(recipe: Recipe) -> Recipe:
     return recipe.updated(**update)
 
 
+def _check_class_spelling(
+    node: yaml.Node,
+    path: tuple[str, ...],
+    line: int,
+    file: Path | None,
+    errors: list[RecipeError],
+) -> None:
+    """A class written as a number YAML reads as another (``01`` is 1, ``010`` is 8).
+
+    Class names are compared as text: ``classes: [01]`` would keep class ``'1'``
+    (or none) where the data has ``'01'``.
+    """
+    if not (isinstance(node, yaml.ScalarNode) and node.style is None):
+        return
+    if node.tag != "tag:yaml.org,2002:int" or re.fullmatch(r"-?(0|[1-9][0-9]*)", node.value):
+        return
+    number = yaml.safe_load(node.value)
+    errors.append(
+        RecipeError(
+            f"YAML reads {node.value} as the number {number}: write '{node.value}' (in "
+            f"quotes) for the class named {node.value}, or {number} for the label {number}",
+            file=file,
+            path=".".join(path),
+            line=line,
+        )
+    )
+
+
 def _key_lines(text: str, file: Path | None = None) -> dict[tuple[str, ...], int]:
     """Map each key path of the YAML document to its 1-based line.
 
@@ -648,6 +677,8 @@ def _key_lines(text: str, file: Path | None = None) -> dict[tuple[str, ...], int
             for i, item in enumerate(node.value):
                 sub = (*path, str(i))
                 lines[sub] = item.start_mark.line + 1
+                if path[-1:] == ("classes",):
+                    _check_class_spelling(item, sub, lines[sub], file, errors)
                 walk(item, sub)
         open_nodes.discard(id(node))
 

@@ -463,6 +463,21 @@ BAD_RECIPES = [
         id="class-label-float",
     ),
     pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', classes: [1, 02]}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "data.classes.1",
+        "YAML reads 02 as the number 2: write '02' (in quotes) for the class named 02, "
+        "or 2 for the label 2",
+        id="class-with-a-leading-zero",
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', classes: [010, 1]}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "data.classes.0",
+        "YAML reads 010 as the number 8",
+        id="class-yaml-reads-as-octal",
+    ),
+    pytest.param(
         "name: bad\ndata: {source: 'sklearn:iris', image_size: [8, 8]}\n"
         "strategies: {scratch_mlp: {}}\n",
         "data.image_size",
