@@ -316,8 +316,15 @@ def cannot_make_in(path: Path) -> str | None:
     """Why this process cannot make ``path`` (or what it holds), folders above it
     included: the nearest of ``path`` and its folders that exists must be a folder
     it may write in (:func:`cannot_write_in`). ``None``: it can."""
+    import os
+
     path = Path(path).absolute()
-    return cannot_write_in(next(p for p in (path, *path.parents) if p.exists()))
+    for place in (path, *path.parents):
+        if place.exists():
+            return cannot_write_in(place)
+        if place.is_symlink():  # a link to nothing: making it would say "File exists"
+            return f"{place} is a link to {os.readlink(place)}, which does not exist"
+    return None  # unreachable: "/" exists
 
 
 def cannot_write_in(folder: Path) -> str | None:

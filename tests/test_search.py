@@ -1256,6 +1256,17 @@ def test_a_run_directory_that_cannot_be_made_stops_the_run_before_any_work(tmp_p
     assert f"{recipe} is a file, not a folder" in result.output
     assert "data:" not in result.output  # refused before the data was loaded
     assert sorted(tmp_path.rglob("*")) == before
+    # A --run-dir that is a link to nothing: it said "[Errno 17] File exists".
+    recipe.write_text(recipe.read_text().replace("output: recipe.yaml/runs", "output: runs/"))
+    (tmp_path / "latest").symlink_to(tmp_path / "gone")
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(app, ["run", str(recipe), "--run-dir", str(tmp_path / "latest")])
+    assert result.exit_code == 2, result.output
+    assert f"{tmp_path / 'latest'} is a link to {tmp_path / 'gone'}, which does not exist" in (
+        result.output
+    )
+    assert "File exists" not in result.output and "data:" not in result.output
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_a_run_whose_directory_another_run_took_meanwhile_takes_the_next_name(
