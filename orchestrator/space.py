@@ -176,6 +176,16 @@ def parse_dimension(raw: Any) -> Dimension:
     if kind == "choice":
         if not isinstance(args, list) or not args:
             raise ValueError("choice expects a non-empty list of values")
+        seen: dict[Any, Any] = {}
+        for value in args:
+            if _identity(value) in seen:
+                first = seen[_identity(value)]
+                same = "" if repr(first) == repr(value) else f" ({first!r} and {value!r} are one)"
+                raise ValueError(
+                    f"choice lists the value {first!r} twice{same}; list each value once "
+                    "(a grid would run it twice, keras-tuner once)"
+                )
+            seen[_identity(value)] = value
         return Choice(tuple(args))
     if not isinstance(args, list) or len(args) != 2:
         raise ValueError(f"{kind} expects a list [low, high]; got {args!r}")
@@ -410,12 +420,19 @@ def start_config(space: dict[str, Dimension], preferred: dict[str, Any]) -> dict
 _MISSING = object()
 
 
+def _identity(value: Any) -> Any:
+    """What makes two choice values one: numbers by value (16 is 16.0), the rest by repr."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return ("number", value)
+    return (type(value).__name__, repr(value))
+
+
 def distinct_configurations(space: dict[str, Dimension]) -> int | None:
     """How many configurations a space of discrete dimensions holds (``None``: continuous)."""
     count = 1
     for dim in space.values():
         if isinstance(dim, Choice):
-            count *= len(set(map(repr, dim.values)))
+            count *= len(set(map(_identity, dim.values)))
         elif isinstance(dim, Int):
             count *= int(dim.high) - dim.low + 1
         elif not isinstance(dim, Fixed):

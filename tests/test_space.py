@@ -49,6 +49,7 @@ from orchestrator.space import (
         ({"choice": ["relu", "gelu"]}, Choice(("relu", "gelu"))),
         ({"choice": [1]}, Choice((1,))),
         ({"choice": [None, 0.5, "x"]}, Choice((None, 0.5, "x"))),
+        ({"choice": [1, True, "1", 0, False]}, Choice((1, True, "1", 0, False))),  # all differ
         (2, Fixed(2)),
         (0.25, Fixed(0.25)),
         ("relu", Fixed("relu")),
@@ -87,6 +88,9 @@ def test_parsed_bounds_are_floats_for_float_dimensions() -> None:
         ({"choice": []}, "choice expects a non-empty list of values"),
         ({"choice": 5}, "choice expects a non-empty list of values"),
         ({"choice": None}, "choice expects a non-empty list of values"),
+        ({"choice": [16, 32, 16]}, "choice lists the value 16 twice; list each value once"),
+        ({"choice": [16, 16.0]}, "the value 16 twice (16 and 16.0 are one)"),
+        ({"choice": ["a", True, "a"]}, "the value 'a' twice"),
         ({"int": [1, 2, 3]}, "int expects a list [low, high]; got [1, 2, 3]"),
         ({"int": 3}, "int expects a list [low, high]; got 3"),
         ({"float": [1]}, "float expects a list [low, high]"),
@@ -545,3 +549,12 @@ def test_choice_values_must_be_scalars_either_backend_can_search() -> None:
     ]
     assert space_problems({"l": Fixed(math.inf)}) == ["'l': Fixed value must be finite, got inf"]
     assert space_problems({"w": Choice((8, "wide")), "b": Choice((False, True))}) == []
+
+
+def test_distinct_configurations_counts_a_value_once_however_it_is_written() -> None:
+    from orchestrator.space import distinct_configurations
+
+    # keras-tuner makes a choice of 16 and 16.0 one value; a plugin's space may list both.
+    space = {"w": Choice((16, 16.0, 32)), "b": Choice((True, 1)), "k": Int(0, 2), "x": Fixed(3)}
+    assert distinct_configurations(space) == 2 * 2 * 3
+    assert distinct_configurations({**space, "lr": LogFloat(1e-3, 1e-2)}) is None
