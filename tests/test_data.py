@@ -273,6 +273,20 @@ def test_csv_labels_are_read_as_the_text_they_are(registry: Registry, tmp_path: 
         prepare(Spec("csv:empty.csv", target="label"), registry, tmp_path)
 
 
+def test_spaces_around_csv_cells_are_no_part_of_a_label_or_column_name(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """``setosa `` was a second class beside ``setosa`` (numbers were stripped), and
+    a header written ``a, b, label`` had no column ``label``."""
+    frame = table(labels=("cat", "dog"))
+    frame["label"] = [f"{label} " if i % 2 else f" {label}" for i, label in enumerate(frame.label)]
+    (tmp_path / "spaced.csv").write_text(frame.to_csv(index=False).replace(",", ", "))
+    check_data_spec(Spec("csv:spaced.csv", target="label"), registry, tmp_path)
+    ds = prepare(Spec("csv:spaced.csv", target="label"), registry, tmp_path)
+    assert ds.task.class_names == ("cat", "dog")
+    assert ds.task.input_shape == (2,)
+
+
 def test_a_csvs_unnamed_index_column_is_no_feature(
     registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

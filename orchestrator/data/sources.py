@@ -401,25 +401,30 @@ def _parquet_index(schema: Any) -> set[str]:
     return stored | {n for n in schema.names if n.startswith("__index_level_")}
 
 
-def _csv_format(path: Path) -> dict[str, str]:
+def _csv_format(path: Path) -> dict[str, Any]:
     """How to read a CSV: ``sep=","``, or ``;`` or a tab where the header row has
-    those and no comma; with ``;``, decimal commas where the first row has commas."""
+    those and no comma; with ``;``, decimal commas where the first row has commas.
+
+    Spaces after a separator are skipped (``a, b, label`` names ``label``).
+    """
     try:
         with open(path, encoding="utf-8-sig", errors="replace") as file:
             header, first = file.readline(), file.readline()
     except OSError:
-        return {"sep": ","}  # pandas says what is wrong
+        return {"sep": ",", "skipinitialspace": True}  # pandas says what is wrong
     if "," not in header:
         if ";" in header:
-            return {"sep": ";", "decimal": "," if "," in first else "."}
+            decimal = "," if "," in first else "."
+            return {"sep": ";", "decimal": decimal, "skipinitialspace": True}
         if "\t" in header:
-            return {"sep": "\t"}
-    return {"sep": ","}
+            return {"sep": "\t", "skipinitialspace": True}
+    return {"sep": ",", "skipinitialspace": True}
 
 
 def _csv_labels(path: Path, target: str) -> Any:
-    """A CSV's label column as the text it holds: ``007`` stays ``007`` and ``NA`` is a
-    class (pandas reads them as 7 and as missing); whole numbers become integers."""
+    """A CSV's label column as the text it holds, without the spaces around it:
+    ``007`` stays ``007`` and ``NA`` is a class (pandas reads them as 7 and as
+    missing); whole numbers become integers."""
     import pandas as pd
 
     try:
@@ -434,7 +439,7 @@ def _csv_labels(path: Path, target: str) -> Any:
     numbers = pd.to_numeric(text, errors="coerce")
     if numbers.notna().all() and not text.str.match(r"[-+]?0[0-9]").any():
         return numbers.to_numpy()  # 0.5, 2.5: sorted as numbers
-    return labels.to_numpy(dtype=object)
+    return text.to_numpy(dtype=object)  # "setosa " is "setosa", as " 7" is 7
 
 
 def _check_target(spec: Any, columns: list[str], path: Path) -> None:
