@@ -652,12 +652,12 @@ def _feature_order(
 
 def _read_features(scheme: str, location: str, base_dir: Path, source: str) -> np.ndarray:
     """Read a table without a label column: every column is a numeric feature."""
-    import numpy as np
     import pandas as pd
 
-    from orchestrator.data.sources import read_table
+    from orchestrator.data.sources import feature_matrix, read_table
 
-    frame = read_table(scheme, _table_path(location, base_dir))
+    path = _table_path(location, base_dir)
+    frame = read_table(scheme, path)
     non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise DataError(
@@ -667,7 +667,7 @@ def _read_features(scheme: str, location: str, base_dir: Path, source: str) -> n
         )
     if frame.isna().to_numpy().any():
         raise DataError(f"{source!r} has missing values; drop or fill them first", key="source")
-    return frame.to_numpy(dtype=np.float32)
+    return feature_matrix(frame, list(frame.columns), path)
 
 
 __all__ = [

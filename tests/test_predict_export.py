@@ -335,6 +335,22 @@ def test_predict_writes_the_format_its_out_file_names(wine_run, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "p.csv"), written["csv"])
 
 
+def test_predict_refuses_an_unlabelled_tables_infinite_values_naming_the_row(wine_run, tmp_path):
+    """They were predicted, all alike, as a labelled table's are refused."""
+    table = pd.read_csv(WINE_CSV).drop(columns="cultivar")
+    table.iloc[2, 0] = np.inf
+    table.iloc[5, 1] = 1e40  # past float32's range: infinite too
+    table.to_csv(tmp_path / "inf.csv", index=False)
+    out = tmp_path / "p.csv"
+    result = invoke("predict", wine_run.run_dir, "--data", f"csv:{tmp_path / 'inf.csv'}", "-o", out)
+    assert result.exit_code == 2, result.output
+    assert "2 row(s) with infinite values (or numbers too large for float32)" in result.output
+    assert f"column(s) {table.columns[0]!r}, {table.columns[1]!r}; the first is data row 3" in (
+        result.output
+    )
+    assert not out.exists()
+
+
 def test_predict_on_a_folder_that_is_no_run(tmp_path):
     result = invoke("predict", tmp_path, "--data", "sklearn:digits")
     assert result.exit_code == 2

@@ -500,6 +500,18 @@ def _table_arrays(
             f"{', '.join(repr(c) for c in columns)}; drop or fill them first",
             key="source",
         )
+    x = feature_matrix(frame, features, path)
+    codes, class_names = _encode_labels(frame[target].to_numpy())
+    return LabelledArrays(x=x, y=codes, class_names=class_names)
+
+
+def feature_matrix(frame: pd.DataFrame, features: list[str], path: Path) -> np.ndarray:
+    """A table's numeric ``features`` as float32 rows, refusing infinite values and
+    numbers past float32's range (which become infinite) with the first such row.
+
+    Raises:
+        DataError: Naming the rows' count, their columns and the first row.
+    """
     with np.errstate(over="ignore"):  # a number past float32's range: said below
         x = frame[features].to_numpy(dtype=np.float32)
     infinite = ~np.isfinite(x)
@@ -512,8 +524,7 @@ def _table_arrays(
             f"the first is data row {first + 1}",
             key="source",
         )
-    codes, class_names = _encode_labels(frame[target].to_numpy())
-    return LabelledArrays(x=x, y=codes, class_names=class_names)
+    return x
 
 
 def _encode_labels(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
