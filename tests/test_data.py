@@ -313,6 +313,31 @@ def test_csv_separated_by_semicolons_with_decimal_commas(
         assert other.task.class_names == plain.task.class_names
 
 
+def test_a_semicolon_csvs_decimal_separator_is_the_one_most_of_its_numbers_have(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """It was guessed from whether a comma was anywhere in the first data row:
+    whole numbers there made later "4,9" non-numeric, and a comma in a label made
+    "5.1" non-numeric, with no cell shown."""
+    whole_first = "a;b;label\n5;3;x\n4,9;3,1;y\n4,7;3,2;x\n5,1;2;y\n-0,5;1,5;x\n6;2,5;y\n"
+    (tmp_path / "whole_first.csv").write_text(whole_first)
+    read = sources.CsvSource().load("whole_first.csv", Spec("", target="label"), tmp_path)
+    np.testing.assert_allclose(read.x[:, 0], [5, 4.9, 4.7, 5.1, -0.5, 6])
+    comma_label = 'a;b;label\n5.1;3.5;"x, y"\n4.9;3;z\n4.7;3.2;"x, y"\n5;2.5;z\n'
+    (tmp_path / "comma_label.csv").write_text(comma_label)
+    read = sources.CsvSource().load("comma_label.csv", Spec("", target="label"), tmp_path)
+    assert read.class_names == ("x, y", "z")
+    np.testing.assert_allclose(read.x[:, 0], [5.1, 4.9, 4.7, 5])
+    # Still not numbers: the separator it read them with is said.
+    (tmp_path / "text.csv").write_text("a;b;label\n5,1;3,5;x\n4,9;?;y\n4,7;3,2;x\n")
+    with raises_data_error(
+        "source",
+        "non-numeric column(s) 'b' (data row 2: '?') (read as ';'-separated with decimal "
+        "commas, as most numbers in its first 100 rows are written)",
+    ):
+        prepare(Spec("csv:text.csv", target="label"), registry, tmp_path)
+
+
 def test_a_non_numeric_cell_is_shown_with_its_row(registry: Registry, tmp_path: Path) -> None:
     frame = table()
     frame["a"] = frame["a"].astype(object)

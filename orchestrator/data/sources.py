@@ -9,7 +9,10 @@ refused where they are a table.
 
 from __future__ import annotations
 
+import csv
+import itertools
 import logging
+import re
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,7 +126,10 @@ class CsvSource(_BuiltinSource):
         self.check(location, spec, base_dir)
         path = _resolve(location, base_dir)
         target = str(spec.target)
-        return _table_arrays(read_table("csv", path), target, path, _csv_labels(path, target))
+        frame = read_table("csv", path, target=target)
+        labels = _csv_labels(path, target)
+        decimal = _csv_format(path, target).get("decimal")
+        return _table_arrays(frame, target, path, labels, semicolon_decimal=decimal)
 
 
 class ParquetSource(_BuiltinSource):
@@ -370,15 +376,18 @@ def table_columns(scheme: str, path: Path) -> list[str]:
     return columns[1:] if columns[:1] == [_CSV_INDEX] else columns
 
 
-def read_table(scheme: str, path: Path) -> pd.DataFrame:
-    """A CSV or Parquet file's data columns (those of :func:`table_columns`)."""
+def read_table(scheme: str, path: Path, *, target: str | None = None) -> pd.DataFrame:
+    """A CSV or Parquet file's data columns (those of :func:`table_columns`).
+
+    ``target``: a CSV's label column, which has no say in its decimal separator.
+    """
     import pandas as pd
 
     try:
         if scheme == "parquet":
             frame = pd.read_parquet(path)  # its stored index becomes the frame's index
         else:
-            frame = pd.read_csv(path, **_csv_format(path))
+            frame = pd.read_csv(path, **_csv_format(path, target))
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"cannot read {scheme.upper()} file {path}: {exc}", key="source") from exc
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
@@ -401,24 +410,42 @@ def _parquet_index(schema: Any) -> set[str]:
     return stored | {n for n in schema.names if n.startswith("__index_level_")}
 
 
-def _csv_format(path: Path) -> dict[str, Any]:
+#: Data rows of a ``;`` CSV whose numbers decide its decimal separator.
+_DECIMAL_ROWS = 100
+_DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
+_DECIMAL_POINT = re.compile(r"-?\d*\.\d+")
+
+
+def _csv_format(path: Path, target: str | None = None) -> dict[str, Any]:
     """How to read a CSV: ``sep=","``, or ``;`` or a tab where the header row has
-    those and no comma; with ``;``, decimal commas where the first row has commas.
+    those and no comma. With ``;``, the decimal separator is the one more of the
+    numbers in the first data rows have (``4,9`` against ``4.9``), the ``target``
+    column's aside; a point where none has either.
 
     Spaces after a separator are skipped (``a, b, label`` names ``label``).
     """
     try:
-        with open(path, encoding="utf-8-sig", errors="replace") as file:
-            header, first = file.readline(), file.readline()
-    except OSError:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as file:
+            header = file.readline()
+            if "," in header or ";" not in header:
+                sep = "\t" if "," not in header and "\t" in header else ","
+                return {"sep": sep, "skipinitialspace": True}
+            rows = csv.reader(
+                itertools.chain([header], itertools.islice(file, _DECIMAL_ROWS)),
+                delimiter=";",
+                skipinitialspace=True,
+            )
+            names = [name.strip() for name in next(rows)]
+            commas = points = 0
+            for row in rows:
+                for name, cell in zip(names, row, strict=False):
+                    if name != target:
+                        cell = cell.strip()
+                        commas += bool(_DECIMAL_COMMA.fullmatch(cell))
+                        points += bool(_DECIMAL_POINT.fullmatch(cell))
+    except (OSError, csv.Error):
         return {"sep": ",", "skipinitialspace": True}  # pandas says what is wrong
-    if "," not in header:
-        if ";" in header:
-            decimal = "," if "," in first else "."
-            return {"sep": ";", "decimal": decimal, "skipinitialspace": True}
-        if "\t" in header:
-            return {"sep": "\t", "skipinitialspace": True}
-    return {"sep": ",", "skipinitialspace": True}
+    return {"sep": ";", "decimal": "," if commas > points else ".", "skipinitialspace": True}
 
 
 def _csv_labels(path: Path, target: str) -> Any:
@@ -462,11 +489,17 @@ def _check_target(spec: Any, columns: list[str], path: Path) -> None:
 
 
 def _table_arrays(
-    frame: pd.DataFrame, target: str, path: Path, labels: Any = None
+    frame: pd.DataFrame,
+    target: str,
+    path: Path,
+    labels: Any = None,
+    semicolon_decimal: str | None = None,
 ) -> LabelledArrays:
     """Turn a table of numeric features and a label column into labelled arrays.
 
     ``labels``: the label column as read apart (:func:`_csv_labels`), else the frame's.
+    ``semicolon_decimal``: the decimal separator a ``;`` CSV was read with (said
+    with its non-numeric columns), ``None`` for other files.
     """
     import pandas as pd
 
@@ -477,13 +510,23 @@ def _table_arrays(
     non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         column = frame[non_numeric[0]]
-        text = pd.to_numeric(column, errors="coerce").isna() & column.notna()
+        as_read = column
+        if semicolon_decimal == ",":  # "3,5" is a number there
+            as_read = column.astype(str).str.replace(",", ".", regex=False).where(column.notna())
+        text = pd.to_numeric(as_read, errors="coerce").isna() & column.notna()
         row = int(np.argmax(text.to_numpy())) if text.any() else None
         example = "" if row is None else f" (data row {row + 1}: {column.iloc[row]!r})"
+        read_as = ""
+        if semicolon_decimal is not None:
+            read_as = (
+                f" (read as ';'-separated with decimal "
+                f"{'commas' if semicolon_decimal == ',' else 'points'}, as most numbers in its "
+                f"first {_DECIMAL_ROWS} rows are written)"
+            )
         raise DataError(
             f"feature columns must be numeric; {path} has non-numeric column(s) "
-            f"{', '.join(repr(c) for c in non_numeric)}{example}; encode them as numbers, "
-            "drop them, or leave a missing value's cell empty",
+            f"{', '.join(repr(c) for c in non_numeric)}{example}{read_as}; encode them as "
+            "numbers, drop them, or leave a missing value's cell empty",
             key="source",
         )
     if labels is not None:
