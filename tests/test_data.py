@@ -555,6 +555,29 @@ def test_npz_images_of_bytes_are_scaled_and_grey_arrays_get_a_channel(
         np.testing.assert_allclose(x[..., 0], pixels / 255, atol=1e-6)
 
 
+def test_npz_images_past_1_that_are_not_scaled_are_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """int64 or float32 pixels of 0..255 went to a base expecting [0, 1] unsaid."""
+    pixels = np.random.default_rng(0).integers(0, 256, size=(6, 5, 4))
+    pixels[0, 0, 0] = 255
+    y = np.repeat([0, 1], 3)
+    np.savez(tmp_path / "i64.npz", x=pixels, y=y)
+    np.savez(tmp_path / "f32.npz", x=pixels.astype(np.float32), y=y)
+    np.savez(tmp_path / "unit.npz", x=pixels.astype(np.float32) / 255, y=y)
+    for name, dtype in (("i64.npz", "int64"), ("f32.npz", "float32")):
+        caplog.clear()
+        x = sources.NpzSource().load(name, Spec(f"npz:{name}"), tmp_path).x
+        np.testing.assert_array_equal(x[..., 0], pixels)  # warned of, not changed
+        (record,) = caplog.records
+        assert record.levelname == "WARNING"
+        assert f"'x' of dtype {dtype} hold values up to 255" in record.getMessage()
+        assert "x.astype('uint8')" in record.getMessage()
+    caplog.clear()
+    sources.NpzSource().load("unit.npz", Spec("npz:unit.npz"), tmp_path)
+    assert not caplog.records
+
+
 def test_images_of_different_sizes_need_an_image_size(registry: Registry, tmp_path: Path) -> None:
     """One stray 1x1 image made the whole set 1 pixel (the first file's size)."""
     root = write_images(tmp_path / "imgs", {"a": 6, "b": 6})

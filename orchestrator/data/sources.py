@@ -197,7 +197,8 @@ def npz_inputs(x: np.ndarray, spec: Any, path: Path, location: str) -> np.ndarra
 
     ``(n, h, w)`` is grey images (as ``keras.datasets.mnist`` gives them);
     ``uint8`` and ``uint16`` images are scaled to [0, 1], as ``images:`` scales
-    its files.
+    its files. Images of another dtype are not, and a warning says so when
+    they hold values above 1.
     """
     if x.dtype.kind not in "biuf":
         raise DataError(f"array 'x' in {path} has dtype {x.dtype}; expected numbers", key="source")
@@ -213,6 +214,17 @@ def npz_inputs(x: np.ndarray, spec: Any, path: Path, location: str) -> np.ndarra
     if x.ndim == 3:
         x = x[..., np.newaxis]
     scale = {"uint8": 255.0, "uint16": 65535.0}.get(x.dtype.name)
+    if scale is None and x.size:
+        top = np.nanmax(x) if x.dtype.kind == "f" else x.max()
+        if top > 1:  # a base takes [0, 1]: 0..255 as they are trains on the wrong scale
+            log.warning(
+                "%s: images in array 'x' of dtype %s hold values up to %s, left as they "
+                "are (only uint8 and uint16 images are scaled to [0, 1]); store "
+                "x.astype('uint8') for 0..255 to be scaled, or x / 255",
+                path,
+                x.dtype,
+                top,
+            )
     x = x.astype(np.float32)
     if scale is not None:
         x /= scale
