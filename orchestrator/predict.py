@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shlex
 import unicodedata
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
 BEST_CONFIG = Path("best") / "config.json"
 BEST_MODEL = Path("best") / "model.keras"
+log = logging.getLogger(__name__)
+
 #: Schemes whose sources are tables with a ``target`` label column.
 TABLE_SCHEMES = ("csv", "parquet")
 
@@ -500,7 +503,7 @@ def read_image_folder(
 
     A folder of class sub-folders is labelled by their names (one is enough here);
     a folder with images of its own is read whole, unlabelled (new images to
-    sort). Images take the run's ``image_size`` and ``channels``, else the
+    sort; a warning says so when it has sub-folders too). Images take the run's ``image_size`` and ``channels``, else the
     model's input shape.
 
     Returns:
@@ -513,6 +516,7 @@ def read_image_folder(
         _image_files,
         _resolve,
         image_folder,
+        loose_images,
         read_images,
     )
     from orchestrator.recipe import load_recipe
@@ -527,9 +531,20 @@ def read_image_folder(
     if recipe.data.channels is None and len(shape) == 3 and shape[2] in (1, 3):
         update["channels"] = shape[2]
     spec = recipe.data.model_copy(update=update)
-    entries = [p for p in root.iterdir() if not p.name.startswith(".")]
-    loose = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    folders = sorted((p for p in entries if p.is_dir()), key=lambda p: p.name)
+    loose = loose_images(root)
+    folders = sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+    if folders and loose:
+        log.warning(
+            "%s: %d image file(s) beside its sub-folders, such as %r, made it read as "
+            "new images, unlabelled (the sub-folders' names are no labels, so no "
+            "accuracy); move them into a class folder to score the sorted ones",
+            root,
+            len(loose),
+            loose[0].name,
+        )
     files: list[Path] = []
     labels: list[str] | None = None
     if folders and not loose:

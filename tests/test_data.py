@@ -626,6 +626,26 @@ def test_image_class_folders_named_decomposed_match_a_recipe_typed_composed(
     assert ds.task.class_names == ("café", "thé")
 
 
+def test_images_a_folder_leaves_out_are_warned_of(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Images beside the class folders, and photos as .heic or .avif, were dropped unsaid."""
+    root = write_images(tmp_path / "p", {"a": 3, "b": 3})
+    ds = prepare(Spec("images:p", split=Split(0, 0)), registry, tmp_path)
+    assert len(ds.y_train) == 6 and not caplog.records
+    for name in ("extra0.png", "extra1.jpg"):
+        Image.new("RGB", (6, 4)).save(root / name, format="PNG")
+    (root / "b" / "phone.heic").write_bytes(b"not read")
+    (root / "a" / ".hidden.avif").write_bytes(b"hidden: not said")
+    ds = prepare(Spec("images:p", split=Split(0, 0)), registry, tmp_path)
+    assert len(ds.y_train) == 6  # still left out
+    loose, unread = (record.getMessage() for record in caplog.records)
+    assert f"{root}: 2 image file(s) beside the class folders, such as 'extra0.png'" in loose
+    assert "move them into a class folder" in loose
+    assert f"{root}: 1 image file(s) of a kind not read (.heic), such as " in unread
+    assert str(Path("b") / "phone.heic") in unread
+
+
 def test_images_missing_folder(registry: Registry, tmp_path: Path) -> None:
     with raises_data_error("source", str(tmp_path / "nowhere")):
         check_data_spec(Spec("images:nowhere/"), registry, tmp_path)

@@ -198,6 +198,33 @@ def test_predict_an_image_folder_sorted_or_not_with_each_files_name(runs, tmp_pa
     assert same.mean() > 0.9
 
 
+def test_images_beside_class_folders_are_said_to_make_the_folder_unlabelled(tmp_path, caplog):
+    """predict read such a folder whole, unlabelled, without a word (training left them out)."""
+    from PIL import Image
+
+    from orchestrator.predict import ModelRef, read_image_folder
+
+    (tmp_path / "run" / "recipe.yaml").parent.mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text(
+        "name: r\ndata: {source: 'images:p'}\nstrategies: {scratch_mlp: {}}\n"
+    )
+    ref = ModelRef(tmp_path / "m.keras", "scratch_mlp", "t", ("a", "b"), (4, 6, 3))
+    for name in ("a/0.png", "b/1.png"):
+        (tmp_path / "p" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (6, 4)).save(tmp_path / "p" / name)
+    _, labels, _ = read_image_folder(tmp_path / "run", f"images:{tmp_path / 'p'}", ref)
+    assert labels == ("a", "b") and not caplog.records
+    Image.new("RGB", (6, 4)).save(tmp_path / "p" / "new.png")
+    _, labels, files = read_image_folder(tmp_path / "run", f"images:{tmp_path / 'p'}", ref)
+    assert labels is None and len(files) == 3
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert (
+        f"{tmp_path / 'p'}: 1 image file(s) beside its sub-folders, such as 'new.png', made it "
+        "read as new images, unlabelled"
+    ) in record.getMessage()
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

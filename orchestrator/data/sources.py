@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from orchestrator.registry import Registry
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+#: Image files of kinds not read: left out, but said to be.
+UNREAD_IMAGE_SUFFIXES = frozenset({".jfif", ".heic", ".heif", ".avif", ".jxl"})
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +260,7 @@ class ImagesSource(_BuiltinSource):
                 )
             files += found
             labels += [code] * len(found)
+        _warn_left_out(root)
 
         x = read_images(files, root, spec)
         return LabelledArrays(
@@ -691,6 +694,46 @@ def _image_files(folder: Path) -> list[Path]:
         and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
+
+
+def loose_images(root: Path) -> list[Path]:
+    """The image files directly in an image folder, beside any class folders."""
+    return sorted(
+        p
+        for p in root.iterdir()
+        if not p.name.startswith(".") and p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def _warn_left_out(root: Path) -> None:
+    """Warn of the images a labelled ``images:`` folder leaves out: those beside its
+    class folders (of no class) and those of kinds not read (``.heic`` ...)."""
+    loose = loose_images(root)
+    if loose:
+        log.warning(
+            "%s: %d image file(s) beside the class folders, such as %r, belong to no "
+            "class and are left out; move them into a class folder",
+            root,
+            len(loose),
+            loose[0].name,
+        )
+    unread = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if unread:
+        log.warning(
+            "%s: %d image file(s) of a kind not read (%s), such as %r, are left out; "
+            "convert them to one of %s",
+            root,
+            len(unread),
+            ", ".join(sorted({p.suffix.lower() for p in unread})),
+            str(unread[0].relative_to(root)),
+            ", ".join(sorted(IMAGE_SUFFIXES)),
+        )
 
 
 def _image_settings(spec: Any) -> tuple[tuple[int, int] | None, int | None]:
