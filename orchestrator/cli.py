@@ -548,8 +548,11 @@ def predict(
     line = f"{len(result.frame)} predictions by {ref.strategy} trial {ref.trial_id}"
     if out_path is not None:
         line += f" written to {out_path}"
+    unlabelled = int(result.frame["label"].isna().sum()) if "label" in result.frame else 0
     if result.accuracy is not None:
         line += f"; accuracy {result.accuracy:.4f} on {result.n_scored} labelled examples"
+        if unlabelled:
+            line += f" ({unlabelled} without a label, predicted only)"
     elif "label" in result.frame:  # labelled, but with no class the model knows
         line += (
             "; no accuracy: none of the labels is one of the model's classes "

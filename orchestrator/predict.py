@@ -76,10 +76,12 @@ class Predictions:
     Attributes:
         frame: One row per example: ``row``, ``file`` (images: the file, relative
             to the folder), ``predicted``, ``probability``, ``label`` (only when the
-            source has labels), then ``prob_CLASS`` per class.
+            source has labels; empty for a table's rows without one), then
+            ``prob_CLASS`` per class.
         model: The model that predicted.
         accuracy: The share of correct predictions among the labelled examples whose
-            label is one of the model's classes, or ``None`` if there are none.
+            label is one of the model's classes, or ``None`` if there are none
+            (a table's rows with an empty label cell are predicted, not scored).
         n_scored: How many examples ``accuracy`` counts.
     """
 
@@ -275,7 +277,8 @@ def read_source(
         target: The label column of a table; default the run's ``target``.
 
     Returns:
-        The inputs, and the label name of each example (``None`` without labels).
+        The inputs, and the label name of each example (``None`` without labels;
+        a ``None`` label where a table's label cell is empty).
 
     Raises:
         DataError: The source cannot be read, or its columns are not the run's.
@@ -329,6 +332,13 @@ def read_source(
         if target is None or target not in columns:
             x = _read_features(scheme, location, base_dir, source)
             return (x if order is None else x[:, order]), None
+        from orchestrator.data.sources import table_labels
+
+        partly = table_labels(scheme, _table_path(location, base_dir), target)
+        if None in partly:  # rows without a label: predicted, not scored
+            x = _read_features(scheme, location, base_dir, source, label=target)
+            x = x if order is None else x[:, order]
+            return x, (tuple(partly) if any(v is not None for v in partly) else None)
         spec = spec.model_copy(update={"target": target})
         _call_source(reader.check, scheme, location, spec, base_dir, host.data_sources)
         loaded = _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
@@ -421,7 +431,8 @@ def predict(
     accuracy, scored = None, 0
     if labels is not None:
         columns["label"] = list(labels)
-        known = np.isin(np.asarray(labels, dtype=object), names)
+        classes = set(ref.class_names)
+        known = np.array([label in classes for label in labels])  # None: no label
         scored = int(known.sum())
         if scored:
             hits = np.asarray(labels, dtype=object)[known] == names[codes][known]
@@ -665,14 +676,18 @@ def _feature_order(
     return [features.index(c) for c in expected]
 
 
-def _read_features(scheme: str, location: str, base_dir: Path, source: str) -> np.ndarray:
-    """Read a table without a label column: every column is a numeric feature."""
+def _read_features(
+    scheme: str, location: str, base_dir: Path, source: str, *, label: str | None = None
+) -> np.ndarray:
+    """Read a table's features: every column but ``label`` (if given) is a numeric one."""
     import pandas as pd
 
     from orchestrator.data.sources import feature_matrix, read_table
 
     path = _table_path(location, base_dir)
-    frame = read_table(scheme, path)
+    frame = read_table(scheme, path, target=label)
+    if label is not None:
+        frame = frame.drop(columns=label)
     non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if non_numeric:
         raise DataError(

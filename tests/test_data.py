@@ -287,6 +287,22 @@ def test_spaces_around_csv_cells_are_no_part_of_a_label_or_column_name(
     assert ds.task.input_shape == (2,)
 
 
+def test_table_labels_name_the_classes_as_training_does_and_leave_empty_cells_none(
+    tmp_path: Path,
+) -> None:
+    """What predict scores: a row whose label cell is empty is None, the others the
+    class names training gives them ("7", not "7.0"; "setosa", not "setosa ")."""
+    frame = pd.DataFrame({"a": [1.0, 2, 3, 4], "label": [7, None, 10, 7]})
+    frame.to_parquet(tmp_path / "t.parquet")
+    (tmp_path / "t.csv").write_text("a,label\n1,setosa \n2,\n3, \n4,007\n")
+    assert sources.table_labels("parquet", tmp_path / "t.parquet", "label") == [
+        "7", None, "10", "7"
+    ]  # fmt: skip
+    assert sources.table_labels("csv", tmp_path / "t.csv", "label") == [
+        "setosa", None, None, "007"
+    ]  # fmt: skip
+
+
 def test_a_csvs_unnamed_index_column_is_no_feature(
     registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

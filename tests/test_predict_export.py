@@ -378,6 +378,29 @@ def test_predict_refuses_an_unlabelled_tables_infinite_values_naming_the_row(win
     assert not out.exists()
 
 
+def test_predict_scores_a_tables_labelled_rows_and_only_predicts_the_others(wine_run, tmp_path):
+    """A label column with empty cells was refused: "drop or fill them first"."""
+    table = pd.read_csv(WINE_CSV)
+    whole = invoke("predict", wine_run.run_dir, "--data", f"csv:{WINE_CSV}", "-o", tmp_path / "a")
+    table["cultivar"] = table["cultivar"].astype(object)
+    table.loc[[0, 5, 70], "cultivar"] = ""
+    table.to_csv(tmp_path / "part.csv", index=False)
+    part = invoke(
+        "predict", wine_run.run_dir, "--data", f"csv:{tmp_path / 'part.csv'}", "-o", tmp_path / "b"
+    )
+    assert whole.exit_code == 0 and part.exit_code == 0, part.output
+    a, b = pd.read_csv(tmp_path / "a"), pd.read_csv(tmp_path / "b")
+    np.testing.assert_allclose(b.filter(like="prob_"), a.filter(like="prob_"), rtol=1e-5)
+    assert list(b["label"].isna().to_numpy().nonzero()[0]) == [0, 5, 70]
+    assert (b["label"].dropna() == a["label"].drop(index=[0, 5, 70])).all()
+    scored = b.dropna(subset=["label"])
+    accuracy = (scored["label"] == scored["predicted"]).mean()
+    assert (
+        f"accuracy {accuracy:.4f} on {len(table) - 3} labelled examples (3 without a label, "
+        "predicted only)"
+    ) in " ".join(part.output.split())
+
+
 def test_predict_on_a_folder_that_is_no_run(tmp_path):
     result = invoke("predict", tmp_path, "--data", "sklearn:digits")
     assert result.exit_code == 2

@@ -467,6 +467,11 @@ def _csv_labels(path: Path, target: str) -> Any:
     """A CSV's label column as the text it holds, without the spaces around it:
     ``007`` stays ``007`` and ``NA`` is a class (pandas reads them as 7 and as
     missing); whole numbers become integers."""
+    return _typed_labels(_csv_label_text(path, target))
+
+
+def _csv_label_text(path: Path, target: str) -> pd.Series:
+    """A CSV's label column as text without the spaces around it (empty: no label)."""
     import pandas as pd
 
     try:
@@ -475,13 +480,43 @@ def _csv_labels(path: Path, target: str) -> Any:
         )[target]
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
-    text = labels.str.strip()
+    return labels.str.strip()
+
+
+def _typed_labels(text: pd.Series) -> Any:
+    """Label text as :func:`_csv_labels` gives it: whole numbers as integers, other
+    numbers as floats unless one is written with a leading zero, else the text."""
+    import pandas as pd
+
     if text.str.fullmatch(r"-?(0|[1-9][0-9]*)").all():
         return text.astype(np.int64).to_numpy()
     numbers = pd.to_numeric(text, errors="coerce")
     if numbers.notna().all() and not text.str.match(r"[-+]?0[0-9]").any():
         return numbers.to_numpy()  # 0.5, 2.5: sorted as numbers
     return text.to_numpy(dtype=object)  # "setosa " is "setosa", as " 7" is 7
+
+
+def table_labels(scheme: str, path: Path, target: str) -> list[str | None]:
+    """Each row's label in a CSV or Parquet table, named as its source names the
+    classes, ``None`` where the cell is empty (for predict to score the others).
+
+    Raises:
+        DataError: The table cannot be read.
+    """
+    if scheme == "csv":
+        text = _csv_label_text(path, target)
+        present = (text != "").to_numpy()
+        values = np.asarray(_typed_labels(text[present]))
+    else:
+        column = read_table(scheme, path)[target]
+        present = column.notna().to_numpy()
+        values = column[present].to_numpy()
+    labels: list[str | None] = [None] * len(present)
+    if present.any():
+        codes, class_names = _encode_labels(values)
+        for row, code in zip(np.flatnonzero(present), codes, strict=True):
+            labels[row] = class_names[code]
+    return labels
 
 
 def _check_target(spec: Any, columns: list[str], path: Path) -> None:
