@@ -541,6 +541,18 @@ def test_images_resize_and_grey(registry: Registry, tmp_path: Path) -> None:
     assert ds.task.input_shape == (5, 9, 1)
 
 
+def test_grey_image_files_are_read_as_rgb_unless_channels_is_1(tmp_path: Path) -> None:
+    """README's word: ``channels`` defaults to 3 for ``images:``."""
+    root = tmp_path / "p"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        Image.new("L", (3, 2), 51).save(root / name / "grey.png")
+    rgb = sources.ImagesSource().load("p", Spec("images:p"), tmp_path).x
+    grey = sources.ImagesSource().load("p", Spec("images:p", channels=1), tmp_path).x
+    assert rgb.shape == (2, 2, 3, 3) and grey.shape == (2, 2, 3, 1)
+    np.testing.assert_allclose(rgb, 0.2, atol=1e-6)
+
+
 def test_images_pixel_values(registry: Registry, tmp_path: Path) -> None:
     for name, colour in (("red", (255, 0, 0)), ("blue", (0, 0, 51))):
         (tmp_path / "p" / name).mkdir(parents=True)
