@@ -7,6 +7,7 @@ from the test session's and looked for after the command has ended.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -411,3 +412,27 @@ def test_a_library_run_puts_back_the_callers_sigterm_handling():
         assert signal.getsignal(signal.SIGTERM) is mine
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_local_ray_refuses_a_driver_without_its_token(ray_session, tmp_path):
+    """Embedded Ray's services listen on all the machine's interfaces (Ray binds
+    them so, and takes 127.0.0.1 for the machine's address), so what keeps another
+    machine's driver out is Ray's token authentication, on for a local Ray since
+    Ray 2.59 (README, "Embedded Ray and the network"). The session's Ray starts
+    as a run's does; the GCS is asked as ``graftune run --address`` asks it."""
+    from orchestrator.cluster import _PROBE
+
+    gcs = ray_session.get_runtime_context().gcs_address
+    assert not gcs.startswith("127."), gcs
+
+    def ask(env: dict[str, str]) -> dict:
+        done = subprocess.run(
+            [sys.executable, "-c", _PROBE, gcs, "10"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert "hosts" in ask(dict(os.environ))  # this user, who has the token
+    stranger = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    stranger["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to send
+    assert "auth" in ask(stranger)
