@@ -514,8 +514,8 @@ def read_image_folder(
 
     A folder of class sub-folders is labelled by their names (one is enough here);
     a folder with images of its own is read whole, unlabelled (new images to
-    sort; a warning says so when it has sub-folders too). Images take the run's ``image_size`` and ``channels``, else the
-    model's input shape.
+    sort; a warning says so when it has sub-folders too). Images take the run's
+    ``image_size`` and ``channels``, else the model's input shape.
 
     Returns:
         The inputs, the label of each (``None`` unlabelled), and each one's file,
