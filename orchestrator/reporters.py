@@ -16,11 +16,13 @@ Both run in the driver process only, and import nothing heavy at import time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -169,6 +171,40 @@ _METRICS = (
 _MLFLOW_STATUS = {"ok": "FINISHED", "pruned": "KILLED", "diverged": "FAILED", "error": "FAILED"}
 
 
+#: MLflow's request settings while the reporter talks to the tracking server,
+#: unless the user set them: MLflow's own defaults (7 retries, backoff factor 2,
+#: 120 s timeout) hold a run up about 4 minutes when the server is down.
+FAIL_FAST_SETTINGS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
+@contextlib.contextmanager
+def _fail_fast() -> Iterator[None]:
+    """MLflow requests that give up within seconds, without urllib3's retry warnings.
+
+    MLflow reads its ``MLFLOW_HTTP_REQUEST_*`` variables on every request, so
+    they are set here for the reporter's calls only (a value the user set is
+    kept) and put back after. urllib3 logs each retry as a warning, which
+    would reach the console even with ``-q``; the single warning the host
+    prints when the hook raises says what went wrong.
+    """
+    added = [name for name in FAIL_FAST_SETTINGS if name not in os.environ]
+    for name in added:
+        os.environ[name] = FAIL_FAST_SETTINGS[name]
+    retries = logging.getLogger("urllib3.connectionpool")
+    level = retries.level
+    retries.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        retries.setLevel(level)
+        for name in added:
+            os.environ.pop(name, None)
+
+
 def mlflow_available() -> bool:
     """Whether the ``mlflow`` package can be imported."""
     import importlib.util
@@ -190,7 +226,9 @@ class MLflowReporter:
     Runs are tracked by run directory, so one reporter serves runs one after
     another. When the tracking server cannot be used, the first event of a run
     raises (the host reports it as a warning naming this plugin) and the rest
-    of that run is not logged.
+    of that run is not logged. Requests give up within seconds unless the
+    user set MLflow's own ``MLFLOW_HTTP_REQUEST_*`` variables
+    (:data:`FAIL_FAST_SETTINGS`).
     """
 
     def __init__(self) -> None:
@@ -255,13 +293,17 @@ class MLflowReporter:
     def graftune_run_started(self, recipe: Recipe, run_dir: Path) -> None:
         """Create the MLflow run of this graftune run."""
         if self.enabled():
-            self._start(run_dir, recipe)
+            with _fail_fast():
+                self._start(run_dir, recipe)
 
     @hookimpl
     def graftune_trial_finished(self, result: TrialResult, run_dir: Path) -> None:
         """Log one trial as a nested MLflow run."""
-        if not self.enabled():
-            return
+        if self.enabled():
+            with _fail_fast():
+                self._log_trial(result, run_dir)
+
+    def _log_trial(self, result: TrialResult, run_dir: Path) -> None:
         started = self._start(run_dir, None)
         if started is None:
             return
@@ -293,8 +335,11 @@ class MLflowReporter:
     @hookimpl
     def graftune_run_finished(self, leaderboard: pd.DataFrame, run_dir: Path) -> None:
         """Log the leaderboard and the best scores, and end the MLflow run."""
-        if not self.enabled():
-            return
+        if self.enabled():
+            with _fail_fast():
+                self._log_run_end(leaderboard, run_dir)
+
+    def _log_run_end(self, leaderboard: pd.DataFrame, run_dir: Path) -> None:
         started = self._start(run_dir, None)
         if started is None:
             return

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -176,3 +178,39 @@ def test_an_unusable_tracking_server_is_reported_once_and_the_run_goes_on(
     warnings = [r.getMessage() for r in caplog.records if "mlflow (graftune" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert "graftune_run_started" in warnings[0]
+
+
+def test_a_tracking_server_nobody_answers_is_given_up_on_within_seconds(
+    tmp_path, monkeypatch, caplog
+):
+    """MLflow's own defaults (7 retries, backoff 2) held a run up about 4
+    minutes on a closed port, printing urllib3's retry warnings even with -q."""
+    import socket
+
+    import pandas as pd
+    import yaml
+
+    from orchestrator.recipe import parse_recipe
+    from orchestrator.reporters import FAIL_FAST_SETTINGS
+
+    pytest.importorskip("mlflow")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    for name in FAIL_FAST_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    recipe = parse_recipe(yaml.safe_dump(RECIPE), numbered=False)
+    host = get_plugin_manager()
+    started = time.monotonic()
+    with caplog.at_level(logging.DEBUG):
+        host.notify("graftune_run_started", recipe=recipe, run_dir=tmp_path)
+        host.notify("graftune_run_finished", leaderboard=pd.DataFrame(), run_dir=tmp_path)
+    assert time.monotonic() - started < 15
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in loud] == ["orchestrator.plugin_manager"], [r.getMessage() for r in loud]
+    assert "mlflow (graftune" in loud[0].getMessage()
+    assert "graftune_run_started" in loud[0].getMessage()
+    # The settings were MLflow's again after the reporter's calls.
+    assert not set(FAIL_FAST_SETTINGS) & set(os.environ)
+    assert logging.getLogger("urllib3.connectionpool").level == logging.NOTSET
