@@ -156,6 +156,13 @@ class ClusterError(GraftuneError):
     exit_status = 4
 
 
+class AddressMissing(ClusterError):
+    """A command that talks to a cluster's dashboard was given no address: a
+    usage error (nothing was tried), not a cluster that cannot be reached."""
+
+    exit_status = 2
+
+
 class RayStartError(ClusterError):
     """Embedded Ray did not start (a node that timed out on a busy machine, a
     temporary folder it cannot use); nothing was trained, ``--resume`` goes on."""

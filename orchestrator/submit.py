@@ -37,7 +37,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from orchestrator.cluster import speaks_at, token_fix, use_token_if_available
-from orchestrator.errors import ClusterError, JobNotFound, StorageError, SubmitError
+from orchestrator.errors import (
+    AddressMissing,
+    ClusterError,
+    JobNotFound,
+    StorageError,
+    SubmitError,
+)
 from orchestrator.paths import expand_user
 from orchestrator.storage import is_node_local, is_uri, join, node_local_message
 
@@ -376,7 +382,8 @@ def dashboard_url(address: str | None) -> str:
     """The dashboard URL from ``--address`` or ``RAY_API_SERVER_ADDRESS`` / ``RAY_ADDRESS``.
 
     Raises:
-        ClusterError: No address is given, or it is not a dashboard address.
+        AddressMissing: No address is given.
+        ClusterError: The address is not a dashboard address.
     """
     text = (
         address
@@ -384,7 +391,7 @@ def dashboard_url(address: str | None) -> str:
         or (os.environ.get("RAY_ADDRESS") or "").strip()
     )
     if not text or text == "auto":
-        raise ClusterError(
+        raise AddressMissing(
             "give the cluster's dashboard address: --address http://HEAD:8265 "
             "(or set RAY_API_SERVER_ADDRESS)"
         )

@@ -314,6 +314,31 @@ def test_submit_needs_storage_before_contacting_a_cluster(tmp_path):
         with_cluster_options(load_recipe(recipe), shared=True)
 
 
+def test_a_missing_dashboard_address_is_a_usage_error(tmp_path, monkeypatch):
+    """Exit status 4 is for a cluster that cannot be reached; no address at all
+    was given it too, though nothing was tried."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    for variable in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(variable, raising=False)
+    recipe = write_recipe(tmp_path, BASIC + f"storage: {{path: {tmp_path}/store, shared: true}}\n")
+    for command in (
+        ["submit", str(recipe)],
+        ["jobs", "list"],
+        ["jobs", "status", "raysubmit_0"],
+        ["jobs", "logs", "raysubmit_0"],
+        ["jobs", "stop", "raysubmit_0"],
+        ["fetch", "raysubmit_0", str(tmp_path / "fetched")],
+    ):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "give the cluster's dashboard address: --address http://HEAD:8265" in (
+            result.output
+        ), command
+
+
 # -- a real two-node cluster ------------------------------------------------------------
 
 
