@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -29,7 +30,55 @@ from orchestrator.errors import GraftuneError, RunInterrupted, missing_run_dir, 
 # (What TensorFlow prints in spite of it: orchestrator.native_log.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-app = typer.Typer(
+
+class _Command(typer.core.TyperCommand):
+    """A command whose help reads as graftune's docs write it, whatever Typer's version.
+
+    Typer 0.2x puts a required argument in braces on the usage line
+    (``validate [OPTIONS] {RECIPE}``), follows each argument with its Python
+    type (``RUN_DIR <list[Path]>``), and prefixes a bad choice with pydantic's
+    "Value error,"; graftune's usage lines, argument lists and errors are plain.
+    (Options name their value with a ``metavar``, as Typer shows it then.)
+    """
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = super().collect_usage_pieces(ctx)
+        return [re.sub(r"^\{(.*)\}(\.\.\.)?$", r"\1\2", piece) for piece in pieces]
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments, options = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                name = (param.metavar or (param.name or "").upper()) + (
+                    "..." if param.nargs != 1 else ""
+                )
+                arguments.append((name, record[1]))
+            else:
+                options.append(record)
+        for title, records in (("Arguments", arguments), ("Options", options)):
+            if records:
+                with formatter.section(title):
+                    formatter.write_dl(records)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except typer.BadParameter as exc:
+            exc.message = exc.message.removeprefix("Value error, ")
+            raise
+
+
+class _App(typer.Typer):
+    """A Typer app whose commands are :class:`_Command` s."""
+
+    def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:
+        return super().command(*args, cls=cls or _Command, **kwargs)
+
+
+app = _App(
     name="graftune",
     help="A plugin-based AutoML orchestrator for transfer learning (Keras 3 + Ray Tune).",
     no_args_is_help=True,
@@ -417,7 +466,10 @@ class Format(str, Enum):
 def leaderboard(
     run_dir: Annotated[Path, typer.Argument(help="A run directory.", metavar="RUN_DIR")],
     format: Annotated[
-        Format, typer.Option("--format", "-f", help="Output format.", metavar="FORMAT")
+        Format,
+        typer.Option(
+            "--format", "-f", help="Output format: table, csv, md or json.", metavar="FORMAT"
+        ),
     ] = Format.table,
 ) -> None:
     """Show a run's leaderboard again."""
@@ -602,6 +654,7 @@ _DashboardAddress = Annotated[
     typer.Option(
         "--address",
         help="The cluster's dashboard, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS).",
+        metavar="ADDRESS",
     ),
 ]
 
@@ -712,7 +765,7 @@ def _follow_job(client: Any, job_id: str) -> None:
     out.print(f"fetch: graftune fetch {job_id} --address {client.address}", markup=False)
 
 
-jobs_app = typer.Typer(
+jobs_app = _App(
     help="List, follow and stop jobs on a Ray cluster.",
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -874,7 +927,7 @@ def fetch(
         out.print(f"model: {where / 'best' / 'model.keras'}", markup=False)
 
 
-cache_app = typer.Typer(
+cache_app = _App(
     help="Show or free graftune's cache of pretrained bases and frozen features.",
     no_args_is_help=True,
 )

@@ -1,4 +1,4 @@
-"""docs/plugins.md keeps up with the code: every hook, every contract method, the example.
+"""The docs keep up with the code: every hook, every contract method, the example, the CLI help.
 
 Signatures are read from the document (a heading naming the hook or method,
 followed by a ```python block holding one ``def`` line) and compared with
@@ -207,3 +207,44 @@ def test_run_recipes_docstring_names_every_error_readme_says_it_raises():
     documented = set(re.findall(r"^\s{8}(\w+):", raises, re.MULTILINE))
     assert promised == documented
     assert documented <= set(orchestrator.__all__)
+
+
+def _command_paths(command: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command and group of the CLI, as the words that invoke it."""
+    found = [path]
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        found += _command_paths(sub, (*path, name))
+    return found
+
+
+def test_every_commands_help_reads_plainly():
+    """Typer 0.2x put required arguments in braces on the usage line and Python
+    types after arguments and options (RUN_DIR <list[Path]>, --address <str>)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    paths = _command_paths(typer.main.get_command(app))
+    assert ("jobs", "list") in paths and ("validate",) in paths
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        usage = result.output.splitlines()[0]
+        assert usage.startswith("Usage: graftune"), (path, usage)
+        assert not re.search(r"[{}]", usage), usage
+        types = re.findall(r"<[\w\[\]|., ]+>|\b(?:list|str|int|float|Path)\[", result.output)
+        assert not types, (path, types)
+
+
+def test_leaderboard_help_lists_its_formats_and_a_bad_one_is_said_plainly(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["leaderboard", "--help"])
+    assert "table, csv, md or json" in " ".join(result.output.split())
+    bad = CliRunner().invoke(app, ["leaderboard", str(tmp_path), "--format", "xml"])
+    assert bad.exit_code == 2
+    assert "Invalid value for '--format' / '-f': 'xml' is not one of" in bad.output
+    assert "Value error" not in bad.output
