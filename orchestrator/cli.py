@@ -895,7 +895,8 @@ def fetch(
     ] = None,
     address: _DashboardAddress = None,
 ) -> None:
-    """Copy a finished job's run directory (leaderboard, report, best model) from storage."""
+    """Copy a job's run directory (leaderboard, report, best model) from storage; a
+    stopped or failed job's gives what it stored, and how to resume it."""
     import shlex
 
     from orchestrator.run import FINISHED_FILE

@@ -248,3 +248,14 @@ def test_leaderboard_help_lists_its_formats_and_a_bad_one_is_said_plainly(tmp_pa
     assert bad.exit_code == 2
     assert "Invalid value for '--format' / '-f': 'xml' is not one of" in bad.output
     assert "Value error" not in bad.output
+
+
+def test_fetch_help_says_it_fetches_stopped_and_failed_jobs_too():
+    """README says fetch gives a stopped or failed job's run; its help said "a finished job's"."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    text = " ".join(CliRunner().invoke(app, ["fetch", "--help"]).output.split())
+    assert "finished job" not in text
+    assert "stopped or failed job" in text
