@@ -39,7 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: What each epoch's report carries besides its metrics: the trial's costs so far
-#: (the leaderboard's columns for a trial a scheduler stopped, which writes no result).
+#: and the Keras backend it trains on (the leaderboard's columns and ``result.json``
+#: fields for a trial a scheduler stopped, which writes no result itself).
 COST_KEYS = (
     "fit_seconds",
     "params_total",
@@ -47,6 +48,7 @@ COST_KEYS = (
     "peak_memory_mb",
     "cached_cut",
     "note",
+    "backend",
 )
 
 #: The statuses a trial can end with.
@@ -304,6 +306,7 @@ def _epoch_reporter(
             #: so that a trial a scheduler stops has its costs in the leaderboard.
             self.sizes: dict[str, int] = {}
             self.note: str | None = None
+            self.backend: str | None = None
             self.started: float | None = None
 
         def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -321,6 +324,8 @@ def _epoch_reporter(
             }
             if self.note:
                 costs["note"] = self.note
+            if self.backend:
+                costs["backend"] = self.backend
             return costs
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -418,6 +423,7 @@ def run_trial(
     result.started_at = time.time()
     reset_peak_memory()  # a reused worker (or keras_tuner's one process) ran trials before
     reporter = _epoch_reporter(report, spec.max_epochs, spec.metric, len(dataset.y_val))
+    reporter.backend = backend_name
     try:
         # A reused worker keeps the previous trial's policy unless it is set every time.
         # Only on a GPU the backend can use: Ray may give a trial a GPU that is logical

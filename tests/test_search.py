@@ -110,6 +110,7 @@ def test_strategies_that_break_the_fit_contract_fail_their_trials_not_the_search
     ids=["fifo", "asha", "hyperband", "grid", "bayesian"],
 )
 def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
+    from orchestrator.accelerator import backend as keras_backend
     from orchestrator.trial import read_result
 
     outcome = run(write_recipe(tmp_path, search))
@@ -161,6 +162,8 @@ def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
             # says of it, reads it back instead of running it again.
             stored = read_result(outcome.run_dir / "trials" / "scratch_mlp" / row.trial_id)
             assert (stored.status, stored.epochs) == ("pruned", row.epochs)
+            # On the backend it trained on, as a finished trial says (it was null).
+            assert stored.backend == keras_backend()
             # When it ran, as a finished trial says: a timeline of the search needs it.
             assert stored.started_at < stored.finished_at <= time.time()
     # One trial at a time: each finished trial ended before the next one began.

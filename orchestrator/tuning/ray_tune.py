@@ -260,6 +260,7 @@ def collect(
         peak_memory_mb=finite_or_none(last.get("peak_memory_mb")),
         cached_cut=_whole_or_none(last.get("cached_cut")),
         note=last.get("note") if isinstance(last.get("note"), str) else None,
+        backend=last.get("backend") if isinstance(last.get("backend"), str) else None,
         started_at=started_at,
         finished_at=finished_at,
     )
