@@ -297,6 +297,19 @@ class ResourcesSpec(_Model):
     address: str | None = None
     dashboard: bool = False
     mixed_precision: bool = False
+    #: Whether ``address`` is ``--address``'s rather than the recipe's.
+    _address_given: bool = PrivateAttr(default=False)
+
+    def with_address_option(self, address: str | None) -> ResourcesSpec:
+        """A copy whose ``address`` is the command line's ``--address``."""
+        copy = self.model_copy(update={"address": address})
+        copy._address_given = True
+        return copy
+
+    @property
+    def address_source(self) -> str:
+        """What set ``address``, as a message names it: ``--address`` or ``resources.address``."""
+        return "--address" if self._address_given else "resources.address"
 
 
 def _storage_shorthand(value: Any) -> Any:

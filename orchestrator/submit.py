@@ -779,7 +779,7 @@ def with_cluster_options(
     if address is not None:
         # "local", as for ray.init: embedded Ray here, whatever the recipe says.
         chosen = None if address.strip() == "local" else address
-        update["resources"] = recipe.resources.model_copy(update={"address": chosen})
+        update["resources"] = recipe.resources.with_address_option(chosen)
     spec = recipe.storage
     if storage is not None:
         try:

@@ -498,6 +498,14 @@ def test_keras_tuner_refuses_gpus_it_does_not_see_and_says_it_ignores_an_address
     assert (
         "resources.address (127.0.0.1:1) is not used (backend: ray runs there)"
     ) in result.output
+    # Given on the command line, the note names the option the user typed.
+    recipe.write_text(text)
+    result = CliRunner().invoke(app, ["run", str(recipe), "--address", "127.0.0.1:2"])
+    assert result.exit_code == 0, result.output
+    assert "note: the keras_tuner backend trains every trial in this process; --address " in (
+        result.output
+    )
+    assert "--address (127.0.0.1:2) is not used (backend: ray runs there)" in result.output
 
     # Found by QA: what only Ray's workers use was ignored without a word.
     recipe.write_text(

@@ -190,7 +190,8 @@ def check_resources(recipe: Recipe, echo: Callable[[str], None]) -> None:
     if resources.address and resources.address != "auto":
         echo(
             f"note: the keras_tuner backend trains every trial in this process; "
-            f"resources.address ({resources.address}) is not used (backend: ray runs there)"
+            f"{resources.address_source} ({resources.address}) is not used "
+            "(backend: ray runs there)"
         )
     # What only Ray's workers use: said where the recipe asks for other than the default.
     defaults = type(recipe.search)()
