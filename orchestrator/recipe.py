@@ -824,7 +824,8 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
     needs_base: list[str] = []
     for name, spec in recipe.strategies.items():
         if name not in host.strategies:
-            errors.append(recipe.error(("strategies", name), host.strategies.unknown_message(name)))
+            message = host.strategies.unknown_message(name, recipe.plugins.disable)
+            errors.append(recipe.error(("strategies", name), message))
             continue
         strategy = host.strategies.get(name)()
         if strategy.requires_base:
@@ -920,7 +921,8 @@ def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
 
     assert recipe.base is not None
     if recipe.base.kind not in host.bases:
-        return [recipe.error(("base", "provider"), host.bases.unknown_message(recipe.base.kind))]
+        message = host.bases.unknown_message(recipe.base.kind, recipe.plugins.disable)
+        return [recipe.error(("base", "provider"), message)]
     errors: list[RecipeError] = []
     if recipe.base.pretrain is not None:
         from orchestrator.data import check_data_spec

@@ -9,7 +9,7 @@ naming both.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -98,11 +98,17 @@ class Registry(Generic[T]):
         except KeyError:
             raise KeyError(self.unknown_message(name)) from None
 
-    def unknown_message(self, name: str) -> str:
+    def unknown_message(self, name: str, disabled: Sequence[str] = ()) -> str:
+        """What to say of a name nothing registered, ``disabled`` being the plugins
+        the recipe's ``plugins.disable`` blocks (``graftune plugins`` still lists them)."""
         available = ", ".join(sorted(self._entries)) or "none"
         suggestion = did_you_mean(name, self._entries)
         # No near name: most likely a plugin that is not installed (here, or any more).
         missing = self.why_missing or "no installed plugin provides it: `graftune plugins`"
+        if name in disabled:
+            missing = f"the recipe's plugins.disable removes the plugin {name!r}"
+        elif disabled:
+            missing += f", or a plugin the recipe's plugins.disable removes: {', '.join(disabled)}"
         installed = "" if suggestion else f" ({missing})"
         return f"unknown {self.kind} {name!r}{suggestion}{installed}; available: {available}"
 

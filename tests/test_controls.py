@@ -51,8 +51,16 @@ def test_a_disabled_builtin_is_an_unknown_strategy(tmp_path):
     result = cli("validate", recipe)
     assert result.exit_code == 2, result.output
     assert "strategies.fine_tune: unknown strategy 'fine_tune'" in result.output
+    # Not "no installed plugin provides it", while `graftune plugins` lists it.
+    assert "(the recipe's plugins.disable removes the plugin 'fine_tune')" in result.output
+    assert "no installed plugin" not in result.output
     assert "available: " in result.output
     assert "Traceback" not in result.output
+    # Another name: a plugin the recipe disables may be the one that provides it.
+    from orchestrator.registry import Registry
+
+    said = Registry("strategy").unknown_message("linear_probe", ["fine_tune"])
+    assert "or a plugin the recipe's plugins.disable removes: fine_tune)" in said
 
 
 def test_disabling_a_plugin_the_recipe_does_not_name_keeps_it_valid(tmp_path):
