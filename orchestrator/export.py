@@ -50,7 +50,7 @@ def export_model(
     from orchestrator import __version__
     from orchestrator.accelerator import check_backend
     from orchestrator.predict import find_model, load_model, recorded_features
-    from orchestrator.trial import TOP_FILE
+    from orchestrator.trial import TOP_FILE, save_model
 
     if format not in FORMATS:
         raise RunDirError(f"unknown export format {format!r}; expected one of {', '.join(FORMATS)}")
@@ -72,7 +72,7 @@ def export_model(
         if format == "keras":
             if ref.path.name == TOP_FILE:
                 # A trial on cached features: its trained part behind the base's prefix.
-                load_model(ref).save(staging / KERAS_FILE)
+                save_model(load_model(ref), staging / KERAS_FILE)
             else:
                 # The run's file as it is: byte for byte the model that was scored.
                 shutil.copyfile(ref.path, staging / KERAS_FILE)

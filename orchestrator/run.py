@@ -1129,7 +1129,7 @@ def _save_best(
     base: BaseInfo | None,
 ) -> dict[str, Any]:
     from orchestrator.leaderboard import atomic_write_text, replacing
-    from orchestrator.trial import MODEL_FILE, load_trial_model, trial_dir
+    from orchestrator.trial import MODEL_FILE, load_trial_model, save_model, trial_dir
 
     chosen = next(
         r for r in results if r.trial_id == best["trial_id"] and r.strategy == best["strategy"]
@@ -1143,7 +1143,7 @@ def _save_best(
             shutil.copyfile(source / MODEL_FILE, tmp)
         else:
             # Trained on cached features: the best model is made whole once, here.
-            load_trial_model(source, base, task.input_shape).save(tmp)
+            save_model(load_trial_model(source, base, task.input_shape), tmp)
     summary = {
         "strategy": chosen.strategy,
         "trial_id": chosen.trial_id,

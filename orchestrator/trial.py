@@ -525,7 +525,7 @@ def run_trial(
                 result.test_loss = finite_or_none(test.get("loss"))
                 # Whole, or (on cached features) the part above the cut: see load_trial_model.
                 saved = folder / (MODEL_FILE if cut is None else TOP_FILE)
-                model.save(saved)
+                save_model(model, saved)
                 result.model_path = str(saved)
                 # What the model predicted in the run, to check saved copies against.
                 np.save(folder / PREDICTIONS_FILE, predicted)
@@ -657,6 +657,28 @@ def _inputs(
     if damaged:  # the trial's log is the worker's: the leaderboard's note column says it
         result.note = f"features computed again up to cut {cut}: {damaged[0]}"
     return features, cut
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Save ``model`` for predictions: its layers and weights, not its training state.
+
+    A compiled model's ``.keras`` file also holds its optimizer's variables (two
+    for each trained weight with Adam: two thirds of a fine-tuned ResNet50's
+    file) and its compile settings, which make ``load_model`` build them again.
+    Nothing reads them: predict and export only run the model, and a resumed
+    run trains an unfinished trial from its start. Keras 3 ignores
+    ``include_optimizer`` for ``.keras`` files, so the model is saved as if not
+    compiled, without a copy of its weights, and left as it was.
+    """
+    optimizer, compiled = getattr(model, "optimizer", None), getattr(model, "compiled", False)
+    if optimizer is None and not compiled:
+        model.save(path)
+        return
+    model.optimizer, model.compiled = None, False
+    try:
+        model.save(path)
+    finally:
+        model.optimizer, model.compiled = optimizer, compiled
 
 
 def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int, ...]) -> Any:
@@ -901,5 +923,6 @@ __all__ = [
     "load_trial_model",
     "read_result",
     "run_trial",
+    "save_model",
     "trial_dir",
 ]

@@ -5,6 +5,7 @@ batches made once."""
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -282,3 +283,48 @@ def test_a_trial_whose_last_step_makes_its_weights_nan_is_diverged(digits, tmp_p
     assert not list(tmp_path.rglob("*.keras"))
     assert result.val_loss is None and result.test_loss is None
     assert reports and reports[-1]["epoch"] == 1
+
+
+def test_a_trials_saved_model_holds_no_optimizer_state_and_predicts_the_same(digits, tmp_path):
+    """Found by QA: a trial's model.keras held Adam's two variables for each trained
+    weight (two thirds of a fine-tuned ResNet50's 284 MB file) and its compile
+    settings, which made every load build them again; predict and export never
+    use them, and a resumed run trains an unfinished trial from its start."""
+    import io
+    import json
+    import zipfile
+
+    import h5py
+    import keras
+
+    from orchestrator.trial import PREDICTIONS_FILE, TrialSpec, run_trial, save_model
+
+    spec = TrialSpec(
+        strategy=ScratchMLP(),
+        base=None,
+        max_epochs=1,
+        batch_size=64,
+        seed=0,
+        metric="val_accuracy",
+        run_dir=tmp_path,
+    )
+    result = run_trial(CONFIG, spec, digits, trial_id="t", report=lambda metrics: None)
+    assert result.status == "ok", result
+    with zipfile.ZipFile(result.model_path) as archive:
+        config = json.loads(archive.read("config.json"))
+        with h5py.File(io.BytesIO(archive.read("model.weights.h5"))) as weights:
+            groups = set(weights)
+    assert "optimizer" not in groups, groups
+    assert not config.get("compile_config"), config["compile_config"]
+    loaded = keras.saving.load_model(result.model_path, safe_mode=True)
+    saved = np.load(Path(result.model_path).parent / PREDICTIONS_FILE)
+    np.testing.assert_allclose(loaded.predict(digits.x_test, verbose=0), saved, atol=1e-6)
+
+    # The model saved is left as it was: compiled, its optimizer trained on.
+    model = ScratchMLP().build(dict(CONFIG), digits.task, None)
+    model.fit(digits.x_train, digits.y_train, epochs=1, verbose=0)
+    optimizer = model.optimizer
+    save_model(model, tmp_path / "again.keras")
+    assert model.optimizer is optimizer and model.compiled
+    assert int(optimizer.iterations) > 0
+    model.fit(digits.x_train, digits.y_train, epochs=1, verbose=0)
