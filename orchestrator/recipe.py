@@ -449,6 +449,9 @@ MAX_RECIPE_BYTES = 1 << 20
 #: Beside a run's recipe.yaml: the digest of what the run searches, to check a
 #: resume against (``orchestrator.run``).
 SEARCHED_FILE = ".searched"
+#: Beside it: the values it digests, key by key, so that a refused resume names the
+#: key that changed (runs made before it have the digest alone).
+SEARCHED_VALUES_FILE = ".searched.json"
 
 
 def _recorded(info: ValidationInfo) -> bool:

@@ -45,6 +45,7 @@ from orchestrator.errors import (
 )
 from orchestrator.recipe import (
     SEARCHED_FILE,
+    SEARCHED_VALUES_FILE,
     Recipe,
     as_recipe,
     check_pretrain_input,
@@ -900,20 +901,21 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
     recorded = keep_staged_inputs(recipe, place.local_dir)
     (place.local_dir / RECIPE_FILE).write_text(recorded.to_yaml(), encoding="utf-8")
     searched = _searched(recorded, place.local_dir)
-    (place.local_dir / SEARCHED_FILE).write_text(searched + "\n", encoding="utf-8")
+    (place.local_dir / SEARCHED_VALUES_FILE).write_text(
+        json.dumps(searched, indent=1) + "\n", encoding="utf-8"
+    )
+    (place.local_dir / SEARCHED_FILE).write_text(_digest(searched) + "\n", encoding="utf-8")
     return place
 
 
 #: The recipe sections a resumed run must keep: what its trials were drawn from and
-#: trained on. Where it runs (``resources``, ``storage``) may change.
+#: trained on. The others (where it runs, what it is called) may change.
 _SEARCHED_SECTIONS = ("seed", "data", "base", "strategies", "search", "cache")
 
 
-def _searched(recipe: Recipe, run_dir: Path) -> str:
-    """The digest of what ``recipe`` searches; a file inside ``run_dir`` (a submitted
+def _searched(recipe: Recipe, run_dir: Path) -> dict[str, Any]:
+    """What ``recipe`` searches, as JSON values; a file inside ``run_dir`` (a submitted
     job's ``inputs/``) counts by its path in the run directory, which moves with it."""
-    import hashlib
-
     dumped = recipe.model_dump(mode="json", include=set(_SEARCHED_SECTIONS))
     run_dir = run_dir.resolve()
 
@@ -940,7 +942,52 @@ def _searched(recipe: Recipe, run_dir: Path) -> str:
                 base[key] = inside(base[key])
         if base.get("pretrain"):
             source(base["pretrain"]["data"])
-    return hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()
+    return dumped
+
+
+def _digest(searched: dict[str, Any]) -> str:
+    """The digest in ``.searched`` (the same since runs first had one)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(searched, sort_keys=True).encode()).hexdigest()
+
+
+_ABSENT = object()
+
+
+def _changes(
+    then: Any, now: Any, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
+    """Each key path whose value differs, with its value then and now (``_ABSENT``
+    for a key only one has); lists are compared whole."""
+    if isinstance(then, dict) and isinstance(now, dict):
+        for key in [*now, *(k for k in then if k not in now)]:
+            old, new = then.get(key, _ABSENT), now.get(key, _ABSENT)
+            if old is _ABSENT or new is _ABSENT:
+                yield (*path, key), old, new
+            else:
+                yield from _changes(old, new, (*path, key))
+    elif then != now:
+        yield path, then, now
+
+
+def _shown_value(value: Any) -> str:
+    if value is _ABSENT:
+        return "(not set)"
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _recorded_searched(run_dir: Path, digest: str) -> dict[str, Any] | None:
+    """The values a run's digest was made of, or ``None`` where there are none
+    (a run made before they were kept) or they are not those of the digest."""
+    try:
+        values = json.loads((run_dir / SEARCHED_VALUES_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(values, dict) or _digest(values) != digest:
+        return None
+    return values
 
 
 def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
@@ -949,16 +996,38 @@ def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
     Its finished trials and Tune's saved experiment belong to the recipe it
     started with: a resume with other epochs, samples or data would mix two
     searches in one leaderboard. (Runs from before this check have no record.)
+    The error names the first key that changed, with its line and both values;
+    a run made before the values were kept beside the digest names its sections.
     """
     record = run_dir / SEARCHED_FILE
-    if record.is_file() and record.read_text().strip() != _searched(recipe, run_dir):
+    if not record.is_file():
+        return
+    digest = record.read_text().strip()
+    now = _searched(recipe, run_dir)
+    if digest == _digest(now):
+        return
+    may_change = ", ".join(k for k in Recipe.model_fields if k not in _SEARCHED_SECTIONS)
+    advice = (
+        "a resume goes on with the search it began. Put it back, or start a new run with "
+        f"the changed recipe (a resume may change only {may_change})"
+    )
+    then = _recorded_searched(run_dir, digest)
+    changes = list(_changes(then, now)) if then is not None else []
+    if not changes:
         raise RecipeError(
             "changed since the run started in what it searches ("
             + ", ".join(_SEARCHED_SECTIONS)
-            + "): a resume goes on with the search it began. Put it back, or start a new "
-            "run with the changed recipe (only resources and storage may change)",
+            + f"): {advice}",
             file=recipe.file,
         )
+    path, old, new = changes[0]
+    others = len(changes) - 1
+    more = f", and {others} more change{'s' if others > 1 else ''}" if others else ""
+    raise recipe.error(
+        path,
+        f"changed since the run started ({_shown_value(old)} -> {_shown_value(new)}{more}): "
+        + advice,
+    )
 
 
 def _write_search(path: Path, results: list[TrialResult]) -> None:

@@ -1471,9 +1471,29 @@ def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
     (run_dir / "finished.json").unlink()  # as if killed before it finished
     stored = run_dir / "recipe.yaml"
     original = stored.read_text()
-    stored.write_text(original.replace("max_epochs: 1", "max_epochs: 2"))
-    with pytest.raises(RecipeError, match="changed since the run started in what it searches"):
+    edited = original.replace("max_epochs: 1", "max_epochs: 2")
+    stored.write_text(edited)
+    with pytest.raises(RecipeError) as info:
         resume_run(run_dir)
+    # Found by QA: it named six sections, no key, and "only resources and storage
+    # may change" where name, output, plugins and submit may too.
+    line = 1 + edited.splitlines().index("  max_epochs: 2")
+    said = str(info.value)
+    assert f"recipe.yaml:{line}: search.max_epochs: changed since the run started (1 -> 2)" in said
+    assert "(a resume may change only name, resources, output, plugins, storage, submit)" in said
+    two = edited.replace("num_samples: 1", "num_samples: 3")
+    stored.write_text(two)
+    with pytest.raises(RecipeError, match=r"\(1 -> 3, and 1 more change\): a resume goes on"):
+        resume_run(run_dir)
+    stored.write_text(edited)
+    # A run made before the values were kept has the digest alone: still refused, by section.
+    (run_dir / ".searched.json").unlink()
+    with pytest.raises(RecipeError) as info:
+        resume_run(run_dir)
+    assert "changed since the run started in what it searches (seed, data, base, strategies, " in (
+        str(info.value)
+    )
+    assert "a resume may change only name, resources" in str(info.value)
     # Where it runs may change.
     stored.write_text(original.replace("cpus_per_trial: 1", "cpus_per_trial: 2"))
     assert stored.read_text() != original
