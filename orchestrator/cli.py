@@ -428,7 +428,7 @@ def plugins() -> None:
     (exit 3); the others are still listed.
     """
     from orchestrator.errors import PluginError
-    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.plugin_manager import autoload_disabled, get_plugin_manager
 
     broken: list[PluginError] = []
     while True:
@@ -449,6 +449,13 @@ def plugins() -> None:
         cells = (info.name, info.distribution, info.version, ", ".join(info.adds) or "-")
         table.add_row(*map(_text, cells))
     out.print(table)
+    off = autoload_disabled()
+    if off is not None:
+        err.print(
+            f"note: {off}: plugins installed by entry point, graftune's own strategies "
+            "among them, are not loaded",
+            markup=False,
+        )
     for exc in broken:
         err.print(f"error: {exc}", markup=False)
     if broken:

@@ -28,6 +28,21 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "graftune"
 #: Setting this variable to a non-empty value skips entry-point discovery.
 DISABLE_AUTOLOAD_ENV = "GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD"
+
+
+def autoload_disabled() -> str | None:
+    """Why entry points are not loaded by default, or ``None`` when they are.
+
+    Any non-empty value of :data:`DISABLE_AUTOLOAD_ENV` turns autoload off, ``0``
+    and ``false`` too, as pytest reads ``PYTEST_DISABLE_PLUGIN_AUTOLOAD``; the
+    reason quotes the value, so that ``=0`` meant as "no" is seen.
+    """
+    value = os.environ.get(DISABLE_AUTOLOAD_ENV)
+    if not value:
+        return None
+    return f"{DISABLE_AUTOLOAD_ENV} is set (to {value!r}; any value but empty turns autoload off)"
+
+
 #: Host modules that implement the same hooks as any plugin, registered by name.
 HOST_PLUGINS = {
     "graftune.data": "orchestrator.data.sources",
@@ -270,8 +285,9 @@ def get_plugin_manager(
     from orchestrator.data import DataSource
     from orchestrator.strategy import Strategy
 
+    off = autoload_disabled() if autoload is None else None
     if autoload is None:
-        autoload = not os.environ.get(DISABLE_AUTOLOAD_ENV)
+        autoload = off is None
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
     for name in disable:
@@ -346,7 +362,7 @@ def get_plugin_manager(
     if not autoload:
         for registry in (host.strategies, host.data_sources, host.bases):
             registry.why_missing = (
-                f"{DISABLE_AUTOLOAD_ENV} is set: plugins installed by entry point, the "
+                f"{off or 'autoload=False'}: plugins installed by entry point, the "
                 "built-in strategies among them, are not loaded"
             )
     _fill(host, "graftune_register_strategies", host.strategies)

@@ -151,14 +151,27 @@ strategies: {scratch_mlp: {}}
 
 
 def test_autoload_off_leaves_only_graftunes_host_plugins(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", "1")
+    """Any value turns autoload off, 0 too, as pytest reads PYTEST_DISABLE_PLUGIN_AUTOLOAD.
+    Found by QA: `graftune plugins` listed no strategy with =0 and did not say why."""
+    monkeypatch.setenv("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", "0")
     result = cli("validate", write(tmp_path, MLP_RECIPE))
     assert result.exit_code == 2, result.output
     assert "unknown strategy 'scratch_mlp'" in result.output
+    assert "GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD is set (to '0'; any value but empty" in result.output
     listed = cli("plugins")
     assert listed.exit_code == 0, listed.output
-    names = {line.split()[0] for line in listed.output.splitlines()[1:] if line.strip()}
+    names = {line.split()[0] for line in listed.stdout.splitlines()[1:] if line.strip()}
     assert names == {"graftune.bases", "graftune.data", "graftune.events"}
+    assert listed.stderr.replace("\n", " ") == (
+        "note: GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD is set (to '0'; any value but empty turns "
+        "autoload off): plugins installed by entry point, graftune's own strategies among "
+        "them, are not loaded "
+    )
+    # Empty is unset.
+    monkeypatch.setenv("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", "")
+    listed = cli("plugins")
+    assert listed.exit_code == 0 and not listed.stderr, listed.output
+    assert "scratch_mlp" in listed.stdout
 
 
 def test_the_plugin_option_loads_a_module_and_logs_the_act_of_trust(tmp_path, monkeypatch, caplog):
