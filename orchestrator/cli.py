@@ -948,7 +948,11 @@ def cache_info() -> None:
     from orchestrator.bases import cache_dir
     from orchestrator.feature_cache import cache_entries
 
-    entries = cache_entries()
+    try:
+        entries = cache_entries()
+    except GraftuneError as exc:
+        _fail(exc)
+        return
     out.print(f"cache: {cache_dir()}", markup=False)
     if not entries:
         out.print("empty", markup=False)

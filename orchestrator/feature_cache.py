@@ -213,10 +213,37 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _cache_root() -> Path:
+    """:func:`cache_dir`, refused where it, or the nearest folder above it that
+    exists, is a file: listing it said "empty" and clearing it "freed 0 B".
+
+    Raises:
+        OutputPathError: It is a file.
+    """
+    from orchestrator.bases import CACHE_ENV
+    from orchestrator.errors import OutputPathError
+
+    root = cache_dir()
+    for place in (root, *root.parents):
+        if place.exists():
+            if not place.is_dir():
+                where = "is" if place == root else f"cannot be made: {place} is"
+                raise OutputPathError(
+                    f"graftune's cache folder {root} (${CACHE_ENV}, default "
+                    f"~/.cache/graftune) {where} a file, not a folder"
+                )
+            break
+    return root
+
+
 def cache_entries() -> list[CacheEntry]:
-    """Every cached base and feature set."""
+    """Every cached base and feature set.
+
+    Raises:
+        OutputPathError: The cache folder is a file.
+    """
     entries = []
-    bases = cache_dir() / "bases"
+    bases = _cache_root() / "bases"
     if bases.is_dir():
         for folder in sorted(p for p in bases.iterdir() if p.is_dir()):
             # What a killed save left: removed by the next run that needs the base.
@@ -261,12 +288,13 @@ def clear_cache(kinds: tuple[str, ...] = ("base", "features")) -> tuple[int, lis
 
     Raises:
         CacheInUse: A run is using the cache.
+        OutputPathError: The cache folder is a file.
     """
     import fcntl
 
     from orchestrator.errors import CacheInUse
 
-    root = cache_dir()
+    root = _cache_root()
     if not root.is_dir():
         return 0, []
     try:

@@ -1452,6 +1452,23 @@ def test_a_recipe_from_python_is_a_file_text_or_a_dict(tmp_path, monkeypatch):
         assert name in orchestrator.__all__ and getattr(orchestrator, name)
 
 
+def test_cache_info_and_clear_refuse_a_cache_folder_that_is_a_file(tmp_path, monkeypatch):
+    """Found by QA: they said "empty" and "freed 0 B" at exit 0, where run refuses it."""
+    afile = tmp_path / "cache"
+    afile.write_text("not a folder")
+    folder = "graftune's cache folder {} ($GRAFTUNE_CACHE_DIR, default ~/.cache/graftune)"
+    for cache, said in (
+        (afile, f"{folder.format(afile)} is a file, not a folder"),
+        (afile / "sub", f"{folder.format(afile / 'sub')} cannot be made: {afile} is a file"),
+    ):
+        monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(cache))
+        for args in (["cache", "info"], ["cache", "clear"]):
+            result = cli(*args)
+            assert_exit(result, 2)
+            assert said in " ".join(result.output.split()), result.output
+    assert afile.read_text() == "not a folder"
+
+
 def test_a_cache_folder_in_the_home_of_no_user_is_said_by_every_command(tmp_path, monkeypatch):
     """``GRAFTUNE_CACHE_DIR=~nobody/...`` ended commands in a RuntimeError traceback."""
     monkeypatch.setenv("GRAFTUNE_CACHE_DIR", "~nobody-graftune/cache")
