@@ -868,6 +868,7 @@ def prepare_base(
                 if model is None:
                     model = build()
                     _save_base(model, model_path)
+                    _describe_entry(folder, spec, model, providers.owner(kind))
     else:  # known by its weights only once built
         model = build()
         folder = cache_dir() / "bases" / f"{spec.kind}-{weights_digest(model)[:16]}"
@@ -879,6 +880,7 @@ def prepare_base(
             with locked(folder.with_suffix(".lock")):
                 if not model_path.is_file() or damaged_base_file(model_path) is not None:
                     _save_base(model, model_path)
+                    _describe_entry(folder, spec, model, providers.owner(kind))
     input_shape = tuple(model.input_shape[1:])
     output_shape = tuple(model.output_shape[1:])
     cuts = find_cut_points(model)
@@ -971,6 +973,83 @@ def _save_base(model: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with replacing(path) as tmp:  # also removes what a save killed midway left
         model.save(tmp)
+
+
+#: Beside a cached ``base.keras``: what it is, for ``graftune cache info``.
+ENTRY_META = "meta.json"
+
+
+def _describe_entry(folder: Path, spec: BaseSpec, model: Any, owner: str) -> None:
+    """Write what the base cached in ``folder`` is, and when it was made, beside it.
+
+    Only ``graftune cache info`` reads it: a base is whole without it, as those
+    cached by earlier versions are.
+    """
+    import time
+
+    from orchestrator.leaderboard import atomic_write_text
+
+    input_shape = list(model.input_shape[1:])
+    if spec.pretrain is not None:
+        pretrain = spec.pretrain
+        architecture = pretrain.architecture or ("cnn" if len(input_shape) == 3 else "mlp")
+        what = (
+            f"{architecture} pretrained on {pretrain.data.source} "
+            f"({pretrain.epochs} epoch{'s' if pretrain.epochs != 1 else ''}, "
+            f"width {pretrain.width})"
+        )
+    elif spec.application is not None:
+        what = f"{spec.application} ({spec.weights} weights)"
+    elif spec.path is not None:
+        what = f"from {spec.path}"
+    else:
+        what = f"made by base provider {spec.kind!r} of {owner}"
+    meta = {
+        "kind": spec.kind,
+        "provider": owner,
+        "what": what,
+        "input_shape": input_shape,
+        "output_shape": list(model.output_shape[1:]),
+        "created": time.time(),
+    }
+    atomic_write_text(folder / ENTRY_META, json.dumps(meta, indent=2))
+
+
+#: How a cached base's folder name begins (its kind), for one made before
+#: :data:`ENTRY_META` was written.
+_KINDS = {
+    "pretrain": "pretrained base",
+    "application": "keras.applications base",
+    "path": "base from a .keras file",
+}
+
+
+def describe_cached_base(folder: Path) -> str:
+    """What the whole base cached in ``folder`` is, from its :data:`ENTRY_META`.
+
+    One made by an earlier version has none: its kind is told by its folder's
+    name, and when it was made by its file's time.
+    """
+    import time
+
+    def when(seconds: float) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))
+
+    try:
+        meta = json.loads((folder / ENTRY_META).read_text(encoding="utf-8"))
+        return (
+            f"{meta['what']}, input {tuple(meta['input_shape'])}, output "
+            f"{tuple(meta['output_shape'])}, made {when(meta['created'])}"
+        )
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    kind = folder.name.rpartition("-")[0]
+    what = _KINDS.get(kind, f"base of provider {kind!r}")
+    try:
+        made = f", made {when((folder / 'base.keras').stat().st_mtime)}"
+    except OSError:
+        made = ""
+    return f"{what}{made} (cached before graftune described its bases)"
 
 
 def _params(layers: list[Any]) -> int:

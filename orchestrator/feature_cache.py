@@ -23,7 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.bases import IN_USE_LOCK, cache_dir, damaged_base_file, locked
+from orchestrator.bases import (
+    IN_USE_LOCK,
+    cache_dir,
+    damaged_base_file,
+    describe_cached_base,
+    locked,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -250,7 +256,7 @@ def cache_entries() -> list[CacheEntry]:
             path = folder / "base.keras"
             problem = damaged_base_file(path) if path.is_file() else "incomplete"
             if problem is None:
-                text = folder.name
+                text = describe_cached_base(folder)
             elif path.is_file():
                 text = f"damaged: {problem} (made again by the next run that needs it)"
             else:

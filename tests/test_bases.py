@@ -298,7 +298,7 @@ def test_saving_a_base_removes_what_a_killed_save_left(tmp_path, isolated):
     again = prepare(BaseSpec(path=tmp_path / "base.keras"), dataset, tmp_path)
 
     assert again.path == info.path
-    assert [p.name for p in folder.iterdir()] == ["base.keras"]
+    assert sorted(p.name for p in folder.iterdir()) == ["base.keras", "meta.json"]
 
 
 def test_a_damaged_cached_base_is_named_and_made_again(tmp_path, isolated):
@@ -487,6 +487,43 @@ def test_pretrain_base_is_trained_once_and_cached_by_data_and_settings(caplog):
     assert len(paths) == 3
     assert all(path.is_file() for path in paths)
     assert len({first.fingerprint, longer.fingerprint, other_data.fingerprint}) == 3
+
+
+def test_cache_info_says_what_a_cached_base_is_and_when_it_was_made(tmp_path):
+    """Found by QA: a base's row showed its folder's name twice ("pretrain-d91d...
+    pretrain-d91d..."), where a feature entry's says what it was made from."""
+    pretrained = prepare(pretrain_spec(), digits((5, 6, 7, 8, 9))).path.parent
+    from_file = prepare_path_base(tiny_cnn(), tmp_path, digits()).path.parent
+    made = r"made \d{4}-\d\d-\d\d \d\d:\d\d"
+
+    def cache_info() -> str:
+        listed = CliRunner().invoke(app, ["cache", "info"])
+        assert listed.exit_code == 0, listed.output
+        return " ".join(listed.output.split())
+
+    said = cache_info()
+    assert said.count(pretrained.name) == 1, said
+    assert re.search(
+        re.escape(
+            f"{pretrained.name} cnn pretrained on sklearn:digits (1 epoch, width 4), "
+            "input (8, 8, 1), output (4, 4, 8), "
+        )
+        + made,
+        said,
+    ), said
+    assert re.search(
+        re.escape(f"{from_file.name} from {tmp_path / 'base.keras'}, ") + ".*" + made, said
+    )
+    # An entry cached by an earlier version has no meta.json: what its name and time tell.
+    (pretrained / "meta.json").unlink()
+    stamp = time.strftime(
+        "%Y-%m-%d %H:%M", time.localtime((pretrained / "base.keras").stat().st_mtime)
+    )
+    said = cache_info()
+    assert (
+        f"{pretrained.name} pretrained base, made {stamp} "
+        "(cached before graftune described its bases)"
+    ) in said, said
 
 
 def test_pretrained_mlp_base_does_not_blow_up_features_constant_in_training():
