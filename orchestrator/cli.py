@@ -1031,13 +1031,18 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
     nodes = frame["node"].dropna().astype(str) if "node" in frame else None
     if nodes is not None and nodes.str.split("/").str[0].nunique() <= 1:
         columns.remove("node")
+    # Piped, a wide leaderboard keeps whole cells rather than rich's ellipses.
+    console = out if out.is_terminal else Console(highlight=False, width=1000)
+    ellipsis = _ellipsis(console.encoding)
     rows = []
     for _, row in frame.iterrows():
         cells = {}
         for column in columns:
             value = row[column]
             if column == "error" and isinstance(value, str):
-                value = value[:60]
+                value = " ".join(value.split())
+                if len(value) > _ERROR_CELL:  # the whole message is in leaderboard.md
+                    value = value[: _ERROR_CELL - len(ellipsis)] + ellipsis
             value = None if _isna(value) else value
             if column in parameters and isinstance(value, float):
                 # Three significant digits: learning rates 0.00648 and 0.00624 differ.
@@ -1045,8 +1050,6 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
                 continue
             cells[column] = _fmt(value, 4 if column in METRIC_COLUMNS else 3)
         rows.append({column: _text(cell) for column, cell in cells.items()})
-    # Piped, a wide leaderboard keeps whole cells rather than rich's ellipses.
-    console = out if out.is_terminal else Console(highlight=False, width=1000)
     keep = [*LEAD_COLUMNS, metric, "test_accuracy"]
     shown, cut = _fitting_columns(columns, rows, console.width, keep=keep)
     table = Table(box=None, header_style="bold")
@@ -1076,6 +1079,20 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
             markup=False,
             style="dim",
         )
+
+
+#: The most characters of an error the printed leaderboard shows, its ellipsis included.
+_ERROR_CELL = 60
+
+
+def _ellipsis(encoding: str) -> str:
+    """``…``, or ``...`` where the console's encoding cannot show it (it would be
+    escaped as ``\\u2026``)."""
+    try:
+        "…".encode(encoding)
+    except (LookupError, UnicodeEncodeError):
+        return "..."
+    return "…"
 
 
 def _fitting_columns(

@@ -346,6 +346,44 @@ def test_text_from_trials_keeps_every_table_on_one_line_a_row(tmp_path):
     assert read_leaderboard(tmp_path).loc[1, "tag"] == "line1\nline2"  # the CSV keeps it whole
 
 
+def test_the_printed_table_says_where_it_cut_an_error_short(tmp_path):
+    """Found by QA: `graftune leaderboard RUN | cat` cut an error at 60 characters
+    with nothing to say the message went on."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    failed = result("x", status="error")
+    failed.error = "ValueError: " + " ".join(f"word{i}" for i in range(30))
+    short = result("z", status="error")  # 60 characters: whole, no ellipsis
+    short.error = "RuntimeError: " + "y" * 46
+    frame = build_leaderboard(
+        [failed, short, result("y", val=0.5)], metric="val_accuracy", mode="max"
+    )
+    write_leaderboard(frame, tmp_path)
+    shown = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    assert failed.error[:59] + "…" in shown.output, shown.output
+    assert failed.error[:60] not in shown.output
+    assert short.error + " " in shown.output and short.error + "…" not in shown.output
+    # A console that cannot show "…" (it would be escaped as \u2026) gets "...".
+    graftune = str(Path(sys.executable).with_name("graftune"))
+    done = subprocess.run(
+        [graftune, "leaderboard", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert failed.error[:57] + "..." in done.stdout, done.stdout
+    assert "\\u2026" not in done.stdout
+
+
 @pytest.mark.parametrize(
     ("damage", "problem"),
     [
