@@ -752,17 +752,10 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
     samples = _num_samples(recipe, name)
     keras_tuner = search.backend == "keras_tuner"
     if keras_tuner and search.scheduler == "hyperband":
-        factor = max(2, round(search.reduction_factor))  # validate refuses others
-        brackets, epochs = 0, float(search.max_epochs)
-        while epochs >= 1:  # keras-tuner's HyperbandOracle, min_epochs 1
-            epochs /= factor
-            brackets += 1
-        first_end = math.ceil(1 + math.log(search.max_epochs, factor))
-        count = sum(
-            math.ceil(first_end / (bracket + 1) * factor ** (bracket - round_))
-            for bracket in range(brackets)
-            for round_ in range(bracket + 1)
-        )
+        from orchestrator.tuning.keras_tuner import hyperband_trials
+
+        factor = max(2, round(search.reduction_factor))
+        count = hyperband_trials(search.max_epochs, search.reduction_factor)
         return count, (
             f"{count} trials (keras-tuner's Hyperband for max_epochs {search.max_epochs} and "
             f"reduction_factor {factor}; num_samples does not apply)"

@@ -19,6 +19,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -332,6 +333,22 @@ def oracle_seed(seed: int) -> int:
     return 1 + (seed * 1_000_003) % (2**32 - 2)
 
 
+def hyperband_trials(max_epochs: int, reduction_factor: float) -> int:
+    """How many trials keras-tuner's Hyperband runs for ``max_epochs`` and
+    ``reduction_factor`` (its HyperbandOracle, ``min_epochs`` 1)."""
+    factor = max(2, round(reduction_factor))  # validate refuses others
+    brackets, epochs = 0, float(max_epochs)
+    while epochs >= 1:
+        epochs /= factor
+        brackets += 1
+    first_end = math.ceil(1 + math.log(max_epochs, factor))
+    return sum(
+        math.ceil(first_end / (bracket + 1) * factor ** (bracket - round_))
+        for bracket in range(brackets)
+        for round_ in range(bracket + 1)
+    )
+
+
 def _oracle(
     recipe: Recipe, space: dict[str, Dimension], num_samples: int, start: dict[str, Any] | None
 ) -> Any:
@@ -448,7 +465,6 @@ def run_search(
         raise full.error from None
     except _BudgetSpent:  # the trial it was about to run is not listed, as under Ray
         spent = True
-        log.info("%s: search.time_budget_s (%s s) ran out", strategy, budget)
     results, missing = [], 0
     for trial in tuner.oracle.trials.values():
         trial_id = f"kt{trial.trial_id}"
@@ -470,10 +486,26 @@ def run_search(
         raise SearchInterrupted(sorted(results, key=lambda r: r.trial_id), missing)
     search = recipe.search
     distinct = distinct_configurations(space)
-    planned = num_samples if distinct is None else min(num_samples, distinct)
+    if search.scheduler == "hyperband":
+        planned = hyperband_trials(search.max_epochs, search.reduction_factor)
+    elif search.algorithm == "grid":
+        planned = distinct or 0  # each point once (a grid's points are discrete)
+    else:
+        planned = num_samples if distinct is None else min(num_samples, distinct)
+    if spent:
+        # Said as under Ray; the trial it was about to run is not counted (nor listed).
+        ran = len(results)
+        said = (
+            f"{strategy}: search.time_budget_s ({budget:g} s) ran out: {ran} of {planned} "
+            f"trials ran"
+            + (f", the other {planned - ran} were not run" if planned > ran else "")
+            + " (keras_tuner checks the budget between trials)"
+        )
+        (listener.warn if listener is not None else log.warning)(said)
+        return sorted(results, key=lambda r: r.trial_id)
     ran = len(tuner.oracle.trials)
     drawn = search.scheduler != "hyperband" and search.algorithm != "grid"
-    if drawn and not spent and ran < planned:  # as announced, or said
+    if drawn and ran < planned:  # as announced, or said
         said = (
             f"{strategy}: keras-tuner ended the search after {ran} of {planned} trials: "
             "it drew no configuration it had not tried"
