@@ -1126,10 +1126,10 @@ def _trial_line(result: TrialResult, metric: str) -> str:
     error = result.error or ""
     # The whole error is in the leaderboard; Ray's can run to hundreds of characters.
     extra = f" ({error if len(error) <= 200 else error[:199] + '…'})" if error else ""
-    retried = f" after {result.retries} retries" if result.retries else ""
-    return (
-        f"  {result.strategy} {result.trial_id}: {result.status}{retried} {score}{extra}".rstrip()
-    )
+    retries = result.retries
+    retried = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
+    score = f" {score}" if score else ""
+    return f"  {result.strategy} {result.trial_id}: {result.status}{retried}{score}{extra}"
 
 
 def _interrupted_message(

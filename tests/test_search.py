@@ -1452,6 +1452,22 @@ def test_the_failure_summary_says_why_when_no_trial_has_an_error(tmp_path):
     assert _failure_summary([], tmp_path) == f"no trial ran; see {tmp_path}"
 
 
+def test_a_trial_line_counts_retries_and_leaves_no_gap_where_no_score_is():
+    """It said "failed after 1 retries" and "error  (RuntimeError: ...)"."""
+    from orchestrator.run import _trial_line
+    from orchestrator.trial import TrialResult
+
+    def line(**fields):
+        return _trial_line(TrialResult(strategy="s", trial_id="t", config={}, **fields), "val_loss")
+
+    assert line(status="failed", retries=1, error="worker died: boom") == (
+        "  s t: failed after 1 retry (worker died: boom)"
+    )
+    assert line(status="failed", retries=2) == "  s t: failed after 2 retries"
+    assert line(status="error", error="RuntimeError: no") == "  s t: error (RuntimeError: no)"
+    assert line(status="ok", val_loss=0.25) == "  s t: ok val_loss=0.2500"
+
+
 def test_a_resume_whose_data_file_moved_says_to_put_it_back(tmp_path):
     """Editing the path in the run's recipe.yaml is refused as a change of what
     it searches: the message said only that the file does not exist."""
