@@ -653,7 +653,11 @@ def _run(
         host.notify("graftune_run_finished", leaderboard=frame, run_dir=run_dir)
         if summary is None:  # resumable: it ends the same way, with its summary, at no cost
             publish(place, echo)
-            raise RunFailed(_failure_summary(results, run_dir, recipe.search.time_budget_s))
+            raise RunFailed(
+                _failure_summary(
+                    results, run_dir, recipe.search.time_budget_s, metric=recipe.search.metric
+                )
+            )
         from orchestrator.leaderboard import atomic_write_text
 
         finished = {
@@ -1150,7 +1154,7 @@ def _interrupted_message(
 
 
 def _failure_summary(
-    results: list[TrialResult], run_dir: Path, time_budget_s: float | None = None
+    results: list[TrialResult], run_dir: Path, time_budget_s: float | None = None, *, metric: str
 ) -> str:
     budget = (
         f"search.time_budget_s ({time_budget_s:g} s a strategy, counted from its search's "
@@ -1165,19 +1169,38 @@ def _failure_summary(
     statuses = Counter(r.status for r in results)
     counts = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
     errors = Counter(r.error for r in results if r.error)
+    # A pruned trial stopped before its first epoch ended has no score: no rank either.
+    unscored = sum(1 for r in results if r.status == "pruned" and getattr(r, metric) is None)
     if set(statuses) == {"pruned"}:
-        # Scored, ranked, but none trained to the end: there is no best model to save.
+        # None trained to the end: there is no best model to save.
         why = f"the scheduler or {budget}" if budget else "the scheduler"
+        pruned = statuses["pruned"]
+        if not unscored:
+            ranked = "the leaderboard ranks them"
+        elif unscored == pruned:
+            ranked = (
+                "none ended its first epoch (no score, no rank)"
+                if pruned > 1
+                else "it stopped before its first epoch ended (no score, no rank)"
+            )
+        else:
+            ranked = (
+                f"the leaderboard ranks the {pruned - unscored} with a score; {unscored} "
+                f"stopped before {'its' if unscored == 1 else 'their'} first epoch ended "
+                "(no score, no rank)"
+            )
         return (
             f"no trial trained all its epochs ({counts}: stopped by {why}), so no best model "
-            f"was saved; the leaderboard ranks them: {run_dir / 'leaderboard.md'}"
+            f"was saved; {ranked}: {run_dir / 'leaderboard.md'}"
             + ("; raise search.time_budget_s" if budget else "")
         )
     lines = [f"every trial failed ({counts}); the most frequent reasons:"]
     lines += [f"  {n}x {error}" for error, n in errors.most_common(3)]
     if statuses.get("pruned"):
         why = f"the scheduler, or {budget}" if budget else "the scheduler"
-        lines.append(f"  {statuses['pruned']}x pruned: stopped before max_epochs by {why}")
+        whose = "its" if unscored == 1 else "their"
+        early = f" ({unscored} before {whose} first epoch ended: no score)" if unscored else ""
+        lines.append(f"  {statuses['pruned']}x pruned: stopped before max_epochs by {why}{early}")
     lines.append(f"leaderboard: {run_dir / 'leaderboard.md'}")
     return "\n".join(lines)
 

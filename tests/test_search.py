@@ -1432,24 +1432,84 @@ def test_the_failure_summary_says_why_when_no_trial_has_an_error(tmp_path):
     from orchestrator.run import _failure_summary
     from orchestrator.trial import TrialResult
 
-    pruned = TrialResult(strategy="s", trial_id="t", status="pruned", config={})
+    pruned = TrialResult(
+        strategy="s", trial_id="t", status="pruned", config={}, val_accuracy=0.5, epochs=1
+    )
     error = TrialResult(strategy="s", trial_id="u", status="error", config={}, error="boom")
-    said = _failure_summary([pruned, error], tmp_path, time_budget_s=6)
+    said = _failure_summary([pruned, error], tmp_path, time_budget_s=6, metric="val_accuracy")
     assert "every trial failed (1 pruned, 1 error); the most frequent reasons:" in said
     assert "1x pruned: stopped before max_epochs by the scheduler, or search.time_budget_s" in (
         said
     )
     # Pruned alone: scored and ranked, not failed ("every trial failed" before).
-    said = _failure_summary([pruned], tmp_path, time_budget_s=6)
+    said = _failure_summary([pruned], tmp_path, time_budget_s=6, metric="val_accuracy")
     assert said.startswith(
         "no trial trained all its epochs (1 pruned: stopped by the scheduler or "
         "search.time_budget_s (6 s a strategy"
     )
-    assert "so no best model was saved" in said and said.endswith("; raise search.time_budget_s")
-    said = _failure_summary([], tmp_path, time_budget_s=1)
+    assert "so no best model was saved; the leaderboard ranks them: " in said
+    assert said.endswith("; raise search.time_budget_s")
+    said = _failure_summary([], tmp_path, time_budget_s=1, metric="val_accuracy")
     assert said.startswith("no trial ran: search.time_budget_s (1 s a strategy")
     assert "raise it" in said
-    assert _failure_summary([], tmp_path) == f"no trial ran; see {tmp_path}"
+    assert _failure_summary([], tmp_path, metric="val_loss") == f"no trial ran; see {tmp_path}"
+
+
+def test_trials_stopped_before_their_first_epoch_ended_are_said_to_have_no_score(tmp_path):
+    """The budget's warning promised "the scores of its last epoch", and the failure
+    summary "the leaderboard ranks them", for trials with no score and no rank."""
+    from orchestrator.run import _failure_summary
+    from orchestrator.trial import TrialResult, TrialSpec, read_result
+    from orchestrator.tuning.ray_tune import _Search, _tell_the_untold
+    from plugins.scratch_mlp import ScratchMLP
+
+    def pruned(trial_id, score=None):
+        epochs = 0 if score is None else 1
+        return TrialResult(
+            strategy="scratch_mlp", trial_id=trial_id, status="pruned", config={},
+            val_loss=score, epochs=epochs,
+        )  # fmt: skip
+
+    early, late = pruned("a"), pruned("b", 0.7)
+    said = _failure_summary([early, pruned("c")], tmp_path, metric="val_loss")
+    assert "so no best model was saved; none ended its first epoch (no score, no rank): " in said
+    said = _failure_summary([early, late], tmp_path, metric="val_loss")
+    assert "the leaderboard ranks the 1 with a score; 1 stopped before its first epoch" in said
+    error = TrialResult(strategy="s", trial_id="u", status="error", config={}, error="boom")
+    said = _failure_summary([early, error], tmp_path, metric="val_loss")
+    assert "  1x pruned: stopped before max_epochs by the scheduler (1 before its first" in said
+
+    class Listener:
+        def __init__(self):
+            self.warned, self.told = [], []
+
+        def trial_finished(self, result):
+            self.told.append(result.trial_id)
+
+        def warn(self, message):
+            self.warned.append(message)
+
+    spec = TrialSpec(
+        strategy=ScratchMLP(), base=None, max_epochs=5, batch_size=32, seed=0,
+        metric="val_loss", run_dir=tmp_path,
+    )  # fmt: skip
+
+    def warned(results):
+        state = _Search(listener=Listener())
+        _tell_the_untold(state, results, spec, budget=4)
+        assert sorted(state.listener.told) == sorted(r.trial_id for r in results)
+        return state.listener.warned
+
+    assert warned([early, pruned("c")]) == [
+        "scratch_mlp: search.time_budget_s (4 s) ran out: 2 trials stopped before their "
+        "first epoch ended (pruned, no score)"
+    ]
+    assert warned([early, late]) == [
+        "scratch_mlp: search.time_budget_s (4 s) ran out: 1 trial stopped midway, shown as "
+        "pruned with the scores of its last epoch; 1 trial stopped before its first epoch "
+        "ended (pruned, no score)"
+    ]
+    assert read_result(tmp_path / "trials" / "scratch_mlp" / "a").epochs == 0
 
 
 def test_a_trial_line_counts_retries_and_leaves_no_gap_where_no_score_is():

@@ -808,25 +808,40 @@ def _tell_the_untold(
     kept them running.
     """
     run_dir = Path(spec.run_dir).resolve()
-    cut = []
+    scored = unscored = 0
     for result in finished:
         if result.trial_id in state.told:
             continue
         folder = trial_dir(run_dir, spec.strategy.name, result.trial_id)
         if _tell(state, result, folder, spec.max_epochs):
-            cut.append(result.trial_id)
-    if cut and budget is not None and not state.interrupted:
-        said = (
-            f"{spec.strategy.name}: search.time_budget_s ({budget:g} s) ran out: "
-            + (
-                "1 trial stopped midway, shown"
-                if len(cut) == 1
-                else f"{len(cut)} trials stopped midway, each shown"
-            )
-            + " as pruned with the scores of its last epoch"
+            if getattr(result, spec.metric, None) is None:
+                unscored += 1  # stopped before its first epoch ended
+            else:
+                scored += 1
+    if (scored or unscored) and budget is not None and not state.interrupted:
+        said = f"{spec.strategy.name}: search.time_budget_s ({budget:g} s) ran out: " + "; ".join(
+            _cut_short(scored, unscored)
         )
         warn = getattr(state.listener, "warn", None)  # (a listener of its own may lack it)
         (warn or TrialListener().warn)(said)
+
+
+def _cut_short(scored: int, unscored: int) -> list[str]:
+    """What the time budget did to trials it stopped: those with an epoch's
+    scores, and those stopped before their first epoch ended (no score, no rank)."""
+    said = []
+    if scored == 1:
+        said.append("1 trial stopped midway, shown as pruned with the scores of its last epoch")
+    elif scored:
+        said.append(
+            f"{scored} trials stopped midway, each shown as pruned with the scores of its "
+            "last epoch"
+        )
+    if unscored == 1:
+        said.append("1 trial stopped before its first epoch ended (pruned, no score)")
+    elif unscored:
+        said.append(f"{unscored} trials stopped before their first epoch ended (pruned, no score)")
+    return said
 
 
 def _note_interrupts(search: _Search) -> None:
