@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import RenderableType
 
     from orchestrator.trial import TrialResult
@@ -22,6 +24,11 @@ class _Counts:
     pruned: int = 0
     failed: int = 0
     best: float | None = None
+    #: Seconds each trial timed here took, from its start to its end.
+    took: list[float] = field(default_factory=list)
+    #: When its search began (the time budget counts from there), and whether it returned.
+    search_began: float | None = None
+    searched: bool = False
 
 
 class RunProgress:
@@ -30,41 +37,74 @@ class RunProgress:
     Args:
         metric: The recipe's metric.
         mode: ``max`` or ``min``.
+        clock: Seconds from an arbitrary start (``time.monotonic``; tests give their own).
     """
 
-    def __init__(self, metric: str, mode: str) -> None:
+    def __init__(self, metric: str, mode: str, *, clock: Callable[[], float] | None = None) -> None:
         self.metric = metric
         self.mode = mode
-        self.started = time.monotonic()
+        self._clock = clock if clock is not None else time.monotonic
+        self.started = self._clock()
         self.strategies: dict[str, _Counts] = {}
         self.best: tuple[float, str, str] | None = None
+        self.time_budget_s: float | None = None
         self._ended: set[tuple[str, str]] = set()
         self._replayed = 0
+        self._starts: dict[tuple[str, str], float] = {}
+        #: The most trials seen running at once: how many run side by side.
+        self._slots = 1
 
     def plan(
-        self, samples: dict[str, int], metric: str | None = None, mode: str | None = None
+        self,
+        samples: dict[str, int],
+        metric: str | None = None,
+        mode: str | None = None,
+        time_budget_s: float | None = None,
     ) -> None:
-        """Set how many trials each strategy will run, and what "best" means."""
+        """Set how many trials each strategy will run, what "best" means, and the time
+        budget of each strategy's search."""
         self.metric = metric or self.metric
         self.mode = mode or self.mode
+        self.time_budget_s = time_budget_s
         for name, count in samples.items():
             self.strategies.setdefault(name, _Counts()).planned = count
 
+    def search_started(self, strategy: str) -> None:
+        """A strategy's search begins (its time budget counts from now)."""
+        self.strategies.setdefault(strategy, _Counts()).search_began = self._clock()
+
+    def search_finished(self, strategy: str, ran: int) -> None:
+        """A strategy's search returned after ``ran`` trials: a time budget or
+        keras-tuner may have ended it short of its plan, and none runs any more."""
+        counts = self.strategies.setdefault(strategy, _Counts())
+        counts.planned = ran
+        counts.running.clear()
+        counts.searched = True
+
     def trial_started(self, strategy: str, trial_id: str) -> None:
-        self.strategies.setdefault(strategy, _Counts()).running.add(trial_id)
+        counts = self.strategies.setdefault(strategy, _Counts())
+        counts.running.add(trial_id)
+        # A trial restarted after its worker died: timed from its first start.
+        self._starts.setdefault((strategy, trial_id), self._clock())
+        self._slots = max(self._slots, sum(len(c.running) for c in self.strategies.values()))
 
     def trial_replayed(self, result: TrialResult) -> None:
         """A trial that ended before a resume: counted, but not in the time per trial."""
         if (result.strategy, result.trial_id) not in self._ended:
             self._replayed += 1
+        self._starts.pop((result.strategy, result.trial_id), None)
         self.trial_finished(result)
 
     def trial_finished(self, result: TrialResult) -> None:
         counts = self.strategies.setdefault(result.strategy, _Counts())
         counts.running.discard(result.trial_id)
-        if (result.strategy, result.trial_id) in self._ended:
+        key = (result.strategy, result.trial_id)
+        began = self._starts.pop(key, None)
+        if key in self._ended:
             return  # told again (a resumed search re-reads a stored result): counted once
-        self._ended.add((result.strategy, result.trial_id))
+        self._ended.add(key)
+        if began is not None:
+            counts.took.append(self._clock() - began)
         if result.status in FAILED:
             counts.failed += 1
         elif result.status == "pruned":
@@ -83,15 +123,34 @@ class RunProgress:
         return a > b if self.mode == "max" else a < b
 
     def eta_seconds(self) -> float | None:
-        """Remaining time from the mean time per trial ended in this process, or ``None``
-        before the first (trials replayed from before a resume took none of it)."""
-        ended = sum(c.done + c.pruned + c.failed for c in self.strategies.values())
-        planned = sum(c.planned for c in self.strategies.values())
-        timed = ended - self._replayed
-        if timed <= 0 or not planned:
+        """Remaining time, or ``None`` before the first trial timed here ended.
+
+        Each strategy's trials left take the mean time of its trials that ended
+        in this process (from each one's start to its end: the run's set-up,
+        and trials replayed from before a resume, take none of it; a strategy
+        with none yet takes the mean of all), less what its running trials have
+        done, shared among as many slots as trials were seen running at once;
+        and no more than what is left of its search's ``time_budget_s``.
+        Strategies are searched one after another: their times add up.
+        """
+        took = [t for c in self.strategies.values() for t in c.took]
+        if not took:
             return None
-        elapsed = time.monotonic() - self.started
-        return max(0.0, elapsed / timed * (planned - ended))
+        overall = sum(took) / len(took)
+        now = self._clock()
+        left = 0.0
+        for name, c in self.strategies.items():
+            if c.searched:
+                continue
+            mean = sum(c.took) / len(c.took) if c.took else overall
+            to_go = c.planned - (c.done + c.pruned + c.failed)
+            under_way = sum(min(now - self._starts.get((name, t), now), mean) for t in c.running)
+            seconds = max(0.0, mean * to_go - under_way) / self._slots
+            if self.time_budget_s is not None:
+                began = c.search_began if c.search_began is not None else now
+                seconds = min(seconds, max(0.0, self.time_budget_s - (now - began)))
+            left += seconds
+        return left
 
     def __rich__(self) -> RenderableType:
         from rich.table import Table
@@ -109,7 +168,7 @@ class RunProgress:
                 str(c.failed),
                 "" if c.best is None else f"{c.best:.4f}",
             )
-        elapsed = time.monotonic() - self.started
+        elapsed = self._clock() - self.started
         eta = self.eta_seconds()
         footer = f"elapsed {_clock(elapsed)}"
         footer += f", about {_clock(eta)} left" if eta is not None else ""

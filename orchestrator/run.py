@@ -514,6 +514,7 @@ def _run(
             {name: _planned(recipe, name, spaces[name])[0] for name in strategies},
             metric=recipe.search.metric,
             mode=recipe.search.direction,
+            time_budget_s=recipe.search.time_budget_s,
         )
 
     started_ray = False
@@ -548,6 +549,7 @@ def _run(
                 echo(f"{name}: finished before ({len(finished)} trials), not run again")
                 for result in finished:
                     events.replay(result)
+                events.search_finished(name, len(finished))
                 results += finished
                 continue
             lost = getattr(backend, "search_state_lost", None)
@@ -581,6 +583,7 @@ def _run(
             first = "; the first at its defaults" if starts.get(name) else ""
             _, what = _planned(recipe, name, spaces[name])
             echo(f"{name}: searching {what} over {_describe(spaces[name])}{first}")
+            events.search_started(name)
             try:
                 found = backend.run_search(
                     recipe,
@@ -597,6 +600,7 @@ def _run(
                 interrupted = (name, exc)
                 break
             _write_search(done_file, found)
+            events.search_finished(name, len(found))
             results += found
     except KeyboardInterrupt:  # a second Ctrl+C, or SIGTERM (see ray_start)
         # Quickly: a stopped job's driver is killed 3 s after its SIGTERM.
@@ -1091,6 +1095,16 @@ class _RunEvents:
 
     def warn(self, message: str) -> None:
         self.echo(f"warning: {message}")
+
+    def search_started(self, strategy: str) -> None:
+        """A strategy's search begins: the progress view counts its time budget from now."""
+        if self.listener is not None and hasattr(self.listener, "search_started"):
+            self.listener.search_started(strategy)
+
+    def search_finished(self, strategy: str, ran: int) -> None:
+        """A strategy's search returned after ``ran`` trials: the progress view plans no more."""
+        if self.listener is not None and hasattr(self.listener, "search_finished"):
+            self.listener.search_finished(strategy, ran)
 
     def _record(self, key: str) -> None:
         with open(self.run_dir / REPORTED_FILE, "a", encoding="utf-8") as record:

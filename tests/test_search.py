@@ -565,11 +565,13 @@ def test_keras_tuner_searches_follow_the_recipes_seed(tmp_path):
 
 
 def test_keras_tuner_keeps_the_time_budget_between_trials_and_plans_a_small_space(tmp_path):
+    from orchestrator.progress import RunProgress
     from orchestrator.recipe import parse_recipe
     from orchestrator.run import _planned, run_recipe
     from orchestrator.space import Choice, Fixed
 
     said = []
+    progress = RunProgress("val_accuracy", "max")
     board = run_recipe(
         {
             "name": "budget",
@@ -584,8 +586,11 @@ def test_keras_tuner_keeps_the_time_budget_between_trials_and_plans_a_small_spac
         },
         run_dir=tmp_path / "run",
         echo=said.append,
+        listener=progress,
     ).leaderboard
     assert list(board["trial_id"]) == ["kt0"]  # the others never started: not listed
+    # The live view plans what ran (3 trials that never run were left in its estimate).
+    assert progress.strategies["scratch_mlp"].planned == 1 and progress.eta_seconds() == 0
     # Said, as under Ray (the search ended silently, short of its announced count).
     assert (
         "warning: scratch_mlp: search.time_budget_s (0.5 s) ran out: 1 of 4 trials ran, "
@@ -819,23 +824,89 @@ def test_trials_a_scheduler_stopped_reach_uri_storage(ray_session, tmp_path):
         assert (stored / trial_id / "history.csv").is_file(), trial_id
 
 
-def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now(monkeypatch):
-    from orchestrator import progress as module
+def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now():
+    from orchestrator.progress import RunProgress
     from orchestrator.trial import TrialResult
 
     now = [100.0]
-    monkeypatch.setattr(module.time, "monotonic", lambda: now[0])
-    view = module.RunProgress("val_accuracy", "max")
+    view = RunProgress("val_accuracy", "max", clock=lambda: now[0])
     view.plan({"s": 4})
     before = TrialResult(strategy="s", trial_id="t1", status="ok", config={}, val_accuracy=0.5)
     view.trial_replayed(before)  # ended before the resume
     assert view.eta_seconds() is None  # nothing timed yet: no estimate from it
+    view.trial_started("s", "t2")
     now[0] += 30.0
     view.trial_finished(TrialResult(strategy="s", trial_id="t2", status="pruned", config={}))
     view.trial_finished(before)  # Tune re-reads a stored result after a kill
     counts = view.strategies["s"]
     assert (counts.done, counts.pruned, counts.best) == (1, 1, 0.5)
     assert view.eta_seconds() == 60.0  # 30 s for the one trial run here, two to go
+
+
+def test_the_live_views_estimate_times_trials_only_shares_slots_and_keeps_to_the_budget():
+    """It divided the time since the view was made (data, base, Ray's start) by the
+    trials ended: 23 s in, one of 8 trials done, it said 2:44 left when 11 s were."""
+    from orchestrator.progress import RunProgress, render_text
+    from orchestrator.trial import TrialResult
+
+    now = [0.0]
+
+    def view(samples, budget=None):
+        made = RunProgress("val_accuracy", "max", clock=lambda: now[0])
+        made.plan(samples, time_budget_s=budget)
+        return made
+
+    def ended(progress, strategy, trial_id, at):
+        now[0] = at
+        progress.trial_finished(
+            TrialResult(strategy=strategy, trial_id=trial_id, status="ok", config={})
+        )
+
+    # Set-up before the first trial is not trial time.
+    one = view({"s": 8})
+    now[0] = 20.0
+    one.search_started("s")
+    one.trial_started("s", "t0")
+    ended(one, "s", "t0", 23.0)
+    assert one.eta_seconds() == 21.0  # 3 s a trial, 7 to go
+    one.trial_started("s", "t1")
+    now[0] = 24.0
+    assert one.eta_seconds() == 20.0  # the one under way is a second in
+
+    # Two trials at a time: the trials left share two slots.
+    two = view({"s": 8})
+    now[0] = 0.0
+    two.trial_started("s", "a")
+    two.trial_started("s", "b")
+    ended(two, "s", "a", 10.0)
+    ended(two, "s", "b", 10.0)
+    assert two.eta_seconds() == 30.0  # 10 s a trial, 6 to go, 2 at a time
+
+    # No more than what is left of the search's time budget.
+    capped = view({"s": 8}, budget=30)
+    now[0] = 0.0
+    capped.search_started("s")
+    now[0] = 5.0
+    capped.trial_started("s", "t0")
+    ended(capped, "s", "t0", 15.0)
+    assert capped.eta_seconds() == 15.0  # 70 s by the trials, 15 s by the budget
+
+    # Strategies searched one after the other: a search that ended short plans no
+    # more trials (its 8 left were counted for ever), and the next one's budget
+    # counts in full before it begins.
+    after = view({"a": 12, "b": 3}, budget=12)
+    now[0] = 0.0
+    after.search_started("a")
+    for index in range(4):
+        after.trial_started("a", f"t{index}")
+        ended(after, "a", f"t{index}", now[0] + 2.5)
+    after.search_finished("a", 4)
+    assert after.eta_seconds() == 7.5  # b: 3 trials of 2.5 s (a's mean), within 12 s
+    assert "4/4" in render_text(after)
+    after.search_started("b")
+    after.trial_started("b", "u0")
+    ended(after, "b", "u0", now[0] + 10.0)
+    assert after.eta_seconds() == 2.0  # 20 s by b's trials, 2 s left of its budget
 
 
 def test_a_trial_reported_before_a_kill_is_not_reported_again(tmp_path):
