@@ -196,6 +196,9 @@ def validate(
         return
     notes: list[str] = []
     refused = _what_run_here_refuses(loaded, notes.append)
+    repeated = _grid_repeats_note(loaded, host)
+    if repeated is not None:
+        notes.append(repeated)
     if here and refused:
         for reason in refused:
             err.print(f"error: {reason}", markup=False)
@@ -209,6 +212,23 @@ def validate(
         out.print(line, markup=False)
     for reason in refused:
         out.print(f"note: {reason}; `graftune run` here would refuse it", markup=False)
+
+
+def _grid_repeats_note(recipe: Any, host: Any) -> str | None:
+    """The run's note on a Ray grid whose repeats are the same trials, from the
+    recipe's spaces over each strategy's own (no base is needed to tell)."""
+    from orchestrator.preflight import strategy_space
+    from orchestrator.run import _grid_repeats_note as note
+    from orchestrator.space import merge_spaces
+    from orchestrator.strategy import SpaceContext
+
+    spaces = {}
+    for name in recipe.strategies:
+        own = strategy_space(
+            host.strategies.get(name)(), SpaceContext(), host.strategies.owner(name)
+        )
+        spaces[name] = merge_spaces(own, recipe.shared_space(), recipe.strategy_space(name))
+    return note(recipe, spaces)
 
 
 def _what_run_here_refuses(recipe: Any, note: Callable[[str], None]) -> list[str]:

@@ -483,6 +483,9 @@ def _run(
     )
     if ray_start is not None and ray_start.wait_up():  # embedded Ray: what it has is all
         _check_a_trial_fits(recipe)
+    repeated = _grid_repeats_note(recipe, spaces)
+    if repeated is not None:
+        echo(repeated)
 
     if recipe.search.backend == "ray":
         from orchestrator.tuning import ray_tune as backend
@@ -786,6 +789,39 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
             f"num_samples is {samples})"
         )
     return samples, f"{samples} trial{'s' * (samples != 1)}"
+
+
+def _grid_repeats_note(recipe: Recipe, spaces: dict[str, dict[str, Any]]) -> str | None:
+    """A note where Ray repeats a grid whose trials come out the same each time.
+
+    Under Ray ``num_samples`` repeats a grid; only its continuous dimensions
+    are sampled anew each repeat. Every trial trains with the recipe's
+    ``seed``, so a repeat of a grid with none trains the same configurations to
+    the same scores.
+    """
+    from orchestrator.space import Float, LogFloat
+
+    search = recipe.search
+    if search.backend != "ray" or search.algorithm != "grid":
+        return None
+    alike = {
+        name: _num_samples(recipe, name)
+        for name, space in spaces.items()
+        if _num_samples(recipe, name) > 1
+        and not any(isinstance(dim, (Float, LogFloat)) for dim in space.values())
+    }
+    if not alike:
+        return None
+    if len(alike) == 1:
+        ((name, count),) = alike.items()
+        whose = f"{name}'s grid has no continuous dimension: its {count} repeats"
+    else:
+        names = ", ".join(alike)
+        whose = f"the grids of {names} have no continuous dimension: their repeats"
+    return (
+        f"note: {whose} (num_samples) run the same configurations with the same seed, to "
+        "the same scores; num_samples: 1 runs each point once"
+    )
 
 
 def _not_empty(path: Path) -> str:

@@ -385,6 +385,47 @@ def test_the_run_says_how_many_trials_keras_tuners_hyperband_runs(max_epochs, fa
     assert said.startswith(f"{expected} trials (keras-tuner's Hyperband")
 
 
+def test_validate_and_run_note_that_a_ray_grid_with_no_continuous_dimension_repeats_alike(
+    tmp_path,
+):
+    """Its repeats (num_samples) train each point with the same seed: the same scores
+    (measured: two repeats of a two-point grid gave 0.5667 and 0.9333 twice)."""
+    from orchestrator.cli import app
+    from orchestrator.recipe import parse_recipe
+    from orchestrator.run import _grid_repeats_note
+    from orchestrator.space import Choice, Fixed, LogFloat
+
+    fixed = "scratch_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: 16, lambda: 1.0e-5, "
+    recipe = write_recipe(
+        tmp_path, "{algorithm: grid, num_samples: 2}", fixed + "learning_rate: 0.01}}"
+    )
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0, checked.output
+    note = (
+        "note: scratch_mlp's grid has no continuous dimension: its 2 repeats (num_samples) run "
+        "the same configurations with the same seed, to the same scores; num_samples: 1 runs "
+        "each point once"
+    )
+    assert note in " ".join(checked.output.split()), checked.output
+    # A continuous dimension is drawn anew each repeat; one repeat, or keras-tuner's
+    # grid (each point once), repeats nothing.
+    recipe = write_recipe(tmp_path, "{algorithm: grid, num_samples: 2}", fixed + "}}")
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0 and "note:" not in checked.output, checked.output
+
+    text = "name: x\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}, b: {}}\n"
+    discrete = {"a": Choice((1, 2)), "f": Fixed(0.1)}
+    spaces = {"scratch_mlp": discrete, "b": discrete}
+    both = parse_recipe(text + "search: {algorithm: grid, num_samples: 3}\n")
+    assert _grid_repeats_note(both, spaces).startswith(
+        "note: the grids of scratch_mlp, b have no continuous dimension: their repeats"
+    )
+    mixed = {"scratch_mlp": discrete, "b": {**discrete, "c": LogFloat(1e-4, 1e-2)}}
+    assert _grid_repeats_note(both, mixed).startswith("note: scratch_mlp's grid has no")
+    for search in ("{algorithm: grid}", "{algorithm: grid, backend: keras_tuner, num_samples: 3}"):
+        assert _grid_repeats_note(parse_recipe(text + f"search: {search}\n"), spaces) is None
+
+
 def test_the_run_says_how_many_trials_a_grid_runs():
     from orchestrator.recipe import parse_recipe
     from orchestrator.run import _planned
