@@ -43,8 +43,8 @@ class RunProgress:
     def __init__(self, metric: str, mode: str, *, clock: Callable[[], float] | None = None) -> None:
         self.metric = metric
         self.mode = mode
-        self._clock = clock if clock is not None else time.monotonic
-        self.started = self._clock()
+        self._now = clock if clock is not None else time.monotonic
+        self.started = self._now()
         self.strategies: dict[str, _Counts] = {}
         self.best: tuple[float, str, str] | None = None
         self.time_budget_s: float | None = None
@@ -71,7 +71,7 @@ class RunProgress:
 
     def search_started(self, strategy: str) -> None:
         """A strategy's search begins (its time budget counts from now)."""
-        self.strategies.setdefault(strategy, _Counts()).search_began = self._clock()
+        self.strategies.setdefault(strategy, _Counts()).search_began = self._now()
 
     def search_finished(self, strategy: str, ran: int) -> None:
         """A strategy's search returned after ``ran`` trials: a time budget or
@@ -85,7 +85,7 @@ class RunProgress:
         counts = self.strategies.setdefault(strategy, _Counts())
         counts.running.add(trial_id)
         # A trial restarted after its worker died: timed from its first start.
-        self._starts.setdefault((strategy, trial_id), self._clock())
+        self._starts.setdefault((strategy, trial_id), self._now())
         self._slots = max(self._slots, sum(len(c.running) for c in self.strategies.values()))
 
     def trial_replayed(self, result: TrialResult) -> None:
@@ -104,7 +104,7 @@ class RunProgress:
             return  # told again (a resumed search re-reads a stored result): counted once
         self._ended.add(key)
         if began is not None:
-            counts.took.append(self._clock() - began)
+            counts.took.append(self._now() - began)
         if result.status in FAILED:
             counts.failed += 1
         elif result.status == "pruned":
@@ -137,7 +137,7 @@ class RunProgress:
         if not took:
             return None
         overall = sum(took) / len(took)
-        now = self._clock()
+        now = self._now()
         left = 0.0
         for name, c in self.strategies.items():
             if c.searched:
@@ -168,7 +168,7 @@ class RunProgress:
                 str(c.failed),
                 "" if c.best is None else f"{c.best:.4f}",
             )
-        elapsed = self._clock() - self.started
+        elapsed = self._now() - self.started
         eta = self.eta_seconds()
         footer = f"elapsed {_clock(elapsed)}"
         footer += f", about {_clock(eta)} left" if eta is not None else ""
