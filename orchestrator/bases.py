@@ -168,6 +168,18 @@ def keras_models_dir() -> Path:
 
 # -- what a prepared base is ------------------------------------------------------
 
+#: Below this largest per-feature standard deviation over training examples, a
+#: base's output is taken as constant: every head built on it stays at chance.
+#: A head's first layer starts with weights of about 0.1 over a few hundred
+#: features, and Adam moves each by about the learning rate (1e-4 to 1e-2) a
+#: step, so differences this small never become logits that differ; a trained
+#: base's features vary by 0.1 to 10, a random ResNet50's (weights: none) by
+#: about 1, and a random MobileNetV3Small's or EfficientNetB0's, whose
+#: BatchNormalization keeps an untrained network's statistics, by 1e-12 to 1e-8.
+FLAT_OUTPUT_STD = 1e-4
+#: How many training examples :func:`output_spread` runs through the base.
+SPREAD_SAMPLE = 32
+
 
 @dataclass(frozen=True)
 class BaseInfo:
@@ -186,6 +198,9 @@ class BaseInfo:
         random_layers: ``(index in model.layers, name)`` of each layer whose
             output is random in training; ``None`` when not worked out (then a
             trial looks at the model itself).
+        output_spread: The largest absolute value and the largest per-feature
+            standard deviation of the base's output over a few training
+            examples (:func:`output_spread`); ``None`` when not measured.
     """
 
     path: Path
@@ -198,6 +213,12 @@ class BaseInfo:
     description: str = ""
     cut_params: tuple[int, ...] = ()
     random_layers: tuple[tuple[int, str], ...] | None = None
+    output_spread: tuple[float, float] | None = None
+
+    @property
+    def flat_output(self) -> bool:
+        """Whether the base's output hardly varies between examples (see :data:`FLAT_OUTPUT_STD`)."""
+        return self.output_spread is not None and self.output_spread[1] < FLAT_OUTPUT_STD
 
     @property
     def n_cut_points(self) -> int:
@@ -798,12 +819,15 @@ def prepare_base(
     data_sources: Registry,
     echo: Callable[[str], None] | None = None,
     prepared: dict[str, Any] | None = None,
+    sample: Any = None,
 ) -> BaseInfo:
     """Build or reuse the run's base, save it in the cache and work out its adapter.
 
     ``echo`` is told when the run waits for another process that is making the
     same base (a pretrain can take minutes). ``prepared``: datasets the caller
-    has prepared already, by :func:`data_key` (a pretrain stage's).
+    has prepared already, by :func:`data_key` (a pretrain stage's). ``sample``:
+    a few of the run's training inputs, to measure how the base's output varies
+    (``BaseInfo.output_spread``).
 
     Raises:
         BaseModelError: The base cannot be had (offline imagenet weights, a bad
@@ -897,6 +921,61 @@ def prepare_base(
         description=description,
         cut_params=tuple(_params(model.layers[: i + 1]) for i in cuts),
         random_layers=tuple(random_layers(model)),
+        output_spread=None if sample is None else output_spread(model, adapter, sample),
+    )
+
+
+def output_spread(model: keras.Model, adapter: Any, sample: Any) -> tuple[float, float] | None:
+    """The largest ``|value|`` and per-feature standard deviation of a base's output.
+
+    Over the first :data:`SPREAD_SAMPLE` of ``sample`` (the data's inputs, run
+    through ``adapter``), in inference mode as strategies run the frozen base.
+    ``None`` where the inputs themselves do not vary (fewer than two, or all
+    alike): nothing can be said of the base then.
+    """
+    import keras
+    import numpy as np
+
+    x = np.asarray(sample[:SPREAD_SAMPLE], dtype="float32")
+    if len(x) < 2 or not np.ptp(x.reshape(len(x), -1), axis=0).any():
+        return None
+    inputs = keras.Input(x.shape[1:])
+    probe = keras.Model(inputs, model(apply_adapter(inputs, tuple(adapter)), training=False))
+    out = keras.ops.convert_to_numpy(probe(x, training=False)).reshape(len(x), -1)
+    out = out.astype("float64")
+    return float(np.abs(out).max()), float(out.std(axis=0).max())
+
+
+def flat_output_warning(info: BaseInfo, spec: BaseSpec | None) -> str | None:
+    """What to tell a user whose base's output hardly varies (``info.flat_output``), or ``None``."""
+    if not info.flat_output:
+        return None
+    assert info.output_spread is not None
+    largest, spread = info.output_spread
+    said = (
+        f"the base's output hardly varies over {SPREAD_SAMPLE} training examples (largest "
+        f"|value| {largest:.2g}, largest per-feature standard deviation {spread:.2g}, below "
+        f"{FLAT_OUTPUT_STD:g}): its trials will score at chance. "
+    )
+    if spec is not None and spec.application is not None and spec.weights == "none":
+        return said + (
+            f"A base with weights: none ({spec.application}) has the BatchNormalization "
+            "statistics of an untrained network (mean 0, variance 1), which graftune keeps "
+            "frozen, and the signal dies out through its layers: use weights: imagenet, a "
+            "pretrained .keras file (base.path) or a pretrain: stage"
+        )
+    return said + (
+        "Its layers scale the signal down to nothing (BatchNormalization statistics that were "
+        "never trained? graftune keeps them frozen): use a pretrained base"
+    )
+
+
+def flat_output_note(info: BaseInfo) -> str:
+    """The leaderboard note of a trial on a base whose output hardly varies."""
+    assert info.output_spread is not None
+    return (
+        f"base output near constant (std {info.output_spread[1]:.2g} < {FLAT_OUTPUT_STD:g}): "
+        "at chance, see the run's warning"
     )
 
 

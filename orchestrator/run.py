@@ -391,7 +391,7 @@ def _run(
     listener: TrialListener | None,
     held: contextlib.ExitStack,
 ) -> RunOutcome:
-    from orchestrator.bases import prepare_base
+    from orchestrator.bases import flat_output_warning, prepare_base
     from orchestrator.preflight import check_strategies, strategy_defaults, strategy_space
     from orchestrator.space import (
         Fixed,
@@ -426,6 +426,7 @@ def _run(
                 data_sources=host.data_sources,
                 echo=echo,
                 prepared=prepared,
+                sample=dataset.x_train,
             )
         except DataError as exc:  # in the data a pretrain: stage learns from
             if recipe.base.pretrain is None:
@@ -445,6 +446,9 @@ def _run(
             f"base: {base_info.description}, {base_info.n_cut_points} cut points, "
             f"output {base_info.output_shape}"
         )
+        flat = flat_output_warning(base_info, recipe.base)
+        if flat is not None:  # every head sits on the base's output: said once, before trials
+            echo(f"warning: {flat}")
 
     spaces, starts = {}, {}
     for name, strategy in strategies.items():

@@ -443,6 +443,10 @@ def run_trial(
                 keras.saving.register_keras_serializable(package or "Custom", name)(obj)
         base = load_base(spec.base) if spec.base is not None else None
         inputs, cut = _inputs(config, spec, dataset, base, result)
+        if spec.base is not None and spec.base.flat_output:
+            from orchestrator.bases import flat_output_note
+
+            result.note = "; ".join(filter(None, [result.note, flat_output_note(spec.base)]))
         if spec.mixed_precision and spec.gpus and not use_mixed:
             result.note = "; ".join(
                 filter(None, [result.note, f"mixed precision off: {backend_name} sees no GPU"])

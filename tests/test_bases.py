@@ -1014,3 +1014,48 @@ def test_a_relative_or_home_cache_dir_is_pinned_before_trials_move(tmp_path, mon
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("GRAFTUNE_CACHE_DIR", "~/gt")
     assert cache_dir() == tmp_path / "gt"
+
+
+def test_a_base_whose_output_hardly_varies_is_warned_of_and_noted_in_its_trials(
+    tmp_path, monkeypatch
+):
+    """A random MobileNetV3Small keeps an untrained network's BatchNormalization
+    statistics, frozen: its output is about 1e-10 whatever the input, and every
+    trial scored at chance without a word."""
+    from dataclasses import replace
+
+    from orchestrator.bases import flat_output_warning, output_spread
+    from orchestrator.run import run_recipe
+
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """\
+            name: flat
+            data: {source: "sklearn:digits", classes: [0, 1, 2]}
+            base: {application: MobileNetV3Small, weights: none, input_shape: [32, 32, 3]}
+            strategies: {feature_extraction: {num_samples: 1}}
+            search: {backend: keras_tuner, max_epochs: 1}
+            output: runs/
+            """
+        )
+    )
+    said: list[str] = []
+    outcome = run_recipe(recipe, echo=said.append)
+
+    warned = [line for line in said if "hardly varies" in line]
+    assert len(warned) == 1, said
+    assert warned[0].startswith("warning: the base's output hardly varies over 32 training")
+    assert "weights: none (MobileNetV3Small) has the BatchNormalization statistics" in warned[0]
+    assert "weights: imagenet" in warned[0] and "pretrain: stage" in warned[0]
+    notes = list(outcome.leaderboard["note"])
+    assert notes and all("base output near constant" in note for note in notes), notes
+
+    # A base that carries the signal on (here a small random CNN without BatchNormalization
+    # statistics to keep) is measured and not warned of.
+    info = prepare_path_base(tiny_cnn(), tmp_path / "tiny", digits())
+    assert info.output_spread is None  # not asked for
+    spread = output_spread(load_base(info).model, info.adapter, digits().x_train)
+    assert spread is not None and spread[1] > 1e-2
+    assert flat_output_warning(replace(info, output_spread=spread), None) is None
