@@ -535,7 +535,7 @@ class ApplicationProvider(BaseProvider):
             keras.backend.clear_session()
             keras.utils.set_random_seed(context.seed)
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _refusing_wrong_weights_files(spec.application or ""):
                 if local:  # a file of another model: a warning per layer before the error
                     warnings.simplefilter("ignore", UserWarning)
                 return function(
@@ -543,6 +543,8 @@ class ApplicationProvider(BaseProvider):
                     weights=None if weights == "none" else weights,
                     input_shape=_input_shape(spec),
                 )
+        except BaseModelError:
+            raise
         except Exception as exc:
             if weights == "imagenet" and _looks_like_download_failure(exc):
                 raise BaseModelError(
@@ -1437,6 +1439,52 @@ def _offline_message(application: str, exc: BaseException) -> str:
         f"  - set `weights: /path/to/{filename}` in the recipe's base: section, or\n"
         f"  - set `weights: none` to start from random weights."
     )
+
+
+@contextlib.contextmanager
+def _refusing_wrong_weights_files(application: str) -> Iterator[None]:
+    """Refuse a weights file in :func:`keras_models_dir` whose hash is not the one Keras expects.
+
+    Keras takes such a file for a download cut short: it downloads the weights
+    again and, offline, deletes the file it found, a copy the user put there as
+    graftune's offline message said. The check is made where Keras asks for the
+    file (``get_file``, with the name and hash each application passes it), and
+    the download is never tried.
+
+    Raises:
+        BaseModelError: At ``weights``, with the file's size and both hashes.
+    """
+    try:
+        from keras.src.utils import file_utils
+    except ImportError:  # Keras moved it: its own behaviour
+        yield
+        return
+    original = file_utils.get_file
+
+    def checked(fname: Any = None, origin: Any = None, *args: Any, **kwargs: Any) -> Any:
+        expected = kwargs.get("file_hash") or kwargs.get("md5_hash")
+        own_folder = kwargs.get("cache_subdir") == "models" and kwargs.get("cache_dir") is None
+        target = keras_models_dir() / str(fname) if fname and own_folder else None
+        if expected and target is not None and target.is_file():
+            algorithm = "md5" if kwargs.get("md5_hash") else kwargs.get("hash_algorithm", "auto")
+            hasher = file_utils.resolve_hasher(algorithm, expected)
+            found = file_utils.hash_file(str(target), hasher)
+            if found != expected:
+                raise BaseModelError(
+                    f"{target} is not the imagenet weights Keras expects for {application}: "
+                    f"it has {target.stat().st_size} bytes and {hasher.name} {found}, Keras "
+                    f"expects {hasher.name} {expected} (a copy cut short, or of another Keras "
+                    f"version?). Replace it with {fname} from {origin}, or set `weights: "
+                    "/path/to/weights.h5` (or `weights: none`); graftune leaves it in place",
+                    key="weights",
+                )
+        return original(fname, origin, *args, **kwargs)
+
+    file_utils.get_file = checked
+    try:
+        yield
+    finally:
+        file_utils.get_file = original
 
 
 def _graftune_version() -> str:

@@ -188,6 +188,33 @@ def test_offline_imagenet_weights_fail_with_a_message_that_says_what_to_do(offli
     assert not list(isolated.glob("**/*.keras"))
 
 
+def test_a_wrong_weights_file_where_the_offline_message_says_is_refused_and_kept(
+    offline_keras,
+):
+    """Keras took it for a download cut short, failed to download it again and
+    deleted it; graftune then told the user to copy it there, again."""
+    spec = BaseSpec(application="MobileNetV3Small", weights="imagenet", input_shape=(32, 32, 3))
+    with pytest.raises(BaseModelError) as caught:
+        prepare(spec)
+    filename = WEIGHTS_FILE.search(str(caught.value))
+    assert filename, caught.value
+    placed = offline_keras / "models" / filename.group(0)
+    placed.write_bytes(b"not the weights" * 10)
+
+    with pytest.raises(BaseModelError) as caught:
+        prepare(spec)
+
+    message = str(caught.value)
+    assert caught.value.key == "weights"
+    assert f"{placed} is not the imagenet weights Keras expects for MobileNetV3Small" in message
+    # MobileNetV3's hashes are md5 (Keras tells them by their length).
+    assert re.search(
+        r"it has 150 bytes and md5 [0-9a-f]{32}, Keras expects md5 [0-9a-f]{32}", message
+    )
+    assert "cannot download" not in message
+    assert placed.read_bytes() == b"not the weights" * 10
+
+
 def test_keras_models_dir_is_where_keras_looks_not_a_later_keras_home(
     offline_keras, monkeypatch, tmp_path
 ):
