@@ -194,7 +194,13 @@ def validate(
     except Exception as exc:
         _fail(exc)
         return
-    notes: list[str] = []
+    from orchestrator.preflight import recipe_notes
+
+    try:
+        notes = recipe_notes(loaded, host)
+    except Exception as exc:
+        _fail(exc)
+        return
     refused = _what_run_here_refuses(loaded, notes.append)
     repeated = _grid_repeats_note(loaded, host)
     if repeated is not None:

@@ -149,6 +149,55 @@ def _ask(method: Any, context: SpaceContext, who: str) -> Any:
         raise PluginError(f"{who}: {method.__name__}() raised {type(exc).__name__}: {exc}") from exc
 
 
+def space_notes(
+    strategy: Strategy, space: dict[str, Dimension], epochs: int, owner: str
+) -> list[str]:
+    """What :meth:`~orchestrator.strategy.Strategy.config_note` says of the values ``space`` can give.
+
+    Each value of :func:`~orchestrator.space.extremes` of each dimension, the
+    others at their smallest (:func:`~orchestrator.space.smallest_config`), at
+    ``epochs`` epochs; each note once, with the value that gave it first.
+
+    Raises:
+        PluginError: ``config_note`` raised, naming the strategy and ``owner``.
+    """
+    from orchestrator.space import extremes, smallest_config
+
+    smallest = smallest_config(space)
+    notes: dict[str, str] = {}
+    for key, dim in space.items():
+        for value in extremes(dim):
+            try:
+                said = strategy.config_note({**smallest, key: value}, epochs)
+            except Exception as exc:
+                raise PluginError(
+                    f"strategy {strategy.name!r} from plugin {owner}: config_note() raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if said and said not in notes:
+                shown = str(value).lower() if isinstance(value, bool) else value
+                notes[said] = (
+                    f"note: {strategy.name}: {said} (search.max_epochs is {epochs}, and its "
+                    f"space gives {key}: {shown})"
+                )
+    return list(notes.values())
+
+
+def recipe_notes(recipe: Recipe, host: PluginHost) -> list[str]:
+    """:func:`space_notes` of each strategy of a valid recipe, for ``graftune validate``."""
+    from orchestrator.space import merge_spaces
+    from orchestrator.strategy import SpaceContext
+
+    notes = []
+    for name in recipe.strategies:
+        strategy = host.strategies.get(name)()
+        owner = host.strategies.owner(name)
+        own = strategy_space(strategy, SpaceContext(), owner)
+        space = merge_spaces(own, recipe.shared_space(), recipe.strategy_space(name))
+        notes += space_notes(strategy, space, recipe.search.max_epochs, owner)
+    return notes
+
+
 def strategy_defaults(
     strategy: Strategy, context: SpaceContext, owner: str, own: dict[str, Dimension]
 ) -> dict[str, Any]:

@@ -392,7 +392,12 @@ def _run(
     held: contextlib.ExitStack,
 ) -> RunOutcome:
     from orchestrator.bases import flat_output_warning, prepare_base
-    from orchestrator.preflight import check_strategies, strategy_defaults, strategy_space
+    from orchestrator.preflight import (
+        check_strategies,
+        space_notes,
+        strategy_defaults,
+        strategy_space,
+    )
     from orchestrator.space import (
         Fixed,
         merge_spaces,
@@ -482,6 +487,10 @@ def _run(
             starts[name] = {
                 k: v for k, v in start.items() if not isinstance(spaces[name][k], Fixed)
             }
+    for name, strategy in strategies.items():
+        owner = host.strategies.owner(name)
+        for line in space_notes(strategy, spaces[name], recipe.search.max_epochs, owner):
+            echo(line)
     check_strategies(
         strategies, spaces, dataset.task, base_info, host, pickled=recipe.search.backend == "ray"
     )

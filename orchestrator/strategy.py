@@ -119,6 +119,17 @@ class Strategy:
         """
         return 0
 
+    def config_note(self, config: dict[str, Any], epochs: int) -> str | None:
+        """What a trial of ``config`` given ``epochs`` epochs does otherwise than its values say.
+
+        Said in the trial's leaderboard ``note``, and, for each value a recipe's
+        space can give (every choice, both ends of a range, the others at their
+        smallest), by ``graftune validate`` and at a run's start, so that
+        trials that train alike are not taken for different ones. The default,
+        ``None``, says nothing.
+        """
+        return None
+
     def build(self, config: dict[str, Any], task: TaskSpec, base: LoadedBase | None) -> keras.Model:
         """Build and compile the model of one trial configuration.
 

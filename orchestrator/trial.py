@@ -447,6 +447,9 @@ def run_trial(
             from orchestrator.bases import flat_output_note
 
             result.note = "; ".join(filter(None, [result.note, flat_output_note(spec.base)]))
+        said = spec.strategy.config_note(dict(config), spec.max_epochs)
+        if said:
+            result.note = "; ".join(filter(None, [result.note, said]))
         if spec.mixed_precision and spec.gpus and not use_mixed:
             result.note = "; ".join(
                 filter(None, [result.note, f"mixed precision off: {backend_name} sees no GPU"])

@@ -86,6 +86,11 @@ class FineTune(Strategy):
     def check_value(self, name: str, value: Any) -> None:
         check_rules(RULES, name, value)
 
+    def config_note(self, config: dict[str, Any], epochs: int) -> str | None:
+        if config.get("two_phase") and epochs < 2:  # fit() has no epoch for a second phase
+            return "two_phase needs at least 2 epochs: trained in one phase"
+        return None
+
     def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:
         # The first frozen_layers cut points stay frozen in both phases.
         return int(config["frozen_layers"])

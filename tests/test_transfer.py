@@ -223,6 +223,43 @@ def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(
     assert [event.step for event in events.Tensors("epoch_accuracy")] == [0, 1, 2, 3]
 
 
+def test_two_phase_with_one_epoch_is_noted_by_validate_and_in_its_trials(
+    digits, base_info, tmp_path
+):
+    """With max_epochs 1 fit() trains one phase: a choice [false, true] ran the
+    same training twice, listed as two configurations."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    said = "two_phase needs at least 2 epochs: trained in one phase"
+    one = trial(FineTune(), ft_config(two_phase=True), digits, base_info, tmp_path, epochs=1)
+    assert one.status == "ok", one.error
+    assert said in one.note and one.note.startswith("features computed up to cut")
+    two = trial(
+        FineTune(), ft_config(two_phase=True), digits, base_info, tmp_path, epochs=2, trial_id="u"
+    )
+    assert said not in (two.note or "")
+
+    recipe = tmp_path / "recipe.yaml"
+    text = (
+        "name: tp\ndata: {source: sklearn:digits}\n"
+        "base: {pretrain: {data: {source: sklearn:digits}, epochs: 1}}\n"
+        "strategies: {fine_tune: {space: {two_phase: {choice: [false, true]}}}}\n"
+        "search: {backend: keras_tuner, max_epochs: EPOCHS}\noutput: runs/\n"
+    )
+    recipe.write_text(text.replace("EPOCHS", "1"))
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 0, result.output
+    assert (
+        f"note: fine_tune: {said} (search.max_epochs is 1, and its space gives two_phase: true)"
+        in result.stdout
+    ), result.stdout
+    recipe.write_text(text.replace("EPOCHS", "2"))
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 0 and "note:" not in result.stdout, result.output
+
+
 # -- the frozen-feature cache --------------------------------------------------------
 
 
