@@ -233,22 +233,29 @@ def test_a_trial_evaluates_on_plain_batches_to_keras_numbers(digits, monkeypatch
     assert evaluate_arrays(model, *empty) == model.evaluate(*empty, verbose=0, return_dict=True)
 
 
+def one_epoch_spec(strategy, run_dir, *, batch_size=64):
+    """A trial of one epoch without a base, for :func:`orchestrator.trial.run_trial`."""
+    from orchestrator.trial import TrialSpec
+
+    return TrialSpec(
+        strategy=strategy,
+        base=None,
+        max_epochs=1,
+        batch_size=batch_size,
+        seed=0,
+        metric="val_accuracy",
+        run_dir=run_dir,
+    )
+
+
 def test_a_trial_whose_model_outputs_logits_fails_saying_so(digits, tmp_path):
     """Found by QA: a model ending in logits was trained, ranked on a loss of the
     wrong formula and saved; predict gave "probabilities" below 0 and above 1.
     (The pre-flight catches it at the smallest configuration; a trial, at any.)"""
-    from orchestrator.trial import TrialSpec, run_trial
+    from orchestrator.trial import run_trial
     from tests.broken_strategies import LogitsOut
 
-    spec = TrialSpec(
-        strategy=LogitsOut(),
-        base=None,
-        max_epochs=1,
-        batch_size=64,
-        seed=0,
-        metric="val_accuracy",
-        run_dir=tmp_path,
-    )
+    spec = one_epoch_spec(LogitsOut(), tmp_path)
     result = run_trial(CONFIG, spec, digits, trial_id="t", report=lambda metrics: None)
     assert result.status == "error", result
     assert "logits_out.build returned a model with outputs that are not class probabilities" in (
@@ -262,17 +269,9 @@ def test_a_trial_whose_last_step_makes_its_weights_nan_is_diverged(digits, tmp_p
     """One step an epoch (a batch larger than the data) at a learning rate of 1e300:
     the only step's loss is finite, the weights after it are not. The trial was `ok`
     with a validation score of chance, ranked, and its model predicted NaN."""
-    from orchestrator.trial import TrialSpec, run_trial
+    from orchestrator.trial import run_trial
 
-    spec = TrialSpec(
-        strategy=ScratchMLP(),
-        base=None,
-        max_epochs=1,
-        batch_size=len(digits.y_train) + 1,
-        seed=0,
-        metric="val_accuracy",
-        run_dir=tmp_path,
-    )
+    spec = one_epoch_spec(ScratchMLP(), tmp_path, batch_size=len(digits.y_train) + 1)
     reports = []
     config = {**CONFIG, "learning_rate": 1e300}
     result = run_trial(config, spec, digits, trial_id="t", report=reports.append)
@@ -297,17 +296,9 @@ def test_a_trials_saved_model_holds_no_optimizer_state_and_predicts_the_same(dig
     import h5py
     import keras
 
-    from orchestrator.trial import PREDICTIONS_FILE, TrialSpec, run_trial, save_model
+    from orchestrator.trial import PREDICTIONS_FILE, run_trial, save_model
 
-    spec = TrialSpec(
-        strategy=ScratchMLP(),
-        base=None,
-        max_epochs=1,
-        batch_size=64,
-        seed=0,
-        metric="val_accuracy",
-        run_dir=tmp_path,
-    )
+    spec = one_epoch_spec(ScratchMLP(), tmp_path)
     result = run_trial(CONFIG, spec, digits, trial_id="t", report=lambda metrics: None)
     assert result.status == "ok", result
     with zipfile.ZipFile(result.model_path) as archive:
