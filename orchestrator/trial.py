@@ -446,14 +446,10 @@ def run_trial(
         if spec.base is not None and spec.base.flat_output:
             from orchestrator.bases import flat_output_note
 
-            result.note = "; ".join(filter(None, [result.note, flat_output_note(spec.base)]))
-        said = spec.strategy.config_note(dict(config), spec.max_epochs)
-        if said:
-            result.note = "; ".join(filter(None, [result.note, said]))
+            _add_note(result, flat_output_note(spec.base))
+        _add_note(result, spec.strategy.config_note(dict(config), spec.max_epochs))
         if spec.mixed_precision and spec.gpus and not use_mixed:
-            result.note = "; ".join(
-                filter(None, [result.note, f"mixed precision off: {backend_name} sees no GPU"])
-            )
+            _add_note(result, f"mixed precision off: {backend_name} sees no GPU")
         if base is not None and cut != base.info.n_cut_points:
             # Loading builds layers, which draws random numbers: load before the
             # head's seed is set, so it starts alike with and without the cache.
@@ -664,6 +660,12 @@ def _inputs(
     if damaged:  # the trial's log is the worker's: the leaderboard's note column says it
         result.note = f"features computed again up to cut {cut}: {damaged[0]}"
     return features, cut
+
+
+def _add_note(result: TrialResult, note: str | None) -> None:
+    """Add ``note`` (if any) to the trial's leaderboard note, after what it has."""
+    if note:
+        result.note = f"{result.note}; {note}" if result.note else note
 
 
 def save_model(model: Any, path: Path) -> None:
