@@ -286,6 +286,7 @@ def read_source(
     import numpy as np
 
     from orchestrator.data import _call_source, _make_source, _validated, split_source
+    from orchestrator.data.sources import SklearnSource
     from orchestrator.recipe import load_recipe
 
     recipe = load_recipe(Path(run_dir) / "recipe.yaml")
@@ -313,11 +314,13 @@ def read_source(
         columns = _table_columns(scheme, location, base_dir)
         trained_target = recipe.data.target if trained_scheme in TABLE_SCHEMES else None
         trained = None
-        if trained_scheme in TABLE_SCHEMES:
+        if trained_scheme in TABLE_SCHEMES or trained_scheme == SklearnSource.scheme:
             # The columns the run recorded (its training table may since have changed,
             # or gone), else those of the training table as it is now (older runs).
             trained = recorded_features(run_dir)
-            if trained is None:
+            if trained is None and trained_scheme == SklearnSource.scheme:
+                trained = SklearnSource.feature_names(trained_location)
+            elif trained is None:
                 with contextlib.suppress(DataError):
                     trained = _table_columns(trained_scheme, trained_location, recipe.base_dir)
         if target is not None and target not in columns:
@@ -578,10 +581,14 @@ def read_image_folder(
 
 def table_features(recipe: Any) -> list[str] | None:
     """The feature columns of a run's table, in the order its models take them
-    (``None`` for other sources, or a table that cannot be read)."""
+    (``None`` for other sources, or a table that cannot be read). scikit-learn's
+    tables (``sklearn:iris``, ``wine``, ``breast_cancer``) name theirs too."""
     from orchestrator.data import split_source
+    from orchestrator.data.sources import SklearnSource
 
     scheme, location = split_source(recipe.data.source)
+    if scheme == SklearnSource.scheme:
+        return SklearnSource.feature_names(location)
     if scheme not in TABLE_SCHEMES:
         return None
     try:

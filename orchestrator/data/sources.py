@@ -96,6 +96,17 @@ class SklearnSource(_BuiltinSource):
         if location != "digits":
             _refuse_image_settings(spec, f"sklearn:{location}")
 
+    @classmethod
+    def feature_names(cls, location: str) -> list[str] | None:
+        """The feature columns of a table dataset, in its order (``None`` for digits,
+        images, or a name that is none of these)."""
+        if location == "digits" or location not in cls.LOADERS:
+            return None
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, cls.LOADERS[location])()
+        return [str(name) for name in bunch.feature_names]
+
     def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
         self.check(location, spec, base_dir)
         import sklearn.datasets
