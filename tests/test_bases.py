@@ -1073,7 +1073,7 @@ def test_a_base_whose_output_hardly_varies_is_warned_of_and_noted_in_its_trials(
 
     warned = [line for line in said if "hardly varies" in line]
     assert len(warned) == 1, said
-    assert warned[0].startswith("warning: the base's output hardly varies over 32 training")
+    assert warned[0].startswith("warning: the base's output hardly varies over 16 training")
     assert "weights: none (MobileNetV3Small) has the BatchNormalization statistics" in warned[0]
     assert "weights: imagenet" in warned[0] and "pretrain: stage" in warned[0]
     notes = list(outcome.leaderboard["note"])
@@ -1084,5 +1084,10 @@ def test_a_base_whose_output_hardly_varies_is_warned_of_and_noted_in_its_trials(
     info = prepare_path_base(tiny_cnn(), tmp_path / "tiny", digits())
     assert info.output_spread is None  # not asked for
     spread = output_spread(load_base(info).model, info.adapter, digits().x_train)
-    assert spread is not None and spread[1] > 1e-2
+    assert spread is not None and spread[1] > 1e-2 and spread[2] == 16
+    # Data with fewer training examples than it measures: said over those it has.
+    few = output_spread(load_base(info).model, info.adapter, digits().x_train[:5])
+    assert few is not None and few[2] == 5
+    said = flat_output_warning(replace(info, output_spread=(1e-9, 1e-10, 5)), None)
+    assert said is not None and said.startswith("the base's output hardly varies over 5 training")
     assert flat_output_warning(replace(info, output_spread=spread), None) is None
