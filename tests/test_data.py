@@ -604,6 +604,11 @@ def test_npz_images_past_1_that_are_not_scaled_are_warned_of(
     caplog.clear()
     sources.NpzSource().load("unit.npz", Spec("npz:unit.npz"), tmp_path)
     assert not caplog.records
+    # Standardised images (mean 0, some past 1): not pixels, not warned of.
+    standard = (pixels - pixels.mean()) / pixels.std()
+    np.savez(tmp_path / "z.npz", x=standard.astype(np.float32), y=y)
+    sources.NpzSource().load("z.npz", Spec("npz:z.npz"), tmp_path)
+    assert standard.max() > 1 and not caplog.records
 
 
 def test_images_of_different_sizes_need_an_image_size(registry: Registry, tmp_path: Path) -> None:

@@ -229,7 +229,10 @@ def npz_inputs(x: np.ndarray, spec: Any, path: Path, location: str) -> np.ndarra
     scale = {"uint8": 255.0, "uint16": 65535.0}.get(x.dtype.name)
     if scale is None and x.size:
         top = np.nanmax(x) if x.dtype.kind == "f" else x.max()
-        if top > 1:  # a base takes [0, 1]: 0..255 as they are trains on the wrong scale
+        bottom = np.nanmin(x) if x.dtype.kind == "f" else x.min()
+        # A base takes [0, 1]: 0..255 as they are trains on the wrong scale. Values
+        # below 0 are standardised images (or others of the user's making): not pixels.
+        if top > 1 and bottom >= 0:
             log.warning(
                 "%s: images in array 'x' of dtype %s hold values up to %s, left as they "
                 "are (only uint8 and uint16 images are scaled to [0, 1]); store "
