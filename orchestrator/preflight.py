@@ -156,30 +156,37 @@ def space_notes(
 
     Each value of :func:`~orchestrator.space.extremes` of each dimension, the
     others at their smallest (:func:`~orchestrator.space.smallest_config`), at
-    ``epochs`` epochs; each note once, with the value that gave it first.
+    ``epochs`` epochs; each note once, naming the value of a dimension that
+    brings it about (one whose other values do not), or none where no single
+    dimension's values decide it (all its configurations tried give it).
 
     Raises:
         PluginError: ``config_note`` raised, naming the strategy and ``owner``.
     """
     from orchestrator.space import extremes, smallest_config
 
+    def note(config: dict[str, Any]) -> str | None:
+        try:
+            return strategy.config_note(config, epochs)
+        except Exception as exc:
+            raise PluginError(
+                f"strategy {strategy.name!r} from plugin {owner}: config_note() raised "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
     smallest = smallest_config(space)
+    everywhere = note(smallest)
     notes: dict[str, str] = {}
     for key, dim in space.items():
-        for value in extremes(dim):
-            try:
-                said = strategy.config_note({**smallest, key: value}, epochs)
-            except Exception as exc:
-                raise PluginError(
-                    f"strategy {strategy.name!r} from plugin {owner}: config_note() raised "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            if said and said not in notes:
+        values = extremes(dim)
+        said = [note({**smallest, key: value}) for value in values]
+        for value, line in zip(values, said, strict=True):
+            # Given by one value of this dimension and not by another: that value's doing.
+            if line and line not in notes and any(other != line for other in said):
                 shown = str(value).lower() if isinstance(value, bool) else value
-                notes[said] = (
-                    f"note: {strategy.name}: {said} (search.max_epochs is {epochs}, and its "
-                    f"space gives {key}: {shown})"
-                )
+                notes[line] = f"note: {strategy.name}: {line} (its space gives {key}: {shown})"
+    if everywhere and everywhere not in notes:
+        notes[everywhere] = f"note: {strategy.name}: {everywhere}"
     return list(notes.values())
 
 

@@ -88,7 +88,9 @@ class FineTune(Strategy):
 
     def config_note(self, config: dict[str, Any], epochs: int) -> str | None:
         if config.get("two_phase") and epochs < 2:  # fit() has no epoch for a second phase
-            return "two_phase needs at least 2 epochs: trained in one phase"
+            return (
+                f"two_phase needs at least 2 epochs, and a trial has {epochs}: trained in one phase"
+            )
         return None
 
     def frozen_prefix(self, config: dict[str, Any], base: BaseInfo) -> int:

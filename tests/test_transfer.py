@@ -232,7 +232,7 @@ def test_two_phase_with_one_epoch_is_noted_by_validate_and_in_its_trials(
 
     from orchestrator.cli import app
 
-    said = "two_phase needs at least 2 epochs: trained in one phase"
+    said = "two_phase needs at least 2 epochs, and a trial has 1: trained in one phase"
     one = trial(FineTune(), ft_config(two_phase=True), digits, base_info, tmp_path, epochs=1)
     assert one.status == "ok", one.error
     assert said in one.note and one.note.startswith("features computed up to cut")
@@ -251,13 +251,19 @@ def test_two_phase_with_one_epoch_is_noted_by_validate_and_in_its_trials(
     recipe.write_text(text.replace("EPOCHS", "1"))
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 0, result.output
-    assert (
-        f"note: fine_tune: {said} (search.max_epochs is 1, and its space gives two_phase: true)"
-        in result.stdout
-    ), result.stdout
+    assert f"note: fine_tune: {said} (its space gives two_phase: true)" in result.stdout, (
+        result.stdout
+    )
     recipe.write_text(text.replace("EPOCHS", "2"))
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 0 and "note:" not in result.stdout, result.output
+    # Every configuration gives it (two_phase fixed): no dimension is blamed for it
+    # (it named frozen_layers, the first one tried).
+    from orchestrator.preflight import space_notes
+    from orchestrator.space import Choice, Fixed
+
+    space = {"frozen_layers": Choice((0, 2)), "two_phase": Fixed(True)}
+    assert space_notes(FineTune(), space, 1, "graftune") == [f"note: fine_tune: {said}"]
 
 
 # -- the frozen-feature cache --------------------------------------------------------
