@@ -319,15 +319,18 @@ def temporary_name(name: str) -> str:
     return f".{shortened(name)}.{os.getpid()}.tmp"
 
 
-def cannot_make_in(path: Path) -> str | None:
+def cannot_make_in(path: Path, *, writable: bool = True) -> str | None:
     """Why this process cannot make ``path`` (or what it holds), folders above it
     included: the nearest of ``path`` and its folders that exists must be a folder
-    it may write in (:func:`cannot_write_in`). ``None``: it can."""
+    it may write in (:func:`cannot_write_in`; a folder at all, where not
+    ``writable``), and none on the way a link to nothing. ``None``: it can."""
     import os
 
     path = Path(path).absolute()
     for place in (path, *path.parents):
         if place.exists():
+            if not writable:
+                return None if place.is_dir() else f"{place} is a file, not a folder"
             return cannot_write_in(place)
         if place.is_symlink():  # a link to nothing: making it would say "File exists"
             return f"{place} is a link to {os.readlink(place)}, which does not exist"

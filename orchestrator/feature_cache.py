@@ -219,27 +219,36 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _cache_root() -> Path:
-    """:func:`cache_dir`, refused where it, or the nearest folder above it that
-    exists, is a file: listing it said "empty" and clearing it "freed 0 B".
-
-    Raises:
-        OutputPathError: It is a file.
-    """
+def cache_folder_problem() -> str | None:
+    """Why graftune's cache folder cannot be one: it, or the nearest of the folders
+    above it that exists, is a file, or it is a link to nothing (``None``: it can;
+    a cache this process cannot write in is read, as a shared one is)."""
     from orchestrator.bases import CACHE_ENV
-    from orchestrator.errors import OutputPathError
+    from orchestrator.errors import cannot_make_in
 
     root = cache_dir()
-    for place in (root, *root.parents):
-        if place.exists():
-            if not place.is_dir():
-                where = "is" if place == root else f"cannot be made: {place} is"
-                raise OutputPathError(
-                    f"graftune's cache folder {root} (${CACHE_ENV}, default "
-                    f"~/.cache/graftune) {where} a file, not a folder"
-                )
-            break
-    return root
+    problem = cannot_make_in(root, writable=False)
+    if problem is None:
+        return None
+    return (
+        f"graftune's cache folder {root} (${CACHE_ENV}, default ~/.cache/graftune) "
+        f"cannot be made: {problem}"
+    )
+
+
+def _cache_root() -> Path:
+    """:func:`cache_dir`, refused where :func:`cache_folder_problem` finds one:
+    listing a file said "empty" and clearing it "freed 0 B".
+
+    Raises:
+        OutputPathError: It cannot be a folder.
+    """
+    from orchestrator.errors import OutputPathError
+
+    problem = cache_folder_problem()
+    if problem is not None:
+        raise OutputPathError(problem)
+    return cache_dir()
 
 
 def cache_entries() -> list[CacheEntry]:

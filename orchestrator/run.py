@@ -441,7 +441,11 @@ def _run(
             raise recipe.base_error(exc) from None
         except OSError as exc:  # the cache folder (its lock, its entry) cannot be written
             from orchestrator.bases import CACHE_ENV, cache_dir
+            from orchestrator.feature_cache import cache_folder_problem
 
+            problem = cache_folder_problem()
+            if problem is not None:
+                raise OutputPathError(problem) from exc
             raise OutputPathError(
                 f"cannot keep the base in graftune's cache folder {cache_dir()} "
                 f"(${CACHE_ENV}, default ~/.cache/graftune): {exc.strerror or exc}"

@@ -1457,9 +1457,15 @@ def test_cache_info_and_clear_refuse_a_cache_folder_that_is_a_file(tmp_path, mon
     afile = tmp_path / "cache"
     afile.write_text("not a folder")
     folder = "graftune's cache folder {} ($GRAFTUNE_CACHE_DIR, default ~/.cache/graftune)"
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
     for cache, said in (
-        (afile, f"{folder.format(afile)} is a file, not a folder"),
+        (afile, f"{folder.format(afile)} cannot be made: {afile} is a file, not a folder"),
         (afile / "sub", f"{folder.format(afile / 'sub')} cannot be made: {afile} is a file"),
+        (  # a link to nothing: a run said "File exists" once the data was loaded
+            tmp_path / "dangling",
+            f"{folder.format(tmp_path / 'dangling')} cannot be made: {tmp_path / 'dangling'} "
+            f"is a link to {tmp_path / 'gone'}, which does not exist",
+        ),
     ):
         monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(cache))
         for args in (["cache", "info"], ["cache", "clear"]):
