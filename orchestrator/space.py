@@ -179,10 +179,14 @@ def parse_dimension(raw: Any) -> Dimension:
         seen: dict[Any, Any] = {}
         for value in args:
             if _identity(value) in seen:
-                first = seen[_identity(value)]
-                same = "" if repr(first) == repr(value) else f" ({first!r} and {value!r} are one)"
+                first = _as_written(seen[_identity(value)])
+                same = (
+                    ""
+                    if first == _as_written(value)
+                    else f" ({first} and {_as_written(value)} are one)"
+                )
                 raise ValueError(
-                    f"choice lists the value {first!r} twice{same}; list each value once "
+                    f"choice lists the value {first} twice{same}; list each value once "
                     "(a grid would run it twice, keras-tuner once)"
                 )
             seen[_identity(value)] = value
@@ -418,6 +422,11 @@ def start_config(space: dict[str, Dimension], preferred: dict[str, Any]) -> dict
 
 
 _MISSING = object()
+
+
+def _as_written(value: Any) -> str:
+    """A value as a recipe writes it: ``true``, not Python's ``True``."""
+    return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
 def _identity(value: Any) -> Any:

@@ -91,6 +91,7 @@ def test_parsed_bounds_are_floats_for_float_dimensions() -> None:
         ({"choice": [16, 32, 16]}, "choice lists the value 16 twice; list each value once"),
         ({"choice": [16, 16.0]}, "the value 16 twice (16 and 16.0 are one)"),
         ({"choice": ["a", True, "a"]}, "the value 'a' twice"),
+        ({"choice": [True, False, True]}, "choice lists the value true twice;"),
         ({"int": [1, 2, 3]}, "int expects a list [low, high]; got [1, 2, 3]"),
         ({"int": 3}, "int expects a list [low, high]; got 3"),
         ({"float": [1]}, "float expects a list [low, high]"),
