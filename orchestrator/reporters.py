@@ -295,6 +295,11 @@ class MLflowReporter:
         if self.enabled():
             with _fail_fast():
                 self._start(run_dir, recipe)
+        elif os.environ.get("MLFLOW_TRACKING_URI"):  # asked for, and nothing would be logged
+            log.warning(
+                "MLFLOW_TRACKING_URI is set, but MLflow is not installed: this run is not "
+                'logged to it (pip install "graftune[mlflow]")'
+            )
 
     @hookimpl
     def graftune_trial_finished(self, result: TrialResult, run_dir: Path) -> None:

@@ -214,3 +214,22 @@ def test_a_tracking_server_nobody_answers_is_given_up_on_within_seconds(
     # The settings were MLflow's again after the reporter's calls.
     assert not set(FAIL_FAST_SETTINGS) & set(os.environ)
     assert logging.getLogger("urllib3.connectionpool").level == logging.NOTSET
+
+
+def test_a_tracking_uri_without_mlflow_installed_is_said(tmp_path, monkeypatch, caplog):
+    """Found by QA: with the quick start's install (no [mlflow] extra) a run given
+    MLFLOW_TRACKING_URI logged nothing and said nothing."""
+    import yaml
+
+    from orchestrator import reporters
+    from orchestrator.recipe import parse_recipe
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"file://{tmp_path / 'mlruns'}")
+    monkeypatch.setattr(reporters, "mlflow_available", lambda: False)  # as without the extra
+    recipe = parse_recipe(yaml.safe_dump(RECIPE), numbered=False)
+    with caplog.at_level(logging.WARNING):
+        get_plugin_manager().notify("graftune_run_started", recipe=recipe, run_dir=tmp_path)
+    (record,) = caplog.records
+    assert "MLFLOW_TRACKING_URI is set, but MLflow is not installed" in record.getMessage()
+    assert 'pip install "graftune[mlflow]"' in record.getMessage()
+    assert not (tmp_path / "mlruns").exists()
