@@ -54,8 +54,10 @@ def ray_tmpdir():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def graftune(folder: Path, ray_tmpdir: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, RAY_TMPDIR=str(ray_tmpdir))
+def graftune(
+    folder: Path, ray_tmpdir: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = dict(os.environ, RAY_TMPDIR=str(ray_tmpdir), **(env or {}))
     env.pop("RAY_ADDRESS", None)
     return subprocess.run(
         [GRAFTUNE, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=300
@@ -146,8 +148,13 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
             """
         )
     )
-    done = graftune(tmp_path, ray_tmpdir, "run", str(recipe), "--quiet")
+    # A home of its own, where Ray makes its token file: kept to its owner (Ray
+    # wrote it readable by every user of the machine, mode 644).
+    home = tmp_path / "home"
+    home.mkdir()
+    done = graftune(tmp_path, ray_tmpdir, "run", str(recipe), "--quiet", env={"HOME": str(home)})
     assert done.returncode == 0, done.stdout + done.stderr
+    assert (home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "leaderboard.csv").read_text().count("scratch_mlp") == 2
     log = (run_dir / "ray.log").read_text()

@@ -351,6 +351,24 @@ def _file_handler(log_file: Path) -> logging.Handler:
     return handler
 
 
+def keep_token_private() -> None:
+    """Make Ray's default token file readable by its owner alone.
+
+    Embedded Ray's services listen on every interface of the machine, and the
+    token is what refuses a stranger (README, "Embedded Ray and the network");
+    Ray writes ``~/.ray/auth_token`` as the umask leaves it, usually readable
+    by every user of the machine. A token the user keeps elsewhere
+    (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``) is left as it is.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    token = Path.home() / ".ray" / "auth_token"
+    with contextlib.suppress(OSError, RuntimeError):  # none, or no home: nothing to keep
+        status = token.stat()
+        if status.st_uid == os.getuid() and status.st_mode & 0o077:
+            token.chmod(0o600)
+
+
 class BackgroundStart:
     """Embedded local Ray, starting in a thread while the driver prepares the run.
 
@@ -385,6 +403,7 @@ class BackgroundStart:
         try:
             self._ray.init(address="local", num_cpus=self._num_cpus, **self._kwargs)
             _embedded = True
+            keep_token_private()
         except BaseException as exc:  # re-raised in the main thread by join()
             self._error = exc
         finally:
