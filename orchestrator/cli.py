@@ -70,9 +70,29 @@ class _Command(typer.core.TyperCommand):
             exc.message = exc.message.removeprefix("Value error, ")
             raise
 
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return _first_sentence(self, limit)
+
+
+def _first_sentence(command: Any, limit: int) -> str:
+    """A command's line in its group's list: its help's first sentence, whole (Click
+    cut it at about 60 characters: "Check a recipe without training: schema,...")."""
+    return typer.core.TyperCommand.get_short_help_str(command, max(limit, 1000))
+
+
+class _Group(typer.core.TyperGroup):
+    """A group (``jobs``, ``cache``) listed by its help's first sentence, whole."""
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return _first_sentence(self, limit)
+
 
 class _App(typer.Typer):
-    """A Typer app whose commands are :class:`_Command` s."""
+    """A Typer app whose commands are :class:`_Command` s and groups :class:`_Group` s."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("cls", _Group)
+        super().__init__(*args, **kwargs)
 
     def command(self, *args: Any, cls: Any = None, **kwargs: Any) -> Any:
         return super().command(*args, cls=cls or _Command, **kwargs)

@@ -235,6 +235,11 @@ def test_every_commands_help_reads_plainly():
         assert not re.search(r"[{}]", usage), usage
         types = re.findall(r"<[\w\[\]|., ]+>|\b(?:list|str|int|float|Path)\[", result.output)
         assert not types, (path, types)
+        # Each command and group is listed by its first sentence, whole (Click cut
+        # them at about 60 characters: "Check a recipe without training: schema,...").
+        if "Commands:" in result.output:
+            listed = result.output.split("Commands:", 1)[1]
+            assert "..." not in listed, (path, listed)
 
 
 def test_leaderboard_help_lists_its_formats_and_a_bad_one_is_said_plainly(tmp_path):
