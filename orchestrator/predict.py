@@ -11,7 +11,6 @@ every class.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import shlex
@@ -313,16 +312,13 @@ def read_source(
     if scheme in TABLE_SCHEMES:
         columns = _table_columns(scheme, location, base_dir)
         trained_target = recipe.data.target if trained_scheme in TABLE_SCHEMES else None
+        if trained_scheme == SklearnSource.scheme:
+            # scikit-learn's own frame (load_wine(as_frame=True).frame) has its labels
+            # in "target", as class codes: read as the run's class names (below).
+            trained_target = SklearnSource.TARGET
         trained = None
         if trained_scheme in TABLE_SCHEMES or trained_scheme == SklearnSource.scheme:
-            # The columns the run recorded (its training table may since have changed,
-            # or gone), else those of the training table as it is now (older runs).
-            trained = recorded_features(run_dir)
-            if trained is None and trained_scheme == SklearnSource.scheme:
-                trained = SklearnSource.feature_names(trained_location)
-            elif trained is None:
-                with contextlib.suppress(DataError):
-                    trained = _table_columns(trained_scheme, trained_location, recipe.base_dir)
+            trained = trained_features(run_dir, recipe)
         if target is not None and target not in columns:
             raise DataError(
                 f"target column {target!r}{did_you_mean(target, columns)} is not in {source!r}; "
@@ -341,7 +337,9 @@ def read_source(
         if None in partly:  # rows without a label: predicted, not scored
             x = _read_features(scheme, location, base_dir, source, label=target)
             x = x if order is None else x[:, order]
-            return x, (tuple(partly) if any(v is not None for v in partly) else None)
+            if not any(v is not None for v in partly):
+                return x, None
+            return x, _sklearn_names(tuple(partly), trained_scheme, trained_location)
         spec = spec.model_copy(update={"target": target})
         _call_source(reader.check, scheme, location, spec, base_dir, host.data_sources)
         loaded = _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
@@ -352,7 +350,29 @@ def read_source(
         loaded = _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
         x, y, names = _validated(loaded, scheme, host.data_sources)
     labels = tuple(np.asarray(names, dtype=object)[y].tolist())
+    if scheme in TABLE_SCHEMES:
+        labels = _sklearn_names(labels, trained_scheme, trained_location)
     return x, labels
+
+
+def _sklearn_names(
+    labels: tuple[str | None, ...], trained_scheme: str, trained_location: str
+) -> tuple[str | None, ...]:
+    """A table's labels for a run on a scikit-learn table: its class codes (``0``
+    .. ``k-1``, as scikit-learn's frames hold them) become the run's class names
+    (``malignant``, ``benign``); labels that are names already stay as they are."""
+    from orchestrator.data.sources import SklearnSource
+
+    if trained_scheme != SklearnSource.scheme:
+        return labels
+    names = SklearnSource.class_names(trained_location)
+    given = [label for label in labels if label is not None]
+    if not names or any(label in names for label in given):
+        return labels
+    codes = {str(code): name for code, name in enumerate(names)}
+    if not all(label in codes for label in given):
+        return labels
+    return tuple(None if label is None else codes[label] for label in labels)
 
 
 def check_inputs(x: np.ndarray, ref: ModelRef, source: str) -> None:
@@ -596,6 +616,13 @@ def table_features(recipe: Any) -> list[str] | None:
     except DataError:
         return None
     return [c for c in columns if c != recipe.data.target]
+
+
+def trained_features(run_dir: str | Path, recipe: Any) -> list[str] | None:
+    """The feature columns a run's models take: those it recorded (its training
+    table may since have changed, or gone), else those of its data as it is now
+    (runs from before they were recorded)."""
+    return recorded_features(run_dir) or table_features(recipe)
 
 
 def recorded_features(run_dir: str | Path) -> list[str] | None:

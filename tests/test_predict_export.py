@@ -688,17 +688,25 @@ def test_a_run_on_a_scikit_learn_table_matches_a_tables_columns_by_name(tmp_path
     predicted = {}
     for name in ("same", "reversed"):
         out = tmp_path / f"{name}_predictions.csv"
-        result = invoke("predict", run_dir, "--data", f"csv:{tmp_path / name}.csv",
-                        "--target", "target", "--out", out)  # fmt: skip
+        result = invoke("predict", run_dir, "--data", f"csv:{tmp_path / name}.csv", "--out", out)
         assert result.exit_code == 0, result.output
+        # Its "target" column holds class codes: read as the run's class names, and scored
+        # (it was taken for a feature, and then, named by --target, matched no class).
+        assert "on 150 labelled examples" in result.output, result.output
         predicted[name] = pd.read_csv(out)
     pd.testing.assert_frame_equal(predicted["same"], predicted["reversed"])
+    assert set(predicted["same"]["label"]) == {"setosa", "versicolor", "virginica"}
     # Columns named otherwise are refused with the run's names, not read by position.
     frame.rename(columns={features[0]: "sepal length"}).to_csv(
         tmp_path / "renamed.csv", index=False
     )
-    result = invoke(
-        "predict", run_dir, "--data", f"csv:{tmp_path / 'renamed.csv'}", "--target", "target"
-    )
+    result = invoke("predict", run_dir, "--data", f"csv:{tmp_path / 'renamed.csv'}")
     assert result.exit_code == 2, result.output
     assert "lacks column(s) 'sepal length (cm)'" in result.output
+    # A run from before the names were recorded: predict and export look them up.
+    summary = json.loads((run_dir / "best" / "config.json").read_text())
+    del summary["features"]
+    (run_dir / "best" / "config.json").write_text(json.dumps(summary))
+    assert invoke("export", run_dir, tmp_path / "exported").exit_code == 0
+    exported = json.loads((tmp_path / "exported" / "graftune.json").read_text())
+    assert exported["features"] == features

@@ -96,6 +96,19 @@ class SklearnSource(_BuiltinSource):
         if location != "digits":
             _refuse_image_settings(spec, f"sklearn:{location}")
 
+    #: The label column of scikit-learn's own frames (``load_wine(as_frame=True).frame``).
+    TARGET = "target"
+
+    @classmethod
+    def class_names(cls, location: str) -> tuple[str, ...] | None:
+        """A dataset's class names, in the order of its class codes (``None``: unknown)."""
+        if location not in cls.LOADERS:
+            return None
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, cls.LOADERS[location])()
+        return tuple(str(name) for name in bunch.target_names)
+
     @classmethod
     def feature_names(cls, location: str) -> list[str] | None:
         """The feature columns of a table dataset, in its order (``None`` for digits,
