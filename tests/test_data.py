@@ -609,6 +609,11 @@ def test_npz_images_past_1_that_are_not_scaled_are_warned_of(
     np.savez(tmp_path / "z.npz", x=standard.astype(np.float32), y=y)
     sources.NpzSource().load("z.npz", Spec("npz:z.npz"), tmp_path)
     assert standard.max() > 1 and not caplog.records
+    # 0..255 pixels a bicubic resize took a little below 0 (about -37..289) still are.
+    overshoot = pixels.astype(np.float32) * 1.13 - 37
+    np.savez(tmp_path / "bicubic.npz", x=overshoot, y=y)
+    sources.NpzSource().load("bicubic.npz", Spec("npz:bicubic.npz"), tmp_path)
+    assert len(caplog.records) == 1 and "hold values up to" in caplog.records[0].getMessage()
 
 
 def test_images_of_different_sizes_need_an_image_size(registry: Registry, tmp_path: Path) -> None:

@@ -244,8 +244,10 @@ def npz_inputs(x: np.ndarray, spec: Any, path: Path, location: str) -> np.ndarra
         top = np.nanmax(x) if x.dtype.kind == "f" else x.max()
         bottom = np.nanmin(x) if x.dtype.kind == "f" else x.min()
         # A base takes [0, 1]: 0..255 as they are trains on the wrong scale. Values
-        # below 0 are standardised images (or others of the user's making): not pixels.
-        if top > 1 and bottom >= 0:
+        # well below 0 are standardised images (of a few units either side of 0), not
+        # pixels; a little below 0 next to a large top is a resize's overshoot
+        # (bicubic 0..255 gives about -37..289).
+        if top > 1 and (bottom >= 0 or (top > 10 and bottom >= -0.25 * top)):
             log.warning(
                 "%s: images in array 'x' of dtype %s hold values up to %s, left as they "
                 "are (only uint8 and uint16 images are scaled to [0, 1]); store "
