@@ -90,7 +90,7 @@ class Choice:
         return Choice(tuple(dict.fromkeys(values)))  # [0, 5, all] of 5 cut points: 5 once
 
     def describe(self) -> str:
-        return "choice [" + ", ".join(repr(v) for v in self.values) + "]"
+        return "choice [" + ", ".join(_as_written(v) for v in self.values) + "]"
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class Fixed:
         return self
 
     def describe(self) -> str:
-        return f"fixed {self.value!r}"
+        return f"fixed {_as_written(self.value)}"
 
 
 Dimension = Int | Float | LogFloat | Choice | Fixed

@@ -195,6 +195,9 @@ def test_describe() -> None:
     assert Float(0.5, 2).describe() == "float [0.5, 2]"
     assert LogFloat(1e-6, 0.01).describe() == "loguniform [1e-06, 0.01]"
     assert Choice((64, "x")).describe() == "choice [64, 'x']"
+    # As a recipe writes them (they read "choice [False, True]", Python's spelling).
+    assert Choice((False, True)).describe() == "choice [false, true]"
+    assert Fixed(True).describe() == "fixed true"
     assert Fixed("all").describe() == "fixed 'all'"
 
 
