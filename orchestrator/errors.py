@@ -333,7 +333,11 @@ def cannot_make_in(path: Path, *, writable: bool = True) -> str | None:
                 return None if place.is_dir() else f"{place} is a file, not a folder"
             return cannot_write_in(place)
         if place.is_symlink():  # a link to nothing: making it would say "File exists"
-            return f"{place} is a link to {os.readlink(place)}, which does not exist"
+            target = os.readlink(place)
+            end = Path(os.path.realpath(place))  # the last of a chain of links
+            if end != Path(os.path.abspath(place.parent / target)):
+                return f"{place} is a link to {target}, which leads to {end}, which does not exist"
+            return f"{place} is a link to {target}, which does not exist"
     return None  # unreachable: "/" exists
 
 

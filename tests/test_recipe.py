@@ -1458,6 +1458,7 @@ def test_cache_info_and_clear_refuse_a_cache_folder_that_is_a_file(tmp_path, mon
     afile.write_text("not a folder")
     folder = "graftune's cache folder {} ($GRAFTUNE_CACHE_DIR, default ~/.cache/graftune)"
     (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    (tmp_path / "chain").symlink_to("dangling")  # a link to a link to nothing
     for cache, said in (
         (afile, f"{folder.format(afile)} cannot be made: {afile} is a file, not a folder"),
         (afile / "sub", f"{folder.format(afile / 'sub')} cannot be made: {afile} is a file"),
@@ -1465,6 +1466,11 @@ def test_cache_info_and_clear_refuse_a_cache_folder_that_is_a_file(tmp_path, mon
             tmp_path / "dangling",
             f"{folder.format(tmp_path / 'dangling')} cannot be made: {tmp_path / 'dangling'} "
             f"is a link to {tmp_path / 'gone'}, which does not exist",
+        ),
+        (
+            tmp_path / "chain",
+            f"{folder.format(tmp_path / 'chain')} cannot be made: {tmp_path / 'chain'} is a "
+            f"link to dangling, which leads to {tmp_path / 'gone'}, which does not exist",
         ),
     ):
         monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(cache))
