@@ -50,7 +50,6 @@ def export_model(
     from orchestrator import __version__
     from orchestrator.accelerator import check_backend
     from orchestrator.predict import find_model, load_model, trained_features
-    from orchestrator.recipe import load_recipe
     from orchestrator.trial import TOP_FILE, save_model
 
     if format not in FORMATS:
@@ -89,7 +88,7 @@ def export_model(
             "class_names": list(ref.class_names),
             "input_shape": list(ref.input_shape),
             # A table's feature columns, in the order the model takes them.
-            "features": trained_features(run_dir, load_recipe(Path(run_dir) / "recipe.yaml")),
+            "features": trained_features(run_dir),
             "input": "float32 batches of shape (n, *input_shape), prepared like the run's "
             "data: images scaled to [0, 1], tables as raw numbers (the model standardises)",
             "output": "float32 probabilities of shape (n, len(class_names)); column i is "

@@ -618,11 +618,22 @@ def table_features(recipe: Any) -> list[str] | None:
     return [c for c in columns if c != recipe.data.target]
 
 
-def trained_features(run_dir: str | Path, recipe: Any) -> list[str] | None:
+def trained_features(run_dir: str | Path, recipe: Any = None) -> list[str] | None:
     """The feature columns a run's models take: those it recorded (its training
     table may since have changed, or gone), else those of its data as it is now
-    (runs from before they were recorded)."""
-    return recorded_features(run_dir) or table_features(recipe)
+    (runs from before they were recorded; ``recipe``: the run's, read if not given)."""
+    recorded = recorded_features(run_dir)
+    if recorded is not None:
+        return recorded
+    if recipe is None:
+        from orchestrator.errors import GraftuneError
+        from orchestrator.recipe import load_recipe
+
+        try:
+            recipe = load_recipe(Path(run_dir) / "recipe.yaml")
+        except GraftuneError:  # a recipe this version cannot read: no names to give
+            return None
+    return table_features(recipe)
 
 
 def recorded_features(run_dir: str | Path) -> list[str] | None:
