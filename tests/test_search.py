@@ -1570,10 +1570,10 @@ def test_the_failure_summary_says_why_when_no_trial_has_an_error(tmp_path):
 def test_trials_stopped_before_their_first_epoch_ended_are_said_to_have_no_score(tmp_path):
     """The budget's warning promised "the scores of its last epoch", and the failure
     summary "the leaderboard ranks them", for trials with no score and no rank."""
+    from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
     from orchestrator.run import _failure_summary
     from orchestrator.trial import TrialResult, TrialSpec, read_result
     from orchestrator.tuning.ray_tune import _Search, _tell_the_untold
-    from plugins.scratch_mlp import ScratchMLP
 
     def pruned(trial_id, score=None):
         epochs = 0 if score is None else 1
