@@ -24,7 +24,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.errors import GraftuneError, RunInterrupted, missing_run_dir, no_leaderboard
+from orchestrator.errors import (
+    GraftuneError,
+    RunInterrupted,
+    ellipsized,
+    missing_run_dir,
+    no_leaderboard,
+)
 
 # TensorFlow's C++ start-up chatter is not for users; set before it can be imported.
 # (What TensorFlow prints in spite of it: orchestrator.native_log.)
@@ -1087,8 +1093,7 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
             value = row[column]
             if column == "error" and isinstance(value, str):
                 value = " ".join(value.split())
-                if len(value) > _ERROR_CELL:  # the whole message is in leaderboard.md
-                    value = value[: _ERROR_CELL - len(ellipsis)] + ellipsis
+                value = ellipsized(value, _ERROR_CELL, ellipsis)  # the whole is in leaderboard.md
             value = None if _isna(value) else value
             if column in parameters and isinstance(value, float):
                 # Three significant digits: learning rates 0.00648 and 0.00624 differ.

@@ -302,6 +302,12 @@ def check_output_file(path: Path, option: str = "--out") -> None:
         raise OutputPathError(f"{option} {path}: {problem}")
 
 
+def ellipsized(text: str, limit: int, ellipsis: str = "…") -> str:
+    """``text`` whole if it has at most ``limit`` characters, else cut to ``limit``
+    with ``ellipsis`` at the end (a long error or value in a line)."""
+    return text if len(text) <= limit else text[: limit - len(ellipsis)] + ellipsis
+
+
 def shortened(name: str) -> str:
     """``name`` cut to at most 200 bytes (whole characters): room for what a
     temporary name adds within a file system's 255 bytes."""

@@ -40,6 +40,7 @@ from orchestrator.errors import (
     RunInterrupted,
     SearchInterrupted,
     cannot_make_in,
+    ellipsized,
     is_disk_full,
     missing_run_dir,
 )
@@ -1029,7 +1030,7 @@ def _shown_value(value: Any) -> str:
     if value is _ABSENT:
         return "(not set)"
     text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 60 else text[:59] + "…"
+    return ellipsized(text, 60)
 
 
 def _recorded_searched(run_dir: Path, digest: str) -> dict[str, Any] | None:
@@ -1196,7 +1197,7 @@ def _trial_line(result: TrialResult, metric: str) -> str:
     score = f"{metric}={value:.4f}" if isinstance(value, float) else ""
     error = result.error or ""
     # The whole error is in the leaderboard; Ray's can run to hundreds of characters.
-    extra = f" ({error if len(error) <= 200 else error[:199] + '…'})" if error else ""
+    extra = f" ({ellipsized(error, 200)})" if error else ""
     retries = result.retries
     retried = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
     score = f" {score}" if score else ""
