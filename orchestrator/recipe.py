@@ -812,7 +812,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
                 )
             )
     try:
-        check_data_spec(recipe.data, host.data_sources, recipe.base_dir)
+        check_data_spec(recipe.data, host.data_sources, recipe.base_dir, recipe.plugins.disable)
     except DataError as exc:
         errors.append(recipe.data_error(("data",), exc))
 
@@ -931,7 +931,12 @@ def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
         from orchestrator.data import check_data_spec
 
         try:
-            check_data_spec(recipe.base.pretrain.data, host.data_sources, recipe.base_dir)
+            check_data_spec(
+                recipe.base.pretrain.data,
+                host.data_sources,
+                recipe.base_dir,
+                recipe.plugins.disable,
+            )
         except DataError as exc:
             errors.append(recipe.data_error(("base", "pretrain", "data"), exc))
     try:

@@ -63,6 +63,24 @@ def test_a_disabled_builtin_is_an_unknown_strategy(tmp_path):
     assert "or a plugin the recipe's plugins.disable removes: fine_tune)" in said
 
 
+def test_a_data_source_whose_plugin_is_disabled_says_so(tmp_path):
+    """The data source's message, alone of the three, left the recipe's own
+    ``plugins.disable`` out: "no installed plugin provides it"."""
+    recipe = write(
+        tmp_path,
+        """
+        name: no-data
+        data: {source: "sklearn:iris"}
+        strategies: {scratch_mlp: {}}
+        plugins: {disable: [graftune.data]}
+        """,
+    )
+    result = cli("validate", recipe)
+    assert result.exit_code == 2, result.output
+    assert "data.source: unknown data source 'sklearn'" in result.output
+    assert "or a plugin the recipe's plugins.disable removes: graftune.data)" in result.output
+
+
 def test_disabling_a_plugin_the_recipe_does_not_name_keeps_it_valid(tmp_path):
     recipe = write(
         tmp_path,

@@ -24,6 +24,8 @@ from orchestrator.data import split as _split
 from orchestrator.errors import DataError, GraftuneError
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from orchestrator.registry import Registry
 
 __all__ = [
@@ -244,7 +246,9 @@ def split_source(source: str) -> tuple[str, str]:
     return scheme, location
 
 
-def check_data_spec(spec: Any, sources: Registry, base_dir: Path) -> None:
+def check_data_spec(
+    spec: Any, sources: Registry, base_dir: Path, disabled: Sequence[str] = ()
+) -> None:
     """Check a data spec without loading its data.
 
     Checks that the scheme is registered, that the split fractions, ``classes``
@@ -255,13 +259,15 @@ def check_data_spec(spec: Any, sources: Registry, base_dir: Path) -> None:
         spec: The recipe's data spec.
         sources: The registry of data sources, keyed by scheme.
         base_dir: The folder relative paths resolve against (the recipe's folder).
+        disabled: The plugins the recipe's ``plugins.disable`` blocks, named where the
+            scheme is unknown.
 
     Raises:
         DataError: With ``key`` set to the data spec key at fault.
     """
     _check_spec_values(spec)
     scheme, location = split_source(spec.source)
-    source = _make_source(scheme, sources)
+    source = _make_source(scheme, sources, disabled)
     _call_source(source.check, scheme, location, spec, Path(base_dir), sources)
 
 
@@ -354,10 +360,11 @@ def _check_spec_values(spec: Any) -> None:
         )
 
 
-def _make_source(scheme: str, sources: Registry) -> DataSource:
-    """Instantiate the source registered for ``scheme``, or name the known ones."""
+def _make_source(scheme: str, sources: Registry, disabled: Sequence[str] = ()) -> DataSource:
+    """Instantiate the source registered for ``scheme``, or name the known ones (and
+    the plugins ``disabled`` by the recipe's ``plugins.disable``)."""
     if scheme not in sources:
-        raise DataError(sources.unknown_message(scheme), key="source")
+        raise DataError(sources.unknown_message(scheme, disabled), key="source")
     item = sources.get(scheme)
     return item() if isinstance(item, type) else item
 
