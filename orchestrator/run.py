@@ -1232,7 +1232,7 @@ def _failure_summary(
     )
     if not results:
         if budget:
-            return f"no trial ran: {budget} before any trial ended; raise it. See {run_dir}"
+            return f"no trial ended: {budget} first; raise it. See {run_dir}"
         return f"no trial ran; see {run_dir}"
     statuses = Counter(r.status for r in results)
     counts = ", ".join(f"{n} {status}" for status, n in statuses.most_common())

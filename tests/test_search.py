@@ -1562,7 +1562,8 @@ def test_the_failure_summary_says_why_when_no_trial_has_an_error(tmp_path):
     assert "so no best model was saved; the leaderboard ranks them: " in said
     assert said.endswith("; raise search.time_budget_s")
     said = _failure_summary([], tmp_path, time_budget_s=1, metric="val_accuracy")
-    assert said.startswith("no trial ran: search.time_budget_s (1 s a strategy")
+    assert said.startswith("no trial ended: search.time_budget_s (1 s a strategy")
+    assert "ran out first; raise it" in said
     assert "raise it" in said
     assert _failure_summary([], tmp_path, metric="val_loss") == f"no trial ran; see {tmp_path}"
 
