@@ -15,7 +15,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -660,16 +660,34 @@ def predict(
     if out_path is not None:
         line += f" written to {out_path}"
     unlabelled = int(result.frame["label"].isna().sum()) if "label" in result.frame else 0
+    # Labelled with a class the model does not have: predicted, not scored.
+    foreign = len(result.frame) - unlabelled - result.n_scored if "label" in result.frame else 0
+    unscored = [
+        f"{n} {why}"
+        for n, why in (
+            (unlabelled, "without a label"),
+            (foreign, "with a label the model has no class for"),
+        )
+        if n
+    ]
     if result.accuracy is not None:
         line += f"; accuracy {result.accuracy:.4f} on {result.n_scored} labelled examples"
-        if unlabelled:
-            line += f" ({unlabelled} without a label, predicted only)"
+        if unscored:
+            line += f" ({' and '.join(unscored)}: predicted only)"
     elif "label" in result.frame:  # labelled, but with no class the model knows
+        labels = sorted({str(label) for label in result.frame["label"].dropna()})
         line += (
-            "; no accuracy: none of the labels is one of the model's classes "
-            f"({', '.join(ref.class_names[:10])}{', ...' if len(ref.class_names) > 10 else ''})"
+            f"; no accuracy: none of the labels ({_first_few(labels)}) is one of the "
+            f"model's classes ({_first_few(ref.class_names)})"
         )
+        if unlabelled:
+            line += f"; {unlabelled} without a label"
     where.print(line, markup=False)
+
+
+def _first_few(names: Sequence[str], few: int = 10) -> str:
+    """``names`` joined by commas, the first ``few`` of them and ``...`` for the rest."""
+    return ", ".join(names[:few]) + (", ..." if len(names) > few else "")
 
 
 class ExportFormat(str, Enum):

@@ -128,7 +128,9 @@ def test_predict_unlabelled_arrays_and_say_why_labels_were_not_scored(runs, test
         "predict", digits.run_dir, "--data", f"npz:{other}", "--out", tmp_path / "b.csv"
     )
     assert result.exit_code == 0, result.output
-    assert "no accuracy: none of the labels is one of the model's classes (0, 1, 2" in result.output
+    said = " ".join(result.output.split())
+    assert "no accuracy: none of the labels (class 0, class 1, class 2, " in said
+    assert "class 9) is one of the model's classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in said
 
 
 @pytest.mark.parametrize("form", ["strategy/id", "id"])
@@ -396,9 +398,28 @@ def test_predict_scores_a_tables_labelled_rows_and_only_predicts_the_others(wine
     scored = b.dropna(subset=["label"])
     accuracy = (scored["label"] == scored["predicted"]).mean()
     assert (
-        f"accuracy {accuracy:.4f} on {len(table) - 3} labelled examples (3 without a label, "
+        f"accuracy {accuracy:.4f} on {len(table) - 3} labelled examples (3 without a label: "
         "predicted only)"
     ) in " ".join(part.output.split())
+    # A label the model has no class for is predicted, not scored, and said so (it
+    # was left out of the count silently).
+    table.loc[10, "cultivar"] = "zinfandel"
+    table.to_csv(tmp_path / "foreign.csv", index=False)
+    foreign = invoke(
+        "predict",
+        wine_run.run_dir,
+        "--data",
+        f"csv:{tmp_path / 'foreign.csv'}",
+        "-o",
+        tmp_path / "c",
+    )
+    assert foreign.exit_code == 0, foreign.output
+    scored = scored.drop(index=10)
+    accuracy = (scored["label"] == scored["predicted"]).mean()
+    assert (
+        f"accuracy {accuracy:.4f} on {len(table) - 4} labelled examples (3 without a label and "
+        "1 with a label the model has no class for: predicted only)"
+    ) in " ".join(foreign.output.split())
 
 
 def test_predict_on_a_folder_that_is_no_run(tmp_path):
