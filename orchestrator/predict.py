@@ -725,19 +725,23 @@ def _read_features(
     scheme: str, location: str, base_dir: Path, source: str, *, label: str | None = None
 ) -> np.ndarray:
     """Read a table's features: every column but ``label`` (if given) is a numeric one."""
-    import pandas as pd
 
-    from orchestrator.data.sources import feature_matrix, read_table
+    from orchestrator.data.sources import (
+        csv_decimal,
+        feature_matrix,
+        non_numeric_columns,
+        read_table,
+    )
 
     path = _table_path(location, base_dir)
     frame = read_table(scheme, path, target=label)
     if label is not None:
         frame = frame.drop(columns=label)
-    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    decimal = csv_decimal(path, label) if scheme == "csv" else None
+    non_numeric = non_numeric_columns(frame, list(frame.columns), decimal)
     if non_numeric:
         raise DataError(
-            f"{source!r} has non-numeric column(s) {', '.join(map(repr, non_numeric))}; "
-            "the model takes numbers",
+            f"{source!r} has non-numeric column(s) {non_numeric}; the model takes numbers",
             key="source",
         )
     if frame.isna().to_numpy().any():

@@ -380,6 +380,24 @@ def test_predict_refuses_an_unlabelled_tables_infinite_values_naming_the_row(win
     assert not out.exists()
 
 
+def test_a_new_tables_text_cell_is_shown_with_how_its_numbers_were_read(wine_run, tmp_path):
+    """Training named the cell and the decimal separator a ';' CSV was read with;
+    predict named the column alone ("has non-numeric column(s) 'alcohol'")."""
+    table = pd.read_csv(WINE_CSV).drop(columns="cultivar")
+    table["ash"] = table["ash"].astype(object)
+    table.loc[2, "ash"] = "?"
+    table.to_csv(tmp_path / "new.csv", sep=";", decimal=",", index=False)
+    result = invoke(
+        "predict", wine_run.run_dir, "--data", f"csv:{tmp_path / 'new.csv'}", "-o", tmp_path / "p"
+    )
+    assert result.exit_code == 2, result.output
+    assert (
+        "has non-numeric column(s) 'ash' (data row 3: '?') (read as ';'-separated with "
+        "decimal commas, as most numbers in its first"
+    ) in " ".join(result.output.split())
+    assert not (tmp_path / "p").exists()
+
+
 def test_predict_scores_a_tables_labelled_rows_and_only_predicts_the_others(wine_run, tmp_path):
     """A label column with empty cells was refused: "drop or fill them first"."""
     table = pd.read_csv(WINE_CSV)

@@ -154,7 +154,7 @@ class CsvSource(_BuiltinSource):
         target = str(spec.target)
         frame = read_table("csv", path, target=target)
         labels = _csv_labels(path, target)
-        decimal = _csv_format(path, target).get("decimal")
+        decimal = csv_decimal(path, target)
         return _table_arrays(frame, target, path, labels, semicolon_decimal=decimal)
 
 
@@ -567,6 +567,42 @@ def _check_target(spec: Any, columns: list[str], path: Path) -> None:
         raise DataError(f"{path} has no feature columns besides {target!r}", key="source")
 
 
+def non_numeric_columns(
+    frame: pd.DataFrame, features: list[str], semicolon_decimal: str | None = None
+) -> str | None:
+    """The feature columns of ``frame`` that are not numbers, said with the first
+    cell that is text and how a ``;`` CSV was read, or ``None`` if all are numbers.
+
+    ``semicolon_decimal``: the decimal separator a ``;`` CSV was read with
+    (:func:`csv_decimal`), ``None`` for other files.
+    """
+    import pandas as pd
+
+    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if not non_numeric:
+        return None
+    column = frame[non_numeric[0]]
+    as_read = column
+    if semicolon_decimal == ",":  # "3,5" is a number there
+        as_read = column.astype(str).str.replace(",", ".", regex=False).where(column.notna())
+    text = pd.to_numeric(as_read, errors="coerce").isna() & column.notna()
+    row = int(np.argmax(text.to_numpy())) if text.any() else None
+    example = "" if row is None else f" (data row {row + 1}: {column.iloc[row]!r})"
+    read_as = ""
+    if semicolon_decimal is not None:
+        read_as = (
+            f" (read as ';'-separated with decimal "
+            f"{'commas' if semicolon_decimal == ',' else 'points'}, as most numbers in its "
+            f"first {_DECIMAL_ROWS} rows are written)"
+        )
+    return f"{', '.join(repr(c) for c in non_numeric)}{example}{read_as}"
+
+
+def csv_decimal(path: Path, target: str | None) -> str | None:
+    """The decimal separator a ``;`` CSV is read with, ``None`` for any other CSV."""
+    return _csv_format(path, target).get("decimal")
+
+
 def _table_arrays(
     frame: pd.DataFrame,
     target: str,
@@ -580,32 +616,17 @@ def _table_arrays(
     ``semicolon_decimal``: the decimal separator a ``;`` CSV was read with (said
     with its non-numeric columns), ``None`` for other files.
     """
-    import pandas as pd
 
     frame.columns = [str(c) for c in frame.columns]
     features = [c for c in frame.columns if c != target]
     if frame.empty:  # its columns then read as text: "non-numeric" would mislead
         raise DataError(f"{path} has a header but no rows", key="source")
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    non_numeric = non_numeric_columns(frame, features, semicolon_decimal)
     if non_numeric:
-        column = frame[non_numeric[0]]
-        as_read = column
-        if semicolon_decimal == ",":  # "3,5" is a number there
-            as_read = column.astype(str).str.replace(",", ".", regex=False).where(column.notna())
-        text = pd.to_numeric(as_read, errors="coerce").isna() & column.notna()
-        row = int(np.argmax(text.to_numpy())) if text.any() else None
-        example = "" if row is None else f" (data row {row + 1}: {column.iloc[row]!r})"
-        read_as = ""
-        if semicolon_decimal is not None:
-            read_as = (
-                f" (read as ';'-separated with decimal "
-                f"{'commas' if semicolon_decimal == ',' else 'points'}, as most numbers in its "
-                f"first {_DECIMAL_ROWS} rows are written)"
-            )
         raise DataError(
             f"feature columns must be numeric; {path} has non-numeric column(s) "
-            f"{', '.join(repr(c) for c in non_numeric)}{example}{read_as}; encode them as "
-            "numbers, drop them, or leave a missing value's cell empty",
+            f"{non_numeric}; encode them as numbers, drop them, or leave a missing value's "
+            "cell empty",
             key="source",
         )
     if labels is not None:
