@@ -822,10 +822,11 @@ def _grid_repeats_note(recipe: Recipe, spaces: dict[str, dict[str, Any]]) -> str
     search = recipe.search
     if search.backend != "ray" or search.algorithm != "grid":
         return None
+    counts = {name: _num_samples(recipe, name) for name in spaces}
     alike = {
-        name: _num_samples(recipe, name)
+        name: counts[name]
         for name, space in spaces.items()
-        if _num_samples(recipe, name) > 1
+        if counts[name] > 1
         and not any(isinstance(dim, (Float, LogFloat)) for dim in space.values())
     }
     if not alike:
