@@ -733,6 +733,7 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
         )
     trained = keras.saving.load_model(folder / TOP_FILE, safe_mode=True)
     prefix = loaded.prefix_model(input_shape, result.cached_cut)
+    prefix.trainable = False  # frozen, as it was in the trial (BatchNorm in inference mode)
     inputs = keras.Input(input_shape, name="inputs")
     return keras.Model(inputs, trained(prefix(inputs)), name=trained.name)
 

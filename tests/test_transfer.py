@@ -297,6 +297,17 @@ def test_cached_and_uncached_trials_agree(strategy, config, digits, base_info, t
     np.testing.assert_allclose(
         whole.predict(digits.x_test, verbose=0), in_run, rtol=1e-4, atol=1e-5
     )
+    # The prefix stays frozen, as in the uncached trial's model (it was put back
+    # trainable: training the whole model again moved the "frozen" base).
+    import keras
+
+    uncached = keras.saving.load_model(plain.model_path, safe_mode=True)
+    trainable = sum(int(np.prod(w.shape)) for w in whole.trainable_weights)
+    assert (
+        trainable
+        == plain.params_trainable
+        == sum(int(np.prod(w.shape)) for w in uncached.trainable_weights)
+    )
 
 
 def test_a_trial_on_features_cached_at_the_base_output_never_loads_the_base(digits, base_info):
