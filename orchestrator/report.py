@@ -590,7 +590,8 @@ def _run_plots(run: RunRecord) -> list[tuple[str, str, Callable[[], Figure]]]:
         (
             "Learning curves",
             f"{metric} per epoch of every trial, one panel per strategy (solid: validation, "
-            "dashed: training), from each trial's history.csv.",
+            f"dashed: {training_twin(metric)} on the training data), from each trial's "
+            "history.csv.",
             lambda: _learning_curves(run),
         ),
     ]
@@ -684,6 +685,18 @@ def _best_value(values: pd.Series, mode: str) -> float:
     return float(values.max() if mode == "max" else values.min())
 
 
+#: A validation metric's training twin in a history.csv, where the names differ:
+#: ``val_loss`` is the cross-entropy alone (graftune's), Keras' training ``loss``
+#: adds lambda * R(theta); ``val_objective`` is Keras' own, with the penalty.
+_TRAINING_TWINS = {"val_loss": "cross_entropy", "val_objective": "loss"}
+
+
+def training_twin(metric: str) -> str:
+    """The history.csv column that measures on the training data what ``metric``
+    measures on the validation data (so the curves compare like with like)."""
+    return _TRAINING_TWINS.get(metric, metric.removeprefix("val_"))
+
+
 def _learning_curves(run: RunRecord) -> Figure:
     import pandas as pd
     from matplotlib import colormaps
@@ -706,7 +719,7 @@ def _learning_curves(run: RunRecord) -> Figure:
     lines = math.ceil(len(strategies) / columns)
     figure = _new_figure(4.2 * columns + 0.6, 3.4 * lines + 0.4)
     axes = figure.subplots(lines, columns, squeeze=False, sharey=True)
-    train_metric = run.metric.removeprefix("val_")
+    train_metric = training_twin(run.metric)
     palette = colormaps["viridis"]
     for ax, strategy in zip(axes.flat, strategies, strict=False):
         trials = curves[strategy]

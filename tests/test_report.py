@@ -413,3 +413,21 @@ def test_a_name_in_a_script_the_font_lacks_draws_without_console_warnings():
         warnings.simplefilter("always")
         assert _png(figure).startswith(b"\x89PNG")
     assert not [w for w in caught if "missing from font" in str(w.message)], caught
+
+
+def test_learning_curves_set_each_validation_metric_beside_its_training_twin(finished):
+    """val_loss (the cross-entropy alone) was drawn beside Keras' training ``loss``,
+    which adds lambda * R(theta): training looked far worse than validation."""
+    from orchestrator.report import training_twin
+
+    assert training_twin("val_loss") == "cross_entropy"
+    assert training_twin("val_objective") == "loss"
+    assert training_twin("val_accuracy") == "accuracy"
+    frame = pd.read_csv(finished / "leaderboard.csv")
+    row = frame[(frame["strategy"] == "scratch_mlp") & (frame["lambda"] > 0)].iloc[0]
+    history = pd.read_csv(finished / "trials" / "scratch_mlp" / row["trial_id"] / "history.csv")
+    # Each twin is in a trial's history; with lambda > 0 the two losses differ.
+    assert {training_twin(m) for m in ("val_loss", "val_objective", "val_accuracy")} <= set(
+        history.columns
+    )
+    assert (history["loss"] > history["cross_entropy"]).all()
