@@ -777,6 +777,7 @@ def submit(
 
     try:
         loaded = jobs.recipe_for_submit(recipe, storage=storage, shared=shared_storage)
+        jobs.check_sendable(loaded, pip=pip or [], plugins=plugin or [])
         client = jobs.JobClient(address)
         job = jobs.submit(
             loaded,

@@ -131,8 +131,9 @@ def stage(
         limit: The largest size allowed, in bytes; default :func:`working_dir_limit`.
 
     Raises:
-        SubmitError: The folder would be larger than Ray accepts, or a
-            ``--plugin`` module is not found here.
+        SubmitError: The folder would be larger than Ray accepts, a ``pip``
+            entry names a file that does not exist here, or a ``--plugin``
+            module is not found here.
     """
     from orchestrator.data import split_source
 
@@ -208,6 +209,7 @@ def stage(
             wheel = expand_user(requirement)
         except ValueError:  # not a file here: pip's to read (on the cluster)
             wheel = Path(requirement)
+        _check_pip_file(recipe, requirement, wheel)
         if wheel.suffix in (".whl", ".gz", ".zip") and wheel.is_file():
             # Ray expands this variable to the working directory on each node.
             target = copy(wheel, "wheels")
@@ -249,6 +251,46 @@ def stage(
         size=size,
         copied=copied,
         plugins=list(dict.fromkeys(plugins)),
+    )
+
+
+def check_sendable(recipe: Recipe, *, pip: list[str], plugins: list[str]) -> None:
+    """Refuse, before the cluster is contacted, a job whose local files are not here.
+
+    :func:`stage` checks the same as it copies; this says it without a cluster.
+
+    Raises:
+        SubmitError: A ``pip`` entry names a file that does not exist here, or a
+            ``--plugin`` module is not found here.
+    """
+    for requirement in dict.fromkeys([*recipe.submit.pip, *pip]):
+        try:
+            _check_pip_file(recipe, requirement, expand_user(requirement))
+        except ValueError:  # ~user of the cluster's nodes: pip's to read there
+            continue
+    for name in dict.fromkeys(plugins):
+        _plugin_source(name)
+
+
+def _check_pip_file(recipe: Recipe, requirement: str, path: Path) -> None:
+    """Refuse a pip entry that names a file (``./x.whl``) that does not exist here: sent
+    on, it failed on the cluster naming a path in the job's runtime environment."""
+    if not _names_a_file(requirement) or path.exists():
+        return
+    where = "submit.pip" if requirement in recipe.submit.pip else "--pip"
+    raise SubmitError(
+        f"{where} {requirement}: no such file {path.absolute()}; give a wheel, sdist or "
+        "zip that exists here, or a requirement (name==version) for the cluster's pip"
+    )
+
+
+def _names_a_file(requirement: str) -> bool:
+    """Whether a pip requirement names a file here (a wheel, an sdist, a path), not a
+    distribution or a URL (``name==1.0``, ``name @ https://...``, ``git+https://...``)."""
+    if "://" in requirement or "@" in requirement:
+        return False
+    return requirement.endswith((".whl", ".tar.gz", ".zip")) or any(
+        separator in requirement for separator in {"/", os.sep}
     )
 
 

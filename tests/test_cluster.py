@@ -314,6 +314,34 @@ def test_submit_needs_storage_before_contacting_a_cluster(tmp_path):
         with_cluster_options(load_recipe(recipe), shared=True)
 
 
+def test_submit_refuses_a_pip_file_that_is_not_here_before_contacting_a_cluster(tmp_path):
+    """It was sent on as a requirement (exit 0), and the job failed on the cluster
+    naming a path in its runtime environment."""
+    recipe = write_recipe(tmp_path, BASIC + "storage: s3://b/r\n")
+    for pip in ("./nosuch-1.0-py3-none-any.whl", "dist/nosuch.tar.gz", "wheels/nosuch"):
+        result = subprocess.run(
+            [BIN / "graftune", "submit", recipe, "--address", "http://127.0.0.1:9", "--pip", pip],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 2, result.stderr
+        missing = tmp_path / pip.removeprefix("./")
+        assert f"error: --pip {pip}: no such file {missing};" in result.stderr
+        assert "Traceback" not in result.stderr
+    # A requirement, a direct reference and a wheel that exists are not files to refuse.
+    wheel = tmp_path / "graftune_extra-0.1-py3-none-any.whl"
+    wheel.write_bytes(b"wheel")
+    recipe = load_recipe(write_recipe(tmp_path, BASIC + "storage: s3://b/r\n"))
+    pip = ["graftune-extra==0.1", "extra @ https://host/extra-0.1.tar.gz", str(wheel)]
+    assert len(stage(recipe, tmp_path / "job", pip=pip).pip) == 3
+    gone = recipe.submit.model_copy(update={"pip": ["../gone.zip"]})
+    with pytest.raises(SubmitError, match=r"^submit\.pip \.\./gone\.zip: no such file"):
+        stage(recipe.updated(submit=gone), tmp_path / "job2")
+
+
 def test_a_missing_dashboard_address_is_a_usage_error(tmp_path, monkeypatch):
     """Exit status 4 is for a cluster that cannot be reached; no address at all
     was given it too, though nothing was tried."""
