@@ -257,9 +257,10 @@ def _run_checked(
     # Before any work: a cluster that is down or refuses us, storage it cannot share.
     place = plan_run(recipe, run_dir=run_dir, run_name=run_name)
     if place.remote_parent is not None:
-        from orchestrator.storage import check_reachable
+        from orchestrator.storage import check_reachable, check_stored_place
 
         check_reachable(place.remote_parent)
+        check_stored_place(place, resume=resume)  # another run there is never overwritten
     if not resume:
         _check_run_dir_can_be_made(recipe, place)
 
@@ -929,8 +930,12 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
     the meantime (two runs started in the same second) gives way to the next
     free one, ``NAME-YYYYmmdd-HHMMSS-2`` and on.
     """
+    from orchestrator.storage import record_stored
+
     if resume:
-        return replace(place, local_dir=place.local_dir.resolve())
+        place = replace(place, local_dir=place.local_dir.resolve())
+        record_stored(place)  # a run made before graftune recorded where it is stored
+        return place
     path = place.local_dir
     try:
         if place.stamped:
@@ -961,6 +966,7 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
         json.dumps(searched, indent=1) + "\n", encoding="utf-8"
     )
     (place.local_dir / SEARCHED_FILE).write_text(_digest(searched) + "\n", encoding="utf-8")
+    record_stored(place)
     return place
 
 

@@ -13,6 +13,10 @@ any run directory.
   that ran on other nodes, and uploads the rest: its recipe as the run
   starts, its state (events, Ray's experiment) after each trial and when it
   is stopped, and everything (leaderboard, report, best model) when it ends.
+  The run directory records its id and its name in storage
+  (:data:`STORED_FILE`): a fetched copy resumed from a folder of another name
+  is stored back where it was, and a folder in storage that holds another run
+  is never written over.
 
 Trials on another node cannot write to a path on the driver's machine. On a
 cluster of more than one node, or one whose node is another machine than the
@@ -29,9 +33,11 @@ This module imports nothing heavy at import time (pyarrow only when copying).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -130,6 +136,13 @@ class RunPlace:
         return replace(self, local_dir=self.local_dir.with_name(name), remote=remote)
 
     @property
+    def remote_name(self) -> str | None:
+        """The run's folder name in storage (``remote``'s last part)."""
+        if self.remote is None:
+            return None
+        return urlsplit(self.remote).path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
     def location(self) -> str:
         """The run's final place: the URI in storage, or the local run directory."""
         return self.remote if self.remote is not None else str(self.local_dir)
@@ -196,7 +209,8 @@ def plan_run(
     remote = remote_parent = None
     if storage is not None and is_uri(storage.path):
         remote_parent = storage.path
-        remote = join(storage.path, local.name)
+        # A resumed run keeps its name in storage, whatever folder it was fetched into.
+        remote = join(storage.path, _recorded_name(local) or local.name)
     return RunPlace(
         local_dir=local,
         remote=remote,
@@ -207,6 +221,122 @@ def plan_run(
 
 def _stamped(name: str) -> str:
     return f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+# -- which run a stored folder holds ------------------------------------------------
+
+#: In a run directory stored in a URI (and so in its stored and fetched copies): the
+#: run's id and its folder's name in storage, where a resume stores it again.
+STORED_FILE = ".stored.json"
+_EVENTS_FILE = "events.jsonl"
+_SEARCHED_FILE = ".searched"
+_RECIPE_FILE = "recipe.yaml"
+
+
+def _read_record(text: str | None) -> dict[str, str]:
+    try:
+        record = json.loads(text or "")
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _recorded_name(run_dir: Path) -> str | None:
+    """The folder name in storage a run directory records, if any (a valid one)."""
+    name = _read_record(_read_local(run_dir, STORED_FILE)).get("name")
+    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+        return None
+    return name
+
+
+def record_stored(place: RunPlace) -> None:
+    """Record in the run directory its place in storage and its id (kept if it has one).
+
+    Written as the run starts (and when a run made before graftune kept this record
+    is resumed); uploaded with the run, so a fetched copy has it too.
+    """
+    if place.remote is None:
+        return
+    path = place.local_dir / STORED_FILE
+    run_id = _read_record(_read_local(place.local_dir, STORED_FILE)).get("run_id")
+    record = {
+        "run_id": run_id if isinstance(run_id, str) and run_id else uuid.uuid4().hex,
+        "name": place.remote_name,
+        "stored": place.remote,
+    }
+    path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def check_stored_place(place: RunPlace, *, resume: bool) -> None:
+    """Refuse to store a run where storage holds another run, before anything is written.
+
+    A new run's folder in storage must hold no run. A resumed run's may hold only
+    this run: the same recorded id or, for a run made before graftune recorded
+    one, the same first event (its start, with its time), else the same
+    searched digest.
+
+    Raises:
+        StorageError: The folder holds another run (nothing was written).
+    """
+    if place.remote is None:
+        return
+    fs, path = _filesystem(place.remote)
+
+    def remote(name: str) -> str | None:
+        return _read_remote(fs, f"{path.rstrip('/')}/{name}", place.remote)
+
+    if remote(STORED_FILE) is None and remote(_RECIPE_FILE) is None:
+        return  # no run there (yet)
+    if not resume:
+        raise StorageError(
+            f"storage: {place.remote} already holds a run, which this run would "
+            "overwrite; choose another --run-name"
+        )
+    if _same_run(lambda name: _read_local(place.local_dir, name), remote):
+        return
+    raise StorageError(
+        f"storage: {place.remote} holds another run than {place.local_dir}, which storing "
+        "this one there would overwrite; resume it from a folder named as its own copy "
+        f"in storage ({place.remote_name} is taken), or move the other run away"
+    )
+
+
+def _same_run(here: Callable[[str], str | None], there: Callable[[str], str | None]) -> bool:
+    """Whether two run directories hold the same run, by the first mark both have."""
+    marks: tuple[tuple[str, Callable[[str | None], str | None]], ...] = (
+        (STORED_FILE, lambda text: _read_record(text).get("run_id") or None),
+        (_EVENTS_FILE, lambda text: (text or "").split("\n", 1)[0] or None),
+        (_SEARCHED_FILE, lambda text: (text or "").strip() or None),
+    )
+    for name, mark in marks:
+        ours, theirs = mark(here(name)), mark(there(name))
+        if ours is not None and theirs is not None:
+            return ours == theirs
+    return True  # nothing to tell them apart by (a run stopped as it began)
+
+
+#: Enough of a file to tell a run by: a record, the first event, a digest.
+_READ_LIMIT = 1 << 16
+
+
+def _read_local(folder: Path, name: str) -> str | None:
+    try:
+        with open(folder / name, "rb") as handle:
+            return handle.read(_READ_LIMIT).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _read_remote(fs: Any, path: str, uri: str) -> str | None:
+    import pyarrow.fs
+
+    try:
+        if fs.get_file_info(path).type != pyarrow.fs.FileType.File:
+            return None
+        with fs.open_input_stream(path) as handle:
+            return handle.read(_READ_LIMIT).decode("utf-8", "replace")
+    except Exception as exc:  # pyarrow raises OSError, ArrowInvalid ... by backend
+        raise StorageError(f"storage {uri}: {' '.join(str(exc).split())}") from exc
 
 
 # -- copying ----------------------------------------------------------------------
@@ -365,9 +495,11 @@ def fetch(location: str, dest: Path) -> Path:
 
 __all__ = [
     "SCHEMES",
+    "STORED_FILE",
     "RunPlace",
     "StorageError",
     "check_location",
+    "check_stored_place",
     "download",
     "fetch",
     "is_node_local",
@@ -378,5 +510,6 @@ __all__ = [
     "publish",
     "pull_trial",
     "push_trial",
+    "record_stored",
     "upload",
 ]

@@ -1289,6 +1289,61 @@ def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
     assert list(read_leaderboard(stored)["status"]) == ["ok"]  # the trial that ended
 
 
+def test_a_fetched_run_resumes_into_its_own_place_in_storage_and_never_over_another(tmp_path):
+    """A fetched job resumed from a folder named f6 was stored in STORAGE/f6 (its own
+    STORAGE/JOB_ID stayed unfinished), over whatever run was stored there."""
+    from orchestrator.cli import app
+    from orchestrator.storage import STORED_FILE, StorageError, fetch
+
+    store = tmp_path / "store"
+
+    def stopped_run(name: str) -> Path:
+        marker = tmp_path / f"{name}-interrupted"
+        recipe = write_recipe(
+            tmp_path,
+            "{backend: keras_tuner, num_samples: 2, max_epochs: 1}",
+            f"interrupted_mlp: {{space: {{marker: '{marker}', signal: SIGTERM}}}}",
+        )
+        recipe.write_text(recipe.read_text() + f"storage: file://{store}/\n")
+        result = CliRunner().invoke(
+            app, ["run", str(recipe), "--run-name", name, "--plugin", "tests.fixture_plugins"]
+        )
+        assert result.exit_code == 143, result.output
+        return recipe
+
+    def resume(run_dir: Path):
+        return CliRunner().invoke(
+            app, ["run", "--resume", str(run_dir), "--plugin", "tests.fixture_plugins"]
+        )
+
+    recipe = stopped_run("job-1")
+    fetched = fetch(f"file://{store}/job-1", tmp_path / "f6")
+    resumed = resume(fetched)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"stored: file://{store}/job-1" in resumed.output
+    assert not (store / "f6").exists()
+    assert (store / "job-1" / "finished.json").is_file()
+    assert len(pd.read_csv(store / "job-1" / "leaderboard.csv")) == 2
+
+    # Another run, fetched into a folder named as the first, from before graftune
+    # recorded where a run is stored: STORAGE/job-1 is the first run's, and kept.
+    stopped_run("job-2")
+    other = fetch(f"file://{store}/job-2", tmp_path / "other" / "job-1")
+    (other / STORED_FILE).unlink()
+    kept = {path: path.read_bytes() for path in (store / "job-1").rglob("*") if path.is_file()}
+    refused = resume(other)
+    assert refused.exit_code == 2, refused.output
+    assert f"storage: file://{store}/job-1 holds another run than {other}" in refused.output
+    assert kept == {p: p.read_bytes() for p in (store / "job-1").rglob("*") if p.is_file()}
+    assert not (other / STORED_FILE).exists() and not (other / ".graftune.lock").exists()
+    # A new run is never stored over one either.
+    from orchestrator.run import run_recipe
+
+    with pytest.raises(StorageError, match=f"file://{store}/job-1 already holds a run"):
+        run_recipe(recipe, run_dir=tmp_path / "new" / "job-1", plugins=[fixture_plugins])
+    assert not (tmp_path / "new").exists()
+
+
 def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(tmp_path):
     """After the last search (a first Ctrl+C there, or a second one), nothing said how
     to go on: "stopped at once", and a run directory without a leaderboard."""
