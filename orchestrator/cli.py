@@ -435,15 +435,33 @@ def run(
         + " ".join(f"{key}={_fmt(best.get(key))}" for key in shown),
         markup=False,
     )
-    out.print(f"model: {outcome.run_dir / 'best' / 'model.keras'}", markup=False)
-    out.print(f"leaderboard: {outcome.run_dir / 'leaderboard.md'}", markup=False)
+    from orchestrator.storage import join
+    from orchestrator.submit import SUBMITTED_ENV
+
+    # A job's run directory is in its working directory, which Ray deletes: its
+    # results are named where they are stored.
+    stored = outcome.stored if os.environ.get(SUBMITTED_ENV) else None
+
+    def at(*parts: str) -> str:
+        return join(stored, *parts) if stored is not None else str(outcome.run_dir.joinpath(*parts))
+
+    out.print(f"model: {at('best', 'model.keras')}", markup=False)
+    out.print(f"leaderboard: {at('leaderboard.md')}", markup=False)
     if (outcome.run_dir / "report.html").is_file():
-        out.print(f"report: {outcome.run_dir / 'report.html'}", markup=False)
+        out.print(f"report: {at('report.html')}", markup=False)
     from orchestrator.trial import has_tensorboard
 
     if has_tensorboard(outcome.run_dir):  # none where TensorFlow is not installed
-        logdir = shlex.quote(str(outcome.run_dir / "trials"))
-        out.print(f"tensorboard: tensorboard --logdir {logdir}", markup=False)
+        if stored is not None:
+            job = shlex.quote(outcome.run_dir.name)
+            out.print(
+                f"tensorboard: graftune fetch {job} DEST --address DASHBOARD, then "
+                "tensorboard --logdir DEST/trials",
+                markup=False,
+            )
+        else:
+            logdir = shlex.quote(str(outcome.run_dir / "trials"))
+            out.print(f"tensorboard: tensorboard --logdir {logdir}", markup=False)
 
 
 def _with_cluster_options(

@@ -110,6 +110,7 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
 def graftune_run_started(recipe: Recipe, run_dir: Path) -> None:
     """Write the ``run_started`` record: the recipe's name, strategies and search."""
     from orchestrator import __version__
+    from orchestrator.submit import recorded_source
 
     resumed = (Path(run_dir) / EVENTS_FILE).is_file()
     append_event(
@@ -119,7 +120,7 @@ def graftune_run_started(recipe: Recipe, run_dir: Path) -> None:
         run_dir=str(run_dir),
         resumed=resumed,
         seed=recipe.seed,
-        data=recipe.data.source,
+        data=recorded_source(recipe, run_dir),
         base=recipe.base.kind if recipe.base is not None else None,
         strategies=list(recipe.strategies),
         metric=recipe.search.metric,
@@ -273,10 +274,12 @@ class MLflowReporter:
         run = client.create_run(experiment_id, run_name=Path(run_dir).name, tags=tags)
         run_id = run.info.run_id
         if recipe is not None:
+            from orchestrator.submit import recorded_source
+
             params = {
                 "recipe": recipe.name,
                 "seed": recipe.seed,
-                "data": recipe.data.source,
+                "data": recorded_source(recipe, run_dir),
                 "base": recipe.base.kind if recipe.base is not None else "",
                 "strategies": ",".join(recipe.strategies),
                 "metric": recipe.search.metric,

@@ -87,6 +87,8 @@ class RunOutcome:
     run_dir: Path
     leaderboard: pd.DataFrame
     best: dict[str, Any] | None
+    #: Where the run is stored, for a storage URI (``None``: only in ``run_dir``).
+    stored: str | None = None
 
 
 def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any) -> RunOutcome:
@@ -417,7 +419,10 @@ def _run(
 
         _check_a_trial_fits(recipe, has=(embedded_cpus(recipe.resources), embedded_gpus()))
     dataset = check_recipe_data(recipe, host)  # its errors name the file, line and data key
-    echo(f"data: {recipe.data.source}: {dataset.describe()}")
+    from orchestrator.submit import recorded_source
+
+    # As the run's recipe.yaml names it: a job's working directory is deleted.
+    echo(f"data: {recorded_source(recipe, place.local_dir)}: {dataset.describe()}")
     strategies = {name: host.strategies.get(name)() for name in recipe.strategies}
     base_info = None
     if recipe.base is not None and any(s.requires_base for s in strategies.values()):
@@ -699,7 +704,7 @@ def _run(
         except BaseException:
             (run_dir / FINISHED_FILE).unlink(missing_ok=True)
             raise
-        return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary)
+        return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary, stored=place.remote)
     except KeyboardInterrupt:
         raise _stopped_at_once(run_dir) from None
 
@@ -1289,6 +1294,7 @@ def _save_best(
     base: BaseInfo | None,
 ) -> dict[str, Any]:
     from orchestrator.leaderboard import atomic_write_text, replacing
+    from orchestrator.submit import recorded_source
     from orchestrator.trial import MODEL_FILE, load_trial_model, save_model, trial_dir
 
     chosen = next(
@@ -1315,7 +1321,7 @@ def _save_best(
         "test_loss": chosen.test_loss,
         "class_names": list(task.class_names),
         "input_shape": list(task.input_shape),
-        "data_source": recipe.data.source,
+        "data_source": recorded_source(recipe, run_dir),
     }
     from orchestrator.predict import table_features
 

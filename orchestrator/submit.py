@@ -337,9 +337,8 @@ def keep_staged_inputs(recipe: Recipe, run_dir: Path) -> Recipe:
     inputs = run_dir / INPUTS_DIR
 
     def kept(location: str | Path) -> str | None:
-        try:
-            inside = Path(location).resolve().relative_to(staged)
-        except (ValueError, OSError):
+        inside = _staged_part(recipe, location)
+        if inside is None:
             return None
         source, target = staged / inside, inputs / inside
         if not target.exists():
@@ -370,6 +369,39 @@ def keep_staged_inputs(recipe: Recipe, run_dir: Path) -> Recipe:
             )
         update["base"] = base.model_copy(update=base_update)
     return recipe.updated(**update)
+
+
+def recorded_source(recipe: Recipe, run_dir: Path) -> str:
+    """The recipe's data source as the run's recorded recipe names it.
+
+    A file the run keeps in its directory (a submitted job's staged files,
+    under ``inputs/``) by its path there (``csv:inputs/wine.csv``), not in the
+    job's working directory, which Ray deletes, nor where a fetched copy lies;
+    any other source as it is.
+    """
+    from orchestrator.data import split_source
+
+    source = recipe.data.source
+    scheme, location = split_source(source)
+    if not location or not Path(location).is_absolute():
+        return source
+    slash = "/" if location.endswith("/") else ""
+    inside = _staged_part(recipe, location) if os.environ.get(SUBMITTED_ENV) else None
+    if inside is not None:
+        return f"{scheme}:{INPUTS_DIR}/{inside.as_posix()}{slash}"
+    try:
+        kept = Path(location).resolve().relative_to(Path(run_dir).resolve())
+    except (ValueError, OSError):
+        return source
+    return f"{scheme}:{kept.as_posix()}{slash}"
+
+
+def _staged_part(recipe: Recipe, location: str | Path) -> Path | None:
+    """Where ``location`` is inside the job's staged files, or ``None`` if it is not."""
+    try:
+        return Path(location).resolve().relative_to((recipe.base_dir / STAGED_DIR).resolve())
+    except (ValueError, OSError):
+        return None
 
 
 def _size(path: Path) -> int:

@@ -250,6 +250,41 @@ def test_stage_sends_plugin_modules_found_here(tmp_path, monkeypatch):
     assert f"'one_plugin' for {tmp_path / 'one_plugin.py'}, run from {tmp_path}" in str(info.value)
 
 
+@pytest.mark.slow
+def test_a_jobs_run_names_its_data_as_recorded_and_its_results_where_stored(tmp_path, monkeypatch):
+    """best/config.json, events.jsonl and the job's log named the data in the job's
+    working directory (csv:/tmp/.../_ray_pkg_.../files/wine.csv), and the log's
+    closing lines the run directory there: Ray deletes it."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    shutil.copy(WINE, project / "data" / "wine.csv")
+    recipe_file = write_recipe(
+        project,
+        CSV_RECIPE.replace("num_samples: 2,", "backend: keras_tuner, num_samples: 1,"),
+    )
+    store = f"file://{tmp_path}/store"
+    job = tmp_path / "working_dir_files" / "_ray_pkg_x"  # as Ray unpacks it on a node
+    stage(recipe_for_submit(recipe_file, storage=store, shared=True), job)
+    monkeypatch.setenv("GRAFTUNE_SUBMITTED", "1")
+    monkeypatch.chdir(job)
+    result = CliRunner().invoke(app, ["run", RECIPE_FILE, "--run-name", "job-1"])
+    assert result.exit_code == 0, result.output
+    stored = tmp_path / "store" / "job-1"
+    best = json.loads((stored / "best" / "config.json").read_text())
+    assert best["data_source"] == "csv:inputs/wine.csv"
+    started = json.loads((stored / "events.jsonl").read_text().splitlines()[0])
+    assert started["data"] == "csv:inputs/wine.csv"
+    assert "data: csv:inputs/wine.csv: " in result.output
+    assert f"leaderboard: {store}/job-1/leaderboard.md" in result.output
+    assert f"report: {store}/job-1/report.html" in result.output
+    assert f"model: {store}/job-1/best/model.keras" in result.output
+    assert "_ray_pkg_x" not in result.output.split("best: ", 1)[1]
+
+
 def test_a_stopped_jobs_hint_is_to_fetch_it_not_to_resume_its_working_folder(monkeypatch):
     """A job said "graftune run --resume /tmp/ray/session_.../working_dir_files/...",
     a folder Ray deletes, on a machine the user does not work on."""
