@@ -259,12 +259,15 @@ def _run_checked(
     # Before any work: a cluster that is down or refuses us, storage it cannot share.
     place = plan_run(recipe, run_dir=run_dir, run_name=run_name)
     if place.remote_parent is not None:
-        from orchestrator.storage import check_reachable, check_stored_place
+        from orchestrator.storage import check_reachable
 
         check_reachable(place.remote_parent)
-        check_stored_place(place, resume=resume)  # another run there is never overwritten
     if not resume:
         _check_run_dir_can_be_made(recipe, place)
+    if place.remote is not None:
+        from orchestrator.storage import check_stored_place
+
+        check_stored_place(place, resume=resume)  # another run there is never overwritten
 
     with contextlib.ExitStack() as held:
         if resume:  # before any work too: a run that is still going on is left alone

@@ -1336,6 +1336,14 @@ def test_a_fetched_run_resumes_into_its_own_place_in_storage_and_never_over_anot
     assert f"storage: file://{store}/job-1 holds another run than {other}" in refused.output
     assert kept == {p: p.read_bytes() for p in (store / "job-1").rglob("*") if p.is_file()}
     assert not (other / STORED_FILE).exists() and not (other / ".graftune.lock").exists()
+    # In a folder of its own name in storage, it resumes there, as before.
+    own = other.rename(other.with_name("job-2"))
+    resumed = resume(own)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"stored: file://{store}/job-2" in resumed.output
+    assert (store / "job-2" / "finished.json").is_file() and (
+        store / "job-2" / STORED_FILE
+    ).is_file()
     # A new run is never stored over one either.
     from orchestrator.run import run_recipe
 
