@@ -30,6 +30,8 @@ from orchestrator.errors import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import numpy as np
     import pandas as pd
 
@@ -259,14 +261,18 @@ def read_source(
     *,
     base_dir: str | Path = ".",
     target: str | None = None,
+    input_shape: tuple[int, ...] | None = None,
 ) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """Read the whole of a data source the way the run read its training data.
 
     The run's data settings (``target``, ``image_size``, ``channels``, and
     ``options`` for the same scheme) apply; its split, ``classes`` and
-    ``labels_per_class`` do not. A table without the run's target column is
-    read as features only. A table's feature columns must be the run's
-    (matched by name, in any order) when the run's own table can still be read.
+    ``labels_per_class`` do not. Images take the model's size and channels
+    where the run left those to its data (a run on grey PNGs, which
+    ``images:`` reads as 3 channels, takes an npz of grey images made RGB).
+    A table without the run's target column is read as features only.
+    A table's feature columns must be the run's (matched by name, in any
+    order) when the run's own table can still be read.
 
     Args:
         run_dir: The run directory (for its ``recipe.yaml``).
@@ -274,6 +280,8 @@ def read_source(
         host: The plugin host whose data sources read ``source``.
         base_dir: The folder a relative location resolves against.
         target: The label column of a table; default the run's ``target``.
+        input_shape: The shape of one example the model takes, whose image size
+            and channels fill those the run did not set; ``None``: the run's only.
 
     Returns:
         The inputs, and the label name of each example (``None`` without labels;
@@ -298,8 +306,12 @@ def read_source(
             update["target"] = None
     spec = recipe.data.model_copy(update=update)
     base_dir = Path(base_dir)
+    fitted = None
+    if scheme not in TABLE_SCHEMES and input_shape is not None:
+        settings = _model_image_settings(recipe.data, input_shape)
+        fitted = spec.model_copy(update=settings) if settings else None
     if scheme == "npz":
-        unlabelled = _unlabelled_npz(location, base_dir, spec)
+        unlabelled = _fitted(lambda s: _unlabelled_npz(location, base_dir, s), spec, fitted)
         if unlabelled is not None:
             return unlabelled, None
     reader = _make_source(scheme, host.data_sources)
@@ -346,13 +358,42 @@ def read_source(
         x, y, names = _validated(loaded, scheme, host.data_sources)
         x = x if order is None else x[:, order]
     else:
-        _call_source(reader.check, scheme, location, spec, base_dir, host.data_sources)
-        loaded = _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
-        x, y, names = _validated(loaded, scheme, host.data_sources)
+
+        def load(spec: Any) -> Any:
+            _call_source(reader.check, scheme, location, spec, base_dir, host.data_sources)
+            return _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
+
+        x, y, names = _validated(_fitted(load, spec, fitted), scheme, host.data_sources)
     labels = tuple(np.asarray(names, dtype=object)[y].tolist())
     if scheme in TABLE_SCHEMES:
         labels = _sklearn_names(labels, trained_scheme, trained_location)
     return x, labels
+
+
+def _model_image_settings(data: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The ``image_size`` and ``channels`` of a model taking images ``(h, w, c)``
+    that the run's data spec left unset (none for a model taking features)."""
+    settings: dict[str, Any] = {}
+    if len(input_shape) != 3:
+        return settings
+    if data.image_size is None:
+        settings["image_size"] = [input_shape[0], input_shape[1]]
+    if data.channels is None and input_shape[2] in (1, 3):
+        settings["channels"] = input_shape[2]
+    return settings
+
+
+def _fitted(read: Callable[[Any], Any], spec: Any, fitted: Any) -> Any:
+    """``read(fitted)``, the source read at the model's image size and channels;
+    where that fails (its data are no images, or a plugin refuses the settings),
+    ``read(spec)`` as the run's settings alone read it: its shape, if it reads,
+    is refused with the model's."""
+    if fitted is None:
+        return read(spec)
+    try:
+        return read(fitted)
+    except DataError:
+        return read(spec)
 
 
 def _sklearn_names(
@@ -438,7 +479,9 @@ def predict(
     if split_source(source)[0] == "images" and target is None:
         x, labels, files = read_image_folder(run_dir, source, ref, base_dir=base_dir)
     else:
-        x, labels = read_source(run_dir, source, host, base_dir=base_dir, target=target)
+        x, labels = read_source(
+            run_dir, source, host, base_dir=base_dir, target=target, input_shape=ref.input_shape
+        )
     check_inputs(x, ref, source)
     model = load_model(ref)
     probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
@@ -559,11 +602,7 @@ def read_image_folder(
     _, location = split_source(source)
     root = image_folder(_resolve(location, Path(base_dir)))
     update: dict[str, Any] = {"source": source, "target": None, "options": {}}
-    shape = ref.input_shape
-    if recipe.data.image_size is None and len(shape) == 3:
-        update["image_size"] = [shape[0], shape[1]]
-    if recipe.data.channels is None and len(shape) == 3 and shape[2] in (1, 3):
-        update["channels"] = shape[2]
+    update |= _model_image_settings(recipe.data, ref.input_shape)
     spec = recipe.data.model_copy(update=update)
     loose = loose_images(root)
     folders = sorted(

@@ -231,8 +231,8 @@ def test_images_beside_class_folders_are_said_to_make_the_folder_unlabelled(tmp_
     ("make", "message"),
     [
         (lambda d: "sklearn:iris", "gives examples of shape (4,), but the model"),
-        (lambda d: _npz(d, np.zeros((5, 8, 8, 3), np.float32)), "shape (8, 8, 3)"),
-        (lambda d: _npz(d, np.zeros((5, 16, 16, 1), np.float32)), "shape (16, 16, 1)"),
+        (lambda d: _npz(d, np.zeros((5, 8, 8, 4), np.float32)), "shape (8, 8, 4)"),
+        (lambda d: _npz(d, np.zeros((5, 64), np.float32)), "shape (64,)"),
         (lambda d: _csv(d, 64), "shape (64,)"),
         (lambda d: "nosuch:thing", "nosuch"),
         (lambda d: f"csv:{d / 'missing.csv'}", "does not exist"),
@@ -240,8 +240,8 @@ def test_images_beside_class_folders_are_said_to_make_the_folder_unlabelled(tmp_
     ],
     ids=[
         "iris",
-        "rgb",
-        "bigger-images",
+        "four-channels",
+        "flat-npz",
         "flat-table",
         "unknown-scheme",
         "missing-file",
@@ -256,6 +256,55 @@ def test_predict_refuses_input_that_does_not_fit(runs, tmp_path, make, message):
     assert message in result.output
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_grey_images_take_the_channels_and_size_of_a_run_on_an_image_folder(tmp_path):
+    """Found by QA: a run on an images: folder of grey PNGs (read as 3 channels, the
+    default) refused an npz of the same images as (8, 8, 1), and sklearn:digits too,
+    though the folder itself predicted: only images: took the model's channels."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = np.round(digits.images[:100] / 16 * 255).astype(np.uint8)
+    for i, (image, label) in enumerate(zip(pixels, digits.target[:100], strict=True)):
+        (tmp_path / "pngs" / str(label)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(tmp_path / "pngs" / str(label) / f"{i:02d}.png")
+    recipe = tmp_path / "grey.yaml"
+    recipe.write_text(
+        "name: grey\ndata: {source: 'images:pngs'}\nstrategies: {scratch_mlp: {}}\n"
+        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
+    )
+    assert invoke("run", recipe, "--quiet").exit_code == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert json.loads((run_dir / "best" / "config.json").read_text())["input_shape"] == [8, 8, 3]
+    folder = invoke("predict", run_dir, "--data", f"images:{tmp_path / 'pngs'}")
+    assert folder.exit_code == 0, folder.output
+    expected = pd.read_csv(StringIO(folder.stdout)).sort_values("file").filter(like="prob_")
+    grey = pixels[np.argsort([f"{t}/{i:02d}.png" for i, t in enumerate(digits.target[:100])])]
+    x = grey[..., np.newaxis].astype(np.float32) / 255  # floats in [0, 1], one channel
+    np.savez(tmp_path / "labelled.npz", x=x, y=np.sort(digits.target[:100]))
+    np.savez(tmp_path / "unlabelled.npz", x=x)
+    for name, said in (("labelled", "on 100 labelled examples"), ("unlabelled", "predictions")):
+        result = invoke("predict", run_dir, "--data", f"npz:{tmp_path / name}.npz")
+        assert result.exit_code == 0, result.output
+        assert said in result.stderr
+        np.testing.assert_allclose(
+            pd.read_csv(StringIO(result.stdout)).filter(like="prob_"), expected, rtol=1e-5
+        )
+    whole = invoke("predict", run_dir, "--data", "sklearn:digits")
+    assert whole.exit_code == 0, whole.output
+    assert len(pd.read_csv(StringIO(whole.stdout))) == 1797
+    # Bigger grey images are made the model's 8x8, as an images: folder's are.
+    np.savez(tmp_path / "big.npz", x=np.repeat(np.repeat(x, 2, axis=1), 2, axis=2))
+    big = invoke("predict", run_dir, "--data", f"npz:{tmp_path / 'big.npz'}")
+    assert big.exit_code == 0, big.output
+    # Arrays that are no images still meet the model's shape in the refusal.
+    np.savez(tmp_path / "flat.npz", x=x.reshape(100, 64))
+    flat = invoke("predict", run_dir, "--data", f"npz:{tmp_path / 'flat.npz'}")
+    assert flat.exit_code == 2, flat.output
+    assert "gives examples of shape (64,), but the model" in flat.output
+    assert "takes (8, 8, 3)" in flat.output
 
 
 def _npz(folder: Path, x: np.ndarray) -> str:
