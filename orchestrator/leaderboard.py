@@ -308,8 +308,38 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
 
 
 def to_json(frame: pd.DataFrame) -> str:
-    """The leaderboard as a JSON list of rows (missing values as null)."""
-    return json.dumps(json.loads(frame.to_json(orient="records")), indent=2)
+    """The leaderboard as a JSON list of rows (missing and infinite values as null).
+
+    Numbers keep every digit the CSV gives them (``DataFrame.to_json`` rounds to
+    10 decimal places: a ``lambda`` of 1.1999049779393521e-05 became 1.1999e-05,
+    a probability of 1e-27 became 0); a float32 column's values are written as
+    float32 shows them, as in the CSV (0.1, not 0.10000000149011612).
+    """
+    columns = [_json_values(frame.iloc[:, i]) for i in range(frame.shape[1])]
+    names = [str(name) for name in frame.columns]
+    rows = [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+    return json.dumps(rows, indent=2, default=str)
+
+
+def _json_values(column: pd.Series) -> list[Any]:
+    """A column's values as JSON takes them: Python numbers, ``None`` for missing."""
+    import math
+
+    import pandas as pd
+
+    if column.dtype.kind == "f":
+        # str() of a numpy float is its shortest exact form, in the column's precision.
+        return [float(str(v)) if math.isfinite(v) else None for v in column.to_numpy()]
+    values = []
+    for value in column.to_numpy(dtype=object):
+        if isinstance(value, (list, tuple, dict)):
+            values.append(value)
+            continue
+        if hasattr(value, "item"):
+            value = value.item()  # a numpy scalar in an object column
+        missing = pd.isna(value) or (isinstance(value, float) and math.isinf(value))
+        values.append(None if missing else value)
+    return values
 
 
 @contextlib.contextmanager

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import os
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -15,6 +18,7 @@ from orchestrator.leaderboard import (
     build_leaderboard,
     read_leaderboard,
     replacing,
+    to_json,
     to_markdown,
     write_leaderboard,
 )
@@ -499,3 +503,34 @@ def test_a_file_of_a_long_legal_name_is_written_through_a_short_temporary_one(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["p" * 250 + ".csv", "é" * 125 + ".csv"]
     )
+
+
+def test_json_keeps_every_digit_the_csv_has(tmp_path):
+    """Found by QA: `graftune leaderboard RUN -f json` gave "lambda": 1.1999e-05 where
+    the CSV has 1.1999049779393521e-05 (pandas' to_json rounds to 10 decimal places)."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    results = [
+        result("a", val=0.1 / 3, width=32, lam=1.1999049779393521e-05, tag="x"),
+        result("b", status="error", width=64, lam=2.5e-300, tag=None),
+    ]
+    write_leaderboard(build_leaderboard(results, metric="val_accuracy", mode="max"), tmp_path)
+    shown = {
+        form: CliRunner().invoke(app, ["leaderboard", str(tmp_path), "-f", form])
+        for form in ("json", "csv")
+    }
+    assert all(r.exit_code == 0 for r in shown.values()), shown
+    rows = json.loads(shown["json"].stdout)
+    assert rows[0]["lam"] == 1.1999049779393521e-05 and rows[1]["lam"] == 2.5e-300
+    assert rows[0]["val_accuracy"] == 0.1 / 3 and rows[1]["val_accuracy"] is None
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(rows),
+        pd.read_csv(io.StringIO(shown["csv"].stdout)),
+        check_dtype=False,
+        check_exact=True,
+    )
+    # predict's float32 probabilities, as its CSV writes them (1.9e-27 was 0.0).
+    probabilities = pd.DataFrame({"p": np.array([1.9222266e-27, 0.1, np.nan], np.float32)})
+    assert [row["p"] for row in json.loads(to_json(probabilities))] == [1.9222266e-27, 0.1, None]

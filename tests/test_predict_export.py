@@ -405,6 +405,9 @@ def test_predict_writes_the_format_its_out_file_names(wine_run, tmp_path):
     }
     for frame in written.values():
         pd.testing.assert_frame_equal(frame, written["csv"], check_dtype=False)
+    # Every digit of the CSV: JSON rounded to 10 decimal places (1.9e-27 was 0.0), and
+    # wrote float32 probabilities widened (0.1000000015 for the CSV's 0.1).
+    pd.testing.assert_frame_equal(written["json"], written["csv"], check_exact=True)
     (tmp_path / "p.csv").write_text("old")
     replaced = invoke(
         "predict", wine_run.run_dir, "--data", data, "-o", tmp_path / "p.csv", "--force"
