@@ -914,7 +914,8 @@ def jobs_list(
         )
         table.add_row(*map(_text, cells))
     if found or not drivers:
-        out.print(table)
+        # Piped, whole cells (a script reads the results' location), not rich's ellipses.
+        (out if out.is_terminal else Console(highlight=False, width=1000)).print(table)
     if drivers and not all_:
         some = f"{len(drivers)} driver{'s' if len(drivers) > 1 else ''}"
         out.print(
