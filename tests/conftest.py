@@ -55,6 +55,18 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture
+def by_value(ray_session):
+    """Ray's workers get tests/fixture_plugins.py by value (it is not installed)."""
+    import ray.cloudpickle
+
+    from tests import fixture_plugins
+
+    ray.cloudpickle.register_pickle_by_value(fixture_plugins)
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(fixture_plugins)
+
+
 #: Five strategies, two of them failing (see tests/fixture_plugins.py), on a
 #: base pretrained by the recipe. ``fine_tune`` freezes at least one block, so
 #: its trials train on cached features (tests/test_predict_export.py needs one).

@@ -1,0 +1,40 @@
+"""Recipes and in-process runs shared by tests/test_search.py and tests/test_resume.py."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+from tests import fixture_plugins
+
+ROOT = Path(__file__).parents[1]
+GRAFTUNE = str(Path(sys.executable).with_name("graftune"))
+
+
+def write_recipe(folder: Path, search: str, strategies: str | None = None) -> Path:
+    strategies = strategies or (
+        "scratch_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: 16, lambda: 1.0e-5}}"
+    )
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            f"""
+            name: search-test
+            seed: 5
+            data: {{source: "sklearn:iris"}}
+            strategies:
+              {strategies}
+            search: {search}
+            output: runs/
+            """
+        )
+    )
+    return recipe
+
+
+def run(recipe: Path, **kwargs):
+    """An in-process run of ``recipe`` with the fixture plugins (tests/fixture_plugins.py)."""
+    from orchestrator import run_recipe
+
+    return run_recipe(recipe, plugins=[fixture_plugins], **{"echo": print, **kwargs})

@@ -1,0 +1,706 @@
+"""Resume: killed, stopped and interrupted runs continue without repeating what ended;
+what a resume refuses; where a run directory cannot be made or is taken."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from orchestrator.errors import RunDirError
+from tests import fixture_plugins
+from tests.search_helpers import GRAFTUNE, run, write_recipe
+
+pytestmark = pytest.mark.slow
+
+
+#: Six one-at-a-time trials: long enough to stop a run after two.
+SIX_TRIALS = (
+    "{num_samples: 6, max_epochs: 8, max_concurrent_trials: 1}",
+    "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+)
+
+
+@contextlib.contextmanager
+def run_until_trials_end(recipe: Path, run_dir: Path, ended: int = 2):
+    """``graftune run`` in a session of its own, yielded once ``ended`` trials have
+    written their results; its driver and the Ray processes it started (one
+    process group) are killed at the end if still running. Its stderr is in
+    ``run_dir.parent / "stderr.txt"``."""
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    with open(run_dir.parent / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(
+            [GRAFTUNE, "run", str(recipe), "--run-dir", str(run_dir), "--quiet"],
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 240
+        try:
+            while len(list(results_dir.glob("*/result.json"))) < ended:
+                assert process.poll() is None, "the run ended before it could be stopped"
+                assert time.monotonic() < deadline, "no trial finished in time"
+                time.sleep(0.2)
+            yield process
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def ended_trials(results_dir: Path) -> dict[str, int]:
+    """Trial id -> its ``result.json``'s modification time, in nanoseconds."""
+    return {p.parent.name: p.stat().st_mtime_ns for p in results_dir.glob("*/result.json")}
+
+
+def assert_resumes_to_every_trial_once(run_dir, ended, trials, plugins=()):
+    """Resume the run; every trial is in the leaderboard once, and none of
+    ``ended`` (from :func:`ended_trials`) ran again."""
+    from orchestrator.progress import RunProgress
+    from orchestrator.run import resume_run
+
+    half_saved = run_dir / "best" / "model.99999.tmp.keras"  # as a kill while it saved leaves
+    half_saved.parent.mkdir(exist_ok=True)
+    half_saved.write_bytes(b"half a model")
+    progress = RunProgress("val_accuracy", "max")
+    frame = resume_run(run_dir, plugins=list(plugins), echo=print, listener=progress).leaderboard
+    # The live view counts every trial once, those that ended before the resume too
+    # (it showed 0/6 done after a resume), but times only those run now.
+    (counts,) = progress.strategies.values()
+    assert (counts.done, counts.planned, counts.running) == (trials, trials, set())
+    assert progress._replayed == len(ended)
+    assert [p.name for p in (run_dir / "best").glob("*.keras")] == ["model.keras"]
+    assert len(frame) == trials
+    assert frame["trial_id"].is_unique
+    assert (frame["status"] == "ok").all()
+    for trial_id, mtime in ended.items():
+        path = run_dir / "trials" / frame["strategy"].iloc[0] / trial_id / "result.json"
+        assert path.stat().st_mtime_ns == mtime, trial_id
+    # The hooks heard of each trial once, across the kill (events.jsonl, MLflow).
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
+    assert sorted(told) == sorted(frame["trial_id"]), told
+
+
+def test_a_trial_reported_before_a_kill_is_not_reported_again(tmp_path):
+    """Tune saves its state every few seconds: a trial that ended just before the
+    driver was killed is run again on resume, and re-reads its stored result."""
+    from orchestrator.markers import hookimpl
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.run import REPORTED_FILE, _RunEvents
+    from orchestrator.trial import TrialResult
+
+    heard = []
+
+    class Listener:
+        @hookimpl
+        def graftune_trial_finished(self, result, run_dir):
+            heard.append(result.trial_id)
+
+    host = get_plugin_manager(extra_plugins=[Listener()])
+    said = []
+    first = _RunEvents(host, tmp_path, "val_accuracy", said.append, None)
+    first.trial_finished(TrialResult(strategy="s", trial_id="t1", status="ok", config={}))
+    # Killed here; the resumed run's driver starts afresh.
+    again = _RunEvents(host, tmp_path, "val_accuracy", said.append, None)
+    again.trial_finished(TrialResult(strategy="s", trial_id="t1", status="ok", config={}))
+    again.trial_finished(TrialResult(strategy="s", trial_id="t2", status="ok", config={}))
+    assert heard == ["t1", "t2"] and len(said) == 2
+    assert (tmp_path / REPORTED_FILE).read_text().split() == ["s/t1", "s/t2"]
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("how", ["SIGKILL to every process", "SIGTERM to the driver"])
+def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp_path, how):
+    from orchestrator.run import resume_run
+
+    recipe = write_recipe(tmp_path, *SIX_TRIALS)
+    run_dir = tmp_path / "killed"
+    with run_until_trials_end(recipe, run_dir) as process:
+        if how.startswith("SIGKILL"):
+            # While it runs, its directory is its own.
+            with pytest.raises(RunDirError, match=f"{run_dir} is in use by another graftune run"):
+                resume_run(run_dir, plugins=[], echo=print)
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        else:  # what `timeout`, systemd, Kubernetes and `ray job stop` send
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+            stderr = (tmp_path / "stderr.txt").read_text()
+            assert process.returncode == 143, stderr[-3000:]
+            assert "terminated (SIGTERM): stopped at once" in stderr
+            assert f"graftune run --resume {run_dir}" in stderr
+            # Not reported as a crash (Ray's crash reporter prints a stack for it).
+            assert "SIGTERM received" not in stderr
+            # The Ray processes the driver started are gone with it.
+            deadline = time.monotonic() + 30
+            while group_alive(process.pid):
+                assert time.monotonic() < deadline, "Ray's processes outlived the driver"
+                time.sleep(0.5)
+    ended = ended_trials(run_dir / "trials" / "scratch_mlp")
+    assert 2 <= len(ended) < 6
+    assert not (run_dir / "leaderboard.csv").exists()
+    if how.startswith("SIGTERM"):
+        # It leaves what a kill leaves (the SIGKILL case resumes that) and lets go of
+        # its directory.
+        from orchestrator.run import holding_run_dir
+
+        with holding_run_dir(run_dir):
+            assert not (run_dir / "trials" / "scratch_mlp" / "search.json").exists()
+        return
+    assert_resumes_to_every_trial_once(run_dir, ended, 6)
+
+
+def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray_session, tmp_path):
+    from orchestrator.leaderboard import read_leaderboard
+
+    recipe = write_recipe(tmp_path, *SIX_TRIALS)
+    run_dir = tmp_path / "stopped"
+    with run_until_trials_end(recipe, run_dir) as process:
+        process.send_signal(signal.SIGINT)  # Ctrl+C, to the driver alone
+        process.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert process.returncode == 130, stderr[-3000:]
+    assert "interrupted: scratch_mlp: " in stderr
+    assert f"continue it with: graftune run --resume {run_dir}" in stderr
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    ended = ended_trials(results_dir)
+    assert 2 <= len(ended) < 6
+    # What ended is ranked and saved as in any run; the search is not marked done.
+    frame = read_leaderboard(run_dir)
+    assert sorted(frame["trial_id"]) == sorted(ended)
+    assert (frame["status"] == "ok").all()
+    assert (run_dir / "best" / "model.keras").is_file()
+    assert not (results_dir / "search.json").exists()
+
+    handler = signal.getsignal(signal.SIGINT)
+    # Moved (as `graftune fetch` puts a stopped job's run elsewhere): Tune's restored
+    # state held the old folder, where the scheduler's trials were then written.
+    moved = tmp_path / "moved"
+    shutil.move(run_dir, moved)
+    assert_resumes_to_every_trial_once(moved, ended, 6)
+    assert not run_dir.exists()
+    # Tune leaves its Ctrl+C handler behind after a search; the run puts ours back.
+    assert signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_search_state_is_lost_where_tune_could_not_restore_it(tmp_path):
+    from orchestrator.tuning.ray_tune import search_state_lost
+
+    experiment = tmp_path / "ray" / "s"
+    assert not search_state_lost(tmp_path, "s")  # not begun
+    experiment.mkdir(parents=True)
+    assert search_state_lost(tmp_path, "s")  # killed as it began
+    (experiment / "tuner.pkl").write_bytes(b"x")
+    assert search_state_lost(tmp_path, "s")  # killed in the instant after tuner.pkl
+    state = experiment / "experiment_state-2026-11-30_08-00-00.json"
+    state.write_text('{"trial_data": [')
+    assert search_state_lost(tmp_path, "s")  # torn
+    state.write_text('{"trial_data": []}')
+    assert not search_state_lost(tmp_path, "s")
+
+
+def test_a_resume_whose_tune_state_is_unreadable_runs_every_trial_and_none_twice(
+    ray_session, tmp_path
+):
+    """A kill while Tune wrote its experiment state (or a full disk) left it torn, or
+    missing (killed in the instant after tuner.pkl). Tune then started the search
+    over from its first point alone: the resume ran 1 of 3 trials, exited 0 and
+    marked the run finished."""
+    from orchestrator.progress import RunProgress
+    from orchestrator.run import resume_run
+    from orchestrator.trial import read_result
+
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 3, max_epochs: 1, max_concurrent_trials: 1}",
+        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+    )
+    run_dir = run(recipe).run_dir
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    for name in ("finished.json", "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
+        (run_dir / name).unlink()
+    (results_dir / "search.json").unlink()  # the search had not ended
+    unfinished = sorted(results_dir.iterdir())[-1]
+    (unfinished / "result.json").unlink()
+    ended = {
+        json.dumps(r.config, sort_keys=True): r.started_at
+        for r in map(read_result, results_dir.iterdir())
+        if r is not None
+    }
+    assert len(ended) == 2
+    (experiment_state,) = (run_dir / "ray" / "scratch_mlp").glob("experiment_state-*.json")
+    text = experiment_state.read_text()
+    experiment_state.write_text(text[: len(text) // 2])  # torn (see the test above)
+    said = []
+    progress = RunProgress("val_accuracy", "max")
+    frame = resume_run(
+        run_dir, plugins=[fixture_plugins], echo=said.append, listener=progress
+    ).leaderboard
+    assert len(frame) == 3 and frame["trial_id"].is_unique, frame
+    # Counted once each, and the hooks heard of each trial once, across the two ids.
+    (counts,) = progress.strategies.values()
+    assert (counts.done, counts.planned) == (3, 3)
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    told = [
+        json.dumps(e["config"], sort_keys=True) for e in events if e["event"] == "trial_finished"
+    ]
+    assert all(told.count(config) == 1 for config in ended), told
+    assert (frame["status"] == "ok").all(), frame[["status", "error"]]
+    again = {
+        json.dumps(r.config, sort_keys=True): r.started_at
+        for r in (read_result(results_dir / t) for t in frame["trial_id"])
+    }
+    # The two that had ended were not run again; the third was.
+    assert {k: again[k] for k in ended} == ended
+    assert len(again) == 3
+    assert sorted(p.name for p in results_dir.glob("*/")) == sorted(frame["trial_id"])
+    assert any("Ray's saved state of the search could not be read" in line for line in said), said
+
+
+def restore_as_never_started(experiment: Path, trial_ids: set[str]) -> None:
+    """Make Tune's saved state hold ``trial_ids`` as a snapshot taken before they
+    started holds them: pending, without a folder of their own (Tune saves its
+    state every few seconds, so a kill finds it so for a trial started since)."""
+    (state_file,) = experiment.glob("experiment_state-*.json")
+    state = json.loads(state_file.read_text())
+    for entry in state["trial_data"]:
+        trial, metadata = json.loads(entry[0]), json.loads(entry[1])
+        if trial["trial_id"] in trial_ids:
+            trial.update(status="PENDING", relative_logdir=None)
+            metadata["last_result"] = {}
+            entry[:] = [json.dumps(trial), json.dumps(metadata)]
+    state_file.write_text(json.dumps(state))
+
+
+def test_a_trial_tune_restores_into_a_new_folder_keeps_its_id_and_result(ray_session, tmp_path):
+    """Tune restores a trial its state holds without a folder into a new one with a
+    suffix (``ID_2f28``, its own having been made since). The leaderboard took the
+    folder's name for the trial: a 'pruned' row without a test score, in place of
+    the trial's own result, after a SIGTERM'd run's resume."""
+    from orchestrator.run import FINISHED_FILE, SEARCH_DONE_FILE, resume_run
+
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 3, max_epochs: 2, max_concurrent_trials: 1, scheduler: fifo}",
+        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+    )
+    run_dir = run(recipe).run_dir
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    for name in (FINISHED_FILE, "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
+        (run_dir / name).unlink()
+    (results_dir / SEARCH_DONE_FILE).unlink()  # the search had not ended
+    trial_ids = sorted(p.name for p in results_dir.iterdir())
+    finished, unfinished = trial_ids[1:]
+    (results_dir / unfinished / "result.json").unlink()  # killed while it trained
+    ended = ended_trials(results_dir)
+    restore_as_never_started(run_dir / "ray" / "scratch_mlp", {finished, unfinished})
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    # Tune did restore the two into new folders (what this test is about).
+    assert len(list((run_dir / "ray" / "scratch_mlp").glob(f"{finished}_*/"))) == 1
+    assert sorted(frame["trial_id"]) == trial_ids, frame[["trial_id", "status"]]
+    assert (frame["status"] == "ok").all(), frame[["trial_id", "status"]]
+    assert (frame["epochs"] == 2).all() and frame["test_accuracy"].notna().all()
+    assert sorted(p.name for p in results_dir.glob("*/")) == trial_ids
+    for trial_id, mtime in ended.items():  # the one that had ended was not run again
+        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
+    assert sorted(told) == trial_ids, told
+
+
+@pytest.mark.parametrize(
+    ("signal_name", "status", "said"),
+    [
+        ("SIGINT", 130, "interrupted"),
+        ("SIGTERM", 143, "terminated (SIGTERM)"),
+        ("SIGTERM-dropped", 143, "terminated (SIGTERM)"),
+    ],
+    ids=["Ctrl+C", "SIGTERM", "SIGTERM-in-a-finaliser"],
+)
+# The finaliser's dropped KeyboardInterrupt is what the test makes happen.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_runs_the_rest(
+    tmp_path, signal_name, status, said, capsys
+):
+    """The backend without Ray: a real signal to this process, in the second trial.
+
+    SIGTERM's default action would end the process with nothing written; ``graftune
+    run`` handles it as it does Ctrl+C, and puts the default back when it ends. A
+    SIGTERM that arrives during a garbage collection runs its handler in a finaliser,
+    where Python drops the KeyboardInterrupt it raises (the run went on to its end,
+    exit 0); the search stops at the trial's next epoch instead.
+    """
+    from orchestrator.cli import app
+    from orchestrator.leaderboard import read_leaderboard
+
+    marker = tmp_path / "interrupted"
+    folder = tmp_path / "my runs"  # the command it prints must survive a copy and paste
+    folder.mkdir()
+    recipe = write_recipe(
+        folder,
+        "{backend: keras_tuner, num_samples: 3, max_epochs: 2}",
+        f"interrupted_mlp: {{space: {{marker: '{marker}', signal: {signal_name}}}}}",
+    )
+    sigterm = signal.getsignal(signal.SIGTERM)
+    # As at a terminal: a process started in the background by a script (CI) ignores SIGINT.
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert result.exit_code == status, result.output
+    assert signal.getsignal(signal.SIGTERM) is sigterm
+    assert marker.exists()
+    (run_dir,) = (folder / "runs").iterdir()
+    assert f"{said}: interrupted_mlp: 1 trial ended, 1 stopped midway" in result.output
+    # With the --plugin it ran with (without, the resume said "unknown strategy").
+    assert f"graftune run --resume '{run_dir}' --plugin tests.fixture_plugins" in result.output
+    results_dir = run_dir / "trials" / "interrupted_mlp"
+    ended = ended_trials(results_dir)
+    assert list(read_leaderboard(run_dir)["trial_id"]) == list(ended)
+    assert not (results_dir / "search.json").exists()
+    assert not (run_dir / "finished.json").exists()
+    capsys.readouterr()
+    assert_resumes_to_every_trial_once(run_dir, ended, 3, plugins=[fixture_plugins])
+    assert "Reloading Tuner" not in capsys.readouterr().out  # keras-tuner's own print: logged
+
+    # Finished now: resumed again, it runs nothing and calls no hook again.
+    events = (run_dir / "events.jsonl").read_text()
+    board = (run_dir / "leaderboard.csv").stat().st_mtime_ns
+    again = CliRunner().invoke(
+        app, ["run", "--resume", str(run_dir), "--plugin", "tests.fixture_plugins"]
+    )
+    assert again.exit_code == 0, again.output
+    assert "the run finished at" in again.output and "nothing to resume" in again.output
+    assert "best: interrupted_mlp trial kt" in again.output
+    assert (run_dir / "events.jsonl").read_text() == events
+    assert (run_dir / "leaderboard.csv").stat().st_mtime_ns == board
+
+
+def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
+    """A stopped job (SIGTERM) with URI storage stored nothing: its run directory is in
+    the job's working folder, which Ray deletes; fetch then had nothing to resume."""
+    from orchestrator.cli import app
+    from orchestrator.leaderboard import read_leaderboard
+
+    marker = tmp_path / "interrupted"
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, num_samples: 3, max_epochs: 2}",
+        f"interrupted_mlp: {{space: {{marker: '{marker}', signal: SIGTERM}}}}",
+    )
+    store = tmp_path / "store"
+    recipe.write_text(recipe.read_text() + f"storage: file://{store}/\n")
+    sigterm = signal.getsignal(signal.SIGTERM)
+    result = CliRunner().invoke(
+        app, ["run", str(recipe), "--run-name", "job", "--plugin", "tests.fixture_plugins"]
+    )
+    assert signal.getsignal(signal.SIGTERM) is sigterm
+    assert result.exit_code == 143, result.output
+    stored = store / "job"
+    assert (stored / "recipe.yaml").is_file()
+    assert list(read_leaderboard(stored)["status"]) == ["ok"]  # the trial that ended
+
+
+def test_a_fetched_run_resumes_into_its_own_place_in_storage_and_never_over_another(tmp_path):
+    """A fetched job resumed from a folder named f6 was stored in STORAGE/f6 (its own
+    STORAGE/JOB_ID stayed unfinished), over whatever run was stored there."""
+    from orchestrator.cli import app
+    from orchestrator.storage import STORED_FILE, StorageError, fetch
+
+    store = tmp_path / "store"
+
+    def stopped_run(name: str) -> Path:
+        marker = tmp_path / f"{name}-interrupted"
+        recipe = write_recipe(
+            tmp_path,
+            "{backend: keras_tuner, num_samples: 2, max_epochs: 1}",
+            f"interrupted_mlp: {{space: {{marker: '{marker}', signal: SIGTERM}}}}",
+        )
+        recipe.write_text(recipe.read_text() + f"storage: file://{store}/\n")
+        result = CliRunner().invoke(
+            app, ["run", str(recipe), "--run-name", name, "--plugin", "tests.fixture_plugins"]
+        )
+        assert result.exit_code == 143, result.output
+        return recipe
+
+    def resume(run_dir: Path):
+        return CliRunner().invoke(
+            app, ["run", "--resume", str(run_dir), "--plugin", "tests.fixture_plugins"]
+        )
+
+    recipe = stopped_run("job-1")
+    fetched = fetch(f"file://{store}/job-1", tmp_path / "f6")
+    resumed = resume(fetched)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"stored: file://{store}/job-1" in resumed.output
+    assert not (store / "f6").exists()
+    assert (store / "job-1" / "finished.json").is_file()
+    assert len(pd.read_csv(store / "job-1" / "leaderboard.csv")) == 2
+
+    # Another run, fetched into a folder named as the first, from before graftune
+    # recorded where a run is stored: STORAGE/job-1 is the first run's, and kept.
+    stopped_run("job-2")
+    other = fetch(f"file://{store}/job-2", tmp_path / "other" / "job-1")
+    (other / STORED_FILE).unlink()
+    kept = {path: path.read_bytes() for path in (store / "job-1").rglob("*") if path.is_file()}
+    refused = resume(other)
+    assert refused.exit_code == 2, refused.output
+    assert f"storage: file://{store}/job-1 holds another run than {other}" in refused.output
+    assert kept == {p: p.read_bytes() for p in (store / "job-1").rglob("*") if p.is_file()}
+    assert not (other / STORED_FILE).exists() and not (other / ".graftune.lock").exists()
+    # In a folder of its own name in storage, it resumes there, as before.
+    own = other.rename(other.with_name("job-2"))
+    resumed = resume(own)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"stored: file://{store}/job-2" in resumed.output
+    assert (store / "job-2" / "finished.json").is_file() and (
+        store / "job-2" / STORED_FILE
+    ).is_file()
+    # A new run is never stored over one either.
+    from orchestrator.run import run_recipe
+
+    with pytest.raises(StorageError, match=f"file://{store}/job-1 already holds a run"):
+        run_recipe(recipe, run_dir=tmp_path / "new" / "job-1", plugins=[fixture_plugins])
+    assert not (tmp_path / "new").exists()
+
+
+def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(tmp_path):
+    """After the last search (a first Ctrl+C there, or a second one), nothing said how
+    to go on: "stopped at once", and a run directory without a leaderboard."""
+    from orchestrator.errors import RunInterrupted
+    from orchestrator.markers import hookimpl
+    from orchestrator.run import resume_run, run_recipe
+
+    class CtrlCWhileSaving:
+        calls = 0
+
+        @hookimpl
+        def graftune_run_finished(self, leaderboard, run_dir):
+            CtrlCWhileSaving.calls += 1
+            if CtrlCWhileSaving.calls == 1:
+                raise KeyboardInterrupt
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}")
+    with pytest.raises(RunInterrupted) as caught:
+        run_recipe(recipe, plugins=[CtrlCWhileSaving()])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert "stopped at once; the trials that had ended are kept" in str(caught.value)
+    assert f"continue it with: graftune run --resume {run_dir}" in str(caught.value)
+    assert caught.value.run_dir == run_dir and not (run_dir / "finished.json").exists()
+
+    outcome = resume_run(run_dir, plugins=[CtrlCWhileSaving()])
+    assert len(outcome.leaderboard) == 2 and (run_dir / "finished.json").is_file()
+    assert CtrlCWhileSaving.calls == 2
+
+
+def test_resume_refuses_a_folder_that_is_no_run(tmp_path):
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a graftune run directory" in result.output
+    # From Python: the same words, as the run directory's error (not "<recipe>: ...").
+    from orchestrator import resume_run
+
+    with pytest.raises(RunDirError) as caught:
+        resume_run(tmp_path)
+    assert str(caught.value) == f"{tmp_path} is not a graftune run directory (no recipe.yaml)"
+    with pytest.raises(RunDirError, match=r"^\S*nope does not exist$"):
+        resume_run(tmp_path / "nope")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system of 1 MiB (a tmpfs; mounting one needs root, as here and in CI)."""
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_stops_the_run_with_what_to_do_and_the_resume_ends_it(tmp_path, small_disk):
+    """It printed a trial's traceback, then "internal error: OSError", exit 1, with no
+    word of the resume (on Ray: dozens of logging tracebacks, then EOFError)."""
+    from orchestrator.cli import app
+    from orchestrator.reporters import read_events
+
+    recipe = write_recipe(
+        tmp_path, "{backend: keras_tuner, num_samples: 6, max_epochs: 2}",
+        "scratch_mlp: {space: {width: 256}}",
+    )  # fmt: skip
+    recipe.write_text(recipe.read_text().replace("output: runs/", f"output: {small_disk}"))
+    result = CliRunner().invoke(app, ["run", str(recipe), "--quiet"])
+    (run_dir,) = small_disk.iterdir()
+    assert result.exit_code == 1, result.output
+    assert "no space left on the device" in result.output
+    assert f"free some, then continue it with: graftune run --resume {run_dir}" in result.output
+    assert "Traceback" not in result.output and "internal error" not in result.output
+    subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+    resumed = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    frame = pd.read_csv(run_dir / "leaderboard.csv")
+    assert len(frame) == 6 and (frame["status"] == "ok").all(), frame
+    told = [e for e in read_events(run_dir) if e["event"] == "trial_finished"]
+    assert sorted(e["trial_id"] for e in told) == sorted(frame["trial_id"])
+
+
+def test_a_run_directory_that_cannot_be_made_stops_the_run_before_any_work(tmp_path):
+    from orchestrator.cli import app
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    recipe.write_text(recipe.read_text().replace("output: runs/", "output: recipe.yaml/runs"))
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert f"{recipe}:8: output: cannot make a run directory in" in result.output
+    assert f"{recipe} is a file, not a folder" in result.output
+    assert "data:" not in result.output  # refused before the data was loaded
+    assert sorted(tmp_path.rglob("*")) == before
+    # A --run-dir that is a link to nothing: it said "[Errno 17] File exists".
+    recipe.write_text(recipe.read_text().replace("output: recipe.yaml/runs", "output: runs/"))
+    (tmp_path / "latest").symlink_to(tmp_path / "gone")
+    before = sorted(tmp_path.rglob("*"))
+    result = CliRunner().invoke(app, ["run", str(recipe), "--run-dir", str(tmp_path / "latest")])
+    assert result.exit_code == 2, result.output
+    assert f"{tmp_path / 'latest'} is a link to {tmp_path / 'gone'}, which does not exist" in (
+        result.output
+    )
+    assert "File exists" not in result.output and "data:" not in result.output
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_a_run_whose_directory_another_run_took_meanwhile_takes_the_next_name(
+    tmp_path, monkeypatch
+):
+    """Two runs of one recipe started in the same second plan the same directory."""
+    from orchestrator import storage
+    from orchestrator.run import run_recipe
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    monkeypatch.setattr(storage, "_stamped", lambda name: f"{name}-20261129-120000")
+    planned = tmp_path / "runs" / "search-test-20261129-120000"
+
+    def echo(line: str) -> None:
+        if line.startswith("data:"):  # after the run planned its directory, before it made it
+            planned.mkdir(parents=True)
+            (planned / "recipe.yaml").write_text("the other run's")
+
+    outcome = run_recipe(recipe, echo=echo)
+    assert outcome.run_dir == planned.with_name(planned.name + "-2")
+    assert len(outcome.leaderboard) == 1
+    assert [p.name for p in planned.iterdir()] == ["recipe.yaml"]
+    assert (planned / "recipe.yaml").read_text() == "the other run's"
+
+
+def test_run_needs_a_recipe_or_resume():
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["run"])
+    assert result.exit_code == 2
+    assert "--resume" in result.output
+
+
+def test_a_resume_whose_data_file_moved_says_to_put_it_back(tmp_path):
+    """Editing the path in the run's recipe.yaml is refused as a change of what
+    it searches: the message said only that the file does not exist."""
+    from orchestrator.errors import RecipeError
+    from orchestrator.run import resume_run
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    gone = tmp_path / "project" / "wine.csv"
+    (run_dir / "recipe.yaml").write_text(
+        f"name: moved\ndata: {{source: 'csv:{gone}', target: cultivar}}\n"
+        "strategies: {scratch_mlp: {}}\nsearch: {num_samples: 1, max_epochs: 1}\n"
+    )
+    with pytest.raises(RecipeError) as info:
+        resume_run(run_dir)
+    assert f"CSV file {gone} does not exist" in str(info.value)
+    assert "put the file back there, or a link to it, to resume" in str(info.value)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["recipe.yaml"]
+
+
+def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
+    """It mixed 40-epoch and 10-epoch trials in one leaderboard, and said nothing."""
+    from orchestrator.errors import RecipeError
+    from orchestrator.run import resume_run, run_recipe
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    run_dir = run_recipe(recipe).run_dir
+    (run_dir / "finished.json").unlink()  # as if killed before it finished
+    stored = run_dir / "recipe.yaml"
+    original = stored.read_text()
+    edited = original.replace("max_epochs: 1", "max_epochs: 2")
+    stored.write_text(edited)
+    with pytest.raises(RecipeError) as info:
+        resume_run(run_dir)
+    # Found by QA: it named six sections, no key, and "only resources and storage
+    # may change" where name, output, plugins and submit may too.
+    line = 1 + edited.splitlines().index("  max_epochs: 2")
+    said = str(info.value)
+    assert f"recipe.yaml:{line}: search.max_epochs: changed since the run started (1 -> 2)" in said
+    assert "(a resume may change only name, resources, output, plugins, storage, submit)" in said
+    two = edited.replace("num_samples: 1", "num_samples: 3")
+    stored.write_text(two)
+    with pytest.raises(RecipeError, match=r"\(1 -> 3, and 1 more change\): a resume goes on"):
+        resume_run(run_dir)
+    stored.write_text(edited)
+    # A run made before the values were kept has the digest alone: still refused, by section.
+    (run_dir / ".searched.json").unlink()
+    with pytest.raises(RecipeError) as info:
+        resume_run(run_dir)
+    assert "changed since the run started in what it searches (seed, data, base, strategies, " in (
+        str(info.value)
+    )
+    assert "a resume may change only name, resources" in str(info.value)
+    # Where it runs may change.
+    stored.write_text(original.replace("cpus_per_trial: 1", "cpus_per_trial: 2"))
+    assert stored.read_text() != original
+    assert len(resume_run(run_dir).leaderboard) == 1
+
+
+def test_resume_takes_where_to_run_and_refuses_where_to_write(tmp_path):
+    """--address was ignored with --resume (a submitted job's run said auto: another
+    cluster, or none); --storage, --run-dir and --run-name were ignored silently."""
+    from orchestrator.cli import app
+    from orchestrator.recipe import load_recipe
+    from orchestrator.submit import with_cluster_options
+
+    recipe = load_recipe(write_recipe(tmp_path, "{num_samples: 1}"))
+    on_cluster = with_cluster_options(recipe, address="auto")
+    assert on_cluster.resources.address == "auto"
+    assert with_cluster_options(on_cluster, address="local").resources.address is None
+    for option in (["--storage", str(tmp_path)], ["--run-name", "x"], ["--shared-storage"]):
+        result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path), *option])
+        assert result.exit_code == 2, result.output
+        assert f"{option[0]} with --resume: a resumed run stays in its run directory" in (
+            result.output
+        )
