@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray per session, a private cache, quiet TensorFlow.
+"""Shared fixtures: one local Ray per session (per pytest-xdist worker), a private
+cache, quiet TensorFlow.
 
 Also two real runs that several test modules read (each run costs tens of
 seconds, mostly TensorFlow imported by the fresh workers of each strategy's
