@@ -90,6 +90,20 @@ def invoke(*args: str):
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
+def one_trial_run(folder: Path, source: str, *, epochs: int) -> Path:
+    """One scratch_mlp trial on ``source`` (keras_tuner: no Ray), through the CLI."""
+    recipe = folder / "one.yaml"
+    recipe.write_text(
+        f"name: one\ndata: {{source: '{source}'}}\nstrategies: {{scratch_mlp: {{}}}}\n"
+        f"search: {{backend: keras_tuner, num_samples: 1, max_epochs: {epochs}}}\n"
+        "output: runs/\n"
+    )
+    result = invoke("run", recipe, "--quiet")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (folder / "runs").iterdir()
+    return run_dir
+
+
 def test_predict_the_test_split_as_the_run_did(runs, test_npz, tmp_path):
     digits = runs[0]
     path, data = test_npz
@@ -270,13 +284,7 @@ def test_grey_images_take_the_channels_and_size_of_a_run_on_an_image_folder(tmp_
     for i, (image, label) in enumerate(zip(pixels, digits.target[:100], strict=True)):
         (tmp_path / "pngs" / str(label)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(tmp_path / "pngs" / str(label) / f"{i:02d}.png")
-    recipe = tmp_path / "grey.yaml"
-    recipe.write_text(
-        "name: grey\ndata: {source: 'images:pngs'}\nstrategies: {scratch_mlp: {}}\n"
-        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
-    )
-    assert invoke("run", recipe, "--quiet").exit_code == 0
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    run_dir = one_trial_run(tmp_path, "images:pngs", epochs=1)
     assert json.loads((run_dir / "best" / "config.json").read_text())["input_shape"] == [8, 8, 3]
     folder = invoke("predict", run_dir, "--data", f"images:{tmp_path / 'pngs'}")
     assert folder.exit_code == 0, folder.output
@@ -764,13 +772,7 @@ def test_a_run_on_a_scikit_learn_table_matches_a_tables_columns_by_name(tmp_path
     order scored 0.33 where they scored 0.97, silently."""
     from sklearn.datasets import load_iris
 
-    recipe = tmp_path / "iris.yaml"
-    recipe.write_text(
-        "name: iris\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
-        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 2}\noutput: runs/\n"
-    )
-    assert invoke("run", recipe, "--quiet").exit_code == 0
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    run_dir = one_trial_run(tmp_path, "sklearn:iris", epochs=2)
     frame = load_iris(as_frame=True).frame
     features = list(frame.columns[:-1])
     assert json.loads((run_dir / "best" / "config.json").read_text())["features"] == features

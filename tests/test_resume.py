@@ -217,6 +217,19 @@ def test_a_search_state_is_lost_where_tune_could_not_restore_it(tmp_path):
     assert not search_state_lost(tmp_path, "s")
 
 
+def unfinished_run(folder: Path, search: str) -> Path:
+    """A finished run of three one-width trials, made to look as if its search had
+    not ended (no leaderboard, no marks of an end): what a resume takes up."""
+    from orchestrator.run import FINISHED_FILE, SEARCH_DONE_FILE
+
+    recipe = write_recipe(folder, search, "scratch_mlp: {space: {hidden_layers: 1, width: 16}}")
+    run_dir = run(recipe).run_dir
+    for name in (FINISHED_FILE, "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
+        (run_dir / name).unlink()
+    (run_dir / "trials" / "scratch_mlp" / SEARCH_DONE_FILE).unlink()
+    return run_dir
+
+
 def test_a_resume_whose_tune_state_is_unreadable_runs_every_trial_and_none_twice(
     ray_session, tmp_path
 ):
@@ -228,16 +241,8 @@ def test_a_resume_whose_tune_state_is_unreadable_runs_every_trial_and_none_twice
     from orchestrator.run import resume_run
     from orchestrator.trial import read_result
 
-    recipe = write_recipe(
-        tmp_path,
-        "{num_samples: 3, max_epochs: 1, max_concurrent_trials: 1}",
-        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
-    )
-    run_dir = run(recipe).run_dir
+    run_dir = unfinished_run(tmp_path, "{num_samples: 3, max_epochs: 1, max_concurrent_trials: 1}")
     results_dir = run_dir / "trials" / "scratch_mlp"
-    for name in ("finished.json", "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
-        (run_dir / name).unlink()
-    (results_dir / "search.json").unlink()  # the search had not ended
     unfinished = sorted(results_dir.iterdir())[-1]
     (unfinished / "result.json").unlink()
     ended = {
@@ -295,18 +300,12 @@ def test_a_trial_tune_restores_into_a_new_folder_keeps_its_id_and_result(ray_ses
     suffix (``ID_2f28``, its own having been made since). The leaderboard took the
     folder's name for the trial: a 'pruned' row without a test score, in place of
     the trial's own result, after a SIGTERM'd run's resume."""
-    from orchestrator.run import FINISHED_FILE, SEARCH_DONE_FILE, resume_run
+    from orchestrator.run import resume_run
 
-    recipe = write_recipe(
-        tmp_path,
-        "{num_samples: 3, max_epochs: 2, max_concurrent_trials: 1, scheduler: fifo}",
-        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+    run_dir = unfinished_run(
+        tmp_path, "{num_samples: 3, max_epochs: 2, max_concurrent_trials: 1, scheduler: fifo}"
     )
-    run_dir = run(recipe).run_dir
     results_dir = run_dir / "trials" / "scratch_mlp"
-    for name in (FINISHED_FILE, "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
-        (run_dir / name).unlink()
-    (results_dir / SEARCH_DONE_FILE).unlink()  # the search had not ended
     trial_ids = sorted(p.name for p in results_dir.iterdir())
     finished, unfinished = trial_ids[1:]
     (results_dir / unfinished / "result.json").unlink()  # killed while it trained
