@@ -374,6 +374,15 @@ def get_plugin_manager(
 def _register(pm: pluggy.PluginManager, plugin: object, name: str, dist_label: str) -> None:
     owner = f"{name} ({dist_label.strip('()')})"  # as the other plugin errors name it
     _warn_unmarked_hooks(plugin, owner)
+    earlier = pm.get_name(plugin)
+    if earlier is not None:  # pluggy's own message lists every plugin registered
+        what = getattr(plugin, "__name__", repr(plugin))
+        raise PluginError(
+            f"plugin {owner} cannot be registered: {what} is registered already as plugin "
+            f"{earlier!r}; an entry point (or --plugin) may name a module only once, so "
+            "remove one of the two",
+            plugin=name,
+        )
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:

@@ -536,6 +536,16 @@ def graftune_host() -> PluginHost:
 _REGISTERED_PREFIX = "_graftune_registered_"
 
 
+def _installed_name(module: str) -> str | None:
+    """The name of an installed ``graftune`` entry point that names ``module``, if any."""
+    from orchestrator.plugin_manager import ENTRY_POINT_GROUP
+
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value == module:
+            return ep.name
+    return None
+
+
 @pytest.fixture
 def graftune_register(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
@@ -547,7 +557,9 @@ def graftune_register(
     ``graftune-testing-NAME 0`` whose entry point ``NAME`` in the ``graftune``
     group names it, on a folder put first on ``sys.path``; so it is discovered
     the way installed plugins are, and wins over an installed entry point of
-    the same name (and over one registered under that name earlier in the test). ``GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD`` is unset for the test.
+    the same name (and over one registered under that name earlier in the test).
+    A module an installed entry point names under another name takes that name by
+    default. ``GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD`` is unset for the test.
     Everything is undone after the test.
     """
     from orchestrator.plugin_manager import DISABLE_AUTOLOAD_ENV, get_plugin_manager
@@ -561,7 +573,9 @@ def graftune_register(
     def register(plugin: ModuleType | object, name: str | None = None) -> PluginHost:
         if isinstance(plugin, ModuleType) and sys.modules.get(plugin.__name__) is plugin:
             value = plugin.__name__
-            default = plugin.__name__.rsplit(".", 1)[-1]
+            # Installed under an entry point of another name: that one, which it then
+            # shadows (pluggy takes a module under one name only).
+            default = _installed_name(value) or plugin.__name__.rsplit(".", 1)[-1]
         else:
             attribute = f"{_REGISTERED_PREFIX}{next(counter)}"
             monkeypatch.setattr(this, attribute, plugin, raising=False)

@@ -173,6 +173,25 @@ def test_a_registered_plugin_object_reaches_the_command_line(graftune_register, 
     assert "ok (small_mlp on sklearn:iris)" in result.output
 
 
+def test_a_module_an_entry_point_names_otherwise_registers_under_that_name(graftune_register):
+    """pluggy takes a module under one name only: registering a module that an
+    installed entry point names 'scaled' under its own name crashed every host
+    with pluggy's message and its dump of every plugin registered."""
+    from orchestrator.errors import PluginError
+    from tests import keras_object_plugin
+
+    graftune_register(keras_object_plugin, name="scaled")  # as if installed so
+    host = graftune_register(keras_object_plugin)
+    assert "scaled_mlp" in host.strategies
+    assert host.strategies.owner("scaled_mlp").startswith("scaled")
+    # Two entry points that name one module: one line that says so.
+    with pytest.raises(PluginError) as raised:
+        graftune_register(keras_object_plugin, name="other")
+    said = str(raised.value)
+    assert "tests.keras_object_plugin is registered already as plugin" in said
+    assert "may name a module only once" in said and "{" not in said
+
+
 def test_registration_is_undone():
     assert "small_mlp" not in get_plugin_manager().strategies
 
