@@ -210,13 +210,24 @@ def plan_run(
     if storage is not None and is_uri(storage.path):
         remote_parent = storage.path
         # A resumed run keeps its name in storage, whatever folder it was fetched into.
-        remote = join(storage.path, _recorded_name(local) or local.name)
+        name = _recorded_name(local) or local.name
+        if set(name) & set(_URI_MARKS):
+            # In a URI's path they end it ('#', '?') or escape ('%'): h#1 was stored as h.
+            raise StorageError(
+                f"run name {name!r}: a run stored in {storage.path} takes a folder name "
+                f"without {', '.join(map(repr, _URI_MARKS))}; choose another"
+            )
+        remote = join(storage.path, name)
     return RunPlace(
         local_dir=local,
         remote=remote,
         stamped=run_dir is None and not run_name,
         remote_parent=remote_parent,
     )
+
+
+#: Characters a folder name in a storage URI cannot hold as they are.
+_URI_MARKS = ("#", "?", "%")
 
 
 def _stamped(name: str) -> str:
@@ -259,6 +270,13 @@ def record_stored(place: RunPlace) -> None:
         return
     path = place.local_dir / STORED_FILE
     run_id = _read_record(_read_local(place.local_dir, STORED_FILE)).get("run_id")
+    if not (isinstance(run_id, str) and run_id):
+        # A copy without the record that check_stored_place found to be the stored
+        # run takes the stored run's id: a new one would make the run's other copies
+        # "another run" there.
+        fs, remote = _filesystem(place.remote)
+        stored = _read_remote(fs, f"{remote.rstrip('/')}/{STORED_FILE}", place.remote)
+        run_id = _read_record(stored).get("run_id")
     record = {
         "run_id": run_id if isinstance(run_id, str) and run_id else uuid.uuid4().hex,
         "name": place.remote_name,
@@ -290,14 +308,14 @@ def check_stored_place(place: RunPlace, *, resume: bool) -> None:
     if not resume:
         raise StorageError(
             f"storage: {place.remote} already holds a run, which this run would "
-            "overwrite; choose another --run-name"
+            "overwrite; choose another --run-name (or --run-dir)"
         )
     if _same_run(lambda name: _read_local(place.local_dir, name), remote):
         return
     raise StorageError(
-        f"storage: {place.remote} holds another run than {place.local_dir}, which storing "
-        "this one there would overwrite; resume it from a folder named as its own copy "
-        f"in storage ({place.remote_name} is taken), or move the other run away"
+        f"storage: {place.remote} holds another run than {place.local_dir} (another run id, "
+        "or another start), which storing this one there would overwrite; move the other "
+        "run away in storage, or resume a copy of the run stored there"
     )
 
 

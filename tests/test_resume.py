@@ -468,18 +468,26 @@ def test_a_fetched_run_resumes_into_its_own_place_in_storage_and_never_over_anot
     assert not (other / STORED_FILE).exists() and not (other / ".graftune.lock").exists()
     # In a folder of its own name in storage, it resumes there, as before.
     own = other.rename(other.with_name("job-2"))
+    stored_id = json.loads((store / "job-2" / STORED_FILE).read_text())["run_id"]
     resumed = resume(own)
     assert resumed.exit_code == 0, resumed.output
     assert f"stored: file://{store}/job-2" in resumed.output
     assert (store / "job-2" / "finished.json").is_file() and (
         store / "job-2" / STORED_FILE
     ).is_file()
+    # It takes the stored run's id (a new one made the run's other copies "another run").
+    assert json.loads((own / STORED_FILE).read_text())["run_id"] == stored_id
+    assert json.loads((store / "job-2" / STORED_FILE).read_text())["run_id"] == stored_id
     # A new run is never stored over one either.
     from orchestrator.run import run_recipe
 
     with pytest.raises(StorageError, match=f"file://{store}/job-1 already holds a run"):
         run_recipe(recipe, run_dir=tmp_path / "new" / "job-1", plugins=[fixture_plugins])
     assert not (tmp_path / "new").exists()
+    # A name a URI would cut ('h#1' was stored in STORAGE/h) is refused before any work.
+    with pytest.raises(StorageError, match=r"run name 'h#1': a run stored in .* without '#'"):
+        run_recipe(recipe, run_name="h#1", plugins=[fixture_plugins])
+    assert not (store / "h").exists()
 
 
 def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(tmp_path):
