@@ -202,15 +202,9 @@ def stage(
         if base_update:
             update["base"] = base.model_copy(update=base_update)
 
-    requirements = [*recipe.submit.pip, *pip]
     staged_pip: list[str] = []
-    for requirement in dict.fromkeys(requirements):
-        try:
-            wheel = expand_user(requirement)
-        except ValueError:  # not a file here: pip's to read (on the cluster)
-            wheel = Path(requirement)
-        _check_pip_file(recipe, requirement, wheel)
-        if wheel.suffix in (".whl", ".gz", ".zip") and wheel.is_file():
+    for requirement, wheel in _pip_entries(recipe, pip):
+        if wheel is not None:
             # Ray expands this variable to the working directory on each node.
             target = copy(wheel, "wheels")
             staged_pip.append("${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/" + target)
@@ -263,25 +257,56 @@ def check_sendable(recipe: Recipe, *, pip: list[str], plugins: list[str]) -> Non
         SubmitError: A ``pip`` entry names a file that does not exist here, or a
             ``--plugin`` module is not found here.
     """
-    for requirement in dict.fromkeys([*recipe.submit.pip, *pip]):
-        try:
-            _check_pip_file(recipe, requirement, expand_user(requirement))
-        except ValueError:  # ~user of the cluster's nodes: pip's to read there
-            continue
+    _pip_entries(recipe, pip)
     for name in dict.fromkeys(plugins):
         _plugin_source(name)
 
 
-def _check_pip_file(recipe: Recipe, requirement: str, path: Path) -> None:
-    """Refuse a pip entry that names a file (``./x.whl``) that does not exist here: sent
-    on, it failed on the cluster naming a path in the job's runtime environment."""
-    if not _names_a_file(requirement) or path.exists():
-        return
-    where = "submit.pip" if requirement in recipe.submit.pip else "--pip"
-    raise SubmitError(
-        f"{where} {requirement}: no such file {path.absolute()}; give a wheel, sdist or "
-        "zip that exists here, or a requirement (name==version) for the cluster's pip"
-    )
+def _pip_entries(recipe: Recipe, pip: list[str]) -> list[tuple[str, Path | None]]:
+    """Each pip entry (the recipe's ``submit.pip``, then ``--pip``) with the package
+    file here it names (``None``: a requirement for the cluster's pip).
+
+    A recipe's entries are paths from its folder, as its other paths are; ``--pip``'s
+    from the current folder.
+
+    Raises:
+        SubmitError: An entry names a file that does not exist here, a folder, or
+            a file that is no wheel, sdist or zip: sent on, it failed on the
+            cluster naming a path in the job's runtime environment.
+    """
+    entries: dict[str, Path | None] = {}
+    for requirement, where, base in [
+        *((r, "submit.pip", recipe.base_dir) for r in recipe.submit.pip),
+        *((r, "--pip", Path.cwd()) for r in pip),
+    ]:
+        if requirement in entries or not _names_a_file(requirement):
+            entries.setdefault(requirement, None)
+            continue
+        try:
+            path = Path(base, expand_user(requirement))
+        except ValueError:  # ~user of the cluster's nodes: pip's to read there
+            entries[requirement] = None
+            continue
+        problem = None
+        if not path.exists():
+            problem = f"no such file {path.absolute()}"
+        elif path.is_dir():
+            problem = (
+                f"{path.absolute()} is a folder (build a wheel of it: pip wheel {path} -w DIR)"
+            )
+        elif not path.name.endswith(_PACKAGE_SUFFIXES):
+            problem = f"{path.absolute()} is no wheel, sdist or zip"
+        if problem:
+            raise SubmitError(
+                f"{where} {requirement}: {problem}; give a wheel, sdist or zip that exists "
+                "here, or a requirement (name==version) for the cluster's pip"
+            )
+        entries[requirement] = path
+    return list(entries.items())
+
+
+#: The package files a pip entry may name here, sent with the job.
+_PACKAGE_SUFFIXES = (".whl", ".tar.gz", ".zip")
 
 
 def _names_a_file(requirement: str) -> bool:

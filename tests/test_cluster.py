@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -45,6 +46,7 @@ from orchestrator.storage import (
 from orchestrator.submit import (
     RECIPE_FILE,
     SubmitError,
+    check_sendable,
     entrypoint,
     recipe_for_submit,
     runtime_env,
@@ -349,7 +351,9 @@ def test_submit_needs_storage_before_contacting_a_cluster(tmp_path):
         with_cluster_options(load_recipe(recipe), shared=True)
 
 
-def test_submit_refuses_a_pip_file_that_is_not_here_before_contacting_a_cluster(tmp_path):
+def test_submit_refuses_a_pip_file_that_is_not_here_before_contacting_a_cluster(
+    tmp_path, monkeypatch
+):
     """It was sent on as a requirement (exit 0), and the job failed on the cluster
     naming a path in its runtime environment."""
     recipe = write_recipe(tmp_path, BASIC + "storage: s3://b/r\n")
@@ -375,6 +379,21 @@ def test_submit_refuses_a_pip_file_that_is_not_here_before_contacting_a_cluster(
     gone = recipe.submit.model_copy(update={"pip": ["../gone.zip"]})
     with pytest.raises(SubmitError, match=r"^submit\.pip \.\./gone\.zip: no such file"):
         stage(recipe.updated(submit=gone), tmp_path / "job2")
+    # A folder, or a file that is no package, was passed on to the cluster's pip too.
+    monkeypatch.chdir(tmp_path)  # --pip's paths are from the current folder
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "reqs.txt").write_text("numpy\n")
+    for entry, problem in (("./pkg", "is a folder (build a wheel"), ("./reqs.txt", "is no wheel")):
+        with pytest.raises(SubmitError, match=re.escape(f"--pip {entry}: {tmp_path}")) as said:
+            check_sendable(recipe, pip=[entry], plugins=[])
+        assert problem in str(said.value)
+    # The recipe's entries are paths from its folder, as its other paths are.
+    (tmp_path / "sub" / "wheels").mkdir(parents=True)
+    shutil.copy(wheel, tmp_path / "sub" / "wheels" / wheel.name)
+    inner = load_recipe(write_recipe(tmp_path / "sub", BASIC + "storage: s3://b/r\n"))
+    there = inner.submit.model_copy(update={"pip": [f"wheels/{wheel.name}"]})
+    (staged,) = stage(inner.updated(submit=there), tmp_path / "job3").pip
+    assert staged.endswith(f"wheels/{wheel.name}") and "RAY_RUNTIME_ENV" in staged
 
 
 def test_a_missing_dashboard_address_is_a_usage_error(tmp_path, monkeypatch):
