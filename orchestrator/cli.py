@@ -693,7 +693,7 @@ def predict(
         if unscored:
             line += f" ({' and '.join(unscored)}: predicted only)"
     elif "label" in result.frame:  # labelled, but with no class the model knows
-        labels = sorted({str(label) for label in result.frame["label"].dropna()})
+        labels = sorted({str(label) for label in result.frame["label"].dropna()}, key=_label_order)
         line += (
             f"; no accuracy: none of the labels ({_first_few(labels)}) is one of the "
             f"model's classes ({_first_few(ref.class_names)})"
@@ -701,6 +701,14 @@ def predict(
         if unlabelled:
             line += f"; {unlabelled} without a label"
     where.print(line, markup=False)
+
+
+def _label_order(label: str) -> tuple[int, float, str]:
+    """Numbers by value (5 before 42 before 100), then the rest by their text."""
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
 
 
 def _first_few(names: Sequence[str], few: int = 10) -> str:

@@ -144,6 +144,9 @@ def test_predict_unlabelled_arrays_and_say_why_labels_were_not_scored(runs, test
     assert result.exit_code == 0, result.output
     said = " ".join(result.output.split())
     assert "no accuracy: none of the labels (class 0, class 1, class 2, " in said
+    from orchestrator.cli import _label_order
+
+    assert sorted(["100", "b", "42", "5", "a"], key=_label_order) == ["5", "42", "100", "a", "b"]
     assert "class 9) is one of the model's classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in said
 
 
