@@ -18,7 +18,7 @@ from typing import Any
 import pluggy
 
 from orchestrator import hookspecs
-from orchestrator.errors import GraftuneError, PluginError, PluginLoadError
+from orchestrator.errors import GraftuneError, PluginError, PluginLoadError, ellipsized
 from orchestrator.markers import PROJECT
 from orchestrator.registry import Registry
 
@@ -432,7 +432,9 @@ def _fill(host: PluginHost, hook_name: str, registry: Registry) -> None:
         registry.current_owner = host.owners.get(impl.plugin_name, impl.plugin_name)
         try:
             # pluggy's rule: an implementation may take fewer arguments than its spec.
-            impl.function(**({"registry": registry} if "registry" in impl.argnames else {}))
+            returned = impl.function(
+                **({"registry": registry} if "registry" in impl.argnames else {})
+            )
         except GraftuneError:
             raise
         except Exception as exc:
@@ -440,4 +442,13 @@ def _fill(host: PluginHost, hook_name: str, registry: Registry) -> None:
                 f"plugin {registry.current_owner} failed in {hook_name}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        if returned is not None:  # pluggy keeps it; graftune adds only what add() is given
+            log.warning(
+                "plugin %s returned %s from %s, which is ignored: call registry.add(...) "
+                "for each %s instead",
+                registry.current_owner,
+                ellipsized(repr(returned), 120),
+                hook_name,
+                registry.kind,
+            )
     registry.current_owner = "<unknown>"

@@ -291,6 +291,32 @@ def test_a_hook_function_without_hookimpl_is_named_as_ignored(caplog):
     ) in caplog.text
 
 
+def test_a_registration_hook_that_returns_its_classes_is_told_to_add_them(caplog):
+    """A likely first mistake: returning the classes, which pluggy keeps and graftune
+    never read; the strategy was then "unknown" with no word why."""
+    import logging
+    import types
+
+    from orchestrator import hookimpl
+    from tests.broken_strategies import SmallMLP
+
+    module = types.ModuleType("gt_test_returns")
+
+    @hookimpl
+    def graftune_register_strategies(registry):
+        return [SmallMLP]
+
+    module.graftune_register_strategies = graftune_register_strategies
+    with caplog.at_level(logging.WARNING, logger="orchestrator.plugin_manager"):
+        host = get_plugin_manager(extra_plugins=[module])
+    assert "small_mlp" not in host.strategies
+    assert (
+        "plugin gt_test_returns (not installed) returned [<class "
+        "'tests.broken_strategies.SmallMLP'>] from graftune_register_strategies, which is "
+        "ignored: call registry.add(...) for each strategy instead"
+    ) in caplog.text
+
+
 def test_the_plugin_option_on_a_module_an_entry_point_loaded_is_no_error():
     host = get_plugin_manager(extra_plugins=["orchestrator.builtin_plugins.scratch_mlp"])
     assert "scratch_mlp" in host.strategies
