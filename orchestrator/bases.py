@@ -262,6 +262,9 @@ class LoadedBase:
         #: frozen-feature cache: strategies then build on the cached features.
         self.cached_cut: int | None = None
         self.feature_shape: tuple[int, ...] | None = None
+        #: The inputs :meth:`inputs_and_features` returned for the cached features:
+        #: a model fed those must take one of them, not an input of the same shape.
+        self.cached_inputs: list[Any] = []
 
     @property
     def model(self) -> keras.Model:
@@ -351,6 +354,7 @@ class LoadedBase:
                 )
             assert self.feature_shape is not None
             inputs = keras.Input(self.feature_shape, name="cached_features")
+            self.cached_inputs.append(inputs)
             if frozen_layers == self.info.n_cut_points:
                 # The whole base is cached: the trial never loads it.
                 return inputs, inputs

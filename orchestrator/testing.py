@@ -183,7 +183,10 @@ def check_strategy(
        for a prepared task and base;
     4. the smallest configuration builds a compiled ``keras.Model`` whose
        output is ``(None, n_classes)``, on ``dataset`` (default: the digits) and,
-       for a strategy that ``requires_base``, on a :func:`tiny_base`;
+       for a strategy that ``requires_base``, on a :func:`tiny_base`; where its
+       ``frozen_prefix`` is above 0, it builds such a model again as a trial on
+       cached features does, on the very input ``base.inputs_and_features``
+       returns;
     5. ``fit`` trains that model for at most the epochs it is given, calls the
        callbacks it is given each epoch, reports ``accuracy`` and
        ``val_accuracy``, and returns a ``keras.Model``;
@@ -384,7 +387,43 @@ def _behaviour_problems(
             problems += _pickle_problems(strategy, "the instance after build()")
         if not broken:
             problems += _fit_problems(strategy, model, config, dataset)
+        if not broken and base is not None:
+            problems += _cached_problems(strategy, config, dataset.task, base)
         keras.backend.clear_session()
+    return problems
+
+
+def _cached_problems(
+    strategy: Strategy, config: dict[str, Any], task: TaskSpec, base: BaseInfo
+) -> list[str]:
+    """Check 4 again as a trial on cached features builds: on the base's features
+    at the cut ``frozen_prefix`` returns (when it returns one)."""
+    from orchestrator.bases import load_base
+    from orchestrator.preflight import model_problems
+    from orchestrator.trial import check_cached_input
+
+    try:
+        cut = int(strategy.frozen_prefix(dict(config), base) or 0)
+    except Exception as exc:
+        return [f"frozen_prefix() raised {type(exc).__name__}: {exc} for {config}"]
+    if cut <= 0:
+        return []
+    if cut > base.n_cut_points:
+        return [f"frozen_prefix() returned {cut} for a base of {base.n_cut_points} cut points"]
+    loaded = load_base(base)
+    loaded.cached_cut = cut
+    loaded.feature_shape = tuple(loaded.prefix_model(task.input_shape, cut).output_shape[1:])
+    where = f"smallest configuration {config}, on the base's features cached at cut point {cut}"
+    try:
+        model = strategy.build(dict(config), task, loaded)
+    except Exception as exc:
+        return [f"build() raised {type(exc).__name__}: {exc} ({where})"]
+    problems = [f"{p} ({where})" for p in model_problems(model, task.n_classes)]
+    if not problems:
+        try:
+            check_cached_input(model, strategy, loaded, cut)
+        except TypeError as exc:
+            problems.append(str(exc))
     return problems
 
 

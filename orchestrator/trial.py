@@ -459,7 +459,7 @@ def run_trial(
         model = spec.strategy.build(dict(config), dataset.task, base)
         _check_model(model, spec.strategy, dataset.task.n_classes)
         if cut is not None and base is not None:
-            _check_cached_input(model, spec.strategy, base, cut)
+            check_cached_input(model, spec.strategy, base, cut)
         reporter.sizes = _sizes(model, spec, cut)
         if cut is not None:  # whether it trains on cached features: said by a pruned row too
             reporter.sizes["cached_cut"] = cut
@@ -838,15 +838,24 @@ def _check_model(model: Any, strategy: Strategy, n_classes: int) -> None:
         )
 
 
-def _check_cached_input(model: Any, strategy: Strategy, base: LoadedBase, cut: int) -> None:
-    """A trial on cached features feeds the model the features, not the data."""
+def check_cached_input(model: Any, strategy: Strategy, base: LoadedBase, cut: int) -> None:
+    """A trial on cached features feeds the model the features, not the data.
+
+    The model must take the very input :meth:`LoadedBase.inputs_and_features`
+    returned: one of its own, of the same shape (a cut whose features have the
+    data's shape), would run the cached features through the base again.
+    """
     expected = base.feature_shape
     got = [tuple(t.shape[1:]) for t in model.inputs]
-    if got != [expected]:
+    given = len(model.inputs) == 1 and any(model.inputs[0] is t for t in base.cached_inputs)
+    if not given:
+        takes = ", ".join(map(str, got))
+        if got == [expected]:
+            takes = f"an input of its own of shape {takes}"
         raise TypeError(
             f"strategy {strategy.name}.frozen_prefix returned {cut}, so its model is fed the "
             f"base's features cached at that cut point, of shape {expected}, but it takes "
-            f"{', '.join(map(str, got))}: build it on base.inputs_and_features(task, {cut})"
+            f"{takes}: build it on base.inputs_and_features(task, {cut})"
         )
 
 

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from orchestrator import Choice, Fixed, LogFloat, Strategy, hookimpl
+from orchestrator.builtin_plugins.feature_extraction import FeatureExtraction
 from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
 
 SMALL = {
@@ -159,6 +160,31 @@ class RefusesItsOwnSpace(SmallMLP):
     def check_value(self, name, value):
         if name == "learning_rate" and value > 5e-3:
             raise ValueError("learning_rate must be at most 0.005")
+
+
+class IgnoresTheCachedFeatures(FeatureExtraction):
+    """Declares the whole base frozen but builds on the data's input, not on
+    ``base.inputs_and_features``: a trial on cached features fails."""
+
+    name = "ignores_the_cached_features"
+
+    def search_space(self, context):
+        return {
+            "head_width": Fixed(8),
+            "head_depth": Fixed(1),
+            "lambda": Fixed(0.0),
+            "learning_rate": Fixed(1e-2),
+        }
+
+    def build(self, config, task, base):
+        import keras
+
+        from orchestrator.models import classifier_head, compile_classifier, pooled
+
+        inputs = keras.Input(task.input_shape)
+        features = pooled(base.model(base.adapt(inputs)))
+        outputs = classifier_head(features, task.n_classes, width=8, depth=1, lambda_=0.0)
+        return compile_classifier(keras.Model(inputs, outputs), 1e-2)
 
 
 class Registers:

@@ -63,6 +63,12 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
         (broken.DefaultsNotADict, "default_config() returned list, not a dict"),
         (broken.KeysDiffer, "search_space() names other parameters for a prepared task"),
         (
+            broken.IgnoresTheCachedFeatures,
+            "strategy ignores_the_cached_features.frozen_prefix returned 2, so its model is fed "
+            "the base's features cached at that cut point, of shape (4, 4, 8), but it takes "
+            "(8, 8, 1): build it on base.inputs_and_features(task, 2)",
+        ),
+        (
             broken.RefusesItsOwnSpace,
             "check_value('learning_rate', 0.01) refuses a value of its own search space",
         ),

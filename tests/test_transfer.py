@@ -393,6 +393,38 @@ def test_a_model_not_built_on_the_cached_features_fails_naming_the_way(digits, b
     )
 
 
+class OwnInputOfTheFeatureShape(FeatureExtraction):
+    """Builds on an input of its own that has the cached features' shape (as a
+    base whose cut keeps the data's shape gives): the shapes agreed, the trial
+    passed, and the cached features ran through the base again."""
+
+    name = "own_input_of_the_feature_shape"
+
+    def build(self, config, task, base):
+        import keras
+
+        from orchestrator.models import classifier_head, compile_classifier, pooled
+
+        given, _ = base.inputs_and_features(task, base.info.n_cut_points)
+        inputs = keras.Input(tuple(given.shape[1:]))
+        outputs = classifier_head(pooled(inputs), task.n_classes, width=8, depth=1, lambda_=0.0)
+        return compile_classifier(keras.Model(inputs, outputs), 1e-3)
+
+
+def test_a_model_on_an_input_of_the_features_shape_not_the_given_one_fails(
+    digits, base_info, tmp_path
+):
+    result = trial(OwnInputOfTheFeatureShape(), FE_CONFIG, digits, base_info, tmp_path, epochs=1)
+    assert result.status == "error"
+    shape = tuple(base_info.output_shape)
+    assert result.error == (
+        f"TypeError: strategy own_input_of_the_feature_shape.frozen_prefix returned "
+        f"{base_info.n_cut_points}, so its model is fed the base's features cached at that cut "
+        f"point, of shape {shape}, but it takes an input of its own of shape {shape}: build it "
+        f"on base.inputs_and_features(task, {base_info.n_cut_points})"
+    )
+
+
 def test_base_info_knows_its_cut_points_without_the_model(base_info, tmp_path, monkeypatch, digits):
     import json
 
