@@ -44,7 +44,9 @@ def export_model(
         ``dest``.
 
     Raises:
-        RunDirError: No such run, trial or model; ``dest`` is taken; an unknown format.
+        RunDirError: No such run, trial or model; the model cannot be loaded (a
+            custom Keras object no imported code registers); ``dest`` is taken;
+            an unknown format.
         BackendMissing: Keras' backend is not installed.
     """
     from orchestrator import __version__
@@ -74,6 +76,8 @@ def export_model(
                 # A trial on cached features: its trained part behind the base's prefix.
                 save_model(load_model(ref), staging / KERAS_FILE)
             else:
+                # Loaded first, so a file that cannot be is refused, not copied.
+                load_model(ref)
                 # The run's file as it is: byte for byte the model that was scored.
                 shutil.copyfile(ref.path, staging / KERAS_FILE)
             how = f"keras.saving.load_model('{KERAS_FILE}', safe_mode=True); model.predict(x)"

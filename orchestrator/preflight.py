@@ -9,7 +9,7 @@ on a worker. Three checks live here:
   ``graftune validate`` and by a run);
 - :func:`check_strategies` builds each strategy's smallest configuration once
   and checks that the result is a compiled ``keras.Model`` with output
-  ``(None, n_classes)``;
+  ``(None, n_classes)`` that loads again once saved (:func:`reload_problem`);
 - :func:`plugin_control_errors` checks a recipe's ``plugins: {disable: [...]}``
   against the plugins there are.
 
@@ -381,6 +381,7 @@ def check_strategies(
                 raise PluginError(
                     f"strategy {name!r} from plugin {owner} does not implement build()"
                 )
+            registered = dict(keras.saving.get_custom_objects())
             try:
                 model = strategy.build(dict(config), task, loaded)
             except Exception as exc:
@@ -400,10 +401,77 @@ def check_strategies(
                     f"strategy {name!r} from plugin {owner} breaks the Strategy contract "
                     f"(smallest configuration {config}): " + "; ".join(problems)
                 )
+            problem = reload_problem(model, registered)
+            if problem:
+                raise PluginError(
+                    f"strategy {name!r} from plugin {owner}: its model (smallest configuration "
+                    f"{config}) would be saved but could not be loaded again: {problem}"
+                )
         finally:
             # Nothing the check built may stay in the driver's memory.
             keras.backend.clear_session()
             gc.collect()
+
+
+#: Models with more parameters (a large base inside) are checked by their
+#: configuration alone: saving and loading their weights would take seconds.
+RELOAD_MAX_PARAMS = 2_000_000
+
+
+def reload_problem(model: Any, registered: dict[str, Any] | None = None) -> str | None:
+    """Why ``model``, saved as a trial saves it, would not load with ``safe_mode=True``
+    as predict and export load it; ``None`` when it loads.
+
+    A model of up to :data:`RELOAD_MAX_PARAMS` parameters is saved to a
+    temporary file (:func:`orchestrator.trial.save_model`) and loaded again; a
+    larger one has its configuration serialized and rebuilt, which finds the
+    same custom objects without writing its weights.
+
+    Args:
+        model: A built ``keras.Model``.
+        registered: Keras' custom objects before the model was built: objects
+            the build itself registered are set aside while it loads, since a
+            predict never runs the build (``None``: use all).
+    """
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import keras
+
+    from orchestrator.bases import load_problem
+    from orchestrator.trial import save_model
+
+    table = keras.saving.get_custom_objects()
+    added = {}
+    if registered is not None:
+        added = {k: v for k, v in table.items() if k not in registered}
+    for key in added:
+        del table[key]
+    try:
+        if model.count_params() > RELOAD_MAX_PARAMS:
+            try:
+                config = json.loads(json.dumps(keras.saving.serialize_keras_object(model)))
+            except Exception as exc:
+                return f"its configuration cannot be saved: {type(exc).__name__}: {exc}"
+            try:
+                keras.saving.deserialize_keras_object(config, safe_mode=True)
+            except Exception as exc:
+                return load_problem(exc)
+            return None
+        with tempfile.TemporaryDirectory(prefix="graftune-reload-") as folder:
+            path = Path(folder) / "model.keras"
+            try:
+                save_model(model, path)
+            except Exception as exc:
+                return f"it cannot be saved: {type(exc).__name__}: {exc}"
+            try:
+                keras.saving.load_model(path, safe_mode=True)
+            except Exception as exc:
+                return load_problem(exc)
+        return None
+    finally:
+        table.update(added)
 
 
 def _check_pickles(strategy: Strategy, name: str, owner: str) -> None:

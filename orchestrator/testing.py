@@ -30,6 +30,7 @@ Functions usable without pytest: :func:`check_strategy`, :func:`run_in_process`,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import itertools
@@ -182,7 +183,9 @@ def check_strategy(
        bounds, both while a recipe is validated (an empty ``SpaceContext``) and
        for a prepared task and base;
     4. the smallest configuration builds a compiled ``keras.Model`` whose
-       output is ``(None, n_classes)``, on ``dataset`` (default: the digits) and,
+       output is ``(None, n_classes)`` and which, saved as a trial saves it,
+       loads again with ``safe_mode=True`` (the installed plugins'
+       ``graftune_keras_objects`` registered, as predict registers them), on ``dataset`` (default: the digits) and,
        for a strategy that ``requires_base``, on a :func:`tiny_base`; where its
        ``frozen_prefix`` is above 0, it builds such a model again as a trial on
        cached features does, on the very input ``base.inputs_and_features``
@@ -325,7 +328,7 @@ def _behaviour_problems(
     import keras
 
     from orchestrator.bases import load_base
-    from orchestrator.preflight import model_problems, space_problems
+    from orchestrator.preflight import model_problems, reload_problem, space_problems
     from orchestrator.space import resolve_space, smallest_config
     from orchestrator.strategy import SpaceContext
 
@@ -372,6 +375,8 @@ def _behaviour_problems(
         )
         problems += _value_problems(strategy, resolved)
         keras.utils.set_random_seed(0)
+        _register_plugin_keras_objects()
+        registered = dict(keras.saving.get_custom_objects())
         try:
             model = strategy.build(
                 dict(config), dataset.task, load_base(base) if base is not None else None
@@ -383,6 +388,13 @@ def _behaviour_problems(
             ]
         broken = model_problems(model, dataset.task.n_classes)
         problems += [f"{p} (smallest configuration {config})" for p in broken]
+        if not broken:
+            reload = reload_problem(model, registered)
+            if reload:
+                problems.append(
+                    f"its model (smallest configuration {config}) would be saved but could not "
+                    f"be loaded again: {reload}"
+                )
         if pickle_after_build:
             problems += _pickle_problems(strategy, "the instance after build()")
         if not broken:
@@ -425,6 +437,16 @@ def _cached_problems(
         except TypeError as exc:
             problems.append(str(exc))
     return problems
+
+
+def _register_plugin_keras_objects() -> None:
+    """Register the installed plugins' ``graftune_keras_objects``, as predict does
+    before it loads a model (a plugin that fails to load is the plugin checks' to name)."""
+    from orchestrator.errors import GraftuneError
+    from orchestrator.plugin_manager import get_plugin_manager
+
+    with contextlib.suppress(GraftuneError):
+        get_plugin_manager().keras_objects()
 
 
 def _value_problems(strategy: Strategy, space: dict[str, Any]) -> list[str]:

@@ -187,6 +187,24 @@ class IgnoresTheCachedFeatures(FeatureExtraction):
         return compile_classifier(keras.Model(inputs, outputs), 1e-2)
 
 
+class UnregisteredLayer(SmallMLP):
+    """Builds on a custom layer that no graftune_keras_objects hook returns: its
+    saved model cannot be loaded."""
+
+    name = "unregistered_layer"
+
+    def build(self, config, task, base):
+        import keras
+
+        from orchestrator.models import classifier_head, compile_classifier, normalized_inputs
+        from tests.keras_layers import Shift
+
+        inputs, x = normalized_inputs(task)
+        x = Shift(0.5, name="shift")(x)
+        outputs = classifier_head(x, task.n_classes, width=8, depth=1, lambda_=0.0)
+        return compile_classifier(keras.Model(inputs, outputs), float(config["learning_rate"]))
+
+
 class Registers:
     """A plugin object that registers the strategy classes it is given."""
 

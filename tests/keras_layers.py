@@ -21,3 +21,17 @@ class Scale(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "factor": self.factor}
+
+
+class Shift(keras.layers.Layer):
+    """Adds a constant; no plugin registers it, so a model with it cannot be loaded."""
+
+    def __init__(self, offset: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.offset = offset
+
+    def call(self, x: Any) -> Any:
+        return x + self.offset
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "offset": self.offset}

@@ -343,6 +343,11 @@ def test_an_installed_plugins_keras_objects_are_registered_where_models_are_made
     assert refused.exit_code == 2, refused.output
     assert "the custom Keras object 'Scale'" in refused.output
     assert "graftune_keras_objects" in refused.output
+    # Export loads it first: it copied the file that cannot be loaded, and said exported.
+    refused = cli("export", run_dir, tmp_path / "refused")
+    assert refused.exit_code == 2, refused.output
+    assert "the custom Keras object 'Scale'" in refused.output
+    assert not (tmp_path / "refused").exists()
     monkeypatch.delenv("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD")
     predicted = cli("predict", run_dir, "--data", "sklearn:iris")
     assert predicted.exit_code == 0, predicted.output
@@ -524,6 +529,12 @@ def test_a_space_of_unknown_types_is_refused_by_validate(graftune_register, tmp_
         # before it unranked, and every resume again.
         (broken.Unpicklable, "does not pickle (TypeError: cannot pickle '_thread.lock'"),
         (broken.NoBuild, "does not implement build()"),
+        # Its run finished ok, with a best/model.keras that predict could not load.
+        (
+            broken.UnregisteredLayer,
+            "would be saved but could not be loaded again: it uses the custom Keras object "
+            "'Shift', which no imported code has registered",
+        ),
     ],
 )
 def test_a_model_against_the_contract_stops_the_run_before_any_trial(

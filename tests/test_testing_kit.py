@@ -69,6 +69,11 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
             "(8, 8, 1): build it on base.inputs_and_features(task, 2)",
         ),
         (
+            broken.UnregisteredLayer,
+            "would be saved but could not be loaded again: it uses the custom Keras object "
+            "'Shift', which no imported code has registered",
+        ),
+        (
             broken.RefusesItsOwnSpace,
             "check_value('learning_rate', 0.01) refuses a value of its own search space",
         ),
