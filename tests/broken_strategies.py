@@ -205,6 +205,25 @@ class UnregisteredLayer(SmallMLP):
         return compile_classifier(keras.Model(inputs, outputs), float(config["learning_rate"]))
 
 
+class RegistersItsLayerInBuild(SmallMLP):
+    """Registers its custom layer in ``build``: the trial's worker saves the model,
+    but predict, which never runs the build, cannot load it."""
+
+    name = "registers_its_layer_in_build"
+
+    def build(self, config, task, base):
+        import keras
+
+        from orchestrator.models import classifier_head, compile_classifier, normalized_inputs
+        from tests.keras_layers import Shift
+
+        registered = keras.saving.register_keras_serializable("in_build")(Shift)
+        inputs, x = normalized_inputs(task)
+        x = registered(0.5, name="shift")(x)
+        outputs = classifier_head(x, task.n_classes, width=8, depth=1, lambda_=0.0)
+        return compile_classifier(keras.Model(inputs, outputs), float(config["learning_rate"]))
+
+
 class Registers:
     """A plugin object that registers the strategy classes it is given."""
 

@@ -88,6 +88,21 @@ def test_a_broken_strategy_fails_naming_the_class_and_the_problem(cls, words):
     assert "fails 1 check(s)" in message
 
 
+def test_a_layer_registered_only_in_build_does_not_count_for_loading_again():
+    import keras
+
+    table = keras.saving.get_custom_objects()
+    try:
+        with pytest.raises(StrategyCheckError) as info:
+            check_strategy(broken.RegistersItsLayerInBuild)
+    finally:  # so that Shift stays unregistered for the tests after this one
+        table.pop("in_build>Shift", None)
+    assert (
+        "would be saved but could not be loaded again: it uses the custom Keras object 'Shift'"
+        in str(info.value)
+    )
+
+
 def test_a_strategy_module_that_imports_keras_fails():
     from tests.heavy_strategy import HeavyImport
 
