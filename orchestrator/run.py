@@ -267,7 +267,7 @@ def _run_checked(
     if place.remote is not None:
         from orchestrator.storage import check_stored_place
 
-        check_stored_place(place, resume=resume)  # another run there is never overwritten
+        place = check_stored_place(place, resume=resume)  # never over another run
 
     with contextlib.ExitStack() as held:
         if resume:  # before any work too: a run that is still going on is left alone

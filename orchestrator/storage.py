@@ -129,6 +129,9 @@ class RunPlace:
     stamped: bool = False
     #: The storage URI ``remote`` is in.
     remote_parent: str | None = None
+    #: The id of the run stored at ``remote`` that this one is (a resume), as
+    #: :func:`check_stored_place` read it; ``None``: none stored there, or no id.
+    stored_run_id: str | None = None
 
     def renamed(self, name: str) -> RunPlace:
         """The same place under another run directory name."""
@@ -274,9 +277,7 @@ def record_stored(place: RunPlace) -> None:
         # A copy without the record that check_stored_place found to be the stored
         # run takes the stored run's id: a new one would make the run's other copies
         # "another run" there.
-        fs, remote = _filesystem(place.remote)
-        stored = _read_remote(fs, f"{remote.rstrip('/')}/{STORED_FILE}", place.remote)
-        run_id = _read_record(stored).get("run_id")
+        run_id = place.stored_run_id
     record = {
         "run_id": run_id if isinstance(run_id, str) and run_id else uuid.uuid4().hex,
         "name": place.remote_name,
@@ -285,7 +286,7 @@ def record_stored(place: RunPlace) -> None:
     path.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
 
 
-def check_stored_place(place: RunPlace, *, resume: bool) -> None:
+def check_stored_place(place: RunPlace, *, resume: bool) -> RunPlace:
     """Refuse to store a run where storage holds another run, before anything is written.
 
     A new run's folder in storage must hold no run. A resumed run's may hold only
@@ -293,25 +294,33 @@ def check_stored_place(place: RunPlace, *, resume: bool) -> None:
     one, the same first event (its start, with its time), else the same
     searched digest.
 
+    Returns:
+        ``place`` with the stored run's id (:attr:`RunPlace.stored_run_id`), which a
+        copy without its own record takes (:func:`record_stored`).
+
     Raises:
         StorageError: The folder holds another run (nothing was written).
     """
     if place.remote is None:
-        return
+        return place
     fs, path = _filesystem(place.remote)
+    read: dict[str, str | None] = {}
 
-    def remote(name: str) -> str | None:
-        return _read_remote(fs, f"{path.rstrip('/')}/{name}", place.remote)
+    def remote(name: str) -> str | None:  # each file read once
+        if name not in read:
+            read[name] = _read_remote(fs, f"{path.rstrip('/')}/{name}", place.remote)
+        return read[name]
 
     if remote(STORED_FILE) is None and remote(_RECIPE_FILE) is None:
-        return  # no run there (yet)
+        return place  # no run there (yet)
     if not resume:
         raise StorageError(
             f"storage: {place.remote} already holds a run, which this run would "
             "overwrite; choose another --run-name (or --run-dir)"
         )
     if _same_run(lambda name: _read_local(place.local_dir, name), remote):
-        return
+        run_id = _read_record(remote(STORED_FILE)).get("run_id")
+        return replace(place, stored_run_id=run_id if isinstance(run_id, str) else None)
     raise StorageError(
         f"storage: {place.remote} holds another run than {place.local_dir} (another run id, "
         "or another start), which storing this one there would overwrite; move the other "
