@@ -15,7 +15,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +28,7 @@ from orchestrator.errors import (
     GraftuneError,
     RunInterrupted,
     ellipsized,
+    first_few,
     missing_run_dir,
     no_leaderboard,
 )
@@ -695,8 +696,8 @@ def predict(
     elif "label" in result.frame:  # labelled, but with no class the model knows
         labels = sorted({str(label) for label in result.frame["label"].dropna()}, key=_label_order)
         line += (
-            f"; no accuracy: none of the labels ({_first_few(labels)}) is one of the "
-            f"model's classes ({_first_few(ref.class_names)})"
+            f"; no accuracy: none of the labels ({first_few(labels, 10)}) is one of the "
+            f"model's classes ({first_few(ref.class_names, 10)})"
         )
         if unlabelled:
             line += f"; {unlabelled} without a label"
@@ -709,11 +710,6 @@ def _label_order(label: str) -> tuple[int, float, str]:
         return (0, float(label), label)
     except ValueError:
         return (1, 0.0, label)
-
-
-def _first_few(names: Sequence[str], few: int = 10) -> str:
-    """``names`` joined by commas, the first ``few`` of them and ``...`` for the rest."""
-    return ", ".join(names[:few]) + (", ..." if len(names) > few else "")
 
 
 class ExportFormat(str, Enum):

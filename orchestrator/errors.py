@@ -6,7 +6,7 @@ here carries a traceback to the user unless ``--debug`` is given.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
@@ -306,6 +306,11 @@ def ellipsized(text: str, limit: int, ellipsis: str = "…") -> str:
     """``text`` whole if it has at most ``limit`` characters, else cut to ``limit``
     with ``ellipsis`` at the end (a long error or value in a line)."""
     return text if len(text) <= limit else text[: limit - len(ellipsis)] + ellipsis
+
+
+def first_few(items: Sequence[str], few: int) -> str:
+    """``items`` joined by commas, the first ``few`` of them and ``...`` for the rest."""
+    return ", ".join(items[:few]) + (", ..." if len(items) > few else "")
 
 
 def shortened(name: str) -> str:

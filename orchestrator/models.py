@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.errors import first_few
+
 if TYPE_CHECKING:
     import keras
     import numpy as np
@@ -38,7 +40,7 @@ def not_probabilities(outputs: Any) -> str | None:
     if out.min() >= -1e-3 and out.max() <= 1 + 1e-3 and np.abs(out.sum(axis=1) - 1).max() <= 1e-2:
         return None
     row = out[np.argmax(np.abs(out.sum(axis=1) - 1))]
-    shown = ", ".join(f"{v:.3g}" for v in row[:4]) + (", ..." if len(row) > 4 else "")
+    shown = first_few([f"{v:.3g}" for v in row], 4)
     return (
         "outputs that are not class probabilities (each row in [0, 1], summing to 1; "
         f"one was [{shown}]): end the model in a softmax, "

@@ -24,6 +24,7 @@ from orchestrator.errors import (
     OutputPathError,
     RunDirError,
     did_you_mean,
+    first_few,
     missing_run_dir,
     no_leaderboard,
     still_running,
@@ -146,7 +147,7 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
     matches = [p for p in folders if wanted in (p.name, f"{p.parent.name}/{p.name}")]
     if not matches:
         known = [f"{p.parent.name}/{p.name}" for p in folders]
-        shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
+        shown = first_few(known, 12)
         # The id under another strategy before any id that merely looks like it.
         _, _, bare = wanted.rpartition("/")
         elsewhere = [name for name in known if name.rpartition("/")[2] == bare]
