@@ -73,6 +73,8 @@ class PluginHost:
     distributions: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: The modules asked for by name (``--plugin``), loaded or blocked.
     explicit: tuple[str, ...] = ()
+    #: Warnings about the plugins already given, so a run gives each once.
+    said: set[str] = field(default_factory=set)
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin; an observer that raises is only reported."""
@@ -109,16 +111,21 @@ class PluginHost:
             owner = self.owners.get(impl.plugin_name, impl.plugin_name)
             try:
                 returned = impl.function()
-                # A name, or a dict of names, read as an iterable gave its letters or keys.
-                objects = None if isinstance(returned, str | Mapping) else list(returned or ())
+                # A name, or a dict of names, read as an iterable gave its letters or keys;
+                # one class or function is not a list of them.
+                bare = isinstance(returned, str | Mapping | type) or (
+                    callable(returned) and not hasattr(returned, "__iter__")
+                )
+                objects = None if bare else list(returned or ())
             except Exception as exc:
                 raise PluginError(
                     f"plugin {owner} failed in graftune_keras_objects: {type(exc).__name__}: {exc}"
                 ) from exc
             if objects is None:
+                one = f" ([{returned.__name__}])" if callable(returned) else ""
                 raise PluginError(
                     f"plugin {owner}: graftune_keras_objects returned {returned!r}; return a "
-                    "list of the Keras classes and functions themselves"
+                    f"list of the Keras classes and functions themselves{one}"
                 )
             for obj in objects:
                 if not callable(obj) or not hasattr(obj, "__name__"):

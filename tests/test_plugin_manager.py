@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -356,3 +357,7 @@ def test_keras_objects_of_one_name_or_given_by_name_are_refused():
         host = get_plugin_manager(autoload=False, extra_plugins=[Gives(returned)])
         with pytest.raises(PluginError, match="return a list of the Keras classes"):
             host.keras_objects()
+    # One class, not in a list: said so, not Python's "'type' object is not iterable".
+    host = get_plugin_manager(autoload=False, extra_plugins=[Gives(Scale)])
+    with pytest.raises(PluginError, match=re.escape("themselves ([Scale])")):
+        host.keras_objects()
