@@ -206,7 +206,11 @@ def recipe_notes(recipe: Recipe, host: PluginHost) -> list[str]:
 
 
 def strategy_defaults(
-    strategy: Strategy, context: SpaceContext, owner: str, own: dict[str, Dimension]
+    strategy: Strategy,
+    context: SpaceContext,
+    owner: str,
+    own: dict[str, Dimension],
+    said: set[str] | None = None,
 ) -> dict[str, Any]:
     """Call ``strategy.default_config(context)`` and check it against the strategy's space.
 
@@ -218,6 +222,8 @@ def strategy_defaults(
     Args:
         own: The strategy's own space (:func:`strategy_space`), before the
             recipe's overrides, with ``"all"`` resolved where a base is known.
+        said: Warnings already given (the run's recipe check and its search
+            both ask); one given is not repeated, and is added to it.
 
     Returns:
         The strategy's defaults that fit its space.
@@ -234,12 +240,14 @@ def strategy_defaults(
         # Inherited from a parent whose space this strategy replaced: taken where they fit.
         log.debug("%s: inherited defaults left out: %s", who, "; ".join(problems.values()))
     elif problems:
-        log.warning(
-            "%s: default_config() does not fit its search space (%s); "
-            "those dimensions start at their middle",
-            who,
-            "; ".join(problems.values()),
+        warning = (
+            f"{who}: default_config() does not fit its search space "
+            f"({'; '.join(problems.values())}); those dimensions start at their middle"
         )
+        if said is None or warning not in said:
+            log.warning("%s", warning)
+        if said is not None:
+            said.add(warning)
     return {key: value for key, value in defaults.items() if key not in problems}
 
 

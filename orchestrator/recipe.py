@@ -836,7 +836,9 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
         defaults = strategy_space(strategy, SpaceContext(), host.strategies.owner(name))
         taken.update(defaults)
         if recipe.search.starts_from_defaults:  # what a run will start from
-            strategy_defaults(strategy, SpaceContext(), host.strategies.owner(name), defaults)
+            strategy_defaults(
+                strategy, SpaceContext(), host.strategies.owner(name), defaults, host.said
+            )
         overrides: dict[str, Dimension] = {}
         for key, raw in spec.space.items():
             path = ("strategies", name, "space", key)

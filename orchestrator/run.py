@@ -496,7 +496,7 @@ def _run(
         if recipe.search.starts_from_defaults:
             with contextlib.suppress(ValueError):  # "all" without a base: checked as is
                 own = resolve_space(own, cuts)
-            defaults = strategy_defaults(strategy, context, owner, own)
+            defaults = strategy_defaults(strategy, context, owner, own, host.said)
             start = start_config(spaces[name], defaults)
             starts[name] = {
                 k: v for k, v in start.items() if not isinstance(spaces[name][k], Fixed)

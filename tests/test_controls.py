@@ -571,6 +571,8 @@ def test_defaults_outside_the_strategys_own_space_are_named_and_start_at_the_mid
         "default_config() does not fit its search space (learning_rate=0.5 is not a value of "
         "loguniform [0.001, 0.01]); those dimensions start at their middle"
     ) in caplog.text
+    # Once: the recipe's check and the search each ask for the defaults.
+    assert caplog.text.count("default_config() does not fit") == 1
 
 
 def test_a_strategy_whose_build_raises_is_left_to_its_trials(graftune_run, caplog):
