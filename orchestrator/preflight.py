@@ -28,7 +28,16 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.accelerator import share_gpu_memory
 from orchestrator.errors import GraftuneError, PluginError, did_you_mean
-from orchestrator.space import ALL, DIMENSION_TYPES, Choice, Fixed, Float, Int, LogFloat
+from orchestrator.space import (
+    ALL,
+    DIMENSION_TYPES,
+    Choice,
+    Fixed,
+    Float,
+    Int,
+    LogFloat,
+    choice_identity,
+)
 
 if TYPE_CHECKING:
     from orchestrator.bases import BaseInfo
@@ -96,10 +105,16 @@ def _dimension_problem(dim: Dimension) -> str | None:
     if isinstance(dim, Choice):
         if not isinstance(dim.values, tuple) or not dim.values:
             return f"Choice needs a non-empty tuple of values, got {dim.values!r}"
+        seen: dict[Any, Any] = {}
         for value in dim.values:
             problem = _value_problem(value)
             if problem:
                 return f"Choice values {problem}"
+            if choice_identity(value) in seen:  # as a recipe's choice: a grid would run it twice
+                first = seen[choice_identity(value)]
+                same = "" if repr(first) == repr(value) else f" ({first!r} and {value!r} are one)"
+                return f"Choice lists the value {first!r} twice{same}; list each value once"
+            seen[choice_identity(value)] = value
         return None
     assert isinstance(dim, Fixed)
     if isinstance(dim.value, float) and not math.isfinite(dim.value):

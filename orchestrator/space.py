@@ -178,8 +178,8 @@ def parse_dimension(raw: Any) -> Dimension:
             raise ValueError("choice expects a non-empty list of values")
         seen: dict[Any, Any] = {}
         for value in args:
-            if _identity(value) in seen:
-                first = _as_written(seen[_identity(value)])
+            if choice_identity(value) in seen:
+                first = _as_written(seen[choice_identity(value)])
                 same = (
                     ""
                     if first == _as_written(value)
@@ -189,7 +189,7 @@ def parse_dimension(raw: Any) -> Dimension:
                     f"choice lists the value {first} twice{same}; list each value once "
                     "(a grid would run it twice, keras-tuner once)"
                 )
-            seen[_identity(value)] = value
+            seen[choice_identity(value)] = value
         return Choice(tuple(args))
     if not isinstance(args, list) or len(args) != 2:
         raise ValueError(f"{kind} expects a list [low, high]; got {args!r}")
@@ -429,7 +429,7 @@ def _as_written(value: Any) -> str:
     return str(value).lower() if isinstance(value, bool) else repr(value)
 
 
-def _identity(value: Any) -> Any:
+def choice_identity(value: Any) -> Any:
     """What makes two choice values one: numbers by value (16 is 16.0), the rest by repr."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return ("number", value)
@@ -441,7 +441,7 @@ def distinct_configurations(space: dict[str, Dimension]) -> int | None:
     count = 1
     for dim in space.values():
         if isinstance(dim, Choice):
-            count *= len(set(map(_identity, dim.values)))
+            count *= len(set(map(choice_identity, dim.values)))
         elif isinstance(dim, Int):
             count *= int(dim.high) - dim.low + 1
         elif not isinstance(dim, Fixed):

@@ -553,6 +553,14 @@ def test_choice_values_must_be_scalars_either_backend_can_search() -> None:
     ]
     assert space_problems({"l": Fixed(math.inf)}) == ["'l': Fixed value must be finite, got inf"]
     assert space_problems({"w": Choice((8, "wide")), "b": Choice((False, True))}) == []
+    # A plugin's choice, as a recipe's, lists a value once (16 and 16.0 are one).
+    assert space_problems({"w": Choice((16, 32, 16.0))}) == [
+        "'w': Choice lists the value 16 twice (16 and 16.0 are one); list each value once"
+    ]
+    assert space_problems({"b": Choice((1, True))}) == []
+    assert space_problems({"w": Choice((8, 8))})[0].startswith(
+        "'w': Choice lists the value 8 twice;"
+    )
 
 
 def test_distinct_configurations_counts_a_value_once_however_it_is_written() -> None:
