@@ -37,6 +37,7 @@ from orchestrator.space import (
     Int,
     LogFloat,
     choice_identity,
+    uses_all,
 )
 
 if TYPE_CHECKING:
@@ -52,12 +53,14 @@ log = logging.getLogger(__name__)
 _TYPE_NAMES = ", ".join(t.__name__ for t in DIMENSION_TYPES)
 
 
-def space_problems(space: Any) -> list[str]:
+def space_problems(space: Any, takes_base: bool = True) -> list[str]:
     """What is wrong with a search space a strategy returned; empty when nothing is.
 
     A space is a ``dict`` from parameter name (text) to an instance of one of
     :data:`orchestrator.space.DIMENSION_TYPES`, with bounds in order
-    (``low <= high``), positive log-scaled bounds and non-empty choices.
+    (``low <= high``), positive log-scaled bounds, non-empty choices that list
+    each value once, and ``"all"`` (a base's cut points) only where the
+    strategy ``takes_base``.
     """
     if not isinstance(space, dict):
         return [
@@ -76,6 +79,11 @@ def space_problems(space: Any) -> list[str]:
             )
             continue
         problem = _dimension_problem(dim)
+        if problem is None and not takes_base and uses_all(dim):
+            problem = (
+                "'all' counts the cut points of a base, and the strategy takes none "
+                f"(requires_base is False); got {dim.describe()}"
+            )
         if problem:
             problems.append(f"{key!r}: {problem}")
     return problems
@@ -148,7 +156,7 @@ def strategy_space(strategy: Strategy, context: SpaceContext, owner: str) -> dic
     """
     who = f"strategy {strategy.name!r} from plugin {owner}"
     space = _ask(strategy.search_space, context, who)
-    problems = space_problems(space)
+    problems = space_problems(space, takes_base=strategy.requires_base)
     if problems:
         raise PluginError(f"{who} has a bad search space: " + "; ".join(problems))
     return space

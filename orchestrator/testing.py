@@ -348,7 +348,7 @@ def _behaviour_problems(
                 space = None
                 found[when] = [f"raised {type(exc).__name__}: {exc}"]
             else:
-                found[when] = space_problems(space)
+                found[when] = space_problems(space, takes_base=strategy.requires_base)
             spaces.append(space if isinstance(space, dict) else {})
         (validating, prepared) = found.values()
         if not validating and not prepared and set(spaces[0]) != set(spaces[1]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from orchestrator import Choice, Fixed, LogFloat, Strategy, hookimpl
+from orchestrator import ALL, Choice, Fixed, Int, LogFloat, Strategy, hookimpl
 from orchestrator.builtin_plugins.feature_extraction import FeatureExtraction
 from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
 
@@ -46,6 +46,15 @@ class ForeignSpace(SmallMLP):
 
     def search_space(self, context):
         return {**SMALL, "learning_rate": ("loguniform", 1e-4, 1e-2)}
+
+
+class AllWithoutABase(SmallMLP):
+    """Counts a base's cut points ("all") in a space, and takes no base."""
+
+    name = "all_without_a_base"
+
+    def search_space(self, context):
+        return {**SMALL, "hidden_layers": Int(1, ALL)}
 
 
 class Uncompiled(SmallMLP):

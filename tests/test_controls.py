@@ -518,6 +518,19 @@ def test_a_space_of_unknown_types_is_refused_by_validate(graftune_register, tmp_
     ) in result.output
 
 
+def test_all_in_the_space_of_a_strategy_without_a_base_is_refused_by_validate(
+    graftune_register, tmp_path
+):
+    """It was found only as a run resolved its space, and blamed on the recipe."""
+    graftune_register(broken.Registers(broken.AllWithoutABase), name="culprit")
+    result = cli("validate", write(tmp_path, BROKEN_RECIPE.replace("NAME", "all_without_a_base")))
+    assert result.exit_code == 3, result.output
+    assert (
+        "strategy 'all_without_a_base' from plugin culprit (graftune-testing-culprit 0) has a "
+        "bad search space: 'hidden_layers': 'all' counts the cut points of a base"
+    ) in result.output
+
+
 @pytest.mark.parametrize(
     ("cls", "words"),
     [

@@ -51,6 +51,11 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
         (broken.CamelName, "name must be snake_case (like 'linear_probe'), got 'CamelName'"),
         (broken.TakesABuiltinName, "name 'fine_tune' is taken by graftune's built-in strategy"),
         (broken.ForeignSpace, "'learning_rate' is builtins.tuple"),
+        (
+            broken.AllWithoutABase,
+            "'hidden_layers': 'all' counts the cut points of a base, and the strategy takes "
+            "none (requires_base is False); got int [1, all]",
+        ),
         (broken.Uncompiled, "build() returned a model that is not compiled"),
         (broken.WrongShape, "output shape (None, 11); expected (None, 10)"),
         (broken.LogitsOut, "end the model in a softmax"),
