@@ -90,7 +90,7 @@ class RunProgress:
 
     def trial_replayed(self, result: TrialResult) -> None:
         """A trial that ended before a resume: counted, but not in the time per trial."""
-        if (result.strategy, result.trial_id) not in self._ended:
+        if not self._counted(result):
             self._replayed += 1
         self._starts.pop((result.strategy, result.trial_id), None)
         self.trial_finished(result)
@@ -100,7 +100,8 @@ class RunProgress:
         counts.running.discard(result.trial_id)
         key = (result.strategy, result.trial_id)
         began = self._starts.pop(key, None)
-        if key in self._ended:
+        if self._counted(result):
+            self._ended.add(key)
             return  # told again (a resumed search re-reads a stored result): counted once
         self._ended.add(key)
         if began is not None:
@@ -118,6 +119,12 @@ class RunProgress:
             counts.best = value
         if self.best is None or self._better(value, self.best[0]):
             self.best = (value, result.strategy, result.trial_id)
+
+    def _counted(self, result: TrialResult) -> bool:
+        """Whether the trial was counted: under its id, or under the one it had
+        before a resumed search took its result back under a new one."""
+        ids = {result.trial_id, result.earlier_id} - {None}
+        return any((result.strategy, trial_id) in self._ended for trial_id in ids)
 
     def _better(self, a: float, b: float) -> bool:
         return a > b if self.mode == "max" else a < b

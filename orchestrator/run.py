@@ -3,8 +3,9 @@
 Nothing is written to the run directory until the recipe, the data and the
 base have all been checked and prepared, so a bad recipe leaves no trace.
 A run that was killed continues with :func:`resume_run`: strategies whose
-search finished are read back, unfinished experiments are restored, and
-trials that finished are never run again.
+search finished are read back, unfinished searches start again from the
+seed (never from Ray Tune's pickled state), and trials that finished are
+never run again.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
     from orchestrator.tuning.ray_start import BackgroundStart
     from orchestrator.tuning.ray_tune import TrialListener
 
-from orchestrator.trial import TrialResult, ended_trials
+from orchestrator.trial import TrialResult, ended_trials, runs_again
 
 log = logging.getLogger(__name__)
 
@@ -582,17 +583,10 @@ def _run(
                 events.search_finished(name, len(finished))
                 results += finished
                 continue
-            lost = getattr(backend, "search_state_lost", None)
-            if resume and lost is not None and lost(run_dir, name):
-                echo(
-                    f"{name}: Ray's saved state of the search could not be read (the run was "
-                    f"stopped while it was written, in {run_dir / 'ray' / name}): the search "
-                    "starts again, and the trials that ended before are taken back by their "
-                    "configuration, not run again"
-                )
-            elif resume:  # its trials that ended before: the progress view counts them
+            if resume:  # its trials that ended before: the progress view counts them
                 for result in ended_trials(run_dir / "trials" / name):
-                    events.replay(result)
+                    if recipe.search.backend != "ray" or not runs_again(result):
+                        events.replay(result)
             spec = TrialSpec(
                 strategy=strategy,
                 base=base_info if strategy.requires_base else None,
@@ -1141,8 +1135,8 @@ class _RunEvents:
     def trial_finished(self, result: TrialResult) -> None:
         key = f"{result.strategy}/{result.trial_id}"
         if result.earlier_id is not None and key not in self.reported:
-            # Taken back under a new id by a search that started again (see
-            # search_state_lost): reported before under its earlier one, or never.
+            # Taken back under a new id by a search that started again (a Bayesian
+            # one, see ray_tune._restart): reported before under its earlier one, or never.
             earlier = f"{result.strategy}/{result.earlier_id}"
             if earlier in self.reported:
                 self._record(key)

@@ -196,6 +196,12 @@ def ended_trials(folder: Path) -> list[TrialResult]:
     return results
 
 
+def runs_again(result: TrialResult) -> bool:
+    """Whether a trial that ended before a resume runs again: one whose worker
+    died (``failed``), as Tune restarts such trials; the others are taken back."""
+    return result.status == "failed"
+
+
 def read_result(folder: Path) -> TrialResult | None:
     """Read a trial's ``result.json``, or ``None`` if it never finished."""
     path = folder / RESULT_FILE

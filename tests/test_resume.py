@@ -201,22 +201,6 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
     assert signal.getsignal(signal.SIGINT) is handler
 
 
-def test_a_search_state_is_lost_where_tune_could_not_restore_it(tmp_path):
-    from orchestrator.tuning.ray_tune import search_state_lost
-
-    experiment = tmp_path / "ray" / "s"
-    assert not search_state_lost(tmp_path, "s")  # not begun
-    experiment.mkdir(parents=True)
-    assert search_state_lost(tmp_path, "s")  # killed as it began
-    (experiment / "tuner.pkl").write_bytes(b"x")
-    assert search_state_lost(tmp_path, "s")  # killed in the instant after tuner.pkl
-    state = experiment / "experiment_state-2026-11-30_08-00-00.json"
-    state.write_text('{"trial_data": [')
-    assert search_state_lost(tmp_path, "s")  # torn
-    state.write_text('{"trial_data": []}')
-    assert not search_state_lost(tmp_path, "s")
-
-
 def unfinished_run(folder: Path, search: str) -> Path:
     """A finished run of three one-width trials, made to look as if its search had
     not ended (no leaderboard, no marks of an end): what a resume takes up."""
@@ -277,29 +261,27 @@ def test_a_resume_whose_tune_state_is_unreadable_runs_every_trial_and_none_twice
     assert {k: again[k] for k in ended} == ended
     assert len(again) == 3
     assert sorted(p.name for p in results_dir.glob("*/")) == sorted(frame["trial_id"])
-    assert any("Ray's saved state of the search could not be read" in line for line in said), said
 
 
-def restore_as_never_started(experiment: Path, trial_ids: set[str]) -> None:
-    """Make Tune's saved state hold ``trial_ids`` as a snapshot taken before they
-    started holds them: pending, without a folder of their own (Tune saves its
-    state every few seconds, so a kill finds it so for a trial started since)."""
-    (state_file,) = experiment.glob("experiment_state-*.json")
-    state = json.loads(state_file.read_text())
-    for entry in state["trial_data"]:
-        trial, metadata = json.loads(entry[0]), json.loads(entry[1])
-        if trial["trial_id"] in trial_ids:
-            trial.update(status="PENDING", relative_logdir=None)
-            metadata["last_result"] = {}
-            entry[:] = [json.dumps(trial), json.dumps(metadata)]
-    state_file.write_text(json.dumps(state))
+class _Planted:
+    """Unpickled, it makes the file named: what a pickle planted in a run folder could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
 
 
-def test_a_trial_tune_restores_into_a_new_folder_keeps_its_id_and_result(ray_session, tmp_path):
-    """Tune restores a trial its state holds without a folder into a new one with a
-    suffix (``ID_2f28``, its own having been made since). The leaderboard took the
-    folder's name for the trial: a 'pruned' row without a test score, in place of
-    the trial's own result, after a SIGTERM'd run's resume."""
+def test_a_resume_runs_no_code_planted_in_the_runs_folder_and_keeps_the_trials_ids(
+    ray_session, tmp_path
+):
+    """Found by security QA: ``--resume`` restored Tune's saved state, pickles, so a
+    run folder fetched from shared storage (or copied) ran code that anyone who
+    could write there had put in ``ray/STRATEGY/tuner.pkl``. A resume now starts
+    the search again from the seed, under the same trial ids, and never reads them."""
+    import pickle
+
     from orchestrator.run import resume_run
 
     run_dir = unfinished_run(
@@ -307,22 +289,56 @@ def test_a_trial_tune_restores_into_a_new_folder_keeps_its_id_and_result(ray_ses
     )
     results_dir = run_dir / "trials" / "scratch_mlp"
     trial_ids = sorted(p.name for p in results_dir.iterdir())
-    finished, unfinished = trial_ids[1:]
-    (results_dir / unfinished / "result.json").unlink()  # killed while it trained
+    (results_dir / trial_ids[-1] / "result.json").unlink()  # killed while it trained
     ended = ended_trials(results_dir)
-    restore_as_never_started(run_dir / "ray" / "scratch_mlp", {finished, unfinished})
+    experiment = run_dir / "ray" / "scratch_mlp"
+    marker = tmp_path / "planted-code-ran"
+    for name in ("tuner.pkl", "searcher-state-2026-11-30_08-00-00.pkl", "trainable.pkl"):
+        (experiment / name).write_bytes(pickle.dumps(_Planted(marker)))
     frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
-    # Tune did restore the two into new folders (what this test is about).
-    assert len(list((run_dir / "ray" / "scratch_mlp").glob(f"{finished}_*/"))) == 1
+    assert not marker.exists()
     assert sorted(frame["trial_id"]) == trial_ids, frame[["trial_id", "status"]]
     assert (frame["status"] == "ok").all(), frame[["trial_id", "status"]]
     assert (frame["epochs"] == 2).all() and frame["test_accuracy"].notna().all()
     assert sorted(p.name for p in results_dir.glob("*/")) == trial_ids
-    for trial_id, mtime in ended.items():  # the one that had ended was not run again
+    for trial_id, mtime in ended.items():  # the two that had ended were not run again
         assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
     assert sorted(told) == trial_ids, told
+
+
+def test_a_resumed_bayesian_search_learns_the_trials_that_ended_and_runs_none_twice(
+    ray_session, tmp_path
+):
+    """Started again, a Bayesian search is given the ended trials' configurations
+    first: each takes its result back, and only the rest are drawn and run."""
+    from orchestrator.run import resume_run
+    from orchestrator.trial import read_result
+
+    run_dir = unfinished_run(
+        tmp_path, "{num_samples: 4, max_epochs: 1, max_concurrent_trials: 1, algorithm: bayesian}"
+    )
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    trial_ids = sorted(p.name for p in results_dir.iterdir())
+    for trial_id in trial_ids[2:]:  # two ended, two killed
+        shutil.rmtree(results_dir / trial_id)
+    ended = {
+        json.dumps(r.config, sort_keys=True): r.started_at
+        for r in (read_result(results_dir / t) for t in trial_ids[:2])
+    }
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    assert len(frame) == 4 and frame["trial_id"].is_unique, frame
+    assert (frame["status"] == "ok").all(), frame[["trial_id", "status", "error"]]
+    again = {
+        json.dumps(r.config, sort_keys=True): r.started_at
+        for r in (read_result(results_dir / t) for t in frame["trial_id"])
+    }
+    assert {k: again[k] for k in ended} == ended  # taken back, not run again
+    assert len(again) == 4  # nor drawn again: four configurations
+    # Under new ids (what it draws next is not what it drew): each says its earlier one.
+    earlier = {read_result(results_dir / t).earlier_id for t in frame["trial_id"]}
+    assert set(trial_ids[:2]) <= earlier
 
 
 @pytest.mark.parametrize(

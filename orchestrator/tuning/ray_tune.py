@@ -17,15 +17,16 @@ to the system before its next trial.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ from orchestrator.trial import (
     finite_or_none,
     read_result,
     run_trial,
+    runs_again,
     trial_dir,
     write_result,
 )
@@ -446,34 +448,58 @@ class _OrderedSearchGenerator(SearchGenerator):
 
 
 def _searcher(
-    search: SearchSpec, seed: int, start: dict[str, Any] | None = None, *, searched: bool = True
+    search: SearchSpec,
+    seed: int,
+    start: dict[str, Any] | None = None,
+    *,
+    searched: bool = True,
+    restart: _Restart | None = None,
 ) -> Any:
     """The recipe's searcher. Where every dimension is fixed there is nothing to
     model: Optuna would refuse the space, so the trials repeat the one
-    configuration, as random search's do."""
+    configuration, as random search's do.
+
+    A search started again (``restart``): random and grid search, seeded, draw
+    what they drew before, and name their trials with the earlier prefix, so
+    each keeps its id. A Bayesian search is given the configurations of the
+    trials that ended first, in their order, so it learns their results (taken
+    back by configuration, under new ids) before it draws the rest.
+    """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     points = [dict(start)] if start else None
+    if search.algorithm == "bayesian" and searched and restart is not None and restart.ended:
+        given = {config_key(c) for c in restart.ended}
+        first = [] if start is None or config_key(start) in given else [dict(start)]
+        points = first + [dict(c) for c in restart.ended]
     if search.algorithm == "bayesian" and searched:
         import optuna
         from ray.tune.search.optuna import OptunaSearch
 
         # Tree-structured Parzen estimators, seeded (Optuna quiet: see run_search).
+        # Started again, its random draws (its first ten) would be those it drew
+        # before, the ended trials' again: seeded on from them instead.
+        ended = len(restart.ended) if restart is not None else 0
         searcher: Searcher = OptunaSearch(
-            sampler=optuna.samplers.TPESampler(seed=seed), points_to_evaluate=points
+            sampler=optuna.samplers.TPESampler(seed=seed + ended), points_to_evaluate=points
         )
         if search.max_concurrent_trials:
             from ray.tune.search import ConcurrencyLimiter
 
             searcher = ConcurrencyLimiter(searcher, max_concurrent=search.max_concurrent_trials)
+        # Under new ids: what it draws after the trials that ended is not what it drew
+        # before, so a trial of an old id could be another configuration.
         return _OrderedSearchGenerator(searcher)
     # Ray applies max_concurrent_trials only to searchers it makes itself (or
     # to a Searcher); a generator passed in must carry the limit.
-    return BasicVariantGenerator(
+    generator = BasicVariantGenerator(
         points_to_evaluate=points,
         random_state=seed,
         max_concurrent=search.max_concurrent_trials or 0,
     )
+    if restart is not None and restart.prefix:
+        generator._uuid_prefix = f"{restart.prefix}_"  # Ray 2.60: trial ids are prefix + number
+    return generator
 
 
 def experiment_dir(run_dir: Path, strategy: str) -> Path:
@@ -481,41 +507,52 @@ def experiment_dir(run_dir: Path, strategy: str) -> Path:
     return Path(run_dir) / "ray" / strategy
 
 
-def search_state_lost(run_dir: Path, strategy: str) -> bool:
-    """Whether a strategy's search began but Tune's saved state of it cannot be read.
+#: A trial's id: its search's prefix and its number in the search's order.
+_TRIAL_ID = re.compile(r"^(?P<prefix>[0-9a-z]+)_(?P<number>\d{5})$")
 
-    A kill in the instant after Tune wrote ``tuner.pkl`` and before its first
-    ``experiment_state-*.json``, or a disk that filled while Tune wrote one,
-    leaves it so. ``Tuner.restore`` then logs an error and starts the search
-    over from its first point alone; :func:`run_search` starts it over whole.
+
+@dataclass
+class _Restart:
+    """What a resumed search starts again with (:func:`_restart`)."""
+
+    #: Ended trials' ids by configuration (:attr:`TrialSpec.earlier`).
+    earlier: dict[str, list[str]]
+    #: The configurations of the trials that ended, in their search's order.
+    ended: list[dict[str, Any]]
+    #: The search's trial-id prefix, so its trials keep their ids; ``None`` if none ran.
+    prefix: str | None
+
+
+def _restart(run_dir: Path, strategy: str) -> _Restart:
+    """A resumed search is started again, never restored from Tune's saved state.
+
+    Tune saves a search as pickles (``tuner.pkl``, its trials and searcher),
+    and unpickling runs whatever code they name: a run directory fetched from
+    shared storage, or copied, would run code anyone who could write there
+    put in it. The search starts again from the recipe's seed instead, under
+    its trial-id prefix (read from its trial folders), so random and grid
+    search draw the same configurations under the same ids; a trial whose
+    ``result.json`` exists takes it back rather than running again
+    (:func:`~orchestrator.trial.run_trial`), and one whose configuration comes
+    again under another id takes it back by configuration (``earlier``). The
+    folders of trials that did not end, and of those whose worker died (which
+    Tune would have restarted), are removed: they run again.
     """
-    experiment = experiment_dir(run_dir, strategy)
-    if not experiment.is_dir():
-        return False  # not begun: nothing to restore
-    states = sorted(experiment.glob("experiment_state-*.json"))
-    if not states or not tune.Tuner.can_restore(str(experiment)):
-        return True
-    try:
-        json.loads(states[-1].read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return True
-    return False
-
-
-def _earlier_trials(run_dir: Path, strategy: str) -> dict[str, list[str]]:
-    """The trials of a search that starts again: ended ones by configuration
-    (:attr:`TrialSpec.earlier`); the folders of the others are removed, as
-    those run again under new ids."""
     folder = Path(run_dir) / "trials" / strategy
-    ended = ended_trials(folder)
+    ended = [r for r in ended_trials(folder) if not runs_again(r)]
     kept = {result.trial_id for result in ended}
+    prefixes: Counter[str] = Counter()
     for path in folder.iterdir() if folder.is_dir() else ():
+        match = _TRIAL_ID.match(path.name)
+        if match:
+            prefixes[match["prefix"]] += 1
         if path.is_dir() and path.name not in kept:
             shutil.rmtree(path, ignore_errors=True)
     earlier: dict[str, list[str]] = {}
     for result in ended:
         earlier.setdefault(config_key(result.config), []).append(result.trial_id)
-    return earlier
+    prefix = prefixes.most_common(1)[0][0] if prefixes else None
+    return _Restart(earlier, [dict(r.config) for r in ended], prefix)
 
 
 def run_search(
@@ -545,13 +582,16 @@ def run_search(
     state = _SEARCHES[key] = _Search(listener=listener or TrialListener())
 
     experiment = experiment_dir(run_dir, strategy)
-    restore = resume and tune.Tuner.can_restore(str(experiment))
-    if resume and search_state_lost(run_dir, strategy):
-        # Started again; the configurations the searcher draws again are taken
-        # back from the trials that ended with them (the seed draws the same).
-        spec = dataclasses.replace(spec, earlier=_earlier_trials(run_dir, strategy))
+    restart = None
+    if resume:  # started again, its ended trials taken back: see _restart
+        restart = _restart(run_dir, strategy)
+        # What a searcher is given of them: the dimensions it searches (as ``start``).
+        restart.ended = [
+            {k: v for k, v in config.items() if k in space and not isinstance(space[k], Fixed)}
+            for config in restart.ended
+        ]
+        spec = dataclasses.replace(spec, earlier=restart.earlier)
         shutil.rmtree(experiment, ignore_errors=True)
-        restore = False
     trainable = tune.with_resources(
         _trainable_class(spec, dataset, search.worker_memory_mb),
         {"cpu": spec.cpus, "gpu": spec.gpus},
@@ -564,46 +604,34 @@ def run_search(
         # study it makes (a restored search's too), which is not for our users.
         optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        if restore:
-            tuner = tune.Tuner.restore(
-                str(experiment),
-                trainable=trainable,
-                param_space=param_space,
-                resume_unfinished=True,
-                resume_errored=False,
-                restart_errored=True,
-            )
-            _report_to(tuner, events)
-        else:
-            # A restored experiment keeps its own searcher (and what it has run).
-            searched = any(not isinstance(dim, Fixed) for dim in space.values())
-            searcher = _searcher(search, recipe.seed, start, searched=searched)
-            tuner = tune.Tuner(
-                trainable,
-                param_space=param_space,
-                tune_config=tune.TuneConfig(
-                    metric=search.metric,
-                    mode=search.direction,
-                    num_samples=num_samples,
-                    scheduler=_scheduler(search, recipe.seed),
-                    search_alg=searcher,
-                    # Tune limits a Searcher; a generator carries the limit itself
-                    # (Tune would log that it ignores its own).
-                    max_concurrent_trials=(
-                        search.max_concurrent_trials if isinstance(searcher, Searcher) else None
-                    ),
-                    time_budget_s=search.time_budget_s,
-                    reuse_actors=True,
-                    trial_dirname_creator=_trial_dirname,
+        searched = any(not isinstance(dim, Fixed) for dim in space.values())
+        searcher = _searcher(search, recipe.seed, start, searched=searched, restart=restart)
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=search.metric,
+                mode=search.direction,
+                num_samples=num_samples,
+                scheduler=_scheduler(search, recipe.seed),
+                search_alg=searcher,
+                # Tune limits a Searcher; a generator carries the limit itself
+                # (Tune would log that it ignores its own).
+                max_concurrent_trials=(
+                    search.max_concurrent_trials if isinstance(searcher, Searcher) else None
                 ),
-                run_config=tune.RunConfig(
-                    name=strategy,
-                    storage_path=str(run_dir / "ray"),
-                    verbose=0,
-                    failure_config=tune.FailureConfig(max_failures=search.max_failures),
-                    callbacks=[events],
-                ),
-            )
+                time_budget_s=search.time_budget_s,
+                reuse_actors=True,
+                trial_dirname_creator=_trial_dirname,
+            ),
+            run_config=tune.RunConfig(
+                name=strategy,
+                storage_path=str(run_dir / "ray"),
+                verbose=0,
+                failure_config=tune.FailureConfig(max_failures=search.max_failures),
+                callbacks=[events],
+            ),
+        )
         # Tune's newer console output prints banners at verbose=0, on any Ray (a
         # notebook's own ray.init too); the run puts the variable back after.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -647,22 +675,6 @@ def run_search(
         midway = {t for t in stopped - set(results) if trial_dir(run_dir, strategy, t).exists()}
         raise SearchInterrupted(finished, stopped=len(midway))
     return finished
-
-
-def _report_to(tuner: Any, events: _Events) -> None:
-    """Give a restored experiment this driver's callback.
-
-    Tune pickles its callbacks with the experiment's state: restored, the old
-    one named the run directory where the run was, so a run that was moved or
-    fetched before ``--resume`` had its trials' events lost and the results of
-    trials the scheduler stopped written into the folder it came from.
-    """
-    run_config = getattr(getattr(tuner, "_local_tuner", None), "get_run_config", None)
-    if run_config is None:  # another Tune: its pickled callback stays
-        log.warning("cannot give the restored experiment this run's callback")
-        return
-    kept = [c for c in (run_config().callbacks or []) if not isinstance(c, _Events)]
-    run_config().callbacks = [*kept, events]
 
 
 @contextmanager
