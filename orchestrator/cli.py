@@ -31,6 +31,7 @@ from orchestrator.errors import (
     first_few,
     missing_run_dir,
     no_leaderboard,
+    one_line,
 )
 
 # TensorFlow's C++ start-up chatter is not for users; set before it can be imported.
@@ -1134,8 +1135,9 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
         for column in columns:
             value = row[column]
             if column == "error" and isinstance(value, str):
-                value = " ".join(value.split())
-                value = ellipsized(value, _ERROR_CELL, ellipsis)  # the whole is in leaderboard.md
+                value = ellipsized(
+                    one_line(value), _ERROR_CELL, ellipsis
+                )  # whole in leaderboard.md
             value = None if _isna(value) else value
             if column in parameters and isinstance(value, float):
                 # Three significant digits: learning rates 0.00648 and 0.00624 differ.
@@ -1226,7 +1228,7 @@ def _text(value: str) -> Any:
     error's ``[/tmp/x]`` was a closing tag that ended the command in a traceback)."""
     from rich.text import Text
 
-    return Text(" ".join(value.split()))
+    return Text(one_line(value))
 
 
 def _isna(value: Any) -> bool:

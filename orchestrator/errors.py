@@ -308,6 +308,17 @@ def ellipsized(text: str, limit: int, ellipsis: str = "…") -> str:
     return text if len(text) <= limit else text[: limit - len(ellipsis)] + ellipsis
 
 
+def one_line(text: str) -> str:
+    """``text`` on one line for a terminal or a table cell: its whitespace runs
+    as one space, and control characters (a terminal's escape sequences, which
+    could clear the screen or fake output) shown as escapes (``\\x1b``)."""
+    shown = "".join(
+        f"\\x{ord(ch):02x}" if (ord(ch) < 32 or 127 <= ord(ch) < 160) and not ch.isspace() else ch
+        for ch in text
+    )
+    return " ".join(shown.split())
+
+
 def first_few(items: Sequence[str], few: int) -> str:
     """``items`` joined by commas, the first ``few`` of them and ``...`` for the rest."""
     return ", ".join(items[:few]) + (", ..." if len(items) > few else "")

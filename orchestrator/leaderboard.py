@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import shortened, temporary_name
+from orchestrator.errors import one_line, shortened, temporary_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -173,7 +173,7 @@ def to_markdown(frame: pd.DataFrame) -> str:
         if not isinstance(value, str):
             return value
         escaped = html.escape(value, quote=False)
-        for mark in ("\\", "|", "*", "`"):  # a cell's text, never Markdown's markup
+        for mark in ("\\", "|", "*", "`", "["):  # a cell's text, never Markdown's markup (links)
             escaped = escaped.replace(mark, "\\" + mark)
         return escaped
 
@@ -207,9 +207,7 @@ def _display(frame: pd.DataFrame) -> pd.DataFrame:
 
     for column in shown.columns:  # errors, notes, and a plugin's text dimensions
         if not is_numeric_dtype(shown[column]):
-            shown[column] = shown[column].map(
-                lambda v: " ".join(v.split()) if isinstance(v, str) else v
-            )
+            shown[column] = shown[column].map(lambda v: one_line(v) if isinstance(v, str) else v)
     return shown.astype(object).where(shown.notna(), "")
 
 

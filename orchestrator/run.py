@@ -44,6 +44,7 @@ from orchestrator.errors import (
     ellipsized,
     is_disk_full,
     missing_run_dir,
+    one_line,
 )
 from orchestrator.recipe import (
     SEARCHED_FILE,
@@ -1206,7 +1207,7 @@ def _trial_line(result: TrialResult, metric: str) -> str:
     score = f"{metric}={value:.4f}" if isinstance(value, float) else ""
     error = result.error or ""
     # The whole error is in the leaderboard; Ray's can run to hundreds of characters.
-    extra = f" ({ellipsized(error, 200)})" if error else ""
+    extra = f" ({ellipsized(one_line(error), 200)})" if error else ""
     retries = result.retries
     retried = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if retries else ""
     score = f" {score}" if score else ""

@@ -350,6 +350,31 @@ def test_text_from_trials_keeps_every_table_on_one_line_a_row(tmp_path):
     assert read_leaderboard(tmp_path).loc[1, "tag"] == "line1\nline2"  # the CSV keeps it whole
 
 
+def test_an_errors_terminal_escapes_and_markdown_links_are_shown_as_text(tmp_path):
+    """Found by security QA: a strategy's error with a terminal's escape sequences
+    (set the window's title, clear the screen, fake a line) reached the terminal
+    raw in the run's lines and `graftune leaderboard`; a Markdown link or image
+    in it was live in leaderboard.md (an image is fetched when the file is shown)."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+    from orchestrator.run import _trial_line
+
+    failed = result("x", status="error")
+    failed.error = "ValueError: \x1b]0;TITLE\x07\x1b[2Jfake ![img](http://e.example/t.png) [a](b)"
+    frame = build_leaderboard([failed, result("y", val=0.5)], metric="val_accuracy", mode="max")
+    write_leaderboard(frame, tmp_path)
+    shown = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    assert shown.exit_code == 0, shown.output
+    markdown = to_markdown(frame)
+    for text in (shown.output, _trial_line(failed, "val_accuracy"), markdown):
+        assert "\x1b" not in text and "\x07" not in text
+    assert r"\x1b]0;TITLE\x07\x1b[2Jfake" in _trial_line(failed, "val_accuracy")
+    assert r"\x1b]0;TITLE\x07\x1b[2Jfake" in " ".join(shown.output.split())
+    assert r"!\[img](http://e.example/t.png) \[a](b)" in markdown
+    assert read_leaderboard(tmp_path).loc[1, "error"] == failed.error  # the CSV keeps it whole
+
+
 def test_the_printed_table_says_where_it_cut_an_error_short(tmp_path):
     """Found by QA: `graftune leaderboard RUN | cat` cut an error at 60 characters
     with nothing to say the message went on."""
