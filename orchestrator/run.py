@@ -624,6 +624,14 @@ def _run(
                 results += exc.finished
                 interrupted = (name, exc)
                 break
+            planned = _planned(recipe, name, spaces[name])[0]
+            budget = recipe.search.time_budget_s
+            if recipe.search.backend == "ray" and budget is not None and len(found) < planned:
+                # Tune starts no trial once the budget is spent (keras_tuner says its own).
+                events.warn(
+                    f"{name}: search.time_budget_s ({budget:g} s) ran out: {len(found)} of "
+                    f"{planned} trials ran, the other {planned - len(found)} were not started"
+                )
             _write_search(done_file, found)
             events.search_finished(name, len(found))
             results += found
