@@ -308,6 +308,14 @@ def ellipsized(text: str, limit: int, ellipsis: str = "…") -> str:
     return text if len(text) <= limit else text[: limit - len(ellipsis)] + ellipsis
 
 
+def without_credentials(text: str) -> str:
+    """``text`` with the password of any URL in it masked (``s3://KEY:***@bucket``,
+    ``http://alice:***@host``): an error printed to a console ends up in logs."""
+    import re
+
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]+@", r"\1:***@", text)
+
+
 def one_line(text: str) -> str:
     """``text`` on one line for a terminal or a table cell: its whitespace runs
     as one space, and control characters (a terminal's escape sequences, which

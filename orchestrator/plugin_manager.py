@@ -84,12 +84,14 @@ class PluginHost:
             try:
                 impl.function(**args)
             except Exception as exc:
+                from orchestrator.errors import without_credentials
+
                 log.warning(
                     "plugin %s raised in %s (ignored): %s: %s",
                     self.owners.get(impl.plugin_name, impl.plugin_name),
                     hook_name,
                     type(exc).__name__,
-                    exc,
+                    without_credentials(str(exc)),
                 )
 
     def keras_objects(self) -> dict[str, Any]:

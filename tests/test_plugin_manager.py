@@ -215,7 +215,8 @@ def test_an_observer_that_raises_is_reported_not_fatal(caplog):
 
         @hookimpl
         def graftune_run_finished(self, leaderboard, run_dir):
-            raise RuntimeError("boom")
+            # As MLflow's client says of its tracking URI: its password is not printed.
+            raise RuntimeError("boom: API request to http://alice:S3CRETPW@127.0.0.1:9/api failed")
 
     class Quiet:
         from orchestrator import hookimpl
@@ -229,7 +230,17 @@ def test_an_observer_that_raises_is_reported_not_fatal(caplog):
     host = get_plugin_manager(extra_plugins=[Loud(), Quiet()])
     host.notify("graftune_run_finished", leaderboard=None, run_dir=Path("x"))
     assert Quiet.calls == [Path("x")]
-    assert "boom" in caplog.text
+    assert "boom: API request to http://alice:***@127.0.0.1:9/api failed" in caplog.text
+    assert "S3CRETPW" not in caplog.text
+    # And what graftune prints of an error (storage's URI, say), by one helper.
+    from orchestrator.errors import without_credentials
+
+    assert without_credentials("storage s3://KEY:SECRET@bucket/runs: denied") == (
+        "storage s3://KEY:***@bucket/runs: denied"
+    )
+    assert without_credentials("s3://bucket/a:b@c file:///x/a:b@c") == (
+        "s3://bucket/a:b@c file:///x/a:b@c"  # a path, not a password
+    )
 
 
 def test_plugins_command_lists_distribution_version_and_what_it_adds():
