@@ -589,15 +589,28 @@ def report(
             metavar="PATH",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace a file at --out that is not a graftune page."),
+    ] = False,
 ) -> None:
     """Write a run's report.html again, or one page comparing several runs."""
     from orchestrator.errors import check_output_file
-    from orchestrator.report import COMPARE_FILE, check_report_out, write_comparison, write_report
+    from orchestrator.report import (
+        COMPARE_FILE,
+        REPORT_FILE,
+        check_replaceable,
+        check_report_out,
+        write_comparison,
+        write_report,
+    )
 
     try:
         if out_path is not None:
             check_output_file(out_path)
             check_report_out(out_path, run_dirs)
+        default = run_dirs[0] / REPORT_FILE if len(run_dirs) == 1 else Path(COMPARE_FILE)
+        check_replaceable(out_path or default, force=force)
         if len(run_dirs) == 1:
             path = write_report(run_dirs[0], out=out_path)
         else:

@@ -179,6 +179,40 @@ def write_report_safely(run_dir: str | Path) -> Path | None:
 OUT_SUFFIXES = (".html", ".htm")
 
 
+#: The page's ``generator``: a file that says it is graftune's page is replaced freely.
+_GENERATOR = "graftune report"
+
+
+def check_replaceable(path: str | Path, *, force: bool) -> None:
+    """Refuse to write a page over a file that is not one graftune wrote, unless ``force``.
+
+    ``report`` rewrites its own pages (a run's ``report.html``, a comparison
+    run again), and pages of earlier versions (which end "Written by graftune");
+    anything else at ``path`` (someone's own ``compare.html``) is kept.
+
+    Raises:
+        OutputPathError: ``path`` exists and is another file, and not ``force``.
+    """
+    from orchestrator.errors import OutputPathError
+
+    path = Path(path)
+    if force or not path.exists():
+        return
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4096)
+            file.seek(max(0, path.stat().st_size - 4096))
+            tail = file.read()
+    except OSError:
+        head = tail = b""
+    if f"content='{_GENERATOR}'".encode() in head or b"Written by graftune" in tail:
+        return
+    raise OutputPathError(
+        f"{path} exists and is not a page graftune wrote; give --force to replace it, "
+        "or --out another file"
+    )
+
+
 def check_report_out(path: str | Path, run_dirs: Sequence[str | Path]) -> None:
     """Refuse, before any work, an ``--out`` the page must not replace.
 
@@ -441,6 +475,7 @@ def _page(title: str, body: list[str]) -> str:
         [
             "<!DOCTYPE html>",
             "<html lang='en'><head><meta charset='utf-8'>",
+            f"<meta name='generator' content='{_GENERATOR}'>",  # what report may replace
             "<meta name='viewport' content='width=device-width, initial-scale=1'>",
             # Nothing on this page may be fetched: it must read the same offline.
             "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; "

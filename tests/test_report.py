@@ -266,9 +266,18 @@ def test_comparing_runs_writes_one_page_in_the_current_folder(finished, tmp_path
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
+    page = work / "compare.html"
+    # Someone's own compare.html is kept (found by QA: replaced without a word) ...
+    page.write_text("MY IMPORTANT PAGE")
+    result = CliRunner().invoke(app, ["report", str(first), str(second)])
+    assert result.exit_code == 2, result.output
+    assert "compare.html exists and is not a page graftune wrote; give --force" in result.output
+    assert page.read_text() == "MY IMPORTANT PAGE"
+    result = CliRunner().invoke(app, ["report", str(first), str(second), "--force"])
+    assert result.exit_code == 0, result.output
+    # ... and graftune's own page is written again freely.
     result = CliRunner().invoke(app, ["report", str(first), str(second)])
     assert result.exit_code == 0, result.output
-    page = work / "compare.html"
     attributes, dom = rendered(page, tmp_path)
     assert int(attributes["data-rows"]) == 10  # 2 runs x 5 strategies
     assert attributes["data-images"] == attributes["data-images-loaded"] == "1"
