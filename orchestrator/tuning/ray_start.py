@@ -64,6 +64,8 @@ TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
 NO_CRASH_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 
 _embedded = False
+#: The environment embedded Ray started with (see :func:`tune_env_inherited`).
+_started_env: dict[str, str] = {}
 
 
 def connect_to_cluster(resources: ResourcesSpec, *, log_file: Path | None = None) -> bool:
@@ -190,18 +192,37 @@ def tune_env_inherited() -> Iterator[bool]:
         Whether Tune's trial actors come without an environment of their own.
     """
     defaults = _tune_default_env() if _embedded else None
-    if defaults is None:
+    propagated = _tune_propagated_env() if _embedded else None
+    if defaults is None or propagated is None:
         yield False
         return
     saved = dict(defaults)
     for key, value in saved.items():
         if os.environ.get(key) == value == TUNE_ACTOR_ENV.get(key):
             del defaults[key]
+    # What Tune copies from the driver's environment into each actor's (AWS
+    # credentials, which Ray's runtime-env agent then writes into its log under
+    # /tmp/ray, readable by others): the workers have it already, where it has
+    # not changed since Ray started.
+    inherited = {
+        key for key in propagated if key in os.environ and _started_env.get(key) == os.environ[key]
+    }
+    propagated -= inherited
     try:
-        yield not defaults
+        yield not defaults and not any(key in os.environ for key in propagated)
     finally:
         defaults.clear()
         defaults.update(saved)
+        propagated |= inherited
+
+
+def _tune_propagated_env() -> set[str] | None:
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:  # pragma: no cover - another Ray layout
+        return None
+    names = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    return names if isinstance(names, set) else None
 
 
 def _tune_default_env() -> dict[str, str] | None:
@@ -401,8 +422,11 @@ class BackgroundStart:
     def _start(self) -> None:
         global _embedded
         try:
+            env = dict(os.environ)  # what Ray's processes, and so its workers, start with
             self._ray.init(address="local", num_cpus=self._num_cpus, **self._kwargs)
             _embedded = True
+            _started_env.clear()
+            _started_env.update(env)
             keep_token_private()
         except BaseException as exc:  # re-raised in the main thread by join()
             self._error = exc
