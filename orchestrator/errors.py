@@ -327,6 +327,13 @@ def one_line(text: str) -> str:
     return " ".join(shown.split())
 
 
+def echoed(value: Any, limit: int = 160) -> str:
+    """``repr(value)`` as an error message quotes it, cut to ``limit`` characters:
+    a value that is a long list (a choice of 5000 numbers, a list YAML aliases
+    repeat) made a line of tens of KB, or megabytes."""
+    return ellipsized(repr(value), limit)
+
+
 def first_few(items: Sequence[str], few: int) -> str:
     """``items`` joined by commas, the first ``few`` of them and ``...`` for the rest."""
     return ", ".join(items[:few]) + (", ..." if len(items) > few else "")

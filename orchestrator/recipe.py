@@ -44,6 +44,8 @@ from orchestrator.errors import (
     RecipeErrors,
     cannot_make_in,
     did_you_mean,
+    echoed,
+    ellipsized,
 )
 from orchestrator.space import (
     Dimension,
@@ -88,8 +90,9 @@ def _not_bool(value: Any) -> Any:
 def _class_label(value: Any) -> Any:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         named = "True" if value is True else "False" if value is False else str(value)
+        named = ellipsized(named, 160)  # a list YAML aliases repeat made megabytes
         raise ValueError(
-            f"expected a class name or an integer label, got {value!r}; a class named "
+            f"expected a class name or an integer label, got {echoed(value)}; a class named "
             f"{named!r} is written in quotes: '{named}'"
         )
     return value
@@ -446,6 +449,30 @@ class Recipe(_Model):
 MAX_RECIPE_BYTES = 1 << 20
 
 
+#: The most values a recipe may hold as YAML aliases expand it (each alias counted
+#: every time it is referenced): a file of 500 bytes whose anchors nest 9 levels
+#: of 10 aliases each holds 10^9, and its error messages took minutes and gigabytes.
+MAX_RECIPE_VALUES = 10_000
+
+
+def _expands_past(data: Any, limit: int) -> bool:
+    """Whether ``data`` holds more than ``limit`` values (keys, items and the
+    lists and mappings themselves), counted as expanded; stops at ``limit``."""
+    count = 0
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
 #: Beside a run's recipe.yaml: the digest of what the run searches, to check a
 #: resume against (``orchestrator.run``).
 SEARCHED_FILE = ".searched"
@@ -529,7 +556,7 @@ def _plain(value: Any, key: tuple[str, ...]) -> Any:
         return _plain(item(), key)
     raise RecipeError(
         f"a recipe holds text, numbers, true/false, lists and mappings; got "
-        f"{type(value).__name__} {value!r}",
+        f"{type(value).__name__} {echoed(value)}",
         path=".".join(key) or None,
     )
 
@@ -557,6 +584,14 @@ def parse_recipe(
         raise RecipeError(f"not valid recipe YAML: {problem}", file=file, line=line) from None
     except yaml.YAMLError as exc:
         raise RecipeError(f"not valid YAML: {exc}", file=file) from None
+    # Before any check reads the values: _key_lines walks each anchor once (and
+    # names a recursive alias as such), every other check walks them expanded.
+    if _expands_past(data, MAX_RECIPE_VALUES):
+        raise RecipeError(
+            f"the recipe expands to more than {MAX_RECIPE_VALUES:,} values (through YAML "
+            "aliases?); a recipe holds a few hundred: is it the right file?",
+            file=file,
+        )
     if data is None:
         raise RecipeError("the recipe is empty; expected a mapping of recipe keys", file=file)
     if not isinstance(data, dict):
@@ -727,7 +762,7 @@ def _convert(
     elif kind == "missing":
         message = "this key is required"
     elif kind == "literal_error":
-        message = f"expected {err['ctx']['expected']}; got {err['input']!r}"
+        message = f"expected {err['ctx']['expected']}; got {echoed(err['input'])}"
     elif kind == "value_error":
         error = err["ctx"]["error"]
         message = str(error)
@@ -736,12 +771,12 @@ def _convert(
     elif kind == "too_short" and loc == ("strategies",):
         message = "name at least one strategy to search, e.g. strategies: {scratch_mlp: {}}"
     elif kind in ("path_type", "path_parsing"):
-        message = f"expected a path (a folder or file name); got {err['input']!r}"
+        message = f"expected a path (a folder or file name); got {echoed(err['input'])}"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         hint = " (write {} for an empty section)" if err["input"] is None else ""
-        message = f"expected a mapping of keys{hint}; got {err['input']!r}"
+        message = f"expected a mapping of keys{hint}; got {echoed(err['input'])}"
     else:
-        message = f"{err['msg'][0].lower()}{err['msg'][1:]}; got {err['input']!r}"
+        message = f"{err['msg'][0].lower()}{err['msg'][1:]}; got {echoed(err['input'])}"
     if isinstance(err.get("input"), bool) and kind in ("string_type", "invalid_key"):
         message += _YAML_BOOLEANS
     return RecipeError(message, file=file, path=".".join(loc), line=_line_of(lines, loc))

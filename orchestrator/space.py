@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from orchestrator.errors import echoed, first_few
+
 #: The symbolic upper bound of an :class:`Int` resolved against the base at run time.
 ALL = "all"
 
@@ -90,7 +92,8 @@ class Choice:
         return Choice(tuple(dict.fromkeys(values)))  # [0, 5, all] of 5 cut points: 5 once
 
     def describe(self) -> str:
-        return "choice [" + ", ".join(_as_written(v) for v in self.values) + "]"
+        # The first few: a choice of 5000 numbers made an error message of 39 KB.
+        return "choice [" + first_few([_as_written(v) for v in self.values[:11]], 10) + "]"
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ def _is_all(value: Any) -> bool:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number, got {value!r}{_text_number_hint(value)}")
+        raise ValueError(f"{what} must be a number, got {echoed(value)}{_text_number_hint(value)}")
     if not math.isfinite(value):
         raise ValueError(f"{what} must be finite, got {value!r}")
     return float(value)
@@ -192,17 +195,17 @@ def parse_dimension(raw: Any) -> Dimension:
             seen[choice_identity(value)] = value
         return Choice(tuple(args))
     if not isinstance(args, list) or len(args) != 2:
-        raise ValueError(f"{kind} expects a list [low, high]; got {args!r}")
+        raise ValueError(f"{kind} expects a list [low, high]; got {echoed(args)}")
     low, high = args
     if kind == "int":
         if isinstance(low, bool) or not isinstance(low, int):
-            raise ValueError(f"int low bound must be an integer, got {low!r}")
+            raise ValueError(f"int low bound must be an integer, got {echoed(low)}")
         if high == ALL:
             if low < 0:
                 raise ValueError(f"int low bound must be >= 0 with 'all', got {low}")
             return Int(low, ALL)
         if isinstance(high, bool) or not isinstance(high, int):
-            raise ValueError(f"int high bound must be an integer or 'all', got {high!r}")
+            raise ValueError(f"int high bound must be an integer or 'all', got {echoed(high)}")
         if low > high:
             raise ValueError(f"int bounds must have low <= high, got [{low}, {high}]")
         return Int(low, high)
@@ -426,7 +429,7 @@ _MISSING = object()
 
 def _as_written(value: Any) -> str:
     """A value as a recipe writes it: ``true``, not Python's ``True``."""
-    return str(value).lower() if isinstance(value, bool) else repr(value)
+    return str(value).lower() if isinstance(value, bool) else echoed(value)
 
 
 def choice_identity(value: Any) -> Any:

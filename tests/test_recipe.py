@@ -745,6 +745,16 @@ BAD_RECIPES = [
         id="not-a-recipe-by-its-size",
     ),
     pytest.param(
+        HEAD
+        + "strategies: {scratch_mlp: {}}\n"
+        + "x:\n- &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        # 6 levels of 10 aliases each: a million values in under 500 bytes
+        + "".join(f"- &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 6)),
+        "recipe.yaml: the recipe expands to more than 10,000 values",
+        "(through YAML aliases?)",
+        id="aliases-that-expand-to-millions",
+    ),
+    pytest.param(
         HEAD + "base: {application: MobileNetV2, weights: none, input_shape: [32, 32, 3],"
         " options: {alpha: 0.35}}\nstrategies: {feature_extraction: {}}\n",
         "base.options",
@@ -925,6 +935,27 @@ def test_a_folder_is_not_a_recipe(tmp_path: Path) -> None:
     result = cli("validate", str(tmp_path))
     assert_exit(result, 2)
     assert "cannot read the recipe" in result.output
+
+
+def test_an_error_quotes_a_long_value_in_short(tmp_path: Path) -> None:
+    """A choice of 5000 numbers was quoted whole (39 KB), and lists YAML aliases repeat
+    made megabytes of error text."""
+    numbers = ", ".join(map(str, range(1, 4000)))  # twice: under 10,000 values
+    schema = (
+        HEAD + "strategies: {scratch_mlp: {}}\n"
+        f"submit: {{pip: [[{numbers}]]}}\nsearch: {{metric: [{numbers}]}}\n"
+    )
+    space = (
+        HEAD + f"strategies: {{scratch_mlp: {{space: {{width: {{choice: [{numbers}, 2.5]}}}}}}}}\n"
+    )
+    for text, quoted in [
+        (schema, "submit.pip.0: input should be a valid string; got [1, 2, 3, "),
+        (space, "width takes whole numbers; got choice [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, ...]"),
+    ]:
+        result = cli("validate", str(write_recipe(tmp_path, text)))
+        assert_exit(result, 2)
+        assert quoted in result.output, result.output
+        assert all(len(line) < 500 for line in result.output.splitlines()), result.output
 
 
 def test_deeply_nested_yaml_is_a_recipe_error(tmp_path: Path) -> None:
