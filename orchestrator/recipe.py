@@ -503,15 +503,24 @@ def load_recipe(path: str | Path) -> Recipe:
         RecipeError: The file is missing, is not YAML, or breaks the schema.
     """
     path = Path(path)
+
+    def too_big(size: str) -> RecipeError:
+        return RecipeError(
+            f"the file is {size}; a recipe is a few KiB of YAML "
+            f"(at most {MAX_RECIPE_BYTES // 2**20} MiB): is it the right file?",
+            file=path,
+        )
+
     try:
         size = path.stat().st_size
         if size > MAX_RECIPE_BYTES:
-            raise RecipeError(
-                f"the file is {size / 2**20:.2f} MiB; a recipe is a few KiB of YAML "
-                f"(at most {MAX_RECIPE_BYTES // 2**20} MiB): is it the right file?",
-                file=path,
-            )
-        text = path.read_text(encoding="utf-8")
+            raise too_big(f"{size / 2**20:.2f} MiB")
+        # Read no more than the limit whatever stat said: a device or a pipe
+        # (/dev/zero, /dev/stdin) has a size of 0, and read_text took 16 GB of /dev/zero.
+        with path.open(encoding="utf-8") as stream:
+            text = stream.read(MAX_RECIPE_BYTES + 1)  # characters: at least as many bytes
+        if len(text) > MAX_RECIPE_BYTES:
+            raise too_big(f"over {MAX_RECIPE_BYTES // 2**20} MiB")
     except FileNotFoundError:
         raise RecipeError("no such recipe file", file=path) from None
     except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:

@@ -925,6 +925,31 @@ def test_unknown_keras_application_suggests_the_nearest(tmp_path: Path) -> None:
     assert "unknown keras application 'ResNet5' (did you mean 'ResNet50'?)" in result.output
 
 
+def test_a_pipe_is_read_no_further_than_a_recipe_can_be(tmp_path: Path) -> None:
+    """A pipe or a device has a size of 0: validate /dev/zero read 16 GB in 25 s."""
+    import threading
+
+    pipe = tmp_path / "recipe.yaml"
+    os.mkfifo(pipe)
+
+    def write() -> None:
+        try:
+            with pipe.open("w") as stream:
+                stream.write(HEAD + "strategies: {scratch_mlp: {}}\n" + "# padding\n" * 120_000)
+        except BrokenPipeError:  # the reader stopped at the limit
+            pass
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    # load_recipe, as validate and run read it first (for plugins.disable): their
+    # second read of the pipe would wait for a writer.
+    with pytest.raises(
+        RecipeError, match=r"recipe\.yaml: the file is over 1 MiB; a recipe is a few"
+    ):
+        load_recipe(pipe)
+    writer.join(timeout=10)
+
+
 def test_missing_recipe_file(tmp_path: Path) -> None:
     result = cli("validate", str(tmp_path / "nope.yaml"))
     assert_exit(result, 2)
