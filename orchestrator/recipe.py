@@ -846,15 +846,17 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
 
     errors: list[RecipeError] = []
 
-    if recipe.storage is None or "://" in recipe.storage.path:  # else storage replaces it
-        # As the run refuses it: the nearest folder of its path that exists must be writable.
-        problem = cannot_make_in(recipe.output)
-        if problem is not None:
-            errors.append(
-                recipe.error(
-                    ("output",), f"cannot make a run directory in {recipe.output}: {problem}"
-                )
-            )
+    # As the run refuses it: the nearest folder of its path that exists must be writable.
+    # A local storage folder replaces output (a URI's runs are made in output first).
+    # A shared one may be a mount of the cluster's nodes alone, under a folder this
+    # machine cannot write in: only a file on its way is refused here.
+    key, folder, writable = ("output",), recipe.output, True
+    if recipe.storage is not None and "://" not in recipe.storage.path:
+        key, folder = ("storage", "path"), Path(recipe.storage.path)
+        writable = not recipe.storage.shared
+    problem = cannot_make_in(folder, writable=writable)
+    if problem is not None:
+        errors.append(recipe.error(key, f"cannot make a run directory in {folder}: {problem}"))
     try:
         check_data_spec(recipe.data, host.data_sources, recipe.base_dir, recipe.plugins.disable)
     except DataError as exc:

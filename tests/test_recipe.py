@@ -767,6 +767,18 @@ BAD_RECIPES = [
         "recipe.yaml is a file, not a folder",
         id="output-under-a-file",
     ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nstorage: {path: recipe.yaml/runs, shared: true}\n",
+        "storage.path",
+        "recipe.yaml is a file, not a folder",
+        id="shared-storage-under-a-file",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nstorage: recipe.yaml\n",
+        "storage.path",
+        "recipe.yaml is a file, not a folder",
+        id="local-storage-that-is-a-file",
+    ),
     # Each passed validate, and run ended in "internal error" (exit 1).
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\nresources: {cpus_per_trial: 1.0e-9}\n",
