@@ -188,8 +188,9 @@ def run_recipe(
             trials that ended are kept, and the run can be resumed.
 
     The process is left as it was found: Ray's loggers, routed to the run's
-    ``ray.log`` while it runs, and the environment set for Ray's workers are
-    put back; a Ray the run started is shut down, one that was up is left up.
+    ``ray.log`` while it runs, and the environment (Ray's start sets variables
+    of its own) are put back; a Ray the run started is shut down, one that was
+    up is left up.
     """
     from orchestrator.tuning.ray_start import kept_process_state
 

@@ -243,17 +243,11 @@ def shutdown() -> None:
     _embedded = False
 
 
-#: What a run sets in the environment for Ray's sake (see :func:`kept_process_state`).
-_RUN_ENV = (
-    "TF_CPP_MIN_LOG_LEVEL", "RAY_DEDUP_LOGS", "RAY_AIR_NEW_OUTPUT", "GRAFTUNE_CACHE_DIR",
-    NO_CRASH_HANDLER, *TUNE_ACTOR_ENV,
-)  # fmt: skip
-
-
 @contextlib.contextmanager
 def kept_process_state() -> Iterator[None]:
     """Put back what a run changes in its process: Ray's loggers (routed to the
-    run's ``ray.log``), the environment it sets for Ray's workers, and Ray's
+    run's ``ray.log``), the environment (what it sets for Ray's workers, and what
+    ``ray.init`` sets: ``PYTHONBREAKPOINT``, ``RAY_AUTH_MODE``, ...), and Ray's
     printer of cluster messages, and the SIGTERM handler an embedded start
     installs (:func:`_exit_on_sigterm`). A library call leaves the caller's
     process as it found it; the Ray the run started is down by then.
@@ -262,7 +256,10 @@ def kept_process_state() -> Iterator[None]:
     sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     loggers = {name: logging.getLogger(name) for name in RAY_LOGGERS}
     before = {name: (list(lg.handlers), lg.propagate) for name, lg in loggers.items()}
-    env = {key: os.environ.get(key) for key in _RUN_ENV}
+    # The whole environment: ray.init sets variables of its own for the driver, and a
+    # PYTHONBREAKPOINT left pointing at Ray's debugger took breakpoint() from the caller.
+    # Nothing a run sets is needed after it: each run sets again what it needs.
+    env = dict(os.environ)
     constants = sys.modules.get("ray._private.ray_constants")
     crash_handler_off = getattr(constants, NO_CRASH_HANDLER, None)
     # Ray is not imported for this (a wrong recipe is refused without it).
@@ -287,12 +284,12 @@ def kept_process_state() -> Iterator[None]:
         if constants is not None:  # as Ray read it, or would have, when imported
             was = crash_handler_off
             if was is None:
-                was = (env[NO_CRASH_HANDLER] or "").lower() in ("1", "true")
+                was = env.get(NO_CRASH_HANDLER, "").lower() in ("1", "true")
             setattr(constants, NO_CRASH_HANDLER, was)
+        for key in set(os.environ) - set(env):
+            del os.environ[key]
         for key, value in env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
+            if os.environ.get(key) != value:
                 os.environ[key] = value
         worker = sys.modules.get("ray._private.worker")
         routed = getattr(worker, "print_to_stdstream", None)
