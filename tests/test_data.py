@@ -315,6 +315,25 @@ def test_a_csvs_unnamed_index_column_is_no_feature(
     assert "its first column has no name: read as the row index" in caplog.text
 
 
+def test_a_table_that_names_two_columns_alike_is_refused(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """pandas read the second 'a' as 'a.1', a feature of its own, found only by
+    predict; validate (the header alone) and the run refuse it now."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "t.csv").write_text("a,b, a,label\n1,2,3,x\n4,5,6,y\n")
+    spec = Spec("csv:t.csv", target="label")
+    for check in (check_data_spec, prepare):
+        with raises_data_error("source", "t.csv names 2 columns 'a' (columns 1, 3)"):
+            check(spec, registry, tmp_path)
+    columns = [pa.array([1.0, 2.0]), pa.array([3.0, 4.0]), pa.array(["x", "y"])]
+    pq.write_table(pa.Table.from_arrays(columns, names=["a", "a", "label"]), tmp_path / "t.parquet")
+    with raises_data_error("source", "t.parquet names 2 columns 'a' (columns 1, 2)"):
+        check_data_spec(Spec("parquet:t.parquet", target="label"), registry, tmp_path)
+
+
 def test_csv_separated_by_semicolons_with_decimal_commas(
     registry: Registry, tmp_path: Path
 ) -> None:

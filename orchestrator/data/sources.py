@@ -408,6 +408,7 @@ def table_columns(scheme: str, path: Path) -> list[str]:
         except Exception as exc:  # pyarrow raises several unrelated types for a bad file
             raise DataError(f"cannot read Parquet file {path}: {exc}", key="source") from exc
         index = _parquet_index(schema)
+        _check_names_once([str(n) for n in schema.names], path)
         return [str(n) for n in schema.names if n not in index]
     import pandas as pd
 
@@ -416,8 +417,43 @@ def table_columns(scheme: str, path: Path) -> list[str]:
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         # pandas' EmptyDataError and ParserError are ValueErrors.
         raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
+    _check_names_once(_csv_header(path), path)
     columns = [str(c) for c in header.columns]
     return columns[1:] if columns[:1] == [_CSV_INDEX] else columns
+
+
+def _csv_header(path: Path) -> list[str]:
+    """A CSV's header row as written: pandas renames a repeated name (``a``, ``a.1``)."""
+    import pandas as pd
+
+    try:
+        row = pd.read_csv(
+            path, header=None, nrows=1, dtype=str, keep_default_na=False, **_csv_format(path)
+        )
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
+    return [] if row.empty else [str(name) for name in row.iloc[0]]
+
+
+def _check_names_once(names: list[str], path: Path) -> None:
+    """Refuse a table that names two columns alike (unnamed ones aside): pandas
+    reads the second as ``name.1``, a feature of its own that predict then wants.
+
+    Raises:
+        DataError: Naming the first such column and its places (1-based).
+    """
+    places: dict[str, list[int]] = {}
+    for place, name in enumerate(names, 1):
+        if name.strip():
+            places.setdefault(name, []).append(place)
+    repeated = next((name for name, at in places.items() if len(at) > 1), None)
+    if repeated is not None:
+        at = places[repeated]
+        raise DataError(
+            f"{path} names {len(at)} columns {repeated!r} (columns "
+            f"{', '.join(map(str, at))}); give each column a name of its own",
+            key="source",
+        )
 
 
 def read_table(scheme: str, path: Path, *, target: str | None = None) -> pd.DataFrame:
@@ -436,6 +472,9 @@ def read_table(scheme: str, path: Path, *, target: str | None = None) -> pd.Data
         raise DataError(f"cannot read {scheme.upper()} file {path}: {exc}", key="source") from exc
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise DataError(f"cannot read Parquet file {path}: {exc}", key="source") from exc
+    _check_names_once(
+        _csv_header(path) if scheme == "csv" else [str(c) for c in frame.columns], path
+    )
     frame.columns = [str(c) for c in frame.columns]
     if scheme == "csv" and list(frame.columns[:1]) == [_CSV_INDEX]:
         log.warning(
