@@ -54,6 +54,8 @@ COST_KEYS = (
 #: The statuses a trial can end with.
 STATUSES = ("ok", "pruned", "diverged", "error")
 RESULT_FILE = "result.json"
+#: A ``result.json`` that could not be read, kept beside the one its trial writes again.
+DAMAGED_RESULT_FILE = f"{RESULT_FILE}.damaged"
 MODEL_FILE = "model.keras"
 #: A trial trained on cached features saves only the part above the cut.
 TOP_FILE = "top.keras"
@@ -170,7 +172,7 @@ def adopt_earlier(spec: TrialSpec, config: dict[str, Any], trial_id: str) -> Tri
             os.rename(trial_dir(spec.run_dir, strategy, old_id), folder)
         except OSError:  # taken by another trial, or gone
             continue
-        result = read_result(folder)
+        result = read_result(folder, set_aside=True)
         if result is None:
             continue
         result.earlier_id, result.trial_id = old_id, trial_id
@@ -182,14 +184,18 @@ def adopt_earlier(spec: TrialSpec, config: dict[str, Any], trial_id: str) -> Tri
 
 
 def ended_trials(folder: Path) -> list[TrialResult]:
-    """The results stored in a strategy's trial folders, in trial order."""
+    """The results stored in a strategy's trial folders, in trial order.
+
+    Called on a resume: a ``result.json`` that cannot be read is set aside
+    (see :func:`read_result`), and its trial runs again.
+    """
     if not folder.is_dir():
         return []
     results = []
     for path in sorted(folder.iterdir()):
         try:
-            result = read_result(path) if path.is_dir() else None
-        except (OSError, ValueError, TypeError):  # the search itself says what is wrong
+            result = read_result(path, set_aside=True) if path.is_dir() else None
+        except OSError:  # the search itself says what is wrong
             result = None
         if result is not None:
             results.append(result)
@@ -202,12 +208,38 @@ def runs_again(result: TrialResult) -> bool:
     return result.status == "failed"
 
 
-def read_result(folder: Path) -> TrialResult | None:
-    """Read a trial's ``result.json``, or ``None`` if it never finished."""
-    path = folder / RESULT_FILE
+def read_result(folder: Path, *, set_aside: bool = False) -> TrialResult | None:
+    """Read a trial's ``result.json``, or ``None`` if it never finished.
+
+    Args:
+        folder: The trial's folder (:func:`trial_dir`).
+        set_aside: What to do with a ``result.json`` that cannot be read (cut
+            short by a kill or a damaged disk, edited): rename it
+            ``result.json.damaged``, with a warning naming it, and return
+            ``None``, so that the trial runs again and nothing is lost. A run
+            that resumes does so; the other commands only read a run.
+
+    Raises:
+        ValueError, TypeError, KeyError, AttributeError: ``result.json`` cannot
+            be read (``json.JSONDecodeError`` is a ``ValueError``), and
+            ``set_aside`` is false.
+    """
+    path = Path(folder) / RESULT_FILE
     if not path.is_file():
         return None
-    return TrialResult.from_json(json.loads(path.read_text()))
+    try:
+        return TrialResult.from_json(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        if not set_aside:
+            raise
+        reason = f"{type(exc).__name__}: {exc}"
+    kept = path.with_name(DAMAGED_RESULT_FILE)
+    try:
+        os.replace(path, kept)
+    except FileNotFoundError:  # set aside meanwhile by another reader
+        return None
+    log.warning("%s cannot be read (%s): kept as %s; the trial runs again", path, reason, kept.name)
+    return None
 
 
 #: What Keras imports, where installed, only for features no trial uses:
@@ -414,7 +446,7 @@ def run_trial(
     _freeze_imports()
 
     folder = trial_dir(spec.run_dir, spec.strategy.name, trial_id)
-    finished = read_result(folder) or adopt_earlier(spec, config, trial_id)
+    finished = read_result(folder, set_aside=True) or adopt_earlier(spec, config, trial_id)
     if finished is not None:
         value = getattr(finished, spec.metric, None)
         report({spec.metric: float("nan") if value is None else value, "epoch": finished.epochs})

@@ -727,3 +727,46 @@ def test_resume_takes_where_to_run_and_refuses_where_to_write(tmp_path):
         assert f"{option[0]} with --resume: a resumed run stays in its run directory" in (
             result.output
         )
+
+
+def test_a_damaged_result_of_an_ended_trial_is_kept_aside_and_that_trial_runs_again(
+    ray_session, tmp_path, caplog
+):
+    """Found by QA: a result.json cut short (a damaged disk, a copy that stopped)
+    crashed every resume with a JSONDecodeError from inside Tune's callback."""
+    from orchestrator.run import resume_run
+
+    run_dir = unfinished_run(
+        tmp_path, "{num_samples: 3, max_epochs: 1, max_concurrent_trials: 1, scheduler: fifo}"
+    )
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    trial_ids = sorted(p.name for p in results_dir.iterdir())
+    damaged = results_dir / trial_ids[0] / "result.json"
+    text = damaged.read_text()
+    damaged.write_text(text[:200])
+    ended = {t: m for t, m in ended_trials(results_dir).items() if t != trial_ids[0]}
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    assert sorted(frame["trial_id"]) == trial_ids, frame[["trial_id", "status"]]
+    assert (frame["status"] == "ok").all(), frame[["trial_id", "status", "error"]]
+    assert f"{damaged} cannot be read" in caplog.text
+    assert (results_dir / trial_ids[0] / "result.json.damaged").read_text() == text[:200]
+    assert json.loads(damaged.read_text())["status"] == "ok"  # it ran again
+    for trial_id, mtime in ended.items():  # the other two were not run again
+        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+
+
+def test_a_result_damaged_while_its_search_ran_is_set_aside_not_raised_in_tunes_callback(
+    tmp_path, caplog
+):
+    """collect runs in Tune's callback: its JSONDecodeError ended tune.fit, every time."""
+    from orchestrator.trial import trial_dir
+    from orchestrator.tuning.ray_tune import collect
+
+    folder = trial_dir(tmp_path, "scratch_mlp", "t1")
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text('{"strategy": "scratch_mlp", "trial_id": "t')
+    last = {"val_accuracy": 0.5, "training_iteration": 1}
+    result = collect(tmp_path, "scratch_mlp", "t1", {"width": 16}, last, error=None)
+    assert (result.status, result.epochs) == ("pruned", 1)
+    assert (folder / "result.json.damaged").is_file() and not (folder / "result.json").exists()
+    assert f"{folder / 'result.json'} cannot be read (JSONDecodeError" in caplog.text

@@ -468,7 +468,7 @@ def run_search(
     results, missing = [], 0
     for trial in tuner.oracle.trials.values():
         trial_id = f"kt{trial.trial_id}"
-        result = read_result(trial_dir(run_dir, strategy, trial_id))
+        result = read_result(trial_dir(run_dir, strategy, trial_id), set_aside=True)
         if result is None:
             missing += 1
             if interrupted or spent:  # stopped (it runs again on resume), or never run

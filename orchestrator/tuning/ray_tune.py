@@ -44,6 +44,7 @@ from orchestrator.errors import SearchInterrupted
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import (
     COST_KEYS,
+    DAMAGED_RESULT_FILE,
     TrialResult,
     TrialSpec,
     config_key,
@@ -225,12 +226,14 @@ def collect(
     report's (Tune's whole-second ``timestamp``, less its ``time_total_s``).
     """
     folder = trial_dir(run_dir, strategy, trial_id)
-    result = read_result(folder)
+    # One that cannot be read is set aside: raised here, in Tune's callback, it
+    # ended the whole search, and every resume after.
+    result = read_result(folder, set_aside=True)
     if result is None and storage is not None:
         from orchestrator.storage import pull_trial
 
         if pull_trial(storage, folder, strategy, trial_id):
-            result = read_result(folder)
+            result = read_result(folder, set_aside=True)
     if result is not None:
         result.retries = max(result.retries, retries)
         return result
@@ -536,7 +539,9 @@ def _restart(run_dir: Path, strategy: str) -> _Restart:
     (:func:`~orchestrator.trial.run_trial`), and one whose configuration comes
     again under another id takes it back by configuration (``earlier``). The
     folders of trials that did not end, and of those whose worker died (which
-    Tune would have restarted), are removed: they run again.
+    Tune would have restarted), are removed: they run again. A folder whose
+    ``result.json`` could not be read is kept, that file set aside in it
+    (:func:`~orchestrator.trial.read_result`): its trial runs again there.
     """
     folder = Path(run_dir) / "trials" / strategy
     ended = [r for r in ended_trials(folder) if not runs_again(r)]
@@ -546,7 +551,7 @@ def _restart(run_dir: Path, strategy: str) -> _Restart:
         match = _TRIAL_ID.match(path.name)
         if match:
             prefixes[match["prefix"]] += 1
-        if path.is_dir() and path.name not in kept:
+        if path.is_dir() and path.name not in kept and not (path / DAMAGED_RESULT_FILE).exists():
             shutil.rmtree(path, ignore_errors=True)
     earlier: dict[str, list[str]] = {}
     for result in ended:
@@ -649,7 +654,8 @@ def run_search(
             # Left unstarted when a time budget ran out or the user stopped the
             # search: not a trial of this run (yet).
             continue
-        if trial_id in stopped and read_result(trial_dir(run_dir, strategy, trial_id)) is None:
+        folder = trial_dir(run_dir, strategy, trial_id)
+        if trial_id in stopped and read_result(folder, set_aside=True) is None:
             continue  # stopped midway by Ctrl+C: it runs again on --resume
         results[trial_id] = collect(
             run_dir,
