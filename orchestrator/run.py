@@ -577,8 +577,8 @@ def _run(
     try:
         for name, strategy in strategies.items():
             done_file = run_dir / "trials" / name / SEARCH_DONE_FILE
-            if resume and done_file.is_file():
-                finished = _read_search(done_file)
+            finished = _read_search(done_file) if resume and done_file.is_file() else None
+            if finished is not None:
                 echo(f"{name}: finished before ({len(finished)} trials), not run again")
                 for result in finished:
                     events.replay(result)
@@ -1111,8 +1111,43 @@ def _write_search(path: Path, results: list[TrialResult]) -> None:
     atomic_write_text(path, json.dumps([r.to_json() for r in results], indent=2, default=str))
 
 
-def _read_search(path: Path) -> list[TrialResult]:
-    return [TrialResult.from_json(item) for item in json.loads(path.read_text())]
+def _read_search(path: Path) -> list[TrialResult] | None:
+    """The trials of a search that ended, from its ``search.json``; ``None`` if
+    the search must resume instead.
+
+    A ``search.json`` that cannot be read, or that lists a trial whose folder or
+    ``result.json`` is gone, is warned of and removed: the search resumes, and
+    takes back each ended trial from its own ``result.json`` (the one that is
+    gone runs again). Read as it was, every resume after failed the same way.
+    """
+    try:
+        found = [TrialResult.from_json(item) for item in json.loads(path.read_text())]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        log.warning(
+            "%s cannot be read (%s: %s): removed; the search resumes",
+            path,
+            type(exc).__name__,
+            exc,
+        )
+        path.unlink(missing_ok=True)
+        return None
+    from orchestrator.trial import RESULT_FILE
+
+    for result in found:
+        # The statuses whose trial wrote its own result.json (a failed one has none).
+        stored = path.parent / result.trial_id / RESULT_FILE
+        if result.status in ("ok", "diverged", "error") and not stored.is_file():
+            log.warning(
+                "%s lists trial %s/%s, whose %s is gone: removed; the search resumes, "
+                "and that trial runs again",
+                path,
+                result.strategy,
+                result.trial_id,
+                stored if stored.parent.is_dir() else f"folder {stored.parent}",
+            )
+            path.unlink(missing_ok=True)
+            return None
+    return found
 
 
 class _RunEvents:

@@ -201,16 +201,18 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
     assert signal.getsignal(signal.SIGINT) is handler
 
 
-def unfinished_run(folder: Path, search: str) -> Path:
+def unfinished_run(folder: Path, search: str, *, search_ended: bool = False) -> Path:
     """A finished run of three one-width trials, made to look as if its search had
-    not ended (no leaderboard, no marks of an end): what a resume takes up."""
+    not ended (no leaderboard, no marks of an end): what a resume takes up. With
+    ``search_ended``, its search's mark of an end (search.json) is kept."""
     from orchestrator.run import FINISHED_FILE, SEARCH_DONE_FILE
 
     recipe = write_recipe(folder, search, "scratch_mlp: {space: {hidden_layers: 1, width: 16}}")
     run_dir = run(recipe).run_dir
     for name in (FINISHED_FILE, "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
         (run_dir / name).unlink()
-    (run_dir / "trials" / "scratch_mlp" / SEARCH_DONE_FILE).unlink()
+    if not search_ended:
+        (run_dir / "trials" / "scratch_mlp" / SEARCH_DONE_FILE).unlink()
     return run_dir
 
 
@@ -770,3 +772,39 @@ def test_a_result_damaged_while_its_search_ran_is_set_aside_not_raised_in_tunes_
     assert (result.status, result.epochs) == ("pruned", 1)
     assert (folder / "result.json.damaged").is_file() and not (folder / "result.json").exists()
     assert f"{folder / 'result.json'} cannot be read (JSONDecodeError" in caplog.text
+
+
+@pytest.mark.parametrize("damage", ["search.json cut short", "a trial's folder deleted"])
+def test_a_damaged_end_of_a_search_makes_it_resume_and_run_only_what_is_gone(
+    ray_session, tmp_path, caplog, damage
+):
+    """Found by QA: a search.json cut short failed every resume with a JSONDecodeError
+    naming no file; one listing a trial whose folder was deleted said "not run again",
+    then failed every resume on the best model's FileNotFoundError, best/ empty."""
+    from orchestrator.run import SEARCH_DONE_FILE, resume_run
+
+    run_dir = unfinished_run(
+        tmp_path,
+        "{num_samples: 3, max_epochs: 1, max_concurrent_trials: 1, scheduler: fifo}",
+        search_ended=True,
+    )
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    marker = results_dir / SEARCH_DONE_FILE
+    trial_ids = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
+    if damage == "search.json cut short":
+        marker.write_text(marker.read_text()[:300])
+        said = f"{marker} cannot be read (JSONDecodeError"
+        gone = None
+    else:
+        gone = trial_ids[0]
+        shutil.rmtree(results_dir / gone)
+        said = f"{marker} lists trial scratch_mlp/{gone}, whose folder {results_dir / gone} is gone"
+    ended = {t: m for t, m in ended_trials(results_dir).items() if t != gone}
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    assert said in caplog.text
+    assert sorted(frame["trial_id"]) == trial_ids, frame[["trial_id", "status"]]
+    assert (frame["status"] == "ok").all(), frame[["trial_id", "status", "error"]]
+    assert (run_dir / "best" / "model.keras").is_file()
+    assert len(json.loads(marker.read_text())) == 3
+    for trial_id, mtime in ended.items():  # not run again
+        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
