@@ -1346,12 +1346,20 @@ def _save_best(
     folder.mkdir(exist_ok=True)
     source = trial_dir(run_dir, chosen.strategy, chosen.trial_id)
     # Never a torn model.keras; this run holds run_dir, so leftovers are a killed save's.
-    with replacing(folder / MODEL_FILE) as tmp:
-        if chosen.cached_cut is None:
-            shutil.copyfile(source / MODEL_FILE, tmp)
-        else:
-            # Trained on cached features: the best model is made whole once, here.
-            save_model(load_trial_model(source, base, task.input_shape), tmp)
+    try:
+        with replacing(folder / MODEL_FILE) as tmp:
+            if chosen.cached_cut is None:
+                shutil.copyfile(source / MODEL_FILE, tmp)
+            else:
+                # Trained on cached features: the best model is made whole once, here.
+                save_model(load_trial_model(source, base, task.input_shape), tmp)
+    except FileNotFoundError as exc:  # deleted from the run directory since the trial ended
+        missing = exc.filename or exc
+        raise RunDirError(
+            f"the best trial {chosen.strategy}/{chosen.trial_id} has no model to save in "
+            f"{folder}: {missing} is missing (deleted since the trial ended); delete the "
+            f"trial's folder {source} and resume the run to train it again"
+        ) from None
     summary = {
         "strategy": chosen.strategy,
         "trial_id": chosen.trial_id,

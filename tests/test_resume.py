@@ -808,3 +808,29 @@ def test_a_damaged_end_of_a_search_makes_it_resume_and_run_only_what_is_gone(
     assert len(json.loads(marker.read_text())) == 3
     for trial_id, mtime in ended.items():  # not run again
         assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+
+
+def test_a_best_model_deleted_from_its_trial_is_named_and_the_advice_given_works(
+    ray_session, tmp_path
+):
+    """Found by QA: the best trial's model.keras deleted, a resume failed with an
+    internal FileNotFoundError, and best/ stayed empty on every resume after."""
+    from orchestrator.run import resume_run
+
+    run_dir = unfinished_run(
+        tmp_path, "{num_samples: 2, max_epochs: 1, scheduler: fifo}", search_ended=True
+    )
+    best = json.loads((run_dir / "best" / "config.json").read_text())["trial_id"]
+    folder = run_dir / "trials" / "scratch_mlp" / best
+    (folder / "model.keras").unlink()
+    with pytest.raises(RunDirError) as caught:
+        resume_run(run_dir, plugins=[], echo=print)
+    assert str(caught.value) == (
+        f"the best trial scratch_mlp/{best} has no model to save in {run_dir / 'best'}: "
+        f"{folder / 'model.keras'} is missing (deleted since the trial ended); delete the "
+        f"trial's folder {folder} and resume the run to train it again"
+    )
+    shutil.rmtree(folder)
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    assert len(frame) == 2 and (frame["status"] == "ok").all()
+    assert (run_dir / "best" / "model.keras").is_file()
