@@ -110,7 +110,13 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
             or f"{run_dir} is not a graftune run directory (no {RECIPE_FILE})"
         )
     if (run_dir / FINISHED_FILE).is_file():  # nothing runs again, no hook is called again
-        return _finished_outcome(run_dir, kwargs.get("echo", log.info))
+        echo = kwargs.get("echo", log.info)
+        gone = [p for p in (run_dir / BEST_DIR / n for n in _BEST_FILES) if not p.is_file()]
+        if not gone:
+            return _finished_outcome(run_dir, echo)
+        # Resumed: every search reads its search.json back, none runs a trial, and the
+        # best trial is saved again where a run saves it.
+        echo(f"{run_dir}: the run finished, but {gone[0]} is gone: the best model is saved again")
     recipe: Recipe | Path = run_dir / RECIPE_FILE
     if address is not None:
         from orchestrator.submit import with_cluster_options
@@ -129,6 +135,8 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
         raise
 
 
+#: What a finished run has in ``best/``; a resume saves the best model again without them.
+_BEST_FILES = ("config.json", "model.keras")
 #: The recipe's keys that name a file, which a resume needs where they were.
 _MOVABLE_FILES = ("data.source", "base.path", "base.weights")
 

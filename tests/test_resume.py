@@ -834,3 +834,30 @@ def test_a_best_model_deleted_from_its_trial_is_named_and_the_advice_given_works
     frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
     assert len(frame) == 2 and (frame["status"] == "ok").all()
     assert (run_dir / "best" / "model.keras").is_file()
+
+
+def test_a_finished_run_whose_best_model_was_deleted_saves_it_again_on_resume(
+    ray_session, tmp_path
+):
+    """Found by QA: "nothing to resume", then an internal FileNotFoundError for
+    best/config.json, and no leaderboard."""
+    from orchestrator.run import resume_run
+
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 2, max_epochs: 1, scheduler: fifo}",
+        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+    )
+    run_dir = run(recipe).run_dir
+    best = json.loads((run_dir / "best" / "config.json").read_text())
+    ended = ended_trials(run_dir / "trials" / "scratch_mlp")
+    shutil.rmtree(run_dir / "best")
+    said = []
+    outcome = resume_run(run_dir, plugins=[], echo=said.append)
+    assert f"{run_dir}: the run finished, but {run_dir / 'best' / 'config.json'} is gone" in said[0]
+    assert len(outcome.leaderboard) == 2 and outcome.best == best
+    assert json.loads((run_dir / "best" / "config.json").read_text()) == best
+    assert (run_dir / "best" / "model.keras").is_file()
+    assert ended_trials(run_dir / "trials" / "scratch_mlp") == ended  # none ran again
+    again = resume_run(run_dir, plugins=[], echo=said.append)  # finished: nothing to do
+    assert "nothing to resume" in said[-1] and again.best == best
