@@ -346,14 +346,23 @@ def holding_run_dir(run_dir: Path) -> Iterator[None]:
     goes on unguarded.
 
     Raises:
-        RunDirError: Another process holds it (its pid and host are named).
+        RunDirError: Another process holds it (its pid and host are named), or
+            its lock file cannot be opened (a read-only folder).
     """
     try:
         import fcntl
     except ImportError:  # not a POSIX system
         yield
         return
-    with open(run_dir / LOCK_FILE, "a+", encoding="utf-8") as handle:  # held until the end
+    try:
+        handle = open(run_dir / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 (held below)
+    except OSError as exc:  # a read-only folder, one not ours: "internal error" said nothing
+        raise RunDirError(
+            f"{run_dir} cannot be written: its lock file {LOCK_FILE} cannot be opened "
+            f"({exc.strerror or exc}); a run writes in its run directory (copy it where "
+            "you may write, and resume the copy)"
+        ) from None
+    with handle:  # held until the end
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

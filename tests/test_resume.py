@@ -861,3 +861,24 @@ def test_a_finished_run_whose_best_model_was_deleted_saves_it_again_on_resume(
     assert ended_trials(run_dir / "trials" / "scratch_mlp") == ended  # none ran again
     again = resume_run(run_dir, plugins=[], echo=said.append)  # finished: nothing to do
     assert "nothing to resume" in said[-1] and again.best == best
+
+
+def test_a_run_directory_whose_lock_cannot_be_opened_is_named_with_why(tmp_path):
+    """Found by QA: --resume of a read-only run folder said "internal error: OSError:
+    [Errno 30] Read-only file system". A lock that is a folder fails the same way."""
+    from orchestrator.cli import app
+    from orchestrator.run import LOCK_FILE, holding_run_dir
+
+    (tmp_path / LOCK_FILE).mkdir()
+    expected = (
+        f"{tmp_path} cannot be written: its lock file {LOCK_FILE} cannot be opened "
+        "(Is a directory); a run writes in its run directory (copy it where you may "
+        "write, and resume the copy)"
+    )
+    with pytest.raises(RunDirError) as caught, holding_run_dir(tmp_path):
+        pass
+    assert str(caught.value) == expected
+    write_recipe(tmp_path, "{num_samples: 1, max_epochs: 1}")
+    result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert "cannot be written: its lock file" in result.output
