@@ -61,7 +61,7 @@ MODEL_FILE = "model.keras"
 TOP_FILE = "top.keras"
 PREDICTIONS_FILE = "test_probabilities.npy"
 #: What a failed trial reports for the metric, so a searcher ranks it last.
-_WORST = {"val_accuracy": -1.0, "val_loss": 1e12}
+WORST_SCORES = {"val_accuracy": -1.0, "val_loss": 1e12}
 #: Each trial's TensorBoard event files, under its folder.
 TENSORBOARD_DIR = "tensorboard"
 
@@ -578,7 +578,7 @@ def run_trial(
         with contextlib.suppress(OSError):  # a full disk: the result below says it, or fails
             (folder / "error.txt").write_text(traceback.format_exc())
         # A search expects its metric in a trial's last report; give the worst value.
-        report({spec.metric: _WORST.get(spec.metric, float("nan")), "epoch": reporter.epochs})
+        report({spec.metric: WORST_SCORES.get(spec.metric, float("nan")), "epoch": reporter.epochs})
         log.info("%s trial %s failed: %s", spec.strategy.name, trial_id, result.error)
         _finish(folder, result, reporter, spec.storage)
         _release()

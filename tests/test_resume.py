@@ -882,3 +882,21 @@ def test_a_run_directory_whose_lock_cannot_be_opened_is_named_with_why(tmp_path)
     result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path)])
     assert result.exit_code == 2, result.output
     assert "cannot be written: its lock file" in result.output
+
+
+@pytest.mark.parametrize("metric", ["val_accuracy", "val_loss"])
+def test_a_worker_that_died_after_its_worst_score_report_leaves_no_score(tmp_path, metric):
+    """Found by QA: a trial whose strategy raised reports the worst score for its
+    searcher before it writes result.json; its worker killed in between, the
+    failed trial showed val_accuracy=-1.0 (or val_loss 1e12) everywhere."""
+    from orchestrator.trial import WORST_SCORES
+    from orchestrator.tuning.ray_tune import collect
+
+    last = {metric: WORST_SCORES[metric], "training_iteration": 2}
+    result = collect(tmp_path, "scratch_mlp", "t1", {}, last, error="RayActorError: died")
+    assert (result.status, result.epochs) == ("failed", 2)
+    assert (result.val_accuracy, result.val_loss) == (None, None)
+    # A score it did report stays.
+    last = {"val_accuracy": 0.75, "val_loss": 0.5, "training_iteration": 1}
+    result = collect(tmp_path, "scratch_mlp", "t2", {}, last, error="RayActorError: died")
+    assert (result.val_accuracy, result.val_loss) == (0.75, 0.5)

@@ -45,6 +45,7 @@ from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import (
     COST_KEYS,
     DAMAGED_RESULT_FILE,
+    WORST_SCORES,
     TrialResult,
     TrialSpec,
     config_key,
@@ -238,6 +239,13 @@ def collect(
         result.retries = max(result.retries, retries)
         return result
     last = last or {}
+    # A trial whose strategy raised reports the worst score (trial.WORST_SCORES) for its
+    # searcher before it writes result.json; a worker that died in between left
+    # that report last, a score the trial never had.
+    scores = {
+        key: None if last.get(key) == worst else finite_or_none(last.get(key))
+        for key, worst in WORST_SCORES.items()
+    }
     if error is not None:
         status, message = "failed", f"worker died: {_short_error(error)}"
     else:
@@ -252,8 +260,8 @@ def collect(
         trial_id=trial_id,
         status=status,
         config={k: v for k, v in config.items()},
-        val_accuracy=finite_or_none(last.get("val_accuracy")),
-        val_loss=finite_or_none(last.get("val_loss")),
+        val_accuracy=scores["val_accuracy"],
+        val_loss=scores["val_loss"],
         epochs=int(last.get("training_iteration", 0) or 0),
         error=message,
         retries=retries,
