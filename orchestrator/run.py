@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from orchestrator.tuning.ray_start import BackgroundStart
     from orchestrator.tuning.ray_tune import TrialListener
 
-from orchestrator.trial import TrialResult, ended_trials, runs_again
+from orchestrator.trial import RESULT_FILE, TrialResult, ended_trials, runs_again
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +264,7 @@ def _run_checked(
 
     if resume and run_dir is not None:
         _check_resumed_recipe(recipe, Path(run_dir))
+        _check_resumed_backend(recipe, Path(run_dir))
     recipe = recipe.with_absolute_sources(host.data_sources)
     from orchestrator.storage import plan_run
 
@@ -1118,6 +1119,40 @@ def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
         path,
         f"changed since the run started ({_shown_value(old)} -> {_shown_value(new)}{more}): "
         + advice,
+    )
+
+
+def _check_resumed_backend(recipe: Recipe, run_dir: Path) -> None:
+    """Refuse to resume on another Keras backend than the run's trials trained on.
+
+    A resume under another ``KERAS_BACKEND`` (or ``keras.json``) trained the
+    rest of the trials there and ranked the two backends' models in one
+    leaderboard, in silence. Where the choice is left to Keras' default and
+    the run is on a cluster, each node uses its own: nothing to compare.
+    """
+    from orchestrator.accelerator import backend, chosen_backend
+
+    trained = set()
+    for folder in sorted((run_dir / "trials").glob("*/")):
+        for path in sorted(folder.glob(f"*/{RESULT_FILE}")):
+            try:
+                trained.add(json.loads(path.read_text(encoding="utf-8")).get("backend"))
+            except (OSError, ValueError, AttributeError):
+                continue  # set aside by the resume itself (read_result)
+    trained.discard(None)
+    if len(trained) != 1:
+        return
+    (then,) = trained
+    now = backend()
+    chosen = chosen_backend()
+    on_a_cluster = recipe.resources.address not in (None, "local")
+    if then == now or (chosen is None and on_a_cluster):
+        return
+    where = f" ({chosen[1]})" if chosen is not None else " (Keras' default)"
+    raise RunDirError(
+        f"{run_dir}: its trials trained on {then}, and this resume would train the rest on "
+        f"{now}{where}, ranking models of two backends in one leaderboard: resume it with "
+        f"KERAS_BACKEND={then}"
     )
 
 

@@ -310,6 +310,29 @@ def test_a_resume_runs_no_code_planted_in_the_runs_folder_and_keeps_the_trials_i
     assert sorted(told) == trial_ids, told
 
 
+def test_a_resume_on_another_keras_backend_is_refused_before_any_work(tmp_path):
+    """Found by QA: a run resumed with another KERAS_BACKEND trained its other trials
+    there and ranked the two backends' models in one leaderboard, in silence."""
+    from orchestrator.run import resume_run
+
+    run_dir = unfinished_run(tmp_path, "{num_samples: 2, max_epochs: 1, scheduler: fifo}")
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    (first, second) = sorted(results_dir.iterdir())
+    shutil.rmtree(second)  # killed while it trained
+    record = json.loads((first / "result.json").read_text())
+    assert record["backend"] == "tensorflow"  # this process's Keras
+    record["backend"] = "jax"  # as a run started on JAX records it
+    (first / "result.json").write_text(json.dumps(record))
+    before = sorted(p.name for p in run_dir.rglob("*"))
+    with pytest.raises(RunDirError) as info:
+        resume_run(run_dir, plugins=[], echo=print)
+    assert str(info.value).startswith(
+        f"{run_dir}: its trials trained on jax, and this resume would train the rest on tensorflow"
+    )
+    assert str(info.value).endswith("resume it with KERAS_BACKEND=jax")
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
+
+
 def test_a_resumed_bayesian_search_learns_the_trials_that_ended_and_runs_none_twice(
     ray_session, tmp_path
 ):
