@@ -243,6 +243,13 @@ def validate(
     )
     if dataset is not None:
         out.print(f"data: {dataset.describe()}", markup=False)
+    if loaded.resources.address not in (None, "local"):
+        # A recipe's cluster gets the data and the Ray token at hand: said, never a surprise.
+        out.print(
+            f"runs on the Ray cluster at {loaded.resources.address} (resources.address), "
+            "which is sent the data and any Ray token at hand",
+            markup=False,
+        )
     for line in notes:
         out.print(line, markup=False)
     for reason in refused:

@@ -1424,7 +1424,15 @@ def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
         HEAD + "strategies: {scratch_mlp: {}}\n"
         "resources: {gpus_per_trial: 0.5, address: '10.0.0.5:6379'}\n",
     )
-    assert "note:" not in cli("validate", str(on_cluster)).output
+    said = cli("validate", str(on_cluster)).output
+    assert "note:" not in said
+    # Found by security QA: a recipe's cluster is sent the data and the Ray token at hand.
+    assert (
+        "runs on the Ray cluster at 10.0.0.5:6379 (resources.address), which is sent the "
+        "data and any Ray token at hand"
+    ) in said
+    plain = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n")
+    assert "runs on the Ray cluster" not in cli("validate", str(plain)).output
 
 
 def test_a_pretrain_base_that_cannot_take_the_data_is_refused_before_training(tmp_path):
