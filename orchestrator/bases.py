@@ -643,7 +643,8 @@ def load_problem(exc: BaseException) -> str:
     if "`Lambda` layer" in text and "safe_mode" in text:
         return (
             "it holds a Lambda layer of Python code, which safe_mode=True does not run (graftune "
-            "loads every model so): save the base with a registered custom layer instead"
+            "loads every model so): use a registered custom layer in its place (a model "
+            "graftune trains holds none unless its base or a plugin put one in)"
         )
     first = text.strip().splitlines()[0] if text.strip() else ""
     if len(first) > 300:

@@ -433,6 +433,8 @@ def test_path_base_with_a_lambda_layer_is_refused_by_safe_mode(tmp_path):
     assert caught.value.key == "path"
     # Not Keras' advice to pass safe_mode=False, which graftune never does.
     assert "holds a Lambda layer of Python code" in str(caught.value)
+    # Advice for any model (found by QA: it said "save the base" of a run's model).
+    assert "use a registered custom layer in its place" in str(caught.value)
     assert "safe_mode=False" not in str(caught.value)
 
 
