@@ -508,26 +508,27 @@ output: runs/
 """
 
 
-def test_a_space_of_unknown_types_is_refused_by_validate(graftune_register, tmp_path):
-    graftune_register(broken.Registers(broken.ForeignSpace), name="foreign")
-    result = cli("validate", write(tmp_path, BROKEN_RECIPE.replace("NAME", "foreign_space")))
-    assert result.exit_code == 3, result.output
-    assert (
-        "strategy 'foreign_space' from plugin foreign (graftune-testing-foreign 0) has a bad "
-        "search space: 'learning_rate' is builtins.tuple"
-    ) in result.output
-
-
-def test_all_in_the_space_of_a_strategy_without_a_base_is_refused_by_validate(
-    graftune_register, tmp_path
+@pytest.mark.parametrize(
+    ("cls", "owner", "words"),
+    [
+        (broken.ForeignSpace, "foreign", "'learning_rate' is builtins.tuple"),
+        # Found only as a run resolved its space, and blamed on the recipe.
+        (
+            broken.AllWithoutABase,
+            "culprit",
+            "'hidden_layers': 'all' counts the cut points of a base",
+        ),
+    ],
+)
+def test_a_bad_space_of_a_plugin_is_refused_by_validate(
+    graftune_register, tmp_path, cls, owner, words
 ):
-    """It was found only as a run resolved its space, and blamed on the recipe."""
-    graftune_register(broken.Registers(broken.AllWithoutABase), name="culprit")
-    result = cli("validate", write(tmp_path, BROKEN_RECIPE.replace("NAME", "all_without_a_base")))
+    graftune_register(broken.Registers(cls), name=owner)
+    result = cli("validate", write(tmp_path, BROKEN_RECIPE.replace("NAME", cls.name)))
     assert result.exit_code == 3, result.output
     assert (
-        "strategy 'all_without_a_base' from plugin culprit (graftune-testing-culprit 0) has a "
-        "bad search space: 'hidden_layers': 'all' counts the cut points of a base"
+        f"strategy {cls.name!r} from plugin {owner} (graftune-testing-{owner} 0) has a bad "
+        f"search space: {words}"
     ) in result.output
 
 
