@@ -202,6 +202,21 @@ def ended_trials(folder: Path) -> list[TrialResult]:
     return results
 
 
+def _reported_epochs(folder: Path, metric: str) -> list[tuple[int, float]]:
+    """Each epoch's ``metric`` from a trial's ``history.csv``, as the trial reported
+    it (a score that is not finite as the worst, :data:`WORST_SCORES`); none where
+    the file is missing or cannot be read."""
+    import pandas as pd
+
+    try:
+        history = pd.read_csv(folder / "history.csv")
+        values = [float(v) for v in history[metric]]
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        return []
+    worst = WORST_SCORES.get(metric, float("nan"))
+    return [(n, v if math.isfinite(v) else worst) for n, v in enumerate(values, start=1)]
+
+
 def runs_again(result: TrialResult) -> bool:
     """Whether a trial that ended before a resume runs again: one whose worker
     died (``failed``), as Tune restarts such trials; the others are taken back."""
@@ -448,6 +463,10 @@ def run_trial(
     folder = trial_dir(spec.run_dir, spec.strategy.name, trial_id)
     finished = read_result(folder, set_aside=True) or adopt_earlier(spec, config, trial_id)
     if finished is not None:
+        # Its epochs again as it reported them, then its result: a scheduler's rungs
+        # hold what they held before the resume (a search starts again on resume).
+        for epoch, value in _reported_epochs(folder, spec.metric)[:-1]:
+            report({spec.metric: value, "epoch": epoch})
         value = getattr(finished, spec.metric, None)
         report({spec.metric: float("nan") if value is None else value, "epoch": finished.epochs})
         return finished

@@ -305,6 +305,11 @@ def test_a_resume_runs_no_code_planted_in_the_runs_folder_and_keeps_the_trials_i
     assert sorted(p.name for p in results_dir.glob("*/")) == trial_ids
     for trial_id, mtime in ended.items():  # the two that had ended were not run again
         assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+        # Their epochs were told to the search again, as a scheduler's rungs held them.
+        progress = pd.read_csv(experiment / trial_id / "progress.csv")
+        history = pd.read_csv(results_dir / trial_id / "history.csv")
+        assert progress["val_accuracy"].tolist()[:-1] == history["val_accuracy"].tolist()[:-1]
+        assert progress["training_iteration"].tolist() == [1, 2]
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
     assert sorted(told) == trial_ids, told
