@@ -197,6 +197,15 @@ def test_digits_honour_image_size_and_channels(registry: Registry, tmp_path: Pat
     assert np.array_equal(ds.x_train[..., 0], ds.x_train[..., 2])
 
 
+def test_an_image_size_past_the_machines_memory_is_refused_at_its_key(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: [100000, 100000] asked numpy for 65 TiB; the MemoryError was
+    said at data.source, as the sklearn source's failure."""
+    with raises_data_error("image_size", "images of 100000x100000x1 would take", "GiB free"):
+        prepare(Spec("sklearn:digits", image_size=(100000, 100000)), registry, tmp_path)
+
+
 def test_image_settings_refused_for_tables(registry: Registry, tmp_path: Path) -> None:
     with raises_data_error("image_size", "image data", "sklearn:iris"):
         check_data_spec(Spec("sklearn:iris", image_size=(8, 8)), registry, tmp_path)

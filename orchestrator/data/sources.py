@@ -332,7 +332,7 @@ def read_images(files: list[Path], root: Path, spec: Any) -> np.ndarray:
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(f"cannot read image {file}: {exc}", key="source") from exc
         if x is None:
-            x = np.empty((len(files), size[0], size[1], 1 if mode == "L" else 3), np.float32)
+            x = _images_array(len(files), size[0], size[1], 1 if mode == "L" else 3)
         x[i] = pixels.reshape(x.shape[1:]) / 255.0
     assert x is not None  # at least one file
     return x
@@ -876,6 +876,29 @@ def _image_settings(spec: Any) -> tuple[tuple[int, int] | None, int | None]:
     return size, channels  # type: ignore[return-value]
 
 
+def _images_array(n: int, height: int, width: int, channels: int) -> np.ndarray:
+    """An empty float32 array for ``n`` images, refused where it cannot fit in memory.
+
+    An ``image_size`` of [100000, 100000] asked numpy for 65 TiB, and the
+    MemoryError read as the data source's failure, at ``data.source``.
+
+    Raises:
+        DataError: The images would take more memory than the machine has free.
+    """
+    import psutil
+
+    need = n * height * width * channels * 4
+    free = psutil.virtual_memory().available
+    if need > free:
+        raise DataError(
+            f"{n} images of {height}x{width}x{channels} would take {need / 2**30:,.1f} GiB "
+            f"as float32, and this machine has {free / 2**30:,.1f} GiB free: set a smaller "
+            "image_size",
+            key="image_size",
+        )
+    return np.empty((n, height, width, channels), dtype=np.float32)
+
+
 def _refuse_image_settings(spec: Any, what: str) -> None:
     """Reject image settings for tabular data, where they would be silently ignored."""
     for key in ("image_size", "channels"):
@@ -903,7 +926,7 @@ def _conform_images(x: np.ndarray, spec: Any) -> np.ndarray:
         from PIL import Image
 
         height, width = size
-        resized = np.empty((len(x), height, width, x.shape[-1]), dtype=np.float32)
+        resized = _images_array(len(x), height, width, x.shape[-1])
         for i in range(len(x)):
             for c in range(x.shape[-1]):
                 plane = Image.fromarray(np.ascontiguousarray(x[i, :, :, c]))
