@@ -67,8 +67,7 @@ log = logging.getLogger(__name__)
 
 #: What the driver knows of each running search, by (run directory, strategy).
 #: Ray pickles its callbacks with the experiment state, so they look their
-#: search up here rather than holding it; a resumed experiment then reports to
-#: the new driver.
+#: search up here rather than holding it.
 _SEARCHES: dict[tuple[str, str], _Search] = {}
 
 
@@ -514,7 +513,8 @@ def _searcher(
 
 
 def experiment_dir(run_dir: Path, strategy: str) -> Path:
-    """Where Ray keeps one strategy's experiment (what ``--resume`` restores)."""
+    """Where Ray keeps one strategy's experiment (Tune's own files; ``--resume``
+    never reads them: see :func:`_restart`)."""
     return Path(run_dir) / "ray" / strategy
 
 
@@ -716,10 +716,9 @@ def _trial_dirname(trial: Any) -> str:
 def _trial_id(ray_result: Any) -> str:
     """The id of the trial a Tune result is of, which names its folder under ``trials/``.
 
-    Not the name of its folder under ``ray/``: Tune restores a trial its saved
-    state holds without one (a snapshot taken before it started) into a new
-    folder, suffixed (``ID_2f28``) where its own exists. Tune puts the id in
-    every trial's metrics, reported or not (Ray 2.60).
+    Not the name of its folder under ``ray/``, which Tune may suffix
+    (``ID_2f28``) where a folder of that name exists. Tune puts the id in every
+    trial's metrics, reported or not (Ray 2.60).
     """
     trial_id = (ray_result.metrics or {}).get("trial_id")
     return str(trial_id) if trial_id else Path(ray_result.path).name
