@@ -168,6 +168,34 @@ def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp
     assert_resumes_to_every_trial_once(run_dir, ended, 6)
 
 
+def test_a_ctrl_c_while_tune_sets_its_search_up_stops_it_as_interrupted():
+    """Found by QA: a Ctrl+C in the first moments of a search reached Tune's own
+    handler before graftune watched it (from the first step): Tune ended the search
+    with no trial, and the run wrote it as finished, lost for good on resume."""
+    from orchestrator.tuning.ray_tune import _note_interrupts, _Search
+
+    before = signal.getsignal(signal.SIGINT)
+    # Tune's handler ran and put back the one before it: interrupted.
+    search = _Search(sigint_before=before)
+    _note_interrupts(search)
+    assert search.interrupted
+    # Tune's handler is up: watched, and a Ctrl+C through it is noted, then Tune's runs.
+    fired = []
+
+    def signal_interrupt_tune_run(signum, frame):
+        fired.append(signum)
+
+    signal.signal(signal.SIGINT, signal_interrupt_tune_run)
+    try:
+        search = _Search(sigint_before=before)
+        _note_interrupts(search)
+        assert not search.interrupted
+        signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        assert search.interrupted and fired == [signal.SIGINT]
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray_session, tmp_path):
     from orchestrator.leaderboard import read_leaderboard
 

@@ -95,6 +95,8 @@ class _Search:
     #: Whether Ctrl+C is watched for, and whether the user pressed it (see _Events).
     watching: bool = False
     interrupted: bool = False
+    #: The Ctrl+C handler before Tune's search began (Tune's own puts it back when it runs).
+    sigint_before: Any = None
     #: Trials that had not ended when Tune last finished a step (None before the first).
     unfinished: set[str] | None = None
     #: Trials whose end the listener was told of.
@@ -648,6 +650,8 @@ def run_search(
         # Tune's newer console output prints banners at verbose=0, on any Ray (a
         # notebook's own ray.init too); the run puts the variable back after.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+        if threading.current_thread() is threading.main_thread():
+            state.sigint_before = signal.getsignal(signal.SIGINT)
         with ray_start.tune_env_inherited(), _sigint_restored():
             grid = tuner.fit()
     finally:
@@ -779,6 +783,12 @@ class _Events(tune.Callback):
             search, result, trial_dir(self.run_dir, self.strategy, trial.trial_id), self.max_epochs
         )
 
+    def setup(self, **info: Any) -> None:
+        # As soon as Tune's Ctrl+C handler is up (it is, when callbacks are set up):
+        # noted from the first step only, one in between stopped the search unnoticed,
+        # which then ended with no trial and was written as finished.
+        self.on_step_begin(0, [])
+
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         search = _SEARCHES.get((str(self.run_dir), self.strategy))
         if search is not None and not search.watching:
@@ -875,6 +885,16 @@ def _note_interrupts(search: _Search) -> None:
         return  # Tune installs no handler off the main thread either
     tune_handler = signal.getsignal(signal.SIGINT)
     if not callable(tune_handler):
+        return
+    if (
+        tune_handler is search.sigint_before
+        and os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0"
+        and hasattr(tune, "tune")
+        and hasattr(tune.tune, "_setup_signal_catching")  # Tune installs one (Ray 2.60)
+    ):
+        # Tune's handler ran already (it puts back the one before it): a Ctrl+C
+        # while the search was set up. Its search ends with no trial, as stopped.
+        search.interrupted = True
         return
 
     def interrupted(signum: int, frame: Any) -> None:
