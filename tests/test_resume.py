@@ -229,13 +229,19 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
     assert signal.getsignal(signal.SIGINT) is handler
 
 
-def unfinished_run(folder: Path, search: str, *, search_ended: bool = False) -> Path:
-    """A finished run of three one-width trials, made to look as if its search had
+def unfinished_run(
+    folder: Path,
+    search: str,
+    *,
+    search_ended: bool = False,
+    strategies: str = "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+) -> Path:
+    """A finished run of one-width trials, made to look as if its search had
     not ended (no leaderboard, no marks of an end): what a resume takes up. With
     ``search_ended``, its search's mark of an end (search.json) is kept."""
     from orchestrator.run import FINISHED_FILE, SEARCH_DONE_FILE
 
-    recipe = write_recipe(folder, search, "scratch_mlp: {space: {hidden_layers: 1, width: 16}}")
+    recipe = write_recipe(folder, search, strategies)
     run_dir = run(recipe).run_dir
     for name in (FINISHED_FILE, "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
         (run_dir / name).unlink()
@@ -341,6 +347,34 @@ def test_a_resume_runs_no_code_planted_in_the_runs_folder_and_keeps_the_trials_i
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
     assert sorted(told) == trial_ids, told
+
+
+def test_a_resumed_grid_whose_configurations_repeat_takes_each_trials_own_result_back(tmp_path):
+    """Found by QA: a grid run twice (or a choice drawn twice) resumed, and a later
+    trial of a configuration took an earlier one's folder by that configuration;
+    the earlier one was listed 'pruned' after 1 epoch, with no model."""
+    from orchestrator.run import resume_run
+    from orchestrator.trial import read_result
+
+    run_dir = unfinished_run(
+        tmp_path,
+        "{algorithm: grid, num_samples: 2, max_epochs: 2, scheduler: fifo, "
+        "max_concurrent_trials: 1}",
+        strategies="scratch_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: 8, "
+        "lambda: 1.0e-5, learning_rate: 0.01}}",
+    )
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    trial_ids = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
+    assert len(trial_ids) == 4
+    for trial_id in trial_ids[2:]:  # the two that ended were (1, 2); killed in the repeats
+        shutil.rmtree(results_dir / trial_id)
+    ended = ended_trials(results_dir)
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    assert sorted(frame["trial_id"]) == trial_ids
+    assert (frame["status"] == "ok").all() and (frame["epochs"] == 2).all(), frame
+    for trial_id, mtime in ended.items():
+        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    assert all(read_result(results_dir / t).earlier_id is None for t in trial_ids)
 
 
 def test_a_resume_on_another_keras_backend_is_refused_before_any_work(tmp_path):

@@ -605,7 +605,12 @@ def run_search(
             {k: v for k, v in config.items() if k in space and not isinstance(space[k], Fixed)}
             for config in restart.ended
         ]
-        spec = dataclasses.replace(spec, earlier=restart.earlier)
+        if search.algorithm == "bayesian":
+            # Under new ids, taken back by configuration. Random and grid search keep
+            # their ids, and each trial takes back its own result: by configuration
+            # too, a trial whose configuration came again took an earlier one's
+            # folder (a grid's repeats, a choice drawn twice).
+            spec = dataclasses.replace(spec, earlier=restart.earlier)
         shutil.rmtree(experiment, ignore_errors=True)
     trainable = tune.with_resources(
         _trainable_class(spec, dataset, search.worker_memory_mb),
