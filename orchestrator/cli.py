@@ -32,6 +32,7 @@ from orchestrator.errors import (
     missing_run_dir,
     no_leaderboard,
     one_line,
+    printable,
     without_credentials,
 )
 
@@ -163,13 +164,13 @@ def _fail(exc: BaseException) -> None:
         traceback.print_exception(exc, file=sys.stderr)
         raise typer.Exit(exc.exit_status if isinstance(exc, GraftuneError) else 1)
     if isinstance(exc, GraftuneError):
-        err.print(f"error: {without_credentials(str(exc))}", markup=False)
+        err.print(f"error: {printable(without_credentials(str(exc)))}", markup=False)
         raise typer.Exit(exc.exit_status)
     # --debug is graftune's own option, before the command: `graftune run --debug`
     # is a usage error.
     command = _state.get("command") or "COMMAND"
     err.print(
-        f"internal error: {type(exc).__name__}: {without_credentials(str(exc))}\n"
+        f"internal error: {type(exc).__name__}: {printable(without_credentials(str(exc)))}\n"
         f"(for the traceback, run it again as: graftune --debug {command} ...)",
         markup=False,
     )

@@ -313,18 +313,26 @@ def without_credentials(text: str) -> str:
     ``http://alice:***@host``): an error printed to a console ends up in logs."""
     import re
 
-    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]+@", r"\1:***@", text)
+    # The password runs to the last "@" of the URL: it may hold "/" or "@" itself
+    # (AWS secret keys hold "/").
+    return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@'\"]*):[^\s'\"]*@", r"\1:***@", text)
+
+
+def printable(text: str) -> str:
+    """``text`` with its control characters (a terminal's escape sequences, which
+    could clear the screen or fake output) shown as escapes (``\\x1b``); its
+    line breaks and tabs kept."""
+    return "".join(
+        f"\\x{ord(ch):02x}" if (ord(ch) < 32 or 127 <= ord(ch) < 160) and ch not in "\n\t" else ch
+        for ch in text
+    )
 
 
 def one_line(text: str) -> str:
     """``text`` on one line for a terminal or a table cell: its whitespace runs
     as one space, and control characters (a terminal's escape sequences, which
     could clear the screen or fake output) shown as escapes (``\\x1b``)."""
-    shown = "".join(
-        f"\\x{ord(ch):02x}" if (ord(ch) < 32 or 127 <= ord(ch) < 160) and not ch.isspace() else ch
-        for ch in text
-    )
-    return " ".join(shown.split())
+    return " ".join(printable(text).split())
 
 
 def echoed(value: Any, limit: int = 160) -> str:

@@ -238,6 +238,10 @@ def test_an_observer_that_raises_is_reported_not_fatal(caplog):
     assert without_credentials("storage s3://KEY:SECRET@bucket/runs: denied") == (
         "storage s3://KEY:***@bucket/runs: denied"
     )
+    # An AWS secret key holds "/", a password may hold "@": masked to the URL's last "@".
+    assert without_credentials("'s3://AKIA:wJal/K7MD/bPx@bucket/x' s3://k:p@ss@b/y") == (
+        "'s3://AKIA:***@bucket/x' s3://k:***@b/y"
+    )
     assert without_credentials("s3://bucket/a:b@c file:///x/a:b@c") == (
         "s3://bucket/a:b@c file:///x/a:b@c"  # a path, not a password
     )

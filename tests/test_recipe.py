@@ -1435,6 +1435,19 @@ def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
     assert "runs on the Ray cluster" not in cli("validate", str(plain)).output
 
 
+def test_an_error_line_shows_control_characters_as_escapes(tmp_path):
+    """Found by QA: a recipe's path with a terminal's escape sequences came back raw in
+    the error line (set the window's title, cleared the screen)."""
+    path = write_recipe(
+        tmp_path,
+        'name: x\ndata: {source: "csv:a\\e]0;PWNED\\a\\e[2Jb.csv"}\nstrategies: {scratch_mlp: {}}\n',
+    )
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert r"a\x1b]0;PWNED\x07\x1b[2Jb.csv" in result.output
+
+
 def test_a_pretrain_base_that_cannot_take_the_data_is_refused_before_training(tmp_path):
     """validate --data passed it, and the run refused it after pretraining the base."""
     text = (
