@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import stat
 import textwrap
 import types
 import typing
@@ -382,8 +383,11 @@ class Recipe(_Model):
 
     @property
     def base_dir(self) -> Path:
-        """The folder relative paths resolve against."""
-        return self._file.parent if self._file is not None else Path.cwd()
+        """The folder relative paths resolve against: the recipe file's, or the
+        current one for a recipe given as text or through a pipe (/dev/stdin)."""
+        if self._file is None or str(self._file) in _STREAMED:  # text, or a pipe's
+            return Path.cwd()
+        return self._file.parent
 
     def error(self, path: tuple[str, ...], message: str) -> RecipeError:
         """A :class:`RecipeError` for ``path`` in this recipe, with its line."""
@@ -496,6 +500,10 @@ def recorded_recipe(path: Path) -> bool:
     )
 
 
+#: What a recipe read from a pipe held, by its path: a pipe can be read only once.
+_STREAMED: dict[str, str] = {}
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file (schema only; see :func:`check_recipe`).
 
@@ -512,15 +520,22 @@ def load_recipe(path: str | Path) -> Recipe:
         )
 
     try:
-        size = path.stat().st_size
-        if size > MAX_RECIPE_BYTES:
-            raise too_big(f"{size / 2**20:.2f} MiB")
-        # Read no more than the limit whatever stat said: a device or a pipe
-        # (/dev/zero, /dev/stdin) has a size of 0, and read_text took 16 GB of /dev/zero.
-        with path.open(encoding="utf-8") as stream:
-            text = stream.read(MAX_RECIPE_BYTES + 1)  # characters: at least as many bytes
-        if len(text) > MAX_RECIPE_BYTES:
-            raise too_big(f"over {MAX_RECIPE_BYTES // 2**20} MiB")
+        status = path.stat()
+        if status.st_size > MAX_RECIPE_BYTES:
+            raise too_big(f"{status.st_size / 2**20:.2f} MiB")
+        # A pipe (/dev/stdin, <(...)) is read once: the command line reads a recipe
+        # twice (its plugins.disable first), and the second read found it empty.
+        streamed = not stat.S_ISREG(status.st_mode)
+        text = _STREAMED.get(str(path)) if streamed else None
+        if text is None:
+            # Read no more than the limit whatever stat said: a device or a pipe
+            # (/dev/zero, /dev/stdin) has a size of 0, and read_text took 16 GB of /dev/zero.
+            with path.open(encoding="utf-8") as stream:
+                text = stream.read(MAX_RECIPE_BYTES + 1)  # characters: at least as many bytes
+            if len(text) > MAX_RECIPE_BYTES:
+                raise too_big(f"over {MAX_RECIPE_BYTES // 2**20} MiB")
+            if streamed:
+                _STREAMED[str(path)] = text
     except FileNotFoundError:
         raise RecipeError("no such recipe file", file=path) from None
     except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:

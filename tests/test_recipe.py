@@ -1435,6 +1435,26 @@ def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
     assert "runs on the Ray cluster" not in cli("validate", str(plain)).output
 
 
+def test_a_recipe_through_a_pipe_is_read_once_and_its_paths_are_from_here(tmp_path):
+    """Found by QA: `cat r.yaml | graftune validate /dev/stdin` said the recipe was
+    empty: the command reads a recipe twice (its plugins.disable first)."""
+    import subprocess
+
+    from tests.search_helpers import GRAFTUNE
+
+    text = "name: piped\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\noutput: runs/\n"
+    done = subprocess.run(
+        [GRAFTUNE, "validate", "/dev/stdin"],
+        input=text,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "/dev/stdin: ok (scratch_mlp on sklearn:iris)" in done.stdout
+
+
 def test_an_error_line_shows_control_characters_as_escapes(tmp_path):
     """Found by QA: a recipe's path with a terminal's escape sequences came back raw in
     the error line (set the window's title, cleared the screen)."""
