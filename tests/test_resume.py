@@ -377,6 +377,35 @@ def test_a_resumed_grid_whose_configurations_repeat_takes_each_trials_own_result
     assert all(read_result(results_dir / t).earlier_id is None for t in trial_ids)
 
 
+def test_a_resume_keeps_the_results_of_trials_asha_stopped_as_they_were(tmp_path):
+    """Found by QA: a trial the scheduler had stopped, taken back on resume, had its
+    result.json written again (the same, a new time), as if it had just been stopped."""
+    from orchestrator.run import resume_run
+
+    run_dir = unfinished_run(
+        tmp_path,
+        "{algorithm: grid, num_samples: 2, max_epochs: 3, scheduler: asha, grace_period: 1, "
+        "reduction_factor: 2, max_concurrent_trials: 1}",
+        strategies="scratch_mlp: {space: {hidden_layers: 1, width: 8, lambda: 1.0e-5, "
+        "learning_rate: {choice: [0.05, 1.0e-5]}}}",
+    )
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    trial_ids = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
+    shutil.rmtree(results_dir / trial_ids[-1])  # killed while it trained
+    before = {
+        t: json.loads((results_dir / t / "result.json").read_text())["status"]
+        for t in trial_ids[:-1]
+    }
+    assert "pruned" in before.values(), before  # what this test is about
+    ended = ended_trials(results_dir)
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    assert sorted(frame["trial_id"]) == trial_ids
+    for trial_id, mtime in ended.items():
+        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    statuses = dict(zip(frame["trial_id"], frame["status"], strict=True))
+    assert {t: statuses[t] for t in before} == before
+
+
 def test_a_resume_on_another_keras_backend_is_refused_before_any_work(tmp_path):
     """Found by QA: a run resumed with another KERAS_BACKEND trained its other trials
     there and ranked the two backends' models in one leaderboard, in silence."""

@@ -45,6 +45,7 @@ from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import (
     COST_KEYS,
     DAMAGED_RESULT_FILE,
+    RESULT_FILE,
     WORST_SCORES,
     TrialResult,
     TrialSpec,
@@ -830,8 +831,8 @@ def _tell(search: _Search, result: TrialResult, folder: Path, max_epochs: int | 
     stopped_early = (
         result.status == "pruned" and max_epochs is not None and result.epochs < max_epochs
     )
-    if stopped_early and not search.interrupted:
-        write_result(folder, result)
+    if stopped_early and not search.interrupted and not (folder / RESULT_FILE).is_file():
+        write_result(folder, result)  # not again for one a resume took back
     search.told.add(result.trial_id)
     search.listener.trial_finished(result)
     return stopped_early
