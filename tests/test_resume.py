@@ -349,59 +349,59 @@ def test_a_resume_runs_no_code_planted_in_the_runs_folder_and_keeps_the_trials_i
     assert sorted(told) == trial_ids, told
 
 
+def resumed_grid(tmp_path: Path, search: str, space: str, killed: int):
+    """A grid run twice over ``space``, one trial at a time, whose last ``killed``
+    trials were killed while they trained, resumed: every trial is listed once
+    under its id, and none that had ended ran again or had its result.json
+    written again. Returns the leaderboard, the ended trials' statuses and the
+    trials' folder."""
+    from orchestrator.run import resume_run
+
+    run_dir = unfinished_run(
+        tmp_path,
+        f"{{algorithm: grid, num_samples: 2, max_concurrent_trials: 1, {search}}}",
+        strategies=f"scratch_mlp: {{space: {space}}}",
+    )
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    trial_ids = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
+    for trial_id in trial_ids[-killed:]:
+        shutil.rmtree(results_dir / trial_id)
+    ended = ended_trials(results_dir)
+    statuses = {t: json.loads((results_dir / t / "result.json").read_text()) for t in ended}
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    assert sorted(frame["trial_id"]) == trial_ids
+    for trial_id, mtime in ended.items():
+        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    return frame, {t: r["status"] for t, r in statuses.items()}, results_dir
+
+
 def test_a_resumed_grid_whose_configurations_repeat_takes_each_trials_own_result_back(tmp_path):
     """Found by QA: a grid run twice (or a choice drawn twice) resumed, and a later
     trial of a configuration took an earlier one's folder by that configuration;
     the earlier one was listed 'pruned' after 1 epoch, with no model."""
-    from orchestrator.run import resume_run
     from orchestrator.trial import read_result
 
-    run_dir = unfinished_run(
+    frame, _, results_dir = resumed_grid(
         tmp_path,
-        "{algorithm: grid, num_samples: 2, max_epochs: 2, scheduler: fifo, "
-        "max_concurrent_trials: 1}",
-        strategies="scratch_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: 8, "
-        "lambda: 1.0e-5, learning_rate: 0.01}}",
+        "max_epochs: 2, scheduler: fifo",
+        "{hidden_layers: {choice: [1, 2]}, width: 8, lambda: 1.0e-5, learning_rate: 0.01}",
+        killed=2,  # the two that ended were (1, 2); killed in the repeats
     )
-    results_dir = run_dir / "trials" / "scratch_mlp"
-    trial_ids = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
-    assert len(trial_ids) == 4
-    for trial_id in trial_ids[2:]:  # the two that ended were (1, 2); killed in the repeats
-        shutil.rmtree(results_dir / trial_id)
-    ended = ended_trials(results_dir)
-    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
-    assert sorted(frame["trial_id"]) == trial_ids
+    assert len(frame) == 4
     assert (frame["status"] == "ok").all() and (frame["epochs"] == 2).all(), frame
-    for trial_id, mtime in ended.items():
-        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
-    assert all(read_result(results_dir / t).earlier_id is None for t in trial_ids)
+    assert all(read_result(results_dir / t).earlier_id is None for t in frame["trial_id"])
 
 
 def test_a_resume_keeps_the_results_of_trials_asha_stopped_as_they_were(tmp_path):
     """Found by QA: a trial the scheduler had stopped, taken back on resume, had its
     result.json written again (the same, a new time), as if it had just been stopped."""
-    from orchestrator.run import resume_run
-
-    run_dir = unfinished_run(
+    frame, before, _ = resumed_grid(
         tmp_path,
-        "{algorithm: grid, num_samples: 2, max_epochs: 3, scheduler: asha, grace_period: 1, "
-        "reduction_factor: 2, max_concurrent_trials: 1}",
-        strategies="scratch_mlp: {space: {hidden_layers: 1, width: 8, lambda: 1.0e-5, "
-        "learning_rate: {choice: [0.05, 1.0e-5]}}}",
+        "max_epochs: 3, scheduler: asha, grace_period: 1, reduction_factor: 2",
+        "{hidden_layers: 1, width: 8, lambda: 1.0e-5, learning_rate: {choice: [0.05, 1.0e-5]}}",
+        killed=1,
     )
-    results_dir = run_dir / "trials" / "scratch_mlp"
-    trial_ids = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
-    shutil.rmtree(results_dir / trial_ids[-1])  # killed while it trained
-    before = {
-        t: json.loads((results_dir / t / "result.json").read_text())["status"]
-        for t in trial_ids[:-1]
-    }
     assert "pruned" in before.values(), before  # what this test is about
-    ended = ended_trials(results_dir)
-    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
-    assert sorted(frame["trial_id"]) == trial_ids
-    for trial_id, mtime in ended.items():
-        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
     statuses = dict(zip(frame["trial_id"], frame["status"], strict=True))
     assert {t: statuses[t] for t in before} == before
 
