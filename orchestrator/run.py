@@ -1183,8 +1183,6 @@ def _read_search(path: Path) -> list[TrialResult] | None:
         )
         path.unlink(missing_ok=True)
         return None
-    from orchestrator.trial import RESULT_FILE
-
     for result in found:
         # The statuses whose trial wrote its own result.json (a failed one has none).
         stored = path.parent / result.trial_id / RESULT_FILE
