@@ -174,26 +174,30 @@ def test_a_ctrl_c_while_tune_sets_its_search_up_stops_it_as_interrupted():
     with no trial, and the run wrote it as finished, lost for good on resume."""
     from orchestrator.tuning.ray_tune import _note_interrupts, _Search
 
-    before = signal.getsignal(signal.SIGINT)
-    # Tune's handler ran and put back the one before it: interrupted.
-    search = _Search(sigint_before=before)
-    _note_interrupts(search)
-    assert search.interrupted
-    # Tune's handler is up: watched, and a Ctrl+C through it is noted, then Tune's runs.
-    fired = []
+    original = signal.getsignal(signal.SIGINT)  # a test worker's may be SIG_IGN
+
+    def before(signum, frame):  # the run's handler, as the search began
+        pass
 
     def signal_interrupt_tune_run(signum, frame):
         fired.append(signum)
 
-    signal.signal(signal.SIGINT, signal_interrupt_tune_run)
+    fired = []
+    signal.signal(signal.SIGINT, before)
     try:
+        # Tune's handler ran and put back the one before it: interrupted.
+        search = _Search(sigint_before=before)
+        _note_interrupts(search)
+        assert search.interrupted
+        # Tune's handler is up: watched, and a Ctrl+C through it is noted, then Tune's runs.
+        signal.signal(signal.SIGINT, signal_interrupt_tune_run)
         search = _Search(sigint_before=before)
         _note_interrupts(search)
         assert not search.interrupted
         signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
         assert search.interrupted and fired == [signal.SIGINT]
     finally:
-        signal.signal(signal.SIGINT, before)
+        signal.signal(signal.SIGINT, original)
 
 
 def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray_session, tmp_path):
