@@ -604,9 +604,16 @@ def _run(
                 results += finished
                 continue
             if resume:  # its trials that ended before: the progress view counts them
-                for result in ended_trials(run_dir / "trials" / name):
-                    if recipe.search.backend != "ray" or not runs_again(result):
-                        events.replay(result)
+                kept = [
+                    result
+                    for result in ended_trials(run_dir / "trials" / name)
+                    if recipe.search.backend != "ray" or not runs_again(result)
+                ]
+                for result in kept:
+                    events.replay(result)
+                # Those told of before that run again (a result.json set aside, a folder
+                # gone, a worker that died): the hooks hear of their new end.
+                events.forget(name, keep={result.trial_id for result in kept})
             spec = TrialSpec(
                 strategy=strategy,
                 base=base_info if strategy.requires_base else None,
@@ -1263,6 +1270,21 @@ class _RunEvents:
         """A strategy's search returned after ``ran`` trials: the progress view plans no more."""
         if self.listener is not None and hasattr(self.listener, "search_finished"):
             self.listener.search_finished(strategy, ran)
+
+    def forget(self, strategy: str, *, keep: set[str]) -> None:
+        """Forget that the trials of ``strategy`` not in ``keep`` were reported: they
+        run again on this resume, and their new end is told like any other."""
+        gone = {k for k in self.reported if k.partition("/")[0] == strategy} - {
+            f"{strategy}/{trial_id}" for trial_id in keep
+        }
+        if not gone:
+            return
+        self.reported -= gone
+        from orchestrator.leaderboard import atomic_write_text
+
+        atomic_write_text(
+            self.run_dir / REPORTED_FILE, "".join(f"{key}\n" for key in sorted(self.reported))
+        )
 
     def _record(self, key: str) -> None:
         with open(self.run_dir / REPORTED_FILE, "a", encoding="utf-8") as record:

@@ -870,7 +870,8 @@ def test_a_damaged_result_of_an_ended_trial_is_kept_aside_and_that_trial_runs_ag
     text = damaged.read_text()
     damaged.write_text(text[:200])
     ended = {t: m for t, m in ended_trials(results_dir).items() if t != trial_ids[0]}
-    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    said = []
+    frame = resume_run(run_dir, plugins=[], echo=said.append).leaderboard
     assert sorted(frame["trial_id"]) == trial_ids, frame[["trial_id", "status"]]
     assert (frame["status"] == "ok").all(), frame[["trial_id", "status", "error"]]
     assert f"{damaged} cannot be read" in caplog.text
@@ -878,6 +879,11 @@ def test_a_damaged_result_of_an_ended_trial_is_kept_aside_and_that_trial_runs_ag
     assert json.loads(damaged.read_text())["status"] == "ok"  # it ran again
     for trial_id, mtime in ended.items():  # the other two were not run again
         assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    # Its new end is said and told, as any trial's (found by QA: neither, as if told before).
+    assert any(line.startswith(f"  scratch_mlp {trial_ids[0]}: ok") for line in said), said
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
+    assert told.count(trial_ids[0]) == 2 and all(told.count(t) == 1 for t in ended), told
 
 
 def test_a_result_damaged_while_its_search_ran_is_set_aside_not_raised_in_tunes_callback(
