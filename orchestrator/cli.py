@@ -422,6 +422,19 @@ def run(
                 _print_table(exc.leaderboard, exc.run_dir)
             err.print(str(exc), markup=False)
             raise typer.Exit(exc.exit_status) from None
+        except Exception as exc:
+            from orchestrator.tuning.ray_start import terminated
+
+            if live is not None:
+                live.stop()
+            if not terminated():
+                _fail(exc)
+                return
+            # What the SIGTERM cut short raised, not its KeyboardInterrupt: an import it
+            # stopped (TensorFlow's, in a pretrain) says "ImportError: initialization failed".
+            stopped = RunInterrupted("stopped at once", by_sigterm=True)
+            err.print(str(stopped), markup=False)
+            raise typer.Exit(stopped.exit_status) from None
         except KeyboardInterrupt:  # outside a search: before it, or while the run is saved
             from orchestrator.tuning.ray_start import terminated
 
@@ -430,11 +443,6 @@ def run(
             stopped = RunInterrupted("stopped at once", by_sigterm=terminated())
             err.print(str(stopped), markup=False)
             raise typer.Exit(stopped.exit_status) from None
-        except Exception as exc:
-            if live is not None:
-                live.stop()
-            _fail(exc)
-            return
     if live is not None:
         live.stop()
     _print_table(outcome.leaderboard, outcome.run_dir)

@@ -233,6 +233,27 @@ def test_ctrl_c_stops_a_ray_search_keeps_what_ended_and_resume_runs_the_rest(ray
     assert signal.getsignal(signal.SIGINT) is handler
 
 
+def forget_the_end(run_dir: Path, trial_id: str, strategy: str = "scratch_mlp") -> None:
+    """Make a trial of a finished run look killed while it trained: no result.json,
+    and its end never told (no record in .reported nor events.jsonl)."""
+    from orchestrator.run import REPORTED_FILE
+
+    (run_dir / "trials" / strategy / trial_id / "result.json").unlink()
+    key = f"{strategy}/{trial_id}"
+    reported = run_dir / REPORTED_FILE
+    reported.write_text("".join(f"{k}\n" for k in reported.read_text().split() if k != key))
+    events = run_dir / "events.jsonl"
+    kept = [
+        line
+        for line in events.read_text().splitlines()
+        if not (
+            json.loads(line).get("event") == "trial_finished"
+            and json.loads(line).get("trial_id") == trial_id
+        )
+    ]
+    events.write_text("".join(f"{line}\n" for line in kept))
+
+
 def unfinished_run(
     folder: Path,
     search: str,
@@ -329,7 +350,7 @@ def test_a_resume_runs_no_code_planted_in_the_runs_folder_and_keeps_the_trials_i
     )
     results_dir = run_dir / "trials" / "scratch_mlp"
     trial_ids = sorted(p.name for p in results_dir.iterdir())
-    (results_dir / trial_ids[-1] / "result.json").unlink()  # killed while it trained
+    forget_the_end(run_dir, trial_ids[-1])  # killed while it trained
     ended = ended_trials(results_dir)
     experiment = run_dir / "ray" / "scratch_mlp"
     marker = tmp_path / "planted-code-ran"
