@@ -272,9 +272,21 @@ class DiskFull(GraftuneError):
 
 def is_disk_full(exc: BaseException) -> bool:
     """Whether ``exc`` is the system saying the disk (or the user's quota) is full."""
+    return disk_full_error(exc) is not None
+
+
+def disk_full_error(exc: BaseException) -> OSError | None:
+    """The full disk's :class:`OSError` that ``exc`` is, or was raised from or while
+    handling (a library that says it in its own exception); None if none is."""
     import errno
 
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return exc
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return None
 
 
 class OutputPathError(GraftuneError):

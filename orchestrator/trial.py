@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.accelerator import configure_trial, gpu_count, use_backend
+from orchestrator.errors import is_disk_full
 from orchestrator.models import CROSS_ENTROPY, not_probabilities
 
 if TYPE_CHECKING:
@@ -439,7 +440,9 @@ def run_trial(
 
     A strategy exception becomes status ``error`` with its message (the trial
     ends normally, so a backend does not retry it: retries are for workers that
-    die); a NaN or infinite loss becomes status ``diverged``. A trial that has a
+    die); a NaN or infinite loss becomes status ``diverged``. A full disk
+    (:func:`~orchestrator.errors.is_disk_full`) is raised: no trial's fault, it
+    stops the search, and the trial runs again on resume. A trial that has a
     ``result.json`` already (a resumed run) is not run again: its stored result
     is reported and returned.
 
@@ -591,6 +594,11 @@ def run_trial(
                 np.save(folder / PREDICTIONS_FILE, predicted)
                 result.status = "ok"
     except Exception as exc:
+        if is_disk_full(exc):
+            # Not the strategy's error, and no trial after it could keep its files
+            # either: the search stops, and this trial runs again on --resume.
+            _release()
+            raise
         result.status = "error"
         result.epochs = reporter.epochs
         result.error = f"{type(exc).__name__}: {exc}"
@@ -920,8 +928,12 @@ def write_result(folder: Path, result: TrialResult) -> None:
     """Write ``result.json`` in one step: a trial with one has ended, and is not run again."""
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{RESULT_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(result.to_json(), indent=2, default=str))
-    os.replace(tmp, folder / RESULT_FILE)
+    try:
+        tmp.write_text(json.dumps(result.to_json(), indent=2, default=str))
+        os.replace(tmp, folder / RESULT_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a half-written copy (a full disk) is no one's
+        raise
 
 
 def _finish(folder: Path, result: TrialResult, reporter: Any, storage: str | None = None) -> None:

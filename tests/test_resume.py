@@ -715,16 +715,23 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
-def test_a_full_disk_stops_the_run_with_what_to_do_and_the_resume_ends_it(tmp_path, small_disk):
+@pytest.mark.parametrize("backend", ["keras_tuner", "ray"])
+def test_a_full_disk_stops_the_run_with_what_to_do_and_the_resume_ends_it(
+    tmp_path, small_disk, backend
+):
     """It printed a trial's traceback, then "internal error: OSError", exit 1, with no
-    word of the resume (on Ray: dozens of logging tracebacks, then EOFError)."""
+    word of the resume (on Ray: dozens of logging tracebacks, then EOFError). On Ray
+    it then started every trial left, each failing on the full disk (and tried
+    again, search.max_failures) before the run stopped: the search stops now at
+    the first trial that cannot write its files."""
     from orchestrator.cli import app
     from orchestrator.reporters import read_events
 
     recipe = write_recipe(
-        tmp_path, "{backend: keras_tuner, num_samples: 6, max_epochs: 2}",
+        tmp_path,
+        f"{{backend: {backend}, num_samples: 6, max_epochs: 2, max_concurrent_trials: 1}}",
         "scratch_mlp: {space: {width: 256}}",
-    )  # fmt: skip
+    )
     recipe.write_text(recipe.read_text().replace("output: runs/", f"output: {small_disk}"))
     result = CliRunner().invoke(app, ["run", str(recipe), "--quiet"])
     (run_dir,) = small_disk.iterdir()
@@ -732,6 +739,10 @@ def test_a_full_disk_stops_the_run_with_what_to_do_and_the_resume_ends_it(tmp_pa
     assert "no space left on the device" in result.output
     assert f"free some, then continue it with: graftune run --resume {run_dir}" in result.output
     assert "Traceback" not in result.output and "internal error" not in result.output
+    started = sorted((run_dir / "trials" / "scratch_mlp").iterdir())
+    unended = [p.name for p in started if not (p / "result.json").is_file()]
+    assert unended == [started[-1].name], unended  # none started after it
+    assert not list(run_dir.rglob("result.json.*.tmp"))  # a half-written copy is removed
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
     resumed = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--quiet"])
     assert resumed.exit_code == 0, resumed.output

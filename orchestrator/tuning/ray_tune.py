@@ -17,6 +17,7 @@ to the system before its next trial.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import math
 import os
@@ -38,9 +39,10 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher, SearchGenerator
+from ray.tune.stopper import Stopper
 
 from orchestrator.cluster import node_label
-from orchestrator.errors import SearchInterrupted
+from orchestrator.errors import SearchInterrupted, disk_full_error
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import (
     COST_KEYS,
@@ -102,6 +104,8 @@ class _Search:
     unfinished: set[str] | None = None
     #: Trials whose end the listener was told of.
     told: set[str] = field(default_factory=set)
+    #: What a trial said when the disk filled (:data:`DISK_FULL`): the search stops.
+    disk_full: dict[str, Any] | None = None
 
     def stopped_midway(self) -> set[str]:
         """The trials an interrupt stopped: Tune ends them without telling callbacks."""
@@ -146,6 +150,11 @@ def _rss_mb() -> float:
 WORKER_RSS = "worker_rss_mb"
 
 
+#: The key of the last report of a trial that could not write its files: the
+#: disk (or quota) is full where it runs. The driver stops the search on it.
+DISK_FULL = "graftune_disk_full"
+
+
 def _trainable(config: dict[str, Any], spec: TrialSpec, dataset: Dataset) -> None:
     trial_id = tune.get_context().get_trial_id()
     node = node_label()
@@ -155,7 +164,30 @@ def _trainable(config: dict[str, Any], spec: TrialSpec, dataset: Dataset) -> Non
         # the memory tells the driver whether to reuse this worker (retire_worker).
         tune.report({**metrics, "node": node, WORKER_RSS: round(_rss_mb(), 1)})
 
-    run_trial(config, spec, dataset, trial_id=trial_id, report=report)
+    try:
+        run_trial(config, spec, dataset, trial_id=trial_id, report=report)
+    except Exception as exc:
+        full = disk_full_error(exc)
+        if full is None:
+            raise
+        # Said to the driver, which stops the search: raised, Tune would try it
+        # again (search.max_failures) and start every trial after it, each failing.
+        said = {"errno": full.errno, "filename": str(full.filename or ""), "node": node}
+        report({spec.metric: WORST_SCORES.get(spec.metric, float("nan")), DISK_FULL: said})
+
+
+class _StopsWhenTheDiskIsFull(Stopper):
+    """Ends the whole search once a trial says the disk filled (:data:`DISK_FULL`)."""
+
+    def __init__(self, key: tuple[str, str]) -> None:
+        self.key = key
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        search = _SEARCHES.get(self.key)
+        return search is not None and search.disk_full is not None
 
 
 def shrink_worker(memory_mb: int) -> tuple[float, float]:
@@ -651,6 +683,7 @@ def run_search(
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=search.max_failures),
                 callbacks=[events],
+                stop=_StopsWhenTheDiskIsFull(key),
             ),
         )
         # Tune's newer console output prints banners at verbose=0, on any Ray (a
@@ -662,6 +695,16 @@ def run_search(
             grid = tuner.fit()
     finally:
         _SEARCHES.pop(key, None)
+    if state.disk_full is not None:
+        # Before any trial is collected: those Tune stopped have no result, and run
+        # again on --resume, with the one that could not write its files.
+        said = state.disk_full
+        where = f" (on {said['node']})" if said.get("node") else ""
+        raise OSError(
+            int(said.get("errno") or errno.ENOSPC),
+            os.strerror(int(said.get("errno") or errno.ENOSPC)) + where,
+            said.get("filename") or None,
+        )
     stopped = state.stopped_midway()
     results: dict[str, TrialResult] = {}
     for ray_result in grid:
@@ -768,7 +811,17 @@ class _Events(tune.Callback):
         # A search that is not the driver's (none registered) is told nothing.
         return _SEARCHES.get((str(self.run_dir), self.strategy)) or _Search()
 
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
+        said = result.get(DISK_FULL)
+        if said is not None:
+            search = self._search()
+            if search.disk_full is None:
+                search.disk_full = dict(said)
+
     def _done(self, trial: Any, error: Any) -> None:
+        if DISK_FULL in (trial.last_result or {}):
+            # No result: it runs again on --resume, once there is room.
+            return
         search = self._search()
         search.retries[trial.trial_id] = self._retries(trial)
         if search.unfinished is not None:
