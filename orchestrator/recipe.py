@@ -99,6 +99,18 @@ def _class_label(value: Any) -> Any:
     return value
 
 
+def _image_size(value: Any) -> Any:
+    # One number is a square; anything else but two numbers is said as what it should be.
+    if value is None or (isinstance(value, (list, tuple)) and len(value) == 2):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value, value)
+    raise ValueError(
+        "expected [height, width], two whole numbers above 0 (or one number, for a "
+        f"square); got {echoed(value)}"
+    )
+
+
 _NotBool = BeforeValidator(_not_bool)
 _Whole = Annotated[int, _NotBool]
 _Count = Annotated[PositiveInt, _NotBool]
@@ -141,7 +153,7 @@ class DataSpec(_Model):
     split: SplitSpec = SplitSpec()
     labels_per_class: _Count | None = None
     classes: list[_ClassLabel] | None = None
-    image_size: tuple[_Count, _Count] | None = None
+    image_size: Annotated[tuple[_Count, _Count] | None, BeforeValidator(_image_size)] = None
     channels: Annotated[Literal[1, 3], _NotBool] | None = None
     options: dict[str, Any] = {}
 

@@ -485,6 +485,22 @@ BAD_RECIPES = [
         id="image-size-on-a-table",
     ),
     pytest.param(
+        "name: bad\ndata: {source: 'sklearn:digits', image_size: [8]}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "recipe.yaml:2: data.image_size:",
+        "expected [height, width], two whole numbers above 0 (or one number, for a square); "
+        "got [8]",
+        id="image-size-one-item",  # was: data.image_size.1: this key is required
+    ),
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:digits', image_size: '8x8'}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "recipe.yaml:2: data.image_size:",
+        "expected [height, width], two whole numbers above 0 (or one number, for a square); "
+        "got '8x8'",
+        id="image-size-text",
+    ),
+    pytest.param(
         "name: bad\ndata: {source: 'sklearn:iris', options: {a: 1}}\n"
         "strategies: {scratch_mlp: {}}\n",
         "data.options",
@@ -1602,3 +1618,12 @@ def test_a_cache_folder_in_the_home_of_no_user_is_said_by_every_command(tmp_path
         assert "$GRAFTUNE_CACHE_DIR=~nobody-graftune/cache: there is no user 'nobody-graftune'" in (
             result.output
         ), result.output
+
+
+def test_one_image_size_number_is_a_square() -> None:
+    recipe = parse_recipe(
+        "name: sq\ndata: {source: 'sklearn:digits', image_size: 16}\n"
+        "strategies: {scratch_mlp: {}}\n"
+    )
+    assert recipe.data.image_size == (16, 16)
+    assert yaml.safe_load(recipe.to_yaml())["data"]["image_size"] == [16, 16]
