@@ -717,7 +717,7 @@ def small_disk(tmp_path):
 
 @pytest.mark.parametrize("backend", ["keras_tuner", "ray"])
 def test_a_full_disk_stops_the_run_with_what_to_do_and_the_resume_ends_it(
-    tmp_path, small_disk, backend
+    request, tmp_path, small_disk, backend
 ):
     """It printed a trial's traceback, then "internal error: OSError", exit 1, with no
     word of the resume (on Ray: dozens of logging tracebacks, then EOFError). On Ray
@@ -727,6 +727,8 @@ def test_a_full_disk_stops_the_run_with_what_to_do_and_the_resume_ends_it(
     from orchestrator.cli import app
     from orchestrator.reporters import read_events
 
+    if backend == "ray":
+        request.getfixturevalue("ray_session")  # the session's Ray: not one started per run
     recipe = write_recipe(
         tmp_path,
         f"{{backend: {backend}, num_samples: 6, max_epochs: 2, max_concurrent_trials: 1}}",
