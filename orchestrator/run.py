@@ -596,8 +596,19 @@ def _run(
         for name, strategy in strategies.items():
             done_file = run_dir / "trials" / name / SEARCH_DONE_FILE
             finished = _read_search(done_file) if resume and done_file.is_file() else None
+            died = [r for r in finished or () if runs_again(r)]
+            if died and recipe.search.backend == "ray":
+                # As in a search that did not end (Tune tries such a trial again): a run
+                # whose every trial failed so is resumed to run them, not to read them.
+                echo(
+                    f"{name}: {len(died)} trial{'s' * (len(died) != 1)} whose worker died "
+                    f"run{'s' * (len(died) == 1)} again"
+                )
+                done_file.unlink()
+                finished = None
             if finished is not None:
-                echo(f"{name}: finished before ({len(finished)} trials), not run again")
+                n = len(finished)
+                echo(f"{name}: finished before ({n} trial{'s' * (n != 1)}), not run again")
                 for result in finished:
                     events.replay(result)
                 events.search_finished(name, len(finished))

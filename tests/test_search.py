@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orchestrator.errors import RunDirError, RunFailed
+from tests import fixture_plugins
 from tests.search_helpers import GRAFTUNE, ROOT, run, write_recipe
 
 pytestmark = pytest.mark.slow
@@ -678,6 +679,28 @@ def test_a_trial_whose_worker_dies_is_retried(by_value, tmp_path):
     assert marker.exists()
     assert row["status"] == "ok"
     assert row["retries"] == 1
+
+
+def test_a_run_whose_every_trial_died_runs_them_again_on_resume(by_value, tmp_path):
+    """README: "A run in which every trial failed can be resumed too (trials whose
+    worker died run again)". The resume read the ended search back, ran nothing,
+    and failed again, however often it was resumed (found by QA)."""
+    from orchestrator.run import resume_run
+
+    marker = tmp_path / "died-once"
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 1, max_epochs: 2, max_failures: 0}",
+        f"dying_mlp: {{space: {{marker: '{marker}'}}}}",
+    )
+    with pytest.raises(RunFailed, match=r"every trial failed \(1 failed\)"):
+        run(recipe)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    said: list[str] = []
+    outcome = resume_run(run_dir, plugins=[fixture_plugins], echo=said.append)
+    assert "dying_mlp: 1 trial whose worker died runs again" in said
+    assert outcome.leaderboard["status"].tolist() == ["ok"]
+    assert outcome.best["strategy"] == "dying_mlp"
 
 
 def test_a_worker_that_always_dies_fails_after_its_retries(by_value, tmp_path):
