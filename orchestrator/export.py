@@ -80,7 +80,8 @@ def export_model(
                 load_model(ref)
                 # The run's file as it is: byte for byte the model that was scored.
                 shutil.copyfile(ref.path, staging / KERAS_FILE)
-            how = f"keras.saving.load_model('{KERAS_FILE}', safe_mode=True); model.predict(x)"
+            custom = _custom_objects(staging / KERAS_FILE)
+            how = _how_to_load(custom)
         else:
             model = load_model(ref)
             model.export(str(staging), format="tf_saved_model", verbose=False)
@@ -89,6 +90,8 @@ def export_model(
             "format": format,
             "model": KERAS_FILE if format == "keras" else ".",
             "load": how,
+            # Registered name -> the class or function to give load_model (plugins' own).
+            **({"custom_objects": custom} if format == "keras" and custom else {}),
             "class_names": list(ref.class_names),
             "input_shape": list(ref.input_shape),
             # A table's feature columns, in the order the model takes them.
@@ -130,3 +133,54 @@ def _need_tensorflow() -> None:
 
 
 __all__ = ["FORMATS", "METADATA_FILE", "export_model"]
+
+
+def _custom_objects(path: Path) -> dict[str, str]:
+    """The custom Keras objects a saved ``.keras`` model names (a plugin's layer):
+    registered name -> where the class or function is (``module.name``).
+
+    Importing that module does not register the name: a plugin's object is
+    registered by graftune (``graftune_keras_objects``), so ``load_model``
+    outside graftune needs it in ``custom_objects``.
+    """
+    import zipfile
+
+    import keras
+
+    with zipfile.ZipFile(path) as saved:
+        config = json.loads(saved.read("config.json"))
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            name = node.get("registered_name")
+            if isinstance(name, str) and ">" in name:
+                names.add(name)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(config)
+    registered = keras.saving.get_custom_objects()
+    found = {}
+    for name in sorted(names):
+        obj = registered.get(name)
+        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+        found[name] = f"{module}.{qualname}" if module and qualname else name
+    return found
+
+
+def _how_to_load(custom: dict[str, str]) -> str:
+    """The ``load`` line of ``graftune.json`` for a ``.keras`` export."""
+    load = f"keras.saving.load_model('{KERAS_FILE}', safe_mode=True"
+    if not custom:
+        return f"{load}); model.predict(x)"
+    imports = "; ".join(
+        f"from {where.rpartition('.')[0]} import {where.rpartition('.')[2]}"
+        for where in custom.values()
+        if "." in where
+    )
+    given = ", ".join(f"'{name}': {where.rpartition('.')[2]}" for name, where in custom.items())
+    return f"{imports}; {load}, custom_objects={{{given}}}); model.predict(x)"

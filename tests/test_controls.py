@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import logging
 import re
 import sys
@@ -353,6 +354,21 @@ def test_an_installed_plugins_keras_objects_are_registered_where_models_are_made
     assert predicted.exit_code == 0, predicted.output
     exported = cli("export", run_dir, tmp_path / "exported")
     assert exported.exit_code == 0, exported.output
+    # Outside graftune, importing the layer's module does not register the name the
+    # model holds (found by QA): graftune.json names it, and says how to load it.
+    metadata = json.loads((tmp_path / "exported" / "graftune.json").read_text())
+    assert metadata["custom_objects"] == {"tests>Scale": "tests.keras_layers.Scale"}
+    assert metadata["load"] == (
+        "from tests.keras_layers import Scale; keras.saving.load_model('model.keras', "
+        "safe_mode=True, custom_objects={'tests>Scale': Scale}); model.predict(x)"
+    )
+    del keras.saving.get_custom_objects()["tests>Scale"]
+    from tests.keras_layers import Scale
+
+    loaded = keras.saving.load_model(
+        tmp_path / "exported" / "model.keras", safe_mode=True, custom_objects={"tests>Scale": Scale}
+    )
+    assert loaded.get_layer("scale").factor == 0.5
 
 
 def test_a_run_name_too_long_for_the_file_system_is_refused_writing_nothing(tmp_path):
