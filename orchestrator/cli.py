@@ -244,7 +244,7 @@ def validate(
     )
     if dataset is not None:
         out.print(f"data: {dataset.describe()}", markup=False)
-    if loaded.resources.address not in (None, "local"):
+    if loaded.resources.address not in (None, "local") and loaded.search.backend == "ray":
         # A recipe's cluster gets the data and the Ray token at hand: said, never a surprise.
         out.print(
             f"runs on the Ray cluster at {loaded.resources.address} (resources.address), "

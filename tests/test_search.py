@@ -525,6 +525,41 @@ def test_keras_tuner_refuses_gpus_it_does_not_see_and_says_it_ignores_an_address
     recipe.write_text(text)
     checked = CliRunner().invoke(app, ["validate", str(recipe)])
     assert "are for backend: ray" not in checked.output and "is for" not in checked.output
+    # Found by QA: Hyperband's grace_period, and an address of auto, went unsaid.
+    recipe.write_text(
+        text.replace("num_samples: 1, max_epochs: 1", "scheduler: hyperband, grace_period: 2")
+        + "resources: {address: auto}\n"
+    )
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0, checked.output
+    assert "note: search.grace_period is for backend: ray; keras-tuner's Hyperband" in (
+        checked.output
+    )
+    assert "resources.address (auto) is not used (backend: ray runs there)" in checked.output
+    assert "runs on the Ray cluster" not in checked.output
+
+
+def test_a_diverged_trial_gives_keras_tuner_the_worst_score_not_its_last_epochs(tmp_path):
+    """Found by QA: keras-tuner was given a diverged trial's last val_accuracy (its
+    NaN weights score at chance), and Hyperband promoted that configuration to its
+    next round over healthy ones."""
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, num_samples: 2, max_epochs: 1}",
+        "exploding_mlp: {space: {learning_rate: {choice: [0.1, 1.0e+30]}}}",
+    )
+    outcome = run(recipe)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    told = {
+        f"kt{json.loads(path.read_text())['trial_id']}": json.loads(path.read_text())["score"]
+        for path in (run_dir / "keras_tuner").rglob("trial.json")
+    }
+    frame = outcome.leaderboard.set_index("trial_id")
+    assert sorted(frame["status"]) == ["diverged", "ok"]
+    for trial_id, row in frame.iterrows():
+        # val_accuracy's worst for the diverged one (it had a chance-level last epoch).
+        assert told[trial_id] == (row["val_accuracy"] if row["status"] == "ok" else 0.0)
+    assert frame.loc[frame["status"] == "diverged", "val_accuracy"].iloc[0] > 0
 
 
 def test_a_trials_peak_memory_is_its_own_not_its_workers_since_it_started(tmp_path):

@@ -188,7 +188,7 @@ def check_resources(recipe: Recipe, echo: Callable[[str], None]) -> None:
                 f"{resources.gpus_per_trial:g} GPUs per trial, but this process sees no GPU "
                 "(the keras_tuner backend trains here): set gpus_per_trial: 0",
             )
-    if resources.address and resources.address != "auto":
+    if resources.address:
         echo(
             f"note: the keras_tuner backend trains every trial in this process; "
             f"{resources.address_source} ({resources.address}) is not used "
@@ -205,6 +205,12 @@ def check_resources(recipe: Recipe, echo: Callable[[str], None]) -> None:
         echo(
             f"note: {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} for backend: "
             "ray; the keras_tuner backend trains one trial at a time in this process"
+        )
+    search = recipe.search
+    if search.scheduler == "hyperband" and search.grace_period != defaults.grace_period:
+        echo(
+            "note: search.grace_period is for backend: ray; keras-tuner's Hyperband starts "
+            "its brackets at max_epochs / reduction_factor^k epochs, down to 1"
         )
 
 
@@ -433,7 +439,9 @@ def run_search(
                 raise
             if listener is not None:
                 listener.trial_finished(result)
-            value = getattr(result, metric, None)
+            # Only an ok trial's score: a diverged one's last epoch is no score of its
+            # configuration (Hyperband promoted such a trial to its next round).
+            value = getattr(result, metric, None) if result.status == "ok" else None
             return {metric: worst if value is None else float(value)}
 
     _saves_in_one_step()
@@ -504,11 +512,13 @@ def run_search(
         (listener.warn if listener is not None else log.warning)(said)
         return sorted(results, key=lambda r: r.trial_id)
     ran = len(tuner.oracle.trials)
-    drawn = search.scheduler != "hyperband" and search.algorithm != "grid"
-    if drawn and ran < planned:  # as announced, or said
-        said = (
-            f"{strategy}: keras-tuner ended the search after {ran} of {planned} trials: "
-            "it drew no configuration it had not tried"
+    if search.algorithm != "grid" and ran < planned:  # as announced, or said
+        why = (
+            "its brackets had fewer configurations to draw or promote (a small space, "
+            "or trials that failed)"
+            if search.scheduler == "hyperband"
+            else "it drew no configuration it had not tried"
         )
+        said = f"{strategy}: keras-tuner ended the search after {ran} of {planned} trials: {why}"
         (listener.warn if listener is not None else log.warning)(said)
     return sorted(results, key=lambda r: r.trial_id)
