@@ -1035,7 +1035,7 @@ def fetch(
     from orchestrator.submit import fetch as fetch_run
 
     try:
-        where, plugins = fetch_run(_job_client(address), job, dest)
+        where, plugins, stored = fetch_run(_job_client(address), job, dest)
     except Exception as exc:
         _fail(exc)
         return
@@ -1046,10 +1046,13 @@ def fetch(
             if (where / "leaderboard.csv").is_file()
             else ""
         )
+        # A run stored in a folder goes on there: a copy resumed stays a copy (one
+        # stored in a URI is stored back from wherever it is resumed).
+        resumed, there = (where, "") if stored is None else (stored, " where it is stored")
         err.print(
             f"note: the job's run did not finish: {where} holds what it had stored{ended}; "
-            f"continue it with: graftune run --resume {shlex.quote(str(where))} --address "
-            "HEAD:6379"
+            f"continue it{there} with: graftune run --resume {shlex.quote(str(resumed))} "
+            "--address HEAD:6379"
             + "".join(f" --plugin {shlex.quote(name)}" for name in plugins)
             + " (or --address local: embedded Ray here)",
             markup=False,

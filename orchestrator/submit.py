@@ -782,6 +782,9 @@ class Fetched(NamedTuple):
     path: Path
     #: The job's ``--plugin`` modules, which its resume needs too.
     plugins: list[str]
+    #: The run's folder in storage, where storage is a folder (not a URI): a resume
+    #: there goes on in storage; one of the copy stays in the copy.
+    stored: Path | None = None
 
 
 def fetch(client: JobClient, job_id: str, dest: Path | None = None) -> Fetched:
@@ -807,7 +810,10 @@ def fetch(client: JobClient, job_id: str, dest: Path | None = None) -> Fetched:
     dest = Path(dest) if dest is not None else Path(job_id)
     plugins = [name for name in (info.metadata or {}).get(META_PLUGINS, "").split(",") if name]
     try:
-        return Fetched(copy_run(location, dest), plugins)
+        from orchestrator.storage import is_uri
+
+        stored = None if is_uri(location) else Path(location)
+        return Fetched(copy_run(location, dest), plugins, stored)
     except StorageError as exc:
         if str(info.status) != "SUCCEEDED":
             raise StorageError(

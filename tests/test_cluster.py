@@ -951,7 +951,7 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
         "--address",
         cluster.dashboard,
         "--storage",
-        f"file://{tmp_path}/store",
+        tmp_path / "store",  # a folder (a URI's resume is stored back: not said here)
         "--shared-storage",
         "--plugin",
         "wine_plugin",
@@ -1010,8 +1010,11 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
     assert "the job's run did not finish" in fetched.stderr
     assert "cover only the trials that ended" not in fetched.stderr  # there is no leaderboard
     # With the --plugin it was submitted with (the resume said "unknown strategy").
+    # Stored in a folder, it goes on there: a fetched copy resumed was never stored back
+    # (found by QA).
     resume = (
-        f"graftune run --resume {tmp_path / 'partial'} --address HEAD:6379 --plugin wine_plugin"
+        f"continue it where it is stored with: graftune run --resume {tmp_path / 'store' / job} "
+        "--address HEAD:6379 --plugin wine_plugin"
     )
     assert resume in fetched.stderr
     # Its recipe names the data the run keeps, in the run directory, which moves
