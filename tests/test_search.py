@@ -325,6 +325,28 @@ def test_keras_tuner_oracles(tmp_path, search):
         assert len(frame) == 6
 
 
+def test_a_keras_tuner_hyperband_that_runs_short_of_its_count_says_so(tmp_path):
+    """Found by QA: it said "searching 6 trials", ran fewer, and said nothing (the
+    other searches say so)."""
+    from orchestrator.cli import app
+
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, scheduler: hyperband, max_epochs: 3, reduction_factor: 3}",
+        "scratch_mlp: {space: {hidden_layers: 1, width: {choice: [8, 16]}, lambda: 0.0, "
+        "learning_rate: 0.01}}",  # two configurations for 6 trials
+    )
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 0, result.output
+    board = next((tmp_path / "runs").iterdir()) / "leaderboard.csv"
+    ran = len(board.read_text().splitlines()) - 1  # its header
+    assert ran < 6
+    assert (
+        f"scratch_mlp: keras-tuner ended the search after {ran} of 6 trials: its brackets had "
+        "fewer configurations to draw or promote"
+    ) in result.output
+
+
 @pytest.mark.parametrize(("max_epochs", "factor"), [(3, 3), (9, 3), (30, 3), (8, 2), (20, 4)])
 def test_the_run_says_how_many_trials_keras_tuners_hyperband_runs(max_epochs, factor):
     import keras_tuner as kt
