@@ -132,9 +132,6 @@ def _need_tensorflow() -> None:
         ) from exc
 
 
-__all__ = ["FORMATS", "METADATA_FILE", "export_model"]
-
-
 def _custom_objects(path: Path) -> dict[str, str]:
     """The custom Keras objects a saved ``.keras`` model names (a plugin's layer):
     registered name -> where the class or function is (``module.name``).
@@ -184,3 +181,6 @@ def _how_to_load(custom: dict[str, str]) -> str:
     )
     given = ", ".join(f"'{name}': {where.rpartition('.')[2]}" for name, where in custom.items())
     return f"{imports}; {load}, custom_objects={{{given}}}); model.predict(x)"
+
+
+__all__ = ["FORMATS", "METADATA_FILE", "export_model"]

@@ -811,7 +811,9 @@ class _Events(tune.Callback):
         # A search that is not the driver's (none registered) is told nothing.
         return _SEARCHES.get((str(self.run_dir), self.strategy)) or _Search()
 
-    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any):
+    def on_trial_result(
+        self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
+    ) -> None:
         said = result.get(DISK_FULL)
         if said is not None:
             search = self._search()
