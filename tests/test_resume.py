@@ -556,6 +556,42 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     assert (run_dir / "leaderboard.csv").stat().st_mtime_ns == board
 
 
+def test_a_keras_tuner_grid_search_resumes_to_every_point_once(tmp_path):
+    """Found by QA: keras-tuner's grid oracle keeps its order in memory only; a
+    resumed grid search raised KeyError after the trial it ran again, and the next
+    resume ended the search with half the grid untried, without a word."""
+    from orchestrator.cli import app
+    from orchestrator.leaderboard import read_leaderboard
+    from orchestrator.trial import read_result
+
+    marker = tmp_path / "interrupted"
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, algorithm: grid, max_epochs: 1}",
+        "interrupted_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: {choice: [8, 16]}, "
+        f"learning_rate: {{choice: [0.001, 0.01]}}, marker: '{marker}'}}}}",
+    )
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert result.exit_code == 130, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    results_dir = run_dir / "trials" / "interrupted_mlp"
+    ended = ended_trials(results_dir)
+    assert list(ended) == ["kt0000"]
+    first = read_result(results_dir / "kt0000").config
+
+    assert_resumes_to_every_trial_once(run_dir, ended, 8, plugins=[fixture_plugins])
+    ids = sorted(read_leaderboard(run_dir)["trial_id"])
+    assert ids == [f"kt{n:04d}" for n in range(8)]
+    configs = [read_result(results_dir / trial_id).config for trial_id in ids]
+    assert configs[0] == first  # the same point under the same id
+    points = {(c["hidden_layers"], c["width"], c["learning_rate"]) for c in configs}
+    assert len(points) == 8  # every point of the grid, once
+
+
 def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
     """A stopped job (SIGTERM) with URI storage stored nothing: its run directory is in
     the job's working folder, which Ray deletes; fetch then had nothing to resume."""

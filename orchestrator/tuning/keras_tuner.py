@@ -294,6 +294,48 @@ def _never_twice(oracle_class: type) -> type:
     return NeverTwice
 
 
+def _resumable_grid() -> type:
+    """keras-tuner's grid oracle, which goes on where a reloaded search stopped.
+
+    It keeps the grid's order (which trial's point comes after which) and the
+    trials whose next point it has yet to draw in memory only, not in its saved
+    state: a resumed grid search raised ``KeyError`` at its first new point, and
+    the next resume ended it at once, half the grid untried. Both are made again
+    from the trials at the first new point after a reload; an ended trial whose
+    next point was drawn already is passed over, so every point gets the trial
+    id it had.
+    """
+    import functools
+
+    import keras_tuner as kt
+    from keras_tuner.src.tuners.gridsearch import LinkedList
+
+    class ResumableGridSearchOracle(kt.oracles.GridSearchOracle):
+        def reload(self) -> None:
+            super().reload()
+            self._reloaded = True
+
+        def populate_space(self, trial_id: str) -> dict[str, Any]:
+            if getattr(self, "_reloaded", False):
+                self._reloaded = False
+                self._ordered_ids = LinkedList()
+                ordered = sorted(
+                    self.start_order,
+                    key=functools.cmp_to_key(
+                        lambda a, b: self._compare(
+                            self.trials[a].hyperparameters.values,
+                            self.trials[b].hyperparameters.values,
+                        )
+                    ),
+                )
+                for this in ordered:  # appended: in the grid's order
+                    self._ordered_ids.insert(this)
+                self._populate_next = list(dict.fromkeys([*self.end_order, *self._populate_next]))
+            return super().populate_space(trial_id)
+
+    return ResumableGridSearchOracle
+
+
 class _BudgetSpent(BaseException):
     """The search's ``time_budget_s`` ran out (past keras-tuner, which catches Exception)."""
 
@@ -382,7 +424,7 @@ def _oracle(
             max_epochs=search.max_epochs, factor=int(search.reduction_factor), **common
         )
     if search.algorithm == "grid":
-        return kt.oracles.GridSearchOracle(max_trials=None, **common)
+        return _resumable_grid()(max_trials=None, **common)
     if search.algorithm == "bayesian":
         return searcher(kt.oracles.BayesianOptimizationOracle)(max_trials=num_samples, **common)
     return searcher(kt.oracles.RandomSearchOracle)(max_trials=num_samples, **common)
