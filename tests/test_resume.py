@@ -592,6 +592,41 @@ def test_a_keras_tuner_grid_search_resumes_to_every_point_once(tmp_path):
     assert len(points) == 8  # every point of the grid, once
 
 
+def test_a_keras_tuner_trial_whose_result_is_gone_runs_again_on_resume(tmp_path):
+    """Found by QA: keras-tuner's saved state still listed such trials as ended, so it
+    never proposed them again; they showed as ``failed`` ("keras-tuner recorded the
+    trial but it left no result") and the run was sealed without them."""
+    from orchestrator.errors import RunInterrupted
+    from orchestrator.leaderboard import read_leaderboard
+    from orchestrator.run import resume_run
+
+    marker = tmp_path / "interrupted"
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, num_samples: 3, max_epochs: 1}",
+        "{scratch_mlp: {space: {hidden_layers: 1, width: {choice: [8, 16, 32]}}}, "
+        f"interrupted_mlp: {{space: {{marker: '{marker}'}}}}}}",
+    )
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(RunInterrupted):
+            run(recipe)
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    assert (results_dir / "search.json").is_file()
+    shutil.rmtree(results_dir / "kt1")
+    (results_dir / "kt2" / "result.json").write_text('{"broken')
+
+    frame = resume_run(run_dir, plugins=[fixture_plugins], echo=print).leaderboard
+    assert len(frame) == 6 and (frame["status"] == "ok").all(), frame
+    assert (results_dir / "kt1" / "result.json").is_file()
+    assert (results_dir / "kt2" / "result.json.damaged").is_file()
+    assert (run_dir / "finished.json").is_file()
+    assert len(read_leaderboard(run_dir)) == 6
+
+
 def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
     """A stopped job (SIGTERM) with URI storage stored nothing: its run directory is in
     the job's working folder, which Ray deletes; fetch then had nothing to resume."""

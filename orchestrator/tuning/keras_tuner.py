@@ -336,6 +336,27 @@ def _resumable_grid() -> type:
     return ResumableGridSearchOracle
 
 
+def _run_again_what_is_gone(oracle: Any, run_dir: Path, strategy: str) -> None:
+    """Make keras-tuner run again, first, each trial it recorded as ended whose
+    ``result.json`` is gone (its folder deleted, or the file set aside as damaged).
+
+    Reloaded, keras-tuner retries the trials that were running when the run
+    stopped, and never proposes again one it recorded as ended: such a trial
+    showed as ``failed``, and the run was sealed without it (its best trial
+    lost). It runs again, as on Ray.
+    """
+    gone = [
+        trial_id
+        for trial_id in oracle.trials
+        if trial_id not in oracle._retry_queue
+        and read_result(trial_dir(run_dir, strategy, f"kt{trial_id}"), set_aside=True) is None
+    ]
+    if gone:
+        # Taken from the end: the lowest id first.
+        oracle._retry_queue = sorted([*oracle._retry_queue, *gone], reverse=True)
+        oracle.save()
+
+
 class _BudgetSpent(BaseException):
     """The search's ``time_budget_s`` ran out (past keras-tuner, which catches Exception)."""
 
@@ -506,6 +527,8 @@ def run_search(
         ) from exc
     if said.getvalue().strip():
         log.info("keras-tuner: %s", said.getvalue().strip())
+    if resume:
+        _run_again_what_is_gone(tuner.oracle, run_dir, strategy)
     interrupted = spent = False
     try:
         tuner.search(verbose=0)
