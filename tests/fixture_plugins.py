@@ -125,6 +125,7 @@ def graftune_register_strategies(registry):
         ExplodingMLP,
         RaisingStrategy,
         DyingMLP,
+        KillingMLP,
         SlowMLP,
         HungryMLP,
         InterruptedMLP,
@@ -180,6 +181,26 @@ class DyingMLP(ScratchMLP):
         marker = Path(config["marker"])
         if config["die"] == "always" or not marker.exists():
             marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
+
+
+class KillingMLP(ScratchMLP):
+    """An MLP that kills the process it trains in (SIGKILL, as an out-of-memory kill
+    does) for its configurations of ``width`` ``kill_width``, every time: run it
+    with the keras_tuner backend in a process of its own."""
+
+    name = "killing_mlp"
+    description = "kills its own process for one width"
+
+    def search_space(self, context):
+        return tiny_space(width=Choice((8, 16)), kill_width=Fixed(16))
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        if config["width"] == config["kill_width"]:
+            import os
+            import signal
+
             os.kill(os.getpid(), signal.SIGKILL)
         return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
 

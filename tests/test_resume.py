@@ -627,6 +627,42 @@ def test_a_keras_tuner_trial_whose_result_is_gone_runs_again_on_resume(tmp_path)
     assert len(read_leaderboard(run_dir)) == 6
 
 
+def test_a_keras_tuner_trial_that_kills_the_process_fails_after_max_failures(tmp_path):
+    """Found by QA: a trial that killed the process (as an out-of-memory kill does) ran
+    first on every resume of a keras_tuner search, and killed it again: the run could
+    never finish. It is tried again up to ``max_failures`` times, as on Ray, then
+    shows as ``failed`` and the search goes on."""
+    from orchestrator.leaderboard import read_leaderboard
+
+    recipe = write_recipe(
+        tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}", "killing_mlp: {}"
+    )
+    repo = Path(fixture_plugins.__file__).parents[1]
+
+    def graftune(*args: str) -> subprocess.CompletedProcess:
+        plugin = ("--plugin", "tests.fixture_plugins")
+        return subprocess.run(
+            [GRAFTUNE, "run", *args, *plugin], cwd=repo, capture_output=True, text=True
+        )
+
+    killed = graftune(str(recipe))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    # Tried again once (max_failures: 1, the default), and killed again.
+    again = graftune("--resume", str(run_dir))
+    assert again.returncode == -signal.SIGKILL, again.stdout + again.stderr
+    done = graftune("--resume", str(run_dir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (run_dir / "finished.json").is_file()
+    frame = read_leaderboard(run_dir).set_index("width")
+    assert frame.loc[8, "status"] == "ok" and frame.loc[8, "retries"] == 0
+    assert frame.loc[16, "status"] == "failed" and frame.loc[16, "retries"] == 1
+    assert frame.loc[16, "error"] == (
+        "the process died while running it 2 times (killed, or out of memory)"
+    )
+    assert not list(run_dir.glob("trials/*/*/running"))
+
+
 def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
     """A stopped job (SIGTERM) with URI storage stored nothing: its run directory is in
     the job's working folder, which Ray deletes; fetch then had nothing to resume."""

@@ -541,7 +541,7 @@ def test_keras_tuner_refuses_gpus_it_does_not_see_and_says_it_ignores_an_address
     checked = CliRunner().invoke(app, ["validate", str(recipe)])
     assert checked.exit_code == 0, checked.output
     assert (
-        "note: search.max_concurrent_trials, search.max_failures are for backend: ray; "
+        "note: search.max_concurrent_trials is for backend: ray; "
         "the keras_tuner backend trains one trial at a time in this process"
     ) in checked.output
     recipe.write_text(text)

@@ -36,7 +36,7 @@ from orchestrator.space import (
     distinct_configurations,
     uses_all,
 )
-from orchestrator.trial import TrialResult, read_result, run_trial, trial_dir
+from orchestrator.trial import TrialResult, read_result, run_trial, trial_dir, write_result
 from orchestrator.tuning.ray_start import raise_if_interrupted
 
 if TYPE_CHECKING:
@@ -198,7 +198,7 @@ def check_resources(recipe: Recipe, echo: Callable[[str], None]) -> None:
     defaults = type(recipe.search)()
     unused = [
         f"search.{key}"
-        for key in ("max_concurrent_trials", "max_failures", "worker_memory_mb")
+        for key in ("max_concurrent_trials", "worker_memory_mb")
         if getattr(recipe.search, key) != getattr(defaults, key)
     ]
     if unused:
@@ -336,25 +336,79 @@ def _resumable_grid() -> type:
     return ResumableGridSearchOracle
 
 
-def _run_again_what_is_gone(oracle: Any, run_dir: Path, strategy: str) -> None:
-    """Make keras-tuner run again, first, each trial it recorded as ended whose
-    ``result.json`` is gone (its folder deleted, or the file set aside as damaged).
+#: In a trial's folder while this process runs it: how many times it was started
+#: and did not end, its process killed (out of memory, SIGKILL) while it ran.
+RUNNING_FILE = "running"
+
+
+def _deaths(folder: Path) -> int:
+    """How many times the process died while running the trial in ``folder``."""
+    try:
+        return int((folder / RUNNING_FILE).read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def _set_deaths(folder: Path, deaths: int) -> None:
+    if deaths:
+        atomic_write_text(folder / RUNNING_FILE, str(deaths))
+    else:
+        (folder / RUNNING_FILE).unlink(missing_ok=True)
+
+
+def _resume_trials(
+    oracle: Any,
+    run_dir: Path,
+    strategy: str,
+    space: dict[str, Dimension],
+    max_failures: int,
+    listener: TrialListener | None,
+) -> None:
+    """Put keras-tuner's reloaded state right with the trials' own files.
 
     Reloaded, keras-tuner retries the trials that were running when the run
-    stopped, and never proposes again one it recorded as ended: such a trial
-    showed as ``failed``, and the run was sealed without it (its best trial
-    lost). It runs again, as on Ray.
+    stopped, and never proposes again one it recorded as ended. A trial of the
+    latter whose ``result.json`` is gone (its folder deleted, or the file set
+    aside as damaged) showed as ``failed``, and the run was sealed without it:
+    it runs again, as on Ray. A trial whose process died while running it
+    (killed, out of memory: see :data:`RUNNING_FILE`) killed every resume
+    after, which ran it first: once it has died more than ``max_failures``
+    times it is recorded as ``failed``, as Ray's worker deaths are, and the
+    search goes on.
     """
-    gone = [
-        trial_id
-        for trial_id in oracle.trials
-        if trial_id not in oracle._retry_queue
-        and read_result(trial_dir(run_dir, strategy, f"kt{trial_id}"), set_aside=True) is None
-    ]
-    if gone:
-        # Taken from the end: the lowest id first.
-        oracle._retry_queue = sorted([*oracle._retry_queue, *gone], reverse=True)
-        oracle.save()
+    from keras_tuner.src.engine import trial as trial_module
+
+    queue, failed = list(oracle._retry_queue), set()
+    for trial_id, trial in oracle.trials.items():
+        folder = trial_dir(run_dir, strategy, f"kt{trial_id}")
+        if read_result(folder, set_aside=True) is not None:
+            continue
+        deaths = _deaths(folder)
+        if deaths <= max_failures:
+            queue.append(trial_id)
+            continue
+        values = trial.hyperparameters.values
+        result = TrialResult(
+            strategy=strategy,
+            trial_id=f"kt{trial_id}",
+            status="failed",
+            config={name: as_declared(space[name], values.get(name)) for name in space},
+            error=f"the process died while running it {deaths} time{'s' * (deaths != 1)} "
+            "(killed, or out of memory)",
+            retries=deaths - 1,
+        )
+        write_result(folder, result)
+        _set_deaths(folder, 0)
+        failed.add(trial_id)
+        trial.status = trial_module.TrialStatus.FAILED
+        if trial_id not in oracle.end_order:
+            oracle.end_order.append(trial_id)
+        oracle._save_trial(trial)
+        if listener is not None:
+            listener.trial_finished(result)
+    # Taken from the end: the lowest id first.
+    oracle._retry_queue = sorted(set(queue) - failed, reverse=True)
+    oracle.save()
 
 
 class _BudgetSpent(BaseException):
@@ -488,14 +542,27 @@ def run_search(
                 raise _BudgetSpent  # between trials: keras-tuner has no budget of its own
             if listener is not None:
                 listener.trial_started(strategy, trial_id)
+            folder = trial_dir(run_dir, strategy, trial_id)
+            deaths = _deaths(folder)
             try:
-                result = run_trial(
-                    config,
-                    dataclasses.replace(spec, max_epochs=epochs),
-                    dataset,
-                    trial_id=trial_id,
-                    report=lambda metrics: raise_if_interrupted(),
-                )
+                # Left as it is if the process dies in the trial: counted on resume.
+                folder.mkdir(parents=True, exist_ok=True)
+                _set_deaths(folder, deaths + 1)
+                try:
+                    result = run_trial(
+                        config,
+                        dataclasses.replace(spec, max_epochs=epochs),
+                        dataset,
+                        trial_id=trial_id,
+                        report=lambda metrics: raise_if_interrupted(),
+                    )
+                except BaseException:  # stopped (Ctrl+C, a full disk): not a death
+                    _set_deaths(folder, deaths)
+                    raise
+                if deaths:  # tried again after its process died, as Ray's retries
+                    result.retries = max(result.retries, deaths)
+                    write_result(folder, result)
+                _set_deaths(folder, 0)
             except OSError as exc:
                 if is_disk_full(exc):
                     raise _DiskFull(exc) from exc
@@ -528,7 +595,7 @@ def run_search(
     if said.getvalue().strip():
         log.info("keras-tuner: %s", said.getvalue().strip())
     if resume:
-        _run_again_what_is_gone(tuner.oracle, run_dir, strategy)
+        _resume_trials(tuner.oracle, run_dir, strategy, space, recipe.search.max_failures, listener)
     interrupted = spent = False
     try:
         tuner.search(verbose=0)
