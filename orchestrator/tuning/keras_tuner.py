@@ -557,7 +557,8 @@ def run_search(
                         report=lambda metrics: raise_if_interrupted(),
                     )
                 except BaseException:  # stopped (Ctrl+C, a full disk): not a death
-                    _set_deaths(folder, deaths)
+                    with contextlib.suppress(OSError):  # the disk full: what it stopped on
+                        _set_deaths(folder, deaths)
                     raise
                 if deaths:  # tried again after its process died, as Ray's retries
                     result.retries = max(result.retries, deaths)
