@@ -487,6 +487,17 @@ def test_a_resumed_bayesian_search_learns_the_trials_that_ended_and_runs_none_tw
     assert set(trial_ids[:2]) <= earlier
 
 
+@contextlib.contextmanager
+def ctrl_c_raises():
+    """Ctrl+C raises KeyboardInterrupt meanwhile, as at a terminal: a process started in
+    the background by a script (CI), and a pytest-xdist worker, ignore SIGINT."""
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+
+
 @pytest.mark.parametrize(
     ("signal_name", "status", "said"),
     [
@@ -521,12 +532,8 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
         f"interrupted_mlp: {{space: {{marker: '{marker}', signal: {signal_name}}}}}",
     )
     sigterm = signal.getsignal(signal.SIGTERM)
-    # As at a terminal: a process started in the background by a script (CI) ignores SIGINT.
-    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with ctrl_c_raises():
         result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
-    finally:
-        signal.signal(signal.SIGINT, sigint)
     assert result.exit_code == status, result.output
     assert signal.getsignal(signal.SIGTERM) is sigterm
     assert marker.exists()
@@ -571,11 +578,8 @@ def test_a_keras_tuner_grid_search_resumes_to_every_point_once(tmp_path):
         "interrupted_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: {choice: [8, 16]}, "
         f"learning_rate: {{choice: [0.001, 0.01]}}, marker: '{marker}'}}}}",
     )
-    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
+    with ctrl_c_raises():
         result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
-    finally:
-        signal.signal(signal.SIGINT, sigint)
     assert result.exit_code == 130, result.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     results_dir = run_dir / "trials" / "interrupted_mlp"
@@ -607,12 +611,8 @@ def test_a_keras_tuner_trial_whose_result_is_gone_runs_again_on_resume(tmp_path)
         "{scratch_mlp: {space: {hidden_layers: 1, width: {choice: [8, 16, 32]}}}, "
         f"interrupted_mlp: {{space: {{marker: '{marker}'}}}}}}",
     )
-    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        with pytest.raises(RunInterrupted):
-            run(recipe)
-    finally:
-        signal.signal(signal.SIGINT, sigint)
+    with ctrl_c_raises(), pytest.raises(RunInterrupted):
+        run(recipe)
     (run_dir,) = (tmp_path / "runs").iterdir()
     results_dir = run_dir / "trials" / "scratch_mlp"
     assert (results_dir / "search.json").is_file()
