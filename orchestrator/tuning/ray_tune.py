@@ -700,11 +700,8 @@ def run_search(
         # again on --resume, with the one that could not write its files.
         said = state.disk_full
         where = f" (on {said['node']})" if said.get("node") else ""
-        raise OSError(
-            int(said.get("errno") or errno.ENOSPC),
-            os.strerror(int(said.get("errno") or errno.ENOSPC)) + where,
-            said.get("filename") or None,
-        )
+        code = int(said.get("errno") or errno.ENOSPC)
+        raise OSError(code, os.strerror(code) + where, said.get("filename") or None)
     stopped = state.stopped_midway()
     results: dict[str, TrialResult] = {}
     for ray_result in grid:
