@@ -27,6 +27,28 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.pop("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", None)
 
 
+#: Test files that read the session's e2e run (:func:`e2e_run`, a minute to make):
+#: kept on one pytest-xdist worker, so that it is made once, not once per worker.
+E2E_READERS = ("test_predict_export.py", "test_report.py", "test_run.py")
+
+
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """pytest-xdist's ``--dist loadfile`` (pyproject.toml), with the files of
+    :data:`E2E_READERS` one unit. (Its ``loadgroup`` cannot group them: it marks a
+    test's group in ``item._nodeid``, which pytest 9 no longer reads.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class Scheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "e2e-run" if Path(scope).name in E2E_READERS else scope
+
+    return Scheduling(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def graftune_cache(tmp_path_factory: pytest.TempPathFactory):
     """Every test session gets its own graftune cache (pretrained bases ...)."""
