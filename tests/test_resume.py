@@ -254,6 +254,38 @@ def forget_the_end(run_dir: Path, trial_id: str, strategy: str = "scratch_mlp") 
     events.write_text("".join(f"{line}\n" for line in kept))
 
 
+@pytest.fixture(scope="module")
+def ended_run(ray_session, tmp_path_factory) -> Path:
+    """One finished run of three one-width trials, one at a time, of two epochs: the
+    tests that damage a run in a way of their own take a copy (:func:`copy_of`)
+    rather than pay for a run each."""
+    recipe = write_recipe(
+        tmp_path_factory.mktemp("ended"),
+        "{num_samples: 3, max_epochs: 2, max_concurrent_trials: 1, scheduler: fifo}",
+        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
+    )
+    return run(recipe).run_dir
+
+
+def copy_of(ended_run: Path, folder: Path, *, unfinished: bool, search_ended: bool = False) -> Path:
+    """A copy of :func:`ended_run` in ``folder`` (as ``graftune fetch`` copies one);
+    with ``unfinished``, made to look as :func:`unfinished_run` makes it."""
+    run_dir = folder / ended_run.name
+    shutil.copytree(ended_run, run_dir)
+    if unfinished:
+        _unfinish(run_dir, search_ended=search_ended)
+    return run_dir
+
+
+def _unfinish(run_dir: Path, *, search_ended: bool) -> None:
+    from orchestrator.run import FINISHED_FILE, SEARCH_DONE_FILE
+
+    for name in (FINISHED_FILE, "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
+        (run_dir / name).unlink()
+    if not search_ended:
+        (run_dir / "trials" / "scratch_mlp" / SEARCH_DONE_FILE).unlink()
+
+
 def unfinished_run(
     folder: Path,
     search: str,
@@ -264,19 +296,14 @@ def unfinished_run(
     """A finished run of one-width trials, made to look as if its search had
     not ended (no leaderboard, no marks of an end): what a resume takes up. With
     ``search_ended``, its search's mark of an end (search.json) is kept."""
-    from orchestrator.run import FINISHED_FILE, SEARCH_DONE_FILE
-
     recipe = write_recipe(folder, search, strategies)
     run_dir = run(recipe).run_dir
-    for name in (FINISHED_FILE, "leaderboard.csv", "leaderboard.md", "leaderboard.html"):
-        (run_dir / name).unlink()
-    if not search_ended:
-        (run_dir / "trials" / "scratch_mlp" / SEARCH_DONE_FILE).unlink()
+    _unfinish(run_dir, search_ended=search_ended)
     return run_dir
 
 
 def test_a_resume_whose_tune_state_is_unreadable_runs_every_trial_and_none_twice(
-    ray_session, tmp_path
+    ended_run, tmp_path
 ):
     """A kill while Tune wrote its experiment state (or a full disk) left it torn, or
     missing (killed in the instant after tuner.pkl). Tune then started the search
@@ -286,7 +313,7 @@ def test_a_resume_whose_tune_state_is_unreadable_runs_every_trial_and_none_twice
     from orchestrator.run import resume_run
     from orchestrator.trial import read_result
 
-    run_dir = unfinished_run(tmp_path, "{num_samples: 3, max_epochs: 1, max_concurrent_trials: 1}")
+    run_dir = copy_of(ended_run, tmp_path, unfinished=True)
     results_dir = run_dir / "trials" / "scratch_mlp"
     unfinished = sorted(results_dir.iterdir())[-1]
     (unfinished / "result.json").unlink()
@@ -335,7 +362,7 @@ class _Planted:
 
 
 def test_a_resume_runs_no_code_planted_in_the_runs_folder_and_keeps_the_trials_ids(
-    ray_session, tmp_path
+    ended_run, tmp_path
 ):
     """Found by security QA: ``--resume`` restored Tune's saved state, pickles, so a
     run folder fetched from shared storage (or copied) ran code that anyone who
@@ -345,9 +372,7 @@ def test_a_resume_runs_no_code_planted_in_the_runs_folder_and_keeps_the_trials_i
 
     from orchestrator.run import resume_run
 
-    run_dir = unfinished_run(
-        tmp_path, "{num_samples: 3, max_epochs: 2, max_concurrent_trials: 1, scheduler: fifo}"
-    )
+    run_dir = copy_of(ended_run, tmp_path, unfinished=True)
     results_dir = run_dir / "trials" / "scratch_mlp"
     trial_ids = sorted(p.name for p in results_dir.iterdir())
     forget_the_end(run_dir, trial_ids[-1])  # killed while it trained
@@ -431,15 +456,16 @@ def test_a_resume_keeps_the_results_of_trials_asha_stopped_as_they_were(tmp_path
     assert {t: statuses[t] for t in before} == before
 
 
-def test_a_resume_on_another_keras_backend_is_refused_before_any_work(tmp_path):
+def test_a_resume_on_another_keras_backend_is_refused_before_any_work(ended_run, tmp_path):
     """Found by QA: a run resumed with another KERAS_BACKEND trained its other trials
     there and ranked the two backends' models in one leaderboard, in silence."""
     from orchestrator.run import resume_run
 
-    run_dir = unfinished_run(tmp_path, "{num_samples: 2, max_epochs: 1, scheduler: fifo}")
+    run_dir = copy_of(ended_run, tmp_path, unfinished=True)
     results_dir = run_dir / "trials" / "scratch_mlp"
-    (first, second) = sorted(results_dir.iterdir())
-    shutil.rmtree(second)  # killed while it trained
+    (first, *others) = sorted(results_dir.iterdir())
+    for other in others:
+        shutil.rmtree(other)  # killed while they trained
     record = json.loads((first / "result.json").read_text())
     assert record["backend"] == "tensorflow"  # this process's Keras
     record["backend"] = "jax"  # as a run started on JAX records it
@@ -996,15 +1022,13 @@ def test_resume_takes_where_to_run_and_refuses_where_to_write(tmp_path):
 
 
 def test_a_damaged_result_of_an_ended_trial_is_kept_aside_and_that_trial_runs_again(
-    ray_session, tmp_path, caplog
+    ended_run, tmp_path, caplog
 ):
     """Found by QA: a result.json cut short (a damaged disk, a copy that stopped)
     crashed every resume with a JSONDecodeError from inside Tune's callback."""
     from orchestrator.run import resume_run
 
-    run_dir = unfinished_run(
-        tmp_path, "{num_samples: 3, max_epochs: 1, max_concurrent_trials: 1, scheduler: fifo}"
-    )
+    run_dir = copy_of(ended_run, tmp_path, unfinished=True)
     results_dir = run_dir / "trials" / "scratch_mlp"
     trial_ids = sorted(p.name for p in results_dir.iterdir())
     damaged = results_dir / trial_ids[0] / "result.json"
@@ -1046,18 +1070,14 @@ def test_a_result_damaged_while_its_search_ran_is_set_aside_not_raised_in_tunes_
 
 @pytest.mark.parametrize("damage", ["search.json cut short", "a trial's folder deleted"])
 def test_a_damaged_end_of_a_search_makes_it_resume_and_run_only_what_is_gone(
-    ray_session, tmp_path, caplog, damage
+    ended_run, tmp_path, caplog, damage
 ):
     """Found by QA: a search.json cut short failed every resume with a JSONDecodeError
     naming no file; one listing a trial whose folder was deleted said "not run again",
     then failed every resume on the best model's FileNotFoundError, best/ empty."""
     from orchestrator.run import SEARCH_DONE_FILE, resume_run
 
-    run_dir = unfinished_run(
-        tmp_path,
-        "{num_samples: 3, max_epochs: 1, max_concurrent_trials: 1, scheduler: fifo}",
-        search_ended=True,
-    )
+    run_dir = copy_of(ended_run, tmp_path, unfinished=True, search_ended=True)
     results_dir = run_dir / "trials" / "scratch_mlp"
     marker = results_dir / SEARCH_DONE_FILE
     trial_ids = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
@@ -1081,15 +1101,13 @@ def test_a_damaged_end_of_a_search_makes_it_resume_and_run_only_what_is_gone(
 
 
 def test_a_best_model_deleted_from_its_trial_is_named_and_the_advice_given_works(
-    ray_session, tmp_path
+    ended_run, tmp_path
 ):
     """Found by QA: the best trial's model.keras deleted, a resume failed with an
     internal FileNotFoundError, and best/ stayed empty on every resume after."""
     from orchestrator.run import resume_run
 
-    run_dir = unfinished_run(
-        tmp_path, "{num_samples: 2, max_epochs: 1, scheduler: fifo}", search_ended=True
-    )
+    run_dir = copy_of(ended_run, tmp_path, unfinished=True, search_ended=True)
     best = json.loads((run_dir / "best" / "config.json").read_text())["trial_id"]
     folder = run_dir / "trials" / "scratch_mlp" / best
     (folder / "model.keras").unlink()
@@ -1102,30 +1120,23 @@ def test_a_best_model_deleted_from_its_trial_is_named_and_the_advice_given_works
     )
     shutil.rmtree(folder)
     frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
-    assert len(frame) == 2 and (frame["status"] == "ok").all()
+    assert len(frame) == 3 and (frame["status"] == "ok").all()
     assert (run_dir / "best" / "model.keras").is_file()
 
 
-def test_a_finished_run_whose_best_model_was_deleted_saves_it_again_on_resume(
-    ray_session, tmp_path
-):
+def test_a_finished_run_whose_best_model_was_deleted_saves_it_again_on_resume(ended_run, tmp_path):
     """Found by QA: "nothing to resume", then an internal FileNotFoundError for
     best/config.json, and no leaderboard."""
     from orchestrator.run import resume_run
 
-    recipe = write_recipe(
-        tmp_path,
-        "{num_samples: 2, max_epochs: 1, scheduler: fifo}",
-        "scratch_mlp: {space: {hidden_layers: 1, width: 16}}",
-    )
-    run_dir = run(recipe).run_dir
+    run_dir = copy_of(ended_run, tmp_path, unfinished=False)
     best = json.loads((run_dir / "best" / "config.json").read_text())
     ended = ended_trials(run_dir / "trials" / "scratch_mlp")
     shutil.rmtree(run_dir / "best")
     said = []
     outcome = resume_run(run_dir, plugins=[], echo=said.append)
     assert f"{run_dir}: the run finished, but {run_dir / 'best' / 'config.json'} is gone" in said[0]
-    assert len(outcome.leaderboard) == 2 and outcome.best == best
+    assert len(outcome.leaderboard) == 3 and outcome.best == best
     assert json.loads((run_dir / "best" / "config.json").read_text()) == best
     assert (run_dir / "best" / "model.keras").is_file()
     assert ended_trials(run_dir / "trials" / "scratch_mlp") == ended  # none ran again
