@@ -126,7 +126,7 @@ def graftune_register_strategies(registry):
         RaisingStrategy,
         DyingMLP,
         KillingMLP,
-        SlowMLP,
+        TogetherMLP,
         HungryMLP,
         InterruptedMLP,
         NoAccuracyMLP,
@@ -205,19 +205,32 @@ class KillingMLP(ScratchMLP):
         return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
 
 
-class SlowMLP(ScratchMLP):
-    """An MLP that waits before training, so concurrent trials overlap in time."""
+class TogetherMLP(ScratchMLP):
+    """An MLP whose trials wait for one another before they train: each marks its
+    start in the folder ``$GRAFTUNE_TEST_TOGETHER`` and waits (2 minutes at most)
+    until ``together`` trials have; a trial that waits in vain fails, saying so.
+    Trials that all end have all run at once, however slowly they started."""
 
-    name = "slow_mlp"
-    description = "sleeps, then trains a tiny MLP"
+    name = "together_mlp"
+    description = "waits for its fellow trials, then trains a tiny MLP"
 
     def search_space(self, context):
-        return tiny_space(sleep_s=Fixed(4.0))
+        return tiny_space(together=Fixed(4))
 
     def fit(self, model, config, data, *, epochs, callbacks):
+        import os
         import time
+        import uuid
+        from pathlib import Path
 
-        time.sleep(float(config["sleep_s"]))
+        folder = Path(os.environ["GRAFTUNE_TEST_TOGETHER"])
+        (folder / uuid.uuid4().hex).touch()
+        deadline = time.monotonic() + 120
+        while len(list(folder.iterdir())) < int(config["together"]):
+            if time.monotonic() > deadline:
+                started = len(list(folder.iterdir()))
+                raise RuntimeError(f"only {started} of {config['together']} trials ran at once")
+            time.sleep(0.1)
         return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
 
 
