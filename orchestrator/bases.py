@@ -920,6 +920,7 @@ def prepare_base(
     output_shape = tuple(model.output_shape[1:])
     cuts = find_cut_points(model)
     adapter = plan_adapter(task.input_shape, input_shape, preprocessing)
+    _check_takes(model, tuple(task.input_shape), adapter, key="path" if spec.path else None)
     description = spec.application or (str(spec.path) if spec.path else spec.kind)
     return BaseInfo(
         path=model_path,
@@ -934,6 +935,42 @@ def prepare_base(
         random_layers=tuple(random_layers(model)),
         output_spread=None if sample is None else output_spread(model, adapter, sample),
     )
+
+
+def _check_takes(
+    model: keras.Model, data_shape: tuple[int, ...], adapter: list, *, key: str | None
+) -> None:
+    """Refuse a base that cannot be called on the data's inputs (adapted), naming why.
+
+    A base that takes any image size (``Input((None, None, 3))``) accepts the
+    data's shape, and then its convolutions and poolings can shrink small images
+    to nothing: Keras' error, several lines of its own, came out as an internal one.
+    """
+    import keras
+
+    try:
+        inputs = keras.Input(data_shape)
+        model(apply_adapter(inputs, tuple(adapter)), training=False)
+    except (ValueError, TypeError) as exc:
+        size = "; larger images (data.image_size) may fit it" if len(data_shape) == 3 else ""
+        raise BaseModelError(
+            f"the base cannot take the data's inputs of shape {data_shape}: "
+            f"{keras_reason(exc).rstrip('.')}{size}",
+            key=key,
+        ) from exc
+
+
+def keras_reason(exc: BaseException) -> str:
+    """The line of a Keras layer's error that says what is wrong, without the frame
+    Keras puts around it ("Exception encountered when calling ...", its arguments)
+    and without its terminal colours."""
+    import re
+
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(exc).splitlines()]
+    for line in lines:
+        if line and not line.startswith(("Exception encountered", "Arguments received", "•")):
+            return line
+    return f"{type(exc).__name__}: {exc}"
 
 
 def output_spread(model: keras.Model, adapter: Any, sample: Any) -> tuple[float, float, int] | None:
@@ -1281,11 +1318,14 @@ def plan_adapter(
     data_shape = tuple(data_shape)
     base_shape = tuple(base_shape)
     steps: list[tuple[Any, ...]] = []
+    hint = ""
+    if len(base_shape) == 3 == len(data_shape) and base_shape[2] not in (None, data_shape[2]):
+        hint = f"; for images, data.channels: {base_shape[2]} gives them the base's channels"
     refuse = BaseModelError(
         f"the data's inputs have shape {data_shape} but the base takes {base_shape}; graftune "
         "adapts images by resizing, grayscale to 3 channels and flattening for dense bases, "
         "but not this. Use a base whose input matches the data (for an application: "
-        "base.input_shape)."
+        f"base.input_shape){hint}."
     )
     if _matches(data_shape, base_shape):
         pass

@@ -614,6 +614,30 @@ def test_plan_adapter_refuses_what_is_not(data_shape, base_shape):
     message = str(caught.value)
     assert str(data_shape) in message and str(base_shape) in message
     assert "Use a base whose input matches the data" in message
+    # Found by QA: RGB images and a grey base; data.channels: 1 was the fix, unsaid.
+    said = f"data.channels: {base_shape[-1]} gives them the base's channels"
+    assert (said in message) == (len(data_shape) == len(base_shape) == 3)
+
+
+def test_a_base_that_shrinks_the_images_to_nothing_is_refused_with_keras_reason(tmp_path):
+    """Found by QA: a base that takes any image size, given images too small for its
+    convolutions, failed with "internal error" and Keras' error, colours and all."""
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.Conv2D(4, 3)(inputs)
+    x = keras.layers.MaxPooling2D()(x)
+    x = keras.layers.Conv2D(4, 3)(x)
+    x = keras.layers.Conv2D(4, 3)(x)
+    shrinking = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x))
+    with pytest.raises(BaseModelError) as caught:
+        prepare_path_base(shrinking, tmp_path, digits())  # 8x8: 6x6, 3x3, 1x1, then none
+    assert caught.value.key == "path"
+    message = str(caught.value)
+    assert message.startswith(
+        "the base cannot take the data's inputs of shape (8, 8, 1): Computed output size "
+        "would be zero or negative. Received `inputs shape=(None, 1, 1, 4)`"
+    ), message
+    assert message.endswith("`padding=valid`; larger images (data.image_size) may fit it")
+    assert "\x1b" not in message and "Arguments received" not in message
 
 
 @pytest.mark.parametrize("preprocessing", ["caffe", "tf", "torch", "raw255"])
