@@ -741,12 +741,18 @@ def test_images_class_folder_without_images(registry: Registry, tmp_path: Path) 
     (tmp_path / "p" / "b").mkdir()
     with raises_data_error("source", str(tmp_path / "p" / "b"), "no images"):
         prepare(Spec("images:p"), registry, tmp_path)
+    # `validate` without --data, as it finds one class folder (found by QA: it said ok).
+    (tmp_path / "p" / "b" / "readme.txt").write_text("not an image")
+    with raises_data_error("source", str(tmp_path / "p" / "b"), "no images"):
+        check_data_spec(Spec("images:p"), registry, tmp_path)
 
 
 def test_images_unreadable_file(registry: Registry, tmp_path: Path) -> None:
     write_images(tmp_path / "p", {"a": 5, "b": 5})
     (tmp_path / "p" / "b" / "broken.png").write_bytes(b"not a png")
-    with raises_data_error("source", "broken.png"):
+    # Found by QA: Pillow's words alone ("cannot identify image file"; for a cut JPEG
+    # "Truncated File Read") did not say what to do.
+    with raises_data_error("source", "broken.png", "replace it, or move it out of the folder"):
         prepare(Spec("images:p"), registry, tmp_path)
 
 

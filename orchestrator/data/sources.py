@@ -14,6 +14,7 @@ import itertools
 import logging
 import re
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -272,7 +273,13 @@ class ImagesSource(_BuiltinSource):
 
     def check(self, location: str, spec: Any, base_dir: Path) -> None:
         super().check(location, spec, base_dir)
-        _class_folders(_resolve(location, base_dir))
+        for folder in _class_folders(_resolve(location, base_dir)):
+            # `validate` too (found by QA: it said ok), up to each folder's first image.
+            if next(_walk_images(folder), None) is None:
+                raise DataError(
+                    f"class folder {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                    key="source",
+                )
 
     def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
         self.check(location, spec, base_dir)
@@ -282,11 +289,6 @@ class ImagesSource(_BuiltinSource):
         folders = _class_folders(root)
         for code, folder in enumerate(folders):
             found = _image_files(folder)
-            if not found:
-                raise DataError(
-                    f"class folder {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
-                    key="source",
-                )
             files += found
             labels += [code] * len(found)
         _warn_left_out(root)
@@ -330,7 +332,11 @@ def read_images(files: list[Path], root: Path, spec: Any) -> np.ndarray:
                     image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 pixels = np.asarray(image, dtype=np.float32)
         except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"cannot read image {file}: {exc}", key="source") from exc
+            raise DataError(
+                f"cannot read image {file} ({type(exc).__name__}: {exc}): it is damaged or "
+                "not an image; replace it, or move it out of the folder",
+                key="source",
+            ) from exc
         if x is None:
             x = _images_array(len(files), size[0], size[1], 1 if mode == "L" else 3)
         x[i] = pixels.reshape(x.shape[1:]) / 255.0
@@ -811,7 +817,11 @@ def _class_folders(root: Path) -> list[Path]:
 
 def _image_files(folder: Path) -> list[Path]:
     """Image files anywhere under a class folder, in a stable order."""
-    return sorted(
+    return sorted(_walk_images(folder))
+
+
+def _walk_images(folder: Path) -> Iterator[Path]:
+    return (
         p
         for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_SUFFIXES
