@@ -921,6 +921,18 @@ def prepare_base(
     cuts = find_cut_points(model)
     adapter = plan_adapter(task.input_shape, input_shape, preprocessing)
     _check_takes(model, tuple(task.input_shape), adapter, key="path" if spec.path else None)
+    top = classifier_top(model)
+    if top is not None:
+        said = (
+            f"the base ends in its classifier ({top}): its output is the probabilities of "
+            "the classes it was trained on, and every head, and feature_extraction's whole "
+            "base, sits on them. Save it without that layer, e.g. keras.Model(model.input, "
+            "model.layers[-2].output).save(...), as keras.applications' include_top=False does"
+        )
+        if echo is not None:
+            echo(f"warning: {said}")
+        else:
+            log.warning("%s", said)
     description = spec.application or (str(spec.path) if spec.path else spec.kind)
     return BaseInfo(
         path=model_path,
@@ -958,6 +970,24 @@ def _check_takes(
             f"{keras_reason(exc).rstrip('.')}{size}",
             key=key,
         ) from exc
+
+
+def classifier_top(model: keras.Model) -> str | None:
+    """``"layer 'NAME' (softmax)"`` where ``model`` ends in a softmax or sigmoid layer,
+    a classifier's output, else ``None``."""
+    import keras
+
+    last = model.layers[-1] if model.layers else None
+    if isinstance(last, keras.layers.Softmax):
+        return f"layer {last.name!r} (softmax)"
+    activation = getattr(last, "activation", None)
+    name = getattr(activation, "__name__", None)
+    if isinstance(last, (keras.layers.Dense, keras.layers.Activation)) and name in (
+        "softmax",
+        "sigmoid",
+    ):
+        return f"layer {last.name!r} ({name})"
+    return None
 
 
 def keras_reason(exc: BaseException) -> str:

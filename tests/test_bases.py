@@ -619,6 +619,25 @@ def test_plan_adapter_refuses_what_is_not(data_shape, base_shape):
     assert (said in message) == (len(data_shape) == len(base_shape) == 3)
 
 
+def test_a_base_that_ends_in_its_classifier_is_warned_of(tmp_path, caplog):
+    """Found by QA: a classifier saved whole (what model.save() gives) was used as the
+    base with its softmax, and feature_extraction's heads sat on the old task's class
+    probabilities, scoring at chance, without a word."""
+    data = digits()
+    inputs = keras.Input(data.task.input_shape)
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    whole = keras.Model(inputs, keras.layers.Dense(2, activation="softmax", name="probs")(x))
+    with caplog.at_level(logging.WARNING, logger="orchestrator.bases"):
+        prepare_path_base(whole, tmp_path / "whole", data)
+    assert "the base ends in its classifier (layer 'probs' (softmax))" in caplog.text
+    assert "keras.Model(model.input, model.layers[-2].output)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.bases"):
+        prepare_path_base(keras.Model(inputs, x), tmp_path / "headless", data)
+    assert "classifier" not in caplog.text
+
+
 def test_a_base_that_shrinks_the_images_to_nothing_is_refused_with_keras_reason(tmp_path):
     """Found by QA: a base that takes any image size, given images too small for its
     convolutions, failed with "internal error" and Keras' error, colours and all."""
