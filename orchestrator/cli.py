@@ -147,12 +147,35 @@ def main_options(
     _state["debug"] = debug
     _state["command"] = ctx.invoked_subcommand
     native_log.keep_all = debug
+    _console_logging()
     from orchestrator.bases import cache_dir
 
     try:
         cache_dir()  # every command may need it: a wrong $GRAFTUNE_CACHE_DIR is said first
     except GraftuneError as exc:
         _fail(exc)
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """``warning: MESSAGE`` for graftune's own records, as its other warnings are
+    said (found by QA: ``WARNING orchestrator.data.sources: ...`` from run and
+    validate, the bare message from other commands); another library's record
+    keeps its logger's name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        level = record.levelname.lower()
+        if record.name == "orchestrator" or record.name.startswith("orchestrator."):
+            return f"{level}: {message}"
+        return f"{level}: {record.name}: {message}"
+
+
+def _console_logging() -> None:
+    """Warnings and errors of every command to stderr, as :class:`_ConsoleFormatter`
+    says them (nothing changes where the root logger has a handler already)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_ConsoleFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
 def _fail(exc: BaseException) -> None:
@@ -212,7 +235,6 @@ def validate(
     ] = False,
 ) -> None:
     """Check a recipe without training: schema, names, files, columns, spaces."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from orchestrator.recipe import check_pretrain_input, check_recipe_data, validate_recipe
 
     try:
@@ -364,7 +386,6 @@ def run(
     ] = None,
 ) -> None:
     """Run a recipe: search every strategy and rank the trials in a leaderboard."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from orchestrator.run import resume_run, run_recipe
 
     if (recipe is None) == (resume is None):

@@ -397,7 +397,8 @@ class Recipe(_Model):
     def base_dir(self) -> Path:
         """The folder relative paths resolve against: the recipe file's, or the
         current one for a recipe given as text or through a pipe (/dev/stdin)."""
-        if self._file is None or str(self._file) in _STREAMED:  # text, or a pipe's
+        # A pipe's by the name it was given (resolved, /dev/stdin is /proc/PID/fd/0).
+        if self._file is None or str(self._shown) in _STREAMED:  # text, or a pipe's
             return Path.cwd()
         return self._file.parent
 

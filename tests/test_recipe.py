@@ -1453,14 +1453,23 @@ def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
 
 def test_a_recipe_through_a_pipe_is_read_once_and_its_paths_are_from_here(tmp_path):
     """Found by QA: `cat r.yaml | graftune validate /dev/stdin` said the recipe was
-    empty: the command reads a recipe twice (its plugins.disable first)."""
+    empty: the command reads a recipe twice (its plugins.disable first). Its paths
+    are from the current folder (they were from /proc/PID/fd, /dev/stdin resolved)."""
     import subprocess
+
+    from PIL import Image
 
     from tests.search_helpers import GRAFTUNE
 
-    text = "name: piped\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\noutput: runs/\n"
+    for name in [f"pics/{c}/{i}.png" for c in "ab" for i in range(5)] + ["pics/loose.png"]:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("L", (4, 4)).save(tmp_path / name)
+    text = (
+        "name: piped\ndata: {source: 'images:pics', image_size: 4}\n"
+        "strategies: {scratch_mlp: {}}\noutput: runs/\n"
+    )
     done = subprocess.run(
-        [GRAFTUNE, "validate", "/dev/stdin"],
+        [GRAFTUNE, "validate", "--data", "/dev/stdin"],
         input=text,
         cwd=tmp_path,
         capture_output=True,
@@ -1468,7 +1477,13 @@ def test_a_recipe_through_a_pipe_is_read_once_and_its_paths_are_from_here(tmp_pa
         timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "/dev/stdin: ok (scratch_mlp on sklearn:iris)" in done.stdout
+    assert "/dev/stdin: ok (scratch_mlp on images:pics)" in done.stdout
+    # A warning is a `warning:` line, as a run says its own (found by QA: "WARNING
+    # orchestrator.data.sources: ..." here, the bare message from other commands).
+    assert f"warning: {tmp_path / 'pics'}: 1 image file(s) beside the class folders" in (
+        done.stderr
+    ), done.stderr
+    assert "WARNING" not in done.stderr
 
 
 def test_an_error_line_shows_control_characters_as_escapes(tmp_path):
