@@ -767,6 +767,7 @@ def _read_features(
     """Read a table's features: every column but ``label`` (if given) is a numeric one."""
 
     from orchestrator.data.sources import (
+        check_no_missing,
         csv_decimal,
         feature_matrix,
         non_numeric_columns,
@@ -784,8 +785,7 @@ def _read_features(
             f"{source!r} has non-numeric column(s) {non_numeric}; the model takes numbers",
             key="source",
         )
-    if frame.isna().to_numpy().any():
-        raise DataError(f"{source!r} has missing values; drop or fill them first", key="source")
+    check_no_missing(frame, repr(source))
     return feature_matrix(frame, list(frame.columns), path)
 
 

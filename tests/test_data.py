@@ -278,8 +278,31 @@ def test_csv_labels_are_read_as_the_text_they_are(registry: Registry, tmp_path: 
     empty = table()
     empty.loc[3, "label"] = ""
     write_csv(tmp_path / "empty.csv", empty)
-    with raises_data_error("source", "1 row(s) with missing values", "'label'"):
+    with raises_data_error(
+        "source", "1 row(s) with missing values", "'label'; the first is data row 4"
+    ):
         prepare(Spec("csv:empty.csv", target="label"), registry, tmp_path)
+
+
+def test_a_target_that_measures_a_quantity_is_said_to_be_no_classes(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: a regression target was refused as "class '-5.45' has 1
+    example(s)", with fixes for a rare class."""
+    frame = table(n_per_class=30)
+    frame["label"] = np.random.default_rng(1).normal(50, 20, len(frame)).round(2)
+    write_csv(tmp_path / "amounts.csv", frame)
+    with raises_data_error(
+        "target",
+        "the target column 'label'",
+        "holds 90 different numbers in 90 rows",
+        "graftune classifies",
+    ):
+        prepare(Spec("csv:amounts.csv", target="label"), registry, tmp_path)
+    # Whole numbers, or a few fractional classes, stay classes.
+    frame["label"] = np.tile([0.5, 1.5, 2.5], 30)
+    write_csv(tmp_path / "steps.csv", frame)
+    assert prepare(Spec("csv:steps.csv", target="label"), registry, tmp_path).task.n_classes == 3
 
 
 def test_spaces_around_csv_cells_are_no_part_of_a_label_or_column_name(

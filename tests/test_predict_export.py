@@ -443,6 +443,21 @@ def test_predict_refuses_an_unlabelled_tables_infinite_values_naming_the_row(win
     assert not out.exists()
 
 
+def test_predict_refuses_a_tables_missing_values_naming_the_column_and_row(wine_run, tmp_path):
+    """Found by QA: "'csv:new.csv' has missing values", with neither."""
+    table = pd.read_csv(WINE_CSV).drop(columns="cultivar")
+    table.iloc[4, 1] = np.nan
+    table.to_csv(tmp_path / "gap.csv", index=False)
+    out = tmp_path / "p.csv"
+    result = invoke("predict", wine_run.run_dir, "--data", f"csv:{tmp_path / 'gap.csv'}", "-o", out)
+    assert result.exit_code == 2, result.output
+    assert (
+        f"has 1 row(s) with missing values, in column(s) {table.columns[1]!r}; the first is "
+        "data row 5; graftune takes no missing values: drop those rows or fill the values first"
+    ) in result.output
+    assert not out.exists()
+
+
 def test_a_new_tables_text_cell_is_shown_with_how_its_numbers_were_read(wine_run, tmp_path):
     """Training named the cell and the decimal separator a ';' CSV was read with;
     predict named the column alone ("has non-numeric column(s) 'alcohol'")."""

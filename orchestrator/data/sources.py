@@ -670,8 +670,8 @@ def _table_arrays(
     if non_numeric:
         raise DataError(
             f"feature columns must be numeric; {path} has non-numeric column(s) "
-            f"{non_numeric}; encode them as numbers, drop them, or leave a missing value's "
-            "cell empty",
+            f"{non_numeric}; encode them as numbers, or drop them (a missing value, "
+            "written '?' or left empty, is refused either way: fill it, or drop its row)",
             key="source",
         )
     if labels is not None:
@@ -679,18 +679,52 @@ def _table_arrays(
         empty = frame[target] == ""
         if empty.any():
             frame.loc[empty, target] = None  # an empty label is a missing one
-    missing = frame.isna()
-    if missing.to_numpy().any():
-        rows = int(missing.any(axis=1).sum())
-        columns = [c for c in frame.columns if missing[c].any()]
-        raise DataError(
-            f"{path} has {rows} row(s) with missing values, in column(s) "
-            f"{', '.join(repr(c) for c in columns)}; drop or fill them first",
-            key="source",
-        )
+    check_no_missing(frame, path)
+    _check_not_a_quantity(frame[target], target, path)
     x = feature_matrix(frame, features, path)
     codes, class_names = _encode_labels(frame[target].to_numpy())
     return LabelledArrays(x=x, y=codes, class_names=class_names)
+
+
+def check_no_missing(frame: pd.DataFrame, path: Path | str) -> None:
+    """Refuse a table with a missing value, naming its columns and first row
+    (numbered from 1, as the error messages of tables number their data rows)."""
+    missing = frame.isna()
+    if not missing.to_numpy().any():
+        return
+    rows = missing.any(axis=1).to_numpy()
+    columns = [c for c in frame.columns if missing[c].any()]
+    raise DataError(
+        f"{path} has {int(rows.sum())} row(s) with missing values, in column(s) "
+        f"{', '.join(repr(c) for c in columns)}; the first is data row "
+        f"{int(rows.argmax()) + 1}; graftune takes no missing values: drop those rows "
+        "or fill the values first",
+        key="source",
+    )
+
+
+#: A label column with more distinct numbers than this, and than half its rows,
+#: some of them fractions, holds a quantity (regression), not classes.
+QUANTITY_DISTINCT = 20
+
+
+def _check_not_a_quantity(labels: pd.Series, target: str, path: Path) -> None:
+    """Refuse a label column that measures a quantity: graftune classifies, and each
+    value became a class of one or two rows (said as a class too small to split)."""
+    import pandas as pd
+
+    numbers = pd.to_numeric(labels, errors="coerce")
+    if numbers.isna().any():
+        return  # text labels (or some): classes
+    distinct = numbers.nunique()
+    if distinct > QUANTITY_DISTINCT and distinct > len(numbers) / 2 and (numbers % 1 != 0).any():
+        raise DataError(
+            f"the target column {target!r} of {path} holds {distinct} different numbers in "
+            f"{len(numbers)} rows, fractions among them: a quantity to predict (regression), "
+            "and graftune classifies; give it a column of classes (bin the numbers into a "
+            "few ranges, for example)",
+            key="target",
+        )
 
 
 def feature_matrix(frame: pd.DataFrame, features: list[str], path: Path) -> np.ndarray:
