@@ -156,6 +156,22 @@ def main_options(
         _fail(exc)
 
 
+def _home(value: Any) -> Any:
+    """A path argument (or a list of them) with a leading ``~`` made the home folder,
+    as in a recipe: the shell leaves it in quotes and after ``--out=``, and export
+    made a folder named ``~`` in the current one (found by QA)."""
+    from orchestrator.paths import expand_user
+
+    if value is None:
+        return None
+    try:
+        if isinstance(value, list | tuple):
+            return [expand_user(v) for v in value]
+        return expand_user(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
 class _ConsoleFormatter(logging.Formatter):
     """``warning: MESSAGE`` for graftune's own records, as its other warnings are
     said (found by QA: ``WARNING orchestrator.data.sources: ...`` from run and
@@ -210,7 +226,9 @@ def _host(plugins: list[str] | None = None, recipe: Path | None = None) -> Any:
 
 @app.command()
 def validate(
-    recipe: Annotated[Path, typer.Argument(help="The recipe file to check.", metavar="RECIPE")],
+    recipe: Annotated[
+        Path, typer.Argument(help="The recipe file to check.", metavar="RECIPE", callback=_home)
+    ],
     plugin: Annotated[
         list[str] | None,
         typer.Option(
@@ -334,18 +352,26 @@ def _what_run_here_refuses(recipe: Any, note: Callable[[str], None]) -> list[str
 def run(
     recipe: Annotated[
         Path | None,
-        typer.Argument(help="The recipe file to run (not with --resume).", metavar="RECIPE"),
+        typer.Argument(
+            help="The recipe file to run (not with --resume).", metavar="RECIPE", callback=_home
+        ),
     ] = None,
     run_dir: Annotated[
         Path | None,
         typer.Option(
-            "--run-dir", help="Write here instead of OUTPUT/NAME-TIME.", metavar="RUN_DIR"
+            "--run-dir",
+            help="Write here instead of OUTPUT/NAME-TIME.",
+            metavar="RUN_DIR",
+            callback=_home,
         ),
     ] = None,
     resume: Annotated[
         Path | None,
         typer.Option(
-            "--resume", help="Continue the killed run in this run directory.", metavar="RUN_DIR"
+            "--resume",
+            help="Continue the killed run in this run directory.",
+            metavar="RUN_DIR",
+            callback=_home,
         ),
     ] = None,
     plugin: Annotated[
@@ -581,7 +607,9 @@ class Format(str, Enum):
 
 @app.command()
 def leaderboard(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.", metavar="RUN_DIR")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_home)
+    ],
     format: Annotated[
         Format,
         typer.Option(
@@ -614,7 +642,9 @@ def leaderboard(
 def report(
     run_dirs: Annotated[
         list[Path],
-        typer.Argument(help="A run directory, or several to compare.", metavar="RUN_DIR"),
+        typer.Argument(
+            help="A run directory, or several to compare.", metavar="RUN_DIR", callback=_home
+        ),
     ],
     out_path: Annotated[
         Path | None,
@@ -624,6 +654,7 @@ def report(
             help="Write here, an .html file (default RUN_DIR/report.html; compare.html "
             "for several); never another file of a run.",
             metavar="PATH",
+            callback=_home,
         ),
     ] = None,
     force: Annotated[
@@ -672,7 +703,9 @@ _ModelPlugins = Annotated[
 
 @app.command()
 def predict(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.", metavar="RUN_DIR")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_home)
+    ],
     data: Annotated[
         str,
         typer.Option(
@@ -695,6 +728,7 @@ def predict(
             help="Write here, as its suffix says: .csv, .parquet or .json "
             "(default: CSV on stdout). Never the data read or a file of the run.",
             metavar="PATH",
+            callback=_home,
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out file.")] = False,
@@ -771,8 +805,12 @@ class ExportFormat(str, Enum):
 
 @app.command()
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.", metavar="RUN_DIR")],
-    dest: Annotated[Path, typer.Argument(help="The folder to create.", metavar="DEST")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_home)
+    ],
+    dest: Annotated[
+        Path, typer.Argument(help="The folder to create.", metavar="DEST", callback=_home)
+    ],
     format: Annotated[
         ExportFormat,
         typer.Option("--format", "-f", help="keras (.keras file) or savedmodel.", metavar="FORMAT"),
@@ -812,7 +850,9 @@ _DashboardAddress = Annotated[
 
 @app.command()
 def submit(
-    recipe: Annotated[Path, typer.Argument(help="The recipe file to send.", metavar="RECIPE")],
+    recipe: Annotated[
+        Path, typer.Argument(help="The recipe file to send.", metavar="RECIPE", callback=_home)
+    ],
     address: _DashboardAddress = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Stream the job's log; exit with its status.")
@@ -1044,7 +1084,9 @@ def fetch(
     job: Annotated[str, typer.Argument(help="The job id.", metavar="JOB")],
     dest: Annotated[
         Path | None,
-        typer.Argument(help="Copy the run directory here (default ./JOB).", metavar="DEST"),
+        typer.Argument(
+            help="Copy the run directory here (default ./JOB).", metavar="DEST", callback=_home
+        ),
     ] = None,
     address: _DashboardAddress = None,
 ) -> None:

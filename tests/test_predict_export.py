@@ -443,6 +443,23 @@ def test_predict_refuses_an_unlabelled_tables_infinite_values_naming_the_row(win
     assert not out.exists()
 
 
+def test_paths_given_with_a_home_folder_go_there(wine_run, tmp_path, monkeypatch):
+    """Found by QA: `export RUN "~/exp"` made a folder named ~ in the current one, and
+    `predict --out "~/p.csv"` looked for ./~ (the shell leaves ~ in quotes)."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    result = invoke("export", wine_run.run_dir, "~/exp")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "home" / "exp" / "model.keras").is_file()
+    table = pd.read_csv(WINE_CSV).drop(columns="cultivar").head(3)
+    table.to_csv(tmp_path / "home" / "new.csv", index=False)
+    result = invoke("predict", wine_run.run_dir, "--data", "csv:~/new.csv", "-o", "~/p.csv")
+    assert result.exit_code == 0, result.output
+    assert len(pd.read_csv(tmp_path / "home" / "p.csv")) == 3
+    assert not (tmp_path / "~").exists()
+
+
 def test_predict_refuses_a_tables_missing_values_naming_the_column_and_row(wine_run, tmp_path):
     """Found by QA: "'csv:new.csv' has missing values", with neither."""
     table = pd.read_csv(WINE_CSV).drop(columns="cultivar")
