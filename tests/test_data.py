@@ -284,6 +284,30 @@ def test_csv_labels_are_read_as_the_text_they_are(registry: Registry, tmp_path: 
         prepare(Spec("csv:empty.csv", target="label"), registry, tmp_path)
 
 
+def test_a_table_file_that_cannot_be_read_says_what_to_do(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: the codec's or pandas' words alone for an Excel file, a Windows
+    code page and an empty file."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "book.csv", "w") as book:  # an .xlsx is a zip archive
+        book.writestr("xl/workbook.xml", "<workbook/>" * 50)
+    (tmp_path / "latin.csv").write_bytes("a,Durée,label\n1,2,x\n".encode("cp1252"))
+    (tmp_path / "empty.csv").write_bytes(b"")
+    cases = {
+        "book.csv": "it is a zip archive, as an Excel workbook (.xlsx) is: save it as CSV",
+        "latin.csv": "graftune reads CSV files as UTF-8: save it as 'CSV UTF-8'",
+        "empty.csv": "empty.csv: the file is empty",
+    }
+    for name, said in cases.items():
+        with raises_data_error("source", f"cannot read CSV file {tmp_path / name}", said):
+            prepare(Spec(f"csv:{name}", target="label"), registry, tmp_path)
+    (tmp_path / "book.parquet").write_bytes((tmp_path / "book.csv").read_bytes())
+    with raises_data_error("source", "cannot read Parquet file", "an Excel workbook"):
+        prepare(Spec("parquet:book.parquet", target="label"), registry, tmp_path)
+
+
 def test_a_target_that_measures_a_quantity_is_said_to_be_no_classes(
     registry: Registry, tmp_path: Path
 ) -> None:

@@ -412,7 +412,7 @@ def table_columns(scheme: str, path: Path) -> list[str]:
         try:
             schema = pq.read_schema(path)
         except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-            raise DataError(f"cannot read Parquet file {path}: {exc}", key="source") from exc
+            raise unreadable_table("parquet", path, exc) from exc
         index = _parquet_index(schema)
         _check_names_once([str(n) for n in schema.names], path)
         return [str(n) for n in schema.names if n not in index]
@@ -422,10 +422,29 @@ def table_columns(scheme: str, path: Path) -> list[str]:
         header = pd.read_csv(path, nrows=0, **_csv_format(path))
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         # pandas' EmptyDataError and ParserError are ValueErrors.
-        raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
+        raise unreadable_table("csv", path, exc) from exc
     _check_names_once(_csv_header(path), path)
     columns = [str(c) for c in header.columns]
     return columns[1:] if columns[:1] == [_CSV_INDEX] else columns
+
+
+def unreadable_table(scheme: str, path: Path, exc: BaseException) -> DataError:
+    """The error for a table file that cannot be read, with what to do where the
+    cause is a common one (found by QA: pandas' and the codec's words alone)."""
+    kind = "CSV" if scheme == "csv" else "Parquet"
+    said = f"cannot read {kind} file {path}: {exc}"
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(4)
+    except OSError:
+        head = b""
+    if head.startswith(b"PK\x03\x04"):
+        said += "; it is a zip archive, as an Excel workbook (.xlsx) is: save it as CSV"
+    elif head == b"":
+        said = f"cannot read {kind} file {path}: the file is empty"
+    elif isinstance(exc, UnicodeDecodeError):
+        said += "; graftune reads CSV files as UTF-8: save it as 'CSV UTF-8' (Excel's name)"
+    return DataError(said, key="source")
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -437,7 +456,7 @@ def _csv_header(path: Path) -> list[str]:
             path, header=None, nrows=1, dtype=str, keep_default_na=False, **_csv_format(path)
         )
     except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
+        raise unreadable_table("csv", path, exc) from exc
     return [] if row.empty else [str(name) for name in row.iloc[0]]
 
 
@@ -475,9 +494,9 @@ def read_table(scheme: str, path: Path, *, target: str | None = None) -> pd.Data
         else:
             frame = pd.read_csv(path, **_csv_format(path, target))
     except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"cannot read {scheme.upper()} file {path}: {exc}", key="source") from exc
+        raise unreadable_table(scheme, path, exc) from exc
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise DataError(f"cannot read Parquet file {path}: {exc}", key="source") from exc
+        raise unreadable_table("parquet", path, exc) from exc
     _check_names_once(
         _csv_header(path) if scheme == "csv" else [str(c) for c in frame.columns], path
     )
@@ -553,7 +572,7 @@ def _csv_label_text(path: Path, target: str) -> pd.Series:
             path, usecols=[target], dtype=str, keep_default_na=False, **_csv_format(path)
         )[target]
     except (ValueError, UnicodeDecodeError, OSError) as exc:
-        raise DataError(f"cannot read CSV file {path}: {exc}", key="source") from exc
+        raise unreadable_table("csv", path, exc) from exc
     return labels.str.strip()
 
 
