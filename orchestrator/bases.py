@@ -920,7 +920,7 @@ def prepare_base(
     output_shape = tuple(model.output_shape[1:])
     cuts = find_cut_points(model)
     adapter = plan_adapter(task.input_shape, input_shape, preprocessing)
-    _check_takes(model, tuple(task.input_shape), adapter, key="path" if spec.path else None)
+    probe = _probe(model, tuple(task.input_shape), adapter, key="path" if spec.path else None)
     top = classifier_top(model)
     if top is not None:
         said = (
@@ -945,14 +945,15 @@ def prepare_base(
         description=description,
         cut_params=tuple(_params(model.layers[: i + 1]) for i in cuts),
         random_layers=tuple(random_layers(model)),
-        output_spread=None if sample is None else output_spread(model, adapter, sample),
+        output_spread=None if sample is None else _spread(probe, sample),
     )
 
 
-def _check_takes(
+def _probe(
     model: keras.Model, data_shape: tuple[int, ...], adapter: list, *, key: str | None
-) -> None:
-    """Refuse a base that cannot be called on the data's inputs (adapted), naming why.
+) -> keras.Model:
+    """``model`` behind ``adapter``, on the data's inputs, in inference mode; a base
+    that cannot be called on them is refused, naming why.
 
     A base that takes any image size (``Input((None, None, 3))``) accepts the
     data's shape, and then its convolutions and poolings can shrink small images
@@ -962,7 +963,7 @@ def _check_takes(
 
     try:
         inputs = keras.Input(data_shape)
-        model(apply_adapter(inputs, tuple(adapter)), training=False)
+        return keras.Model(inputs, model(apply_adapter(inputs, tuple(adapter)), training=False))
     except (ValueError, TypeError) as exc:
         size = "; larger images (data.image_size) may fit it" if len(data_shape) == 3 else ""
         raise BaseModelError(
@@ -1012,14 +1013,20 @@ def output_spread(model: keras.Model, adapter: Any, sample: Any) -> tuple[float,
     strategies run the frozen base. ``None`` where the inputs themselves do not
     vary (fewer than two, or all alike): nothing can be said of the base then.
     """
+    import numpy as np
+
+    shape = tuple(np.shape(sample)[1:])
+    return _spread(_probe(model, shape, list(adapter), key=None), sample)
+
+
+def _spread(probe: keras.Model, sample: Any) -> tuple[float, float, int] | None:
+    """:func:`output_spread` through a :func:`_probe` made already."""
     import keras
     import numpy as np
 
     x = np.asarray(sample[:SPREAD_SAMPLE], dtype="float32")
     if len(x) < 2 or not np.ptp(x.reshape(len(x), -1), axis=0).any():
         return None
-    inputs = keras.Input(x.shape[1:])
-    probe = keras.Model(inputs, model(apply_adapter(inputs, tuple(adapter)), training=False))
     parts = [
         keras.ops.convert_to_numpy(probe(x[i : i + SPREAD_BATCH], training=False))
         for i in range(0, len(x), SPREAD_BATCH)
