@@ -875,12 +875,14 @@ def prepare_base(
         )
     key = _calling(providers, kind, "cache_key", spec, context)
 
-    def damaged(folder: Path, problem: str) -> None:
-        message = f"the cached base {folder} cannot be read ({problem}): making it again"
+    def warn(message: str) -> None:
         if echo is not None:
             echo(f"warning: {message}")
         else:
             log.warning("%s", message)
+
+    def damaged(folder: Path, problem: str) -> None:
+        warn(f"the cached base {folder} cannot be read ({problem}): making it again")
 
     if key:
         # Held while the base is built: runs that need the same base (a pretrain
@@ -923,16 +925,12 @@ def prepare_base(
     probe = _probe(model, tuple(task.input_shape), adapter, key="path" if spec.path else None)
     top = classifier_top(model)
     if top is not None:
-        said = (
+        warn(
             f"the base ends in its classifier ({top}): its output is the probabilities of "
             "the classes it was trained on, and every head, and feature_extraction's whole "
             "base, sits on them. Save it without that layer, e.g. keras.Model(model.input, "
             "model.layers[-2].output).save(...), as keras.applications' include_top=False does"
         )
-        if echo is not None:
-            echo(f"warning: {said}")
-        else:
-            log.warning("%s", said)
     description = spec.application or (str(spec.path) if spec.path else spec.kind)
     return BaseInfo(
         path=model_path,
