@@ -116,10 +116,20 @@ app = _App(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+class _Console(Console):
+    """Rich's console, which notes when its reader has gone (``| head``)."""
+
+    def on_broken_pipe(self) -> None:
+        _state["reader_gone"] = True
+        super().on_broken_pipe()  # quiet from here on, and SystemExit(1)
+
+
+_state: dict[str, Any] = {"debug": False, "command": None, "reader_gone": False}
 # Piped output keeps whole table rows rather than rich's 80 columns.
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-_state: dict[str, Any] = {"debug": False, "command": None}
+out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -1011,7 +1021,7 @@ def jobs_list(
         table.add_row(*map(_text, cells))
     if found or not drivers:
         # Piped, whole cells (a script reads the results' location), not rich's ellipses.
-        (out if out.is_terminal else Console(highlight=False, width=1000)).print(table)
+        (out if out.is_terminal else _Console(highlight=False, width=1000)).print(table)
     if drivers and not all_:
         some = f"{len(drivers)} driver{'s' if len(drivers) > 1 else ''}"
         out.print(
@@ -1223,7 +1233,7 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
     if nodes is not None and nodes.str.split("/").str[0].nunique() <= 1:
         columns.remove("node")
     # Piped, a wide leaderboard keeps whole cells rather than rich's ellipses.
-    console = out if out.is_terminal else Console(highlight=False, width=1000)
+    console = out if out.is_terminal else _Console(highlight=False, width=1000)
     ellipsis = _ellipsis(console.encoding)
     rows = []
     for _, row in frame.iterrows():
@@ -1250,7 +1260,7 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
         table.add_row(*(row[column] for column in shown))
     needed = sum(cut.get(column, _cell_width(column, rows)) + 2 for column in shown)
     if needed > console.width:  # the key columns alone: whole, and the terminal wraps
-        console = Console(
+        console = _Console(
             file=console.file,
             width=needed,
             highlight=False,
@@ -1349,9 +1359,38 @@ def main() -> None:
     try:
         app()
     except SystemExit as exc:
+        code = exc.code
+        if _reader_gone() or not _flushed(sys.stdout):
+            code = 128 + signal.SIGPIPE
         if "tensorflow" not in sys.modules:
-            raise
-        _exit_now(exc.code)
+            raise SystemExit(code) from None
+        _exit_now(code)
+
+
+def _flushed(stream: Any) -> bool:
+    """Flush ``stream``; False where its reader has gone (what is left is dropped)."""
+    try:
+        stream.flush()
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        return False
+    except (OSError, ValueError):
+        pass
+    return True
+
+
+def _reader_gone() -> bool:
+    """Whether the command stopped because its output's reader had gone (``| head``).
+
+    Rich and Click end such a command quietly with status 1 (Click after
+    putting its flush-pacifying wrapper on stdout); 1 is graftune's "every
+    trial failed". The status a shell gives a program that SIGPIPE ended (141)
+    says what happened, as ``yes | head`` does: a ``set -o pipefail`` script
+    still sees it.
+    """
+    # Typer carries its own copy of Click (typer._click): the wrapper is known by name.
+    return _state["reader_gone"] or type(sys.stdout).__name__ == "PacifyFlushWrapper"
 
 
 def _exit_now(code: int | str | None) -> None:

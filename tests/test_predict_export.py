@@ -838,3 +838,29 @@ def test_a_run_on_a_scikit_learn_table_matches_a_tables_columns_by_name(tmp_path
     assert invoke("export", run_dir, tmp_path / "exported").exit_code == 0
     exported = json.loads((tmp_path / "exported" / "graftune.json").read_text())
     assert exported["features"] == features
+
+
+def test_output_whose_reader_has_gone_ends_quietly_with_sigpipes_status(wine_run):
+    """Found by QA: `graftune predict ... | head` exited 1, README's "every trial
+    failed". A closed pipe now ends any command as SIGPIPE ends `yes | head`: 141,
+    nothing said. Rich's console, Click's wrapper and the TensorFlow-loaded exit
+    each met it their own way."""
+    import os
+
+    from tests.search_helpers import GRAFTUNE
+
+    commands = {
+        "rich": ["--version"],
+        "click": ["leaderboard", str(wine_run.run_dir), "--format", "csv"],
+        "tensorflow": ["predict", str(wine_run.run_dir), "--data", f"csv:{WINE_CSV}"],
+    }
+    for way, args in commands.items():
+        read, write = os.pipe()
+        os.close(read)  # the reader has gone before the first line
+        try:
+            done = subprocess.run(
+                [GRAFTUNE, *args], stdout=write, stderr=subprocess.PIPE, text=True, timeout=120
+            )
+        finally:
+            os.close(write)
+        assert (way, done.returncode, done.stderr) == (way, 141, ""), done.stderr
