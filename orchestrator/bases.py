@@ -135,15 +135,66 @@ def using_cache() -> Iterator[None]:
     """
     import fcntl
 
+    root = cache_dir()
+    made = not root.exists()
     try:
-        cache_dir().mkdir(parents=True, exist_ok=True)
-        handle = open(cache_dir() / IN_USE_LOCK, "a")  # noqa: SIM115 (held until the end)
+        handle = lock_in_use(root, fcntl.LOCK_SH)  # waits out a clear going on
     except OSError:
         yield
         return
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_SH)  # waits out a clear going on
-        yield
+        try:
+            yield
+        finally:
+            if made:
+                _unmake_if_unused(root, handle)
+
+
+def lock_in_use(root: Path, how: int) -> Any:
+    """The cache's :data:`IN_USE_LOCK`, opened and locked ``how`` (``fcntl.flock``).
+
+    A lock on a file that a finishing run has just removed (see
+    :func:`_unmake_if_unused`) would hold nothing: such a file is let go and
+    the lock taken again on the file now in the folder.
+
+    Raises:
+        OSError: The folder or its lock cannot be made or opened
+            (``BlockingIOError`` for ``LOCK_NB`` when it is held).
+    """
+    import fcntl
+
+    while True:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / IN_USE_LOCK, "a")  # noqa: SIM115 (the caller's to close)
+        try:
+            fcntl.flock(handle, how)
+            if os.stat(root / IN_USE_LOCK).st_ino == os.fstat(handle.fileno()).st_ino:
+                return handle
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            handle.close()
+            raise
+        handle.close()
+
+
+def _unmake_if_unused(root: Path, handle: Any) -> None:
+    """Remove the cache folder a run made and put nothing in (a refused recipe).
+
+    A recipe refused at its data or base wrote nothing else, and left an empty
+    cache with its lock behind. The folder goes only if no other run holds it
+    (the lock is taken exclusively, without waiting) and only the lock is in it.
+    """
+    import fcntl
+
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return  # another run is using the cache
+    with contextlib.suppress(OSError):
+        if [entry.name for entry in root.iterdir()] == [IN_USE_LOCK]:
+            (root / IN_USE_LOCK).unlink()
+            root.rmdir()
 
 
 def keras_models_dir() -> Path:

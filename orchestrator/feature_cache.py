@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.bases import (
-    IN_USE_LOCK,
     cache_dir,
     damaged_base_file,
     describe_cached_base,
+    lock_in_use,
     locked,
 )
 
@@ -313,17 +313,15 @@ def clear_cache(kinds: tuple[str, ...] = ("base", "features")) -> tuple[int, lis
     if not root.is_dir():
         return 0, []
     try:
-        handle = open(root / IN_USE_LOCK, "a")  # noqa: SIM115 (closed below)
+        handle = lock_in_use(root, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise CacheInUse(
+            f"the cache {root} is in use by a graftune run on this machine; "
+            "clear it when no run is going"
+        ) from None
     except OSError as exc:
         return 0, [f"{root}: {exc.strerror or exc}"]
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CacheInUse(
-                f"the cache {root} is in use by a graftune run on this machine; "
-                "clear it when no run is going"
-            ) from None
         freed, failed = 0, []
         for entry in cache_entries():
             if entry.kind not in kinds:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import numpy as np
 import pytest
 
@@ -701,6 +704,62 @@ def test_cache_clear_waits_for_runs_and_whole_entries_need_no_lock(digits, base_
     cleared = runner.invoke(app, ["cache", "clear"])
     assert cleared.exit_code == 0, cleared.output
     assert "empty" in runner.invoke(app, ["cache", "info"]).output
+
+
+def test_a_refused_run_leaves_no_cache_behind(tmp_path, monkeypatch):
+    """Found by QA: a recipe refused at its data (or base) exits 2 and writes
+    nothing, but left a new, empty cache folder with its in-use lock. A cache
+    folder the run made is removed when the run put nothing in it, unless
+    another run holds it; one with entries stays."""
+    import fcntl
+
+    from typer.testing import CliRunner
+
+    from orchestrator.bases import IN_USE_LOCK, cache_dir, lock_in_use, using_cache
+    from orchestrator.cli import app
+
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "t.csv").write_text("a,b,y\n1,x,0\n2,y,1\n3,z,0\n4,w,1\n")
+    (tmp_path / "r.yaml").write_text(
+        "name: r\ndata: {source: 'csv:t.csv', target: y}\nstrategies: {scratch_mlp: {}}\n"
+    )
+    refused = CliRunner().invoke(app, ["run", str(tmp_path / "r.yaml")])
+    assert refused.exit_code == 2, refused.output
+    assert "non-numeric column(s) 'b'" in refused.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml", "t.csv"]
+
+    with using_cache():
+        other = lock_in_use(cache_dir(), fcntl.LOCK_SH)  # a second run started meanwhile
+    with other:
+        assert (cache_dir() / IN_USE_LOCK).stat().st_ino == os.fstat(other.fileno()).st_ino
+    (cache_dir() / IN_USE_LOCK).unlink()
+    cache_dir().rmdir()
+    with using_cache():
+        (cache_dir() / "bases").mkdir()
+    assert sorted(p.name for p in cache_dir().iterdir()) == ["bases", IN_USE_LOCK]
+
+
+def test_a_lock_on_a_removed_in_use_file_is_taken_again(tmp_path):
+    """A run that opened the in-use lock as an ending run removed it holds the
+    file in the folder, not the removed one (which would hold nothing)."""
+    import fcntl
+    import threading
+
+    from orchestrator.bases import IN_USE_LOCK, lock_in_use
+
+    root = tmp_path / "cache"
+    ending = lock_in_use(root, fcntl.LOCK_EX)
+    taken: list = []
+    waiter = threading.Thread(target=lambda: taken.append(lock_in_use(root, fcntl.LOCK_SH)))
+    waiter.start()
+    time.sleep(0.5)  # the waiter has opened the file and waits for its lock
+    (root / IN_USE_LOCK).unlink()
+    root.rmdir()
+    ending.close()
+    waiter.join(10)
+    (handle,) = taken
+    with handle:
+        assert (root / IN_USE_LOCK).stat().st_ino == os.fstat(handle.fileno()).st_ino
 
 
 def test_an_application_base_works_with_the_cache_and_input_adaptation(
