@@ -539,6 +539,23 @@ def test_csv_missing_values_counts_rows_and_names_columns(
         prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
 
 
+def test_csv_true_false_column_with_an_empty_cell_is_said_missing_with_its_row(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: pandas reads such a column as objects, and it was called
+    non-numeric with no cell shown; its empty cell is what is wrong."""
+    frame = table()
+    frame["flag"] = np.where(np.arange(len(frame)) % 2 == 0, "true", "false")
+    frame.loc[6, "flag"] = ""
+    write_csv(tmp_path / "t.csv", frame)
+    with raises_data_error("source", "1 row(s) with missing values", "'flag'", "data row 7"):
+        prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+    frame.loc[6, "flag"] = "maybe"  # text among them: all of it read as text
+    write_csv(tmp_path / "t.csv", frame)
+    with raises_data_error("source", "non-numeric column(s) 'flag' (data row 1: 'true')"):
+        prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+
+
 # --- npz -------------------------------------------------------------------------------
 
 

@@ -642,14 +642,24 @@ def non_numeric_columns(
     """
     import pandas as pd
 
-    non_numeric = [c for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    def text_cells(column: pd.Series) -> pd.Series:
+        as_read = column
+        if semicolon_decimal == ",":  # "3,5" is a number there
+            as_read = column.astype(str).str.replace(",", ".", regex=False).where(column.notna())
+        return pd.to_numeric(as_read, errors="coerce").isna() & column.notna()
+
+    # A column of numbers (or true/false) with an empty cell is read as objects: its
+    # missing value is what is wrong, said with its row by check_no_missing.
+    non_numeric = [
+        c
+        for c in features
+        if not pd.api.types.is_numeric_dtype(frame[c])
+        and (text_cells(frame[c]).any() or not frame[c].isna().any())
+    ]
     if not non_numeric:
         return None
     column = frame[non_numeric[0]]
-    as_read = column
-    if semicolon_decimal == ",":  # "3,5" is a number there
-        as_read = column.astype(str).str.replace(",", ".", regex=False).where(column.notna())
-    text = pd.to_numeric(as_read, errors="coerce").isna() & column.notna()
+    text = text_cells(column)
     row = int(np.argmax(text.to_numpy())) if text.any() else None
     example = "" if row is None else f" (data row {row + 1}: {column.iloc[row]!r})"
     read_as = ""
