@@ -717,9 +717,15 @@ def _run(
                 publish(place, echo)
             except Exception as exc:  # said; the interruption is what the run reports
                 log.warning("could not store the stopped run in %s: %s", place.remote, exc)
-            later = list(strategies)[list(strategies).index(interrupted[0]) + 1 :]
+            at = list(strategies).index(interrupted[0])
             raise RunInterrupted(
-                _interrupted_message(run_dir, *interrupted, later=later, ended=len(results)),
+                _interrupted_message(
+                    run_dir,
+                    *interrupted,
+                    earlier=list(strategies)[:at],
+                    later=list(strategies)[at + 1 :],
+                    ended=len(results),
+                ),
                 run_dir=run_dir,
                 leaderboard=frame,
                 by_sigterm=terminated(),
@@ -1342,13 +1348,25 @@ def _trial_line(result: TrialResult, metric: str) -> str:
 
 
 def _interrupted_message(
-    run_dir: Path, name: str, stop: SearchInterrupted, *, later: list[str], ended: int
+    run_dir: Path,
+    name: str,
+    stop: SearchInterrupted,
+    *,
+    earlier: list[str],
+    later: list[str],
+    ended: int,
 ) -> str:
     ended_here = len(stop.finished)
     line = f"{name}: {ended_here} trial{'s' if ended_here != 1 else ''} ended"
     if stop.stopped:
         again = "they run" if stop.stopped != 1 else "it runs"
         line += f", {stop.stopped} stopped midway ({again} again on resume)"
+    if earlier:  # a Ctrl+C in the third strategy's search counted its trials alone
+        before = ended - ended_here
+        line += (
+            f"; searched before it: {', '.join(earlier)} "
+            f"({before} trial{'s' if before != 1 else ''} ended)"
+        )
     if later:
         line += f"; not started: {', '.join(later)}"
     lines = [line]

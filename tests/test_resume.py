@@ -589,6 +589,31 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     assert (run_dir / "leaderboard.csv").stat().st_mtime_ns == board
 
 
+def test_an_interrupted_runs_summary_counts_the_strategies_searched_before(tmp_path):
+    """Found by QA: Ctrl+C in the third strategy's search said
+    "interrupted: fine_tune: 1 trial ended, 2 stopped midway" when 17 had ended."""
+    from orchestrator.errors import SearchInterrupted
+    from orchestrator.run import _interrupted_message
+
+    stop = SearchInterrupted(finished=["t"], stopped=2)
+    said = _interrupted_message(
+        tmp_path,
+        "fine_tune",
+        stop,
+        earlier=["scratch_mlp", "feature_extraction"],
+        later=[],
+        ended=17,
+    )
+    assert said.splitlines()[0] == (
+        "fine_tune: 1 trial ended, 2 stopped midway (they run again on resume); searched "
+        "before it: scratch_mlp, feature_extraction (16 trials ended)"
+    )
+    alone = _interrupted_message(tmp_path, "a", stop, earlier=[], later=["b"], ended=1)
+    assert alone.splitlines()[0] == (
+        "a: 1 trial ended, 2 stopped midway (they run again on resume); not started: b"
+    )
+
+
 def test_a_keras_tuner_grid_search_resumes_to_every_point_once(tmp_path):
     """Found by QA: keras-tuner's grid oracle keeps its order in memory only; a
     resumed grid search raised KeyError after the trial it ran again, and the next
