@@ -511,10 +511,13 @@ def _table(table_id: str, columns: list[str], rows: list[dict[str, Any]], *, bes
     head = "".join(
         f"<th scope='col'{' class=text' if c in text else ''}>{_e(c)}</th>" for c in columns
     )
+    decimals = {c: _decimals([r.get(c) for r in rows]) for c in columns if c not in text}
     lines = []
     for row in rows:
         is_best = (row.get("strategy"), row.get("trial_id")) in best_keys
-        cells = "".join(_cell(column, row.get(column)) for column in columns)
+        cells = "".join(
+            _cell(column, row.get(column), decimals.get(column, 3)) for column in columns
+        )
         lines.append(f"<tr{' class=best' if is_best else ''}>{cells}</tr>")
     return (
         f"<div class='wrap'><table id='{_e(table_id)}' class='sortable'>"
@@ -522,7 +525,21 @@ def _table(table_id: str, columns: list[str], rows: list[dict[str, Any]], *, bes
     )
 
 
-def _cell(column: str, value: Any) -> str:
+def _decimals(values: list[Any], most: int = 3) -> int:
+    """The decimals that show every number of a column as it is, up to ``most``: a
+    column's numbers alike (``1010.0``, ``1016.4``; were ``1010``, ``1016.400``)."""
+    numbers = [
+        float(v)
+        for v in values
+        if not _missing(v) and not isinstance(v, str) and type(v).__name__ not in ("bool", "bool_")
+    ]
+    for digits in range(most):
+        if all(abs(round(v, digits) - v) <= 1e-9 * max(1.0, abs(v)) for v in numbers):
+            return digits
+    return most
+
+
+def _cell(column: str, value: Any, decimals: int = 3) -> str:
     if _missing(value):
         return "<td data-sort=''></td>"
     if isinstance(value, str):
@@ -535,10 +552,14 @@ def _cell(column: str, value: Any) -> str:
     number = float(value)
     if column in ("lambda", "learning_rate"):
         shown = f"{number:.3g}"
-    elif float(number).is_integer() and column not in _FOUR_DIGITS:
-        shown = str(int(number))
+    elif column in _FOUR_DIGITS:
+        shown = _number(number, 4)
+    elif decimals == 0:
+        shown = str(int(number)) if abs(number) < 1e15 else f"{number:.3g}"
+    elif decimals < 3:  # every number of the column is exact at these decimals
+        shown = f"{number:.{decimals}f}"
     else:
-        shown = _number(number, 4 if column in _FOUR_DIGITS else 3)
+        shown = _number(number, 3)
     return f"<td data-sort='{number!r}'>{_e(shown)}</td>"
 
 

@@ -352,6 +352,25 @@ def test_diverged_trials_are_not_scored_and_default_strategies_are_shown(tmp_pat
     assert ">True<" in _cell("two_phase", True) and ">False<" in _cell("two_phase", False)
 
 
+def test_a_columns_numbers_are_shown_with_the_same_decimals():
+    """Found by QA: peak_memory_mb read `1010 | 1016.400 | 973.900` in the report."""
+    import re
+
+    from orchestrator.report import _table
+
+    rows = [
+        {"peak_memory_mb": 1010.0, "fit_seconds": 1.5921, "width": 64, "lambda": 1e-4},
+        {"peak_memory_mb": 1016.4, "fit_seconds": 2.0, "width": 128, "lambda": 3.3e-3},
+        {"peak_memory_mb": 973.9, "fit_seconds": None, "width": 32, "lambda": 0.01},
+    ]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", _table("t", list(rows[0]), rows, best_keys=set()))
+    assert cells == [
+        *("1010.0", "1.592", "64", "0.0001"),
+        *("1016.4", "2.000", "128", "0.0033"),
+        *("973.9", "", "32", "0.01"),
+    ]
+
+
 def test_parameter_values_pandas_reads_as_missing_stay_text(tmp_path):
     from orchestrator.leaderboard import build_leaderboard, read_leaderboard, write_leaderboard
     from orchestrator.trial import TrialResult
