@@ -458,8 +458,10 @@ def run(
             f"error: {missing or f'{resume} is not a graftune run directory (no recipe.yaml)'}"
         )
         raise typer.Exit(2)
+    from orchestrator.feature_cache import feature_entries
     from orchestrator.tuning.ray_start import sigterm_stops_the_run
 
+    cached_before = set(feature_entries())
     with sigterm_stops_the_run():
         try:
             host = _host(plugin, recipe if recipe is not None else resume / "recipe.yaml")
@@ -538,6 +540,26 @@ def run(
         else:
             logdir = shlex.quote(str(outcome.run_dir / "trials"))
             out.print(f"tensorboard: tensorboard --logdir {logdir}", markup=False)
+    _say_features_cached(cached_before)
+
+
+def _say_features_cached(before: set[str]) -> None:
+    """Say how much the run's frozen features added to this machine's cache, if any.
+
+    Found by QA: a run of 7,800 images of 32x32 cached 1.1 GiB of features (its
+    run directory: 7 MB), and nothing said so.
+    """
+    from orchestrator.bases import cache_dir
+    from orchestrator.feature_cache import feature_entries, size_text
+
+    made = sum(size for name, size in feature_entries().items() if name not in before)
+    if made:
+        out.print(
+            f"cache: {size_text(made)} of frozen features made in {cache_dir()} "
+            "(`graftune cache clear --features` frees them; `cache: false` in a recipe "
+            "makes none)",
+            markup=False,
+        )
 
 
 def _with_cluster_options(
@@ -1147,7 +1169,7 @@ app.add_typer(cache_app, name="cache")
 def cache_info() -> None:
     """List cached bases and frozen-feature sets with their sizes."""
     from orchestrator.bases import cache_dir
-    from orchestrator.feature_cache import cache_entries
+    from orchestrator.feature_cache import cache_entries, size_text
 
     try:
         entries = cache_entries()
@@ -1160,10 +1182,10 @@ def cache_info() -> None:
         return
     table = Table("kind", "size", "entry", "what", box=None, header_style="bold")
     for entry in entries:
-        cells = (entry.kind, _size(entry.size_bytes), entry.path.name, entry.description)
+        cells = (entry.kind, size_text(entry.size_bytes), entry.path.name, entry.description)
         table.add_row(*map(_text, cells))
     out.print(table)
-    out.print(f"total: {_size(sum(e.size_bytes for e in entries))}", markup=False)
+    out.print(f"total: {size_text(sum(e.size_bytes for e in entries))}", markup=False)
 
 
 @cache_app.command("clear")
@@ -1172,7 +1194,7 @@ def cache_clear(
     bases: Annotated[bool, typer.Option("--bases", help="Only pretrained bases.")] = False,
 ) -> None:
     """Free the cache (both kinds unless --features or --bases)."""
-    from orchestrator.feature_cache import clear_cache
+    from orchestrator.feature_cache import clear_cache, size_text
 
     kinds = tuple(k for k, chosen in (("features", features), ("base", bases)) if chosen)
     try:
@@ -1180,19 +1202,11 @@ def cache_clear(
     except GraftuneError as exc:
         _fail(exc)
         return
-    out.print(f"freed {_size(freed)}", markup=False)
+    out.print(f"freed {size_text(freed)}", markup=False)
     if failed:
         more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         err.print(f"error: could not remove {failed[0]}{more}", markup=False)
         raise typer.Exit(1)
-
-
-def _size(size: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:

@@ -12,6 +12,7 @@ an entry is complete when its ``meta.json`` exists (written last).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -64,6 +65,15 @@ def features_dir() -> Path:
     return cache_dir() / "features"
 
 
+def feature_entries() -> dict[str, int]:
+    """Each feature entry's folder name and its size in bytes (none: ``{}``)."""
+    try:
+        folders = [p for p in features_dir().iterdir() if p.is_dir()]
+    except (OSError, ValueError):  # no cache yet, or a $GRAFTUNE_CACHE_DIR of no user
+        return {}
+    return {folder.name: _size(folder) for folder in folders}
+
+
 def cached_features(
     base: LoadedBase,
     frozen_layers: int,
@@ -109,6 +119,7 @@ def cached_features(
             (folder / "meta.json").unlink(missing_ok=True)  # incomplete until made again
         prefix = base.prefix_model(dataset.task.input_shape, frozen_layers)
         folder.mkdir(parents=True, exist_ok=True)
+        _check_room(folder, tuple(prefix.output.shape[1:]), dataset)
         for left in folder.glob("*.tmp*"):  # by a computation killed midway (we hold the lock)
             left.unlink()
         started = time.perf_counter()
@@ -141,6 +152,51 @@ def cached_features(
         tmp.write_text(json.dumps(meta, indent=2))
         os.replace(tmp, folder / "meta.json")
         return _read_entry(folder), True
+
+
+class CacheTooLarge(OSError):
+    """The features would take more than half the free space of the cache's disk.
+
+    Caught by the trial, which trains through the frozen prefix instead.
+    """
+
+
+def _check_room(folder: Path, shape: tuple[Any, ...], dataset: Dataset) -> None:
+    """Refuse to make an entry that would take more than half the free space left.
+
+    Features of an early cut of a convolutional base are many times larger than
+    the images (a 32x32 image of 3 numbers gives 32x32x16 after one layer of 16
+    filters), and such a prefix is cheap to run again; an entry is never the
+    thing that fills the disk.
+
+    Raises:
+        CacheTooLarge: Saying how much the entry needs and how much is free.
+    """
+    import math
+
+    import numpy as np
+
+    if not all(isinstance(d, int) for d in shape):
+        return  # not known before the features are computed
+    rows = sum(len(getattr(dataset, f"x_{split}")) for split in SPLITS)
+    need = rows * math.prod(shape) * np.dtype(DTYPE).itemsize
+    free = shutil.disk_usage(folder).free
+    if need > free / 2:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # made for this entry (a damaged entry's files stay)
+        raise CacheTooLarge(
+            f"its features ({rows} examples of {list(shape)}) would take {size_text(need)}, "
+            f"more than half the {size_text(free)} free where the cache is ({folder.parent})"
+        )
+
+
+def size_text(size: float) -> str:
+    """A number of bytes for people: ``512 B``, ``3.4 MiB``, ``1.1 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"
 
 
 class DamagedEntry(Exception):
@@ -284,9 +340,12 @@ def cache_entries() -> list[CacheEntry]:
                     else f"damaged: {exc} (computed again by the next run that needs it)"
                 )
             else:
+                shapes = meta["shapes"]
+                rows = "/".join(str(shapes[split][0]) for split in SPLITS if split in shapes)
                 text = (
                     f"{meta.get('base')} up to cut {meta.get('cut')} ({meta.get('cut_layer')}) "
-                    f"on {meta.get('data')}, train {meta['shapes']['train']}"
+                    f"on {meta.get('data')}: {rows} examples (train/val/test) of "
+                    f"{shapes['train'][1:]}"
                 )
             entries.append(CacheEntry("features", folder, _size(folder), text))
     return entries

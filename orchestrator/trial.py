@@ -708,11 +708,15 @@ def _inputs(
     if random_layers:
         result.note = f"feature cache off: {', '.join(random_layers)} before the cut is random"
         return raw, None
-    from orchestrator.feature_cache import cached_features
+    from orchestrator.feature_cache import CacheTooLarge, cached_features
 
     damaged: list[str] = []
     try:
         features, computed = cached_features(base, cut, dataset, damaged=damaged.append)
+    except CacheTooLarge as exc:  # an entry never fills the disk
+        result.note = f"feature cache off up to cut {cut}: {exc}"
+        log.warning("%s", result.note)
+        return raw, None
     except OSError as exc:  # a full or read-only cache: the trial trains without it
         from orchestrator.bases import cache_dir
 

@@ -858,19 +858,10 @@ def test_resume_refuses_a_folder_that_is_no_run(tmp_path):
 @pytest.fixture
 def small_disk(tmp_path):
     """A real file system of 1 MiB (a tmpfs; mounting one needs root, as here and in CI)."""
-    disk = tmp_path / "small"
-    disk.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    from tests.helpers import tmpfs
+
+    with tmpfs(tmp_path / "small", "1m") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
 @pytest.mark.parametrize("backend", ["keras_tuner", "ray"])

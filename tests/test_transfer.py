@@ -808,6 +808,57 @@ def test_a_cache_that_cannot_be_written_leaves_the_trial_to_train_without_it(
     assert result.cached_cut is None and result.model_path.endswith("model.keras")
 
 
+def test_features_that_would_take_half_the_free_disk_are_not_cached(digits, base_info, tmp_path):
+    """Found by QA: the cache has no bound; an early cut of a convolutional base
+    gives features many times the images' size (1.1 GiB for 7,800 images of
+    32x32). An entry never takes more than half the free space of its disk."""
+    from orchestrator.feature_cache import features_dir
+    from tests.helpers import tmpfs
+
+    rows = len(digits.x_train) + len(digits.x_val) + len(digits.x_test)
+    need = rows * 8 * 8 * 16 * 4  # the whole base's output, float32
+    with tmpfs(features_dir(), f"{need * 3 // 2 // 1024}k"):
+        result = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, epochs=1)
+        assert result.status == "ok", result.error
+        assert result.note.startswith(
+            f"feature cache off up to cut {base_info.n_cut_points}: its features "
+            f"({rows} examples of [8, 8, 16]) would take {need / 2**20:.1f} MiB, more than "
+            f"half the "
+        )
+        assert result.note.endswith(f"free where the cache is ({features_dir()})")
+        assert result.cached_cut is None and result.model_path.endswith("model.keras")
+        assert [p.suffix for p in features_dir().iterdir()] == [".lock"]  # no entry
+    with tmpfs(features_dir(), f"{need * 5 // 2 // 1024}k"):
+        result = trial(
+            FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, epochs=1, trial_id="u"
+        )
+        assert result.note == f"features computed up to cut {base_info.n_cut_points}"
+
+
+def test_a_run_says_how_much_its_features_added_to_the_cache(digits, base_info, tmp_path, capsys):
+    """Found by QA: a run cached 1.1 GiB of features and nothing said so; `cache
+    info` showed the train split's shape beside the size of all three."""
+    from orchestrator.bases import cache_dir
+    from orchestrator.cli import _say_features_cached
+    from orchestrator.feature_cache import cache_entries, feature_entries
+
+    before = set(feature_entries())
+    _say_features_cached(before)
+    assert capsys.readouterr().out == ""  # nothing made, nothing said
+    trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, epochs=1)
+    (made,) = feature_entries().values()
+    _say_features_cached(before)
+    said = capsys.readouterr().out
+    assert said.startswith(
+        f"cache: {made / 2**20:.1f} MiB of frozen features made in {cache_dir()}"
+    )
+    _say_features_cached(set(feature_entries()))
+    assert capsys.readouterr().out == ""
+    (entry,) = [e for e in cache_entries() if e.kind == "features"]
+    counts = f"{len(digits.x_train)}/{len(digits.x_val)}/{len(digits.x_test)}"
+    assert entry.description.endswith(f": {counts} examples (train/val/test) of [8, 8, 16]")
+
+
 def test_a_cached_trials_model_is_refused_on_a_base_made_again_with_other_weights(
     digits, base_info, tmp_path
 ):
