@@ -135,7 +135,8 @@ class RunProgress:
         Each strategy's trials left take the mean time of its trials that ended
         in this process (from each one's start to its end: the run's set-up,
         and trials replayed from before a resume, take none of it; a strategy
-        with none yet takes the mean of all), less what its running trials have
+        with none yet takes the mean of all, or the time its longest running
+        trial has run if that is longer), less what its running trials have
         done, shared among as many slots as trials were seen running at once;
         and no more than what is left of its search's ``time_budget_s``.
         Strategies are searched one after another: their times add up.
@@ -149,9 +150,13 @@ class RunProgress:
         for name, c in self.strategies.items():
             if c.searched:
                 continue
-            mean = sum(c.took) / len(c.took) if c.took else overall
+            running_for = [now - self._starts.get((name, t), now) for t in c.running]
+            # A strategy none of whose trials ended yet takes at least as long a trial
+            # as its longest running one: fine_tune's trials ran 30-70 s after 2-6 s
+            # ones, and "about 0:12 left" stood still for 40 s.
+            mean = sum(c.took) / len(c.took) if c.took else max([overall, *running_for])
             to_go = c.planned - (c.done + c.pruned + c.failed)
-            under_way = sum(min(now - self._starts.get((name, t), now), mean) for t in c.running)
+            under_way = sum(min(seconds, mean) for seconds in running_for)
             seconds = max(0.0, mean * to_go - under_way) / self._slots
             if self.time_budget_s is not None:
                 began = c.search_began if c.search_began is not None else now

@@ -922,6 +922,20 @@ def test_the_live_views_estimate_times_trials_only_shares_slots_and_keeps_to_the
     ended(after, "b", "u0", now[0] + 10.0)
     assert after.eta_seconds() == 2.0  # 20 s by b's trials, 2 s left of its budget
 
+    # Found by QA: a slower strategy's first trials ran 30-70 s after 2-6 s ones, and
+    # the estimate stood at a's mean until one of them ended.
+    slow = view({"a": 2, "b": 4})
+    now[0] = 0.0
+    for index in range(2):
+        slow.trial_started("a", f"t{index}")
+        ended(slow, "a", f"t{index}", now[0] + 3.0)
+    slow.search_finished("a", 2)
+    slow.trial_started("b", "u0")
+    now[0] += 2.0
+    assert slow.eta_seconds() == 10.0  # 3 s a trial (a's), 4 to go, one 2 s in
+    now[0] += 28.0
+    assert slow.eta_seconds() == 90.0  # at least 30 s a trial: 4 to go, one 30 s in
+
 
 def test_a_long_worker_error_is_cut_at_a_word():
     """Ray's out-of-memory message was cut at 500 characters, mid-word ("... OOMing no")."""
