@@ -202,6 +202,28 @@ def test_a_worker_is_retired_only_past_its_bound_and_while_tune_knows_it(caplog)
     # A Tune without these attributes: nothing is retired, nothing breaks.
     assert not retire_worker(object(), "trial", {WORKER_RSS: 900.0}, 100)
 
+    # Found by QA: a bound below what a fresh worker holds (TensorFlow's 800 MiB)
+    # retired every worker, with a warning after each trial: one a search now.
+    from orchestrator.tuning.ray_tune import _RetiresWorkers
+
+    class Base:
+        def on_trial_complete(self, tune_controller, trial, result):
+            pass
+
+    class Scheduler(_RetiresWorkers, Base):
+        memory_mb = 100
+
+    scheduler = Scheduler()
+    controller._trial_to_actor = {f"t{i}": f"a{i}" for i in range(3)}
+    controller._started_actors = {"a0", "a1", "a2"}
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="orchestrator.tuning.ray_tune"):
+        for index in range(3):
+            scheduler.on_trial_complete(controller, f"t{index}", {WORKER_RSS: 900.0})
+    assert controller._started_actors == set()
+    levels = [(r.levelname, "said once a search" in r.getMessage()) for r in caplog.records]
+    assert levels == [("WARNING", True), ("INFO", False), ("INFO", False)]
+
 
 def test_shrinking_a_worker_acts_only_past_the_bound(caplog):
     from orchestrator.tuning.ray_tune import shrink_worker

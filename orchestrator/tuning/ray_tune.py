@@ -361,7 +361,7 @@ def _short_error(error: Any) -> str:
 
 
 def retire_worker(
-    controller: Any, trial: Any, result: dict[str, Any], memory_mb: int | None
+    controller: Any, trial: Any, result: dict[str, Any], memory_mb: int | None, *, warn: bool = True
 ) -> bool:
     """Keep a finished trial's worker from being reused if its memory is past ``memory_mb``.
 
@@ -376,6 +376,10 @@ def retire_worker(
     If a later Ray has neither attribute, nothing is retired and the worker
     hands back freed memory before its next trial instead (``shrink_worker``).
 
+    Args:
+        warn: Say it as a warning (else as an info record: a bound below what a
+            fresh worker holds would retire every worker, a warning each).
+
     Returns:
         Whether the worker was retired.
     """
@@ -387,24 +391,29 @@ def retire_worker(
     if not isinstance(actors, dict) or not isinstance(started, set) or trial not in actors:
         return False
     started.discard(actors[trial])
-    log.warning(
+    log.log(
+        logging.WARNING if warn else logging.INFO,
         "the worker of trial %s held %.0f MiB at its last report (search.worker_memory_mb "
-        "is %d): it runs no more trials, a new worker takes the next",
+        "is %d): it runs no more trials, a new worker takes the next%s",
         getattr(trial, "trial_id", trial),
         rss,
         memory_mb,
+        " (said once a search: later workers past it are replaced alike)" if warn else "",
     )
     return True
 
 
 class _RetiresWorkers:
-    """Scheduler mixin: a trial's worker past ``memory_mb`` is not reused."""
+    """Scheduler mixin: a trial's worker past ``memory_mb`` is not reused (warned once)."""
 
     memory_mb: int | None = None
+    _warned: bool = False
 
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> None:
         super().on_trial_complete(tune_controller, trial, result)  # type: ignore[misc]
-        retire_worker(tune_controller, trial, result, self.memory_mb)
+        warn = not self._warned
+        if retire_worker(tune_controller, trial, result, self.memory_mb, warn=warn):
+            self._warned = True
 
 
 class _FIFO(_RetiresWorkers, FIFOScheduler):
