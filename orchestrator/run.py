@@ -558,6 +558,11 @@ def _run(
         from orchestrator.leaderboard import atomic_write_text
 
         atomic_write_text(run_dir / BASE_FILE, json.dumps(base_info.to_json(), indent=2))
+    from orchestrator.environment import record_environment
+
+    changed = record_environment(run_dir, host, resumed=bool(resume))
+    if changed is not None:
+        log.warning("%s", changed)
     host.notify("graftune_run_started", recipe=recipe, run_dir=run_dir)
     events = _RunEvents(host, run_dir, recipe.search.metric, echo, listener, stored=_storing(place))
     if listener is not None and hasattr(listener, "plan"):

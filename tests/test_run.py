@@ -91,6 +91,32 @@ def test_files_in_the_run_directory(finished_run):
     assert summary["class_names"] == [str(i) for i in range(10)]
 
 
+def test_a_run_records_the_versions_it_ran_with_and_a_resume_with_others_says_so(
+    finished_run, tmp_path
+):
+    """Found by QA: a run directory named no version of Keras, its backend, Ray or
+    Optuna, each of which changes what the same seed gives."""
+    from importlib import metadata
+
+    from orchestrator.environment import ENVIRONMENT_FILE, record_environment
+
+    recorded = json.loads((finished_run.run_dir / ENVIRONMENT_FILE).read_text())
+    assert recorded["at"] == "start"
+    assert recorded["keras_backend"] == "tensorflow"
+    for name in ("graftune", "keras", "tensorflow", "ray", "optuna", "numpy"):
+        assert recorded["packages"][name] == metadata.version(name), name
+
+    older = {**recorded, "packages": {**recorded["packages"], "keras": "3.0.0"}}
+    (tmp_path / ENVIRONMENT_FILE).write_text(json.dumps(older))
+    said = record_environment(tmp_path, None, resumed=True)
+    assert said is not None and f"keras 3.0.0 -> {metadata.version('keras')}" in said
+    again = json.loads((tmp_path / ENVIRONMENT_FILE).read_text())
+    assert again["packages"]["keras"] == "3.0.0"  # the run's start, kept
+    assert again["resumed"][0]["packages"]["keras"] == metadata.version("keras")
+    assert record_environment(tmp_path, None, resumed=True) is None  # as the last resume
+    assert len(json.loads((tmp_path / ENVIRONMENT_FILE).read_text())["resumed"]) == 1
+
+
 def test_best_model_reloads_and_predicts_as_in_the_run(finished_run, ray_session):
     import keras
 

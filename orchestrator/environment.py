@@ -1,0 +1,125 @@
+"""What a run ran with: Python, the machine, and the versions of what shaped its results.
+
+A run's seed fixes its draws, splits and initial weights, but not the code that
+turns them into scores: Keras and its backend (kernels, initialisers), Ray
+Tune's and Optuna's samplers, the fonts matplotlib ships (``glyphs:``), the
+plugins' strategies. ``environment.json`` in the run directory records them
+when the run starts; a resume that runs with other versions says so and adds
+its own record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import platform
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.plugin_manager import PluginHost
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENT_FILE = "environment.json"
+
+#: The distributions whose versions can change a run's results, as pip names them
+#: (those not installed are left out: a Keras backend, MLflow).
+PACKAGES = (
+    "graftune",
+    "keras",
+    "tensorflow",
+    "jax",
+    "torch",
+    "ray",
+    "keras-tuner",
+    "optuna",
+    "numpy",
+    "pandas",
+    "scikit-learn",
+    "matplotlib",
+    "pillow",
+    "pluggy",
+)
+
+
+def environment(host: PluginHost | None = None) -> dict[str, Any]:
+    """This process's Python, machine, Keras backend and package versions, and the
+    plugins' distributions."""
+    packages = {}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            packages[name] = metadata.version(name)
+    plugins = {}
+    if host is not None:
+        for info in host.infos():
+            if info.distribution not in ("graftune", "(not installed)"):
+                plugins[info.distribution] = info.version
+    from orchestrator.accelerator import backend
+
+    return {
+        "python": platform.python_version(),
+        "implementation": sys.implementation.name,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "keras_backend": backend(),
+        "packages": packages,
+        "plugins": dict(sorted(plugins.items())),
+    }
+
+
+def record_environment(run_dir: Path, host: PluginHost | None, *, resumed: bool) -> str | None:
+    """Write :data:`ENVIRONMENT_FILE`, or on a resume compare with it.
+
+    A resume with the same versions changes nothing; one with others adds a
+    record of its own under ``resumed`` (the trials after it ran with those).
+
+    Returns:
+        For a resume with other versions, a line saying what changed (for a
+        warning); otherwise ``None``.
+    """
+    from orchestrator.leaderboard import atomic_write_text
+
+    path = Path(run_dir) / ENVIRONMENT_FILE
+    now = environment(host)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    recorded: dict[str, Any] | None = None
+    if resumed and path.is_file():
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            recorded = None
+    if not isinstance(recorded, dict):
+        # A run made before graftune recorded it gets one at its resume, said as such.
+        at = "resume" if resumed else "start"
+        atomic_write_text(path, json.dumps({"recorded": stamp, "at": at, **now}, indent=1) + "\n")
+        return None
+    last = (recorded.get("resumed") or [recorded])[-1]
+    changed = _changes(last, now)
+    if not changed:
+        return None
+    recorded.setdefault("resumed", []).append({"recorded": stamp, "at": "resume", **now})
+    atomic_write_text(path, json.dumps(recorded, indent=1) + "\n")
+    return (
+        f"this resume runs with other versions than the run's trials so far: "
+        f"{', '.join(changed)}; the trials it runs may score differently "
+        f"({path.name} records both)"
+    )
+
+
+def _changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """``name old -> new`` for each version that differs (Python, backend, packages, plugins)."""
+    changed = []
+    for key in ("python", "keras_backend"):
+        if before.get(key) != now.get(key):
+            changed.append(f"{key} {before.get(key)} -> {now.get(key)}")
+    for group in ("packages", "plugins"):
+        old, new = before.get(group) or {}, now.get(group) or {}
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                changed.append(f"{name} {old.get(name, 'none')} -> {new.get(name, 'none')}")
+    return changed
