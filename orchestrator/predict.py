@@ -175,9 +175,15 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         saved = folder / TOP_FILE  # trained on cached features: load_model makes it whole
     if not saved.is_file():
         status = result.status if result is not None else _listed_status(run_dir, folder)
+        name = f"{folder.parent.name}/{folder.name}"
+        if status == "ok" and _kept_models(run_dir) == "best":
+            raise RunDirError(
+                f"trial {name}'s model was not kept: the run's recipe has keep_models: best, "
+                "which keeps each strategy's best trial's model alone; name one of those, "
+                "or run the recipe again with keep_models: all"
+            )
         raise RunDirError(
-            f"trial {folder.parent.name}/{folder.name} saved no model (status {status}); "
-            "only trials with status ok have one"
+            f"trial {name} saved no model (status {status}); only trials with status ok have one"
         )
     summary = result.to_json() if result is not None else {}
     return ModelRef(
@@ -188,6 +194,17 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         input_shape=input_shape,
         summary=summary,
     )
+
+
+def _kept_models(run_dir: Path) -> str:
+    """The run's ``keep_models`` (``all`` for a run made before the key, or unreadable)."""
+    import yaml
+
+    try:
+        recorded = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+        return str(recorded.get("keep_models") or "all")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return "all"
 
 
 def _listed_status(run_dir: Path, folder: Path) -> str:

@@ -378,6 +378,8 @@ class Recipe(_Model):
     search: SearchSpec = SearchSpec()
     resources: ResourcesSpec = ResourcesSpec()
     output: Path = Path("runs")
+    #: Which trials keep their models at the run's end: every one, or each strategy's best.
+    keep_models: Literal["all", "best"] = "all"
     cache: bool = True
     plugins: PluginsSpec = PluginsSpec()
     storage: Annotated[StorageSpec | None, BeforeValidator(_storage_shorthand)] = None

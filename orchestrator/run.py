@@ -711,6 +711,8 @@ def _run(
             if best is not None
             else None
         )
+        if summary is not None and recipe.keep_models == "best" and interrupted is None:
+            _drop_models(run_dir, frame, place.remote)
         from orchestrator.report import write_report_safely
 
         write_report_safely(run_dir)  # logs a failure: a report never fails the run
@@ -1431,6 +1433,29 @@ def _failure_summary(
         lines.append(f"  {statuses['pruned']}x pruned: stopped before max_epochs by {why}{early}")
     lines.append(f"leaderboard: {run_dir / 'leaderboard.md'}")
     return "\n".join(lines)
+
+
+def _drop_models(run_dir: Path, frame: Any, stored: str | None) -> None:
+    """``keep_models: best``: remove the models (and test predictions) of every
+    trial but each strategy's best, here and in storage.
+
+    The leaderboard keeps every trial's row, and each trial its ``result.json``
+    and history; ``predict`` and ``export --trial`` of a trial without its model
+    say that it was not kept.
+    """
+    from orchestrator.trial import MODEL_FILE, PREDICTIONS_FILE, TOP_FILE
+
+    finished = frame[frame["status"] == "ok"]  # the trials that saved a model
+    dropped = []
+    for _, rows in finished.groupby("strategy", sort=False):
+        for strategy, trial_id in zip(rows["strategy"][1:], rows["trial_id"][1:], strict=True):
+            for name in (MODEL_FILE, TOP_FILE, PREDICTIONS_FILE):  # ranked: the best first
+                (run_dir / "trials" / strategy / str(trial_id) / name).unlink(missing_ok=True)
+                dropped.append(f"trials/{strategy}/{trial_id}/{name}")
+    if stored is not None and dropped:
+        from orchestrator.storage import remove_stored
+
+        remove_stored(stored, dropped)
 
 
 def _save_best(

@@ -449,6 +449,24 @@ def download(uri: str, local: Path) -> bool:
     return True
 
 
+def remove_stored(uri: str, paths: list[str]) -> None:
+    """Delete the files ``paths`` (relative to ``uri``) from storage; gone ones are fine.
+
+    Raises:
+        StorageError: The storage cannot be reached or written.
+    """
+    import pyarrow.fs
+
+    fs, root = _filesystem(uri)
+    try:
+        for relative in paths:
+            path = f"{root.rstrip('/')}/{relative}"
+            if fs.get_file_info(path).type == pyarrow.fs.FileType.File:
+                fs.delete_file(path)
+    except Exception as exc:
+        raise StorageError(f"cannot remove files from {uri}: {exc}") from exc
+
+
 def push_trial(folder: Path, storage: str, strategy: str, trial_id: str) -> None:
     """Upload one trial's folder to ``STORAGE_RUN/trials/STRATEGY/TRIAL_ID``."""
     upload(folder, join(storage, _TRIALS, strategy, trial_id))
