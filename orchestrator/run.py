@@ -1443,19 +1443,24 @@ def _drop_models(run_dir: Path, frame: Any, stored: str | None) -> None:
     and history; ``predict`` and ``export --trial`` of a trial without its model
     say that it was not kept.
     """
-    from orchestrator.trial import MODEL_FILE, PREDICTIONS_FILE, TOP_FILE
+    from orchestrator.trial import MODEL_FILE, PREDICTIONS_FILE, TOP_FILE, trial_dir
 
     finished = frame[frame["status"] == "ok"]  # the trials that saved a model
     dropped = []
     for _, rows in finished.groupby("strategy", sort=False):
         for strategy, trial_id in zip(rows["strategy"][1:], rows["trial_id"][1:], strict=True):
-            for name in (MODEL_FILE, TOP_FILE, PREDICTIONS_FILE):  # ranked: the best first
-                (run_dir / "trials" / strategy / str(trial_id) / name).unlink(missing_ok=True)
-                dropped.append(f"trials/{strategy}/{trial_id}/{name}")
+            folder = trial_dir(run_dir, strategy, str(trial_id))  # ranked: the best first
+            for name in (MODEL_FILE, TOP_FILE, PREDICTIONS_FILE):
+                (folder / name).unlink(missing_ok=True)
+                dropped.append(str((folder / name).relative_to(run_dir)))
     if stored is not None and dropped:
+        from orchestrator.errors import StorageError
         from orchestrator.storage import remove_stored
 
-        remove_stored(stored, dropped)
+        try:
+            remove_stored(stored, dropped)
+        except StorageError as exc:  # the run is done: what stays there is only disk
+            log.warning("%s; the other trials' models stay there", exc)
 
 
 def _save_best(
