@@ -303,6 +303,9 @@ def render_report(run: RunRecord) -> str:
                 f"{_number(best.get(run.test_metric), 4)}",
             )
         )
+    ran_with = _ran_with(run.run_dir)
+    if ran_with:
+        summary.append(("ran with", ran_with))
     from orchestrator.trial import has_tensorboard
 
     if has_tensorboard(run.run_dir):
@@ -325,6 +328,30 @@ def render_report(run: RunRecord) -> str:
         f"<pre class='recipe'>{_e(recipe)}</pre>",
     ]
     return _page(f"graftune report: {run.name}", body)
+
+
+def _ran_with(run_dir: Path) -> str | None:
+    """The versions that shape a run's results, from its ``environment.json``
+    (``None`` for a run made before graftune recorded them)."""
+    import json
+
+    from orchestrator.environment import ENVIRONMENT_FILE
+
+    try:
+        recorded = json.loads((Path(run_dir) / ENVIRONMENT_FILE).read_text(encoding="utf-8"))
+        packages = recorded["packages"]
+        backend = recorded.get("keras_backend") or "tensorflow"
+        parts = [
+            f"graftune {packages.get('graftune', '?')}",
+            f"Keras {packages.get('keras', '?')} on {backend} {packages.get(backend, '')}".rstrip(),
+            f"Ray {packages['ray']}" if "ray" in packages else "",
+            f"Python {recorded.get('python', '?')}",
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    resumed = len(recorded.get("resumed") or [])
+    again = f"; resumed {resumed} time(s) with other versions" if resumed else ""
+    return ", ".join(p for p in parts if p) + f" (see {ENVIRONMENT_FILE}){again}"
 
 
 def render_comparison(runs: Sequence[RunRecord], metric: str) -> str:

@@ -105,6 +105,12 @@ def test_a_run_records_the_versions_it_ran_with_and_a_resume_with_others_says_so
     assert recorded["keras_backend"] == "tensorflow"
     for name in ("graftune", "keras", "tensorflow", "ray", "optuna", "numpy"):
         assert recorded["packages"][name] == metadata.version(name), name
+    from orchestrator.report import _ran_with  # the report says them too
+
+    assert _ran_with(finished_run.run_dir).startswith(
+        f"graftune {metadata.version('graftune')}, Keras {metadata.version('keras')} on "
+        f"tensorflow {metadata.version('tensorflow')}, Ray {metadata.version('ray')}, Python "
+    )
 
     older = {**recorded, "packages": {**recorded["packages"], "keras": "3.0.0"}}
     (tmp_path / ENVIRONMENT_FILE).write_text(json.dumps(older))
