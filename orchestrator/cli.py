@@ -550,9 +550,9 @@ def _say_features_cached(before: set[str]) -> None:
     run directory: 7 MB), and nothing said so.
     """
     from orchestrator.bases import cache_dir
-    from orchestrator.feature_cache import feature_entries, size_text
+    from orchestrator.feature_cache import entries_size, feature_entries, size_text
 
-    made = sum(size for name, size in feature_entries().items() if name not in before)
+    made = entries_size(p for name, p in feature_entries().items() if name not in before)
     if made:
         out.print(
             f"cache: {size_text(made)} of frozen features made in {cache_dir()} "

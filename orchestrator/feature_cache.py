@@ -33,7 +33,7 @@ from orchestrator.bases import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     import numpy as np
 
@@ -65,13 +65,17 @@ def features_dir() -> Path:
     return cache_dir() / "features"
 
 
-def feature_entries() -> dict[str, int]:
-    """Each feature entry's folder name and its size in bytes (none: ``{}``)."""
+def feature_entries() -> dict[str, Path]:
+    """Each feature entry's folder by name (none: ``{}``)."""
     try:
-        folders = [p for p in features_dir().iterdir() if p.is_dir()]
+        return {p.name: p for p in features_dir().iterdir() if p.is_dir()}
     except (OSError, ValueError):  # no cache yet, or a $GRAFTUNE_CACHE_DIR of no user
         return {}
-    return {folder.name: _size(folder) for folder in folders}
+
+
+def entries_size(folders: Iterable[Path]) -> int:
+    """The bytes the entries in ``folders`` take."""
+    return sum(_size(folder) for folder in folders)
 
 
 def cached_features(

@@ -840,13 +840,14 @@ def test_a_run_says_how_much_its_features_added_to_the_cache(digits, base_info, 
     info` showed the train split's shape beside the size of all three."""
     from orchestrator.bases import cache_dir
     from orchestrator.cli import _say_features_cached
-    from orchestrator.feature_cache import cache_entries, feature_entries
+    from orchestrator.feature_cache import cache_entries, entries_size, feature_entries
 
     before = set(feature_entries())
     _say_features_cached(before)
     assert capsys.readouterr().out == ""  # nothing made, nothing said
     trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, epochs=1)
-    (made,) = feature_entries().values()
+    assert len(feature_entries()) == 1
+    made = entries_size(feature_entries().values())
     _say_features_cached(before)
     said = capsys.readouterr().out
     assert said.startswith(
