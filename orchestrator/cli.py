@@ -1364,6 +1364,7 @@ def main() -> None:
     """Console-script entry point."""
     from orchestrator.native_log import quiet_tensorflow_start
 
+    _buffered_stdout()
     # A console that cannot show a character (PYTHONIOENCODING=ascii, a Latin-1
     # terminal) ended commands in a UnicodeEncodeError's traceback: shown escaped.
     for stream in (sys.stdout, sys.stderr):
@@ -1379,6 +1380,28 @@ def main() -> None:
         if "tensorflow" not in sys.modules:
             raise SystemExit(code) from None
         _exit_now(code)
+
+
+def _buffered_stdout() -> None:
+    """Give stdout a buffer again where ``-u`` or ``PYTHONUNBUFFERED`` took it away.
+
+    Unbuffered, Python's text stream writes to the file itself and takes a
+    short write (a pipe whose reader left midway) as the whole: the rest was
+    dropped without an error, and ``predict | head`` exited 0, saying every
+    example was predicted. A buffer writes the rest, and meets the closed pipe.
+    Lines still go out as they are written.
+    """
+    import io
+
+    raw = getattr(sys.stdout, "buffer", None)
+    if not isinstance(raw, io.RawIOBase):
+        return
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(raw),
+        encoding=sys.stdout.encoding,
+        errors=sys.stdout.errors,
+        line_buffering=True,
+    )
 
 
 def _flushed(stream: Any) -> bool:

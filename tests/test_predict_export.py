@@ -864,3 +864,27 @@ def test_output_whose_reader_has_gone_ends_quietly_with_sigpipes_status(wine_run
         finally:
             os.close(write)
         assert (way, done.returncode, done.stderr) == (way, 141, ""), done.stderr
+
+
+def test_a_reader_gone_midway_is_met_with_unbuffered_output_too(wine_run, tmp_path):
+    """Found by QA: with PYTHONUNBUFFERED=1 (common in containers and CI) Python took
+    a short write into a pipe whose reader had left as the whole, dropped the rest
+    and `predict | head` exited 0, saying every example was predicted."""
+    import os
+
+    from tests.search_helpers import GRAFTUNE
+
+    table = pd.read_csv(WINE_CSV)
+    big = tmp_path / "big.csv"
+    pd.concat([table] * 40).to_csv(big, index=False)  # about 600 KB of predictions
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    reading = subprocess.Popen(
+        [GRAFTUNE, "predict", str(wine_run.run_dir), "--data", f"csv:{big}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert reading.stdout.read(100).startswith(b"row,")
+    reading.stdout.close()  # as `head -c 100` leaves
+    stderr = reading.stderr.read().decode()
+    assert (reading.wait(timeout=120), stderr) == (141, "")
