@@ -182,8 +182,10 @@ def _unmake_if_unused(root: Path, handle: Any) -> None:
     """Remove the cache folder a run made and put nothing in (a refused recipe).
 
     A recipe refused at its data or base wrote nothing else, and left an empty
-    cache with its lock behind. The folder goes only if no other run holds it
-    (the lock is taken exclusively, without waiting) and only the lock is in it.
+    cache behind: its in-use lock, and an entry's lock in ``bases/`` for a base
+    it could not make (imagenet weights offline). The folder goes only if no
+    other run holds it (the in-use lock is taken exclusively, without waiting:
+    entry locks are taken only by runs holding it) and only locks are in it.
     """
     import fcntl
 
@@ -192,9 +194,15 @@ def _unmake_if_unused(root: Path, handle: Any) -> None:
     except OSError:
         return  # another run is using the cache
     with contextlib.suppress(OSError):
-        if [entry.name for entry in root.iterdir()] == [IN_USE_LOCK]:
-            (root / IN_USE_LOCK).unlink()
-            root.rmdir()
+        inside = sorted(root.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+        if any(p.is_file() and p.suffix != ".lock" for p in inside):
+            return
+        for path in inside:  # the deepest first: each folder is empty when it goes
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink()
+        root.rmdir()
 
 
 def keras_models_dir() -> Path:

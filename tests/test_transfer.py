@@ -734,8 +734,16 @@ def test_a_refused_run_leaves_no_cache_behind(tmp_path, monkeypatch):
         assert (cache_dir() / IN_USE_LOCK).stat().st_ino == os.fstat(other.fileno()).st_ino
     (cache_dir() / IN_USE_LOCK).unlink()
     cache_dir().rmdir()
+    # Refused at a base it could not make (imagenet weights offline): the base's lock.
     with using_cache():
         (cache_dir() / "bases").mkdir()
+        (cache_dir() / "bases" / "application-0123.lock").touch()
+    assert not cache_dir().exists()
+    with using_cache():
+        (cache_dir() / "bases").mkdir()
+        (cache_dir() / "bases" / "application-0123.lock").touch()
+        (cache_dir() / "bases" / "application-0123").mkdir()
+        (cache_dir() / "bases" / "application-0123" / "base.keras").touch()
     assert sorted(p.name for p in cache_dir().iterdir()) == ["bases", IN_USE_LOCK]
 
 
