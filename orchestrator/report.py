@@ -350,7 +350,8 @@ def _ran_with(run_dir: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     resumed = len(recorded.get("resumed") or [])
-    again = f"; resumed {resumed} time(s) with other versions" if resumed else ""
+    times = "once" if resumed == 1 else f"{resumed} times"
+    again = f"; resumed {times} with other versions" if resumed else ""
     return ", ".join(p for p in parts if p) + f" (see {ENVIRONMENT_FILE}){again}"
 
 
