@@ -963,8 +963,11 @@ def _follow_job(client: Any, job_id: str) -> None:
     def stop_following(signum: int, frame: Any) -> None:
         # Ctrl+C stops the watching, not the job. At once: asyncio's own
         # interrupt handling waits for the log stream and a status request to
-        # wind down, which can take a minute or hang.
-        sys.stdout.flush()
+        # wind down, which can take a minute or hang. A flush the signal came in
+        # the middle of cannot be entered again (RuntimeError: reentrant call):
+        # what it held is left, and the handler goes on to exit.
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
         err.print(
             f"stopped following; job {job_id} goes on on the cluster\n"
             f"follow it again: graftune jobs logs {job_id} --follow --address {client.address}\n"
