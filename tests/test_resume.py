@@ -998,7 +998,10 @@ def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
     line = 1 + edited.splitlines().index("  max_epochs: 2")
     said = str(info.value)
     assert f"recipe.yaml:{line}: search.max_epochs: changed since the run started (1 -> 2)" in said
-    assert "(a resume may change only name, resources, output, plugins, storage, submit)" in said
+    assert (
+        "(a resume may change only name, resources, output, keep_models, plugins, storage, submit)"
+        in said
+    )
     two = edited.replace("num_samples: 1", "num_samples: 3")
     stored.write_text(two)
     with pytest.raises(RecipeError, match=r"\(1 -> 3, and 1 more change\): a resume goes on"):
