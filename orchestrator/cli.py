@@ -770,6 +770,15 @@ def predict(
             "--target", help="A table's label column (default: the run's).", metavar="TARGET"
         ),
     ] = None,
+    ignore_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ignore-column",
+            help="A table's column that is no feature (an ID): copied to the output, as "
+            "the run's data.ignore_columns are. Repeatable.",
+            metavar="COLUMN",
+        ),
+    ] = None,
     plugin: _ModelPlugins = None,
 ) -> None:
     """Predict every example of a data source with the run's best (or a named) model."""
@@ -781,7 +790,10 @@ def predict(
         if out_path is not None:  # before the model is loaded and run
             check_output_file(out_path)
             check_out(out_path, run_dir, data, replace=force)
-        result = run_predict(run_dir, data, trial=trial, host=_host(plugin), target=target)
+        result = run_predict(
+            run_dir, data, trial=trial, host=_host(plugin), target=target,
+            ignore=ignore_column or (),
+        )  # fmt: skip
         if out_path is not None:
             write_predictions(result.frame, out_path)
     except Exception as exc:

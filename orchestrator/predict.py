@@ -31,7 +31,7 @@ from orchestrator.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import numpy as np
     import pandas as pd
@@ -77,9 +77,11 @@ class Predictions:
 
     Attributes:
         frame: One row per example: ``row``, ``file`` (images: the file, relative
-            to the folder), ``predicted``, ``probability``, ``label`` (only when the
-            source has labels; empty for a table's rows without one), then
-            ``prob_CLASS`` per class.
+            to the folder), a table's columns that are no features (the run's
+            ``data.ignore_columns`` the table has, and those ``ignore`` names) as
+            the table holds them, ``predicted``, ``probability``, ``label`` (only
+            when the source has labels; empty for a table's rows without one),
+            then ``prob_CLASS`` per class.
         model: The model that predicted.
         accuracy: The share of correct predictions among the labelled examples whose
             label is one of the model's classes, or ``None`` if there are none
@@ -280,6 +282,7 @@ def read_source(
     base_dir: str | Path = ".",
     target: str | None = None,
     input_shape: tuple[int, ...] | None = None,
+    ignore: Sequence[str] = (),
 ) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """Read the whole of a data source the way the run read its training data.
 
@@ -290,7 +293,8 @@ def read_source(
     ``images:`` reads as 3 channels, takes an npz of grey images made RGB).
     A table without the run's target column is read as features only.
     A table's feature columns must be the run's (matched by name, in any
-    order) when the run's own table can still be read.
+    order) when the run's own table can still be read; the run's
+    ``ignore_columns`` that the table has, and ``ignore``, are no features.
 
     Args:
         run_dir: The run directory (for its ``recipe.yaml``).
@@ -300,6 +304,7 @@ def read_source(
         target: The label column of a table; default the run's ``target``.
         input_shape: The shape of one example the model takes, whose image size
             and channels fill those the run did not set; ``None``: the run's only.
+        ignore: More columns of a table that are no features.
 
     Returns:
         The inputs, and the label name of each example (``None`` without labels;
@@ -322,6 +327,7 @@ def read_source(
         update["options"] = {}
         if scheme not in TABLE_SCHEMES:
             update["target"] = None
+            update["ignore_columns"] = []
     spec = recipe.data.model_copy(update=update)
     base_dir = Path(base_dir)
     fitted = None
@@ -337,6 +343,12 @@ def read_source(
         raise DataError(
             f"--target applies to table sources ({', '.join(TABLE_SCHEMES)}), not to {source!r}",
             key="target",
+        )
+    if ignore and scheme not in TABLE_SCHEMES:
+        raise DataError(
+            f"--ignore-column applies to table sources ({', '.join(TABLE_SCHEMES)}), not to "
+            f"{source!r}",
+            key="ignore_columns",
         )
 
     if scheme in TABLE_SCHEMES:
@@ -356,21 +368,22 @@ def read_source(
                 key="target",
             )
         target = target or trained_target
-        features = [c for c in columns if c != target]
+        ignored = _ignored(recipe, columns, ignore, target, source)
+        features = [c for c in columns if c != target and c not in ignored]
         order = _feature_order(features, trained, trained_target, source)
         if target is None or target not in columns:
-            x = _read_features(scheme, location, base_dir, source)
+            x = _read_features(scheme, location, base_dir, source, ignore=ignored)
             return (x if order is None else x[:, order]), None
         from orchestrator.data.sources import table_labels
 
         partly = table_labels(scheme, _table_path(location, base_dir), target)
         if None in partly:  # rows without a label: predicted, not scored
-            x = _read_features(scheme, location, base_dir, source, label=target)
+            x = _read_features(scheme, location, base_dir, source, label=target, ignore=ignored)
             x = x if order is None else x[:, order]
             if not any(v is not None for v in partly):
                 return x, None
             return x, _sklearn_names(tuple(partly), trained_scheme, trained_location)
-        spec = spec.model_copy(update={"target": target})
+        spec = spec.model_copy(update={"target": target, "ignore_columns": ignored})
         _call_source(reader.check, scheme, location, spec, base_dir, host.data_sources)
         loaded = _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
         x, y, names = _validated(loaded, scheme, host.data_sources)
@@ -461,6 +474,7 @@ def predict(
     host: PluginHost | None = None,
     base_dir: str | Path = ".",
     target: str | None = None,
+    ignore: Sequence[str] = (),
     batch_size: int = 256,
 ) -> Predictions:
     """Predict every example of a data source with a run's best or named model.
@@ -472,6 +486,8 @@ def predict(
         host: The plugin host (default: the installed plugins).
         base_dir: The folder a relative location resolves against.
         target: The label column of a table; default the run's ``target``.
+        ignore: A table's columns that are no features, besides the run's
+            ``data.ignore_columns``: copied to the predictions, as those are.
         batch_size: Examples per prediction batch.
 
     Returns:
@@ -498,8 +514,10 @@ def predict(
         x, labels, files = read_image_folder(run_dir, source, ref, base_dir=base_dir)
     else:
         x, labels = read_source(
-            run_dir, source, host, base_dir=base_dir, target=target, input_shape=ref.input_shape
-        )
+            run_dir, source, host, base_dir=base_dir, target=target,
+            input_shape=ref.input_shape, ignore=ignore,
+        )  # fmt: skip
+    kept = kept_columns(run_dir, source, base_dir=base_dir, target=target, ignore=ignore)
     check_inputs(x, ref, source)
     model = load_model(ref)
     probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
@@ -508,6 +526,11 @@ def predict(
     columns: dict[str, Any] = {"row": np.arange(len(x))}
     if files is not None:
         columns["file"] = files
+    ours = {"row", "file", "predicted", "probability", "label"}
+    ours |= {f"prob_{name}" for name in ref.class_names}
+    for name in [] if kept is None else kept.columns:
+        # Named as in the table; one named as a column of ours gets "input_" before it.
+        columns[f"input_{name}" if name in ours else name] = kept[name].to_numpy()
     columns |= {
         "predicted": names[codes],
         "probability": probabilities[np.arange(len(x)), codes],
@@ -672,7 +695,10 @@ def table_features(recipe: Any) -> list[str] | None:
         columns = _table_columns(scheme, location, recipe.base_dir)
     except DataError:
         return None
-    return [c for c in columns if c != recipe.data.target]
+    from orchestrator.data.sources import ignored_columns
+
+    ignored = ignored_columns(recipe.data)
+    return [c for c in columns if c != recipe.data.target and c not in ignored]
 
 
 def trained_features(run_dir: str | Path, recipe: Any = None) -> list[str] | None:
@@ -762,12 +788,19 @@ def _feature_order(
             parts.append(
                 f"has column(s) the model was not trained on: {', '.join(map(repr, extra))}"
             )
-        # One extra column and nothing missing: most likely the labels under another name.
-        hint = (
-            f"; if {extra[0]!r} holds the labels, name it with --target {shlex.quote(extra[0])}"
-            if len(extra) == 1 and not missing
-            else ""
-        )
+        # One extra column and nothing missing: most likely the labels under another
+        # name, or an ID; several: IDs, names, notes.
+        hint = ""
+        if extra and not missing:
+            hint = "; columns that are no features (an ID) are copied to the output with " + (
+                " ".join(f"--ignore-column {shlex.quote(c)}" for c in extra)
+            )
+            if len(extra) == 1:
+                hint = (
+                    f"; if {extra[0]!r} holds the labels, name it with --target "
+                    f"{shlex.quote(extra[0])}; if it is no feature (an ID), copy it to the "
+                    f"output with --ignore-column {shlex.quote(extra[0])}"
+                )
         raise DataError(
             f"data {source!r} {' and '.join(parts)}; expected the feature columns "
             f"{', '.join(map(repr, expected))}"
@@ -778,10 +811,84 @@ def _feature_order(
     return [features.index(c) for c in expected]
 
 
+def _ignored(
+    recipe: Any, columns: list[str], ignore: Sequence[str], target: str | None, source: str
+) -> list[str]:
+    """A table's columns that are no features: the run's ``ignore_columns`` that it
+    has, and ``ignore`` (each of which it must have), in the table's order."""
+    from orchestrator.data import split_source
+    from orchestrator.data.sources import ignored_columns
+
+    for name in ignore:
+        if name not in columns or name == target:
+            said = "is the label column" if name == target else "is not one of its columns"
+            raise DataError(
+                f"--ignore-column {name!r}{did_you_mean(name, columns)} {said} of {source!r}; "
+                f"its columns: {', '.join(map(repr, columns))}",
+                key="ignore_columns",
+            )
+    run_ignored = set()
+    if split_source(recipe.data.source)[0] in TABLE_SCHEMES:
+        run_ignored = set(ignored_columns(recipe.data))
+    wanted = run_ignored | set(ignore)
+    return [c for c in columns if c in wanted and c != target]
+
+
+def kept_columns(
+    run_dir: str | Path,
+    source: str,
+    *,
+    base_dir: str | Path = ".",
+    target: str | None = None,
+    ignore: Sequence[str] = (),
+) -> pd.DataFrame | None:
+    """A table's columns that are no features (see :func:`read_source`), as the
+    table holds them (a CSV's as text: ``007`` stays ``007``), for predict to copy
+    beside its predictions; ``None`` for a source that is no table or has none.
+    """
+    from orchestrator.data import split_source
+    from orchestrator.data.sources import _csv_format, read_table
+    from orchestrator.recipe import load_recipe
+
+    scheme, location = split_source(source)
+    if scheme not in TABLE_SCHEMES:
+        return None
+    recipe = load_recipe(Path(run_dir) / "recipe.yaml")
+    base_dir = Path(base_dir)
+    columns = _table_columns(scheme, location, base_dir)
+    trained_scheme = split_source(recipe.data.source)[0]
+    target = target or (recipe.data.target if trained_scheme in TABLE_SCHEMES else None)
+    ignored = _ignored(recipe, columns, ignore, target, source)
+    if not ignored:
+        return None
+    path = _table_path(location, base_dir)
+    if scheme == "parquet":
+        return read_table(scheme, path)[ignored]
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(
+            path, usecols=ignored, dtype=str, keep_default_na=False,
+            **_csv_format(path, target, ignored),
+        )  # fmt: skip
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        from orchestrator.data.sources import unreadable_table
+
+        raise unreadable_table("csv", path, exc) from exc
+    return frame[ignored]
+
+
 def _read_features(
-    scheme: str, location: str, base_dir: Path, source: str, *, label: str | None = None
+    scheme: str,
+    location: str,
+    base_dir: Path,
+    source: str,
+    *,
+    label: str | None = None,
+    ignore: Sequence[str] = (),
 ) -> np.ndarray:
-    """Read a table's features: every column but ``label`` (if given) is a numeric one."""
+    """Read a table's features: every column but ``label`` (if given) and those
+    ``ignore`` names is a numeric one."""
 
     from orchestrator.data.sources import (
         check_no_missing,
@@ -792,10 +899,10 @@ def _read_features(
     )
 
     path = _table_path(location, base_dir)
-    frame = read_table(scheme, path, target=label)
+    frame = read_table(scheme, path, target=label, ignore=ignore).drop(columns=list(ignore))
     if label is not None:
         frame = frame.drop(columns=label)
-    decimal = csv_decimal(path, label) if scheme == "csv" else None
+    decimal = csv_decimal(path, label, ignore) if scheme == "csv" else None
     non_numeric = non_numeric_columns(frame, list(frame.columns), decimal)
     if non_numeric:
         raise DataError(

@@ -111,6 +111,15 @@ def _image_size(value: Any) -> Any:
     )
 
 
+def _column_names(value: Any) -> Any:
+    # One column may be named alone (ignore_columns: id); a name said twice counts once.
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return list(dict.fromkeys(value))
+    return value
+
+
 _NotBool = BeforeValidator(_not_bool)
 _Whole = Annotated[int, _NotBool]
 _Count = Annotated[PositiveInt, _NotBool]
@@ -150,6 +159,9 @@ class DataSpec(_Model):
 
     source: str = Field(min_length=1)
     target: str | None = None
+    #: A table's columns that are no features (an ID, a name): left out of training;
+    #: ``graftune predict`` copies them to its output.
+    ignore_columns: Annotated[list[str], BeforeValidator(_column_names)] = []
     split: SplitSpec = SplitSpec()
     labels_per_class: _Count | None = None
     classes: list[_ClassLabel] | None = None

@@ -43,6 +43,7 @@ class Spec:
 
     source: str
     target: str | None = None
+    ignore_columns: list[str] = field(default_factory=list)
     split: Split = field(default_factory=Split)
     labels_per_class: int | None = None
     classes: list[Any] | None = None
@@ -494,6 +495,61 @@ def test_csv_and_parquet_of_same_table_give_same_fingerprint(
     a = prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
     b = prepare(Spec("parquet:t.parquet", target="label"), registry, tmp_path)
     assert a.task == b.task
+
+
+@pytest.mark.parametrize("scheme", ["csv", "parquet"])
+def test_ignored_columns_are_no_features_whatever_they_hold(
+    registry: Registry, tmp_path: Path, scheme: str
+) -> None:
+    """An ID or a name beside the features: text, missing cells and all, it is left
+    out, and the data are those of the table without it."""
+    frame = table()
+    with_ids = frame.assign(
+        customer=[f"C{i:03d}" for i in range(len(frame))],
+        note=[None if i % 3 else "late" for i in range(len(frame))],
+    )[["customer", "a", "note", "b", "label"]]
+    write_csv(tmp_path / "plain.csv", frame)
+    if scheme == "csv":
+        write_csv(tmp_path / "t.csv", with_ids)
+    else:
+        with_ids.to_parquet(tmp_path / "t.parquet", index=False)
+    source = f"{scheme}:t.{scheme}"
+    spec = Spec(source, target="label", ignore_columns=["customer", "note"])
+    check_data_spec(spec, registry, tmp_path)
+    ignored = prepare(spec, registry, tmp_path)
+    plain = prepare(Spec("csv:plain.csv", target="label"), registry, tmp_path)
+    assert ignored.task == plain.task  # the same arrays, the same fingerprint
+    assert ignored.x_train.shape[1] == 2
+    # Without ignore_columns the ID is a feature, refused as text.
+    with raises_data_error("source", "non-numeric", "'customer'"):
+        prepare(Spec(source, target="label"), registry, tmp_path)
+
+
+def test_ignored_columns_are_checked_against_the_table(registry: Registry, tmp_path: Path):
+    write_csv(tmp_path / "t.csv", table().assign(id=1))
+    check = lambda **kw: check_data_spec(  # noqa: E731
+        Spec("csv:t.csv", target="label", **kw), registry, tmp_path
+    )
+    with raises_data_error("ignore_columns", "'ids'", "did you mean 'id'", "'a', 'b', 'label'"):
+        check(ignore_columns=["ids"])
+    with raises_data_error("ignore_columns", "'label' is the target column"):
+        check(ignore_columns=["label"])
+    with raises_data_error("source", "no feature columns besides 'label', 'a', 'b', 'id'"):
+        check(ignore_columns=["a", "b", "id"])
+    with raises_data_error("ignore_columns", "'sklearn'", "applies to csv and parquet"):
+        check_data_spec(Spec("sklearn:iris", ignore_columns=["id"]), registry, tmp_path)
+
+
+def test_a_semicolon_csvs_ignored_columns_have_no_say_in_its_decimal_separator(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Codes such as 1,5 in an ignored column do not make 4.25 a text cell."""
+    rows = ["code;a;b;label"] + [f"{i},5;{i}.25;{i % 4}.5;{'xy'[i % 2]}" for i in range(20)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    data = prepare(Spec("csv:t.csv", target="label", ignore_columns=["code"]), registry, tmp_path)
+    assert sorted(np.concatenate([data.x_train, data.x_val, data.x_test])[:, 0]) == [
+        i + 0.25 for i in range(20)
+    ]
 
 
 def test_csv_missing_file_names_resolved_path(registry: Registry, tmp_path: Path) -> None:

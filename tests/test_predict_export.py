@@ -581,6 +581,61 @@ def test_predict_a_table_by_column_name_with_or_without_labels(runs, tmp_path):
     assert "accuracy" in named.output
 
 
+def test_a_tables_id_columns_are_no_features_and_predict_copies_them_beside_its_predictions(
+    tmp_path, monkeypatch
+):
+    """data.ignore_columns: an ID and a text column stay out of training; predict
+    copies them to its output as the table holds them, and --ignore-column adds
+    one the run never saw (refused as an unknown feature without it)."""
+    table = pd.read_csv(WINE_CSV)
+    table.insert(0, "bottle", [f"{i:04d}" for i in range(len(table))])  # 0007 stays 0007
+    table.insert(3, "cellar", ["north", ""] * (len(table) // 2) + ["north"] * (len(table) % 2))
+    table.to_csv(tmp_path / "wine.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "recipe.yaml").write_text(
+        textwrap.dedent(
+            """
+            name: ids
+            data: {source: "csv:wine.csv", target: cultivar, ignore_columns: [bottle, cellar]}
+            strategies: {scratch_mlp: {}}
+            search: {backend: keras_tuner, num_samples: 1, max_epochs: 2}
+            output: runs/
+            """
+        )
+    )
+    ran = invoke("run", tmp_path / "recipe.yaml", "--quiet")
+    assert ran.exit_code == 0, ran.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    features = json.loads((run_dir / "best" / "config.json").read_text())["features"]
+    assert features == list(pd.read_csv(WINE_CSV).columns.drop("cultivar"))
+
+    labelled = invoke("predict", run_dir, "--data", "csv:wine.csv", "--out", tmp_path / "a.csv")
+    assert labelled.exit_code == 0, labelled.output
+    a = pd.read_csv(tmp_path / "a.csv", dtype={"bottle": str, "cellar": str}, keep_default_na=False)
+    assert list(a.columns[:4]) == ["row", "bottle", "cellar", "predicted"]
+    assert list(a["bottle"]) == list(table["bottle"]) and a["bottle"][7] == "0007"
+    assert list(a["cellar"]) == list(table["cellar"].fillna(""))
+    assert list(a["label"]) == list(table["cultivar"])
+
+    # A new table: no labels, no cellar (the run's ignored columns it lacks are not
+    # wanted), and a column the run never saw.
+    new = table.drop(columns=["cultivar", "cellar"]).assign(batch="b1")
+    new.to_csv(tmp_path / "new.csv", index=False)
+    refused = invoke("predict", run_dir, "--data", "csv:new.csv")
+    assert refused.exit_code == 2
+    assert "copy it to the output with --ignore-column batch" in refused.output
+    b = invoke("predict", run_dir, "--data", "csv:new.csv", "--ignore-column", "batch")
+    assert b.exit_code == 0, b.output
+    b = pd.read_csv(StringIO(b.stdout), dtype={"bottle": str})
+    assert list(b.columns[:4]) == ["row", "bottle", "batch", "predicted"]
+    np.testing.assert_allclose(b.filter(like="prob_"), a.filter(like="prob_"), rtol=1e-5)
+    unknown = invoke("predict", run_dir, "--data", "csv:new.csv", "--ignore-column", "batsh")
+    assert unknown.exit_code == 2
+    assert "--ignore-column 'batsh' (did you mean 'batch'?) is not one of its columns" in (
+        unknown.output
+    )
+
+
 def test_predict_a_table_missing_a_column_is_refused(runs, tmp_path):
     table = pd.read_csv(WINE_CSV).drop(columns=["alcohol", "cultivar"])
     table.to_csv(tmp_path / "short.csv", index=False)

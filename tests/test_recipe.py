@@ -1642,3 +1642,17 @@ def test_one_image_size_number_is_a_square() -> None:
     )
     assert recipe.data.image_size == (16, 16)
     assert yaml.safe_load(recipe.to_yaml())["data"]["image_size"] == [16, 16]
+
+
+def test_one_ignored_column_may_be_named_alone_and_a_name_said_twice_counts_once() -> None:
+    recipe = parse_recipe(
+        "name: ids\ndata: {source: 'csv:t.csv', target: label, ignore_columns: id}\n"
+        "strategies: {scratch_mlp: {}}\n"
+    )
+    assert recipe.data.ignore_columns == ["id"]
+    recipe = parse_recipe(
+        "name: ids\ndata: {source: 'csv:t.csv', target: label, ignore_columns: [id, name, id]}\n"
+        "strategies: {scratch_mlp: {}}\n"
+    )
+    assert recipe.data.ignore_columns == ["id", "name"]
+    assert yaml.safe_load(recipe.to_yaml())["data"]["ignore_columns"] == ["id", "name"]

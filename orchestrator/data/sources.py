@@ -14,7 +14,7 @@ import itertools
 import logging
 import re
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +66,12 @@ class _BuiltinSource(DataSource):
                 f"the {self.scheme!r} data source has its own labels; target: applies to "
                 "csv and parquet sources",
                 key="target",
+            )
+        if ignored_columns(spec) and self.scheme not in ("csv", "parquet"):
+            raise DataError(
+                f"the {self.scheme!r} data source has no columns to leave out; ignore_columns: "
+                "applies to csv and parquet sources",
+                key="ignore_columns",
             )
         _image_settings(spec)
 
@@ -152,10 +158,10 @@ class CsvSource(_BuiltinSource):
     def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
         self.check(location, spec, base_dir)
         path = _resolve(location, base_dir)
-        target = str(spec.target)
-        frame = read_table("csv", path, target=target)
+        target, ignored = str(spec.target), ignored_columns(spec)
+        frame = read_table("csv", path, target=target, ignore=ignored).drop(columns=ignored)
         labels = _csv_labels(path, target)
-        decimal = csv_decimal(path, target)
+        decimal = csv_decimal(path, target, ignored)
         return _table_arrays(frame, target, path, labels, semicolon_decimal=decimal)
 
 
@@ -174,7 +180,8 @@ class ParquetSource(_BuiltinSource):
     def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
         self.check(location, spec, base_dir)
         path = _resolve(location, base_dir)
-        return _table_arrays(read_table("parquet", path), str(spec.target), path)
+        frame = read_table("parquet", path).drop(columns=ignored_columns(spec))
+        return _table_arrays(frame, str(spec.target), path)
 
 
 class NpzSource(_BuiltinSource):
@@ -481,10 +488,13 @@ def _check_names_once(names: list[str], path: Path) -> None:
         )
 
 
-def read_table(scheme: str, path: Path, *, target: str | None = None) -> pd.DataFrame:
+def read_table(
+    scheme: str, path: Path, *, target: str | None = None, ignore: Collection[str] = ()
+) -> pd.DataFrame:
     """A CSV or Parquet file's data columns (those of :func:`table_columns`).
 
-    ``target``: a CSV's label column, which has no say in its decimal separator.
+    ``target`` and ``ignore``: a CSV's label column and the columns that are no
+    features, which have no say in its decimal separator.
     """
     import pandas as pd
 
@@ -492,7 +502,7 @@ def read_table(scheme: str, path: Path, *, target: str | None = None) -> pd.Data
         if scheme == "parquet":
             frame = pd.read_parquet(path)  # its stored index becomes the frame's index
         else:
-            frame = pd.read_csv(path, **_csv_format(path, target))
+            frame = pd.read_csv(path, **_csv_format(path, target, ignore))
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         raise unreadable_table(scheme, path, exc) from exc
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
@@ -524,11 +534,13 @@ _DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
 _DECIMAL_POINT = re.compile(r"-?\d*\.\d+")
 
 
-def _csv_format(path: Path, target: str | None = None) -> dict[str, Any]:
+def _csv_format(
+    path: Path, target: str | None = None, ignore: Collection[str] = ()
+) -> dict[str, Any]:
     """How to read a CSV: ``sep=","``, or ``;`` or a tab where the header row has
     those and no comma. With ``;``, the decimal separator is the one more of the
-    numbers in the first data rows have (``4,9`` against ``4.9``), the ``target``
-    column's aside; a point where none has either.
+    numbers in the first data rows have (``4,9`` against ``4.9``), those of the
+    ``target`` column and the ``ignore`` columns aside; a point where none has either.
 
     Spaces after a separator are skipped (``a, b, label`` names ``label``).
     """
@@ -547,7 +559,7 @@ def _csv_format(path: Path, target: str | None = None) -> dict[str, Any]:
             commas = points = 0
             for row in rows:
                 for name, cell in zip(names, row, strict=False):
-                    if name != target:
+                    if name != target and name not in ignore:
                         cell = cell.strip()
                         commas += bool(_DECIMAL_COMMA.fullmatch(cell))
                         points += bool(_DECIMAL_POINT.fullmatch(cell))
@@ -613,7 +625,8 @@ def table_labels(scheme: str, path: Path, target: str) -> list[str | None]:
 
 
 def _check_target(spec: Any, columns: list[str], path: Path) -> None:
-    """Check the spec names a label column the table has, and other columns besides."""
+    """Check the spec names a label column the table has, the columns it leaves
+    out too, and feature columns besides."""
     target = getattr(spec, "target", None)
     available = ", ".join(repr(c) for c in columns) or "none"
     if target is None:
@@ -627,8 +640,22 @@ def _check_target(spec: Any, columns: list[str], path: Path) -> None:
             f"columns: {available}",
             key="target",
         )
-    if len(columns) < 2:
-        raise DataError(f"{path} has no feature columns besides {target!r}", key="source")
+    ignored = ignored_columns(spec)
+    for name in ignored:
+        if name == str(target):
+            raise DataError(
+                f"{name!r} is the target column: it holds the labels, which training needs",
+                key="ignore_columns",
+            )
+        if name not in columns:
+            raise DataError(
+                f"{name!r}{did_you_mean(name, columns)} is not a column of {path}; its "
+                f"columns: {available}",
+                key="ignore_columns",
+            )
+    if len(columns) < 2 + len(ignored):
+        besides = ", ".join(map(repr, [str(target), *ignored]))
+        raise DataError(f"{path} has no feature columns besides {besides}", key="source")
 
 
 def non_numeric_columns(
@@ -672,9 +699,14 @@ def non_numeric_columns(
     return f"{', '.join(repr(c) for c in non_numeric)}{example}{read_as}"
 
 
-def csv_decimal(path: Path, target: str | None) -> str | None:
+def csv_decimal(path: Path, target: str | None, ignore: Collection[str] = ()) -> str | None:
     """The decimal separator a ``;`` CSV is read with, ``None`` for any other CSV."""
-    return _csv_format(path, target).get("decimal")
+    return _csv_format(path, target, ignore).get("decimal")
+
+
+def ignored_columns(spec: Any) -> list[str]:
+    """The table columns a data spec leaves out of the features (``ignore_columns``)."""
+    return [str(c) for c in getattr(spec, "ignore_columns", None) or ()]
 
 
 def _table_arrays(
