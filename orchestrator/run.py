@@ -1113,6 +1113,25 @@ def _recorded_searched(run_dir: Path, digest: str) -> dict[str, Any] | None:
     return values
 
 
+def _added_at_default(recipe: Recipe, path: tuple[str, ...], old: Any, new: Any) -> bool:
+    """Whether the key at ``path``, which the run's record has not, holds the default
+    of its field in ``recipe`` (a key added to the recipe since the run began)."""
+    from pydantic import BaseModel
+
+    if old is not _ABSENT or new is _ABSENT or not path:
+        return False
+    parent: Any = recipe
+    for key in path[:-1]:
+        parent = parent.get(key) if isinstance(parent, dict) else getattr(parent, key, None)
+    field = type(parent).model_fields.get(path[-1]) if isinstance(parent, BaseModel) else None
+    if field is None or field.is_required():
+        return False
+    from pydantic import TypeAdapter
+
+    default = field.get_default(call_default_factory=True)
+    return new == TypeAdapter(Any).dump_python(default, mode="json")
+
+
 def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
     """Refuse to resume a run whose recipe was edited in what it searches.
 
@@ -1136,6 +1155,11 @@ def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
     )
     then = _recorded_searched(run_dir, digest)
     changes = list(_changes(then, now)) if then is not None else []
+    # A key this version added, at its default, is no change: a run made before it
+    # ran with what the default says (data.ignore_columns: [] took every column).
+    changes = [c for c in changes if not _added_at_default(recipe, *c)]
+    if then is not None and not changes:
+        return
     if not changes:
         raise RecipeError(
             "changed since the run started in what it searches ("

@@ -1021,6 +1021,28 @@ def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
     assert len(resume_run(run_dir).leaderboard) == 1
 
 
+def test_a_run_made_before_a_recipe_key_existed_resumes_with_it_at_its_default(tmp_path):
+    """Found by QA: data.ignore_columns, new, refused every resume of a run made
+    before it ("(not set) -> []"), which the user could not put back."""
+    from orchestrator.errors import RecipeError
+    from orchestrator.recipe import SEARCHED_FILE, SEARCHED_VALUES_FILE, load_recipe
+    from orchestrator.run import _check_resumed_recipe, _digest, _searched
+
+    recipe = load_recipe(write_recipe(tmp_path, "{num_samples: 1}"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    before = _searched(recipe, run_dir)
+    del before["data"]["ignore_columns"]  # as a run made before the key recorded it
+    (run_dir / SEARCHED_VALUES_FILE).write_text(json.dumps(before))
+    (run_dir / SEARCHED_FILE).write_text(_digest(before) + "\n")
+    _check_resumed_recipe(recipe, run_dir)
+    # Set to something else, it is a change.
+    data = recipe.data.model_copy(update={"ignore_columns": ["x"]})
+    with pytest.raises(RecipeError, match=r'data.ignore_columns: changed since the run started '
+                       r'\(\(not set\) -> \["x"\]\)'):  # fmt: skip
+        _check_resumed_recipe(recipe.model_copy(update={"data": data}), run_dir)
+
+
 def test_resume_takes_where_to_run_and_refuses_where_to_write(tmp_path):
     """--address was ignored with --resume (a submitted job's run said auto: another
     cluster, or none); --storage, --run-dir and --run-name were ignored silently."""
