@@ -328,8 +328,12 @@ def _json_values(column: pd.Series) -> list[Any]:
     if column.dtype.kind == "f":
         # str() of a numpy float is its shortest exact form, in the column's precision.
         return [float(str(v)) if math.isfinite(v) else None for v in column.to_numpy()]
+    import numpy as np
+
     values = []
     for value in column.to_numpy(dtype=object):
+        if isinstance(value, np.ndarray):
+            value = value.tolist()  # a list cell of a Parquet file, as pandas reads it
         if isinstance(value, (list, tuple, dict)):
             values.append(value)
             continue

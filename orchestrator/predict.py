@@ -282,7 +282,7 @@ def read_source(
     base_dir: str | Path = ".",
     target: str | None = None,
     input_shape: tuple[int, ...] | None = None,
-    ignore: Sequence[str] = (),
+    ignore: str | Sequence[str] = (),
 ) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """Read the whole of a data source the way the run read its training data.
 
@@ -316,6 +316,8 @@ def read_source(
     import numpy as np
 
     from orchestrator.data import _call_source, _make_source, _validated, split_source
+
+    ignore = _column_list(ignore)
     from orchestrator.data.sources import SklearnSource
     from orchestrator.recipe import load_recipe
 
@@ -369,8 +371,15 @@ def read_source(
             )
         target = target or trained_target
         ignored = _ignored(recipe, columns, ignore, target, source)
+        needed = [c for c in ignore if trained is not None and c in trained and c != target]
+        if needed:
+            raise DataError(
+                f"--ignore-column {needed[0]!r}: the model takes it as a feature; it cannot "
+                "be left out",
+                key="ignore_columns",
+            )
         features = [c for c in columns if c != target and c not in ignored]
-        order = _feature_order(features, trained, trained_target, source)
+        order = _feature_order(features, trained, trained_target, source, label=target)
         if target is None or target not in columns:
             x = _read_features(scheme, location, base_dir, source, ignore=ignored)
             return (x if order is None else x[:, order]), None
@@ -474,7 +483,7 @@ def predict(
     host: PluginHost | None = None,
     base_dir: str | Path = ".",
     target: str | None = None,
-    ignore: Sequence[str] = (),
+    ignore: str | Sequence[str] = (),
     batch_size: int = 256,
 ) -> Predictions:
     """Predict every example of a data source with a run's best or named model.
@@ -506,6 +515,7 @@ def predict(
     from orchestrator.plugin_manager import get_plugin_manager
 
     check_backend(training=False)
+    ignore = _column_list(ignore)
     ref = find_model(run_dir, trial)
     host = host or get_plugin_manager()
     host.keras_objects()  # the plugins' custom layers, registered before the model loads
@@ -528,9 +538,16 @@ def predict(
         columns["file"] = files
     ours = {"row", "file", "predicted", "probability", "label"}
     ours |= {f"prob_{name}" for name in ref.class_names}
+    taken = set(ours) | set([] if kept is None else kept.columns)
     for name in [] if kept is None else kept.columns:
-        # Named as in the table; one named as a column of ours gets "input_" before it.
-        columns[f"input_{name}" if name in ours else name] = kept[name].to_numpy()
+        # Named as in the table; one named as a column of ours gets "input_" before
+        # it (as often as it takes to be a name of its own). As a Series: its type
+        # stays (a Parquet file's nullable integers would become floats).
+        named = name
+        while named in ours or (named != name and named in taken):
+            named = f"input_{named}"
+        taken.add(named)
+        columns[named] = kept[name].reset_index(drop=True)
     columns |= {
         "predicted": names[codes],
         "probability": probabilities[np.arange(len(x)), codes],
@@ -772,9 +789,14 @@ def _table_path(location: str, base_dir: Path) -> Path:
 
 
 def _feature_order(
-    features: list[str], trained: list[str] | None, target: str | None, source: str
+    features: list[str],
+    trained: list[str] | None,
+    target: str | None,
+    source: str,
+    label: str | None = None,
 ) -> list[int] | None:
-    """Column indices that put ``features`` in the run's order, or ``None`` if unknown."""
+    """Column indices that put ``features`` in the run's order, or ``None`` if unknown
+    (``target``: the run's label column; ``label``: the one read now, default it)."""
     if trained is None:
         return None
     expected = [c for c in trained if c != target]
@@ -804,7 +826,7 @@ def _feature_order(
         raise DataError(
             f"data {source!r} {' and '.join(parts)}; expected the feature columns "
             f"{', '.join(map(repr, expected))}"
-            + (f" (and optionally {target!r})" if target else "")
+            + (f" (and optionally the label column {label or target!r})" if label or target else "")
             + hint,
             key="source",
         )
@@ -820,11 +842,16 @@ def _ignored(
     from orchestrator.data.sources import ignored_columns
 
     for name in ignore:
-        if name not in columns or name == target:
-            said = "is the label column" if name == target else "is not one of its columns"
+        if name == target:
             raise DataError(
-                f"--ignore-column {name!r}{did_you_mean(name, columns)} {said} of {source!r}; "
-                f"its columns: {', '.join(map(repr, columns))}",
+                f"--ignore-column {name!r} is the label column of {source!r} (to predict the "
+                "table as unlabelled, name another --target or drop the column)",
+                key="ignore_columns",
+            )
+        if name not in columns:
+            raise DataError(
+                f"--ignore-column {name!r}{did_you_mean(name, columns)} is not a column of "
+                f"{source!r}; its columns: {', '.join(map(repr, columns))}",
                 key="ignore_columns",
             )
     run_ignored = set()
@@ -840,7 +867,7 @@ def kept_columns(
     *,
     base_dir: str | Path = ".",
     target: str | None = None,
-    ignore: Sequence[str] = (),
+    ignore: str | Sequence[str] = (),
 ) -> pd.DataFrame | None:
     """A table's columns that are no features (see :func:`read_source`), as the
     table holds them (a CSV's as text: ``007`` stays ``007``), for predict to copy
@@ -850,6 +877,7 @@ def kept_columns(
     from orchestrator.data.sources import _csv_format, read_table
     from orchestrator.recipe import load_recipe
 
+    ignore = _column_list(ignore)
     scheme, location = split_source(source)
     if scheme not in TABLE_SCHEMES:
         return None
@@ -906,11 +934,18 @@ def _read_features(
     non_numeric = non_numeric_columns(frame, list(frame.columns), decimal)
     if non_numeric:
         raise DataError(
-            f"{source!r} has non-numeric column(s) {non_numeric}; the model takes numbers",
+            f"{source!r} has non-numeric column(s) {non_numeric}; the model takes numbers "
+            "(a column that is no feature, such as an ID, is copied to the output with "
+            "--ignore-column COLUMN)",
             key="source",
         )
     check_no_missing(frame, repr(source))
     return feature_matrix(frame, list(frame.columns), path)
+
+
+def _column_list(names: str | Sequence[str]) -> list[str]:
+    """Column names as given: one name alone, as a recipe's ``ignore_columns`` takes it."""
+    return [names] if isinstance(names, str) else [str(n) for n in names]
 
 
 __all__ = [

@@ -111,13 +111,26 @@ def _image_size(value: Any) -> Any:
     )
 
 
+def _column_name(value: Any) -> Any:
+    # A header's 2021 or 007 is text; YAML reads them as numbers (007 as 7).
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        raise ValueError(
+            f"expected a column name, got the number {value}; write a column named with "
+            f"digits in quotes, as its header has it: '{value}' (YAML reads 007 as 7)"
+        )
+    return value
+
+
 def _column_names(value: Any) -> Any:
     # One column may be named alone (ignore_columns: id); a name said twice counts once.
     if isinstance(value, str):
         return [value]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return list(dict.fromkeys(value))
-    return value
+    if isinstance(value, (list, tuple)):
+        for name in value:
+            _column_name(name)
+        if all(isinstance(v, str) for v in value):
+            return list(dict.fromkeys(value))
+    return _column_name(value)
 
 
 _NotBool = BeforeValidator(_not_bool)
@@ -158,7 +171,7 @@ class DataSpec(_Model):
     """Where the data comes from and how it is split."""
 
     source: str = Field(min_length=1)
-    target: str | None = None
+    target: Annotated[str | None, BeforeValidator(_column_name)] = None
     #: A table's columns that are no features (an ID, a name): left out of training;
     #: ``graftune predict`` copies them to its output.
     ignore_columns: Annotated[list[str], BeforeValidator(_column_names)] = []

@@ -631,9 +631,47 @@ def test_a_tables_id_columns_are_no_features_and_predict_copies_them_beside_its_
     np.testing.assert_allclose(b.filter(like="prob_"), a.filter(like="prob_"), rtol=1e-5)
     unknown = invoke("predict", run_dir, "--data", "csv:new.csv", "--ignore-column", "batsh")
     assert unknown.exit_code == 2
-    assert "--ignore-column 'batsh' (did you mean 'batch'?) is not one of its columns" in (
-        unknown.output
-    )
+    assert "--ignore-column 'batsh' (did you mean 'batch'?) is not a column of" in unknown.output
+    feature = invoke("predict", run_dir, "--data", "csv:new.csv", "--ignore-column", "alcohol")
+    assert feature.exit_code == 2
+    assert "--ignore-column 'alcohol': the model takes it as a feature" in feature.output
+    from orchestrator.predict import predict
+
+    api = predict(run_dir, "csv:new.csv", ignore="batch")  # one column alone, as in a recipe
+    assert list(api.frame.columns[:3]) == ["row", "bottle", "batch"]
+    # Another label column named: the run's own is then an unknown column, and the
+    # error names the label column read, not the one it calls unknown.
+    other = invoke("predict", run_dir, "--data", "csv:wine.csv", "--target", "cellar")
+    assert other.exit_code == 2
+    assert "not trained on: 'cultivar'" in other.output
+    assert "(and optionally the label column 'cellar')" in other.output
+    label = invoke("predict", run_dir, "--data", "csv:wine.csv", "--ignore-column", "cultivar")
+    assert label.exit_code == 2
+    assert "--ignore-column 'cultivar' is the label column of 'csv:wine.csv' (" in label.output
+
+    # Found by QA: what a Parquet file's columns hold comes through as it is (nullable
+    # integers became floats, and two large IDs one; list cells crashed the JSON), and
+    # a column named like one of predict's, and one named like that name, both stay.
+    ids = pd.array([1234567890123456789, None, 1234567890123456791], dtype="Int64")
+    odd = pd.read_csv(WINE_CSV).drop(columns=["cultivar"]).head(3)
+    odd = odd.assign(acct=ids, tags=[["a", "b"], [], ["c"]], row=["r1", "r2", "r3"])
+    odd["input_row"] = "IR"
+    odd.to_parquet(tmp_path / "odd.parquet", index=False)
+    columns = ["--ignore-column", "acct", "--ignore-column", "tags", "--ignore-column", "row"]
+    columns += ["--ignore-column", "input_row"]
+    for suffix in ("parquet", "json"):
+        out = tmp_path / f"odd-out.{suffix}"
+        done = invoke("predict", run_dir, "--data", "parquet:odd.parquet", *columns, "--out", out)
+        assert done.exit_code == 0, done.output
+    frame = pd.read_parquet(tmp_path / "odd-out.parquet")
+    # The table's row, named like predict's, takes input_ as often as it needs.
+    assert list(frame.columns[:5]) == ["row", "acct", "tags", "input_input_row", "input_row"]
+    assert str(frame["acct"].dtype) == "Int64" and frame["acct"].iloc[2] == ids[2]
+    assert list(frame["input_input_row"]) == ["r1", "r2", "r3"]
+    rows = json.loads((tmp_path / "odd-out.json").read_text())
+    assert [r["acct"] for r in rows] == [1234567890123456789, None, 1234567890123456791]
+    assert [r["tags"] for r in rows] == [["a", "b"], [], ["c"]]
+    assert rows[0]["input_row"] == "IR" and rows[0]["row"] == 0
 
 
 def test_predict_a_table_missing_a_column_is_refused(runs, tmp_path):

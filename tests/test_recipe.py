@@ -1656,3 +1656,11 @@ def test_one_ignored_column_may_be_named_alone_and_a_name_said_twice_counts_once
     )
     assert recipe.data.ignore_columns == ["id", "name"]
     assert yaml.safe_load(recipe.to_yaml())["data"]["ignore_columns"] == ["id", "name"]
+    # A header's 2021 is text; YAML reads it as a number (and 007 as 7).
+    for key in ("ignore_columns: [2021]", "target: 2021"):
+        with pytest.raises(RecipeErrors) as info:
+            parse_recipe(
+                f"name: ids\ndata: {{source: 'csv:t.csv', {key}}}\n"
+                "strategies: {scratch_mlp: {}}\n"
+            )
+        assert "got the number 2021; write a column named with digits in quotes" in str(info.value)

@@ -331,6 +331,12 @@ class GlyphsSource(DataSource):
                 "parquet sources",
                 key="target",
             )
+        if getattr(spec, "ignore_columns", None):
+            raise DataError(
+                "the 'glyphs' data source has no columns to leave out; ignore_columns: applies "
+                "to csv and parquet sources",
+                key="ignore_columns",
+            )
         _image_settings(spec)
         chars = parse_charset(location)
         parse_options(getattr(spec, "options", None))

@@ -654,8 +654,13 @@ def _check_target(spec: Any, columns: list[str], path: Path) -> None:
                 key="ignore_columns",
             )
     if len(columns) < 2 + len(ignored):
-        besides = ", ".join(map(repr, [str(target), *ignored]))
-        raise DataError(f"{path} has no feature columns besides {besides}", key="source")
+        if ignored:
+            raise DataError(
+                f"ignore_columns leaves no feature column: it names every column of {path} "
+                f"but the target {str(target)!r}",
+                key="ignore_columns",
+            )
+        raise DataError(f"{path} has no feature columns besides {target!r}", key="source")
 
 
 def non_numeric_columns(
@@ -731,8 +736,10 @@ def _table_arrays(
     if non_numeric:
         raise DataError(
             f"feature columns must be numeric; {path} has non-numeric column(s) "
-            f"{non_numeric}; encode them as numbers, or drop them (a missing value, "
-            "written '?' or left empty, is refused either way: fill it, or drop its row)",
+            f"{non_numeric}; encode them as numbers, or drop them, or name those that are "
+            "no features (an ID, a name) in data.ignore_columns (a missing value in a "
+            "feature, written '?' or left empty, is refused either way: fill it, or drop "
+            "its row)",
             key="source",
         )
     if labels is not None:
