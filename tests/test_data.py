@@ -405,6 +405,25 @@ def test_csv_separated_by_semicolons_with_decimal_commas(
         assert other.task.class_names == plain.task.class_names
 
 
+def test_a_semicolon_csv_whose_header_names_a_column_with_a_comma_is_read_by_its_semicolons(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: a German spreadsheet's header "Nr.;Name, Vorname;x;label" was
+    read as comma-separated ("target column 'label' is not in ... 'Nr.;Name'")."""
+    rows = ["Nr.;Name, Vorname;x;label"]
+    rows += [f"{i};Muller, Jorg;{i},5;{'ab'[i % 2]}" for i in range(20)]
+    (tmp_path / "de.csv").write_text("\n".join(rows) + "\n")
+    spec = Spec("csv:de.csv", target="label", ignore_columns=["Nr.", "Name, Vorname"])
+    check_data_spec(spec, registry, tmp_path)
+    data = prepare(spec, registry, tmp_path)
+    assert sorted(np.concatenate([data.x_train, data.x_val, data.x_test])[:, 0]) == [
+        i + 0.5 for i in range(20)
+    ]
+    # A comma file whose header has a semicolon in a name stays a comma file.
+    (tmp_path / "en.csv").write_text("a;b,c,label\n" + "1,2,x\n3,4,y\n" * 5)
+    assert sources.table_columns("csv", tmp_path / "en.csv") == ["a;b", "c", "label"]
+
+
 def test_a_semicolon_csvs_decimal_separator_is_the_one_most_of_its_numbers_have(
     registry: Registry, tmp_path: Path
 ) -> None:

@@ -547,14 +547,11 @@ def _csv_format(
     try:
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as file:
             header = file.readline()
-            if "," in header or ";" not in header:
+            lines = [header, *itertools.islice(file, _DECIMAL_ROWS)]
+            if ";" not in header or ("," in header and not _splits_evenly(lines, ";", ",")):
                 sep = "\t" if "," not in header and "\t" in header else ","
                 return {"sep": sep, "skipinitialspace": True}
-            rows = csv.reader(
-                itertools.chain([header], itertools.islice(file, _DECIMAL_ROWS)),
-                delimiter=";",
-                skipinitialspace=True,
-            )
+            rows = csv.reader(lines, delimiter=";", skipinitialspace=True)
             names = [name.strip() for name in next(rows)]
             commas = points = 0
             for row in rows:
@@ -566,6 +563,18 @@ def _csv_format(
     except (OSError, csv.Error):
         return {"sep": ",", "skipinitialspace": True}  # pandas says what is wrong
     return {"sep": ";", "decimal": "," if commas > points else ".", "skipinitialspace": True}
+
+
+def _splits_evenly(lines: list[str], sep: str, other: str) -> bool:
+    """Whether ``sep`` splits a CSV's first lines into one number of columns (more
+    than one) where ``other`` does not: a ``;`` file whose header names a column
+    ``Name, Vorname``, as a German spreadsheet writes it, is no ``,`` file."""
+
+    def even(delimiter: str) -> bool:
+        counts = {len(row) for row in csv.reader(lines, delimiter=delimiter) if row}
+        return len(counts) == 1 and counts.pop() > 1
+
+    return even(sep) and not even(other)
 
 
 def _csv_labels(path: Path, target: str) -> Any:
