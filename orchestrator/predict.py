@@ -370,7 +370,8 @@ def read_source(
                 key="target",
             )
         target = target or trained_target
-        ignored = _ignored(recipe, columns, ignore, target, source)
+        index = _stored_index(scheme, location, base_dir)
+        ignored = _ignored(recipe, columns, ignore, target, source, index)
         needed = [c for c in ignore if trained is not None and c in trained and c != target]
         if needed:
             raise DataError(
@@ -775,6 +776,13 @@ def _table_columns(scheme: str, location: str, base_dir: Path) -> list[str]:
     return table_columns(scheme, _table_path(location, base_dir))
 
 
+def _stored_index(scheme: str, location: str, base_dir: Path) -> list[str]:
+    """The named columns of a Parquet file's stored pandas index (none for a CSV)."""
+    from orchestrator.data.sources import stored_index
+
+    return stored_index(scheme, _table_path(location, base_dir))
+
+
 def _table_path(location: str, base_dir: Path) -> Path:
     from orchestrator.paths import expand_user
 
@@ -834,13 +842,20 @@ def _feature_order(
 
 
 def _ignored(
-    recipe: Any, columns: list[str], ignore: Sequence[str], target: str | None, source: str
+    recipe: Any,
+    columns: list[str],
+    ignore: Sequence[str],
+    target: str | None,
+    source: str,
+    index: Sequence[str] = (),
 ) -> list[str]:
     """A table's columns that are no features: the run's ``ignore_columns`` that it
-    has, and ``ignore`` (each of which it must have), in the table's order."""
+    has, and ``ignore`` (each of which it must have), in the table's order (a
+    Parquet file's stored ``index`` first)."""
     from orchestrator.data import split_source
     from orchestrator.data.sources import ignored_columns
 
+    columns = [*index, *columns]
     for name in ignore:
         if name == target:
             raise DataError(
@@ -886,13 +901,23 @@ def kept_columns(
     columns = _table_columns(scheme, location, base_dir)
     trained_scheme = split_source(recipe.data.source)[0]
     target = target or (recipe.data.target if trained_scheme in TABLE_SCHEMES else None)
-    ignored = _ignored(recipe, columns, ignore, target, source)
+    index = _stored_index(scheme, location, base_dir)
+    ignored = _ignored(recipe, columns, ignore, target, source, index)
     if not ignored:
         return None
     path = _table_path(location, base_dir)
-    if scheme == "parquet":
-        return read_table(scheme, path)[ignored]
     import pandas as pd
+
+    if scheme == "parquet":
+        frame = read_table(scheme, path)  # it says what is wrong with the file
+        # Read back as numpy's types, an index of nullable integers becomes floats.
+        stored = pd.read_parquet(path, dtype_backend="numpy_nullable")
+        named = [n for n in stored.index.names if n in ignored]
+        if named:  # the stored index's columns, beside the data's
+            frame = pd.concat(
+                [stored.reset_index(level=named)[named].reset_index(drop=True), frame], axis=1
+            )
+        return frame[ignored]
 
     try:
         frame = pd.read_csv(
@@ -927,7 +952,8 @@ def _read_features(
     )
 
     path = _table_path(location, base_dir)
-    frame = read_table(scheme, path, target=label, ignore=ignore).drop(columns=list(ignore))
+    frame = read_table(scheme, path, target=label, ignore=ignore)
+    frame = frame.drop(columns=[c for c in ignore if c in frame])  # not a stored index
     if label is not None:
         frame = frame.drop(columns=label)
     decimal = csv_decimal(path, label, ignore) if scheme == "csv" else None

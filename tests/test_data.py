@@ -544,6 +544,19 @@ def test_ignored_columns_are_no_features_whatever_they_hold(
         prepare(Spec(source, target="label"), registry, tmp_path)
 
 
+def test_a_parquet_files_stored_index_may_be_named_in_ignore_columns(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: df.set_index("customer_id").to_parquet(...) keeps the ID as the
+    file's index, which is no column: naming it was refused as unknown."""
+    frame = table().assign(customer_id=[f"C{i}" for i in range(30)])
+    frame.set_index("customer_id").to_parquet(tmp_path / "t.parquet")
+    spec = Spec("parquet:t.parquet", target="label", ignore_columns=["customer_id"])
+    check_data_spec(spec, registry, tmp_path)
+    assert prepare(spec, registry, tmp_path).x_train.shape[1] == 2
+    assert sources.stored_index("parquet", tmp_path / "t.parquet") == ["customer_id"]
+
+
 def test_ignored_columns_are_checked_against_the_table(registry: Registry, tmp_path: Path):
     write_csv(tmp_path / "t.csv", table().assign(id=1))
     check = lambda **kw: check_data_spec(  # noqa: E731

@@ -672,6 +672,13 @@ def test_a_tables_id_columns_are_no_features_and_predict_copies_them_beside_its_
     assert [r["acct"] for r in rows] == [1234567890123456789, None, 1234567890123456791]
     assert [r["tags"] for r in rows] == [["a", "b"], [], ["c"]]
     assert rows[0]["input_row"] == "IR" and rows[0]["row"] == 0
+    # An ID kept as a Parquet file's stored index (df.set_index(...).to_parquet) is
+    # named like a column, and copied.
+    odd.drop(columns=["tags", "row", "input_row"]).set_index("acct").to_parquet(tmp_path / "i.pq")
+    indexed = invoke("predict", run_dir, "--data", "parquet:i.pq", "--ignore-column", "acct")
+    assert indexed.exit_code == 0, indexed.output
+    frame = pd.read_csv(StringIO(indexed.stdout), dtype={"acct": str}, keep_default_na=False)
+    assert list(frame["acct"]) == ["1234567890123456789", "", "1234567890123456791"]
 
 
 def test_predict_a_table_missing_a_column_is_refused(runs, tmp_path):

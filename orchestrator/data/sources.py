@@ -175,12 +175,13 @@ class ParquetSource(_BuiltinSource):
         super().check(location, spec, base_dir)
         path = _existing_file(location, base_dir, "Parquet file")
         _refuse_image_settings(spec, f"parquet:{location}")
-        _check_target(spec, table_columns("parquet", path), path)
+        _check_target(spec, table_columns("parquet", path), path, "parquet")
 
     def load(self, location: str, spec: Any, base_dir: Path) -> LabelledArrays:
         self.check(location, spec, base_dir)
         path = _resolve(location, base_dir)
-        frame = read_table("parquet", path).drop(columns=ignored_columns(spec))
+        frame = read_table("parquet", path)
+        frame = frame.drop(columns=[c for c in ignored_columns(spec) if c in frame])
         return _table_arrays(frame, str(spec.target), path)
 
 
@@ -521,6 +522,21 @@ def read_table(
     return frame.reset_index(drop=True)
 
 
+def stored_index(scheme: str, path: Path) -> list[str]:
+    """The named columns of the pandas index a Parquet file was written with
+    (``df.set_index("id").to_parquet(...)``): no data columns, but an ID that
+    ``ignore_columns`` may name for predict to copy; none for a CSV."""
+    if scheme != "parquet":
+        return []
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise unreadable_table("parquet", path, exc) from exc
+    return [n for n in schema.names if n in _parquet_index(schema) and "__index_level_" not in n]
+
+
 def _parquet_index(schema: Any) -> set[str]:
     """The columns that hold the pandas index a Parquet file was written with."""
     metadata = schema.pandas_metadata or {}
@@ -633,9 +649,9 @@ def table_labels(scheme: str, path: Path, target: str) -> list[str | None]:
     return labels
 
 
-def _check_target(spec: Any, columns: list[str], path: Path) -> None:
+def _check_target(spec: Any, columns: list[str], path: Path, scheme: str = "csv") -> None:
     """Check the spec names a label column the table has, the columns it leaves
-    out too, and feature columns besides."""
+    out too (a Parquet file's stored index among them), and feature columns besides."""
     target = getattr(spec, "target", None)
     available = ", ".join(repr(c) for c in columns) or "none"
     if target is None:
@@ -650,18 +666,20 @@ def _check_target(spec: Any, columns: list[str], path: Path) -> None:
             key="target",
         )
     ignored = ignored_columns(spec)
+    index = stored_index(scheme, path) if ignored else []
     for name in ignored:
         if name == str(target):
             raise DataError(
                 f"{name!r} is the target column: it holds the labels, which training needs",
                 key="ignore_columns",
             )
-        if name not in columns:
+        if name not in columns and name not in index:
             raise DataError(
                 f"{name!r}{did_you_mean(name, columns)} is not a column of {path}; its "
                 f"columns: {available}",
                 key="ignore_columns",
             )
+    ignored = [name for name in ignored if name in columns]  # a stored index is no column
     if len(columns) < 2 + len(ignored):
         if ignored:
             raise DataError(
