@@ -111,25 +111,6 @@ def test_a_run_stopped_by_its_pre_flight_writes_nothing_and_leaves_no_ray(tmp_pa
     assert processes_under(ray_tmpdir) == []
 
 
-def test_aws_credentials_stay_out_of_embedded_rays_logs(tmp_path, ray_tmpdir):
-    """Found by security QA: Tune copies AWS_* variables (what s3:// storage needs)
-    into each trial actor's environment, and Ray's runtime-env agent logged them
-    under /tmp/ray (folders anyone can read). Embedded Ray's workers have them
-    from the driver already."""
-    recipe = write_recipe(tmp_path, "{scratch_mlp: {num_samples: 1}}")
-    secret = "graftune-test-secret-3f9a"
-    done = graftune(
-        tmp_path, ray_tmpdir, "run", str(recipe), "--quiet", env={"AWS_SECRET_ACCESS_KEY": secret}
-    )
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    logs = [
-        p for p in ray_tmpdir.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err")
-    ]
-    assert logs
-    leaked = [p for p in logs if secret in p.read_text(errors="replace")]
-    assert leaked == []
-
-
 def test_embedded_ray_that_does_not_start_is_said_with_the_way_on(tmp_path):
     """Found by QA: Ray's node timing out on a busy machine ended the run in
     "internal error", after its folder was made, with no word of a resume."""
@@ -171,8 +152,19 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
     # wrote it readable by every user of the machine, mode 644).
     home = tmp_path / "home"
     home.mkdir()
-    done = graftune(tmp_path, ray_tmpdir, "run", str(recipe), "--quiet", env={"HOME": str(home)})
+    secret = "graftune-test-secret-3f9a"
+    env = {"HOME": str(home), "AWS_SECRET_ACCESS_KEY": secret}
+    done = graftune(tmp_path, ray_tmpdir, "run", str(recipe), "--quiet", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+    # Found by security QA: Tune copies AWS_* variables (what s3:// storage needs)
+    # into each trial actor's environment, and Ray's runtime-env agent logged them
+    # under /tmp/ray (folders anyone can read). Embedded Ray's workers have them
+    # from the driver already.
+    logs = [
+        p for p in ray_tmpdir.rglob("*") if p.is_file() and p.suffix in (".log", ".out", ".err")
+    ]
+    assert logs
+    assert [p for p in logs if secret in p.read_text(errors="replace")] == []
     assert (home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "leaderboard.csv").read_text().count("scratch_mlp") == 2
