@@ -316,10 +316,10 @@ def read_source(
     import numpy as np
 
     from orchestrator.data import _call_source, _make_source, _validated, split_source
-
-    ignore = _column_list(ignore)
     from orchestrator.data.sources import SklearnSource
     from orchestrator.recipe import load_recipe
+
+    ignore = _column_list(ignore)
 
     recipe = load_recipe(Path(run_dir) / "recipe.yaml")
     scheme, location = split_source(source)

@@ -1116,7 +1116,7 @@ def _recorded_searched(run_dir: Path, digest: str) -> dict[str, Any] | None:
 def _added_at_default(recipe: Recipe, path: tuple[str, ...], old: Any, new: Any) -> bool:
     """Whether the key at ``path``, which the run's record has not, holds the default
     of its field in ``recipe`` (a key added to the recipe since the run began)."""
-    from pydantic import BaseModel
+    from pydantic import BaseModel, TypeAdapter
 
     if old is not _ABSENT or new is _ABSENT or not path:
         return False
@@ -1126,8 +1126,6 @@ def _added_at_default(recipe: Recipe, path: tuple[str, ...], old: Any, new: Any)
     field = type(parent).model_fields.get(path[-1]) if isinstance(parent, BaseModel) else None
     if field is None or field.is_required():
         return False
-    from pydantic import TypeAdapter
-
     default = field.get_default(call_default_factory=True)
     return new == TypeAdapter(Any).dump_python(default, mode="json")
 

@@ -419,6 +419,10 @@ def test_a_semicolon_csv_whose_header_names_a_column_with_a_comma_is_read_by_its
     assert sorted(np.concatenate([data.x_train, data.x_val, data.x_test])[:, 0]) == [
         i + 0.5 for i in range(20)
     ]
+    # Where its commas split every line evenly too (in 2), its semicolons split it in more.
+    even = ["Name, Vorname;x;label"] + [f"M{i};{i},5;{'ab'[i % 2]}" for i in range(20)]
+    (tmp_path / "even.csv").write_text("\n".join(even) + "\n")
+    assert sources.table_columns("csv", tmp_path / "even.csv") == ["Name, Vorname", "x", "label"]
     # A comma file whose header has a semicolon in a name stays a comma file.
     (tmp_path / "en.csv").write_text("a;b,c,label\n" + "1,2,x\n3,4,y\n" * 5)
     assert sources.table_columns("csv", tmp_path / "en.csv") == ["a;b", "c", "label"]

@@ -564,7 +564,7 @@ def _csv_format(
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as file:
             header = file.readline()
             lines = [header, *itertools.islice(file, _DECIMAL_ROWS)]
-            if ";" not in header or ("," in header and not _splits_evenly(lines, ";", ",")):
+            if ";" not in header or ("," in header and not _semicolons_split(lines)):
                 sep = "\t" if "," not in header and "\t" in header else ","
                 return {"sep": sep, "skipinitialspace": True}
             rows = csv.reader(lines, delimiter=";", skipinitialspace=True)
@@ -581,16 +581,16 @@ def _csv_format(
     return {"sep": ";", "decimal": "," if commas > points else ".", "skipinitialspace": True}
 
 
-def _splits_evenly(lines: list[str], sep: str, other: str) -> bool:
-    """Whether ``sep`` splits a CSV's first lines into one number of columns (more
-    than one) where ``other`` does not: a ``;`` file whose header names a column
-    ``Name, Vorname``, as a German spreadsheet writes it, is no ``,`` file."""
+def _semicolons_split(lines: list[str]) -> bool:
+    """Whether ``;`` splits a CSV's first lines (whose header has ``,`` too) into one
+    number of columns, more than ``,`` does: a ``;`` file whose header names a
+    column ``Name, Vorname``, as a German spreadsheet writes it, is no ``,`` file."""
 
-    def even(delimiter: str) -> bool:
+    def columns(delimiter: str) -> int:
         counts = {len(row) for row in csv.reader(lines, delimiter=delimiter) if row}
-        return len(counts) == 1 and counts.pop() > 1
+        return counts.pop() if len(counts) == 1 else 0  # 0: uneven
 
-    return even(sep) and not even(other)
+    return columns(";") > max(columns(","), 1)
 
 
 def _csv_labels(path: Path, target: str) -> Any:
