@@ -1113,21 +1113,22 @@ def _recorded_searched(run_dir: Path, digest: str) -> dict[str, Any] | None:
     return values
 
 
-def _added_at_default(recipe: Recipe, path: tuple[str, ...], old: Any, new: Any) -> bool:
-    """Whether the key at ``path``, which the run's record has not, holds the default
-    of its field in ``recipe`` (a key added to the recipe since the run began)."""
-    from pydantic import BaseModel, TypeAdapter
+#: Keys added to the searched sections since runs recorded them, with their defaults
+#: (a key added to data:, base:, strategies:, search: or cache: goes here too): a run
+#: recorded before one was added ran as the default says.
+_NEW_KEYS: dict[str, Any] = {"ignore_columns": []}
 
-    if old is not _ABSENT or new is _ABSENT or not path:
-        return False
-    parent: Any = recipe
-    for key in path[:-1]:
-        parent = parent.get(key) if isinstance(parent, dict) else getattr(parent, key, None)
-    field = type(parent).model_fields.get(path[-1]) if isinstance(parent, BaseModel) else None
-    if field is None or field.is_required():
-        return False
-    default = field.get_default(call_default_factory=True)
-    return new == TypeAdapter(Any).dump_python(default, mode="json")
+
+def _without_new_keys(searched: Any) -> Any:
+    """``searched`` (:func:`_searched`) without the keys of :data:`_NEW_KEYS` that
+    hold their defaults, as a run made before them recorded it."""
+    if isinstance(searched, dict):
+        return {
+            key: _without_new_keys(value)
+            for key, value in searched.items()
+            if not (key in _NEW_KEYS and value == _NEW_KEYS[key])
+        }
+    return searched
 
 
 def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
@@ -1151,11 +1152,12 @@ def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
         "a resume goes on with the search it began. Put it back, or start a new run with "
         f"the changed recipe (a resume may change only {may_change})"
     )
+    # A key added since the run began, at its default, is no change: the run ran
+    # as the default says (data.ignore_columns: [] took every column).
+    if digest == _digest(_without_new_keys(now)):
+        return  # a run recorded before those keys (its digest alone)
     then = _recorded_searched(run_dir, digest)
-    changes = list(_changes(then, now)) if then is not None else []
-    # A key this version added, at its default, is no change: a run made before it
-    # ran with what the default says (data.ignore_columns: [] took every column).
-    changes = [c for c in changes if not _added_at_default(recipe, *c)]
+    changes = [] if then is None else list(_changes(*map(_without_new_keys, (then, now))))
     if then is not None and not changes:
         return
     if not changes:

@@ -1036,6 +1036,11 @@ def test_a_run_made_before_a_recipe_key_existed_resumes_with_it_at_its_default(t
     (run_dir / SEARCHED_VALUES_FILE).write_text(json.dumps(before))
     (run_dir / SEARCHED_FILE).write_text(_digest(before) + "\n")
     _check_resumed_recipe(recipe, run_dir)
+    # Found by the QA pass on that fix: a run recorded with its digest alone (made
+    # before the values were kept beside it) was still refused.
+    (run_dir / SEARCHED_VALUES_FILE).unlink()
+    _check_resumed_recipe(recipe, run_dir)
+    (run_dir / SEARCHED_VALUES_FILE).write_text(json.dumps(before))
     # Set to something else, it is a change.
     data = recipe.data.model_copy(update={"ignore_columns": ["x"]})
     with pytest.raises(RecipeError, match=r'data.ignore_columns: changed since the run started '
