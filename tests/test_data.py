@@ -423,6 +423,16 @@ def test_a_semicolon_csv_whose_header_names_a_column_with_a_comma_is_read_by_its
     even = ["Name, Vorname;x;label"] + [f"M{i};{i},5;{'ab'[i % 2]}" for i in range(20)]
     (tmp_path / "even.csv").write_text("\n".join(even) + "\n")
     assert sources.table_columns("csv", tmp_path / "even.csv") == ["Name, Vorname", "x", "label"]
+    # Found by QA: where both split every line in as many (units over decimal
+    # commas), a ragged line, and a quoted line break cut at the 101st line.
+    units = ["Länge, cm;Breite, cm;label"] + [f"5,{i};4,{i};{'ab'[i % 2]}" for i in range(20)]
+    ragged = list(even)
+    ragged[3] += ";"
+    cut = ["Nr.;Name, Vorname;x;label"]
+    cut += [f"{i};A, B;{i},5;a" if i != 99 else f'{i};"a,\nb";{i},5;a' for i in range(150)]
+    for name, lines in (("units", units), ("ragged", ragged), ("cut", cut)):
+        (tmp_path / f"{name}.csv").write_text("\n".join(lines) + "\n")
+        assert sources.table_columns("csv", tmp_path / f"{name}.csv")[-1] == "label", name
     # A comma file whose header has a semicolon in a name stays a comma file.
     (tmp_path / "en.csv").write_text("a;b,c,label\n" + "1,2,x\n3,4,y\n" * 5)
     assert sources.table_columns("csv", tmp_path / "en.csv") == ["a;b", "c", "label"]

@@ -582,15 +582,21 @@ def _csv_format(
 
 
 def _semicolons_split(lines: list[str]) -> bool:
-    """Whether ``;`` splits a CSV's first lines (whose header has ``,`` too) into one
-    number of columns, more than ``,`` does: a ``;`` file whose header names a
-    column ``Name, Vorname``, as a German spreadsheet writes it, is no ``,`` file."""
+    """Whether ``;`` splits a CSV's first lines (whose header has ``,`` too) into as
+    many columns as the header has, at least as many as ``,`` does: a ``;`` file
+    whose header names a column ``Name, Vorname`` or ``Länge, cm``, as a German
+    spreadsheet writes it, is no ``,`` file. One line in ten may differ (a ragged
+    line), and the last record read, which a quoted line break may have cut, has
+    no say."""
 
     def columns(delimiter: str) -> int:
-        counts = {len(row) for row in csv.reader(lines, delimiter=delimiter) if row}
-        return counts.pop() if len(counts) == 1 else 0  # 0: uneven
+        rows = [len(row) for row in csv.reader(lines, delimiter=delimiter) if row]
+        header, rows = (rows[0], rows[1:-1] or rows[1:]) if rows else (0, [])
+        even = sum(count == header for count in rows) >= 0.9 * len(rows)
+        return header if even and header > 1 else 0  # 0: uneven
 
-    return columns(";") > max(columns(","), 1)
+    semicolons = columns(";")
+    return semicolons > 0 and semicolons >= columns(",")
 
 
 def _csv_labels(path: Path, target: str) -> Any:
