@@ -282,7 +282,7 @@ def read_source(
     base_dir: str | Path = ".",
     target: str | None = None,
     input_shape: tuple[int, ...] | None = None,
-    ignore: str | Sequence[str] = (),
+    ignore: str | Sequence[str] | None = (),
 ) -> tuple[np.ndarray, tuple[str, ...] | None]:
     """Read the whole of a data source the way the run read its training data.
 
@@ -367,6 +367,11 @@ def read_source(
             raise DataError(
                 f"target column {target!r}{did_you_mean(target, columns)} is not in {source!r}; "
                 f"its columns: {', '.join(map(repr, columns))}",
+                key="target",
+            )
+        if target is not None and trained is not None and target in trained:
+            raise DataError(
+                f"--target {target!r} is a feature the model takes, not a label column",
                 key="target",
             )
         target = target or trained_target
@@ -484,7 +489,7 @@ def predict(
     host: PluginHost | None = None,
     base_dir: str | Path = ".",
     target: str | None = None,
-    ignore: str | Sequence[str] = (),
+    ignore: str | Sequence[str] | None = (),
     batch_size: int = 256,
 ) -> Predictions:
     """Predict every example of a data source with a run's best or named model.
@@ -548,7 +553,10 @@ def predict(
         while named in ours or (named != name and named in taken):
             named = f"input_{named}"
         taken.add(named)
-        columns[named] = kept[name].reset_index(drop=True)
+        column = kept[name].reset_index(drop=True)
+        if column.dtype == object:  # a Parquet file's list cells: lists, in CSV as in JSON
+            column = column.map(lambda v: v.tolist() if isinstance(v, np.ndarray) else v)
+        columns[named] = column
     columns |= {
         "predicted": names[codes],
         "probability": probabilities[np.arange(len(x)), codes],
@@ -859,8 +867,8 @@ def _ignored(
     for name in ignore:
         if name == target:
             raise DataError(
-                f"--ignore-column {name!r} is the label column of {source!r} (to predict the "
-                "table as unlabelled, name another --target or drop the column)",
+                f"--ignore-column {name!r} is the label column of {source!r} (to predict "
+                "the table without scoring, drop that column from it)",
                 key="ignore_columns",
             )
         if name not in columns:
@@ -882,7 +890,7 @@ def kept_columns(
     *,
     base_dir: str | Path = ".",
     target: str | None = None,
-    ignore: str | Sequence[str] = (),
+    ignore: str | Sequence[str] | None = (),
 ) -> pd.DataFrame | None:
     """A table's columns that are no features (see :func:`read_source`), as the
     table holds them (a CSV's as text: ``007`` stays ``007``), for predict to copy
@@ -969,8 +977,11 @@ def _read_features(
     return feature_matrix(frame, list(frame.columns), path)
 
 
-def _column_list(names: str | Sequence[str]) -> list[str]:
-    """Column names as given: one name alone, as a recipe's ``ignore_columns`` takes it."""
+def _column_list(names: str | Sequence[str] | None) -> list[str]:
+    """Column names as given: one name alone, as a recipe's ``ignore_columns`` takes
+    it; ``None``: none."""
+    if names is None:
+        return []
     return [names] if isinstance(names, str) else [str(n) for n in names]
 
 

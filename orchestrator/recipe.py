@@ -112,11 +112,15 @@ def _image_size(value: Any) -> Any:
 
 
 def _column_name(value: Any) -> Any:
-    # A header's 2021 or 007 is text; YAML reads them as numbers (007 as 7).
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    # A header's 2021, 007 or 2021-01-01 is text; YAML reads them as a number or a
+    # date (007 as 7: the name as written is gone, so it is not echoed as the fix).
+    import datetime
+
+    if isinstance(value, (int, float, datetime.date)) and not isinstance(value, bool):
+        kind = "a date" if isinstance(value, datetime.date) else "a number"
         raise ValueError(
-            f"expected a column name, got the number {value}; write a column named with "
-            f"digits in quotes, as its header has it: '{value}' (YAML reads 007 as 7)"
+            f"expected a column name, got {kind} ({value}); write the name in quotes, "
+            "as its header has it (YAML reads 007 as 7, and 2021-01-01 as a date)"
         )
     return value
 

@@ -645,6 +645,13 @@ def test_a_tables_id_columns_are_no_features_and_predict_copies_them_beside_its_
     assert other.exit_code == 2
     assert "not trained on: 'cultivar'" in other.output
     assert "(and optionally the label column 'cellar')" in other.output
+    # A feature named as the label column (QA: "lacks 'alcohol'", and it optional).
+    feature_label = invoke("predict", run_dir, "--data", "csv:new.csv", "--target", "alcohol")
+    assert feature_label.exit_code == 2
+    assert "--target 'alcohol' is a feature the model takes, not a label column" in (
+        feature_label.output
+    )
+    assert len(predict(run_dir, "csv:wine.csv", ignore=None).frame) == len(table)
     label = invoke("predict", run_dir, "--data", "csv:wine.csv", "--ignore-column", "cultivar")
     assert label.exit_code == 2
     assert "--ignore-column 'cultivar' is the label column of 'csv:wine.csv' (" in label.output
@@ -659,7 +666,7 @@ def test_a_tables_id_columns_are_no_features_and_predict_copies_them_beside_its_
     odd.to_parquet(tmp_path / "odd.parquet", index=False)
     columns = ["--ignore-column", "acct", "--ignore-column", "tags", "--ignore-column", "row"]
     columns += ["--ignore-column", "input_row"]
-    for suffix in ("parquet", "json"):
+    for suffix in ("parquet", "json", "csv"):
         out = tmp_path / f"odd-out.{suffix}"
         done = invoke("predict", run_dir, "--data", "parquet:odd.parquet", *columns, "--out", out)
         assert done.exit_code == 0, done.output
@@ -671,6 +678,8 @@ def test_a_tables_id_columns_are_no_features_and_predict_copies_them_beside_its_
     rows = json.loads((tmp_path / "odd-out.json").read_text())
     assert [r["acct"] for r in rows] == [1234567890123456789, None, 1234567890123456791]
     assert [r["tags"] for r in rows] == [["a", "b"], [], ["c"]]
+    # In CSV, a list cell as Python writes a list (numpy's "['a' 'b']" before).
+    assert list(pd.read_csv(tmp_path / "odd-out.csv")["tags"]) == ["['a', 'b']", "[]", "['c']"]
     assert rows[0]["input_row"] == "IR" and rows[0]["row"] == 0
     # An ID kept as a Parquet file's stored index (df.set_index(...).to_parquet) is
     # named like a column, and copied.

@@ -1663,4 +1663,6 @@ def test_one_ignored_column_may_be_named_alone_and_a_name_said_twice_counts_once
                 f"name: ids\ndata: {{source: 'csv:t.csv', {key}}}\n"
                 "strategies: {scratch_mlp: {}}\n"
             )
-        assert "got the number 2021; write a column named with digits in quotes" in str(info.value)
+        assert "got a number (2021); write the name in quotes, as its header has it" in str(
+            info.value
+        )
