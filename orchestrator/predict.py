@@ -918,10 +918,10 @@ def kept_columns(
 
     if scheme == "parquet":
         frame = read_table(scheme, path)  # it says what is wrong with the file
-        # Read back as numpy's types, an index of nullable integers becomes floats.
-        stored = pd.read_parquet(path, dtype_backend="numpy_nullable")
-        named = [n for n in stored.index.names if n in ignored]
+        named = [n for n in index if n in ignored]
         if named:  # the stored index's columns, beside the data's
+            # Read back as numpy's types, an index of nullable integers becomes floats.
+            stored = pd.read_parquet(path, dtype_backend="numpy_nullable")
             frame = pd.concat(
                 [stored.reset_index(level=named)[named].reset_index(drop=True), frame], axis=1
             )
