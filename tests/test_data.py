@@ -438,6 +438,21 @@ def test_a_semicolon_csv_whose_header_names_a_column_with_a_comma_is_read_by_its
     assert sources.table_columns("csv", tmp_path / "en.csv") == ["a;b", "c", "label"]
 
 
+def test_a_separator_that_ends_every_line_makes_no_column(registry: Registry, tmp_path: Path):
+    """Found by QA: a spreadsheet export with ';' at each line's end gave an
+    'Unnamed: 3' column, refused for its missing values; one holding data is named."""
+    rows = ["a;b;label;"] + [f"{i},5;{i % 3};{'xy'[i % 2]};" for i in range(20)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    spec = Spec("csv:t.csv", target="label")
+    check_data_spec(spec, registry, tmp_path)
+    assert sources.table_columns("csv", tmp_path / "t.csv") == ["a", "b", "label"]
+    assert prepare(spec, registry, tmp_path).x_train.shape[1] == 2
+    rows[5] = rows[5] + "7"
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    with raises_data_error("source", "column 4 has no name in the header but holds data"):
+        prepare(spec, registry, tmp_path)
+
+
 def test_a_semicolon_csvs_decimal_separator_is_the_one_most_of_its_numbers_have(
     registry: Registry, tmp_path: Path
 ) -> None:

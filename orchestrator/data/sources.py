@@ -431,9 +431,19 @@ def table_columns(scheme: str, path: Path) -> list[str]:
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         # pandas' EmptyDataError and ParserError are ValueErrors.
         raise unreadable_table("csv", path, exc) from exc
-    _check_names_once(_csv_header(path), path)
-    columns = [str(c) for c in header.columns]
+    names = _csv_header(path)
+    _check_names_once(names, path)
+    columns = [str(c) for c in header.columns][: len(columns_named(names))]
     return columns[1:] if columns[:1] == [_CSV_INDEX] else columns
+
+
+def columns_named(names: list[str]) -> list[str]:
+    """A CSV header's names less the empty ones at its end: a separator that ends
+    every line (``a;b;label;``, as some spreadsheets export) makes no column."""
+    end = len(names)
+    while end and not names[end - 1].strip():
+        end -= 1
+    return names[:end]
 
 
 def unreadable_table(scheme: str, path: Path, exc: BaseException) -> DataError:
@@ -508,10 +518,11 @@ def read_table(
         raise unreadable_table(scheme, path, exc) from exc
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise unreadable_table("parquet", path, exc) from exc
-    _check_names_once(
-        _csv_header(path) if scheme == "csv" else [str(c) for c in frame.columns], path
-    )
+    names = _csv_header(path) if scheme == "csv" else [str(c) for c in frame.columns]
+    _check_names_once(names, path)
     frame.columns = [str(c) for c in frame.columns]
+    if scheme == "csv" and len(columns_named(names)) < len(frame.columns):
+        frame = _without_unnamed_end(frame, len(columns_named(names)), path)
     if scheme == "csv" and list(frame.columns[:1]) == [_CSV_INDEX]:
         log.warning(
             "%s: its first column has no name: read as the row index pandas writes "
@@ -520,6 +531,22 @@ def read_table(
         )
         frame = frame.drop(columns=_CSV_INDEX)
     return frame.reset_index(drop=True)
+
+
+def _without_unnamed_end(frame: pd.DataFrame, named: int, path: Path) -> pd.DataFrame:
+    """``frame`` without its columns after the ``named`` first, which the header
+    leaves without a name: empty ones (a separator at each line's end) go; one that
+    holds data is refused, for a column without a name is no feature to match."""
+    unnamed = frame.iloc[:, named:]
+    held = unnamed.notna().to_numpy()
+    if held.any():
+        row, column = (int(i[0]) for i in held.nonzero())
+        raise DataError(
+            f"{path}: column {named + column + 1} has no name in the header but holds data "
+            f"(data row {row + 1}: {unnamed.iat[row, column]!r}); name it in the header",
+            key="source",
+        )
+    return frame.iloc[:, :named]
 
 
 def stored_index(scheme: str, path: Path) -> list[str]:
