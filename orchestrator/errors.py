@@ -6,6 +6,7 @@ here carries a traceback to the user unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
 from pathlib import Path
@@ -485,6 +486,24 @@ def bad_leaderboard(run_dir: Path, problem: str) -> str:
 
 
 def did_you_mean(word: str, options: Iterable[str]) -> str:
-    """Return `` (did you mean 'x'?)`` for the closest option, or an empty string."""
-    matches = get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    """Return `` (did you mean 'x'?)`` for the closest option, or an empty string.
+
+    An option that differs in case alone comes first (``ID`` for ``id``: too short
+    for a close match); one that differs in its Unicode form alone (``größe``
+    composed or not, as some macOS tools write it) is said to look the same.
+    """
+    word, options = str(word), [str(o) for o in options]
+
+    def folded(text: str) -> str:
+        return unicodedata.normalize("NFC", text).casefold()
+
+    same = [o for o in options if o != word and folded(o) == folded(word)]
+    if same:
+        if unicodedata.normalize("NFC", same[0]) == unicodedata.normalize("NFC", word):
+            return (
+                f" (did you mean {same[0]!r}? it looks the same, written in another Unicode "
+                "form: copy the name from the file)"
+            )
+        return f" (did you mean {same[0]!r}?)"
+    matches = get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean {matches[0]!r}?)" if matches else ""

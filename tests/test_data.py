@@ -573,6 +573,26 @@ def test_ignored_columns_are_no_features_whatever_they_hold(
         prepare(Spec(source, target="label"), registry, tmp_path)
 
 
+def test_a_column_named_in_another_case_or_unicode_form_is_pointed_to(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: 'ID' got no suggestion of 'id' (too short for a close match), and
+    a name in another Unicode form (NFD, as some macOS tools write) was offered back
+    as itself: "'größe' (did you mean 'größe'?)"."""
+    import unicodedata
+
+    decomposed = unicodedata.normalize("NFD", "größe")
+    write_csv(tmp_path / "t.csv", table().assign(id=1, **{decomposed: 2}))
+    check = lambda name: check_data_spec(  # noqa: E731
+        Spec("csv:t.csv", target="label", ignore_columns=[name]), registry, tmp_path
+    )
+    with raises_data_error("ignore_columns", "'ID' (did you mean 'id'?)"):
+        check("ID")
+    with raises_data_error("ignore_columns", "it looks the same, written in another Unicode"):
+        check(unicodedata.normalize("NFC", "größe"))
+    check(decomposed)
+
+
 def test_a_parquet_files_stored_index_may_be_named_in_ignore_columns(
     registry: Registry, tmp_path: Path
 ) -> None:
