@@ -426,6 +426,7 @@ def table_columns(scheme: str, path: Path) -> list[str]:
         return [str(n) for n in schema.names if n not in index]
     import pandas as pd
 
+    _refuse_a_zip(path)
     try:
         header = pd.read_csv(path, nrows=0, **_csv_format(path))
     except (ValueError, UnicodeDecodeError, OSError) as exc:
@@ -463,6 +464,18 @@ def unreadable_table(scheme: str, path: Path, exc: BaseException) -> DataError:
     elif isinstance(exc, UnicodeDecodeError):
         said += "; graftune reads CSV files as UTF-8: save it as 'CSV UTF-8' (Excel's name)"
     return DataError(said, key="source")
+
+
+def _refuse_a_zip(path: Path) -> None:
+    """Refuse a "CSV" that is a zip archive (an Excel workbook saved as .csv):
+    pandas reads its first line as a header or not, as its bytes fall."""
+    try:
+        with open(path, "rb") as stream:
+            zipped = stream.read(4) == b"PK\x03\x04"
+    except OSError:
+        return  # pandas says what is wrong
+    if zipped:
+        raise unreadable_table("csv", path, ValueError("it is no text"))
 
 
 def _csv_header(path: Path) -> list[str]:
@@ -513,6 +526,7 @@ def read_table(
         if scheme == "parquet":
             frame = pd.read_parquet(path)  # its stored index becomes the frame's index
         else:
+            _refuse_a_zip(path)
             frame = pd.read_csv(path, **_csv_format(path, target, ignore))
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         raise unreadable_table(scheme, path, exc) from exc
