@@ -434,11 +434,11 @@ def table_columns(scheme: str, path: Path) -> list[str]:
         raise unreadable_table("csv", path, exc) from exc
     names = _csv_header(path)
     _check_names_once(names, path)
-    columns = [str(c) for c in header.columns][: len(columns_named(names))]
+    columns = [str(c) for c in header.columns][: len(_columns_named(names))]
     return columns[1:] if columns[:1] == [_CSV_INDEX] else columns
 
 
-def columns_named(names: list[str]) -> list[str]:
+def _columns_named(names: list[str]) -> list[str]:
     """A CSV header's names less the empty ones at its end: a separator that ends
     every line (``a;b;label;``, as some spreadsheets export) makes no column."""
     end = len(names)
@@ -452,12 +452,8 @@ def unreadable_table(scheme: str, path: Path, exc: BaseException) -> DataError:
     cause is a common one (found by QA: pandas' and the codec's words alone)."""
     kind = "CSV" if scheme == "csv" else "Parquet"
     said = f"cannot read {kind} file {path}: {exc}"
-    try:
-        with open(path, "rb") as stream:
-            head = stream.read(4)
-    except OSError:
-        head = b""
-    if head.startswith(b"PK\x03\x04"):
+    head = _head(path)
+    if head.startswith(_ZIP):
         said += "; it is a zip archive, as an Excel workbook (.xlsx) is: save it as CSV"
     elif head == b"":
         said = f"cannot read {kind} file {path}: the file is empty"
@@ -466,15 +462,23 @@ def unreadable_table(scheme: str, path: Path, exc: BaseException) -> DataError:
     return DataError(said, key="source")
 
 
+#: The first bytes of a zip archive (an Excel workbook is one).
+_ZIP = b"PK\x03\x04"
+
+
+def _head(path: Path) -> bytes:
+    """A file's first four bytes (none where it cannot be read: pandas says why)."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(4)
+    except OSError:
+        return b""
+
+
 def _refuse_a_zip(path: Path) -> None:
     """Refuse a "CSV" that is a zip archive (an Excel workbook saved as .csv):
     pandas reads its first line as a header or not, as its bytes fall."""
-    try:
-        with open(path, "rb") as stream:
-            zipped = stream.read(4) == b"PK\x03\x04"
-    except OSError:
-        return  # pandas says what is wrong
-    if zipped:
+    if _head(path) == _ZIP:
         raise unreadable_table("csv", path, ValueError("it is no text"))
 
 
@@ -535,8 +539,9 @@ def read_table(
     names = _csv_header(path) if scheme == "csv" else [str(c) for c in frame.columns]
     _check_names_once(names, path)
     frame.columns = [str(c) for c in frame.columns]
-    if scheme == "csv" and len(columns_named(names)) < len(frame.columns):
-        frame = _without_unnamed_end(frame, len(columns_named(names)), path)
+    named = len(_columns_named(names)) if scheme == "csv" else len(frame.columns)
+    if named < len(frame.columns):  # a separator at each line's end, or data without a name
+        frame = _without_unnamed_end(frame, named, path)
     if scheme == "csv" and list(frame.columns[:1]) == [_CSV_INDEX]:
         log.warning(
             "%s: its first column has no name: read as the row index pandas writes "
