@@ -1119,12 +1119,19 @@ def _recorded_searched(run_dir: Path, digest: str) -> dict[str, Any] | None:
 _NEW_KEYS: dict[str, Any] = {"ignore_columns": []}
 
 
+#: Lists whose order says nothing about the search (the columns left out of training).
+_UNORDERED_KEYS = frozenset({"ignore_columns"})
+
+
 def _without_new_keys(searched: Any) -> Any:
     """``searched`` (:func:`_searched`) without the keys of :data:`_NEW_KEYS` that
-    hold their defaults, as a run made before them recorded it."""
+    hold their defaults, as a run made before them recorded it, and with the lists
+    of :data:`_UNORDERED_KEYS` sorted (``[id, name]`` searched what ``[name, id]`` did)."""
     if isinstance(searched, dict):
         return {
-            key: _without_new_keys(value)
+            key: sorted(value, key=str)
+            if key in _UNORDERED_KEYS and isinstance(value, list)
+            else _without_new_keys(value)
             for key, value in searched.items()
             if not (key in _NEW_KEYS and value == _NEW_KEYS[key])
         }

@@ -1023,7 +1023,8 @@ def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
 
 def test_a_run_made_before_a_recipe_key_existed_resumes_with_it_at_its_default(tmp_path):
     """Found by QA: data.ignore_columns, new, refused every resume of a run made
-    before it ("(not set) -> []"), which the user could not put back."""
+    before it ("(not set) -> []"), which the user could not put back; and the same
+    columns in another order were refused as a change."""
     from orchestrator.errors import RecipeError
     from orchestrator.recipe import SEARCHED_FILE, SEARCHED_VALUES_FILE, load_recipe
     from orchestrator.run import _check_resumed_recipe, _digest, _searched
@@ -1041,10 +1042,18 @@ def test_a_run_made_before_a_recipe_key_existed_resumes_with_it_at_its_default(t
     (run_dir / SEARCHED_VALUES_FILE).unlink()
     _check_resumed_recipe(recipe, run_dir)
     (run_dir / SEARCHED_VALUES_FILE).write_text(json.dumps(before))
+    # Its columns in another order are the same search (found by QA: refused).
+    (run_dir / SEARCHED_VALUES_FILE).unlink()
+    listed = recipe.data.model_copy(update={"ignore_columns": ["id", "name"]})
+    before = _searched(recipe.model_copy(update={"data": listed}), run_dir)
+    (run_dir / SEARCHED_VALUES_FILE).write_text(json.dumps(before))
+    (run_dir / SEARCHED_FILE).write_text(_digest(before) + "\n")
+    reordered = recipe.data.model_copy(update={"ignore_columns": ["name", "id"]})
+    _check_resumed_recipe(recipe.model_copy(update={"data": reordered}), run_dir)
     # Set to something else, it is a change.
     data = recipe.data.model_copy(update={"ignore_columns": ["x"]})
     with pytest.raises(RecipeError, match=r'data.ignore_columns: changed since the run started '
-                       r'\(\(not set\) -> \["x"\]\)'):  # fmt: skip
+                       r'\(\["id", "name"\] -> \["x"\]\)'):  # fmt: skip
         _check_resumed_recipe(recipe.model_copy(update={"data": data}), run_dir)
 
 
