@@ -413,7 +413,8 @@ def test_a_semicolon_csv_whose_header_names_a_column_with_a_comma_is_read_by_its
     registry: Registry, tmp_path: Path
 ) -> None:
     """Found by QA: a German spreadsheet's header "Nr.;Name, Vorname;x;label" was
-    read as comma-separated ("target column 'label' is not in ... 'Nr.;Name'")."""
+    read as comma-separated ("target column 'label' is not in ... 'Nr.;Name'"); a
+    tab-separated file's "Länge, cm" too."""
     rows = ["Nr.;Name, Vorname;x;label"]
     rows += [f"{i};Muller, Jorg;{i},5;{'ab'[i % 2]}" for i in range(20)]
     (tmp_path / "de.csv").write_text("\n".join(rows) + "\n")
@@ -440,6 +441,14 @@ def test_a_semicolon_csv_whose_header_names_a_column_with_a_comma_is_read_by_its
     # A comma file whose header has a semicolon in a name stays a comma file.
     (tmp_path / "en.csv").write_text("a;b,c,label\n" + "1,2,x\n3,4,y\n" * 5)
     assert sources.table_columns("csv", tmp_path / "en.csv") == ["a;b", "c", "label"]
+    # Found by QA: a tab-separated file whose header names a column with a comma, or
+    # with a semicolon, was read by that comma or semicolon.
+    for name, header in (("comma", "Länge, cm\tBreite\tlabel"), ("semi", "a;b\tc\tlabel")):
+        lines = [header] + [f"{i}.5\t{i}\t{'ab'[i % 2]}" for i in range(20)]
+        (tmp_path / f"{name}.tsv").write_text("\n".join(lines) + "\n")
+        assert sources.table_columns("csv", tmp_path / f"{name}.tsv") == header.split("\t")
+    data = prepare(Spec("csv:comma.tsv", target="label"), registry, tmp_path)
+    assert data.x_train.shape[1] == 2
 
 
 def test_a_separator_that_ends_every_line_makes_no_column(registry: Registry, tmp_path: Path):

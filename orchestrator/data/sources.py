@@ -599,8 +599,8 @@ _DECIMAL_POINT = re.compile(r"-?\d*\.\d+")
 def _csv_format(
     path: Path, target: str | None = None, ignore: Collection[str] = ()
 ) -> dict[str, Any]:
-    """How to read a CSV: ``sep=","``, or ``;`` or a tab where the header row has
-    those and no comma. With ``;``, the decimal separator is the one more of the
+    """How to read a CSV: ``sep=","``, or ``;`` or a tab (:func:`_separator`). With
+    ``;``, the decimal separator is the one more of the
     numbers in the first data rows have (``4,9`` against ``4.9``), those of the
     ``target`` column and the ``ignore`` columns aside; a point where none has either.
 
@@ -610,8 +610,8 @@ def _csv_format(
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as file:
             header = file.readline()
             lines = [header, *itertools.islice(file, _DECIMAL_ROWS)]
-            if ";" not in header or ("," in header and not _semicolons_split(lines)):
-                sep = "\t" if "," not in header and "\t" in header else ","
+            sep = _separator(lines)
+            if sep != ";":
                 return {"sep": sep, "skipinitialspace": True}
             rows = csv.reader(lines, delimiter=";", skipinitialspace=True)
             names = [name.strip() for name in next(rows)]
@@ -627,22 +627,33 @@ def _csv_format(
     return {"sep": ";", "decimal": "," if commas > points else ".", "skipinitialspace": True}
 
 
-def _semicolons_split(lines: list[str]) -> bool:
-    """Whether ``;`` splits a CSV's first lines (whose header has ``,`` too) into as
-    many columns as the header has, at least as many as ``,`` does: a ``;`` file
-    whose header names a column ``Name, Vorname`` or ``Länge, cm``, as a German
-    spreadsheet writes it, is no ``,`` file. One line in ten may differ (a ragged
-    line), and the last record read, which a quoted line break may have cut, has
-    no say."""
+def _separator(lines: list[str]) -> str:
+    """A CSV's separator, from its first lines: ``,``, or ``;`` or a tab where its
+    header has one. Where the header has a comma too, ``;`` or a tab is chosen
+    only where it splits the lines into the header's columns, at least as many as
+    the comma does: a ``;`` file whose header names a column ``Name, Vorname`` or
+    ``Länge, cm``, as a German spreadsheet writes it, is no ``,`` file, nor is a
+    tab-separated file with ``Länge, cm``. Between ``;`` and a tab, the one that
+    splits them into more columns (a tab where they split alike)."""
+    header = lines[0]
+    others = [sep for sep in (";", "\t") if sep in header]
+    if "," in header:
+        commas = _columns(lines, ",")
+        others = [sep for sep in others if 0 < _columns(lines, sep) >= commas]
+    if len(others) > 1:
+        return max(others, key=lambda sep: (_columns(lines, sep), sep == "\t"))
+    return others[0] if others else ","
 
-    def columns(delimiter: str) -> int:
-        rows = [len(row) for row in csv.reader(lines, delimiter=delimiter) if row]
-        header, rows = (rows[0], rows[1:-1] or rows[1:]) if rows else (0, [])
-        even = sum(count == header for count in rows) >= 0.9 * len(rows)
-        return header if even and header > 1 else 0  # 0: uneven
 
-    semicolons = columns(";")
-    return semicolons > 0 and semicolons >= columns(",")
+def _columns(lines: list[str], delimiter: str) -> int:
+    """The columns ``delimiter`` splits a CSV's first lines into, where it splits
+    nine in ten of them into as many as their header (0 where it does not). One
+    line in ten may differ (a ragged line), and the last record read, which a
+    quoted line break may have cut, has no say."""
+    rows = [len(row) for row in csv.reader(lines, delimiter=delimiter) if row]
+    header, rows = (rows[0], rows[1:-1] or rows[1:]) if rows else (0, [])
+    even = sum(count == header for count in rows) >= 0.9 * len(rows)
+    return header if even and header > 1 else 0
 
 
 def _csv_labels(path: Path, target: str) -> Any:
