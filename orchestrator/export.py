@@ -26,6 +26,17 @@ METADATA_FILE = "graftune.json"
 KERAS_FILE = "model.keras"
 
 
+def _run_dir_around(dest: Path) -> Path | None:
+    """The run directory that ``dest`` would be made in (any run's, as report's
+    ``--out`` checks), or ``None``."""
+    from orchestrator.recipe import recorded_recipe
+
+    for folder in dest.resolve().parents:
+        if recorded_recipe(folder / "recipe.yaml"):
+            return folder
+    return None
+
+
 def export_model(
     run_dir: str | Path, dest: str | Path, *, format: str = "keras", trial: str | None = None
 ) -> Path:
@@ -45,8 +56,8 @@ def export_model(
 
     Raises:
         RunDirError: No such run, trial or model; the model cannot be loaded (a
-            custom Keras object no imported code registers); ``dest`` is taken;
-            an unknown format.
+            custom Keras object no imported code registers); ``dest`` is taken
+            or inside a run directory; an unknown format.
         BackendMissing: Keras' backend is not installed.
     """
     from orchestrator import __version__
@@ -63,6 +74,12 @@ def export_model(
     dest = Path(dest)
     if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
         raise RunDirError(f"{dest} exists; export to a new (or empty) folder")
+    inside = _run_dir_around(dest)
+    if inside is not None:  # predict would take a folder in trials/ for a trial
+        raise RunDirError(
+            f"cannot export to {dest}: it is inside the run directory {inside}, whose "
+            "files graftune reads; export to a folder elsewhere"
+        )
     problem = cannot_make_in(dest.parent)  # before the model is loaded: as predict --out
     if problem is not None:
         raise RunDirError(f"cannot export to {dest}: {problem}")

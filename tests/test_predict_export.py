@@ -767,6 +767,14 @@ def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
     result = invoke("export", runs[0].run_dir, tmp_path / "taken" / "keep.txt" / "model")
     assert result.exit_code == 2, result.output
     assert "error: cannot export to" in result.output and "is a file, not a folder" in result.output
+    # Found by QA: into a run directory (its own or another's), where predict then took
+    # a folder in trials/ for a trial of the run.
+    for inside in ("trials/fine_tune/mine", "exported"):
+        for run_dir in (runs[0].run_dir, runs[1].run_dir):
+            result = invoke("export", runs[0].run_dir, run_dir / inside)
+            assert result.exit_code == 2, result.output
+            assert f"it is inside the run directory {run_dir}, whose files" in result.output
+            assert not (run_dir / inside).exists()
     long = tmp_path / ("d" * 250)
     result = invoke("export", runs[0].run_dir, long)
     assert result.exit_code == 0, result.output
