@@ -137,6 +137,15 @@ def _column_names(value: Any) -> Any:
     return _column_name(value)
 
 
+def _run_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        raise ValueError(
+            "a run's name is letters, digits, '.', '_' and '-', from a letter or digit "
+            f"(it names the run's folder); got {value!r}"
+        )
+    return value
+
+
 _NotBool = BeforeValidator(_not_bool)
 _Whole = Annotated[int, _NotBool]
 _Count = Annotated[PositiveInt, _NotBool]
@@ -398,7 +407,7 @@ class Recipe(_Model):
     """A whole recipe, validated; relative paths already resolved."""
 
     # A run directory is NAME-YYYYmmdd-HHMMSS[-N]: within a file name's 255 bytes.
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=200)]
+    name: Annotated[str, Field(max_length=200), AfterValidator(_run_name)]
     # What NumPy, Ray and Keras take as a seed.
     seed: Annotated[_Whole, Field(ge=0, le=2**32 - 1)] = 0
     data: DataSpec

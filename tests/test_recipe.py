@@ -301,7 +301,8 @@ BAD_RECIPES = [
     pytest.param(
         "name: 'two words'\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n",
         "name",
-        "should match pattern",
+        "a run's name is letters, digits, '.', '_' and '-', from a letter or digit (it "
+        "names the run's folder); got 'two words'",
         id="bad-name",
     ),
     pytest.param(
