@@ -420,6 +420,14 @@ def missing_run_dir(path: Path) -> str | None:
         return f"{path} does not exist"
     if not path.is_dir():
         return f"{path} is a file, not a run directory"
+    if not (path / "recipe.yaml").is_file():
+        try:  # a run's output folder (runs/), named for one of its runs
+            runs = sorted(p.parent for p in path.glob("*/recipe.yaml"))
+        except OSError:
+            runs = []
+        if runs:
+            many = f"{len(runs)} run directories" if len(runs) > 1 else "a run directory"
+            return f"{path} holds {many}, and is none: name one, as {runs[-1]}"
     return None
 
 

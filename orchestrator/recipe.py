@@ -591,7 +591,11 @@ def load_recipe(path: str | Path) -> Recipe:
                 _STREAMED[str(path)] = text
     except FileNotFoundError:
         raise RecipeError("no such recipe file", file=path) from None
-    except (IsADirectoryError, UnicodeDecodeError, PermissionError) as exc:
+    except IsADirectoryError:
+        inside = path / "recipe.yaml"
+        hint = f": a run directory's recipe is {inside}" if inside.is_file() else ""
+        raise RecipeError(f"is a folder, not a recipe file{hint}", file=path) from None
+    except (UnicodeDecodeError, PermissionError) as exc:
         raise RecipeError(f"cannot read the recipe: {exc}", file=path) from None
     return parse_recipe(text, file=path, recorded=recorded_recipe(path))
 

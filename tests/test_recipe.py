@@ -986,9 +986,26 @@ def test_missing_recipe_file(tmp_path: Path) -> None:
 
 
 def test_a_folder_is_not_a_recipe(tmp_path: Path) -> None:
+    """Found by QA: a run directory given for its recipe said "cannot read the
+    recipe: [Errno 21] Is a directory"; a folder of runs given for a run, only that
+    it is none."""
+    from orchestrator.errors import RunDirError
+    from orchestrator.predict import find_model
+
     result = cli("validate", str(tmp_path))
     assert_exit(result, 2)
-    assert "cannot read the recipe" in result.output
+    assert f"{tmp_path}: is a folder, not a recipe file\n" in result.output
+    run_dir = tmp_path / "runs" / "r-20261201-120000"
+    (run_dir / "trials").mkdir(parents=True)
+    (run_dir / "recipe.yaml").write_text(HEAD + "strategies: {scratch_mlp: {}}\n")
+    result = cli("validate", str(run_dir))
+    assert_exit(result, 2)
+    assert f"is a folder, not a recipe file: a run directory's recipe is {run_dir}/recipe.yaml" in (
+        result.output
+    )
+    with pytest.raises(RunDirError, match=f"holds a run directory, and is none: name one, as "
+                       f"{re.escape(str(run_dir))}$"):  # fmt: skip
+        find_model(tmp_path / "runs", None)
 
 
 def test_an_error_quotes_a_long_value_in_short(tmp_path: Path) -> None:
