@@ -400,6 +400,15 @@ def test_a_plugin_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
     with pytest.raises(PluginLoadError) as info:
         get_plugin_manager(extra_plugins=["gt_no_such_plugin_module"])
     assert "plugin module 'gt_no_such_plugin_module' (--plugin) failed to import" in str(info.value)
+    # A name that is no module (a typo) is a wrong command line: exit 2, not 3 (found
+    # by QA); a module whose own import fails for a missing dependency is broken: 3.
+    assert info.value.exit_status == 2
+    (tmp_path / "gt_needs_a_dependency.py").write_text("import gt_not_installed_anywhere\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PluginLoadError) as info:
+        get_plugin_manager(extra_plugins=["gt_needs_a_dependency"])
+    assert "No module named 'gt_not_installed_anywhere'" in str(info.value)
+    assert info.value.exit_status == 3
     # A module that exits as it is imported (a script) ended graftune itself: usage
     # text from its argparse and exit 2, or nothing at all and exit 0.
     monkeypatch.chdir(tmp_path)
@@ -412,6 +421,7 @@ def test_a_plugin_module_that_fails_to_import_is_named(tmp_path, monkeypatch):
         with pytest.raises(PluginLoadError) as info:
             get_plugin_manager(extra_plugins=[path])
         assert "--plugin takes a module's import name, not a file path: 'bad.x'" in str(info.value)
+        assert info.value.exit_status == 2
     # An absolute path: 'tmp.….bad.x' was named, which imports from nowhere.
     with pytest.raises(PluginLoadError) as info:
         get_plugin_manager(extra_plugins=[str(tmp_path / "bad" / "x.py")])
