@@ -46,7 +46,9 @@ class RunProgress:
         self._now = clock if clock is not None else time.monotonic
         self.started = self._now()
         self.strategies: dict[str, _Counts] = {}
-        self.best: tuple[float, str, str] | None = None
+        #: The best score so far, its strategy, trial and status (``pruned`` trials rank
+        #: in the leaderboard by their last score, but are not the best model).
+        self.best: tuple[float, str, str, str] | None = None
         self.time_budget_s: float | None = None
         self._ended: set[tuple[str, str]] = set()
         self._replayed = 0
@@ -118,7 +120,7 @@ class RunProgress:
         if counts.best is None or self._better(value, counts.best):
             counts.best = value
         if self.best is None or self._better(value, self.best[0]):
-            self.best = (value, result.strategy, result.trial_id)
+            self.best = (value, result.strategy, result.trial_id, result.status)
 
     def _counted(self, result: TrialResult) -> bool:
         """Whether the trial was counted: under its id, or under the one it had
@@ -185,7 +187,9 @@ class RunProgress:
         footer = f"elapsed {_clock(elapsed)}"
         footer += f", about {_clock(eta)} left" if eta is not None else ""
         if self.best is not None:
-            footer += f"; best so far {self.best[1]} {self.best[2]} ({self.best[0]:.4f})"
+            value, strategy, trial_id, status = self.best
+            pruned = ", pruned" if status == "pruned" else ""
+            footer += f"; best so far {strategy} {trial_id} ({value:.4f}{pruned})"
         table.caption = footer
         return table
 

@@ -895,7 +895,7 @@ def test_keep_models_best_keeps_each_strategys_best_model_here_and_in_storage(
 
 
 def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now():
-    from orchestrator.progress import RunProgress
+    from orchestrator.progress import RunProgress, render_text
     from orchestrator.trial import TrialResult
 
     now = [100.0]
@@ -911,6 +911,11 @@ def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now():
     counts = view.strategies["s"]
     assert (counts.done, counts.pruned, counts.best) == (1, 1, 0.5)
     assert view.eta_seconds() == 60.0  # 30 s for the one trial run here, two to go
+    # A pruned trial ranks by its last score, but has no model: said (found by QA).
+    assert "best so far s t1 (0.5000)" in render_text(view)
+    pruned = TrialResult(strategy="s", trial_id="t3", status="pruned", config={}, val_accuracy=0.7)
+    view.trial_finished(pruned)
+    assert "best so far s t3 (0.7000, pruned)" in " ".join(render_text(view).split())
 
 
 def test_the_live_views_estimate_times_trials_only_shares_slots_and_keeps_to_the_budget():
