@@ -489,7 +489,7 @@ def reload_problem(model: Any, registered: dict[str, Any] | None = None) -> str 
             try:
                 keras.saving.deserialize_keras_object(config, safe_mode=True)
             except Exception as exc:
-                return load_problem(exc)
+                return _registered_in_build(exc, added) or load_problem(exc)
             return None
         with tempfile.TemporaryDirectory(prefix="graftune-reload-") as folder:
             path = Path(folder) / "model.keras"
@@ -500,10 +500,30 @@ def reload_problem(model: Any, registered: dict[str, Any] | None = None) -> str 
             try:
                 keras.saving.load_model(path, safe_mode=True)
             except Exception as exc:
-                return load_problem(exc)
+                return _registered_in_build(exc, added) or load_problem(exc)
         return None
     finally:
         table.update(added)
+
+
+def _registered_in_build(exc: BaseException, added: dict[str, Any]) -> str | None:
+    """What to say where the object a model could not load with was registered by
+    the build itself (its module imported inside ``build()``): Keras knows it, so
+    "no code has registered it" would mislead (found by QA)."""
+    import re
+
+    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", str(exc))
+    if unknown is None:
+        return None
+    name = unknown.group(1)
+    if not any(key == name or key.rsplit(">", 1)[-1] == name for key in added):
+        return None
+    return (
+        f"it uses the custom Keras object {name!r}, which is registered only while build() "
+        "runs (the code that registers it is imported there), and predict and export load "
+        "a model without building it: register it when the plugin's module is imported, "
+        "or return it from the plugin's graftune_keras_objects hook"
+    )
 
 
 def _check_pickles(strategy: Strategy, name: str, owner: str) -> None:
