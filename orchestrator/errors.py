@@ -144,7 +144,13 @@ class PluginLoadError(PluginError):
         why = f"{type(cause).__name__}: {cause}"
         if isinstance(cause, SystemExit):
             why += " (it exits when imported: a script, not a plugin module?)"
-        super().__init__(f"{where} failed to import: {why}", plugin=entry_point)
+        way_out = ""
+        if distribution is not None:  # one broken plugin stops every command: say how on
+            way_out = (
+                f"; to do without it: pip uninstall {distribution.split()[0]}, or "
+                f"plugins: {{disable: [{entry_point}]}} in a recipe"
+            )
+        super().__init__(f"{where} failed to import: {why}{way_out}", plugin=entry_point)
         if distribution is None and _names_no_module(value, cause):
             # A --plugin name with a typo, or a file's path: the command line is wrong
             # (exit 2), not the plugin's code (a missing dependency inside it is).

@@ -513,6 +513,13 @@ def test_the_command_line_names_it_and_exits_3(site, tmp_path):
     result = cli("validate", write(tmp_path, MLP_RECIPE))
     assert result.exit_code == 3
     assert "graftune-broken-thing 0.3" in result.output
+    # One broken plugin stops every command: the way on is said (found by QA).
+    assert (
+        "to do without it: pip uninstall graftune-broken-thing, or plugins: {disable: "
+        "[entry_gt_ctl_cli]} in a recipe"
+    ) in " ".join(result.output.split())
+    recipe = MLP_RECIPE + "plugins: {disable: [entry_gt_ctl_cli]}\n"
+    assert cli("validate", write(tmp_path, recipe)).exit_code == 0
     assert "Traceback" not in result.output
 
 
