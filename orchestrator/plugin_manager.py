@@ -395,7 +395,9 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, dist_label: s
     try:
         pm.register(plugin, name=name)
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {owner} is invalid: {_one_line(exc)}", plugin=name) from exc
+        raise PluginError(
+            f"plugin {owner} is invalid: {_one_line(exc)}{_arguments_hint(pm, exc)}", plugin=name
+        ) from exc
     except ValueError as exc:
         raise PluginError(f"plugin {owner} cannot be registered: {exc}", plugin=name) from exc
 
@@ -427,6 +429,18 @@ def _hook_hint(pm: pluggy.PluginManager, plugin: object) -> str:
             f" (did you mean {close[0]}?)" if close else f" (graftune's hooks: {', '.join(known)})"
         )
     return ""
+
+
+def _arguments_hint(pm: pluggy.PluginManager, exc: BaseException) -> str:
+    """The arguments a hook takes, for a hook implementation that names others
+    (pluggy says which it cannot find, not which there are; found by QA)."""
+    import re
+
+    hook = re.search(r"for hook '(\w+)'", str(exc))
+    caller = getattr(pm.hook, hook.group(1), None) if hook else None
+    if caller is None or not caller.has_spec() or "can not be found" not in str(exc):
+        return ""
+    return f" ({hook.group(1)} takes: {', '.join(caller.spec.argnames)}, or fewer of them)"
 
 
 def _one_line(exc: BaseException) -> str:

@@ -482,7 +482,8 @@ def site(tmp_path, monkeypatch):
                 pass
             """,
             PluginError,
-            "registri",
+            "{'registri'} are declared in the hookimpl but can not be found in the hookspec "
+            "(graftune_register_strategies takes: registry, or fewer of them)",
         ),
         (
             """
