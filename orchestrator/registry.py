@@ -60,23 +60,27 @@ class Registry(Generic[T]):
         """
         key = name if name is not None else getattr(item, self.key_attr, None)
         label = getattr(item, "__qualname__", repr(item))
-        if not isinstance(key, str) or not _NAME_RE.match(key):
-            raise PluginError(
-                f"{self.kind} {label} from {self.current_owner} needs a snake_case "
-                f"{self.key_attr!r} attribute, got {key!r}"
-            )
+        named = isinstance(key, str) and bool(_NAME_RE.match(key))
         if self.base_class is not None and not (
             isinstance(item, type) and issubclass(item, self.base_class)
         ):
-            # graftune makes an instance of the class where it needs one (in each worker).
+            # Before the name: a dict or a function has none, and its type is what is
+            # wrong (found by QA). graftune makes an instance of the class where it
+            # needs one (in each worker).
             what = (
                 ""
                 if isinstance(item, type)
                 else f" (registered an instance of {type(item).__name__}: add the class itself)"
             )
             raise PluginError(
-                f"{self.kind} {key!r} from {self.current_owner} must be a class that subclasses "
+                f"{self.kind} {key if named else label!r} from {self.current_owner} must be a "
+                f"class that subclasses "
                 f"{self.base_class.__module__}.{self.base_class.__qualname__}{what}"
+            )
+        if not named:
+            raise PluginError(
+                f"{self.kind} {label} from {self.current_owner} needs a snake_case "
+                f"{self.key_attr!r} attribute, got {key!r}"
             )
         existing = self._entries.get(key)
         if existing is not None and existing.item is not item:

@@ -209,6 +209,29 @@ def test_a_strategy_without_a_snake_case_name_is_rejected(site):
         get_plugin_manager()
 
 
+def test_what_is_no_strategy_class_is_refused_for_its_type_before_its_name():
+    """Found by QA: registry.add({...}) said the dict "needs a snake_case 'name'
+    attribute", not that a strategy is a class."""
+    from orchestrator.registry import Registry
+    from orchestrator.strategy import Strategy
+
+    registry = Registry("strategy", "name", Strategy)
+    registry.current_owner = "mine (graftune-mine 1)"
+    for item, said in (({"units": 8}, "dict"), (len, "builtin_function_or_method")):
+        with pytest.raises(PluginError) as info:
+            registry.add(item)
+        assert "must be a class that subclasses orchestrator.strategy.Strategy (registered an " in (
+            str(info.value)
+        )
+        assert f"instance of {said}: add the class itself)" in str(info.value)
+
+    class Unnamed(Strategy):
+        name = "Not Snake"
+
+    with pytest.raises(PluginError, match="needs a snake_case 'name' attribute"):
+        registry.add(Unnamed)
+
+
 def test_an_observer_that_raises_is_reported_not_fatal(caplog):
     class Loud:
         from orchestrator import hookimpl
