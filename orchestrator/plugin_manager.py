@@ -303,6 +303,7 @@ def get_plugin_manager(
         pm.set_blocked(name)
     owners: dict[str, str] = {}
     distributions: dict[str, tuple[str, str]] = {}
+    unmarked: list[tuple[str, str]] = []  # (plugin, hook) defined without @hookimpl
 
     for name, module_name in HOST_PLUGINS.items():
         if not pm.is_blocked(name):
@@ -318,7 +319,7 @@ def get_plugin_manager(
                 plugin = ep.load()
             except (Exception, SystemExit) as exc:  # a module that exits took graftune with it
                 raise PluginLoadError(ep.name, ep.value, dist_label, exc) from exc
-            _register(pm, plugin, ep.name, dist_label)
+            unmarked += _register(pm, plugin, ep.name, dist_label)
             if ep.dist is not None:
                 distributions[ep.name] = (ep.dist.name, ep.dist.version)
             owners[ep.name] = f"{ep.name} ({dist_label})"
@@ -344,7 +345,7 @@ def get_plugin_manager(
             log.info("plugin %s is loaded already, as %s", name, owners.get(known, known))
             continue
         log.warning("loading plugin %s explicitly (not installed): code from it will run", name)
-        _register(pm, plugin, name, "(not installed)")
+        unmarked += _register(pm, plugin, name, "(not installed)")
         owners[name] = f"{name} (not installed)"
         if isinstance(plugin, ModuleType):
             _ship_by_value(plugin)
@@ -374,15 +375,28 @@ def get_plugin_manager(
                 f"{off or 'autoload=False'}: plugins installed by entry point, the "
                 "built-in strategies among them, are not loaded"
             )
-    _fill(host, "graftune_register_strategies", host.strategies)
-    _fill(host, "graftune_register_data_sources", host.data_sources)
-    _fill(host, "graftune_register_bases", host.bases)
+    hooks = {
+        "graftune_register_strategies": host.strategies,
+        "graftune_register_data_sources": host.data_sources,
+        "graftune_register_bases": host.bases,
+    }
+    for owner, hook in unmarked:
+        if hook in hooks and hooks[hook].why_missing is None:  # found by QA
+            hooks[hook].why_missing = (
+                f"no installed plugin provides it; plugin {owner} defines {hook} without "
+                "@hookimpl, so it is ignored"
+            )
+    for hook, registry in hooks.items():
+        _fill(host, hook, registry)
     return host
 
 
-def _register(pm: pluggy.PluginManager, plugin: object, name: str, dist_label: str) -> None:
+def _register(
+    pm: pluggy.PluginManager, plugin: object, name: str, dist_label: str
+) -> list[tuple[str, str]]:
+    """Register ``plugin``; returns its hooks defined without ``@hookimpl``, with its owner."""
     owner = f"{name} ({dist_label.strip('()')})"  # as the other plugin errors name it
-    _warn_unmarked_hooks(plugin, owner)
+    unmarked = _warn_unmarked_hooks(plugin, owner)
     earlier = pm.get_name(plugin)
     if earlier is not None:  # pluggy's own message lists every plugin registered
         what = getattr(plugin, "__name__", repr(plugin))
@@ -400,11 +414,13 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, dist_label: s
         ) from exc
     except ValueError as exc:
         raise PluginError(f"plugin {owner} cannot be registered: {exc}", plugin=name) from exc
+    return unmarked
 
 
-def _warn_unmarked_hooks(plugin: object, owner: str) -> None:
+def _warn_unmarked_hooks(plugin: object, owner: str) -> list[tuple[str, str]]:
     """Say so when a plugin defines a hook's function without ``@hookimpl``:
-    pluggy then ignores it, and the plugin seems to add nothing."""
+    pluggy then ignores it, and the plugin seems to add nothing. Returns them."""
+    unmarked = []
     for hook in dir(hookspecs):
         if hook.startswith("graftune_"):
             function = getattr(plugin, hook, None)
@@ -415,6 +431,8 @@ def _warn_unmarked_hooks(plugin: object, owner: str) -> None:
                     owner,
                     hook,
                 )
+                unmarked.append((owner, hook))
+    return unmarked
 
 
 def _hook_hint(pm: pluggy.PluginManager, plugin: object) -> str:

@@ -323,11 +323,18 @@ def test_a_hook_function_without_hookimpl_is_named_as_ignored(caplog):
 
     module.graftune_register_strategies = graftune_register_strategies
     with caplog.at_level(logging.WARNING, logger="orchestrator.plugin_manager"):
-        get_plugin_manager(extra_plugins=[module])
+        host = get_plugin_manager(extra_plugins=[module])
     assert (
         "plugin gt_test_unmarked (not installed) defines graftune_register_strategies "
         "without @hookimpl"
     ) in caplog.text
+    # And the recipe's strategy it meant to add is unknown for that reason, not for
+    # want of an installed plugin (found by QA).
+    assert host.strategies.unknown_message("tiny_mlp").startswith(
+        "unknown strategy 'tiny_mlp' (no installed plugin provides it; plugin "
+        "gt_test_unmarked (not installed) defines graftune_register_strategies without "
+        "@hookimpl, so it is ignored); available: "
+    )
 
 
 def test_a_registration_hook_that_returns_its_classes_is_told_to_add_them(caplog):
