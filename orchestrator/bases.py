@@ -682,6 +682,15 @@ class PathProvider(BaseProvider):
             ) from exc
 
 
+def unknown_keras_object(exc: BaseException) -> str | None:
+    """The custom class or function Keras could not find to load a model, if that
+    is why it failed."""
+    import re
+
+    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", str(exc))
+    return unknown.group(1) if unknown else None
+
+
 def load_problem(exc: BaseException) -> str:
     """Why Keras could not load a model file, in a line a graftune user can act on.
 
@@ -689,13 +698,11 @@ def load_problem(exc: BaseException) -> str:
     and for a ``Lambda`` layer it suggests ``safe_mode=False``, which graftune
     never uses.
     """
-    import re
-
     text = str(exc)
-    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+    unknown = unknown_keras_object(exc)
     if unknown:
         return (
-            f"it uses the custom Keras object {unknown.group(1)!r}, which no imported code "
+            f"it uses the custom Keras object {unknown!r}, which no imported code "
             "has registered: pass the module that registers it "
             "(keras.saving.register_keras_serializable) with --plugin, or have an installed "
             "graftune plugin return it from its graftune_keras_objects hook"

@@ -510,12 +510,11 @@ def _registered_in_build(exc: BaseException, added: dict[str, Any]) -> str | Non
     """What to say where the object a model could not load with was registered by
     the build itself (its module imported inside ``build()``): Keras knows it, so
     "no code has registered it" would mislead (found by QA)."""
-    import re
+    from orchestrator.bases import unknown_keras_object
 
-    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", str(exc))
-    if unknown is None:
+    name = unknown_keras_object(exc)
+    if name is None:
         return None
-    name = unknown.group(1)
     if not any(key == name or key.rsplit(">", 1)[-1] == name for key in added):
         return None
     return (
