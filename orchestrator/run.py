@@ -1123,7 +1123,7 @@ _NEW_KEYS: dict[str, Any] = {"ignore_columns": []}
 _UNORDERED_KEYS = frozenset({"ignore_columns"})
 
 
-def _without_new_keys(searched: Any) -> Any:
+def _comparable(searched: Any) -> Any:
     """``searched`` (:func:`_searched`) without the keys of :data:`_NEW_KEYS` that
     hold their defaults, as a run made before them recorded it, and with the lists
     of :data:`_UNORDERED_KEYS` sorted (``[id, name]`` searched what ``[name, id]`` did)."""
@@ -1131,7 +1131,7 @@ def _without_new_keys(searched: Any) -> Any:
         return {
             key: sorted(value, key=str)
             if key in _UNORDERED_KEYS and isinstance(value, list)
-            else _without_new_keys(value)
+            else _comparable(value)
             for key, value in searched.items()
             if not (key in _NEW_KEYS and value == _NEW_KEYS[key])
         }
@@ -1161,10 +1161,10 @@ def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
     )
     # A key added since the run began, at its default, is no change: the run ran
     # as the default says (data.ignore_columns: [] took every column).
-    if digest == _digest(_without_new_keys(now)):
+    if digest == _digest(_comparable(now)):
         return  # a run recorded before those keys (its digest alone)
     then = _recorded_searched(run_dir, digest)
-    changes = [] if then is None else list(_changes(*map(_without_new_keys, (then, now))))
+    changes = [] if then is None else list(_changes(*map(_comparable, (then, now))))
     if then is not None and not changes:
         return
     if not changes:
