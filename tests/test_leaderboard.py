@@ -265,8 +265,14 @@ def test_commands_on_a_run_killed_before_ranking_say_how_to_rank_it(tmp_path):
         assert result.exit_code == 2, (args, result.output)
         assert f"the run in {run_dir} stopped before it ranked its trials" in result.output
         assert f"graftune run --resume {run_dir} ranks the trials that ended" in result.output
-    not_a_run = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    (tmp_path / "empty").mkdir()
+    not_a_run = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "empty")])
     assert "has no leaderboard.csv (is it a graftune run directory?)" in not_a_run.output
+    # The folder above it, where runs are written, names it (found by QA).
+    above = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    assert f"{tmp_path} holds a run directory, and is none: name one, as {run_dir}\n" in (
+        above.output
+    )
 
 
 def test_commands_on_a_run_still_going_say_so(tmp_path):
