@@ -151,21 +151,6 @@ class PluginLoadError(PluginError):
                 f"plugins: {{disable: [{entry_point}]}} in a recipe"
             )
         super().__init__(f"{where} failed to import: {why}{way_out}", plugin=entry_point)
-        if distribution is None and _names_no_module(value, cause):
-            # A --plugin name with a typo, or a file's path: the command line is wrong
-            # (exit 2), not the plugin's code (a missing dependency inside it is).
-            self.exit_status = 2
-
-
-def _names_no_module(name: str, cause: BaseException) -> bool:
-    """Whether ``cause`` says that ``name`` (or a package above it) is no module, or is
-    no module name at all; not that something it imports is missing."""
-    if isinstance(cause, ModuleNotFoundError):
-        parts = name.split(".")
-        return cause.name in {".".join(parts[: i + 1]) for i in range(len(parts))}
-    from orchestrator.plugin_manager import not_a_module_name
-
-    return not_a_module_name(name) is not None  # a file's path
 
 
 class DuplicateNameError(PluginError):

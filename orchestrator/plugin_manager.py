@@ -256,6 +256,16 @@ def _import_explicit(name: str) -> ModuleType:
     return importlib.import_module(name)
 
 
+def _names_no_module(name: str, exc: BaseException) -> bool:
+    """Whether ``exc``, raised importing ``--plugin name``, says that ``name`` (or a
+    package above it) is no module, or is no module name at all; not that something
+    the module imports is missing."""
+    if isinstance(exc, ModuleNotFoundError):
+        parts = name.split(".")
+        return exc.name in {".".join(parts[: i + 1]) for i in range(len(parts))}
+    return not_a_module_name(name) is not None  # a file's path (_import_explicit)
+
+
 def _ship_by_value(module: ModuleType) -> None:
     """Send an explicitly loaded module's code to Ray workers, which may not import it."""
     from ray import cloudpickle
@@ -333,7 +343,12 @@ def get_plugin_manager(
             try:
                 plugin = _import_explicit(extra)
             except (Exception, SystemExit) as exc:
-                raise PluginLoadError(extra, extra, None, exc) from exc
+                error = PluginLoadError(extra, extra, None, exc)
+                if _names_no_module(extra, exc):
+                    # A --plugin name with a typo, or a file's path: the command line is
+                    # wrong (exit 2), not the plugin's code (a missing dependency is).
+                    error.exit_status = 2
+                raise error from exc
             name = extra
         else:
             plugin = extra
