@@ -215,8 +215,6 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, GraftuneError):
         err.print(f"error: {printable(without_credentials(str(exc)))}", markup=False)
         raise typer.Exit(exc.exit_status)
-    # --debug is graftune's own option, before the command: `graftune run --debug`
-    # is a usage error.
     command = _state.get("command") or "COMMAND"
     err.print(
         f"internal error: {type(exc).__name__}: {printable(without_credentials(str(exc)))}\n"
@@ -1387,7 +1385,7 @@ def main() -> None:
             stream.reconfigure(errors="backslashreplace")
     quiet_tensorflow_start()
     try:
-        app()
+        app(args=debug_first(sys.argv[1:]))
     except SystemExit as exc:
         code = exc.code
         if _reader_gone() or not _flushed(sys.stdout):
@@ -1395,6 +1393,19 @@ def main() -> None:
         if "tensorflow" not in sys.modules:
             raise SystemExit(code) from None
         _exit_now(code)
+
+
+def debug_first(args: list[str]) -> list[str]:
+    """The command line with ``--debug`` moved before the command, where Click reads it.
+
+    ``--debug`` is graftune's own option, and ``graftune run r.yaml --debug``,
+    as users write it after other tools, was a usage error ("No such option").
+    Nothing after a ``--`` is moved: that is an argument.
+    """
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[1:end]:
+        return args
+    return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
 
 
 def _buffered_stdout() -> None:

@@ -1045,6 +1045,26 @@ def test_debug_shows_the_traceback_and_keeps_the_exit_status(tmp_path: Path) -> 
     assert "RecipeError" in result.output
 
 
+@pytest.mark.parametrize("where", [0, 1, 2])
+def test_debug_may_follow_the_command(tmp_path: Path, where: int) -> None:
+    """`graftune validate r.yaml --debug`, as other tools take it, said "No such option"."""
+    from orchestrator.cli import debug_first
+
+    path = write_recipe(tmp_path, HEAD + "strategies: {fine_tun: {}}\n")
+    args = ["validate", str(path)]
+    args.insert(where, "--debug")
+    result = cli(*debug_first(args))
+    assert_exit(result, 2)
+    assert "Traceback (most recent call last)" in result.output
+
+
+def test_debug_after_a_double_dash_is_an_argument() -> None:
+    from orchestrator.cli import debug_first
+
+    assert debug_first(["predict", "--", "--debug"]) == ["predict", "--", "--debug"]
+    assert debug_first(["run", "--debug", "--", "--debug"]) == ["--debug", "run", "--", "--debug"]
+
+
 def test_a_shared_value_a_strategy_overrides_is_not_checked_for_it(
     tmp_path: Path, host: PluginHost
 ) -> None:
