@@ -964,8 +964,8 @@ def _read_features(
     frame = frame.drop(columns=[c for c in ignore if c in frame])  # not a stored index
     if label is not None:
         frame = frame.drop(columns=label)
-    decimal = csv_decimal(path, label, ignore) if scheme == "csv" else None
-    non_numeric = non_numeric_columns(frame, list(frame.columns), decimal)
+    read_as = csv_decimal(path, label, ignore) if scheme == "csv" else None
+    non_numeric = non_numeric_columns(frame, list(frame.columns), read_as)
     if non_numeric:
         raise DataError(
             f"{source!r} has non-numeric column(s) {non_numeric}; the model takes numbers "

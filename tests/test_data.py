@@ -491,6 +491,24 @@ def test_a_semicolon_csvs_decimal_separator_is_the_one_most_of_its_numbers_have(
         prepare(Spec("csv:text.csv", target="label"), registry, tmp_path)
 
 
+def test_a_tab_separated_file_with_decimal_commas_reads_its_numbers(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """A tab file exported by a German spreadsheet writes "4,9": its numbers were
+    refused as non-numeric (the decimal separator was detected for ';' files only)."""
+    text = "Länge, cm\tBreite\tlabel\n5\t3,5\tx\n4,9\t3\ty\n4,7\t3,2\tx\n-0,5\t2,5\ty\n"
+    (tmp_path / "comma.tsv").write_text(text, encoding="utf-8")
+    read = sources.CsvSource().load("comma.tsv", Spec("", target="label"), tmp_path)
+    np.testing.assert_allclose(read.x, [[5, 3.5], [4.9, 3], [4.7, 3.2], [-0.5, 2.5]])
+    (tmp_path / "points.tsv").write_text("a\tb\tlabel\n5.1\t3,5\tx\n4.9\t?\ty\n4.7\t3.2\tx\n")
+    with raises_data_error(
+        "source",
+        "non-numeric column(s) 'b' (data row 1: '3,5') (read as tab-separated with decimal "
+        "points, as most numbers in its first 100 rows are written)",
+    ):
+        prepare(Spec("csv:points.tsv", target="label"), registry, tmp_path)
+
+
 def test_a_non_numeric_cell_is_shown_with_its_row(registry: Registry, tmp_path: Path) -> None:
     frame = table()
     frame["a"] = frame["a"].astype(object)

@@ -161,8 +161,9 @@ class CsvSource(_BuiltinSource):
         target, ignored = str(spec.target), ignored_columns(spec)
         frame = read_table("csv", path, target=target, ignore=ignored).drop(columns=ignored)
         labels = _csv_labels(path, target)
-        decimal = csv_decimal(path, target, ignored)
-        return _table_arrays(frame, target, path, labels, semicolon_decimal=decimal)
+        return _table_arrays(
+            frame, target, path, labels, read_as=csv_decimal(path, target, ignored)
+        )
 
 
 class ParquetSource(_BuiltinSource):
@@ -590,7 +591,7 @@ def _parquet_index(schema: Any) -> set[str]:
     return stored | {n for n in schema.names if n.startswith("__index_level_")}
 
 
-#: Data rows of a ``;`` CSV whose numbers decide its decimal separator.
+#: Data rows of a ``;`` or tab CSV whose numbers decide its decimal separator.
 _DECIMAL_ROWS = 100
 _DECIMAL_COMMA = re.compile(r"-?\d+,\d+")
 _DECIMAL_POINT = re.compile(r"-?\d*\.\d+")
@@ -600,7 +601,7 @@ def _csv_format(
     path: Path, target: str | None = None, ignore: Collection[str] = ()
 ) -> dict[str, Any]:
     """How to read a CSV: ``sep=","``, or ``;`` or a tab (:func:`_separator`). With
-    ``;``, the decimal separator is the one more of the
+    ``;`` or a tab, the decimal separator is the one more of the
     numbers in the first data rows have (``4,9`` against ``4.9``), those of the
     ``target`` column and the ``ignore`` columns aside; a point where none has either.
 
@@ -611,9 +612,9 @@ def _csv_format(
             header = file.readline()
             lines = [header, *itertools.islice(file, _DECIMAL_ROWS)]
             sep = _separator(lines)
-            if sep != ";":
+            if sep == ",":
                 return {"sep": sep, "skipinitialspace": True}
-            rows = csv.reader(lines, delimiter=";", skipinitialspace=True)
+            rows = csv.reader(lines, delimiter=sep, skipinitialspace=True)
             names = [name.strip() for name in next(rows)]
             commas = points = 0
             for row in rows:
@@ -624,7 +625,7 @@ def _csv_format(
                         points += bool(_DECIMAL_POINT.fullmatch(cell))
     except (OSError, csv.Error):
         return {"sep": ",", "skipinitialspace": True}  # pandas says what is wrong
-    return {"sep": ";", "decimal": "," if commas > points else ".", "skipinitialspace": True}
+    return {"sep": sep, "decimal": "," if commas > points else ".", "skipinitialspace": True}
 
 
 def _separator(lines: list[str]) -> str:
@@ -754,19 +755,19 @@ def _check_target(spec: Any, columns: list[str], path: Path, scheme: str = "csv"
 
 
 def non_numeric_columns(
-    frame: pd.DataFrame, features: list[str], semicolon_decimal: str | None = None
+    frame: pd.DataFrame, features: list[str], read_as: tuple[str, str] | None = None
 ) -> str | None:
     """The feature columns of ``frame`` that are not numbers, said with the first
-    cell that is text and how a ``;`` CSV was read, or ``None`` if all are numbers.
+    cell that is text and how a ``;`` or tab CSV was read, or ``None`` if all are numbers.
 
-    ``semicolon_decimal``: the decimal separator a ``;`` CSV was read with
-    (:func:`csv_decimal`), ``None`` for other files.
+    ``read_as``: the separator and decimal separator a ``;`` or tab CSV was read
+    with (:func:`csv_decimal`), ``None`` for other files.
     """
     import pandas as pd
 
     def text_cells(column: pd.Series) -> pd.Series:
         as_read = column
-        if semicolon_decimal == ",":  # "3,5" is a number there
+        if read_as is not None and read_as[1] == ",":  # "3,5" is a number there
             as_read = column.astype(str).str.replace(",", ".", regex=False).where(column.notna())
         return pd.to_numeric(as_read, errors="coerce").isna() & column.notna()
 
@@ -784,19 +785,24 @@ def non_numeric_columns(
     text = text_cells(column)
     row = int(np.argmax(text.to_numpy())) if text.any() else None
     example = "" if row is None else f" (data row {row + 1}: {column.iloc[row]!r})"
-    read_as = ""
-    if semicolon_decimal is not None:
-        read_as = (
-            f" (read as ';'-separated with decimal "
-            f"{'commas' if semicolon_decimal == ',' else 'points'}, as most numbers in its "
+    how = ""
+    if read_as is not None:
+        separated = "tab" if read_as[0] == "\t" else repr(read_as[0])
+        how = (
+            f" (read as {separated}-separated with decimal "
+            f"{'commas' if read_as[1] == ',' else 'points'}, as most numbers in its "
             f"first {_DECIMAL_ROWS} rows are written)"
         )
-    return f"{', '.join(repr(c) for c in non_numeric)}{example}{read_as}"
+    return f"{', '.join(repr(c) for c in non_numeric)}{example}{how}"
 
 
-def csv_decimal(path: Path, target: str | None, ignore: Collection[str] = ()) -> str | None:
-    """The decimal separator a ``;`` CSV is read with, ``None`` for any other CSV."""
-    return _csv_format(path, target, ignore).get("decimal")
+def csv_decimal(
+    path: Path, target: str | None, ignore: Collection[str] = ()
+) -> tuple[str, str] | None:
+    """The separator and decimal separator a ``;`` or tab CSV is read with,
+    ``None`` for a ``,`` CSV (whose decimal separator is a point)."""
+    read = _csv_format(path, target, ignore)
+    return (read["sep"], read["decimal"]) if "decimal" in read else None
 
 
 def ignored_columns(spec: Any) -> list[str]:
@@ -809,20 +815,20 @@ def _table_arrays(
     target: str,
     path: Path,
     labels: Any = None,
-    semicolon_decimal: str | None = None,
+    read_as: tuple[str, str] | None = None,
 ) -> LabelledArrays:
     """Turn a table of numeric features and a label column into labelled arrays.
 
     ``labels``: the label column as read apart (:func:`_csv_labels`), else the frame's.
-    ``semicolon_decimal``: the decimal separator a ``;`` CSV was read with (said
-    with its non-numeric columns), ``None`` for other files.
+    ``read_as``: the separator and decimal separator a ``;`` or tab CSV was read
+    with (said with its non-numeric columns), ``None`` for other files.
     """
 
     frame.columns = [str(c) for c in frame.columns]
     features = [c for c in frame.columns if c != target]
     if frame.empty:  # its columns then read as text: "non-numeric" would mislead
         raise DataError(f"{path} has a header but no rows", key="source")
-    non_numeric = non_numeric_columns(frame, features, semicolon_decimal)
+    non_numeric = non_numeric_columns(frame, features, read_as)
     if non_numeric:
         raise DataError(
             f"feature columns must be numeric; {path} has non-numeric column(s) "
