@@ -5,7 +5,18 @@ The public API is what ``__all__`` lists; everything else may change.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# TensorFlow's oneDNN kernels, read once, when TensorFlow is imported: set here,
+# before any graftune process (the CLI, a Ray worker, a script that imports
+# graftune first) imports it. TensorFlow turns them on by itself only on CPUs
+# with AVX-512 or AMX; on an AVX2 machine without them, training a ResNet's
+# last stage, as fine_tune does, ran 5.4x slower (a convolution's gradient with
+# respect to its input, 6-14x), and small dense models ran as fast either way
+# (benchmarks/results/feature_cache.md). TF_ENABLE_ONEDNN_OPTS=0 in the
+# environment keeps them off.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from orchestrator.errors import (
     BackendMissing,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import platform
 import sys
 import time
@@ -47,6 +48,11 @@ PACKAGES = (
 )
 
 
+#: The environment variables that change what TensorFlow computes, recorded as set
+#: (graftune sets the first unless the user did: ``orchestrator/__init__.py``).
+VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS")
+
+
 def environment(host: PluginHost | None = None) -> dict[str, Any]:
     """This process's Python, machine, Keras backend and package versions, and the
     plugins' distributions."""
@@ -69,6 +75,7 @@ def environment(host: PluginHost | None = None) -> dict[str, Any]:
         "keras_backend": backend(),
         "packages": packages,
         "plugins": dict(sorted(plugins.items())),
+        "variables": {name: os.environ[name] for name in VARIABLES if name in os.environ},
     }
 
 

@@ -105,6 +105,7 @@ def test_a_run_records_the_versions_it_ran_with_and_a_resume_with_others_says_so
     assert recorded["keras_backend"] == "tensorflow"
     for name in ("graftune", "keras", "tensorflow", "ray", "optuna", "numpy"):
         assert recorded["packages"][name] == metadata.version(name), name
+    assert recorded["variables"]["TF_ENABLE_ONEDNN_OPTS"] == "1"  # graftune's default
     from orchestrator.report import _ran_with  # the report says them too
 
     assert _ran_with(finished_run.run_dir).startswith(
