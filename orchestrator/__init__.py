@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any
 # before any graftune process (the CLI, a Ray worker, a script that imports
 # graftune first) imports it. TensorFlow turns them on by itself only on CPUs
 # with AVX-512 or AMX; on an AVX2 machine without them, training a ResNet's
-# last stage, as fine_tune does, ran 5.4x slower (a convolution's gradient with
-# respect to its input, 6-14x), and small dense models ran as fast either way
-# (benchmarks/results/feature_cache.md). TF_ENABLE_ONEDNN_OPTS=0 in the
+# last stage, as fine_tune does, ran 5.1x slower (a convolution's gradient with
+# respect to its input, 6-14x), and small models ran as fast either way
+# (benchmarks/results/onednn.md). TF_ENABLE_ONEDNN_OPTS=0 in the
 # environment keeps them off.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 

@@ -323,7 +323,7 @@ def test_jax_s_fork_warning_is_not_printed_while_ray_starts():
 @pytest.mark.parametrize(("given", "enabled"), [(None, "True"), ("0", "False")])
 def test_graftune_turns_tensorflows_onednn_kernels_on_unless_told_not_to(given, enabled):
     """On an AVX2 CPU TensorFlow leaves them off, and training a ResNet's last stage
-    (fine_tune) ran 5.4x slower: graftune turns them on before TensorFlow is imported."""
+    (fine_tune) ran 5.1x slower: graftune turns them on before TensorFlow is imported."""
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     if given is not None:
         env["TF_ENABLE_ONEDNN_OPTS"] = given
