@@ -953,7 +953,7 @@ def _read_features(
 
     from orchestrator.data.sources import (
         check_no_missing,
-        csv_decimal,
+        csv_read_as,
         feature_matrix,
         non_numeric_columns,
         read_table,
@@ -964,7 +964,7 @@ def _read_features(
     frame = frame.drop(columns=[c for c in ignore if c in frame])  # not a stored index
     if label is not None:
         frame = frame.drop(columns=label)
-    read_as = csv_decimal(path, label, ignore) if scheme == "csv" else None
+    read_as = csv_read_as(path, label, ignore) if scheme == "csv" else None
     non_numeric = non_numeric_columns(frame, list(frame.columns), read_as)
     if non_numeric:
         raise DataError(

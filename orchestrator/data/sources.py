@@ -162,7 +162,7 @@ class CsvSource(_BuiltinSource):
         frame = read_table("csv", path, target=target, ignore=ignored).drop(columns=ignored)
         labels = _csv_labels(path, target)
         return _table_arrays(
-            frame, target, path, labels, read_as=csv_decimal(path, target, ignored)
+            frame, target, path, labels, read_as=csv_read_as(path, target, ignored)
         )
 
 
@@ -761,7 +761,7 @@ def non_numeric_columns(
     cell that is text and how a ``;`` or tab CSV was read, or ``None`` if all are numbers.
 
     ``read_as``: the separator and decimal separator a ``;`` or tab CSV was read
-    with (:func:`csv_decimal`), ``None`` for other files.
+    with (:func:`csv_read_as`), ``None`` for other files.
     """
     import pandas as pd
 
@@ -796,7 +796,7 @@ def non_numeric_columns(
     return f"{', '.join(repr(c) for c in non_numeric)}{example}{how}"
 
 
-def csv_decimal(
+def csv_read_as(
     path: Path, target: str | None, ignore: Collection[str] = ()
 ) -> tuple[str, str] | None:
     """The separator and decimal separator a ``;`` or tab CSV is read with,
