@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -145,21 +146,24 @@ def main() -> None:
                 f"{off:.2f}",
                 f"{on:.2f}",
                 f"{off / on:.2f}x",
-                "-" if accuracy["0"] != accuracy["0"] else f"{accuracy['0']:.4f}",
-                "-" if accuracy["1"] != accuracy["1"] else f"{accuracy['1']:.4f}",
+                *("-" if math.isnan(accuracy[o]) else f"{accuracy[o]:.4f}" for o in ("0", "1")),
             ]
         )
+    cpuinfo = Path("/proc/cpuinfo").read_text()
     cpu = next(
         (
             line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            for line in cpuinfo.splitlines()
             if line.startswith("model name")
         ),
         "unknown CPU",
     )
-    flags = Path("/proc/cpuinfo").read_text()
     vector = (
-        "AVX-512" if "avx512f" in flags else "AVX2, no AVX-512" if "avx2" in flags else "no AVX2"
+        "AVX-512"
+        if "avx512f" in cpuinfo
+        else "AVX2, no AVX-512"
+        if "avx2" in cpuinfo
+        else "no AVX2"
     )
     common.write_result(
         "onednn",
