@@ -24,8 +24,9 @@ import tempfile
 import textwrap
 import time
 import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -432,6 +433,8 @@ class Cluster:
     node_ids: tuple[str, ...]
     env: dict[str, str]
     """The environment a user of the cluster has: the token, graftune on PATH."""
+    rejoin: Callable[[], str] = field(repr=False, compare=False)
+    """Starts the second node again (see ``two_nodes``); returns its last raylet log."""
 
 
 def _free_ports(count: int) -> list[int]:
@@ -503,9 +506,27 @@ def _wait_for(what: str, check, timeout: float = 90.0, log: Path | None = None):
 _NODES = """
 import json, sys
 from ray._raylet import GcsClient
-nodes = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=10)
-print(json.dumps(sorted(n.node_id.hex() for n in nodes.values() if n.state == type(n).ALIVE)))
+nodes = GcsClient(address=sys.argv[1]).get_all_node_info(timeout=10).values()
+alive = sorted(n.node_id.hex() for n in nodes if n.state == type(n).ALIVE)
+dead = [f"{n.node_id.hex()[:8]}: {n.death_info}".strip() for n in nodes if n.state != type(n).ALIVE]
+print(json.dumps([alive, dead]))
 """
+
+
+def _nodes(gcs: str, env: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The ids of the cluster's live nodes, and its dead ones with Ray's word on why."""
+    found = subprocess.run(
+        [sys.executable, "-c", _NODES, gcs],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    if found.returncode != 0:
+        return [], []
+    alive, dead = json.loads(found.stdout)
+    return alive, dead
 
 
 def _start_cluster(root: Path, token: str, base: dict[str, str], groups: set[int]) -> Cluster:
@@ -544,34 +565,39 @@ def _start_cluster(root: Path, token: str, base: dict[str, str], groups: set[int
         ],
         root / "head.log",
     )
-    # Its own temp dir, as on another machine: nodes sharing one would delete each
-    # other's copies of a job's working directory.
-    start(
-        [
-            f"--address=127.0.0.1:{gcs_port}",
-            "--node-ip-address=127.0.0.1",
-            f"--dashboard-agent-listen-port={agent_ports[3]}",
-            f"--metrics-export-port={agent_ports[4]}",
-            f"--runtime-env-agent-port={agent_ports[5]}",
-            f"--temp-dir={root / 'worker'}",
-            "--num-cpus=1",
-        ],
-        root / "worker.log",
-    )
     gcs = f"127.0.0.1:{gcs_port}"
     dashboard = f"http://127.0.0.1:{dash_port}"
 
-    def two_nodes() -> list[str] | None:
-        found = subprocess.run(
-            [sys.executable, "-c", _NODES, gcs],
-            env=node_env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
+    def join(ports: list[int]) -> None:
+        # Its own temp dir, as on another machine: nodes sharing one would delete each
+        # other's copies of a job's working directory.
+        start(
+            [
+                f"--address={gcs}",
+                "--node-ip-address=127.0.0.1",
+                f"--dashboard-agent-listen-port={ports[0]}",
+                f"--metrics-export-port={ports[1]}",
+                f"--runtime-env-agent-port={ports[2]}",
+                f"--temp-dir={root / 'worker'}",
+                "--num-cpus=1",
+            ],
+            root / "worker.log",
         )
-        ids = json.loads(found.stdout) if found.returncode == 0 else []
+
+    def two_nodes() -> list[str] | None:
+        ids, _ = _nodes(gcs, node_env)
         return ids if len(ids) == 2 else None
+
+    def rejoin() -> str:
+        # Each raylet of a session logs to a file of its own (raylet.out, raylet.1.out).
+        logs = sorted((root / "worker").glob("session_*/logs/raylet*.out"), key=os.path.getmtime)
+        said = logs[-1].read_text(errors="replace").splitlines() if logs else []
+        last = "\n".join([line for line in said if "[state-dump]" not in line][-15:])
+        join(_free_ports(3))
+        _wait_for("two live nodes", two_nodes, log=root / "worker.log")
+        return last or "(none)"
+
+    join(agent_ports[3:])
 
     def jobs_api() -> bool:
         request = urllib.request.Request(
@@ -590,7 +616,7 @@ def _start_cluster(root: Path, token: str, base: dict[str, str], groups: set[int
     _wait_for("the job API", jobs_api, timeout=60, log=dashboard_log)
     # A user of the cluster holds the token; RAY_AUTH_MODE is left for graftune to set.
     env = {**base, "RAY_AUTH_TOKEN": token}
-    return Cluster(gcs, dashboard, token, tuple(node_ids), env)
+    return Cluster(gcs, dashboard, token, tuple(node_ids), env, rejoin)
 
 
 @pytest.fixture(scope="session")
@@ -624,6 +650,31 @@ def cluster() -> Iterator[Cluster]:
     finally:
         _stop_process_groups(groups)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def two_nodes(cluster: Cluster) -> Cluster:
+    """The cluster, with both its nodes alive, for a test that needs two.
+
+    A CI run found the second node dead (the tests before it had passed), on a
+    machine busy with the rest of the suite: the test then said only that the
+    cluster had one node. A node that has died is started again, with a warning
+    that says what Ray recorded of its death and what its raylet last logged.
+    """
+    env = {**cluster.env, "RAY_AUTH_MODE": "token"}
+    alive, dead = _nodes(cluster.gcs, env)
+    if len(alive) == 2:
+        return replace(cluster, node_ids=tuple(alive))
+    if len(alive) != 1:  # the head is gone (or cannot be asked): nothing to rejoin
+        pytest.fail(f"the test cluster has {len(alive)} live nodes; dead: {dead}")
+    raylet = cluster.rejoin()
+    warnings.warn(
+        f"the test cluster had {len(alive)} live node(s), started the second again; "
+        f"dead: {dead}; the raylet log of the second node ended:\n{raylet}",
+        stacklevel=1,
+    )
+    alive, _ = _nodes(cluster.gcs, env)
+    return replace(cluster, node_ids=tuple(alive))
 
 
 def _environ(cluster: Cluster, env: dict[str, object]) -> dict[str, str]:
@@ -740,7 +791,8 @@ def graftune_register_strategies(registry):
 
 
 @pytest.mark.slow
-def test_driver_here_spreads_trials_over_both_nodes(cluster, tmp_path):
+def test_driver_here_spreads_trials_over_both_nodes(two_nodes, tmp_path):
+    cluster = two_nodes
     recipe = write_recipe(tmp_path, SPREAD_RECIPE)
     shared = tmp_path / "shared"
 
@@ -826,7 +878,8 @@ def test_sigterm_stops_a_run_driven_from_here_and_says_so(cluster, tmp_path):
 
 
 @pytest.mark.slow
-def test_probe_counts_the_nodes_and_sees_they_are_here(cluster):
+def test_probe_counts_the_nodes_and_sees_they_are_here(two_nodes):
+    cluster = two_nodes
     code = (
         "import json, sys; from orchestrator.cluster import probe; info = probe(sys.argv[1]); "
         "print(json.dumps([info.address, info.nodes, info.elsewhere]))"
