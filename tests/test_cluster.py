@@ -433,8 +433,9 @@ class Cluster:
     node_ids: tuple[str, ...]
     env: dict[str, str]
     """The environment a user of the cluster has: the token, graftune on PATH."""
-    rejoin: Callable[[], str] = field(repr=False, compare=False)
-    """Starts the second node again (see ``two_nodes``); returns its last raylet log."""
+    rejoin: Callable[[], tuple[list[str], str]] = field(repr=False, compare=False)
+    """Starts the second node again (see ``two_nodes``): the live nodes' ids, and
+    what the raylet of the node that died last logged."""
 
 
 def _free_ports(count: int) -> list[int]:
@@ -588,14 +589,13 @@ def _start_cluster(root: Path, token: str, base: dict[str, str], groups: set[int
         ids, _ = _nodes(gcs, node_env)
         return ids if len(ids) == 2 else None
 
-    def rejoin() -> str:
+    def rejoin() -> tuple[list[str], str]:
         # Each raylet of a session logs to a file of its own (raylet.out, raylet.1.out).
         logs = sorted((root / "worker").glob("session_*/logs/raylet*.out"), key=os.path.getmtime)
         said = logs[-1].read_text(errors="replace").splitlines() if logs else []
         last = "\n".join([line for line in said if "[state-dump]" not in line][-15:])
         join(_free_ports(3))
-        _wait_for("two live nodes", two_nodes, log=root / "worker.log")
-        return last or "(none)"
+        return _wait_for("two live nodes", two_nodes, log=root / "worker.log"), last or "(none)"
 
     join(agent_ports[3:])
 
@@ -667,14 +667,13 @@ def two_nodes(cluster: Cluster) -> Cluster:
         return replace(cluster, node_ids=tuple(alive))
     if len(alive) != 1:  # the head is gone (or cannot be asked): nothing to rejoin
         pytest.fail(f"the test cluster has {len(alive)} live nodes; dead: {dead}")
-    raylet = cluster.rejoin()
+    alive_now, raylet = cluster.rejoin()
     warnings.warn(
         f"the test cluster had {len(alive)} live node(s), started the second again; "
         f"dead: {dead}; the raylet log of the second node ended:\n{raylet}",
         stacklevel=1,
     )
-    alive, _ = _nodes(cluster.gcs, env)
-    return replace(cluster, node_ids=tuple(alive))
+    return replace(cluster, node_ids=tuple(alive_now))
 
 
 def _environ(cluster: Cluster, env: dict[str, object]) -> dict[str, str]:
