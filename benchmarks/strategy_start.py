@@ -1,0 +1,157 @@
+"""What a run pays to start each strategy's search: preloaded workers against fresh ones.
+
+graftune searches each strategy as its own Ray Tune experiment, one after the
+other. Embedded Ray starts one worker per CPU with itself, and those import
+TensorFlow while the driver prepares the run (``orchestrator/tuning/ray_start.py``),
+so the first search's trial actors start on workers that have it. Tune ends
+each experiment's actors with it, and Ray never gives an actor's process to
+another actor: every later search's actors start new processes, which import
+Ray, TensorFlow and graftune again before their first trial.
+
+This measures it as a user's run has it: a three-strategy recipe (scratch_mlp,
+feature_extraction and fine_tune on a base its ``pretrain`` stage makes; two
+trials each, two epochs, two at once), each repeat a whole run in a fresh
+process starting embedded Ray. For each strategy in the run's order: the
+seconds from its search's start to its first trial's start ("wait"), and the
+share of the run's searches those waits took. Prints medians over the repeats
+and the ratio of a later strategy's wait to the first's.
+
+    python benchmarks/strategy_start.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import median, table, write_result
+
+RECIPE = """
+name: strategy-start
+seed: 0
+data: {source: "sklearn:digits"}
+base:
+  pretrain: {data: {source: "sklearn:digits", classes: [0, 1, 2, 3, 4]}, epochs: 1, width: 4}
+strategies:
+  scratch_mlp: {}
+  feature_extraction: {}
+  fine_tune: {}
+search: {num_samples: 2, max_epochs: 2, scheduler: fifo}
+resources: {num_cpus: 2, cpus_per_trial: 1}
+output: OUT
+"""
+
+
+def child(folder: Path) -> dict:
+    """One run in this process; each strategy's search start, first trial start and end."""
+    from orchestrator import run_recipe
+    from orchestrator.tuning import ray_tune
+
+    searches: list[dict] = []
+    run_search = ray_tune.run_search
+
+    def timed_search(recipe, spec, *args, **kwargs):
+        started = time.time()
+        results = run_search(recipe, spec, *args, **kwargs)
+        starts = [r.started_at for r in results if r.started_at is not None]
+        searches.append(
+            {
+                "strategy": spec.strategy.name,
+                "search_start": started,
+                "first_trial": min(starts) if starts else None,
+                "search_end": time.time(),
+            }
+        )
+        return results
+
+    ray_tune.run_search = timed_search
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(RECIPE.replace("OUT", str(folder / "runs")))
+    began = time.time()
+    run_recipe(recipe, echo=lambda *args, **kwargs: None)
+    return {"run_wall": time.time() - began, "searches": searches}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT" + json.dumps(child(Path(args.child))), flush=True)
+        return
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="graftune-bench-") as tmp:
+        cache = Path(tmp) / "cache"  # the base is pretrained once, by the first repeat
+        for repeat in range(args.repeats + 1):
+            folder = Path(tmp) / f"run{repeat}"
+            folder.mkdir()
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", str(folder)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "GRAFTUNE_CACHE_DIR": str(cache)},
+            )
+            if done.returncode != 0:
+                sys.exit(done.stdout[-2000:] + done.stderr[-4000:])
+            line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
+            result = json.loads(line[len("RESULT") :])
+            if repeat == 0:
+                print("warm-up (pretrains and caches the base): not counted", flush=True)
+                continue
+            runs.append(result)
+            waits = [s["first_trial"] - s["search_start"] for s in result["searches"]]
+            print(f"repeat {repeat}: waits " + ", ".join(f"{w:.1f} s" for w in waits), flush=True)
+
+    order = [s["strategy"] for s in runs[0]["searches"]]
+    rows = []
+    first_wait = None
+    for position, strategy in enumerate(order):
+        waits = [r["searches"][position]["first_trial"] - r["searches"][position]["search_start"]
+                 for r in runs]  # fmt: skip
+        searches = [r["searches"][position]["search_end"] - r["searches"][position]["search_start"]
+                    for r in runs]  # fmt: skip
+        wait = median(waits)
+        first_wait = wait if first_wait is None else first_wait
+        workers = "started with Ray (TensorFlow preloaded)" if position == 0 else "new processes"
+        rows.append(
+            [position + 1, strategy, workers, f"{wait:.1f}", f"{median(searches):.1f}",
+             f"{wait / median(searches):.0%}", f"{wait / first_wait:.2f}x"]
+        )  # fmt: skip
+    searching = [sum(s["search_end"] - s["search_start"] for s in r["searches"]) for r in runs]
+    waiting = [sum(s["first_trial"] - s["search_start"] for s in r["searches"][1:]) for r in runs]
+    headers = ["position", "strategy", "its trial actors' workers", "wait s (median)",
+               "search s (median)", "wait / search", "wait vs the first"]  # fmt: skip
+    body = textwrap.dedent(
+        f"""
+        A three-strategy run (2 trials each, 2 epochs, 2 at once, digits; a base
+        pretrained by the recipe and cached by an uncounted warm-up run), {len(runs)}
+        repeats, each a whole run in a fresh process starting embedded Ray. "wait" runs
+        from a strategy's search start to its first trial's start.
+
+        {table(headers, rows)}
+
+        Per run (medians): the searches took {median(searching):.1f} s, the run
+        {median([r["run_wall"] for r in runs]):.1f} s; the second and third strategies
+        waited {median(waiting):.1f} s in all for their first trials.
+        """
+    )
+    write_result(
+        "strategy_start",
+        "Starting each strategy's search: workers Ray started with itself against new ones",
+        body,
+    )
+
+
+if __name__ == "__main__":
+    main()
