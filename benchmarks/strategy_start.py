@@ -81,6 +81,16 @@ def child(folder: Path) -> dict:
     return {"run_wall": time.time() - began, "searches": searches}
 
 
+def _wait(search: dict) -> float:
+    """Seconds from a search's start to its first trial's start."""
+    return search["first_trial"] - search["search_start"]
+
+
+def _took(search: dict) -> float:
+    """Seconds the search took."""
+    return search["search_end"] - search["search_start"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -110,26 +120,23 @@ def main() -> None:
                 print("warm-up (pretrains and caches the base): not counted", flush=True)
                 continue
             runs.append(result)
-            waits = [s["first_trial"] - s["search_start"] for s in result["searches"]]
-            print(f"repeat {repeat}: waits " + ", ".join(f"{w:.1f} s" for w in waits), flush=True)
+            waits = ", ".join(f"{_wait(s):.1f} s" for s in result["searches"])
+            print(f"repeat {repeat}: waits {waits}", flush=True)
 
     order = [s["strategy"] for s in runs[0]["searches"]]
     rows = []
     first_wait = None
     for position, strategy in enumerate(order):
-        waits = [r["searches"][position]["first_trial"] - r["searches"][position]["search_start"]
-                 for r in runs]  # fmt: skip
-        searches = [r["searches"][position]["search_end"] - r["searches"][position]["search_start"]
-                    for r in runs]  # fmt: skip
-        wait = median(waits)
+        wait = median([_wait(r["searches"][position]) for r in runs])
+        took = median([_took(r["searches"][position]) for r in runs])
         first_wait = wait if first_wait is None else first_wait
         workers = "started with Ray (TensorFlow preloaded)" if position == 0 else "new processes"
         rows.append(
-            [position + 1, strategy, workers, f"{wait:.1f}", f"{median(searches):.1f}",
-             f"{wait / median(searches):.0%}", f"{wait / first_wait:.2f}x"]
+            [position + 1, strategy, workers, f"{wait:.1f}", f"{took:.1f}",
+             f"{wait / took:.0%}", f"{wait / first_wait:.2f}x"]
         )  # fmt: skip
-    searching = [sum(s["search_end"] - s["search_start"] for s in r["searches"]) for r in runs]
-    waiting = [sum(s["first_trial"] - s["search_start"] for s in r["searches"][1:]) for r in runs]
+    searching = [sum(_took(s) for s in r["searches"]) for r in runs]
+    waiting = [sum(_wait(s) for s in r["searches"][1:]) for r in runs]
     headers = ["position", "strategy", "its trial actors' workers", "wait s (median)",
                "search s (median)", "wait / search", "wait vs the first"]  # fmt: skip
     body = textwrap.dedent(
