@@ -125,11 +125,10 @@ def main() -> None:
 
     order = [s["strategy"] for s in runs[0]["searches"]]
     rows = []
-    first_wait = None
+    first_wait = median([_wait(r["searches"][0]) for r in runs])
     for position, strategy in enumerate(order):
         wait = median([_wait(r["searches"][position]) for r in runs])
         took = median([_took(r["searches"][position]) for r in runs])
-        first_wait = wait if first_wait is None else first_wait
         workers = "started with Ray (TensorFlow preloaded)" if position == 0 else "new processes"
         rows.append(
             [position + 1, strategy, workers, f"{wait:.1f}", f"{took:.1f}",
