@@ -16,7 +16,13 @@ seconds from its search's start to its first trial's start ("wait"), and the
 share of the run's searches those waits took. Prints medians over the repeats
 and the ratio of a later strategy's wait to the first's.
 
-    python benchmarks/strategy_start.py [--repeats 3]
+With ``--compare-preload``, each repeat also runs the recipe with the workers
+Ray starts with itself importing Keras alone, as graftune did before they
+imported Ray Tune as well (``PRELOAD_MODULES`` in
+``orchestrator/tuning/ray_start.py``), the two alternating, and a second table
+gives the first strategy's wait by what those workers import.
+
+    python benchmarks/strategy_start.py [--repeats 3] [--compare-preload]
 """
 
 from __future__ import annotations
@@ -51,10 +57,13 @@ output: OUT
 """
 
 
-def child(folder: Path) -> dict:
+def child(folder: Path, keras_only: bool = False) -> dict:
     """One run in this process; each strategy's search start, first trial start and end."""
     from orchestrator import run_recipe
-    from orchestrator.tuning import ray_tune
+    from orchestrator.tuning import ray_start, ray_tune
+
+    if keras_only:
+        ray_start.PRELOAD_MODULES = ray_start.PRELOAD_MODULES[:1]
 
     searches: list[dict] = []
     run_search = ray_tune.run_search
@@ -94,34 +103,41 @@ def _took(search: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare-preload", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--keras-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT" + json.dumps(child(Path(args.child))), flush=True)
+        print("RESULT" + json.dumps(child(Path(args.child), args.keras_only)), flush=True)
         return
 
     runs = []
+    keras_only_runs = []
+    variants = (False, True) if args.compare_preload else (False,)
     with tempfile.TemporaryDirectory(prefix="graftune-bench-") as tmp:
         cache = Path(tmp) / "cache"  # the base is pretrained once, by the first repeat
         for repeat in range(args.repeats + 1):
-            folder = Path(tmp) / f"run{repeat}"
-            folder.mkdir()
-            done = subprocess.run(
-                [sys.executable, __file__, "--child", str(folder)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "GRAFTUNE_CACHE_DIR": str(cache)},
-            )
-            if done.returncode != 0:
-                sys.exit(done.stdout[-2000:] + done.stderr[-4000:])
-            line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
-            result = json.loads(line[len("RESULT") :])
-            if repeat == 0:
-                print("warm-up (pretrains and caches the base): not counted", flush=True)
-                continue
-            runs.append(result)
-            waits = ", ".join(f"{_wait(s):.1f} s" for s in result["searches"])
-            print(f"repeat {repeat}: waits {waits}", flush=True)
+            for keras_only in variants if repeat else (False,):
+                folder = Path(tmp) / f"run{repeat}{'-keras-only' if keras_only else ''}"
+                folder.mkdir()
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", str(folder)]
+                    + ["--keras-only"] * keras_only,
+                    capture_output=True,
+                    text=True,
+                    env={**os.environ, "GRAFTUNE_CACHE_DIR": str(cache)},
+                )
+                if done.returncode != 0:
+                    sys.exit(done.stdout[-2000:] + done.stderr[-4000:])
+                line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT"))
+                result = json.loads(line[len("RESULT") :])
+                if repeat == 0:
+                    print("warm-up (pretrains and caches the base): not counted", flush=True)
+                    continue
+                (keras_only_runs if keras_only else runs).append(result)
+                waits = ", ".join(f"{_wait(s):.1f} s" for s in result["searches"])
+                which = " (workers preloading Keras alone)" if keras_only else ""
+                print(f"repeat {repeat}{which}: waits {waits}", flush=True)
 
     order = [s["strategy"] for s in runs[0]["searches"]]
     rows = []
@@ -138,6 +154,24 @@ def main() -> None:
     waiting = [sum(_wait(s) for s in r["searches"][1:]) for r in runs]
     headers = ["position", "strategy", "its trial actors' workers", "wait s (median)",
                "search s (median)", "wait / search", "wait vs the first"]  # fmt: skip
+    preload = ""
+    if keras_only_runs:
+        before = median([_wait(r["searches"][0]) for r in keras_only_runs])
+        preload_rows = [
+            ["Keras (as before)", f"{before:.1f}", "1.00x"],
+            ["Keras, then Ray Tune and graftune's search module (graftune's)",
+             f"{first_wait:.1f}", f"{first_wait / before:.2f}x"],
+        ]  # fmt: skip
+        preload = textwrap.dedent(
+            f"""
+            ## What the workers Ray starts with itself import (`--compare-preload`)
+
+            The same runs, alternating with as many that preload Keras alone: the
+            first strategy's wait (median), on those workers.
+
+            {table(["the workers import", "first strategy's wait s", "vs Keras alone"], preload_rows)}
+            """
+        )
     body = textwrap.dedent(
         f"""
         A three-strategy run (2 trials each, 2 epochs, 2 at once, digits; a base
@@ -155,7 +189,7 @@ def main() -> None:
     write_result(
         "strategy_start",
         "Starting each strategy's search: workers Ray started with itself against new ones",
-        body,
+        body + preload,
     )
 
 

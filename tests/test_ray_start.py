@@ -181,9 +181,11 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
 
 
 WORKER_IMPORTS = """
-import sys
-import orchestrator.tuning.worker_preload
-print(sorted(m for m in ("keras", "tensorflow", "sklearn", "matplotlib", "jax") if m in sys.modules))
+import importlib, sys
+from orchestrator.tuning.ray_start import PRELOAD_MODULES
+for name in PRELOAD_MODULES:  # as embedded Ray's workers import them
+    importlib.import_module(name)
+print(sorted(m for m in ("keras", "tensorflow", "ray.tune", "sklearn", "matplotlib", "jax") if m in sys.modules))
 import tensorflow as tf
 tf.config.threading.set_intra_op_parallelism_threads(1)  # a trial still sets its threads
 import sklearn.model_selection, matplotlib.pyplot  # and a strategy may still import them
@@ -204,7 +206,7 @@ def test_workers_import_keras_without_scikit_learn_or_matplotlib():
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["['keras',", "'tensorflow']", "True", "True"]
+    assert done.stdout.split() == ["['keras',", "'ray.tune',", "'tensorflow']", "True", "True"]
 
 
 HOLD_BACK_QUERIED = """

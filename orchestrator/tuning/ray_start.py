@@ -9,8 +9,8 @@ search begins. If the run stops before that (a bad data file, a strategy that
 fails its pre-flight build), :meth:`BackgroundStart.close` shuts Ray down
 again: nothing was written, and no Ray process is left behind.
 
-Embedded Ray's workers import TensorFlow as they start (:data:`PRELOAD_MODULES`),
-before they take work. Ray starts one worker per CPU with itself, so those
+Embedded Ray's workers import TensorFlow and Ray Tune as they start
+(:data:`PRELOAD_MODULES`), before they take work. Ray starts one worker per CPU with itself, so those
 import TensorFlow while the driver does the same, and the search's first
 trials begin on workers that have it already, instead of each starting a new
 process and importing it then (about 5 s on 2 CPUs). For this, those workers
@@ -48,9 +48,11 @@ log = logging.getLogger(__name__)
 RAY_LOGGERS = ("ray", "ray._private", "ray.tune", "ray.train", "ray.air")
 
 #: What every worker of embedded Ray imports before it takes work (Ray's
-#: ``preload_python_modules``). Not with GPUs, whose devices Ray assigns to a
-#: worker only when it takes a trial.
-PRELOAD_MODULES = ("orchestrator.tuning.worker_preload",)
+#: ``preload_python_modules``), in order: Keras as a trial imports it, then
+#: graftune's search module with Ray Tune (about a CPU-second), which a trial
+#: actor's worker imports when it unpickles its trial. Not with GPUs, whose
+#: devices Ray assigns to a worker only when it takes a trial.
+PRELOAD_MODULES = ("orchestrator.tuning.worker_preload", "orchestrator.tuning.ray_tune")
 #: How long embedded Ray keeps such a worker idle (the driver may spend minutes
 #: on a pretrain stage before the search begins).
 IDLE_WORKER_MS = 600_000
