@@ -661,6 +661,7 @@ def _run(
                     listener=events,
                     resume=resume,
                     start=starts.get(name),
+                    **_prestart(recipe, name),
                 )
             except SearchInterrupted as exc:  # Ctrl+C: keep what ended, stop here
                 results += exc.finished
@@ -815,6 +816,11 @@ _EXPLICIT_PLUGINS: contextvars.ContextVar[tuple[str, ...]] = contextvars.Context
 
 def _first_wave(recipe: Recipe) -> int:
     """How many trials the first search runs at once on embedded Ray."""
+    return _wave(recipe, next(iter(recipe.strategies)))
+
+
+def _wave(recipe: Recipe, name: str) -> int:
+    """How many trials a strategy's search runs at once on embedded Ray."""
     from orchestrator.tuning.ray_start import embedded_cpus
 
     resources = recipe.resources
@@ -822,8 +828,17 @@ def _first_wave(recipe: Recipe) -> int:
     if recipe.search.max_concurrent_trials:
         wave = min(wave, recipe.search.max_concurrent_trials)
     if recipe.search.algorithm != "grid":  # a grid's samples repeat the whole grid
-        wave = min(wave, _num_samples(recipe, next(iter(recipe.strategies))))
+        wave = min(wave, _num_samples(recipe, name))
     return wave
+
+
+def _prestart(recipe: Recipe, name: str) -> dict[str, int]:
+    """``run_search``'s ``prestart``: the next strategy's first trials, on Ray."""
+    names = list(recipe.strategies)
+    following = names[names.index(name) + 1 :]
+    if recipe.search.backend != "ray" or not following:
+        return {}
+    return {"prestart": _wave(recipe, following[0])}
 
 
 def _num_samples(recipe: Recipe, name: str) -> int:

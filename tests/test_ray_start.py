@@ -64,6 +64,15 @@ def graftune(
     )
 
 
+def python_with_ray(script: str, ray_tmpdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run ``script`` in a Python of its own, whose Ray keeps its files in ``ray_tmpdir``."""
+    env = dict(os.environ, RAY_TMPDIR=str(ray_tmpdir))
+    env.pop("RAY_ADDRESS", None)
+    return subprocess.run(
+        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
 def processes_under(folder: Path, wait_s: float = 10.0) -> list[str]:
     """Command lines of live processes that name ``folder`` (Ray's, started there)."""
     import psutil
@@ -307,15 +316,7 @@ def test_garbage_holding_ray_objects_is_freed_before_ray_shuts_down(tmp_path, ra
     # A collection in the main thread that frees a Ray object while the starting
     # thread shuts Ray down makes Ray end the process (seen with exit status 1
     # and the report unwritten): the search's garbage goes while Ray is up.
-    env = dict(os.environ, RAY_TMPDIR=str(ray_tmpdir))
-    env.pop("RAY_ADDRESS", None)
-    done = subprocess.run(
-        [sys.executable, "-c", GARBAGE_AT_SHUTDOWN, str(tmp_path / "ray.log")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = python_with_ray(GARBAGE_AT_SHUTDOWN, ray_tmpdir, str(tmp_path / "ray.log"))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "freed before shutdown" in done.stdout, done.stdout + done.stderr[-3000:]
     # Found by QA: ray.init's PYTHONBREAKPOINT (breakpoint() opened Ray's debugger),
@@ -323,6 +324,82 @@ def test_garbage_holding_ray_objects_is_freed_before_ray_shuts_down(tmp_path, ra
     # library run, which README says leaves the environment as it found it.
     assert "environment changed: []" in done.stdout, done.stdout
     assert processes_under(ray_tmpdir) == []
+
+
+PRESTARTED = """
+import os, sys, time
+from pathlib import Path
+import psutil, ray
+from orchestrator.recipe import ResourcesSpec
+from orchestrator.tuning import ray_start
+
+start = ray_start.BackgroundStart(ResourcesSpec(num_cpus=2), preload_workers=2)
+start.join(Path(sys.argv[1]))
+
+
+@ray.remote(num_cpus=1)
+class Trial:
+    def where(self):
+        return os.getpid(), "keras" in sys.modules
+
+
+def workers():
+    found = set()
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if any("default_worker.py" in part for part in process.cmdline()):
+                found.add(process.pid)
+        except psutil.Error:  # ended meanwhile
+            pass
+    return found
+
+
+def wait_for(count):
+    for _ in range(600):
+        if len(workers()) == count:
+            return workers()
+        time.sleep(0.1)
+    sys.exit(f"{len(workers())} workers, not {count}")
+
+
+# A first search's trials take the workers Ray started with itself, and end with it.
+first = [Trial.remote() for _ in range(2)]
+ended = {pid for pid, _ in ray.get([t.where.remote() for t in first])}
+for trial in first:
+    ray.kill(trial)
+while ended & workers():
+    time.sleep(0.1)
+idle = workers()  # any worker Ray keeps beside them
+print("asked:", ray_start.prestart_workers(2))
+waiting = wait_for(len(idle) + 2)
+second = [Trial.remote() for _ in range(2)]
+where = ray.get([t.where.remote() for t in second])
+print("on workers started before them:", {pid for pid, _ in where} <= waiting)
+print("keras imported:", all(keras for _, keras in where))
+start.shutdown_soon()
+start.close()
+"""
+
+
+def test_the_next_searchs_workers_are_prestarted_and_its_trials_take_them(tmp_path, ray_tmpdir):
+    # Tune ends a search's actors with it, and Ray gives a new actor neither an
+    # actor's process nor a worker that ran a task: without the raylet's prestart,
+    # every search after the first started new processes that imported TensorFlow.
+    done = python_with_ray(PRESTARTED, ray_tmpdir, str(tmp_path / "ray.log"))
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert done.stdout.splitlines() == [
+        "asked: True",
+        "on workers started before them: True",
+        "keras imported: True",
+    ], done.stdout + done.stderr[-3000:]
+    assert processes_under(ray_tmpdir) == []
+
+
+def test_ray_not_started_here_is_not_asked_to_prestart_workers(ray_session):
+    from orchestrator.tuning import ray_start
+
+    assert not ray_start._embedded  # the test session's Ray was started by conftest
+    assert ray_start.prestart_workers(2) is False
 
 
 def test_a_ray_log_the_disk_cannot_take_is_said_once(tmp_path, capsys):

@@ -1278,3 +1278,42 @@ def test_a_pruned_trials_row_comes_from_its_last_report(tmp_path):
     assert (row.fit_seconds, row.params_total, row.params_trainable) == (2.5, 900, 100)
     assert (row.peak_memory_mb, row.cached_cut) == (812.0, 2)
     assert row.note == "features from cache up to cut 2"
+
+
+def test_the_next_searchs_workers_are_asked_for_once_the_last_trials_run_with_room(
+    tmp_path, monkeypatch
+):
+    """Tests/test_ray_start.py shows the prestart itself; this, when a search asks for it."""
+    from types import SimpleNamespace
+
+    from ray.tune.experiment import Trial
+
+    from orchestrator.recipe import load_recipe
+    from orchestrator.run import _prestart
+    from orchestrator.tuning import ray_start, ray_tune
+
+    asked = []
+    monkeypatch.setattr(ray_start, "prestart_workers", lambda count: asked.append(count) or True)
+    events = ray_tune._Events(tmp_path, "scratch_mlp")
+    search = ray_tune._Search(prestart=2, planned=3, slots=2)
+    monkeypatch.setitem(ray_tune._SEARCHES, (str(tmp_path), "scratch_mlp"), search)
+
+    def step(*statuses):
+        trials = [SimpleNamespace(trial_id=str(i), status=s) for i, s in enumerate(statuses)]
+        events.on_step_end(0, trials)
+        return list(asked)
+
+    running, pending, ended = Trial.RUNNING, Trial.PENDING, Trial.TERMINATED
+    assert step(running, running) == []  # the third trial is not made yet
+    assert step(ended, running, pending) == []  # made, not started
+    assert step(ended, running, running) == []  # started, no room beside them
+    assert step(ended, ended, running) == [2]  # the last runs, a slot is free
+    assert step(ended, ended, ended) == [2]  # once a search
+    # What the run asks for: the next strategy's first trials at once, on Ray only.
+    strategies = "{scratch_mlp: {}, raising: {num_samples: 1}, exploding_mlp: {}}"
+    recipe = load_recipe(write_recipe(tmp_path, "{num_samples: 4}", strategies))
+    assert _prestart(recipe, "scratch_mlp") == {"prestart": 1}  # raising runs one trial
+    assert _prestart(recipe, "raising") == {"prestart": min(os.cpu_count() or 1, 4)}
+    assert _prestart(recipe, "exploding_mlp") == {}  # the last
+    tuner = load_recipe(write_recipe(tmp_path, "{backend: keras_tuner}", strategies))
+    assert _prestart(tuner, "scratch_mlp") == {}

@@ -66,6 +66,8 @@ TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
 NO_CRASH_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 
 _embedded = False
+#: Whether embedded Ray's workers import :data:`PRELOAD_MODULES` as they start.
+_preloading = False
 #: The environment embedded Ray started with (see :func:`tune_env_inherited`).
 _started_env: dict[str, str] = {}
 
@@ -141,6 +143,8 @@ def _prepare_embedded(
     workers Ray starts with itself import TensorFlow as they start, unless
     more than half of them would then sit idle, holding its memory for nothing.
     """
+    global _preloading
+    _preloading = False
     for key, value in TUNE_ACTOR_ENV.items():
         os.environ.setdefault(key, value)  # before ray.init: every worker inherits it
     if (
@@ -149,12 +153,58 @@ def _prepare_embedded(
         or embedded_cpus(resources) > 2 * preload_workers
     ):
         return
+    _preloading = True
     kwargs["_system_config"] = {
         "preload_python_modules": list(PRELOAD_MODULES),
         # Ray stops an idle worker after a second by default: a worker that has
         # imported TensorFlow before the search asks for it must wait longer.
         "idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS,
     }
+
+
+def prestart_workers(count: int) -> bool:
+    """Have embedded Ray start ``count`` workers now, for the next search's trials.
+
+    Tune ends a search's trial actors with it, and Ray never gives an actor's
+    process to another actor, nor a worker that ran a task: each search after
+    the first would start new processes, which import TensorFlow before their
+    first trial. Workers the raylet prestarts are idle workers as those it
+    starts with itself: they import :data:`PRELOAD_MODULES` and wait (up to
+    :data:`IDLE_WORKER_MS`), and the next search's actors take them
+    (:func:`tune_env_inherited`). Ray 2.60 has no Python call for this; it is
+    the raylet's ``PrestartWorkers`` request, sent as Ray's own clients send
+    theirs (with the cluster's token). Only on embedded Ray whose workers
+    preload; anything that goes wrong is logged, and the next search starts
+    its workers as before.
+
+    Returns:
+        Whether Ray was asked to.
+    """
+    if not (_embedded and _preloading) or count <= 0:
+        return False
+    try:
+        import grpc
+        import ray
+        from ray._private.authentication.http_token_authentication import (
+            get_auth_headers_if_auth_enabled,
+        )
+        from ray.core.generated import common_pb2, node_manager_pb2, node_manager_pb2_grpc
+
+        node = ray._private.worker.global_worker.node
+        request = node_manager_pb2.PrestartWorkersRequest(
+            language=common_pb2.PYTHON,
+            job_id=bytes.fromhex(ray.get_runtime_context().get_job_id()),
+            keep_alive_duration_secs=IDLE_WORKER_MS // 1000,
+            num_workers=count,
+        )
+        metadata = [(k.lower(), v) for k, v in get_auth_headers_if_auth_enabled({}).items()]
+        with grpc.insecure_channel(f"{node.node_ip_address}:{node.node_manager_port}") as channel:
+            stub = node_manager_pb2_grpc.NodeManagerServiceStub(channel)
+            stub.PrestartWorkers(request, timeout=5, metadata=metadata)
+    except Exception as exc:  # an internal API: the next search starts its own workers
+        log.info("could not prestart %d Ray workers for the next search: %s", count, exc)
+        return False
+    return True
 
 
 def embedded_cpus(resources: ResourcesSpec) -> int:

@@ -106,6 +106,12 @@ class _Search:
     told: set[str] = field(default_factory=set)
     #: What a trial said when the disk filled (:data:`DISK_FULL`): the search stops.
     disk_full: dict[str, Any] | None = None
+    #: Workers to prestart for the next search once this one's last trials run
+    #: with a free slot beside them (:func:`ray_start.prestart_workers`); 0 once done.
+    prestart: int = 0
+    #: The trials the search makes, and how many run at once.
+    planned: int = 0
+    slots: int = 1
 
     def stopped_midway(self) -> set[str]:
         """The trials an interrupt stopped: Tune ends them without telling callbacks."""
@@ -622,11 +628,14 @@ def run_search(
     listener: TrialListener | None = None,
     resume: bool = False,
     start: dict[str, Any] | None = None,
+    prestart: int = 0,
 ) -> list[TrialResult]:
     """Run (or resume) one strategy's search as a Ray Tune experiment.
 
     ``start``, when given, is the configuration of the first trial (it counts
-    among ``num_samples``); the searcher draws the others.
+    among ``num_samples``); the searcher draws the others. ``prestart``: the
+    trials the next search runs at once, whose workers embedded Ray starts
+    while this search's last trials run (:func:`ray_start.prestart_workers`).
 
     Returns:
         Every trial's result, each trial once.
@@ -636,7 +645,9 @@ def run_search(
     run_dir = Path(spec.run_dir).resolve()
     key = (str(run_dir), strategy)
     events = _Events(run_dir, strategy, spec.storage, spec.max_epochs, search.max_failures)
-    state = _SEARCHES[key] = _Search(listener=listener or TrialListener())
+    state = _SEARCHES[key] = _Search(
+        listener=listener or TrialListener(), prestart=0 if resume else prestart
+    )
 
     experiment = experiment_dir(run_dir, strategy)
     restart = None
@@ -659,6 +670,16 @@ def run_search(
         {"cpu": spec.cpus, "gpu": spec.gpus},
     )
     param_space = to_tune(space, grid=search.algorithm == "grid")
+    if state.prestart:
+        state.planned = num_samples * math.prod(
+            len(value["grid_search"])
+            for value in param_space.values()
+            if isinstance(value, dict) and "grid_search" in value
+        )
+        import ray
+
+        free = int(ray.cluster_resources().get("CPU", 0) // max(spec.cpus, 1e-9))
+        state.slots = min(free, search.max_concurrent_trials or free)
     if search.algorithm == "bayesian":
         import optuna
 
@@ -863,9 +884,17 @@ class _Events(tune.Callback):
             _note_interrupts(search)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self._search().unfinished = {
+        search = self._search()
+        search.unfinished = {
             t.trial_id for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)
         }
+        if search.prestart and len(trials) >= search.planned:
+            statuses = [t.status for t in trials]
+            if Trial.PENDING not in statuses and statuses.count(Trial.RUNNING) < search.slots:
+                # Its last trials run, with room beside them: the next search's workers
+                # import TensorFlow now rather than when it asks for them.
+                ray_start.prestart_workers(search.prestart)
+                search.prestart = 0
         ray_start.raise_if_interrupted()  # a SIGTERM or Ctrl+C whose KeyboardInterrupt Python dropped
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
