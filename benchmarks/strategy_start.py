@@ -1,28 +1,34 @@
-"""What a run pays to start each strategy's search: preloaded workers against fresh ones.
+"""What a run pays to start each strategy's search, and what graftune does about it.
 
 graftune searches each strategy as its own Ray Tune experiment, one after the
 other. Embedded Ray starts one worker per CPU with itself, and those import
-TensorFlow while the driver prepares the run (``orchestrator/tuning/ray_start.py``),
-so the first search's trial actors start on workers that have it. Tune ends
-each experiment's actors with it, and Ray never gives an actor's process to
-another actor: every later search's actors start new processes, which import
-Ray, TensorFlow and graftune again before their first trial.
+TensorFlow and Ray Tune while the driver prepares the run
+(``orchestrator/tuning/ray_start.py``), so the first search's trial actors
+start on workers that have them. Tune ends each experiment's actors with it,
+and Ray never gives an actor's process to another actor: every later search's
+actors would start new processes, which import Ray, TensorFlow and graftune
+again before their first trial. So while a search's last trials run with a
+free slot beside them, graftune has Ray prestart the next search's workers
+(``prestart_workers``).
 
 This measures it as a user's run has it: a three-strategy recipe (scratch_mlp,
-feature_extraction and fine_tune on a base its ``pretrain`` stage makes; two
-trials each, two epochs, two at once), each repeat a whole run in a fresh
-process starting embedded Ray. For each strategy in the run's order: the
-seconds from its search's start to its first trial's start ("wait"), and the
-share of the run's searches those waits took. Prints medians over the repeats
-and the ratio of a later strategy's wait to the first's.
+feature_extraction and fine_tune on a base its ``pretrain`` stage makes; three
+trials each, two epochs, two at once, so each search's last trial runs alone),
+each repeat a whole run in a fresh process starting embedded Ray. For each
+strategy in the run's order: the seconds from its search's start to its first
+trial's start ("wait"), and the share of the run's searches those waits took.
+Prints medians over the repeats and the ratio of a later strategy's wait to
+the first's.
 
-With ``--compare-preload``, each repeat also runs the recipe with the workers
-Ray starts with itself importing Keras alone, as graftune did before they
-imported Ray Tune as well (``PRELOAD_MODULES`` in
-``orchestrator/tuning/ray_start.py``), the two alternating, and a second table
-gives the first strategy's wait by what those workers import.
+Side by side, alternating with graftune's runs in each repeat:
 
-    python benchmarks/strategy_start.py [--repeats 3] [--compare-preload]
+- ``--compare-prestart``: runs without the prestart (as graftune ran before
+  it): each strategy's wait by variant;
+- ``--compare-preload``: runs whose first workers import Keras alone (as
+  graftune's did before they imported Ray Tune as well): the first strategy's
+  wait by variant.
+
+    python benchmarks/strategy_start.py [--repeats 3] [--compare-prestart] [--compare-preload]
 """
 
 from __future__ import annotations
@@ -51,19 +57,28 @@ strategies:
   scratch_mlp: {}
   feature_extraction: {}
   fine_tune: {}
-search: {num_samples: 2, max_epochs: 2, scheduler: fifo}
+search: {num_samples: 3, max_epochs: 2, scheduler: fifo}
 resources: {num_cpus: 2, cpus_per_trial: 1}
 output: OUT
 """
 
 
-def child(folder: Path, keras_only: bool = False) -> dict:
+#: The variants a repeat may run besides graftune's own: what the child changes.
+VARIANTS = {
+    "no-prestart": "without prestarting the next search's workers",
+    "keras-only": "with the first workers importing Keras alone",
+}
+
+
+def child(folder: Path, variant: str | None = None) -> dict:
     """One run in this process; each strategy's search start, first trial start and end."""
     from orchestrator import run_recipe
     from orchestrator.tuning import ray_start, ray_tune
 
-    if keras_only:
+    if variant == "keras-only":
         ray_start.PRELOAD_MODULES = ray_start.PRELOAD_MODULES[:1]
+    elif variant == "no-prestart":
+        ray_start.prestart_workers = lambda count: False
 
     searches: list[dict] = []
     run_search = ray_tune.run_search
@@ -103,26 +118,27 @@ def _took(search: dict) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compare-prestart", action="store_true")
     parser.add_argument("--compare-preload", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--keras-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT" + json.dumps(child(Path(args.child), args.keras_only)), flush=True)
+        print("RESULT" + json.dumps(child(Path(args.child), args.variant)), flush=True)
         return
 
-    runs = []
-    keras_only_runs = []
-    variants = (False, True) if args.compare_preload else (False,)
+    variants = [None]
+    variants += ["no-prestart"] * args.compare_prestart + ["keras-only"] * args.compare_preload
+    runs: dict[str | None, list[dict]] = {variant: [] for variant in variants}
     with tempfile.TemporaryDirectory(prefix="graftune-bench-") as tmp:
         cache = Path(tmp) / "cache"  # the base is pretrained once, by the first repeat
         for repeat in range(args.repeats + 1):
-            for keras_only in variants if repeat else (False,):
-                folder = Path(tmp) / f"run{repeat}{'-keras-only' if keras_only else ''}"
+            for variant in variants if repeat else [None]:
+                folder = Path(tmp) / f"run{repeat}-{variant or 'graftune'}"
                 folder.mkdir()
                 done = subprocess.run(
                     [sys.executable, __file__, "--child", str(folder)]
-                    + ["--keras-only"] * keras_only,
+                    + ([f"--variant={variant}"] if variant else []),
                     capture_output=True,
                     text=True,
                     env={**os.environ, "GRAFTUNE_CACHE_DIR": str(cache)},
@@ -134,35 +150,80 @@ def main() -> None:
                 if repeat == 0:
                     print("warm-up (pretrains and caches the base): not counted", flush=True)
                     continue
-                (keras_only_runs if keras_only else runs).append(result)
+                runs[variant].append(result)
                 waits = ", ".join(f"{_wait(s):.1f} s" for s in result["searches"])
-                which = " (workers preloading Keras alone)" if keras_only else ""
+                which = f" ({VARIANTS[variant]})" if variant else ""
                 print(f"repeat {repeat}{which}: waits {waits}", flush=True)
 
-    order = [s["strategy"] for s in runs[0]["searches"]]
+    ours = runs[None]
+    order = [s["strategy"] for s in ours[0]["searches"]]
+
+    def waits(variant: str | None, position: int) -> float:
+        return median([_wait(r["searches"][position]) for r in runs[variant]])
+
     rows = []
-    first_wait = median([_wait(r["searches"][0]) for r in runs])
+    first_wait = waits(None, 0)
     for position, strategy in enumerate(order):
-        wait = median([_wait(r["searches"][position]) for r in runs])
-        took = median([_took(r["searches"][position]) for r in runs])
-        workers = "started with Ray (TensorFlow preloaded)" if position == 0 else "new processes"
+        wait = waits(None, position)
+        took = median([_took(r["searches"][position]) for r in ours])
+        workers = (
+            "started with Ray (TensorFlow preloaded)"
+            if position == 0
+            else "prestarted during the last search's last trial"
+        )
         rows.append(
             [position + 1, strategy, workers, f"{wait:.1f}", f"{took:.1f}",
              f"{wait / took:.0%}", f"{wait / first_wait:.2f}x"]
         )  # fmt: skip
-    searching = [sum(_took(s) for s in r["searches"]) for r in runs]
-    waiting = [sum(_wait(s) for s in r["searches"][1:]) for r in runs]
+    searching = [sum(_took(s) for s in r["searches"]) for r in ours]
+    waiting = [sum(_wait(s) for s in r["searches"][1:]) for r in ours]
     headers = ["position", "strategy", "its trial actors' workers", "wait s (median)",
                "search s (median)", "wait / search", "wait vs the first"]  # fmt: skip
-    preload = ""
-    if keras_only_runs:
-        before = median([_wait(r["searches"][0]) for r in keras_only_runs])
+    body = textwrap.dedent(
+        f"""
+        A three-strategy run (3 trials each, 2 epochs, 2 at once, digits; a base
+        pretrained by the recipe and cached by an uncounted warm-up run), {len(ours)}
+        repeats, each a whole run in a fresh process starting embedded Ray. "wait" runs
+        from a strategy's search start to its first trial's start.
+
+        {table(headers, rows)}
+
+        Per run (medians): the searches took {median(searching):.1f} s, the run
+        {median([r["run_wall"] for r in ours]):.1f} s; the second and third strategies
+        waited {median(waiting):.1f} s in all for their first trials.
+        """
+    )
+    if runs.get("no-prestart"):
+        off = runs["no-prestart"]
+        prestart_rows = [
+            [position + 1, strategy, f"{waits('no-prestart', position):.1f}",
+             f"{waits(None, position):.1f}",
+             f"{waits(None, position) / waits('no-prestart', position):.2f}x"]
+            for position, strategy in enumerate(order)
+        ]  # fmt: skip
+        prestart_rows.append(
+            ["", "the run", f"{median([r['run_wall'] for r in off]):.1f}",
+             f"{median([r['run_wall'] for r in ours]):.1f}",
+             f"{median([r['run_wall'] for r in ours]) / median([r['run_wall'] for r in off]):.2f}x"]
+        )  # fmt: skip
+        body += textwrap.dedent(
+            f"""
+            ## Prestarting the next search's workers (`--compare-prestart`)
+
+            The same runs, alternating with as many without the prestart: each
+            strategy's wait (median, s), and the run's wall time.
+
+            {table(["position", "strategy", "without s", "with s", "with / without"], prestart_rows)}
+            """
+        )
+    if runs.get("keras-only"):
+        before = waits("keras-only", 0)
         preload_rows = [
             ["Keras (as before)", f"{before:.1f}", "1.00x"],
             ["Keras, then Ray Tune and graftune's search module (graftune's)",
              f"{first_wait:.1f}", f"{first_wait / before:.2f}x"],
         ]  # fmt: skip
-        preload = textwrap.dedent(
+        body += textwrap.dedent(
             f"""
             ## What the workers Ray starts with itself import (`--compare-preload`)
 
@@ -172,24 +233,10 @@ def main() -> None:
             {table(["the workers import", "first strategy's wait s", "vs Keras alone"], preload_rows)}
             """
         )
-    body = textwrap.dedent(
-        f"""
-        A three-strategy run (2 trials each, 2 epochs, 2 at once, digits; a base
-        pretrained by the recipe and cached by an uncounted warm-up run), {len(runs)}
-        repeats, each a whole run in a fresh process starting embedded Ray. "wait" runs
-        from a strategy's search start to its first trial's start.
-
-        {table(headers, rows)}
-
-        Per run (medians): the searches took {median(searching):.1f} s, the run
-        {median([r["run_wall"] for r in runs]):.1f} s; the second and third strategies
-        waited {median(waiting):.1f} s in all for their first trials.
-        """
-    )
     write_result(
         "strategy_start",
-        "Starting each strategy's search: workers Ray started with itself against new ones",
-        body + preload,
+        "Starting each strategy's search: preloaded and prestarted workers",
+        body,
     )
 
 
