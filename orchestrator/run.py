@@ -661,7 +661,7 @@ def _run(
                     listener=events,
                     resume=resume,
                     start=starts.get(name),
-                    **_prestart(recipe, name),
+                    **_prestart(recipe, name, spaces[name]),
                 )
             except SearchInterrupted as exc:  # Ctrl+C: keep what ended, stop here
                 results += exc.finished
@@ -832,13 +832,16 @@ def _wave(recipe: Recipe, name: str) -> int:
     return wave
 
 
-def _prestart(recipe: Recipe, name: str) -> dict[str, int]:
-    """``run_search``'s ``prestart``: the next strategy's first trials, on Ray."""
+def _prestart(recipe: Recipe, name: str, space: dict[str, Any]) -> dict[str, Any]:
+    """``run_search``'s ``prestart`` on Ray: the next strategy's first trials' workers."""
     names = list(recipe.strategies)
     following = names[names.index(name) + 1 :]
     if recipe.search.backend != "ray" or not following:
         return {}
-    return {"prestart": _wave(recipe, following[0])}
+    from orchestrator.tuning.ray_tune import Prestart
+
+    planned = _planned(recipe, name, space)[0]
+    return {"prestart": Prestart(_wave(recipe, following[0]), planned, _wave(recipe, name))}
 
 
 def _num_samples(recipe: Recipe, name: str) -> int:

@@ -1295,7 +1295,7 @@ def test_the_next_searchs_workers_are_asked_for_once_the_last_trials_run_with_ro
     asked = []
     monkeypatch.setattr(ray_start, "prestart_workers", lambda count: asked.append(count) or True)
     events = ray_tune._Events(tmp_path, "scratch_mlp")
-    search = ray_tune._Search(prestart=2, planned=3, slots=2)
+    search = ray_tune._Search(prestart=ray_tune.Prestart(workers=2, planned=3, at_once=2))
     monkeypatch.setitem(ray_tune._SEARCHES, (str(tmp_path), "scratch_mlp"), search)
 
     def step(*statuses):
@@ -1312,8 +1312,14 @@ def test_the_next_searchs_workers_are_asked_for_once_the_last_trials_run_with_ro
     # What the run asks for: the next strategy's first trials at once, on Ray only.
     strategies = "{scratch_mlp: {}, raising: {num_samples: 1}, exploding_mlp: {}}"
     recipe = load_recipe(write_recipe(tmp_path, "{num_samples: 4}", strategies))
-    assert _prestart(recipe, "scratch_mlp") == {"prestart": 1}  # raising runs one trial
-    assert _prestart(recipe, "raising") == {"prestart": min(os.cpu_count() or 1, 4)}
-    assert _prestart(recipe, "exploding_mlp") == {}  # the last
+    at_once = min(os.cpu_count() or 1, 4)
+    # raising runs one trial: one worker for it, once scratch_mlp's 4 trials are made.
+    assert _prestart(recipe, "scratch_mlp", {}) == {
+        "prestart": ray_tune.Prestart(workers=1, planned=4, at_once=at_once)
+    }
+    assert _prestart(recipe, "raising", {}) == {
+        "prestart": ray_tune.Prestart(workers=at_once, planned=1, at_once=1)
+    }
+    assert _prestart(recipe, "exploding_mlp", {}) == {}  # the last
     tuner = load_recipe(write_recipe(tmp_path, "{backend: keras_tuner}", strategies))
-    assert _prestart(tuner, "scratch_mlp") == {}
+    assert _prestart(tuner, "scratch_mlp", {}) == {}

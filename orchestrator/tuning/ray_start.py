@@ -10,10 +10,12 @@ fails its pre-flight build), :meth:`BackgroundStart.close` shuts Ray down
 again: nothing was written, and no Ray process is left behind.
 
 Embedded Ray's workers import TensorFlow and Ray Tune as they start
-(:data:`PRELOAD_MODULES`), before they take work. Ray starts one worker per CPU with itself, so those
-import TensorFlow while the driver does the same, and the search's first
-trials begin on workers that have it already, instead of each starting a new
-process and importing it then (about 5 s on 2 CPUs). For this, those workers
+(:data:`PRELOAD_MODULES`), before they take work. Ray starts one worker per
+CPU with itself, so those import TensorFlow while the driver does the same,
+and the search's first trials begin on workers that have it already, instead
+of each starting a new process and importing it then (about 5 s on 2 CPUs);
+the later searches' trials begin on workers prestarted while the search
+before ended (:func:`prestart_workers`). For this, those workers
 must live until the search asks for them (Ray stops idle workers after a
 second), and Tune's trial actors must be able to take them: see
 :func:`tune_env_inherited`.

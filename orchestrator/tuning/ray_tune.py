@@ -88,6 +88,19 @@ class TrialListener:
         log.warning("%s", message)
 
 
+@dataclass(frozen=True)
+class Prestart:
+    """Workers to prestart for the next search (:func:`ray_start.prestart_workers`).
+
+    Asked for once this search has made its ``planned`` trials, none waits to
+    start, and fewer than ``at_once`` run: its last trials, with a slot free.
+    """
+
+    workers: int
+    planned: int
+    at_once: int
+
+
 @dataclass
 class _Search:
     """The driver's view of one search while Tune runs it, kept by :class:`_Events`."""
@@ -106,12 +119,8 @@ class _Search:
     told: set[str] = field(default_factory=set)
     #: What a trial said when the disk filled (:data:`DISK_FULL`): the search stops.
     disk_full: dict[str, Any] | None = None
-    #: Workers to prestart for the next search once this one's last trials run
-    #: with a free slot beside them (:func:`ray_start.prestart_workers`); 0 once done.
-    prestart: int = 0
-    #: The trials the search makes, and how many run at once.
-    planned: int = 0
-    slots: int = 1
+    #: What to prestart for the next search; None once asked for (or nothing to).
+    prestart: Prestart | None = None
 
     def stopped_midway(self) -> set[str]:
         """The trials an interrupt stopped: Tune ends them without telling callbacks."""
@@ -628,14 +637,14 @@ def run_search(
     listener: TrialListener | None = None,
     resume: bool = False,
     start: dict[str, Any] | None = None,
-    prestart: int = 0,
+    prestart: Prestart | None = None,
 ) -> list[TrialResult]:
     """Run (or resume) one strategy's search as a Ray Tune experiment.
 
     ``start``, when given, is the configuration of the first trial (it counts
     among ``num_samples``); the searcher draws the others. ``prestart``: the
-    trials the next search runs at once, whose workers embedded Ray starts
-    while this search's last trials run (:func:`ray_start.prestart_workers`).
+    next search's workers, which embedded Ray starts while this search's last
+    trials run (not on ``resume``).
 
     Returns:
         Every trial's result, each trial once.
@@ -646,7 +655,7 @@ def run_search(
     key = (str(run_dir), strategy)
     events = _Events(run_dir, strategy, spec.storage, spec.max_epochs, search.max_failures)
     state = _SEARCHES[key] = _Search(
-        listener=listener or TrialListener(), prestart=0 if resume else prestart
+        listener=listener or TrialListener(), prestart=None if resume else prestart
     )
 
     experiment = experiment_dir(run_dir, strategy)
@@ -670,16 +679,6 @@ def run_search(
         {"cpu": spec.cpus, "gpu": spec.gpus},
     )
     param_space = to_tune(space, grid=search.algorithm == "grid")
-    if state.prestart:
-        state.planned = num_samples * math.prod(
-            len(value["grid_search"])
-            for value in param_space.values()
-            if isinstance(value, dict) and "grid_search" in value
-        )
-        import ray
-
-        free = int(ray.cluster_resources().get("CPU", 0) // max(spec.cpus, 1e-9))
-        state.slots = min(free, search.max_concurrent_trials or free)
     if search.algorithm == "bayesian":
         import optuna
 
@@ -888,13 +887,14 @@ class _Events(tune.Callback):
         search.unfinished = {
             t.trial_id for t in trials if t.status not in (Trial.TERMINATED, Trial.ERROR)
         }
-        if search.prestart and len(trials) >= search.planned:
+        prestart = search.prestart
+        if prestart is not None and len(trials) >= prestart.planned:
             statuses = [t.status for t in trials]
-            if Trial.PENDING not in statuses and statuses.count(Trial.RUNNING) < search.slots:
+            if Trial.PENDING not in statuses and statuses.count(Trial.RUNNING) < prestart.at_once:
                 # Its last trials run, with room beside them: the next search's workers
                 # import TensorFlow now rather than when it asks for them.
-                ray_start.prestart_workers(search.prestart)
-                search.prestart = 0
+                ray_start.prestart_workers(prestart.workers)
+                search.prestart = None
         ray_start.raise_if_interrupted()  # a SIGTERM or Ctrl+C whose KeyboardInterrupt Python dropped
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
