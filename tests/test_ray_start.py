@@ -64,12 +64,18 @@ def graftune(
     )
 
 
-def python_with_ray(script: str, ray_tmpdir: Path, *args: str) -> subprocess.CompletedProcess:
+def python_with_ray(
+    script: str, ray_tmpdir: Path, *args: str, timeout: float
+) -> subprocess.CompletedProcess:
     """Run ``script`` in a Python of its own, whose Ray keeps its files in ``ray_tmpdir``."""
     env = dict(os.environ, RAY_TMPDIR=str(ray_tmpdir))
     env.pop("RAY_ADDRESS", None)
     return subprocess.run(
-        [sys.executable, "-c", script, *args], env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", script, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -316,7 +322,7 @@ def test_garbage_holding_ray_objects_is_freed_before_ray_shuts_down(tmp_path, ra
     # A collection in the main thread that frees a Ray object while the starting
     # thread shuts Ray down makes Ray end the process (seen with exit status 1
     # and the report unwritten): the search's garbage goes while Ray is up.
-    done = python_with_ray(GARBAGE_AT_SHUTDOWN, ray_tmpdir, str(tmp_path / "ray.log"))
+    done = python_with_ray(GARBAGE_AT_SHUTDOWN, ray_tmpdir, str(tmp_path / "ray.log"), timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "freed before shutdown" in done.stdout, done.stdout + done.stderr[-3000:]
     # Found by QA: ray.init's PYTHONBREAKPOINT (breakpoint() opened Ray's debugger),
@@ -385,7 +391,7 @@ def test_the_next_searchs_workers_are_prestarted_and_its_trials_take_them(tmp_pa
     # Tune ends a search's actors with it, and Ray gives a new actor neither an
     # actor's process nor a worker that ran a task: without the raylet's prestart,
     # every search after the first started new processes that imported TensorFlow.
-    done = python_with_ray(PRESTARTED, ray_tmpdir, str(tmp_path / "ray.log"))
+    done = python_with_ray(PRESTARTED, ray_tmpdir, str(tmp_path / "ray.log"), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert done.stdout.splitlines() == [
         "asked: True",

@@ -1283,7 +1283,8 @@ def test_a_pruned_trials_row_comes_from_its_last_report(tmp_path):
 def test_the_next_searchs_workers_are_asked_for_once_the_last_trials_run_with_room(
     tmp_path, monkeypatch
 ):
-    """Tests/test_ray_start.py shows the prestart itself; this, when a search asks for it."""
+    """When a search asks Ray to prestart the next one's workers (the prestart itself:
+    tests/test_ray_start.py)."""
     from types import SimpleNamespace
 
     from ray.tune.experiment import Trial
