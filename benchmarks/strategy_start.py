@@ -161,6 +161,9 @@ def main() -> None:
     def waits(variant: str | None, position: int) -> float:
         return median([_wait(r["searches"][position]) for r in runs[variant]])
 
+    def run_wall(variant: str | None) -> float:
+        return median([r["run_wall"] for r in runs[variant]])
+
     rows = []
     first_wait = waits(None, 0)
     for position, strategy in enumerate(order):
@@ -189,12 +192,11 @@ def main() -> None:
         {table(headers, rows)}
 
         Per run (medians): the searches took {median(searching):.1f} s, the run
-        {median([r["run_wall"] for r in ours]):.1f} s; the second and third strategies
+        {run_wall(None):.1f} s; the second and third strategies
         waited {median(waiting):.1f} s in all for their first trials.
         """
     )
     if runs.get("no-prestart"):
-        off = runs["no-prestart"]
         prestart_rows = [
             [position + 1, strategy, f"{waits('no-prestart', position):.1f}",
              f"{waits(None, position):.1f}",
@@ -202,9 +204,8 @@ def main() -> None:
             for position, strategy in enumerate(order)
         ]  # fmt: skip
         prestart_rows.append(
-            ["", "the run", f"{median([r['run_wall'] for r in off]):.1f}",
-             f"{median([r['run_wall'] for r in ours]):.1f}",
-             f"{median([r['run_wall'] for r in ours]) / median([r['run_wall'] for r in off]):.2f}x"]
+            ["", "the run", f"{run_wall('no-prestart'):.1f}", f"{run_wall(None):.1f}",
+             f"{run_wall(None) / run_wall('no-prestart'):.2f}x"]
         )  # fmt: skip
         body += textwrap.dedent(
             f"""
