@@ -648,7 +648,7 @@ def _run(
             )
             num_samples = _num_samples(recipe, name)
             first = "; the first at its defaults" if starts.get(name) else ""
-            _, what = _planned(recipe, name, spaces[name])
+            planned, what = _planned(recipe, name, spaces[name])
             echo(f"{name}: searching {what} over {_describe(spaces[name])}{first}")
             events.search_started(name)
             try:
@@ -661,13 +661,12 @@ def _run(
                     listener=events,
                     resume=resume,
                     start=starts.get(name),
-                    **_prestart(recipe, name, spaces[name]),
+                    **_prestart(recipe, name, planned),
                 )
             except SearchInterrupted as exc:  # Ctrl+C: keep what ended, stop here
                 results += exc.finished
                 interrupted = (name, exc)
                 break
-            planned = _planned(recipe, name, spaces[name])[0]
             budget = recipe.search.time_budget_s
             if recipe.search.backend == "ray" and budget is not None and len(found) < planned:
                 # Tune starts no trial once the budget is spent (keras_tuner says its own).
@@ -832,15 +831,17 @@ def _wave(recipe: Recipe, name: str) -> int:
     return wave
 
 
-def _prestart(recipe: Recipe, name: str, space: dict[str, Any]) -> dict[str, Any]:
-    """``run_search``'s ``prestart`` on Ray: the next strategy's first trials' workers."""
+def _prestart(recipe: Recipe, name: str, planned: int) -> dict[str, Any]:
+    """``run_search``'s ``prestart`` on Ray: the next strategy's first trials' workers.
+
+    ``planned``: the trials ``name``'s search runs (:func:`_planned`).
+    """
     names = list(recipe.strategies)
     following = names[names.index(name) + 1 :]
     if recipe.search.backend != "ray" or not following:
         return {}
     from orchestrator.tuning.ray_tune import Prestart
 
-    planned = _planned(recipe, name, space)[0]
     return {"prestart": Prestart(_wave(recipe, following[0]), planned, _wave(recipe, name))}
 
 

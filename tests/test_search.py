@@ -1290,7 +1290,7 @@ def test_the_next_searchs_workers_are_asked_for_once_the_last_trials_run_with_ro
     from ray.tune.experiment import Trial
 
     from orchestrator.recipe import load_recipe
-    from orchestrator.run import _prestart
+    from orchestrator.run import _planned, _prestart
     from orchestrator.tuning import ray_start, ray_tune
 
     asked = []
@@ -1314,13 +1314,17 @@ def test_the_next_searchs_workers_are_asked_for_once_the_last_trials_run_with_ro
     strategies = "{scratch_mlp: {}, raising: {num_samples: 1}, exploding_mlp: {}}"
     recipe = load_recipe(write_recipe(tmp_path, "{num_samples: 4}", strategies))
     at_once = min(os.cpu_count() or 1, 4)
+
+    def prestart(recipe, name):  # as the run asks: with the trials it plans
+        return _prestart(recipe, name, _planned(recipe, name, {})[0])
+
     # raising runs one trial: one worker for it, once scratch_mlp's 4 trials are made.
-    assert _prestart(recipe, "scratch_mlp", {}) == {
+    assert prestart(recipe, "scratch_mlp") == {
         "prestart": ray_tune.Prestart(workers=1, planned=4, at_once=at_once)
     }
-    assert _prestart(recipe, "raising", {}) == {
+    assert prestart(recipe, "raising") == {
         "prestart": ray_tune.Prestart(workers=at_once, planned=1, at_once=1)
     }
-    assert _prestart(recipe, "exploding_mlp", {}) == {}  # the last
+    assert prestart(recipe, "exploding_mlp") == {}  # the last
     tuner = load_recipe(write_recipe(tmp_path, "{backend: keras_tuner}", strategies))
-    assert _prestart(tuner, "scratch_mlp", {}) == {}
+    assert prestart(tuner, "scratch_mlp") == {}
