@@ -23,6 +23,11 @@ pytest_plugins = ["orchestrator.testing", "pytester"]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# The tests that run on Keras' JAX backend (tests/test_accelerator.py, tests/test_cluster.py)
+# spend most of their time in XLA compiling each step function for the CPU: without its
+# backend optimisations it compiles them in about half the time, and runs tiny models
+# as well (what they check is that a run works on JAX, not how fast it trains).
+os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 # Tests never read plugins from entry points they did not ask for.
 os.environ.pop("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", None)
 
