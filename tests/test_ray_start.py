@@ -362,8 +362,9 @@ def workers():
 
 def wait_for(count):
     for _ in range(600):
-        if len(workers()) == count:
-            return workers()
+        found = workers()
+        if len(found) == count:
+            return found
         time.sleep(0.1)
     sys.exit(f"{len(workers())} workers, not {count}")
 
