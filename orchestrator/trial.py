@@ -482,7 +482,8 @@ def run_trial(
     result.node = node_label()
     result.started_at = time.time()
     reset_peak_memory()  # a reused worker (or keras_tuner's one process) ran trials before
-    reporter = _epoch_reporter(report, spec.max_epochs, spec.metric, len(dataset.y_val))
+    stopped = _StopSeen(report)
+    reporter = _epoch_reporter(stopped, spec.max_epochs, spec.metric, len(dataset.y_val))
     reporter.backend = backend_name
     try:
         # A reused worker keeps the previous trial's policy unless it is set every time.
@@ -593,7 +594,11 @@ def run_trial(
                 # What the model predicted in the run, to check saved copies against.
                 np.save(folder / PREDICTIONS_FILE, predicted)
                 result.status = "ok"
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
+        # A strategy's sys.exit() is its error too (on keras_tuner it ended the whole
+        # run, on Ray its worker); Tune's own SystemExit, its stop of the trial, is not.
+        if isinstance(exc, SystemExit) and stopped.seen:
+            raise
         if is_disk_full(exc):
             # Not the strategy's error, and no trial after it could keep its files
             # either: the search stops, and this trial runs again on --resume.
@@ -601,7 +606,7 @@ def run_trial(
             raise
         result.status = "error"
         result.epochs = reporter.epochs
-        result.error = f"{type(exc).__name__}: {exc}"
+        result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         with contextlib.suppress(OSError):  # a full disk: the result below says it, or fails
             (folder / "error.txt").write_text(traceback.format_exc())
         # A search expects its metric in a trial's last report; give the worst value.
@@ -621,6 +626,27 @@ def run_trial(
         report(pending)
     _release()
     return result
+
+
+class _StopSeen:
+    """A trial's ``report``, noting whether the search ended the trial in it.
+
+    Ray Tune stops a function trainable's trial (a scheduler's prune, the end of
+    the search) with ``sys.exit(0)`` inside ``tune.report``: that ``SystemExit``
+    must end the trial as Tune means, where one raised by the strategy's own code
+    is the strategy's error.
+    """
+
+    def __init__(self, report: Callable[[dict[str, Any]], None]) -> None:
+        self._report = report
+        self.seen = False
+
+    def __call__(self, metrics: dict[str, Any]) -> None:
+        try:
+            self._report(metrics)
+        except SystemExit:
+            self.seen = True
+            raise
 
 
 def _finite(val: dict[str, float], predicted: Any) -> bool:

@@ -119,10 +119,25 @@ class OvertimeMLP(SilentFitMLP):
         return model
 
 
+class ExitingMLP(ScratchMLP):
+    """Calls ``sys.exit`` in ``fit`` for a width of 9 (found by QA: it ended keras_tuner's run)."""
+
+    name = "exiting_mlp"
+
+    def search_space(self, context):
+        return tiny_space(width=Choice((8, 9)))
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        if int(config["width"]) == 9:
+            raise SystemExit("exits on purpose at width 9")
+        return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
+
+
 @hookimpl
 def graftune_register_strategies(registry):
     for strategy in (
         ExplodingMLP,
+        ExitingMLP,
         RaisingStrategy,
         DyingMLP,
         KillingMLP,

@@ -35,13 +35,16 @@ def test_strategies_that_break_the_fit_contract_fail_their_trials_not_the_search
     recipe = write_recipe(
         tmp_path,
         "{num_samples: 1, max_epochs: 2}",
-        "{no_accuracy_mlp: {}, silent_fit_mlp: {}, overtime_mlp: {}}",
+        "{no_accuracy_mlp: {}, silent_fit_mlp: {}, overtime_mlp: {},"
+        " exiting_mlp: {space: {width: 9}}}",
     )
     with pytest.raises(RunFailed):
         run(recipe)
     frame = read_leaderboard(next((tmp_path / "runs").iterdir())).set_index("strategy")
     errors = frame["error"].to_dict()
-    assert len(frame) == 3 and (frame["status"] == "error").all(), errors
+    assert len(frame) == 4 and (frame["status"] == "error").all(), errors
+    # Its own error, not a worker's death retried (Tune's SystemExit, a prune, is not one).
+    assert errors["exiting_mlp"] == "SystemExit: exits on purpose at width 9"
     assert "logs have no val_accuracy to search by" in errors["no_accuracy_mlp"]
     assert "compile it with metrics=['accuracy']" in errors["no_accuracy_mlp"]
     assert "pass `callbacks` to every model.fit call" in errors["silent_fit_mlp"]
@@ -345,6 +348,22 @@ def test_keras_tuner_oracles(tmp_path, search):
         assert set(frame["epochs"]) >= {1, 3}
         # As many trials as the run's first line says (num_samples does not apply).
         assert len(frame) == 6
+
+
+def test_a_strategy_that_calls_sys_exit_fails_its_trial_not_the_keras_tuner_run(tmp_path):
+    # Found by QA: keras_tuner's one process ended with the strategy's message, no
+    # leaderboard, and a resume ended the same way.
+    from orchestrator.leaderboard import read_leaderboard
+
+    recipe = write_recipe(
+        tmp_path, "{backend: keras_tuner, algorithm: grid, max_epochs: 1}", "exiting_mlp: {}"
+    )
+    run(recipe)
+    frame = read_leaderboard(next((tmp_path / "runs").iterdir())).set_index("width")
+    assert sorted(frame.index) == [8, 9]
+    assert frame.loc[9, "status"] == "error"
+    assert frame.loc[9, "error"] == "SystemExit: exits on purpose at width 9"
+    assert frame.loc[8, "status"] == "ok"
 
 
 def test_a_keras_tuner_hyperband_that_runs_short_of_its_count_says_so(tmp_path):
