@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.accelerator import share_gpu_memory
 from orchestrator.errors import GraftuneError, PluginError, did_you_mean
+from orchestrator.leaderboard import COLUMN_TYPES
 from orchestrator.space import (
     ALL,
     DIMENSION_TYPES,
@@ -37,6 +38,7 @@ from orchestrator.space import (
     Int,
     LogFloat,
     choice_identity,
+    int_problem,
     uses_all,
 )
 
@@ -72,6 +74,12 @@ def space_problems(space: Any, takes_base: bool = True) -> list[str]:
         if not isinstance(key, str) or not key:
             problems.append(f"parameter name {key!r} is not a non-empty string")
             continue
+        if key in COLUMN_TYPES:
+            problems.append(
+                f"{key!r} is the name of one of graftune's own leaderboard columns "
+                f"({', '.join(COLUMN_TYPES)}); give the parameter another name"
+            )
+            continue
         if not isinstance(dim, DIMENSION_TYPES):
             problems.append(
                 f"{key!r} is {type(dim).__module__}.{type(dim).__qualname__} ({dim!r}), "
@@ -90,6 +98,12 @@ def space_problems(space: Any, takes_base: bool = True) -> list[str]:
 
 
 def _dimension_problem(dim: Dimension) -> str | None:
+    values = dim.values if isinstance(dim, Choice) and isinstance(dim.values, tuple) else ()
+    bounds = (dim.low, dim.high) if isinstance(dim, (Int, Float, LogFloat)) else ()
+    for value in (*bounds, *values, *([dim.value] if isinstance(dim, Fixed) else [])):
+        problem = int_problem(value)
+        if problem:
+            return problem
     if isinstance(dim, Int):
         if isinstance(dim.low, bool) or not isinstance(dim.low, int):
             return f"Int low bound must be an integer, got {dim.low!r}"
@@ -190,12 +204,18 @@ def space_notes(
 
     def note(config: dict[str, Any]) -> str | None:
         try:
-            return strategy.config_note(config, epochs)
+            said = strategy.config_note(config, epochs)
         except Exception as exc:
             raise PluginError(
                 f"strategy {strategy.name!r} from plugin {owner}: config_note() raised "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        if said is not None and not isinstance(said, str):
+            raise PluginError(
+                f"strategy {strategy.name!r} from plugin {owner}: config_note() returned "
+                f"{type(said).__name__} ({said!r}), expected a line of text or None"
+            )
+        return said
 
     smallest = smallest_config(space)
     everywhere = note(smallest)

@@ -24,6 +24,18 @@ from orchestrator.errors import echoed, first_few
 #: The symbolic upper bound of an :class:`Int` resolved against the base at run time.
 ALL = "all"
 
+#: The whole numbers a space may hold: 64-bit ones, as a leaderboard column (pandas'
+#: ``Int64``), keras-tuner and a model's layer sizes keep them.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def int_problem(value: Any) -> str | None:
+    """Why ``value`` is a whole number no space can hold (beyond 64 bits), or ``None``."""
+    whole = isinstance(value, int) and not isinstance(value, bool)
+    if whole and not INT64_MIN <= value <= INT64_MAX:
+        return f"whole numbers must fit in 64 bits (-2**63 to 2**63 - 1), got {value}"
+    return None
+
 
 @dataclass(frozen=True)
 class Int:
@@ -163,6 +175,9 @@ def parse_dimension(raw: Any) -> Dimension:
                 "expected a plain value or one of {int: [low, high]}, {float: [low, high]}, "
                 "{loguniform: [low, high]}, {choice: [...]}; got a list (write {choice: [...]})"
             )
+        problem = int_problem(raw)
+        if problem:
+            raise ValueError(problem)
         return Fixed(raw)
     if len(raw) != 1:
         raise ValueError(
@@ -181,6 +196,9 @@ def parse_dimension(raw: Any) -> Dimension:
             raise ValueError("choice expects a non-empty list of values")
         seen: dict[Any, Any] = {}
         for value in args:
+            problem = int_problem(value)
+            if problem:
+                raise ValueError(f"choice values: {problem}")
             if choice_identity(value) in seen:
                 first = _as_written(seen[choice_identity(value)])
                 same = (
@@ -197,6 +215,9 @@ def parse_dimension(raw: Any) -> Dimension:
     if not isinstance(args, list) or len(args) != 2:
         raise ValueError(f"{kind} expects a list [low, high]; got {echoed(args)}")
     low, high = args
+    problem = int_problem(low) or int_problem(high)
+    if problem:
+        raise ValueError(f"{kind} bounds: {problem}")
     if kind == "int":
         if isinstance(low, bool) or not isinstance(low, int):
             raise ValueError(f"int low bound must be an integer, got {echoed(low)}")

@@ -203,7 +203,9 @@ def check_strategy(
        inherited from a parent whose ``search_space`` the class replaced are
        used only where they fit, and are not checked).
     9. ``check_value`` accepts every value of its own search space (each
-       choice, fixed value and both ends of each range).
+       choice, fixed value and both ends of each range);
+    10. ``config_note`` returns a line of text or ``None`` for those values
+        (as ``graftune validate`` asks it).
 
     Args:
         cls: The strategy class.
@@ -374,6 +376,7 @@ def _behaviour_problems(
             strategy, SpaceContext(task=dataset.task, base=base), resolved
         )
         problems += _value_problems(strategy, resolved)
+        problems += _note_problems(strategy, resolved)
         keras.utils.set_random_seed(0)
         _register_plugin_keras_objects()
         registered = dict(keras.saving.get_custom_objects())
@@ -464,6 +467,18 @@ def _value_problems(strategy: Strategy, space: dict[str, Any]) -> list[str]:
                     f"({dim.describe()}): {type(exc).__name__}: {exc}"
                 )
     return problems
+
+
+def _note_problems(strategy: Strategy, space: dict[str, Any]) -> list[str]:
+    """Check 10: ``config_note`` says a line or nothing, as ``graftune validate`` asks it."""
+    from orchestrator.errors import PluginError
+    from orchestrator.preflight import space_notes
+
+    try:
+        space_notes(strategy, space, 2, "under test")
+    except PluginError as exc:
+        return [str(exc).split("under test: ", 1)[-1]]
+    return []
 
 
 def _default_problems(strategy: Strategy, context: Any, space: dict[str, Any]) -> list[str]:

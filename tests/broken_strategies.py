@@ -171,6 +171,24 @@ class RefusesItsOwnSpace(SmallMLP):
             raise ValueError("learning_rate must be at most 0.005")
 
 
+class NamesALeaderboardColumn(SmallMLP):
+    """Searches a parameter called ``epochs`` (found by QA: the leaderboard broke after training)."""
+
+    name = "names_a_leaderboard_column"
+
+    def search_space(self, context):
+        return {**SMALL, "epochs": Choice((1, 2))}
+
+
+class NotesAList(SmallMLP):
+    """Its config_note returns a list (found by QA: validate ended in an internal error)."""
+
+    name = "notes_a_list"
+
+    def config_note(self, config, epochs):
+        return ["a list note"]
+
+
 class IgnoresTheCachedFeatures(FeatureExtraction):
     """Declares the whole base frozen but builds on the data's input, not on
     ``base.inputs_and_features``: a trial on cached features fails."""

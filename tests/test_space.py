@@ -563,6 +563,34 @@ def test_choice_values_must_be_scalars_either_backend_can_search() -> None:
     )
 
 
+def test_a_space_keeps_off_the_leaderboards_own_columns_and_64_bit_overflow() -> None:
+    # Found by QA: a parameter named status or epochs, or an Int beyond 64 bits, passed
+    # validate and broke the leaderboard after every trial had trained; rank vanished.
+    from orchestrator.leaderboard import COLUMN_TYPES
+    from orchestrator.preflight import space_problems
+    from orchestrator.space import parse_dimension
+
+    for name in ("status", "epochs", "rank", "note"):
+        (problem,) = space_problems({name: Choice((1, 2)), "width": Int(4, 8)})
+        assert problem.startswith(f"{name!r} is the name of one of graftune's own leaderboard")
+        assert problem.endswith("give the parameter another name")
+    assert set(COLUMN_TYPES) >= {"rank", "strategy", "trial_id", "error"}
+    big = 2**70
+    said = f"whole numbers must fit in 64 bits (-2**63 to 2**63 - 1), got {big}"
+    assert space_problems({"w": Int(0, big)}) == [f"'w': {said}"]
+    assert space_problems({"w": Choice((1, -big))}) == [f"'w': {said.replace(str(big), str(-big))}"]
+    assert space_problems({"w": Fixed(big)}) == [f"'w': {said}"]
+    assert space_problems({"w": Int(-(2**63), 2**63 - 1), "f": Float(0.0, 1e300)}) == []
+    for raw, words in (
+        ({"int": [1, big]}, f"int bounds: {said}"),
+        ({"choice": [1, big]}, f"choice values: {said}"),
+        (big, said),
+    ):
+        with pytest.raises(ValueError) as info:
+            parse_dimension(raw)
+        assert str(info.value) == words
+
+
 def test_distinct_configurations_counts_a_value_once_however_it_is_written() -> None:
     from orchestrator.space import distinct_configurations
 

@@ -82,6 +82,14 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
             broken.RefusesItsOwnSpace,
             "check_value('learning_rate', 0.01) refuses a value of its own search space",
         ),
+        (
+            broken.NamesALeaderboardColumn,
+            "'epochs' is the name of one of graftune's own leaderboard columns",
+        ),
+        (
+            broken.NotesAList,
+            "config_note() returned list (['a list note']), expected a line of text or None",
+        ),
     ],
 )
 def test_a_broken_strategy_fails_naming_the_class_and_the_problem(cls, words):
