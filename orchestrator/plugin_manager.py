@@ -18,7 +18,13 @@ from typing import Any
 import pluggy
 
 from orchestrator import hookspecs
-from orchestrator.errors import GraftuneError, PluginError, PluginLoadError, ellipsized
+from orchestrator.errors import (
+    DuplicateNameError,
+    GraftuneError,
+    PluginError,
+    PluginLoadError,
+    ellipsized,
+)
 from orchestrator.markers import PROJECT
 from orchestrator.registry import Registry
 
@@ -491,12 +497,19 @@ def _fill(host: PluginHost, hook_name: str, registry: Registry) -> None:
             returned = impl.function(
                 **({"registry": registry} if "registry" in impl.argnames else {})
             )
+        except PluginError as exc:
+            # What registry.add refused is this plugin's doing (graftune plugins lists the
+            # others without it); a name two plugins register is neither's alone.
+            if exc.plugin is None and not isinstance(exc, DuplicateNameError):
+                exc.plugin = impl.plugin_name
+            raise
         except GraftuneError:
             raise
         except Exception as exc:
             raise PluginError(
                 f"plugin {registry.current_owner} failed in {hook_name}: "
-                f"{type(exc).__name__}: {exc}"
+                f"{type(exc).__name__}: {exc}",
+                plugin=impl.plugin_name,
             ) from exc
         if returned is not None:  # pluggy keeps it; graftune adds only what add() is given
             log.warning(

@@ -298,6 +298,46 @@ def test_plugins_command_reports_a_broken_plugin(site):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize(
+    ("hook", "words"),
+    [
+        (
+            "raise RuntimeError('registration hook exploded')",
+            "plugin exploding (graftune-exploding 0.2) failed in graftune_register_strategies: "
+            "RuntimeError: registration hook exploded",
+        ),
+        ("registry.add(ScratchMLP())", "registered an instance of ScratchMLP"),
+    ],
+    ids=["raises", "an-instance"],
+)
+def test_plugins_command_lists_the_others_beside_a_plugin_whose_registration_fails(
+    site, hook, words
+):
+    # Found by QA: the command printed the error alone, where its help promises the table.
+    from orchestrator.cli import app
+
+    source = f"""
+        from orchestrator import hookimpl
+        from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+
+        @hookimpl
+        def graftune_register_strategies(registry):
+            {hook}
+    """
+    make_distribution(
+        site, "graftune-exploding", "0.2", {"gt_test_exploding": source},
+        {"exploding": "gt_test_exploding"},
+    )  # fmt: skip
+    result = CliRunner().invoke(app, ["plugins"])
+    assert result.exit_code == 3, result.output
+    said = " ".join(result.output.split())
+    assert words in said
+    table = said.split("error:")[0]
+    for name in BUILTIN_STRATEGIES:
+        assert name in table
+    assert "data source sklearn" in table and "exploding" not in table
+
+
 def test_registering_an_instance_is_refused_with_what_to_do():
     from orchestrator.registry import Registry
     from orchestrator.strategy import Strategy
