@@ -151,9 +151,17 @@ def _text_number_hint(value: Any) -> str:
         float(value)
     except ValueError:
         return ""
-    if "e" in value.lower() and "." not in value:
-        # YAML 1.1 (PyYAML) reads 1e-6 as text; only 1.0e-6 is a float.
-        return f" (YAML reads {value} as text; write it with a decimal point and a signed exponent, like 1.0e-6 or 1.0e+30)"
+    mantissa, e, exponent = value.strip().lower().partition("e")
+    if e and ("." not in mantissa or exponent[:1] not in ("-", "+")):
+        # YAML 1.1 (PyYAML) reads 1e-6 and 1.0e6 as text; only 1.0e-6 and 1.0e+6 are floats.
+        if "." not in mantissa:
+            mantissa += ".0"
+        if exponent[:1] not in ("-", "+"):
+            exponent = f"+{exponent}"
+        return (
+            f" (YAML reads {value} as text; write it with a decimal point and a signed "
+            f"exponent: {mantissa}e{exponent})"
+        )
     return f" (YAML reads {value!r} in quotes as text; write {value.strip()} without quotes)"
 
 

@@ -327,6 +327,15 @@ def test_check_compatible_accepts(default: Dimension, override: Dimension) -> No
             "YAML reads 1e-3 as text; write it with a decimal point",
         ),
         (Float(0.0, 0.5), Fixed("0.25"), "write 0.25 without quotes"),
+        # Found by QA: an unsigned exponent was taken for quotes ("write 1.0e10 without quotes").
+        (
+            LogFloat(1e-6, 1e-2),
+            Fixed("1.0e10"),
+            "YAML reads 1.0e10 as text; write it with a decimal point and a signed exponent: "
+            "1.0e+10)",
+        ),
+        (LogFloat(1e-6, 1e-2), Choice((1e-3, "1E2")), "signed exponent: 1.0e+2)"),
+        (LogFloat(1e-6, 1e-2), Fixed("2e-3"), "signed exponent: 2.0e-3)"),
     ],
 )
 def test_check_compatible_rejects(default: Dimension, override: Dimension, fragment: str) -> None:
