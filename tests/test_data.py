@@ -781,6 +781,23 @@ def test_npz_missing_file(registry: Registry, tmp_path: Path) -> None:
         prepare(Spec("npz:gone.npz"), registry, tmp_path)
 
 
+def test_a_file_that_is_no_npz_archive_is_said_to_be_none(
+    registry: Registry, tmp_path: Path
+) -> None:
+    # Found by QA: numpy tried it as a pickle, and the message said it held pickled
+    # data and to load it with pickle.load() if trusted.
+    (tmp_path / "text.npz").write_text("hello world, no npz")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    for name in ("text.npz", "one.npy"):
+        with pytest.raises(DataError) as info:
+            check_data_spec(Spec(f"npz:{name}"), registry, tmp_path)
+        assert info.value.key == "source"
+        assert str(info.value).endswith(
+            f"cannot read npz file {tmp_path / name}: it is not an npz archive (the zip of "
+            "arrays numpy.savez writes)"
+        )
+
+
 # --- images ----------------------------------------------------------------------------
 
 

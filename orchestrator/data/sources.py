@@ -933,7 +933,16 @@ def _encode_labels(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
 
 def _open_npz(path: Path) -> Any:
     """Open an npz archive lazily, refusing pickled objects."""
+    import zipfile
+
     try:
+        if path.is_file() and not zipfile.is_zipfile(path):
+            # numpy would try it as a pickle, and say it holds pickled data.
+            raise DataError(
+                f"cannot read npz file {path}: it is not an npz archive (the zip of arrays "
+                "numpy.savez writes)",
+                key="source",
+            )
         return np.load(path, allow_pickle=False)
     except (ValueError, OSError) as exc:
         raise DataError(f"cannot read npz file {path}: {exc}", key="source") from exc
