@@ -276,6 +276,9 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
         if len(frame.columns) == 1:
             problem = "is not comma-separated (its header reads as one column)"
         raise RunDirError(bad_leaderboard(run_dir, problem))
+    problem = _cut_short(path, len(frame))
+    if problem:
+        raise RunDirError(bad_leaderboard(run_dir, problem))
     for column in [*METRIC_COLUMNS, "fit_seconds", "peak_memory_mb"]:
         numeric = column not in frame or pd.api.types.is_numeric_dtype(frame[column])
         if not numeric and frame[column].notna().any():  # (no row: a header's text)
@@ -303,6 +306,35 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
         ):
             types[column] = "Int64"
     return _typed(frame, {**COLUMN_TYPES, **types})
+
+
+def _cut_short(path: Path, rows: int) -> str | None:
+    """How a ``leaderboard.csv`` that pandas reads shows that it was cut short, if it does.
+
+    pandas fills a row's missing cells as empty, so a file cut inside a row read
+    as one whose last trial has no scores. graftune writes every line whole (and
+    atomically), and ``finished.json`` counts the rows of a finished run's.
+    """
+    import csv
+    import io
+
+    text = path.read_text(encoding="utf-8")
+    if not text.endswith("\n"):
+        return "is cut short (its last line has no end)"
+    records = list(csv.reader(io.StringIO(text)))
+    for number, record in enumerate(records[1:], start=1):
+        if len(record) != len(records[0]):
+            return (
+                f"is cut short or edited: its row {number} has {len(record)} cells, its header "
+                f"{len(records[0])}"
+            )
+    try:
+        trials = json.loads((path.parent / "finished.json").read_text())["trials"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if isinstance(trials, int) and trials != rows:
+        return f"is cut short or edited: it has {rows} rows, and its run ended with {trials} trials"
+    return None
 
 
 def to_json(frame: pd.DataFrame) -> str:

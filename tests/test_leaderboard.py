@@ -425,6 +425,14 @@ def test_the_printed_table_says_where_it_cut_an_error_short(tmp_path):
         (lambda text: text.replace(",", ";"), "is not comma-separated"),
         (lambda text: text[:40], "has no column 'val_accuracy', 'test_accuracy'"),
         (lambda text: "", "is empty"),
+        # Found by QA: cut inside a row, or inside the header past the columns checked
+        # above, it read as a leaderboard with a trial's scores missing.
+        (lambda text: text[: text.index("\n", text.index("\n") + 1) + 30], "is cut short (its"),
+        (lambda text: text[: text.index("\n") - 3], "is cut short (its last line has no end)"),
+        (
+            lambda text: re.sub(r"^(1,.*),[^,\n]*$", r"\1", text, count=1, flags=re.M),
+            "is cut short or edited: its row 1 has",
+        ),
         (
             lambda text: text + "x,y,z,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22\n",
             "cannot be read as CSV",
@@ -460,6 +468,26 @@ def test_an_edited_or_damaged_leaderboard_is_one_line_naming_the_file(tmp_path, 
             assert result.exit_code == 2, result.output
             (line,) = result.output.splitlines()
             assert line.startswith(f"error: {csv} {problem}") and fix in line, line
+
+
+def test_a_finished_runs_leaderboard_short_of_its_rows_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    frame = build_leaderboard(RESULTS, metric="val_accuracy", mode="max")
+    write_leaderboard(frame, tmp_path)
+    (tmp_path / "finished.json").write_text(json.dumps({"trials": len(frame)}))
+    assert CliRunner().invoke(app, ["leaderboard", str(tmp_path)]).exit_code == 0
+    csv = tmp_path / "leaderboard.csv"
+    lines = csv.read_text().splitlines(keepends=True)
+    csv.write_text("".join(lines[:-1]))  # cut at a line's end: every row it has is whole
+    result = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{csv} is cut short or edited: it has {len(frame) - 1} rows, and its run ended with "
+        f"{len(frame)} trials; "
+    ) in " ".join(result.output.split())
 
 
 def test_a_leaderboard_without_its_error_column_is_still_shown(tmp_path):
