@@ -89,6 +89,13 @@ def _not_bool(value: Any) -> Any:
 
 
 def _class_label(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        # A label written 1.0 in the data is the integer label 1, as 1 is (found by QA:
+        # the hint said to quote it, and no class is named '1.0').
+        raise ValueError(
+            f"expected a class name or an integer label, got {echoed(value)}; a label "
+            f"written {value} in the data is the integer label {int(value)}: write {int(value)}"
+        )
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         named = "True" if value is True else "False" if value is False else str(value)
         named = ellipsized(named, 160)  # a list YAML aliases repeat made megabytes

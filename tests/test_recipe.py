@@ -464,6 +464,13 @@ BAD_RECIPES = [
         id="class-label-float",
     ),
     pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', classes: [1.0, 2]}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "data.classes.0",
+        "got 1.0; a label written 1.0 in the data is the integer label 1: write 1",
+        id="class-label-a-whole-float",
+    ),
+    pytest.param(
         "name: bad\ndata: {source: 'sklearn:iris', classes: [1, 02]}\n"
         "strategies: {scratch_mlp: {}}\n",
         "data.classes.1",
