@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator.errors import BaseModelError, GraftuneError, did_you_mean
+from orchestrator.errors import BaseModelError, GraftuneError, did_you_mean, first_few
 from orchestrator.markers import hookimpl
 
 if TYPE_CHECKING:
@@ -1225,11 +1225,15 @@ def _describe_entry(folder: Path, spec: BaseSpec, model: Any, owner: str) -> Non
     if spec.pretrain is not None:
         pretrain = spec.pretrain
         architecture = pretrain.architecture or ("cnn" if len(input_shape) == 3 else "mlp")
-        what = (
-            f"{architecture} pretrained on {pretrain.data.source} "
-            f"({pretrain.epochs} epoch{'s' if pretrain.epochs != 1 else ''}, "
-            f"width {pretrain.width})"
-        )
+        # What tells two pretrains on one source apart (found by QA: classes were not said).
+        data = pretrain.data
+        told = [
+            f"{pretrain.epochs} epoch{'s' if pretrain.epochs != 1 else ''}",
+            f"width {pretrain.width}",
+            *([f"classes {first_few([str(c) for c in data.classes], 6)}"] if data.classes else []),
+            *([f"{data.labels_per_class} labels per class"] if data.labels_per_class else []),
+        ]
+        what = f"{architecture} pretrained on {data.source} ({', '.join(told)})"
     elif spec.application is not None:
         what = f"{spec.application} ({spec.weights} weights)"
     elif spec.path is not None:

@@ -534,7 +534,8 @@ def test_cache_info_says_what_a_cached_base_is_and_when_it_was_made(tmp_path):
     assert said.count(pretrained.name) == 1, said
     assert re.search(
         re.escape(
-            f"{pretrained.name} cnn pretrained on sklearn:digits (1 epoch, width 4), "
+            f"{pretrained.name} cnn pretrained on sklearn:digits (1 epoch, width 4, classes "
+            "0, 1, 2, 3, 4), "
             "input (8, 8, 1), output (4, 4, 8), "
         )
         + made,
