@@ -42,7 +42,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from orchestrator.errors import StorageError
 
@@ -369,11 +369,24 @@ def _read_remote(fs: Any, path: str, uri: str) -> str | None:
 # -- copying ----------------------------------------------------------------------
 
 
-def _filesystem(uri: str) -> tuple[Any, str]:
+#: How long a Google Cloud Storage call retries what fails before it gives up, in
+#: seconds: for :func:`check_reachable`, and for the rest. pyarrow's default is 15
+#: minutes, in C++ where neither Ctrl+C nor SIGTERM reach it: offline, a run with
+#: ``gs://`` storage waited 17 minutes and more (found by QA). A retry limit in the
+#: URI (``?retry_limit_seconds=``) is the user's and is kept.
+GCS_RETRY_S = {"check": 5, "transfer": 60}
+
+
+def _filesystem(uri: str, *, retry: str = "transfer") -> tuple[Any, str]:
     import pyarrow.fs
 
+    parts = urlsplit(uri)
+    opened = uri
+    if parts.scheme in ("gs", "gcs") and "retry_limit_seconds" not in parse_qs(parts.query):
+        limit = f"retry_limit_seconds={GCS_RETRY_S[retry]}"
+        opened = urlunsplit(parts._replace(query="&".join(filter(None, (parts.query, limit)))))
     try:
-        return pyarrow.fs.FileSystem.from_uri(uri)
+        return pyarrow.fs.FileSystem.from_uri(opened)
     except Exception as exc:  # pyarrow raises ArrowInvalid, OSError ... by backend
         raise StorageError(f"storage {uri}: {' '.join(str(exc).split())}") from exc
 
@@ -389,7 +402,7 @@ def check_reachable(uri: str) -> None:
     Raises:
         StorageError: The filesystem cannot be made, or cannot be asked for ``uri``.
     """
-    fs, path = _filesystem(uri)
+    fs, path = _filesystem(uri, retry="check")
     try:
         fs.get_file_info(path)
     except Exception as exc:  # pyarrow raises OSError, ArrowInvalid ... by backend

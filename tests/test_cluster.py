@@ -145,6 +145,25 @@ def test_storage_this_machine_cannot_reach_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_google_storage_this_machine_cannot_reach_is_refused_in_seconds():
+    # Found by QA: offline, pyarrow retried for its default 15 minutes, in C++ where
+    # Ctrl+C and SIGTERM do not reach; the run, a job and fetch all hung.
+    from datetime import timedelta
+
+    from orchestrator.storage import GCS_RETRY_S, _filesystem, check_reachable
+
+    def retry_limit(uri: str, **kwargs) -> timedelta:
+        fs, path = _filesystem(uri, **kwargs)
+        assert path == "b/runs"
+        return fs.__reduce__()[1][0]["retry_time_limit"]  # its options, as pickled
+
+    assert retry_limit("gs://b/runs", retry="check") == timedelta(seconds=GCS_RETRY_S["check"])
+    assert retry_limit("gcs://b/runs") == timedelta(seconds=GCS_RETRY_S["transfer"])
+    assert retry_limit("gs://b/runs?retry_limit_seconds=1") == timedelta(seconds=1)  # the user's
+    with pytest.raises(StorageError, match="storage gs://graftune-no-such-bucket/runs: "):
+        check_reachable("gs://graftune-no-such-bucket/runs")
+
+
 def test_uri_storage_round_trip(tmp_path):
     run = tmp_path / "local" / "run-1"
     (run / "best").mkdir(parents=True)
