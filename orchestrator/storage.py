@@ -185,8 +185,10 @@ def plan_run(
 
             info = probe(recipe.resources.address)
             nodes, elsewhere = info.nodes, info.elsewhere
-    if run_name is not None and (Path(run_name).name != run_name or run_name in (".", "..")):
-        raise StorageError(f"run name {run_name!r}: expected a folder name, not a path")
+    # An empty one too (found by QA: --run-name "" made a run of the default name).
+    if run_name is not None and (Path(run_name).name != run_name or run_name in ("", ".", "..")):
+        what = ", not a path" if run_name else ""
+        raise StorageError(f"run name {run_name!r}: expected a folder name{what}")
     storage = recipe.storage
     if run_dir is not None:
         local = Path(run_dir)

@@ -115,6 +115,9 @@ def test_node_local_storage_is_refused_on_several_nodes(tmp_path):
     assert shared.local_dir == tmp_path / "store" / "r2"
     cloud = plan("gs://bucket/runs", 3, run_name="r3")
     assert cloud.remote == "gs://bucket/runs/r3"
+    for name in ("", "..", "a/b"):  # "" made a run of the default name (found by QA)
+        with pytest.raises(StorageError, match=f"run name '{name}': expected a folder name"):
+            plan(None, 1, run_name=name)
     assert cloud.local_dir == tmp_path / "runs" / "r3"
     assert not cloud.stamped  # a name given is kept
     stamped = plan("s3://bucket/runs?region=eu-west-1", 3)
