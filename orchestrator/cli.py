@@ -266,6 +266,10 @@ def validate(
     try:
         host = _host(plugin, recipe)
         loaded = validate_recipe(recipe, host)
+        if loaded.submit.pip:  # the files submit would send (found by QA: ok, then refused)
+            from orchestrator.submit import check_sendable
+
+            check_sendable(loaded, pip=[], plugins=[])
         dataset = check_recipe_data(loaded, host) if data else None
         if dataset is not None:
             check_pretrain_input(loaded, host, dataset)

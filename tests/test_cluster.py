@@ -417,6 +417,21 @@ def test_submit_refuses_a_pip_file_that_is_not_here_before_contacting_a_cluster(
     there = inner.submit.model_copy(update={"pip": [f"wheels/{wheel.name}"]})
     (staged,) = stage(inner.updated(submit=there), tmp_path / "job3").pip
     assert staged.endswith(f"wheels/{wheel.name}") and "RAY_RUNTIME_ENV" in staged
+    # validate checks what submit would send (found by QA: it said ok, submit refused).
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    def validate(pip: str) -> tuple[int, str]:
+        recipe = write_recipe(tmp_path / "v", BASIC + f"submit: {{pip: ['{pip}']}}\n")
+        result = CliRunner().invoke(app, ["validate", str(recipe)])
+        return result.exit_code, " ".join(result.output.split())
+
+    assert validate("graftune-extra==0.1")[0] == 0
+    code, said = validate(f"wheels/{wheel.name}")
+    assert code == 2, said
+    missing = tmp_path / "v" / "wheels" / wheel.name
+    assert said.startswith(f"error: submit.pip wheels/{wheel.name}: no such file {missing};")
 
 
 def test_a_missing_dashboard_address_is_a_usage_error(tmp_path, monkeypatch):
