@@ -1124,8 +1124,21 @@ def jobs_stop(
         return
     out.print(f"{job}: {info.status}", markup=False)
     if not info.status.is_terminal():
-        err.print(f"error: job {job} is still {info.status} after 30 s", markup=False)
+        err.print(f"error: {_not_stopped(job, str(info.status))}", markup=False)
         raise typer.Exit(1)
+
+
+def _not_stopped(job: str, status: str) -> str:
+    """What to say of a job ``jobs stop`` asked to stop and that has not, after 30 s."""
+    said = f"job {job} is still {status} after 30 s"
+    if status == "PENDING":
+        # Ray hands the stop to the job's supervisor, which starts only once the job's
+        # runtime environment is set up (found by QA: said as if the stop had failed).
+        return (
+            f"{said}: Ray stops it once its runtime environment is set up (pip installing "
+            f"its packages); see it end with: graftune jobs status {job}"
+        )
+    return said
 
 
 @app.command()

@@ -310,6 +310,21 @@ def test_a_jobs_run_names_its_data_as_recorded_and_its_results_where_stored(tmp_
     assert "_ray_pkg_x" not in result.output.split("best: ", 1)[1]
 
 
+def test_a_job_stop_still_pending_says_when_ray_will_stop_it():
+    # Found by QA: "still PENDING after 30 s" read as a stop that had failed; Ray hands
+    # the stop to the job's supervisor, which waits for the job's pip install.
+    from ray.job_submission import JobStatus
+
+    from orchestrator.cli import _not_stopped
+
+    said = _not_stopped("j-1", str(JobStatus.PENDING))
+    assert said == (
+        "job j-1 is still PENDING after 30 s: Ray stops it once its runtime environment is "
+        "set up (pip installing its packages); see it end with: graftune jobs status j-1"
+    )
+    assert _not_stopped("j-1", str(JobStatus.RUNNING)) == "job j-1 is still RUNNING after 30 s"
+
+
 def test_a_stopped_jobs_hint_is_to_fetch_it_not_to_resume_its_working_folder(monkeypatch):
     """A job said "graftune run --resume /tmp/ray/session_.../working_dir_files/...",
     a folder Ray deletes, on a machine the user does not work on."""
