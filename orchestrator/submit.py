@@ -279,6 +279,11 @@ def _pip_entries(recipe: Recipe, pip: list[str]) -> list[tuple[str, Path | None]
         *((r, "submit.pip", recipe.base_dir) for r in recipe.submit.pip),
         *((r, "--pip", Path.cwd()) for r in pip),
     ]:
+        if not requirement.strip():  # found by QA: sent on to the cluster's pip
+            raise SubmitError(
+                f"{where} {requirement!r}: an empty entry; give a requirement (name==version) "
+                "or a wheel, sdist or zip that exists here"
+            )
         if requirement in entries or not _names_a_file(requirement):
             entries.setdefault(requirement, None)
             continue

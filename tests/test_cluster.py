@@ -425,6 +425,8 @@ def test_submit_refuses_a_pip_file_that_is_not_here_before_contacting_a_cluster(
         with pytest.raises(SubmitError, match=re.escape(f"--pip {entry}: {tmp_path}")) as said:
             check_sendable(recipe, pip=[entry], plugins=[])
         assert problem in str(said.value)
+    with pytest.raises(SubmitError, match="--pip ' ': an empty entry"):  # sent on (found by QA)
+        check_sendable(recipe, pip=[" "], plugins=[])
     # The recipe's entries are paths from its folder, as its other paths are.
     (tmp_path / "sub" / "wheels").mkdir(parents=True)
     shutil.copy(wheel, tmp_path / "sub" / "wheels" / wheel.name)
