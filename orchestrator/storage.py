@@ -534,6 +534,7 @@ def fetch(location: str, dest: Path) -> Path:
     if dest.exists() and any(dest.iterdir()):
         raise StorageError(f"{dest} exists and is not empty; choose another DEST")
     if is_uri(location):
+        check_reachable(location)  # in seconds, where a copy's retries take a minute
         if not download(location, dest):
             raise StorageError(f"there is no run at {location} (yet)")
         return dest

@@ -148,12 +148,12 @@ def test_storage_this_machine_cannot_reach_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_google_storage_this_machine_cannot_reach_is_refused_in_seconds():
+def test_google_storage_this_machine_cannot_reach_is_refused_in_seconds(tmp_path):
     # Found by QA: offline, pyarrow retried for its default 15 minutes, in C++ where
     # Ctrl+C and SIGTERM do not reach; the run, a job and fetch all hung.
     from datetime import timedelta
 
-    from orchestrator.storage import GCS_RETRY_S, _filesystem, check_reachable
+    from orchestrator.storage import GCS_RETRY_S, _filesystem, check_reachable, fetch
 
     def retry_limit(uri: str, **kwargs) -> timedelta:
         fs, path = _filesystem(uri, **kwargs)
@@ -165,6 +165,9 @@ def test_google_storage_this_machine_cannot_reach_is_refused_in_seconds():
     assert retry_limit("gs://b/runs?retry_limit_seconds=1") == timedelta(seconds=1)  # the user's
     with pytest.raises(StorageError, match="storage gs://graftune-no-such-bucket/runs: "):
         check_reachable("gs://graftune-no-such-bucket/runs")
+    with pytest.raises(StorageError, match="storage gs://graftune-no-such-bucket/runs/j: "):
+        fetch("gs://graftune-no-such-bucket/runs/j", tmp_path / "fetched")  # as fetch's job
+    assert not (tmp_path / "fetched").exists()
 
 
 def test_uri_storage_round_trip(tmp_path):
