@@ -182,7 +182,7 @@ def _ask(method: Any, context: SpaceContext, who: str) -> Any:
         return method(context)
     except GraftuneError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its error too
         raise PluginError(f"{who}: {method.__name__}() raised {type(exc).__name__}: {exc}") from exc
 
 
@@ -205,7 +205,7 @@ def space_notes(
     def note(config: dict[str, Any]) -> str | None:
         try:
             said = strategy.config_note(config, epochs)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise PluginError(
                 f"strategy {strategy.name!r} from plugin {owner}: config_note() raised "
                 f"{type(exc).__name__}: {exc}"
@@ -435,7 +435,7 @@ def check_strategies(
             registered = dict(keras.saving.get_custom_objects())
             try:
                 model = strategy.build(dict(config), task, loaded)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:  # as a trial takes them (run_trial)
                 log.warning(
                     "strategy %r from plugin %s raised in build() for its smallest "
                     "configuration %s (its trials will record the error): %s: %s",

@@ -600,6 +600,31 @@ def test_a_space_keeps_off_the_leaderboards_own_columns_and_64_bit_overflow() ->
         assert str(info.value) == words
 
 
+def test_a_strategy_that_calls_sys_exit_before_the_trials_is_a_plugin_error() -> None:
+    # A plugin's sys.exit() in validate's calls ended the command with its message, status 1.
+    from orchestrator.errors import PluginError
+    from orchestrator.preflight import space_notes, strategy_space
+    from orchestrator.strategy import SpaceContext, Strategy
+
+    class Exits(Strategy):
+        name = "exits"
+
+        def search_space(self, context):
+            raise SystemExit("no space today")
+
+        def config_note(self, config, epochs):
+            raise SystemExit("no note today")
+
+    with pytest.raises(PluginError) as info:
+        strategy_space(Exits(), SpaceContext(), "exits (dist 1)")
+    assert str(info.value) == (
+        "strategy 'exits' from plugin exits (dist 1): search_space() raised SystemExit: "
+        "no space today"
+    )
+    with pytest.raises(PluginError, match="config_note\\(\\) raised SystemExit: no note today"):
+        space_notes(Exits(), {"w": Choice((1, 2))}, 2, "exits (dist 1)")
+
+
 def test_distinct_configurations_counts_a_value_once_however_it_is_written() -> None:
     from orchestrator.space import distinct_configurations
 
