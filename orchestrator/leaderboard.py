@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import html
+import io
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -261,10 +262,13 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
         raise RunDirError(no_leaderboard(Path(run_dir)))  # as `graftune leaderboard` says
     text_columns = {c: str for c, kind in COLUMN_TYPES.items() if kind == "object"}
     try:
+        written = path.read_text(encoding="utf-8")  # read once, parsed twice
         # Only an empty cell is missing: a searched choice may be the text "nan",
         # "None" or "NA", which pandas would otherwise read as missing too.
-        frame = pd.read_csv(path, keep_default_na=False, na_values=[""], dtype=text_columns)
-        text = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        frame = pd.read_csv(
+            io.StringIO(written), keep_default_na=False, na_values=[""], dtype=text_columns
+        )
+        text = pd.read_csv(io.StringIO(written), dtype=str, keep_default_na=False, na_values=[""])
     except pd.errors.EmptyDataError:
         raise RunDirError(bad_leaderboard(run_dir, "is empty")) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -276,7 +280,7 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
         if len(frame.columns) == 1:
             problem = "is not comma-separated (its header reads as one column)"
         raise RunDirError(bad_leaderboard(run_dir, problem))
-    problem = _cut_short(path, len(frame))
+    problem = _cut_short(written, path, len(frame))
     if problem:
         raise RunDirError(bad_leaderboard(run_dir, problem))
     for column in [*METRIC_COLUMNS, "fit_seconds", "peak_memory_mb"]:
@@ -308,7 +312,7 @@ def read_leaderboard(run_dir: Path) -> pd.DataFrame:
     return _typed(frame, {**COLUMN_TYPES, **types})
 
 
-def _cut_short(path: Path, rows: int) -> str | None:
+def _cut_short(text: str, path: Path, rows: int) -> str | None:
     """How a ``leaderboard.csv`` that pandas reads shows that it was cut short, if it does.
 
     pandas fills a row's missing cells as empty, so a file cut inside a row read
@@ -316,9 +320,7 @@ def _cut_short(path: Path, rows: int) -> str | None:
     atomically), and ``finished.json`` counts the rows of a finished run's.
     """
     import csv
-    import io
 
-    text = path.read_text(encoding="utf-8")
     if not text.endswith("\n"):
         return "is cut short (its last line has no end)"
     records = list(csv.reader(io.StringIO(text)))

@@ -38,6 +38,7 @@ from orchestrator.space import (
     Int,
     LogFloat,
     choice_identity,
+    extremes,
     int_problem,
     uses_all,
 )
@@ -98,10 +99,8 @@ def space_problems(space: Any, takes_base: bool = True) -> list[str]:
 
 
 def _dimension_problem(dim: Dimension) -> str | None:
-    values = dim.values if isinstance(dim, Choice) and isinstance(dim.values, tuple) else ()
-    bounds = (dim.low, dim.high) if isinstance(dim, (Int, Float, LogFloat)) else ()
-    for value in (*bounds, *values, *([dim.value] if isinstance(dim, Fixed) else [])):
-        problem = int_problem(value)
+    if not isinstance(dim, Choice) or isinstance(dim.values, tuple):  # (else: said below)
+        problem = next(filter(None, map(int_problem, extremes(dim))), None)
         if problem:
             return problem
     if isinstance(dim, Int):
@@ -200,7 +199,7 @@ def space_notes(
     Raises:
         PluginError: ``config_note`` raised, naming the strategy and ``owner``.
     """
-    from orchestrator.space import extremes, smallest_config
+    from orchestrator.space import smallest_config
 
     def note(config: dict[str, Any]) -> str | None:
         try:
