@@ -31,6 +31,7 @@ seed.
 
     python benchmarks/schedulers.py [--workload digits|glyphs|glyphs32]
         [--order grid|random|own-space] [--seeds N]
+        [--grace-period 2] [--reduction-factor 3]
 """
 
 from __future__ import annotations
@@ -80,7 +81,13 @@ SPACES = {
 
 
 def search(
-    scheduler: str, folder: Path, workload: str, order: str, seed: int
+    scheduler: str,
+    folder: Path,
+    workload: str,
+    order: str,
+    seed: int,
+    grace_period: int = 2,
+    reduction_factor: float = 3,
 ) -> tuple[float, list[dict], float, list[dict], list[tuple]]:
     started = common.time.time()
     seconds, outcome = common.timed(
@@ -96,8 +103,8 @@ def search(
               algorithm: {ORDERS[order]}
               scheduler: {scheduler}
               max_epochs: {EPOCHS}
-              grace_period: 2
-              reduction_factor: 3
+              grace_period: {grace_period}
+              reduction_factor: {reduction_factor}
               batch_size: 32
               max_concurrent_trials: 2
             resources: {{cpus_per_trial: 1}}
@@ -138,6 +145,8 @@ def main() -> None:
     parser.add_argument(
         "--seeds", type=int, default=3, help="recipe seeds per random order (grid: one)"
     )
+    parser.add_argument("--grace-period", type=int, default=2, help="ASHA's and Hyperband's")
+    parser.add_argument("--reduction-factor", type=float, default=3, help="theirs too")
     args = parser.parse_args()
     workloads = args.workload or list(WORKLOADS)
     orders = args.order or list(ORDERS)
@@ -152,7 +161,15 @@ def main() -> None:
                     runs.append({})
                     for scheduler in SCHEDULERS:
                         folder = common.workdir(f"sched-{workload}-{order}-{scheduler}")
-                        runs[-1][scheduler] = search(scheduler, folder, workload, order, seed)
+                        runs[-1][scheduler] = search(
+                            scheduler,
+                            folder,
+                            workload,
+                            order,
+                            seed,
+                            args.grace_period,
+                            args.reduction_factor,
+                        )
                         print(
                             f"{workload} {order} seed {seed} {scheduler}: "
                             f"{runs[-1][scheduler][0]:.1f} s",
@@ -168,7 +185,8 @@ def main() -> None:
         Targets: time to within 1 point of FIFO's best <= 0.5x FIFO's; final best within
         1 point of FIFO's. Hyperband runs its brackets asynchronously (Ray's
         AsyncHyperBandScheduler with several brackets). Two concurrent trials on 2 CPUs,
-        grace period 2, reduction factor 3, 20 epochs. Grid order: one run (seed 0);
+        grace period {args.grace_period}, reduction factor {args.reduction_factor:g}, 20 epochs.
+        Grid order: one run (seed 0);
         random orders: {args.seeds} recipe seeds, medians over them, each seed's ratio
         against FIFO's run of the same seed.
         """
