@@ -760,7 +760,7 @@ def predict(
             "--out",
             "-o",
             help="Write here, as its suffix says: .csv, .parquet or .json "
-            "(default: CSV on stdout). Never the data read or a file of the run.",
+            "(default, or -: CSV on stdout). Never the data read or a file of the run.",
             metavar="PATH",
             callback=_home,
         ),
@@ -785,9 +785,12 @@ def predict(
 ) -> None:
     """Predict every example of a data source with the run's best (or a named) model."""
     from orchestrator.errors import check_output_file
+    from orchestrator.paths import is_stream
     from orchestrator.predict import check_out, write_predictions
     from orchestrator.predict import predict as run_predict
 
+    if out_path == Path("-"):  # the usual name for stdout (it made a file named "-")
+        out_path = None
     try:
         if out_path is not None:  # before the model is loaded and run
             check_output_file(out_path)
@@ -801,10 +804,10 @@ def predict(
     except Exception as exc:
         _fail(exc)
         return
-    where = err
+    where = err  # the summary goes beside the predictions, not into them
     if out_path is None:
         sys.stdout.write(result.frame.to_csv(index=False))
-    else:
+    elif not is_stream(out_path):  # -o /dev/stdout or a FIFO: the predictions' stream
         where = out
     ref = result.model
     line = f"{len(result.frame)} predictions by {ref.strategy} trial {ref.trial_id}"

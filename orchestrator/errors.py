@@ -6,6 +6,7 @@ here carries a traceback to the user unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import os
 import unicodedata
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
@@ -309,10 +310,14 @@ def check_output_file(path: Path, option: str = "--out") -> None:
         OutputPathError: ``path`` is a folder, or its folder does not exist, is
             a file, or is not writable.
     """
+    from orchestrator.paths import is_stream, written_path
+
     path = Path(path)
-    folder = path.absolute().parent
+    folder = written_path(path).absolute().parent
     if path.is_dir():
         problem = "is a folder; give a file name"
+    elif is_stream(path):  # a FIFO or /dev/stdout: written into, in a folder of its own
+        problem = None if os.access(path, os.W_OK) else "is not writable"
     elif not folder.exists():
         problem = f"its folder {folder} does not exist"
     else:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import one_line, shortened, temporary_name
+from orchestrator.paths import is_stream, written_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -388,7 +389,10 @@ def replacing(path: Path) -> Iterator[Path]:
     the folder or a lock on it). If the ``with`` block raises, the temporary
     file is removed and ``path`` is left as it was.
     """
-    path = Path(path)
+    path = written_path(path)
+    if is_stream(path):  # a FIFO or /dev/stdout: written into, not replaced
+        yield path
+        return
     stem = shortened(path.stem)
     for left in path.parent.glob(f"{glob.escape(stem)}.*.tmp{glob.escape(path.suffix)}"):
         left.unlink()
@@ -405,8 +409,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so readers never see half a file.
 
     If either step fails, the temporary file is removed and ``path`` is as it was.
+    A symbolic link stays one (its target is replaced), and a FIFO or a device
+    (``/dev/stdout``) is written into.
     """
-    path = Path(path)
+    path = written_path(path)
+    if is_stream(path):
+        path.write_text(text, encoding="utf-8")
+        return
     tmp = path.with_name(temporary_name(path.name))
     try:
         tmp.write_text(text, encoding="utf-8")

@@ -29,6 +29,7 @@ from orchestrator.errors import (
     no_leaderboard,
     still_running,
 )
+from orchestrator.paths import is_stream
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -611,7 +612,7 @@ def check_out(
             f"--out {path} is the data file of --data {source}; write the predictions "
             "to another file"
         )
-    if path.exists() and not replace:
+    if path.exists() and not is_stream(path) and not replace:
         raise OutputPathError(f"--out {path} exists; name a new file, or --force to replace it")
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import RunDirError, no_leaderboard
+from orchestrator.paths import is_stream
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -196,7 +197,7 @@ def check_replaceable(path: str | Path, *, force: bool) -> None:
     from orchestrator.errors import OutputPathError
 
     path = Path(path)
-    if force or not path.exists():
+    if force or not path.exists() or is_stream(path):  # a FIFO is written into, not replaced
         return
     try:
         with open(path, "rb") as file:

@@ -235,6 +235,43 @@ def test_replacing_leaves_the_file_as_it_was_when_the_writer_fails(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]
 
 
+def test_a_link_stays_a_link_and_a_fifo_is_written_into(tmp_path):
+    """Found by QA: ``--out link.csv --force`` made the link a file (the target kept
+    its old text), and ``--out fifo --force`` put a file where the FIFO was, its reader
+    left waiting for ever."""
+    import os
+    import threading
+
+    target = tmp_path / "target.csv"
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    with replacing(link) as tmp:
+        tmp.write_text("newer")
+    assert link.is_symlink() and target.read_text() == "newer"
+
+    fifo = tmp_path / "fifo.csv"
+    os.mkfifo(fifo)
+    for write in (
+        lambda: atomic_write_text(fifo, "through"),
+        lambda: replacing_write(fifo, "through"),
+    ):
+        got: list[str] = []
+        reader = threading.Thread(target=lambda got=got: got.append(fifo.read_text()), daemon=True)
+        reader.start()
+        write()
+        reader.join(timeout=30)
+        assert got == ["through"] and fifo.is_fifo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.csv", "link.csv", "target.csv"]
+
+
+def replacing_write(path, text):
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+
+
 def test_atomic_write_text_that_cannot_move_its_file_leaves_no_temporary_file(tmp_path):
     folder = tmp_path / "taken"
     folder.mkdir()  # os.replace cannot put a file over a folder

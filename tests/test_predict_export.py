@@ -427,6 +427,45 @@ def test_predict_writes_the_format_its_out_file_names(wine_run, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "p.csv"), written["csv"])
 
 
+def test_predict_writes_into_a_fifo_and_through_a_link_and_takes_dash_for_stdout(
+    wine_run, tmp_path, monkeypatch
+):
+    """Found by QA: ``-o fifo`` was refused as existing, and with --force replaced by a
+    file (its reader waited for ever); ``-o link.csv --force`` replaced the link; ``-o -``
+    wrote a file named "-"."""
+    import os
+    import threading
+
+    data = f"csv:{WINE_CSV}"
+    expected = invoke("predict", wine_run.run_dir, "--data", data)
+    assert expected.exit_code == 0, expected.output
+    csv = expected.stdout
+
+    fifo = tmp_path / "p.csv"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    result = invoke("predict", wine_run.run_dir, "--data", data, "-o", fifo)
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert got == [csv] and fifo.is_fifo()
+    assert f"written to {fifo}" in result.stderr and result.stdout == ""
+
+    target = tmp_path / "kept.csv"
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    result = invoke("predict", wine_run.run_dir, "--data", data, "-o", link, "--force")
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and target.read_text() == csv
+
+    monkeypatch.chdir(tmp_path)
+    result = invoke("predict", wine_run.run_dir, "--data", data, "-o", "-")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == csv and not (tmp_path / "-").exists()
+
+
 def test_predict_refuses_an_unlabelled_tables_infinite_values_naming_the_row(wine_run, tmp_path):
     """They were predicted, all alike, as a labelled table's are refused."""
     table = pd.read_csv(WINE_CSV).drop(columns="cultivar")
