@@ -190,18 +190,27 @@ def _fail_fast() -> Iterator[None]:
     they are set here for the reporter's calls only (a value the user set is
     kept) and put back after. urllib3 logs each retry as a warning, which
     would reach the console even with ``-q``; the single warning the host
-    prints when the hook raises says what went wrong.
+    prints when the hook raises says what went wrong. MLflow's own INFO lines
+    (a SQLite store's "Creating initial MLflow database tables...") went
+    through ``-q`` and over the live view too: its logger says warnings only
+    here, unless the user set ``MLFLOW_LOGGING_LEVEL``.
     """
+    import mlflow  # noqa: F401  (its import gives its logger the level changed below)
+
     added = [name for name in FAIL_FAST_SETTINGS if name not in os.environ]
     for name in added:
         os.environ[name] = FAIL_FAST_SETTINGS[name]
-    retries = logging.getLogger("urllib3.connectionpool")
-    level = retries.level
-    retries.setLevel(logging.ERROR)
+    quieted = {"urllib3.connectionpool": logging.ERROR}
+    if not os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        quieted["mlflow"] = logging.WARNING
+    levels = {name: logging.getLogger(name).level for name in quieted}
+    for name, level in quieted.items():
+        logging.getLogger(name).setLevel(level)
     try:
         yield
     finally:
-        retries.setLevel(level)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
         for name in added:
             os.environ.pop(name, None)
 

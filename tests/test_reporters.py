@@ -216,6 +216,51 @@ def test_a_tracking_server_nobody_answers_is_given_up_on_within_seconds(
     assert logging.getLogger("urllib3.connectionpool").level == logging.NOTSET
 
 
+def test_mlflows_info_lines_stay_off_the_console_unless_asked_for(tmp_path, monkeypatch):
+    """Found by QA: a SQLite tracking URI printed MLflow's "Creating initial MLflow
+    database tables..." and "Updating database tables" through ``run -q``."""
+    import pandas as pd
+    import yaml
+
+    from orchestrator.recipe import parse_recipe
+
+    pytest.importorskip("mlflow")
+    pytest.importorskip("sqlalchemy")
+    recipe = parse_recipe(yaml.safe_dump(RECIPE), numbered=False)
+
+    class Seen(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.DEBUG)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+    for asked, expect_info in ((None, False), ("INFO", True)):
+        if asked is None:
+            monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+        else:
+            monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", asked)
+        store = tmp_path / f"{asked}.db"  # a new database: MLflow makes its tables
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
+        seen = Seen()
+        logger = logging.getLogger("mlflow")
+        logger.addHandler(seen)
+        level = logger.level
+        try:
+            host = get_plugin_manager()
+            host.notify("graftune_run_started", recipe=recipe, run_dir=tmp_path / str(asked))
+            host.notify(
+                "graftune_run_finished", leaderboard=pd.DataFrame(), run_dir=tmp_path / str(asked)
+            )
+        finally:
+            logger.removeHandler(seen)
+        assert store.exists()  # the reporter did use the store
+        info = [line for line in seen.lines if line.startswith("INFO")]
+        assert bool(info) == expect_info, seen.lines
+        assert logger.level == level  # as it was after the reporter's calls
+
+
 def test_a_tracking_uri_without_mlflow_installed_is_said(tmp_path, monkeypatch, caplog):
     """Found by QA: with the quick start's install (no [mlflow] extra) a run given
     MLFLOW_TRACKING_URI logged nothing and said nothing."""
