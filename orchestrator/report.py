@@ -661,10 +661,14 @@ def _draw(title: str, caption: str, draw: Callable[[], Figure]) -> Plot:
 
 def _run_plots(run: RunRecord) -> list[tuple[str, str, Callable[[], Figure]]]:
     metric = run.metric
-    failed = int((run.leaderboard[metric].isna()).sum())
-    unscored = (
-        f" {failed} trial(s) without a score (failed or diverged) are not shown." if failed else ""
-    )
+    unscored = ""
+    frame = run.leaderboard
+    statuses = frame.loc[~frame.index.isin(run.scored().index), "status"]
+    if len(statuses):  # by status: "failed or diverged" named an error neither (found by QA)
+        counts = statuses.fillna("no status").astype(str).value_counts()
+        said = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        were = "trial without a score is" if len(statuses) == 1 else "trials without a score are"
+        unscored = f" {len(statuses)} {were} not shown ({said})."
     plots: list[tuple[str, str, Callable[[], Figure]]] = [
         (
             f"{metric} of every trial by strategy",

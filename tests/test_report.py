@@ -352,6 +352,30 @@ def test_diverged_trials_are_not_scored_and_default_strategies_are_shown(tmp_pat
     assert ">True<" in _cell("two_phase", True) and ">False<" in _cell("two_phase", False)
 
 
+def test_the_first_plot_says_how_many_trials_of_which_status_it_leaves_out(tmp_path):
+    """Found by QA: an ``error`` trial was said to be "failed or diverged"."""
+    from orchestrator.report import RunRecord, _run_plots
+
+    def caption(statuses: list[str], scores: list[float | None]) -> str:
+        frame = pd.DataFrame(
+            {
+                "strategy": ["a"] * len(statuses),
+                "trial_id": [f"t{i}" for i in range(len(statuses))],
+                "status": statuses,
+                "val_accuracy": scores,
+            }
+        )
+        run = RunRecord(tmp_path, {}, "", "val_accuracy", "max", frame, ["a"], None)
+        return _run_plots(run)[0][1]
+
+    said = caption(["ok", "error"], [0.9, None])
+    assert said.endswith("1 trial without a score is not shown (1 error).")
+    # A diverged trial's early score is not shown either (RunRecord.scored).
+    said = caption(["ok", "error", "diverged", "failed", "pruned"], [0.9, None, 0.2, None, 0.5])
+    assert said.endswith("3 trials without a score are not shown (1 diverged, 1 error, 1 failed).")
+    assert "not shown" not in caption(["ok", "pruned"], [0.9, 0.5])
+
+
 def test_a_columns_numbers_are_shown_with_the_same_decimals():
     """Found by QA: peak_memory_mb read `1010 | 1016.400 | 973.900` in the report."""
     import re
