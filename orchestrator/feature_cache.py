@@ -73,6 +73,21 @@ def feature_entries() -> dict[str, Path]:
         return {}
 
 
+def feature_stamps() -> dict[str, tuple[int, int] | None]:
+    """Each feature entry's name, with the identity of its ``meta.json`` (written
+    last, and replaced when a damaged entry is computed again): ``None`` where it
+    cannot be read."""
+    stamps: dict[str, tuple[int, int] | None] = {}
+    for name, folder in feature_entries().items():
+        try:
+            status = (folder / "meta.json").stat()
+        except OSError:
+            stamps[name] = None
+        else:
+            stamps[name] = (status.st_ino, status.st_mtime_ns)
+    return stamps
+
+
 def entries_size(folders: Iterable[Path]) -> int:
     """The bytes the entries in ``folders`` take."""
     return sum(_size(folder) for folder in folders)
