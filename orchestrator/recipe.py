@@ -459,8 +459,17 @@ class Recipe(_Model):
         )
 
     def data_error(self, prefix: tuple[str, ...], exc: DataError) -> RecipeError:
-        """A data source's error at its key under ``prefix`` (``data``, ``base.pretrain.data``)."""
-        return self.error((*prefix, exc.key or "source"), str(exc))
+        """A data source's error at its key under ``prefix`` (``data``, ``base.pretrain.data``).
+
+        A key the recipe leaves out is at fault with its default value: the
+        message says so, since the line given is its section's (found by QA:
+        ``data.split`` was named at ``data:`` of a recipe without one).
+        """
+        key = (*prefix, exc.key or "source")
+        message = str(exc)
+        if self._lines and tuple(map(str, key)) not in self._lines:
+            message += f" ({key[-1]} is not in the recipe: this is its default)"
+        return self.error(key, message)
 
     def base_error(self, exc: BaseModelError) -> RecipeError:
         """A base provider's error at its key of the ``base:`` section (its kind's without one)."""

@@ -920,6 +920,10 @@ def test_validate_data_finds_what_only_reading_the_data_shows(
     assert_exit(result, 2)
     assert f"{path}:2: {key_path}: " in result.output, result.output
     assert fragment in result.output, result.output
+    # Found by QA: data.split was named at data:'s line with no word that the recipe
+    # has none (its default split is at fault); data.source is in the recipe.
+    default = "(split is not in the recipe: this is its default)"
+    assert (default in result.output) == (key_path == "data.split"), result.output
 
 
 def test_validate_data_prints_the_splits_a_run_would_make(tmp_path: Path) -> None:
