@@ -670,9 +670,15 @@ def _run(
             budget = recipe.search.time_budget_s
             if recipe.search.backend == "ray" and budget is not None and len(found) < planned:
                 # Tune starts no trial once the budget is spent (keras_tuner says its own).
+                left = planned - len(found)
                 events.warn(
                     f"{name}: search.time_budget_s ({budget:g} s) ran out: {len(found)} of "
-                    f"{planned} trials ran, the other {planned - len(found)} were not started"
+                    f"{planned} trials ran, "
+                    + (
+                        "the other was not started"
+                        if left == 1
+                        else f"the other {left} were not started"
+                    )
                 )
             _write_search(done_file, found)
             events.search_finished(name, len(found))
