@@ -265,7 +265,8 @@ def load_model(ref: ModelRef) -> Any:
             f"trial {ref.strategy}/{ref.trial_id} trained on cached features of a base "
             f"that is no longer in graftune's cache ({where}); the run's best "
             f"model ({run_dir / BEST_MODEL}) is whole, or run the recipe again with this "
-            "cache to make the base again"
+            "cache to make the base again (the same base only from the same base file, "
+            "weights, or pretrain data and settings)"
         )
     try:
         return load_trial_model(folder, base, ref.input_shape)

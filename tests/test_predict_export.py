@@ -840,6 +840,9 @@ def test_a_cached_trial_whose_base_left_the_cache_is_refused_with_the_way_out(
     assert "no longer in graftune's cache (neither at " in result.output
     assert f"{base['path']}, where the run kept it, nor at {here})" in result.output
     assert "best model" in result.output
+    # Found by QA: running the recipe again makes another base where its file changed.
+    said = " ".join(result.output.split())
+    assert "(the same base only from the same base file, weights, or pretrain data" in said
     assert not out.exists()
 
 
