@@ -553,14 +553,12 @@ def _say_features_cached(before: dict[str, tuple[int, int] | None]) -> None:
     as the run began; an entry it computed again (a damaged one) counts too.
     """
     from orchestrator.bases import cache_dir
-    from orchestrator.feature_cache import entries_size, feature_entries, feature_stamps, size_text
+    from orchestrator.feature_cache import entries_size, feature_stamps, features_dir, size_text
 
-    now = feature_stamps()
-    folders = feature_entries()
     made = entries_size(
-        folders[name]
-        for name, stamp in now.items()
-        if name in folders and before.get(name, 0) != stamp
+        features_dir() / name
+        for name, stamp in feature_stamps().items()
+        if before.get(name, 0) != stamp
     )
     if made:
         out.print(
