@@ -389,10 +389,10 @@ def replacing(path: Path) -> Iterator[Path]:
     the folder or a lock on it). If the ``with`` block raises, the temporary
     file is removed and ``path`` is left as it was.
     """
-    path = written_path(path)
     if is_stream(path):  # a FIFO or /dev/stdout: written into, not replaced
-        yield path
+        yield Path(path)  # by its own name: /dev/stdout's link to a pipe leads nowhere
         return
+    path = written_path(path)
     stem = shortened(path.stem)
     for left in path.parent.glob(f"{glob.escape(stem)}.*.tmp{glob.escape(path.suffix)}"):
         left.unlink()
@@ -412,10 +412,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     A symbolic link stays one (its target is replaced), and a FIFO or a device
     (``/dev/stdout``) is written into.
     """
-    path = written_path(path)
-    if is_stream(path):
-        path.write_text(text, encoding="utf-8")
+    if is_stream(path):  # by its own name: /dev/stdout's link to a pipe leads nowhere
+        Path(path).write_text(text, encoding="utf-8")
         return
+    path = written_path(path)
     tmp = path.with_name(temporary_name(path.name))
     try:
         tmp.write_text(text, encoding="utf-8")

@@ -265,6 +265,17 @@ def test_a_link_stays_a_link_and_a_fifo_is_written_into(tmp_path):
         reader.join(timeout=30)
         assert got == ["through"] and fifo.is_fifo()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.csv", "link.csv", "target.csv"]
+    # /dev/stdout on a pipe: its link leads to no path ("/proc/PID/fd/pipe:[...]").
+    import subprocess
+    import sys
+
+    code = (
+        "from orchestrator.leaderboard import atomic_write_text, replacing\n"
+        "atomic_write_text('/dev/stdout', 'a\\n')\n"
+        "with replacing('/dev/stdout') as tmp:\n    tmp.write_text('b\\n')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "a\nb\n"), done.stderr
 
 
 def replacing_write(path, text):
