@@ -198,11 +198,14 @@ def run_recipe(
     The process is left as it was found: Ray's loggers, routed to the run's
     ``ray.log`` while it runs, and the environment (Ray's start sets variables
     of its own) are put back; a Ray the run started is shut down, one that was
-    up is left up.
+    up is left up. Its garbage collections walk only what the run made, and
+    leave the caller's objects as collectable as they were
+    (:func:`~orchestrator.trial.collecting_its_own_garbage`).
     """
+    from orchestrator.trial import collecting_its_own_garbage
     from orchestrator.tuning.ray_start import kept_process_state
 
-    with kept_process_state():
+    with kept_process_state(), collecting_its_own_garbage():
         return _run_recipe(
             recipe,
             run_dir=run_dir,

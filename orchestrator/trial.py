@@ -1024,6 +1024,35 @@ def _freeze_imports() -> None:
 _FROZEN = False
 
 
+@contextlib.contextmanager
+def collecting_its_own_garbage() -> Iterator[None]:
+    """Within it, a run's garbage collections walk only what the run made; after
+    it, every object of the process is collectable again.
+
+    A run in a caller's process (``run_recipe``, the CLI) collects at its
+    pre-flight check, after each in-process trial (``search.backend:
+    keras_tuner``) and at the search's end. A full collection walks every object
+    of the process, a notebook's or a test session's millions included (0.5 s
+    and more each time), where the garbage is the run's: what the process held
+    before is frozen (:func:`gc.freeze`) for the run, and in-process trials
+    freeze their imports as a worker's first trial does
+    (:func:`_freeze_imports`). At the end all of it is unfrozen: a trial had
+    frozen the caller's objects for good, so that one of them left in a
+    reference cycle later was never freed. A process that froze objects itself
+    is left as it is: nothing frozen here, nothing thawed.
+    """
+    global _FROZEN
+    if gc.get_freeze_count() or _FROZEN:
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        _FROZEN = False
+
+
 def _release() -> None:
     import keras
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import json
 import logging
@@ -11,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+import weakref
 import zipfile
 from pathlib import Path
 
@@ -337,8 +339,21 @@ def test_keras_tuner_backend_gives_the_same_columns_as_ray(wine_run, tmp_path):
 def test_keras_tuner_oracles(tmp_path, search):
     strategies = "scratch_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: 16, lambda: 1.0e-5"
     strategies += ", learning_rate: 0.01}}" if "grid" in search else "}}"
+
+    class Caller:  # an object of the caller's, held in a reference cycle
+        pass
+
+    cycle = Caller()
+    cycle.itself = cycle
+    held = weakref.ref(cycle)
     frame = run(write_recipe(tmp_path, search, strategies)).leaderboard
     assert (frame["status"] == "ok").all()
+    # The in-process trials left the caller's objects collectable: they had frozen
+    # them for good (gc.freeze), and a cycle dropped after the run was never freed.
+    assert gc.get_freeze_count() == 0
+    del cycle
+    gc.collect()
+    assert held() is None
     if "grid" in search:
         assert sorted(frame["hidden_layers"]) == [1, 2]
     else:  # the first configuration is scratch_mlp's defaults
