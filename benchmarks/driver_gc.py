@@ -1,0 +1,139 @@
+"""What a run's garbage collections cost the process that calls it.
+
+A run collects garbage in its own process at the pre-flight check, at the
+search's end and, with ``search.backend: keras_tuner``, after each trial. A
+full collection walks every object the process holds: in a notebook or a test
+session that has read data and run other things, millions that are not the
+run's. Since this benchmark was written a run freezes what its caller held
+(``orchestrator.trial.collecting_its_own_garbage``) and its collections walk
+only what the run made.
+
+Each child process makes a caller's heap of ``--objects`` small objects (a
+list of one-element lists, as a DataFrame's or a result list's Python objects
+would be), runs a tiny Ray recipe once to warm up (Keras' and Ray's imports)
+and then once more, timed: the run's CPU seconds in this process, its wall
+seconds, and the seconds its garbage collections took (``gc.callbacks``). The
+two variants, "walks everything" (the context replaced by a no-op, as before)
+and "walks the run's", alternate, each in a fresh process.
+
+    python benchmarks/driver_gc.py [--repeats 3] [--objects 0 --objects 3000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import common
+
+RECIPE = """
+name: driver-gc
+data: {source: sklearn:iris}
+strategies: {scratch_mlp: {space: {hidden_layers: 1, width: 16}}}
+search: {num_samples: 2, max_epochs: 1}
+output: runs/
+"""
+VARIANTS = {"everything": "walks everything (before)", "own": "walks the run's (now)"}
+
+
+def child(variant: str, objects: int) -> dict[str, float]:
+    import contextlib
+    import gc
+
+    heap = [[i] for i in range(objects)]  # the caller's objects, held through the run
+    from orchestrator import run_recipe, trial
+
+    if variant == "everything":
+        trial.collecting_its_own_garbage = contextlib.nullcontext
+    spent = [0.0]
+    began = [0.0]
+
+    def timing(phase: str, info: dict) -> None:
+        if phase == "start":
+            began[0] = time.perf_counter()
+        else:
+            spent[0] += time.perf_counter() - began[0]
+
+    folder = Path(tempfile.mkdtemp(prefix="graftune-driver-gc-"))
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(RECIPE)
+    run_recipe(recipe, echo=lambda *a, **k: None)  # imports, caches
+    gc.callbacks.append(timing)
+    wall, cpu = time.perf_counter(), time.process_time()
+    run_recipe(recipe, echo=lambda *a, **k: None)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    gc.callbacks.remove(timing)
+    assert len(heap) == objects
+    return {"wall": wall, "cpu": cpu, "gc": spent[0], "objects": len(gc.get_objects())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--objects", type=int, action="append")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(args.child[0], int(args.child[1]))))
+        return
+    heaps = args.objects or [0, 3_000_000]
+    results: dict[tuple[int, str], list[dict[str, float]]] = {}
+    for repeat in range(args.repeats):
+        for objects in heaps:
+            for variant in VARIANTS:
+                done = subprocess.run(
+                    [sys.executable, __file__, "--child", variant, str(objects)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+                measured = json.loads(line[len("RESULT ") :])
+                results.setdefault((objects, variant), []).append(measured)
+                print(repeat, objects, variant, measured, flush=True)
+    rows = []
+    for objects in heaps:
+        base = results[(objects, "everything")]
+        for variant, label in VARIANTS.items():
+            got = results[(objects, variant)]
+            cpu = common.median([r["cpu"] for r in got])
+            rows.append(
+                [
+                    f"{objects:,}",
+                    label,
+                    f"{common.median([r['gc'] for r in got]):.2f}",
+                    f"{cpu:.2f}",
+                    f"{cpu / common.median([r['cpu'] for r in base]):.2f}x",
+                    f"{common.median([r['wall'] for r in got]):.1f}",
+                    f"{common.median([r['objects'] for r in got]):,.0f}",
+                ]
+            )
+    body = (
+        f"A tiny Ray run (iris, 2 trials of 1 epoch, embedded Ray), the second in its process, "
+        f"{args.repeats} repeats, medians; each in a fresh process, the variants alternating.\n\n"
+        + common.table(
+            [
+                "caller's objects",
+                "collections",
+                "gc s",
+                "driver CPU s",
+                "CPU vs before",
+                "wall s",
+                "objects at the end",
+            ],
+            rows,
+        )
+    )
+    print(body)
+    common.write_result("driver_gc", "A run's garbage collections in its caller's process", body)
+
+
+if __name__ == "__main__":
+    main()
