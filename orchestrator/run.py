@@ -198,14 +198,17 @@ def run_recipe(
     The process is left as it was found: Ray's loggers, routed to the run's
     ``ray.log`` while it runs, and the environment (Ray's start sets variables
     of its own) are put back; a Ray the run started is shut down, one that was
-    up is left up. Its garbage collections walk only what the run made, and
+    up is left up. Keras' global settings (its dtype policy) and the global random
+    generators are put back as they were
+    (:func:`~orchestrator.trial.keeping_callers_state`). Its garbage collections
+    walk only what the run made, and
     leave the caller's objects as collectable as they were
     (:func:`~orchestrator.trial.collecting_its_own_garbage`).
     """
-    from orchestrator.trial import collecting_its_own_garbage
+    from orchestrator.trial import collecting_its_own_garbage, keeping_callers_state
     from orchestrator.tuning.ray_start import kept_process_state
 
-    with kept_process_state(), collecting_its_own_garbage():
+    with kept_process_state(), keeping_callers_state(), collecting_its_own_garbage():
         return _run_recipe(
             recipe,
             run_dir=run_dir,

@@ -1053,6 +1053,49 @@ def collecting_its_own_garbage() -> Iterator[None]:
         _FROZEN = False
 
 
+@contextlib.contextmanager
+def keeping_callers_state() -> Iterator[None]:
+    """Put back the global state of Keras and of the random number generators
+    that a run changes in its caller's process.
+
+    The driver builds models (the pre-flight check, a pretrained base) and
+    keras_tuner's trials train in it: they clear Keras' session, which drops
+    the caller's global settings (a ``mixed_float16`` dtype policy, a
+    distribution, Keras' global seed and layer-name counters), and seed Python's,
+    NumPy's and TensorFlow's global generators with the recipe's seed. A
+    notebook's next model trained in float32 after a run, and its next random
+    draws were the recipe's. The run starts from Keras' defaults (a pretrained
+    base in float32, its layers named as in any other process), and what was
+    set before the run is set again after it;
+    a library that was not imported before the run has nothing to put back.
+    (TensorFlow's global seed is set again as it was, which starts its sequence
+    of operation seeds from that seed.)
+    """
+    import random
+
+    python_random = random.getstate()
+    numpy = sys.modules.get("numpy")
+    numpy_random = numpy.random.get_state() if numpy is not None else None
+    keras_state = sys.modules.get("keras.src.backend.common.global_state")
+    keras_saved = dict(vars(keras_state.GLOBAL_STATE_TRACKER)) if keras_state else None
+    if keras_saved is not None:  # the run starts from Keras' defaults, whatever the caller set
+        vars(keras_state.GLOBAL_STATE_TRACKER).clear()
+    eager = sys.modules.get("tensorflow.python.eager.context")
+    tf_seed = eager.global_seed() if eager is not None else None
+    try:
+        yield
+    finally:
+        random.setstate(python_random)
+        if numpy_random is not None:
+            numpy.random.set_state(numpy_random)
+        if keras_saved is not None:
+            tracker = keras_state.GLOBAL_STATE_TRACKER  # a new one after clear_session
+            vars(tracker).clear()
+            vars(tracker).update(keras_saved)
+        if eager is not None and eager.global_seed() != tf_seed:
+            eager.set_global_seed(tf_seed)
+
+
 def _release() -> None:
     import keras
 

@@ -159,11 +159,30 @@ def e2e_run(ray_session, tmp_path_factory):
     recipe.write_text(E2E_RECIPE)
     fixture_plugins.SEEN["trials"].clear()
     fixture_plugins.SEEN["runs"].clear()
-    outcome = run_recipe(
-        recipe, plugins=[fixture_plugins, fixture_plugins.BrokenObserver()], echo=print
-    )
+    # A caller's global state, which the run must neither take up nor leave changed
+    # (tests/test_run.py::test_the_run_leaves_its_callers_keras_and_random_state_alone).
+    import random
+
+    import keras
+    import numpy as np
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    random.seed(11)
+    np.random.seed(11)
+    before = (random.getstate(), np.random.get_state()[1].copy())
+    try:
+        outcome = run_recipe(
+            recipe, plugins=[fixture_plugins, fixture_plugins.BrokenObserver()], echo=print
+        )
+        after = SimpleNamespace(
+            policy=keras.config.dtype_policy().name,
+            python_random=random.getstate() == before[0],
+            numpy_random=bool((np.random.get_state()[1] == before[1]).all()),
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
     seen = {key: list(value) for key, value in fixture_plugins.SEEN.items()}
-    return SimpleNamespace(outcome=outcome, seen=seen)
+    return SimpleNamespace(outcome=outcome, seen=seen, caller_after=after)
 
 
 @pytest.fixture(scope="session")

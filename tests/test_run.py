@@ -175,6 +175,23 @@ def test_validation_scores_are_the_saved_models(finished_run, ray_session, strat
         assert scores["loss"] > scores["cross_entropy"]
 
 
+def test_the_run_leaves_its_callers_keras_and_random_state_alone(e2e_run, finished_run):
+    # The fixture's caller set a mixed_bfloat16 policy and seeded Python's and NumPy's
+    # generators. The run cleared Keras' session (which dropped the policy) and seeded
+    # them with the recipe's seed; and it built its base under the caller's policy,
+    # a cached base in bfloat16 on a CPU (found while profiling the driver).
+    assert vars(e2e_run.caller_after) == {
+        "policy": "mixed_bfloat16",
+        "python_random": True,
+        "numpy_random": True,
+    }
+    import keras
+
+    base = json.loads((finished_run.run_dir / "base.json").read_text())
+    model = keras.saving.load_model(base["path"], compile=False)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+
+
 def test_observers_saw_every_trial_and_a_raising_one_was_ignored(e2e_run, finished_run):
     seen = e2e_run.seen
     assert len(seen["trials"]) == len(finished_run.leaderboard)
