@@ -198,12 +198,11 @@ def run_recipe(
     The process is left as it was found: Ray's loggers, routed to the run's
     ``ray.log`` while it runs, and the environment (Ray's start sets variables
     of its own) are put back; a Ray the run started is shut down, one that was
-    up is left up. Keras' global settings (its dtype policy) and the global random
-    generators are put back as they were
+    up is left up. Keras' global settings (its dtype policy) and the global
+    random generators are put back as they were
     (:func:`~orchestrator.trial.keeping_callers_state`). Its garbage collections
-    walk only what the run made, and
-    leave the caller's objects as collectable as they were
-    (:func:`~orchestrator.trial.collecting_its_own_garbage`).
+    walk only what the run made, and leave the caller's objects as collectable
+    as they were (:func:`~orchestrator.trial.collecting_its_own_garbage`).
     """
     from orchestrator.trial import collecting_its_own_garbage, keeping_callers_state
     from orchestrator.tuning.ray_start import kept_process_state

@@ -1066,8 +1066,8 @@ def keeping_callers_state() -> Iterator[None]:
     notebook's next model trained in float32 after a run, and its next random
     draws were the recipe's. The run starts from Keras' defaults (a pretrained
     base in float32, its layers named as in any other process), and what was
-    set before the run is set again after it;
-    a library that was not imported before the run has nothing to put back.
+    set before the run is set again after it; a library that was not imported
+    before the run has nothing to put back.
     (TensorFlow's global seed is set again as it was, which starts its sequence
     of operation seeds from that seed.)
     """
