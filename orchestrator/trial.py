@@ -1064,12 +1064,13 @@ def keeping_callers_state() -> Iterator[None]:
     distribution, Keras' global seed and layer-name counters), and seed Python's,
     NumPy's and TensorFlow's global generators with the recipe's seed. A
     notebook's next model trained in float32 after a run, and its next random
-    draws were the recipe's. The run starts from Keras' defaults (a pretrained
-    base in float32, its layers named as in any other process), and what was
-    set before the run is set again after it; a library that was not imported
-    before the run has nothing to put back.
-    (TensorFlow's global seed is set again as it was, which starts its sequence
-    of operation seeds from that seed.)
+    draws were the recipe's. The run starts from Keras' defaults, with the
+    settings its Ray workers start with (``keras.json``'s floatx and image
+    data format, say): a pretrained base in float32, its layers named as in any
+    other process, whatever the caller set. What was set before the run is set
+    again after it; a library that was not imported before the run has nothing
+    to put back. (TensorFlow's global seed is set again as it was, which starts
+    its sequence of operation seeds from that seed.)
     """
     import random
 
@@ -1078,8 +1079,12 @@ def keeping_callers_state() -> Iterator[None]:
     numpy_random = numpy.random.get_state() if numpy is not None else None
     keras_state = sys.modules.get("keras.src.backend.common.global_state")
     keras_saved = dict(vars(keras_state.GLOBAL_STATE_TRACKER)) if keras_state else None
+    keras_config = sys.modules.get("keras.src.backend.config")
+    config_saved = _keras_config(keras_config) if keras_config else None
     if keras_saved is not None:  # the run starts from Keras' defaults, whatever the caller set
         vars(keras_state.GLOBAL_STATE_TRACKER).clear()
+    if config_saved is not None:  # and with the settings its Ray workers start with
+        _set_keras_config(keras_config, _fresh_keras_config(keras_config))
     eager = sys.modules.get("tensorflow.python.eager.context")
     tf_seed = eager.global_seed() if eager is not None else None
     try:
@@ -1092,8 +1097,46 @@ def keeping_callers_state() -> Iterator[None]:
             tracker = keras_state.GLOBAL_STATE_TRACKER  # a new one after clear_session
             vars(tracker).clear()
             vars(tracker).update(keras_saved)
+        if config_saved is not None:
+            _set_keras_config(keras_config, config_saved)
         if eager is not None and eager.global_seed() != tf_seed:
             eager.set_global_seed(tf_seed)
+
+
+#: Keras' settings kept in its config module (not in its session's global state).
+KERAS_SETTINGS = ("floatx", "epsilon", "image_data_format", "max_epochs", "max_steps_per_epoch")
+
+
+def _keras_config(config: Any) -> dict[str, Any]:
+    return {name: getattr(config, name)() for name in KERAS_SETTINGS}
+
+
+def _set_keras_config(config: Any, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        getattr(config, f"set_{name}")(value)
+
+
+def _fresh_keras_config(config: Any) -> dict[str, Any]:
+    """The settings a new process, as a Ray worker is, starts with: Keras'
+    defaults, those of its ``keras.json`` and its environment variables."""
+    try:
+        with open(config._config_path) as file:
+            saved = json.load(file)
+    except (OSError, ValueError, TypeError, AttributeError):
+        saved = {}
+    if not isinstance(saved, dict):
+        saved = {}
+    return {
+        "floatx": saved.get("floatx", "float32"),
+        "epsilon": saved.get("epsilon", 1e-7),
+        "image_data_format": saved.get("image_data_format", "channels_last"),
+        "max_epochs": int(os.environ["KERAS_MAX_EPOCHS"])
+        if "KERAS_MAX_EPOCHS" in os.environ
+        else None,
+        "max_steps_per_epoch": int(os.environ["KERAS_MAX_STEPS_PER_EPOCH"])
+        if "KERAS_MAX_STEPS_PER_EPOCH" in os.environ
+        else None,
+    }
 
 
 def _release() -> None:

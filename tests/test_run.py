@@ -192,6 +192,51 @@ def test_the_run_leaves_its_callers_keras_and_random_state_alone(e2e_run, finish
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
 
 
+def test_a_run_takes_keras_settings_as_its_workers_do_and_puts_the_callers_back(
+    tmp_path, monkeypatch
+):
+    # Keras keeps these in its config module, not in the session that clear_session
+    # drops: a caller's float64 or channels_first reached the driver's models (a
+    # pretrained base, cached for every later run) and no Ray worker's.
+    import keras
+    from keras.src.backend import config
+
+    from orchestrator.trial import keeping_callers_state
+
+    settings = tmp_path / "keras.json"
+    settings.write_text(json.dumps({"floatx": "float16", "image_data_format": "channels_last"}))
+    monkeypatch.setattr(config, "_config_path", str(settings))
+    monkeypatch.delenv("KERAS_MAX_EPOCHS", raising=False)
+    monkeypatch.setenv("KERAS_MAX_STEPS_PER_EPOCH", "7")
+
+    def now():
+        return (
+            keras.config.floatx(),
+            keras.config.image_data_format(),
+            keras.config.epsilon(),
+            keras.config.max_epochs(),
+            keras.config.max_steps_per_epoch(),
+        )
+
+    before = now()
+    keras.config.set_floatx("float64")
+    keras.config.set_image_data_format("channels_first")
+    keras.config.set_epsilon(1e-3)
+    keras.config.set_max_epochs(1)
+    try:
+        with keeping_callers_state():
+            inside = now()
+            keras.config.set_floatx("float32")  # as a strategy might
+        after = now()
+    finally:
+        keras.config.set_floatx(before[0])
+        keras.config.set_image_data_format(before[1])
+        keras.config.set_epsilon(before[2])
+        keras.config.set_max_epochs(before[3])
+    assert inside == ("float16", "channels_last", 1e-7, None, 7)
+    assert after == ("float64", "channels_first", 1e-3, 1, None)
+
+
 def test_observers_saw_every_trial_and_a_raising_one_was_ignored(e2e_run, finished_run):
     seen = e2e_run.seen
     assert len(seen["trials"]) == len(finished_run.leaderboard)
