@@ -526,6 +526,30 @@ def test_a_library_run_puts_back_the_callers_sigterm_handling():
         signal.signal(signal.SIGTERM, before)
 
 
+def test_a_library_run_puts_back_the_levels_of_the_loggers_it_quiets():
+    """TensorFlow's logger stayed at ERROR after an in-process (keras_tuner) run, and
+    Optuna's at WARNING after a bayesian search: a caller's own INFO went unseen."""
+    import logging
+
+    from orchestrator.tuning.ray_start import kept_process_state
+
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "optuna")]
+    before = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.INFO)
+        with kept_process_state():
+            # As accelerator.configure_trial does for an in-process trial (not called
+            # here: it would set this process's TensorFlow threads to one).
+            logging.getLogger("tensorflow").setLevel(logging.ERROR)
+            logging.getLogger("optuna").setLevel(logging.WARNING)  # as the searcher does
+            assert [logger.level for logger in loggers] == [logging.ERROR, logging.WARNING]
+        assert [logger.level for logger in loggers] == [logging.INFO, logging.INFO]
+    finally:
+        for logger, level in zip(loggers, before, strict=True):
+            logger.setLevel(level)
+
+
 def test_a_local_ray_refuses_a_driver_without_its_token(ray_session, tmp_path):
     """Embedded Ray's services listen on all the machine's interfaces (Ray binds
     them so, and takes 127.0.0.1 for the machine's address), so what keeps another

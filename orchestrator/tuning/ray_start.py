@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 #: (``ray.init`` clears the handlers of ``ray`` itself; ``ray._private`` keeps
 #: its own, so what Ray says while it starts is not lost to the console.)
 RAY_LOGGERS = ("ray", "ray._private", "ray.tune", "ray.train", "ray.air")
+#: Loggers whose level a run sets in its process: TensorFlow's, warnings only for an
+#: in-process trial (``accelerator.configure_trial``), and Optuna's, for the bayesian
+#: searcher; put back after it (:func:`kept_process_state`).
+QUIETED_LOGGERS = ("tensorflow", "optuna")
 
 #: What every worker of embedded Ray imports before it takes work (Ray's
 #: ``preload_python_modules``), in order: Keras as a trial imports it, then
@@ -300,7 +304,7 @@ def shutdown() -> None:
 @contextlib.contextmanager
 def kept_process_state() -> Iterator[None]:
     """Put back what a run changes in its process: Ray's loggers (routed to the
-    run's ``ray.log``), the environment (what it sets for Ray's workers, and what
+    run's ``ray.log``), TensorFlow's and Optuna's loggers' levels, the environment (what it sets for Ray's workers, and what
     ``ray.init`` sets: ``PYTHONBREAKPOINT``, ``RAY_AUTH_MODE``, ...), and Ray's
     printer of cluster messages, and the SIGTERM handler an embedded start
     installs (:func:`_exit_on_sigterm`). A library call leaves the caller's
@@ -310,6 +314,7 @@ def kept_process_state() -> Iterator[None]:
     sigterm = signal.getsignal(signal.SIGTERM) if main_thread else None
     loggers = {name: logging.getLogger(name) for name in RAY_LOGGERS}
     before = {name: (list(lg.handlers), lg.propagate) for name, lg in loggers.items()}
+    levels = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
     # The whole environment: ray.init sets variables of its own for the driver, and a
     # PYTHONBREAKPOINT left pointing at Ray's debugger took breakpoint() from the caller.
     # Nothing a run sets is needed after it: each run sets again what it needs.
@@ -334,6 +339,8 @@ def kept_process_state() -> Iterator[None]:
                 if handler not in handlers and isinstance(handler, logging.FileHandler):
                     handler.close()
             logger.handlers, logger.propagate = handlers, propagate
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
         constants = sys.modules.get("ray._private.ray_constants")
         if constants is not None:  # as Ray read it, or would have, when imported
             was = crash_handler_off
