@@ -639,8 +639,11 @@ def as_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
 
 
 def _plain(value: Any, key: tuple[str, ...]) -> Any:
-    """A recipe dict's value as YAML data: paths as text, NumPy numbers as Python's."""
-    if value is None or isinstance(value, (str, bool, int, float)):
+    """A recipe dict's value as YAML data: paths as text, NumPy numbers and text
+    as Python's."""
+    # Exactly these types: np.float64 and np.str_ are subclasses of float and str,
+    # which YAML's safe dumper refuses (found by QA: np.logspace values in a space).
+    if value is None or type(value) in (str, bool, int, float):
         return value
     if isinstance(value, dict):
         return {k: _plain(v, (*key, str(k))) for k, v in value.items()}
@@ -648,9 +651,12 @@ def _plain(value: Any, key: tuple[str, ...]) -> Any:
         return [_plain(v, (*key, str(i))) for i, v in enumerate(value)]
     if isinstance(value, PurePath):
         return str(value)
-    item = getattr(value, "item", None)  # a NumPy scalar (np.int64(3), np.float32(0.5))
+    item = getattr(value, "item", None)  # a NumPy scalar (np.int64(3), np.float64(0.5), np.str_)
     if callable(item) and getattr(value, "shape", None) == ():
         return _plain(item(), key)
+    for kind in (int, float, str):  # another subclass (an IntEnum's member): as its base type
+        if isinstance(value, kind):
+            return kind(value)
     raise RecipeError(
         f"a recipe holds text, numbers, true/false, lists and mappings; got "
         f"{type(value).__name__} {echoed(value)}",

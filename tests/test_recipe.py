@@ -1612,14 +1612,24 @@ def test_a_recipe_from_python_is_a_file_text_or_a_dict(tmp_path, monkeypatch):
         {
             "name": "t",
             "seed": np.int64(3),
-            "data": {"source": "sklearn:iris", "split": {"val": np.float32(0.25)}},
-            "strategies": {"scratch_mlp": {}},
+            "data": {
+                "source": "sklearn:iris",
+                "split": {"val": np.float32(0.25), "test": np.float64(0.2)},
+                # np.str_ and np.float64 subclass str and float (found by QA: a
+                # space of np.logspace values raised YAML's RepresenterError).
+                "classes": list(np.array(["setosa", "virginica"])),
+            },
+            "strategies": {
+                "scratch_mlp": {"space": {"lambda": {"choice": list(np.logspace(-4, -3, 2))}}}
+            },
             "search": {"max_epochs": np.int32(2)},
             "output": tmp_path / "runs",
         }
     )
     assert (made.seed, made.search.max_epochs, made.output) == (3, 2, tmp_path / "runs")
-    assert made.data.split.val == 0.25
+    assert (made.data.split.val, made.data.split.test) == (0.25, 0.2)
+    assert made.data.classes == ["setosa", "virginica"]
+    assert made.strategies["scratch_mlp"].space["lambda"] == {"choice": [1e-4, 1e-3]}
     with pytest.raises(RecipeError) as info:
         as_recipe({"name": "t", "data": {"source": object()}, "strategies": {"scratch_mlp": {}}})
     assert info.value.path == "data.source"
