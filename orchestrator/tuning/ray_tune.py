@@ -720,7 +720,7 @@ def run_search(
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         if threading.current_thread() is threading.main_thread():
             state.sigint_before = signal.getsignal(signal.SIGINT)
-        with ray_start.tune_env_inherited(), _sigint_restored():
+        with ray_start.tune_env_inherited(), _signals_restored():
             grid = tuner.fit()
     finally:
         _SEARCHES.pop(key, None)
@@ -770,22 +770,33 @@ def run_search(
     return finished
 
 
-@contextmanager
-def _sigint_restored() -> Iterator[None]:
-    """Put back the Ctrl+C handler that was there before ``Tuner.fit``.
+#: The signals Tune handles during ``Tuner.fit`` (SIGUSR1 where the system has it).
+TUNE_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGUSR1") if hasattr(signal, name)
+)
 
-    Tune installs its own for the search and leaves it installed when the
+
+@contextmanager
+def _signals_restored() -> Iterator[None]:
+    """Put back the handlers of Ctrl+C and SIGUSR1 that were there before ``Tuner.fit``.
+
+    Tune installs its own for the search and leaves them installed when the
     search ends; a Ctrl+C after that (while the next strategy starts, or the
-    leaderboard is written) would only set a flag nobody reads any more.
+    leaderboard is written) would only set a flag nobody reads any more, and a
+    SIGUSR1 to the caller's process after the run printed Tune's "Stop signal
+    received" instead of what the caller's handler (or the default) does
+    (found by QA).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.getsignal(signal.SIGINT)
+    before = {number: signal.getsignal(number) for number in TUNE_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, before)
+        for number, handler in before.items():
+            if handler is not None:  # None: set from C, which Python cannot put back
+                signal.signal(number, handler)
 
 
 def _trial_dirname(trial: Any) -> str:
