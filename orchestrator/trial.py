@@ -1069,8 +1069,10 @@ def keeping_callers_state() -> Iterator[None]:
     data format, say): a pretrained base in float32, its layers named as in any
     other process, whatever the caller set. What was set before the run is set
     again after it; a library that was not imported before the run has nothing
-    to put back. (TensorFlow's global seed is set again as it was, which starts
-    its sequence of operation seeds from that seed.)
+    to put back. TensorFlow's global seed is set again with the place in its
+    sequence of operation seeds: a seeded ``tf.random.uniform`` after the run
+    draws what it would have drawn without it (found by QA: it repeated the
+    draw made before the run).
     """
     import random
 
@@ -1086,7 +1088,7 @@ def keeping_callers_state() -> Iterator[None]:
     if config_saved is not None:  # and with the settings its Ray workers start with
         _set_keras_config(keras_config, _fresh_keras_config(keras_config))
     eager = sys.modules.get("tensorflow.python.eager.context")
-    tf_seed = eager.global_seed() if eager is not None else None
+    tf_seed = _tf_seed_state(eager) if eager is not None else None
     try:
         yield
     finally:
@@ -1099,8 +1101,19 @@ def keeping_callers_state() -> Iterator[None]:
             vars(tracker).update(keras_saved)
         if config_saved is not None:
             _set_keras_config(keras_config, config_saved)
-        if eager is not None and eager.global_seed() != tf_seed:
-            eager.set_global_seed(tf_seed)
+        if eager is not None and _tf_seed_state(eager) != tf_seed:
+            seed, operation_seeds = tf_seed
+            eager.set_global_seed(seed)
+            generator = getattr(eager.context(), "_rng", None)
+            if generator is not None and operation_seeds is not None:
+                generator.setstate(operation_seeds)
+
+
+def _tf_seed_state(eager: Any) -> tuple[Any, Any]:
+    """TensorFlow's global seed, and where its eager context is in the sequence of
+    operation seeds it draws from it (a :class:`random.Random`)."""
+    generator = getattr(eager.context(), "_rng", None)
+    return eager.global_seed(), generator.getstate() if generator is not None else None
 
 
 #: Keras' settings kept in its config module (not in its session's global state).

@@ -165,19 +165,26 @@ def e2e_run(ray_session, tmp_path_factory):
 
     import keras
     import numpy as np
+    import tensorflow as tf
 
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     random.seed(11)
     np.random.seed(11)
+    tf.random.set_seed(11)
+    float(tf.random.uniform(()))
     before = (random.getstate(), np.random.get_state()[1].copy())
     try:
         outcome = run_recipe(
             recipe, plugins=[fixture_plugins, fixture_plugins.BrokenObserver()], echo=print
         )
+        drawn = float(tf.random.uniform(()))
+        tf.random.set_seed(11)  # what the second draw after that seed is, run or no run
+        float(tf.random.uniform(()))
         after = SimpleNamespace(
             policy=keras.config.dtype_policy().name,
             python_random=random.getstate() == before[0],
             numpy_random=bool((np.random.get_state()[1] == before[1]).all()),
+            tensorflow_random=drawn == float(tf.random.uniform(())),
         )
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -184,6 +184,7 @@ def test_the_run_leaves_its_callers_keras_and_random_state_alone(e2e_run, finish
         "policy": "mixed_bfloat16",
         "python_random": True,
         "numpy_random": True,
+        "tensorflow_random": True,
     }
     import keras
 
