@@ -236,6 +236,13 @@ def _run_recipe(
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.tuning.ray_start import forget_sigterm
 
+    if isinstance(plugins, (str, bytes)) or not isinstance(plugins, Iterable):
+        # A string was registered letter by letter ("plugin module 'm' failed to
+        # import"), and a module was not iterable (found by QA).
+        raise TypeError(
+            "plugins takes a list of modules, objects or module names, not "
+            f"{type(plugins).__name__} {plugins!r}: plugins=[{plugins!r}]"
+        )
     forget_sigterm()
     pin_cache_dir()  # before Ray starts: its workers inherit it
     recipe = as_recipe(recipe)

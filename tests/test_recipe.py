@@ -1605,6 +1605,16 @@ def test_a_recipe_from_python_is_a_file_text_or_a_dict(tmp_path, monkeypatch):
     assert from_text.base_dir == from_dict.base_dir == tmp_path
     with pytest.raises(TypeError, match="a recipe is a Recipe, a file's path, YAML text or a dict"):
         as_recipe(42)
+    from orchestrator import run_recipe
+
+    # One plugin's name, not in a list, was registered letter by letter (found by QA).
+    for plugins in ("myplug", sys.modules[__name__]):  # a name, a module
+        with pytest.raises(TypeError) as info:
+            run_recipe(tmp_path / "missing.yaml", plugins=plugins)
+        assert str(info.value).startswith(
+            f"plugins takes a list of modules, objects or module names, not "
+            f"{type(plugins).__name__} {plugins!r}: plugins=[{plugins!r}]"
+        )
     # A dict built in Python holds Paths and NumPy numbers (it raised YAML's RepresenterError).
     import numpy as np
 
