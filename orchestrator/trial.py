@@ -1042,8 +1042,15 @@ def collecting_its_own_garbage() -> Iterator[None]:
     is left as it is: nothing frozen here, nothing thawed.
     """
     global _FROZEN
-    if gc.get_freeze_count() or _FROZEN:
+    if _FROZEN:  # a Ray worker, whose first trial froze its imports: as it is
         yield
+        return
+    if gc.get_freeze_count():  # the caller's own freeze: no trial freezes more of it
+        _FROZEN = True
+        try:
+            yield
+        finally:
+            _FROZEN = False
         return
     gc.freeze()
     try:

@@ -238,6 +238,34 @@ def test_a_run_takes_keras_settings_as_its_workers_do_and_puts_the_callers_back(
     assert after == ("float64", "channels_first", 1e-3, 1, None)
 
 
+def test_a_run_freezes_the_callers_objects_for_itself_and_thaws_them_after():
+    import gc
+
+    from orchestrator import trial
+    from orchestrator.trial import collecting_its_own_garbage
+
+    assert gc.get_freeze_count() == 0
+    with collecting_its_own_garbage():
+        frozen = gc.get_freeze_count()
+        assert frozen > 0  # the caller's objects: not walked by the run's collections
+        made = [[] for _ in range(1000)]
+        trial._freeze_imports()  # as an in-process trial does: what the run made too
+        assert gc.get_freeze_count() >= frozen + len(made)
+    assert gc.get_freeze_count() == 0
+    # A caller that froze objects itself keeps its freeze, and no trial adds to it
+    # (found by QA: an in-process trial froze some 50,000 more objects for good).
+    gc.freeze()
+    try:
+        theirs = gc.get_freeze_count()
+        with collecting_its_own_garbage():
+            more = [[] for _ in range(1000)]
+            trial._freeze_imports()
+            assert gc.get_freeze_count() == theirs, len(more)
+        assert gc.get_freeze_count() == theirs
+    finally:
+        gc.unfreeze()
+
+
 def test_observers_saw_every_trial_and_a_raising_one_was_ignored(e2e_run, finished_run):
     seen = e2e_run.seen
     assert len(seen["trials"]) == len(finished_run.leaderboard)
