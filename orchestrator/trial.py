@@ -1013,15 +1013,29 @@ def _freeze_imports() -> None:
     their imports; a full collection walks all of them (0.2 s on a small CPU),
     and a reused worker collects after every trial. Frozen once, they are
     skipped, and a collection walks only what trials have made since.
+
+    Only where the process is the search's: a Ray worker (:func:`freezes_here`)
+    or, until the run ends, a run's own process (:func:`collecting_its_own_garbage`).
+    A trial run from elsewhere (a plugin author's test) freezes nothing.
     """
     global _FROZEN
-    if not _FROZEN:
+    if _FREEZES and not _FROZEN:
         gc.collect()
         gc.freeze()
         _FROZEN = True
 
 
+#: Whether this process's objects are frozen (:func:`_freeze_imports`).
 _FROZEN = False
+#: Whether trials may freeze them here (:func:`freezes_here`).
+_FREEZES = False
+
+
+def freezes_here() -> None:
+    """Say that this process is a Ray worker's, whose trials freeze what it holds
+    for good (:func:`_freeze_imports`)."""
+    global _FREEZES
+    _FREEZES = True
 
 
 @contextlib.contextmanager
@@ -1041,23 +1055,18 @@ def collecting_its_own_garbage() -> Iterator[None]:
     reference cycle later was never freed. A process that froze objects itself
     is left as it is: nothing frozen here, nothing thawed.
     """
-    global _FROZEN
-    if _FROZEN:  # a Ray worker, whose first trial froze its imports: as it is
+    global _FROZEN, _FREEZES
+    if _FROZEN or _FREEZES or gc.get_freeze_count():
+        # A Ray worker's process, or a caller's own freeze: no trial freezes more.
         yield
         return
-    if gc.get_freeze_count():  # the caller's own freeze: no trial freezes more of it
-        _FROZEN = True
-        try:
-            yield
-        finally:
-            _FROZEN = False
-        return
     gc.freeze()
+    _FREEZES = True
     try:
         yield
     finally:
         gc.unfreeze()
-        _FROZEN = False
+        _FROZEN = _FREEZES = False
 
 
 @contextlib.contextmanager

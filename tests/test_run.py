@@ -264,6 +264,10 @@ def test_a_run_freezes_the_callers_objects_for_itself_and_thaws_them_after():
         assert gc.get_freeze_count() == theirs
     finally:
         gc.unfreeze()
+    # Nor does a trial run outside a run (a plugin author's test of run_trial): only
+    # a Ray worker's trials freeze their process for good.
+    trial._freeze_imports()
+    assert gc.get_freeze_count() == 0
 
 
 def test_observers_saw_every_trial_and_a_raising_one_was_ignored(e2e_run, finished_run):

@@ -54,6 +54,7 @@ from orchestrator.trial import (
     config_key,
     ended_trials,
     finite_or_none,
+    freezes_here,
     read_result,
     run_trial,
     runs_again,
@@ -179,6 +180,7 @@ def _trainable(config: dict[str, Any], spec: TrialSpec, dataset: Dataset) -> Non
         # the memory tells the driver whether to reuse this worker (retire_worker).
         tune.report({**metrics, "node": node, WORKER_RSS: round(_rss_mb(), 1)})
 
+    freezes_here()  # a worker's: what it imported stays out of its collections
     try:
         run_trial(config, spec, dataset, trial_id=trial_id, report=report)
     except Exception as exc:
