@@ -304,7 +304,8 @@ def shutdown() -> None:
 @contextlib.contextmanager
 def kept_process_state() -> Iterator[None]:
     """Put back what a run changes in its process: Ray's loggers (routed to the
-    run's ``ray.log``), TensorFlow's and Optuna's loggers' levels, the environment (what it sets for Ray's workers, and what
+    run's ``ray.log``), TensorFlow's and Optuna's loggers' levels, the
+    environment (what it sets for Ray's workers, and what
     ``ray.init`` sets: ``PYTHONBREAKPOINT``, ``RAY_AUTH_MODE``, ...), and Ray's
     printer of cluster messages, and the SIGTERM handler an embedded start
     installs (:func:`_exit_on_sigterm`). A library call leaves the caller's
