@@ -112,6 +112,27 @@ def save_figure(fig: Any, path: Path) -> None:
     plt.close(fig)
 
 
+def print_child_result(result: Any) -> None:
+    """In a benchmark's child process: hand ``result`` (JSON) to :func:`child_result`."""
+    import json
+
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def child_result(script: str, *args: str) -> Any:
+    """Run ``script --child ARGS...`` in a fresh Python process and return what it
+    printed with :func:`print_child_result` (variants measured each in a process of
+    their own, nothing carried from one to the next)."""
+    import json
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, script, "--child", *args], capture_output=True, text=True, check=True
+    )
+    line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
 def workdir(prefix: str) -> Path:
     """A fresh scratch folder (runs, caches) for one benchmark."""
     return Path(tempfile.mkdtemp(prefix=f"graftune-bench-{prefix}-"))

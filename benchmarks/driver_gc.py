@@ -22,8 +22,6 @@ and "walks the run's", alternate, each in a fresh process.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -81,21 +79,14 @@ def main() -> None:
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print("RESULT " + json.dumps(child(args.child[0], int(args.child[1]))))
+        common.print_child_result(child(args.child[0], int(args.child[1])))
         return
     heaps = args.objects or [0, 3_000_000]
     results: dict[tuple[int, str], list[dict[str, float]]] = {}
     for repeat in range(args.repeats):
         for objects in heaps:
             for variant in VARIANTS:
-                done = subprocess.run(
-                    [sys.executable, __file__, "--child", variant, str(objects)],
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                line = next(x for x in done.stdout.splitlines() if x.startswith("RESULT "))
-                measured = json.loads(line[len("RESULT ") :])
+                measured = common.child_result(__file__, variant, str(objects))
                 results.setdefault((objects, variant), []).append(measured)
                 print(repeat, objects, variant, measured, flush=True)
     rows = []

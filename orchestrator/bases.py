@@ -749,6 +749,7 @@ class PretrainProvider(BaseProvider):
         from orchestrator.models import (
             evaluate_arrays,
             fit_arrays,
+            forgetting_traced_gradients,
             safe_variance,
             steps_per_execution,
         )
@@ -815,15 +816,18 @@ class PretrainProvider(BaseProvider):
             pretrain.data.source,
             pretrain.epochs,
         )
-        fit_arrays(
-            model,
-            data.x_train,
-            data.y_train,
-            (data.x_val, data.y_val),
-            epochs=pretrain.epochs,
-            batch_size=pretrain.batch_size,
-            callbacks=[_stops_when_interrupted()],
-        )
+        # The base is trained here once (trials load it from its file): what its
+        # training registered must not keep the model in the driver's memory.
+        with forgetting_traced_gradients():
+            fit_arrays(
+                model,
+                data.x_train,
+                data.y_train,
+                (data.x_val, data.y_val),
+                epochs=pretrain.epochs,
+                batch_size=pretrain.batch_size,
+                callbacks=[_stops_when_interrupted()],
+            )
         accuracy = evaluate_arrays(model, data.x_test, data.y_test)["accuracy"]
         log.info("pretrained base: test accuracy %.3f on %s", accuracy, pretrain.data.source)
         return keras.Model(inputs, features, name="pretrained_base")

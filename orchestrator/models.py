@@ -6,7 +6,10 @@ Every layer used here is a built-in Keras layer, so saved models reload with
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import first_few
@@ -337,6 +340,78 @@ def fit_arrays(
         callbacks=callbacks,
         verbose=0,
     )
+
+
+#: The name TensorFlow gives each ``tf.custom_gradient`` it registers in graph mode,
+#: a number after it (``CustomGradient-1234``).
+CUSTOM_GRADIENT_PREFIX = "CustomGradient-"
+
+
+def _gradient_registry() -> dict[str, Any] | None:
+    """TensorFlow's global table of gradient functions, if TensorFlow is loaded
+    and keeps it where TensorFlow 2.16-2.21 do; else ``None``."""
+    if "tensorflow" not in sys.modules:
+        return None
+    try:
+        from tensorflow.python.framework import ops
+
+        registry = ops._gradient_registry._registry
+    except (ImportError, AttributeError):
+        return None
+    return registry if isinstance(registry, dict) else None
+
+
+def traced_gradients() -> frozenset[str]:
+    """The custom gradients TensorFlow has registered so far (for
+    :func:`forget_traced_gradients`)."""
+    registry = _gradient_registry()
+    return frozenset(registry or ())
+
+
+def forget_traced_gradients(kept: frozenset[str]) -> int:
+    """Drop the custom gradients TensorFlow registered since ``kept`` was taken.
+
+    Each trace of a Keras training step on TensorFlow registers a
+    ``tf.custom_gradient`` (tf.distribute's ``all_reduce``, in the optimizer's
+    update) in TensorFlow's global table of gradients under a new name, and
+    nothing ever removes it. Its function holds the traced graph, and the graph
+    the model's variables and the optimizer's: a process that trained model
+    after model kept every one of them, whatever ``clear_session`` and the
+    garbage collector did (tensorflow/tensorflow#97697). A reused Ray worker
+    grew by each trial's weights and optimizer state (100 MB a trial for an MLP
+    of 8.5 million weights) until it was replaced; so did the process of a
+    keras_tuner search, or a notebook's, from run to run.
+
+    Call it once the models trained since are dropped, or will not be trained
+    again: a gradient through their graphs is never taken again. Gradients
+    registered before (a caller's own) are left alone.
+
+    Returns:
+        How many were dropped.
+    """
+    registry = _gradient_registry()
+    if registry is None:
+        return 0
+    new = [
+        name
+        for name in list(registry)
+        if isinstance(name, str) and name.startswith(CUSTOM_GRADIENT_PREFIX) and name not in kept
+    ]
+    for name in new:
+        registry.pop(name, None)
+    return len(new)
+
+
+@contextlib.contextmanager
+def forgetting_traced_gradients() -> Iterator[None]:
+    """Inside, train models that are dropped (or not trained again) after it: the
+    custom gradients their training registered are forgotten at its end
+    (:func:`forget_traced_gradients`), so that the garbage collector can free them."""
+    kept = traced_gradients()
+    try:
+        yield
+    finally:
+        forget_traced_gradients(kept)
 
 
 #: :func:`evaluate_arrays`' batch size: ``model.evaluate``'s own default.

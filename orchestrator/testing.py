@@ -330,12 +330,17 @@ def _behaviour_problems(
     import keras
 
     from orchestrator.bases import load_base
+    from orchestrator.models import forgetting_traced_gradients
     from orchestrator.preflight import model_problems, reload_problem, space_problems
     from orchestrator.space import resolve_space, smallest_config
     from orchestrator.strategy import SpaceContext
 
     problems: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="graftune-check-") as folder:
+    # The models trained here are dropped at its end (keras.backend.clear_session).
+    with (
+        forgetting_traced_gradients(),
+        tempfile.TemporaryDirectory(prefix="graftune-check-") as folder,
+    ):
         base = tiny_base(dataset.task, folder) if strategy.requires_base else None
         found: dict[str, list[str]] = {}
         spaces: list[Any] = []

@@ -458,10 +458,11 @@ def run_trial(
 
     from orchestrator.bases import load_base
     from orchestrator.cluster import node_label
-    from orchestrator.models import build_training_state
+    from orchestrator.models import build_training_state, traced_gradients
     from orchestrator.strategy import FitData
 
     _freeze_imports()
+    gradients = traced_gradients()  # what the process had before the trial
 
     folder = trial_dir(spec.run_dir, spec.strategy.name, trial_id)
     finished = read_result(folder, set_aside=True) or adopt_earlier(spec, config, trial_id)
@@ -602,7 +603,7 @@ def run_trial(
         if is_disk_full(exc):
             # Not the strategy's error, and no trial after it could keep its files
             # either: the search stops, and this trial runs again on --resume.
-            _release()
+            _release(gradients)
             raise
         result.status = "error"
         result.epochs = reporter.epochs
@@ -613,7 +614,7 @@ def run_trial(
         report({spec.metric: WORST_SCORES.get(spec.metric, float("nan")), "epoch": reporter.epochs})
         log.info("%s trial %s failed: %s", spec.strategy.name, trial_id, result.error)
         _finish(folder, result, reporter, spec.storage)
-        _release()
+        _release(gradients)
         return result
     _finish(folder, result, reporter, spec.storage)
     if reporter.pending is not None:
@@ -624,7 +625,7 @@ def run_trial(
         if result.val_loss is not None:
             pending["val_loss"] = result.val_loss
         report(pending)
-    _release()
+    _release(gradients)
     return result
 
 
@@ -1168,12 +1169,20 @@ def _fresh_keras_config(config: Any) -> dict[str, Any]:
     }
 
 
-def _release() -> None:
+def _release(gradients: frozenset[str]) -> None:
+    """Free what the trial made: a reused worker must not grow from trial to trial.
+
+    Keras' global state, the custom gradients TensorFlow registered since
+    ``gradients`` were taken (which hold the trial's graphs and variables, see
+    :func:`~orchestrator.models.forget_traced_gradients`), then one collection
+    (Keras' own would be a second).
+    """
     import keras
 
-    # A reused worker must not grow from trial to trial: one collection (Keras'
-    # own would be a second) after dropping Keras' global state.
+    from orchestrator.models import forget_traced_gradients
+
     keras.backend.clear_session(free_memory=False)
+    forget_traced_gradients(gradients)
     gc.collect()
 
 

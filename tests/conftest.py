@@ -173,6 +173,9 @@ def e2e_run(ray_session, tmp_path_factory):
     tf.random.set_seed(11)
     float(tf.random.uniform(()))
     before = (random.getstate(), np.random.get_state()[1].copy())
+    from tensorflow.python.framework import ops
+
+    gradients = set(ops._gradient_registry._registry)
     try:
         outcome = run_recipe(
             recipe, plugins=[fixture_plugins, fixture_plugins.BrokenObserver()], echo=print
@@ -185,6 +188,9 @@ def e2e_run(ray_session, tmp_path_factory):
             python_random=random.getstate() == before[0],
             numpy_random=bool((np.random.get_state()[1] == before[1]).all()),
             tensorflow_random=drawn == float(tf.random.uniform(())),
+            # The custom gradients that training the base registered here (each held
+            # its model for good: orchestrator.models.forget_traced_gradients).
+            gradients_added=len(set(ops._gradient_registry._registry) - gradients),
         )
     finally:
         keras.mixed_precision.set_global_policy("float32")

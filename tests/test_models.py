@@ -319,3 +319,48 @@ def test_a_trials_saved_model_holds_no_optimizer_state_and_predicts_the_same(dig
     assert model.optimizer is optimizer and model.compiled
     assert int(optimizer.iterations) > 0
     model.fit(digits.x_train, digits.y_train, epochs=1, verbose=0)
+
+
+def test_trials_in_one_process_leave_neither_their_graphs_nor_their_variables(digits, tmp_path):
+    """Each trace of a training step on TensorFlow registers a custom gradient in
+    TensorFlow's global table, which held the traced graph and with it the model's
+    and optimizer's variables, for good: a reused Ray worker (or a keras_tuner
+    search's process) grew by every trial's weights until it was replaced. A caller's
+    own custom gradients stay registered."""
+    import gc
+
+    import tensorflow as tf
+    from tensorflow.python.framework import ops
+    from tensorflow.python.framework.func_graph import FuncGraph
+
+    from orchestrator.trial import run_trial
+
+    @tf.custom_gradient
+    def doubled(x):
+        return 2 * x, lambda upstream: 2 * upstream
+
+    @tf.function
+    def callers(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = doubled(x)
+        return tape.gradient(y, x)
+
+    assert float(callers(tf.constant(1.0))) == 2.0
+    registry = ops._gradient_registry._registry
+    callers_own = set(registry)
+
+    def graphs() -> int:
+        gc.collect()
+        return sum(isinstance(o, FuncGraph) for o in gc.get_objects())
+
+    spec = one_epoch_spec(ScratchMLP(), tmp_path)
+    results = [run_trial(CONFIG, spec, digits, trial_id="first", report=lambda m: None)]
+    after_one = graphs()
+    results += [
+        run_trial(CONFIG, spec, digits, trial_id=f"t{i}", report=lambda m: None) for i in range(2)
+    ]
+    assert [r.status for r in results] == ["ok"] * 3
+    assert graphs() == after_one
+    assert set(registry) == callers_own  # the caller's own kept, the trials' gone
+    assert float(callers(tf.constant(1.0))) == 2.0
