@@ -1340,47 +1340,72 @@ def find_cut_points(model: keras.Model) -> list[int]:
     return cuts
 
 
-def _functional_cuts(model: keras.Model) -> list[int]:
+def _functional_cuts(model: keras.Model) -> dict[int, Any]:
+    """The cut points of a functional model: ``{index in model.layers: the tensor
+    there}``, where once the layer (and the operations after it that are not
+    layers) has run, that one tensor is all the rest of the graph still needs.
+
+    The graph's operations are walked in order, layers and the operations that are
+    not layers alike: ``a + b`` on symbolic tensors (ConvNeXt's residual sums,
+    MobileNetV3's hard sigmoid) is an operation of the graph but not one of
+    ``model.layers``. A tensor such an operation still needs is alive until it
+    runs; and where it makes the one tensor alive (ConvNeXt's block ends in
+    one), the cut is after the last layer before it, at its output.
+    """
     layers = model.layers
+    index_of = {id(layer): index for index, layer in enumerate(layers)}
+    operations = getattr(_graph(model), "operations", None) or layers
     consumers: dict[int, int] = {}
     inputs_of: list[list[int]] = []
-    outputs_of: list[list[int]] = []
+    outputs_of: list[list[Any]] = []
     in_graph = _nodes_in_graph(model)
-    for layer in layers:
-        nodes = in_graph.get(id(layer)) or layer._inbound_nodes[:1]
+    for operation in operations:
+        nodes = in_graph.get(id(operation)) or operation._inbound_nodes[:1]
         ins: list[int] = []
-        outs: list[int] = []
+        outs: list[Any] = []
         for node in nodes:
             ins += [id(t) for t in node.input_tensors]
-            outs += [id(t) for t in node.output_tensors]
+            outs += list(node.output_tensors)
         inputs_of.append(ins)
         outputs_of.append(outs)
         for tensor_id in ins:
             consumers[tensor_id] = consumers.get(tensor_id, 0) + 1
     final = {id(t) for t in model.outputs}
     live: set[int] = set()
-    cuts = []
-    for index in range(len(layers)):
-        for tensor_id in inputs_of[index]:
+    cuts: dict[int, Any] = {}
+    last_layer: int | None = None
+    for position, operation in enumerate(operations):
+        for tensor_id in inputs_of[position]:
             consumers[tensor_id] -= 1
             if consumers[tensor_id] == 0 and tensor_id not in final:
                 live.discard(tensor_id)
-        for tensor_id in outputs_of[index]:
-            if consumers.get(tensor_id, 0) > 0 or tensor_id in final:
-                live.add(tensor_id)
-        if len(outputs_of[index]) == 1 and live == set(outputs_of[index]):
-            cuts.append(index)
+        outs = outputs_of[position]
+        for tensor in outs:
+            if consumers.get(id(tensor), 0) > 0 or id(tensor) in final:
+                live.add(id(tensor))
+        if id(operation) in index_of:
+            last_layer = index_of[id(operation)]
+        if last_layer is not None and len(outs) == 1 and live == {id(outs[0])}:
+            cuts[last_layer] = outs[0]
     return cuts
 
 
 def _layer_output(model: keras.Model, index: int) -> Any:
-    """The tensor ``model.layers[index]`` gives inside ``model``'s own graph.
+    """The tensor at the cut after ``model.layers[index]`` inside ``model``'s own graph.
 
-    Not ``layer.output``: that is the tensor of the layer's first call, which
+    The layer's own output, or the output of the operations after it that are
+    not layers, where the cut is at theirs (:func:`_functional_cuts`). Not
+    ``layer.output``: that is the tensor of the layer's first call, which
     for a nested model is its own graph's output (a graftune export's
     ``frozen_prefix``, whose input has the outer input's name), and a loaded
     Sequential model has no ``output`` at all.
     """
+    import keras
+
+    if not isinstance(model, keras.Sequential) and hasattr(model, "_inbound_nodes"):
+        cut = _functional_cuts(model).get(index)
+        if cut is not None:
+            return cut
     layer = model.layers[index]
     for node in _nodes_in_graph(model).get(id(layer), []):
         if len(node.output_tensors) == 1:
