@@ -257,8 +257,9 @@ class BaseInfo:
         description: One line: where the base came from.
         cut_params: The base's parameters up to and including each cut point.
         random_layers: ``(index in model.layers, name)`` of each layer whose
-            output is random in training; ``None`` when not worked out (then a
-            trial looks at the model itself).
+            output is random in training even where it is frozen (augmentation;
+            not dropout or noise, see :func:`random_layers`); ``None`` when not
+            worked out (then a trial looks at the model itself).
         output_spread: The largest absolute value and the largest per-feature
             standard deviation of the base's output over a few training
             examples, and how many (:func:`output_spread`); ``None`` when not
@@ -385,10 +386,12 @@ class LoadedBase:
         )
 
     def stochastic_prefix_layers(self, frozen_layers: int) -> list[str]:
-        """Layers up to a cut point whose output is random in training (dropout, augmentation).
+        """Layers up to a cut point whose output is random in training (augmentation).
 
         Keras 3 runs nested layers in training mode during ``fit``, so such a
-        layer makes the frozen prefix no pure function of its input.
+        layer makes the frozen prefix no pure function of its input. Dropout and
+        noise are not among them: where frozen they run as in inference
+        (:meth:`freeze`).
         """
         index = self.cut_layer(frozen_layers)
         known = self.info.random_layers
@@ -433,6 +436,12 @@ class LoadedBase:
         unfrozen: Keras 3 passes ``fit``'s ``training=True`` to every nested
         layer, over a ``training=False`` given when the model was built, and only
         a non-trainable BatchNormalization layer keeps to its moving statistics.
+        For the same reason the dropout and noise layers of the frozen part
+        (EfficientNet's stochastic depth) are held in inference mode
+        (:func:`_hold_in_inference`): a frozen base is a fixed function of its
+        input, as its cached features are, and as Keras' transfer-learning
+        guide means by ``base(x, training=False)``. Above the cut they train as
+        they were built to.
 
         Returns:
             The number of layers (of ``model.layers``) now frozen.
@@ -446,20 +455,24 @@ class LoadedBase:
         if not 0 <= frozen_layers <= n:
             raise ValueError(f"frozen_layers must be in [0, {n}], got {frozen_layers}")
         last = self.info.cut_points[frozen_layers - 1] if frozen_layers else -1
+        regularizing = _regularizing_layers()
         self.model.trainable = True
         for index, layer in enumerate(self.model.layers):
             layer.trainable = index > last
+            for inner in [layer, *_nested_layers(layer)]:
+                if isinstance(inner, regularizing):
+                    _hold_in_inference(inner, index <= last)
         for layer in _nested_layers(self.model):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
         return last + 1
 
 
-def random_layers(model: keras.Model) -> list[tuple[int, str]]:
-    """``(index in model.layers, name)`` of each layer (or nested layer) random in training."""
+def _regularizing_layers() -> tuple[type, ...]:
+    """The layers random in training only to regularise what trains (dropout, noise)."""
     import keras
 
-    random_kinds = (
+    return (
         keras.layers.Dropout,
         keras.layers.SpatialDropout1D,
         keras.layers.SpatialDropout2D,
@@ -468,13 +481,48 @@ def random_layers(model: keras.Model) -> list[tuple[int, str]]:
         keras.layers.GaussianDropout,
         keras.layers.AlphaDropout,
     )
+
+
+#: The instance attribute :func:`_hold_in_inference` puts a layer's ``call`` in.
+_HELD = "_graftune_training_call"
+
+
+def _hold_in_inference(layer: Any, hold: bool) -> None:
+    """Make ``layer`` run as in inference whatever ``training`` it is called with
+    (``hold``), or as its class does again.
+
+    Its ``call`` is shadowed on the instance, not changed in its config: the
+    layer is saved as it was built, and a model loaded from the file trains it as
+    its class does.
+    """
+    held = _HELD in vars(layer)
+    if hold and not held:
+        own = layer.call
+
+        def call(*args: Any, training: Any = None, **kwargs: Any) -> Any:
+            return own(*args, training=False, **kwargs)
+
+        object.__setattr__(layer, _HELD, own)
+        object.__setattr__(layer, "call", call)
+    elif not hold and held:
+        object.__delattr__(layer, "call")
+        object.__delattr__(layer, _HELD)
+
+
+def random_layers(model: keras.Model) -> list[tuple[int, str]]:
+    """``(index in model.layers, name)`` of each layer (or nested layer) random in
+    training even where the base is frozen: augmentation and any other layer with a
+    random seed of its own, but not dropout and noise, which a frozen part runs as
+    in inference (:meth:`LoadedBase.freeze`)."""
+    import keras
+
+    regularizing = _regularizing_layers()
     found = []
     for index, layer in enumerate(model.layers):
         for inner in [layer, *_nested_layers(layer)]:
-            seeded = any(
-                isinstance(value, keras.random.SeedGenerator) for value in vars(inner).values()
-            )
-            if isinstance(inner, random_kinds) or seeded:
+            if isinstance(inner, regularizing):
+                continue
+            if any(isinstance(value, keras.random.SeedGenerator) for value in vars(inner).values()):
                 found.append((index, inner.name))
     return found
 

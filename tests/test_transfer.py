@@ -20,7 +20,9 @@ def digits():
     return shared_digits()
 
 
-def small_cnn(dropout: bool = False):
+def small_cnn(random: str | None = None):
+    """A small CNN base; ``random`` puts a layer random in training after its second
+    convolution: ``"dropout"`` (Dropout) or ``"flip"`` (RandomFlip, augmentation)."""
     import keras
 
     keras.utils.set_random_seed(1)
@@ -30,8 +32,10 @@ def small_cnn(dropout: bool = False):
     x = keras.layers.Activation("relu", name="r1")(x)
     x = keras.layers.Conv2D(8, 3, padding="same", name="c2")(x)
     x = keras.layers.Activation("relu", name="r2")(x)
-    if dropout:
+    if random == "dropout":
         x = keras.layers.Dropout(0.3, name="drop")(x)
+    elif random == "flip":
+        x = keras.layers.RandomFlip("horizontal", name="flip")(x)
     x = keras.layers.Conv2D(16, 3, padding="same", name="c3")(x)
     x = keras.layers.Activation("relu", name="r3")(x)
     return keras.Model(inputs, x, name="small_cnn")
@@ -42,7 +46,7 @@ def base_info(tmp_path, monkeypatch, digits):
     return make_base(tmp_path, monkeypatch, digits)
 
 
-def make_base(tmp_path, monkeypatch, digits, dropout=False, name="base.keras"):
+def make_base(tmp_path, monkeypatch, digits, random=None, name="base.keras"):
     from orchestrator.bases import prepare_base
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.recipe import BaseSpec
@@ -50,7 +54,7 @@ def make_base(tmp_path, monkeypatch, digits, dropout=False, name="base.keras"):
     monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
     tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / name
-    small_cnn(dropout).save(path)
+    small_cnn(random).save(path)
     host = get_plugin_manager()
     return prepare_base(
         BaseSpec(path=path),
@@ -441,10 +445,13 @@ def test_base_info_knows_its_cut_points_without_the_model(base_info, tmp_path, m
     assert base_info.cut_params[-1] == model.count_params()
     assert base_info.random_layers == ()
     assert BaseInfo.from_json(json.loads(json.dumps(base_info.to_json()))) == base_info
-    noisy = make_base(tmp_path / "noisy", monkeypatch, digits, dropout=True)
-    assert [name for _, name in noisy.random_layers] == ["drop"]
+    noisy = make_base(tmp_path / "noisy", monkeypatch, digits, random="flip")
+    assert [name for _, name in noisy.random_layers] == ["flip"]
     last = noisy.n_cut_points
-    assert load_base(noisy).stochastic_prefix_layers(last) == ["drop"]
+    assert load_base(noisy).stochastic_prefix_layers(last) == ["flip"]
+    # Dropout runs as in inference where the base is frozen (LoadedBase.freeze).
+    dropped = make_base(tmp_path / "dropped", monkeypatch, digits, random="dropout")
+    assert dropped.random_layers == ()
 
 
 def test_frozen_weights_are_unchanged_after_a_trial(digits, base_info, tmp_path):
@@ -605,10 +612,10 @@ def test_cache_invalidation(digits, base_info, tmp_path, monkeypatch):
 
 
 def test_a_random_layer_before_the_cut_turns_the_cache_off(digits, tmp_path, monkeypatch):
-    info = make_base(tmp_path, monkeypatch, digits, dropout=True)
+    info = make_base(tmp_path, monkeypatch, digits, random="flip")
     result = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=1)
     assert result.status == "ok"
-    assert result.note == "feature cache off: drop before the cut is random"
+    assert result.note == "feature cache off: flip before the cut is random"
     assert not (tmp_path / "cache" / "features").exists()
     # Below the dropout the prefix is pure again.
     fine = trial(
@@ -625,7 +632,7 @@ def test_a_random_layer_in_the_base_draws_the_same_numbers_for_the_same_seed(
     so the same recipe and seed trained differently from run to run."""
     import random
 
-    info = make_base(tmp_path, monkeypatch, digits, dropout=True)
+    info = make_base(tmp_path, monkeypatch, digits, random="flip")
     first = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=2, trial_id="a")
     random.seed(12345)  # as another process would start
     second = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=2, trial_id="b")
@@ -635,6 +642,43 @@ def test_a_random_layer_in_the_base_draws_the_same_numbers_for_the_same_seed(
         np.load(trials / "a" / "test_probabilities.npy"),
         np.load(trials / "b" / "test_probabilities.npy"),
     )
+
+
+def test_dropout_in_the_frozen_part_runs_as_in_inference_and_the_cache_serves_it(
+    digits, tmp_path, monkeypatch
+):
+    """Found by QA: Keras 3 runs a nested model's layers in training mode during fit,
+    over the base(x, training=False) the strategies build with, so a frozen base's
+    dropout (EfficientNet's stochastic depth, in every block) stayed random: the
+    frozen base was no fixed function of its input, and its features were never
+    cached (EfficientNet's and EfficientNetV2's trials ran ten times slower)."""
+    import keras
+
+    from orchestrator.bases import load_base
+
+    info = make_base(tmp_path, monkeypatch, digits, random="dropout")
+    cached = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=2, trial_id="c")
+    whole = trial(
+        FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, cache=False, epochs=2, trial_id="w"
+    )
+    assert cached.status == whole.status == "ok"
+    assert cached.note.startswith("features computed"), cached.note
+    assert cached.cached_cut == info.n_cut_points and whole.cached_cut is None
+    assert cached.val_accuracy == pytest.approx(whole.val_accuracy, abs=0.02)
+
+    base = load_base(info)
+    drop = base.model.get_layer("drop")
+    x = np.ones((1, *drop.input.shape[1:]), "float32")
+    inputs, features = base.inputs_and_features(digits.task, info.n_cut_points)
+    assert np.array_equal(np.asarray(drop(x, training=True)), x)  # frozen: as in inference
+    base.freeze(1)  # the dropout above the cut trains as it was built to
+    assert not np.array_equal(np.asarray(drop(x, training=True)), x)
+    # Saved as built: loaded, it is the Dropout its class makes.
+    path = tmp_path / "saved.keras"
+    base.freeze(info.n_cut_points)
+    keras.Model(inputs, features).save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert "call" not in vars(loaded.get_layer("small_cnn").get_layer("drop"))
 
 
 def test_cache_false_turns_it_off(digits, base_info, tmp_path):
