@@ -599,6 +599,7 @@ def run_trial(
         # A strategy's sys.exit() is its error too (on keras_tuner it ended the whole
         # run, on Ray its worker); Tune's own SystemExit, its stop of the trial, is not.
         if isinstance(exc, SystemExit) and stopped.seen:
+            _release(gradients)  # a scheduler's prune: the worker runs the next trial
             raise
         if is_disk_full(exc):
             # Not the strategy's error, and no trial after it could keep its files
@@ -617,15 +618,17 @@ def run_trial(
         _release(gradients)
         return result
     _finish(folder, result, reporter, spec.storage)
-    if reporter.pending is not None:
-        pending = dict(reporter.pending)
-        # The trial's own scores (a fit of its own may return other weights).
-        if result.val_accuracy is not None:
-            pending["val_accuracy"] = result.val_accuracy
-        if result.val_loss is not None:
-            pending["val_loss"] = result.val_loss
-        report(pending)
-    _release(gradients)
+    try:
+        if reporter.pending is not None:
+            pending = dict(reporter.pending)
+            # The trial's own scores (a fit of its own may return other weights).
+            if result.val_accuracy is not None:
+                pending["val_accuracy"] = result.val_accuracy
+            if result.val_loss is not None:
+                pending["val_loss"] = result.val_loss
+            report(pending)  # where Tune may end the trial (SystemExit)
+    finally:
+        _release(gradients)
     return result
 
 

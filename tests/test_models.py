@@ -362,5 +362,26 @@ def test_trials_in_one_process_leave_neither_their_graphs_nor_their_variables(di
     ]
     assert [r.status for r in results] == ["ok"] * 3
     assert graphs() == after_one
+
+    def pruned(metrics):  # how Ray Tune ends a trial a scheduler stopped
+        raise SystemExit(0)
+
+    import dataclasses
+
+    # At its last report (after fit), and at its first of two (inside fit).
+    for epochs in (1, 2):
+        try:
+            run_trial(
+                CONFIG,
+                dataclasses.replace(spec, max_epochs=epochs),
+                digits,
+                trial_id=f"pruned{epochs}",
+                report=pruned,
+            )
+        except SystemExit:
+            pass  # (not pytest.raises: its record of the exception holds the trial's frames)
+        else:
+            pytest.fail("the trial did not end as Tune ended it")
+        assert graphs() == after_one, epochs
     assert set(registry) == callers_own  # the caller's own kept, the trials' gone
     assert float(callers(tf.constant(1.0))) == 2.0
