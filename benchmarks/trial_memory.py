@@ -22,10 +22,12 @@ memory, and scratch_mlp's defaults (2 x 128), where the objects do.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -39,16 +41,12 @@ VARIANTS = {"keeps": "keeps them (before)", "drops": "drops them (now)"}
 
 
 def child(variant: str, model: str, trials: int) -> dict[str, list[float]]:
-    import gc
-
-    import psutil
-
     from orchestrator import models
     from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
     from orchestrator.data import prepare_dataset
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.recipe import DataSpec
-    from orchestrator.trial import TrialSpec, run_trial
+    from orchestrator.trial import TrialSpec
 
     if variant == "keeps":
         models.forget_traced_gradients = lambda kept: 0
@@ -67,7 +65,19 @@ def child(variant: str, model: str, trials: int) -> dict[str, list[float]]:
         metric="val_accuracy",
         run_dir=Path(tempfile.mkdtemp(prefix="graftune-trial-memory-")),
     )
-    config = {**MODELS[model], "learning_rate": 1e-3, "lambda": 1e-6}
+    try:
+        return _trials(spec, data, {**MODELS[model], "learning_rate": 1e-3, "lambda": 1e-6}, trials)
+    finally:
+        shutil.rmtree(spec.run_dir, ignore_errors=True)
+
+
+def _trials(spec: Any, data: Any, config: dict[str, Any], trials: int) -> dict[str, list[float]]:
+    import gc
+
+    import psutil
+
+    from orchestrator.trial import run_trial
+
     process = psutil.Process()
     rss, objects, seconds = [], [], []
     for number in range(trials):
