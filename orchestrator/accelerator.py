@@ -11,7 +11,8 @@ each backend:
   taken as needed, not the whole card (fractional GPUs fail otherwise);
 - :func:`share_gpu_memory`: the same for the driver, which builds models to
   check plugins and must not take the card from its trials;
-- :func:`gpu_count`: how many GPUs this process sees.
+- :func:`gpu_count`: how many GPUs this process sees;
+- :func:`quiet_tensorflow`: TensorFlow's warnings off the user's console.
 
 Ray gives each trial its GPUs through ``CUDA_VISIBLE_DEVICES``, which all
 three backends honour.
@@ -179,9 +180,7 @@ def configure_trial(cpus: float, gpus: float) -> None:
     if name == "tensorflow":
         import tensorflow as tf
 
-        # TensorFlow's warnings (retracing, say) are for whoever writes the model; in
-        # an in-process search (keras_tuner) they would print over the progress view.
-        tf.get_logger().setLevel(logging.ERROR)
+        quiet_tensorflow()
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
@@ -194,6 +193,18 @@ def configure_trial(cpus: float, gpus: float) -> None:
             torch.set_num_threads(threads)
     if gpus:
         share_gpu_memory()
+
+
+def quiet_tensorflow() -> None:
+    """TensorFlow's Python logger to errors only: its warnings (retracing, say) are
+    for whoever writes the model's layers, and printed over a run's progress view
+    and through ``--quiet`` (Keras' grouped convolutions, as in ConvNeXt, warn of
+    retracing whenever a model with five of them is traced). A run sets it in its
+    driver and each trial's process; a library run puts the level back after it
+    (:func:`orchestrator.tuning.ray_start.kept_process_state`). TensorFlow is not
+    imported for it.
+    """
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 
 def share_gpu_memory() -> None:
@@ -245,6 +256,7 @@ __all__ = [
     "chosen_backend",
     "configure_trial",
     "gpu_count",
+    "quiet_tensorflow",
     "share_gpu_memory",
     "use_backend",
 ]

@@ -204,10 +204,12 @@ def run_recipe(
     walk only what the run made, and leave the caller's objects as collectable
     as they were (:func:`~orchestrator.trial.collecting_its_own_garbage`).
     """
+    from orchestrator.accelerator import quiet_tensorflow
     from orchestrator.trial import collecting_its_own_garbage, keeping_callers_state
     from orchestrator.tuning.ray_start import kept_process_state
 
     with kept_process_state(), keeping_callers_state(), collecting_its_own_garbage():
+        quiet_tensorflow()  # the driver traces models too (features, the best model)
         return _run_recipe(
             recipe,
             run_dir=run_dir,

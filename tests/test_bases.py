@@ -980,6 +980,48 @@ def test_a_saved_base_splits_at_every_cut_into_prefix_and_upper_part(make, tmp_p
         np.testing.assert_allclose(np.asarray(upper(features, training=False)), whole, atol=1e-5)
 
 
+def test_a_run_keeps_tensorflows_retracing_warnings_off_the_console(tmp_path, monkeypatch, caplog):
+    """Found by QA: a ConvNeXt base printed "5 out of the last 5 calls to <function
+    conv.<locals>._conv_xla> triggered tf.function retracing" twice through ``run
+    --quiet``: Keras makes a function for each grouped convolution, and the driver
+    traces the base (its features). Warnings for whoever writes the layers, of no
+    use to the user; the trials had them off already. The logger's level is put
+    back after the run."""
+    from orchestrator.run import run_recipe
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    for _ in range(6):
+        x = keras.layers.Conv2D(4, 3, padding="same", groups=2, activation="relu")(x)
+    keras.Model(inputs, x).save(tmp_path / "grouped.keras")
+    monkeypatch.chdir(tmp_path)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(
+            """\
+            name: grouped
+            data: {source: "sklearn:digits", classes: [0, 1, 2]}
+            base: {path: grouped.keras}
+            strategies: {feature_extraction: {num_samples: 1}}
+            search: {backend: keras_tuner, max_epochs: 1}
+            output: runs/
+            """
+        )
+    )
+    tf_logger = logging.getLogger("tensorflow")
+    before = tf_logger.level
+    tf_logger.setLevel(logging.INFO)  # a caller's own level, put back after the run
+    try:
+        with caplog.at_level(logging.WARNING):
+            outcome = run_recipe(recipe)
+        assert tf_logger.level == logging.INFO
+    finally:
+        tf_logger.setLevel(before)
+    assert list(outcome.leaderboard["status"]) == ["ok"]
+    said = [r.getMessage() for r in caplog.records if r.name.startswith("tensorflow")]
+    assert not said, said
+
+
 def test_a_run_prepares_its_pretrain_data_once(tmp_path, monkeypatch):
     """The check before pretraining, the base's cache key and its training each
     prepared it (for glyphs: rendered it) again."""

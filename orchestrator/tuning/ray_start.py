@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 #: (``ray.init`` clears the handlers of ``ray`` itself; ``ray._private`` keeps
 #: its own, so what Ray says while it starts is not lost to the console.)
 RAY_LOGGERS = ("ray", "ray._private", "ray.tune", "ray.train", "ray.air")
-#: Loggers whose level a run sets in its process: TensorFlow's, warnings only for an
-#: in-process trial (``accelerator.configure_trial``), and Optuna's, for the bayesian
-#: searcher; put back after it (:func:`kept_process_state`).
+#: Loggers whose level a run sets in its process: TensorFlow's, errors only
+#: (``accelerator.quiet_tensorflow``), and Optuna's, for the bayesian searcher;
+#: put back after it (:func:`kept_process_state`).
 QUIETED_LOGGERS = ("tensorflow", "optuna")
 
 #: What every worker of embedded Ray imports before it takes work (Ray's
