@@ -841,16 +841,48 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
 BATCH_VALUES = 65_536
 
 
+def batch_for(model: Any, x: Any) -> int:
+    """How many of ``x`` :func:`evaluate` gives ``model`` at a time: its largest
+    tensor (of any layer's output, nested models' layers included, or the input)
+    about :data:`BATCH_VALUES` values, and at least 32.
+
+    Sized by the input alone, 8x8 digits went through a ResNet50 base that
+    adapts them to 64x64x3 in batches of 1024: a trial's test split in one call
+    took 4.5 GB more than its training did, which the worker kept, so that
+    every such trial retired its worker (``search.worker_memory_mb``).
+    """
+    import keras
+
+    widest = math.prod(x.shape[1:])
+    for layer in _layers_within(model):
+        try:
+            outputs = keras.tree.flatten(layer.output)
+        except (AttributeError, ValueError):  # a layer called more than once, or never
+            continue
+        for output in outputs:
+            shape = getattr(output, "shape", None)
+            if shape is not None and all(isinstance(d, int) for d in shape[1:]):
+                widest = max(widest, math.prod(shape[1:]))
+    return max(32, BATCH_VALUES // max(1, widest))
+
+
+def _layers_within(model: Any) -> Iterator[Any]:
+    """Every layer of ``model``, and of the models nested in it, depth first."""
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _layers_within(layer)
+
+
 def probabilities(model: Any, x: Any, batch_size: int | None = None) -> Any:
     """The model's outputs on ``x`` (inference mode), as one NumPy array.
 
     Calls the model on batches directly: ``model.predict`` traces a graph
     function first, which for one pass over a small test split costs more
     (about 0.25 s a trial on the digits MLP) than the pass itself. Each call
-    costs a few milliseconds however small its batch, so batches hold about
-    :data:`BATCH_VALUES` input values (the whole split of small tabular data in
-    one call), and never fewer than ``predict``'s 32 samples, so that a heavy
-    base needs no more memory than there.
+    costs a few milliseconds however small its batch, so a batch's largest
+    tensor holds about :data:`BATCH_VALUES` values (the whole split of small
+    tabular data in one call; :func:`batch_for`), and never fewer than
+    ``predict``'s 32 samples, so that a heavy base needs no more memory than there.
     """
     return evaluate(model, x, None, batch_size)[0]
 
@@ -881,7 +913,7 @@ def evaluate(
     if len(x) == 0:  # (Keras' predict fails on no data)
         return np.zeros((0, model.output_shape[-1]), "float32"), {}
     if batch_size is None:
-        batch_size = max(32, BATCH_VALUES // max(1, math.prod(x.shape[1:])))
+        batch_size = batch_for(model, x)
     outputs, loss = [], 0.0
     for i in range(0, len(x), batch_size):
         out = model(x[i : i + batch_size], training=False)

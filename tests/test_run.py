@@ -458,3 +458,46 @@ def test_probabilities_in_batches_equal_predict(shape):
     np.testing.assert_allclose(
         probabilities(model, data), model.predict(data, verbose=0), rtol=1e-5, atol=1e-6
     )
+
+
+def test_a_model_that_enlarges_its_input_is_evaluated_in_batches_of_its_size():
+    """Batches were sized by the input alone: 8x8 digits went through a ResNet50 base
+    adapted to 64x64x3 in batches of 1024, and a trial's test split took 4.5 GB
+    more than its training did (5.6 GB a worker, each then retired for
+    ``search.worker_memory_mb``). The largest tensor of any layer, nested models'
+    included, sizes them now; a small model still takes its split in one call."""
+    import keras
+
+    from orchestrator.trial import evaluate
+
+    class Seen(keras.layers.Layer):
+        """Passes its input on, noting the batch sizes it was called with."""
+
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.sizes = []
+
+        def call(self, x):
+            if x.shape[0] is not None:  # (not the functional build's symbolic call)
+                self.sizes.append(int(x.shape[0]))
+            return x
+
+    keras.utils.set_random_seed(0)
+    seen = Seen()
+    inner = keras.Input((64, 64, 1))
+    wide = keras.Model(inner, seen(keras.layers.Conv2D(16, 3, padding="same")(inner)))
+    inputs = keras.Input((8, 8, 1))
+    features = keras.layers.GlobalAveragePooling2D()(wide(keras.layers.Resizing(64, 64)(inputs)))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
+    x = np.random.default_rng(0).random((100, 8, 8, 1), dtype=np.float32)
+    y = np.arange(100) % 3
+    predicted, _ = evaluate(model, x, y)
+    assert seen.sizes == [32, 32, 32, 4]  # 64*64*16 values an example: predict's 32
+    np.testing.assert_allclose(predicted, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+
+    small_seen = Seen()
+    flat = keras.Input((8, 8, 1))
+    hidden = small_seen(keras.layers.Dense(8)(keras.layers.Flatten()(flat)))
+    small = keras.Model(flat, keras.layers.Dense(3, activation="softmax")(hidden))
+    evaluate(small, x, y)
+    assert small_seen.sizes == [100]
