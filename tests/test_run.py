@@ -485,14 +485,14 @@ def test_a_model_that_enlarges_its_input_is_evaluated_in_batches_of_its_size():
     keras.utils.set_random_seed(0)
     seen = Seen()
     inner = keras.Input((64, 64, 1))
-    wide = keras.Model(inner, seen(keras.layers.Conv2D(16, 3, padding="same")(inner)))
+    wide = keras.Model(inner, seen(keras.layers.Conv2D(512, 3, padding="same")(inner)))
     inputs = keras.Input((8, 8, 1))
     features = keras.layers.GlobalAveragePooling2D()(wide(keras.layers.Resizing(64, 64)(inputs)))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(features))
     x = np.random.default_rng(0).random((100, 8, 8, 1), dtype=np.float32)
     y = np.arange(100) % 3
     predicted, _ = evaluate(model, x, y)
-    assert seen.sizes == [32, 32, 32, 4]  # 64*64*16 values an example: predict's 32
+    assert seen.sizes == [32, 32, 32, 4]  # 64*64*512 values an example: predict's 32
     np.testing.assert_allclose(predicted, model.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
 
     small_seen = Seen()
