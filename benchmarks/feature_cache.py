@@ -64,7 +64,7 @@ SPACES = {
 
 def run(
     workload: str, strategy: str, cache: bool, folder: Path, samples: int = 8, epochs: int = 10
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     base, data, lowest_cut, _ = WORKLOADS[workload]
     space = SPACES[strategy] % lowest_cut if "%s" in SPACES[strategy] else SPACES[strategy]
     text = f"""
@@ -80,7 +80,8 @@ cache: {"true" if cache else "false"}
 output: {folder}
 """
     seconds, outcome = common.timed(lambda: common.run_recipe_text(text, folder))
-    return seconds, float(outcome.leaderboard["val_accuracy"].max())
+    board = outcome.leaderboard
+    return seconds, float(board["val_accuracy"].max()), float(board["peak_memory_mb"].max())
 
 
 def main() -> None:
@@ -113,6 +114,8 @@ def main() -> None:
                         f"{off[1]:.4f}",
                         f"{on[1]:.4f}",
                         f"{(on[1] - off[1]) * 100:+.2f}",
+                        f"{off[2]:.0f}",
+                        f"{on[2]:.0f}",
                     ]
                 )
     finally:
@@ -127,9 +130,10 @@ def main() -> None:
         training images, 360 validation) and on 20,000 rendered digit glyphs (12,000
         training images, 4,000 validation); ResNet50 at 64x64 on digits with 60 labels per
         class (600 training images). "on" starts from an empty feature cache, so computing the features is part of its
-        time. One run each.
+        time. One run each. Peak MB: the largest of the trials' peak memory (a worker's
+        resident memory while it ran the trial).
 
-        {common.table(["workload", "data", "strategy", "off s", "on s", "speed-up", "best val off", "best val on", "difference (points)"], rows)}
+        {common.table(["workload", "data", "strategy", "off s", "on s", "speed-up", "best val off", "best val on", "difference (points)", "peak MB off", "peak MB on"], rows)}
         """,
     )
     fig, ax, path = common.figure("feature_cache")
