@@ -459,10 +459,10 @@ class LoadedBase:
         self.model.trainable = True
         for index, layer in enumerate(self.model.layers):
             layer.trainable = index > last
-            for inner in [layer, *_nested_layers(layer)]:
+            for inner in [layer, *nested_layers(layer)]:
                 if isinstance(inner, regularizing):
                     _hold_in_inference(inner, index <= last)
-        for layer in _nested_layers(self.model):
+        for layer in nested_layers(self.model):
             if isinstance(layer, keras.layers.BatchNormalization):
                 layer.trainable = False
         return last + 1
@@ -519,7 +519,7 @@ def random_layers(model: keras.Model) -> list[tuple[int, str]]:
     regularizing = _regularizing_layers()
     found = []
     for index, layer in enumerate(model.layers):
-        for inner in [layer, *_nested_layers(layer)]:
+        for inner in [layer, *nested_layers(layer)]:
             if isinstance(inner, regularizing):
                 continue
             if any(isinstance(value, keras.random.SeedGenerator) for value in vars(inner).values()):
@@ -527,12 +527,12 @@ def random_layers(model: keras.Model) -> list[tuple[int, str]]:
     return found
 
 
-def _nested_layers(model: Any) -> list[Any]:
+def nested_layers(model: Any) -> list[Any]:
     """Every layer of a model, including those of models nested in it."""
     found = []
     for layer in getattr(model, "layers", ()):
         found.append(layer)
-        found += _nested_layers(layer)
+        found += nested_layers(layer)
     return found
 
 

@@ -856,8 +856,10 @@ def batch_for(model: Any, x: Any) -> int:
     """
     import keras
 
+    from orchestrator.bases import nested_layers
+
     widest = math.prod(x.shape[1:])
-    for layer in _layers_within(model):
+    for layer in nested_layers(model):
         try:
             outputs = keras.tree.flatten(layer.output)
         except (AttributeError, ValueError):  # a layer called more than once, or never
@@ -867,13 +869,6 @@ def batch_for(model: Any, x: Any) -> int:
             if shape is not None and all(isinstance(d, int) for d in shape[1:]):
                 widest = max(widest, math.prod(shape[1:]))
     return max(32, BATCH_VALUES // max(1, widest))
-
-
-def _layers_within(model: Any) -> Iterator[Any]:
-    """Every layer of ``model``, and of the models nested in it, depth first."""
-    for layer in getattr(model, "layers", ()):
-        yield layer
-        yield from _layers_within(layer)
 
 
 def probabilities(model: Any, x: Any, batch_size: int | None = None) -> Any:

@@ -457,14 +457,14 @@ def test_base_info_knows_its_cut_points_without_the_model(base_info, tmp_path, m
 def test_frozen_weights_are_unchanged_after_a_trial(digits, base_info, tmp_path):
     import keras
 
-    from orchestrator.bases import _nested_layers
+    from orchestrator.bases import nested_layers
 
     trial(FineTune(), ft_config(frozen_layers=1), digits, base_info, tmp_path, epochs=2)
     saved = load_trial_model(
         tmp_path / "run" / "trials" / "fine_tune" / "t", base_info, digits.task.input_shape
     )
     original = keras.saving.load_model(base_info.path, safe_mode=True)
-    saved_layers = {layer.name: layer for layer in _nested_layers(saved)}
+    saved_layers = {layer.name: layer for layer in nested_layers(saved)}
     # c1 and bn1 are below the first cut point; c3 is above it and trained.
     for name in ("c1", "bn1"):
         for before, after in zip(
