@@ -862,7 +862,7 @@ def batch_for(model: Any, x: Any) -> int:
     for layer in nested_layers(model):
         try:
             outputs = keras.tree.flatten(layer.output)
-        except (AttributeError, ValueError):  # a layer called more than once, or never
+        except (AttributeError, ValueError):  # never called in a graph (a subclassed model's)
             continue
         for output in outputs:
             shape = getattr(output, "shape", None)
