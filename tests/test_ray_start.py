@@ -362,9 +362,8 @@ def workers():
 
 def wait_for(count):
     for _ in range(600):
-        found = workers()
-        if len(found) == count:
-            return found
+        if len(workers()) == count:
+            return
         time.sleep(0.1)
     sys.exit(f"{len(workers())} workers, not {count}")
 
