@@ -170,6 +170,11 @@ def _custom_objects(path: Path) -> dict[str, str]:
             name = node.get("registered_name")
             if isinstance(name, str) and ">" in name:
                 names.add(name)
+            # A function (an activation) is saved as {"class_name": "function",
+            # "config": "<registered name>", "registered_name": "function"}.
+            config = node.get("config")
+            if node.get("class_name") == "function" and isinstance(config, str) and ">" in config:
+                names.add(config)
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -188,16 +193,16 @@ def _custom_objects(path: Path) -> dict[str, str]:
 
 def _how_to_load(custom: dict[str, str]) -> str:
     """The ``load`` line of ``graftune.json`` for a ``.keras`` export."""
-    load = f"keras.saving.load_model('{KERAS_FILE}', safe_mode=True"
+    load = f"model = keras.saving.load_model('{KERAS_FILE}', safe_mode=True"
     if not custom:
-        return f"{load}); model.predict(x)"
+        return f"import keras; {load}); model.predict(x)"
     imports = "; ".join(
         f"from {where.rpartition('.')[0]} import {where.rpartition('.')[2]}"
         for where in custom.values()
         if "." in where
     )
     given = ", ".join(f"'{name}': {where.rpartition('.')[2]}" for name, where in custom.items())
-    return f"{imports}; {load}, custom_objects={{{given}}}); model.predict(x)"
+    return f"import keras; {imports}; {load}, custom_objects={{{given}}}); model.predict(x)"
 
 
 __all__ = ["FORMATS", "METADATA_FILE", "export_model"]

@@ -359,8 +359,8 @@ def test_an_installed_plugins_keras_objects_are_registered_where_models_are_made
     metadata = json.loads((tmp_path / "exported" / "graftune.json").read_text())
     assert metadata["custom_objects"] == {"tests>Scale": "tests.keras_layers.Scale"}
     assert metadata["load"] == (
-        "from tests.keras_layers import Scale; keras.saving.load_model('model.keras', "
-        "safe_mode=True, custom_objects={'tests>Scale': Scale}); model.predict(x)"
+        "import keras; from tests.keras_layers import Scale; model = keras.saving.load_model("
+        "'model.keras', safe_mode=True, custom_objects={'tests>Scale': Scale}); model.predict(x)"
     )
     del keras.saving.get_custom_objects()["tests>Scale"]
     from tests.keras_layers import Scale
@@ -652,3 +652,39 @@ def test_a_plugin_module_the_recipe_disables_is_known_and_not_imported(tmp_path,
     result = cli("validate", str(recipe), "--plugin", "gt_disabled_here")
     assert result.exit_code == 0, result.output
     assert "gt_disabled_here" not in sys.modules
+
+
+def test_an_export_names_a_plugins_custom_functions_and_its_load_line_runs(tmp_path, monkeypatch):
+    """Found by QA: a registered activation function is saved as
+    {"class_name": "function", "config": "<name>"}: graftune.json left it out, and
+    its load line was not Python one could run (no import, no ``model =``)."""
+    import keras
+    import numpy as np
+
+    from orchestrator import export
+    from tests.keras_layers import Scale, halved_relu
+
+    keras.saving.register_keras_serializable("tests")(Scale)
+    keras.saving.register_keras_serializable("tests")(halved_relu)
+    try:
+        model = keras.Sequential(
+            [keras.Input((3,)), keras.layers.Dense(4, activation=halved_relu), Scale(2.0)]
+        )
+        model.save(tmp_path / "model.keras")
+        custom = export._custom_objects(tmp_path / "model.keras")
+        assert custom == {
+            "tests>Scale": "tests.keras_layers.Scale",
+            "tests>halved_relu": "tests.keras_layers.halved_relu",
+        }
+        line = export._how_to_load(custom)
+    finally:
+        del keras.saving.get_custom_objects()["tests>Scale"]
+        del keras.saving.get_custom_objects()["tests>halved_relu"]
+    # The line runs as it is, where the file is, with nothing registered.
+    monkeypatch.chdir(tmp_path)
+    x = np.ones((2, 3), "float32")
+    namespace: dict = {"x": x}
+    exec(line, namespace)
+    np.testing.assert_allclose(
+        namespace["model"].predict(x, verbose=0), model.predict(x, verbose=0)
+    )
