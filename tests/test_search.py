@@ -800,6 +800,12 @@ def test_a_trial_whose_worker_dies_is_retried(by_value, tmp_path):
     assert marker.exists()
     assert row["status"] == "ok"
     assert row["retries"] == 1
+    # Its worker wrote result.json with no retries; a resume rebuilds the leaderboard
+    # from that file, and read 0 (found by QA).
+    from orchestrator.trial import read_result
+
+    (written,) = (outcome.run_dir / "trials" / "dying_mlp").glob("*/result.json")
+    assert read_result(written.parent).retries == 1
 
 
 def test_a_run_whose_every_trial_died_runs_them_again_on_resume(by_value, tmp_path):

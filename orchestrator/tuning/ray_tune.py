@@ -287,7 +287,11 @@ def collect(
         if pull_trial(storage, folder, strategy, trial_id):
             result = read_result(folder, set_aside=True)
     if result is not None:
-        result.retries = max(result.retries, retries)
+        if retries > result.retries:
+            # Its worker wrote result.json not knowing the deaths before it: kept
+            # there, a resume (which reads result.json) does not lose them.
+            result.retries = retries
+            write_result(folder, result)
         return result
     last = last or {}
     # A trial whose strategy raised reports the worst score (trial.WORST_SCORES) for its
