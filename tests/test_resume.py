@@ -1236,3 +1236,35 @@ def test_a_worker_that_died_after_its_worst_score_report_leaves_no_score(tmp_pat
     last = {"val_accuracy": 0.75, "val_loss": 0.5, "training_iteration": 1}
     result = collect(tmp_path, "scratch_mlp", "t2", {}, last, error="RayActorError: died")
     assert (result.val_accuracy, result.val_loss) == (0.75, 0.5)
+
+
+def test_a_keras_tuner_search_whose_first_trial_kills_the_process_fails_it_too(tmp_path):
+    """Found by QA: killed in a search's first trial, keras-tuner had saved no state
+    yet, so the resume did not see the trial it had been running and ran it again,
+    past ``max_failures``, on every resume: the run could never finish."""
+    from orchestrator.leaderboard import read_leaderboard
+
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, num_samples: 1, max_epochs: 1}",
+        "killing_mlp: {space: {width: 16}}",
+    )
+    repo = Path(fixture_plugins.__file__).parents[1]
+
+    def graftune(*args: str) -> subprocess.CompletedProcess:
+        plugin = ("--plugin", "tests.fixture_plugins")
+        return subprocess.run(
+            [GRAFTUNE, "run", *args, *plugin], cwd=repo, capture_output=True, text=True
+        )
+
+    killed = graftune(str(recipe))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    again = graftune("--resume", str(run_dir))  # tried again once (max_failures: 1)
+    assert again.returncode == -signal.SIGKILL, again.stdout + again.stderr
+    done = graftune("--resume", str(run_dir))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "every trial failed (1 failed)" in done.stdout + done.stderr
+    (row,) = read_leaderboard(run_dir).itertuples()
+    assert (row.status, row.retries) == ("failed", 1)
+    assert row.error == "the process died while running it 2 times (killed, or out of memory)"

@@ -356,6 +356,24 @@ def _set_deaths(folder: Path, deaths: int) -> None:
         (folder / RUNNING_FILE).unlink(missing_ok=True)
 
 
+def _died_too_often(
+    folder: Path, strategy: str, trial_id: str, config: dict[str, Any], deaths: int
+) -> TrialResult:
+    """Record as ``failed`` a trial whose process died more than ``max_failures`` times."""
+    result = TrialResult(
+        strategy=strategy,
+        trial_id=trial_id,
+        status="failed",
+        config=config,
+        error=f"the process died while running it {deaths} time{'s' * (deaths != 1)} "
+        "(killed, or out of memory)",
+        retries=deaths - 1,
+    )
+    write_result(folder, result)
+    _set_deaths(folder, 0)
+    return result
+
+
 def _resume_trials(
     oracle: Any,
     run_dir: Path,
@@ -388,17 +406,8 @@ def _resume_trials(
             queue.append(trial_id)
             continue
         values = trial.hyperparameters.values
-        result = TrialResult(
-            strategy=strategy,
-            trial_id=f"kt{trial_id}",
-            status="failed",
-            config={name: as_declared(space[name], values.get(name)) for name in space},
-            error=f"the process died while running it {deaths} time{'s' * (deaths != 1)} "
-            "(killed, or out of memory)",
-            retries=deaths - 1,
-        )
-        write_result(folder, result)
-        _set_deaths(folder, 0)
+        config = {name: as_declared(space[name], values.get(name)) for name in space}
+        result = _died_too_often(folder, strategy, f"kt{trial_id}", config, deaths)
         failed.add(trial_id)
         trial.status = trial_module.TrialStatus.FAILED
         if trial_id not in oracle.end_order:
@@ -544,6 +553,13 @@ def run_search(
                 listener.trial_started(strategy, trial_id)
             folder = trial_dir(run_dir, strategy, trial_id)
             deaths = _deaths(folder)
+            if deaths > recipe.search.max_failures:
+                # Killed in a search's first trial, before keras-tuner saved any state,
+                # the resume's oracle knew nothing of it, and proposed it again.
+                result = _died_too_often(folder, strategy, trial_id, config, deaths)
+                if listener is not None:
+                    listener.trial_finished(result)
+                return {metric: worst}
             try:
                 # Left as it is if the process dies in the trial: counted on resume.
                 folder.mkdir(parents=True, exist_ok=True)
