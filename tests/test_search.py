@@ -1376,3 +1376,30 @@ def test_the_next_searchs_workers_are_asked_for_once_the_last_trials_run_with_ro
     assert prestart(recipe, "exploding_mlp") == {}  # the last
     tuner = load_recipe(write_recipe(tmp_path, "{backend: keras_tuner}", strategies))
     assert prestart(tuner, "scratch_mlp") == {}
+
+
+def test_a_retried_trials_history_is_its_last_attempts(tmp_path):
+    """Found by QA: Tune keeps the epochs every attempt of a trial reported, one after
+    another; the history.csv the driver wrote for a trial that failed after its retries
+    had epochs 1, 2, 1, 2 (and a learning curve that went back)."""
+    import pandas as pd
+
+    from orchestrator.tuning.ray_tune import write_reported_history
+
+    reports = pd.DataFrame(
+        {
+            "epoch": [1, 2, 1, 2, 3, 1],
+            "val_accuracy": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+            "training_iteration": [1, 2, 1, 2, 3, 1],
+            "config/width": [8] * 6,
+        }
+    )
+    write_reported_history(tmp_path / "once", reports.iloc[:2])
+    assert pd.read_csv(tmp_path / "once" / "history.csv").to_dict("list") == {
+        "epoch": [1, 2],
+        "val_accuracy": [0.1, 0.2],
+    }
+    write_reported_history(tmp_path / "retried", reports.iloc[:5])
+    assert pd.read_csv(tmp_path / "retried" / "history.csv")["epoch"].tolist() == [1, 2, 3]
+    write_reported_history(tmp_path / "again", reports)
+    assert pd.read_csv(tmp_path / "again" / "history.csv")["val_accuracy"].tolist() == [0.6]

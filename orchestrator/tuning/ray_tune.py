@@ -356,7 +356,9 @@ def write_reported_history(folder: Path, reports: Any) -> None:
     A trial a scheduler stopped (or whose worker died) never reaches the end of
     :func:`~orchestrator.trial.run_trial`, where ``history.csv`` is written;
     Tune kept each epoch it reported. Its learning curve (in the report) then
-    shows where it was stopped. A trial that wrote its own is left alone.
+    shows where it was stopped. A trial that wrote its own is left alone. Of a
+    trial whose worker died and which was tried again, Tune kept every attempt's
+    epochs one after the other: the last attempt's are its history.
     """
     path = folder / "history.csv"
     if reports is None or len(reports) == 0 or path.exists():
@@ -366,6 +368,10 @@ def write_reported_history(folder: Path, reports: Any) -> None:
     ]
     if "epoch" not in columns:
         return
+    epochs = list(reports["epoch"])
+    restarts = [i for i in range(1, len(epochs)) if not epochs[i] > epochs[i - 1]]
+    if restarts:
+        reports = reports.iloc[restarts[-1] :]
     from orchestrator.leaderboard import atomic_write_text
 
     folder.mkdir(parents=True, exist_ok=True)
