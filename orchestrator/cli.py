@@ -319,9 +319,7 @@ def _grid_repeats_note(recipe: Any, host: Any) -> str | None:
 
     spaces = {}
     for name in recipe.strategies:
-        own = strategy_space(
-            host.strategies.get(name)(), SpaceContext(), host.strategies.owner(name)
-        )
+        own = strategy_space(host.strategy(name), SpaceContext(), host.strategies.owner(name))
         spaces[name] = merge_spaces(own, recipe.shared_space(), recipe.strategy_space(name))
     return note(recipe, spaces)
 

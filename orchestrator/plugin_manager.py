@@ -100,6 +100,27 @@ class PluginHost:
                     without_credentials(str(exc)),
                 )
 
+    def strategy(self, name: str) -> Any:
+        """A new instance of the strategy registered as ``name``.
+
+        Raises:
+            KeyError: No plugin registered ``name`` (:meth:`Registry.get`).
+            PluginError: Its class cannot be made with no arguments (an
+                ``__init__`` that takes some, or raises): graftune makes each
+                strategy so. The message names the strategy and its plugin.
+        """
+        cls = self.strategies.get(name)
+        try:
+            return cls()
+        except GraftuneError:
+            raise
+        except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its error too
+            raise PluginError(
+                f"strategy {name!r} from plugin {self.strategies.owner(name)}: making it "
+                f"({cls.__name__}()) raised {type(exc).__name__}: {exc}; graftune makes a "
+                "strategy with no arguments: give __init__'s parameters defaults"
+            ) from exc
+
     def keras_objects(self) -> dict[str, Any]:
         """What the plugins' ``graftune_keras_objects`` return, registered with
         Keras, by registered name (``package>Name``); Keras is imported only

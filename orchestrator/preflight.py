@@ -239,7 +239,7 @@ def recipe_notes(recipe: Recipe, host: PluginHost) -> list[str]:
 
     notes = []
     for name in recipe.strategies:
-        strategy = host.strategies.get(name)()
+        strategy = host.strategy(name)
         owner = host.strategies.owner(name)
         own = strategy_space(strategy, SpaceContext(), owner)
         space = merge_spaces(own, recipe.shared_space(), recipe.strategy_space(name))

@@ -970,7 +970,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
             message = host.strategies.unknown_message(name, recipe.plugins.disable)
             errors.append(recipe.error(("strategies", name), message))
             continue
-        strategy = host.strategies.get(name)()
+        strategy = host.strategy(name)
         if strategy.requires_base:
             needs_base.append(name)
         defaults = strategy_space(strategy, SpaceContext(), host.strategies.owner(name))

@@ -461,7 +461,7 @@ def _run(
 
     # As the run's recipe.yaml names it: a job's working directory is deleted.
     echo(f"data: {recorded_source(recipe, place.local_dir)}: {dataset.describe()}")
-    strategies = {name: host.strategies.get(name)() for name in recipe.strategies}
+    strategies = {name: host.strategy(name) for name in recipe.strategies}
     base_info = None
     if recipe.base is not None and any(s.requires_base for s in strategies.values()):
         prepared = check_pretrain_input(recipe, host, dataset)  # before minutes of pretraining

@@ -251,6 +251,22 @@ class RegistersItsLayerInBuild(SmallMLP):
         return compile_classifier(keras.Model(inputs, outputs), float(config["learning_rate"]))
 
 
+class NeedsArguments(SmallMLP):
+    """Its ``__init__`` takes an argument graftune cannot give: it makes strategies bare."""
+
+    name = "needs_arguments"
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+
+class RaisesWhenMade(SmallMLP):
+    name = "raises_when_made"
+
+    def __init__(self) -> None:
+        raise RuntimeError("no GPU here")
+
+
 class Registers:
     """A plugin object that registers the strategy classes it is given."""
 

@@ -569,6 +569,33 @@ def test_a_bad_space_of_a_plugin_is_refused_by_validate(
 @pytest.mark.parametrize(
     ("cls", "words"),
     [
+        (
+            broken.NeedsArguments,
+            "making it (NeedsArguments()) raised TypeError: NeedsArguments.__init__() "
+            "missing 1 required positional argument: 'width'",
+        ),
+        (broken.RaisesWhenMade, "(RaisesWhenMade()) raised RuntimeError: no GPU here"),
+    ],
+)
+def test_a_strategy_that_cannot_be_made_bare_is_a_plugin_error(
+    graftune_register, tmp_path, cls, words
+):
+    """Found by QA: "internal error", exit status 1, from validate and run alike."""
+    graftune_register(broken.Registers(cls), name="culprit")
+    recipe = write(tmp_path, BROKEN_RECIPE.replace("NAME", cls.name))
+    for command in ("validate", "run"):
+        result = cli(command, recipe)
+        assert result.exit_code == 3, result.output
+        said = " ".join(result.output.split())
+        assert f"strategy {cls.name!r} from plugin culprit (graftune-testing-culprit 0)" in said
+        assert words in said
+        assert "give __init__'s parameters defaults" in said
+        assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("cls", "words"),
+    [
         (broken.Uncompiled, "build() returned a model that is not compiled"),
         (broken.WrongShape, "output shape (None, 11); expected (None, 10)"),
         (broken.LogitsOut, "outputs that are not class probabilities (each row in [0, 1]"),
