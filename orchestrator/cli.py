@@ -232,6 +232,11 @@ def _host(plugins: list[str] | None = None, recipe: Path | None = None) -> Any:
     return get_plugin_manager(extra_plugins=plugins or (), disable=disabled_plugins(recipe))
 
 
+def _run_host(plugins: list[str] | None, run_dir: Path) -> Any:
+    """The host for a command on a finished run: the plugins its recipe disabled stay so."""
+    return _host(plugins, run_dir if run_dir.is_dir() else None)
+
+
 @app.command()
 def validate(
     recipe: Annotated[
@@ -799,7 +804,7 @@ def predict(
             check_output_file(out_path)
             check_out(out_path, run_dir, data, replace=force)
         result = run_predict(
-            run_dir, data, trial=trial, host=_host(plugin), target=target,
+            run_dir, data, trial=trial, host=_run_host(plugin, run_dir), target=target,
             ignore=ignore_column or (),
         )  # fmt: skip
         if out_path is not None:
@@ -880,7 +885,8 @@ def export(
 
     try:
         # Imported, and the plugins' graftune_keras_objects registered: the model loads.
-        _host(plugin).keras_objects()
+        # The plugins the run's recipe disabled stay so (a broken one stopped export).
+        _run_host(plugin, run_dir).keras_objects()
         path = export_model(run_dir, dest, format=format.value, trial=trial)
     except Exception as exc:
         _fail(exc)

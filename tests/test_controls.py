@@ -715,3 +715,21 @@ def test_an_export_names_a_plugins_custom_functions_and_its_load_line_runs(tmp_p
     np.testing.assert_allclose(
         namespace["model"].predict(x, verbose=0), model.predict(x, verbose=0)
     )
+
+
+def test_predict_and_export_keep_the_plugins_the_run_disabled_off(site, tmp_path):
+    """Found by QA: a run that disabled a broken plugin (as the error tells one to)
+    finished, and then predict and export failed on that plugin, exit 3."""
+    make_distribution(site, "graftune-broken-thing", "gt_ctl_after", "import gt_ctl_nothing\n")
+    recipe = MLP_RECIPE + "plugins: {disable: [entry_gt_ctl_after]}\n"
+    recipe += "search: {num_samples: 1, max_epochs: 1}\noutput: runs/\n"
+    result = cli("run", write(tmp_path, recipe), "--quiet")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    predicted = cli("predict", run_dir, "--data", "sklearn:iris")
+    assert predicted.exit_code == 0, predicted.output
+    exported = cli("export", run_dir, tmp_path / "exported")
+    assert exported.exit_code == 0, exported.output
+    # A run that did not disable it: the plugin is at fault, and named.
+    refused = cli("predict", tmp_path / "nowhere", "--data", "sklearn:iris")
+    assert refused.exit_code == 3 and "graftune-broken-thing 0.3" in refused.output
