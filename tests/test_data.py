@@ -466,6 +466,38 @@ def test_a_separator_that_ends_every_line_makes_no_column(registry: Registry, tm
         prepare(spec, registry, tmp_path)
 
 
+def test_an_unnamed_column_between_named_ones_is_no_feature(registry: Registry, tmp_path: Path):
+    """Found by QA: a spreadsheet's empty spacer column became a feature
+    'Unnamed: 2' (refused for its missing values); one holding data is named."""
+    rows = ["a,b,,c,label"] + [f"{i}.5,{i % 3},,{i % 4},{'xy'[i % 2]}" for i in range(20)]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    spec = Spec("csv:t.csv", target="label")
+    check_data_spec(spec, registry, tmp_path)
+    assert sources.table_columns("csv", tmp_path / "t.csv") == ["a", "b", "c", "label"]
+    data = prepare(spec, registry, tmp_path)
+    assert data.x_train.shape[1] == 3
+    read = sources.CsvSource().load("t.csv", Spec("", target="label"), tmp_path)
+    np.testing.assert_allclose(read.x[:3], [[0.5, 0, 0], [1.5, 1, 1], [2.5, 2, 2]])
+    rows[7] = "6.5,0,7,2,x"
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    with raises_data_error("source", "column 3 has no name in the header but holds data"):
+        prepare(spec, registry, tmp_path)
+
+
+def test_a_first_data_row_longer_than_the_header_is_named(registry: Registry, tmp_path: Path):
+    """Found by QA: pandas read its first field as a row index, every value under
+    the next column's name, and the error was of a 'non-numeric column'."""
+    (tmp_path / "t.csv").write_text("a,b,label\n1,2,3,x\n4,5,y\n6,7,x\n")
+    with raises_data_error("source", "data row 1 has more fields than the header names"):
+        prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+    # A later one: pandas' own words, without the line break they end with.
+    (tmp_path / "t.csv").write_text("a,b,label\n1,2,x\n4,5,6,y\n6,7,x\n")
+    with pytest.raises(DataError) as info:
+        prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+    assert "Expected 3 fields in line 3, saw 4" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
 def test_a_semicolon_csvs_decimal_separator_is_the_one_most_of_its_numbers_have(
     registry: Registry, tmp_path: Path
 ) -> None:

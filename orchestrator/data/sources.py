@@ -436,6 +436,8 @@ def table_columns(scheme: str, path: Path) -> list[str]:
     names = _csv_header(path)
     _check_names_once(names, path)
     columns = [str(c) for c in header.columns][: len(_columns_named(names))]
+    # One without a name past the first is no feature (read_table drops an empty one).
+    columns = [c for i, c in enumerate(columns) if i == 0 or names[i].strip()]
     return columns[1:] if columns[:1] == [_CSV_INDEX] else columns
 
 
@@ -452,7 +454,7 @@ def unreadable_table(scheme: str, path: Path, exc: BaseException) -> DataError:
     """The error for a table file that cannot be read, with what to do where the
     cause is a common one (found by QA: pandas' and the codec's words alone)."""
     kind = "CSV" if scheme == "csv" else "Parquet"
-    said = f"cannot read {kind} file {path}: {exc}"
+    said = f"cannot read {kind} file {path}: {str(exc).strip()}"
     head = _head(path)
     if head.startswith(_ZIP):
         said += "; it is a zip archive, as an Excel workbook (.xlsx) is: save it as CSV"
@@ -539,10 +541,21 @@ def read_table(
         raise unreadable_table("parquet", path, exc) from exc
     names = _csv_header(path) if scheme == "csv" else [str(c) for c in frame.columns]
     _check_names_once(names, path)
+    if scheme == "csv" and not isinstance(frame.index, pd.RangeIndex):
+        # pandas reads a first data row longer than the header as one whose first
+        # field is a row index: each value then under the next column's name.
+        raise DataError(
+            f"{path}: data row 1 has more fields than the header names columns "
+            f"({len(names)}); name each column in the header, or remove the extra field",
+            key="source",
+        )
     frame.columns = [str(c) for c in frame.columns]
     named = len(_columns_named(names)) if scheme == "csv" else len(frame.columns)
     if named < len(frame.columns):  # a separator at each line's end, or data without a name
-        frame = _without_unnamed_end(frame, named, path)
+        frame = _without_unnamed(frame, range(named, len(frame.columns)), path)
+    inside = [i for i in range(1, named) if not names[i].strip()] if scheme == "csv" else []
+    if inside:  # an empty column between named ones (a spreadsheet's spacer) goes too
+        frame = _without_unnamed(frame, inside, path)
     if scheme == "csv" and list(frame.columns[:1]) == [_CSV_INDEX]:
         log.warning(
             "%s: its first column has no name: read as the row index pandas writes "
@@ -553,20 +566,25 @@ def read_table(
     return frame.reset_index(drop=True)
 
 
-def _without_unnamed_end(frame: pd.DataFrame, named: int, path: Path) -> pd.DataFrame:
-    """``frame`` without its columns after the ``named`` first, which the header
-    leaves without a name: empty ones (a separator at each line's end) go; one that
-    holds data is refused, for a column without a name is no feature to match."""
-    unnamed = frame.iloc[:, named:]
+def _without_unnamed(frame: pd.DataFrame, places: Collection[int], path: Path) -> pd.DataFrame:
+    """``frame`` without its columns at ``places`` (0-based), which the header leaves
+    without a name: empty ones (a separator at each line's end, a spacer column)
+    go; one that holds data is refused, for a column without a name is no feature
+    to match."""
+    places = list(places)
+    unnamed = frame.iloc[:, places]
     held = unnamed.notna().to_numpy()
     if held.any():
-        row, column = (int(i[0]) for i in held.nonzero())
+        rows, columns = held.nonzero()
+        first = min(range(len(rows)), key=lambda i: (columns[i], rows[i]))
+        row, column = int(rows[first]), int(columns[first])
         raise DataError(
-            f"{path}: column {named + column + 1} has no name in the header but holds data "
+            f"{path}: column {places[column] + 1} has no name in the header but holds data "
             f"(data row {row + 1}: {unnamed.iat[row, column]!r}); name it in the header",
             key="source",
         )
-    return frame.iloc[:, :named]
+    kept = [i for i in range(frame.shape[1]) if i not in set(places)]
+    return frame.iloc[:, kept]
 
 
 def stored_index(scheme: str, path: Path) -> list[str]:
