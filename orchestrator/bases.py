@@ -1091,19 +1091,28 @@ def _probe(
 
 def classifier_top(model: keras.Model) -> str | None:
     """``"layer 'NAME' (softmax)"`` where ``model`` ends in a softmax or sigmoid layer,
-    a classifier's output, else ``None``."""
+    a classifier's output, else ``None``. A model that ends in a model nested in it
+    (a classifier wrapped, ``Sequential([inner])``) ends where that one does:
+    ``'inner/NAME'``."""
     import keras
 
     last = model.layers[-1] if model.layers else None
+    path = []
+    while isinstance(last, keras.Model) and last.layers:
+        path.append(last.name)
+        last = last.layers[-1]
+    if last is None:
+        return None
+    named = "/".join([*path, last.name])
     if isinstance(last, keras.layers.Softmax):
-        return f"layer {last.name!r} (softmax)"
+        return f"layer {named!r} (softmax)"
     activation = getattr(last, "activation", None)
     name = getattr(activation, "__name__", None)
     if isinstance(last, (keras.layers.Dense, keras.layers.Activation)) and name in (
         "softmax",
         "sigmoid",
     ):
-        return f"layer {last.name!r} ({name})"
+        return f"layer {named!r} ({name})"
     return None
 
 

@@ -637,6 +637,15 @@ def test_a_base_that_ends_in_its_classifier_is_warned_of(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="orchestrator.bases"):
         prepare_path_base(keras.Model(inputs, x), tmp_path / "headless", data)
     assert "classifier" not in caplog.text
+    # Found by QA: the classifier wrapped in a model of its own ended in that model,
+    # and was not warned of.
+    wrapped = keras.Sequential([keras.Input(data.task.input_shape), whole], name="wrapper")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="orchestrator.bases"):
+        prepare_path_base(wrapped, tmp_path / "wrapped", data)
+    assert f"the base ends in its classifier (layer '{whole.name}/probs' (softmax))" in (
+        caplog.text
+    )
 
 
 def test_a_base_that_shrinks_the_images_to_nothing_is_refused_with_keras_reason(tmp_path):
