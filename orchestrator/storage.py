@@ -34,6 +34,7 @@ This module imports nothing heavy at import time (pyarrow only when copying).
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import time
@@ -185,10 +186,19 @@ def plan_run(
 
             info = probe(recipe.resources.address)
             nodes, elsewhere = info.nodes, info.elsewhere
-    # An empty one too (found by QA: --run-name "" made a run of the default name).
-    if run_name is not None and (Path(run_name).name != run_name or run_name in ("", ".", "..")):
-        what = ", not a path" if run_name else ""
-        raise StorageError(f"run name {run_name!r}: expected a folder name{what}")
+    # An empty one too (found by QA: --run-name "" made a run of the default name),
+    # and one a recipe's name could not be (spaces, a leading '-', '%': found by QA).
+    if run_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_name):
+        what = ", not a path" if "/" in run_name or os.sep in run_name else ""
+        raise StorageError(
+            f"run name {run_name!r}: expected a folder name{what}, of letters, digits, "
+            "'.', '_' and '-', from a letter or digit (as a recipe's name)"
+        )
+    if run_name is not None and run_dir is not None:
+        raise StorageError(
+            f"a run name ({run_name!r}) and a run directory ({run_dir}) both: the run "
+            "directory is the run's folder, name and all; give one of them"
+        )
     storage = recipe.storage
     if run_dir is not None:
         local = Path(run_dir)

@@ -373,7 +373,7 @@ def test_an_installed_plugins_keras_objects_are_registered_where_models_are_made
 
 def test_a_run_name_too_long_for_the_file_system_is_refused_writing_nothing(tmp_path):
     recipe = write(tmp_path, MLP_RECIPE + "output: runs/\n")
-    result = cli("run", recipe, "--run-name", "é" * 130)  # 260 bytes
+    result = cli("run", recipe, "--run-name", "a" * 260)
     assert result.exit_code == 2, result.output  # was "internal error: OSError", exit 1
     assert "is 260 bytes, and a file system allows 255" in result.output
     assert not (tmp_path / "runs").exists()
@@ -733,3 +733,24 @@ def test_predict_and_export_keep_the_plugins_the_run_disabled_off(site, tmp_path
     # A run that did not disable it: the plugin is at fault, and named.
     refused = cli("predict", tmp_path / "nowhere", "--data", "sklearn:iris")
     assert refused.exit_code == 3 and "graftune-broken-thing 0.3" in refused.output
+
+
+@pytest.mark.parametrize("name", ["my run", "-x", "a%b", " a", "é"])
+def test_a_run_name_is_held_to_a_recipes_name_rule(tmp_path, name):
+    """Found by QA: --run-name took spaces, a leading '-' (a folder other commands
+    read as an option) and '%', which a recipe's name may not have."""
+    recipe = write(tmp_path, MLP_RECIPE + "output: runs/\n")
+    result = cli("run", recipe, "--run-name", name)
+    assert result.exit_code == 2, result.output
+    assert f"run name {name!r}: expected a folder name, of letters, digits" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_dir_and_a_run_name_together_are_refused(tmp_path):
+    """Found by QA: the run name was dropped without a word."""
+    recipe = write(tmp_path, MLP_RECIPE + "output: runs/\n")
+    result = cli("run", recipe, "--run-dir", tmp_path / "here", "--run-name", "there")
+    assert result.exit_code == 2, result.output
+    assert "a run name ('there') and a run directory" in result.output
+    assert "give one of them" in result.output
+    assert not (tmp_path / "here").exists() and not (tmp_path / "runs").exists()
