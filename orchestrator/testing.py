@@ -233,12 +233,32 @@ def check_strategy(
     problems += unpicklable
     if check_imports:
         problems += _import_problems(cls)
-    problems += _behaviour_problems(
-        strategy, dataset or tiny_dataset("digits"), pickle_after_build=not unpicklable
-    )
+    with _keras_objects_kept():  # what the check registers does not reach the next one
+        problems += _behaviour_problems(
+            strategy, dataset or tiny_dataset("digits"), pickle_after_build=not unpicklable
+        )
     if problems:
         listed = "\n".join(f"  - {p}" for p in problems)
         raise StrategyCheckError(f"{label} fails {len(problems)} check(s):\n{listed}")
+
+
+@contextlib.contextmanager
+def _keras_objects_kept() -> Iterator[None]:
+    """Keras' global table of custom objects as it was before the block, after it.
+
+    What a plugin's ``graftune_keras_objects`` or a strategy's ``build``
+    registered there stays otherwise for the rest of the process: a check or a
+    test after it loaded a model that, on its own, would not load.
+    """
+    import keras
+
+    table = keras.saving.get_custom_objects()
+    kept = dict(table)
+    try:
+        yield
+    finally:
+        table.clear()
+        table.update(kept)
 
 
 def _name_problems(cls: type[Strategy]) -> list[str]:
@@ -673,7 +693,20 @@ def graftune_register(
         importlib.invalidate_caches()
         return get_plugin_manager()
 
+    # The Keras objects its plugins registered go with them (Keras imported only if it is).
+    table = _keras_objects() if "keras" in sys.modules else None
+    kept = dict(table) if table is not None else {}
     yield register
+    table = _keras_objects() if "keras" in sys.modules else None
+    if table is not None:
+        table.clear()
+        table.update(kept)
+
+
+def _keras_objects() -> dict[str, Any]:
+    import keras
+
+    return keras.saving.get_custom_objects()
 
 
 @pytest.fixture(scope="session")
