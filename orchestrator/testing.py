@@ -31,6 +31,7 @@ Functions usable without pytest: :func:`check_strategy`, :func:`run_in_process`,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import importlib
 import itertools
@@ -185,13 +186,13 @@ def check_strategy(
     4. the smallest configuration builds a compiled ``keras.Model`` whose
        output is ``(None, n_classes)`` and which, saved as a trial saves it,
        loads again with ``safe_mode=True`` (the installed plugins'
-       ``graftune_keras_objects`` registered, as predict registers them), on ``dataset`` (default: the digits) and,
+       ``graftune_keras_objects`` registered, as predict registers them), on ``dataset`` (default: the digits), for a task of another number of classes, and,
        for a strategy that ``requires_base``, on a :func:`tiny_base`; where its
        ``frozen_prefix`` is above 0, it builds such a model again as a trial on
        cached features does, on the very input ``base.inputs_and_features``
        returns;
     5. ``fit`` trains that model for at most the epochs it is given, calls the
-       callbacks it is given each epoch, reports ``accuracy`` and
+       callbacks it is given each epoch (of every ``model.fit``), reports ``accuracy`` and
        ``val_accuracy``, and returns a ``keras.Model``;
     6. the strategy pickles with Ray's cloudpickle, fresh and after ``build``
        (so it reaches Ray workers; keep models out of ``self``);
@@ -417,6 +418,8 @@ def _behaviour_problems(
         broken = model_problems(model, dataset.task.n_classes)
         problems += [f"{p} (smallest configuration {config})" for p in broken]
         if not broken:
+            problems += _other_classes_problems(strategy, config, dataset.task, base)
+        if not broken:
             reload = reload_problem(model, registered)
             if reload:
                 problems.append(
@@ -431,6 +434,26 @@ def _behaviour_problems(
             problems += _cached_problems(strategy, config, dataset.task, base)
         keras.backend.clear_session()
     return problems
+
+
+def _other_classes_problems(
+    strategy: Strategy, config: dict[str, Any], task: TaskSpec, base: BaseInfo | None
+) -> list[str]:
+    """Check 4's output shape again for a task with another number of classes: a
+    strategy that fixed the digits' 10 passed, to fail on the user's data."""
+    from orchestrator.bases import load_base
+    from orchestrator.preflight import model_problems
+
+    n = 3 if task.n_classes != 3 else 4
+    other = dataclasses.replace(
+        task, n_classes=n, class_names=tuple(f"c{i}" for i in range(n)), fingerprint="other"
+    )
+    where = f"smallest configuration {config}, for a task of {n} classes"
+    try:
+        model = strategy.build(dict(config), other, load_base(base) if base else None)
+    except Exception as exc:
+        return [f"build() raised {type(exc).__name__}: {exc} ({where})"]
+    return [f"{p} ({where})" for p in model_problems(model, n)]
 
 
 def _cached_problems(
@@ -533,9 +556,14 @@ def _fit_problems(
         def __init__(self) -> None:
             super().__init__()
             self.logs: list[dict[str, Any]] = []
+            #: The optimizer and its step count at the last epoch reported.
+            self.last: tuple[Any, int] | None = None
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             self.logs.append(dict(logs or {}))
+            optimizer = getattr(self.model, "optimizer", None)
+            steps = getattr(optimizer, "iterations", None)
+            self.last = (optimizer, int(steps)) if steps is not None else None
 
     n = min(64, len(dataset.y_train))
     data = FitData(
@@ -556,6 +584,16 @@ def _fit_problems(
         problems.append(f"fit() returned {type(trained).__name__}, not the trained keras.Model")
     if not counter.logs:
         problems.append("fit() never called the callbacks it was given (pass them to model.fit)")
+    elif counter.last is not None and isinstance(trained, keras.Model):
+        optimizer, steps = counter.last
+        now = getattr(trained, "optimizer", None)
+        if now is not optimizer or int(getattr(now, "iterations", steps)) > steps:
+            # Its epochs after the last it reported: never scored, stopped or pruned.
+            problems.append(
+                "fit() trained the model after the last epoch it reported to its callbacks "
+                "(a second model.fit, as a two-phase fit does, without callbacks=callbacks?): "
+                "pass the callbacks to every model.fit"
+            )
     elif len(counter.logs) > epochs:
         problems.append(f"fit() ran {len(counter.logs)} epochs when given epochs={epochs}")
     else:

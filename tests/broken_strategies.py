@@ -126,6 +126,37 @@ class ForgetsCallbacks(SmallMLP):
         return model
 
 
+class ForgetsCallbacksInItsSecondFit(SmallMLP):
+    """Two phases, as fine_tune's, the second without the callbacks: its last epochs
+    would never be reported, scored or stopped."""
+
+    name = "forgets_callbacks_in_its_second_fit"
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        model.fit(
+            data.x_train, data.y_train, epochs=1, callbacks=callbacks,
+            validation_data=(data.x_val, data.y_val), verbose=0,
+        )  # fmt: skip
+        model.compile(model.optimizer.__class__(), model.loss, metrics=["accuracy"])
+        model.fit(data.x_train, data.y_train, epochs=epochs - 1, verbose=0)
+        return model
+
+
+class TenClassesAlways(SmallMLP):
+    """Outputs the digits' 10 classes whatever the task."""
+
+    name = "ten_classes_always"
+
+    def build(self, config, task, base):
+        import keras
+
+        inputs = keras.Input(task.input_shape)
+        outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
+        model = keras.Model(inputs, outputs)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
 class DefaultsOutsideItsSpace(SmallMLP):
     """Starts its searches at a learning rate its own space does not take."""
 

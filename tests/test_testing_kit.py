@@ -61,6 +61,12 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
         (broken.LogitsOut, "end the model in a softmax"),
         (broken.Unpicklable, "a fresh instance does not pickle with cloudpickle"),
         (broken.ForgetsCallbacks, "fit() never called the callbacks it was given"),
+        # Found by QA: these two passed.
+        (
+            broken.ForgetsCallbacksInItsSecondFit,
+            "fit() trained the model after the last epoch it reported to its callbacks",
+        ),
+        (broken.TenClassesAlways, "output shape (None, 10); expected (None, 3)"),
         (
             broken.DefaultsOutsideItsSpace,
             "default_config(): learning_rate=0.5 is not a value of loguniform [0.001, 0.01]",
@@ -173,6 +179,7 @@ def test_the_kit_as_a_plugin_author_enables_it(pytester):
     pytester.makepyfile(
         textwrap.dedent(
             """
+            from orchestrator import hookimpl
             from orchestrator.plugin_manager import get_plugin_manager
             from tests import fixture_plugins
 
@@ -191,13 +198,24 @@ def test_the_kit_as_a_plugin_author_enables_it(pytester):
                 assert "exploding_mlp" not in get_plugin_manager().strategies
 
 
-            def test_its_keras_objects_registered(graftune_register):
-                from tests import keras_object_plugin
+            class KerasObjects:
+                @hookimpl
+                def graftune_keras_objects(self):
+                    import keras
 
-                graftune_register(keras_object_plugin, name="scaled").keras_objects()
+                    class Doubled(keras.layers.Layer):
+                        def call(self, x):
+                            return 2 * x
+
+                    Doubled.__module__ = "inner"
+                    return [Doubled]
+
+
+            def test_its_keras_objects_registered(graftune_register):
+                graftune_register(KerasObjects(), name="inner").keras_objects()
                 import keras
 
-                assert "tests>Scale" in keras.saving.get_custom_objects()
+                assert "inner>Doubled" in keras.saving.get_custom_objects()
 
 
             def test_are_gone_with_it():
@@ -205,7 +223,7 @@ def test_the_kit_as_a_plugin_author_enables_it(pytester):
                 # later test, as it would nowhere else.
                 import keras
 
-                assert "tests>Scale" not in keras.saving.get_custom_objects()
+                assert "inner>Doubled" not in keras.saving.get_custom_objects()
 
 
             def test_a_fresh_host_without_entry_points(graftune_host):
