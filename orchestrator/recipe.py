@@ -32,6 +32,7 @@ from pydantic import (
     PositiveFloat,
     PositiveInt,
     PrivateAttr,
+    StrictBool,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -154,6 +155,8 @@ def _run_name(value: str) -> str:
 
 
 _NotBool = BeforeValidator(_not_bool)
+#: true or false, nothing else: pydantic also took "off", "yes", 0 and 1.
+_Flag = StrictBool
 _Whole = Annotated[int, _NotBool]
 _Count = Annotated[PositiveInt, _NotBool]
 _Number = Annotated[float, _NotBool]
@@ -298,7 +301,7 @@ class SearchSpec(_Model):
     max_failures: Annotated[_Whole, Field(ge=0)] = 1
     worker_memory_mb: _Count | None = 4096
     #: The first trial of a random or Bayesian search runs the strategy's defaults.
-    start_from_defaults: bool = True
+    start_from_defaults: _Flag = True
     space: dict[str, Any] = {}
 
     @model_validator(mode="after")
@@ -356,8 +359,8 @@ class ResourcesSpec(_Model):
     gpus_per_trial: Annotated[_Number, Field(ge=0), _ResourceShare] = 0
     num_cpus: _Count | None = None
     address: str | None = None
-    dashboard: bool = False
-    mixed_precision: bool = False
+    dashboard: _Flag = False
+    mixed_precision: _Flag = False
     #: Whether ``address`` is ``--address``'s rather than the recipe's.
     _address_given: bool = PrivateAttr(default=False)
 
@@ -383,7 +386,7 @@ class StorageSpec(_Model):
 
     path: str = Field(min_length=1)
     #: A folder every node of the cluster mounts at this path (graftune cannot tell).
-    shared: bool = False
+    shared: _Flag = False
 
     @model_validator(mode="after")
     def _known_location(self) -> StorageSpec:
@@ -425,7 +428,7 @@ class Recipe(_Model):
     output: Path = Path("runs")
     #: Which trials keep their models at the run's end: every one, or each strategy's best.
     keep_models: Literal["all", "best"] = "all"
-    cache: bool = True
+    cache: _Flag = True
     plugins: PluginsSpec = PluginsSpec()
     storage: Annotated[StorageSpec | None, BeforeValidator(_storage_shorthand)] = None
     submit: SubmitSpec = SubmitSpec()
@@ -873,6 +876,8 @@ def _convert(
             loc = (*loc, error.key)
     elif kind == "too_short" and loc == ("strategies",):
         message = "name at least one strategy to search, e.g. strategies: {scratch_mlp: {}}"
+    elif kind == "bool_type":
+        message = f"expected true or false; got {echoed(err['input'])}"
     elif kind in ("path_type", "path_parsing"):
         message = f"expected a path (a folder or file name); got {echoed(err['input'])}"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):

@@ -235,6 +235,19 @@ base:
 """
 
 BAD_RECIPES = [
+    # Found by QA: pydantic took the text 'off' as false, and 1 as true.
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\ncache: 'off'\n",
+        "cache",
+        "expected true or false; got 'off'",
+        id="flag-as-text",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nresources: {dashboard: 1}\n",
+        "resources.dashboard",
+        "expected true or false; got 1",
+        id="flag-as-number",
+    ),
     # unknown keys, with the nearest valid one suggested
     pytest.param(
         HEAD + "strategy: {scratch_mlp: {}}\n",
