@@ -402,7 +402,19 @@ def read_source(
             return x, _sklearn_names(tuple(partly), trained_scheme, trained_location)
         spec = spec.model_copy(update={"target": target, "ignore_columns": ignored})
         _call_source(reader.check, scheme, location, spec, base_dir, host.data_sources)
-        loaded = _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
+        try:
+            loaded = _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
+        except DataError as exc:
+            from orchestrator.data.sources import IGNORE_HINT
+
+            if IGNORE_HINT not in str(exc):
+                raise
+            # Here the way is predict's option, not the recipe's key (found by QA).
+            said = str(exc).replace(
+                IGNORE_HINT, "copy those that are no features (an ID) to the output with "
+                "--ignore-column COLUMN",
+            )  # fmt: skip
+            raise DataError(said, key=exc.key) from None
         x, y, names = _validated(loaded, scheme, host.data_sources)
         x = x if order is None else x[:, order]
     else:

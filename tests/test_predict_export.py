@@ -532,6 +532,23 @@ def test_a_new_tables_text_cell_is_shown_with_how_its_numbers_were_read(wine_run
     assert not (tmp_path / "p").exists()
 
 
+def test_a_labelled_tables_text_cell_is_told_predicts_option(wine_run, tmp_path):
+    """Found by QA: with its label column, a new table read as the run's training
+    data, and its text cell's error named the recipe's data.ignore_columns."""
+    table = pd.read_csv(WINE_CSV)
+    table["ash"] = table["ash"].astype(object)
+    table.loc[2, "ash"] = "?"
+    table.to_csv(tmp_path / "new.csv", index=False)
+    result = invoke(
+        "predict", wine_run.run_dir, "--data", f"csv:{tmp_path / 'new.csv'}", "-o", tmp_path / "p"
+    )
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "has non-numeric column(s) 'ash' (data row 3: '?')" in said
+    assert "to the output with --ignore-column COLUMN" in said
+    assert "data.ignore_columns" not in said
+
+
 def test_predict_scores_a_tables_labelled_rows_and_only_predicts_the_others(wine_run, tmp_path):
     """A label column with empty cells was refused: "drop or fill them first"."""
     table = pd.read_csv(WINE_CSV)

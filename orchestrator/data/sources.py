@@ -828,6 +828,10 @@ def ignored_columns(spec: Any) -> list[str]:
     return [str(c) for c in getattr(spec, "ignore_columns", None) or ()]
 
 
+#: What a run's non-numeric column is told; predict says its own option instead.
+IGNORE_HINT = "name those that are no features (an ID, a name) in data.ignore_columns"
+
+
 def _table_arrays(
     frame: pd.DataFrame,
     target: str,
@@ -850,10 +854,9 @@ def _table_arrays(
     if non_numeric:
         raise DataError(
             f"feature columns must be numeric; {path} has non-numeric column(s) "
-            f"{non_numeric}; encode them as numbers, or drop them, or name those that are "
-            "no features (an ID, a name) in data.ignore_columns (a missing value in a "
-            "feature, written '?' or left empty, is refused either way: fill it, or drop "
-            "its row)",
+            f"{non_numeric}; encode them as numbers, or drop them, or {IGNORE_HINT} (a "
+            "missing value in a feature, written '?' or left empty, is refused either way: "
+            "fill it, or drop its row)",
             key="source",
         )
     if labels is not None:
