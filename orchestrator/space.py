@@ -165,6 +165,20 @@ def _text_number_hint(value: Any) -> str:
     return f" (YAML reads {value!r} in quotes as text; write {value.strip()} without quotes)"
 
 
+#: Ray Tune's (and keras-tuner's) names for graftune's space types: 'uniform' was
+#: told "did you mean 'loguniform'?", a log scale where a linear one was meant.
+_OTHER_NAMES = {
+    "uniform": "float",
+    "quniform": "float",
+    "randint": "int",
+    "qrandint": "int",
+    "integer": "int",
+    "categorical": "choice",
+    "grid_search": "choice",
+    "qloguniform": "loguniform",
+}
+
+
 def parse_dimension(raw: Any) -> Dimension:
     """Turn one recipe entry into a dimension.
 
@@ -195,8 +209,10 @@ def parse_dimension(raw: Any) -> Dimension:
     if kind not in SYNTAX_KEYS:
         from orchestrator.errors import did_you_mean
 
+        ours = _OTHER_NAMES.get(str(kind).lower())
+        hint = f" (graftune calls it {ours!r})" if ours else ""
         raise ValueError(
-            f"unknown space type {kind!r}{did_you_mean(kind, SYNTAX_KEYS)}; "
+            f"unknown space type {kind!r}{hint or did_you_mean(kind, SYNTAX_KEYS)}; "
             f"expected one of {', '.join(SYNTAX_KEYS)}"
         )
     if kind == "choice":
