@@ -162,6 +162,21 @@ _Count = Annotated[PositiveInt, _NotBool]
 _Number = Annotated[float, _NotBool]
 _PositiveNumber = Annotated[PositiveFloat, _NotBool]
 _ClassLabel = Annotated[str | int, BeforeValidator(_class_label)]
+
+
+def _classes_once(value: list[Any] | None) -> list[Any] | None:
+    """Each class once, compared as text as the data's labels are (``1`` is ``'1'``)."""
+    seen: dict[str, int] = {}
+    for place, label in enumerate(value or (), 1):
+        if str(label) in seen:
+            raise ValueError(
+                f"names the class {str(label)!r} twice (items {seen[str(label)]} and {place}); "
+                "name each class once"
+            )
+        seen[str(label)] = place
+    return value
+
+
 #: A batch of examples: Keras' data adapters count them in (signed) 32 bits.
 _BatchSize = Annotated[_Count, Field(le=2**31 - 1)]
 
@@ -200,7 +215,7 @@ class DataSpec(_Model):
     ignore_columns: Annotated[list[str], BeforeValidator(_column_names)] = []
     split: SplitSpec = SplitSpec()
     labels_per_class: _Count | None = None
-    classes: list[_ClassLabel] | None = None
+    classes: Annotated[list[_ClassLabel] | None, AfterValidator(_classes_once)] = None
     image_size: Annotated[tuple[_Count, _Count] | None, BeforeValidator(_image_size)] = None
     channels: Annotated[Literal[1, 3], _NotBool] | None = None
     options: dict[str, Any] = {}

@@ -235,6 +235,14 @@ base:
 """
 
 BAD_RECIPES = [
+    # Found by QA: accepted, and the class kept once.
+    pytest.param(
+        "name: bad\ndata: {source: 'sklearn:iris', classes: [a, b, 1, '1']}\n"
+        "strategies: {scratch_mlp: {}}\n",
+        "data.classes",
+        "names the class '1' twice (items 3 and 4); name each class once",
+        id="class-twice",
+    ),
     # Found by QA: pydantic took the text 'off' as false, and 1 as true.
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\ncache: 'off'\n",
