@@ -775,6 +775,17 @@ def test_npz_integer_labels(registry: Registry, tmp_path: Path) -> None:
     assert prepare(Spec("npz:t.npz"), registry, tmp_path).x_train.max() > 1
 
 
+def test_npz_missing_values_are_counted_and_the_first_placed(registry: Registry, tmp_path: Path):
+    """Found by QA: "returned 1 examples with NaN or inf", and nowhere to look."""
+    x = np.arange(60, dtype=np.float64).reshape(30, 2)
+    x[[7, 20], 1] = [np.nan, np.inf]
+    np.savez(tmp_path / "a.npz", x=x, y=np.repeat([0, 1, 2], 10))
+    with raises_data_error(
+        "source", "returned 2 examples with NaN or inf", "the first at index 7 (nan)", "drop those"
+    ):
+        prepare(Spec("npz:a.npz"), registry, tmp_path)
+
+
 def test_npz_string_labels(registry: Registry, tmp_path: Path) -> None:
     x = np.arange(60, dtype=np.float64).reshape(30, 2)
     np.savez(tmp_path / "a.npz", x=x, y=np.repeat(["yes", "no"], 15))

@@ -427,8 +427,16 @@ def _validated(
         )
     x = x.astype(np.float32, copy=False)
     if not np.isfinite(x).all():
-        rows = int((~np.isfinite(x.reshape(len(x), -1))).any(axis=1).sum())
-        raise DataError(f"{where} returned {rows} examples with NaN or inf", key="source")
+        bad = ~np.isfinite(x.reshape(len(x), -1))
+        rows = np.flatnonzero(bad.any(axis=1))
+        first = int(rows[0])
+        value = x.reshape(len(x), -1)[first, int(np.flatnonzero(bad[first])[0])]
+        raise DataError(
+            f"{where} returned {len(rows)} example{'s' * (len(rows) != 1)} with NaN or inf "
+            f"(missing or overflowed values), the first at index {first} ({value}); "
+            "graftune takes no missing values: drop those examples or fill the values first",
+            key="source",
+        )
     return x, y.astype(np.int64, copy=False), class_names
 
 
