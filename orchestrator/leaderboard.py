@@ -399,10 +399,32 @@ def replacing(path: Path) -> Iterator[Path]:
     tmp = path.with_name(f"{stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
+        synced(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+    synced(path.parent)
+
+
+def synced(path: Path) -> None:
+    """Have the system put ``path`` (a file, or a folder's entries) on the disk now.
+
+    Before a temporary file is renamed onto the real one, and the folder after:
+    renamed first, a power loss could leave the new name on an empty file
+    (the kill of a process cannot; only a machine that stops can). A file system
+    that cannot (some network ones) is left to do as it does.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -419,7 +441,9 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(temporary_name(path.name))
     try:
         tmp.write_text(text, encoding="utf-8")
+        synced(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # never a stray temporary file beside the target
         raise
+    synced(path.parent)

@@ -990,11 +990,15 @@ def check_cached_input(model: Any, strategy: Strategy, base: LoadedBase, cut: in
 
 def write_result(folder: Path, result: TrialResult) -> None:
     """Write ``result.json`` in one step: a trial with one has ended, and is not run again."""
+    from orchestrator.leaderboard import synced
+
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f"{RESULT_FILE}.{os.getpid()}.tmp"
     try:
         tmp.write_text(json.dumps(result.to_json(), indent=2, default=str))
+        synced(tmp)  # renamed first, a power loss could leave an empty result.json
         os.replace(tmp, folder / RESULT_FILE)
+        synced(folder)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a half-written copy (a full disk) is no one's
         raise

@@ -641,3 +641,40 @@ def test_json_keeps_every_digit_the_csv_has(tmp_path):
     # predict's float32 probabilities, as its CSV writes them (1.9e-27 was 0.0).
     probabilities = pd.DataFrame({"p": np.array([1.9222266e-27, 0.1, np.nan], np.float32)})
     assert [row["p"] for row in json.loads(to_json(probabilities))] == [1.9222266e-27, 0.1, None]
+
+
+def test_files_written_whole_are_on_the_disk_before_their_name(tmp_path, monkeypatch):
+    """Found by QA: no fsync before the rename, so a power loss (not a kill) could
+    leave result.json or leaderboard.csv named but empty, and a resume lose it."""
+    from orchestrator import leaderboard as module
+    from orchestrator.trial import write_result
+
+    events: list[tuple[str, str]] = []
+    fsync, replace = os.fsync, os.replace
+
+    def spy_fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        fsync(fd)
+
+    def spy_replace(src: str, dst: str) -> None:
+        events.append(("replace", str(src)))
+        replace(src, dst)
+
+    monkeypatch.setattr(module.os, "fsync", spy_fsync)
+    monkeypatch.setattr(module.os, "replace", spy_replace)
+
+    def written(write) -> None:
+        events.clear()
+        write()
+        ((_, synced_file), (_, renamed), (_, synced_folder)) = events
+        assert synced_file == renamed, events  # the new file's bytes, then its name
+        assert synced_folder == str(tmp_path), events
+
+    written(lambda: module.atomic_write_text(tmp_path / "a.csv", "a\n"))
+    written(lambda: write_result(tmp_path, TrialResult("s", "t", "ok", {})))
+
+    def through_replacing() -> None:
+        with module.replacing(tmp_path / "m.keras") as tmp:
+            tmp.write_bytes(b"model")
+
+    written(through_replacing)
