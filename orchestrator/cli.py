@@ -234,7 +234,10 @@ def _host(plugins: list[str] | None = None, recipe: Path | None = None) -> Any:
 
 def _run_host(plugins: list[str] | None, run_dir: Path) -> Any:
     """The host for a command on a finished run: the plugins its recipe disabled stay so."""
-    return _host(plugins, run_dir if run_dir.is_dir() else None)
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.preflight import run_disabled_plugins
+
+    return get_plugin_manager(extra_plugins=plugins or (), disable=run_disabled_plugins(run_dir))
 
 
 @app.command()

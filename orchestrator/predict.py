@@ -533,13 +533,13 @@ def predict(
     from orchestrator.accelerator import check_backend
     from orchestrator.data import split_source
     from orchestrator.plugin_manager import get_plugin_manager
-    from orchestrator.preflight import disabled_plugins
+    from orchestrator.preflight import run_disabled_plugins
 
     check_backend(training=False)
     ignore = _column_list(ignore)
     ref = find_model(run_dir, trial)
     # The plugins the run's recipe disabled, disabled here too.
-    host = host or get_plugin_manager(disable=disabled_plugins(run_dir))
+    host = host or get_plugin_manager(disable=run_disabled_plugins(run_dir))
     host.keras_objects()  # the plugins' custom layers, registered before the model loads
     files = None
     if split_source(source)[0] == "images" and target is None:

@@ -600,6 +600,18 @@ def plugin_control_errors(recipe: Recipe, host: PluginHost) -> list[RecipeError]
     return errors
 
 
+def run_disabled_plugins(run_dir: Any) -> tuple[str, ...]:
+    """The plugins a run's recipe disabled, for a command on the run (predict,
+    export): none where its ``recipe.yaml`` is missing or cannot be read, which
+    the command then names as it finds the run."""
+    from orchestrator.errors import GraftuneError
+
+    try:
+        return disabled_plugins(run_dir)
+    except GraftuneError:
+        return ()
+
+
 def disabled_plugins(recipe_path: Any) -> tuple[str, ...]:
     """The plugins a recipe file (or a run directory's recipe) disables.
 
