@@ -678,6 +678,15 @@ def test_a_keras_tuner_trial_whose_result_is_gone_runs_again_on_resume(tmp_path)
     assert len(read_leaderboard(run_dir)) == 6
 
 
+def run_with_fixture_plugins(*args: str) -> subprocess.CompletedProcess:
+    """``graftune run ARGS --plugin tests.fixture_plugins`` in a process of its own."""
+    repo = Path(fixture_plugins.__file__).parents[1]
+    plugin = ("--plugin", "tests.fixture_plugins")
+    return subprocess.run(
+        [GRAFTUNE, "run", *args, *plugin], cwd=repo, capture_output=True, text=True
+    )
+
+
 def test_a_keras_tuner_trial_that_kills_the_process_fails_after_max_failures(tmp_path):
     """Found by QA: a trial that killed the process (as an out-of-memory kill does) ran
     first on every resume of a keras_tuner search, and killed it again: the run could
@@ -688,14 +697,7 @@ def test_a_keras_tuner_trial_that_kills_the_process_fails_after_max_failures(tmp
     recipe = write_recipe(
         tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}", "killing_mlp: {}"
     )
-    repo = Path(fixture_plugins.__file__).parents[1]
-
-    def graftune(*args: str) -> subprocess.CompletedProcess:
-        plugin = ("--plugin", "tests.fixture_plugins")
-        return subprocess.run(
-            [GRAFTUNE, "run", *args, *plugin], cwd=repo, capture_output=True, text=True
-        )
-
+    graftune = run_with_fixture_plugins
     killed = graftune(str(recipe))
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
@@ -804,10 +806,13 @@ def test_a_fetched_run_resumes_into_its_own_place_in_storage_and_never_over_anot
     with pytest.raises(StorageError, match=f"file://{store}/job-1 already holds a run"):
         run_recipe(recipe, run_dir=tmp_path / "new" / "job-1", plugins=[fixture_plugins])
     assert not (tmp_path / "new").exists()
-    # A name a URI would cut ('h#1' was stored in STORAGE/h) is refused before any work.
+    # A name a URI would cut ('h#1' was stored in STORAGE/h) is refused before any work:
+    # a run directory's (--run-name is held to a recipe name's rule, '#' refused).
     with pytest.raises(StorageError, match=r"run name 'h#1': a run stored in .* without '#'"):
+        run_recipe(recipe, run_dir=tmp_path / "h#1", plugins=[fixture_plugins])
+    assert not (store / "h").exists() and not (tmp_path / "h#1").exists()
+    with pytest.raises(StorageError, match=r"run name 'h#1': expected a folder name, of"):
         run_recipe(recipe, run_name="h#1", plugins=[fixture_plugins])
-    assert not (store / "h").exists()
 
 
 def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(tmp_path):
@@ -1249,14 +1254,7 @@ def test_a_keras_tuner_search_whose_first_trial_kills_the_process_fails_it_too(t
         "{backend: keras_tuner, num_samples: 1, max_epochs: 1}",
         "killing_mlp: {space: {width: 16}}",
     )
-    repo = Path(fixture_plugins.__file__).parents[1]
-
-    def graftune(*args: str) -> subprocess.CompletedProcess:
-        plugin = ("--plugin", "tests.fixture_plugins")
-        return subprocess.run(
-            [GRAFTUNE, "run", *args, *plugin], cwd=repo, capture_output=True, text=True
-        )
-
+    graftune = run_with_fixture_plugins
     killed = graftune(str(recipe))
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
