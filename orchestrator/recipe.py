@@ -145,8 +145,12 @@ def _column_names(value: Any) -> Any:
     return _column_name(value)
 
 
+#: A run's name, a recipe's or ``--run-name``'s: it names the run's folder.
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
 def _run_name(value: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+    if not RUN_NAME.fullmatch(value):
         raise ValueError(
             "a run's name is letters, digits, '.', '_' and '-', from a letter or digit "
             f"(it names the run's folder); got {value!r}"

@@ -188,7 +188,9 @@ def plan_run(
             nodes, elsewhere = info.nodes, info.elsewhere
     # An empty one too (found by QA: --run-name "" made a run of the default name),
     # and one a recipe's name could not be (spaces, a leading '-', '%': found by QA).
-    if run_name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", run_name):
+    from orchestrator.recipe import RUN_NAME
+
+    if run_name is not None and not RUN_NAME.fullmatch(run_name):
         what = ", not a path" if "/" in run_name or os.sep in run_name else ""
         raise StorageError(
             f"run name {run_name!r}: expected a folder name{what}, of letters, digits, "

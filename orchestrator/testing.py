@@ -186,14 +186,15 @@ def check_strategy(
     4. the smallest configuration builds a compiled ``keras.Model`` whose
        output is ``(None, n_classes)`` and which, saved as a trial saves it,
        loads again with ``safe_mode=True`` (the installed plugins'
-       ``graftune_keras_objects`` registered, as predict registers them), on ``dataset`` (default: the digits), for a task of another number of classes, and,
-       for a strategy that ``requires_base``, on a :func:`tiny_base`; where its
+       ``graftune_keras_objects`` registered, as predict registers them), on
+       ``dataset`` (default: the digits), and again for a task of another
+       number of classes, and, for a strategy that ``requires_base``, on a :func:`tiny_base`; where its
        ``frozen_prefix`` is above 0, it builds such a model again as a trial on
        cached features does, on the very input ``base.inputs_and_features``
        returns;
     5. ``fit`` trains that model for at most the epochs it is given, calls the
-       callbacks it is given each epoch (of every ``model.fit``), reports ``accuracy`` and
-       ``val_accuracy``, and returns a ``keras.Model``;
+       callbacks it is given each epoch (of every ``model.fit``), reports
+       ``accuracy`` and ``val_accuracy``, and returns a ``keras.Model``;
     6. the strategy pickles with Ray's cloudpickle, fresh and after ``build``
        (so it reaches Ray workers; keep models out of ``self``);
     7. importing the strategy's module in a fresh interpreter imports neither
@@ -419,7 +420,6 @@ def _behaviour_problems(
         problems += [f"{p} (smallest configuration {config})" for p in broken]
         if not broken:
             problems += _other_classes_problems(strategy, config, dataset.task, base)
-        if not broken:
             reload = reload_problem(model, registered)
             if reload:
                 problems.append(

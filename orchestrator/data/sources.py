@@ -575,16 +575,15 @@ def _without_unnamed(frame: pd.DataFrame, places: Collection[int], path: Path) -
     unnamed = frame.iloc[:, places]
     held = unnamed.notna().to_numpy()
     if held.any():
-        rows, columns = held.nonzero()
-        first = min(range(len(rows)), key=lambda i: (columns[i], rows[i]))
-        row, column = int(rows[first]), int(columns[first])
+        columns, rows = held.T.nonzero()  # the first such column, and its first cell
+        column, row = int(columns[0]), int(rows[0])
         raise DataError(
             f"{path}: column {places[column] + 1} has no name in the header but holds data "
             f"(data row {row + 1}: {unnamed.iat[row, column]!r}); name it in the header",
             key="source",
         )
-    kept = [i for i in range(frame.shape[1]) if i not in set(places)]
-    return frame.iloc[:, kept]
+    gone = set(places)  # by place: a named column may be called as pandas calls these
+    return frame.iloc[:, [i for i in range(frame.shape[1]) if i not in gone]]
 
 
 def stored_index(scheme: str, path: Path) -> list[str]:
