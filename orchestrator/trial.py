@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import resource
+import shutil
 import sys
 import time
 import traceback
@@ -474,6 +475,9 @@ def run_trial(
         value = getattr(finished, spec.metric, None)
         report({spec.metric: float("nan") if value is None else value, "epoch": finished.epochs})
         return finished
+    # An attempt before this one (its worker died, or the run was killed) left its
+    # epochs' events: TensorBoard would draw both attempts over one another.
+    shutil.rmtree(folder / TENSORBOARD_DIR, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     result = TrialResult(
         strategy=spec.strategy.name, trial_id=trial_id, status="error", config=dict(config)

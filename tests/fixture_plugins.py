@@ -173,14 +173,15 @@ class DyingMLP(ScratchMLP):
     """An MLP whose worker process dies (SIGKILL) the first time, or every time.
 
     ``die``: ``"once"`` kills the worker unless the marker file exists (and
-    creates it first), ``"always"`` kills it on every attempt.
+    creates it first), ``"always"`` kills it on every attempt. ``trained``: the
+    epochs a dying attempt trains (and reports) before it dies.
     """
 
     name = "dying_mlp"
     description = "kills its own worker on purpose"
 
     def search_space(self, context):
-        return tiny_space(die=Fixed("once"), marker=Fixed(""))
+        return tiny_space(die=Fixed("once"), marker=Fixed(""), trained=Fixed(0))
 
     def fit(self, model, config, data, *, epochs, callbacks):
         # In fit, not build: a run builds every strategy once in the driver first.
@@ -196,6 +197,8 @@ class DyingMLP(ScratchMLP):
         marker = Path(config["marker"])
         if config["die"] == "always" or not marker.exists():
             marker.touch()
+            if config["trained"]:
+                super().fit(model, config, data, epochs=config["trained"], callbacks=callbacks)
             os.kill(os.getpid(), signal.SIGKILL)
         return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
 

@@ -808,6 +808,22 @@ def test_a_trial_whose_worker_dies_is_retried(by_value, tmp_path):
     assert read_result(written.parent).retries == 1
 
 
+def test_a_retried_trial_keeps_no_tensorboard_events_of_its_dead_attempt(by_value, tmp_path):
+    """Found by QA: the attempt that died left its event files beside the retry's, and
+    TensorBoard drew both attempts' epochs over one another."""
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 1, max_epochs: 2, max_failures: 1}",
+        f"dying_mlp: {{space: {{marker: '{tmp_path / 'm'}', trained: 1}}}}",
+    )
+    outcome = run(recipe)
+    assert outcome.leaderboard.iloc[0]["retries"] == 1
+    (folder,) = (outcome.run_dir / "trials" / "dying_mlp").glob("*/result.json")
+    written = sorted(folder.parent.glob("tensorboard/*/events.out.tfevents.*"))
+    # One file for training and one for validation: the retry's fit, not the dead one's.
+    assert [p.parent.name for p in written] == ["train", "validation"], written
+
+
 def test_a_run_whose_every_trial_died_runs_them_again_on_resume(by_value, tmp_path):
     """README: "A run in which every trial failed can be resumed too (trials whose
     worker died run again)". The resume read the ended search back, ran nothing,
