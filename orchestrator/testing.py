@@ -643,8 +643,12 @@ def run_in_process(
     Returns:
         The leaderboard, one row per trial, ranked as in a real run, also when
         every trial failed; ``frame.attrs["run_dir"]`` is the run directory.
+
+    Raises:
+        RecipeError: The recipe is wrong; or, asking for Ray, it is one keras-tuner
+            cannot search, said as this function's choice of backend.
     """
-    from orchestrator.errors import RunFailed
+    from orchestrator.errors import RecipeError, RunFailed
     from orchestrator.leaderboard import read_leaderboard
     from orchestrator.run import run_recipe
 
@@ -657,6 +661,17 @@ def run_in_process(
         frame = run_recipe(in_process, run_dir=run_dir, host=host, plugins=plugins).leaderboard
     except RunFailed:
         frame = read_leaderboard(run_dir)
+    except RecipeError as exc:
+        if recipe.search.backend == "keras_tuner" or "backend: ray" not in str(exc):
+            raise
+        # Its "use backend: ray" read as if the recipe asked for keras_tuner (found by QA).
+        several = len(getattr(exc, "errors", ())) > 1
+        raise RecipeError(
+            "run_in_process searches in this process, on the keras_tuner backend, which "
+            "cannot take this recipe (it may run on Ray: graftune run, run_recipe): "
+            f"{exc if several else exc.message}",
+            **({} if several else {"file": exc.file, "path": exc.path, "line": exc.line}),
+        ) from exc
     frame.attrs["run_dir"] = run_dir.resolve()
     return frame
 

@@ -286,6 +286,22 @@ RECIPE = {
 }
 
 
+def test_an_in_process_run_says_why_keras_tuner_refuses_a_ray_recipe(graftune_run):
+    """Found by QA: "... needs backend: ray" of a recipe that asked for no keras_tuner,
+    and ran on Ray already."""
+    from orchestrator.errors import RecipeError
+
+    search = {**RECIPE["search"], "scheduler": "hyperband", "algorithm": "grid"}
+    with pytest.raises(RecipeError) as info:
+        graftune_run({**RECIPE, "search": search}, plugins=[fixture_plugins])
+    said = str(info.value)
+    assert said.startswith(
+        "<recipe>: search.algorithm: run_in_process searches in this process, on the "
+        "keras_tuner backend, which cannot take this recipe (it may run on Ray"
+    )
+    assert "keras-tuner's Hyperband draws its configurations at random" in said
+
+
 def test_an_in_process_run_returns_the_leaderboard(graftune_run):
     board = graftune_run(RECIPE, plugins=[fixture_plugins])
     run_dir = board.attrs["run_dir"]
