@@ -584,7 +584,8 @@ def _fit_problems(
         problems.append(f"fit() returned {type(trained).__name__}, not the trained keras.Model")
     if not counter.logs:
         problems.append("fit() never called the callbacks it was given (pass them to model.fit)")
-    elif counter.last is not None and isinstance(trained, keras.Model):
+        return problems
+    if counter.last is not None and isinstance(trained, keras.Model):
         optimizer, steps = counter.last
         now = getattr(trained, "optimizer", None)
         if now is not optimizer or int(getattr(now, "iterations", steps)) > steps:
@@ -594,7 +595,7 @@ def _fit_problems(
                 "(a second model.fit, as a two-phase fit does, without callbacks=callbacks?): "
                 "pass the callbacks to every model.fit"
             )
-    elif len(counter.logs) > epochs:
+    if len(counter.logs) > epochs:
         problems.append(f"fit() ran {len(counter.logs)} epochs when given epochs={epochs}")
     else:
         missing = {"accuracy", "val_accuracy"} - set(counter.logs[-1])

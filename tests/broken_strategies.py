@@ -142,6 +142,21 @@ class ForgetsCallbacksInItsSecondFit(SmallMLP):
         return model
 
 
+class OneEpochTooMany(SmallMLP):
+    name = "one_epoch_too_many"
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        return super().fit(model, config, data, epochs=epochs + 1, callbacks=callbacks)
+
+
+class FitsWithoutValidation(SmallMLP):
+    name = "fits_without_validation"
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        model.fit(data.x_train, data.y_train, epochs=epochs, callbacks=callbacks, verbose=0)
+        return model
+
+
 class TenClassesAlways(SmallMLP):
     """Outputs the digits' 10 classes whatever the task."""
 

@@ -480,7 +480,9 @@ def test_an_unnamed_column_between_named_ones_is_no_feature(registry: Registry, 
     np.testing.assert_allclose(read.x[:3], [[0.5, 0, 0], [1.5, 1, 1], [2.5, 2, 2]])
     rows[7] = "6.5,0,7,2,x"
     (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
-    with raises_data_error("source", "column 3 has no name in the header but holds data"):
+    with raises_data_error(
+        "source", "column 3 has no name in the header but holds data (data row 7: 7.0)"
+    ):
         prepare(spec, registry, tmp_path)
 
 

@@ -67,6 +67,9 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
             "fit() trained the model after the last epoch it reported to its callbacks",
         ),
         (broken.TenClassesAlways, "output shape (None, 10); expected (None, 3)"),
+        # Found by QA: passed once the check above was added (an elif skipped these).
+        (broken.OneEpochTooMany, "fit() ran 3 epochs when given epochs=2"),
+        (broken.FitsWithoutValidation, "fit() epochs report no val_accuracy"),
         (
             broken.DefaultsOutsideItsSpace,
             "default_config(): learning_rate=0.5 is not a value of loguniform [0.001, 0.01]",

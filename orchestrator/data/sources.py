@@ -579,11 +579,16 @@ def _without_unnamed(frame: pd.DataFrame, places: Collection[int], path: Path) -
         column, row = int(columns[0]), int(rows[0])
         raise DataError(
             f"{path}: column {places[column] + 1} has no name in the header but holds data "
-            f"(data row {row + 1}: {unnamed.iat[row, column]!r}); name it in the header",
+            f"(data row {row + 1}: {_plain(unnamed.iat[row, column])!r}); name it in the header",
             key="source",
         )
     gone = set(places)  # by place: a named column may be called as pandas calls these
     return frame.iloc[:, [i for i in range(frame.shape[1]) if i not in gone]]
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds: 3.5, not np.float64(3.5)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def stored_index(scheme: str, path: Path) -> list[str]:
