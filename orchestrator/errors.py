@@ -458,9 +458,25 @@ def still_running(run_dir: Path) -> str | None:
     )
 
 
+def written_again(run_dir: Path) -> str:
+    """How a finished run's leaderboard or best model is written again when gone."""
+    import shlex
+
+    return (
+        f"graftune run --resume {shlex.quote(str(run_dir))} writes it again from the "
+        "trials' results (no trial runs again)"
+    )
+
+
+def unreadable(path: Path, exc: BaseException) -> str:
+    """``PATH cannot be read (JSONDecodeError: ...)``: a run's file that was edited
+    or damaged (a disk, a copy cut short)."""
+    return f"{path} cannot be read ({type(exc).__name__}: {one_line(str(exc))})"
+
+
 def no_leaderboard(run_dir: Path) -> str:
     """What to say of a folder without ``leaderboard.csv``: not a run, one still going,
-    or one not ranked yet."""
+    one not ranked yet, or a finished one whose file was deleted."""
     import shlex
 
     run_dir = Path(run_dir)
@@ -470,6 +486,8 @@ def no_leaderboard(run_dir: Path) -> str:
     going = still_running(run_dir)
     if going is not None:
         return going
+    if (run_dir / "finished.json").is_file() and (run_dir / "trials").is_dir():
+        return f"{run_dir / 'leaderboard.csv'} is gone; {written_again(run_dir)}"
     if (run_dir / "recipe.yaml").is_file() and (run_dir / "trials").is_dir():
         return (
             f"the run in {run_dir} stopped before it ranked its trials (killed?); "
@@ -493,8 +511,8 @@ def bad_leaderboard(run_dir: Path, problem: str) -> str:
     if (run_dir / "finished.json").is_file():
         # A finished run is never ranked again: resume has nothing to do.
         fix = (
-            "graftune writes it once, when the run ends, and cannot write it again: "
-            "restore it from a copy (leaderboard.md and leaderboard.html show the same table)"
+            "restore it from a copy (leaderboard.md and leaderboard.html show the same "
+            f"table), or delete it: {written_again(run_dir)}"
         )
     else:
         fix = (

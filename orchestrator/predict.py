@@ -28,6 +28,8 @@ from orchestrator.errors import (
     missing_run_dir,
     no_leaderboard,
     still_running,
+    unreadable,
+    written_again,
 )
 from orchestrator.paths import is_stream
 
@@ -123,17 +125,26 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
             missing_run_dir(run_dir)
             or f"{run_dir} is not a graftune run directory (it has no recipe.yaml and trials/)"
         )
+    from orchestrator.run import FINISHED_FILE, read_best_config
+
     config_path = run_dir / BEST_CONFIG
     if not config_path.is_file():
         from orchestrator.leaderboard import FILES
 
         if not (run_dir / FILES["csv"]).is_file():
             raise RunDirError(no_leaderboard(run_dir))
+        if (run_dir / FINISHED_FILE).is_file():  # deleted: class names and input shape are there
+            raise RunDirError(f"{config_path} is gone; {written_again(run_dir)}")
         raise RunDirError(
             still_running(run_dir)
             or f"run {run_dir} has no {BEST_CONFIG}: no trial finished with a saved model"
         )
-    best = json.loads(config_path.read_text())
+    try:
+        best = read_best_config(run_dir)
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{unreadable(config_path, exc)}; {written_again(run_dir)}") from None
+    if trial is None and not (run_dir / BEST_MODEL).is_file():
+        raise RunDirError(f"{run_dir / BEST_MODEL} is gone; {written_again(run_dir)}")
     class_names = tuple(str(c) for c in best["class_names"])
     input_shape = tuple(int(d) for d in best["input_shape"])
     if trial is None:
@@ -238,7 +249,7 @@ def load_model(ref: ModelRef) -> Any:
 
     import keras
 
-    from orchestrator.trial import TOP_FILE, load_trial_model
+    from orchestrator.trial import TOP_FILE, BaseMismatch, load_trial_model
 
     if ref.path.name != TOP_FILE:
         try:
@@ -252,7 +263,15 @@ def load_model(ref: ModelRef) -> Any:
 
     folder = ref.path.parent
     run_dir = folder.parent.parent.parent
-    base = BaseInfo.from_json(json.loads((run_dir / BASE_FILE).read_text()))
+    name = f"{ref.strategy}/{ref.trial_id}"
+    try:
+        base = BaseInfo.from_json(json.loads((run_dir / BASE_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise RunDirError(
+            f"{unreadable(run_dir / BASE_FILE, exc)}: trial {name} trained on cached features "
+            f"and needs it to find its base; the run's best model ({run_dir / BEST_MODEL}) "
+            "is whole"
+        ) from None
     # The entry's folder is named by what made the base, not by where the cache is.
     here = cache_dir() / "bases" / base.path.parent.name / base.path.name
     if not base.path.is_file() and here.is_file():
@@ -262,7 +281,7 @@ def load_model(ref: ModelRef) -> Any:
         if here != base.path:
             where = f"neither {where}, where the run kept it, nor at {here}"
         raise RunDirError(
-            f"trial {ref.strategy}/{ref.trial_id} trained on cached features of a base "
+            f"trial {name} trained on cached features of a base "
             f"that is no longer in graftune's cache ({where}); the run's best "
             f"model ({run_dir / BEST_MODEL}) is whole, or run the recipe again with this "
             "cache to make the base again (the same base only from the same base file, "
@@ -270,10 +289,17 @@ def load_model(ref: ModelRef) -> Any:
         )
     try:
         return load_trial_model(folder, base, ref.input_shape)
-    except ValueError as exc:
+    except BaseMismatch as exc:
         raise RunDirError(
             f"{exc}; the run's best model ({run_dir / BEST_MODEL}) is whole"
         ) from None
+    except Exception as exc:  # Keras' own: a custom object no imported code registers
+        from orchestrator.bases import load_problem
+
+        raise RunDirError(
+            f"cannot load trial {name}'s model ({folder / TOP_FILE} behind its base "
+            f"{base.path}): {load_problem(exc)}"
+        ) from exc
 
 
 def read_source(

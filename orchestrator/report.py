@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import RunDirError, no_leaderboard
+from orchestrator.errors import RunDirError, no_leaderboard, unreadable, written_again
 from orchestrator.paths import is_stream
 
 if TYPE_CHECKING:
@@ -131,8 +131,16 @@ def read_run(run_dir: str | Path) -> RunRecord:
         raise RunDirError(f"{run_dir / FILES['csv']} has no column {metric!r}, the run's metric")
     order = [str(s) for s in (recipe.get("strategies") or {})]
     order += sorted(set(frame["strategy"].astype(str)) - set(order))
-    best_path = run_dir / "best" / "config.json"
-    best = json.loads(best_path.read_text()) if best_path.is_file() else None
+    best = None
+    if (run_dir / "best" / "config.json").is_file():
+        from orchestrator.run import read_best_config
+
+        try:
+            best = read_best_config(run_dir)
+        except (OSError, ValueError) as exc:  # the report is drawn from the leaderboard
+            log.warning(
+                "%s; %s", unreadable(run_dir / "best" / "config.json", exc), written_again(run_dir)
+            )
     return RunRecord(
         run_dir=run_dir,
         recipe=recipe,
@@ -334,8 +342,6 @@ def render_report(run: RunRecord) -> str:
 def _ran_with(run_dir: Path) -> str | None:
     """The versions that shape a run's results, from its ``environment.json``
     (``None`` for a run made before graftune recorded them)."""
-    import json
-
     from orchestrator.environment import ENVIRONMENT_FILE
 
     try:

@@ -41,10 +41,12 @@ from orchestrator.errors import (
     RunInterrupted,
     SearchInterrupted,
     cannot_make_in,
+    echoed,
     ellipsized,
     is_disk_full,
     missing_run_dir,
     one_line,
+    unreadable,
 )
 from orchestrator.recipe import (
     SEARCHED_FILE,
@@ -111,12 +113,23 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
         )
     if (run_dir / FINISHED_FILE).is_file():  # nothing runs again, no hook is called again
         echo = kwargs.get("echo", log.info)
-        gone = [p for p in (run_dir / BEST_DIR / n for n in _BEST_FILES) if not p.is_file()]
-        if not gone:
-            return _finished_outcome(run_dir, echo)
-        # Resumed: every search reads its search.json back, none runs a trial, and the
-        # best trial is saved again where a run saves it.
-        echo(f"{run_dir}: the run finished, but {gone[0]} is gone: the best model is saved again")
+        try:
+            finished = _read_finished(run_dir)
+        except (OSError, ValueError) as exc:
+            # Written last, when the run ended: the rest is there to rank again.
+            echo(
+                f"{unreadable(run_dir / FINISHED_FILE, exc)}: the trials that ended are ranked again"
+            )
+        else:
+            problem = _finished_outputs_problem(run_dir)
+            if problem is None:
+                return _finished_outcome(run_dir, finished, echo)
+            # Resumed: every search reads its search.json back, none runs a trial, and
+            # the trials are ranked and the best trial saved again where a run does.
+            echo(
+                f"{run_dir}: the run finished, but {problem}: its trials are ranked and the "
+                "best model is saved again"
+            )
     recipe: Recipe | Path = run_dir / RECIPE_FILE
     if address is not None:
         from orchestrator.submit import with_cluster_options
@@ -137,17 +150,70 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
 
 #: What a finished run has in ``best/``; a resume saves the best model again without them.
 _BEST_FILES = ("config.json", "model.keras")
+#: What ``best/config.json`` must hold for ``predict``, ``export`` and a resume.
+_BEST_KEYS = ("strategy", "trial_id", "class_names", "input_shape")
 #: The recipe's keys that name a file, which a resume needs where they were.
 _MOVABLE_FILES = ("data.source", "base.path", "base.weights")
 
 
-def _finished_outcome(run_dir: Path, echo: Callable[[str], None]) -> RunOutcome:
+def read_best_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run's ``best/config.json``, with what ``predict`` and ``export`` read of it.
+
+    Raises:
+        OSError: It cannot be read.
+        ValueError: It is not JSON (``json.JSONDecodeError``), or it lacks a key
+            or holds a value of another type (edited, or a damaged disk).
+    """
+    best = json.loads((Path(run_dir) / BEST_DIR / "config.json").read_text(encoding="utf-8"))
+    if not isinstance(best, dict):
+        raise ValueError(f"it holds a JSON {type(best).__name__}, not an object")
+    missing = [key for key in _BEST_KEYS if key not in best]
+    if missing:
+        raise ValueError(f"it has no {missing[0]!r}")
+    shape, names = best["input_shape"], best["class_names"]
+    if not isinstance(shape, list) or not all(type(d) is int and d > 0 for d in shape):
+        raise ValueError(f"its input_shape is {echoed(shape, 60)}, not a list of sizes")
+    if not isinstance(names, list) or not names:
+        raise ValueError(f"its class_names is {echoed(names, 60)}, not a list of classes")
+    return best
+
+
+def _read_finished(run_dir: Path) -> dict[str, Any]:
+    """A run's ``finished.json``.
+
+    Raises:
+        OSError, ValueError: It cannot be read, or lacks the time the run ended.
+    """
+    finished = json.loads((run_dir / FINISHED_FILE).read_text(encoding="utf-8"))
+    if not isinstance(finished, dict) or not isinstance(finished.get("time"), (int, float)):
+        raise ValueError("it has no time the run ended")
+    return finished
+
+
+def _finished_outputs_problem(run_dir: Path) -> str | None:
+    """What is wrong with what a finished run wrote at its end (its best model and
+    leaderboard), which a resume writes again, or ``None``."""
+    from orchestrator.leaderboard import FILES
+
+    gone = [p for p in (run_dir / BEST_DIR / n for n in _BEST_FILES) if not p.is_file()]
+    gone += [run_dir / FILES["csv"]] if not (run_dir / FILES["csv"]).is_file() else []
+    if gone:
+        return f"{gone[0]} is gone"
+    try:
+        read_best_config(run_dir)
+    except (OSError, ValueError) as exc:
+        return unreadable(run_dir / BEST_DIR / "config.json", exc)
+    return None
+
+
+def _finished_outcome(
+    run_dir: Path, finished: dict[str, Any], echo: Callable[[str], None]
+) -> RunOutcome:
     from orchestrator.leaderboard import read_leaderboard
 
-    finished = json.loads((run_dir / FINISHED_FILE).read_text())
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(finished["time"]))
     echo(f"{run_dir}: the run finished at {when}; nothing to resume")
-    best = json.loads((run_dir / BEST_DIR / "config.json").read_text())
+    best = read_best_config(run_dir)
     return RunOutcome(run_dir=run_dir.resolve(), leaderboard=read_leaderboard(run_dir), best=best)
 
 

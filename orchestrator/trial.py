@@ -793,6 +793,10 @@ def save_model(model: Any, path: Path) -> None:
         model.optimizer, model.compiled = optimizer, compiled
 
 
+class BaseMismatch(ValueError):
+    """A trial trained on cached features of another base than the one at hand."""
+
+
 def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int, ...]) -> Any:
     """A finished trial's model, whole, loaded with ``safe_mode=True``.
 
@@ -807,7 +811,8 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
 
     Raises:
         FileNotFoundError: The trial saved no model.
-        ValueError: The trial needs a base, and ``base`` is missing or another one.
+        BaseMismatch: The trial needs a base, and ``base`` is missing or another one.
+        Exception: Keras cannot load a file (a custom object no imported code registers).
     """
     import keras
 
@@ -819,7 +824,7 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
     if result is None or result.cached_cut is None or not (folder / TOP_FILE).is_file():
         raise FileNotFoundError(f"trial {name} saved no model")
     if base is None or base.fingerprint != result.base_fingerprint:
-        raise ValueError(
+        raise BaseMismatch(
             f"trial {name} trained on cached features of the base with fingerprint "
             f"{result.base_fingerprint}; the base at hand is "
             f"{base.fingerprint if base is not None else 'none'}"
@@ -830,7 +835,7 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
     if weights_digest(loaded.model) != result.base_fingerprint:
         # The file was made again since (a cache clear, then another run) from other
         # weights: the trained part would sit on a prefix it never saw.
-        raise ValueError(
+        raise BaseMismatch(
             f"trial {name} trained on cached features of a base whose weights are not "
             f"those of {base.path} now (it was made again since the run)"
         )
@@ -1228,6 +1233,7 @@ def _release(gradients: frozenset[str]) -> None:
 
 
 __all__ = [
+    "BaseMismatch",
     "TrialResult",
     "TrialSpec",
     "has_tensorboard",

@@ -893,6 +893,66 @@ def test_a_cached_trial_of_a_run_made_with_another_cache_finds_its_base_in_this_
     assert exported.exit_code == 0, exported.output
 
 
+def test_a_cached_trial_whose_base_json_is_damaged_is_named(runs, test_npz, tmp_path):
+    """Found by QA: "internal error: JSONDecodeError", exit 1, from predict --trial."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs[0].run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))
+    (run_dir / "base.json").write_text("garbage")
+    trial_id = trial_of(runs[0], "fine_tune")
+    for command in (
+        ["predict", run_dir, "--data", f"npz:{test_npz[0]}", "--trial", trial_id],
+        ["export", run_dir, tmp_path / "out", "--trial", trial_id],
+    ):
+        result = invoke(*command)
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.splitlines()
+        assert line.startswith(f"error: {run_dir / 'base.json'} cannot be read (JSONDecode"), line
+        assert f"trial fine_tune/{trial_id} trained on cached features" in line
+        assert f"best model ({run_dir / 'best' / 'model.keras'}) is whole" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cached_trial_whose_base_holds_an_unregistered_layer_is_named(runs, test_npz, tmp_path):
+    """Found by QA: a trial on cached features of a base with a plugin's custom layer,
+    predicted or exported without that plugin, was "internal error: TypeError", exit 1
+    (the whole best model gave the clear message)."""
+    import zipfile
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs[0].run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))
+    base = json.loads((run_dir / "base.json").read_text())
+    # The run's base with one layer a class no code registers, as a plugin's would be.
+    edited = tmp_path / "bases" / Path(base["path"]).parent.name / "base.keras"
+    edited.parent.mkdir(parents=True)
+    with zipfile.ZipFile(base["path"]) as kept, zipfile.ZipFile(edited, "w") as made:
+        for item in kept.infolist():
+            data = kept.read(item)
+            if item.filename == "config.json":
+                config = json.loads(data)
+                layer = next(
+                    lay for lay in config["config"]["layers"] if lay["class_name"] == "Conv2D"
+                )
+                layer.update(
+                    class_name="Spectral", module=None, registered_name="qa_plugin>Spectral"
+                )
+                data = json.dumps(config).encode()
+            made.writestr(item, data)
+    base["path"] = str(edited)
+    (run_dir / "base.json").write_text(json.dumps(base))
+    trial_id = trial_of(runs[0], "fine_tune")
+    for command in (
+        ["predict", run_dir, "--data", f"npz:{test_npz[0]}", "--trial", trial_id],
+        ["export", run_dir, tmp_path / "out", "--trial", trial_id],
+    ):
+        result = invoke(*command)
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.splitlines()
+        assert line.startswith(f"error: cannot load trial fine_tune/{trial_id}'s model"), line
+        assert "the custom Keras object 'Spectral', which no imported code" in line
+        assert "--plugin" in line and "top.keras behind its base" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_export_of_a_trial_without_a_model_is_refused(runs, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(runs[0].run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))

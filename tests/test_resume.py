@@ -1204,6 +1204,93 @@ def test_a_finished_run_whose_best_model_was_deleted_saves_it_again_on_resume(en
     assert "nothing to resume" in said[-1] and again.best == best
 
 
+@pytest.mark.parametrize(
+    ("name", "damage"),
+    [
+        ("best/config.json", "garbage"),
+        ("best/config.json", '{"strategy": "scratch_mlp"}'),
+        ("best/config.json", None),
+        ("best/model.keras", None),
+        ("leaderboard.csv", None),
+    ],
+    ids=["config-not-json", "config-without-keys", "config-gone", "model-gone", "leaderboard-gone"],
+)
+def test_a_finished_runs_damaged_or_deleted_file_is_named_and_resume_writes_it_again(
+    ended_run, tmp_path, caplog, name, damage
+):
+    """Found by QA: a damaged best/config.json was "internal error: JSONDecodeError",
+    exit 1, from predict (with --trial too), export and report; a deleted one was "no
+    trial finished with a saved model"; a deleted leaderboard.csv was to be written by
+    --resume, which said "nothing to resume"."""
+    from orchestrator.cli import app
+    from orchestrator.run import resume_run
+
+    run_dir = copy_of(ended_run, tmp_path, unfinished=False)
+    best = json.loads((run_dir / "best" / "config.json").read_text())
+    leaderboard = (run_dir / "leaderboard.csv").read_text()
+    ended = ended_trials(run_dir / "trials" / "scratch_mlp")
+    path = run_dir / name
+    if damage is None:
+        path.unlink()
+    else:
+        path.write_text(damage)
+    problem = "is gone" if damage is None else "cannot be read ("
+    fix = f"graftune run --resume {run_dir} writes it again"
+    commands = {
+        "best/config.json": [
+            ["predict", run_dir, "--data", "sklearn:iris"],
+            ["predict", run_dir, "--data", "sklearn:iris", "--trial", best["trial_id"]],
+            ["export", run_dir, tmp_path / "out"],
+        ],
+        "best/model.keras": [["predict", run_dir, "--data", "sklearn:iris"]],
+        "leaderboard.csv": [["leaderboard", run_dir], ["report", run_dir]],
+    }[name]
+    for command in commands:
+        said = CliRunner().invoke(app, [str(a) for a in command])
+        assert said.exit_code == 2, (command, said.output)
+        (line,) = said.output.splitlines()
+        assert line.startswith(f"error: {path} {problem}") and fix in line, line
+    assert not (tmp_path / "out").exists()
+    if name == "best/config.json" and damage is not None:  # a report needs no best model
+        caplog.clear()
+        said = CliRunner().invoke(app, ["report", str(run_dir)])
+        assert said.exit_code == 0, said.output
+        assert f"{path} {problem}" in caplog.text and fix in caplog.text, caplog.text
+
+    lines = []
+    outcome = resume_run(run_dir, plugins=[], echo=lines.append)
+    assert lines[0].startswith(f"{run_dir}: the run finished, but {path} {problem}"), lines[0]
+    assert (
+        outcome.best == best and json.loads((run_dir / "best" / "config.json").read_text()) == best
+    )
+    assert (run_dir / "leaderboard.csv").read_text() == leaderboard
+    assert ended_trials(run_dir / "trials" / "scratch_mlp") == ended  # none ran again
+    said = CliRunner().invoke(app, ["predict", str(run_dir), "--data", "sklearn:iris"])
+    assert said.exit_code == 0, said.output
+
+
+def test_a_finished_run_whose_finished_json_is_damaged_is_ranked_again_on_resume(
+    ended_run, tmp_path
+):
+    """Found by QA: --resume of a run whose finished.json was cut short was "internal
+    error: JSONDecodeError", exit 1, each time."""
+    from orchestrator.run import FINISHED_FILE, resume_run
+
+    run_dir = copy_of(ended_run, tmp_path, unfinished=False)
+    best = json.loads((run_dir / "best" / "config.json").read_text())
+    ended = ended_trials(run_dir / "trials" / "scratch_mlp")
+    (run_dir / FINISHED_FILE).write_text('{"time":')
+    lines = []
+    outcome = resume_run(run_dir, plugins=[], echo=lines.append)
+    assert lines[0].startswith(f"{run_dir / FINISHED_FILE} cannot be read (JSONDecodeError")
+    assert "the trials that ended are ranked again" in lines[0]
+    assert outcome.best == best and len(outcome.leaderboard) == 3
+    assert ended_trials(run_dir / "trials" / "scratch_mlp") == ended  # none ran again
+    assert json.loads((run_dir / FINISHED_FILE).read_text())["trials"] == 3
+    resume_run(run_dir, plugins=[], echo=lines.append)
+    assert "nothing to resume" in lines[-1]
+
+
 def test_a_run_directory_whose_lock_cannot_be_opened_is_named_with_why(tmp_path):
     """Found by QA: --resume of a read-only run folder said "internal error: OSError:
     [Errno 30] Read-only file system". A lock that is a folder fails the same way."""
