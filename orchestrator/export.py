@@ -26,17 +26,6 @@ METADATA_FILE = "graftune.json"
 KERAS_FILE = "model.keras"
 
 
-def _run_dir_around(dest: Path) -> Path | None:
-    """The run directory that ``dest`` would be made in (any run's, as report's
-    ``--out`` checks), or ``None``."""
-    from orchestrator.recipe import recorded_recipe
-
-    for folder in dest.resolve().parents:
-        if recorded_recipe(folder / "recipe.yaml"):
-            return folder
-    return None
-
-
 def export_model(
     run_dir: str | Path, dest: str | Path, *, format: str = "keras", trial: str | None = None
 ) -> Path:
@@ -63,6 +52,7 @@ def export_model(
     from orchestrator import __version__
     from orchestrator.accelerator import check_backend
     from orchestrator.predict import find_model, load_model, trained_features
+    from orchestrator.recipe import run_dir_around
     from orchestrator.trial import TOP_FILE, save_model
 
     if format not in FORMATS:
@@ -74,7 +64,7 @@ def export_model(
     dest = Path(dest)
     if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
         raise RunDirError(f"{dest} exists; export to a new (or empty) folder")
-    inside = _run_dir_around(dest)
+    inside = run_dir_around(dest)
     if inside is not None:  # predict would take a folder in trials/ for a trial
         raise RunDirError(
             f"cannot export to {dest}: it is inside the run directory {inside}, whose "

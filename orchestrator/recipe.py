@@ -591,6 +591,18 @@ def recorded_recipe(path: Path) -> bool:
     )
 
 
+def run_dir_around(path: Path) -> Path | None:
+    """The run directory that ``path`` would be made in, or ``None``.
+
+    Nothing is written inside a run directory (an export, another run): predict
+    and a resume would take a folder in its ``trials/`` for a trial.
+    """
+    for folder in Path(path).resolve().parents:
+        if recorded_recipe(folder / "recipe.yaml"):
+            return folder
+    return None
+
+
 #: What a recipe read from a pipe held, by its path: a pipe can be read only once.
 _STREAMED: dict[str, str] = {}
 

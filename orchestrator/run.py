@@ -57,6 +57,7 @@ from orchestrator.recipe import (
     check_recipe,
     check_recipe_data,
     load_recipe,
+    run_dir_around,
 )
 from orchestrator.storage import LOCK_FILE as _LOCK_FILE
 
@@ -1035,6 +1036,14 @@ def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
         )
     if not place.stamped and path.is_dir() and any(path.iterdir()):  # --run-dir, --run-name
         raise RunDirError(_not_empty(path))
+    inside = run_dir_around(path)
+    if inside is not None:
+        raise _run_dir_error(
+            recipe,
+            place,
+            f"cannot make the run directory {path}: it is inside the run directory "
+            f"{inside}, whose files graftune reads; choose a folder elsewhere",
+        )
     problem = cannot_make_in(path)
     if problem is not None:
         raise _run_dir_error(recipe, place, f"cannot make the run directory {path}: {problem}")

@@ -1291,6 +1291,32 @@ def test_a_finished_run_whose_finished_json_is_damaged_is_ranked_again_on_resume
     assert "nothing to resume" in lines[-1]
 
 
+def test_a_run_is_never_made_inside_another_runs_directory(ended_run, tmp_path):
+    """Found by QA: `run --run-dir OLD_RUN/trials/scratch_mlp/new` was accepted, and
+    predict of the old run then took the new run for one of its trials (export
+    refused the same place)."""
+    from orchestrator.cli import app
+
+    old = copy_of(ended_run, tmp_path, unfinished=False)
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    before = sorted(tmp_path.rglob("*"))
+    for inside in (old / "trials" / "scratch_mlp" / "new", old / "new"):
+        result = CliRunner().invoke(app, ["run", str(recipe), "--run-dir", str(inside)])
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.splitlines()
+        assert line == (
+            f"error: cannot make the run directory {inside}: it is inside the run directory "
+            f"{old}, whose files graftune reads; choose a folder elsewhere"
+        )
+    # The recipe's output there: said at its key.
+    recipe.write_text(recipe.read_text().replace("output: runs/", f"output: {old / 'runs'}"))
+    result = CliRunner().invoke(app, ["run", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert f"{recipe}:8: output: cannot make the run directory {old / 'runs'}" in result.output
+    assert f"inside the run directory {old}, whose files" in result.output
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_a_run_directory_whose_lock_cannot_be_opened_is_named_with_why(tmp_path):
     """Found by QA: --resume of a read-only run folder said "internal error: OSError:
     [Errno 30] Read-only file system". A lock that is a folder fails the same way."""
