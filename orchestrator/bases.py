@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator.errors import BaseModelError, GraftuneError, did_you_mean, first_few
+from orchestrator.errors import BaseModelError, GraftuneError, did_you_mean, echoed, first_few
 from orchestrator.markers import hookimpl
 
 if TYPE_CHECKING:
@@ -974,6 +974,7 @@ def prepare_base(
     kind = spec.kind
 
     def build() -> Any:
+        registered = dict(keras.saving.get_custom_objects())
         model = _calling(providers, kind, "build", spec, context)
         if not isinstance(model, keras.Model):
             raise BaseModelError(
@@ -981,6 +982,18 @@ def prepare_base(
                 f"{type(model).__name__} from build(), not a keras.Model"
             )
         _check_one_input_and_output(model)
+        if not providers.get(kind).__module__.startswith("orchestrator."):
+            # Every trial loads the base from the cache (safe_mode=True): a custom layer
+            # no code registers failed every trial with Keras' kilobyte of config.
+            from orchestrator.preflight import reload_problem
+
+            problem = reload_problem(model, registered)
+            if problem is not None:
+                raise BaseModelError(
+                    f"base provider {kind!r} from {providers.owner(kind)} built a model that "
+                    f"would not load again, as each trial loads it from graftune's cache: "
+                    f"{problem}"
+                )
         return model
 
     # The cheap checks first: a cache key may read the files they check.
@@ -992,6 +1005,11 @@ def prepare_base(
             f"{preprocessing!r}; expected one of {', '.join(map(str, PREPROCESSING_MODES))}"
         )
     key = _calling(providers, kind, "cache_key", spec, context)
+    if key is not None and not isinstance(key, str):
+        raise BaseModelError(
+            f"base provider {kind!r} from {providers.owner(kind)} returned "
+            f"{type(key).__name__} {echoed(key, 60)} from cache_key(); expected a text or None"
+        )
 
     def warn(message: str) -> None:
         if echo is not None:
@@ -1005,7 +1023,7 @@ def prepare_base(
     if key:
         # Held while the base is built: runs that need the same base (a pretrain
         # takes a while) build it once, and the others load it.
-        folder = cache_dir() / "bases" / f"{spec.kind}-{key[:16]}"
+        folder = cache_dir() / "bases" / f"{spec.kind}-{_entry_name(key)}"
         model_path = folder / "base.keras"
         lock = folder.with_suffix(".lock")
 
@@ -1735,6 +1753,16 @@ def _graftune_version() -> str:
     from orchestrator import __version__
 
     return __version__
+
+
+def _entry_name(key: str) -> str:
+    """The cache entry's name for a provider's key: the built-ins' sha256 digests
+    by their first 16 hex digits, any other text by its own digest's (a key with
+    ``/`` or ``..`` named a folder outside the cache, and two keys that began
+    alike shared one entry)."""
+    import re
+
+    return (key if re.fullmatch(r"[0-9a-f]{64}", key) else _digest(key))[:16]
 
 
 def _digest(value: Any) -> str:

@@ -1098,7 +1098,24 @@ class _Faulty:
             def preprocessing(self, spec):
                 return "bogus"
 
-        return Raises, NoModel, BadCheck, BadPreprocessing
+        class IntKey(BaseProvider):
+            name = "int_key"
+
+            def cache_key(self, spec, context):
+                return 1234567890123
+
+        class Doubling(keras.layers.Layer):  # registered nowhere, as a forgetful plugin's
+            def call(self, x):
+                return x * 2
+
+        class Unregistered(BaseProvider):
+            name = "unregistered_layer"
+
+            def build(self, spec, context):
+                inputs = keras.Input((8, 8, 1))
+                return keras.Model(inputs, keras.layers.Flatten()(Doubling()(inputs)))
+
+        return Raises, NoModel, BadCheck, BadPreprocessing, IntKey, Unregistered
 
 
 @pytest.mark.parametrize(
@@ -1108,9 +1125,17 @@ class _Faulty:
         ("returns_no_model", "returned str from build(), not a keras.Model"),
         ("bad_check", "failed in check(): KeyError: 'required_key'"),
         ("bad_preprocessing", "returned preprocessing 'bogus'; expected one of None, caffe"),
+        # Found by QA: "internal error: TypeError: 'int' object is not subscriptable".
+        ("int_key", "returned int 1234567890123 from cache_key(); expected a text or None"),
+        # Found by QA: accepted, and every trial failed loading it from the cache.
+        (
+            "unregistered_layer",
+            "built a model that would not load again, as each trial loads it from graftune's "
+            "cache: it uses the custom Keras object 'Doubling', which no imported code",
+        ),
     ],
 )
-def test_a_provider_that_breaks_its_contract_is_named(provider, words, tmp_path):
+def test_a_provider_that_breaks_its_contract_is_named(provider, words, tmp_path, isolated):
     from orchestrator.bases import BaseProvider, prepare_base
     from orchestrator.data import TaskSpec
     from orchestrator.errors import BaseModelError
@@ -1137,6 +1162,48 @@ def test_a_provider_that_breaks_its_contract_is_named(provider, words, tmp_path)
     message = str(info.value)
     assert f"base provider {provider!r} from qa_plugin (qa-plugin 1.0)" in message
     assert words in message
+    assert not list(isolated.glob("bases/*/base.keras"))  # nothing cached
+
+
+def test_a_providers_cache_key_names_an_entry_inside_the_cache_by_its_digest(tmp_path, isolated):
+    """Found by QA: a key with '/' or '..' named a folder outside the cache, and two
+    keys whose first 16 characters were the same shared one entry (the second run
+    took the first one's base)."""
+    from orchestrator.bases import BaseProvider
+    from orchestrator.registry import Registry
+
+    class Keyed(BaseProvider):
+        name = "keyed"
+
+        def cache_key(self, spec, context):
+            return spec.options["key"]
+
+        def build(self, spec, context):
+            keras.utils.set_random_seed(spec.options["seed"])
+            return tiny_cnn()
+
+    registry = Registry("base provider", "name", BaseProvider)
+    registry.add(Keyed)
+    dataset = digits()
+
+    def prepared(key, seed):
+        return prepare_base(
+            BaseSpec(provider="keyed", options={"key": key, "seed": seed}),
+            registry,
+            dataset.task,
+            seed=0,
+            base_dir=tmp_path,
+            data_sources=host().data_sources,
+        )
+
+    escaping = prepared("../../escape/v1", 0)
+    assert escaping.path.parent.parent == isolated / "bases"
+    assert escaping.path.parent.name.startswith("keyed-") and "." not in escaping.path.parent.name
+    assert not (tmp_path / "escape").exists()
+    first = prepared("my-provider/checkpoints/a", 1)
+    second = prepared("my-provider/checkpoints/b", 2)
+    assert first.path != second.path and first.fingerprint != second.fingerprint
+    assert prepared("my-provider/checkpoints/a", 2).fingerprint == first.fingerprint  # reused
 
 
 def test_a_random_application_base_is_drawn_from_the_seed(tmp_path):

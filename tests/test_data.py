@@ -1225,8 +1225,75 @@ class _Toy(DataSource):
             raise RuntimeError("kaput")
         if location == "bad":
             return LabelledArrays(np.zeros((4, 2)), np.array([0, 1, 2, 5]), ("a", "b"))
+        y = np.arange(20) % 2
+        if location in _BROKEN:
+            x, names = _BROKEN[location]
+            return LabelledArrays(x, y, names)
         x = np.arange(40, dtype=np.float32).reshape(20, 2)
         return LabelledArrays(x, np.arange(20) % 2, ("even", "odd"))
+
+    def check(self, location: str, spec: Any, base_dir: Path) -> None:
+        if location == "exits":
+            raise SystemExit("no such dataset")
+
+
+#: LabelledArrays that break the contract, as the QA helpers' plugins did: each was
+#: "internal error" (exit 1), or (the string, the pixels) taken in silence.
+_BROKEN: dict[str, tuple[Any, Any]] = {
+    "text-cell": (np.array([["n/a", 1.0]] + [[0.5, 1.0]] * 19, dtype=object), ("even", "odd")),
+    "ragged": (
+        [np.zeros((8, 8, 1)) if i % 2 else np.zeros((9, 8, 1)) for i in range(20)],
+        ("even", "odd"),
+    ),
+    "no-names": (np.zeros((20, 2), np.float32), None),
+    "one-string": (np.zeros((20, 2), np.float32), "eo"),
+    "pixels": (np.full((20, 4, 4, 1), 255.0, np.float32), ("even", "odd")),
+}
+
+
+@pytest.mark.parametrize(
+    ("location", "words"),
+    [
+        ("text-cell", "returned x of dtype object; expected numbers (float32)"),
+        ("ragged", "returned x or y that is not one array (setting an array element"),
+        ("no-names", "returned class_names None; expected a tuple of one string per class"),
+        ("one-string", "returned class_names 'eo'; expected a tuple"),
+        (
+            "pixels",
+            "returned images with values from 255 to 255; a data source returns images scaled to [0, 1]",
+        ),
+        ("exits", "failed on 'exits': SystemExit: no such dataset"),
+    ],
+)
+def test_a_third_party_source_that_breaks_its_contract_is_named(
+    registry: Registry, tmp_path: Path, location: str, words: str
+) -> None:
+    registry.current_owner = "toy-plugin 1.0"
+    registry.add(_Toy)
+    with raises_data_error("source", "data source 'toy' from toy-plugin 1.0", words):
+        prepare(Spec(f"toy:{location}", split=Split(0.2, 0.2)), registry, tmp_path)
+
+
+def test_a_third_party_source_that_cannot_be_made_is_named(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: a source whose __init__ takes arguments was "internal error:
+    TypeError", exit 1, from validate and run."""
+
+    class Rooted(_Toy):
+        scheme = "rooted"
+
+        def __init__(self, root: str) -> None:
+            self.root = root
+
+    registry.current_owner = "toy-plugin 1.0"
+    registry.add(Rooted)
+    spec = Spec("rooted:x", split=Split(0.2, 0.2))
+    words = ("data source 'rooted' from toy-plugin 1.0 cannot be made with no arguments", "'root'")
+    with raises_data_error("source", *words):
+        check_data_spec(spec, registry, tmp_path)
+    with raises_data_error("source", *words):
+        prepare(spec, registry, tmp_path)
 
 
 def test_third_party_source(registry: Registry, tmp_path: Path) -> None:

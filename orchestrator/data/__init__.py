@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from orchestrator.data import split as _split
-from orchestrator.errors import DataError, GraftuneError
+from orchestrator.errors import DataError, GraftuneError, echoed
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -366,7 +366,16 @@ def _make_source(scheme: str, sources: Registry, disabled: Sequence[str] = ()) -
     if scheme not in sources:
         raise DataError(sources.unknown_message(scheme, disabled), key="source")
     item = sources.get(scheme)
-    return item() if isinstance(item, type) else item
+    if not isinstance(item, type):
+        return item
+    try:
+        return item()
+    except Exception as exc:  # an __init__ with parameters, or one that raises
+        raise DataError(
+            f"data source {scheme!r} from {sources.owner(scheme)} cannot be made with no "
+            f"arguments, as graftune makes it: {type(exc).__name__}: {exc}",
+            key="source",
+        ) from exc
 
 
 def _call_source(
@@ -383,9 +392,10 @@ def _call_source(
         return method(location, spec, base_dir, **kwargs)
     except GraftuneError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         # A plugin's own bug or an unexpected library error: keep the cause
-        # chained (``--debug`` shows it) but say which plugin it came from.
+        # chained (``--debug`` shows it) but say which plugin it came from. A
+        # sys.exit() in a plugin would end graftune without a word of why.
         raise DataError(
             f"data source {scheme!r} from {sources.owner(scheme)} failed on {location!r}: "
             f"{type(exc).__name__}: {exc}",
@@ -402,9 +412,30 @@ def _validated(
         raise DataError(
             f"{where} returned {type(loaded).__name__}, expected LabelledArrays", key="source"
         )
-    x = np.asarray(loaded.x)
-    y = np.asarray(loaded.y)
-    class_names = tuple(loaded.class_names)
+    try:
+        x = np.asarray(loaded.x)
+        y = np.asarray(loaded.y)
+    except (ValueError, TypeError) as exc:  # a list of arrays of different shapes
+        raise DataError(
+            f"{where} returned x or y that is not one array ({str(exc).rstrip('.')}); expected x of shape "
+            "(n, ...), every example of one shape",
+            key="source",
+        ) from None
+    names = loaded.class_names
+    try:
+        if isinstance(names, str | bytes):  # "abc" is not ("a", "b", "c")
+            raise TypeError
+        class_names = tuple(names)
+    except TypeError:
+        raise DataError(
+            f"{where} returned class_names {echoed(names, 60)}; expected a tuple of one "
+            "string per class",
+            key="source",
+        ) from None
+    if x.dtype.kind not in "biuf":
+        raise DataError(
+            f"{where} returned x of dtype {x.dtype}; expected numbers (float32)", key="source"
+        )
     if x.ndim < 2:
         raise DataError(f"{where} returned x of shape {x.shape}; expected (n, ...)", key="source")
     if y.shape != (x.shape[0],):
@@ -426,6 +457,21 @@ def _validated(
             key="source",
         )
     x = x.astype(np.float32, copy=False)
+    item = sources.get(scheme)
+    builtin = (item if isinstance(item, type) else type(item)).__module__.startswith(
+        "orchestrator."
+    )
+    if x.ndim == 4 and x.size and not builtin:
+        # The contract: images in [0, 1], which a base's preprocessing scales from.
+        # (A resize's overshoot is a little outside; the built-ins check their own.)
+        top, bottom = float(np.nanmax(x)), float(np.nanmin(x))
+        if top > 1.25 or bottom < -0.25:
+            raise DataError(
+                f"{where} returned images with values from {bottom:g} to {top:g}; a data "
+                "source returns images scaled to [0, 1] (0..255 pixels divided by 255), "
+                "which graftune's bases scale for themselves",
+                key="source",
+            )
     if not np.isfinite(x).all():
         bad = ~np.isfinite(x.reshape(len(x), -1))
         rows = np.flatnonzero(bad.any(axis=1))
