@@ -292,7 +292,7 @@ def validate(
         _fail(exc)
         return
     refused = _what_run_here_refuses(loaded, notes.append)
-    repeated = _grid_repeats_note(loaded, host)
+    repeated = _repeats_note(loaded, host)
     if repeated is not None:
         notes.append(repeated)
     if here and refused:
@@ -317,11 +317,12 @@ def validate(
         out.print(f"note: {reason}; `graftune run` here would refuse it", markup=False)
 
 
-def _grid_repeats_note(recipe: Any, host: Any) -> str | None:
-    """The run's note on a Ray grid whose repeats are the same trials, from the
-    recipe's spaces over each strategy's own (no base is needed to tell)."""
+def _repeats_note(recipe: Any, host: Any) -> str | None:
+    """The run's note on Ray trials that come out the same (a grid's repeats, the
+    trials of a space that fixes every dimension), from the recipe's spaces over
+    each strategy's own (no base is needed to tell)."""
     from orchestrator.preflight import strategy_space
-    from orchestrator.run import _grid_repeats_note as note
+    from orchestrator.run import _repeats_note as note
     from orchestrator.space import merge_spaces
     from orchestrator.strategy import SpaceContext
 

@@ -612,7 +612,7 @@ def _run(
     )
     if ray_start is not None and ray_start.wait_up():  # embedded Ray: what it has is all
         _check_a_trial_fits(recipe)
-    repeated = _grid_repeats_note(recipe, spaces)
+    repeated = _repeats_note(recipe, spaces)
     if repeated is not None:
         echo(repeated)
 
@@ -977,28 +977,49 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
     return samples, f"{samples} trial{'s' * (samples != 1)}"
 
 
-def _grid_repeats_note(recipe: Recipe, spaces: dict[str, dict[str, Any]]) -> str | None:
-    """A note where Ray repeats a grid whose trials come out the same each time.
+def _repeats_note(recipe: Recipe, spaces: dict[str, dict[str, Any]]) -> str | None:
+    """A note where Ray runs trials that come out the same each time.
 
     Under Ray ``num_samples`` repeats a grid; only its continuous dimensions
     are sampled anew each repeat. Every trial trains with the recipe's
     ``seed``, so a repeat of a grid with none trains the same configurations to
-    the same scores.
+    the same scores; so do the ``num_samples`` trials of a random or Bayesian
+    search whose space fixes every dimension (keras-tuner runs such a
+    configuration once, and says its search ended short).
     """
-    from orchestrator.space import Float, LogFloat
+    from orchestrator.space import Fixed, Float, LogFloat
 
     search = recipe.search
-    if search.backend != "ray" or search.algorithm != "grid":
+    if search.backend != "ray":
         return None
+    grid = search.algorithm == "grid"
+
+    def same_each_time(space: dict[str, Any]) -> bool:
+        if grid:  # each repeat draws the continuous dimensions anew
+            return not any(isinstance(dim, (Float, LogFloat)) for dim in space.values())
+        return all(isinstance(dim, Fixed) for dim in space.values())  # one configuration
+
     counts = {name: _num_samples(recipe, name) for name in spaces}
     alike = {
         name: counts[name]
         for name, space in spaces.items()
-        if counts[name] > 1
-        and not any(isinstance(dim, (Float, LogFloat)) for dim in space.values())
+        if counts[name] > 1 and same_each_time(space)
     }
     if not alike:
         return None
+    if not grid:
+        if len(alike) == 1:
+            ((name, count),) = alike.items()
+            whose = f"{name}'s space has nothing to search (every dimension is fixed): its {count}"
+        else:
+            names = ", ".join(alike)
+            whose = (
+                f"the spaces of {names} have nothing to search (every dimension is fixed): their"
+            )
+        return (
+            f"note: {whose} trials (num_samples) run one configuration with the same seed, "
+            "to the same scores; num_samples: 1 runs it once"
+        )
     if len(alike) == 1:
         ((name, count),) = alike.items()
         whose = f"{name}'s grid has no continuous dimension: its {count} repeats"

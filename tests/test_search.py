@@ -442,7 +442,7 @@ def test_validate_and_run_note_that_a_ray_grid_with_no_continuous_dimension_repe
     (measured: two repeats of a two-point grid gave 0.5667 and 0.9333 twice)."""
     from orchestrator.cli import app
     from orchestrator.recipe import parse_recipe
-    from orchestrator.run import _grid_repeats_note
+    from orchestrator.run import _repeats_note
     from orchestrator.space import Choice, Fixed, LogFloat
 
     fixed = "scratch_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: 16, lambda: 1.0e-5, "
@@ -467,13 +467,32 @@ def test_validate_and_run_note_that_a_ray_grid_with_no_continuous_dimension_repe
     discrete = {"a": Choice((1, 2)), "f": Fixed(0.1)}
     spaces = {"scratch_mlp": discrete, "b": discrete}
     both = parse_recipe(text + "search: {algorithm: grid, num_samples: 3}\n")
-    assert _grid_repeats_note(both, spaces).startswith(
+    assert _repeats_note(both, spaces).startswith(
         "note: the grids of scratch_mlp, b have no continuous dimension: their repeats"
     )
     mixed = {"scratch_mlp": discrete, "b": {**discrete, "c": LogFloat(1e-4, 1e-2)}}
-    assert _grid_repeats_note(both, mixed).startswith("note: scratch_mlp's grid has no")
+    assert _repeats_note(both, mixed).startswith("note: scratch_mlp's grid has no")
     for search in ("{algorithm: grid}", "{algorithm: grid, backend: keras_tuner, num_samples: 3}"):
-        assert _grid_repeats_note(parse_recipe(text + f"search: {search}\n"), spaces) is None
+        assert _repeats_note(parse_recipe(text + f"search: {search}\n"), spaces) is None
+    # Found by QA: a random search of a space that fixes every dimension ran num_samples
+    # identical trials under Ray (keras-tuner one), without a word.
+    all_fixed = fixed.replace("{choice: [1, 2]}", "1") + "learning_rate: 0.01}}"
+    recipe = write_recipe(tmp_path, "{algorithm: random, num_samples: 2}", all_fixed)
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0, checked.output
+    note = (
+        "note: scratch_mlp's space has nothing to search (every dimension is fixed): its 2 "
+        "trials (num_samples) run one configuration with the same seed, to the same scores; "
+        "num_samples: 1 runs it once"
+    )
+    assert note in " ".join(checked.output.split()), checked.output
+    fixed_only = {"scratch_mlp": {"f": Fixed(0.1)}, "b": {"f": Fixed(0.2)}}
+    for algorithm in ("random", "bayesian"):
+        recipe = parse_recipe(text + f"search: {{algorithm: {algorithm}, num_samples: 3}}\n")
+        assert _repeats_note(recipe, fixed_only).startswith(
+            "note: the spaces of scratch_mlp, b have nothing to search"
+        )
+        assert _repeats_note(recipe, spaces) is None  # a choice to draw from
 
 
 def test_the_run_says_how_many_trials_a_grid_runs():
