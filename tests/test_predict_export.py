@@ -893,23 +893,32 @@ def test_a_cached_trial_of_a_run_made_with_another_cache_finds_its_base_in_this_
     assert exported.exit_code == 0, exported.output
 
 
+def refusals_of_trial(run_dir: Path, trial_id: str, npz: Path, dest: Path) -> list[str]:
+    """The one line each of predict --trial and export --trial is refused with (exit 2,
+    nothing exported)."""
+    lines = []
+    for command in (
+        ["predict", run_dir, "--data", f"npz:{npz}", "--trial", trial_id],
+        ["export", run_dir, dest, "--trial", trial_id],
+    ):
+        result = invoke(*command)
+        assert result.exit_code == 2, result.output
+        (line,) = result.output.splitlines()
+        lines.append(line)
+    assert not dest.exists()
+    return lines
+
+
 def test_a_cached_trial_whose_base_json_is_damaged_is_named(runs, test_npz, tmp_path):
     """Found by QA: "internal error: JSONDecodeError", exit 1, from predict --trial."""
     run_dir = tmp_path / "copy"
     shutil.copytree(runs[0].run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))
     (run_dir / "base.json").write_text("garbage")
     trial_id = trial_of(runs[0], "fine_tune")
-    for command in (
-        ["predict", run_dir, "--data", f"npz:{test_npz[0]}", "--trial", trial_id],
-        ["export", run_dir, tmp_path / "out", "--trial", trial_id],
-    ):
-        result = invoke(*command)
-        assert result.exit_code == 2, result.output
-        (line,) = result.output.splitlines()
+    for line in refusals_of_trial(run_dir, trial_id, test_npz[0], tmp_path / "out"):
         assert line.startswith(f"error: {run_dir / 'base.json'} cannot be read (JSONDecode"), line
         assert f"trial fine_tune/{trial_id} trained on cached features" in line
         assert f"best model ({run_dir / 'best' / 'model.keras'}) is whole" in line
-    assert not (tmp_path / "out").exists()
 
 
 def test_a_cached_trial_whose_base_holds_an_unregistered_layer_is_named(runs, test_npz, tmp_path):
@@ -940,17 +949,10 @@ def test_a_cached_trial_whose_base_holds_an_unregistered_layer_is_named(runs, te
     base["path"] = str(edited)
     (run_dir / "base.json").write_text(json.dumps(base))
     trial_id = trial_of(runs[0], "fine_tune")
-    for command in (
-        ["predict", run_dir, "--data", f"npz:{test_npz[0]}", "--trial", trial_id],
-        ["export", run_dir, tmp_path / "out", "--trial", trial_id],
-    ):
-        result = invoke(*command)
-        assert result.exit_code == 2, result.output
-        (line,) = result.output.splitlines()
+    for line in refusals_of_trial(run_dir, trial_id, test_npz[0], tmp_path / "out"):
         assert line.startswith(f"error: cannot load trial fine_tune/{trial_id}'s model"), line
         assert "the custom Keras object 'Spectral', which no imported code" in line
         assert "--plugin" in line and "top.keras behind its base" in line
-    assert not (tmp_path / "out").exists()
 
 
 def test_export_of_a_trial_without_a_model_is_refused(runs, tmp_path):

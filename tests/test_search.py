@@ -435,6 +435,14 @@ def test_the_run_says_how_many_trials_keras_tuners_hyperband_runs(max_epochs, fa
     assert said.startswith(f"{expected} trials (keras-tuner's Hyperband")
 
 
+def assert_validate_notes(recipe: Path, note: str) -> None:
+    from orchestrator.cli import app
+
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0, checked.output
+    assert note in " ".join(checked.output.split()), checked.output
+
+
 def test_validate_and_run_note_that_a_ray_grid_with_no_continuous_dimension_repeats_alike(
     tmp_path,
 ):
@@ -449,14 +457,12 @@ def test_validate_and_run_note_that_a_ray_grid_with_no_continuous_dimension_repe
     recipe = write_recipe(
         tmp_path, "{algorithm: grid, num_samples: 2}", fixed + "learning_rate: 0.01}}"
     )
-    checked = CliRunner().invoke(app, ["validate", str(recipe)])
-    assert checked.exit_code == 0, checked.output
-    note = (
+    assert_validate_notes(
+        recipe,
         "note: scratch_mlp's grid has no continuous dimension: its 2 repeats (num_samples) run "
         "the same configurations with the same seed, to the same scores; num_samples: 1 runs "
-        "each point once"
+        "each point once",
     )
-    assert note in " ".join(checked.output.split()), checked.output
     # A continuous dimension is drawn anew each repeat; one repeat, or keras-tuner's
     # grid (each point once), repeats nothing.
     recipe = write_recipe(tmp_path, "{algorithm: grid, num_samples: 2}", fixed + "}}")
@@ -478,14 +484,12 @@ def test_validate_and_run_note_that_a_ray_grid_with_no_continuous_dimension_repe
     # identical trials under Ray (keras-tuner one), without a word.
     all_fixed = fixed.replace("{choice: [1, 2]}", "1") + "learning_rate: 0.01}}"
     recipe = write_recipe(tmp_path, "{algorithm: random, num_samples: 2}", all_fixed)
-    checked = CliRunner().invoke(app, ["validate", str(recipe)])
-    assert checked.exit_code == 0, checked.output
-    note = (
+    assert_validate_notes(
+        recipe,
         "note: scratch_mlp's space has nothing to search (every dimension is fixed): its 2 "
         "trials (num_samples) run one configuration with the same seed, to the same scores; "
-        "num_samples: 1 runs it once"
+        "num_samples: 1 runs it once",
     )
-    assert note in " ".join(checked.output.split()), checked.output
     fixed_only = {"scratch_mlp": {"f": Fixed(0.1)}, "b": {"f": Fixed(0.2)}}
     for algorithm in ("random", "bayesian"):
         recipe = parse_recipe(text + f"search: {{algorithm: {algorithm}, num_samples: 3}}\n")
