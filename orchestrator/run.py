@@ -118,9 +118,8 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
             finished = _read_finished(run_dir)
         except (OSError, ValueError) as exc:
             # Written last, when the run ended: the rest is there to rank again.
-            echo(
-                f"{unreadable(run_dir / FINISHED_FILE, exc)}: the trials that ended are ranked again"
-            )
+            problem = unreadable(run_dir / FINISHED_FILE, exc)
+            echo(f"{problem}: the trials that ended are ranked again")
         else:
             problem = _finished_outputs_problem(run_dir)
             if problem is None:

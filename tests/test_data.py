@@ -1260,7 +1260,8 @@ _BROKEN: dict[str, tuple[Any, Any]] = {
         ("one-string", "returned class_names 'eo'; expected a tuple"),
         (
             "pixels",
-            "returned images with values from 255 to 255; a data source returns images scaled to [0, 1]",
+            "returned images with values from 255 to 255; a data source returns images scaled "
+            "to [0, 1]",
         ),
         ("exits", "failed on 'exits': SystemExit: no such dataset"),
     ],

@@ -417,8 +417,8 @@ def _validated(
         y = np.asarray(loaded.y)
     except (ValueError, TypeError) as exc:  # a list of arrays of different shapes
         raise DataError(
-            f"{where} returned x or y that is not one array ({str(exc).rstrip('.')}); expected x of shape "
-            "(n, ...), every example of one shape",
+            f"{where} returned x or y that is not one array ({str(exc).rstrip('.')}); "
+            "expected x of shape (n, ...), every example of one shape",
             key="source",
         ) from None
     names = loaded.class_names
