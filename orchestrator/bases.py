@@ -29,7 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from orchestrator.errors import BaseModelError, GraftuneError, did_you_mean, echoed, first_few
+from orchestrator.errors import (
+    PLUGIN_FAULTS,
+    BaseModelError,
+    GraftuneError,
+    did_you_mean,
+    echoed,
+    first_few,
+    raised,
+)
 from orchestrator.markers import hookimpl
 
 if TYPE_CHECKING:
@@ -919,10 +927,10 @@ def _calling(providers: Registry, kind: str, method: str, *args: Any) -> Any:
         return getattr(providers.get(kind)(), method)(*args)
     except GraftuneError:
         raise
-    except Exception as exc:
+    except PLUGIN_FAULTS as exc:
         raise BaseModelError(
             f"base provider {kind!r} from {providers.owner(kind)} failed in {method}(): "
-            f"{type(exc).__name__}: {exc}"
+            f"{raised(exc)}"
         ) from exc
 
 
@@ -981,7 +989,15 @@ def prepare_base(
                 f"base provider {kind!r} from {providers.owner(kind)} returned "
                 f"{type(model).__name__} from build(), not a keras.Model"
             )
-        _check_one_input_and_output(model)
+        try:
+            _check_one_input_and_output(model)
+        except BaseModelError as exc:
+            if spec.provider is None:  # a built-in's: the recipe's file or settings
+                raise
+            raise BaseModelError(
+                f"base provider {kind!r} from {providers.owner(kind)} returned from "
+                f"build() a model that is no base: {exc}"
+            ) from None
         if not providers.get(kind).__module__.startswith("orchestrator."):
             # Every trial loads the base from the cache (safe_mode=True): a custom layer
             # no code registers failed every trial with Keras' kilobyte of config.
@@ -1225,14 +1241,21 @@ def _check_one_input_and_output(model: Any) -> None:
         inputs = outputs = []
     if not inputs or not outputs:
         raise BaseModelError(
-            "the base model has no defined input (a Sequential saved before it was built): "
-            "give it a keras.Input, or build it, before saving it"
+            "the base model has no defined input (a Sequential without a keras.Input, saved "
+            "or returned before it was built, or a subclassed keras.Model): give it a "
+            "keras.Input (a functional model, or a Sequential that starts with one)"
         )
     if len(inputs) != 1 or len(outputs) != 1:
         raise BaseModelError(
             f"the base model has {len(inputs)} input(s) and {len(outputs)} output(s); a base "
             "takes one input and gives one output (make one: keras.Model(model.inputs[0], "
             "model.outputs[i]))"
+        )
+    shape = tuple(outputs[0].shape)
+    if len(shape) < 2 or 0 in shape[1:]:
+        raise BaseModelError(
+            f"the base model's output has shape {shape}: no features an example; a base "
+            "gives features to build on, (None, n) or (None, height, width, channels)"
         )
 
 

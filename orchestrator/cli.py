@@ -807,10 +807,14 @@ def predict(
         if out_path is not None:  # before the model is loaded and run
             check_output_file(out_path)
             check_out(out_path, run_dir, data, replace=force)
-        result = run_predict(
-            run_dir, data, trial=trial, host=_run_host(plugin, run_dir), target=target,
-            ignore=ignore_column or (),
-        )  # fmt: skip
+        # The predictions alone on stdout: what a plugin prints (a data source, a
+        # module at its import) goes to stderr, or pandas read it as the CSV's header.
+        aside = sys.stderr if out_path is None else sys.stdout
+        with contextlib.redirect_stdout(aside):
+            result = run_predict(
+                run_dir, data, trial=trial, host=_run_host(plugin, run_dir), target=target,
+                ignore=ignore_column or (),
+            )  # fmt: skip
         if out_path is not None:
             write_predictions(result.frame, out_path)
     except Exception as exc:

@@ -458,6 +458,23 @@ def still_running(run_dir: Path) -> str | None:
     )
 
 
+#: What a plugin's code may raise that graftune says as that plugin's fault: any
+#: error, and ``sys.exit()`` (``SystemExit``), which ended graftune without a word of
+#: why, with exit status 0 for ``sys.exit(0)``. Ctrl+C still stops graftune.
+PLUGIN_FAULTS = (Exception, SystemExit)
+
+
+def raised(exc: BaseException) -> str:
+    """``Type: message`` of what a plugin raised, the type alone where the message
+    cannot be had (its ``__str__`` raised: "internal error" from the message's
+    own error hid the plugin's)."""
+    try:
+        text = str(exc)
+    except Exception:
+        return f"{type(exc).__name__} (its message cannot be shown: its __str__ raised)"
+    return f"{type(exc).__name__}: {text}"
+
+
 def written_again(run_dir: Path) -> str:
     """How a finished run's leaderboard or best model is written again when gone."""
     import shlex

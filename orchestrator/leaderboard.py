@@ -117,13 +117,15 @@ def build_leaderboard(results: list[TrialResult], *, metric: str, mode: str) -> 
     # fewer epochs, then the earlier strategy (in the order the results came:
     # the recipe's) and trial. Never wall time: one seed ranks one way.
     strategies = {name: i for i, name in enumerate(dict.fromkeys(frame["strategy"]))}
-    frame["_strategy"] = frame["strategy"].map(strategies)
-    keys = [metric, "params_total", "epochs", "_strategy", "trial_id"]
+    # The strategies' order, held for the sort in the one column no parameter can be
+    # named, "rank", which is not there yet (a parameter "_strategy" lost its column).
+    frame["rank"] = frame["strategy"].map(strategies)
+    keys = [metric, "params_total", "epochs", "rank", "trial_id"]
     order = frame[rankable].sort_values(
         keys, ascending=[ascending, True, True, True, True], na_position="last", kind="stable"
     )
-    rest = frame[~rankable].sort_values(["_strategy", "trial_id"])
-    order, rest = order.drop(columns="_strategy"), rest.drop(columns="_strategy")
+    rest = frame[~rankable].sort_values(["rank", "trial_id"])
+    order, rest = order.drop(columns="rank"), rest.drop(columns="rank")
     frame = pd.concat([order, rest], ignore_index=True)
     ranks = pd.array([*range(1, len(order) + 1), *([pd.NA] * len(rest))], dtype="Int64")
     frame.insert(0, "rank", ranks)

@@ -19,11 +19,13 @@ import pluggy
 
 from orchestrator import hookspecs
 from orchestrator.errors import (
+    PLUGIN_FAULTS,
     DuplicateNameError,
     GraftuneError,
     PluginError,
     PluginLoadError,
     ellipsized,
+    raised,
 )
 from orchestrator.markers import PROJECT
 from orchestrator.registry import Registry
@@ -89,15 +91,14 @@ class PluginHost:
             args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
             try:
                 impl.function(**args)
-            except Exception as exc:
+            except PLUGIN_FAULTS as exc:  # sys.exit() in a reporter ended the run
                 from orchestrator.errors import without_credentials
 
                 log.warning(
-                    "plugin %s raised in %s (ignored): %s: %s",
+                    "plugin %s raised in %s (ignored): %s",
                     self.owners.get(impl.plugin_name, impl.plugin_name),
                     hook_name,
-                    type(exc).__name__,
-                    without_credentials(str(exc)),
+                    without_credentials(raised(exc)),
                 )
 
     def strategy(self, name: str) -> Any:
@@ -114,10 +115,10 @@ class PluginHost:
             return cls()
         except GraftuneError:
             raise
-        except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its error too
+        except PLUGIN_FAULTS as exc:
             raise PluginError(
                 f"strategy {name!r} from plugin {self.strategies.owner(name)}: making it "
-                f"({cls.__name__}()) raised {type(exc).__name__}: {exc}; graftune makes a "
+                f"({cls.__name__}()) raised {raised(exc)}; graftune makes a "
                 "strategy with no arguments: give __init__'s parameters defaults"
             ) from exc
 
@@ -146,9 +147,9 @@ class PluginHost:
                     callable(returned) and not hasattr(returned, "__iter__")
                 )
                 objects = None if bare else list(returned or ())
-            except Exception as exc:
+            except PLUGIN_FAULTS as exc:
                 raise PluginError(
-                    f"plugin {owner} failed in graftune_keras_objects: {type(exc).__name__}: {exc}"
+                    f"plugin {owner} failed in graftune_keras_objects: {raised(exc)}"
                 ) from exc
             if objects is None:
                 one = f" ([{returned.__name__}])" if callable(returned) else ""
@@ -354,7 +355,7 @@ def get_plugin_manager(
             dist_label = _dist_label(ep)
             try:
                 plugin = ep.load()
-            except (Exception, SystemExit) as exc:  # a module that exits took graftune with it
+            except PLUGIN_FAULTS as exc:  # a module that exits took graftune with it
                 raise PluginLoadError(ep.name, ep.value, dist_label, exc) from exc
             unmarked += _register(pm, plugin, ep.name, dist_label)
             if ep.dist is not None:
@@ -369,7 +370,7 @@ def get_plugin_manager(
                 continue  # its code does not run either
             try:
                 plugin = _import_explicit(extra)
-            except (Exception, SystemExit) as exc:
+            except PLUGIN_FAULTS as exc:
                 error = PluginLoadError(extra, extra, None, exc)
                 if _names_no_module(extra, exc):
                     # A --plugin name with a typo, or a file's path: the command line is
@@ -526,10 +527,9 @@ def _fill(host: PluginHost, hook_name: str, registry: Registry) -> None:
             raise
         except GraftuneError:
             raise
-        except Exception as exc:
+        except PLUGIN_FAULTS as exc:
             raise PluginError(
-                f"plugin {registry.current_owner} failed in {hook_name}: "
-                f"{type(exc).__name__}: {exc}",
+                f"plugin {registry.current_owner} failed in {hook_name}: {raised(exc)}",
                 plugin=impl.plugin_name,
             ) from exc
         if returned is not None:  # pluggy keeps it; graftune adds only what add() is given

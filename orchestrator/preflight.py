@@ -27,7 +27,7 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.accelerator import share_gpu_memory
-from orchestrator.errors import GraftuneError, PluginError, did_you_mean
+from orchestrator.errors import PLUGIN_FAULTS, GraftuneError, PluginError, did_you_mean, raised
 from orchestrator.leaderboard import COLUMN_TYPES
 from orchestrator.space import (
     ALL,
@@ -181,8 +181,8 @@ def _ask(method: Any, context: SpaceContext, who: str) -> Any:
         return method(context)
     except GraftuneError:
         raise
-    except (Exception, SystemExit) as exc:  # a plugin's sys.exit() is its error too
-        raise PluginError(f"{who}: {method.__name__}() raised {type(exc).__name__}: {exc}") from exc
+    except PLUGIN_FAULTS as exc:
+        raise PluginError(f"{who}: {method.__name__}() raised {raised(exc)}") from exc
 
 
 def space_notes(
@@ -204,10 +204,10 @@ def space_notes(
     def note(config: dict[str, Any]) -> str | None:
         try:
             said = strategy.config_note(config, epochs)
-        except (Exception, SystemExit) as exc:
+        except PLUGIN_FAULTS as exc:
             raise PluginError(
                 f"strategy {strategy.name!r} from plugin {owner}: config_note() raised "
-                f"{type(exc).__name__}: {exc}"
+                f"{raised(exc)}"
             ) from exc
         if said is not None and not isinstance(said, str):
             raise PluginError(

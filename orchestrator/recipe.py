@@ -494,9 +494,11 @@ class Recipe(_Model):
         return self.error(key, message)
 
     def base_error(self, exc: BaseModelError) -> RecipeError:
-        """A base provider's error at its key of the ``base:`` section (its kind's without one)."""
+        """A base provider's error at its key of the ``base:`` section (its kind's without
+        one; a third-party provider's at ``base.provider``, which chose it)."""
         assert self.base is not None
-        return self.error(("base", exc.key or self.base.kind), str(exc))
+        kind = "provider" if self.base.provider else self.base.kind
+        return self.error(("base", exc.key or kind), str(exc))
 
     def updated(self, **update: Any) -> Recipe:
         """A copy with ``update``'s sections replaced, from the same file (for its messages)."""

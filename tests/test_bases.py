@@ -1115,7 +1115,39 @@ class _Faulty:
                 inputs = keras.Input((8, 8, 1))
                 return keras.Model(inputs, keras.layers.Flatten()(Doubling()(inputs)))
 
-        return Raises, NoModel, BadCheck, BadPreprocessing, IntKey, Unregistered
+        class Exits(BaseProvider):
+            name = "exits_in_build"
+
+            def build(self, spec, context):
+                raise SystemExit(0)
+
+        class ExitsInKey(BaseProvider):
+            name = "exits_in_cache_key"
+
+            def cache_key(self, spec, context):
+                raise SystemExit("no key")
+
+        class Scalar(BaseProvider):
+            name = "scalar_output"
+
+            def build(self, spec, context):
+                inputs = keras.Input((8, 8, 1))
+                return keras.Model(inputs, keras.ops.sum(inputs, axis=(1, 2, 3)))
+
+        class Subclassed(BaseProvider):
+            name = "subclassed"
+
+            def build(self, spec, context):
+                class Net(keras.Model):
+                    def call(self, x):
+                        return x
+
+                return Net()
+
+        return (
+            Raises, NoModel, BadCheck, BadPreprocessing, IntKey, Unregistered, Exits,
+            ExitsInKey, Scalar, Subclassed,
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -1127,6 +1159,21 @@ class _Faulty:
         ("bad_preprocessing", "returned preprocessing 'bogus'; expected one of None, caffe"),
         # Found by QA: "internal error: TypeError: 'int' object is not subscriptable".
         ("int_key", "returned int 1234567890123 from cache_key(); expected a text or None"),
+        # Found by QA: sys.exit(0) ended `run` silently with exit 0, no run directory.
+        ("exits_in_build", "failed in build(): SystemExit: 0"),
+        ("exits_in_cache_key", "failed in cache_key(): SystemExit: no key"),
+        # Found by QA: every trial failed, blaming the strategy.
+        (
+            "scalar_output",
+            "returned from build() a model that is no base: the base model's "
+            "output has shape (None,): no features an example",
+        ),
+        (
+            "subclassed",
+            "returned from build() a model that is no base: the base model has "
+            "no defined input (a Sequential without a keras.Input, saved or returned before it "
+            "was built, or a subclassed keras.Model)",
+        ),
         # Found by QA: accepted, and every trial failed loading it from the cache.
         (
             "unregistered_layer",

@@ -52,6 +52,20 @@ RESULTS = [
 ]
 
 
+def test_a_parameter_named_like_the_rankings_helper_keeps_its_column():
+    """Found by QA: a strategy's parameter "_strategy" was dropped from the leaderboard
+    (the ranking's own helper column of that name took its place, then was removed)."""
+    results = [
+        result("a", val=0.5, _strategy=7),
+        result("b", val=0.9, strategy="fine_tune", _strategy=3),
+        result("c", status="error", _strategy=5),
+    ]
+    frame = build_leaderboard(results, metric="val_accuracy", mode="max")
+    assert list(frame["trial_id"]) == ["b", "a", "c"]
+    assert list(frame["_strategy"]) == [3, 7, 5]
+    assert list(frame["rank"][:2]) == [1, 2] and frame["rank"][2:].isna().all()
+
+
 def test_ranked_by_metric_with_failures_last():
     frame = build_leaderboard(RESULTS, metric="val_accuracy", mode="max")
     # b and e tie: same size and epochs, so the recipe's first strategy's (not the faster).

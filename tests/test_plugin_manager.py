@@ -338,6 +338,38 @@ def test_plugins_command_lists_the_others_beside_a_plugin_whose_registration_fai
     assert "data source sklearn" in table and "exploding" not in table
 
 
+def test_a_plugin_that_calls_sys_exit_in_a_hook_is_named_not_obeyed(caplog):
+    """Found by QA: sys.exit() in a registration hook ended `validate` without a word,
+    exit 0; in graftune_keras_objects the same; in a reporter's hook it ended the run
+    after its first trial (the docs promise an observer never stops a run)."""
+    from orchestrator import hookimpl
+
+    class Reporter:
+        @hookimpl
+        def graftune_run_finished(self, run_dir):
+            raise SystemExit(0)
+
+    host = get_plugin_manager(extra_plugins=[Reporter()])
+    host.notify("graftune_run_finished", leaderboard=None, run_dir=Path("x"))
+    assert "raised in graftune_run_finished (ignored): SystemExit: 0" in caplog.text
+
+    class Registers:
+        @hookimpl
+        def graftune_register_strategies(self, registry):
+            sys.exit(0)
+
+    with pytest.raises(PluginError, match="failed in graftune_register_strategies: SystemExit: 0"):
+        get_plugin_manager(extra_plugins=[Registers()])
+
+    class Objects:
+        @hookimpl
+        def graftune_keras_objects(self):
+            sys.exit("no objects")
+
+    with pytest.raises(PluginError, match="failed in graftune_keras_objects: SystemExit: no obj"):
+        get_plugin_manager(extra_plugins=[Objects()]).keras_objects()
+
+
 def test_registering_an_instance_is_refused_with_what_to_do():
     from orchestrator.registry import Registry
     from orchestrator.strategy import Strategy

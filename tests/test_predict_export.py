@@ -893,6 +893,47 @@ def test_a_cached_trial_of_a_run_made_with_another_cache_finds_its_base_in_this_
     assert exported.exit_code == 0, exported.output
 
 
+def test_what_a_plugin_prints_stays_out_of_the_predictions_on_stdout(runs, tmp_path, monkeypatch):
+    """Found by QA: a data source that printed a line put it first in predict's CSV on
+    stdout, which pandas then read as a table of one column (exit 0)."""
+    (tmp_path / "loud_source.py").write_text(
+        textwrap.dedent(
+            """
+            import numpy as np
+            from sklearn.datasets import load_digits
+
+            from orchestrator import hookimpl
+            from orchestrator.data import DataSource, LabelledArrays
+
+            print("loud_source: imported")
+
+
+            class Loud(DataSource):
+                scheme = "loud"
+                description = "digits, said aloud"
+
+                def load(self, location, spec, base_dir):
+                    print("loud_source: loading", location)
+                    digits = load_digits()
+                    names = tuple(str(k) for k in range(10))
+                    return LabelledArrays(digits.images[..., None] / 16, digits.target, names)
+
+
+            @hookimpl
+            def graftune_register_data_sources(registry):
+                registry.add(Loud)
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = invoke("predict", runs[0].run_dir, "--data", "loud:all", "--plugin", "loud_source")
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(StringIO(result.stdout))
+    assert len(frame) == 1797 and "predicted" in frame.columns, result.stdout[:300]
+    assert "loud_source: loading all" in result.stderr
+    assert "loud_source: imported" in result.stderr
+
+
 def refusals_of_trial(run_dir: Path, trial_id: str, npz: Path, dest: Path) -> list[str]:
     """The one line each of predict --trial and export --trial is refused with (exit 2,
     nothing exported)."""

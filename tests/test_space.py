@@ -626,6 +626,24 @@ def test_a_strategy_that_calls_sys_exit_before_the_trials_is_a_plugin_error() ->
     with pytest.raises(PluginError, match="config_note\\(\\) raised SystemExit: no note today"):
         space_notes(Exits(), {"w": Choice((1, 2))}, 2, "exits (dist 1)")
 
+    class Unsayable(Exception):
+        def __str__(self):
+            raise RuntimeError("str broke")
+
+    class Mute(Strategy):
+        name = "mute"
+
+        def search_space(self, context):
+            raise Unsayable
+
+    # Found by QA: "internal error: RuntimeError: str broke", the plugin unnamed.
+    with pytest.raises(PluginError) as info:
+        strategy_space(Mute(), SpaceContext(), "mute (dist 1)")
+    assert str(info.value) == (
+        "strategy 'mute' from plugin mute (dist 1): search_space() raised Unsayable (its "
+        "message cannot be shown: its __str__ raised)"
+    )
+
 
 def test_distinct_configurations_counts_a_value_once_however_it_is_written() -> None:
     from orchestrator.space import distinct_configurations

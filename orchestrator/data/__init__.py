@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from orchestrator.data import split as _split
-from orchestrator.errors import DataError, GraftuneError, echoed
+from orchestrator.errors import PLUGIN_FAULTS, DataError, GraftuneError, echoed, raised
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -370,10 +370,10 @@ def _make_source(scheme: str, sources: Registry, disabled: Sequence[str] = ()) -
         return item
     try:
         return item()
-    except Exception as exc:  # an __init__ with parameters, or one that raises
+    except PLUGIN_FAULTS as exc:  # an __init__ with parameters, or one that raises
         raise DataError(
             f"data source {scheme!r} from {sources.owner(scheme)} cannot be made with no "
-            f"arguments, as graftune makes it: {type(exc).__name__}: {exc}",
+            f"arguments, as graftune makes it: {raised(exc)}",
             key="source",
         ) from exc
 
@@ -392,13 +392,12 @@ def _call_source(
         return method(location, spec, base_dir, **kwargs)
     except GraftuneError:
         raise
-    except (Exception, SystemExit) as exc:
+    except PLUGIN_FAULTS as exc:
         # A plugin's own bug or an unexpected library error: keep the cause
-        # chained (``--debug`` shows it) but say which plugin it came from. A
-        # sys.exit() in a plugin would end graftune without a word of why.
+        # chained (``--debug`` shows it) but say which plugin it came from.
         raise DataError(
             f"data source {scheme!r} from {sources.owner(scheme)} failed on {location!r}: "
-            f"{type(exc).__name__}: {exc}",
+            f"{raised(exc)}",
             key="source",
         ) from exc
 
@@ -423,7 +422,8 @@ def _validated(
         ) from None
     names = loaded.class_names
     try:
-        if isinstance(names, str | bytes):  # "abc" is not ("a", "b", "c")
+        # "abc" is not ("a", "b", "c"); a set has no order for codes to index.
+        if isinstance(names, str | bytes | set | frozenset):
             raise TypeError
         class_names = tuple(names)
     except TypeError:
@@ -438,6 +438,12 @@ def _validated(
         )
     if x.ndim < 2:
         raise DataError(f"{where} returned x of shape {x.shape}; expected (n, ...)", key="source")
+    if 0 in x.shape[1:]:  # TensorFlow's oneDNN aborted the process on it
+        raise DataError(
+            f"{where} returned x of shape {x.shape}: examples with no values; expected "
+            "(n, features) or (n, height, width, channels)",
+            key="source",
+        )
     if y.shape != (x.shape[0],):
         raise DataError(
             f"{where} returned y of shape {y.shape} for x of shape {x.shape}; expected "
@@ -461,7 +467,7 @@ def _validated(
     builtin = (item if isinstance(item, type) else type(item)).__module__.startswith(
         "orchestrator."
     )
-    if x.ndim == 4 and x.size and not builtin:
+    if x.ndim >= 3 and x.size and not builtin:
         # The contract: images in [0, 1], which a base's preprocessing scales from.
         # (A resize's overshoot is a little outside; the built-ins check their own.)
         top, bottom = float(np.nanmax(x)), float(np.nanmin(x))
