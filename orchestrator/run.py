@@ -35,6 +35,7 @@ from orchestrator.errors import (
     DiskFull,
     GraftuneError,
     OutputPathError,
+    PluginError,
     RecipeError,
     RunDirError,
     RunFailed,
@@ -577,6 +578,14 @@ def _run(
         )
         owner = host.strategies.owner(name)
         own = strategy_space(strategy, context, owner)
+        checked = strategy_space(strategy, SpaceContext(), owner)  # what validate read
+        if set(own) != set(checked):  # the recipe's keys were checked against the other
+            raise PluginError(
+                f"strategy {name!r} from plugin {owner}: search_space() names other "
+                f"parameters for the run's task ({', '.join(sorted(own))}) than for an empty "
+                f"SpaceContext ({', '.join(sorted(checked))}), which graftune validate and "
+                "the recipe's keys are checked with: they must be the same either way"
+            )
         cuts = base_info.n_cut_points if base_info else None
         merged = merge_spaces(own, recipe.shared_space(), recipe.strategy_space(name))
         try:

@@ -604,6 +604,12 @@ def test_a_strategy_that_cannot_be_made_bare_is_a_plugin_error(
         # before it unranked, and every resume again.
         (broken.Unpicklable, "does not pickle (TypeError: cannot pickle '_thread.lock'"),
         (broken.NoBuild, "does not implement build()"),
+        # Found by QA: the run searched a parameter validate never saw, and no recipe
+        # could narrow it (its key is unknown to validate).
+        (
+            broken.KeysDiffer,
+            "search_space() names other parameters for the run's task (extra_units, hidden_layers,",
+        ),
         # Its run finished ok, with a best/model.keras that predict could not load.
         (
             broken.UnregisteredLayer,
