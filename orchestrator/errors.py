@@ -476,13 +476,15 @@ def raised(exc: BaseException) -> str:
 
 
 def written_again(run_dir: Path) -> str:
-    """How a finished run's leaderboard or best model is written again when gone."""
+    """How a run's leaderboard or best model is written again when gone or damaged:
+    a finished run's from its trials' results, a stopped one's as it finishes."""
     import shlex
 
-    return (
-        f"graftune run --resume {shlex.quote(str(run_dir))} writes it again from the "
-        "trials' results (no trial runs again)"
-    )
+    resume = f"graftune run --resume {shlex.quote(str(run_dir))}"
+    if (Path(run_dir) / "finished.json").is_file():
+        return f"{resume} writes it again from the trials' results (no trial runs again)"
+    # Stopped (Ctrl+C, SIGTERM) with what had ended ranked: the rest run on resume.
+    return f"{resume} finishes the run, whose trials that ended do not run again, and writes it"
 
 
 def unreadable(path: Path, exc: BaseException) -> str:
@@ -503,7 +505,8 @@ def no_leaderboard(run_dir: Path) -> str:
     going = still_running(run_dir)
     if going is not None:
         return going
-    if (run_dir / "finished.json").is_file() and (run_dir / "trials").is_dir():
+    ranked = (run_dir / "finished.json").is_file() or (run_dir / "leaderboard.md").is_file()
+    if ranked and (run_dir / "trials").is_dir():  # it was written with leaderboard.md
         return f"{run_dir / 'leaderboard.csv'} is gone; {written_again(run_dir)}"
     if (run_dir / "recipe.yaml").is_file() and (run_dir / "trials").is_dir():
         return (

@@ -121,6 +121,11 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
                 still_running(run_dir)
                 or f"{run_dir} has no trials/: the run stopped before any trial ran"
             )
+        if missing_run_dir(run_dir) is None and (run_dir / "trials").is_dir():
+            raise RunDirError(
+                f"{run_dir} has trials/ but no recipe.yaml, which says how its data were "
+                "read: restore it from a copy"
+            )
         raise RunDirError(
             missing_run_dir(run_dir)
             or f"{run_dir} is not a graftune run directory (it has no recipe.yaml and trials/)"
@@ -255,9 +260,21 @@ def load_model(ref: ModelRef) -> Any:
         try:
             return keras.saving.load_model(ref.path, safe_mode=True)
         except Exception as exc:
-            from orchestrator.bases import load_problem
+            from orchestrator.bases import damaged_base_file, load_problem
 
-            raise RunDirError(f"cannot load {ref.path}: {load_problem(exc)}") from exc
+            # Keras says "File not found" of a file cut short: say what it is instead.
+            damaged = damaged_base_file(ref.path)
+            if damaged is None:
+                raise RunDirError(f"cannot load {ref.path}: {load_problem(exc)}") from exc
+            if ref.path.parent.name == "best":  # the run's: its trial's model is whole
+                run_dir = ref.path.parent.parent
+                fix = written_again(run_dir)
+            else:
+                fix = (
+                    f"name another trial, or delete the trial's folder {ref.path.parent} and "
+                    "resume the run to train it again"
+                )
+            raise RunDirError(f"cannot load {ref.path}: {damaged}; {fix}") from None
     from orchestrator.bases import BaseInfo, cache_dir
     from orchestrator.run import BASE_FILE
 
@@ -642,10 +659,14 @@ def check_out(
             f"--out {path}: predictions are written as .csv, .parquet or .json "
             f"(CSV without a suffix), not as {suffix}"
         )
+    from orchestrator.recipe import run_dir_around
+
     where = path.resolve()
-    if where.is_relative_to(Path(run_dir).resolve()):
+    # This run's or another's (--force wiped another run's leaderboard.csv).
+    inside = run_dir if where.is_relative_to(Path(run_dir).resolve()) else run_dir_around(where)
+    if inside is not None:
         raise OutputPathError(
-            f"--out {path} is inside the run directory {run_dir}, which graftune reads; "
+            f"--out {path} is inside the run directory {inside}, which graftune reads; "
             "write the predictions elsewhere"
         )
     if where == _data_path(source, base_dir):

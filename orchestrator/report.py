@@ -116,7 +116,10 @@ def read_run(run_dir: str | Path) -> RunRecord:
     if not (run_dir / FILES["csv"]).is_file():
         raise RunDirError(no_leaderboard(run_dir))
     recipe_path = run_dir / "recipe.yaml"
-    recipe_text = recipe_path.read_text(encoding="utf-8") if recipe_path.is_file() else ""
+    # Shown as it is, and read leniently: a damaged byte or YAML loses only what it holds.
+    recipe_text = (
+        recipe_path.read_text(encoding="utf-8", errors="replace") if recipe_path.is_file() else ""
+    )
     try:
         recipe = yaml.safe_load(recipe_text) or {}
     except yaml.YAMLError:
@@ -659,7 +662,8 @@ def _draw(title: str, caption: str, draw: Callable[[], Figure]) -> Plot:
     except _Skip as skip:
         return Plot(title, caption, note=f"Left out: {skip}.")
     except Exception as exc:
-        log.warning("could not draw the plot %r", title, exc_info=True)
+        log.warning("could not draw the plot %r: %s: %s", title, type(exc).__name__, exc)
+        log.debug("the plot %r", title, exc_info=True)  # where, for a debug log
         return Plot(
             title, caption, note=f"This plot could not be drawn: {type(exc).__name__}: {exc}"
         )
@@ -804,7 +808,12 @@ def _learning_curves(run: RunRecord) -> Figure:
         path = trial_dir(run.run_dir, str(row.strategy), str(row.trial_id)) / "history.csv"
         if not path.is_file():
             continue
-        history = pd.read_csv(path)
+        try:
+            history = pd.read_csv(path)
+        except (OSError, ValueError) as exc:  # emptied, cut short, edited (pandas' errors)
+            # That trial's curve alone is left out; the others are drawn.
+            log.warning("%s, left out of the learning curves", unreadable(path, exc))
+            continue
         if run.metric in history and not history.empty:
             curves.setdefault(str(row.strategy), []).append((str(row.trial_id), history))
     if not curves:

@@ -204,7 +204,10 @@ def _finished_outputs_problem(run_dir: Path) -> str | None:
         read_best_config(run_dir)
     except (OSError, ValueError) as exc:
         return unreadable(run_dir / BEST_DIR / "config.json", exc)
-    return None
+    from orchestrator.bases import damaged_base_file
+
+    damaged = damaged_base_file(run_dir / BEST_DIR / "model.keras")  # cut short: no archive
+    return f"{run_dir / BEST_DIR}/{damaged}" if damaged is not None else None
 
 
 def _finished_outcome(
@@ -1290,10 +1293,18 @@ def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
     The error names the first key that changed, with its line and both values;
     a run made before the values were kept beside the digest names its sections.
     """
+    import re
+
     record = run_dir / SEARCHED_FILE
     if not record.is_file():
         return
-    digest = record.read_text().strip()
+    digest = record.read_text(encoding="utf-8", errors="replace").strip()
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):  # edited or damaged: it said "changed"
+        raise RunDirError(
+            f"{record} is damaged (it holds no digest of what the run searches, which a "
+            "resume compares with recipe.yaml so that it goes on with the search it began): "
+            "delete it to resume without that check"
+        )
     now = _searched(recipe, run_dir)
     if digest == _digest(now):
         return
@@ -1426,7 +1437,9 @@ class _RunEvents:
         self.echo = echo
         self.listener = listener
         record = run_dir / REPORTED_FILE
-        self.reported = set(record.read_text().split()) if record.is_file() else set()
+        # A damaged byte costs at most a trial told of twice, never the resume.
+        text = record.read_text(encoding="utf-8", errors="replace") if record.is_file() else ""
+        self.reported = set(text.split())
 
     def trial_started(self, strategy: str, trial_id: str) -> None:
         if self.listener is not None:
@@ -1656,9 +1669,18 @@ def _save_best(
     folder.mkdir(exist_ok=True)
     source = trial_dir(run_dir, chosen.strategy, chosen.trial_id)
     # Never a torn model.keras; this run holds run_dir, so leftovers are a killed save's.
+    from orchestrator.bases import damaged_base_file
+
     try:
         with replacing(folder / MODEL_FILE) as tmp:
             if chosen.cached_cut is None:
+                damaged = (source / MODEL_FILE).is_file() and damaged_base_file(source / MODEL_FILE)
+                if damaged:  # copied as it was, best/ held a model nothing could load
+                    raise RunDirError(
+                        f"the best trial {chosen.strategy}/{chosen.trial_id}'s model cannot be "
+                        f"saved as the run's best: {source}/{damaged}; delete the trial's "
+                        f"folder {source} and resume the run to train it again"
+                    )
                 shutil.copyfile(source / MODEL_FILE, tmp)
             else:
                 # Trained on cached features: the best model is made whole once, here.

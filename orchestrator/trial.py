@@ -55,6 +55,20 @@ COST_KEYS = (
 
 #: The statuses a trial can end with.
 STATUSES = ("ok", "pruned", "diverged", "error")
+#: A result's numbers (``None`` where there is none).
+_RESULT_NUMBERS = (
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "test_loss",
+    "fit_seconds",
+    "params_total",
+    "params_trainable",
+    "peak_memory_mb",
+    "started_at",
+    "finished_at",
+    "cached_cut",
+)
 RESULT_FILE = "result.json"
 #: A ``result.json`` that could not be read, kept beside the one its trial writes again.
 DAMAGED_RESULT_FILE = f"{RESULT_FILE}.damaged"
@@ -139,8 +153,30 @@ class TrialResult:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrialResult:
+        """The inverse of :meth:`to_json`.
+
+        Raises:
+            ValueError, TypeError: ``data`` is not what graftune wrote (an edited
+                file): a score that is no number, a status graftune never gives.
+                The leaderboard ranked a ``"val_accuracy": "high"`` at the run's
+                end, where every resume then failed alike.
+        """
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        result = cls(**{k: v for k, v in data.items() if k in known})
+        for name in ("strategy", "trial_id", "status"):
+            if not isinstance(getattr(result, name), str):
+                raise TypeError(f"its {name} is {getattr(result, name)!r}, not a text")
+        if result.status not in (*STATUSES, "failed"):
+            raise ValueError(f"its status is {result.status!r}, not one graftune gives")
+        if not isinstance(result.config, dict):
+            raise TypeError(f"its config is {type(result.config).__name__}, not an object")
+        for name in (*_RESULT_NUMBERS, "epochs", "retries"):
+            value = getattr(result, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise TypeError(f"its {name} is {value!r}, not a number")
+        return result
 
 
 def trial_dir(run_dir: Path, strategy: str, trial_id: str) -> Path:

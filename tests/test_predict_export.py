@@ -374,6 +374,13 @@ def test_predict_never_writes_over_its_data_the_run_or_another_file_unasked(tmp_
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "leaderboard.csv").write_text("kept")
+    # Found by QA: --force wrote over another run's leaderboard.csv, or through a link
+    # to its best/config.json.
+    other = tmp_path / "other"
+    (other / "trials").mkdir(parents=True)
+    (other / "recipe.yaml").write_text("kept")
+    (other / "leaderboard.csv").write_text("kept")
+    (tmp_path / "link.csv").symlink_to(other / "leaderboard.csv")
     data = tmp_path / "w.csv"
     data.write_text("kept")
     (tmp_path / "old.csv").write_text("kept")
@@ -381,6 +388,8 @@ def test_predict_never_writes_over_its_data_the_run_or_another_file_unasked(tmp_
         (data, f"--out {data} is the data file of --data csv:{data}"),
         (run_dir / "leaderboard.csv", f"is inside the run directory {run_dir}"),
         (run_dir / "new.csv", f"is inside the run directory {run_dir}"),
+        (other / "leaderboard.csv", f"is inside the run directory {other}"),
+        (tmp_path / "link.csv", f"is inside the run directory {other}"),
         (
             tmp_path / "p.npy",
             "written as .csv, .parquet or .json (CSV without a suffix), not as .npy",
@@ -396,11 +405,21 @@ def test_predict_never_writes_over_its_data_the_run_or_another_file_unasked(tmp_
             assert forced.output == result.output
     assert sorted(p.name for p in tmp_path.rglob("*")) == [
         "leaderboard.csv",
+        "leaderboard.csv",
+        "link.csv",
         "old.csv",
+        "other",
+        "recipe.yaml",
         "run",
+        "trials",
         "w.csv",
     ]
     assert {p.read_text() for p in tmp_path.rglob("*.csv")} == {"kept"}
+    # Found by QA: a run whose recipe.yaml was deleted "has no recipe.yaml and trials/".
+    (other / "recipe.yaml").unlink()
+    result = invoke("predict", other, "--data", f"csv:{data}")
+    assert result.exit_code == 2, result.output
+    assert f"{other} has trials/ but no recipe.yaml" in " ".join(result.output.split())
 
 
 def test_predict_writes_the_format_its_out_file_names(wine_run, tmp_path):

@@ -174,16 +174,41 @@ def test_plots_without_their_parameter_are_left_out_with_a_note(finished, tmp_pa
     assert "Left out: no trial of this run has the parameter head_width" in text
 
 
-def test_a_plot_that_fails_becomes_a_note_and_is_logged(finished, tmp_path, caplog):
+def test_a_plot_that_fails_becomes_a_note_and_is_logged(finished, tmp_path, caplog, monkeypatch):
+    from orchestrator import report
+
+    def broken(run):  # a plot's own bug, or a library's surprise
+        raise RuntimeError("the plot broke")
+
+    monkeypatch.setattr(report, "_learning_curves", broken)
     run_dir = tmp_path / "copy"
     shutil.copytree(finished, run_dir, ignore=shutil.ignore_patterns("ray", "*.keras"))
-    for history in run_dir.glob("trials/*/*/history.csv"):
-        history.write_bytes(b"epoch,val_accuracy\n1,\xff\xfe\n")  # not UTF-8: reading raises
     with caplog.at_level(logging.WARNING, logger="orchestrator.report"):
         text = write_report(run_dir).read_text()
     assert "Learning curves.</b></figcaption><p class='note'>This plot could not be drawn" in text
+    assert "RuntimeError: the plot broke" in text
     assert text.count("data:image/png;base64,") == ALL_PLOTS - 1
     assert any("Learning curves" in r.getMessage() for r in caplog.records)
+
+
+def test_a_damaged_history_leaves_out_its_curve_alone(finished, tmp_path, caplog):
+    """Found by QA: one history.csv cut short (or not UTF-8) lost every trial's learning
+    curve, with a 25-line traceback that named no file."""
+    run_dir = tmp_path / "copy"
+    shutil.copytree(finished, run_dir, ignore=shutil.ignore_patterns("ray", "*.keras"))
+    histories = sorted(run_dir.glob("trials/*/*/history.csv"))
+    histories[0].write_text("")
+    histories[1].write_bytes(b"epoch,val_accuracy\n1,\xff\xfe\n")
+    (run_dir / "recipe.yaml").write_bytes((run_dir / "recipe.yaml").read_bytes() + b"# \xff\n")
+    with caplog.at_level(logging.WARNING, logger="orchestrator.report"):
+        result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    text = (run_dir / REPORT_FILE).read_text()
+    assert text.count("data:image/png;base64,") == ALL_PLOTS  # the curves are drawn
+    for history in histories[:2]:
+        assert f"{history} cannot be read (" in caplog.text
+    assert "left out of the learning curves" in caplog.text
+    assert "Traceback" not in caplog.text
 
 
 def test_a_report_that_cannot_be_written_never_raises(tmp_path, caplog):

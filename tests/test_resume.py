@@ -1081,11 +1081,14 @@ def test_resume_takes_where_to_run_and_refuses_where_to_write(tmp_path):
         )
 
 
+@pytest.mark.parametrize("edited", [False, True], ids=["cut-short", "a-score-made-text"])
 def test_a_damaged_result_of_an_ended_trial_is_kept_aside_and_that_trial_runs_again(
-    ended_run, tmp_path, caplog
+    ended_run, tmp_path, caplog, edited
 ):
     """Found by QA: a result.json cut short (a damaged disk, a copy that stopped)
-    crashed every resume with a JSONDecodeError from inside Tune's callback."""
+    crashed every resume with a JSONDecodeError from inside Tune's callback; one
+    edited to hold "val_accuracy": "high" ended every resume in "internal error:
+    could not convert string to float" once the trials were ranked."""
     from orchestrator.run import resume_run
 
     run_dir = copy_of(ended_run, tmp_path, unfinished=True)
@@ -1093,14 +1096,17 @@ def test_a_damaged_result_of_an_ended_trial_is_kept_aside_and_that_trial_runs_ag
     trial_ids = sorted(p.name for p in results_dir.iterdir())
     damaged = results_dir / trial_ids[0] / "result.json"
     text = damaged.read_text()
-    damaged.write_text(text[:200])
+    if edited:
+        text = json.dumps({**json.loads(text), "val_accuracy": "high"})
+    damaged.write_text(text if edited else text[:200])
+    text = text if edited else text[:200]
     ended = {t: m for t, m in ended_trials(results_dir).items() if t != trial_ids[0]}
     said = []
     frame = resume_run(run_dir, plugins=[], echo=said.append).leaderboard
     assert sorted(frame["trial_id"]) == trial_ids, frame[["trial_id", "status"]]
     assert (frame["status"] == "ok").all(), frame[["trial_id", "status", "error"]]
     assert f"{damaged} cannot be read" in caplog.text
-    assert (results_dir / trial_ids[0] / "result.json.damaged").read_text() == text[:200]
+    assert (results_dir / trial_ids[0] / "result.json.damaged").read_text() == text
     assert json.loads(damaged.read_text())["status"] == "ok"  # it ran again
     for trial_id, mtime in ended.items():  # the other two were not run again
         assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
@@ -1267,6 +1273,78 @@ def test_a_finished_runs_damaged_or_deleted_file_is_named_and_resume_writes_it_a
     assert ended_trials(run_dir / "trials" / "scratch_mlp") == ended  # none ran again
     said = CliRunner().invoke(app, ["predict", str(run_dir), "--data", "sklearn:iris"])
     assert said.exit_code == 0, said.output
+
+
+def test_a_damaged_model_is_never_saved_as_the_best_and_a_damaged_best_is_saved_again(
+    ended_run, tmp_path
+):
+    """Found by QA: a best trial's model.keras cut short was copied to best/, the run
+    said it finished, and predict then said "File not found" of a file that was there,
+    with every resume "nothing to resume"."""
+    from orchestrator.cli import app
+    from orchestrator.run import resume_run
+
+    run_dir = copy_of(ended_run, tmp_path, unfinished=False)
+    best = json.loads((run_dir / "best" / "config.json").read_text())
+    saved = run_dir / "best" / "model.keras"
+    whole = saved.read_bytes()
+    saved.write_bytes(whole[: len(whole) // 2])
+    said = CliRunner().invoke(app, ["predict", str(run_dir), "--data", "sklearn:iris"])
+    assert said.exit_code == 2, said.output
+    (line,) = said.output.splitlines()
+    assert line.startswith(f"error: cannot load {saved}: model.keras is not a whole .keras file")
+    assert f"graftune run --resume {run_dir} writes it again" in line
+    lines = []
+    resume_run(run_dir, plugins=[], echo=lines.append)
+    assert lines[0].startswith(f"{run_dir}: the run finished, but {saved} is not a whole")
+    assert saved.read_bytes() == whole  # the trial's, again
+    # The best trial's own model cut short: refused, never copied.
+    trial = run_dir / "trials" / best["strategy"] / best["trial_id"] / "model.keras"
+    trial.write_bytes(whole[: len(whole) // 2])
+    shutil.rmtree(run_dir / "best")
+    with pytest.raises(RunDirError) as info:
+        resume_run(run_dir, plugins=[], echo=lines.append)
+    assert f"{trial} is not a whole .keras file" in str(info.value)
+    assert f"delete the trial's folder {trial.parent} and resume" in str(info.value)
+    assert not (run_dir / "best" / "model.keras").exists()
+
+
+def test_a_stopped_runs_missing_or_damaged_file_is_written_as_it_finishes(ended_run, tmp_path):
+    """Found by QA: a run stopped by SIGTERM (its ended trials ranked) with a damaged
+    best/config.json was to be resumed "(no trial runs again)", and the resume ran the
+    rest; with leaderboard.csv deleted it was said never to have ranked its trials."""
+    from orchestrator.cli import app
+    from orchestrator.run import FINISHED_FILE
+
+    run_dir = copy_of(ended_run, tmp_path, unfinished=False)
+    (run_dir / FINISHED_FILE).unlink()  # as a stop leaves it: ranked, not finished
+    (run_dir / "best" / "config.json").write_text("{")
+    (run_dir / "leaderboard.csv").unlink()
+    fix = f"graftune run --resume {run_dir} finishes the run, whose trials that ended do not"
+    for command in (["predict", run_dir, "--data", "sklearn:iris"], ["leaderboard", run_dir]):
+        said = CliRunner().invoke(app, [str(a) for a in command])
+        assert said.exit_code == 2, said.output
+        assert fix in " ".join(said.output.split()), said.output
+        assert "no trial runs again" not in said.output and "killed?" not in said.output
+
+
+def test_a_damaged_record_of_what_the_run_searches_is_named_not_taken_for_a_change(
+    ended_run, tmp_path
+):
+    """Found by QA: garbage in .searched said recipe.yaml had "changed since the run
+    started"; invalid bytes there or in .reported were "internal error"."""
+    from orchestrator.recipe import SEARCHED_FILE
+    from orchestrator.run import REPORTED_FILE, resume_run
+
+    run_dir = copy_of(ended_run, tmp_path, unfinished=True, search_ended=True)
+    (run_dir / REPORTED_FILE).write_bytes(b"scratch_mlp/\xff\xfe\n")
+    record = run_dir / SEARCHED_FILE
+    digest = record.read_bytes()
+    record.write_bytes(b"\xff garbage")
+    with pytest.raises(RunDirError, match=f"{record} is damaged .* delete it to resume"):
+        resume_run(run_dir, plugins=[], echo=print)
+    record.write_bytes(digest)
+    assert len(resume_run(run_dir, plugins=[], echo=print).leaderboard) == 3
 
 
 def test_a_finished_run_whose_finished_json_is_damaged_is_ranked_again_on_resume(
