@@ -1686,12 +1686,18 @@ def _save_best(
                 # Trained on cached features: the best model is made whole once, here.
                 save_model(load_trial_model(source, base, task.input_shape), tmp)
     except FileNotFoundError as exc:  # deleted from the run directory since the trial ended
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # made for it just now, and empty: best/ is not left half made
         missing = exc.filename or exc
         raise RunDirError(
             f"the best trial {chosen.strategy}/{chosen.trial_id} has no model to save in "
             f"{folder}: {missing} is missing (deleted since the trial ended); delete the "
             f"trial's folder {source} and resume the run to train it again"
         ) from None
+    except RunDirError:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+        raise
     summary = {
         "strategy": chosen.strategy,
         "trial_id": chosen.trial_id,
