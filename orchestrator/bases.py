@@ -998,7 +998,7 @@ def prepare_base(
                 f"base provider {kind!r} from {providers.owner(kind)} returned from "
                 f"build() a model that is no base: {exc}"
             ) from None
-        if not providers.get(kind).__module__.startswith("orchestrator."):
+        if not providers.is_builtin(kind):
             # Every trial loads the base from the cache (safe_mode=True): a custom layer
             # no code registers failed every trial with Keras' kilobyte of config.
             from orchestrator.preflight import reload_problem

@@ -119,6 +119,14 @@ class Registry(Generic[T]):
     def owner(self, name: str) -> str:
         return self._entries[name].owner
 
+    def is_builtin(self, name: str) -> bool:
+        """Whether ``name`` is graftune's own (its class is defined in ``orchestrator``),
+        not a third-party plugin's, whose results graftune checks against the contract."""
+        item = self.get(name)
+        return (item if isinstance(item, type) else type(item)).__module__.startswith(
+            "orchestrator."
+        )
+
     def entries(self) -> list[Entry[T]]:
         return [self._entries[k] for k in sorted(self._entries)]
 

@@ -463,11 +463,7 @@ def _validated(
             key="source",
         )
     x = x.astype(np.float32, copy=False)
-    item = sources.get(scheme)
-    builtin = (item if isinstance(item, type) else type(item)).__module__.startswith(
-        "orchestrator."
-    )
-    if x.ndim >= 3 and x.size and not builtin:
+    if x.ndim >= 3 and x.size and not sources.is_builtin(scheme):
         # The contract: images in [0, 1], which a base's preprocessing scales from.
         # (A resize's overshoot is a little outside; the built-ins check their own.)
         top, bottom = float(np.nanmax(x)), float(np.nanmin(x))
