@@ -332,7 +332,8 @@ def read_source(
     """Read the whole of a data source the way the run read its training data.
 
     The run's data settings (``target``, ``image_size``, ``channels``, and
-    ``options`` for the same scheme) apply; its split, ``classes`` and
+    ``options`` for the same scheme) apply, and a generated source takes the
+    run's ``seed``; its split, ``classes`` and
     ``labels_per_class`` do not. Images take the model's size and channels
     where the run left those to its data (a run on grey PNGs, which
     ``images:`` reads as 3 channels, takes an npz of grey images made RGB).
@@ -461,10 +462,15 @@ def read_source(
         x, y, names = _validated(loaded, scheme, host.data_sources)
         x = x if order is None else x[:, order]
     else:
+        # A generated source (glyphs:) renders the run's own examples only from
+        # the run's seed, as prepare_dataset passes it (found by QA).
+        seeded = {"seed": recipe.seed} if getattr(reader, "uses_seed", False) else {}
 
         def load(spec: Any) -> Any:
             _call_source(reader.check, scheme, location, spec, base_dir, host.data_sources)
-            return _call_source(reader.load, scheme, location, spec, base_dir, host.data_sources)
+            return _call_source(
+                reader.load, scheme, location, spec, base_dir, host.data_sources, **seeded
+            )
 
         x, y, names = _validated(_fitted(load, spec, fitted), scheme, host.data_sources)
     labels = tuple(np.asarray(names, dtype=object)[y].tolist())

@@ -338,3 +338,34 @@ def test_validate_names_a_bad_glyphs_option(tmp_path: Path) -> None:
     assert result.exit_code == 2, result.output
     assert "base.pretrain.data.options" in result.output
     assert "did you mean 'max_rotation'" in result.output
+
+
+def test_predict_renders_a_glyph_runs_images_with_the_runs_seed(tmp_path):
+    # Found by QA: predict read glyphs: with seed 0 whatever the run's seed, so a
+    # run on seed 3 was "scored" on images it had never seen.
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.predict import read_source
+
+    (tmp_path / "recipe.yaml").write_text(
+        textwrap.dedent(
+            """
+            name: gl
+            seed: 3
+            data:
+              source: glyphs:digits
+              image_size: 12
+              options: {per_class: 3, fonts: [DejaVuSans]}
+            strategies:
+              scratch_mlp: {}
+            """
+        )
+    )
+    x, labels = read_source(tmp_path, "glyphs:digits", get_plugin_manager(), base_dir=tmp_path)
+    spec = Spec(
+        "glyphs:digits", image_size=(12, 12), options={"per_class": 3, "fonts": ["DejaVuSans"]}
+    )
+    runs = GlyphsSource().load("digits", spec, tmp_path, seed=3)
+    np.testing.assert_array_equal(x, runs.x)
+    assert labels == tuple(runs.class_names[i] for i in runs.y)
+    other = GlyphsSource().load("digits", spec, tmp_path, seed=0)
+    assert not np.array_equal(x, other.x)
