@@ -376,6 +376,8 @@ def read_source(
         if scheme not in TABLE_SCHEMES:
             update["target"] = None
             update["ignore_columns"] = []
+    if scheme in TABLE_SCHEMES:  # the run's image settings are not the user's to refuse
+        update.update(image_size=None, channels=None)
     spec = recipe.data.model_copy(update=update)
     base_dir = Path(base_dir)
     fitted = None
@@ -496,13 +498,22 @@ def _fitted(read: Callable[[Any], Any], spec: Any, fitted: Any) -> Any:
     """``read(fitted)``, the source read at the model's image size and channels;
     where that fails (its data are no images, or a plugin refuses the settings),
     ``read(spec)`` as the run's settings alone read it: its shape, if it reads,
-    is refused with the model's."""
-    if fitted is None:
-        return read(spec)
+    is refused with the model's. Data that are no images are read without the
+    run's ``image_size`` and ``channels``, which the user did not give here: the
+    shape they have is then refused with the model's."""
+    from orchestrator.data.sources import NOT_IMAGES
+
+    if fitted is not None:
+        try:
+            return read(fitted)
+        except DataError:
+            pass
     try:
-        return read(fitted)
-    except DataError:
         return read(spec)
+    except DataError as exc:
+        if NOT_IMAGES not in str(exc) or exc.key not in ("image_size", "channels"):
+            raise
+    return read(spec.model_copy(update={"image_size": None, "channels": None}))
 
 
 def _sklearn_names(

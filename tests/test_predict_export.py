@@ -318,6 +318,27 @@ def test_grey_images_take_the_channels_and_size_of_a_run_on_an_image_folder(tmp_
     assert "takes (8, 8, 3)" in flat.output
 
 
+def test_a_run_that_set_image_size_refuses_data_that_are_no_images_by_shape(tmp_path):
+    """Found by QA: the run's image_size, which the user did not give predict, was
+    refused as "image_size applies only to image data" for a table or table npz,
+    rather than the shape the model takes."""
+    recipe = tmp_path / "img.yaml"
+    recipe.write_text(
+        "name: img\ndata: {source: 'glyphs:digits', image_size: 8, options: {per_class: 5}}\n"
+        "strategies: {scratch_mlp: {}}\n"
+        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
+    )
+    result = invoke("run", recipe, "--quiet")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    for source in ("sklearn:iris", _csv(tmp_path, 5), _npz(tmp_path, np.zeros((5, 4)))):
+        refused = invoke("predict", run_dir, "--data", source)
+        assert refused.exit_code == 2, refused.output
+        assert "gives examples of shape" in refused.output, refused.output
+        assert "takes (8, 8, 1)" in refused.output
+        assert "applies only to image data" not in refused.output
+
+
 def _npz(folder: Path, x: np.ndarray) -> str:
     path = folder / "bad.npz"
     np.savez(path, x=x, y=np.array([0, 1, 0, 1, 0]))

@@ -1141,12 +1141,15 @@ def _images_array(n: int, height: int, width: int, channels: int) -> np.ndarray:
     return np.empty((n, height, width, channels), dtype=np.float32)
 
 
+NOT_IMAGES = "applies only to image data"
+
+
 def _refuse_image_settings(spec: Any, what: str) -> None:
     """Reject image settings for tabular data, where they would be silently ignored."""
     for key in ("image_size", "channels"):
         if getattr(spec, key, None) is not None:
             raise DataError(
-                f"{key} applies only to image data (n, height, width, channels), not to {what}",
+                f"{key} {NOT_IMAGES} (n, height, width, channels), not to {what}",
                 key=key,
             )
 
