@@ -302,6 +302,10 @@ class StrategySpec(_Model):
     num_samples: _Count | None = None
 
 
+#: The smallest ``search.reduction_factor`` an early-stopping scheduler takes.
+MIN_REDUCTION_FACTOR = 1.1
+
+
 class SearchSpec(_Model):
     """How each strategy's search runs."""
 
@@ -350,6 +354,21 @@ class SearchSpec(_Model):
                 f"{self.grace_period} is {what} max_epochs ({self.max_epochs}): {self.scheduler} "
                 "stops trials only after grace_period epochs and before max_epochs, so it "
                 "would stop none; lower it or raise max_epochs, or use scheduler: fifo",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _factor_away_from_one(self, info: ValidationInfo) -> SearchSpec:
+        # Ray's schedulers build log(max_epochs / grace_period) / log(factor) rungs per
+        # bracket, and Hyperband as many brackets: a factor of 1.0001 built for
+        # minutes before the first trial (found by QA).
+        factor = self.reduction_factor
+        if self.scheduler != "fifo" and factor < MIN_REDUCTION_FACTOR and not _recorded(info):
+            raise _KeyedError(
+                "reduction_factor",
+                f"{factor:g} is too close to 1: each rung would stop only {1 - 1 / factor:.2%} "
+                f"of its trials, over log(max_epochs / grace_period) / log({factor:g}) rungs; "
+                f"use {MIN_REDUCTION_FACTOR:g} or more (2 to 4 is usual)",
             )
         return self
 

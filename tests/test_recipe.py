@@ -396,6 +396,13 @@ BAD_RECIPES = [
         id="reduction-factor-infinite",
     ),
     pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\n"
+        "search: {scheduler: hyperband, reduction_factor: 1.0001, max_epochs: 3}\n",
+        "search.reduction_factor",
+        "1.0001 is too close to 1: each rung would stop only 0.01% of its trials",
+        id="reduction-factor-near-one",  # found by QA: Ray's Hyperband took minutes to build
+    ),
+    pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\nsearch: {metric: val_accuracy, mode: min}\n",
         "search.mode",
         "val_accuracy is better when larger: mode must be max",
