@@ -439,8 +439,15 @@ def run(
     live, progress = _live_view(quiet)
 
     def echo(line: str) -> None:
-        if not quiet:
-            (live.console if live is not None else out).print(line, markup=False)
+        # Warnings go to stderr, --quiet or not, as logged ones do (found by QA: -q
+        # hid that a time budget left 4 of 5 trials unrun); progress and notes to
+        # stdout, unless --quiet. The live view shows both above its table.
+        if live is not None:
+            live.console.print(line, markup=False)
+        elif line.startswith("warning: "):
+            err.print(line, markup=False)
+        elif not quiet:
+            out.print(line, markup=False)
 
     if resume is not None:
         # The run keeps its directory and storage; only where it runs may change.
