@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from orchestrator.bases import BaseInfo
+    from orchestrator.data import Dataset
     from orchestrator.plugin_manager import PluginHost
     from orchestrator.storage import RunPlace
     from orchestrator.tuning.ray_start import BackgroundStart
@@ -79,6 +80,8 @@ BEST_DIR = "best"
 #: The run's prepared base (:class:`orchestrator.bases.BaseInfo` as JSON), for
 #: putting a trial trained on cached features back together.
 BASE_FILE = "base.json"
+#: The fingerprint of the data the run's trials train and are scored on.
+DATA_FILE = "data.json"
 RECIPE_FILE = "recipe.yaml"
 #: Written when a strategy's search has ended; a resumed run reads it back.
 SEARCH_DONE_FILE = "search.json"
@@ -531,6 +534,8 @@ def _run(
 
     # As the run's recipe.yaml names it: a job's working directory is deleted.
     echo(f"data: {recorded_source(recipe, place.local_dir)}: {dataset.describe()}")
+    if resume:
+        _check_resumed_data(dataset, place.local_dir)
     strategies = {name: host.strategy(name) for name in recipe.strategies}
     base_info = None
     if recipe.base is not None and any(s.requires_base for s in strategies.values()):
@@ -646,10 +651,12 @@ def _run(
         # Now, not at the end only: a run stopped or killed on the way (a job
         # `graftune jobs stop` ends) is fetched and resumed from what is stored.
         publish(place)
-    if base_info is not None:
-        from orchestrator.leaderboard import atomic_write_text
+    from orchestrator.leaderboard import atomic_write_text
 
+    if base_info is not None:
         atomic_write_text(run_dir / BASE_FILE, json.dumps(base_info.to_json(), indent=2))
+    if not resume or not (run_dir / DATA_FILE).is_file():  # a run made before it had one
+        atomic_write_text(run_dir / DATA_FILE, json.dumps(_data_record(dataset), indent=1))
     from orchestrator.environment import record_environment
 
     changed = record_environment(run_dir, host, resumed=bool(resume))
@@ -1335,6 +1342,49 @@ def _check_resumed_recipe(recipe: Recipe, run_dir: Path) -> None:
         path,
         f"changed since the run started ({_shown_value(old)} -> {_shown_value(new)}{more}): "
         + advice,
+    )
+
+
+def _data_record(dataset: Dataset) -> dict[str, Any]:
+    """What ``data.json`` records of the data a run trains on: its fingerprint (every
+    split's arrays and the class names), and the split's sizes, for humans."""
+    return {
+        "fingerprint": dataset.task.fingerprint,
+        "described": dataset.describe(),
+        "class_names": list(dataset.task.class_names),
+    }
+
+
+def _check_resumed_data(dataset: Dataset, run_dir: Path) -> None:
+    """Refuse to resume a run whose data changed since it started.
+
+    The recipe may be the same while its files are not (images added, moved
+    between class folders or edited; a CSV edited in place): the trials still to
+    run would train and be scored on other data than the finished ones, ranked
+    in one leaderboard (found by QA). A run made before ``data.json`` has none:
+    nothing to compare.
+    """
+    record = run_dir / DATA_FILE
+    try:
+        then = json.loads(record.read_text(encoding="utf-8"))
+        fingerprint = then["fingerprint"]
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise RunDirError(
+            f"{unreadable(record, exc)}: it records the data the run's trials trained on, "
+            "which a resume compares with the data now; delete it to resume without that check"
+        ) from None
+    if fingerprint == dataset.task.fingerprint:
+        return
+    described = then.get("described") if isinstance(then.get("described"), str) else None
+    was = f" (then: {described})" if described and described != dataset.describe() else ""
+    raise RunDirError(
+        f"{run_dir}: its data changed since the run started (now: {dataset.describe()}{was}; "
+        "the same recipe reads other examples, labels or values): the trials still to run "
+        "would be trained and scored on other data than the finished ones. Put the data back "
+        f"as it was, or start a new run on the data as they are (delete {record} to resume "
+        "anyway, mixing the two in one leaderboard)"
     )
 
 

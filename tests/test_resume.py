@@ -984,6 +984,40 @@ def test_a_resume_whose_data_file_moved_says_to_put_it_back(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == ["recipe.yaml"]
 
 
+def test_a_resume_refuses_data_that_changed_since_the_run_started(tmp_path):
+    """Found by QA: images moved between class folders after a kill, and the resume
+    trained the rest of the trials on the relabelled data, ranked in one
+    leaderboard with those scored on the old, in silence."""
+    from orchestrator.errors import RunDirError
+    from orchestrator.run import DATA_FILE, resume_run, run_recipe
+
+    data = tmp_path / "wine.csv"
+    shutil.copy(Path(__file__).parents[1] / "recipes" / "data" / "wine.csv", data)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: edited\ndata: {{source: 'csv:{data}', target: cultivar}}\n"
+        "strategies: {scratch_mlp: {}}\n"
+        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
+    )
+    run_dir = run_recipe(recipe).run_dir
+    recorded = json.loads((run_dir / DATA_FILE).read_text())
+    assert recorded["described"].startswith("106 train / 36 val / 36 test, 3 classes")
+    (run_dir / "finished.json").unlink()  # as if killed before it finished
+    original = data.read_text()
+    lines = original.splitlines(keepends=True)
+    data.write_text(lines[0] + lines[1].replace(",barolo", ",barbera") + "".join(lines[2:]))
+    assert original != data.read_text()
+    with pytest.raises(RunDirError) as info:
+        resume_run(run_dir)
+    said = str(info.value)
+    assert f"{run_dir}: its data changed since the run started" in said
+    assert "Put the data back as it was, or start a new run" in said
+    assert not (run_dir / "finished.json").exists()
+    data.write_text(original)  # put back: the resume goes on
+    assert len(resume_run(run_dir).leaderboard) == 1
+    assert json.loads((run_dir / DATA_FILE).read_text()) == recorded
+
+
 def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
     """It mixed 40-epoch and 10-epoch trials in one leaderboard, and said nothing."""
     from orchestrator.errors import RecipeError
