@@ -1202,6 +1202,40 @@ def check_recipe_data(recipe: Recipe, host: PluginHost) -> Any:
         raise recipe.data_error(("data",), exc) from None
 
 
+def _check_pretrain_columns(recipe: Recipe) -> None:
+    """Refuse a table whose columns the pretrain table has at other positions.
+
+    A base takes a table's features by position, as it learned them: a run whose
+    CSV holds the pretrain CSV's columns in another order fed each to the input
+    that learned another, and transferred noise (found by QA: chance accuracy,
+    no word). Tables whose columns share no name are taken as they are.
+    """
+    from types import SimpleNamespace
+
+    from orchestrator.predict import table_features
+
+    assert recipe.base is not None and recipe.base.pretrain is not None
+    run = table_features(recipe)
+    pretrain = table_features(
+        SimpleNamespace(data=recipe.base.pretrain.data, base_dir=recipe.base_dir)
+    )
+    if run is None or pretrain is None:
+        return
+    where = {name: i for i, name in enumerate(pretrain)}
+    moved = [(name, i, where[name]) for i, name in enumerate(run) if where.get(name, i) != i]
+    if not moved:
+        return
+    name, i, j = moved[0]
+    more = f" (and {len(moved) - 1} more)" if len(moved) > 1 else ""
+    raise recipe.error(
+        ("base", "pretrain", "data"),
+        f"the run's data has column {name!r} as feature {i + 1}, and the pretrain data as "
+        f"feature {j + 1}{more}: a base takes a table's features by position, as it learned "
+        "them, so each would feed an input that learned another column; put the run's "
+        "columns in the pretrain data's order",
+    )
+
+
 def check_pretrain_input(recipe: Recipe, host: PluginHost, dataset: Any) -> dict[str, Any]:
     """Check that a ``pretrain:`` base will take the run's data, before it is trained.
 
@@ -1234,6 +1268,7 @@ def check_pretrain_input(recipe: Recipe, host: PluginHost, dataset: Any) -> dict
             ("base", "pretrain", "architecture"),
             f"a cnn base needs images (h, w, c); the pretrain data is {shape}",
         )
+    _check_pretrain_columns(recipe)
     try:
         plan_adapter(dataset.task.input_shape, shape, None)
     except BaseModelError:

@@ -1595,6 +1595,33 @@ def test_a_pretrain_base_that_cannot_take_the_data_is_refused_before_training(tm
     assert not (tmp_path / "out").exists()
 
 
+def test_a_table_whose_columns_the_pretrain_table_has_elsewhere_is_refused(tmp_path):
+    """Found by QA: the run's CSV held the pretrain CSV's columns reversed; the base
+    took them by position, and fine_tune scored chance, in silence."""
+    import pandas as pd
+
+    wine = pd.read_csv(WINE_CSV)
+    wine.to_csv(tmp_path / "pretrain.csv", index=False)
+    wine[list(wine.columns)[::-1]].to_csv(tmp_path / "reversed.csv", index=False)
+    text = (
+        "name: rev\ndata: {source: 'csv:%s', target: cultivar}\n"
+        "base: {pretrain: {data: {source: 'csv:pretrain.csv', target: cultivar}, epochs: 1}}\n"
+        "strategies: {feature_extraction: {}}\noutput: out/\n"
+    )
+    path = write_recipe(tmp_path, text % "reversed.csv")
+    for command in (("validate", "--data", str(path)), ("run", str(path))):
+        result = cli(*command)
+        assert_exit(result, 2)
+        assert (
+            "recipe.yaml:3: base.pretrain.data: the run's data has column 'proline' as feature 1, "
+            "and the pretrain data as feature 13 (and 11 more): a base takes a table's features "
+            "by position"
+        ) in result.output
+    assert not (tmp_path / "out").exists()
+    # The same columns in the same order are taken.
+    assert_exit(cli("validate", "--data", str(write_recipe(tmp_path, text % "pretrain.csv"))), 0)
+
+
 def test_a_tilde_is_the_home_folder_in_every_path(tmp_path: Path) -> None:
     path = write_recipe(
         tmp_path,
