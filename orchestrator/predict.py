@@ -742,6 +742,8 @@ def read_image_folder(
         image_folder,
         loose_images,
         read_images,
+        unread_images,
+        unread_text,
     )
     from orchestrator.recipe import load_recipe
 
@@ -775,11 +777,17 @@ def read_image_folder(
             labels += [unicodedata.normalize("NFC", folder.name)] * len(found)  # as images: names
     else:
         files = _image_files(root)
+    # As a run says them (found by QA: predict gave fewer rows than files, in silence).
+    unread = unread_images(root)
     if not files:
+        unread_said = "; it has {}: {}".format(*unread_text(root, unread)) if unread else ""
         raise DataError(
-            f"image folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+            f"image folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+            + unread_said,
             key="source",
         )
+    if unread:
+        log.warning("%s: %s, are left out; %s", root, *unread_text(root, unread))
     x = read_images(files, root, spec)
     names = [str(f.relative_to(root)) for f in files]
     return x, (None if labels is None else tuple(labels)), names

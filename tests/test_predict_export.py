@@ -244,6 +244,39 @@ def test_images_beside_class_folders_are_said_to_make_the_folder_unlabelled(tmp_
     ) in record.getMessage()
 
 
+def test_image_files_of_a_kind_not_read_are_said_as_a_run_says_them(tmp_path, caplog):
+    """Found by QA: predict left out .jfif and .heic files in silence (training warns),
+    and a folder of only such files "had no images"."""
+    from PIL import Image
+
+    from orchestrator.errors import DataError
+    from orchestrator.predict import ModelRef, read_image_folder
+
+    (tmp_path / "run" / "recipe.yaml").parent.mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text(
+        "name: r\ndata: {source: 'images:p'}\nstrategies: {scratch_mlp: {}}\n"
+    )
+    ref = ModelRef(tmp_path / "m.keras", "scratch_mlp", "t", ("a", "b"), (4, 6, 3))
+    for folder in ("new", "new/a", "only"):
+        (tmp_path / folder).mkdir()
+    Image.new("RGB", (6, 4)).save(tmp_path / "new" / "0.png")
+    Image.new("RGB", (6, 4)).save(tmp_path / "new" / "a" / "x.JFIF", format="JPEG")
+    Image.new("RGB", (6, 4)).save(tmp_path / "only" / "x.heic", format="JPEG")
+    _, _, files = read_image_folder(tmp_path / "run", f"images:{tmp_path / 'new'}", ref)
+    assert files == ["0.png"]
+    assert (
+        f"{tmp_path / 'new'}: 1 image file(s) of a kind not read (.jfif), such as 'a/x.JFIF', "
+        "are left out; convert them to one of .bmp"
+    ) in caplog.records[-1].getMessage()
+    with pytest.raises(DataError) as info:
+        read_image_folder(tmp_path / "run", f"images:{tmp_path / 'only'}", ref)
+    assert (
+        f"image folder {tmp_path / 'only'} has no images (.bmp, .gif, .jpeg, .jpg, .png, "
+        ".tif, .tiff, .webp); it has 1 image file(s) of a kind not read (.heic), such as "
+        "'x.heic': convert them to one of .bmp"
+    ) in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

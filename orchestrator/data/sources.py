@@ -1083,23 +1083,30 @@ def _warn_left_out(root: Path) -> None:
             len(loose),
             loose[0].name,
         )
-    unread = sorted(
+    unread = unread_images(root)
+    if unread:
+        log.warning("%s: %s, are left out; %s", root, *unread_text(root, unread))
+
+
+def unread_images(root: Path) -> list[Path]:
+    """The image files under a folder of kinds graftune does not read (``.heic`` ...)."""
+    return sorted(
         p
         for p in root.rglob("*")
         if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES
         and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
-    if unread:
-        log.warning(
-            "%s: %d image file(s) of a kind not read (%s), such as %r, are left out; "
-            "convert them to one of %s",
-            root,
-            len(unread),
-            ", ".join(sorted({p.suffix.lower() for p in unread})),
-            str(unread[0].relative_to(root)),
-            ", ".join(sorted(IMAGE_SUFFIXES)),
-        )
+
+
+def unread_text(root: Path, unread: list[Path]) -> tuple[str, str]:
+    """What :func:`unread_images` found, and what to do with them, as said."""
+    kinds = ", ".join(sorted({p.suffix.lower() for p in unread}))
+    return (
+        f"{len(unread)} image file(s) of a kind not read ({kinds}), such as "
+        f"{str(unread[0].relative_to(root))!r}",
+        f"convert them to one of {', '.join(sorted(IMAGE_SUFFIXES))}",
+    )
 
 
 def _image_settings(spec: Any) -> tuple[tuple[int, int] | None, int | None]:
