@@ -633,6 +633,13 @@ def test_keras_tuner_refuses_gpus_it_does_not_see_and_says_it_ignores_an_address
         "note: search.max_concurrent_trials is for backend: ray; "
         "the keras_tuner backend trains one trial at a time in this process"
     ) in checked.output
+    recipe.write_text(text + "resources: {cpus_per_trial: 2, num_cpus: 1, dashboard: true}\n")
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0, checked.output
+    assert (
+        "note: resources.cpus_per_trial, resources.num_cpus, resources.dashboard are for "
+        "backend: ray; the keras_tuner backend trains one trial at a time in this process"
+    ) in checked.output
     recipe.write_text(text)
     checked = CliRunner().invoke(app, ["validate", str(recipe)])
     assert "are for backend: ray" not in checked.output and "is for" not in checked.output

@@ -194,12 +194,18 @@ def check_resources(recipe: Recipe, echo: Callable[[str], None]) -> None:
             f"{resources.address_source} ({resources.address}) is not used "
             "(backend: ray runs there)"
         )
-    # What only Ray's workers use: said where the recipe asks for other than the default.
+    # What only Ray's workers use: said where the recipe asks for other than the default
+    # (found by QA: num_cpus read as a limit, dashboard: true as a dashboard).
     defaults = type(recipe.search)()
+    resource_defaults = type(resources)()
     unused = [
         f"search.{key}"
         for key in ("max_concurrent_trials", "worker_memory_mb")
         if getattr(recipe.search, key) != getattr(defaults, key)
+    ] + [
+        f"resources.{key}"
+        for key in ("cpus_per_trial", "num_cpus", "dashboard")
+        if getattr(resources, key) != getattr(resource_defaults, key)
     ]
     if unused:
         echo(
