@@ -972,7 +972,8 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
         factor = max(2, round(search.reduction_factor))
         count = hyperband_trials(search.max_epochs, search.reduction_factor)
         return count, (
-            f"{count} trials (keras-tuner's Hyperband for max_epochs {search.max_epochs} and "
+            f"{count} trial{'s' * (count != 1)} (keras-tuner's Hyperband for max_epochs "
+            f"{search.max_epochs} and "
             f"reduction_factor {factor}; num_samples does not apply)"
         )
     if search.algorithm == "grid":
@@ -1023,8 +1024,9 @@ def _repeats_note(recipe: Recipe, spaces: dict[str, dict[str, Any]]) -> str | No
         for name, space in spaces.items()
         if counts[name] > 1 and same_each_time(space)
     }
+    few = {} if grid else _few_configurations(spaces, counts)
     if not alike:
-        return None
+        return _few_note(few)
     if not grid:
         if len(alike) == 1:
             ((name, count),) = alike.items()
@@ -1034,10 +1036,11 @@ def _repeats_note(recipe: Recipe, spaces: dict[str, dict[str, Any]]) -> str | No
             whose = (
                 f"the spaces of {names} have nothing to search (every dimension is fixed): their"
             )
-        return (
+        said = (
             f"note: {whose} trials (num_samples) run one configuration with the same seed, "
             "to the same scores; num_samples: 1 runs it once"
         )
+        return "\n".join([said, *filter(None, [_few_note(few)])])
     if len(alike) == 1:
         ((name, count),) = alike.items()
         whose = f"{name}'s grid has no continuous dimension: its {count} repeats"
@@ -1047,6 +1050,41 @@ def _repeats_note(recipe: Recipe, spaces: dict[str, dict[str, Any]]) -> str | No
     return (
         f"note: {whose} (num_samples) run the same configurations with the same seed, to "
         "the same scores; num_samples: 1 runs each point once"
+    )
+
+
+def _few_configurations(
+    spaces: dict[str, dict[str, Any]], counts: dict[str, int]
+) -> dict[str, tuple[int, int]]:
+    """``(configurations, trials)`` of each strategy whose random or Bayesian search
+    under Ray has more trials than its discrete space has configurations (more
+    than one: one is :func:`_repeats_note`'s)."""
+    from orchestrator.space import distinct_configurations
+
+    few = {}
+    for name, space in spaces.items():
+        try:
+            distinct = distinct_configurations(space)
+        except (TypeError, ValueError):  # validate's space: frozen_layers up to "all"
+            continue
+        if distinct is not None and 1 < distinct < counts[name]:
+            few[name] = (distinct, counts[name])
+    return few
+
+
+def _few_note(few: dict[str, tuple[int, int]]) -> str | None:
+    """The note on :func:`_few_configurations` (found by QA: under Ray, 5 trials of a
+    2-configuration space ran 3 repeats to the same scores; keras-tuner says it)."""
+    if not few:
+        return None
+    said = "; ".join(
+        f"{name}'s space has {distinct} configurations for its {count} trials"
+        for name, (distinct, count) in few.items()
+    )
+    return (
+        f"note: {said} (num_samples): Ray draws them with repeats, and a repeat trains with "
+        "the same seed to the same scores; num_samples no more than the configurations, or "
+        "algorithm: grid, tries each once"
     )
 
 

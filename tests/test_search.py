@@ -413,7 +413,9 @@ def test_a_keras_tuner_hyperband_that_runs_short_of_its_count_says_so(tmp_path):
     assert "warning" not in result.stdout and "best: scratch_mlp" in result.stdout
 
 
-@pytest.mark.parametrize(("max_epochs", "factor"), [(3, 3), (9, 3), (30, 3), (8, 2), (20, 4)])
+@pytest.mark.parametrize(
+    ("max_epochs", "factor"), [(1, 3), (3, 3), (9, 3), (30, 3), (8, 2), (20, 4)]
+)
 def test_the_run_says_how_many_trials_keras_tuners_hyperband_runs(max_epochs, factor):
     import keras_tuner as kt
 
@@ -434,7 +436,8 @@ def test_the_run_says_how_many_trials_keras_tuners_hyperband_runs(max_epochs, fa
     )
     count, said = _planned(recipe, "scratch_mlp", {})
     assert count == expected
-    assert said.startswith(f"{expected} trials (keras-tuner's Hyperband")
+    trials = "trial" if expected == 1 else "trials"  # found by QA: "1 trials"
+    assert said.startswith(f"{expected} {trials} (keras-tuner's Hyperband")
 
 
 def assert_validate_notes(recipe: Path, note: str) -> None:
@@ -498,7 +501,17 @@ def test_validate_and_run_note_that_a_ray_grid_with_no_continuous_dimension_repe
         assert _repeats_note(recipe, fixed_only).startswith(
             "note: the spaces of scratch_mlp, b have nothing to search"
         )
+        # Found by QA: 3 trials of 2 configurations repeat one, to the same scores.
+        assert _repeats_note(recipe, spaces) == (
+            "note: scratch_mlp's space has 2 configurations for its 3 trials; b's space has 2 "
+            "configurations for its 3 trials (num_samples): Ray draws them with repeats, and a "
+            "repeat trains with the same seed to the same scores; num_samples no more than the "
+            "configurations, or algorithm: grid, tries each once"
+        )
+        recipe = parse_recipe(text + f"search: {{algorithm: {algorithm}, num_samples: 2}}\n")
         assert _repeats_note(recipe, spaces) is None  # a choice to draw from
+    recipe = write_recipe(tmp_path, "{num_samples: 5}", fixed + "learning_rate: 0.01}}")
+    assert_validate_notes(recipe, "note: scratch_mlp's space has 2 configurations for its 5")
 
 
 def test_the_run_says_how_many_trials_a_grid_runs():
