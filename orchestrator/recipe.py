@@ -737,7 +737,8 @@ def parse_recipe(
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         problem = exc.problem or str(exc)
-        if isinstance(exc, yaml.constructor.ConstructorError):
+        if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
+            # Only where a tag is the problem (found by QA: said of an unhashable key).
             problem = f"{problem} (recipes are data: tags that build Python objects are refused)"
         raise RecipeError(f"not valid recipe YAML: {problem}", file=file, line=line) from None
     except yaml.YAMLError as exc:
@@ -867,13 +868,19 @@ def _key_lines(text: str, file: Path | None = None) -> dict[tuple[str, ...], int
             for key, value in node.value:
                 sub = (*path, str(key.value))
                 line = key.start_mark.line + 1
-                if isinstance(key, yaml.ScalarNode) and key.value != "<<":
+                if isinstance(key, yaml.ScalarNode):
                     first = seen_keys.get((id(node), key.tag, key.value))
+                    merge = key.tag == "tag:yaml.org,2002:merge"
                     if first is not None:
+                        # Found by QA: a second << won over the first in silence.
+                        said = (
+                            "merge several mappings with one: <<: [*first, *second]"
+                            if merge
+                            else "YAML would keep only the last one"
+                        )
                         errors.append(
                             RecipeError(
-                                f"duplicate key {key.value!r} (first on line {first}); "
-                                "YAML would keep only the last one",
+                                f"duplicate key {key.value!r} (first on line {first}); {said}",
                                 file=file,
                                 path=".".join(sub),
                                 line=line,
@@ -939,6 +946,11 @@ def _convert(
         message = f"{err['msg'][0].lower()}{err['msg'][1:]}; got {echoed(err['input'])}"
     if isinstance(err.get("input"), bool) and kind in ("string_type", "invalid_key"):
         message += _YAML_BOOLEANS
+    if err.get("input", ...) is None and message.endswith("; got None"):
+        # Found by QA: `output: ~` was "got None", with nothing of why.
+        home = ": write '~' in quotes for your home folder" if kind.startswith("path_") else ""
+        said = "" if "{}" in message else f" (YAML reads an empty value, null and ~ as null{home})"
+        message = message.removesuffix("None") + "null" + said
     return RecipeError(message, file=file, path=".".join(loc), line=_line_of(lines, loc))
 
 

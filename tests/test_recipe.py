@@ -316,7 +316,7 @@ BAD_RECIPES = [
     pytest.param(
         HEAD + "strategies:\n  scratch_mlp:\n",
         "strategies.scratch_mlp",
-        "expected a mapping of keys (write {} for an empty section); got None",
+        "expected a mapping of keys (write {} for an empty section); got null",
         id="strategy-section-null",
     ),
     pytest.param(
@@ -740,6 +740,32 @@ BAD_RECIPES = [
         "recipe.yaml:4: strategies",
         "duplicate key 'strategies' (first on line 3)",
         id="duplicate-key",
+    ),
+    pytest.param(  # found by QA: the second won in silence
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch:\n  <<: {max_epochs: 2}\n"
+        "  <<: {max_epochs: 5}\n",
+        "recipe.yaml:6: search.<<",
+        "duplicate key '<<' (first on line 5); merge several mappings with one",
+        id="duplicate-merge-key",
+    ),
+    pytest.param(  # found by QA: its hint spoke of tags; the line ends with the problem
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch:\n  ? [a, b]\n  : 1\n",
+        "recipe.yaml:5",
+        "not valid recipe YAML: found unhashable key\n",
+        id="unhashable-key",
+    ),
+    pytest.param(  # found by QA: "got None", with nothing of why
+        HEAD + "strategies: {scratch_mlp: {}}\noutput: ~\n",
+        "output",
+        "got null (YAML reads an empty value, null and ~ as null: write '~' in quotes for "
+        "your home folder)",
+        id="output-null",
+    ),
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nsearch: {max_epochs: }\n",
+        "search.max_epochs",
+        "input should be a valid integer; got null (YAML reads an empty value, null and ~ as null)",
+        id="number-null",
     ),
     pytest.param(
         HEAD + "strategies: {scratch_mlp: {}}\nsearch:\n  space: &loop\n    x: *loop\n",
