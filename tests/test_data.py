@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -311,6 +312,16 @@ def test_a_table_file_that_cannot_be_read_says_what_to_do(
     (tmp_path / "book.parquet").write_bytes((tmp_path / "book.csv").read_bytes())
     with raises_data_error("source", "cannot read Parquet file", "an Excel workbook"):
         prepare(Spec("parquet:book.parquet", target="label"), registry, tmp_path)
+    # Found by QA: a Parquet file given to csv: was to be saved as "CSV UTF-8".
+    pd.DataFrame({"a": [1.0, 2.0], "label": ["x", "y"]}).to_parquet(tmp_path / "t.parquet")
+    shutil.copy(tmp_path / "t.parquet", tmp_path / "t.csv")
+    said = f"it is a Parquet file: read it with parquet:{tmp_path / 't.csv'}"
+    with raises_data_error("source", "cannot read CSV file", said):
+        prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+    (tmp_path / "text.parquet").write_text("a,label\n1,x\n2,y\n")
+    said = f"it is text, no Parquet file: a CSV is read with csv:{tmp_path / 'text.parquet'}"
+    with raises_data_error("source", "cannot read Parquet file", said):
+        prepare(Spec("parquet:text.parquet", target="label"), registry, tmp_path)
 
 
 def test_a_target_that_measures_a_quantity_is_said_to_be_no_classes(

@@ -458,6 +458,10 @@ def unreadable_table(scheme: str, path: Path, exc: BaseException) -> DataError:
     head = _head(path)
     if head.startswith(_ZIP):
         said += "; it is a zip archive, as an Excel workbook (.xlsx) is: save it as CSV"
+    elif head == _PARQUET and scheme == "csv":  # found by QA: told to save it as CSV UTF-8
+        said += f"; it is a Parquet file: read it with parquet:{path}"
+    elif scheme == "parquet" and head and head != _PARQUET and _is_text(path):
+        said += f"; it is text, no Parquet file: a CSV is read with csv:{path}"
     elif head == b"":
         said = f"cannot read {kind} file {path}: the file is empty"
     elif isinstance(exc, UnicodeDecodeError):
@@ -467,6 +471,19 @@ def unreadable_table(scheme: str, path: Path, exc: BaseException) -> DataError:
 
 #: The first bytes of a zip archive (an Excel workbook is one).
 _ZIP = b"PK\x03\x04"
+#: The first bytes of a Parquet file.
+_PARQUET = b"PAR1"
+
+
+def _is_text(path: Path) -> bool:
+    """Whether a file's first KB decodes as UTF-8 with no NUL byte."""
+    try:
+        with open(path, "rb") as stream:
+            start = stream.read(1024)
+        start.decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False  # a multi-byte character cut at 1 KB reads as binary: no hint
+    return b"\0" not in start
 
 
 def _head(path: Path) -> bytes:
@@ -481,7 +498,7 @@ def _head(path: Path) -> bytes:
 def _refuse_a_zip(path: Path) -> None:
     """Refuse a "CSV" that is a zip archive (an Excel workbook saved as .csv):
     pandas reads its first line as a header or not, as its bytes fall."""
-    if _head(path) == _ZIP:
+    if _head(path) in (_ZIP, _PARQUET):
         raise unreadable_table("csv", path, ValueError("it is no text"))
 
 
