@@ -1246,10 +1246,17 @@ def _check_one_input_and_output(model: Any) -> None:
             "keras.Input (a functional model, or a Sequential that starts with one)"
         )
     if len(inputs) != 1 or len(outputs) != 1:
+        # With several inputs, an output that uses them all cannot be cut from one
+        # (found by QA: the advice given then failed, "not connected to inputs").
+        make = (
+            "keras.Model(model.inputs[0], model.outputs[i])"
+            if len(inputs) == 1
+            else "keras.Model(model.inputs[i], model.get_layer(NAME).output), NAME a layer "
+            "that depends on that input alone"
+        )
         raise BaseModelError(
             f"the base model has {len(inputs)} input(s) and {len(outputs)} output(s); a base "
-            "takes one input and gives one output (make one: keras.Model(model.inputs[0], "
-            "model.outputs[i]))"
+            f"takes one input and gives one output (make one: {make})"
         )
     shape = tuple(outputs[0].shape)
     if len(shape) < 2 or 0 in shape[1:]:

@@ -1356,3 +1356,26 @@ def test_a_base_whose_output_hardly_varies_is_warned_of_and_noted_in_its_trials(
     said = flat_output_warning(replace(info, output_spread=(1e-9, 1e-10, 5)), None)
     assert said is not None and said.startswith("the base's output hardly varies over 5 training")
     assert flat_output_warning(replace(info, output_spread=spread), None) is None
+
+
+def test_a_base_of_several_inputs_or_outputs_is_refused_with_advice_that_works():
+    """Found by QA: a two-input base was told to take keras.Model(model.inputs[0],
+    model.outputs[i]), which fails where that output uses both inputs."""
+    from orchestrator.bases import _check_one_input_and_output
+
+    image, extra = keras.Input((8, 8, 1)), keras.Input((4,))
+    flat = keras.layers.Flatten(name="flat")(image)
+    joined = keras.layers.Concatenate()([flat, extra])
+    two_in = keras.Model([image, extra], joined)
+    with pytest.raises(BaseModelError) as info:
+        _check_one_input_and_output(two_in)
+    said = str(info.value)
+    assert "the base model has 2 input(s) and 1 output(s)" in said
+    assert "keras.Model(model.inputs[i], model.get_layer(NAME).output)" in said
+    _check_one_input_and_output(keras.Model(two_in.inputs[0], two_in.get_layer("flat").output))
+    two_out = keras.Model(image, [flat, keras.layers.Dense(2)(flat)])
+    with pytest.raises(
+        BaseModelError, match=re.escape("keras.Model(model.inputs[0], model.outputs[i])")
+    ):
+        _check_one_input_and_output(two_out)
+    _check_one_input_and_output(keras.Model(two_out.inputs[0], two_out.outputs[0]))
