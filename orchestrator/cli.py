@@ -681,6 +681,8 @@ def leaderboard(
     except GraftuneError as exc:
         _fail(exc)
         return
+    if frame.empty:  # found by QA: a bare header row, and nothing said
+        err.print(f"note: {run_dir}'s leaderboard lists no trial: none ended in it", markup=False)
     if format is Format.csv:
         sys.stdout.write(frame.to_csv(index=False))
     elif format is Format.md:

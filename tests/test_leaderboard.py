@@ -552,6 +552,24 @@ def test_a_finished_runs_leaderboard_short_of_its_rows_is_refused(tmp_path):
     ) in " ".join(result.output.split())
 
 
+def test_an_empty_leaderboard_is_said_to_list_no_trial(tmp_path):
+    """Found by QA: a run whose time budget ran out before any trial ended showed
+    a bare header row, and nothing said why."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    frame = build_leaderboard(RESULTS, metric="val_accuracy", mode="max")
+    write_leaderboard(frame.iloc[:0], tmp_path)
+    for fmt in ("table", "csv"):
+        result = CliRunner().invoke(app, ["leaderboard", str(tmp_path), "-f", fmt])
+        assert result.exit_code == 0, result.output
+        assert f"note: {tmp_path}'s leaderboard lists no trial: none ended in it" in (
+            " ".join(result.stderr.split())
+        )
+        assert "note:" not in result.stdout
+
+
 def test_a_leaderboard_without_its_error_column_is_still_shown(tmp_path):
     from typer.testing import CliRunner
 
