@@ -643,6 +643,8 @@ def load_recipe(path: str | Path) -> Recipe:
             file=path,
         )
 
+    if str(path) == "-" and not path.exists():  # as predict's --out - is stdout (found by QA)
+        path = Path("/dev/stdin")
     try:
         status = path.stat()
         if status.st_size > MAX_RECIPE_BYTES:

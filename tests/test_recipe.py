@@ -1571,16 +1571,17 @@ def test_a_recipe_through_a_pipe_is_read_once_and_its_paths_are_from_here(tmp_pa
         "name: piped\ndata: {source: 'images:pics', image_size: 4}\n"
         "strategies: {scratch_mlp: {}}\noutput: runs/\n"
     )
-    done = subprocess.run(
-        [GRAFTUNE, "validate", "--data", "/dev/stdin"],
-        input=text,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "/dev/stdin: ok (scratch_mlp on images:pics)" in done.stdout
+    for name in ("-", "/dev/stdin"):  # found by QA: "-: no such recipe file"
+        done = subprocess.run(
+            [GRAFTUNE, "validate", "--data", name],
+            input=text,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"{name}: ok (scratch_mlp on images:pics)" in done.stdout
     # A warning is a `warning:` line, as a run says its own (found by QA: "WARNING
     # orchestrator.data.sources: ..." here, the bare message from other commands).
     assert f"warning: {tmp_path / 'pics'}: 1 image file(s) beside the class folders" in (
