@@ -293,7 +293,9 @@ def check_compatible(name: str, default: Dimension, override: Dimension) -> None
         isinstance(override, (Float, LogFloat)) and "float" not in kinds
     )
     if not fits:
-        hint = next((h for h in map(_text_number_hint, values) if h), "")
+        below = [v for v in values if positive and _kind(v) in ("int", "float") and v < 0]
+        hint = f" ({below[0]} is below 0)" if below and not isinstance(override, Fixed) else ""
+        hint = hint or next((h for h in map(_text_number_hint, values) if h), "")
         raise ValueError(
             f"{name} takes {_describe_kinds(kinds, positive)}; got {override.describe()}{hint}"
         )
@@ -338,7 +340,8 @@ def _describe_kinds(kinds: set[str], positive: bool) -> str:
         w for k, w in _KIND_WORDS.items() if k in kinds and not (k == "int" and "float" in kinds)
     ]
     text = " or ".join(words)
-    return f"positive {text}" if positive else text
+    # 0 is taken (lambda: 0, no penalty): the strategy's check_value may refuse it.
+    return f"{text} of 0 or more" if positive else text
 
 
 def _sample_values(dim: Dimension) -> list[Any]:

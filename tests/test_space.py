@@ -302,11 +302,21 @@ def test_check_compatible_accepts(default: Dimension, override: Dimension) -> No
         (Int(1, 3), Fixed("two"), "dim takes whole numbers"),
         (Int(0, ALL), Choice((0, 2, "ALL")), "dim takes whole numbers"),
         (Int(1, 3), Choice((1, 2.0)), "dim takes whole numbers"),
-        (LogFloat(1e-6, 1e-2), Float(-1, 1), "dim takes positive numbers; got float [-1, 1]"),
-        (LogFloat(1e-6, 1e-2), Fixed(-1e-3), "dim takes positive numbers"),
-        (LogFloat(1e-6, 1e-2), Fixed("1e-3"), "dim takes positive numbers"),
-        (LogFloat(1e-6, 1e-2), Fixed(True), "dim takes positive numbers"),
-        (LogFloat(1e-6, 1e-2), Choice((1e-3, -1e-3)), "dim takes positive numbers"),
+        # Found by QA: "positive numbers", where 0 is taken (lambda: 0), and a choice's
+        # value at fault went unnamed.
+        (
+            LogFloat(1e-6, 1e-2),
+            Float(-1, 1),
+            "dim takes numbers of 0 or more; got float [-1, 1] (-1 is below 0)",
+        ),
+        (LogFloat(1e-6, 1e-2), Fixed(-1e-3), "dim takes numbers of 0 or more; got fixed -0.001"),
+        (LogFloat(1e-6, 1e-2), Fixed("1e-3"), "dim takes numbers of 0 or more"),
+        (LogFloat(1e-6, 1e-2), Fixed(True), "dim takes numbers of 0 or more"),
+        (
+            LogFloat(1e-6, 1e-2),
+            Choice((0, -0.5)),
+            "dim takes numbers of 0 or more; got choice [0, -0.5] (-0.5 is below 0)",
+        ),
         (LogFloat(1e-6, 1e-2), Fixed(ALL), "'all' (the base's number of cut points)"),
         (Float(0.0, 0.5), Fixed("half"), "dim takes numbers; got fixed 'half'"),
         (Choice((64, 128)), Float(1, 2), "dim takes whole numbers; got float [1, 2]"),
