@@ -1519,9 +1519,16 @@ def _exit_now(code: int | str | None) -> None:
     if isinstance(code, str):
         print(code, file=sys.stderr)
         code = 1
-    for thread in threading.enumerate():  # as Python's shutdown does, first
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    try:
+        for thread in threading.enumerate():  # as Python's shutdown does, first
+            if thread is not threading.current_thread() and not thread.daemon:
+                thread.join()
+    except KeyboardInterrupt:  # a thread that does not end: Ctrl+C ends the wait
+        os._exit(128 + signal.SIGINT)
+    # The command's result is out: a Ctrl+C now would only tear the exit, with a
+    # traceback and the status of a stopped run (found by QA: pressed as the
+    # prompt was slow to come back, after a finished run).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     atexit._run_exitfuncs()
     for obj in gc.get_objects():
         if isinstance(obj, io.IOBase):

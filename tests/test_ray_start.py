@@ -289,6 +289,27 @@ def test_the_fast_exit_keeps_what_an_ordinary_exit_keeps(tmp_path):
     ]
 
 
+CTRL_C_AT_EXIT = """
+import atexit, os, signal, time
+from orchestrator.cli import _exit_now
+
+def pressed():
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.2)
+
+atexit.register(pressed)
+_exit_now(0)
+"""
+
+
+def test_ctrl_c_while_the_command_exits_leaves_its_exit_whole():
+    # Found by QA: Ctrl+C in the second after a finished run printed a traceback, and
+    # the process died of SIGINT, the status of a run stopped midway.
+    done = subprocess.run([sys.executable, "-c", CTRL_C_AT_EXIT], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "KeyboardInterrupt" not in done.stderr
+
+
 GARBAGE_AT_SHUTDOWN = """
 import gc, os, sys, weakref
 from pathlib import Path
