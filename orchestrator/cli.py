@@ -719,6 +719,7 @@ def report(
 ) -> None:
     """Write a run's report.html again, or one page comparing several runs."""
     from orchestrator.errors import check_output_file
+    from orchestrator.paths import is_stream
     from orchestrator.report import (
         COMPARE_FILE,
         REPORT_FILE,
@@ -728,6 +729,8 @@ def report(
         write_report,
     )
 
+    if out_path == Path("-"):  # stdout, as predict's --out - is (found by QA)
+        out_path = Path("/dev/stdout")
     try:
         if out_path is not None:
             check_output_file(out_path)
@@ -741,7 +744,8 @@ def report(
     except Exception as exc:
         _fail(exc)
         return
-    out.print(f"report: {path}", markup=False)
+    # Beside a page written into stdout, not after it.
+    (err if is_stream(path) else out).print(f"report: {path}", markup=False)
 
 
 #: predict's and export's --plugin: a module that registers the model's custom Keras layers.

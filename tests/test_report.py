@@ -161,6 +161,26 @@ def test_report_command_rebuilds_the_page(finished, tmp_path):
     assert str(run_dir / REPORT_FILE) in result.output
 
 
+def test_report_writes_into_stdout_or_a_device_and_names_it_on_stderr(finished, tmp_path):
+    """Found by QA: --out /dev/stdout and --out - were refused as "no name ending in
+    .html", though README says a device is written into, as predict's --out is."""
+    from tests.search_helpers import GRAFTUNE
+
+    for out in ("-", "/dev/stdout"):
+        done = subprocess.run(
+            [GRAFTUNE, "report", str(finished), "--out", out],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.lstrip().lower().startswith("<!doctype html")
+        assert done.stdout.rstrip().endswith("</html>")  # the page alone
+        assert "report: /dev/stdout" in done.stderr
+    assert list(tmp_path.iterdir()) == []  # no file named "-"
+
+
 def test_plots_without_their_parameter_are_left_out_with_a_note(finished, tmp_path):
     run_dir = tmp_path / "copy"
     shutil.copytree(finished, run_dir, ignore=shutil.ignore_patterns("ray", "*.keras"))
