@@ -1,4 +1,5 @@
-"""The live view of a run: trials done, running and failed per strategy, best so far, ETA."""
+"""The live view of a run: trials done, running, pruned and unranked per strategy,
+best so far, ETA."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ if TYPE_CHECKING:
 
     from orchestrator.trial import TrialResult
 
-FAILED = ("error", "diverged", "failed")
+#: The statuses the leaderboard gives no rank: the view's "unranked" column (found by
+#: QA: called "failed", the status of a trial whose worker died, they read as such).
+UNRANKED = ("error", "diverged", "failed")
 
 
 @dataclass
@@ -22,7 +25,7 @@ class _Counts:
     running: set[str] = field(default_factory=set)
     done: int = 0
     pruned: int = 0
-    failed: int = 0
+    unranked: int = 0
     best: float | None = None
     #: Seconds each trial timed here took, from its start to its end.
     took: list[float] = field(default_factory=list)
@@ -108,8 +111,8 @@ class RunProgress:
         self._ended.add(key)
         if began is not None:
             counts.took.append(self._now() - began)
-        if result.status in FAILED:
-            counts.failed += 1
+        if result.status in UNRANKED:
+            counts.unranked += 1
         elif result.status == "pruned":
             counts.pruned += 1
         else:
@@ -157,7 +160,7 @@ class RunProgress:
             # as its longest running one: fine_tune's trials ran 30-70 s after 2-6 s
             # ones, and "about 0:12 left" stood still for 40 s.
             mean = sum(c.took) / len(c.took) if c.took else max([overall, *running_for])
-            to_go = c.planned - (c.done + c.pruned + c.failed)
+            to_go = c.planned - (c.done + c.pruned + c.unranked)
             under_way = sum(min(seconds, mean) for seconds in running_for)
             seconds = max(0.0, mean * to_go - under_way) / self._slots
             if self.time_budget_s is not None:
@@ -170,16 +173,16 @@ class RunProgress:
         from rich.table import Table
 
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("strategy", "done", "running", "pruned", "failed", f"best {self.metric}"):
+        for column in ("strategy", "done", "running", "pruned", "unranked", f"best {self.metric}"):
             table.add_column(column)
         for name, c in self.strategies.items():
-            ended = c.done + c.pruned + c.failed
+            ended = c.done + c.pruned + c.unranked
             table.add_row(
                 name,
                 f"{ended}/{c.planned}" if c.planned else str(ended),
                 str(len(c.running)),
                 str(c.pruned),
-                str(c.failed),
+                str(c.unranked),
                 "" if c.best is None else f"{c.best:.4f}",
             )
         elapsed = self._now() - self.started

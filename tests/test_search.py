@@ -1028,6 +1028,15 @@ def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now():
     pruned = TrialResult(strategy="s", trial_id="t3", status="pruned", config={}, val_accuracy=0.7)
     view.trial_finished(pruned)
     assert "best so far s t3 (0.7000, pruned)" in " ".join(render_text(view).split())
+    # Found by QA: error and diverged trials were counted as "failed", the status of
+    # a trial whose worker died, which the leaderboard tells apart.
+    view = RunProgress("val_accuracy", "max", clock=lambda: now[0])
+    view.plan({"s": 3})
+    for status in ("ok", "error", "diverged"):
+        view.trial_finished(TrialResult(strategy="s", trial_id=status, status=status, config={}))
+    lines = render_text(view).splitlines()
+    assert lines[0].split()[:6] == ["strategy", "done", "running", "pruned", "unranked", "best"]
+    assert lines[1].split()[:5] == ["s", "3/3", "0", "0", "2"]
 
 
 def test_the_live_views_estimate_times_trials_only_shares_slots_and_keeps_to_the_budget():
