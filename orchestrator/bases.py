@@ -35,8 +35,10 @@ from orchestrator.errors import (
     GraftuneError,
     did_you_mean,
     echoed,
+    ellipsized,
     first_few,
     raised,
+    unreadable,
 )
 from orchestrator.markers import hookimpl
 
@@ -1057,7 +1059,7 @@ def prepare_base(
                 if model is None:
                     model = build()
                     _save_base(model, model_path)
-                    _describe_entry(folder, spec, model, providers.owner(kind))
+                    _describe_entry(folder, spec, model, providers.owner(kind), seed)
     else:  # known by its weights only once built
         model = build()
         folder = cache_dir() / "bases" / f"{spec.kind}-{weights_digest(model)[:16]}"
@@ -1069,7 +1071,7 @@ def prepare_base(
             with locked(folder.with_suffix(".lock")):
                 if not model_path.is_file() or damaged_base_file(model_path) is not None:
                     _save_base(model, model_path)
-                    _describe_entry(folder, spec, model, providers.owner(kind))
+                    _describe_entry(folder, spec, model, providers.owner(kind), seed)
     input_shape = tuple(model.input_shape[1:])
     output_shape = tuple(model.output_shape[1:])
     cuts = find_cut_points(model)
@@ -1320,11 +1322,12 @@ def _save_base(model: Any, path: Path) -> None:
 ENTRY_META = "meta.json"
 
 
-def _describe_entry(folder: Path, spec: BaseSpec, model: Any, owner: str) -> None:
+def _describe_entry(folder: Path, spec: BaseSpec, model: Any, owner: str, seed: int) -> None:
     """Write what the base cached in ``folder`` is, and when it was made, beside it.
 
     Only ``graftune cache info`` reads it: a base is whole without it, as those
-    cached by earlier versions are.
+    cached by earlier versions are. What tells two entries apart is said: a
+    pretrain's settings that are not their defaults, its data's, and the seed.
     """
     import time
 
@@ -1336,15 +1339,30 @@ def _describe_entry(folder: Path, spec: BaseSpec, model: Any, owner: str) -> Non
         architecture = pretrain.architecture or ("cnn" if len(input_shape) == 3 else "mlp")
         # What tells two pretrains on one source apart (found by QA: classes were not said).
         data = pretrain.data
+        # And the seed, the data's options, a learning rate (found by QA: two seeds' bases
+        # read alike).
+        defaults = type(pretrain).model_fields
         told = [
             f"{pretrain.epochs} epoch{'s' if pretrain.epochs != 1 else ''}",
             f"width {pretrain.width}",
+            *(
+                f"{key.replace('_', ' ')} {getattr(pretrain, key):g}"
+                for key in ("learning_rate", "batch_size")
+                if getattr(pretrain, key) != defaults[key].default
+            ),
             *([f"classes {first_few([str(c) for c in data.classes], 6)}"] if data.classes else []),
             *([f"{data.labels_per_class} labels per class"] if data.labels_per_class else []),
+            *(
+                [f"options {ellipsized(json.dumps(data.options, sort_keys=True), 60)}"]
+                if data.options
+                else []
+            ),
+            f"seed {seed}",
         ]
         what = f"{architecture} pretrained on {data.source} ({', '.join(told)})"
     elif spec.application is not None:
-        what = f"{spec.application} ({spec.weights} weights)"
+        drawn = f", seed {seed}" if spec.weights == "none" else ""
+        what = f"{spec.application} ({spec.weights} weights{drawn})"
     elif spec.path is not None:
         what = f"from {spec.path}"
     else:
@@ -1386,15 +1404,18 @@ def describe_cached_base(folder: Path) -> str:
             f"{meta['what']}, input {tuple(meta['input_shape'])}, output "
             f"{tuple(meta['output_shape'])}, made {when(meta['created'])}"
         )
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
+    except FileNotFoundError:
+        why = "cached before graftune described its bases"
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        # Found by QA: said to be from before graftune described its bases.
+        why = f"{unreadable(folder / ENTRY_META, exc)}; the base itself is whole"
     kind = folder.name.rpartition("-")[0]
     what = _KINDS.get(kind, f"base of provider {kind!r}")
     try:
         made = f", made {when((folder / 'base.keras').stat().st_mtime)}"
     except OSError:
         made = ""
-    return f"{what}{made} (cached before graftune described its bases)"
+    return f"{what}{made} ({why})"
 
 
 def _params(layers: list[Any]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import textwrap
@@ -535,7 +536,7 @@ def test_cache_info_says_what_a_cached_base_is_and_when_it_was_made(tmp_path):
     assert re.search(
         re.escape(
             f"{pretrained.name} cnn pretrained on sklearn:digits (1 epoch, width 4, classes "
-            "0, 1, 2, 3, 4), "
+            "0, 1, 2, 3, 4, seed 0), "
             "input (8, 8, 1), output (4, 4, 8), "
         )
         + made,
@@ -554,6 +555,34 @@ def test_cache_info_says_what_a_cached_base_is_and_when_it_was_made(tmp_path):
         f"{pretrained.name} pretrained base, made {stamp} "
         "(cached before graftune described its bases)"
     ) in said, said
+    # Found by QA: one whose meta.json is not graftune's was said to be from before too.
+    (pretrained / "meta.json").write_text("nope")
+    said = cache_info()
+    assert (
+        f"{pretrained.name} pretrained base, made {stamp} ({pretrained / 'meta.json'} cannot "
+        "be read (JSONDecodeError: "
+    ) in said, said
+    assert "; the base itself is whole)" in said
+
+
+def test_cache_info_tells_bases_pretrained_with_other_seeds_or_settings_apart(tmp_path):
+    """Found by QA: two recipes that differ in their seed (other images, other
+    weights) made two entries that cache info described alike."""
+    from orchestrator.bases import _describe_entry
+
+    pretrain = pretrain_spec().pretrain
+    data = pretrain.data.model_copy(update={"options": {"per_class": 60}})
+    spec = BaseSpec(pretrain=pretrain.model_copy(update={"learning_rate": 0.01, "data": data}))
+    model = tiny_cnn()
+    for seed in (1, 2):
+        (tmp_path / str(seed)).mkdir()
+        _describe_entry(tmp_path / str(seed), spec, model, "graftune", seed)
+    said = [json.loads((tmp_path / f"{seed}" / "meta.json").read_text())["what"] for seed in (1, 2)]
+    assert said[0] == (
+        "cnn pretrained on sklearn:digits (1 epoch, width 4, learning rate 0.01, classes 0, 1, "
+        '2, 3, 4, options {"per_class": 60}, seed 1)'
+    )
+    assert said[1] == said[0].replace("seed 1", "seed 2")
 
 
 def test_pretrained_mlp_base_does_not_blow_up_features_constant_in_training():
