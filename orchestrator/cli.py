@@ -1347,13 +1347,18 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
         )
     console.print(table)
     dropped = [column for column in columns if column not in shown]
+    said = []
     if dropped:
-        where = run_dir / "leaderboard.md" if run_dir is not None else "leaderboard.md"
         more = f"{len(dropped)} more column{'s' if len(dropped) > 1 else ''}"
+        said.append(f"{more} on a wider terminal: {', '.join(dropped)}")
+    if "error" in cut:  # found by QA: "RuntimeError: del…", and no word of why
+        said.append(f"errors cut to {cut['error']} characters, longer on a wider terminal")
+    if said:
+        where = run_dir / "leaderboard.md" if run_dir is not None else "leaderboard.md"
         command = f"graftune leaderboard {shlex.quote(str(run_dir or 'RUN_DIR'))} --format md"
+        whole = "all of them" if not cut else "errors whole" if not dropped else "all, whole"
         console.print(
-            f"({more} on a wider terminal: {', '.join(dropped)}; all of them: {where} "
-            f"or {command})",
+            f"({'; '.join(said)}; {whole}: {where} or {command})",
             markup=False,
             style="dim",
         )

@@ -627,6 +627,37 @@ def test_a_narrow_terminal_keeps_the_key_columns_whole_and_drops_the_rest(
     assert f"{tmp_path / 'leaderboard.md'} or graftune leaderboard {tmp_path} --format md" in note
 
 
+def test_an_error_cut_to_the_terminals_width_is_said_to_be_cut(tmp_path, monkeypatch):
+    """Found by QA: "RuntimeError: del…", and no line said it was cut or where it is whole."""
+    from io import StringIO
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from orchestrator import cli
+
+    rows = [result("a_00000", val=0.9), result("a_00001", status="error")]
+    rows[1].error = "RuntimeError: " + "deliberate failure " * 5
+    frame = build_leaderboard(rows, metric="val_accuracy", mode="max")
+    write_leaderboard(frame, tmp_path)
+    piped = CliRunner().invoke(cli.app, ["leaderboard", str(tmp_path)]).output
+    width = max(map(len, piped.splitlines())) - 25  # every column but the error's whole
+    screen = StringIO()
+    terminal = Console(
+        file=screen, width=width, force_terminal=True, color_system=None, soft_wrap=True
+    )
+    monkeypatch.setattr(cli, "out", terminal)
+    assert CliRunner().invoke(cli.app, ["leaderboard", str(tmp_path)]).exit_code == 0
+    lines = screen.getvalue().splitlines()
+    assert "RuntimeError: deliberate" in lines[2] and lines[2].rstrip().endswith("…")
+    assert re.fullmatch(
+        r"\(errors cut to \d+ characters, longer on a wider terminal; errors whole: "
+        + re.escape(f"{tmp_path / 'leaderboard.md'} or graftune leaderboard {tmp_path}")
+        + r" --format md\)",
+        lines[-1],
+    ), lines[-1]
+
+
 def test_a_file_of_a_long_legal_name_is_written_through_a_short_temporary_one(tmp_path):
     """Found by QA: a 254-byte name, legal, failed with "File name too long": the
     temporary name added its dot, process id and suffix."""
