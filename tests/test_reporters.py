@@ -278,3 +278,22 @@ def test_a_tracking_uri_without_mlflow_installed_is_said(tmp_path, monkeypatch, 
     assert "MLFLOW_TRACKING_URI is set, but MLflow is not installed" in record.getMessage()
     assert 'pip install "graftune[mlflow]"' in record.getMessage()
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_ctrl_c_while_the_hooks_hear_the_run_finished_stops_them_not_the_run(tmp_path, caplog):
+    """Found by QA: Ctrl+C during a slow reporter's graftune_run_finished made the
+    whole run "interrupted" (exit 130), and its resume told every hook again."""
+    from orchestrator import hookimpl
+    from orchestrator.run import FINISHED_FILE, run_recipe
+    from tests.search_helpers import write_recipe
+
+    class Slow:
+        @hookimpl
+        def graftune_run_finished(self, run_dir):
+            raise KeyboardInterrupt  # as Ctrl+C raises it in the hook
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    outcome = run_recipe(recipe, plugins=[Slow()])
+    assert (outcome.run_dir / FINISHED_FILE).is_file()
+    assert len(outcome.leaderboard) == 1 and outcome.best is not None
+    assert "stopped while the plugins heard that the run finished" in caplog.text
