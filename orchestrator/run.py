@@ -699,6 +699,11 @@ def _run(
     try:
         for name, strategy in strategies.items():
             done_file = run_dir / "trials" / name / SEARCH_DONE_FILE
+            if done_file.is_dir():  # found by QA: the search ran, then could not be marked
+                raise RunDirError(
+                    f"{done_file} is a folder, where graftune marks that {name}'s search "
+                    "ended: remove it to resume (the trials that ended are kept)"
+                )
             finished = _read_search(done_file) if resume and done_file.is_file() else None
             died = [r for r in finished or () if runs_again(r)]
             if died and recipe.search.backend == "ray":

@@ -1200,6 +1200,25 @@ def test_a_damaged_end_of_a_search_makes_it_resume_and_run_only_what_is_gone(
         assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
 
 
+def test_a_search_marker_that_is_a_folder_is_named_before_the_search_runs(ended_run, tmp_path):
+    """Found by QA: the search ran again, then ended in "internal error:
+    IsADirectoryError" writing its mark."""
+    from orchestrator.run import SEARCH_DONE_FILE, resume_run
+
+    run_dir = copy_of(ended_run, tmp_path, unfinished=True, search_ended=True)
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    (results_dir / SEARCH_DONE_FILE).unlink()
+    (results_dir / SEARCH_DONE_FILE).mkdir()
+    ended = ended_trials(results_dir)
+    with pytest.raises(RunDirError) as info:
+        resume_run(run_dir, plugins=[])
+    assert str(info.value) == (
+        f"{results_dir / SEARCH_DONE_FILE} is a folder, where graftune marks that scratch_mlp's "
+        "search ended: remove it to resume (the trials that ended are kept)"
+    )
+    assert ended_trials(results_dir) == ended  # none ran again
+
+
 def test_a_best_model_deleted_from_its_trial_is_named_and_the_advice_given_works(
     ended_run, tmp_path
 ):
