@@ -629,12 +629,30 @@ _STREAMED: dict[str, str] = {}
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    """Read and validate a recipe file (schema only; see :func:`check_recipe`).
+    """Read and validate a recipe file (schema only; see :func:`check_recipe`);
+    ``-`` is stdin, and named so in errors.
 
     Raises:
         RecipeError: The file is missing, is not YAML, or breaks the schema.
     """
     path = Path(path)
+    if str(path) != "-" or path.exists():
+        return _load_recipe(path)
+    # As predict's --out - is stdout (found by QA: "-: no such recipe file").
+    stdin = Path("/dev/stdin")
+    try:
+        recipe = _load_recipe(stdin)
+    except RecipeError as exc:
+        for error in (exc, *getattr(exc, "errors", ())):  # as the user named it
+            if error.file == str(stdin):
+                error.file = "-"
+        raise
+    _STREAMED["-"] = _STREAMED[str(stdin)]
+    recipe._shown = path
+    return recipe
+
+
+def _load_recipe(path: Path) -> Recipe:
 
     def too_big(size: str) -> RecipeError:
         return RecipeError(
@@ -643,8 +661,6 @@ def load_recipe(path: str | Path) -> Recipe:
             file=path,
         )
 
-    if str(path) == "-" and not path.exists():  # as predict's --out - is stdout (found by QA)
-        path = Path("/dev/stdin")
     try:
         status = path.stat()
         if status.st_size > MAX_RECIPE_BYTES:

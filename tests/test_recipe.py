@@ -1582,6 +1582,16 @@ def test_a_recipe_through_a_pipe_is_read_once_and_its_paths_are_from_here(tmp_pa
         )
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"{name}: ok (scratch_mlp on images:pics)" in done.stdout
+    bad = subprocess.run(
+        [GRAFTUNE, "validate", "-"],
+        input=text.replace("image_size: 4", "image_sise: 4"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: -:2: data.image_sise: unknown key"), bad.stderr
     # A warning is a `warning:` line, as a run says its own (found by QA: "WARNING
     # orchestrator.data.sources: ..." here, the bare message from other commands).
     assert f"warning: {tmp_path / 'pics'}: 1 image file(s) beside the class folders" in (
