@@ -680,6 +680,13 @@ def test_a_parquet_files_stored_index_may_be_named_in_ignore_columns(
     check_data_spec(spec, registry, tmp_path)
     assert prepare(spec, registry, tmp_path).x_train.shape[1] == 2
     assert sources.stored_index("parquet", tmp_path / "t.parquet") == ["customer_id"]
+    # Found by QA: consecutive integer IDs are stored as a range, no column.
+    frame.assign(customer_id=range(100, 130)).set_index("customer_id").to_parquet(
+        tmp_path / "r.parquet"
+    )
+    ranged = Spec("parquet:r.parquet", target="label", ignore_columns=["customer_id"])
+    check_data_spec(ranged, registry, tmp_path)
+    assert prepare(ranged, registry, tmp_path).x_train.shape[1] == 2
 
 
 def test_ignored_columns_are_checked_against_the_table(registry: Registry, tmp_path: Path):

@@ -817,6 +817,12 @@ def test_a_tables_id_columns_are_no_features_and_predict_copies_them_beside_its_
     assert indexed.exit_code == 0, indexed.output
     frame = pd.read_csv(StringIO(indexed.stdout), dtype={"acct": str}, keep_default_na=False)
     assert list(frame["acct"]) == ["1234567890123456789", "", "1234567890123456791"]
+    # Found by QA: consecutive integer IDs, which pandas stores as a range (no column).
+    ranged = odd.drop(columns=["tags", "row", "input_row"]).assign(acct=[100, 101, 102])
+    ranged.set_index("acct").to_parquet(tmp_path / "r.pq")
+    indexed = invoke("predict", run_dir, "--data", "parquet:r.pq", "--ignore-column", "acct")
+    assert indexed.exit_code == 0, indexed.output
+    assert list(pd.read_csv(StringIO(indexed.stdout))["acct"]) == [100, 101, 102]
 
 
 def test_predict_a_table_missing_a_column_is_refused(runs, tmp_path):

@@ -620,7 +620,16 @@ def stored_index(scheme: str, path: Path) -> list[str]:
         schema = pq.read_schema(path)
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
         raise unreadable_table("parquet", path, exc) from exc
-    return [n for n in schema.names if n in _parquet_index(schema) and "__index_level_" not in n]
+    stored = [n for n in schema.names if n in _parquet_index(schema) and "__index_level_" not in n]
+    # An index of consecutive integers (IDs 100, 101 ...) is stored as a range in
+    # pandas' metadata, no column (found by QA: such IDs could not be named).
+    metadata = schema.pandas_metadata or {}
+    ranges = [
+        str(c["name"])
+        for c in metadata.get("index_columns", [])
+        if isinstance(c, dict) and c.get("kind") == "range" and c.get("name") is not None
+    ]
+    return stored + [n for n in ranges if n not in stored and n not in schema.names]
 
 
 def _parquet_index(schema: Any) -> set[str]:
