@@ -647,7 +647,9 @@ def load_recipe(path: str | Path) -> Recipe:
             if error.file == str(stdin):
                 error.file = "-"
         raise
-    _STREAMED["-"] = _STREAMED[str(stdin)]
+    # Its paths are from the current folder, as a pipe's are: stdin redirected from a
+    # file (< recipe.yaml) is read again from there, and kept nowhere (found by QA).
+    _STREAMED.setdefault("-", _STREAMED.get(str(stdin), ""))
     recipe._shown = path
     return recipe
 

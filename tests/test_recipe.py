@@ -1582,6 +1582,19 @@ def test_a_recipe_through_a_pipe_is_read_once_and_its_paths_are_from_here(tmp_pa
         )
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"{name}: ok (scratch_mlp on images:pics)" in done.stdout
+    (tmp_path / "r.yaml").write_text(text)
+    with open(tmp_path / "r.yaml") as redirected:  # < r.yaml: stdin is a file (found by QA)
+        done = subprocess.run(
+            [GRAFTUNE, "validate", "--data", "-"],
+            stdin=redirected,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "-: ok (scratch_mlp on images:pics)" in done.stdout
+    (tmp_path / "r.yaml").unlink()
     bad = subprocess.run(
         [GRAFTUNE, "validate", "-"],
         input=text.replace("image_size: 4", "image_sise: 4"),
