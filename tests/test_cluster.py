@@ -1201,3 +1201,23 @@ def test_a_stale_cluster_found_by_address_auto_says_how_to_run_here(monkeypatch)
     with pytest.raises(ClusterError) as caught:
         cluster.probe(f"127.0.0.1:{closed}")
     assert "address auto" not in str(caught.value)
+
+
+def test_address_auto_with_no_cluster_is_said_so_not_an_internal_error(monkeypatch):
+    """Found by QA: with no cluster running, address auto (a submitted job's recorded
+    recipe has it) ended in "internal error: ConnectionError", exit 1: Ray 2.60 raises
+    where it returned nothing. Ray's own search finds the test session's Ray here, so
+    it is made to find none, as on a machine without one."""
+    import ray._private.services as services
+
+    from orchestrator import cluster
+    from orchestrator.errors import ClusterError
+
+    def none_running(address):
+        raise ConnectionError("Could not find any running Ray instance.")
+
+    monkeypatch.setattr(services, "canonicalize_bootstrap_address", none_running)
+    with pytest.raises(ClusterError) as caught:
+        cluster.gcs_address("auto")
+    assert str(caught.value).startswith("address auto: no running Ray cluster was found")
+    assert caught.value.exit_status == 4
