@@ -183,8 +183,15 @@ def stage(
     update: dict[str, Any] = {
         "data": data(recipe.data),
         "output": Path("runs"),
-        # The job's driver runs on the cluster: it connects to the cluster it is on.
-        "resources": recipe.resources.model_copy(update={"address": "auto", "dashboard": False}),
+        # The job's driver runs on the cluster: it connects to the cluster it is on (under
+        # keras_tuner it trains in itself: no address, whose note the user never asked
+        # for, found by QA).
+        "resources": recipe.resources.model_copy(
+            update={
+                "address": None if recipe.search.backend == "keras_tuner" else "auto",
+                "dashboard": False,
+            }
+        ),
     }
     base = recipe.base
     if base is not None:

@@ -251,6 +251,16 @@ def test_stage_copies_local_files_and_rewrites_paths(tmp_path):
     assert env["env_vars"]["GRAFTUNE_SUBMITTED"] == "1"
 
 
+def test_a_keras_tuner_job_is_staged_without_an_address(tmp_path):
+    """Found by QA: every staged recipe said address: auto, and a keras_tuner job then
+    noted that an address the user never set was not used."""
+    recipe = load_recipe(
+        write_recipe(tmp_path, BASIC + "search: {backend: keras_tuner}\nstorage: s3://b/r\n")
+    )
+    stage(recipe, tmp_path / "job")
+    assert load_recipe(tmp_path / "job" / RECIPE_FILE).resources.address is None
+
+
 def test_stage_sends_plugin_modules_found_here(tmp_path, monkeypatch):
     """A recipe naming a strategy of a --plugin module failed on the cluster with
     "unknown strategy": submit had no --plugin."""
