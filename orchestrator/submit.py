@@ -671,6 +671,11 @@ class JobClient:
                 stream.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await stream
+            elif not stream.cancelled():
+                # A stream broken as the cluster went, then the status poll's error:
+                # its exception, never retrieved, was logged with a traceback (found by QA).
+                with contextlib.suppress(BaseException):
+                    stream.exception()
         return info
 
 

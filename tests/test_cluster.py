@@ -1231,3 +1231,37 @@ def test_address_auto_with_no_cluster_is_said_so_not_an_internal_error(monkeypat
         cluster.gcs_address("auto")
     assert str(caught.value).startswith("address auto: no running Ray cluster was found")
     assert caught.value.exit_status == 4
+
+
+def test_following_a_job_whose_cluster_goes_says_so_without_a_traceback(caplog, monkeypatch):
+    """Found by QA: after the right error (exit 4), asyncio logged "Task exception was
+    never retrieved" with the log stream's WebSocket traceback. Here the stream breaks
+    and the next status poll finds no cluster, in that order, as when the head went."""
+    import gc
+    from types import SimpleNamespace
+
+    from orchestrator import submit
+    from orchestrator.errors import ClusterError
+
+    class Gone:
+        async def tail_job_logs(self, job_id):
+            yield "first line\n"
+            raise RuntimeError("WebSocket connection closed unexpectedly with close code 1006")
+
+    polls = []
+
+    def info(job_id):
+        polls.append(job_id)
+        if len(polls) > 1:
+            raise ClusterError("cannot reach the Ray dashboard: connection refused")
+        return SimpleNamespace(status=SimpleNamespace(is_terminal=lambda: False))
+
+    monkeypatch.setattr(submit, "POLL_S", 0.1)
+    client = object.__new__(submit.JobClient)  # what follow uses: its Ray client, info()
+    client.client, client.info = Gone(), info
+    written = []
+    with pytest.raises(ClusterError):
+        client.follow("job-1", written.append)
+    gc.collect()  # asyncio logs a task's unretrieved exception when it is collected
+    assert written == ["first line\n"]
+    assert "never retrieved" not in caplog.text
