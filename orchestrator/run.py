@@ -918,6 +918,16 @@ def _resume_hint(run_dir: Path) -> str:
 
     plugins = "".join(f" --plugin {shlex.quote(name)}" for name in _EXPLICIT_PLUGINS.get())
     if os.environ.get(SUBMITTED_ENV):
+        from orchestrator.storage import stored_folder
+
+        # A run stored in a folder goes on there, as fetch says: a copy resumed stays
+        # a copy (found by QA: the job's log said to resume a fetched copy).
+        folder = stored_folder(run_dir)
+        if folder is not None:
+            return (
+                "continue it where it is stored with: graftune run --resume "
+                f"{shlex.quote(str(folder))} --address HEAD:6379{plugins}"
+            )
         job = shlex.quote(run_dir.name)
         return (
             f"continue it with: graftune fetch {job} DEST --address DASHBOARD, then "

@@ -269,6 +269,15 @@ def _read_record(text: str | None) -> dict[str, str]:
     return record if isinstance(record, dict) else {}
 
 
+def stored_folder(run_dir: Path) -> Path | None:
+    """The folder a run is stored in when its storage is a folder (its
+    ``.stored.json`` says), where it is resumed; ``None`` for a URI or none."""
+    stored = _read_record(_read_local(run_dir, STORED_FILE)).get("stored")
+    if not isinstance(stored, str) or not stored or is_uri(stored):
+        return None
+    return Path(stored)
+
+
 def _recorded_name(run_dir: Path) -> str | None:
     """The folder name in storage a run directory records, if any (a valid one)."""
     name = _read_record(_read_local(run_dir, STORED_FILE)).get("name")

@@ -353,6 +353,24 @@ def test_a_stopped_jobs_hint_is_to_fetch_it_not_to_resume_its_working_folder(mon
     )
 
 
+def test_a_stopped_job_stored_in_a_folder_is_to_be_resumed_there(tmp_path, monkeypatch):
+    """Found by QA: its log said to fetch a copy and resume that, which stays a copy,
+    where fetch and README say to resume it where it is stored."""
+    from orchestrator.run import _resume_hint
+    from orchestrator.storage import RunPlace, record_stored
+
+    monkeypatch.setenv("GRAFTUNE_SUBMITTED", "1")
+    for i, (stored, said) in enumerate((
+        (str(tmp_path / "store" / "job-1"), "continue it where it is stored with: graftune "
+         f"run --resume {tmp_path / 'store' / 'job-1'} --address HEAD:6379"),
+        ("s3://bucket/runs/job-1", "continue it with: graftune fetch job-1 DEST"),
+    )):  # fmt: skip
+        run_dir = tmp_path / "working_dir_files" / str(i) / "job-1"  # where the job ran
+        run_dir.mkdir(parents=True)
+        record_stored(RunPlace(local_dir=run_dir, remote=stored))
+        assert _resume_hint(run_dir).startswith(said), _resume_hint(run_dir)
+
+
 def test_stage_refuses_a_working_dir_larger_than_ray_allows(tmp_path):
     (tmp_path / "big.csv").write_bytes(b"x" * 4096)
     recipe = load_recipe(
