@@ -52,6 +52,32 @@ def token_source() -> str | None:
     return None
 
 
+def check_token_path() -> None:
+    """Refuse a ``RAY_AUTH_TOKEN_PATH`` naming no token, before Ray reads it.
+
+    Ray aborts the process that reads such a file with a C++ stack dump, whose
+    last line was taken for a GCS that answered oddly (found by QA).
+
+    Raises:
+        ClusterError: The file is missing, unreadable or empty.
+    """
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH", "").strip()
+    if not path or os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return
+    try:
+        empty = not Path(path).expanduser().read_bytes().strip()
+    except OSError as exc:
+        problem = exc.strerror or str(exc)
+    else:
+        problem = "the file is empty" if empty else None
+    if problem is not None:
+        raise ClusterError(
+            f"RAY_AUTH_TOKEN_PATH names {path}, which holds no token ({problem}): put the "
+            "cluster's token there (`ray get-auth-token` on the head node prints it), or "
+            "unset it"
+        )
+
+
 def use_token_if_available() -> None:
     """Send the token with every request when one is at hand and ``RAY_AUTH_MODE`` is unset.
 
@@ -153,6 +179,7 @@ def probe(address: str) -> ClusterInfo:
         ClusterError: Nothing answers, something else answers, or the cluster
             refuses the token; the message names the address and the fix.
     """
+    check_token_path()
     gcs = gcs_address(address)
     host, _, port = gcs.rpartition(":")
     if not host or not port.isdigit():

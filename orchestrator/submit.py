@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from orchestrator.cluster import speaks_at, token_fix, use_token_if_available
+from orchestrator.cluster import check_token_path, speaks_at, token_fix, use_token_if_available
 from orchestrator.errors import (
     AddressMissing,
     ClusterError,
@@ -533,6 +533,7 @@ class JobClient:
         import logging
 
         self.address = dashboard_url(address)
+        check_token_path()
         use_token_if_available()
         client_class = _client_class()
         # Ray's client logs every upload and websocket at INFO; our own lines say enough.

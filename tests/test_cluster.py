@@ -1283,3 +1283,27 @@ def test_following_a_job_whose_cluster_goes_says_so_without_a_traceback(caplog, 
     gc.collect()  # asyncio logs a task's unretrieved exception when it is collected
     assert written == ["first line\n"]
     assert "never retrieved" not in caplog.text
+
+
+def test_a_token_path_naming_no_token_is_said_before_any_cluster_is_asked(tmp_path, monkeypatch):
+    """Found by QA: run --address said the GCS "answered, but not as a Ray cluster's",
+    quoting a line of Ray's C++ stack dump; jobs said the token was not the cluster's."""
+    from orchestrator import cluster, submit
+    from orchestrator.errors import ClusterError
+
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    (tmp_path / "empty").write_text("\n")
+    (closed,) = _free_ports(1)
+    for name, problem in (("missing", "No such file or directory"), ("empty", "the file is empty")):
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / name))
+        said = f"RAY_AUTH_TOKEN_PATH names {tmp_path / name}, which holds no token ({problem})"
+        for ask in (
+            lambda: cluster.probe(f"127.0.0.1:{closed}"),
+            lambda: submit.JobClient(f"http://127.0.0.1:{closed}"),
+        ):
+            with pytest.raises(ClusterError) as caught:
+                ask()
+            assert str(caught.value).startswith(said), str(caught.value)
+    (tmp_path / "token").write_text("abc\n")
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
+    cluster.check_token_path()  # a token: Ray reads it
