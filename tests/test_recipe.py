@@ -15,6 +15,7 @@ import sys
 import textwrap
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -1571,38 +1572,28 @@ def test_a_recipe_through_a_pipe_is_read_once_and_its_paths_are_from_here(tmp_pa
         "name: piped\ndata: {source: 'images:pics', image_size: 4}\n"
         "strategies: {scratch_mlp: {}}\noutput: runs/\n"
     )
-    for name in ("-", "/dev/stdin"):  # found by QA: "-: no such recipe file"
-        done = subprocess.run(
-            [GRAFTUNE, "validate", "--data", name],
-            input=text,
+
+    def validate(*args: str, **stdin: Any) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [GRAFTUNE, "validate", *args],
             cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=120,
+            **stdin,
         )
+
+    for name in ("-", "/dev/stdin"):  # found by QA: "-: no such recipe file"
+        done = validate("--data", name, input=text)
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"{name}: ok (scratch_mlp on images:pics)" in done.stdout
     (tmp_path / "r.yaml").write_text(text)
     with open(tmp_path / "r.yaml") as redirected:  # < r.yaml: stdin is a file (found by QA)
-        done = subprocess.run(
-            [GRAFTUNE, "validate", "--data", "-"],
-            stdin=redirected,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = validate("--data", "-", stdin=redirected)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "-: ok (scratch_mlp on images:pics)" in done.stdout
     (tmp_path / "r.yaml").unlink()
-    bad = subprocess.run(
-        [GRAFTUNE, "validate", "-"],
-        input=text.replace("image_size: 4", "image_sise: 4"),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bad = validate("-", input=text.replace("image_size: 4", "image_sise: 4"))
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: -:2: data.image_sise: unknown key"), bad.stderr
     # A warning is a `warning:` line, as a run says its own (found by QA: "WARNING
