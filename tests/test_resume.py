@@ -815,33 +815,38 @@ def test_a_fetched_run_resumes_into_its_own_place_in_storage_and_never_over_anot
         run_recipe(recipe, run_name="h#1", plugins=[fixture_plugins])
 
 
-def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(tmp_path):
+def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(
+    tmp_path, monkeypatch
+):
     """After the last search (a first Ctrl+C there, or a second one), nothing said how
-    to go on: "stopped at once", and a run directory without a leaderboard."""
+    to go on: "stopped at once", and a run directory without a leaderboard. The Ctrl+C
+    comes as the run's report is written, a step of its saving. (In the hooks that hear
+    the run finished, it stops them, not the run: test_reporters.)"""
+    from orchestrator import report
     from orchestrator.errors import RunInterrupted
-    from orchestrator.markers import hookimpl
     from orchestrator.run import resume_run, run_recipe
 
-    class CtrlCWhileSaving:
-        calls = 0
+    written = report.write_report_safely
+    calls = []
 
-        @hookimpl
-        def graftune_run_finished(self, leaderboard, run_dir):
-            CtrlCWhileSaving.calls += 1
-            if CtrlCWhileSaving.calls == 1:
-                raise KeyboardInterrupt
+    def ctrl_c_the_first_time(run_dir):
+        calls.append(run_dir)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return written(run_dir)
 
+    monkeypatch.setattr(report, "write_report_safely", ctrl_c_the_first_time)
     recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}")
     with pytest.raises(RunInterrupted) as caught:
-        run_recipe(recipe, plugins=[CtrlCWhileSaving()])
+        run_recipe(recipe)
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert "stopped at once; the trials that had ended are kept" in str(caught.value)
     assert f"continue it with: graftune run --resume {run_dir}" in str(caught.value)
     assert caught.value.run_dir == run_dir and not (run_dir / "finished.json").exists()
 
-    outcome = resume_run(run_dir, plugins=[CtrlCWhileSaving()])
+    outcome = resume_run(run_dir)
     assert len(outcome.leaderboard) == 2 and (run_dir / "finished.json").is_file()
-    assert CtrlCWhileSaving.calls == 2
+    assert len(calls) == 2 and (run_dir / "report.html").is_file()
 
 
 def test_resume_refuses_a_folder_that_is_no_run(tmp_path):
