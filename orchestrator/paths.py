@@ -24,6 +24,31 @@ def expand_user(location: str | Path) -> Path:
         raise ValueError(f"{location}: {who} on this machine ({head} is a home folder)") from None
 
 
+#: The longest name of one file or folder (ext4, XFS, btrfs, APFS: 255 bytes).
+NAME_MAX = 255
+
+
+def path_problem(path: str | Path) -> str | None:
+    """Why no file can be at ``path`` (a NUL byte, a name too long, a symbolic link
+    loop), in words; ``None`` if nothing stops it. Python raises ValueError,
+    OSError or RuntimeError for each, which reached users as internal errors
+    (found by QA)."""
+    text = os.fspath(path)
+    if "\0" in text:
+        return f"{text!r} holds a NUL byte, which no path may"
+    for part in Path(text).parts:
+        size = len(os.fsencode(part))
+        if size > NAME_MAX:
+            return f"{part[:20]}... is a name of {size} bytes; a file's name has {NAME_MAX} at most"
+    try:
+        Path(text).resolve()
+    except RuntimeError:  # Python 3.11's resolve() on a loop
+        return f"{text} is a symbolic link loop"
+    except OSError as exc:
+        return f"{text} cannot be followed ({exc.strerror or exc})"
+    return None
+
+
 def is_stream(path: str | Path) -> bool:
     """Whether ``path`` is an existing file that output is written into, never
     replaced: a FIFO, a device (``/dev/stdout``, ``/dev/null``) or a socket,

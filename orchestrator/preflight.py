@@ -604,11 +604,15 @@ def run_disabled_plugins(run_dir: Any) -> tuple[str, ...]:
     """The plugins a run's recipe disabled, for a command on the run (predict,
     export): none where its ``recipe.yaml`` is missing or cannot be read, which
     the command then names as it finds the run."""
+    from pathlib import Path
+
     from orchestrator.errors import GraftuneError
 
     try:
+        if not Path(run_dir).is_dir():  # a FIFO read as a recipe waited forever (found by QA)
+            return ()
         return disabled_plugins(run_dir)
-    except GraftuneError:
+    except (GraftuneError, OSError, ValueError):  # the command names what is wrong
         return ()
 
 

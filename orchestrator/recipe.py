@@ -790,13 +790,17 @@ def parse_recipe(
 
 
 def _resolve_paths(recipe: Recipe) -> Recipe:
-    from orchestrator.paths import expand_user
+    from orchestrator.paths import expand_user, path_problem
 
     def expanded(key: tuple[str, ...], location: str | Path) -> Path:
         try:
-            return expand_user(location)
+            path = expand_user(location)
         except ValueError as exc:
             raise recipe.error(key, str(exc)) from None
+        problem = path_problem(recipe.base_dir / path)
+        if problem is not None:  # found by QA: an internal error from resolve()
+            raise recipe.error(key, problem)
+        return path
 
     base_dir = recipe.base_dir
     update: dict[str, Any] = {}
@@ -811,11 +815,14 @@ def _resolve_paths(recipe: Recipe) -> Recipe:
     base = recipe.base
     if base is not None:
         base_update: dict[str, Any] = {}
-        if base.path is not None and not base.path.is_absolute():
-            base_update["path"] = (base_dir / expanded(("base", "path"), base.path)).resolve()
-        if base.weights not in (None, "imagenet", "none") and not Path(base.weights).is_absolute():
+        if base.path is not None:
+            path = expanded(("base", "path"), base.path)  # an absolute one is checked too
+            if not base.path.is_absolute():
+                base_update["path"] = (base_dir / path).resolve()
+        if base.weights not in (None, "imagenet", "none"):
             weights = expanded(("base", "weights"), base.weights)
-            base_update["weights"] = str((base_dir / weights).resolve())
+            if not Path(base.weights).is_absolute():
+                base_update["weights"] = str((base_dir / weights).resolve())
         if base_update:
             update["base"] = base.model_copy(update=base_update)
     if not update:

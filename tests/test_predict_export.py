@@ -1246,3 +1246,35 @@ def test_a_reader_gone_midway_is_met_with_unbuffered_output_too(wine_run, tmp_pa
     reading.stdout.close()  # as `head -c 100` leaves
     stderr = reading.stderr.read().decode()
     assert (reading.wait(timeout=120), stderr) == (141, "")
+
+
+def test_paths_no_file_can_be_at_are_refused_in_one_line(runs, tmp_path, monkeypatch):
+    """Found by QA (fuzzing): a symbolic link loop, a name over 255 bytes and a NUL
+    byte were internal errors (exit 1) or tracebacks, and a FIFO given as the run
+    directory made export and predict wait forever, read as a recipe."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    os.symlink("loop", "loop")
+    os.mkfifo("fifo")
+    long = "L" * 300
+    cases = [
+        # A loop is named: as one, or as a path to nothing, as each command finds it.
+        (("export", "loop", "out"), "loop"),
+        (("report", "loop", "--out", "r.html"), "loop"),
+        (("predict", "loop", "--data", "sklearn:iris"), "loop"),
+        (("export", runs[1].run_dir, "loop"), "loop is a symbolic link loop"),
+        (("export", "fifo", "out"), "fifo is a file, not a run directory"),
+        (("predict", "fifo", "--data", "sklearn:iris"), "fifo is a file, not a run directory"),
+        (("leaderboard", long), "File name too long"),
+        (("export", long, "out"), "File name too long"),
+    ]
+    for args, said in cases:
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.output.startswith("error: ") and said in result.output, result.output
+        assert len(result.output.splitlines()) == 1, result.output
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / long))
+    for command in (("cache", "info"), ("cache", "clear")):
+        result = invoke(*command)
+        assert result.exit_code == 2 and "error: File name too long" in result.output, result.output

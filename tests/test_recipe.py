@@ -755,6 +755,18 @@ BAD_RECIPES = [
         "not valid recipe YAML: found unhashable key\n",
         id="unhashable-key",
     ),
+    pytest.param(  # found by QA: "internal error: ValueError: embedded null byte"
+        HEAD + 'strategies: {scratch_mlp: {}}\noutput: "runs\\0x"\n',
+        "output",
+        "holds a NUL byte, which no path may",
+        id="output-nul",
+    ),
+    pytest.param(  # found by QA: "internal error: OSError: [Errno 36] File name too long"
+        HEAD + "strategies: {scratch_mlp: {}}\nstorage: " + "x" * 300 + "\n",
+        "storage.path",
+        "xxxxxxxxxxxxxxxxxxxx... is a name of 300 bytes; a file's name has 255 at most",
+        id="storage-name-too-long",
+    ),
     pytest.param(  # found by QA: "got None", with nothing of why
         HEAD + "strategies: {scratch_mlp: {}}\noutput: ~\n",
         "output",
