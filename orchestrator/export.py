@@ -127,8 +127,23 @@ def export_model(
     return dest
 
 
+#: The Keras backends whose models Keras exports as a SavedModel.
+SAVEDMODEL_BACKENDS = ("tensorflow", "jax", "torch")
+
+
 def _need_tensorflow() -> None:
-    """A SavedModel is TensorFlow's format: Keras writes it with TensorFlow on any backend."""
+    """A SavedModel is TensorFlow's format: Keras writes it with TensorFlow from the
+    TensorFlow, JAX and PyTorch backends (not numpy's or OpenVINO's, found by QA:
+    an internal error)."""
+    import keras
+
+    backend = keras.config.backend()
+    if backend not in SAVEDMODEL_BACKENDS:
+        raise RunDirError(
+            f"--format savedmodel: Keras exports a SavedModel from the "
+            f"{', '.join(SAVEDMODEL_BACKENDS)} backends, and this one is {backend} "
+            "(KERAS_BACKEND); --format keras works on any"
+        )
     try:
         import tensorflow  # noqa: F401
     except ImportError as exc:

@@ -1278,3 +1278,25 @@ def test_paths_no_file_can_be_at_are_refused_in_one_line(runs, tmp_path, monkeyp
     for command in (("cache", "info"), ("cache", "clear")):
         result = invoke(*command)
         assert result.exit_code == 2 and "error: File name too long" in result.output, result.output
+
+
+def test_a_savedmodel_from_a_backend_keras_cannot_export_it_from_is_refused(runs, tmp_path):
+    """Found by QA: KERAS_BACKEND=numpy ended export --format savedmodel in an internal
+    error (Keras' numpy backend has no SavedModel export); --format keras works."""
+    import os
+
+    from tests.search_helpers import GRAFTUNE
+
+    env = {**os.environ, "KERAS_BACKEND": "numpy"}
+    for fmt, status in (("savedmodel", 2), ("keras", 0)):
+        done = subprocess.run(
+            [GRAFTUNE, "export", str(runs[1].run_dir), str(tmp_path / fmt), "--format", fmt],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == status, done.stdout + done.stderr
+        if status:
+            assert done.stderr.startswith(
+                "error: --format savedmodel: Keras exports a SavedModel from the tensorflow, "
+                "jax, torch backends, and this one is numpy"
+            ), done.stderr
+            assert not (tmp_path / fmt).exists()
