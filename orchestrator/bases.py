@@ -644,6 +644,7 @@ class ApplicationProvider(BaseProvider):
         }
         if weights == "none":  # random weights: the recipe's seed draws them
             key["seed"] = context.seed
+            key.update(_drawn_by())
         return _digest(key)
 
     def build(self, spec: BaseSpec, context: BaseContext) -> keras.Model:
@@ -798,6 +799,7 @@ class PretrainProvider(BaseProvider):
                 "seed": context.seed,
                 "keras": keras.__version__,
                 "graftune": _graftune_version(),
+                **_drawn_by(),
             }
         )
 
@@ -1322,6 +1324,17 @@ def _save_base(model: Any, path: Path) -> None:
 ENTRY_META = "meta.json"
 
 
+def _drawn_by() -> dict[str, str]:
+    """The Keras backend, in the cache key of a base whose weights a seed draws: the
+    same seed draws other weights on JAX than on TensorFlow (found by QA: a TensorFlow
+    run trained on the base JAX had cached, and scored otherwise). Left out for
+    TensorFlow, so that the entries made before it was keyed stay found."""
+    import keras
+
+    backend = keras.config.backend()
+    return {} if backend == "tensorflow" else {"backend": backend}
+
+
 def _describe_entry(folder: Path, spec: BaseSpec, model: Any, owner: str, seed: int) -> None:
     """Write what the base cached in ``folder`` is, and when it was made, beside it.
 
@@ -1358,10 +1371,12 @@ def _describe_entry(folder: Path, spec: BaseSpec, model: Any, owner: str, seed: 
                 else []
             ),
             f"seed {seed}",
+            *(f"{key} {value}" for key, value in _drawn_by().items()),
         ]
         what = f"{architecture} pretrained on {data.source} ({', '.join(told)})"
     elif spec.application is not None:
         drawn = f", seed {seed}" if spec.weights == "none" else ""
+        drawn += "".join(f", {k} {v}" for k, v in _drawn_by().items()) if drawn else ""
         what = f"{spec.application} ({spec.weights} weights{drawn})"
     elif spec.path is not None:
         what = f"from {spec.path}"

@@ -1408,3 +1408,35 @@ def test_a_base_of_several_inputs_or_outputs_is_refused_with_advice_that_works()
     ):
         _check_one_input_and_output(two_out)
     _check_one_input_and_output(keras.Model(two_out.inputs[0], two_out.outputs[0]))
+
+
+def test_a_base_whose_weights_a_seed_draws_is_cached_apart_for_each_backend(tmp_path):
+    """Found by QA: a TensorFlow run trained on the pretrained base JAX had cached (the
+    same seed draws other weights there) and scored otherwise than on its own."""
+    import os
+    import subprocess
+    import sys
+
+    from orchestrator.bases import _describe_entry, _drawn_by
+
+    assert _drawn_by() == {}  # TensorFlow's keys are those made before: still found
+    script = (
+        "import json, keras, pathlib\n"
+        "from orchestrator.bases import _describe_entry, _drawn_by\n"
+        "from orchestrator.recipe import BaseSpec\n"
+        f"spec = BaseSpec.model_validate(json.loads({pretrain_spec().model_dump_json()!r}))\n"
+        "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])\n"
+        f"_describe_entry(pathlib.Path({str(tmp_path)!r}), spec, model, 'g', 0)\n"
+        "print(json.dumps(_drawn_by()))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"backend": "jax"}
+    what = json.loads((tmp_path / "meta.json").read_text())["what"]
+    assert what.endswith("seed 0, backend jax)"), what
+    _describe_entry(tmp_path, pretrain_spec(), tiny_cnn(), "g", 0)
+    assert "backend" not in json.loads((tmp_path / "meta.json").read_text())["what"]
