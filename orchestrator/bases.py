@@ -659,9 +659,13 @@ class ApplicationProvider(BaseProvider):
             # layers' names (a fresh session numbers them from the start; no garbage
             # collection, 0.3 s with TensorFlow loaded, needed for that).
             keras.backend.clear_session(free_memory=False)
-            keras.utils.set_random_seed(context.seed)
+        seeded = _seeded_weights(context.seed) if weights == "none" else contextlib.nullcontext()
         try:
-            with warnings.catch_warnings(), _refusing_wrong_weights_files(spec.application or ""):
+            with (
+                seeded,
+                warnings.catch_warnings(),
+                _refusing_wrong_weights_files(spec.application or ""),
+            ):
                 if local:  # a file of another model: a warning per layer before the error
                     warnings.simplefilter("ignore", UserWarning)
                 return function(
@@ -817,53 +821,55 @@ class PretrainProvider(BaseProvider):
         pretrain = spec.pretrain
         assert pretrain is not None
         data = context.dataset(pretrain.data)
-        keras.utils.set_random_seed(context.seed)
-        shape = data.task.input_shape
-        architecture = pretrain.architecture or ("cnn" if len(shape) == 3 else "mlp")
-        inputs = keras.Input(shape, name="pretrain_input")
-        width = pretrain.width
-        if architecture == "cnn":
-            if len(shape) != 3:
-                raise BaseModelError(
-                    f"a cnn base needs images (h, w, c); the pretrain data is {shape}",
-                    key="pretrain",
-                )
-            x = inputs
-            for block, filters in enumerate((width, width * 2)):
-                for conv in range(2):
-                    x = keras.layers.Conv2D(
-                        filters,
-                        3,
-                        padding="same",
-                        use_bias=False,
-                        name=f"block{block + 1}_conv{conv + 1}",
-                    )(x)
-                    x = keras.layers.BatchNormalization(
-                        # A short pretraining must still leave usable moving statistics:
-                        # transfer strategies run these layers in inference mode.
-                        momentum=0.9,
-                        name=f"block{block + 1}_bn{conv + 1}",
-                    )(x)
-                    x = keras.layers.Activation("relu", name=f"block{block + 1}_relu{conv + 1}")(x)
-                if block == 0 and min(shape[0], shape[1]) >= 4:
-                    x = keras.layers.MaxPooling2D(2, name="block1_pool")(x)
-            features = x
-            pooled = keras.layers.GlobalAveragePooling2D(name="pretrain_pool")(features)
-        else:
-            x = keras.layers.Flatten(name="flatten")(inputs) if len(shape) > 1 else inputs
-            x = keras.layers.Normalization(
-                mean=data.task.feature_mean.reshape(-1),
-                # A feature constant in training must not be divided by ~0 later.
-                variance=safe_variance(data.task.feature_var.reshape(-1)),
-                name="normalize",
-            )(x)
-            for i in range(2):
-                x = keras.layers.Dense(width * 2, activation="relu", name=f"dense{i + 1}")(x)
-            features = pooled = x
-        outputs = keras.layers.Dense(
-            data.task.n_classes, activation="softmax", name="pretrain_head"
-        )(pooled)
-        model = keras.Model(inputs, outputs)
+        with _seeded_weights(context.seed):
+            shape = data.task.input_shape
+            architecture = pretrain.architecture or ("cnn" if len(shape) == 3 else "mlp")
+            inputs = keras.Input(shape, name="pretrain_input")
+            width = pretrain.width
+            if architecture == "cnn":
+                if len(shape) != 3:
+                    raise BaseModelError(
+                        f"a cnn base needs images (h, w, c); the pretrain data is {shape}",
+                        key="pretrain",
+                    )
+                x = inputs
+                for block, filters in enumerate((width, width * 2)):
+                    for conv in range(2):
+                        x = keras.layers.Conv2D(
+                            filters,
+                            3,
+                            padding="same",
+                            use_bias=False,
+                            name=f"block{block + 1}_conv{conv + 1}",
+                        )(x)
+                        x = keras.layers.BatchNormalization(
+                            # A short pretraining must still leave usable moving statistics:
+                            # transfer strategies run these layers in inference mode.
+                            momentum=0.9,
+                            name=f"block{block + 1}_bn{conv + 1}",
+                        )(x)
+                        x = keras.layers.Activation(
+                            "relu", name=f"block{block + 1}_relu{conv + 1}"
+                        )(x)
+                    if block == 0 and min(shape[0], shape[1]) >= 4:
+                        x = keras.layers.MaxPooling2D(2, name="block1_pool")(x)
+                features = x
+                pooled = keras.layers.GlobalAveragePooling2D(name="pretrain_pool")(features)
+            else:
+                x = keras.layers.Flatten(name="flatten")(inputs) if len(shape) > 1 else inputs
+                x = keras.layers.Normalization(
+                    mean=data.task.feature_mean.reshape(-1),
+                    # A feature constant in training must not be divided by ~0 later.
+                    variance=safe_variance(data.task.feature_var.reshape(-1)),
+                    name="normalize",
+                )(x)
+                for i in range(2):
+                    x = keras.layers.Dense(width * 2, activation="relu", name=f"dense{i + 1}")(x)
+                features = pooled = x
+            outputs = keras.layers.Dense(
+                data.task.n_classes, activation="softmax", name="pretrain_head"
+            )(pooled)
+            model = keras.Model(inputs, outputs)
         model.compile(
             optimizer=keras.optimizers.Adam(pretrain.learning_rate),
             loss="sparse_categorical_crossentropy",
@@ -1322,6 +1328,34 @@ def _save_base(model: Any, path: Path) -> None:
 
 #: Beside a cached ``base.keras``: what it is, for ``graftune cache info``.
 ENTRY_META = "meta.json"
+
+
+@contextlib.contextmanager
+def _seeded_weights(seed: int) -> Iterator[None]:
+    """``keras.utils.set_random_seed(seed)``, and, while the base's layers are made,
+    a ``random.Random(seed)`` of Keras' own for the seeds it draws.
+
+    Keras draws each initializer's seed (and its global seed generator's) from
+    Python's ``random``, which embedded Ray's start, in another thread meanwhile,
+    draws from too: on JAX, three runs of one recipe pretrained three bases (found
+    by QA). Put back after, so the trials draw as they always have.
+    """
+    import random
+
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    try:
+        from keras.src.random import seed_generator
+    except ImportError:  # another Keras: seeded as set_random_seed leaves it
+        yield
+        return
+    shared = seed_generator.python_random
+    seed_generator.python_random = random.Random(seed)
+    try:
+        yield
+    finally:
+        seed_generator.python_random = shared
 
 
 def _drawn_by() -> dict[str, str]:

@@ -1440,3 +1440,25 @@ def test_a_base_whose_weights_a_seed_draws_is_cached_apart_for_each_backend(tmp_
     assert what.endswith("seed 0, backend jax)"), what
     _describe_entry(tmp_path, pretrain_spec(), tiny_cnn(), "g", 0)
     assert "backend" not in json.loads((tmp_path / "meta.json").read_text())["what"]
+
+
+def test_a_bases_drawn_weights_do_not_depend_on_other_draws_from_pythons_random():
+    """Found by QA: on JAX, three runs of one recipe pretrained three bases. Keras drew
+    its initializers' seeds from Python's random, which embedded Ray's start, in
+    another thread, draws from meanwhile: here the draws in between stand for it."""
+    import random
+
+    from orchestrator.bases import _seeded_weights
+
+    def built(others: int) -> np.ndarray:
+        with _seeded_weights(3):
+            for _ in range(others):
+                random.random()
+            layer = keras.layers.Dense(4)
+            layer.build((None, 3))
+            return keras.ops.convert_to_numpy(layer.kernel)
+
+    np.testing.assert_array_equal(built(0), built(5))
+    from keras.src.random import seed_generator
+
+    assert seed_generator.python_random is random  # after: the trials draw as before
