@@ -216,9 +216,10 @@ def _fail(exc: BaseException) -> None:
         err.print(f"error: {printable(without_credentials(str(exc)))}", markup=False)
         raise typer.Exit(exc.exit_status)
     problem = _path_problem(exc)
-    if problem is not None:  # a path given on the command line no file can be at
-        err.print(f"error: {printable(problem)}", markup=False)
-        raise typer.Exit(2)
+    if problem is not None:  # a path no file can be at (2), or a full disk (1, as a run's)
+        said, status = problem
+        err.print(f"error: {printable(said)}", markup=False)
+        raise typer.Exit(status)
     command = _state.get("command") or "COMMAND"
     err.print(
         f"internal error: {type(exc).__name__}: {printable(without_credentials(str(exc)))}\n"
@@ -228,21 +229,25 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(1)
 
 
-def _path_problem(exc: BaseException) -> str | None:
+def _path_problem(exc: BaseException) -> tuple[str, int] | None:
     """What Python says of a path no file can be at (a NUL byte, a name too long, a
-    symbolic link loop), as a user's error; ``None`` for any other exception.
-    Found by QA: each was an internal error of export, predict, report and others."""
+    symbolic link loop: exit status 2) or of a full disk (1, as a run's), as the
+    user's error, with its exit status; ``None`` for any other exception. Found by
+    QA: each was an internal error of export, predict, report and others."""
     import errno
 
     if isinstance(exc, ValueError) and "embedded null byte" in str(exc):
-        return "a path holds a NUL byte, which no path may"
+        return "a path holds a NUL byte, which no path may", 2
     if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop from "):
-        return (
-            f"{str(exc).removeprefix('Symlink loop from ').strip(chr(39))} is a symbolic link loop"
-        )
-    if isinstance(exc, OSError) and exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
-        where = f": {exc.filename}" if exc.filename else ""
-        return f"{exc.strerror}{where}"
+        path = str(exc).removeprefix("Symlink loop from ").strip("'")
+        return f"{path} is a symbolic link loop", 2
+    if not isinstance(exc, OSError):
+        return None
+    where = f": {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+        return f"{exc.strerror}{where}", 2
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{exc.strerror}{where}: free space there, or write elsewhere", 1
     return None
 
 

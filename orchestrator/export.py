@@ -64,6 +64,15 @@ def export_model(
     dest = Path(dest)
     if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):
         raise RunDirError(f"{dest} exists; export to a new (or empty) folder")
+    from orchestrator.paths import path_problem
+
+    problem = path_problem(dest)
+    if problem is not None:
+        raise RunDirError(f"cannot export there: {problem}")
+    if dest.is_symlink() and not dest.exists():  # found by QA: an internal error at the end
+        raise RunDirError(
+            f"{dest} is a link to nowhere ({os.readlink(dest)}); export to a new (or empty) folder"
+        )
     inside = run_dir_around(dest)
     if inside is not None:  # predict would take a folder in trials/ for a trial
         raise RunDirError(

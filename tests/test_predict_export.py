@@ -1256,6 +1256,7 @@ def test_paths_no_file_can_be_at_are_refused_in_one_line(runs, tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)
     os.symlink("loop", "loop")
+    os.symlink("nowhere", "dangling")
     os.mkfifo("fifo")
     long = "L" * 300
     cases = [
@@ -1264,6 +1265,7 @@ def test_paths_no_file_can_be_at_are_refused_in_one_line(runs, tmp_path, monkeyp
         (("report", "loop", "--out", "r.html"), "loop"),
         (("predict", "loop", "--data", "sklearn:iris"), "loop"),
         (("export", runs[1].run_dir, "loop"), "loop is a symbolic link loop"),
+        (("export", runs[1].run_dir, "dangling"), "dangling is a link to nowhere (nowhere)"),
         (("export", "fifo", "out"), "fifo is a file, not a run directory"),
         (("predict", "fifo", "--data", "sklearn:iris"), "fifo is a file, not a run directory"),
         (("leaderboard", long), "File name too long"),
@@ -1274,6 +1276,9 @@ def test_paths_no_file_can_be_at_are_refused_in_one_line(runs, tmp_path, monkeyp
         assert result.exit_code == 2, (args, result.output)
         assert result.output.startswith("error: ") and said in result.output, result.output
         assert len(result.output.splitlines()) == 1, result.output
+    full = invoke("report", runs[1].run_dir, "--out", "/dev/full")  # a full disk: 1, as a run's
+    assert full.exit_code == 1, full.output
+    assert full.output == "error: No space left on device: free space there, or write elsewhere\n"
     monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / long))
     for command in (("cache", "info"), ("cache", "clear")):
         result = invoke(*command)
