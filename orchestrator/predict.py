@@ -744,6 +744,7 @@ def read_image_folder(
         read_images,
         unread_images,
         unread_text,
+        warn_unread,
     )
     from orchestrator.recipe import load_recipe
 
@@ -786,8 +787,7 @@ def read_image_folder(
             + unread_said,
             key="source",
         )
-    if unread:
-        log.warning("%s: %s, are left out; %s", root, *unread_text(root, unread))
+    warn_unread(root, unread)
     x = read_images(files, root, spec)
     names = [str(f.relative_to(root)) for f in files]
     return x, (None if labels is None else tuple(labels)), names

@@ -1109,7 +1109,11 @@ def _warn_left_out(root: Path) -> None:
             len(loose),
             loose[0].name,
         )
-    unread = unread_images(root)
+    warn_unread(root, unread_images(root))
+
+
+def warn_unread(root: Path, unread: list[Path]) -> None:
+    """Warn of the files :func:`unread_images` found, which are left out."""
     if unread:
         log.warning("%s: %s, are left out; %s", root, *unread_text(root, unread))
 
