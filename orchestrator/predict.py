@@ -793,26 +793,27 @@ def read_image_folder(
     return x, (None if labels is None else tuple(labels)), names
 
 
-def table_features(recipe: Any) -> list[str] | None:
-    """The feature columns of a run's table, in the order its models take them
+def table_features(data: Any, base_dir: str | Path) -> list[str] | None:
+    """The feature columns of a table (a recipe's ``data``, or its ``pretrain``
+    data; relative paths from ``base_dir``), in the order its models take them
     (``None`` for other sources, or a table that cannot be read). scikit-learn's
     tables (``sklearn:iris``, ``wine``, ``breast_cancer``) name theirs too."""
     from orchestrator.data import split_source
     from orchestrator.data.sources import SklearnSource
 
-    scheme, location = split_source(recipe.data.source)
+    scheme, location = split_source(data.source)
     if scheme == SklearnSource.scheme:
         return SklearnSource.feature_names(location)
     if scheme not in TABLE_SCHEMES:
         return None
     try:
-        columns = _table_columns(scheme, location, recipe.base_dir)
+        columns = _table_columns(scheme, location, base_dir)
     except DataError:
         return None
     from orchestrator.data.sources import ignored_columns
 
-    ignored = ignored_columns(recipe.data)
-    return [c for c in columns if c != recipe.data.target and c not in ignored]
+    ignored = ignored_columns(data)
+    return [c for c in columns if c != data.target and c not in ignored]
 
 
 def trained_features(run_dir: str | Path, recipe: Any = None) -> list[str] | None:
@@ -830,7 +831,7 @@ def trained_features(run_dir: str | Path, recipe: Any = None) -> list[str] | Non
             recipe = load_recipe(Path(run_dir) / "recipe.yaml")
         except GraftuneError:  # a recipe this version cannot read: no names to give
             return None
-    return table_features(recipe)
+    return table_features(recipe.data, recipe.base_dir)
 
 
 def recorded_features(run_dir: str | Path) -> list[str] | None:

@@ -1249,15 +1249,11 @@ def _check_pretrain_columns(recipe: Recipe) -> None:
     that learned another, and transferred noise (found by QA: chance accuracy,
     no word). Tables whose columns share no name are taken as they are.
     """
-    from types import SimpleNamespace
-
     from orchestrator.predict import table_features
 
     assert recipe.base is not None and recipe.base.pretrain is not None
-    run = table_features(recipe)
-    pretrain = table_features(
-        SimpleNamespace(data=recipe.base.pretrain.data, base_dir=recipe.base_dir)
-    )
+    run = table_features(recipe.data, recipe.base_dir)
+    pretrain = table_features(recipe.base.pretrain.data, recipe.base_dir)
     if run is None or pretrain is None:
         return
     where = {name: i for i, name in enumerate(pretrain)}

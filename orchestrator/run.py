@@ -1825,7 +1825,7 @@ def _save_best(
     }
     from orchestrator.predict import table_features
 
-    features = table_features(recipe)
+    features = table_features(recipe.data, recipe.base_dir)
     if features is not None:  # a table's columns, in the order the model takes them
         summary["features"] = features
     atomic_write_text(folder / "config.json", json.dumps(summary, indent=2, default=str))
