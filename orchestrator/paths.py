@@ -49,6 +49,17 @@ def path_problem(path: str | Path) -> str | None:
     return None
 
 
+def not_a_file(path: str | Path) -> str:
+    """Why ``path``, which ``Path.is_file()`` refused, is no file to read, in words:
+    a folder, a device or FIFO (``/dev/null`` was said not to exist), or nothing."""
+    path = Path(path)
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.exists():
+        return "is not a regular file (a device, a FIFO or a socket)"
+    return "does not exist"
+
+
 def is_stream(path: str | Path) -> bool:
     """Whether ``path`` is an existing file that output is written into, never
     replaced: a FIFO, a device (``/dev/stdout``, ``/dev/null``) or a socket,

@@ -881,7 +881,7 @@ def _stored_index(scheme: str, location: str, base_dir: Path) -> list[str]:
 
 
 def _table_path(location: str, base_dir: Path) -> Path:
-    from orchestrator.paths import expand_user
+    from orchestrator.paths import expand_user, not_a_file
 
     try:
         path = expand_user(location)
@@ -889,7 +889,7 @@ def _table_path(location: str, base_dir: Path) -> Path:
         raise DataError(str(exc), key="source") from None
     path = (path if path.is_absolute() else Path(base_dir) / path).resolve()
     if not path.is_file():
-        raise DataError(f"data file {path} does not exist (from {location!r})", key="source")
+        raise DataError(f"data file {path} {not_a_file(path)} (from {location!r})", key="source")
     return path
 
 

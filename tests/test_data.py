@@ -286,6 +286,17 @@ def test_csv_labels_are_read_as_the_text_they_are(registry: Registry, tmp_path: 
         prepare(Spec("csv:empty.csv", target="label"), registry, tmp_path)
 
 
+def test_a_table_that_is_no_regular_file_is_said_so(registry: Registry, tmp_path: Path) -> None:
+    """``csv:/dev/null`` was said not to exist (found by QA)."""
+    (tmp_path / "folder.csv").mkdir()
+    with raises_data_error("source", "folder.csv is a folder, not a file"):
+        prepare(Spec("csv:folder.csv", target="label"), registry, tmp_path)
+    with raises_data_error("source", "CSV file /dev/null is not a regular file (a device"):
+        prepare(Spec("csv:/dev/null", target="label"), registry, tmp_path)
+    with raises_data_error("source", "missing.csv does not exist"):
+        prepare(Spec("csv:missing.csv", target="label"), registry, tmp_path)
+
+
 def test_a_table_file_that_cannot_be_read_says_what_to_do(
     registry: Registry, tmp_path: Path
 ) -> None:

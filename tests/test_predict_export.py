@@ -286,6 +286,8 @@ def test_image_files_of_a_kind_not_read_are_said_as_a_run_says_them(tmp_path, ca
         (lambda d: _csv(d, 64), "shape (64,)"),
         (lambda d: "nosuch:thing", "nosuch"),
         (lambda d: f"csv:{d / 'missing.csv'}", "does not exist"),
+        (lambda d: f"csv:{d}", "is a folder, not a file"),
+        (lambda d: "csv:/dev/null", "/dev/null is not a regular file (a device, a FIFO"),
         (lambda d: f"images:{d / 'nowhere'}", "image folder"),
     ],
     ids=[
@@ -295,6 +297,8 @@ def test_image_files_of_a_kind_not_read_are_said_as_a_run_says_them(tmp_path, ca
         "flat-table",
         "unknown-scheme",
         "missing-file",
+        "folder-as-file",
+        "device-as-file",
         "missing-folder",
     ],
 )

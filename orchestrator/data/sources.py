@@ -23,7 +23,7 @@ import numpy as np
 from orchestrator.data import DataSource, LabelledArrays
 from orchestrator.errors import DataError, did_you_mean
 from orchestrator.markers import hookimpl
-from orchestrator.paths import expand_user
+from orchestrator.paths import expand_user, not_a_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -399,8 +399,7 @@ def _existing_file(location: str, base_dir: Path, what: str) -> Path:
     """Resolve ``location`` and check it is a file, naming the resolved path if not."""
     path = _resolve(location, base_dir)
     if not path.is_file():
-        state = "is a folder, not a file" if path.is_dir() else "does not exist"
-        raise DataError(f"{what} {path} {state} (from {location!r})", key="source")
+        raise DataError(f"{what} {path} {not_a_file(path)} (from {location!r})", key="source")
     return path
 
 
