@@ -612,6 +612,10 @@ def data_key(spec: DataSpec) -> str:
     return spec.model_dump_json()
 
 
+#: The endings of the files ``Model.load_weights`` reads (it goes by the name alone).
+WEIGHTS_SUFFIXES = (".h5", ".hdf5", ".keras", ".weights.json")
+
+
 class ApplicationProvider(BaseProvider):
     """A model of ``keras.applications`` without its top, with imagenet, no or local weights."""
 
@@ -625,6 +629,14 @@ class ApplicationProvider(BaseProvider):
         if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
             raise BaseModelError(
                 f"weights file {weights} does not exist; give imagenet, none or a local .h5/.weights.h5 file",
+                key="weights",
+            )
+        if weights not in (None, "imagenet", "none") and not weights.endswith(WEIGHTS_SUFFIXES):
+            # Keras reads a weights file by its name's ending: another one failed in
+            # every trial as weights that "do not fit" (found by QA).
+            raise BaseModelError(
+                f"weights file {weights} is no file Keras reads weights from: its name "
+                f"must end in {', '.join(WEIGHTS_SUFFIXES)} (rename it if it is one)",
                 key="weights",
             )
         if spec.input_shape:

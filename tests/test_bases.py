@@ -132,6 +132,18 @@ def test_application_base_takes_a_local_weights_file(tmp_path):
         prepare(missing)
     assert caught.value.key == "weights"
 
+    # Keras reads weights by the file name's ending: another one failed in every
+    # trial as weights that "do not fit" (found by QA).
+    renamed = tmp_path / "mobilenet.bin"
+    renamed.write_bytes(weights.read_bytes())
+    unread = BaseSpec(application="MobileNetV3Small", weights=str(renamed), input_shape=(32, 32, 3))
+    with pytest.raises(BaseModelError) as caught:
+        prepare(unread)
+    assert caught.value.key == "weights"
+    assert "must end in .h5, .hdf5, .keras, .weights.json (rename it if it is one)" in str(
+        caught.value
+    )
+
     # Another application's file: one short error at weights:, not a warning per layer
     # and Keras' list of every layer it could not load.
     other = BaseSpec(application="MobileNetV3Large", weights=str(weights), input_shape=(32, 32, 3))
