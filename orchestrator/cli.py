@@ -306,8 +306,9 @@ def validate(
 
             check_sendable(loaded, pip=[], plugins=[])
         dataset = check_recipe_data(loaded, host) if data else None
+        pretrain_notes: list[str] = []
         if dataset is not None:
-            check_pretrain_input(loaded, host, dataset)
+            check_pretrain_input(loaded, host, dataset, said=pretrain_notes.append)
     except Exception as exc:
         _fail(exc)
         return
@@ -331,6 +332,8 @@ def validate(
     )
     if dataset is not None:
         out.print(f"data: {dataset.describe()}", markup=False)
+    for line in pretrain_notes:
+        out.print(f"note: {line}", markup=False)
     if loaded.resources.address not in (None, "local") and loaded.search.backend == "ray":
         # A recipe's cluster gets the data and the Ray token at hand: said, never a surprise.
         out.print(

@@ -59,6 +59,8 @@ from orchestrator.space import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from orchestrator.plugin_manager import PluginHost
     from orchestrator.registry import Registry
 
@@ -1271,12 +1273,17 @@ def _check_pretrain_columns(recipe: Recipe) -> None:
     )
 
 
-def check_pretrain_input(recipe: Recipe, host: PluginHost, dataset: Any) -> dict[str, Any]:
+def check_pretrain_input(
+    recipe: Recipe, host: PluginHost, dataset: Any, said: Callable[[str], None] | None = None
+) -> dict[str, Any]:
     """Check that a ``pretrain:`` base will take the run's data, before it is trained.
 
     The base's input is the pretrain data's; the run's data must reach it
     through the adaptations graftune makes (resizing, grey to RGB, flattening).
     A mismatch was found only once the base had been trained.
+
+    The pretrain data leaves out the run's validation and test examples
+    (:func:`~orchestrator.data.without_examples`): ``said`` is told how many.
 
     Returns:
         The pretrain data it prepared, for ``prepare_base(prepared=...)`` (empty
@@ -1288,15 +1295,23 @@ def check_pretrain_input(recipe: Recipe, host: PluginHost, dataset: Any) -> dict
     if recipe.base is None or recipe.base.pretrain is None:
         return {}
     from orchestrator.bases import data_key, plan_adapter
-    from orchestrator.data import prepare_dataset
+    from orchestrator.data import prepare_dataset, without_examples
 
     pretrain = recipe.base.pretrain
     try:
         source = prepare_dataset(
             pretrain.data, host.data_sources, seed=recipe.seed, base_dir=recipe.base_dir
         )
+        total = len(source.y_train)
+        source, left_out = without_examples(source, (dataset.x_val, dataset.x_test))
     except DataError as exc:
         raise recipe.data_error(("base", "pretrain", "data"), exc) from None
+    if left_out and said is not None:
+        said(
+            f"pretrain: leaves out {left_out} of the {total} training examples of "
+            f"{pretrain.data.source}: they are the run's validation or test examples, "
+            "which the base must not learn before they score the run's models"
+        )
     shape = source.task.input_shape
     if pretrain.architecture == "cnn" and len(shape) != 3:
         raise recipe.error(

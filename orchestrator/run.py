@@ -539,7 +539,8 @@ def _run(
     strategies = {name: host.strategy(name) for name in recipe.strategies}
     base_info = None
     if recipe.base is not None and any(s.requires_base for s in strategies.values()):
-        prepared = check_pretrain_input(recipe, host, dataset)  # before minutes of pretraining
+        # Before minutes of pretraining; what it leaves out of them is said.
+        prepared = check_pretrain_input(recipe, host, dataset, said=lambda m: echo(f"base: {m}"))
         echo(f"base: preparing {recipe.base.kind} ...")
         try:
             base_info = prepare_base(
@@ -654,6 +655,8 @@ def _run(
     from orchestrator.leaderboard import atomic_write_text
 
     if base_info is not None:
+        if resume:
+            _check_resumed_base(base_info, run_dir)
         atomic_write_text(run_dir / BASE_FILE, json.dumps(base_info.to_json(), indent=2))
     if not resume or not (run_dir / DATA_FILE).is_file():  # a run made before it had one
         atomic_write_text(run_dir / DATA_FILE, json.dumps(_data_record(dataset), indent=1))
@@ -1415,6 +1418,37 @@ def _data_record(dataset: Dataset) -> dict[str, Any]:
         "described": dataset.describe(),
         "class_names": list(dataset.task.class_names),
     }
+
+
+def _check_resumed_base(base_info: BaseInfo, run_dir: Path) -> None:
+    """Refuse to resume a run whose base is not the one its trials trained on.
+
+    ``base.json`` records the base's fingerprint (its weights and architecture).
+    The file of ``base.path`` may have been replaced, or a base the run pretrains
+    is made anew (a graftune that pretrains another way): the trials still to run
+    would transfer from another base than the finished ones, ranked in one
+    leaderboard, as with changed data (:func:`_check_resumed_data`).
+    """
+    record = run_dir / BASE_FILE
+    try:
+        then = json.loads(record.read_text(encoding="utf-8"))
+        fingerprint = then["fingerprint"]
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise RunDirError(
+            f"{unreadable(record, exc)}: it records the base the run's trials trained on, "
+            "which a resume compares with the base now; delete it to resume without that check"
+        ) from None
+    if fingerprint == base_info.fingerprint:
+        return
+    raise RunDirError(
+        f"{run_dir}: its base changed since the run started (now: {base_info.description}, "
+        f"fingerprint {base_info.fingerprint[:12]}; then {str(fingerprint)[:12]}: its file or "
+        "weights, or how graftune makes it, changed): the trials still to run would transfer "
+        "from another base than the finished ones. Put the base back as it was, or start a new "
+        f"run (delete {record} to resume anyway, mixing the two in one leaderboard)"
+    )
 
 
 def _check_resumed_data(dataset: Dataset, run_dir: Path) -> None:

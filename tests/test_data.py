@@ -286,6 +286,18 @@ def test_csv_labels_are_read_as_the_text_they_are(registry: Registry, tmp_path: 
         prepare(Spec("csv:empty.csv", target="label"), registry, tmp_path)
 
 
+def test_without_examples_refuses_to_leave_nothing_to_learn(registry: Registry, tmp_path: Path):
+    from orchestrator.data import without_examples
+
+    ds = prepare(Spec("sklearn:iris"), registry, tmp_path)
+    assert without_examples(ds, (np.zeros((3, 5), np.float32),)) == (ds, 0)  # other shapes
+    with raises_data_error("source", "every one of its 90 training examples is one of the run's"):
+        without_examples(ds, (ds.x_test, ds.x_train))
+    fewer, left_out = without_examples(ds, (ds.x_train[:7],))
+    assert left_out >= 7 and len(fewer.y_train) == 90 - left_out
+    assert fewer.task.fingerprint != ds.task.fingerprint  # another base's cache key
+
+
 def test_a_table_that_is_no_regular_file_is_said_so(registry: Registry, tmp_path: Path) -> None:
     """``csv:/dev/null`` was said not to exist (found by QA)."""
     (tmp_path / "folder.csv").mkdir()

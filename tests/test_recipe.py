@@ -1675,6 +1675,58 @@ def test_a_table_whose_columns_the_pretrain_table_has_elsewhere_is_refused(tmp_p
     assert_exit(cli("validate", "--data", str(write_recipe(tmp_path, text % "pretrain.csv"))), 0)
 
 
+def test_a_pretrain_on_the_runs_own_source_leaves_out_its_held_out_examples(tmp_path, host):
+    """Found by QA: pretrained on all of sklearn:digits (its own split), the base
+    learned 155 of the 269 test examples of a run on digits 5-9 with their labels,
+    and the test score was no held-out score, in silence."""
+    import numpy as np
+
+    from orchestrator.bases import data_key
+    from orchestrator.recipe import check_pretrain_input, check_recipe_data
+
+    text = """
+        name: leak
+        seed: 3
+        data: {source: 'sklearn:digits', classes: [5, 6, 7, 8, 9], split: {val: 0.2, test: 0.3}}
+        base: {pretrain: {data: {source: 'sklearn:digits'}, epochs: 1}}
+        strategies: {feature_extraction: {}}
+        output: out/
+        """
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    dataset = check_recipe_data(recipe, host)
+    said: list[str] = []
+    prepared = check_pretrain_input(recipe, host, dataset, said=said.append)
+    assert recipe.base is not None and recipe.base.pretrain is not None
+    pretrain = prepared[data_key(recipe.base.pretrain.data)]
+
+    def rows(x):
+        return {row.tobytes() for row in np.ascontiguousarray(x).reshape(len(x), -1)}
+
+    held_out = rows(dataset.x_val) | rows(dataset.x_test)
+    assert not rows(pretrain.x_train) & held_out
+    assert len(pretrain.y_train) == len(pretrain.x_train) > 500  # the rest is kept
+    assert said == [
+        f"pretrain: leaves out {1077 - len(pretrain.y_train)} of the 1077 training examples "
+        "of sklearn:digits: they are the run's validation or test examples, which the base "
+        "must not learn before they score the run's models"
+    ]
+    assert np.allclose(pretrain.task.feature_mean, pretrain.x_train.mean(axis=0), atol=1e-5)
+
+    result = cli("validate", "--data", str(tmp_path / "recipe.yaml"))
+    assert_exit(result, 0)
+    assert f"note: {said[0]}" in result.output
+    assert not (tmp_path / "out").exists()
+
+    # The run's own split, the same source: nothing to leave out, nothing said.
+    own = "data: {source: 'sklearn:digits'}"
+    recipe = load_recipe(
+        write_recipe(tmp_path, re.sub(r"data: \{source: 'sklearn:digits', .*", own, text))
+    )
+    said.clear()
+    prepared = check_pretrain_input(recipe, host, check_recipe_data(recipe, host), said=said.append)
+    assert said == [] and len(prepared[data_key(recipe.base.pretrain.data)].y_train) == 1077
+
+
 def test_a_tilde_is_the_home_folder_in_every_path(tmp_path: Path) -> None:
     path = write_recipe(
         tmp_path,

@@ -1023,6 +1023,48 @@ def test_a_resume_refuses_data_that_changed_since_the_run_started(tmp_path):
     assert json.loads((run_dir / DATA_FILE).read_text()) == recorded
 
 
+def test_a_resume_refuses_a_base_that_changed_since_the_run_started(tmp_path):
+    """The file of ``base.path`` replaced (or a pretrain: base made anew by another
+    graftune) after a kill: the resume trained the rest of the trials on another
+    base, ranked with the finished ones, in silence."""
+    import keras
+
+    from orchestrator.errors import RunDirError
+    from orchestrator.run import BASE_FILE, resume_run, run_recipe
+
+    def save_base(seed: int) -> None:
+        keras.utils.set_random_seed(seed)
+        inputs = keras.Input((13,))
+        hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+        outputs = keras.layers.Dense(4, activation="relu", name="features")(hidden)
+        keras.Model(inputs, outputs).save(tmp_path / "base.keras")
+
+    save_base(1)
+    wine = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: rebased\ndata: {{source: 'csv:{wine}', target: cultivar}}\n"
+        "base: {path: base.keras}\nstrategies: {feature_extraction: {}}\n"
+        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
+    )
+    run_dir = run_recipe(recipe).run_dir
+    recorded = json.loads((run_dir / BASE_FILE).read_text())
+    (run_dir / "finished.json").unlink()  # as if killed before it finished
+    original = (tmp_path / "base.keras").read_bytes()
+    save_base(2)
+    with pytest.raises(RunDirError) as info:
+        resume_run(run_dir)
+    said = str(info.value)
+    assert f"{run_dir}: its base changed since the run started (now: " in said
+    assert f"then {recorded['fingerprint'][:12]}" in said
+    assert "Put the base back as it was, or start a new run (delete" in said
+    assert json.loads((run_dir / BASE_FILE).read_text()) == recorded  # nothing written
+    assert not (run_dir / "finished.json").exists()
+    (tmp_path / "base.keras").write_bytes(original)  # put back: the resume goes on
+    assert len(resume_run(run_dir).leaderboard) == 1
+    assert json.loads((run_dir / BASE_FILE).read_text())["fingerprint"] == recorded["fingerprint"]
+
+
 def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
     """It mixed 40-epoch and 10-epoch trials in one leaderboard, and said nothing."""
     from orchestrator.errors import RecipeError

@@ -36,6 +36,7 @@ __all__ = [
     "check_data_spec",
     "prepare_dataset",
     "split_source",
+    "without_examples",
 ]
 
 _SCHEME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -340,6 +341,67 @@ def prepare_dataset(spec: Any, sources: Registry, *, seed: int, base_dir: Path) 
         task=task,
         source=str(spec.source),
     )
+
+
+def without_examples(dataset: Dataset, others: Sequence[np.ndarray]) -> tuple[Dataset, int]:
+    """``dataset`` without the training examples that are also in ``others`` (the
+    same values, byte for byte), and how many it left out.
+
+    A ``pretrain:`` stage on the run's own source learned the run's test examples
+    with their labels when the two split it apart differently (other ``classes``
+    or fractions), and the test score was no held-out score (found by QA). Its
+    validation and test splits only measure it and are kept. The statistics and
+    fingerprint are those of what is left, so a base pretrained on less is
+    another base.
+
+    Raises:
+        DataError: Every training example is one of ``others``.
+    """
+    import hashlib
+
+    x = dataset.x_train
+    others = [a for a in others if len(a) and a.shape[1:] == x.shape[1:] and a.dtype == x.dtype]
+    if not others:
+        return dataset, 0
+
+    def digests(array: np.ndarray) -> list[bytes]:
+        rows = np.ascontiguousarray(array).reshape(len(array), -1)
+        return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
+
+    seen = {d for array in others for d in digests(array)}
+    keep = np.array([d not in seen for d in digests(x)], dtype=bool)
+    left_out = int((~keep).sum())
+    if not left_out:
+        return dataset, 0
+    if not keep.any():
+        raise DataError(
+            f"{dataset.source}: every one of its {len(x)} training examples is one of the run's "
+            "validation or test examples, which nothing may learn before they score it",
+            key="source",
+        )
+    parts = _split.Splits(
+        x[keep], dataset.y_train[keep], dataset.x_val, dataset.y_val, dataset.x_test,
+        dataset.y_test,
+    )  # fmt: skip
+    mean, var = _split.feature_stats(parts.x_train)
+    task = dataset.task
+    return Dataset(
+        x_train=_read_only(parts.x_train),
+        y_train=_read_only(parts.y_train),
+        x_val=dataset.x_val,
+        y_val=dataset.y_val,
+        x_test=dataset.x_test,
+        y_test=dataset.y_test,
+        task=TaskSpec(
+            input_shape=task.input_shape,
+            n_classes=task.n_classes,
+            class_names=task.class_names,
+            feature_mean=_read_only(mean),
+            feature_var=_read_only(var),
+            fingerprint=_split.fingerprint(parts, task.class_names),
+        ),
+        source=dataset.source,
+    ), left_out
 
 
 def _check_spec_values(spec: Any) -> None:
