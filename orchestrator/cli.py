@@ -33,6 +33,7 @@ from orchestrator.errors import (
     no_leaderboard,
     one_line,
     printable,
+    unfinished,
     without_credentials,
 )
 
@@ -716,6 +717,10 @@ def leaderboard(
         return
     if frame.empty:  # found by QA: a bare header row, and nothing said
         err.print(f"note: {run_dir}'s leaderboard lists no trial: none ended in it", markup=False)
+    elif (frame["status"] == "ok").any():  # one that failed in every trial says so itself
+        stopped = unfinished(run_dir)
+        if stopped is not None:  # found by QA: a killed run's table, as if whole
+            err.print(f"note: {stopped}; this leaderboard may lack trials", markup=False)
     if format is Format.csv:
         sys.stdout.write(frame.to_csv(index=False))
     elif format is Format.md:

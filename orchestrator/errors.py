@@ -514,7 +514,47 @@ def no_leaderboard(run_dir: Path) -> str:
             f"graftune run --resume {shlex.quote(str(run_dir))} ranks the trials that ended "
             "and runs the rest"
         )
+    early = stopped_before_trials(run_dir)
+    if early is not None:
+        return early
     return f"{run_dir} has no leaderboard.csv (is it a graftune run directory?)"
+
+
+def stopped_before_trials(run_dir: Path) -> str | None:
+    """What to say of a run directory whose run stopped before any trial had a
+    folder (killed as Ray started; found by QA: "is it a graftune run
+    directory?"), ``None`` if it is none: it has the ``recipe.yaml`` and
+    ``.searched`` a run writes first, a project's folder a recipe alone."""
+    import shlex
+
+    run_dir = Path(run_dir)
+    if not ((run_dir / "recipe.yaml").is_file() and (run_dir / ".searched").is_file()):
+        return None
+    if (run_dir / "trials").is_dir():
+        return None
+    return (
+        f"the run in {run_dir} stopped before any trial ran (killed?); "
+        f"graftune run --resume {shlex.quote(str(run_dir))} runs its trials"
+    )
+
+
+def unfinished(run_dir: Path) -> str | None:
+    """What to say of a run that stopped (Ctrl+C, killed) after it ranked the trials
+    that had ended, ``None`` for a finished one or one still running: its leaderboard
+    may lack trials, and its best model may not be saved yet (found by QA: a kill
+    between the two, and predict said no trial finished with a saved model)."""
+    import shlex
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():  # no run's folder: a leaderboard alone
+        return None
+    if (run_dir / "finished.json").is_file() or still_running(run_dir) is not None:
+        return None
+    return (
+        f"the run in {run_dir} stopped before it finished (interrupted, or killed?); "
+        f"graftune run --resume {shlex.quote(str(run_dir))} runs the trials that did not "
+        "end and saves its best model"
+    )
 
 
 def bad_leaderboard(run_dir: Path, problem: str) -> str:

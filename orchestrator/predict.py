@@ -28,6 +28,8 @@ from orchestrator.errors import (
     missing_run_dir,
     no_leaderboard,
     still_running,
+    stopped_before_trials,
+    unfinished,
     unreadable,
     written_again,
 )
@@ -119,6 +121,7 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         if missing_run_dir(run_dir) is None and (run_dir / "recipe.yaml").is_file():
             raise RunDirError(
                 still_running(run_dir)
+                or stopped_before_trials(run_dir)
                 or f"{run_dir} has no trials/: the run stopped before any trial ran"
             )
         if missing_run_dir(run_dir) is None and (run_dir / "trials").is_dir():
@@ -142,6 +145,7 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
             raise RunDirError(f"{config_path} is gone; {written_again(run_dir)}")
         raise RunDirError(
             still_running(run_dir)
+            or (_has_ok_trial(run_dir) and unfinished(run_dir))
             or f"run {run_dir} has no {BEST_CONFIG}: no trial finished with a saved model"
         )
     try:
@@ -791,6 +795,17 @@ def read_image_folder(
     x = read_images(files, root, spec)
     names = [str(f.relative_to(root)) for f in files]
     return x, (None if labels is None else tuple(labels)), names
+
+
+def _has_ok_trial(run_dir: Path) -> bool:
+    """Whether a run's ``leaderboard.csv`` ranks a trial that ended ``ok``."""
+    import pandas as pd
+
+    try:
+        statuses = pd.read_csv(run_dir / "leaderboard.csv", usecols=["status"])["status"]
+    except (OSError, ValueError):
+        return False
+    return bool((statuses == "ok").any())
 
 
 def table_features(data: Any, base_dir: str | Path) -> list[str] | None:

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 import shlex
 import shutil
 import socket
@@ -646,6 +647,8 @@ def _run(
     run_dir = place.local_dir
     if not resume:
         held.enter_context(holding_run_dir(run_dir))
+    else:
+        _remove_stray_temporaries(run_dir)
     echo(f"run: {run_dir}" + (" (resumed)" if resume else ""))
     if place.remote is not None:
         echo(f"storage: {place.remote}")
@@ -1236,15 +1239,16 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
             recipe, place, f"cannot make the run directory {path}: {exc.strerror or exc}"
         ) from None
     place = replace(place, local_dir=path.resolve())
+    from orchestrator.leaderboard import atomic_write_text
     from orchestrator.submit import keep_staged_inputs
 
     recorded = keep_staged_inputs(recipe, place.local_dir)
-    (place.local_dir / RECIPE_FILE).write_text(recorded.to_yaml(), encoding="utf-8")
+    # Whole or not at all: a kill as they were written left a torn recipe.yaml, which
+    # a resume refused as a wrong recipe (found by QA).
+    atomic_write_text(place.local_dir / RECIPE_FILE, recorded.to_yaml())
     searched = _searched(recorded, place.local_dir)
-    (place.local_dir / SEARCHED_VALUES_FILE).write_text(
-        json.dumps(searched, indent=1) + "\n", encoding="utf-8"
-    )
-    (place.local_dir / SEARCHED_FILE).write_text(_digest(searched) + "\n", encoding="utf-8")
+    atomic_write_text(place.local_dir / SEARCHED_VALUES_FILE, json.dumps(searched, indent=1) + "\n")
+    atomic_write_text(place.local_dir / SEARCHED_FILE, _digest(searched) + "\n")
     record_stored(place)
     return place
 
@@ -1420,6 +1424,34 @@ def _data_record(dataset: Dataset) -> dict[str, Any]:
     }
 
 
+#: A temporary file :func:`~orchestrator.leaderboard.atomic_write_text` writes
+#: before it renames it into place: ``.NAME.PID.tmp``.
+_TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")
+
+
+def _remove_stray_temporaries(run_dir: Path) -> None:
+    """Delete what writers killed midway left in a run directory (found by QA: a
+    ``.leaderboard.md.PID.tmp`` of a SIGKILL stayed, and was stored with the run),
+    those of processes that are gone: a resume holds the run."""
+    try:
+        entries = list(run_dir.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        found = _TEMPORARY.fullmatch(entry.name)
+        if found is None or int(found.group(1)) == os.getpid() or not entry.is_file():
+            continue
+        try:
+            os.kill(int(found.group(1)), 0)
+            continue  # its writer is alive (in another of the run's processes)
+        except ProcessLookupError:
+            pass
+        except (OSError, OverflowError):
+            continue
+        with contextlib.suppress(OSError):
+            entry.unlink()
+
+
 def _check_resumed_base(base_info: BaseInfo, run_dir: Path) -> None:
     """Refuse to resume a run whose base is not the one its trials trained on.
 
@@ -1548,7 +1580,9 @@ def _read_search(path: Path) -> list[TrialResult] | None:
     for result in found:
         # The statuses whose trial wrote its own result.json (a failed one has none).
         stored = path.parent / result.trial_id / RESULT_FILE
-        if result.status in ("ok", "diverged", "error") and not stored.is_file():
+        # A failed trial's folder deleted: to train it again, as its error says.
+        gone = not stored.parent.is_dir() if result.status == "failed" else not stored.is_file()
+        if result.status in ("ok", "diverged", "error", "failed") and gone:
             log.warning(
                 "%s lists trial %s/%s, whose %s is gone: removed; the search resumes, "
                 "and that trial runs again",

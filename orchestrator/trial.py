@@ -147,6 +147,10 @@ class TrialResult:
     base_fingerprint: str | None = None
     #: The id the trial had before a resume that started its search again.
     earlier_id: str | None = None
+    #: The id it first ended under, which the hooks (``events.jsonl``, MLflow) were
+    #: told; ``earlier_id`` is one resume back only (found by QA: after two, the
+    #: hooks' id was nowhere in the run). ``None`` when it never changed.
+    first_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -213,6 +217,7 @@ def adopt_earlier(spec: TrialSpec, config: dict[str, Any], trial_id: str) -> Tri
         result = read_result(folder, set_aside=True)
         if result is None:
             continue
+        result.first_id = result.first_id or old_id
         result.earlier_id, result.trial_id = old_id, trial_id
         if result.model_path is not None:
             result.model_path = str(folder / Path(result.model_path).name)

@@ -219,6 +219,12 @@ def test_a_damaged_history_leaves_out_its_curve_alone(finished, tmp_path, caplog
     histories = sorted(run_dir.glob("trials/*/*/history.csv"))
     histories[0].write_text("")
     histories[1].write_bytes(b"epoch,val_accuracy\n1,\xff\xfe\n")
+    # A failed trial's process died as it wrote its history: that one is not warned of.
+    died = histories[2]
+    died.write_text("")
+    board = pd.read_csv(run_dir / "leaderboard.csv")
+    board.loc[board["trial_id"] == died.parent.name, "status"] = "failed"
+    board.to_csv(run_dir / "leaderboard.csv", index=False)
     (run_dir / "recipe.yaml").write_bytes((run_dir / "recipe.yaml").read_bytes() + b"# \xff\n")
     with caplog.at_level(logging.WARNING, logger="orchestrator.report"):
         result = CliRunner().invoke(app, ["report", str(run_dir)])
@@ -228,6 +234,7 @@ def test_a_damaged_history_leaves_out_its_curve_alone(finished, tmp_path, caplog
     for history in histories[:2]:
         assert f"{history} cannot be read (" in caplog.text
     assert "left out of the learning curves" in caplog.text
+    assert str(died) not in caplog.text
     assert "Traceback" not in caplog.text
 
 

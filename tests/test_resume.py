@@ -485,6 +485,7 @@ def test_a_resumed_bayesian_search_learns_the_trials_that_ended_and_runs_none_tw
 ):
     """Started again, a Bayesian search is given the ended trials' configurations
     first: each takes its result back, and only the rest are drawn and run."""
+    from orchestrator.reporters import read_events
     from orchestrator.run import resume_run
     from orchestrator.trial import read_result
 
@@ -511,6 +512,19 @@ def test_a_resumed_bayesian_search_learns_the_trials_that_ended_and_runs_none_tw
     # Under new ids (what it draws next is not what it drew): each says its earlier one.
     earlier = {read_result(results_dir / t).earlier_id for t in frame["trial_id"]}
     assert set(trial_ids[:2]) <= earlier
+    # Killed and resumed again: each still names the id the hooks were told (found
+    # by QA: earlier_id goes one resume back, and that id was nowhere in the run).
+    _unfinish(run_dir, search_ended=False)
+    told = [e["trial_id"] for e in read_events(run_dir) if e["event"] == "trial_finished"]
+    before = set(frame["trial_id"])
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    results = [read_result(results_dir / t) for t in frame["trial_id"]]
+    assert not {r.trial_id for r in results} & before  # new ids again, none run again
+    assert {r.first_id for r in results} <= set(told)
+    assert {r.first_id for r in results} >= set(trial_ids[:2])
+    assert [e["trial_id"] for e in read_events(run_dir) if e["event"] == "trial_finished"] == (
+        told  # none told twice
+    )
 
 
 @contextlib.contextmanager
@@ -678,12 +692,25 @@ def test_a_keras_tuner_trial_whose_result_is_gone_runs_again_on_resume(tmp_path)
     assert len(read_leaderboard(run_dir)) == 6
 
 
-def run_with_fixture_plugins(*args: str) -> subprocess.CompletedProcess:
-    """``graftune run ARGS --plugin tests.fixture_plugins`` in a process of its own."""
+#: A keras_tuner trial's error once its process died twice while it ran.
+DIED_TWICE = (
+    "the process died while running it 2 times (killed, or out of memory); to train it "
+    "again, delete its folder (and the run's finished.json, once the run finished) and "
+    "resume the run"
+)
+
+
+def run_with_fixture_plugins(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """``graftune run ARGS --plugin tests.fixture_plugins`` in a process of its own
+    (``env``: variables to set in it)."""
     repo = Path(fixture_plugins.__file__).parents[1]
     plugin = ("--plugin", "tests.fixture_plugins")
     return subprocess.run(
-        [GRAFTUNE, "run", *args, *plugin], cwd=repo, capture_output=True, text=True
+        [GRAFTUNE, "run", *args, *plugin],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
     )
 
 
@@ -710,10 +737,20 @@ def test_a_keras_tuner_trial_that_kills_the_process_fails_after_max_failures(tmp
     frame = read_leaderboard(run_dir).set_index("width")
     assert frame.loc[8, "status"] == "ok" and frame.loc[8, "retries"] == 0
     assert frame.loc[16, "status"] == "failed" and frame.loc[16, "retries"] == 1
-    assert frame.loc[16, "error"] == (
-        "the process died while running it 2 times (killed, or out of memory)"
-    )
+    assert frame.loc[16, "error"] == DIED_TWICE
     assert not list(run_dir.glob("trials/*/*/running"))
+    # Killed by its user, not by the trial (found by QA): trained again as its error says.
+    ended = ended_trials(run_dir / "trials" / "killing_mlp")
+    shutil.rmtree(run_dir / "trials" / "killing_mlp" / frame.loc[16, "trial_id"])
+    (run_dir / "finished.json").unlink()
+    spared = graftune("--resume", str(run_dir), GRAFTUNE_TEST_SPARE="1")
+    assert spared.returncode == 0, spared.stdout + spared.stderr
+    frame = read_leaderboard(run_dir).set_index("width")
+    assert list(frame["status"]) == ["ok", "ok"]
+    assert (
+        ended_trials(run_dir / "trials" / "killing_mlp").items()
+        >= {frame.loc[8, "trial_id"]: ended[frame.loc[8, "trial_id"]]}.items()
+    )  # the other did not run again
 
 
 def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
@@ -1556,4 +1593,54 @@ def test_a_keras_tuner_search_whose_first_trial_kills_the_process_fails_it_too(t
     assert "every trial failed (1 failed)" in done.stdout + done.stderr
     (row,) = read_leaderboard(run_dir).itertuples()
     assert (row.status, row.retries) == ("failed", 1)
-    assert row.error == "the process died while running it 2 times (killed, or out of memory)"
+    assert row.error == DIED_TWICE
+
+
+def test_a_run_killed_before_it_ended_says_resume_in_every_command(ended_run, tmp_path):
+    """Found by QA: killed between its leaderboard and best/, predict and export said
+    no trial finished with a saved model and leaderboard showed the table as whole;
+    killed before any trial had a folder, leaderboard asked "is it a graftune run
+    directory?"; and a killed write's ``.leaderboard.md.PID.tmp`` stayed for good."""
+    import subprocess
+
+    from orchestrator.cli import app
+
+    run_dir = copy_of(ended_run, tmp_path, unfinished=False)
+    shutil.rmtree(run_dir / "best")
+    (run_dir / "finished.json").unlink()
+    writer = subprocess.Popen(["true"])  # a writer that is no more
+    writer.wait()
+    stray = run_dir / f".leaderboard.md.{writer.pid}.tmp"
+    stray.write_text("half a table")
+    resume = f"graftune run --resume {run_dir} runs the trials that did not end and saves"
+    said = CliRunner().invoke(app, ["predict", str(run_dir), "--data", "sklearn:iris"])
+    assert said.exit_code == 2, said.output
+    assert f"the run in {run_dir} stopped before it finished (interrupted, or killed?); " in (
+        said.output
+    )
+    assert resume in said.output
+    shown = CliRunner().invoke(app, ["leaderboard", str(run_dir)])
+    assert shown.exit_code == 0, shown.output
+    assert f"{resume} its best model; this leaderboard may lack trials" in shown.stderr
+
+    from orchestrator.run import resume_run
+
+    resume_run(run_dir)
+    assert (run_dir / "best" / "config.json").is_file() and not stray.exists()
+    shown = CliRunner().invoke(app, ["leaderboard", str(run_dir)])
+    assert "note:" not in shown.stderr  # finished: nothing to say
+
+    early = tmp_path / "early"
+    early.mkdir()
+    for name in ("recipe.yaml", ".searched"):
+        shutil.copy(ended_run / name, early / name)
+    for command in (["leaderboard", str(early)], ["predict", str(early), "--data", "x:y"]):
+        said = CliRunner().invoke(app, command)
+        assert said.exit_code == 2, said.output
+        assert (
+            f"the run in {early} stopped before any trial ran (killed?); "
+            f"graftune run --resume {early} runs its trials"
+        ) in said.output
+    (early / ".searched").unlink()  # a project's folder with its recipe: no run
+    said = CliRunner().invoke(app, ["leaderboard", str(early)])
+    assert "is it a graftune run directory?" in said.output

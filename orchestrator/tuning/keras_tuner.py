@@ -372,7 +372,8 @@ def _died_too_often(
         status="failed",
         config=config,
         error=f"the process died while running it {deaths} time{'s' * (deaths != 1)} "
-        "(killed, or out of memory)",
+        "(killed, or out of memory); to train it again, delete its folder (and the run's "
+        "finished.json, once the run finished) and resume the run",
         retries=deaths - 1,
     )
     write_result(folder, result)
