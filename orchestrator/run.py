@@ -280,9 +280,17 @@ def run_recipe(
     """
     from orchestrator.accelerator import quiet_tensorflow
     from orchestrator.trial import collecting_its_own_garbage, keeping_callers_state
-    from orchestrator.tuning.ray_start import kept_process_state
+    from orchestrator.tuning.ray_start import kept_process_state, sigterm_stops_the_run
 
-    with kept_process_state(), keeping_callers_state(), collecting_its_own_garbage():
+    # sigterm_stops_the_run: a Ctrl+C that Python drops (raised in a garbage
+    # collection's callback) is noted, and the run stops at its next step all the
+    # same, from Python as from the command line (found by QA: a run went on to the end).
+    with (
+        kept_process_state(),
+        keeping_callers_state(),
+        collecting_its_own_garbage(),
+        sigterm_stops_the_run(),
+    ):
         quiet_tensorflow()  # the driver traces models too (features, the best model)
         return _run_recipe(
             recipe,
@@ -381,6 +389,11 @@ def _run_checked(
             # Embedded Ray starts while the data, the base and the pre-flight are prepared.
             ray_start = start_in_background(recipe.resources, preload_workers=_first_wave(recipe))
         try:
+            from orchestrator.tuning.ray_start import interrupts_held
+
+            with interrupts_held():  # whole, or not at all: see interrupts_held
+                import keras  # noqa: F401  (and its backend: seconds, as Ray starts)
+
             return _run(
                 recipe,
                 host,
@@ -1452,6 +1465,27 @@ def _remove_stray_temporaries(run_dir: Path) -> None:
             entry.unlink()
 
 
+def _recorded_fingerprint(record: Path, what: str) -> dict[str, Any] | None:
+    """What ``record`` (``base.json``, ``data.json``) says of the ``what`` the run's
+    trials trained on, with its ``fingerprint``; ``None`` for a run made before it.
+
+    Raises:
+        RunDirError: It cannot be read, or holds no fingerprint.
+    """
+    try:
+        then = json.loads(record.read_text(encoding="utf-8"))
+        then["fingerprint"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise RunDirError(
+            f"{unreadable(record, exc)}: it records the {what} the run's trials trained on, "
+            f"which a resume compares with the {what} now; delete it to resume without that "
+            "check"
+        ) from None
+    return then
+
+
 def _check_resumed_base(base_info: BaseInfo, run_dir: Path) -> None:
     """Refuse to resume a run whose base is not the one its trials trained on.
 
@@ -1462,18 +1496,10 @@ def _check_resumed_base(base_info: BaseInfo, run_dir: Path) -> None:
     leaderboard, as with changed data (:func:`_check_resumed_data`).
     """
     record = run_dir / BASE_FILE
-    try:
-        then = json.loads(record.read_text(encoding="utf-8"))
-        fingerprint = then["fingerprint"]
-    except FileNotFoundError:
+    then = _recorded_fingerprint(record, "base")
+    if then is None or then["fingerprint"] == base_info.fingerprint:
         return
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise RunDirError(
-            f"{unreadable(record, exc)}: it records the base the run's trials trained on, "
-            "which a resume compares with the base now; delete it to resume without that check"
-        ) from None
-    if fingerprint == base_info.fingerprint:
-        return
+    fingerprint = then["fingerprint"]
     raise RunDirError(
         f"{run_dir}: its base changed since the run started (now: {base_info.description}, "
         f"fingerprint {base_info.fingerprint[:12]}; then {str(fingerprint)[:12]}: its file or "
@@ -1493,17 +1519,8 @@ def _check_resumed_data(dataset: Dataset, run_dir: Path) -> None:
     nothing to compare.
     """
     record = run_dir / DATA_FILE
-    try:
-        then = json.loads(record.read_text(encoding="utf-8"))
-        fingerprint = then["fingerprint"]
-    except FileNotFoundError:
-        return
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise RunDirError(
-            f"{unreadable(record, exc)}: it records the data the run's trials trained on, "
-            "which a resume compares with the data now; delete it to resume without that check"
-        ) from None
-    if fingerprint == dataset.task.fingerprint:
+    then = _recorded_fingerprint(record, "data")
+    if then is None or then["fingerprint"] == dataset.task.fingerprint:
         return
     described = then.get("described") if isinstance(then.get("described"), str) else None
     was = f" (then: {described})" if described and described != dataset.describe() else ""

@@ -278,8 +278,8 @@ class InterruptedMLP(ScratchMLP):
     ``marker`` and sends its own process ``signal`` (``SIGINT``, as Ctrl+C
     does, or ``SIGTERM``), unless ``marker`` exists. It refuses to send SIGTERM
     while SIGTERM has its default action, which would end the test session.
-    ``SIGTERM-dropped`` runs the SIGTERM handler where Python drops what it
-    raises, and trains on.
+    ``SIGTERM-dropped`` (``SIGINT-dropped``) runs the SIGTERM (SIGINT) handler
+    where Python drops what it raises, and trains on.
     """
 
     name = "interrupted_mlp"
@@ -303,15 +303,16 @@ class InterruptedMLP(ScratchMLP):
             import time
 
             marker.touch()
-            if config["signal"] == "SIGTERM-dropped":
-                # The handler run inside a finaliser, as when SIGTERM arrives during a
-                # garbage collection: Python prints its KeyboardInterrupt and drops it.
-                handler = signal.getsignal(signal.SIGTERM)
-                assert callable(handler), "nothing handles SIGTERM in this process"
+            if config["signal"].endswith("-dropped"):
+                # The handler run inside a finaliser, as when the signal arrives during
+                # a garbage collection: Python prints its KeyboardInterrupt and drops it.
+                dropped = signal.Signals[config["signal"].removesuffix("-dropped")]
+                handler = signal.getsignal(dropped)
+                assert callable(handler), f"nothing handles {dropped.name} in this process"
 
                 class Collected:
                     def __del__(self) -> None:
-                        handler(signal.SIGTERM, None)
+                        handler(dropped, None)
 
                 Collected()  # collected at once
                 return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)

@@ -310,6 +310,22 @@ def test_ctrl_c_while_the_command_exits_leaves_its_exit_whole():
     assert "KeyboardInterrupt" not in done.stderr
 
 
+def test_a_run_leaves_the_processs_excepthook_as_it_found_it():
+    """Found by QA: importing Ray made its own handler sys.excepthook, for good."""
+    script = (
+        "import sys\n"
+        "hook = sys.excepthook\n"
+        "from orchestrator.tuning.ray_start import kept_process_state\n"
+        "with kept_process_state():\n"
+        "    import ray\n"
+        "    print('ray' in sys.excepthook.__module__)\n"
+        "print(sys.excepthook is hook)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True"], done.stdout + done.stderr
+
+
 GARBAGE_AT_SHUTDOWN = """
 import gc, os, sys, weakref
 from pathlib import Path

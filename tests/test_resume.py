@@ -538,6 +538,47 @@ def ctrl_c_raises():
         signal.signal(signal.SIGINT, sigint)
 
 
+def test_interrupts_held_handles_a_ctrl_c_once_the_block_ends():
+    from orchestrator.tuning.ray_start import interrupts_held
+
+    went_on = False
+    with ctrl_c_raises(), pytest.raises(KeyboardInterrupt):
+        with interrupts_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # the handler would have raised here
+            went_on = True
+        raise AssertionError("not raised as the block ended")
+    assert went_on
+    with ctrl_c_raises():
+        with interrupts_held():
+            pass  # nothing came: nothing raised
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+# The finaliser's dropped KeyboardInterrupt is what the test makes happen.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_ctrl_c_python_drops_stops_a_run_from_python_too(tmp_path):
+    """Found by QA: from Python, a Ctrl+C raised in a garbage collection's callback
+    (JAX's) was dropped, and the run went on to its end as if never pressed; only
+    ``graftune run`` noted it."""
+    from orchestrator.errors import RunInterrupted
+    from orchestrator.run import run_recipe
+
+    marker = tmp_path / "interrupted"
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, num_samples: 3, max_epochs: 2}",
+        f"interrupted_mlp: {{space: {{marker: '{marker}', signal: SIGINT-dropped}}}}",
+    )
+    with ctrl_c_raises():
+        with pytest.raises(RunInterrupted) as info:
+            run_recipe(recipe, plugins=[fixture_plugins])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert marker.exists()
+    frame = pd.read_csv(info.value.run_dir / "leaderboard.csv")
+    assert len(frame) < 3  # stopped: the third trial did not run
+
+
 @pytest.mark.parametrize(
     ("signal_name", "status", "said"),
     [
@@ -1644,3 +1685,12 @@ def test_a_run_killed_before_it_ended_says_resume_in_every_command(ended_run, tm
     (early / ".searched").unlink()  # a project's folder with its recipe: no run
     said = CliRunner().invoke(app, ["leaderboard", str(early)])
     assert "is it a graftune run directory?" in said.output
+
+
+def test_tune_writes_no_tensorboard_log_of_its_own(ended_run):
+    """Found by QA: Tune's TensorBoard logger left an atexit callback per trial in the
+    driver (a process of many runs grew by megabytes a run); the trials write their
+    own TensorBoard logs. Tune's CSV and JSON logs stay."""
+    assert list(ended_run.glob("ray/*/*/progress.csv"))
+    assert list(ended_run.glob("ray/*/*/result.json"))
+    assert not list(ended_run.glob("ray/**/events.out.tfevents*"))

@@ -325,6 +325,8 @@ def kept_process_state() -> Iterator[None]:
     # Ray is not imported for this (a wrong recipe is refused without it).
     worker = sys.modules.get("ray._private.worker")
     printer = getattr(worker, "print_to_stdstream", None)
+    # Ray's import sets sys.excepthook to its own, for good (found by QA).
+    excepthook = sys.excepthook
     filters = warnings.catch_warnings()  # put back as they were, however the run ends
     filters.__enter__()
     # JAX warns at every fork once it runs threads (the driver builds models on
@@ -334,6 +336,8 @@ def kept_process_state() -> Iterator[None]:
         yield
     finally:
         filters.__exit__(None, None, None)
+        if sys.excepthook is not excepthook and "ray" in getattr(sys.excepthook, "__module__", ""):
+            sys.excepthook = excepthook
         for name, logger in loggers.items():
             handlers, propagate = before[name]
             for handler in logger.handlers:
@@ -652,6 +656,36 @@ def _on_sigint(signum: int, frame: Any) -> None:
     _seen += 1
     _sigint.set()
     signal.default_int_handler(signum, frame)  # KeyboardInterrupt, as always
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl+C or SIGTERM that comes in the ``with`` block until it ends,
+    then handle it as it would have been (a KeyboardInterrupt, from there).
+
+    For imports that must not be cut short: a Ctrl+C in the seconds a run imports
+    Keras and its backend left a half-imported Keras, whose every later run in
+    the process failed (``module 'keras.src.backend' has no attribute
+    'backend'``), or a next run that hung (found by QA, from Python). Only the
+    handlers that raise KeyboardInterrupt are held, in the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    ours = (signal.default_int_handler, _on_sigint, _on_sigterm)
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    came: list[int] = []
+    for signum, handler in before.items():
+        if handler in ours:
+            signal.signal(signum, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        for signum, handler in before.items():
+            if handler in ours:
+                signal.signal(signum, handler)
+    for signum in came[:1]:
+        before[signum](signum, None)  # raises, as it would have
 
 
 def signals_seen() -> int:
