@@ -1452,15 +1452,17 @@ def _remove_stray_temporaries(run_dir: Path) -> None:
         return
     for entry in entries:
         found = _TEMPORARY.fullmatch(entry.name)
-        if found is None or int(found.group(1)) == os.getpid() or not entry.is_file():
+        if found is None or not entry.is_file():
             continue
-        try:
-            os.kill(int(found.group(1)), 0)
-            continue  # its writer is alive (in another of the run's processes)
-        except ProcessLookupError:
-            pass
-        except (OSError, OverflowError):
-            continue
+        pid = int(found.group(1))
+        if pid != os.getpid():  # this one writes nothing there yet: a restarted container's
+            try:
+                os.kill(pid, 0)
+                continue  # its writer is alive (in another of the run's processes)
+            except ProcessLookupError:
+                pass
+            except (OSError, OverflowError):
+                continue
         with contextlib.suppress(OSError):
             entry.unlink()
 
@@ -1489,15 +1491,22 @@ def _recorded_fingerprint(record: Path, what: str) -> dict[str, Any] | None:
 def _check_resumed_base(base_info: BaseInfo, run_dir: Path) -> None:
     """Refuse to resume a run whose base is not the one its trials trained on.
 
-    ``base.json`` records the base's fingerprint (its weights and architecture).
-    The file of ``base.path`` may have been replaced, or a base the run pretrains
-    is made anew (a graftune that pretrains another way): the trials still to run
+    ``base.json`` records the base's fingerprint (its weights and architecture)
+    and its cache entry. The file of ``base.path`` may have been replaced, or a
+    base the run pretrains is made by a graftune or Keras that makes it another
+    way (another entry): the trials still to run
     would transfer from another base than the finished ones, ranked in one
     leaderboard, as with changed data (:func:`_check_resumed_data`).
     """
     record = run_dir / BASE_FILE
     then = _recorded_fingerprint(record, "base")
     if then is None or then["fingerprint"] == base_info.fingerprint:
+        return
+    # The same cache entry (named by what makes the base: a pretrain's settings,
+    # data, seed and versions; a file's digest) made again, on a machine whose
+    # arithmetic differs in the last bits (other CPU counts): the same base (found
+    # by review: a run fetched from a cluster could not be resumed here).
+    if Path(str(then.get("path", ""))).parent.name == base_info.path.parent.name:
         return
     fingerprint = then["fingerprint"]
     raise RunDirError(
@@ -1601,9 +1610,10 @@ def _read_search(path: Path) -> list[TrialResult] | None:
         gone = not stored.parent.is_dir() if result.status == "failed" else not stored.is_file()
         if result.status in ("ok", "diverged", "error", "failed") and gone:
             log.warning(
-                "%s lists trial %s/%s, whose %s is gone: removed; the search resumes, "
+                "%s lists %strial %s/%s, whose %s is gone: removed; the search resumes, "
                 "and that trial runs again",
                 path,
+                "failed " if result.status == "failed" else "",
                 result.strategy,
                 result.trial_id,
                 stored if stored.parent.is_dir() else f"folder {stored.parent}",

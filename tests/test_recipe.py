@@ -1717,6 +1717,20 @@ def test_a_pretrain_on_the_runs_own_source_leaves_out_its_held_out_examples(tmp_
     assert f"note: {said[0]}" in result.output
     assert not (tmp_path / "out").exists()
 
+    # Read at another size, the run's examples are compared as the run reads them
+    # (found by review: a pretrain at image_size [16, 16] left out none).
+    resized = re.sub(
+        r"pretrain: \{data: \{source: 'sklearn:digits'", "\\g<0>, image_size: [16, 16]", text
+    )
+    assert "image_size: [16, 16]" in resized
+    recipe = load_recipe(write_recipe(tmp_path, resized))
+    said.clear()
+    prepared = check_pretrain_input(recipe, host, check_recipe_data(recipe, host), said=said.append)
+    assert recipe.base is not None and recipe.base.pretrain is not None
+    big = prepared[data_key(recipe.base.pretrain.data)]
+    assert big.task.input_shape == (16, 16, 1) and len(big.y_train) == len(pretrain.y_train)
+    assert said and said[0].startswith(f"pretrain: leaves out {1077 - len(big.y_train)} of")
+
     # The run's own split, the same source: nothing to leave out, nothing said.
     own = "data: {source: 'sklearn:digits'}"
     recipe = load_recipe(

@@ -343,9 +343,13 @@ def prepare_dataset(spec: Any, sources: Registry, *, seed: int, base_dir: Path) 
     )
 
 
-def without_examples(dataset: Dataset, others: Sequence[np.ndarray]) -> tuple[Dataset, int]:
+def without_examples(
+    dataset: Dataset, others: Sequence[np.ndarray], *, seen_as: Dataset | None = None
+) -> tuple[Dataset, int]:
     """``dataset`` without the training examples that are also in ``others`` (the
-    same values, byte for byte), and how many it left out.
+    same values, byte for byte), and how many it left out. ``seen_as``: the same
+    examples, split alike, at the shape of ``others`` (the same source read at
+    another ``image_size`` or ``channels``), compared in its stead.
 
     A ``pretrain:`` stage on the run's own source learned the run's test examples
     with their labels when the two split it apart differently (other ``classes``
@@ -360,6 +364,8 @@ def without_examples(dataset: Dataset, others: Sequence[np.ndarray]) -> tuple[Da
     import hashlib
 
     x = dataset.x_train
+    if seen_as is not None and np.array_equal(seen_as.y_train, dataset.y_train):
+        x = seen_as.x_train  # row for row the same examples (their labels say so)
     others = [a for a in others if len(a) and a.shape[1:] == x.shape[1:] and a.dtype == x.dtype]
     if not others:
         return dataset, 0
@@ -380,7 +386,7 @@ def without_examples(dataset: Dataset, others: Sequence[np.ndarray]) -> tuple[Da
             key="source",
         )
     parts = _split.Splits(
-        x[keep], dataset.y_train[keep], dataset.x_val, dataset.y_val, dataset.x_test,
+        dataset.x_train[keep], dataset.y_train[keep], dataset.x_val, dataset.y_val, dataset.x_test,
         dataset.y_test,
     )  # fmt: skip
     mean, var = _split.feature_stats(parts.x_train)

@@ -336,7 +336,8 @@ def kept_process_state() -> Iterator[None]:
         yield
     finally:
         filters.__exit__(None, None, None)
-        if sys.excepthook is not excepthook and "ray" in getattr(sys.excepthook, "__module__", ""):
+        module = getattr(sys.excepthook, "__module__", None) or ""
+        if sys.excepthook is not excepthook and module.split(".")[0] == "ray":
             sys.excepthook = excepthook
         for name, logger in loggers.items():
             handlers, propagate = before[name]
@@ -667,7 +668,8 @@ def interrupts_held() -> Iterator[None]:
     Keras and its backend left a half-imported Keras, whose every later run in
     the process failed (``module 'keras.src.backend' has no attribute
     'backend'``), or a next run that hung (found by QA, from Python). Only the
-    handlers that raise KeyboardInterrupt are held, in the main thread.
+    handlers that raise KeyboardInterrupt are held, in the main thread; a second
+    signal is handled at once (an import that hangs can still be stopped).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -675,9 +677,15 @@ def interrupts_held() -> Iterator[None]:
     ours = (signal.default_int_handler, _on_sigint, _on_sigterm)
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     came: list[int] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        came.append(signum)
+        if len(came) > 1:
+            before[signum](signum, frame)
+
     for signum, handler in before.items():
         if handler in ours:
-            signal.signal(signum, lambda signum, frame: came.append(signum))
+            signal.signal(signum, hold)
     try:
         yield
     finally:
