@@ -1159,10 +1159,27 @@ def _check_all_has_base(strategy: str, requires_base: bool, dim: Dimension) -> N
         )
 
 
+#: The built-in bases, each given by its own ``base:`` key, with what that key takes.
+_BUILT_IN_BASES = {
+    "application": "ResNet50",
+    "path": "base.keras",
+    "pretrain": "{data: {source: ...}}",
+}
+
+
 def _check_base(recipe: Recipe, host: PluginHost) -> list[RecipeError]:
     from orchestrator.bases import check_base_spec
 
     assert recipe.base is not None
+    if recipe.base.provider in _BUILT_IN_BASES:  # found by QA: an AssertionError at run
+        name = recipe.base.provider
+        return [
+            recipe.error(
+                ("base", "provider"),
+                f"{name} is a built-in base, given by its own key: write base: {{{name}: "
+                f"{_BUILT_IN_BASES[name]}}} (provider: names a base provider a plugin adds)",
+            )
+        ]
     if recipe.base.kind not in host.bases:
         message = host.bases.unknown_message(recipe.base.kind, recipe.plugins.disable)
         return [recipe.error(("base", "provider"), message)]

@@ -1506,13 +1506,19 @@ def _check_resumed_base(base_info: BaseInfo, run_dir: Path) -> None:
     # data, seed and versions; a file's digest) made again, on a machine whose
     # arithmetic differs in the last bits (other CPU counts): the same base (found
     # by review: a run fetched from a cluster could not be resumed here).
-    if Path(str(then.get("path", ""))).parent.name == base_info.path.parent.name:
+    entry = base_info.path.parent.name
+    if Path(str(then.get("path", ""))).parent.name == entry and entry.split("-")[0] in (
+        "pretrain",
+        "application",
+        "path",  # its entry is its file's digest
+    ):  # (not a plugin's: its build may draw other weights under one key, found by QA)
         return
     fingerprint = then["fingerprint"]
     raise RunDirError(
         f"{run_dir}: its base changed since the run started (now: {base_info.description}, "
         f"fingerprint {base_info.fingerprint[:12]}; then {str(fingerprint)[:12]}: its file or "
-        "weights, or how graftune makes it, changed): the trials still to run would transfer "
+        "weights changed, or it was made again otherwise, by another graftune or Keras or a "
+        "base provider whose build() is not repeatable): the trials still to run would transfer "
         "from another base than the finished ones. Put the base back as it was, or start a new "
         f"run (delete {record} to resume anyway, mixing the two in one leaderboard)"
     )

@@ -594,6 +594,14 @@ BAD_RECIPES = [
         "unknown base provider 'hub'",
         id="unknown-base-provider",
     ),
+    # Found by QA: validate passed it, and the run failed with an AssertionError.
+    pytest.param(
+        HEAD + "base: {provider: pretrain}\nstrategies: {fine_tune: {}}\n",
+        "base.provider",
+        "pretrain is a built-in base, given by its own key: write base: {pretrain: {data: "
+        "{source: ...}}} (provider: names a base provider a plugin adds)",
+        id="built-in-base-as-provider",
+    ),
     pytest.param(
         DIGITS_BASE + "    architecture: resnet\nstrategies: {fine_tune: {}}\n",
         "base.pretrain.architecture",

@@ -1708,3 +1708,24 @@ def test_tune_writes_no_tensorboard_log_of_its_own(ended_run):
     assert list(ended_run.glob("ray/*/*/progress.csv"))
     assert list(ended_run.glob("ray/*/*/result.json"))
     assert not list(ended_run.glob("ray/**/events.out.tfevents*"))
+
+
+def test_a_plugins_base_made_again_otherwise_under_one_key_is_refused(tmp_path):
+    """Found by QA: a base provider whose build() drew other weights under the same
+    cache key (the cache cleared) was taken as the same base, and the resume ranked
+    trials on two bases in one leaderboard. A built-in one, seeded, is the same base
+    whose last bits differ on another machine."""
+    from orchestrator.bases import BaseInfo
+    from orchestrator.errors import RunDirError
+    from orchestrator.run import BASE_FILE, _check_resumed_base
+
+    built_in = (("pretrain", False), ("application", False), ("path", False))
+    for kind, refused in (("tinynet", True), *built_in):
+        path = tmp_path / "cache" / "bases" / f"{kind}-0123456789abcdef" / "base.keras"
+        info = BaseInfo(path, "1" * 64, (4,), (8,), (1,), ("dense",), description=kind)
+        (tmp_path / BASE_FILE).write_text(json.dumps({**info.to_json(), "fingerprint": "0" * 64}))
+        if refused:
+            with pytest.raises(RunDirError, match="base provider whose build\\(\\) is not"):
+                _check_resumed_base(info, tmp_path)
+        else:
+            _check_resumed_base(info, tmp_path)
