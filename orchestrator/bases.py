@@ -1666,8 +1666,12 @@ def plan_adapter(
     else:
         raise refuse
     if preprocessing:
-        if len(base_shape) != 3:
-            raise refuse
+        if len(base_shape) != 3:  # found by QA: "inputs have shape (4,) but the base takes (4,)"
+            raise BaseModelError(
+                f"the base takes inputs of shape {base_shape}, not images, but its "
+                f"preprocessing is {preprocessing!r}, a scaling of images: a base provider's "
+                "preprocessing() gives one only for a base that takes images (None otherwise)"
+            )
         if preprocessing in ("caffe", "torch") and base_shape[2] != 3:
             raise BaseModelError(
                 f"the base takes {base_shape[2]} channel(s), but its {preprocessing!r} scaling "

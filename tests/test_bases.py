@@ -641,6 +641,17 @@ def test_plan_adapter_adapts_what_is_well_defined(data_shape, base_shape, prepro
     assert plan_adapter(data_shape, base_shape, preprocessing) == steps
 
 
+def test_plan_adapter_says_an_image_scaling_of_a_base_that_takes_no_images():
+    """Found by QA: "the data's inputs have shape (4,) but the base takes (4,)"."""
+    with pytest.raises(BaseModelError) as caught:
+        plan_adapter((4,), (4,), "tf")
+    assert str(caught.value) == (
+        "the base takes inputs of shape (4,), not images, but its preprocessing is 'tf', a "
+        "scaling of images: a base provider's preprocessing() gives one only for a base that "
+        "takes images (None otherwise)"
+    )
+
+
 @pytest.mark.parametrize(
     ("data_shape", "base_shape"),
     [
