@@ -925,9 +925,14 @@ def _stops_when_interrupted() -> Any:
     return StopsWhenInterrupted()
 
 
+#: The built-in providers: seeded, or keyed by their file's digest, each builds the
+#: same base again under one cache key (a plugin's need not).
+BUILT_IN_PROVIDERS = (ApplicationProvider, PathProvider, PretrainProvider)
+
+
 @hookimpl
 def graftune_register_bases(registry: Registry) -> None:
-    for provider in (ApplicationProvider, PathProvider, PretrainProvider):
+    for provider in BUILT_IN_PROVIDERS:
         registry.add(provider)
 
 

@@ -7,6 +7,7 @@ here carries a traceback to the user unless ``--debug`` is given.
 from __future__ import annotations
 
 import os
+import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from difflib import get_close_matches
@@ -382,10 +383,15 @@ def shortened(name: str) -> str:
 def temporary_name(name: str) -> str:
     """A hidden name, unique to this process, to write ``name`` under before it is
     renamed into place; short enough for a file system's 255 bytes whatever
-    ``name`` is (the whole of a long legal name, with the suffix, was not)."""
+    ``name`` is (the whole of a long legal name, with the suffix, was not).
+    :data:`TEMPORARY_NAME` matches it."""
     import os
 
     return f".{shortened(name)}.{os.getpid()}.tmp"
+
+
+#: What :func:`temporary_name` gives, its writer's process id in group 1.
+TEMPORARY_NAME = re.compile(r"\..+\.(\d+)\.tmp")
 
 
 def cannot_make_in(path: Path, *, writable: bool = True) -> str | None:
@@ -475,12 +481,18 @@ def raised(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def resume_command(run_dir: Path) -> str:
+    """``graftune run --resume RUN_DIR``, quoted for a shell: what the messages of a
+    stopped, killed or damaged run tell the user to type."""
+    import shlex
+
+    return f"graftune run --resume {shlex.quote(str(run_dir))}"
+
+
 def written_again(run_dir: Path) -> str:
     """How a run's leaderboard or best model is written again when gone or damaged:
     a finished run's from its trials' results, a stopped one's as it finishes."""
-    import shlex
-
-    resume = f"graftune run --resume {shlex.quote(str(run_dir))}"
+    resume = resume_command(run_dir)
     if (Path(run_dir) / "finished.json").is_file():
         return f"{resume} writes it again from the trials' results (no trial runs again)"
     # Stopped (Ctrl+C, SIGTERM) with what had ended ranked: the rest run on resume.
@@ -496,8 +508,6 @@ def unreadable(path: Path, exc: BaseException) -> str:
 def no_leaderboard(run_dir: Path) -> str:
     """What to say of a folder without ``leaderboard.csv``: not a run, one still going,
     one not ranked yet, or a finished one whose file was deleted."""
-    import shlex
-
     run_dir = Path(run_dir)
     missing = missing_run_dir(run_dir)
     if missing is not None:
@@ -511,8 +521,7 @@ def no_leaderboard(run_dir: Path) -> str:
     if (run_dir / "recipe.yaml").is_file() and (run_dir / "trials").is_dir():
         return (
             f"the run in {run_dir} stopped before it ranked its trials (killed?); "
-            f"graftune run --resume {shlex.quote(str(run_dir))} ranks the trials that ended "
-            "and runs the rest"
+            f"{resume_command(run_dir)} ranks the trials that ended and runs the rest"
         )
     early = stopped_before_trials(run_dir)
     if early is not None:
@@ -525,8 +534,6 @@ def stopped_before_trials(run_dir: Path) -> str | None:
     folder (killed as Ray started; found by QA: "is it a graftune run
     directory?"), ``None`` if it is none: it has the ``recipe.yaml`` and
     ``.searched`` a run writes first, a project's folder a recipe alone."""
-    import shlex
-
     run_dir = Path(run_dir)
     if not ((run_dir / "recipe.yaml").is_file() and (run_dir / ".searched").is_file()):
         return None
@@ -534,7 +541,7 @@ def stopped_before_trials(run_dir: Path) -> str | None:
         return None
     return (
         f"the run in {run_dir} stopped before any trial ran (killed?); "
-        f"graftune run --resume {shlex.quote(str(run_dir))} runs its trials"
+        f"{resume_command(run_dir)} runs its trials"
     )
 
 
@@ -543,8 +550,6 @@ def unfinished(run_dir: Path) -> str | None:
     that had ended, ``None`` for a finished one or one still running: its leaderboard
     may lack trials, and its best model may not be saved yet (found by QA: a kill
     between the two, and predict said no trial finished with a saved model)."""
-    import shlex
-
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():  # no run's folder: a leaderboard alone
         return None
@@ -552,8 +557,7 @@ def unfinished(run_dir: Path) -> str | None:
         return None
     return (
         f"the run in {run_dir} stopped before it finished (interrupted, or killed?); "
-        f"graftune run --resume {shlex.quote(str(run_dir))} runs the trials that did not "
-        "end and saves its best model"
+        f"{resume_command(run_dir)} runs the trials that did not end and saves its best model"
     )
 
 
@@ -564,7 +568,6 @@ def bad_leaderboard(run_dir: Path, problem: str) -> str:
         run_dir: The run directory.
         problem: What is wrong with the file, like ``is empty``.
     """
-    import shlex
 
     run_dir = Path(run_dir)
     path = run_dir / "leaderboard.csv"
@@ -575,10 +578,7 @@ def bad_leaderboard(run_dir: Path, problem: str) -> str:
             f"table), or delete it: {written_again(run_dir)}"
         )
     else:
-        fix = (
-            f"graftune run --resume {shlex.quote(str(run_dir))} ranks the trials that "
-            "ended again and writes it"
-        )
+        fix = f"{resume_command(run_dir)} ranks the trials that ended again and writes it"
     return f"{path} {problem}; {fix}"
 
 

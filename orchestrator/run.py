@@ -16,7 +16,6 @@ import json
 import logging
 import math
 import os
-import re
 import shlex
 import shutil
 import socket
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.accelerator import chosen_backend
 from orchestrator.errors import (
+    TEMPORARY_NAME,
     BaseModelError,
     DataError,
     DiskFull,
@@ -1437,11 +1437,6 @@ def _data_record(dataset: Dataset) -> dict[str, Any]:
     }
 
 
-#: A temporary file :func:`~orchestrator.leaderboard.atomic_write_text` writes
-#: before it renames it into place: ``.NAME.PID.tmp``.
-_TEMPORARY = re.compile(r"\..+\.(\d+)\.tmp")
-
-
 def _remove_stray_temporaries(run_dir: Path) -> None:
     """Delete what writers killed midway left in a run directory (found by QA: a
     ``.leaderboard.md.PID.tmp`` of a SIGKILL stayed, and was stored with the run),
@@ -1451,7 +1446,7 @@ def _remove_stray_temporaries(run_dir: Path) -> None:
     except OSError:
         return
     for entry in entries:
-        found = _TEMPORARY.fullmatch(entry.name)
+        found = TEMPORARY_NAME.fullmatch(entry.name)  # atomic_write_text's temporaries
         if found is None or not entry.is_file():
             continue
         pid = int(found.group(1))
@@ -1506,13 +1501,12 @@ def _check_resumed_base(base_info: BaseInfo, run_dir: Path) -> None:
     # data, seed and versions; a file's digest) made again, on a machine whose
     # arithmetic differs in the last bits (other CPU counts): the same base (found
     # by review: a run fetched from a cluster could not be resumed here).
-    entry = base_info.path.parent.name
-    if Path(str(then.get("path", ""))).parent.name == entry and entry.split("-")[0] in (
-        "pretrain",
-        "application",
-        "path",  # its entry is its file's digest
-    ):  # (not a plugin's: its build may draw other weights under one key, found by QA)
-        return
+    from orchestrator.bases import BUILT_IN_PROVIDERS
+
+    entry = base_info.path.parent.name  # KIND-KEY (bases.prepare_base)
+    built_in = {provider.name for provider in BUILT_IN_PROVIDERS}
+    if Path(str(then.get("path", ""))).parent.name == entry and entry.split("-")[0] in built_in:
+        return  # (not a plugin's: its build may draw other weights under one key, found by QA)
     fingerprint = then["fingerprint"]
     raise RunDirError(
         f"{run_dir}: its base changed since the run started (now: {base_info.description}, "
