@@ -1321,15 +1321,18 @@ def check_pretrain_input(
         )
         total = len(source.y_train)
         seen_as = None
-        shaping = {"image_size": recipe.data.image_size, "channels": recipe.data.channels}
-        same = pretrain.data.model_copy(update=shaping)
-        if source.task.input_shape != dataset.task.input_shape and same.source == (
-            recipe.data.source
+        if (
+            source.task.input_shape != dataset.task.input_shape
+            and pretrain.data.source == recipe.data.source
         ):
             # The run's own source at another size or channels: its examples are
             # compared as the run reads them (found by review: none was left out).
+            shaping = {"image_size": recipe.data.image_size, "channels": recipe.data.channels}
             seen_as = prepare_dataset(
-                same, host.data_sources, seed=recipe.seed, base_dir=recipe.base_dir
+                pretrain.data.model_copy(update=shaping),
+                host.data_sources,
+                seed=recipe.seed,
+                base_dir=recipe.base_dir,
             )
         source, left_out = without_examples(
             source, (dataset.x_val, dataset.x_test), seen_as=seen_as

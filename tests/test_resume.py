@@ -1076,25 +1076,33 @@ def test_a_resume_whose_data_file_moved_says_to_put_it_back(tmp_path):
     assert sorted(p.name for p in run_dir.iterdir()) == ["recipe.yaml"]
 
 
+def killed_wine_run(folder: Path, name: str, data: Path, sections: str) -> Path:
+    """A one-trial keras_tuner run of the wine table ``data`` (a recipe in ``folder``
+    with ``sections`` too), made to look killed before it finished."""
+    from orchestrator.run import run_recipe
+
+    recipe = folder / "recipe.yaml"
+    recipe.write_text(
+        f"name: {name}\ndata: {{source: 'csv:{data}', target: cultivar}}\n{sections}"
+        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
+    )
+    run_dir = run_recipe(recipe).run_dir
+    (run_dir / "finished.json").unlink()  # as if killed before it finished
+    return run_dir
+
+
 def test_a_resume_refuses_data_that_changed_since_the_run_started(tmp_path):
     """Found by QA: images moved between class folders after a kill, and the resume
     trained the rest of the trials on the relabelled data, ranked in one
     leaderboard with those scored on the old, in silence."""
     from orchestrator.errors import RunDirError
-    from orchestrator.run import DATA_FILE, resume_run, run_recipe
+    from orchestrator.run import DATA_FILE, resume_run
 
     data = tmp_path / "wine.csv"
     shutil.copy(Path(__file__).parents[1] / "recipes" / "data" / "wine.csv", data)
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(
-        f"name: edited\ndata: {{source: 'csv:{data}', target: cultivar}}\n"
-        "strategies: {scratch_mlp: {}}\n"
-        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
-    )
-    run_dir = run_recipe(recipe).run_dir
+    run_dir = killed_wine_run(tmp_path, "edited", data, "strategies: {scratch_mlp: {}}\n")
     recorded = json.loads((run_dir / DATA_FILE).read_text())
     assert recorded["described"].startswith("106 train / 36 val / 36 test, 3 classes")
-    (run_dir / "finished.json").unlink()  # as if killed before it finished
     original = data.read_text()
     lines = original.splitlines(keepends=True)
     data.write_text(lines[0] + lines[1].replace(",barolo", ",barbera") + "".join(lines[2:]))
@@ -1117,7 +1125,7 @@ def test_a_resume_refuses_a_base_that_changed_since_the_run_started(tmp_path):
     import keras
 
     from orchestrator.errors import RunDirError
-    from orchestrator.run import BASE_FILE, resume_run, run_recipe
+    from orchestrator.run import BASE_FILE, resume_run
 
     def save_base(seed: int) -> None:
         keras.utils.set_random_seed(seed)
@@ -1128,15 +1136,9 @@ def test_a_resume_refuses_a_base_that_changed_since_the_run_started(tmp_path):
 
     save_base(1)
     wine = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
-    recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(
-        f"name: rebased\ndata: {{source: 'csv:{wine}', target: cultivar}}\n"
-        "base: {path: base.keras}\nstrategies: {feature_extraction: {}}\n"
-        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
-    )
-    run_dir = run_recipe(recipe).run_dir
+    sections = "base: {path: base.keras}\nstrategies: {feature_extraction: {}}\n"
+    run_dir = killed_wine_run(tmp_path, "rebased", wine, sections)
     recorded = json.loads((run_dir / BASE_FILE).read_text())
-    (run_dir / "finished.json").unlink()  # as if killed before it finished
     original = (tmp_path / "base.keras").read_bytes()
     save_base(2)
     with pytest.raises(RunDirError) as info:

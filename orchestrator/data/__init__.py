@@ -322,9 +322,15 @@ def prepare_dataset(spec: Any, sources: Registry, *, seed: int, base_dir: Path) 
     if labels_per_class is not None:
         parts = _split.take_labels_per_class(parts, class_names, int(labels_per_class), seed)
 
+    return _dataset(parts, class_names, str(spec.source))
+
+
+def _dataset(parts: _split.Splits, class_names: tuple[str, ...], source: str) -> Dataset:
+    """The dataset of these splits: read-only arrays, and the task they define (its
+    statistics over the training split, its fingerprint over all six arrays)."""
     mean, var = _split.feature_stats(parts.x_train)
     task = TaskSpec(
-        input_shape=tuple(int(d) for d in x.shape[1:]),
+        input_shape=tuple(int(d) for d in parts.x_train.shape[1:]),
         n_classes=len(class_names),
         class_names=class_names,
         feature_mean=_read_only(mean),
@@ -339,7 +345,7 @@ def prepare_dataset(spec: Any, sources: Registry, *, seed: int, base_dir: Path) 
         x_test=_read_only(parts.x_test),
         y_test=_read_only(parts.y_test),
         task=task,
-        source=str(spec.source),
+        source=source,
     )
 
 
@@ -389,25 +395,7 @@ def without_examples(
         dataset.x_train[keep], dataset.y_train[keep], dataset.x_val, dataset.y_val, dataset.x_test,
         dataset.y_test,
     )  # fmt: skip
-    mean, var = _split.feature_stats(parts.x_train)
-    task = dataset.task
-    return Dataset(
-        x_train=_read_only(parts.x_train),
-        y_train=_read_only(parts.y_train),
-        x_val=dataset.x_val,
-        y_val=dataset.y_val,
-        x_test=dataset.x_test,
-        y_test=dataset.y_test,
-        task=TaskSpec(
-            input_shape=task.input_shape,
-            n_classes=task.n_classes,
-            class_names=task.class_names,
-            feature_mean=_read_only(mean),
-            feature_var=_read_only(var),
-            fingerprint=_split.fingerprint(parts, task.class_names),
-        ),
-        source=dataset.source,
-    ), left_out
+    return _dataset(parts, dataset.task.class_names, dataset.source), left_out
 
 
 def _check_spec_values(spec: Any) -> None:

@@ -692,8 +692,8 @@ def interrupts_held() -> Iterator[None]:
         for signum, handler in before.items():
             if handler in ours:
                 signal.signal(signum, handler)
-    for signum in came[:1]:
-        before[signum](signum, None)  # raises, as it would have
+    if came:
+        before[came[0]](came[0], None)  # raises, as it would have
 
 
 def signals_seen() -> int:
