@@ -117,6 +117,7 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
             missing_run_dir(run_dir)
             or f"{run_dir} is not a graftune run directory (no {RECIPE_FILE})"
         )
+    _refuse_links(run_dir)
     if (run_dir / FINISHED_FILE).is_file():  # nothing runs again, no hook is called again
         echo = kwargs.get("echo", log.info)
         try:
@@ -151,6 +152,27 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
                     "put the file back there, or a link to it, to resume)"
                 )
         raise
+
+
+def _refuse_links(run_dir: Path) -> None:
+    """A resume deletes the folders of trials that did not end, and writes
+    ``best/``, the leaderboard and new trials: in a run directory holding a
+    symbolic link (found by QA: ``trials/STRATEGY`` linked to a folder outside,
+    as ``cp -r`` and ``tar`` keep it) it would delete and write where the link
+    leads. graftune makes none, so a link in a run directory is refused.
+
+    Raises:
+        RunDirError: ``run_dir`` holds a symbolic link.
+    """
+    for folder, folders, files in os.walk(run_dir):
+        for name in sorted(folders + files):
+            path = Path(folder) / name
+            if path.is_symlink():
+                raise RunDirError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}): a resume deletes "
+                    "and writes folders of the run directory, and would do it where the link "
+                    "leads; replace the link with a copy of what it points to to resume"
+                )
 
 
 #: What a finished run has in ``best/``; a resume saves the best model again without them.

@@ -399,6 +399,30 @@ def test_a_resume_runs_no_code_planted_in_the_runs_folder_and_keeps_the_trials_i
     assert sorted(told) == trial_ids, told
 
 
+@pytest.mark.parametrize(
+    ("linked", "finished"), [("trials/scratch_mlp", False), ("ray", False), ("best", True)]
+)
+def test_a_resume_refuses_a_run_directory_holding_a_link_and_touches_nothing(
+    ended_run, tmp_path, linked, finished
+):
+    """Found by QA: a resume followed a link in the run directory (``cp -r`` keeps
+    one) and deleted the folders of where it led, then wrote its trials there."""
+    from orchestrator.errors import RunDirError
+    from orchestrator.run import resume_run
+
+    run_dir = copy_of(ended_run, tmp_path / "copy", unfinished=not finished)
+    outside = tmp_path / "outside"
+    shutil.move(run_dir / linked, outside)
+    (outside / "scratch_mlp" / "precious").mkdir(parents=True)  # deleted before, via ray/
+    (outside / "precious").mkdir()  # deleted before, via trials/scratch_mlp
+    (run_dir / linked).symlink_to(outside)
+    before = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    with pytest.raises(RunDirError, match="is a symbolic link") as raised:
+        resume_run(run_dir, plugins=[], echo=print)
+    assert str(run_dir / linked) in str(raised.value)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
+
+
 def resumed_grid(tmp_path: Path, search: str, space: str, killed: int):
     """A grid run twice over ``space``, one trial at a time, whose last ``killed``
     trials were killed while they trained, resumed: every trial is listed once
