@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import sys
 import time
@@ -68,7 +69,7 @@ def features_dir() -> Path:
 def feature_entries() -> dict[str, Path]:
     """Each feature entry's folder by name (none: ``{}``)."""
     try:
-        return {p.name: p for p in features_dir().iterdir() if p.is_dir()}
+        return {p.name: p for p in _entry_folders(features_dir(), "features")}
     except (OSError, ValueError):  # no cache yet, or a $GRAFTUNE_CACHE_DIR of no user
         return {}
 
@@ -326,6 +327,19 @@ def _cache_root() -> Path:
     return cache_dir()
 
 
+#: The names of the entries graftune makes (``bases/KIND-`` and 16 hex digits,
+#: :func:`orchestrator.bases._entry_name`; ``features/`` and 32): ``cache info`` lists and ``cache clear`` removes no other
+#: folder (found by QA: a $GRAFTUNE_CACHE_DIR set to a folder of the user's own,
+#: with a ``features/`` in it, lost it to ``cache clear``).
+_ENTRY_NAMES = {"base": re.compile(r".+-[0-9a-f]{16}"), "features": re.compile(r"[0-9a-f]{32}")}
+
+
+def _entry_folders(parent: Path, kind: str) -> list[Path]:
+    return sorted(
+        p for p in parent.iterdir() if p.is_dir() and _ENTRY_NAMES[kind].fullmatch(p.name)
+    )
+
+
 def cache_entries() -> list[CacheEntry]:
     """Every cached base and feature set.
 
@@ -335,7 +349,7 @@ def cache_entries() -> list[CacheEntry]:
     entries = []
     bases = _cache_root() / "bases"
     if bases.is_dir():
-        for folder in sorted(p for p in bases.iterdir() if p.is_dir()):
+        for folder in _entry_folders(bases, "base"):
             # What a killed save left: removed by the next run that needs the base.
             path = folder / "base.keras"
             problem = damaged_base_file(path) if path.is_file() else "incomplete"
@@ -348,7 +362,7 @@ def cache_entries() -> list[CacheEntry]:
             entries.append(CacheEntry("base", folder, _size(folder), text))
     features = features_dir()
     if features.is_dir():
-        for folder in sorted(p for p in features.iterdir() if p.is_dir()):
+        for folder in _entry_folders(features, "features"):
             try:
                 meta = _read_meta(folder)
                 _read_entry(folder)
@@ -401,8 +415,18 @@ def clear_cache(kinds: tuple[str, ...] = ("base", "features")) -> tuple[int, lis
         return 0, [f"{root}: {exc.strerror or exc}"]
     with handle:
         freed, failed = 0, []
+        linked = {
+            kind: parent
+            for kind, parent in (("base", root / "bases"), ("features", features_dir()))
+            if kind in kinds and parent.is_symlink()
+        }
+        for parent in linked.values():
+            failed.append(
+                f"{parent}: a symbolic link (to {os.readlink(parent)}), not followed: "
+                "remove the entries where it leads yourself"
+            )
         for entry in cache_entries():
-            if entry.kind not in kinds:
+            if entry.kind not in kinds or entry.kind in linked:
                 continue
             errors = _remove_tree(entry.path)
             try:

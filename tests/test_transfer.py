@@ -750,6 +750,44 @@ def test_cache_clear_waits_for_runs_and_whole_entries_need_no_lock(digits, base_
     assert "empty" in runner.invoke(app, ["cache", "info"]).output
 
 
+def test_cache_clear_removes_only_its_own_entries_and_follows_no_link(digits, base_info, tmp_path):
+    """Found by QA: `cache clear` removed every folder under the cache's `bases/` and
+    `features/` (a $GRAFTUNE_CACHE_DIR set to a folder of the user's own lost its
+    `features/embeddings`), and those of a folder a linked `features/` led to."""
+    from typer.testing import CliRunner
+
+    from orchestrator.bases import cache_dir, load_base
+    from orchestrator.cli import app
+    from orchestrator.feature_cache import cached_features, features_dir
+
+    runner = CliRunner()
+    cached_features(load_base(base_info), 3, digits)
+    entries = [p for p in features_dir().iterdir() if p.is_dir()]
+    assert entries
+    own = [cache_dir() / "bases" / "resnet_finetunes", features_dir() / "embeddings_v1"]
+    for folder in own:
+        folder.mkdir()
+        (folder / "keep.txt").write_text("the user's")
+    info = runner.invoke(app, ["cache", "info"])
+    assert "embeddings_v1" not in info.output and "resnet_finetunes" not in info.output
+
+    elsewhere = tmp_path / "elsewhere"
+    features_dir().rename(elsewhere)
+    features_dir().symlink_to(elsewhere)
+    cleared = runner.invoke(app, ["cache", "clear", "--features"])
+    assert f"{features_dir()}: a symbolic link (to {elsewhere}), not followed" in " ".join(
+        cleared.output.split()
+    )
+    assert {e.name for e in entries} <= {p.name for p in elsewhere.iterdir()}
+
+    features_dir().unlink()
+    elsewhere.rename(features_dir())
+    cleared = runner.invoke(app, ["cache", "clear"])
+    assert cleared.exit_code == 0, cleared.output
+    assert not any(entry.exists() for entry in entries)
+    assert all((folder / "keep.txt").read_text() == "the user's" for folder in own)
+
+
 def test_a_refused_run_leaves_no_cache_behind(tmp_path, monkeypatch):
     """Found by QA: a recipe refused at its data (or base) exits 2 and writes
     nothing, but left a new, empty cache folder with its in-use lock. A cache
