@@ -199,23 +199,32 @@ def _custom_objects(path: Path) -> dict[str, str]:
     registered = keras.saving.get_custom_objects()
     found = {}
     for name in sorted(names):
+        # Only what this process registered, named by a class or function at the top
+        # of its module (found by QA: a name from an untrusted model.keras, in a key
+        # Keras ignores, was pasted into the `load` line as Python, and ran).
         obj = registered.get(name)
         module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-        found[name] = f"{module}.{qualname}" if module and qualname else name
+        if (
+            isinstance(module, str)
+            and isinstance(qualname, str)
+            and all(part.isidentifier() for part in module.split("."))
+            and qualname.isidentifier()
+        ):
+            found[name] = f"{module}.{qualname}"
     return found
 
 
 def _how_to_load(custom: dict[str, str]) -> str:
-    """The ``load`` line of ``graftune.json`` for a ``.keras`` export."""
-    load = f"model = keras.saving.load_model('{KERAS_FILE}', safe_mode=True"
+    """The ``load`` line of ``graftune.json`` for a ``.keras`` export (``custom``:
+    from :func:`_custom_objects`, each ``module.name`` of identifiers)."""
+    load = f"model = keras.saving.load_model({KERAS_FILE!r}, safe_mode=True"
     if not custom:
         return f"import keras; {load}); model.predict(x)"
     imports = "; ".join(
         f"from {where.rpartition('.')[0]} import {where.rpartition('.')[2]}"
         for where in custom.values()
-        if "." in where
     )
-    given = ", ".join(f"'{name}': {where.rpartition('.')[2]}" for name, where in custom.items())
+    given = ", ".join(f"{name!r}: {where.rpartition('.')[2]}" for name, where in custom.items())
     return f"import keras; {imports}; {load}, custom_objects={{{given}}}); model.predict(x)"
 
 

@@ -893,6 +893,39 @@ def test_exports_carry_class_names_and_input_shape(exports):
             assert (dest / "saved_model.pb").is_file()
 
 
+def test_the_load_line_names_only_registered_objects_as_python(tmp_path, monkeypatch):
+    """Found by QA: a `registered_name` planted in an untrusted model.keras, in a key
+    Keras ignores (so it loads with safe_mode), was pasted into graftune.json's `load`
+    line as Python, and ran when the user ran that line."""
+    import zipfile
+
+    import keras
+
+    from orchestrator.export import _custom_objects, _how_to_load
+    from tests.keras_layers import Scale
+
+    planted = 'os import getcwd; __import__("os").system("touch pwned"); from os.path'
+    config = {
+        "class_name": "Functional",
+        "x": {"registered_name": planted + ">x"},
+        "layers": [
+            {"class_name": "Scale", "registered_name": "tests>Scale", "config": {}},
+            {"class_name": "Shift", "registered_name": "tests>Shift", "config": {}},
+        ],
+    }
+    saved = tmp_path / "model.keras"
+    with zipfile.ZipFile(saved, "w") as archive:
+        archive.writestr("config.json", json.dumps(config))
+    monkeypatch.setitem(keras.saving.get_custom_objects(), "tests>Scale", Scale)
+    custom = _custom_objects(saved)
+    assert custom == {"tests>Scale": "tests.keras_layers.Scale"}  # neither planted nor unknown
+    line = _how_to_load(custom)
+    assert "system" not in line
+    compile(line, "load", "exec")  # Python (that it loads: test_controls.py)
+    assert line.startswith("import keras; from tests.keras_layers import Scale; model = ")
+    assert "custom_objects={'tests>Scale': Scale})" in line
+
+
 def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
