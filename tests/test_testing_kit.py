@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -337,3 +339,16 @@ def test_the_in_process_run_checks_the_recipe_first(graftune_run):
     bad = {**RECIPE, "strategies": {"scratch_mpl": {}}}
     with pytest.raises(RecipeError, match="did you mean 'scratch_mlp'"):
         graftune_run(bad)
+
+
+def test_the_kit_imports_without_pytest():
+    """Found by QA: `from orchestrator.testing import check_strategy` needed pytest,
+    which only the `test` extra installs, where the docs say it works without."""
+    code = (
+        "import sys; sys.modules['pytest'] = None\n"  # as if not installed
+        "from orchestrator.testing import check_strategy, graftune_run, run_in_process\n"
+        "print(callable(check_strategy), graftune_run.__name__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "graftune_run"]
