@@ -14,6 +14,7 @@ import html
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,21 +166,27 @@ def best_row(frame: pd.DataFrame) -> pd.Series | None:
     return None if finished.empty else finished.iloc[0]
 
 
+#: An underscore that Markdown may read as emphasis: not between two letters or digits.
+_EMPHASIS_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+
+
 def to_markdown(frame: pd.DataFrame) -> str:
     """The leaderboard as a Markdown table (blank cells for missing values).
 
     Cells are shown as :func:`_display` formats them (no re-reading of
-    numbers), on one line, with ``|`` and HTML's ``<``, ``>`` and ``&``
-    escaped: an error message cannot split a row or render as markup.
+    numbers), on one line, with ``|``, Markdown's marks (``*``, ``~``, an ``_``
+    outside a word, ``[``, backticks) and HTML's ``<``, ``>`` and ``&`` escaped:
+    an error message cannot split a row or render as markup.
     """
 
     def cell(value: Any) -> Any:
         if not isinstance(value, str):
             return value
         escaped = html.escape(value, quote=False)
-        for mark in ("\\", "|", "*", "`", "["):  # a cell's text, never Markdown's markup (links)
+        for mark in ("\\", "|", "*", "~", "`", "["):  # a cell's text, never markup (links)
             escaped = escaped.replace(mark, "\\" + mark)
-        return escaped
+        # An underscore inside a word (scratch_mlp) is no emphasis: kept as it is.
+        return _EMPHASIS_UNDERSCORE.sub(r"\\_", escaped)
 
     from pandas.api.types import is_numeric_dtype
 

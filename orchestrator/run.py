@@ -1156,6 +1156,12 @@ def _few_note(few: dict[str, tuple[int, int]]) -> str | None:
 def _not_empty(path: Path) -> str:
     """Why a run cannot start in ``path``, and what to do instead."""
     if (path / RECIPE_FILE).is_file():
+        holder = run_holder(path)
+        if holder is not None:  # found by QA: --resume, as said, was refused in turn
+            return (
+                f"run directory {path} is in use by a graftune run going now ({holder}): "
+                "choose another --run-dir or --run-name"
+            )
         return f"run directory {path} exists and is not empty (use --resume to continue it)"
     return f"{path} exists and is not empty, and is no run directory: choose a new or empty folder"
 

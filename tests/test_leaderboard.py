@@ -381,12 +381,15 @@ def test_the_printed_table_keeps_huge_and_tiny_numbers_short():
 
 def test_markdown_and_html_keep_an_error_in_its_cell(tmp_path):
     failed = result("x", status="error")
-    failed.error = "ValueError: bad | pipe\nsecond line <b>bold</b> & more *star*"
+    failed.error = "ValueError: bad | pipe\nsecond line <b>bold</b> & more *star* _em_ ~~s~~"
     frame = build_leaderboard([failed, result("y", val=0.5)], metric="val_accuracy", mode="max")
     lines = to_markdown(frame).splitlines()
     assert len(lines) == 4  # header, rule, two rows: the newline did not split the row
     assert lines[0].count("|") == lines[-1].count("|") - 1  # one escaped pipe more, no column
-    assert r"bad \| pipe second line &lt;b&gt;bold&lt;/b&gt; &amp; more \*star\*" in lines[-1]
+    assert (
+        r"bad \| pipe second line &lt;b&gt;bold&lt;/b&gt; &amp; more \*star\* \_em\_ \~\~s\~\~"
+        in lines[-1]
+    )
     write_leaderboard(frame, tmp_path)
     page = (tmp_path / "leaderboard.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page

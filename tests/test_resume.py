@@ -129,7 +129,7 @@ def group_alive(pgid: int) -> bool:
 
 @pytest.mark.parametrize("how", ["SIGKILL to every process", "SIGTERM to the driver"])
 def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp_path, how):
-    from orchestrator.run import resume_run
+    from orchestrator.run import resume_run, run_recipe
 
     recipe = write_recipe(tmp_path, *SIX_TRIALS)
     run_dir = tmp_path / "killed"
@@ -138,6 +138,9 @@ def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp
             # While it runs, its directory is its own.
             with pytest.raises(RunDirError, match=f"{run_dir} is in use by another graftune run"):
                 resume_run(run_dir, plugins=[], echo=print)
+            # A new run there is told so, not to resume it (refused in turn: above).
+            with pytest.raises(RunDirError, match=f"{run_dir} is in use by a graftune run going"):
+                run_recipe(recipe, run_dir=run_dir, plugins=[], echo=print)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         else:  # what `timeout`, systemd, Kubernetes and `ray job stop` send
