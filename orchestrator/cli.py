@@ -587,10 +587,10 @@ def run(
         else:
             logdir = shlex.quote(str(outcome.run_dir / "trials"))
             out.print(f"tensorboard: tensorboard --logdir {logdir}", markup=False)
-    _say_features_cached(cached_before)
+    _say_features_cached(cached_before, outcome.run_dir)
 
 
-def _say_features_cached(before: dict[str, tuple[int, int] | None]) -> None:
+def _say_features_cached(before: dict[str, tuple[int, int] | None], run_dir: Path) -> None:
     """Say how much the run's frozen features added to this machine's cache, if any.
 
     Found by QA: a run of 7,800 images of 32x32 cached 1.1 GiB of features (its
@@ -598,13 +598,9 @@ def _say_features_cached(before: dict[str, tuple[int, int] | None]) -> None:
     as the run began; an entry it computed again (a damaged one) counts too.
     """
     from orchestrator.bases import cache_dir
-    from orchestrator.feature_cache import entries_size, feature_stamps, features_dir, size_text
+    from orchestrator.feature_cache import made_by, size_text
 
-    made = entries_size(
-        features_dir() / name
-        for name, stamp in feature_stamps().items()
-        if before.get(name, 0) != stamp
-    )
+    made = made_by(before, run_dir)
     if made:
         out.print(
             f"cache: {size_text(made)} of frozen features made in {cache_dir()} "

@@ -89,6 +89,24 @@ def feature_stamps() -> dict[str, tuple[int, int] | None]:
     return stamps
 
 
+def made_by(before: dict[str, tuple[int, int] | None], run_dir: Path) -> int:
+    """The bytes of the feature entries the trials of the run in ``run_dir``
+    computed since :func:`feature_stamps` gave ``before`` (found by QA: two runs
+    at once each claimed what either computed)."""
+    made = []
+    for name, stamp in feature_stamps().items():
+        if before.get(name, 0) == stamp:
+            continue
+        folder = features_dir() / name
+        try:
+            made_for = json.loads((folder / "meta.json").read_text(encoding="utf-8"))["made_for"]
+        except (OSError, ValueError, TypeError, KeyError):
+            made_for = None  # unreadable, or made before graftune kept it: counted
+        if made_for is None or Path(made_for) in (run_dir.absolute(), run_dir.resolve()):
+            made.append(folder)
+    return entries_size(made)
+
+
 def entries_size(folders: Iterable[Path]) -> int:
     """The bytes the entries in ``folders`` take."""
     return sum(_size(folder) for folder in folders)
@@ -101,6 +119,7 @@ def cached_features(
     *,
     batch_size: int = 256,
     damaged: Callable[[str], None] | None = None,
+    made_for: str | None = None,
 ) -> tuple[dict[str, np.ndarray], bool]:
     """The prefix's outputs on the train, val and test splits, from the cache or computed now.
 
@@ -110,6 +129,9 @@ def cached_features(
     Args:
         damaged: Told, in words naming the entry, when it is computed again
             because it could not be read.
+        made_for: The run directory of the trial computing it, kept in its
+            ``meta.json``: the run says what it added to the cache
+            (:func:`made_by`), not what others running beside it did.
 
     Returns:
         The three arrays (memory-mapped, read-only) and whether they were computed by this call.
@@ -167,6 +189,7 @@ def cached_features(
             "dtype": DTYPE,
             "seconds": round(time.perf_counter() - started, 3),
             "created": time.time(),
+            "made_for": made_for,
         }
         tmp = folder / "meta.json.tmp"
         tmp.write_text(json.dumps(meta, indent=2))

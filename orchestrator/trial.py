@@ -787,7 +787,9 @@ def _inputs(
 
     damaged: list[str] = []
     try:
-        features, computed = cached_features(base, cut, dataset, damaged=damaged.append)
+        features, computed = cached_features(
+            base, cut, dataset, damaged=damaged.append, made_for=str(Path(spec.run_dir).absolute())
+        )
     except CacheTooLarge as exc:  # an entry never fills the disk
         result.note = f"feature cache off up to cut {cut}: {exc}"
         log.warning("%s", result.note)

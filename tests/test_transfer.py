@@ -927,7 +927,8 @@ def test_features_that_would_take_half_the_free_disk_are_not_cached(digits, base
 
 def test_a_run_says_how_much_its_features_added_to_the_cache(digits, base_info, tmp_path, capsys):
     """Found by QA: a run cached 1.1 GiB of features and nothing said so; `cache
-    info` showed the train split's shape beside the size of all three."""
+    info` showed the train split's shape beside the size of all three; two runs at
+    once each said they made what either made."""
     from orchestrator.bases import cache_dir
     from orchestrator.cli import _say_features_cached
     from orchestrator.feature_cache import (
@@ -937,24 +938,27 @@ def test_a_run_says_how_much_its_features_added_to_the_cache(digits, base_info, 
         feature_stamps,
     )
 
+    run_dir = tmp_path / "run"  # the trials' (see trial())
     before = feature_stamps()
-    _say_features_cached(before)
+    _say_features_cached(before, run_dir)
     assert capsys.readouterr().out == ""  # nothing made, nothing said
     trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, epochs=1)
     assert len(feature_entries()) == 1
     made = entries_size(feature_entries().values())
     said = f"cache: {made / 2**20:.1f} MiB of frozen features made in {cache_dir()}"
-    _say_features_cached(before)
+    _say_features_cached(before, run_dir)
     assert capsys.readouterr().out.startswith(said)
+    _say_features_cached(before, tmp_path / "another run")  # going at the same time
+    assert capsys.readouterr().out == ""
     before = feature_stamps()
-    _say_features_cached(before)
+    _say_features_cached(before, run_dir)
     assert capsys.readouterr().out == ""
     # Found by QA: an entry damaged, and made again by the next run, was not counted.
     (folder,) = feature_entries().values()
     with open(folder / "val.npy", "r+b") as file:
         file.truncate(100)
     trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, epochs=1, trial_id="again")
-    _say_features_cached(before)
+    _say_features_cached(before, run_dir)
     assert capsys.readouterr().out.startswith(said)
     (entry,) = [e for e in cache_entries() if e.kind == "features"]
     counts = f"{len(digits.x_train)}/{len(digits.x_val)}/{len(digits.x_test)}"
