@@ -718,6 +718,10 @@ def _run(
         if ray_start is not None:
             try:
                 started_ray = ray_start.join(run_dir / "ray.log")
+                if recipe.resources.dashboard and ray_start.dashboard_url:
+                    # Found by QA: said only in ray.log (two runs' dashboards: two ports).
+                    url = ray_start.dashboard_url
+                    echo(f"dashboard: {url if '://' in url else 'http://' + url}")
             except Exception as exc:  # Ray's own: "internal error" said nothing of what to do
                 from orchestrator.errors import RayStartError
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -158,7 +159,7 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
             data: {source: "sklearn:iris"}
             strategies: {scratch_mlp: {num_samples: 2}}
             search: {max_epochs: 1}
-            resources: {num_cpus: 2, cpus_per_trial: 1}
+            resources: {num_cpus: 2, cpus_per_trial: 1, dashboard: true}
             output: runs/
             """
         )
@@ -169,7 +170,7 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
     home.mkdir()
     secret = "graftune-test-secret-3f9a"
     env = {"HOME": str(home), "AWS_SECRET_ACCESS_KEY": secret}
-    done = graftune(tmp_path, ray_tmpdir, "run", str(recipe), "--quiet", env=env)
+    done = graftune(tmp_path, ray_tmpdir, "run", str(recipe), env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     # Found by security QA: Tune copies AWS_* variables (what s3:// storage needs)
     # into each trial actor's environment, and Ray's runtime-env agent logged them
@@ -181,6 +182,8 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
     assert logs
     assert [p for p in logs if secret in p.read_text(errors="replace")] == []
     assert (home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
+    # Found by QA: where the dashboard listens was said only in ray.log.
+    assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+$", done.stdout, re.M), done.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert (run_dir / "leaderboard.csv").read_text().count("scratch_mlp") == 2
     log = (run_dir / "ray.log").read_text()

@@ -477,6 +477,8 @@ class BackgroundStart:
         self._held.addFilter(lambda record: "SIGTERM handler" not in record.getMessage())
         route_ray_logs(self._held)
         self._error: BaseException | None = None
+        #: Where the dashboard listens (``resources.dashboard: true``), once Ray is up.
+        self.dashboard_url: str | None = None
         self._ready = threading.Event()
         self._release = threading.Event()
         _exit_on_sigterm()
@@ -487,7 +489,8 @@ class BackgroundStart:
         global _embedded
         try:
             env = dict(os.environ)  # what Ray's processes, and so its workers, start with
-            self._ray.init(address="local", num_cpus=self._num_cpus, **self._kwargs)
+            context = self._ray.init(address="local", num_cpus=self._num_cpus, **self._kwargs)
+            self.dashboard_url = getattr(context, "dashboard_url", None) or None
             _embedded = True
             _started_env.clear()
             _started_env.update(env)
