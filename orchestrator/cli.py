@@ -342,6 +342,19 @@ def validate(
             "which is sent the data and any Ray token at hand",
             markup=False,
         )
+    # Found by QA: what else a recipe sends elsewhere went unsaid.
+    if loaded.storage is not None and "://" in loaded.storage.path:
+        out.print(
+            f"stores the run at {loaded.storage.path} (storage), uploading its models, "
+            "predictions and recipe with the credentials at hand",
+            markup=False,
+        )
+    if loaded.submit.pip:
+        out.print(
+            f"`graftune submit` has the cluster install {', '.join(loaded.submit.pip)} "
+            "(submit.pip), and loads the graftune plugins they bring",
+            markup=False,
+        )
     for line in notes:
         out.print(line, markup=False)
     for reason in refused:

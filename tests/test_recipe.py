@@ -1572,7 +1572,24 @@ def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
         "data and any Ray token at hand"
     ) in said
     plain = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n")
-    assert "runs on the Ray cluster" not in cli("validate", str(plain)).output
+    plain_said = cli("validate", str(plain)).output
+    assert "runs on the Ray cluster" not in plain_said
+    assert "stores the run at" not in plain_said and "has the cluster install" not in plain_said
+    # Found by security QA: nor where the run is stored, nor what a job installs.
+    elsewhere = write_recipe(
+        tmp_path,
+        HEAD + "strategies: {scratch_mlp: {}}\nstorage: s3://someone-elses/runs\n"
+        "submit: {pip: ['--index-url=http://203.0.113.7/simple', 'their-plugin']}\n",
+    )
+    said = " ".join(cli("validate", str(elsewhere)).output.split())
+    assert (
+        "stores the run at s3://someone-elses/runs (storage), uploading its models, "
+        "predictions and recipe with the credentials at hand"
+    ) in said
+    assert (
+        "`graftune submit` has the cluster install --index-url=http://203.0.113.7/simple, "
+        "their-plugin (submit.pip), and loads the graftune plugins they bring"
+    ) in said
 
 
 def test_a_recipe_through_a_pipe_is_read_once_and_its_paths_are_from_here(tmp_path):
