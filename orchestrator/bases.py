@@ -135,20 +135,29 @@ IN_USE_LOCK = "in-use.lock"
 
 
 @contextlib.contextmanager
-def using_cache() -> Iterator[None]:
+def using_cache(waiting: Callable[[Path], None] | None = None) -> Iterator[None]:
     """Hold the cache for a run: ``graftune cache clear`` refuses until it ends.
 
     A run's trials load its base and features from the cache whenever they
     start; a clear in between failed every one of them. A cache this process
     cannot write (a shared, read-only one) cannot be cleared either: nothing
     is held.
+
+    Args:
+        waiting: Called with the cache folder, before blocking, while a clear
+            holds it (found by QA: the run waited without a word).
     """
     import fcntl
 
     root = cache_dir()
     made = not root.exists()
     try:
-        handle = lock_in_use(root, fcntl.LOCK_SH)  # waits out a clear going on
+        try:
+            handle = lock_in_use(root, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting(root)
+            handle = lock_in_use(root, fcntl.LOCK_SH)  # waits out the clear
     except OSError:
         yield
         return

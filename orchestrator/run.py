@@ -403,7 +403,9 @@ def _run_checked(
         if resume:  # before any work too: a run that is still going on is left alone
             assert run_dir is not None  # resume_run gives it
             held.enter_context(holding_run_dir(Path(run_dir)))
-        held.enter_context(using_cache())  # `graftune cache clear` waits for the end
+        held.enter_context(  # `graftune cache clear` waits for the end
+            using_cache(lambda root: echo(f"cache: waiting for `graftune cache clear` in {root}"))
+        )
         ray_start = None
         if recipe.search.backend == "ray":
             from orchestrator.tuning.ray_start import start_in_background

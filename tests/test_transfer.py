@@ -788,6 +788,36 @@ def test_cache_clear_removes_only_its_own_entries_and_follows_no_link(digits, ba
     assert all((folder / "keep.txt").read_text() == "the user's" for folder in own)
 
 
+def test_a_run_says_it_waits_for_a_cache_clear(tmp_path, monkeypatch):
+    """Found by QA: a run started during `graftune cache clear` waited without a word."""
+    import fcntl
+    import threading
+
+    from orchestrator.bases import cache_dir, lock_in_use, using_cache
+
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    clearing = lock_in_use(cache_dir(), fcntl.LOCK_EX)  # as `cache clear` holds it
+    said: list = []
+    held = threading.Event()
+
+    def a_run() -> None:
+        with using_cache(said.append):
+            held.set()
+
+    thread = threading.Thread(target=a_run, daemon=True)
+    thread.start()
+    for _ in range(300):
+        if said:
+            break
+        time.sleep(0.1)
+    assert said == [cache_dir()] and not held.is_set()  # told, and waiting
+    clearing.close()
+    thread.join(30)
+    assert held.is_set()
+    with using_cache(said.append):  # nothing to wait for: nothing said
+        assert said == [cache_dir()]
+
+
 def test_a_refused_run_leaves_no_cache_behind(tmp_path, monkeypatch):
     """Found by QA: a recipe refused at its data (or base) exits 2 and writes
     nothing, but left a new, empty cache folder with its in-use lock. A cache
