@@ -565,6 +565,8 @@ class Recipe(_Model):
 
 #: The largest recipe file read (YAML is parsed in pure Python: 50 MB took minutes).
 MAX_RECIPE_BYTES = 1 << 20
+#: The recipes in the repository's (and the sdist's) ``recipes/``, which no wheel holds.
+_SHIPPED_RECIPES = ("quickstart.yaml", "tabular-csv.yaml", "resnet50-imagenet.yaml")
 
 
 #: The most values a recipe may hold as YAML aliases expand it (each alias counted
@@ -683,7 +685,14 @@ def _load_recipe(path: Path) -> Recipe:
             if streamed:
                 _STREAMED[str(path)] = text
     except FileNotFoundError:
-        raise RecipeError("no such recipe file", file=path) from None
+        hint = ""
+        if path.name in _SHIPPED_RECIPES and path.parent.name == "recipes":
+            # Found by QA: a wheel's user, following the quick start, was told no more.
+            hint = (
+                " (graftune's own recipes come with its source, not with the wheel: the "
+                "repository's or the sdist's recipes/ folder)"
+            )
+        raise RecipeError(f"no such recipe file{hint}", file=path) from None
     except IsADirectoryError:
         inside = path / "recipe.yaml"
         hint = f": a run directory's recipe is {inside}" if inside.is_file() else ""

@@ -1934,3 +1934,20 @@ def test_one_ignored_column_may_be_named_alone_and_a_name_said_twice_counts_once
         assert "got a number (2021); write the name in quotes, as its header has it" in str(
             info.value
         )
+
+
+def test_a_shipped_recipe_missing_here_says_where_it_comes_from(tmp_path, monkeypatch):
+    """Found by QA: installed from a wheel, the quick start's `graftune run
+    recipes/quickstart.yaml` said only "no such recipe file"."""
+    from orchestrator.recipe import _SHIPPED_RECIPES
+
+    repo = Path(__file__).parents[1]
+    assert sorted(_SHIPPED_RECIPES) == sorted(p.name for p in (repo / "recipes").glob("*.yaml"))
+    monkeypatch.chdir(tmp_path)
+    result = cli("validate", "recipes/quickstart.yaml")
+    assert_exit(result, 2)
+    said = " ".join(result.output.split())
+    assert "no such recipe file (graftune's own recipes come with its source, not with " in said
+    result = cli("validate", "mine/quickstart.yaml")
+    assert_exit(result, 2)
+    assert "graftune's own recipes" not in result.output
