@@ -351,9 +351,10 @@ def _cache_root() -> Path:
 
 
 #: The names of the entries graftune makes (``bases/KIND-`` and 16 hex digits,
-#: :func:`orchestrator.bases._entry_name`; ``features/`` and 32): ``cache info`` lists and ``cache clear`` removes no other
-#: folder (found by QA: a $GRAFTUNE_CACHE_DIR set to a folder of the user's own,
-#: with a ``features/`` in it, lost it to ``cache clear``).
+#: :func:`orchestrator.bases._entry_name`; ``features/`` and 32): ``cache info``
+#: lists and ``cache clear`` removes no other folder (found by QA: a
+#: $GRAFTUNE_CACHE_DIR set to a folder of the user's own, with a ``features/``
+#: in it, lost it to ``cache clear``).
 _ENTRY_NAMES = {"base": re.compile(r".+-[0-9a-f]{16}"), "features": re.compile(r"[0-9a-f]{32}")}
 
 
