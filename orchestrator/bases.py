@@ -1889,10 +1889,12 @@ def _entry_name(key: str) -> str:
     """The cache entry's name for a provider's key: the built-ins' sha256 digests
     by their first 16 hex digits, any other text by its own digest's (a key with
     ``/`` or ``..`` named a folder outside the cache, and two keys that began
-    alike shared one entry)."""
-    import re
-
+    alike shared one entry). :data:`BASE_ENTRY_NAME` matches its folder."""
     return (key if re.fullmatch(r"[0-9a-f]{64}", key) else _digest(key))[:16]
+
+
+#: A cached base's folder under ``bases/``: ``KIND-`` and :func:`_entry_name`.
+BASE_ENTRY_NAME = re.compile(r".+-[0-9a-f]{16}")
 
 
 def _digest(value: Any) -> str:

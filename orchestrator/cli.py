@@ -343,7 +343,9 @@ def validate(
             markup=False,
         )
     # Found by QA: what else a recipe sends elsewhere went unsaid.
-    if loaded.storage is not None and "://" in loaded.storage.path:
+    from orchestrator.storage import is_uri
+
+    if loaded.storage is not None and is_uri(loaded.storage.path):
         out.print(
             f"stores the run at {loaded.storage.path} (storage), uploading its models, "
             "predictions and recipe with the credentials at hand",

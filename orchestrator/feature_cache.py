@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.bases import (
+    BASE_ENTRY_NAME,
     cache_dir,
     damaged_base_file,
     describe_cached_base,
@@ -99,9 +100,9 @@ def made_by(before: dict[str, tuple[int, int] | None], run_dir: Path) -> int:
             continue
         folder = features_dir() / name
         try:
-            made_for = json.loads((folder / "meta.json").read_text(encoding="utf-8"))["made_for"]
-        except (OSError, ValueError, TypeError, KeyError):
-            made_for = None  # unreadable, or made before graftune kept it: counted
+            made_for = _read_meta(folder).get("made_for")
+        except DamagedEntry:
+            made_for = None  # unreadable: counted, as one made before graftune kept it
         if made_for is None or Path(made_for) in (run_dir.absolute(), run_dir.resolve()):
             made.append(folder)
     return entries_size(made)
@@ -350,12 +351,12 @@ def _cache_root() -> Path:
     return cache_dir()
 
 
-#: The names of the entries graftune makes (``bases/KIND-`` and 16 hex digits,
-#: :func:`orchestrator.bases._entry_name`; ``features/`` and 32): ``cache info``
+#: The names of the entries graftune makes (:data:`orchestrator.bases.BASE_ENTRY_NAME`;
+#: ``features/`` and 32 hex digits of the key, :func:`cached_features`): ``cache info``
 #: lists and ``cache clear`` removes no other folder (found by QA: a
 #: $GRAFTUNE_CACHE_DIR set to a folder of the user's own, with a ``features/``
 #: in it, lost it to ``cache clear``).
-_ENTRY_NAMES = {"base": re.compile(r".+-[0-9a-f]{16}"), "features": re.compile(r"[0-9a-f]{32}")}
+_ENTRY_NAMES = {"base": BASE_ENTRY_NAME, "features": re.compile(r"[0-9a-f]{32}")}
 
 
 def _entry_folders(parent: Path, kind: str) -> list[Path]:
