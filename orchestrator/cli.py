@@ -8,6 +8,7 @@ trial failed); ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from rich.table import Table
 
 from orchestrator.errors import (
     GraftuneError,
+    RunDirError,
     RunInterrupted,
     ellipsized,
     first_few,
@@ -127,9 +129,15 @@ class _Console(Console):
         super().on_broken_pipe()  # quiet from here on, and SystemExit(1)
 
 
-_state: dict[str, Any] = {"debug": False, "command": None, "reader_gone": False}
+_state: dict[str, Any] = {
+    "debug": False,
+    "command": None,
+    "reader_gone": False,
+    "output_error": None,  # what a write to stdout met (see _Stdout)
+}
 # Piped output keeps whole table rows rather than rich's 80 columns.
-out = _Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+_TERMINAL = sys.stdout is not None and sys.stdout.isatty()  # None: closed (``>&-``)
+out = _Console(highlight=False, soft_wrap=True, width=None if _TERMINAL else 200)
 err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
@@ -161,6 +169,14 @@ def main_options(
     _console_logging()
     from orchestrator.bases import cache_dir
 
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        # Found by QA: a run made its run directory and then failed in Ray, each time;
+        # a relative path was an internal error.
+        _fail(
+            RunDirError("the current folder no longer exists (it was deleted): cd to one that does")
+        )
     try:
         cache_dir()  # every command may need it: a wrong $GRAFTUNE_CACHE_DIR is said first
     except GraftuneError as exc:
@@ -205,7 +221,12 @@ def _console_logging() -> None:
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException, writing: Path | None = None) -> None:
+    """Say ``exc`` in one line (its traceback with ``--debug``) and exit with its status.
+
+    ``writing``: the file or folder the command writes, named where the disk had no
+    room for it and the error does not name it (a stream's, a copy's source).
+    """
     if _state["debug"]:
         # The traceback, then the exit status the error has without --debug
         # (Python's 1 for every error misread a bad recipe in scripts).
@@ -216,7 +237,7 @@ def _fail(exc: BaseException) -> None:
     if isinstance(exc, GraftuneError):
         err.print(f"error: {printable(without_credentials(str(exc)))}", markup=False)
         raise typer.Exit(exc.exit_status)
-    problem = _path_problem(exc)
+    problem = _path_problem(exc, writing)
     if problem is not None:  # a path no file can be at (2), or a full disk (1, as a run's)
         said, status = problem
         err.print(f"error: {printable(said)}", markup=False)
@@ -230,13 +251,21 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(1)
 
 
-def _path_problem(exc: BaseException) -> tuple[str, int] | None:
+def _path_problem(exc: BaseException, writing: Path | None = None) -> tuple[str, int] | None:
     """What Python says of a path no file can be at (a NUL byte, a name too long, a
     symbolic link loop: exit status 2) or of a full disk (1, as a run's), as the
     user's error, with its exit status; ``None`` for any other exception. Found by
     QA: each was an internal error of export, predict, report and others."""
     import errno
 
+    from orchestrator.errors import is_disk_full, no_room
+
+    if is_disk_full(exc):
+        # A copy's error names its source first (export named the run's model, on a
+        # disk with room); the file written is its second name, or ``writing``.
+        full = exc if isinstance(exc, OSError) else None
+        where = writing or (full and (full.filename2 or full.filename)) or "the file written"
+        return f"{no_room(exc, where)}, or write elsewhere", 1
     if isinstance(exc, ValueError) and "embedded null byte" in str(exc):
         return "a path holds a NUL byte, which no path may", 2
     if isinstance(exc, RuntimeError) and str(exc).startswith("Symlink loop from "):
@@ -247,8 +276,6 @@ def _path_problem(exc: BaseException) -> tuple[str, int] | None:
     where = f": {exc.filename}" if exc.filename else ""
     if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
         return f"{exc.strerror}{where}", 2
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return f"{exc.strerror}{where}: free space there, or write elsewhere", 1
     return None
 
 
@@ -780,18 +807,18 @@ def report(
 
     if out_path == Path("-"):  # stdout, as predict's --out - is (found by QA)
         out_path = Path("/dev/stdout")
+    default = run_dirs[0] / REPORT_FILE if len(run_dirs) == 1 else Path(COMPARE_FILE)
     try:
         if out_path is not None:
             check_output_file(out_path)
             check_report_out(out_path, run_dirs)
-        default = run_dirs[0] / REPORT_FILE if len(run_dirs) == 1 else Path(COMPARE_FILE)
         check_replaceable(out_path or default, force=force)
         if len(run_dirs) == 1:
             path = write_report(run_dirs[0], out=out_path)
         else:
             path = write_comparison(run_dirs, out=out_path or Path(COMPARE_FILE))
     except Exception as exc:
-        _fail(exc)
+        _fail(exc, writing=out_path or default)
         return
     # Beside a page written into stdout, not after it.
     (err if is_stream(path) else out).print(f"report: {path}", markup=False)
@@ -880,7 +907,7 @@ def predict(
         if out_path is not None:
             write_predictions(result.frame, out_path)
     except Exception as exc:
-        _fail(exc)
+        _fail(exc, writing=out_path)
         return
     where = err  # the summary goes beside the predictions, not into them
     if out_path is None:
@@ -959,7 +986,7 @@ def export(
         _run_host(plugin, run_dir).keras_objects()
         path = export_model(run_dir, dest, format=format.value, trial=trial)
     except Exception as exc:
-        _fail(exc)
+        _fail(exc, writing=dest)
         return
     out.print(f"exported ({format.value}): {path}", markup=False)
 
@@ -1481,6 +1508,7 @@ def main() -> None:
     """Console-script entry point."""
     from orchestrator.native_log import quiet_tensorflow_start
 
+    _closed_streams_opened()
     _buffered_stdout()
     # A console that cannot show a character (PYTHONIOENCODING=ascii, a Latin-1
     # terminal) ended commands in a UnicodeEncodeError's traceback: shown escaped.
@@ -1489,11 +1517,22 @@ def main() -> None:
             stream.reconfigure(errors="backslashreplace")
     quiet_tensorflow_start()
     try:
-        app(args=debug_first(sys.argv[1:]))
+        try:
+            app(args=debug_first(sys.argv[1:]))
+        except OSError as exc:  # Click ends a closed pipe's itself, not a full disk's
+            if _state["output_error"] is None:
+                raise
+            if _state["debug"]:
+                import traceback
+
+                traceback.print_exception(exc, file=sys.stderr)
+            raise SystemExit(1) from None
     except SystemExit as exc:
         code = exc.code
         if _reader_gone() or not _flushed(sys.stdout):
             code = 128 + signal.SIGPIPE
+        elif _state["output_error"] is not None:
+            code = _output_failed(_state["output_error"])
         if "tensorflow" not in sys.modules:
             raise SystemExit(code) from None
         _exit_now(code)
@@ -1512,26 +1551,74 @@ def debug_first(args: list[str]) -> list[str]:
     return ["--debug", *(a for a in args[:end] if a != "--debug"), *args[end:]]
 
 
+def _closed_streams_opened() -> None:
+    """Open ``/dev/null`` as stdout or stderr where the command started without it
+    (``>&-``): its output goes nowhere, as with ``> /dev/null``. Found by QA: the
+    import itself ended in a traceback. The descriptor is taken too, so no file
+    opened later (a log, which Ray's processes would then write into) becomes it."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is not None:
+            continue
+        null = os.open(os.devnull, os.O_WRONLY)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
+
+
+class _Stdout(io.FileIO):
+    """stdout's file, which keeps the error a write to it met (``_state``), so that
+    the command ends saying it: a full disk under ``> file`` or ``> /dev/full`` gave
+    a traceback, and Python's own exit status 120 (found by QA)."""
+
+    def write(self, data: Any) -> int | None:
+        try:
+            return super().write(data)
+        except OSError as exc:
+            _state["output_error"] = exc
+            raise
+
+
 def _buffered_stdout() -> None:
-    """Give stdout a buffer again where ``-u`` or ``PYTHONUNBUFFERED`` took it away.
+    """Write stdout through :class:`_Stdout`, with a buffer even where ``-u`` or
+    ``PYTHONUNBUFFERED`` took it away.
 
     Unbuffered, Python's text stream writes to the file itself and takes a
     short write (a pipe whose reader left midway) as the whole: the rest was
     dropped without an error, and ``predict | head`` exited 0, saying every
     example was predicted. A buffer writes the rest, and meets the closed pipe.
-    Lines still go out as they are written.
+    Lines still go out as they are written where they did (``-u``, a terminal).
     """
-    import io
-
-    raw = getattr(sys.stdout, "buffer", None)
-    if not isinstance(raw, io.RawIOBase):
+    stream = sys.stdout
+    try:
+        stream.flush()
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # closed (``>&-``), or not a file
         return
+    unbuffered = isinstance(getattr(stream, "buffer", None), io.RawIOBase)
     sys.stdout = io.TextIOWrapper(
-        io.BufferedWriter(raw),
-        encoding=sys.stdout.encoding,
-        errors=sys.stdout.errors,
-        line_buffering=True,
+        io.BufferedWriter(_Stdout(fd, "w", closefd=False)),
+        encoding=stream.encoding,
+        errors=stream.errors,
+        line_buffering=unbuffered or stream.line_buffering,
     )
+
+
+def _output_failed(exc: OSError) -> int:
+    """Say that stdout could not be written, and why; the exit status (1, as a full
+    disk ends a run). What is left unwritten goes to ``/dev/null``: Python's own
+    flush at exit would meet the error again."""
+    from orchestrator.errors import is_disk_full, no_room
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    what = "the output (stdout)"
+    if is_disk_full(exc):
+        said = f"{no_room(exc, what)}, or write elsewhere"
+    else:
+        said = f"cannot write {what}: {exc.strerror or exc}"
+    err.print(f"error: {said}", markup=False)
+    return 1
 
 
 def _flushed(stream: Any) -> bool:

@@ -6,6 +6,7 @@ here carries a traceback to the user unless ``--debug`` is given.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import unicodedata
@@ -279,23 +280,46 @@ class DiskFull(GraftuneError):
     exit_status = 1
 
 
+#: The errors of a write the machine has no room for: a full disk, a full quota, and
+#: a file past the largest this process may write (EFBIG: ``ulimit -f``, a per-file
+#: quota, a file system's own limit; found by QA: a trial's model cut off there was
+#: ranked as the trial's error, and the run ended as if that trial had run).
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
 def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` is the system saying the disk (or the user's quota) is full."""
+    """Whether ``exc`` is the system saying the disk (or the user's quota) is full, or
+    that a file outgrew the size this process may write."""
     return disk_full_error(exc) is not None
 
 
 def disk_full_error(exc: BaseException) -> OSError | None:
     """The full disk's :class:`OSError` that ``exc`` is, or was raised from or while
     handling (a library that says it in its own exception); None if none is."""
-    import errno
-
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(exc, OSError) and exc.errno in _NO_ROOM:
             return exc
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return None
+
+
+def no_room(exc: BaseException, where: str | Path) -> str:
+    """What stopped a write to ``where`` that :func:`is_disk_full` says had no room,
+    and what to do: ``no space left on the device of WHERE; free some``, for the
+    caller to go on (``, then ...``, ``, or write elsewhere``)."""
+    full = disk_full_error(exc)
+    code = full.errno if full is not None else errno.ENOSPC
+    if code == errno.EFBIG:
+        return (
+            f"a file grew past the largest this process may write, writing {where} "
+            "(File too large: a file-size limit, as `ulimit -f` sets, a quota, or the file "
+            "system's own); raise the limit"
+        )
+    if code == errno.EDQUOT:
+        return f"the disk quota is exceeded on the device of {where}; free some of it"
+    return f"no space left on the device of {where}; free some"
 
 
 class OutputPathError(GraftuneError):

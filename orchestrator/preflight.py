@@ -491,6 +491,7 @@ def reload_problem(model: Any, registered: dict[str, Any] | None = None) -> str 
     import keras
 
     from orchestrator.bases import load_problem
+    from orchestrator.errors import DiskFull, is_disk_full, no_room
     from orchestrator.trial import save_model
 
     table = keras.saving.get_custom_objects()
@@ -515,6 +516,11 @@ def reload_problem(model: Any, registered: dict[str, Any] | None = None) -> str 
             try:
                 save_model(model, path)
             except Exception as exc:
+                if is_disk_full(exc):  # the machine's, not the plugin's (found by QA: exit 3)
+                    raise DiskFull(
+                        f"{no_room(exc, path)}, then run the command again (a model is "
+                        "saved in $TMPDIR to check that it loads again)"
+                    ) from exc
                 return f"it cannot be saved: {type(exc).__name__}: {exc}"
             try:
                 keras.saving.load_model(path, safe_mode=True)

@@ -26,7 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import RunDirError, no_leaderboard, unreadable, written_again
+from orchestrator.errors import (
+    OutputPathError,
+    RunDirError,
+    cannot_write_in,
+    no_leaderboard,
+    one_line,
+    raised,
+    unreadable,
+    written_again,
+)
 from orchestrator.paths import is_stream
 
 if TYPE_CHECKING:
@@ -168,21 +177,36 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
 
     Raises:
         RunDirError: ``run_dir`` is not a graftune run directory.
+        OutputPathError: With no ``out``, the run directory is not writable.
     """
     from orchestrator.leaderboard import atomic_write_text
 
     run = read_run(run_dir)
     path = Path(out) if out is not None else run.run_dir / REPORT_FILE
+    problem = None if out is not None else cannot_write_in(run.run_dir)
+    if problem is not None:  # a read-only run (found by QA: an internal error)
+        raise OutputPathError(f"cannot write {path}: {problem}; give --out FILE.html")
     atomic_write_text(path, render_report(run))
     return path
 
 
 def write_report_safely(run_dir: str | Path) -> Path | None:
-    """:func:`write_report`, logging instead of raising: a report never fails a run."""
+    """:func:`write_report`, warning instead of raising: a report never fails a run.
+
+    The warning is one line with the reason (found by QA: a full disk's traceback
+    ended a run that had finished well); ``graftune report`` writes the page again,
+    and says the traceback with ``--debug``.
+    """
     try:
         return write_report(run_dir)
-    except Exception:
-        log.warning("could not write %s in %s", REPORT_FILE, run_dir, exc_info=True)
+    except Exception as exc:
+        log.warning(
+            "could not write %s in %s (%s); `graftune report %s` writes it again",
+            REPORT_FILE,
+            run_dir,
+            one_line(raised(exc)),
+            shlex.quote(str(run_dir)),
+        )
         return None
 
 

@@ -43,10 +43,12 @@ from orchestrator.errors import (
     RunInterrupted,
     SearchInterrupted,
     cannot_make_in,
+    disk_full_error,
     echoed,
     ellipsized,
     is_disk_full,
     missing_run_dir,
+    no_room,
     one_line,
     unreadable,
 )
@@ -136,6 +138,7 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
                 f"{run_dir}: the run finished, but {problem}: its trials are ranked and the "
                 "best model is saved again"
             )
+    _refuse_read_only(run_dir)
     recipe: Recipe | Path = run_dir / RECIPE_FILE
     if address is not None:
         from orchestrator.submit import with_cluster_options
@@ -172,6 +175,28 @@ def _refuse_links(run_dir: Path) -> None:
                     f"{path} is a symbolic link (to {os.readlink(path)}): a resume deletes "
                     "and writes folders of the run directory, and would do it where the link "
                     "leads; replace the link with a copy of what it points to to resume"
+                )
+
+
+def _refuse_read_only(run_dir: Path) -> None:
+    """A resume writes the run's files and removes the folders of trials that did
+    not end: a file or folder inside that cannot be written (a run restored from a
+    read-only copy) stopped it midway, in an internal error (found by QA). A run
+    directory that is not writable itself is refused by its lock (holding_run_dir).
+
+    Raises:
+        RunDirError: Something in ``run_dir`` is not writable.
+    """
+    if not os.access(run_dir, os.W_OK):
+        return
+    for folder, folders, files in os.walk(run_dir):
+        for name in sorted(folders + files):
+            path = Path(folder) / name
+            if not os.access(path, os.W_OK):
+                raise RunDirError(
+                    f"{path} is not writable, and a resume writes in the run directory: make "
+                    f"it all writable (chmod -R u+w {shlex.quote(str(run_dir))}), or copy it "
+                    "where you may write and resume the copy"
                 )
 
 
@@ -450,10 +475,9 @@ def _out_of_space(exc: BaseException, run_dir: Path) -> bool:
 
 
 def _disk_full(exc: BaseException, run_dir: Path) -> DiskFull:
-    filename = getattr(exc, "filename", None)
-    where = f" writing {filename}" if filename else f" of {run_dir}"
+    filename = getattr(disk_full_error(exc) or exc, "filename", None)
     then = _resume_hint(run_dir) if (run_dir / RECIPE_FILE).is_file() else "run it again"
-    return DiskFull(f"no space left on the device{where}; free some, then {then}")
+    return DiskFull(f"{no_room(exc, filename or run_dir)}, then {then}")
 
 
 #: The lock file in a run directory, held by the process that runs or resumes it.

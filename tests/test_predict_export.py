@@ -1285,6 +1285,72 @@ def test_a_reader_gone_midway_is_met_with_unbuffered_output_too(wine_run, tmp_pa
     assert (reading.wait(timeout=120), stderr) == (141, "")
 
 
+def test_output_the_disk_has_no_room_for_is_said_in_one_line(wine_run, tmp_path):
+    """Found by QA: on a full disk (`> /dev/full`, `> file` on a full file system)
+    leaderboard and predict printed a traceback and exited 1 or 120 (Python's own
+    flush at exit); stdout closed (`>&-`) ended every command in a traceback at the
+    import; an export past a file-size limit (`ulimit -f`) was an internal error,
+    and out of room it named the run's model, not the destination."""
+    import os
+
+    from tests.search_helpers import GRAFTUNE
+    from tests.test_resume import _file_size_limited
+
+    run_dir = str(wine_run.run_dir)
+    said = (
+        "error: no space left on the device of the output (stdout); free some, or write elsewhere\n"
+    )
+    for args in (["leaderboard", run_dir], ["predict", run_dir, "--data", f"csv:{WINE_CSV}"]):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run([GRAFTUNE, *args], stdout=full, stderr=subprocess.PIPE, text=True)
+        assert (args[0], done.returncode, done.stderr) == (args[0], 1, said)
+        # stdout closed: the output goes nowhere, as with > /dev/null
+        done = subprocess.run(
+            [GRAFTUNE, *args], stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1)
+        )
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+
+    dest = tmp_path / "exported"
+    done = subprocess.run(
+        [GRAFTUNE, "export", run_dir, str(dest)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_file_size_limited(4),
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith(
+        f"error: a file grew past the largest this process may write, writing {dest} "
+    ), done.stderr
+    assert done.stderr.endswith("; raise the limit, or write elsewhere\n"), done.stderr
+    assert not dest.exists() and os.listdir(tmp_path) == []  # nothing cut off left
+
+
+def test_a_report_in_a_read_only_run_directory_is_refused_in_one_line(wine_run, tmp_path, caplog):
+    """Found by QA: "internal error: PermissionError" (--out elsewhere worked); and the
+    end of a run that could not write its report printed the error's traceback."""
+    from orchestrator.report import write_report_safely
+    from tests.helpers import tmpfs
+
+    with tmpfs(tmp_path / "disk", "16m") as disk:
+        run_dir = disk / "run"
+        shutil.copytree(wine_run.run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        result = invoke("report", run_dir)
+        assert result.exit_code == 2, result.output
+        assert result.output == (
+            f"error: cannot write {run_dir}/report.html: {run_dir} is not writable; "
+            "give --out FILE.html\n"
+        )
+        assert write_report_safely(run_dir) is None
+    (record,) = [r for r in caplog.records if "report.html" in r.getMessage()]
+    assert record.exc_info is None
+    assert record.getMessage() == (
+        f"could not write report.html in {run_dir} (OutputPathError: cannot write "
+        f"{run_dir}/report.html: {run_dir} is not writable; give --out FILE.html); "
+        f"`graftune report {run_dir}` writes it again"
+    )
+
+
 def test_paths_no_file_can_be_at_are_refused_in_one_line(runs, tmp_path, monkeypatch):
     """Found by QA (fuzzing): a symbolic link loop, a name over 255 bytes and a NUL
     byte were internal errors (exit 1) or tracebacks, and a FIFO given as the run
@@ -1315,7 +1381,9 @@ def test_paths_no_file_can_be_at_are_refused_in_one_line(runs, tmp_path, monkeyp
         assert len(result.output.splitlines()) == 1, result.output
     full = invoke("report", runs[1].run_dir, "--out", "/dev/full")  # a full disk: 1, as a run's
     assert full.exit_code == 1, full.output
-    assert full.output == "error: No space left on device: free space there, or write elsewhere\n"
+    assert full.output == (
+        "error: no space left on the device of /dev/full; free some, or write elsewhere\n"
+    )
     monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / long))
     for command in (("cache", "info"), ("cache", "clear")):
         result = invoke(*command)

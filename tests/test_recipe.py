@@ -1889,6 +1889,37 @@ def test_cache_info_and_clear_refuse_a_cache_folder_that_is_a_file(tmp_path, mon
     assert afile.read_text() == "not a folder"
 
 
+def test_a_read_only_cache_with_nothing_in_it_clears_to_nothing(tmp_path, monkeypatch):
+    """Found by QA: `cache clear` on an empty read-only cache said "could not remove"
+    the cache folder and exited 1: what failed was making its lock."""
+    from tests.helpers import tmpfs
+
+    with tmpfs(tmp_path / "cache", "1m") as cache:
+        subprocess.run(["mount", "-o", "remount,ro", str(cache)], check=True)
+        monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(cache))
+        result = cli("cache", "clear")
+        assert_exit(result, 0)
+        assert result.output == "freed 0 B\n"
+
+
+def test_a_command_in_a_deleted_folder_says_so_and_writes_nothing(tmp_path, monkeypatch):
+    """Found by QA: run made a run directory and then failed in Ray ("embedded Ray did
+    not start"), once each time; a relative --out was an internal error."""
+    recipe = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n")
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    before = sorted(tmp_path.rglob("*"))
+    for args in (["run", str(recipe)], ["validate", str(recipe)]):
+        result = cli(*args)
+        assert_exit(result, 2)
+        assert result.output == (
+            "error: the current folder no longer exists (it was deleted): cd to one that does\n"
+        )
+    assert sorted(tmp_path.rglob("*")) == before
+
+
 def test_a_cache_folder_in_the_home_of_no_user_is_said_by_every_command(tmp_path, monkeypatch):
     """``GRAFTUNE_CACHE_DIR=~nobody/...`` ended commands in a RuntimeError traceback."""
     monkeypatch.setenv("GRAFTUNE_CACHE_DIR", "~nobody-graftune/cache")

@@ -1027,6 +1027,88 @@ def test_a_full_disk_stops_the_run_with_what_to_do_and_the_resume_ends_it(
     assert sorted(e["trial_id"] for e in told) == sorted(frame["trial_id"])
 
 
+def _file_size_limited(kilobytes: int):
+    """A ``preexec_fn`` that sets the process's file-size limit, as ``ulimit -f`` does
+    (Python ignores SIGXFSZ: a write past it fails with EFBIG, "File too large")."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (kilobytes * 1024, kilobytes * 1024))
+
+    return limit
+
+
+def test_a_file_past_the_size_limit_stops_the_run_as_a_full_disk_does(tmp_path):
+    """Found by QA: under `ulimit -f` the trial whose model.keras outgrew the limit
+    was ranked as an error, its cut-off model left, the run ended with status 0
+    ranking a worse trial best, and --resume said there was nothing to resume.
+    The check that a strategy's model saves was blamed on the plugin (status 3)."""
+    from orchestrator.cli import app
+
+    limited = _file_size_limited(512)  # a 2 x 512 network's model.keras is about 3 MB
+    fixed = "hidden_layers: 2, lambda: 1.0e-5, learning_rate: 0.001"
+    (tmp_path / "big").mkdir()
+    big = write_recipe(
+        tmp_path / "big", "{backend: keras_tuner, num_samples: 1, max_epochs: 1}",
+        f"scratch_mlp: {{space: {{{fixed}, width: 512}}}}",
+    )  # fmt: skip
+    done = subprocess.run(
+        [GRAFTUNE, "run", str(big), "--quiet"], capture_output=True, text=True, preexec_fn=limited
+    )
+    assert done.returncode == 1, done.stderr
+    assert "a file grew past the largest this process may write" in done.stderr, done.stderr
+    assert "then run the command again (a model is saved in $TMPDIR" in done.stderr
+    assert "plugin" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+    recipe = write_recipe(
+        tmp_path, "{backend: keras_tuner, algorithm: grid, max_epochs: 1}",
+        f"scratch_mlp: {{space: {{{fixed}, width: {{choice: [16, 512]}}}}}}",
+    )  # fmt: skip
+    done = subprocess.run(
+        [GRAFTUNE, "run", str(recipe), "--quiet"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        preexec_fn=limited,
+    )
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    assert done.returncode == 1, done.stderr
+    (said,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert said.startswith("error: a file grew past the largest this process may write, "), said
+    assert said.endswith(
+        "(File too large: a file-size limit, as `ulimit -f` sets, a quota, or the file system's "
+        f"own); raise the limit, then continue it with: graftune run --resume {run_dir}"
+    ), said
+    assert not (run_dir / "finished.json").exists()
+    resumed = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--quiet"])
+    assert resumed.exit_code == 0, resumed.output
+    frame = pd.read_csv(run_dir / "leaderboard.csv")
+    assert sorted(frame["width"]) == [16, 512] and (frame["status"] == "ok").all(), frame
+
+
+def test_a_resume_refuses_a_run_directory_with_something_read_only_inside(ended_run, tmp_path):
+    """Found by QA: a run restored from a read-only copy, its folder made writable
+    again, got a hook's warning and then "internal error: PermissionError" midway."""
+    from orchestrator.cli import app
+    from tests.helpers import tmpfs
+
+    run_dir = copy_of(ended_run, tmp_path, unfinished=True)
+    trials = run_dir / "trials"
+    trials.rename(tmp_path / "aside")
+    with tmpfs(trials, "16m"):
+        shutil.copytree(tmp_path / "aside", trials, dirs_exist_ok=True)
+        subprocess.run(["mount", "-o", "remount,ro", str(trials)], check=True)
+        before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")}
+        result = CliRunner().invoke(app, ["run", "--resume", str(run_dir)])
+        assert result.exit_code == 2, result.output
+        assert result.output == (
+            f"error: {trials} is not writable, and a resume writes in the run directory: make "
+            f"it all writable (chmod -R u+w {run_dir}), or copy it where you may write and "
+            "resume the copy\n"
+        )
+        assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*")} == before
+
+
 def test_a_run_directory_that_cannot_be_made_stops_the_run_before_any_work(tmp_path):
     from orchestrator.cli import app
 
