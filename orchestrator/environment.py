@@ -53,9 +53,33 @@ PACKAGES = (
 VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS")
 
 
+def plugin_modules(host: PluginHost) -> tuple[str, ...]:
+    """The plugins ``host`` loaded by module name (``--plugin``), which a resume of
+    the run needs again (not plugin objects given from Python)."""
+    return tuple(
+        name
+        for name, owner in host.owners.items()
+        if owner == f"{name} (not installed)" and name in sys.modules
+    )
+
+
+def recorded_plugin_modules(run_dir: Path) -> tuple[str, ...]:
+    """The ``--plugin`` modules the run's :data:`ENVIRONMENT_FILE` records (its last
+    resume's); none where it records none or cannot be read."""
+    try:
+        recorded = json.loads((Path(run_dir) / ENVIRONMENT_FILE).read_text(encoding="utf-8"))
+        last = (recorded.get("resumed") or [recorded])[-1]
+        modules = last.get("plugin_modules") or []
+    except (OSError, ValueError, AttributeError, TypeError, IndexError):
+        return ()
+    if not isinstance(modules, list):
+        return ()
+    return tuple(m for m in modules if isinstance(m, str) and m.isprintable())
+
+
 def environment(host: PluginHost | None = None) -> dict[str, Any]:
-    """This process's Python, machine, Keras backend and package versions, and the
-    plugins' distributions."""
+    """This process's Python, machine, Keras backend and package versions, the
+    plugins' distributions, and the plugins loaded by module name."""
     packages = {}
     for name in PACKAGES:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -75,6 +99,7 @@ def environment(host: PluginHost | None = None) -> dict[str, Any]:
         "keras_backend": backend(),
         "packages": packages,
         "plugins": dict(sorted(plugins.items())),
+        "plugin_modules": list(plugin_modules(host)) if host is not None else [],
         "variables": {name: os.environ[name] for name in VARIABLES if name in os.environ},
     }
 

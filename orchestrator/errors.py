@@ -507,10 +507,15 @@ def raised(exc: BaseException) -> str:
 
 def resume_command(run_dir: Path) -> str:
     """``graftune run --resume RUN_DIR``, quoted for a shell: what the messages of a
-    stopped, killed or damaged run tell the user to type."""
+    stopped, killed or damaged run tell the user to type; with the ``--plugin``
+    modules the run was given, which its resume needs too (found by QA: a killed
+    run's hint left them out, and the resume said its strategy was unknown)."""
     import shlex
 
-    return f"graftune run --resume {shlex.quote(str(run_dir))}"
+    from orchestrator.environment import recorded_plugin_modules
+
+    plugins = "".join(f" --plugin {shlex.quote(m)}" for m in recorded_plugin_modules(run_dir))
+    return f"graftune run --resume {shlex.quote(str(run_dir))}{plugins}"
 
 
 def written_again(run_dir: Path) -> str:

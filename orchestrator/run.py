@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.accelerator import chosen_backend
+from orchestrator.environment import plugin_modules
 from orchestrator.errors import (
     TEMPORARY_NAME,
     BaseModelError,
@@ -382,12 +383,7 @@ def _run_recipe(
     check_recipe(recipe, host)
     check_backend()  # the driver builds models too, wherever the trials run
     host.keras_objects()  # registered before a base or a saved trial is loaded
-    explicit = tuple(  # modules, which --plugin can name (not objects given from Python)
-        name
-        for name, owner in host.owners.items()
-        if owner == f"{name} (not installed)" and name in sys.modules
-    )
-    token = _EXPLICIT_PLUGINS.set(explicit)
+    token = _EXPLICIT_PLUGINS.set(plugin_modules(host))
     try:
         return _run_checked(recipe, host, run_dir, echo, listener, resume, run_name)
     finally:
@@ -711,6 +707,12 @@ def _run(
     else:
         _remove_stray_temporaries(run_dir)
     echo(f"run: {run_dir}" + (" (resumed)" if resume else ""))
+    from orchestrator.environment import record_environment
+
+    # First: it records the --plugin modules that a killed run's resume hints name.
+    changed = record_environment(run_dir, host, resumed=bool(resume))
+    if changed is not None:
+        log.warning("%s", changed)
     if place.remote is not None:
         echo(f"storage: {place.remote}")
         # Now, not at the end only: a run stopped or killed on the way (a job
@@ -724,11 +726,6 @@ def _run(
         atomic_write_text(run_dir / BASE_FILE, json.dumps(base_info.to_json(), indent=2))
     if not resume or not (run_dir / DATA_FILE).is_file():  # a run made before it had one
         atomic_write_text(run_dir / DATA_FILE, json.dumps(_data_record(dataset), indent=1))
-    from orchestrator.environment import record_environment
-
-    changed = record_environment(run_dir, host, resumed=bool(resume))
-    if changed is not None:
-        log.warning("%s", changed)
     host.notify("graftune_run_started", recipe=recipe, run_dir=run_dir)
     events = _RunEvents(host, run_dir, recipe.search.metric, echo, listener, stored=_storing(place))
     if listener is not None and hasattr(listener, "plan"):
@@ -1079,6 +1076,8 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
         )
         repeats = 1 if keras_tuner else samples
         more = f" (each run {repeats} times)" if repeats > 1 else ""
+        if keras_tuner and samples > 1:  # said, as Hyperband's is (found by QA)
+            more = f" (keras-tuner runs each once; num_samples {samples} does not apply)"
         return points * repeats, f"a grid of {points} configuration{'s' * (points != 1)}{more}"
     distinct = distinct_configurations(space)
     if keras_tuner and distinct is not None and distinct < samples:

@@ -656,11 +656,13 @@ def run_trial(
         result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         with contextlib.suppress(OSError):  # a full disk: the result below says it, or fails
             (folder / "error.txt").write_text(traceback.format_exc())
-        # A search expects its metric in a trial's last report; give the worst value.
-        report({spec.metric: WORST_SCORES.get(spec.metric, float("nan")), "epoch": reporter.epochs})
         log.info("%s trial %s failed: %s", spec.strategy.name, trial_id, result.error)
         _finish(folder, result, reporter, spec.storage)
         _release(gradients)
+        # A search expects its metric in a trial's last report: the worst value. Given
+        # after the result is written, as a scheduler may stop the trial in it (found by
+        # QA: ASHA did, and the trial was listed as pruned, its error lost).
+        report({spec.metric: WORST_SCORES.get(spec.metric, float("nan")), "epoch": reporter.epochs})
         return result
     _finish(folder, result, reporter, spec.storage)
     try:

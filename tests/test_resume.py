@@ -23,6 +23,9 @@ from tests.search_helpers import GRAFTUNE, run, write_recipe
 pytestmark = pytest.mark.slow
 
 
+#: What a resume of a run the fixture plugins ran in needs, which its hints say.
+FIXTURES = "--plugin tests.fixture_plugins"
+
 #: Six one-at-a-time trials: long enough to stop a run after two.
 SIX_TRIALS = (
     "{num_samples: 6, max_epochs: 8, max_concurrent_trials: 1}",
@@ -1544,7 +1547,7 @@ def test_a_finished_runs_damaged_or_deleted_file_is_named_and_resume_writes_it_a
     else:
         path.write_text(damage)
     problem = "is gone" if damage is None else "cannot be read ("
-    fix = f"graftune run --resume {run_dir} writes it again"
+    fix = f"graftune run --resume {run_dir} {FIXTURES} writes it again"
     commands = {
         "best/config.json": [
             ["predict", run_dir, "--data", "sklearn:iris"],
@@ -1596,7 +1599,7 @@ def test_a_damaged_model_is_never_saved_as_the_best_and_a_damaged_best_is_saved_
     assert said.exit_code == 2, said.output
     (line,) = said.output.splitlines()
     assert line.startswith(f"error: cannot load {saved}: model.keras is not a whole .keras file")
-    assert f"graftune run --resume {run_dir} writes it again" in line
+    assert f"graftune run --resume {run_dir} {FIXTURES} writes it again" in line
     lines = []
     resume_run(run_dir, plugins=[], echo=lines.append)
     assert lines[0].startswith(f"{run_dir}: the run finished, but {saved} is not a whole")
@@ -1623,7 +1626,10 @@ def test_a_stopped_runs_missing_or_damaged_file_is_written_as_it_finishes(ended_
     (run_dir / FINISHED_FILE).unlink()  # as a stop leaves it: ranked, not finished
     (run_dir / "best" / "config.json").write_text("{")
     (run_dir / "leaderboard.csv").unlink()
-    fix = f"graftune run --resume {run_dir} finishes the run, whose trials that ended do not"
+    fix = (
+        f"graftune run --resume {run_dir} {FIXTURES} finishes the run, whose trials that "
+        "ended do not"
+    )
     for command in (["predict", run_dir, "--data", "sklearn:iris"], ["leaderboard", run_dir]):
         said = CliRunner().invoke(app, [str(a) for a in command])
         assert said.exit_code == 2, said.output
@@ -1778,7 +1784,9 @@ def test_a_run_killed_before_it_ended_says_resume_in_every_command(ended_run, tm
     writer.wait()
     stray = run_dir / f".leaderboard.md.{writer.pid}.tmp"
     stray.write_text("half a table")
-    resume = f"graftune run --resume {run_dir} runs the trials that did not end and saves"
+    resume = (
+        f"graftune run --resume {run_dir} {FIXTURES} runs the trials that did not end and saves"
+    )
     said = CliRunner().invoke(app, ["predict", str(run_dir), "--data", "sklearn:iris"])
     assert said.exit_code == 2, said.output
     assert f"the run in {run_dir} stopped before it finished (interrupted, or killed?); " in (
@@ -1798,14 +1806,14 @@ def test_a_run_killed_before_it_ended_says_resume_in_every_command(ended_run, tm
 
     early = tmp_path / "early"
     early.mkdir()
-    for name in ("recipe.yaml", ".searched"):
+    for name in ("recipe.yaml", ".searched", "environment.json"):  # written at its start
         shutil.copy(ended_run / name, early / name)
     for command in (["leaderboard", str(early)], ["predict", str(early), "--data", "x:y"]):
         said = CliRunner().invoke(app, command)
         assert said.exit_code == 2, said.output
         assert (
             f"the run in {early} stopped before any trial ran (killed?); "
-            f"graftune run --resume {early} runs its trials"
+            f"graftune run --resume {early} {FIXTURES} runs its trials"
         ) in said.output
     (early / ".searched").unlink()  # a project's folder with its recipe: no run
     said = CliRunner().invoke(app, ["leaderboard", str(early)])

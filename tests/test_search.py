@@ -54,6 +54,26 @@ def test_strategies_that_break_the_fit_contract_fail_their_trials_not_the_search
     assert "trained more than the 2 epochs it was given" in errors["overtime_mlp"]
 
 
+def test_a_trial_whose_strategy_raised_is_an_error_under_a_scheduler_too(by_value, tmp_path):
+    """Found by QA: a trial that raised reported the worst score, for its searcher,
+    before it wrote its result; ASHA and Hyperband stopped it in that report, and it
+    was listed as pruned, with no score and no error (error.txt held it)."""
+    from orchestrator.leaderboard import read_leaderboard
+
+    recipe = write_recipe(
+        tmp_path,
+        "{algorithm: grid, num_samples: 2, max_epochs: 2, max_concurrent_trials: 1, "
+        "scheduler: asha, grace_period: 1, reduction_factor: 2}",
+        "exiting_mlp: {}",  # its trials of width 9 raise in fit, before an epoch ends
+    )
+    run(recipe)
+    frame = read_leaderboard(next((tmp_path / "runs").iterdir()))
+    raised = frame[frame["width"] == 9]
+    assert len(frame) == 4 and len(raised) == 2, frame
+    assert (raised["status"] == "error").all(), raised
+    assert (raised["error"] == "SystemExit: exits on purpose at width 9").all(), raised
+
+
 @pytest.mark.parametrize(
     "search",
     [
@@ -528,6 +548,11 @@ def test_the_run_says_how_many_trials_a_grid_runs():
     )
     kt = parse_recipe(text + "search: {algorithm: grid, backend: keras_tuner}\n")
     assert _planned(kt, "scratch_mlp", space) == (6, "a grid of 6 configurations")
+    kt = parse_recipe(text + "search: {algorithm: grid, backend: keras_tuner, num_samples: 2}\n")
+    assert _planned(kt, "scratch_mlp", space) == (  # said, as Hyperband's is (found by QA)
+        6,
+        "a grid of 6 configurations (keras-tuner runs each once; num_samples 2 does not apply)",
+    )
     plain = parse_recipe(text + "search: {num_samples: 1}\n")
     assert _planned(plain, "scratch_mlp", space) == (1, "1 trial")
 

@@ -295,9 +295,8 @@ def collect(
             write_result(folder, result)
         return result
     last = last or {}
-    # A trial whose strategy raised reports the worst score (trial.WORST_SCORES) for its
-    # searcher before it writes result.json; a worker that died in between left
-    # that report last, a score the trial never had.
+    # A trial that stopped the search on a full disk reports the worst score
+    # (trial.WORST_SCORES) and writes no result.json: a score the trial never had.
     scores = {
         key: None if last.get(key) == worst else finite_or_none(last.get(key))
         for key, worst in WORST_SCORES.items()
