@@ -126,7 +126,37 @@ class _Console(Console):
 
     def on_broken_pipe(self) -> None:
         _state["reader_gone"] = True
-        super().on_broken_pipe()  # quiet from here on, and SystemExit(1)
+        if not _state["goes_on"]:
+            super().on_broken_pipe()  # quiet from here on, and SystemExit(1)
+        # A run goes on, printing nothing more (found by QA: `run | head`, a pager
+        # quit, ended the search midway); its status is still SIGPIPE's at the end.
+        _reader_left()
+        if not self.quiet:
+            self.quiet = True
+            err.print(
+                "note: the output's reader has gone; the run goes on without printing "
+                "its progress (its leaderboard is written in its run directory)",
+                markup=False,
+            )
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has gone (not another pipe of the
+    command's, a socket to a cluster, broken)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _reader_left() -> None:
+    """Send what stdout is still given to ``/dev/null``: its reader has gone."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 _state: dict[str, Any] = {
@@ -134,6 +164,7 @@ _state: dict[str, Any] = {
     "command": None,
     "reader_gone": False,
     "output_error": None,  # what a write to stdout met (see _Stdout)
+    "goes_on": False,  # a run: it goes on when its output's reader has gone
 }
 # Piped output keeps whole table rows rather than rich's 80 columns.
 _TERMINAL = sys.stdout is not None and sys.stdout.isatty()  # None: closed (``>&-``)
@@ -165,6 +196,7 @@ def main_options(
 
     _state["debug"] = debug
     _state["command"] = ctx.invoked_subcommand
+    _state["goes_on"] = False  # until `run` says it goes on
     native_log.keep_all = debug
     _console_logging()
     from orchestrator.bases import cache_dir
@@ -213,10 +245,28 @@ class _ConsoleFormatter(logging.Formatter):
         return f"{level}: {record.name}: {message}"
 
 
+class _StderrHandler(logging.StreamHandler):
+    """A handler that writes to ``sys.stderr`` as it is when a record comes: the live
+    view puts its own there, which prints a line above the view's table. Found by
+    QA: a warning written to the stderr of the start ran into the view's last line,
+    and its next refresh erased the warning's end."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _console_logging() -> None:
     """Warnings and errors of every command to stderr, as :class:`_ConsoleFormatter`
     says them (nothing changes where the root logger has a handler already)."""
-    handler = logging.StreamHandler()
+    handler = _StderrHandler()
     handler.setFormatter(_ConsoleFormatter())
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
 
@@ -237,6 +287,12 @@ def _fail(exc: BaseException, writing: Path | None = None) -> None:
     if isinstance(exc, GraftuneError):
         err.print(f"error: {printable(without_credentials(str(exc)))}", markup=False)
         raise typer.Exit(exc.exit_status)
+    if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
+        # The reader of a page or log written to stdout (`report --out - | head`) has
+        # gone: quietly, with SIGPIPE's status, as every other command (found by QA).
+        _state["reader_gone"] = True
+        _reader_left()
+        raise typer.Exit(1)
     problem = _path_problem(exc, writing)
     if problem is not None:  # a path no file can be at (2), or a full disk (1, as a run's)
         said, status = problem
@@ -509,6 +565,7 @@ def run(
     if (recipe is None) == (resume is None):
         err.print("error: give a RECIPE to run, or --resume RUN_DIR to continue a run (not both)")
         raise typer.Exit(2)
+    _state["goes_on"] = True
     live, progress = _live_view(quiet)
 
     def echo(line: str) -> None:
@@ -1529,6 +1586,7 @@ def main() -> None:
             raise SystemExit(1) from None
     except SystemExit as exc:
         code = exc.code
+        _no_colour_reset()
         if _reader_gone() or not _flushed(sys.stdout):
             code = 128 + signal.SIGPIPE
         elif _state["output_error"] is not None:
@@ -1536,6 +1594,18 @@ def main() -> None:
         if "tensorflow" not in sys.modules:
             raise SystemExit(code) from None
         _exit_now(code)
+
+
+def _no_colour_reset() -> None:
+    """Take back the exit hook of the colorama Ray bundles (its CLI logger calls
+    ``colorama.init(strip=False)`` when imported), which wrote ``ESC[0m`` at the end
+    of every run on a terminal, ``TERM=dumb`` and ``--quiet`` too (found by QA):
+    graftune leaves no colour set."""
+    import atexit
+
+    module = sys.modules.get("colorama.initialise")  # ray/thirdparty_files is on sys.path
+    if module is not None and hasattr(module, "reset_all"):
+        atexit.unregister(module.reset_all)
 
 
 def debug_first(args: list[str]) -> list[str]:

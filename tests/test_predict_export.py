@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -1248,6 +1249,8 @@ def test_output_whose_reader_has_gone_ends_quietly_with_sigpipes_status(wine_run
         "rich": ["--version"],
         "click": ["leaderboard", str(wine_run.run_dir), "--format", "csv"],
         "tensorflow": ["predict", str(wine_run.run_dir), "--data", f"csv:{WINE_CSV}"],
+        # Written to /dev/stdout as a file (found by QA: "internal error: BrokenPipeError").
+        "a page": ["report", str(wine_run.run_dir), "--out", "-"],
     }
     for way, args in commands.items():
         read, write = os.pipe()
@@ -1259,6 +1262,57 @@ def test_output_whose_reader_has_gone_ends_quietly_with_sigpipes_status(wine_run
         finally:
             os.close(write)
         assert (way, done.returncode, done.stderr) == (way, 141, ""), done.stderr
+
+
+def test_a_run_whose_output_reader_has_gone_goes_on_to_its_end(ray_session, tmp_path):
+    """Found by QA: `graftune run R | head` (a pager quit) ended the search midway,
+    with no leaderboard and no word; it goes on now, saying so once on stderr, and
+    ends with SIGPIPE's status, as `run --quiet | head` did."""
+    from tests.search_helpers import GRAFTUNE, write_recipe
+
+    recipe = write_recipe(tmp_path, "{num_samples: 4, max_epochs: 1}")
+    running = subprocess.Popen(
+        [GRAFTUNE, "run", str(recipe), "--run-dir", str(tmp_path / "run")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert running.stdout.readline().startswith("data: sklearn:iris")
+    running.stdout.close()  # as `head -1` leaves
+    stderr = running.stderr.read()
+    assert running.wait(timeout=300) == 141, stderr
+    assert stderr == (
+        "note: the output's reader has gone; the run goes on without printing its progress "
+        "(its leaderboard is written in its run directory)\n"
+    )
+    assert (tmp_path / "run" / "finished.json").is_file()
+    assert len(pd.read_csv(tmp_path / "run" / "leaderboard.csv")) == 4
+
+
+def test_no_colour_reset_is_left_on_a_terminal_at_the_end():
+    """Found by QA: every run on a terminal ended with `ESC[0m`, TERM=dumb and --quiet
+    too: the exit hook of the colorama Ray bundles, which its CLI logger starts."""
+    import os
+    import pty
+
+    code = (
+        "import ray.autoscaler._private.cli_logger\n"
+        "from orchestrator.cli import _no_colour_reset\n"
+        "_no_colour_reset()\n"
+        "print('end')\n"
+    )
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run([sys.executable, "-c", code], stdout=follower, timeout=120)
+        os.close(follower)
+        written = b""
+        with contextlib.suppress(OSError):  # EIO: nothing more to read
+            while chunk := os.read(leader, 1024):
+                written += chunk
+    finally:
+        os.close(leader)
+    assert done.returncode == 0
+    assert written == b"end\r\n", written
 
 
 def test_a_reader_gone_midway_is_met_with_unbuffered_output_too(wine_run, tmp_path):

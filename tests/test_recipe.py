@@ -1889,6 +1889,24 @@ def test_cache_info_and_clear_refuse_a_cache_folder_that_is_a_file(tmp_path, mon
     assert afile.read_text() == "not a folder"
 
 
+def test_warnings_go_to_the_stderr_of_the_moment(monkeypatch):
+    """Found by QA: a warning during a run went to the stderr of the start, past the
+    live view (which puts its own in sys.stderr): it ran into the view's last line,
+    and the view's next refresh erased its end."""
+    import io
+    import logging
+
+    from orchestrator.cli import _ConsoleFormatter, _StderrHandler
+
+    handler = _StderrHandler()
+    handler.setFormatter(_ConsoleFormatter())
+    now = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", now)
+    record = logging.LogRecord("orchestrator.x", logging.WARNING, __file__, 1, "late", (), None)
+    handler.handle(record)
+    assert now.getvalue() == "warning: late\n"
+
+
 def test_a_read_only_cache_with_nothing_in_it_clears_to_nothing(tmp_path, monkeypatch):
     """Found by QA: `cache clear` on an empty read-only cache said "could not remove"
     the cache folder and exited 1: what failed was making its lock."""
