@@ -165,7 +165,21 @@ _state: dict[str, Any] = {
     "reader_gone": False,
     "output_error": None,  # what a write to stdout met (see _Stdout)
     "goes_on": False,  # a run: it goes on when its output's reader has gone
+    "stdout_closed": False,  # started with ``>&-`` (see _closed_streams_opened)
+    "stderr_closed": False,
 }
+
+
+def _product_to_stdout(what: str, fix: str) -> None:
+    """Refuse, before any work, a command whose product goes to a stdout that was
+    closed (``>&-``): it would say it wrote ``what`` where nothing can read it
+    (found by QA: predict said "1797 predictions" and exited 0)."""
+    if _state["stdout_closed"]:
+        from orchestrator.errors import OutputPathError
+
+        raise OutputPathError(f"stdout is closed (>&-), where {what} would go; {fix}")
+
+
 # Piped output keeps whole table rows rather than rich's 80 columns.
 _TERMINAL = sys.stdout is not None and sys.stdout.isatty()  # None: closed (``>&-``)
 out = _Console(highlight=False, soft_wrap=True, width=None if _TERMINAL else 200)
@@ -659,6 +673,10 @@ def run(
         + " ".join(f"{key}={_fmt(best.get(key))}" for key in shown),
         markup=False,
     )
+    config = best.get("config") or {}
+    if config:  # found by QA: at 80 columns the table keeps no searched column
+        values = (f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in config.items())
+        out.print(printable("config: " + " ".join(values)), markup=False)
     from orchestrator.storage import join
     from orchestrator.submit import SUBMITTED_ENV
 
@@ -806,6 +824,7 @@ def leaderboard(
     except OSError as exc:  # a name too long (found by QA: a traceback)
         _fail(exc)
     try:
+        _product_to_stdout("the leaderboard", f"its files are {run_dir / 'leaderboard.*'}")
         frame = lb.read_leaderboard(run_dir)
     except GraftuneError as exc:
         _fail(exc)
@@ -866,6 +885,8 @@ def report(
         out_path = Path("/dev/stdout")
     default = run_dirs[0] / REPORT_FILE if len(run_dirs) == 1 else Path(COMPARE_FILE)
     try:
+        if out_path == Path("/dev/stdout"):
+            _product_to_stdout("the page", "give --out FILE.html")
         if out_path is not None:
             check_output_file(out_path)
             check_report_out(out_path, run_dirs)
@@ -950,6 +971,8 @@ def predict(
     if out_path == Path("-"):  # the usual name for stdout (it made a file named "-")
         out_path = None
     try:
+        if out_path is None:
+            _product_to_stdout("the predictions", "give --out FILE")
         if out_path is not None:  # before the model is loaded and run
             check_output_file(out_path)
             check_out(out_path, run_dir, data, replace=force)
@@ -1629,6 +1652,7 @@ def _closed_streams_opened() -> None:
     for fd, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is not None:
             continue
+        _state[f"{name}_closed"] = True
         null = os.open(os.devnull, os.O_WRONLY)
         if null != fd:
             os.dup2(null, fd)

@@ -1343,7 +1343,7 @@ def test_output_the_disk_has_no_room_for_is_said_in_one_line(wine_run, tmp_path)
     """Found by QA: on a full disk (`> /dev/full`, `> file` on a full file system)
     leaderboard and predict printed a traceback and exited 1 or 120 (Python's own
     flush at exit); stdout closed (`>&-`) ended every command in a traceback at the
-    import; an export past a file-size limit (`ulimit -f`) was an internal error,
+    import, and then predict said it had written its predictions; an export past a file-size limit (`ulimit -f`) was an internal error,
     and out of room it named the run's model, not the destination."""
     import os
 
@@ -1358,11 +1358,21 @@ def test_output_the_disk_has_no_room_for_is_said_in_one_line(wine_run, tmp_path)
         with open("/dev/full", "w") as full:
             done = subprocess.run([GRAFTUNE, *args], stdout=full, stderr=subprocess.PIPE, text=True)
         assert (args[0], done.returncode, done.stderr) == (args[0], 1, said)
-        # stdout closed: the output goes nowhere, as with > /dev/null
+        # stdout closed: refused, before any work, where the command's product goes there
         done = subprocess.run(
             [GRAFTUNE, *args], stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1)
         )
-        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: stdout is closed (>&-), where the "), done.stderr
+    # A command whose product is a file: its lines go nowhere, as with > /dev/null.
+    done = subprocess.run(
+        [GRAFTUNE, "report", run_dir, "--out", str(tmp_path / "r.html")],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: os.close(1),
+    )
+    assert (done.returncode, done.stderr) == (0, "")
+    (tmp_path / "r.html").unlink()
 
     dest = tmp_path / "exported"
     done = subprocess.run(

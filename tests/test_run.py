@@ -297,6 +297,14 @@ def test_cli_run_prints_the_leaderboard(wine_run):
     from orchestrator.cli import app
 
     assert "best: scratch_mlp" in wine_run.output
+    # Its configuration too, in a line (found by QA: at 80 columns no searched column fits).
+    best = json.loads((wine_run.run_dir / "best" / "config.json").read_text())["config"]
+    said = [line for line in wine_run.output.splitlines() if line.startswith("config: ")]
+    assert said == [
+        "config: "
+        + " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items())
+    ]
+    assert "width=" in said[0] and "learning_rate=" in said[0]
     frame_text = (wine_run.run_dir / "leaderboard.md").read_text()
     assert "scratch_mlp" in frame_text
     # The run keeps a recipe that still finds its data from its own folder.
