@@ -154,7 +154,8 @@ def _stdout_reader_gone() -> bool:
 
 
 def _reader_left() -> None:
-    """Send what stdout is still given to ``/dev/null``: its reader has gone."""
+    """Send what stdout is still given to ``/dev/null``: its reader has gone, or it
+    cannot be written."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
@@ -166,7 +167,6 @@ _state: dict[str, Any] = {
     "output_error": None,  # what a write to stdout met (see _Stdout)
     "goes_on": False,  # a run: it goes on when its output's reader has gone
     "stdout_closed": False,  # started with ``>&-`` (see _closed_streams_opened)
-    "stderr_closed": False,
 }
 
 
@@ -1652,7 +1652,7 @@ def _closed_streams_opened() -> None:
     for fd, name in ((1, "stdout"), (2, "stderr")):
         if getattr(sys, name) is not None:
             continue
-        _state[f"{name}_closed"] = True
+        _state["stdout_closed"] = _state["stdout_closed"] or fd == 1
         null = os.open(os.devnull, os.O_WRONLY)
         if null != fd:
             os.dup2(null, fd)
@@ -1700,12 +1700,11 @@ def _buffered_stdout() -> None:
 
 def _output_failed(exc: OSError) -> int:
     """Say that stdout could not be written, and why; the exit status (1, as a full
-    disk ends a run). What is left unwritten goes to ``/dev/null``: Python's own
-    flush at exit would meet the error again."""
+    disk ends a run). What is left unwritten goes to ``/dev/null`` (_reader_left):
+    Python's own flush at exit would meet the error again."""
     from orchestrator.errors import is_disk_full, no_room
 
-    with contextlib.suppress(OSError, ValueError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    _reader_left()
     what = "the output (stdout)"
     if is_disk_full(exc):
         said = f"{no_room(exc, what)}, or write elsewhere"
@@ -1720,8 +1719,7 @@ def _flushed(stream: Any) -> bool:
     try:
         stream.flush()
     except BrokenPipeError:
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        _reader_left()
         return False
     except (OSError, ValueError):
         pass
