@@ -170,6 +170,20 @@ _state: dict[str, Any] = {
 }
 
 
+def _write_data(text: str) -> None:
+    """Write data (CSV, JSON, Markdown) to stdout as UTF-8, as its files are, whatever
+    the console's encoding: under ``PYTHONIOENCODING=ascii`` or a C locale without
+    UTF-8 mode a class ``Barolò`` came out as the text ``Barol\\xf2`` (found by QA)."""
+    stream = sys.stdout
+    raw = getattr(stream, "buffer", None)
+    if raw is None or (stream.encoding or "").lower().replace("-", "") == "utf8":
+        stream.write(text)
+        return
+    stream.flush()
+    raw.write(text.encode("utf-8"))
+    raw.flush()
+
+
 def _product_to_stdout(what: str, fix: str) -> None:
     """Refuse, before any work, a command whose product goes to a stdout that was
     closed (``>&-``): it would say it wrote ``what`` where nothing can read it
@@ -216,17 +230,38 @@ def main_options(
     from orchestrator.bases import cache_dir
 
     try:
-        os.getcwd()
+        here = os.getcwd()
     except FileNotFoundError:
         # Found by QA: a run made its run directory and then failed in Ray, each time;
         # a relative path was an internal error.
         _fail(
             RunDirError("the current folder no longer exists (it was deleted): cd to one that does")
         )
+    if not all(_decoded(text) for text in (here, *sys.argv[1:])):
+        # Bytes the locale's encoding could not read (LC_ALL=C with PYTHONUTF8=0): found
+        # by QA, a run made its run directory, then embedded Ray failed (exit 4).
+        _fail(
+            RunDirError(
+                "the current folder's path or an argument holds characters this locale "
+                f"cannot read (its encoding is {sys.getfilesystemencoding()}): run it again "
+                "with LC_ALL=C.UTF-8 (or PYTHONUTF8=1)"
+            )
+        )
     try:
         cache_dir()  # every command may need it: a wrong $GRAFTUNE_CACHE_DIR is said first
     except GraftuneError as exc:
         _fail(exc)
+
+
+def _decoded(text: str) -> bool:
+    """Whether ``text`` (a path, an argument) was read whole in the locale's encoding:
+    Python keeps bytes it could not read as lone surrogates, which no file name written
+    as UTF-8 (a recipe, Ray's job config) can hold."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _home(value: Any) -> Any:
@@ -836,11 +871,11 @@ def leaderboard(
         if stopped is not None:  # found by QA: a killed run's table, as if whole
             err.print(f"note: {stopped}; this leaderboard may lack trials", markup=False)
     if format is Format.csv:
-        sys.stdout.write(frame.to_csv(index=False))
+        _write_data(frame.to_csv(index=False))
     elif format is Format.md:
-        sys.stdout.write(lb.to_markdown(frame) + "\n")
+        _write_data(lb.to_markdown(frame) + "\n")
     elif format is Format.json:
-        sys.stdout.write(lb.to_json(frame) + "\n")
+        _write_data(lb.to_json(frame) + "\n")
     else:
         _print_table(frame, run_dir)
 
@@ -991,7 +1026,7 @@ def predict(
         return
     where = err  # the summary goes beside the predictions, not into them
     if out_path is None:
-        sys.stdout.write(result.frame.to_csv(index=False))
+        _write_data(result.frame.to_csv(index=False))
     elif not is_stream(out_path):  # -o /dev/stdout or a FIFO: the predictions' stream
         where = out
     ref = result.model

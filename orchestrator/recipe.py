@@ -99,9 +99,13 @@ def _class_label(value: Any) -> Any:
             f"expected a class name or an integer label, got {echoed(value)}; a label "
             f"written {value} in the data is the integer label {int(value)}: write {int(value)}"
         )
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        named = "True" if value is True else "False" if value is False else str(value)
-        named = ellipsized(named, 160)  # a list YAML aliases repeat made megabytes
+    if isinstance(value, bool):
+        # Found by QA: `classes: [yes, no]` was told to write 'True' and 'False'.
+        raise ValueError(
+            f"expected a class name or an integer label, got {str(value).lower()}" + _YAML_BOOLEANS
+        )
+    if not isinstance(value, (str, int)):
+        named = ellipsized(str(value), 160)  # a list YAML aliases repeat made megabytes
         raise ValueError(
             f"expected a class name or an integer label, got {echoed(value)}; a class named "
             f"{named!r} is written in quotes: '{named}'"
@@ -154,7 +158,7 @@ RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 def _run_name(value: str) -> str:
     if not RUN_NAME.fullmatch(value):
         raise ValueError(
-            "a run's name is letters, digits, '.', '_' and '-', from a letter or digit "
+            "a run's name is ASCII letters, digits, '.', '_' and '-', from a letter or digit "
             f"(it names the run's folder); got {value!r}"
         )
     return value

@@ -193,7 +193,7 @@ def plan_run(
     if run_name is not None and not RUN_NAME.fullmatch(run_name):
         what = ", not a path" if "/" in run_name or os.sep in run_name else ""
         raise StorageError(
-            f"run name {run_name!r}: expected a folder name{what}, of letters, digits, "
+            f"run name {run_name!r}: expected a folder name{what}, of ASCII letters, digits, "
             "'.', '_' and '-', from a letter or digit (as a recipe's name)"
         )
     if run_name is not None and run_dir is not None:

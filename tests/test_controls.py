@@ -748,7 +748,7 @@ def test_a_run_name_is_held_to_a_recipes_name_rule(tmp_path, name):
     recipe = write(tmp_path, MLP_RECIPE + "output: runs/\n")
     result = cli("run", recipe, "--run-name", name)
     assert result.exit_code == 2, result.output
-    assert f"run name {name!r}: expected a folder name, of letters, digits" in result.output
+    assert f"run name {name!r}: expected a folder name, of ASCII letters, digits" in result.output
     assert not (tmp_path / "runs").exists()
 
 

@@ -231,6 +231,28 @@ def test_csv_string_labels_are_class_names(registry: Registry, tmp_path: Path) -
     assert ds.x_train.dtype == np.float32
 
 
+def test_a_label_is_one_class_however_its_accents_are_composed(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: "Barolò" written with "ò" in some rows and with "o" and a combining
+    accent in others (pasted from two places, a macOS file name) made two classes
+    that look alike, and `classes: [Barolò]` kept only the rows of one spelling."""
+    import unicodedata
+
+    composed = ("Barolò", "Barberà", "Grignolìno")
+    frame = table(labels=composed)
+    decomposed = frame["label"].map(lambda name: unicodedata.normalize("NFD", name))
+    frame.loc[frame.index % 2 == 1, "label"] = decomposed[frame.index % 2 == 1]
+    assert frame["label"].nunique() == 6  # as the bytes go
+    write_csv(tmp_path / "t.csv", frame)
+    ds = prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+    assert ds.task.class_names == tuple(sorted(composed))
+    two = [unicodedata.normalize("NFD", "Barolò"), "Barberà"]
+    ds = prepare(Spec("csv:t.csv", target="label", classes=two), registry, tmp_path)
+    assert ds.task.class_names == ("Barberà", "Barolò")
+    assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 20  # every row of both
+
+
 def test_a_table_without_rows_or_with_infinite_values_is_named(
     registry: Registry, tmp_path: Path
 ) -> None:

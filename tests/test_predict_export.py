@@ -1264,6 +1264,36 @@ def test_output_whose_reader_has_gone_ends_quietly_with_sigpipes_status(wine_run
         assert (way, done.returncode, done.stderr) == (way, 141, ""), done.stderr
 
 
+def test_data_written_to_stdout_is_utf8_whatever_the_consoles_encoding(tmp_path):
+    """Found by QA: under PYTHONIOENCODING=ascii (or a C locale without Python's UTF-8
+    mode) predict wrote a class Barolò into its CSV as the text `Barol\\xf2`, exit 0;
+    -o file.csv wrote UTF-8."""
+    import os
+
+    from tests.search_helpers import GRAFTUNE
+
+    table = pd.read_csv(WINE_CSV)
+    accented = {"barbera": "Barberà", "barolo": "Barolò", "grignolino": "Grignolìno"}
+    table["cultivar"] = table["cultivar"].map(accented)
+    table.to_csv(tmp_path / "vini.csv", index=False)
+    (tmp_path / "one.yaml").write_text(
+        "name: one\ndata: {source: 'csv:vini.csv', target: cultivar}\n"
+        "strategies: {scratch_mlp: {}}\n"
+        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
+    )
+    result = invoke("run", tmp_path / "one.yaml", "--quiet")
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    done = subprocess.run(
+        [GRAFTUNE, "predict", str(run_dir), "--data", f"csv:{tmp_path / 'vini.csv'}"],
+        capture_output=True,
+        env={**os.environ, "PYTHONIOENCODING": "ascii"},
+    )
+    assert done.returncode == 0, done.stderr
+    header = done.stdout.decode("utf-8").splitlines()[0]
+    assert header.endswith(",prob_Barberà,prob_Barolò,prob_Grignolìno"), header
+
+
 def test_a_run_whose_output_reader_has_gone_goes_on_to_its_end(ray_session, tmp_path):
     """Found by QA: `graftune run R | head` (a pager quit) ended the search midway,
     with no leaderboard and no word; it goes on now, saying so once on stderr, and

@@ -323,7 +323,7 @@ BAD_RECIPES = [
     pytest.param(
         "name: 'two words'\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n",
         "name",
-        "a run's name is letters, digits, '.', '_' and '-', from a letter or digit (it "
+        "a run's name is ASCII letters, digits, '.', '_' and '-', from a letter or digit (it "
         "names the run's folder); got 'two words'",
         id="bad-name",
     ),
@@ -1905,6 +1905,47 @@ def test_warnings_go_to_the_stderr_of_the_moment(monkeypatch):
     record = logging.LogRecord("orchestrator.x", logging.WARNING, __file__, 1, "late", (), None)
     handler.handle(record)
     assert now.getvalue() == "warning: late\n"
+
+
+def test_yes_and_no_as_class_names_are_said_to_be_read_as_booleans(tmp_path):
+    """Found by QA: `classes: [yes, no]` was told to write 'True' and 'False', no class."""
+    recipe = write_recipe(
+        tmp_path,
+        "name: x\ndata: {source: 'sklearn:iris', classes: [yes, no]}\n"
+        "strategies: {scratch_mlp: {}}\n",
+    )
+    result = cli("validate", str(recipe))
+    assert_exit(result, 2)
+    said = " ".join(result.output.split())
+    assert (
+        "data.classes.0: expected a class name or an integer label, got true (YAML reads yes"
+        in said
+    )
+    assert "quote the word, 'no', to mean the text" in said and "'True'" not in said
+
+
+def test_a_folder_the_locale_cannot_read_is_said_before_any_work(tmp_path):
+    """Found by QA: under LC_ALL=C with PYTHONUTF8=0, a run in a folder named with an
+    accent made its run directory, then embedded Ray failed on the path (exit 4)."""
+    import os
+
+    from tests.search_helpers import GRAFTUNE
+
+    folder = tmp_path / "dossier é"
+    recipe = write_recipe(folder, HEAD + "strategies: {scratch_mlp: {}}\n")
+    env = {**os.environ, "LC_ALL": "C", "PYTHONUTF8": "0"}
+    env.pop("PYTHONIOENCODING", None)
+    before = sorted(tmp_path.rglob("*"))
+    done = subprocess.run(
+        [GRAFTUNE, "run", recipe.name], cwd=folder, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        "error: the current folder's path or an argument holds characters this locale "
+        "cannot read (its encoding is ascii): run it again with LC_ALL=C.UTF-8 (or "
+        "PYTHONUTF8=1)\n"
+    )
+    assert sorted(tmp_path.rglob("*")) == before
 
 
 def test_a_read_only_cache_with_nothing_in_it_clears_to_nothing(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import unicodedata
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -73,7 +74,8 @@ def select_classes(
     Raises:
         DataError: If a wanted class is not among ``class_names`` (key ``classes``).
     """
-    wanted_names = list(dict.fromkeys(str(c) for c in wanted))
+    # Compared as the sources name classes, accents composed (NFC).
+    wanted_names = list(dict.fromkeys(unicodedata.normalize("NFC", str(c)) for c in wanted))
     unknown = [name for name in wanted_names if name not in class_names]
     if unknown:
         first = unknown[0]
