@@ -16,6 +16,7 @@ weights to the frozen part.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -139,9 +140,9 @@ def using_cache(waiting: Callable[[Path], None] | None = None) -> Iterator[None]
     """Hold the cache for a run: ``graftune cache clear`` refuses until it ends.
 
     A run's trials load its base and features from the cache whenever they
-    start; a clear in between failed every one of them. A cache this process
-    cannot write (a shared, read-only one) cannot be cleared either: nothing
-    is held.
+    start; a clear in between failed every one of them. The lock is held in a
+    cache this process cannot write too (another user's, a read-only one), where
+    another may clear it; where its lock file cannot even be made, nothing is held.
 
     Args:
         waiting: Called with the cache folder, before blocking, while a clear
@@ -184,7 +185,15 @@ def lock_in_use(root: Path, how: int) -> Any:
 
     while True:
         root.mkdir(parents=True, exist_ok=True)
-        handle = open(root / IN_USE_LOCK, "a")  # noqa: SIM115 (the caller's to close)
+        try:
+            handle = open(root / IN_USE_LOCK, "a")  # noqa: SIM115 (the caller's to close)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            # Another user's cache (or a read-only one): flock asks no write, so its lock
+            # is taken on the file opened to read (found by QA: one user's clear removed
+            # what the other's run was using, which held no lock).
+            handle = open(root / IN_USE_LOCK)  # noqa: SIM115
         try:
             fcntl.flock(handle, how)
             if os.stat(root / IN_USE_LOCK).st_ino == os.fstat(handle.fileno()).st_ino:

@@ -358,7 +358,8 @@ def _fail(exc: BaseException, writing: Path | None = None) -> None:
 
 def _path_problem(exc: BaseException, writing: Path | None = None) -> tuple[str, int] | None:
     """What Python says of a path no file can be at (a NUL byte, a name too long, a
-    symbolic link loop: exit status 2) or of a full disk (1, as a run's), as the
+    symbolic link loop), or this process may not read or write (exit status 2), or
+    of a full disk (1, as a run's), as the
     user's error, with its exit status; ``None`` for any other exception. Found by
     QA: each was an internal error of export, predict, report and others."""
     import errno
@@ -380,6 +381,10 @@ def _path_problem(exc: BaseException, writing: Path | None = None) -> tuple[str,
         return None
     where = f": {exc.filename}" if exc.filename else ""
     if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+        return f"{exc.strerror}{where}", 2
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and exc.filename:
+        # Another user's file, or a read-only one (found by QA: `cache info` on a
+        # cache another user made was an internal error).
         return f"{exc.strerror}{where}", 2
     return None
 

@@ -1961,6 +1961,29 @@ def test_a_read_only_cache_with_nothing_in_it_clears_to_nothing(tmp_path, monkey
         assert result.output == "freed 0 B\n"
 
 
+def test_a_cache_this_user_may_not_read_is_said_in_one_line(tmp_path):
+    """Found by QA: `cache info` and `cache clear` on a cache another user made, whose
+    folders this user may not read, were internal errors (PermissionError)."""
+    import os
+    import shutil
+
+    from tests.search_helpers import GRAFTUNE
+
+    if shutil.which("setpriv") is None or os.geteuid() != 0:
+        pytest.skip("needs root and setpriv (util-linux) to take away root's file access")
+    cache = tmp_path / "cache"
+    (cache / "bases").mkdir(parents=True)
+    (cache / "bases").chmod(0)
+    # root without the capabilities that let it read and write any file
+    unprivileged = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+    env = {**os.environ, "GRAFTUNE_CACHE_DIR": str(cache)}
+    for command in (["cache", "info"], ["cache", "clear"]):
+        done = subprocess.run(
+            [*unprivileged, GRAFTUNE, *command], env=env, capture_output=True, text=True
+        )
+        assert (done.returncode, done.stderr) == (2, f"error: Permission denied: {cache}/bases\n")
+
+
 def test_a_command_in_a_deleted_folder_says_so_and_writes_nothing(tmp_path, monkeypatch):
     """Found by QA: run made a run directory and then failed in Ray ("embedded Ray did
     not start"), once each time; a relative --out was an internal error."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 
 import numpy as np
@@ -786,6 +787,28 @@ def test_cache_clear_removes_only_its_own_entries_and_follows_no_link(digits, ba
     assert cleared.exit_code == 0, cleared.output
     assert not any(entry.exists() for entry in entries)
     assert all((folder / "keep.txt").read_text() == "the user's" for folder in own)
+
+
+def test_a_run_holds_a_cache_it_cannot_write_from_a_clear(tmp_path, monkeypatch):
+    """Found by QA: a run in another user's cache (its lock file not writable) held no
+    lock, and that user's `cache clear` removed the base the run was using. flock
+    asks no write: the lock file is opened to read. (A read-only mount here: root
+    may write any file.)"""
+    from orchestrator.bases import IN_USE_LOCK, using_cache
+    from orchestrator.errors import CacheInUse
+    from orchestrator.feature_cache import clear_cache
+    from tests.helpers import tmpfs
+
+    with tmpfs(tmp_path / "cache", "1m") as cache:
+        entry = cache / "bases" / "pretrain-0123456789abcdef"
+        entry.mkdir(parents=True)
+        (entry / "base.keras").write_bytes(b"a base")
+        (cache / IN_USE_LOCK).touch()
+        subprocess.run(["mount", "-o", "remount,ro", str(cache)], check=True)
+        monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(cache))
+        with using_cache(), pytest.raises(CacheInUse):
+            clear_cache()
+        assert (entry / "base.keras").read_bytes() == b"a base"
 
 
 def test_a_run_says_it_waits_for_a_cache_clear(tmp_path, monkeypatch):
