@@ -182,6 +182,9 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
     assert logs
     assert [p for p in logs if secret in p.read_text(errors="replace")] == []
     assert (home / ".ray" / "auth_token").stat().st_mode & 0o777 == 0o600
+    # Its folder too, made before Ray starts (found by QA: a first run killed while
+    # Ray started left the token readable by every user).
+    assert (home / ".ray").stat().st_mode & 0o777 == 0o700
     # Found by QA: where the dashboard listens was said only in ray.log.
     assert re.search(r"^dashboard: http://127\.0\.0\.1:\d+$", done.stdout, re.M), done.stdout
     (run_dir,) = (tmp_path / "runs").iterdir()

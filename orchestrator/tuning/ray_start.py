@@ -454,6 +454,18 @@ def keep_token_private() -> None:
             token.chmod(0o600)
 
 
+def private_ray_folder() -> None:
+    """Make ``~/.ray``, where Ray writes its token, the user's alone (mode 700) where it
+    does not exist yet: :func:`keep_token_private` makes the token so only once Ray has
+    started, and a first run killed while Ray started left it readable by every user
+    (found by QA). A folder that exists is left as it is.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    with contextlib.suppress(OSError, RuntimeError):  # it exists, or there is no home
+        (Path.home() / ".ray").mkdir(mode=0o700)
+
+
 class BackgroundStart:
     """Embedded local Ray, starting in a thread while the driver prepares the run.
 
@@ -482,6 +494,7 @@ class BackgroundStart:
         self._ready = threading.Event()
         self._release = threading.Event()
         _exit_on_sigterm()
+        private_ray_folder()
         self._thread = threading.Thread(target=self._start, name="graftune-ray-start", daemon=True)
         self._thread.start()
 
