@@ -157,7 +157,15 @@ def _reader_left() -> None:
     """Send what stdout is still given to ``/dev/null``: its reader has gone, or it
     cannot be written."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _null_onto(sys.stdout.fileno())
+
+
+def _null_onto(fd: int) -> None:
+    """Make the descriptor ``fd`` ``/dev/null``, open or closed."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    if null != fd:
+        os.dup2(null, fd)
+        os.close(null)
 
 
 _state: dict[str, Any] = {
@@ -356,7 +364,7 @@ def _fail(exc: BaseException, writing: Path | None = None) -> None:
     raise typer.Exit(1)
 
 
-def _path_problem(exc: BaseException, writing: Path | None = None) -> tuple[str, int] | None:
+def _path_problem(exc: BaseException, writing: Path | str | None = None) -> tuple[str, int] | None:
     """What Python says of a path no file can be at (a NUL byte, a name too long, a
     symbolic link loop), or this process may not read or write (exit status 2), or
     of a full disk (1, as a run's), as the
@@ -1693,10 +1701,7 @@ def _closed_streams_opened() -> None:
         if getattr(sys, name) is not None:
             continue
         _state["stdout_closed"] = _state["stdout_closed"] or fd == 1
-        null = os.open(os.devnull, os.O_WRONLY)
-        if null != fd:
-            os.dup2(null, fd)
-            os.close(null)
+        _null_onto(fd)
         setattr(sys, name, open(fd, "w", encoding="utf-8", closefd=False))  # noqa: SIM115
 
 
@@ -1742,14 +1747,10 @@ def _output_failed(exc: OSError) -> int:
     """Say that stdout could not be written, and why; the exit status (1, as a full
     disk ends a run). What is left unwritten goes to ``/dev/null`` (_reader_left):
     Python's own flush at exit would meet the error again."""
-    from orchestrator.errors import is_disk_full, no_room
-
     _reader_left()
     what = "the output (stdout)"
-    if is_disk_full(exc):
-        said = f"{no_room(exc, what)}, or write elsewhere"
-    else:
-        said = f"cannot write {what}: {exc.strerror or exc}"
+    problem = _path_problem(exc, writing=what)  # a full disk's, as other commands say it
+    said = problem[0] if problem is not None else f"cannot write {what}: {exc.strerror or exc}"
     err.print(f"error: {said}", markup=False)
     return 1
 

@@ -120,7 +120,7 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
             missing_run_dir(run_dir)
             or f"{run_dir} is not a graftune run directory (no {RECIPE_FILE})"
         )
-    _refuse_links(run_dir)
+    not_writable = _unwritable_without_links(run_dir)
     if (run_dir / FINISHED_FILE).is_file():  # nothing runs again, no hook is called again
         echo = kwargs.get("echo", log.info)
         try:
@@ -139,7 +139,12 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
                 f"{run_dir}: the run finished, but {problem}: its trials are ranked and the "
                 "best model is saved again"
             )
-    _refuse_read_only(run_dir)
+    if not_writable is not None:
+        raise RunDirError(
+            f"{not_writable} is not writable, and a resume writes in the run directory: make "
+            f"it all writable (chmod -R u+w {shlex.quote(str(run_dir))}), or copy it "
+            "where you may write and resume the copy"
+        )
     recipe: Recipe | Path = run_dir / RECIPE_FILE
     if address is not None:
         from orchestrator.submit import with_cluster_options
@@ -158,16 +163,25 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
         raise
 
 
-def _refuse_links(run_dir: Path) -> None:
-    """A resume deletes the folders of trials that did not end, and writes
-    ``best/``, the leaderboard and new trials: in a run directory holding a
-    symbolic link (found by QA: ``trials/STRATEGY`` linked to a folder outside,
-    as ``cp -r`` and ``tar`` keep it) it would delete and write where the link
-    leads. graftune makes none, so a link in a run directory is refused.
+def _unwritable_without_links(run_dir: Path) -> Path | None:
+    """The first file or folder in ``run_dir`` this process cannot write, in one walk
+    that refuses any symbolic link in it.
+
+    A resume deletes the folders of trials that did not end, and writes ``best/``,
+    the leaderboard and new trials: in a run directory holding a symbolic link
+    (found by QA: ``trials/STRATEGY`` linked to a folder outside, as ``cp -r`` and
+    ``tar`` keep it) it would delete and write where the link leads; graftune makes
+    none, so a link is refused. Something inside that cannot be written (a run
+    restored from a read-only copy) stopped a resume midway, in an internal error
+    (found by QA): the caller refuses it where the run is to go on (a finished run
+    is still shown). A run directory that is not writable itself is refused by its
+    lock (holding_run_dir): nothing inside is then looked at for it.
 
     Raises:
         RunDirError: ``run_dir`` holds a symbolic link.
     """
+    writable = os.access(run_dir, os.W_OK)
+    found = None
     for folder, folders, files in os.walk(run_dir):
         for name in sorted(folders + files):
             path = Path(folder) / name
@@ -177,28 +191,9 @@ def _refuse_links(run_dir: Path) -> None:
                     "and writes folders of the run directory, and would do it where the link "
                     "leads; replace the link with a copy of what it points to to resume"
                 )
-
-
-def _refuse_read_only(run_dir: Path) -> None:
-    """A resume writes the run's files and removes the folders of trials that did
-    not end: a file or folder inside that cannot be written (a run restored from a
-    read-only copy) stopped it midway, in an internal error (found by QA). A run
-    directory that is not writable itself is refused by its lock (holding_run_dir).
-
-    Raises:
-        RunDirError: Something in ``run_dir`` is not writable.
-    """
-    if not os.access(run_dir, os.W_OK):
-        return
-    for folder, folders, files in os.walk(run_dir):
-        for name in sorted(folders + files):
-            path = Path(folder) / name
-            if not os.access(path, os.W_OK):
-                raise RunDirError(
-                    f"{path} is not writable, and a resume writes in the run directory: make "
-                    f"it all writable (chmod -R u+w {shlex.quote(str(run_dir))}), or copy it "
-                    "where you may write and resume the copy"
-                )
+            if found is None and writable and not os.access(path, os.W_OK):
+                found = path
+    return found
 
 
 #: What a finished run has in ``best/``; a resume saves the best model again without them.

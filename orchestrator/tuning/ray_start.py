@@ -445,13 +445,25 @@ def keep_token_private() -> None:
     by every user of the machine. A token the user keeps elsewhere
     (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``) is left as it is.
     """
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return
-    token = Path.home() / ".ray" / "auth_token"
     with contextlib.suppress(OSError, RuntimeError):  # none, or no home: nothing to keep
+        token = _default_token_file()
+        if token is None:
+            return
         status = token.stat()
         if status.st_uid == os.getuid() and status.st_mode & 0o077:
             token.chmod(0o600)
+
+
+def _default_token_file() -> Path | None:
+    """``~/.ray/auth_token``, where Ray keeps its token; ``None`` where the user keeps
+    it elsewhere (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``), which is left as it is.
+
+    Raises:
+        RuntimeError: There is no home folder.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return None
+    return Path.home() / ".ray" / "auth_token"
 
 
 def private_ray_folder() -> None:
@@ -460,10 +472,10 @@ def private_ray_folder() -> None:
     started, and a first run killed while Ray started left it readable by every user
     (found by QA). A folder that exists is left as it is.
     """
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        return
     with contextlib.suppress(OSError, RuntimeError):  # it exists, or there is no home
-        (Path.home() / ".ray").mkdir(mode=0o700)
+        token = _default_token_file()
+        if token is not None:
+            token.parent.mkdir(mode=0o700)
 
 
 class BackgroundStart:
