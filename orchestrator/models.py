@@ -69,10 +69,15 @@ def normalized_inputs(task: TaskSpec) -> tuple[Any, Any]:
 
 def safe_variance(variance: np.ndarray) -> np.ndarray:
     """Variance with constant features set to 1: a feature never seen to vary in
-    training must not be divided by ~0 when it does vary at test time."""
+    training must not be divided by ~0 when it does vary at test time.
+
+    Constant is a variance of 0, whatever the feature's unit: a threshold of 1e-8
+    left a feature in km or mol/L (a standard deviation below 1e-4) unscaled, near
+    0 for every example, and the models ignored it (found by QA: chance accuracy).
+    """
     import numpy as np
 
-    return np.where(variance < 1e-8, 1.0, variance).astype("float32")
+    return np.where(variance > 0, variance, 1.0).astype("float32")
 
 
 def pooled(x: Any) -> Any:

@@ -196,6 +196,12 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
     saved = folder / MODEL_FILE
     if not saved.is_file() and (folder / TOP_FILE).is_file():
         saved = folder / TOP_FILE  # trained on cached features: load_model makes it whole
+        if (folder.parent.name, folder.name) == (best["strategy"], best["trial_id"]) and (
+            run_dir / BEST_MODEL
+        ).is_file():
+            # The run's best, whole in best/: no base from the cache is needed (found by
+            # QA: --trial naming it was refused once the base had been cleared).
+            saved = run_dir / BEST_MODEL
     if not saved.is_file():
         status = result.status if result is not None else _listed_status(run_dir, folder)
         name = f"{folder.parent.name}/{folder.name}"
@@ -617,6 +623,7 @@ def predict(
     check_inputs(x, ref, source)
     model = load_model(ref)
     probabilities = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    _check_scored(probabilities, source, files)
     codes = probabilities.argmax(axis=1)
     names = np.asarray(ref.class_names, dtype=object)
     columns: dict[str, Any] = {"row": np.arange(len(x))}
@@ -653,6 +660,30 @@ def predict(
     for i, name in enumerate(ref.class_names):
         columns[f"prob_{name}"] = probabilities[:, i]
     return Predictions(pd.DataFrame(columns), ref, accuracy, scored)
+
+
+def _check_scored(probabilities: np.ndarray, source: str, files: Any) -> None:
+    """Refuse examples the model gives no probabilities for: values in float32's
+    range but so far past the training data's that its arithmetic overflows (NaN).
+    They were written with the first class as predicted and empty probabilities,
+    and scored in the accuracy (found by QA).
+
+    Raises:
+        DataError: Naming how many there are and the first.
+    """
+    import numpy as np
+
+    unscored = ~np.isfinite(probabilities).all(axis=1)
+    if not unscored.any():
+        return
+    first = int(np.argmax(unscored))
+    which = f"file {files[first]}" if files is not None else f"data row {first + 1}"
+    raise DataError(
+        f"{source}: the model gives no probabilities (NaN) for {int(unscored.sum())} "
+        f"example(s), the first {which}: their values are so far past the training data's "
+        "that its arithmetic overflows; check them (a unit, a typo), or leave them out",
+        key="source",
+    )
 
 
 def check_out(

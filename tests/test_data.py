@@ -1239,6 +1239,33 @@ def test_task_spec_statistics(registry: Registry, tmp_path: Path) -> None:
     assert len(task.fingerprint) == 64
 
 
+def test_data_notes_say_copies_and_features_standardising_cannot_scale() -> None:
+    from orchestrator.data import _dataset, data_notes
+    from orchestrator.data.split import Splits
+    from orchestrator.testing import tiny_dataset
+
+    iris = tiny_dataset("iris")
+    names = ["a", "b", "c", "d"]
+    assert data_notes(iris, names) == []  # one stray duplicate in its test split: unsaid
+    assert data_notes(tiny_dataset("digits")) == []
+
+    def made(x_train, x_val, x_test) -> Dataset:
+        parts = Splits(x_train, iris.y_train, x_val, iris.y_val, x_test, iris.y_test)
+        return _dataset(parts, iris.task.class_names, "made")
+
+    copied = made(iris.x_train, iris.x_train[: len(iris.x_val)], iris.x_test)
+    (note,) = data_notes(copied, names)  # 30 copied, and the stray one
+    assert note.startswith("31 of the 60 validation and test examples are copies of training ")
+
+    scale = np.array([1e-9, 1, 1e21, 1], dtype=np.float32)
+    scaled = made(iris.x_train * scale, iris.x_val * scale, iris.x_test * scale)
+    assert np.isfinite(scaled.task.feature_var).all()  # not inf: that zeroed the feature
+    tiny, huge = data_notes(scaled, names)
+    assert tiny.startswith("feature(s) 'a' vary by less than 1e-07 ")
+    assert huge.startswith("feature(s) 'c' vary by more than 1.8e+19 ")
+    assert data_notes(scaled)[0].startswith("feature(s) number 1 vary by less than")
+
+
 def test_same_seed_same_dataset(registry: Registry, tmp_path: Path) -> None:
     spec = Spec("sklearn:digits", labels_per_class=5)
     a = prepare(spec, registry, tmp_path, seed=11)

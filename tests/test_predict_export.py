@@ -560,6 +560,24 @@ def test_predict_refuses_an_unlabelled_tables_infinite_values_naming_the_row(win
     assert not out.exists()
 
 
+def test_predict_refuses_examples_the_model_gives_no_probabilities_for(wine_run, tmp_path):
+    """Found by QA: values in float32's range but far past the training data's gave NaN
+    outputs, written with the first class as predicted and scored in the accuracy."""
+    table = pd.read_csv(WINE_CSV)
+    features = table.columns.drop("cultivar")
+    table[features] = table[features].astype(float)
+    table.loc[3, features] = 3e38
+    table.loc[7, features] = 3e38
+    table.to_csv(tmp_path / "far.csv", index=False)
+    out = tmp_path / "p.csv"
+    result = invoke("predict", wine_run.run_dir, "--data", f"csv:{tmp_path / 'far.csv'}", "-o", out)
+    assert result.exit_code == 2, result.output
+    assert "the model gives no probabilities (NaN) for 2 example(s), the first data row 4" in (
+        " ".join(result.output.split())
+    )
+    assert not out.exists()
+
+
 def test_paths_given_with_a_home_folder_go_there(wine_run, tmp_path, monkeypatch):
     """Found by QA: `export RUN "~/exp"` made a folder named ~ in the current one, and
     `predict --out "~/p.csv"` looked for ./~ (the shell leaves ~ in quotes)."""
@@ -952,6 +970,34 @@ def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
     result = invoke("export", runs[0].run_dir, long)
     assert result.exit_code == 0, result.output
     assert (long / "model.keras").is_file()
+
+
+def test_the_best_trial_named_needs_no_base_from_the_cache(runs, test_npz, tmp_path):
+    """Found by QA: after `cache clear --bases`, --trial naming the run's best trial,
+    which trained on cached features, was refused and pointed at the best model."""
+    from orchestrator.predict import find_model, load_model
+    from orchestrator.trial import TOP_FILE
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(runs[0].run_dir, run_dir, ignore=shutil.ignore_patterns("ray"))
+    folder = next(p for p in sorted((run_dir / "trials").glob("*/*")) if (p / TOP_FILE).is_file())
+    # This copy's best is that trial: its whole model in best/, as a run saves it.
+    whole = load_model(find_model(run_dir, folder.name))
+    whole.save(run_dir / "best" / "model.keras")
+    best = json.loads((run_dir / "best" / "config.json").read_text())
+    best |= {"strategy": folder.parent.name, "trial_id": folder.name}
+    (run_dir / "best" / "config.json").write_text(json.dumps(best))
+    data = f"npz:{test_npz[0]}"
+    before = invoke("predict", run_dir, "--data", data, "--trial", folder.name, "-o", "-")
+    assert before.exit_code == 0, before.output
+    base = json.loads((run_dir / "base.json").read_text())
+    base["path"] = str(tmp_path / "cleared" / "base.keras")
+    (run_dir / "base.json").write_text(json.dumps(base))
+
+    after = invoke("predict", run_dir, "--data", data, "--trial", folder.name, "-o", "-")
+
+    assert after.exit_code == 0, after.output
+    assert after.stdout == before.stdout
 
 
 def test_a_cached_trial_whose_base_left_the_cache_is_refused_with_the_way_out(

@@ -367,8 +367,6 @@ def without_examples(
     Raises:
         DataError: Every training example is one of ``others``.
     """
-    import hashlib
-
     x = dataset.x_train
     if seen_as is not None and np.array_equal(seen_as.y_train, dataset.y_train):
         x = seen_as.x_train  # row for row the same examples (their labels say so)
@@ -376,12 +374,8 @@ def without_examples(
     if not others:
         return dataset, 0
 
-    def digests(array: np.ndarray) -> list[bytes]:
-        rows = np.ascontiguousarray(array).reshape(len(array), -1)
-        return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
-
-    seen = {d for array in others for d in digests(array)}
-    keep = np.array([d not in seen for d in digests(x)], dtype=bool)
+    seen = {d for array in others for d in _digests(array)}
+    keep = np.array([d not in seen for d in _digests(x)], dtype=bool)
     left_out = int((~keep).sum())
     if not left_out:
         return dataset, 0
@@ -396,6 +390,73 @@ def without_examples(
         dataset.y_test,
     )  # fmt: skip
     return _dataset(parts, dataset.task.class_names, dataset.source), left_out
+
+
+def _digests(array: np.ndarray) -> list[bytes]:
+    """A digest of each example's values, byte for byte."""
+    import hashlib
+
+    rows = np.ascontiguousarray(array).reshape(len(array), -1)
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in rows]
+
+
+#: The share of validation and test examples copied from training ones that is said:
+#: a stray duplicate (iris has one) changes no score worth a word.
+COPIES_SAID = 0.05
+
+#: The least standard deviation Keras' Normalization divides by (``keras.config.epsilon()``).
+SMALLEST_STD = 1e-7
+
+
+def data_notes(dataset: Dataset, features: Sequence[str] | None = None) -> list[str]:
+    """What a run and ``validate --data`` say of data that trains, but not as it
+    should: validation and test examples that are copies of training ones (their
+    scores are not held out), features too small or too large in their unit for
+    float32 standardisation (found by QA: such data trained with no word).
+
+    Args:
+        dataset: The prepared dataset.
+        features: The feature names (a table's columns), else features are numbered.
+    """
+    notes = []
+    held_out = len(dataset.x_val) + len(dataset.x_test)
+    if held_out and len(dataset.x_train):
+        seen = set(_digests(dataset.x_train))
+        copies = sum(
+            d in seen for array in (dataset.x_val, dataset.x_test) for d in _digests(array)
+        )
+        if copies >= 2 and copies >= COPIES_SAID * held_out:
+            notes.append(
+                f"{copies} of the {held_out} validation and test examples are copies of "
+                "training examples (the same values): their scores are not held out; drop "
+                "the duplicate rows or images for an honest test score"
+            )
+    var = np.asarray(dataset.task.feature_var, dtype=np.float64).reshape(-1)
+    names = list(features) if features is not None and len(features) == len(var) else None
+
+    def named(which: np.ndarray) -> str:
+        picked = np.flatnonzero(which)
+        said = [repr(names[i]) if names else str(i + 1) for i in picked[:5]]
+        more = f" and {len(picked) - 5} more" if len(picked) > 5 else ""
+        return ("feature(s) " if names else "feature(s) number ") + ", ".join(said) + more
+
+    tiny = (var > 0) & (var < SMALLEST_STD**2)
+    if tiny.any():
+        notes.append(
+            f"{named(tiny)} vary by less than {SMALLEST_STD:g} (a standard deviation over "
+            f"the training split); standardising divides by {SMALLEST_STD:g} at least, so "
+            "they reach the models hardly varying: give them in a larger unit (multiply them)"
+        )
+    huge = var >= np.finfo(np.float32).max
+    if huge.any():
+        largest = float(np.sqrt(np.finfo(np.float32).max))
+        notes.append(
+            f"{named(huge)} vary by more than {largest:.2g} (a standard deviation over the "
+            f"training split), past what float32 holds squared; standardising divides them "
+            f"by {largest:.2g} only, so they reach the models too large: give them in a "
+            "smaller unit (divide them)"
+        )
+    return notes
 
 
 def _check_spec_values(spec: Any) -> None:

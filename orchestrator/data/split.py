@@ -209,6 +209,9 @@ def feature_stats(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # Summing in float64 keeps large or many-pixel splits from losing precision.
     mean = x_train.mean(axis=0, dtype=np.float64)
     var = x_train.var(axis=0, dtype=np.float64)
+    # A spread past float32's range (a standard deviation above ~1.8e19) is kept at its
+    # largest finite value: an infinite variance zeroed the feature (found by QA).
+    var = np.minimum(var, np.finfo(np.float32).max)
     return mean.astype(np.float32), var.astype(np.float32)
 
 

@@ -11,6 +11,7 @@ import pytest
 from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
 from orchestrator.space import DIMENSION_TYPES, smallest_config
 from orchestrator.strategy import SpaceContext
+from orchestrator.testing import tiny_dataset
 from tests.helpers import assert_reloads, digits, fit
 
 CONFIG = {"hidden_layers": 1, "width": 32, "lambda": 1e-6, "learning_rate": 1e-2}
@@ -52,6 +53,33 @@ def test_inputs_are_flattened_and_standardised_with_training_statistics():
     # Constant features are not divided by ~0.
     assert np.isfinite(inside).all()
     assert np.abs(inside[:, ~varying]).max() < 1e-4
+
+
+@pytest.mark.parametrize("unit", [1e-6, 1e20])
+def test_features_of_any_unit_are_standardised(unit):
+    """Found by QA: iris in units 1e-5 (a standard deviation below 1e-4) was taken as
+    constant and left near 0, and in units 1e20 its variance overflowed float32 and
+    zeroed it: chance accuracy, no word."""
+    from orchestrator.data import _dataset
+    from orchestrator.data.split import Splits
+
+    iris = tiny_dataset("iris")
+    parts = Splits(
+        iris.x_train * np.float32(unit), iris.y_train, iris.x_val * np.float32(unit),
+        iris.y_val, iris.x_test * np.float32(unit), iris.y_test,
+    )  # fmt: skip
+    dataset = _dataset(parts, iris.task.class_names, "scaled")
+    model = ScratchMLP().build(CONFIG, dataset.task, None)
+    standardize = model.get_layer("standardize")
+
+    inside = keras.Model(model.input, standardize.output).predict(dataset.x_train, verbose=0)
+
+    assert np.isfinite(inside).all()
+    np.testing.assert_allclose(inside.mean(axis=0), 0.0, atol=1e-3)
+    if unit < 1:
+        np.testing.assert_allclose(inside.std(axis=0), 1.0, atol=1e-3)
+    else:  # past float32's squares: divided by its largest std, ~1.8e19, not by 0
+        assert (inside.std(axis=0) > 1).all()
 
 
 def test_regularises_every_kernel_when_lambda_is_positive():
