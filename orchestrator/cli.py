@@ -339,6 +339,9 @@ def _fail(exc: BaseException, writing: Path | None = None) -> None:
         # (Python's 1 for every error misread a bad recipe in scripts).
         import traceback
 
+        if exc.__traceback__ is None:  # made here, not raised: where it was made
+            print("Traceback (most recent call last):", file=sys.stderr)
+            traceback.print_stack(sys._getframe(1), file=sys.stderr)
         traceback.print_exception(exc, file=sys.stderr)
         raise typer.Exit(exc.exit_status if isinstance(exc, GraftuneError) else 1)
     if isinstance(exc, GraftuneError):
@@ -465,7 +468,7 @@ def validate(
     except Exception as exc:
         _fail(exc)
         return
-    refused = _what_run_here_refuses(loaded, notes.append)
+    refused = _what_run_here_refuses(loaded, host, notes.append)
     repeated = _repeats_note(loaded, host)
     if repeated is not None:
         notes.append(repeated)
@@ -477,7 +480,12 @@ def validate(
         f"{recipe}: ok ({', '.join(loaded.strategies)} on {loaded.data.source})", markup=False
     )
     if dataset is not None:
+        from orchestrator.data import data_notes
+        from orchestrator.predict import table_features
+
         out.print(f"data: {dataset.describe()}", markup=False)
+        for line in data_notes(dataset, table_features(loaded.data, loaded.base_dir)):
+            out.print(f"note: data: {line}", markup=False)
     for line in pretrain_notes:
         out.print(f"note: {line}", markup=False)
     if loaded.resources.address not in (None, "local") and loaded.search.backend == "ray":
@@ -524,7 +532,7 @@ def _repeats_note(recipe: Any, host: Any) -> str | None:
     return note(recipe, spaces)
 
 
-def _what_run_here_refuses(recipe: Any, note: Callable[[str], None]) -> list[str]:
+def _what_run_here_refuses(recipe: Any, host: Any, note: Callable[[str], None]) -> list[str]:
     """Why `graftune run` here, on embedded Ray, would refuse a valid recipe.
 
     Said, not refused, unless ``validate --here``: the recipe may be meant for a
@@ -538,6 +546,16 @@ def _what_run_here_refuses(recipe: Any, note: Callable[[str], None]) -> list[str
         check_backend()
     except BackendMissing as exc:
         refused.append(str(exc))
+    if recipe.base is not None and any(
+        host.strategy(name).requires_base for name in recipe.strategies
+    ):
+        # The base is made or found in the cache here, wherever the trials run (found by
+        # QA: --here passed a $GRAFTUNE_CACHE_DIR that is a file, and run refused it).
+        from orchestrator.feature_cache import cache_folder_problem
+
+        problem = cache_folder_problem()
+        if problem is not None:
+            refused.append(problem)
     if recipe.search.backend == "keras_tuner":
         from orchestrator.tuning.keras_tuner import check_resources
 
@@ -662,10 +680,7 @@ def run(
             raise typer.Exit(2)
     if resume is not None and not (resume / "recipe.yaml").is_file():
         missing = missing_run_dir(resume)
-        err.print(
-            f"error: {missing or f'{resume} is not a graftune run directory (no recipe.yaml)'}"
-        )
-        raise typer.Exit(2)
+        _fail(RunDirError(missing or f"{resume} is not a graftune run directory (no recipe.yaml)"))
     from orchestrator.feature_cache import feature_stamps
     from orchestrator.tuning.ray_start import sigterm_stops_the_run
 
@@ -867,9 +882,9 @@ def leaderboard(
 
     try:
         if not (run_dir / lb.FILES["csv"]).is_file():
-            err.print(f"error: {no_leaderboard(run_dir)}", markup=False)
-            raise typer.Exit(2)
-    except OSError as exc:  # a name too long (found by QA: a traceback)
+            # Raised, for --debug's traceback (found by QA: none, here alone).
+            raise RunDirError(no_leaderboard(run_dir))
+    except (OSError, RunDirError) as exc:  # a name too long (found by QA: a traceback)
         _fail(exc)
     try:
         _product_to_stdout("the leaderboard", f"its files are {run_dir / 'leaderboard.*'}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import ClusterError
+from orchestrator.errors import BadAddress, ClusterError
 
 #: Seconds to wait for a TCP connection to the cluster.
 CONNECT_TIMEOUT_S = 5.0
@@ -142,13 +142,13 @@ def gcs_address(address: str) -> str:
     """
     text = address.strip()
     if text.startswith(("http://", "https://")):
-        raise ClusterError(
+        raise BadAddress(
             f"{text} is a dashboard address; a driver connects to the cluster's GCS address, "
             "HEAD:6379 (what `ray start --head` prints). To send the run to the cluster as "
             f"a job, use `graftune submit RECIPE --address {text}`"
         )
     if text.startswith("ray://"):
-        raise ClusterError(
+        raise BadAddress(
             f"{text} is a Ray Client address, which graftune does not use: give the GCS "
             "address HEAD:6379 to run --address, or submit through the dashboard "
             "(graftune submit RECIPE --address http://HEAD:8265)"
@@ -183,7 +183,7 @@ def probe(address: str) -> ClusterInfo:
     gcs = gcs_address(address)
     host, _, port = gcs.rpartition(":")
     if not host or not port.isdigit():
-        raise ClusterError(
+        raise BadAddress(
             f"{address!r} is not a cluster address: expected HOST:PORT, like 10.0.0.5:6379"
         )
     try:

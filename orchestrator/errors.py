@@ -173,6 +173,13 @@ class AddressMissing(ClusterError):
     exit_status = 2
 
 
+class BadAddress(ClusterError):
+    """An address that cannot be a cluster's (empty, of another kind or scheme): a
+    usage error (nothing was tried), not a cluster that cannot be reached."""
+
+    exit_status = 2
+
+
 class RayStartError(ClusterError):
     """Embedded Ray did not start (a node that timed out on a busy machine, a
     temporary folder it cannot use); nothing was trained, ``--resume`` goes on."""

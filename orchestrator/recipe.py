@@ -202,6 +202,16 @@ def _ray_quantity(value: float) -> float:
 _ResourceShare = AfterValidator(_ray_quantity)
 
 
+def _address(value: str | None) -> str | None:
+    # Found by QA: an empty one ran on embedded Ray, where validate said a cluster.
+    if value is not None and not value.strip():
+        raise ValueError(
+            "an empty address: give the cluster's GCS address HEAD:6379 (or auto), or leave "
+            "the key out for embedded Ray here"
+        )
+    return value
+
+
 class SplitSpec(_Model):
     """Fractions of the whole data set held out for validation and test."""
 
@@ -402,7 +412,7 @@ class ResourcesSpec(_Model):
     cpus_per_trial: Annotated[_PositiveNumber, _ResourceShare] = 1
     gpus_per_trial: Annotated[_Number, Field(ge=0), _ResourceShare] = 0
     num_cpus: _Count | None = None
-    address: str | None = None
+    address: Annotated[str | None, AfterValidator(_address)] = None
     dashboard: _Flag = False
     mixed_precision: _Flag = False
     #: Whether ``address`` is ``--address``'s rather than the recipe's.
@@ -979,6 +989,9 @@ def _convert(
         message = "name at least one strategy to search, e.g. strategies: {scratch_mlp: {}}"
     elif kind == "bool_type":
         message = f"expected true or false; got {echoed(err['input'])}"
+        if isinstance(err["input"], str) and err["input"].strip().lower() in ("true", "false"):
+            # Found by QA: "expected true or false; got 'false'" said nothing of why.
+            message += " (a string, in quotes: write it unquoted)"
     elif kind in ("path_type", "path_parsing"):
         message = f"expected a path (a folder or file name); got {echoed(err['input'])}"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):

@@ -335,6 +335,10 @@ def run_recipe(
         sigterm_stops_the_run(),
     ):
         quiet_tensorflow()  # the driver traces models too (features, the best model)
+        # Ray Tune imports MLflow where it is installed (its tagging of callbacks), and
+        # MLflow's telemetry then wrote an installation id to ~/.config/mlflow, to be
+        # sent later (found by QA): graftune sends nothing unasked. Put back after.
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         return _run_recipe(
             recipe,
             run_dir=run_dir,
@@ -587,6 +591,11 @@ def _run(
 
     # As the run's recipe.yaml names it: a job's working directory is deleted.
     echo(f"data: {recorded_source(recipe, place.local_dir)}: {dataset.describe()}")
+    from orchestrator.data import data_notes
+    from orchestrator.predict import table_features
+
+    for note in data_notes(dataset, table_features(recipe.data, recipe.base_dir)):
+        log.warning("data: %s", note)
     if resume:
         _check_resumed_data(dataset, place.local_dir)
     strategies = {name: host.strategy(name) for name in recipe.strategies}

@@ -340,8 +340,9 @@ def _describe_kinds(kinds: set[str], positive: bool) -> str:
         w for k, w in _KIND_WORDS.items() if k in kinds and not (k == "int" and "float" in kinds)
     ]
     text = " or ".join(words)
-    # 0 is taken (lambda: 0, no penalty): the strategy's check_value may refuse it.
-    return f"{text} of 0 or more" if positive else text
+    # 0 is taken (lambda: 0, no penalty), and the strategy's check_value may refuse it:
+    # "of 0 or more" was said of learning_rate, which refuses 0 (found by QA).
+    return f"{text} (none below 0)" if positive else text
 
 
 def _sample_values(dim: Dimension) -> list[Any]:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from orchestrator.cluster import check_token_path, speaks_at, token_fix, use_token_if_available
 from orchestrator.errors import (
     AddressMissing,
+    BadAddress,
     ClusterError,
     JobNotFound,
     StorageError,
@@ -496,6 +497,10 @@ def dashboard_url(address: str | None) -> str:
         AddressMissing: No address is given.
         ClusterError: The address is not a dashboard address.
     """
+    if address is not None and not address.strip():
+        raise BadAddress(
+            "--address is empty: give the cluster's dashboard address http://HEAD:8265"
+        )
     text = (
         address
         or os.environ.get("RAY_API_SERVER_ADDRESS")
@@ -507,13 +512,31 @@ def dashboard_url(address: str | None) -> str:
             "(or set RAY_API_SERVER_ADDRESS)"
         )
     if text.startswith("ray://"):
-        raise ClusterError(
+        raise BadAddress(
             f"{text} is a Ray Client address; jobs are submitted to the dashboard, "
             "--address http://HEAD:8265"
         )
     if "://" not in text:
         text = f"http://{text}"
+    scheme = text.partition("://")[0]
+    if scheme.lower() not in ("http", "https") and not _is_module(scheme):
+        # Ray takes another scheme as the module of a cluster provider's client;
+        # found by QA: "Module: ftp does not exist", as a cluster not reached (exit 4).
+        raise BadAddress(
+            f"{text}: a Ray dashboard is reached over http:// or https://, not {scheme}://; "
+            "--address http://HEAD:8265"
+        )
     return text.rstrip("/")
+
+
+def _is_module(name: str) -> bool:
+    """Whether ``name`` is an importable module's (Ray's client takes such a scheme)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 @contextlib.contextmanager
@@ -899,6 +922,14 @@ def with_cluster_options(
     from orchestrator.storage import check_location
 
     update: dict[str, Any] = {}
+    # Found by QA: --address "$HEAD" with HEAD unset ran a cluster's search here, unsaid.
+    if address is not None and not address.strip():
+        raise BadAddress(
+            "--address is empty: give the cluster's GCS address HEAD:6379 (or auto), or "
+            "local for embedded Ray here"
+        )
+    if storage is not None and not storage.strip():
+        raise StorageError("--storage is empty: give a folder, or a URI such as s3://bucket/runs")
     if address is not None:
         # "local", as for ray.init: embedded Ray here, whatever the recipe says.
         chosen = None if address.strip() == "local" else address

@@ -752,6 +752,67 @@ def test_a_run_name_is_held_to_a_recipes_name_rule(tmp_path, name):
     assert not (tmp_path / "runs").exists()
 
 
+def test_empty_cluster_options_and_addresses_are_refused(tmp_path, monkeypatch):
+    """Found by QA: --address "$HEAD" with HEAD unset ran the search here, with no word
+    (and validate of its recipe.yaml said "runs on the Ray cluster at  "); --storage ""
+    stored the run in the current folder, where storage: "" is refused."""
+    monkeypatch.chdir(tmp_path)
+    recipe = write(tmp_path, MLP_RECIPE + "output: runs/\n")
+    for option, said in (
+        ("--address", "--address is empty: give the cluster's GCS address HEAD:6379"),
+        ("--storage", "--storage is empty: give a folder, or a URI"),
+    ):
+        result = cli("run", recipe, option, " ")
+        assert result.exit_code == 2, result.output
+        assert said in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+    empty = write(tmp_path, MLP_RECIPE + "resources: {address: ''}\n", "empty.yaml")
+    result = cli("validate", empty)
+    assert result.exit_code == 2, result.output
+    assert "empty.yaml:5: resources.address: an empty address: give the cluster's" in (
+        result.output
+    )
+    # A dashboard's: Ray took another scheme for a module to import (exit 4, "Module:
+    # ftp does not exist"); an empty one for none given, falling back on RAY_ADDRESS.
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:1")
+    for address, said in (
+        ("ftp://127.0.0.1:1", "is reached over http:// or https://, not ftp://"),
+        ("", "--address is empty: give the cluster's dashboard address"),
+    ):
+        result = cli("jobs", "list", "--address", address)
+        assert result.exit_code == 2, result.output
+        assert said in result.output
+
+
+def test_debug_shows_where_a_missing_run_was_found(tmp_path):
+    """Found by QA: `leaderboard` and `run --resume` said one line under --debug too."""
+    for args in (["leaderboard", tmp_path], ["run", "--resume", tmp_path]):
+        result = cli("--debug", *args)
+        assert result.exit_code == 2, result.output
+        assert "Traceback (most recent call last)" in result.output
+        assert "RunDirError" in result.output
+
+
+def test_validate_here_refuses_a_cache_folder_a_base_cannot_be_kept_in(tmp_path, monkeypatch):
+    """Found by QA: --here passed a $GRAFTUNE_CACHE_DIR that is a file; run refused it."""
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "file"))
+    based = write(
+        tmp_path,
+        "name: b\ndata: {source: 'sklearn:digits'}\nstrategies: {feature_extraction: {}}\n"
+        "base: {pretrain: {data: {source: 'sklearn:digits'}}}\n",
+    )
+    result = cli("validate", based, "--here")
+    assert result.exit_code == 2, result.output
+    assert f"cache folder {tmp_path / 'file'} ($GRAFTUNE_CACHE_DIR" in result.output
+    result = cli("validate", based)
+    assert result.exit_code == 0, result.output
+    assert "note: graftune's cache folder" in result.output
+    assert "`graftune run` here would refuse it" in result.output
+    plain = write(tmp_path, MLP_RECIPE, "plain.yaml")  # no base: the cache is not used
+    assert cli("validate", plain, "--here").exit_code == 0
+
+
 def test_a_run_dir_and_a_run_name_together_are_refused(tmp_path):
     """Found by QA: the run name was dropped without a word."""
     recipe = write(tmp_path, MLP_RECIPE + "output: runs/\n")

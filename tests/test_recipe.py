@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from click.testing import Result
@@ -1007,6 +1008,37 @@ def test_validate_data_prints_the_splits_a_run_would_make(tmp_path: Path) -> Non
     result = cli("validate", str(path), "--data")
     assert_exit(result, 0)
     assert "data: 106 train / 36 val / 36 test, 3 classes, inputs (13,)" in result.output
+
+
+def test_validate_data_says_what_trains_but_not_as_it_should(tmp_path: Path) -> None:
+    # Found by QA: wine with every row thrice (its test rows are training rows) and its
+    # proline in units 1e10 too large trained with no word.
+    wine = pd.read_csv(WINE_CSV)
+    wine["proline"] = wine["proline"] * 1e20
+    pd.concat([wine] * 3).to_csv(tmp_path / "d.csv", index=False)
+    path = write_recipe(tmp_path, "name: d\ndata: {source: 'csv:d.csv', target: cultivar}\n"
+                        "strategies: {scratch_mlp: {}}\n")  # fmt: skip
+    result = cli("validate", str(path), "--data")
+    assert_exit(result, 0)
+    notes = [line for line in result.output.splitlines() if line.startswith("note: data: ")]
+    assert len(notes) == 2, result.output
+    assert " of the 214 validation and test examples are copies of training examples" in notes[0]
+    assert notes[1].startswith("note: data: feature(s) 'proline' vary by more than 1.8e+19")
+
+    pd.read_csv(WINE_CSV).to_csv(tmp_path / "d.csv", index=False)
+    result = cli("validate", str(path), "--data")
+    assert_exit(result, 0)
+    assert "note:" not in result.output, result.output
+
+
+def test_a_quoted_true_or_false_is_said_to_be_a_string(tmp_path: Path) -> None:
+    # Found by QA: "expected true or false; got 'false'", and "2" is taken for 2.
+    path = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\ncache: 'false'\n")
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert "cache: expected true or false; got 'false' (a string, in quotes: write it " in (
+        result.output
+    )
 
 
 def test_python_tags_are_never_executed(tmp_path: Path) -> None:
