@@ -1115,6 +1115,71 @@ def test_images_unreadable_file(registry: Registry, tmp_path: Path) -> None:
         prepare(Spec("images:p"), registry, tmp_path)
 
 
+def test_image_files_refused_or_said_with_their_names(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    """Found by QA: an image past Pillow's size limit named no file (predict: an internal
+    error), a link to nothing was skipped unsaid, float images read all black."""
+    root = write_images(tmp_path / "p", {"a": 5, "b": 5})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30)  # Pillow refuses past twice this
+    Image.new("L", (12, 8)).save(root / "b" / "large.png")
+    with raises_data_error("source", str(root / "b" / "large.png"), "too large to read safely"):
+        prepare(Spec("images:p"), registry, tmp_path)
+    monkeypatch.undo()
+    (root / "b" / "large.png").unlink()
+    (root / "a" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with raises_data_error("source", f"{root / 'a' / 'gone.png'} is a link to "):
+        prepare(Spec("images:p"), registry, tmp_path)
+    (root / "a" / "gone.png").unlink()
+    grey = np.full((4, 6), 0.5, np.float32)
+    Image.fromarray(grey, "F").save(root / "a" / "float.tif")
+    loaded = sources.ImagesSource().load("p", Spec("images:p", channels=1), tmp_path)
+    np.testing.assert_allclose(loaded.x[0, ..., 0], 128 / 255)  # 0..1, as a viewer shows it
+    assert not caplog.records
+    Image.fromarray(grey * 300, "F").save(root / "a" / "float.tif")
+    loaded = sources.ImagesSource().load("p", Spec("images:p", channels=1), tmp_path)
+    assert loaded.x.max() == 1.0
+    (said,) = (record.getMessage() for record in caplog.records)
+    assert said.startswith(f"{root}: 1 float image(s) hold values above 1, up to 150 in ")
+
+
+def test_image_class_folders_that_clash_or_hold_the_classes(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import unicodedata
+
+    composed, decomposed = (unicodedata.normalize(f, "café") for f in ("NFC", "NFD"))
+    root = write_images(tmp_path / "p", {composed: 3, decomposed: 3, "tea": 3})
+    # Found by QA: "returned duplicate class names", as if the plugin were at fault.
+    with raises_data_error("source", "have one name, written in two Unicode forms"):
+        check_data_spec(Spec("images:p"), registry, tmp_path)
+    shutil.rmtree(root / decomposed)
+    (root / "empty").mkdir()  # left out by classes: (found by QA: refused all the same)
+    ds = prepare(Spec("images:p", classes=["tea", composed], split=Split(0, 0)), registry, tmp_path)
+    assert ds.task.class_names == (composed, "tea")
+    # A train/ and test/ layout one level up: two classes, train and test (found by QA).
+    layout = tmp_path / "layout"
+    for part in ("train", "test"):
+        write_images(layout / part, {"red": 3, "blue": 3})
+    sources.ImagesSource().load("layout", Spec("images:layout"), tmp_path)
+    (said,) = (record.getMessage() for record in caplog.records)
+    assert said.startswith(f"{layout}: each of its class folders (test, train) holds the same ")
+    assert f"give the source as images:{layout / 'test'}, one of them" in said
+
+
+def test_npz_labels_and_class_names_of_bytes_are_text(tmp_path: Path, caplog) -> None:
+    """Found by QA: classes named "b'red'", and 'red' said missing from class_names."""
+    x = np.zeros((4, 3, 5, 5), np.uint8)  # channels first: said
+    y = np.array([b"red", b"blue", b"red", b"blue"])
+    np.savez(tmp_path / "b.npz", x=x, y=y)
+    np.savez(tmp_path / "n.npz", x=x, y=y, class_names=np.array([b"blue", b"red"]))
+    for name in ("b.npz", "n.npz"):
+        loaded = sources.NpzSource().load(name, Spec(f"npz:{name}"), tmp_path)
+        assert loaded.class_names == ("blue", "red")
+        assert loaded.y.tolist() == [1, 0, 1, 0]
+    assert "looks channels-first (n, channels, height, width)" in caplog.records[0].getMessage()
+
+
 # --- paths -----------------------------------------------------------------------------
 
 

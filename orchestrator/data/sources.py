@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
+import os
 import re
 import unicodedata
 from collections.abc import Collection, Iterator
@@ -249,6 +250,14 @@ def npz_inputs(x: np.ndarray, spec: Any, path: Path, location: str) -> np.ndarra
         return x.astype(np.float32)
     if x.ndim == 3:
         x = x[..., np.newaxis]
+    if x.shape[1] in (1, 3, 4) and x.shape[-1] > 4:
+        # Found by QA: PyTorch's (n, 3, h, w) passed as images 3 pixels high.
+        log.warning(
+            "%s: array 'x' of shape %s looks channels-first (n, channels, height, width); "
+            "graftune reads (n, height, width, channels): store np.moveaxis(x, 1, -1)",
+            path,
+            x.shape,
+        )
     scale = {"uint8": 255.0, "uint16": 65535.0}.get(x.dtype.name)
     if scale is None and x.size:
         top = np.nanmax(x) if x.dtype.kind == "f" else x.max()
@@ -282,7 +291,24 @@ class ImagesSource(_BuiltinSource):
 
     def check(self, location: str, spec: Any, base_dir: Path) -> None:
         super().check(location, spec, base_dir)
-        for folder in _class_folders(_resolve(location, base_dir)):
+        folders = _class_folders(_resolve(location, base_dir))
+        named: dict[str, Path] = {}
+        for folder in folders:
+            name = unicodedata.normalize("NFC", folder.name)
+            if name in named:
+                # Found by QA: "returned duplicate class names", as if a plugin's fault.
+                raise DataError(
+                    f"class folders {named[name]} and {folder} have one name, written in two "
+                    "Unicode forms (composed and decomposed, NFC and NFD): one class or two? "
+                    "Merge them, or rename one",
+                    key="source",
+                )
+            named[name] = folder
+        classes = getattr(spec, "classes", None)
+        kept = None if classes is None else {unicodedata.normalize("NFC", str(c)) for c in classes}
+        for name, folder in named.items():
+            if kept is not None and name not in kept:
+                continue  # left out by data.classes (found by QA: an empty one was refused)
             # `validate` too (found by QA: it said ok), up to each folder's first image.
             if next(_walk_images(folder), None) is None:
                 raise DataError(
@@ -301,6 +327,7 @@ class ImagesSource(_BuiltinSource):
             files += found
             labels += [code] * len(found)
         _warn_left_out(root)
+        _warn_one_level_up(root, folders)
 
         x = read_images(files, root, spec)
         return LabelledArrays(
@@ -314,6 +341,18 @@ class ImagesSource(_BuiltinSource):
 def read_images(files: list[Path], root: Path, spec: Any) -> np.ndarray:
     """Image files as ``(n, height, width, channels)`` floats in [0, 1], as ``images:``
     reads them: at the spec's ``image_size`` (else all of one size) and ``channels``."""
+    import warnings
+
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        # Pillow warns of images of 89 to 179 megapixels in a raw Python warning (found
+        # by QA); past that it refuses them, said with the file.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return _read_images(files, root, spec)
+
+
+def _read_images(files: list[Path], root: Path, spec: Any) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     size, channels = _image_settings(spec)
@@ -321,10 +360,26 @@ def read_images(files: list[Path], root: Path, spec: Any) -> np.ndarray:
     x: np.ndarray | None = None
     first: tuple[Path, tuple[int, int]] | None = None
     resized = size is not None
+    above_one: list[tuple[Path, float]] = []
     for i, file in enumerate(files):
+        if file.is_symlink() and not file.exists():
+            # Found by QA: skipped without a word, where a damaged file is refused.
+            raise DataError(
+                f"image {file} is a link to {os.readlink(file)}, which does not exist; "
+                "restore what it links to, or remove the link",
+                key="source",
+            )
         try:
             with Image.open(file) as opened:
-                image = _as_seen(opened).convert(mode)
+                seen = _as_seen(opened)
+                if seen.mode == "F":
+                    # Float images hold 0..1 (found by QA: convert() truncated them to
+                    # 0, all black); past 1 they are clipped, and said below.
+                    top = float(seen.getextrema()[1])
+                    if top > 1:
+                        above_one.append((file, top))
+                    seen = seen.point(lambda v: v * 255 + 0.5)  # convert() truncates
+                image = seen.convert(mode)
                 if first is None:
                     first = (file, (image.height, image.width))
                 if not resized and (image.height, image.width) != first[1]:
@@ -340,6 +395,12 @@ def read_images(files: list[Path], root: Path, spec: Any) -> np.ndarray:
                 if image.size != (size[1], size[0]):
                     image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 pixels = np.asarray(image, dtype=np.float32)
+        except Image.DecompressionBombError as exc:
+            raise DataError(
+                f"image {file} is too large to read safely ({exc}); shrink it, or move it out "
+                "of the folder",
+                key="source",
+            ) from exc
         except (UnidentifiedImageError, OSError) as exc:
             raise DataError(
                 f"cannot read image {file} ({type(exc).__name__}: {exc}): it is damaged or "
@@ -349,6 +410,16 @@ def read_images(files: list[Path], root: Path, spec: Any) -> np.ndarray:
         if x is None:
             x = _images_array(len(files), size[0], size[1], 1 if mode == "L" else 3)
         x[i] = pixels.reshape(x.shape[1:]) / 255.0
+    if above_one:
+        file, top = max(above_one, key=lambda found: found[1])
+        log.warning(
+            "%s: %d float image(s) hold values above 1, up to %s in %s, clipped to 1: "
+            "graftune takes float images as 0..1; store them so, or as 8- or 16-bit images",
+            root,
+            len(above_one),
+            f"{top:g}",
+            file,
+        )
     assert x is not None  # at least one file
     return x
 
@@ -1018,6 +1089,8 @@ def _npz_labels(
     y: np.ndarray, names: np.ndarray | None, path: Path
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """Codes and class names from an npz ``y`` and its optional ``class_names``."""
+    y = _decoded_text(y, "y", path)
+    names = None if names is None else _decoded_text(names, "class_names", path)
     if names is None:
         return _encode_labels(y)
     class_names = tuple(str(n) for n in names.reshape(-1).tolist())
@@ -1047,6 +1120,21 @@ def _npz_labels(
         f"array 'y' in {path} has dtype {y.dtype}; expected integer codes or strings",
         key="source",
     )
+
+
+def _decoded_text(array: np.ndarray, name: str, path: Path) -> np.ndarray:
+    """Byte strings (dtype ``S``, as h5py and older pipelines store text) as text:
+    they were class names like ``b'red'`` (found by QA)."""
+    if array.dtype.kind != "S":
+        return array
+    try:
+        return np.char.decode(array, "utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"array {name!r} in {path} holds byte strings that are not UTF-8 ({exc.reason} at "
+            f"byte {exc.start}); store them as text",
+            key="source",
+        ) from None
 
 
 def image_folder(root: Path) -> Path:
@@ -1082,11 +1170,12 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _walk_images(folder: Path) -> Iterator[Path]:
+    # A link to nothing too, which read_images refuses (found by QA: skipped unsaid).
     return (
         p
         for p in folder.rglob("*")
         if p.suffix.lower() in IMAGE_SUFFIXES
-        and p.is_file()
+        and (p.is_file() or (p.is_symlink() and not p.exists()))
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
 
@@ -1113,6 +1202,34 @@ def _warn_left_out(root: Path) -> None:
             loose[0].name,
         )
     warn_unread(root, unread_images(root))
+
+
+def _warn_one_level_up(root: Path, folders: list[Path]) -> None:
+    """Warn where every class folder holds only the same sub-folders (``train/red``,
+    ``test/red`` ...): the images of each are taken as the class of the folder
+    above, and the classes learnt are ``train`` and ``test`` (found by QA)."""
+
+    def subfolders(folder: Path) -> set[str] | None:
+        if any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
+            return None  # images of its own: a class folder
+        return {
+            p.name
+            for p in folder.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and next(_walk_images(p), None)
+        }
+
+    found = [subfolders(folder) for folder in folders]
+    if any(f is None or len(f) < 2 or f != found[0] for f in found):
+        return
+    log.warning(
+        "%s: each of its class folders (%s) holds the same sub-folders (%s), whose images "
+        "are taken as the class of the folder above them; are the classes those "
+        "sub-folders? Then give the source as images:%s, one of them",
+        root,
+        ", ".join(f.name for f in folders),
+        ", ".join(sorted(found[0])),
+        folders[0],
+    )
 
 
 def warn_unread(root: Path, unread: list[Path]) -> None:
