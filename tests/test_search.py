@@ -1064,6 +1064,21 @@ def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now():
     assert lines[1].split()[:5] == ["s", "3/3", "0", "0", "2"]
 
 
+def test_the_live_view_names_the_recipes_metric_from_its_start(tmp_path):
+    """Found by QA: "best val_accuracy" over a val_loss run until its search began."""
+    from orchestrator.cli import _searched_metric
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsearch: {metric: val_loss}\n")
+    assert _searched_metric(recipe) == ("val_loss", "min")
+    recipe.write_text("name: r\nsearch: {metric: val_loss, mode: max}\n")
+    assert _searched_metric(recipe) == ("val_loss", "max")
+    for text in ("name: r\n", "search: {metric: f1}\n", "[" * 5000, "- a\n", "a: !!python/x 1\n"):
+        recipe.write_text(text)  # the run says what is wrong, if anything
+        assert _searched_metric(recipe) == ("val_accuracy", "max")
+    assert _searched_metric(None) == _searched_metric(tmp_path) == ("val_accuracy", "max")
+
+
 def test_the_live_views_estimate_times_trials_only_shares_slots_and_keeps_to_the_budget():
     """It divided the time since the view was made (data, base, Ray's start) by the
     trials ended: 23 s in, one of 8 trials done, it said 2:44 left when 11 s were."""
