@@ -1180,6 +1180,19 @@ def test_npz_labels_and_class_names_of_bytes_are_text(tmp_path: Path, caplog) ->
     assert "looks channels-first (n, channels, height, width)" in caplog.records[0].getMessage()
 
 
+def test_whole_numbers_past_64_bits_are_numbers(registry: Registry, tmp_path: Path) -> None:
+    """Found by QA: a column of 20-digit integers, which pandas keeps as Python objects,
+    was "non-numeric", naming no cell."""
+    rows = [f"{10**20 + i},{i},{'ab'[i % 2]}" for i in range(10)]
+    (tmp_path / "t.csv").write_text("big,small,y\n" + "\n".join(rows) + "\n")
+    loaded = sources.CsvSource().load("t.csv", Spec("csv:t.csv", target="y"), tmp_path)
+    np.testing.assert_allclose(loaded.x[:, 0], 1e20)
+    rows[3] = f"{10**40},3,b"  # past float32: said as such, with its row
+    (tmp_path / "t.csv").write_text("big,small,y\n" + "\n".join(rows) + "\n")
+    with raises_data_error("source", "numbers too large for float32", "data row 4"):
+        sources.CsvSource().load("t.csv", Spec("csv:t.csv", target="y"), tmp_path)
+
+
 # --- paths -----------------------------------------------------------------------------
 
 

@@ -896,6 +896,7 @@ def non_numeric_columns(
         for c in features
         if not pd.api.types.is_numeric_dtype(frame[c])
         and (text_cells(frame[c]).any() or not frame[c].isna().any())
+        and not _wide_integers(frame[c])
     ]
     if not non_numeric:
         return None
@@ -912,6 +913,12 @@ def non_numeric_columns(
             f"first {_DECIMAL_ROWS} rows are written)"
         )
     return f"{', '.join(repr(c) for c in non_numeric)}{example}{how}"
+
+
+def _wide_integers(column: pd.Series) -> bool:
+    """Whether a column holds whole numbers past 64 bits alone, which pandas keeps as
+    Python objects (found by QA: "non-numeric", naming no cell); float32 takes them."""
+    return len(column) > 0 and bool(column.map(lambda v: type(v) is int).all())
 
 
 def csv_read_as(
