@@ -110,10 +110,14 @@ class Registry(Generic[T]):
         # No near name: most likely a plugin that is not installed (here, or any more).
         missing = self.why_missing or "no installed plugin provides it: `graftune plugins`"
         if name in disabled:
-            missing = f"the recipe's plugins.disable removes the plugin {name!r}"
+            # What the user did, not a near name another plugin has (found by QA).
+            missing, suggestion = f"the recipe's plugins.disable removes the plugin {name!r}", ""
         elif disabled:
             missing += f", or a plugin the recipe's plugins.disable removes: {', '.join(disabled)}"
-        installed = "" if suggestion else f" ({missing})"
+        # A near name alone is likely a typo; what the recipe or the environment removed
+        # is said beside it (found by QA: it was lost to the suggestion).
+        said = not suggestion or disabled or self.why_missing
+        installed = f" ({missing})" if said else ""
         return f"unknown {self.kind} {name!r}{suggestion}{installed}; available: {available}"
 
     def owner(self, name: str) -> str:

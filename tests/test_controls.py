@@ -64,6 +64,29 @@ def test_a_disabled_builtin_is_an_unknown_strategy(tmp_path):
     assert "or a plugin the recipe's plugins.disable removes: fine_tune)" in said
 
 
+def test_what_removed_a_name_is_said_beside_a_near_one():
+    """Found by QA: disabling `logreg` said only "did you mean 'logreg_two'?", and a
+    near name hid that autoload was off."""
+    from orchestrator.registry import Registry
+
+    class Near:
+        name = "logreg_two"
+
+    registry = Registry("strategy")
+    registry.add(Near)
+    said = registry.unknown_message("logreg", ["logreg"])
+    assert "did you mean" not in said
+    assert "(the recipe's plugins.disable removes the plugin 'logreg')" in said
+    said = registry.unknown_message("logreg_tw", ["qa_plugin"])
+    assert "did you mean 'logreg_two'?" in said and "removes: qa_plugin)" in said
+    registry.why_missing = "GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD is set: ..."
+    said = registry.unknown_message("logreg_tw")
+    assert "did you mean 'logreg_two'?" in said and "(GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD" in said
+    registry.why_missing = None
+    said = registry.unknown_message("logreg_tw")  # a typo, likely: the near name alone
+    assert said.startswith("unknown strategy 'logreg_tw' (did you mean 'logreg_two'?); ")
+
+
 def test_a_data_source_whose_plugin_is_disabled_says_so(tmp_path):
     """The data source's message, alone of the three, left the recipe's own
     ``plugins.disable`` out: "no installed plugin provides it"."""
