@@ -44,7 +44,7 @@ from orchestrator.errors import (
 from orchestrator.markers import hookimpl
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable, Iterator, Sequence
 
     import keras
 
@@ -812,6 +812,12 @@ def load_problem(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}"
 
 
+def default_architecture(input_shape: Sequence[int]) -> str:
+    """A ``pretrain:`` base's architecture where the recipe names none: a CNN for
+    images ``(h, w, c)``, an MLP for anything else."""
+    return "cnn" if len(input_shape) == 3 else "mlp"
+
+
 class PretrainProvider(BaseProvider):
     """A small network trained inside the run on another data source, cached by content."""
 
@@ -826,6 +832,10 @@ class PretrainProvider(BaseProvider):
         assert pretrain is not None
         data = context.dataset(pretrain.data)
         settings = pretrain.model_dump(mode="json", exclude={"data"})
+        if settings["architecture"] == default_architecture(data.task.input_shape):
+            # Written or left out, one base (found by QA: `architecture: cnn` on images
+            # pretrained it again); as left out, the key of bases already cached.
+            settings["architecture"] = None
         return _digest(
             {
                 "pretrain": settings,
@@ -853,7 +863,7 @@ class PretrainProvider(BaseProvider):
         data = context.dataset(pretrain.data)
         with _seeded_weights(context.seed):
             shape = data.task.input_shape
-            architecture = pretrain.architecture or ("cnn" if len(shape) == 3 else "mlp")
+            architecture = pretrain.architecture or default_architecture(shape)
             inputs = keras.Input(shape, name="pretrain_input")
             width = pretrain.width
             if architecture == "cnn":
@@ -1418,7 +1428,7 @@ def _describe_entry(folder: Path, spec: BaseSpec, model: Any, owner: str, seed: 
     input_shape = list(model.input_shape[1:])
     if spec.pretrain is not None:
         pretrain = spec.pretrain
-        architecture = pretrain.architecture or ("cnn" if len(input_shape) == 3 else "mlp")
+        architecture = pretrain.architecture or default_architecture(input_shape)
         # What tells two pretrains on one source apart (found by QA: classes were not said).
         data = pretrain.data
         # And the seed, the data's options, a learning rate (found by QA: two seeds' bases

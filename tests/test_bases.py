@@ -1323,6 +1323,25 @@ def test_a_random_application_base_is_drawn_from_the_seed(tmp_path):
     assert other[0] != first[0] and other[1] != first[1]
 
 
+def test_a_pretrain_base_named_with_its_default_architecture_is_the_same_base(tmp_path):
+    """Found by QA: `architecture: cnn` on images, the default, pretrained it again."""
+    from orchestrator.bases import BaseContext, PretrainProvider
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import BaseSpec, DataSpec, PretrainSpec
+
+    host = get_plugin_manager()
+    context = BaseContext(0, tmp_path, host.data_sources, tmp_path)
+
+    def key(source, architecture):
+        data = DataSpec(source=source)
+        pretrain = PretrainSpec(data=data, architecture=architecture)
+        return PretrainProvider().cache_key(BaseSpec(pretrain=pretrain), context)
+
+    assert key("sklearn:digits", "cnn") == key("sklearn:digits", None)
+    assert key("sklearn:digits", "mlp") != key("sklearn:digits", None)
+    assert key("sklearn:iris", "mlp") == key("sklearn:iris", None)
+
+
 def test_a_base_is_one_built_input_to_one_output():
     import keras
 
