@@ -823,18 +823,19 @@ def _searched_metric(recipe: Path | None) -> tuple[str, str]:
     where the file cannot tell (a recipe on stdin is not read twice)."""
     import yaml
 
-    from orchestrator.recipe import METRICS
+    from orchestrator.recipe import METRICS, SearchSpec
 
+    default = SearchSpec.model_fields["metric"].default
     try:
         if recipe is not None and recipe.is_file():
             search = yaml.safe_load(recipe.read_text(encoding="utf-8")).get("search") or {}
-            metric = search.get("metric", "val_accuracy")
+            metric = search.get("metric", default)
             mode = search.get("mode") or METRICS.get(metric)
             if metric in METRICS and mode in ("max", "min"):
                 return metric, mode
     except (OSError, ValueError, AttributeError, TypeError, RecursionError, yaml.YAMLError):
         pass  # the run says what is wrong with it
-    return "val_accuracy", "max"
+    return default, METRICS[default]
 
 
 @app.command()

@@ -322,12 +322,12 @@ class ImagesSource(_BuiltinSource):
         files: list[Path] = []
         labels: list[int] = []
         folders = _class_folders(root)
+        found = {folder: _image_files(folder) for folder in folders}
         for code, folder in enumerate(folders):
-            found = _image_files(folder)
-            files += found
-            labels += [code] * len(found)
+            files += found[folder]
+            labels += [code] * len(found[folder])
         _warn_left_out(root)
-        _warn_one_level_up(root, folders)
+        _warn_one_level_up(root, found)
 
         x = read_images(files, root, spec)
         return LabelledArrays(
@@ -1211,30 +1211,29 @@ def _warn_left_out(root: Path) -> None:
     warn_unread(root, unread_images(root))
 
 
-def _warn_one_level_up(root: Path, folders: list[Path]) -> None:
+def _warn_one_level_up(root: Path, found: dict[Path, list[Path]]) -> None:
     """Warn where every class folder holds only the same sub-folders (``train/red``,
     ``test/red`` ...): the images of each are taken as the class of the folder
-    above, and the classes learnt are ``train`` and ``test`` (found by QA)."""
+    above, and the classes learnt are ``train`` and ``test`` (found by QA).
 
-    def subfolders(folder: Path) -> set[str] | None:
-        if any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir()):
-            return None  # images of its own: a class folder
-        return {
-            p.name
-            for p in folder.iterdir()
-            if p.is_dir() and not p.name.startswith(".") and next(_walk_images(p), None)
-        }
-
-    found = [subfolders(folder) for folder in folders]
-    if any(f is None or len(f) < 2 or f != found[0] for f in found):
+    ``found``: each class folder's image files (:func:`_image_files`), not walked again.
+    """
+    # The sub-folders holding a class folder's images; none where it holds images itself.
+    held = [
+        {file.relative_to(folder).parts[0] for file in files}
+        for folder, files in found.items()
+        if all(file.parent != folder for file in files)
+    ]
+    if len(held) < len(found) or any(len(h) < 2 or h != held[0] for h in held):
         return
+    folders = list(found)
     log.warning(
         "%s: each of its class folders (%s) holds the same sub-folders (%s), whose images "
         "are taken as the class of the folder above them; are the classes those "
         "sub-folders? Then give the source as images:%s, one of them",
         root,
         ", ".join(f.name for f in folders),
-        ", ".join(sorted(found[0])),
+        ", ".join(sorted(held[0])),
         folders[0],
     )
 
