@@ -288,6 +288,14 @@ def _home(value: Any) -> Any:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _path(text: str) -> Path:
+    """A path option's value, refused when empty: ``--run-dir "$DIR"`` with ``DIR``
+    unset was the current folder, where a run wrote itself unsaid (found by QA)."""
+    if not text.strip():
+        raise typer.BadParameter("is empty: give a path (is a shell variable unset?)")
+    return Path(text)
+
+
 class _ConsoleFormatter(logging.Formatter):
     """``warning: MESSAGE`` for graftune's own records, as its other warnings are
     said (found by QA: ``WARNING orchestrator.data.sources: ...`` from run and
@@ -590,6 +598,7 @@ def run(
             "--run-dir",
             help="Write here instead of OUTPUT/NAME-TIME.",
             metavar="RUN_DIR",
+            parser=_path,
             callback=_home,
         ),
     ] = None,
@@ -599,6 +608,7 @@ def run(
             "--resume",
             help="Continue the killed run in this run directory.",
             metavar="RUN_DIR",
+            parser=_path,
             callback=_home,
         ),
     ] = None,
@@ -946,6 +956,7 @@ def report(
             help="Write here, an .html file (default RUN_DIR/report.html; compare.html "
             "for several); never another file of a run.",
             metavar="PATH",
+            parser=_path,
             callback=_home,
         ),
     ] = None,
@@ -1026,6 +1037,7 @@ def predict(
             help="Write here, as its suffix says: .csv, .parquet or .json "
             "(default, or -: CSV on stdout). Never the data read or a file of the run.",
             metavar="PATH",
+            parser=_path,
             callback=_home,
         ),
     ] = None,

@@ -807,6 +807,23 @@ def test_empty_cluster_options_and_addresses_are_refused(tmp_path, monkeypatch):
         assert said in result.output
 
 
+def test_empty_path_options_are_refused(tmp_path, monkeypatch):
+    """--run-dir "$DIR" with DIR unset was the current folder, where the run wrote
+    itself unsaid; --out "" of report and predict named "." as a folder."""
+    monkeypatch.chdir(tmp_path)
+    recipe = write(tmp_path, MLP_RECIPE)
+    for args in (
+        ["run", recipe, "--run-dir", ""],
+        ["run", "--resume", " "],
+        ["report", tmp_path, "--out", ""],
+        ["predict", tmp_path, "--data", recipe, "--out", ""],
+    ):
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        assert "is empty: give a path (is a shell variable unset?)" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+
+
 def test_debug_shows_where_a_missing_run_was_found(tmp_path):
     """Found by QA: `leaderboard` and `run --resume` said one line under --debug too."""
     for args in (["leaderboard", tmp_path], ["run", "--resume", tmp_path]):
