@@ -199,7 +199,15 @@ class PluginHost:
             if plugin is None:
                 continue
             dist_name, version = self.distributions.get(name) or _host_distribution(name)
-            infos.append(PluginInfo(name, dist_name, version, tuple(adds.get(name, ()))))
+            # An event or Keras-objects plugin registers no name: its hooks are what it
+            # adds (found by QA: "-" for graftune.events and mlflow).
+            hooks = sorted(
+                caller.name.removeprefix("graftune_")
+                for caller in self.pm.get_hookcallers(plugin) or ()
+                if not caller.name.startswith("graftune_register_")
+            )
+            added = adds.get(name, []) + ([f"hooks {', '.join(hooks)}"] if hooks else [])
+            infos.append(PluginInfo(name, dist_name, version, tuple(added)))
         return sorted(infos, key=lambda i: i.name)
 
 

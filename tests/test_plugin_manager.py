@@ -65,6 +65,8 @@ def test_builtins_are_registered_through_entry_points():
     for name in BUILTIN_STRATEGIES:
         assert infos[name].distribution == "graftune"
         assert infos[name].adds == (f"strategy {name}",)
+    # One that registers no name adds hooks: "-" said nothing of them.
+    assert infos["graftune.events"].adds == ("hooks run_finished, run_started, trial_finished",)
 
 
 def test_a_third_party_distribution_is_discovered(site):
