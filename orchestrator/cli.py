@@ -848,8 +848,34 @@ def _searched_metric(recipe: Path | None) -> tuple[str, str]:
     return default, METRICS[default]
 
 
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    md = "md"
+    json = "json"
+
+
+class Listing(str, Enum):
+    table = "table"
+    json = "json"
+
+
+# For scripts: `plugins`, `cache info` and `jobs list` as JSON (found by QA: tables alone).
+_ListingFormat = Annotated[
+    Listing,
+    typer.Option("--format", "-f", help="Output format: table or json.", metavar="FORMAT"),
+]
+
+
+def _write_json(value: Any) -> None:
+    import json
+
+    _product_to_stdout("the list", "give stdout a file or a pipe")
+    _write_data(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
 @app.command()
-def plugins() -> None:
+def plugins(format: _ListingFormat = Listing.table) -> None:
     """List every plugin with its distribution, version and what it adds.
 
     A plugin that fails to import or to register is named after the table
@@ -872,11 +898,24 @@ def plugins() -> None:
             return
         else:
             break
-    table = Table("plugin", "distribution", "version", "adds", box=None, header_style="bold")
-    for info in host.infos():
-        cells = (info.name, info.distribution, info.version, ", ".join(info.adds) or "-")
-        table.add_row(*map(_text, cells))
-    out.print(table)
+    if format is Listing.json:
+        _write_json(
+            [
+                {
+                    "plugin": info.name,
+                    "distribution": info.distribution,
+                    "version": info.version,
+                    "adds": list(info.adds),
+                }
+                for info in host.infos()
+            ]
+        )
+    else:
+        table = Table("plugin", "distribution", "version", "adds", box=None, header_style="bold")
+        for info in host.infos():
+            cells = (info.name, info.distribution, info.version, ", ".join(info.adds) or "-")
+            table.add_row(*map(_text, cells))
+        out.print(table)
     off = autoload_disabled()
     if off is not None:
         err.print(
@@ -888,13 +927,6 @@ def plugins() -> None:
         err.print(f"error: {exc}", markup=False)
     if broken:
         raise typer.Exit(broken[0].exit_status)
-
-
-class Format(str, Enum):
-    table = "table"
-    csv = "csv"
-    md = "md"
-    json = "json"
 
 
 @app.command()
@@ -1317,6 +1349,7 @@ def jobs_list(
             "(graftune run --address, ray.init).",
         ),
     ] = False,
+    format: _ListingFormat = Listing.table,
 ) -> None:
     """Every job submitted to the cluster, oldest first, and where graftune stored each run."""
     from orchestrator.submit import META_RECIPE, run_location
@@ -1331,6 +1364,22 @@ def jobs_list(
     drivers = [job for job in found if not job.submission_id]
     if not all_:
         found = [job for job in found if job.submission_id]
+    if format is Listing.json:
+        _write_json(
+            [
+                {
+                    "job": job.submission_id,
+                    "driver": None if job.submission_id else job.job_id,
+                    "status": str(job.status),
+                    "started": job.start_time and job.start_time / 1000,
+                    "ended": job.end_time and job.end_time / 1000,
+                    "recipe": (job.metadata or {}).get(META_RECIPE),
+                    "results": run_location(job),
+                }
+                for job in found
+            ]
+        )
+        return
     table = Table("job", "status", "started", "recipe", "results", box=None, header_style="bold")
     for job in found:
         started = job.start_time and time.strftime(
@@ -1482,7 +1531,7 @@ app.add_typer(cache_app, name="cache")
 
 
 @cache_app.command("info")
-def cache_info() -> None:
+def cache_info(format: _ListingFormat = Listing.table) -> None:
     """List cached bases and frozen-feature sets with their sizes."""
     from orchestrator.bases import cache_dir
     from orchestrator.feature_cache import cache_entries, size_text
@@ -1491,6 +1540,24 @@ def cache_info() -> None:
         entries = cache_entries()
     except Exception as exc:  # a cache folder no file can be at: _fail says so (found by QA)
         _fail(exc)
+        return
+    if format is Listing.json:
+        _write_json(
+            {
+                "cache": str(cache_dir()),
+                "entries": [
+                    {
+                        "kind": entry.kind,
+                        "size_bytes": entry.size_bytes,
+                        "entry": entry.path.name,
+                        "path": str(entry.path),
+                        "what": entry.description,
+                    }
+                    for entry in entries
+                ],
+                "total_bytes": sum(e.size_bytes for e in entries),
+            }
+        )
         return
     out.print(f"cache: {cache_dir()}", markup=False)
     if not entries:

@@ -353,6 +353,13 @@ def test_a_damaged_cached_base_is_named_and_made_again(tmp_path, isolated):
     listed = CliRunner().invoke(app, ["cache", "info"])
     assert listed.exit_code == 0, listed.output
     assert "damaged: base.keras is not a whole .keras file" in " ".join(listed.output.split())
+    listed = CliRunner().invoke(app, ["cache", "info", "-f", "json"])
+    assert listed.exit_code == 0, listed.output
+    shown = json.loads(listed.output)
+    (entry,) = shown["entries"]
+    assert (entry["kind"], entry["path"]) == ("base", str(info.path.parent))
+    assert entry["what"].startswith("damaged: base.keras is not a whole .keras file")
+    assert entry["size_bytes"] == shown["total_bytes"] > 2000
     with pytest.raises(ValueError) as failed:
         _ = load_base(info).model  # a trial that started before the next run remade it
     assert str(failed.value).startswith(f"the cached base {info.path.parent} cannot be read")

@@ -919,6 +919,12 @@ def test_driver_here_spreads_trials_over_both_nodes(two_nodes, tmp_path):
     assert "like `graftune run --address`, not shown: --all lists them" in listed.stdout
     listed = graftune(cluster, "jobs", "list", "--all", "--address", cluster.dashboard)
     assert "(driver)" in listed.stdout
+    listed = graftune(
+        cluster, "jobs", "list", "--all", "-f", "json", "--address", cluster.dashboard
+    )
+    assert listed.returncode == 0, listed.stderr
+    drivers = [job for job in json.loads(listed.stdout) if job["job"] is None]
+    assert drivers and all(job["driver"] and job["started"] for job in drivers)
 
 
 @pytest.mark.slow

@@ -214,6 +214,13 @@ def test_autoload_off_leaves_only_graftunes_host_plugins(tmp_path, monkeypatch):
     listed = cli("plugins")
     assert listed.exit_code == 0 and not listed.stderr, listed.output
     assert "scratch_mlp" in listed.stdout
+    # For scripts, the same as JSON.
+    listed = cli("plugins", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    plugins = {entry["plugin"]: entry for entry in json.loads(listed.stdout)}
+    assert plugins["scratch_mlp"]["adds"] == ["strategy scratch_mlp"]
+    assert plugins["scratch_mlp"]["distribution"] == "graftune"
+    assert plugins["graftune.events"]["adds"] == ["hooks run_finished, run_started, trial_finished"]
 
 
 def test_the_plugin_option_loads_a_module_and_logs_the_act_of_trust(tmp_path, monkeypatch, caplog):
