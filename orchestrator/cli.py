@@ -1249,6 +1249,12 @@ def submit(
             metavar="MODULE",
         ),
     ] = None,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="Print the job id alone (JOB=$(graftune submit -q ...))."
+        ),
+    ] = False,
 ) -> None:
     """Send a recipe to a Ray cluster as a job (Ray's job API) and print its id."""
     from orchestrator import submit as jobs
@@ -1263,13 +1269,18 @@ def submit(
             pip=pip or [],
             plugins=plugin or [],
             data_sources=_data_sources(),
-            echo=lambda line: out.print(line, markup=False),
+            echo=(lambda line: None) if quiet else (lambda line: out.print(line, markup=False)),
         )
     except Exception as exc:
         _fail(exc)
         return
-    out.print(f"submitted job {job.job_id} to {job.address}", markup=False)
-    out.print(f"results: {job.location}", markup=False)
+    if quiet:  # for a script to keep (found by QA: only parsing the line gave it)
+        out.print(job.job_id, markup=False)
+    else:
+        out.print(f"submitted job {job.job_id} to {job.address}", markup=False)
+        out.print(f"results: {job.location}", markup=False)
+    if quiet and not follow:
+        return
     if not follow:
         out.print(f"follow: graftune jobs logs {job.job_id} --follow --address {job.address}")
         out.print(f"fetch:  graftune fetch {job.job_id} --address {job.address}")

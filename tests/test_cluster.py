@@ -1196,6 +1196,23 @@ def test_a_job_that_fails_ends_follow_with_its_status(cluster, tmp_path):
     assert "does not exist" in followed.stdout  # the driver's own error, streamed
     assert "ended FAILED: Job entrypoint command failed with exit code 2" in followed.stderr
     assert "graftune jobs logs graftune-basic-" in followed.stderr
+    # For a script: the job id alone, which the job commands take.
+    quiet = graftune(
+        cluster,
+        "submit",
+        recipe,
+        "-q",
+        "--address",
+        cluster.dashboard,
+        "--storage",
+        f"file://{tmp_path}/store",
+        "--shared-storage",
+    )
+    assert quiet.returncode == 0, quiet.stdout + quiet.stderr
+    job = quiet.stdout.strip()
+    assert quiet.stdout == job + "\n" and job.startswith("graftune-basic-"), quiet.stdout
+    status = graftune(cluster, "jobs", "status", job, "--address", cluster.dashboard)
+    assert status.returncode == 0 and status.stdout.startswith(f"{job}: "), status.stdout
 
 
 def _listening(port: int) -> set[str]:
