@@ -345,10 +345,17 @@ def test_a_table_file_that_cannot_be_read_says_what_to_do(
     (tmp_path / "textlike.csv").write_bytes(b"PK\x03\x04,a,label\n1,2,x\n")
     (tmp_path / "latin.csv").write_bytes("a,Durée,label\n1,2,x\n".encode("cp1252"))
     (tmp_path / "empty.csv").write_bytes(b"")
+    # The codec said "position 3" of pandas' chunk: the line is said, and the bytes.
+    (tmp_path / "body.csv").write_bytes("a,label\n1,x\n2,Durée\n".encode("cp1252"))
+    (tmp_path / "utf16.csv").write_bytes("a,label\n1,x\n2,y\n".encode("utf-16"))
     cases = {
         "book.csv": "it is a zip archive, as an Excel workbook (.xlsx) is: save it as CSV",
         "textlike.csv": "it is a zip archive, as an Excel workbook (.xlsx) is: save it as CSV",
-        "latin.csv": "graftune reads CSV files as UTF-8: save it as 'CSV UTF-8'",
+        "latin.csv": "latin.csv: line 1 (byte 6) is not UTF-8: 0xe9 ('é' in Windows-1252, as "
+        "Excel saves 'CSV'); graftune reads CSV files as UTF-8: save it as 'CSV UTF-8'",
+        "body.csv": "body.csv: line 3 (byte 18) is not UTF-8: 0xe9 ('é' in Windows-1252",
+        "utf16.csv": "utf16.csv: it is UTF-16 (its first bytes say so, as Excel's 'Unicode "
+        "Text' writes); graftune reads CSV files as UTF-8",
         "empty.csv": "empty.csv: the file is empty",
     }
     for name, said in cases.items():

@@ -535,8 +535,47 @@ def unreadable_table(scheme: str, path: Path, exc: BaseException) -> DataError:
     elif head == b"":
         said = f"cannot read {kind} file {path}: the file is empty"
     elif isinstance(exc, UnicodeDecodeError):
+        # The codec's "position 3" counts from the start of pandas' chunk, not the
+        # file's (found by QA): say the line, and what the file is where that is known.
+        if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            found = "it is UTF-16 (its first bytes say so, as Excel's 'Unicode Text' writes)"
+        else:
+            found = _first_not_utf8(path)
+        said = f"cannot read {kind} file {path}: {found}" if found else said
         said += "; graftune reads CSV files as UTF-8: save it as 'CSV UTF-8' (Excel's name)"
     return DataError(said, key="source")
+
+
+def _first_not_utf8(path: Path) -> str | None:
+    """Where a file's bytes stop being UTF-8: its line and the bytes there, as a
+    Latin-1 or Windows-1252 file's ``é`` (``0xe9``) is."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 1
+    done = 0
+    try:
+        with open(path, "rb") as stream:
+            while chunk := stream.read(1 << 20):
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError as exc:
+                    # exc.start counts from the bytes the decoder kept from the last chunk.
+                    kept = len(exc.object) - len(chunk)
+                    at = max(exc.start - kept, 0)
+                    lines += chunk[:at].count(b"\n")
+                    bad = exc.object[exc.start : exc.end]
+                    return (
+                        f"line {lines} (byte {done + exc.start - kept + 1}) is not UTF-8: "
+                        f"{' '.join(f'0x{b:02x}' for b in bad)} ({bad.decode('cp1252', 'replace')!r} "
+                        "in Windows-1252, as Excel saves 'CSV')"
+                    )
+                lines += chunk.count(b"\n")
+                done += len(chunk)
+            decoder.decode(b"", final=True)
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
 
 
 #: The first bytes of a zip archive (an Excel workbook is one).
