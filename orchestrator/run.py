@@ -86,6 +86,8 @@ BEST_DIR = "best"
 BASE_FILE = "base.json"
 #: The fingerprint of the data the run's trials train and are scored on.
 DATA_FILE = "data.json"
+#: Each example's split, row in its source, label (and name, where its source gives one).
+SPLIT_FILE = "split.csv"
 RECIPE_FILE = "recipe.yaml"
 #: Written when a strategy's search has ended; a resumed run reads it back.
 SEARCH_DONE_FILE = "search.json"
@@ -730,6 +732,8 @@ def _run(
         atomic_write_text(run_dir / BASE_FILE, json.dumps(base_info.to_json(), indent=2))
     if not resume or not (run_dir / DATA_FILE).is_file():  # a run made before it had one
         atomic_write_text(run_dir / DATA_FILE, json.dumps(_data_record(dataset), indent=1))
+    if dataset.rows is not None and (not resume or not (run_dir / SPLIT_FILE).is_file()):
+        atomic_write_text(run_dir / SPLIT_FILE, split_table(dataset))
     host.notify("graftune_run_started", recipe=recipe, run_dir=run_dir)
     events = _RunEvents(host, run_dir, recipe.search.metric, echo, listener, stored=_storing(place))
     if listener is not None and hasattr(listener, "plan"):
@@ -1496,6 +1500,28 @@ def _data_record(dataset: Dataset) -> dict[str, Any]:
         "described": dataset.describe(),
         "class_names": list(dataset.task.class_names),
     }
+
+
+def split_table(dataset: Dataset) -> str:
+    """``split.csv``: every example the run uses, one row each, split by split in the
+    order of its arrays (the test rows in the order of ``test_probabilities.npy``):
+    ``split``, its ``row`` in what the source read (a table's data row, 0 first),
+    its ``label``, and its ``name`` where the source gives one (an image's path)."""
+    import pandas as pd
+
+    assert dataset.rows is not None
+    names = dataset.task.class_names
+    frames = []
+    for split, rows, y in (
+        ("train", dataset.rows.train, dataset.y_train),
+        ("val", dataset.rows.val, dataset.y_val),
+        ("test", dataset.rows.test, dataset.y_test),
+    ):
+        part = {"split": split, "row": rows, "label": [names[int(code)] for code in y]}
+        if dataset.names is not None:
+            part["name"] = [dataset.names[int(row)] for row in rows]
+        frames.append(pd.DataFrame(part))
+    return pd.concat(frames, ignore_index=True).to_csv(index=False)
 
 
 def _remove_stray_temporaries(run_dir: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
@@ -926,6 +927,22 @@ def test_images_folder_per_class(registry: Registry, tmp_path: Path) -> None:
     assert ds.task.input_shape == (4, 6, 3)
     assert len(ds.y_train) + len(ds.y_val) + len(ds.y_test) == 15
     assert ds.x_train.min() >= 0.0 and ds.x_train.max() <= 1.0
+    # Each example's file, for the run's split.csv: a test row is the image it names.
+    from orchestrator.run import split_table
+
+    table = pd.read_csv(io.StringIO(split_table(ds)))
+    assert list(table.columns) == ["split", "row", "label", "name"]
+    assert sorted(table["name"]) == sorted(
+        f"{name}/img{i}{suffix}" for name, suffix in (("cat", ".png"), ("dog", ".png"),
+        ("emu", ".PNG")) for i in range(5)
+    )  # fmt: skip
+    assert (table["name"].str.split("/").str[0] == table["label"]).all()
+    test = table[table["split"] == "test"].reset_index()
+    assert len(test) == len(ds.y_test)
+    for i, name in enumerate(test["name"]):
+        with Image.open(root / name) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+        np.testing.assert_allclose(ds.x_test[i], pixels, atol=1e-6)
 
 
 def test_images_resize_and_grey(registry: Registry, tmp_path: Path) -> None:
@@ -1400,6 +1417,9 @@ class _Toy(DataSource):
             raise RuntimeError("kaput")
         if location == "bad":
             return LabelledArrays(np.zeros((4, 2)), np.array([0, 1, 2, 5]), ("a", "b"))
+        if location == "short-names":
+            x = np.zeros((20, 2), np.float32)
+            return LabelledArrays(x, np.arange(20) % 2, ("even", "odd"), names=("a", "b"))
         y = np.arange(20) % 2
         if location in _BROKEN:
             x, names = _BROKEN[location]
@@ -1445,6 +1465,7 @@ _BROKEN: dict[str, tuple[Any, Any]] = {
         ("no-features", "returned x of shape (20, 0): examples with no values"),
         ("a-set", "returned class_names {"),
         ("exits", "failed on 'exits': SystemExit: no such dataset"),
+        ("short-names", "returned names ('a', 'b'); expected a tuple of one string per example"),
     ],
 )
 def test_a_third_party_source_that_breaks_its_contract_is_named(

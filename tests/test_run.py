@@ -146,6 +146,44 @@ def test_best_model_reloads_and_predicts_as_in_the_run(finished_run, ray_session
     assert accuracy == pytest.approx(best["test_accuracy"], abs=1e-6)
 
 
+def test_split_csv_names_each_examples_source_row_and_label(finished_run):
+    """split.csv: which rows of the source each split holds, the test rows in the
+    order of test_probabilities.npy, so that a trial's test predictions join the
+    user's data (before, nothing said which rows they were)."""
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    run_dir = finished_run.run_dir
+    table = pd.read_csv(run_dir / "split.csv")
+    assert list(table.columns) == ["split", "row", "label"]
+    assert table["row"].is_unique  # each example in one split only
+    digits = load_digits()
+    assert (table["label"] == digits.target[table["row"]]).all()
+    test = table[table["split"] == "test"]
+    best = finished_run.best
+    probabilities = np.load(
+        run_dir / "trials" / best["strategy"] / best["trial_id"] / "test_probabilities.npy"
+    )
+    assert len(probabilities) == len(test)
+    accuracy = float((probabilities.argmax(axis=1) == test["label"].to_numpy()).mean())
+    assert accuracy == pytest.approx(best["test_accuracy"], abs=1e-6)
+    # The rows are the examples the trials were scored on.
+    from orchestrator.recipe import load_recipe
+
+    recipe = load_recipe(run_dir / "recipe.yaml")
+    from orchestrator.data import prepare_dataset
+    from orchestrator.plugin_manager import get_plugin_manager
+
+    data = prepare_dataset(
+        recipe.data, get_plugin_manager().data_sources, seed=recipe.seed, base_dir=run_dir
+    )
+    counts = table["split"].value_counts().to_dict()
+    assert counts == {"train": len(data.y_train), "val": len(data.y_val), "test": len(data.y_test)}
+    np.testing.assert_allclose(
+        data.x_test.reshape(len(test), -1), digits.data[test["row"]] / 16.0, rtol=1e-6
+    )
+
+
 @pytest.mark.parametrize("strategy", ["scratch_mlp", "fine_tune"])
 def test_validation_scores_are_the_saved_models(finished_run, ray_session, strategy):
     # scratch_mlp trains with the default fit, whose last epoch's validation is

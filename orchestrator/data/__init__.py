@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import numpy as np
 
@@ -65,6 +65,19 @@ class LabelledArrays:
     x: np.ndarray
     y: np.ndarray
     class_names: tuple[str, ...]
+    #: Optional: a name for each example (an image's path in its folder), which a
+    #: run's ``split.csv`` lists beside the example's row.
+    names: tuple[str, ...] | None = None
+
+
+class Rows(NamedTuple):
+    """Each split's examples as row numbers of what its source read (0 for the first
+    example it returned: a table's first row under its header), in the order of the
+    split's arrays."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,6 +129,10 @@ class Dataset:
         y_test: int64 test class codes.
         task: The task these splits define.
         source: The data spec's ``source`` string.
+        rows: Each split's examples as rows of what the source read (``train``,
+            ``val``, ``test``, in the arrays' order), where known.
+        names: The source's name of each row it read (an image's path), where it
+            gave them.
     """
 
     x_train: np.ndarray
@@ -126,6 +143,8 @@ class Dataset:
     y_test: np.ndarray
     task: TaskSpec
     source: str
+    rows: Rows | None = None
+    names: tuple[str, ...] | None = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Dataset):
@@ -303,10 +322,14 @@ def prepare_dataset(spec: Any, sources: Registry, *, seed: int, base_dir: Path) 
     seeded = {"seed": seed} if getattr(source, "uses_seed", False) else {}
     loaded = _call_source(source.load, scheme, location, spec, base_dir, sources, **seeded)
     x, y, class_names = _validated(loaded, scheme, sources)
+    names = _names(loaded, len(y), scheme, sources)
 
+    # The steps below choose rows, whose examples are taken from x once at the end:
+    # the run records each split's rows (split.csv) beside its arrays.
+    rows = np.arange(len(y))
     classes = getattr(spec, "classes", None)
     if classes is not None:
-        x, y, class_names = _split.select_classes(x, y, class_names, classes)
+        rows, y, class_names = _split.select_classes(rows, y, class_names, classes)
     present = np.unique(y)
     if len(present) < 2:
         seen = f"only class {class_names[int(present[0])]!r}" if len(present) else "no examples"
@@ -317,15 +340,47 @@ def prepare_dataset(spec: Any, sources: Registry, *, seed: int, base_dir: Path) 
         )
 
     val, test = float(spec.split.val), float(spec.split.test)
-    parts = _split.stratified_split(x, y, class_names, val=val, test=test, seed=seed)
+    chosen = _split.stratified_split(rows, y, class_names, val=val, test=test, seed=seed)
     labels_per_class = getattr(spec, "labels_per_class", None)
     if labels_per_class is not None:
-        parts = _split.take_labels_per_class(parts, class_names, int(labels_per_class), seed)
+        chosen = _split.take_labels_per_class(chosen, class_names, int(labels_per_class), seed)
+    parts = _split.Splits(
+        x[chosen.x_train], chosen.y_train, x[chosen.x_val], chosen.y_val, x[chosen.x_test],
+        chosen.y_test,
+    )  # fmt: skip
+    rows = Rows(chosen.x_train, chosen.x_val, chosen.x_test)
+    return _dataset(parts, class_names, str(spec.source), rows=rows, names=names)
 
-    return _dataset(parts, class_names, str(spec.source))
+
+def _names(loaded: Any, n: int, scheme: str, sources: Registry) -> tuple[str, ...] | None:
+    """A source's names of its examples, one string each, or ``None``."""
+    names = getattr(loaded, "names", None)
+    if names is None:
+        return None
+    try:
+        # One string is no names; a set has no order to match the examples'.
+        if isinstance(names, str | bytes | set | frozenset):
+            raise TypeError
+        listed = tuple(str(name) for name in names)
+    except TypeError:
+        listed = None
+    if listed is None or len(listed) != n:
+        raise DataError(
+            f"data source {scheme!r} from {sources.owner(scheme)} returned names "
+            f"{echoed(names, 60)}; expected a tuple of one string per example ({n})",
+            key="source",
+        )
+    return listed
 
 
-def _dataset(parts: _split.Splits, class_names: tuple[str, ...], source: str) -> Dataset:
+def _dataset(
+    parts: _split.Splits,
+    class_names: tuple[str, ...],
+    source: str,
+    *,
+    rows: Rows | None = None,
+    names: tuple[str, ...] | None = None,
+) -> Dataset:
     """The dataset of these splits: read-only arrays, and the task they define (its
     statistics over the training split, its fingerprint over all six arrays)."""
     mean, var = _split.feature_stats(parts.x_train)
@@ -346,6 +401,8 @@ def _dataset(parts: _split.Splits, class_names: tuple[str, ...], source: str) ->
         y_test=_read_only(parts.y_test),
         task=task,
         source=source,
+        rows=None if rows is None else Rows(*map(_read_only, rows)),
+        names=names,
     )
 
 
@@ -389,7 +446,13 @@ def without_examples(
         dataset.x_train[keep], dataset.y_train[keep], dataset.x_val, dataset.y_val, dataset.x_test,
         dataset.y_test,
     )  # fmt: skip
-    return _dataset(parts, dataset.task.class_names, dataset.source), left_out
+    rows = dataset.rows
+    if rows is not None:
+        rows = rows._replace(train=rows.train[keep])
+    fewer = _dataset(
+        parts, dataset.task.class_names, dataset.source, rows=rows, names=dataset.names
+    )
+    return fewer, left_out
 
 
 def _digests(array: np.ndarray) -> list[bytes]:

@@ -335,6 +335,7 @@ class ImagesSource(_BuiltinSource):
             y=np.asarray(labels, dtype=np.int64),
             # NFC: macOS names folders decomposed (cafe + U+0301), recipes are typed composed.
             class_names=tuple(unicodedata.normalize("NFC", folder.name) for folder in folders),
+            names=tuple(file.relative_to(root).as_posix() for file in files),
         )
 
 
