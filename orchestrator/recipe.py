@@ -541,6 +541,20 @@ class Recipe(_Model):
         changed._file, changed._shown, changed._lines = self._file, self._shown, self._lines
         return changed
 
+    def with_defaults_worked_out(self) -> Recipe:
+        """A copy with the values a run works out for itself written in: the
+        ``search.mode`` its metric implies, and how many trials each strategy's
+        search runs (``num_samples``, 8, or 1 pass for a grid). A run directory's
+        ``recipe.yaml`` has them (found by QA: ``mode: null``, ``num_samples: null``)."""
+        search = self.search.model_copy(
+            update={"mode": self.search.direction, "num_samples": self.search.samples}
+        )
+        strategies = {
+            name: spec.model_copy(update={"num_samples": spec.num_samples or search.samples})
+            for name, spec in self.strategies.items()
+        }
+        return self.updated(search=search, strategies=strategies)
+
     def shared_space(self) -> dict[str, Dimension]:
         """The parsed ``search.space`` section."""
         return {k: parse_dimension(v) for k, v in self.search.space.items()}

@@ -1320,7 +1320,7 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
     from orchestrator.leaderboard import atomic_write_text
     from orchestrator.submit import keep_staged_inputs
 
-    recorded = keep_staged_inputs(recipe, place.local_dir)
+    recorded = keep_staged_inputs(recipe, place.local_dir).with_defaults_worked_out()
     # Whole or not at all: a kill as they were written left a torn recipe.yaml, which
     # a resume refused as a wrong recipe (found by QA).
     atomic_write_text(place.local_dir / RECIPE_FILE, recorded.to_yaml())

@@ -1522,6 +1522,27 @@ def test_a_runs_recorded_recipe_is_read_as_it_was_written(tmp_path):
     assert "base.weights" in str(info.value) and "search.grace_period" in str(info.value)
 
 
+def test_the_defaults_a_run_works_out_are_written_in(tmp_path):
+    """A run's recipe.yaml says how it ranked and how many trials each search ran."""
+    text = HEAD + (
+        "strategies: {scratch_mlp: {}, feature_extraction: {num_samples: 3}}\n"
+        "base: {pretrain: {data: {source: 'sklearn:iris'}}}\n"
+        "search: {metric: val_loss, algorithm: grid}\n"
+    )
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    assert (recipe.search.mode, recipe.search.num_samples) == (None, None)
+    worked_out = recipe.with_defaults_worked_out()
+    assert (worked_out.search.mode, worked_out.search.num_samples) == ("min", 1)
+    assert {n: s.num_samples for n, s in worked_out.strategies.items()} == {
+        "scratch_mlp": 1,
+        "feature_extraction": 3,
+    }
+    again = load_recipe(write_recipe(tmp_path, worked_out.to_yaml(), "again.yaml"))
+    assert (again.search, again.strategies) == (worked_out.search, worked_out.strategies)
+    random = load_recipe(write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n", "r.yaml"))
+    assert random.with_defaults_worked_out().strategies["scratch_mlp"].num_samples == 8
+
+
 @pytest.mark.parametrize("text", GOOD_RECIPES.values(), ids=GOOD_RECIPES.keys())
 def test_to_yaml_parses_back_to_an_equal_recipe(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str

@@ -146,6 +146,22 @@ def test_best_model_reloads_and_predicts_as_in_the_run(finished_run, ray_session
     assert accuracy == pytest.approx(best["test_accuracy"], abs=1e-6)
 
 
+def test_the_recorded_recipe_has_the_values_the_run_worked_out(finished_run):
+    """Found by QA: recipe.yaml said mode: null and num_samples: null, where the run
+    ranked by max and ran the search's 2 trials (1 where a strategy says so)."""
+    import yaml
+
+    recorded = yaml.safe_load((finished_run.run_dir / "recipe.yaml").read_text())
+    assert (recorded["search"]["mode"], recorded["search"]["num_samples"]) == ("max", 2)
+    samples = {name: spec["num_samples"] for name, spec in recorded["strategies"].items()}
+    assert samples == {
+        "scratch_mlp": 2, "feature_extraction": 2, "fine_tune": 2, "exploding_mlp": 1,
+        "raising": 1,
+    }  # fmt: skip
+    counts = finished_run.leaderboard.groupby("strategy").size().to_dict()
+    assert counts == samples
+
+
 def test_split_csv_names_each_examples_source_row_and_label(finished_run):
     """split.csv: which rows of the source each split holds, the test rows in the
     order of test_probabilities.npy, so that a trial's test predictions join the
