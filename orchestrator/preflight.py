@@ -233,11 +233,18 @@ def space_notes(
 
 
 def recipe_notes(recipe: Recipe, host: PluginHost) -> list[str]:
-    """:func:`space_notes` of each strategy of a valid recipe, for ``graftune validate``."""
+    """:func:`space_notes` of each strategy of a valid recipe, and a setting that
+    changes nothing, for ``graftune validate``."""
     from orchestrator.space import merge_spaces
     from orchestrator.strategy import SpaceContext
 
     notes = []
+    if recipe.resources.mixed_precision and not recipe.resources.gpus_per_trial:
+        # Found by QA: accepted, and float32 unsaid.
+        notes.append(
+            "note: resources.mixed_precision changes nothing with gpus_per_trial: 0; the "
+            "trials train in float32 on CPUs (mixed_float16 is for GPUs)"
+        )
     for name in recipe.strategies:
         strategy = host.strategy(name)
         owner = host.strategies.owner(name)

@@ -557,6 +557,8 @@ def run_trial(
         _add_note(result, spec.strategy.config_note(dict(config), spec.max_epochs))
         if spec.mixed_precision and spec.gpus and not use_mixed:
             _add_note(result, f"mixed precision off: {backend_name} sees no GPU")
+        elif spec.mixed_precision and not spec.gpus:  # found by QA: float32, unsaid
+            _add_note(result, "mixed precision off: the trial has no GPU (gpus_per_trial: 0)")
         if base is not None and cut != base.info.n_cut_points:
             # Loading builds layers, which draws random numbers: load before the
             # head's seed is set, so it starts alike with and without the cache.

@@ -1236,6 +1236,25 @@ def test_what_no_node_of_ray_can_run_is_named(ray_session):
     )
 
 
+def test_mixed_precision_without_gpus_is_said_to_change_nothing(tmp_path, ray_session):
+    """Found by QA: mixed_precision: true with gpus_per_trial: 0 was taken, and its
+    trials trained in float32, by validate and run unsaid."""
+    from orchestrator.cli import app
+
+    recipe = write_recipe(tmp_path, "{num_samples: 1, max_epochs: 1}")
+    recipe.write_text(recipe.read_text() + "resources: {mixed_precision: true}\n")
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0, checked.output
+    assert (
+        "note: resources.mixed_precision changes nothing with gpus_per_trial: 0; the trials "
+        "train in float32 on CPUs"
+    ) in checked.output
+    outcome = run(recipe)
+    assert list(outcome.leaderboard["note"]) == [
+        "mixed precision off: the trial has no GPU (gpus_per_trial: 0)"
+    ]
+
+
 def test_fractional_gpus_pack_four_trials_on_two_logical_gpus(tmp_path):
     recipe = write_recipe(
         tmp_path,
