@@ -333,7 +333,14 @@ def _cut_short(text: str, path: Path, rows: int) -> str | None:
 
     if not text.endswith("\n"):
         return "is cut short (its last line has no end)"
-    records = list(csv.reader(io.StringIO(text)))
+    # A cell as long as the file (an older run kept errors of any length): the csv
+    # module's default limit of 128 KiB raised on one (found by QA).
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))
+    try:
+        records = list(csv.reader(io.StringIO(text)))
+    finally:
+        csv.field_size_limit(limit)
     for number, record in enumerate(records[1:], start=1):
         if len(record) != len(records[0]):
             return (

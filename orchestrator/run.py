@@ -1906,7 +1906,8 @@ def _failure_summary(
             + ("; raise search.time_budget_s" if budget else "")
         )
     lines = [f"every trial failed ({counts}); the most frequent reasons:"]
-    lines += [f"  {n}x {error}" for error, n in errors.most_common(3)]
+    # Each on a line of its own and cut (found by QA: an error of 1 MiB, whole).
+    lines += [f"  {n}x {ellipsized(one_line(error), 500)}" for error, n in errors.most_common(3)]
     if statuses.get("pruned"):
         why = f"the scheduler, or {budget}" if budget else "the scheduler"
         whose = "its" if unscored == 1 else "their"

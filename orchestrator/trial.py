@@ -655,9 +655,13 @@ def run_trial(
             raise
         result.status = "error"
         result.epochs = reporter.epochs
-        result.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        result.error = error_text(exc)
         with contextlib.suppress(OSError):  # a full disk: the result below says it, or fails
-            (folder / "error.txt").write_text(traceback.format_exc())
+            # Lone surrogates (an os.fsdecode'd file name) as escapes: writing them
+            # raised here, and the trial passed for a dead worker (found by QA).
+            (folder / "error.txt").write_text(
+                traceback.format_exc(), encoding="utf-8", errors="backslashreplace"
+            )
         log.info("%s trial %s failed: %s", spec.strategy.name, trial_id, result.error)
         _finish(folder, result, reporter, spec.storage)
         _release(gradients)
@@ -679,6 +683,29 @@ def run_trial(
     finally:
         _release(gradients)
     return result
+
+
+#: The most characters of a strategy's error a trial's result keeps: a message of
+#: 140,000 characters passed the CSV reader's field limit, and every command that
+#: read the leaderboard back failed (found by QA). ``error.txt`` keeps it whole.
+ERROR_LIMIT = 2000
+
+
+def error_text(exc: BaseException) -> str:
+    """``Type: message`` of a strategy's exception, for its trial's result: cut to
+    :data:`ERROR_LIMIT` characters, lone surrogates escaped, and the type alone
+    where the message cannot be made (an ``__str__`` that raises)."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = "(its message cannot be shown: str() of it raised)"
+    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > ERROR_LIMIT:
+        text = (
+            text[:ERROR_LIMIT].rstrip() + f" ... ({len(text):,} characters; error.txt has them all)"
+        )
+    return text
 
 
 class _StopSeen:

@@ -67,6 +67,30 @@ class RaisingStrategy(Strategy):
         raise RuntimeError("deliberate failure in build")
 
 
+class _Unsayable(Exception):
+    def __str__(self):
+        raise RuntimeError("str() of it blew up")
+
+
+class UnsayableStrategy(RaisingStrategy):
+    """Raises errors that are hard to say (found by QA): 200,000 characters, lone
+    surrogates (an ``os.fsdecode``'d file name), an ``__str__`` that raises."""
+
+    name = "unsayable"
+    description = "raises errors that are hard to say"
+
+    def search_space(self, context):
+        return {"kind": Choice(("huge", "surrogate", "unsayable")), "width": Fixed(8)}
+
+    def build(self, config, task, base):
+        kind = config["kind"]
+        if kind == "huge":
+            raise RuntimeError("x" * 200_000)
+        if kind == "surrogate":
+            raise RuntimeError("no file \udcff\udcfe here")
+        raise _Unsayable()
+
+
 class NoAccuracyMLP(ScratchMLP):
     """Compiles its model without the accuracy metric the contract asks for."""
 
@@ -139,6 +163,7 @@ def graftune_register_strategies(registry):
         ExplodingMLP,
         ExitingMLP,
         RaisingStrategy,
+        UnsayableStrategy,
         DyingMLP,
         KillingMLP,
         TogetherMLP,

@@ -134,6 +134,21 @@ def test_files_round_trip(tmp_path):
     assert "<table" in (tmp_path / "leaderboard.html").read_text()
 
 
+def test_an_error_longer_than_the_csv_modules_field_limit_reads_back(tmp_path):
+    """Found by QA: a run made before errors were cut kept one of 140,000 characters,
+    and reading its leaderboard back raised _csv.Error (field larger than field limit)."""
+    import csv
+
+    failed = result("c", status="error")
+    failed.error = "RuntimeError: " + "x" * 140_000
+    frame = build_leaderboard([*RESULTS, failed], metric="val_accuracy", mode="max")
+    write_leaderboard(frame, tmp_path)
+    limit = csv.field_size_limit()
+    back = read_leaderboard(tmp_path)
+    assert back["error"].str.len().max() == 140_014
+    assert csv.field_size_limit() == limit  # the process's limit is put back
+
+
 def test_parameters_keep_their_types_when_read_back(tmp_path):
     # Two strategies: each one's parameters are missing in the other's rows.
     results = [

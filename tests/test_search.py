@@ -54,6 +54,36 @@ def test_strategies_that_break_the_fit_contract_fail_their_trials_not_the_search
     assert "trained more than the 2 epochs it was given" in errors["overtime_mlp"]
 
 
+def test_errors_hard_to_say_are_the_trials_errors_and_read_back(by_value, tmp_path):
+    """Found by QA: a message of 140,000 characters passed the csv module's field
+    limit, and `leaderboard`, `report` and `--resume` of the run failed; one with
+    lone surrogates, or whose str() raised, broke the trial's own error handling, so
+    that it passed for a dead worker, ran twice, and lost its error."""
+    from orchestrator.cli import app
+    from orchestrator.leaderboard import read_leaderboard
+
+    recipe = write_recipe(
+        tmp_path, "{algorithm: grid, max_epochs: 1, max_concurrent_trials: 1}", "unsayable: {}"
+    )
+    with pytest.raises(RunFailed) as failed:
+        run(recipe)
+    assert max(map(len, str(failed.value).splitlines())) < 600  # the summary cuts them
+    run_dir = next((tmp_path / "runs").iterdir())
+    frame = read_leaderboard(run_dir)
+    assert list(frame["status"]) == ["error"] * 3
+    errors = sorted(frame["error"])
+    assert errors[0] == "RuntimeError: no file \\udcff\\udcfe here"
+    assert errors[1].startswith("RuntimeError: xxx") and errors[1].endswith(
+        "xxx ... (200,014 characters; error.txt has them all)"
+    )
+    assert len(errors[1]) < 2100
+    assert errors[2] == "_Unsayable: (its message cannot be shown: str() of it raised)"
+    whole = [path.read_text() for path in run_dir.glob("trials/unsayable/*/error.txt")]
+    assert len(whole) == 3 and any("x" * 200_000 in text for text in whole)
+    listed = CliRunner().invoke(app, ["leaderboard", str(run_dir), "--format", "csv"])
+    assert listed.exit_code == 0, listed.output
+
+
 def test_a_trial_whose_strategy_raised_is_an_error_under_a_scheduler_too(by_value, tmp_path):
     """Found by QA: a trial that raised reported the worst score, for its searcher,
     before it wrote its result; ASHA and Hyperband stopped it in that report, and it
