@@ -429,14 +429,18 @@ def _run_checked(
             using_cache(lambda root: echo(f"cache: waiting for `graftune cache clear` in {root}"))
         )
         ray_start = None
+        from orchestrator.tuning.ray_start import interrupts_held
+
         if recipe.search.backend == "ray":
             from orchestrator.tuning.ray_start import start_in_background
 
+            # Whole, or not at all: a Ctrl+C in Ray's import left a half-imported Ray,
+            # and every later run in the process failed (found by QA, from Python).
+            with interrupts_held():
+                import ray  # noqa: F401
             # Embedded Ray starts while the data, the base and the pre-flight are prepared.
             ray_start = start_in_background(recipe.resources, preload_workers=_first_wave(recipe))
         try:
-            from orchestrator.tuning.ray_start import interrupts_held
-
             with interrupts_held():  # whole, or not at all: see interrupts_held
                 import keras  # noqa: F401  (and its backend: seconds, as Ray starts)
 
@@ -697,11 +701,14 @@ def _run(
     if repeated is not None:
         echo(repeated)
 
-    if recipe.search.backend == "ray":
-        from orchestrator.tuning import ray_tune as backend
-    else:
-        from orchestrator.tuning import keras_tuner as backend  # type: ignore[no-redef]
+    from orchestrator.tuning.ray_start import interrupts_held
 
+    with interrupts_held():  # Ray Tune's or keras-tuner's import, whole or not at all
+        if recipe.search.backend == "ray":
+            from orchestrator.tuning import ray_tune as backend
+        else:
+            from orchestrator.tuning import keras_tuner as backend  # type: ignore[no-redef]
+    if recipe.search.backend != "ray":
         for name in strategies:
             backend.check_space(recipe, spaces[name], name)
         backend.check_resources(recipe, echo)

@@ -594,6 +594,53 @@ def test_interrupts_held_handles_a_ctrl_c_once_the_block_ends():
     assert not went_on
 
 
+#: A Ctrl+C in the middle of Ray's import (sent as a finder meets one of Ray's later
+#: modules), then two runs in the same process: each must run.
+CTRL_C_IN_RAYS_IMPORT = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as at a terminal
+
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ray.runtime_env":  # half of ray/__init__ has run
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+from orchestrator import run_recipe
+
+sys.meta_path.insert(0, CtrlC())
+try:
+    run_recipe(sys.argv[1], echo=lambda line: None)
+    print("FIRST ran whole")
+except KeyboardInterrupt:
+    print("FIRST interrupted")
+for attempt in (2, 3):
+    outcome = run_recipe(sys.argv[1], run_dir=f"{sys.argv[2]}/{attempt}", echo=lambda line: None)
+    print(attempt, list(outcome.leaderboard["status"]))
+"""
+
+
+def test_a_ctrl_c_in_rays_import_leaves_no_half_imported_ray(tmp_path):
+    """Found by QA, from Python: a Ctrl+C 0.3 s into run_recipe, while it imported
+    Ray, left a half-imported Ray, and every later run in the process failed with
+    "partially initialized module 'ray' has no attribute '_private'"."""
+    import sys
+
+    recipe = write_recipe(tmp_path, "{num_samples: 1, max_epochs: 1}")
+    ran = subprocess.run(
+        [sys.executable, "-c", CTRL_C_IN_RAYS_IMPORT, str(recipe), str(tmp_path / "again")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stdout + ran.stderr[-3000:]
+    assert ran.stdout.splitlines() == ["FIRST interrupted", "2 ['ok']", "3 ['ok']"], ran.stdout
+
+
 # The finaliser's dropped KeyboardInterrupt is what the test makes happen.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_python_drops_stops_a_run_from_python_too(tmp_path):
