@@ -32,6 +32,7 @@ from orchestrator.errors import (
     RecipeError,
     RunDirError,
     RunFailed,
+    RunInProgress,
     RunInterrupted,
 )
 from orchestrator.markers import hookimpl, hookspec
@@ -64,6 +65,7 @@ __all__ = [
     "RecipeError",
     "RunDirError",
     "RunFailed",
+    "RunInProgress",
     "RunInterrupted",
     "RunOutcome",
     "SpaceContext",

@@ -214,9 +214,26 @@ class BackendMissing(GraftuneError):
 
 
 class RunFailed(GraftuneError):
-    """A run finished but none of its trials succeeded."""
+    """A run finished but none of its trials succeeded.
+
+    Args:
+        message: How its trials ended, the most frequent errors, and its leaderboard.
+        run_dir: The run directory (found by QA: from Python, only the message said it).
+        leaderboard: Its leaderboard, every trial's row with its error.
+    """
 
     exit_status = 1
+
+    def __init__(self, message: str, *, run_dir: Path | None = None, leaderboard: Any = None):
+        self.run_dir = run_dir
+        self.leaderboard = leaderboard
+        super().__init__(message)
+
+
+class RunInProgress(GraftuneError):
+    """A run was started in a process where another run is going on (in another thread)."""
+
+    exit_status = 2
 
 
 #: The exit status of a run stopped by SIGTERM: 128 + 15, as shells report it.

@@ -20,7 +20,9 @@ import shlex
 import shutil
 import socket
 import sys
+import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
@@ -41,6 +43,7 @@ from orchestrator.errors import (
     RecipeError,
     RunDirError,
     RunFailed,
+    RunInProgress,
     RunInterrupted,
     SearchInterrupted,
     cannot_make_in,
@@ -327,30 +330,67 @@ def run_recipe(
     from orchestrator.trial import collecting_its_own_garbage, keeping_callers_state
     from orchestrator.tuning.ray_start import kept_process_state, sigterm_stops_the_run
 
-    # sigterm_stops_the_run: a Ctrl+C that Python drops (raised in a garbage
-    # collection's callback) is noted, and the run stops at its next step all the
-    # same, from Python as from the command line (found by QA: a run went on to the end).
-    with (
-        kept_process_state(),
-        keeping_callers_state(),
-        collecting_its_own_garbage(),
-        sigterm_stops_the_run(),
-    ):
-        quiet_tensorflow()  # the driver traces models too (features, the best model)
-        # Ray Tune imports MLflow where it is installed (its tagging of callbacks), and
-        # MLflow's telemetry then wrote an installation id to ~/.config/mlflow, to be
-        # sent later (found by QA): graftune sends nothing unasked. Put back after.
-        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-        return _run_recipe(
-            recipe,
-            run_dir=run_dir,
-            plugins=plugins,
-            host=host,
-            echo=echo,
-            listener=listener,
-            resume=resume,
-            run_name=run_name,
+    # One at a time: a second run in another thread took the first's embedded Ray for
+    # the caller's, the first shut it down under it, and Ray then ended the process
+    # (found by QA, from a notebook's threads). Before anything of the process changes.
+    if not _ONE_RUN.acquire(blocking=False):
+        raise RunInProgress(
+            "another graftune run is going on in this process (in another thread); a "
+            "process runs one at a time: wait for it to end, or run this one in a process "
+            "of its own (`graftune run`, a subprocess)"
         )
+    try:
+        # sigterm_stops_the_run: a Ctrl+C that Python drops (raised in a garbage
+        # collection's callback) is noted, and the run stops at its next step all the
+        # same, from Python as from the command line (found by QA: a run went on to the end).
+        with (
+            kept_process_state(),
+            keeping_callers_state(),
+            collecting_its_own_garbage(),
+            sigterm_stops_the_run(),
+            warnings.catch_warnings(),
+        ):
+            # A session's warnings.simplefilter("error") made a warning Keras gives in
+            # its own model.save() the built-in strategies' fault, and every run failed
+            # (found by QA): the run's own warnings stay warnings; the filter is put back.
+            _warnings_not_errors()
+            quiet_tensorflow()  # the driver traces models too (features, the best model)
+            # Ray Tune imports MLflow where it is installed (its tagging of callbacks), and
+            # MLflow's telemetry then wrote an installation id to ~/.config/mlflow, to be
+            # sent later (found by QA): graftune sends nothing unasked. Put back after.
+            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+            return _run_recipe(
+                recipe,
+                run_dir=run_dir,
+                plugins=plugins,
+                host=host,
+                echo=echo,
+                listener=listener,
+                resume=resume,
+                run_name=run_name,
+            )
+    finally:
+        _ONE_RUN.release()
+
+
+def _warnings_not_errors() -> None:
+    """Take the ``error`` actions out of the warnings filters, keeping the others in
+    their order (inside ``warnings.catch_warnings``, which puts them back)."""
+    kept = [f for f in warnings.filters if f[0] != "error"]
+    warnings.resetwarnings()
+    for action, message, category, module, lineno in kept:
+        warnings.filterwarnings(
+            action,
+            getattr(message, "pattern", message) or "",  # compiled, or a plain string
+            category,
+            getattr(module, "pattern", module) or "",
+            lineno,
+            append=True,
+        )
+
+
+#: Held while a run goes on in this process: one at a time.
+_ONE_RUN = threading.Lock()
 
 
 def _run_recipe(
@@ -945,7 +985,9 @@ def _run(
             raise RunFailed(
                 _failure_summary(
                     results, run_dir, recipe.search.time_budget_s, metric=recipe.search.metric
-                )
+                ),
+                run_dir=run_dir,
+                leaderboard=frame,
             )
         from orchestrator.leaderboard import atomic_write_text
 

@@ -70,6 +70,9 @@ def test_errors_hard_to_say_are_the_trials_errors_and_read_back(by_value, tmp_pa
     assert max(map(len, str(failed.value).splitlines())) < 600  # the summary cuts them
     run_dir = next((tmp_path / "runs").iterdir())
     frame = read_leaderboard(run_dir)
+    # From Python, the error says where the run is (found by QA: its message alone).
+    assert failed.value.run_dir == run_dir
+    assert failed.value.leaderboard.equals(frame)
     assert list(frame["status"]) == ["error"] * 3
     errors = sorted(frame["error"])
     assert errors[0] == "RuntimeError: no file \\udcff\\udcfe here"
@@ -82,6 +85,54 @@ def test_errors_hard_to_say_are_the_trials_errors_and_read_back(by_value, tmp_pa
     assert len(whole) == 3 and any("x" * 200_000 in text for text in whole)
     listed = CliRunner().invoke(app, ["leaderboard", str(run_dir), "--format", "csv"])
     assert listed.exit_code == 0, listed.output
+
+
+def test_a_second_run_in_the_process_is_refused_and_a_sessions_error_filter_is_no_fault(
+    ray_session, tmp_path
+):
+    """Found by QA, from a notebook: a run in a second thread took the first's Ray
+    for the caller's and lost it when the first ended, and Ray then ended the
+    process; under warnings.simplefilter("error"), a DeprecationWarning of Keras'
+    own model.save() failed every run as the built-in strategy's fault."""
+    import threading
+    import warnings
+
+    from orchestrator import RunInProgress
+
+    recipe = write_recipe(tmp_path, "{num_samples: 1, max_epochs: 1}")
+    started, go_on = threading.Event(), threading.Event()
+    outcome = {}
+
+    def slow_echo(line: str) -> None:
+        if line.startswith("run: "):  # its run directory is made: the run is going
+            started.set()
+            go_on.wait(120)
+
+    def first() -> None:
+        try:
+            outcome["first"] = run(recipe, echo=slow_echo)
+        except BaseException as exc:
+            outcome["first"] = exc
+            started.set()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        thread = threading.Thread(target=first)
+        thread.start()
+        try:
+            assert started.wait(120)
+            with pytest.raises(RunInProgress, match="another graftune run is going on"):
+                run(recipe, run_dir=tmp_path / "second")
+        finally:
+            go_on.set()
+            thread.join(300)
+        assert not (tmp_path / "second").exists()
+        assert warnings.filters[0][0] == "error"  # the session's filter, put back
+    first_outcome = outcome["first"]
+    assert not isinstance(first_outcome, BaseException), first_outcome
+    assert list(first_outcome.leaderboard["status"]) == ["ok"]
+    again = run(recipe, run_dir=tmp_path / "after")  # the process runs the next one
+    assert list(again.leaderboard["status"]) == ["ok"]
 
 
 def test_a_trial_whose_strategy_raised_is_an_error_under_a_scheduler_too(by_value, tmp_path):
