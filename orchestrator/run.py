@@ -313,6 +313,8 @@ def run_recipe(
             once (also resumable).
         RunDirError: ``run_dir`` is not empty or cannot be made, or ``resume``
             of a run that another process is running.
+        RunInProgress: Another run is going on in this process (in another thread):
+            one runs at a time (nothing is written).
         BackendMissing: Keras' backend is not installed (nothing is written).
         DiskFull: The disk (or quota) filled while the run wrote its files; the
             trials that ended are kept, and the run can be resumed.
