@@ -93,8 +93,10 @@ def run_recipe(recipe: Any, **kwargs: Any) -> RunOutcome:
 
     Raises:
         RecipeError: A wrong recipe or data (nothing is written).
-        RunFailed: Every trial failed (the leaderboard is still written).
+        RunFailed: Every trial failed (the leaderboard is still written: the
+            error's ``run_dir`` and ``leaderboard``).
         RunInterrupted: Ctrl+C or SIGTERM; :func:`resume_run` goes on.
+        RunInProgress: Another run is going on in this process (in another thread).
         DiskFull: The disk (or quota) filled while the run wrote its files; the
             trials that ended are kept and :func:`resume_run` goes on.
         RunDirError: ``run_dir`` is not empty, or cannot be made there.
