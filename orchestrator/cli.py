@@ -1005,16 +1005,30 @@ def report(
         REPORT_FILE,
         check_replaceable,
         check_report_out,
+        comparison_page,
+        read_run,
+        render_report,
         write_comparison,
         write_report,
     )
 
-    if out_path == Path("-"):  # stdout, as predict's --out - is (found by QA)
-        out_path = Path("/dev/stdout")
+    if out_path in (Path("-"), Path("/dev/stdout")):
+        # Into stdout itself, as predict's --out - is: through /dev/stdout, a `> page.html`
+        # was a file of no .html name to the check below, and refused (found by QA).
+        try:
+            _product_to_stdout("the page", "give --out FILE.html")
+            if len(run_dirs) == 1:
+                page = render_report(read_run(run_dirs[0]))
+            else:
+                page = comparison_page(run_dirs)
+        except Exception as exc:
+            _fail(exc)
+            return
+        _write_data(page)
+        err.print("report: /dev/stdout", markup=False)  # beside the page, not in it
+        return
     default = run_dirs[0] / REPORT_FILE if len(run_dirs) == 1 else Path(COMPARE_FILE)
     try:
-        if out_path == Path("/dev/stdout"):
-            _product_to_stdout("the page", "give --out FILE.html")
         if out_path is not None:
             check_output_file(out_path)
             check_report_out(out_path, run_dirs)

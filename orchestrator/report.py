@@ -304,6 +304,13 @@ def write_comparison(
     """
     from orchestrator.leaderboard import atomic_write_text
 
+    path = Path(out)
+    atomic_write_text(path, comparison_page(run_dirs, metric))
+    return path
+
+
+def comparison_page(run_dirs: Sequence[str | Path], metric: str | None = None) -> str:
+    """The HTML of :func:`write_comparison`'s page."""
     runs = [read_run(d) for d in run_dirs]
     if not runs:
         raise RunDirError("name at least one run directory to compare")
@@ -311,9 +318,7 @@ def write_comparison(
     for run in runs:
         if metric not in run.leaderboard:
             raise RunDirError(f"run {run.run_dir} has no column {metric!r} to compare by")
-    path = Path(out)
-    atomic_write_text(path, render_comparison(runs, metric))
-    return path
+    return render_comparison(runs, metric)
 
 
 # ---------------------------------------------------------------- pages

@@ -179,6 +179,21 @@ def test_report_writes_into_stdout_or_a_device_and_names_it_on_stderr(finished, 
         assert done.stdout.rstrip().endswith("</html>")  # the page alone
         assert "report: /dev/stdout" in done.stderr
     assert list(tmp_path.iterdir()) == []  # no file named "-"
+    # Into a file the shell opened (found by QA: /dev/stdout was then that file, of no
+    # .html name, and the page was refused, leaving it empty).
+    for out in ("-", "/dev/stdout"):
+        with open(tmp_path / "page.html", "w") as page:
+            done = subprocess.run(
+                [GRAFTUNE, "report", str(finished), str(finished), "--out", out],
+                stdout=page,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=300,
+                cwd=tmp_path,
+            )
+        assert done.returncode == 0, done.stderr
+        written = (tmp_path / "page.html").read_text()
+        assert written.lstrip().lower().startswith("<!doctype html") and "</html>" in written
 
 
 def test_plots_without_their_parameter_are_left_out_with_a_note(finished, tmp_path):
