@@ -1111,7 +1111,9 @@ def predict(
     from orchestrator.predict import check_out, write_predictions
     from orchestrator.predict import predict as run_predict
 
-    if out_path == Path("-"):  # the usual name for stdout (it made a file named "-")
+    # "-", the usual name for stdout (it made a file named "-"); /dev/stdout as it: a
+    # `> preds.csv` made it that file, which was refused as one that exists (found by QA).
+    if out_path in (Path("-"), Path("/dev/stdout")):
         out_path = None
     try:
         if out_path is None:

@@ -542,6 +542,11 @@ def test_predict_writes_into_a_fifo_and_through_a_link_and_takes_dash_for_stdout
     result = invoke("predict", wine_run.run_dir, "--data", data, "-o", "-")
     assert result.exit_code == 0, result.output
     assert result.stdout == csv and not (tmp_path / "-").exists()
+    # /dev/stdout is stdout too, whatever it is (found by QA: under `> preds.csv` it was
+    # that file, refused as one that exists).
+    result = invoke("predict", wine_run.run_dir, "--data", data, "-o", "/dev/stdout")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == csv
 
 
 def test_predict_refuses_an_unlabelled_tables_infinite_values_naming_the_row(wine_run, tmp_path):
