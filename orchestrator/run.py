@@ -1248,9 +1248,13 @@ def _not_empty(path: Path) -> str:
         if holder is not None:  # found by QA: --resume, as said, was refused in turn
             return (
                 f"run directory {path} is in use by a graftune run going now ({holder}): "
-                "choose another --run-dir or --run-name"
+                "choose another run directory (--run-dir or --run-name; from Python, "
+                "run_dir= or run_name=)"
             )
-        return f"run directory {path} exists and is not empty (use --resume to continue it)"
+        return (
+            f"run directory {path} exists and is not empty (`graftune run --resume` continues "
+            "it; from Python, resume_run)"
+        )
     return f"{path} exists and is not empty, and is no run directory: choose a new or empty folder"
 
 

@@ -144,6 +144,9 @@ def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp
             # A new run there is told so, not to resume it (refused in turn: above).
             with pytest.raises(RunDirError, match=f"{run_dir} is in use by a graftune run going"):
                 run_recipe(recipe, run_dir=run_dir, plugins=[], echo=print)
+            # Worded for Python too (found by QA: --run-dir and --resume alone).
+            with pytest.raises(RunDirError, match="from Python, run_dir= or run_name="):
+                run_recipe(recipe, run_dir=run_dir, plugins=[], echo=print)
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         else:  # what `timeout`, systemd, Kubernetes and `ray job stop` send
@@ -170,6 +173,9 @@ def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp
 
         with holding_run_dir(run_dir):
             assert not (run_dir / "trials" / "scratch_mlp" / "search.json").exists()
+        # A new run there is told to resume it, in the caller's words too.
+        with pytest.raises(RunDirError, match="continues it; from Python, resume_run"):
+            run_recipe(recipe, run_dir=run_dir, plugins=[], echo=print)
         return
     assert_resumes_to_every_trial_once(run_dir, ended, 6)
 
@@ -1341,7 +1347,7 @@ def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
         "(a resume may change only name, resources, output, keep_models, plugins, storage, submit)"
         in said
     )
-    two = edited.replace("num_samples: 1", "num_samples: 3")
+    two = edited.replace("num_samples: 1", "num_samples: 3", 1)  # the strategy's
     stored.write_text(two)
     with pytest.raises(RecipeError, match=r"\(1 -> 3, and 1 more change\): a resume goes on"):
         resume_run(run_dir)
