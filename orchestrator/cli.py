@@ -867,10 +867,19 @@ _ListingFormat = Annotated[
 ]
 
 
+def _json_goes_out(format: Listing) -> None:
+    """Refuse ``--format json`` into a closed stdout, before any work, in one line
+    (found by QA: a traceback, exit 1, after the work)."""
+    if format is Listing.json:
+        try:
+            _product_to_stdout("the list", "give stdout a file or a pipe")
+        except GraftuneError as exc:
+            _fail(exc)
+
+
 def _write_json(value: Any) -> None:
     import json
 
-    _product_to_stdout("the list", "give stdout a file or a pipe")
     _write_data(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -881,6 +890,7 @@ def plugins(format: _ListingFormat = Listing.table) -> None:
     A plugin that fails to import or to register is named after the table
     (exit 3); the others are still listed.
     """
+    _json_goes_out(format)
     from orchestrator.errors import PluginError
     from orchestrator.plugin_manager import autoload_disabled, get_plugin_manager
 
@@ -1379,6 +1389,7 @@ def jobs_list(
     format: _ListingFormat = Listing.table,
 ) -> None:
     """Every job submitted to the cluster, oldest first, and where graftune stored each run."""
+    _json_goes_out(format)
     from orchestrator.submit import META_RECIPE, run_location
 
     try:
@@ -1560,6 +1571,7 @@ app.add_typer(cache_app, name="cache")
 @cache_app.command("info")
 def cache_info(format: _ListingFormat = Listing.table) -> None:
     """List cached bases and frozen-feature sets with their sizes."""
+    _json_goes_out(format)
     from orchestrator.bases import cache_dir
     from orchestrator.feature_cache import cache_entries, size_text
 

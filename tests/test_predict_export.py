@@ -1450,6 +1450,22 @@ def test_output_the_disk_has_no_room_for_is_said_in_one_line(wine_run, tmp_path)
     assert done.stderr.startswith("error: stdout is closed (>&-), where the leaderboard "), (
         done.stderr
     )
+    # So is a --format json list (found by QA: a traceback, exit 1, after the work; the
+    # cluster's is refused before it is asked).
+    for args in (
+        ["plugins", "-f", "json"],
+        ["cache", "info", "-f", "json"],
+        ["jobs", "list", "-f", "json", "--address", "http://127.0.0.1:1"],
+    ):
+        done = subprocess.run(
+            [GRAFTUNE, *args], stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1)
+        )
+        assert (args[0], done.returncode, done.stderr) == (
+            args[0],
+            2,
+            "error: stdout is closed (>&-), where the list would go; give stdout a file or a "
+            "pipe\n",
+        )
     # A command whose product is a file: its lines go nowhere, as with > /dev/null.
     done = subprocess.run(
         [GRAFTUNE, "report", run_dir, "--out", str(tmp_path / "r.html")],
