@@ -165,12 +165,17 @@ def read_run(run_dir: str | Path) -> RunRecord:
     )
 
 
-def write_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
+def write_report(
+    run_dir: str | Path, *, out: str | Path | None = None, stopped: bool | None = None
+) -> Path:
     """Write a run's self-contained HTML report.
 
     Args:
         run_dir: A run directory.
         out: Where to write; default ``RUN_DIR/report.html``.
+        stopped: Whether the run stopped before it finished (Ctrl+C, killed), which
+            the page says at its top; default: read from the run directory (a run
+            with a finished trial and no ``finished.json``, not running now).
 
     Returns:
         The path written.
@@ -186,11 +191,22 @@ def write_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
     problem = None if out is not None else cannot_write_in(run.run_dir)
     if problem is not None:  # a read-only run (found by QA: an internal error)
         raise OutputPathError(f"cannot write {path}: {problem}; give --out FILE.html")
-    atomic_write_text(path, render_report(run))
+    if stopped is None:
+        stopped = _stopped(run)
+    atomic_write_text(path, render_report(run, stopped=stopped))
     return path
 
 
-def write_report_safely(run_dir: str | Path) -> Path | None:
+def _stopped(run: RunRecord) -> bool:
+    """Whether a run stopped midway, as ``graftune leaderboard`` tells (found by QA:
+    the page of a run stopped by Ctrl+C looked like a finished run's)."""
+    from orchestrator.errors import unfinished
+
+    ended = (run.leaderboard["status"] == "ok").any()  # one failed in every trial says so
+    return bool(ended and unfinished(run.run_dir) is not None)
+
+
+def write_report_safely(run_dir: str | Path, *, stopped: bool | None = None) -> Path | None:
     """:func:`write_report`, warning instead of raising: a report never fails a run.
 
     The warning is one line with the reason (found by QA: a full disk's traceback
@@ -198,7 +214,7 @@ def write_report_safely(run_dir: str | Path) -> Path | None:
     and says the traceback with ``--debug``.
     """
     try:
-        return write_report(run_dir)
+        return write_report(run_dir, stopped=stopped)
     except Exception as exc:
         log.warning(
             "could not write %s in %s (%s); `graftune report %s` writes it again",
@@ -324,8 +340,8 @@ def comparison_page(run_dirs: Sequence[str | Path], metric: str | None = None) -
 # ---------------------------------------------------------------- pages
 
 
-def render_report(run: RunRecord) -> str:
-    """The HTML of one run's report."""
+def render_report(run: RunRecord, *, stopped: bool = False) -> str:
+    """The HTML of one run's report; ``stopped``: the run stopped before it finished."""
     from orchestrator.leaderboard import best_row
 
     frame = run.leaderboard
@@ -337,6 +353,12 @@ def render_report(run: RunRecord) -> str:
         ("metric", f"{run.metric} ({'higher' if run.mode == 'max' else 'lower'} is better)"),
         ("trials", f"{len(frame)} ({status_text})" if len(frame) else "none"),
     ]
+    search = run.recipe.get("search")
+    if isinstance(search, dict) and search.get("backend"):  # found by QA: never said
+        said = ", ".join(
+            f"{key} {search[key]}" for key in ("algorithm", "scheduler") if search.get(key)
+        )
+        summary.append(("search", f"{search['backend']}" + (f" ({said})" if said else "")))
     if best is not None:
         summary.append(
             (
@@ -346,7 +368,7 @@ def render_report(run: RunRecord) -> str:
                 f"{_number(best.get(run.test_metric), 4)}",
             )
         )
-    ran_with = _ran_with(run.run_dir)
+    ran_with = _ran_with(run.run_dir, run.recipe)
     if ran_with:
         summary.append(("ran with", ran_with))
     from orchestrator.trial import has_tensorboard
@@ -357,8 +379,17 @@ def render_report(run: RunRecord) -> str:
     plots = [_draw(title, caption, fn) for title, caption, fn in _run_plots(run)]
     recipe = _compact_recipe(run.recipe) if run.recipe else run.recipe_text
     best_key = (best["strategy"], best["trial_id"]) if best is not None else None
-    body = [
-        f"<h1>{_e(run.name)}</h1>",
+    body = [f"<h1>{_e(run.name)}</h1>"]
+    if stopped:
+        from orchestrator.errors import resume_command
+
+        body.append(
+            "<p class='note'>This run stopped before it finished (interrupted, or killed): "
+            "its leaderboard and plots show only the trials that had ended. "
+            f"<code>{_e(resume_command(run.run_dir))}</code> runs the rest and writes "
+            "this page again.</p>"
+        )
+    body += [
         _definition_list(summary),
         "<h2>Leaderboard</h2>",
         "<p class='hint'>Click a column header to sort; click again to reverse.</p>",
@@ -373,20 +404,31 @@ def render_report(run: RunRecord) -> str:
     return _page(f"graftune report: {run.name}", body)
 
 
-def _ran_with(run_dir: Path) -> str | None:
+def _ran_with(run_dir: Path, recipe: Mapping[str, Any] | None = None) -> str | None:
     """The versions that shape a run's results, from its ``environment.json``
-    (``None`` for a run made before graftune recorded them)."""
+    (``None`` for a run made before graftune recorded them): the search backend's
+    (Ray's or keras-tuner's, as the recipe says) and the plugins' too."""
     from orchestrator.environment import ENVIRONMENT_FILE
 
+    search = (recipe or {}).get("search")
+    searcher = search.get("backend") if isinstance(search, dict) else None
     try:
         recorded = json.loads((Path(run_dir) / ENVIRONMENT_FILE).read_text(encoding="utf-8"))
         packages = recorded["packages"]
         backend = recorded.get("keras_backend") or "tensorflow"
+        if searcher == "keras_tuner":  # found by QA: Ray's version, for a run without Ray
+            search_with = f"keras-tuner {packages.get('keras-tuner', '?')}"
+        else:
+            search_with = f"Ray {packages['ray']}" if "ray" in packages else ""
+        plugins = recorded.get("plugins") or {}
+        modules = recorded.get("plugin_modules") or []
         parts = [
             f"graftune {packages.get('graftune', '?')}",
             f"Keras {packages.get('keras', '?')} on {backend} {packages.get(backend, '')}".rstrip(),
-            f"Ray {packages['ray']}" if "ray" in packages else "",
+            search_with,
             f"Python {recorded.get('python', '?')}",
+            *(f"plugin {name} {version}" for name, version in dict(plugins).items()),
+            *(f"plugin module {module}" for module in list(modules)),
         ]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
@@ -404,6 +446,7 @@ def render_comparison(runs: Sequence[RunRecord], metric: str) -> str:
         "run",
         "strategy",
         "trial_id",
+        "status",
         metric,
         test_metric,
         "fit_seconds",
@@ -418,11 +461,14 @@ def render_comparison(runs: Sequence[RunRecord], metric: str) -> str:
             row = {"run": label, "strategy": strategy, "trials": len(trials)}
             for column in columns[2:-1]:
                 row[column] = best.get(column) if best is not None else None
+            if best is None:
+                row["status"] = "no score"
             rows.append(row)
     plot = _draw(
         f"Best {metric} per strategy and run",
-        "The best trial of each strategy in each run; a missing bar means the strategy "
-        "has no scored trial (ok or pruned) in that run.",
+        "The best trial of each strategy in each run: its best finished (ok) trial, or "
+        "where none finished its best pruned one; a missing bar means the strategy has "
+        "no trial with a score in that run.",
         lambda: _comparison_chart(runs, labels, metric, mode),
     )
     header = [
@@ -434,7 +480,11 @@ def render_comparison(runs: Sequence[RunRecord], metric: str) -> str:
             ]
         ),
         "<h2>Best trial per strategy per run</h2>",
-        "<p class='hint'>Click a column header to sort; click again to reverse.</p>",
+        "<p class='hint'>Each strategy's best finished (ok) trial in each run, as the "
+        "run's own leaderboard ranks them, or where none finished its best pruned one "
+        "(no test score, no model); <i>no score</i>: no trial of it has one. "
+        "<code>trials</code> counts all of the strategy's trials, failed ones too. "
+        "Click a column header to sort; click again to reverse.</p>",
         _table("leaderboard", columns, rows, best_keys=set()),
         "<h2>Plot</h2>",
         _figure_html(plot),
@@ -455,7 +505,10 @@ def _run_labels(runs: Sequence[RunRecord]) -> list[str]:
 
 
 def _best_per_strategy(run: RunRecord, metric: str, mode: str) -> dict[str, dict | None]:
-    """Each strategy's best scored trial (never a diverged or failed one), or ``None``."""
+    """Each strategy's best finished (``ok``) trial, as a run's leaderboard names its
+    best, or where none finished its best pruned one (never a diverged or failed
+    one), or ``None``. Found by QA: a pruned trial's score, from before the scheduler
+    stopped it, made it a strategy's best over a finished trial with a model."""
     frame = run.scored(metric)
     found: dict[str, dict | None] = {}
     for strategy in run.strategies:
@@ -464,24 +517,28 @@ def _best_per_strategy(run: RunRecord, metric: str, mode: str) -> dict[str, dict
             found[strategy] = None
             continue
         rows = rows.sort_values(metric, ascending=mode == "min", kind="stable")
-        found[strategy] = rows.iloc[0].to_dict()
+        finished = rows[rows["status"] == "ok"]
+        found[strategy] = (finished if not finished.empty else rows).iloc[0].to_dict()
     return found
 
 
 _STYLE = """
 body{font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:2em auto;
 max-width:1400px;padding:0 1em;color:#1d1d1f;background:#fff}
-h1{font-size:1.6em;margin-bottom:.3em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
+h1{font-size:1.6em;margin-bottom:.3em;overflow-wrap:anywhere}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:600}
-dd{margin:0;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em}
+dd{margin:0;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.92em;
+overflow-wrap:anywhere;min-width:0}
 .hint{color:#666;font-size:.9em}.note{color:#8a5a00;background:#fff8e6;padding:.5em .8em;
 border-left:3px solid #e0a800}
-.wrap{overflow-x:auto}table{border-collapse:collapse;font-size:.88em;white-space:nowrap}
+.wrap{overflow:auto;max-height:85vh}table{border-collapse:collapse;font-size:.88em;white-space:nowrap}
 th,td{padding:.3em .6em;border-bottom:1px solid #eee;text-align:right}
 th{position:sticky;top:0;background:#f4f4f6;cursor:pointer;user-select:none}
 th[aria-sort=ascending]::after{content:' \\25B2'}th[aria-sort=descending]::after{content:' \\25BC'}
 td.text,th.text{text-align:left}tr.best td{background:#eaf7ea;font-weight:600}
-.status-error,.status-diverged{color:#b00020}.status-pruned{color:#777}
+.status-error,.status-diverged,.status-failed{color:#b00020}.status-pruned{color:#666}
+td details{white-space:normal}td summary{white-space:nowrap;cursor:pointer}
+td .full{white-space:pre-wrap;overflow-wrap:anywhere;max-width:60em;margin:.3em 0}
 figure{margin:1.2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{color:#444;font-size:.9em}pre.recipe{background:#f6f6f8;padding:1em;overflow-x:auto}
 """
@@ -612,10 +669,16 @@ def _cell(column: str, value: Any, decimals: int = 3) -> str:
     if _missing(value):
         return "<td data-sort=''></td>"
     if isinstance(value, str):
-        shown = value if len(value) <= 80 else value[:77] + "..."
         classes = "text" + (f" status-{_e(value)}" if column == "status" else "")
-        title = f" title='{_e(value)}'" if shown != value else ""
-        return f"<td class='{classes}'{title}>{_e(shown)}</td>"
+        if len(value) <= _SHOWN:
+            return f"<td class='{classes}'>{_e(value)}</td>"
+        # Found by QA: the rest was in a title= tooltip alone, which a keyboard or a
+        # touch screen cannot open and nobody can copy; <details> opens with either.
+        shown = value[: _SHOWN - 1] + "\u2026"
+        return (
+            f"<td class='{classes}' data-sort='{_e(value)}'><details><summary>{_e(shown)}"
+            f"</summary><div class='full'>{_e(value)}</div></details></td>"
+        )
     if type(value).__name__ in ("bool", "bool_"):  # True/False, as the other files show them
         return f"<td class='text' data-sort='{int(value)}'>{value}</td>"
     number = float(value)
@@ -631,6 +694,9 @@ def _cell(column: str, value: Any, decimals: int = 3) -> str:
         shown = _number(number, 3)
     return f"<td data-sort='{number!r}'>{_e(shown)}</td>"
 
+
+#: The characters of a text cell shown before it is opened (the terminal table's cut).
+_SHOWN = 80
 
 _FOUR_DIGITS = {"val_accuracy", "test_accuracy", "val_loss", "test_loss"}
 
@@ -687,9 +753,16 @@ def _figure_html(plot: Plot) -> str:
 
 
 def _draw(title: str, caption: str, draw: Callable[[], Figure]) -> Plot:
-    """Draw one plot; a plot with nothing to show or a failure becomes a note."""
+    """Draw one plot; a plot with nothing to show or a failure becomes a note.
+
+    Its text is drawn as it is written: a ``$`` in a run's folder name is no
+    maths (found by QA: ``$x^$`` failed the chart with mathtext's parse error).
+    """
+    from matplotlib import rc_context
+
     try:
-        return Plot(title, caption, png=_png(draw()))
+        with rc_context({"text.parse_math": False}):
+            return Plot(title, caption, png=_png(draw()))
     except _Skip as skip:
         return Plot(title, caption, note=f"Left out: {skip}.")
     except Exception as exc:
@@ -848,7 +921,9 @@ def _learning_curves(run: RunRecord) -> Figure:
                 log.warning("%s, left out of the learning curves", unreadable(path, exc))
             continue
         if run.metric in history and not history.empty:
-            curves.setdefault(str(row.strategy), []).append((str(row.trial_id), history))
+            # Found by QA: a diverged trial's curve looked like a finished one's.
+            label = str(row.trial_id) + ("" if row.status == "ok" else f" ({row.status})")
+            curves.setdefault(str(row.strategy), []).append((label, history))
     if not curves:
         raise _Skip(f"no trial has a history.csv with {run.metric}")
     strategies = [s for s in run.strategies if s in curves]
@@ -974,6 +1049,8 @@ def _pareto(run: RunRecord) -> Figure:
     ax.step(xs, ys, where="post", color="black", linewidth=1, alpha=0.7, label="Pareto front")
     ax.scatter(xs, ys, s=150, facecolors="none", edgecolors="black", linewidths=1.2)
     ids = frame["trial_id"].astype(str).tolist()
+    if len(set(ids)) < len(ids):  # keras-tuner's kt0, kt1, ... of each strategy (found by QA)
+        ids = (frame["strategy"].astype(str) + "/" + frame["trial_id"].astype(str)).tolist()
     for i in pareto_front(points, run.mode):
         ax.annotate(ids[i], points[i], textcoords="offset points", xytext=(6, 4), fontsize=7)
     ax.set_xlabel("fit seconds")
@@ -1020,6 +1097,7 @@ def _bars(
     n = max(1, len(series))
     width = 0.8 / n
     positions = np.arange(len(categories))
+    handles = []
     for i, (label, values) in enumerate(series.items()):
         heights = [np.nan if v is None else float(v) for v in values]
         error = None
@@ -1031,8 +1109,8 @@ def _bars(
             width * 0.95,
             yerr=error,
             capsize=3 if error else 0,
-            label=label,
         )
+        handles.append(bars)
         ax.bar_label(
             bars, labels=["" if h != h else f"{h:.3g}" for h in heights], fontsize=7, padding=2
         )
@@ -1042,7 +1120,9 @@ def _bars(
         ax.set_yscale("log")
     ax.grid(axis="y", alpha=0.3)
     if len(series) > 1:
-        ax.legend(fontsize=8)
+        # Handles and labels given: a label with a leading "_" (a run folder's name)
+        # is shown, where matplotlib leaves such a label out of a legend it finds.
+        ax.legend(handles, list(series), fontsize=8)
 
 
 def save_bar_chart(

@@ -950,7 +950,8 @@ def _run(
             _drop_models(run_dir, frame, place.remote)
         from orchestrator.report import write_report_safely
 
-        write_report_safely(run_dir)  # logs a failure: a report never fails the run
+        # Logs a failure: a report never fails the run. A stopped run's page says so.
+        write_report_safely(run_dir, stopped=interrupted is not None)
         if interrupted is not None:
             from orchestrator.tuning.ray_start import terminated
 

@@ -550,3 +550,118 @@ def test_learning_curves_set_each_validation_metric_beside_its_training_twin(fin
         history.columns
     )
     assert (history["loss"] > history["cross_entropy"]).all()
+
+
+def test_the_page_of_a_run_that_stopped_midway_says_so_and_how_to_go_on(finished, tmp_path):
+    """Found by QA: `graftune report` on a run stopped by Ctrl+C (no finished.json)
+    drew a page like a finished run's, where `graftune leaderboard` said it stopped."""
+    stopped = tmp_path / "stopped run"
+    shutil.copytree(finished, stopped)
+    (stopped / "finished.json").unlink()
+    result = CliRunner().invoke(app, ["report", str(stopped)])
+    assert result.exit_code == 0, result.output
+    page = (stopped / REPORT_FILE).read_text()
+    assert "This run stopped before it finished (interrupted, or killed)" in page
+    assert f"graftune run --resume &#x27;{stopped}&#x27;" in page
+    write_report(finished, out=tmp_path / "whole.html")
+    assert "stopped before it finished" not in (tmp_path / "whole.html").read_text()
+
+
+def record(name: str, frame: pd.DataFrame, tmp_path: Path, **recipe) -> object:
+    from orchestrator.report import RunRecord
+
+    strategies = list(dict.fromkeys(frame["strategy"]))
+    return RunRecord(tmp_path / name, recipe, "", "val_accuracy", "max", frame, strategies, None)
+
+
+def test_a_comparison_names_each_strategys_finished_best_and_its_status(tmp_path):
+    """Found by QA: a pruned trial's early score made it a strategy's best over the
+    finished trial its run names best, and nothing on the page said it was pruned."""
+    from orchestrator.report import render_comparison
+
+    frame = pd.DataFrame(
+        {
+            "strategy": ["a", "a", "b", "c"],
+            "trial_id": ["done", "cut", "cut2", "broke"],
+            "status": ["ok", "pruned", "pruned", "error"],
+            "val_accuracy": [0.5, 0.7, 0.6, None],
+            "test_accuracy": [0.45, None, None, None],
+        }
+    )
+    page = render_comparison([record("r1", frame, tmp_path)], "val_accuracy")
+    rows = re.findall(r"<tr>(.*?)</tr>", page.split("<tbody>")[1])
+    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in rows]
+    assert [c[:5] for c in cells] == [
+        ["r1", "a", "done", "ok", "0.5000"],
+        ["r1", "b", "cut2", "pruned", "0.6000"],  # none finished: its best pruned one
+        ["r1", "c", "", "no score", ""],
+    ]
+
+
+def test_comparison_chart_labels_are_run_folder_names_as_they_are(tmp_path):
+    """Found by QA: a folder named `_x` was left out of the legend (matplotlib hides
+    such labels), and one with `$x^$` in its name became a mathtext parse error."""
+    import warnings
+
+    from orchestrator.report import _comparison_chart, _draw
+
+    frame = pd.DataFrame(
+        {"strategy": ["a"], "trial_id": ["t"], "status": ["ok"], "val_accuracy": [0.5]}
+    )
+    labels = ["_under", "$x^$", "$5$"]
+    runs = [record(name, frame, tmp_path) for name in labels]
+    seen = {}
+
+    def chart():
+        figure = _comparison_chart(runs, labels, "val_accuracy", "max")
+        seen["legend"] = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+        seen["maths"] = [t._parse_math for t in figure.axes[0].get_legend().get_texts()]
+        return figure
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot = _draw("title", "", chart)
+    assert plot.note is None and plot.png is not None
+    assert seen == {"legend": labels, "maths": [False, False, False]}
+
+
+def test_a_long_text_cell_opens_to_its_whole_text(tmp_path):
+    """Found by QA: a long error was cut at 77 characters with the rest in a title=
+    tooltip, which a keyboard or a touch screen cannot open and nobody can copy."""
+    from orchestrator.report import _cell
+
+    error = "ValueError: " + "x" * 200 + " <b>"
+    cell = _cell("error", error)
+    assert "<details><summary>ValueError: xxx" in cell and "\u2026</summary>" in cell
+    assert "<div class='full'>" + error.replace("<", "&lt;").replace(">", "&gt;") in cell
+    assert "title=" not in cell
+    assert _cell("error", "short") == "<td class='text'>short</td>"
+    assert "status-failed" in _cell("status", "failed")
+
+
+def test_ran_with_names_the_search_backend_and_the_plugins(tmp_path):
+    """Found by QA: a keras-tuner run said "Ray 2.60.0", and no plugin was named."""
+    import json
+
+    from orchestrator.report import _ran_with
+
+    (tmp_path / "environment.json").write_text(
+        json.dumps(
+            {
+                "python": "3.11.7",
+                "packages": {
+                    "graftune": "0.1",
+                    "keras": "3.15",
+                    "tensorflow": "2.21",
+                    "ray": "2.60.0",
+                    "keras-tuner": "1.4.8",
+                },
+                "plugins": {"graftune-linear-probe": "0.1.0"},
+                "plugin_modules": ["qaplug"],
+            }
+        )
+    )
+    tuner = _ran_with(tmp_path, {"search": {"backend": "keras_tuner"}})
+    assert "keras-tuner 1.4.8" in tuner and "Ray" not in tuner
+    assert "plugin graftune-linear-probe 0.1.0" in tuner and "plugin module qaplug" in tuner
+    assert "Ray 2.60.0" in _ran_with(tmp_path, {"search": {"backend": "ray"}})

@@ -719,8 +719,12 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     assert list(read_leaderboard(run_dir)["trial_id"]) == list(ended)
     assert not (results_dir / "search.json").exists()
     assert not (run_dir / "finished.json").exists()
+    # Its page says it stopped (found by QA: it looked like a finished run's) ...
+    stopped = "This run stopped before it finished"
+    assert stopped in (run_dir / "report.html").read_text()
     capsys.readouterr()
     assert_resumes_to_every_trial_once(run_dir, ended, 3, plugins=[fixture_plugins])
+    assert stopped not in (run_dir / "report.html").read_text()  # ... until it finishes
     assert "Reloading Tuner" not in capsys.readouterr().out  # keras-tuner's own print: logged
 
     # Finished now: resumed again, it runs nothing and calls no hook again.
