@@ -77,6 +77,30 @@ def recorded_plugin_modules(run_dir: Path) -> tuple[str, ...]:
     return tuple(m for m in modules if isinstance(m, str) and m.isprintable())
 
 
+def graftune_code() -> str:
+    """A fingerprint of graftune's own code as installed (its ``orchestrator`` and
+    ``plugins`` packages' ``.py`` files): 12 hex digits of their SHA-256.
+
+    Found by QA: graftune's version stays the same between its releases (and in a
+    checkout), so a resume by changed code, which trained otherwise, matched the
+    run's record and said nothing.
+    """
+    import hashlib
+
+    import orchestrator
+    import plugins
+
+    digest = hashlib.sha256()
+    for package in (orchestrator, plugins):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(path.relative_to(root.parent).as_posix().encode() + b"\0")
+            with contextlib.suppress(OSError):  # unreadable: named alone
+                digest.update(path.read_bytes())
+            digest.update(b"\0")
+    return digest.hexdigest()[:12]
+
+
 def environment(host: PluginHost | None = None) -> dict[str, Any]:
     """This process's Python, machine, Keras backend and package versions, the
     plugins' distributions, and the plugins loaded by module name."""
@@ -98,6 +122,7 @@ def environment(host: PluginHost | None = None) -> dict[str, Any]:
         "machine": platform.machine(),
         "keras_backend": backend(),
         "packages": packages,
+        "graftune_code": graftune_code(),
         "plugins": dict(sorted(plugins.items())),
         "plugin_modules": list(plugin_modules(host)) if host is not None else [],
         "variables": {name: os.environ[name] for name in VARIABLES if name in os.environ},
@@ -144,11 +169,18 @@ def record_environment(run_dir: Path, host: PluginHost | None, *, resumed: bool)
 
 
 def _changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """``name old -> new`` for each version that differs (Python, backend, packages, plugins)."""
+    """``name old -> new`` for each version that differs (Python, backend, graftune's
+    code, packages, plugins); a record made before graftune fingerprinted its code
+    says ``not recorded``: what trained its trials cannot be told apart."""
     changed = []
     for key in ("python", "keras_backend"):
         if before.get(key) != now.get(key):
             changed.append(f"{key} {before.get(key)} -> {now.get(key)}")
+    if before.get("graftune_code") != now.get("graftune_code"):
+        changed.append(
+            f"graftune's code {before.get('graftune_code') or 'not recorded'} -> "
+            f"{now.get('graftune_code')}"
+        )
     for group in ("packages", "plugins"):
         old, new = before.get(group) or {}, now.get(group) or {}
         for name in sorted(set(old) | set(new)):

@@ -124,6 +124,27 @@ def test_a_run_records_the_versions_it_ran_with_and_a_resume_with_others_says_so
     assert len(json.loads((tmp_path / ENVIRONMENT_FILE).read_text())["resumed"]) == 1
 
 
+def test_a_resume_by_changed_graftune_code_says_so(finished_run, tmp_path):
+    """Found by QA: graftune's version is the same between releases, so a resume by
+    code that trains otherwise (standardising features anew) ranked its trials
+    beside the old ones with no word; the code's fingerprint tells them apart."""
+    from orchestrator.environment import ENVIRONMENT_FILE, graftune_code, record_environment
+
+    recorded = json.loads((finished_run.run_dir / ENVIRONMENT_FILE).read_text())
+    code = graftune_code()
+    assert recorded["graftune_code"] == code and len(code) == 12
+    changed = {**recorded, "graftune_code": "0123456789ab"}
+    (tmp_path / ENVIRONMENT_FILE).write_text(json.dumps(changed))
+    said = record_environment(tmp_path, None, resumed=True)
+    assert said is not None and f"graftune's code 0123456789ab -> {code}" in said
+    assert json.loads((tmp_path / ENVIRONMENT_FILE).read_text())["resumed"][0]["graftune_code"]
+    # A record from before the fingerprint cannot vouch for the code either.
+    del changed["graftune_code"]
+    (tmp_path / ENVIRONMENT_FILE).write_text(json.dumps(changed))
+    said = record_environment(tmp_path, None, resumed=True)
+    assert said is not None and f"graftune's code not recorded -> {code}" in said
+
+
 def test_best_model_reloads_and_predicts_as_in_the_run(finished_run, ray_session):
     import keras
 
