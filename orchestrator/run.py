@@ -1668,10 +1668,13 @@ def _check_resumed_data(dataset: Dataset, run_dir: Path) -> None:
     between class folders or edited; a CSV edited in place): the trials still to
     run would train and be scored on other data than the finished ones, ranked
     in one leaderboard (found by QA). A run made before ``data.json`` has none:
-    nothing to compare.
+    :func:`_check_unrecorded_data` compares what its trials left.
     """
     record = run_dir / DATA_FILE
     then = _recorded_fingerprint(record, "data")
+    if then is None and not record.exists():
+        _check_unrecorded_data(dataset, run_dir)
+        return
     if then is None or then["fingerprint"] == dataset.task.fingerprint:
         return
     described = then.get("described") if isinstance(then.get("described"), str) else None
@@ -1681,8 +1684,46 @@ def _check_resumed_data(dataset: Dataset, run_dir: Path) -> None:
         "the same recipe reads other examples, labels or values): the trials still to run "
         "would be trained and scored on other data than the finished ones. Put the data back "
         f"as it was, or start a new run on the data as they are (delete {record} to resume "
-        "anyway, mixing the two in one leaderboard)"
+        "anyway, mixing the two in one leaderboard, where the test split keeps its size)"
     )
+
+
+def _check_unrecorded_data(dataset: Dataset, run_dir: Path) -> None:
+    """Resuming a run made before graftune recorded its data (``data.json``): refuse
+    where a finished trial's test predictions have other examples or classes than
+    the data's test split now, and say that nothing finer can be checked.
+
+    Found by QA: such a run's CSV, cut from 180 rows to 120, resumed in silence;
+    its leaderboard ranked trials scored on 36 test rows beside ones on 24, and
+    the resume wrote a ``data.json`` and ``split.csv`` of the new data.
+    """
+    import numpy as np
+
+    from orchestrator.trial import PREDICTIONS_FILE
+
+    now = (len(dataset.y_test), len(dataset.task.class_names))
+    finished = sorted((run_dir / "trials").glob(f"*/*/{PREDICTIONS_FILE}"))
+    for path in finished:
+        try:  # its header alone, mapped
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except (OSError, ValueError):
+            continue  # a trial's own file, damaged: the trial's business
+        if len(shape) == 2 and tuple(shape) != now:
+            raise RunDirError(
+                f"{run_dir}: its data changed since the run started: the trial in "
+                f"{path.parent} was tested on {shape[0]} examples of {shape[1]} classes, "
+                f"the data's test split has {now[0]} of {now[1]} now; the trials still to "
+                "run would be trained and scored on other data than the finished ones. Put "
+                "the data back as it was, or start a new run on the data as they are"
+            )
+    if finished:
+        log.warning(
+            "%s was made before graftune recorded its data (%s): this resume checked only "
+            "that its finished trials were tested on as many examples and classes as the "
+            "data has now, not that they are the same",
+            run_dir,
+            DATA_FILE,
+        )
 
 
 def _check_resumed_backend(recipe: Recipe, run_dir: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -1285,6 +1286,32 @@ def test_a_resume_refuses_data_that_changed_since_the_run_started(tmp_path):
     data.write_text(original)  # put back: the resume goes on
     assert len(resume_run(run_dir).leaderboard) == 1
     assert json.loads((run_dir / DATA_FILE).read_text()) == recorded
+
+
+def test_a_resume_of_a_run_made_before_data_json_checks_its_trials_test_split(tmp_path, caplog):
+    """Found by QA: a run made before graftune wrote data.json resumed on its CSV cut
+    short in silence, ranking trials tested on 36 rows beside ones tested on fewer."""
+    from orchestrator.errors import RunDirError
+    from orchestrator.run import DATA_FILE, SPLIT_FILE, resume_run
+
+    data = tmp_path / "wine.csv"
+    shutil.copy(Path(__file__).parents[1] / "recipes" / "data" / "wine.csv", data)
+    run_dir = killed_wine_run(tmp_path, "older", data, "strategies: {scratch_mlp: {}}\n")
+    for name in (DATA_FILE, SPLIT_FILE):  # as a run made before graftune wrote them
+        (run_dir / name).unlink()
+    original = data.read_text()
+    lines = original.splitlines(keepends=True)
+    data.write_text(lines[0] + "".join(lines[1::2]))  # every other row: each class kept
+    with pytest.raises(RunDirError) as info:
+        resume_run(run_dir)
+    said = str(info.value)
+    assert f"{run_dir}: its data changed since the run started: the trial in " in said
+    assert "was tested on 36 examples of 3 classes, the data's test split has 18 of 3" in said
+    assert not (run_dir / DATA_FILE).exists() and not (run_dir / "finished.json").exists()
+    data.write_text(original)  # put back: the resume goes on, and says what it checked
+    with caplog.at_level(logging.WARNING, logger="orchestrator.run"):
+        assert len(resume_run(run_dir).leaderboard) == 1
+    assert "was made before graftune recorded its data (data.json)" in caplog.text
 
 
 def test_a_resume_refuses_a_base_that_changed_since_the_run_started(tmp_path):
