@@ -980,6 +980,14 @@ def _line_of(lines: dict[tuple[str, ...], int], path: tuple[str, ...]) -> int | 
     return None
 
 
+def _of_a_run(file: Path) -> bool:
+    """Whether ``file`` is the ``recipe.yaml`` a run wrote in its run directory."""
+    folder = Path(file).parent
+    return Path(file).name == "recipe.yaml" and any(
+        (folder / name).exists() for name in ("trials", ".searched", "environment.json")
+    )
+
+
 def _convert(
     err: dict[str, Any], file: Path | None, lines: dict[tuple[str, ...], int]
 ) -> RecipeError:
@@ -990,6 +998,16 @@ def _convert(
         message = f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], valid)}"
         if valid:
             message += f"; expected one of: {', '.join(valid)}"
+        if file is not None and _of_a_run(file):
+            from orchestrator import __version__
+
+            # Found by QA: a run directory of a newer graftune read as a typo of the
+            # user's, in a file graftune wrote, and "did you mean" sent them in a circle.
+            message += (
+                f"; graftune wrote this file as the run started: was the run made by a "
+                f"newer graftune than this one ({__version__})? Resume or predict with "
+                "that one, or upgrade"
+            )
     elif kind == "missing":
         message = "this key is required"
     elif kind == "literal_error":

@@ -2117,3 +2117,20 @@ def test_a_shipped_recipe_missing_here_says_where_it_comes_from(tmp_path, monkey
     result = cli("validate", "mine/quickstart.yaml")
     assert_exit(result, 2)
     assert "graftune's own recipes" not in result.output
+
+
+def test_an_unknown_key_in_a_run_directorys_recipe_asks_for_a_newer_graftune(tmp_path):
+    """Found by QA: a run made by a newer graftune (a key this one lacks) was refused
+    as a typo, "did you mean 'max_epochs'?", in a file graftune itself wrote."""
+    text = HEAD + "search: {warmup_epochs: 2}\n"
+    mine = write_recipe(tmp_path / "mine", text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(mine)
+    assert "newer graftune" not in str(info.value)  # a user's recipe: a typo, as ever
+    run_dir = tmp_path / "run"
+    (run_dir / "trials").mkdir(parents=True)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(write_recipe(run_dir, text))
+    said = str(info.value)
+    assert "unknown key 'warmup_epochs'" in said
+    assert "was the run made by a newer graftune than this one (" in said
