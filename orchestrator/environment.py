@@ -88,13 +88,17 @@ def graftune_code() -> str:
     import hashlib
 
     import orchestrator
-    import plugins
+    import orchestrator.builtin_plugins as builtin  # the checkout's plugins/, installed so
 
     digest = hashlib.sha256()
-    for package in (orchestrator, plugins):
+    hashed: set[Path] = set()  # in a wheel, the built-ins are inside orchestrator/
+    for label, package in (("orchestrator", orchestrator), ("builtin_plugins", builtin)):
         root = Path(package.__file__).parent
         for path in sorted(root.rglob("*.py")):
-            digest.update(path.relative_to(root.parent).as_posix().encode() + b"\0")
+            if path.resolve() in hashed:
+                continue
+            hashed.add(path.resolve())
+            digest.update(f"{label}/{path.relative_to(root).as_posix()}".encode() + b"\0")
             with contextlib.suppress(OSError):  # unreadable: named alone
                 digest.update(path.read_bytes())
             digest.update(b"\0")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -138,6 +140,21 @@ def test_a_resume_by_changed_graftune_code_says_so(finished_run, tmp_path):
     said = record_environment(tmp_path, None, resumed=True)
     assert said is not None and f"graftune's code 0123456789ab -> {code}" in said
     assert json.loads((tmp_path / ENVIRONMENT_FILE).read_text())["resumed"][0]["graftune_code"]
+    # From any folder, as the console script runs (found by QA: `import plugins`
+    # found the checkout's folder only from the repository's root: every run failed).
+    elsewhere = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from orchestrator.environment import graftune_code as c; print(c())",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert elsewhere.returncode == 0, elsewhere.stderr[-2000:]
+    assert elsewhere.stdout.strip() == code
     # A record from before the fingerprint cannot vouch for the code either.
     del changed["graftune_code"]
     (tmp_path / ENVIRONMENT_FILE).write_text(json.dumps(changed))
