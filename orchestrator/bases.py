@@ -992,11 +992,13 @@ def _calling(providers: Registry, kind: str, method: str, *args: Any) -> Any:
 def check_base_spec(spec: BaseSpec, providers: Registry) -> None:
     """Cheap checks of a ``base:`` section (no download, no training)."""
     if spec.options and spec.kind in providers and not providers.get(spec.kind).takes_options:
+        got = ", ".join(repr(str(k)) for k in spec.options)
+        if providers.is_builtin(spec.kind):
+            why = "options are for a third-party base provider: base: {provider: NAME, options: {...}}"
+        else:  # found by QA: told to use a third-party provider, which it is
+            why = f"its provider, from {providers.owner(spec.kind)}, sets takes_options = False"
         raise BaseModelError(
-            f"the {spec.kind!r} base takes no options, got "
-            f"{', '.join(repr(str(k)) for k in spec.options)} (options are for a "
-            "third-party base provider: base: {provider: NAME, options: {...}})",
-            key="options",
+            f"the {spec.kind!r} base takes no options, got {got} ({why})", key="options"
         )
     _calling(providers, spec.kind, "check", spec)
 

@@ -606,7 +606,7 @@ def run(
         Path | None,
         typer.Option(
             "--resume",
-            help="Continue the killed run in this run directory.",
+            help="Continue the run in this run directory, killed or stopped (Ctrl+C).",
             metavar="RUN_DIR",
             parser=_path,
             callback=_home,
@@ -625,8 +625,9 @@ def run(
         str | None,
         typer.Option(
             "--address",
-            help="Drive an existing Ray cluster from here: its GCS address HEAD:6379 "
-            "(overrides resources.address; local: embedded Ray here). Also with --resume.",
+            help="Drive an existing Ray cluster from here: its GCS address HEAD:6379, or "
+            "auto: the one started on this machine (overrides resources.address; local: "
+            "embedded Ray here). Also with --resume.",
             metavar="ADDRESS",
         ),
     ] = None,
@@ -888,7 +889,8 @@ def plugins(format: _ListingFormat = Listing.table) -> None:
     """List every plugin with its distribution, version and what it adds.
 
     A plugin that fails to import or to register is named after the table
-    (exit 3); the others are still listed.
+    (exit 3); the others are still listed. Two plugins that register one name
+    are neither's fault alone: that error is shown without a table.
     """
     _json_goes_out(format)
     from orchestrator.errors import PluginError

@@ -44,7 +44,8 @@ def graftune_keras_objects() -> Iterable[Any] | None:
         The objects: classes or functions; ``None`` for none.
 
     Raises:
-        May raise: the run, ``predict`` or ``export`` stops with a
+        Should not raise: an exception, or a returned value that is not a class
+        or function, stops the run (or ``predict``, ``export``) with a
         :class:`~orchestrator.errors.PluginError` naming your plugin (exit 3).
     """
 
@@ -77,7 +78,7 @@ def graftune_register_data_sources(registry: Registry) -> None:
 
     Called once per plugin manager, when it is built. A data source handles one
     ``source:`` scheme of a recipe (``sklearn:``, ``csv:``, ``parquet:``,
-    ``npz:`` and ``images:`` are built in).
+    ``npz:``, ``images:`` and ``glyphs:`` are built in).
 
     Args:
         registry: The data-source registry, keyed by ``scheme``.
@@ -141,7 +142,7 @@ def graftune_trial_finished(result: TrialResult, run_dir: Path) -> None:
     """Observe one trial that has ended, in the driver process.
 
     Called once per trial, whatever its status (``ok``, ``pruned``, ``error``,
-    ``diverged``), as soon as the driver learns of it.
+    ``diverged``, ``failed``), as soon as the driver learns of it.
 
     Args:
         result: The trial's strategy, configuration, status, metrics and cost.

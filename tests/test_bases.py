@@ -1511,3 +1511,25 @@ def test_a_bases_drawn_weights_do_not_depend_on_other_draws_from_pythons_random(
     from keras.src.random import seed_generator
 
     assert seed_generator.python_random is random  # after: the trials draw as before
+
+
+def test_a_third_party_provider_without_options_says_so_in_its_own_words():
+    """Found by QA: a third-party provider with ``takes_options = False`` was refused
+    with "options are for a third-party base provider", which it is."""
+    from orchestrator.bases import BaseProvider, check_base_spec
+    from orchestrator.errors import BaseModelError
+    from orchestrator.registry import Registry
+
+    class Fixed(BaseProvider):
+        name = "fixed"
+        takes_options = False
+
+    registry = Registry("base provider", "name", BaseProvider)
+    registry.current_owner = "acme-bases"
+    registry.add(Fixed)
+    with pytest.raises(BaseModelError) as info:
+        check_base_spec(BaseSpec(provider="fixed", options={"alpha": 1}), registry)
+    said = str(info.value)
+    assert "the 'fixed' base takes no options, got 'alpha'" in said
+    assert "from acme-bases, sets takes_options = False" in said
+    assert "options are for a third-party" not in said
