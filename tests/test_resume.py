@@ -1004,11 +1004,11 @@ def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(
     written = report.write_report_safely
     calls = []
 
-    def ctrl_c_the_first_time(run_dir):
+    def ctrl_c_the_first_time(run_dir, **options):
         calls.append(run_dir)
         if len(calls) == 1:
             raise KeyboardInterrupt
-        return written(run_dir)
+        return written(run_dir, **options)
 
     monkeypatch.setattr(report, "write_report_safely", ctrl_c_the_first_time)
     recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}")
