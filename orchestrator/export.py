@@ -79,11 +79,18 @@ def export_model(
             f"cannot export to {dest}: it is inside the run directory {inside}, whose "
             "files graftune reads; export to a folder elsewhere"
         )
-    problem = cannot_make_in(dest.parent)  # before the model is loaded: as predict --out
+    # An empty folder that exists (".", a link to one) is filled in place, so the folder
+    # itself (a shell's working directory, a link's target) stays; found by QA: "."
+    # staged inside itself, and a link was removed as if a folder.
+    in_place = dest.exists()
+    problem = cannot_make_in(dest if in_place else dest.parent)  # before the model is loaded
     if problem is not None:
         raise RunDirError(f"cannot export to {dest}: {problem}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.parent / temporary_name(dest.name)
+    if in_place:
+        staging = dest / temporary_name("export")
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        staging = dest.parent / temporary_name(dest.name)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
@@ -101,7 +108,11 @@ def export_model(
         else:
             model = load_model(ref)
             model.export(str(staging), format="tf_saved_model", verbose=False)
-            how = "loaded = tf.saved_model.load(folder); loaded.serve(tf.constant(x, tf.float32))"
+            # Run in the export folder, as the .keras line (found by QA: no import, no folder).
+            how = (
+                "import tensorflow as tf; loaded = tf.saved_model.load('.'); "
+                "loaded.serve(tf.constant(x, tf.float32))"
+            )
         metadata: dict[str, Any] = {
             "format": format,
             "model": KERAS_FILE if format == "keras" else ".",
@@ -127,9 +138,12 @@ def export_model(
             "graftune_version": __version__,
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
-        if dest.exists():
-            dest.rmdir()
-        os.replace(staging, dest)
+        if in_place:  # each file renamed in: the same file system, nothing copied
+            for item in staging.iterdir():
+                os.replace(item, dest / item.name)
+            staging.rmdir()
+        else:
+            os.replace(staging, dest)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -977,6 +977,46 @@ def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
     assert (long / "model.keras").is_file()
 
 
+def test_export_fills_an_empty_folder_in_place_and_its_load_line_runs_there(
+    runs, tmp_path, monkeypatch
+):
+    """Found by QA: `graftune export RUN .` in an empty folder staged the export inside
+    itself (an OSError), and DEST a link to an empty folder was removed as a folder
+    (NotADirectoryError), each after the work; the SavedModel's `load` line named
+    neither TensorFlow nor its folder."""
+    digits = runs[0]
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = invoke("export", digits.run_dir, ".", "--format", "savedmodel")
+    assert result.exit_code == 0, result.output
+    target = tmp_path / "target"
+    target.mkdir()
+    (tmp_path / "link").symlink_to(target)
+    result = invoke("export", digits.run_dir, tmp_path / "link")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "link").is_symlink() and (target / "model.keras").is_file()
+    for folder, made in (
+        (here, "loaded.serve(tf.constant(x, tf.float32)).numpy()"),
+        (target, "model.predict(x, verbose=0)"),
+    ):
+        assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no staging left
+        meta = json.loads((folder / "graftune.json").read_text())
+        assert meta["load"].startswith("import ")
+        np.save(tmp_path / "x.npy", np.asarray(split_of(digits.run_dir).x_test))
+        script = (
+            f"import numpy as np; x = np.load({str(tmp_path / 'x.npy')!r})\n"
+            + meta["load"]
+            + f"\nnp.save('out.npy', {made})"
+        )
+        ran = subprocess.run(
+            [sys.executable, "-c", script], cwd=folder, capture_output=True, text=True, timeout=300
+        )
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        expected = in_run(digits.run_dir, digits.best["strategy"], digits.best["trial_id"])
+        np.testing.assert_allclose(np.load(folder / "out.npy"), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_the_best_trial_named_needs_no_base_from_the_cache(runs, test_npz, tmp_path):
     """Found by QA: after `cache clear --bases`, --trial naming the run's best trial,
     which trained on cached features, was refused and pointed at the best model."""
