@@ -420,6 +420,13 @@ def first_few(items: Sequence[str], few: int) -> str:
     return ", ".join(items[:few]) + (", ..." if len(items) > few else "")
 
 
+def quoted(names: Sequence[Any], limit: int = 20) -> str:
+    """``names`` quoted for a message, all but the first ``limit`` elided with their
+    count: a table of thousands of columns made an error of tens of KB (found by QA)."""
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
+
+
 def shortened(name: str) -> str:
     """``name`` cut to at most 200 bytes (whole characters): room for what a
     temporary name adds within a file system's 255 bytes."""

@@ -27,6 +27,7 @@ from orchestrator.errors import (
     first_few,
     missing_run_dir,
     no_leaderboard,
+    quoted,
     still_running,
     stopped_before_trials,
     unfinished,
@@ -424,7 +425,7 @@ def read_source(
         if target is not None and target not in columns:
             raise DataError(
                 f"target column {target!r}{did_you_mean(target, columns)} is not in {source!r}; "
-                f"its columns: {', '.join(map(repr, columns))}",
+                f"its columns: {quoted(columns)}",
                 key="target",
             )
         if target is not None and trained is not None and target in trained:
@@ -956,17 +957,17 @@ def _feature_order(
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"lacks column(s) {', '.join(repr(c) for c in missing)}")
+            parts.append(f"lacks column(s) {quoted(missing)}")
         if extra:
-            parts.append(
-                f"has column(s) the model was not trained on: {', '.join(map(repr, extra))}"
-            )
+            parts.append(f"has column(s) the model was not trained on: {quoted(extra)}")
         # One extra column and nothing missing: most likely the labels under another
         # name, or an ID; several: IDs, names, notes.
         hint = ""
         if extra and not missing:
             hint = "; columns that are no features (an ID) are copied to the output with " + (
                 " ".join(f"--ignore-column {shlex.quote(c)}" for c in extra)
+                if len(extra) <= 5
+                else "--ignore-column NAME, one for each"
             )
             if len(extra) == 1:
                 hint = (
@@ -976,7 +977,7 @@ def _feature_order(
                 )
         raise DataError(
             f"data {source!r} {' and '.join(parts)}; expected the feature columns "
-            f"{', '.join(map(repr, expected))}"
+            f"{quoted(expected)}"
             + (f" (and optionally the label column {label or target!r})" if label or target else "")
             + hint,
             key="source",
@@ -1009,7 +1010,7 @@ def _ignored(
         if name not in columns:
             raise DataError(
                 f"--ignore-column {name!r}{did_you_mean(name, columns)} is not a column of "
-                f"{source!r}; its columns: {', '.join(map(repr, columns))}",
+                f"{source!r}; its columns: {quoted(columns)}",
                 key="ignore_columns",
             )
     run_ignored = set()

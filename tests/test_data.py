@@ -793,6 +793,40 @@ def test_csv_unknown_target_suggests_column(registry: Registry, tmp_path: Path) 
         prepare(Spec("csv:t.csv", target="labels"), registry, tmp_path)
 
 
+def test_a_wide_table_s_columns_are_listed_cut_short(registry: Registry, tmp_path: Path) -> None:
+    """Found by QA: a table of thousands of columns made errors of tens of KB."""
+    frame = table()
+    frame = pd.concat(
+        [frame, pd.DataFrame(1.0, frame.index, [f"f{i}" for i in range(500)])], axis=1
+    )
+    write_csv(tmp_path / "t.csv", frame)
+    with pytest.raises(DataError) as info:
+        prepare(Spec("csv:t.csv", target="labels"), registry, tmp_path)
+    message = str(info.value)
+    assert "'a', 'b', 'label', 'f0'," in message and "... (483 more)" in message
+    assert len(message) < 1000
+
+
+def test_a_large_csv_whose_column_turns_to_text_is_told_in_graftune_s_words(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: pandas' DtypeWarning ("Columns (0) have mixed types...") leaked
+    when a large file's column held numbers, then text, past pandas' first chunk."""
+    import warnings
+
+    n = 300_000
+    a = np.arange(n).astype(object)
+    a[-3:] = "x7"
+    pd.DataFrame({"a": a, "b": 0.5, "label": np.arange(n) % 3}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with raises_data_error("source", "'a'", "x7"):
+            prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
+    assert not [w for w in caught if issubclass(w.category, pd.errors.DtypeWarning)]
+
+
 def test_csv_check_reads_only_the_header(registry: Registry, tmp_path: Path) -> None:
     frame = table()
     frame["colour"] = "red"

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from orchestrator.errors import DataError, did_you_mean
+from orchestrator.errors import DataError, did_you_mean, quoted
 
 
 class Splits(NamedTuple):
@@ -81,7 +81,7 @@ def select_classes(
         first = unknown[0]
         raise DataError(
             f"unknown class {first!r}{did_you_mean(first, class_names)} in classes; the data "
-            f"has {len(class_names)} classes: {_list(class_names)}",
+            f"has {len(class_names)} classes: {quoted(class_names)}",
             key="classes",
         )
     wanted_set = set(wanted_names)
@@ -241,9 +241,3 @@ def _draw(
 
     kept, drawn = train_test_split(index, test_size=fraction, stratify=y, random_state=seed)
     return kept, drawn
-
-
-def _list(names: Sequence[str], limit: int = 20) -> str:
-    """Quote names for a message, eliding all but the first ``limit``."""
-    shown = ", ".join(repr(n) for n in names[:limit])
-    return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
