@@ -1314,6 +1314,20 @@ def test_class_too_small_to_split(registry: Registry, tmp_path: Path) -> None:
         prepare(Spec("csv:t.csv", target="label"), registry, tmp_path)
 
 
+def test_a_split_rounded_short_of_one_example_per_class(registry: Registry, tmp_path: Path) -> None:
+    """Found by QA: 50 rows of 10 classes with val 0.4 and test 0.4 left the training
+    split 9 examples (the validation size rounded up), in sklearn's words."""
+    labels = tuple(f"c{i}" for i in range(10))
+    write_csv(tmp_path / "t.csv", table(n_per_class=5, labels=labels))
+    spec = Spec("csv:t.csv", target="label", split=Split(0.4, 0.4))
+    with raises_data_error(
+        "split", "50 examples of 10 classes", "leave the train split 9 example(s)"
+    ):
+        prepare(spec, registry, tmp_path)
+    ok = prepare(Spec("csv:t.csv", target="label", split=Split(0.3, 0.3)), registry, tmp_path)
+    assert (len(ok.y_train), len(ok.y_val), len(ok.y_test)) == (19, 16, 15)
+
+
 def test_class_too_small_for_small_fraction(registry: Registry, tmp_path: Path) -> None:
     write_csv(tmp_path / "t.csv", table(n_per_class=8))
     spec = Spec("csv:t.csv", target="label", split=Split(0.1, 0.2))

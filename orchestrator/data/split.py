@@ -140,7 +140,26 @@ def stratified_split(
                 key="split",
             )
 
-    index = np.arange(len(y))
+    # The sizes sklearn's stratified draws take (each rounded up, the validation share
+    # of what the test draw leaves): each split needs one example per class, and a
+    # split short of that got sklearn's words (found by QA: 50 rows, 10 classes, val
+    # 0.4 and test 0.4 left train 9).
+    n = len(y)
+    n_test = math.ceil(test * n) if test > 0 else 0
+    n_val = math.ceil(val / (1.0 - test) * (n - n_test)) if val > 0 else 0
+    sizes = {"train": n - n_test - n_val, "val": n_val, "test": n_test}
+    k = int(np.count_nonzero(counts))
+    for name in used:
+        if sizes[name] < k:
+            raise DataError(
+                f"{n} examples of {k} classes, split with val {val:g} and test {test:g}, "
+                f"leave the {name} split {max(sizes[name], 0)} example(s), fewer than one per "
+                f"class (the val and test sizes are rounded up); add examples, or change the "
+                f"fractions",
+                key="split",
+            )
+
+    index = np.arange(n)
     try:
         rest, test_index = _draw(index, y, test, seed)
         train_index, val_index = _draw(rest, y[rest], val / (1.0 - test), seed)
