@@ -1714,6 +1714,18 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
         said.append(f"{more} on a wider terminal: {', '.join(dropped)}")
     if "error" in cut:  # found by QA: "RuntimeError: del…", and no word of why
         said.append(f"errors cut to {cut['error']} characters, longer on a wider terminal")
+    failed = frame[frame["status"] == "error"] if "status" in frame else frame.iloc[:0]
+    if run_dir is not None and len(failed):  # found by QA: nothing pointed at error.txt
+        from orchestrator.trial import trial_dir
+
+        first = trial_dir(run_dir, str(failed["strategy"].iloc[0]), str(failed["trial_id"].iloc[0]))
+        if (first / "error.txt").is_file():
+            console.print(
+                f"(each failed trial's traceback is its error.txt: {first / 'error.txt'})",
+                markup=False,
+                style="dim",
+                soft_wrap=True,  # the path whole, to copy
+            )
     if said:
         where = run_dir / "leaderboard.md" if run_dir is not None else "leaderboard.md"
         command = f"graftune leaderboard {shlex.quote(str(run_dir or 'RUN_DIR'))} --format md"

@@ -1975,7 +1975,9 @@ def _failure_summary(
             return f"no trial ended: {budget} first; raise it. See {run_dir}"
         return f"no trial ran; see {run_dir}"
     statuses = Counter(r.status for r in results)
-    counts = ", ".join(f"{n} {status}" for status, n in statuses.most_common())
+    counts = ", ".join(  # "2 errors", "1 pruned"
+        f"{n} {status}{'s' * (status == 'error' and n > 1)}" for status, n in statuses.most_common()
+    )
     errors = Counter(r.error for r in results if r.error)
     # A pruned trial stopped before its first epoch ended has no score: no rank either.
     unscored = sum(1 for r in results if r.status == "pruned" and getattr(r, metric) is None)
@@ -2003,8 +2005,16 @@ def _failure_summary(
             + ("; raise search.time_budget_s" if budget else "")
         )
     lines = [f"every trial failed ({counts}); the most frequent reasons:"]
-    # Each on a line of its own and cut (found by QA: an error of 1 MiB, whole).
-    lines += [f"  {n}x {ellipsized(one_line(error), 500)}" for error, n in errors.most_common(3)]
+    from orchestrator.trial import trial_dir
+
+    for error, n in errors.most_common(3):
+        # Each on a line of its own and cut (found by QA: an error of 1 MiB, whole),
+        # with where its traceback is (found by QA: nothing said error.txt was there).
+        lines.append(f"  {n}x {ellipsized(one_line(error), 500)}")
+        first = next(r for r in results if r.error == error)
+        traceback = trial_dir(run_dir, first.strategy, first.trial_id) / "error.txt"
+        if traceback.is_file():
+            lines.append(f"     traceback: {traceback}")
     if statuses.get("pruned"):
         why = f"the scheduler, or {budget}" if budget else "the scheduler"
         whose = "its" if unscored == 1 else "their"

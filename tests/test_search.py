@@ -1029,8 +1029,17 @@ def test_a_run_where_every_trial_fails_exits_non_zero_with_a_summary(tmp_path):
     )
     result = CliRunner().invoke(app, ["run", str(recipe), "--plugin", "tests.fixture_plugins"])
     assert result.exit_code == 1, result.output
-    assert "every trial failed (2 error)" in result.output
+    assert "every trial failed (2 errors)" in result.output
     assert "RuntimeError: deliberate failure in build" in result.output
+    # Where the trial's traceback is (found by QA: nothing pointed at error.txt).
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    said = re.search(r"traceback: (\S+)", result.output)
+    assert said is not None, result.output
+    traceback = Path(said.group(1))
+    assert traceback.parent.parent.parent == run_dir / "trials"
+    assert "deliberate failure in build" in traceback.read_text()
+    shown = CliRunner().invoke(app, ["leaderboard", str(run_dir)])
+    assert "each failed trial's traceback is its error.txt: " in shown.output
 
 
 def test_a_run_leaves_the_callers_process_as_it_found_it(
