@@ -685,6 +685,100 @@ def run_trial(
     return result
 
 
+#: A trial's printed output, warnings and log records on Ray (:func:`captured_output`).
+OUTPUT_FILE = "output.txt"
+
+
+class _Copy:
+    """The trial's output file, made when first written to; a write there that
+    fails (a full disk) ends the copying, not the trial."""
+
+    def __init__(self, path: Path, header: str) -> None:
+        self._path, self._header = path, header
+        self._file: Any = None
+        self._broken = False
+
+    def write(self, text: str) -> int:
+        if text and not self._broken:
+            try:
+                if self._file is None:
+                    self._path.parent.mkdir(parents=True, exist_ok=True)
+                    self._file = open(  # noqa: SIM115 - kept open for the trial
+                        self._path, "a", encoding="utf-8", errors="backslashreplace"
+                    )
+                    self._file.write(self._header)
+                self._file.write(text)
+                self._file.flush()
+            except (OSError, ValueError):
+                self._broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+
+class _Tee:
+    """A text stream that writes to ``stream`` and to ``copy``."""
+
+    def __init__(self, stream: Any, copy: _Copy) -> None:
+        self._stream, self._copy = stream, copy
+
+    def write(self, text: str) -> int:
+        written = self._stream.write(text)
+        self._copy.write(text)
+        return written
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno, ...
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def captured_output(folder: Path) -> Iterator[None]:
+    """Copy what a trial prints, warns and logs to ``folder/output.txt``.
+
+    On Ray a trial runs in a worker whose output stays in the worker's log on
+    its node (found by QA: a plugin's prints and warnings were nowhere to be
+    found). What Python writes to ``sys.stdout`` and ``sys.stderr`` (where
+    ``warnings`` write) and log records of WARNING and above are copied there
+    as they are written; the file is made only if something is. An attempt
+    after a worker's death appends, under a header of its own. Native
+    libraries' output (TensorFlow's C++ log) goes past Python and is not copied.
+    """
+    header = f"--- attempt in process {os.getpid()} on {os.uname().nodename}, {time.ctime()}\n"
+    copy = _Copy(Path(folder) / OUTPUT_FILE, header)
+    out, err = sys.stdout, sys.stderr
+    root = logging.getLogger()
+    # Records reach the file through this handler, whether or not the worker's root
+    # logger has handlers of its own (without, the last-resort one writes records to
+    # sys.stderr: the tee, and the file would have them twice).
+    handler = logging.StreamHandler(copy)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    added = [handler]
+    if not root.handlers:  # keep the last-resort handler's output in the worker's own log
+        added.append(logging.StreamHandler(err))
+        added[-1].setLevel(logging.WARNING)
+    for one in added:
+        root.addHandler(one)
+    sys.stdout, sys.stderr = _Tee(out, copy), _Tee(err, copy)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = out, err
+        for one in added:
+            root.removeHandler(one)
+        copy.close()
+
+
 #: The most characters of a strategy's error a trial's result keeps: a message of
 #: 140,000 characters passed the CSV reader's field limit, and every command that
 #: read the leaderboard back failed (found by QA). ``error.txt`` keeps it whole.

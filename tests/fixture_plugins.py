@@ -64,6 +64,13 @@ class RaisingStrategy(Strategy):
         return {"learning_rate": LogFloat(1e-3, 1e-2), "width": Fixed(8)}
 
     def build(self, config, task, base):
+        # What a plugin says on its way to the error: kept in the trial's output.txt.
+        import logging
+        import warnings
+
+        print("raising: about to fail")
+        warnings.warn("raising: a warning first", stacklevel=1)
+        logging.getLogger("raising").warning("raising: a log record too")
         raise RuntimeError("deliberate failure in build")
 
 

@@ -65,6 +65,14 @@ def test_a_raising_strategy_marks_its_trial_error(finished_run):
     assert "RuntimeError: deliberate failure in build" in row["error"]
     trial = finished_run.run_dir / "trials" / "raising" / row["trial_id"]
     assert "Traceback" in (trial / "error.txt").read_text()
+    # What it printed, warned and logged in its Ray worker (found by QA: nowhere).
+    said = (trial / "output.txt").read_text()
+    assert said.startswith("--- attempt in process ")
+    assert "raising: about to fail" in said
+    assert "UserWarning: raising: a warning first" in said
+    assert "WARNING raising: raising: a log record too" in said
+    # Trials that said nothing have no such file.
+    assert not list((finished_run.run_dir / "trials" / "scratch_mlp").glob("*/output.txt"))
 
 
 def test_a_blown_up_config_is_diverged(finished_run):

@@ -52,6 +52,7 @@ from orchestrator.trial import (
     WORST_SCORES,
     TrialResult,
     TrialSpec,
+    captured_output,
     config_key,
     ended_trials,
     finite_or_none,
@@ -183,7 +184,8 @@ def _trainable(config: dict[str, Any], spec: TrialSpec, dataset: Dataset) -> Non
 
     freezes_here()  # a worker's: what it imported stays out of its collections
     try:
-        run_trial(config, spec, dataset, trial_id=trial_id, report=report)
+        with captured_output(trial_dir(spec.run_dir, spec.strategy.name, trial_id)):
+            run_trial(config, spec, dataset, trial_id=trial_id, report=report)
     except Exception as exc:
         full = disk_full_error(exc)
         if full is None:
