@@ -1258,6 +1258,18 @@ def test_a_long_worker_error_is_cut_at_a_word():
     assert cut.endswith("word ...") and len(cut) <= 504
     assert _short_error(RuntimeError("one line")) == "one line"
     assert _short_error(RuntimeError("")) == "RuntimeError"
+    # At a sentence's end where one is far enough in (found by QA: mid-sentence).
+    died = (
+        "The actor is dead because its worker process has died. Worker exit type: "
+        "SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a connection error "
+        "code 2. End of file. There are some potential root causes. (1) The process is "
+        "killed by SIGKILL by OOM killer due to high memory usage. (2) ray stop --force is "
+        "called. (3) The worker is crashed unexpectedly due to SIGSEGV or other unexpected "
+        "errors. " + "More words here. " * 20
+    )
+    cut = _short_error(RuntimeError(died))
+    assert cut.endswith(". ...") and len(cut) <= 504
+    assert "(1) The process is killed by SIGKILL by OOM killer" in cut
 
 
 GPU_SCRIPT = """

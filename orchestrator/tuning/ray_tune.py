@@ -386,7 +386,13 @@ def _short_error(error: Any) -> str:
     if not lines:
         return type(error).__name__
     last = lines[-1]
-    return last if len(last) <= 500 else last[:500].rsplit(" ", 1)[0] + " ..."
+    if len(last) <= 500:
+        return last
+    # At the end of a sentence where one ends far enough in (found by QA: Ray's
+    # "potential root causes" cut mid-word); the whole is in ray.log.
+    cut = last[:500]
+    end = cut.rfind(". ")
+    return (cut[: end + 1] if end >= 200 else cut.rsplit(" ", 1)[0]) + " ..."
 
 
 def retire_worker(
