@@ -542,12 +542,7 @@ def run_trial(
         # (Dropout) takes one from Python's random state when it is loaded.
         keras.utils.set_random_seed(spec.seed)
         if spec.custom_objects:
-            import keras
-
-            for registered, obj in spec.custom_objects.items():
-                # Both of Keras' tables: a model saved here names the class as registered.
-                package, _, name = registered.rpartition(">")
-                keras.saving.register_keras_serializable(package or "Custom", name)(obj)
+            register_custom_objects(spec.custom_objects)
         base = load_base(spec.base) if spec.base is not None else None
         inputs, cut = _inputs(config, spec, dataset, base, result)
         if spec.base is not None and spec.base.flat_output:
@@ -683,6 +678,36 @@ def run_trial(
     finally:
         _release(gradients)
     return result
+
+
+def register_custom_objects(objects: dict[str, Any]) -> None:
+    """Register a run's custom Keras objects (registered name -> class or function)
+    where a trial runs, in both of Keras' tables: a model saved here names each as
+    registered.
+
+    On Ray a ``--plugin`` package's objects arrive as copies made from its code
+    (shipped by value), while the strategy's ``build`` may import the module's
+    own class (``from mypkg.layers import Scale``): that one is registered under
+    the same name too, or the model named it ``Scale``, which nothing loads
+    (found by QA).
+    """
+    import importlib
+
+    import keras
+
+    for registered, obj in objects.items():
+        package, _, name = registered.rpartition(">")
+        register = keras.saving.register_keras_serializable(package or "Custom", name)
+        try:  # the module's own, where the worker can import it
+            module = importlib.import_module(str(obj.__module__))
+            own = module
+            for part in str(obj.__qualname__).split("."):
+                own = getattr(own, part)
+        except Exception:  # a module only the driver has, or built on the fly
+            own = obj
+        if own is not obj and callable(own):
+            register(own)
+        register(obj)  # last: the name loads the object the run gave
 
 
 #: A trial's printed output, warnings and log records on Ray (:func:`captured_output`).

@@ -401,6 +401,59 @@ def test_an_installed_plugins_keras_objects_are_registered_where_models_are_made
     assert loaded.get_layer("scale").factor == 0.5
 
 
+def test_a_plugin_package_s_layer_shipped_by_value_is_saved_under_its_registered_name(
+    tmp_path, monkeypatch
+):
+    """Found by QA: a `--plugin` package is shipped to Ray workers by value, its
+    layer class with it, while its strategy's build imported the module's own
+    class: that one was not registered, and the model named it `Halve`, which
+    neither predict nor export could load."""
+    import pickle
+    import subprocess
+    import zipfile
+
+    import keras
+
+    from orchestrator.trial import register_custom_objects
+
+    package = tmp_path / "gt_byvalue"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "layers.py").write_text(
+        "import keras\n\n\nclass Halve(keras.layers.Layer):\n"
+        "    def call(self, x):\n        return x * 0.5\n"
+    )
+    # Pickled in another process, as the driver does: unpickled here, as in a worker,
+    # the class is a copy made from its code.
+    shipped = tmp_path / "objects.pkl"
+    ship = (
+        "import sys; from ray import cloudpickle; import gt_byvalue; "
+        "from gt_byvalue.layers import Halve; "
+        "cloudpickle.register_pickle_by_value(gt_byvalue); "
+        "open(sys.argv[1], 'wb').write(cloudpickle.dumps({'gt_byvalue>Halve': Halve}))"
+    )
+    made = subprocess.run(
+        [sys.executable, "-c", ship, str(shipped)], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr[-2000:]
+    monkeypatch.syspath_prepend(str(tmp_path))
+    objects = pickle.loads(shipped.read_bytes())
+    from gt_byvalue.layers import Halve  # what the strategy's build imports
+
+    try:
+        assert objects["gt_byvalue>Halve"] is not Halve
+        register_custom_objects(objects)
+        inputs = keras.Input((3,))
+        keras.Model(inputs, Halve()(inputs)).save(tmp_path / "model.keras")
+        with zipfile.ZipFile(tmp_path / "model.keras") as saved:
+            assert '"registered_name": "gt_byvalue>Halve"' in saved.read("config.json").decode()
+        keras.saving.load_model(tmp_path / "model.keras", safe_mode=True)
+    finally:
+        keras.saving.get_custom_objects().pop("gt_byvalue>Halve", None)
+        for name in ("gt_byvalue.layers", "gt_byvalue"):
+            sys.modules.pop(name, None)
+
+
 def test_a_run_name_too_long_for_the_file_system_is_refused_writing_nothing(tmp_path):
     recipe = write(tmp_path, MLP_RECIPE + "output: runs/\n")
     result = cli("run", recipe, "--run-name", "a" * 260)
