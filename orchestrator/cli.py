@@ -235,6 +235,8 @@ def main_options(
     _state["goes_on"] = False  # until `run` says it goes on
     native_log.keep_all = debug
     _console_logging()
+    if debug:  # a plugin's event hook that raised: its traceback with the warning
+        logging.getLogger("orchestrator.plugin_manager").setLevel(logging.DEBUG)
     from orchestrator.bases import cache_dir
 
     try:

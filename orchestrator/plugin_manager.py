@@ -8,6 +8,7 @@ import importlib
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -94,11 +95,17 @@ class PluginHost:
             except PLUGIN_FAULTS as exc:  # sys.exit() in a reporter ended the run
                 from orchestrator.errors import without_credentials
 
+                # Where it raised (found by QA: no file, no line), and with --debug
+                # (this logger at DEBUG) the traceback.
+                frames = traceback.extract_tb(exc.__traceback__)
+                where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
                 log.warning(
-                    "plugin %s raised in %s (ignored): %s",
+                    "plugin %s raised in %s%s (ignored): %s",
                     self.owners.get(impl.plugin_name, impl.plugin_name),
                     hook_name,
+                    where,
                     without_credentials(raised(exc)),
+                    exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
                 )
 
     def strategy(self, name: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 import textwrap
@@ -353,7 +354,21 @@ def test_a_plugin_that_calls_sys_exit_in_a_hook_is_named_not_obeyed(caplog):
 
     host = get_plugin_manager(extra_plugins=[Reporter()])
     host.notify("graftune_run_finished", leaderboard=None, run_dir=Path("x"))
-    assert "raised in graftune_run_finished (ignored): SystemExit: 0" in caplog.text
+    # Where it raised (found by QA: no file or line), and with --debug the traceback.
+    line = Reporter.graftune_run_finished.__code__.co_firstlineno + 2
+    assert f"raised in graftune_run_finished at {__file__}:{line} (ignored): SystemExit: 0" in (
+        caplog.text
+    )
+    assert "Traceback" not in caplog.text
+    caplog.clear()
+    logger = logging.getLogger("orchestrator.plugin_manager")
+    level = logger.level
+    logger.setLevel(logging.DEBUG)  # as graftune --debug sets it
+    try:
+        host.notify("graftune_run_finished", leaderboard=None, run_dir=Path("x"))
+    finally:
+        logger.setLevel(level)
+    assert "Traceback" in caplog.text and "raise SystemExit(0)" in caplog.text
 
     class Registers:
         @hookimpl
