@@ -119,6 +119,20 @@ def test_a_plugin_that_fails_to_import_names_entry_point_and_distribution(site):
     assert "graftune-broken 0.1" in message
     assert "not_a_module_anywhere" in message
     assert isinstance(info.value.__cause__, ModuleNotFoundError)
+    # The command says how to see the plugin's traceback (found by QA: unsaid), and shows it.
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    shown = CliRunner().invoke(app, ["--debug", "plugins"])
+    assert shown.exit_code == 3
+    assert "Traceback" in shown.output and "import not_a_module_anywhere" in shown.output
+    listed = CliRunner().invoke(app, ["plugins"])
+    assert listed.exit_code == 3, listed.output
+    assert "Traceback" not in listed.output
+    assert "(for the plugin's traceback, run it again as: graftune --debug plugins ...)" in (
+        listed.output
+    )
 
 
 def test_two_strategies_with_one_name_name_both_owners(site):
