@@ -482,6 +482,13 @@ def _run_checked(
                 import ray  # noqa: F401
             # Embedded Ray starts while the data, the base and the pre-flight are prepared.
             ray_start = start_in_background(recipe.resources, preload_workers=_first_wave(recipe))
+            said = (os.environ.get("RAY_ADDRESS") or "").strip()
+            if ray_start is not None and said and said != "local":  # found by QA: unsaid
+                echo(
+                    f"note: RAY_ADDRESS is set ({said}), and this run starts Ray of its own "
+                    "here, as its recipe names no resources.address; to run on that "
+                    "cluster, give --address (HEAD:6379, or auto) or resources.address"
+                )
         try:
             with interrupts_held():  # whole, or not at all: see interrupts_held
                 import keras  # noqa: F401  (and its backend: seconds, as Ray starts)

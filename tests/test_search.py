@@ -1306,11 +1306,22 @@ def test_a_trial_embedded_ray_cannot_place_is_refused_before_anything_is_written
     # Tune would keep it pending for ever, saying so only in ray.log.
     recipe = write_recipe(tmp_path, "{num_samples: 1, max_epochs: 1}")
     recipe.write_text(recipe.read_text() + f"resources: {resources}\n")
+    # A RAY_ADDRESS it does not use (found by QA: unsaid).
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:9"}
     completed = subprocess.run(
-        [GRAFTUNE, "run", str(recipe)], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [GRAFTUNE, "run", str(recipe)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert completed.returncode == 2, completed.stderr[-3000:]
     assert words in completed.stderr
+    assert (
+        "note: RAY_ADDRESS is set (127.0.0.1:9), and this run starts Ray of its own here"
+        in completed.stdout
+    )
     assert "(embedded Ray on this machine)" in completed.stderr
     assert "data: sklearn:iris" not in completed.stdout  # refused before the data is prepared
     assert not (tmp_path / "runs").exists()
