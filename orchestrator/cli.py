@@ -11,6 +11,7 @@ import contextlib
 import io
 import logging
 import os
+import platform
 import re
 import shlex
 import signal
@@ -209,10 +210,24 @@ err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
+    """graftune's version on the first line; then what a bug report needs (found by
+    QA: the version alone): its code's fingerprint, Python, the Keras backend and
+    the versions of the packages a run records in environment.json."""
     if value:
         from orchestrator import __version__
+        from orchestrator.accelerator import backend
+        from orchestrator.environment import environment, graftune_code
 
-        out.print(f"graftune {__version__}")
+        packages = environment()["packages"]
+        packages.pop("graftune", None)
+        out.print(f"graftune {__version__}", markup=False)
+        out.print(f"code: {graftune_code()} (graftune's own files, as installed)", markup=False)
+        out.print(
+            f"Python {platform.python_version()} on {platform.platform()}; "
+            f"Keras backend: {backend()}",
+            markup=False,
+        )
+        out.print(", ".join(f"{k} {v}" for k, v in packages.items()), markup=False)
         raise typer.Exit()
 
 

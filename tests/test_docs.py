@@ -317,3 +317,28 @@ def test_readmes_list_of_hooks_names_every_hook():
     listed = readme.split("Hooks (`orchestrator/hookspecs.py`):", 1)[1].split("\n\n", 1)[0]
     missing = [name for name in sorted(hook_specs()) if f"`{name}" not in listed]
     assert not missing, f"hooks missing from README's list: {missing}"
+
+
+def test_version_says_what_a_bug_report_needs():
+    """Found by QA: `--version` said graftune's version alone, where a report needs
+    its code, Python and the packages; the first line stays for scripts."""
+    import platform
+    from importlib import metadata
+
+    from typer.testing import CliRunner
+
+    from orchestrator import __version__
+    from orchestrator.cli import app
+    from orchestrator.environment import graftune_code
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0] == f"graftune {__version__}"
+    assert lines[1].startswith(f"code: {graftune_code()} ")
+    assert lines[2].startswith(f"Python {platform.python_version()} on ")
+    assert "Keras backend: " in lines[2]
+    for name in ("keras", "ray", "pluggy", "pandas"):
+        assert f"{name} {metadata.version(name)}" in lines[3]
+    # "## Reporting a problem" says what to give.
+    assert "## Reporting a problem" in (ROOT / "README.md").read_text(encoding="utf-8")
