@@ -813,9 +813,16 @@ def _run(
                 from orchestrator.errors import RayStartError
 
                 first = (str(exc).strip().splitlines() or [""])[0]
+                # Ray's own logs, where its node's processes say why (found by QA:
+                # ray.log alone, which had only the driver's side).
+                temp = os.environ.get("RAY_TMPDIR") or (
+                    os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None
+                )
+                logs = Path(temp or "/tmp") / "ray" / "session_latest" / "logs"
                 raise RayStartError(
                     f"embedded Ray did not start: {type(exc).__name__}: {first} (Ray's log: "
-                    f"{run_dir / 'ray.log'}); nothing was trained, {_resume_hint(run_dir)}"
+                    f"{run_dir / 'ray.log'}; its node's own: {logs}); nothing was trained, "
+                    f"{_resume_hint(run_dir)}"
                 ) from exc
         elif recipe.search.backend == "ray":
             from orchestrator.tuning.ray_start import connect_to_cluster
