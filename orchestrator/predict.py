@@ -144,10 +144,22 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
             raise RunDirError(no_leaderboard(run_dir))
         if (run_dir / FINISHED_FILE).is_file():  # deleted: class names and input shape are there
             raise RunDirError(f"{config_path} is gone; {written_again(run_dir)}")
+        none_saved = f"run {run_dir} has no {BEST_CONFIG}: no trial finished with a saved model"
+        if trial is not None:  # the trial named, in its words (found by QA: the run's alone)
+            wanted = trial.strip("/")
+            named = [
+                p
+                for p in sorted((run_dir / "trials").glob("*/*"))
+                if p.is_dir() and wanted in (p.name, f"{p.parent.name}/{p.name}")
+            ]
+            if len(named) == 1:
+                status = _listed_status(run_dir, named[0])
+                none_saved = (
+                    f"trial {named[0].parent.name}/{named[0].name} saved no model (status "
+                    f"{status}), nor did any trial of run {run_dir} (it has no {BEST_CONFIG})"
+                )
         raise RunDirError(
-            still_running(run_dir)
-            or (_has_ok_trial(run_dir) and unfinished(run_dir))
-            or f"run {run_dir} has no {BEST_CONFIG}: no trial finished with a saved model"
+            still_running(run_dir) or (_has_ok_trial(run_dir) and unfinished(run_dir)) or none_saved
         )
     try:
         best = read_best_config(run_dir)

@@ -1616,3 +1616,32 @@ def test_a_savedmodel_from_a_backend_keras_cannot_export_it_from_is_refused(runs
                 "jax, torch backends, and this one is numpy"
             ), done.stderr
             assert not (tmp_path / fmt).exists()
+
+
+def test_a_trial_named_in_a_run_where_every_trial_failed_is_said_in_its_words(tmp_path):
+    """Found by QA: `export --trial T` of a run whose every trial failed said the
+    run's problem alone ("no trial finished with a saved model"), not T's."""
+    from orchestrator.errors import RunFailed
+    from tests.search_helpers import run, write_recipe
+
+    recipe = write_recipe(
+        tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}", "raising: {}"
+    )
+    with pytest.raises(RunFailed) as failed:
+        run(recipe)
+    run_dir = failed.value.run_dir
+    trial = sorted(p for p in (run_dir / "trials" / "raising").iterdir() if p.is_dir())[0]
+    for command in ("export", "predict"):
+        args = [command, run_dir, *([tmp_path / "out"] if command == "export" else [])]
+        result = invoke(
+            *args,
+            *(["--data", "sklearn:iris"] if command == "predict" else []),
+            "--trial",
+            trial.name,
+        )
+        assert result.exit_code == 2, result.output
+        assert (
+            f"trial raising/{trial.name} saved no model (status error), nor did any trial "
+            f"of run {run_dir}"
+        ) in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
