@@ -778,7 +778,9 @@ def captured_output(folder: Path) -> Iterator[None]:
     after a worker's death appends, under a header of its own. Native
     libraries' output (TensorFlow's C++ log) goes past Python and is not copied.
     """
-    header = f"--- attempt in process {os.getpid()} on {os.uname().nodename}, {time.ctime()}\n"
+    import platform
+
+    header = f"--- attempt in process {os.getpid()} on {platform.node()}, {time.ctime()}\n"
     copy = _Copy(Path(folder) / OUTPUT_FILE, header)
     out, err = sys.stdout, sys.stderr
     root = logging.getLogger()
