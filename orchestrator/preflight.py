@@ -337,10 +337,13 @@ def default_problems(defaults: dict[str, Any], own: dict[str, Dimension]) -> dic
     return problems
 
 
-def model_problems(model: Any, n_classes: int) -> list[str]:
+def model_problems(
+    model: Any, n_classes: int, input_shape: tuple[int, ...] | None = None
+) -> list[str]:
     """What is wrong with a model a strategy built; empty when nothing is.
 
-    The contract: a ``keras.Model``, compiled (an optimizer and a loss), with a
+    The contract: a ``keras.Model``, compiled (an optimizer and a loss), taking
+    inputs of ``input_shape`` (the task's; not checked where ``None``), with a
     single output of shape ``(None, n_classes)`` that holds class probabilities
     (tried on two made-up examples).
     """
@@ -349,6 +352,9 @@ def model_problems(model: Any, n_classes: int) -> list[str]:
     if not isinstance(model, keras.Model):
         return [f"build() returned {type(model).__name__}, not a keras.Model"]
     problems = []
+    takes = _input_problem(model, input_shape) if input_shape is not None else None
+    if takes is not None:  # found by QA: every trial failed in Keras' words
+        problems.append(takes)
     if getattr(model, "optimizer", None) is None:
         problems.append("build() returned a model that is not compiled (call model.compile)")
     elif getattr(model, "loss", None) is None:
@@ -367,6 +373,42 @@ def model_problems(model: Any, n_classes: int) -> list[str]:
     if problem is not None:
         problems.append(f"build() returned a model with {problem}")
     return problems
+
+
+def _input_problem(model: Any, input_shape: tuple[int, ...]) -> str | None:
+    """Why a single-input model does not take the task's ``input_shape`` (its
+    unknown dimensions take anything); ``None`` where it does, or has several inputs."""
+    inputs = getattr(model, "inputs", None) or []
+    if len(inputs) != 1:
+        return None
+    shape = tuple(inputs[0].shape)[1:]
+    wanted = tuple(int(d) for d in input_shape)
+    if len(shape) == len(wanted) and all(
+        d is None or d == w for d, w in zip(shape, wanted, strict=True)
+    ):
+        return None
+    return (
+        f"build() returned a model whose input has shape {shape}; the task's inputs have "
+        f"shape {wanted} (build the model on keras.Input(task.input_shape))"
+    )
+
+
+def metrics_problem(model: Any) -> str | None:
+    """Why a model compiled with no metrics reports no accuracy (``None``: it has some).
+
+    The default ``Strategy.fit`` reports what Keras logs: a model compiled
+    without ``metrics=["accuracy"]`` logs no ``val_accuracy``, and every trial of
+    a search by it failed (found by QA)."""
+    try:
+        config = model.get_compile_config() or {}
+    except Exception:  # not compiled: model_problems says so
+        return None
+    if config.get("metrics") or config.get("weighted_metrics"):
+        return None
+    return (
+        "build() returned a model compiled without metrics, whose epochs log no "
+        "val_accuracy; compile it with metrics=['accuracy']"
+    )
 
 
 def _output_problem(model: Any) -> str | None:
@@ -400,6 +442,7 @@ def check_strategies(
     host: PluginHost,
     *,
     pickled: bool = True,
+    metric: str = "val_accuracy",
 ) -> None:
     """Build each strategy's smallest configuration once, in the driver, and check it.
 
@@ -416,6 +459,8 @@ def check_strategies(
         task: The prepared task.
         base: The prepared base, for strategies that require one.
         host: The plugin host, to name each strategy's plugin and distribution.
+        metric: The search's metric: ``val_accuracy`` needs a model compiled
+            with metrics, where the strategy trains with the default ``fit``.
 
     Raises:
         PluginError: Naming the strategy, its plugin and distribution, and what is wrong.
@@ -452,7 +497,10 @@ def check_strategies(
                     exc,
                 )
                 continue
-            problems = model_problems(model, task.n_classes)
+            problems = model_problems(model, task.n_classes, task.input_shape)
+            if not problems and metric == "val_accuracy" and type(strategy).fit is Strategy.fit:
+                # A fit of its own may log the accuracy itself.
+                problems = [p for p in [metrics_problem(model)] if p]
             if problems:
                 raise PluginError(
                     f"strategy {name!r} from plugin {owner} breaks the Strategy contract "

@@ -742,7 +742,13 @@ def _run(
         for line in space_notes(strategy, spaces[name], recipe.search.max_epochs, owner):
             echo(line)
     check_strategies(
-        strategies, spaces, dataset.task, base_info, host, pickled=recipe.search.backend == "ray"
+        strategies,
+        spaces,
+        dataset.task,
+        base_info,
+        host,
+        pickled=recipe.search.backend == "ray",
+        metric=recipe.search.metric,
     )
     if ray_start is not None and ray_start.wait_up():  # embedded Ray: what it has is all
         _check_a_trial_fits(recipe)

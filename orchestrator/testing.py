@@ -420,7 +420,7 @@ def _behaviour_problems(
                 *problems,
                 f"build() raised {type(exc).__name__}: {exc} for the smallest configuration {config}",
             ]
-        broken = model_problems(model, dataset.task.n_classes)
+        broken = model_problems(model, dataset.task.n_classes, dataset.task.input_shape)
         problems += [f"{p} (smallest configuration {config})" for p in broken]
         if not broken:
             problems += _other_classes_problems(strategy, config, dataset.task, base)
@@ -457,7 +457,7 @@ def _other_classes_problems(
         model = strategy.build(dict(config), other, load_base(base) if base else None)
     except Exception as exc:
         return [f"build() raised {type(exc).__name__}: {exc} ({where})"]
-    return [f"{p} ({where})" for p in model_problems(model, n)]
+    return [f"{p} ({where})" for p in model_problems(model, n, task.input_shape)]
 
 
 def _cached_problems(

@@ -91,6 +91,38 @@ class WrongShape(SmallMLP):
         return model
 
 
+class FixedInput(SmallMLP):
+    """Takes inputs of 4 features whatever the task (found by QA: every trial failed)."""
+
+    name = "fixed_input"
+
+    def build(self, config, task, base):
+        import keras
+
+        inputs = keras.Input((4,))
+        outputs = keras.layers.Dense(task.n_classes, activation="softmax")(inputs)
+        model = keras.Model(inputs, outputs)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
+class NoMetrics(SmallMLP):
+    """Compiled without metrics: its epochs log no val_accuracy (found by QA)."""
+
+    name = "no_metrics"
+
+    def build(self, config, task, base):
+        import keras
+
+        inputs = keras.Input(task.input_shape)
+        outputs = keras.layers.Dense(task.n_classes, activation="softmax")(
+            keras.layers.Flatten()(inputs)
+        )
+        model = keras.Model(inputs, outputs)
+        model.compile("adam", "sparse_categorical_crossentropy")
+        return model
+
+
 class LogitsOut(SmallMLP):
     """Ends in logits: trained on a loss from logits, its "probabilities" went below 0."""
 

@@ -682,6 +682,13 @@ def test_a_strategy_that_cannot_be_made_bare_is_a_plugin_error(
         (broken.Uncompiled, "build() returned a model that is not compiled"),
         (broken.WrongShape, "output shape (None, 11); expected (None, 10)"),
         (broken.LogitsOut, "outputs that are not class probabilities (each row in [0, 1]"),
+        # Found by QA: each let every trial fail, in Keras' words or the trial's.
+        (
+            broken.FixedInput,
+            "build() returned a model whose input has shape (4,); the task's inputs have "
+            "shape (8, 8, 1) (build the model on keras.Input(task.input_shape))",
+        ),
+        (broken.NoMetrics, "compiled without metrics, whose epochs log no val_accuracy"),
         (broken.DefaultsNotADict, "default_config() returned list, not a dict"),
         # It ended the whole run at its search ("internal error"), the strategies
         # before it unranked, and every resume again.
