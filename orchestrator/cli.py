@@ -952,6 +952,7 @@ def plugins(format: _ListingFormat = Listing.table) -> None:
                     "distribution": info.distribution,
                     "version": info.version,
                     "adds": list(info.adds),
+                    "descriptions": dict(info.described),
                 }
                 for info in host.infos()
             ]
@@ -962,6 +963,14 @@ def plugins(format: _ListingFormat = Listing.table) -> None:
             cells = (info.name, info.distribution, info.version, ", ".join(info.adds) or "-")
             table.add_row(*map(_text, cells))
         out.print(table)
+        # What each name is, in its class's words (its `description`).
+        names = Table("name", "plugin", "description", box=None, header_style="bold")
+        for info in host.infos():
+            for added, text in info.described:
+                names.add_row(*map(_text, (added, info.name, text or "-")))
+        if names.row_count:
+            out.print()
+            out.print(names)
     off = autoload_disabled()
     if off is not None:
         err.print(

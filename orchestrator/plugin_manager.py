@@ -68,6 +68,8 @@ class PluginInfo:
     distribution: str
     version: str
     adds: tuple[str, ...]
+    #: Each name it registers (``strategy NAME``) with its class's ``description``.
+    described: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -197,10 +199,14 @@ class PluginHost:
     def infos(self) -> list[PluginInfo]:
         """One :class:`PluginInfo` per registered plugin, sorted by name."""
         adds: dict[str, list[str]] = {}
+        described: dict[str, list[tuple[str, str]]] = {}
         for registry in (self.strategies, self.data_sources, self.bases):
             for entry in registry.entries():
                 plugin = entry.owner.split(" ", 1)[0]
                 adds.setdefault(plugin, []).append(f"{registry.kind} {entry.name}")
+                # One line, as documented (found by QA: never shown anywhere).
+                text = " ".join(str(getattr(entry.item, "description", "") or "").split())
+                described.setdefault(plugin, []).append((f"{registry.kind} {entry.name}", text))
         infos = []
         for name, plugin in self.pm.list_name_plugin():
             if plugin is None:
@@ -214,7 +220,9 @@ class PluginHost:
                 if not caller.name.startswith("graftune_register_")
             )
             added = adds.get(name, []) + ([f"hooks {', '.join(hooks)}"] if hooks else [])
-            infos.append(PluginInfo(name, dist_name, version, tuple(added)))
+            infos.append(
+                PluginInfo(name, dist_name, version, tuple(added), tuple(described.get(name, [])))
+            )
         return sorted(infos, key=lambda i: i.name)
 
 

@@ -202,7 +202,8 @@ def test_autoload_off_leaves_only_graftunes_host_plugins(tmp_path, monkeypatch):
     assert "GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD is set (to '0'; any value but empty" in result.output
     listed = cli("plugins")
     assert listed.exit_code == 0, listed.output
-    names = {line.split()[0] for line in listed.stdout.splitlines()[1:] if line.strip()}
+    plugin_table = listed.stdout.split("\n\n")[0]  # then the table of names
+    names = {line.split()[0] for line in plugin_table.splitlines()[1:] if line.strip()}
     assert names == {"graftune.bases", "graftune.data", "graftune.events"}
     assert listed.stderr.replace("\n", " ") == (
         "note: GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD is set (to '0'; any value but empty turns "
@@ -214,11 +215,19 @@ def test_autoload_off_leaves_only_graftunes_host_plugins(tmp_path, monkeypatch):
     listed = cli("plugins")
     assert listed.exit_code == 0 and not listed.stderr, listed.output
     assert "scratch_mlp" in listed.stdout
+    # Each name with its class's description (found by QA: documented, never shown).
+    from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+
+    described = [line for line in listed.stdout.splitlines() if "strategy scratch_mlp" in line]
+    assert described and ScratchMLP.description in described[-1]
     # For scripts, the same as JSON.
     listed = cli("plugins", "--format", "json")
     assert listed.exit_code == 0, listed.output
     plugins = {entry["plugin"]: entry for entry in json.loads(listed.stdout)}
     assert plugins["scratch_mlp"]["adds"] == ["strategy scratch_mlp"]
+    assert plugins["scratch_mlp"]["descriptions"] == {
+        "strategy scratch_mlp": ScratchMLP.description
+    }
     assert plugins["scratch_mlp"]["distribution"] == "graftune"
     assert plugins["graftune.events"]["adds"] == ["hooks run_finished, run_started, trial_finished"]
 
