@@ -375,6 +375,30 @@ def model_problems(
     return problems
 
 
+def check_implements_build(strategy: Strategy, name: str, owner: str) -> None:
+    """Refuse a strategy whose class does not override ``Strategy.build`` (found by
+    QA: `validate` passed one whose method was misspelt), naming a close name.
+
+    Raises:
+        PluginError: It does not.
+    """
+    from orchestrator.strategy import Strategy
+
+    cls = type(strategy)
+    if cls.build is not Strategy.build:
+        return
+    own = [
+        attr
+        for klass in cls.__mro__
+        if klass not in Strategy.__mro__
+        for attr, value in vars(klass).items()
+        if callable(value) and not attr.startswith("__")
+    ]
+    hint = did_you_mean("build", own).replace(" (did you mean", " (is", 1)
+    hint = hint.replace("?)", " meant to be build?)") if hint else ""
+    raise PluginError(f"strategy {name!r} from plugin {owner} does not implement build(){hint}")
+
+
 def _input_problem(model: Any, input_shape: tuple[int, ...]) -> str | None:
     """Why a single-input model does not take the task's ``input_shape`` (its
     unknown dimensions take anything); ``None`` where it does, or has several inputs."""
@@ -479,10 +503,7 @@ def check_strategies(
         config = smallest_config(spaces[name])
         try:
             loaded = load_base(base) if strategy.requires_base and base is not None else None
-            if type(strategy).build is Strategy.build:  # every trial would fail
-                raise PluginError(
-                    f"strategy {name!r} from plugin {owner} does not implement build()"
-                )
+            check_implements_build(strategy, name, owner)  # every trial would fail
             registered = dict(keras.saving.get_custom_objects())
             try:
                 model = strategy.build(dict(config), task, loaded)

@@ -1091,7 +1091,12 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
         RecipeErrors: Every problem found, each with its key path.
     """
     from orchestrator.data import check_data_spec
-    from orchestrator.preflight import plugin_control_errors, strategy_defaults, strategy_space
+    from orchestrator.preflight import (
+        check_implements_build,
+        plugin_control_errors,
+        strategy_defaults,
+        strategy_space,
+    )
     from orchestrator.strategy import SpaceContext
 
     errors: list[RecipeError] = []
@@ -1127,6 +1132,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
             errors.append(recipe.error(("strategies", name), message))
             continue
         strategy = host.strategy(name)
+        check_implements_build(strategy, name, host.strategies.owner(name))
         if strategy.requires_base:
             needs_base.append(name)
         defaults = strategy_space(strategy, SpaceContext(), host.strategies.owner(name))

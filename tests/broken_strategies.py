@@ -91,6 +91,18 @@ class WrongShape(SmallMLP):
         return model
 
 
+class MisspeltBuild(Strategy):
+    """Its build() misspelt: validate passed it (found by QA)."""
+
+    name = "misspelt_build"
+
+    def search_space(self, context):
+        return {"learning_rate": Fixed(1e-3)}
+
+    def bulid(self, config, task, base):
+        raise AssertionError("never called")
+
+
 class FixedInput(SmallMLP):
     """Takes inputs of 4 features whatever the task (found by QA: every trial failed)."""
 

@@ -658,6 +658,24 @@ def test_a_bad_space_of_a_plugin_is_refused_by_validate(
     ) in result.output
 
 
+def test_a_strategy_without_build_is_refused_by_validate_naming_a_misspelling(
+    graftune_register, tmp_path
+):
+    """Found by QA: validate passed it; the run alone refused it."""
+    for cls, words in (
+        (broken.MisspeltBuild, "does not implement build() (is 'bulid' meant to be build?)"),
+        (broken.NoBuild, "does not implement build()"),
+    ):
+        graftune_register(broken.Registers(cls), name="culprit")
+        result = cli("validate", write(tmp_path, BROKEN_RECIPE.replace("NAME", cls.name)))
+        assert result.exit_code == 3, result.output
+        said = " ".join(result.output.split())
+        assert (
+            f"strategy {cls.name!r} from plugin culprit (graftune-testing-culprit 0) {words}"
+            in (said)
+        )
+
+
 @pytest.mark.parametrize(
     ("cls", "words"),
     [
