@@ -100,7 +100,12 @@ class PluginHost:
                 # Where it raised (found by QA: no file, no line), and with --debug
                 # (this logger at DEBUG) the traceback.
                 frames = traceback.extract_tb(exc.__traceback__)
-                where = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
+                # The innermost line of the plugin's own code (its package's folder),
+                # not of a library it called; else the innermost.
+                code = getattr(impl.function, "__code__", None)
+                home = os.path.dirname(code.co_filename) if code is not None else ""
+                own = [f for f in frames if f.filename.startswith(home + os.sep)] or frames
+                where = f" at {own[-1].filename}:{own[-1].lineno}" if own else ""
                 log.warning(
                     "plugin %s raised in %s%s (ignored): %s",
                     self.owners.get(impl.plugin_name, impl.plugin_name),

@@ -208,11 +208,48 @@ def _fail_fast() -> Iterator[None]:
         logging.getLogger(name).setLevel(level)
     try:
         yield
+    except Exception as exc:
+        unreachable = _unreachable(exc)
+        if unreachable is None:
+            raise
+        # Said in a line (found by QA: urllib3's chain of exceptions, whole).
+        from orchestrator.errors import without_credentials
+
+        uri = without_credentials(os.environ.get("MLFLOW_TRACKING_URI", ""))
+        raise RuntimeError(
+            f"MLflow's tracking server at {uri} cannot be reached ({unreachable}): this run "
+            "is not logged to it"
+        ) from exc
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
         for name in added:
             os.environ.pop(name, None)
+
+
+#: What urllib3 and requests say of a server that cannot be reached.
+_UNREACHABLE = (
+    "Max retries exceeded",
+    "Failed to establish a new connection",
+    "Connection refused",
+    "Name or service not known",
+    "Read timed out",
+    "Connection aborted",
+)
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """The reason in a few words where ``exc`` says the server cannot be reached,
+    else ``None``."""
+    import re
+
+    text = str(exc)
+    if not any(marker in text for marker in _UNREACHABLE):
+        return None
+    reason = re.search(r"\[Errno -?\d+\][^'\")]*", text)
+    if reason is not None:
+        return reason.group(0).strip()
+    return "timed out" if "timed out" in text else "no connection"
 
 
 def mlflow_available() -> bool:

@@ -211,6 +211,13 @@ def test_a_tracking_server_nobody_answers_is_given_up_on_within_seconds(
     assert [r.name for r in loud] == ["orchestrator.plugin_manager"], [r.getMessage() for r in loud]
     assert "mlflow (graftune" in loud[0].getMessage()
     assert "graftune_run_started" in loud[0].getMessage()
+    # In a line, at the reporter's own code (found by QA: urllib3's chain, at MLflow's).
+    said = loud[0].getMessage()
+    assert (
+        f"RuntimeError: MLflow's tracking server at http://127.0.0.1:{port} cannot be reached "
+        "([Errno 111] Connection refused): this run is not logged to it"
+    ) in said, said
+    assert "orchestrator/reporters.py:" in said and "Max retries" not in said
     # The settings were MLflow's again after the reporter's calls.
     assert not set(FAIL_FAST_SETTINGS) & set(os.environ)
     assert logging.getLogger("urllib3.connectionpool").level == logging.NOTSET
@@ -242,6 +249,8 @@ def test_mlflows_info_lines_stay_off_the_console_unless_asked_for(tmp_path, monk
         else:
             monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", asked)
         store = tmp_path / f"{asked}.db"  # a new database: MLflow makes its tables
+        # Its artifacts go to ./mlruns of the current folder: here, not the checkout's.
+        monkeypatch.chdir(tmp_path)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store}")
         seen = Seen()
         logger = logging.getLogger("mlflow")
