@@ -142,6 +142,18 @@ def gcs_address(address: str) -> str:
     """
     text = address.strip()
     if text.startswith(("http://", "https://")):
+        from urllib.parse import urlsplit
+
+        try:
+            port = urlsplit(text).port
+        except ValueError:
+            port = None
+        if port == 6379:  # the GCS's own port (found by QA: it was sent to submit)
+            bare = text.split("://", 1)[1].rstrip("/")
+            raise BadAddress(
+                f"{text}: a driver connects to the cluster's GCS address without http://, "
+                f"HEAD:6379 (what `ray start --head` prints); did you mean --address {bare}?"
+            )
         raise BadAddress(
             f"{text} is a dashboard address; a driver connects to the cluster's GCS address, "
             "HEAD:6379 (what `ray start --head` prints). To send the run to the cluster as "

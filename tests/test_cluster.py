@@ -1330,3 +1330,21 @@ def test_a_token_path_naming_no_token_is_said_before_any_cluster_is_asked(tmp_pa
     (tmp_path / "token").write_text("abc\n")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "token"))
     cluster.check_token_path()  # a token: Ray reads it
+
+
+def test_a_gcs_address_given_with_http_is_told_to_drop_it():
+    """Found by QA: `run --address http://HEAD:6379` was called a dashboard address
+    and sent to `graftune submit --address http://HEAD:6379`, the GCS's port."""
+    from orchestrator.cluster import gcs_address
+    from orchestrator.errors import ClusterError
+
+    with pytest.raises(ClusterError) as info:
+        gcs_address("http://127.0.0.1:6379")
+    assert str(info.value) == (
+        "http://127.0.0.1:6379: a driver connects to the cluster's GCS address without "
+        "http://, HEAD:6379 (what `ray start --head` prints); did you mean --address "
+        "127.0.0.1:6379?"
+    )
+    with pytest.raises(ClusterError) as info:
+        gcs_address("http://127.0.0.1:8265")
+    assert "is a dashboard address" in str(info.value)
