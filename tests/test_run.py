@@ -132,6 +132,12 @@ def test_a_run_records_the_versions_it_ran_with_and_a_resume_with_others_says_so
     assert again["resumed"][0]["packages"]["keras"] == metadata.version("keras")
     assert record_environment(tmp_path, None, resumed=True) is None  # as the last resume
     assert len(json.loads((tmp_path / ENVIRONMENT_FILE).read_text())["resumed"]) == 1
+    # A plugin installed since (found by QA: warned, unused) is no change; a new version is.
+    from orchestrator.environment import _changes
+
+    base = {"graftune_code": "x", "plugins": {"graftune-a": "1.0"}}
+    assert _changes(base, {**base, "plugins": {"graftune-a": "1.0", "graftune-b": "0.1"}}) == []
+    assert _changes(base, {**base, "plugins": {"graftune-a": "1.1"}}) == ["graftune-a 1.0 -> 1.1"]
 
 
 def test_a_resume_by_changed_graftune_code_says_so(finished_run, tmp_path):
