@@ -479,6 +479,16 @@ def cannot_write_in(folder: Path) -> str | None:
         return f"{folder} is a file, not a folder"
     if not os.access(folder, os.W_OK | os.X_OK):
         return f"{folder} is not writable"
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        # root passes os.access everywhere, on /proc and /sys too (found by QA:
+        # validate said ok, and the run failed after its data): a folder made and
+        # removed at once says it.
+        import tempfile
+
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".graftune-check-", dir=folder))
+        except OSError as exc:
+            return f"{folder} is not writable ({exc.strerror or exc})"
     return None
 
 

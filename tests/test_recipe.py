@@ -2134,3 +2134,23 @@ def test_an_unknown_key_in_a_run_directorys_recipe_asks_for_a_newer_graftune(tmp
     said = str(info.value)
     assert "unknown key 'warmup_epochs'" in said
     assert "was the run made by a newer graftune than this one (" in said
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0, reason="root passes os.access on /proc"
+)
+def test_validate_refuses_an_output_folder_root_cannot_make_either(tmp_path):
+    """Found by QA: as root, `output: /proc/nope` passed validate (os.access says yes
+    to root), and the run failed after preparing its data."""
+    from orchestrator.cli import app
+
+    recipe = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\noutput: /proc/nope\n")
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert "output: cannot make a run directory in /proc/nope: /proc is not writable" in (
+        result.output
+    )
+    # A folder it may write in passes, and keeps nothing of the check.
+    ok = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\noutput: runs/\n", "ok.yaml")
+    assert CliRunner().invoke(app, ["validate", str(ok)]).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.yaml", "recipe.yaml"]
