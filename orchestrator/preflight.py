@@ -182,7 +182,15 @@ def _ask(method: Any, context: SpaceContext, who: str) -> Any:
     except GraftuneError:
         raise
     except PLUGIN_FAULTS as exc:
-        raise PluginError(f"{who}: {method.__name__}() raised {raised(exc)}") from exc
+        hint = ""
+        empty = context.task is None or context.base is None
+        if empty and isinstance(exc, AttributeError) and "'NoneType'" in str(exc):
+            # Found by QA: context.task.n_classes in a space, and Python's words alone.
+            hint = (
+                " (a recipe is checked with an empty SpaceContext(): context.task and "
+                "context.base may be None; give bounds that do not need them there)"
+            )
+        raise PluginError(f"{who}: {method.__name__}() raised {raised(exc)}{hint}") from exc
 
 
 def space_notes(

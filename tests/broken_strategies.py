@@ -91,6 +91,15 @@ class WrongShape(SmallMLP):
         return model
 
 
+class TaskInSpace(SmallMLP):
+    """Bounds its space by the task, which validate's empty context lacks (found by QA)."""
+
+    name = "task_in_space"
+
+    def search_space(self, context):
+        return {**SMALL, "width": Int(2, context.task.n_classes * 4)}
+
+
 class MisspeltBuild(Strategy):
     """Its build() misspelt: validate passed it (found by QA)."""
 

@@ -664,6 +664,12 @@ def test_a_strategy_without_build_is_refused_by_validate_naming_a_misspelling(
     """Found by QA: validate passed it; the run alone refused it."""
     for cls, words in (
         (broken.MisspeltBuild, "does not implement build() (is 'bulid' meant to be build?)"),
+        (
+            broken.TaskInSpace,
+            ": search_space() raised AttributeError: 'NoneType' object has no attribute "
+            "'n_classes' (a recipe is checked with an empty SpaceContext(): context.task and "
+            "context.base may be None;",
+        ),
         (broken.NoBuild, "does not implement build()"),
     ):
         graftune_register(broken.Registers(cls), name="culprit")
