@@ -124,7 +124,8 @@ def export_model(
             # A table's feature columns, in the order the model takes them.
             "features": trained_features(run_dir),
             "input": "float32 batches of shape (n, *input_shape), prepared like the run's "
-            "data: images scaled to [0, 1], tables as raw numbers (the model standardises)",
+            "data: images scaled to [0, 1], tables as raw numbers, as the run gave them to "
+            "the model (graftune's own strategies standardise inside it)",
             "output": "float32 probabilities of shape (n, len(class_names)); column i is "
             "class_names[i]",
             "strategy": ref.strategy,

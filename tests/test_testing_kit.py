@@ -89,6 +89,10 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
             "would be saved but could not be loaded again: it uses the custom Keras object "
             "'Shift', which no imported code has registered",
         ),
+        (  # found by QA: in a test the way is graftune_register, not --plugin
+            broken.UnregisteredLayer,
+            "; in a test, give the plugin's module to the graftune_register fixture first",
+        ),
         (
             broken.RefusesItsOwnSpace,
             "check_value('learning_rate', 0.01) refuses a value of its own search space",
