@@ -574,6 +574,10 @@ def test_choice_values_must_be_scalars_either_backend_can_search() -> None:
     ]
     assert space_problems({"l": Fixed(math.inf)}) == ["'l': Fixed value must be finite, got inf"]
     assert space_problems({"w": Choice((8, "wide")), "b": Choice((False, True))}) == []
+    # A list, as Python writes one (found by QA: "needs a non-empty tuple" alone).
+    assert space_problems({"a": Choice(["relu", "tanh"])}) == [
+        "'a': Choice takes a tuple of values, not a list: Choice(('relu', 'tanh'))"
+    ]
     # A plugin's choice, as a recipe's, lists a value once (16 and 16.0 are one).
     assert space_problems({"w": Choice((16, 32, 16.0))}) == [
         "'w': Choice lists the value 16 twice (16 and 16.0 are one); list each value once"
