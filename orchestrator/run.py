@@ -752,6 +752,10 @@ def _run(
     )
     if ray_start is not None and ray_start.wait_up():  # embedded Ray: what it has is all
         _check_a_trial_fits(recipe)
+    elif recipe.search.backend == "ray" and _started_here():
+        # The caller's ray.init() made a one-node Ray nothing joins (found by QA: the
+        # run waited for ever, where embedded Ray's was refused).
+        _check_a_trial_fits(recipe, own=True)
     repeated = _repeats_note(recipe, spaces)
     if repeated is not None:
         echo(repeated)
@@ -1310,11 +1314,25 @@ def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
         raise _run_dir_error(recipe, place, f"cannot make the run directory {path}: {problem}")
 
 
+def _started_here() -> bool:
+    """Whether this process runs a Ray it started itself (``ray.init()`` without an
+    address: a head node of its own, which no other node joins)."""
+    if "ray" not in sys.modules:
+        return False
+    import ray
+
+    if not ray.is_initialized():
+        return False
+    node = getattr(ray._private.worker, "_global_node", None)
+    return bool(node is not None and getattr(node, "head", False))
+
+
 def _check_a_trial_fits(
     recipe: Recipe,
     echo: Callable[[str], None] | None = None,
     *,
     has: tuple[float, float | None] | None = None,
+    own: bool = False,
 ) -> None:
     """Refuse (or with ``echo``, warn of) a trial no node of Ray can run: Tune waits for ever.
 
@@ -1340,6 +1358,12 @@ def _check_a_trial_fits(
     if echo is not None:
         echo(f"warning: {what}; the trials wait until such a node joins the cluster")
         return
+    if own:
+        raise recipe.error(
+            ("resources", key),
+            f"{what} (the Ray this process started with ray.init(), one node that no other "
+            "joins): lower it, or start Ray with more (ray.init(num_cpus=..., num_gpus=...))",
+        )
     fix = (
         "set gpus_per_trial: 0, or run on a cluster with GPUs (--address)"
         if key == "gpus_per_trial"

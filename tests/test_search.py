@@ -1324,6 +1324,22 @@ def test_a_trial_embedded_ray_cannot_place_is_refused_before_anything_is_written
     assert not (tmp_path / "runs").exists()
 
 
+def test_a_trial_the_callers_own_ray_cannot_place_is_refused_before_anything_is_written(
+    ray_session, tmp_path
+):
+    """Found by QA: on a Ray the caller started with ray.init() (one node, which no
+    other joins), a trial of more CPUs than it has waited for ever."""
+    from orchestrator.errors import RecipeError
+
+    recipe = write_recipe(tmp_path, "{num_samples: 1, max_epochs: 1}")
+    recipe.write_text(recipe.read_text() + "resources: {cpus_per_trial: 3}\n")
+    with pytest.raises(RecipeError) as info:
+        run(recipe)
+    assert info.value.path == "resources.cpus_per_trial"
+    assert "the Ray this process started with ray.init(), one node" in str(info.value)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_what_no_node_of_ray_can_run_is_named(ray_session):
     from orchestrator.cluster import trial_does_not_fit
 
