@@ -643,6 +643,16 @@ def run_trial(
         if isinstance(exc, SystemExit) and stopped.seen:
             _release(gradients)  # a scheduler's prune: the worker runs the next trial
             raise
+        from orchestrator.tuning.ray_start import raise_if_interrupted
+
+        try:
+            # A Ctrl+C or SIGTERM that the strategy's code (TensorFlow's) turned into
+            # an error of its own is the stop, not the trial's error (found by QA: "None
+            # values not supported", and the trial never ran again on resume).
+            raise_if_interrupted()
+        except KeyboardInterrupt:
+            _release(gradients)
+            raise
         if is_disk_full(exc):
             # Not the strategy's error, and no trial after it could keep its files
             # either: the search stops, and this trial runs again on --resume.

@@ -678,8 +678,11 @@ def test_a_ctrl_c_python_drops_stops_a_run_from_python_too(tmp_path):
         ("SIGINT", 130, "interrupted"),
         ("SIGTERM", 143, "terminated (SIGTERM)"),
         ("SIGTERM-dropped", 143, "terminated (SIGTERM)"),
+        # Found by QA: a Ctrl+C that Keras' code turned into a ValueError was the
+        # trial's error, and resume never ran it again.
+        ("SIGINT-converted", 130, "interrupted"),
     ],
-    ids=["Ctrl+C", "SIGTERM", "SIGTERM-in-a-finaliser"],
+    ids=["Ctrl+C", "SIGTERM", "SIGTERM-in-a-finaliser", "Ctrl+C-turned-into-an-error"],
 )
 # The finaliser's dropped KeyboardInterrupt is what the test makes happen.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
