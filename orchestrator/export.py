@@ -14,6 +14,7 @@ Keras/TensorFlow only:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -107,7 +108,16 @@ def export_model(
             how = _how_to_load(custom)
         else:
             model = load_model(ref)
-            model.export(str(staging), format="tf_saved_model", verbose=False)
+            # TensorFlow's absl logging calls logging.basicConfig() as it saves: a handler
+            # on the root logger, and the caller's own basicConfig did nothing after
+            # (found by QA, from Python). Put back as it was.
+            root = logging.getLogger()
+            handlers = list(root.handlers)
+            try:
+                model.export(str(staging), format="tf_saved_model", verbose=False)
+            finally:
+                for added in [h for h in root.handlers if h not in handlers]:
+                    root.removeHandler(added)
             # Run in the export folder, as the .keras line (found by QA: no import, no folder).
             how = (
                 "import tensorflow as tf; loaded = tf.saved_model.load('.'); "

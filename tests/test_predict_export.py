@@ -1645,3 +1645,16 @@ def test_a_trial_named_in_a_run_where_every_trial_failed_is_said_in_its_words(tm
             f"of run {run_dir}"
         ) in " ".join(result.output.split())
     assert not (tmp_path / "out").exists()
+
+
+def test_a_savedmodel_export_leaves_the_root_logger_as_it_was(runs, tmp_path, monkeypatch):
+    """Found by QA: TensorFlow's absl logging, saving, called logging.basicConfig():
+    the root logger kept its handler, and the caller's own basicConfig did nothing."""
+    import logging
+
+    from orchestrator.export import export_model
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as a script's, before its basicConfig
+    export_model(runs[0].run_dir, tmp_path / "saved", format="savedmodel")
+    assert root.handlers == []
