@@ -34,6 +34,7 @@ from orchestrator.errors import (
     RunFailed,
     RunInProgress,
     RunInterrupted,
+    StorageError,
 )
 from orchestrator.markers import hookimpl, hookspec
 from orchestrator.space import ALL, Choice, Fixed, Float, Int, LogFloat
@@ -69,6 +70,7 @@ __all__ = [
     "RunInterrupted",
     "RunOutcome",
     "SpaceContext",
+    "StorageError",
     "Strategy",
     "__version__",
     "hookimpl",
@@ -83,7 +85,8 @@ def run_recipe(recipe: Any, **kwargs: Any) -> RunOutcome:
     """Run a recipe end to end, as ``graftune run`` does, and return its outcome.
 
     Args:
-        recipe: A recipe file's path, YAML text, a dict, or a ``Recipe``.
+        recipe: A recipe file's path, YAML text (with a line break, or one line
+            that opens a mapping, ``{...}``: JSON too), a dict, or a ``Recipe``.
         **kwargs: ``run_dir``, ``plugins`` (modules or objects to register),
             ``echo`` (a callable for progress lines), ``listener`` (told of
             every trial), ``run_name``: see :func:`orchestrator.run.run_recipe`.
@@ -105,6 +108,8 @@ def run_recipe(recipe: Any, **kwargs: Any) -> RunOutcome:
             breaks its contract before any trial (a bad search space).
         ClusterError: A Ray cluster cannot be reached or refuses us, or embedded
             Ray does not start (:func:`resume_run` goes on).
+        StorageError: ``run_name`` is no folder's name, or is given with ``run_dir``
+            (nothing is written).
 
     Starts embedded Ray for the run and shuts it down after, unless Ray is
     already up in this process (then it is used and left up).

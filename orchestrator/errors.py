@@ -265,6 +265,7 @@ class RunInterrupted(GraftuneError):
     ) -> None:
         self.run_dir = run_dir
         self.leaderboard = leaderboard
+        self.by_sigterm = by_sigterm  # found by QA: documented, and not kept
         if by_sigterm:
             self.exit_status = SIGTERM_STATUS
         how = "terminated (SIGTERM)" if by_sigterm else "interrupted"

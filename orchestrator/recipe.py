@@ -732,7 +732,8 @@ def _load_recipe(path: Path) -> Recipe:
 
 def as_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
     """A recipe from a recipe object, a file's path, YAML text (a string with a line
-    break) or a dict; relative paths in text or a dict resolve against this folder.
+    break, or one line that opens a mapping: ``{...}``, JSON too) or a dict;
+    relative paths in text or a dict resolve against this folder.
 
     Raises:
         RecipeError: The file is missing, is not YAML, or breaks the schema.
@@ -743,7 +744,12 @@ def as_recipe(recipe: Recipe | str | Path | dict[str, Any]) -> Recipe:
         # The dump's lines are not the user's: errors name the key path alone.
         text = yaml.safe_dump(_plain(recipe, ()), sort_keys=False)
         return parse_recipe(text, numbered=False)
-    if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe):
+    if isinstance(recipe, str) and not recipe.strip():
+        raise RecipeError("an empty string is no recipe: give a file's path, YAML text or a dict")
+    # One line that opens a mapping is YAML (JSON) text, not a file's name (found by QA:
+    # run_recipe(json.dumps(d)) was "no such recipe file").
+    inline = isinstance(recipe, str) and recipe.lstrip().startswith("{")
+    if isinstance(recipe, Path) or (isinstance(recipe, str) and "\n" not in recipe and not inline):
         return load_recipe(recipe)
     if not isinstance(recipe, str):
         raise TypeError(

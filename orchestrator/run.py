@@ -288,7 +288,8 @@ def run_recipe(
 
     Args:
         recipe: A recipe object, the path of a recipe file, YAML text (a string
-            with a line break) or a dict (relative paths then from this folder).
+            with a line break, or one line that opens a mapping, ``{...}``: JSON
+            too) or a dict (relative paths then from this folder).
         run_dir: Where to write; default a new folder under the recipe's ``output``.
         plugins: Extra plugin modules or objects to register (not installed ones).
         host: A ready plugin host (``plugins`` is ignored then).

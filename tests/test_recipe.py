@@ -2154,3 +2154,30 @@ def test_validate_refuses_an_output_folder_root_cannot_make_either(tmp_path):
     ok = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\noutput: runs/\n", "ok.yaml")
     assert CliRunner().invoke(app, ["validate", str(ok)]).exit_code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.yaml", "recipe.yaml"]
+
+
+def test_one_line_of_yaml_or_json_is_a_recipe_and_an_empty_string_is_said(tmp_path):
+    """Found by QA: run_recipe(json.dumps(d)) was "no such recipe file", and '' was
+    "is a folder, not a recipe file"."""
+    import json
+
+    from orchestrator.recipe import as_recipe
+
+    recipe = {
+        "name": "inline",
+        "data": {"source": "sklearn:iris"},
+        "strategies": {"scratch_mlp": {}},
+    }
+    assert as_recipe(json.dumps(recipe)).name == "inline"
+    assert (
+        as_recipe(
+            "  {name: flow, data: {source: 'sklearn:iris'}, strategies: {scratch_mlp: {}}}"
+        ).name
+        == "flow"
+    )
+    with pytest.raises(RecipeError) as info:
+        as_recipe("")
+    assert "an empty string is no recipe" in str(info.value)
+    # A file's name is still one.
+    path = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n")
+    assert as_recipe(str(path)).name == "bad"

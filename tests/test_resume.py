@@ -668,6 +668,8 @@ def test_a_ctrl_c_python_drops_stops_a_run_from_python_too(tmp_path):
             run_recipe(recipe, plugins=[fixture_plugins])
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
     assert marker.exists()
+    assert info.value.by_sigterm is False  # Ctrl+C (found by QA: no such attribute)
+    assert RunInterrupted("x", by_sigterm=True).by_sigterm is True
     frame = pd.read_csv(info.value.run_dir / "leaderboard.csv")
     assert len(frame) < 3  # stopped: the third trial did not run
 
