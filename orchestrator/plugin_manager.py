@@ -409,6 +409,12 @@ def get_plugin_manager(
         else:
             plugin = extra
             name = getattr(extra, "__name__", None) or repr(extra)
+            if isinstance(extra, int | float | bool | bytes | type(None) | list | tuple | dict):
+                # Found by QA: plugins=[42] was taken, and nothing said.
+                raise PluginError(
+                    f"plugin {extra!r} ({type(extra).__name__}) is no plugin: give a module, its "
+                    "dotted name, or an object whose methods are hook implementations"
+                )
         if pm.is_blocked(name):
             continue
         known = pm.get_name(plugin)

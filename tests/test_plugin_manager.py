@@ -509,3 +509,13 @@ def test_keras_objects_of_one_name_or_given_by_name_are_refused():
     host = get_plugin_manager(autoload=False, extra_plugins=[Gives(Scale)])
     with pytest.raises(PluginError, match=re.escape("themselves ([Scale])")):
         host.keras_objects()
+
+
+def test_a_plugin_given_as_a_plain_value_is_refused():
+    """Found by QA: run_recipe(..., plugins=[42]) was taken, and nothing said."""
+    with pytest.raises(PluginError) as info:
+        get_plugin_manager(extra_plugins=[42])
+    assert str(info.value) == (
+        "plugin 42 (int) is no plugin: give a module, its dotted name, or an object whose methods "
+        "are hook implementations"
+    )
