@@ -468,6 +468,12 @@ def _run_checked(
         if resume:  # before any work too: a run that is still going on is left alone
             assert run_dir is not None  # resume_run gives it
             held.enter_context(holding_run_dir(Path(run_dir)))
+            # Looked at again, held: a run that ended between resume_run's look and the
+            # lock is finished (found by QA: its hooks were called a second time).
+            done = Path(run_dir) / FINISHED_FILE
+            if done.is_file() and _finished_outputs_problem(Path(run_dir)) is None:
+                with contextlib.suppress(OSError, ValueError):
+                    return _finished_outcome(Path(run_dir), _read_finished(Path(run_dir)), echo)
         held.enter_context(  # `graftune cache clear` waits for the end
             using_cache(lambda root: echo(f"cache: waiting for `graftune cache clear` in {root}"))
         )

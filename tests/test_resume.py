@@ -1937,3 +1937,22 @@ def test_a_plugins_base_made_again_otherwise_under_one_key_is_refused(tmp_path):
                 _check_resumed_base(info, tmp_path)
         else:
             _check_resumed_base(info, tmp_path)
+
+
+def test_a_run_that_ends_as_its_resume_takes_the_lock_is_not_run_again(ended_run, tmp_path):
+    """Found by QA: a resume started as the run ended looked for finished.json before
+    it held the run directory; the run then ended, and the resume called the hooks a
+    second time (run_started, run_finished) over the finished run."""
+    from orchestrator.run import RECIPE_FILE
+    from orchestrator.run import run_recipe as internal_run
+
+    run_dir = copy_of(ended_run, tmp_path, unfinished=False)
+    events = (run_dir / "events.jsonl").read_text()
+    board = (run_dir / "leaderboard.csv").stat().st_mtime_ns
+    said: list[str] = []
+    # What resume_run calls once it found no finished.json (the run ended since).
+    outcome = internal_run(run_dir / RECIPE_FILE, run_dir=run_dir, resume=True, echo=said.append)
+    assert any("nothing to resume" in line for line in said), said
+    assert len(outcome.leaderboard) == 3
+    assert (run_dir / "events.jsonl").read_text() == events
+    assert (run_dir / "leaderboard.csv").stat().st_mtime_ns == board
