@@ -1209,7 +1209,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
                 ("strategies", needs_base[0]),
                 f"{', '.join(needs_base)} transfer{'s' if len(needs_base) == 1 else ''} from a "
                 "pretrained base: add a base: section "
-                "(path:, application: or pretrain:)",
+                "(path:, application:, pretrain:, or a plugin's provider:)",
             )
         )
     if recipe.base is not None:
