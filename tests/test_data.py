@@ -1469,6 +1469,10 @@ class _Toy(DataSource):
             x = np.zeros((20, 2), np.float32)
             return LabelledArrays(x, np.arange(20) % 2, ("even", "odd"), names=("a", "b"))
         y = np.arange(20) % 2
+        if location in ("float-labels", "int32-labels"):
+            x = np.arange(40, dtype=np.float32).reshape(20, 2)
+            kind = np.float64 if location == "float-labels" else np.int32
+            return LabelledArrays(x, y.astype(kind), ("even", "odd"))
         if location in _BROKEN:
             x, names = _BROKEN[location]
             return LabelledArrays(x, y, names)
@@ -1514,6 +1518,8 @@ _BROKEN: dict[str, tuple[Any, Any]] = {
         ("a-set", "returned class_names {"),
         ("exits", "failed on 'exits': SystemExit: no such dataset"),
         ("short-names", "returned names ('a', 'b'); expected a tuple of one string per example"),
+        # Found by QA: "expected int64", where any integer type is taken.
+        ("float-labels", "returned y of dtype float64; expected integer class codes"),
     ],
 )
 def test_a_third_party_source_that_breaks_its_contract_is_named(
@@ -1523,6 +1529,12 @@ def test_a_third_party_source_that_breaks_its_contract_is_named(
     registry.add(_Toy)
     with raises_data_error("source", "data source 'toy' from toy-plugin 1.0", words):
         prepare(Spec(f"toy:{location}", split=Split(0.2, 0.2)), registry, tmp_path)
+
+
+def test_a_third_party_source_s_int32_labels_are_taken(registry: Registry, tmp_path: Path) -> None:
+    registry.add(_Toy)
+    data = prepare(Spec("toy:int32-labels", split=Split(0.2, 0.2)), registry, tmp_path)
+    assert data.task.n_classes == 2
 
 
 def test_a_third_party_source_that_cannot_be_made_is_named(

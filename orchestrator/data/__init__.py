@@ -631,7 +631,11 @@ def _validated(
             key="source",
         )
     if y.size and not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{where} returned y of dtype {y.dtype}; expected int64", key="source")
+        raise DataError(
+            f"{where} returned y of dtype {y.dtype}; expected integer class codes (int64, "
+            "or another integer type)",
+            key="source",
+        )
     if not all(isinstance(name, str) for name in class_names):
         raise DataError(f"{where} returned class names that are not strings", key="source")
     if len(set(class_names)) != len(class_names):
