@@ -794,11 +794,16 @@ def load_problem(exc: BaseException) -> str:
     text = str(exc)
     unknown = unknown_keras_object(exc)
     if unknown:
+        from orchestrator.plugin_manager import autoload_disabled
+
+        off = autoload_disabled()
         return (
             f"it uses the custom Keras object {unknown!r}, which no imported code "
             "has registered: pass the module that registers it "
             "(keras.saving.register_keras_serializable) with --plugin, or have an installed "
             "graftune plugin return it from its graftune_keras_objects hook"
+            # Found by QA: the plugin was installed, and autoload was off, unsaid.
+            + (f" ({off}: installed plugins are not loaded)" if off else "")
         )
     if "`Lambda` layer" in text and "safe_mode" in text:
         return (

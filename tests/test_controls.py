@@ -383,6 +383,8 @@ def test_an_installed_plugins_keras_objects_are_registered_where_models_are_made
     assert refused.exit_code == 2, refused.output
     assert "the custom Keras object 'Scale'" in refused.output
     assert "graftune_keras_objects" in refused.output
+    # Autoload off, and said (found by QA: the plugin was installed, and nothing said why).
+    assert "GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD is set" in " ".join(refused.output.split())
     # Export loads it first: it copied the file that cannot be loaded, and said exported.
     refused = cli("export", run_dir, tmp_path / "refused")
     assert refused.exit_code == 2, refused.output
