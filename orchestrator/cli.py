@@ -11,7 +11,6 @@ import contextlib
 import io
 import logging
 import os
-import platform
 import re
 import shlex
 import signal
@@ -215,16 +214,17 @@ def _version(value: bool) -> None:
     the versions of the packages a run records in environment.json."""
     if value:
         from orchestrator import __version__
-        from orchestrator.accelerator import backend
-        from orchestrator.environment import environment, graftune_code
+        from orchestrator.environment import environment
 
-        packages = environment()["packages"]
-        packages.pop("graftune", None)
+        here = environment()  # as a run records it in environment.json
+        packages = {k: v for k, v in here["packages"].items() if k != "graftune"}
         out.print(f"graftune {__version__}", markup=False)
-        out.print(f"code: {graftune_code()} (graftune's own files, as installed)", markup=False)
         out.print(
-            f"Python {platform.python_version()} on {platform.platform()}; "
-            f"Keras backend: {backend()}",
+            f"code: {here['graftune_code']} (graftune's own files, as installed)", markup=False
+        )
+        out.print(
+            f"Python {here['python']} on {here['platform']}; "
+            f"Keras backend: {here['keras_backend']}",
             markup=False,
         )
         out.print(", ".join(f"{k} {v}" for k, v in packages.items()), markup=False)
@@ -944,6 +944,7 @@ def plugins(format: _ListingFormat = Listing.table) -> None:
             return
         else:
             break
+    infos = host.infos()
     if format is Listing.json:
         _write_json(
             [
@@ -954,18 +955,18 @@ def plugins(format: _ListingFormat = Listing.table) -> None:
                     "adds": list(info.adds),
                     "descriptions": dict(info.described),
                 }
-                for info in host.infos()
+                for info in infos
             ]
         )
     else:
         table = Table("plugin", "distribution", "version", "adds", box=None, header_style="bold")
-        for info in host.infos():
+        for info in infos:
             cells = (info.name, info.distribution, info.version, ", ".join(info.adds) or "-")
             table.add_row(*map(_text, cells))
         out.print(table)
         # What each name is, in its class's words (its `description`).
         names = Table("name", "plugin", "description", box=None, header_style="bold")
-        for info in host.infos():
+        for info in infos:
             for added, text in info.described:
                 names.add_row(*map(_text, (added, info.name, text or "-")))
         if names.row_count:
@@ -1765,12 +1766,12 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
         said.append(f"errors cut to {cut['error']} characters, longer on a wider terminal")
     failed = frame[frame["status"] == "error"] if "status" in frame else frame.iloc[:0]
     if run_dir is not None and len(failed):  # found by QA: nothing pointed at error.txt
-        from orchestrator.trial import trial_dir
+        from orchestrator.trial import ERROR_FILE, trial_dir
 
         first = trial_dir(run_dir, str(failed["strategy"].iloc[0]), str(failed["trial_id"].iloc[0]))
-        if (first / "error.txt").is_file():
+        if (first / ERROR_FILE).is_file():
             console.print(
-                f"(each failed trial's traceback is its error.txt: {first / 'error.txt'})",
+                f"(each failed trial's traceback is its {ERROR_FILE}: {first / ERROR_FILE})",
                 markup=False,
                 style="dim",
                 soft_wrap=True,  # the path whole, to copy

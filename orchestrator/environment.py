@@ -187,12 +187,10 @@ def _changes(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
         )
     for group in ("packages", "plugins"):
         old, new = before.get(group) or {}, now.get(group) or {}
-        names = set(old) | set(new)
-        if group == "plugins":
-            # A plugin installed or removed since is only a version changed where it was
-            # there both times (found by QA: one the recipe does not use warned); one the
-            # recipe uses and that is gone fails the resume by itself.
-            names = set(old) & set(new)
+        # A plugin installed or removed since is no change: only a version changed where
+        # it was there both times (found by QA: one the recipe does not use warned); one
+        # the recipe uses and that is gone fails the resume by itself.
+        names = set(old) & set(new) if group == "plugins" else set(old) | set(new)
         for name in sorted(names):
             if old.get(name) != new.get(name):
                 changed.append(f"{name} {old.get(name, 'none')} -> {new.get(name, 'none')}")

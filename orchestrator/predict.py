@@ -146,12 +146,7 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
             raise RunDirError(f"{config_path} is gone; {written_again(run_dir)}")
         none_saved = f"run {run_dir} has no {BEST_CONFIG}: no trial finished with a saved model"
         if trial is not None:  # the trial named, in its words (found by QA: the run's alone)
-            wanted = trial.strip("/")
-            named = [
-                p
-                for p in sorted((run_dir / "trials").glob("*/*"))
-                if p.is_dir() and wanted in (p.name, f"{p.parent.name}/{p.name}")
-            ]
+            named = _named_trials(_trial_folders(run_dir), trial)
             if len(named) == 1:
                 status = _listed_status(run_dir, named[0])
                 none_saved = (
@@ -178,9 +173,9 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
             input_shape=input_shape,
             summary=best,
         )
-    folders = [p for p in sorted((run_dir / "trials").glob("*/*")) if p.is_dir()]
+    folders = _trial_folders(run_dir)
     wanted = trial.strip("/")
-    matches = [p for p in folders if wanted in (p.name, f"{p.parent.name}/{p.name}")]
+    matches = _named_trials(folders, trial)
     if not matches:
         known = [f"{p.parent.name}/{p.name}" for p in folders]
         shown = first_few(known, 12)
@@ -236,6 +231,17 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         input_shape=input_shape,
         summary=summary,
     )
+
+
+def _trial_folders(run_dir: Path) -> list[Path]:
+    """The run's trial folders (``trials/STRATEGY/TRIAL_ID``), sorted."""
+    return [p for p in sorted((run_dir / "trials").glob("*/*")) if p.is_dir()]
+
+
+def _named_trials(folders: list[Path], trial: str) -> list[Path]:
+    """The folders ``trial`` names: a trial id, or ``STRATEGY/TRIAL_ID``."""
+    wanted = trial.strip("/")
+    return [p for p in folders if wanted in (p.name, f"{p.parent.name}/{p.name}")]
 
 
 def _kept_models(run_dir: Path) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import gc
 import logging
 import math
+from difflib import get_close_matches
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -407,8 +408,8 @@ def check_implements_build(strategy: Strategy, name: str, owner: str) -> None:
         for attr, value in vars(klass).items()
         if callable(value) and not attr.startswith("__")
     ]
-    hint = did_you_mean("build", own).replace(" (did you mean", " (is", 1)
-    hint = hint.replace("?)", " meant to be build?)") if hint else ""
+    close = get_close_matches("build", own, n=1, cutoff=0.6)
+    hint = f" (is {close[0]!r} meant to be build?)" if close else ""
     raise PluginError(f"strategy {name!r} from plugin {owner} does not implement build(){hint}")
 
 

@@ -832,10 +832,9 @@ def _run(
                 first = (str(exc).strip().splitlines() or [""])[0]
                 # Ray's own logs, where its node's processes say why (found by QA:
                 # ray.log alone, which had only the driver's side).
-                temp = os.environ.get("RAY_TMPDIR") or (
-                    os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None
-                )
-                logs = Path(temp or "/tmp") / "ray" / "session_latest" / "logs"
+                from ray._common.utils import get_default_ray_temp_dir
+
+                logs = Path(get_default_ray_temp_dir()) / "session_latest" / "logs"
                 raise RayStartError(
                     f"embedded Ray did not start: {type(exc).__name__}: {first} (Ray's log: "
                     f"{run_dir / 'ray.log'}; its node's own: {logs}); nothing was trained, "
@@ -2056,14 +2055,14 @@ def _failure_summary(
             + ("; raise search.time_budget_s" if budget else "")
         )
     lines = [f"every trial failed ({counts}); the most frequent reasons:"]
-    from orchestrator.trial import trial_dir
+    from orchestrator.trial import ERROR_FILE, trial_dir
 
     for error, n in errors.most_common(3):
         # Each on a line of its own and cut (found by QA: an error of 1 MiB, whole),
         # with where its traceback is (found by QA: nothing said error.txt was there).
         lines.append(f"  {n}x {ellipsized(one_line(error), 500)}")
         first = next(r for r in results if r.error == error)
-        traceback = trial_dir(run_dir, first.strategy, first.trial_id) / "error.txt"
+        traceback = trial_dir(run_dir, first.strategy, first.trial_id) / ERROR_FILE
         if traceback.is_file():
             lines.append(f"     traceback: {traceback}")
     if statuses.get("pruned"):

@@ -664,7 +664,7 @@ def run_trial(
         with contextlib.suppress(OSError):  # a full disk: the result below says it, or fails
             # Lone surrogates (an os.fsdecode'd file name) as escapes: writing them
             # raised here, and the trial passed for a dead worker (found by QA).
-            (folder / "error.txt").write_text(
+            (folder / ERROR_FILE).write_text(
                 traceback.format_exc(), encoding="utf-8", errors="backslashreplace"
             )
         log.info("%s trial %s failed: %s", spec.strategy.name, trial_id, result.error)
@@ -722,6 +722,8 @@ def register_custom_objects(objects: dict[str, Any]) -> None:
 
 #: A trial's printed output, warnings and log records on Ray (:func:`captured_output`).
 OUTPUT_FILE = "output.txt"
+#: The whole traceback of a strategy's error (its message, cut, is in the result).
+ERROR_FILE = "error.txt"
 
 
 class _Copy:
