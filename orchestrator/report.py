@@ -32,6 +32,7 @@ from orchestrator.errors import (
     cannot_write_in,
     no_leaderboard,
     one_line,
+    printable,
     raised,
     unreadable,
     written_again,
@@ -619,7 +620,10 @@ def _page(title: str, body: list[str]) -> str:
 
 
 def _e(text: Any) -> str:
-    return html.escape(str(text), quote=True)
+    """``text`` for the page: HTML's marks escaped, and control characters (an
+    error's terminal colours, a NUL) shown as escapes (``\\x1b``), which HTML
+    does not allow and browsers drop or show as boxes."""
+    return html.escape(printable(str(text)), quote=True)
 
 
 def _definition_list(items: list[tuple[str, str]]) -> str:

@@ -639,6 +639,18 @@ def test_a_long_text_cell_opens_to_its_whole_text(tmp_path):
     assert "status-failed" in _cell("status", "failed")
 
 
+def test_control_characters_in_a_cell_are_shown_as_escapes(tmp_path):
+    """An error carrying a terminal's colours (or a NUL) put raw control characters
+    into report.html, which HTML does not allow: browsers drop them or show boxes."""
+    from orchestrator.report import _cell, _e
+
+    error = "ValueError: \x1b[31mred\x1b[0m\x00 <b>"
+    cell = _cell("error", error)
+    assert "\\x1b[31mred\\x1b[0m\\x00 &lt;b&gt;" in cell
+    assert not any(ord(ch) < 32 for ch in cell)
+    assert _e("two\nlines\tand a tab") == "two\nlines\tand a tab"  # kept in a <pre>
+
+
 def test_ran_with_names_the_search_backend_and_the_plugins(tmp_path):
     """Found by QA: a keras-tuner run said "Ray 2.60.0", and no plugin was named."""
     import json
