@@ -784,6 +784,17 @@ def unknown_keras_object(exc: BaseException) -> str | None:
     return unknown.group(1) if unknown else None
 
 
+def saved_as(exc: BaseException) -> str | None:
+    """The name the model file saved the unknown object under (``pkg>Scale``,
+    with the package that registered it), where Keras' message quotes it."""
+    import re
+
+    _, found, config = str(exc).partition("Full object config:")
+    # The object's own registered_name follows its config (whose layers' own come first).
+    names = re.findall(r"'registered_name': '([^']+)'", config) if found else []
+    return names[-1] if names else None
+
+
 def load_problem(exc: BaseException) -> str:
     """Why Keras could not load a model file, in a line a graftune user can act on.
 
@@ -797,8 +808,11 @@ def load_problem(exc: BaseException) -> str:
         from orchestrator.plugin_manager import autoload_disabled
 
         off = autoload_disabled()
+        saved = saved_as(exc)
+        # Found by QA: the package a plugin registered the object under went unsaid.
+        named = f"{unknown!r} (saved as {saved!r})" if saved and saved != unknown else repr(unknown)
         return (
-            f"it uses the custom Keras object {unknown!r}, which no imported code "
+            f"it uses the custom Keras object {named}, which no imported code "
             "has registered: pass the module that registers it "
             "(keras.saving.register_keras_serializable) with --plugin, or have an installed "
             "graftune plugin return it from its graftune_keras_objects hook"

@@ -470,7 +470,8 @@ def test_path_base_with_an_unregistered_custom_layer_says_what_to_do(tmp_path):
     with pytest.raises(BaseModelError) as caught:
         prepare(BaseSpec(path=tmp_path / "c.keras"), base_dir=tmp_path)
     message = str(caught.value)
-    assert "the custom Keras object 'Halve'" in message
+    # The package it was registered under says which plugin is missing.
+    assert "the custom Keras object 'Halve' (saved as 'gt_test_unregistered>Halve')" in message
     assert "with --plugin" in message
     assert len(message) < 500  # Keras' own was a kilobyte of the model's config
 

@@ -1200,7 +1200,10 @@ def test_a_cached_trial_whose_base_holds_an_unregistered_layer_is_named(runs, te
     trial_id = trial_of(runs[0], "fine_tune")
     for line in refusals_of_trial(run_dir, trial_id, test_npz[0], tmp_path / "out"):
         assert line.startswith(f"error: cannot load trial fine_tune/{trial_id}'s model"), line
-        assert "the custom Keras object 'Spectral', which no imported code" in line
+        assert (
+            "the custom Keras object 'Spectral' (saved as 'qa_plugin>Spectral'), which no "
+            "imported code" in line
+        )
         assert "--plugin" in line and "top.keras behind its base" in line
 
 
