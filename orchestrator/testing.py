@@ -744,7 +744,16 @@ def graftune_register(
             value = plugin.__name__
             # Installed under an entry point of another name: that one, which it then
             # shadows (pluggy takes a module under one name only).
-            default = _installed_name(value) or plugin.__name__.rsplit(".", 1)[-1]
+            installed = _installed_name(value)
+            if installed and name and name != installed:
+                # pluggy takes a module under one name only: the host refused it later,
+                # as "registered already", with no word of the installed entry point.
+                raise ValueError(
+                    f"{value} is installed as plugin {installed!r}, and a module is a plugin "
+                    f"under one name only: leave name out (registered as {installed!r}, it "
+                    "stands for the installed one in this test)"
+                )
+            default = installed or plugin.__name__.rsplit(".", 1)[-1]
         else:
             attribute = f"{_REGISTERED_PREFIX}{next(counter)}"
             monkeypatch.setattr(this, attribute, plugin, raising=False)

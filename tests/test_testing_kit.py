@@ -258,10 +258,14 @@ def test_a_registered_plugin_object_reaches_the_command_line(graftune_register, 
     assert "ok (small_mlp on sklearn:iris)" in result.output
 
 
-def test_a_module_an_entry_point_names_otherwise_registers_under_that_name(graftune_register):
+def test_a_module_an_entry_point_names_otherwise_registers_under_that_name(
+    graftune_register, monkeypatch, tmp_path
+):
     """pluggy takes a module under one name only: registering a module that an
     installed entry point names 'scaled' under its own name crashed every host
     with pluggy's message and its dump of every plugin registered."""
+    import importlib
+
     from orchestrator.errors import PluginError
     from tests import keras_object_plugin
 
@@ -269,9 +273,22 @@ def test_a_module_an_entry_point_names_otherwise_registers_under_that_name(graft
     host = graftune_register(keras_object_plugin)
     assert "scaled_mlp" in host.strategies
     assert host.strategies.owner("scaled_mlp").startswith("scaled")
-    # Two entry points that name one module: one line that says so.
-    with pytest.raises(PluginError) as raised:
+    # Under another name: refused by the fixture, which says what to do (the host
+    # refused it, as "registered already", with no word of the installed name).
+    with pytest.raises(ValueError) as refused:
         graftune_register(keras_object_plugin, name="other")
+    said = str(refused.value)
+    assert "tests.keras_object_plugin is installed as plugin 'scaled'" in said
+    assert "leave name out" in said
+    # Two installed entry points that name one module: the host's one line says so.
+    info = tmp_path / "second_install-0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: second-install\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[graftune]\nother = tests.keras_object_plugin\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    with pytest.raises(PluginError) as raised:
+        get_plugin_manager()
     said = str(raised.value)
     assert "tests.keras_object_plugin is registered already as plugin" in said
     assert "may name a module only once" in said and "{" not in said
