@@ -1567,6 +1567,24 @@ def test_a_third_party_source_that_cannot_be_made_is_named(
             prepare(spec, registry, tmp_path)
 
 
+def test_a_seeded_source_whose_load_takes_no_seed_is_told_why(
+    registry: Registry, tmp_path: Path
+) -> None:
+    class Seeded(_Toy):
+        scheme = "seeded"
+        uses_seed = True
+
+    registry.current_owner = "toy-plugin 1.0"
+    registry.add(Seeded)
+    spec = Spec("seeded:anything", split=Split(0.2, 0.2))
+    with raises_data_error(
+        "source",
+        "unexpected keyword argument 'seed'",
+        "its uses_seed = True has graftune pass load() a seed: int keyword argument",
+    ):
+        prepare(spec, registry, tmp_path)
+
+
 def test_third_party_source(registry: Registry, tmp_path: Path) -> None:
     registry.current_owner = "toy-plugin 1.0"
     registry.add(_Toy)

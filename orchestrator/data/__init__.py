@@ -575,9 +575,12 @@ def _call_source(
     except PLUGIN_FAULTS as exc:
         # A plugin's own bug or an unexpected library error: keep the cause
         # chained (``--debug`` shows it) but say which plugin it came from.
+        hint = ""
+        if "seed" in kwargs and isinstance(exc, TypeError) and "'seed'" in str(exc):
+            hint = " (its uses_seed = True has graftune pass load() a seed: int keyword argument)"
         raise DataError(
             f"data source {scheme!r} from {sources.owner(scheme)} failed on {location!r}: "
-            f"{raised(exc)}",
+            f"{raised(exc)}{hint}",
             key="source",
         ) from exc
 
