@@ -7,8 +7,10 @@ does; ``graftune submit`` and ``graftune jobs`` talk to its dashboard,
 
 Token authentication: when ``RAY_AUTH_MODE`` is not set and a token is at hand
 (``RAY_AUTH_TOKEN``, the file named by ``RAY_AUTH_TOKEN_PATH``, or
-``~/.ray/auth_token``), graftune sends it, as Ray itself does for a cluster it
-finds on this machine; an explicit ``RAY_AUTH_MODE`` is always respected, and
+``~/.ray/auth_token``), graftune sends it to a cluster that asks for one (one
+that refuses a first question without it); a cluster started without token
+authentication is not sent it, as a driver in token mode refuses that
+cluster's calls. An explicit ``RAY_AUTH_MODE`` is always respected, and
 graftune never turns authentication off.
 
 Ray waits a long time for an address that does not answer (over a minute) and
@@ -225,8 +227,18 @@ def probe(address: str) -> ClusterInfo:
             f"default), or send the run to the cluster as a job: graftune submit RECIPE "
             f"--address http://{gcs}"
         )
-    use_token_if_available()
-    info = ClusterInfo(address=gcs, hosts=_node_hosts(gcs))
+    hosts = None
+    if os.environ.get(_AUTH_MODE) is None and token_source() is not None:
+        # A token is at hand (embedded Ray leaves one in ~/.ray/auth_token), but a
+        # cluster started without token authentication must not be sent it: a driver
+        # in token mode refuses the cluster's own calls ("Missing authorization
+        # header"), and every trial was cancelled before it ran (found by QA). Asked
+        # without the token, a cluster that wants one refuses: only then is it sent.
+        hosts = _node_hosts(gcs, token=False)
+    if hosts is None:
+        use_token_if_available()
+        hosts = _node_hosts(gcs)
+    info = ClusterInfo(address=gcs, hosts=hosts)
     _PROBED[address] = info
     return info
 
@@ -285,10 +297,18 @@ except Exception as exc:
 """
 
 
-def _node_hosts(gcs: str) -> tuple[str, ...]:
+def _node_hosts(gcs: str, *, token: bool = True) -> tuple[str, ...] | None:
+    """The hosts of the cluster's live nodes, asked in a child process.
+
+    ``token=False`` asks without a token (``RAY_AUTH_MODE=disabled`` in the
+    child), and returns ``None`` where the cluster refuses that, as a cluster
+    with token authentication does.
+    """
+    env = None if token else {**os.environ, _AUTH_MODE: "disabled"}
     try:
         child = subprocess.run(
             [sys.executable, "-c", _PROBE, gcs, str(ANSWER_TIMEOUT_S)],
+            env=env,
             capture_output=True,
             text=True,
             timeout=ANSWER_TIMEOUT_S + 5,
@@ -307,6 +327,8 @@ def _node_hosts(gcs: str) -> tuple[str, ...]:
     if "hosts" in outcome:
         return tuple(str(host) for host in outcome["hosts"])
     if "auth" in outcome:
+        if not token:
+            return None
         raise ClusterError(f"the Ray cluster at {gcs} refused the connection: {token_fix()}")
     reason = outcome.get("error") or (child.stderr.strip().splitlines() or ["no answer"])[-1]
     raise ClusterError(

@@ -615,9 +615,15 @@ def _nodes(gcs: str, env: dict[str, str]) -> tuple[list[str], list[str]]:
     return alive, dead
 
 
-def _start_cluster(root: Path, token: str, base: dict[str, str], groups: set[int]) -> Cluster:
-    """Start a head and a second node on fresh ports under ``root``; adds their groups."""
-    node_env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+def _start_cluster(
+    root: Path, token: str | None, base: dict[str, str], groups: set[int], *, nodes: int = 2
+) -> Cluster:
+    """Start a head and (``nodes=2``) a second node on fresh ports under ``root``; adds
+    their groups. ``token=None``: a cluster without token authentication."""
+    if token is None:
+        node_env = {**base, "RAY_AUTH_MODE": "disabled"}
+    else:
+        node_env = {**base, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
     (gcs_port, dash_port, client_port, *agent_ports) = _free_ports(9)
     root.mkdir(parents=True)
 
@@ -672,7 +678,7 @@ def _start_cluster(root: Path, token: str, base: dict[str, str], groups: set[int
 
     def two_nodes() -> list[str] | None:
         ids, _ = _nodes(gcs, node_env)
-        return ids if len(ids) == 2 else None
+        return ids if len(ids) == nodes else None
 
     def rejoin() -> tuple[list[str], str]:
         # Each raylet of a session logs to a file of its own (raylet.out, raylet.1.out).
@@ -682,12 +688,12 @@ def _start_cluster(root: Path, token: str, base: dict[str, str], groups: set[int
         join(_free_ports(3))
         return _wait_for("two live nodes", two_nodes, log=root / "worker.log"), last or "(none)"
 
-    join(agent_ports[3:])
+    if nodes == 2:
+        join(agent_ports[3:])
 
     def jobs_api() -> bool:
-        request = urllib.request.Request(
-            f"{dashboard}/api/jobs/", headers={"Authorization": f"Bearer {token}"}
-        )
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(f"{dashboard}/api/jobs/", headers=headers)
         # Straight to the cluster, whatever proxy the environment names.
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         try:
@@ -697,11 +703,11 @@ def _start_cluster(root: Path, token: str, base: dict[str, str], groups: set[int
             return False
 
     dashboard_log = root / "head" / "session_latest" / "logs" / "dashboard.log"
-    node_ids = _wait_for("two live nodes", two_nodes, log=root / "worker.log")
+    node_ids = _wait_for(f"{nodes} live nodes", two_nodes, log=root / "worker.log")
     _wait_for("the job API", jobs_api, timeout=60, log=dashboard_log)
     # A user of the cluster holds the token; RAY_AUTH_MODE is left for graftune to set.
-    env = {**base, "RAY_AUTH_TOKEN": token}
-    return Cluster(gcs, dashboard, token, tuple(node_ids), env, rejoin)
+    env = {**base, "RAY_AUTH_TOKEN": token} if token else dict(base)
+    return Cluster(gcs, dashboard, token or "", tuple(node_ids), env, rejoin)
 
 
 @pytest.fixture(scope="session")
@@ -1033,6 +1039,36 @@ def test_wrong_address_fails_fast_with_the_fix(cluster, tmp_path):
         assert f"{cluster.gcs} is the address of a Ray cluster's GCS" in swapped.stderr
         assert "http://HEAD:8265" in swapped.stderr and "Traceback" not in swapped.stderr
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_cluster_without_token_authentication_is_not_sent_the_token(tmp_path):
+    """Found by QA: once embedded Ray had left a token in ~/.ray/auth_token, a run on
+    a cluster started without token authentication sent it, its driver refused the
+    cluster's own calls ("Missing authorization header"), and every trial was
+    cancelled before it ran, with nothing said of the token."""
+    root = Path(tempfile.mkdtemp(prefix="gt-open-", dir="/tmp"))
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text(secrets.token_hex(32))
+    base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    base.update(
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        RAY_USAGE_STATS_ENABLED="0",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        HOME=str(home),
+    )
+    groups: set[int] = set()
+    try:
+        open_cluster = _start_cluster(root / "1", None, base, groups, nodes=1)
+        recipe = write_recipe(tmp_path, SPREAD_RECIPE.replace("num_samples: 4", "num_samples: 1"))
+        ran = graftune(open_cluster, "run", recipe, "--address", open_cluster.gcs, "--quiet")
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+        board = pd.read_csv(next((tmp_path / "runs").glob("spread-*")) / "leaderboard.csv")
+        assert list(board["status"]) == ["ok"]
+    finally:
+        _stop_process_groups(groups)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.mark.slow
