@@ -534,7 +534,7 @@ def validate(
         # A recipe's cluster gets the data and the Ray token at hand: said, never a surprise.
         out.print(
             f"runs on the Ray cluster at {loaded.resources.address} (resources.address), "
-            "which is sent the data and any Ray token at hand",
+            "which is sent the data (and a Ray token at hand, if it asks for one)",
             markup=False,
         )
     # Found by QA: what else a recipe sends elsewhere went unsaid.

@@ -135,14 +135,28 @@ class ClusterInfo:
         return sorted({host for host in self.hosts if host != here})
 
 
-def gcs_address(address: str) -> str:
-    """The ``HOST:PORT`` of the GCS that ``address`` names (``auto``: this machine's).
+def check_address_form(address: str) -> None:
+    """Refuse an address that cannot be a cluster's GCS by its form alone (a
+    dashboard's ``http://``, a Ray Client's ``ray://``, no ``HOST:PORT``);
+    ``auto`` and ``local`` pass. Asks nothing of any cluster, so ``validate``
+    says what a run would (found by QA: validate said ok, and run refused it).
 
     Raises:
-        ClusterError: ``address`` is a dashboard or Ray Client address, or
-            ``auto`` finds no cluster.
+        BadAddress: What is wrong and the address to give instead.
     """
     text = address.strip()
+    if text in ("auto", "local"):
+        return
+    _refuse_other_kinds(text)
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise BadAddress(
+            f"{address!r} is not a cluster address: expected HOST:PORT, like 10.0.0.5:6379"
+        )
+
+
+def _refuse_other_kinds(text: str) -> None:
+    """Refuse a dashboard's (``http://``) or a Ray Client's (``ray://``) address."""
     if text.startswith(("http://", "https://")):
         from urllib.parse import urlsplit
 
@@ -167,6 +181,17 @@ def gcs_address(address: str) -> str:
             "address HEAD:6379 to run --address, or submit through the dashboard "
             "(graftune submit RECIPE --address http://HEAD:8265)"
         )
+
+
+def gcs_address(address: str) -> str:
+    """The ``HOST:PORT`` of the GCS that ``address`` names (``auto``: this machine's).
+
+    Raises:
+        ClusterError: ``address`` is a dashboard or Ray Client address, or
+            ``auto`` finds no cluster.
+    """
+    text = address.strip()
+    _refuse_other_kinds(text)
     if text == "auto":
         from ray._private.services import canonicalize_bootstrap_address
 

@@ -209,6 +209,14 @@ def _address(value: str | None) -> str | None:
             "an empty address: give the cluster's GCS address HEAD:6379 (or auto), or leave "
             "the key out for embedded Ray here"
         )
+    if value is not None:
+        from orchestrator.cluster import check_address_form
+        from orchestrator.errors import BadAddress
+
+        try:
+            check_address_form(value)
+        except BadAddress as exc:  # the recipe's error names the file, line and key
+            raise ValueError(str(exc)) from None
     return value
 
 

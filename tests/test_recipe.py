@@ -1622,8 +1622,22 @@ def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
     # Found by security QA: a recipe's cluster is sent the data and the Ray token at hand.
     assert (
         "runs on the Ray cluster at 10.0.0.5:6379 (resources.address), which is sent the "
-        "data and any Ray token at hand"
+        "data (and a Ray token at hand, if it asks for one)"
     ) in said
+    # Found by QA: validate said ok to addresses run refuses; now refused at their line.
+    for address, words in (
+        ("http://10.0.0.5:8265", "is a dashboard address"),
+        ("ray://10.0.0.5:10001", "is a Ray Client address"),
+        ("headnode", "'headnode' is not a cluster address: expected HOST:PORT"),
+    ):
+        wrong = write_recipe(
+            tmp_path,
+            HEAD + f"strategies: {{scratch_mlp: {{}}}}\nresources: {{address: '{address}'}}\n",
+        )
+        refused = cli("validate", str(wrong))
+        assert refused.exit_code == 2, refused.output
+        assert f"recipe.yaml:{HEAD.count(chr(10)) + 2}: resources.address: " in refused.output
+        assert words in " ".join(refused.output.split())
     plain = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n")
     plain_said = cli("validate", str(plain)).output
     assert "runs on the Ray cluster" not in plain_said
