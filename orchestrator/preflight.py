@@ -46,7 +46,7 @@ from orchestrator.space import (
 
 if TYPE_CHECKING:
     from orchestrator.bases import BaseInfo
-    from orchestrator.data import TaskSpec
+    from orchestrator.data import Dataset, TaskSpec
     from orchestrator.plugin_manager import PluginHost
     from orchestrator.recipe import Recipe, RecipeError
     from orchestrator.space import Dimension
@@ -400,6 +400,7 @@ def check_implements_build(strategy: Strategy, name: str, owner: str) -> None:
 
     cls = type(strategy)
     if cls.build is not Strategy.build:
+        _check_signatures(strategy, name, owner)
         return
     own = [
         attr
@@ -411,6 +412,71 @@ def check_implements_build(strategy: Strategy, name: str, owner: str) -> None:
     close = get_close_matches("build", own, n=1, cutoff=0.6)
     hint = f" (is {close[0]!r} meant to be build?)" if close else ""
     raise PluginError(f"strategy {name!r} from plugin {owner} does not implement build(){hint}")
+
+
+#: How graftune calls a strategy's methods: (arguments, keywords), and the call as
+#: the documentation writes it.
+_CALLS = {
+    "search_space": ((None,), {}, "search_space(context)"),
+    "build": ((None, None, None), {}, "build(config, task, base)"),
+    "fit": ((None, None, None), {"epochs": 1, "callbacks": []},
+            "fit(model, config, data, *, epochs, callbacks)"),
+}  # fmt: skip
+
+
+def _check_signatures(strategy: Strategy, name: str, owner: str) -> None:
+    """Refuse a strategy method graftune cannot call as it does (found by QA: a
+    fit() with an extra parameter failed every trial with Python's TypeError,
+    which named neither the plugin nor the method's file).
+
+    Raises:
+        PluginError: Naming the method, where it is defined and the call it must take.
+    """
+    import inspect
+
+    for method, (args, kwargs, call) in _CALLS.items():
+        bound = getattr(strategy, method, None)
+        if bound is None:
+            continue
+        try:
+            inspect.signature(bound).bind(*args, **kwargs)
+        except TypeError as exc:
+            function = getattr(bound, "__func__", bound)
+            code = getattr(function, "__code__", None)
+            where = f" ({code.co_filename}:{code.co_firstlineno})" if code is not None else ""
+            raise PluginError(
+                f"strategy {name!r} from plugin {owner}: its {method}(){where} cannot be "
+                f"called as graftune calls it, {call}: {exc}"
+            ) from None
+        except ValueError:  # no signature to read (a builtin): its trials will say
+            continue
+
+
+def loss_problem(model: Any, n_classes: int) -> str | None:
+    """Why a model's loss cannot be computed on integer class labels, as the
+    default ``fit`` trains it (found by QA: categorical_crossentropy failed every
+    trial on "target and output must have the same rank"); ``None`` where it can,
+    or where no input can be made up for it."""
+    import keras
+    import numpy as np
+
+    if len(getattr(model, "inputs", None) or []) != 1:
+        return None
+    shape = tuple(model.inputs[0].shape)[1:]
+    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
+    if any(d is None for d in shape) or not dtype.startswith("float"):
+        return None
+    x = np.zeros((2, *shape), dtype)
+    y = np.array([0, min(1, n_classes - 1)], np.int64)
+    try:
+        model.compute_loss(x=x, y=y, y_pred=model(x, training=False))
+    except Exception as exc:
+        return (
+            f"its loss cannot be computed on integer class labels (the labels graftune "
+            f"trains with, shape (batch,)): {raised(exc)}; compile it with "
+            "loss='sparse_categorical_crossentropy'"
+        )
+    return None
 
 
 def _input_problem(model: Any, input_shape: tuple[int, ...]) -> str | None:
@@ -481,6 +547,7 @@ def check_strategies(
     *,
     pickled: bool = True,
     metric: str = "val_accuracy",
+    dataset: Dataset | None = None,
 ) -> None:
     """Build each strategy's smallest configuration once, in the driver, and check it.
 
@@ -499,6 +566,8 @@ def check_strategies(
         host: The plugin host, to name each strategy's plugin and distribution.
         metric: The search's metric: ``val_accuracy`` needs a model compiled
             with metrics, where the strategy trains with the default ``fit``.
+        dataset: The run's data: a plugin's own ``fit`` is tried on a few of its
+            examples for two epochs (:func:`fit_problems`); not tried without it.
 
     Raises:
         PluginError: Naming the strategy, its plugin and distribution, and what is wrong.
@@ -533,9 +602,12 @@ def check_strategies(
                 )
                 continue
             problems = model_problems(model, task.n_classes, task.input_shape)
-            if not problems and metric == "val_accuracy" and type(strategy).fit is Strategy.fit:
-                # A fit of its own may log the accuracy itself.
-                problems = [p for p in [metrics_problem(model)] if p]
+            own_fit = type(strategy).fit is not Strategy.fit
+            if not problems and not own_fit:
+                # A fit of its own may log the accuracy itself, or train on other labels.
+                if metric == "val_accuracy":
+                    problems = [p for p in [metrics_problem(model)] if p]
+                problems += [p for p in [loss_problem(model, task.n_classes)] if p]
             if problems:
                 raise PluginError(
                     f"strategy {name!r} from plugin {owner} breaks the Strategy contract "
@@ -547,11 +619,119 @@ def check_strategies(
                     f"strategy {name!r} from plugin {owner}: its model (smallest configuration "
                     f"{config}) would be saved but could not be loaded again: {problem}"
                 )
+            if own_fit and dataset is not None and not _builtin(strategy):
+                _check_fit(strategy, name, owner, model, config, dataset)
         finally:
             # Nothing the check built may stay in the driver's memory: one collection
             # (Keras' own would be a second, 0.3 s on a small CPU with TensorFlow loaded).
             keras.backend.clear_session(free_memory=False)
             gc.collect()
+
+
+def _builtin(strategy: Strategy) -> bool:
+    """One of graftune's own strategies (its own tests check their ``fit``)."""
+    return type(strategy).__module__.split(".", 1)[0] == "plugins"
+
+
+def _check_fit(
+    strategy: Strategy,
+    name: str,
+    owner: str,
+    model: Any,
+    config: dict[str, Any],
+    dataset: Dataset,
+) -> None:
+    """Refuse a plugin's own ``fit`` that breaks its contract on the run's data
+    (found by QA: one returning None, the History, or passing no callbacks failed
+    every trial). One that raises is only logged, as a build that raises is.
+
+    Raises:
+        PluginError: Naming the strategy, its plugin and what its fit did.
+    """
+    problems = fit_problems(strategy, model, dict(config), dataset)
+    raised_in_fit = [p for p in problems if p.startswith("fit() raised ")]
+    if raised_in_fit:
+        log.warning(
+            "strategy %r from plugin %s raised in fit() for its smallest configuration %s "
+            "(its trials will record the error): %s",
+            name,
+            owner,
+            config,
+            raised_in_fit[0].removeprefix("fit() raised "),
+        )
+        return
+    if problems:
+        raise PluginError(
+            f"strategy {name!r} from plugin {owner} breaks the Strategy contract in its "
+            f"fit() (smallest configuration {config}, 2 epochs on a few training examples): "
+            + "; ".join(problems)
+        )
+
+
+def fit_problems(
+    strategy: Strategy, model: Any, config: dict[str, Any], dataset: Dataset
+) -> list[str]:
+    """What a strategy's ``fit`` does against its contract, trained for two epochs on
+    up to 64 of ``dataset``'s training examples: raises, returns no model, never
+    calls or bypasses its callbacks, runs more epochs, or reports no accuracy."""
+    import keras
+    import numpy as np
+
+    from orchestrator.strategy import FitData
+
+    class Counter(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.logs: list[dict[str, Any]] = []
+            #: The optimizer and its step count at the last epoch reported.
+            self.last: tuple[Any, int] | None = None
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.logs.append(dict(logs or {}))
+            optimizer = getattr(self.model, "optimizer", None)
+            steps = getattr(optimizer, "iterations", None)
+            self.last = (optimizer, int(steps)) if steps is not None else None
+
+    n = min(64, len(dataset.y_train))
+    data = FitData(
+        np.asarray(dataset.x_train[:n]),
+        np.asarray(dataset.y_train[:n]),
+        np.asarray(dataset.x_val[:32]),
+        np.asarray(dataset.y_val[:32]),
+        32,
+    )
+    counter = Counter()
+    epochs = 2
+    try:
+        trained = strategy.fit(model, dict(config), data, epochs=epochs, callbacks=[counter])
+    except Exception as exc:
+        return [f"fit() raised {type(exc).__name__}: {exc}"]
+    problems = []
+    if not isinstance(trained, keras.Model):
+        problems.append(f"fit() returned {type(trained).__name__}, not the trained keras.Model")
+    if not counter.logs:
+        problems.append("fit() never called the callbacks it was given (pass them to model.fit)")
+        return problems
+    if counter.last is not None and isinstance(trained, keras.Model):
+        optimizer, steps = counter.last
+        now = getattr(trained, "optimizer", None)
+        if now is not optimizer or int(getattr(now, "iterations", steps)) > steps:
+            # Its epochs after the last it reported: never scored, stopped or pruned.
+            problems.append(
+                "fit() trained the model after the last epoch it reported to its callbacks "
+                "(a second model.fit, as a two-phase fit does, without callbacks=callbacks?): "
+                "pass the callbacks to every model.fit"
+            )
+    if len(counter.logs) > epochs:
+        problems.append(f"fit() ran {len(counter.logs)} epochs when given epochs={epochs}")
+    else:
+        missing = {"accuracy", "val_accuracy"} - set(counter.logs[-1])
+        if missing:
+            problems.append(
+                f"fit() epochs report no {', '.join(sorted(missing))} (compile with "
+                "metrics=['accuracy'] and pass validation data)"
+            )
+    return problems
 
 
 #: Models with more parameters (a large base inside) are checked by their

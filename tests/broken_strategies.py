@@ -210,6 +210,44 @@ class FitsWithoutValidation(SmallMLP):
         return model
 
 
+class FitReturnsTheHistory(SmallMLP):
+    """Returns what model.fit returns, not the model (found by QA: every trial failed)."""
+
+    name = "fit_returns_the_history"
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        return model.fit(
+            data.x_train, data.y_train, epochs=epochs, callbacks=callbacks,
+            validation_data=(data.x_val, data.y_val), verbose=0,
+        )  # fmt: skip
+
+
+class FitTakesAnExtraArgument(SmallMLP):
+    """A fit graftune cannot call (found by QA: Python's TypeError in every trial)."""
+
+    name = "fit_takes_an_extra_argument"
+
+    def fit(self, model, config, data, epochs, callbacks, extra):
+        return model
+
+
+class CategoricalLoss(SmallMLP):
+    """Compiled with a loss for one-hot labels; graftune trains on class codes."""
+
+    name = "categorical_loss"
+
+    def build(self, config, task, base):
+        import keras
+
+        inputs = keras.Input(task.input_shape)
+        outputs = keras.layers.Dense(task.n_classes, activation="softmax")(
+            keras.layers.Flatten()(inputs)
+        )
+        model = keras.Model(inputs, outputs)
+        model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
 class TenClassesAlways(SmallMLP):
     """Outputs the digits' 10 classes whatever the task."""
 

@@ -674,6 +674,10 @@ def test_a_strategy_without_build_or_a_space_validate_can_read_is_refused_in_its
             "context.base may be None;",
         ),
         (broken.NoBuild, "does not implement build()"),
+        (
+            broken.FitTakesAnExtraArgument,
+            "its fit() (" + broken.__file__,  # where it is, then the call it must take
+        ),
     ):
         graftune_register(broken.Registers(cls), name="culprit")
         result = cli("validate", write(tmp_path, BROKEN_RECIPE.replace("NAME", cls.name)))
@@ -739,6 +743,21 @@ def test_a_strategy_that_cannot_be_made_bare_is_a_plugin_error(
             broken.UnregisteredLayer,
             # (saved as 'in_build>Shift' once a test before registered it so)
             "would be saved but could not be loaded again: it uses the custom Keras object 'Shift'",
+        ),
+        # Found by QA: each passed validate and the driver's build, and every trial failed.
+        (broken.FitReturnsTheHistory, "fit() returned History, not the trained keras.Model"),
+        (broken.ForgetsCallbacks, "fit() never called the callbacks it was given"),
+        (broken.OneEpochTooMany, "fit() ran 3 epochs when given epochs=2"),
+        (
+            broken.FitTakesAnExtraArgument,
+            "cannot be called as graftune calls it, fit(model, config, "
+            "data, *, epochs, callbacks): missing a required argument: 'extra'",
+        ),
+        (
+            broken.CategoricalLoss,
+            "its loss cannot be computed on integer class labels (the labels graftune trains "
+            "with, shape (batch,)): ValueError: Arguments `target` and `output` must have the "
+            "same rank",
         ),
     ],
 )

@@ -41,6 +41,7 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
     check_strategy(broken.NarrowsItsParentsSpace, dataset=tiny_dataset("iris"))
     strategy = broken.NarrowsItsParentsSpace()
     space = strategy.search_space(SpaceContext())
+    caplog.clear()  # TensorFlow's retracing warning of the check's fit, after other tests' fits
     with caplog.at_level(logging.WARNING):
         defaults = strategy_defaults(strategy, SpaceContext(), "tests", space)
     assert caplog.text == ""
