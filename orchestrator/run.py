@@ -1843,12 +1843,19 @@ def _read_search(path: Path) -> list[TrialResult] | None:
         stored = path.parent / result.trial_id / RESULT_FILE
         # A failed trial's folder deleted: to train it again, as its error says.
         gone = not stored.parent.is_dir() if result.status == "failed" else not stored.is_file()
-        if result.status in ("ok", "diverged", "error", "failed") and gone:
+        if result.status == "failed" and gone:
+            # Deleted to train it again (as its error says), or never made: a trial
+            # whose worker died before it started has no folder. Neither is damage
+            # (found by QA: a resume of a run whose every trial failed warned of each).
+            log.info("%s lists failed trial %s/%s, without a folder: it runs again", path,
+                     result.strategy, result.trial_id)  # fmt: skip
+            path.unlink(missing_ok=True)
+            return None
+        if result.status in ("ok", "diverged", "error") and gone:
             log.warning(
-                "%s lists %strial %s/%s, whose %s is gone: removed; the search resumes, "
+                "%s lists trial %s/%s, whose %s is gone: removed; the search resumes, "
                 "and that trial runs again",
                 path,
-                "failed " if result.status == "failed" else "",
                 result.strategy,
                 result.trial_id,
                 stored if stored.parent.is_dir() else f"folder {stored.parent}",

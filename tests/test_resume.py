@@ -1542,6 +1542,26 @@ def test_a_damaged_end_of_a_search_makes_it_resume_and_run_only_what_is_gone(
         assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
 
 
+def test_a_failed_trial_that_never_had_a_folder_runs_again_without_a_damage_warning(
+    tmp_path, caplog
+):
+    """Found by QA: resuming a run whose trials' workers all died before they started
+    warned, per strategy, that a folder "is gone" (it never was made)."""
+    import logging
+
+    from orchestrator.run import SEARCH_DONE_FILE, _read_search, _write_search
+    from orchestrator.trial import TrialResult
+
+    marker = tmp_path / "trials" / "scratch_mlp" / SEARCH_DONE_FILE
+    never = TrialResult("scratch_mlp", "a_00000", "failed", {}, error="worker died")
+    _write_search(marker, [never])
+    with caplog.at_level(logging.INFO, logger="orchestrator.run"):
+        assert _read_search(marker) is None  # the search resumes: the trial runs again
+    assert not marker.exists()
+    assert "is gone" not in caplog.text and "without a folder: it runs again" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_a_search_marker_that_is_a_folder_is_named_before_the_search_runs(ended_run, tmp_path):
     """Found by QA: the search ran again, then ended in "internal error:
     IsADirectoryError" writing its mark."""
