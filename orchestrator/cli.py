@@ -492,6 +492,8 @@ def validate(
     try:
         host = _host(plugin, recipe)
         loaded = validate_recipe(recipe, host)
+        # A hook returning what Keras cannot register stops every run (QA: validate said ok).
+        host.keras_objects()
         if loaded.submit.pip:  # the files submit would send (found by QA: ok, then refused)
             from orchestrator.submit import check_sendable
 

@@ -582,7 +582,7 @@ def check_strategies(
     for name, strategy in strategies.items():
         owner = host.strategies.owner(name)
         if pickled:
-            _check_pickles(strategy, name, owner)
+            check_pickles(strategy, name, owner)
         config = smallest_config(spaces[name])
         try:
             loaded = load_base(base) if strategy.requires_base and base is not None else None
@@ -820,7 +820,7 @@ def _registered_in_build(exc: BaseException, added: dict[str, Any]) -> str | Non
     )
 
 
-def _check_pickles(strategy: Strategy, name: str, owner: str) -> None:
+def check_pickles(strategy: Strategy, name: str, owner: str) -> None:
     from ray import cloudpickle
 
     try:

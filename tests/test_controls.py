@@ -678,6 +678,8 @@ def test_a_strategy_without_build_or_a_space_validate_can_read_is_refused_in_its
             broken.FitTakesAnExtraArgument,
             "its fit() (" + broken.__file__,  # where it is, then the call it must take
         ),
+        # Found by QA: validate said ok, and the run refused it.
+        (broken.Unpicklable, "does not pickle"),
     ):
         graftune_register(broken.Registers(cls), name="culprit")
         result = cli("validate", write(tmp_path, BROKEN_RECIPE.replace("NAME", cls.name)))
@@ -685,6 +687,25 @@ def test_a_strategy_without_build_or_a_space_validate_can_read_is_refused_in_its
         said = " ".join(result.output.split())
         assert f"strategy {cls.name!r} from plugin culprit (graftune-testing-culprit 0)" in said
         assert words in said
+
+
+def test_validate_refuses_a_keras_objects_hook_that_would_stop_every_run(
+    graftune_register, tmp_path
+):
+    """Found by QA: a graftune_keras_objects hook returning a dotted name passed
+    validate; every run, of any strategy, then stopped on it."""
+    from orchestrator import hookimpl
+
+    class NamesItsLayer:
+        @hookimpl
+        def graftune_keras_objects(self):
+            return ["mypkg.layers.Quad"]
+
+    graftune_register(NamesItsLayer(), name="namer")
+    result = cli("validate", write(tmp_path, BROKEN_RECIPE.replace(", NAME: {num_samples: 1}", "")))
+    assert result.exit_code == 3, result.output
+    said = " ".join(result.output.split())
+    assert "graftune_keras_objects returned 'mypkg.layers.Quad', not a Keras class" in said
 
 
 @pytest.mark.parametrize(
