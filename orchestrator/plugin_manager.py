@@ -567,6 +567,12 @@ def _fill(host: PluginHost, hook_name: str, registry: Registry) -> None:
                 plugin=impl.plugin_name,
             ) from exc
         if returned is not None:  # pluggy keeps it; graftune adds only what add() is given
+            if registry.why_missing is None:  # an unknown name links back to it (found by QA)
+                registry.why_missing = (
+                    f"no installed plugin provides it; plugin {registry.current_owner} "
+                    f"returned {ellipsized(repr(returned), 80)} from {hook_name}, which is "
+                    f"ignored: call registry.add(...) for each {registry.kind} instead"
+                )
             log.warning(
                 "plugin %s returned %s from %s, which is ignored: call registry.add(...) "
                 "for each %s instead",

@@ -415,6 +415,32 @@ def test_registering_an_instance_is_refused_with_what_to_do():
     assert "good_one" in registry
 
 
+def test_a_registration_hook_that_returns_its_classes_is_named_by_an_unknown_name(caplog):
+    """Found by QA: the warning said it, and the recipe's error only "no installed
+    plugin provides it"."""
+    import types
+
+    from orchestrator import Strategy, hookimpl
+
+    class Good(Strategy):
+        name = "good_one"
+
+    module = types.ModuleType("gt_test_returns")
+
+    @hookimpl
+    def graftune_register_strategies(registry):
+        return [Good]
+
+    module.graftune_register_strategies = graftune_register_strategies
+    host = get_plugin_manager(extra_plugins=[module])
+    said = host.strategies.unknown_message("good_one")
+    assert said.startswith(
+        "unknown strategy 'good_one' (no installed plugin provides it; plugin gt_test_returns "
+        "(not installed) returned [<class "
+    ), said
+    assert "from graftune_register_strategies, which is ignored: call registry.add(...)" in said
+
+
 def test_a_hook_function_without_hookimpl_is_named_as_ignored(caplog):
     import logging
     import types
