@@ -760,7 +760,6 @@ def reload_problem(model: Any, registered: dict[str, Any] | None = None) -> str 
 
     import keras
 
-    from orchestrator.bases import load_problem
     from orchestrator.errors import DiskFull, is_disk_full, no_room
     from orchestrator.trial import save_model
 
@@ -779,7 +778,7 @@ def reload_problem(model: Any, registered: dict[str, Any] | None = None) -> str 
             try:
                 keras.saving.deserialize_keras_object(config, safe_mode=True)
             except Exception as exc:
-                return _registered_in_build(exc, added) or load_problem(exc)
+                return _why_unloadable(exc, model, added)
             return None
         with tempfile.TemporaryDirectory(prefix="graftune-reload-") as folder:
             path = Path(folder) / "model.keras"
@@ -795,10 +794,39 @@ def reload_problem(model: Any, registered: dict[str, Any] | None = None) -> str 
             try:
                 keras.saving.load_model(path, safe_mode=True)
             except Exception as exc:
-                return _registered_in_build(exc, added) or load_problem(exc)
+                return _why_unloadable(exc, model, added)
         return None
     finally:
         table.update(added)
+
+
+def _why_unloadable(exc: BaseException, model: Any, added: dict[str, Any]) -> str:
+    """Why a model saved here does not load again, in the words that fit its case."""
+    from orchestrator.bases import load_problem
+
+    return _defined_inside(exc, model) or _registered_in_build(exc, added) or load_problem(exc)
+
+
+def _defined_inside(exc: BaseException, model: Any) -> str | None:
+    """What to say where the object a model could not load with is a class defined
+    inside a function (``build``): no hook can return it, no module import can
+    register it (found by QA: that was the advice)."""
+    from orchestrator.bases import unknown_keras_object
+
+    name = unknown_keras_object(exc)
+    if name is None:
+        return None
+    for layer in getattr(model, "_flatten_layers", lambda: [])():
+        cls = type(layer)
+        if cls.__name__ == name and "<locals>" in cls.__qualname__:
+            return (
+                f"it uses the custom Keras object {name!r}, a class defined inside "
+                f"{cls.__qualname__.rsplit('.<locals>.', 1)[0].rsplit('.', 1)[-1]}(), which nothing outside that call "
+                "can find: define it at the top level of a module, and register it there "
+                "(keras.saving.register_keras_serializable) or return it from the plugin's "
+                "graftune_keras_objects hook"
+            )
+    return None
 
 
 def _registered_in_build(exc: BaseException, added: dict[str, Any]) -> str | None:

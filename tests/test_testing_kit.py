@@ -117,6 +117,29 @@ def test_a_broken_strategy_fails_naming_the_class_and_the_problem(cls, words):
     assert "fails 1 check(s)" in message
 
 
+def test_a_layer_class_defined_inside_build_is_told_to_move_to_module_level():
+    """Found by QA: the advice was to return it from graftune_keras_objects, which no
+    hook can do for a class that exists only while build() runs."""
+    import keras
+
+    from orchestrator.preflight import reload_problem
+
+    def build():
+        class Triple(keras.layers.Layer):
+            def call(self, x):
+                return x * 3
+
+        inputs = keras.Input((4,))
+        return keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(Triple()(inputs)))
+
+    said = reload_problem(build(), dict(keras.saving.get_custom_objects()))
+    assert said == (
+        "it uses the custom Keras object 'Triple', a class defined inside build(), which nothing outside that call can find: define it at the top level of a "
+        "module, and register it there (keras.saving.register_keras_serializable) or return "
+        "it from the plugin's graftune_keras_objects hook"
+    )
+
+
 def test_a_layer_registered_only_in_build_does_not_count_for_loading_again():
     import keras
 
