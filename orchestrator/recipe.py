@@ -733,7 +733,20 @@ def _load_recipe(path: Path) -> Recipe:
         inside = path / "recipe.yaml"
         hint = f": a run directory's recipe is {inside}" if inside.is_file() else ""
         raise RecipeError(f"is a folder, not a recipe file{hint}", file=path) from None
-    except (UnicodeDecodeError, PermissionError) as exc:
+    except UnicodeDecodeError as exc:
+        # Found by QA: the codec's "position 7", no line, and UTF-16 unsaid.
+        data = bytes(exc.object)
+        line = data[: exc.start].count(b"\n") + 1
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            said, line = "it is UTF-16 (its first bytes say so): save it as UTF-8", None
+        else:
+            bad = " ".join(f"0x{b:02x}" for b in data[exc.start : exc.end])
+            said = (
+                f"byte {exc.start + 1} is not UTF-8 ({bad}, {data[exc.start : exc.end].decode('cp1252', 'replace')!r} "
+                "in Windows-1252): a recipe is UTF-8 text; save it as UTF-8"
+            )
+        raise RecipeError(f"cannot read the recipe: {said}", file=path, line=line) from None
+    except PermissionError as exc:
         raise RecipeError(f"cannot read the recipe: {exc}", file=path) from None
     return parse_recipe(text, file=path, recorded=recorded_recipe(path))
 

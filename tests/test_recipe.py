@@ -1103,6 +1103,26 @@ def test_missing_recipe_file(tmp_path: Path) -> None:
     assert "nope.yaml: no such recipe file" in result.output
 
 
+def test_a_recipe_that_is_not_utf8_names_the_line_or_says_utf16(tmp_path: Path) -> None:
+    """Found by QA: the codec's "can't decode byte 0xe9 in position 75", no line."""
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes((HEAD + "strategies: {scratch_mlp: {}}\n# caf\xe9\n").encode("latin-1"))
+    result = cli("validate", str(latin))
+    assert_exit(result, 2)
+    assert (
+        f"{latin}:4: cannot read the recipe: byte {len(HEAD) + 36} is not UTF-8 (0xe9, 'é' in "
+        "Windows-1252): a recipe is UTF-8 text; save it as UTF-8"
+    ) in " ".join(result.output.split())
+    wide = tmp_path / "wide.yaml"
+    wide.write_text(HEAD, encoding="utf-16")
+    result = cli("validate", str(wide))
+    assert_exit(result, 2)
+    assert f"{wide}: cannot read the recipe: it is UTF-16 (its first bytes say so)" in (
+        " ".join(result.output.split())
+    )
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_folder_is_not_a_recipe(tmp_path: Path) -> None:
     """Found by QA: a run directory given for its recipe said "cannot read the
     recipe: [Errno 21] Is a directory"; a folder of runs given for a run, only that
