@@ -1020,7 +1020,14 @@ def _convert(
 ) -> RecipeError:
     loc = tuple(str(p) for p in err["loc"])
     kind = err["type"]
-    if kind == "extra_forbidden":
+    if loc[-1:] == ("[key]",) or kind == "invalid_key":
+        # A key that is not text: pydantic's loc names it as it hashes (true as 1)
+        # and adds "[key]" (found by QA); the error is at the mapping that holds it.
+        loc = loc[:-2] if loc[-1:] == ("[key]",) else loc[:-1]
+        kind = "key_type"
+    if kind == "key_type":
+        message = f"a key should be text; got {echoed(err['input'])}"
+    elif kind == "extra_forbidden":
         valid = _fields_at(loc[:-1])
         message = f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], valid)}"
         if valid:
@@ -1058,7 +1065,7 @@ def _convert(
         message = f"expected a mapping of keys{hint}; got {echoed(err['input'])}"
     else:
         message = f"{err['msg'][0].lower()}{err['msg'][1:]}; got {echoed(err['input'])}"
-    if isinstance(err.get("input"), bool) and kind in ("string_type", "invalid_key"):
+    if isinstance(err.get("input"), bool) and kind in ("string_type", "key_type"):
         message += _YAML_BOOLEANS
     if err.get("input", ...) is None and message.endswith("; got None"):
         # Found by QA: `output: ~` was "got None", with nothing of why.

@@ -1103,6 +1103,31 @@ def test_missing_recipe_file(tmp_path: Path) -> None:
     assert "nope.yaml: no such recipe file" in result.output
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            HEAD + "strategies: {scratch_mlp: {}, true: {}}\n",
+            "recipe.yaml:3: strategies: a key should be text; got True (YAML reads yes, no,",
+        ),
+        (
+            HEAD + "strategies: {scratch_mlp: {space: {1.5: 3}}}\n",
+            "recipe.yaml:3: strategies.scratch_mlp.space: a key should be text; got 1.5",
+        ),
+        (
+            "null: x\n" + HEAD + "strategies: {scratch_mlp: {}}\n",
+            "recipe.yaml: a key should be text; got null (YAML reads an empty value",
+        ),
+    ],
+)
+def test_a_key_that_is_not_text_is_named_at_its_mapping(tmp_path: Path, text, said) -> None:
+    """Found by QA: `true:` read as "strategies.1.[key]", `null:` as the path "None"."""
+    result = cli("validate", str(write_recipe(tmp_path, text)))
+    assert_exit(result, 2)
+    assert said in " ".join(result.output.split()), result.output
+    assert "[key]" not in result.output
+
+
 def test_a_recipe_that_is_not_utf8_names_the_line_or_says_utf16(tmp_path: Path) -> None:
     """Found by QA: the codec's "can't decode byte 0xe9 in position 75", no line."""
     latin = tmp_path / "latin.yaml"
