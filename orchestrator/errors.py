@@ -489,7 +489,9 @@ def cannot_write_in(folder: Path) -> str | None:
         try:
             os.rmdir(tempfile.mkdtemp(prefix=".graftune-check-", dir=folder))
         except OSError as exc:
-            return f"{folder} is not writable ({exc.strerror or exc})"
+            # "/proc is not writable (No such file or directory)" read as if the
+            # folder was missing (found by QA): say what was tried.
+            return f"{folder} is not writable (making a folder in it failed: {exc.strerror or exc})"
     return None
 
 
