@@ -296,6 +296,10 @@ def check_compatible(name: str, default: Dimension, override: Dimension) -> None
         below = [v for v in values if positive and _kind(v) in ("int", "float") and v < 0]
         hint = f" ({below[0]} is below 0)" if below and not isinstance(override, Fixed) else ""
         hint = hint or next((h for h in map(_text_number_hint, values) if h), "")
+        if not hint and isinstance(default, Int):
+            # Found by QA: 'ALL' was told "whole numbers", not that 'all' is taken.
+            spelt = [v for v in values if isinstance(v, str) and v.strip().lower() == "all"]
+            hint = f" (write 'all', in lower case, for {spelt[0]!r})" if spelt else ""
         raise ValueError(
             f"{name} takes {_describe_kinds(kinds, positive)}; got {override.describe()}{hint}"
         )

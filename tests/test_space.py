@@ -189,6 +189,9 @@ def test_all_in_a_choice_is_the_bases_count_once() -> None:
     with pytest.raises(ValueError, match="only fits whole-number dimensions"):
         check_compatible("head_width", Choice((64, 128)), Choice((64, "all")))
     assert outside_cut_points(Choice((0, 9, "all")), 5) == [9]
+    # Found by QA: 'ALL' was told only "whole numbers".
+    with pytest.raises(ValueError, match=r"got fixed 'ALL' \(write 'all', in lower case, for"):
+        check_compatible("frozen_layers", Int(0, ALL), Fixed("ALL"))
 
 
 def test_describe() -> None:
