@@ -619,18 +619,14 @@ def check_strategies(
                     f"strategy {name!r} from plugin {owner}: its model (smallest configuration "
                     f"{config}) would be saved but could not be loaded again: {problem}"
                 )
-            if own_fit and dataset is not None and not _builtin(strategy):
+            # graftune's own (fine_tune's two-phase fit) are checked by its own tests.
+            if own_fit and dataset is not None and not host.strategies.is_builtin(name):
                 _check_fit(strategy, name, owner, model, config, dataset)
         finally:
             # Nothing the check built may stay in the driver's memory: one collection
             # (Keras' own would be a second, 0.3 s on a small CPU with TensorFlow loaded).
             keras.backend.clear_session(free_memory=False)
             gc.collect()
-
-
-def _builtin(strategy: Strategy) -> bool:
-    """One of graftune's own strategies (its own tests check their ``fit``)."""
-    return type(strategy).__module__.split(".", 1)[0] == "plugins"
 
 
 def _check_fit(
