@@ -492,8 +492,14 @@ def validate(
     try:
         host = _host(plugin, recipe)
         loaded = validate_recipe(recipe, host)
-        # A hook returning what Keras cannot register stops every run (QA: validate said ok).
+        # A hook returning what Keras cannot register stops every run, and Ray must send
+        # each strategy to its workers pickled (found by QA: validate said ok to both).
         host.keras_objects()
+        if loaded.search.backend == "ray":
+            from orchestrator.preflight import check_pickles
+
+            for name in loaded.strategies:
+                check_pickles(host.strategy(name), name, host.strategies.owner(name))
         if loaded.submit.pip:  # the files submit would send (found by QA: ok, then refused)
             from orchestrator.submit import check_sendable
 
@@ -1437,7 +1443,8 @@ def jobs_list(
         typer.Option(
             "--all",
             help="Also list drivers that connected without the job API "
-            "(graftune run --address, ray.init).",
+            "(graftune run --address, ray.init); a driver that has gone shows ENDED, "
+            "however it exited (Ray does not know).",
         ),
     ] = False,
     format: _ListingFormat = Listing.table,
@@ -1456,13 +1463,20 @@ def jobs_list(
     drivers = [job for job in found if not job.submission_id]
     if not all_:
         found = [job for job in found if job.submission_id]
+
+    def status(job: Any) -> str:
+        # Ray marks a driver that disconnected SUCCEEDED, a killed one or one that
+        # exited 1 too (found by QA): it knows only that it ended.
+        said = str(job.status)
+        return "ENDED" if not job.submission_id and said == "SUCCEEDED" else said
+
     if format is Listing.json:
         _write_json(
             [
                 {
                     "job": job.submission_id,
                     "driver": None if job.submission_id else job.job_id,
-                    "status": str(job.status),
+                    "status": status(job),
                     "started": job.start_time and job.start_time / 1000,
                     "ended": job.end_time and job.end_time / 1000,
                     "recipe": (job.metadata or {}).get(META_RECIPE),
@@ -1479,7 +1493,7 @@ def jobs_list(
         )
         cells = (
             job.submission_id or f"{job.job_id} (driver)",
-            str(job.status),
+            status(job),
             started or "",
             (job.metadata or {}).get(META_RECIPE, ""),
             run_location(job) or "",

@@ -46,7 +46,7 @@ from orchestrator.space import (
 
 if TYPE_CHECKING:
     from orchestrator.bases import BaseInfo
-    from orchestrator.data import Dataset, TaskSpec
+    from orchestrator.data import TaskSpec
     from orchestrator.plugin_manager import PluginHost
     from orchestrator.recipe import Recipe, RecipeError
     from orchestrator.space import Dimension
@@ -547,7 +547,6 @@ def check_strategies(
     *,
     pickled: bool = True,
     metric: str = "val_accuracy",
-    dataset: Dataset | None = None,
 ) -> None:
     """Build each strategy's smallest configuration once, in the driver, and check it.
 
@@ -566,8 +565,6 @@ def check_strategies(
         host: The plugin host, to name each strategy's plugin and distribution.
         metric: The search's metric: ``val_accuracy`` needs a model compiled
             with metrics, where the strategy trains with the default ``fit``.
-        dataset: The run's data: a plugin's own ``fit`` is tried on a few of its
-            examples for two epochs (:func:`fit_problems`); not tried without it.
 
     Raises:
         PluginError: Naming the strategy, its plugin and distribution, and what is wrong.
@@ -619,115 +616,11 @@ def check_strategies(
                     f"strategy {name!r} from plugin {owner}: its model (smallest configuration "
                     f"{config}) would be saved but could not be loaded again: {problem}"
                 )
-            # graftune's own (fine_tune's two-phase fit) are checked by its own tests.
-            if own_fit and dataset is not None and not host.strategies.is_builtin(name):
-                _check_fit(strategy, name, owner, model, config, dataset)
         finally:
             # Nothing the check built may stay in the driver's memory: one collection
             # (Keras' own would be a second, 0.3 s on a small CPU with TensorFlow loaded).
             keras.backend.clear_session(free_memory=False)
             gc.collect()
-
-
-def _check_fit(
-    strategy: Strategy,
-    name: str,
-    owner: str,
-    model: Any,
-    config: dict[str, Any],
-    dataset: Dataset,
-) -> None:
-    """Refuse a plugin's own ``fit`` that breaks its contract on the run's data
-    (found by QA: one returning None, the History, or passing no callbacks failed
-    every trial). One that raises is only logged, as a build that raises is.
-
-    Raises:
-        PluginError: Naming the strategy, its plugin and what its fit did.
-    """
-    problems = fit_problems(strategy, model, dict(config), dataset)
-    raised_in_fit = [p for p in problems if p.startswith("fit() raised ")]
-    if raised_in_fit:
-        log.warning(
-            "strategy %r from plugin %s raised in fit() for its smallest configuration %s "
-            "(its trials will record the error): %s",
-            name,
-            owner,
-            config,
-            raised_in_fit[0].removeprefix("fit() raised "),
-        )
-        return
-    if problems:
-        raise PluginError(
-            f"strategy {name!r} from plugin {owner} breaks the Strategy contract in its "
-            f"fit() (smallest configuration {config}, 2 epochs on a few training examples): "
-            + "; ".join(problems)
-        )
-
-
-def fit_problems(
-    strategy: Strategy, model: Any, config: dict[str, Any], dataset: Dataset
-) -> list[str]:
-    """What a strategy's ``fit`` does against its contract, trained for two epochs on
-    up to 64 of ``dataset``'s training examples: raises, returns no model, never
-    calls or bypasses its callbacks, runs more epochs, or reports no accuracy."""
-    import keras
-    import numpy as np
-
-    from orchestrator.strategy import FitData
-
-    class Counter(keras.callbacks.Callback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.logs: list[dict[str, Any]] = []
-            #: The optimizer and its step count at the last epoch reported.
-            self.last: tuple[Any, int] | None = None
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self.logs.append(dict(logs or {}))
-            optimizer = getattr(self.model, "optimizer", None)
-            steps = getattr(optimizer, "iterations", None)
-            self.last = (optimizer, int(steps)) if steps is not None else None
-
-    n = min(64, len(dataset.y_train))
-    data = FitData(
-        np.asarray(dataset.x_train[:n]),
-        np.asarray(dataset.y_train[:n]),
-        np.asarray(dataset.x_val[:32]),
-        np.asarray(dataset.y_val[:32]),
-        32,
-    )
-    counter = Counter()
-    epochs = 2
-    try:
-        trained = strategy.fit(model, dict(config), data, epochs=epochs, callbacks=[counter])
-    except Exception as exc:
-        return [f"fit() raised {type(exc).__name__}: {exc}"]
-    problems = []
-    if not isinstance(trained, keras.Model):
-        problems.append(f"fit() returned {type(trained).__name__}, not the trained keras.Model")
-    if not counter.logs:
-        problems.append("fit() never called the callbacks it was given (pass them to model.fit)")
-        return problems
-    if counter.last is not None and isinstance(trained, keras.Model):
-        optimizer, steps = counter.last
-        now = getattr(trained, "optimizer", None)
-        if now is not optimizer or int(getattr(now, "iterations", steps)) > steps:
-            # Its epochs after the last it reported: never scored, stopped or pruned.
-            problems.append(
-                "fit() trained the model after the last epoch it reported to its callbacks "
-                "(a second model.fit, as a two-phase fit does, without callbacks=callbacks?): "
-                "pass the callbacks to every model.fit"
-            )
-    if len(counter.logs) > epochs:
-        problems.append(f"fit() ran {len(counter.logs)} epochs when given epochs={epochs}")
-    else:
-        missing = {"accuracy", "val_accuracy"} - set(counter.logs[-1])
-        if missing:
-            problems.append(
-                f"fit() epochs report no {', '.join(sorted(missing))} (compile with "
-                "metrics=['accuracy'] and pass validation data)"
-            )
-    return problems
 
 
 #: Models with more parameters (a large base inside) are checked by their

@@ -1127,7 +1127,6 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
     from orchestrator.data import check_data_spec
     from orchestrator.preflight import (
         check_implements_build,
-        check_pickles,
         plugin_control_errors,
         strategy_defaults,
         strategy_space,
@@ -1168,8 +1167,6 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
             continue
         strategy = host.strategy(name)
         check_implements_build(strategy, name, host.strategies.owner(name))
-        if recipe.search.backend == "ray":  # Ray sends it to its workers (QA: ok, then refused)
-            check_pickles(strategy, name, host.strategies.owner(name))
         if strategy.requires_base:
             needs_base.append(name)
         defaults = strategy_space(strategy, SpaceContext(), host.strategies.owner(name))

@@ -756,7 +756,6 @@ def _run(
         host,
         pickled=recipe.search.backend == "ray",
         metric=recipe.search.metric,
-        dataset=dataset,
     )
     if ray_start is not None and ray_start.wait_up():  # embedded Ray: what it has is all
         _check_a_trial_fits(recipe)

@@ -357,7 +357,7 @@ def _behaviour_problems(
 
     from orchestrator.bases import load_base
     from orchestrator.models import forgetting_traced_gradients
-    from orchestrator.preflight import fit_problems, model_problems, reload_problem, space_problems
+    from orchestrator.preflight import model_problems, reload_problem, space_problems
     from orchestrator.space import resolve_space, smallest_config
     from orchestrator.strategy import SpaceContext
 
@@ -438,7 +438,7 @@ def _behaviour_problems(
         if pickle_after_build:
             problems += _pickle_problems(strategy, "the instance after build()")
         if not broken:
-            problems += fit_problems(strategy, model, config, dataset)
+            problems += _fit_problems(strategy, model, config, dataset)
         if not broken and base is not None:
             problems += _cached_problems(strategy, config, dataset.task, base)
         keras.backend.clear_session()
@@ -551,6 +551,72 @@ def _default_problems(strategy: Strategy, context: Any, space: dict[str, Any]) -
     if not defaults_are_its_own(strategy):  # a parent's, used only where they fit
         return []
     return [f"default_config(): {p}" for p in default_problems(defaults, space).values()]
+
+
+def _fit_problems(
+    strategy: Strategy, model: Any, config: dict[str, Any], dataset: Dataset
+) -> list[str]:
+    """What a strategy's ``fit`` does against its contract, trained for two epochs on
+    up to 64 of ``dataset``'s training examples: raises, returns no model, never
+    calls or bypasses its callbacks, runs more epochs, or reports no accuracy."""
+    import keras
+    import numpy as np
+
+    from orchestrator.strategy import FitData
+
+    class Counter(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.logs: list[dict[str, Any]] = []
+            #: The optimizer and its step count at the last epoch reported.
+            self.last: tuple[Any, int] | None = None
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.logs.append(dict(logs or {}))
+            optimizer = getattr(self.model, "optimizer", None)
+            steps = getattr(optimizer, "iterations", None)
+            self.last = (optimizer, int(steps)) if steps is not None else None
+
+    n = min(64, len(dataset.y_train))
+    data = FitData(
+        np.asarray(dataset.x_train[:n]),
+        np.asarray(dataset.y_train[:n]),
+        np.asarray(dataset.x_val[:32]),
+        np.asarray(dataset.y_val[:32]),
+        32,
+    )
+    counter = Counter()
+    epochs = 2
+    try:
+        trained = strategy.fit(model, dict(config), data, epochs=epochs, callbacks=[counter])
+    except Exception as exc:
+        return [f"fit() raised {type(exc).__name__}: {exc}"]
+    problems = []
+    if not isinstance(trained, keras.Model):
+        problems.append(f"fit() returned {type(trained).__name__}, not the trained keras.Model")
+    if not counter.logs:
+        problems.append("fit() never called the callbacks it was given (pass them to model.fit)")
+        return problems
+    if counter.last is not None and isinstance(trained, keras.Model):
+        optimizer, steps = counter.last
+        now = getattr(trained, "optimizer", None)
+        if now is not optimizer or int(getattr(now, "iterations", steps)) > steps:
+            # Its epochs after the last it reported: never scored, stopped or pruned.
+            problems.append(
+                "fit() trained the model after the last epoch it reported to its callbacks "
+                "(a second model.fit, as a two-phase fit does, without callbacks=callbacks?): "
+                "pass the callbacks to every model.fit"
+            )
+    if len(counter.logs) > epochs:
+        problems.append(f"fit() ran {len(counter.logs)} epochs when given epochs={epochs}")
+    else:
+        missing = {"accuracy", "val_accuracy"} - set(counter.logs[-1])
+        if missing:
+            problems.append(
+                f"fit() epochs report no {', '.join(sorted(missing))} (compile with "
+                "metrics=['accuracy'] and pass validation data)"
+            )
+    return problems
 
 
 # -- an in-process run ---------------------------------------------------------------------

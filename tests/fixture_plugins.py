@@ -66,9 +66,11 @@ class RaisingStrategy(Strategy):
     def build(self, config, task, base):
         # What a plugin says on its way to the error: kept in the trial's output.txt.
         import logging
+        import os
         import warnings
 
         print("raising: about to fail")
+        print(f"raising: working in {os.getcwd()}")
         warnings.warn("raising: a warning first", stacklevel=1)
         logging.getLogger("raising").warning("raising: a log record too")
         raise RuntimeError("deliberate failure in build")

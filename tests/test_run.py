@@ -69,6 +69,10 @@ def test_a_raising_strategy_marks_its_trial_error(finished_run):
     said = (trial / "output.txt").read_text()
     assert said.startswith("--- attempt in process ")
     assert "raising: about to fail" in said
+    # Not chdir'd by Tune into a folder under Ray's session (found by QA: a plugin's
+    # relative path worked in the driver and under keras_tuner, and failed on Ray).
+    working = said.split("raising: working in ", 1)[1].splitlines()[0]
+    assert "working_dirs" not in working and "session_" not in working, working
     assert "UserWarning: raising: a warning first" in said
     assert "WARNING raising: raising: a log record too" in said
     # Trials that said nothing have no such file.

@@ -64,6 +64,7 @@ def test_a_subclass_that_narrows_its_parents_space_keeps_its_parents_defaults_wh
         (broken.LogitsOut, "end the model in a softmax"),
         (broken.Unpicklable, "a fresh instance does not pickle with cloudpickle"),
         (broken.ForgetsCallbacks, "fit() never called the callbacks it was given"),
+        (broken.FitReturnsTheHistory, "fit() returned History, not the trained keras.Model"),
         # Found by QA: these two passed.
         (
             broken.ForgetsCallbacksInItsSecondFit,

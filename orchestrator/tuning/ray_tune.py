@@ -743,6 +743,11 @@ def run_search(
         # notebook's own ray.init too); the run puts the variable back after.
         os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
         os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # see callbacks
+        # Tune would chdir each trial into a folder of its own under Ray's session
+        # (found by QA: a plugin's relative path worked in the driver and under
+        # keras_tuner, and failed every Ray trial); graftune's trials write only by
+        # absolute paths. Tune sends this to its trial actors, a cluster's too.
+        os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
         if threading.current_thread() is threading.main_thread():
             state.sigint_before = signal.getsignal(signal.SIGINT)
         with ray_start.tune_env_inherited(), _signals_restored():
