@@ -8,6 +8,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +61,10 @@ HOST_PLUGINS = {
 }
 
 
+#: Seconds an event hook may take before the run says which plugin held it up (once).
+SLOW_HOOK_S = 5.0
+
+
 @dataclass(frozen=True)
 class PluginInfo:
     """What ``graftune plugins`` shows for one registered plugin."""
@@ -92,6 +97,7 @@ class PluginHost:
         caller = getattr(self.pm.hook, hook_name)
         for impl in reversed(caller.get_hookimpls()):
             args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+            began = time.monotonic()
             try:
                 impl.function(**args)
             except PLUGIN_FAULTS as exc:  # sys.exit() in a reporter ended the run
@@ -113,6 +119,19 @@ class PluginHost:
                     where,
                     without_credentials(raised(exc)),
                     exc_info=exc if log.isEnabledFor(logging.DEBUG) else None,
+                )
+            took = time.monotonic() - began
+            owner = self.owners.get(impl.plugin_name, impl.plugin_name)
+            said = f"slow {owner} {hook_name}"
+            if took >= SLOW_HOOK_S and said not in self.said:
+                # Found by QA: a 20 s hook held the run up, and nothing said whose it was.
+                self.said.add(said)
+                log.warning(
+                    "plugin %s took %.1f s in %s: the run waits for its event hooks, so keep "
+                    "them fast (hand slow work, as an upload, to a thread of the plugin's own)",
+                    owner,
+                    took,
+                    hook_name,
                 )
 
     def strategy(self, name: str) -> Any:

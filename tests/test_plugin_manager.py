@@ -441,6 +441,28 @@ def test_a_registration_hook_that_returns_its_classes_is_named_by_an_unknown_nam
     assert "from graftune_register_strategies, which is ignored: call registry.add(...)" in said
 
 
+def test_a_slow_event_hook_is_named_once(caplog, monkeypatch):
+    """Found by QA: a 20 s graftune_trial_finished held the run up, unsaid."""
+    import logging
+    import time
+
+    from orchestrator import hookimpl, plugin_manager
+
+    class Slow:
+        @hookimpl
+        def graftune_run_finished(self, run_dir):
+            time.sleep(0.2)
+
+    monkeypatch.setattr(plugin_manager, "SLOW_HOOK_S", 0.1)
+    host = get_plugin_manager(extra_plugins=[Slow()])
+    with caplog.at_level(logging.WARNING, logger="orchestrator.plugin_manager"):
+        for _ in range(2):
+            host.notify("graftune_run_finished", leaderboard=None, run_dir=Path("x"))
+    said = [r.getMessage() for r in caplog.records if "took" in r.getMessage()]
+    assert len(said) == 1, said
+    assert " in graftune_run_finished: the run waits for its event hooks" in said[0]
+
+
 def test_a_hook_function_without_hookimpl_is_named_as_ignored(caplog):
     import logging
     import types
