@@ -1238,7 +1238,8 @@ class _Faulty:
         (
             "unregistered_layer",
             "built a model that would not load again, as each trial loads it from graftune's "
-            "cache: it uses the custom Keras object 'Doubling', which no imported code",
+            # Defined in this test's function: told to move it to a module's top level.
+            "cache: it uses the custom Keras object 'Doubling', a class defined inside ",
         ),
     ],
 )
