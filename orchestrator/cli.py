@@ -1032,6 +1032,8 @@ def leaderboard(
         stopped = unfinished(run_dir)
         if stopped is not None:  # found by QA: a killed run's table, as if whole
             err.print(f"note: {stopped}; this leaderboard may lack trials", markup=False)
+        else:
+            _after_run_notes(run_dir)
     if format is Format.csv:
         _write_data(frame.to_csv(index=False))
     elif format is Format.md:
@@ -1105,6 +1107,7 @@ def report(
         check_replaceable(out_path or default, force=force)
         if len(run_dirs) == 1:
             path = write_report(run_dirs[0], out=out_path)
+            _after_run_notes(run_dirs[0], unfinished_too=False)  # the page says that one
         else:
             path = write_comparison(run_dirs, out=out_path or Path(COMPARE_FILE))
     except Exception as exc:
@@ -1112,6 +1115,21 @@ def report(
         return
     # Beside a page written into stdout, not after it.
     (err if is_stream(path) else out).print(f"report: {path}", markup=False)
+
+
+def _after_run_notes(run_dir: Path, *, unfinished_too: bool = True) -> None:
+    """Say on stderr what is gone or damaged in a run the command could still read
+    (:func:`orchestrator.errors.after_run_notes`), with the command that mends it."""
+    from orchestrator.errors import after_run_notes
+
+    try:
+        notes = after_run_notes(run_dir)
+    except OSError:  # a look only: the command's own work is done
+        return
+    if not unfinished_too and not (Path(run_dir) / "finished.json").is_file():
+        return
+    for note in notes:
+        err.print(f"note: {note}", markup=False)
 
 
 #: predict's and export's --plugin: a module that registers the model's custom Keras layers.
@@ -1237,6 +1255,7 @@ def predict(
         if unlabelled:
             line += f"; {unlabelled} without a label"
     where.print(line, markup=False)
+    _after_run_notes(run_dir)
 
 
 def _label_order(label: str) -> tuple[int, float, str]:
@@ -1284,6 +1303,7 @@ def export(
         _fail(exc, writing=dest)
         return
     out.print(f"exported ({format.value}): {path}", markup=False)
+    _after_run_notes(run_dir)
 
 
 # -- Ray clusters: submit, jobs, fetch (logic in orchestrator.submit) -------------------

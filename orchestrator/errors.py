@@ -634,6 +634,42 @@ def unfinished(run_dir: Path) -> str | None:
     )
 
 
+def after_run_notes(run_dir: Path) -> list[str]:
+    """What ``leaderboard``, ``report``, ``predict`` and ``export`` say of a run whose
+    state files are gone or damaged, where they can go on (found by QA: a
+    ``finished.json`` cut short, a deleted ``best/``, went unsaid): a run that
+    stopped before it finished (:func:`unfinished`), a ``finished.json`` that
+    cannot be read, a finished run's ``best/model.keras`` that is gone."""
+    import json
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file() or still_running(run_dir) is not None:
+        return []
+    finished = run_dir / "finished.json"
+    if not finished.is_file():
+        said = unfinished(run_dir)
+        return [said] if said else []
+    try:
+        json.loads(finished.read_text())
+    except (OSError, ValueError) as exc:
+        return [f"{unreadable(finished, exc)}; {written_again(run_dir)}"]
+    best = run_dir / "best" / "model.keras"
+    if not best.is_file() and ranks_an_ok_trial(run_dir):
+        return [f"{best} is gone; {written_again(run_dir)}"]
+    return []
+
+
+def ranks_an_ok_trial(run_dir: Path) -> bool:
+    """Whether a run's ``leaderboard.csv`` ranks a trial that ended ``ok``."""
+    import pandas as pd
+
+    try:
+        statuses = pd.read_csv(Path(run_dir) / "leaderboard.csv", usecols=["status"])["status"]
+    except (OSError, ValueError):
+        return False
+    return bool((statuses == "ok").any())
+
+
 def bad_leaderboard(run_dir: Path, problem: str) -> str:
     """What to say of a ``leaderboard.csv`` graftune cannot read (edited, torn, emptied).
 

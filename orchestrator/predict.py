@@ -28,6 +28,8 @@ from orchestrator.errors import (
     missing_run_dir,
     no_leaderboard,
     quoted,
+    ranks_an_ok_trial,
+    resume_command,
     still_running,
     stopped_before_trials,
     unfinished,
@@ -154,7 +156,9 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
                     f"{status}), nor did any trial of run {run_dir} (it has no {BEST_CONFIG})"
                 )
         raise RunDirError(
-            still_running(run_dir) or (_has_ok_trial(run_dir) and unfinished(run_dir)) or none_saved
+            still_running(run_dir)
+            or (ranks_an_ok_trial(run_dir) and unfinished(run_dir))
+            or none_saved
         )
     try:
         best = read_best_config(run_dir)
@@ -218,6 +222,14 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
                 f"trial {name}'s model was not kept: the run's recipe has keep_models: best, "
                 "which keeps each strategy's best trial's model alone; name one of those, "
                 "or run the recipe again with keep_models: all"
+            )
+        if status == "ok":
+            # Found by QA: "saved no model (status ok); only trials with status ok have
+            # one", of a trial whose model.keras was deleted.
+            raise RunDirError(
+                f"{saved} is gone: trial {name} ended ok and saved it; to train the trial "
+                f"again, delete its folder {folder} and the run's finished.json, then "
+                f"{resume_command(run_dir)}"
             )
         raise RunDirError(
             f"trial {name} saved no model (status {status}); only trials with status ok have one"
@@ -845,17 +857,6 @@ def read_image_folder(
     x = read_images(files, root, spec)
     names = [str(f.relative_to(root)) for f in files]
     return x, (None if labels is None else tuple(labels)), names
-
-
-def _has_ok_trial(run_dir: Path) -> bool:
-    """Whether a run's ``leaderboard.csv`` ranks a trial that ended ``ok``."""
-    import pandas as pd
-
-    try:
-        statuses = pd.read_csv(run_dir / "leaderboard.csv", usecols=["status"])["status"]
-    except (OSError, ValueError):
-        return False
-    return bool((statuses == "ok").any())
 
 
 def table_features(data: Any, base_dir: str | Path) -> list[str] | None:

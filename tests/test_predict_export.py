@@ -105,6 +105,57 @@ def one_trial_run(folder: Path, source: str, *, epochs: int) -> Path:
     return run_dir
 
 
+def test_damaged_state_files_are_said_by_every_command_that_reads_the_run(tmp_path):
+    """Found by QA: a finished.json cut short or a deleted best/ went unsaid by
+    leaderboard, report, predict and export; a trial's deleted model.keras was
+    "saved no model (status ok); only trials with status ok have one"."""
+    (tmp_path / "made").mkdir()
+    kept = one_trial_run(tmp_path / "made", "sklearn:iris", epochs=1)
+    trial_id = str(pd.read_csv(kept / "leaderboard.csv")["trial_id"].iloc[0])
+    data = "sklearn:iris"
+
+    def damaged(name: str) -> Path:
+        run_dir = tmp_path / name / kept.name
+        shutil.copytree(kept, run_dir)
+        return run_dir
+
+    cut = damaged("cut")
+    (cut / "finished.json").write_text('{"when": ')
+    said = f"note: {cut / 'finished.json'} cannot be read (JSONDecodeError"
+    for command in (
+        ("leaderboard", cut),
+        ("predict", cut, "--data", data),
+        ("export", cut, tmp_path / "out-cut"),
+        ("report", cut),
+    ):
+        result = invoke(*command)
+        assert result.exit_code == 0, result.output
+        assert said in " ".join(result.output.split()), (command, result.output)
+        assert f"graftune run --resume {cut} writes it again" in " ".join(result.output.split())
+
+    no_best = damaged("nobest")
+    shutil.rmtree(no_best / "best")
+    said = f"note: {no_best / 'best' / 'model.keras'} is gone; graftune run --resume {no_best}"
+    for command in (("leaderboard", no_best), ("report", no_best)):
+        result = invoke(*command)
+        assert result.exit_code == 0, result.output
+        assert said in " ".join(result.output.split()), (command, result.output)
+
+    no_model = damaged("nomodel")
+    (no_model / "trials" / "scratch_mlp" / trial_id / "model.keras").unlink()
+    result = invoke("predict", no_model, "--data", data, "--trial", trial_id)
+    assert result.exit_code == 2, result.output
+    assert (
+        f"model.keras is gone: trial scratch_mlp/{trial_id} ended ok and saved it; to train the "
+        f"trial again, delete its folder {no_model / 'trials' / 'scratch_mlp' / trial_id} and "
+        "the run's finished.json, then graftune run --resume"
+    ) in " ".join(result.output.split())
+
+    # A run that is whole says none of it.
+    result = invoke("leaderboard", kept)
+    assert "note:" not in result.output
+
+
 def test_predict_the_test_split_as_the_run_did(runs, test_npz, tmp_path):
     digits = runs[0]
     path, data = test_npz
