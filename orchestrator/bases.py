@@ -1133,7 +1133,7 @@ def prepare_base(
                 if model is None:
                     model = build()
                     _save_base(model, model_path)
-                    _describe_entry(folder, spec, model, providers.owner(kind), seed)
+                    _describe_entry(folder, spec, model, providers.owner(kind), seed, context)
     else:  # known by its weights only once built
         model = build()
         folder = cache_dir() / "bases" / f"{spec.kind}-{weights_digest(model)[:16]}"
@@ -1145,7 +1145,7 @@ def prepare_base(
             with locked(folder.with_suffix(".lock")):
                 if not model_path.is_file() or damaged_base_file(model_path) is not None:
                     _save_base(model, model_path)
-                    _describe_entry(folder, spec, model, providers.owner(kind), seed)
+                    _describe_entry(folder, spec, model, providers.owner(kind), seed, context)
     input_shape = tuple(model.input_shape[1:])
     output_shape = tuple(model.output_shape[1:])
     cuts = find_cut_points(model)
@@ -1435,7 +1435,9 @@ def _drawn_by() -> dict[str, str]:
     return {} if backend == "tensorflow" else {"backend": backend}
 
 
-def _describe_entry(folder: Path, spec: BaseSpec, model: Any, owner: str, seed: int) -> None:
+def _describe_entry(
+    folder: Path, spec: BaseSpec, model: Any, owner: str, seed: int, context: BaseContext
+) -> None:
     """Write what the base cached in ``folder`` is, and when it was made, beside it.
 
     Only ``graftune cache info`` reads it: a base is whole without it, as those
@@ -1470,6 +1472,9 @@ def _describe_entry(folder: Path, spec: BaseSpec, model: Any, owner: str, seed: 
                 if data.options
                 else []
             ),
+            # How many it trained on: the run's own validation and test examples are
+            # left out of a pretrain on its source (found by QA: two splits read alike).
+            f"{len(context.dataset(data).y_train)} training examples",
             f"seed {seed}",
             *(f"{key} {value}" for key, value in _drawn_by().items()),
         ]

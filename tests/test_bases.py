@@ -556,9 +556,10 @@ def test_cache_info_says_what_a_cached_base_is_and_when_it_was_made(tmp_path):
     assert re.search(
         re.escape(
             f"{pretrained.name} cnn pretrained on sklearn:digits (1 epoch, width 4, classes "
-            "0, 1, 2, 3, 4, seed 0), "
-            "input (8, 8, 1), output (4, 4, 8), "
+            "0, 1, 2, 3, 4, "
         )
+        + r"\d+ training examples, seed 0\), "
+        + re.escape("input (8, 8, 1), output (4, 4, 8), ")
         + made,
         said,
     ), said
@@ -588,21 +589,31 @@ def test_cache_info_says_what_a_cached_base_is_and_when_it_was_made(tmp_path):
 def test_cache_info_tells_bases_pretrained_with_other_seeds_or_settings_apart(tmp_path):
     """Found by QA: two recipes that differ in their seed (other images, other
     weights) made two entries that cache info described alike."""
-    from orchestrator.bases import _describe_entry
+    from orchestrator.bases import BaseContext, _describe_entry
 
     pretrain = pretrain_spec().pretrain
-    data = pretrain.data.model_copy(update={"options": {"per_class": 60}})
+    data = pretrain.data
     spec = BaseSpec(pretrain=pretrain.model_copy(update={"learning_rate": 0.01, "data": data}))
     model = tiny_cnn()
     for seed in (1, 2):
         (tmp_path / str(seed)).mkdir()
-        _describe_entry(tmp_path / str(seed), spec, model, "graftune", seed)
+        context = BaseContext(seed, tmp_path, host().data_sources, tmp_path)
+        _describe_entry(tmp_path / str(seed), spec, model, "graftune", seed, context)
     said = [json.loads((tmp_path / f"{seed}" / "meta.json").read_text())["what"] for seed in (1, 2)]
+    n = len(context.dataset(data).y_train)
     assert said[0] == (
         "cnn pretrained on sklearn:digits (1 epoch, width 4, learning rate 0.01, classes 0, 1, "
-        '2, 3, 4, options {"per_class": 60}, seed 1)'
+        f"2, 3, 4, {n} training examples, seed 1)"
     )
     assert said[1] == said[0].replace("seed 1", "seed 2")
+    # Found by QA: pretrains on one source that a run's split left other examples of
+    # read alike; how many examples each trained on tells them apart.
+    fewer = data.model_copy(update={"split": data.split.model_copy(update={"val": 0.4})})
+    spec = BaseSpec(pretrain=spec.pretrain.model_copy(update={"data": fewer}))
+    (tmp_path / "fewer").mkdir()
+    _describe_entry(tmp_path / "fewer", spec, model, "graftune", 2, context)
+    other = json.loads((tmp_path / "fewer" / "meta.json").read_text())["what"]
+    assert other != said[1] and f"{len(context.dataset(fewer).y_train)} training examples" in other
 
 
 def test_pretrained_mlp_base_does_not_blow_up_features_constant_in_training():
