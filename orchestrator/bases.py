@@ -645,8 +645,13 @@ class ApplicationProvider(BaseProvider):
         function = _application_function(spec.application or "")
         weights = spec.weights
         if weights not in (None, "imagenet", "none") and not Path(weights).is_file():
+            # Found by QA: `None` (Keras' spelling) was taken for a file, and the file
+            # kinds listed were not those read.
+            word = str(weights).strip().lower()
+            hint = f" (did you mean {word}?)" if word in ("none", "imagenet") else ""
             raise BaseModelError(
-                f"weights file {weights} does not exist; give imagenet, none or a local .h5/.weights.h5 file",
+                f"weights file {weights} does not exist{hint}; give imagenet, none or a local "
+                f"weights file ({', '.join(WEIGHTS_SUFFIXES)})",
                 key="weights",
             )
         if weights not in (None, "imagenet", "none") and not weights.endswith(WEIGHTS_SUFFIXES):

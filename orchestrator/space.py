@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from difflib import get_close_matches
 from typing import Any, Literal
 
 from orchestrator.errors import echoed, first_few
@@ -244,7 +245,8 @@ def parse_dimension(raw: Any) -> Dimension:
         raise ValueError(f"{kind} bounds: {problem}")
     if kind == "int":
         if isinstance(low, bool) or not isinstance(low, int):
-            raise ValueError(f"int low bound must be an integer, got {echoed(low)}")
+            where = " ('all' may be the high bound only)" if low == ALL else ""
+            raise ValueError(f"int low bound must be an integer{where}, got {echoed(low)}")
         if high == ALL:
             if low < 0:
                 raise ValueError(f"int low bound must be >= 0 with 'all', got {low}")
@@ -297,9 +299,16 @@ def check_compatible(name: str, default: Dimension, override: Dimension) -> None
         hint = f" ({below[0]} is below 0)" if below and not isinstance(override, Fixed) else ""
         hint = hint or next((h for h in map(_text_number_hint, values) if h), "")
         if not hint and isinstance(default, Int):
-            # Found by QA: 'ALL' was told "whole numbers", not that 'all' is taken.
-            spelt = [v for v in values if isinstance(v, str) and v.strip().lower() == "all"]
-            hint = f" (write 'all', in lower case, for {spelt[0]!r})" if spelt else ""
+            # Found by QA: 'ALL' and 'alll' were told "whole numbers", not that 'all' is
+            # taken (the base's number of cut points).
+            spelt = [
+                v
+                for v in values
+                if isinstance(v, str) and get_close_matches(v.strip().lower(), [ALL], cutoff=0.7)
+            ]
+            hint = (
+                " (or 'all', the base's number of cut points: did you mean 'all'?)" if spelt else ""
+            )
         raise ValueError(
             f"{name} takes {_describe_kinds(kinds, positive)}; got {override.describe()}{hint}"
         )

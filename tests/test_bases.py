@@ -131,6 +131,11 @@ def test_application_base_takes_a_local_weights_file(tmp_path):
     with pytest.raises(BaseModelError, match="does not exist") as caught:
         prepare(missing)
     assert caught.value.key == "weights"
+    assert "a local weights file (.h5, .hdf5, .keras, .weights.json)" in str(caught.value)
+    # Keras' own spelling, None, is a file to YAML: told (found by QA).
+    spelt = BaseSpec(application="MobileNetV3Small", weights="None", input_shape=(32, 32, 3))
+    with pytest.raises(BaseModelError, match=r"weights file None does not exist \(did you mean"):
+        prepare(spelt)
 
     # Keras reads weights by the file name's ending: another one failed in every
     # trial as weights that "do not fit" (found by QA).

@@ -190,8 +190,14 @@ def test_all_in_a_choice_is_the_bases_count_once() -> None:
         check_compatible("head_width", Choice((64, 128)), Choice((64, "all")))
     assert outside_cut_points(Choice((0, 9, "all")), 5) == [9]
     # Found by QA: 'ALL' was told only "whole numbers".
-    with pytest.raises(ValueError, match=r"got fixed 'ALL' \(write 'all', in lower case, for"):
-        check_compatible("frozen_layers", Int(0, ALL), Fixed("ALL"))
+    for spelt in ("ALL", "alll"):
+        with pytest.raises(
+            ValueError,
+            match=rf"got fixed '{spelt}' \(or 'all', the base's number of cut points: did you mean 'all'\?\)",
+        ):
+            check_compatible("frozen_layers", Int(0, ALL), Fixed(spelt))
+    with pytest.raises(ValueError, match=r"\('all' may be the high bound only\), got 'all'"):
+        parse_dimension({"int": ["all", 1]})
 
 
 def test_describe() -> None:
