@@ -226,8 +226,10 @@ def find_model(run_dir: str | Path, trial: str | None = None) -> ModelRef:
         if status == "ok":
             # Found by QA: "saved no model (status ok); only trials with status ok have
             # one", of a trial whose model.keras was deleted.
+            cached = result is not None and result.cached_cut is not None
+            gone = folder / (TOP_FILE if cached else saved.name)
             raise RunDirError(
-                f"{saved} is gone: trial {name} ended ok and saved it; to train the trial "
+                f"{gone} is gone: trial {name} ended ok and saved it; to train the trial "
                 f"again, delete its folder {folder} and the run's finished.json, then "
                 f"{resume_command(run_dir)}"
             )

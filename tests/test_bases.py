@@ -1484,16 +1484,19 @@ def test_a_base_whose_weights_a_seed_draws_is_cached_apart_for_each_backend(tmp_
     import subprocess
     import sys
 
-    from orchestrator.bases import _describe_entry, _drawn_by
+    from orchestrator.bases import BaseContext, _describe_entry, _drawn_by
 
     assert _drawn_by() == {}  # TensorFlow's keys are those made before: still found
     script = (
         "import json, keras, pathlib\n"
-        "from orchestrator.bases import _describe_entry, _drawn_by\n"
+        "from orchestrator.bases import BaseContext, _describe_entry, _drawn_by\n"
+        "from orchestrator.plugin_manager import get_plugin_manager\n"
         "from orchestrator.recipe import BaseSpec\n"
         f"spec = BaseSpec.model_validate(json.loads({pretrain_spec().model_dump_json()!r}))\n"
         "model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])\n"
-        f"_describe_entry(pathlib.Path({str(tmp_path)!r}), spec, model, 'g', 0)\n"
+        f"folder = pathlib.Path({str(tmp_path)!r})\n"
+        "context = BaseContext(0, folder, get_plugin_manager().data_sources, folder)\n"
+        "_describe_entry(folder, spec, model, 'g', 0, context)\n"
         "print(json.dumps(_drawn_by()))\n"
     )
     done = subprocess.run(
@@ -1505,7 +1508,8 @@ def test_a_base_whose_weights_a_seed_draws_is_cached_apart_for_each_backend(tmp_
     assert json.loads(done.stdout.splitlines()[-1]) == {"backend": "jax"}
     what = json.loads((tmp_path / "meta.json").read_text())["what"]
     assert what.endswith("seed 0, backend jax)"), what
-    _describe_entry(tmp_path, pretrain_spec(), tiny_cnn(), "g", 0)
+    context = BaseContext(0, tmp_path, host().data_sources, tmp_path)
+    _describe_entry(tmp_path, pretrain_spec(), tiny_cnn(), "g", 0, context)
     assert "backend" not in json.loads((tmp_path / "meta.json").read_text())["what"]
 
 

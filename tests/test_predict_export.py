@@ -1268,7 +1268,10 @@ def test_export_of_a_trial_without_a_model_is_refused(runs, tmp_path):
     (folder / "top.keras").unlink()
     result = invoke("export", run_dir, tmp_path / "dest", "--trial", trial_id)
     assert result.exit_code == 2
-    assert f"trial fine_tune/{trial_id} saved no model (status ok)" in result.output
+    said = " ".join(result.output.split())
+    assert f"{folder / 'top.keras'} is gone: trial fine_tune/{trial_id} ended ok and saved it" in (
+        said
+    )
     assert not (tmp_path / "dest").exists()
     # A damaged result.json: it ended in "internal error: JSONDecodeError".
     (folder / "result.json").write_text("{bad")

@@ -119,6 +119,10 @@ def _init_kwargs(resources: ResourcesSpec, *, configure_logging: bool) -> dict[s
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Ray's newer console output prints experiment banners even at verbose=0.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # A trial works where graftune was started (see ray_tune.search); set before Ray
+    # starts, embedded Ray's workers inherit it, and Tune need not send it to each
+    # trial actor, which would then never take a worker that imported TensorFlow.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     # SIGTERM is graftune's to handle (a clean stop, status 143): Ray's core worker
     # puts absl's crash handler in front of it, and a SIGTERM while TensorFlow ran
     # in the main thread (a base's pretraining, as Ray started in the background)

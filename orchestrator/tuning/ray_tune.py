@@ -746,7 +746,8 @@ def run_search(
         # Tune would chdir each trial into a folder of its own under Ray's session
         # (found by QA: a plugin's relative path worked in the driver and under
         # keras_tuner, and failed every Ray trial); graftune's trials write only by
-        # absolute paths. Tune sends this to its trial actors, a cluster's too.
+        # absolute paths. Set as Ray starts (ray_start._init_kwargs); here for a
+        # caller's own ray.init, whose trial actors Tune then sends it to.
         os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
         if threading.current_thread() is threading.main_thread():
             state.sigint_before = signal.getsignal(signal.SIGINT)
