@@ -457,16 +457,11 @@ def loss_problem(model: Any, n_classes: int) -> str | None:
     default ``fit`` trains it (found by QA: categorical_crossentropy failed every
     trial on "target and output must have the same rank"); ``None`` where it can,
     or where no input can be made up for it."""
-    import keras
     import numpy as np
 
-    if len(getattr(model, "inputs", None) or []) != 1:
+    x = _made_up_inputs(model)
+    if x is None:
         return None
-    shape = tuple(model.inputs[0].shape)[1:]
-    dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
-    if any(d is None for d in shape) or not dtype.startswith("float"):
-        return None
-    x = np.zeros((2, *shape), dtype)
     y = np.array([0, min(1, n_classes - 1)], np.int64)
     try:
         model.compute_loss(x=x, y=y, y_pred=model(x, training=False))
@@ -515,21 +510,31 @@ def metrics_problem(model: Any) -> str | None:
     )
 
 
-def _output_problem(model: Any) -> str | None:
-    """:func:`~orchestrator.models.not_probabilities` of the model's outputs for
-    two random inputs (``None`` for a model whose input cannot be made up)."""
+def _made_up_inputs(model: Any) -> Any:
+    """Two random examples a single-input model takes (``None`` where its input has
+    unknown dimensions, is not floats, or there are several)."""
     import keras
     import numpy as np
 
-    from orchestrator.models import not_probabilities
-
-    if len(model.inputs) != 1:
+    if len(getattr(model, "inputs", None) or []) != 1:
         return None
     shape = tuple(model.inputs[0].shape)[1:]
     dtype = keras.backend.standardize_dtype(model.inputs[0].dtype)
     if any(d is None for d in shape) or not dtype.startswith("float"):
         return None
-    x = np.random.default_rng(0).normal(size=(2, *shape)).astype(dtype)
+    return np.random.default_rng(0).normal(size=(2, *shape)).astype(dtype)
+
+
+def _output_problem(model: Any) -> str | None:
+    """:func:`~orchestrator.models.not_probabilities` of the model's outputs for
+    two random inputs (``None`` for a model whose input cannot be made up)."""
+    import keras
+
+    from orchestrator.models import not_probabilities
+
+    x = _made_up_inputs(model)
+    if x is None:
+        return None
     try:
         outputs = keras.ops.convert_to_numpy(model(x, training=False))
     except Exception:  # its trials say what fails
