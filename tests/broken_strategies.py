@@ -22,6 +22,25 @@ SMALL = {
 }
 
 
+def one_dense_layer(
+    task,
+    units: int,
+    *,
+    activation: str | None = "softmax",
+    loss="sparse_categorical_crossentropy",
+    metrics=("accuracy",),
+):
+    """A compiled model of one dense layer over the flattened input, to break in
+    one way each: its units, activation, loss or metrics."""
+    import keras
+
+    inputs = keras.Input(task.input_shape)
+    outputs = keras.layers.Dense(units, activation=activation)(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, outputs)
+    model.compile("adam", loss, metrics=list(metrics))
+    return model
+
+
 class SmallMLP(ScratchMLP):
     """A correct strategy with a tiny space, to break in the subclasses."""
 
@@ -80,15 +99,8 @@ class WrongShape(SmallMLP):
     name = "wrong_shape"
 
     def build(self, config, task, base):
-        import keras
 
-        inputs = keras.Input(task.input_shape)
-        outputs = keras.layers.Dense(task.n_classes + 1, activation="softmax")(
-            keras.layers.Flatten()(inputs)
-        )
-        model = keras.Model(inputs, outputs)
-        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        return model
+        return one_dense_layer(task, task.n_classes + 1)
 
 
 class TaskInSpace(SmallMLP):
@@ -133,15 +145,8 @@ class NoMetrics(SmallMLP):
     name = "no_metrics"
 
     def build(self, config, task, base):
-        import keras
 
-        inputs = keras.Input(task.input_shape)
-        outputs = keras.layers.Dense(task.n_classes, activation="softmax")(
-            keras.layers.Flatten()(inputs)
-        )
-        model = keras.Model(inputs, outputs)
-        model.compile("adam", "sparse_categorical_crossentropy")
-        return model
+        return one_dense_layer(task, task.n_classes, metrics=[])
 
 
 class LogitsOut(SmallMLP):
@@ -152,12 +157,8 @@ class LogitsOut(SmallMLP):
     def build(self, config, task, base):
         import keras
 
-        inputs = keras.Input(task.input_shape)
-        outputs = keras.layers.Dense(task.n_classes)(keras.layers.Flatten()(inputs))
-        model = keras.Model(inputs, outputs)
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        model.compile("adam", loss, metrics=["accuracy"])
-        return model
+        return one_dense_layer(task, task.n_classes, activation=None, loss=loss)
 
 
 class Unpicklable(SmallMLP):
@@ -237,15 +238,8 @@ class CategoricalLoss(SmallMLP):
     name = "categorical_loss"
 
     def build(self, config, task, base):
-        import keras
 
-        inputs = keras.Input(task.input_shape)
-        outputs = keras.layers.Dense(task.n_classes, activation="softmax")(
-            keras.layers.Flatten()(inputs)
-        )
-        model = keras.Model(inputs, outputs)
-        model.compile("adam", "categorical_crossentropy", metrics=["accuracy"])
-        return model
+        return one_dense_layer(task, task.n_classes, loss="categorical_crossentropy")
 
 
 class TenClassesAlways(SmallMLP):
@@ -254,13 +248,8 @@ class TenClassesAlways(SmallMLP):
     name = "ten_classes_always"
 
     def build(self, config, task, base):
-        import keras
 
-        inputs = keras.Input(task.input_shape)
-        outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
-        model = keras.Model(inputs, outputs)
-        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
-        return model
+        return one_dense_layer(task, 10)
 
 
 class DefaultsOutsideItsSpace(SmallMLP):
