@@ -740,10 +740,11 @@ def _load_recipe(path: Path) -> Recipe:
         if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
             said, line = "it is UTF-16 (its first bytes say so): save it as UTF-8", None
         else:
-            bad = " ".join(f"0x{b:02x}" for b in data[exc.start : exc.end])
+            bad = data[exc.start : exc.end]
             said = (
-                f"byte {exc.start + 1} is not UTF-8 ({bad}, {data[exc.start : exc.end].decode('cp1252', 'replace')!r} "
-                "in Windows-1252): a recipe is UTF-8 text; save it as UTF-8"
+                f"byte {exc.start + 1} is not UTF-8 ({' '.join(f'0x{b:02x}' for b in bad)}, "
+                f"{bad.decode('cp1252', 'replace')!r} in Windows-1252): a recipe is UTF-8 "
+                "text; save it as UTF-8"
             )
         raise RecipeError(f"cannot read the recipe: {said}", file=path, line=line) from None
     except PermissionError as exc:
