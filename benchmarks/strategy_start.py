@@ -1,8 +1,8 @@
 """What a run pays to start each strategy's search, and what graftune does about it.
 
 graftune searches each strategy as its own Ray Tune experiment, one after the
-other. Embedded Ray starts one worker per CPU with itself, and those import
-TensorFlow and Ray Tune while the driver prepares the run
+other. Embedded Ray starts the first search's workers with itself, and those
+import TensorFlow and Ray Tune while the driver prepares the run
 (``orchestrator/tuning/ray_start.py``), so the first search's trial actors
 start on workers that have them. Tune ends each experiment's actors with it,
 and Ray never gives an actor's process to another actor: every later search's

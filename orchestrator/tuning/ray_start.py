@@ -10,9 +10,10 @@ fails its pre-flight build), :meth:`BackgroundStart.close` shuts Ray down
 again: nothing was written, and no Ray process is left behind.
 
 Embedded Ray's workers import TensorFlow and Ray Tune as they start
-(:data:`PRELOAD_MODULES`), before they take work. Ray starts one worker per
-CPU with itself, so those import TensorFlow while the driver does the same,
-and the search's first trials begin on workers that have it already, instead
+(:data:`PRELOAD_MODULES`), before they take work. As many as the first
+search runs trials at once start with Ray (:func:`_prepare_embedded`), so
+those import TensorFlow while the driver does the same, and the search's
+first trials begin on workers that have it already, instead
 of each starting a new process and importing it then (about 5 s on 2 CPUs);
 the later searches' trials begin on workers prestarted while the search
 before ended (:func:`prestart_workers`). For this, those workers
@@ -74,6 +75,8 @@ NO_CRASH_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 _embedded = False
 #: Whether embedded Ray's workers import :data:`PRELOAD_MODULES` as they start.
 _preloading = False
+#: How many workers embedded Ray starts as it comes up (the first search's trials at once).
+_preload_count = 0
 #: The environment embedded Ray started with (see :func:`tune_env_inherited`).
 _started_env: dict[str, str] = {}
 
@@ -149,26 +152,32 @@ def _prepare_embedded(
 ) -> None:
     """Init arguments and environment for a Ray started here (not for a cluster).
 
-    With ``preload_workers`` (the trials the first search runs at once), the
-    workers Ray starts with itself import TensorFlow as they start, unless
-    more than half of them would then sit idle, holding its memory for nothing.
+    With ``preload_workers`` (the trials the first search runs at once), Ray's
+    workers import TensorFlow as they start, and :meth:`BackgroundStart._start`
+    has that many started as soon as Ray is up (:func:`prestart_workers`).
+    Ray's own start of workers for its first driver is turned off: it starts
+    one per CPU whatever the first search runs at once, each importing
+    TensorFlow (about 4 CPU-seconds, beside the driver's own import) and
+    holding about 740 MB for :data:`IDLE_WORKER_MS` (on 2 CPUs, a search of one
+    trial at a time left one idle; on many CPUs graftune preloaded nothing
+    rather than leave most of them idle).
     """
-    global _preloading
+    global _preloading, _preload_count
     _preloading = False
+    _preload_count = 0
     for key, value in TUNE_ACTOR_ENV.items():
         os.environ.setdefault(key, value)  # before ray.init: every worker inherits it
-    if (
-        not preload_workers
-        or resources.gpus_per_trial
-        or embedded_cpus(resources) > 2 * preload_workers
-    ):
+    if not preload_workers or resources.gpus_per_trial:
         return
     _preloading = True
+    _preload_count = min(preload_workers, embedded_cpus(resources))
     kwargs["_system_config"] = {
         "preload_python_modules": list(PRELOAD_MODULES),
         # Ray stops an idle worker after a second by default: a worker that has
         # imported TensorFlow before the search asks for it must wait longer.
         "idle_worker_killing_time_threshold_ms": IDLE_WORKER_MS,
+        # Exactly _preload_count workers, asked for once Ray is up (see above).
+        "prestart_worker_first_driver": False,
     }
 
 
@@ -524,6 +533,10 @@ class BackgroundStart:
             _started_env.clear()
             _started_env.update(env)
             keep_token_private()
+            # The first search's workers, importing TensorFlow while the driver prepares
+            # the run (see _prepare_embedded); if Ray cannot be asked, its trials start
+            # their workers as later searches' do.
+            prestart_workers(_preload_count)
         except BaseException as exc:  # re-raised in the main thread by join()
             self._error = exc
         finally:
