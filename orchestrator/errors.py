@@ -83,12 +83,14 @@ class DataError(GraftuneError):
         message: What went wrong and what was expected.
         key: The key of the data spec at fault (``source``, ``target``, ``split``,
             ``labels_per_class`` ...), so a recipe check can name its path.
+        unset: The message is that ``key`` must be given (it has no default).
     """
 
     exit_status = 2
 
-    def __init__(self, message: str, *, key: str | None = None) -> None:
+    def __init__(self, message: str, *, key: str | None = None, unset: bool = False) -> None:
         self.key = key
+        self.unset = unset
         super().__init__(message)
 
 

@@ -510,7 +510,8 @@ class Recipe(_Model):
         """The folder relative paths resolve against: the recipe file's, or the
         current one for a recipe given as text or through a pipe (/dev/stdin)."""
         # A pipe's by the name it was given (resolved, /dev/stdin is /proc/PID/fd/0).
-        if self._file is None or str(self._shown) in _STREAMED:  # text, or a pipe's
+        shown = str(self._shown)
+        if self._file is None or shown in _STREAMED or shown in STDIN_NAMES:  # text, or a pipe's
             return Path.cwd()
         return self._file.parent
 
@@ -532,8 +533,12 @@ class Recipe(_Model):
         """
         key = (*prefix, exc.key or "source")
         message = str(exc)
-        if self._lines and tuple(map(str, key)) not in self._lines:
-            message += f" ({key[-1]} is not in the recipe: this is its default)"
+        if self._lines and tuple(map(str, key)) not in self._lines and not exc.unset:
+            field = DataSpec.model_fields.get(str(key[-1]))
+            if field is not None and field.default is not None:
+                message += f" ({key[-1]} is not in the recipe: this is its default)"
+            else:  # found by QA: image_size's "default", which there is none of
+                message += f" ({key[-1]} is not in the recipe)"
         return self.error(key, message)
 
     def base_error(self, exc: BaseModelError) -> RecipeError:
@@ -666,6 +671,10 @@ def run_dir_around(path: Path) -> Path | None:
 
 #: What a recipe read from a pipe held, by its path: a pipe can be read only once.
 _STREAMED: dict[str, str] = {}
+#: Names of stdin: a recipe read through one has its paths from the current folder
+#: as ``-`` has, whether stdin is a pipe or a file (``< sub/r.yaml``, where
+#: /dev/stdin resolves to the file, and its paths were from ``sub/``: found by QA).
+STDIN_NAMES = frozenset({"-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"})
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -458,7 +458,7 @@ BAD_RECIPES = [
     pytest.param(
         "name: bad\ndata: {source: 'csv:{wine}'}\nstrategies: {scratch_mlp: {}}\n",
         "data.target",
-        "'target' must name the label column",
+        "a table's label column has no default: name it with target: COLUMN",
         id="csv-without-target",
     ),
     pytest.param(
@@ -1000,6 +1000,31 @@ def test_validate_data_finds_what_only_reading_the_data_shows(
     # has none (its default split is at fault); data.source is in the recipe.
     default = "(split is not in the recipe: this is its default)"
     assert (default in result.output) == (key_path == "data.split"), result.output
+
+
+def test_a_tables_label_column_left_unnamed_is_asked_for_and_guessed(tmp_path: Path) -> None:
+    """Found by QA: a table whose labels are in a column named 'target' was refused
+    with "(target is not in the recipe: this is its default)", where it has none; and
+    an image_size left out was called its default too."""
+    from PIL import Image
+
+    wine = pd.read_csv(WINE_CSV).rename(columns={"cultivar": "target"})
+    wine.to_csv(tmp_path / "t.csv", index=False)
+    path = write_recipe(tmp_path, "name: t\ndata: {source: 'csv:t.csv'}\n"
+                        "strategies: {scratch_mlp: {}}\n")  # fmt: skip
+    said = " ".join(cli("validate", str(path)).output.split())
+    assert f"{path.name}:2: data.target: a table's label column has no default: name it " in said
+    assert said.endswith("'proline', 'target'; perhaps target: target"), said
+    assert "not in the recipe" not in said
+    for size in (4, 5):  # images of two sizes, and no image_size: it has no default
+        for i in range(4):
+            folder = tmp_path / "pics" / f"c{i % 2}"
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.new("L", (size, size)).save(folder / f"{size}-{i}.png")
+    path = write_recipe(tmp_path, "name: p\ndata: {source: 'images:pics'}\n"
+                        "strategies: {scratch_mlp: {}}\n")  # fmt: skip
+    said = " ".join(cli("validate", str(path), "--data").output.split())
+    assert ": data.image_size: " in said and said.endswith("(image_size is not in the recipe)")
 
 
 def test_validate_data_prints_the_splits_a_run_would_make(tmp_path: Path) -> None:
@@ -1736,12 +1761,17 @@ def test_a_recipe_through_a_pipe_is_read_once_and_its_paths_are_from_here(tmp_pa
         done = validate("--data", name, input=text)
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"{name}: ok (scratch_mlp on images:pics)" in done.stdout
-    (tmp_path / "r.yaml").write_text(text)
-    with open(tmp_path / "r.yaml") as redirected:  # < r.yaml: stdin is a file (found by QA)
-        done = validate("--data", "-", stdin=redirected)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "-: ok (scratch_mlp on images:pics)" in done.stdout
-    (tmp_path / "r.yaml").unlink()
+    # < sub/r.yaml: stdin is a file (found by QA), elsewhere than here; its paths are
+    # still from here, for /dev/stdin as for - (found by QA: from sub/, /dev/stdin
+    # resolved to the file).
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "r.yaml").write_text(text)
+    for name in ("-", "/dev/stdin"):
+        with open(tmp_path / "sub" / "r.yaml") as redirected:
+            done = validate("--data", name, stdin=redirected)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"{name}: ok (scratch_mlp on images:pics)" in done.stdout
+    shutil.rmtree(tmp_path / "sub")
     bad = validate("-", input=text.replace("image_size: 4", "image_sise: 4"))
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: -:2: data.image_sise: unknown key"), bad.stderr
