@@ -985,10 +985,15 @@ def _feature_order(
         # name, or an ID; several: IDs, names, notes.
         hint = ""
         if extra and not missing:
-            hint = "; columns that are no features (an ID) are copied to the output with " + (
-                " ".join(f"--ignore-column {shlex.quote(c)}" for c in extra)
-                if len(extra) <= 5
-                else "--ignore-column NAME, one for each"
+            hint = (
+                "; columns that are no features (an ID) are copied to the output with "
+                + (
+                    " ".join(f"--ignore-column {shlex.quote(c)}" for c in extra)
+                    if len(extra) <= 5
+                    else "--ignore-column NAME, one for each"
+                )
+                # Found by QA: following it for the labels' column scored nothing.
+                + "; name the one that holds the labels, if any, with --target COLUMN instead"
             )
             if len(extra) == 1:
                 hint = (

@@ -2059,7 +2059,12 @@ def _failure_summary(
         return (
             f"no trial trained all its epochs ({counts}: stopped by {why}), so no best model "
             f"was saved; {ranked}: {run_dir / 'leaderboard.md'}"
-            + ("; raise search.time_budget_s" if budget else "")
+            + (
+                "; raise search.time_budget_s and run the recipe again (a resume keeps "
+                "the search as it was)"
+                if budget
+                else ""
+            )
         )
     lines = [f"every trial failed ({counts}); the most frequent reasons:"]
     from orchestrator.trial import ERROR_FILE, trial_dir

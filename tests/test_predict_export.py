@@ -1715,3 +1715,20 @@ def test_a_savedmodel_export_leaves_the_root_logger_as_it_was(runs, tmp_path, mo
     monkeypatch.setattr(root, "handlers", [])  # as a script's, before its basicConfig
     export_model(runs[0].run_dir, tmp_path / "saved", format="savedmodel")
     assert root.handlers == []
+
+
+def test_columns_the_run_never_saw_are_told_both_ways_to_take_them():
+    """Found by QA: a table with an ID and its labels under another name was told to
+    --ignore-column both, which dropped the labels unscored; --target takes them."""
+    from orchestrator.errors import DataError
+    from orchestrator.predict import _feature_order
+
+    trained = ["a", "b", "label"]
+    assert _feature_order(["b", "a"], trained, "label", "csv:t.csv") == [1, 0]
+    with pytest.raises(DataError) as caught:
+        _feature_order(["customer_id", "a", "b", "species"], trained, "label", "csv:t.csv")
+    said = str(caught.value)
+    assert "--ignore-column customer_id --ignore-column species" in said
+    assert said.endswith(
+        "; name the one that holds the labels, if any, with --target COLUMN instead"
+    )

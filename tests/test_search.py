@@ -1442,7 +1442,11 @@ def test_the_failure_summary_says_why_when_no_trial_has_an_error(tmp_path):
         "search.time_budget_s (6 s a strategy"
     )
     assert "so no best model was saved; the leaderboard ranks them: " in said
-    assert said.endswith("; raise search.time_budget_s")
+    # Found by QA: a resume keeps the search's settings: raised, it was refused.
+    assert said.endswith(
+        "; raise search.time_budget_s and run the recipe again (a resume keeps the search "
+        "as it was)"
+    )
     said = _failure_summary([], tmp_path, time_budget_s=1, metric="val_accuracy")
     assert said.startswith("no trial ended: search.time_budget_s (1 s a strategy")
     assert "ran out first; raise it" in said
