@@ -73,9 +73,8 @@ TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}
 NO_CRASH_HANDLER = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"
 
 _embedded = False
-#: Whether embedded Ray's workers import :data:`PRELOAD_MODULES` as they start.
-_preloading = False
-#: How many workers embedded Ray starts as it comes up (the first search's trials at once).
+#: How many workers embedded Ray starts as it comes up (the first search's trials at
+#: once); 0 where its workers do not import :data:`PRELOAD_MODULES` as they start.
 _preload_count = 0
 #: The environment embedded Ray started with (see :func:`tune_env_inherited`).
 _started_env: dict[str, str] = {}
@@ -162,14 +161,12 @@ def _prepare_embedded(
     trial at a time left one idle; on many CPUs graftune preloaded nothing
     rather than leave most of them idle).
     """
-    global _preloading, _preload_count
-    _preloading = False
+    global _preload_count
     _preload_count = 0
     for key, value in TUNE_ACTOR_ENV.items():
         os.environ.setdefault(key, value)  # before ray.init: every worker inherits it
     if not preload_workers or resources.gpus_per_trial:
         return
-    _preloading = True
     _preload_count = min(preload_workers, embedded_cpus(resources))
     kwargs["_system_config"] = {
         "preload_python_modules": list(PRELOAD_MODULES),
@@ -199,7 +196,7 @@ def prestart_workers(count: int) -> bool:
     Returns:
         Whether Ray was asked to.
     """
-    if not (_embedded and _preloading) or count <= 0:
+    if not (_embedded and _preload_count) or count <= 0:
         return False
     try:
         import grpc
