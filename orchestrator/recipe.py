@@ -671,9 +671,10 @@ def run_dir_around(path: Path) -> Path | None:
 
 #: What a recipe read from a pipe held, by its path: a pipe can be read only once.
 _STREAMED: dict[str, str] = {}
-#: Names of stdin: a recipe read through one has its paths from the current folder
-#: as ``-`` has, whether stdin is a pipe or a file (``< sub/r.yaml``, where
-#: /dev/stdin resolves to the file, and its paths were from ``sub/``: found by QA).
+#: Names of stdin: a recipe read through one has its paths from the current folder,
+#: whether stdin is a pipe or a file (``< sub/r.yaml``, which is read again from
+#: there and kept nowhere; /dev/stdin resolves to the file, and its paths were from
+#: ``sub/``: found by QA).
 STDIN_NAMES = frozenset({"-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"})
 
 
@@ -696,9 +697,7 @@ def load_recipe(path: str | Path) -> Recipe:
             if error.file == str(stdin):
                 error.file = "-"
         raise
-    # Its paths are from the current folder, as a pipe's are: stdin redirected from a
-    # file (< recipe.yaml) is read again from there, and kept nowhere (found by QA).
-    _STREAMED.setdefault("-", _STREAMED.get(str(stdin), ""))
+    # Its paths are from the current folder (STDIN_NAMES), as a pipe's are.
     recipe._shown = path
     return recipe
 
