@@ -35,6 +35,8 @@ os.environ.pop("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", None)
 #: Test files that read the session's e2e run (:func:`e2e_run`, a minute to make):
 #: kept on one pytest-xdist worker, so that it is made once, not once per worker.
 E2E_READERS = ("test_predict_export.py", "test_report.py", "test_run.py")
+#: The unit of work they make together.
+E2E_UNIT = "e2e-run"
 
 
 #: Seconds the slowest test files take on a 2-CPU machine (the E2E_READERS together),
@@ -47,7 +49,7 @@ SLOWEST_FILES = {
     "test_resume.py": 450,
     "test_search.py": 360,
     "test_cluster.py": 220,
-    "e2e-run": 180,  # the E2E_READERS, one unit
+    E2E_UNIT: 180,
     "test_ray_start.py": 110,
     "test_transfer.py": 90,
     "test_bases.py": 80,
@@ -70,7 +72,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     class Scheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             scope = super()._split_scope(nodeid)
-            return "e2e-run" if Path(scope).name in E2E_READERS else scope
+            return E2E_UNIT if Path(scope).name in E2E_READERS else scope
 
         def _assign_work_unit(self, node) -> None:
             # The heaviest file waiting goes next; the first of equals, as queued.
