@@ -647,6 +647,44 @@ def test_a_ctrl_c_in_rays_import_leaves_no_half_imported_ray(tmp_path):
     assert ran.stdout.splitlines() == ["FIRST interrupted", "AGAIN ['ok']"], ran.stdout
 
 
+@pytest.mark.parametrize("backend", ["ray", "keras_tuner"])
+def test_a_run_that_ignores_ctrl_c_goes_on_to_its_end_on_both_backends(
+    ray_session, tmp_path, backend
+):
+    """Found by QA: a shell script's background job (``graftune run r.yaml &``)
+    starts with SIGINT ignored; a ``kill -INT`` went unheeded on keras_tuner, as
+    Python and POSIX have it, and stopped the search on Ray, whose Tune installed
+    its own handler over the ignore."""
+    import threading
+
+    recipe = write_recipe(
+        tmp_path, f"{{backend: {backend}, num_samples: 3, max_epochs: 2, max_concurrent_trials: 1}}"
+    )
+    results = tmp_path / "runs"
+    ended_when_sent = []
+
+    def interrupt() -> None:
+        deadline = time.monotonic() + 240
+        while not list(results.glob("*/trials/scratch_mlp/*/result.json")):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.05)
+        ended_when_sent.append(len(list(results.glob("*/trials/scratch_mlp/*/result.json"))))
+        os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sender = threading.Thread(target=interrupt, daemon=True)
+    sender.start()
+    try:
+        outcome = run(recipe)
+        sender.join(timeout=5)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # still ignored after
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert ended_when_sent and ended_when_sent[0] < 3  # sent while the search went on
+    assert list(outcome.leaderboard["status"]) == ["ok"] * 3
+
+
 # The finaliser's dropped KeyboardInterrupt is what the test makes happen.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_ctrl_c_python_drops_stops_a_run_from_python_too(tmp_path):

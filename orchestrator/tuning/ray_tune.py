@@ -751,7 +751,7 @@ def run_search(
         os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
         if threading.current_thread() is threading.main_thread():
             state.sigint_before = signal.getsignal(signal.SIGINT)
-        with ray_start.tune_env_inherited(), _signals_restored():
+        with ray_start.tune_env_inherited(), _signals_restored(), _ignored_sigint_kept():
             grid = tuner.fit()
     finally:
         _SEARCHES.pop(key, None)
@@ -805,6 +805,32 @@ def run_search(
 TUNE_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGUSR1") if hasattr(signal, name)
 )
+
+
+@contextmanager
+def _ignored_sigint_kept() -> Iterator[None]:
+    """No Tune handler for Ctrl+C in a process that ignores it.
+
+    A shell script's background job starts with SIGINT ignored (so that a Ctrl+C
+    at the terminal does not reach it); Python keeps that, and so does the
+    keras_tuner backend, but Tune installs its handler whatever was there, and a
+    ``kill -INT`` stopped the search on Ray only (found by QA).
+    """
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    ):
+        yield
+        return
+    before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+        else:
+            os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = before
 
 
 @contextmanager
