@@ -208,6 +208,22 @@ out = _Console(highlight=False, soft_wrap=True, width=None if _TERMINAL else 200
 err = _Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _print_rich_table(table: Any, console: Console | None = None) -> None:
+    """A table on stdout. Piped or redirected, whole cells, none wrapped onto a
+    line of its own, and no spaces after a row's last cell (found by QA: cache
+    info's rows were padded to 200 characters, its descriptions wrapped, so that
+    ``grep`` lost their ends)."""
+    console = console or out
+    if console.is_terminal:
+        console.print(table)
+        return
+    wide = _Console(highlight=False, width=max(1000, console.width))
+    with wide.capture() as captured:
+        wide.print(table)
+    for line in captured.get().splitlines():
+        console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
+
+
 def _version(value: bool) -> None:
     """graftune's version on the first line; then what a bug report needs (found by
     QA: the version alone): its code's fingerprint, Python, the Keras backend and
@@ -1521,7 +1537,7 @@ def jobs_list(
         table.add_row(*map(_text, cells))
     if found or not drivers:
         # Piped, whole cells (a script reads the results' location), not rich's ellipses.
-        (out if out.is_terminal else _Console(highlight=False, width=1000)).print(table)
+        _print_rich_table(table)
     if drivers and not all_:
         some = f"{len(drivers)} driver{'s' if len(drivers) > 1 else ''}"
         out.print(
@@ -1694,7 +1710,7 @@ def cache_info(format: _ListingFormat = Listing.table) -> None:
     for entry in entries:
         cells = (entry.kind, size_text(entry.size_bytes), entry.path.name, entry.description)
         table.add_row(*map(_text, cells))
-    out.print(table)
+    _print_rich_table(table)
     out.print(f"total: {size_text(sum(e.size_bytes for e in entries))}", markup=False)
 
 
@@ -1792,7 +1808,7 @@ def _print_table(frame: Any, run_dir: Path | None = None) -> None:
             force_terminal=console.is_terminal,
             color_system=console.color_system,  # type: ignore[arg-type]
         )
-    console.print(table)
+    _print_rich_table(table, console)
     dropped = [column for column in columns if column not in shown]
     said = []
     if dropped:

@@ -365,6 +365,12 @@ def test_a_damaged_cached_base_is_named_and_made_again(tmp_path, isolated):
     assert (entry["kind"], entry["path"]) == ("base", str(info.path.parent))
     assert entry["what"].startswith("damaged: base.keras is not a whole .keras file")
     assert entry["size_bytes"] == shown["total_bytes"] > 2000
+    # Piped, an entry is one whole line, unpadded (found by QA: rows padded to 200
+    # characters and the description wrapped, so that grep lost its end).
+    table = CliRunner().invoke(app, ["cache", "info"]).output.splitlines()
+    assert all(line == line.rstrip() for line in table), table
+    (line,) = [line for line in table if line.lstrip().startswith("base")]
+    assert line.endswith(entry["what"]) and len(entry["what"]) > 60, table
     with pytest.raises(ValueError) as failed:
         _ = load_base(info).model  # a trial that started before the next run remade it
     assert str(failed.value).startswith(f"the cached base {info.path.parent} cannot be read")

@@ -484,7 +484,8 @@ def test_the_printed_table_says_where_it_cut_an_error_short(tmp_path):
     assert shown.exit_code == 0, shown.output
     assert failed.error[:59] + "…" in shown.output, shown.output
     assert failed.error[:60] not in shown.output
-    assert short.error + " " in shown.output and short.error + "…" not in shown.output
+    # Whole at the end of its line (piped, no padding after a row's last cell).
+    assert short.error + "\n" in shown.output and short.error + "…" not in shown.output
     # A console that cannot show "…" (it would be escaped as \u2026) gets "...".
     graftune = str(Path(sys.executable).with_name("graftune"))
     done = subprocess.run(
