@@ -221,7 +221,8 @@ def _print_rich_table(table: Any, console: Console | None = None) -> None:
     with wide.capture() as captured:
         wide.print(table)
     for line in captured.get().splitlines():
-        console.print(line.rstrip(), markup=False, highlight=False, soft_wrap=True)
+        # The cells' text as it is: no markup, and no :name: turned into an emoji.
+        console.print(line.rstrip(), markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:

@@ -486,6 +486,14 @@ def test_the_printed_table_says_where_it_cut_an_error_short(tmp_path):
     assert failed.error[:60] not in shown.output
     # Whole at the end of its line (piped, no padding after a row's last cell).
     assert short.error + "\n" in shown.output and short.error + "…" not in shown.output
+    # A cell's text as it is: no :name: made an emoji, no [markup] taken.
+    short.error = "KeyError: ':smile: [bold]'"
+    (tmp_path / "as-is").mkdir()
+    write_leaderboard(
+        build_leaderboard([short], metric="val_accuracy", mode="max"), tmp_path / "as-is"
+    )
+    shown = CliRunner().invoke(app, ["leaderboard", str(tmp_path / "as-is")])
+    assert short.error + "\n" in shown.output, shown.output
     # A console that cannot show "…" (it would be escaped as \u2026) gets "...".
     graftune = str(Path(sys.executable).with_name("graftune"))
     done = subprocess.run(
