@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +35,17 @@ SIX_TRIALS = (
 )
 
 
+#: Starts the command after it with Ctrl+C as at a terminal: a process inherits an
+#: ignored SIGINT (a pytest-xdist worker's, a script's background job's), and a run
+#: that starts with it ignored goes on ignoring it (README).
+AS_AT_A_TERMINAL = [
+    sys.executable,
+    "-c",
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])",
+]
+
+
 @contextlib.contextmanager
 def run_until_trials_end(recipe: Path, run_dir: Path, ended: int = 2):
     """``graftune run`` in a session of its own, yielded once ``ended`` trials have
@@ -43,7 +55,7 @@ def run_until_trials_end(recipe: Path, run_dir: Path, ended: int = 2):
     results_dir = run_dir / "trials" / "scratch_mlp"
     with open(run_dir.parent / "stderr.txt", "w") as stderr:
         process = subprocess.Popen(
-            [GRAFTUNE, "run", str(recipe), "--run-dir", str(run_dir), "--quiet"],
+            [*AS_AT_A_TERMINAL, GRAFTUNE, "run", str(recipe), "--run-dir", str(run_dir), "--quiet"],
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
             stdout=subprocess.DEVNULL,
             stderr=stderr,
