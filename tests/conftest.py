@@ -28,13 +28,6 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 # backend optimisations it compiles them in about half the time, and runs tiny models
 # as well (what they check is that a run works on JAX, not how fast it trains).
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
-# One thread for TensorFlow's operations in the test processes and the processes they
-# start (a trial still sets its own: orchestrator.accelerator.configure_trial). The
-# suite's two processes, beside Ray's workers and the runs they start, outnumber 2
-# CPUs; measured on tests/test_bases.py alone, 2 runs each, alternating: 96.1 s
-# against 102.2 s (medians), with no more CPU used.
-os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
-os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 # Tests never read plugins from entry points they did not ask for.
 os.environ.pop("GRAFTUNE_DISABLE_PLUGIN_AUTOLOAD", None)
 
