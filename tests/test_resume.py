@@ -677,11 +677,11 @@ def test_a_run_that_ignores_ctrl_c_goes_on_to_its_end_on_both_backends(
 
     def interrupt() -> None:
         deadline = time.monotonic() + 240
-        while not list(results.glob("*/trials/scratch_mlp/*/result.json")):
+        while not (ended := list(results.glob("*/trials/scratch_mlp/*/result.json"))):
             if time.monotonic() > deadline:
                 return
             time.sleep(0.05)
-        ended_when_sent.append(len(list(results.glob("*/trials/scratch_mlp/*/result.json"))))
+        ended_when_sent.append(len(ended))
         os.kill(os.getpid(), signal.SIGINT)
 
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)

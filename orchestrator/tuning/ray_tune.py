@@ -751,7 +751,8 @@ def run_search(
         os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
         if threading.current_thread() is threading.main_thread():
             state.sigint_before = signal.getsignal(signal.SIGINT)
-        with ray_start.tune_env_inherited(), _signals_restored(), _ignored_sigint_kept():
+        ignored = state.sigint_before is signal.SIG_IGN  # on the main thread only
+        with ray_start.tune_env_inherited(), _signals_restored(), _ignored_sigint_kept(ignored):
             grid = tuner.fit()
     finally:
         _SEARCHES.pop(key, None)
@@ -808,18 +809,15 @@ TUNE_SIGNALS = tuple(
 
 
 @contextmanager
-def _ignored_sigint_kept() -> Iterator[None]:
-    """No Tune handler for Ctrl+C in a process that ignores it.
+def _ignored_sigint_kept(ignored: bool) -> Iterator[None]:
+    """No Tune handler for Ctrl+C where this process ``ignored`` it as the search began.
 
     A shell script's background job starts with SIGINT ignored (so that a Ctrl+C
     at the terminal does not reach it); Python keeps that, and so does the
     keras_tuner backend, but Tune installs its handler whatever was there, and a
     ``kill -INT`` stopped the search on Ray only (found by QA).
     """
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
-    ):
+    if not ignored:
         yield
         return
     before = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
