@@ -152,34 +152,77 @@ def test_a_trial_whose_strategy_raised_is_an_error_under_a_scheduler_too(by_valu
     assert (raised["error"] == "SystemExit: exits on purpose at width 9").all(), raised
 
 
-@pytest.mark.parametrize(
-    "search",
-    [
-        # Random search (the default) and grid search also hold the trials to
-        # max_concurrent_trials: two CPUs and one per trial would run two at once.
-        "{scheduler: fifo, num_samples: 3, max_epochs: 2, max_concurrent_trials: 1}",
-        "{scheduler: asha, grace_period: 1, reduction_factor: 2, num_samples: 6, max_epochs: 4,"
-        " max_concurrent_trials: 1}",
-        # Hyperband spreads trials over three brackets; only the first prunes
-        # at epoch 1, so it needs more trials than ASHA's single bracket
-        # (both run one trial at a time so that who reaches a rung first does
-        # not vary with the machine's load).
-        "{scheduler: hyperband, grace_period: 1, reduction_factor: 2, num_samples: 8,"
-        " max_epochs: 4, max_concurrent_trials: 1}",
-        "{algorithm: grid, max_epochs: 2, max_concurrent_trials: 1}",
-        "{algorithm: bayesian, num_samples: 3, max_epochs: 2, max_concurrent_trials: 1}",
-    ],
-    ids=["fifo", "asha", "hyperband", "grid", "bayesian"],
-)
-def test_each_scheduler_and_searcher_runs(ray_session, tmp_path, search):
+#: The searches of test_each_scheduler_and_searcher_runs, by its ids.
+SCHEDULER_SEARCHES = {
+    # Random search (the default) and grid search also hold the trials to
+    # max_concurrent_trials: two CPUs and one per trial would run two at once.
+    "fifo": "{scheduler: fifo, num_samples: 3, max_epochs: 2, max_concurrent_trials: 1}",
+    "asha": "{scheduler: asha, grace_period: 1, reduction_factor: 2, num_samples: 6,"
+    " max_epochs: 4, max_concurrent_trials: 1}",
+    # Hyperband spreads trials over three brackets; only the first prunes
+    # at epoch 1, so it needs more trials than ASHA's single bracket
+    # (both run one trial at a time so that who reaches a rung first does
+    # not vary with the machine's load).
+    "hyperband": "{scheduler: hyperband, grace_period: 1, reduction_factor: 2, num_samples: 8,"
+    " max_epochs: 4, max_concurrent_trials: 1}",
+    "grid": "{algorithm: grid, max_epochs: 2, max_concurrent_trials: 1}",
+    "bayesian": "{algorithm: bayesian, num_samples: 3, max_epochs: 2, max_concurrent_trials: 1}",
+}
+#: What the fifo and asha runs add to their recipes for the other tests that read
+#: them (each run costs a search's fresh workers, which import TensorFlow): none of
+#: it bears on what test_each_scheduler_and_searcher_runs checks.
+SCHEDULER_EXTRAS = {
+    # test_keep_models_best_keeps_each_strategys_best_model_here_and_in_storage, and
+    # test_a_worker_within_its_memory_bound_runs_its_searchs_trials_in_turn (the
+    # default worker_memory_mb, 4096).
+    "fifo": "storage: file://{store}/\nkeep_models: best\n",
+    # test_trials_a_scheduler_stopped_reach_uri_storage.
+    "asha": "storage: file://{store}/\n",
+}
+
+
+@pytest.fixture(scope="module")
+def scheduler_runs(ray_session, tmp_path_factory):
+    """Makes the run of a search of :data:`SCHEDULER_SEARCHES` the first time a
+    test asks for it, then gives that one (tests read it, never change it).
+
+    Returns:
+        A function of the search's id giving the run's outcome, the folder of its
+        ``storage`` (its run is named for the id there), and the signal handlers
+        of this process before and after the run.
+    """
+    from types import SimpleNamespace
+
+    made = {}
+
+    def make(name: str) -> SimpleNamespace:
+        if name not in made:
+            folder = tmp_path_factory.mktemp(f"search-{name}")
+            recipe = write_recipe(folder, SCHEDULER_SEARCHES[name])
+            store = folder / "store"
+            extra = SCHEDULER_EXTRAS.get(name, "").format(store=store)
+            recipe.write_text(recipe.read_text() + extra)
+            numbers = (signal.SIGINT, signal.SIGUSR1)
+            before = {number: signal.getsignal(number) for number in numbers}
+            outcome = run(recipe, run_name=name)
+            after = {number: signal.getsignal(number) for number in numbers}
+            made[name] = SimpleNamespace(outcome=outcome, store=store, before=before, after=after)
+        return made[name]
+
+    return make
+
+
+@pytest.mark.parametrize("name", list(SCHEDULER_SEARCHES))
+def test_each_scheduler_and_searcher_runs(scheduler_runs, name):
     from orchestrator.accelerator import backend as keras_backend
     from orchestrator.trial import read_result
 
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGUSR1)}
-    outcome = run(write_recipe(tmp_path, search))
+    search = SCHEDULER_SEARCHES[name]
+    made = scheduler_runs(name)
+    outcome = made.outcome
     # Tune's handlers are the search's alone (found by QA: a SIGUSR1 to the caller's
     # process after a run printed Tune's "Stop signal received" and ended nothing).
-    assert {number: signal.getsignal(number) for number in handlers} == handlers
+    assert made.after == made.before
     frame = outcome.leaderboard
     if "grid" in search:
         # Every value of the one searched choice, once.
@@ -264,8 +307,9 @@ def _worker_pids(run_dir: Path, strategy: str) -> dict[str, set[int]]:
         # the trial ended itself (ASHA lets the first through its rung at 1 epoch of
         # 2) or the scheduler ended it. (fifo with 1 MiB added nothing to this.)
         (1, "asha", 3),
-        # The default bound: one worker runs the three trials in turn.
-        (4096, "fifo", 1),
+        # The default bound, one worker for three trials in turn: the fifo run of
+        # test_each_scheduler_and_searcher_runs, read by
+        # test_a_worker_within_its_memory_bound_runs_its_searchs_trials_in_turn.
     ],
 )
 def test_a_worker_past_its_memory_bound_is_replaced(
@@ -287,6 +331,18 @@ def test_a_worker_past_its_memory_bound_is_replaced(
     pids = _worker_pids(outcome.run_dir, "scratch_mlp")
     assert len(pids) == 3 and all(len(p) == 1 for p in pids.values()), pids
     assert len(set().union(*pids.values())) == workers, pids
+
+
+def test_a_worker_within_its_memory_bound_runs_its_searchs_trials_in_turn(scheduler_runs):
+    # The default bound (worker_memory_mb 4096), which no tiny trial's worker passes.
+    outcome = scheduler_runs("fifo").outcome
+    frame = outcome.leaderboard
+    assert len(frame) == 3
+    assert set(frame["status"]) == {"ok"}, frame[["status", "error"]]
+    assert set(frame["retries"]) == {0}
+    pids = _worker_pids(outcome.run_dir, "scratch_mlp")
+    assert len(pids) == 3 and all(len(p) == 1 for p in pids.values()), pids
+    assert len(set().union(*pids.values())) == 1, pids
 
 
 def test_a_worker_is_retired_only_past_its_bound_and_while_tune_knows_it(caplog):
@@ -1065,27 +1121,21 @@ def test_a_run_leaves_the_callers_process_as_it_found_it(
         assert os.environ.get(key) == env.get(key), key
 
 
-def test_trials_a_scheduler_stopped_reach_uri_storage(ray_session, tmp_path):
+def test_trials_a_scheduler_stopped_reach_uri_storage(scheduler_runs):
     """Their workers never upload them (the driver writes their result): a fetched
     run had the leaderboard's pruned trials without their folders."""
-    recipe = write_recipe(
-        tmp_path,
-        "{scheduler: asha, grace_period: 1, reduction_factor: 2, max_epochs: 4, "
-        "num_samples: 4, max_concurrent_trials: 1}",
-        "scratch_mlp: {space: {learning_rate: {loguniform: [1.0e-5, 1.0e-1]}, width: 8}}",
-    )
-    store = tmp_path / "store"
-    recipe.write_text(recipe.read_text() + f"storage: file://{store}/\n")
-    frame = run(recipe, run_name="stored").leaderboard
+    # The asha run of test_each_scheduler_and_searcher_runs, stored in file://.
+    made = scheduler_runs("asha")
+    frame = made.outcome.leaderboard
     assert (frame["status"] == "pruned").any(), frame[["status", "epochs"]]
-    stored = store / "stored" / "trials" / "scratch_mlp"
+    stored = made.store / "asha" / "trials" / "scratch_mlp"
     for trial_id in frame["trial_id"]:
         assert (stored / trial_id / "result.json").is_file(), trial_id
         assert (stored / trial_id / "history.csv").is_file(), trial_id
 
 
 def test_keep_models_best_keeps_each_strategys_best_model_here_and_in_storage(
-    ray_session, tmp_path
+    scheduler_runs,
 ):
     """Found by QA: every trial kept its model (4.6 MB each on MobileNetV3, about
     100 MB fine-tuning ResNet50), and there was no way to keep the best alone."""
@@ -1093,14 +1143,13 @@ def test_keep_models_best_keeps_each_strategys_best_model_here_and_in_storage(
 
     from orchestrator.cli import app
 
-    recipe = write_recipe(tmp_path, "{num_samples: 3, max_epochs: 1, scheduler: fifo}")
-    store = tmp_path / "store"
-    recipe.write_text(recipe.read_text() + f"storage: file://{store}/\nkeep_models: best\n")
-    outcome = run(recipe, run_name="kept")
+    # The fifo run of test_each_scheduler_and_searcher_runs, with keep_models: best.
+    made = scheduler_runs("fifo")
+    outcome = made.outcome
     frame = outcome.leaderboard
     assert list(frame["status"]) == ["ok"] * 3
     best, *others = list(frame["trial_id"])
-    for root in (outcome.run_dir, store / "kept"):
+    for root in (outcome.run_dir, made.store / "fifo"):
         trials = root / "trials" / "scratch_mlp"
         assert (trials / best / "model.keras").is_file(), root
         assert (trials / best / "test_probabilities.npy").is_file(), root
