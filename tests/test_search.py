@@ -996,11 +996,17 @@ def test_keras_tuner_state_is_written_whole_and_a_damaged_one_is_named(tmp_path)
 
 
 def test_a_trial_whose_worker_dies_is_retried(by_value, tmp_path):
+    """Also (one run, each a worker that dies and a fresh one that imports TensorFlow):
+    a retried trial keeps no TensorBoard events of its dead attempt. Found by QA: the
+    attempt that died left its event files beside the retry's, and TensorBoard drew
+    both attempts' epochs over one another. (A worker that dies before its trial's
+    first report is retried in test_a_worker_that_always_dies_fails_after_its_retries.)"""
     marker = tmp_path / "died-once"
     recipe = write_recipe(
         tmp_path,
         "{num_samples: 1, max_epochs: 2, max_failures: 2}",
-        f"dying_mlp: {{space: {{marker: '{marker}'}}}}",
+        # Its first attempt trains and reports an epoch, then its worker dies.
+        f"dying_mlp: {{space: {{marker: '{marker}', trained: 1}}}}",
     )
     outcome = run(recipe)
     row = outcome.leaderboard.iloc[0]
@@ -1013,22 +1019,9 @@ def test_a_trial_whose_worker_dies_is_retried(by_value, tmp_path):
 
     (written,) = (outcome.run_dir / "trials" / "dying_mlp").glob("*/result.json")
     assert read_result(written.parent).retries == 1
-
-
-def test_a_retried_trial_keeps_no_tensorboard_events_of_its_dead_attempt(by_value, tmp_path):
-    """Found by QA: the attempt that died left its event files beside the retry's, and
-    TensorBoard drew both attempts' epochs over one another."""
-    recipe = write_recipe(
-        tmp_path,
-        "{num_samples: 1, max_epochs: 2, max_failures: 1}",
-        f"dying_mlp: {{space: {{marker: '{tmp_path / 'm'}', trained: 1}}}}",
-    )
-    outcome = run(recipe)
-    assert outcome.leaderboard.iloc[0]["retries"] == 1
-    (folder,) = (outcome.run_dir / "trials" / "dying_mlp").glob("*/result.json")
-    written = sorted(folder.parent.glob("tensorboard/*/events.out.tfevents.*"))
+    events = sorted(written.parent.glob("tensorboard/*/events.out.tfevents.*"))
     # One file for training and one for validation: the retry's fit, not the dead one's.
-    assert [p.parent.name for p in written] == ["train", "validation"], written
+    assert [p.parent.name for p in events] == ["train", "validation"], events
 
 
 def test_a_run_whose_every_trial_died_runs_them_again_on_resume(by_value, tmp_path):
