@@ -347,18 +347,73 @@ def test_a_run_leaves_the_processs_excepthook_as_it_found_it():
     assert done.stdout.split() == ["True", "True"], done.stdout + done.stderr
 
 
-GARBAGE_AT_SHUTDOWN = """
-import gc, os, sys, weakref
+#: One embedded Ray's start for two tests (each start costs a Python with Ray, and
+#: its workers' TensorFlow): the workers of a next search
+#: (test_the_next_searchs_workers_are_prestarted_and_its_trials_take_them), then
+#: garbage holding Ray objects at shutdown
+#: (test_garbage_holding_ray_objects_is_freed_before_ray_shuts_down).
+BACKGROUND_START = """
+import gc, os, sys, time, weakref
 from pathlib import Path
-import ray
+import psutil, ray
 from orchestrator.recipe import ResourcesSpec
-from orchestrator.tuning.ray_start import BackgroundStart, kept_process_state
+from orchestrator.tuning import ray_start
 
 gc.disable()  # the garbage stays until something collects it
 before = dict(os.environ)
-with kept_process_state():  # as run_recipe keeps it
-    start = BackgroundStart(ResourcesSpec(num_cpus=1))
+with ray_start.kept_process_state():  # as run_recipe keeps it
+    start = ray_start.BackgroundStart(ResourcesSpec(num_cpus=2), preload_workers=2)
     start.join(Path(sys.argv[1]))
+
+
+    @ray.remote(num_cpus=1)
+    class Trial:
+        def where(self):
+            return os.getpid(), "keras" in sys.modules
+
+
+    def workers():
+        # Ray's Python workers: started as default_worker.py (an argument of the raylet's
+        # own command line too), then named for what they do (ray::IDLE, ray::Trial).
+        found = set()
+        for process in psutil.Process().children(recursive=True):
+            try:
+                command = process.cmdline()
+            except psutil.Error:  # ended meanwhile
+                continue
+            line = " ".join(command)
+            if line.startswith("ray::") and not line.split()[0].endswith("Agent"):
+                found.add(process.pid)
+            elif "default_worker.py" in line and not command[0].endswith("raylet"):
+                found.add(process.pid)
+        return found
+
+
+    def wait_for(count):
+        for _ in range(600):
+            if len(workers()) == count:
+                return
+            time.sleep(0.1)
+        sys.exit(f"{len(workers())} workers, not {count}")
+
+
+    # A first search's trials take the workers Ray started with itself, and end with it.
+    first = [Trial.remote() for _ in range(2)]
+    ended = {pid for pid, _ in ray.get([t.where.remote() for t in first])}
+    for trial in first:
+        ray.kill(trial)
+    while ended & workers():
+        time.sleep(0.1)
+    idle = workers()  # any worker Ray keeps beside them
+    print("asked:", ray_start.prestart_workers(2))
+    wait_for(len(idle) + 2)
+    # Every worker there as the next search's trials are asked for: under load the count
+    # above can be reached before Ray's own pool settles, so it is read again here.
+    present = workers()
+    second = [Trial.remote() for _ in range(2)]
+    where = ray.get([t.where.remote() for t in second])
+    print("on workers started before them:", {pid for pid, _ in where} <= present)
+    print("keras imported:", all(keras for _, keras in where))
 
     class Holder:
         pass
@@ -376,96 +431,43 @@ print("environment changed:", changed)
 """
 
 
-def test_garbage_holding_ray_objects_is_freed_before_ray_shuts_down(tmp_path, ray_tmpdir):
+@pytest.fixture(scope="module")
+def background_start():
+    """:data:`BACKGROUND_START`'s process, and the processes of its Ray left after it."""
+    folder = Path(tempfile.mkdtemp(prefix="gt-ray-", dir="/tmp"))  # short, as ray_tmpdir
+    try:
+        done = python_with_ray(BACKGROUND_START, folder, str(folder / "ray.log"), timeout=300)
+        yield done, processes_under(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_garbage_holding_ray_objects_is_freed_before_ray_shuts_down(background_start):
     # A collection in the main thread that frees a Ray object while the starting
     # thread shuts Ray down makes Ray end the process (seen with exit status 1
     # and the report unwritten): the search's garbage goes while Ray is up.
-    done = python_with_ray(GARBAGE_AT_SHUTDOWN, ray_tmpdir, str(tmp_path / "ray.log"), timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "freed before shutdown" in done.stdout, done.stdout + done.stderr[-3000:]
+    done, left = background_start
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    assert "freed before shutdown" in done.stdout.splitlines(), done.stdout + done.stderr[-3000:]
     # Found by QA: ray.init's PYTHONBREAKPOINT (breakpoint() opened Ray's debugger),
     # RAY_AUTH_MODE, RAY_CLIENT_MODE and RAY_USAGE_STATS_ENABLED stayed after a
     # library run, which README says leaves the environment as it found it.
-    assert "environment changed: []" in done.stdout, done.stdout
-    assert processes_under(ray_tmpdir) == []
+    assert "environment changed: []" in done.stdout.splitlines(), done.stdout
+    assert left == []
 
 
-PRESTARTED = """
-import os, sys, time
-from pathlib import Path
-import psutil, ray
-from orchestrator.recipe import ResourcesSpec
-from orchestrator.tuning import ray_start
-
-start = ray_start.BackgroundStart(ResourcesSpec(num_cpus=2), preload_workers=2)
-start.join(Path(sys.argv[1]))
-
-
-@ray.remote(num_cpus=1)
-class Trial:
-    def where(self):
-        return os.getpid(), "keras" in sys.modules
-
-
-def workers():
-    # Ray's Python workers: started as default_worker.py (an argument of the raylet's
-    # own command line too), then named for what they do (ray::IDLE, ray::Trial).
-    found = set()
-    for process in psutil.Process().children(recursive=True):
-        try:
-            command = process.cmdline()
-        except psutil.Error:  # ended meanwhile
-            continue
-        line = " ".join(command)
-        if line.startswith("ray::") and not line.split()[0].endswith("Agent"):
-            found.add(process.pid)
-        elif "default_worker.py" in line and not command[0].endswith("raylet"):
-            found.add(process.pid)
-    return found
-
-
-def wait_for(count):
-    for _ in range(600):
-        if len(workers()) == count:
-            return
-        time.sleep(0.1)
-    sys.exit(f"{len(workers())} workers, not {count}")
-
-
-# A first search's trials take the workers Ray started with itself, and end with it.
-first = [Trial.remote() for _ in range(2)]
-ended = {pid for pid, _ in ray.get([t.where.remote() for t in first])}
-for trial in first:
-    ray.kill(trial)
-while ended & workers():
-    time.sleep(0.1)
-idle = workers()  # any worker Ray keeps beside them
-print("asked:", ray_start.prestart_workers(2))
-wait_for(len(idle) + 2)
-# Every worker there as the next search's trials are asked for: under load the count
-# above can be reached before Ray's own pool settles, so it is read again here.
-present = workers()
-second = [Trial.remote() for _ in range(2)]
-where = ray.get([t.where.remote() for t in second])
-print("on workers started before them:", {pid for pid, _ in where} <= present)
-print("keras imported:", all(keras for _, keras in where))
-start.shutdown_soon()
-start.close()
-"""
-
-
-def test_the_next_searchs_workers_are_prestarted_and_its_trials_take_them(tmp_path, ray_tmpdir):
+def test_the_next_searchs_workers_are_prestarted_and_its_trials_take_them(background_start):
     # Tune ends a search's actors with it, and Ray gives a new actor neither an
     # actor's process nor a worker that ran a task: without the raylet's prestart,
     # every search after the first started new processes that imported TensorFlow.
-    done = python_with_ray(PRESTARTED, ray_tmpdir, str(tmp_path / "ray.log"), timeout=300)
+    done, left = background_start
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    assert done.stdout.splitlines() == [
+    assert done.stdout.splitlines()[:3] == [
         "asked: True",
         "on workers started before them: True",
         "keras imported: True",
     ], done.stdout + done.stderr[-3000:]
-    assert processes_under(ray_tmpdir) == []
+    assert left == []
 
 
 def test_ray_not_started_here_is_not_asked_to_prestart_workers(ray_session):
