@@ -178,6 +178,8 @@ SCHEDULER_EXTRAS = {
     "fifo": "storage: file://{store}/\nkeep_models: best\n",
     # test_trials_a_scheduler_stopped_reach_uri_storage.
     "asha": "storage: file://{store}/\n",
+    # test_mixed_precision_without_gpus_is_said_to_change_nothing.
+    "grid": "resources: {{mixed_precision: true}}\n",
 }
 
 
@@ -187,7 +189,7 @@ def scheduler_runs(ray_session, tmp_path_factory):
     test asks for it, then gives that one (tests read it, never change it).
 
     Returns:
-        A function of the search's id giving the run's outcome, the folder of its
+        A function of the search's id giving the run's outcome, its recipe, the folder of its
         ``storage`` (its run is named for the id there), and the signal handlers
         of this process before and after the run.
     """
@@ -206,7 +208,9 @@ def scheduler_runs(ray_session, tmp_path_factory):
             before = {number: signal.getsignal(number) for number in numbers}
             outcome = run(recipe, run_name=name)
             after = {number: signal.getsignal(number) for number in numbers}
-            made[name] = SimpleNamespace(outcome=outcome, store=store, before=before, after=after)
+            made[name] = SimpleNamespace(
+                outcome=outcome, recipe=recipe, store=store, before=before, after=after
+            )
         return made[name]
 
     return make
@@ -1404,23 +1408,23 @@ def test_what_no_node_of_ray_can_run_is_named(ray_session):
     )
 
 
-def test_mixed_precision_without_gpus_is_said_to_change_nothing(tmp_path, ray_session):
+def test_mixed_precision_without_gpus_is_said_to_change_nothing(scheduler_runs):
     """Found by QA: mixed_precision: true with gpus_per_trial: 0 was taken, and its
     trials trained in float32, by validate and run unsaid."""
     from orchestrator.cli import app
 
-    recipe = write_recipe(tmp_path, "{num_samples: 1, max_epochs: 1}")
-    recipe.write_text(recipe.read_text() + "resources: {mixed_precision: true}\n")
-    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    # The grid run of test_each_scheduler_and_searcher_runs, with mixed_precision: true.
+    made = scheduler_runs("grid")
+    checked = CliRunner().invoke(app, ["validate", str(made.recipe)])
     assert checked.exit_code == 0, checked.output
     assert (
         "note: resources.mixed_precision changes nothing with gpus_per_trial: 0; the trials "
         "train in float32 on CPUs"
     ) in checked.output
-    outcome = run(recipe)
-    assert list(outcome.leaderboard["note"]) == [
-        "mixed precision off: the trial has no GPU (gpus_per_trial: 0)"
-    ]
+    assert (
+        list(made.outcome.leaderboard["note"])
+        == ["mixed precision off: the trial has no GPU (gpus_per_trial: 0)"] * 2
+    )
 
 
 def test_fractional_gpus_pack_four_trials_on_two_logical_gpus(tmp_path):
