@@ -1162,47 +1162,67 @@ def _file_size_limited(kilobytes: int):
     return limit
 
 
-def test_a_file_past_the_size_limit_stops_the_run_as_a_full_disk_does(tmp_path):
+@contextlib.contextmanager
+def file_size_limited(kilobytes: int):
+    """This process's file-size limit set meanwhile, as ``ulimit -f`` sets it (its
+    soft limit alone, so it can be put back): a run in it meets EFBIG as a
+    ``graftune run`` under the limit does, without a process (and TensorFlow
+    import) of its own. Python ignores SIGXFSZ, or the limit would kill pytest."""
+    import resource
+
+    assert signal.getsignal(signal.SIGXFSZ) is signal.SIG_IGN
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (kilobytes * 1024, before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, before)
+
+
+def test_a_file_past_the_size_limit_stops_the_run_as_a_full_disk_does(
+    tmp_path, monkeypatch, caplog
+):
     """Found by QA: under `ulimit -f` the trial whose model.keras outgrew the limit
     was ranked as an error, its cut-off model left, the run ended with status 0
     ranking a worse trial best, and --resume said there was nothing to resume.
-    The check that a strategy's model saves was blamed on the plugin (status 3)."""
+    The check that a strategy's model saves was blamed on the plugin (status 3).
+
+    Run in this process, under its own limit meanwhile; a traceback could be logged
+    (pytest's handler takes the records, not stderr) as well as printed: neither."""
     from orchestrator.cli import app
 
-    limited = _file_size_limited(512)  # a 2 x 512 network's model.keras is about 3 MB
     fixed = "hidden_layers: 2, lambda: 1.0e-5, learning_rate: 0.001"
     (tmp_path / "big").mkdir()
     big = write_recipe(
         tmp_path / "big", "{backend: keras_tuner, num_samples: 1, max_epochs: 1}",
         f"scratch_mlp: {{space: {{{fixed}, width: 512}}}}",
     )  # fmt: skip
-    done = subprocess.run(
-        [GRAFTUNE, "run", str(big), "--quiet"], capture_output=True, text=True, preexec_fn=limited
-    )
-    assert done.returncode == 1, done.stderr
+    # A 2 x 512 network's model.keras is about 3 MB.
+    with file_size_limited(512):
+        done = CliRunner().invoke(app, ["run", str(big), "--quiet"])
+    assert done.exit_code == 1, done.output
     assert "a file grew past the largest this process may write" in done.stderr, done.stderr
     assert "then run the command again (a model is saved in $TMPDIR" in done.stderr
     assert "plugin" not in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "Traceback" not in caplog.text, caplog.text
 
     recipe = write_recipe(
         tmp_path, "{backend: keras_tuner, algorithm: grid, max_epochs: 1}",
         f"scratch_mlp: {{space: {{{fixed}, width: {{choice: [16, 512]}}}}}}",
     )  # fmt: skip
-    done = subprocess.run(
-        [GRAFTUNE, "run", str(recipe), "--quiet"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        preexec_fn=limited,
-    )
+    monkeypatch.chdir(tmp_path)
+    caplog.clear()
+    with file_size_limited(512):
+        done = CliRunner().invoke(app, ["run", str(recipe), "--quiet"])
     (run_dir,) = (tmp_path / "runs").iterdir()
-    assert done.returncode == 1, done.stderr
+    assert done.exit_code == 1, done.output
     (said,) = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert said.startswith("error: a file grew past the largest this process may write, "), said
     assert said.endswith(
         "(File too large: a file-size limit, as `ulimit -f` sets, a quota, or the file system's "
         f"own); raise the limit, then continue it with: graftune run --resume {run_dir}"
     ), said
+    assert "Traceback" not in done.stderr and "Traceback" not in caplog.text
     assert not (run_dir / "finished.json").exists()
     resumed = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--quiet"])
     assert resumed.exit_code == 0, resumed.output
