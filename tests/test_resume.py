@@ -757,7 +757,7 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     folder.mkdir()
     recipe = write_recipe(
         folder,
-        "{backend: keras_tuner, num_samples: 3, max_epochs: 2}",
+        "{backend: keras_tuner, num_samples: 2, max_epochs: 2}",
         f"interrupted_mlp: {{space: {{marker: '{marker}', signal: {signal_name}}}}}",
     )
     sigterm = signal.getsignal(signal.SIGTERM)
@@ -779,7 +779,7 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     stopped = "This run stopped before it finished"
     assert stopped in (run_dir / "report.html").read_text()
     capsys.readouterr()
-    assert_resumes_to_every_trial_once(run_dir, ended, 3, plugins=[fixture_plugins])
+    assert_resumes_to_every_trial_once(run_dir, ended, 2, plugins=[fixture_plugins])
     assert stopped not in (run_dir / "report.html").read_text()  # ... until it finishes
     assert "Reloading Tuner" not in capsys.readouterr().out  # keras-tuner's own print: logged
 
