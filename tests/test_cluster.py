@@ -148,11 +148,12 @@ def test_storage_this_machine_cannot_reach_is_refused_before_any_work(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_google_storage_this_machine_cannot_reach_is_refused_in_seconds(tmp_path):
+def test_google_storage_this_machine_cannot_reach_is_refused_in_seconds(tmp_path, monkeypatch):
     # Found by QA: offline, pyarrow retried for its default 15 minutes, in C++ where
     # Ctrl+C and SIGTERM do not reach; the run, a job and fetch all hung.
     from datetime import timedelta
 
+    import orchestrator.storage
     from orchestrator.storage import GCS_RETRY_S, _filesystem, check_reachable, fetch
 
     def retry_limit(uri: str, **kwargs) -> timedelta:
@@ -163,10 +164,18 @@ def test_google_storage_this_machine_cannot_reach_is_refused_in_seconds(tmp_path
     assert retry_limit("gs://b/runs", retry="check") == timedelta(seconds=GCS_RETRY_S["check"])
     assert retry_limit("gcs://b/runs") == timedelta(seconds=GCS_RETRY_S["transfer"])
     assert retry_limit("gs://b/runs?retry_limit_seconds=1") == timedelta(seconds=1)  # the user's
+    began = time.monotonic()
     with pytest.raises(StorageError, match="storage gs://graftune-no-such-bucket/runs: "):
         check_reachable("gs://graftune-no-such-bucket/runs")
+    assert time.monotonic() - began < GCS_RETRY_S["transfer"]  # the check's limit, not a copy's
+    # fetch asks as check_reachable does, before it copies (a copy's retries take a
+    # minute and say "cannot download"). The check's own limit is shortened here: its
+    # default is checked above, and each offline check waits it out (about 10 s).
+    monkeypatch.setitem(orchestrator.storage.GCS_RETRY_S, "check", 1)
+    began = time.monotonic()
     with pytest.raises(StorageError, match="storage gs://graftune-no-such-bucket/runs/j: "):
         fetch("gs://graftune-no-such-bucket/runs/j", tmp_path / "fetched")  # as fetch's job
+    assert time.monotonic() - began < GCS_RETRY_S["transfer"]
     assert not (tmp_path / "fetched").exists()
 
 
