@@ -1028,6 +1028,15 @@ def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
     assert (long / "model.keras").is_file()
 
 
+# Runs each (folder, script) of argv[1] in that folder, with fresh globals.
+RUN_IN_FOLDERS = """
+import json, os, sys
+for folder, script in json.loads(sys.argv[1]):
+    os.chdir(folder)
+    exec(compile(script, folder, "exec"), {"__name__": "__main__"})
+"""
+
+
 def test_export_fills_an_empty_folder_in_place_and_its_load_line_runs_there(
     runs, tmp_path, monkeypatch
 ):
@@ -1047,6 +1056,8 @@ def test_export_fills_an_empty_folder_in_place_and_its_load_line_runs_there(
     result = invoke("export", digits.run_dir, tmp_path / "link")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "link").is_symlink() and (target / "model.keras").is_file()
+    np.save(tmp_path / "x.npy", np.asarray(split_of(digits.run_dir).x_test))
+    scripts = []
     for folder, made in (
         (here, "loaded.serve(tf.constant(x, tf.float32)).numpy()"),
         (target, "model.predict(x, verbose=0)"),
@@ -1054,17 +1065,24 @@ def test_export_fills_an_empty_folder_in_place_and_its_load_line_runs_there(
         assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no staging left
         meta = json.loads((folder / "graftune.json").read_text())
         assert meta["load"].startswith("import ")
-        np.save(tmp_path / "x.npy", np.asarray(split_of(digits.run_dir).x_test))
         script = (
             f"import numpy as np; x = np.load({str(tmp_path / 'x.npy')!r})\n"
             + meta["load"]
             + f"\nnp.save('out.npy', {made})"
         )
-        ran = subprocess.run(
-            [sys.executable, "-c", script], cwd=folder, capture_output=True, text=True, timeout=300
-        )
-        assert ran.returncode == 0, ran.stderr[-3000:]
-        expected = in_run(digits.run_dir, digits.best["strategy"], digits.best["trial_id"])
+        scripts.append((str(folder), script))
+    # One process (TensorFlow imported once) runs each line in its folder, each with
+    # names of its own: a line that imports nothing it uses, or that names its folder
+    # only relative to where it is run, fails as in a process of its own.
+    ran = subprocess.run(
+        [sys.executable, "-c", RUN_IN_FOLDERS, json.dumps(scripts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    expected = in_run(digits.run_dir, digits.best["strategy"], digits.best["trial_id"])
+    for folder in (here, target):
         np.testing.assert_allclose(np.load(folder / "out.npy"), expected, rtol=1e-5, atol=1e-5)
 
 
