@@ -1132,9 +1132,11 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
     (project / "wine_plugin.py").write_text(WINE_PLUGIN)
     recipe = write_recipe(
         project,
-        CSV_RECIPE.replace("scratch_mlp:", "wine_mlp:").replace(
-            "max_epochs: 1", "max_epochs: 100000"
-        ),
+        # One trial, which never ends: a second (CSV_RECIPE's) trained beside it on
+        # this machine's few CPUs while the job was followed, stopped and fetched.
+        CSV_RECIPE.replace("scratch_mlp:", "wine_mlp:")
+        .replace("max_epochs: 1", "max_epochs: 100000")
+        .replace("num_samples: 2", "num_samples: 1"),
     )
     submitted = graftune(
         cluster,
