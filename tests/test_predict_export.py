@@ -105,12 +105,17 @@ def one_trial_run(folder: Path, source: str, *, epochs: int) -> Path:
     return run_dir
 
 
-def test_damaged_state_files_are_said_by_every_command_that_reads_the_run(tmp_path):
+@pytest.fixture(scope="module")
+def iris_run(tmp_path_factory) -> Path:
+    """One scratch_mlp trial on sklearn:iris, two epochs; tests copy it before they change it."""
+    return one_trial_run(tmp_path_factory.mktemp("iris"), "sklearn:iris", epochs=2)
+
+
+def test_damaged_state_files_are_said_by_every_command_that_reads_the_run(iris_run, tmp_path):
     """Found by QA: a finished.json cut short or a deleted best/ went unsaid by
     leaderboard, report, predict and export; a trial's deleted model.keras was
     "saved no model (status ok); only trials with status ok have one"."""
-    (tmp_path / "made").mkdir()
-    kept = one_trial_run(tmp_path / "made", "sklearn:iris", epochs=1)
+    kept = shutil.copytree(iris_run, tmp_path / "made" / iris_run.name)
     trial_id = str(pd.read_csv(kept / "leaderboard.csv")["trial_id"].iloc[0])
     data = "sklearn:iris"
 
@@ -1363,13 +1368,13 @@ def test_a_table_runs_feature_order_is_recorded_and_outlives_the_table(runs, tmp
     )
 
 
-def test_a_run_on_a_scikit_learn_table_matches_a_tables_columns_by_name(tmp_path):
+def test_a_run_on_a_scikit_learn_table_matches_a_tables_columns_by_name(iris_run, tmp_path):
     """Found by QA: a run trained on sklearn:wine recorded no feature names, so
     predict took a CSV's columns by position: the same named columns in another
     order scored 0.33 where they scored 0.97, silently."""
     from sklearn.datasets import load_iris
 
-    run_dir = one_trial_run(tmp_path, "sklearn:iris", epochs=2)
+    run_dir = shutil.copytree(iris_run, tmp_path / "runs" / iris_run.name)  # changed below
     frame = load_iris(as_frame=True).frame
     features = list(frame.columns[:-1])
     assert json.loads((run_dir / "best" / "config.json").read_text())["features"] == features
