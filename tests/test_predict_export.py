@@ -105,12 +105,17 @@ def one_trial_run(folder: Path, source: str, *, epochs: int) -> Path:
     return run_dir
 
 
-def test_damaged_state_files_are_said_by_every_command_that_reads_the_run(tmp_path):
+@pytest.fixture(scope="module")
+def iris_run(tmp_path_factory) -> Path:
+    """One scratch_mlp trial on sklearn:iris, two epochs; tests copy it before they change it."""
+    return one_trial_run(tmp_path_factory.mktemp("iris"), "sklearn:iris", epochs=2)
+
+
+def test_damaged_state_files_are_said_by_every_command_that_reads_the_run(iris_run, tmp_path):
     """Found by QA: a finished.json cut short or a deleted best/ went unsaid by
     leaderboard, report, predict and export; a trial's deleted model.keras was
     "saved no model (status ok); only trials with status ok have one"."""
-    (tmp_path / "made").mkdir()
-    kept = one_trial_run(tmp_path / "made", "sklearn:iris", epochs=1)
+    kept = shutil.copytree(iris_run, tmp_path / "made" / iris_run.name)
     trial_id = str(pd.read_csv(kept / "leaderboard.csv")["trial_id"].iloc[0])
     data = "sklearn:iris"
 
@@ -1028,6 +1033,15 @@ def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
     assert (long / "model.keras").is_file()
 
 
+# Runs each (folder, script) of argv[1] in that folder, with fresh globals.
+RUN_IN_FOLDERS = """
+import json, os, sys
+for folder, script in json.loads(sys.argv[1]):
+    os.chdir(folder)
+    exec(compile(script, folder, "exec"), {"__name__": "__main__"})
+"""
+
+
 def test_export_fills_an_empty_folder_in_place_and_its_load_line_runs_there(
     runs, tmp_path, monkeypatch
 ):
@@ -1047,6 +1061,8 @@ def test_export_fills_an_empty_folder_in_place_and_its_load_line_runs_there(
     result = invoke("export", digits.run_dir, tmp_path / "link")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "link").is_symlink() and (target / "model.keras").is_file()
+    np.save(tmp_path / "x.npy", np.asarray(split_of(digits.run_dir).x_test))
+    scripts = []
     for folder, made in (
         (here, "loaded.serve(tf.constant(x, tf.float32)).numpy()"),
         (target, "model.predict(x, verbose=0)"),
@@ -1054,17 +1070,24 @@ def test_export_fills_an_empty_folder_in_place_and_its_load_line_runs_there(
         assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no staging left
         meta = json.loads((folder / "graftune.json").read_text())
         assert meta["load"].startswith("import ")
-        np.save(tmp_path / "x.npy", np.asarray(split_of(digits.run_dir).x_test))
         script = (
             f"import numpy as np; x = np.load({str(tmp_path / 'x.npy')!r})\n"
             + meta["load"]
             + f"\nnp.save('out.npy', {made})"
         )
-        ran = subprocess.run(
-            [sys.executable, "-c", script], cwd=folder, capture_output=True, text=True, timeout=300
-        )
-        assert ran.returncode == 0, ran.stderr[-3000:]
-        expected = in_run(digits.run_dir, digits.best["strategy"], digits.best["trial_id"])
+        scripts.append((str(folder), script))
+    # One process (TensorFlow imported once) runs each line in its folder, each with
+    # names of its own: a line that imports nothing it uses, or that names its folder
+    # only relative to where it is run, fails as in a process of its own.
+    ran = subprocess.run(
+        [sys.executable, "-c", RUN_IN_FOLDERS, json.dumps(scripts)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    expected = in_run(digits.run_dir, digits.best["strategy"], digits.best["trial_id"])
+    for folder in (here, target):
         np.testing.assert_allclose(np.load(folder / "out.npy"), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -1345,13 +1368,13 @@ def test_a_table_runs_feature_order_is_recorded_and_outlives_the_table(runs, tmp
     )
 
 
-def test_a_run_on_a_scikit_learn_table_matches_a_tables_columns_by_name(tmp_path):
+def test_a_run_on_a_scikit_learn_table_matches_a_tables_columns_by_name(iris_run, tmp_path):
     """Found by QA: a run trained on sklearn:wine recorded no feature names, so
     predict took a CSV's columns by position: the same named columns in another
     order scored 0.33 where they scored 0.97, silently."""
     from sklearn.datasets import load_iris
 
-    run_dir = one_trial_run(tmp_path, "sklearn:iris", epochs=2)
+    run_dir = shutil.copytree(iris_run, tmp_path / "runs" / iris_run.name)  # changed below
     frame = load_iris(as_frame=True).frame
     features = list(frame.columns[:-1])
     assert json.loads((run_dir / "best" / "config.json").read_text())["features"] == features
@@ -1448,7 +1471,8 @@ def test_a_run_whose_output_reader_has_gone_goes_on_to_its_end(tmp_path):
     ends with SIGPIPE's status, as `run --quiet | head` did."""
     from tests.search_helpers import GRAFTUNE, write_recipe
 
-    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 4, max_epochs: 1}")
+    # Two trials: the reader leaves at the first line, before either trains.
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}")
     running = subprocess.Popen(
         [GRAFTUNE, "run", str(recipe), "--run-dir", str(tmp_path / "run")],
         stdout=subprocess.PIPE,
@@ -1464,7 +1488,7 @@ def test_a_run_whose_output_reader_has_gone_goes_on_to_its_end(tmp_path):
         "(its leaderboard is written in its run directory)\n"
     )
     assert (tmp_path / "run" / "finished.json").is_file()
-    assert len(pd.read_csv(tmp_path / "run" / "leaderboard.csv")) == 4
+    assert len(pd.read_csv(tmp_path / "run" / "leaderboard.csv")) == 2
 
 
 def test_no_colour_reset_is_left_on_a_terminal_at_the_end():
