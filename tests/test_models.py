@@ -126,9 +126,11 @@ def fit_one_way(digits, ours: bool, epochs: int, plain_steps: int | None = None)
     return model
 
 
-def fit_counting_iterators(digits, monkeypatch, ours: bool, epochs: int = 3) -> tuple[int, list]:
+def fit_counting_iterators(
+    digits, monkeypatch, ours: bool, epochs: int = 3
+) -> tuple[int, list, dict]:
     """Fit one way (see fit_one_way); return how many input iterators the training
-    data got, and the weights."""
+    data got, the weights and the history."""
     from keras.src.backend.tensorflow import trainer
 
     made = []
@@ -142,12 +144,29 @@ def fit_counting_iterators(digits, monkeypatch, ours: bool, epochs: int = 3) -> 
         patch.setattr(trainer.TFEpochIterator, "_get_iterator", counted)
         model = fit_one_way(digits, ours, epochs)
     training = made[0]  # the first made: validation starts after the first epoch
-    return sum(it is training for it in made), [w.copy() for w in model.get_weights()]
+    weights = [w.copy() for w in model.get_weights()]
+    return sum(it is training for it in made), weights, model.history.history
 
 
-def test_strategy_fit_makes_one_input_iterator_per_epoch_to_the_same_weights(digits, monkeypatch):
-    theirs, their_weights = fit_counting_iterators(digits, monkeypatch, ours=False)
-    ours, weights = fit_counting_iterators(digits, monkeypatch, ours=True)
+@pytest.fixture(scope="module")
+def ours_watched(digits):
+    """One Strategy.fit of three epochs (see fit_one_way), watched for both tests that
+    compare it with a plain fit: the input iterators its training data got (as
+    fit_counting_iterators counts them) and the sizes of the array pipelines Keras made
+    (as fit_watching_pipelines records them). Returns (iterators, weights, sizes,
+    history); tests read these and change nothing."""
+    with pytest.MonkeyPatch.context() as monkeypatch, array_pipelines(monkeypatch) as sizes:
+        # The same fit as fit_watching_pipelines' ours=True: its plain_steps is
+        # read only by a plain fit.
+        iterators, weights, history = fit_counting_iterators(digits, monkeypatch, ours=True)
+    return iterators, weights, list(sizes), history
+
+
+def test_strategy_fit_makes_one_input_iterator_per_epoch_to_the_same_weights(
+    digits, monkeypatch, ours_watched
+):
+    theirs, their_weights, _ = fit_counting_iterators(digits, monkeypatch, ours=False)
+    ours, weights, _, _ = ours_watched
 
     # Keras makes one at each epoch's start and discards the one it made at the
     # end of the epoch before; with steps_per_epoch given, that one is used.
@@ -190,9 +209,11 @@ def fit_watching_pipelines(digits, monkeypatch, ours: bool, epochs: int = 3) -> 
     return sizes, model.history.history
 
 
-def test_strategy_fit_validates_on_plain_batches_with_the_same_metrics(digits, monkeypatch):
+def test_strategy_fit_validates_on_plain_batches_with_the_same_metrics(
+    digits, monkeypatch, ours_watched
+):
     theirs, their_history = fit_watching_pipelines(digits, monkeypatch, ours=False)
-    ours, history = fit_watching_pipelines(digits, monkeypatch, ours=True)
+    _, _, ours, history = ours_watched
 
     training, validation = len(digits.y_train), len(digits.y_val)
     assert training != validation
