@@ -283,9 +283,12 @@ def test_two_phase_with_one_epoch_is_noted_by_validate_and_in_its_trials(
     ids=["feature_extraction", "fine_tune"],
 )
 def test_cached_and_uncached_trials_agree(strategy, config, digits, base_info, tmp_path):
-
-    cached = trial(strategy, config, digits, base_info, tmp_path, cache=True, trial_id="cached")
+    """Also: cache=False turns the cache off (the plain trial, run first, writes no
+    features)."""
     plain = trial(strategy, config, digits, base_info, tmp_path, cache=False, trial_id="plain")
+    assert plain.status == "ok"
+    assert not (tmp_path / "cache" / "features").exists()
+    cached = trial(strategy, config, digits, base_info, tmp_path, cache=True, trial_id="cached")
     assert cached.status == plain.status == "ok"
     assert cached.note.startswith("features computed up to cut")
     assert plain.note is None
@@ -337,26 +340,6 @@ def test_a_trial_on_features_cached_at_the_base_output_never_loads_the_base(digi
     base.feature_shape = tuple(base.model.layers[base.cut_layer(2)].output.shape[1:])
     FineTune().build(ft_config(frozen_layers=2), digits.task, base)
     assert base.loaded
-
-
-def test_a_trial_on_cached_features_of_the_whole_base_does_not_load_it(
-    digits, base_info, tmp_path, monkeypatch
-):
-    import keras
-
-    trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="first")
-    loaded = []
-    real = keras.saving.load_model
-
-    def spy(path, *args, **kwargs):
-        loaded.append(str(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(keras.saving, "load_model", spy)
-    second = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="second")
-    assert second.status == "ok", second.error
-    assert second.note == f"features from cache up to cut {base_info.n_cut_points}"
-    assert str(base_info.path) not in loaded
 
 
 class IgnoresTheCache(FeatureExtraction):
@@ -477,7 +460,11 @@ def test_frozen_weights_are_unchanged_after_a_trial(digits, base_info, tmp_path)
     )
 
 
-def test_features_are_computed_once_and_shared(digits, base_info, tmp_path):
+def test_features_are_computed_once_and_shared(digits, base_info, tmp_path, monkeypatch):
+    """Also: a trial on cached features of the whole base does not load the base
+    (the third trial's spy)."""
+    import keras
+
     from orchestrator.bases import load_base
     from orchestrator.feature_cache import cache_entries, cached_features
 
@@ -489,9 +476,19 @@ def test_features_are_computed_once_and_shared(digits, base_info, tmp_path):
     (entry,) = [e for e in cache_entries() if e.kind == "features"]
     assert "cut 2" in entry.description
     second = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="a")
+    loaded = []
+    real = keras.saving.load_model
+
+    def spy(path, *args, **kwargs):
+        loaded.append(str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(keras.saving, "load_model", spy)
     third = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="b")
     assert second.note.startswith("features computed")
-    assert third.note.startswith("features from cache")
+    assert third.status == "ok", third.error
+    assert third.note == f"features from cache up to cut {base_info.n_cut_points}"
+    assert str(base_info.path) not in loaded
 
 
 def test_an_entry_computed_again_drops_what_a_killed_computation_left(digits, base_info):
@@ -612,25 +609,18 @@ def test_cache_invalidation(digits, base_info, tmp_path, monkeypatch):
     assert feature_key(load_base(other_base), 2, digits) != key
 
 
-def test_a_random_layer_before_the_cut_turns_the_cache_off(digits, tmp_path, monkeypatch):
-    info = make_base(tmp_path, monkeypatch, digits, random="flip")
-    result = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=1)
-    assert result.status == "ok"
-    assert result.note == "feature cache off: flip before the cut is random"
-    assert not (tmp_path / "cache" / "features").exists()
-    # Below the dropout the prefix is pure again.
-    fine = trial(
-        FineTune(), ft_config(frozen_layers=1), digits, info, tmp_path, epochs=1, trial_id="f"
-    )
-    assert fine.note.startswith("features computed")
-
-
-def test_a_random_layer_in_the_base_draws_the_same_numbers_for_the_same_seed(
+def test_a_random_layer_in_the_base_draws_the_same_numbers_and_turns_the_cache_off(
     digits, tmp_path, monkeypatch
 ):
-    """A loaded Dropout without a seed of its own takes one from Python's random
-    state when it is made; the base was loaded before the trial's seed was set,
-    so the same recipe and seed trained differently from run to run."""
+    """Two behaviours of one base with a random layer (RandomFlip) before its cut,
+    on the same trials:
+
+    - it draws the same numbers for the same seed. A loaded Dropout without a seed of
+      its own takes one from Python's random state when it is made; the base was
+      loaded before the trial's seed was set, so the same recipe and seed trained
+      differently from run to run;
+    - a random layer before the cut turns the feature cache off (and below it the
+      prefix is pure again: cached)."""
     import random
 
     info = make_base(tmp_path, monkeypatch, digits, random="flip")
@@ -643,6 +633,14 @@ def test_a_random_layer_in_the_base_draws_the_same_numbers_for_the_same_seed(
         np.load(trials / "a" / "test_probabilities.npy"),
         np.load(trials / "b" / "test_probabilities.npy"),
     )
+    # The cache is off for both.
+    assert first.note == second.note == "feature cache off: flip before the cut is random"
+    assert not (tmp_path / "cache" / "features").exists()
+    # Below the flip the prefix is pure again.
+    fine = trial(
+        FineTune(), ft_config(frozen_layers=1), digits, info, tmp_path, epochs=1, trial_id="f"
+    )
+    assert fine.note.startswith("features computed")
 
 
 def test_dropout_in_the_frozen_part_runs_as_in_inference_and_the_cache_serves_it(
@@ -680,14 +678,6 @@ def test_dropout_in_the_frozen_part_runs_as_in_inference_and_the_cache_serves_it
     keras.Model(inputs, features).save(path)
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert "call" not in vars(loaded.get_layer("small_cnn").get_layer("drop"))
-
-
-def test_cache_false_turns_it_off(digits, base_info, tmp_path):
-    result = trial(
-        FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, cache=False, epochs=1
-    )
-    assert result.status == "ok"
-    assert not (tmp_path / "cache" / "features").exists()
 
 
 def test_cache_info_and_clear_commands(digits, base_info, tmp_path):
