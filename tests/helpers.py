@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,3 +123,32 @@ def tmpfs(folder: Path, size: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def file_size_limit(kilobytes: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that sets the process's file-size limit, as ``ulimit -f`` does
+    (Python ignores SIGXFSZ: a write past it fails with EFBIG, "File too large")."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (kilobytes * 1024, kilobytes * 1024))
+
+    return limit
+
+
+@contextlib.contextmanager
+def file_size_limited(kilobytes: int) -> Iterator[None]:
+    """This process's file-size limit set meanwhile, as ``ulimit -f`` sets it (its
+    soft limit alone, so it can be put back): a run in it meets EFBIG as a
+    ``graftune run`` under the limit does, without a process (and TensorFlow
+    import) of its own. Python ignores SIGXFSZ, or the limit would kill pytest."""
+    import resource
+    import signal
+
+    assert signal.getsignal(signal.SIGXFSZ) is signal.SIG_IGN
+    before = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (kilobytes * 1024, before[1]))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, before)

@@ -1549,8 +1549,8 @@ def test_output_the_disk_has_no_room_for_is_said_in_one_line(wine_run, tmp_path)
     and out of room it named the run's model, not the destination."""
     import os
 
+    from tests.helpers import file_size_limit
     from tests.search_helpers import GRAFTUNE
-    from tests.test_resume import _file_size_limited
 
     run_dir = str(wine_run.run_dir)
     said = (
@@ -1602,7 +1602,7 @@ def test_output_the_disk_has_no_room_for_is_said_in_one_line(wine_run, tmp_path)
         [GRAFTUNE, "export", run_dir, str(dest)],
         capture_output=True,
         text=True,
-        preexec_fn=_file_size_limited(4),
+        preexec_fn=file_size_limit(4),
     )
     assert done.returncode == 1, done.stderr
     assert done.stderr.startswith(

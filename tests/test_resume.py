@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from orchestrator.errors import RunDirError
 from tests import fixture_plugins
+from tests.helpers import file_size_limited
 from tests.search_helpers import GRAFTUNE, run, write_recipe
 
 pytestmark = pytest.mark.slow
@@ -80,6 +81,12 @@ def ended_trials(results_dir: Path) -> dict[str, int]:
     return {p.parent.name: p.stat().st_mtime_ns for p in results_dir.glob("*/result.json")}
 
 
+def assert_not_run_again(results_dir: Path, ended: dict[str, int]) -> None:
+    """None of ``ended`` (from :func:`ended_trials`) wrote its ``result.json`` again."""
+    for trial_id, mtime in ended.items():
+        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+
+
 def assert_resumes_to_every_trial_once(run_dir, ended, trials, plugins=()):
     """Resume the run; every trial is in the leaderboard once, and none of
     ``ended`` (from :func:`ended_trials`) ran again."""
@@ -100,9 +107,7 @@ def assert_resumes_to_every_trial_once(run_dir, ended, trials, plugins=()):
     assert len(frame) == trials
     assert frame["trial_id"].is_unique
     assert (frame["status"] == "ok").all()
-    for trial_id, mtime in ended.items():
-        path = run_dir / "trials" / frame["strategy"].iloc[0] / trial_id / "result.json"
-        assert path.stat().st_mtime_ns == mtime, trial_id
+    assert_not_run_again(run_dir / "trials" / frame["strategy"].iloc[0], ended)
     # The hooks heard of each trial once, across the kill (events.jsonl, MLflow).
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
@@ -470,8 +475,7 @@ def resumed_grid(tmp_path: Path, search: str, space: str, killed: int):
     statuses = {t: json.loads((results_dir / t / "result.json").read_text()) for t in ended}
     frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
     assert sorted(frame["trial_id"]) == trial_ids
-    for trial_id, mtime in ended.items():
-        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    assert_not_run_again(results_dir, ended)
     return frame, {t: r["status"] for t, r in statuses.items()}, results_dir
 
 
@@ -1174,34 +1178,6 @@ def test_a_full_disk_stops_the_run_with_what_to_do_and_the_resume_ends_it(
     assert sorted(e["trial_id"] for e in told) == sorted(frame["trial_id"])
 
 
-def _file_size_limited(kilobytes: int):
-    """A ``preexec_fn`` that sets the process's file-size limit, as ``ulimit -f`` does
-    (Python ignores SIGXFSZ: a write past it fails with EFBIG, "File too large")."""
-    import resource
-
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (kilobytes * 1024, kilobytes * 1024))
-
-    return limit
-
-
-@contextlib.contextmanager
-def file_size_limited(kilobytes: int):
-    """This process's file-size limit set meanwhile, as ``ulimit -f`` sets it (its
-    soft limit alone, so it can be put back): a run in it meets EFBIG as a
-    ``graftune run`` under the limit does, without a process (and TensorFlow
-    import) of its own. Python ignores SIGXFSZ, or the limit would kill pytest."""
-    import resource
-
-    assert signal.getsignal(signal.SIGXFSZ) is signal.SIG_IGN
-    before = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (kilobytes * 1024, before[1]))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, before)
-
-
 def test_a_file_past_the_size_limit_stops_the_run_as_a_full_disk_does(
     tmp_path, monkeypatch, caplog
 ):
@@ -1593,8 +1569,7 @@ def test_a_damaged_result_of_an_ended_trial_is_kept_aside_and_that_trial_runs_ag
         assert f"{path} cannot be read" in caplog.text, trial_id
         assert (results_dir / trial_id / "result.json.damaged").read_text() == text
         assert json.loads(path.read_text())["status"] == "ok"  # it ran again
-    for trial_id, mtime in ended.items():  # the other was not run again
-        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    assert_not_run_again(results_dir, ended)  # the other was not run again
     # Its new end is said and told, as any trial's (found by QA: neither, as if told before).
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     told = [e["trial_id"] for e in events if e["event"] == "trial_finished"]
@@ -1641,8 +1616,7 @@ def test_a_damaged_end_of_a_search_makes_it_resume_and_run_only_what_is_gone(
     assert (frame["status"] == "ok").all(), frame[["trial_id", "status", "error"]]
     assert (run_dir / "best" / "model.keras").is_file()
     assert len(json.loads(marker.read_text())) == 3
-    for trial_id, mtime in ended.items():  # not run again
-        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    assert_not_run_again(results_dir, ended)
 
 
 def test_a_failed_trial_that_never_had_a_folder_runs_again_without_a_damage_warning(
@@ -1719,8 +1693,7 @@ def test_a_best_model_deleted_from_its_trial_is_named_and_the_advice_given_works
     assert len(frame) == 3 and (frame["status"] == "ok").all()
     assert (run_dir / "best" / "model.keras").is_file()
     assert len(json.loads(marker.read_text())) == 3
-    for trial_id, mtime in ended.items():  # not run again
-        assert (results_dir / trial_id / "result.json").stat().st_mtime_ns == mtime, trial_id
+    assert_not_run_again(results_dir, ended)
 
 
 def test_a_finished_run_whose_best_model_was_deleted_saves_it_again_on_resume(ended_run, tmp_path):
