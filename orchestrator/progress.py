@@ -56,6 +56,8 @@ class RunProgress:
         self._ended: set[tuple[str, str]] = set()
         self._replayed = 0
         self._starts: dict[tuple[str, str], float] = {}
+        #: A running trial's epochs: (the first reported, when), (the last, when), of how many.
+        self._epochs: dict[tuple[str, str], tuple[tuple[int, float], tuple[int, float], int]] = {}
         #: The most trials seen running at once: how many run side by side.
         self._slots = 1
 
@@ -93,6 +95,33 @@ class RunProgress:
         self._starts.setdefault((strategy, trial_id), self._now())
         self._slots = max(self._slots, sum(len(c.running) for c in self.strategies.values()))
 
+    def trial_progressed(self, strategy: str, trial_id: str, epoch: int, epochs: int) -> None:
+        """A running trial ended its ``epoch``-th epoch of ``epochs``: with two
+        epochs seen, the estimate has its time per epoch before any trial ends."""
+        key = (strategy, trial_id)
+        if key not in self._starts or key in self._ended:
+            return  # a stored result told again (a resume), or not started here
+        now = self._now()
+        seen = self._epochs.get(key)
+        if seen is None or epoch <= seen[1][0]:
+            # Its first epoch, or again from the start (its worker died and it restarted).
+            self._epochs[key] = ((epoch, now), (epoch, now), epochs)
+        else:
+            self._epochs[key] = (seen[0], (epoch, now), epochs)
+
+    def _projected(self, key: tuple[str, str]) -> float | None:
+        """How long a running trial will take in all, from its epochs so far: the
+        time to its first reported epoch (its set-up and tracing are in it) and
+        then the time per epoch since, for the epochs it has left."""
+        seen = self._epochs.get(key)
+        if seen is None or key not in self._starts:
+            return None
+        (first, first_at), (last, last_at), epochs = seen
+        if last <= first:
+            return None  # one epoch tells the set-up and an epoch apart from nothing
+        per_epoch = (last_at - first_at) / (last - first)
+        return last_at - self._starts[key] + per_epoch * max(0, epochs - last)
+
     def trial_replayed(self, result: TrialResult) -> None:
         """A trial that ended before a resume: counted, but not in the time per trial."""
         if not self._counted(result):
@@ -105,6 +134,7 @@ class RunProgress:
         counts.running.discard(result.trial_id)
         key = (result.strategy, result.trial_id)
         began = self._starts.pop(key, None)
+        self._epochs.pop(key, None)
         if self._counted(result):
             self._ended.add(key)
             return  # told again (a resumed search re-reads a stored result): counted once
@@ -135,21 +165,27 @@ class RunProgress:
         return a > b if self.mode == "max" else a < b
 
     def eta_seconds(self) -> float | None:
-        """Remaining time, or ``None`` before the first trial timed here ended.
+        """Remaining time, or ``None`` before any trial timed here ended or
+        reported two epochs.
 
         Each strategy's trials left take the mean time of its trials that ended
         in this process (from each one's start to its end: the run's set-up,
-        and trials replayed from before a resume, take none of it; a strategy
-        with none yet takes the mean of all, or the time its longest running
-        trial has run if that is longer), less what its running trials have
-        done, shared among as many slots as trials were seen running at once;
-        and no more than what is left of its search's ``time_budget_s``.
-        Strategies are searched one after another: their times add up.
+        and trials replayed from before a resume, take none of it). A strategy
+        with none ended yet takes the mean time its running trials will take,
+        projected from their epochs so far (:meth:`_projected`), or else the
+        mean of all; and at least the time its longest running trial has run.
+        Less what its running trials have done, shared among as many slots as
+        trials were seen running at once; and no more than what is left of its
+        search's ``time_budget_s``. Strategies are searched one after another:
+        their times add up.
         """
         took = [t for c in self.strategies.values() for t in c.took]
-        if not took:
+        projected = {
+            key: seconds for key in self._epochs if (seconds := self._projected(key)) is not None
+        }
+        if not took and not projected:
             return None
-        overall = sum(took) / len(took)
+        overall = _mean(took) if took else _mean(list(projected.values()))
         now = self._now()
         left = 0.0
         for name, c in self.strategies.items():
@@ -159,7 +195,9 @@ class RunProgress:
             # A strategy none of whose trials ended yet takes at least as long a trial
             # as its longest running one: fine_tune's trials ran 30-70 s after 2-6 s
             # ones, and "about 0:12 left" stood still for 40 s.
-            mean = sum(c.took) / len(c.took) if c.took else max([overall, *running_for])
+            own = [projected[(name, t)] for t in c.running if (name, t) in projected]
+            guess = _mean(own) if own else overall
+            mean = _mean(c.took) if c.took else max([guess, *running_for])
             to_go = c.planned - (c.done + c.pruned + c.unranked)
             under_way = sum(min(seconds, mean) for seconds in running_for)
             seconds = max(0.0, mean * to_go - under_way) / self._slots
@@ -195,6 +233,18 @@ class RunProgress:
             footer += f"; best so far {strategy} {trial_id} ({value:.4f}{pruned})"
         table.caption = footer
         return table
+
+
+def tell_epoch(listener: Any, strategy: str, trial_id: str, epoch: int, epochs: int) -> None:
+    """Tell a listener of a trial's epoch, if it listens for epochs (one of a
+    caller's own, written before listeners heard of them, may not)."""
+    progressed = getattr(listener, "trial_progressed", None)
+    if progressed is not None:
+        progressed(strategy, trial_id, epoch, epochs)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def _clock(seconds: float) -> str:

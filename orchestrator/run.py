@@ -1893,6 +1893,10 @@ class _RunEvents:
         if self.listener is not None:
             self.listener.trial_started(strategy, trial_id)
 
+    def trial_progressed(self, strategy: str, trial_id: str, epoch: int, epochs: int) -> None:
+        if self.listener is not None and hasattr(self.listener, "trial_progressed"):
+            self.listener.trial_progressed(strategy, trial_id, epoch, epochs)
+
     def trial_finished(self, result: TrialResult) -> None:
         key = f"{result.strategy}/{result.trial_id}"
         if result.earlier_id is not None and key not in self.reported:

@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from orchestrator.progress import RunProgress
 from tests import fixture_plugins
 
 ROOT = Path(__file__).parents[1]
@@ -38,3 +39,16 @@ def run(recipe: Path, **kwargs):
     from orchestrator import run_recipe
 
     return run_recipe(recipe, plugins=[fixture_plugins], **{"echo": print, **kwargs})
+
+
+class EpochsHeard(RunProgress):
+    """A progress view that also keeps every epoch it is told of, in order:
+    ``(strategy, trial_id, epoch, epochs)`` (the view forgets them as trials end)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.heard: list[tuple[str, str, int, int]] = []
+
+    def trial_progressed(self, strategy, trial_id, epoch, epochs) -> None:
+        self.heard.append((strategy, trial_id, epoch, epochs))
+        super().trial_progressed(strategy, trial_id, epoch, epochs)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 
 from orchestrator.errors import RunDirError, RunFailed
 from tests import fixture_plugins
-from tests.search_helpers import GRAFTUNE, ROOT, run, write_recipe
+from tests.search_helpers import GRAFTUNE, ROOT, EpochsHeard, run, write_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -206,10 +206,16 @@ def scheduler_runs(ray_session, tmp_path_factory):
             recipe.write_text(recipe.read_text() + extra)
             numbers = (signal.SIGINT, signal.SIGUSR1)
             before = {number: signal.getsignal(number) for number in numbers}
-            outcome = run(recipe, run_name=name)
+            progress = EpochsHeard("val_accuracy", "max")
+            outcome = run(recipe, run_name=name, listener=progress)
             after = {number: signal.getsignal(number) for number in numbers}
             made[name] = SimpleNamespace(
-                outcome=outcome, recipe=recipe, store=store, before=before, after=after
+                outcome=outcome,
+                recipe=recipe,
+                store=store,
+                before=before,
+                after=after,
+                heard=progress.heard,
             )
         return made[name]
 
@@ -244,6 +250,12 @@ def test_each_scheduler_and_searcher_runs(scheduler_runs, name):
     assert sorted(int(t.split("_")[1]) for t in frame["trial_id"]) == list(range(len(frame)))
     assert set(frame["status"]) <= {"ok", "pruned"}
     assert (frame["status"] == "ok").any()
+    # The live view heard each trial's epochs as they ended, of the search's
+    # max_epochs (its estimate before any trial ends comes from them).
+    max_epochs = int(re.search(r"max_epochs: (\d+)", search).group(1))
+    for trial_id, epochs in zip(frame["trial_id"], frame["epochs"], strict=True):
+        heard = [(e, of) for _, t, e, of in made.heard if t == trial_id]
+        assert heard == [(e, max_epochs) for e in range(1, epochs + 1)], (trial_id, made.heard)
     if "asha" in search or "hyperband" in search:
         # Successive halving stops someone before max_epochs (factor 2).
         assert (frame["epochs"] < 4).any()
@@ -902,13 +914,12 @@ def test_keras_tuner_searches_follow_the_recipes_seed(tmp_path):
 
 
 def test_keras_tuner_keeps_the_time_budget_between_trials_and_plans_a_small_space(tmp_path):
-    from orchestrator.progress import RunProgress
     from orchestrator.recipe import parse_recipe
     from orchestrator.run import _planned, run_recipe
     from orchestrator.space import Choice, Fixed
 
     said = []
-    progress = RunProgress("val_accuracy", "max")
+    progress = EpochsHeard("val_accuracy", "max")
     board = run_recipe(
         {
             "name": "budget",
@@ -926,6 +937,8 @@ def test_keras_tuner_keeps_the_time_budget_between_trials_and_plans_a_small_spac
         listener=progress,
     ).leaderboard
     assert list(board["trial_id"]) == ["kt0"]  # the others never started: not listed
+    # Its epochs were told as they ended, as under Ray.
+    assert progress.heard == [("scratch_mlp", "kt0", 1, 2), ("scratch_mlp", "kt0", 2, 2)]
     # The live view plans what ran (3 trials that never run were left in its estimate).
     assert progress.strategies["scratch_mlp"].planned == 1 and progress.eta_seconds() == 0
     # Said, as under Ray (the search ended silently, short of its announced count).
@@ -1290,6 +1303,45 @@ def test_the_live_views_estimate_times_trials_only_shares_slots_and_keeps_to_the
     assert slow.eta_seconds() == 10.0  # 3 s a trial (a's), 4 to go, one 2 s in
     now[0] += 28.0
     assert slow.eta_seconds() == 90.0  # at least 30 s a trial: 4 to go, one 30 s in
+
+
+def test_the_live_view_estimates_from_epochs_before_a_trial_ends():
+    """Found by QA: no estimate of what is left until a trial ended, a minute
+    and more into a fine_tune search."""
+    from orchestrator.progress import RunProgress, render_text
+
+    now = [0.0]
+    view = RunProgress("val_accuracy", "max", clock=lambda: now[0])
+    view.plan({"a": 4, "b": 2})
+    view.trial_started("a", "t0")
+    view.trial_started("a", "t1")
+    now[0] = 5.0
+    view.trial_progressed("a", "t0", 1, 10)
+    assert view.eta_seconds() is None  # one epoch: set-up and epoch are not told apart
+    now[0] = 7.0
+    view.trial_progressed("a", "t0", 2, 10)
+    # 5 s to its first epoch, then 2 s an epoch: 23 s a trial, 7 in, of which
+    # 4 trials of a and 2 of b (a's time) on two slots.
+    assert view.eta_seconds() == (23.0 * 6 - 7.0 - 7.0) / 2
+    assert "about 1:02 left" in render_text(view)
+    now[0] = 8.0
+    view.trial_progressed("a", "t1", 1, 10)
+    view.trial_progressed("a", "t1", 1, 10)  # once more (its worker died, and it restarted)
+    now[0] = 9.0
+    view.trial_progressed("a", "t1", 2, 10)
+    # t1: 8 s to its first epoch (this attempt's), then 1 s an epoch: 17 s.
+    assert view.eta_seconds() == ((23.0 + 17.0) / 2 * 6 - 9.0 - 9.0) / 2
+    # A trial that ends is timed as it took, and its epochs are forgotten.
+    from orchestrator.trial import TrialResult
+
+    now[0] = 30.0
+    view.trial_finished(TrialResult(strategy="a", trial_id="t0", status="ok", config={}))
+    assert ("a", "t0") not in view._epochs
+    # a's one timed trial (30 s) for the 5 left, less t1's 30 s so far, on two slots.
+    assert view.eta_seconds() == (30.0 * 5 - 30.0) / 2
+    # A trial told of again after it ended (a stored result re-read) is not heard.
+    view.trial_progressed("a", "t0", 3, 10)
+    assert ("a", "t0") not in view._epochs
 
 
 def test_a_long_worker_error_is_cut_at_a_word():

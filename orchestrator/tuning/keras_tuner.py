@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
 import itertools
 import json
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import RunDirError, SearchInterrupted, is_disk_full
 from orchestrator.leaderboard import atomic_write_text
+from orchestrator.progress import tell_epoch
 from orchestrator.space import (
     Choice,
     Dimension,
@@ -311,7 +313,6 @@ def _resumable_grid() -> type:
     next point was drawn already is passed over, so every point gets the trial
     id it had.
     """
-    import functools
 
     import keras_tuner as kt
     from keras_tuner.src.tuners.gridsearch import LinkedList
@@ -521,6 +522,19 @@ def _oracle(
     return searcher(kt.oracles.RandomSearchOracle)(max_trials=num_samples, **common)
 
 
+def _reported(
+    listener: TrialListener | None,
+    strategy: str,
+    trial_id: str,
+    epochs: int,
+    metrics: dict[str, Any],
+) -> None:
+    """A trial's epoch ended: stop here on Ctrl+C, or tell the listener."""
+    raise_if_interrupted()
+    if isinstance(metrics.get("epoch"), int):
+        tell_epoch(listener, strategy, trial_id, metrics["epoch"], epochs)
+
+
 def run_search(
     recipe: Recipe,
     spec: TrialSpec,
@@ -577,7 +591,7 @@ def run_search(
                         dataclasses.replace(spec, max_epochs=epochs),
                         dataset,
                         trial_id=trial_id,
-                        report=lambda metrics: raise_if_interrupted(),
+                        report=functools.partial(_reported, listener, strategy, trial_id, epochs),
                     )
                 except BaseException:  # stopped (Ctrl+C, a full disk): not a death
                     with contextlib.suppress(OSError):  # the disk full: what it stopped on

@@ -44,6 +44,7 @@ from ray.tune.stopper import Stopper
 
 from orchestrator.cluster import node_label
 from orchestrator.errors import SearchInterrupted, disk_full_error
+from orchestrator.progress import tell_epoch
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
 from orchestrator.trial import (
     COST_KEYS,
@@ -82,6 +83,9 @@ class TrialListener:
 
     def trial_started(self, strategy: str, trial_id: str) -> None:
         """A trial was started (or restarted after its worker died)."""
+
+    def trial_progressed(self, strategy: str, trial_id: str, epoch: int, epochs: int) -> None:
+        """A running trial reported its ``epoch``-th epoch of ``epochs``."""
 
     def trial_finished(self, result: TrialResult) -> None:
         """A trial ended, whatever its status."""
@@ -907,10 +911,14 @@ class _Events(tune.Callback):
         self, iteration: int, trials: list, trial: Any, result: dict, **info: Any
     ) -> None:
         said = result.get(DISK_FULL)
+        search = self._search()
         if said is not None:
-            search = self._search()
             if search.disk_full is None:
                 search.disk_full = dict(said)
+            return
+        epoch = result.get("epoch")
+        if isinstance(epoch, (int, float)) and self.max_epochs:
+            tell_epoch(search.listener, self.strategy, trial.trial_id, int(epoch), self.max_epochs)
 
     def _done(self, trial: Any, error: Any) -> None:
         if DISK_FULL in (trial.last_result or {}):
