@@ -614,6 +614,8 @@ _SHIPPED_RECIPES = ("quickstart.yaml", "tabular-csv.yaml", "resnet50-imagenet.ya
 #: every time it is referenced): a file of 500 bytes whose anchors nest 9 levels
 #: of 10 aliases each holds 10^9, and its error messages took minutes and gigabytes.
 MAX_RECIPE_VALUES = 10_000
+#: How a top-level key of the user's own begins (a place for YAML anchors).
+EXTENSION_PREFIX = "x-"
 
 
 def _expands_past(data: Any, limit: int) -> bool:
@@ -852,6 +854,9 @@ def parse_recipe(
         raise RecipeError(
             f"expected a mapping of recipe keys at the top, got {type(data).__name__}", file=file
         )
+    # Keys of the user's own, as Compose's extension fields: a place for YAML
+    # anchors that the recipe's other sections merge or alias.
+    data = {k: v for k, v in data.items() if not _extension(k)}
     try:
         recipe = Recipe.model_validate(data, context={"recorded": recorded})
     except ValidationError as exc:
@@ -989,6 +994,12 @@ def _key_lines(text: str, file: Path | None = None) -> dict[tuple[str, ...], int
                             )
                         )
                     seen_keys[(id(node), key.tag, key.value)] = line
+                    if merge:
+                        # Found by QA: a bad key merged in was named at its mapping's
+                        # line; it is at the << that brought it (a key written in the
+                        # mapping itself, before or after, wins, as in YAML).
+                        for merged in _merged_keys(value):
+                            lines.setdefault((*path, merged), line)
                 lines[sub] = line
                 walk(value, sub)
         else:
@@ -1005,6 +1016,32 @@ def _key_lines(text: str, file: Path | None = None) -> dict[tuple[str, ...], int
     if errors:
         raise RecipeErrors(errors)
     return lines
+
+
+def _extension(key: Any) -> bool:
+    """Whether a top-level key is the user's own (``x-...``), which the recipe
+    passes over."""
+    return isinstance(key, str) and key.startswith(EXTENSION_PREFIX)
+
+
+def _merged_keys(node: yaml.Node, seen: set[int] | None = None) -> list[str]:
+    """The keys a ``<<`` merge brings in: of its mapping, or of each mapping of
+    its list, with theirs merged in turn (an alias met again is passed over)."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return []
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        return [key for item in node.value for key in _merged_keys(item, seen)]
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    keys = []
+    for key, value in node.value:
+        if key.tag == "tag:yaml.org,2002:merge":
+            keys.extend(_merged_keys(value, seen))
+        elif isinstance(key, yaml.ScalarNode):
+            keys.append(str(key.value))
+    return keys
 
 
 def _line_of(lines: dict[tuple[str, ...], int], path: tuple[str, ...]) -> int | None:
@@ -1038,9 +1075,15 @@ def _convert(
         message = f"a key should be text; got {echoed(err['input'])}"
     elif kind == "extra_forbidden":
         valid = _fields_at(loc[:-1])
-        message = f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], valid)}"
+        meant = did_you_mean(loc[-1], valid)
+        message = f"unknown key {loc[-1]!r}{meant}"
         if valid:
             message += f"; expected one of: {', '.join(valid)}"
+        if len(loc) == 1 and not meant and not (file is not None and _of_a_run(file)):
+            message += (
+                f" (a key of your own, for YAML anchors, starts with {EXTENSION_PREFIX}: "
+                f"{EXTENSION_PREFIX}{loc[-1]})"
+            )
         if file is not None and _of_a_run(file):
             from orchestrator import __version__
 

@@ -193,6 +193,21 @@ def test_the_readme_recipe_passes_validate(tmp_path):
     check_recipe(recipe, get_plugin_manager())
 
 
+def test_the_readmes_anchor_example_shares_a_head(tmp_path):
+    """README's x- key and merge example means what its words say."""
+    from orchestrator.recipe import parse_recipe
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL) if "x-" in b]
+    head = "name: r\ndata: {source: 'sklearn:digits'}\nbase: {path: m.keras}\n"
+    recipe = parse_recipe(head + block, file=tmp_path / "recipe.yaml")
+    spaces = {name: section.space for name, section in recipe.strategies.items()}
+    assert spaces == {
+        "feature_extraction": {"head_width": 64, "learning_rate": 1.0e-3},
+        "fine_tune": {"head_width": 128, "learning_rate": 1.0e-3},
+    }
+
+
 def test_run_recipes_docstring_names_every_error_readme_says_it_raises():
     """README's "From Python" lists what run_recipe raises; its docstring left out
     DiskFull, RunDirError and BackendMissing."""

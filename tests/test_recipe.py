@@ -758,6 +758,19 @@ BAD_RECIPES = [
         "duplicate key '<<' (first on line 5); merge several mappings with one",
         id="duplicate-merge-key",
     ),
+    pytest.param(  # a key merged in was named at its mapping's line (5), not at the <<
+        HEAD + "strategies:\n  scratch_mlp:\n    space:\n      width: 16\n"
+        "      <<: [{hidden_layers: 1}, {widht: 8}]\n",
+        "recipe.yaml:7: strategies.scratch_mlp.space.widht",
+        "scratch_mlp has no dimension 'widht' (did you mean 'width'?)",
+        id="merged-key",
+    ),
+    pytest.param(  # a top-level key of one's own, for anchors, is written x-...
+        HEAD + "strategies: {scratch_mlp: {}}\ncommon: &c {width: 8}\n",
+        "recipe.yaml:4: common",
+        "(a key of your own, for YAML anchors, starts with x-: x-common)",
+        id="own-top-level-key",
+    ),
     pytest.param(  # found by QA: its hint spoke of tags; the line ends with the problem
         HEAD + "strategies: {scratch_mlp: {}}\nsearch:\n  ? [a, b]\n  : 1\n",
         "recipe.yaml:5",
@@ -950,6 +963,32 @@ def test_bad_recipe_fails_validate_naming_file_key_and_fix(
     assert "Traceback" not in output
     # Nothing in any recipe may run code (the python-tag case would create X).
     assert not (tmp_path / "X").exists()
+
+
+def test_a_recipe_shares_values_through_its_own_x_keys(tmp_path: Path) -> None:
+    """Top-level keys that start with x- are the user's (as Compose's extension
+    fields): a place for anchors the other sections alias or merge (<<)."""
+    path = write_recipe(
+        tmp_path,
+        HEAD
+        + "x-small: &small {width: 8, hidden_layers: 1}\n"
+        + "x-notes: [any, data]\n"
+        + "strategies:\n"
+        + "  scratch_mlp:\n"
+        + "    space:\n"
+        + "      <<: *small\n"
+        + "      width: 16\n",  # written in the mapping itself: wins over the merge
+    )
+    recipe = load_recipe(path)
+    space = recipe.strategies["scratch_mlp"].space
+    assert (space["width"], space["hidden_layers"]) == (16, 1)
+    assert "x-small" not in recipe.to_yaml()
+    assert_exit(cli("validate", str(path)), 0)
+    # A nested x- key is not the user's: a section's keys are the schema's.
+    path.write_text(path.read_text().replace("      width: 16", "      x-width: 16"))
+    result = cli("validate", str(path))
+    assert_exit(result, 2)
+    assert "recipe.yaml:9: strategies.scratch_mlp.space.x-width: " in result.output
 
 
 @pytest.mark.parametrize(
