@@ -465,11 +465,13 @@ def render_comparison(runs: Sequence[RunRecord], metric: str) -> str:
             if best is None:
                 row["status"] = "no score"
             rows.append(row)
+    many = len(runs) > MAX_BAR_RUNS
     plot = _draw(
         f"Best {metric} per strategy and run",
         "The best trial of each strategy in each run: its best finished (ok) trial, or "
-        "where none finished its best pruned one; a missing bar means the strategy has "
-        "no trial with a score in that run.",
+        f"where none finished its best pruned one; a missing {'point' if many else 'bar'} "
+        "means the strategy has no trial with a score in that run"
+        + (", and the runs are in the order given." if many else "."),
         lambda: _comparison_chart(runs, labels, metric, mode),
     )
     header = [
@@ -844,6 +846,13 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+#: Past this many runs, a comparison draws a line per strategy over the runs, not
+#: a bar per run and strategy.
+MAX_BAR_RUNS = 10
+#: The widest a chart is drawn (inches, at ``_DPI``).
+MAX_FIGURE_INCHES = 30.0
+
+
 def _colours(names: Sequence[str]) -> dict[str, Any]:
     from matplotlib import colormaps
 
@@ -1079,8 +1088,45 @@ def _comparison_chart(
         ]
     if all(v is None for values in series.values() for v in values):
         raise _Skip(f"no run has a trial with a value of {metric}")
+    if len(runs) > MAX_BAR_RUNS:
+        return _runs_chart(labels, strategies, series, metric)
     figure = _new_figure(max(6.0, 1.2 * len(strategies) * max(1, len(runs)) / 2 + 3), 4.4)
     _bars(figure.subplots(), strategies, series, ylabel=metric, errors=None)
+    return figure
+
+
+def _runs_chart(
+    labels: Sequence[str],
+    strategies: Sequence[str],
+    series: Mapping[str, Sequence[float | None]],
+    metric: str,
+) -> Figure:
+    """Many runs: a run per place along the x axis, in the order given, a line
+    of markers per strategy (a bar per run and strategy drew 25 runs 48 inches
+    wide, ten colours for 25 runs, and a legend taller than the plot)."""
+    import numpy as np
+
+    figure = _new_figure(min(MAX_FIGURE_INCHES, max(7.0, 0.3 * len(labels) + 3)), 5.0)
+    ax = figure.subplots()
+    positions = np.arange(len(labels))
+    colours = _colours(strategies)
+    handles = []
+    for index, strategy in enumerate(strategies):
+        values = [series[label][index] for label in labels]
+        (line,) = ax.plot(
+            positions,
+            [np.nan if v is None else v for v in values],
+            marker="o",
+            markersize=4,
+            linewidth=1,
+            color=colours[strategy],
+        )
+        handles.append(line)
+    ax.set_xticks(positions, list(labels), rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(metric)
+    ax.set_xlabel("run")
+    ax.grid(alpha=0.3)
+    ax.legend(handles, list(strategies), fontsize=8)  # given: a "_name" is shown too
     return figure
 
 

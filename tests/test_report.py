@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -623,6 +624,39 @@ def test_comparison_chart_labels_are_run_folder_names_as_they_are(tmp_path):
         plot = _draw("title", "", chart)
     assert plot.note is None and plot.png is not None
     assert seen == {"legend": labels, "maths": [False, False, False]}
+
+
+def test_a_comparison_of_many_runs_draws_a_line_per_strategy_over_the_runs(tmp_path):
+    """25 runs drew 75 bars on a chart 48 inches wide, in ten colours for 25 runs,
+    with a legend taller than the plot over the bars."""
+    from orchestrator.report import MAX_BAR_RUNS, _comparison_chart, render_comparison
+
+    labels = [f"run-{i:02d}" for i in range(MAX_BAR_RUNS + 15)]
+    runs = []
+    for i, name in enumerate(labels):
+        frame = pd.DataFrame(
+            {
+                "strategy": ["a", "b"],
+                "trial_id": ["t", "u"],
+                "status": ["ok", "error" if i == 3 else "ok"],
+                "val_accuracy": [0.5 + i / 100, 0.9 - i / 100],
+            }
+        )
+        runs.append(record(name, frame, tmp_path))
+    figure = _comparison_chart(runs, labels, "val_accuracy", "max")
+    (ax,) = figure.axes
+    assert figure.get_size_inches()[0] <= 12
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    a, b = ax.get_lines()
+    assert list(a.get_ydata()) == pytest.approx([0.5 + i / 100 for i in range(len(labels))])
+    assert np.isnan(b.get_ydata()[3])  # no scored trial of b in run-03: a gap
+    page = render_comparison(runs, "val_accuracy")
+    assert "a missing point means" in page and "in the order given" in page
+    # Up to MAX_BAR_RUNS runs, a bar per run and strategy, as before.
+    few = _comparison_chart(runs[:MAX_BAR_RUNS], labels[:MAX_BAR_RUNS], "val_accuracy", "max")
+    assert len(few.axes[0].patches) == 2 * MAX_BAR_RUNS
+    assert "a missing bar means" in render_comparison(runs[:2], "val_accuracy")
 
 
 def test_a_long_text_cell_opens_to_its_whole_text(tmp_path):
