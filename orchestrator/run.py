@@ -56,6 +56,7 @@ from orchestrator.errors import (
     one_line,
     unreadable,
 )
+from orchestrator.progress import tell_epoch
 from orchestrator.recipe import (
     SEARCHED_FILE,
     SEARCHED_VALUES_FILE,
@@ -294,7 +295,9 @@ def run_recipe(
         plugins: Extra plugin modules or objects to register (not installed ones).
         host: A ready plugin host (``plugins`` is ignored then).
         echo: Where progress lines go.
-        listener: Also told of every trial that starts and ends (a progress view).
+        listener: Also told of every trial that starts and ends (a progress view):
+            a :class:`~orchestrator.tuning.ray_tune.TrialListener`; one with a
+            ``trial_progressed`` method is told of each epoch too.
         resume: Continue the run in ``run_dir`` instead of starting one.
         run_name: The run directory's name under ``output`` or ``storage``
             (default ``NAME-YYYYmmdd-HHMMSS``).
@@ -1894,8 +1897,7 @@ class _RunEvents:
             self.listener.trial_started(strategy, trial_id)
 
     def trial_progressed(self, strategy: str, trial_id: str, epoch: int, epochs: int) -> None:
-        if self.listener is not None and hasattr(self.listener, "trial_progressed"):
-            self.listener.trial_progressed(strategy, trial_id, epoch, epochs)
+        tell_epoch(self.listener, strategy, trial_id, epoch, epochs)
 
     def trial_finished(self, result: TrialResult) -> None:
         key = f"{result.strategy}/{result.trial_id}"
