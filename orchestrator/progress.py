@@ -109,18 +109,22 @@ class RunProgress:
         else:
             self._epochs[key] = (seen[0], (epoch, now), epochs)
 
-    def _projected(self, key: tuple[str, str]) -> float | None:
-        """How long a running trial will take in all, from its epochs so far: the
-        time to its first reported epoch (its set-up and tracing are in it) and
-        then the time per epoch since, for the epochs it has left."""
+    def _left(self, key: tuple[str, str], now: float) -> float | None:
+        """What a running trial has left, from its epochs so far (``None`` before
+        two): the time per epoch since its first reported one (the time to that
+        one has its set-up and tracing in it), or the time since its last one
+        where that is longer, for the epochs it has left."""
         seen = self._epochs.get(key)
-        if seen is None or key not in self._starts:
+        if seen is None:
             return None
         (first, first_at), (last, last_at), epochs = seen
         if last <= first:
             return None  # one epoch tells the set-up and an epoch apart from nothing
         per_epoch = (last_at - first_at) / (last - first)
-        return last_at - self._starts[key] + per_epoch * max(0, epochs - last)
+        since = now - last_at
+        to_go = max(0, epochs - last)
+        # Silent for longer than an epoch took: its epochs take at least that long.
+        return max(per_epoch, since) * to_go - since if to_go else 0.0
 
     def trial_replayed(self, result: TrialResult) -> None:
         """A trial that ended before a resume: counted, but not in the time per trial."""
@@ -168,39 +172,47 @@ class RunProgress:
         """Remaining time, or ``None`` before any trial timed here ended or
         reported two epochs.
 
-        Each strategy's trials left take the mean time of its trials that ended
-        in this process (from each one's start to its end: the run's set-up,
-        and trials replayed from before a resume, take none of it). A strategy
-        with none ended yet takes the mean time its running trials will take,
-        projected from their epochs so far (:meth:`_projected`), or else the
-        mean of all; and at least the time its longest running trial has run.
-        Less what its running trials have done, shared among as many slots as
-        trials were seen running at once; and no more than what is left of its
+        A running trial that reported two epochs or more has what its epochs
+        say is left (:meth:`_left`). Each other trial, running or still to
+        start, takes the mean time of its strategy's trials that ended in this
+        process (from each one's start to its end: the run's set-up, and
+        trials replayed from before a resume, take none of it), less what it
+        has run; a strategy with none ended yet takes the mean time its running
+        trials will take by their epochs, or else the mean of all, and at least
+        the time its longest running trial has run. Shared among as many slots
+        as trials were seen running at once; no more than what is left of each
         search's ``time_budget_s``. Strategies are searched one after another:
         their times add up.
         """
+        now = self._now()
         took = [t for c in self.strategies.values() for t in c.took]
-        projected = {
-            key: seconds for key in self._epochs if (seconds := self._projected(key)) is not None
+        left_of = {
+            key: left for key in self._epochs if (left := self._left(key, now)) is not None
         }
+        # The whole time of each running trial that reported two epochs.
+        projected = {key: now - self._starts[key] + left for key, left in left_of.items()}
         if not took and not projected:
             return None
         overall = _mean(took) if took else _mean(list(projected.values()))
-        now = self._now()
         left = 0.0
         for name, c in self.strategies.items():
             if c.searched:
                 continue
-            running_for = [now - self._starts.get((name, t), now) for t in c.running]
+            running = {(name, t): now - self._starts.get((name, t), now) for t in c.running}
             # A strategy none of whose trials ended yet takes at least as long a trial
             # as its longest running one: fine_tune's trials ran 30-70 s after 2-6 s
             # ones, and "about 0:12 left" stood still for 40 s.
-            own = [projected[(name, t)] for t in c.running if (name, t) in projected]
+            own = [projected[key] for key in running if key in projected]
             guess = _mean(own) if own else overall
-            mean = _mean(c.took) if c.took else max([guess, *running_for])
-            to_go = c.planned - (c.done + c.pruned + c.unranked)
-            under_way = sum(min(seconds, mean) for seconds in running_for)
-            seconds = max(0.0, mean * to_go - under_way) / self._slots
+            mean = _mean(c.took) if c.took else max([guess, *running.values()])
+            to_start = max(0, c.planned - (c.done + c.pruned + c.unranked) - len(running))
+            # Found by QA: a trial past its strategy's mean counted as done, and the
+            # view said "about 0:00 left" for the 10 s it still ran.
+            under_way = sum(
+                left_of[key] if key in left_of else max(0.0, mean - ran)
+                for key, ran in running.items()
+            )
+            seconds = (mean * to_start + under_way) / self._slots
             if self.time_budget_s is not None:
                 began = c.search_began if c.search_began is not None else now
                 seconds = min(seconds, max(0.0, self.time_budget_s - (now - began)))

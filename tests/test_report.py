@@ -653,6 +653,21 @@ def test_a_comparison_of_many_runs_draws_a_line_per_strategy_over_the_runs(tmp_p
     assert np.isnan(b.get_ydata()[3])  # no scored trial of b in run-03: a gap
     page = render_comparison(runs, "val_accuracy")
     assert "a missing point means" in page and "in the order given" in page
+    # Long names keep their start and end (where a run's time is) along the axis,
+    # unless two would then read alike (found by QA: 80 characters each left the
+    # plot an inch of its five).
+    from orchestrator.report import _tick_labels
+
+    long = [
+        f"digits-transfer-fine-tune-vs-feature-extraction-seed{i}-20261206-0915{i}"
+        for i in (10, 11)
+    ]
+    assert _tick_labels(long) == [
+        "digits-transfer-fin\u2026ed10-20261206-091510",
+        "digits-transfer-fin\u2026ed11-20261206-091511",
+    ]
+    alike = ["a" * 50 + "-1" + "b" * 30, "a" * 50 + "-2" + "b" * 30]
+    assert _tick_labels(alike) == alike
     # Up to MAX_BAR_RUNS runs, a bar per run and strategy, as before.
     few = _comparison_chart(runs[:MAX_BAR_RUNS], labels[:MAX_BAR_RUNS], "val_accuracy", "max")
     assert len(few.axes[0].patches) == 2 * MAX_BAR_RUNS

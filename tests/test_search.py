@@ -1334,11 +1334,17 @@ def test_the_live_view_estimates_from_epochs_before_a_trial_ends():
     # A trial that ends is timed as it took, and its epochs are forgotten.
     from orchestrator.trial import TrialResult
 
-    now[0] = 30.0
+    now[0] = 10.0
     view.trial_finished(TrialResult(strategy="a", trial_id="t0", status="ok", config={}))
     assert ("a", "t0") not in view._epochs
-    # a's one timed trial (30 s) for the 5 left, less t1's 30 s so far, on two slots.
-    assert view.eta_seconds() == (30.0 * 5 - 30.0) / 2
+    # a's one timed trial (10 s) for the 4 to start; t1, 10 s in, past that mean,
+    # has 8 epochs of 1 s left (it was counted as done: "about 0:00 left").
+    assert view.eta_seconds() == (10.0 * 4 + 7.0) / 2
+    now[0] = 12.0
+    view.trial_progressed("a", "t1", 4, 10)
+    assert view.eta_seconds() == pytest.approx((10.0 * 4 + 6 * 4 / 3) / 2)  # 4/3 s an epoch
+    now[0] = 20.0  # silent for 8 s: its epochs take at least that long
+    assert view.eta_seconds() == pytest.approx((10.0 * 4 + 8.0 * 6 - 8.0) / 2)
     # A trial told of again after it ended (a stored result re-read) is not heard.
     view.trial_progressed("a", "t0", 3, 10)
     assert ("a", "t0") not in view._epochs
