@@ -988,7 +988,9 @@ def plugins(format: _ListingFormat = Listing.table) -> None:
         for info in infos:
             cells = (info.name, info.distribution, info.version, ", ".join(info.adds) or "-")
             table.add_row(*map(_text, cells))
-        out.print(table)
+        # Piped, rows as whole lines with no spaces after them (found by QA: padded
+        # to 200 columns, where cache info's and the leaderboard's are not).
+        _print_rich_table(table)
         # What each name is, in its class's words (its `description`).
         names = Table("name", "plugin", "description", box=None, header_style="bold")
         for info in infos:
@@ -996,7 +998,7 @@ def plugins(format: _ListingFormat = Listing.table) -> None:
                 names.add_row(*map(_text, (added, info.name, text or "-")))
         if names.row_count:
             out.print()
-            out.print(names)
+            _print_rich_table(names)
     off = autoload_disabled()
     if off is not None:
         err.print(

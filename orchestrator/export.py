@@ -61,6 +61,13 @@ def export_model(
     check_backend(training=False)
     if format == "savedmodel":
         _need_tensorflow()
+    if str(dest) == "-":
+        # Found by QA: a folder named "-" was made, where "-" is stdout to every other
+        # command's --out.
+        raise RunDirError(
+            "export writes a folder (the model, its class names, how to load it), which "
+            "cannot go to stdout: give the folder to create (for one named -, its whole path)"
+        )
     ref = find_model(run_dir, trial)
     dest = Path(dest)
     if dest.exists() and not (dest.is_dir() and not any(dest.iterdir())):

@@ -186,9 +186,7 @@ class RunProgress:
         """
         now = self._now()
         took = [t for c in self.strategies.values() for t in c.took]
-        left_of = {
-            key: left for key in self._epochs if (left := self._left(key, now)) is not None
-        }
+        left_of = {key: left for key in self._epochs if (left := self._left(key, now)) is not None}
         # The whole time of each running trial that reported two epochs.
         projected = {key: now - self._starts[key] + left for key, left in left_of.items()}
         if not took and not projected:

@@ -834,6 +834,11 @@ def parse_recipe(
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         problem = exc.problem or str(exc)
+        if isinstance(exc, yaml.composer.ComposerError) and exc.context and exc.problem:
+            # Found by QA: "second occurrence", of nothing said (the context names it:
+            # "found duplicate anchor 'a'; first occurrence", at a line of its own).
+            where = f" (line {exc.context_mark.line + 1})" if exc.context_mark else ""
+            problem = f"{exc.context}{where}; {exc.problem}"
         if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
             # Only where a tag is the problem (found by QA: said of an unhashable key).
             problem = f"{problem} (recipes are data: tags that build Python objects are refused)"
@@ -1024,6 +1029,13 @@ def _extension(key: Any) -> bool:
     return isinstance(key, str) and key.startswith(EXTENSION_PREFIX)
 
 
+def _as_extension(key: str) -> str:
+    """``key`` as a key of the user's own: ``common``, ``X-common``, ``x_common``,
+    ``_common`` and ``.common`` (GitLab CI's way) are all ``x-common``."""
+    name = key[2:] if key[:2].lower() in ("x-", "x_") else key
+    return EXTENSION_PREFIX + (name.lstrip("._-") or name)
+
+
 def _merged_keys(node: yaml.Node, seen: set[int] | None = None) -> list[str]:
     """The keys a ``<<`` merge brings in: of its mapping, or of each mapping of
     its list, with theirs merged in turn (an alias met again is passed over)."""
@@ -1082,7 +1094,7 @@ def _convert(
         if len(loc) == 1 and not meant and not (file is not None and _of_a_run(file)):
             message += (
                 f" (a key of your own, for YAML anchors, starts with {EXTENSION_PREFIX}: "
-                f"{EXTENSION_PREFIX}{loc[-1]})"
+                f"{_as_extension(loc[-1])})"
             )
         if file is not None and _of_a_run(file):
             from orchestrator import __version__

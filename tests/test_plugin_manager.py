@@ -297,6 +297,10 @@ def test_plugins_command_lists_distribution_version_and_what_it_adds():
     assert "graftune" in result.output
     assert "0.1.0" in result.output
     assert "data source sklearn" in result.output
+    # Piped, as here: whole rows, no spaces after them (found by QA: padded to 200).
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["plugin", "distribution", "version", "adds"]
+    assert not [line for line in lines if line != line.rstrip()], lines
 
 
 def test_plugins_command_reports_a_broken_plugin(site):

@@ -1027,6 +1027,13 @@ def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
             assert result.exit_code == 2, result.output
             assert f"it is inside the run directory {run_dir}, whose files" in result.output
             assert not (run_dir / inside).exists()
+    # Found by QA: "-", stdout to every other command, made a folder named -.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        result = invoke("export", runs[0].run_dir, "-")
+    assert result.exit_code == 2, result.output
+    assert "export writes a folder" in result.output and "cannot go to stdout" in result.output
+    assert not (tmp_path / "-").exists()
     long = tmp_path / ("d" * 250)
     result = invoke("export", runs[0].run_dir, long)
     assert result.exit_code == 0, result.output

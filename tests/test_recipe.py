@@ -771,6 +771,18 @@ BAD_RECIPES = [
         "(a key of your own, for YAML anchors, starts with x-: x-common)",
         id="own-top-level-key",
     ),
+    pytest.param(  # found by QA: x-X-common, x-_common, x-.common (GitLab CI's way)
+        HEAD + "strategies: {scratch_mlp: {}}\n.common: &c {width: 8}\n",
+        "recipe.yaml:4: .common",
+        "starts with x-: x-common)",
+        id="own-top-level-key-dotted",
+    ),
+    pytest.param(  # found by QA: "not valid recipe YAML: second occurrence", of nothing said
+        HEAD + "strategies: {scratch_mlp: {}}\nx-a: &a 1\nx-b: &a 2\n",
+        "recipe.yaml:5",
+        "found duplicate anchor 'a'; first occurrence (line 4); second occurrence",
+        id="duplicate-anchor",
+    ),
     pytest.param(  # found by QA: its hint spoke of tags; the line ends with the problem
         HEAD + "strategies: {scratch_mlp: {}}\nsearch:\n  ? [a, b]\n  : 1\n",
         "recipe.yaml:5",
