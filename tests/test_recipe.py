@@ -977,6 +977,18 @@ def test_bad_recipe_fails_validate_naming_file_key_and_fix(
     assert not (tmp_path / "X").exists()
 
 
+def test_validate_checks_each_recipe_it_is_given(tmp_path: Path) -> None:
+    """Found by QA: `graftune validate recipes/*.yaml` was refused (one recipe)."""
+    good = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n")
+    (tmp_path / "bad").mkdir()
+    bad = write_recipe(tmp_path / "bad", HEAD + "strategies: {scratch_mlp: {}}\nseed: x\n")
+    result = cli("validate", str(bad), str(good))
+    assert_exit(result, 2)  # the worst of theirs
+    assert f"error: {bad}:4: seed: " in result.output
+    assert f"{good}: ok (scratch_mlp on sklearn:iris)" in result.output  # checked after it
+    assert_exit(cli("validate", str(good), str(good)), 0)
+
+
 def test_a_recipe_shares_values_through_its_own_x_keys(tmp_path: Path) -> None:
     """Top-level keys that start with x- are the user's (as Compose's extension
     fields): a place for anchors the other sections alias or merge (<<)."""
