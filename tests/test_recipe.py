@@ -7,6 +7,7 @@ key path and what was expected. Nothing here trains a model or starts Ray.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -2286,6 +2287,19 @@ def test_an_unknown_key_in_a_run_directorys_recipe_asks_for_a_newer_graftune(tmp
     said = str(info.value)
     assert "unknown key 'warmup_epochs'" in said
     assert "was the run made by a newer graftune than this one (" in said
+    # Found by QA: made by this graftune (its environment.json says), the key was
+    # added by hand: no newer graftune would read it.
+    from orchestrator import __version__
+
+    (run_dir / "environment.json").write_text(
+        json.dumps({"packages": {"graftune": __version__}}), encoding="utf-8"
+    )
+    with pytest.raises(RecipeError) as info:
+        load_recipe(run_dir / "recipe.yaml")
+    said = str(info.value)
+    assert "newer graftune" not in said
+    assert f"graftune {__version__}, this one, wrote this file as the run started, " in said
+    assert "was the file edited?" in said
 
 
 @pytest.mark.skipif(
