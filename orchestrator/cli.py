@@ -175,6 +175,7 @@ _state: dict[str, Any] = {
     "output_error": None,  # what a write to stdout met (see _Stdout)
     "goes_on": False,  # a run: it goes on when its output's reader has gone
     "stdout_closed": False,  # started with ``>&-`` (see _closed_streams_opened)
+    "run_plugins": [],  # a run directory's --plugin modules this command lacks
 }
 
 
@@ -265,6 +266,7 @@ def main_options(
     _state["debug"] = debug
     _state["command"] = ctx.invoked_subcommand
     _state["goes_on"] = False  # until `run` says it goes on
+    _state["run_plugins"] = []  # a run directory's --plugin modules not given (see _fail)
     native_log.keep_all = debug
     _console_logging()
     # A plugin's event hook that raised: its traceback with the warning under --debug.
@@ -392,7 +394,12 @@ def _fail(exc: BaseException, writing: Path | None = None) -> None:
         err.print(f"error: {printable(without_credentials(str(exc)))}", markup=False)
         from orchestrator.errors import PluginError
 
-        if isinstance(exc, PluginError):
+        missing = _state.get("run_plugins")
+        if missing:
+            flags = " ".join(f"--plugin {shlex.quote(m)}" for m in missing)
+            err.print(f"(the run was made with {flags}, not given now: pass it again)")
+        if isinstance(exc, PluginError) and exc.exit_status != 2:
+            # (exit 2: the command line named no module; no plugin code ran)
             _plugin_traceback_hint([exc])
         raise typer.Exit(exc.exit_status)
     if isinstance(exc, BrokenPipeError) and _stdout_reader_gone():
@@ -472,7 +479,19 @@ def _run_host(plugins: list[str] | None, run_dir: Path) -> Any:
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.preflight import run_disabled_plugins
 
+    _note_run_plugins(plugins, run_dir)
     return get_plugin_manager(extra_plugins=plugins or (), disable=run_disabled_plugins(run_dir))
+
+
+def _note_run_plugins(plugins: list[str] | None, run_dir: Path) -> None:
+    """Keep, for an error of this command, the ``--plugin`` modules the run was made
+    with and this command was not given (found by QA: a resume said "unknown
+    strategy", a predict "pass the module that registers it", of a module the run
+    records by name)."""
+    from orchestrator.environment import recorded_plugin_modules
+
+    given = set(plugins or ())
+    _state["run_plugins"] = [m for m in recorded_plugin_modules(run_dir) if m not in given]
 
 
 @app.command()
@@ -774,6 +793,8 @@ def run(
     cached_before = feature_stamps()
     with sigterm_stops_the_run():
         try:
+            if resume is not None:
+                _note_run_plugins(plugin, resume)
             host = _host(plugin, recipe if recipe is not None else resume / "recipe.yaml")
             kwargs: dict[str, Any] = {"host": host, "echo": echo, "listener": progress}
             if live is not None:

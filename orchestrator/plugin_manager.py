@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib
+import inspect
 import logging
 import os
 import sys
@@ -302,6 +303,14 @@ def not_a_module_name(name: str) -> str | None:
     name to give instead (``None``: a module's name)."""
     if name.replace(".", "").replace("_", "").isalnum() and not name.endswith(".py"):
         return None
+    module, colon, attribute = name.partition(":")
+    if colon and all(part.isidentifier() for part in (*module.split("."), attribute)):
+        # Found by QA: called a file path, with the same text as the fix.
+        return (
+            f"--plugin takes a module's import name ({module!r}), not module:attribute as "
+            f"an entry point does: its hooks are the module's functions (or give {attribute} "
+            "from Python: run_recipe(..., plugins=[...]))"
+        )
     if os.path.isabs(name):  # its folder is not the current one: name both
         path = Path(name)
         module, where = path.name.removesuffix(".py"), f"run from {path.parent}"
@@ -427,7 +436,13 @@ def get_plugin_manager(
             name = extra
         else:
             plugin = extra
-            name = getattr(extra, "__name__", None) or repr(extra)
+            # An object by its class's name (found by QA: "<Spy object at 0x7f...>"),
+            # numbered where two objects of one class are given.
+            name = getattr(extra, "__name__", None) or type(extra).__name__
+            number = 1
+            while pm.get_plugin(name) is not None and pm.get_plugin(name) is not extra:
+                number += 1
+                name = f"{getattr(extra, '__name__', None) or type(extra).__name__}#{number}"
             if isinstance(extra, int | float | bool | bytes | type(None) | list | tuple | dict):
                 # Found by QA: plugins=[42] was taken, and nothing said.
                 raise PluginError(
@@ -492,6 +507,7 @@ def _register(
 ) -> list[tuple[str, str]]:
     """Register ``plugin``; returns its hooks defined without ``@hookimpl``, with its owner."""
     owner = f"{name} ({dist_label.strip('()')})"  # as the other plugin errors name it
+    _refuse_a_class(plugin, owner, name)
     unmarked = _warn_unmarked_hooks(plugin, owner)
     earlier = pm.get_name(plugin)
     if earlier is not None:  # pluggy's own message lists every plugin registered
@@ -510,7 +526,77 @@ def _register(
         ) from exc
     except ValueError as exc:
         raise PluginError(f"plugin {owner} cannot be registered: {exc}", plugin=name) from exc
+    implemented = pm.get_hookcallers(plugin) or []
+    if not implemented and not unmarked:
+        # Found by QA: graftune_register(AStrategyClass) registered nothing, unsaid.
+        log.warning(
+            "plugin %s implements no graftune hook (@hookimpl def graftune_...): it adds nothing",
+            owner,
+        )
+    for caller in implemented:
+        _warn_catch_all_arguments(caller, plugin, owner)
     return unmarked
+
+
+def _refuse_a_class(plugin: object, owner: str, name: str) -> None:
+    """A class given as a plugin: its hooks are methods, which pluggy would call
+    without an instance (found by QA: "missing 1 required positional argument:
+    'self'", from a plugin the start-up check took), or a strategy class, which is
+    no plugin."""
+    if not inspect.isclass(plugin):
+        return
+    from orchestrator.strategy import Strategy
+
+    if issubclass(plugin, Strategy):
+        raise PluginError(
+            f"plugin {owner} is the strategy class {plugin.__name__}, not a plugin: a "
+            "plugin registers it in its graftune_register_strategies hook "
+            f"(registry.add({plugin.__name__})); give that plugin's module or object",
+            plugin=name,
+        )
+    methods = [
+        hook
+        for hook in dir(plugin)
+        if hook.startswith(f"{PROJECT}_")
+        and inspect.isfunction(inspect.getattr_static(plugin, hook))
+    ]
+    if methods:
+        raise PluginError(
+            f"plugin {owner} is the class {plugin.__name__}, whose hooks ({', '.join(methods)}) "
+            "are methods, called on an instance: name an instance of it (an entry point "
+            f"'module:plugin' with plugin = {plugin.__name__}()), or the module whose "
+            "functions are the hooks",
+            plugin=name,
+        )
+
+
+def _warn_catch_all_arguments(caller: Any, plugin: object, owner: str) -> None:
+    """Say so when a plugin's hook takes ``*args`` or ``**kwargs``: pluggy passes a
+    hook only the arguments it names, so they stay empty (found by QA: a reporter's
+    ``graftune_trial_finished(self, **kwargs)`` recorded nothing, unsaid)."""
+    for impl in caller.get_hookimpls():
+        if impl.plugin is not plugin:
+            continue
+        try:
+            parameters = inspect.signature(impl.function).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        catch_all = [
+            ("*" if p.kind is p.VAR_POSITIONAL else "**") + p.name
+            for p in parameters
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if catch_all:
+            takes = ", ".join(caller.spec.argnames) if caller.spec else "its arguments"
+            log.warning(
+                "plugin %s's %s takes %s, which stays empty: pluggy passes a hook only the "
+                "arguments it names (%s takes: %s, or fewer of them)",
+                owner,
+                caller.name,
+                " and ".join(catch_all),
+                caller.name,
+                takes,
+            )
 
 
 def _warn_unmarked_hooks(plugin: object, owner: str) -> list[tuple[str, str]]:

@@ -756,6 +756,20 @@ def check_pickles(strategy: Strategy, name: str, owner: str) -> None:
         ) from None
 
 
+def _added_by(name: str, host: PluginHost) -> str:
+    """Where ``name`` is what a plugin adds (a strategy, a data source, a base
+    provider), which plugin adds it (found by QA: ``disable: [sklearn]`` was "no
+    plugin is named 'sklearn'", nothing more); else nothing."""
+    for registry in (host.strategies, host.data_sources, host.bases):
+        if name in registry:
+            plugin = registry.owner(name).split(" (", 1)[0]
+            return (
+                f" ({name!r} is a {registry.kind} of plugin {plugin!r}: disable {plugin!r}, "
+                "which disables all it adds, or leave the name out of the recipe)"
+            )
+    return ""
+
+
 def known_plugin_names(host: PluginHost) -> set[str]:
     """Every plugin name a recipe may disable: registered, host or installed."""
     from orchestrator.plugin_manager import ENTRY_POINT_GROUP, HOST_PLUGINS
@@ -783,8 +797,8 @@ def plugin_control_errors(recipe: Recipe, host: PluginHost) -> list[RecipeError]
             errors.append(
                 recipe.error(
                     path,
-                    f"no plugin is named {name!r}{did_you_mean(name, known)}; "
-                    f"plugins: {', '.join(sorted(known))}",
+                    f"no plugin is named {name!r}{_added_by(name, host) or did_you_mean(name, known)}"
+                    f"; plugins: {', '.join(sorted(known))}",
                 )
             )
         elif host.pm.get_plugin(name) is not None:

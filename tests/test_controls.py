@@ -127,13 +127,19 @@ def test_a_name_no_plugin_has_is_a_recipe_error(tmp_path):
         data: {source: "sklearn:iris"}
         strategies: {scratch_mlp: {}}
         plugins:
-          disable: [fine_tun]
+          disable: [fine_tun, sklearn]
         """,
     )
     result = cli("validate", recipe)
     assert result.exit_code == 2, result.output
     assert "recipe.yaml:6: plugins.disable.0: no plugin is named 'fine_tun'" in result.output
     assert "did you mean 'fine_tune'?" in result.output
+    # What a plugin adds is named with its plugin (found by QA: no word of it).
+    assert (
+        "plugins.disable.1: no plugin is named 'sklearn' ('sklearn' is a data source of "
+        "plugin 'graftune.data': disable 'graftune.data', which disables all it adds, or "
+        "leave the name out of the recipe)"
+    ) in " ".join(result.output.split())
 
 
 def test_an_unknown_key_under_plugins_suggests_disable(tmp_path):

@@ -571,3 +571,96 @@ def test_a_plugin_given_as_a_plain_value_is_refused():
         "plugin 42 (int) is no plugin: give a module, its dotted name, or an object whose methods "
         "are hook implementations"
     )
+
+
+def test_a_hook_taking_catch_all_arguments_is_said_to_receive_none(caplog):
+    """Found by QA: a reporter's graftune_trial_finished(self, **kwargs) was called
+    with nothing (pluggy passes only the arguments a hook names), unsaid."""
+    from orchestrator import hookimpl
+
+    class Reporter:
+        @hookimpl
+        def graftune_trial_finished(self, **kwargs):
+            pass
+
+        @hookimpl
+        def graftune_run_finished(self, run_dir, *args):
+            pass
+
+    with caplog.at_level(logging.WARNING, logger="orchestrator.plugin_manager"):
+        get_plugin_manager(extra_plugins=[Reporter()])
+    assert (
+        "plugin Reporter (not installed)'s graftune_trial_finished takes **kwargs, which stays "
+        "empty: pluggy passes a hook only the arguments it names (graftune_trial_finished "
+        "takes: result, run_dir, or fewer of them)"
+    ) in caplog.text
+    assert "graftune_run_finished takes *args, which stays empty" in caplog.text
+
+
+def test_objects_are_named_by_their_class_and_a_class_is_no_plugin(caplog):
+    """Found by QA: an object was named "<test_events.Spy object at 0x7f...>"; a class
+    whose hooks are methods (an entry point module:Class) passed the start-up check,
+    then failed "missing 1 required positional argument: 'self'"; a strategy class
+    given as a plugin registered nothing, unsaid."""
+    from orchestrator import hookimpl
+    from tests.broken_strategies import SmallMLP
+
+    class Spy:
+        @hookimpl
+        def graftune_run_started(self, recipe, run_dir):
+            pass
+
+    with caplog.at_level(logging.WARNING, logger="orchestrator.plugin_manager"):
+        host = get_plugin_manager(extra_plugins=[Spy(), Spy(), object()])
+    assert {"Spy", "Spy#2", "object"} <= set(host.owners)
+    assert "at 0x" not in " ".join(host.owners)
+    # An object with no hook adds nothing: said.
+    assert "plugin object (not installed) implements no graftune hook" in caplog.text
+    with pytest.raises(PluginError) as info:
+        get_plugin_manager(extra_plugins=[Spy])
+    assert str(info.value).startswith(
+        "plugin Spy (not installed) is the class Spy, whose hooks (graftune_run_started) are "
+        "methods, called on an instance: name an instance of it (an entry point "
+        "'module:plugin' with plugin = Spy()), or the module"
+    )
+    with pytest.raises(PluginError) as info:
+        get_plugin_manager(extra_plugins=[SmallMLP])
+    assert "is the strategy class SmallMLP, not a plugin: a plugin registers it in its " in str(
+        info.value
+    )
+
+
+def test_an_entry_point_naming_a_class_is_refused_at_start(site):
+    make_distribution(
+        site,
+        "graftune-classy",
+        "0.3",
+        {
+            "gt_test_classy": """
+            from orchestrator import hookimpl
+
+            class Plugin:
+                @hookimpl
+                def graftune_register_strategies(self, registry):
+                    pass
+            """
+        },
+        {"classy": "gt_test_classy:Plugin"},
+    )
+    with pytest.raises(PluginError) as info:
+        get_plugin_manager()
+    assert str(info.value).startswith(
+        "plugin classy (graftune-classy 0.3) is the class Plugin, whose hooks "
+        "(graftune_register_strategies) are methods"
+    )
+
+
+def test_the_plugin_option_with_module_colon_attribute_names_the_module():
+    """Found by QA: 'm_crash:Crashy' was called a file path, and the fix given was the
+    same text."""
+    with pytest.raises(PluginLoadError) as info:
+        get_plugin_manager(extra_plugins=["gt_test_mod:Crashy"])
+    said = str(info.value)
+    assert "--plugin takes a module's import name ('gt_test_mod'), not module:attribute" in said
+    assert "file path" not in said
+    assert info.value.exit_status == 2

@@ -782,6 +782,14 @@ def test_a_keras_tuner_search_stopped_by_a_signal_keeps_what_ended_and_resume_ru
     # Its page says it stopped (found by QA: it looked like a finished run's) ...
     stopped = "This run stopped before it finished"
     assert stopped in (run_dir / "report.html").read_text()
+    # Resumed without it, the error names it (found by QA: "unknown strategy", alone).
+    without = CliRunner().invoke(app, ["run", "--resume", str(run_dir)])
+    assert without.exit_code == 2, without.output
+    assert "unknown strategy 'interrupted_mlp'" in without.output
+    assert (
+        "(the run was made with --plugin tests.fixture_plugins, not given now: pass it again)"
+    ) in without.output
+    assert ended_trials(results_dir) == ended
     capsys.readouterr()
     assert_resumes_to_every_trial_once(run_dir, ended, 2, plugins=[fixture_plugins])
     assert stopped not in (run_dir / "report.html").read_text()  # ... until it finishes
