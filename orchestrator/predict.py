@@ -518,6 +518,15 @@ def read_source(
             )
 
         x, y, names = _validated(_fitted(load, spec, fitted), scheme, host.data_sources)
+        named = SklearnSource.feature_names(location) if scheme == SklearnSource.scheme else None
+        if named is not None and (
+            trained_scheme in TABLE_SCHEMES or trained_scheme == SklearnSource.scheme
+        ):
+            # scikit-learn's tables name their features too: matched by name, as a CSV's
+            # (found by QA: sklearn:iris for a run on a CSV of four other columns was
+            # predicted by position, exit 0).
+            order = _feature_order(named, trained_features(run_dir, recipe), None, source)
+            x = x if order is None else x[:, order]
     labels = tuple(np.asarray(names, dtype=object)[y].tolist())
     if scheme in TABLE_SCHEMES:
         labels = _sklearn_names(labels, trained_scheme, trained_location)
@@ -984,7 +993,7 @@ def _feature_order(
         # One extra column and nothing missing: most likely the labels under another
         # name, or an ID; several: IDs, names, notes.
         hint = ""
-        if extra and not missing:
+        if extra and not missing and not source.startswith("sklearn:"):  # (no columns to pick)
             hint = (
                 "; columns that are no features (an ID) are copied to the output with "
                 + (

@@ -1405,6 +1405,19 @@ def test_a_run_on_a_scikit_learn_table_matches_a_tables_columns_by_name(iris_run
     result = invoke("predict", run_dir, "--data", f"csv:{tmp_path / 'renamed.csv'}")
     assert result.exit_code == 2, result.output
     assert "lacks column(s) 'sepal length (cm)'" in result.output
+    # And scikit-learn's own table is matched by its names as well (found by QA: a run
+    # on a CSV of four other columns took sklearn:iris by position, exit 0).
+    summary = json.loads((run_dir / "best" / "config.json").read_text())
+    other = {**summary, "features": ["a", "b", "c", "d"]}
+    (run_dir / "best" / "config.json").write_text(json.dumps(other))
+    result = invoke("predict", run_dir, "--data", "sklearn:iris", "--out", tmp_path / "no.csv")
+    assert result.exit_code == 2, result.output
+    assert "data 'sklearn:iris' lacks column(s) 'a', 'b', 'c', 'd' and has column(s)" in (
+        " ".join(result.output.split())
+    )
+    assert "--ignore-column" not in result.output
+    assert not (tmp_path / "no.csv").exists()
+    (run_dir / "best" / "config.json").write_text(json.dumps(summary))
     # A run from before the names were recorded: predict and export look them up.
     summary = json.loads((run_dir / "best" / "config.json").read_text())
     del summary["features"]
