@@ -392,6 +392,15 @@ def test_a_target_that_measures_a_quantity_is_said_to_be_no_classes(
         "graftune classifies",
     ):
         prepare(Spec("csv:amounts.csv", target="label"), registry, tmp_path)
+    # Written with decimal commas in a ';' file, as a German spreadsheet does (found by
+    # QA: each was read as a text class, "class '-0,014' has 1 example(s)").
+    amounts = frame["label"].map(lambda v: f"{v}".replace(".", ","))
+    features = frame.drop(columns="label").map(lambda v: f"{v}".replace(".", ","))
+    (tmp_path / "amounts_semi.csv").write_text(
+        features.assign(label=amounts).to_csv(index=False, sep=";")
+    )
+    with raises_data_error("target", "holds 90 different numbers in 90 rows"):
+        prepare(Spec("csv:amounts_semi.csv", target="label"), registry, tmp_path)
     # Whole numbers, or a few fractional classes, stay classes.
     frame["label"] = np.tile([0.5, 1.5, 2.5], 30)
     write_csv(tmp_path / "steps.csv", frame)
@@ -425,6 +434,13 @@ def test_table_labels_name_the_classes_as_training_does_and_leave_empty_cells_no
     ]  # fmt: skip
     assert sources.table_labels("csv", tmp_path / "t.csv", "label") == [
         "setosa", None, None, "007"
+    ]  # fmt: skip
+    # A whole number written 7.0 is the class 7 among text labels too (found by QA:
+    # "7.0" matched no class 7 beside an "unknown", and "3", "3.0" made two classes
+    # beside an "03").
+    (tmp_path / "mixed.csv").write_text("a,label\n1,7.0\n2,unknown\n3,7\n4,03\n5,3.0\n6,3\n")
+    assert sources.table_labels("csv", tmp_path / "mixed.csv", "label") == [
+        "7", "unknown", "7", "03", "3", "3"
     ]  # fmt: skip
 
 
@@ -587,6 +603,10 @@ def test_a_semicolon_csvs_decimal_separator_is_the_one_most_of_its_numbers_have(
         "commas, as most numbers in its first 100 rows are written)",
     ):
         prepare(Spec("csv:text.csv", target="label"), registry, tmp_path)
+    # A point there is no decimal one: its cell is named (found by QA: none was).
+    (tmp_path / "point.csv").write_text("a;b;label\n5,1;3,5;x\n4,9;1.500;y\n4,7;3,2;x\n")
+    with raises_data_error("source", "non-numeric column(s) 'b' (data row 2: '1.500') (read as"):
+        prepare(Spec("csv:point.csv", target="label"), registry, tmp_path)
 
 
 def test_a_tab_separated_file_with_decimal_commas_reads_its_numbers(

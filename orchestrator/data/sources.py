@@ -850,6 +850,11 @@ def _typed_labels(text: pd.Series) -> Any:
     numbers = pd.to_numeric(text, errors="coerce")
     if numbers.notna().all() and not text.str.match(r"[-+]?0[0-9]").any():
         return numbers.to_numpy()  # 0.5, 2.5: sorted as numbers
+    # Text, as a cell of it is no number or has a leading zero (007): a whole number
+    # written 3.0 is still the class 3 (found by QA: "3" and "3.0" made two classes
+    # where "03" was among them, and a predict's "7.0" matched no class 7).
+    whole = text.str.fullmatch(r"-?(0|[1-9][0-9]*)\.0+")
+    text = text.where(~whole, text.str.replace(r"\.0+$", "", regex=True))
     return text.to_numpy(dtype=object)  # "setosa " is "setosa", as " 7" is 7
 
 
@@ -941,7 +946,12 @@ def non_numeric_columns(
     def text_cells(column: pd.Series) -> pd.Series:
         as_read = column
         if read_as is not None and read_as[1] == ",":  # "3,5" is a number there
-            as_read = column.astype(str).str.replace(",", ".", regex=False).where(column.notna())
+            # ... and "1.500" is not (found by QA: read so here, the column was said
+            # non-numeric with no cell named).
+            text = column.astype(str)
+            as_read = text.str.replace(",", ".", regex=False).where(
+                column.notna() & ~text.str.contains(".", regex=False)
+            )
         return pd.to_numeric(as_read, errors="coerce").isna() & column.notna()
 
     # A column of numbers (or true/false) with an empty cell is read as objects: its
@@ -1061,6 +1071,12 @@ def _check_not_a_quantity(labels: pd.Series, target: str, path: Path) -> None:
     import pandas as pd
 
     numbers = pd.to_numeric(labels, errors="coerce")
+    if numbers.isna().any() and not pd.api.types.is_numeric_dtype(labels):
+        # Found by QA: a ';' file's "-0,014" (decimal commas) was read as text, and each
+        # value a class too small to split.
+        text = labels.astype(str).str.strip()
+        if text.str.fullmatch(r"[-+]?[0-9]+(,[0-9]+)?").all():
+            numbers = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
     if numbers.isna().any():
         return  # text labels (or some): classes
     distinct = numbers.nunique()
