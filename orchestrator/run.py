@@ -850,7 +850,7 @@ def _run(
             started_ray = connect_to_cluster(recipe.resources, log_file=run_dir / "ray.log")
             _check_a_trial_fits(recipe, echo)  # a cluster may grow: said, not refused
     except KeyboardInterrupt:  # while waiting for Ray: the run directory is made
-        raise _stopped_at_once(run_dir) from None
+        raise _stopped_at_once(run_dir, recipe, []) from None
 
     results: list[TrialResult] = []
     interrupted: tuple[str, SearchInterrupted] | None = None
@@ -948,7 +948,7 @@ def _run(
     except KeyboardInterrupt:  # a second Ctrl+C, or SIGTERM (see ray_start)
         # Quickly: a stopped job's driver is killed 3 s after its SIGTERM.
         _storing(place)()
-        raise _stopped_at_once(run_dir) from None
+        raise _stopped_at_once(run_dir, recipe, results) from None
     finally:
         from orchestrator.tuning.ray_start import signals_seen
 
@@ -1042,7 +1042,7 @@ def _run(
             raise
         return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary, stored=place.remote)
     except KeyboardInterrupt:
-        raise _stopped_at_once(run_dir) from None
+        raise _stopped_at_once(run_dir, recipe, results) from None
 
 
 def _storing(place: RunPlace) -> Callable[[], None]:
@@ -1062,12 +1062,18 @@ def _storing(place: RunPlace) -> Callable[[], None]:
     return store
 
 
-def _stopped_at_once(run_dir: Path) -> RunInterrupted:
+def _stopped_at_once(run_dir: Path, recipe: Recipe, results: list[TrialResult]) -> RunInterrupted:
+    """A run stopped at once (a second Ctrl+C, SIGTERM), with the leaderboard of
+    the trials that ended in this process, ranked but not written (found by QA:
+    ``None`` under Ray, where keras_tuner's stop gave an empty one)."""
+    from orchestrator.leaderboard import build_leaderboard
     from orchestrator.tuning.ray_start import terminated
 
+    frame = build_leaderboard(results, metric=recipe.search.metric, mode=recipe.search.direction)
     return RunInterrupted(
         "stopped at once; the trials that had ended are kept\n" + _resume_hint(run_dir),
         run_dir=run_dir,
+        leaderboard=frame,
         by_sigterm=terminated(),
     )
 

@@ -1112,6 +1112,10 @@ def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(
     assert "stopped at once; the trials that had ended are kept" in str(caught.value)
     assert f"continue it with: graftune run --resume {run_dir}" in str(caught.value)
     assert caught.value.run_dir == run_dir and not (run_dir / "finished.json").exists()
+    # The trials that ended, ranked (found by QA: None, where a stop in a search gave
+    # a leaderboard, so that `e.leaderboard.head()` raised in one case of two).
+    assert len(caught.value.leaderboard) == 2
+    assert set(caught.value.leaderboard["status"]) == {"ok"}
 
     outcome = resume_run(run_dir)
     assert len(outcome.leaderboard) == 2 and (run_dir / "finished.json").is_file()
