@@ -395,7 +395,7 @@ def _fail(exc: BaseException, writing: Path | None = None) -> None:
         from orchestrator.errors import PluginError
 
         missing = _state.get("run_plugins")
-        if missing:
+        if missing and "plugin" in str(exc):  # what it lacks may be the module's
             flags = " ".join(f"--plugin {shlex.quote(m)}" for m in missing)
             err.print(f"(the run was made with {flags}, not given now: pass it again)")
         if isinstance(exc, PluginError) and exc.exit_status != 2:

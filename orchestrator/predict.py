@@ -446,6 +446,7 @@ def read_source(
 
     if scheme in TABLE_SCHEMES:
         columns = _table_columns(scheme, location, base_dir)
+        _check_kind(source, scheme, input_shape)  # a table that reads, for a model of images
         trained_target = recipe.data.target if trained_scheme in TABLE_SCHEMES else None
         if trained_scheme == SklearnSource.scheme:
             # scikit-learn's own frame (load_wine(as_frame=True).frame) has its labels
@@ -531,6 +532,29 @@ def read_source(
     if scheme in TABLE_SCHEMES:
         labels = _sklearn_names(labels, trained_scheme, trained_location)
     return x, labels
+
+
+def _check_kind(source: str, scheme: str, input_shape: tuple[int, ...] | None) -> None:
+    """Refuse a table for a model of images, or a folder of images for one of
+    features, before reading it (found by QA: a folder of images of other sizes
+    for a model of 4 features was told to set data.image_size, a recipe key; a CSV
+    for a model of images, to leave out its non-numeric columns)."""
+    if input_shape is None:
+        return
+    if len(input_shape) == 3 and scheme in TABLE_SCHEMES:
+        raise DataError(
+            f"the model takes images of shape {tuple(input_shape)}, and {source!r} is a "
+            "table (a row of features an example): give images (images:DIR/, or an npz: "
+            "of images)",
+            key="source",
+        )
+    if len(input_shape) == 1 and scheme == "images":
+        raise DataError(
+            f"the model takes rows of {input_shape[0]} features, and {source!r} is a folder "
+            f"of images: give a table ({', '.join(f'{t}:' for t in TABLE_SCHEMES)}) or an "
+            "npz: of features",
+            key="source",
+        )
 
 
 def _model_image_settings(data: Any, input_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -828,6 +852,7 @@ def read_image_folder(
     recipe = load_recipe(Path(run_dir) / "recipe.yaml")
     _, location = split_source(source)
     root = image_folder(_resolve(location, Path(base_dir)))
+    _check_kind(source, "images", ref.input_shape)  # a folder that is there, for features
     update: dict[str, Any] = {"source": source, "target": None, "options": {}}
     update |= _model_image_settings(recipe.data, ref.input_shape)
     spec = recipe.data.model_copy(update=update)
