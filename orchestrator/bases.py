@@ -665,6 +665,15 @@ class ApplicationProvider(BaseProvider):
         if spec.input_shape:
             _check_application_input(function, spec)
             shape = tuple(spec.input_shape)
+            if (weights or "imagenet") == "imagenet" and len(shape) == 3 and shape[2] != 3:
+                # Found by QA: MobileNetV3Small at 1 channel passed, then asked for a
+                # download whose weights could never load (a tensor dump, cut short).
+                raise BaseModelError(
+                    f"{spec.application}'s imagenet weights are of RGB images, and "
+                    f"base.input_shape has {shape[2]} channel(s): give [H, W, 3] (grey "
+                    "images are repeated to RGB), or weights: none",
+                    key="input_shape",
+                )
             if len(shape) == 3:  # the scaling a family needs: refused now, not in every trial
                 plan_adapter(shape, shape, self.preprocessing(spec))
 
@@ -1132,6 +1141,9 @@ def prepare_base(
         # a damaged one is made again as a missing one is. Trials that loaded it
         # meanwhile keep theirs: the file is replaced, not written over.
         model = _cached_base(model_path, lambda problem: damaged(folder, problem))
+        if model is not None and echo is not None:
+            # Found by QA: a base loaded from the cache was said as one made ("preparing").
+            echo(f"base: made before, loaded from graftune's cache ({folder})")
         if model is None:
             with locked(lock, waiting):
                 model = _cached_base(model_path)  # made, or made again, while this one waited
@@ -1751,6 +1763,13 @@ def _matches(data_shape: tuple[int, ...], base_shape: tuple[int | None, ...]) ->
     return len(data_shape) == len(base_shape) and all(
         b is None or b == d for d, b in zip(data_shape, base_shape, strict=False)
     )
+
+
+def adapter_params(steps: tuple[tuple[Any, ...], ...]) -> int:
+    """The weights :func:`apply_adapter`'s layers hold for ``steps``: only the
+    ``caffe`` scaling's fixed 1x1 convolution has any (3 to 3 channels, with
+    biases: 12); the others resize, repeat, flatten or scale by constants."""
+    return 12 if ("preprocess", "caffe") in steps else 0
 
 
 def apply_adapter(x: Any, steps: tuple[tuple[Any, ...], ...]) -> Any:

@@ -527,8 +527,9 @@ def _register(
     except ValueError as exc:
         raise PluginError(f"plugin {owner} cannot be registered: {exc}", plugin=name) from exc
     implemented = pm.get_hookcallers(plugin) or []
-    if not implemented and not unmarked:
-        # Found by QA: graftune_register(AStrategyClass) registered nothing, unsaid.
+    if not implemented and not unmarked and not isinstance(plugin, ModuleType):
+        # Found by QA: graftune_register(AStrategyClass) registered nothing, unsaid. (A
+        # module may add by being imported: Keras objects it registers, for a model.)
         log.warning(
             "plugin %s implements no graftune hook (@hookimpl def graftune_...): it adds nothing",
             owner,

@@ -699,8 +699,9 @@ def _run(
                 f"(${CACHE_ENV}, default ~/.cache/graftune): {exc.strerror or exc}"
                 + (f": {exc.filename}" if exc.filename else "")
             ) from exc
+        points = "cut point" if base_info.n_cut_points == 1 else "cut points"
         echo(
-            f"base: {base_info.description}, {base_info.n_cut_points} cut points, "
+            f"base: {base_info.description}, {base_info.n_cut_points} {points}, "
             f"output {base_info.output_shape}"
         )
         flat = flat_output_warning(base_info, recipe.base)

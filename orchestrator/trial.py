@@ -871,10 +871,14 @@ def _finite(val: dict[str, float], predicted: Any) -> bool:
 
 
 def _sizes(model: Any, spec: TrialSpec, cut: int | None) -> dict[str, int]:
-    """The trial's parameters: the model's, plus the frozen prefix's on cached features."""
+    """The trial's parameters: the model's, plus, on cached features, the frozen
+    prefix's and its input adapter's: the whole model's, as a trial through the
+    base counts them (found by QA: 12 fewer, the caffe adapter's, won ties)."""
+    from orchestrator.bases import adapter_params
+
     total = int(model.count_params())
     if cut is not None and spec.base is not None and spec.base.cut_params:
-        total += spec.base.cut_params[cut - 1]
+        total += spec.base.cut_params[cut - 1] + adapter_params(spec.base.adapter)
     trainable = int(sum(math.prod(w.shape) for w in model.trainable_weights))
     return {"params_total": total, "params_trainable": trainable}
 

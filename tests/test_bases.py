@@ -136,6 +136,13 @@ def test_application_base_takes_a_local_weights_file(tmp_path):
     spelt = BaseSpec(application="MobileNetV3Small", weights="None", input_shape=(32, 32, 3))
     with pytest.raises(BaseModelError, match=r"weights file None does not exist \(did you mean"):
         prepare(spelt)
+    # Imagenet's weights are of RGB images: a base of one channel is refused before
+    # any download is asked for (found by QA: MobileNetV3 passed validate, then
+    # failed its weights with a tensor dump).
+    grey = BaseSpec(application="MobileNetV3Small", weights="imagenet", input_shape=(32, 32, 1))
+    with pytest.raises(BaseModelError, match="imagenet weights are of RGB images") as caught:
+        prepare(grey)
+    assert caught.value.key == "input_shape"
 
     # Keras reads weights by the file name's ending: another one failed in every
     # trial as weights that "do not fit" (found by QA).
@@ -419,6 +426,19 @@ def test_a_damaged_base_of_a_provider_without_a_cache_key_is_saved_again(tmp_pat
     assert again.path == info.path
     assert len(said) == 1 and said[0].startswith(f"warning: the cached base {info.path.parent}")
     assert load_base(again).model is not None
+
+
+def test_a_base_made_before_is_said_to_be_loaded_from_the_cache(tmp_path, isolated):
+    """Found by QA: each run said "base: preparing pretrain ...", and nothing more,
+    whether it pretrained or loaded the base it had made before."""
+    tiny_cnn().save(tmp_path / "base.keras")
+    spec = BaseSpec(path=tmp_path / "base.keras")
+    first: list[str] = []
+    info = prepare(spec, digits(), tmp_path, first.append)
+    assert first == []
+    again: list[str] = []
+    assert prepare(spec, digits(), tmp_path, again.append).path == info.path
+    assert again == [f"base: made before, loaded from graftune's cache ({info.path.parent})"]
 
 
 def test_runs_that_need_the_same_base_at_once_build_it_once(tmp_path, isolated, monkeypatch):
