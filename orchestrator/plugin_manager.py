@@ -438,11 +438,11 @@ def get_plugin_manager(
             plugin = extra
             # An object by its class's name (found by QA: "<Spy object at 0x7f...>"),
             # numbered where two objects of one class are given.
-            name = getattr(extra, "__name__", None) or type(extra).__name__
+            name = called = getattr(extra, "__name__", None) or type(extra).__name__
             number = 1
             while pm.get_plugin(name) is not None and pm.get_plugin(name) is not extra:
                 number += 1
-                name = f"{getattr(extra, '__name__', None) or type(extra).__name__}#{number}"
+                name = f"{called}#{number}"
             if isinstance(extra, int | float | bool | bytes | type(None) | list | tuple | dict):
                 # Found by QA: plugins=[42] was taken, and nothing said.
                 raise PluginError(

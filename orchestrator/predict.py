@@ -536,7 +536,7 @@ def read_source(
 
 def _check_kind(source: str, scheme: str, input_shape: tuple[int, ...] | None) -> None:
     """Refuse a table for a model of images, or a folder of images for one of
-    features, before reading it (found by QA: a folder of images of other sizes
+    features, before its examples are read (found by QA: a folder of images of other sizes
     for a model of 4 features was told to set data.image_size, a recipe key; a CSV
     for a model of images, to leave out its non-numeric columns)."""
     if input_shape is None:
