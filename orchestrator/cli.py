@@ -394,10 +394,11 @@ def _fail(exc: BaseException, writing: Path | None = None) -> None:
         err.print(f"error: {printable(without_credentials(str(exc)))}", markup=False)
         from orchestrator.errors import PluginError
 
-        missing = _state.get("run_plugins")
-        if missing and "plugin" in str(exc):  # what it lacks may be the module's
-            flags = " ".join(f"--plugin {shlex.quote(m)}" for m in missing)
-            err.print(f"(the run was made with {flags}, not given now: pass it again)")
+        # Where the error speaks of plugins, what it lacks may be the module's; one
+        # whose fix names the module already (a resume command) says it (found in CI).
+        flags = [f"--plugin {shlex.quote(m)}" for m in _state.get("run_plugins") or ()]
+        if "plugin" in str(exc) and any(flag not in str(exc) for flag in flags):
+            err.print(f"(the run was made with {' '.join(flags)}, not given now: pass it again)")
         if isinstance(exc, PluginError) and exc.exit_status != 2:
             # (exit 2: the command line named no module; no plugin code ran)
             _plugin_traceback_hint([exc])
