@@ -63,11 +63,26 @@ def plugin_modules(host: PluginHost) -> tuple[str, ...]:
     )
 
 
+def recorded_environment(run_dir: Path) -> Any:
+    """What the run's :data:`ENVIRONMENT_FILE` holds (raises ``OSError`` or
+    ``ValueError`` where it cannot be read)."""
+    return json.loads((Path(run_dir) / ENVIRONMENT_FILE).read_text(encoding="utf-8"))
+
+
+def recorded_graftune(run_dir: Path) -> str | None:
+    """The graftune version that made the run, as its :data:`ENVIRONMENT_FILE`
+    records it (``None`` where it records none, or cannot be read)."""
+    try:
+        return str(recorded_environment(run_dir)["packages"]["graftune"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def recorded_plugin_modules(run_dir: Path) -> tuple[str, ...]:
     """The ``--plugin`` modules the run's :data:`ENVIRONMENT_FILE` records (its last
     resume's); none where it records none or cannot be read."""
     try:
-        recorded = json.loads((Path(run_dir) / ENVIRONMENT_FILE).read_text(encoding="utf-8"))
+        recorded = recorded_environment(run_dir)
         last = (recorded.get("resumed") or [recorded])[-1]
         modules = last.get("plugin_modules") or []
     except (OSError, ValueError, AttributeError, TypeError, IndexError):

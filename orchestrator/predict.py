@@ -413,6 +413,8 @@ def read_source(
     recipe = load_recipe(Path(run_dir) / "recipe.yaml")
     scheme, location = split_source(source)
     trained_scheme, trained_location = split_source(recipe.data.source)
+    # A table's or scikit-learn's: its features have names, matched by them.
+    named_features = trained_scheme in TABLE_SCHEMES or trained_scheme == SklearnSource.scheme
     update: dict[str, Any] = {"source": source, "classes": None, "labels_per_class": None}
     if scheme != trained_scheme:
         update["options"] = {}
@@ -452,9 +454,7 @@ def read_source(
             # scikit-learn's own frame (load_wine(as_frame=True).frame) has its labels
             # in "target", as class codes: read as the run's class names (below).
             trained_target = SklearnSource.TARGET
-        trained = None
-        if trained_scheme in TABLE_SCHEMES or trained_scheme == SklearnSource.scheme:
-            trained = trained_features(run_dir, recipe)
+        trained = trained_features(run_dir, recipe) if named_features else None
         if target is not None and target not in columns:
             raise DataError(
                 f"target column {target!r}{did_you_mean(target, columns)} is not in {source!r}; "
@@ -520,9 +520,7 @@ def read_source(
 
         x, y, names = _validated(_fitted(load, spec, fitted), scheme, host.data_sources)
         named = SklearnSource.feature_names(location) if scheme == SklearnSource.scheme else None
-        if named is not None and (
-            trained_scheme in TABLE_SCHEMES or trained_scheme == SklearnSource.scheme
-        ):
+        if named is not None and named_features:
             # scikit-learn's tables name their features too: matched by name, as a CSV's
             # (found by QA: sklearn:iris for a run on a CSV of four other columns was
             # predicted by position, exit 0).

@@ -13,7 +13,6 @@ search-space overrides name dimensions the strategies have.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import stat
@@ -1028,18 +1027,6 @@ def _key_lines(text: str, file: Path | None = None) -> dict[tuple[str, ...], int
     return lines
 
 
-def _made_by(recipe_file: Path) -> str | None:
-    """The graftune version its ``environment.json`` says made a run (``None``
-    where it says none, or cannot be read)."""
-    from orchestrator.environment import ENVIRONMENT_FILE
-
-    try:
-        recorded = json.loads((Path(recipe_file).parent / ENVIRONMENT_FILE).read_text("utf-8"))
-        return str(recorded["packages"]["graftune"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _extension(key: Any) -> bool:
     """Whether a top-level key is the user's own (``x-...``), which the recipe
     passes over."""
@@ -1118,7 +1105,9 @@ def _convert(
 
             # Found by QA: a run directory of a newer graftune read as a typo of the
             # user's, in a file graftune wrote, and "did you mean" sent them in a circle.
-            if _made_by(file) == __version__:
+            from orchestrator.environment import recorded_graftune
+
+            if recorded_graftune(Path(file).parent) == __version__:
                 # Found by QA: the same graftune made the run, so the key was added by hand.
                 message += (
                     f"; graftune {__version__}, this one, wrote this file as the run started, "

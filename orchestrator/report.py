@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import logging
 import math
 import shlex
@@ -409,12 +408,12 @@ def _ran_with(run_dir: Path, recipe: Mapping[str, Any] | None = None) -> str | N
     """The versions that shape a run's results, from its ``environment.json``
     (``None`` for a run made before graftune recorded them): the search backend's
     (Ray's or keras-tuner's, as the recipe says) and the plugins' too."""
-    from orchestrator.environment import ENVIRONMENT_FILE
+    from orchestrator.environment import ENVIRONMENT_FILE, recorded_environment
 
     search = (recipe or {}).get("search")
     searcher = search.get("backend") if isinstance(search, dict) else None
     try:
-        recorded = json.loads((Path(run_dir) / ENVIRONMENT_FILE).read_text(encoding="utf-8"))
+        recorded = recorded_environment(run_dir)
         packages = recorded["packages"]
         backend = recorded.get("keras_backend") or "tensorflow"
         if searcher == "keras_tuner":  # found by QA: Ray's version, for a run without Ray
