@@ -663,6 +663,14 @@ class ApplicationProvider(BaseProvider):
                 key="weights",
             )
         if spec.input_shape:
+            if len(spec.input_shape) != 3:
+                # Keras' own words name a layer's ndim (found by QA: [32, 32]).
+                raise BaseModelError(
+                    f"expected [height, width, channels] for an application's images, "
+                    f"such as [{spec.input_shape[0]}, {spec.input_shape[0]}, 3]; got "
+                    f"{list(spec.input_shape)}",
+                    key="input_shape",
+                )
             _check_application_input(function, spec)
             shape = tuple(spec.input_shape)
             if (weights or "imagenet") == "imagenet" and len(shape) == 3 and shape[2] != 3:

@@ -310,7 +310,15 @@ def test_validate_applies_keras_input_shape_rules_without_building_the_base(tmp_
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 2, result.output
     assert "base.input_shape: MobileNetV3Small cannot take" in result.stderr
-    recipe.write_text(recipe.read_text().replace("[16, 16, 3]", "[32, 32, 3]"))
+    # Two numbers: Keras would name a layer's ndim (found by QA).
+    recipe.write_text(recipe.read_text().replace("[16, 16, 3]", "[32, 32]"))
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    assert (
+        f"{recipe}:6: base.input_shape: expected [height, width, channels] for an "
+        "application's images, such as [32, 32, 3]; got [32, 32]"
+    ) in " ".join(result.stderr.split())
+    recipe.write_text(recipe.read_text().replace("[32, 32]", "[32, 32, 3]"))
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 0, result.output
     # The check stops ResNet50's build and leaves Keras as it was.
