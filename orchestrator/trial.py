@@ -937,7 +937,7 @@ def _inputs(
         without the cache).
     """
     raw = {"train": dataset.x_train, "val": dataset.x_val, "test": dataset.x_test}
-    if base is None or not spec.feature_cache:
+    if base is None:
         return raw, None
     cut = int(spec.strategy.frozen_prefix(dict(config), base.info) or 0)
     if cut <= 0:
@@ -947,6 +947,9 @@ def _inputs(
             f"strategy {spec.strategy.name}.frozen_prefix returned {cut} for a base of "
             f"{base.info.n_cut_points} cut points"
         )
+    if not spec.feature_cache:  # said, as the other ways the cache is off are
+        result.note = "feature cache off: the recipe's cache: false"
+        return raw, None
     random_layers = base.stochastic_prefix_layers(cut)
     if random_layers:
         result.note = f"feature cache off: {', '.join(random_layers)} before the cut is random"
