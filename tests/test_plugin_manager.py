@@ -303,6 +303,30 @@ def test_plugins_command_lists_distribution_version_and_what_it_adds():
     assert not [line for line in lines if line != line.rstrip()], lines
 
 
+def test_plugins_command_lists_a_plugin_module_given_as_run_takes_it():
+    # Found by QA: `run --plugin MODULE` took it, `plugins` had no --plugin to list it.
+    from orchestrator.cli import app
+
+    result = CliRunner().invoke(app, ["plugins", "--plugin", "tests.fixture_plugins"])
+    assert result.exit_code == 0, result.output
+    rows = [line.split() for line in result.output.splitlines()]
+    (row,) = [r for r in rows if r[:1] == ["tests.fixture_plugins"]]
+    assert row[1:3] == ["(not", "installed)"] and "exploding_mlp," in row, row
+    assert [
+        "strategy",
+        "exploding_mlp",
+        "tests.fixture_plugins",
+        "diverges",
+        "on",
+        "purpose",
+    ] in rows
+    # A module that is not there: the others listed, then the error (exit 2, a typo).
+    result = CliRunner().invoke(app, ["plugins", "--plugin", "tests.fixture_plugin"])
+    assert result.exit_code == 2, result.output
+    assert "scratch_mlp" in result.output
+    assert "tests.fixture_plugin" in result.output.split("error:", 1)[1]
+
+
 def test_plugins_command_reports_a_broken_plugin(site):
     from orchestrator.cli import app
 
