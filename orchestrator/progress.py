@@ -27,6 +27,9 @@ class _Counts:
     pruned: int = 0
     unranked: int = 0
     best: float | None = None
+    #: How many of its trials run at once, where the run knows (embedded Ray's CPUs,
+    #: keras-tuner's one); else the most trials seen running at once.
+    slots: int | None = None
     #: Seconds each trial timed here took, from its start to its end.
     took: list[float] = field(default_factory=list)
     #: When its search began (the time budget counts from there), and whether it returned.
@@ -67,14 +70,18 @@ class RunProgress:
         metric: str | None = None,
         mode: str | None = None,
         time_budget_s: float | None = None,
+        slots: dict[str, int] | None = None,
     ) -> None:
-        """Set how many trials each strategy will run, what "best" means, and the time
-        budget of each strategy's search."""
+        """Set how many trials each strategy will run, what "best" means, the time
+        budget of each strategy's search, and how many of a strategy's trials run
+        at once where the run knows it."""
         self.metric = metric or self.metric
         self.mode = mode or self.mode
         self.time_budget_s = time_budget_s
         for name, count in samples.items():
             self.strategies.setdefault(name, _Counts()).planned = count
+        for name, count in (slots or {}).items():
+            self.strategies.setdefault(name, _Counts()).slots = max(1, count)
 
     def search_started(self, strategy: str) -> None:
         """A strategy's search begins (its time budget counts from now)."""
@@ -180,7 +187,9 @@ class RunProgress:
         has run; a strategy with none ended yet takes the mean time its running
         trials will take by their epochs, or else the mean of all, and at least
         the time its longest running trial has run. Shared among as many slots
-        as trials were seen running at once; no more than what is left of each
+        as the strategy's trials run at once (:meth:`plan`'s, else as many as
+        were seen running at once: found by QA, the estimate halved when a
+        second trial started a second after the first); no more than what is left of each
         search's ``time_budget_s``. Strategies are searched one after another:
         their times add up.
         """
@@ -210,7 +219,7 @@ class RunProgress:
                 left_of[key] if key in left_of else max(0.0, mean - ran)
                 for key, ran in running.items()
             )
-            seconds = (mean * to_start + under_way) / self._slots
+            seconds = (mean * to_start + under_way) / (c.slots or self._slots)
             if self.time_budget_s is not None:
                 began = c.search_began if c.search_began is not None else now
                 seconds = min(seconds, max(0.0, self.time_budget_s - (now - began)))

@@ -819,6 +819,7 @@ def _run(
             metric=recipe.search.metric,
             mode=recipe.search.direction,
             time_budget_s=recipe.search.time_budget_s,
+            slots=_slots(recipe, strategies, embedded=ray_start is not None),
         )
 
     started_ray = False
@@ -1126,6 +1127,17 @@ def _wave(recipe: Recipe, name: str) -> int:
     if recipe.search.algorithm != "grid":  # a grid's samples repeat the whole grid
         wave = min(wave, _num_samples(recipe, name))
     return wave
+
+
+def _slots(recipe: Recipe, strategies: Iterable[str], *, embedded: bool) -> dict[str, int]:
+    """How many trials each strategy's search runs at once, where the run knows it:
+    one on keras-tuner, :func:`_wave`'s on embedded Ray with no GPUs asked (a
+    cluster's room, and GPUs', are found as trials start)."""
+    if recipe.search.backend == "keras_tuner":
+        return dict.fromkeys(strategies, 1)
+    if embedded and not recipe.resources.gpus_per_trial:
+        return {name: _wave(recipe, name) for name in strategies}
+    return {}
 
 
 def _prestart(recipe: Recipe, name: str, planned: int) -> dict[str, Any]:

@@ -1350,6 +1350,44 @@ def test_the_live_view_estimates_from_epochs_before_a_trial_ends():
     assert ("a", "t0") not in view._epochs
 
 
+def test_the_live_views_estimate_shares_the_slots_the_run_plans(tmp_path):
+    """Found by QA: the estimate halved a second after it appeared, as the second
+    of two trials started (it counted the slots it had seen)."""
+    from orchestrator.progress import RunProgress
+    from orchestrator.recipe import load_recipe
+    from orchestrator.run import _slots
+
+    now = [0.0]
+    view = RunProgress("val_accuracy", "max", clock=lambda: now[0])
+    view.plan({"a": 5, "b": 1}, slots={"a": 2, "b": 1})
+    view.trial_started("a", "t0")
+    now[0] = 5.0
+    view.trial_progressed("a", "t0", 1, 10)
+    now[0] = 7.0
+    view.trial_progressed("a", "t0", 2, 10)
+    # 23 s a trial, 7 in: a's 4 to start and t0's 16 s on two slots, b's one alone.
+    assert view.eta_seconds() == (23.0 * 4 + 16.0) / 2 + 23.0
+    view.trial_started("a", "t1")  # the second slot's trial: the estimate stands
+    assert view.eta_seconds() == (23.0 * 3 + 16.0 + 23.0) / 2 + 23.0
+    # What the run plans: its waves on embedded Ray, one at a time on keras-tuner,
+    # nothing where a cluster's room or GPUs are found as trials start.
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        "name: r\ndata: {source: sklearn:iris}\nstrategies:\n  scratch_mlp: {num_samples: 1}\n"
+        "search: {num_samples: 6, max_concurrent_trials: 2}\nresources: {num_cpus: 4}\n"
+    )
+    loaded = load_recipe(recipe)
+    names = list(loaded.strategies)
+    assert _slots(loaded, names, embedded=True) == {"scratch_mlp": 1}
+    assert _slots(loaded, names, embedded=False) == {}
+    recipe.write_text(recipe.read_text().replace("{num_samples: 1}", "{}"))
+    assert _slots(load_recipe(recipe), names, embedded=True) == {"scratch_mlp": 2}
+    recipe.write_text(
+        recipe.read_text().replace("max_concurrent_trials: 2", "backend: keras_tuner")
+    )
+    assert _slots(load_recipe(recipe), names, embedded=False) == {"scratch_mlp": 1}
+
+
 def test_a_long_worker_error_is_cut_at_a_word():
     """Ray's out-of-memory message was cut at 500 characters, mid-word ("... OOMing no")."""
     from orchestrator.tuning.ray_tune import _short_error
