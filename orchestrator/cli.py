@@ -1030,7 +1030,10 @@ def plugins(
                     "plugin": info.name,
                     "distribution": info.distribution,
                     "version": info.version,
-                    "adds": list(info.adds),
+                    # One entry a name or hook (found by QA: a plugin's hooks were one
+                    # string, "hooks run_finished, run_started", for scripts to split).
+                    "adds": [a for a in info.adds if not a.startswith("hooks ")]
+                    + [f"hook {hook}" for hook in info.hooks],
                     "descriptions": dict(info.described),
                 }
                 for info in infos

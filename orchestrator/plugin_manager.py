@@ -76,6 +76,8 @@ class PluginInfo:
     adds: tuple[str, ...]
     #: Each name it registers (``strategy NAME``) with its class's ``description``.
     described: tuple[tuple[str, str], ...] = ()
+    #: The event hooks it implements (``run_finished``, ...): ``adds``' last entry says them.
+    hooks: tuple[str, ...] = ()
 
 
 @dataclass
@@ -246,7 +248,14 @@ class PluginHost:
             )
             added = adds.get(name, []) + ([f"hooks {', '.join(hooks)}"] if hooks else [])
             infos.append(
-                PluginInfo(name, dist_name, version, tuple(added), tuple(described.get(name, [])))
+                PluginInfo(
+                    name,
+                    dist_name,
+                    version,
+                    tuple(added),
+                    tuple(described.get(name, [])),
+                    tuple(hooks),
+                )
             )
         return sorted(infos, key=lambda i: i.name)
 

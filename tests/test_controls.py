@@ -235,7 +235,9 @@ def test_autoload_off_leaves_only_graftunes_host_plugins(tmp_path, monkeypatch):
         "strategy scratch_mlp": ScratchMLP.description
     }
     assert plugins["scratch_mlp"]["distribution"] == "graftune"
-    assert plugins["graftune.events"]["adds"] == ["hooks run_finished, run_started, trial_finished"]
+    assert plugins["graftune.events"]["adds"] == [
+        "hook run_finished", "hook run_started", "hook trial_finished"
+    ]  # fmt: skip
 
 
 def test_the_plugin_option_loads_a_module_and_logs_the_act_of_trust(tmp_path, monkeypatch, caplog):
