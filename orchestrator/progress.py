@@ -227,11 +227,22 @@ class RunProgress:
         return left
 
     def __rich__(self) -> RenderableType:
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, header_style="bold", pad_edge=False)
-        for column in ("strategy", "done", "running", "pruned", "unranked", f"best {self.metric}"):
-            table.add_column(column)
+        # Found by QA: on a terminal of 50 columns the strategies' names were cut
+        # ("feature…"), and the footer, the table's caption, wrapped to the table's
+        # width, centred. Names stay whole (the counts give way); the footer is a
+        # line of its own, as wide as the terminal. The counts of done and the best
+        # stay whole too; running, pruned and unranked give way first.
+        longest = max((len(name) for name in self.strategies), default=8)
+        table.add_column("strategy", no_wrap=True, min_width=min(longest, 30))
+        table.add_column("done", no_wrap=True, min_width=5)
+        for column in ("running", "pruned", "unranked"):
+            table.add_column(column, min_width=3)
+        table.add_column(f"best {self.metric}", no_wrap=True, min_width=6)
         for name, c in self.strategies.items():
             ended = c.done + c.pruned + c.unranked
             table.add_row(
@@ -250,8 +261,7 @@ class RunProgress:
             value, strategy, trial_id, status = self.best
             pruned = ", pruned" if status == "pruned" else ""
             footer += f"; best so far {strategy} {trial_id} ({value:.4f}{pruned})"
-        table.caption = footer
-        return table
+        return Group(table, Text(footer))
 
 
 def tell_epoch(listener: Any, strategy: str, trial_id: str, epoch: int, epochs: int) -> None:
@@ -271,10 +281,10 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
-def render_text(progress: RunProgress) -> Any:
-    """The view as plain text (for tests and logs)."""
+def render_text(progress: RunProgress, width: int = 120) -> Any:
+    """The view as plain text (for tests and logs), on a terminal ``width`` columns wide."""
     from rich.console import Console
 
-    console = Console(width=120, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
     console.print(progress)
     return console.export_text()

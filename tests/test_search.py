@@ -1208,6 +1208,22 @@ def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now():
     lines = render_text(view).splitlines()
     assert lines[0].split()[:6] == ["strategy", "done", "running", "pruned", "unranked", "best"]
     assert lines[1].split()[:5] == ["s", "3/3", "0", "0", "2"]
+    # Found by QA: on 50 columns the names were cut ("feature…") and the footer
+    # wrapped to the table's width, centred.
+    view = RunProgress("val_accuracy", "max", clock=lambda: now[0])
+    view.plan({"feature_extraction": 4, "fine_tune": 12})
+    view.trial_finished(
+        TrialResult(strategy="feature_extraction", trial_id="a1b2c3d4", status="ok",
+                    config={}, val_accuracy=0.91)
+    )  # fmt: skip
+    lines = render_text(view, width=50).splitlines()
+    assert [line.split()[:2] for line in lines[1:3]] == [
+        ["feature_extraction", "1/4"], ["fine_tune", "0/12"]
+    ]  # fmt: skip
+    assert "0.9100" in lines[1] and lines[3].startswith("elapsed ")
+    assert " ".join(" ".join(lines[3:]).split()).endswith(
+        "best so far feature_extraction a1b2c3d4 (0.9100)"
+    )
 
 
 def test_the_live_view_names_the_recipes_metric_from_its_start(tmp_path):
