@@ -458,7 +458,9 @@ def _path_problem(exc: BaseException, writing: Path | str | None = None) -> tupl
     if not isinstance(exc, OSError):
         return None
     where = f": {exc.filename}" if exc.filename else ""
-    if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP):
+    if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP) or (
+        exc.errno in (errno.ENOTDIR, errno.EISDIR) and exc.filename
+    ):  # (a file where a folder is asked, as fetch's DEST/run under a file: found by QA)
         return f"{exc.strerror}{where}", 2
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and exc.filename:
         # Another user's file, or a read-only one (found by QA: `cache info` on a
@@ -1559,21 +1561,16 @@ def jobs_list(
     if not all_:
         found = [job for job in found if job.submission_id]
 
-    def status(job: Any) -> str:
-        # Ray marks a driver that disconnected SUCCEEDED, a killed one or one that
-        # exited 1 too (found by QA): it knows only that it ended.
-        said = str(job.status)
-        return "ENDED" if not job.submission_id and said == "SUCCEEDED" else said
-
     if format is Listing.json:
         _write_json(
             [
                 {
                     "job": job.submission_id,
                     "driver": None if job.submission_id else job.job_id,
-                    "status": status(job),
-                    "started": job.start_time and job.start_time / 1000,
-                    "ended": job.end_time and job.end_time / 1000,
+                    "status": _job_status(job),
+                    # Ray's 0 for a driver still running is no time (found by QA: 1970).
+                    "started": job.start_time / 1000 if job.start_time else None,
+                    "ended": job.end_time / 1000 if job.end_time else None,
                     "recipe": (job.metadata or {}).get(META_RECIPE),
                     "results": run_location(job),
                 }
@@ -1588,7 +1585,7 @@ def jobs_list(
         )
         cells = (
             job.submission_id or f"{job.job_id} (driver)",
-            status(job),
+            _job_status(job),
             started or "",
             (job.metadata or {}).get(META_RECIPE, ""),
             run_location(job) or "",
@@ -1607,6 +1604,15 @@ def jobs_list(
         )
 
 
+def _job_status(job: Any) -> str:
+    """A job's status as Ray's ``JobDetails`` says it, but ``ENDED`` for a driver
+    that connected without the job API and has gone: Ray marks one that
+    disconnected SUCCEEDED, a killed one or one that exited 1 too (found by QA),
+    knowing only that it ended."""
+    said = str(job.status)
+    return "ENDED" if not job.submission_id and said == "SUCCEEDED" else said
+
+
 @jobs_app.command("status")
 def jobs_status(
     job: Annotated[str, typer.Argument(help="The job id.", metavar="JOB")],
@@ -1620,7 +1626,8 @@ def jobs_status(
     except Exception as exc:
         _fail(exc)
         return
-    out.print(f"{job}: {info.status}", markup=False)
+    # Found by QA: a driver killed with kill -9 was "SUCCEEDED" here, "ENDED" in the list.
+    out.print(f"{job}: {_job_status(info)}", markup=False)
     if info.message:
         out.print(f"message: {info.message.strip()}", markup=False)
     if run_location(info):
@@ -1654,9 +1661,14 @@ def jobs_stop(
 ) -> None:
     """Stop a job (its driver and trials) and wait until it has stopped."""
     try:
-        info = _job_client(address).stop(job)
+        client = _job_client(address)
+        before = client.submitted(job, "Ray cannot stop it")
+        info = client.stop(job)
     except Exception as exc:
         _fail(exc)
+        return
+    if before.status.is_terminal():  # found by QA: "stop", then "SUCCEEDED", read as done by it
+        out.print(f"{job}: {info.status} (it had ended: nothing to stop)", markup=False)
         return
     out.print(f"{job}: {info.status}", markup=False)
     if not info.status.is_terminal():

@@ -552,6 +552,8 @@ def fetch(location: str, dest: Path) -> Path:
         StorageError: The run is not there, or ``dest`` is not empty.
     """
     dest = Path(dest)
+    if dest.exists() and not dest.is_dir():  # found by QA: an internal NotADirectoryError
+        raise StorageError(f"{dest} is a file; choose another DEST (a new or empty folder)")
     if dest.exists() and any(dest.iterdir()):
         raise StorageError(f"{dest} exists and is not empty; choose another DEST")
     if is_uri(location):

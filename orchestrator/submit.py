@@ -603,10 +603,7 @@ class JobClient:
         except RuntimeError as exc:
             text = str(exc)
             if job_id is not None and "404" in text:
-                raise JobNotFound(
-                    f"there is no job {job_id} on the Ray cluster at {self.address} "
-                    f"(graftune jobs list --address {self.address})"
-                ) from None
+                raise JobNotFound(self._no_job(job_id)) from None
             if "Version check returned 404" in text or "Jobs API is not supported" in text:
                 raise ClusterError(
                     f"{self.address} answered, but is not a Ray dashboard with the job API; "
@@ -616,8 +613,37 @@ class JobClient:
 
     def info(self, job_id: str) -> Any:
         """Ray's ``JobDetails`` of a job."""
+        if not job_id.strip() or "/" in job_id:
+            # Found by QA: "" and "ID/.." asked Ray's list of jobs, and its answer
+            # failed to parse (an internal error); no job id has a "/" in it.
+            raise JobNotFound(self._no_job(job_id))
         with self.errors(job_id):
             return self.client.get_job_info(job_id)
+
+    def _no_job(self, job_id: str) -> str:
+        said = job_id if job_id.strip() else repr(job_id)
+        return (
+            f"there is no job {said} on the Ray cluster at {self.address} "
+            f"(graftune jobs list --address {self.address})"
+        )
+
+    def submitted(self, job_id: str, doing: str) -> Any:
+        """A submitted job's details, for a command that only such jobs take.
+
+        Raises:
+            JobNotFound: No such job, or ``job_id`` is a driver that connected
+                without the job API (``jobs list --all`` lists them), which Ray
+                keeps no log of and cannot stop (found by QA: Ray's "Can only get
+                logs of submission type jobs", as a cluster that refused us).
+        """
+        info = self.info(job_id)
+        if not info.submission_id:
+            raise JobNotFound(
+                f"{job_id} is a driver that connected without the job API (graftune run "
+                f"--address, ray.init), not a submitted job: {doing}; its output and "
+                "run are where it was started, and Ctrl+C there stops it"
+            )
+        return info
 
     def list(self) -> list[Any]:
         """Every job the cluster knows, oldest first."""
@@ -627,11 +653,19 @@ class JobClient:
 
     def logs(self, job_id: str) -> str:
         """A job's whole log so far."""
+        self.submitted(job_id, "Ray keeps no log of it")
+        return self._logs(job_id)
+
+    def _logs(self, job_id: str) -> str:
         with self.errors(job_id):
             return self.client.get_job_logs(job_id)
 
     def stop(self, job_id: str, *, wait_s: float = 30.0) -> Any:
-        """Ask a job to stop and wait (up to ``wait_s``) until it has; returns its details."""
+        """Ask a job to stop and wait (up to ``wait_s``) until it has; returns its
+        details (a job that had ended already is not asked)."""
+        info = self.submitted(job_id, "Ray cannot stop it")
+        if info.status.is_terminal():
+            return info
         with self.errors(job_id):
             self.client.stop_job(job_id)
         deadline = time.monotonic() + wait_s
@@ -669,7 +703,11 @@ class JobClient:
         return asyncio.run(self._follow(job_id, write))
 
     async def _follow(self, job_id: str, write: Callable[[str], None]) -> Any:
-        info = self.info(job_id)
+        info = self.submitted(job_id, "Ray keeps no log of it")
+        if info.status.is_terminal():
+            # Found by QA: 5 s more than without --follow, waiting for a stream's end.
+            write(self._logs(job_id))
+            return info
 
         async def tail() -> None:
             async for chunk in self.client.tail_job_logs(job_id):
@@ -839,7 +877,7 @@ def fetch(client: JobClient, job_id: str, dest: Path | None = None) -> Fetched:
     """
     from orchestrator.storage import fetch as copy_run
 
-    info = client.info(job_id)
+    info = client.submitted(job_id, "graftune stores no run of it")
     location = run_location(info)
     if location is None:
         raise StorageError(f"job {job_id} was not submitted by graftune (no {META_RUN} metadata)")
@@ -870,7 +908,7 @@ def failure_message(client: JobClient, info: Any) -> str:
     if info.message:
         lines[0] += f": {_ray_reason(info)}"
     with contextlib.suppress(ClusterError):
-        logs = client.logs(job_id)
+        logs = client._logs(job_id)
         for marker, hint in _FAILED_HINTS.items():
             if marker in logs:
                 lines.append(hint)

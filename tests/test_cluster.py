@@ -207,6 +207,19 @@ def test_uri_storage_round_trip(tmp_path):
     assert (fetched / "best" / "model.keras").read_bytes() == b"model"
     with pytest.raises(StorageError, match="not empty"):
         fetch(uri, fetched)
+    # A file, or a folder under one (found by QA: internal NotADirectoryErrors).
+    with pytest.raises(StorageError, match=r"model.keras is a file; choose another DEST"):
+        fetch(uri, fetched / "best" / "model.keras")
+    from orchestrator.cli import _path_problem
+
+    with pytest.raises(StorageError, match="Not a directory"):
+        fetch(uri, fetched / "best" / "model.keras" / "run")
+    with pytest.raises(OSError) as caught:  # a folder's storage: Python's error, said in a line
+        fetch(str(stored), fetched / "best" / "model.keras" / "run")
+    assert _path_problem(caught.value) == (
+        f"Not a directory: {fetched / 'best' / 'model.keras' / 'run'}",
+        2,
+    )
     with pytest.raises(StorageError, match="does not see"):
         fetch(str(tmp_path / "mounted-elsewhere" / "job-1"), tmp_path / "f2")
     # The storage folder is here, the run is not: no advice to mount what is mounted.
@@ -1342,7 +1355,9 @@ def test_following_a_job_whose_cluster_goes_says_so_without_a_traceback(caplog, 
         polls.append(job_id)
         if len(polls) > 1:
             raise ClusterError("cannot reach the Ray dashboard: connection refused")
-        return SimpleNamespace(status=SimpleNamespace(is_terminal=lambda: False))
+        return SimpleNamespace(
+            submission_id=job_id, status=SimpleNamespace(is_terminal=lambda: False)
+        )
 
     monkeypatch.setattr(submit, "POLL_S", 0.1)
     client = object.__new__(submit.JobClient)  # what follow uses: its Ray client, info()
@@ -1353,6 +1368,103 @@ def test_following_a_job_whose_cluster_goes_says_so_without_a_traceback(caplog, 
     gc.collect()  # asyncio logs a task's unretrieved exception when it is collected
     assert written == ["first line\n"]
     assert "never retrieved" not in caplog.text
+
+
+class _Status(str):
+    def is_terminal(self) -> bool:
+        return self in ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+class _FakeRay:
+    """What JobClient asks of Ray's job client, for jobs that ended or are drivers."""
+
+    def __init__(self, jobs):
+        self.jobs, self.asked = jobs, []
+
+    def get_job_info(self, job_id):
+        self.asked.append(("info", job_id))
+        return self.jobs[job_id]
+
+    def get_job_logs(self, job_id):
+        self.asked.append(("logs", job_id))
+        return "the whole log\n"
+
+    def stop_job(self, job_id):
+        self.asked.append(("stop", job_id))
+
+    def list_jobs(self):
+        return list(self.jobs.values())
+
+    async def tail_job_logs(self, job_id):  # never reached for an ended job
+        raise AssertionError("tailed an ended job's log")
+        yield
+
+
+def _fake_jobs(monkeypatch):
+    from types import SimpleNamespace
+
+    from orchestrator import cli, submit
+
+    def job(submission_id, job_id, status, end_time):
+        return SimpleNamespace(
+            submission_id=submission_id, job_id=job_id, status=_Status(status), message="",
+            start_time=1_700_000_000_000, end_time=end_time, metadata={}, type="x",
+        )  # fmt: skip
+
+    ray = _FakeRay(
+        {
+            "done-1": job("done-1", "02000000", "SUCCEEDED", 1_700_000_060_000),
+            "03000000": job(None, "03000000", "SUCCEEDED", 1_700_000_090_000),  # a driver gone
+            "04000000": job(None, "04000000", "RUNNING", 0),  # a driver running
+        }
+    )
+    client = object.__new__(submit.JobClient)
+    client.client, client.address = ray, "http://127.0.0.1:8265"
+    monkeypatch.setattr(cli, "_job_client", lambda address: client)
+    return client, ray
+
+
+def test_commands_on_a_job_that_ended_or_a_driver_say_what_they_are(monkeypatch):
+    """Found by QA: a killed driver was SUCCEEDED to jobs status, its logs and stop gave
+    Ray's HTTP 400 as a cluster that refused us (exit 4); an ended job's stop said its
+    status as if it had stopped it, and its logs --follow waited 5 s for a stream."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    _, ray = _fake_jobs(monkeypatch)
+    runner = CliRunner()
+    said = runner.invoke(app, ["jobs", "stop", "done-1"])
+    assert said.exit_code == 0, said.output
+    assert said.stdout == "done-1: SUCCEEDED (it had ended: nothing to stop)\n"
+    assert ("stop", "done-1") not in ray.asked
+    said = runner.invoke(app, ["jobs", "logs", "done-1", "--follow"])
+    assert said.exit_code == 0, said.output
+    assert said.stdout.startswith("the whole log\njob done-1 succeeded\n")
+    said = runner.invoke(app, ["jobs", "status", "03000000"])
+    assert said.stdout == "03000000: ENDED\n", said.output
+    ray.asked.clear()
+    for command in (["jobs", "logs"], ["jobs", "logs", "--follow"], ["jobs", "stop"], ["fetch"]):
+        said = runner.invoke(app, [*command, "03000000"])
+        assert said.exit_code == 2, said.output
+        assert said.stderr.startswith(
+            "error: 03000000 is a driver that connected without the job API (graftune run "
+        ), said.stderr
+    assert not [asked for asked in ray.asked if asked[0] in ("logs", "stop")]
+    # A driver still running has no end: null, not Ray's 0 (1970).
+    said = runner.invoke(app, ["jobs", "list", "--all", "-f", "json"])
+    ended = {job["driver"] or job["job"]: job["ended"] for job in json.loads(said.stdout)}
+    assert ended == {"done-1": 1_700_000_060, "03000000": 1_700_000_090, "04000000": None}
+    # An id no job has, without asking Ray: "" and "ID/.." asked for its list of
+    # jobs, whose answer failed to parse (an internal error, exit 1).
+    ray.asked.clear()
+    for job in ("", " ", "done-1/..", "a/b"):
+        for command in (["jobs", "status"], ["fetch"]):
+            said = runner.invoke(app, [*command, job])
+            assert said.exit_code == 2, said.output
+            assert "there is no job " in said.stderr and "internal" not in said.stderr
+    assert "there is no job '' on the Ray cluster" in runner.invoke(app, ["fetch", ""]).stderr
+    assert ray.asked == []
 
 
 def test_a_token_path_naming_no_token_is_said_before_any_cluster_is_asked(tmp_path, monkeypatch):
