@@ -1436,6 +1436,40 @@ def test_data_notes_say_copies_and_features_standardising_cannot_scale() -> None
     assert data_notes(scaled)[0].startswith("feature(s) number 1 vary by less than")
 
 
+def test_a_column_float32_rounds_together_is_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by QA: a timestamp column (1.7e9 plus a few seconds) that told the classes
+    apart became one float32 value, and the run trained without it, saying nothing."""
+    import pandas as pd
+
+    from orchestrator.data.sources import feature_matrix
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 30)
+    frame = pd.DataFrame(
+        {
+            "a": rng.normal(size=90),
+            "t": 1_700_000_000 + labels * 20 + rng.uniform(0, 5, 90).round(1),
+            "tiny": 1 + rng.normal(size=90) * 1e-9,
+            "big": 1e6 + rng.normal(size=90) * 100,  # float32 keeps it to a hundredth
+        }
+    )
+    x = feature_matrix(frame, list(frame.columns), tmp_path / "ts.csv")
+    assert np.unique(x[:, 1]).size < 10  # what the models would see of 't'
+    (record,) = caplog.records
+    said = record.getMessage()
+    assert said.startswith(
+        f"{tmp_path / 'ts.csv'}: columns 't', 'tiny' lose what tells their rows apart as "
+        "float32, the models' numbers (in 't', values near 1.7e+09 that vary by 16."
+    ), said
+    assert "subtract an offset in the file (such as the column's smallest value)" in said
+    caplog.clear()
+    frame["t"] -= 1_700_000_000  # less its offset: whole, and nothing said
+    feature_matrix(frame.drop(columns="tiny"), ["a", "t", "big"], tmp_path / "ts.csv")
+    assert not caplog.records
+
+
 def test_same_seed_same_dataset(registry: Registry, tmp_path: Path) -> None:
     spec = Spec("sklearn:digits", labels_per_class=5)
     a = prepare(spec, registry, tmp_path, seed=11)

@@ -1109,7 +1109,52 @@ def feature_matrix(frame: pd.DataFrame, features: list[str], path: Path) -> np.n
             f"the first is data row {first + 1}",
             key="source",
         )
+    _warn_rounded_away(frame, features, x, path)
     return x
+
+
+#: A feature whose float32 rounding moves a value by more than this share of its
+#: standard deviation has lost what told its rows apart.
+ROUNDED_AWAY = 0.01
+
+
+def _warn_rounded_away(frame: pd.DataFrame, features: list[str], x: np.ndarray, path: Path) -> None:
+    """Warn of columns that float32, the models' numbers, rounds by much of their
+    spread: values far from zero that vary little (found by QA: a timestamp column,
+    1.7e9 plus a few seconds, became one value, and a run trained without it, saying
+    nothing; the same column less its offset separated the classes)."""
+    if not len(x):
+        return
+    exact = frame[features].to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        spread = np.nanstd(exact, axis=0)
+        moved = np.nanmax(np.abs(x.astype(np.float64) - exact), axis=0)
+    lost = np.flatnonzero((spread > 0) & (moved > ROUNDED_AWAY * spread))
+    if not len(lost):
+        return
+    first = int(lost[0])
+    size = float(np.nanmedian(np.abs(exact[:, first])))
+    named = quoted([features[i] for i in lost[:5]]) + (
+        f" and {len(lost) - 5} more" if len(lost) > 5 else ""
+    )
+    which = (
+        f"column {named} loses what tells its"
+        if len(lost) == 1
+        else f"columns {named} lose what tells their"
+    )
+    where = "" if len(lost) == 1 else f"in {features[first]!r}, "
+    log.warning(
+        "%s: %s rows apart as float32, the models' numbers (%svalues near "
+        "%.3g that vary by %.3g are rounded by up to %.3g: float32 keeps about 7 "
+        "significant digits); subtract an offset in the file (such as the column's "
+        "smallest value), or give it in another unit",
+        path,
+        which,
+        where,
+        size,
+        float(spread[first]),
+        float(moved[first]),
+    )
 
 
 def _encode_labels(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
