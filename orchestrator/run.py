@@ -80,7 +80,7 @@ if TYPE_CHECKING:
     from orchestrator.tuning.ray_start import BackgroundStart
     from orchestrator.tuning.ray_tune import TrialListener
 
-from orchestrator.trial import RESULT_FILE, TrialResult, ended_trials, runs_again
+from orchestrator.trial import RESULT_FILE, TrialResult, ended_trials, read_result, runs_again
 
 log = logging.getLogger(__name__)
 
@@ -1883,6 +1883,25 @@ def _read_search(path: Path) -> list[TrialResult] | None:
             )
             path.unlink(missing_ok=True)
             return None
+        if result.status in ("ok", "diverged", "error"):
+            # Found by QA: a damaged result.json of a search that had ended was
+            # ranked and left as it was (predict and export then refused its trial).
+            # The search resumes: it keeps the file aside and runs the trial again.
+            try:
+                read_result(stored.parent)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                log.warning(
+                    "%s lists trial %s/%s, whose %s cannot be read (%s: %s): the search "
+                    "resumes, and that trial runs again",
+                    path,
+                    result.strategy,
+                    result.trial_id,
+                    stored,
+                    type(exc).__name__,
+                    exc,
+                )
+                path.unlink(missing_ok=True)
+                return None
     return found
 
 

@@ -1554,12 +1554,14 @@ def test_a_damaged_result_of_an_ended_trial_is_kept_aside_and_that_trial_runs_ag
     edited to hold "val_accuracy": "high" ended every resume in "internal error:
     could not convert string to float" once the trials were ranked. One resume takes
     both (one trial's result cut short, another's score made text): one search on Ray
-    rather than one each; the third trial, whole, is kept."""
+    rather than one each; the third trial, whole, is kept. Its search had ended (found
+    by QA: its search.json ranked the damaged trials, and the files stayed as they
+    were): the search resumes, as one that had not."""
     from orchestrator.run import resume_run
 
-    run_dir = copy_of(ended_run, tmp_path, unfinished=True)
+    run_dir = copy_of(ended_run, tmp_path, unfinished=True, search_ended=True)
     results_dir = run_dir / "trials" / "scratch_mlp"
-    trial_ids = sorted(p.name for p in results_dir.iterdir())
+    trial_ids = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
     damaged = {}  # trial id -> what its result.json was made to hold
     cut_short, made_text = trial_ids[:2]
     for trial_id in (cut_short, made_text):
@@ -1576,6 +1578,7 @@ def test_a_damaged_result_of_an_ended_trial_is_kept_aside_and_that_trial_runs_ag
     frame = resume_run(run_dir, plugins=[], echo=said.append).leaderboard
     assert sorted(frame["trial_id"]) == trial_ids, frame[["trial_id", "status"]]
     assert (frame["status"] == "ok").all(), frame[["trial_id", "status", "error"]]
+    assert f"search.json lists trial scratch_mlp/{cut_short}, whose " in caplog.text
     for trial_id, text in damaged.items():
         path = results_dir / trial_id / "result.json"
         assert f"{path} cannot be read" in caplog.text, trial_id
