@@ -76,6 +76,19 @@ def check_location(location: str) -> None:
             f"{location!r}: unknown storage scheme {scheme + '://'!r}; expected a folder "
             f"or a URI of one of: {', '.join(s + '://' for s in SCHEMES)}"
         )
+    # Found by QA: "s3://" passed validate and submit, and the job failed on the
+    # cluster ("Missing bucket name"), naming "s3:/..." as joined without one.
+    split = urlsplit(location)
+    if scheme == "file":
+        if not split.path.startswith("/") or split.netloc not in ("", "localhost"):
+            raise ValueError(
+                f"{location!r}: expected file:///ABSOLUTE/PATH (three slashes: file:// "
+                "and the path's own)"
+            )
+    elif not split.netloc and scheme not in ("hdfs", "viewfs"):  # (those: the default host)
+        raise ValueError(
+            f"{location!r}: no bucket after {scheme}://; expected {scheme}://BUCKET/PATH"
+        )
 
 
 def join(location: str, *parts: str) -> str:

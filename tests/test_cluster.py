@@ -95,6 +95,21 @@ def test_storage_shorthand_paths_and_unknown_schemes(tmp_path):
     assert result.returncode == 2
     assert "bad.yaml:5: storage.path" in result.stderr
     assert "unknown storage scheme 'ftp://'" in result.stderr
+    # A URI with no bucket, or a file:// one with a relative path (found by QA: "s3://"
+    # passed validate and submit, and failed on the cluster as "s3:/NAME").
+    from orchestrator.errors import RecipeError
+
+    for uri, said in (
+        ("s3://", "'s3://': no bucket after s3://; expected s3://BUCKET/PATH"),
+        ("gs:///runs", "no bucket after gs://"),
+        ("file://runs", "expected file:///ABSOLUTE/PATH"),
+    ):
+        bad.write_text(BASIC + f"storage: {uri}\n")
+        with pytest.raises(RecipeError, match=re.escape(said)):
+            load_recipe(bad)
+    for uri in ("s3://bucket", "hdfs:///runs", "file:///runs", "abfs://c@a.dfs.core.windows.net/r"):
+        bad.write_text(BASIC + f"storage: {uri}\n")
+        assert load_recipe(bad).storage.path == uri
 
 
 def test_node_local_storage_is_refused_on_several_nodes(tmp_path):
