@@ -46,6 +46,7 @@ from orchestrator.errors import (
     RunInProgress,
     RunInterrupted,
     SearchInterrupted,
+    StorageError,
     cannot_make_in,
     disk_full_error,
     echoed,
@@ -783,6 +784,9 @@ def _run(
             backend.check_space(recipe, spaces[name], name)
         backend.check_resources(recipe, echo)
 
+    # What the run makes: its folder (a stamped name is always new), its output folder too.
+    made = _first_missing(place.local_dir.parent)
+    made_own = place.stamped or not place.local_dir.exists()
     place = _open_run_dir(recipe, place, resume)
     run_dir = place.local_dir
     if not resume:
@@ -800,7 +804,12 @@ def _run(
         echo(f"storage: {place.remote}")
         # Now, not at the end only: a run stopped or killed on the way (a job
         # `graftune jobs stop` ends) is fetched and resumed from what is stored.
-        publish(place)
+        try:
+            publish(place)
+        except StorageError:
+            if not resume:  # found by QA: a storage that cannot be written left a run folder
+                _undo_run_dir(run_dir, made or (run_dir if made_own else None))
+            raise
     from orchestrator.leaderboard import atomic_write_text
 
     if base_info is not None:
@@ -1409,6 +1418,29 @@ def _run_dir_error(recipe: Recipe, place: RunPlace, message: str) -> GraftuneErr
     storage = recipe.storage
     key = ("storage", "path") if storage is not None and not is_uri(storage.path) else ("output",)
     return recipe.error(key, message)
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (``None``: it does)."""
+    path = path.absolute()
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def _undo_run_dir(run_dir: Path, made: Path | None) -> None:
+    """Leave a new run's folder as it was before the run made it (``made``: the
+    outermost folder it made, its output folder or the run's own): a run stopped
+    before any work writes nothing (its storage could not be written)."""
+    if made is not None:
+        shutil.rmtree(made, ignore_errors=True)
+        return
+    for entry in run_dir.iterdir():  # an empty folder the run was given
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
@@ -2149,7 +2181,6 @@ def _drop_models(run_dir: Path, frame: Any, stored: str | None) -> None:
                 (folder / name).unlink(missing_ok=True)
                 dropped.append(str((folder / name).relative_to(run_dir)))
     if stored is not None and dropped:
-        from orchestrator.errors import StorageError
         from orchestrator.storage import remove_stored
 
         try:

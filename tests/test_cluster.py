@@ -243,6 +243,27 @@ def test_uri_storage_round_trip(tmp_path):
         fetch(str(tmp_path / "store" / "job-1"), tmp_path / "f2")
 
 
+def test_a_run_whose_storage_cannot_be_written_leaves_nothing(tmp_path):
+    """Found by QA: a storage URI this machine reaches but cannot write (a file://
+    under /proc) stopped the run (exit 2), and left its folder in ``output``."""
+    from orchestrator.run import run_recipe
+
+    recipe = write_recipe(
+        tmp_path,
+        "name: st\ndata: {source: sklearn:iris}\nstrategies: {scratch_mlp: {num_samples: 1}}\n"
+        "search: {backend: keras_tuner, max_epochs: 1}\noutput: out/runs\n"
+        "storage: file:///proc/graftune-cannot-be\n",
+    )
+    with pytest.raises(StorageError, match="Cannot create directory '/proc/graftune-cannot-be'"):
+        run_recipe(recipe, plugins=[], echo=print)
+    assert not (tmp_path / "out").exists()
+    given = tmp_path / "given"  # an empty folder the run is given stays, empty
+    given.mkdir()
+    with pytest.raises(StorageError):
+        run_recipe(recipe, run_dir=given, plugins=[], echo=print)
+    assert given.is_dir() and not list(given.iterdir())
+
+
 def test_stage_copies_local_files_and_rewrites_paths(tmp_path):
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
