@@ -594,8 +594,16 @@ class JobClient:
                     "6379 by default), which `graftune run --address` takes; jobs go to the "
                     "cluster's dashboard, the http://HEAD:8265 that `ray start --head` prints"
                 ) from None
+            if url.scheme == "https" and _said_in_chain(exc, "SSL"):
+                # Found by QA: https:// to a dashboard that speaks http was "cannot reach".
+                plain = urllib.parse.urlunsplit(("http", *url[1:]))
+                raise ClusterError(
+                    f"the Ray dashboard at {self.address} does not answer in https (an SSL "
+                    f"error); Ray's dashboard speaks http unless a proxy in front of it "
+                    f"does https: give {plain}"
+                ) from None
             raise ClusterError(
-                f"cannot reach the Ray dashboard at {self.address}: {reason}. Is the cluster "
+                f"cannot reach the Ray dashboard at {self.address}: {reason.rstrip('.')}. Is the cluster "
                 "running, and is this the dashboard address `ray start --head` prints "
                 "(http://HEAD:8265)? From outside the cluster's network, forward the port "
                 "(ssh -L 8265:localhost:8265 HEAD)"
@@ -752,6 +760,19 @@ def _client_class() -> type:
             return super()._do_request(method, endpoint, **kwargs)
 
     return _TimedClient
+
+
+def _said_in_chain(exc: BaseException, word: str) -> bool:
+    """Whether ``word`` is in an exception of ``exc``'s chain (its causes and contexts),
+    or in one's class name."""
+    current: BaseException | None = exc
+    for _ in range(8):
+        if current is None:
+            return False
+        if word in str(current) or word in type(current).__name__:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _reason(exc: BaseException) -> str:

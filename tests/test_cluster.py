@@ -1527,6 +1527,30 @@ def test_a_token_path_naming_no_token_is_said_before_any_cluster_is_asked(tmp_pa
     cluster.check_token_path()  # a token: Ray reads it
 
 
+def test_https_to_a_dashboard_that_speaks_http_is_told_to_use_http():
+    """Found by QA: said as "cannot reach" a dashboard that answered, with ".." in it."""
+    import http.server
+    import threading
+
+    from orchestrator import submit
+    from orchestrator.errors import ClusterError
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        with pytest.raises(ClusterError) as caught:
+            submit.JobClient(f"https://127.0.0.1:{port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert str(caught.value) == (
+        f"the Ray dashboard at https://127.0.0.1:{port} does not answer in https (an SSL "
+        "error); Ray's dashboard speaks http unless a proxy in front of it does https: give "
+        f"http://127.0.0.1:{port}"
+    )
+
+
 def test_a_gcs_address_given_with_http_is_told_to_drop_it():
     """Found by QA: `run --address http://HEAD:6379` was called a dashboard address
     and sent to `graftune submit --address http://HEAD:6379`, the GCS's port."""
