@@ -35,6 +35,7 @@ from orchestrator.environment import plugin_modules
 from orchestrator.errors import (
     TEMPORARY_NAME,
     BaseModelError,
+    ClusterError,
     DataError,
     DiskFull,
     GraftuneError,
@@ -159,6 +160,17 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
         recipe = with_cluster_options(load_recipe(recipe), address=address)
     try:
         return run_recipe(recipe, run_dir=run_dir, resume=True, **kwargs)
+    except ClusterError as exc:
+        said = _recorded_address(run_dir) if address is None else None
+        if type(exc) is ClusterError and said and str(exc).startswith("cannot reach"):
+            # Found by QA: the user gave no address, and was not told where it came from.
+            raise ClusterError(
+                f"{exc}. The address {said} is the run's own, from its "
+                f"{run_dir / RECIPE_FILE}: resume with --address local to go on on embedded "
+                "Ray here, or with --address HEAD:6379 where the cluster is now (from "
+                "Python, address=)"
+            ) from None
+        raise
     except RecipeError as exc:
         for error in getattr(exc, "errors", [exc]):
             if error.path in _MOVABLE_FILES and "does not exist" in error.message:
@@ -168,6 +180,16 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
                     "put the file back there, or a link to it, to resume)"
                 )
         raise
+
+
+def _recorded_address(run_dir: Path) -> str | None:
+    """The cluster address a run's ``recipe.yaml`` names (``None``: embedded Ray, or
+    ``auto``, whose error says what it found)."""
+    try:
+        said = load_recipe(run_dir / RECIPE_FILE).resources.address
+    except RecipeError:
+        return None
+    return None if said in (None, "auto", "local") else said
 
 
 def _unwritable_without_links(run_dir: Path) -> Path | None:

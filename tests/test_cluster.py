@@ -1527,6 +1527,29 @@ def test_a_token_path_naming_no_token_is_said_before_any_cluster_is_asked(tmp_pa
     cluster.check_token_path()  # a token: Ray reads it
 
 
+def test_a_resume_whose_recorded_cluster_is_gone_says_the_address_is_the_runs(tmp_path):
+    """Found by QA: `run --resume RUN` (no --address) of a run made on a cluster that has
+    gone said "cannot reach 127.0.0.1:6390", an address the user had not typed."""
+    from orchestrator.errors import ClusterError
+    from orchestrator.run import resume_run
+
+    (closed,) = _free_ports(1)
+    run_dir = tmp_path / "run"
+    write_recipe(run_dir, BASIC + f"resources: {{address: '127.0.0.1:{closed}'}}\n")
+    with pytest.raises(ClusterError) as caught:
+        resume_run(run_dir, plugins=[], echo=print)
+    said = str(caught.value)
+    assert said.startswith(f"cannot reach the Ray cluster at 127.0.0.1:{closed}: ")
+    assert said.endswith(
+        f"The address 127.0.0.1:{closed} is the run's own, from its {run_dir / 'recipe.yaml'}: "
+        "resume with --address local to go on on embedded Ray here, or with --address "
+        "HEAD:6379 where the cluster is now (from Python, address=)"
+    )
+    with pytest.raises(ClusterError) as caught:  # an address given: the user's, said as is
+        resume_run(run_dir, address=f"127.0.0.1:{closed}", plugins=[], echo=print)
+    assert "the run's own" not in str(caught.value)
+
+
 def test_https_to_a_dashboard_that_speaks_http_is_told_to_use_http():
     """Found by QA: said as "cannot reach" a dashboard that answered, with ".." in it."""
     import http.server
