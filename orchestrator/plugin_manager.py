@@ -397,6 +397,7 @@ def get_plugin_manager(
     from orchestrator.data import DataSource
     from orchestrator.strategy import Strategy
 
+    disable = tuple(disable)
     off = autoload_disabled() if autoload is None else None
     if autoload is None:
         autoload = off is None
@@ -489,6 +490,10 @@ def get_plugin_manager(
         distributions=distributions,
         explicit=tuple(explicit),
     )
+    for registry in (host.strategies, host.data_sources, host.bases):
+        # Found by QA: predict of a run whose recipe disabled a data source said "no
+        # installed plugin provides it", and `graftune plugins` listed it.
+        registry.disabled = tuple(disable)
     if not autoload:
         for registry in (host.strategies, host.data_sources, host.bases):
             registry.why_missing = (

@@ -48,6 +48,9 @@ class Registry(Generic[T]):
         #: Why a name may be missing, said in place of "no installed plugin provides it"
         #: (set by the plugin manager when it loaded no installed plugin).
         self.why_missing: str | None = None
+        #: The plugins blocked where the host was made (a recipe's ``plugins.disable``,
+        #: a run's for its predict or export), which an unknown name's error names.
+        self.disabled: tuple[str, ...] = ()
 
     def add(self, item: T, *, name: str | None = None) -> T:
         """Register ``item`` under its name attribute (or ``name``).
@@ -100,7 +103,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name].item
         except KeyError:
-            raise KeyError(self.unknown_message(name)) from None
+            raise KeyError(self.unknown_message(name, self.disabled)) from None
 
     def unknown_message(self, name: str, disabled: Sequence[str] = ()) -> str:
         """What to say of a name nothing registered, ``disabled`` being the plugins

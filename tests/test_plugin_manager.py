@@ -79,6 +79,13 @@ def test_a_third_party_distribution_is_discovered(site):
     assert host.strategies.owner("linear_probe_test") == "probe (graftune-probe 1.2.3)"
     info = next(i for i in host.infos() if i.name == "probe")
     assert (info.distribution, info.version) == ("graftune-probe", "1.2.3")
+    # Disabled where the host is made (a run's recipe, for its predict and export): a
+    # name it would add is said to be disabled, not "not installed" (found by QA).
+    host = get_plugin_manager(disable=(name for name in ["probe"]))
+    with pytest.raises(KeyError) as caught:
+        host.strategies.get("linear_probe_test")
+    assert "or a plugin the recipe's plugins.disable removes: probe" in str(caught.value)
+    assert host.pm.is_blocked("probe")
 
 
 def test_autoload_can_be_turned_off(site, monkeypatch):

@@ -34,7 +34,7 @@ def test_only_the_softmax_layer_trains_on_standardised_features(graftune_digits,
 
 
 def test_a_run_beside_a_builtin_on_blobs(graftune_register, graftune_run):
-    # Registered for this test only: the tests pass whether or not the package is installed.
+    # Registered for this test only: the tests do not rely on the package's entry points.
     graftune_register(graftune_linear_probe.linear_probe)
     host = graftune_register(graftune_linear_probe.blobs)
     board = graftune_run(
