@@ -505,7 +505,7 @@ def get_plugin_manager(
     for registry in (host.strategies, host.data_sources, host.bases):
         # Found by QA: predict of a run whose recipe disabled a data source said "no
         # installed plugin provides it", and `graftune plugins` listed it.
-        registry.disabled = tuple(disable)
+        registry.disabled = disable
     if not autoload:
         for registry in (host.strategies, host.data_sources, host.bases):
             registry.why_missing = (

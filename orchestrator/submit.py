@@ -586,7 +586,7 @@ class JobClient:
                 "node up and is that its dashboard port (8265 by default)?"
             ) from None
         except (requests.exceptions.ConnectionError, ConnectionError) as exc:
-            reason = _reason(exc)
+            reason = _reason(exc).rstrip(".")  # (Ray's ends in one: found by QA, "..")
             url = urllib.parse.urlsplit(self.address)
             if url.hostname and url.port and speaks_at(url.hostname, url.port) == "grpc":
                 raise ClusterError(
@@ -603,7 +603,7 @@ class JobClient:
                     f"does https: give {plain}"
                 ) from None
             raise ClusterError(
-                f"cannot reach the Ray dashboard at {self.address}: {reason.rstrip('.')}. Is the cluster "
+                f"cannot reach the Ray dashboard at {self.address}: {reason}. Is the cluster "
                 "running, and is this the dashboard address `ray start --head` prints "
                 "(http://HEAD:8265)? From outside the cluster's network, forward the port "
                 "(ssh -L 8265:localhost:8265 HEAD)"
