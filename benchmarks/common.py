@@ -23,6 +23,68 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
 RESULTS = Path(__file__).parent / "results"
+#: Where a run's tables and figures go instead of :data:`RESULTS` (``--results DIR``).
+RESULTS_ENV = "GRAFTUNE_BENCH_RESULTS"
+
+
+def results_dir() -> Path:
+    """Where tables and figures go: ``--results DIR``, else the committed ``results/``."""
+    return Path(os.environ.get(RESULTS_ENV) or RESULTS)
+
+
+def results_option(parser: Any) -> None:
+    """Add ``--results DIR`` to a benchmark's argument parser (found by QA: a quick
+    try of a script overwrote the committed tables, keeping their hand-written
+    reading of other numbers)."""
+    parser.add_argument(
+        "--results",
+        metavar="DIR",
+        help="where the tables and figures go (default: benchmarks/results/, the committed "
+        "ones: give another folder to try a quick mode without touching them)",
+    )
+
+
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number no smaller than ``least`` (found by QA:
+    ``--repeats 0`` and ``--trials 2`` ended in a KeyError or a division by zero,
+    some after minutes of work)."""
+    import argparse
+
+    def number(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {least} or more, got {value}")
+        return value
+
+    return number
+
+
+def names_of(known: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argparse ``type``: a comma-separated list of ``known`` names, checked before
+    any work (found by QA: a name with a typo ended in a KeyError once Ray had started,
+    or after the names before it had run)."""
+    import argparse
+
+    def names(text: str) -> list[str]:
+        given = [name.strip() for name in text.split(",") if name.strip()]
+        wrong = [name for name in given if name not in known]
+        if wrong or not given:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(map(repr, wrong)) or 'nothing'}; expected a comma-separated "
+                f"list of {', '.join(known)}"
+            )
+        return given
+
+    return names
+
+
+def use_results(folder: str | None) -> None:
+    """Send this run's tables and figures to ``folder`` (``None``: ``results/``)."""
+    if folder:
+        os.environ[RESULTS_ENV] = str(Path(folder).absolute())
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -67,17 +129,18 @@ HAND_WRITTEN = re.compile(r"^## (Reading|Earlier runs)\b", re.MULTILINE)
 
 
 def write_result(name: str, title: str, body: str) -> Path:
-    """Write ``results/NAME.md`` and print it.
+    """Write ``results/NAME.md`` (or in ``--results DIR``) and print it.
 
     The sections written by hand after earlier runs (``## Reading ...``,
     ``## Earlier runs``) are kept, after the new tables, to be brought up to
     date by hand: a run used to replace them with nothing.
     """
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results = results_dir()
+    results.mkdir(parents=True, exist_ok=True)
     # Bodies mix indented source text with inserted tables: strip every line.
     body = "\n".join(line.strip() for line in body.strip().splitlines())
     text = f"# {title}\n\nMeasured on {machine()}.\n\n{body}\n"
-    path = RESULTS / f"{name}.md"
+    path = results / f"{name}.md"
     kept = ""
     if path.is_file():
         found = HAND_WRITTEN.search(path.read_text())
@@ -100,8 +163,8 @@ def figure(name: str) -> tuple[Any, Any, Path]:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    return fig, ax, RESULTS / f"{name}.png"
+    results_dir().mkdir(parents=True, exist_ok=True)
+    return fig, ax, results_dir() / f"{name}.png"
 
 
 def save_figure(fig: Any, path: Path) -> None:

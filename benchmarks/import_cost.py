@@ -77,10 +77,14 @@ def measure(target: Path) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    import common
+
+    parser.add_argument("--repeats", type=common.at_least(1), default=7)
     parser.add_argument("--ml-dtypes", action="append", dest="versions", metavar="VERSION")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    common.results_option(parser)
     args = parser.parse_args()
+    common.use_results(args.results)
     if args.child:
         print(json.dumps(child()))
         return

@@ -120,9 +120,13 @@ def measure(workload: str, onednn: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    import common
+
+    parser.add_argument("--repeats", type=common.at_least(1), default=3)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    common.results_option(parser)
     args = parser.parse_args()
+    common.use_results(args.results)
     if args.child:
         print(json.dumps(child(args.child)))
         return

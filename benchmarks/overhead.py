@@ -182,10 +182,12 @@ HEADERS = [
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=common.at_least(1), default=3)
     parser.add_argument("--variant", choices=["a", "a2", "b"], help=argparse.SUPPRESS)
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    common.results_option(parser)
     args = parser.parse_args()
+    common.use_results(args.results)
     if args.variant:
         in_process(args.variant, args.folder)
         return

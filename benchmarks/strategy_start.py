@@ -117,12 +117,16 @@ def _took(search: dict) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    import common
+
+    parser.add_argument("--repeats", type=common.at_least(1), default=3)
     parser.add_argument("--compare-prestart", action="store_true")
     parser.add_argument("--compare-preload", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--variant", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    common.results_option(parser)
     args = parser.parse_args()
+    common.use_results(args.results)
     if args.child:
         print("RESULT" + json.dumps(child(Path(args.child), args.variant)), flush=True)
         return

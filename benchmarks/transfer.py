@@ -18,6 +18,7 @@ transfer_l2sp.md.
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -177,17 +178,22 @@ EXPERIMENTS = {"grid": experiment_grid, "profile": experiment_profile, "l2sp": e
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--samples", type=int, default=6)
-    parser.add_argument("--experiments", default="grid,profile,l2sp")
+    parser.add_argument("--seeds", type=common.at_least(1), default=3)
+    parser.add_argument("--samples", type=common.at_least(1), default=6)
+    parser.add_argument(
+        "--experiments", type=common.names_of(list(EXPERIMENTS)), default=list(EXPERIMENTS)
+    )
+    common.results_option(parser)
     args = parser.parse_args()
+    common.use_results(args.results)
     folder = common.workdir("transfer")
     common.start_ray(num_cpus=2)
     try:
-        for name in args.experiments.split(","):
+        for name in args.experiments:
             EXPERIMENTS[name](args, folder)
     finally:
         common.stop_ray()
+        shutil.rmtree(folder, ignore_errors=True)  # (found by QA: left in $TMPDIR)
 
 
 if __name__ == "__main__":

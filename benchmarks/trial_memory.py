@@ -92,10 +92,12 @@ def _trials(spec: Any, data: Any, config: dict[str, Any], trials: int) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--repeats", type=common.at_least(1), default=3)
+    parser.add_argument("--trials", type=common.at_least(3), default=12)
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    common.results_option(parser)
     args = parser.parse_args()
+    common.use_results(args.results)
     if args.child:
         variant, model, trials = args.child
         common.print_child_result(child(variant, model, int(trials)))
