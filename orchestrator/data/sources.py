@@ -1126,7 +1126,8 @@ def _warn_rounded_away(frame: pd.DataFrame, features: list[str], x: np.ndarray, 
     if not len(x):
         return
     exact = frame[features].to_numpy(dtype=np.float64)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column of missing values alone
         spread = np.nanstd(exact, axis=0)
         moved = np.nanmax(np.abs(x.astype(np.float64) - exact), axis=0)
     lost = np.flatnonzero((spread > 0) & (moved > ROUNDED_AWAY * spread))
