@@ -112,7 +112,7 @@ def main() -> None:
             )
     body = (
         f"A tiny Ray run (iris, 2 trials of 1 epoch, embedded Ray), the second in its process, "
-        f"{args.repeats} repeats, medians; each in a fresh process, the variants alternating.\n\n"
+        f"{args.repeats} repeat{'s' if args.repeats > 1 else ''}, medians; each in a fresh process, the variants alternating.\n\n"
         + common.table(
             [
                 "caller's objects",
@@ -126,7 +126,6 @@ def main() -> None:
             rows,
         )
     )
-    print(body)
     common.write_result("driver_gc", "A run's garbage collections in its caller's process", body)
 
 

@@ -176,7 +176,7 @@ def main() -> None:
         workers = (
             "started with Ray (TensorFlow preloaded)"
             if position == 0
-            else "prestarted during the last search's last trial"
+            else "asked of the raylet during the last search's last trial"
         )
         rows.append(
             [position + 1, strategy, workers, f"{wait:.1f}", f"{took:.1f}",

@@ -131,7 +131,7 @@ def main() -> None:
     body = (
         f"{args.trials} trials of one configuration in one process (scratch_mlp on digits, one "
         f"epoch each, through `run_trial` as a reused Ray worker runs them), {args.repeats} "
-        "repeats, medians; each in a fresh process, the variants alternating. Growth is "
+        f"repeat{'s' if args.repeats > 1 else ''}, medians; each in a fresh process, the variants alternating. Growth is "
         "from the second trial to the last, per trial.\n\n"
         + common.table(
             [
@@ -146,7 +146,6 @@ def main() -> None:
             rows,
         )
     )
-    print(body)
     common.write_result("trial_memory", "What a reused worker keeps of each trial", body)
 
 
