@@ -497,6 +497,13 @@ def _note_run_plugins(plugins: list[str] | None, run_dir: Path) -> None:
     _state["run_plugins"] = [m for m in recorded_plugin_modules(run_dir) if m not in given]
 
 
+#: validate's and plugins' --plugin: a module to load as run --plugin does.
+_Plugins = Annotated[
+    list[str] | None,
+    typer.Option("--plugin", help="Also load this plugin module (trusted code).", metavar="MODULE"),
+]
+
+
 @app.command()
 def validate(
     recipes: Annotated[
@@ -505,12 +512,7 @@ def validate(
             help="The recipe files to check (each in turn).", metavar="RECIPE", callback=_home
         ),
     ],
-    plugin: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--plugin", help="Also load this plugin module (trusted code).", metavar="MODULE"
-        ),
-    ] = None,
+    plugin: _Plugins = None,
     data: Annotated[
         bool,
         typer.Option(
@@ -987,14 +989,7 @@ def _write_json(value: Any) -> None:
 @app.command()
 def plugins(
     format: _ListingFormat = Listing.table,
-    plugin: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--plugin",
-            help="Also load this plugin module (trusted code), as run and validate do.",
-            metavar="MODULE",
-        ),
-    ] = None,
+    plugin: _Plugins = None,
 ) -> None:
     """List every plugin with its distribution, version and what it adds.
 
@@ -1661,13 +1656,11 @@ def jobs_stop(
 ) -> None:
     """Stop a job (its driver and trials) and wait until it has stopped."""
     try:
-        client = _job_client(address)
-        before = client.submitted(job, "Ray cannot stop it")
-        info = client.stop(job)
+        info, asked = _job_client(address).stop(job)
     except Exception as exc:
         _fail(exc)
         return
-    if before.status.is_terminal():  # found by QA: "stop", then "SUCCEEDED", read as done by it
+    if not asked:  # found by QA: "stop", then "SUCCEEDED", read as done by it
         out.print(f"{job}: {info.status} (it had ended: nothing to stop)", markup=False)
         return
     out.print(f"{job}: {info.status}", markup=False)

@@ -668,12 +668,12 @@ class JobClient:
         with self.errors(job_id):
             return self.client.get_job_logs(job_id)
 
-    def stop(self, job_id: str, *, wait_s: float = 30.0) -> Any:
+    def stop(self, job_id: str, *, wait_s: float = 30.0) -> tuple[Any, bool]:
         """Ask a job to stop and wait (up to ``wait_s``) until it has; returns its
-        details (a job that had ended already is not asked)."""
+        details, and whether it was asked (not a job that had ended already)."""
         info = self.submitted(job_id, "Ray cannot stop it")
         if info.status.is_terminal():
-            return info
+            return info, False
         with self.errors(job_id):
             self.client.stop_job(job_id)
         deadline = time.monotonic() + wait_s
@@ -681,7 +681,7 @@ class JobClient:
         while not info.status.is_terminal() and time.monotonic() < deadline:
             time.sleep(0.5)
             info = self.info(job_id)
-        return info
+        return info, True
 
     def nodes(self) -> int | None:
         """How many live nodes the cluster has (``None`` if its state API does not say)."""
@@ -762,27 +762,24 @@ def _client_class() -> type:
     return _TimedClient
 
 
-def _said_in_chain(exc: BaseException, word: str) -> bool:
-    """Whether ``word`` is in an exception of ``exc``'s chain (its causes and contexts),
-    or in one's class name."""
-    current: BaseException | None = exc
-    for _ in range(8):
-        if current is None:
-            return False
-        if word in str(current) or word in type(current).__name__:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _reason(exc: BaseException) -> str:
-    # Ray re-raises requests' error as a bare ConnectionError; the cause is in the chain.
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes and contexts (eight at most): Ray re-raises requests'
+    error as a bare ConnectionError, whose cause says what happened."""
     chain: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and len(chain) < 8:
         chain.append(current)
         current = current.__cause__ or current.__context__
-    text = " ".join(str(e) for e in chain)
+    return chain
+
+
+def _said_in_chain(exc: BaseException, word: str) -> bool:
+    """Whether ``word`` is in an exception of ``exc``'s chain, or in one's class name."""
+    return any(word in str(e) or word in type(e).__name__ for e in _chain(exc))
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(e) for e in _chain(exc))
     markers = (
         "Connection refused",
         "Name or service not known",
