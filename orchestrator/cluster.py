@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import BadAddress, ClusterError
+from orchestrator.errors import BadAddress, ClusterError, ClusterUnreachable
 
 #: Seconds to wait for a TCP connection to the cluster.
 CONNECT_TIMEOUT_S = 5.0
@@ -238,7 +238,7 @@ def probe(address: str) -> ClusterInfo:
             if address.strip() == "auto"
             else ""
         )
-        raise ClusterError(
+        raise ClusterUnreachable(
             f"cannot reach the Ray cluster at {gcs}{found}: {reason}. Is it running (`ray "
             "status` on the head node)? The address is the GCS address `ray start --head` "
             "prints (port 6379 by default); from outside the cluster's network, forward it "

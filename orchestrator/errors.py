@@ -182,6 +182,10 @@ class BadAddress(ClusterError):
     exit_status = 2
 
 
+class ClusterUnreachable(ClusterError):
+    """Nothing answered at a cluster's address (it is down, or elsewhere now)."""
+
+
 class RayStartError(ClusterError):
     """Embedded Ray did not start (a node that timed out on a busy machine, a
     temporary folder it cannot use); nothing was trained, ``--resume`` goes on."""

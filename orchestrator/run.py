@@ -36,6 +36,7 @@ from orchestrator.errors import (
     TEMPORARY_NAME,
     BaseModelError,
     ClusterError,
+    ClusterUnreachable,
     DataError,
     DiskFull,
     GraftuneError,
@@ -162,7 +163,7 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
         return run_recipe(recipe, run_dir=run_dir, resume=True, **kwargs)
     except ClusterError as exc:
         said = _recorded_address(run_dir) if address is None else None
-        if type(exc) is ClusterError and said and str(exc).startswith("cannot reach"):
+        if isinstance(exc, ClusterUnreachable) and said:
             # Found by QA: the user gave no address, and was not told where it came from.
             raise ClusterError(
                 f"{exc}. The address {said} is the run's own, from its "
