@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from rich.console import RenderableType
+    from rich.console import Console, ConsoleOptions, RenderResult
+    from rich.table import Table
+    from rich.text import Text
 
     from orchestrator.trial import TrialResult
 
@@ -226,10 +228,20 @@ class RunProgress:
             left += seconds
         return left
 
-    def __rich__(self) -> RenderableType:
-        from rich.console import Group
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        from rich.measure import Measurement
+
+        table = self._table(f"best {self.metric}")
+        wide = options.update(width=10_000)  # how wide the table would be, not cut to fit
+        if Measurement.get(console, wide, table).maximum > options.max_width:
+            # Found by QA: on 60 columns the counts' headers were cut ("runni…") for
+            # the metric's name over a column of 6-digit numbers; the footer names it.
+            table = self._table("best")
+        yield table
+        yield self._footer(named=table.columns[2].header != f"best {self.metric}")
+
+    def _table(self, best: str) -> Table:
         from rich.table import Table
-        from rich.text import Text
 
         table = Table(box=None, header_style="bold", pad_edge=False)
         # Found by QA: on a terminal of 50 columns the strategies' names were cut
@@ -240,19 +252,25 @@ class RunProgress:
         longest = max((len(name) for name in self.strategies), default=8)
         table.add_column("strategy", no_wrap=True, min_width=min(longest, 30))
         table.add_column("done", no_wrap=True, min_width=5)
+        # The best beside done: what a terminal too narrow for all crops is the last.
+        table.add_column(best, no_wrap=True, min_width=6)
         for column in ("running", "pruned", "unranked"):
             table.add_column(column, min_width=3)
-        table.add_column(f"best {self.metric}", no_wrap=True, min_width=6)
         for name, c in self.strategies.items():
             ended = c.done + c.pruned + c.unranked
             table.add_row(
                 name,
                 f"{ended}/{c.planned}" if c.planned else str(ended),
+                "" if c.best is None else f"{c.best:.4f}",
                 str(len(c.running)),
                 str(c.pruned),
                 str(c.unranked),
-                "" if c.best is None else f"{c.best:.4f}",
             )
+        return table
+
+    def _footer(self, *, named: bool) -> Text:
+        from rich.text import Text
+
         elapsed = self._now() - self.started
         eta = self.eta_seconds()
         footer = f"elapsed {_clock(elapsed)}"
@@ -260,8 +278,9 @@ class RunProgress:
         if self.best is not None:
             value, strategy, trial_id, status = self.best
             pruned = ", pruned" if status == "pruned" else ""
-            footer += f"; best so far {strategy} {trial_id} ({value:.4f}{pruned})"
-        return Group(table, Text(footer))
+            metric = f"{self.metric} " if named else ""
+            footer += f"; best so far {strategy} {trial_id} ({metric}{value:.4f}{pruned})"
+        return Text(footer)
 
 
 def tell_epoch(listener: Any, strategy: str, trial_id: str, epoch: int, epochs: int) -> None:
