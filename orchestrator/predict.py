@@ -430,9 +430,9 @@ def read_source(
         settings = _model_image_settings(recipe.data, input_shape)
         fitted = spec.model_copy(update=settings) if settings else None
     if scheme == "npz":
-        unlabelled = _fitted(lambda s: _unlabelled_npz(location, base_dir, s), spec, fitted)
-        if unlabelled is not None:
-            return unlabelled, None
+        partly = _fitted(lambda s: _partly_labelled_npz(location, base_dir, s), spec, fitted)
+        if partly is not None:
+            return partly
     reader = _make_source(scheme, host.data_sources)
     if target is not None and scheme not in TABLE_SCHEMES:
         raise DataError(
@@ -944,26 +944,52 @@ def recorded_features(run_dir: str | Path) -> list[str] | None:
     return [str(c) for c in features] if isinstance(features, list) else None
 
 
-def _unlabelled_npz(location: str, base_dir: Path, spec: Any) -> np.ndarray | None:
-    """An npz archive's ``x`` when it has no ``y`` (nothing to score: only predict),
-    made ready as the ``npz:`` source makes a run's (scale, size, channels);
-    ``None`` when it has labels, for the source itself to read."""
+def _partly_labelled_npz(
+    location: str, base_dir: Path, spec: Any
+) -> tuple[np.ndarray, tuple[str | None, ...] | None] | None:
+    """An npz archive's ``x``, made ready as the ``npz:`` source makes a run's
+    (scale, size, channels), and its labels, when some or all are missing: no
+    ``y`` (nothing to score: only predict), or a ``y`` with NaN or empty labels
+    (those examples predicted, not scored, as a table's rows without a label;
+    found by QA: a NaN was a label 'nan', and the others '0.0', '1.0', so that
+    none was scored). ``None`` when every example has a label, for the source
+    itself to read."""
     import numpy as np
 
-    from orchestrator.data.sources import _open_npz, npz_inputs
+    from orchestrator.data.sources import (
+        _open_npz,
+        npz_inputs,
+        npz_label_names,
+        npz_missing_labels,
+    )
 
     path = _table_path(location, base_dir)
     with _open_npz(path) as archive:  # as the npz: source opens it (no pickles)
-        if "y" in archive.files or "x" not in archive.files:
+        if "x" not in archive.files:
             return None
         try:
+            y = archive["y"] if "y" in archive.files else None
+            if y is not None and y.ndim == 2 and y.shape[1] == 1:
+                y = y[:, 0]  # as the source takes it
+            if y is not None and (y.ndim != 1 or not npz_missing_labels(y, path).any()):
+                return None  # labelled throughout, or a y the source refuses
             x = np.asarray(archive["x"])
+            names = archive["class_names"] if "class_names" in archive.files else None
         except ValueError as exc:  # an object array, which would need pickle
             raise DataError(f"cannot read {path} without pickle ({exc})", key="source") from exc
     x = npz_inputs(x, spec, path, location)
     if not np.isfinite(x).all():
         raise DataError(f"array 'x' in {path} holds NaN or inf", key="source")
-    return x
+    if y is None:
+        return x, None
+    if len(y) != len(x):
+        raise DataError(
+            f"array 'y' in {path} has shape {y.shape}; expected one label per row of x, "
+            f"shape ({len(x)},)",
+            key="source",
+        )
+    labels = tuple(npz_label_names(y, names, path))
+    return x, (labels if any(v is not None for v in labels) else None)
 
 
 def _table_columns(scheme: str, location: str, base_dir: Path) -> list[str]:

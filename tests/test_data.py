@@ -913,6 +913,50 @@ def test_npz_missing_values_are_counted_and_the_first_placed(registry: Registry,
         prepare(Spec("npz:a.npz"), registry, tmp_path)
 
 
+def test_npz_labels_missing_are_refused_and_float32_ones_named_as_they_print(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: a NaN in y was a class 'nan' (and the others '0.0', '1.0'), an
+    empty name a class ''; float32 labels 0.1 were named '0.10000000149011612'."""
+    x = np.arange(60, dtype=np.float64).reshape(30, 2)
+    y = np.repeat([0.0, 1.0, 2.0], 10)
+    y[[4, 9]] = np.nan
+    np.savez(tmp_path / "nan.npz", x=x, y=y)
+    with raises_data_error("source", "has 2 missing label(s) (NaN or empty)", "at index 4"):
+        prepare(Spec("npz:nan.npz"), registry, tmp_path)
+    np.savez(tmp_path / "empty.npz", x=x, y=np.repeat(["", "b", "c"], 10))
+    with raises_data_error("source", "has 10 missing label(s)", "at index 0"):
+        prepare(Spec("npz:empty.npz"), registry, tmp_path)
+    y = np.repeat(np.array([0.1, 0.2, 0.3], dtype=np.float32), 10)
+    np.savez(tmp_path / "f32.npz", x=x, y=y)
+    assert prepare(Spec("npz:f32.npz"), registry, tmp_path).task.class_names == (
+        "0.1", "0.2", "0.3"
+    )  # fmt: skip
+    selected = prepare(Spec("npz:f32.npz", classes=["0.1", "0.3"]), registry, tmp_path)
+    assert selected.task.class_names == ("0.1", "0.3")
+
+
+def test_npz_class_names_are_compared_with_accents_composed(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: 'Barolò' in class_names spelled both ways was two classes that
+    print alike; y spelled one way, class_names the other, was "missing"."""
+    composed, combining = "Barol\u00f2", "Barolo\u0300"
+    x = np.arange(60, dtype=np.float64).reshape(30, 2)
+    np.savez(
+        tmp_path / "twice.npz", x=x, y=np.repeat([0, 1, 2], 10),
+        class_names=np.array([composed, combining, "c"]),
+    )  # fmt: skip
+    with raises_data_error("source", "'class_names'", "has duplicates: 'Barolò'", "NFC"):
+        prepare(Spec("npz:twice.npz"), registry, tmp_path)
+    np.savez(
+        tmp_path / "y.npz", x=x, y=np.repeat([combining, "c"], 15),
+        class_names=np.array([composed, "c"]),
+    )  # fmt: skip
+    data = prepare(Spec("npz:y.npz"), registry, tmp_path)
+    assert data.task.class_names == (composed, "c")
+
+
 def test_npz_string_labels(registry: Registry, tmp_path: Path) -> None:
     x = np.arange(60, dtype=np.float64).reshape(30, 2)
     np.savez(tmp_path / "a.npz", x=x, y=np.repeat(["yes", "no"], 15))

@@ -205,6 +205,23 @@ def test_predict_unlabelled_arrays_and_say_why_labels_were_not_scored(runs, test
 
     assert sorted(["100", "b", "42", "5", "a"], key=_label_order) == ["5", "42", "100", "a", "b"]
     assert "class 9) is one of the model's classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)" in said
+    # Found by QA: a NaN among the labels was a label 'nan', and the others '0.0',
+    # '1.0', so that none was scored. Those without one are predicted only.
+    codes = data.y_test.astype(np.float64)
+    codes[:3] = np.nan
+    partly = tmp_path / "partly.npz"
+    np.savez(partly, x=data.x_test, y=codes)
+    result = invoke(
+        "predict", digits.run_dir, "--data", f"npz:{partly}", "--out", tmp_path / "c.csv"
+    )
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(tmp_path / "c.csv", keep_default_na=False)
+    assert len(frame) == len(data.x_test) and list(frame["label"][:4]) == ["", "", "", str(
+        data.task.class_names[data.y_test[3]]
+    )]  # fmt: skip
+    right = (frame["predicted"].astype(str) == frame["label"])[3:].mean()
+    said = " ".join(result.output.split())
+    assert f"accuracy {right:.4f} on {len(data.x_test) - 3} labelled examples (3 without" in said
 
 
 @pytest.mark.parametrize("form", ["strategy/id", "id"])

@@ -225,8 +225,42 @@ class NpzSource(_BuiltinSource):
                 f"x, shape ({len(x)},)",
                 key="source",
             )
+        missing = npz_missing_labels(y, path)
+        if missing.any():
+            # Found by QA: a NaN label was a class 'nan' (and made the others '0.0',
+            # '1.0'), an empty one a class '', where a table refuses a missing label.
+            raise DataError(
+                f"array 'y' in {path} has {int(missing.sum())} missing label(s) (NaN or "
+                f"empty), the first at index {int(missing.argmax())}; graftune takes no "
+                "missing labels: drop those examples, or give them their class",
+                key="source",
+            )
         codes, class_names = _npz_labels(y, names, path)
         return LabelledArrays(x=x, y=codes, class_names=class_names)
+
+
+def npz_missing_labels(y: np.ndarray, path: Path) -> np.ndarray:
+    """Where an npz ``y`` has no label: NaN (or inf) in numbers, an empty name in
+    text (what a table's empty label cell is)."""
+    y = _decoded_text(np.asarray(y), "y", path)
+    if y.dtype.kind == "f":
+        return ~np.isfinite(y)
+    if y.dtype.kind == "U":
+        return np.char.str_len(y) == 0
+    return np.zeros(y.shape, dtype=bool)
+
+
+def npz_label_names(y: np.ndarray, names: np.ndarray | None, path: Path) -> list[str | None]:
+    """Each example's class name from an npz ``y`` (and its ``class_names``),
+    ``None`` where it has none (:func:`npz_missing_labels`), for predict to score
+    the others, as a table's empty label cells."""
+    missing = npz_missing_labels(y, path)
+    labels: list[str | None] = [None] * len(missing)
+    if (~missing).any():
+        codes, class_names = _npz_labels(y[~missing], names, path)
+        for row, code in zip(np.flatnonzero(~missing), codes, strict=True):
+            labels[row] = class_names[code]
+    return labels
 
 
 def npz_inputs(x: np.ndarray, spec: Any, path: Path, location: str) -> np.ndarray:
@@ -1169,7 +1203,9 @@ def _encode_labels(values: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
         if values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0):
             values = values.astype(np.int64)
         distinct, codes = np.unique(values, return_inverse=True)
-        names = tuple(str(v) for v in distinct.tolist())
+        # Named as the array's own numbers print: float32 0.1 is '0.1' (found by QA:
+        # as a Python float, '0.10000000149011612', which classes: ['0.1'] missed).
+        names = tuple(str(v) for v in distinct)
     else:
         # One spelling of a name however its accents are composed (found by QA:
         # "Barolò" typed once as "ò" and once as "o" and a combining accent made two
@@ -1217,12 +1253,20 @@ def _npz_labels(
     names = None if names is None else _decoded_text(names, "class_names", path)
     if names is None:
         return _encode_labels(y)
-    class_names = tuple(str(n) for n in names.reshape(-1).tolist())
-    if len(set(class_names)) != len(class_names):
-        raise DataError(f"array 'class_names' in {path} has duplicates", key="source")
+    # Accents composed (NFC), as the labels of y and of a table are (found by QA:
+    # 'Barolò' spelled both ways was two classes that print alike, or a label of
+    # y "missing" from class_names that held it).
+    class_names = tuple(unicodedata.normalize("NFC", str(n)) for n in names.reshape(-1).tolist())
+    twice = sorted({n for n in class_names if class_names.count(n) > 1})
+    if twice:
+        raise DataError(
+            f"array 'class_names' in {path} has duplicates: {quoted(twice[:5])} (names are "
+            "compared with their accents composed, Unicode NFC)",
+            key="source",
+        )
     if y.dtype.kind in "US":
         index = {name: code for code, name in enumerate(class_names)}
-        labels = y.astype(str)
+        labels = np.asarray([unicodedata.normalize("NFC", v) for v in y.astype(str).tolist()])
         unknown = sorted(set(labels.tolist()) - index.keys())
         if unknown:
             raise DataError(
