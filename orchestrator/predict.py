@@ -402,6 +402,24 @@ def read_source(
     Raises:
         DataError: The source cannot be read, or its columns are not the run's.
     """
+    notes: list[str] = []
+    read = _read_source(run_dir, source, host, base_dir, target, input_shape, ignore, notes)
+    for note in notes:  # said once the source has read
+        log.warning("%s", note)
+    return read
+
+
+def _read_source(
+    run_dir: str | Path,
+    source: str,
+    host: PluginHost,
+    base_dir: str | Path,
+    target: str | None,
+    input_shape: tuple[int, ...] | None,
+    ignore: str | Sequence[str] | None,
+    notes: list[str],
+) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """:func:`read_source`'s work; what it is to say once read is put in ``notes``."""
     import numpy as np
 
     from orchestrator.data import _call_source, _make_source, _validated, split_source
@@ -478,6 +496,12 @@ def read_source(
             )
         features = [c for c in columns if c != target and c not in ignored]
         order = _feature_order(features, trained, trained_target, source, label=target)
+        if not named_features:
+            # Found by QA: reordered columns gave other predictions, and nothing said why.
+            notes.append(
+                f"the run's features have no names (it trained on {trained_scheme}:): "
+                f"{source}'s columns are taken in their order, {quoted(features)}"
+            )
         if target is None or target not in columns:
             x = _read_features(scheme, location, base_dir, source, ignore=ignored)
             return (x if order is None else x[:, order]), None
@@ -1187,10 +1211,17 @@ def _read_features(
     read_as = csv_read_as(path, label, ignore) if scheme == "csv" else None
     non_numeric = non_numeric_columns(frame, list(frame.columns), read_as)
     if non_numeric:
+        # Found by QA: a labelled table for a run that named no label column was
+        # told only of --ignore-column, which scores nothing.
+        hint = (
+            ""
+            if label is not None
+            else "; the one that holds labels, if any, is named with --target COLUMN"
+        )
         raise DataError(
             f"{source!r} has non-numeric column(s) {non_numeric}; the model takes numbers "
             "(a column that is no feature, such as an ID, is copied to the output with "
-            "--ignore-column COLUMN)",
+            f"--ignore-column COLUMN{hint})",
             key="source",
         )
     check_no_missing(frame, repr(source))

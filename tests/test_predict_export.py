@@ -318,6 +318,37 @@ def test_images_beside_class_folders_are_said_to_make_the_folder_unlabelled(tmp_
     ) in record.getMessage()
 
 
+def test_a_table_for_a_run_on_an_npz_is_said_to_be_read_by_its_columns_order(tmp_path, caplog):
+    """Found by QA: a run on an npz table has no feature names; a CSV's columns in
+    another order gave other predictions without a word. And a labelled table for
+    it was told of --ignore-column alone, which scores nothing."""
+    from orchestrator.errors import DataError
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.predict import read_source
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text(
+        "name: r\ndata: {source: 'npz:t.npz'}\nstrategies: {scratch_mlp: {}}\n"
+    )
+    pd.DataFrame({"d": [1.0, 2.0], "c": [3.0, 4.0], "y": ["a", "b"]}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    host = get_plugin_manager()
+    x, labels = read_source(tmp_path / "run", "csv:t.csv", host, base_dir=tmp_path, target="y")
+    assert x.tolist() == [[1.0, 3.0], [2.0, 4.0]] and labels == ("a", "b")
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and record.getMessage() == (
+        "the run's features have no names (it trained on npz:): csv:t.csv's columns are "
+        "taken in their order, 'd', 'c'"
+    )
+    caplog.clear()
+    with pytest.raises(DataError) as refused:
+        read_source(tmp_path / "run", "csv:t.csv", host, base_dir=tmp_path)
+    assert "non-numeric column(s) 'y'" in str(refused.value)
+    assert "the one that holds labels, if any, is named with --target COLUMN" in str(refused.value)
+    assert not caplog.records  # refused: nothing read, nothing to say of its order
+
+
 def test_image_files_of_a_kind_not_read_are_said_as_a_run_says_them(tmp_path, caplog):
     """Found by QA: predict left out .jfif and .heic files in silence (training warns),
     and a folder of only such files "had no images"."""
