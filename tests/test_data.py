@@ -1512,6 +1512,16 @@ def test_a_column_float32_rounds_together_is_warned_of(
     frame["t"] -= 1_700_000_000  # less its offset: whole, and nothing said
     feature_matrix(frame.drop(columns="tiny"), ["a", "t", "big"], tmp_path / "ts.csv")
     assert not caplog.records
+    # Found by QA: whole numbers past float64's (order numbers 2**62 + n) had no
+    # spread as float64, and went unsaid; as float32 they are one value.
+    frame = pd.DataFrame({"a": rng.normal(size=90), "order": 2**62 + np.arange(90)})
+    frame["wide"] = np.int64(2**62) + np.arange(90) * 2**45  # float32 keeps these apart
+    feature_matrix(frame, list(frame.columns), tmp_path / "ts.csv")
+    (record,) = caplog.records
+    assert record.getMessage().startswith(
+        f"{tmp_path / 'ts.csv'}: column 'order' loses what tells its rows apart as float32, "
+        "the models' numbers (values near 4.61e+18 that vary by 26 are rounded by up to 89:"
+    ), record.getMessage()
 
 
 def test_same_seed_same_dataset(registry: Registry, tmp_path: Path) -> None:

@@ -1164,6 +1164,15 @@ def _warn_rounded_away(frame: pd.DataFrame, features: list[str], x: np.ndarray, 
         warnings.simplefilter("ignore", RuntimeWarning)  # a column of missing values alone
         spread = np.nanstd(exact, axis=0)
         moved = np.nanmax(np.abs(x.astype(np.float64) - exact), axis=0)
+    for i, name in enumerate(features):
+        column = frame[name].to_numpy()
+        if column.dtype.kind in "iu" and np.abs(column.astype(np.float64)).max() > 2**53:
+            # Whole numbers past float64's own: measured exactly (found by QA: order
+            # numbers 2**62 + n had no spread as float64, and one value as float32).
+            whole = column.astype(object)
+            apart = whole - min(whole)
+            spread[i] = float(np.std(apart.astype(np.float64)))
+            moved[i] = float(max(abs(whole - np.asarray([int(v) for v in x[:, i].tolist()]))))
     lost = np.flatnonzero((spread > 0) & (moved > ROUNDED_AWAY * spread))
     if not len(lost):
         return
