@@ -1598,7 +1598,7 @@ def find_cut_points(model: keras.Model) -> list[int]:
     cuts: list[int] = []
     weighted_since = False
     for index, layer in enumerate(layers):
-        if layer.weights and not isinstance(layer, keras.layers.BatchNormalization):
+        if _fine_tuning_trains(layer):
             weighted_since = True
         if index in raw:
             if not weighted_since and cuts:
@@ -1609,6 +1609,26 @@ def find_cut_points(model: keras.Model) -> list[int]:
     if cuts and cuts[-1] != len(layers) - 1 and len(layers) - 1 in raw:
         cuts[-1] = len(layers) - 1
     return cuts
+
+
+def _fine_tuning_trains(layer: Any) -> bool:
+    """Whether unfreezing ``layer`` trains a weight of it: one made trainable, frozen
+    or not now, outside BatchNormalization (which :meth:`LoadedBase.freeze` keeps
+    frozen). Found by QA: EfficientNet's Normalization layer, whose mean and
+    variance no training changes, made a cut point that froze nothing more than
+    none (``frozen_layers`` 1 trained what 0 did)."""
+    import keras
+
+    for inner in [layer, *nested_layers(layer)]:
+        if isinstance(inner, keras.layers.BatchNormalization):
+            continue
+        # Keras 3 keeps a layer's own variables made trainable here, a frozen one's too.
+        own = getattr(inner, "_trainable_variables", None)
+        if own is None:  # not a Keras 3 layer: any weight counts
+            own = inner.weights
+        if own:
+            return True
+    return False
 
 
 def _functional_cuts(model: keras.Model) -> dict[int, Any]:

@@ -988,6 +988,28 @@ def test_sequential_cut_points_are_every_weighted_layer_boundary():
         assert not any(trains(model.layers[i]) for i in range(start + 1, cut + 1))
 
 
+def test_a_layer_whose_weights_never_train_makes_no_cut_point():
+    """Found by QA: EfficientNet's Normalization layer (a mean and a variance, made
+    not trainable) made a cut point that froze nothing more than none; a frozen
+    layer's trainable weights still count (fine-tuning unfreezes it)."""
+    normalize = keras.layers.Normalization(axis=-1)
+    normalize.adapt(np.arange(16, dtype="float32").reshape(4, 4))
+    first = keras.layers.Dense(4, name="first")
+    model = keras.Sequential(
+        [keras.Input((4,)), normalize, keras.layers.Dense(4), first, keras.layers.Dense(3)]
+    )
+    assert normalize.weights and not normalize.trainable_weights
+    first.trainable = False  # as a saved base may have it
+    assert [model.layers[i].name for i in find_cut_points(model)][:3] == [
+        model.layers[1].name, "first", model.layers[3].name
+    ]  # fmt: skip
+    base = keras.applications.EfficientNetB0(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    names = [base.layers[i].name for i in find_cut_points(base)]
+    assert names[0] == "stem_activation" and len(names) == 38  # stem_conv_pad froze nothing
+
+
 def test_freeze_freezes_exactly_the_layers_up_to_the_cut_point(tmp_path):
     info = prepare_path_base(tiny_cnn(), tmp_path, digits())
     base = load_base(info)
