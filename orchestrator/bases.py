@@ -720,6 +720,7 @@ class ApplicationProvider(BaseProvider):
             ):
                 if local:  # a file of another model: a warning per layer before the error
                     warnings.simplefilter("ignore", UserWarning)
+                _quiet_about_channels()
                 return function(
                     include_top=False,
                     weights=None if weights == "none" else weights,
@@ -1744,8 +1745,10 @@ def plan_adapter(
     base_shape = tuple(base_shape)
     steps: list[tuple[Any, ...]] = []
     hint = ""
-    if len(base_shape) == 3 == len(data_shape) and base_shape[2] not in (None, data_shape[2]):
-        hint = f"; for images, data.channels: {base_shape[2]} gives them the base's channels"
+    wanted = base_shape[2] if len(base_shape) == 3 == len(data_shape) else None
+    if wanted in (1, 3) and wanted != data_shape[2]:
+        # data.channels takes 1 or 3 (found by QA: the hint said data.channels: 4).
+        hint = f"; for images, data.channels: {wanted} gives them the base's channels"
     refuse = BaseModelError(
         f"the data's inputs have shape {data_shape} but the base takes {base_shape}; graftune "
         "adapts images by resizing, grayscale to 3 channels and flattening for dense bases, "
@@ -1870,6 +1873,14 @@ def _input_shape(spec: BaseSpec) -> tuple[int, ...]:
     return tuple(spec.input_shape) if spec.input_shape else (224, 224, 3)
 
 
+def _quiet_about_channels() -> None:
+    """Leave out Keras' warning that an application "usually expects 1 or 3 input
+    channels" (found by QA: said twice, once as graftune's own line): imagenet
+    weights at other channels are refused, and data that cannot take them too
+    (:func:`plan_adapter`); with ``weights: none`` any channels train."""
+    warnings.filterwarnings("ignore", message="This model usually expects 1 or 3 input channels")
+
+
 class _InputShapeChecked(Exception):
     """Ends an application's build once Keras has checked its input shape."""
 
@@ -1897,7 +1908,9 @@ def _check_application_input(function: Any, spec: BaseSpec) -> None:
     if original is not None:
         imagenet_utils.obtain_input_shape = checked_only
     try:
-        function(include_top=False, weights=None, input_shape=_input_shape(spec))
+        with warnings.catch_warnings():
+            _quiet_about_channels()
+            function(include_top=False, weights=None, input_shape=_input_shape(spec))
     except _InputShapeChecked:
         pass
     except ValueError as exc:

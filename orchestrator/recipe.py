@@ -1466,10 +1466,25 @@ def _check_pretrain_columns(recipe: Recipe) -> None:
     )
 
 
+def _check_application_input(recipe: Recipe, dataset: Any) -> None:
+    """Refuse data an application's ``input_shape`` cannot take, from the shapes
+    alone (found by QA: 4 channels passed validate --data, and the run built and
+    cached the base before it refused them)."""
+    from orchestrator.bases import _input_shape, plan_adapter
+
+    assert recipe.base is not None
+    try:
+        plan_adapter(dataset.task.input_shape, _input_shape(recipe.base), None)
+    except BaseModelError as exc:
+        key = "input_shape" if recipe.base.input_shape else "application"
+        raise recipe.error(("base", key), str(exc)) from None
+
+
 def check_pretrain_input(
     recipe: Recipe, host: PluginHost, dataset: Any, said: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
-    """Check that a ``pretrain:`` base will take the run's data, before it is trained.
+    """Check that a ``pretrain:`` base will take the run's data, before it is
+    trained, and an application's ``input_shape`` the run's data, before it is built.
 
     The base's input is the pretrain data's; the run's data must reach it
     through the adaptations graftune makes (resizing, grey to RGB, flattening).
@@ -1485,6 +1500,8 @@ def check_pretrain_input(
     Raises:
         RecipeError: At ``base.pretrain`` (or its data's key), with both shapes.
     """
+    if recipe.base is not None and recipe.base.application is not None:
+        _check_application_input(recipe, dataset)
     if recipe.base is None or recipe.base.pretrain is None:
         return {}
     from orchestrator.bases import data_key, plan_adapter

@@ -717,6 +717,7 @@ def test_plan_adapter_says_an_image_scaling_of_a_base_that_takes_no_images():
         ((13,), (32, 32, 3)),  # a table into an image base
         ((8, 8, 1), (10,)),  # flattening gives 64 values, the base takes 10
         ((8, 8, 2), (8, 8, 3)),  # two channels are not grayscale
+        ((8, 8, 1), (32, 32, 4)),  # data.channels takes 1 or 3: no hint of 4 (found by QA)
     ],
 )
 def test_plan_adapter_refuses_what_is_not(data_shape, base_shape):
@@ -727,7 +728,8 @@ def test_plan_adapter_refuses_what_is_not(data_shape, base_shape):
     assert "Use a base whose input matches the data" in message
     # Found by QA: RGB images and a grey base; data.channels: 1 was the fix, unsaid.
     said = f"data.channels: {base_shape[-1]} gives them the base's channels"
-    assert (said in message) == (len(data_shape) == len(base_shape) == 3)
+    hinted = len(data_shape) == len(base_shape) == 3 and base_shape[-1] in (1, 3)
+    assert (said in message) == hinted and "data.channels: 4" not in message
 
 
 def test_a_base_that_ends_in_its_classifier_is_warned_of(tmp_path, caplog):

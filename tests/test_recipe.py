@@ -1906,6 +1906,31 @@ def test_a_table_whose_columns_the_pretrain_table_has_elsewhere_is_refused(tmp_p
     assert_exit(cli("validate", "--data", str(write_recipe(tmp_path, text % "pretrain.csv"))), 0)
 
 
+def test_data_an_applications_input_shape_cannot_take_is_refused_before_its_build(
+    tmp_path, monkeypatch
+):
+    """Found by QA: MobileNetV2 at [32, 32, 4] on grey digits passed validate --data;
+    the run built and cached the base, then refused it at base.application, with
+    Keras' channels warning twice (once as graftune's own line)."""
+    text = (
+        "name: four\ndata: {source: 'sklearn:digits', labels_per_class: 5}\n"
+        "base: {application: MobileNetV2, weights: none, input_shape: [32, 32, 4]}\n"
+        "strategies: {feature_extraction: {}}\noutput: out/\n"
+    )
+    path = write_recipe(tmp_path, text)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(cache))
+    for command in (("validate", "--data", str(path)), ("run", str(path))):
+        result = cli(*command)
+        assert_exit(result, 2)
+        assert (
+            "recipe.yaml:3: base.input_shape: the data's inputs have shape (8, 8, 1) but the "
+            "base takes (32, 32, 4)"
+        ) in result.output
+        assert "usually expects 1 or 3 input channels" not in result.output
+    assert not (tmp_path / "out").exists() and not (cache / "bases").exists()
+
+
 def test_a_pretrain_on_the_runs_own_source_leaves_out_its_held_out_examples(tmp_path, host):
     """Found by QA: pretrained on all of sklearn:digits (its own split), the base
     learned 155 of the 269 test examples of a run on digits 5-9 with their labels,
