@@ -1879,6 +1879,17 @@ def test_a_pretrain_base_that_cannot_take_the_data_is_refused_before_training(tm
     assert not (tmp_path / "out").exists()
 
 
+def refused_by_validate_data_and_run(path: Path, said: str) -> list[str]:
+    """Both ``validate --data`` and ``run`` of ``path`` exit 2 saying ``said``: their outputs."""
+    outputs = []
+    for command in (("validate", "--data", str(path)), ("run", str(path))):
+        result = cli(*command)
+        assert_exit(result, 2)
+        assert said in result.output, result.output
+        outputs.append(result.output)
+    return outputs
+
+
 def test_a_table_whose_columns_the_pretrain_table_has_elsewhere_is_refused(tmp_path):
     """Found by QA: the run's CSV held the pretrain CSV's columns reversed; the base
     took them by position, and fine_tune scored chance, in silence."""
@@ -1892,15 +1903,12 @@ def test_a_table_whose_columns_the_pretrain_table_has_elsewhere_is_refused(tmp_p
         "base: {pretrain: {data: {source: 'csv:pretrain.csv', target: cultivar}, epochs: 1}}\n"
         "strategies: {feature_extraction: {}}\noutput: out/\n"
     )
-    path = write_recipe(tmp_path, text % "reversed.csv")
-    for command in (("validate", "--data", str(path)), ("run", str(path))):
-        result = cli(*command)
-        assert_exit(result, 2)
-        assert (
-            "recipe.yaml:3: base.pretrain.data: the run's data has column 'proline' as feature 1, "
-            "and the pretrain data as feature 13 (and 11 more): a base takes a table's features "
-            "by position"
-        ) in result.output
+    refused_by_validate_data_and_run(
+        write_recipe(tmp_path, text % "reversed.csv"),
+        "recipe.yaml:3: base.pretrain.data: the run's data has column 'proline' as feature 1, "
+        "and the pretrain data as feature 13 (and 11 more): a base takes a table's features "
+        "by position",
+    )
     assert not (tmp_path / "out").exists()
     # The same columns in the same order are taken.
     assert_exit(cli("validate", "--data", str(write_recipe(tmp_path, text % "pretrain.csv"))), 0)
@@ -1917,17 +1925,14 @@ def test_data_an_applications_input_shape_cannot_take_is_refused_before_its_buil
         "base: {application: MobileNetV2, weights: none, input_shape: [32, 32, 4]}\n"
         "strategies: {feature_extraction: {}}\noutput: out/\n"
     )
-    path = write_recipe(tmp_path, text)
     cache = tmp_path / "cache"
     monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(cache))
-    for command in (("validate", "--data", str(path)), ("run", str(path))):
-        result = cli(*command)
-        assert_exit(result, 2)
-        assert (
-            "recipe.yaml:3: base.input_shape: the data's inputs have shape (8, 8, 1) but the "
-            "base takes (32, 32, 4)"
-        ) in result.output
-        assert "usually expects 1 or 3 input channels" not in result.output
+    for output in refused_by_validate_data_and_run(
+        write_recipe(tmp_path, text),
+        "recipe.yaml:3: base.input_shape: the data's inputs have shape (8, 8, 1) but the "
+        "base takes (32, 32, 4)",
+    ):
+        assert "usually expects 1 or 3 input channels" not in output
     assert not (tmp_path / "out").exists() and not (cache / "bases").exists()
 
 
