@@ -45,9 +45,19 @@ class EpochsHeard(RunProgress):
     """A progress view that also keeps every epoch it is told of, in order:
     ``(strategy, trial_id, epoch, epochs)`` (the view forgets them as trials end)."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, runs: Path | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.heard: list[tuple[str, str, int, int]] = []
+        #: The trials whose history.csv was under ``runs`` when their end was told.
+        self.told_with_history: set[str] = set()
+        self.runs = runs
+
+    def trial_finished(self, result) -> None:
+        if self.runs is not None and any(
+            self.runs.glob(f"*/trials/*/{result.trial_id}/history.csv")
+        ):
+            self.told_with_history.add(result.trial_id)
+        super().trial_finished(result)
 
     def trial_progressed(self, strategy, trial_id, epoch, epochs) -> None:
         self.heard.append((strategy, trial_id, epoch, epochs))

@@ -206,7 +206,7 @@ def scheduler_runs(ray_session, tmp_path_factory):
             recipe.write_text(recipe.read_text() + extra)
             numbers = (signal.SIGINT, signal.SIGUSR1)
             before = {number: signal.getsignal(number) for number in numbers}
-            progress = EpochsHeard("val_accuracy", "max")
+            progress = EpochsHeard("val_accuracy", "max", runs=folder / "runs")
             outcome = run(recipe, run_name=name, listener=progress)
             after = {number: signal.getsignal(number) for number in numbers}
             made[name] = SimpleNamespace(
@@ -216,6 +216,7 @@ def scheduler_runs(ray_session, tmp_path_factory):
                 before=before,
                 after=after,
                 heard=progress.heard,
+                told_with_history=progress.told_with_history,
             )
         return made[name]
 
@@ -283,6 +284,10 @@ def test_each_scheduler_and_searcher_runs(scheduler_runs, name):
                 "epoch",
             ]
             assert list(history["epoch"]) == list(range(1, row.epochs + 1))
+            # Written when it was stopped, before its end was told (found by QA: only
+            # once the search had ended, so that a run killed midway had none, and the
+            # MLflow reporter, told of the trial, found none).
+            assert row.trial_id in made.told_with_history
             # Recorded when it was stopped: a resume, whatever Tune's saved state
             # says of it, reads it back instead of running it again.
             stored = read_result(outcome.run_dir / "trials" / "scratch_mlp" / row.trial_id)

@@ -128,6 +128,8 @@ class _Search:
     disk_full: dict[str, Any] | None = None
     #: What to prestart for the next search; None once asked for (or nothing to).
     prestart: Prestart | None = None
+    #: Trial id -> the scores it reported so far, an epoch a row (for its history).
+    reports: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def stopped_midway(self) -> set[str]:
         """The trials an interrupt stopped: Tune ends them without telling callbacks."""
@@ -917,6 +919,9 @@ class _Events(tune.Callback):
                 search.disk_full = dict(said)
             return
         epoch = result.get("epoch")
+        if isinstance(epoch, (int, float)):
+            row = {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
+            search.reports.setdefault(trial.trial_id, []).append(row)
         if isinstance(epoch, (int, float)) and self.max_epochs:
             tell_epoch(search.listener, self.strategy, trial.trial_id, int(epoch), self.max_epochs)
 
@@ -940,9 +945,17 @@ class _Events(tune.Callback):
             started_at=getattr(getattr(trial, "run_metadata", None), "start_time", None),
             finished_at=time.time(),
         )
-        _tell(
-            search, result, trial_dir(self.run_dir, self.strategy, trial.trial_id), self.max_epochs
-        )
+        folder = trial_dir(self.run_dir, self.strategy, trial.trial_id)
+        reports = search.reports.pop(trial.trial_id, [])
+        if result.status in ("pruned", "failed") and reports and not search.interrupted:
+            # Now, not once the search has ended (found by QA: a run killed midway
+            # left its pruned trials without one, and a resume replayed only their
+            # last epoch to the scheduler; the MLflow reporter, told of the trial
+            # here, found none).
+            import pandas as pd
+
+            write_reported_history(folder, pd.DataFrame(reports))
+        _tell(search, result, folder, self.max_epochs)
 
     def setup(self, **info: Any) -> None:
         # As soon as Tune's Ctrl+C handler is up (it is, when callbacks are set up):
