@@ -500,6 +500,14 @@ class BackgroundStart:
         # on import locks, and the main thread is about to import TensorFlow.
         import ray
 
+        # Found by QA: once in some 25 runs, "cannot release un-acquired lock" from
+        # h5py twice before the first line. Keras imports h5py; had the main thread
+        # done so while Ray's start forked one of its processes, between the fork's
+        # handlers before and after, h5py's handler released a lock in the child
+        # it had never taken. Imported now, before any fork of this start.
+        with contextlib.suppress(ImportError):
+            import h5py  # noqa: F401
+
         self._ray = ray
         self._kwargs = _init_kwargs(resources, configure_logging=False)
         _prepare_embedded(resources, self._kwargs, preload_workers)
