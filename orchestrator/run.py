@@ -2128,7 +2128,11 @@ def _failure_summary(
     )
     if not results:
         if budget:
-            return f"no trial ended: {budget} first; raise it. See {run_dir}"
+            # Found by QA: "raise it", where a resume refuses a changed budget.
+            return (
+                f"no trial ended: {budget} first; raise it and run the recipe again (a "
+                f"resume keeps the search as it was). See {run_dir}"
+            )
         return f"no trial ran; see {run_dir}"
     statuses = Counter(r.status for r in results)
     counts = ", ".join(  # "2 errors", "1 pruned"
