@@ -575,7 +575,10 @@ def run_trial(
         build_training_state(model, inputs["train"], dataset.y_train)
         # The reporter also stops a diverging trial (as TerminateOnNaN would, without
         # printing "Invalid loss" over the progress view of an in-process search).
-        callbacks = [reporter, *_tensorboard(folder)]
+        # TensorBoard's first: an epoch is written (and flushed) before it is reported,
+        # at which a scheduler may stop the trial (found by QA: a pruned trial's last
+        # epoch, its first if pruned there, was not in its TensorBoard log).
+        callbacks = [*_tensorboard(folder), reporter]
         started = time.perf_counter()
         model = spec.strategy.fit(
             model, dict(config), data, epochs=spec.max_epochs, callbacks=callbacks
@@ -897,19 +900,24 @@ def _tensorboard(folder: Path) -> list[Any]:
         return []
 
     class TrialTensorBoard(keras.callbacks.TensorBoard):
-        """Steps count the trial's epochs, not each ``fit``'s: a strategy that
-        trains in phases (two ``fit`` calls, each from epoch 0) draws one curve."""
+        """Steps count the trial's epochs from 1, as ``history.csv`` and the MLflow
+        reporter do (found by QA: Keras counts from 0), not each ``fit``'s: a
+        strategy that trains in phases (two ``fit`` calls, each from epoch 0) draws
+        one curve. Each epoch is flushed to disk as it ends: a trial a scheduler
+        stops may end with its worker."""
 
         def __init__(self, **kwargs: Any) -> None:
             super().__init__(**kwargs)
             self.seen = 0
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            super().on_epoch_begin(self.seen, logs)
+            super().on_epoch_begin(self.seen + 1, logs)
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            super().on_epoch_end(self.seen, logs)
             self.seen += 1
+            super().on_epoch_end(self.seen, logs)
+            for writer in self._writers.values():
+                writer.flush()
 
     return [
         TrialTensorBoard(

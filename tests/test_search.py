@@ -288,6 +288,17 @@ def test_each_scheduler_and_searcher_runs(scheduler_runs, name):
             # once the search had ended, so that a run killed midway had none, and the
             # MLflow reporter, told of the trial, found none).
             assert row.trial_id in made.told_with_history
+            # Its TensorBoard log has every epoch it reported, counted from 1 as in
+            # history.csv (found by QA: the epoch it was stopped at was missing).
+            from tensorboard.backend.event_processing.event_accumulator import (
+                EventAccumulator,
+            )
+
+            logs = outcome.run_dir / "trials" / "scratch_mlp" / row.trial_id / "tensorboard"
+            events = EventAccumulator(str(logs / "validation"))
+            events.Reload()
+            steps = [event.step for event in events.Tensors("epoch_accuracy")]
+            assert steps == list(range(1, row.epochs + 1)), (row.trial_id, steps)
             # Recorded when it was stopped: a resume, whatever Tune's saved state
             # says of it, reads it back instead of running it again.
             stored = read_result(outcome.run_dir / "trials" / "scratch_mlp" / row.trial_id)
