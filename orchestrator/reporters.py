@@ -106,12 +106,31 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line]
 
 
+#: Run directory -> the trials whose ``trial_finished`` record the log holds, as
+#: (strategy, trial id, status, finished_at), read once a run (see below).
+_LOGGED: dict[str, set[tuple[Any, ...]]] = {}
+
+
+def _logged(run_dir: Path) -> set[tuple[Any, ...]]:
+    key = str(run_dir)
+    if key not in _LOGGED:
+        _LOGGED[key] = {
+            _logged_as(e) for e in read_events(Path(run_dir)) if e.get("event") == "trial_finished"
+        }
+    return _LOGGED[key]
+
+
+def _logged_as(record: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(record.get(k) for k in ("strategy", "trial_id", "status", "finished_at"))
+
+
 @hookimpl
 def graftune_run_started(recipe: Recipe, run_dir: Path) -> None:
     """Write the ``run_started`` record: the recipe's name, strategies and search."""
     from orchestrator import __version__
     from orchestrator.submit import recorded_source
 
+    _LOGGED.pop(str(run_dir), None)  # read again: a resume's log holds the run's trials
     resumed = (Path(run_dir) / EVENTS_FILE).is_file()
     append_event(
         run_dir,
@@ -132,8 +151,15 @@ def graftune_run_started(recipe: Recipe, run_dir: Path) -> None:
 
 @hookimpl
 def graftune_trial_finished(result: TrialResult, run_dir: Path) -> None:
-    """Write a ``trial_finished`` record: the trial's result as in ``result.json``."""
-    append_event(run_dir, "trial_finished", **result.to_json())
+    """Write a ``trial_finished`` record: the trial's result as in ``result.json``,
+    once: a run killed after its hooks heard of a trial, before the host noted
+    it, tells them again on ``--resume`` (found by QA: two records of one trial)."""
+    record = result.to_json()
+    logged = _logged(run_dir)
+    if _logged_as(record) in logged:
+        return
+    append_event(run_dir, "trial_finished", **record)
+    logged.add(_logged_as(record))
 
 
 @hookimpl
@@ -151,6 +177,7 @@ def graftune_run_finished(leaderboard: pd.DataFrame, run_dir: Path) -> None:
             "test_accuracy": row.get("test_accuracy"),
         }
     append_event(run_dir, "run_finished", trials=len(leaderboard), statuses=statuses, best=best)
+    _LOGGED.pop(str(run_dir), None)
 
 
 # -- MLflow ------------------------------------------------------------------------
@@ -179,11 +206,14 @@ FAIL_FAST_SETTINGS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    # Found by QA: MLflow printed "View run at ..." to stdout for each trial of a
+    # tracking server, through -q and over the live view.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 
 @contextlib.contextmanager
-def _fail_fast() -> Iterator[None]:
+def _fail_fast(*, partly: bool = False) -> Iterator[None]:
     """MLflow requests that give up within seconds, without urllib3's retry warnings.
 
     MLflow reads its ``MLFLOW_HTTP_REQUEST_*`` variables on every request, so
@@ -209,17 +239,26 @@ def _fail_fast() -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        unreachable = _unreachable(exc)
-        if unreachable is None:
-            raise
-        # Said in a line (found by QA: urllib3's chain of exceptions, whole).
+        # Said in a line (found by QA: urllib3's chain of exceptions, whole; a URI of
+        # no store MLflow knows was said as its model registry's, which graftune
+        # does not use), with what is left unlogged: the rest of a run that was
+        # partly logged (its MLflow runs stay RUNNING there).
         from orchestrator.errors import without_credentials
 
         uri = without_credentials(os.environ.get("MLFLOW_TRACKING_URI", ""))
-        raise RuntimeError(
-            f"MLflow's tracking server at {uri} cannot be reached ({unreachable}): this run "
-            "is not logged to it"
-        ) from exc
+        left = (
+            "the rest of this run is not logged to it" if partly else "this run is not logged to it"
+        )
+        unreachable = _unreachable(exc)
+        if unreachable is not None:
+            said = f"MLflow's tracking server at {uri} cannot be reached ({unreachable})"
+        elif "Model registry functionality is unavailable" in str(exc):
+            scheme = uri.partition(":")[0]
+            said = f"MLFLOW_TRACKING_URI {uri} is of no store MLflow knows (scheme {scheme!r})"
+        else:
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            said = f"MLflow cannot log to MLFLOW_TRACKING_URI {uri}: {type(exc).__name__}: {first}"
+        raise RuntimeError(f"{said}: {left}") from exc
     finally:
         for name, level in levels.items():
             logging.getLogger(name).setLevel(level)
@@ -281,6 +320,20 @@ class MLflowReporter:
     def __init__(self) -> None:
         #: run_dir -> (client, parent run id), or None once logging failed for that run.
         self._runs: dict[str, tuple[Any, str] | None] = {}
+        #: The runs that go on in an MLflow run they had (resumed).
+        self._resumed: set[str] = set()
+
+    @contextlib.contextmanager
+    def _logging(self, run_dir: Path) -> Iterator[None]:
+        """Fail fast, and give up on the run once anything fails: one warning a run
+        (found by QA: a server that went down midway warned once a trial)."""
+        key = str(run_dir)
+        try:
+            with _fail_fast(partly=self._runs.get(key) is not None):
+                yield
+        except Exception:
+            self._runs[key] = None
+            raise
 
     @staticmethod
     def enabled() -> bool:
@@ -316,6 +369,7 @@ class MLflowReporter:
             found = []
         if found:
             self._runs[key] = (client, found[0].info.run_id)
+            self._resumed.add(key)
             return self._runs[key]
         run = client.create_run(experiment_id, run_name=Path(run_dir).name, tags=tags)
         run_id = run.info.run_id
@@ -330,6 +384,12 @@ class MLflowReporter:
                 "strategies": ",".join(recipe.strategies),
                 "metric": recipe.search.metric,
                 "max_epochs": recipe.search.max_epochs,
+                # Found by QA: runs of other searches were alike in their parameters.
+                "backend": recipe.search.backend,
+                "algorithm": recipe.search.algorithm,
+                "scheduler": recipe.search.scheduler,
+                "num_samples": recipe.search.num_samples,
+                "batch_size": recipe.search.batch_size,
             }
             _log(client, run_id, params=params)
             recipe_file = Path(run_dir) / "recipe.yaml"
@@ -342,7 +402,9 @@ class MLflowReporter:
     def graftune_run_started(self, recipe: Recipe, run_dir: Path) -> None:
         """Create the MLflow run of this graftune run."""
         if self.enabled():
-            with _fail_fast():
+            self._runs.pop(str(run_dir), None)  # a resume in this process: looked up again
+            self._resumed.discard(str(run_dir))
+            with self._logging(run_dir):
                 self._start(run_dir, recipe)
         elif os.environ.get("MLFLOW_TRACKING_URI"):  # asked for, and nothing would be logged
             log.warning(
@@ -354,7 +416,7 @@ class MLflowReporter:
     def graftune_trial_finished(self, result: TrialResult, run_dir: Path) -> None:
         """Log one trial as a nested MLflow run."""
         if self.enabled():
-            with _fail_fast():
+            with self._logging(run_dir):
                 self._log_trial(result, run_dir)
 
     def _log_trial(self, result: TrialResult, run_dir: Path) -> None:
@@ -363,6 +425,10 @@ class MLflowReporter:
             return
         client, parent = started
         experiment_id = client.get_run(parent).info.experiment_id
+        if str(run_dir) in self._resumed and self._logged_before(
+            client, experiment_id, parent, result
+        ):
+            return
         run = client.create_run(
             experiment_id,
             run_name=f"{result.strategy}/{result.trial_id}",
@@ -386,12 +452,46 @@ class MLflowReporter:
         )
         client.set_terminated(run_id, status=_MLFLOW_STATUS.get(result.status, "FAILED"))
 
-    @hookimpl
+    @staticmethod
+    def _logged_before(client: Any, experiment_id: str, parent: str, result: TrialResult) -> bool:
+        """Whether a resumed run's MLflow run holds this trial already: a run killed
+        after its hooks heard of a trial, before the host noted it, tells them again
+        (found by QA: a second nested run). One left RUNNING, its logging cut short
+        by the kill, is replaced."""
+        try:
+            found = client.search_runs(
+                [experiment_id],
+                filter_string=(
+                    f"tags.`mlflow.parentRunId` = '{parent}' and "
+                    f"tags.`graftune.strategy` = '{result.strategy}' and "
+                    f"tags.`graftune.trial_id` = '{result.trial_id}'"
+                ),
+            )
+        except Exception:  # a name the filter cannot quote: logged (again), as before
+            return False
+        for run in found:
+            if (
+                run.info.status != "RUNNING"
+                and run.data.tags.get("graftune.status") == result.status
+            ):
+                return True
+        for run in found:
+            if run.info.status == "RUNNING":
+                client.delete_run(run.info.run_id)
+        return False
+
+    # After the other hooks (the event log's run_finished record among them): the
+    # artifacts are what they wrote (found by QA: events.jsonl without its last line).
+    @hookimpl(trylast=True)
     def graftune_run_finished(self, leaderboard: pd.DataFrame, run_dir: Path) -> None:
         """Log the leaderboard and the best scores, and end the MLflow run."""
         if self.enabled():
-            with _fail_fast():
-                self._log_run_end(leaderboard, run_dir)
+            try:
+                with self._logging(run_dir):
+                    self._log_run_end(leaderboard, run_dir)
+            finally:
+                self._runs.pop(str(run_dir), None)
+                self._resumed.discard(str(run_dir))
 
     def _log_run_end(self, leaderboard: pd.DataFrame, run_dir: Path) -> None:
         started = self._start(run_dir, None)
@@ -413,7 +513,6 @@ class MLflowReporter:
             if path.is_file():
                 client.log_artifact(parent, str(path))
         client.set_terminated(parent, status="FINISHED" if len(finished) else "FAILED")
-        del self._runs[str(run_dir)]
 
 
 def _history(run_dir: Path, result: TrialResult) -> list[dict[str, float]]:
