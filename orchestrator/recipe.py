@@ -13,6 +13,7 @@ search-space overrides name dimensions the strategies have.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import stat
@@ -1514,19 +1515,20 @@ def check_pretrain_input(
         )
         total = len(source.y_train)
         seen_as = None
-        if (
-            source.task.input_shape != dataset.task.input_shape
-            and pretrain.data.source == recipe.data.source
-        ):
-            # The run's own source at another size or channels: its examples are
-            # compared as the run reads them (found by review: none was left out).
+        shapes = (source.task.input_shape, dataset.task.input_shape)
+        if shapes[0] != shapes[1] and len(shapes[0]) == 3 == len(shapes[1]):
+            # Images at another size or channels: the pretrain's are compared as the
+            # run reads its own (found by review: none was left out of the run's own
+            # source; found by QA: nor of the same one spelled otherwise, as
+            # glyphs:lower+upper for glyphs:latin).
             shaping = {"image_size": recipe.data.image_size, "channels": recipe.data.channels}
-            seen_as = prepare_dataset(
-                pretrain.data.model_copy(update=shaping),
-                host.data_sources,
-                seed=recipe.seed,
-                base_dir=recipe.base_dir,
-            )
+            with contextlib.suppress(DataError):  # a source that cannot read at that size
+                seen_as = prepare_dataset(
+                    pretrain.data.model_copy(update=shaping),
+                    host.data_sources,
+                    seed=recipe.seed,
+                    base_dir=recipe.base_dir,
+                )
         source, left_out = without_examples(
             source, (dataset.x_val, dataset.x_test), seen_as=seen_as
         )

@@ -2001,6 +2001,20 @@ def test_a_pretrain_on_the_runs_own_source_leaves_out_its_held_out_examples(tmp_
     prepared = check_pretrain_input(recipe, host, check_recipe_data(recipe, host), said=said.append)
     assert said == [] and len(prepared[data_key(recipe.base.pretrain.data)].y_train) == 1077
 
+    # Found by QA: at another size, the same examples under another name (glyphs:latin
+    # renders what glyphs:lower+upper does) were left in: compared by what they are.
+    glyphs = """
+        name: alias
+        data: {source: 'glyphs:latin', classes: [a, b, c], options: {per_class: 30}, image_size: 16}
+        base: {pretrain: {data: {source: 'glyphs:lower+upper', options: {per_class: 30}}, epochs: 1}}
+        strategies: {feature_extraction: {}}
+        output: out/
+        """
+    recipe = load_recipe(write_recipe(tmp_path, glyphs))
+    said.clear()
+    check_pretrain_input(recipe, host, check_recipe_data(recipe, host), said=said.append)
+    assert said and said[0].startswith("pretrain: leaves out 14 of the 936 training examples")
+
 
 def test_a_tilde_is_the_home_folder_in_every_path(tmp_path: Path) -> None:
     path = write_recipe(
