@@ -978,7 +978,31 @@ class PretrainProvider(BaseProvider):
             )
         accuracy = evaluate_arrays(model, data.x_test, data.y_test)["accuracy"]
         log.info("pretrained base: test accuracy %.3f on %s", accuracy, pretrain.data.source)
-        return keras.Model(inputs, features, name="pretrained_base")
+        base = keras.Model(inputs, features, name="pretrained_base")
+        # Said by prepare_base, and kept in the cache entry's description (found by QA:
+        # a pretrain that diverged was cached and used, its accuracy said nowhere).
+        base._graftune_pretrained = (float(accuracy), data.task.n_classes, pretrain.data.source)
+        return base
+
+
+def _say_pretrained(
+    model: Any, echo: Callable[[str], None] | None, warn: Callable[[str], None]
+) -> None:
+    """How well a ``pretrain:`` stage learned its data; a warning where it learned
+    nothing (its test accuracy within half again of chance, or not a number)."""
+    said = getattr(model, "_graftune_pretrained", None)
+    if said is None:
+        return
+    accuracy, n_classes, source = said
+    if echo is not None:
+        echo(f"base: pretrained to test accuracy {accuracy:.3f} on {source} ({n_classes} classes)")
+    if not math.isfinite(accuracy) or accuracy <= 1.5 / n_classes:
+        warn(
+            f"the pretrain stage learned next to nothing of {source} (test accuracy "
+            f"{accuracy:.3f}, chance {1 / n_classes:.3f}: a learning rate too high, or too "
+            "few epochs?), and the base is kept in graftune's cache for every run with these "
+            "settings: change base.pretrain, or free it with graftune cache clear --bases"
+        )
 
 
 def _stops_when_interrupted() -> Any:
@@ -1158,6 +1182,7 @@ def prepare_base(
                 model = _cached_base(model_path)  # made, or made again, while this one waited
                 if model is None:
                     model = build()
+                    _say_pretrained(model, echo, warn)
                     _save_base(model, model_path)
                     _describe_entry(folder, spec, model, providers.owner(kind), seed, context)
     else:  # known by its weights only once built
@@ -1504,6 +1529,9 @@ def _describe_entry(
             f"seed {seed}",
             *(f"{key} {value}" for key, value in _drawn_by().items()),
         ]
+        pretrained = getattr(model, "_graftune_pretrained", None)
+        if pretrained is not None:
+            told.append(f"test accuracy {pretrained[0]:.3f}")
         what = f"{architecture} pretrained on {data.source} ({', '.join(told)})"
     elif spec.application is not None:
         drawn = f", seed {seed}" if spec.weights == "none" else ""

@@ -578,6 +578,26 @@ def test_pretrain_base_is_trained_once_and_cached_by_data_and_settings(caplog):
     assert len({first.fingerprint, longer.fingerprint, other_data.fingerprint}) == 3
 
 
+def test_a_pretrain_says_how_well_it_learned_and_warns_where_it_learned_nothing(isolated):
+    """Found by QA: a pretrain at learning rate 1e6 diverged, and was cached and used
+    by every run with its settings without a word; its accuracy was said nowhere."""
+    said: list[str] = []
+    prepare(pretrain_spec(epochs=8), digits((5, 6, 7, 8, 9)), echo=said.append)
+    (line,) = [s for s in said if s.startswith("base: pretrained")]
+    assert re.fullmatch(
+        r"base: pretrained to test accuracy 0\.\d{3} on sklearn:digits \(5 classes\)", line
+    ), said
+    assert not [s for s in said if s.startswith("warning:")]
+    said.clear()
+    spec = pretrain_spec()
+    assert spec.pretrain is not None
+    blown = BaseSpec(pretrain=spec.pretrain.model_copy(update={"learning_rate": 1e6}))
+    prepare(blown, digits((5, 6, 7, 8, 9)), echo=said.append)
+    (warned,) = [s for s in said if s.startswith("warning:")]
+    assert "the pretrain stage learned next to nothing of sklearn:digits (test accuracy" in warned
+    assert "graftune cache clear --bases" in warned
+
+
 def test_cache_info_says_what_a_cached_base_is_and_when_it_was_made(tmp_path):
     """Found by QA: a base's row showed its folder's name twice ("pretrain-d91d...
     pretrain-d91d..."), where a feature entry's says what it was made from."""
@@ -597,7 +617,8 @@ def test_cache_info_says_what_a_cached_base_is_and_when_it_was_made(tmp_path):
             f"{pretrained.name} cnn pretrained on sklearn:digits (1 epoch, width 4, classes "
             "0, 1, 2, 3, 4, "
         )
-        + r"\d+ training examples, seed 0\), "
+        # Found by QA: how well it learned its data was said nowhere.
+        + r"\d+ training examples, seed 0, test accuracy 0\.\d{3}\), "
         + re.escape("input (8, 8, 1), output (4, 4, 8), ")
         + made,
         said,
