@@ -532,10 +532,12 @@ class Recipe(_Model):
         message says so, since the line given is its section's (found by QA:
         ``data.split`` was named at ``data:`` of a recipe without one).
         """
-        key = (*prefix, exc.key or "source")
+        # A dotted key names a key inside one: options.stroke (found by QA: every glyphs
+        # option was said at the line of options:).
+        key = (*prefix, *(exc.key or "source").split("."))
         message = str(exc)
         if self._lines and tuple(map(str, key)) not in self._lines and not exc.unset:
-            field = DataSpec.model_fields.get(str(key[-1]))
+            field = DataSpec.model_fields.get(str(key[len(prefix)]))
             if field is not None and field.default is not None:
                 message += f" ({key[-1]} is not in the recipe: this is its default)"
             else:  # found by QA: image_size's "default", which there is none of

@@ -97,10 +97,18 @@ def test_more_images_than_memory_holds_are_refused_before_rendering() -> None:
 
     gib = psutil.virtual_memory().total / 2**30
     huge = Spec("glyphs:latin", options={"per_class": 100_000_000})
-    with raises_data_error("options", "100000000 images per character x 52 characters at 8x8x1"):
+    with raises_data_error(
+        "options.per_class", "100000000 images per character x 52 characters at 8x8x1"
+    ):
         load(huge)
-    with raises_data_error("options", f"this machine has {gib:.1f} GiB", "lower options.per_class"):
+    with raises_data_error(
+        "options.per_class", f"this machine has {gib:.1f} GiB", "lower options.per_class"
+    ):
         load(huge)
+    # Found by QA: an image too large for one a character was said at options, with
+    # "lower options.per_class", where it was 1.
+    with raises_data_error("image_size", "1 image per character", "give a smaller image_size"):
+        load(Spec("glyphs:latin", options={"per_class": 1}, image_size=(20_000, 20_000)))
 
 
 def test_glyphs_are_registered_by_the_builtin_hook(registry: Registry) -> None:
@@ -142,6 +150,19 @@ def test_ink_is_bright_on_a_dark_background() -> None:
     corners = x[:, [0, 0, -1, -1], [0, -1, 0, -1], 0]
     assert np.median(corners) == 0.0
     assert 0.05 < x.mean() < 0.5
+
+
+def test_glyphs_too_small_to_show_are_warned_of(caplog: pytest.LogCaptureFixture) -> None:
+    """Found by QA: scale 0.05 at 8x8 drew no character at all, and the data trained
+    at chance, said only as duplicate examples."""
+    load(Spec("glyphs:digits", options={"per_class": 5}))
+    assert not caplog.records  # the defaults draw every character
+    load(Spec("glyphs:digits", options={"per_class": 5, "scale": 0.05}))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and record.getMessage() == (
+        "glyphs: 50 of the 50 images rendered are blank (no pixel above 0.1): at 8x8 the "
+        "characters options.scale [0.05, 0.05] draws are too small to show; raise its low end"
+    )
 
 
 def test_image_size_and_channels_are_honoured() -> None:
@@ -236,7 +257,9 @@ def test_options_default_and_parse() -> None:
 def test_bad_options_name_the_option(
     registry: Registry, options: dict[str, Any], fragments: tuple[str, ...]
 ) -> None:
-    with raises_data_error("options", *fragments):
+    # At the option's own key (found by QA: each was said at options:).
+    (name,) = options
+    with raises_data_error(f"options.{name}", *fragments):
         check_data_spec(Spec("glyphs:latin", options=options), registry, Path("."))
 
 
@@ -336,7 +359,7 @@ def test_validate_names_a_bad_glyphs_option(tmp_path: Path) -> None:
     )
     result = CliRunner().invoke(app, ["validate", str(recipe)])
     assert result.exit_code == 2, result.output
-    assert "base.pretrain.data.options" in result.output
+    assert "recipe.yaml:6: base.pretrain.data.options.max_rotaton: " in result.output
     assert "did you mean 'max_rotation'" in result.output
 
 

@@ -14,6 +14,7 @@ than jagged ones.
 
 from __future__ import annotations
 
+import logging
 import math
 import string
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,11 @@ import numpy as np
 
 from orchestrator.data import DataSource, LabelledArrays
 from orchestrator.errors import DataError, did_you_mean
+
+log = logging.getLogger(__name__)
+
+#: A share of blank images (no pixel above a tenth) past which a warning says so.
+BLANK_SHARE = 0.05
 
 if TYPE_CHECKING:
     from PIL import ImageFont
@@ -173,7 +179,7 @@ def parse_options(raw: Mapping[str, Any] | None) -> GlyphOptions:
             raise DataError(
                 f"unknown glyphs option {key!r}{did_you_mean(key, _OPTION_NAMES)}; "
                 f"expected some of: {', '.join(_OPTION_NAMES)}",
-                key="options",
+                key=f"options.{key}" if isinstance(key, str) and "." not in key else "options",
             )
     defaults = GlyphOptions()
     per_class = raw.get("per_class", defaults.per_class)
@@ -368,11 +374,30 @@ class GlyphsSource(DataSource):
         if found is None:
             _check_it_fits_in_memory(len(chars), key[1], key[2], key[3].per_class)
             found = _render_read_only(*key)
+            _warn_blank(found[0], key[3], key[1])
             if found[0].nbytes <= _RECENT_MAX_BYTES:
                 _recent[key] = found
                 while len(_recent) > _RECENT_MAX_ENTRIES:
                     del _recent[next(iter(_recent))]
         return LabelledArrays(x=found[0], y=found[1], class_names=tuple(chars))
+
+
+def _warn_blank(x: np.ndarray, options: GlyphOptions, size: tuple[int, int]) -> None:
+    """Warn where many glyphs render blank (found by QA: ``scale: 0.05`` at 8x8 drew
+    no character at all, and the data trained at chance, said only as duplicates)."""
+    if not len(x):
+        return
+    blank = int((x.reshape(len(x), -1).max(axis=1) < 0.1).sum())
+    if blank > BLANK_SHARE * len(x):
+        log.warning(
+            "glyphs: %d of the %d images rendered are blank (no pixel above 0.1): at %dx%d "
+            "the characters options.scale %s draws are too small to show; raise its low end",
+            blank,
+            len(x),
+            size[0],
+            size[1],
+            list(options.scale),
+        )
 
 
 #: How many times the rendered images' size a run may hold at once (the split,
@@ -391,14 +416,18 @@ def _check_it_fits_in_memory(
     import psutil
 
     height, width = size
-    needed = n_chars * per_class * (height * width * channels * 4 + 64)  # images, draws
+    each = height * width * channels * 4 + 64  # an image, and its draws
+    needed = n_chars * per_class * each
     total = psutil.virtual_memory().total
     if needed * _MEMORY_HEADROOM > total:
+        # Found by QA: said at options, "lower options.per_class", where it was 1.
+        too_large = n_chars * each * _MEMORY_HEADROOM > total
         raise DataError(
-            f"{per_class} images per character x {n_chars} characters at {height}x{width}x"
-            f"{channels} would take {needed / 2**30:.1f} GiB in memory, and a run holds a few "
-            f"copies; this machine has {total / 2**30:.1f} GiB: lower options.per_class",
-            key="options",
+            f"{per_class} image{'s' if per_class != 1 else ''} per character x {n_chars} "
+            f"characters at {height}x{width}x{channels} would take {needed / 2**30:.1f} GiB in "
+            f"memory, and a run holds a few copies; this machine has {total / 2**30:.1f} GiB: "
+            + ("give a smaller image_size" if too_large else "lower options.per_class"),
+            key="image_size" if too_large else "options.per_class",
         )
 
 
@@ -496,7 +525,9 @@ def _is_number(value: Any) -> bool:
 
 
 def _option_error(name: str, value: Any, expected: str) -> DataError:
-    return DataError(f"glyphs option {name} must be {expected}, got {value!r}", key="options")
+    return DataError(
+        f"glyphs option {name} must be {expected}, got {value!r}", key=f"options.{name}"
+    )
 
 
 def _number(
@@ -522,10 +553,12 @@ def _parse_fonts(value: Any) -> tuple[str, ...]:
             raise DataError(
                 f"unknown glyphs font {name!r}{did_you_mean(name, FONTS)} in options.fonts; "
                 f"available: {', '.join(FONTS)}",
-                key="options",
+                key="options.fonts",
             )
         if name in names:
-            raise DataError(f"glyphs font {name!r} is listed twice in options.fonts", key="options")
+            raise DataError(
+                f"glyphs font {name!r} is listed twice in options.fonts", key="options.fonts"
+            )
         names.append(name)
     return tuple(names)
 
