@@ -182,6 +182,8 @@ def cached_features(
         meta = {
             "key": key,
             "base": base.info.description,
+            # Which cached base: pretrain up to cut 4 read alike for every pretrain (QA).
+            "base_entry": base.info.path.parent.name,
             "base_fingerprint": base.info.fingerprint,
             "cut": frozen_layers,
             "cut_layer": base.info.cut_names[frozen_layers - 1],
@@ -401,8 +403,12 @@ def cache_entries() -> list[CacheEntry]:
             else:
                 shapes = meta["shapes"]
                 rows = "/".join(str(shapes[split][0]) for split in SPLITS if split in shapes)
+                entry = (
+                    meta.get("base_entry") or f"weights {str(meta.get('base_fingerprint'))[:12]}"
+                )
                 text = (
-                    f"{meta.get('base')} up to cut {meta.get('cut')} ({meta.get('cut_layer')}) "
+                    f"{meta.get('base')} ({entry}) up to cut {meta.get('cut')} "
+                    f"({meta.get('cut_layer')}) "
                     f"on {meta.get('data')}: {rows} examples (train/val/test) of "
                     f"{shapes['train'][1:]}"
                 )
