@@ -1411,11 +1411,26 @@ def _cached_base(path: Path, damaged: Callable[[str], None] | None = None) -> An
         except Exception as exc:  # whatever Keras or h5py says of a damaged archive
             problem = load_problem(exc)
         else:
-            log.info("reusing cached base %s", path)
-            return model
+            problem = _other_weights(path.parent, model)
+            if problem is None:
+                log.info("reusing cached base %s", path)
+                return model
     if damaged is not None:
         damaged(problem)
     return None
+
+
+def _other_weights(folder: Path, model: Any) -> str | None:
+    """Why a cached base's weights are not those it was cached with (found by QA: a
+    base.keras written over with another model was used by every run), or ``None``
+    (the same, or an entry of a graftune that did not record them)."""
+    try:
+        recorded = json.loads((folder / ENTRY_META).read_text()).get("fingerprint")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(recorded, str) or recorded == weights_digest(model):
+        return None
+    return "its weights are not those it was cached with (written over?)"
 
 
 def damaged_base_file(path: Path) -> str | None:
@@ -1547,6 +1562,8 @@ def _describe_entry(
         "what": what,
         "input_shape": input_shape,
         "output_shape": list(model.output_shape[1:]),
+        # Checked when the entry is loaded again (see _cached_base).
+        "fingerprint": weights_digest(model),
         "created": time.time(),
     }
     atomic_write_text(folder / ENTRY_META, json.dumps(meta, indent=2))
@@ -1574,9 +1591,11 @@ def describe_cached_base(folder: Path) -> str:
 
     try:
         meta = json.loads((folder / ENTRY_META).read_text(encoding="utf-8"))
+        # Its weights' digest: two bases from one path at other times read alike (QA).
+        weights = f", weights {meta['fingerprint'][:12]}" if meta.get("fingerprint") else ""
         return (
             f"{meta['what']}, input {tuple(meta['input_shape'])}, output "
-            f"{tuple(meta['output_shape'])}, made {when(meta['created'])}"
+            f"{tuple(meta['output_shape'])}{weights}, made {when(meta['created'])}"
         )
     except FileNotFoundError:
         why = "cached before graftune described its bases"

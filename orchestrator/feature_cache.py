@@ -143,7 +143,7 @@ def cached_features(
     key = feature_key(base, frozen_layers, dataset)
     folder = features_dir() / key[:32]
     try:
-        return _read_entry(folder), False
+        return _read_entry(folder, verify=True), False
     except DamagedEntry as exc:
         problem = None if exc.missing else str(exc)
     # Held while the entry is made: concurrent trials that need it make it once.
@@ -151,7 +151,8 @@ def cached_features(
     # written over), and come here too.
     with locked(folder.with_suffix(".lock")):
         try:
-            return _read_entry(folder), False  # made, or made again, while this one waited
+            # Made, or made again, while this one waited.
+            return _read_entry(folder, verify=True), False
         except DamagedEntry:
             pass
         if problem is not None:
@@ -167,7 +168,7 @@ def cached_features(
         for left in folder.glob("*.tmp*"):  # by a computation killed midway (we hold the lock)
             left.unlink()
         started = time.perf_counter()
-        shapes = {}
+        shapes, digests = {}, {}
         for split in SPLITS:
             x = getattr(dataset, f"x_{split}")
             out = prefix.predict(x, batch_size=batch_size, verbose=0).astype(DTYPE)
@@ -179,6 +180,7 @@ def cached_features(
                 raise
             os.replace(tmp, folder / f"{split}.npy")
             shapes[split] = list(out.shape)
+            digests[split] = _file_digest(folder / f"{split}.npy")
         meta = {
             "key": key,
             "base": base.info.description,
@@ -190,6 +192,7 @@ def cached_features(
             "data": dataset.source,
             "data_fingerprint": dataset.task.fingerprint,
             "shapes": shapes,
+            "digests": digests,
             "dtype": DTYPE,
             "seconds": round(time.perf_counter() - started, 3),
             "created": time.time(),
@@ -277,8 +280,39 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_entry(folder: Path) -> dict[str, np.ndarray]:
-    """An entry's three arrays, memory-mapped, each checked against its ``meta.json``.
+#: The entries' files whose digest this process checked: (path, size, mtime).
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_digest(path: Path, expected: Any) -> None:
+    """Refuse a file whose bytes are not those written (found by QA: a test.npy of
+    zeros of the right shape was used by every later run, its scores wrong); each
+    file once a process, while it is unchanged."""
+    if not isinstance(expected, str):  # an entry of a graftune before digests
+        return
+    stat = path.stat()
+    seen = (str(path), stat.st_size, stat.st_mtime_ns)
+    if seen in _VERIFIED:
+        return
+    if _file_digest(path) != expected:
+        raise DamagedEntry(f"{path.name} is not what was written (its digest differs)")
+    _VERIFIED.add(seen)
+
+
+def _read_entry(folder: Path, *, verify: bool = False) -> dict[str, np.ndarray]:
+    """An entry's three arrays, memory-mapped, each checked against its ``meta.json``:
+    its shape and dtype, and with ``verify`` its bytes' digest (what a trial reads;
+    ``cache info`` does not read every byte).
 
     Raises:
         DamagedEntry: The entry is missing, or cannot be read as made.
@@ -286,6 +320,7 @@ def _read_entry(folder: Path) -> dict[str, np.ndarray]:
     import numpy as np
 
     meta = _read_meta(folder)
+    digests = meta.get("digests") if isinstance(meta.get("digests"), dict) else {}
     arrays = {}
     for split in SPLITS:
         path = folder / f"{split}.npy"
@@ -294,7 +329,11 @@ def _read_entry(folder: Path) -> dict[str, np.ndarray]:
             array = np.load(path, mmap_mode="r")
         except FileNotFoundError:
             raise DamagedEntry(f"{path.name} is missing") from None
-        except (OSError, ValueError, EOFError) as exc:
+        except ValueError as exc:
+            if "pickled" in str(exc):  # numpy's advice to unpickle it: not for a cache file
+                raise DamagedEntry(f"{path.name} is not an array file numpy wrote") from None
+            raise DamagedEntry(f"{path.name} cannot be read (cut short?): {exc}") from None
+        except (OSError, EOFError) as exc:
             # numpy says "mmap length is greater than file size" of a file cut short.
             raise DamagedEntry(f"{path.name} cannot be read (cut short?): {exc}") from None
         if list(array.shape) != expected or array.dtype != DTYPE:
@@ -302,6 +341,8 @@ def _read_entry(folder: Path) -> dict[str, np.ndarray]:
                 f"{path.name} holds {array.dtype} {list(array.shape)}, "
                 f"its meta.json says {meta.get('dtype')} {expected}"
             )
+        if verify:
+            _check_digest(path, digests.get(split))
         arrays[split] = array
     return arrays
 
@@ -406,11 +447,13 @@ def cache_entries() -> list[CacheEntry]:
                 entry = (
                     meta.get("base_entry") or f"weights {str(meta.get('base_fingerprint'))[:12]}"
                 )
+                # And the data's digest: data changed in place under one name read alike.
+                data = str(meta.get("data_fingerprint") or "")[:12]
                 text = (
                     f"{meta.get('base')} ({entry}) up to cut {meta.get('cut')} "
                     f"({meta.get('cut_layer')}) "
-                    f"on {meta.get('data')}: {rows} examples (train/val/test) of "
-                    f"{shapes['train'][1:]}"
+                    f"on {meta.get('data')}{f' (data {data})' if data else ''}: {rows} examples "
+                    f"(train/val/test) of {shapes['train'][1:]}"
                 )
             entries.append(CacheEntry("features", folder, _size(folder), text))
     return entries

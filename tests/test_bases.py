@@ -401,6 +401,23 @@ def test_a_damaged_cached_base_is_named_and_made_again(tmp_path, isolated):
     assert load_base(again).model is not None
 
 
+def test_a_cached_base_written_over_with_another_model_is_made_again(isolated):
+    """Found by QA: a cached base.keras replaced by another whole model was loaded
+    ("made before") and trained on by every run with the recipe's settings."""
+    spec = pretrain_spec()
+    dataset = digits((5, 6, 7, 8, 9))
+    first = prepare(spec, dataset)
+    other = keras.models.clone_model(keras.saving.load_model(first.path, safe_mode=True))
+    other.save(first.path)  # the same graph, other (fresh) weights
+    said: list[str] = []
+    again = prepare(spec, dataset, echo=said.append)
+    assert (
+        f"warning: the cached base {first.path.parent} cannot be read (its weights are not "
+        "those it was cached with (written over?)): making it again"
+    ) in said, said
+    assert again.fingerprint == first.fingerprint
+
+
 def test_a_damaged_base_of_a_provider_without_a_cache_key_is_saved_again(tmp_path, isolated):
     from orchestrator.bases import BaseProvider
     from orchestrator.registry import Registry
@@ -620,6 +637,10 @@ def test_cache_info_says_what_a_cached_base_is_and_when_it_was_made(tmp_path):
         # Found by QA: how well it learned its data was said nowhere.
         + r"\d+ training examples, seed 0, test accuracy 0\.\d{3}\), "
         + re.escape("input (8, 8, 1), output (4, 4, 8), ")
+        # Found by QA: two bases from one path at other times read alike.
+        + re.escape(
+            f"weights {prepare(pretrain_spec(), digits((5, 6, 7, 8, 9))).fingerprint[:12]}, "
+        )
         + made,
         said,
     ), said

@@ -568,6 +568,36 @@ def test_damaged_features_are_named_and_computed_again(digits, base_info, tmp_pa
     )
 
 
+def test_features_written_over_with_other_values_are_computed_again(digits, base_info):
+    """Found by QA: a test.npy of zeros of the right shape was read by every later
+    run, its test scores wrong. (cache info reads no whole file: it lists such an
+    entry until a trial finds it.)"""
+    import pathlib
+
+    from orchestrator import feature_cache
+    from orchestrator.bases import load_base
+    from orchestrator.feature_cache import cached_features
+
+    cut = base_info.n_cut_points
+    features, _ = cached_features(load_base(base_info), cut, digits)
+    right = np.array(features["test"])
+    path = pathlib.Path(features["test"].filename)
+    np.save(path, np.zeros_like(right))
+    feature_cache._VERIFIED.clear()  # as a new process
+    said: list[str] = []
+    features, computed = cached_features(load_base(base_info), cut, digits, damaged=said.append)
+    assert computed and said == [
+        f"the cached features {path.parent} could not be read (test.npy is not what was "
+        "written (its digest differs))"
+    ]
+    np.testing.assert_array_equal(features["test"], right)
+    # Not an array file at all: said so, not "cut short", nor numpy's advice to unpickle.
+    path.write_bytes(b"notnpy\n")  # what echo notnpy > test.npy leaves
+    said.clear()
+    _, computed = cached_features(load_base(base_info), cut, digits, damaged=said.append)
+    assert computed and said[0].endswith("(test.npy is not an array file numpy wrote)"), said
+
+
 def test_cache_info_and_clear_take_a_broken_meta_json(digits, base_info, tmp_path):
     """Found by QA: a meta.json that is no JSON, or lacks graftune's fields, made
     `cache info` and `cache clear` fail with a traceback: the entry could not be cleared."""
@@ -708,7 +738,10 @@ def test_cache_info_and_clear_commands(digits, base_info, tmp_path):
     assert info.exit_code == 0, info.output
     assert "features" in info.output
     # Of which cached base (found by QA: every pretrain's read alike).
-    assert f"({base_info.path.parent.name}) up to cut 3" in " ".join(info.output.split())
+    shown = " ".join(info.output.split())
+    assert f"({base_info.path.parent.name}) up to cut 3" in shown
+    # And the data's digest (found by QA: data changed in place under one name read alike).
+    assert f"on {digits.source} (data {digits.task.fingerprint[:12]}): " in shown
     assert "base" in info.output
     cleared = runner.invoke(app, ["cache", "clear", "--features"])
     assert cleared.exit_code == 0
