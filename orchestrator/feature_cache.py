@@ -365,13 +365,22 @@ def _size(path: Path) -> int:
 
 def cache_folder_problem() -> str | None:
     """Why graftune's cache folder cannot be one: it, or the nearest of the folders
-    above it that exists, is a file, or it is a link to nothing (``None``: it can;
-    a cache this process cannot write in is read, as a shared one is)."""
+    above it that exists, is a file, or it is a link to nothing, or so is its
+    ``bases/`` or ``features/`` (``None``: it can; a cache this process cannot
+    write in is read, as a shared one is)."""
     from orchestrator.bases import CACHE_ENV
     from orchestrator.errors import cannot_make_in
 
     root = cache_dir()
     problem = cannot_make_in(root, writable=False)
+    if problem is None:
+        # Its own folders too (found by QA: a features/ that was a file turned the
+        # cache off in every trial, "File exists", and clear said "freed 0 B").
+        for inside in (root / "bases", features_dir()):
+            if inside.is_file() or (inside.is_symlink() and not inside.exists()):
+                kind = "a file" if inside.is_file() else "a link to nothing"
+                problem = f"{inside} is {kind}, where graftune keeps its entries: remove it"
+                return f"graftune's cache folder {root} cannot be used: {problem}"
     if problem is None:
         return None
     return (

@@ -975,8 +975,12 @@ def _inputs(
         return raw, None
     except OSError as exc:  # a full or read-only cache: the trial trains without it
         from orchestrator.bases import cache_dir
+        from orchestrator.feature_cache import cache_folder_problem
 
-        result.note = f"feature cache off: cannot write in {cache_dir()}: {exc.strerror or exc}"
+        # What is in the way, where it is known (found by QA: a features/ that was a
+        # file was said as "cannot write in CACHE: File exists").
+        why = cache_folder_problem() or f"cannot write in {cache_dir()}: {exc.strerror or exc}"
+        result.note = f"feature cache off: {why}"
         log.warning("%s", result.note)
         return raw, None
     base.cached_cut = cut

@@ -598,6 +598,31 @@ def test_features_written_over_with_other_values_are_computed_again(digits, base
     assert computed and said[0].endswith("(test.npy is not an array file numpy wrote)"), said
 
 
+def test_a_features_folder_that_is_a_file_is_named(digits, base_info, tmp_path):
+    """Found by QA: every trial's note said "cannot write in CACHE: File exists",
+    cache info said nothing, and cache clear --features "freed 0 B", exit 0."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+    from orchestrator.feature_cache import features_dir
+
+    shutil.rmtree(features_dir(), ignore_errors=True)
+    features_dir().write_text("")
+    try:
+        said = f"{features_dir()} is a file, where graftune keeps its entries: remove it"
+        for command in (["cache", "info"], ["cache", "clear", "--features"]):
+            result = CliRunner().invoke(app, command)
+            assert result.exit_code == 2, result.output
+            assert said in " ".join(result.output.split()), result.output
+        done = trial(FeatureExtraction(), FE_CONFIG, digits, base_info, tmp_path, trial_id="f")
+        assert done.status == "ok" and done.note.startswith("feature cache off: ")
+        assert said in done.note, done.note
+    finally:
+        features_dir().unlink()
+
+
 def test_cache_info_and_clear_take_a_broken_meta_json(digits, base_info, tmp_path):
     """Found by QA: a meta.json that is no JSON, or lacks graftune's fields, made
     `cache info` and `cache clear` fail with a traceback: the entry could not be cleared."""
