@@ -228,7 +228,7 @@ def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(
     # TensorBoard draws the two phases as one curve of four epochs.
     events = EventAccumulator(str(tmp_path / "tensorboard" / "validation"))
     events.Reload()
-    assert [event.step for event in events.Tensors("epoch_accuracy")] == [0, 1, 2, 3]
+    assert [event.step for event in events.Tensors("epoch_accuracy")] == [1, 2, 3, 4]
 
 
 def test_two_phase_with_one_epoch_is_noted_by_validate_and_in_its_trials(
