@@ -1173,21 +1173,26 @@ def prepare_base(
         # A whole entry is read without its lock (a shared cache may be read-only);
         # a damaged one is made again as a missing one is. Trials that loaded it
         # meanwhile keep theirs: the file is replaced, not written over.
-        model = _cached_base(model_path, lambda problem: damaged(folder, problem))
-        if model is not None and echo is not None:
+        cached = _cached_base(model_path, lambda problem: damaged(folder, problem))
+        if cached is not None and echo is not None:
             # Found by QA: a base loaded from the cache was said as one made ("preparing").
             echo(f"base: made before, loaded from graftune's cache ({folder})")
-        if model is None:
+        if cached is None:
             with locked(lock, waiting):
-                model = _cached_base(model_path)  # made, or made again, while this one waited
-                if model is None:
+                cached = _cached_base(model_path)  # made, or made again, while this one waited
+                if cached is None:
                     model = build()
                     _say_pretrained(model, echo, warn)
+                    cached = model, weights_digest(model)
                     _save_base(model, model_path)
-                    _describe_entry(folder, spec, model, providers.owner(kind), seed, context)
+                    _describe_entry(
+                        folder, spec, model, providers.owner(kind), seed, context, cached[1]
+                    )
+        model, fingerprint = cached
     else:  # known by its weights only once built
         model = build()
-        folder = cache_dir() / "bases" / f"{spec.kind}-{weights_digest(model)[:16]}"
+        fingerprint = weights_digest(model)
+        folder = cache_dir() / "bases" / f"{spec.kind}-{fingerprint[:16]}"
         model_path = folder / "base.keras"
         problem = damaged_base_file(model_path) if model_path.is_file() else None
         if problem is not None:
@@ -1196,7 +1201,9 @@ def prepare_base(
             with locked(folder.with_suffix(".lock")):
                 if not model_path.is_file() or damaged_base_file(model_path) is not None:
                     _save_base(model, model_path)
-                    _describe_entry(folder, spec, model, providers.owner(kind), seed, context)
+                    _describe_entry(
+                        folder, spec, model, providers.owner(kind), seed, context, fingerprint
+                    )
     input_shape = tuple(model.input_shape[1:])
     output_shape = tuple(model.output_shape[1:])
     cuts = find_cut_points(model)
@@ -1213,7 +1220,7 @@ def prepare_base(
     description = spec.application or (str(spec.path) if spec.path else spec.kind)
     return BaseInfo(
         path=model_path,
-        fingerprint=weights_digest(model),
+        fingerprint=fingerprint,
         input_shape=input_shape,
         output_shape=output_shape,
         cut_points=tuple(cuts),
@@ -1393,8 +1400,11 @@ def _check_one_input_and_output(model: Any) -> None:
         )
 
 
-def _cached_base(path: Path, damaged: Callable[[str], None] | None = None) -> Any:
-    """The base cached at ``path``, or ``None`` where there is none or it cannot be read.
+def _cached_base(
+    path: Path, damaged: Callable[[str], None] | None = None
+) -> tuple[Any, str] | None:
+    """The base cached at ``path`` and its :func:`weights_digest` (computed once, to
+    check it against the entry's), or ``None`` where there is none or it cannot be read.
 
     Args:
         damaged: Told why, when the file is there but cannot be loaded (cut short,
@@ -1411,16 +1421,17 @@ def _cached_base(path: Path, damaged: Callable[[str], None] | None = None) -> An
         except Exception as exc:  # whatever Keras or h5py says of a damaged archive
             problem = load_problem(exc)
         else:
-            problem = _other_weights(path.parent, model)
+            fingerprint = weights_digest(model)
+            problem = _other_weights(path.parent, fingerprint)
             if problem is None:
                 log.info("reusing cached base %s", path)
-                return model
+                return model, fingerprint
     if damaged is not None:
         damaged(problem)
     return None
 
 
-def _other_weights(folder: Path, model: Any) -> str | None:
+def _other_weights(folder: Path, fingerprint: str) -> str | None:
     """Why a cached base's weights are not those it was cached with (found by QA: a
     base.keras written over with another model was used by every run), or ``None``
     (the same, or an entry of a graftune that did not record them)."""
@@ -1428,7 +1439,7 @@ def _other_weights(folder: Path, model: Any) -> str | None:
         recorded = json.loads((folder / ENTRY_META).read_text()).get("fingerprint")
     except (OSError, ValueError, AttributeError):
         return None
-    if not isinstance(recorded, str) or recorded == weights_digest(model):
+    if not isinstance(recorded, str) or recorded == fingerprint:
         return None
     return "its weights are not those it was cached with (written over?)"
 
@@ -1502,7 +1513,13 @@ def _drawn_by() -> dict[str, str]:
 
 
 def _describe_entry(
-    folder: Path, spec: BaseSpec, model: Any, owner: str, seed: int, context: BaseContext
+    folder: Path,
+    spec: BaseSpec,
+    model: Any,
+    owner: str,
+    seed: int,
+    context: BaseContext,
+    fingerprint: str | None = None,
 ) -> None:
     """Write what the base cached in ``folder`` is, and when it was made, beside it.
 
@@ -1563,7 +1580,7 @@ def _describe_entry(
         "input_shape": input_shape,
         "output_shape": list(model.output_shape[1:]),
         # Checked when the entry is loaded again (see _cached_base).
-        "fingerprint": weights_digest(model),
+        "fingerprint": fingerprint or weights_digest(model),
         "created": time.time(),
     }
     atomic_write_text(folder / ENTRY_META, json.dumps(meta, indent=2))

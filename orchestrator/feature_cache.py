@@ -180,7 +180,7 @@ def cached_features(
                 raise
             os.replace(tmp, folder / f"{split}.npy")
             shapes[split] = list(out.shape)
-            digests[split] = _file_digest(folder / f"{split}.npy")
+            digests[split] = _written_digest(folder / f"{split}.npy")
         meta = {
             "key": key,
             "base": base.info.description,
@@ -294,14 +294,24 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _stamp(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
+def _written_digest(path: Path) -> str:
+    """The digest of a file this process just wrote, which it need not check again."""
+    _VERIFIED.add(_stamp(path))
+    return _file_digest(path)
+
+
 def _check_digest(path: Path, expected: Any) -> None:
     """Refuse a file whose bytes are not those written (found by QA: a test.npy of
     zeros of the right shape was used by every later run, its scores wrong); each
     file once a process, while it is unchanged."""
     if not isinstance(expected, str):  # an entry of a graftune before digests
         return
-    stat = path.stat()
-    seen = (str(path), stat.st_size, stat.st_mtime_ns)
+    seen = _stamp(path)
     if seen in _VERIFIED:
         return
     if _file_digest(path) != expected:

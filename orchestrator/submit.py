@@ -41,6 +41,7 @@ from orchestrator.errors import (
     AddressMissing,
     BadAddress,
     ClusterError,
+    ClusterUnreachable,
     JobNotFound,
     StorageError,
     SubmitError,
@@ -602,7 +603,7 @@ class JobClient:
                     f"error); Ray's dashboard speaks http unless a proxy in front of it "
                     f"does https: give {plain}"
                 ) from None
-            raise ClusterError(
+            raise ClusterUnreachable(
                 f"cannot reach the Ray dashboard at {self.address}: {reason}. Is the cluster "
                 "running, and is this the dashboard address `ray start --head` prints "
                 "(http://HEAD:8265)? From outside the cluster's network, forward the port "

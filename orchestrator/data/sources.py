@@ -1166,7 +1166,7 @@ def _warn_rounded_away(frame: pd.DataFrame, features: list[str], x: np.ndarray, 
         moved = np.nanmax(np.abs(x.astype(np.float64) - exact), axis=0)
     for i, name in enumerate(features):
         column = frame[name].to_numpy()
-        if column.dtype.kind in "iu" and np.abs(column.astype(np.float64)).max() > 2**53:
+        if column.dtype.kind in "iu" and np.abs(exact[:, i]).max() > 2**53:
             # Whole numbers past float64's own: measured exactly (found by QA: order
             # numbers 2**62 + n had no spread as float64, and one value as float32).
             whole = column.astype(object)

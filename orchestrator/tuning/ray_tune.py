@@ -922,8 +922,10 @@ class _Events(tune.Callback):
         if isinstance(epoch, (int, float)):
             row = {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
             search.reports.setdefault(trial.trial_id, []).append(row)
-        if isinstance(epoch, (int, float)) and self.max_epochs:
-            tell_epoch(search.listener, self.strategy, trial.trial_id, int(epoch), self.max_epochs)
+            if self.max_epochs:
+                tell_epoch(
+                    search.listener, self.strategy, trial.trial_id, int(epoch), self.max_epochs
+                )
 
     def _done(self, trial: Any, error: Any) -> None:
         if DISK_FULL in (trial.last_result or {}):
