@@ -398,12 +398,26 @@ def without_credentials(text: str) -> str:
     return re.sub(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@'\"]*):[^\s'\"]*@", r"\1:***@", text)
 
 
+#: Unicode's bidirectional controls (embeddings, overrides, isolates, marks): text
+#: with them shows in another order than it is written ("Trojan Source"), in a
+#: terminal and in a browser alike. Found by security QA: a strategy's error with
+#: U+202E reached the live view, the leaderboard's files and report.html raw.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
 def printable(text: str) -> str:
     """``text`` with its control characters (a terminal's escape sequences, which
-    could clear the screen or fake output) shown as escapes (``\\x1b``); its
-    line breaks and tabs kept."""
+    could clear the screen or fake output) shown as escapes (``\\x1b``), and
+    Unicode's bidirectional controls too (``\\u202e``, which would show the text
+    around it in another order); its line breaks and tabs kept."""
     return "".join(
-        f"\\x{ord(ch):02x}" if (ord(ch) < 32 or 127 <= ord(ch) < 160) and ch not in "\n\t" else ch
+        f"\\x{ord(ch):02x}"
+        if (ord(ch) < 32 or 127 <= ord(ch) < 160) and ch not in "\n\t"
+        else f"\\u{ord(ch):04x}"
+        if ch in BIDI_CONTROLS
+        else ch
         for ch in text
     )
 

@@ -447,14 +447,20 @@ def test_an_errors_terminal_escapes_and_markdown_links_are_shown_as_text(tmp_pat
     from orchestrator.run import _trial_line
 
     failed = result("x", status="error")
-    failed.error = "ValueError: \x1b]0;TITLE\x07\x1b[2Jfake ![img](http://e.example/t.png) [a](b)"
+    failed.error = (
+        "ValueError: \x1b]0;TITLE\x07\x1b[2Jfake ![img](http://e.example/t.png) [a](b) "
+        "\u202etxt.exe"  # shown as "exe.txt" (found by security QA: bidi controls raw)
+    )
     frame = build_leaderboard([failed, result("y", val=0.5)], metric="val_accuracy", mode="max")
     write_leaderboard(frame, tmp_path)
     shown = CliRunner().invoke(app, ["leaderboard", str(tmp_path)])
     assert shown.exit_code == 0, shown.output
     markdown = to_markdown(frame)
-    for text in (shown.output, _trial_line(failed, "val_accuracy"), markdown):
-        assert "\x1b" not in text and "\x07" not in text
+    html = (tmp_path / "leaderboard.html").read_text()
+    for text in (shown.output, _trial_line(failed, "val_accuracy"), markdown, html):
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert r"\u202etxt.exe" in _trial_line(failed, "val_accuracy")
+    assert r"\u202etxt.exe" in markdown and r"\u202etxt.exe" in html
     assert r"\x1b]0;TITLE\x07\x1b[2Jfake" in _trial_line(failed, "val_accuracy")
     assert r"\x1b]0;TITLE\x07\x1b[2Jfake" in " ".join(shown.output.split())
     assert r"!\[img](http://e.example/t.png) \[a](b)" in markdown

@@ -693,9 +693,11 @@ def test_control_characters_in_a_cell_are_shown_as_escapes(tmp_path):
     into report.html, which HTML does not allow: browsers drop them or show boxes."""
     from orchestrator.report import _cell, _e
 
-    error = "ValueError: \x1b[31mred\x1b[0m\x00 <b>"
+    error = "ValueError: \x1b[31mred\x1b[0m\x00 <b> \u202etxt.exe"
     cell = _cell("error", error)
-    assert "\\x1b[31mred\\x1b[0m\\x00 &lt;b&gt;" in cell
+    assert "\\x1b[31mred\\x1b[0m\\x00 &lt;b&gt; \\u202etxt.exe" in cell
+    # Unicode's bidi controls too (found by security QA): "exe.txt" in a browser.
+    assert "\u202e" not in cell
     assert not any(ord(ch) < 32 for ch in cell)
     assert _e("two\nlines\tand a tab") == "two\nlines\tand a tab"  # kept in a <pre>
 
