@@ -71,6 +71,19 @@ def is_stream(path: str | Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+def dangling_link(path: str | Path) -> str | None:
+    """Where ``path`` points, if it is a symbolic link to nothing (yet); else ``None``.
+
+    Found by security QA: ``-o`` refused a file that exists, but a link to none
+    counted as no file and was written through, unasked, making a file wherever
+    the link (someone else's, in a shared folder) pointed.
+    """
+    try:
+        return os.readlink(path) if not os.path.exists(path) else None
+    except (OSError, ValueError):  # not a link, or no such path
+        return None
+
+
 def written_path(path: str | Path) -> Path:
     """Where a file written at ``path`` goes: a symbolic link's target (the link
     stays a link, as the shell's ``>`` leaves it), else ``path`` itself."""

@@ -36,7 +36,7 @@ from orchestrator.errors import (
     unreadable,
     written_again,
 )
-from orchestrator.paths import is_stream
+from orchestrator.paths import dangling_link, is_stream
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -814,7 +814,14 @@ def check_out(
             f"--out {path} is the data file of --data {source}; write the predictions "
             "to another file"
         )
-    if path.exists() and not is_stream(path) and not replace:
+    if replace:
+        return
+    if (target := dangling_link(path)) is not None:
+        raise OutputPathError(
+            f"--out {path} is a link to {target}, which does not exist; name a new file, "
+            "or --force to write there"
+        )
+    if path.exists() and not is_stream(path):
         raise OutputPathError(f"--out {path} exists; name a new file, or --force to replace it")
 
 

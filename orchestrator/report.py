@@ -36,7 +36,7 @@ from orchestrator.errors import (
     unreadable,
     written_again,
 )
-from orchestrator.paths import is_stream
+from orchestrator.paths import dangling_link, is_stream
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -248,6 +248,11 @@ def check_replaceable(path: str | Path, *, force: bool) -> None:
     from orchestrator.errors import OutputPathError
 
     path = Path(path)
+    if not force and (target := dangling_link(path)) is not None:
+        raise OutputPathError(
+            f"{path} is a link to {target}, which does not exist; give --force to write "
+            "there, or --out another file"
+        )
     if force or not path.exists() or is_stream(path):  # a FIFO is written into, not replaced
         return
     try:

@@ -586,6 +586,18 @@ def test_predict_never_writes_over_its_data_the_run_or_another_file_unasked(tmp_
     result = invoke("predict", other, "--data", f"csv:{data}")
     assert result.exit_code == 2, result.output
     assert f"{other} has trials/ but no recipe.yaml" in " ".join(result.output.split())
+    # Found by security QA: a link to no file yet was written through unasked, making
+    # a file wherever the link (someone else's, in a shared folder) pointed.
+    links = tmp_path / "links"
+    links.mkdir()
+    (links / "p.csv").symlink_to(links / "made.csv")
+    result = invoke("predict", run_dir, "--data", f"csv:{data}", "-o", links / "p.csv")
+    assert result.exit_code == 2, result.output
+    assert (
+        f"--out {links / 'p.csv'} is a link to {links / 'made.csv'}, which does not exist; "
+        "name a new file, or --force to write there"
+    ) in " ".join(result.output.split())
+    assert sorted(links.iterdir()) == [links / "p.csv"]
 
 
 def test_predict_writes_the_format_its_out_file_names(wine_run, tmp_path):

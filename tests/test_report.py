@@ -341,6 +341,16 @@ def test_comparing_runs_writes_one_page_in_the_current_folder(finished, tmp_path
     assert result.exit_code == 2, result.output
     assert "compare.html exists and is not a page graftune wrote; give --force" in result.output
     assert page.read_text() == "MY IMPORTANT PAGE"
+    # So is a link to no page yet (found by security QA: written through, unasked).
+    link = work / "link.html"
+    link.symlink_to(work / "made.html")
+    result = CliRunner().invoke(app, ["report", str(first), str(second), "-o", str(link)])
+    assert result.exit_code == 2, result.output
+    assert f"{link} is a link to {work / 'made.html'}, which does not exist; give --force" in (
+        " ".join(result.output.split())
+    )
+    assert not (work / "made.html").exists()
+    link.unlink()
     result = CliRunner().invoke(app, ["report", str(first), str(second), "--force"])
     assert result.exit_code == 0, result.output
     # ... and graftune's own page is written again freely.
