@@ -869,9 +869,9 @@ def _run(
                 first = (str(exc).strip().splitlines() or [""])[0]
                 # Ray's own logs, where its node's processes say why (found by QA:
                 # ray.log alone, which had only the driver's side).
-                from ray._common.utils import get_default_ray_temp_dir
+                from orchestrator.tuning.ray_start import ray_logs_folder
 
-                logs = Path(get_default_ray_temp_dir()) / "session_latest" / "logs"
+                logs = ray_logs_folder()
                 raise RayStartError(
                     f"embedded Ray did not start: {type(exc).__name__}: {first} (Ray's log: "
                     f"{run_dir / 'ray.log'}; its node's own: {logs}); nothing was trained, "

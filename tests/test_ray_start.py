@@ -72,11 +72,12 @@ def graftune(
 
 
 def python_with_ray(
-    script: str, ray_tmpdir: Path, *args: str, timeout: float
+    script: str, ray_tmpdir: Path, *args: str, timeout: float, variable: str = "RAY_TMPDIR"
 ) -> subprocess.CompletedProcess:
-    """Run ``script`` in a Python of its own, whose Ray keeps its files in ``ray_tmpdir``."""
-    env = dict(os.environ, RAY_TMPDIR=str(ray_tmpdir))
-    env.pop("RAY_ADDRESS", None)
+    """Run ``script`` in a Python of its own, whose Ray keeps its files in ``ray_tmpdir``
+    (named by ``variable``: ``TMPDIR`` leaves graftune to choose the folder in it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_TMPDIR", "RAY_ADDRESS")}
+    env[variable] = str(ray_tmpdir)
     return subprocess.run(
         [sys.executable, "-c", script, *args],
         env=env,
@@ -436,8 +437,11 @@ def background_start():
     """:data:`BACKGROUND_START`'s process, and the processes of its Ray left after it."""
     folder = Path(tempfile.mkdtemp(prefix="gt-ray-", dir="/tmp"))  # short, as ray_tmpdir
     try:
-        done = python_with_ray(BACKGROUND_START, folder, str(folder / "ray.log"), timeout=300)
-        yield done, processes_under(folder)
+        # TMPDIR, as a user's: the folder for Ray's files is graftune's choice in it.
+        done = python_with_ray(
+            BACKGROUND_START, folder, str(folder / "ray.log"), timeout=300, variable="TMPDIR"
+        )
+        yield done, processes_under(folder), folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -446,7 +450,7 @@ def test_garbage_holding_ray_objects_is_freed_before_ray_shuts_down(background_s
     # A collection in the main thread that frees a Ray object while the starting
     # thread shuts Ray down makes Ray end the process (seen with exit status 1
     # and the report unwritten): the search's garbage goes while Ray is up.
-    done, left = background_start
+    done, left, _ = background_start
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert "freed before shutdown" in done.stdout.splitlines(), done.stdout + done.stderr[-3000:]
     # Found by QA: ray.init's PYTHONBREAKPOINT (breakpoint() opened Ray's debugger),
@@ -460,7 +464,7 @@ def test_the_next_searchs_workers_are_prestarted_and_its_trials_take_them(backgr
     # Tune ends a search's actors with it, and Ray gives a new actor neither an
     # actor's process nor a worker that ran a task: without the raylet's prestart,
     # every search after the first started new processes that imported TensorFlow.
-    done, left = background_start
+    done, left, _ = background_start
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
     assert done.stdout.splitlines()[:3] == [
         "asked: True",
@@ -468,6 +472,40 @@ def test_the_next_searchs_workers_are_prestarted_and_its_trials_take_them(backgr
         "keras imported: True",
     ], done.stdout + done.stderr[-3000:]
     assert left == []
+
+
+def test_embedded_rays_files_are_in_a_folder_of_the_users_alone(background_start):
+    """Found by security QA: Ray makes /tmp/ray, its session folders and their logs,
+    sockets and runtime environments writable by every user (0777, no sticky bit),
+    whatever the umask; another user could delete a search's sockets or plant links
+    where Ray writes. Embedded Ray's are inside a folder only the user can enter."""
+    done, _, folder = background_start
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    private = folder / f"graftune-{os.getuid()}"
+    assert private.stat().st_mode & 0o777 == 0o700 and private.stat().st_uid == os.getuid()
+    assert list((private / "ray").glob("session_*/logs")), sorted(folder.rglob("*"))[:20]
+    assert not (folder / "ray").exists()  # where Ray would have put them
+
+
+def test_the_folder_for_embedded_rays_files_is_never_another_users(tmp_path, monkeypatch):
+    from orchestrator.tuning.ray_start import private_temp_dir
+
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    private = tmp_path / f"graftune-{os.getuid()}"
+    private.mkdir(mode=0o777)
+    private.chmod(0o777)
+    assert private_temp_dir() == str(private / "ray")
+    assert private.stat().st_mode & 0o777 == 0o700  # made the user's alone
+    private.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    private.symlink_to(elsewhere)  # someone's link: not followed, not used
+    chosen = Path(private_temp_dir()).parent
+    assert chosen.parent == tmp_path and chosen.name.startswith(f"graftune-{os.getuid()}-")
+    assert not chosen.is_symlink() and chosen.stat().st_mode & 0o777 == 0o700
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # the user's choice: Ray's own
+    assert private_temp_dir() is None
 
 
 def test_ray_not_started_here_is_not_asked_to_prestart_workers(ray_session):

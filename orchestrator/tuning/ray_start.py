@@ -163,6 +163,8 @@ def _prepare_embedded(
     """
     global _preload_count
     _preload_count = 0
+    if (folder := private_temp_dir()) is not None:
+        kwargs["_temp_dir"] = folder
     for key, value in TUNE_ACTOR_ENV.items():
         os.environ.setdefault(key, value)  # before ray.init: every worker inherits it
     if not preload_workers or resources.gpus_per_trial:
@@ -444,6 +446,57 @@ def _file_handler(log_file: Path) -> logging.Handler:
     handler = _RunLogHandler(log_file, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     return handler
+
+
+#: Embedded Ray's root folder, once :func:`private_temp_dir` has chosen it.
+_temp_root: str | None = None
+
+
+def private_temp_dir() -> str | None:
+    """The root folder for embedded Ray's files: ``ray`` in ``graftune-UID`` in the
+    temporary folder Ray would use (``TMPDIR``, else ``/tmp``), a folder the user's
+    alone (mode 700).
+
+    Found by security QA: Ray makes its root folder (``/tmp/ray``), each session's
+    folder and the folders in them (logs, sockets, runtime environments) writable
+    by every user, without the sticky bit, whatever the umask: another user could
+    delete a running search's sockets, or plant links where Ray writes its logs.
+    Inside a folder no other user can enter, they are the user's alone. Where
+    ``graftune-UID`` is not a folder of this user's (someone made it first, or a
+    link), a new one is made with a random name. ``None`` (Ray's own choice)
+    where ``RAY_TMPDIR`` names the place: the user chose it.
+    """
+    global _temp_root
+    _temp_root = None
+    if "RAY_TMPDIR" in os.environ or not hasattr(os, "getuid"):
+        return None
+    import stat
+    import tempfile
+
+    from ray._common.utils import get_default_system_temp_dir
+
+    base = get_default_system_temp_dir()
+    private = Path(base) / f"graftune-{os.getuid()}"
+    try:
+        with contextlib.suppress(FileExistsError):
+            private.mkdir(mode=0o700)
+        status = os.lstat(private)  # a link is not followed: it is someone's, not ours
+        if stat.S_ISDIR(status.st_mode) and status.st_uid == os.getuid():
+            if status.st_mode & 0o077:
+                os.chmod(private, 0o700)
+        else:
+            private = Path(tempfile.mkdtemp(prefix=f"{private.name}-", dir=base))  # mode 700
+    except OSError:
+        return None  # no folder can be made there: Ray's own, which says why
+    _temp_root = str(private / "ray")  # Ray makes it, for every user: private is not
+    return _temp_root
+
+
+def ray_logs_folder() -> Path:
+    """Where the latest embedded Ray's node writes its own logs."""
+    from ray._common.utils import get_default_ray_temp_dir
+
+    return Path(_temp_root or get_default_ray_temp_dir()) / "session_latest" / "logs"
 
 
 def keep_token_private() -> None:
