@@ -896,6 +896,28 @@ def test_a_keras_tuner_trial_whose_result_is_gone_runs_again_on_resume(tmp_path)
     assert (run_dir / "finished.json").is_file()
     assert len(read_leaderboard(run_dir)) == 6
 
+    # Found by QA: a stored copy (URI storage) of a run killed just after a trial ended
+    # keeps that trial's `running` file (uploaded before it was removed here), and
+    # keras-tuner, its state saved before the trial ended, retries it on resume: it
+    # was counted as a death (`failed`, its scores gone, with max_failures 0; here
+    # `retries 1`). A trial with its result.json ended, whatever the file says.
+    state = run_dir / "keras_tuner" / "scratch_mlp"
+    oracle = json.loads((state / "oracle.json").read_text())
+    oracle["ongoing_trials"], oracle["end_order"] = {"tuner0": "0"}, ["1", "2"]
+    (state / "oracle.json").write_text(json.dumps(oracle))
+    trial = json.loads((state / "trial_0" / "trial.json").read_text())
+    (state / "trial_0" / "trial.json").write_text(json.dumps({**trial, "status": "RUNNING"}))
+    for folder in results_dir.glob("kt*"):
+        (folder / "running").write_text("1")
+    kept = (results_dir / "kt0" / "result.json").read_bytes()
+    shutil.rmtree(results_dir / "kt2")  # the search was not over when it was killed
+    (run_dir / "finished.json").unlink()
+    frame = resume_run(run_dir, plugins=[fixture_plugins], echo=print).leaderboard
+    assert len(frame) == 6 and (frame["status"] == "ok").all(), frame
+    assert (frame["retries"] == 0).all(), frame
+    assert (results_dir / "kt0" / "result.json").read_bytes() == kept
+    assert not list(results_dir.glob("kt*/running"))
+
 
 #: A keras_tuner trial's error once its process died twice while it ran.
 DIED_TWICE = (

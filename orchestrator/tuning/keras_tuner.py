@@ -408,6 +408,7 @@ def _resume_trials(
     for trial_id, trial in oracle.trials.items():
         folder = trial_dir(run_dir, strategy, f"kt{trial_id}")
         if read_result(folder, set_aside=True) is not None:
+            _set_deaths(folder, 0)  # ended: a stored copy's stale `running` (below)
             continue
         deaths = _deaths(folder)
         if deaths <= max_failures:
@@ -573,6 +574,13 @@ def run_search(
             if listener is not None:
                 listener.trial_started(strategy, trial_id)
             folder = trial_dir(run_dir, strategy, trial_id)
+            if read_result(folder, set_aside=True) is not None:
+                # It ended (run_trial takes its result back): no death, whatever its
+                # `running` file says. Found by QA: a stored copy of a run killed
+                # just after the trial ended keeps the file (uploaded before it was
+                # removed), and keras-tuner, its state saved before the end, retries
+                # the trial: it was `failed`, its scores gone, or given a retry.
+                _set_deaths(folder, 0)
             deaths = _deaths(folder)
             if deaths > recipe.search.max_failures:
                 # Killed in a search's first trial, before keras-tuner saved any state,
