@@ -912,6 +912,10 @@ def test_keras_tuner_searches_follow_the_recipes_seed(tmp_path):
 
     # keras-tuner takes 0 for "draw a seed", and seeds its n-th draw with seed + n.
     assert oracle_seed(0) > 0 and abs(oracle_seed(5) - oracle_seed(1)) > 10_000
+    # Each seed its own (found by QA: 0 and 4294967294 drew alike), within numpy's range.
+    top = [oracle_seed(2**32 - 1 - n) for n in range(1, 4)]
+    assert len({oracle_seed(0), oracle_seed(1), *top}) == 5
+    assert 0 < max(top) <= 2**32 - 1
     recipe = {
         "name": "seeded",
         "data": {"source": "sklearn:iris"},

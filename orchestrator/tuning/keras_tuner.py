@@ -467,11 +467,18 @@ def oracle_seed(seed: int) -> int:
     """The seed a keras-tuner oracle gets for a recipe's ``seed``.
 
     An oracle takes 0 for "none" (it draws one at random: ``seed: 0``, the
-    default, searched differently every run), and seeds its n-th draw with
-    ``seed + n``: seeds 1 and 5 would try the same configurations, one trial
-    apart. Recipe seeds are spread out, a million draws from one another.
+    default, searched differently every run), seeds its n-th draw with
+    ``seed + n`` (seeds 1 and 5 would try the same configurations, one trial
+    apart), and its Bayesian search takes no seed past 2**32 - 1 (numpy's).
+    Recipe seeds are spread out: times a prime that shares no factor with
+    2**32 - 1, modulo it, each seed of 0 to 2**32 - 2 has its own oracle seed
+    (a bijection), and seeds fewer than 4,000 apart are a million draws apart.
+    Of the 2**32 recipe seeds only 2**32 - 1 (the last) meets another's (0's):
+    the oracle has one seed fewer. Found by QA: modulo 2**32 - 2, seeds 0 and
+    4294967294, and 1 and 4294967295, drew the same configurations. Seeds
+    below 4294 map as they did before.
     """
-    return 1 + (seed * 1_000_003) % (2**32 - 2)
+    return 1 + (seed * 1_000_003) % (2**32 - 1)
 
 
 def hyperband_trials(max_epochs: int, reduction_factor: float) -> int:
