@@ -684,6 +684,21 @@ def _what_run_here_refuses(recipe: Any, host: Any, note: Callable[[str], None]) 
     return refused
 
 
+def _stopped_at_once(
+    resume: Path | None, plugins: list[str] | None, *, by_sigterm: bool
+) -> RunInterrupted:
+    """A run stopped outside its search (before it, or as the run is saved), where the
+    run said nothing itself. A resume's run directory is there to continue (found by
+    QA: Ctrl+C as a resume read its data said only "stopped at once"); a new run's
+    is not made before its search."""
+    from orchestrator.run import resume_hint
+
+    message = "stopped at once"
+    if resume is not None:
+        message += "; " + resume_hint(resume, tuple(plugins or ()))
+    return RunInterrupted(message, run_dir=resume, by_sigterm=by_sigterm)
+
+
 @app.command()
 def run(
     recipe: Annotated[
@@ -827,7 +842,7 @@ def run(
                 return
             # What the SIGTERM cut short raised, not its KeyboardInterrupt: an import it
             # stopped (TensorFlow's, in a pretrain) says "ImportError: initialization failed".
-            stopped = RunInterrupted("stopped at once", by_sigterm=True)
+            stopped = _stopped_at_once(resume, plugin, by_sigterm=True)
             err.print(str(stopped), markup=False)
             raise typer.Exit(stopped.exit_status) from None
         except KeyboardInterrupt:  # outside a search: before it, or while the run is saved
@@ -835,7 +850,7 @@ def run(
 
             if live is not None:
                 live.stop()
-            stopped = RunInterrupted("stopped at once", by_sigterm=terminated())
+            stopped = _stopped_at_once(resume, plugin, by_sigterm=terminated())
             err.print(str(stopped), markup=False)
             raise typer.Exit(stopped.exit_status) from None
     if live is not None:

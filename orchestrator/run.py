@@ -1112,6 +1112,15 @@ def _stopped_at_once(run_dir: Path, recipe: Recipe, results: list[TrialResult]) 
     )
 
 
+def resume_hint(run_dir: Path, plugins: tuple[str, ...]) -> str:
+    """How to continue the stopped run in ``run_dir``, which loads ``plugins`` by name."""
+    token = _EXPLICIT_PLUGINS.set(plugins)
+    try:
+        return _resume_hint(run_dir)
+    finally:
+        _EXPLICIT_PLUGINS.reset(token)
+
+
 def _resume_hint(run_dir: Path) -> str:
     """How to continue a stopped run: in place, or for a submitted job (whose run
     directory is in a working folder Ray deletes) from its storage."""

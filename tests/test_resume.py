@@ -1139,6 +1139,23 @@ def test_ctrl_c_while_the_run_is_saved_says_how_to_resume_and_resume_saves_it(
     assert len(caught.value.leaderboard) == 2
     assert set(caught.value.leaderboard["status"]) == {"ok"}
 
+    # Ctrl+C as its resume reads the data, before any search (found by QA: it said only
+    # "interrupted: stopped at once"): the run directory is there to continue.
+    from orchestrator import submit
+    from orchestrator.cli import app
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(submit, "recorded_source", ctrl_c)
+        stopped = CliRunner().invoke(app, ["run", "--resume", str(run_dir), *FIXTURES.split()])
+    assert stopped.exit_code == 130, stopped.output
+    assert (
+        f"interrupted: stopped at once; continue it with: graftune run --resume {run_dir} "
+        f"{FIXTURES}"
+    ) in " ".join(stopped.output.split())
+
     outcome = resume_run(run_dir)
     assert len(outcome.leaderboard) == 2 and (run_dir / "finished.json").is_file()
     assert len(calls) == 2 and (run_dir / "report.html").is_file()
