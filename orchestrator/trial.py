@@ -635,10 +635,12 @@ def run_trial(
                 result.test_loss = finite_or_none(test.get("loss"))
                 # Whole, or (on cached features) the part above the cut: see load_trial_model.
                 saved = folder / (MODEL_FILE if cut is None else TOP_FILE)
-                save_model(model, saved)
+                with _written_whole(saved):
+                    save_model(model, saved)
                 result.model_path = str(saved)
                 # What the model predicted in the run, to check saved copies against.
-                np.save(folder / PREDICTIONS_FILE, predicted)
+                with _written_whole(folder / PREDICTIONS_FILE):
+                    np.save(folder / PREDICTIONS_FILE, predicted)
                 result.status = "ok"
     except (Exception, SystemExit) as exc:
         # A strategy's sys.exit() is its error too (on keras_tuner it ended the whole
@@ -997,6 +999,27 @@ def _add_note(result: TrialResult, note: str | None) -> None:
         result.note = f"{result.note}; {note}" if result.note else note
 
 
+@contextlib.contextmanager
+def _written_whole(path: Path) -> Iterator[None]:
+    """Write ``path`` meanwhile: where the disk fills (or the file outgrows ``ulimit
+    -f``), the file cut off is removed, and the error names it. Found by QA: the
+    write's own error (Keras', numpy's) names no file, so the run said the run
+    directory, and the cut-off model.keras stayed in the trial's folder."""
+    from orchestrator.errors import disk_full_error
+
+    try:
+        yield
+    except Exception as exc:
+        full = disk_full_error(exc)
+        if full is None:
+            raise
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+        if full.filename is not None:
+            raise
+        raise OSError(full.errno, full.strerror or os.strerror(full.errno), str(path)) from exc
+
+
 def save_model(model: Any, path: Path) -> None:
     """Save ``model`` for predictions: its layers and weights, not its training state.
 
@@ -1245,7 +1268,8 @@ def _finish(folder: Path, result: TrialResult, reporter: Any, storage: str | Non
     if reporter.history:
         import pandas as pd
 
-        pd.DataFrame(reporter.history).to_csv(folder / "history.csv", index=False)
+        with _written_whole(folder / "history.csv"):
+            pd.DataFrame(reporter.history).to_csv(folder / "history.csv", index=False)
     write_result(folder, result)
     if storage is not None:
         from orchestrator.storage import push_trial

@@ -1272,6 +1272,10 @@ def test_a_file_past_the_size_limit_stops_the_run_as_a_full_disk_does(
         "(File too large: a file-size limit, as `ulimit -f` sets, a quota, or the file system's "
         f"own); raise the limit, then continue it with: graftune run --resume {run_dir}"
     ), said
+    # The file, not the run's folder, and not left cut off (found by QA).
+    (cut,) = [p for p in run_dir.glob("trials/scratch_mlp/*") if not (p / "result.json").exists()]
+    assert f"writing {cut / 'model.keras'} (File too large" in said, said
+    assert not (cut / "model.keras").exists()
     assert "Traceback" not in done.stderr and "Traceback" not in caplog.text
     assert not (run_dir / "finished.json").exists()
     resumed = CliRunner().invoke(app, ["run", "--resume", str(run_dir), "--quiet"])
