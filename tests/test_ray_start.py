@@ -18,9 +18,12 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import file_size_limit
 
 pytestmark = pytest.mark.slow
 
@@ -62,12 +65,19 @@ def graftune(
     *args: str,
     env: dict[str, str] | None = None,
     unset: tuple[str, ...] = (),
+    preexec_fn: Callable[[], None] | None = None,
 ) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAY_TMPDIR=str(ray_tmpdir), **(env or {}))
     for name in ("RAY_ADDRESS", *unset):
         env.pop(name, None)
     return subprocess.run(
-        [GRAFTUNE, *args], cwd=folder, env=env, capture_output=True, text=True, timeout=300
+        [GRAFTUNE, *args],
+        cwd=folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=preexec_fn,
     )
 
 
@@ -150,6 +160,17 @@ def test_embedded_ray_that_does_not_start_is_said_with_the_way_on(tmp_path):
         done.stderr
     )
     assert "internal error" not in done.stderr
+    # A file-size limit that leaves no room for Ray's smallest object store is said as
+    # such, before anything is written.
+    limited = graftune(
+        tmp_path, tmp_path, "run", str(recipe), "--quiet", preexec_fn=file_size_limit(20 * 1024)
+    )
+    assert limited.returncode == 4, limited.stdout + limited.stderr
+    assert (
+        "error: this process may write no file over 20.0 MiB (a file-size limit, as `ulimit "
+        "-f` sets), and embedded Ray's object store is one file of at least 75.0 MiB"
+    ) in " ".join(limited.stderr.split())
+    assert list((tmp_path / "runs").iterdir()) == [run_dir]
 
 
 def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
@@ -182,7 +203,13 @@ def test_a_run_starts_ray_in_the_background_on_workers_that_imported_tensorflow(
     env = {"HOME": str(home), "AWS_SECRET_ACCESS_KEY": secret}
     # Not in a test as MLflow tells one (pytest's variable, a CI's): its telemetry is on.
     quiet = ("PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "MLFLOW_DISABLE_TELEMETRY")
-    done = graftune(tmp_path, ray_tmpdir, "run", str(recipe), env=env, unset=quiet)
+    # Under a file-size limit below Ray's object store (one file, 7.4 GB of 24 GiB):
+    # the store is made to fit (found by QA: the raylet was killed making it, and the
+    # run said Ray "timed out during startup", 35 s later).
+    limit = file_size_limit(200 * 1024)
+    done = graftune(
+        tmp_path, ray_tmpdir, "run", str(recipe), env=env, unset=quiet, preexec_fn=limit
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     # Found by QA: Ray Tune imports MLflow (installed with graftune[mlflow]), whose
     # telemetry wrote an installation id to ~/.config/mlflow, unasked.

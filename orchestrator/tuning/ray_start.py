@@ -165,6 +165,8 @@ def _prepare_embedded(
     _preload_count = 0
     if (folder := private_temp_dir()) is not None:
         kwargs["_temp_dir"] = folder
+    if (store := object_store_under_file_limit()) is not None:
+        kwargs["object_store_memory"] = store
     for key, value in TUNE_ACTOR_ENV.items():
         os.environ.setdefault(key, value)  # before ray.init: every worker inherits it
     if not preload_workers or resources.gpus_per_trial:
@@ -493,10 +495,20 @@ def private_temp_dir() -> str | None:
 
 
 def ray_logs_folder() -> Path:
-    """Where the latest embedded Ray's node writes its own logs."""
+    """Where the node of the Ray this process started writes its own logs.
+
+    Its session's folder is named for the process that started it (``session_DATE_PID``).
+    Found by QA: ``session_latest`` is the session of whichever Ray started last, another
+    run's where runs start at once. ``session_latest`` where none is this process's.
+    """
     from ray._common.utils import get_default_ray_temp_dir
 
-    return Path(_temp_root or get_default_ray_temp_dir()) / "session_latest" / "logs"
+    root = Path(_temp_root or get_default_ray_temp_dir())
+    with contextlib.suppress(OSError):
+        mine = sorted(root.glob(f"session_*_{os.getpid()}"))
+        if mine:
+            return mine[-1] / "logs"
+    return root / "session_latest" / "logs"
 
 
 def keep_token_private() -> None:
@@ -674,7 +686,48 @@ def start_in_background(
 
     if resources.address or ray.is_initialized():
         return None
+    object_store_under_file_limit()  # raises where Ray cannot start under it
     return BackgroundStart(resources, preload_workers=preload_workers)
+
+
+def object_store_under_file_limit() -> int | None:
+    """The size of embedded Ray's object store where a file-size limit (``ulimit -f``)
+    is below the one Ray would choose; ``None`` where there is no limit, or the
+    store fits it.
+
+    Ray's object store is one file (``/dev/shm/plasma...``) of a share of the
+    machine's memory, 7.4 GB on a machine of 24 GiB. Found by QA: under a limit
+    below that, the raylet was killed as it made the file, and the run said, 35
+    seconds later, that Ray "timed out during startup ... or the GCS has become
+    overloaded". A store made to fit lets the run go on to where its own files
+    meet the limit, which stops it naming the file, as on keras_tuner.
+
+    Raises:
+        RayStartError: The limit leaves no room for Ray's smallest store (75 MiB).
+    """
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    from ray._private import ray_constants
+    from ray._private.utils import get_system_memory, resolve_object_store_memory
+
+    if resolve_object_store_memory(get_system_memory()) <= soft:
+        return None
+    store = (soft - 2**20) // 4096 * 4096  # a MiB of room beside it, whole pages
+    if store < ray_constants.OBJECT_STORE_MINIMUM_MEMORY_BYTES:
+        from orchestrator.errors import RayStartError
+        from orchestrator.feature_cache import size_text
+
+        raise RayStartError(
+            f"this process may write no file over {size_text(soft)} (a file-size limit, "
+            "as `ulimit -f` sets), and embedded Ray's object store is one file of at "
+            f"least {size_text(ray_constants.OBJECT_STORE_MINIMUM_MEMORY_BYTES)}: raise "
+            "the limit, or search with `search.backend: keras_tuner` (no Ray); nothing "
+            "was written"
+        )
+    return store
 
 
 def _exit_on_sigterm(*, again: bool = False) -> None:
