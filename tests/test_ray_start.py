@@ -535,6 +535,21 @@ def test_the_folder_for_embedded_rays_files_is_never_another_users(tmp_path, mon
     assert private_temp_dir() is None
 
 
+def test_rays_start_error_names_this_processs_own_session_logs(tmp_path, monkeypatch):
+    """Found by QA: it named session_latest, the session of whichever Ray started
+    last: another run's, where runs start at once."""
+    from orchestrator.tuning import ray_start
+
+    monkeypatch.setattr(ray_start, "_temp_root", str(tmp_path))
+    assert ray_start.ray_logs_folder() == tmp_path / "session_latest" / "logs"  # none yet
+    mine = tmp_path / f"session_2026-12-06_18-44-58_208796_{os.getpid()}"
+    other = tmp_path / "session_2026-12-06_18-45-04_465268_1"
+    for folder in (mine, other):
+        folder.mkdir()
+    (tmp_path / "session_latest").symlink_to(other)
+    assert ray_start.ray_logs_folder() == mine / "logs"
+
+
 def test_ray_not_started_here_is_not_asked_to_prestart_workers(ray_session):
     from orchestrator.tuning import ray_start
 
