@@ -241,13 +241,14 @@ class KillingMLP(ScratchMLP):
     """An MLP that kills the process it trains in (SIGKILL, as an out-of-memory kill
     does) for its configurations of ``width`` ``kill_width``, every time unless
     ``$GRAFTUNE_TEST_SPARE`` is set (what killed it is gone): run it with the
-    keras_tuner backend in a process of its own."""
+    keras_tuner backend in a process of its own. It trains ``kill_after`` epochs
+    first (reported, as a trial killed midway has)."""
 
     name = "killing_mlp"
     description = "kills its own process for one width"
 
     def search_space(self, context):
-        return tiny_space(width=Choice((8, 16)), kill_width=Fixed(16))
+        return tiny_space(width=Choice((8, 16)), kill_width=Fixed(16), kill_after=Fixed(0))
 
     def fit(self, model, config, data, *, epochs, callbacks):
         import os
@@ -255,6 +256,8 @@ class KillingMLP(ScratchMLP):
         if config["width"] == config["kill_width"] and not os.environ.get("GRAFTUNE_TEST_SPARE"):
             import signal
 
+            if config["kill_after"]:
+                super().fit(model, config, data, epochs=config["kill_after"], callbacks=callbacks)
             os.kill(os.getpid(), signal.SIGKILL)
         return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
 

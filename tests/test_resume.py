@@ -969,7 +969,9 @@ def test_a_keras_tuner_trial_that_kills_the_process_fails_after_max_failures(tmp
     from orchestrator.run import resume_run
 
     recipe = write_recipe(
-        tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}", "killing_mlp: {}"
+        tmp_path,
+        "{backend: keras_tuner, num_samples: 2, max_epochs: 2}",
+        "killing_mlp: {space: {kill_after: 1}}",
     )
     graftune = run_with_fixture_plugins
     killed = graftune(str(recipe))
@@ -990,6 +992,16 @@ def test_a_keras_tuner_trial_that_kills_the_process_fails_after_max_failures(tmp
     assert frame.loc[16, "status"] == "failed" and frame.loc[16, "retries"] == 1
     assert frame.loc[16, "error"] == DIED_TWICE
     assert not list(run_dir.glob("trials/*/*/running"))
+    # With the epoch it reported before its process died, as on Ray (found by QA: an
+    # empty row, epochs 0, and no history.csv for its learning curve).
+    assert frame.loc[16, "epochs"] == 1 and 0 <= frame.loc[16, "val_accuracy"] <= 1
+    assert frame.loc[16, "val_loss"] > 0 and frame.loc[16, "params_total"] > 0
+    died = run_dir / "trials" / "killing_mlp" / frame.loc[16, "trial_id"]
+    history = pd.read_csv(died / "history.csv")
+    assert list(history["epoch"]) == [1]
+    assert history["val_accuracy"].iloc[0] == frame.loc[16, "val_accuracy"]
+    assert "fit_seconds" not in history.columns  # costs are the row's, as a trial's own
+    assert not list(run_dir.glob("trials/*/*/reported.jsonl"))
     # Killed by its user, not by the trial (found by QA): trained again as its error says.
     ended = ended_trials(run_dir / "trials" / "killing_mlp")
     shutil.rmtree(run_dir / "trials" / "killing_mlp" / frame.loc[16, "trial_id"])

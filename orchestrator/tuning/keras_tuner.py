@@ -38,7 +38,15 @@ from orchestrator.space import (
     distinct_configurations,
     uses_all,
 )
-from orchestrator.trial import TrialResult, read_result, run_trial, trial_dir, write_result
+from orchestrator.trial import (
+    COST_KEYS,
+    TrialResult,
+    finite_or_none,
+    read_result,
+    run_trial,
+    trial_dir,
+    write_result,
+)
 from orchestrator.tuning.ray_start import raise_if_interrupted
 
 if TYPE_CHECKING:
@@ -363,22 +371,73 @@ def _set_deaths(folder: Path, deaths: int) -> None:
         (folder / RUNNING_FILE).unlink(missing_ok=True)
 
 
+#: In a trial's folder while an attempt of it runs: each epoch it reported, a JSON
+#: line each, for a trial whose process dies in it (:func:`_died_too_often`).
+REPORTS_FILE = "reported.jsonl"
+
+
+def _note_report(folder: Path, metrics: dict[str, Any]) -> None:
+    """Keep an epoch's report where a process that dies leaves it (a line: one cut
+    short by the death is not read back)."""
+    with (
+        contextlib.suppress(OSError, TypeError, ValueError),
+        open(folder / REPORTS_FILE, "a", encoding="utf-8") as file,
+    ):
+        file.write(json.dumps(metrics) + "\n")
+
+
+def _read_reports(folder: Path) -> list[dict[str, Any]]:
+    """The epochs the last attempt of the trial in ``folder`` reported."""
+    reports = []
+    with contextlib.suppress(OSError):
+        for line in (folder / REPORTS_FILE).read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(ValueError):
+                if isinstance(report := json.loads(line), dict):
+                    reports.append(report)
+    return reports
+
+
+def _whole(value: Any) -> int | None:
+    number = finite_or_none(value)
+    return None if number is None else int(number)
+
+
 def _died_too_often(
     folder: Path, strategy: str, trial_id: str, config: dict[str, Any], deaths: int
 ) -> TrialResult:
-    """Record as ``failed`` a trial whose process died more than ``max_failures`` times."""
+    """Record as ``failed`` a trial whose process died more than ``max_failures`` times,
+    with the scores and costs of the last epoch its last attempt reported, and those
+    epochs as its ``history.csv``, as Ray's trials whose worker died (found by QA: an
+    empty row, ``epochs`` 0, and no learning curve)."""
+    reports = _read_reports(folder)
+    last = reports[-1] if reports else {}
     result = TrialResult(
         strategy=strategy,
         trial_id=trial_id,
         status="failed",
         config=config,
+        val_accuracy=finite_or_none(last.get("val_accuracy")),
+        val_loss=finite_or_none(last.get("val_loss")),
+        epochs=_whole(last.get("epoch")) or 0,
+        fit_seconds=finite_or_none(last.get("fit_seconds")),
+        params_total=_whole(last.get("params_total")),
+        params_trainable=_whole(last.get("params_trainable")),
+        peak_memory_mb=finite_or_none(last.get("peak_memory_mb")),
+        cached_cut=_whole(last.get("cached_cut")),
+        note=last.get("note") if isinstance(last.get("note"), str) else None,
         error=f"the process died while running it {deaths} time{'s' * (deaths != 1)} "
         "(killed, or out of memory); to train it again, delete its folder (and the run's "
         "finished.json, once the run finished) and resume the run",
         retries=deaths - 1,
     )
+    if reports:
+        import pandas as pd
+
+        epochs = [{k: v for k, v in report.items() if k not in COST_KEYS} for report in reports]
+        atomic_write_text(folder / "history.csv", pd.DataFrame(epochs).to_csv(index=False))
     write_result(folder, result)
     _set_deaths(folder, 0)
+    (folder / REPORTS_FILE).unlink(missing_ok=True)
     return result
 
 
@@ -409,6 +468,7 @@ def _resume_trials(
         folder = trial_dir(run_dir, strategy, f"kt{trial_id}")
         if read_result(folder, set_aside=True) is not None:
             _set_deaths(folder, 0)  # ended: a stored copy's stale `running` (below)
+            (folder / REPORTS_FILE).unlink(missing_ok=True)
             continue
         deaths = _deaths(folder)
         if deaths <= max_failures:
@@ -535,10 +595,12 @@ def _reported(
     strategy: str,
     trial_id: str,
     epochs: int,
+    folder: Path,
     metrics: dict[str, Any],
 ) -> None:
-    """A trial's epoch ended: stop here on Ctrl+C, or tell the listener."""
+    """A trial's epoch ended: stop here on Ctrl+C, or keep it and tell the listener."""
     raise_if_interrupted()
+    _note_report(folder, metrics)
     if isinstance(metrics.get("epoch"), int):
         tell_epoch(listener, strategy, trial_id, metrics["epoch"], epochs)
 
@@ -600,13 +662,16 @@ def run_search(
                 # Left as it is if the process dies in the trial: counted on resume.
                 folder.mkdir(parents=True, exist_ok=True)
                 _set_deaths(folder, deaths + 1)
+                (folder / REPORTS_FILE).unlink(missing_ok=True)  # an attempt's own
                 try:
                     result = run_trial(
                         config,
                         dataclasses.replace(spec, max_epochs=epochs),
                         dataset,
                         trial_id=trial_id,
-                        report=functools.partial(_reported, listener, strategy, trial_id, epochs),
+                        report=functools.partial(
+                            _reported, listener, strategy, trial_id, epochs, folder
+                        ),
                     )
                 except BaseException:  # stopped (Ctrl+C, a full disk): not a death
                     with contextlib.suppress(OSError):  # the disk full: what it stopped on
@@ -616,6 +681,7 @@ def run_search(
                     result.retries = max(result.retries, deaths)
                     write_result(folder, result)
                 _set_deaths(folder, 0)
+                (folder / REPORTS_FILE).unlink(missing_ok=True)
             except OSError as exc:
                 if is_disk_full(exc):
                     raise _DiskFull(exc) from exc
