@@ -1303,6 +1303,13 @@ def finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def whole_or_none(value: Any) -> int | None:
+    """``value`` as an int (a count a report gave as a float), or ``None`` as
+    :func:`finite_or_none` gives it."""
+    number = finite_or_none(value)
+    return None if number is None else int(number)
+
+
 def _freeze_imports() -> None:
     """Take what the process holds before its first trial out of garbage collection.
 

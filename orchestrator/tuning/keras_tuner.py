@@ -45,6 +45,7 @@ from orchestrator.trial import (
     read_result,
     run_trial,
     trial_dir,
+    whole_or_none,
     write_result,
 )
 from orchestrator.tuning.ray_start import raise_if_interrupted
@@ -397,11 +398,6 @@ def _read_reports(folder: Path) -> list[dict[str, Any]]:
     return reports
 
 
-def _whole(value: Any) -> int | None:
-    number = finite_or_none(value)
-    return None if number is None else int(number)
-
-
 def _died_too_often(
     folder: Path, strategy: str, trial_id: str, config: dict[str, Any], deaths: int
 ) -> TrialResult:
@@ -418,12 +414,12 @@ def _died_too_often(
         config=config,
         val_accuracy=finite_or_none(last.get("val_accuracy")),
         val_loss=finite_or_none(last.get("val_loss")),
-        epochs=_whole(last.get("epoch")) or 0,
+        epochs=whole_or_none(last.get("epoch")) or 0,
         fit_seconds=finite_or_none(last.get("fit_seconds")),
-        params_total=_whole(last.get("params_total")),
-        params_trainable=_whole(last.get("params_trainable")),
+        params_total=whole_or_none(last.get("params_total")),
+        params_trainable=whole_or_none(last.get("params_trainable")),
         peak_memory_mb=finite_or_none(last.get("peak_memory_mb")),
-        cached_cut=_whole(last.get("cached_cut")),
+        cached_cut=whole_or_none(last.get("cached_cut")),
         note=last.get("note") if isinstance(last.get("note"), str) else None,
         error=f"the process died while running it {deaths} time{'s' * (deaths != 1)} "
         "(killed, or out of memory); to train it again, delete its folder (and the run's "

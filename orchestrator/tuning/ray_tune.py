@@ -62,6 +62,7 @@ from orchestrator.trial import (
     run_trial,
     runs_again,
     trial_dir,
+    whole_or_none,
     write_result,
 )
 from orchestrator.tuning import ray_start
@@ -331,20 +332,15 @@ def collect(
         node=last.get("node"),
         # The costs up to the last epoch it reported (trial.COST_KEYS).
         fit_seconds=finite_or_none(last.get("fit_seconds")),
-        params_total=_whole_or_none(last.get("params_total")),
-        params_trainable=_whole_or_none(last.get("params_trainable")),
+        params_total=whole_or_none(last.get("params_total")),
+        params_trainable=whole_or_none(last.get("params_trainable")),
         peak_memory_mb=finite_or_none(last.get("peak_memory_mb")),
-        cached_cut=_whole_or_none(last.get("cached_cut")),
+        cached_cut=whole_or_none(last.get("cached_cut")),
         note=last.get("note") if isinstance(last.get("note"), str) else None,
         backend=last.get("backend") if isinstance(last.get("backend"), str) else None,
         started_at=started_at,
         finished_at=finished_at,
     )
-
-
-def _whole_or_none(value: Any) -> int | None:
-    number = finite_or_none(value)
-    return None if number is None else int(number)
 
 
 #: What Tune adds to every report, besides the epoch's metrics.
