@@ -501,9 +501,14 @@ def _run_checked(
             if done.is_file() and _finished_outputs_problem(Path(run_dir)) is None:
                 with contextlib.suppress(OSError, ValueError):
                     return _finished_outcome(Path(run_dir), _read_finished(Path(run_dir)), echo)
-        held.enter_context(  # `graftune cache clear` waits for the end
-            using_cache(lambda root: echo(f"cache: waiting for `graftune cache clear` in {root}"))
-        )
+        if recipe.base is not None:  # `graftune cache clear` waits for the end
+            # Only a run on a base reads the cache (its base, its features): another
+            # leaves it free to clear (found by QA: refused while any run went on).
+            held.enter_context(
+                using_cache(
+                    lambda root: echo(f"cache: waiting for `graftune cache clear` in {root}")
+                )
+            )
         ray_start = None
         from orchestrator.tuning.ray_start import interrupts_held
 

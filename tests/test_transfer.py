@@ -815,6 +815,39 @@ def test_cache_clear_waits_for_runs_and_whole_entries_need_no_lock(digits, base_
     assert "empty" in runner.invoke(app, ["cache", "info"]).output
 
 
+def test_a_run_without_a_base_leaves_the_cache_free_to_clear(tmp_path):
+    """Found by QA: any run held the cache, so `cache clear` was refused while a run
+    that never reads it (no base: no base to load, no features) was going."""
+    from orchestrator import hookimpl, run_recipe
+    from orchestrator.bases import cache_dir
+    from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+    from orchestrator.feature_cache import clear_cache
+    from tests.search_helpers import write_recipe
+
+    cache_dir().mkdir(parents=True, exist_ok=True)  # a clear of no folder takes no lock
+    cleared = []
+
+    class ClearingMLP(ScratchMLP):
+        name = "clearing_mlp"
+        description = "clears the cache as it trains"
+
+        def fit(self, model, config, data, *, epochs, callbacks):
+            cleared.append(clear_cache())  # raises CacheInUse where the run holds it
+            return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
+
+    class Plugin:
+        @hookimpl
+        def graftune_register_strategies(self, registry):
+            registry.add(ClearingMLP)
+
+    recipe = write_recipe(
+        tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}", "clearing_mlp: {}"
+    )
+    outcome = run_recipe(recipe, plugins=[Plugin()])
+    assert list(outcome.leaderboard["status"]) == ["ok"], outcome.leaderboard.get("error")
+    assert len(cleared) == 1
+
+
 def test_cache_clear_removes_only_its_own_entries_and_follows_no_link(digits, base_info, tmp_path):
     """Found by QA: `cache clear` removed every folder under the cache's `bases/` and
     `features/` (a $GRAFTUNE_CACHE_DIR set to a folder of the user's own lost its
