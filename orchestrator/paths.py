@@ -49,6 +49,45 @@ def path_problem(path: str | Path) -> str | None:
     return None
 
 
+#: A run folder's name past its recipe's ``name``: ``-YYYYMMDD-HHMMSS``, and ``-N``
+#: where another run of that second has the name.
+RUN_NAME_SUFFIX = len("-20261206-183820-99")
+
+
+def run_path_problem(output: Path, name_bytes: int, strategies: list[str]) -> str | None:
+    """Why a run of ``strategies`` in a folder of a name ``name_bytes`` long under
+    ``output`` would write paths longer than the system takes (4096 bytes on
+    Linux); ``None`` if it would not.
+
+    The longest a run writes is a trial's TensorBoard log:
+    ``trials/STRATEGY/TRIAL_ID/tensorboard/validation/events.out.tfevents.TIME.HOST.PID.N.v2``.
+    Found by QA: an output folder of 3,985 characters passed validate, and every
+    trial then failed as its strategy's error, its cause ("File name too long") cut
+    from the summary.
+    """
+    import socket
+
+    folder = Path(output)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        limit = os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        limit = 4096
+    strategy = max((len(os.fsencode(name)) for name in strategies), default=0)
+    events = len("events.out.tfevents.0000000000..0000000.00.v2") + len(socket.gethostname())
+    under = len("/trials//kt000000000/tensorboard/validation/") + strategy + events + 16
+    longest = len(os.fsencode(str(output))) + 1 + name_bytes + RUN_NAME_SUFFIX + under
+    if longest < limit:
+        return None
+    room = limit - 1 - (longest - len(os.fsencode(str(output))))
+    return (
+        f"a run here would write paths of up to {longest} bytes (a trial's TensorBoard log, "
+        f"under this folder of {len(os.fsencode(str(output)))}), past the {limit} a path "
+        f"may have on this system; give an output folder of at most {max(room, 0)} bytes"
+    )
+
+
 def not_a_file(path: str | Path) -> str:
     """Why ``path``, which ``Path.is_file()`` refused, is no file to read, in words:
     a folder, a device or FIFO (``/dev/null`` was said not to exist), or nothing."""

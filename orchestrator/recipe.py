@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import stat
 import textwrap
@@ -882,7 +883,7 @@ def parse_recipe(
 
 
 def _resolve_paths(recipe: Recipe) -> Recipe:
-    from orchestrator.paths import expand_user, path_problem
+    from orchestrator.paths import expand_user, path_problem, run_path_problem
 
     def expanded(key: tuple[str, ...], location: str | Path) -> Path:
         try:
@@ -900,6 +901,11 @@ def _resolve_paths(recipe: Recipe) -> Recipe:
     output = expanded(("output",), recipe.output)
     if output != recipe.output or not output.is_absolute():
         update["output"] = (base_dir / output).resolve()
+    problem = run_path_problem(
+        update.get("output", output), len(os.fsencode(recipe.name)), list(recipe.strategies)
+    )
+    if problem is not None:
+        raise recipe.error(("output",), problem)
     storage = recipe.storage
     if storage is not None and "://" not in storage.path:
         path = (base_dir / expanded(("storage", "path"), storage.path)).resolve()

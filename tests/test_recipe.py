@@ -2369,6 +2369,26 @@ def test_validate_refuses_an_output_folder_root_cannot_make_either(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.yaml", "recipe.yaml"]
 
 
+def test_validate_refuses_an_output_folder_too_deep_for_a_runs_files(tmp_path):
+    """Found by QA: an output folder of 3,985 characters passed validate, and every
+    trial of the run failed (its TensorBoard log's path past 4,096 bytes), blamed on
+    the strategy, "File name too long" cut from the summary."""
+    from orchestrator.cli import app
+
+    deep = "/".join(["d" * 200] * 19) + "/" + "e" * 150
+    recipe = write_recipe(tmp_path, HEAD + f"strategies: {{scratch_mlp: {{}}}}\noutput: {deep}\n")
+    result = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "output: a run here would write paths of up to " in said, said
+    assert "past the 4096 a path may have on this system; give an output folder of at most" in said
+    shorter = "/".join(["d" * 200] * 17)
+    ok = write_recipe(
+        tmp_path, HEAD + f"strategies: {{scratch_mlp: {{}}}}\noutput: {shorter}\n", "ok.yaml"
+    )
+    assert CliRunner().invoke(app, ["validate", str(ok)]).exit_code == 0
+
+
 def test_one_line_of_yaml_or_json_is_a_recipe_and_an_empty_string_is_said(tmp_path):
     """Found by QA: run_recipe(json.dumps(d)) was "no such recipe file", and '' was
     "is a folder, not a recipe file"."""
