@@ -607,7 +607,16 @@ def run_trial(
         if reporter.diverged:
             result.status = "diverged"
             result.error = f"loss became NaN or infinite in epoch {reporter.epochs}"
-            last = reporter.history[-1] if reporter.history else {}
+            # The scores of its last epoch whose weights were whole, if any. Found by QA:
+            # the epoch its loss blew up in scored NaN outputs, every example the first
+            # class, whose share of the split was shown as its val_accuracy.
+            whole = [
+                row
+                for row in reporter.history
+                if math.isfinite(row.get("loss", 0.0))
+                and math.isfinite(row.get("val_loss", math.nan))
+            ]
+            last = whole[-1] if whole else {}
             result.val_accuracy = finite_or_none(last.get("val_accuracy"))
             result.val_loss = finite_or_none(last.get("val_loss"))
         else:
@@ -689,6 +698,10 @@ def run_trial(
                 pending["val_accuracy"] = result.val_accuracy
             if result.val_loss is not None:
                 pending["val_loss"] = result.val_loss
+            if result.status == "diverged":
+                # No score of its configuration (its weights blew up): the worst, as
+                # keras-tuner is told, for a searcher and a scheduler to go by.
+                pending[spec.metric] = WORST_SCORES.get(spec.metric, float("nan"))
             report(pending)  # where Tune may end the trial (SystemExit)
     finally:
         _release(gradients)

@@ -83,6 +83,11 @@ def test_a_blown_up_config_is_diverged(finished_run):
     row = finished_run.leaderboard.set_index("strategy").loc["exploding_mlp"]
     assert row["status"] == "diverged"
     assert "NaN or infinite" in row["error"]
+    # Blown up in its first epoch: no score (not the first class's share, which its NaN
+    # outputs scored: found by QA).
+    import pandas as pd
+
+    assert pd.isna(row["val_accuracy"]) and pd.isna(row["val_loss"])
 
 
 def test_fine_tune_searched_frozen_layers_within_the_base(finished_run):

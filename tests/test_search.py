@@ -884,7 +884,9 @@ def test_a_diverged_trial_gives_keras_tuner_the_worst_score_not_its_last_epochs(
     for trial_id, row in frame.iterrows():
         # val_accuracy's worst for the diverged one (it had a chance-level last epoch).
         assert told[trial_id] == (row["val_accuracy"] if row["status"] == "ok" else 0.0)
-    assert frame.loc[frame["status"] == "diverged", "val_accuracy"].iloc[0] > 0
+    # Blown up in its only epoch, it has no score (found by QA: that epoch's NaN outputs,
+    # every example the first class, were shown as val_accuracy 0.3333 on wine).
+    assert frame.loc[frame["status"] == "diverged", ["val_accuracy", "val_loss"]].isna().all(None)
 
 
 def test_a_trials_peak_memory_is_its_own_not_its_workers_since_it_started(tmp_path):
