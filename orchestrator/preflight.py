@@ -28,7 +28,14 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.accelerator import share_gpu_memory
-from orchestrator.errors import PLUGIN_FAULTS, GraftuneError, PluginError, did_you_mean, raised
+from orchestrator.errors import (
+    PLUGIN_FAULTS,
+    GraftuneError,
+    PluginError,
+    did_you_mean,
+    one_line,
+    raised,
+)
 from orchestrator.leaderboard import COLUMN_TYPES
 from orchestrator.space import (
     ALL,
@@ -593,14 +600,17 @@ def check_strategies(
             try:
                 model = strategy.build(dict(config), task, loaded)
             except (Exception, SystemExit) as exc:  # as a trial takes them (run_trial)
+                from orchestrator.trial import error_text
+
                 log.warning(
                     "strategy %r from plugin %s raised in build() for its smallest "
-                    "configuration %s (its trials will record the error): %s: %s",
+                    "configuration %s (its trials will record the error): %s",
                     name,
                     owner,
                     config,
-                    type(exc).__name__,
-                    exc,
+                    # As the trials' lines show it (found by QA: a terminal's escapes
+                    # and bidi controls reached the terminal raw here).
+                    one_line(error_text(exc)),
                 )
                 continue
             problems = model_problems(model, task.n_classes, task.input_shape)

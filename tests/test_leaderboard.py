@@ -467,6 +467,39 @@ def test_an_errors_terminal_escapes_and_markdown_links_are_shown_as_text(tmp_pat
     assert read_leaderboard(tmp_path).loc[1, "error"] == failed.error  # the CSV keeps it whole
 
 
+def test_the_pre_flights_warning_shows_a_build_error_as_the_trials_lines_do(tmp_path, caplog):
+    """Found by QA: the pre-flight's "raised in build()" warning printed a strategy's
+    error raw (a terminal's escapes, bidi controls), the trial's line below it escaped."""
+    import logging
+
+    from orchestrator import Strategy, hookimpl, run_recipe
+    from orchestrator.space import Fixed
+    from tests.search_helpers import write_recipe
+
+    class HostileBuild(Strategy):
+        name = "hostile_build"
+        description = "raises a hostile error"
+
+        def search_space(self, context):
+            return {"width": Fixed(8), "learning_rate": Fixed(0.01)}
+
+        def build(self, config, task, base):
+            raise RuntimeError("\x1b]0;TITLE\x07 \u202etxt.exe\nsecond line")
+
+    class Plugin:
+        @hookimpl
+        def graftune_register_strategies(self, registry):
+            registry.add(HostileBuild)
+
+    recipe = write_recipe(
+        tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}", "hostile_build: {}"
+    )
+    with caplog.at_level(logging.WARNING), pytest.raises(Exception, match="every trial failed"):
+        run_recipe(recipe, plugins=[Plugin()])
+    (said,) = [r.getMessage() for r in caplog.records if "raised in build()" in r.getMessage()]
+    assert said.endswith(r"RuntimeError: \x1b]0;TITLE\x07 \u202etxt.exe second line"), said
+
+
 def test_the_printed_table_says_where_it_cut_an_error_short(tmp_path):
     """Found by QA: `graftune leaderboard RUN | cat` cut an error at 60 characters
     with nothing to say the message went on."""
