@@ -514,24 +514,40 @@ def test_embedded_rays_files_are_in_a_folder_of_the_users_alone(background_start
     assert not (folder / "ray").exists()  # where Ray would have put them
 
 
-def test_the_folder_for_embedded_rays_files_is_never_another_users(tmp_path, monkeypatch):
+def test_the_folder_for_embedded_rays_files_is_never_another_users(ray_tmpdir, monkeypatch):
     from orchestrator.tuning.ray_start import private_temp_dir
 
     monkeypatch.delenv("RAY_TMPDIR", raising=False)
-    monkeypatch.setenv("TMPDIR", str(tmp_path))
-    private = tmp_path / f"graftune-{os.getuid()}"
-    private.mkdir(mode=0o777)
-    private.chmod(0o777)
+    monkeypatch.setenv("TMPDIR", str(ray_tmpdir))
+    private = ray_tmpdir / f"graftune-{os.getuid()}"
+    private.mkdir(mode=0o755)
+    private.chmod(0o755)
     assert private_temp_dir() == str(private / "ray")
     assert private.stat().st_mode & 0o777 == 0o700  # made the user's alone
-    private.rmdir()
-    elsewhere = tmp_path / "elsewhere"
+    elsewhere = ray_tmpdir / "elsewhere"
     elsewhere.mkdir()
+
+    def fresh() -> Path:
+        chosen = Path(private_temp_dir()).parent
+        assert chosen.parent == ray_tmpdir and chosen.name.startswith(f"{private.name}-")
+        assert not chosen.is_symlink() and chosen.stat().st_mode & 0o777 == 0o700
+        return chosen
+
+    # Someone's link in it (found by QA: planted while it was open to all, and followed).
+    (private / "ray").symlink_to(elsewhere)
+    assert fresh() != private
+    (private / "ray").unlink()
+    private.chmod(0o777)  # open to all: what is in it cannot be trusted
+    assert fresh() != private
+    private.rmdir()
     private.symlink_to(elsewhere)  # someone's link: not followed, not used
-    chosen = Path(private_temp_dir()).parent
-    assert chosen.parent == tmp_path and chosen.name.startswith(f"graftune-{os.getuid()}-")
-    assert not chosen.is_symlink() and chosen.stat().st_mode & 0o777 == 0o700
-    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # the user's choice: Ray's own
+    assert fresh() != private
+    # A TMPDIR that leaves Ray's socket paths no room (found by QA: 36 bytes failed).
+    long = ray_tmpdir / ("t" * 40)  # a socket path of 110 bytes or more
+    long.mkdir()
+    monkeypatch.setenv("TMPDIR", str(long))
+    assert private_temp_dir() == f"/tmp/graftune-{os.getuid()}/ray"
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmpdir))  # the user's choice: Ray's own
     assert private_temp_dir() is None
 
 

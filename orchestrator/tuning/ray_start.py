@@ -454,6 +454,13 @@ def _file_handler(log_file: Path) -> logging.Handler:
 _temp_root: str | None = None
 
 
+#: The longest socket path Ray makes under its root folder
+#: (``session_DATE_TIME_MICROS_PID/sockets/plasma_store``, a PID of 7 digits), and
+#: the most a socket's path may have (AF_UNIX: 108 bytes with the closing NUL).
+_SOCKET_UNDER_ROOT = len("/session_2026-12-06_18-40-18_579757_4194304/sockets/plasma_store")
+_SOCKET_PATH_MAX = 107
+
+
 def private_temp_dir() -> str | None:
     """The root folder for embedded Ray's files: ``ray`` in ``graftune-UID`` in the
     temporary folder Ray would use (``TMPDIR``, else ``/tmp``), a folder the user's
@@ -463,10 +470,16 @@ def private_temp_dir() -> str | None:
     folder and the folders in them (logs, sockets, runtime environments) writable
     by every user, without the sticky bit, whatever the umask: another user could
     delete a running search's sockets, or plant links where Ray writes its logs.
-    Inside a folder no other user can enter, they are the user's alone. Where
-    ``graftune-UID`` is not a folder of this user's (someone made it first, or a
-    link), a new one is made with a random name. ``None`` (Ray's own choice)
-    where ``RAY_TMPDIR`` names the place: the user chose it.
+    Inside a folder no other user can enter, they are the user's alone.
+
+    ``graftune-UID`` is used only where it is a folder of this user's that no one
+    else could write in, with nothing but a folder of this user's at its ``ray``
+    (found by QA: one left at mode 777 was made 700, but a link planted in it
+    stayed, and Ray followed it); otherwise, with a warning, a new folder with a
+    random name. Where ``TMPDIR`` is so long that Ray's socket paths would pass
+    their limit, the folder is made in ``/tmp``; a relative or empty ``TMPDIR`` is
+    taken from the current folder, as Python's ``tempfile`` does. ``None`` (Ray's
+    own choice) where ``RAY_TMPDIR`` names the place: the user chose it.
     """
     global _temp_root
     _temp_root = None
@@ -477,17 +490,35 @@ def private_temp_dir() -> str | None:
 
     from ray._common.utils import get_default_system_temp_dir
 
-    base = get_default_system_temp_dir()
-    private = Path(base) / f"graftune-{os.getuid()}"
+    base = os.path.abspath(get_default_system_temp_dir() or tempfile.gettempdir())
+    name = f"graftune-{os.getuid()}"
+    longest = len(os.fsencode(os.path.join(base, name, "ray"))) + _SOCKET_UNDER_ROOT
+    if longest > _SOCKET_PATH_MAX and os.path.isdir("/tmp"):
+        base = "/tmp"  # found by QA: a TMPDIR of 36 bytes left no room for Ray's sockets
+
+    def ours(path: Path) -> bool:
+        status = os.lstat(path)  # a link is not followed: it is someone's, not ours
+        return stat.S_ISDIR(status.st_mode) and status.st_uid == os.getuid()
+
+    private = Path(base) / name
     try:
         with contextlib.suppress(FileExistsError):
             private.mkdir(mode=0o700)
-        status = os.lstat(private)  # a link is not followed: it is someone's, not ours
-        if stat.S_ISDIR(status.st_mode) and status.st_uid == os.getuid():
-            if status.st_mode & 0o077:
+        safe = ours(private) and not os.lstat(private).st_mode & 0o022
+        if safe and os.path.lexists(private / "ray"):
+            safe = ours(private / "ray")
+        if safe:
+            if os.lstat(private).st_mode & 0o077:
                 os.chmod(private, 0o700)
         else:
-            private = Path(tempfile.mkdtemp(prefix=f"{private.name}-", dir=base))  # mode 700
+            fresh = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))  # mode 700
+            log.warning(
+                "%s is not a folder of this user's alone: embedded Ray keeps its files in "
+                "%s this time; remove it (or set RAY_TMPDIR) to keep them in one place",
+                private,
+                fresh,
+            )
+            private = fresh
     except OSError:
         return None  # no folder can be made there: Ray's own, which says why
     _temp_root = str(private / "ray")  # Ray makes it, for every user: private is not
@@ -716,16 +747,17 @@ def object_store_under_file_limit() -> int | None:
     if resolve_object_store_memory(get_system_memory()) <= soft:
         return None
     store = (soft - 2**20) // 4096 * 4096  # a MiB of room beside it, whole pages
-    if store < ray_constants.OBJECT_STORE_MINIMUM_MEMORY_BYTES:
+    smallest = ray_constants.OBJECT_STORE_MINIMUM_MEMORY_BYTES
+    if store < smallest:
         from orchestrator.errors import RayStartError
         from orchestrator.feature_cache import size_text
 
         raise RayStartError(
             f"this process may write no file over {size_text(soft)} (a file-size limit, "
-            "as `ulimit -f` sets), and embedded Ray's object store is one file of at "
-            f"least {size_text(ray_constants.OBJECT_STORE_MINIMUM_MEMORY_BYTES)}: raise "
-            "the limit, or search with `search.backend: keras_tuner` (no Ray); nothing "
-            "was written"
+            f"as `ulimit -f` sets), and embedded Ray's object store is one file of at "
+            f"least {size_text(smallest)}, which needs a limit of {size_text(smallest + 2**20)} "
+            "or more: raise the limit, or search with `search.backend: keras_tuner` (no "
+            "Ray); nothing was written"
         )
     return store
 
