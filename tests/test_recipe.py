@@ -2387,6 +2387,16 @@ def test_validate_refuses_an_output_folder_too_deep_for_a_runs_files(tmp_path):
         tmp_path, HEAD + f"strategies: {{scratch_mlp: {{}}}}\noutput: {shorter}\n", "ok.yaml"
     )
     assert CliRunner().invoke(app, ["validate", str(ok)]).exit_code == 0
+    # A short link to a deep folder is where the files go (found by QA: it passed).
+    (tmp_path / deep).mkdir(parents=True)
+    (tmp_path / "short").symlink_to(tmp_path / deep)
+    linked = write_recipe(
+        tmp_path, HEAD + f"strategies: {{scratch_mlp: {{}}}}\noutput: {tmp_path / 'short'}\n",
+        "linked.yaml",
+    )  # fmt: skip
+    result = CliRunner().invoke(app, ["validate", str(linked)])
+    assert result.exit_code == 2, result.output
+    assert "output: a run here would write paths of up to " in " ".join(result.output.split())
 
 
 def test_one_line_of_yaml_or_json_is_a_recipe_and_an_empty_string_is_said(tmp_path):
