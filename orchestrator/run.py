@@ -1119,19 +1119,18 @@ def _stopped_at_once(run_dir: Path, recipe: Recipe, results: list[TrialResult]) 
 
 def resume_hint(run_dir: Path, plugins: tuple[str, ...]) -> str:
     """How to continue the stopped run in ``run_dir``, which loads ``plugins`` by name."""
-    token = _EXPLICIT_PLUGINS.set(plugins)
-    try:
-        return _resume_hint(run_dir)
-    finally:
-        _EXPLICIT_PLUGINS.reset(token)
+    return _resume_hint(run_dir, plugins)
 
 
-def _resume_hint(run_dir: Path) -> str:
+def _resume_hint(run_dir: Path, names: tuple[str, ...] | None = None) -> str:
     """How to continue a stopped run: in place, or for a submitted job (whose run
-    directory is in a working folder Ray deletes) from its storage."""
+    directory is in a working folder Ray deletes) from its storage. ``names``: the
+    plugins it loads by name (default: this run's, ``--plugin``)."""
     from orchestrator.submit import SUBMITTED_ENV
 
-    plugins = "".join(f" --plugin {shlex.quote(name)}" for name in _EXPLICIT_PLUGINS.get())
+    if names is None:
+        names = _EXPLICIT_PLUGINS.get()
+    plugins = "".join(f" --plugin {shlex.quote(name)}" for name in names)
     if os.environ.get(SUBMITTED_ENV):
         from orchestrator.storage import stored_folder
 

@@ -1323,6 +1323,20 @@ def whole_or_none(value: Any) -> int | None:
     return None if number is None else int(number)
 
 
+def reported_costs(report: dict[str, Any]) -> dict[str, Any]:
+    """The :data:`COST_KEYS` of an epoch's report as :class:`TrialResult` fields: for
+    a trial that wrote no result of its own (stopped, or its process died)."""
+    text = {key: report.get(key) for key in ("note", "backend")}
+    return {
+        "fit_seconds": finite_or_none(report.get("fit_seconds")),
+        "params_total": whole_or_none(report.get("params_total")),
+        "params_trainable": whole_or_none(report.get("params_trainable")),
+        "peak_memory_mb": finite_or_none(report.get("peak_memory_mb")),
+        "cached_cut": whole_or_none(report.get("cached_cut")),
+        **{key: value if isinstance(value, str) else None for key, value in text.items()},
+    }
+
+
 def _freeze_imports() -> None:
     """Take what the process holds before its first trial out of garbage collection.
 

@@ -472,8 +472,9 @@ def test_the_pre_flights_warning_shows_a_build_error_as_the_trials_lines_do(tmp_
     error raw (a terminal's escapes, bidi controls), the trial's line below it escaped."""
     import logging
 
-    from orchestrator import Strategy, hookimpl, run_recipe
+    from orchestrator import Strategy, run_recipe
     from orchestrator.space import Fixed
+    from tests.broken_strategies import Registers
     from tests.search_helpers import write_recipe
 
     class HostileBuild(Strategy):
@@ -486,16 +487,11 @@ def test_the_pre_flights_warning_shows_a_build_error_as_the_trials_lines_do(tmp_
         def build(self, config, task, base):
             raise RuntimeError("\x1b]0;TITLE\x07 \u202etxt.exe\nsecond line")
 
-    class Plugin:
-        @hookimpl
-        def graftune_register_strategies(self, registry):
-            registry.add(HostileBuild)
-
     recipe = write_recipe(
         tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}", "hostile_build: {}"
     )
     with caplog.at_level(logging.WARNING), pytest.raises(Exception, match="every trial failed"):
-        run_recipe(recipe, plugins=[Plugin()])
+        run_recipe(recipe, plugins=[Registers(HostileBuild)])
     (said,) = [r.getMessage() for r in caplog.records if "raised in build()" in r.getMessage()]
     assert said.endswith(r"RuntimeError: \x1b]0;TITLE\x07 \u202etxt.exe second line"), said
 

@@ -818,10 +818,11 @@ def test_cache_clear_waits_for_runs_and_whole_entries_need_no_lock(digits, base_
 def test_a_run_without_a_base_leaves_the_cache_free_to_clear(tmp_path):
     """Found by QA: any run held the cache, so `cache clear` was refused while a run
     that never reads it (no base: no base to load, no features) was going."""
-    from orchestrator import hookimpl, run_recipe
+    from orchestrator import run_recipe
     from orchestrator.bases import cache_dir
     from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
     from orchestrator.feature_cache import clear_cache
+    from tests.broken_strategies import Registers
     from tests.search_helpers import write_recipe
 
     cache_dir().mkdir(parents=True, exist_ok=True)  # a clear of no folder takes no lock
@@ -835,15 +836,10 @@ def test_a_run_without_a_base_leaves_the_cache_free_to_clear(tmp_path):
             cleared.append(clear_cache())  # raises CacheInUse where the run holds it
             return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
 
-    class Plugin:
-        @hookimpl
-        def graftune_register_strategies(self, registry):
-            registry.add(ClearingMLP)
-
     recipe = write_recipe(
         tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}", "clearing_mlp: {}"
     )
-    outcome = run_recipe(recipe, plugins=[Plugin()])
+    outcome = run_recipe(recipe, plugins=[Registers(ClearingMLP)])
     assert list(outcome.leaderboard["status"]) == ["ok"], outcome.leaderboard.get("error")
     assert len(cleared) == 1
 

@@ -43,6 +43,7 @@ from orchestrator.trial import (
     TrialResult,
     finite_or_none,
     read_result,
+    reported_costs,
     run_trial,
     trial_dir,
     whole_or_none,
@@ -415,12 +416,7 @@ def _died_too_often(
         val_accuracy=finite_or_none(last.get("val_accuracy")),
         val_loss=finite_or_none(last.get("val_loss")),
         epochs=whole_or_none(last.get("epoch")) or 0,
-        fit_seconds=finite_or_none(last.get("fit_seconds")),
-        params_total=whole_or_none(last.get("params_total")),
-        params_trainable=whole_or_none(last.get("params_trainable")),
-        peak_memory_mb=finite_or_none(last.get("peak_memory_mb")),
-        cached_cut=whole_or_none(last.get("cached_cut")),
-        note=last.get("note") if isinstance(last.get("note"), str) else None,
+        **reported_costs(last),
         error=f"the process died while running it {deaths} time{'s' * (deaths != 1)} "
         "(killed, or out of memory); to train it again, delete its folder (and the run's "
         "finished.json, once the run finished) and resume the run",
@@ -639,14 +635,15 @@ def run_search(
             if listener is not None:
                 listener.trial_started(strategy, trial_id)
             folder = trial_dir(run_dir, strategy, trial_id)
-            if read_result(folder, set_aside=True) is not None:
+            deaths = _deaths(folder)
+            if deaths and read_result(folder, set_aside=True) is not None:
                 # It ended (run_trial takes its result back): no death, whatever its
                 # `running` file says. Found by QA: a stored copy of a run killed
                 # just after the trial ended keeps the file (uploaded before it was
                 # removed), and keras-tuner, its state saved before the end, retries
                 # the trial: it was `failed`, its scores gone, or given a retry.
                 _set_deaths(folder, 0)
-            deaths = _deaths(folder)
+                deaths = 0
             if deaths > recipe.search.max_failures:
                 # Killed in a search's first trial, before keras-tuner saved any state,
                 # the resume's oracle knew nothing of it, and proposed it again.

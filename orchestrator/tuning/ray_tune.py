@@ -59,10 +59,10 @@ from orchestrator.trial import (
     finite_or_none,
     freezes_here,
     read_result,
+    reported_costs,
     run_trial,
     runs_again,
     trial_dir,
-    whole_or_none,
     write_result,
 )
 from orchestrator.tuning import ray_start
@@ -330,14 +330,7 @@ def collect(
         error=message,
         retries=retries,
         node=last.get("node"),
-        # The costs up to the last epoch it reported (trial.COST_KEYS).
-        fit_seconds=finite_or_none(last.get("fit_seconds")),
-        params_total=whole_or_none(last.get("params_total")),
-        params_trainable=whole_or_none(last.get("params_trainable")),
-        peak_memory_mb=finite_or_none(last.get("peak_memory_mb")),
-        cached_cut=whole_or_none(last.get("cached_cut")),
-        note=last.get("note") if isinstance(last.get("note"), str) else None,
-        backend=last.get("backend") if isinstance(last.get("backend"), str) else None,
+        **reported_costs(last),  # the costs up to the last epoch it reported
         started_at=started_at,
         finished_at=finished_at,
     )
