@@ -370,6 +370,11 @@ class LoadedBase:
                     f"the cached base {self.info.path.parent} cannot be read ({problem}); "
                     "the next run that needs it makes it again"
                 ) from exc
+            from orchestrator.models import clear_regularizers
+
+            # The recipe's λ is the only penalty a trial trains with (README, "λ in
+            # two forms"): none the base was saved with stays in the loss.
+            clear_regularizers(self._model)
         return self._model
 
     @property

@@ -2,7 +2,8 @@
 
 A base frozen up to a cut point is a pure function of its input, so its
 outputs on a dataset depend only on (the base's weights, the cut point, the
-data, the input adapter, the dtype). They are computed once, saved as ``.npy``
+data, the input adapter, the dtype), and in their last digits on Keras' backend
+and TensorFlow's kernels (:func:`numerics`). They are computed once, saved as ``.npy``
 files under ``CACHE/features/KEY/`` and opened memory-mapped by every trial of
 every run that needs them; the trial then trains only what lies above the cut.
 
@@ -59,8 +60,24 @@ def feature_key(base: LoadedBase, frozen_layers: int, dataset: Dataset) -> str:
         "data": dataset.task.fingerprint,
         "adapter": [list(step) for step in base.info.adapter],
         "dtype": DTYPE,
+        "numerics": numerics(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def numerics() -> dict[str, str | None]:
+    """What decides the last digits of a prefix's outputs besides its inputs: Keras'
+    backend and, on TensorFlow, the settings that choose its kernels. Found by QA:
+    features cached with oneDNN on (graftune's default) were served to a run with
+    ``TF_ENABLE_ONEDNN_OPTS=0``, whose own prefix differed by up to 1e-6, so its
+    leaderboard with the cache on and off differed in the eighth digit."""
+    from orchestrator.accelerator import backend
+    from orchestrator.environment import VARIABLES
+
+    chosen = backend()
+    if chosen != "tensorflow":
+        return {"backend": chosen}
+    return {"backend": chosen, **{name: os.environ.get(name) for name in VARIABLES}}
 
 
 def features_dir() -> Path:

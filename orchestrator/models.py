@@ -22,8 +22,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Weight names that hold a layer's kernel (the weights λ regularises).
-KERNEL_NAMES = ("kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
+#: Weight names that hold a layer's kernel (the weights λ regularises). Found by
+#: QA: an LSTM, GRU or SimpleRNN base's ``recurrent_kernel`` was left out.
+KERNEL_NAMES = ("kernel", "recurrent_kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
+#: The attributes in which Keras' layers keep the penalties they add to their
+#: weights (and so write them in the layer's config).
+_PENALTY_ATTRIBUTES = (
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "depthwise_regularizer",
+    "pointwise_regularizer",
+    "embeddings_regularizer",
+    "beta_regularizer",
+    "gamma_regularizer",
+)
 
 
 def not_probabilities(outputs: Any) -> str | None:
@@ -166,11 +179,34 @@ def regularize_trainable_kernels(model: keras.Model, lambda_: float, form: str =
 
 
 def clear_regularizers(model: keras.Model) -> None:
-    """Remove penalties put on existing variables (before a second training phase)."""
-    for layer in _all_layers(model):
+    """Remove every penalty an existing model puts in the loss of its training.
+
+    Each weight's regularizer (kernels, biases, BatchNorm's ``gamma``/``beta``),
+    each layer's ``activity_regularizer`` and the attributes a layer keeps them in
+    (so that a model saved with the base does not put them back when loaded).
+    Called on a base when it is loaded for a trial, where the recipe's λ is to be
+    the only penalty (found by QA: a base saved with a bias or activity
+    regularizer added 14 to a trial's loss at λ 0, a constant in
+    ``feature_extraction``'s loss that a trial on cached features did not have),
+    and before a second training phase puts λ on again.
+    """
+    for layer in _every_layer(model):
         for variable in layer.weights:
-            if variable.name in KERNEL_NAMES:
-                variable.regularizer = None
+            variable.regularizer = None
+        if getattr(layer, "activity_regularizer", None) is not None:
+            layer.activity_regularizer = None
+        for name in _PENALTY_ATTRIBUTES:
+            if getattr(layer, name, None) is not None:
+                setattr(layer, name, None)
+
+
+def _every_layer(model: Any) -> list[Any]:
+    """``model`` and every layer in it, also those held outside ``layers`` (an
+    RNN's cell, a ``Bidirectional``'s two RNNs)."""
+    flatten = getattr(model, "_flatten_layers", None)
+    if flatten is None:  # not a Keras 3 layer
+        return [model, *_all_layers(model)]
+    return list(flatten(include_self=True, recursive=True))
 
 
 def _all_layers(model: Any) -> list[Any]:

@@ -181,6 +181,70 @@ def test_the_recipes_penalty_replaces_one_the_base_was_saved_with(
     assert float(sum(base.model.losses)) == pytest.approx(expected, rel=1e-4)
 
 
+def test_no_penalty_a_base_was_saved_with_stays_in_a_trials_loss(digits, tmp_path, monkeypatch):
+    """Found by QA: a base saved with a bias and an activity regularizer kept them,
+    at lambda 0 too: fine_tune trained against them, and they put a constant in
+    feature_extraction's loss that a trial on cached features did not have."""
+    import keras
+
+    from orchestrator.bases import load_base, prepare_base
+    from orchestrator.builtin_plugins.feature_extraction import FeatureExtraction
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import BaseSpec
+
+    keras.utils.set_random_seed(1)
+    own = keras.regularizers.L2(0.5)
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(
+        4, 3, name="c1", kernel_regularizer=own, bias_regularizer=own, activity_regularizer=own
+    )(inputs)
+    x = keras.layers.BatchNormalization(gamma_regularizer=own, name="bn")(x)
+    x = keras.layers.Conv2D(4, 3, name="c2", bias_regularizer=own)(x)
+    saved = keras.Model(inputs, x)
+    for name in ("c1", "c2"):
+        saved.get_layer(name).bias.assign(np.full(4, 0.3, "float32"))
+    saved.save(tmp_path / "own.keras")
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    host = get_plugin_manager()
+    info = prepare_base(
+        BaseSpec(path=tmp_path / "own.keras"), host.bases, digits.task, seed=0,
+        base_dir=tmp_path, data_sources=host.data_sources,
+    )  # fmt: skip
+    x, y = digits.x_train[:32], digits.y_train[:32]
+    builds = [
+        (FineTune(), ft_config(frozen_layers=0, **{"lambda": 0.0})),
+        (FeatureExtraction(), {"head_width": 8, "head_depth": 1, "lambda": 0.0, "learning_rate": 1e-3}),
+    ]  # fmt: skip
+    for strategy, config in builds:
+        base = load_base(info)
+        model = strategy.build(config, digits.task, base)
+        scores = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+        assert scores["loss"] == pytest.approx(scores["cross_entropy"], abs=1e-6), strategy.name
+        assert not model.losses, strategy.name
+    # With lambda, the kernels carry the recipe's penalty and nothing else does.
+    base = load_base(info)
+    model = FineTune().build(ft_config(frozen_layers=0, **{"lambda": 1e-3}), digits.task, base)
+    penalised = sorted(v.path for v in model.trainable_weights if v.regularizer is not None)
+    assert penalised == ["c1/kernel", "c2/kernel", "head_dense1/kernel", "head_output/kernel"]
+    # Nor does a model saved with the base put them back when loaded.
+    config = base.model.get_layer("c1").get_config()
+    assert config["bias_regularizer"] is None
+    assert config["activity_regularizer"] is None
+
+
+def test_lambda_reaches_an_rnns_recurrent_kernel():
+    """Found by QA: a base with an LSTM had its input kernel penalised, not its recurrent one."""
+    import keras
+
+    from orchestrator.models import regularize_trainable_kernels
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
+    assert regularize_trainable_kernels(model, 0.5, "l2") == 3
+    expected = sum(0.5 * np.sum(v.numpy() ** 2) for v in model.weights if v.name.endswith("kernel"))
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_regularizer_is_searched_and_shown(digits, base_info, tmp_path):
     space = FineTune().search_space(None)
     assert set(space["regularizer"].values) == {"l2", "l2sp"}
@@ -677,6 +741,12 @@ def test_cache_invalidation(digits, base_info, tmp_path, monkeypatch):
     other_base = make_base(tmp_path / "b", monkeypatch, digits, name="other.keras")
     assert other_base.fingerprint != base_info.fingerprint
     assert feature_key(load_base(other_base), 2, digits) != key
+    # TensorFlow's kernels change the features' last digits (found by QA: oneDNN's
+    # features were served to a run with it off).
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert feature_key(base, 2, digits) != key
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
+    assert feature_key(base, 2, digits) == key
 
 
 def test_a_random_layer_in_the_base_draws_the_same_numbers_and_turns_the_cache_off(
