@@ -145,6 +145,21 @@ def test_with_a_large_lambda_l2sp_keeps_the_weights_near_their_start(digits, bas
     assert distances[10.0] < distances[1e-6] / 10
 
 
+def saved_base(model, digits, tmp_path, monkeypatch):
+    """``model`` saved and prepared as a recipe's ``base: {path: ...}`` is."""
+    from orchestrator.bases import prepare_base
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import BaseSpec
+
+    model.save(tmp_path / "own.keras")
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    host = get_plugin_manager()
+    return prepare_base(
+        BaseSpec(path=tmp_path / "own.keras"), host.bases, digits.task, seed=0,
+        base_dir=tmp_path, data_sources=host.data_sources,
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("form", ["l2", "l2sp"])
 def test_the_recipes_penalty_replaces_one_the_base_was_saved_with(
     digits, tmp_path, monkeypatch, form
@@ -153,22 +168,14 @@ def test_the_recipes_penalty_replaces_one_the_base_was_saved_with(
     recipe's regularizer and lambda (unless two_phase cleared it in phase 2)."""
     import keras
 
-    from orchestrator.bases import load_base, prepare_base
-    from orchestrator.plugin_manager import get_plugin_manager
-    from orchestrator.recipe import BaseSpec
+    from orchestrator.bases import load_base
 
     keras.utils.set_random_seed(1)
     inputs = keras.Input((8, 8, 1))
     own = keras.regularizers.L2(1e-9)
     x = keras.layers.Conv2D(4, 3, padding="same", kernel_regularizer=own, name="c1")(inputs)
     x = keras.layers.Conv2D(4, 3, padding="same", name="c2")(x)
-    keras.Model(inputs, x).save(tmp_path / "own.keras")
-    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
-    host = get_plugin_manager()
-    info = prepare_base(
-        BaseSpec(path=tmp_path / "own.keras"), host.bases, digits.task, seed=0,
-        base_dir=tmp_path, data_sources=host.data_sources,
-    )  # fmt: skip
+    info = saved_base(keras.Model(inputs, x), digits, tmp_path, monkeypatch)
     base = load_base(info)
     FineTune().build(
         ft_config(frozen_layers=0, regularizer=form, **{"lambda": 0.5}), digits.task, base
@@ -187,10 +194,8 @@ def test_no_penalty_a_base_was_saved_with_stays_in_a_trials_loss(digits, tmp_pat
     feature_extraction's loss that a trial on cached features did not have."""
     import keras
 
-    from orchestrator.bases import load_base, prepare_base
+    from orchestrator.bases import load_base
     from orchestrator.builtin_plugins.feature_extraction import FeatureExtraction
-    from orchestrator.plugin_manager import get_plugin_manager
-    from orchestrator.recipe import BaseSpec
 
     keras.utils.set_random_seed(1)
     own = keras.regularizers.L2(0.5)
@@ -203,13 +208,7 @@ def test_no_penalty_a_base_was_saved_with_stays_in_a_trials_loss(digits, tmp_pat
     saved = keras.Model(inputs, x)
     for name in ("c1", "c2"):
         saved.get_layer(name).bias.assign(np.full(4, 0.3, "float32"))
-    saved.save(tmp_path / "own.keras")
-    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
-    host = get_plugin_manager()
-    info = prepare_base(
-        BaseSpec(path=tmp_path / "own.keras"), host.bases, digits.task, seed=0,
-        base_dir=tmp_path, data_sources=host.data_sources,
-    )  # fmt: skip
+    info = saved_base(saved, digits, tmp_path, monkeypatch)
     x, y = digits.x_train[:32], digits.y_train[:32]
     builds = [
         (FineTune(), ft_config(frozen_layers=0, **{"lambda": 0.0})),
