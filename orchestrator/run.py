@@ -510,6 +510,7 @@ def _run_checked(
                 )
             )
         ray_start = None
+        from orchestrator.trial import collector_paused, freeze_the_runs_imports
         from orchestrator.tuning.ray_start import interrupts_held
 
         if recipe.search.backend == "ray":
@@ -517,7 +518,7 @@ def _run_checked(
 
             # Whole, or not at all: a Ctrl+C in Ray's import left a half-imported Ray,
             # and every later run in the process failed (found by QA, from Python).
-            with interrupts_held():
+            with interrupts_held(), collector_paused():
                 import ray  # noqa: F401
             # Embedded Ray starts while the data, the base and the pre-flight are prepared.
             ray_start = start_in_background(recipe.resources, preload_workers=_first_wave(recipe))
@@ -529,8 +530,9 @@ def _run_checked(
                     "cluster, give --address (HEAD:6379, or auto) or resources.address"
                 )
         try:
-            with interrupts_held():  # whole, or not at all: see interrupts_held
+            with interrupts_held(), collector_paused():  # whole, or not at all
                 import keras  # noqa: F401  (and its backend: seconds, as Ray starts)
+            freeze_the_runs_imports()
 
             return _run(
                 recipe,
@@ -800,13 +802,16 @@ def _run(
     if repeated is not None:
         echo(repeated)
 
+    from orchestrator.trial import collector_paused, freeze_the_runs_imports
     from orchestrator.tuning.ray_start import interrupts_held
 
-    with interrupts_held():  # Ray Tune's or keras-tuner's import, whole or not at all
+    # Ray Tune's or keras-tuner's import, whole or not at all.
+    with interrupts_held(), collector_paused():
         if recipe.search.backend == "ray":
             from orchestrator.tuning import ray_tune as backend
         else:
             from orchestrator.tuning import keras_tuner as backend  # type: ignore[no-redef]
+    freeze_the_runs_imports()
     if recipe.search.backend != "ray":
         for name in strategies:
             backend.check_space(recipe, spaces[name], name)

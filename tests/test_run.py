@@ -387,6 +387,82 @@ def test_a_run_freezes_the_callers_objects_for_itself_and_thaws_them_after():
     assert gc.get_freeze_count() == 0
 
 
+def test_what_a_run_imports_is_imported_without_collections_and_frozen_for_the_run():
+    """Found by QA: ``graftune run`` imported Keras, TensorFlow and Ray after its
+    freeze began, with the collector on: 7 full collections in the imports, and
+    each of the run's own walked their 500,000 objects."""
+    import gc
+
+    from orchestrator import trial
+
+    collections = []
+
+    def counting(phase, info):
+        if phase == "start":
+            collections.append(info["generation"])
+
+    gc.callbacks.append(counting)
+    try:
+        with trial.collector_paused():
+            assert not gc.isenabled()
+            for _ in range(3):  # as an import's many objects would start collections
+                many = [[i] for i in range(100_000)]
+    finally:
+        gc.callbacks.remove(counting)
+    del many
+    assert gc.isenabled() and 2 not in collections  # (a thread may collect a young one)
+    gc.disable()  # a caller's collector left off stays off
+    try:
+        with trial.collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with trial.collecting_its_own_garbage():
+        frozen = gc.get_freeze_count()
+        imported = [[i] for i in range(1000)]  # what the run imported after its freeze
+        trial.freeze_the_runs_imports()
+        assert gc.get_freeze_count() >= frozen + len(imported)
+    assert gc.get_freeze_count() == 0
+    trial.freeze_the_runs_imports()  # outside a run: nothing
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_run_imports_without_collections_and_freezes_its_imports(tmp_path):
+    """The same in a fresh process's first run, as ``graftune run`` makes it: by the
+    pre-flight check, Keras' objects are out of the run's collections."""
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: frozen\ndata: {source: sklearn:iris}\n"
+        "strategies: {scratch_mlp: {space: {hidden_layers: 1, width: 4}}}\n"
+        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1, scheduler: fifo}\n"
+        f"output: {tmp_path}/runs\n"
+    )
+    script = f"""
+import gc, sys
+from orchestrator import run_recipe, preflight
+assert "keras" not in sys.modules
+seen = []
+checked = preflight.check_strategies
+def check_strategies(*args, **kwargs):
+    import keras
+    tracked = {{id(o) for o in gc.get_objects()}}
+    seen.append(id(vars(keras)) in tracked or id(vars(sys.modules["tensorflow"])) in tracked)
+    return checked(*args, **kwargs)
+preflight.check_strategies = check_strategies
+run_recipe({str(recipe)!r}, echo=lambda *a, **k: None)
+print("walked" if any(seen) else "frozen", len(seen))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["frozen", "1"], done.stdout
+
+
 def test_observers_saw_every_trial_and_a_raising_one_was_ignored(e2e_run, finished_run):
     seen = e2e_run.seen
     assert len(seen["trials"]) == len(finished_run.leaderboard)
