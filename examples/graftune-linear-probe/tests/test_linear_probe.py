@@ -57,4 +57,6 @@ def test_a_run_beside_a_builtin_on_blobs(graftune_register, graftune_run):
     assert sorted(board["strategy"]) == ["linear_probe", "linear_probe", "scratch_mlp"]
     assert (board["status"] == "ok").all(), board[["strategy", "status", "error"]]
     assert board["val_accuracy"].between(0, 1).all()
-    assert set(board.loc[board["strategy"] == "linear_probe", "pooling"]) <= {"avg", "max"}
+    # The pretrained base's output is a vector: nothing to pool, so no pooling is
+    # searched (found by QA: avg and max trained the same model twice).
+    assert set(board.loc[board["strategy"] == "linear_probe", "pooling"]) == {"none"}

@@ -38,8 +38,12 @@ class LinearProbe(Strategy):
     requires_base = True
 
     def search_space(self, context: SpaceContext) -> dict[str, Dimension]:
+        # Pooling applies to a grid of features (height, width, channels). A base
+        # whose output is a vector has none to pool: "avg" and "max" trained the
+        # same model twice (found by QA), so there is nothing to search.
+        flat = context.base is not None and len(context.base.output_shape) != 3
         return {
-            "pooling": Choice(("avg", "max")),
+            "pooling": Choice(("none",) if flat else ("avg", "max")),
             "lambda": LogFloat(1e-6, 1e-1),
             "learning_rate": LogFloat(1e-3, 3e-2),
         }
@@ -53,6 +57,13 @@ class LinearProbe(Strategy):
         inputs = keras.Input(task.input_shape, name="inputs")
         # A non-trainable base runs its BatchNormalization layers in inference mode.
         features = base.model(base.adapt(inputs), training=False)
+        if (len(features.shape) == 4) != (config["pooling"] != "none"):
+            raise ValueError(
+                f"pooling {config['pooling']!r} does not fit the base's output "
+                f"{tuple(features.shape[1:])}: avg or max pools a grid of features "
+                "(height, width, channels), none is for any other output; leave pooling "
+                "out of the recipe, and linear_probe takes what fits"
+            )
         if len(features.shape) == 4:
             pool = (
                 keras.layers.GlobalMaxPooling2D
