@@ -353,6 +353,9 @@ class LoadedBase:
         #: The inputs :meth:`inputs_and_features` returned for the cached features:
         #: a model fed those must take one of them, not an input of the same shape.
         self.cached_inputs: list[Any] = []
+        #: The architecture of the model as loaded, before :attr:`model` took its
+        #: penalties off (``None``: given, not loaded).
+        self._saved_architecture: str | None = None
 
     @property
     def model(self) -> keras.Model:
@@ -373,9 +376,19 @@ class LoadedBase:
             from orchestrator.models import clear_regularizers
 
             # The recipe's λ is the only penalty a trial trains with (README, "λ in
-            # two forms"): none the base was saved with stays in the loss.
+            # two forms"): none the base was saved with stays in the loss. Its
+            # fingerprint is of the base as saved, penalties and all.
+            self._saved_architecture = self._model.to_json()
             clear_regularizers(self._model)
         return self._model
+
+    def saved_fingerprint(self) -> str:
+        """The fingerprint (:func:`weights_digest`) of the base as its file holds it,
+        with the penalties :attr:`model` leaves out (found by QA: a trial on cached
+        features of a base saved with a regularizer could not be put together
+        again, its base "made again since the run")."""
+        model = self.model
+        return weights_digest(model, self._saved_architecture)
 
     @property
     def loaded(self) -> bool:
@@ -2088,9 +2101,12 @@ def _file_digest(path: Path) -> str:
     return sha.hexdigest()
 
 
-def weights_digest(model: keras.Model) -> str:
-    """A base's fingerprint: its architecture and every weight (``BaseInfo.fingerprint``)."""
-    sha = hashlib.sha256(json.dumps(model.to_json(), sort_keys=True).encode())
+def weights_digest(model: keras.Model, architecture: str | None = None) -> str:
+    """A base's fingerprint: its architecture and every weight (``BaseInfo.fingerprint``).
+
+    ``architecture``: the model's ``to_json()`` to take instead of its own now.
+    """
+    sha = hashlib.sha256(json.dumps(architecture or model.to_json(), sort_keys=True).encode())
     for weight in model.weights:
         sha.update(weight.numpy().tobytes())
     return sha.hexdigest()

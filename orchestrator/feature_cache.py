@@ -77,7 +77,18 @@ def numerics() -> dict[str, str | None]:
     chosen = backend()
     if chosen != "tensorflow":
         return {"backend": chosen}
-    return {"backend": chosen, **{name: os.environ.get(name) for name in VARIABLES}}
+    return {"backend": chosen, **{name: _switch(os.environ.get(name)) for name in VARIABLES}}
+
+
+def _switch(value: str | None) -> str:
+    """A TensorFlow switch as TensorFlow reads it (found by QA: ``1``, ``true`` and
+    ``TRUE`` made an entry each): ``on``, ``off``, or ``default`` (unset or empty)."""
+    said = (value or "").strip().lower()
+    if said in ("1", "true"):
+        return "on"
+    if said in ("0", "false"):
+        return "off"
+    return said or "default"
 
 
 def features_dir() -> Path:
@@ -211,6 +222,7 @@ def cached_features(
             "shapes": shapes,
             "digests": digests,
             "dtype": DTYPE,
+            "numerics": numerics(),
             "seconds": round(time.perf_counter() - started, 3),
             "created": time.time(),
             "made_for": made_for,
@@ -489,10 +501,25 @@ def cache_entries() -> list[CacheEntry]:
                     f"{meta.get('base')} ({entry}) up to cut {meta.get('cut')} "
                     f"({meta.get('cut_layer')}) "
                     f"on {meta.get('data')}{f' (data {data})' if data else ''}: {rows} examples "
-                    f"(train/val/test) of {shapes['train'][1:]}"
+                    f"(train/val/test) of {shapes['train'][1:]}{_numerics_text(meta)}"
                 )
             entries.append(CacheEntry("features", folder, _size(folder), text))
     return entries
+
+
+def _numerics_text(meta: dict[str, Any]) -> str:
+    """What an entry's numerics were where they are not graftune's defaults (an
+    entry of each told apart in ``cache info``)."""
+    said = meta.get("numerics")
+    if not isinstance(said, dict):
+        return ""
+    usual = {"backend": "tensorflow", "TF_ENABLE_ONEDNN_OPTS": "on"}
+    other = [
+        f"{name}={value}"
+        for name, value in sorted(said.items())
+        if value != usual.get(name, "default")
+    ]
+    return f", made with {' '.join(other)}" if other else ""
 
 
 def clear_cache(kinds: tuple[str, ...] = ("base", "features")) -> tuple[int, list[str]]:

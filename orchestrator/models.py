@@ -25,18 +25,6 @@ log = logging.getLogger(__name__)
 #: Weight names that hold a layer's kernel (the weights λ regularises). Found by
 #: QA: an LSTM, GRU or SimpleRNN base's ``recurrent_kernel`` was left out.
 KERNEL_NAMES = ("kernel", "recurrent_kernel", "depthwise_kernel", "pointwise_kernel", "embeddings")
-#: The attributes in which Keras' layers keep the penalties they add to their
-#: weights (and so write them in the layer's config).
-_PENALTY_ATTRIBUTES = (
-    "kernel_regularizer",
-    "recurrent_regularizer",
-    "bias_regularizer",
-    "depthwise_regularizer",
-    "pointwise_regularizer",
-    "embeddings_regularizer",
-    "beta_regularizer",
-    "gamma_regularizer",
-)
 
 
 def not_probabilities(outputs: Any) -> str | None:
@@ -182,8 +170,9 @@ def clear_regularizers(model: keras.Model) -> None:
     """Remove every penalty an existing model puts in the loss of its training.
 
     Each weight's regularizer (kernels, biases, BatchNorm's ``gamma``/``beta``),
-    each layer's ``activity_regularizer`` and the attributes a layer keeps them in
-    (so that a model saved with the base does not put them back when loaded).
+    each layer's ``activity_regularizer``, and the attributes a layer keeps its
+    penalties in (``*_regularizer``, Keras' and a custom layer's alike), so that
+    a model saved with the base does not put them back when loaded.
     Called on a base when it is loaded for a trial, where the recipe's λ is to be
     the only penalty (found by QA: a base saved with a bias or activity
     regularizer added 14 to a trial's loss at λ 0, a constant in
@@ -193,10 +182,11 @@ def clear_regularizers(model: keras.Model) -> None:
     for layer in _every_layer(model):
         for variable in layer.weights:
             variable.regularizer = None
-        if getattr(layer, "activity_regularizer", None) is not None:
-            layer.activity_regularizer = None
-        for name in _PENALTY_ATTRIBUTES:
-            if getattr(layer, name, None) is not None:
+        # Only the layer's own attributes: an RNN's kernel_regularizer is a property
+        # that reads its cell's, with no setter (found by QA: every trial on an LSTM
+        # base failed), and the cell is cleared as a layer of its own.
+        for name, value in list(vars(layer).items()):
+            if name.endswith("_regularizer") and callable(value):
                 setattr(layer, name, None)
 
 

@@ -1112,10 +1112,10 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
             f"{result.base_fingerprint}; the base at hand is "
             f"{base.fingerprint if base is not None else 'none'}"
         )
-    from orchestrator.bases import load_base, weights_digest
+    from orchestrator.bases import load_base
 
     loaded = load_base(base)
-    if weights_digest(loaded.model) != result.base_fingerprint:
+    if loaded.saved_fingerprint() != result.base_fingerprint:
         # The file was made again since (a cache clear, then another run) from other
         # weights: the trained part would sit on a prefix it never saw.
         raise BaseMismatch(

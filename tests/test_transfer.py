@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -229,6 +230,66 @@ def test_no_penalty_a_base_was_saved_with_stays_in_a_trials_loss(digits, tmp_pat
     config = base.model.get_layer("c1").get_config()
     assert config["bias_regularizer"] is None
     assert config["activity_regularizer"] is None
+    # A trial on features cached at the base's output is put back together on the
+    # base as saved (found by QA: its fingerprint was taken without the penalties,
+    # and the run ended in BaseMismatch, "made again since the run").
+    keras.utils.set_random_seed(2)
+    done = trial(FeatureExtraction(), FE_CONFIG, digits, info, tmp_path, epochs=1)
+    assert done.status == "ok" and done.cached_cut == info.n_cut_points, done.error
+    folder = tmp_path / "run" / "trials" / "feature_extraction" / "t"
+    whole = load_trial_model(folder, info, digits.task.input_shape)
+    np.testing.assert_allclose(
+        whole.predict(digits.x_test, verbose=0),
+        np.load(folder / "test_probabilities.npy"),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_penalties_come_off_recurrent_wrapped_and_custom_layers():
+    """Found by QA: an RNN's kernel_regularizer is a property without a setter (every
+    trial on an LSTM base saved with a penalty failed), and a custom layer's own
+    ``scale_regularizer`` went on into the saved model."""
+    import keras
+
+    from orchestrator.models import clear_regularizers
+
+    own = keras.regularizers.L2(0.5)
+
+    class Scale(keras.layers.Layer):
+        def __init__(self, scale_regularizer=None, **kwargs):
+            super().__init__(**kwargs)
+            self.scale_regularizer = keras.regularizers.get(scale_regularizer)
+
+        def build(self, input_shape):
+            self.scale = self.add_weight(
+                shape=(input_shape[-1],), initializer="ones", regularizer=self.scale_regularizer
+            )
+
+        def call(self, x):
+            return x * self.scale
+
+        def get_config(self):
+            regularizer = keras.regularizers.serialize(self.scale_regularizer)
+            return {**super().get_config(), "scale_regularizer": regularizer}
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((5, 3))
+    rnn = keras.layers.GRU(
+        4, return_sequences=True, kernel_regularizer=own, recurrent_regularizer=own,
+        bias_regularizer=own, activity_regularizer=own,
+    )  # fmt: skip
+    x = keras.layers.Bidirectional(rnn)(inputs)
+    x = keras.layers.LSTM(4, kernel_regularizer=own, recurrent_regularizer=own)(x)
+    x = Scale(scale_regularizer=own, name="scale")(x)
+    model = keras.Model(inputs, x)
+    model(np.ones((2, 5, 3), "float32"))
+    assert model.losses
+    clear_regularizers(model)
+    model(np.ones((2, 5, 3), "float32"))
+    assert not model.losses
+    said = json.dumps(model.get_config())
+    assert '"class_name": "L2"' not in said, said
 
 
 def test_lambda_reaches_an_rnns_recurrent_kernel():
@@ -746,6 +807,14 @@ def test_cache_invalidation(digits, base_info, tmp_path, monkeypatch):
     assert feature_key(base, 2, digits) != key
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "1")
     assert feature_key(base, 2, digits) == key
+    # As TensorFlow reads it (found by QA: 1, true and TRUE made an entry each).
+    for same in ("true", "TRUE", " True "):
+        monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", same)
+        assert feature_key(base, 2, digits) == key, same
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "false")
+    off = feature_key(base, 2, digits)
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    assert feature_key(base, 2, digits) == off != key
 
 
 def test_a_random_layer_in_the_base_draws_the_same_numbers_and_turns_the_cache_off(
@@ -819,7 +888,7 @@ def test_dropout_in_the_frozen_part_runs_as_in_inference_and_the_cache_serves_it
     assert "call" not in vars(loaded.get_layer("small_cnn").get_layer("drop"))
 
 
-def test_cache_info_and_clear_commands(digits, base_info, tmp_path):
+def test_cache_info_and_clear_commands(digits, base_info, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from orchestrator.bases import load_base
@@ -836,7 +905,14 @@ def test_cache_info_and_clear_commands(digits, base_info, tmp_path):
     assert f"({base_info.path.parent.name}) up to cut 3" in shown
     # And the data's digest (found by QA: data changed in place under one name read alike).
     assert f"on {digits.source} (data {digits.task.fingerprint[:12]}): " in shown
+    assert "made with" not in shown  # graftune's own numerics go unsaid
     assert "base" in info.output
+    # An entry of other numerics is told apart (found by QA: two read alike).
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    cached_features(load_base(base_info), 3, digits)
+    shown = " ".join(runner.invoke(app, ["cache", "info"]).output.split())
+    assert shown.count(f"({base_info.path.parent.name}) up to cut 3") == 2
+    assert "made with TF_ENABLE_ONEDNN_OPTS=off" in shown
     cleared = runner.invoke(app, ["cache", "clear", "--features"])
     assert cleared.exit_code == 0
     assert "freed" in cleared.output
