@@ -77,18 +77,24 @@ def numerics() -> dict[str, str | None]:
     chosen = backend()
     if chosen != "tensorflow":
         return {"backend": chosen}
-    return {"backend": chosen, **{name: _switch(os.environ.get(name)) for name in VARIABLES}}
+    return {"backend": chosen, **{name: _switch(name) for name in VARIABLES}}
 
 
-def _switch(value: str | None) -> str:
+#: What TensorFlow does where a switch of :func:`numerics` is unset, empty or not a
+#: boolean: oneDNN's default depends on the CPU (on with AVX-512 or AMX).
+_SWITCH_DEFAULTS = {"TF_DETERMINISTIC_OPS": "off"}
+
+
+def _switch(name: str) -> str:
     """A TensorFlow switch as TensorFlow reads it (found by QA: ``1``, ``true`` and
-    ``TRUE`` made an entry each): ``on``, ``off``, or ``default`` (unset or empty)."""
-    said = (value or "").strip().lower()
+    ``TRUE`` made an entry each; so did ``0`` and an unset ``TF_DETERMINISTIC_OPS``):
+    ``on``, ``off``, or ``default`` where TensorFlow decides."""
+    said = os.environ.get(name, "").strip().lower()
     if said in ("1", "true"):
         return "on"
     if said in ("0", "false"):
         return "off"
-    return said or "default"
+    return _SWITCH_DEFAULTS.get(name, "default")
 
 
 def features_dir() -> Path:
@@ -513,12 +519,8 @@ def _numerics_text(meta: dict[str, Any]) -> str:
     said = meta.get("numerics")
     if not isinstance(said, dict):
         return ""
-    usual = {"backend": "tensorflow", "TF_ENABLE_ONEDNN_OPTS": "on"}
-    other = [
-        f"{name}={value}"
-        for name, value in sorted(said.items())
-        if value != usual.get(name, "default")
-    ]
+    usual = {"backend": "tensorflow", "TF_ENABLE_ONEDNN_OPTS": "on", "TF_DETERMINISTIC_OPS": "off"}
+    other = [f"{name}={value}" for name, value in sorted(said.items()) if value != usual.get(name)]
     return f", made with {' '.join(other)}" if other else ""
 
 

@@ -179,14 +179,22 @@ def clear_regularizers(model: keras.Model) -> None:
     ``feature_extraction``'s loss that a trial on cached features did not have),
     and before a second training phase puts λ on again.
     """
+    import inspect
+
+    import keras
+
     for layer in _every_layer(model):
         for variable in layer.weights:
             variable.regularizer = None
         # Only the layer's own attributes: an RNN's kernel_regularizer is a property
         # that reads its cell's, with no setter (found by QA: every trial on an LSTM
-        # base failed), and the cell is cleared as a layer of its own.
+        # base failed), and the cell is cleared as a layer of its own. Only a
+        # regularizer or a function: a custom layer's sublayer kept under such a
+        # name is no penalty (found by QA: it was taken for one, and the base broke).
         for name, value in list(vars(layer).items()):
-            if name.endswith("_regularizer") and callable(value):
+            if name.endswith("_regularizer") and (
+                isinstance(value, keras.regularizers.Regularizer) or inspect.isroutine(value)
+            ):
                 setattr(layer, name, None)
 
 
