@@ -65,7 +65,7 @@ def feature_key(base: LoadedBase, frozen_layers: int, dataset: Dataset) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def numerics() -> dict[str, str | None]:
+def numerics() -> dict[str, str]:
     """What decides the last digits of a prefix's outputs besides its inputs: Keras'
     backend and, on TensorFlow, the settings that choose its kernels. Found by QA:
     features cached with oneDNN on (graftune's default) were served to a run with
