@@ -183,7 +183,9 @@ def clear_regularizers(model: keras.Model) -> None:
 
     import keras
 
-    for layer in _every_layer(model):
+    # Every layer, also those held outside ``layers`` (an RNN's cell, a
+    # Bidirectional's two RNNs).
+    for layer in model._flatten_layers(include_self=True, recursive=True):
         for variable in layer.weights:
             variable.regularizer = None
         # Only the layer's own attributes: an RNN's kernel_regularizer is a property
@@ -196,15 +198,6 @@ def clear_regularizers(model: keras.Model) -> None:
                 isinstance(value, keras.regularizers.Regularizer) or inspect.isroutine(value)
             ):
                 setattr(layer, name, None)
-
-
-def _every_layer(model: Any) -> list[Any]:
-    """``model`` and every layer in it, also those held outside ``layers`` (an
-    RNN's cell, a ``Bidirectional``'s two RNNs)."""
-    flatten = getattr(model, "_flatten_layers", None)
-    if flatten is None:  # not a Keras 3 layer
-        return [model, *_all_layers(model)]
-    return list(flatten(include_self=True, recursive=True))
 
 
 def _all_layers(model: Any) -> list[Any]:

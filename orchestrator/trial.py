@@ -1378,13 +1378,17 @@ def _freeze_imports() -> None:
 
 
 def freeze_the_runs_imports() -> None:
-    """Within :func:`collecting_its_own_garbage`, take what the run imported since it
-    began (Keras, TensorFlow, Ray) out of the run's collections too.
+    """Within :func:`collecting_its_own_garbage`, take what the process holds now,
+    just after the run imported Keras, TensorFlow and Ray (or its search backend),
+    out of the run's collections too.
 
     Found by QA: ``graftune run`` froze its process before it imported them, so
     each full collection of its driver (the pre-flight's, one per strategy, and
-    Ray's start's) walked their 500,000 objects, 0.24 s each. They are thawed
-    with the rest when the run ends.
+    Ray's start's) walked their 500,000 objects, 0.24 s each. Called right after
+    those imports; the second call (after the search backend's import) also
+    freezes what the run made since the first, its data and base, whose garbage
+    the pre-flight's collections have just freed. All of it is thawed when the
+    run ends.
     """
     if _FREEZES and not _FROZEN:
         gc.freeze()

@@ -102,7 +102,6 @@ class FineTune(Strategy):
 
         from orchestrator.models import (
             classifier_head,
-            clear_regularizers,
             compile_classifier,
             pooled,
             regularize_trainable_kernels,
@@ -115,10 +114,8 @@ class FineTune(Strategy):
         inputs, features = base.inputs_and_features(task, frozen)
         if frozen < base.info.n_cut_points:
             # (With the whole base frozen there is nothing of it to regularise, and
-            # a trial on features cached at its output need not load it.)
-            # The recipe's penalty replaces any the base was saved with (Keras
-            # keeps a layer's kernel_regularizer): those layers had ignored it.
-            clear_regularizers(base.model)
+            # a trial on features cached at its output need not load it.) The
+            # penalties the base was saved with came off as it was loaded.
             regularize_trainable_kernels(base.model, lambda_, config.get("regularizer", "l2"))
         outputs = classifier_head(
             pooled(features),
