@@ -65,12 +65,31 @@ def run_path_problem(output: Path, name_bytes: int, strategies: list[str]) -> st
     trial then failed as its strategy's error, its cause ("File name too long") cut
     from the summary.
     """
+    output = Path(os.path.realpath(output))
+    return _too_long(output, output, name_bytes + RUN_NAME_SUFFIX, strategies, "an output folder")
+
+
+def run_dir_problem(run_dir: Path, strategies: list[str]) -> str | None:
+    """As :func:`run_path_problem`, of a run directory given whole (``--run-dir``,
+    or ``--run-name`` under output or storage); ``None`` if its paths fit (found
+    by QA: a ``--run-dir`` near the limit was taken, and every trial then failed
+    with "File name too long")."""
+    run_dir = Path(os.path.realpath(run_dir))
+    name = len(os.fsencode(run_dir.name))
+    problem = _too_long(run_dir, run_dir.parent, name, strategies, "a run directory")
+    return None if problem is None else f"{run_dir}: {problem}"
+
+
+def _too_long(
+    given: Path, parent: Path, name_bytes: int, strategies: list[str], what: str
+) -> str | None:
+    """Why a run in a folder of a name ``name_bytes`` long under ``parent`` would
+    write paths past the system's limit, said of the folder ``given`` (``what``)."""
     import socket
 
     # Where the files go: a link on the way is followed (found by QA: a short link
     # to a deep folder passed the check, and the run failed as before).
-    output = Path(os.path.realpath(output))
-    folder = output
+    folder = parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
@@ -80,14 +99,15 @@ def run_path_problem(output: Path, name_bytes: int, strategies: list[str]) -> st
     strategy = max((len(os.fsencode(name)) for name in strategies), default=0)
     events = len("events.out.tfevents.0000000000..0000000.00.v2") + len(socket.gethostname())
     under = len("/trials//kt000000000/tensorboard/validation/") + strategy + events + 16
-    longest = len(os.fsencode(str(output))) + 1 + name_bytes + RUN_NAME_SUFFIX + under
+    longest = len(os.fsencode(str(parent))) + 1 + name_bytes + under
     if longest < limit:
         return None
-    room = limit - 1 - (longest - len(os.fsencode(str(output))))
+    here = len(os.fsencode(str(given)))
+    room = limit - 1 - (longest - here)
     return (
         f"a run here would write paths of up to {longest} bytes (a trial's TensorBoard log, "
-        f"under this folder of {len(os.fsencode(str(output)))}), past the {limit} a path "
-        f"may have on this system; give an output folder of at most {max(room, 0)} bytes"
+        f"under this folder of {here}), past the {limit} a path "
+        f"may have on this system; give {what} of at most {max(room, 0)} bytes"
     )
 
 

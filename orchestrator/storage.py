@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from orchestrator.errors import StorageError
+from orchestrator.errors import RunDirError, StorageError
 
 if TYPE_CHECKING:
     from orchestrator.recipe import Recipe, StorageSpec
@@ -226,6 +226,11 @@ def plan_run(
         # run of the recipe started in the same second): run._open_run_dir then
         # takes the next free one.
         local = parent / (run_name or _stamped(recipe.name))
+    from orchestrator.paths import run_dir_problem
+
+    # The recipe's output was checked with the recipe; a folder given here was not.
+    if (problem := run_dir_problem(local, list(recipe.strategies))) is not None:
+        raise RunDirError(problem)
     if nodes > 1 or elsewhere:
         inside = (
             storage is not None

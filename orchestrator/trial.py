@@ -1116,11 +1116,11 @@ def load_trial_model(folder: Path, base: BaseInfo | None, input_shape: tuple[int
 
     loaded = load_base(base)
     if loaded.saved_fingerprint() != result.base_fingerprint:
-        # The file was made again since (a cache clear, then another run) from other
-        # weights: the trained part would sit on a prefix it never saw.
+        # The file changed since: made again (a cache clear, then another run) from
+        # other weights, or replaced: the trained part would sit on a prefix it never saw.
         raise BaseMismatch(
             f"trial {name} trained on cached features of a base whose weights are not "
-            f"those of {base.path} now (it was made again since the run)"
+            f"those of {base.path} now (the file was replaced or made again since the run)"
         )
     trained = keras.saving.load_model(folder / TOP_FILE, safe_mode=True)
     prefix = loaded.prefix_model(input_shape, result.cached_cut)

@@ -2399,6 +2399,33 @@ def test_validate_refuses_an_output_folder_too_deep_for_a_runs_files(tmp_path):
     assert "output: a run here would write paths of up to " in " ".join(result.output.split())
 
 
+def test_run_refuses_a_run_dir_or_run_name_too_deep_for_a_runs_files(tmp_path):
+    """Found by QA: `--run-dir` (and `--run-name` under an output folder near the limit)
+    was not checked as `output:` is; a run directory a few bytes under the limit was
+    taken, and every trial then failed with "File name too long". Refused before any
+    work, writing nothing."""
+    from orchestrator.cli import app
+
+    parent = tmp_path / "/".join(["d" * 200] * 19)
+    parent = parent.parent if len(str(parent)) > 3900 else parent
+    deep = parent / ("r" * (4000 - len(str(parent))))
+    recipe = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n")
+    result = CliRunner().invoke(app, ["run", str(recipe), "--run-dir", str(deep)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "a run here would write paths of up to " in said, said
+    assert "past the 4096 a path may have on this system; give a run directory of at most" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+    # A run name is the folder's whole name: NAME-TIME is not added to it.
+    output = f"output: {parent}\n"
+    named = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n" + output, "named.yaml")
+    name = "n" * (4000 - len(str(parent)))
+    result = CliRunner().invoke(app, ["run", str(named), "--run-name", name])
+    assert result.exit_code == 2, result.output
+    assert "give a run directory of at most" in " ".join(result.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["named.yaml", "recipe.yaml"]
+
+
 def test_one_line_of_yaml_or_json_is_a_recipe_and_an_empty_string_is_said(tmp_path):
     """Found by QA: run_recipe(json.dumps(d)) was "no such recipe file", and '' was
     "is a folder, not a recipe file"."""
