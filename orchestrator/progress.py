@@ -302,8 +302,10 @@ def _clock(seconds: float) -> str:
 
 def render_text(progress: RunProgress, width: int = 120) -> Any:
     """The view as plain text (for tests and logs), on a terminal ``width`` columns wide."""
+    import io
+
     from rich.console import Console
 
-    console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(width=width, record=True, file=io.StringIO())
     console.print(progress)
     return console.export_text()
