@@ -145,7 +145,8 @@ def graftune_trial_finished(result: TrialResult, run_dir: Path) -> None:
     ``diverged``, ``failed``), as soon as the driver learns of it.
 
     Args:
-        result: The trial's strategy, configuration, status, metrics and cost.
+        result: The trial's strategy, configuration, status, metrics and cost
+            (the plugin's own copy: changing it changes nothing elsewhere).
         run_dir: The run directory.
 
     Returns:
@@ -166,7 +167,8 @@ def graftune_run_finished(leaderboard: pd.DataFrame, run_dir: Path) -> None:
     and calls no hook.
 
     Args:
-        leaderboard: The ranked leaderboard, one row per trial.
+        leaderboard: The ranked leaderboard, one row per trial (the plugin's own
+            copy).
         run_dir: The run directory.
 
     Returns:

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import ModuleType
 from typing import Any
 
@@ -80,6 +80,21 @@ class PluginInfo:
     hooks: tuple[str, ...] = ()
 
 
+def _module_of(plugin: Any) -> str:
+    """The module a registered plugin (a module or an object) comes from."""
+    return plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+
+
+def _handed(value: Any) -> Any:
+    """What an event hook of a plugin is given for ``value``: a copy of its own,
+    where it could change the original (a result, the leaderboard)."""
+    if value is None or isinstance(value, (str, bytes, int, float, PurePath)):
+        return value
+    import copy
+
+    return copy.deepcopy(value)
+
+
 @dataclass
 class PluginHost:
     """The plugin manager and the registries its hooks filled."""
@@ -99,7 +114,15 @@ class PluginHost:
         """Call an event hook on every plugin; an observer that raises is only reported."""
         caller = getattr(self.pm.hook, hook_name)
         for impl in reversed(caller.get_hookimpls()):
-            args = {name: kwargs[name] for name in impl.argnames if name in kwargs}
+            # Each plugin's own copy (found by QA: a reporter that tagged its result's
+            # config or sorted the leaderboard in place changed what graftune's events
+            # log, finished.json, the console and every later reporter saw).
+            own = _module_of(impl.plugin).startswith("orchestrator.")
+            args = {
+                name: kwargs[name] if own else _handed(kwargs[name])
+                for name in impl.argnames
+                if name in kwargs
+            }
             began = time.monotonic()
             try:
                 impl.function(**args)
@@ -131,13 +154,9 @@ class PluginHost:
                 self.said.add(said)
                 # Advice for a plugin's author; not for graftune's own (found by QA: the
                 # mlflow reporter's first use of a new SQLite store took 9 s).
-                plugin = impl.plugin
-                module = (
-                    plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
-                )
                 advice = (
                     ""
-                    if module.startswith("orchestrator.")
+                    if own
                     else ", so keep them fast (hand slow work, as an upload, to a thread of "
                     "the plugin's own)"
                 )

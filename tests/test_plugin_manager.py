@@ -256,6 +256,50 @@ def test_what_is_no_strategy_class_is_refused_for_its_type_before_its_name():
         registry.add(Unnamed)
 
 
+def test_an_observer_that_changes_what_it_is_given_changes_nobody_elses(tmp_path):
+    """Found by QA: every event hook was given the same result and leaderboard, which
+    graftune went on using; a reporter that tagged its result's config, set its status
+    or sorted and emptied the leaderboard in place changed events.jsonl, finished.json,
+    the console's table and what every later reporter saw."""
+    import pandas as pd
+
+    from orchestrator import hookimpl
+    from orchestrator.trial import TrialResult
+
+    seen = []
+
+    class Tagger:
+        @hookimpl
+        def graftune_trial_finished(self, result, run_dir):
+            result.config["strategy"] = result.strategy
+            result.status = "error"
+
+        @hookimpl
+        def graftune_run_finished(self, leaderboard, run_dir):
+            leaderboard.sort_values("rank", ascending=False, inplace=True)
+            leaderboard.drop(leaderboard.index, inplace=True)
+
+    class Watcher:
+        @hookimpl
+        def graftune_trial_finished(self, result, run_dir):
+            seen.append((result.status, dict(result.config)))
+
+        @hookimpl
+        def graftune_run_finished(self, leaderboard, run_dir):
+            seen.append(list(leaderboard["rank"]))
+
+    # The tagger is called first (pluggy calls the last registered first; notify
+    # reverses that), then the watcher, then graftune's own events log.
+    host = get_plugin_manager(extra_plugins=[Watcher(), Tagger()])
+    result = TrialResult(strategy="scratch_mlp", trial_id="a", status="ok", config={"width": 8})
+    host.notify("graftune_trial_finished", result=result, run_dir=tmp_path)
+    frame = pd.DataFrame({"rank": [1, 2], "trial_id": ["a", "b"]})
+    host.notify("graftune_run_finished", leaderboard=frame, run_dir=tmp_path)
+    assert seen == [("ok", {"width": 8}), [1, 2]]
+    assert result.status == "ok" and result.config == {"width": 8}
+    assert list(frame["rank"]) == [1, 2]
+
+
 def test_an_observer_that_raises_is_reported_not_fatal(caplog):
     class Loud:
         from orchestrator import hookimpl
