@@ -122,7 +122,13 @@ app = _App(
 
 
 class _Console(Console):
-    """Rich's console, which notes when its reader has gone (``| head``)."""
+    """Rich's console, which notes when its reader has gone (``| head``), and
+    prints ``:name:`` as it is (found by QA: a data source ``bad:cat`` was said
+    as ``bad🐱``), never as an emoji."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("emoji", False)
+        super().__init__(*args, **kwargs)
 
     def on_broken_pipe(self) -> None:
         _state["reader_gone"] = True

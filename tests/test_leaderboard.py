@@ -496,6 +496,18 @@ def test_the_pre_flights_warning_shows_a_build_error_as_the_trials_lines_do(tmp_
     assert said.endswith(r"RuntimeError: \x1b]0;TITLE\x07 \u202etxt.exe second line"), said
 
 
+def test_the_consoles_print_a_name_between_colons_as_it_is():
+    """Found by QA: a plugin's data source `bad:cat` was said as `data: bad🐱 36 train`
+    and `noseedrandom:x` as `noseedrandom❌` (rich's emoji codes), on a run's lines,
+    its warnings and the live view alike."""
+    from orchestrator.cli import _Console, err, out
+
+    for console in (out, err, _Console(width=80)):
+        with console.capture() as captured:
+            console.print("data: bad:cat: 36 train; noseedrandom:x: 36", markup=False)
+        assert captured.get() == "data: bad:cat: 36 train; noseedrandom:x: 36\n"
+
+
 def test_the_printed_table_says_where_it_cut_an_error_short(tmp_path):
     """Found by QA: `graftune leaderboard RUN | cat` cut an error at 60 characters
     with nothing to say the message went on."""
