@@ -1121,6 +1121,7 @@ def prepare_base(
         prepared=dict(prepared or {}),
     )
     kind = spec.kind
+    owner = None if spec.provider is None else f"{kind!r} from {providers.owner(kind)}"
 
     def build() -> Any:
         registered = dict(keras.saving.get_custom_objects())
@@ -1139,6 +1140,9 @@ def prepare_base(
                 f"base provider {kind!r} from {providers.owner(kind)} returned from "
                 f"build() a model that is no base: {exc}"
             ) from None
+        if spec.provider is not None:  # its preprocessing fits its model, before it is kept
+            shape = tuple(model.input_shape[1:])
+            plan_adapter(shape, shape, preprocessing, owner)
         if not providers.is_builtin(kind):
             # Every trial loads the base from the cache (safe_mode=True): a custom layer
             # no code registers failed every trial with Keras' kilobyte of config.
@@ -1225,7 +1229,7 @@ def prepare_base(
     input_shape = tuple(model.input_shape[1:])
     output_shape = tuple(model.output_shape[1:])
     cuts = find_cut_points(model)
-    adapter = plan_adapter(task.input_shape, input_shape, preprocessing)
+    adapter = plan_adapter(task.input_shape, input_shape, preprocessing, owner)
     probe = _probe(model, tuple(task.input_shape), adapter, key="path" if spec.path else None)
     top = classifier_top(model)
     if top is not None:
@@ -1814,11 +1818,14 @@ def plan_adapter(
     data_shape: tuple[int, ...],
     base_shape: tuple[int | None, ...],
     preprocessing: str | None = None,
+    provider: str | None = None,
 ) -> list[tuple[Any, ...]]:
     """The steps that turn the data's input into the base's, or a clear refusal.
 
     Well-defined adaptations only: resizing images, grayscale to 3 channels,
     flattening images for a dense base, and a keras.applications family's scaling.
+    ``provider``: the plugin's base provider that made the base and chose its
+    preprocessing (``'name' from distribution``), which a refusal names.
 
     Raises:
         BaseModelError: When the data cannot feed the base.
@@ -1831,11 +1838,13 @@ def plan_adapter(
     if wanted in (1, 3) and wanted != data_shape[2]:
         # data.channels takes 1 or 3 (found by QA: the hint said data.channels: 4).
         hint = f"; for images, data.channels: {wanted} gives them the base's channels"
+    # Found by QA: a plugin's base was refused without naming its provider.
+    made = "" if provider is None else f" (made by base provider {provider})"
     refuse = BaseModelError(
-        f"the data's inputs have shape {data_shape} but the base takes {base_shape}; graftune "
-        "adapts images by resizing, grayscale to 3 channels and flattening for dense bases, "
-        "but not this. Use a base whose input matches the data (for an application: "
-        f"base.input_shape){hint}."
+        f"the data's inputs have shape {data_shape} but the base{made} takes {base_shape}; "
+        "graftune adapts images by resizing, grayscale to 3 channels and flattening for "
+        "dense bases, but not this. Use a base whose input matches the data (for an "
+        f"application: base.input_shape){hint}."
     )
     if _matches(data_shape, base_shape):
         pass
@@ -1857,9 +1866,18 @@ def plan_adapter(
     if preprocessing:
         if len(base_shape) != 3:  # found by QA: "inputs have shape (4,) but the base takes (4,)"
             raise BaseModelError(
-                f"the base takes inputs of shape {base_shape}, not images, but its "
+                f"the base{made} takes inputs of shape {base_shape}, not images, but its "
                 f"preprocessing is {preprocessing!r}, a scaling of images: a base provider's "
                 "preprocessing() gives one only for a base that takes images (None otherwise)"
+            )
+        if preprocessing in ("caffe", "torch") and base_shape[2] != 3 and provider:
+            # The provider's doing (found by QA: pointed at base.input_shape, no key of
+            # a provider's base).
+            raise BaseModelError(
+                f"base provider {provider} gives its base of {base_shape[2]} channel(s) "
+                f"the {preprocessing!r} scaling of RGB images: its preprocessing() should "
+                "give one only for a base that takes 3 channels",
+                key="provider",
             )
         if preprocessing in ("caffe", "torch") and base_shape[2] != 3:
             raise BaseModelError(

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -1320,10 +1321,56 @@ class _Faulty:
 
                 return Net()
 
+        class CaffeOnGrey(BaseProvider):
+            name = "caffe_on_grey"
+
+            def preprocessing(self, spec):
+                return "caffe"
+
+            def build(self, spec, context):
+                inputs = keras.Input((8, 8, 1))
+                return keras.Model(inputs, keras.layers.Flatten()(inputs))
+
+        class Wide(BaseProvider):
+            name = "wide_input"
+
+            def build(self, spec, context):
+                inputs = keras.Input((5,))
+                return keras.Model(inputs, keras.layers.Dense(4)(inputs))
+
         return (
             Raises, NoModel, BadCheck, BadPreprocessing, IntKey, Unregistered, Exits,
-            ExitsInKey, Scalar, Subclassed,
+            ExitsInKey, Scalar, Subclassed, CaffeOnGrey, Wide,
         )  # fmt: skip
+
+
+def _faulty_base(provider: str, tmp_path: Path) -> Any:
+    """What :func:`prepare_base` raises for one of :class:`_Faulty`'s providers,
+    registered from ``qa_plugin (qa-plugin 1.0)``, on 8x8 images of 3 classes."""
+    from orchestrator.bases import BaseProvider, prepare_base
+    from orchestrator.data import TaskSpec
+    from orchestrator.errors import BaseModelError
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import BaseSpec
+    from orchestrator.registry import Registry
+
+    host = get_plugin_manager()
+    registry = Registry("base provider", "name", BaseProvider)
+    registry.current_owner = "qa_plugin (qa-plugin 1.0)"
+    for cls in _Faulty.providers():
+        registry.add(cls)
+    zeros = np.zeros(64, dtype="float32")
+    task = TaskSpec((8, 8, 1), 3, ("a", "b", "c"), zeros, zeros + 1, "f")
+    with pytest.raises(BaseModelError) as info:
+        prepare_base(
+            BaseSpec(provider=provider),
+            registry,
+            task,
+            seed=0,
+            base_dir=tmp_path,
+            data_sources=host.data_sources,
+        )
+    return info
 
 
 @pytest.mark.parametrize(
@@ -1350,6 +1397,12 @@ class _Faulty:
             "no defined input (a Sequential without a keras.Input, saved or returned before it "
             "was built, or a subclassed keras.Model)",
         ),
+        # Found by QA: told to fix base.input_shape, a key a provider's base has not.
+        (
+            "caffe_on_grey",
+            "gives its base of 1 channel(s) the 'caffe' scaling of RGB images: its "
+            "preprocessing() should give one only for a base that takes 3 channels",
+        ),
         # Found by QA: accepted, and every trial failed loading it from the cache.
         (
             "unregistered_layer",
@@ -1360,33 +1413,22 @@ class _Faulty:
     ],
 )
 def test_a_provider_that_breaks_its_contract_is_named(provider, words, tmp_path, isolated):
-    from orchestrator.bases import BaseProvider, prepare_base
-    from orchestrator.data import TaskSpec
-    from orchestrator.errors import BaseModelError
-    from orchestrator.plugin_manager import get_plugin_manager
-    from orchestrator.recipe import BaseSpec
-    from orchestrator.registry import Registry
-
-    host = get_plugin_manager()
-    registry = Registry("base provider", "name", BaseProvider)
-    registry.current_owner = "qa_plugin (qa-plugin 1.0)"
-    for cls in _Faulty.providers():
-        registry.add(cls)
-    zeros = np.zeros(64, dtype="float32")
-    task = TaskSpec((8, 8, 1), 3, ("a", "b", "c"), zeros, zeros + 1, "f")
-    with pytest.raises(BaseModelError) as info:
-        prepare_base(
-            BaseSpec(provider=provider),
-            registry,
-            task,
-            seed=0,
-            base_dir=tmp_path,
-            data_sources=host.data_sources,
-        )
+    info = _faulty_base(provider, tmp_path)
     message = str(info.value)
     assert f"base provider {provider!r} from qa_plugin (qa-plugin 1.0)" in message
     assert words in message
     assert not list(isolated.glob("bases/*/base.keras"))  # nothing cached
+    assert info.value.key == ("provider" if provider == "caffe_on_grey" else None)
+
+
+def test_a_providers_base_the_data_cannot_feed_names_the_provider(tmp_path, isolated):
+    """Found by QA: the data's shape against a plugin's base was refused naming no
+    provider (the base itself is fine, and stays cached)."""
+    info = _faulty_base("wide_input", tmp_path)
+    assert (
+        "the data's inputs have shape (8, 8, 1) but the base (made by base provider "
+        "'wide_input' from qa_plugin (qa-plugin 1.0)) takes (5,)"
+    ) in str(info.value)
 
 
 def test_a_providers_cache_key_names_an_entry_inside_the_cache_by_its_digest(tmp_path, isolated):
