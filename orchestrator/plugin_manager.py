@@ -510,7 +510,7 @@ def get_plugin_manager(
             f"plugin {owners.get(name, name)} is invalid: {_one_line(exc)}"
             f"{_hook_hint(pm, exc.plugin)}",
             plugin=name,
-        ) from exc
+        ) from None  # pluggy's check: no code of the plugin ran (no traceback to offer)
 
     host = PluginHost(
         pm=pm,
@@ -568,7 +568,7 @@ def _register(
     except pluggy.PluginValidationError as exc:
         raise PluginError(
             f"plugin {owner} is invalid: {_one_line(exc)}{_arguments_hint(pm, exc)}", plugin=name
-        ) from exc
+        ) from None  # as above
     except ValueError as exc:
         raise PluginError(f"plugin {owner} cannot be registered: {exc}", plugin=name) from exc
     implemented = pm.get_hookcallers(plugin) or []

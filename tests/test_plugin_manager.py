@@ -195,7 +195,7 @@ def test_an_unknown_hook_is_rejected_by_check_pending(site):
     assert str(info.value).endswith("(did you mean graftune_register_strategies?)")
 
 
-def test_a_hook_with_a_wrong_argument_name_is_rejected(site):
+def test_a_hook_with_a_wrong_argument_name_is_rejected(site, tmp_path):
     source = """
         from orchestrator import hookimpl
 
@@ -222,6 +222,13 @@ def test_a_hook_with_a_wrong_argument_name_is_rejected(site):
     assert listed.exit_code == 3, listed.output
     assert "scratch_mlp" in listed.output
     assert "error: plugin argname (graftune-argname 0.4) is invalid" in listed.output
+    # pluggy's check, not the plugin's code: no traceback of it to offer (found by QA).
+    assert "--debug" not in listed.output
+    recipe = "name: r\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
+    (tmp_path / "recipe.yaml").write_text(recipe)
+    checked = CliRunner().invoke(app, ["validate", str(tmp_path / "recipe.yaml")])
+    assert checked.exit_code == 3, checked.output
+    assert "is invalid" in checked.output and "--debug" not in checked.output
 
 
 def test_a_strategy_without_a_snake_case_name_is_rejected(site):
