@@ -79,6 +79,7 @@ if TYPE_CHECKING:
     from orchestrator.bases import BaseInfo
     from orchestrator.data import Dataset
     from orchestrator.plugin_manager import PluginHost
+    from orchestrator.registry import Registry
     from orchestrator.storage import RunPlace
     from orchestrator.tuning.ray_start import BackgroundStart
     from orchestrator.tuning.ray_tune import TrialListener
@@ -693,7 +694,8 @@ def _run(
     for note in data_notes(dataset, table_features(recipe.data, recipe.base_dir)):
         log.warning("data: %s", note)
     if resume:
-        _check_resumed_data(dataset, place.local_dir)
+        scheme = recipe.data.source.partition(":")[0]
+        _check_resumed_data(dataset, place.local_dir, _plugins_own(host.data_sources, scheme))
     strategies = {name: host.strategy(name) for name in recipe.strategies}
     base_info = None
     if recipe.base is not None and any(s.requires_base for s in strategies.values()):
@@ -847,7 +849,9 @@ def _run(
 
     if base_info is not None:
         if resume:
-            _check_resumed_base(base_info, run_dir)
+            assert recipe.base is not None
+            provider = recipe.base.provider
+            _check_resumed_base(base_info, run_dir, _plugins_own(host.bases, provider))
         atomic_write_text(run_dir / BASE_FILE, json.dumps(base_info.to_json(), indent=2))
     if not resume or not (run_dir / DATA_FILE).is_file():  # a run made before it had one
         atomic_write_text(run_dir / DATA_FILE, json.dumps(_data_record(dataset), indent=1))
@@ -1771,7 +1775,15 @@ def _recorded_fingerprint(record: Path, what: str) -> dict[str, Any] | None:
     return then
 
 
-def _check_resumed_base(base_info: BaseInfo, run_dir: Path) -> None:
+def _plugins_own(registry: Registry, name: str | None) -> str | None:
+    """``'name' from its plugin (distribution version)``, where a third-party plugin
+    added ``name`` to ``registry``; ``None`` for graftune's own (or none)."""
+    if name is None or name not in registry or registry.is_builtin(name):
+        return None
+    return f"{name!r} from {registry.owner(name)}"
+
+
+def _check_resumed_base(base_info: BaseInfo, run_dir: Path, provider: str | None = None) -> None:
     """Refuse to resume a run whose base is not the one its trials trained on.
 
     ``base.json`` records the base's fingerprint (its weights and architecture)
@@ -1779,7 +1791,8 @@ def _check_resumed_base(base_info: BaseInfo, run_dir: Path) -> None:
     base the run pretrains is made by a graftune or Keras that makes it another
     way (another entry): the trials still to run
     would transfer from another base than the finished ones, ranked in one
-    leaderboard, as with changed data (:func:`_check_resumed_data`).
+    leaderboard, as with changed data (:func:`_check_resumed_data`). ``provider``:
+    the plugin's base provider that made it (:func:`_plugins_own`), named.
     """
     record = run_dir / BASE_FILE
     then = _recorded_fingerprint(record, "base")
@@ -1796,24 +1809,32 @@ def _check_resumed_base(base_info: BaseInfo, run_dir: Path) -> None:
     if Path(str(then.get("path", ""))).parent.name == entry and entry.split("-")[0] in built_in:
         return  # (not a plugin's: its build may draw other weights under one key, found by QA)
     fingerprint = then["fingerprint"]
+    # Found by QA: a plugin's provider whose build() drew other weights went unnamed.
+    why = (
+        "its file or weights changed, or it was made again otherwise, by another graftune or "
+        "Keras or a base provider whose build() is not repeatable"
+        if provider is None
+        else f"base provider {provider} built another: its build() should draw its weights "
+        "from context.seed, the same ones each time, and its cache_key() name one model"
+    )
     raise RunDirError(
         f"{run_dir}: its base changed since the run started (now: {base_info.description}, "
-        f"fingerprint {base_info.fingerprint[:12]}; then {str(fingerprint)[:12]}: its file or "
-        "weights changed, or it was made again otherwise, by another graftune or Keras or a "
-        "base provider whose build() is not repeatable): the trials still to run would transfer "
-        "from another base than the finished ones. Put the base back as it was, or start a new "
-        f"run (delete {record} to resume anyway, mixing the two in one leaderboard)"
+        f"fingerprint {base_info.fingerprint[:12]}; then {str(fingerprint)[:12]}: {why}): the "
+        "trials still to run would transfer from another base than the finished ones. Put "
+        "the base back as it was, or start a new run (delete "
+        f"{record} to resume anyway, mixing the two in one leaderboard)"
     )
 
 
-def _check_resumed_data(dataset: Dataset, run_dir: Path) -> None:
+def _check_resumed_data(dataset: Dataset, run_dir: Path, source: str | None = None) -> None:
     """Refuse to resume a run whose data changed since it started.
 
     The recipe may be the same while its files are not (images added, moved
     between class folders or edited; a CSV edited in place): the trials still to
     run would train and be scored on other data than the finished ones, ranked
     in one leaderboard (found by QA). A run made before ``data.json`` has none:
-    :func:`_check_unrecorded_data` compares what its trials left.
+    :func:`_check_unrecorded_data` compares what its trials left. ``source``: the
+    plugin's data source that read them (:func:`_plugins_own`), named.
     """
     record = run_dir / DATA_FILE
     then = _recorded_fingerprint(record, "data")
@@ -1824,9 +1845,16 @@ def _check_resumed_data(dataset: Dataset, run_dir: Path) -> None:
         return
     described = then.get("described") if isinstance(then.get("described"), str) else None
     was = f" (then: {described})" if described and described != dataset.describe() else ""
+    # Found by QA: a plugin's source that drew at random, without uses_seed, went unnamed.
+    read = (
+        ""
+        if source is None
+        else f"; data source {source} read them: if it draws them at random, it reads the "
+        "same again only with uses_seed = True, from load()'s seed"
+    )
     raise RunDirError(
         f"{run_dir}: its data changed since the run started (now: {dataset.describe()}{was}; "
-        "the same recipe reads other examples, labels or values): the trials still to run "
+        f"the same recipe reads other examples, labels or values{read}): the trials still to run "
         "would be trained and scored on other data than the finished ones. Put the data back "
         f"as it was, or start a new run on the data as they are (delete {record} to resume "
         "anyway, mixing the two in one leaderboard, where the test split keeps its size)"

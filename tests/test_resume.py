@@ -1504,6 +1504,86 @@ def test_a_resume_refuses_a_base_that_changed_since_the_run_started(tmp_path):
     assert len(resume_run(run_dir).leaderboard) == 1
 
 
+class _Unseeded:
+    """A plugin whose data source and base provider draw at random without the
+    recipe's seed, as a plugin author may forget to."""
+
+    from orchestrator import hookimpl
+
+    @hookimpl
+    def graftune_register_data_sources(self, registry):
+        import numpy as np
+
+        from orchestrator.data import DataSource, LabelledArrays
+
+        class Coin(DataSource):
+            scheme = "coin"
+
+            def load(self, location, spec, base_dir):
+                x = np.random.default_rng().random((60, 4)).astype("float32")
+                return LabelledArrays(x, np.arange(60) % 2, ("heads", "tails"))
+
+        registry.add(Coin)
+
+    @hookimpl
+    def graftune_register_bases(self, registry):
+        from orchestrator.bases import BaseProvider
+
+        class Drifting(BaseProvider):
+            name = "drifting"
+
+            def build(self, spec, context):
+                import keras
+                import numpy as np
+
+                inputs = keras.Input((13,))
+                model = keras.Model(inputs, keras.layers.Dense(4, name="features")(inputs))
+                rng = np.random.default_rng()  # not from context.seed
+                model.set_weights([rng.normal(size=w.shape) for w in model.get_weights()])
+                return model
+
+        registry.add(Drifting)
+
+
+@pytest.mark.parametrize(
+    ("sections", "words"),
+    [
+        (
+            "data: {source: 'coin:flips'}\nstrategies: {scratch_mlp: {}}\n",
+            "; data source 'coin' from _Unseeded (not installed) read them: if it draws them at "
+            "random, it reads the same again only with uses_seed = True, from load()'s seed",
+        ),
+        (
+            "data: {source: 'csv:WINE', target: cultivar}\nbase: {provider: drifting}\n"
+            "strategies: {feature_extraction: {}}\n",
+            ": base provider 'drifting' from _Unseeded (not installed) built another: its "
+            "build() should draw its weights from context.seed, the same ones each time, and "
+            "its cache_key() name one model): the trials still to run",
+        ),
+    ],
+)
+def test_a_resume_refused_for_a_plugins_data_or_base_names_the_plugin(sections, words, tmp_path):
+    """Found by QA: a plugin's data source that drew at random without uses_seed, or
+    its base provider whose build() did, had the resume refused (rightly) with no word
+    of the plugin or the likely cause."""
+    from orchestrator.errors import RunDirError
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.run import resume_run, run_recipe
+
+    host = get_plugin_manager(extra_plugins=[_Unseeded()])
+    wine = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: unseeded\n" + sections.replace("WINE", str(wine))
+        + "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
+    )  # fmt: skip
+    run_dir = run_recipe(recipe, host=host).run_dir
+    (run_dir / "finished.json").unlink()  # as if killed before it finished
+    with pytest.raises(RunDirError) as info:
+        resume_run(run_dir, host=host)
+    assert words in " ".join(str(info.value).split())
+
+
 def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
     """It mixed 40-epoch and 10-epoch trials in one leaderboard, and said nothing."""
     from orchestrator.errors import RecipeError
