@@ -24,8 +24,9 @@ Fixtures (all prefixed ``graftune_``):
 - ``graftune_run``: ``graftune_run(recipe)`` runs a recipe in process, without
   Ray, and returns its leaderboard (see :func:`run_in_process`).
 
-Functions usable without pytest: :func:`check_strategy`, :func:`run_in_process`,
-:func:`tiny_dataset`, :func:`tiny_base`.
+Functions usable without pytest: :func:`check_strategy`, :func:`check_data_source`,
+:func:`check_base_provider`, :func:`run_in_process`, :func:`tiny_dataset`,
+:func:`tiny_base`.
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ if TYPE_CHECKING:
     from orchestrator.strategy import Strategy
 
 __all__ = [
+    "PluginCheckError",
     "StrategyCheckError",
+    "check_base_provider",
+    "check_data_source",
     "check_strategy",
     "run_in_process",
     "tiny_base",
@@ -78,7 +82,11 @@ _SNAKE_CASE = re.compile(r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")
 HEAVY_MODULES = ("tensorflow", "keras")
 
 
-class StrategyCheckError(PluginError):
+class PluginCheckError(PluginError):
+    """A plugin's class fails its conformance check; the message lists every problem."""
+
+
+class StrategyCheckError(PluginCheckError):
     """A strategy class fails :func:`check_strategy`; the message lists every problem."""
 
 
@@ -223,7 +231,7 @@ def check_strategy(
     """
     from orchestrator.strategy import Strategy
 
-    label = f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', repr(cls))}"
+    label = _label(cls)
     if not isinstance(cls, type) or not issubclass(cls, Strategy):
         raise StrategyCheckError(f"{label} is not a subclass of orchestrator.Strategy")
     label = f"{label} (strategy {cls.name!r})"
@@ -244,8 +252,245 @@ def check_strategy(
             strategy, dataset or tiny_dataset("digits"), pickle_after_build=not unpicklable
         )
     if problems:
-        listed = "\n".join(f"  - {p}" for p in problems)
-        raise StrategyCheckError(f"{label} fails {len(problems)} check(s):\n{listed}")
+        _fail(label, problems, StrategyCheckError)
+
+
+def check_data_source(
+    cls: type,
+    location: str,
+    *,
+    options: dict[str, Any] | None = None,
+    base_dir: str | Path | None = None,
+    check_imports: bool = True,
+) -> None:
+    """Check that a DataSource class keeps the contract graftune relies on, reading
+    ``SCHEME:location`` as a run would.
+
+    The checks:
+
+    1. ``cls`` subclasses :class:`orchestrator.data.DataSource`, has a valid
+       ``scheme`` that is not one of graftune's own, and can be created with no
+       arguments;
+    2. importing its module in a fresh interpreter imports neither TensorFlow nor
+       Keras (``check_imports=False`` skips this);
+    3. ``check`` and ``load`` succeed, raising nothing but a ``DataError``, and
+       what ``load`` returns keeps the ``load`` contract (the checks a run makes:
+       shapes, dtypes, image range, class codes and names, no NaN);
+    4. two reads with the same seed give the same examples, labels and names (a
+       run's resume and ``graftune predict`` read them again; a source that draws
+       at random sets ``uses_seed = True`` and draws from ``load()``'s ``seed``).
+
+    Args:
+        cls: The data source class.
+        location: What follows ``SCHEME:`` in a recipe's ``data.source``.
+        options: The recipe's ``data.options`` to read it with.
+        base_dir: The folder a relative location resolves against (default: the
+            current folder).
+        check_imports: Run check 2.
+
+    Raises:
+        PluginCheckError: Naming the class and every check it fails.
+    """
+    from orchestrator.data import DataSource, prepare_dataset
+    from orchestrator.errors import DataError
+    from orchestrator.recipe import DataSpec
+    from orchestrator.registry import Registry
+
+    label = _label(cls)
+    if not isinstance(cls, type) or not issubclass(cls, DataSource):
+        raise PluginCheckError(f"{label} is not a subclass of orchestrator.data.DataSource")
+    label = f"{label} (data source {cls.scheme!r})"
+    registry: Registry[type] = Registry("data source", "scheme", DataSource)
+    registry.current_owner = label
+    problems = _registration_problems(registry, cls, _builtin_items("data_sources"))
+    if problems:
+        _fail(label, problems)
+    try:
+        cls()
+    except Exception as exc:
+        raise PluginCheckError(
+            f"{label}: cannot be created with no arguments: {type(exc).__name__}: {exc}"
+        ) from exc
+    if check_imports:
+        problems += _import_problems(cls)
+    spec = DataSpec(source=f"{cls.scheme}:{location}", options=options or {})
+    folder = Path(base_dir) if base_dir is not None else Path.cwd()
+    try:
+        first = prepare_dataset(spec, registry, seed=0, base_dir=folder)
+        again = prepare_dataset(spec, registry, seed=0, base_dir=folder)
+    except DataError as exc:
+        problems.append(f"reading {spec.source!r} failed: {exc}")
+    else:
+        if again.task.fingerprint != first.task.fingerprint or again.names != first.names:
+            how = (
+                "draw them from load()'s seed"
+                if cls.uses_seed
+                else "set uses_seed = True and draw them from load()'s seed"
+            )
+            problems.append(
+                f"two reads of {spec.source!r} with the same seed gave other data: a run's "
+                f"resume and graftune predict read them again; {how}"
+            )
+    if problems:
+        _fail(label, problems)
+
+
+def check_base_provider(
+    cls: type,
+    *,
+    options: dict[str, Any] | None = None,
+    dataset: Dataset | None = None,
+    check_imports: bool = True,
+) -> None:
+    """Check that a BaseProvider class keeps the contract graftune relies on,
+    preparing its base as a run would (in a cache of its own, removed after).
+
+    The checks:
+
+    1. ``cls`` subclasses :class:`orchestrator.bases.BaseProvider`, its ``name`` is
+       snake_case and not one of graftune's own, and it can be created with no
+       arguments;
+    2. importing its module in a fresh interpreter imports neither TensorFlow nor
+       Keras (``check_imports=False`` skips this);
+    3. the run's checks of a base pass for ``base: {provider: NAME, options:
+       ...}`` on ``dataset`` (default the tiny digits): ``check``,
+       ``preprocessing`` and ``cache_key`` return what they should, ``build``
+       returns a ``keras.Model`` of one input and one output of features that
+       ``dataset``'s inputs can be adapted to, and that loads again as each
+       trial loads it (its custom objects registered by a
+       ``graftune_keras_objects`` hook);
+    4. ``cache_key`` gives the same key twice (else every run makes a new
+       cache entry), and ``build`` the same weights twice for a seed (a
+       resume builds it again where the cache lost it);
+    5. where ``build`` draws other weights for seeds 0 and 1, ``cache_key``
+       differs between them too (else a run of one seed reuses the base of
+       another).
+
+    Args:
+        cls: The base provider class.
+        options: The recipe's ``base.options``.
+        dataset: The data the base is prepared for (default :func:`tiny_dataset`).
+        check_imports: Run check 2.
+
+    Raises:
+        PluginCheckError: Naming the class and every check it fails.
+    """
+    import numpy as np
+
+    from orchestrator.bases import BaseContext, BaseProvider, prepare_base
+    from orchestrator.errors import BaseModelError
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.recipe import BaseSpec
+    from orchestrator.registry import Registry
+
+    label = _label(cls)
+    if not isinstance(cls, type) or not issubclass(cls, BaseProvider):
+        raise PluginCheckError(f"{label} is not a subclass of orchestrator.bases.BaseProvider")
+    label = f"{label} (base provider {cls.name!r})"
+    registry: Registry[type] = Registry("base provider", "name", BaseProvider)
+    registry.current_owner = label
+    problems = _registration_problems(registry, cls, _builtin_items("bases"))
+    if problems:
+        _fail(label, problems)
+    try:
+        provider = cls()
+    except Exception as exc:
+        raise PluginCheckError(
+            f"{label}: cannot be created with no arguments: {type(exc).__name__}: {exc}"
+        ) from exc
+    if check_imports:
+        problems += _import_problems(cls)
+    spec = BaseSpec(provider=cls.name, options=options or {})
+    data = dataset or tiny_dataset("digits")
+    sources = get_plugin_manager(autoload=False).data_sources
+    with _keras_objects_kept(), tempfile.TemporaryDirectory() as folder:
+        _register_plugin_keras_objects()
+        kept = os.environ.get("GRAFTUNE_CACHE_DIR")
+        os.environ["GRAFTUNE_CACHE_DIR"] = folder
+        try:
+            prepare_base(
+                spec, registry, data.task, seed=0, base_dir=Path.cwd(), data_sources=sources
+            )
+        except BaseModelError as exc:
+            problems.append(f"preparing its base failed: {exc}")
+        else:
+
+            def context(seed: int) -> BaseContext:
+                return BaseContext(seed, Path.cwd(), sources, Path(folder))
+
+            def weights(seed: int) -> list[Any]:
+                return [np.asarray(w) for w in provider.build(spec, context(seed)).get_weights()]
+
+            def same(a: list[Any], b: list[Any]) -> bool:
+                return len(a) == len(b) and all(map(np.array_equal, a, b))
+
+            key = provider.cache_key(spec, context(0))
+            if provider.cache_key(spec, context(0)) != key:
+                problems.append(
+                    "cache_key() gave another key when asked again: every run would make "
+                    "a new cache entry; make it of build()'s settings only"
+                )
+            zero = weights(0)
+            if not same(weights(0), zero):
+                problems.append(
+                    "build() gave other weights for the same seed: a resume builds the base "
+                    "again where the cache lost it, and refuses another; draw them from "
+                    "context.seed (keras.utils.set_random_seed(context.seed))"
+                )
+            elif (
+                key is not None
+                and provider.cache_key(spec, context(1)) == key
+                and not same(weights(1), zero)
+            ):
+                problems.append(
+                    "cache_key() is the same for seeds 0 and 1, whose build() gives other "
+                    "weights: a run of one seed would reuse the base of another; put "
+                    "context.seed in the key"
+                )
+        finally:
+            if kept is None:
+                os.environ.pop("GRAFTUNE_CACHE_DIR", None)
+            else:
+                os.environ["GRAFTUNE_CACHE_DIR"] = kept
+    if problems:
+        _fail(label, problems)
+
+
+def _label(cls: Any) -> str:
+    return f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', repr(cls))}"
+
+
+def _fail(
+    label: str, problems: list[str], error: type[PluginCheckError] = PluginCheckError
+) -> None:
+    listed = "\n".join(f"  - {p}" for p in problems)
+    raise error(f"{label} fails {len(problems)} check(s):\n{listed}")
+
+
+def _registration_problems(registry: Any, cls: type, builtins: dict[str, type]) -> list[str]:
+    """What registering ``cls`` in ``registry`` refuses, and a name graftune's own take."""
+    try:
+        registry.add(cls)
+    except PluginError as exc:
+        return [str(exc)]
+    name = getattr(cls, registry.key_attr)
+    builtin = builtins.get(name)
+    if builtin is not None and builtin is not cls:
+        return [
+            f"{registry.key_attr} {name!r} is taken by graftune's own "
+            f"{builtin.__module__}.{builtin.__qualname__}; choose another"
+        ]
+    return []
+
+
+def _builtin_items(registry: str) -> dict[str, type]:
+    """graftune's own data sources or base providers (``registry``: the host's
+    attribute), by scheme or name."""
+    from orchestrator.plugin_manager import get_plugin_manager
+
+    host = get_plugin_manager(autoload=False)
+    found = getattr(host, registry)
+    return {entry.name: entry.item for entry in found.entries()}
 
 
 @contextlib.contextmanager

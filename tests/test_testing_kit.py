@@ -181,6 +181,107 @@ def test_what_is_not_a_strategy_class_is_refused():
         check_strategy(dict)  # type: ignore[arg-type]
 
 
+# -- check_data_source and check_base_provider --------------------------------------------
+# Found by QA: an author of a data source or base provider had no check but a whole run
+# (check_strategy refused their classes), and nothing flagged a source that drew at
+# random without uses_seed, or a provider whose cache_key left out the seed.
+
+
+def test_a_data_source_that_keeps_the_contract_passes():
+    from orchestrator.data.sources import SklearnSource
+    from orchestrator.testing import check_data_source
+    from tests.plugin_parts import Blobs
+
+    check_data_source(Blobs, "any")
+    check_data_source(SklearnSource, "iris", check_imports=False)  # graftune's own
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        (
+            "Unseeded",
+            "two reads of 'qa_unseeded:any' with the same seed gave other data: a run's resume "
+            "and graftune predict read them again; set uses_seed = True and draw them from "
+            "load()'s seed",
+        ),
+        ("Bytes", "reading 'qa_bytes:any' failed: "),
+        ("TakenScheme", "scheme 'csv' is taken by graftune's own orchestrator.data."),
+    ],
+)
+def test_a_data_source_that_breaks_the_contract_fails_naming_the_problem(name, words):
+    from orchestrator.testing import PluginCheckError, check_data_source
+    from tests import plugin_parts
+
+    with pytest.raises(PluginCheckError) as info:
+        check_data_source(getattr(plugin_parts, name), "any", check_imports=False)
+    said = " ".join(str(info.value).split())
+    assert f"tests.plugin_parts.{name} (data source " in said
+    assert words in said, said
+
+
+def test_a_base_provider_that_keeps_the_contract_passes():
+    from orchestrator.testing import check_base_provider
+    from tests.plugin_parts import Seeded
+
+    check_base_provider(Seeded)
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        (
+            "SeedlessKey",
+            "cache_key() is the same for seeds 0 and 1, whose build() gives other weights: a "
+            "run of one seed would reuse the base of another; put context.seed in the key",
+        ),
+        (
+            "Unrepeatable",
+            "build() gave other weights for the same seed: a resume builds the base again "
+            "where the cache lost it, and refuses another; draw them from context.seed",
+        ),
+        ("NewKeyEachTime", "cache_key() gave another key when asked again"),
+    ],
+)
+def test_a_base_provider_that_breaks_the_contract_fails_naming_the_problem(name, words):
+    from orchestrator.testing import PluginCheckError, check_base_provider
+    from tests import plugin_parts
+
+    with pytest.raises(PluginCheckError) as info:
+        check_base_provider(getattr(plugin_parts, name), check_imports=False)
+    said = " ".join(str(info.value).split())
+    assert f"tests.plugin_parts.{name} (base provider " in said
+    assert words in said, said
+
+
+def test_a_base_provider_is_prepared_as_a_run_prepares_it():
+    """The run's own checks of a base, in a cache the check removes after it."""
+    import keras
+
+    from orchestrator.bases import BaseProvider, cache_dir
+    from orchestrator.testing import PluginCheckError, check_base_provider
+
+    class Doubling(keras.layers.Layer):  # registered nowhere
+        def call(self, x):
+            return x * 2
+
+    class Unregistered(BaseProvider):
+        name = "qa_unregistered"
+
+        def build(self, spec, context):
+            inputs = keras.Input((8, 8, 1))
+            return keras.Model(inputs, keras.layers.Flatten()(Doubling()(inputs)))
+
+    before = sorted(cache_dir().glob("bases/*"))
+    with pytest.raises(PluginCheckError) as info:
+        check_base_provider(Unregistered, check_imports=False)
+    assert "preparing its base failed: base provider 'qa_unregistered' from " in str(info.value)
+    assert "would not load again" in str(info.value)
+    assert sorted(cache_dir().glob("bases/*")) == before
+    with pytest.raises(PluginCheckError, match=r"is not a subclass of orchestrator\.bases\."):
+        check_base_provider(dict)
+
+
 # -- tiny data and base ------------------------------------------------------------------
 
 
