@@ -80,6 +80,11 @@ class PluginInfo:
     hooks: tuple[str, ...] = ()
 
 
+def _heavy_imported() -> bool:
+    """Whether TensorFlow or Keras is imported in this process."""
+    return "tensorflow" in sys.modules or "keras" in sys.modules
+
+
 def _module_of(plugin: Any) -> str:
     """The module a registered plugin (a module or an object) comes from."""
     return plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
@@ -109,6 +114,9 @@ class PluginHost:
     explicit: tuple[str, ...] = ()
     #: Warnings about the plugins already given, so a run gives each once.
     said: set[str] = field(default_factory=set)
+    #: The installed plugins whose import imported TensorFlow or Keras (which
+    #: every command, ``--help`` too, then waits for), with its seconds.
+    heavy_imports: dict[str, float] = field(default_factory=dict)
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin; an observer that raises is only reported."""
@@ -439,6 +447,7 @@ def get_plugin_manager(
     owners: dict[str, str] = {}
     distributions: dict[str, tuple[str, str]] = {}
     unmarked: list[tuple[str, str]] = []  # (plugin, hook) defined without @hookimpl
+    heavy: dict[str, float] = {}  # plugins whose import imported TensorFlow/Keras: seconds
 
     for name, module_name in HOST_PLUGINS.items():
         if not pm.is_blocked(name):
@@ -450,10 +459,14 @@ def get_plugin_manager(
             if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
                 continue
             dist_label = _dist_label(ep)
+            light = not _heavy_imported()
+            began = time.monotonic()
             try:
                 plugin = ep.load()
             except PLUGIN_FAULTS as exc:  # a module that exits took graftune with it
                 raise PluginLoadError(ep.name, ep.value, dist_label, exc) from exc
+            if light and _heavy_imported():
+                heavy[f"{ep.name} ({dist_label})"] = time.monotonic() - began
             unmarked += _register(pm, plugin, ep.name, dist_label)
             if ep.dist is not None:
                 distributions[ep.name] = (ep.dist.name, ep.dist.version)
@@ -520,6 +533,7 @@ def get_plugin_manager(
         owners=owners,
         distributions=distributions,
         explicit=tuple(explicit),
+        heavy_imports=heavy,
     )
     for registry in (host.strategies, host.data_sources, host.bases):
         # Found by QA: predict of a run whose recipe disabled a data source said "no

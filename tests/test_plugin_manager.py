@@ -231,6 +231,51 @@ def test_a_hook_with_a_wrong_argument_name_is_rejected(site, tmp_path):
     assert "is invalid" in checked.output and "--debug" not in checked.output
 
 
+def test_plugins_names_a_plugin_whose_import_imports_tensorflow(site):
+    """Found by QA: an installed reporter that imported TensorFlow at its module's top
+    made every command wait for it (`graftune plugins` 3.6 s instead of 0.4 s), and
+    nothing said whose it was (check_strategy checks only strategies' modules)."""
+    import os
+    import subprocess
+
+    heavy = """
+        import keras  # at the module's top: every command imports it
+        from orchestrator import hookimpl
+
+        @hookimpl
+        def graftune_run_finished(leaderboard, run_dir):
+            pass
+    """
+    light = """
+        from orchestrator import hookimpl
+
+        @hookimpl
+        def graftune_run_finished(leaderboard, run_dir):
+            import keras
+    """
+    make_distribution(
+        site, "graftune-heavy", "0.1", {"gt_test_heavy": heavy}, {"heavy": "gt_test_heavy"}
+    )
+    make_distribution(
+        site, "graftune-light", "0.2", {"gt_test_light": light}, {"light": "gt_test_light"}
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), *sys.path]))
+    graftune = Path(sys.executable).with_name("graftune")
+    done = subprocess.run(
+        [str(graftune), "plugins"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert (
+        "note: plugin heavy (graftune-heavy 0.1) imports TensorFlow or Keras as it is loaded ("
+        in said
+    )
+    assert (
+        "which every graftune command (--help too) waits for: import them inside its hooks" in said
+    )
+    assert "light" not in said and "heavy" in done.stdout and "light" in done.stdout
+
+
 def test_a_strategy_without_a_snake_case_name_is_rejected(site):
     bad = GOOD_PLUGIN.replace('"linear_probe_test"', '"Linear Probe"')
     make_distribution(
