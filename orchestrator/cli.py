@@ -1078,8 +1078,8 @@ def plugins(
         # `graftune plugins` take 3.6 s instead of 0.4 s, and nothing said whose it was.
         err.print(
             f"note: plugin {owner} imports TensorFlow or Keras as it is loaded ({took:.1f} s), "
-            "which every graftune command (--help too) waits for: import them inside its "
-            "hooks and methods",
+            "which every command that loads the plugins (run, validate, plugins, predict ...) "
+            "waits for: import them inside its hooks and methods",
             markup=False,
         )
     off = autoload_disabled()
