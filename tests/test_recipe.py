@@ -852,6 +852,12 @@ BAD_RECIPES = [
         "greater than or equal to 0",
         id="negative-seed",
     ),
+    pytest.param(  # found by mutation testing: untested, and every trial's seeding raised
+        HEAD + "seed: 4294967296\nstrategies: {scratch_mlp: {}}\n",
+        "seed",
+        "less than or equal to 4294967295",
+        id="seed-past-32-bits",
+    ),
     pytest.param(
         "name: " + "a" * 201 + "\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n",
         "name",
@@ -976,6 +982,39 @@ def test_bad_recipe_fails_validate_naming_file_key_and_fix(
     assert "Traceback" not in output
     # Nothing in any recipe may run code (the python-tag case would create X).
     assert not (tmp_path / "X").exists()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "key", "refused", "words", "taken"),
+    [
+        ("scratch_mlp", "hidden_layers", -1, "a number >= 0, got -1", 0),
+        ("scratch_mlp", "width", 0, "a number >= 1, got 0", 1),
+        ("scratch_mlp", "learning_rate", 0, "a number > 0, got 0", "1.0e-9"),
+        ("feature_extraction", "head_width", 0, "a number >= 1, got 0", 1),
+        ("feature_extraction", "head_depth", -1, "a number >= 0, got -1", 0),
+        ("feature_extraction", "learning_rate", 0, "a number > 0, got 0", "1.0e-9"),
+        ("fine_tune", "frozen_layers", -1, "a number >= 0, got -1", 0),
+        ("fine_tune", "head_width", 0, "a number >= 1, got 0", 1),
+        ("fine_tune", "learning_rate", 0, "a number > 0, got 0", "1.0e-9"),
+    ],
+)
+def test_each_rule_of_a_built_in_strategys_values_is_kept_at_its_bound(
+    tmp_path: Path, strategy: str, key: str, refused: Any, words: str, taken: Any
+) -> None:
+    """Found by mutation testing: `learning_rate: 0` (Adam trains nothing: every trial
+    "ok" at chance) and `head_width: 0` passed validate with the rule loosened, and
+    no test failed; only two of the built-ins' rules were tested."""
+    head = DIGITS_BASE if strategy != "scratch_mlp" else HEAD
+
+    def validate(value: Any) -> Result:
+        text = head + f"strategies: {{{strategy}: {{space: {{{key}: {value}}}}}}}\n"
+        return cli("validate", str(write_recipe(tmp_path, text)))
+
+    result = validate(refused)
+    assert_exit(result, 2)
+    said = " ".join(result.output.split())
+    assert f"strategies.{strategy}.space.{key}: {key} must be {words}" in said, said
+    assert_exit(validate(taken), 0)  # the bound itself is taken
 
 
 def test_validate_checks_each_recipe_it_is_given(tmp_path: Path) -> None:
@@ -1638,11 +1677,12 @@ def assert_same_recipe(a: Recipe, b: Recipe) -> None:
 def test_a_runs_recorded_recipe_is_read_as_it_was_written(tmp_path):
     """Checks added since a run began do not refuse its recipe.yaml: predict and
     --resume of runs made before failed on an application's `weights: null`
-    (imagenet, as older graftune wrote it) and on grace_period equal to max_epochs."""
+    (imagenet, as older graftune wrote it) and on grace_period equal to max_epochs;
+    a reduction_factor below 1.1 likewise (found by mutation testing: untested)."""
     text = HEAD + (
         "base: {application: MobileNetV3Small, weights: null}\n"
         "strategies: {feature_extraction: {}}\n"
-        "search: {scheduler: asha, grace_period: 2, max_epochs: 2}\n"
+        "search: {scheduler: asha, grace_period: 2, max_epochs: 2, reduction_factor: 1.05}\n"
     )
     run_dir = tmp_path / "run"
     (run_dir / "trials").mkdir(parents=True)
@@ -1650,10 +1690,14 @@ def test_a_runs_recorded_recipe_is_read_as_it_was_written(tmp_path):
     recipe = load_recipe(run_dir / "recipe.yaml")
     assert recipe.base is not None and recipe.base.weights == "imagenet"
     assert recipe.search.grace_period == recipe.search.max_epochs == 2
-    (tmp_path / "mine.yaml").write_text(text)  # a user's recipe: both refused
+    assert recipe.search.reduction_factor == 1.05
+    (tmp_path / "mine.yaml").write_text(text)  # a user's recipe: each refused
     with pytest.raises(RecipeError) as info:
         load_recipe(tmp_path / "mine.yaml")
     assert "base.weights" in str(info.value) and "search.grace_period" in str(info.value)
+    (tmp_path / "mine.yaml").write_text(text.replace("grace_period: 2", "grace_period: 1"))
+    with pytest.raises(RecipeError, match=r"search\.reduction_factor"):
+        load_recipe(tmp_path / "mine.yaml")
 
 
 def test_the_defaults_a_run_works_out_are_written_in(tmp_path):
@@ -2397,6 +2441,38 @@ def test_validate_refuses_an_output_folder_too_deep_for_a_runs_files(tmp_path):
     result = CliRunner().invoke(app, ["validate", str(linked)])
     assert result.exit_code == 2, result.output
     assert "output: a run here would write paths of up to " in " ".join(result.output.split())
+
+
+def test_run_refuses_cut_points_the_base_has_not_naming_file_line_and_key(tmp_path):
+    """graftune validate cannot count a base's cut points (it prepares no base): run
+    checks a recipe's frozen_layers against them once it has the base, before any
+    trial. Found by mutation testing: nothing failed with that check removed, and a
+    run then failed every trial (exit 1, no file or key), or searched `{int: [9, all]}`
+    narrowed to [2, 2] in silence."""
+    for given, said in (
+        ("9", "9"),
+        ("{int: [9, all]}", "9"),
+        ("{choice: [0, 9]}", "9"),
+    ):
+        recipe = write_recipe(
+            tmp_path,
+            f"""
+            name: cuts
+            data: {{source: 'sklearn:iris'}}
+            base: {{pretrain: {{data: {{source: 'sklearn:iris'}}, epochs: 1, architecture: mlp}}}}
+            search: {{backend: keras_tuner, num_samples: 1, max_epochs: 1}}
+            strategies:
+              fine_tune: {{space: {{frozen_layers: {given}}}}}
+            output: runs/
+            """,
+        )
+        result = cli("run", str(recipe))
+        assert result.exit_code == 2, result.output
+        assert (
+            f"recipe.yaml:6: strategies.fine_tune.space.frozen_layers: {said}: the base has "
+            "cut points 0 to 2 (frozen_layers counts them; 'all' is 2)"
+        ) in " ".join(result.output.split()), result.output
+        assert not list((tmp_path / "runs").glob("*"))
 
 
 def test_run_refuses_a_run_dir_or_run_name_too_deep_for_a_runs_files(tmp_path):

@@ -569,6 +569,11 @@ def test_a_recipes_cut_point_values_outside_the_base_are_named() -> None:
     assert outside_cut_points(Int(-1, 3), 4) == [-1]
     assert outside_cut_points(Int(1, ALL), 4) == []
     assert outside_cut_points(Choice((0, ALL)), 4) == []
+    # At the boundary (found by mutation testing: `> cuts + 1` and `>= cuts` passed).
+    assert outside_cut_points(Int(5, ALL), 4) == [5]
+    assert outside_cut_points(Int(4, ALL), 4) == []  # the whole base frozen
+    assert outside_cut_points(Fixed(4), 4) == [] and outside_cut_points(Fixed(5), 4) == [5]
+    assert outside_cut_points(Choice((0, 4, 5)), 4) == [5]
 
 
 def test_choice_values_must_be_scalars_either_backend_can_search() -> None:
