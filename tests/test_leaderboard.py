@@ -149,10 +149,30 @@ def test_an_error_longer_than_the_csv_modules_field_limit_reads_back(tmp_path):
     assert csv.field_size_limit() == limit  # the process's limit is put back
 
 
+def test_parameters_graftune_does_not_know_follow_its_own_alphabetically():
+    """A plugin's own parameters come after graftune's, in the order of their names,
+    whatever order its trials' configurations hold them in: the leaderboard's columns
+    are the same from one run (or resume) to the next (found by mutation testing: set
+    order, which string hashing changes from one process to the next, passed)."""
+    from orchestrator.leaderboard import parameter_columns
+
+    results = [
+        result("a", val=0.9, zeta=1, mid=2, kappa=3, beta=4),
+        result(
+            "b", val=0.8, alpha=3, omega=1, delta=2, gamma=3, learning_rate=0.1, **{"lambda": 0.5}
+        ),
+    ]
+    mine = ["alpha", "beta", "delta", "gamma", "kappa", "mid", "omega", "zeta"]
+    expected = ["lambda", "learning_rate", *mine]  # 8! orders of them: none by chance
+    assert parameter_columns(results) == expected
+    columns = list(build_leaderboard(results, metric="val_accuracy", mode="max").columns)
+    assert [c for c in columns if c in expected] == expected
+
+
 def test_parameters_keep_their_types_when_read_back(tmp_path):
     # Two strategies: each one's parameters are missing in the other's rows.
     results = [
-        result("a", val=0.9, width=64, learning_rate=0.001, two_phase=True),
+        result("a", val=0.9, width=64, learning_rate=0.001, two_phase=True, offset=-2),
         result("b", val=0.8, strategy="fine_tune", head_width=128, frozen_layers=0, lam=1.0),
     ]
     frame = build_leaderboard(results, metric="val_accuracy", mode="max")
@@ -160,9 +180,11 @@ def test_parameters_keep_their_types_when_read_back(tmp_path):
 
     back = read_leaderboard(tmp_path)
 
-    for column in ("width", "head_width", "frozen_layers"):
+    # A negative whole number too (found by mutation testing: unchecked).
+    for column in ("width", "head_width", "frozen_layers", "offset"):
         assert back[column].dtype == "Int64", column
     assert back.loc[back["trial_id"] == "b", "frozen_layers"].iloc[0] == 0
+    assert back.loc[back["trial_id"] == "a", "offset"].iloc[0] == -2
     assert back["learning_rate"].dtype == "float64"
     assert back["lam"].dtype == "float64"  # 1.0 is a float, though whole
     assert back.loc[back["trial_id"] == "a", "two_phase"].iloc[0] is True
@@ -465,6 +487,11 @@ def test_an_errors_terminal_escapes_and_markdown_links_are_shown_as_text(tmp_pat
     assert r"\x1b]0;TITLE\x07\x1b[2Jfake" in " ".join(shown.output.split())
     assert r"!\[img](http://e.example/t.png) \[a](b)" in markdown
     assert read_leaderboard(tmp_path).loc[1, "error"] == failed.error  # the CSV keeps it whole
+    # C1 controls as well: U+009B is a one-character CSI to terminals that take 8-bit
+    # controls, U+0085 a line break (found by mutation testing: unchecked).
+    from orchestrator.errors import printable
+
+    assert printable("a\x9b2Jb\x85c\x7fd\u00a0e\n\t") == "a\\x9b2Jb\\x85c\\x7fd\u00a0e\n\t"
 
 
 def test_the_pre_flights_warning_shows_a_build_error_as_the_trials_lines_do(tmp_path, caplog):

@@ -5,6 +5,7 @@ batches made once."""
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +304,28 @@ def test_a_trial_whose_last_step_makes_its_weights_nan_is_diverged(digits, tmp_p
     assert not list(tmp_path.rglob("*.keras"))
     assert result.val_loss is None and result.test_loss is None
     assert reports and reports[-1]["epoch"] == 1
+
+
+def test_a_diverged_trial_keeps_no_score_of_an_epoch_that_scored_nan_outputs(digits, tmp_path):
+    """As above over two epochs: the first epoch's loss is finite, but its one step
+    left NaN weights, whose validation scored every example the first class; the
+    second epoch's loss is NaN. The trial is diverged with no validation score, not
+    that epoch's chance accuracy (found by QA; its guard was found untested by
+    mutation testing)."""
+    import dataclasses
+
+    from orchestrator.trial import run_trial
+
+    spec = one_epoch_spec(ScratchMLP(), tmp_path, batch_size=len(digits.y_train) + 1)
+    spec = dataclasses.replace(spec, max_epochs=2)
+    reports = []
+    config = {**CONFIG, "learning_rate": 1e300}
+    result = run_trial(config, spec, digits, trial_id="t", report=reports.append)
+    assert result.status == "diverged", result
+    assert "loss became NaN or infinite in epoch 2" in result.error
+    first = reports[0]
+    assert first["epoch"] == 1 and math.isnan(first["val_loss"]), first
+    assert result.val_accuracy is None and result.val_loss is None
 
 
 def test_a_trials_saved_model_holds_no_optimizer_state_and_predicts_the_same(digits, tmp_path):

@@ -1221,16 +1221,29 @@ def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now():
     pruned = TrialResult(strategy="s", trial_id="t3", status="pruned", config={}, val_accuracy=0.7)
     view.trial_finished(pruned)
     assert "best so far s t3 (0.7000, pruned)" in " ".join(render_text(view).split())
+    # The strategy's own best moves too (found by mutation testing: unchecked).
+    assert view.strategies["s"].best == 0.7 and "0.7000" in render_text(view).splitlines()[1]
     # Found by QA: error and diverged trials were counted as "failed", the status of
     # a trial whose worker died, which the leaderboard tells apart.
     view = RunProgress("val_accuracy", "max", clock=lambda: now[0])
-    view.plan({"s": 3})
-    for status in ("ok", "error", "diverged"):
+    view.plan({"s": 4})
+    for status in ("ok", "error", "diverged", "failed"):
         view.trial_finished(TrialResult(strategy="s", trial_id=status, status=status, config={}))
     lines = render_text(view).splitlines()
     assert lines[0].split() == ["strategy", "done", "best", "val_accuracy", "running", "pruned",
                                 "unranked"]  # fmt: skip
-    assert lines[1].split() == ["s", "3/3", "0", "0", "2"]  # no best: nothing ranked
+    assert lines[1].split() == ["s", "4/4", "0", "0", "3"]  # no best: nothing ranked
+    # The best of a metric to minimise is its least (found by mutation testing: every
+    # view here ranked by val_accuracy).
+    view = RunProgress("val_loss", "min", clock=lambda: now[0])
+    view.plan({"s": 3})
+    for trial_id, loss in (("t1", 0.9), ("t2", 0.2), ("t3", 0.5)):
+        view.trial_finished(
+            TrialResult(strategy="s", trial_id=trial_id, status="ok", config={}, val_loss=loss)
+        )
+    assert view.best is not None and view.best[:3] == (0.2, "s", "t2")
+    assert view.strategies["s"].best == 0.2
+    assert "best so far s t2 (0.2000)" in " ".join(render_text(view).split())
     # Found by QA: on 50 columns the names were cut ("feature…") and the footer
     # wrapped to the table's width, centred.
     view = RunProgress("val_accuracy", "max", clock=lambda: now[0])

@@ -311,6 +311,31 @@ def test_lambda_reaches_an_rnns_recurrent_kernel():
     assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
 
 
+def test_lambda_reaches_separable_depthwise_and_embedding_kernels():
+    """Xception's and NASNet's SeparableConv2D hold depthwise and pointwise kernels, an
+    Embedding its embeddings: λ covers each (found by mutation testing: a KERNEL_NAMES
+    without depthwise_kernel or embeddings passed every test)."""
+    import keras
+
+    from orchestrator.models import regularize_trainable_kernels
+
+    keras.utils.set_random_seed(0)
+    image = keras.Input((6, 6, 2))
+    x = keras.layers.SeparableConv2D(3, 3)(image)
+    x = keras.layers.DepthwiseConv2D(2)(x)
+    tokens = keras.Input((4,), dtype="int32")
+    words = keras.layers.Flatten()(keras.layers.Embedding(10, 3)(tokens))
+    joined = keras.layers.Concatenate()([keras.layers.Flatten()(x), words])
+    model = keras.Model([image, tokens], keras.layers.Dense(2)(joined))
+    kernels = [v for v in model.weights if "kernel" in v.name or v.name == "embeddings"]
+    assert sorted(v.name for v in kernels) == [  # DepthwiseConv2D's is "kernel"
+        "depthwise_kernel", "embeddings", "kernel", "kernel", "pointwise_kernel"
+    ]  # fmt: skip
+    assert regularize_trainable_kernels(model, 0.5, "l2") == 5
+    expected = sum(0.5 * np.sum(v.numpy() ** 2) for v in kernels)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-5)
+
+
 def test_regularizer_is_searched_and_shown(digits, base_info, tmp_path):
     space = FineTune().search_space(None)
     assert set(space["regularizer"].values) == {"l2", "l2sp"}
@@ -807,6 +832,12 @@ def test_cache_invalidation(digits, base_info, tmp_path, monkeypatch):
     other_base = make_base(tmp_path / "b", monkeypatch, digits, name="other.keras")
     assert other_base.fingerprint != base_info.fingerprint
     assert feature_key(load_base(other_base), 2, digits) != key
+    # The same weights and data through another input adapter (a provider's scaling
+    # chosen by its options): other features (found by mutation testing: unchecked).
+    import dataclasses
+
+    scaled = load_base(dataclasses.replace(base_info, adapter=(("preprocess", "tf"),)))
+    assert feature_key(scaled, 2, digits) != key
     # TensorFlow's kernels change the features' last digits (found by QA: oneDNN's
     # features were served to a run with it off).
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
