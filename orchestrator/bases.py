@@ -1840,11 +1840,13 @@ def plan_adapter(
         hint = f"; for images, data.channels: {wanted} gives them the base's channels"
     # Found by QA: a plugin's base was refused without naming its provider.
     made = "" if provider is None else f" (made by base provider {provider})"
+    which = (
+        "for an application: base.input_shape" if provider is None else "its options may choose one"
+    )
     refuse = BaseModelError(
         f"the data's inputs have shape {data_shape} but the base{made} takes {base_shape}; "
         "graftune adapts images by resizing, grayscale to 3 channels and flattening for "
-        "dense bases, but not this. Use a base whose input matches the data (for an "
-        f"application: base.input_shape){hint}."
+        f"dense bases, but not this. Use a base whose input matches the data ({which}){hint}."
     )
     if _matches(data_shape, base_shape):
         pass

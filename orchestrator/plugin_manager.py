@@ -80,9 +80,29 @@ class PluginInfo:
     hooks: tuple[str, ...] = ()
 
 
+#: The installed plugins seen importing TensorFlow or Keras in this process, with the
+#: seconds it took (kept across plugin managers: found by QA, `graftune plugins`, which
+#: loads the plugins again without one that is broken, lost the first load's finding).
+_HEAVY_SEEN: dict[str, float | None] = {}
+_HEAVY = ("tensorflow", "keras")
+
+
 def _heavy_imported() -> bool:
     """Whether TensorFlow or Keras is imported in this process."""
-    return "tensorflow" in sys.modules or "keras" in sys.modules
+    return any(name in sys.modules for name in _HEAVY)
+
+
+def _holds_heavy(plugin: Any) -> bool:
+    """Whether the module of ``plugin`` holds, at its top level, something of
+    TensorFlow or Keras (a module, a class, a function): it imported them, where
+    another import had already paid for them (found by QA: only the first of two
+    such plugins was named)."""
+    module = plugin if isinstance(plugin, ModuleType) else sys.modules.get(_module_of(plugin))
+    for value in vars(module).values() if module is not None else ():
+        name = value.__name__ if isinstance(value, ModuleType) else getattr(value, "__module__", "")
+        if isinstance(name, str) and name.split(".")[0] in _HEAVY:
+            return True
+    return False
 
 
 def _module_of(plugin: Any) -> str:
@@ -114,9 +134,10 @@ class PluginHost:
     explicit: tuple[str, ...] = ()
     #: Warnings about the plugins already given, so a run gives each once.
     said: set[str] = field(default_factory=set)
-    #: The installed plugins whose import imported TensorFlow or Keras (which
-    #: every command, ``--help`` too, then waits for), with its seconds.
-    heavy_imports: dict[str, float] = field(default_factory=dict)
+    #: The installed plugins whose import imports TensorFlow or Keras (which every
+    #: command that loads the plugins then waits for), with its seconds where this
+    #: process saw them (``None`` where TensorFlow was imported before).
+    heavy_imports: dict[str, float | None] = field(default_factory=dict)
 
     def notify(self, hook_name: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin; an observer that raises is only reported."""
@@ -447,7 +468,7 @@ def get_plugin_manager(
     owners: dict[str, str] = {}
     distributions: dict[str, tuple[str, str]] = {}
     unmarked: list[tuple[str, str]] = []  # (plugin, hook) defined without @hookimpl
-    heavy: dict[str, float] = {}  # plugins whose import imported TensorFlow/Keras: seconds
+    heavy: dict[str, float | None] = {}  # plugins whose import imports TensorFlow/Keras
 
     for name, module_name in HOST_PLUGINS.items():
         if not pm.is_blocked(name):
@@ -465,8 +486,13 @@ def get_plugin_manager(
                 plugin = ep.load()
             except PLUGIN_FAULTS as exc:  # a module that exits took graftune with it
                 raise PluginLoadError(ep.name, ep.value, dist_label, exc) from exc
+            owner = f"{ep.name} ({dist_label})"
             if light and _heavy_imported():
-                heavy[f"{ep.name} ({dist_label})"] = time.monotonic() - began
+                _HEAVY_SEEN[owner] = time.monotonic() - began
+            elif _holds_heavy(plugin):  # another plugin, or graftune, imported it first
+                _HEAVY_SEEN.setdefault(owner, None)
+            if owner in _HEAVY_SEEN:
+                heavy[owner] = _HEAVY_SEEN[owner]
             unmarked += _register(pm, plugin, ep.name, dist_label)
             if ep.dist is not None:
                 distributions[ep.name] = (ep.dist.name, ep.dist.version)

@@ -850,8 +850,15 @@ def _run(
     if base_info is not None:
         if resume:
             assert recipe.base is not None
-            provider = recipe.base.provider
-            _check_resumed_base(base_info, run_dir, _plugins_own(host.bases, provider))
+            pretrain = recipe.base.pretrain
+            _check_resumed_base(
+                base_info,
+                run_dir,
+                _plugins_own(host.bases, recipe.base.provider),
+                None
+                if pretrain is None
+                else _plugins_own(host.data_sources, pretrain.data.source.partition(":")[0]),
+            )
         atomic_write_text(run_dir / BASE_FILE, json.dumps(base_info.to_json(), indent=2))
     if not resume or not (run_dir / DATA_FILE).is_file():  # a run made before it had one
         atomic_write_text(run_dir / DATA_FILE, json.dumps(_data_record(dataset), indent=1))
@@ -1783,7 +1790,9 @@ def _plugins_own(registry: Registry, name: str | None) -> str | None:
     return f"{name!r} from {registry.owner(name)}"
 
 
-def _check_resumed_base(base_info: BaseInfo, run_dir: Path, provider: str | None = None) -> None:
+def _check_resumed_base(
+    base_info: BaseInfo, run_dir: Path, provider: str | None = None, source: str | None = None
+) -> None:
     """Refuse to resume a run whose base is not the one its trials trained on.
 
     ``base.json`` records the base's fingerprint (its weights and architecture)
@@ -1792,7 +1801,8 @@ def _check_resumed_base(base_info: BaseInfo, run_dir: Path, provider: str | None
     way (another entry): the trials still to run
     would transfer from another base than the finished ones, ranked in one
     leaderboard, as with changed data (:func:`_check_resumed_data`). ``provider``:
-    the plugin's base provider that made it (:func:`_plugins_own`), named.
+    the plugin's base provider that made it, ``source`` the plugin's data source a
+    ``pretrain`` base was trained on (:func:`_plugins_own`), named.
     """
     record = run_dir / BASE_FILE
     then = _recorded_fingerprint(record, "base")
@@ -1806,17 +1816,34 @@ def _check_resumed_base(base_info: BaseInfo, run_dir: Path, provider: str | None
 
     entry = base_info.path.parent.name  # KIND-KEY (bases.prepare_base)
     built_in = {provider.name for provider in BUILT_IN_PROVIDERS}
-    if Path(str(then.get("path", ""))).parent.name == entry and entry.split("-")[0] in built_in:
+    same_entry = Path(str(then.get("path", ""))).parent.name == entry
+    if same_entry and entry.split("-")[0] in built_in:
         return  # (not a plugin's: its build may draw other weights under one key, found by QA)
     fingerprint = then["fingerprint"]
-    # Found by QA: a plugin's provider whose build() drew other weights went unnamed.
-    why = (
-        "its file or weights changed, or it was made again otherwise, by another graftune or "
-        "Keras or a base provider whose build() is not repeatable"
-        if provider is None
-        else f"base provider {provider} built another: its build() should draw its weights "
-        "from context.seed, the same ones each time, and its cache_key() name one model"
-    )
+    # Found by QA: a plugin's provider whose build() drew other weights, or a plugin's
+    # source a pretrain read, went unnamed; the provider is blamed only where its
+    # cache_key() named the same model (else what it builds from changed).
+    if provider is not None and same_entry:
+        why = (
+            f"base provider {provider} built other weights under the same cache_key(): its "
+            "build() should draw them from context.seed, the same ones each time"
+        )
+    elif provider is not None:
+        why = (
+            f"base provider {provider} built it anew, from other inputs (a file it reads, its "
+            "options or its version changed) or, if its build() draws weights at random, not "
+            "from context.seed"
+        )
+    elif source is not None:
+        why = (
+            f"its pretrain's data, read by data source {source}, changed: if it draws them at "
+            "random, it reads the same again only with uses_seed = True, from load()'s seed"
+        )
+    else:
+        why = (
+            "its file or weights changed, or it was made again otherwise, by another graftune "
+            "or Keras or a base provider whose build() is not repeatable"
+        )
     raise RunDirError(
         f"{run_dir}: its base changed since the run started (now: {base_info.description}, "
         f"fingerprint {base_info.fingerprint[:12]}; then {str(fingerprint)[:12]}: {why}): the "

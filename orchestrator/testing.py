@@ -262,6 +262,7 @@ def check_data_source(
     options: dict[str, Any] | None = None,
     base_dir: str | Path | None = None,
     check_imports: bool = True,
+    **data: Any,
 ) -> None:
     """Check that a DataSource class keeps the contract graftune relies on, reading
     ``SCHEME:location`` as a run would.
@@ -287,6 +288,8 @@ def check_data_source(
         base_dir: The folder a relative location resolves against (default: the
             current folder).
         check_imports: Run check 2.
+        data: The recipe's other ``data`` keys to read it with (``target``,
+            ``image_size``, ``channels``, ``classes``, ...).
 
     Raises:
         PluginCheckError: Naming the class and every check it fails.
@@ -299,9 +302,9 @@ def check_data_source(
     label = _label(cls)
     if not isinstance(cls, type) or not issubclass(cls, DataSource):
         raise PluginCheckError(f"{label} is not a subclass of orchestrator.data.DataSource")
-    label = f"{label} (data source {cls.scheme!r})"
     registry: Registry[type] = Registry("data source", "scheme", DataSource)
-    registry.current_owner = label
+    registry.current_owner = label  # the class: messages say "data source 'x' from" it
+    label = f"{label} (data source {cls.scheme!r})"
     problems = _registration_problems(registry, cls, _builtin_items("data_sources"))
     if problems:
         _fail(label, problems)
@@ -313,7 +316,7 @@ def check_data_source(
         ) from exc
     if check_imports:
         problems += _import_problems(cls)
-    spec = DataSpec(source=f"{cls.scheme}:{location}", options=options or {})
+    spec = DataSpec(source=f"{cls.scheme}:{location}", options=options or {}, **data)
     folder = Path(base_dir) if base_dir is not None else Path.cwd()
     try:
         first = prepare_dataset(spec, registry, seed=0, base_dir=folder)
@@ -340,6 +343,7 @@ def check_base_provider(
     *,
     options: dict[str, Any] | None = None,
     dataset: Dataset | None = None,
+    base_dir: str | Path | None = None,
     check_imports: bool = True,
 ) -> None:
     """Check that a BaseProvider class keeps the contract graftune relies on,
@@ -370,7 +374,13 @@ def check_base_provider(
         cls: The base provider class.
         options: The recipe's ``base.options``.
         dataset: The data the base is prepared for (default :func:`tiny_dataset`).
+        base_dir: The recipe's folder, which relative paths in ``options`` resolve
+            against (default: the current folder).
         check_imports: Run check 2.
+
+    A plugin not installed in the test's environment has its own
+    ``graftune_keras_objects`` counted once ``graftune_register(its_module)``
+    registered it, before the check (as for :func:`check_strategy`).
 
     Raises:
         PluginCheckError: Naming the class and every check it fails.
@@ -386,9 +396,9 @@ def check_base_provider(
     label = _label(cls)
     if not isinstance(cls, type) or not issubclass(cls, BaseProvider):
         raise PluginCheckError(f"{label} is not a subclass of orchestrator.bases.BaseProvider")
-    label = f"{label} (base provider {cls.name!r})"
     registry: Registry[type] = Registry("base provider", "name", BaseProvider)
-    registry.current_owner = label
+    registry.current_owner = label  # the class: messages say "base provider 'x' from" it
+    label = f"{label} (base provider {cls.name!r})"
     problems = _registration_problems(registry, cls, _builtin_items("bases"))
     if problems:
         _fail(label, problems)
@@ -402,6 +412,7 @@ def check_base_provider(
         problems += _import_problems(cls)
     spec = BaseSpec(provider=cls.name, options=options or {})
     data = dataset or tiny_dataset("digits")
+    folder_of_recipe = Path(base_dir) if base_dir is not None else Path.cwd()
     sources = get_plugin_manager(autoload=False).data_sources
     with _keras_objects_kept(), tempfile.TemporaryDirectory() as folder:
         _register_plugin_keras_objects()
@@ -409,14 +420,14 @@ def check_base_provider(
         os.environ["GRAFTUNE_CACHE_DIR"] = folder
         try:
             prepare_base(
-                spec, registry, data.task, seed=0, base_dir=Path.cwd(), data_sources=sources
+                spec, registry, data.task, seed=0, base_dir=folder_of_recipe, data_sources=sources
             )
         except BaseModelError as exc:
             problems.append(f"preparing its base failed: {exc}")
         else:
 
             def context(seed: int) -> BaseContext:
-                return BaseContext(seed, Path.cwd(), sources, Path(folder))
+                return BaseContext(seed, folder_of_recipe, sources, Path(folder))
 
             def weights(seed: int) -> list[Any]:
                 return [np.asarray(w) for w in provider.build(spec, context(seed)).get_weights()]
@@ -563,8 +574,8 @@ def _import_problems(cls: type) -> list[str]:
     module = cls.__module__
     if module == "__main__":
         return [
-            "the class is defined in __main__, which Ray workers cannot import; "
-            "move it to a module (or pass check_imports=False)"
+            "the class is defined in __main__, which no other process (a fresh interpreter, "
+            "a Ray worker) can import; move it to a module (or pass check_imports=False)"
         ]
     code = textwrap.dedent(
         """
@@ -589,7 +600,7 @@ def _import_problems(cls: type) -> list[str]:
     if heavy:
         return [
             f"importing {module} imports {', '.join(heavy)}; import TensorFlow/Keras inside "
-            "methods, so that `import` and `graftune --help` stay fast"
+            "methods, so that importing it, and each command that loads the plugins, stay fast"
         ]
     return []
 

@@ -94,3 +94,19 @@ class NewKeyEachTime(Seeded):
 
     def cache_key(self, spec, context):
         return str(uuid.uuid4())
+
+
+class ScaledBase(Seeded):
+    """Holds a custom layer (tests.keras_layers.Scale), which tests.keras_object_plugin's
+    graftune_keras_objects gives to graftune."""
+
+    name = "qa_scaled"
+
+    def build(self, spec, context):
+        import keras
+
+        from tests.keras_layers import Scale
+
+        keras.utils.set_random_seed(context.seed)
+        inputs = keras.Input((8, 8, 1))
+        return keras.Model(inputs, keras.layers.Flatten()(Scale(0.5)(inputs)))

@@ -1429,6 +1429,10 @@ def test_a_providers_base_the_data_cannot_feed_names_the_provider(tmp_path, isol
         "the data's inputs have shape (8, 8, 1) but the base (made by base provider "
         "'wide_input' from qa_plugin (qa-plugin 1.0)) takes (5,)"
     ) in str(info.value)
+    # Not base.input_shape, an application's key (found by QA).
+    assert "Use a base whose input matches the data (its options may choose one)." in str(
+        info.value
+    )
 
 
 def test_a_providers_cache_key_names_an_entry_inside_the_cache_by_its_digest(tmp_path, isolated):

@@ -259,22 +259,33 @@ def test_plugins_names_a_plugin_whose_import_imports_tensorflow(site):
     make_distribution(
         site, "graftune-light", "0.2", {"gt_test_light": light}, {"light": "gt_test_light"}
     )
+    # Another that imports it (whichever loads second finds TensorFlow loaded), and a
+    # broken one, for which `graftune plugins` loads them all again (found by QA: each
+    # hid the note).
+    also = heavy.replace("import keras", "from tensorflow import constant")
+    typo = light.replace("graftune_run_finished", "graftune_run_finishd")
+    make_distribution(
+        site, "graftune-zheavy", "0.3", {"gt_test_zheavy": also}, {"zheavy": "gt_test_zheavy"}
+    )
+    make_distribution(
+        site, "graftune-typo", "0.4", {"gt_test_typo2": typo}, {"typo": "gt_test_typo2"}
+    )
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), *sys.path]))
     graftune = Path(sys.executable).with_name("graftune")
     done = subprocess.run(
         [str(graftune), "plugins"], capture_output=True, text=True, env=env, timeout=120
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr  # the typo's
     said = " ".join(done.stderr.split())
-    assert (
-        "note: plugin heavy (graftune-heavy 0.1) imports TensorFlow or Keras as it is loaded ("
-        in said
-    )
+    for owner in ("heavy (graftune-heavy 0.1)", "zheavy (graftune-zheavy 0.3)"):
+        assert f"note: plugin {owner} imports TensorFlow or Keras as it is loaded" in said
+    assert said.count(" s), which every command") == 1  # timed where it was imported
+    assert "error: plugin typo (graftune-typo 0.4) is invalid" in said
     assert (
         "which every command that loads the plugins (run, validate, plugins, predict ...) waits for"
         in said
     )
-    assert "light" not in said and "heavy" in done.stdout and "light" in done.stdout
+    assert "plugin light" not in said and "heavy" in done.stdout and "light" in done.stdout
 
 
 def test_a_strategy_without_a_snake_case_name_is_rejected(site):

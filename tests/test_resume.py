@@ -1542,7 +1542,14 @@ class _Unseeded:
                 model.set_weights([rng.normal(size=w.shape) for w in model.get_weights()])
                 return model
 
+        class DriftingKeyed(Drifting):
+            name = "drifting_keyed"
+
+            def cache_key(self, spec, context):
+                return "drifting_keyed-1"  # one model, it says
+
         registry.add(Drifting)
+        registry.add(DriftingKeyed)
 
 
 @pytest.mark.parametrize(
@@ -1553,16 +1560,33 @@ class _Unseeded:
             "; data source 'coin' from _Unseeded (not installed) read them: if it draws them at "
             "random, it reads the same again only with uses_seed = True, from load()'s seed",
         ),
-        (
+        (  # no cache_key: its entry is named by its weights, which may have other causes
             "data: {source: 'csv:WINE', target: cultivar}\nbase: {provider: drifting}\n"
             "strategies: {feature_extraction: {}}\n",
-            ": base provider 'drifting' from _Unseeded (not installed) built another: its "
-            "build() should draw its weights from context.seed, the same ones each time, and "
-            "its cache_key() name one model): the trials still to run",
+            ": base provider 'drifting' from _Unseeded (not installed) built it anew, from "
+            "other inputs (a file it reads, its options or its version changed) or, if its "
+            "build() draws weights at random, not from context.seed): the trials still to run",
+        ),
+        (  # its cache_key() named the same model, rebuilt after a cache clear
+            "data: {source: 'csv:WINE', target: cultivar}\nbase: {provider: drifting_keyed}\n"
+            "strategies: {feature_extraction: {}}\n",
+            ": base provider 'drifting_keyed' from _Unseeded (not installed) built other "
+            "weights under the same cache_key(): its build() should draw them from "
+            "context.seed, the same ones each time): the trials",
+        ),
+        (  # a pretrain on a plugin's source that draws at random (found by QA: unnamed)
+            "data: {source: 'sklearn:iris'}\n"
+            "base: {pretrain: {data: {source: 'coin:flips'}, epochs: 1, architecture: mlp}}\n"
+            "strategies: {feature_extraction: {}}\n",
+            ": its pretrain's data, read by data source 'coin' from _Unseeded (not installed), "
+            "changed: if it draws them at random, it reads the same again only with uses_seed "
+            "= True, from load()'s seed): the trials",
         ),
     ],
 )
-def test_a_resume_refused_for_a_plugins_data_or_base_names_the_plugin(sections, words, tmp_path):
+def test_a_resume_refused_for_a_plugins_data_or_base_names_the_plugin(
+    sections, words, tmp_path, monkeypatch
+):
     """Found by QA: a plugin's data source that drew at random without uses_seed, or
     its base provider whose build() did, had the resume refused (rightly) with no word
     of the plugin or the likely cause."""
@@ -1570,6 +1594,7 @@ def test_a_resume_refused_for_a_plugins_data_or_base_names_the_plugin(sections, 
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.run import resume_run, run_recipe
 
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
     host = get_plugin_manager(extra_plugins=[_Unseeded()])
     wine = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
     recipe = tmp_path / "recipe.yaml"
@@ -1579,6 +1604,7 @@ def test_a_resume_refused_for_a_plugins_data_or_base_names_the_plugin(sections, 
     )  # fmt: skip
     run_dir = run_recipe(recipe, host=host).run_dir
     (run_dir / "finished.json").unlink()  # as if killed before it finished
+    shutil.rmtree(tmp_path / "cache" / "bases", ignore_errors=True)  # made again on resume
     with pytest.raises(RunDirError) as info:
         resume_run(run_dir, host=host)
     assert words in " ".join(str(info.value).split())

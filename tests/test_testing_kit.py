@@ -194,6 +194,14 @@ def test_a_data_source_that_keeps_the_contract_passes():
 
     check_data_source(Blobs, "any")
     check_data_source(SklearnSource, "iris", check_imports=False)  # graftune's own
+    # Read with the data section's other keys (found by QA: a table's target could
+    # not be given), here by graftune's own csv: as a plugin's table source would be.
+    from pathlib import Path
+
+    from orchestrator.data.sources import CsvSource
+
+    wine = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
+    check_data_source(CsvSource, str(wine), target="cultivar", check_imports=False)
 
 
 @pytest.mark.parametrize(
@@ -254,6 +262,20 @@ def test_a_base_provider_that_breaks_the_contract_fails_naming_the_problem(name,
     assert words in said, said
 
 
+def test_a_base_providers_custom_layer_counts_once_its_plugin_is_registered(graftune_register):
+    """A plugin not installed yet gives its custom layers through its own
+    graftune_keras_objects once graftune_register has it (found by QA: the check's
+    advice, --plugin, is not the kit's)."""
+    from orchestrator.testing import PluginCheckError, check_base_provider
+    from tests import keras_object_plugin
+    from tests.plugin_parts import ScaledBase
+
+    with pytest.raises(PluginCheckError, match="would not load again"):
+        check_base_provider(ScaledBase, check_imports=False)
+    graftune_register(keras_object_plugin)
+    check_base_provider(ScaledBase, check_imports=False)
+
+
 def test_a_base_provider_is_prepared_as_a_run_prepares_it():
     """The run's own checks of a base, in a cache the check removes after it."""
     import keras
@@ -276,6 +298,8 @@ def test_a_base_provider_is_prepared_as_a_run_prepares_it():
     with pytest.raises(PluginCheckError) as info:
         check_base_provider(Unregistered, check_imports=False)
     assert "preparing its base failed: base provider 'qa_unregistered' from " in str(info.value)
+    # The class named once (found by QA: "from tests.X (base provider 'x')" inside).
+    assert str(info.value).count("(base provider 'qa_unregistered')") == 1
     assert "would not load again" in str(info.value)
     assert sorted(cache_dir().glob("bases/*")) == before
     with pytest.raises(PluginCheckError, match=r"is not a subclass of orchestrator\.bases\."):
