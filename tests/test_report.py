@@ -95,6 +95,20 @@ def test_the_report_is_self_contained(finished):
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     # The recipe is shown.
     assert "sklearn:digits" in text and "num_samples: 2" in text
+    # The best trial's line says its test score, and its row alone is marked (found by
+    # mutation testing: neither was checked).
+    from orchestrator.report import _number
+
+    frame = pd.read_csv(finished / "leaderboard.csv")
+    best = frame[frame["status"] == "ok"].iloc[0]
+    said = re.search(r"<dt>best</dt><dd>(.*?)</dd>", text).group(1)
+    assert said == (
+        f"{best.strategy} trial {best.trial_id}: val_accuracy {_number(best.val_accuracy, 4)}, "
+        f"test_accuracy {_number(best.test_accuracy, 4)}"
+    )
+    assert best.val_accuracy != best.test_accuracy
+    assert text.count("<tr class=best>") == 1
+    assert f">{best.trial_id}<" in text.split("<tr class=best>")[1].split("</tr>")[0]
 
 
 def test_clicking_a_header_sorts_the_leaderboard(finished, tmp_path):
@@ -590,23 +604,33 @@ def test_a_comparison_names_each_strategys_finished_best_and_its_status(tmp_path
     finished trial its run names best, and nothing on the page said it was pruned."""
     from orchestrator.report import render_comparison
 
+    # A strategy's best of several finished trials, whatever their order (found by
+    # mutation testing: no strategy here had two finished trials).
     frame = pd.DataFrame(
         {
-            "strategy": ["a", "a", "b", "c"],
-            "trial_id": ["done", "cut", "cut2", "broke"],
-            "status": ["ok", "pruned", "pruned", "error"],
-            "val_accuracy": [0.5, 0.7, 0.6, None],
-            "test_accuracy": [0.45, None, None, None],
+            "strategy": ["a", "a", "a", "b", "c"],
+            "trial_id": ["worse", "done", "cut", "cut2", "broke"],
+            "status": ["ok", "ok", "pruned", "pruned", "error"],
+            "val_accuracy": [0.3, 0.5, 0.7, 0.6, None],
+            "test_accuracy": [0.35, 0.45, None, None, None],
+            "val_loss": [0.9, 0.2, 0.1, 0.3, None],
+            "test_loss": [0.8, 0.25, None, None, None],
         }
     )
-    page = render_comparison([record("r1", frame, tmp_path)], "val_accuracy")
-    rows = re.findall(r"<tr>(.*?)</tr>", page.split("<tbody>")[1])
-    cells = [re.findall(r"<td[^>]*>([^<]*)</td>", row) for row in rows]
-    assert [c[:5] for c in cells] == [
+
+    def shown(metric: str) -> list[list[str]]:
+        page = render_comparison([record("r1", frame, tmp_path)], metric)
+        rows = re.findall(r"<tr>(.*?)</tr>", page.split("<tbody>")[1])
+        return [re.findall(r"<td[^>]*>([^<]*)</td>", row)[:5] for row in rows]
+
+    assert shown("val_accuracy") == [
         ["r1", "a", "done", "ok", "0.5000"],
         ["r1", "b", "cut2", "pruned", "0.6000"],  # none finished: its best pruned one
         ["r1", "c", "", "no score", ""],
     ]
+    assert shown("val_loss")[0] == ["r1", "a", "done", "ok", "0.2000"]  # the least
+    frame.loc[0:1, "val_loss"] = [0.1, 0.2]
+    assert shown("val_loss")[0] == ["r1", "a", "worse", "ok", "0.1000"]
 
 
 def test_comparison_chart_labels_are_run_folder_names_as_they_are(tmp_path):
@@ -710,6 +734,14 @@ def test_control_characters_in_a_cell_are_shown_as_escapes(tmp_path):
     assert "\u202e" not in cell
     assert not any(ord(ch) < 32 for ch in cell)
     assert _e("two\nlines\tand a tab") == "two\nlines\tand a tab"  # kept in a <pre>
+    # Quotes too: cells' attributes are quoted with ' (found by mutation testing: an
+    # error's "can't" ended its data-sort early, and a crafted one added onmouseover).
+    crafted = "RuntimeError: can't allocate tensor' onmouseover='alert(1)" + "x" * 60
+    cell = _cell("error", crafted)
+    tag = cell[: cell.index(">") + 1]
+    assert "&#x27;" in cell and "onmouseover='" not in cell
+    assert tag.count("'") % 2 == 0 and "can't" not in tag
+    assert _e('say "hi"') == "say &quot;hi&quot;"
 
 
 def test_ran_with_names_the_search_backend_and_the_plugins(tmp_path):

@@ -1044,6 +1044,39 @@ def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
     assert list(read_leaderboard(stored)["status"]) == ["ok"]  # the trial that ended
 
 
+def test_a_run_whose_last_upload_failed_is_not_finished_and_its_resume_uploads_it(
+    tmp_path, monkeypatch
+):
+    """Storage that fails at the run's end (expired credentials, a full bucket): the
+    run is not marked finished, so that --resume uploads it (found by mutation
+    testing: with finished.json kept, the resume said "nothing to resume" and the
+    stored copy never got its leaderboard or best model)."""
+    import orchestrator.storage
+    from orchestrator.errors import StorageError
+    from orchestrator.run import FINISHED_FILE, resume_run, run_recipe
+
+    real = orchestrator.storage.publish
+
+    def failing_at_the_end(place, *args, **kwargs):
+        if (place.local_dir / FINISHED_FILE).is_file():
+            raise StorageError("storage unreachable at the end (as a test makes it)")
+        return real(place, *args, **kwargs)
+
+    store = tmp_path / "store"
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    recipe.write_text(recipe.read_text() + f"storage: file://{store}/\n")
+    monkeypatch.setattr(orchestrator.storage, "publish", failing_at_the_end)
+    with pytest.raises(StorageError, match="unreachable at the end"):
+        run_recipe(recipe, run_name="ended")
+    run_dir = tmp_path / "runs" / "ended"
+    assert not (run_dir / FINISHED_FILE).exists()
+    assert not (store / "ended" / "leaderboard.csv").exists()
+    monkeypatch.setattr(orchestrator.storage, "publish", real)
+    resume_run(run_dir)
+    for name in ("leaderboard.csv", "best/model.keras", FINISHED_FILE):
+        assert (store / "ended" / name).is_file(), name
+
+
 def test_a_fetched_run_resumes_into_its_own_place_in_storage_and_never_over_another(tmp_path):
     """A fetched job resumed from a folder named f6 was stored in STORAGE/f6 (its own
     STORAGE/JOB_ID stayed unfinished), over whatever run was stored there."""
