@@ -145,6 +145,15 @@ def test_damaged_state_files_are_said_by_every_command_that_reads_the_run(iris_r
         result = invoke(*command)
         assert result.exit_code == 0, result.output
         assert said in " ".join(result.output.split()), (command, result.output)
+    # What needs the best model, its file alone deleted, is refused saying so (found by
+    # mutation testing: not "cut short?" of a file that is not there).
+    no_best = damaged("nobestmodel")
+    (no_best / "best" / "model.keras").unlink()
+    gone = f"error: {no_best / 'best' / 'model.keras'} is gone; graftune run --resume {no_best}"
+    for command in (("predict", no_best, "--data", data), ("export", no_best, tmp_path / "o")):
+        result = invoke(*command)
+        assert result.exit_code == 2, result.output
+        assert gone in " ".join(result.output.split()), (command, result.output)
 
     no_model = damaged("nomodel")
     (no_model / "trials" / "scratch_mlp" / trial_id / "model.keras").unlink()
@@ -394,6 +403,8 @@ def test_image_files_of_a_kind_not_read_are_said_as_a_run_says_them(tmp_path, ca
         (lambda d: f"csv:{d}", "is a folder, not a file"),
         (lambda d: "csv:/dev/null", "/dev/null is not a regular file (a device, a FIFO"),
         (lambda d: f"images:{d / 'nowhere'}", "image folder"),
+        # Found by mutation testing: unchecked, and an internal error without its check.
+        (lambda d: _empty_npz(d), "has no examples"),
     ],
     ids=[
         "iris",
@@ -405,6 +416,7 @@ def test_image_files_of_a_kind_not_read_are_said_as_a_run_says_them(tmp_path, ca
         "folder-as-file",
         "device-as-file",
         "missing-folder",
+        "no-examples",
     ],
 )
 def test_predict_refuses_input_that_does_not_fit(runs, tmp_path, make, message):
@@ -487,6 +499,12 @@ def test_a_run_that_set_image_size_refuses_data_that_are_no_images_by_shape(tmp_
 def _npz(folder: Path, x: np.ndarray) -> str:
     path = folder / "bad.npz"
     np.savez(path, x=x, y=np.array([0, 1, 0, 1, 0]))
+    return f"npz:{path}"
+
+
+def _empty_npz(folder: Path) -> str:
+    path = folder / "empty.npz"
+    np.savez(path, x=np.zeros((0, 8, 8, 1), np.float32))
     return f"npz:{path}"
 
 
@@ -1024,14 +1042,29 @@ def test_exports_reload_without_graftune_and_predict_as_the_run(runs, exports):
         )
 
 
-def test_exports_carry_class_names_and_input_shape(exports):
+def test_exports_carry_class_names_and_input_shape(exports, runs):
+    from orchestrator.trial import read_result
+
     made, data = exports
+    run_dir = runs[0].run_dir
     for fmt, dest, _, strategy, trial_id in made:
         meta = json.loads((dest / "graftune.json").read_text())
         assert meta["format"] == fmt
         assert meta["class_names"] == list(data.task.class_names)
         assert meta["input_shape"] == [8, 8, 1]
         assert (meta["strategy"], meta["trial_id"]) == (strategy, trial_id)
+        # Its configuration and scores, as README says, and where it came from (found
+        # by mutation testing: none of them was checked).
+        trial = read_result(run_dir / "trials" / strategy / trial_id)
+        assert trial is not None and trial.config
+        assert meta["config"] == trial.config
+        assert meta["scores"] == pytest.approx(
+            {
+                k: getattr(trial, k)
+                for k in ("val_accuracy", "test_accuracy", "val_loss", "test_loss")
+            }
+        )
+        assert meta["run_dir"] == str(Path(run_dir).resolve())
         if fmt == "keras":
             assert (dest / "model.keras").is_file()
         else:
