@@ -907,6 +907,11 @@ def test_predict_and_export_keep_the_plugins_the_run_disabled_off(site, tmp_path
     assert predicted.exit_code == 0, predicted.output
     exported = cli("export", run_dir, tmp_path / "exported")
     assert exported.exit_code == 0, exported.output
+    # From Python too, with no host given (found by mutation testing: only the CLI,
+    # which gives its own, was tried).
+    from orchestrator.predict import predict
+
+    assert len(predict(run_dir, "sklearn:iris").frame) == 150
     # A run that did not disable it: the plugin is at fault, and named.
     refused = cli("predict", tmp_path / "nowhere", "--data", "sklearn:iris")
     assert refused.exit_code == 3 and "graftune-broken-thing 0.3" in refused.output

@@ -510,7 +510,9 @@ def test_a_resume_keeps_the_results_of_trials_asha_stopped_as_they_were(tmp_path
     assert {t: statuses[t] for t in before} == before
 
 
-def test_a_resume_on_another_keras_backend_is_refused_before_any_work(ended_run, tmp_path):
+def test_a_resume_on_another_keras_backend_is_refused_before_any_work(
+    ended_run, tmp_path, monkeypatch
+):
     """Found by QA: a run resumed with another KERAS_BACKEND trained its other trials
     there and ranked the two backends' models in one leaderboard, in silence."""
     from orchestrator.run import resume_run
@@ -531,6 +533,15 @@ def test_a_resume_on_another_keras_backend_is_refused_before_any_work(ended_run,
         f"{run_dir}: its trials trained on jax, and this resume would train the rest on tensorflow"
     )
     assert str(info.value).endswith("resume it with KERAS_BACKEND=jax")
+    assert sorted(p.name for p in run_dir.rglob("*")) == before
+    # On a machine with no keras.json and no KERAS_BACKEND (Keras' default), a local
+    # run too (found by mutation testing: this machine's keras.json hid that branch).
+    import orchestrator.accelerator
+
+    monkeypatch.setattr(orchestrator.accelerator, "chosen_backend", lambda: None)
+    with pytest.raises(RunDirError) as info:
+        resume_run(run_dir, plugins=[], echo=print)
+    assert "would train the rest on tensorflow (Keras' default)" in str(info.value)
     assert sorted(p.name for p in run_dir.rglob("*")) == before
 
 
@@ -1490,7 +1501,20 @@ def test_a_resume_of_a_run_made_before_data_json_checks_its_trials_test_split(tm
     assert f"{run_dir}: its data changed since the run started: the trial in " in said
     assert "was tested on 36 examples of 3 classes, the data's test split has 18 of 3" in said
     assert not (run_dir / DATA_FILE).exists() and not (run_dir / "finished.json").exists()
-    data.write_text(original)  # put back: the resume goes on, and says what it checked
+    data.write_text(original)
+    # Its classes too (found by mutation testing: only the rows were checked).
+    import numpy as np
+
+    (predictions,) = run_dir.glob("trials/*/*/test_probabilities.npy")
+    kept = predictions.read_bytes()
+    tested = np.load(predictions)
+    np.save(predictions, np.hstack([tested, np.zeros((len(tested), 1), tested.dtype)]))
+    with pytest.raises(RunDirError) as info:
+        resume_run(run_dir)
+    assert "was tested on 36 examples of 4 classes, the data's test split has 36 of 3" in str(
+        info.value
+    )
+    predictions.write_bytes(kept)  # put back: the resume goes on, and says what it checked
     with caplog.at_level(logging.WARNING, logger="orchestrator.run"):
         assert len(resume_run(run_dir).leaderboard) == 1
     assert "was made before graftune recorded its data (data.json)" in caplog.text

@@ -386,6 +386,35 @@ def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(
     assert [event.step for event in events.Tensors("epoch_accuracy")] == [1, 2, 3, 4]
 
 
+def test_two_phase_stops_where_a_callback_stopped_its_head_phase(digits, base_info):
+    """A stop asked in the head phase (divergence, a scheduler, a time budget) ends
+    the trial there: no second phase unfreezes the base (found by mutation testing:
+    unchecked)."""
+    import keras
+
+    from orchestrator.bases import load_base
+    from orchestrator.strategy import FitData
+
+    base = load_base(base_info)
+    config = ft_config(frozen_layers=1, two_phase=True)
+    strategy = FineTune()
+    model = strategy.build(config, digits.task, base)
+    cut = base.info.cut_points[0]
+    above = [w for layer in base.model.layers[cut + 1 :] for w in layer.trainable_weights]
+    start = [w.numpy().copy() for w in above]
+    epochs = []
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            epochs.append(epoch)
+            self.model.stop_training = True
+
+    data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 64)
+    strategy.fit(model, config, data, epochs=4, callbacks=[Stop()])
+    assert epochs == [0]
+    assert all(np.array_equal(w.numpy(), s) for w, s in zip(above, start, strict=True))
+
+
 def test_two_phase_with_one_epoch_is_noted_by_validate_and_in_its_trials(
     digits, base_info, tmp_path
 ):
