@@ -52,6 +52,29 @@ class ExplodingMLP(ScratchMLP):
         return model
 
 
+class LateExplodingMLP(ScratchMLP):
+    """Trains one whole epoch, then at a learning rate so large its loss overflows:
+    diverged, with the score of its first epoch."""
+
+    name = "late_exploding_mlp"
+    description = "diverges after its first epoch"
+
+    def search_space(self, context):
+        return {
+            "hidden_layers": Fixed(1),
+            "width": Fixed(16),
+            "lambda": Fixed(0.0),
+            "learning_rate": Choice((0.01, 0.02)),
+        }
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        super().fit(model, config, data, epochs=1, callbacks=callbacks)
+        if model.stop_training or epochs < 2:
+            return model
+        model.optimizer.learning_rate.assign(1.0e30)
+        return super().fit(model, config, data, epochs=epochs - 1, callbacks=callbacks)
+
+
 class RaisingStrategy(Strategy):
     """A strategy whose build always fails."""
 
@@ -170,6 +193,7 @@ class ExitingMLP(ScratchMLP):
 def graftune_register_strategies(registry):
     for strategy in (
         ExplodingMLP,
+        LateExplodingMLP,
         ExitingMLP,
         RaisingStrategy,
         UnsayableStrategy,

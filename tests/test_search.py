@@ -889,6 +889,27 @@ def test_a_diverged_trial_gives_keras_tuner_the_worst_score_not_its_last_epochs(
     assert frame.loc[frame["status"] == "diverged", ["val_accuracy", "val_loss"]].isna().all(None)
 
 
+def test_a_diverged_trial_with_a_score_gives_keras_tuner_the_worst_score_still(tmp_path):
+    """As above, where the trial diverged after a whole first epoch: its leaderboard
+    row keeps that epoch's score, keras-tuner is given the worst (found by mutation
+    testing: the trial above has no score, so the status check went untried)."""
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, num_samples: 1, max_epochs: 3}",
+        "late_exploding_mlp: {}",
+    )
+    from orchestrator.errors import RunFailed
+    from orchestrator.leaderboard import read_leaderboard
+
+    with pytest.raises(RunFailed, match="1 diverged"):
+        run(recipe)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    (trial,) = (run_dir / "keras_tuner").rglob("trial.json")
+    (row,) = read_leaderboard(run_dir).to_dict(orient="records")
+    assert row["status"] == "diverged" and row["val_accuracy"] > 0, row
+    assert json.loads(trial.read_text())["score"] == 0.0
+
+
 def test_a_trials_peak_memory_is_its_own_not_its_workers_since_it_started(tmp_path):
     """keras_tuner runs every trial in one process (as a reused Ray worker runs many):
     the trial after one that held 600 MiB reported that peak as its own."""
