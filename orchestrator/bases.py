@@ -603,6 +603,17 @@ class BaseProvider:
     def check(self, spec: BaseSpec) -> None:
         """Cheap checks for ``graftune validate``; raise :class:`BaseModelError`."""
 
+    def absolute_options(self, options: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+        """``base.options`` made independent of the recipe's folder.
+
+        A run directory keeps the resolved recipe, from which a resume, ``predict``
+        and ``export`` read it; a provider whose options hold relative paths
+        overrides this so that copy still finds its files (found by QA: a resume
+        looked for them in the run directory). The default returns ``options``
+        unchanged.
+        """
+        return options
+
     def cache_key(self, spec: BaseSpec, context: BaseContext) -> str | None:
         """A key that identifies the model this spec gives, or ``None`` to hash the result."""
         return None

@@ -1076,7 +1076,8 @@ def plugins(
     for owner, took in host.heavy_imports.items():
         # Found by QA: a reporter that imported TensorFlow at its module's top made
         # `graftune plugins` take 3.6 s instead of 0.4 s, and nothing said whose it was.
-        seconds = "" if took is None else f" ({took:.1f} s)"
+        # (Keras itself imports TensorFlow lazily: its first use pays, found by QA.)
+        seconds = "" if took is None or took < 0.1 else f" ({took:.1f} s)"
         err.print(
             f"note: plugin {owner} imports TensorFlow or Keras as it is loaded{seconds}, "
             "which every command that loads the plugins (run, validate, plugins, predict ...) "

@@ -83,7 +83,7 @@ class PluginInfo:
 #: The installed plugins seen importing TensorFlow or Keras in this process, with the
 #: seconds it took (kept across plugin managers: found by QA, `graftune plugins`, which
 #: loads the plugins again without one that is broken, lost the first load's finding).
-_HEAVY_SEEN: dict[str, float | None] = {}
+_HEAVY_SEEN: dict[tuple[str, str], float | None] = {}
 _HEAVY = ("tensorflow", "keras")
 
 
@@ -487,12 +487,13 @@ def get_plugin_manager(
             except PLUGIN_FAULTS as exc:  # a module that exits took graftune with it
                 raise PluginLoadError(ep.name, ep.value, dist_label, exc) from exc
             owner = f"{ep.name} ({dist_label})"
+            seen = (owner, ep.value)  # (found by QA: another module under one name, stale)
             if light and _heavy_imported():
-                _HEAVY_SEEN[owner] = time.monotonic() - began
+                _HEAVY_SEEN[seen] = time.monotonic() - began
             elif _holds_heavy(plugin):  # another plugin, or graftune, imported it first
-                _HEAVY_SEEN.setdefault(owner, None)
-            if owner in _HEAVY_SEEN:
-                heavy[owner] = _HEAVY_SEEN[owner]
+                _HEAVY_SEEN.setdefault(seen, None)
+            if seen in _HEAVY_SEEN:
+                heavy[owner] = _HEAVY_SEEN[seen]
             unmarked += _register(pm, plugin, ep.name, dist_label)
             if ep.dist is not None:
                 distributions[ep.name] = (ep.dist.name, ep.dist.version)

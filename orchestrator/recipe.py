@@ -580,8 +580,11 @@ class Recipe(_Model):
         """The parsed ``strategies.NAME.space`` section."""
         return {k: parse_dimension(v) for k, v in self.strategies[name].space.items()}
 
-    def with_absolute_sources(self, data_sources: Registry) -> Recipe:
-        """This recipe with every data source's path made absolute (for a run's copy)."""
+    def with_absolute_sources(
+        self, data_sources: Registry, bases: Registry | None = None
+    ) -> Recipe:
+        """This recipe with every data source's path, and a plugin's base provider's
+        options, made absolute (for a run's copy)."""
         from orchestrator.data import split_source
 
         def absolute(spec: DataSpec) -> DataSpec:
@@ -597,6 +600,20 @@ class Recipe(_Model):
                 update={"data": absolute(self.base.pretrain.data)}
             )
             update["base"] = self.base.model_copy(update={"pretrain": pretrain})
+        provider = self.base.provider if self.base is not None else None
+        if bases is not None and provider in bases and self.base is not None:
+            from orchestrator.errors import PLUGIN_FAULTS, BaseModelError, raised
+
+            try:
+                options = bases.get(provider)().absolute_options(
+                    dict(self.base.options), self.base_dir
+                )
+            except PLUGIN_FAULTS as exc:
+                raise BaseModelError(
+                    f"base provider {provider!r} from {bases.owner(provider)} failed in "
+                    f"absolute_options(): {raised(exc)}"
+                ) from exc
+            update["base"] = self.base.model_copy(update={"options": options})
         return self.updated(**update)
 
     def to_yaml(self) -> str:

@@ -476,7 +476,7 @@ def _run_checked(
     if resume and run_dir is not None:
         _check_resumed_recipe(recipe, Path(run_dir))
         _check_resumed_backend(recipe, Path(run_dir))
-    recipe = recipe.with_absolute_sources(host.data_sources)
+    recipe = recipe.with_absolute_sources(host.data_sources, host.bases)
     from orchestrator.storage import plan_run
 
     # Before any work: a cluster that is down or refuses us, storage it cannot share.
@@ -1826,7 +1826,8 @@ def _check_resumed_base(
     if provider is not None and same_entry:
         why = (
             f"base provider {provider} built other weights under the same cache_key(): its "
-            "build() should draw them from context.seed, the same ones each time"
+            "cache_key() should change with whatever build() reads (a file, its options, its "
+            "version), and build() draw random weights from context.seed, the same each time"
         )
     elif provider is not None:
         why = (

@@ -55,7 +55,7 @@ except ImportError:  # found by QA: the functions the docstring names work witho
     pytest = None  # type: ignore[assignment]
 
 
-from orchestrator.errors import PluginError
+from orchestrator.errors import PluginError, one_line
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -316,7 +316,12 @@ def check_data_source(
         ) from exc
     if check_imports:
         problems += _import_problems(cls)
-    spec = DataSpec(source=f"{cls.scheme}:{location}", options=options or {}, **data)
+    try:
+        spec = DataSpec(source=f"{cls.scheme}:{location}", options=options or {}, **data)
+    except (TypeError, ValueError) as exc:  # found by QA: pydantic's error, raw
+        raise PluginCheckError(
+            f"{label}: the data keys given to the check are no recipe's: {one_line(str(exc))}"
+        ) from None
     folder = Path(base_dir) if base_dir is not None else Path.cwd()
     try:
         first = prepare_dataset(spec, registry, seed=0, base_dir=folder)

@@ -1561,6 +1561,71 @@ def test_a_resume_refuses_a_base_that_changed_since_the_run_started(tmp_path):
     assert len(resume_run(run_dir).leaderboard) == 1
 
 
+class _FileBase:
+    """A plugin whose base provider reads a weights file named by a path relative to
+    the recipe (``base.options.weights``), and makes it absolute for the run's copy."""
+
+    from orchestrator import hookimpl
+
+    @hookimpl
+    def graftune_register_bases(self, registry):
+        import hashlib
+
+        from orchestrator.bases import BaseProvider
+
+        class FromFile(BaseProvider):
+            name = "from_file"
+
+            def absolute_options(self, options, base_dir):
+                return {**options, "weights": str((base_dir / options["weights"]).resolve())}
+
+            def cache_key(self, spec, context):
+                path = context.base_dir / spec.options["weights"]
+                return hashlib.sha256(path.read_bytes()).hexdigest()
+
+            def build(self, spec, context):
+                import keras
+                import numpy as np
+
+                inputs = keras.Input((13,))
+                model = keras.Model(inputs, keras.layers.Dense(4, name="features")(inputs))
+                weights = np.load(context.base_dir / spec.options["weights"])
+                model.set_weights([weights["kernel"], weights["bias"]])
+                return model
+
+        registry.add(FromFile)
+
+
+def test_a_providers_relative_paths_are_made_absolute_for_the_runs_recipe(tmp_path, monkeypatch):
+    """Found by QA: base.options' paths, relative to the recipe, were kept as they were
+    in the run's recipe.yaml, whose folder is the run directory: a resume looked for
+    the provider's file there and failed. BaseProvider.absolute_options makes them
+    absolute, as DataSource.absolute_location does a source's."""
+    import numpy as np
+    import yaml
+
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.run import resume_run, run_recipe
+
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "w.npz", kernel=rng.normal(size=(13, 4)), bias=np.zeros(4))
+    host = get_plugin_manager(extra_plugins=[_FileBase()])
+    wine = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        f"name: filebase\ndata: {{source: 'csv:{wine}', target: cultivar}}\n"
+        "base: {provider: from_file, options: {weights: w.npz}}\n"
+        "strategies: {feature_extraction: {}}\n"
+        "search: {backend: keras_tuner, num_samples: 1, max_epochs: 1}\noutput: runs/\n"
+    )
+    run_dir = run_recipe(recipe, host=host).run_dir
+    kept = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    assert kept["base"]["options"] == {"weights": str(tmp_path / "w.npz")}
+    (run_dir / "finished.json").unlink()  # as if killed before it finished
+    assert len(resume_run(run_dir, host=host).leaderboard) == 1
+
+
 class _Unseeded:
     """A plugin whose data source and base provider draw at random without the
     recipe's seed, as a plugin author may forget to."""
@@ -1628,8 +1693,9 @@ class _Unseeded:
             "data: {source: 'csv:WINE', target: cultivar}\nbase: {provider: drifting_keyed}\n"
             "strategies: {feature_extraction: {}}\n",
             ": base provider 'drifting_keyed' from _Unseeded (not installed) built other "
-            "weights under the same cache_key(): its build() should draw them from "
-            "context.seed, the same ones each time): the trials",
+            "weights under the same cache_key(): its cache_key() should change with whatever "
+            "build() reads (a file, its options, its version), and build() draw random "
+            "weights from context.seed, the same each time): the trials",
         ),
         (  # a pretrain on a plugin's source that draws at random (found by QA: unnamed)
             "data: {source: 'sklearn:iris'}\n"

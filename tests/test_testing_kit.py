@@ -202,6 +202,10 @@ def test_a_data_source_that_keeps_the_contract_passes():
 
     wine = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
     check_data_source(CsvSource, str(wine), target="cultivar", check_imports=False)
+    from orchestrator.testing import PluginCheckError
+
+    with pytest.raises(PluginCheckError, match="the data keys given to the check are no recipe"):
+        check_data_source(Blobs, "any", targt="x")  # found by QA: pydantic's error, raw
 
 
 @pytest.mark.parametrize(
