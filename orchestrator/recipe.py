@@ -602,17 +602,11 @@ class Recipe(_Model):
             update["base"] = self.base.model_copy(update={"pretrain": pretrain})
         provider = self.base.provider if self.base is not None else None
         if bases is not None and provider in bases and self.base is not None:
-            from orchestrator.errors import PLUGIN_FAULTS, BaseModelError, raised
+            from orchestrator.bases import _calling  # a fault names the provider
 
-            try:
-                options = bases.get(provider)().absolute_options(
-                    dict(self.base.options), self.base_dir
-                )
-            except PLUGIN_FAULTS as exc:
-                raise BaseModelError(
-                    f"base provider {provider!r} from {bases.owner(provider)} failed in "
-                    f"absolute_options(): {raised(exc)}"
-                ) from exc
+            options = _calling(
+                bases, provider, "absolute_options", dict(self.base.options), self.base_dir
+            )
             update["base"] = self.base.model_copy(update={"options": options})
         return self.updated(**update)
 
