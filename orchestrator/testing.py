@@ -237,12 +237,7 @@ def check_strategy(
     label = f"{label} (strategy {cls.name!r})"
     problems: list[str] = []
     problems += _name_problems(cls)
-    try:
-        strategy = cls()
-    except Exception as exc:
-        raise StrategyCheckError(
-            f"{label}: cannot be created with no arguments: {type(exc).__name__}: {exc}"
-        ) from exc
+    strategy = _made(cls, label, StrategyCheckError)
     unpicklable = _pickle_problems(strategy, "a fresh instance")
     problems += unpicklable
     if check_imports:
@@ -297,25 +292,9 @@ def check_data_source(
     from orchestrator.data import DataSource, prepare_dataset
     from orchestrator.errors import DataError
     from orchestrator.recipe import DataSpec
-    from orchestrator.registry import Registry
 
-    label = _label(cls)
-    if not isinstance(cls, type) or not issubclass(cls, DataSource):
-        raise PluginCheckError(f"{label} is not a subclass of orchestrator.data.DataSource")
-    registry: Registry[type] = Registry("data source", "scheme", DataSource)
-    registry.current_owner = label  # the class: messages say "data source 'x' from" it
-    label = f"{label} (data source {cls.scheme!r})"
-    problems = _registration_problems(registry, cls, _builtin_items("data_sources"))
-    if problems:
-        _fail(label, problems)
-    try:
-        cls()
-    except Exception as exc:
-        raise PluginCheckError(
-            f"{label}: cannot be created with no arguments: {type(exc).__name__}: {exc}"
-        ) from exc
-    if check_imports:
-        problems += _import_problems(cls)
+    registry, label, _ = _admitted(cls, DataSource, "data source", "scheme", "data_sources")
+    problems = _import_problems(cls) if check_imports else []
     try:
         spec = DataSpec(source=f"{cls.scheme}:{location}", options=options or {}, **data)
     except (TypeError, ValueError) as exc:  # found by QA: pydantic's error, raw
@@ -396,25 +375,9 @@ def check_base_provider(
     from orchestrator.errors import BaseModelError
     from orchestrator.plugin_manager import get_plugin_manager
     from orchestrator.recipe import BaseSpec
-    from orchestrator.registry import Registry
 
-    label = _label(cls)
-    if not isinstance(cls, type) or not issubclass(cls, BaseProvider):
-        raise PluginCheckError(f"{label} is not a subclass of orchestrator.bases.BaseProvider")
-    registry: Registry[type] = Registry("base provider", "name", BaseProvider)
-    registry.current_owner = label  # the class: messages say "base provider 'x' from" it
-    label = f"{label} (base provider {cls.name!r})"
-    problems = _registration_problems(registry, cls, _builtin_items("bases"))
-    if problems:
-        _fail(label, problems)
-    try:
-        provider = cls()
-    except Exception as exc:
-        raise PluginCheckError(
-            f"{label}: cannot be created with no arguments: {type(exc).__name__}: {exc}"
-        ) from exc
-    if check_imports:
-        problems += _import_problems(cls)
+    registry, label, provider = _admitted(cls, BaseProvider, "base provider", "name", "bases")
+    problems = _import_problems(cls) if check_imports else []
     spec = BaseSpec(provider=cls.name, options=options or {})
     data = dataset or tiny_dataset("digits")
     folder_of_recipe = Path(base_dir) if base_dir is not None else Path.cwd()
@@ -470,6 +433,39 @@ def check_base_provider(
                 os.environ["GRAFTUNE_CACHE_DIR"] = kept
     if problems:
         _fail(label, problems)
+
+
+def _admitted(
+    cls: Any, base_class: type, kind: str, key_attr: str, builtins: str
+) -> tuple[Any, str, Any]:
+    """A registry holding ``cls``, its label for the check's messages and an
+    instance, or a :class:`PluginCheckError`: ``cls`` is no subclass of
+    ``base_class``, its registration is refused (its ``key_attr`` not snake_case,
+    or one of graftune's own ``builtins``), or it cannot be made with no arguments."""
+    from orchestrator.registry import Registry
+
+    label = _label(cls)
+    if not isinstance(cls, type) or not issubclass(cls, base_class):
+        raise PluginCheckError(
+            f"{label} is not a subclass of {base_class.__module__}.{base_class.__qualname__}"
+        )
+    registry: Registry[type] = Registry(kind, key_attr, base_class)
+    registry.current_owner = label  # the class: messages say "KIND 'x' from" it
+    label = f"{label} ({kind} {getattr(cls, key_attr)!r})"
+    problems = _registration_problems(registry, cls, _builtin_items(builtins))
+    if problems:
+        _fail(label, problems)
+    return registry, label, _made(cls, label, PluginCheckError)
+
+
+def _made(cls: Any, label: str, error: type[PluginCheckError]) -> Any:
+    """An instance of ``cls``, made as graftune makes one (no arguments)."""
+    try:
+        return cls()
+    except Exception as exc:
+        raise error(
+            f"{label}: cannot be created with no arguments: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _label(cls: Any) -> str:

@@ -347,22 +347,29 @@ def test_regularizer_is_searched_and_shown(digits, base_info, tmp_path):
 # -- two-phase fine-tuning ---------------------------------------------------------
 
 
+def two_phase_model(digits, base_info, config):
+    """fine_tune's model of ``config`` on the base, and the base's weights above its
+    first cut point (which only a second phase trains) with their values now."""
+    from orchestrator.bases import load_base
+
+    base = load_base(base_info)
+    strategy = FineTune()
+    model = strategy.build(config, digits.task, base)
+    cut = base.info.cut_points[0]
+    above = [w for layer in base.model.layers[cut + 1 :] for w in layer.trainable_weights]
+    return strategy, model, above, [w.numpy().copy() for w in above]
+
+
 def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(
     digits, base_info, tmp_path
 ):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from orchestrator.bases import load_base
     from orchestrator.strategy import FitData
     from orchestrator.trial import _tensorboard
 
-    base = load_base(base_info)
     config = ft_config(frozen_layers=1, two_phase=True, learning_rate=1e-2)
-    strategy = FineTune()
-    model = strategy.build(config, digits.task, base)
-    cut = base.info.cut_points[0]
-    above = [w for layer in base.model.layers[cut + 1 :] for w in layer.trainable_weights]
-    start = [w.numpy().copy() for w in above]
+    strategy, model, above, start = two_phase_model(digits, base_info, config)
     seen = []
 
     import keras
@@ -392,16 +399,10 @@ def test_two_phase_stops_where_a_callback_stopped_its_head_phase(digits, base_in
     unchecked)."""
     import keras
 
-    from orchestrator.bases import load_base
     from orchestrator.strategy import FitData
 
-    base = load_base(base_info)
     config = ft_config(frozen_layers=1, two_phase=True)
-    strategy = FineTune()
-    model = strategy.build(config, digits.task, base)
-    cut = base.info.cut_points[0]
-    above = [w for layer in base.model.layers[cut + 1 :] for w in layer.trainable_weights]
-    start = [w.numpy().copy() for w in above]
+    strategy, model, above, start = two_phase_model(digits, base_info, config)
     epochs = []
 
     class Stop(keras.callbacks.Callback):
