@@ -77,7 +77,28 @@ def run_dir_problem(run_dir: Path, strategies: list[str]) -> str | None:
     run_dir = Path(os.path.realpath(run_dir))
     name = len(os.fsencode(run_dir.name))
     problem = _too_long(run_dir, run_dir.parent, name, strategies, "a run directory")
-    return None if problem is None else f"{run_dir}: {problem}"
+    return None if problem is None else f"{shown(run_dir)}: {problem}"
+
+
+def shown(path: str | Path, room: int = 160) -> str:
+    """``path`` as an error shows it: whole, or where longer than ``room``
+    characters its start and end around an ellipsis (found by QA: a run
+    directory past the path limit was printed whole, 4,000 characters)."""
+    text = os.fspath(path)
+    if len(text) <= room:
+        return text
+    keep = (room - 1) // 2
+    return f"{text[:keep]}\N{HORIZONTAL ELLIPSIS}{text[-keep:]}"
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; ``False`` where the system cannot even look
+    (a path past its limit raises "File name too long": found by QA, a
+    ``--run-dir`` of 4,400 bytes reached users as that raw error)."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def _too_long(
@@ -90,7 +111,7 @@ def _too_long(
     # Where the files go: a link on the way is followed (found by QA: a short link
     # to a deep folder passed the check, and the run failed as before).
     folder = parent
-    while not folder.exists() and folder != folder.parent:
+    while not _exists(folder) and folder != folder.parent:
         folder = folder.parent
     try:
         limit = os.pathconf(folder, "PC_PATH_MAX")

@@ -2500,6 +2500,15 @@ def test_run_refuses_a_run_dir_or_run_name_too_deep_for_a_runs_files(tmp_path):
     assert result.exit_code == 2, result.output
     assert "give a run directory of at most" in " ".join(result.output.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["named.yaml", "recipe.yaml"]
+    # A run directory itself past the limit: said as above, not the system's raw
+    # "File name too long" with its 4,400 characters (found by QA).
+    past = tmp_path / "/".join(["p" * 200] * 22)
+    result = CliRunner().invoke(app, ["run", str(recipe), "--run-dir", str(past)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert said.startswith(f"error: {str(past)[:79]}\N{HORIZONTAL ELLIPSIS}pppp"), said
+    assert "give a run directory of at most" in said and len(said) < 500, said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["named.yaml", "recipe.yaml"]
 
 
 def test_one_line_of_yaml_or_json_is_a_recipe_and_an_empty_string_is_said(tmp_path):
