@@ -858,6 +858,7 @@ def _run(
                 None
                 if pretrain is None
                 else _plugins_own(host.data_sources, pretrain.data.source.partition(":")[0]),
+                None if pretrain is None else pretrain.data.source,
             )
         atomic_write_text(run_dir / BASE_FILE, json.dumps(base_info.to_json(), indent=2))
     if not resume or not (run_dir / DATA_FILE).is_file():  # a run made before it had one
@@ -1791,7 +1792,11 @@ def _plugins_own(registry: Registry, name: str | None) -> str | None:
 
 
 def _check_resumed_base(
-    base_info: BaseInfo, run_dir: Path, provider: str | None = None, source: str | None = None
+    base_info: BaseInfo,
+    run_dir: Path,
+    provider: str | None = None,
+    source: str | None = None,
+    pretrained_on: str | None = None,
 ) -> None:
     """Refuse to resume a run whose base is not the one its trials trained on.
 
@@ -1802,7 +1807,8 @@ def _check_resumed_base(
     would transfer from another base than the finished ones, ranked in one
     leaderboard, as with changed data (:func:`_check_resumed_data`). ``provider``:
     the plugin's base provider that made it, ``source`` the plugin's data source a
-    ``pretrain`` base was trained on (:func:`_plugins_own`), named.
+    ``pretrain`` base was trained on (:func:`_plugins_own`), named; ``pretrained_on``
+    the data source text of a ``pretrain`` base, whichever source reads it.
     """
     record = run_dir / BASE_FILE
     then = _recorded_fingerprint(record, "base")
@@ -1839,6 +1845,11 @@ def _check_resumed_base(
         why = (
             f"its pretrain's data, read by data source {source}, changed: if it draws them at "
             "random, it reads the same again only with uses_seed = True, from load()'s seed"
+        )
+    elif pretrained_on is not None:  # found by QA: a pretrain's edited CSV was not said
+        why = (
+            f"it is pretrained in the run on {pretrained_on}, and made anew when those data "
+            "change (a file edited, added or removed), or the Keras or graftune that trains it"
         )
     else:
         why = (

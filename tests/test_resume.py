@@ -1733,6 +1733,32 @@ def test_a_resume_refused_for_a_plugins_data_or_base_names_the_plugin(
     assert words in " ".join(str(info.value).split())
 
 
+def test_a_resume_refused_for_a_pretrain_whose_data_were_edited_names_them(tmp_path):
+    """Found by QA: a pretrain's CSV edited after a kill had the resume refused with
+    "its file or weights changed, or it was made again otherwise", naming neither
+    the pretrain nor its data."""
+    from orchestrator.errors import RunDirError
+    from orchestrator.run import resume_run
+
+    data = tmp_path / "pretrain.csv"
+    wine = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"
+    shutil.copy(wine, data)
+    sections = (
+        f"base: {{pretrain: {{data: {{source: 'csv:{data}', target: cultivar}}, epochs: 1, "
+        "architecture: mlp}}\nstrategies: {feature_extraction: {}}\n"
+    )
+    run_dir = killed_wine_run(tmp_path, "repretrained", wine, sections)
+    lines = data.read_text().splitlines(keepends=True)
+    data.write_text("".join(lines[:-1]))  # one row fewer
+    with pytest.raises(RunDirError) as info:
+        resume_run(run_dir)
+    said = " ".join(str(info.value).split())
+    assert (
+        f"it is pretrained in the run on csv:{data}, and made anew when those data change (a "
+        "file edited, added or removed), or the Keras or graftune that trains it): the trials"
+    ) in said, said
+
+
 def test_a_resume_refuses_a_recipe_edited_in_what_it_searches(tmp_path):
     """It mixed 40-epoch and 10-epoch trials in one leaderboard, and said nothing."""
     from orchestrator.errors import RecipeError
