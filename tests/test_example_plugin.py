@@ -62,6 +62,10 @@ def test_it_is_discovered_with_its_distribution(example_installed):
     version = example_installed.version
     assert host.strategies.owner("linear_probe") == f"linear_probe ({DISTRIBUTION} {version})"
     assert host.data_sources.owner("blobs") == f"blobs ({DISTRIBUTION} {version})"
+    owner = f"random_features ({DISTRIBUTION} {version})"
+    assert host.bases.owner("random_features") == owner
+    hooks = {i.plugin_name for i in host.pm.hook.graftune_trial_finished.get_hookimpls()}
+    assert "search_trace" in hooks
     result = CliRunner().invoke(app, ["plugins"])
     assert result.exit_code == 0, result.output
     row = next(line for line in result.output.splitlines() if line.split()[:1] == ["linear_probe"])
@@ -98,6 +102,8 @@ output: runs/
 
 @pytest.mark.slow
 def test_a_recipe_runs_it_beside_the_builtins_through_ray(example_installed, ray_session, tmp_path):
+    import pandas as pd
+
     from orchestrator import run_recipe
     from orchestrator.reporters import read_events
 
@@ -120,6 +126,11 @@ def test_a_recipe_runs_it_beside_the_builtins_through_ray(example_installed, ray
     assert events[-1]["event"] == "run_finished"
     logged = {e["trial_id"] for e in events if e["event"] == "trial_finished"}
     assert logged == set(board["trial_id"])
+    # Its reporter too: a row per trial, in the order they ended.
+    trace = pd.read_csv(outcome.run_dir / "search_trace.csv")
+    assert trace["order"].tolist() == [1, 2, 3]
+    assert set(trace["trial_id"]) == set(board["trial_id"])
+    assert trace["best_so_far"].iloc[-1] == board["val_accuracy"].max()
 
 
 @pytest.mark.slow
