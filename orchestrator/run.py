@@ -1002,9 +1002,11 @@ def _run(
             events.search_finished(name, len(found))
             results += found
     except KeyboardInterrupt:  # a second Ctrl+C, or SIGTERM (see ray_start)
-        # Quickly: a stopped job's driver is killed 3 s after its SIGTERM.
+        # Quickly: a stopped job's driver is killed 3 s after its SIGTERM. With the
+        # trials that ended in the search it stopped (found by QA: left out, where
+        # keras_tuner's stop and a first Ctrl+C list them).
         _storing(place)()
-        raise _stopped_at_once(run_dir, recipe, results) from None
+        raise _stopped_at_once(run_dir, recipe, [*results, *events.ended_in_search()]) from None
     finally:
         from orchestrator.tuning.ray_start import signals_seen
 
@@ -1098,7 +1100,7 @@ def _run(
             raise
         return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary, stored=place.remote)
     except KeyboardInterrupt:
-        raise _stopped_at_once(run_dir, recipe, results) from None
+        raise _stopped_at_once(run_dir, recipe, [*results, *events.ended_in_search()]) from None
 
 
 def _storing(place: RunPlace) -> Callable[[], None]:
@@ -1125,7 +1127,12 @@ def _stopped_at_once(run_dir: Path, recipe: Recipe, results: list[TrialResult]) 
     from orchestrator.leaderboard import build_leaderboard
     from orchestrator.tuning.ray_start import terminated
 
-    frame = build_leaderboard(results, metric=recipe.search.metric, mode=recipe.search.direction)
+    # Each trial once: one of the search it stopped in may be in results too (its
+    # first Ctrl+C kept them, the second stopped the saving).
+    ended = {(result.strategy, result.trial_id): result for result in results}
+    frame = build_leaderboard(
+        list(ended.values()), metric=recipe.search.metric, mode=recipe.search.direction
+    )
     return RunInterrupted(
         "stopped at once; the trials that had ended are kept\n" + _resume_hint(run_dir),
         run_dir=run_dir,
@@ -2069,6 +2076,13 @@ class _RunEvents:
         # A damaged byte costs at most a trial told of twice, never the resume.
         text = record.read_text(encoding="utf-8", errors="replace") if record.is_file() else ""
         self.reported = set(text.split())
+        #: The trials of the search under way that ended (and, on a resume, those of
+        #: its strategy that ended before), for a run stopped at once in it.
+        self.searching: dict[str, TrialResult] = {}
+
+    def ended_in_search(self) -> list[TrialResult]:
+        """The trials of the search under way that ended, in the order they did."""
+        return list(self.searching.values())
 
     def trial_started(self, strategy: str, trial_id: str) -> None:
         if self.listener is not None:
@@ -2079,6 +2093,7 @@ class _RunEvents:
 
     def trial_finished(self, result: TrialResult) -> None:
         key = f"{result.strategy}/{result.trial_id}"
+        self.searching[key] = result
         if result.earlier_id is not None and key not in self.reported:
             # Taken back under a new id by a search that started again (a Bayesian
             # one, see ray_tune._restart): reported before under its earlier one, or never.
@@ -2111,6 +2126,7 @@ class _RunEvents:
 
     def search_finished(self, strategy: str, ran: int) -> None:
         """A strategy's search returned after ``ran`` trials: the progress view plans no more."""
+        self.searching.clear()  # the run has them now
         if self.listener is not None and hasattr(self.listener, "search_finished"):
             self.listener.search_finished(strategy, ran)
 
@@ -2136,6 +2152,7 @@ class _RunEvents:
 
     def replay(self, result: TrialResult) -> None:
         """A trial that finished before a resume: the progress view counts it."""
+        self.searching[f"{result.strategy}/{result.trial_id}"] = result
         if self.listener is not None:
             getattr(self.listener, "trial_replayed", self.listener.trial_finished)(result)
 

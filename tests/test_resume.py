@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -52,14 +53,17 @@ AS_AT_A_TERMINAL = [
 def run_until_trials_end(recipe: Path, run_dir: Path, ended: int = 2):
     """``graftune run`` in a session of its own, yielded once ``ended`` trials have
     written their results; its driver and the Ray processes it started (one
-    process group) are killed at the end if still running. Its stderr is in
-    ``run_dir.parent / "stderr.txt"``."""
+    process group) are killed at the end if still running. Its stdout and stderr
+    are in ``run_dir.parent / "stdout.txt"`` and ``"stderr.txt"``."""
     results_dir = run_dir / "trials" / "scratch_mlp"
-    with open(run_dir.parent / "stderr.txt", "w") as stderr:
+    with (
+        open(run_dir.parent / "stdout.txt", "w") as stdout,
+        open(run_dir.parent / "stderr.txt", "w") as stderr,
+    ):
         process = subprocess.Popen(
             [*AS_AT_A_TERMINAL, GRAFTUNE, "run", str(recipe), "--run-dir", str(run_dir), "--quiet"],
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-            stdout=subprocess.DEVNULL,
+            stdout=stdout,
             stderr=stderr,
             start_new_session=True,
         )
@@ -186,6 +190,12 @@ def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp
     assert 2 <= len(ended) < 4
     assert not (run_dir / "leaderboard.csv").exists()
     if how.startswith("SIGTERM"):
+        # Its table lists the trials of the search it stopped that the driver heard
+        # had ended (found by QA: none, where a first Ctrl+C lists them); the last
+        # may have ended in its worker as the signal came.
+        table = (tmp_path / "stdout.txt").read_text()
+        listed = {trial for trial in ended if re.search(rf"\bscratch_mlp +{trial} ", table)}
+        assert len(listed) >= len(ended) - 1 >= 1, (ended, table)
         # It leaves what a kill leaves (the SIGKILL case resumes that) and lets go of
         # its directory.
         from orchestrator.run import holding_run_dir
