@@ -209,6 +209,20 @@ def test_an_image_size_past_the_machines_memory_is_refused_at_its_key(
         prepare(Spec("sklearn:digits", image_size=(100000, 100000)), registry, tmp_path)
 
 
+def test_an_image_folder_resized_past_the_machines_memory_is_refused_before_it_is_read(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by QA: images: resized its first file to a mistyped image_size (100000)
+    before it counted the memory, took 20 GB and was killed, with no word. Refused
+    before any file is read (these are no images: they would be refused as damaged)."""
+    for name in ("cats", "dogs"):
+        (tmp_path / "pets" / name).mkdir(parents=True)
+        (tmp_path / "pets" / name / "1.png").write_bytes(b"not a png")
+    spec = Spec(f"images:{tmp_path / 'pets'}", image_size=(100000, 100000))
+    with raises_data_error("image_size", "2 images of 100000x100000x3 would take", "GiB free"):
+        prepare(spec, registry, tmp_path)
+
+
 def test_image_settings_refused_for_tables(registry: Registry, tmp_path: Path) -> None:
     with raises_data_error("image_size", "image data", "sklearn:iris"):
         check_data_spec(Spec("sklearn:iris", image_size=(8, 8)), registry, tmp_path)

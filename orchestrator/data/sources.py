@@ -396,6 +396,11 @@ def _read_images(files: list[Path], root: Path, spec: Any) -> np.ndarray:
     x: np.ndarray | None = None
     first: tuple[Path, tuple[int, int]] | None = None
     resized = size is not None
+    if size is not None:
+        # Before any file is read: one image resized to a mistyped image_size (100000)
+        # took 20 GB and the process was killed, with no word (found by QA). Its
+        # decoded copy (a byte a pixel) and its float copy come on top.
+        _check_images_fit(len(files), size[0], size[1], 1 if mode == "L" else 3, working=5)
     above_one: list[tuple[Path, float]] = []
     for i, file in enumerate(files):
         if file.is_symlink() and not file.exists():
@@ -1460,18 +1465,29 @@ def _images_array(n: int, height: int, width: int, channels: int) -> np.ndarray:
     Raises:
         DataError: The images would take more memory than the machine has free.
     """
+    _check_images_fit(n, height, width, channels)
+    return np.empty((n, height, width, channels), dtype=np.float32)
+
+
+def _check_images_fit(n: int, height: int, width: int, channels: int, working: int = 0) -> None:
+    """Refuse ``n`` images of this size where they cannot fit in the memory free, as
+    float32, with ``working`` more of one image's size in bytes while they are made
+    (a file's decoded and resized image and its float copy).
+
+    Raises:
+        DataError: The images would take more memory than the machine has free.
+    """
     import psutil
 
     need = n * height * width * channels * 4
     free = psutil.virtual_memory().available
-    if need > free:
+    if need + working * height * width * channels > free:
         raise DataError(
             f"{n} images of {height}x{width}x{channels} would take {need / 2**30:,.1f} GiB "
             f"as float32, and this machine has {free / 2**30:,.1f} GiB free: set a smaller "
             "image_size",
             key="image_size",
         )
-    return np.empty((n, height, width, channels), dtype=np.float32)
 
 
 NOT_IMAGES = "applies only to image data"
