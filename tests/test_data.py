@@ -922,9 +922,30 @@ def test_npz_missing_values_are_counted_and_the_first_placed(registry: Registry,
     x[[7, 20], 1] = [np.nan, np.inf]
     np.savez(tmp_path / "a.npz", x=x, y=np.repeat([0, 1, 2], 10))
     with raises_data_error(
-        "source", "returned 2 examples with NaN or inf", "the first at index 7 (nan)", "drop those"
+        "source",
+        f"array 'x' in {tmp_path / 'a.npz'} has 2 examples with NaN or inf",
+        "the first at index 7 (nan)",
+        "drop those",
     ):
         prepare(Spec("npz:a.npz"), registry, tmp_path)
+
+
+@pytest.mark.parametrize("shape", [(30, 2), (30, 2, 2)], ids=["table", "images"])
+def test_npz_values_past_float32_are_refused_naming_the_file(
+    registry: Registry, tmp_path: Path, shape: tuple[int, ...], recwarn: pytest.WarningsRecorder
+) -> None:
+    """Found by QA: numpy's "RuntimeWarning: overflow encountered in cast" with
+    graftune's source line, then an error naming no file under predict."""
+    x = np.ones(shape, dtype=np.float64)
+    x[10].flat[1] = -1e39
+    np.savez(tmp_path / "big.npz", x=x, y=np.repeat([0, 1, 2], 10))
+    with raises_data_error(
+        "source",
+        f"array 'x' in {tmp_path / 'big.npz'} has 1 example with numbers too large for float32",
+        "the first at index 10 (-1e+39)",
+    ):
+        prepare(Spec("npz:big.npz"), registry, tmp_path)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
 
 
 def test_npz_labels_missing_are_refused_and_float32_ones_named_as_they_print(

@@ -280,6 +280,7 @@ def npz_inputs(x: np.ndarray, spec: Any, path: Path, location: str) -> np.ndarra
             f"(n, features), (n, height, width) or (n, height, width, channels)",
             key="source",
         )
+    _refuse_unfit_values(x, path)
     if x.ndim == 2:
         _refuse_image_settings(spec, f"npz:{location} with x of shape {x.shape}")
         return x.astype(np.float32)
@@ -314,6 +315,38 @@ def npz_inputs(x: np.ndarray, spec: Any, path: Path, location: str) -> np.ndarra
     if scale is not None:
         x /= scale
     return _conform_images(x, spec)
+
+
+def _refuse_unfit_values(x: np.ndarray, path: Path) -> None:
+    """Refuse an npz archive's ``x`` holding NaN, infinities or numbers past float32's
+    range, naming the file and the first example (found by QA: numpy's raw "overflow
+    encountered in cast" warning, then an error naming no file under ``predict``).
+
+    Raises:
+        DataError: Some values are not finite, or too large for float32.
+    """
+    if x.dtype.kind != "f" or not x.size:
+        return
+    flat = x.reshape(len(x), -1)
+    finite = np.isfinite(flat)
+    too_large = finite & (np.abs(flat) > np.finfo(np.float32).max)
+    bad = ~finite | too_large
+    if not bad.any():
+        return
+    rows = np.flatnonzero(bad.any(axis=1))
+    first = int(rows[0])
+    value = flat[first, int(np.flatnonzero(bad[first])[0])]
+    what = (
+        "numbers too large for float32 (past 3.4e38), which graftune trains in"
+        if np.isfinite(value)
+        else "NaN or inf (missing or overflowed values)"
+    )
+    raise DataError(
+        f"array 'x' in {path} has {len(rows)} example{'s' * (len(rows) != 1)} with {what}, "
+        f"the first at index {first} ({value:g}); graftune takes no missing values: drop "
+        "those examples, or fill or scale the values first",
+        key="source",
+    )
 
 
 class ImagesSource(_BuiltinSource):
