@@ -869,11 +869,13 @@ def read_image_folder(
         IMAGE_SUFFIXES,
         _image_files,
         _resolve,
+        hidden_said,
         image_folder,
         loose_images,
         read_images,
         unread_images,
         unread_text,
+        warn_hidden,
         warn_unread,
     )
     from orchestrator.recipe import load_recipe
@@ -915,10 +917,12 @@ def read_image_folder(
         unread_said = "; it has {}: {}".format(*unread_text(root, unread)) if unread else ""
         raise DataError(
             f"image folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
-            + unread_said,
+            + unread_said
+            + hidden_said(root),
             key="source",
         )
     warn_unread(root, unread)
+    warn_hidden(root)
     x = read_images(files, root, spec)
     names = [str(f.relative_to(root)) for f in files]
     return x, (None if labels is None else tuple(labels)), names

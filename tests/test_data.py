@@ -1228,6 +1228,35 @@ def test_images_a_folder_leaves_out_are_warned_of(
     assert str(Path("b") / "phone.heic") in unread
 
 
+def test_images_in_hidden_files_or_folders_are_left_out_and_said(
+    registry: Registry, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Found by QA: images under .cache/ or named .x.png were left out in silence,
+    and a class folder holding images only there "has no images"."""
+    root = write_images(tmp_path / "p", {"a": 3, "b": 3})
+    (root / "a" / ".cache").mkdir()
+    for name in (".cache/copy.png", ".x.png", "._0.png"):  # ._0.png: macOS's, no image
+        Image.new("RGB", (6, 4)).save(root / "a" / name, format="PNG")
+    ds = prepare(Spec("images:p", split=Split(0, 0)), registry, tmp_path)
+    assert len(ds.y_train) == 6  # left out
+    (said,) = (record.getMessage() for record in caplog.records)
+    assert said == (
+        f"{root}: 2 image file(s) in hidden files or folders (a name starting with '.'), such "
+        f"as {str(Path('a') / '.cache' / 'copy.png')!r}, are not read; rename them to read them"
+    )
+    for file in (root / "b").iterdir():  # b's images only under a hidden folder
+        file.rename(root / "a" / ".cache" / f"b-{file.name}")
+    (root / "b" / ".cache").mkdir()
+    Image.new("RGB", (6, 4)).save(root / "b" / ".cache" / "0.png", format="PNG")
+    with raises_data_error(
+        "source",
+        f"class folder {root / 'b'} has no images (.bmp",
+        f"; it has 1 in hidden files or folders (a name starting with '.'), such as "
+        f"{str(Path('.cache') / '0.png')!r}, which are not read: rename them",
+    ):
+        check_data_spec(Spec("images:p"), registry, tmp_path)
+
+
 def test_images_missing_folder(registry: Registry, tmp_path: Path) -> None:
     with raises_data_error("source", str(tmp_path / "nowhere")):
         check_data_spec(Spec("images:nowhere/"), registry, tmp_path)

@@ -376,11 +376,17 @@ def test_image_files_of_a_kind_not_read_are_said_as_a_run_says_them(tmp_path, ca
     Image.new("RGB", (6, 4)).save(tmp_path / "new" / "0.png")
     Image.new("RGB", (6, 4)).save(tmp_path / "new" / "a" / "x.JFIF", format="JPEG")
     Image.new("RGB", (6, 4)).save(tmp_path / "only" / "x.heic", format="JPEG")
+    Image.new("RGB", (6, 4)).save(tmp_path / "new" / ".hidden.png")
     _, _, files = read_image_folder(tmp_path / "run", f"images:{tmp_path / 'new'}", ref)
     assert files == ["0.png"]
     assert (
         f"{tmp_path / 'new'}: 1 image file(s) of a kind not read (.jfif), such as 'a/x.JFIF', "
         "are left out; convert them to one of .bmp"
+    ) in caplog.records[-2].getMessage()
+    # Hidden ones too (found by QA: left out in silence).
+    assert (
+        f"{tmp_path / 'new'}: 1 image file(s) in hidden files or folders (a name starting "
+        "with '.'), such as '.hidden.png', are not read"
     ) in caplog.records[-1].getMessage()
     with pytest.raises(DataError) as info:
         read_image_folder(tmp_path / "run", f"images:{tmp_path / 'only'}", ref)

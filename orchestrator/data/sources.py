@@ -380,7 +380,8 @@ class ImagesSource(_BuiltinSource):
             # `validate` too (found by QA: it said ok), up to each folder's first image.
             if next(_walk_images(folder), None) is None:
                 raise DataError(
-                    f"class folder {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})",
+                    f"class folder {folder} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                    + hidden_said(folder),
                     key="source",
                 )
 
@@ -1417,6 +1418,48 @@ def _warn_left_out(root: Path) -> None:
             loose[0].name,
         )
     warn_unread(root, unread_images(root))
+    warn_hidden(root)
+
+
+def hidden_images(root: Path) -> list[Path]:
+    """The image files under ``root`` left out as hidden: in a file or folder whose
+    name starts with ``.`` (``.ipynb_checkpoints`` holds copies, ``.git`` history).
+    macOS's ``._NAME`` files beside the images are not counted: they are no images,
+    whatever their ending."""
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES
+        and not p.name.startswith("._")
+        and any(part.startswith(".") for part in p.relative_to(root).parts)
+        and p.is_file()
+    )
+
+
+def hidden_said(root: Path) -> str:
+    """``"; it has N ... hidden ..."`` where ``root`` has hidden images, else ``""``:
+    the end of an error that found no images in it (found by QA: a class folder with
+    8 images under .cache/ "has no images", with no word of them)."""
+    hidden = hidden_images(root)
+    if not hidden:
+        return ""
+    return (
+        f"; it has {len(hidden)} in hidden files or folders (a name starting with '.'), "
+        f"such as {str(hidden[0].relative_to(root))!r}, which are not read: rename them"
+    )
+
+
+def warn_hidden(root: Path) -> None:
+    """Warn of the images :func:`hidden_images` leaves out (found by QA: in silence)."""
+    hidden = hidden_images(root)
+    if hidden:
+        log.warning(
+            "%s: %d image file(s) in hidden files or folders (a name starting with '.'), "
+            "such as %r, are not read; rename them to read them",
+            root,
+            len(hidden),
+            str(hidden[0].relative_to(root)),
+        )
 
 
 def _warn_one_level_up(root: Path, found: dict[Path, list[Path]]) -> None:
