@@ -106,6 +106,12 @@ def _class_label(value: Any) -> Any:
         raise ValueError(
             f"expected a class name or an integer label, got {str(value).lower()}" + _YAML_BOOLEANS
         )
+    if value is None:
+        # Found by QA: `classes: [null, off]` was told to write 'None'.
+        raise ValueError(
+            "expected a class name or an integer label, got null (YAML reads an empty value, "
+            "null and ~ as no value: write 'null' in quotes for a class of that name)"
+        )
     if not isinstance(value, (str, int)):
         named = ellipsized(str(value), 160)  # a list YAML aliases repeat made megabytes
         raise ValueError(
@@ -543,6 +549,13 @@ class Recipe(_Model):
                 message += f" ({key[-1]} is not in the recipe: this is its default)"
             else:  # found by QA: image_size's "default", which there is none of
                 message += f" ({key[-1]} is not in the recipe)"
+        elif exc.unset and tuple(map(str, key)) in self._lines:
+            # Written, as null (found by QA: `target: null`, of a column named null, was
+            # told to name the column).
+            message += (
+                f" (the recipe gives {key[-1]}: no value, as YAML reads an empty value, null "
+                "and ~: write 'null' in quotes for a column of that name)"
+            )
         return self.error(key, message)
 
     def base_error(self, exc: BaseModelError) -> RecipeError:

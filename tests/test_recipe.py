@@ -2219,6 +2219,44 @@ def test_yes_and_no_as_class_names_are_said_to_be_read_as_booleans(tmp_path):
     assert "quote the word, 'no', to mean the text" in said and "'True'" not in said
 
 
+def test_null_as_a_class_or_a_target_is_said_to_be_read_as_no_value(tmp_path):
+    """Found by QA: `classes: [null, off]` was told to write 'None', no class; and
+    `target: null` of a column named null was told to name the column."""
+    recipe = write_recipe(
+        tmp_path,
+        "name: x\ndata: {source: 'sklearn:iris', classes: [null, 'off']}\n"
+        "strategies: {scratch_mlp: {}}\n",
+    )
+    result = cli("validate", str(recipe))
+    assert_exit(result, 2)
+    said = " ".join(result.output.split())
+    assert (
+        "data.classes.0: expected a class name or an integer label, got null (YAML reads an "
+        "empty value, null and ~ as no value: write 'null' in quotes for a class of that name)"
+    ) in said, said
+    assert "'None'" not in said
+    pd.read_csv(WINE_CSV).rename(columns={"cultivar": "null"}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    recipe = write_recipe(
+        tmp_path,
+        "name: x\ndata:\n  source: 'csv:t.csv'\n  target: null\nstrategies: {scratch_mlp: {}}\n",
+    )
+    said = " ".join(cli("validate", str(recipe)).output.split())
+    assert (
+        f"{recipe.name}:4: data.target: a table's label column has no default: name it"
+    ) in said, said
+    assert (
+        "(the recipe gives target: no value, as YAML reads an empty value, null and ~: write "
+        "'null' in quotes for a column of that name)"
+    ) in said, said
+    # Left out, it is not said to be given.
+    recipe = write_recipe(
+        tmp_path, "name: x\ndata: {source: 'csv:t.csv'}\nstrategies: {scratch_mlp: {}}\n"
+    )
+    assert "the recipe gives" not in cli("validate", str(recipe)).output
+
+
 def test_a_folder_the_locale_cannot_read_is_said_before_any_work(tmp_path):
     """Found by QA: under LC_ALL=C with PYTHONUTF8=0, a run in a folder named with an
     accent made its run directory, then embedded Ray failed on the path (exit 4)."""
