@@ -101,6 +101,30 @@ def test_the_event_log_records_a_trial_once_when_a_resume_tells_it_again(tmp_pat
     assert [e["finished_at"] for e in finished] == [1.0, 2.0]
 
 
+def test_a_trials_record_cut_short_is_written_again_on_resume(tmp_path):
+    """Found by QA: a trial_finished record cut short (a damaged disk, a copy cut
+    short) was cut off by the resume, and its trial, told of already, never logged
+    again: 7 records for a leaderboard of 8."""
+    from orchestrator.run import resume_run, run_recipe
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        "name: torn\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
+        "search: {backend: keras_tuner, num_samples: 2, max_epochs: 1}\noutput: runs/\n"
+    )
+    run_dir = run_recipe(recipe).run_dir
+    (run_dir / "finished.json").unlink()  # as if killed before it finished
+    lines = (run_dir / EVENTS_FILE).read_text().splitlines(keepends=True)
+    last = max(i for i, line in enumerate(lines) if '"trial_finished"' in line)
+    lost = json.loads(lines[last])["trial_id"]
+    (run_dir / EVENTS_FILE).write_text("".join(lines[:last]) + lines[last][:40])
+    board = resume_run(run_dir).leaderboard
+    finished = [e["trial_id"] for e in read_events(run_dir) if e["event"] == "trial_finished"]
+    assert sorted(finished) == sorted(board["trial_id"]) and lost in finished
+    events = [e["event"] for e in read_events(run_dir)]
+    assert events.count("run_started") == 2 and events[-1] == "run_finished"
+
+
 def test_the_event_log_is_a_host_plugin_that_can_be_blocked():
     assert get_plugin_manager(autoload=False).pm.has_plugin("graftune.events")
     host = get_plugin_manager(autoload=False, disable=["graftune.events"])
