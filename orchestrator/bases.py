@@ -750,11 +750,12 @@ class ApplicationProvider(BaseProvider):
                 if local:  # a file of another model: a warning per layer before the error
                     warnings.simplefilter("ignore", UserWarning)
                 _quiet_about_channels()
-                return function(
-                    include_top=False,
-                    weights=None if weights == "none" else weights,
-                    input_shape=_input_shape(spec),
-                )
+                with _resolution_said(spec.application or ""):
+                    return function(
+                        include_top=False,
+                        weights=None if weights == "none" else weights,
+                        input_shape=_input_shape(spec),
+                    )
         except BaseModelError:
             raise
         except Exception as exc:
@@ -1992,6 +1993,25 @@ def _quiet_about_channels() -> None:
     weights at other channels are refused, and data that cannot take them too
     (:func:`plan_adapter`); with ``weights: none`` any channels train."""
     warnings.filterwarnings("ignore", message="This model usually expects 1 or 3 input channels")
+
+
+@contextlib.contextmanager
+def _resolution_said(application: str) -> Iterator[None]:
+    """Say in graftune's words Keras' warning that a MobileNet's imagenet weights are
+    those of 224x224 images, which it printed as a raw Python warning with its
+    source line (found by QA); other warnings go on as they were."""
+    with warnings.catch_warnings(record=True) as caught:
+        yield
+    for found in caught:
+        if "will be loaded as the default" in str(found.message):
+            log.warning(
+                "%s's imagenet weights were trained on 224x224 images, and base.input_shape "
+                "is another size: they are used as they are (features of images much "
+                "smaller than 224 transfer less well; data.image_size can make them larger)",
+                application,
+            )
+        else:
+            warnings.warn_explicit(found.message, found.category, found.filename, found.lineno)
 
 
 class _InputShapeChecked(Exception):

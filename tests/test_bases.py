@@ -1701,3 +1701,25 @@ def test_a_third_party_provider_without_options_says_so_in_its_own_words():
     assert "the 'fixed' base takes no options, got 'alpha'" in said
     assert "from acme-bases, sets takes_options = False" in said
     assert "options are for a third-party" not in said
+
+
+def test_keras_warning_of_a_mobilenets_224_weights_is_said_in_graftunes_words(caplog):
+    """Found by QA: Keras' "`input_shape` is undefined or non-square, or `rows` is not
+    224" reached the console as a raw Python warning with Keras' source line."""
+    import warnings
+
+    from orchestrator.bases import _resolution_said
+
+    with pytest.warns(DeprecationWarning, match="another"), _resolution_said("MobileNetV3Small"):
+        warnings.warn(
+            "`input_shape` is undefined or non-square, or `rows` is not 224. Weights for "
+            "input shape (224, 224) will be loaded as the default.",
+            UserWarning,
+            stacklevel=1,
+        )
+        warnings.warn("another", DeprecationWarning, stacklevel=1)  # goes on as it was
+    (said,) = (r.getMessage() for r in caplog.records if r.name == "orchestrator.bases")
+    assert said.startswith(
+        "MobileNetV3Small's imagenet weights were trained on 224x224 images, and "
+        "base.input_shape is another size: they are used as they are"
+    )
