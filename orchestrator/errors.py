@@ -388,6 +388,17 @@ def ellipsized(text: str, limit: int, ellipsis: str = "…") -> str:
     return text if len(text) <= limit else text[: limit - len(ellipsis)] + ellipsis
 
 
+def ellipsized_in_middle(text: str, limit: int, ellipsis: str = "…") -> str:
+    """``text`` whole if it has at most ``limit`` characters, else its start and end
+    around ``ellipsis``, ``limit`` characters in all: a path, whose end names the file
+    (found by QA: a run directory past the path limit was said whole, 4,000 characters)."""
+    if len(text) <= limit:
+        return text
+    head = (limit - len(ellipsis)) // 2
+    tail = limit - len(ellipsis) - head
+    return text[:head] + ellipsis + text[len(text) - tail :]
+
+
 def without_credentials(text: str) -> str:
     """``text`` with the password of any URL in it masked (``s3://KEY:***@bucket``,
     ``http://alice:***@host``): an error printed to a console ends up in logs."""

@@ -77,18 +77,11 @@ def run_dir_problem(run_dir: Path, strategies: list[str]) -> str | None:
     run_dir = Path(os.path.realpath(run_dir))
     name = len(os.fsencode(run_dir.name))
     problem = _too_long(run_dir, run_dir.parent, name, strategies, "a run directory")
-    return None if problem is None else f"{shown(run_dir)}: {problem}"
+    if problem is None:
+        return None
+    from orchestrator.errors import ellipsized_in_middle
 
-
-def shown(path: str | Path, room: int = 160) -> str:
-    """``path`` as an error shows it: whole, or where longer than ``room``
-    characters its start and end around an ellipsis (found by QA: a run
-    directory past the path limit was printed whole, 4,000 characters)."""
-    text = os.fspath(path)
-    if len(text) <= room:
-        return text
-    keep = (room - 1) // 2
-    return f"{text[:keep]}\N{HORIZONTAL ELLIPSIS}{text[-keep:]}"
+    return f"{ellipsized_in_middle(str(run_dir), 160)}: {problem}"
 
 
 def _exists(path: Path) -> bool:
