@@ -783,9 +783,12 @@ def test_features_written_over_with_other_values_are_computed_again(digits, base
     assert computed and said[0].endswith("(test.npy is not an array file numpy wrote)"), said
 
 
-def test_a_features_folder_that_is_a_file_is_named(digits, base_info, tmp_path):
+@pytest.mark.parametrize("kind", ["a file", "a link to nothing"])
+def test_a_features_folder_that_is_a_file_is_named(kind, digits, base_info, tmp_path):
     """Found by QA: every trial's note said "cannot write in CACHE: File exists",
-    cache info said nothing, and cache clear --features "freed 0 B", exit 0."""
+    cache info said nothing, and cache clear --features "freed 0 B", exit 0. A
+    features/ that is a link to nothing likewise (found by mutation testing: only
+    the file was tested)."""
     import shutil
 
     from typer.testing import CliRunner
@@ -794,9 +797,12 @@ def test_a_features_folder_that_is_a_file_is_named(digits, base_info, tmp_path):
     from orchestrator.feature_cache import features_dir
 
     shutil.rmtree(features_dir(), ignore_errors=True)
-    features_dir().write_text("")
+    if kind == "a file":
+        features_dir().write_text("")
+    else:
+        features_dir().symlink_to(tmp_path / "gone")
     try:
-        said = f"{features_dir()} is a file, where graftune keeps its entries: remove it"
+        said = f"{features_dir()} is {kind}, where graftune keeps its entries: remove it"
         for command in (["cache", "info"], ["cache", "clear", "--features"]):
             result = CliRunner().invoke(app, command)
             assert result.exit_code == 2, result.output
@@ -1096,6 +1102,62 @@ def test_cache_clear_removes_only_its_own_entries_and_follows_no_link(digits, ba
     assert cleared.exit_code == 0, cleared.output
     assert not any(entry.exists() for entry in entries)
     assert all((folder / "keep.txt").read_text() == "the user's" for folder in own)
+
+
+def test_cache_clear_says_what_it_could_not_remove_and_frees_only_what_went(
+    digits, base_info, monkeypatch
+):
+    """Found by mutation testing: with what a removal left behind dropped, `cache
+    clear` said "freed ..." and exited 0; and it counted a partly removed entry's
+    bytes as all freed. (Root may remove anything: the removal is made to fail.)"""
+    from typer.testing import CliRunner
+
+    from orchestrator import feature_cache
+    from orchestrator.bases import load_base
+    from orchestrator.cli import app
+    from orchestrator.feature_cache import cache_entries, cached_features, clear_cache
+
+    cached_features(load_base(base_info), 3, digits)
+    (entry,) = [e for e in cache_entries() if e.kind == "features"]
+    left = max((p for p in entry.path.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    kept = left.stat().st_size
+    assert 0 < kept < entry.size_bytes
+
+    def remove_all_but_one(path):
+        for p in path.rglob("*"):
+            if p.is_file() and p != left:
+                p.unlink()
+        return [f"{left}: Permission denied"]
+
+    monkeypatch.setattr(feature_cache, "_remove_tree", remove_all_but_one)
+    freed, failed = clear_cache(("features",))
+    assert freed == entry.size_bytes - kept
+    assert failed == [f"{left}: Permission denied"]
+    result = CliRunner().invoke(app, ["cache", "clear", "--features"])
+    assert result.exit_code == 1, result.output
+    assert f"could not remove {left}: Permission denied" in " ".join(result.stderr.split())
+
+
+def test_clearing_a_cache_whose_lock_cannot_be_made_says_so_only_with_entries(
+    digits, base_info, monkeypatch
+):
+    """A read-only (shared) cache: its entries cannot be removed, and clear says so,
+    naming the lock; with nothing to remove it frees 0 B without a word (found by
+    mutation testing: the test of entries was reversed unnoticed)."""
+    from orchestrator import feature_cache
+    from orchestrator.bases import IN_USE_LOCK, load_base
+    from orchestrator.feature_cache import cached_features, clear_cache
+
+    def read_only(root, how):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(feature_cache, "lock_in_use", read_only)
+    assert clear_cache(("features",)) == (0, [])  # only the base's entry there
+    cached_features(load_base(base_info), 3, digits)
+    freed, failed = clear_cache(("features",))
+    assert freed == 0
+    assert len(failed) == 1 and f"its lock {IN_USE_LOCK} cannot be made" in failed[0]
+    assert "Permission denied" in failed[0]
 
 
 def test_a_run_holds_a_cache_it_cannot_write_from_a_clear(tmp_path, monkeypatch):
