@@ -365,12 +365,15 @@ def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(
 ):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from orchestrator.models import KERNEL_NAMES
     from orchestrator.strategy import FitData
     from orchestrator.trial import _tensorboard
 
     config = ft_config(frozen_layers=1, two_phase=True, learning_rate=1e-2)
     strategy, model, above, start = two_phase_model(digits, base_info, config)
-    seen = []
+    kernels = [w for w in above if w.name in KERNEL_NAMES]
+    assert kernels
+    seen, penalised = [], []
 
     import keras
 
@@ -379,6 +382,7 @@ def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(
             lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
             moved = any(not np.array_equal(w.numpy(), s) for w, s in zip(above, start, strict=True))
             seen.append((lr, moved))
+            penalised.append(all(w.regularizer is not None for w in kernels))
 
     data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 64)
     strategy.fit(model, config, data, epochs=4, callbacks=[Watch(), _tensorboard(tmp_path)])
@@ -387,10 +391,44 @@ def test_two_phase_trains_the_head_first_then_unfreezes_at_a_lower_rate(
     assert [lr for lr, _ in seen[1:]] == [pytest.approx(1e-3)] * 3
     assert seen[-1][1] is True
     assert len(seen) == 4
+    # The base it unfreezes trains under λ (found by mutation testing: with the
+    # penalties cleared for phase 2 and not put back, λ and regularizer did
+    # nothing to the base, unnoticed).
+    assert penalised[1:] == [True] * 3
     # TensorBoard draws the two phases as one curve of four epochs.
     events = EventAccumulator(str(tmp_path / "tensorboard" / "validation"))
     events.Reload()
     assert [event.step for event in events.Tensors("epoch_accuracy")] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("epochs", "rates"),
+    [(1, [1e-2]), (6, [1e-2] * 2 + [1e-3] * 4)],
+    ids=["one_epoch", "six_epochs"],
+)
+def test_two_phase_gives_the_head_a_rounded_quarter_and_one_epoch_trains_one_phase(
+    epochs, rates, digits, base_info
+):
+    """Found by mutation testing: with 1 epoch, a two-phase trial trained only its head
+    (the whole base frozen) while its note said "trained in one phase", unnoticed;
+    and the head phase of 6 epochs is round(6 / 4) = 2, not 1."""
+    import keras
+
+    from orchestrator.strategy import FitData
+
+    config = ft_config(frozen_layers=1, two_phase=True, learning_rate=1e-2)
+    strategy, model, above, start = two_phase_model(digits, base_info, config)
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+    data = FitData(digits.x_train, digits.y_train, digits.x_val, digits.y_val, 64)
+    strategy.fit(model, config, data, epochs=epochs, callbacks=[Watch()])
+    assert seen == [pytest.approx(rate) for rate in rates]
+    # Above frozen_layers the base trained, in one phase as in two.
+    assert any(not np.array_equal(w.numpy(), s) for w, s in zip(above, start, strict=True))
 
 
 def test_two_phase_stops_where_a_callback_stopped_its_head_phase(digits, base_info):
