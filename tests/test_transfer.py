@@ -993,6 +993,12 @@ def test_dropout_in_the_frozen_part_runs_as_in_inference_and_the_cache_serves_it
     x = np.ones((1, *drop.input.shape[1:]), "float32")
     inputs, features = base.inputs_and_features(digits.task, info.n_cut_points)
     assert np.array_equal(np.asarray(drop(x, training=True)), x)  # frozen: as in inference
+    # Also where the dropout is itself the cut-point layer (weightless layers join
+    # the cut before them): frozen up to it, it is held (found by mutation testing:
+    # only a dropout strictly inside the frozen part was tried).
+    assert base.model.layers[info.cut_points[1]] is drop
+    base.freeze(2)
+    assert np.array_equal(np.asarray(drop(x, training=True)), x)
     base.freeze(1)  # the dropout above the cut trains as it was built to
     assert not np.array_equal(np.asarray(drop(x, training=True)), x)
     # Saved as built: loaded, it is the Dropout its class makes.
