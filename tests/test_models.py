@@ -177,6 +177,31 @@ def test_strategy_fit_makes_one_input_iterator_per_epoch_to_the_same_weights(
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize(("hidden_layers", "width"), [(1, 16), (3, 48)])
+def test_scratch_mlps_width_and_hidden_layers_shape_its_model(hidden_layers, width, digits):
+    """Found by mutation testing: a width or a number of hidden layers fixed in
+    build went unnoticed (the leaderboard still listed the searched values)."""
+    import keras
+
+    keras.backend.clear_session()
+    config = {**CONFIG, "hidden_layers": hidden_layers, "width": width}
+    model = ScratchMLP().build(config, digits.task, None)
+    hidden = [layer for layer in model.layers if layer.name.startswith("head_dense")]
+    assert [layer.units for layer in hidden] == [width] * hidden_layers
+    assert model.get_layer("head_output").units == digits.task.n_classes
+
+
+def test_safe_variance_sets_only_a_variance_of_zero_to_one():
+    """Constant is a variance of 0, whatever the unit: a feature in km varies by
+    less than 1e-8 and must still be scaled (found by QA; found by mutation testing:
+    the threshold of 1e-8 came back unnoticed)."""
+    from orchestrator.models import safe_variance
+
+    got = safe_variance(np.array([1e-10, 0.0, 4.0]))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.array([1e-10, 1.0, 4.0], "float32"))
+
+
 def test_epoch_steps_counts_the_last_partial_batch_and_leaves_odd_data_to_keras():
     assert epoch_steps(np.zeros(64), 32) == 2
     assert epoch_steps(np.zeros(65), 32) == 3

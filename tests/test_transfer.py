@@ -344,6 +344,25 @@ def test_regularizer_is_searched_and_shown(digits, base_info, tmp_path):
     assert result.config["regularizer"] == "l2sp"
 
 
+@pytest.mark.parametrize(("width", "depth"), [(16, 1), (48, 2)])
+def test_the_heads_width_and_depth_shape_the_transfer_models(width, depth, digits, base_info):
+    """Found by mutation testing: feature_extraction's head_depth and fine_tune's
+    head_width fixed in build went unnoticed (the leaderboard still listed the
+    searched values); and the feature maps are average-pooled, as documented."""
+    import keras
+
+    from orchestrator.bases import load_base
+
+    extraction = FeatureExtraction().build(
+        {**FE_CONFIG, "head_width": width, "head_depth": depth}, digits.task, load_base(base_info)
+    )
+    fine = FineTune().build(ft_config(head_width=width), digits.task, load_base(base_info))
+    for model, layers in ((extraction, depth), (fine, 1)):
+        hidden = [layer for layer in model.layers if layer.name.startswith("head_dense")]
+        assert [layer.units for layer in hidden] == [width] * layers, model.name
+        assert isinstance(model.get_layer("pool"), keras.layers.GlobalAveragePooling2D)
+
+
 # -- two-phase fine-tuning ---------------------------------------------------------
 
 
