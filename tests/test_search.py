@@ -448,6 +448,10 @@ def test_hyperband_brackets_follow_the_seed_and_leave_numpy_alone():
         scheduler = _scheduler(search, seed)
         scheduler.set_search_properties("val_accuracy", "max")
         assert len(scheduler._brackets) == 4  # grace 1, 2, 4 and 8 epochs
+        # With the recipe's reduction_factor (found by mutation testing: left out, Ray's
+        # default 4 went unnoticed): a first bracket's rungs at 1, 2, 4, 8 epochs.
+        assert scheduler._reduction_factor == 2
+        assert sorted(rung for rung, _ in scheduler._brackets[0]._rungs) == [1, 2, 4, 8]
         for i in range(40):
             scheduler.on_trial_add(None, Trial(str(i)))
         return [scheduler._brackets.index(scheduler._trial_info[str(i)]) for i in range(40)]
@@ -460,6 +464,22 @@ def test_hyperband_brackets_follow_the_seed_and_leave_numpy_alone():
     assert brackets(5) == first
     assert brackets(6) != first
     assert len(set(first)) > 1
+
+
+@pytest.mark.parametrize(
+    ("max_epochs", "factor", "count"), [(1000, 10, 4), (243, 3, 6), (8, 2, 4), (9, 2, 4)]
+)
+def test_hyperband_counts_its_brackets_whole_where_the_log_is_inexact(max_epochs, factor, count):
+    """Found by mutation testing: log(1000, 10) is 2.9999999999999996 in floating point,
+    and without its allowance Hyperband had one bracket fewer than max_epochs and
+    reduction_factor give (no test had such a log)."""
+    from orchestrator.recipe import SearchSpec
+    from orchestrator.tuning.ray_tune import _scheduler
+
+    search = SearchSpec(
+        scheduler="hyperband", grace_period=1, reduction_factor=factor, max_epochs=max_epochs
+    )
+    assert len(_scheduler(search, 0)._brackets) == count
 
 
 def test_time_budget_stops_the_search(ray_session, tmp_path):
@@ -603,19 +623,20 @@ def test_a_keras_tuner_hyperband_that_runs_short_of_its_count_says_so(tmp_path):
     ("max_epochs", "factor"), [(1, 3), (3, 3), (9, 3), (30, 3), (8, 2), (20, 4)]
 )
 def test_the_run_says_how_many_trials_keras_tuners_hyperband_runs(max_epochs, factor):
-    import keras_tuner as kt
-
+    """The count is that of the oracle the search runs (found by mutation testing: an
+    oracle that ignored reduction_factor, always 3, ran another count than said)."""
     from orchestrator.recipe import parse_recipe
     from orchestrator.run import _planned
+    from orchestrator.space import Choice
+    from orchestrator.tuning.keras_tuner import _oracle
 
     recipe = parse_recipe(
         "name: x\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
         f"search: {{backend: keras_tuner, scheduler: hyperband, max_epochs: {max_epochs}, "
         f"reduction_factor: {factor}}}\n"
     )
-    oracle = kt.oracles.HyperbandOracle(
-        objective="val_accuracy", max_epochs=max_epochs, factor=factor
-    )
+    oracle = _oracle(recipe, {"width": Choice((8, 16))}, 1, None)
+    assert (oracle.max_epochs, oracle.factor) == (max_epochs, factor)
     brackets = oracle._get_num_brackets()
     expected = sum(
         oracle._get_size(b, r) for b in range(brackets) for r in range(oracle._get_num_rounds(b))
@@ -998,6 +1019,36 @@ def test_keras_tuner_keeps_the_time_budget_between_trials_and_plans_a_small_spac
     assert _planned(ray, "scratch_mlp", space) == (5, "5 trials")  # Ray draws with repeats
 
 
+def test_keras_tuner_says_nothing_of_a_small_space_it_searched_whole(tmp_path):
+    """Found by mutation testing: a random search of a space with fewer configurations
+    than num_samples, all tried, warned that keras-tuner "ended the search after 2 of 3
+    trials" (it plans each configuration once, as the run says)."""
+    from orchestrator.run import run_recipe
+
+    said = []
+    board = run_recipe(
+        {
+            "name": "small",
+            "data": {"source": "sklearn:iris"},
+            "strategies": {
+                "scratch_mlp": {
+                    "space": {
+                        "hidden_layers": 1,
+                        "width": {"choice": [8, 16]},
+                        "lambda": 0.0,
+                        "learning_rate": 0.01,
+                    }
+                }
+            },
+            "search": {"backend": "keras_tuner", "num_samples": 3, "max_epochs": 1},
+        },
+        run_dir=tmp_path / "run",
+        echo=said.append,
+    ).leaderboard
+    assert sorted(board["width"]) == [8, 16]
+    assert not [line for line in said if "warning" in line], said
+
+
 def test_keras_tuner_never_tries_a_configuration_twice_nor_stops_short(tmp_path):
     # keras-tuner's Bayesian oracle proposed the Gaussian process's optimum again
     # (kt3 = kt0), and random draws gave up after 20 collisions: a search of a
@@ -1027,6 +1078,26 @@ def test_keras_tuner_never_tries_a_configuration_twice_nor_stops_short(tmp_path)
     for seed in (0, 2):  # seeds that did either before
         assert sorted(tried("bayesian", (8, 16, 32, 64), seed)) == [8, 16, 32, 64]
         assert sorted(tried("random", tuple(range(30)), seed)) == list(range(30))
+
+
+def test_keras_tuners_fallback_draw_reaches_an_ints_upper_bound():
+    """Found by mutation testing: the draw among configurations not yet tried (once
+    random draws collide) never proposed an Int at its maximum, and the search ended
+    "drawing no configuration it had not tried" while those remained untried."""
+    from orchestrator.recipe import parse_recipe
+    from orchestrator.space import Choice, Int
+    from orchestrator.tuning.keras_tuner import _oracle
+
+    recipe = parse_recipe(
+        "name: x\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n"
+        "search: {algorithm: random}\n"
+    )
+    oracle = _oracle(recipe, {"n": Int(1, 3), "act": Choice(("relu",))}, 3, None)
+    for n in (1, 2):
+        oracle._tried_so_far.add(oracle._compute_values_hash({"n": n, "act": "relu"}))
+    assert oracle._untried_values() == {"n": 3, "act": "relu"}
+    oracle._tried_so_far.add(oracle._compute_values_hash({"n": 3, "act": "relu"}))
+    assert oracle._untried_values() is None
 
 
 def test_keras_tuner_state_is_written_whole_and_a_damaged_one_is_named(tmp_path):

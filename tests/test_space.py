@@ -495,6 +495,17 @@ def test_to_tune_resolved_all_reaches_every_cut_point(ray_tune: Any) -> None:
     assert set(_samples(domain)) == {0, 1, 2, 3, 4, 5}
 
 
+def test_to_tune_grid_over_an_int_includes_its_upper_bound(ray_tune: Any) -> None:
+    """Found by mutation testing: a grid over an Int that stopped one short (range's
+    end) passed every test: a grid over frozen_layers never froze the whole base,
+    while the run announced the full grid."""
+    assert ray_tune.to_tune({"n": Int(1, 3)}, grid=True)["n"] == {"grid_search": [1, 2, 3]}
+    assert ray_tune.to_tune({"n": Int(4, 4)}, grid=True)["n"] == {"grid_search": [4]}
+    space = resolve_space({"frozen_layers": Int(0, ALL)}, 5)
+    grid = ray_tune.to_tune(space, grid=True)["frozen_layers"]
+    assert grid == {"grid_search": [0, 1, 2, 3, 4, 5]}
+
+
 def test_to_tune_float_is_uniform(ray_tune: Any) -> None:
     from ray.tune.search.sample import Float as RayFloat
     from ray.tune.search.sample import Uniform
