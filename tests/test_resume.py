@@ -1040,6 +1040,31 @@ def test_a_keras_tuner_trial_that_kills_the_process_fails_after_max_failures(tmp
     )  # the other did not run again
 
 
+def test_a_keras_tuner_trial_that_ends_after_its_process_died_counts_a_retry(tmp_path, monkeypatch):
+    """Found by mutation testing: a keras_tuner trial that ended on a resume after its
+    process had been killed showed ``retries 0`` (Ray's show 1); no test had such a
+    trial end well."""
+    from orchestrator.leaderboard import read_leaderboard
+    from orchestrator.run import resume_run
+    from orchestrator.trial import read_result
+
+    recipe = write_recipe(
+        tmp_path,
+        "{backend: keras_tuner, num_samples: 2, max_epochs: 2}",
+        "killing_mlp: {space: {kill_after: 1}}",
+    )
+    killed = run_with_fixture_plugins(str(recipe))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    monkeypatch.setenv("GRAFTUNE_TEST_SPARE", "1")  # what killed it is gone
+    resume_run(run_dir, plugins=[fixture_plugins], echo=print)
+    frame = read_leaderboard(run_dir).set_index("width")
+    assert list(frame["status"]) == ["ok", "ok"]
+    assert frame.loc[8, "retries"] == 0 and frame.loc[16, "retries"] == 1
+    ended = run_dir / "trials" / "killing_mlp" / frame.loc[16, "trial_id"]
+    assert read_result(ended).retries == 1
+
+
 def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
     """A stopped job (SIGTERM) with URI storage stored nothing: its run directory is in
     the job's working folder, which Ray deletes; fetch then had nothing to resume."""
