@@ -82,6 +82,12 @@ def test_storage_shorthand_paths_and_unknown_schemes(tmp_path):
     assert (
         join(recipe.storage.path, "job", "trials") == "s3://bucket/runs/job/trials?region=eu-west-1"
     )
+    # Found by mutation testing: a trailing slash was kept, so runs were stored under
+    # "runs//job" (an empty-named folder in an object store).
+    assert join("s3://bucket/runs/", "job") == "s3://bucket/runs/job"
+    assert (
+        join("s3://bucket/runs/?region=eu-west-1", "job") == "s3://bucket/runs/job?region=eu-west-1"
+    )
 
     file = write_recipe(tmp_path, BASIC + "storage: {path: shared/runs, shared: true}\n")
     recipe = load_recipe(file)
@@ -103,11 +109,20 @@ def test_storage_shorthand_paths_and_unknown_schemes(tmp_path):
         ("s3://", "'s3://': no bucket after s3://; expected s3://BUCKET/PATH"),
         ("gs:///runs", "no bucket after gs://"),
         ("file://runs", "expected file:///ABSOLUTE/PATH"),
+        # Found by mutation testing: a host in a file:// URI passed validate, and was
+        # ignored (the run stored in the local /runs).
+        ("file://nas/runs", "expected file:///ABSOLUTE/PATH"),
     ):
         bad.write_text(BASIC + f"storage: {uri}\n")
         with pytest.raises(RecipeError, match=re.escape(said)):
             load_recipe(bad)
-    for uri in ("s3://bucket", "hdfs:///runs", "file:///runs", "abfs://c@a.dfs.core.windows.net/r"):
+    for uri in (
+        "s3://bucket",
+        "hdfs:///runs",
+        "file:///runs",
+        "file://localhost/runs",
+        "abfs://c@a.dfs.core.windows.net/r",
+    ):
         bad.write_text(BASIC + f"storage: {uri}\n")
         assert load_recipe(bad).storage.path == uri
 
@@ -427,6 +442,62 @@ def test_a_stopped_job_stored_in_a_folder_is_to_be_resumed_there(tmp_path, monke
         run_dir.mkdir(parents=True)
         record_stored(RunPlace(local_dir=run_dir, remote=stored))
         assert _resume_hint(run_dir).startswith(said), _resume_hint(run_dir)
+
+
+def test_a_stored_run_made_before_run_records_is_not_overwritten_by_a_new_run(tmp_path):
+    """Found by mutation testing: a storage folder holding a run from before
+    ``.stored.json`` existed (its recipe.yaml, events, ...) was taken as empty only
+    by the record's absence, and a new run of that name was stored over it."""
+    from orchestrator.storage import check_stored_place
+
+    store = tmp_path / "store"
+    (store / "job-1").mkdir(parents=True)
+    (store / "job-1" / "recipe.yaml").write_text(BASIC)
+    place = RunPlace(local_dir=tmp_path / "runs" / "job-1", remote=f"file://{store}/job-1")
+    with pytest.raises(StorageError, match="already holds a run"):
+        check_stored_place(place, resume=False)
+    empty = RunPlace(local_dir=tmp_path / "runs" / "job-2", remote=f"file://{store}/job-2")
+    assert check_stored_place(empty, resume=False) is empty
+
+
+def test_runs_are_told_apart_by_the_first_mark_both_have():
+    """Found by mutation testing: a run with no marks to tell it by (stopped as it
+    began: no events, no .searched, no run id) was refused on resume as "another
+    run" in its own storage folder."""
+    from orchestrator.storage import _same_run
+
+    def files(**named: str) -> Callable[[str], str | None]:
+        names = {".stored.json": "stored", "events.jsonl": "events", ".searched": "searched"}
+        return lambda name: named.get(names[name])
+
+    assert _same_run(files(), files())
+    # A mark on one side only tells nothing: the next one both have decides.
+    assert _same_run(files(stored='{"run_id": "a"}'), files())
+    assert _same_run(files(events="start 1\nmore"), files(searched="d1"))
+    assert _same_run(files(events="start 1\nx"), files(events="start 1\ny"))
+    assert not _same_run(files(events="start 1"), files(events="start 2"))
+    assert not _same_run(files(searched="d1"), files(searched="d2"))
+    assert not _same_run(
+        files(stored='{"run_id": "a"}', events="start 1"),
+        files(stored='{"run_id": "b"}', events="start 1"),
+    )
+
+
+@pytest.mark.parametrize("name", ["../other-run", "a/b", "..", ".", "", 3])
+def test_a_stored_record_naming_another_folder_is_not_followed(tmp_path, name):
+    """Found by mutation testing: a (damaged or hand-edited) ``.stored.json`` naming
+    ``../other-run`` or ``a/b`` made the run store outside its own folder in storage
+    (over another run); the run directory's own name is used instead."""
+    from orchestrator.storage import _recorded_name
+
+    run_dir = tmp_path / "runs" / "job-1"
+    run_dir.mkdir(parents=True)
+    (run_dir / ".stored.json").write_text(json.dumps({"run_id": "a", "name": name}))
+    assert _recorded_name(run_dir) is None
+    recipe = parse_recipe(BASIC + "storage: s3://bucket/runs\n")
+    assert plan_run(recipe, run_dir=run_dir).remote == "s3://bucket/runs/job-1"
+    (run_dir / ".stored.json").write_text(json.dumps({"run_id": "a", "name": "job-0"}))
+    assert _recorded_name(run_dir) == "job-0"  # a fetched copy keeps its stored name
 
 
 def test_stage_refuses_a_working_dir_larger_than_ray_allows(tmp_path):
@@ -1590,3 +1661,67 @@ def test_a_gcs_address_given_with_http_is_told_to_drop_it():
     with pytest.raises(ClusterError) as info:
         gcs_address("http://127.0.0.1:8265")
     assert "is a dashboard address" in str(info.value)
+
+
+def test_a_dashboard_address_is_kept_without_its_trailing_slash():
+    """Found by mutation testing: ``--address http://head:8265/`` was kept as given, and
+    the hints and Ray's API addresses made from it got ``//``."""
+    from orchestrator.submit import dashboard_url
+
+    assert dashboard_url("http://head:8265/") == "http://head:8265"
+    assert dashboard_url("head:8265/") == "http://head:8265"
+    assert dashboard_url("https://head/ray/") == "https://head/ray"
+
+
+def _fetch_client(status: str, metadata: dict[str, str]):
+    from types import SimpleNamespace
+
+    from orchestrator import submit
+
+    job = SimpleNamespace(
+        submission_id="job-1", job_id="02000000", status=_Status(status), message="",
+        start_time=1_700_000_000_000, end_time=0, metadata=metadata, type="SUBMISSION",
+    )  # fmt: skip
+    client = object.__new__(submit.JobClient)
+    client.client, client.address = _FakeRay({"job-1": job}), "http://127.0.0.1:8265"
+    return client
+
+
+def test_fetch_refuses_a_running_job(tmp_path, monkeypatch):
+    """Found by mutation testing: nothing tested that fetch refuses a job still running,
+    whose run in storage is half written (and a resume of it would run beside the job)."""
+    import orchestrator.storage
+    from orchestrator import submit
+
+    copied = []
+    monkeypatch.setattr(orchestrator.storage, "fetch", lambda *args: copied.append(args))
+    for status in ("RUNNING", "PENDING"):
+        client = _fetch_client(status, {submit.META_RUN: "s3://bucket/runs/job-1"})
+        with pytest.raises(StorageError) as info:
+            submit.fetch(client, "job-1", tmp_path / "copy")
+        assert str(info.value) == (
+            f"job job-1 is {status}; its results are stored when it ends (graftune jobs "
+            "logs job-1 --follow --address http://127.0.0.1:8265)"
+        )
+    assert not copied
+
+
+def test_fetch_names_the_jobs_plugins_and_where_a_folder_stored_run_lives(tmp_path, monkeypatch):
+    """Found by mutation testing: a job without --plugin was fetched with plugins
+    ``[""]`` (its resume hint said ``--plugin ''``, which fails), and a job stored in a
+    folder (no URI) was fetched without that folder, so its hint said to resume the
+    copy rather than the run where it is stored."""
+    import orchestrator.storage
+    from orchestrator import submit
+
+    monkeypatch.setattr(orchestrator.storage, "fetch", lambda location, dest: Path(dest))
+    stored = tmp_path / "shared" / "runs" / "job-1"
+    dest = tmp_path / "copy"
+    for metadata in ({}, {submit.META_PLUGINS: ""}):
+        fetched = submit.fetch(
+            _fetch_client("STOPPED", {submit.META_RUN: str(stored), **metadata}), "job-1", dest
+        )
+        assert fetched == submit.Fetched(dest, [], stored)
+    metadata = {submit.META_RUN: "s3://bucket/runs/job-1", submit.META_PLUGINS: "a.b,c"}
+    fetched = submit.fetch(_fetch_client("SUCCEEDED", metadata), "job-1", dest)
+    assert fetched == submit.Fetched(dest, ["a.b", "c"], None)
