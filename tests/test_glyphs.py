@@ -211,6 +211,59 @@ def test_no_variation_options_give_one_image_per_font_and_character() -> None:
     assert len({row.tobytes() for row in same[:, 0]}) == 26
 
 
+def _one_variation(char: str, size: int, **varied: Any) -> np.ndarray:
+    """Images of ``char`` varied only as ``varied`` says (one font, no other variation)."""
+    still = {"fonts": ["DejaVuSans"], "max_rotation": 0, "max_shift": 0, "scale": 1, "stroke": 0}
+    options = parse_options({"per_class": 24, **still, **varied})
+    return render_glyphs(char, size=(size, size), options=options, seed=0)[0]
+
+
+def _ink_moments(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each image's ink centroid ``(x, y)`` and its tilt from vertical in degrees."""
+    ink = images[..., 0]
+    rows, cols = np.mgrid[: ink.shape[1], : ink.shape[2]]
+    mass = ink.sum(axis=(1, 2))
+    cx = (ink * cols).sum(axis=(1, 2)) / mass
+    cy = (ink * rows).sum(axis=(1, 2)) / mass
+    dx, dy = cols - cx[:, None, None], rows - cy[:, None, None]
+    cxx, cyy = (ink * dx**2).sum(axis=(1, 2)), (ink * dy**2).sum(axis=(1, 2))
+    cxy = (ink * dx * dy).sum(axis=(1, 2))
+    tilt = np.degrees(0.5 * np.arctan2(2 * cxy, cyy - cxx))  # 0: a vertical stroke
+    return cx, cy, tilt
+
+
+def test_stroke_width_is_drawn_for_each_image() -> None:
+    """Found by mutation testing: with each (font, character) drawn once and reused,
+    every image of it had the first one's stroke width, and ``stroke`` hardly varied
+    anything; nothing but the no-variation case was tested."""
+    x = _one_variation("I", 16, stroke=[0, 0.2])
+    ink = x.reshape(len(x), -1).sum(axis=1)
+    assert len({row.tobytes() for row in x.reshape(len(x), -1)}) > 4  # whole-pixel widths
+    assert ink.max() > 1.5 * ink.min()  # thicker strokes, more ink
+
+
+def test_shifts_are_drawn_in_both_axes_independently_and_both_ways() -> None:
+    """Found by mutation testing: a vertical shift equal to the horizontal one (glyphs
+    moved along the diagonal only) passed every test."""
+    still = _one_variation("o", 32)
+    moved = _one_variation("o", 32, max_shift=0.2)
+    cx0, cy0, _ = _ink_moments(still[:1])
+    cx, cy, _ = _ink_moments(moved)
+    dx, dy = cx - cx0, cy - cy0
+    assert (dx < -1).any() and (dx > 1).any() and (dy < -1).any() and (dy > 1).any()
+    assert np.abs(dx - dy).max() > 2  # not along the diagonal
+    assert abs(np.corrcoef(dx, dy)[0, 1]) < 0.9
+
+
+def test_rotations_are_drawn_both_ways() -> None:
+    """Found by mutation testing: rotations drawn from ``[0, max_rotation]`` (one way
+    only) passed every test."""
+    x = _one_variation("I", 32, max_rotation=30)
+    _, _, tilt = _ink_moments(x)
+    assert tilt.min() < -5 and tilt.max() > 5, tilt
+    assert np.abs(tilt).max() < 35
+
+
 def test_load_returns_read_only_arrays_shared_between_calls() -> None:
     spec = Spec("glyphs:digits")
     first, _, _ = load(spec, seed=11)
