@@ -209,7 +209,12 @@ def test_google_storage_this_machine_cannot_reach_is_refused_in_seconds(tmp_path
     assert not (tmp_path / "fetched").exists()
 
 
-def test_uri_storage_round_trip(tmp_path):
+def test_uri_storage_round_trip(tmp_path, monkeypatch):
+    """Publishing (after each trial) uploads no trial's folder: each was pushed as its
+    trial ended (found by mutation testing: every trial was uploaded again each time,
+    the transfer growing with the square of the trial count)."""
+    import pyarrow.fs
+
     run = tmp_path / "local" / "run-1"
     (run / "best").mkdir(parents=True)
     (run / "leaderboard.csv").write_text("rank\n1\n")
@@ -221,7 +226,21 @@ def test_uri_storage_round_trip(tmp_path):
     uri = f"file://{tmp_path}/bucket/run-1"
 
     push_trial(trial, uri, "scratch_mlp", "t1")
+    copied = []
+    real_copy = pyarrow.fs.copy_files
+
+    def copy_files(source, *args, **kwargs):
+        copied.append(source)
+        return real_copy(source, *args, **kwargs)
+
+    monkeypatch.setattr(pyarrow.fs, "copy_files", copy_files)
     publish(RunPlace(local_dir=run, remote=uri))
+    monkeypatch.undo()
+    assert sorted(copied) == [
+        str(run / "best"),
+        str(run / "leaderboard.csv"),
+        str(run / "trials" / "scratch_mlp" / "search.json"),
+    ]
     stored = tmp_path / "bucket" / "run-1"
     assert (stored / "leaderboard.csv").read_text() == "rank\n1\n"
     assert (stored / "best" / "model.keras").read_bytes() == b"model"
@@ -322,6 +341,26 @@ def test_stage_copies_local_files_and_rewrites_paths(tmp_path):
     assert env["pip"] == staged.pip
     assert entrypoint("job-1") == ("python -m orchestrator.cli run recipe.yaml --run-name job-1")
     assert env["env_vars"]["GRAFTUNE_SUBMITTED"] == "1"
+
+
+def test_three_staged_files_of_one_name_are_each_kept(tmp_path):
+    """Found by mutation testing: only two files of one name were staged in a test;
+    the third took the second's place with one ``if`` where a ``while`` is. (Only
+    ``--pip`` files can be three: a recipe names at most two files under files/.)"""
+    recipe = load_recipe(write_recipe(tmp_path, BASIC + "storage: s3://b/r\n"))
+    wheels = []
+    for n in range(3):
+        wheel = tmp_path / f"dist{n}" / "graftune_extra-0.1-py3-none-any.whl"
+        wheel.parent.mkdir()
+        wheel.write_bytes(b"wheel %d" % n)
+        wheels.append(str(wheel))
+
+    staged = stage(recipe, tmp_path / "job", pip=wheels)
+
+    prefix = "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/"
+    assert len(set(staged.pip)) == 3 and all(p.startswith(prefix) for p in staged.pip)
+    contents = [(tmp_path / "job" / p.removeprefix(prefix)).read_bytes() for p in staged.pip]
+    assert contents == [b"wheel 0", b"wheel 1", b"wheel 2"]
 
 
 def test_a_keras_tuner_job_is_staged_without_an_address(tmp_path):

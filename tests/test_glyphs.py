@@ -92,8 +92,12 @@ def test_unknown_charset_suggests_one(registry: Registry) -> None:
         check_data_spec(Spec("glyphs:latin+digit"), registry, Path("."))
 
 
-def test_more_images_than_memory_holds_are_refused_before_rendering() -> None:
+def test_more_images_than_memory_holds_are_refused_before_rendering(monkeypatch) -> None:
+    import types
+
     import psutil
+
+    from orchestrator.data.glyphs import _check_it_fits_in_memory
 
     gib = psutil.virtual_memory().total / 2**30
     huge = Spec("glyphs:latin", options={"per_class": 100_000_000})
@@ -109,6 +113,17 @@ def test_more_images_than_memory_holds_are_refused_before_rendering() -> None:
     # "lower options.per_class", where it was 1.
     with raises_data_error("image_size", "1 image per character", "give a smaller image_size"):
         load(Spec("glyphs:latin", options={"per_class": 1}, image_size=(20_000, 20_000)))
+    # Found by mutation testing: images that fit once but not three times (a run holds
+    # a few copies) were not tested to be refused up front, only those that never fit.
+    needed = 52 * 6 * (8 * 8 * 1 * 4 + 64)
+    for total, refused in ((2 * needed, True), (3 * needed, False)):
+        memory = types.SimpleNamespace(total=total)
+        monkeypatch.setattr(psutil, "virtual_memory", lambda memory=memory: memory)
+        if refused:
+            with raises_data_error("options.per_class", "lower options.per_class"):
+                _check_it_fits_in_memory(52, (8, 8), 1, 6)
+        else:
+            _check_it_fits_in_memory(52, (8, 8), 1, 6)
 
 
 def test_glyphs_are_registered_by_the_builtin_hook(registry: Registry) -> None:

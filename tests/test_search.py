@@ -1786,8 +1786,8 @@ def test_trials_stopped_before_their_first_epoch_ended_are_said_to_have_no_score
         metric="val_loss", run_dir=tmp_path,
     )  # fmt: skip
 
-    def warned(results):
-        state = _Search(listener=Listener())
+    def warned(results, interrupted=False):
+        state = _Search(listener=Listener(), interrupted=interrupted)
         _tell_the_untold(state, results, spec, budget=4)
         assert sorted(state.listener.told) == sorted(r.trial_id for r in results)
         return state.listener.warned
@@ -1802,6 +1802,15 @@ def test_trials_stopped_before_their_first_epoch_ended_are_said_to_have_no_score
         "ended (pruned, no score)"
     ]
     assert read_result(tmp_path / "trials" / "scratch_mlp" / "a").epochs == 0
+    # Found by mutation testing: neither a Ctrl+C (the budget did not stop these
+    # trials) nor a trial pruned at its last epoch (not stopped midway: its worker
+    # wrote its result.json) was tested to leave the warning unsaid.
+    assert warned([pruned("d"), pruned("e", 0.7)], interrupted=True) == []
+    last = TrialResult(
+        strategy="scratch_mlp", trial_id="f", status="pruned", config={}, val_loss=0.6, epochs=5
+    )
+    assert warned([last]) == []
+    assert not (tmp_path / "trials" / "scratch_mlp" / "f").exists()
 
 
 def test_a_trial_line_counts_retries_and_leaves_no_gap_where_no_score_is():

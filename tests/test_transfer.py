@@ -808,6 +808,15 @@ def test_damaged_features_are_named_and_computed_again(digits, base_info, tmp_pa
         f"(train.npy holds float32 [3, 8, 8, 16], its meta.json says float32 "
         f"[{len(digits.x_train)}, 8, 8, 16])"
     )
+    # Of the right shape, rewritten as float64: cache info says so too (found by
+    # mutation testing: only the shape was tested, and the entry was listed as healthy).
+    shape = [len(digits.x_train), 8, 8, 16]
+    np.save(train, np.zeros(shape, dtype="float64"))
+    (entry,) = [e for e in cache_entries() if e.kind == "features"]
+    assert entry.description == (
+        f"damaged: train.npy holds float64 {shape}, its meta.json says float32 {shape} "
+        "(computed again by the next run that needs it)"
+    )
 
 
 def test_features_written_over_with_other_values_are_computed_again(digits, base_info):
