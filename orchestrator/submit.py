@@ -143,13 +143,16 @@ def stage(
     copied: list[tuple[Path, str]] = []
     taken: set[str] = set()
 
-    def copy(path: Path, under: str) -> str:
+    def copy(path: Path, under: str, *, keep_name: bool = False) -> str:
+        """``path`` copied under ``under``; one of a name taken already is ``N-NAME``,
+        or with ``keep_name`` ``N/NAME`` (a wheel's name is read by pip: found by
+        QA, ``2-NAME.whl`` is no wheel's)."""
         name = path.name or "data"
         target = f"{under}/{name}"
         n = 1
         while target in taken:
             n += 1
-            target = f"{under}/{n}-{name}"
+            target = f"{under}/{n}/{name}" if keep_name else f"{under}/{n}-{name}"
         taken.add(target)
         destination = folder / target
         destination.parent.mkdir(parents=True, exist_ok=True)
@@ -215,14 +218,17 @@ def stage(
     for requirement, wheel in _pip_entries(recipe, pip):
         if wheel is not None:
             # Ray expands this variable to the working directory on each node.
-            target = copy(wheel, "wheels")
+            target = copy(wheel, "wheels", keep_name=True)
             staged_pip.append("${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/" + target)
         else:
             staged_pip.append(requirement)
 
+    plugin_sources: dict[str, Path] = {}  # what each copied top-level module came from
     for name in dict.fromkeys(plugins):
         source = _plugin_source(name)
         target = folder / source.name
+        if plugin_sources.get(source.name) == source:
+            continue  # another module of a package copied whole (found by QA: refused)
         if target.exists() or source.name.split(".")[0] in ("orchestrator", STAGED_DIR, "wheels"):
             raise SubmitError(
                 f"--plugin {name}: its module {source.name} would take the place of the "
@@ -233,6 +239,7 @@ def stage(
         else:
             shutil.copy2(source, target)
         copied.append((source, source.name))
+        plugin_sources[source.name] = source
 
     staged = recipe.model_copy(update=update)
     (folder / RECIPE_FILE).write_text(staged.to_yaml(), encoding="utf-8")

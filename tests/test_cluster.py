@@ -361,6 +361,12 @@ def test_three_staged_files_of_one_name_are_each_kept(tmp_path):
     assert len(set(staged.pip)) == 3 and all(p.startswith(prefix) for p in staged.pip)
     contents = [(tmp_path / "job" / p.removeprefix(prefix)).read_bytes() for p in staged.pip]
     assert contents == [b"wheel 0", b"wheel 1", b"wheel 2"]
+    # Each under its own name, which pip reads (found by QA: 2-NAME.whl is no wheel's).
+    assert [p.removeprefix(prefix) for p in staged.pip] == [
+        "wheels/graftune_extra-0.1-py3-none-any.whl",
+        "wheels/2/graftune_extra-0.1-py3-none-any.whl",
+        "wheels/3/graftune_extra-0.1-py3-none-any.whl",
+    ]
 
 
 def test_a_keras_tuner_job_is_staged_without_an_address(tmp_path):
@@ -398,6 +404,15 @@ def test_stage_sends_plugin_modules_found_here(tmp_path, monkeypatch):
     with pytest.raises(SubmitError) as info:
         stage(recipe, tmp_path / "job4", plugins=[str(tmp_path / "one_plugin.py")])
     assert f"'one_plugin' for {tmp_path / 'one_plugin.py'}, run from {tmp_path}" in str(info.value)
+    # Two modules of one package: the package is sent once (found by QA: refused, as
+    # if the second would take the place of the job's own files).
+    (tmp_path / "pkg_plugin" / "sources.py").write_text("Z = 3\n")
+    plugins = ["pkg_plugin.strategies", "pkg_plugin.sources"]
+    staged = stage(recipe, tmp_path / "job5", plugins=plugins)
+    assert (tmp_path / "job5" / "pkg_plugin" / "sources.py").read_text() == "Z = 3\n"
+    assert entrypoint("job-5", staged.plugins).endswith(
+        "--plugin pkg_plugin.strategies --plugin pkg_plugin.sources"
+    )
 
 
 @pytest.mark.slow
