@@ -463,7 +463,10 @@ def _path_problem(exc: BaseException, writing: Path | str | None = None) -> tupl
         return f"{path} is a symbolic link loop", 2
     if not isinstance(exc, OSError):
         return None
-    where = f": {exc.filename}" if exc.filename else ""
+    from orchestrator.errors import ellipsized_in_middle
+
+    # A path past the system's limit is thousands of characters: its start and end.
+    where = f": {ellipsized_in_middle(str(exc.filename), 160)}" if exc.filename else ""
     if exc.errno in (errno.ENAMETOOLONG, errno.ELOOP) or (
         exc.errno in (errno.ENOTDIR, errno.EISDIR) and exc.filename
     ):  # (a file where a folder is asked, as fetch's DEST/run under a file: found by QA)
@@ -810,9 +813,14 @@ def run(
                 markup=False,
             )
             raise typer.Exit(2)
-    if resume is not None and not (resume / "recipe.yaml").is_file():
-        missing = missing_run_dir(resume)
-        _fail(RunDirError(missing or f"{resume} is not a graftune run directory (no recipe.yaml)"))
+    try:
+        if resume is not None and not (resume / "recipe.yaml").is_file():
+            missing = missing_run_dir(resume)
+            _fail(
+                RunDirError(missing or f"{resume} is not a graftune run directory (no recipe.yaml)")
+            )
+    except OSError as exc:  # a path past the system's limit (found by QA: a traceback)
+        _fail(exc)
     from orchestrator.feature_cache import feature_stamps
     from orchestrator.tuning.ray_start import sigterm_stops_the_run
 

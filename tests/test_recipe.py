@@ -2547,6 +2547,14 @@ def test_run_refuses_a_run_dir_or_run_name_too_deep_for_a_runs_files(tmp_path):
     assert said.startswith(f"error: {str(past)[:79]}\N{HORIZONTAL ELLIPSIS}pppp"), said
     assert "give a run directory of at most" in said and len(said) < 500, said
     assert sorted(p.name for p in tmp_path.iterdir()) == ["named.yaml", "recipe.yaml"]
+    # Resumed, or read: said in a line too (found by QA: --resume's traceback, and the
+    # other commands' 4,400 characters).
+    for command in (["run", "--resume", str(past)], ["leaderboard", str(past)]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 2, result.output
+        said = " ".join(result.output.split())
+        assert said.startswith(f"error: File name too long: {str(past)[:40]}"), said
+        assert len(said) < 250, said
 
 
 def test_one_line_of_yaml_or_json_is_a_recipe_and_an_empty_string_is_said(tmp_path):

@@ -336,15 +336,15 @@ def _refuse_unfit_values(x: np.ndarray, path: Path) -> None:
     rows = np.flatnonzero(bad.any(axis=1))
     first = int(rows[0])
     value = flat[first, int(np.flatnonzero(bad[first])[0])]
-    what = (
-        "numbers too large for float32 (past 3.4e38), which graftune trains in"
-        if np.isfinite(value)
-        else "NaN or inf (missing or overflowed values)"
-    )
+    if np.isfinite(value):
+        what = "numbers too large for float32 (past 3.4e38), which graftune trains in"
+        do = "scale the values (or drop those examples) first"
+    else:
+        what = "NaN or inf (missing or overflowed values)"
+        do = "graftune takes no missing values: drop those examples or fill the values first"
     raise DataError(
         f"array 'x' in {path} has {len(rows)} example{'s' * (len(rows) != 1)} with {what}, "
-        f"the first at index {first} ({value:g}); graftune takes no missing values: drop "
-        "those examples, or fill or scale the values first",
+        f"the first at index {first} ({value!s}); {do}",  # (a long double's 1e400 as it is)
         key="source",
     )
 
@@ -1557,11 +1557,14 @@ def _check_images_fit(n: int, height: int, width: int, channels: int, working: i
 
     need = n * height * width * channels * 4
     free = psutil.virtual_memory().available
-    if need + working * height * width * channels > free:
+    more = working * height * width * channels
+    if need + more > free:
+        # The copies in the figure too (found by QA: 15.1 GiB "and 18.1 GiB free").
+        making = f", with {more / 2**30:,.1f} GiB more while one is read," if more else ""
         raise DataError(
             f"{n} images of {height}x{width}x{channels} would take {need / 2**30:,.1f} GiB "
-            f"as float32, and this machine has {free / 2**30:,.1f} GiB free: set a smaller "
-            "image_size",
+            f"as float32{making} and this machine has {free / 2**30:,.1f} GiB free: set a "
+            "smaller image_size",
             key="image_size",
         )
 
