@@ -173,9 +173,14 @@ def _log_the_lost(run_dir: Path) -> None:
             result = read_result(trial_dir(run_dir, strategy, trial_id))
         except (ValueError, TypeError, KeyError, AttributeError, OSError):
             continue  # damaged: the resume sets it aside and runs the trial again
-        if result is not None:  # (a failed Ray trial has none: nothing to log it from)
-            graftune_trial_finished(result=result, run_dir=run_dir)
-            logged.add((strategy, trial_id))
+        if result is None:  # (a failed Ray trial has none: nothing to log it from)
+            continue
+        # A trial taken back under a new id by a search started again was told of, and
+        # logged, under its first one (which .reported holds beside the new).
+        if {(strategy, result.first_id), (strategy, result.earlier_id)} & logged:
+            continue
+        graftune_trial_finished(result=result, run_dir=run_dir)
+        logged.add((strategy, trial_id))
 
 
 @hookimpl
