@@ -627,6 +627,18 @@ def test_a_semicolon_csvs_decimal_separator_is_the_one_most_of_its_numbers_have(
         prepare(Spec("csv:point.csv", target="label"), registry, tmp_path)
 
 
+def test_a_semicolon_csv_with_whole_numbers_only_in_its_first_rows_reads_decimal_points(
+    tmp_path: Path,
+) -> None:
+    """Found by mutation testing (SR8): the decimal separator is a point where no
+    number has either (as documented); a comma there made a later "2.5" text."""
+    rows = "".join(f"{i};{i % 7};{'xy'[i % 2]}\n" for i in range(sources._DECIMAL_ROWS))
+    (tmp_path / "whole.csv").write_text(f"a;b;label\n{rows}2.5;0.5;x\n")
+    read = sources.CsvSource().load("whole.csv", Spec("", target="label"), tmp_path)
+    assert read.x[-1].tolist() == [2.5, 0.5]
+    assert read.x[:-1, 0].tolist() == list(range(sources._DECIMAL_ROWS))
+
+
 def test_a_tab_separated_file_with_decimal_commas_reads_its_numbers(
     registry: Registry, tmp_path: Path
 ) -> None:
@@ -1183,6 +1195,22 @@ def test_images_of_different_sizes_need_an_image_size(registry: Registry, tmp_pa
     assert ds.task.input_shape == (4, 6, 3)
 
 
+def test_images_resized_to_a_non_square_image_size_keep_their_layout(tmp_path: Path) -> None:
+    """Found by mutation testing (SR6): a resize to width x height swapped, then
+    reshaped into height x width, would scramble the pixels with no error; only the
+    shape of a non-square resize was checked."""
+    root = tmp_path / "imgs"
+    halves = np.zeros((8, 12), np.uint8)  # 8 high, 12 wide: left half black, right white
+    halves[:, 6:] = 255
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(halves).save(root / name / "0.png")
+    spec = Spec("images:imgs", image_size=(4, 6), channels=1)
+    x = sources.ImagesSource().load("imgs", spec, tmp_path).x
+    assert x.shape == (2, 4, 6, 1)
+    assert x[:, :, :2].max() < 0.5 < x[:, :, 4:].min()  # left stays dark, right light
+
+
 def test_images_as_a_viewer_shows_them(tmp_path: Path) -> None:
     """Transparency, 16-bit grey and EXIF orientation were lost; webp and tiff skipped."""
     root = tmp_path / "imgs"
@@ -1194,7 +1222,11 @@ def test_images_as_a_viewer_shows_them(tmp_path: Path) -> None:
     rgba = np.zeros((4, 6, 4), np.uint8)
     rgba[..., 3] = ink
     Image.fromarray(rgba, "RGBA").save(root / "a" / "alpha.png")
-    Image.fromarray(ink.astype(np.uint16) * 257).save(root / "a" / "deep.png")  # I;16
+    # Found by mutation testing (SR14): with 0 and 65535 only, dividing 16-bit
+    # pixels by 255 (and clipping) read alike; a mid grey (128 * 257) tells them apart.
+    deep = ink.astype(np.uint16) * 257
+    deep[2, 4] = 128 * 257
+    Image.fromarray(deep).save(root / "a" / "deep.png")  # I;16
     rotated = Image.fromarray(ink)
     exif = rotated.getexif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
@@ -1205,7 +1237,8 @@ def test_images_as_a_viewer_shows_them(tmp_path: Path) -> None:
     names = ["alpha", "deep", "other.tiff", "other.webp", "turned"]
     x = dict(zip(names, loaded.x[..., 0], strict=True))
     np.testing.assert_allclose(x["alpha"], 1 - ink / 255, atol=1e-6)  # black on white
-    np.testing.assert_allclose(x["deep"], ink / 255, atol=1e-6)  # not every pixel at 1
+    np.testing.assert_allclose(x["deep"], deep / 65535, atol=1e-6)  # not every pixel at 1
+    assert x["deep"][2, 4] == pytest.approx(128 / 255, abs=1e-6)
     np.testing.assert_allclose(x["other.webp"], ink / 255, atol=1e-6)
     assert np.unravel_index(np.argmax(x["turned"]), (4, 6)) == (1, 2)  # upright
 
@@ -1268,6 +1301,21 @@ def test_images_in_hidden_files_or_folders_are_left_out_and_said(
         f"{str(Path('.cache') / '0.png')!r}, which are not read: rename them",
     ):
         check_data_spec(Spec("images:p"), registry, tmp_path)
+
+
+def test_a_hidden_folder_beside_the_class_folders_is_no_class(
+    registry: Registry, tmp_path: Path
+) -> None:
+    """Found by mutation testing (SR11): a hidden folder at the image folder's root
+    (.ipynb_checkpoints/, .git/) was a class of its own had it not been left out; the
+    test above hides files and folders only inside class folders."""
+    root = write_images(tmp_path / "p", {"a": 3, "b": 3})
+    (root / ".ipynb_checkpoints").mkdir()
+    for i in range(3):
+        Image.new("RGB", (6, 4)).save(root / ".ipynb_checkpoints" / f"{i}.png", format="PNG")
+    ds = prepare(Spec("images:p", split=Split(0, 0)), registry, tmp_path)
+    assert ds.task.class_names == ("a", "b")
+    assert len(ds.y_train) == 6
 
 
 def test_images_missing_folder(registry: Registry, tmp_path: Path) -> None:
@@ -1485,6 +1533,24 @@ def test_labels_per_class_keeps_exactly_k(registry: Registry, tmp_path: Path) ->
     train_rows = {row.tobytes() for row in full.x_train}
     assert all(row.tobytes() in train_rows for row in few.x_train)
     np.testing.assert_allclose(few.task.feature_mean, few.x_train.mean(axis=0), atol=1e-6)
+    # Found by mutation testing (D4): the kept rows stay in training-split order,
+    # not grouped by class (split.csv, the fingerprint).
+    assert few.rows is not None and full.rows is not None
+    order = {int(row): i for i, row in enumerate(full.rows.train)}
+    kept = [order[int(row)] for row in few.rows.train]
+    assert kept == sorted(kept)
+
+
+def test_labels_per_class_draws_by_the_seed(registry: Registry, tmp_path: Path) -> None:
+    """Found by mutation testing (D6): with no val/test draw the training split is the
+    same for every seed, so only the few-shot draw can differ; it ignored the seed
+    unnoticed."""
+    spec = Spec("sklearn:iris", split=Split(0, 0), labels_per_class=3)
+    drawn = [prepare(spec, registry, tmp_path, seed=seed).rows for seed in (0, 1)]
+    assert drawn[0] is not None and drawn[1] is not None
+    assert sorted(drawn[0].train) != sorted(drawn[1].train)
+    again = prepare(spec, registry, tmp_path, seed=0).rows
+    assert again is not None and np.array_equal(again.train, drawn[0].train)
 
 
 def test_labels_per_class_beyond_training_examples(registry: Registry, tmp_path: Path) -> None:
@@ -1492,6 +1558,9 @@ def test_labels_per_class_beyond_training_examples(registry: Registry, tmp_path:
     spec = Spec("csv:t.csv", target="label", labels_per_class=7)
     with raises_data_error("labels_per_class", "'cat'", "6 training example(s)", "7"):
         prepare(spec, registry, tmp_path)
+    # Found by mutation testing (D5): exactly as many as it has is allowed.
+    exact = Spec("csv:t.csv", target="label", labels_per_class=6)
+    assert np.bincount(prepare(exact, registry, tmp_path).y_train).tolist() == [6, 6, 6]
 
 
 def test_labels_per_class_must_be_positive(registry: Registry, tmp_path: Path) -> None:
@@ -1626,10 +1695,16 @@ def test_fingerprint_changes_with_data(registry: Registry, tmp_path: Path) -> No
     before = prepare(spec, registry, tmp_path).task.fingerprint
     frame.loc[5, "b"] = 99
     write_csv(tmp_path / "t.csv", frame)
-    assert prepare(spec, registry, tmp_path).task.fingerprint != before
+    edited = prepare(spec, registry, tmp_path).task.fingerprint
+    assert edited != before
+    # Found by mutation testing (D8): the rename was compared with the fingerprint
+    # from before the edit above, so class names could be left out of it unnoticed.
+    # A rename in the same sort order: the class codes, and every array, stay alike.
     renamed = frame.replace({"label": {"emu": "ostrich"}})
     write_csv(tmp_path / "t.csv", renamed)
-    assert prepare(spec, registry, tmp_path).task.fingerprint != before
+    ds = prepare(spec, registry, tmp_path)
+    assert ds.task.class_names == ("cat", "dog", "ostrich")
+    assert ds.task.fingerprint != edited
 
 
 def test_dataset_arrays_are_read_only(registry: Registry, tmp_path: Path) -> None:
@@ -1650,6 +1725,8 @@ class _Toy(DataSource):
             raise RuntimeError("kaput")
         if location == "bad":
             return LabelledArrays(np.zeros((4, 2)), np.array([0, 1, 2, 5]), ("a", "b"))
+        if location == "code-at-len":  # one code past the last class name
+            return LabelledArrays(np.zeros((21, 2), np.float32), np.arange(21) % 3, ("a", "b"))
         if location == "short-names":
             x = np.zeros((20, 2), np.float32)
             return LabelledArrays(x, np.arange(20) % 2, ("even", "odd"), names=("a", "b"))
@@ -1700,6 +1777,8 @@ _BROKEN: dict[str, tuple[Any, Any]] = {
         ),
         ("grey-pixels", "returned images with values from 255 to 255"),
         ("no-features", "returned x of shape (20, 0): examples with no values"),
+        # Found by mutation testing (D14): only code 5 of 2 names was tried, not code 2.
+        ("code-at-len", "returned class codes 0..2 for 2 class names"),
         ("a-set", "returned class_names {"),
         ("exits", "failed on 'exits': SystemExit: no such dataset"),
         ("short-names", "returned names ('a', 'b'); expected a tuple of one string per example"),
