@@ -1502,6 +1502,24 @@ def test_the_live_view_estimates_from_epochs_before_a_trial_ends():
     assert ("a", "t0") not in view._epochs
 
 
+def test_the_live_view_times_a_restarted_trial_from_its_new_first_epoch():
+    """Found by mutation testing (G16): a trial that starts over (its worker died,
+    epoch 1 again) kept its first attempt's first epoch as its timing base, so the
+    dead attempt's time was in its time per epoch; the test above restarts a trial
+    at the very time of its first epoch, which both bases read alike."""
+    from orchestrator.progress import RunProgress
+
+    now = [0.0]
+    view = RunProgress("val_accuracy", "max", clock=lambda: now[0])
+    view.plan({"a": 1})
+    view.trial_started("a", "t0")
+    for epoch, at in ((1, 10.0), (2, 20.0), (3, 30.0), (1, 100.0), (2, 110.0)):
+        now[0] = at
+        view.trial_progressed("a", "t0", epoch, 10)
+    assert view._epochs[("a", "t0")] == ((1, 100.0), (2, 110.0), 10)
+    assert view._left(("a", "t0"), 110.0) == 10.0 * 8  # 10 s an epoch, not 100
+
+
 def test_the_live_views_estimate_shares_the_slots_the_run_plans(tmp_path):
     """Found by QA: the estimate halved a second after it appeared, as the second
     of two trials started (it counted the slots it had seen)."""
