@@ -691,3 +691,35 @@ def test_distinct_configurations_counts_a_value_once_however_it_is_written() -> 
     space = {"w": Choice((16, 16.0, 32)), "b": Choice((True, 1)), "k": Int(0, 2), "x": Fixed(3)}
     assert distinct_configurations(space) == 2 * 2 * 3
     assert distinct_configurations({**space, "lr": LogFloat(1e-3, 1e-2)}) is None
+
+
+def test_a_plugin_space_with_bad_bounds_is_refused_and_equal_bounds_are_not() -> None:
+    """Found by mutation testing: the bound checks of a plugin's space (out of order,
+    a LogFloat at 0, 'all' from a negative low) could be dropped or loosened, and equal
+    bounds (one value) refused, with no test noticing."""
+    from orchestrator.preflight import space_problems
+
+    assert space_problems({"x": Float(1.0, 0.1)}) == ["'x': Float bounds out of order: [1.0, 0.1]"]
+    assert space_problems({"x": LogFloat(0.0, 1.0)}) == [
+        "'x': LogFloat bounds must be > 0, got [0.0, 1.0]"
+    ]
+    assert space_problems({"k": Int(-1, ALL)}) == [
+        "'k': Int low bound must be >= 0 with 'all', got -1"
+    ]
+    assert space_problems({"k": Int(3, 1)}) == ["'k': Int bounds out of order: [3, 1]"]
+    assert space_problems({"k": Int(2, 2), "f": Float(0.5, 0.5), "l": LogFloat(0.1, 0.1)}) == []
+    assert space_problems({"k": Int(0, ALL)}) == []
+
+
+def test_a_plugin_default_on_an_all_dimension_is_accepted() -> None:
+    """Found by mutation testing: a plugin default that is a number (or 'all') for its
+    own Int(low, 'all') dimension is allowed; with the 'all' check gone it reached
+    int('all') and validate died with a traceback."""
+    from orchestrator.preflight import default_problems
+
+    assert default_problems({"k": 2}, {"k": Int(0, ALL)}) == {}
+    assert default_problems({"k": ALL}, {"k": Int(0, ALL)}) == {}
+    assert default_problems({"k": 2}, {"k": Choice((0, 2, ALL))}) == {}
+    assert default_problems({"k": 9}, {"k": Int(0, 3)}) == {
+        "k": "k=9 is not a value of " + Int(0, 3).describe()
+    }
