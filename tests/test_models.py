@@ -454,3 +454,27 @@ def test_trials_in_one_process_leave_neither_their_graphs_nor_their_variables(di
         assert graphs() == after_one, epochs
     assert set(registry) == callers_own  # the caller's own kept, the trials' gone
     assert float(callers(tf.constant(1.0))) == 2.0
+
+
+def test_model_problems_names_a_model_without_a_loss_or_on_another_input_shape() -> None:
+    """Found by mutation testing: a strategy's model compiled without a loss, or built
+    on another input shape than the task's, passed the pre-flight with those checks
+    dropped (every trial then failed in Keras' words)."""
+    import keras
+
+    from orchestrator.preflight import model_problems
+
+    def model(shape: tuple[int, ...], **compile_args: object) -> keras.Model:
+        built = keras.Sequential([keras.Input(shape), keras.layers.Dense(3, activation="softmax")])
+        built.compile(optimizer="adam", metrics=["accuracy"], **compile_args)
+        return built
+
+    loss = {"loss": "sparse_categorical_crossentropy"}
+    assert model_problems(model((64,), **loss), 3, (64,)) == []
+    assert model_problems(model((64,)), 3, (64,)) == [
+        "build() returned a model compiled without a loss"
+    ]
+    assert model_problems(model((10,), **loss), 3, (64,)) == [
+        "build() returned a model whose input has shape (10,); the task's inputs have "
+        "shape (64,) (build the model on keras.Input(task.input_shape))"
+    ]
