@@ -41,6 +41,12 @@ def test_the_backend_is_chosen_as_keras_chooses_it(no_keras, monkeypatch):
     (no_keras / "keras.json").write_text("{not json")
     monkeypatch.delenv("KERAS_BACKEND")
     assert accelerator.backend() == "tensorflow"
+    # Set but empty, as `export KERAS_BACKEND=` leaves it: Keras ignores it, and so
+    # does graftune (found by mutation testing: '' was taken as the backend).
+    (no_keras / "keras.json").unlink()
+    monkeypatch.setenv("KERAS_BACKEND", "")
+    assert accelerator.backend() == "tensorflow"
+    assert accelerator.chosen_backend() is None
 
 
 def test_a_backend_that_cannot_do_the_job_is_named_with_the_fix(no_keras, monkeypatch):
@@ -115,10 +121,14 @@ def test_trials_use_the_backend_chosen_where_the_run_started(no_keras, monkeypat
     accelerator.use_backend(("tensorflow", "KERAS_BACKEND"))
 
 
-def test_an_imported_keras_decides():
+def test_an_imported_keras_decides(monkeypatch):
     import keras
 
     assert accelerator.backend() == keras.backend.backend() == "tensorflow"
+    # Once imported, what Keras trains on wins over a KERAS_BACKEND set since (found
+    # by mutation testing: only the case where both agree was tested).
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    assert accelerator.backend() == "tensorflow"
 
 
 def test_jax_takes_gpu_memory_as_needed_unless_the_user_said_otherwise(no_keras, monkeypatch):
