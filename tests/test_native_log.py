@@ -118,3 +118,79 @@ def test_lines_written_while_the_console_is_handed_back_stay_in_order():
     assert "port.cc" not in done.stderr
     assert len(ticks) > 10
     assert ticks == list(range(len(ticks)))
+
+
+def _read_all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return os.read(fd, 1 << 16)
+
+
+@pytest.mark.parametrize(
+    ("level", "shown"), [("1", b""), ("0", b"I0000 00:00:1.0 1 f.cc:1] part\n")]
+)
+def test_a_line_still_being_written_waits_to_be_judged_whole(monkeypatch, tmp_path, level, shown):
+    """Found by mutation testing: a half-written line was passed on (and judged) in
+    two pieces, its tail (no absl prefix) reaching the console as a stray fragment."""
+    from orchestrator.native_log import _Held
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", level)
+    with open(tmp_path / "held", "w+b") as held_file, open(tmp_path / "out", "w+b") as out:
+        held = _Held(held_file.fileno())
+        held_file.write(b"I0000 00:00:1.0 1 f.cc:1] par")
+        held_file.flush()
+        assert held.pass_on(out.fileno(), final=False) == 0
+        assert _read_all(out.fileno()) == b""
+        held_file.write(b"t\n")
+        held_file.flush()
+        held.pass_on(out.fileno(), final=True)
+        assert _read_all(out.fileno()) == shown
+
+
+def _on_fd_2(tmp_path, work) -> bytes:
+    """What ``work`` writes to descriptor 2 (pointed at a file for the length of it)."""
+    with open(tmp_path / "console", "w+b") as console:
+        saved = os.dup(2)
+        os.dup2(console.fileno(), 2)
+        try:
+            work()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        return _read_all(console.fileno())
+
+
+def test_a_last_line_without_a_line_end_is_not_lost(tmp_path):
+    """Found by mutation testing: with the final pass after the console is handed back
+    gone, a last line without a line end was dropped ("delayed, never lost")."""
+    from orchestrator.native_log import native_stderr_filtered
+
+    def work():
+        with native_stderr_filtered():
+            os.write(2, b"a line\ntail without newline")
+
+    assert _on_fd_2(tmp_path, work) == b"a line\ntail without newline"
+
+
+def test_tensorflows_first_look_for_devices_is_filtered_too(monkeypatch, tmp_path):
+    """Found by mutation testing: with TensorFlow's first device lookup out of the
+    filter, its native lines (CUDA's, cuInit) reached the console later, unfiltered."""
+    import types
+
+    from orchestrator.native_log import _QuietLoader
+
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
+    looked = []
+
+    def list_physical_devices():
+        looked.append(True)
+        os.write(2, b"E0000 00:00:1.0 1 f.cc:1] failed call to cuInit: no driver\n")
+        os.write(2, b"Could not find cuda drivers on your machine\n")
+
+    class Loader:
+        def exec_module(self, module):
+            module.config = types.SimpleNamespace(list_physical_devices=list_physical_devices)
+
+    module = types.ModuleType("tensorflow")
+    written = _on_fd_2(tmp_path, lambda: _QuietLoader(Loader()).exec_module(module))
+    assert looked == [True]
+    assert written == b"Could not find cuda drivers on your machine\n"
