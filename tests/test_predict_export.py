@@ -1108,6 +1108,10 @@ def test_the_load_line_names_only_registered_objects_as_python(tmp_path, monkeyp
     compile(line, "load", "exec")  # Python (that it loads: test_controls.py)
     assert line.startswith("import keras; from tests.keras_layers import Scale; model = ")
     assert "custom_objects={'tests>Scale': Scale})" in line
+    # Loaded safely, with or without custom objects (found by mutation testing: no
+    # test read the flag, and safe_mode=False runs a Lambda layer's code).
+    assert "safe_mode=True" in line and "safe_mode=False" not in line
+    assert "safe_mode=True)" in _how_to_load({})
 
 
 def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
@@ -1899,3 +1903,31 @@ def test_columns_the_run_never_saw_are_told_both_ways_to_take_them():
     assert said.endswith(
         "; name the one that holds the labels, if any, with --target COLUMN instead"
     )
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_an_export_that_fails_leaves_no_staging_folder_behind(tmp_path, monkeypatch, in_place):
+    """Found by mutation testing: an export that failed after its staging folder was
+    made (a model that cannot be loaded, Ctrl+C) left a hidden ``.DEST.PID.tmp/``
+    beside (or inside) the folder; the refusal tests read the message only."""
+    from types import SimpleNamespace
+
+    from orchestrator import predict
+    from orchestrator.errors import RunDirError
+    from orchestrator.export import export_model
+
+    def cannot_load(ref):
+        raise RunDirError("the model cannot be loaded")
+
+    ref = SimpleNamespace(path=tmp_path / "run" / "model.keras")
+    monkeypatch.setattr(predict, "find_model", lambda run_dir, trial: ref)
+    monkeypatch.setattr(predict, "load_model", cannot_load)
+    out = tmp_path / "exports" / "out"
+    out.parent.mkdir()
+    if in_place:
+        out.mkdir()
+    with pytest.raises(RunDirError, match="cannot be loaded"):
+        export_model(tmp_path / "run", out)
+    assert list(out.parent.iterdir()) == ([out] if in_place else [])
+    if in_place:
+        assert list(out.iterdir()) == []
