@@ -700,3 +700,19 @@ def test_a_model_that_enlarges_its_input_is_evaluated_in_batches_of_its_size():
     small = keras.Model(flat, keras.layers.Dense(3, activation="softmax")(hidden))
     evaluate(small, x, y)
     assert small_seen.sizes == [100]
+
+
+def test_a_resume_names_another_backend_and_packages_installed_or_removed():
+    """Found by mutation testing: a resume on another Keras backend, or after a package
+    was installed or removed, was not named (only packages there both times were)."""
+    from orchestrator.environment import _changes
+
+    assert _changes({"keras_backend": "jax"}, {"keras_backend": "tensorflow"}) == [
+        "keras_backend jax -> tensorflow"
+    ]
+    assert _changes({"packages": {"tensorflow": "2.21"}}, {"packages": {}}) == [
+        "tensorflow 2.21 -> none"
+    ]
+    assert _changes({"packages": {}}, {"packages": {"jax": "0.7"}}) == ["jax none -> 0.7"]
+    # A plugin installed or removed since is no change (found by QA).
+    assert _changes({"plugins": {"a": "1"}}, {"plugins": {"b": "2"}}) == []
