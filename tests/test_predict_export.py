@@ -1931,3 +1931,21 @@ def test_an_export_that_fails_leaves_no_staging_folder_behind(tmp_path, monkeypa
     assert list(out.parent.iterdir()) == ([out] if in_place else [])
     if in_place:
         assert list(out.iterdir()) == []
+
+
+def test_a_trial_id_of_two_strategies_is_refused_as_ambiguous(tmp_path):
+    """Found by mutation testing: an id that two strategies' trials share (keras-tuner's
+    '00' repeats in every strategy) silently took the first strategy's model."""
+    from orchestrator.errors import RunDirError
+    from orchestrator.predict import find_model
+    from orchestrator.run import _BEST_KEYS
+
+    run = tmp_path / "run"
+    (run / "trials" / "alpha" / "00").mkdir(parents=True)
+    (run / "trials" / "beta" / "00").mkdir(parents=True)
+    (run / "best").mkdir()
+    (run / "recipe.yaml").write_text("name: run\n")
+    best = dict.fromkeys(_BEST_KEYS, "x") | {"input_shape": [4], "class_names": ["a", "b"]}
+    (run / "best" / "config.json").write_text(json.dumps(best))
+    with pytest.raises(RunDirError, match=r"is ambiguous in .*: name one of alpha/00, beta/00"):
+        find_model(run, "00")
