@@ -871,9 +871,9 @@ def read_image_folder(
         _resolve,
         hidden_said,
         image_folder,
+        left_out_images,
         loose_images,
         read_images,
-        unread_images,
         unread_text,
         warn_hidden,
         warn_unread,
@@ -912,17 +912,17 @@ def read_image_folder(
     else:
         files = _image_files(root)
     # As a run says them (found by QA: predict gave fewer rows than files, in silence).
-    unread = unread_images(root)
+    unread, hidden = left_out_images(root)
     if not files:
         unread_said = "; it has {}: {}".format(*unread_text(root, unread)) if unread else ""
         raise DataError(
             f"image folder {root} has no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
             + unread_said
-            + hidden_said(root),
+            + hidden_said(root, hidden),
             key="source",
         )
     warn_unread(root, unread)
-    warn_hidden(root)
+    warn_hidden(root, hidden)
     x = read_images(files, root, spec)
     names = [str(f.relative_to(root)) for f in files]
     return x, (None if labels is None else tuple(labels)), names

@@ -157,15 +157,15 @@ def _log_the_lost(run_dir: Path) -> None:
     ``result.json``: a record cut short (a damaged disk, a copy cut short) is cut
     off before the next, and the hooks are not told of its trial again (found by QA:
     a log of 7 trials for a leaderboard of 8)."""
-    from orchestrator.run import REPORTED_FILE
+    from orchestrator.run import read_reported
     from orchestrator.trial import read_result, trial_dir
 
     try:
-        told = (run_dir / REPORTED_FILE).read_text(encoding="utf-8", errors="replace").split()
+        told = read_reported(run_dir)
     except OSError:
         return
     logged = {(strategy, trial_id) for strategy, trial_id, *_ in _logged(run_dir)}
-    for key in told:
+    for key in sorted(told):
         strategy, _, trial_id = key.partition("/")
         if (strategy, trial_id) in logged or not trial_id:
             continue

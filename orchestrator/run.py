@@ -578,6 +578,14 @@ LOCK_FILE = _LOCK_FILE
 REPORTED_FILE = ".reported"
 
 
+def read_reported(run_dir: Path) -> set[str]:
+    """The ``strategy/trial_id`` keys of :data:`REPORTED_FILE` (none without it). A
+    damaged byte costs at most a trial told of twice, never the resume."""
+    record = Path(run_dir) / REPORTED_FILE
+    text = record.read_text(encoding="utf-8", errors="replace") if record.is_file() else ""
+    return set(text.split())
+
+
 @contextlib.contextmanager
 def holding_run_dir(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir`` for this process: another run or resume of it is refused.
@@ -1002,11 +1010,9 @@ def _run(
             events.search_finished(name, len(found))
             results += found
     except KeyboardInterrupt:  # a second Ctrl+C, or SIGTERM (see ray_start)
-        # Quickly: a stopped job's driver is killed 3 s after its SIGTERM. With the
-        # trials that ended in the search it stopped (found by QA: left out, where
-        # keras_tuner's stop and a first Ctrl+C list them).
+        # Quickly: a stopped job's driver is killed 3 s after its SIGTERM.
         _storing(place)()
-        raise _stopped_at_once(run_dir, recipe, [*results, *events.ended_in_search()]) from None
+        raise _stopped_at_once(run_dir, recipe, results, events) from None
     finally:
         from orchestrator.tuning.ray_start import signals_seen
 
@@ -1100,7 +1106,7 @@ def _run(
             raise
         return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary, stored=place.remote)
     except KeyboardInterrupt:
-        raise _stopped_at_once(run_dir, recipe, [*results, *events.ended_in_search()]) from None
+        raise _stopped_at_once(run_dir, recipe, results, events) from None
 
 
 def _storing(place: RunPlace) -> Callable[[], None]:
@@ -1120,16 +1126,21 @@ def _storing(place: RunPlace) -> Callable[[], None]:
     return store
 
 
-def _stopped_at_once(run_dir: Path, recipe: Recipe, results: list[TrialResult]) -> RunInterrupted:
+def _stopped_at_once(
+    run_dir: Path, recipe: Recipe, results: list[TrialResult], events: _RunEvents | None = None
+) -> RunInterrupted:
     """A run stopped at once (a second Ctrl+C, SIGTERM), with the leaderboard of
     the trials that ended in this process, ranked but not written (found by QA:
-    ``None`` under Ray, where keras_tuner's stop gave an empty one)."""
+    ``None`` under Ray, where keras_tuner's stop gave an empty one): ``results``,
+    and those that ended in the search it stopped, which ``events`` heard of (found
+    by QA: left out, where keras_tuner's stop and a first Ctrl+C list them)."""
     from orchestrator.leaderboard import build_leaderboard
     from orchestrator.tuning.ray_start import terminated
 
     # Each trial once: one of the search it stopped in may be in results too (its
     # first Ctrl+C kept them, the second stopped the saving).
-    ended = {(result.strategy, result.trial_id): result for result in results}
+    searched = [] if events is None else events.ended_in_search()
+    ended = {(result.strategy, result.trial_id): result for result in [*results, *searched]}
     frame = build_leaderboard(
         list(ended.values()), metric=recipe.search.metric, mode=recipe.search.direction
     )
@@ -2072,10 +2083,7 @@ class _RunEvents:
         self.metric = metric
         self.echo = echo
         self.listener = listener
-        record = run_dir / REPORTED_FILE
-        # A damaged byte costs at most a trial told of twice, never the resume.
-        text = record.read_text(encoding="utf-8", errors="replace") if record.is_file() else ""
-        self.reported = set(text.split())
+        self.reported = read_reported(run_dir)
         #: The trials of the search under way that ended (and, on a resume, those of
         #: its strategy that ended before), for a run stopped at once in it.
         self.searching: dict[str, TrialResult] = {}

@@ -662,10 +662,7 @@ def _validated(
                 key="source",
             )
     if not np.isfinite(x).all():
-        bad = ~np.isfinite(x.reshape(len(x), -1))
-        rows = np.flatnonzero(bad.any(axis=1))
-        first = int(rows[0])
-        value = x.reshape(len(x), -1)[first, int(np.flatnonzero(bad[first])[0])]
+        rows, first, value = bad_examples(x, ~np.isfinite(x))
         raise DataError(
             f"{where} returned {len(rows)} example{'s' * (len(rows) != 1)} with NaN or inf "
             f"(missing or overflowed values), the first at index {first} ({value}); "
@@ -673,6 +670,16 @@ def _validated(
             key="source",
         )
     return x, y.astype(np.int64, copy=False), class_names
+
+
+def bad_examples(x: np.ndarray, bad: np.ndarray) -> tuple[np.ndarray, int, Any]:
+    """The examples (first axis) of ``x`` where ``bad``, a mask of its shape, holds
+    anywhere; the first of them, and its first bad value (as stored: a long double's
+    1e400 is not made inf)."""
+    flat = bad.reshape(len(bad), -1)
+    rows = np.flatnonzero(flat.any(axis=1))
+    first = int(rows[0])
+    return rows, first, x.reshape(len(x), -1)[first, int(np.flatnonzero(flat[first])[0])]
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from orchestrator.data import DataSource, LabelledArrays
+from orchestrator.data import DataSource, LabelledArrays, bad_examples
 from orchestrator.errors import DataError, did_you_mean, quoted
 from orchestrator.markers import hookimpl
 from orchestrator.paths import expand_user, not_a_file
@@ -327,15 +327,11 @@ def _refuse_unfit_values(x: np.ndarray, path: Path) -> None:
     """
     if x.dtype.kind != "f" or not x.size:
         return
-    flat = x.reshape(len(x), -1)
-    finite = np.isfinite(flat)
-    too_large = finite & (np.abs(flat) > np.finfo(np.float32).max)
-    bad = ~finite | too_large
+    finite = np.isfinite(x)
+    bad = ~finite | (finite & (np.abs(x) > np.finfo(np.float32).max))
     if not bad.any():
         return
-    rows = np.flatnonzero(bad.any(axis=1))
-    first = int(rows[0])
-    value = flat[first, int(np.flatnonzero(bad[first])[0])]
+    rows, first, value = bad_examples(x, bad)
     if np.isfinite(value):
         what = "numbers too large for float32 (past 3.4e38), which graftune trains in"
         do = "scale the values (or drop those examples) first"
@@ -1417,30 +1413,39 @@ def _warn_left_out(root: Path) -> None:
             len(loose),
             loose[0].name,
         )
-    warn_unread(root, unread_images(root))
-    warn_hidden(root)
+    unread, hidden = left_out_images(root)
+    warn_unread(root, unread)
+    warn_hidden(root, hidden)
 
 
-def hidden_images(root: Path) -> list[Path]:
-    """The image files under ``root`` left out as hidden: in a file or folder whose
+def left_out_images(root: Path) -> tuple[list[Path], list[Path]]:
+    """The image files under ``root`` left out, found in one walk: those of kinds
+    graftune does not read (``.heic`` ...), and those in a hidden file or folder, whose
     name starts with ``.`` (``.ipynb_checkpoints`` holds copies, ``.git`` history).
     macOS's ``._NAME`` files beside the images are not counted: they are no images,
     whatever their ending."""
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES
-        and not p.name.startswith("._")
-        and any(part.startswith(".") for part in p.relative_to(root).parts)
-        and p.is_file()
-    )
+    unread: list[Path] = []
+    hidden: list[Path] = []
+    for p in root.rglob("*"):
+        suffix = p.suffix.lower()
+        if suffix not in UNREAD_IMAGE_SUFFIXES and suffix not in IMAGE_SUFFIXES:
+            continue
+        in_hidden = any(part.startswith(".") for part in p.relative_to(root).parts)
+        if suffix in UNREAD_IMAGE_SUFFIXES:
+            if not in_hidden and p.is_file():
+                unread.append(p)
+        elif in_hidden and not p.name.startswith("._") and p.is_file():
+            hidden.append(p)  # (an image kind graftune reads)
+    return sorted(unread), sorted(hidden)
 
 
-def hidden_said(root: Path) -> str:
-    """``"; it has N ... hidden ..."`` where ``root`` has hidden images, else ``""``:
-    the end of an error that found no images in it (found by QA: a class folder with
-    8 images under .cache/ "has no images", with no word of them)."""
-    hidden = hidden_images(root)
+def hidden_said(root: Path, hidden: list[Path] | None = None) -> str:
+    """``"; it has N ... hidden ..."`` where ``root`` has hidden images (``hidden``, or
+    found by :func:`left_out_images`), else ``""``: the end of an error that found no
+    images in it (found by QA: a class folder with 8 images under .cache/ "has no
+    images", with no word of them)."""
+    if hidden is None:
+        hidden = left_out_images(root)[1]
     if not hidden:
         return ""
     return (
@@ -1449,9 +1454,9 @@ def hidden_said(root: Path) -> str:
     )
 
 
-def warn_hidden(root: Path) -> None:
-    """Warn of the images :func:`hidden_images` leaves out (found by QA: in silence)."""
-    hidden = hidden_images(root)
+def warn_hidden(root: Path, hidden: list[Path]) -> None:
+    """Warn of the hidden images :func:`left_out_images` found (found by QA: left
+    out in silence)."""
     if hidden:
         log.warning(
             "%s: %d image file(s) in hidden files or folders (a name starting with '.'), "
@@ -1490,24 +1495,13 @@ def _warn_one_level_up(root: Path, found: dict[Path, list[Path]]) -> None:
 
 
 def warn_unread(root: Path, unread: list[Path]) -> None:
-    """Warn of the files :func:`unread_images` found, which are left out."""
+    """Warn of the unread files :func:`left_out_images` found, which are left out."""
     if unread:
         log.warning("%s: %s, are left out; %s", root, *unread_text(root, unread))
 
 
-def unread_images(root: Path) -> list[Path]:
-    """The image files under a folder of kinds graftune does not read (``.heic`` ...)."""
-    return sorted(
-        p
-        for p in root.rglob("*")
-        if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES
-        and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-
-
 def unread_text(root: Path, unread: list[Path]) -> tuple[str, str]:
-    """What :func:`unread_images` found, and what to do with them, as said."""
+    """The unread files :func:`left_out_images` found, and what to do with them, as said."""
     kinds = ", ".join(sorted({p.suffix.lower() for p in unread}))
     return (
         f"{len(unread)} image file(s) of a kind not read ({kinds}), such as "
