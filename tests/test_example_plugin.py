@@ -72,14 +72,6 @@ def test_it_is_discovered_with_its_distribution(example_installed):
     assert row.split()[1:4] == [DISTRIBUTION, version, "strategy"]
 
 
-def test_its_strategy_passes_the_conformance_check(example_installed):
-    from graftune_linear_probe.linear_probe import LinearProbe
-
-    from orchestrator.testing import check_strategy
-
-    check_strategy(LinearProbe)
-
-
 RECIPE = """
 name: example-plugin
 seed: 0

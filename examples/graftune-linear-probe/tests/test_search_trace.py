@@ -21,7 +21,7 @@ def rows(run_dir):
         return list(csv.DictReader(file))
 
 
-def test_a_row_per_trial_and_the_best_so_far(graftune_register, graftune_run):
+def test_a_row_per_trial_the_best_so_far_and_a_resume(graftune_register, graftune_run):
     host = graftune_register(graftune_linear_probe.search_trace)
     board = graftune_run(RECIPE, host=host)
     trace = rows(board.attrs["run_dir"])
@@ -34,14 +34,14 @@ def test_a_row_per_trial_and_the_best_so_far(graftune_register, graftune_run):
         trial = board[board["trial_id"] == row["trial_id"]].iloc[0]
         assert float(row["score"]) == trial["val_accuracy"]
 
+    # The same run directory resumed (one run serves both: each costs seconds).
+    resumed_goes_on_with_its_trace(board.attrs["run_dir"])
 
-def test_a_resumed_run_goes_on_with_its_trace(graftune_register, graftune_run):
+
+def resumed_goes_on_with_its_trace(run_dir):
     from orchestrator.recipe import as_recipe
     from orchestrator.trial import TrialResult
 
-    host = graftune_register(graftune_linear_probe.search_trace)
-    board = graftune_run(RECIPE, host=host)
-    run_dir = board.attrs["run_dir"]
     # As if killed after the first trial, in the middle of writing the second's row.
     header, first = (run_dir / TRACE).read_text().splitlines()[:2]
     (run_dir / TRACE).write_text(f"{header}\n{first}\n{first[:-1]}")  # 7 fields, cut
