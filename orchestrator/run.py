@@ -2100,6 +2100,16 @@ class _RunEvents:
         tell_epoch(self.listener, strategy, trial_id, epoch, epochs)
 
     def trial_finished(self, result: TrialResult) -> None:
+        from orchestrator.tuning.ray_start import interrupts_held
+
+        # A Ctrl+C or SIGTERM waits for the hooks to hear of the trial and for its
+        # record: on keras_tuner it cut a hook off, the event log missed a trial the
+        # stopped run ranked, and the resume told the other hooks of it again (found
+        # by QA; Ray Tune's own handler already waits). A second one stops at once.
+        with interrupts_held():
+            self._trial_finished(result)
+
+    def _trial_finished(self, result: TrialResult) -> None:
         key = f"{result.strategy}/{result.trial_id}"
         self.searching[key] = result
         if result.earlier_id is not None and key not in self.reported:

@@ -749,6 +749,39 @@ def test_a_ctrl_c_python_drops_stops_a_run_from_python_too(tmp_path):
     assert len(frame) < 3  # stopped: the third trial did not run
 
 
+def test_a_ctrl_c_while_hooks_hear_of_a_keras_tuner_trial_waits_for_them(tmp_path):
+    """Found by QA: on keras_tuner a Ctrl+C while the hooks heard of a trial cut them
+    off; the event log missed a trial the stopped run ranked, and the resume told
+    the other hooks of it again. Ray Tune's handler waits for them; so does this one."""
+    from orchestrator import hookimpl, run_recipe
+    from orchestrator.errors import RunInterrupted
+    from orchestrator.leaderboard import read_leaderboard
+    from orchestrator.reporters import read_events
+    from orchestrator.run import resume_run
+
+    heard: list[str] = []
+
+    class Reporter:  # a third-party reporter: its hook runs after graftune's own
+        @hookimpl
+        def graftune_trial_finished(self, result):
+            if not heard:
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl+C, in the middle of the hooks
+                time.sleep(0.2)  # (a handler runs between two bytecodes: here, at once)
+            heard.append(result.trial_id)
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}")
+    with ctrl_c_raises(), pytest.raises(RunInterrupted) as info:
+        run_recipe(recipe, plugins=[Reporter()], echo=print)
+    run_dir = info.value.run_dir
+    assert heard == ["kt0"]  # the hook ran to its end, and the search stopped after it
+    logged = [e["trial_id"] for e in read_events(run_dir) if e["event"] == "trial_finished"]
+    assert logged == list(read_leaderboard(run_dir)["trial_id"]) == ["kt0"]
+    resume_run(run_dir, plugins=[Reporter()], echo=print)
+    assert heard == ["kt0", "kt1"]  # told of each trial once
+    logged = [e["trial_id"] for e in read_events(run_dir) if e["event"] == "trial_finished"]
+    assert logged == ["kt0", "kt1"]
+
+
 @pytest.mark.parametrize(
     ("signal_name", "status", "said"),
     [
