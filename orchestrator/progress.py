@@ -3,6 +3,7 @@ best so far, ETA."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,7 @@ class RunProgress:
         #: The best score so far, its strategy, trial and status (``pruned`` trials rank
         #: in the leaderboard by their last score, but are not the best model).
         self.best: tuple[float, str, str, str] | None = None
+        self._best_key: tuple[Any, ...] | None = None
         self.time_budget_s: float | None = None
         self._ended: set[tuple[str, str]] = set()
         self._replayed = 0
@@ -165,8 +167,25 @@ class RunProgress:
             return
         if counts.best is None or self._better(value, counts.best):
             counts.best = value
-        if self.best is None or self._better(value, self.best[0]):
+        ranked = self._rank_key(result, value)
+        if self._best_key is None or ranked < self._best_key:
+            self._best_key = ranked
             self.best = (value, result.strategy, result.trial_id, result.status)
+
+    def _rank_key(self, result: TrialResult, value: float) -> tuple[Any, ...]:
+        """Where the trial ranks, as the leaderboard ranks (its docs: among equal
+        scores the smaller model, then fewer epochs, then the earlier strategy and
+        trial): the view named another trial best than the run's ``best:`` line
+        where scores tied (found by QA)."""
+        params = result.params_total
+        order = list(self.strategies).index(result.strategy)
+        return (
+            -value if self.mode == "max" else value,
+            math.inf if params is None else params,
+            result.epochs,
+            order,
+            result.trial_id,
+        )
 
     def _counted(self, result: TrialResult) -> bool:
         """Whether the trial was counted: under its id, or under the one it had

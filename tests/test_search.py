@@ -1336,6 +1336,26 @@ def test_the_live_view_counts_a_trial_once_and_times_only_trials_run_now():
     assert view.best is not None and view.best[:3] == (0.2, "s", "t2")
     assert view.strategies["s"].best == 0.2
     assert "best so far s t2 (0.2000)" in " ".join(render_text(view).split())
+    # Among equal scores the best is the leaderboard's rank 1 (found by QA: the first
+    # to reach the score, where the leaderboard ranks the smaller model first).
+    from orchestrator.leaderboard import build_leaderboard
+
+    tied = [
+        TrialResult("a", "t1", "ok", {}, val_accuracy=1.0, params_total=5251, epochs=8),
+        TrialResult("a", "t2", "ok", {}, val_accuracy=1.0, params_total=547, epochs=8),
+        TrialResult("a", "t3", "ok", {}, val_accuracy=1.0, params_total=547, epochs=6),
+        TrialResult("b", "t0", "ok", {}, val_accuracy=1.0, params_total=547, epochs=6),
+        TrialResult("a", "t4", "ok", {}, val_accuracy=1.0, params_total=547, epochs=6),
+        TrialResult("a", "t5", "ok", {}, val_accuracy=0.5, params_total=10, epochs=1),
+    ]
+    for count in range(1, len(tied) + 1):
+        view = RunProgress("val_accuracy", "max", clock=lambda: now[0])
+        view.plan({"a": 5, "b": 1})
+        for result in tied[:count]:
+            view.trial_finished(result)
+        first = build_leaderboard(tied[:count], metric="val_accuracy", mode="max").iloc[0]
+        assert view.best[1:3] == (first["strategy"], first["trial_id"]), count
+    assert view.best[1:3] == ("a", "t3")
     # Found by QA: on 50 columns the names were cut ("feature…") and the footer
     # wrapped to the table's width, centred.
     view = RunProgress("val_accuracy", "max", clock=lambda: now[0])
