@@ -16,6 +16,29 @@ def test_linear_probe_passes_the_conformance_check():
     check_strategy(LinearProbe)
 
 
+def test_graftune_validate_refuses_a_value_it_cannot_take(graftune_register, tmp_path):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    graftune_register(graftune_linear_probe.linear_probe)
+    recipe = tmp_path / "recipe.yaml"
+    for space, said in (
+        ("{pooling: mean}", "pooling: pooling must be one of 'avg', 'max', 'none', got 'mean'"),
+        ("{learning_rate: 0.0}", "learning_rate: learning_rate must be a number > 0, got 0.0"),
+    ):
+        recipe.write_text(
+            "name: probe\n"
+            "data: {source: 'sklearn:digits'}\n"
+            "base: {pretrain: {data: {source: 'sklearn:digits'}}}\n"
+            f"strategies: {{linear_probe: {{space: {space}}}}}\n"
+        )
+        result = CliRunner().invoke(app, ["validate", str(recipe)])
+        assert result.exit_code == 2, result.output
+        assert result.output.count("\n") == 1  # this problem, alone
+        assert f"recipe.yaml:4: strategies.linear_probe.space.{said}" in result.output
+
+
 def test_only_the_softmax_layer_trains_on_standardised_features(graftune_digits, graftune_base):
     import keras
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from orchestrator import Choice, LogFloat, Strategy, hookimpl
+from orchestrator.strategy import above, at_least, check_rules, one_of
 
 if TYPE_CHECKING:
     import keras
@@ -28,6 +29,15 @@ if TYPE_CHECKING:
 
 #: The layer whose statistics fit() sets; its input is the pooled features.
 STANDARDIZE = "probe_standardize"
+
+#: What each parameter can take at all: a recipe asking for another value (a
+#: misspelt pooling trained as avg and was recorded as asked, found by QA) is
+#: refused at its key by validate and run, exit 2, before anything trains.
+RULES = {
+    "pooling": one_of("avg", "max", "none"),
+    "lambda": at_least(0),
+    "learning_rate": above(0),
+}
 
 
 class LinearProbe(Strategy):
@@ -47,6 +57,9 @@ class LinearProbe(Strategy):
             "lambda": LogFloat(1e-6, 1e-1),
             "learning_rate": LogFloat(1e-3, 3e-2),
         }
+
+    def check_value(self, name: str, value: Any) -> None:
+        check_rules(RULES, name, value)
 
     def build(self, config: dict[str, Any], task: TaskSpec, base: LoadedBase | None) -> keras.Model:
         import keras
