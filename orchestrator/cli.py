@@ -646,7 +646,35 @@ def _repeats_note(recipe: Any, host: Any) -> str | None:
     for name in recipe.strategies:
         own = strategy_space(host.strategy(name), SpaceContext(), host.strategies.owner(name))
         spaces[name] = merge_spaces(own, recipe.shared_space(), recipe.strategy_space(name))
-    return note(recipe, spaces)
+    return note(recipe, spaces) or _few_for_keras_tuner(recipe, spaces)
+
+
+def _few_for_keras_tuner(recipe: Any, spaces: dict[str, Any]) -> str | None:
+    """What the run's first line says of a keras-tuner search whose space holds
+    fewer configurations than its ``num_samples`` (found by QA: said by the run,
+    not by validate, as a Ray search's repeats are)."""
+    from orchestrator.run import _num_samples
+    from orchestrator.space import distinct_configurations
+
+    search = recipe.search
+    if search.backend != "keras_tuner" or search.algorithm == "grid":
+        return None
+    if search.scheduler == "hyperband":  # its brackets, not num_samples, count its trials
+        return None
+    said = []
+    for name, space in spaces.items():
+        try:
+            distinct = distinct_configurations(space)
+        except (TypeError, ValueError):  # frozen_layers up to "all": the base's to say
+            continue
+        samples = _num_samples(recipe, name)
+        if distinct is not None and distinct < samples:
+            said.append(
+                f"note: {name}'s space has {distinct} configuration{'s' * (distinct != 1)}, "
+                f"and keras-tuner tries each once: {distinct} of its {samples} trials "
+                "(num_samples) run"
+            )
+    return "\n".join(said) or None
 
 
 def _what_run_here_refuses(recipe: Any, host: Any, note: Callable[[str], None]) -> list[str]:

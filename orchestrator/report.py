@@ -1001,7 +1001,9 @@ def _metric_against(run: RunRecord, parameter: str, scale: str) -> Figure:
                     label=strategy if status == "ok" or part["status"].ne("ok").all() else None,
                 )
     x = pd.to_numeric(rows[parameter])
-    if scale in ("log", "log2") and (x > 0).all():
+    # One value (a range of equal ends): no log scale of one point (matplotlib
+    # warned of singular limits on the console, found by QA).
+    if scale in ("log", "log2") and (x > 0).all() and x.nunique() > 1:
         ax.set_xscale("log", base=2 if scale == "log2" else 10)
         if scale == "log2":
             ticks = sorted(set(x.tolist()))

@@ -1292,7 +1292,7 @@ def _repeats_note(recipe: Recipe, spaces: dict[str, dict[str, Any]]) -> str | No
     search whose space fixes every dimension (keras-tuner runs such a
     configuration once, and says its search ended short).
     """
-    from orchestrator.space import Fixed, Float, LogFloat
+    from orchestrator.space import Float, LogFloat, single_value
 
     search = recipe.search
     if search.backend != "ray":
@@ -1301,8 +1301,11 @@ def _repeats_note(recipe: Recipe, spaces: dict[str, dict[str, Any]]) -> str | No
 
     def same_each_time(space: dict[str, Any]) -> bool:
         if grid:  # each repeat draws the continuous dimensions anew
-            return not any(isinstance(dim, (Float, LogFloat)) for dim in space.values())
-        return all(isinstance(dim, Fixed) for dim in space.values())  # one configuration
+            return not any(
+                isinstance(dim, (Float, LogFloat)) and not single_value(dim)
+                for dim in space.values()
+            )
+        return all(single_value(dim) for dim in space.values())  # one configuration
 
     counts = {name: _num_samples(recipe, name) for name in spaces}
     alike = {

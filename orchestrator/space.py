@@ -501,10 +501,23 @@ def choice_identity(value: Any) -> Any:
     return (type(value).__name__, repr(value))
 
 
+def single_value(dim: Dimension) -> bool:
+    """Whether ``dim`` can give one value only: fixed, or a choice of one value, or a
+    range whose ends are equal (found by QA: ``{int: [2, 2]}`` trained repeats to the
+    same scores, without the note a fixed value gets)."""
+    if isinstance(dim, Fixed):
+        return True
+    if isinstance(dim, Choice):
+        return len(set(map(choice_identity, dim.values))) == 1
+    return dim.low == dim.high
+
+
 def distinct_configurations(space: dict[str, Dimension]) -> int | None:
     """How many configurations a space of discrete dimensions holds (``None``: continuous)."""
     count = 1
     for dim in space.values():
+        if single_value(dim):
+            continue
         if isinstance(dim, Choice):
             count *= len(set(map(choice_identity, dim.values)))
         elif isinstance(dim, Int):

@@ -719,6 +719,25 @@ def test_validate_and_run_note_that_a_ray_grid_with_no_continuous_dimension_repe
         assert _repeats_note(recipe, spaces) is None  # a choice to draw from
     recipe = write_recipe(tmp_path, "{num_samples: 5}", fixed + "learning_rate: 0.01}}")
     assert_validate_notes(recipe, "note: scratch_mlp's space has 2 configurations for its 5")
+    # Found by QA: ranges of equal ends hold one value, and got no note.
+    equal_ends = fixed.replace("{choice: [1, 2]}", "{int: [1, 1]}").replace(
+        "1.0e-5", "{float: [1.0e-5, 1.0e-5]}"
+    )
+    equal_ends += "learning_rate: {loguniform: [0.01, 0.01]}}}"
+    recipe = write_recipe(tmp_path, "{num_samples: 2}", equal_ends)
+    assert_validate_notes(recipe, "note: scratch_mlp's space has nothing to search")
+    grid = write_recipe(tmp_path, "{algorithm: grid, num_samples: 2}", equal_ends)
+    assert_validate_notes(grid, "note: scratch_mlp's grid has no continuous dimension")
+    # keras-tuner tries each configuration once: validate says so, as the run's first line.
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 2}", equal_ends)
+    assert_validate_notes(
+        recipe,
+        "note: scratch_mlp's space has 1 configuration, and keras-tuner tries each once: 1 of "
+        "its 2 trials (num_samples) run",
+    )
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 3}", fixed + "}}")
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0 and "note:" not in checked.output, checked.output
 
 
 def test_the_run_says_how_many_trials_a_grid_runs():

@@ -484,9 +484,20 @@ def test_to_tune_int_is_an_inclusive_randint(ray_tune: Any) -> None:
     assert all(isinstance(v, (int, np.integer)) for v in values)
 
 
-def test_to_tune_int_with_equal_bounds_gives_that_value(ray_tune: Any) -> None:
-    domain = ray_tune.to_tune({"frozen_layers": Int(4, 4)})["frozen_layers"]
-    assert set(_samples(domain, n=50)) == {4}
+def test_to_tune_a_range_of_equal_ends_gives_its_value(ray_tune: Any) -> None:
+    # Found by QA: Ray's loguniform of [0.001, 0.001] drew 0.0010000000000000002.
+    from orchestrator.tuning.keras_tuner import to_hyperparameters
+
+    space = {"frozen_layers": Int(4, 4), "learning_rate": LogFloat(1e-3, 1e-3), "x": Float(2, 2)}
+    for grid in (False, True):
+        assert ray_tune.to_tune(space, grid=grid) == {
+            "frozen_layers": 4,
+            "learning_rate": 1e-3,
+            "x": 2,
+        }
+    hp = to_hyperparameters(space)
+    assert {p.__class__.__name__ for p in hp.space} == {"Fixed"}
+    assert hp.values == {"frozen_layers": 4, "learning_rate": 1e-3, "x": 2}
 
 
 def test_to_tune_resolved_all_reaches_every_cut_point(ray_tune: Any) -> None:
@@ -500,7 +511,7 @@ def test_to_tune_grid_over_an_int_includes_its_upper_bound(ray_tune: Any) -> Non
     end) passed every test: a grid over frozen_layers never froze the whole base,
     while the run announced the full grid."""
     assert ray_tune.to_tune({"n": Int(1, 3)}, grid=True)["n"] == {"grid_search": [1, 2, 3]}
-    assert ray_tune.to_tune({"n": Int(4, 4)}, grid=True)["n"] == {"grid_search": [4]}
+    assert ray_tune.to_tune({"n": Int(4, 5)}, grid=True)["n"] == {"grid_search": [4, 5]}
     space = resolve_space({"frozen_layers": Int(0, ALL)}, 5)
     grid = ray_tune.to_tune(space, grid=True)["frozen_layers"]
     assert grid == {"grid_search": [0, 1, 2, 3, 4, 5]}

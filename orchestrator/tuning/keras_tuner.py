@@ -74,6 +74,8 @@ def to_hyperparameters(space: dict[str, Dimension], start: dict[str, Any] | None
         default = (start or {}).get(name)
         if isinstance(dim, Fixed):
             hp.Fixed(name, dim.value)
+        elif isinstance(dim, (Int, Float, LogFloat)) and dim.low == dim.high:
+            hp.Fixed(name, dim.low)  # a range of equal ends: its value, as on Ray
         elif isinstance(dim, Choice):
             values = list(dim.values)
             if _numbers(values):  # keras-tuner takes one type: [0, 0.001] as floats

@@ -147,6 +147,10 @@ def to_tune(space: dict[str, Dimension], *, grid: bool = False) -> dict[str, Any
     for key, dim in space.items():
         if isinstance(dim, Fixed):
             translated[key] = dim.value
+        elif isinstance(dim, (Int, Float, LogFloat)) and dim.low == dim.high:
+            # A range of equal ends is its value: Ray's loguniform gave 0.001 and
+            # 0.0010000000000000002 of [0.001, 0.001] (found by QA).
+            translated[key] = dim.low
         elif isinstance(dim, Choice):
             values = list(dim.values)
             translated[key] = tune.grid_search(values) if grid else tune.choice(values)
