@@ -1414,15 +1414,19 @@ def _check_run_dir_can_be_made(recipe: Recipe, place: RunPlace) -> None:
         raise RunDirError(_not_empty(path))
     inside = run_dir_around(path)
     if inside is not None:
-        raise _run_dir_error(
-            recipe,
-            place,
-            f"cannot make the run directory {path}: it is inside the run directory "
-            f"{inside}, whose files graftune reads; choose a folder elsewhere",
-        )
+        raise _inside_a_run(recipe, place, path, inside)
     problem = cannot_make_in(path)
     if problem is not None:
         raise _run_dir_error(recipe, place, f"cannot make the run directory {path}: {problem}")
+
+
+def _inside_a_run(recipe: Recipe, place: RunPlace, path: Path, inside: Path) -> GraftuneError:
+    return _run_dir_error(
+        recipe,
+        place,
+        f"cannot make the run directory {path}: it is inside the run directory "
+        f"{inside}, whose files graftune reads; choose a folder elsewhere",
+    )
 
 
 def _started_here() -> bool:
@@ -1550,6 +1554,16 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
         raise _run_dir_error(
             recipe, place, f"cannot make the run directory {path}: {exc.strerror or exc}"
         ) from None
+    # Looked at again now that it is made: a run started at the same moment may have
+    # made its own around it since the check before any work (found by QA: a run made
+    # inside another's trials/, which that run's resume deleted as a trial's folder).
+    from orchestrator.recipe import run_dir_around
+
+    inside = run_dir_around(path)
+    if inside is not None:
+        with contextlib.suppress(OSError):
+            path.rmdir()  # empty: made just now
+        raise _inside_a_run(recipe, place, path.absolute(), inside)
     place = replace(place, local_dir=path.resolve())
     from orchestrator.leaderboard import atomic_write_text
     from orchestrator.submit import keep_staged_inputs

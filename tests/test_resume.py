@@ -2282,6 +2282,38 @@ def test_a_run_is_never_made_inside_another_runs_directory(ended_run, tmp_path):
     assert sorted(tmp_path.rglob("*")) == before
 
 
+def test_a_run_another_run_starts_around_meanwhile_is_refused_as_it_is_made(
+    ended_run, tmp_path, monkeypatch
+):
+    """Found by QA: the check came before the data and the base, seconds before the
+    folder was made; a run started at the same moment as one around it was made in
+    the other's trials/, and that run's resume deleted it as a trial's folder."""
+    from orchestrator import run as run_module
+    from orchestrator.cli import app
+
+    old = copy_of(ended_run, tmp_path, unfinished=False)
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    check = run_module._check_run_dir_can_be_made
+
+    def another_run_starts_after_the_check(recipe, place):
+        check(recipe, place)
+        shutil.copyfile(old / "recipe.yaml", outer / "recipe.yaml")  # it writes its recipe
+
+    monkeypatch.setattr(
+        run_module, "_check_run_dir_can_be_made", another_run_starts_after_the_check
+    )
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 1, max_epochs: 1}")
+    inside = outer / "trials" / "scratch_mlp" / "new"
+    result = CliRunner().invoke(app, ["run", str(recipe), "--run-dir", str(inside)])
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == (
+        f"error: cannot make the run directory {inside}: it is inside the run directory "
+        f"{outer}, whose files graftune reads; choose a folder elsewhere"
+    )
+    assert not inside.exists()
+
+
 def test_a_run_directory_whose_lock_cannot_be_opened_is_named_with_why(tmp_path):
     """Found by QA: --resume of a read-only run folder said "internal error: OSError:
     [Errno 30] Read-only file system". A lock that is a folder fails the same way."""
