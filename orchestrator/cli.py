@@ -1358,7 +1358,7 @@ def predict(
                 ignore=ignore_column or (),
             )  # fmt: skip
         if out_path is not None:
-            write_predictions(result.frame, out_path)
+            write_predictions(result.frame, out_path, replace=force)
     except Exception as exc:
         _fail(exc, writing=out_path)
         return

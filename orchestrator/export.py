@@ -13,6 +13,7 @@ Keras/TensorFlow only:
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -161,7 +162,17 @@ def export_model(
                 os.replace(item, dest / item.name)
             staging.rmdir()
         else:
-            os.replace(staging, dest)
+            try:
+                os.replace(staging, dest)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # Found by QA: two exports to one new folder at once; the second was
+                # an internal error.
+                raise RunDirError(
+                    f"{dest} exists (made meanwhile by another export); export to a new "
+                    "(or empty) folder"
+                ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import unicodedata
 from dataclasses import dataclass, field
@@ -836,18 +837,56 @@ def _data_path(source: str, base_dir: str | Path) -> Path | None:
         return None
 
 
-def write_predictions(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write the predictions in the format ``path``'s suffix names, atomically."""
-    from orchestrator.leaderboard import atomic_write_text, replacing, to_json
+def write_predictions(frame: pd.DataFrame, path: str | Path, *, replace: bool = True) -> None:
+    """Write the predictions in the format ``path``'s suffix names, atomically.
+
+    Without ``replace`` (no ``--force``), a file that another process made there
+    since :func:`check_out` is kept and this write refused (found by QA: two
+    predicts at once both said "written to", and one's predictions were lost).
+
+    Raises:
+        OutputPathError: Without ``replace``, ``path`` exists now.
+    """
+    from orchestrator.errors import temporary_name
+    from orchestrator.leaderboard import synced, to_json
+    from orchestrator.paths import written_path
 
     kind = OUT_FORMATS[Path(path).suffix.lower()]
+    if is_stream(path):  # a FIFO or /dev/stdout: written into, by its own name
+        _write_as(frame, kind, Path(path), to_json)
+        return
+    target = written_path(Path(path))  # a link's target, as it is replaced
+    tmp = target.with_name(temporary_name(target.name))
+    try:
+        _write_as(frame, kind, tmp, to_json)
+        synced(tmp)
+        if replace:
+            os.replace(tmp, target)
+        else:
+            taken = OutputPathError(
+                f"--out {path} exists (written meanwhile by another process); name a new "
+                "file, or --force to replace it"
+            )
+            try:
+                os.link(tmp, target)  # fails where a file is: never replaces one
+            except FileExistsError:
+                raise taken from None
+            except OSError:  # a file system without hard links: looked at, then renamed
+                if os.path.lexists(target):
+                    raise taken from None
+                os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    synced(target.parent)
+
+
+def _write_as(frame: pd.DataFrame, kind: str, path: Path, to_json: Callable[..., str]) -> None:
     if kind == "parquet":
-        with replacing(Path(path)) as tmp:
-            frame.to_parquet(tmp, index=False)
+        frame.to_parquet(path, index=False)
     elif kind == "json":
-        atomic_write_text(Path(path), to_json(frame) + "\n")
+        path.write_text(to_json(frame) + "\n", encoding="utf-8")
     else:
-        atomic_write_text(Path(path), frame.to_csv(index=False))
+        path.write_text(frame.to_csv(index=False), encoding="utf-8")
 
 
 def read_image_folder(

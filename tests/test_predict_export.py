@@ -648,6 +648,53 @@ def test_predict_writes_the_format_its_out_file_names(wine_run, tmp_path):
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "p.csv"), written["csv"])
 
 
+def test_a_file_another_process_wrote_meanwhile_is_kept_without_force(tmp_path):
+    """Found by QA: two predicts to one new file at once both said "written to", and
+    one's predictions were lost; two exports to one new folder, an internal error."""
+    from orchestrator.errors import OutputPathError
+    from orchestrator.predict import write_predictions
+
+    frame = pd.DataFrame({"prediction": ["a", "b"], "probability": [0.5, 0.75]})
+    for name in ("p.csv", "p.parquet", "p.json"):
+        path = tmp_path / name
+        path.write_bytes(b"the other's")  # written after check_out looked
+        with pytest.raises(
+            OutputPathError, match=r"exists \(written meanwhile by another process\)"
+        ):
+            write_predictions(frame, path, replace=False)
+        assert path.read_bytes() == b"the other's"
+        write_predictions(frame, path)  # --force
+        assert path.read_bytes() != b"the other's"
+        path.unlink()
+        write_predictions(frame, path, replace=False)  # a new file
+        assert path.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "p.json", "p.parquet"]
+
+
+def test_an_export_to_a_folder_another_export_made_meanwhile_is_refused(
+    wine_run, tmp_path, monkeypatch
+):
+    from orchestrator import export as export_module
+
+    dest = tmp_path / "model"
+    checked = export_module.cannot_make_in
+
+    def another_export_ends_now(path):
+        (dest / "model.keras").parent.mkdir()
+        (dest / "model.keras").write_text("the other's")
+        return checked(path)
+
+    monkeypatch.setattr(export_module, "cannot_make_in", another_export_ends_now)
+    result = invoke("export", wine_run.run_dir, dest)
+    assert result.exit_code == 2, result.output
+    assert result.output == (
+        f"error: {dest} exists (made meanwhile by another export); export to a new (or "
+        "empty) folder\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left
+    assert (dest / "model.keras").read_text() == "the other's"
+
+
 def test_predict_writes_into_a_fifo_and_through_a_link_and_takes_dash_for_stdout(
     wine_run, tmp_path, monkeypatch
 ):
