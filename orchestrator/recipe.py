@@ -1582,11 +1582,19 @@ def check_pretrain_input(
     try:
         plan_adapter(dataset.task.input_shape, shape, None)
     except BaseModelError:
+        fix = "pretrain on data whose inputs the run's can be adapted to"
+        run_shape = dataset.task.input_shape
+        if len(run_shape) == 3 == len(shape) and (run_shape[-1], shape[-1]) == (3, 1):
+            # Found by QA: grey PNGs, which images: reads as RGB, on the quick start's
+            # glyphs base; the one-line fixes went unsaid.
+            fix = (
+                "read the run's images grey with data.channels: 1 (images: reads RGB "
+                "unless told), or pretrain on RGB with base.pretrain.data.channels: 3"
+            )
         raise recipe.error(
             ("base", "pretrain"),
-            f"the run's data has inputs of shape {dataset.task.input_shape}, and a base "
+            f"the run's data has inputs of shape {run_shape}, and a base "
             f"pretrained on {pretrain.data.source} takes {shape}, which graftune cannot adapt "
-            "(it resizes images, turns grey into RGB and flattens images for dense bases): "
-            "pretrain on data whose inputs the run's can be adapted to",
+            f"(it resizes images, turns grey into RGB and flattens images for dense bases): {fix}",
         ) from None
     return {data_key(pretrain.data): source}

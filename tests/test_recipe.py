@@ -1920,7 +1920,23 @@ def test_a_pretrain_base_that_cannot_take_the_data_is_refused_before_training(tm
             result.output
         )
         assert "pretrained on sklearn:iris takes (4,)" in result.output
+        assert "pretrain on data whose inputs the run's can be adapted to" in result.output
     assert not (tmp_path / "out").exists()
+    # RGB images on a grey base: the fix is a key (found by QA: grey PNGs, which
+    # images: reads as RGB, on the quick start's base).
+    path.write_text(
+        "name: bad\ndata: {source: 'sklearn:digits', channels: 3}\n"
+        "base: {pretrain: {data: {source: 'sklearn:digits'}, epochs: 1}}\n"
+        "strategies: {feature_extraction: {}}\noutput: out/\n"
+    )
+    result = cli("validate", "--data", str(path))
+    assert_exit(result, 2)
+    assert " ".join(result.output.split()).endswith(
+        "takes (8, 8, 1), which graftune cannot adapt (it resizes images, turns grey into "
+        "RGB and flattens images for dense bases): read the run's images grey with "
+        "data.channels: 1 (images: reads RGB unless told), or pretrain on RGB with "
+        "base.pretrain.data.channels: 3"
+    ), result.output
 
 
 def refused_by_validate_data_and_run(path: Path, said: str) -> list[str]:
