@@ -1267,6 +1267,32 @@ def prepare_base(
     )
 
 
+def check_base_file(spec: BaseSpec, task: TaskSpec) -> None:
+    """For ``validate --data``: load a ``base.path`` model as a run does
+    (``safe_mode=True``; nothing trained, nothing cached) and refuse what the run
+    would refuse at once: a file Keras cannot load so, not one input to one
+    output, inputs the data cannot be adapted to or that its layers shrink to
+    nothing (found by QA: validate --data said ok to each, and the run refused it).
+
+    Raises:
+        BaseModelError: Why, with the ``base:`` key at fault.
+    """
+    import keras
+
+    provider = PathProvider()
+    model = provider.build(spec, None)  # type: ignore[arg-type]  # (it reads no context)
+    try:
+        _check_one_input_and_output(model)
+        data_shape = tuple(task.input_shape)
+        adapter = plan_adapter(
+            data_shape, tuple(model.input_shape[1:]), provider.preprocessing(spec), None
+        )
+        _probe(model, data_shape, adapter, key="path")
+    finally:
+        del model
+        keras.backend.clear_session(free_memory=False)
+
+
 def _probe(
     model: keras.Model, data_shape: tuple[int, ...], adapter: list, *, key: str | None
 ) -> keras.Model:

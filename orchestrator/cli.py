@@ -575,6 +575,8 @@ def _validate(recipe: Path, plugin: list[str] | None, *, data: bool, here: bool)
         pretrain_notes: list[str] = []
         if dataset is not None:
             check_pretrain_input(loaded, host, dataset, said=pretrain_notes.append)
+            if loaded.base is not None and loaded.base.path is not None:
+                _check_base_file(loaded, dataset)
     except Exception as exc:
         _fail(exc)
         return
@@ -631,6 +633,18 @@ def _validate(recipe: Path, plugin: list[str] | None, *, data: bool, here: bool)
         out.print(line, markup=False)
     for reason in refused:
         out.print(f"note: {reason}; `graftune run` here would refuse it", markup=False)
+
+
+def _check_base_file(recipe: Any, dataset: Any) -> None:
+    """``validate --data`` of a ``base.path`` model: loaded, and refused at its key
+    where the run would refuse it (:func:`orchestrator.bases.check_base_file`)."""
+    from orchestrator.bases import check_base_file
+    from orchestrator.errors import BaseModelError
+
+    try:
+        check_base_file(recipe.base, dataset.task)
+    except BaseModelError as exc:
+        raise recipe.error(("base", exc.key or "path"), str(exc)) from None
 
 
 def _repeats_note(recipe: Any, host: Any) -> str | None:

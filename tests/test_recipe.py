@@ -1939,6 +1939,41 @@ def test_a_pretrain_base_that_cannot_take_the_data_is_refused_before_training(tm
     ), result.output
 
 
+def test_validate_data_loads_a_base_file_and_refuses_what_the_run_would(tmp_path):
+    """Found by QA: validate --data said ok to .keras bases the run refused in its first
+    seconds: inputs the data cannot be adapted to, two outputs, a Lambda layer."""
+    import keras
+
+    from orchestrator.feature_cache import cache_dir
+
+    inputs = keras.Input((13,))
+    keras.Model(inputs, keras.layers.Dense(8)(inputs)).save(tmp_path / "table.keras")
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inputs)
+    two = [keras.layers.Dense(4)(flat), keras.layers.Dense(3)(flat)]
+    keras.Model(inputs, two).save(tmp_path / "two.keras")
+    keras.Model(inputs, keras.layers.Lambda(lambda t: t * 2)(flat)).save(tmp_path / "code.keras")
+    keras.Model(inputs, flat).save(tmp_path / "good.keras")
+    cached = sorted(cache_dir().rglob("*"))
+    for name, said in (
+        ("table", "base.path: the data's inputs have shape (8, 8, 1) but the base takes (13,)"),
+        ("two", "base.path: the base model has 1 input(s) and 2 output(s)"),
+        ("code", "base.path: cannot load"),
+    ):
+        path = write_recipe(
+            tmp_path,
+            "name: b\ndata: {source: 'sklearn:digits'}\n"
+            f"base: {{path: {name}.keras}}\nstrategies: {{feature_extraction: {{}}}}\n",
+        )
+        assert_exit(cli("validate", str(path)), 0)  # without --data, no model is loaded
+        result = cli("validate", "--data", str(path))
+        assert_exit(result, 2)
+        assert f"recipe.yaml:3: {said}" in result.output
+    path.write_text(path.read_text().replace("code.keras", "good.keras"))
+    assert_exit(cli("validate", "--data", str(path)), 0)
+    assert sorted(cache_dir().rglob("*")) == cached  # nothing cached by a validate
+
+
 def refused_by_validate_data_and_run(path: Path, said: str) -> list[str]:
     """Both ``validate --data`` and ``run`` of ``path`` exit 2 saying ``said``: their outputs."""
     outputs = []
