@@ -1068,6 +1068,27 @@ def test_keras_tuner_says_nothing_of_a_small_space_it_searched_whole(tmp_path):
     assert not [line for line in said if "warning" in line], said
 
 
+def test_keras_tuners_gaussian_process_keeps_its_convergence_warnings_off_the_console():
+    # Found by QA: "lbfgs failed to converge ... scale the data" on a Bayesian run's
+    # console, from the oracle's fit to the hyperparameters (not the user's data).
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    from orchestrator.tuning.keras_tuner import oracle_quiet
+
+    def warned(module):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with oracle_quiet():
+                warnings.warn_explicit("lbfgs failed", ConvergenceWarning, "x.py", 1, module)
+        return [str(w.message) for w in caught]
+
+    assert warned("sklearn.gaussian_process._gpr") == []
+    assert warned("sklearn.gaussian_process.kernels") == []
+    assert warned("my_strategy") == ["lbfgs failed"]  # a trial's own: kept
+
+
 def test_keras_tuner_never_tries_a_configuration_twice_nor_stops_short(tmp_path):
     # keras-tuner's Bayesian oracle proposed the Gaussian process's optimum again
     # (kt3 = kt0), and random draws gave up after 20 collisions: a search of a
@@ -1076,7 +1097,7 @@ def test_keras_tuner_never_tries_a_configuration_twice_nor_stops_short(tmp_path)
 
     from orchestrator.recipe import parse_recipe
     from orchestrator.space import Choice
-    from orchestrator.tuning.keras_tuner import _oracle
+    from orchestrator.tuning.keras_tuner import _oracle, oracle_quiet
 
     def tried(algorithm, values, seed):
         recipe = parse_recipe(
@@ -1091,7 +1112,8 @@ def test_keras_tuner_never_tries_a_configuration_twice_nor_stops_short(tmp_path)
         space = {"width": Choice(values)}
         folder = tmp_path / f"{algorithm}{seed}"
         tuner = Scored(oracle=_oracle(recipe, space, len(values), None), directory=str(folder))
-        tuner.search(verbose=0)
+        with oracle_quiet():  # as graftune searches (scores all alike: its fits warn)
+            tuner.search(verbose=0)
         return [t.hyperparameters.values["width"] for t in tuner.oracle.trials.values()]
 
     for seed in (0, 2):  # seeds that did either before

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,7 +53,7 @@ from orchestrator.trial import (
 from orchestrator.tuning.ray_start import raise_if_interrupted
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from orchestrator.data import Dataset
     from orchestrator.recipe import Recipe
@@ -60,6 +61,21 @@ if TYPE_CHECKING:
     from orchestrator.tuning.ray_tune import TrialListener
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def oracle_quiet() -> Iterator[None]:
+    """keras-tuner's Bayesian oracle fits a Gaussian process (scikit-learn's) to the
+    hyperparameters tried, and its "lbfgs failed to converge ... scale the data"
+    reached the console, read as advice about the user's data (found by QA): kept
+    off it. Other warnings, the trials' own included, are as they were."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", category=ConvergenceWarning, module=r"sklearn\.gaussian_process"
+        )
+        yield
 
 
 def to_hyperparameters(space: dict[str, Dimension], start: dict[str, Any] | None = None) -> Any:
@@ -712,7 +728,8 @@ def run_search(
         _resume_trials(tuner.oracle, run_dir, strategy, space, recipe.search.max_failures, listener)
     interrupted = spent = False
     try:
-        tuner.search(verbose=0)
+        with oracle_quiet():
+            tuner.search(verbose=0)
     except KeyboardInterrupt:  # Ctrl+C: keras-tuner keeps its state for a resume
         interrupted = True
     except _DiskFull as full:
