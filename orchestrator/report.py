@@ -960,7 +960,12 @@ def _learning_curves(run: RunRecord) -> Figure:
                 ax.plot(epochs, history[train_metric], color=colour, linestyle="--", alpha=0.6)
         ax.set_title(strategy)
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # Whole epochs, one tick too (found by QA: a 1-epoch search's axis read 0.945 ...
+        # 1.050, MaxNLocator's fallback where fewer than two whole numbers are in view).
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        first = min(float(h["epoch"].min()) if "epoch" in h else 1.0 for _, h in trials)
+        last = max(float(h["epoch"].max()) if "epoch" in h else float(len(h)) for _, h in trials)
+        ax.set_xlim(first - 0.5, last + 0.5)
         ax.grid(alpha=0.3)
         if len(trials) <= 8:
             ax.legend(fontsize=7, loc="best")

@@ -577,6 +577,27 @@ def test_learning_curves_set_each_validation_metric_beside_its_training_twin(fin
     assert (history["loss"] > history["cross_entropy"]).all()
 
 
+def test_learning_curves_tick_whole_epochs_also_of_a_one_epoch_search(tmp_path):
+    # Found by QA: a 1-epoch search's axis read 0.945 ... 1.050.
+    from orchestrator.report import _learning_curves
+
+    for epochs in (1, 2, 30):
+        frame = pd.DataFrame(
+            {"strategy": ["a"], "trial_id": ["t"], "status": ["ok"], "val_accuracy": [0.5]}
+        )
+        run = record(f"run{epochs}", frame, tmp_path)
+        folder = tmp_path / f"run{epochs}" / "trials" / "a" / "t"
+        folder.mkdir(parents=True)
+        pd.DataFrame({"epoch": range(1, epochs + 1), "val_accuracy": [0.5] * epochs}).to_csv(
+            folder / "history.csv", index=False
+        )
+        (ax,) = [ax for ax in _learning_curves(run).axes if ax.get_visible()]
+        low, high = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if low <= t <= high]
+        assert ticks and all(float(t).is_integer() for t in ticks), (epochs, ticks)
+        assert low < 1 and high > epochs
+
+
 def test_the_page_of_a_run_that_stopped_midway_says_so_and_how_to_go_on(finished, tmp_path):
     """Found by QA: `graftune report` on a run stopped by Ctrl+C (no finished.json)
     drew a page like a finished run's, where `graftune leaderboard` said it stopped."""
