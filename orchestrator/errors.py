@@ -454,9 +454,21 @@ def first_few(items: Sequence[str], few: int) -> str:
 
 def quoted(names: Sequence[Any], limit: int = 20) -> str:
     """``names`` quoted for a message, all but the first ``limit`` elided with their
-    count: a table of thousands of columns made an error of tens of KB (found by QA)."""
-    shown = ", ".join(repr(n) for n in names[:limit])
+    count: a table of thousands of columns made an error of tens of KB (found by QA),
+    and each cut in its middle past :data:`NAME_LIMIT` characters (:func:`short_repr`)."""
+    shown = ", ".join(short_repr(n) for n in names[:limit])
     return shown if len(names) <= limit else f"{shown}, ... ({len(names) - limit} more)"
+
+
+#: The most characters of one name (a class, a column) a message quotes.
+NAME_LIMIT = 60
+
+
+def short_repr(value: Any) -> str:
+    """``repr(value)``, cut in its middle past :data:`NAME_LIMIT` characters: a text
+    column taken as the target has class names of thousands of characters, and an
+    error quoting four of them was one line of 20 KB (found by QA)."""
+    return ellipsized_in_middle(repr(value), NAME_LIMIT)
 
 
 def shortened(name: str) -> str:

@@ -1520,7 +1520,12 @@ def test_a_split_rounded_short_of_one_example_per_class(registry: Registry, tmp_
 def test_class_too_small_for_small_fraction(registry: Registry, tmp_path: Path) -> None:
     write_csv(tmp_path / "t.csv", table(n_per_class=8))
     spec = Spec("csv:t.csv", target="label", split=Split(0.1, 0.2))
-    with raises_data_error("split", "'cat'", "8 example(s)", "at least 10"):
+    with raises_data_error(
+        "split",
+        "every class has fewer than 10 examples (the first, 'cat', has 8)",
+        "at least 10",
+        "add examples or change the fractions",
+    ):
         prepare(spec, registry, tmp_path)
 
 
@@ -1582,6 +1587,45 @@ def test_unknown_class_suggests_one(registry: Registry, tmp_path: Path) -> None:
     spec = Spec("csv:t.csv", target="label", classes=["cat", "dgo"])
     with raises_data_error("classes", "'dgo'", "did you mean 'dog'", "'emu'"):
         prepare(spec, registry, tmp_path)
+
+
+def test_classes_too_small_to_split_are_counted_and_long_names_cut() -> None:
+    """Found by QA at scale: one class named of 300 too small (left out one run at a
+    time), an id column taken as the target read as one short class, and class names
+    of 5,000 characters quoted whole (an error of 20 KB on one line)."""
+    from orchestrator.data.split import select_classes, stratified_split
+
+    x = np.zeros((40, 2), np.float32)
+    names = tuple(f"c{i}" for i in range(8))
+    y = np.repeat(np.arange(8), [10, 10, 5, 5, 3, 3, 2, 2])
+    with pytest.raises(DataError) as info:
+        stratified_split(x, y, names, val=0.2, test=0.2, seed=0)
+    assert str(info.value).startswith(
+        "4 of 8 classes have fewer than 5 examples (the first, 'c4', has 3); a stratified "
+        "split with val 0.2 and test 0.2 needs at least 5 per class so that every split gets "
+        "one; add examples, leave those classes out with 'classes', or change the fractions"
+    )
+    assert "ids" not in str(info.value)
+    ids = tuple(str(100000 + i) for i in range(40))  # a class per example
+    with pytest.raises(DataError) as info:
+        stratified_split(x, np.arange(40), ids, val=0.2, test=0.2, seed=0)
+    assert str(info.value).startswith("every class has fewer than 5 examples")
+    assert str(info.value).endswith(
+        "(the data has 40 classes for 40 examples: is its target a column of labels, not of "
+        "ids or text?)"
+    )
+    long = tuple("word " * 1000 + str(i) for i in range(4))
+    with pytest.raises(DataError) as info:
+        select_classes(x[:4], np.arange(4), long, ["nope", "nope2"])
+    said = str(info.value)
+    assert len(said) < 400 and "'word word" in said and "…" in said and "word 3'" in said
+    with pytest.raises(DataError) as info:  # one too small: named as before, cut
+        stratified_split(
+            x[:21], np.repeat(np.arange(4), [6, 6, 6, 3]), long, val=0.2, test=0.2, seed=0
+        )
+    assert str(info.value).startswith("class 'word word")
+    assert "word 3' has 3 example(s); a stratified split" in str(info.value)
+    assert len(str(info.value)) < 400
 
 
 def test_classes_need_two(registry: Registry, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from orchestrator.errors import DataError, did_you_mean, quoted
+from orchestrator.errors import DataError, did_you_mean, quoted, short_repr
 
 
 class Splits(NamedTuple):
@@ -130,15 +130,32 @@ def stratified_split(
     # split needs at least two per class; the fraction bound makes the expected
     # share of every split at least one example.
     needed = max(3, *(math.ceil(1.0 / f - 1e-9) for f in used.values()))
-    for code, count in enumerate(counts):
-        if count < needed:
-            raise DataError(
-                f"class {class_names[code]!r} has {count} example(s); a stratified split with "
-                f"val {val:g} and test {test:g} needs at least {needed} per class so that "
-                f"every split gets one; add examples, leave the class out with 'classes', or "
-                f"change the fractions",
-                key="split",
+    small = [code for code, count in enumerate(counts) if count < needed]
+    if small:
+        first = small[0]
+        which = f"class {short_repr(class_names[first])} has {counts[first]} example(s)"
+        leave = ", leave the class out with 'classes', "
+        if len(small) > 1:  # found by QA: one named of 300, left out one run at a time
+            how_many = f"{len(small)} of {len(class_names)} classes have"
+            leave = ", leave those classes out with 'classes', "
+            if len(small) == len(class_names):
+                how_many, leave = "every class has", " "
+            which = (
+                f"{how_many} fewer than {needed} examples (the first, "
+                f"{short_repr(class_names[first])}, has {counts[first]})"
             )
+        looks = ""
+        if len(class_names) * 2 > len(y):  # an id or free text: a class per row, nearly
+            looks = (
+                f" (the data has {len(class_names)} classes for {len(y)} examples: is its "
+                "target a column of labels, not of ids or text?)"
+            )
+        raise DataError(
+            f"{which}; a stratified split with val {val:g} and test {test:g} needs at "
+            f"least {needed} per class so that every split gets one; add examples{leave}"
+            f"or change the fractions{looks}",
+            key="split",
+        )
 
     # The sizes sklearn's stratified draws take (each rounded up, the validation share
     # of what the test draw leaves): each split needs one example per class, and a
