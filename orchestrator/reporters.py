@@ -290,7 +290,7 @@ def _fail_fast(*, partly: bool = False) -> Iterator[None]:
             scheme = uri.partition(":")[0]
             said = f"MLFLOW_TRACKING_URI {uri} is of no store MLflow knows (scheme {scheme!r})"
         else:
-            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            first = whole_sentences((str(exc).strip().splitlines() or [""])[0], 300)
             said = f"MLflow cannot log to MLFLOW_TRACKING_URI {uri}: {type(exc).__name__}: {first}"
         raise RuntimeError(f"{said}: {left}") from exc
     finally:
@@ -309,6 +309,16 @@ _UNREACHABLE = (
     "Read timed out",
     "Connection aborted",
 )
+
+
+def whole_sentences(text: str, limit: int) -> str:
+    """``text`` cut to its sentences that fit in ``limit`` characters, or to ``limit``
+    with an ellipsis where the first does not: MLflow's refusal of a ``file:`` store
+    was cut in the middle of its link, "See htt" (found by QA)."""
+    if len(text) <= limit:
+        return text
+    end = text.rfind(". ", 0, limit)
+    return text[: end + 1] if end > 0 else text[: limit - 1] + "…"
 
 
 def _unreachable(exc: BaseException) -> str | None:

@@ -416,3 +416,21 @@ def test_ctrl_c_while_the_hooks_hear_the_run_finished_stops_them_not_the_run(tmp
     assert (outcome.run_dir / FINISHED_FILE).is_file()
     assert len(outcome.leaderboard) == 1 and outcome.best is not None
     assert "stopped while the plugins heard that the run finished" in caplog.text
+
+
+def test_mlflows_long_refusal_is_cut_after_a_whole_sentence():
+    # Found by QA: MLflow's refusal of a file: store ended "See htt: this run is not logged".
+    from orchestrator.reporters import whole_sentences
+
+    said = (
+        "The filesystem tracking backend (e.g., './mlruns') is in maintenance mode and will "
+        "not receive further updates. Please migrate to a database backend (e.g., "
+        "'sqlite:///mlflow.db') to access the latest MLflow features. The `mlflow "
+        "migrate-filestore` tool migrates your existing data losslessly. See "
+        "https://mlflow.org/docs/latest/self-hosting/migrate-from-file-store for details."
+    )
+    cut = whole_sentences(said, 300)
+    assert cut.endswith("tool migrates your existing data losslessly.")  # no "See htt"
+    assert said.startswith(cut) and len(cut) <= 300
+    assert whole_sentences("short.", 300) == "short."
+    assert whole_sentences("x" * 400, 300) == "x" * 299 + "…"
