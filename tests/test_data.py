@@ -1903,3 +1903,24 @@ def test_third_party_source(registry: Registry, tmp_path: Path) -> None:
         prepare(replace(spec, source="toy:boom"), registry, tmp_path)
     with raises_data_error("source", "class codes 0..5 for 2 class names"):
         prepare(replace(spec, source="toy:bad"), registry, tmp_path)
+
+
+def test_a_csvs_header_is_read_once_while_the_file_stays_as_it_is(tmp_path, monkeypatch):
+    """Found by QA at scale: validate --data read a CSV's header ten times, each as
+    dear as the whole of a 20,000-column file (13.7 s against 0.8 s)."""
+    from orchestrator.data import sources
+
+    read = []
+    header, columns = sources._read_csv_header, sources._table_columns
+    monkeypatch.setattr(sources, "_read_csv_header", lambda p: read.append(p) or header(p))
+    monkeypatch.setattr(sources, "_table_columns", lambda s, p: read.append(p) or columns(s, p))
+    path = tmp_path / "t.csv"
+    path.write_text("a,b,label\n1,2,x\n")
+    for _ in range(3):
+        assert sources._csv_header(path) == ["a", "b", "label"]
+        assert sources.table_columns("csv", path) == ["a", "b", "label"]
+    assert len(read) == 2  # once each
+    path.write_text("a,c,label\n1,2,x\n")  # the same size, at once: read again
+    assert sources._csv_header(path) == ["a", "c", "label"]
+    assert sources.table_columns("csv", path) == ["a", "c", "label"]
+    assert len(read) == 4
