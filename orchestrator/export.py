@@ -165,12 +165,12 @@ def export_model(
             try:
                 os.replace(staging, dest)
             except OSError as exc:
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
                     raise
                 # Found by QA: two exports to one new folder at once; the second was
-                # an internal error.
+                # an internal error (a file made there meanwhile named the staging folder).
                 raise RunDirError(
-                    f"{dest} exists (made meanwhile by another export); export to a new "
+                    f"{dest} exists (made meanwhile by another process); export to a new "
                     "(or empty) folder"
                 ) from None
     except BaseException:

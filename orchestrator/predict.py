@@ -855,7 +855,9 @@ def write_predictions(frame: pd.DataFrame, path: str | Path, *, replace: bool = 
     if is_stream(path):  # a FIFO or /dev/stdout: written into, by its own name
         _write_as(frame, kind, Path(path), to_json)
         return
-    target = written_path(Path(path))  # a link's target, as it is replaced
+    # With --force a link's target is replaced; without, nothing may be there at all
+    # (check_out looked): a link made meanwhile is refused, not followed (found by QA).
+    target = written_path(Path(path)) if replace else Path(path)
     tmp = target.with_name(temporary_name(target.name))
     try:
         _write_as(frame, kind, tmp, to_json)

@@ -669,6 +669,12 @@ def test_a_file_another_process_wrote_meanwhile_is_kept_without_force(tmp_path):
         write_predictions(frame, path, replace=False)  # a new file
         assert path.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "p.json", "p.parquet"]
+    # A link to nowhere made meanwhile is refused, not written through (found by QA).
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "elsewhere.csv")
+    with pytest.raises(OutputPathError, match="written meanwhile"):
+        write_predictions(frame, link, replace=False)
+    assert not (tmp_path / "elsewhere.csv").exists() and link.is_symlink()
 
 
 def test_an_export_to_a_folder_another_export_made_meanwhile_is_refused(
@@ -685,14 +691,19 @@ def test_an_export_to_a_folder_another_export_made_meanwhile_is_refused(
         return checked(path)
 
     monkeypatch.setattr(export_module, "cannot_make_in", another_export_ends_now)
+    said = f"error: {dest} exists (made meanwhile by another process); export to a new (or "
     result = invoke("export", wine_run.run_dir, dest)
     assert result.exit_code == 2, result.output
-    assert result.output == (
-        f"error: {dest} exists (made meanwhile by another export); export to a new (or "
-        "empty) folder\n"
-    )
+    assert result.output == said + "empty) folder\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left
     assert (dest / "model.keras").read_text() == "the other's"
+    # A file made there meanwhile: the same (found by QA: "Not a directory: .model.N.tmp").
+    shutil.rmtree(dest)
+    monkeypatch.setattr(export_module, "cannot_make_in", lambda path: dest.write_text("x") and None)
+    result = invoke("export", wine_run.run_dir, dest)
+    assert result.exit_code == 2, result.output
+    assert result.output == said + "empty) folder\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"] and dest.read_text() == "x"
 
 
 def test_predict_writes_into_a_fifo_and_through_a_link_and_takes_dash_for_stdout(

@@ -738,6 +738,10 @@ def test_validate_and_run_note_that_a_ray_grid_with_no_continuous_dimension_repe
     recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 3}", fixed + "}}")
     checked = CliRunner().invoke(app, ["validate", str(recipe)])
     assert checked.exit_code == 0 and "note:" not in checked.output, checked.output
+    # keras-tuner's grid takes them as their values (found by QA: refused as continuous).
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, algorithm: grid}", equal_ends)
+    checked = CliRunner().invoke(app, ["validate", str(recipe)])
+    assert checked.exit_code == 0, checked.output
 
 
 def test_the_run_says_how_many_trials_a_grid_runs():

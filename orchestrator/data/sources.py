@@ -559,7 +559,7 @@ def _once_per_version(path: Path, what: str, read: Callable[[], list[str]]) -> l
     """``read()`` of ``path``'s header, once while the file stays as it is: a run and
     ``validate --data`` read a CSV's header ten times, and of a table of 20,000
     columns each read cost what the whole file's did (found by QA: 13.7 s against
-    0.8 s). A file changed since (its size or time) is read again."""
+    0.8 s). A file changed since (its size, time or first MiB) is read again."""
     try:
         stat = path.stat()
         with path.open("rb") as file:  # its start too: a rewrite within a clock tick

@@ -37,6 +37,7 @@ from orchestrator.space import (
     Int,
     LogFloat,
     distinct_configurations,
+    single_value,
     uses_all,
 )
 from orchestrator.trial import (
@@ -183,7 +184,9 @@ def check_space(recipe: Recipe, space: dict[str, Dimension], strategy: str = "")
             f"{search.reduction_factor:g}",
         )
     if search.algorithm == "grid":
-        continuous = [k for k, d in space.items() if isinstance(d, (Float, LogFloat))]
+        continuous = [  # a range of equal ends is its value (found by QA: refused)
+            k for k, d in space.items() if isinstance(d, (Float, LogFloat)) and not single_value(d)
+        ]
         if continuous:
             raise recipe.error(
                 ("search", "algorithm"),
