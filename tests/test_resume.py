@@ -2483,3 +2483,28 @@ def test_a_run_that_ends_as_its_resume_takes_the_lock_is_not_run_again(ended_run
     assert len(outcome.leaderboard) == 3
     assert (run_dir / "events.jsonl").read_text() == events
     assert (run_dir / "leaderboard.csv").stat().st_mtime_ns == board
+
+
+def test_a_run_directory_a_reader_looks_at_that_instant_is_held_all_the_same(tmp_path):
+    """`leaderboard`, `report`, `predict` and `export` ask run_holder, which holds the
+    lock shared for an instant; a resume in that instant was refused as "in use"
+    (found by QA, in the code). One held longer, by a run, is refused still."""
+    import fcntl
+    import threading
+
+    from orchestrator.run import LOCK_FILE, holding_run_dir
+
+    def held_shared(seconds):
+        handle = open(tmp_path / LOCK_FILE, "a+")  # noqa: SIM115 (closed in the thread)
+        fcntl.flock(handle, fcntl.LOCK_SH)
+        threading.Timer(seconds, handle.close).start()  # closing it lets it go
+
+    held_shared(0.2)  # a reader's instant, made long
+    with holding_run_dir(tmp_path):
+        pass
+    held_shared(3)
+    with (
+        pytest.raises(RunDirError, match="is in use by another graftune run"),
+        holding_run_dir(tmp_path),
+    ):
+        pass
