@@ -1552,6 +1552,9 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
         record_stored(place)  # a run made before graftune recorded where it is stored
         return place
     path = place.local_dir
+    # The folders it will make, deepest first: taken away again if it is refused below.
+    existed = path.exists()
+    parents = [p for p in path.absolute().parents if not p.exists()]
     try:
         if place.stamped:
             stem, suffix = path.name, 1
@@ -1578,8 +1581,9 @@ def _open_run_dir(recipe: Recipe, place: RunPlace, resume: bool) -> RunPlace:
 
     inside = run_dir_around(path)
     if inside is not None:
-        with contextlib.suppress(OSError):
-            path.rmdir()  # empty: made just now
+        for folder in ([] if existed else [path.absolute()]) + parents:  # made just now
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise _inside_a_run(recipe, place, path.absolute(), inside)
     place = replace(place, local_dir=path.resolve())
     from orchestrator.leaderboard import atomic_write_text

@@ -2311,7 +2311,7 @@ def test_a_run_another_run_starts_around_meanwhile_is_refused_as_it_is_made(
         f"error: cannot make the run directory {inside}: it is inside the run directory "
         f"{outer}, whose files graftune reads; choose a folder elsewhere"
     )
-    assert not inside.exists()
+    assert not (outer / "trials").exists()  # nor the folders made for it (found by QA)
 
 
 def test_a_run_directory_whose_lock_cannot_be_opened_is_named_with_why(tmp_path):
