@@ -253,6 +253,11 @@ def space_notes(
     return list(notes.values())
 
 
+#: A Ray search's time budget under this many seconds is noted by validate: its
+#: workers' start-up counts, and a fresh one imports TensorFlow (about 4 s).
+SHORT_BUDGET_S = 10
+
+
 def recipe_notes(recipe: Recipe, host: PluginHost) -> list[str]:
     """:func:`space_notes` of each strategy of a valid recipe, and a setting that
     changes nothing, for ``graftune validate``."""
@@ -265,6 +270,14 @@ def recipe_notes(recipe: Recipe, host: PluginHost) -> list[str]:
         notes.append(
             "note: resources.mixed_precision changes nothing with gpus_per_trial: 0; the "
             "trials train in float32 on CPUs (mixed_float16 is for GPUs)"
+        )
+    budget = recipe.search.time_budget_s
+    if recipe.search.backend == "ray" and budget is not None and budget < SHORT_BUDGET_S:
+        # Found by QA: 0.001 s passed validate; the run made its directory and failed.
+        notes.append(
+            f"note: search.time_budget_s ({budget:g} s) counts from each strategy's search "
+            "start, its workers' start-up included (a few seconds: each imports "
+            f"TensorFlow): under {SHORT_BUDGET_S} s, the budget may end before any trial does"
         )
     for name in recipe.strategies:
         strategy = host.strategy(name)

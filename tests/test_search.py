@@ -738,6 +738,15 @@ def test_validate_and_run_note_that_a_ray_grid_with_no_continuous_dimension_repe
     recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 3}", fixed + "}}")
     checked = CliRunner().invoke(app, ["validate", str(recipe)])
     assert checked.exit_code == 0 and "note:" not in checked.output, checked.output
+    # A Ray budget shorter than a worker's start-up (found by QA: 0.001 s passed, and the
+    # run failed with no trial); keras-tuner runs in this process: none.
+    for search, note in (("{time_budget_s: 0.5}", True), ("{time_budget_s: 10}", False)):
+        recipe = write_recipe(tmp_path, search, fixed + "}}")
+        checked = CliRunner().invoke(app, ["validate", str(recipe)])
+        said = "note: search.time_budget_s (0.5 s) counts from each strategy's search start"
+        assert (said in " ".join(checked.output.split())) is note, checked.output
+    recipe = write_recipe(tmp_path, "{time_budget_s: 0.5, backend: keras_tuner}", fixed + "}}")
+    assert "time_budget_s" not in CliRunner().invoke(app, ["validate", str(recipe)]).output
     # keras-tuner's grid takes them as their values (found by QA: refused as continuous).
     recipe = write_recipe(tmp_path, "{backend: keras_tuner, algorithm: grid}", equal_ends)
     checked = CliRunner().invoke(app, ["validate", str(recipe)])
