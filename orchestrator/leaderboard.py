@@ -9,13 +9,14 @@ and come last. Files are written atomically, so a crash never leaves a torn one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import html
 import io
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -444,22 +445,44 @@ def synced(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so readers never see half a file.
+    """Write through a temporary file and rename, so readers never see half a file
+    (:func:`atomic_write`)."""
+    atomic_write(path, lambda to: to.write_text(text, encoding="utf-8"))
 
-    If either step fails, the temporary file is removed and ``path`` is as it was.
-    A symbolic link stays one (its target is replaced), and a FIFO or a device
-    (``/dev/stdout``) is written into.
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any], *, replace: bool = True) -> None:
+    """``write(a path)`` through a temporary file put in place in one step, so readers
+    never see half a file.
+
+    If a step fails, the temporary file is removed and ``path`` is as it was. A
+    symbolic link stays one (its target is replaced), and a FIFO or a device
+    (``/dev/stdout``) is written into. Without ``replace``, nothing that is at
+    ``path`` by then (a file, a link) is replaced or followed: the file is put
+    there by a hard link, which fails where a name is (a file system without hard
+    links is looked at, then renamed onto).
+
+    Raises:
+        FileExistsError: Without ``replace``, ``path`` is there.
     """
     if is_stream(path):  # by its own name: /dev/stdout's link to a pipe leads nowhere
-        Path(path).write_text(text, encoding="utf-8")
+        write(Path(path))
         return
-    path = written_path(path)
-    tmp = path.with_name(temporary_name(path.name))
+    target = written_path(path) if replace else Path(path)
+    tmp = target.with_name(temporary_name(target.name))
     try:
-        tmp.write_text(text, encoding="utf-8")
+        write(tmp)
         synced(tmp)
-        os.replace(tmp, path)
-    except BaseException:
+        if replace:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)  # fails where a name is: never replaces one
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links here: looked at, then renamed
+                if os.path.lexists(target):
+                    raise FileExistsError(errno.EEXIST, "exists", str(target)) from None
+                os.replace(tmp, target)
+    finally:
         tmp.unlink(missing_ok=True)  # never a stray temporary file beside the target
-        raise
-    synced(path.parent)
+    synced(target.parent)

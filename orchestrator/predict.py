@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import unicodedata
 from dataclasses import dataclass, field
@@ -840,46 +839,24 @@ def _data_path(source: str, base_dir: str | Path) -> Path | None:
 def write_predictions(frame: pd.DataFrame, path: str | Path, *, replace: bool = True) -> None:
     """Write the predictions in the format ``path``'s suffix names, atomically.
 
-    Without ``replace`` (no ``--force``), a file that another process made there
-    since :func:`check_out` is kept and this write refused (found by QA: two
-    predicts at once both said "written to", and one's predictions were lost).
+    Without ``replace`` (no ``--force``), a file or link that another process made
+    there since :func:`check_out` is kept and this write refused, not written over
+    or through (found by QA: two predicts at once both said "written to", and one's
+    predictions were lost).
 
     Raises:
         OutputPathError: Without ``replace``, ``path`` exists now.
     """
-    from orchestrator.errors import temporary_name
-    from orchestrator.leaderboard import synced, to_json
-    from orchestrator.paths import written_path
+    from orchestrator.leaderboard import atomic_write, to_json
 
     kind = OUT_FORMATS[Path(path).suffix.lower()]
-    if is_stream(path):  # a FIFO or /dev/stdout: written into, by its own name
-        _write_as(frame, kind, Path(path), to_json)
-        return
-    # With --force a link's target is replaced; without, nothing may be there at all
-    # (check_out looked): a link made meanwhile is refused, not followed (found by QA).
-    target = written_path(Path(path)) if replace else Path(path)
-    tmp = target.with_name(temporary_name(target.name))
     try:
-        _write_as(frame, kind, tmp, to_json)
-        synced(tmp)
-        if replace:
-            os.replace(tmp, target)
-        else:
-            taken = OutputPathError(
-                f"--out {path} exists (written meanwhile by another process); name a new "
-                "file, or --force to replace it"
-            )
-            try:
-                os.link(tmp, target)  # fails where a file is: never replaces one
-            except FileExistsError:
-                raise taken from None
-            except OSError:  # a file system without hard links: looked at, then renamed
-                if os.path.lexists(target):
-                    raise taken from None
-                os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    synced(target.parent)
+        atomic_write(path, lambda to: _write_as(frame, kind, to, to_json), replace=replace)
+    except FileExistsError:
+        raise OutputPathError(
+            f"--out {path} exists (written meanwhile by another process); name a new "
+            "file, or --force to replace it"
+        ) from None
 
 
 def _write_as(frame: pd.DataFrame, kind: str, path: Path, to_json: Callable[..., str]) -> None:
