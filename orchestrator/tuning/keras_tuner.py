@@ -91,7 +91,7 @@ def to_hyperparameters(space: dict[str, Dimension], start: dict[str, Any] | None
         default = (start or {}).get(name)
         if isinstance(dim, Fixed):
             hp.Fixed(name, dim.value)
-        elif isinstance(dim, (Int, Float, LogFloat)) and dim.low == dim.high:
+        elif isinstance(dim, (Int, Float, LogFloat)) and single_value(dim):
             hp.Fixed(name, dim.low)  # a range of equal ends: its value, as on Ray
         elif isinstance(dim, Choice):
             values = list(dim.values)

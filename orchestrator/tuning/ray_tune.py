@@ -45,7 +45,7 @@ from ray.tune.stopper import Stopper
 from orchestrator.cluster import node_label
 from orchestrator.errors import SearchInterrupted, disk_full_error
 from orchestrator.progress import tell_epoch
-from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat
+from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat, single_value
 from orchestrator.trial import (
     COST_KEYS,
     DAMAGED_RESULT_FILE,
@@ -147,7 +147,7 @@ def to_tune(space: dict[str, Dimension], *, grid: bool = False) -> dict[str, Any
     for key, dim in space.items():
         if isinstance(dim, Fixed):
             translated[key] = dim.value
-        elif isinstance(dim, (Int, Float, LogFloat)) and dim.low == dim.high:
+        elif isinstance(dim, (Int, Float, LogFloat)) and single_value(dim):
             # A range of equal ends is its value: Ray's loguniform gave 0.001 and
             # 0.0010000000000000002 of [0.001, 0.001] (found by QA).
             translated[key] = dim.low
