@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -76,7 +77,7 @@ def run_until_trials_end(recipe: Path, run_dir: Path, ended: int = 2):
             yield process
         finally:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGKILL)
+                kill_session(process.pid)
                 process.wait()
 
 
@@ -145,12 +146,36 @@ def test_a_trial_reported_before_a_kill_is_not_reported_again(tmp_path):
     assert (tmp_path / REPORTED_FILE).read_text().split() == ["s/t1", "s/t2"]
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def session_running(sid: int) -> list[Any]:
+    """The processes of session ``sid`` still running (``psutil.Process``): a run's
+    driver and the Ray processes it started are one process group, but each Ray
+    worker is a group of its own, and goes on until it sees its raylet gone (found
+    in CI: one ended its trial after a kill of the group). Zombies are left out: a
+    container's first process may never reap them."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == sid and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except (OSError, psutil.Error):
+            pass  # gone meanwhile
+    return found
+
+
+def kill_session(sid: int, wait_s: float = 30.0) -> None:
+    """SIGKILL every process of session ``sid`` (a run started in one of its own:
+    driver, Ray's processes and Ray's workers) and wait until none runs."""
+    import psutil
+
+    deadline = time.monotonic() + wait_s
+    while left := session_running(sid):
+        assert time.monotonic() < deadline, f"still running after SIGKILL: {left}"
+        for process in left:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("how", ["SIGKILL to every process", "SIGTERM to the driver"])
@@ -170,7 +195,7 @@ def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp
             # Worded for Python too (found by QA: --run-dir and --resume alone).
             with pytest.raises(RunDirError, match="from Python, run_dir= or run_name="):
                 run_recipe(recipe, run_dir=run_dir, plugins=[], echo=print)
-            os.killpg(process.pid, signal.SIGKILL)
+            kill_session(process.pid)
             process.wait()
         else:  # what `timeout`, systemd, Kubernetes and `ray job stop` send
             process.send_signal(signal.SIGTERM)
@@ -181,9 +206,9 @@ def test_a_killed_run_resumes_without_repeating_finished_trials(ray_session, tmp
             assert f"graftune run --resume {run_dir}" in stderr
             # Not reported as a crash (Ray's crash reporter prints a stack for it).
             assert "SIGTERM received" not in stderr
-            # The Ray processes the driver started are gone with it.
+            # The Ray processes the driver started are gone with it, its workers too.
             deadline = time.monotonic() + 30
-            while group_alive(process.pid):
+            while session_running(process.pid):
                 assert time.monotonic() < deadline, "Ray's processes outlived the driver"
                 time.sleep(0.5)
     ended = ended_trials(run_dir / "trials" / "scratch_mlp")
