@@ -475,7 +475,7 @@ def cache_entries() -> list[CacheEntry]:
         for folder in _entry_folders(bases, "base"):
             # What a killed save left: removed by the next run that needs the base.
             path = folder / "base.keras"
-            problem = damaged_base_file(path) if path.is_file() else "incomplete"
+            problem = damaged_base_file(path) if path.is_file() else _incomplete(folder)
             if problem is None:
                 text = describe_cached_base(folder)
             elif path.is_file():
@@ -491,7 +491,7 @@ def cache_entries() -> list[CacheEntry]:
                 _read_entry(folder)
             except DamagedEntry as exc:
                 text = (
-                    str(exc)
+                    _incomplete(folder)
                     if exc.missing
                     else f"damaged: {exc} (computed again by the next run that needs it)"
                 )
@@ -511,6 +511,27 @@ def cache_entries() -> list[CacheEntry]:
                 )
             entries.append(CacheEntry("features", folder, _size(folder), text))
     return entries
+
+
+def _incomplete(folder: Path) -> str:
+    """What ``cache info`` says of an entry without its last file: one a process
+    on this machine is making now holds its lock (found by QA: an entry being
+    computed by a run going was listed as "incomplete", as a killed one is)."""
+    import fcntl
+
+    try:
+        handle = open(folder.with_suffix(".lock"))  # noqa: SIM115 (closed below)
+    except OSError:
+        return "incomplete"  # no lock, or one this user cannot read
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "being made now, by a graftune process on this machine"
+        except OSError:
+            return "incomplete"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return "incomplete"
 
 
 def _numerics_text(meta: dict[str, Any]) -> str:

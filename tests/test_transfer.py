@@ -748,6 +748,26 @@ def test_features_are_computed_once_and_shared(digits, base_info, tmp_path, monk
     assert str(base_info.path) not in loaded
 
 
+def test_cache_info_tells_an_entry_being_made_from_one_a_kill_left(digits, base_info):
+    """Found by QA: features a run was computing were listed as "incomplete", as
+    those a killed run left are; their lock says which."""
+    from orchestrator.bases import load_base, locked
+    from orchestrator.feature_cache import cache_entries, feature_key, features_dir
+
+    folder = features_dir() / feature_key(load_base(base_info), 2, digits)[:32]
+    folder.mkdir(parents=True)
+    (folder / "train.npy").write_bytes(b"partial")
+
+    def said() -> str:
+        (entry,) = [e for e in cache_entries() if e.path == folder]
+        return entry.description
+
+    assert said() == "incomplete"  # no lock: a kill left it
+    with locked(folder.with_suffix(".lock")):  # as cached_features holds it while it computes
+        assert said() == "being made now, by a graftune process on this machine"
+    assert said() == "incomplete"
+
+
 def test_an_entry_computed_again_drops_what_a_killed_computation_left(digits, base_info):
     from orchestrator.bases import load_base
     from orchestrator.feature_cache import cached_features, feature_key, features_dir
