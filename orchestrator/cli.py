@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -236,7 +236,7 @@ def _version(value: bool) -> None:
     """graftune's version on the first line; then what a bug report needs (found by
     QA: the version alone): its code's fingerprint, Python, the Keras backend and
     the versions of the packages a run records in environment.json."""
-    if value:
+    if value is True:  # not a truthy string an older typer passed (found by QA: 'False')
         from orchestrator import __version__
         from orchestrator.environment import environment
 
@@ -1022,14 +1022,14 @@ def _searched_metric(recipe: Path | None) -> tuple[str, str]:
     return default, METRICS[default]
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     csv = "csv"
     md = "md"
     json = "json"
 
 
-class Listing(str, Enum):
+class Listing(StrEnum):
     table = "table"
     json = "json"
 
@@ -1420,7 +1420,7 @@ def _label_order(label: str) -> tuple[int, float, str]:
         return (1, 0.0, label)
 
 
-class ExportFormat(str, Enum):
+class ExportFormat(StrEnum):
     keras = "keras"
     savedmodel = "savedmodel"
 

@@ -357,3 +357,14 @@ def test_version_says_what_a_bug_report_needs():
         assert f"{name} {metadata.version(name)}" in lines[3]
     # "## Reporting a problem" says what to give.
     assert "## Reporting a problem" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("given", [False, None, "False"])
+def test_version_is_said_only_when_asked(given, capsys):
+    """Found by QA: typer 0.12.4-0.12.5 with click 8.2+ passed the string 'False'
+    to the callback, and every command printed the version and exited 0, having
+    done nothing (the floor is 0.13 now; the callback takes True alone too)."""
+    from orchestrator.cli import _version
+
+    _version(given)  # not typer.Exit
+    assert capsys.readouterr().out == ""
