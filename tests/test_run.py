@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,6 +181,34 @@ def test_a_resume_by_changed_graftune_code_says_so(finished_run, tmp_path):
     )
     assert elsewhere.returncode == 0, elsewhere.stderr[-2000:]
     assert elsewhere.stdout.strip() == code
+    # Laid out as a wheel installs it, the built-ins inside orchestrator/, the same
+    # code reads alike (found by QA: a resume under a wheel of the same commit said
+    # the code had changed, and bug reports' --version differed).
+    import orchestrator
+    import orchestrator.builtin_plugins
+
+    wheel = tmp_path / "wheel"
+    ignore = shutil.ignore_patterns("__pycache__")
+    shutil.copytree(Path(orchestrator.__file__).parent, wheel / "orchestrator", ignore=ignore)
+    shutil.copytree(
+        Path(orchestrator.builtin_plugins.__file__).parent,
+        wheel / "orchestrator" / "builtin_plugins",
+        ignore=ignore,
+    )
+    as_a_wheel = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import orchestrator.environment as e; print(e.__file__, e.graftune_code())",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(wheel)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert as_a_wheel.returncode == 0, as_a_wheel.stderr[-2000:]
+    assert as_a_wheel.stdout.split() == [str(wheel / "orchestrator" / "environment.py"), code]
     # A record from before the fingerprint cannot vouch for the code either.
     del changed["graftune_code"]
     (tmp_path / ENVIRONMENT_FILE).write_text(json.dumps(changed))
