@@ -296,7 +296,7 @@ class TogetherMLP(ScratchMLP):
     description = "waits for its fellow trials, then trains a tiny MLP"
 
     def search_space(self, context):
-        return tiny_space(together=Fixed(4))
+        return tiny_space(together=Fixed(4), folder=Fixed(""))
 
     def fit(self, model, config, data, *, epochs, callbacks):
         import os
@@ -304,7 +304,9 @@ class TogetherMLP(ScratchMLP):
         import uuid
         from pathlib import Path
 
-        folder = Path(os.environ["GRAFTUNE_TEST_TOGETHER"])
+        # The recipe's folder where it gives one: a cluster's workers do not see this
+        # process's environment.
+        folder = Path(config["folder"] or os.environ["GRAFTUNE_TEST_TOGETHER"])
         (folder / uuid.uuid4().hex).touch()
         deadline = time.monotonic() + 120
         while len(list(folder.iterdir())) < int(config["together"]):

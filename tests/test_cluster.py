@@ -908,6 +908,8 @@ def cluster() -> Iterator[Cluster]:
     base.update(
         PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         RAY_USAGE_STATS_ENABLED="0",
+        # The cluster's trials compete with the rest of the suite as equals (conftest.py).
+        RAY_worker_niceness="0",
         TF_CPP_MIN_LOG_LEVEL="2",
     )
     groups: set[int] = set()
@@ -1066,10 +1068,26 @@ def graftune_register_strategies(registry):
 @pytest.mark.slow
 def test_driver_here_spreads_trials_over_both_nodes(two_nodes, tmp_path):
     cluster = two_nodes
-    recipe = write_recipe(tmp_path, SPREAD_RECIPE)
+    # Three trials at once on the 2 + 1 CPUs: each waits until three have started, so
+    # none ends before the second node's has started (a trial ended on the head while
+    # the second node's worker still started took it over, Tune reusing the head's
+    # actor: every trial ran on the head, found by QA).
+    together = tmp_path / "together"
+    together.mkdir()
+    recipe = write_recipe(
+        tmp_path,
+        SPREAD_RECIPE.replace(
+            "scratch_mlp:\n    space: {hidden_layers: 1, width: 8}",
+            f"together_mlp:\n    space: {{together: 3, folder: '{together}'}}",
+        ),
+    )
     shared = tmp_path / "shared"
 
-    refused = graftune(cluster, "run", recipe, "--address", cluster.gcs, "--storage", shared)
+    plugin = ("--plugin", "tests.fixture_plugins")
+    repo = Path(__file__).resolve().parents[1]  # where tests.fixture_plugins is found
+    refused = graftune(
+        cluster, "run", recipe, "--address", cluster.gcs, "--storage", shared, *plugin, cwd=repo
+    )
     assert refused.returncode == 2
     assert "the Ray cluster has 2 nodes" in refused.stderr
     assert "--shared-storage" in refused.stderr
@@ -1090,6 +1108,8 @@ def test_driver_here_spreads_trials_over_both_nodes(two_nodes, tmp_path):
         "--shared-storage",
         "--run-name",
         "spread-1",
+        *plugin,
+        cwd=repo,
         KERAS_BACKEND="jax",
     )
     assert ran.returncode == 0, ran.stdout + ran.stderr
