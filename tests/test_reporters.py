@@ -312,6 +312,11 @@ def test_a_tracking_server_nobody_answers_is_given_up_on_within_seconds(
         monkeypatch.delenv(name, raising=False)
     recipe = parse_recipe(yaml.safe_dump(RECIPE), numbered=False)
     host = get_plugin_manager()
+    # Its own "took N s" warning past 5 s, a second loud record on a loaded machine
+    # (found by QA); past 15 s the test fails anyway.
+    from orchestrator import plugin_manager
+
+    monkeypatch.setattr(plugin_manager, "SLOW_HOOK_S", 15.0)
     started = time.monotonic()
     with caplog.at_level(logging.DEBUG):
         host.notify("graftune_run_started", recipe=recipe, run_dir=tmp_path)
