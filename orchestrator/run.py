@@ -1184,15 +1184,16 @@ def _resume_hint(run_dir: Path, names: tuple[str, ...] | None = None) -> str:
         names = _EXPLICIT_PLUGINS.get()
     plugins = "".join(f" --plugin {shlex.quote(name)}" for name in names)
     if os.environ.get(SUBMITTED_ENV):
-        from orchestrator.storage import stored_folder
+        from orchestrator.storage import stored_uri
 
-        # A run stored in a folder goes on there, as fetch says: a copy resumed stays
-        # a copy (found by QA: the job's log said to resume a fetched copy).
-        folder = stored_folder(run_dir)
-        if folder is not None:
+        # A submitted run has storage. One stored in a folder runs there, and goes on
+        # there, as fetch says: a copy resumed stays a copy (found by QA: the job's
+        # log said to resume a fetched copy; a first fix looked for a record that only
+        # a run stored at a URI keeps, and never fired).
+        if stored_uri(run_dir) is None:
             return (
                 "continue it where it is stored with: graftune run --resume "
-                f"{shlex.quote(str(folder))} --address HEAD:6379{plugins}"
+                f"{shlex.quote(str(run_dir))} --address HEAD:6379{plugins}"
             )
         job = shlex.quote(run_dir.name)
         return (

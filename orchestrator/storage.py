@@ -287,13 +287,12 @@ def _read_record(text: str | None) -> dict[str, str]:
     return record if isinstance(record, dict) else {}
 
 
-def stored_folder(run_dir: Path) -> Path | None:
-    """The folder a run is stored in when its storage is a folder (its
-    ``.stored.json`` says), where it is resumed; ``None`` for a URI or none."""
+def stored_uri(run_dir: Path) -> str | None:
+    """The URI a run is stored at (its ``.stored.json`` says); ``None`` for a run
+    stored in a folder, whose run directory is its place in storage (it keeps no
+    record), or a run without storage."""
     stored = _read_record(_read_local(run_dir, STORED_FILE)).get("stored")
-    if not isinstance(stored, str) or not stored or is_uri(stored):
-        return None
-    return Path(stored)
+    return stored if isinstance(stored, str) and is_uri(stored) else None
 
 
 def _recorded_name(run_dir: Path) -> str | None:

@@ -484,18 +484,22 @@ def test_a_stopped_job_stored_in_a_folder_is_to_be_resumed_there(tmp_path, monke
     """Found by QA: its log said to fetch a copy and resume that, which stays a copy,
     where fetch and README say to resume it where it is stored."""
     from orchestrator.run import _resume_hint
-    from orchestrator.storage import RunPlace, record_stored
+    from orchestrator.storage import record_stored
 
     monkeypatch.setenv("GRAFTUNE_SUBMITTED", "1")
-    for i, (stored, said) in enumerate((
-        (str(tmp_path / "store" / "job-1"), "continue it where it is stored with: graftune "
+    for i, (storage, said) in enumerate((
+        (tmp_path / "store", "continue it where it is stored with: graftune "
          f"run --resume {tmp_path / 'store' / 'job-1'} --address HEAD:6379"),
-        ("s3://bucket/runs/job-1", "continue it with: graftune fetch job-1 DEST"),
+        ("s3://bucket/runs", "continue it with: graftune fetch job-1 DEST"),
     )):  # fmt: skip
-        run_dir = tmp_path / "working_dir_files" / str(i) / "job-1"  # where the job ran
-        run_dir.mkdir(parents=True)
-        record_stored(RunPlace(local_dir=run_dir, remote=stored))
-        assert _resume_hint(run_dir).startswith(said), _resume_hint(run_dir)
+        # Placed as a submitted job's run is (found by QA: a first fix was tested on
+        # a place made by hand, a URI record for a folder that no run keeps).
+        output = tmp_path / "working_dir_files" / str(i)  # where the job ran
+        recipe = parse_recipe(BASIC + f"storage: {storage}\noutput: {output}\n")
+        place = plan_run(recipe, run_name="job-1", nodes=1)
+        place.local_dir.mkdir(parents=True)
+        record_stored(place)
+        assert _resume_hint(place.local_dir).startswith(said), _resume_hint(place.local_dir)
 
 
 def test_a_stored_run_made_before_run_records_is_not_overwritten_by_a_new_run(tmp_path):
