@@ -478,17 +478,30 @@ def test_runs_that_need_the_same_base_at_once_build_it_once(tmp_path, isolated, 
     tiny_cnn().save(tmp_path / "base.keras")
     built = []
     build = PathProvider.build
+    waits = threading.Event()
 
     def slow_build(self, spec, context):
         built.append(threading.current_thread().name)
-        time.sleep(1.0)  # long enough for the other run to ask meanwhile
+        # Until the other run waits for the lock (a sleep was not always long enough
+        # on a loaded machine; found by QA); a run that never waits fails below.
+        waits.wait(timeout=60)
         return build(self, spec, context)
 
     monkeypatch.setattr(PathProvider, "build", slow_build)
     spec = BaseSpec(path=tmp_path / "base.keras")
     said: list[list[str]] = [[], []]
+
+    def echo(i: int, line: str) -> None:
+        said[i].append(line)
+        if line.startswith("base: waiting"):
+            waits.set()
+
     with ThreadPoolExecutor(2) as runs:
-        infos = list(runs.map(lambda i: prepare(spec, dataset, tmp_path, said[i].append), range(2)))
+        infos = list(
+            runs.map(
+                lambda i: prepare(spec, dataset, tmp_path, lambda line: echo(i, line)), range(2)
+            )
+        )
 
     assert len(built) == 1
     assert infos[0].path == infos[1].path
