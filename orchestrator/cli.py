@@ -421,6 +421,10 @@ def _fail(exc: BaseException, writing: Path | None = None) -> None:
         err.print(f"error: {printable(said)}", markup=False)
         raise typer.Exit(status)
     command = _state.get("command") or "COMMAND"
+    from orchestrator.submit import SUBMITTED_ENV
+
+    if os.environ.get(SUBMITTED_ENV):  # a job: the user can submit it again, not run it here
+        command = "submit"
     err.print(
         f"internal error: {type(exc).__name__}: {printable(without_credentials(str(exc)))}\n"
         f"(for the traceback, run it again as: graftune --debug {command} ...)",
@@ -1530,6 +1534,7 @@ def submit(
             plugins=plugin or [],
             data_sources=_data_sources(),
             echo=(lambda line: None) if quiet else (lambda line: out.print(line, markup=False)),
+            debug=_state["debug"],
         )
     except Exception as exc:
         _fail(exc)

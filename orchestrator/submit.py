@@ -72,12 +72,19 @@ _CHATTY_LOGGERS = (
     "ray.dashboard.modules.job.sdk",
     "ray._private.runtime_env.packaging",
 )
+NO_PYTHON = (
+    "the cluster's shell has no `python` on its PATH: start Ray (`ray start`) with "
+    "graftune's virtualenv activated"
+)
 _FAILED_HINTS = {
     "No module named 'orchestrator'": (
-        "graftune is not installed in the cluster's Python: install it on every node "
-        "(or in the cluster's image), or add it to the job with --pip graftune"
+        "graftune is not installed in the Python the cluster runs jobs with: start Ray "
+        "(`ray start`) with graftune's virtualenv activated, not just as .venv/bin/ray, "
+        "or install graftune, the same version, on every node (or in the cluster's image)"
     ),
-    "command not found": "the cluster's shell has no `python` on its PATH",
+    # bash's words, and dash's (Debian's /bin/sh; found by QA: no hint).
+    "command not found": NO_PYTHON,
+    "python: not found": NO_PYTHON,
 }
 
 
@@ -476,18 +483,27 @@ def runtime_env(staged: Staged) -> dict[str, Any]:
     return env
 
 
-def entrypoint(run_name: str, plugins: list[str] = ()) -> str:  # type: ignore[assignment]
+def entrypoint(
+    run_name: str,
+    plugins: list[str] = (),  # type: ignore[assignment]
+    *,
+    debug: bool = False,
+) -> str:
     """The job's command: ``graftune run`` through the Python of the job's environment.
 
     ``python -m`` rather than the ``graftune`` script: with ``--pip``, Ray puts
     the job in a virtualenv whose ``python`` sees both graftune and the plugins;
     and it imports ``--plugin`` modules staged in the working directory, its
-    current folder.
+    current folder. ``exec``: the run is the job's process, not a child of Ray's
+    shell (found by QA: with the shell killed, Ray said FAILED and ``jobs stop``
+    had nothing to stop while the run went on). ``debug``: ``graftune --debug``
+    (``graftune --debug submit``: an internal error's traceback is in the job's log).
     """
-    command = ["python", "-m", "orchestrator.cli", "run", RECIPE_FILE, "--run-name", run_name]
+    command = ["python", "-m", "orchestrator.cli", *(["--debug"] * debug), "run", RECIPE_FILE]
+    command += ["--run-name", run_name]
     for name in plugins:
         command += ["--plugin", name]
-    return shlex.join(command)
+    return "exec " + shlex.join(command)
 
 
 def new_job_id(recipe_name: str) -> str:
@@ -822,8 +838,10 @@ def submit(
     plugins: list[str] = (),  # type: ignore[assignment]
     data_sources: Any = None,
     echo: Callable[[str], None] = print,
+    debug: bool = False,
 ) -> Submitted:
-    """Stage ``recipe`` and submit it as a job to ``client``'s cluster.
+    """Stage ``recipe`` and submit it as a job to ``client``'s cluster (``debug``:
+    its run shows tracebacks, :func:`entrypoint`).
 
     Raises:
         SubmitError: No storage, node-local storage on a cluster of several
@@ -848,7 +866,7 @@ def submit(
         )
         with client.errors():
             client.client.submit_job(
-                entrypoint=entrypoint(job_id, staged.plugins),
+                entrypoint=entrypoint(job_id, staged.plugins, debug=debug),
                 submission_id=job_id,
                 runtime_env=runtime_env(staged),
                 metadata={

@@ -339,7 +339,7 @@ def test_stage_copies_local_files_and_rewrites_paths(tmp_path):
     env = runtime_env(staged)
     assert env["working_dir"] == str(tmp_path / "job")
     assert env["pip"] == staged.pip
-    assert entrypoint("job-1") == ("python -m orchestrator.cli run recipe.yaml --run-name job-1")
+    assert entrypoint("job-1") == "exec python -m orchestrator.cli run recipe.yaml --run-name job-1"
     assert env["env_vars"]["GRAFTUNE_SUBMITTED"] == "1"
 
 
@@ -393,7 +393,7 @@ def test_stage_sends_plugin_modules_found_here(tmp_path, monkeypatch):
     assert (tmp_path / "job" / "pkg_plugin" / "strategies.py").is_file()
     assert not (tmp_path / "job" / "pkg_plugin" / "__pycache__").exists()
     assert entrypoint("job-1", staged.plugins) == (
-        "python -m orchestrator.cli run recipe.yaml --run-name job-1 "
+        "exec python -m orchestrator.cli run recipe.yaml --run-name job-1 "
         "--plugin one_plugin --plugin pkg_plugin.strategies"
     )
     with pytest.raises(SubmitError, match="--plugin no_such_plugin: no module no_such_plugin"):
@@ -478,6 +478,56 @@ def test_a_stopped_jobs_hint_is_to_fetch_it_not_to_resume_its_working_folder(mon
         "continue it with: graftune fetch job-1 DEST --address DASHBOARD, then "
         "graftune run --resume DEST --address HEAD:6379"
     )
+
+
+def test_a_job_runs_with_debug_when_submitted_with_it(monkeypatch, capsys):
+    """Found by QA: a job's internal error said to run it again with ``graftune --debug
+    run``, which a job's user cannot, and ``graftune --debug submit`` did not pass
+    ``--debug`` on."""
+    import typer
+
+    from orchestrator import cli
+
+    assert entrypoint("job-1", debug=True) == (
+        "exec python -m orchestrator.cli --debug run recipe.yaml --run-name job-1"
+    )
+    monkeypatch.setenv("GRAFTUNE_SUBMITTED", "1")
+    monkeypatch.setitem(cli._state, "command", "run")
+    with pytest.raises(typer.Exit):
+        cli._fail(RuntimeError("boom"))
+    said = capsys.readouterr().err
+    assert "internal error: RuntimeError: boom" in said
+    assert "run it again as: graftune --debug submit ..." in said
+
+
+@pytest.mark.parametrize(
+    ("log", "hint"),
+    [
+        ("/bin/sh: 1: python: not found\n", "no `python` on its PATH: start Ray"),  # dash
+        ("/bin/sh: line 1: python: command not found\n", "no `python` on its PATH"),  # bash
+        ("ModuleNotFoundError: No module named 'orchestrator'\n", "virtualenv activated"),
+    ],
+)
+def test_a_failed_jobs_log_gives_its_likely_fix(log, hint):
+    """Found by QA: Debian's shell says "python: not found", and no hint was given;
+    a job without graftune was told to add ``--pip graftune`` (any version)."""
+    from types import SimpleNamespace
+
+    from orchestrator.submit import failure_message
+
+    class Client:  # what failure_message asks of a JobClient: its address and a job's log
+        address = "http://127.0.0.1:8265"
+
+        def _logs(self, job_id: str) -> str:
+            return log
+
+    info = SimpleNamespace(
+        submission_id="job-1", job_id=None, status="FAILED", message="exit code 127"
+    )
+    said = failure_message(Client(), info).splitlines()
+    assert said[0] == "job job-1 on http://127.0.0.1:8265 ended FAILED: exit code 127"
+    assert hint in said[1] and "--pip graftune" not in said[1]
+    assert said[2] == "the whole log: graftune jobs logs job-1 --address http://127.0.0.1:8265"
 
 
 def test_a_stopped_job_stored_in_a_folder_is_to_be_resumed_there(tmp_path, monkeypatch):
