@@ -1470,7 +1470,10 @@ _DashboardAddress = Annotated[
     str | None,
     typer.Option(
         "--address",
-        help="The cluster's dashboard, http://HEAD:8265 (default: $RAY_API_SERVER_ADDRESS).",
+        help=(
+            "The cluster's dashboard, http://HEAD:8265 "
+            "(default: $RAY_API_SERVER_ADDRESS, else $RAY_ADDRESS)."
+        ),
         metavar="ADDRESS",
     ),
 ]

@@ -553,6 +553,13 @@ def dashboard_url(address: str | None) -> str:
     return text.rstrip("/")
 
 
+def _address_variable() -> str:
+    """The variable :func:`dashboard_url` took the address from, with no ``--address``."""
+    if os.environ.get("RAY_API_SERVER_ADDRESS"):
+        return "RAY_API_SERVER_ADDRESS"
+    return "RAY_ADDRESS" if (os.environ.get("RAY_ADDRESS") or "").strip() else ""
+
+
 def _is_module(name: str) -> bool:
     """Whether ``name`` is an importable module's (Ray's client takes such a scheme)."""
     import importlib.util
@@ -580,6 +587,9 @@ class JobClient:
         import logging
 
         self.address = dashboard_url(address)
+        #: Where the address came from, said with it in errors (found by QA: one read
+        #: from RAY_ADDRESS, which Ray's drivers take, was refused with no word of it).
+        self.given_by = "" if address else _address_variable()
         check_token_path()
         use_token_if_available()
         client_class = _client_class()
@@ -597,6 +607,7 @@ class JobClient:
         import requests
         from ray.exceptions import AuthenticationError
 
+        where = f" (from ${self.given_by})" if self.given_by else ""
         try:
             yield
         except AuthenticationError as exc:
@@ -606,7 +617,7 @@ class JobClient:
             ) from None
         except requests.exceptions.Timeout:
             raise ClusterError(
-                f"the Ray dashboard at {self.address} did not answer in time; is the head "
+                f"the Ray dashboard at {self.address}{where} did not answer in time; is the head "
                 "node up and is that its dashboard port (8265 by default)?"
             ) from None
         except (requests.exceptions.ConnectionError, ConnectionError) as exc:
@@ -614,7 +625,7 @@ class JobClient:
             url = urllib.parse.urlsplit(self.address)
             if url.hostname and url.port and speaks_at(url.hostname, url.port) == "grpc":
                 raise ClusterError(
-                    f"{url.hostname}:{url.port} is the address of a Ray cluster's GCS (port "
+                    f"{url.hostname}:{url.port}{where} is the address of a Ray cluster's GCS (port "
                     "6379 by default), which `graftune run --address` takes; jobs go to the "
                     "cluster's dashboard, the http://HEAD:8265 that `ray start --head` prints"
                 ) from None
@@ -627,7 +638,7 @@ class JobClient:
                     f"does https: give {plain}"
                 ) from None
             raise ClusterUnreachable(
-                f"cannot reach the Ray dashboard at {self.address}: {reason}. Is the cluster "
+                f"cannot reach the Ray dashboard at {self.address}{where}: {reason}. Is the cluster "
                 "running, and is this the dashboard address `ray start --head` prints "
                 "(http://HEAD:8265)? From outside the cluster's network, forward the port "
                 "(ssh -L 8265:localhost:8265 HEAD)"

@@ -742,6 +742,21 @@ def test_a_missing_dashboard_address_is_a_usage_error(tmp_path, monkeypatch):
         assert "give the cluster's dashboard address: --address http://HEAD:8265" in (
             result.output
         ), command
+    # One taken from the environment is said to be (found by QA: RAY_ADDRESS, which
+    # Ray's drivers read, was refused with no word of where it came from).
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    for variable in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.setenv(variable, f"127.0.0.1:{port}")
+        result = CliRunner().invoke(app, ["jobs", "list"])
+        assert result.exit_code == 4, result.output
+        assert f"dashboard at http://127.0.0.1:{port} (from ${variable}):" in result.output
+        monkeypatch.delenv(variable)
+    result = CliRunner().invoke(app, ["jobs", "list", "--address", f"127.0.0.1:{port}"])
+    assert f"dashboard at http://127.0.0.1:{port}: " in result.output
 
 
 # -- a real two-node cluster ------------------------------------------------------------
