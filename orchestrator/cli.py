@@ -332,6 +332,33 @@ def _home(value: Any) -> Any:
         raise typer.BadParameter(str(exc)) from None
 
 
+def _run_dir(value: Any) -> Any:
+    """A RUN_DIR argument (or a list of them), as :func:`_home`; a storage URI is
+    refused with how to copy it here (found by QA: ``file:///runs/x`` was said as
+    "file:/runs/x does not exist", the run stored there)."""
+    value = _home(value)
+    for path in value if isinstance(value, list) else [value]:
+        uri = _uri_given(path)
+        if uri is not None:
+            raise typer.BadParameter(
+                f"{uri} is a place in storage; a run directory is read on this machine: "
+                f"copy the run here first with: graftune fetch {uri} DEST"
+            )
+    return value
+
+
+def _uri_given(path: Path | None) -> str | None:
+    """The storage URI a path argument was given as (``s3://b/r`` arrives as the path
+    ``s3:/b/r``), where no such file is; else ``None``."""
+    if path is None or path.exists():
+        return None
+    found = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*):/(.*)", str(path), re.DOTALL)
+    if found is None:
+        return None
+    scheme, rest = found.groups()
+    return f"file:///{rest}" if scheme.lower() == "file" else f"{scheme}://{rest}"
+
+
 def _path(text: str) -> Path:
     """A path option's value, refused when empty: ``--run-dir "$DIR"`` with ``DIR``
     unset was the current folder, where a run wrote itself unsaid (found by QA)."""
@@ -779,7 +806,7 @@ def run(
             help="Continue the run in this run directory, killed or stopped (Ctrl+C).",
             metavar="RUN_DIR",
             parser=_path,
-            callback=_home,
+            callback=_run_dir,
         ),
     ] = None,
     plugin: Annotated[
@@ -1160,7 +1187,7 @@ def plugins(
 @app.command()
 def leaderboard(
     run_dir: Annotated[
-        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_home)
+        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_run_dir)
     ],
     format: Annotated[
         Format,
@@ -1207,7 +1234,7 @@ def report(
     run_dirs: Annotated[
         list[Path],
         typer.Argument(
-            help="A run directory, or several to compare.", metavar="RUN_DIR", callback=_home
+            help="A run directory, or several to compare.", metavar="RUN_DIR", callback=_run_dir
         ),
     ],
     out_path: Annotated[
@@ -1305,7 +1332,7 @@ _ModelPlugins = Annotated[
 @app.command()
 def predict(
     run_dir: Annotated[
-        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_home)
+        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_run_dir)
     ],
     data: Annotated[
         str,
@@ -1432,7 +1459,7 @@ class ExportFormat(StrEnum):
 @app.command()
 def export(
     run_dir: Annotated[
-        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_home)
+        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_run_dir)
     ],
     dest: Annotated[
         Path, typer.Argument(help="The folder to create.", metavar="DEST", callback=_home)
@@ -1774,7 +1801,13 @@ def _not_stopped(job: str, status: str) -> str:
 
 @app.command()
 def fetch(
-    job: Annotated[str, typer.Argument(help="The job id.", metavar="JOB")],
+    job: Annotated[
+        str,
+        typer.Argument(
+            help="The job id, or the run's URI in storage (s3://bucket/runs/JOB; no cluster).",
+            metavar="JOB",
+        ),
+    ],
     dest: Annotated[
         Path | None,
         typer.Argument(
@@ -1786,12 +1819,26 @@ def fetch(
     """Copy a job's run directory (leaderboard, report, best model) from storage; a
     stopped or failed job's gives what it stored, and how to resume it."""
     import shlex
+    from urllib.parse import urlsplit
 
     from orchestrator.run import FINISHED_FILE
+    from orchestrator.storage import fetch as copy_run
+    from orchestrator.storage import is_uri
     from orchestrator.submit import fetch as fetch_run
 
     try:
-        where, plugins, stored = fetch_run(_job_client(address), job, dest)
+        if is_uri(job):
+            # Found by QA: a run safe in storage could not be fetched once the cluster
+            # that ran it was gone or restarted (its job's record with it).
+            name = urlsplit(job).path.rstrip("/").rsplit("/", 1)[-1]
+            if not name:
+                raise typer.BadParameter(f"{job}: give the run's folder in storage, not its root")
+            where = copy_run(job, dest if dest is not None else Path(name))
+            plugins, stored = [], None
+        else:
+            where, plugins, stored = fetch_run(_job_client(address), job, dest)
+    except typer.BadParameter:
+        raise
     except Exception as exc:
         _fail(exc)
         return

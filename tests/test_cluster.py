@@ -1849,6 +1849,40 @@ def test_fetch_refuses_a_running_job(tmp_path, monkeypatch):
     assert not copied
 
 
+def test_fetch_takes_a_runs_place_in_storage_and_needs_no_cluster(tmp_path, monkeypatch):
+    """Found by QA: a run safe in storage could not be fetched once the cluster that
+    ran it was restarted (its job's record gone), and the commands that read a run
+    directory said of its URI "file:/... does not exist"."""
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    for variable in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
+        monkeypatch.delenv(variable, raising=False)
+    stored = tmp_path / "store" / "job-1"
+    (stored / "trials").mkdir(parents=True)
+    (stored / "recipe.yaml").write_text(BASIC)
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    uri = f"file://{stored}"
+
+    result = CliRunner().invoke(app, ["fetch", uri])
+
+    assert result.exit_code == 0, result.output
+    assert (here / "job-1" / "recipe.yaml").read_text() == BASIC
+    assert f"fetched {uri}: job-1" in result.output
+    assert "continue it with: graftune run --resume job-1 --address HEAD:6379" in result.output
+    again = CliRunner().invoke(app, ["fetch", uri])
+    assert again.exit_code == 2 and "job-1 exists and is not empty" in again.output
+    for command in (["leaderboard", uri], ["report", uri], ["run", "--resume", uri]):
+        refused = CliRunner().invoke(app, command)
+        assert refused.exit_code == 2, (command, refused.output)
+        assert f"copy the run here first with: graftune fetch {uri} DEST" in " ".join(
+            refused.output.split()
+        ), command
+
+
 def test_fetch_names_the_jobs_plugins_and_where_a_folder_stored_run_lives(tmp_path, monkeypatch):
     """Found by mutation testing: a job without --plugin was fetched with plugins
     ``[""]`` (its resume hint said ``--plugin ''``, which fails), and a job stored in a
