@@ -929,6 +929,8 @@ def _run(
 
             # A cluster (embedded Ray was started in the background), or Ray already up.
             started_ray = connect_to_cluster(recipe.resources, log_file=run_dir / "ray.log")
+            if recipe.resources.address:
+                _note_embedded_only(recipe, echo)
             _check_a_trial_fits(recipe, echo)  # a cluster may grow: said, not refused
     except KeyboardInterrupt:  # while waiting for Ray: the run directory is made
         raise _stopped_at_once(run_dir, recipe, []) from None
@@ -1458,6 +1460,23 @@ def _started_here() -> bool:
         return False
     node = getattr(ray._private.worker, "_global_node", None)
     return bool(node is not None and getattr(node, "head", False))
+
+
+def _note_embedded_only(recipe: Recipe, echo: Callable[[str], None]) -> None:
+    """Say which of embedded Ray's settings a run on a cluster does not use, where the
+    recipe sets them (found by QA: said under keras_tuner, and not on a cluster)."""
+    defaults = type(recipe.resources)()
+    unused = [
+        f"resources.{key}"
+        for key in ("num_cpus", "dashboard")
+        if getattr(recipe.resources, key) != getattr(defaults, key)
+    ]
+    if unused:
+        echo(
+            f"note: {' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for embedded "
+            "Ray; a cluster has its own CPUs and dashboard (ray start --num-cpus, "
+            "http://HEAD:8265)"
+        )
 
 
 def _check_a_trial_fits(
