@@ -65,6 +65,10 @@ STAGED_DIR = "files"
 INPUTS_DIR = "inputs"
 #: HTTP (connect, read) timeouts for the job server, in seconds.
 HTTP_TIMEOUT = (10, 120)
+#: For the client's first request, its version check, which any dashboard answers at
+#: once: one that accepts and never answers (a hung head) is given up on in seconds,
+#: not two minutes (found by QA).
+FIRST_TIMEOUT = (10, 15)
 #: Seconds between status checks while following a job's log.
 POLL_S = 2.0
 _CHATTY_LOGGERS = (
@@ -791,7 +795,8 @@ def _client_class() -> type:
         """Ray's client never times out a request; an unreachable head would hang it."""
 
         def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
-            kwargs.setdefault("timeout", HTTP_TIMEOUT)
+            first = endpoint == "/api/version"
+            kwargs.setdefault("timeout", FIRST_TIMEOUT if first else HTTP_TIMEOUT)
             return super()._do_request(method, endpoint, **kwargs)
 
     return _TimedClient

@@ -1854,6 +1854,29 @@ def test_fetch_refuses_a_running_job(tmp_path, monkeypatch):
     assert not copied
 
 
+def test_a_dashboard_that_never_answers_is_given_up_on_at_the_first_request(monkeypatch):
+    """Found by QA: a hung head (a dashboard that accepts and never answers) held
+    each job command two minutes, the read timeout of every request."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from orchestrator import submit
+    from orchestrator.cli import app
+
+    # Longer than the test may take (pytest-timeout): only the first request's own
+    # timeout ends it.
+    monkeypatch.setattr(submit, "HTTP_TIMEOUT", (10, 3600))
+    monkeypatch.setattr(submit, "FIRST_TIMEOUT", (10, 1))
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # connections wait in its backlog, unanswered
+        address = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        result = CliRunner().invoke(app, ["jobs", "list", "--address", address])
+    assert result.exit_code == 4, result.output
+    assert f"the Ray dashboard at {address} did not answer in time" in result.output
+
+
 def test_fetch_takes_a_runs_place_in_storage_and_needs_no_cluster(tmp_path, monkeypatch):
     """Found by QA: a run safe in storage could not be fetched once the cluster that
     ran it was restarted (its job's record gone), and the commands that read a run
