@@ -237,10 +237,17 @@ def plan_run(
             and not is_uri(storage.path)
             and local.resolve().is_relative_to(Path(storage.path).resolve())
         )
-        if is_node_local(storage) or (
-            storage is not None and not is_uri(storage.path) and not inside
-        ):
+        if is_node_local(storage):
             raise StorageError(node_local_message(storage, str(local), nodes, elsewhere))
+        if storage is not None and not is_uri(storage.path) and not inside:
+            # Found by QA: a fetched copy of a shared-folder run, resumed on the cluster,
+            # was told to mark its storage shared, which it was.
+            raise StorageError(
+                f"storage: the run directory {local} is outside the shared folder "
+                f"{storage.path}, where the cluster's trials write their results: run or "
+                f"resume the run inside it (a run stored there is resumed there: "
+                f"graftune run --resume {storage.path}/NAME)"
+            )
     remote = remote_parent = None
     if storage is not None and is_uri(storage.path):
         remote_parent = storage.path

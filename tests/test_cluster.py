@@ -159,9 +159,15 @@ def test_node_local_storage_is_refused_on_several_nodes(tmp_path):
     # One node on another machine: the same as several.
     with pytest.raises(StorageError, match=r"runs on another machine \(gpu-box\)"):
         plan(None, 1, elsewhere=["gpu-box"])
-    # A shared folder does not cover a run directory elsewhere.
-    with pytest.raises(StorageError):
+    # A shared folder does not cover a run directory elsewhere, which is said so (found
+    # by QA: a fetched copy resumed there was told to mark the storage shared, as it was).
+    with pytest.raises(StorageError) as outside:
         plan(f"{{path: {tmp_path}/store, shared: true}}", 3, run_dir=tmp_path / "elsewhere")
+    assert str(outside.value).startswith(
+        f"storage: the run directory {tmp_path / 'elsewhere'} is outside the shared folder "
+        f"{tmp_path}/store, where the cluster's trials write their results"
+    )
+    assert "mark it shared" not in str(outside.value)
     assert is_node_local(None)
 
 
