@@ -24,6 +24,7 @@ import math
 import os
 import re
 import tempfile
+import time
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -102,6 +103,22 @@ def pin_cache_dir() -> None:
         os.environ[CACHE_ENV] = str(cache_dir())
 
 
+def lock_at_once(handle: Any, tries: int) -> None:
+    """Lock ``handle`` exclusively for this process, or raise :class:`BlockingIOError`:
+    tried ``tries`` times, 50 ms apart, past a reader that holds the lock shared for
+    an instant to see whether it is held."""
+    import fcntl
+
+    for attempt in range(tries):
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def locked(path: Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold an exclusive lock on ``path`` (created if missing) across processes.
@@ -119,7 +136,9 @@ def locked(path: Path, waiting: Callable[[], None] | None = None) -> Iterator[No
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A few tries: `cache info` holds it shared for an instant to see whether
+            # an entry is being made, and a run said it waited for another (found by QA).
+            lock_at_once(handle, tries=5)
         except BlockingIOError:
             if waiting is not None:
                 waiting()

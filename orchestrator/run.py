@@ -600,7 +600,7 @@ def holding_run_dir(run_dir: Path) -> Iterator[None]:
             its lock file cannot be opened (a read-only folder).
     """
     try:
-        import fcntl  # noqa: F401 (a POSIX system: _lock_at_once locks)
+        import fcntl  # noqa: F401 (a POSIX system: lock_at_once locks)
     except ImportError:  # not a POSIX system
         yield
         return
@@ -614,7 +614,12 @@ def holding_run_dir(run_dir: Path) -> Iterator[None]:
         ) from None
     with handle:  # held until the end
         try:
-            _lock_at_once(handle)
+            # Tried over a second: run_holder (leaderboard, report, predict and export
+            # ask it) holds the lock shared for an instant, and a resume in that
+            # instant was refused as "in use" (found by QA, in the code).
+            from orchestrator.bases import lock_at_once
+
+            lock_at_once(handle, tries=20)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -630,23 +635,6 @@ def holding_run_dir(run_dir: Path) -> Iterator[None]:
             handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
             handle.flush()
         yield
-
-
-def _lock_at_once(handle: Any, tries: int = 20) -> None:
-    """Lock ``handle`` for this process, or raise :class:`BlockingIOError`: tried a
-    few times over a second, since :func:`run_holder` (``leaderboard``, ``report``,
-    ``predict`` and ``export`` ask it) holds the lock shared for an instant, and a
-    resume in that instant was refused as "in use" (found by QA, in the code)."""
-    import fcntl
-
-    for attempt in range(tries):
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return
-        except BlockingIOError:
-            if attempt == tries - 1:
-                raise
-            time.sleep(0.05)
 
 
 def run_holder(run_dir: Path) -> str | None:
