@@ -332,31 +332,40 @@ def _home(value: Any) -> Any:
         raise typer.BadParameter(str(exc)) from None
 
 
-def _run_dir(value: Any) -> Any:
-    """A RUN_DIR argument (or a list of them), as :func:`_home`; a storage URI is
-    refused with how to copy it here (found by QA: ``file:///runs/x`` was said as
-    "file:/runs/x does not exist", the run stored there)."""
-    value = _home(value)
-    for path in value if isinstance(value, list) else [value]:
-        uri = _uri_given(path)
-        if uri is not None:
-            raise typer.BadParameter(
-                f"{uri} is a place in storage; a run directory is read on this machine: "
-                f"copy the run here first with: graftune fetch {uri} DEST"
-            )
-    return value
+def _run_path(text: str) -> Path:
+    """A RUN_DIR argument's value; a place in storage (a URI of a scheme storage
+    reads) is refused with how to copy it here (found by QA: ``file:///runs/x`` was
+    said as "file:/runs/x does not exist", the run stored there)."""
+    if _in_storage(text):
+        raise typer.BadParameter(
+            f"{text} is a place in storage; a run directory is read on this machine: "
+            f"copy the run here first with: graftune fetch {text} DEST"
+        )
+    return Path(text)
 
 
-def _uri_given(path: Path | None) -> str | None:
-    """The storage URI a path argument was given as (``s3://b/r`` arrives as the path
-    ``s3:/b/r``), where no such file is; else ``None``."""
-    if path is None or path.exists():
-        return None
-    found = re.fullmatch(r"([A-Za-z][A-Za-z0-9+.-]*):/(.*)", str(path), re.DOTALL)
-    if found is None:
-        return None
-    scheme, rest = found.groups()
-    return f"file:///{rest}" if scheme.lower() == "file" else f"{scheme}://{rest}"
+def _export_dest(text: str) -> Path:
+    """``export``'s DEST: a folder on this machine (found by QA: ``s3://bucket/model``
+    made a local folder ``s3:`` and said it had exported)."""
+    if _in_storage(text):
+        raise typer.BadParameter(
+            f"{text} is a place in storage; export writes a folder on this machine: "
+            "export here, then copy the folder there"
+        )
+    return Path(text)
+
+
+def _in_storage(text: str) -> bool:
+    """Whether ``text`` is a URI of a scheme graftune's storage reads."""
+    from orchestrator.storage import SCHEMES, is_uri
+
+    return is_uri(text) and text.split("://", 1)[0].lower() in SCHEMES
+
+
+def _resume_path(text: str) -> Path:
+    """``--resume``'s value: as :func:`_path`, and not a place in storage (:func:`_run_path`)."""
+    _run_path(text)
+    return _path(text)
 
 
 def _path(text: str) -> Path:
@@ -805,8 +814,8 @@ def run(
             "--resume",
             help="Continue the run in this run directory, killed or stopped (Ctrl+C).",
             metavar="RUN_DIR",
-            parser=_path,
-            callback=_run_dir,
+            parser=_resume_path,
+            callback=_home,
         ),
     ] = None,
     plugin: Annotated[
@@ -1187,7 +1196,10 @@ def plugins(
 @app.command()
 def leaderboard(
     run_dir: Annotated[
-        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_run_dir)
+        Path,
+        typer.Argument(
+            help="A run directory.", metavar="RUN_DIR", parser=_run_path, callback=_home
+        ),
     ],
     format: Annotated[
         Format,
@@ -1234,7 +1246,10 @@ def report(
     run_dirs: Annotated[
         list[Path],
         typer.Argument(
-            help="A run directory, or several to compare.", metavar="RUN_DIR", callback=_run_dir
+            help="A run directory, or several to compare.",
+            metavar="RUN_DIR",
+            parser=_run_path,
+            callback=_home,
         ),
     ],
     out_path: Annotated[
@@ -1332,7 +1347,10 @@ _ModelPlugins = Annotated[
 @app.command()
 def predict(
     run_dir: Annotated[
-        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_run_dir)
+        Path,
+        typer.Argument(
+            help="A run directory.", metavar="RUN_DIR", parser=_run_path, callback=_home
+        ),
     ],
     data: Annotated[
         str,
@@ -1459,10 +1477,16 @@ class ExportFormat(StrEnum):
 @app.command()
 def export(
     run_dir: Annotated[
-        Path, typer.Argument(help="A run directory.", metavar="RUN_DIR", callback=_run_dir)
+        Path,
+        typer.Argument(
+            help="A run directory.", metavar="RUN_DIR", parser=_run_path, callback=_home
+        ),
     ],
     dest: Annotated[
-        Path, typer.Argument(help="The folder to create.", metavar="DEST", callback=_home)
+        Path,
+        typer.Argument(
+            help="The folder to create.", metavar="DEST", parser=_export_dest, callback=_home
+        ),
     ],
     format: Annotated[
         ExportFormat,
@@ -1819,22 +1843,17 @@ def fetch(
     """Copy a job's run directory (leaderboard, report, best model) from storage; a
     stopped or failed job's gives what it stored, and how to resume it."""
     import shlex
-    from urllib.parse import urlsplit
 
     from orchestrator.run import FINISHED_FILE
-    from orchestrator.storage import fetch as copy_run
     from orchestrator.storage import is_uri
     from orchestrator.submit import fetch as fetch_run
 
+    by_uri = is_uri(job)
     try:
-        if is_uri(job):
+        if by_uri:
             # Found by QA: a run safe in storage could not be fetched once the cluster
             # that ran it was gone or restarted (its job's record with it).
-            name = urlsplit(job).path.rstrip("/").rsplit("/", 1)[-1]
-            if not name:
-                raise typer.BadParameter(f"{job}: give the run's folder in storage, not its root")
-            where = copy_run(job, dest if dest is not None else Path(name))
-            plugins, stored = [], None
+            where, plugins, stored = _fetch_stored(job, dest)
         else:
             where, plugins, stored = fetch_run(_job_client(address), job, dest)
     except typer.BadParameter:
@@ -1852,8 +1871,15 @@ def fetch(
         # A run stored in a folder goes on there: a copy resumed stays a copy (one
         # stored in a URI is stored back from wherever it is resumed).
         resumed, there = (where, "") if stored is None else (stored, " where it is stored")
+        # Fetched with no cluster asked, it may be going still (found by QA: a resume
+        # of the copy then wrote its storage beside the run).
+        state = (
+            "the run has not finished (if it is still going, let it end first)"
+            if by_uri
+            else "the job's run did not finish"
+        )
         err.print(
-            f"note: the job's run did not finish: {where} holds what it had stored{ended}; "
+            f"note: {state}: {where} holds what it had stored{ended}; "
             f"continue it{there} with: graftune run --resume {shlex.quote(str(resumed))} "
             "--address HEAD:6379"
             + "".join(f" --plugin {shlex.quote(name)}" for name in plugins)
@@ -1864,6 +1890,33 @@ def fetch(
         out.print(f"leaderboard: {where / 'leaderboard.md'}", markup=False)
     if (where / "best" / "model.keras").is_file():
         out.print(f"model: {where / 'best' / 'model.keras'}", markup=False)
+
+
+def _fetch_stored(uri: str, dest: Path | None) -> tuple[Path, list[str], Path | None]:
+    """Copy the run at ``uri`` in storage to ``dest`` (default ``./NAME``): where it
+    went, the ``--plugin`` modules the run records, and the folder it is stored in
+    where that is where it is resumed (a ``file://`` one, not stored at a URI)."""
+    from urllib.parse import urlsplit
+
+    from orchestrator.environment import recorded_plugin_modules
+    from orchestrator.storage import StorageError, check_location, stored_uri
+    from orchestrator.storage import fetch as copy_run
+
+    try:
+        check_location(uri)
+    except ValueError as exc:
+        raise StorageError(str(exc)) from None
+    split = urlsplit(uri)
+    name = split.path.rstrip("/").rsplit("/", 1)[-1]
+    if not name:
+        raise StorageError(f"{uri}: give the run's folder in storage, not its root")
+    where = copy_run(uri, dest if dest is not None else Path(name))
+    # A run stored at a URI records it, and a copy resumed anywhere is stored back
+    # there; one made in a folder (storage: /path) is resumed in that folder.
+    stored = None
+    if split.scheme.lower() == "file" and stored_uri(where) is None:
+        stored = Path(split.path)
+    return where, list(recorded_plugin_modules(where)), stored
 
 
 cache_app = _App(

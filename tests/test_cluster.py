@@ -1886,35 +1886,65 @@ def test_a_dashboard_that_never_answers_is_given_up_on_at_the_first_request(monk
 def test_fetch_takes_a_runs_place_in_storage_and_needs_no_cluster(tmp_path, monkeypatch):
     """Found by QA: a run safe in storage could not be fetched once the cluster that
     ran it was restarted (its job's record gone), and the commands that read a run
-    directory said of its URI "file:/... does not exist"."""
+    directory said of its URI "file:/... does not exist". Its note says where to
+    resume and with which plugins, as fetch of a job does (found by the re-check)."""
     from typer.testing import CliRunner
 
     from orchestrator.cli import app
+    from orchestrator.environment import ENVIRONMENT_FILE
+    from orchestrator.storage import STORED_FILE
 
     for variable in ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS"):
         monkeypatch.delenv(variable, raising=False)
-    stored = tmp_path / "store" / "job-1"
-    (stored / "trials").mkdir(parents=True)
-    (stored / "recipe.yaml").write_text(BASIC)
+    store = tmp_path / "store"
+    for name in ("job-1", "job-2"):
+        (store / name / "trials").mkdir(parents=True)
+        (store / name / "recipe.yaml").write_text(BASIC)
+        (store / name / ENVIRONMENT_FILE).write_text('{"plugin_modules": ["my_plugins"]}')
+    # job-2 was stored at a URI, which its record names: a copy resumed is stored back.
+    (store / "job-2" / STORED_FILE).write_text(f'{{"stored": "file://{store}/job-2"}}')
     here = tmp_path / "here"
     here.mkdir()
     monkeypatch.chdir(here)
-    uri = f"file://{stored}"
 
-    result = CliRunner().invoke(app, ["fetch", uri])
+    def fetched(name: str) -> str:
+        result = CliRunner().invoke(app, ["fetch", f"file://{store}/{name}"])
+        assert result.exit_code == 0, result.output
+        assert (here / name / "recipe.yaml").read_text() == BASIC
+        said = " ".join(result.output.split())
+        assert f"fetched file://{store}/{name}: {name}" in said
+        assert "the run has not finished (if it is still going, let it end first)" in said
+        return said
 
-    assert result.exit_code == 0, result.output
-    assert (here / "job-1" / "recipe.yaml").read_text() == BASIC
-    assert f"fetched {uri}: job-1" in result.output
-    assert "continue it with: graftune run --resume job-1 --address HEAD:6379" in result.output
+    # job-1 was stored in the folder (storage: /path): resumed there, not the copy.
+    assert (
+        f"continue it where it is stored with: graftune run --resume {store / 'job-1'} "
+        "--address HEAD:6379 --plugin my_plugins"
+    ) in fetched("job-1")
+    assert (
+        "continue it with: graftune run --resume job-2 --address HEAD:6379 --plugin my_plugins"
+    ) in fetched("job-2")
+    uri = f"file://{store}/job-1"
     again = CliRunner().invoke(app, ["fetch", uri])
     assert again.exit_code == 2 and "job-1 exists and is not empty" in again.output
+    unknown = CliRunner().invoke(app, ["fetch", "ftp://host/runs/job-1"])
+    assert unknown.exit_code == 2 and "unknown storage scheme 'ftp://'" in unknown.output
     for command in (["leaderboard", uri], ["report", uri], ["run", "--resume", uri]):
         refused = CliRunner().invoke(app, command)
         assert refused.exit_code == 2, (command, refused.output)
         assert f"copy the run here first with: graftune fetch {uri} DEST" in " ".join(
             refused.output.split()
         ), command
+    # Nor is one a folder export writes (found by QA: a local folder "s3:" was made).
+    refused = CliRunner().invoke(app, ["export", str(store / "job-1"), "s3://bucket/model"])
+    assert refused.exit_code == 2 and "export writes a folder on this machine" in " ".join(
+        refused.output.split()
+    )
+    assert not (here / "s3:").exists()
+    # Only a place storage reads: a missing C:/x or runs:/x is a path that is not there.
+    for path in ("C:/runs/x", "runs:/x"):
+        refused = CliRunner().invoke(app, ["leaderboard", path])
+        assert refused.exit_code == 2 and "place in storage" not in refused.output, path
 
 
 def test_fetch_names_the_jobs_plugins_and_where_a_folder_stored_run_lives(tmp_path, monkeypatch):
