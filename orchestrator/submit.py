@@ -534,14 +534,17 @@ def dashboard_url(address: str | None) -> str:
         or os.environ.get("RAY_API_SERVER_ADDRESS")
         or (os.environ.get("RAY_ADDRESS") or "").strip()
     )
+    # Where it came from, said with it (found by QA: RAY_ADDRESS, read unasked).
+    source = "" if address else f" (from ${_address_variable()})"
     if not text or text == "auto":
         raise AddressMissing(
             "give the cluster's dashboard address: --address http://HEAD:8265 "
             "(or set RAY_API_SERVER_ADDRESS)"
+            + (f"; ${_address_variable()} is {text}, which names none" if source and text else "")
         )
     if text.startswith("ray://"):
         raise BadAddress(
-            f"{text} is a Ray Client address; jobs are submitted to the dashboard, "
+            f"{text}{source} is a Ray Client address; jobs are submitted to the dashboard, "
             "--address http://HEAD:8265"
         )
     if "://" not in text:
@@ -551,8 +554,8 @@ def dashboard_url(address: str | None) -> str:
         # Ray takes another scheme as the module of a cluster provider's client;
         # found by QA: "Module: ftp does not exist", as a cluster not reached (exit 4).
         raise BadAddress(
-            f"{text}: a Ray dashboard is reached over http:// or https://, not {scheme}://; "
-            "--address http://HEAD:8265"
+            f"{text}{source}: a Ray dashboard is reached over http:// or https://, not "
+            f"{scheme}://; --address http://HEAD:8265"
         )
     return text.rstrip("/")
 
@@ -880,6 +883,12 @@ def submit(
             f"staged: {RECIPE_FILE} and {len(staged.copied)} file(s), {_mib(staged.size)}"
             + (f"; pip: {', '.join(staged.pip)}" if staged.pip else "")
         )
+        if recipe.resources.dashboard:
+            # Staged without it, the job's run cannot say so (found by QA: dropped unsaid).
+            echo(
+                "note: resources.dashboard is for embedded Ray; the cluster's own dashboard "
+                f"is {client.address}"
+            )
         with client.errors():
             client.client.submit_job(
                 entrypoint=entrypoint(job_id, staged.plugins, debug=debug),

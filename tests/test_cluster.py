@@ -763,6 +763,16 @@ def test_a_missing_dashboard_address_is_a_usage_error(tmp_path, monkeypatch):
         monkeypatch.delenv(variable)
     result = CliRunner().invoke(app, ["jobs", "list", "--address", f"127.0.0.1:{port}"])
     assert f"dashboard at http://127.0.0.1:{port}: " in result.output
+    # Also where the address is not a dashboard's (found by the re-check).
+    for value, said in (
+        ("ray://127.0.0.1:10001", "ray://127.0.0.1:10001 (from $RAY_ADDRESS) is a Ray Client"),
+        ("ftp://127.0.0.1:1", "ftp://127.0.0.1:1 (from $RAY_ADDRESS): a Ray dashboard is"),
+        ("auto", "$RAY_ADDRESS is auto, which names none"),
+    ):
+        monkeypatch.setenv("RAY_ADDRESS", value)
+        result = CliRunner().invoke(app, ["jobs", "list"])
+        assert result.exit_code == 2, result.output
+        assert said in " ".join(result.output.split()), result.output
 
 
 # -- a real two-node cluster ------------------------------------------------------------
@@ -1084,7 +1094,9 @@ def test_submit_follow_and_fetch(cluster, tmp_path):
     project = tmp_path / "project"
     (project / "data").mkdir(parents=True)
     shutil.copy(WINE, project / "data" / "wine.csv")
-    recipe = write_recipe(project, CSV_RECIPE)
+    recipe = write_recipe(
+        project, CSV_RECIPE.replace("{cpus_per_trial: 1}", "{cpus_per_trial: 1, dashboard: true}")
+    )
     store = f"file://{tmp_path}/store"
 
     submitted = graftune(
@@ -1100,6 +1112,11 @@ def test_submit_follow_and_fetch(cluster, tmp_path):
     )
     assert submitted.returncode == 0, submitted.stdout + submitted.stderr
     assert "staged: recipe.yaml and 1 file(s)" in submitted.stdout
+    # Embedded Ray's dashboard is not the job's (found by QA: dropped unsaid).
+    assert (
+        "note: resources.dashboard is for embedded Ray; the cluster's own dashboard is "
+        f"{cluster.dashboard}"
+    ) in submitted.stdout
     job = submitted.stdout.split("submitted job ", 1)[1].split()[0]
     assert f"job {job} succeeded" in submitted.stdout
     assert "scratch_mlp" in submitted.stdout  # the job's log was streamed
