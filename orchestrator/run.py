@@ -480,7 +480,7 @@ def _run_checked(
     from orchestrator.storage import plan_run
 
     # Before any work: a cluster that is down or refuses us, storage it cannot share.
-    place = plan_run(recipe, run_dir=run_dir, run_name=run_name)
+    place = plan_run(recipe, run_dir=run_dir, run_name=run_name, resume=resume)
     if place.remote_parent is not None:
         from orchestrator.storage import check_reachable
 

@@ -110,9 +110,15 @@ def is_node_local(storage: StorageSpec | None) -> bool:
 
 
 def node_local_message(
-    storage: StorageSpec | None, where: str, nodes: int, elsewhere: list[str] | None = None
+    storage: StorageSpec | None,
+    where: str,
+    nodes: int,
+    elsewhere: list[str] | None = None,
+    *,
+    resume: bool = False,
 ) -> str:
-    """Why a run cannot keep its results in ``where`` on a cluster of ``nodes`` nodes."""
+    """Why a run cannot keep its results in ``where`` on a cluster of ``nodes`` nodes
+    (``resume``: a resumed run, which keeps the storage its ``recipe.yaml`` names)."""
     what = (
         f"results would go to {where}, on this machine only (no storage: is set)"
         if storage is None
@@ -123,6 +129,15 @@ def node_local_message(
         if nodes > 1
         else f"the Ray cluster runs on another machine ({', '.join(elsewhere or [])})"
     )
+    if resume:
+        # Found by QA: told to pass --shared-storage, which --resume refuses.
+        return (
+            f"storage: {cluster} and {what}; trials running elsewhere could not write "
+            "their results there. A resumed run keeps the storage its recipe.yaml names: "
+            f"where every node mounts that folder at the same path, mark it shared there "
+            f"({Path(where) / 'recipe.yaml'}: storage: {{path: ..., shared: true}}); else "
+            "resume it on embedded Ray here (--address local)"
+        )
     return (
         f"storage: {cluster} and {what}; trials running elsewhere "
         "could not write their results there. Use a URI every node can reach "
@@ -172,6 +187,7 @@ def plan_run(
     run_name: str | None = None,
     nodes: int | None = None,
     elsewhere: list[str] | None = None,
+    resume: bool = False,
 ) -> RunPlace:
     """Decide a run's directory and its place in storage; refuse node-local storage.
 
@@ -186,6 +202,8 @@ def plan_run(
             ``resources.address``, or 1 for embedded local Ray.
         elsewhere: The hosts of nodes that are not this machine (where trials
             could not write to this machine's disk); default: as ``nodes``.
+        resume: The run is resumed (its refusal says how a resumed run's storage
+            is marked shared).
 
     Raises:
         StorageError: The cluster has more than one node and the results would
@@ -238,7 +256,9 @@ def plan_run(
             and local.resolve().is_relative_to(Path(storage.path).resolve())
         )
         if is_node_local(storage):
-            raise StorageError(node_local_message(storage, str(local), nodes, elsewhere))
+            raise StorageError(
+                node_local_message(storage, str(local), nodes, elsewhere, resume=resume)
+            )
         if storage is not None and not is_uri(storage.path) and not inside:
             # Found by QA: a fetched copy of a shared-folder run, resumed on the cluster,
             # was told to mark its storage shared, which it was.

@@ -140,6 +140,14 @@ def test_node_local_storage_is_refused_on_several_nodes(tmp_path):
     for storage in (None, str(tmp_path / "store"), f"file://{tmp_path}/store"):
         with pytest.raises(StorageError, match="the Ray cluster has 3 nodes"):
             plan(storage, 3)
+    # A resumed run is told what a resumed run can do (found by QA: --shared-storage,
+    # which --resume refuses).
+    with pytest.raises(StorageError) as resumed:
+        plan(str(tmp_path / "store"), 3, run_dir=tmp_path / "store" / "r0", resume=True)
+    said = str(resumed.value)
+    assert "--shared-storage" not in said
+    assert f"mark it shared there ({tmp_path / 'store' / 'r0' / 'recipe.yaml'}: storage:" in said
+    assert "resume it on embedded Ray here (--address local)" in said
     # ... a folder or file:// URI marked shared, and a cloud URI, are not.
     shared = plan(f"{{path: {tmp_path}/store, shared: true}}", 3, run_name="r2")
     assert shared.local_dir == tmp_path / "store" / "r2"
