@@ -225,6 +225,10 @@ def _address(value: str | None) -> str | None:
             check_address_form(value)
         except BadAddress as exc:  # the recipe's error names the file, line and key
             raise ValueError(str(exc)) from None
+        if value.strip() == "local":
+            # As --address local and ray.init: embedded Ray here (found by QA: validate
+            # said ok, and the run refused it as no cluster address).
+            return None
     return value
 
 

@@ -531,7 +531,7 @@ def dashboard_url(address: str | None) -> str:
         )
     text = (
         address
-        or os.environ.get("RAY_API_SERVER_ADDRESS")
+        or (os.environ.get("RAY_API_SERVER_ADDRESS") or "").strip()
         or (os.environ.get("RAY_ADDRESS") or "").strip()
     )
     # Where it came from, said with it (found by QA: RAY_ADDRESS, read unasked).
@@ -562,7 +562,7 @@ def dashboard_url(address: str | None) -> str:
 
 def _address_variable() -> str:
     """The variable :func:`dashboard_url` took the address from, with no ``--address``."""
-    if os.environ.get("RAY_API_SERVER_ADDRESS"):
+    if (os.environ.get("RAY_API_SERVER_ADDRESS") or "").strip():
         return "RAY_API_SERVER_ADDRESS"
     return "RAY_ADDRESS" if (os.environ.get("RAY_ADDRESS") or "").strip() else ""
 

@@ -948,6 +948,12 @@ def test_empty_cluster_options_and_addresses_are_refused(tmp_path, monkeypatch):
     assert "empty.yaml:5: resources.address: an empty address: give the cluster's" in (
         result.output
     )
+    # "local" is embedded Ray in a recipe too, as --address local (found by QA: validate
+    # said ok and the run refused it as no cluster address).
+    from orchestrator.recipe import load_recipe
+
+    local = write(tmp_path, MLP_RECIPE + "resources: {address: local}\n", "local.yaml")
+    assert load_recipe(local).resources.address is None
     # A dashboard's: Ray took another scheme for a module to import (exit 4, "Module:
     # ftp does not exist"); an empty one for none given, falling back on RAY_ADDRESS.
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:1")
@@ -958,6 +964,13 @@ def test_empty_cluster_options_and_addresses_are_refused(tmp_path, monkeypatch):
         result = cli("jobs", "list", "--address", address)
         assert result.exit_code == 2, result.output
         assert said in result.output
+    # A blank RAY_API_SERVER_ADDRESS is none, as a blank RAY_ADDRESS (found by QA: an
+    # internal error, "Failed to parse: Host ' '").
+    monkeypatch.setenv("RAY_API_SERVER_ADDRESS", " ")
+    monkeypatch.setenv("RAY_ADDRESS", " ")
+    result = cli("jobs", "list")
+    assert result.exit_code == 2, result.output
+    assert "give the cluster's dashboard address: --address http://HEAD:8265" in result.output
 
 
 def test_empty_path_options_are_refused(tmp_path, monkeypatch):
