@@ -1176,11 +1176,11 @@ def _resume_hint(run_dir: Path, names: tuple[str, ...] | None = None) -> str:
     if os.environ.get(SUBMITTED_ENV):
         from orchestrator.storage import stored_uri
 
-        # A submitted run has storage. One stored in a folder runs there, and goes on
-        # there, as fetch says: a copy resumed stays a copy (found by QA: the job's
-        # log said to resume a fetched copy; a first fix looked for a record that only
-        # a run stored at a URI keeps, and never fired).
-        if stored_uri(run_dir) is None:
+        # A submitted run has storage. One stored in a folder (its recipe.yaml says)
+        # runs there, and goes on there, as fetch says: a copy resumed stays a copy
+        # (found by QA: the job's log said to resume a fetched copy; a first fix looked
+        # for a record that only a run stored at a URI keeps, and never fired).
+        if stored_uri(run_dir) is None and _stored_in_a_folder(run_dir):
             return (
                 "continue it where it is stored with: graftune run --resume "
                 f"{shlex.quote(str(run_dir))} --address HEAD:6379{plugins}"
@@ -1191,6 +1191,20 @@ def _resume_hint(run_dir: Path, names: tuple[str, ...] | None = None) -> str:
             f"graftune run --resume DEST --address HEAD:6379{plugins}"
         )
     return f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}{plugins}"
+
+
+def _stored_in_a_folder(run_dir: Path) -> bool:
+    """Whether the run's ``recipe.yaml`` names a folder (not a URI) as its storage."""
+    import yaml
+
+    from orchestrator.storage import is_uri
+
+    try:
+        storage = yaml.safe_load((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))["storage"]
+    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+        return False
+    path = storage.get("path") if isinstance(storage, dict) else storage
+    return isinstance(path, str) and bool(path.strip()) and not is_uri(path)
 
 
 #: The run's plugins loaded by module name (``--plugin``): its resume needs them too.

@@ -590,12 +590,14 @@ def _environ_without(*names: str) -> Iterator[None]:
 class JobClient:
     """Ray's ``JobSubmissionClient`` with timeouts and errors that say what to do."""
 
+    #: Where the address came from, said with it in errors (found by QA: one read
+    #: from RAY_ADDRESS, which Ray's drivers take, was refused with no word of it).
+    given_by = ""
+
     def __init__(self, address: str | None) -> None:
         import logging
 
         self.address = dashboard_url(address)
-        #: Where the address came from, said with it in errors (found by QA: one read
-        #: from RAY_ADDRESS, which Ray's drivers take, was refused with no word of it).
         self.given_by = "" if address else _address_variable()
         check_token_path()
         use_token_if_available()

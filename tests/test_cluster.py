@@ -559,10 +559,11 @@ def test_a_stopped_job_stored_in_a_folder_is_to_be_resumed_there(tmp_path, monke
         # Placed as a submitted job's run is (found by QA: a first fix was tested on
         # a place made by hand, a URI record for a folder that no run keeps).
         output = tmp_path / "working_dir_files" / str(i)  # where the job ran
-        recipe = parse_recipe(BASIC + f"storage: {storage}\noutput: {output}\n")
-        place = plan_run(recipe, run_name="job-1", nodes=1)
+        text = BASIC + f"storage: {storage}\noutput: {output}\n"
+        place = plan_run(parse_recipe(text), run_name="job-1", nodes=1)
         place.local_dir.mkdir(parents=True)
         record_stored(place)
+        (place.local_dir / "recipe.yaml").write_text(text)  # as the run keeps it
         assert _resume_hint(place.local_dir).startswith(said), _resume_hint(place.local_dir)
 
 
