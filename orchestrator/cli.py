@@ -1856,8 +1856,6 @@ def fetch(
             where, plugins, stored = _fetch_stored(job, dest)
         else:
             where, plugins, stored = fetch_run(_job_client(address), job, dest)
-    except typer.BadParameter:
-        raise
     except Exception as exc:
         _fail(exc)
         return

@@ -75,6 +75,14 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def changed_keys(spec: BaseModel, section: str, keys: tuple[str, ...]) -> list[str]:
+    """``SECTION.KEY`` of each of ``keys`` that ``spec`` sets to other than its
+    default: the settings a backend or a cluster does not use, named where a recipe
+    sets them."""
+    defaults = type(spec)()
+    return [f"{section}.{key}" for key in keys if getattr(spec, key) != getattr(defaults, key)]
+
+
 class _KeyedError(ValueError):
     """A model-level check whose fault lies in one key, so the error can name it."""
 

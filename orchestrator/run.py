@@ -1467,12 +1467,9 @@ def _started_here() -> bool:
 def _note_embedded_only(recipe: Recipe, echo: Callable[[str], None]) -> None:
     """Say which of embedded Ray's settings a run on a cluster does not use, where the
     recipe sets them (found by QA: said under keras_tuner, and not on a cluster)."""
-    defaults = type(recipe.resources)()
-    unused = [
-        f"resources.{key}"
-        for key in ("num_cpus", "dashboard")
-        if getattr(recipe.resources, key) != getattr(defaults, key)
-    ]
+    from orchestrator.recipe import changed_keys
+
+    unused = changed_keys(recipe.resources, "resources", ("num_cpus", "dashboard"))
     if unused:
         echo(
             f"note: {' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} for embedded "

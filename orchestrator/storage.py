@@ -129,18 +129,20 @@ def node_local_message(
         if nodes > 1
         else f"the Ray cluster runs on another machine ({', '.join(elsewhere or [])})"
     )
+    problem = (
+        f"storage: {cluster} and {what}; trials running elsewhere could not write their "
+        "results there."
+    )
     if resume:
         # Found by QA: told to pass --shared-storage, which --resume refuses.
         return (
-            f"storage: {cluster} and {what}; trials running elsewhere could not write "
-            "their results there. A resumed run keeps the storage its recipe.yaml names: "
-            f"where every node mounts that folder at the same path, mark it shared there "
+            f"{problem} A resumed run keeps the storage its recipe.yaml names: where every "
+            "node mounts that folder at the same path, mark it shared there "
             f"({Path(where) / 'recipe.yaml'}: storage: {{path: ..., shared: true}}); else "
             "resume it on embedded Ray here (--address local)"
         )
     return (
-        f"storage: {cluster} and {what}; trials running elsewhere "
-        "could not write their results there. Use a URI every node can reach "
+        f"{problem} Use a URI every node can reach "
         "(storage: s3://bucket/runs, gs://..., hdfs://...), or a folder every node mounts "
         "at the same path, marked shared (storage: {path: /mnt/nfs/runs, shared: true}, "
         "or --storage /mnt/nfs/runs --shared-storage)"

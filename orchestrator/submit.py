@@ -529,18 +529,15 @@ def dashboard_url(address: str | None) -> str:
         raise BadAddress(
             "--address is empty: give the cluster's dashboard address http://HEAD:8265"
         )
-    text = (
-        address
-        or (os.environ.get("RAY_API_SERVER_ADDRESS") or "").strip()
-        or (os.environ.get("RAY_ADDRESS") or "").strip()
-    )
+    variable = "" if address else _address_variable()
+    text = address or (os.environ[variable].strip() if variable else "")
     # Where it came from, said with it (found by QA: RAY_ADDRESS, read unasked).
-    source = "" if address else f" (from ${_address_variable()})"
+    source = f" (from ${variable})" if variable else ""
     if not text or text == "auto":
         raise AddressMissing(
             "give the cluster's dashboard address: --address http://HEAD:8265 "
             "(or set RAY_API_SERVER_ADDRESS)"
-            + (f"; ${_address_variable()} is {text}, which names none" if source and text else "")
+            + (f"; ${variable} is {text}, which names none" if variable else "")
         )
     if text.startswith("ray://"):
         raise BadAddress(

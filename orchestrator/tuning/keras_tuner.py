@@ -229,24 +229,18 @@ def check_resources(recipe: Recipe, echo: Callable[[str], None]) -> None:
         )
     # What only Ray's workers use: said where the recipe asks for other than the default
     # (found by QA: num_cpus read as a limit, dashboard: true as a dashboard).
-    defaults = type(recipe.search)()
-    resource_defaults = type(resources)()
-    unused = [
-        f"search.{key}"
-        for key in ("max_concurrent_trials", "worker_memory_mb")
-        if getattr(recipe.search, key) != getattr(defaults, key)
-    ] + [
-        f"resources.{key}"
-        for key in ("cpus_per_trial", "num_cpus", "dashboard")
-        if getattr(resources, key) != getattr(resource_defaults, key)
-    ]
+    from orchestrator.recipe import changed_keys
+
+    unused = changed_keys(
+        recipe.search, "search", ("max_concurrent_trials", "worker_memory_mb")
+    ) + changed_keys(resources, "resources", ("cpus_per_trial", "num_cpus", "dashboard"))
     if unused:
         echo(
             f"note: {', '.join(unused)} {'is' if len(unused) == 1 else 'are'} for backend: "
             "ray; the keras_tuner backend trains one trial at a time in this process"
         )
     search = recipe.search
-    if search.scheduler == "hyperband" and search.grace_period != defaults.grace_period:
+    if search.scheduler == "hyperband" and changed_keys(search, "search", ("grace_period",)):
         echo(
             "note: search.grace_period is for backend: ray; keras-tuner's Hyperband starts "
             "its brackets at max_epochs / reduction_factor^k epochs, down to 1"
