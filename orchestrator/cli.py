@@ -855,10 +855,24 @@ def run(
             "--run-name", help="The run directory's name (default NAME-TIME).", metavar="RUN_NAME"
         ),
     ] = None,
+    resume_stored: Annotated[
+        str | None,
+        typer.Option(
+            "--resume-stored",
+            hidden=True,
+            help="A resume job's (graftune submit --resume): the run's place in storage.",
+            metavar="LOCATION",
+        ),
+    ] = None,
 ) -> None:
     """Run a recipe: search every strategy and rank the trials in a leaderboard."""
     from orchestrator.run import resume_run, run_recipe
 
+    if resume_stored is not None:
+        if recipe is not None or resume is not None:
+            err.print("error: --resume-stored is a job's, alone (graftune submit --resume)")
+            raise typer.Exit(2)
+        resume, address = _stored_resume(resume_stored, address)
     if (recipe is None) == (resume is None):
         err.print("error: give a RECIPE to run, or --resume RUN_DIR to continue a run (not both)")
         raise typer.Exit(2)
@@ -992,6 +1006,40 @@ def run(
             logdir = shlex.quote(str(outcome.run_dir / "trials"))
             out.print(f"tensorboard: tensorboard --logdir {logdir}", markup=False)
     _say_features_cached(cached_before, outcome.run_dir)
+
+
+def _stored_resume(location: str, address: str | None) -> tuple[Path, str | None]:
+    """In a job of ``graftune submit --resume``: the run directory to resume and the
+    address to run on, for the run at ``location`` in storage.
+
+    A run stored at a URI is fetched into the job's working directory (its resume
+    stores it back); one in a folder the nodes mount is resumed there. A run on
+    Ray's backend runs on the job's cluster (``auto``), whatever its recipe says.
+    """
+    import yaml
+
+    from orchestrator.storage import is_uri
+    from orchestrator.submit import SUBMITTED_ENV
+
+    if not os.environ.get(SUBMITTED_ENV):
+        err.print("error: --resume-stored is for a job of graftune submit --resume")
+        raise typer.Exit(2)
+    try:
+        if is_uri(location):
+            where, _, stored = _fetch_stored(location, None)
+            out.print(f"fetched {location}: {where}", markup=False)
+            run_dir = stored or where
+        else:
+            run_dir = Path(location)
+    except Exception as exc:
+        _fail(exc)
+        raise  # (_fail exits)
+    try:
+        recorded = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
+        backend = recorded["search"]["backend"]
+    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+        backend = "ray"  # the default; a run directory without a recipe is said so next
+    return run_dir, address or (None if backend == "keras_tuner" else "auto")
 
 
 def _say_features_cached(before: dict[str, tuple[int, int] | None], run_dir: Path) -> None:
@@ -1533,8 +1581,20 @@ _DashboardAddress = Annotated[
 @app.command()
 def submit(
     recipe: Annotated[
-        Path, typer.Argument(help="The recipe file to send.", metavar="RECIPE", callback=_home)
-    ],
+        Path | None,
+        typer.Argument(
+            help="The recipe file to send (not with --resume).", metavar="RECIPE", callback=_home
+        ),
+    ] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            help="Continue a stopped or failed run as a new job: its job id, or its place "
+            "in storage (s3://bucket/runs/JOB, or a folder every node mounts).",
+            metavar="JOB",
+        ),
+    ] = None,
     address: _DashboardAddress = None,
     follow: Annotated[
         bool, typer.Option("--follow", help="Stream the job's log; exit with its status.")
@@ -1574,22 +1634,37 @@ def submit(
         ),
     ] = False,
 ) -> None:
-    """Send a recipe to a Ray cluster as a job (Ray's job API) and print its id."""
+    """Send a recipe to a Ray cluster as a job (Ray's job API) and print its id; with
+    --resume, continue a stopped or failed job's run as a new job."""
     from orchestrator import submit as jobs
 
+    if (recipe is None) == (resume is None):
+        err.print("error: give a RECIPE to submit, or --resume JOB to continue a run (not both)")
+        raise typer.Exit(2)
+    if resume is not None and (storage is not None or shared_storage):
+        given = "--storage" if storage is not None else "--shared-storage"
+        err.print(f"error: {given} with --resume: a resumed run stays in its storage", markup=False)
+        raise typer.Exit(2)
+    echo = (lambda line: None) if quiet else (lambda line: out.print(line, markup=False))
     try:
-        loaded = jobs.recipe_for_submit(recipe, storage=storage, shared=shared_storage)
-        jobs.check_sendable(loaded, pip=pip or [], plugins=plugin or [])
-        client = jobs.JobClient(address)
-        job = jobs.submit(
-            loaded,
-            client,
-            pip=pip or [],
-            plugins=plugin or [],
-            data_sources=_data_sources(),
-            echo=(lambda line: None) if quiet else (lambda line: out.print(line, markup=False)),
-            debug=_state["debug"],
-        )
+        if resume is not None:
+            client, job = _submit_resume(resume, address, pip or [], plugin or [], echo)
+            if job is None:
+                return
+        else:
+            assert recipe is not None
+            loaded = jobs.recipe_for_submit(recipe, storage=storage, shared=shared_storage)
+            jobs.check_sendable(loaded, pip=pip or [], plugins=plugin or [])
+            client = jobs.JobClient(address)
+            job = jobs.submit(
+                loaded,
+                client,
+                pip=pip or [],
+                plugins=plugin or [],
+                data_sources=_data_sources(),
+                echo=echo,
+                debug=_state["debug"],
+            )
     except Exception as exc:
         _fail(exc)
         return
@@ -1605,6 +1680,29 @@ def submit(
         out.print(f"fetch:  graftune fetch {job.job_id} --address {job.address}")
         return
     _follow_job(client, job.job_id)
+
+
+def _submit_resume(
+    given: str, address: str | None, pip: list[str], plugins: list[str], echo: Any
+) -> tuple[Any, Any]:
+    """``submit --resume``: the client and the job submitted (``None``: the job had
+    succeeded, its run is complete, and nothing was sent)."""
+    from orchestrator import submit as jobs
+
+    jobs.check_sendable(None, pip=pip, plugins=plugins)
+    client = jobs.JobClient(address)
+    target = jobs.resume_target(client, given)
+    if target.finished:
+        out.print(
+            f"job {target.job} succeeded: its run is complete, nothing to resume\n"
+            f"fetch: graftune fetch {target.job} --address {client.address}",
+            markup=False,
+        )
+        return client, None
+    job = jobs.submit_resume(
+        target, client, pip=pip, plugins=plugins, echo=echo, debug=_state["debug"]
+    )
+    return client, job
 
 
 def _data_sources() -> Any:
@@ -1869,6 +1967,7 @@ def fetch(
         # A run stored in a folder goes on there: a copy resumed stays a copy (one
         # stored in a URI is stored back from wherever it is resumed).
         resumed, there = (where, "") if stored is None else (stored, " where it is stored")
+        flags = "".join(f" --plugin {shlex.quote(name)}" for name in plugins)
         # Fetched with no cluster asked, it may be going still (found by QA: a resume
         # of the copy then wrote its storage beside the run).
         state = (
@@ -1879,9 +1978,8 @@ def fetch(
         err.print(
             f"note: {state}: {where} holds what it had stored{ended}; "
             f"continue it{there} with: graftune run --resume {shlex.quote(str(resumed))} "
-            "--address HEAD:6379"
-            + "".join(f" --plugin {shlex.quote(name)}" for name in plugins)
-            + " (or --address local: embedded Ray here)",
+            f"--address HEAD:6379{flags} (or --address local: embedded Ray here), or as a "
+            f"job: graftune submit --resume {shlex.quote(job)} --address DASHBOARD{flags}",
             markup=False,
         )
     if (where / "leaderboard.md").is_file():

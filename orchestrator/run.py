@@ -1176,19 +1176,16 @@ def _resume_hint(run_dir: Path, names: tuple[str, ...] | None = None) -> str:
     if os.environ.get(SUBMITTED_ENV):
         from orchestrator.storage import stored_uri
 
-        # A submitted run has storage. One stored in a folder (its recipe.yaml says)
-        # runs there, and goes on there, as fetch says: a copy resumed stays a copy
-        # (found by QA: the job's log said to resume a fetched copy; a first fix looked
-        # for a record that only a run stored at a URI keeps, and never fired).
-        if stored_uri(run_dir) is None and _stored_in_a_folder(run_dir):
-            return (
-                "continue it where it is stored with: graftune run --resume "
-                f"{shlex.quote(str(run_dir))} --address HEAD:6379{plugins}"
-            )
-        job = shlex.quote(run_dir.name)
+        # A submitted run has storage, and is continued as a job, from its place
+        # there: the URI it records, or (its recipe.yaml names a folder) the folder
+        # it runs in (found by QA: the job's log said to resume a fetched copy, which
+        # stays a copy). One stopped before it recorded either, by its job's id.
+        place = stored_uri(run_dir)
+        if place is None and _stored_in_a_folder(run_dir):
+            place = str(run_dir)
         return (
-            f"continue it with: graftune fetch {job} DEST --address DASHBOARD, then "
-            f"graftune run --resume DEST --address HEAD:6379{plugins}"
+            "continue it with: graftune submit --resume "
+            f"{shlex.quote(place or run_dir.name)} --address DASHBOARD{plugins}"
         )
     return f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}{plugins}"
 

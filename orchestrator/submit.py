@@ -15,6 +15,11 @@ on the cluster's dashboard address, ``http://HEAD:8265``:
   ``resources.address: auto``).
 - The run is stored at ``STORAGE/JOB_ID/``; the job's metadata records that
   place (``graftune_run``), which is how :func:`fetch` finds it again.
+- :func:`submit_resume` continues a stopped job's run as a new job, found by
+  :func:`resume_target` from the job's id or the run's place in storage; it
+  sends only ``--plugin`` modules and ``--pip`` files, and runs ``graftune run
+  --resume-stored PLACE``, which fetches a URI's run into the job's working
+  directory (stored back as it goes) or resumes a folder's where it is.
 - The job's run keeps its staged files under ``inputs/`` and its recorded
   recipe names them there, relative to the run directory
   (:func:`keep_staged_inputs`): the working directory is gone when the job
@@ -56,6 +61,8 @@ if TYPE_CHECKING:
 META_RUN = "graftune_run"
 #: The job's ``--plugin`` modules, comma-separated: a resume of its run needs them.
 META_PLUGINS = "graftune_plugins"
+#: A resume job's: the job (or the place in storage) whose run it continues.
+META_RESUMES = "graftune_resumes"
 META_RECIPE = "graftune_recipe"
 #: The staged recipe's name inside the working directory.
 RECIPE_FILE = "recipe.yaml"
@@ -100,7 +107,8 @@ class Staged:
     """A job's working directory, ready to send."""
 
     folder: Path
-    recipe: Recipe
+    #: The staged recipe; ``None`` for a resume, whose recipe is its run's.
+    recipe: Recipe | None
     pip: list[str]
     size: int
     copied: list[tuple[Path, str]] = field(default_factory=list)
@@ -152,27 +160,7 @@ def stage(
 
     folder.mkdir(parents=True, exist_ok=True)
     copied: list[tuple[Path, str]] = []
-    taken: set[str] = set()
-
-    def copy(path: Path, under: str, *, keep_name: bool = False) -> str:
-        """``path`` copied under ``under``; one of a name taken already is ``N-NAME``,
-        or with ``keep_name`` ``N/NAME`` (a wheel's name is read by pip: found by
-        QA, ``2-NAME.whl`` is no wheel's)."""
-        name = path.name or "data"
-        target = f"{under}/{name}"
-        n = 1
-        while target in taken:
-            n += 1
-            target = f"{under}/{n}/{name}" if keep_name else f"{under}/{n}-{name}"
-        taken.add(target)
-        destination = folder / target
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir():
-            shutil.copytree(path, destination)
-        else:
-            shutil.copy2(path, destination)
-        copied.append((path, target))
-        return target
+    copy = _copier(folder, copied)
 
     def local_path(location: str) -> Path | None:
         try:
@@ -225,15 +213,79 @@ def stage(
         if base_update:
             update["base"] = base.model_copy(update=base_update)
 
-    staged_pip: list[str] = []
-    for requirement, wheel in _pip_entries(recipe, pip):
+    staged = recipe.model_copy(update=update)
+    (folder / RECIPE_FILE).write_text(staged.to_yaml(), encoding="utf-8")
+    return _staged(folder, staged, _pip_entries(recipe, pip), plugins, copied, copy, limit)
+
+
+def _staged(
+    folder: Path,
+    recipe: Recipe | None,
+    pip: list[tuple[str, Path | None]],
+    plugins: list[str],
+    copied: list[tuple[Path, str]],
+    copy: Callable[..., str],
+    limit: int | None,
+) -> Staged:
+    """The working directory ``folder`` with its pip package files and ``--plugin``
+    modules added, checked against Ray's limit."""
+    staged_pip = _stage_pip(pip, copy)
+    _stage_plugins(folder, plugins, copied)
+    return Staged(
+        folder=folder,
+        recipe=recipe,
+        pip=staged_pip,
+        size=_checked_size(folder, copied, limit),
+        copied=copied,
+        plugins=list(dict.fromkeys(plugins)),
+    )
+
+
+def _copier(folder: Path, copied: list[tuple[Path, str]]) -> Callable[..., str]:
+    """A function that copies a file or folder into ``folder`` and notes it in ``copied``."""
+    taken: set[str] = set()
+
+    def copy(path: Path, under: str, *, keep_name: bool = False) -> str:
+        """``path`` copied under ``under``; one of a name taken already is ``N-NAME``,
+        or with ``keep_name`` ``N/NAME`` (a wheel's name is read by pip: found by
+        QA, ``2-NAME.whl`` is no wheel's)."""
+        name = path.name or "data"
+        target = f"{under}/{name}"
+        n = 1
+        while target in taken:
+            n += 1
+            target = f"{under}/{n}/{name}" if keep_name else f"{under}/{n}-{name}"
+        taken.add(target)
+        destination = folder / target
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            shutil.copytree(path, destination)
+        else:
+            shutil.copy2(path, destination)
+        copied.append((path, target))
+        return target
+
+    return copy
+
+
+def _stage_pip(entries: list[tuple[str, Path | None]], copy: Callable[..., str]) -> list[str]:
+    """The job's pip requirements: each local package file copied under ``wheels/``."""
+    staged: list[str] = []
+    for requirement, wheel in entries:
         if wheel is not None:
             # Ray expands this variable to the working directory on each node.
-            target = copy(wheel, "wheels", keep_name=True)
-            staged_pip.append("${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/" + target)
+            staged.append(_IN_WORKING_DIR + copy(wheel, "wheels", keep_name=True))
         else:
-            staged_pip.append(requirement)
+            staged.append(requirement)
+    return staged
 
+
+#: How a job's pip requirement names a file in its working directory.
+_IN_WORKING_DIR = "${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/"
+
+
+def _stage_plugins(folder: Path, plugins: list[str], copied: list[tuple[Path, str]]) -> None:
+    """Copy each ``--plugin`` module's top-level file or package to ``folder``'s top."""
     plugin_sources: dict[str, Path] = {}  # what each copied top-level module came from
     for name in dict.fromkeys(plugins):
         source = _plugin_source(name)
@@ -252,8 +304,13 @@ def stage(
         copied.append((source, source.name))
         plugin_sources[source.name] = source
 
-    staged = recipe.model_copy(update=update)
-    (folder / RECIPE_FILE).write_text(staged.to_yaml(), encoding="utf-8")
+
+def _checked_size(folder: Path, copied: list[tuple[Path, str]], limit: int | None) -> int:
+    """The working directory's size, refused when Ray would not take it.
+
+    Raises:
+        SubmitError: ``folder`` holds ``limit`` (default :func:`working_dir_limit`) or more.
+    """
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     limit = working_dir_limit() if limit is None else limit
     if size >= limit:
@@ -265,26 +322,23 @@ def stage(
             f"files: {listed}. Put large data where the cluster's nodes can read it and name "
             "it by a path that does not exist on this machine (it is then sent unchanged)"
         )
-    return Staged(
-        folder=folder,
-        recipe=staged,
-        pip=staged_pip,
-        size=size,
-        copied=copied,
-        plugins=list(dict.fromkeys(plugins)),
-    )
+    return size
 
 
-def check_sendable(recipe: Recipe, *, pip: list[str], plugins: list[str]) -> None:
+def check_sendable(recipe: Recipe | None, *, pip: list[str], plugins: list[str]) -> None:
     """Refuse, before the cluster is contacted, a job whose local files are not here.
 
     :func:`stage` checks the same as it copies; this says it without a cluster.
+    ``recipe``: ``None`` for a resume (``--pip`` and ``--plugin`` alone).
 
     Raises:
         SubmitError: A ``pip`` entry names a file that does not exist here, or a
             ``--plugin`` module is not found here.
     """
-    _pip_entries(recipe, pip)
+    if recipe is None:
+        _package_files([(r, "--pip", Path.cwd()) for r in pip])
+    else:
+        _pip_entries(recipe, pip)
     for name in dict.fromkeys(plugins):
         _plugin_source(name)
 
@@ -301,11 +355,18 @@ def _pip_entries(recipe: Recipe, pip: list[str]) -> list[tuple[str, Path | None]
             a file that is no wheel, sdist or zip: sent on, it failed on the
             cluster naming a path in the job's runtime environment.
     """
+    return _package_files(
+        [
+            *((r, "submit.pip", recipe.base_dir) for r in recipe.submit.pip),
+            *((r, "--pip", Path.cwd()) for r in pip),
+        ]
+    )
+
+
+def _package_files(given: list[tuple[str, str, Path]]) -> list[tuple[str, Path | None]]:
+    """:func:`_pip_entries` of ``(requirement, where it was given, its folder)``."""
     entries: dict[str, Path | None] = {}
-    for requirement, where, base in [
-        *((r, "submit.pip", recipe.base_dir) for r in recipe.submit.pip),
-        *((r, "--pip", Path.cwd()) for r in pip),
-    ]:
+    for requirement, where, base in given:
         if not requirement.strip():  # found by QA: sent on to the cluster's pip
             raise SubmitError(
                 f"{where} {requirement!r}: an empty entry; give a requirement (name==version) "
@@ -902,6 +963,209 @@ def submit(
     return Submitted(job_id=job_id, address=client.address, location=location)
 
 
+# -- resuming a stopped run as a job -------------------------------------------------
+
+
+class ResumeTarget(NamedTuple):
+    """A run to continue as a job: found by its job's id, or by its place in storage."""
+
+    #: The run's place in storage: a URI, or a folder the cluster's nodes mount.
+    location: str
+    #: The id of the job it was found by; ``None`` when given by its place.
+    job: str | None = None
+    #: The ``--plugin`` modules that job was submitted with.
+    plugins: tuple[str, ...] = ()
+    #: That job's pip requirements (``None``: not known).
+    pip: tuple[str, ...] | None = None
+    #: That job succeeded: its run is complete, there is nothing to resume.
+    finished: bool = False
+    #: The recipe's name, as that job's metadata says.
+    recipe: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The run's folder name in storage."""
+        return urllib.parse.urlsplit(self.location).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def resume_target(client: JobClient | None, given: str) -> ResumeTarget:
+    """What ``graftune submit --resume GIVEN`` continues: a job id (``client`` asked
+    where its run is stored), a storage URI, or a folder path (``/mnt/nfs/runs/JOB``).
+
+    Raises:
+        StorageError: A URI graftune cannot read, a job not submitted by graftune.
+        RunInProgress: The job has not ended.
+        JobNotFound, ClusterError: As :meth:`JobClient.submitted`.
+    """
+    from orchestrator.errors import RunInProgress
+    from orchestrator.storage import check_location
+
+    if is_uri(given):
+        try:
+            check_location(given)
+        except ValueError as exc:
+            raise StorageError(f"--resume {exc}") from None
+        target = ResumeTarget(location=given.rstrip("/"))
+    elif "/" in given or os.sep in given or given.startswith("~"):
+        try:  # a folder every node mounts at the same path, as --storage's
+            target = ResumeTarget(location=str(expand_user(given).resolve()))
+        except ValueError as exc:
+            raise StorageError(f"--resume {exc}") from None
+    else:
+        if client is None:
+            raise SubmitError(f"--resume {given}: a job id needs the cluster's --address")
+        info = client.submitted(given, "graftune stores no run of it")
+        location = run_location(info)
+        if location is None:
+            raise StorageError(
+                f"job {given} was not submitted by graftune (no {META_RUN} metadata)"
+            )
+        if not info.status.is_terminal():
+            raise RunInProgress(
+                f"job {given} is {info.status}: a run is resumed once its job has ended; "
+                f"stop it first (graftune jobs stop {given} --address {client.address}) or "
+                "let it end"
+            )
+        plugins = (info.metadata or {}).get(META_PLUGINS, "")
+        target = ResumeTarget(
+            location=location,
+            job=given,
+            plugins=tuple(name for name in plugins.split(",") if name),
+            pip=_job_pip(info),
+            finished=str(info.status) == "SUCCEEDED",
+            recipe=(info.metadata or {}).get(META_RECIPE),
+        )
+    if not target.name or target.name in (".", ".."):
+        raise StorageError(f"--resume {given}: give the run's folder in storage, not its root")
+    return target
+
+
+def _job_pip(info: Any) -> tuple[str, ...]:
+    """The pip requirements of a job's runtime environment (a list, or Ray's dict form)."""
+    pip = (info.runtime_env or {}).get("pip") or ()
+    if isinstance(pip, dict):
+        pip = pip.get("packages") or ()
+    return tuple(str(requirement) for requirement in pip)
+
+
+def check_not_running(client: JobClient, target: ResumeTarget) -> None:
+    """Refuse to resume a run that a job on the cluster is running (its own, or
+    another resume of it): two runs would write one run directory.
+
+    Raises:
+        RunInProgress: Such a job has not ended.
+    """
+    from orchestrator.errors import RunInProgress
+
+    for job in client.list():
+        if run_location(job) == target.location and not job.status.is_terminal():
+            name = job.submission_id or job.job_id
+            raise RunInProgress(
+                f"job {name} is {job.status} and runs the run at {target.location}: a run is "
+                f"resumed once it has stopped; stop it first (graftune jobs stop {name} "
+                f"--address {client.address}) or let it end"
+            )
+
+
+def resume_requirements(
+    target: ResumeTarget, *, pip: list[str], plugins: list[str]
+) -> list[tuple[str, Path | None]]:
+    """The resume job's pip entries: ``--pip``'s, else the first job's requirements.
+
+    Raises:
+        SubmitError: The job was submitted with a ``--plugin`` module not given
+            again, or with a package file sent from the machine that submitted it
+            and no ``--pip``: both went in its working directory, which is gone.
+    """
+    missing = [name for name in target.plugins if name not in plugins]
+    if missing:
+        again = " ".join(f"--plugin {shlex.quote(name)}" for name in missing)
+        raise SubmitError(
+            f"job {target.job} was submitted with {again}, a module sent from the machine "
+            f"that submitted it: give it again ({again}), from the folder it was sent from"
+        )
+    if pip:
+        return _package_files([(r, "--pip", Path.cwd()) for r in pip])
+    sent = [r.removeprefix(_IN_WORKING_DIR) for r in target.pip or () if _IN_WORKING_DIR in r]
+    if sent:
+        raise SubmitError(
+            f"job {target.job} installed {', '.join(sent)}, sent from the machine that "
+            "submitted it: give its pip requirements again with --pip (all of them: --pip "
+            "replaces the job's)"
+        )
+    return [(requirement, None) for requirement in target.pip or ()]
+
+
+def resume_entrypoint(
+    location: str,
+    plugins: list[str] = (),  # type: ignore[assignment]
+    *,
+    debug: bool = False,
+) -> str:
+    """A resume job's command: ``graftune run --resume-stored LOCATION`` (the run
+    fetched into the job's working directory from a URI, or resumed in its folder),
+    otherwise as :func:`entrypoint`."""
+    command = ["python", "-m", "orchestrator.cli", *(["--debug"] * debug), "run"]
+    command += ["--resume-stored", location]
+    for name in plugins:
+        command += ["--plugin", name]
+    return "exec " + shlex.join(command)
+
+
+def resume_job_id(run_name: str) -> str:
+    """``RUN_NAME-resume-XXXX`` (``graftune-`` before a run name not made by submit)."""
+    prefix = "" if run_name.startswith("graftune-") else "graftune-"
+    return f"{prefix}{run_name}-resume-{secrets.token_hex(2)}"
+
+
+def submit_resume(
+    target: ResumeTarget,
+    client: JobClient,
+    *,
+    pip: list[str] = (),  # type: ignore[assignment]
+    plugins: list[str] = (),  # type: ignore[assignment]
+    echo: Callable[[str], None] = print,
+    debug: bool = False,
+) -> Submitted:
+    """Submit a job that continues the stopped run at ``target`` on ``client``'s cluster.
+
+    Its working directory holds the ``--plugin`` modules and local package files
+    alone: the run's recipe and inputs are in its run directory, in storage.
+
+    Raises:
+        SubmitError: As :func:`resume_requirements` and :func:`stage`.
+        RunInProgress: A job on the cluster is running that run.
+        ClusterError: The cluster cannot be reached or refuses us.
+    """
+    import tempfile
+
+    entries = resume_requirements(target, pip=pip, plugins=plugins)
+    check_not_running(client, target)
+    job_id = resume_job_id(target.name)
+    with tempfile.TemporaryDirectory(prefix="graftune-job-") as tmp:
+        folder = Path(tmp) / job_id
+        folder.mkdir()
+        copied: list[tuple[Path, str]] = []
+        staged = _staged(folder, None, entries, plugins, copied, _copier(folder, copied), None)
+        echo(
+            f"resuming {target.location}"
+            + (f"; pip: {', '.join(staged.pip)}" if staged.pip else "")
+        )
+        with client.errors():
+            client.client.submit_job(
+                entrypoint=resume_entrypoint(target.location, staged.plugins, debug=debug),
+                submission_id=job_id,
+                runtime_env=runtime_env(staged),
+                metadata={
+                    META_RUN: target.location,
+                    **({META_RECIPE: target.recipe} if target.recipe else {}),
+                    META_PLUGINS: ",".join(staged.plugins),
+                    META_RESUMES: target.job or target.location,
+                },
+            )
+    return Submitted(job_id=job_id, address=client.address, location=target.location)
+
+
 def check_submittable(recipe: Recipe) -> StorageSpec:
     """The recipe's storage, which a submitted run cannot do without.
 
@@ -1068,11 +1332,14 @@ def with_cluster_options(
 
 __all__ = [
     "META_RECIPE",
+    "META_RESUMES",
     "META_RUN",
     "JobClient",
+    "ResumeTarget",
     "Staged",
     "SubmitError",
     "Submitted",
+    "check_not_running",
     "check_submittable",
     "dashboard_url",
     "entrypoint",
@@ -1081,10 +1348,15 @@ __all__ = [
     "keep_staged_inputs",
     "new_job_id",
     "recipe_for_submit",
+    "resume_entrypoint",
+    "resume_job_id",
+    "resume_requirements",
+    "resume_target",
     "run_location",
     "runtime_env",
     "stage",
     "submit",
+    "submit_resume",
     "with_cluster_options",
     "working_dir_limit",
 ]

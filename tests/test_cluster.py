@@ -479,18 +479,18 @@ def test_a_job_stop_still_pending_says_when_ray_will_stop_it():
     assert _not_stopped("j-1", str(JobStatus.RUNNING)) == "job j-1 is still RUNNING after 30 s"
 
 
-def test_a_stopped_jobs_hint_is_to_fetch_it_not_to_resume_its_working_folder(monkeypatch):
+def test_a_stopped_jobs_hint_is_to_resume_it_as_a_job_not_its_working_folder(monkeypatch):
     """A job said "graftune run --resume /tmp/ray/session_.../working_dir_files/...",
-    a folder Ray deletes, on a machine the user does not work on."""
+    a folder Ray deletes, on a machine the user does not work on. One stopped before
+    it recorded its place in storage is named by its job's id."""
     from orchestrator.run import _resume_hint
 
     run_dir = Path("/tmp/ray/session_x/runtime_resources/working_dir_files/pkg/runs/job-1")
     monkeypatch.delenv("GRAFTUNE_SUBMITTED", raising=False)
     assert _resume_hint(run_dir) == f"continue it with: graftune run --resume {run_dir}"
     monkeypatch.setenv("GRAFTUNE_SUBMITTED", "1")
-    assert _resume_hint(run_dir) == (
-        "continue it with: graftune fetch job-1 DEST --address DASHBOARD, then "
-        "graftune run --resume DEST --address HEAD:6379"
+    assert _resume_hint(run_dir, ("my_plugin",)) == (
+        "continue it with: graftune submit --resume job-1 --address DASHBOARD --plugin my_plugin"
     )
 
 
@@ -546,15 +546,17 @@ def test_a_failed_jobs_log_gives_its_likely_fix(log, hint):
 
 def test_a_stopped_job_stored_in_a_folder_is_to_be_resumed_there(tmp_path, monkeypatch):
     """Found by QA: its log said to fetch a copy and resume that, which stays a copy,
-    where fetch and README say to resume it where it is stored."""
+    where fetch and README say to resume it where it is stored. A job resumes it
+    from its place in storage, which outlives the cluster's record of the job."""
     from orchestrator.run import _resume_hint
     from orchestrator.storage import record_stored
 
     monkeypatch.setenv("GRAFTUNE_SUBMITTED", "1")
     for i, (storage, said) in enumerate((
-        (tmp_path / "store", "continue it where it is stored with: graftune "
-         f"run --resume {tmp_path / 'store' / 'job-1'} --address HEAD:6379"),
-        ("s3://bucket/runs", "continue it with: graftune fetch job-1 DEST"),
+        (tmp_path / "store", "continue it with: graftune submit --resume "
+         f"{tmp_path / 'store' / 'job-1'} --address DASHBOARD"),
+        ("s3://bucket/runs", "continue it with: graftune submit --resume s3://bucket/runs/job-1 "
+         "--address DASHBOARD"),
     )):  # fmt: skip
         # Placed as a submitted job's run is (found by QA: a first fix was tested on
         # a place made by hand, a URI record for a folder that no run keeps).
@@ -564,7 +566,7 @@ def test_a_stopped_job_stored_in_a_folder_is_to_be_resumed_there(tmp_path, monke
         place.local_dir.mkdir(parents=True)
         record_stored(place)
         (place.local_dir / "recipe.yaml").write_text(text)  # as the run keeps it
-        assert _resume_hint(place.local_dir).startswith(said), _resume_hint(place.local_dir)
+        assert _resume_hint(place.local_dir) == said
 
 
 def test_a_stored_run_made_before_run_records_is_not_overwritten_by_a_new_run(tmp_path):
@@ -1520,6 +1522,104 @@ def test_jobs_stop_ends_a_running_job(cluster, tmp_path):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+GATED_PLUGIN = """
+import time
+from pathlib import Path
+
+from orchestrator import hookimpl
+from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+
+STARTS = Path({starts!r})
+GATE = Path({gate!r})
+
+
+class GatedMLP(ScratchMLP):
+    name = "gated_mlp"
+    description = "scratch_mlp whose 16-wide trials wait for the gate file to train"
+
+    def fit(self, model, config, data, **kwargs):
+        with STARTS.open("a") as log:
+            log.write(f"{{config['width']}}\\n")
+        while config["width"] == 16 and not GATE.exists():
+            time.sleep(0.2)
+        return super().fit(model, config, data, **kwargs)
+
+
+@hookimpl
+def graftune_register_strategies(registry):
+    registry.add(GatedMLP)
+"""
+
+
+@pytest.mark.slow
+def test_a_stopped_job_is_resumed_as_a_job_without_repeating_its_ended_trials(cluster, tmp_path):
+    """A user who reaches the cluster's dashboard alone (no driver's GCS address)
+    continues a stopped job as a job: ``submit --resume JOB``, which fetches the run
+    from its URI in the new job and stores it back; the trial that had ended is not
+    trained again, the one cut short is."""
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    shutil.copy(WINE, project / "data" / "wine.csv")
+    starts, gate = tmp_path / "starts.txt", tmp_path / "gate"
+    (project / "gated_plugin.py").write_text(
+        GATED_PLUGIN.format(starts=str(starts), gate=str(gate))
+    )
+    recipe = write_recipe(
+        project,
+        CSV_RECIPE.replace("scratch_mlp:", "gated_mlp:")
+        .replace("width: 8", "width: {choice: [8, 16]}")
+        .replace("num_samples: 2", "algorithm: grid, num_samples: 1"),
+    )
+    store = f"file://{tmp_path}/store"
+    dashboard = ("--address", cluster.dashboard)
+    submitted = graftune(
+        cluster, "submit", recipe, *dashboard, "--storage", store, "--shared-storage",
+        "--plugin", "gated_plugin", "-q", cwd=project,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job = submitted.stdout.strip()
+    trials = tmp_path / "store" / job / "trials" / "gated_mlp"
+    _wait_for(
+        "the 8-wide trial's result in storage",
+        lambda: any(trials.glob("*/result.json")) and "16" in starts.read_text().split(),
+        timeout=180,
+    )
+    early = graftune(
+        cluster, "submit", "--resume", job, *dashboard, "--plugin", "gated_plugin", cwd=project
+    )
+    assert early.returncode == 2, early.stdout + early.stderr
+    assert f"job {job} is RUNNING: a run is resumed once its job has ended" in early.stderr
+    stopped = graftune(cluster, "jobs", "stop", job, *dashboard, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    logs = graftune(cluster, "jobs", "logs", job, *dashboard)
+    hint = f"graftune submit --resume {store}/{job} --address DASHBOARD --plugin gated_plugin"
+    assert hint in " ".join(logs.stdout.split()), logs.stdout
+    # Its --plugin module went in its working directory, which is gone: it is sent again.
+    bare = graftune(cluster, "submit", "--resume", job, *dashboard, cwd=project)
+    assert bare.returncode == 2, bare.stdout + bare.stderr
+    assert "give it again (--plugin gated_plugin)" in bare.stderr
+    gate.touch()
+    resumed = graftune(
+        cluster, "submit", "--resume", job, *dashboard, "--plugin", "gated_plugin", "--follow",
+        cwd=project,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"resuming {store}/{job}" in resumed.stdout
+    again = resumed.stdout.split("submitted job ", 1)[1].split()[0]
+    assert again.startswith(f"{job}-resume-") and f"job {again} succeeded" in resumed.stdout
+    # The ended trial trained once; the one the stop cut short, again.
+    assert sorted(map(int, starts.read_text().split())) == [8, 16, 16]
+    board = pd.read_csv(tmp_path / "store" / job / "leaderboard.csv")
+    assert sorted(board["width"]) == [8, 16] and list(board["status"]) == ["ok", "ok"]
+    assert (tmp_path / "store" / job / "finished.json").is_file()
+    listed = graftune(cluster, "jobs", "list", *dashboard)
+    assert f"{store}/{job}" in next(line for line in listed.stdout.splitlines() if again in line)
+    # Its run is complete: a job that succeeded has nothing to resume.
+    done = graftune(cluster, "submit", "--resume", again, *dashboard)
+    assert done.returncode == 0, done.stderr
+    assert f"job {again} succeeded: its run is complete, nothing to resume" in done.stdout
+
+
 @pytest.mark.slow
 def test_a_job_that_fails_ends_follow_with_its_status(cluster, tmp_path):
     # A path that does not exist here is sent unchanged, and fails on the cluster.
@@ -1992,3 +2092,125 @@ def test_fetch_names_the_jobs_plugins_and_where_a_folder_stored_run_lives(tmp_pa
     metadata = {submit.META_RUN: "s3://bucket/runs/job-1", submit.META_PLUGINS: "a.b,c"}
     fetched = submit.fetch(_fetch_client("SUCCEEDED", metadata), "job-1", dest)
     assert fetched == submit.Fetched(dest, ["a.b", "c"], None)
+
+
+def _resume_client(*jobs: tuple[str, str, dict[str, str], dict]):
+    """A JobClient over fake jobs of ``(id, status, metadata, runtime_env)``."""
+    from types import SimpleNamespace
+
+    from orchestrator import submit
+
+    found = {}
+    for job_id, status, metadata, environment in jobs:
+        found[job_id] = SimpleNamespace(
+            submission_id=job_id, job_id="02000000", status=_Status(status), message="",
+            start_time=1_700_000_000_000, end_time=0, metadata=metadata,
+            runtime_env=environment, type="SUBMISSION",
+        )  # fmt: skip
+    client = object.__new__(submit.JobClient)
+    client.client, client.address = _FakeRay(found), "http://127.0.0.1:8265"
+    return client
+
+
+def test_what_submit_resume_continues_and_what_it_sends(tmp_path, monkeypatch):
+    """``submit --resume`` takes a job id (its run's place read from the job), a URI,
+    or a folder; a job that has not ended is refused, one that succeeded has nothing
+    to resume; the first job's pip requirements go again, its --plugin modules and
+    package files (sent from the machine that submitted it) must be given again."""
+    from orchestrator import submit
+    from orchestrator.errors import RunInProgress
+
+    run = {submit.META_RUN: "s3://bucket/runs/job-1", submit.META_RECIPE: "wine"}
+    env = {"pip": ["graftune-plugin==1.0"]}
+    client = _resume_client(
+        ("job-1", "STOPPED", {**run, submit.META_PLUGINS: "my_plugin"}, env),
+        ("job-2", "RUNNING", run, {}),
+        ("job-3", "SUCCEEDED", {submit.META_RUN: "/mnt/nfs/runs/job-3"}, {}),
+        ("job-4", "FAILED", {submit.META_RUN: "s3://bucket/runs/job-4"},
+         {"pip": {"packages": ["${RAY_RUNTIME_ENV_CREATE_WORKING_DIR}/wheels/p-1.0.whl"]}}),
+        ("other", "FAILED", {}, {}),
+    )  # fmt: skip
+    target = submit.resume_target(client, "job-1")
+    assert target == submit.ResumeTarget(
+        "s3://bucket/runs/job-1", "job-1", ("my_plugin",), ("graftune-plugin==1.0",), False, "wine"
+    )
+    assert target.name == "job-1"
+    with pytest.raises(submit.SubmitError, match=r"give it again \(--plugin my_plugin\)"):
+        submit.resume_requirements(target, pip=[], plugins=[])
+    assert submit.resume_requirements(target, pip=[], plugins=["my_plugin"]) == [
+        ("graftune-plugin==1.0", None)
+    ]
+    assert submit.resume_requirements(target, pip=["other==2"], plugins=["my_plugin"]) == [
+        ("other==2", None)
+    ]
+    # job-2 runs the same run (a resume of it still going): two runs in one directory.
+    with pytest.raises(RunInProgress, match="job job-2 is RUNNING and runs the run at s3://"):
+        submit.check_not_running(client, target)
+    with pytest.raises(RunInProgress, match="stop it first"):
+        submit.resume_target(client, "job-2")
+    assert submit.resume_target(client, "job-3").finished
+    wheel = submit.resume_target(client, "job-4")
+    with pytest.raises(submit.SubmitError, match=r"installed wheels/p-1\.0\.whl, sent from"):
+        submit.resume_requirements(wheel, pip=[], plugins=[])
+    with pytest.raises(StorageError, match="not submitted by graftune"):
+        submit.resume_target(client, "other")
+    # By its place: no job asked, nothing known of its plugins.
+    uri = submit.resume_target(None, "s3://bucket/runs/job-1/")
+    assert uri == submit.ResumeTarget("s3://bucket/runs/job-1") and uri.name == "job-1"
+    monkeypatch.chdir(tmp_path)
+    assert submit.resume_target(None, "runs/job-5").location == str(tmp_path / "runs" / "job-5")
+    for bad, said in (("ftp://host/runs/x", "unknown storage scheme"), ("s3://bucket/", "root")):
+        with pytest.raises(StorageError, match=said):
+            submit.resume_target(None, bad)
+    assert submit.resume_entrypoint("s3://b/r/job-1", ["my_plugin"], debug=True) == (
+        "exec python -m orchestrator.cli --debug run --resume-stored s3://b/r/job-1 "
+        "--plugin my_plugin"
+    )
+    assert submit.resume_job_id("job-1").startswith("graftune-job-1-resume-")
+    assert submit.resume_job_id("graftune-x-1").startswith("graftune-x-1-resume-")
+
+
+def test_submit_resume_is_refused_with_a_recipe_or_storage_and_resume_stored_outside_a_job(
+    tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from orchestrator.cli import app
+
+    recipe = write_recipe(tmp_path, BASIC)
+    for args, said in (
+        (["submit"], "give a RECIPE to submit, or --resume JOB"),
+        (["submit", str(recipe), "--resume", "job-1"], "not both"),
+        (["submit", "--resume", "job-1", "--storage", "s3://b/r"], "--storage with --resume"),
+        (["submit", "--resume", "job-1", "--shared-storage"], "a resumed run stays in its"),
+        (["run", "--resume-stored", str(tmp_path)], "for a job of graftune submit --resume"),
+        (["run", str(recipe), "--resume-stored", str(tmp_path)], "a job's, alone"),
+    ):
+        monkeypatch.delenv("GRAFTUNE_SUBMITTED", raising=False)
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert said in " ".join(result.output.split()), (args, result.output)
+
+
+def test_a_resume_job_resumes_a_folder_in_place_and_fetches_a_uris_run(tmp_path, monkeypatch):
+    """In the job: a folder-stored run goes on where it is; a URI's is copied into the
+    job's working directory (its resume stores it back); on the job's cluster, but a
+    keras_tuner run, which trains in the job's own process."""
+    from orchestrator.cli import _stored_resume
+    from orchestrator.storage import STORED_FILE
+
+    monkeypatch.setenv("GRAFTUNE_SUBMITTED", "1")
+    store = tmp_path / "store"
+    for name, text in (("job-1", BASIC), ("job-2", BASIC + "search: {backend: keras_tuner}\n")):
+        (store / name).mkdir(parents=True)
+        (store / name / "recipe.yaml").write_text(text)
+    (store / "job-1" / STORED_FILE).write_text(f'{{"stored": "file://{store}/job-1"}}')
+    working = tmp_path / "working"
+    working.mkdir()
+    monkeypatch.chdir(working)
+    assert _stored_resume(str(store / "job-1"), None) == (store / "job-1", "auto")
+    assert _stored_resume(str(store / "job-2"), None) == (store / "job-2", None)
+    assert _stored_resume(f"file://{store}/job-1", None) == (Path("job-1"), "auto")
+    assert (working / "job-1" / "recipe.yaml").read_text() == BASIC
+    # A file:// URI of a folder-stored run (no record of a URI) is that folder.
+    assert _stored_resume(f"file://{store}/job-2", "auto") == (store / "job-2", "auto")
