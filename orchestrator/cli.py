@@ -1006,6 +1006,9 @@ def run(
             logdir = shlex.quote(str(outcome.run_dir / "trials"))
             out.print(f"tensorboard: tensorboard --logdir {logdir}", markup=False)
     _say_features_cached(cached_before, outcome.run_dir)
+    if _reader_gone() or _state["output_error"] is not None:
+        # Found by QA: with its output gone (`| head`, a full disk), nothing said where.
+        err.print(f"note: the run's results are in {outcome.run_dir}", markup=False)
 
 
 def _stored_resume(location: str, address: str | None) -> tuple[Path, str | None]:
@@ -1550,12 +1553,16 @@ def export(
 ) -> None:
     """Export the run's best (or a named) model with its class names, usable without graftune."""
     from orchestrator.export import export_model
+    from orchestrator.tuning.ray_start import sigterm_stops_the_run
 
     try:
-        # Imported, and the plugins' graftune_keras_objects registered: the model loads.
-        # The plugins the run's recipe disabled stay so (a broken one stopped export).
-        _run_host(plugin, run_dir).keras_objects()
-        path = export_model(run_dir, dest, format=format.value, trial=trial)
+        # Ctrl+C and SIGTERM remembered where Python drops them (export_model).
+        with sigterm_stops_the_run():
+            # Imported, and the plugins' graftune_keras_objects registered: the model
+            # loads. The plugins the run's recipe disabled stay so (a broken one
+            # stopped export).
+            _run_host(plugin, run_dir).keras_objects()
+            path = export_model(run_dir, dest, format=format.value, trial=trial)
     except Exception as exc:
         _fail(exc, writing=dest)
         return
@@ -1705,6 +1712,17 @@ def _submit_resume(
     return client, job
 
 
+#: A terminal's colour sequences (SGR), harmless, which Ray's log lines may hold.
+_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _log_text(text: str) -> str:
+    """A job's log as it is shown: without colours, and its other control characters
+    (escape sequences that set a terminal's title or clear it, found by security QA)
+    shown as escapes, as the other commands show text from data and clusters."""
+    return printable(_COLOURS.sub("", text))
+
+
 def _data_sources() -> Any:
     """The data sources installed here (to tell paths from names), or ``None``."""
     try:
@@ -1717,7 +1735,7 @@ def _follow_job(client: Any, job_id: str) -> None:
     from orchestrator.submit import failure_message
 
     def write(chunk: str) -> None:
-        sys.stdout.write(chunk)
+        sys.stdout.write(_log_text(chunk))
         sys.stdout.flush()
 
     def stop_following(signum: int, frame: Any) -> None:
@@ -1880,7 +1898,7 @@ def jobs_logs(
     try:
         client = _job_client(address)
         if not follow:
-            sys.stdout.write(client.logs(job))
+            sys.stdout.write(_log_text(client.logs(job)))
             return
     except Exception as exc:
         _fail(exc)
@@ -2335,8 +2353,21 @@ class _Stdout(io.FileIO):
         try:
             return super().write(data)
         except OSError as exc:
+            first = _state["output_error"] is None
             _state["output_error"] = exc
-            raise
+            if not _state["goes_on"] or isinstance(exc, BrokenPipeError):
+                raise
+            # A run goes on, printing nothing more, as when its reader has gone (found
+            # by QA: a log on a full disk stopped the search, blaming the run's disk);
+            # it ends saying that stdout failed (exit 1).
+            _reader_left()
+            if first:
+                err.print(
+                    f"note: the output (stdout) cannot be written ({exc.strerror or exc}); "
+                    "the run goes on without printing its progress",
+                    markup=False,
+                )
+            return len(data)
 
 
 def _buffered_stdout() -> None:

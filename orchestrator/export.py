@@ -157,6 +157,11 @@ def export_model(
             "graftune_version": __version__,
         }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2, default=str) + "\n")
+        from orchestrator.tuning.ray_start import raise_if_interrupted
+
+        # A Ctrl+C Python dropped (raised in a garbage collection's callback while the
+        # model loaded) stops it here, nothing exported (found by QA: it went on, exit 0).
+        raise_if_interrupted()
         if in_place:  # each file renamed in: the same file system, nothing copied
             for item in staging.iterdir():
                 os.replace(item, dest / item.name)

@@ -193,6 +193,8 @@ def to_markdown(frame: pd.DataFrame) -> str:
 
     shown = _display(frame).apply(lambda column: column.map(cell))
     align = ["right" if is_numeric_dtype(frame[c]) else "left" for c in frame.columns]
+    # The column names too: a plugin's dimension (found by security QA: raw HTML).
+    shown.columns = [cell(str(name)) for name in shown.columns]
     return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 
@@ -37,7 +38,14 @@ def path_problem(path: str | Path) -> str | None:
     if "\0" in text:
         return f"{text!r} holds a NUL byte, which no path may"
     for part in Path(text).parts:
-        size = len(os.fsencode(part))
+        try:
+            size = len(os.fsencode(part))
+        except UnicodeError:  # found by QA: "é" under LC_ALL=C, an internal error
+            return (
+                f"{text!r} cannot be a path in this locale's encoding "
+                f"({sys.getfilesystemencoding()}): run it again with LC_ALL=C.UTF-8 (or "
+                "PYTHONUTF8=1)"
+            )
         if size > NAME_MAX:
             return f"{part[:20]}... is a name of {size} bytes; a file's name has {NAME_MAX} at most"
     try:
@@ -122,6 +130,21 @@ def _too_long(
         f"a run here would write paths of up to {longest} bytes (a trial's TensorBoard log, "
         f"under this folder of {here}), past the {limit} a path "
         f"may have on this system; give {what} of at most {max(room, 0)} bytes"
+    )
+
+
+def is_folder_name(name: object) -> bool:
+    """Whether ``name`` is one folder's name: no separator, not ``.`` or ``..``, not
+    empty. Names read back from a run directory (a trial's id in its ``result.json``,
+    keras-tuner's ``trial.json``) become paths; one that is not (``../../x``) would
+    reach outside it (found by security QA: a crafted run deleted, moved and wrote
+    the user's files on resume)."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and os.sep not in name
+        and "\0" not in name
     )
 
 

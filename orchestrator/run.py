@@ -34,9 +34,8 @@ from orchestrator.accelerator import chosen_backend
 from orchestrator.environment import plugin_modules
 from orchestrator.errors import (
     TEMPORARY_NAME,
+    AddressMissing,
     BaseModelError,
-    ClusterError,
-    ClusterUnreachable,
     DataError,
     DiskFull,
     GraftuneError,
@@ -160,19 +159,18 @@ def resume_run(run_dir: str | Path, *, address: str | None = None, **kwargs: Any
         from orchestrator.submit import with_cluster_options
 
         recipe = with_cluster_options(load_recipe(recipe), address=address)
+    elif (said := _recorded_address(run_dir)) is not None:
+        # Found by security QA: a run directory from someone else sent the user's Ray
+        # token to the address its recipe.yaml named. A cluster is the user's to name.
+        raise AddressMissing(
+            f"{run_dir} ran on the Ray cluster at {said} (its {RECIPE_FILE} says): a resume "
+            "goes to no cluster that its run directory alone names, which would be given "
+            f"your Ray token; resume with --address {said} to go on there (or HEAD:6379 "
+            "where the cluster is now), or --address local for embedded Ray here (from "
+            "Python, address=)"
+        )
     try:
         return run_recipe(recipe, run_dir=run_dir, resume=True, **kwargs)
-    except ClusterError as exc:
-        said = _recorded_address(run_dir) if address is None else None
-        if isinstance(exc, ClusterUnreachable) and said:
-            # Found by QA: the user gave no address, and was not told where it came from.
-            raise ClusterError(
-                f"{exc}. The address {said} is the run's own, from its "
-                f"{run_dir / RECIPE_FILE}: resume with --address local to go on on embedded "
-                "Ray here, or with --address HEAD:6379 where the cluster is now (from "
-                "Python, address=)"
-            ) from None
-        raise
     except RecipeError as exc:
         for error in getattr(exc, "errors", [exc]):
             if error.path in _MOVABLE_FILES and "does not exist" in error.message:
@@ -1187,7 +1185,10 @@ def _resume_hint(run_dir: Path, names: tuple[str, ...] | None = None) -> str:
             "continue it with: graftune submit --resume "
             f"{shlex.quote(place or run_dir.name)} --address DASHBOARD{plugins}"
         )
-    return f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}{plugins}"
+    # A run made on a cluster goes back there only where the user says so (resume_run).
+    address = _recorded_address(run_dir) if (run_dir / RECIPE_FILE).is_file() else None
+    where = f" --address {shlex.quote(address)}" if address else ""
+    return f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}{where}{plugins}"
 
 
 def _stored_in_a_folder(run_dir: Path) -> bool:

@@ -71,6 +71,19 @@ def check_location(location: str) -> None:
     if not is_uri(location):
         return
     scheme = location.split("://", 1)[0].lower()
+    from orchestrator.errors import without_credentials
+
+    # (A password as errors mask one: up to the URI's last "@", "/" and all.)
+    if without_credentials(location) != location:
+        # Found by security QA: the URI went into recipe.yaml, .stored.json, the
+        # report, the storage itself and a job's metadata, readable by all of them.
+        raise ValueError(
+            f"{without_credentials(location)!r}: a password in the URI would be recorded "
+            "with the run (its recipe.yaml, report and stored copy) and shown as it runs; "
+            "give the credentials in the environment instead (AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY for s3://, GOOGLE_APPLICATION_CREDENTIALS for gs://, "
+            "your Hadoop configuration for hdfs://)"
+        )
     if scheme not in SCHEMES:
         raise ValueError(
             f"{location!r}: unknown storage scheme {scheme + '://'!r}; expected a folder "
@@ -326,8 +339,11 @@ def stored_uri(run_dir: Path) -> str | None:
 
 def _recorded_name(run_dir: Path) -> str | None:
     """The folder name in storage a run directory records, if any (a valid one)."""
+    from orchestrator.recipe import RUN_NAME
+
     name = _read_record(_read_local(run_dir, STORED_FILE)).get("name")
-    if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+    # A name a run could have (found by security QA: ".ssh" was taken as one).
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
         return None
     return name
 
@@ -381,7 +397,22 @@ def check_stored_place(place: RunPlace, *, resume: bool) -> RunPlace:
         return read[name]
 
     if remote(STORED_FILE) is None and remote(_RECIPE_FILE) is None:
-        return place  # no run there (yet)
+        # No run there (yet): a folder that holds anything else is not the run's to
+        # fill (found by security QA: a crafted run directory, resumed, stored its
+        # files in "file:///home/USER" under the name ".ssh").
+        held = _entries(fs, path, place.remote)
+        if held:
+            more = f" and {len(held) - 3} more" if len(held) > 3 else ""
+            raise StorageError(
+                f"storage: {place.remote} holds {', '.join(held[:3])}{more}, and no graftune "
+                "run, which storing this run there would overwrite; "
+                + (
+                    "move them away in storage to resume it"
+                    if resume
+                    else "choose another --run-name (or --run-dir)"
+                )
+            )
+        return place
     if not resume:
         raise StorageError(
             f"storage: {place.remote} already holds a run, which this run would "
@@ -395,6 +426,17 @@ def check_stored_place(place: RunPlace, *, resume: bool) -> RunPlace:
         "or another start), which storing this one there would overwrite; move the other "
         "run away in storage, or resume a copy of the run stored there"
     )
+
+
+def _entries(fs: Any, path: str, uri: str) -> list[str]:
+    """The names in the folder ``path`` of ``fs`` (none where it does not exist)."""
+    import pyarrow.fs
+
+    try:
+        found = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    except Exception as exc:  # pyarrow raises OSError, ArrowInvalid ... by backend
+        raise StorageError(f"storage {uri}: {' '.join(str(exc).split())}") from exc
+    return sorted(info.base_name for info in found)
 
 
 def _same_run(here: Callable[[str], str | None], there: Callable[[str], str | None]) -> bool:
@@ -619,6 +661,15 @@ def fetch(location: str, dest: Path) -> Path:
             "see; mount that shared folder here (at the same path), or fetch on a node "
             "that has it, or use a URI storage (s3://, gs://, ...) next time"
         )
+    for folder, dirs, files in os.walk(source):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(folder, name)):
+                # Found by security QA: followed, a link in a shared folder copied the
+                # fetching user's files into the run (and a loop recursed until ELOOP).
+                raise StorageError(
+                    f"{os.path.join(folder, name)} is a symbolic link; a run graftune "
+                    "stores holds none, and a fetch follows none: nothing was copied"
+                )
     shutil.copytree(source, dest, dirs_exist_ok=True)
     return dest
 

@@ -184,7 +184,22 @@ class TrialResult:
 
 
 def trial_dir(run_dir: Path, strategy: str, trial_id: str) -> Path:
-    """The folder of one trial's files."""
+    """The folder of one trial's files.
+
+    Raises:
+        RunDirError: ``strategy`` or ``trial_id`` is no folder name (read back from
+            a run directory that was edited: ``../../x`` would reach outside it).
+    """
+    from orchestrator.errors import RunDirError
+    from orchestrator.paths import is_folder_name
+
+    for what, name in (("strategy", strategy), ("trial id", trial_id)):
+        if not is_folder_name(name):
+            raise RunDirError(
+                f"{run_dir}: a trial's {what} {name!r} is no folder name; graftune writes "
+                "none such: the run directory was edited or damaged, and nothing of it is "
+                "read as a path"
+            )
     return Path(run_dir) / "trials" / strategy / trial_id
 
 
@@ -214,7 +229,7 @@ def adopt_earlier(spec: TrialSpec, config: dict[str, Any], trial_id: str) -> Tri
             os.rename(trial_dir(spec.run_dir, strategy, old_id), folder)
         except OSError:  # taken by another trial, or gone
             continue
-        result = read_result(folder, set_aside=True)
+        result = read_result(folder, set_aside=True, trial_id=old_id)
         if result is None:
             continue
         result.first_id = result.first_id or old_id
@@ -266,11 +281,16 @@ def runs_again(result: TrialResult) -> bool:
     return result.status == "failed"
 
 
-def read_result(folder: Path, *, set_aside: bool = False) -> TrialResult | None:
+def read_result(
+    folder: Path, *, set_aside: bool = False, trial_id: str | None = None
+) -> TrialResult | None:
     """Read a trial's ``result.json``, or ``None`` if it never finished.
 
     Args:
-        folder: The trial's folder (:func:`trial_dir`).
+        folder: The trial's folder (:func:`trial_dir`), whose names (strategy,
+            trial id) the result must have.
+        trial_id: The trial id it must have, where not its folder's (a folder
+            just renamed to a new id).
         set_aside: What to do with a ``result.json`` that cannot be read (cut
             short by a kill or a damaged disk, edited): rename it
             ``result.json.damaged``, with a warning naming it, and return
@@ -286,7 +306,17 @@ def read_result(folder: Path, *, set_aside: bool = False) -> TrialResult | None:
     if not path.is_file():
         return None
     try:
-        return TrialResult.from_json(json.loads(path.read_text()))
+        result = TrialResult.from_json(json.loads(path.read_text()))
+        # Its folder's names, as graftune wrote it (adopt_earlier renames the folder
+        # first): another trial's id would name another folder, or one outside the
+        # run (found by security QA: "../../victim" deleted and moved user files).
+        named = (Path(folder).parent.name, trial_id or Path(folder).name)
+        if (result.strategy, result.trial_id) != named:
+            raise ValueError(
+                f"it names trial {result.strategy}/{result.trial_id}, not its folder's "
+                f"{named[0]}/{named[1]}"
+            )
+        return result
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         if not set_aside:
             raise

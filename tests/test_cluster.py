@@ -125,6 +125,16 @@ def test_storage_shorthand_paths_and_unknown_schemes(tmp_path):
     ):
         bad.write_text(BASIC + f"storage: {uri}\n")
         assert load_recipe(bad).storage.path == uri
+    # Found by security QA: a password in the URI went into recipe.yaml, the report,
+    # the stored copy and a job's metadata. Refused, and not shown in the refusal.
+    for uri in ("s3://AKIA:wJal/K7MD@bucket/runs", "gs://u:pw@bucket/r"):
+        bad.write_text(BASIC + f"storage: {uri}\n")
+        with pytest.raises(RecipeError, match="give the credentials in the environment") as no:
+            load_recipe(bad)
+        assert "wJal" not in str(no.value) and ":pw@" not in str(no.value)
+    with pytest.raises(StorageError, match="a password in the URI would be recorded"):
+        with_cluster_options(parse_recipe(BASIC), storage="s3://KEY:SECRET@bucket/runs")
+    assert load_recipe(write_recipe(tmp_path, BASIC + "storage: s3://KEY@b/r\n", "k.yaml"))
 
 
 def test_node_local_storage_is_refused_on_several_nodes(tmp_path):
@@ -583,6 +593,16 @@ def test_a_stored_run_made_before_run_records_is_not_overwritten_by_a_new_run(tm
         check_stored_place(place, resume=False)
     empty = RunPlace(local_dir=tmp_path / "runs" / "job-2", remote=f"file://{store}/job-2")
     assert check_stored_place(empty, resume=False) is empty
+    # Found by security QA: a folder holding anything but a run is not one to fill (a
+    # crafted run directory, resumed, stored its files into "file:///home/USER/.ssh").
+    (store / "home").mkdir()
+    (store / "home" / "authorized_keys").write_text("the user's")
+    for resume, fix in ((True, "move them away in storage"), (False, "choose another")):
+        held = RunPlace(local_dir=tmp_path / "runs" / "home", remote=f"file://{store}/home")
+        with pytest.raises(
+            StorageError, match=f"holds authorized_keys, and no graftune run.*{fix}"
+        ):
+            check_stored_place(held, resume=resume)
 
 
 def test_runs_are_told_apart_by_the_first_mark_both_have():
@@ -608,7 +628,7 @@ def test_runs_are_told_apart_by_the_first_mark_both_have():
     )
 
 
-@pytest.mark.parametrize("name", ["../other-run", "a/b", "..", ".", "", 3])
+@pytest.mark.parametrize("name", ["../other-run", "a/b", "..", ".", "", 3, ".ssh"])
 def test_a_stored_record_naming_another_folder_is_not_followed(tmp_path, name):
     """Found by mutation testing: a (damaged or hand-edited) ``.stored.json`` naming
     ``../other-run`` or ``a/b`` made the run store outside its own folder in storage
@@ -1878,27 +1898,37 @@ def test_a_token_path_naming_no_token_is_said_before_any_cluster_is_asked(tmp_pa
     cluster.check_token_path()  # a token: Ray reads it
 
 
-def test_a_resume_whose_recorded_cluster_is_gone_says_the_address_is_the_runs(tmp_path):
-    """Found by QA: `run --resume RUN` (no --address) of a run made on a cluster that has
-    gone said "cannot reach 127.0.0.1:6390", an address the user had not typed."""
-    from orchestrator.errors import ClusterError
-    from orchestrator.run import resume_run
+def test_a_resume_goes_to_no_cluster_its_run_directory_alone_names(tmp_path, monkeypatch):
+    """Found by security QA: a run directory from someone else, resumed, sent the
+    user's Ray token to the address its recipe.yaml named (and before, found by QA:
+    `run --resume RUN` of a run whose cluster had gone said "cannot reach
+    127.0.0.1:6390", an address the user had not typed). The address is the user's
+    to give; the stop hint gives it."""
+    from orchestrator.errors import AddressMissing, ClusterError
+    from orchestrator.run import _resume_hint, resume_run
 
     (closed,) = _free_ports(1)
     run_dir = tmp_path / "run"
     write_recipe(run_dir, BASIC + f"resources: {{address: '127.0.0.1:{closed}'}}\n")
-    with pytest.raises(ClusterError) as caught:
+    asked = []
+    monkeypatch.setattr("orchestrator.cluster.probe", lambda *a, **k: asked.append(a))
+    with pytest.raises(AddressMissing) as caught:
         resume_run(run_dir, plugins=[], echo=print)
-    said = str(caught.value)
-    assert said.startswith(f"cannot reach the Ray cluster at 127.0.0.1:{closed}: ")
-    assert said.endswith(
-        f"The address 127.0.0.1:{closed} is the run's own, from its {run_dir / 'recipe.yaml'}: "
-        "resume with --address local to go on on embedded Ray here, or with --address "
-        "HEAD:6379 where the cluster is now (from Python, address=)"
+    assert str(caught.value) == (
+        f"{run_dir} ran on the Ray cluster at 127.0.0.1:{closed} (its recipe.yaml says): a "
+        "resume goes to no cluster that its run directory alone names, which would be given "
+        f"your Ray token; resume with --address 127.0.0.1:{closed} to go on there (or "
+        "HEAD:6379 where the cluster is now), or --address local for embedded Ray here "
+        "(from Python, address=)"
     )
+    assert caught.value.exit_status == 2 and asked == []
+    assert _resume_hint(run_dir) == (
+        f"continue it with: graftune run --resume {run_dir} --address 127.0.0.1:{closed}"
+    )
+    monkeypatch.undo()
     with pytest.raises(ClusterError) as caught:  # an address given: the user's, said as is
         resume_run(run_dir, address=f"127.0.0.1:{closed}", plugins=[], echo=print)
-    assert "the run's own" not in str(caught.value)
+    assert str(caught.value).startswith(f"cannot reach the Ray cluster at 127.0.0.1:{closed}: ")
 
 
 def test_https_to_a_dashboard_that_speaks_http_is_told_to_use_http():
@@ -2214,3 +2244,35 @@ def test_a_resume_job_resumes_a_folder_in_place_and_fetches_a_uris_run(tmp_path,
     assert (working / "job-1" / "recipe.yaml").read_text() == BASIC
     # A file:// URI of a folder-stored run (no record of a URI) is that folder.
     assert _stored_resume(f"file://{store}/job-2", "auto") == (store / "job-2", "auto")
+
+
+def test_a_stored_run_holding_a_link_is_not_fetched(tmp_path):
+    """Found by security QA: fetch followed a link in a run stored in a shared
+    folder, so the copy held the fetching user's file as the run's own (which the
+    resume's check for links no longer saw), and a link loop recursed until ELOOP."""
+    from orchestrator.storage import fetch
+
+    store = tmp_path / "shared" / "job-1"
+    (store / "trials").mkdir(parents=True)
+    (store / "recipe.yaml").write_text(BASIC)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("the fetching user's")
+    (store / "notes.txt").symlink_to(secret)
+    with pytest.raises(StorageError, match=r"notes.txt is a symbolic link.*nothing was copied"):
+        fetch(str(store), tmp_path / "dest")
+    (store / "notes.txt").unlink()
+    (store / "trials" / "loop").symlink_to(store)
+    with pytest.raises(StorageError, match="loop is a symbolic link"):
+        fetch(str(store), tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+    (store / "trials" / "loop").unlink()
+    assert (fetch(str(store), tmp_path / "dest") / "recipe.yaml").read_text() == BASIC
+
+
+def test_a_jobs_log_is_shown_without_its_terminal_escapes():
+    """Found by security QA: ``jobs logs`` wrote a job's output raw, whose escape
+    sequences set the terminal's title or cleared it; colours are dropped."""
+    from orchestrator.cli import _log_text
+
+    raw = "before\x1b]0;TITLE\x07\x1b[2J\x1b[31mRED\x1b[0m after\n\tnext \u202eline\n"
+    assert _log_text(raw) == "before\\x1b]0;TITLE\\x07\\x1b[2JRED after\n\tnext \\u202eline\n"

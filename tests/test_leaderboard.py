@@ -486,6 +486,9 @@ def test_an_errors_terminal_escapes_and_markdown_links_are_shown_as_text(tmp_pat
     assert r"\x1b]0;TITLE\x07\x1b[2Jfake" in _trial_line(failed, "val_accuracy")
     assert r"\x1b]0;TITLE\x07\x1b[2Jfake" in " ".join(shown.output.split())
     assert r"!\[img](http://e.example/t.png) \[a](b)" in markdown
+    # And in a column's name, a plugin's dimension (found by security QA: raw HTML).
+    named = to_markdown(frame.rename(columns={"error": "<img src=x onerror=alert(1)>"}))
+    assert "<img" not in named and "&lt;img src=x onerror=alert(1)&gt;" in named
     assert read_leaderboard(tmp_path).loc[1, "error"] == failed.error  # the CSV keeps it whole
     # C1 controls as well: U+009B is a one-character CSI to terminals that take 8-bit
     # controls, U+0085 a line break (found by mutation testing: unchecked).

@@ -1172,6 +1172,23 @@ def test_the_load_line_names_only_registered_objects_as_python(tmp_path, monkeyp
     assert "safe_mode=True)" in _how_to_load({})
 
 
+def test_an_export_whose_ctrl_c_python_dropped_stops_before_it_exports(runs, tmp_path):
+    """Found by QA: a Ctrl+C that came while a garbage collection's callback ran (one
+    of jax's) was dropped ("Exception ignored in ... KeyboardInterrupt"), and export
+    went on to the end, exit 0. Remembered, it stops export before DEST is made."""
+    import signal
+
+    from orchestrator.export import export_model
+    from orchestrator.tuning import ray_start
+
+    with ray_start.sigterm_stops_the_run():
+        with contextlib.suppress(KeyboardInterrupt):  # as when Python drops it
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+        with pytest.raises(KeyboardInterrupt):
+            export_model(runs[0].run_dir, tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []  # nor its staging folder
+
+
 def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
@@ -1691,6 +1708,35 @@ def test_a_run_whose_output_reader_has_gone_goes_on_to_its_end(tmp_path):
     assert stderr == (
         "note: the output's reader has gone; the run goes on without printing its progress "
         "(its leaderboard is written in its run directory)\n"
+        # Found by QA: nothing named that directory (runs of one recipe seconds apart).
+        f"note: the run's results are in {tmp_path / 'run'}\n"
+    )
+    assert (tmp_path / "run" / "finished.json").is_file()
+    assert len(pd.read_csv(tmp_path / "run" / "leaderboard.csv")) == 2
+
+
+def test_a_run_whose_output_cannot_be_written_goes_on_to_its_end(tmp_path):
+    """Found by QA: a run logging to a full disk (`> /dev/full`) was stopped, with an
+    error naming the run directory's disk (it had room) and no word of stdout. It
+    goes on, as when its reader has gone, and ends saying stdout failed (exit 1)."""
+    from tests.search_helpers import GRAFTUNE, write_recipe
+
+    recipe = write_recipe(tmp_path, "{backend: keras_tuner, num_samples: 2, max_epochs: 1}")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [GRAFTUNE, "run", str(recipe), "--run-dir", str(tmp_path / "run")],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == (
+        "note: the output (stdout) cannot be written (No space left on device); the run "
+        "goes on without printing its progress\n"
+        f"note: the run's results are in {tmp_path / 'run'}\n"
+        "error: no space left on the device of the output (stdout); free some, or write "
+        "elsewhere\n"
     )
     assert (tmp_path / "run" / "finished.json").is_file()
     assert len(pd.read_csv(tmp_path / "run" / "leaderboard.csv")) == 2

@@ -2330,6 +2330,18 @@ def test_a_folder_the_locale_cannot_read_is_said_before_any_work(tmp_path):
         "PYTHONUTF8=1)\n"
     )
     assert sorted(tmp_path.rglob("*")) == before
+    # Found by QA: a path the recipe itself names (output:), an internal error.
+    plain = tmp_path / "plain"
+    recipe = write_recipe(plain, HEAD + "strategies: {scratch_mlp: {}}\noutput: résultats/\n")
+    for command in ("validate", "run"):
+        done = subprocess.run(
+            [GRAFTUNE, command, recipe.name], cwd=plain, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 2, done.stderr
+        assert "output: " in done.stderr and "cannot be a path in this locale's encoding" in (
+            done.stderr
+        )
+    assert not list(plain.glob("r*sultats"))
 
 
 def test_a_read_only_cache_with_nothing_in_it_clears_to_nothing(tmp_path, monkeypatch):

@@ -489,6 +489,61 @@ def test_a_resume_refuses_a_run_directory_holding_a_link_and_touches_nothing(
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == before
 
 
+@pytest.mark.parametrize("damaged", [False, True])
+def test_a_resume_takes_no_trial_id_of_a_run_directory_as_a_path_outside_it(
+    ended_run, tmp_path, damaged
+):
+    """Found by security QA: a run directory's ``result.json`` naming its trial
+    ``../../../../victim`` made a resume with ``keep_models: best`` delete the user's
+    files there (and a bayesian resume move a folder of theirs into the run). A
+    result whose names are not its folder's is set aside and its trial runs again."""
+    from orchestrator.run import resume_run
+
+    run_dir = copy_of(ended_run, tmp_path / "copy", unfinished=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "model.keras").write_text("the user's")
+    recorded = (run_dir / "recipe.yaml").read_text()
+    assert "keep_models: all\n" in recorded
+    (run_dir / "recipe.yaml").write_text(
+        recorded.replace("keep_models: all\n", "keep_models: best\n")
+    )
+    results_dir = run_dir / "trials" / "scratch_mlp"
+    trial_ids = sorted(p.name for p in results_dir.iterdir() if p.is_dir())
+    crafted = results_dir / trial_ids[0] / "result.json"
+    record = json.loads(crafted.read_text())
+    outside = os.path.relpath(victim, results_dir)
+    record["trial_id"] = outside
+    crafted.write_text(json.dumps(record))
+    if damaged:  # a trial whose folder is kept for its damaged result (QA's way in)
+        (results_dir / trial_ids[0] / "result.json.damaged").write_text("{")
+    frame = resume_run(run_dir, plugins=[], echo=print).leaderboard
+    assert (victim / "model.keras").read_text() == "the user's"
+    assert sorted(frame["trial_id"]) == trial_ids, frame[["trial_id", "status"]]
+    assert (frame["status"] == "ok").all()
+    # Trained again, under its folder's own id.
+    assert json.loads(crafted.read_text())["trial_id"] == trial_ids[0]
+
+
+def test_no_trial_folder_is_made_of_a_name_that_is_no_folders(tmp_path):
+    """The last line against names read back from a run directory: keras-tuner's
+    ``trial.json`` id becomes ``kt{id}`` (found by security QA: ``1/../../x`` made a
+    resume write a trial's files into any folder)."""
+    from orchestrator.errors import RunDirError
+    from orchestrator.trial import trial_dir
+
+    assert trial_dir(tmp_path, "scratch_mlp", "kt1") == tmp_path / "trials/scratch_mlp/kt1"
+    for strategy, trial_id in (
+        ("scratch_mlp", "kt1/../../../../x"),
+        ("scratch_mlp", ".."),
+        ("..", "a"),
+        ("scratch_mlp", ""),
+        ("scratch_mlp", "a\0b"),
+    ):
+        with pytest.raises(RunDirError, match="is no folder name"):
+            trial_dir(tmp_path, strategy, trial_id)
+
+
 def resumed_grid(tmp_path: Path, search: str, space: str, killed: int):
     """A grid run twice over ``space``, one trial at a time, whose last ``killed``
     trials were killed while they trained, resumed: every trial is listed once
