@@ -373,7 +373,12 @@ def _path(text: str) -> Path:
     unset was the current folder, where a run wrote itself unsaid (found by QA)."""
     if not text.strip():
         raise typer.BadParameter("is empty: give a path (is a shell variable unset?)")
-    return Path(text)
+    path = Path(text)
+    if text != "-" and path == Path("-"):
+        # "./-" names a file "-"; only "-" itself is stdin or stdout (found by QA:
+        # Path made them one, and a file "-" was read for stdin, stdout written for it).
+        return Path.cwd() / "-"
+    return path
 
 
 class _ConsoleFormatter(logging.Formatter):
@@ -558,7 +563,10 @@ def validate(
     recipes: Annotated[
         list[Path],
         typer.Argument(
-            help="The recipe files to check (each in turn).", metavar="RECIPE", callback=_home
+            help="The recipe files to check (each in turn).",
+            metavar="RECIPE",
+            parser=_path,
+            callback=_home,
         ),
     ],
     plugin: _Plugins = None,
@@ -795,7 +803,10 @@ def run(
     recipe: Annotated[
         Path | None,
         typer.Argument(
-            help="The recipe file to run (not with --resume).", metavar="RECIPE", callback=_home
+            help="The recipe file to run (not with --resume).",
+            metavar="RECIPE",
+            parser=_path,
+            callback=_home,
         ),
     ] = None,
     run_dir: Annotated[
@@ -1590,7 +1601,10 @@ def submit(
     recipe: Annotated[
         Path | None,
         typer.Argument(
-            help="The recipe file to send (not with --resume).", metavar="RECIPE", callback=_home
+            help="The recipe file to send (not with --resume).",
+            metavar="RECIPE",
+            parser=_path,
+            callback=_home,
         ),
     ] = None,
     resume: Annotated[
@@ -2454,7 +2468,12 @@ def _exit_now(code: int | str | None) -> None:
             if thread is not threading.current_thread() and not thread.daemon:
                 thread.join()
     except KeyboardInterrupt:  # a thread that does not end: Ctrl+C ends the wait
-        os._exit(128 + signal.SIGINT)
+        # What the command printed goes out first (found by QA: a finished run's
+        # leaderboard, in a file or a pipe, was lost); its result is its status.
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code or 0)
     # The command's result is out: a Ctrl+C now would only tear the exit, with a
     # traceback and the status of a stopped run (found by QA: pressed as the
     # prompt was slow to come back, after a finished run).

@@ -728,7 +728,7 @@ def load_recipe(path: str | Path) -> Recipe:
         RecipeError: The file is missing, is not YAML, or breaks the schema.
     """
     path = Path(path)
-    if str(path) != "-" or path.exists():
+    if str(path) != "-":  # a file named "-" is "./-" (found by QA: read for stdin)
         return _load_recipe(path)
     # As predict's --out - is stdout (found by QA: "-: no such recipe file").
     stdin = Path("/dev/stdin")

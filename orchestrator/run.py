@@ -528,12 +528,13 @@ def _run_checked(
                     "here, as its recipe names no resources.address; to run on that "
                     "cluster, give --address (HEAD:6379, or auto) or resources.address"
                 )
+        outcome = None
         try:
             with interrupts_held(), collector_paused():  # whole, or not at all
                 import keras  # noqa: F401  (and its backend: seconds, as Ray starts)
             freeze_the_runs_imports()
 
-            return _run(
+            outcome = _run(
                 recipe,
                 host,
                 place,
@@ -543,6 +544,7 @@ def _run_checked(
                 listener=listener,
                 held=held,
             )
+            return outcome
         except (OSError, EOFError) as exc:
             # EOFError: a file written when the disk was full, read back empty (Tune's
             # pickled trial errors); said as the full disk it comes from.
@@ -551,7 +553,13 @@ def _run_checked(
             raise _disk_full(exc, place.local_dir) from exc
         finally:
             if ray_start is not None:
-                ray_start.close()
+                try:
+                    ray_start.close()
+                except KeyboardInterrupt:
+                    # Found by QA: a Ctrl+C while Ray shut down, after the run had
+                    # finished, said "interrupted" of a whole run, and gave no result.
+                    if outcome is None:
+                        raise
 
 
 def _out_of_space(exc: BaseException, run_dir: Path) -> bool:
@@ -922,6 +930,7 @@ def _run(
         raise _stopped_at_once(run_dir, recipe, []) from None
 
     results: list[TrialResult] = []
+    done: RunOutcome | None = None
     interrupted: tuple[str, SearchInterrupted] | None = None
     try:
         for name, strategy in strategies.items():
@@ -1109,8 +1118,11 @@ def _run(
         except BaseException:
             (run_dir / FINISHED_FILE).unlink(missing_ok=True)
             raise
-        return RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary, stored=place.remote)
+        done = RunOutcome(run_dir=run_dir, leaderboard=frame, best=summary, stored=place.remote)
+        return done
     except KeyboardInterrupt:
+        if done is not None:  # finished and stored: a Ctrl+C now does not undo it (QA)
+            return done
         raise _stopped_at_once(run_dir, recipe, results, events) from None
 
 

@@ -359,6 +359,32 @@ def test_ctrl_c_while_the_command_exits_leaves_its_exit_whole():
     assert "KeyboardInterrupt" not in done.stderr
 
 
+CTRL_C_WHILE_A_THREAD_ENDS = """
+import os, signal, sys, threading, time
+from orchestrator.cli import _exit_now
+
+sys.stdout = open(sys.argv[1], "w")  # a file: what is printed waits in its buffer
+print("best: the run's result")
+threading.Thread(target=time.sleep, args=(60,)).start()  # Ray's shutdown, slow
+threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+_exit_now(0)
+"""
+
+
+def test_ctrl_c_while_the_exit_waits_for_a_thread_keeps_the_output_and_the_status(tmp_path):
+    """Found by QA: Ctrl+C while a finished run waited for Ray's shutdown ended the
+    process with 130 and its printed result (in a file or a pipe) lost."""
+    out = tmp_path / "out.txt"
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_WHILE_A_THREAD_ENDS, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == "best: the run's result\n"
+
+
 def test_a_run_leaves_the_processs_excepthook_as_it_found_it():
     """Found by QA: importing Ray made its own handler sys.excepthook, for good."""
     script = (

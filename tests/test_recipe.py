@@ -1889,6 +1889,24 @@ def test_a_recipe_through_a_pipe_is_read_once_and_its_paths_are_from_here(tmp_pa
         done.stderr
     ), done.stderr
     assert "WARNING" not in done.stderr
+    # A file named "-" here is "./-": "-" is stdin still (found by QA: the file was
+    # read, and the recipe piped in ignored, unsaid).
+    (tmp_path / "-").write_text(text)
+    bad = validate("-", input=text.replace("image_size: 4", "image_sise: 4"))
+    assert bad.returncode == 2 and "data.image_sise: unknown key" in bad.stderr, bad.stderr
+    done = validate("./-", input="not: a recipe")
+    assert done.returncode == 0 and f"{tmp_path / '-'}: ok" in done.stdout, done.stderr
+
+
+def test_a_path_option_of_dot_slash_dash_names_a_file_not_stdout(tmp_path, monkeypatch):
+    """Found by QA: ``predict --out ./-`` and ``report --out ./-`` wrote to stdout (Path
+    makes "./-" the "-" that means stdout), where ``./-`` is how a file "-" is named."""
+    from orchestrator.cli import _path
+
+    monkeypatch.chdir(tmp_path)
+    assert _path("-") == Path("-")
+    assert _path("./-") == _path(".//-") == tmp_path / "-"
+    assert _path("out/-") == Path("out/-")
 
 
 def test_an_error_line_shows_control_characters_as_escapes(tmp_path):
