@@ -1689,9 +1689,18 @@ def describe_cached_base(folder: Path) -> str:
         meta = json.loads((folder / ENTRY_META).read_text(encoding="utf-8"))
         # Its weights' digest: two bases from one path at other times read alike (QA).
         weights = f", weights {meta['fingerprint'][:12]}" if meta.get("fingerprint") else ""
+        legacy = ""
+        if not meta.get("fingerprint") and folder.name.startswith("pretrain-"):
+            # Found by upgrade QA: before bases were keyed by backend, one pretrained
+            # on JAX read as TensorFlow's, and still does: said, with the way out.
+            legacy = (
+                " (made by a graftune that did not record its Keras backend: TensorFlow "
+                "runs take it as theirs; if it was made on JAX or PyTorch, free it with "
+                "graftune cache clear --bases)"
+            )
         return (
             f"{meta['what']}, input {tuple(meta['input_shape'])}, output "
-            f"{tuple(meta['output_shape'])}{weights}, made {when(meta['created'])}"
+            f"{tuple(meta['output_shape'])}{weights}, made {when(meta['created'])}{legacy}"
         )
     except FileNotFoundError:
         why = "cached before graftune described its bases"

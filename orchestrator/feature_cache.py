@@ -509,6 +509,14 @@ def cache_entries() -> list[CacheEntry]:
                     f"on {meta.get('data')}{f' (data {data})' if data else ''}: {rows} examples "
                     f"(train/val/test) of {shapes['train'][1:]}{_numerics_text(meta)}"
                 )
+                if "numerics" not in meta:
+                    # Found by upgrade QA: keyed without them, no run finds it again,
+                    # and it was listed as any live entry.
+                    text = (
+                        "unused (made by an earlier graftune, before features were keyed by "
+                        "their numerics; no run reads it again: graftune cache clear "
+                        f"--features frees it): {text}"
+                    )
             entries.append(CacheEntry("features", folder, _size(folder), text))
     return entries
 

@@ -679,6 +679,17 @@ def test_cache_info_says_what_a_cached_base_is_and_when_it_was_made(tmp_path):
         "be read (JSONDecodeError: "
     ) in said, said
     assert "; the base itself is whole)" in said
+    # Found by upgrade QA: one made before bases were keyed by backend (no weights
+    # digest) is taken as TensorFlow's, which a JAX-made one was too: said.
+    meta = json.loads((from_file / "meta.json").read_text())
+    assert "made by a graftune that did not record" not in cache_info()
+    (pretrained / "meta.json").write_text(
+        json.dumps({k: v for k, v in meta.items() if k != "fingerprint"})
+    )
+    assert (
+        "(made by a graftune that did not record its Keras backend: TensorFlow runs take it "
+        "as theirs; if it was made on JAX or PyTorch, free it with graftune cache clear --bases)"
+    ) in cache_info()
 
 
 def test_cache_info_tells_bases_pretrained_with_other_seeds_or_settings_apart(tmp_path):

@@ -1082,6 +1082,21 @@ def test_cache_info_and_clear_commands(digits, base_info, tmp_path, monkeypatch)
     shown = " ".join(runner.invoke(app, ["cache", "info"]).output.split())
     assert shown.count(f"({base_info.path.parent.name}) up to cut 3") == 2
     assert "made with TF_ENABLE_ONEDNN_OPTS=off" in shown
+    assert "unused" not in shown
+    # Found by upgrade QA: one made before features were keyed by their numerics is
+    # found by no run again, and was listed as any other.
+    from orchestrator.feature_cache import features_dir
+
+    (old,) = [
+        m
+        for m in features_dir().glob("*/meta.json")
+        if json.loads(m.read_text())["numerics"]["TF_ENABLE_ONEDNN_OPTS"] == "off"
+    ]
+    meta = json.loads(old.read_text())
+    del meta["numerics"]
+    old.write_text(json.dumps(meta))
+    shown = " ".join(runner.invoke(app, ["cache", "info"]).output.split())
+    assert shown.count("unused (made by an earlier graftune, before features were keyed") == 1
     cleared = runner.invoke(app, ["cache", "clear", "--features"])
     assert cleared.exit_code == 0
     assert "freed" in cleared.output
