@@ -1188,6 +1188,38 @@ def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
     assert list(read_leaderboard(stored)["status"]) == ["ok"]  # the trial that ended
 
 
+def test_a_pruned_trial_is_stored_before_its_end_is_recorded(ray_session, tmp_path):
+    """Found by upgrade QA: a pruned trial's folder reached storage only when its
+    search ended, its end's record (``.reported``, ``events.jsonl``) at once: a run
+    killed between them was resumed from storage training it again, and its hooks
+    heard of it twice. It is stored before the run is told it ended."""
+    from orchestrator.progress import RunProgress
+
+    store = tmp_path / "store"
+    recipe = write_recipe(
+        tmp_path,
+        "{num_samples: 6, max_epochs: 3, max_concurrent_trials: 1, scheduler: asha, "
+        "grace_period: 1}",
+        "scratch_mlp: {space: {hidden_layers: 1, width: {choice: [4, 8, 16, 32]}}}",
+    )
+    recipe.write_text(recipe.read_text() + f"storage: file://{store}\n")
+
+    class Heard(RunProgress):
+        stored_when_told: dict[str, bool] = {}
+
+        def trial_finished(self, result) -> None:
+            if result.status == "pruned":
+                folder = store / "job" / "trials" / result.strategy / result.trial_id
+                self.stored_when_told[result.trial_id] = (folder / "result.json").is_file()
+            super().trial_finished(result)
+
+    heard = Heard("val_accuracy", "max")
+    frame = run(recipe, run_name="job", listener=heard).leaderboard
+    pruned = set(frame.loc[frame["status"] == "pruned", "trial_id"])
+    assert pruned and set(heard.stored_when_told) == pruned, frame[["trial_id", "status"]]
+    assert all(heard.stored_when_told.values()), heard.stored_when_told
+
+
 def test_a_run_whose_last_upload_failed_is_not_finished_and_its_resume_uploads_it(
     tmp_path, monkeypatch
 ):

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +43,7 @@ from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.stopper import Stopper
 
 from orchestrator.cluster import node_label
-from orchestrator.errors import SearchInterrupted, disk_full_error
+from orchestrator.errors import SearchInterrupted, StorageError, disk_full_error
 from orchestrator.progress import tell_epoch
 from orchestrator.space import Choice, Dimension, Fixed, Float, Int, LogFloat, single_value
 from orchestrator.trial import (
@@ -950,7 +950,24 @@ class _Events(tune.Callback):
             import pandas as pd
 
             write_reported_history(folder, pd.DataFrame(reports))
-        _tell(search, result, folder, self.max_epochs)
+        _tell(search, result, folder, self.max_epochs, stored=self._store_early)
+
+    def _store_early(self, result: TrialResult, folder: Path) -> None:
+        """Upload a pruned or failed trial's folder as soon as the driver has written
+        it, before the run records that it ended: its worker never uploads it, and a
+        run killed before the search's end had stored the record and not the trial,
+        which a resume from storage then trained again, and the hooks heard of twice
+        (found by upgrade QA). Tried again when the search ends."""
+        if self.storage is None or result.status not in ("pruned", "failed"):
+            return
+        if self._search().interrupted or not folder.is_dir():
+            return
+        from orchestrator.storage import push_trial
+
+        try:
+            push_trial(folder, self.storage, self.strategy, result.trial_id)
+        except StorageError as exc:
+            log.warning("%s; uploaded again when the search ends", exc)
 
     def setup(self, **info: Any) -> None:
         # As soon as Tune's Ctrl+C handler is up (it is, when callbacks are set up):
@@ -992,8 +1009,18 @@ class _Events(tune.Callback):
         self._done(trial, _trial_error(trial))
 
 
-def _tell(search: _Search, result: TrialResult, folder: Path, max_epochs: int | None) -> bool:
+def _tell(
+    search: _Search,
+    result: TrialResult,
+    folder: Path,
+    max_epochs: int | None,
+    *,
+    stored: Callable[[TrialResult, Path], None] | None = None,
+) -> bool:
     """Tell the listener a trial ended, once; whether it was stopped before its last epoch.
+
+    ``stored``: called with the trial's files written, before the listener is told
+    (which records the end, and stores that record).
 
     A trial stopped early (by the scheduler, or the time budget) gets its
     ``result.json`` here: its worker never wrote one, and without it Tune's
@@ -1005,6 +1032,8 @@ def _tell(search: _Search, result: TrialResult, folder: Path, max_epochs: int | 
     )
     if stopped_early and not search.interrupted and not (folder / RESULT_FILE).is_file():
         write_result(folder, result)  # not again for one a resume took back
+    if stored is not None:
+        stored(result, folder)
     search.told.add(result.trial_id)
     search.listener.trial_finished(result)
     return stopped_early
