@@ -2073,8 +2073,17 @@ def _read_search(path: Path) -> list[TrialResult] | None:
     takes back each ended trial from its own ``result.json`` (the one that is
     gone runs again). Read as it was, every resume after failed the same way.
     """
+    from orchestrator.paths import is_folder_name
+
     try:
         found = [TrialResult.from_json(item) for item in json.loads(path.read_text())]
+        for result in found:
+            # Its trials' names become paths (found by security QA: "../../x").
+            if result.strategy != path.parent.name or not is_folder_name(result.trial_id):
+                raise ValueError(
+                    f"it lists trial {result.strategy}/{result.trial_id}, which is no "
+                    f"trial of {path.parent.name}"
+                )
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         log.warning(
             "%s cannot be read (%s: %s): removed; the search resumes",

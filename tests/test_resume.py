@@ -2109,6 +2109,25 @@ def test_a_damaged_end_of_a_search_makes_it_resume_and_run_only_what_is_gone(
     assert_not_run_again(results_dir, ended)
 
 
+@pytest.mark.parametrize(
+    ("strategy", "trial_id"), [("scratch_mlp", "../../../victim"), ("other", "a_00000")]
+)
+def test_a_search_json_listing_a_trial_that_is_no_folder_of_it_is_read_as_damaged(
+    tmp_path, caplog, strategy, trial_id
+):
+    """Found by security QA: the trial ids a search.json lists become paths."""
+    from orchestrator.run import SEARCH_DONE_FILE, _read_search, _write_search
+    from orchestrator.trial import TrialResult
+
+    marker = tmp_path / "trials" / "scratch_mlp" / SEARCH_DONE_FILE
+    _write_search(marker, [TrialResult(strategy, trial_id, "pruned", {})])
+    assert _read_search(marker) is None  # the search resumes
+    assert not marker.exists()
+    assert f"it lists trial {strategy}/{trial_id}, which is no trial of scratch_mlp" in (
+        caplog.text
+    )
+
+
 def test_a_failed_trial_that_never_had_a_folder_runs_again_without_a_damage_warning(
     tmp_path, caplog
 ):
