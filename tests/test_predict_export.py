@@ -1181,11 +1181,16 @@ def test_an_export_whose_ctrl_c_python_dropped_stops_before_it_exports(runs, tmp
     from orchestrator.export import export_model
     from orchestrator.tuning import ray_start
 
-    with ray_start.sigterm_stops_the_run():
-        with contextlib.suppress(KeyboardInterrupt):  # as when Python drops it
-            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
-        with pytest.raises(KeyboardInterrupt):
-            export_model(runs[0].run_dir, tmp_path / "model")
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # (xdist ignores it)
+    try:
+        with ray_start.sigterm_stops_the_run():
+            with contextlib.suppress(KeyboardInterrupt):  # as when Python drops it
+                signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
+            with pytest.raises(KeyboardInterrupt):
+                export_model(runs[0].run_dir, tmp_path / "model")
+    finally:
+        signal.signal(signal.SIGINT, before)
+        ray_start.forget_sigterm()
     assert list(tmp_path.iterdir()) == []  # nor its staging folder
 
 

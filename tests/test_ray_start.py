@@ -363,6 +363,7 @@ CTRL_C_WHILE_A_THREAD_ENDS = """
 import os, signal, sys, threading, time
 from orchestrator.cli import _exit_now
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # (xdist's workers ignore it)
 sys.stdout = open(sys.argv[1], "w")  # a file: what is printed waits in its buffer
 print("best: the run's result")
 threading.Thread(target=time.sleep, args=(60,)).start()  # Ray's shutdown, slow
