@@ -1030,8 +1030,7 @@ def _stored_resume(location: str, address: str | None) -> tuple[Path, str | None
     stores it back); one in a folder the nodes mount is resumed there. A run on
     Ray's backend runs on the job's cluster (``auto``), whatever its recipe says.
     """
-    import yaml
-
+    from orchestrator.run import recorded_section
     from orchestrator.storage import is_uri
     from orchestrator.submit import SUBMITTED_ENV
 
@@ -1048,11 +1047,9 @@ def _stored_resume(location: str, address: str | None) -> tuple[Path, str | None
     except Exception as exc:
         _fail(exc)
         raise  # (_fail exits)
-    try:
-        recorded = yaml.safe_load((run_dir / "recipe.yaml").read_text(encoding="utf-8"))
-        backend = recorded["search"]["backend"]
-    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
-        backend = "ray"  # the default; a run directory without a recipe is said so next
+    search = recorded_section(run_dir, "search")
+    # Ray's by default; a run directory without a recipe is said so next.
+    backend = search.get("backend") if isinstance(search, dict) else None
     return run_dir, address or (None if backend == "keras_tuner" else "auto")
 
 
@@ -2027,7 +2024,7 @@ def _fetch_stored(uri: str, dest: Path | None) -> tuple[Path, list[str], Path | 
     from urllib.parse import urlsplit
 
     from orchestrator.environment import recorded_plugin_modules
-    from orchestrator.storage import StorageError, check_location, stored_uri
+    from orchestrator.storage import StorageError, check_location, last_part, stored_uri
     from orchestrator.storage import fetch as copy_run
 
     try:
@@ -2035,7 +2032,7 @@ def _fetch_stored(uri: str, dest: Path | None) -> tuple[Path, list[str], Path | 
     except ValueError as exc:
         raise StorageError(str(exc)) from None
     split = urlsplit(uri)
-    name = split.path.rstrip("/").rsplit("/", 1)[-1]
+    name = last_part(uri)
     if not name:
         raise StorageError(f"{uri}: give the run's folder in storage, not its root")
     where = copy_run(uri, dest if dest is not None else Path(name))

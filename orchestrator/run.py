@@ -1198,23 +1198,31 @@ def _resume_hint(run_dir: Path, names: tuple[str, ...] | None = None) -> str:
             f"{shlex.quote(place or run_dir.name)} --address DASHBOARD{plugins}"
         )
     # A run made on a cluster goes back there only where the user says so (resume_run).
-    address = _recorded_address(run_dir) if (run_dir / RECIPE_FILE).is_file() else None
+    address = _recorded_address(run_dir)
     where = f" --address {shlex.quote(address)}" if address else ""
     return f"continue it with: graftune run --resume {shlex.quote(str(run_dir))}{where}{plugins}"
 
 
 def _stored_in_a_folder(run_dir: Path) -> bool:
     """Whether the run's ``recipe.yaml`` names a folder (not a URI) as its storage."""
-    import yaml
-
     from orchestrator.storage import is_uri
 
-    try:
-        storage = yaml.safe_load((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))["storage"]
-    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
-        return False
+    storage = recorded_section(run_dir, "storage")
     path = storage.get("path") if isinstance(storage, dict) else storage
     return isinstance(path, str) and bool(path.strip()) and not is_uri(path)
+
+
+def recorded_section(run_dir: Path, section: str) -> Any:
+    """A section of the run's ``recipe.yaml`` as written, not validated (``None``:
+    none, or a file that cannot be read): for what is said of a run before it is
+    loaded, or where it may not load."""
+    import yaml
+
+    try:
+        recorded = yaml.safe_load((run_dir / RECIPE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    return recorded.get(section) if isinstance(recorded, dict) else None
 
 
 #: The run's plugins loaded by module name (``--plugin``): its resume needs them too.

@@ -104,6 +104,11 @@ def check_location(location: str) -> None:
         )
 
 
+def last_part(location: str) -> str:
+    """The last folder name of a URI's path or of a path (a run's name in storage)."""
+    return urlsplit(location).path.rstrip("/").rsplit("/", 1)[-1]
+
+
 def join(location: str, *parts: str) -> str:
     """``location/part/...`` for a path or a URI (a URI keeps its ``?query``)."""
     if not is_uri(location):
@@ -187,7 +192,7 @@ class RunPlace:
         """The run's folder name in storage (``remote``'s last part)."""
         if self.remote is None:
             return None
-        return urlsplit(self.remote).path.rstrip("/").rsplit("/", 1)[-1]
+        return last_part(self.remote)
 
     @property
     def location(self) -> str:
@@ -686,6 +691,7 @@ __all__ = [
     "is_node_local",
     "is_uri",
     "join",
+    "last_part",
     "node_local_message",
     "plan_run",
     "publish",

@@ -336,7 +336,7 @@ def check_sendable(recipe: Recipe | None, *, pip: list[str], plugins: list[str])
             ``--plugin`` module is not found here.
     """
     if recipe is None:
-        _package_files([(r, "--pip", Path.cwd()) for r in pip])
+        _package_files(_pip_option(pip))
     else:
         _pip_entries(recipe, pip)
     for name in dict.fromkeys(plugins):
@@ -358,9 +358,14 @@ def _pip_entries(recipe: Recipe, pip: list[str]) -> list[tuple[str, Path | None]
     return _package_files(
         [
             *((r, "submit.pip", recipe.base_dir) for r in recipe.submit.pip),
-            *((r, "--pip", Path.cwd()) for r in pip),
+            *_pip_option(pip),
         ]
     )
+
+
+def _pip_option(pip: list[str]) -> list[tuple[str, str, Path]]:
+    """``--pip``'s entries for :func:`_package_files`: paths from the current folder."""
+    return [(requirement, "--pip", Path.cwd()) for requirement in pip]
 
 
 def _package_files(given: list[tuple[str, str, Path]]) -> list[tuple[str, Path | None]]:
@@ -564,8 +569,12 @@ def entrypoint(
     had nothing to stop while the run went on). ``debug``: ``graftune --debug``
     (``graftune --debug submit``: an internal error's traceback is in the job's log).
     """
-    command = ["python", "-m", "orchestrator.cli", *(["--debug"] * debug), "run", RECIPE_FILE]
-    command += ["--run-name", run_name]
+    return _job_command([RECIPE_FILE, "--run-name", run_name], plugins, debug=debug)
+
+
+def _job_command(args: list[str], plugins: list[str], *, debug: bool) -> str:
+    """``exec python -m orchestrator.cli [--debug] run ARGS [--plugin MODULE ...]``."""
+    command = ["python", "-m", "orchestrator.cli", *(["--debug"] * debug), "run", *args]
     for name in plugins:
         command += ["--plugin", name]
     return "exec " + shlex.join(command)
@@ -985,7 +994,9 @@ class ResumeTarget(NamedTuple):
     @property
     def name(self) -> str:
         """The run's folder name in storage."""
-        return urllib.parse.urlsplit(self.location).path.rstrip("/").rsplit("/", 1)[-1]
+        from orchestrator.storage import last_part
+
+        return last_part(self.location)
 
 
 def resume_target(client: JobClient | None, given: str) -> ResumeTarget:
@@ -1085,7 +1096,7 @@ def resume_requirements(
             f"that submitted it: give it again ({again}), from the folder it was sent from"
         )
     if pip:
-        return _package_files([(r, "--pip", Path.cwd()) for r in pip])
+        return _package_files(_pip_option(pip))
     sent = [r.removeprefix(_IN_WORKING_DIR) for r in target.pip or () if _IN_WORKING_DIR in r]
     if sent:
         raise SubmitError(
@@ -1105,11 +1116,7 @@ def resume_entrypoint(
     """A resume job's command: ``graftune run --resume-stored LOCATION`` (the run
     fetched into the job's working directory from a URI, or resumed in its folder),
     otherwise as :func:`entrypoint`."""
-    command = ["python", "-m", "orchestrator.cli", *(["--debug"] * debug), "run"]
-    command += ["--resume-stored", location]
-    for name in plugins:
-        command += ["--plugin", name]
-    return "exec " + shlex.join(command)
+    return _job_command(["--resume-stored", location], plugins, debug=debug)
 
 
 def resume_job_id(run_name: str) -> str:
