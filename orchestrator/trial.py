@@ -1468,6 +1468,11 @@ def collecting_its_own_garbage() -> Iterator[None]:
         _FROZEN = _FREEZES = False
 
 
+# Called alone (a plugin author's test, a notebook), a trial's collections walk what
+# it made, as in a run; in a run or a Ray worker this changes nothing.
+run_trial = collecting_its_own_garbage()(run_trial)
+
+
 @contextlib.contextmanager
 def keeping_callers_state() -> Iterator[None]:
     """Put back the global state of Keras and of the random number generators
