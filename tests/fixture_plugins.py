@@ -201,6 +201,7 @@ def graftune_register_strategies(registry):
         KillingMLP,
         TogetherMLP,
         HungryMLP,
+        PacedMLP,
         InterruptedMLP,
         NoAccuracyMLP,
         SilentFitMLP,
@@ -315,6 +316,27 @@ class TogetherMLP(ScratchMLP):
                 raise RuntimeError(f"only {started} of {config['together']} trials ran at once")
             time.sleep(0.1)
         return super().fit(model, config, data, epochs=epochs, callbacks=callbacks)
+
+
+class PacedMLP(ScratchMLP):
+    """An MLP that waits ``pace_s`` seconds after each epoch: its trials last as long
+    as on a slow machine while leaving the CPU to the rest of the test session."""
+
+    name = "paced_mlp"
+    description = "trains a tiny MLP, waiting after each epoch"
+
+    def search_space(self, context):
+        return {**super().search_space(context), "pace_s": Fixed(0.5)}
+
+    def fit(self, model, config, data, *, epochs, callbacks):
+        import time
+
+        import keras
+
+        pace = keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: time.sleep(float(config["pace_s"]))
+        )
+        return super().fit(model, config, data, epochs=epochs, callbacks=[*callbacks, pace])
 
 
 class HungryMLP(ScratchMLP):

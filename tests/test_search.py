@@ -489,9 +489,12 @@ def test_time_budget_stops_the_search(ray_session, tmp_path):
 
     # 20 s: Tune's budget counts from the search's start, and under load a fresh worker
     # took over 10 s to import TensorFlow, so that no trial started (a CI run beside
-    # another search).
+    # another search). Its trials wait after each epoch rather than train for 20 s: a
+    # trial lasts as long, and the CPU is the rest of the session's.
     recipe = write_recipe(
-        tmp_path, "{num_samples: 50, max_epochs: 12, time_budget_s: 20, max_concurrent_trials: 1}"
+        tmp_path,
+        "{num_samples: 50, max_epochs: 12, time_budget_s: 20, max_concurrent_trials: 1}",
+        "paced_mlp: {space: {hidden_layers: {choice: [1, 2]}, width: 16, lambda: 1.0e-5}}",
     )
     said = []
     # On a busy machine the budget may end before any trial does.
@@ -507,16 +510,16 @@ def test_time_budget_stops_the_search(ray_session, tmp_path):
     told = [e["trial_id"] for e in read_events(run_dir) if e["event"] == "trial_finished"]
     assert sorted(told) == sorted(frame["trial_id"]), frame[["trial_id", "status", "epochs"]]
     for trial_id in frame["trial_id"]:
-        assert read_result(run_dir / "trials" / "scratch_mlp" / trial_id) is not None
+        assert read_result(run_dir / "trials" / "paced_mlp" / trial_id) is not None
     if (frame["status"] == "pruned").any():  # and the run says why, as its other warnings
         assert any(
-            line.startswith("warning: scratch_mlp: search.time_budget_s (20 s) ran out: 1 trial")
+            line.startswith("warning: paced_mlp: search.time_budget_s (20 s) ran out: 1 trial")
             for line in said
         ), said
     # How many ran, as README says and keras_tuner's search says (found by QA: not said).
     ran = len(frame)
     assert (
-        f"warning: scratch_mlp: search.time_budget_s (20 s) ran out: {ran} of 50 trials ran, "
+        f"warning: paced_mlp: search.time_budget_s (20 s) ran out: {ran} of 50 trials ran, "
         f"the other {50 - ran} were not started"
     ) in said, said
 
