@@ -74,11 +74,11 @@ def check_location(location: str) -> None:
     from orchestrator.errors import without_credentials
 
     # (A password as errors mask one: up to the URI's last "@", "/" and all.)
-    if without_credentials(location) != location:
+    if (masked := without_credentials(location)) != location:
         # Found by security QA: the URI went into recipe.yaml, .stored.json, the
         # report, the storage itself and a job's metadata, readable by all of them.
         raise ValueError(
-            f"{without_credentials(location)!r}: a password in the URI would be recorded "
+            f"{masked!r}: a password in the URI would be recorded "
             "with the run (its recipe.yaml, report and stored copy) and shown as it runs; "
             "give the credentials in the environment instead (AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY for s3://, GOOGLE_APPLICATION_CREDENTIALS for gs://, "

@@ -182,6 +182,9 @@ WORKER_RSS = "worker_rss_mb"
 #: The key of the last report of a trial that could not write its files: the
 #: disk (or quota) is full where it runs. The driver stops the search on it.
 DISK_FULL = "graftune_disk_full"
+#: The statuses of trials whose worker never wrote their files (Tune stopped them,
+#: or their worker died): the driver writes their history and result, and stores them.
+DRIVER_WRITTEN = ("pruned", "failed")
 
 
 def _trainable(config: dict[str, Any], spec: TrialSpec, dataset: Dataset) -> None:
@@ -767,12 +770,11 @@ def run_search(
     for ray_result in grid:
         trial_id = _trial_id(ray_result)
         reported = (ray_result.metrics or {}).get("training_iteration")
-        started = trial_dir(run_dir, strategy, trial_id).exists()
-        if not reported and not started and ray_result.error is None:
+        folder = trial_dir(run_dir, strategy, trial_id)
+        if not reported and not folder.exists() and ray_result.error is None:
             # Left unstarted when a time budget ran out or the user stopped the
             # search: not a trial of this run (yet).
             continue
-        folder = trial_dir(run_dir, strategy, trial_id)
         if trial_id in stopped and read_result(folder, set_aside=True) is None:
             continue  # stopped midway by Ctrl+C: it runs again on --resume
         results[trial_id] = collect(
@@ -785,8 +787,7 @@ def run_search(
             retries=state.retries.get(trial_id, 0),
             storage=spec.storage,
         )
-        if results[trial_id].status in ("pruned", "failed"):
-            folder = trial_dir(run_dir, strategy, trial_id)
+        if results[trial_id].status in DRIVER_WRITTEN:
             write_reported_history(folder, ray_result.metrics_dataframe)
             if spec.storage is not None and folder.is_dir():
                 # Its worker never uploaded it: the driver wrote its result and history.
@@ -942,7 +943,7 @@ class _Events(tune.Callback):
         )
         folder = trial_dir(self.run_dir, self.strategy, trial.trial_id)
         reports = search.reports.pop(trial.trial_id, [])
-        if result.status in ("pruned", "failed") and reports and not search.interrupted:
+        if result.status in DRIVER_WRITTEN and reports and not search.interrupted:
             # Now, not once the search has ended (found by QA: a run killed midway
             # left its pruned trials without one, and a resume replayed only their
             # last epoch to the scheduler; the MLflow reporter, told of the trial
@@ -958,7 +959,7 @@ class _Events(tune.Callback):
         run killed before the search's end had stored the record and not the trial,
         which a resume from storage then trained again, and the hooks heard of twice
         (found by upgrade QA). Tried again when the search ends."""
-        if self.storage is None or result.status not in ("pruned", "failed"):
+        if self.storage is None or result.status not in DRIVER_WRITTEN:
             return
         if self._search().interrupted or not folder.is_dir():
             return
