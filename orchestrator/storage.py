@@ -638,6 +638,43 @@ def publish(
         echo(f"stored: {place.remote}")
 
 
+def _nothing_stored(location: str) -> str:
+    return (
+        f"there is no run at {location}: nothing was stored there (a job that failed "
+        "before its run began stores nothing; its log says why)"
+    )
+
+
+def stored_run_missing(location: str) -> str | None:
+    """Why a resume of the run stored at ``location`` (a URI or a folder) would find
+    no run there, where this machine can tell; else ``None``.
+
+    ``None`` also where this machine cannot see that storage (a folder only the
+    cluster's nodes mount, a URI it has no access to): a job resuming it is the
+    judge then. A place holds a run once the run stored its recipe (its first
+    upload) or its record of where it is stored, as :func:`check_stored_place` reads it.
+    """
+    if is_uri(location) and urlsplit(location).scheme.lower() != "file":
+        import pyarrow.fs
+
+        try:
+            fs, path = _filesystem(location, retry="check")
+            kinds = [
+                fs.get_file_info(f"{path.rstrip('/')}/{name}").type
+                for name in (_RECIPE_FILE, STORED_FILE)
+            ]
+        except Exception:  # not reachable, or not readable, from here
+            return None
+        return None if pyarrow.fs.FileType.File in kinds else _nothing_stored(location)
+    # A folder (or a file:// URI of one): seen here only where its parent is.
+    folder = Path(urlsplit(location).path if is_uri(location) else location)
+    if not folder.parent.is_dir():
+        return None
+    if any((folder / name).is_file() for name in (_RECIPE_FILE, STORED_FILE)):
+        return None
+    return _nothing_stored(location)
+
+
 def fetch(location: str, dest: Path) -> Path:
     """Copy a stored run (a URI or a folder) to ``dest``.
 
@@ -656,10 +693,7 @@ def fetch(location: str, dest: Path) -> Path:
         return dest
     source = Path(location)
     if not source.is_dir() and source.parent.is_dir():  # the storage is seen: nothing there
-        raise StorageError(
-            f"there is no run at {location}: nothing was stored there (a job that failed "
-            "before its run began stores nothing; its log says why)"
-        )
+        raise StorageError(_nothing_stored(location))
     if not source.is_dir():
         raise StorageError(
             f"the run is stored in {location} on the cluster, which this machine does not "
@@ -698,5 +732,6 @@ __all__ = [
     "pull_trial",
     "push_trial",
     "record_stored",
+    "stored_run_missing",
     "upload",
 ]

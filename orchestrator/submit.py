@@ -1017,7 +1017,7 @@ def resume_target(client: JobClient | None, given: str) -> ResumeTarget:
         except ValueError as exc:
             raise StorageError(f"--resume {exc}") from None
         target = ResumeTarget(location=given.rstrip("/"))
-    elif "/" in given or os.sep in given or given.startswith("~"):
+    elif names_a_place(given):
         try:  # a folder every node mounts at the same path, as --storage's
             target = ResumeTarget(location=str(expand_user(given).resolve()))
         except ValueError as exc:
@@ -1049,6 +1049,33 @@ def resume_target(client: JobClient | None, given: str) -> ResumeTarget:
     if not target.name or target.name in (".", ".."):
         raise StorageError(f"--resume {given}: give the run's folder in storage, not its root")
     return target
+
+
+def names_a_place(given: str) -> bool:
+    """Whether ``submit --resume GIVEN`` names the run's place in storage (a URI or a
+    folder), not a job id: no cluster need be asked where the run is."""
+    return is_uri(given) or "/" in given or os.sep in given or given.startswith("~")
+
+
+def check_stored(target: ResumeTarget, given: str) -> None:
+    """Refuse to resume a run of which nothing is stored, where this machine sees
+    that storage (:func:`orchestrator.storage.stored_run_missing`), before a job is sent.
+
+    Without it, a job stopped before its run stored anything was resumed as a new
+    job, which installed its requirements on the cluster and only then failed
+    ("there is no run ... (yet)"), noticed in stop 67's review.
+
+    Raises:
+        StorageError: Nothing is stored at the target's place.
+    """
+    from orchestrator.storage import stored_run_missing
+
+    missing = stored_run_missing(target.location)
+    if missing is not None:
+        recipe = f", {target.recipe}," if target.recipe else ""
+        raise StorageError(
+            f"--resume {given}: {missing}; no job was sent: submit its recipe{recipe} again"
+        )
 
 
 def _job_pip(info: Any) -> tuple[str, ...]:
@@ -1347,12 +1374,14 @@ __all__ = [
     "SubmitError",
     "Submitted",
     "check_not_running",
+    "check_stored",
     "check_submittable",
     "dashboard_url",
     "entrypoint",
     "failure_message",
     "fetch",
     "keep_staged_inputs",
+    "names_a_place",
     "new_job_id",
     "recipe_for_submit",
     "resume_entrypoint",

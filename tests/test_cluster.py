@@ -1647,6 +1647,7 @@ def test_a_job_that_fails_ends_follow_with_its_status(cluster, tmp_path):
         tmp_path,
         BASIC.replace("sklearn:digits", f"csv:{tmp_path}/elsewhere/data.csv, target: y"),
     )
+    (tmp_path / "store").mkdir()  # a shared folder, mounted here as on the nodes
     followed = graftune(
         cluster,
         "submit",
@@ -1663,6 +1664,15 @@ def test_a_job_that_fails_ends_follow_with_its_status(cluster, tmp_path):
     assert "does not exist" in followed.stdout  # the driver's own error, streamed
     assert "ended FAILED: Job entrypoint command failed with exit code 2" in followed.stderr
     assert "graftune jobs logs graftune-basic-" in followed.stderr
+    # It stored nothing: its resume is refused here, and no job is sent.
+    failed = followed.stderr.split("graftune jobs logs ", 1)[1].split()[0]
+    resumed = graftune(cluster, "submit", "--resume", failed, "--address", cluster.dashboard)
+    assert resumed.returncode == 2, resumed.stdout + resumed.stderr
+    said = " ".join(resumed.stderr.split())
+    assert f"there is no run at file://{tmp_path}/store/{failed}: nothing was stored" in said
+    assert said.endswith("no job was sent: submit its recipe, basic, again"), said
+    listed = graftune(cluster, "jobs", "list", "--address", cluster.dashboard)
+    assert f"{failed}-resume-" not in listed.stdout
     # For a script: the job id alone, which the job commands take.
     quiet = graftune(
         cluster,
@@ -2198,6 +2208,59 @@ def test_what_submit_resume_continues_and_what_it_sends(tmp_path, monkeypatch):
     )
     assert submit.resume_job_id("job-1").startswith("graftune-job-1-resume-")
     assert submit.resume_job_id("graftune-x-1").startswith("graftune-x-1-resume-")
+
+
+def test_submit_resume_of_a_run_nothing_stored_is_refused_before_any_job_is_sent(
+    tmp_path, monkeypatch
+):
+    """Found by QA: a job stopped before its run stored anything was resumed as a new
+    job, which installed its requirements on the cluster and only then failed."""
+    from typer.testing import CliRunner
+
+    from orchestrator import submit
+    from orchestrator.cli import app
+    from orchestrator.storage import STORED_FILE, stored_run_missing
+
+    store = tmp_path / "store"
+    (store / "job-2").mkdir(parents=True)
+    (store / "job-2" / "output.txt").write_text("what a job left before its run began")
+    (store / "job-3").mkdir()
+    (store / "job-3" / "recipe.yaml").write_text(BASIC)  # a run's first upload
+    (store / "job-4").mkdir()
+    (store / "job-4" / STORED_FILE).write_text("{}")
+    nothing = "nothing was stored there (a job that failed before its run began stores nothing"
+    for place in (store / "job-1", store / "job-2", f"file://{store}/job-1"):
+        assert nothing in stored_run_missing(str(place))
+    assert stored_run_missing(str(store / "job-3")) is None
+    assert stored_run_missing(f"file://{store}/job-4") is None
+    # Storage this machine does not see is the job's to judge: a folder only the
+    # nodes mount, a URI it cannot read (one it cannot reach takes pyarrow's retries,
+    # seconds, to say so).
+    assert stored_run_missing(str(tmp_path / "mounted-elsewhere" / "job-1")) is None
+    assert stored_run_missing("s3://bucket/runs/job-1?allow_bucket_creation=maybe") is None
+    # From the command line: refused before any cluster is asked (none answers here).
+    for place in (str(store / "job-1"), f"file://{store}/job-2"):
+        result = CliRunner().invoke(
+            app, ["submit", "--resume", place, "--address", "http://127.0.0.1:9"]
+        )
+        assert result.exit_code == 2, result.output
+        said = " ".join(result.output.split())
+        assert f"error: --resume {place}: there is no run at {place}: {nothing}" in said, said
+        assert said.endswith("no job was sent: submit its recipe again")
+    # A job's run, where the job says it is stored: the recipe is named.
+    client = _resume_client(
+        ("job-1", "STOPPED", {submit.META_RUN: str(store / "job-1"), submit.META_RECIPE: "wine"}, {}),
+        ("job-3", "FAILED", {submit.META_RUN: str(store / "job-3")}, {}),
+    )  # fmt: skip
+    with pytest.raises(StorageError, match=r"no job was sent: submit its recipe, wine, again$"):
+        submit.check_stored(submit.resume_target(client, "job-1"), "job-1")
+    submit.check_stored(submit.resume_target(client, "job-3"), "job-3")  # stored: goes on
+    # A run that is stored goes on to the cluster (which is not there).
+    result = CliRunner().invoke(
+        app, ["submit", "--resume", str(store / "job-3"), "--address", "http://127.0.0.1:9"]
+    )
+    assert result.exit_code != 0 and "no run at" not in result.output, result.output
+    assert "127.0.0.1:9" in result.output, result.output
 
 
 def test_submit_resume_is_refused_with_a_recipe_or_storage_and_resume_stored_outside_a_job(
