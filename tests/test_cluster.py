@@ -2210,11 +2210,10 @@ def test_what_submit_resume_continues_and_what_it_sends(tmp_path, monkeypatch):
     assert submit.resume_job_id("graftune-x-1").startswith("graftune-x-1-resume-")
 
 
-def test_submit_resume_of_a_run_nothing_stored_is_refused_before_any_job_is_sent(
-    tmp_path, monkeypatch
-):
-    """Found by QA: a job stopped before its run stored anything was resumed as a new
-    job, which installed its requirements on the cluster and only then failed."""
+def test_submit_resume_of_a_run_nothing_stored_is_refused_before_any_job_is_sent(tmp_path):
+    """A job stopped before its run stored anything was resumed as a new job, which
+    installed its requirements on the cluster and only then failed (noticed in
+    stop 67's review)."""
     from typer.testing import CliRunner
 
     from orchestrator import submit
