@@ -1708,13 +1708,15 @@ def _submit_resume(
     from orchestrator import submit as jobs
 
     jobs.check_sendable(None, pip=pip, plugins=plugins)
-    place = jobs.names_a_place(given)
-    if place:  # its storage is looked at before any cluster is asked
-        jobs.check_stored(jobs.resume_target(None, given), given)
-    client = jobs.JobClient(address)
-    target = jobs.resume_target(client, given)
-    if not place and not target.finished:  # a job's run, where the job says it is stored
+    # A place in storage needs no cluster to find: looked at before any cluster is asked.
+    target = jobs.resume_target(None, given) if jobs.names_a_place(given) else None
+    if target is not None:
         jobs.check_stored(target, given)
+    client = jobs.JobClient(address)
+    if target is None:  # a job's id: the job says where its run is stored
+        target = jobs.resume_target(client, given)
+        if not target.finished:
+            jobs.check_stored(target, given)
     if target.finished:
         out.print(
             f"job {target.job} succeeded: its run is complete, nothing to resume\n"
