@@ -168,12 +168,14 @@ resources: {cpus_per_trial: 1}
 output: out/
 """
 
-#: A CSV table run through the CLI (data found next to the recipe).
+#: A CSV table run through the CLI (data found next to the recipe); its two trials one
+#: after the other, on one worker: a second would cost its own TensorFlow import, in
+#: each test worker that makes this run (the e2e run shows two trials at once).
 WINE_RECIPE = """
 name: cli-run
 data: {source: "csv:wine.csv", target: cultivar}
 strategies: {scratch_mlp: {}}
-search: {num_samples: 2, max_epochs: 2}
+search: {num_samples: 2, max_epochs: 2, max_concurrent_trials: 1}
 output: runs/
 """
 WINE_CSV = Path(__file__).parents[1] / "recipes" / "data" / "wine.csv"

@@ -86,7 +86,7 @@ base:
 strategies:
   linear_probe: {num_samples: 2}
   feature_extraction: {num_samples: 1, space: {head_depth: 1, head_width: 16}}
-search: {max_epochs: 2, batch_size: 32}
+search: {max_epochs: 2, batch_size: 32, max_concurrent_trials: 1}
 resources: {cpus_per_trial: 1}
 output: runs/
 """
@@ -108,7 +108,8 @@ def test_a_recipe_runs_it_beside_the_builtins_through_ray(example_installed, ray
     probes = board[board["strategy"] == "linear_probe"]
     assert set(probes["pooling"]) == {"none"}  # the pretrained base's output is a vector
     assert probes["val_accuracy"].between(0, 1).all()
-    # The trials ran in Ray workers, which imported the installed plugin themselves.
+    # The trials ran in Ray workers, which imported the installed plugin themselves
+    # (one trial at a time: the second on the first's worker, spared a TensorFlow import).
     for trial_id in probes["trial_id"]:
         assert (outcome.run_dir / "trials" / "linear_probe" / trial_id / "model.keras").is_file()
     # The event log of the run saw every trial, in the driver.

@@ -783,7 +783,10 @@ def test_the_run_says_how_many_trials_a_grid_runs():
 def test_a_search_told_not_to_start_from_the_defaults_draws_every_trial(
     ray_session, tmp_path, backend
 ):
-    search = f"{{backend: {backend}, num_samples: 2, max_epochs: 1, start_from_defaults: false}}"
+    # One trial at a time on Ray: the second reuses the first's worker (what is tested is
+    # the draw, and a second worker costs a TensorFlow import).
+    at_once = ", max_concurrent_trials: 1" if backend == "ray" else ""
+    search = f"{{backend: {backend}, num_samples: 2, max_epochs: 1, start_from_defaults: false{at_once}}}"
     frame = run(write_recipe(tmp_path, search)).leaderboard
     assert len(frame) == 2
     assert (frame["learning_rate"] != 1e-3).all()
@@ -1931,7 +1934,7 @@ def test_bayesian_search_with_every_dimension_fixed_repeats_the_configuration(
     strategies = (
         "scratch_mlp: {space: {hidden_layers: 1, width: 8, lambda: 1.0e-4, learning_rate: 1.0e-3}}"
     )
-    search = "{algorithm: bayesian, num_samples: 2, max_epochs: 1}"
+    search = "{algorithm: bayesian, num_samples: 2, max_epochs: 1, max_concurrent_trials: 1}"
     frame = run(write_recipe(tmp_path, search, strategies)).leaderboard
     assert list(frame["status"]) == ["ok", "ok"]
     assert set(frame["width"]) == {8}
