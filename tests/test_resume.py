@@ -1188,11 +1188,15 @@ def test_a_stopped_run_is_stored_before_it_says_so(tmp_path):
     assert list(read_leaderboard(stored)["status"]) == ["ok"]  # the trial that ended
 
 
-def test_a_pruned_trial_is_stored_before_its_end_is_recorded(ray_session, tmp_path):
+def test_a_pruned_trial_is_stored_before_its_end_is_recorded(ray_session, tmp_path, monkeypatch):
     """Found by upgrade QA: a pruned trial's folder reached storage only when its
     search ended, its end's record (``.reported``, ``events.jsonl``) at once: a run
     killed between them was resumed from storage training it again, and its hooks
-    heard of it twice. It is stored before the run is told it ended."""
+    heard of it twice. It is stored before the run is told it ended, and once: it
+    was uploaded again, the same, when its search ended (noticed in stop 67); one
+    whose upload failed then is uploaded at the search's end."""
+    import orchestrator.storage
+    from orchestrator.errors import StorageError
     from orchestrator.progress import RunProgress
 
     store = tmp_path / "store"
@@ -1204,20 +1208,41 @@ def test_a_pruned_trial_is_stored_before_its_end_is_recorded(ray_session, tmp_pa
     )
     recipe.write_text(recipe.read_text() + f"storage: file://{store}\n")
 
+    def stored_files(trial_id: str) -> dict[str, int]:
+        folder = store / "job" / "trials" / "scratch_mlp" / trial_id
+        return {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
     class Heard(RunProgress):
-        stored_when_told: dict[str, bool] = {}
+        stored_when_told: dict[str, dict[str, int]] = {}
 
         def trial_finished(self, result) -> None:
             if result.status == "pruned":
-                folder = store / "job" / "trials" / result.strategy / result.trial_id
-                self.stored_when_told[result.trial_id] = (folder / "result.json").is_file()
+                self.stored_when_told[result.trial_id] = stored_files(result.trial_id)
             super().trial_finished(result)
 
+    # The driver uploads only the trials it writes (a worker uploads its own): the
+    # first of them meets storage that fails for a moment.
+    real, failed = orchestrator.storage.push_trial, []
+
+    def first_fails(folder, storage, strategy, trial_id) -> None:
+        if not failed:
+            failed.append(trial_id)
+            raise StorageError("storage unreachable for a moment (as a test makes it)")
+        real(folder, storage, strategy, trial_id)
+
+    monkeypatch.setattr(orchestrator.storage, "push_trial", first_fails)
     heard = Heard("val_accuracy", "max")
     frame = run(recipe, run_name="job", listener=heard).leaderboard
     pruned = set(frame.loc[frame["status"] == "pruned", "trial_id"])
-    assert pruned and set(heard.stored_when_told) == pruned, frame[["trial_id", "status"]]
-    assert all(heard.stored_when_told.values()), heard.stored_when_told
+    assert len(pruned) >= 2 and set(heard.stored_when_told) == pruned, frame
+    told = heard.stored_when_told
+    (missed,) = failed
+    assert told.pop(missed) == {}  # not stored as it ended, and so at the search's end:
+    assert {"result.json", "history.csv"} <= set(stored_files(missed))
+    pruned.remove(missed)
+    assert all({"result.json", "history.csv"} <= set(files) for files in told.values()), told
+    # Not written there again when the search ended.
+    assert {trial_id: stored_files(trial_id) for trial_id in pruned} == told
 
 
 def test_a_run_whose_last_upload_failed_is_not_finished_and_its_resume_uploads_it(

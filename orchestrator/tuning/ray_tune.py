@@ -131,6 +131,9 @@ class _Search:
     prestart: Prestart | None = None
     #: Trial id -> the scores it reported so far, an epoch a row (for its history).
     reports: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: Trial id -> its folder as :meth:`_Events._store_early` uploaded it (see
+    #: :func:`folder_state`): not uploaded again at the search's end unless changed.
+    stored: dict[str, tuple] = field(default_factory=dict)
 
     def stopped_midway(self) -> set[str]:
         """The trials an interrupt stopped: Tune ends them without telling callbacks."""
@@ -352,6 +355,21 @@ _TUNE_KEYS = frozenset(
         *COST_KEYS,
     )
 )  # fmt: skip
+
+
+def folder_state(folder: Path) -> tuple | None:
+    """Each file under ``folder`` with its size and modification time: equal states
+    mean nothing there was written in between. ``None`` where a file went as it was
+    read (no state equals it)."""
+    files = []
+    try:
+        for path in folder.rglob("*"):
+            if path.is_file():
+                stat = path.stat()
+                files.append((str(path.relative_to(folder)), stat.st_size, stat.st_mtime_ns))
+    except FileNotFoundError:
+        return None
+    return tuple(sorted(files))
 
 
 def write_reported_history(folder: Path, reports: Any) -> None:
@@ -789,8 +807,15 @@ def run_search(
         )
         if results[trial_id].status in DRIVER_WRITTEN:
             write_reported_history(folder, ray_result.metrics_dataframe)
-            if spec.storage is not None and folder.is_dir():
+            stored = state.stored.get(trial_id)
+            if (
+                spec.storage is not None
+                and folder.is_dir()
+                and (stored is None or stored != folder_state(folder))
+            ):
                 # Its worker never uploaded it: the driver wrote its result and history.
+                # Once, as it ended (_Events._store_early), unless that upload failed
+                # or the folder changed since.
                 from orchestrator.storage import push_trial
 
                 push_trial(folder, spec.storage, strategy, trial_id)
@@ -958,17 +983,22 @@ class _Events(tune.Callback):
         it, before the run records that it ended: its worker never uploads it, and a
         run killed before the search's end had stored the record and not the trial,
         which a resume from storage then trained again, and the hooks heard of twice
-        (found by upgrade QA). Tried again when the search ends."""
+        (found by upgrade QA). Tried again when the search ends if it failed (or the
+        folder changed since); not uploaded twice otherwise."""
         if self.storage is None or result.status not in DRIVER_WRITTEN:
             return
         if self._search().interrupted or not folder.is_dir():
             return
         from orchestrator.storage import push_trial
 
+        state = folder_state(folder)
         try:
             push_trial(folder, self.storage, self.strategy, result.trial_id)
         except StorageError as exc:
             log.warning("%s; uploaded again when the search ends", exc)
+        else:
+            if state is not None:
+                self._search().stored[result.trial_id] = state
 
     def setup(self, **info: Any) -> None:
         # As soon as Tune's Ctrl+C handler is up (it is, when callbacks are set up):
