@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     import keras
 
     from orchestrator.data import TaskSpec
-    from orchestrator.recipe import BaseSpec, DataSpec
+    from orchestrator.recipe import BaseSpec, DataSpec, PretrainSpec
     from orchestrator.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -945,7 +945,6 @@ class PretrainProvider(BaseProvider):
             evaluate_arrays,
             fit_arrays,
             forgetting_traced_gradients,
-            safe_variance,
             steps_per_execution,
         )
 
@@ -953,50 +952,7 @@ class PretrainProvider(BaseProvider):
         assert pretrain is not None
         data = context.dataset(pretrain.data)
         with _seeded_weights(context.seed):
-            shape = data.task.input_shape
-            architecture = pretrain.architecture or default_architecture(shape)
-            inputs = keras.Input(shape, name="pretrain_input")
-            width = pretrain.width
-            if architecture == "cnn":
-                if len(shape) != 3:
-                    raise BaseModelError(
-                        f"a cnn base needs images (h, w, c); the pretrain data is {shape}",
-                        key="pretrain",
-                    )
-                x = inputs
-                for block, filters in enumerate((width, width * 2)):
-                    for conv in range(2):
-                        x = keras.layers.Conv2D(
-                            filters,
-                            3,
-                            padding="same",
-                            use_bias=False,
-                            name=f"block{block + 1}_conv{conv + 1}",
-                        )(x)
-                        x = keras.layers.BatchNormalization(
-                            # A short pretraining must still leave usable moving statistics:
-                            # transfer strategies run these layers in inference mode.
-                            momentum=0.9,
-                            name=f"block{block + 1}_bn{conv + 1}",
-                        )(x)
-                        x = keras.layers.Activation(
-                            "relu", name=f"block{block + 1}_relu{conv + 1}"
-                        )(x)
-                    if block == 0 and min(shape[0], shape[1]) >= 4:
-                        x = keras.layers.MaxPooling2D(2, name="block1_pool")(x)
-                features = x
-                pooled = keras.layers.GlobalAveragePooling2D(name="pretrain_pool")(features)
-            else:
-                x = keras.layers.Flatten(name="flatten")(inputs) if len(shape) > 1 else inputs
-                x = keras.layers.Normalization(
-                    mean=data.task.feature_mean.reshape(-1),
-                    # A feature constant in training must not be divided by ~0 later.
-                    variance=safe_variance(data.task.feature_var.reshape(-1)),
-                    name="normalize",
-                )(x)
-                for i in range(2):
-                    x = keras.layers.Dense(width * 2, activation="relu", name=f"dense{i + 1}")(x)
-                features = pooled = x
+            inputs, features, pooled = _pretrain_layers(pretrain, data.task)
             outputs = keras.layers.Dense(
                 data.task.n_classes, activation="softmax", name="pretrain_head"
             )(pooled)
@@ -1009,7 +965,7 @@ class PretrainProvider(BaseProvider):
         )
         log.info(
             "pretraining a %s base on %s for %d epochs",
-            architecture,
+            pretrain.architecture or default_architecture(data.task.input_shape),
             pretrain.data.source,
             pretrain.epochs,
         )
@@ -1032,6 +988,77 @@ class PretrainProvider(BaseProvider):
         # a pretrain that diverged was cached and used, its accuracy said nowhere).
         base._graftune_pretrained = (float(accuracy), data.task.n_classes, pretrain.data.source)
         return base
+
+
+def _pretrain_layers(
+    pretrain: PretrainSpec, task: TaskSpec, *, initializer: str | None = None
+) -> tuple[Any, Any, Any]:
+    """A ``pretrain:`` base's layers on ``task``'s inputs, untrained: its input, its
+    features (the base's output) and their pooling (what its head sits on).
+
+    ``initializer``: every kernel's initialiser (``"zeros"`` draws no random
+    number: a model built only to be measured leaves every later draw as it was).
+    """
+    import keras
+
+    from orchestrator.models import safe_variance
+
+    kernel = {} if initializer is None else {"kernel_initializer": initializer}
+    shape = task.input_shape
+    architecture = pretrain.architecture or default_architecture(shape)
+    inputs = keras.Input(shape, name="pretrain_input")
+    width = pretrain.width
+    if architecture == "cnn":
+        if len(shape) != 3:
+            raise BaseModelError(
+                f"a cnn base needs images (h, w, c); the pretrain data is {shape}",
+                key="pretrain",
+            )
+        x = inputs
+        for block, filters in enumerate((width, width * 2)):
+            for conv in range(2):
+                x = keras.layers.Conv2D(
+                    filters,
+                    3,
+                    padding="same",
+                    use_bias=False,
+                    name=f"block{block + 1}_conv{conv + 1}",
+                    **kernel,
+                )(x)
+                x = keras.layers.BatchNormalization(
+                    # A short pretraining must still leave usable moving statistics:
+                    # transfer strategies run these layers in inference mode.
+                    momentum=0.9,
+                    name=f"block{block + 1}_bn{conv + 1}",
+                )(x)
+                x = keras.layers.Activation("relu", name=f"block{block + 1}_relu{conv + 1}")(x)
+            if block == 0 and min(shape[0], shape[1]) >= 4:
+                x = keras.layers.MaxPooling2D(2, name="block1_pool")(x)
+        return inputs, x, keras.layers.GlobalAveragePooling2D(name="pretrain_pool")(x)
+    x = keras.layers.Flatten(name="flatten")(inputs) if len(shape) > 1 else inputs
+    x = keras.layers.Normalization(
+        mean=task.feature_mean.reshape(-1),
+        # A feature constant in training must not be divided by ~0 later.
+        variance=safe_variance(task.feature_var.reshape(-1)),
+        name="normalize",
+    )(x)
+    for i in range(2):
+        x = keras.layers.Dense(width * 2, activation="relu", name=f"dense{i + 1}", **kernel)(x)
+    return inputs, x, x
+
+
+def pretrain_cut_points(pretrain: PretrainSpec, task: TaskSpec) -> int:
+    """How many cut points the ``pretrain:`` base of ``pretrain`` on ``task``'s
+    inputs (the pretrain data's) will have, known before it is trained: a
+    ``frozen_layers`` past them is refused before minutes of pretraining.
+
+    Raises:
+        BaseModelError: The architecture does not fit the pretrain data.
+    """
+    import keras
+
+    inputs, features, _ = _pretrain_layers(pretrain, task, initializer="zeros")
+    return len(find_cut_points(keras.Model(inputs, features, name="pretrained_base")))
 
 
 def _say_pretrained(
@@ -1286,12 +1313,15 @@ def prepare_base(
     )
 
 
-def check_base_file(spec: BaseSpec, task: TaskSpec) -> None:
+def check_base_file(spec: BaseSpec, task: TaskSpec) -> int:
     """For ``validate --data``: load a ``base.path`` model as a run does
     (``safe_mode=True``; nothing trained, nothing cached) and refuse what the run
     would refuse at once: a file Keras cannot load so, not one input to one
     output, inputs the data cannot be adapted to or that its layers shrink to
     nothing (found by QA: validate --data said ok to each, and the run refused it).
+
+    Returns:
+        Its number of cut points (what ``frozen_layers`` counts).
 
     Raises:
         BaseModelError: Why, with the ``base:`` key at fault.
@@ -1307,6 +1337,7 @@ def check_base_file(spec: BaseSpec, task: TaskSpec) -> None:
             data_shape, tuple(model.input_shape[1:]), provider.preprocessing(spec), None
         )
         _probe(model, data_shape, adapter, key="path")
+        return len(find_cut_points(model))
     finally:
         del model
         keras.backend.clear_session(free_memory=False)

@@ -624,7 +624,7 @@ def _validate(recipe: Path, plugin: list[str] | None, *, data: bool, here: bool)
         if dataset is not None:
             check_pretrain_input(loaded, host, dataset, said=pretrain_notes.append)
             if loaded.base is not None and loaded.base.path is not None:
-                _check_base_file(loaded, dataset)
+                _check_base_file(loaded, host, dataset)
     except Exception as exc:
         _fail(exc)
         return
@@ -683,16 +683,20 @@ def _validate(recipe: Path, plugin: list[str] | None, *, data: bool, here: bool)
         out.print(f"note: {reason}; `graftune run` here would refuse it", markup=False)
 
 
-def _check_base_file(recipe: Any, dataset: Any) -> None:
+def _check_base_file(recipe: Any, host: Any, dataset: Any) -> None:
     """``validate --data`` of a ``base.path`` model: loaded, and refused at its key
-    where the run would refuse it (:func:`orchestrator.bases.check_base_file`)."""
+    where the run would refuse it (:func:`orchestrator.bases.check_base_file`), as
+    is a ``frozen_layers`` past its cut points."""
     from orchestrator.bases import check_base_file
     from orchestrator.errors import BaseModelError
+    from orchestrator.preflight import refuse_outside_cuts, spaces_counting_cuts
 
     try:
-        check_base_file(recipe.base, dataset.task)
+        cuts = check_base_file(recipe.base, dataset.task)
     except BaseModelError as exc:
         raise recipe.error(("base", exc.key or "path"), str(exc)) from None
+    for name, own in spaces_counting_cuts(recipe, host).items():
+        refuse_outside_cuts(recipe, name, own, cuts)
 
 
 def _repeats_note(recipe: Any, host: Any) -> str | None:

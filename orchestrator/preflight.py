@@ -48,6 +48,7 @@ from orchestrator.space import (
     choice_identity,
     extremes,
     int_problem,
+    outside_cut_points,
     uses_all,
 )
 
@@ -186,6 +187,45 @@ def strategy_space(strategy: Strategy, context: SpaceContext, owner: str) -> dic
     if problems:
         raise PluginError(f"{who} has a bad search space: " + "; ".join(problems))
     return space
+
+
+def refuse_outside_cuts(recipe: Recipe, name: str, own: dict[str, Dimension], cuts: int) -> None:
+    """Refuse, at its key, a count of cut points the recipe gives strategy ``name``
+    (a dimension of ``own``, its space, that goes up to ``all``, as
+    ``frozen_layers``) that a base of ``cuts`` cut points has not.
+
+    Raises:
+        RecipeError: At ``strategies.NAME.space.KEY``, with the values outside.
+    """
+    given = {**recipe.shared_space(), **recipe.strategy_space(name)}
+    for key, declared in own.items():
+        if key not in given or not uses_all(declared):
+            continue
+        outside = outside_cut_points(given[key], cuts)
+        if outside:
+            raise recipe.error(
+                ("strategies", name, "space", key),
+                f"{', '.join(map(str, outside))}: the base has cut points 0 to {cuts} "
+                f"({key} counts them; 'all' is {cuts})",
+            )
+
+
+def spaces_counting_cuts(recipe: Recipe, host: PluginHost) -> dict[str, dict[str, Dimension]]:
+    """The own spaces (as ``validate`` reads them) of the strategies that take the
+    base and to which the recipe gives a count of its cut points: what
+    :func:`refuse_outside_cuts` checks once the count is known."""
+    from orchestrator.strategy import SpaceContext
+
+    found = {}
+    for name in recipe.strategies:
+        strategy = host.strategy(name)
+        if not strategy.requires_base:
+            continue
+        own = strategy_space(strategy, SpaceContext(), host.strategies.owner(name))
+        given = {**recipe.shared_space(), **recipe.strategy_space(name)}
+        if any(key in given and uses_all(declared) for key, declared in own.items()):
+            found[name] = own
+    return found
 
 
 def _ask(method: Any, context: SpaceContext, who: str) -> Any:

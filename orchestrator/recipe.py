@@ -1609,4 +1609,23 @@ def check_pretrain_input(
             f"pretrained on {pretrain.data.source} takes {shape}, which graftune cannot adapt "
             f"(it resizes images, turns grey into RGB and flattens images for dense bases): {fix}",
         ) from None
+    _check_pretrain_cuts(recipe, host, pretrain, source.task)
     return {data_key(pretrain.data): source}
+
+
+def _check_pretrain_cuts(
+    recipe: Recipe, host: PluginHost, pretrain: PretrainSpec, task: Any
+) -> None:
+    """Refuse a ``frozen_layers`` (any count of cut points the recipe gives) past
+    the cut points of the base ``pretrain`` makes on ``task``'s inputs, from its
+    architecture built untrained: found only once it had been pretrained, minutes
+    later, before."""
+    from orchestrator.bases import pretrain_cut_points
+    from orchestrator.preflight import refuse_outside_cuts, spaces_counting_cuts
+
+    counting = spaces_counting_cuts(recipe, host)
+    if not counting:  # nothing to check: Keras stays unimported here
+        return
+    cuts = pretrain_cut_points(pretrain, task)
+    for name, own in counting.items():
+        refuse_outside_cuts(recipe, name, own, cuts)

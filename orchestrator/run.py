@@ -682,18 +682,12 @@ def _run(
     from orchestrator.bases import flat_output_warning, prepare_base
     from orchestrator.preflight import (
         check_strategies,
+        refuse_outside_cuts,
         space_notes,
         strategy_defaults,
         strategy_space,
     )
-    from orchestrator.space import (
-        Fixed,
-        merge_spaces,
-        outside_cut_points,
-        resolve_space,
-        start_config,
-        uses_all,
-    )
+    from orchestrator.space import Fixed, merge_spaces, resolve_space, start_config
     from orchestrator.storage import publish
     from orchestrator.strategy import SpaceContext
     from orchestrator.trial import TrialSpec
@@ -781,17 +775,8 @@ def _run(
             spaces[name] = resolve_space(merged, cuts)
         except ValueError as exc:
             raise recipe.error(("strategies", name, "space"), str(exc)) from None
-        given = {**recipe.shared_space(), **recipe.strategy_space(name)}
-        for key, declared in own.items():
-            if cuts is None or key not in given or not uses_all(declared):
-                continue
-            outside = outside_cut_points(given[key], cuts)
-            if outside:
-                raise recipe.error(
-                    ("strategies", name, "space", key),
-                    f"{', '.join(map(str, outside))}: the base has cut points 0 to {cuts} "
-                    f"({key} counts them; 'all' is {cuts})",
-                )
+        if cuts is not None:
+            refuse_outside_cuts(recipe, name, own, cuts)
         if recipe.search.starts_from_defaults:
             with contextlib.suppress(ValueError):  # "all" without a base: checked as is
                 own = resolve_space(own, cuts)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import textwrap
 import threading
@@ -27,6 +28,7 @@ from orchestrator.bases import (
     load_base,
     plan_adapter,
     prepare_base,
+    pretrain_cut_points,
 )
 from orchestrator.cli import app
 from orchestrator.data import Dataset
@@ -590,6 +592,8 @@ def test_pretrain_base_is_trained_once_and_cached_by_data_and_settings(caplog):
     assert "pretraining a cnn base" in caplog.text
     assert first.input_shape == (8, 8, 1) and first.adapter == ()
     assert first.cut_names[-1] == "block2_relu2"
+    # Counted before it is trained, as a run checks frozen_layers before pretraining.
+    assert pretrain_cut_points(pretrain_spec().pretrain, dataset.task) == first.n_cut_points == 4
     stamp = first.path.stat().st_mtime_ns
 
     caplog.clear()
@@ -729,7 +733,14 @@ def test_pretrained_mlp_base_does_not_blow_up_features_constant_in_training():
             data=DataSpec(source="sklearn:digits"), epochs=1, width=4, architecture="mlp"
         )
     )
+    from keras.src.random import seed_generator
+
+    drawn = (random.getstate(), seed_generator.python_random.getstate())
+    counted = pretrain_cut_points(spec.pretrain, dataset.task)
+    # Built from zeros: a run that counts them first pretrains the base it always did.
+    assert (random.getstate(), seed_generator.python_random.getstate()) == drawn
     info = prepare(spec, dataset)
+    assert counted == info.n_cut_points == 2
     assert info.input_shape == (8, 8, 1) and info.output_shape == (8,)
     constant = dataset.task.feature_var.reshape(-1) < 1e-8
     assert constant.any()  # a blank corner pixel of every training digit

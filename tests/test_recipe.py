@@ -1989,6 +1989,24 @@ def test_validate_data_loads_a_base_file_and_refuses_what_the_run_would(tmp_path
         assert f"recipe.yaml:3: {said}" in result.output
     path.write_text(path.read_text().replace("code.keras", "good.keras"))
     assert_exit(cli("validate", "--data", str(path)), 0)
+    # Its cut points counted: a frozen_layers past them is refused as the run would.
+    inputs = keras.Input((8, 8, 1))
+    dense = keras.layers.Dense(8)(keras.layers.Dense(16)(keras.layers.Flatten()(inputs)))
+    keras.Model(inputs, dense).save(tmp_path / "dense.keras")
+    path = write_recipe(
+        tmp_path,
+        "name: b\ndata: {source: 'sklearn:digits'}\nbase: {path: dense.keras}\n"
+        "strategies: {fine_tune: {space: {frozen_layers: {int: [0, 3]}}}}\n",
+    )
+    assert_exit(cli("validate", str(path)), 0)
+    result = cli("validate", "--data", str(path))
+    assert_exit(result, 2)
+    assert (
+        "recipe.yaml:4: strategies.fine_tune.space.frozen_layers: 3: the base has cut points "
+        "0 to 2 (frozen_layers counts them; 'all' is 2)"
+    ) in " ".join(result.output.split()), result.output
+    path.write_text(path.read_text().replace("[0, 3]", "[0, 2]"))
+    assert_exit(cli("validate", "--data", str(path)), 0)
     assert sorted(cache_dir().rglob("*")) == cached  # nothing cached by a validate
 
 
@@ -2567,7 +2585,13 @@ def test_run_refuses_cut_points_the_base_has_not_naming_file_line_and_key(tmp_pa
     checks a recipe's frozen_layers against them once it has the base, before any
     trial. Found by mutation testing: nothing failed with that check removed, and a
     run then failed every trial (exit 1, no file or key), or searched `{int: [9, all]}`
-    narrowed to [2, 2] in silence."""
+    narrowed to [2, 2] in silence. A pretrain: base's are counted from its
+    architecture before it is trained (validate --data counts them too): the run
+    refused them only after minutes of pretraining."""
+    from orchestrator.feature_cache import cache_dir
+
+    bases = cache_dir() / "bases"
+    cached = sorted(bases.rglob("*"))
     for given, said in (
         ("9", "9"),
         ("{int: [9, all]}", "9"),
@@ -2585,13 +2609,16 @@ def test_run_refuses_cut_points_the_base_has_not_naming_file_line_and_key(tmp_pa
             output: runs/
             """,
         )
-        result = cli("run", str(recipe))
-        assert result.exit_code == 2, result.output
-        assert (
+        for output in refused_by_validate_data_and_run(
+            recipe,
             f"recipe.yaml:6: strategies.fine_tune.space.frozen_layers: {said}: the base has "
-            "cut points 0 to 2 (frozen_layers counts them; 'all' is 2)"
-        ) in " ".join(result.output.split()), result.output
+            "cut points 0 to 2 (frozen_layers counts them; 'all' is 2)",
+        ):
+            assert "base: preparing" not in output, output  # refused before its pretraining
         assert not list((tmp_path / "runs").glob("*"))
+    assert sorted(bases.rglob("*")) == cached  # no base pretrained, none cached
+    recipe.write_text(recipe.read_text().replace("{choice: [0, 9]}", "{int: [1, all]}"))
+    assert_exit(cli("validate", "--data", str(recipe)), 0)
 
 
 def test_run_refuses_a_run_dir_or_run_name_too_deep_for_a_runs_files(tmp_path):
