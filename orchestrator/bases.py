@@ -1343,6 +1343,32 @@ def check_base_file(spec: BaseSpec, task: TaskSpec) -> int:
         keras.backend.clear_session(free_memory=False)
 
 
+def application_cut_points(spec: BaseSpec) -> int:
+    """For ``validate --data``: how many cut points ``spec``'s ``keras.applications``
+    model has, counted on its architecture built without weights (nothing read,
+    nothing downloaded, nothing cached): the imagenet model's are the same.
+
+    Raises:
+        BaseModelError: It cannot be built at the recipe's ``input_shape``.
+    """
+    import keras
+
+    function = _application_function(spec.application or "")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # said, where they are said, by the run's build
+            model = function(include_top=False, weights=None, input_shape=_input_shape(spec))
+    except (ValueError, TypeError) as exc:
+        raise BaseModelError(
+            f"cannot build {spec.application}: {keras_reason(exc)}", key="application"
+        ) from exc
+    try:
+        return len(find_cut_points(model))
+    finally:
+        del model
+        keras.backend.clear_session(free_memory=False)
+
+
 def _probe(
     model: keras.Model, data_shape: tuple[int, ...], adapter: list, *, key: str | None
 ) -> keras.Model:

@@ -625,6 +625,8 @@ def _validate(recipe: Path, plugin: list[str] | None, *, data: bool, here: bool)
             check_pretrain_input(loaded, host, dataset, said=pretrain_notes.append)
             if loaded.base is not None and loaded.base.path is not None:
                 _check_base_file(loaded, host, dataset)
+            elif loaded.base is not None and loaded.base.application is not None:
+                _check_application_cuts(loaded, host)
     except Exception as exc:
         _fail(exc)
         return
@@ -696,6 +698,25 @@ def _check_base_file(recipe: Any, host: Any, dataset: Any) -> None:
     except BaseModelError as exc:
         raise recipe.error(("base", exc.key or "path"), str(exc)) from None
     for name, own in spaces_counting_cuts(recipe, host).items():
+        refuse_outside_cuts(recipe, name, own, cuts)
+
+
+def _check_application_cuts(recipe: Any, host: Any) -> None:
+    """``validate --data`` of a ``keras.applications`` base: a ``frozen_layers``
+    past its cut points is refused as the run would refuse it (its architecture
+    is built, without weights, only where the recipe gives one)."""
+    from orchestrator.bases import application_cut_points
+    from orchestrator.errors import BaseModelError
+    from orchestrator.preflight import refuse_outside_cuts, spaces_counting_cuts
+
+    counting = spaces_counting_cuts(recipe, host)
+    if not counting:
+        return
+    try:
+        cuts = application_cut_points(recipe.base)
+    except BaseModelError as exc:
+        raise recipe.error(("base", exc.key or "application"), str(exc)) from None
+    for name, own in counting.items():
         refuse_outside_cuts(recipe, name, own, cuts)
 
 

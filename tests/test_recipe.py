@@ -1998,16 +1998,23 @@ def test_validate_data_loads_a_base_file_and_refuses_what_the_run_would(tmp_path
         "name: b\ndata: {source: 'sklearn:digits'}\nbase: {path: dense.keras}\n"
         "strategies: {fine_tune: {space: {frozen_layers: {int: [0, 3]}}}}\n",
     )
+    cuts_refused_by_validate_data(path, 3, 2)
+    path.write_text(path.read_text().replace("[0, 3]", "[0, 2]"))
+    assert_exit(cli("validate", "--data", str(path)), 0)
+    assert sorted(cache_dir().rglob("*")) == cached  # nothing cached by a validate
+
+
+def cuts_refused_by_validate_data(path: Path, value: int, cuts: int) -> None:
+    """``validate`` of ``path`` passes (it counts no base's cut points), and ``validate
+    --data`` refuses its fine_tune's ``frozen_layers`` (line 4) at ``value``, the
+    base having ``cuts`` cut points."""
     assert_exit(cli("validate", str(path)), 0)
     result = cli("validate", "--data", str(path))
     assert_exit(result, 2)
     assert (
-        "recipe.yaml:4: strategies.fine_tune.space.frozen_layers: 3: the base has cut points "
-        "0 to 2 (frozen_layers counts them; 'all' is 2)"
+        f"recipe.yaml:4: strategies.fine_tune.space.frozen_layers: {value}: the base has cut "
+        f"points 0 to {cuts} (frozen_layers counts them; 'all' is {cuts})"
     ) in " ".join(result.output.split()), result.output
-    path.write_text(path.read_text().replace("[0, 3]", "[0, 2]"))
-    assert_exit(cli("validate", "--data", str(path)), 0)
-    assert sorted(cache_dir().rglob("*")) == cached  # nothing cached by a validate
 
 
 def refused_by_validate_data_and_run(path: Path, said: str) -> list[str]:
@@ -2064,6 +2071,33 @@ def test_data_an_applications_input_shape_cannot_take_is_refused_before_its_buil
         "base takes (32, 32, 4)",
     ):
         assert "usually expects 1 or 3 input channels" not in output
+    assert not (tmp_path / "out").exists() and not (cache / "bases").exists()
+
+
+def test_validate_data_counts_an_applications_cut_points_without_its_weights(tmp_path, monkeypatch):
+    """validate --data refuses a frozen_layers past a keras.applications base's cut
+    points, as the run does once it has built the base: counted on its architecture
+    without weights (offline, imagenet's are neither fetched nor needed; nothing is
+    cached). A recipe that gives no frozen_layers builds nothing."""
+    text = (
+        "name: cuts\ndata: {source: 'sklearn:digits', labels_per_class: 5}\n"
+        "base: {application: MobileNetV3Small, input_shape: [32, 32, 3]}\n"
+        "strategies: {fine_tune: {space: {frozen_layers: {int: [1, 99]}}}}\noutput: out/\n"
+    )
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GRAFTUNE_CACHE_DIR", str(cache))
+    path = write_recipe(tmp_path, text)
+    cuts_refused_by_validate_data(path, 99, 26)
+    for fixed in ("{frozen_layers: {int: [1, 26]}}", "{frozen_layers: {int: [1, all]}}"):
+        path.write_text(text.replace("{frozen_layers: {int: [1, 99]}}", fixed))
+        assert_exit(cli("validate", "--data", str(path)), 0)
+
+    def unbuilt(spec):
+        raise AssertionError("built, and no frozen_layers to check")
+
+    monkeypatch.setattr("orchestrator.bases.application_cut_points", unbuilt)
+    path.write_text(text.replace("{space: {frozen_layers: {int: [1, 99]}}}", "{}"))
+    assert_exit(cli("validate", "--data", str(path)), 0)
     assert not (tmp_path / "out").exists() and not (cache / "bases").exists()
 
 
