@@ -133,13 +133,8 @@ def _dimension_problem(dim: Dimension) -> str | None:
             return f"LogFloat bounds must be > 0, got [{dim.low}, {dim.high}]"
         return None
     if isinstance(dim, Choice):
-        if isinstance(dim.values, list) and dim.values:  # found by QA: "needs a tuple" alone
-            values = ", ".join(map(repr, dim.values[:10])) + (
-                ", ..." if len(dim.values) > 10 else ""
-            )
-            return f"Choice takes a tuple of values, not a list: Choice(({values}))"
         if not isinstance(dim.values, tuple) or not dim.values:
-            return f"Choice needs a non-empty tuple of values, got {dim.values!r}"
+            return f"Choice needs a non-empty tuple (or list) of values, got {dim.values!r}"
         seen: dict[Any, Any] = {}
         for value in dim.values:
             problem = _value_problem(value)

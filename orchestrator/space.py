@@ -91,9 +91,14 @@ class LogFloat:
 
 @dataclass(frozen=True)
 class Choice:
-    """One of a list of values."""
+    """One of a list of values (a tuple; a list is taken as one, as keras-tuner's
+    ``hp.Choice`` takes it)."""
 
     values: tuple[Any, ...]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.values, list):  # found by QA: refused, though what anyone writes
+            object.__setattr__(self, "values", tuple(self.values))
 
     def resolve(self, all_value: int | None) -> Choice:
         """Replace an ``"all"`` among the values by ``all_value`` (once, in its place)."""

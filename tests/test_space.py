@@ -610,10 +610,18 @@ def test_choice_values_must_be_scalars_either_backend_can_search() -> None:
     ]
     assert space_problems({"l": Fixed(math.inf)}) == ["'l': Fixed value must be finite, got inf"]
     assert space_problems({"w": Choice((8, "wide")), "b": Choice((False, True))}) == []
-    # A list, as Python writes one (found by QA: "needs a non-empty tuple" alone).
-    assert space_problems({"a": Choice(["relu", "tanh"])}) == [
-        "'a': Choice takes a tuple of values, not a list: Choice(('relu', 'tanh'))"
+    # A list, as Python (and keras-tuner's hp.Choice) writes one, is taken as a tuple:
+    # found by QA, refused with "needs a non-empty tuple" alone, then told to write one.
+    listed = Choice(["relu", "tanh"])
+    assert space_problems({"a": listed}) == []
+    assert listed == Choice(("relu", "tanh")) and listed.values == ("relu", "tanh")
+    assert hash(listed) == hash(Choice(("relu", "tanh")))
+    assert space_problems({"a": Choice([])}) == [
+        "'a': Choice needs a non-empty tuple (or list) of values, got ()"
     ]
+    assert space_problems({"a": Choice({"relu", "tanh"})})[0].startswith(
+        "'a': Choice needs a non-empty tuple (or list) of values, got {"
+    )
     # A plugin's choice, as a recipe's, lists a value once (16 and 16.0 are one).
     assert space_problems({"w": Choice((16, 32, 16.0))}) == [
         "'w': Choice lists the value 16 twice (16 and 16.0 are one); list each value once"
