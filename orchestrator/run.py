@@ -377,12 +377,8 @@ def run_recipe(
             keeping_callers_state(),
             collecting_its_own_garbage(),
             sigterm_stops_the_run(),
-            warnings.catch_warnings(),
+            warnings_not_errors(),
         ):
-            # A session's warnings.simplefilter("error") made a warning Keras gives in
-            # its own model.save() the built-in strategies' fault, and every run failed
-            # (found by QA): the run's own warnings stay warnings; the filter is put back.
-            _warnings_not_errors()
             quiet_tensorflow()  # the driver traces models too (features, the best model)
             # Ray Tune imports MLflow where it is installed (its tagging of callbacks), and
             # MLflow's telemetry then wrote an installation id to ~/.config/mlflow, to be
@@ -402,20 +398,30 @@ def run_recipe(
         _ONE_RUN.release()
 
 
-def _warnings_not_errors() -> None:
-    """Take the ``error`` actions out of the warnings filters, keeping the others in
-    their order (inside ``warnings.catch_warnings``, which puts them back)."""
-    kept = [f for f in warnings.filters if f[0] != "error"]
-    warnings.resetwarnings()
-    for action, message, category, module, lineno in kept:
-        warnings.filterwarnings(
-            action,
-            getattr(message, "pattern", message) or "",  # compiled, or a plain string
-            category,
-            getattr(module, "pattern", module) or "",
-            lineno,
-            append=True,
-        )
+@contextlib.contextmanager
+def warnings_not_errors() -> Iterator[None]:
+    """Inside, the warnings filters without their ``error`` actions, the others kept
+    in their order; put back as they were after.
+
+    A session's ``warnings.simplefilter("error")`` (pytest's ``filterwarnings =
+    error``) made a warning Keras gives in its own ``model.save()`` the built-in
+    strategies' fault, and every run failed (found by QA); in a plugin author's
+    tests, ``check_strategy`` said a correct strategy's model "cannot be saved".
+    A run's warnings, and a conformance check's, stay warnings.
+    """
+    with warnings.catch_warnings():
+        kept = [f for f in warnings.filters if f[0] != "error"]
+        warnings.resetwarnings()
+        for action, message, category, module, lineno in kept:
+            warnings.filterwarnings(
+                action,
+                getattr(message, "pattern", message) or "",  # compiled, or a plain string
+                category,
+                getattr(module, "pattern", module) or "",
+                lineno,
+                append=True,
+            )
+        yield
 
 
 #: Held while a run goes on in this process: one at a time.

@@ -242,12 +242,14 @@ def check_strategy(
     problems += unpicklable
     if check_imports:
         problems += _import_problems(cls)
+    from orchestrator.run import warnings_not_errors
     from orchestrator.trial import collecting_its_own_garbage
 
     # What the check registers does not reach the next one; its collections (in
     # keras.backend.clear_session) walk what it made, not the test session's millions
-    # of objects (0.5 s each, about half of the check of a small strategy).
-    with _keras_objects_kept(), collecting_its_own_garbage():
+    # of objects (0.5 s each, about half of the check of a small strategy). A warning
+    # stays one, as in a run: not a failed check under pytest's filterwarnings = error.
+    with _keras_objects_kept(), collecting_its_own_garbage(), warnings_not_errors():
         problems += _behaviour_problems(
             strategy, dataset or tiny_dataset("digits"), pickle_after_build=not unpicklable
         )
@@ -306,10 +308,13 @@ def check_data_source(
         raise PluginCheckError(
             f"{label}: the data keys given to the check are no recipe's: {one_line(str(exc))}"
         ) from None
+    from orchestrator.run import warnings_not_errors
+
     folder = Path(base_dir) if base_dir is not None else Path.cwd()
     try:
-        first = prepare_dataset(spec, registry, seed=0, base_dir=folder)
-        again = prepare_dataset(spec, registry, seed=0, base_dir=folder)
+        with warnings_not_errors():  # as in a run (check_strategy says why)
+            first = prepare_dataset(spec, registry, seed=0, base_dir=folder)
+            again = prepare_dataset(spec, registry, seed=0, base_dir=folder)
     except DataError as exc:
         problems.append(f"reading {spec.source!r} failed: {exc}")
     else:
@@ -387,7 +392,10 @@ def check_base_provider(
     data = dataset or tiny_dataset("digits")
     folder_of_recipe = Path(base_dir) if base_dir is not None else Path.cwd()
     sources = get_plugin_manager(autoload=False).data_sources
-    with _keras_objects_kept(), tempfile.TemporaryDirectory() as folder:
+    from orchestrator.run import warnings_not_errors
+
+    # A warning stays one, as in a run (check_strategy says why).
+    with _keras_objects_kept(), tempfile.TemporaryDirectory() as folder, warnings_not_errors():
         _register_plugin_keras_objects()
         kept = os.environ.get("GRAFTUNE_CACHE_DIR")
         os.environ["GRAFTUNE_CACHE_DIR"] = folder

@@ -403,6 +403,40 @@ def test_the_kit_as_a_plugin_author_enables_it(pytester):
     result.assert_outcomes(passed=5)
 
 
+def test_a_suite_that_makes_warnings_errors_passes_a_correct_plugin(pytester):
+    """Found by QA: under pytest's `filterwarnings = error`, check_strategy failed a
+    correct strategy: "its model ... cannot be saved: DeprecationWarning: __array__
+    implementation doesn't accept a copy keyword" (TensorFlow's variables under NumPy 2,
+    as Keras saves). A check's warnings stay warnings, as a run's do; the suite's
+    filter is put back after it."""
+    pytester.makeini("[pytest]\nfilterwarnings =\n    error\n")
+    pytester.makeconftest('pytest_plugins = ["orchestrator.testing"]')
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            import warnings
+
+            import pytest
+
+            from orchestrator.builtin_plugins.scratch_mlp import ScratchMLP
+            from orchestrator.testing import check_strategy
+
+
+            def test_a_check():
+                check_strategy(ScratchMLP, check_imports=False)
+
+
+            def test_the_suites_own_warnings_are_errors_after_it():
+                check_strategy(ScratchMLP, check_imports=False)
+                with pytest.raises(UserWarning, match="mine"):
+                    warnings.warn("mine")
+            """
+        )
+    )
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
 def test_a_registered_plugin_object_reaches_the_command_line(graftune_register, tmp_path):
     from orchestrator.cli import app
 
