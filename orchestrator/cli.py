@@ -691,14 +691,13 @@ def _check_base_file(recipe: Any, host: Any, dataset: Any) -> None:
     is a ``frozen_layers`` past its cut points."""
     from orchestrator.bases import check_base_file
     from orchestrator.errors import BaseModelError
-    from orchestrator.preflight import refuse_outside_cuts, spaces_counting_cuts
+    from orchestrator.preflight import refuse_cuts_past
 
     try:
         cuts = check_base_file(recipe.base, dataset.task)
     except BaseModelError as exc:
         raise recipe.error(("base", exc.key or "path"), str(exc)) from None
-    for name, own in spaces_counting_cuts(recipe, host).items():
-        refuse_outside_cuts(recipe, name, own, cuts)
+    refuse_cuts_past(recipe, host, lambda: cuts)
 
 
 def _check_application_cuts(recipe: Any, host: Any) -> None:
@@ -707,17 +706,12 @@ def _check_application_cuts(recipe: Any, host: Any) -> None:
     is built, without weights, only where the recipe gives one)."""
     from orchestrator.bases import application_cut_points
     from orchestrator.errors import BaseModelError
-    from orchestrator.preflight import refuse_outside_cuts, spaces_counting_cuts
+    from orchestrator.preflight import refuse_cuts_past
 
-    counting = spaces_counting_cuts(recipe, host)
-    if not counting:
-        return
     try:
-        cuts = application_cut_points(recipe.base)
+        refuse_cuts_past(recipe, host, lambda: application_cut_points(recipe.base))
     except BaseModelError as exc:
         raise recipe.error(("base", exc.key or "application"), str(exc)) from None
-    for name, own in counting.items():
-        refuse_outside_cuts(recipe, name, own, cuts)
 
 
 def _repeats_note(recipe: Any, host: Any) -> str | None:

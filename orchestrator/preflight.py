@@ -53,6 +53,8 @@ from orchestrator.space import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from orchestrator.bases import BaseInfo
     from orchestrator.data import TaskSpec
     from orchestrator.plugin_manager import PluginHost
@@ -205,13 +207,19 @@ def refuse_outside_cuts(recipe: Recipe, name: str, own: dict[str, Dimension], cu
             )
 
 
-def spaces_counting_cuts(recipe: Recipe, host: PluginHost) -> dict[str, dict[str, Dimension]]:
-    """The own spaces (as ``validate`` reads them) of the strategies that take the
-    base and to which the recipe gives a count of its cut points: what
-    :func:`refuse_outside_cuts` checks once the count is known."""
+def refuse_cuts_past(recipe: Recipe, host: PluginHost, count: Callable[[], int]) -> None:
+    """Refuse a count of cut points the recipe gives a strategy that takes the base
+    (``frozen_layers``) past the base's ``count()``, before the base is prepared.
+
+    ``count`` is called only where the recipe gives one: it may build the base's
+    architecture. The strategies' spaces are read as ``validate`` reads them.
+
+    Raises:
+        RecipeError: As :func:`refuse_outside_cuts`; what ``count`` raises.
+    """
     from orchestrator.strategy import SpaceContext
 
-    found = {}
+    counting = {}
     for name in recipe.strategies:
         strategy = host.strategy(name)
         if not strategy.requires_base:
@@ -219,8 +227,12 @@ def spaces_counting_cuts(recipe: Recipe, host: PluginHost) -> dict[str, dict[str
         own = strategy_space(strategy, SpaceContext(), host.strategies.owner(name))
         given = {**recipe.shared_space(), **recipe.strategy_space(name)}
         if any(key in given and uses_all(declared) for key, declared in own.items()):
-            found[name] = own
-    return found
+            counting[name] = own
+    if not counting:  # nothing to check: no base's architecture is built
+        return
+    cuts = count()
+    for name, own in counting.items():
+        refuse_outside_cuts(recipe, name, own, cuts)
 
 
 def _ask(method: Any, context: SpaceContext, who: str) -> Any:

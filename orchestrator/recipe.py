@@ -1621,11 +1621,6 @@ def _check_pretrain_cuts(
     architecture built untrained: found only once it had been pretrained, minutes
     later, before."""
     from orchestrator.bases import pretrain_cut_points
-    from orchestrator.preflight import refuse_outside_cuts, spaces_counting_cuts
+    from orchestrator.preflight import refuse_cuts_past
 
-    counting = spaces_counting_cuts(recipe, host)
-    if not counting:  # nothing to check: Keras stays unimported here
-        return
-    cuts = pretrain_cut_points(pretrain, task)
-    for name, own in counting.items():
-        refuse_outside_cuts(recipe, name, own, cuts)
+    refuse_cuts_past(recipe, host, lambda: pretrain_cut_points(pretrain, task))
