@@ -2615,9 +2615,8 @@ def test_validate_refuses_an_output_folder_too_deep_for_a_runs_files(tmp_path):
 
 
 def test_run_refuses_cut_points_the_base_has_not_naming_file_line_and_key(tmp_path):
-    """graftune validate cannot count a base's cut points (it prepares no base): run
-    checks a recipe's frozen_layers against them once it has the base, before any
-    trial. Found by mutation testing: nothing failed with that check removed, and a
+    """graftune validate without --data counts no base's cut points: run checks a
+    recipe's frozen_layers against them before any trial. Found by mutation testing: nothing failed with that check removed, and a
     run then failed every trial (exit 1, no file or key), or searched `{int: [9, all]}`
     narrowed to [2, 2] in silence. A pretrain: base's are counted from its
     architecture before it is trained (validate --data counts them too): the run
