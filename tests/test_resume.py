@@ -1198,6 +1198,7 @@ def test_a_pruned_trial_is_stored_before_its_end_is_recorded(ray_session, tmp_pa
     import orchestrator.storage
     from orchestrator.errors import StorageError
     from orchestrator.progress import RunProgress
+    from orchestrator.tuning.ray_tune import folder_state
 
     store = tmp_path / "store"
     recipe = write_recipe(
@@ -1209,8 +1210,9 @@ def test_a_pruned_trial_is_stored_before_its_end_is_recorded(ray_session, tmp_pa
     recipe.write_text(recipe.read_text() + f"storage: file://{store}\n")
 
     def stored_files(trial_id: str) -> dict[str, int]:
-        folder = store / "job" / "trials" / "scratch_mlp" / trial_id
-        return {p.name: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+        """Each stored file of the trial (its path in the trial's folder) and when written."""
+        state = folder_state(store / "job" / "trials" / "scratch_mlp" / trial_id) or ()
+        return {name: written for name, _, written in state}
 
     class Heard(RunProgress):
         stored_when_told: dict[str, dict[str, int]] = {}
