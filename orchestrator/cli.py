@@ -734,7 +734,6 @@ def _few_for_keras_tuner(recipe: Any, spaces: dict[str, Any]) -> str | None:
     """What the run's first line says of a keras-tuner search whose space holds
     fewer configurations than its ``num_samples`` (found by QA: said by the run,
     not by validate, as a Ray search's repeats are)."""
-    from orchestrator.run import _num_samples
     from orchestrator.space import distinct_configurations
 
     search = recipe.search
@@ -748,7 +747,7 @@ def _few_for_keras_tuner(recipe: Any, spaces: dict[str, Any]) -> str | None:
             distinct = distinct_configurations(space)
         except (TypeError, ValueError):  # frozen_layers up to "all": the base's to say
             continue
-        samples = _num_samples(recipe, name)
+        samples = recipe.strategy_samples(name)
         if distinct is not None and distinct < samples:
             said.append(
                 f"note: {name}'s space has {distinct} configuration{'s' * (distinct != 1)}, "

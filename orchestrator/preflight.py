@@ -207,6 +207,48 @@ def refuse_outside_cuts(recipe: Recipe, name: str, own: dict[str, Dimension], cu
             )
 
 
+#: The most trials a grid search may list for one strategy (its points times Ray's
+#: repeats): Ray Tune and keras-tuner list a dimension's every value before the first
+#: trial, and no machine runs this many (found by QA: ``{int: [1, 10^12]}`` under
+#: ``algorithm: grid`` passed validate, and the run, its directory made, ended in a
+#: MemoryError).
+MAX_GRID_TRIALS = 100_000
+
+
+def refuse_large_grid(recipe: Recipe, name: str, space: dict[str, Dimension]) -> None:
+    """Refuse a grid search of strategy ``name`` over ``space`` (its merged space)
+    that lists more than :data:`MAX_GRID_TRIALS` trials, at the key of its largest
+    dimension where the recipe gives it (else at ``search.algorithm``).
+
+    Raises:
+        RecipeError: Saying how many trials the grid lists and what to do instead.
+    """
+    from orchestrator.space import grid_sizes
+
+    search = recipe.search
+    if search.algorithm != "grid":
+        return
+    sizes = grid_sizes(space)
+    repeats = 1 if search.backend == "keras_tuner" else recipe.strategy_samples(name)
+    trials = math.prod(sizes.values()) * repeats
+    if trials <= MAX_GRID_TRIALS:
+        return
+    largest = max(sizes, key=sizes.__getitem__)
+    if largest in recipe.strategy_space(name):
+        key: tuple[str, ...] = ("strategies", name, "space", largest)
+    elif largest in recipe.shared_space():
+        key = ("search", "space", largest)
+    else:
+        key = ("search", "algorithm")
+    each = f", each {repeats} times (num_samples)" if repeats > 1 else ""
+    raise recipe.error(
+        key,
+        f"a grid over {name}'s space lists {trials:,} trials ({largest}: {sizes[largest]:,} "
+        f"values{each}), more than graftune runs in one search ({MAX_GRID_TRIALS:,}): "
+        "list fewer values, or search the ranges with algorithm: random or bayesian",
+    )
+
+
 def refuse_cuts_past(recipe: Recipe, host: PluginHost, count: Callable[[], int]) -> None:
     """Refuse a count of cut points the recipe gives a strategy that takes the base
     (``frozen_layers``) past the base's ``count()``, before the base is prepared.

@@ -592,10 +592,15 @@ class Recipe(_Model):
             update={"mode": self.search.direction, "num_samples": self.search.samples}
         )
         strategies = {
-            name: spec.model_copy(update={"num_samples": spec.num_samples or search.samples})
+            name: spec.model_copy(update={"num_samples": self.strategy_samples(name)})
             for name, spec in self.strategies.items()
         }
         return self.updated(search=search, strategies=strategies)
+
+    def strategy_samples(self, name: str) -> int:
+        """Trials of strategy ``name``'s search: its ``num_samples``, else the search's
+        (:attr:`Search.samples`; for a grid, its repeats)."""
+        return self.strategies[name].num_samples or self.search.samples
 
     def shared_space(self) -> dict[str, Dimension]:
         """The parsed ``search.space`` section."""
@@ -1251,6 +1256,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
     from orchestrator.preflight import (
         check_implements_build,
         plugin_control_errors,
+        refuse_large_grid,
         strategy_defaults,
         strategy_space,
     )
@@ -1331,6 +1337,11 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
         strategy_errors = [
             e for e in errors if name in (e.path or "") or f"for {name}:" in e.message
         ]
+        if not strategy_errors:
+            try:
+                refuse_large_grid(recipe, name, merge_spaces(defaults, shared, overrides))
+            except RecipeError as exc:
+                errors.append(exc)
         if recipe.search.backend == "keras_tuner" and not strategy_errors:
             # What only keras-tuner cannot search (not said of a space that is wrong anyway)
             from orchestrator.tuning.keras_tuner import check_space

@@ -688,6 +688,7 @@ def _run(
     from orchestrator.bases import flat_output_warning, prepare_base
     from orchestrator.preflight import (
         check_strategies,
+        refuse_large_grid,
         refuse_outside_cuts,
         space_notes,
         strategy_defaults,
@@ -783,6 +784,7 @@ def _run(
             raise recipe.error(("strategies", name, "space"), str(exc)) from None
         if cuts is not None:
             refuse_outside_cuts(recipe, name, own, cuts)
+        refuse_large_grid(recipe, name, spaces[name])  # with "all" counted now
         if recipe.search.starts_from_defaults:
             with contextlib.suppress(ValueError):  # "all" without a base: checked as is
                 own = resolve_space(own, cuts)
@@ -977,7 +979,7 @@ def _run(
                 keras_backend=chosen_backend(),
                 custom_objects=_plugin_keras_objects(host),
             )
-            num_samples = _num_samples(recipe, name)
+            num_samples = recipe.strategy_samples(name)
             first = "; the first at its defaults" if starts.get(name) else ""
             planned, what = _planned(recipe, name, spaces[name])
             echo(f"{name}: searching {what} over {_describe(spaces[name])}{first}")
@@ -1236,7 +1238,7 @@ def _wave(recipe: Recipe, name: str) -> int:
     if recipe.search.max_concurrent_trials:
         wave = min(wave, recipe.search.max_concurrent_trials)
     if recipe.search.algorithm != "grid":  # a grid's samples repeat the whole grid
-        wave = min(wave, _num_samples(recipe, name))
+        wave = min(wave, recipe.strategy_samples(name))
     return wave
 
 
@@ -1265,10 +1267,6 @@ def _prestart(recipe: Recipe, name: str, planned: int) -> dict[str, Any]:
     return {"prestart": Prestart(_wave(recipe, following[0]), planned, _wave(recipe, name))}
 
 
-def _num_samples(recipe: Recipe, name: str) -> int:
-    return recipe.strategies[name].num_samples or recipe.search.samples
-
-
 def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str]:
     """How many trials a strategy's search will run, and how to say so.
 
@@ -1276,10 +1274,10 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
     runs each of its points (Ray: ``num_samples`` times each), and keras-tuner's
     Hyperband sizes its brackets from ``max_epochs`` and the reduction factor.
     """
-    from orchestrator.space import Choice, Int, distinct_configurations
+    from orchestrator.space import distinct_configurations, grid_sizes
 
     search = recipe.search
-    samples = _num_samples(recipe, name)
+    samples = recipe.strategy_samples(name)
     keras_tuner = search.backend == "keras_tuner"
     if keras_tuner and search.scheduler == "hyperband":
         from orchestrator.tuning.keras_tuner import hyperband_trials
@@ -1292,11 +1290,7 @@ def _planned(recipe: Recipe, name: str, space: dict[str, Any]) -> tuple[int, str
             f"reduction_factor {factor}; num_samples does not apply)"
         )
     if search.algorithm == "grid":
-        points = math.prod(
-            len(dim.values) if isinstance(dim, Choice) else int(dim.high) - dim.low + 1
-            for dim in space.values()
-            if isinstance(dim, (Choice, Int))
-        )
+        points = math.prod(grid_sizes(space).values())  # resolved: no "all" left out
         repeats = 1 if keras_tuner else samples
         more = f" (each run {repeats} times)" if repeats > 1 else ""
         if keras_tuner and samples > 1:  # said, as Hyperband's is (found by QA)
@@ -1338,7 +1332,7 @@ def _repeats_note(recipe: Recipe, spaces: dict[str, dict[str, Any]]) -> str | No
             )
         return all(single_value(dim) for dim in space.values())  # one configuration
 
-    counts = {name: _num_samples(recipe, name) for name in spaces}
+    counts = {name: recipe.strategy_samples(name) for name in spaces}
     alike = {
         name: counts[name]
         for name, space in spaces.items()

@@ -517,6 +517,20 @@ def single_value(dim: Dimension) -> bool:
     return dim.low == dim.high
 
 
+def grid_sizes(space: dict[str, Dimension]) -> dict[str, int]:
+    """How many values a grid over ``space`` lists for each dimension it lists: every
+    value of a choice (``all`` is one), every integer of a range; a continuous
+    dimension is sampled, not listed, and a range up to ``all`` is left out (the
+    base's cut points, not known before it is made)."""
+    sizes = {}
+    for key, dim in space.items():
+        if isinstance(dim, Choice):
+            sizes[key] = len(dim.values)
+        elif isinstance(dim, Int) and not _is_all(dim.high):
+            sizes[key] = int(dim.high) - dim.low + 1
+    return sizes
+
+
 def distinct_configurations(space: dict[str, Dimension]) -> int | None:
     """How many configurations a space of discrete dimensions holds (``None``: continuous)."""
     count = 1

@@ -2723,3 +2723,74 @@ def test_one_line_of_yaml_or_json_is_a_recipe_and_an_empty_string_is_said(tmp_pa
     # A file's name is still one.
     path = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n")
     assert as_recipe(str(path)).name == "bad"
+
+
+def test_a_grid_too_large_to_list_is_refused_before_anything_is_written(tmp_path):
+    """Found by QA: `{int: [1, 10^12]}` under `algorithm: grid` passed validate; the
+    run made its directory, said "searching a grid of 4000000000000 configurations"
+    and ended in an internal MemoryError (exit 1), listing the range. A grid of more
+    than 100,000 trials a strategy (its points times Ray's repeats) is refused, at
+    its largest dimension's key, by validate and by the run, writing nothing."""
+    from orchestrator.preflight import MAX_GRID_TRIALS
+
+    assert MAX_GRID_TRIALS == 100_000
+    head = "name: grid\ndata: {source: 'sklearn:iris'}\noutput: runs/\n"
+    huge = write_recipe(
+        tmp_path,
+        head + "strategies: {scratch_mlp: {space: {hidden_layers: {int: [1, 1000000000000]}}}}\n"
+        "search: {algorithm: grid, max_epochs: 1}\n",
+    )
+    said = (
+        "recipe.yaml:4: strategies.scratch_mlp.space.hidden_layers: a grid over scratch_mlp's "
+        "space lists 4,000,000,000,000 trials (hidden_layers: 1,000,000,000,000 values), more "
+        "than graftune runs in one search (100,000): list fewer values, or search the ranges "
+        "with algorithm: random or bayesian"
+    )
+    for command in (("validate", str(huge)), ("run", str(huge))):
+        result = cli(*command)
+        assert_exit(result, 2)
+        assert said in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "runs").exists()
+
+    # A shared dimension is named where the recipe gives it; Ray's repeats count,
+    # keras-tuner's grid runs each point once.
+    shared = "strategies: {scratch_mlp: {}}\nsearch:\n  algorithm: grid\n  max_epochs: 1\n"
+    # x hidden_layers 1-3 (its own): 37,500 (keras-tuner's grid lists no continuous one)
+    shared += "  space: {width: {int: [1, 12500]}, lambda: 0.0001, learning_rate: 0.001}\n"
+    for extra, status in (
+        ("", 0),
+        ("  num_samples: 3\n", 2),
+        ("  num_samples: 3\n  backend: keras_tuner\n  scheduler: fifo\n", 0),
+    ):
+        path = write_recipe(tmp_path, head + shared + extra)
+        result = cli("validate", str(path))
+        assert_exit(result, status)
+        if status:
+            assert ": search.space.width: a grid over scratch_mlp's space lists 112,500 " in (
+                result.output
+            )
+            assert "(width: 12,500 values, each 3 times (num_samples))" in result.output
+
+
+def test_a_grid_too_large_once_all_is_counted_is_refused_by_the_run(tmp_path):
+    """A range up to `all` is left out of validate's count (the base's cut points are
+    not known before it is made); the run counts it with the base's and refuses
+    the grid before any trial, writing nothing."""
+    recipe = write_recipe(
+        tmp_path,
+        "name: grid\ndata: {source: 'sklearn:iris'}\noutput: runs/\n"
+        "base: {pretrain: {data: {source: 'sklearn:iris'}, epochs: 1, architecture: mlp}}\n"
+        "search: {algorithm: grid, max_epochs: 1}\n"
+        # x regularizer x two_phase (its own choices): 80,000
+        "strategies: {fine_tune: {space: {head_width: {int: [1, 20000]}}}}\n",
+    )
+    assert_exit(cli("validate", str(recipe)), 0)
+    result = cli("run", str(recipe))
+    assert_exit(result, 2)
+    said = " ".join(result.output.split())
+    assert (
+        "recipe.yaml:6: strategies.fine_tune.space.head_width: a grid over fine_tune's space "
+        "lists 240,000 trials (head_width: 20,000 values)"
+    ) in said, said  # frozen_layers 0 to all: the pretrained MLP's 2 cut points, 3 values
+    assert "searching" not in said
+    assert not list((tmp_path / "runs").glob("*"))
