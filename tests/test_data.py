@@ -1589,6 +1589,50 @@ def test_unknown_class_suggests_one(registry: Registry, tmp_path: Path) -> None:
         prepare(spec, registry, tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("val", "test", "said"),
+    [
+        (
+            5e-324,
+            0.2,
+            "split val 5e-324 is too small for every class to get an example in it: "
+            "make it 0 (no val split), or give it a fraction that holds one",
+        ),
+        (
+            0.2,
+            1e-300,
+            "split test 1e-300 is too small for every class to get an example in "
+            "it: make it 0 (no test split)",
+        ),
+        (
+            0.4999999999999999,
+            0.5,
+            "the train split, 1 - val 0.4999999999999999 - test 0.5 = "
+            "1.11e-16, is too small for every class to get an example in it: lower val or test",
+        ),
+        (
+            1e-4,
+            0.2,
+            "a stratified split with val 0.0001 and test 0.2 needs at least 10000 per class",
+        ),
+    ],
+)
+def test_a_fraction_too_small_for_any_data_is_said_in_words(val, test, said) -> None:
+    """Found by QA: a val of 5e-324 ended `validate --data` and the run in an internal
+    OverflowError (exit 1), 1e-300 was said as a count of 300 digits, and val
+    0.4999999999999999 with test 0.5 as "val 0.5 and test 0.5" (a sum of 1, which
+    the recipe's schema refuses)."""
+    from orchestrator.data.split import stratified_split
+
+    x = np.zeros((60, 2), np.float32)
+    with pytest.raises(DataError) as info:
+        stratified_split(
+            x, np.repeat(np.arange(3), 20), ("a", "b", "c"), val=val, test=test, seed=0
+        )
+    assert said in str(info.value)
+    assert info.value.key == "split"
+
+
 def test_classes_too_small_to_split_are_counted_and_long_names_cut() -> None:
     """Found by QA at scale: one class named of 300 too small (left out one run at a
     time), an id column taken as the target read as one short class, and class names

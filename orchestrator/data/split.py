@@ -129,6 +129,19 @@ def stratified_split(
     # Each non-empty split needs one example per class, and sklearn's stratified
     # split needs at least two per class; the fraction bound makes the expected
     # share of every split at least one example.
+    tiniest = min(used, key=used.__getitem__)
+    if 1.0 / used[tiniest] >= 2**53:  # no data holds that many of a class
+        # Found by QA: 5e-324 ended in an internal OverflowError, 1e-300 was said in
+        # 300 digits, and val 0.4999999999999999 with test 0.5 as "val 0.5 and test 0.5".
+        what, fix = f"split {tiniest} {used[tiniest]!r}", f"make it 0 (no {tiniest} split)"
+        if tiniest == "train":
+            what = f"the train split, 1 - val {val!r} - test {test!r} = {used['train']:.3g},"
+            fix = "lower val or test"
+        raise DataError(
+            f"{what} is too small for every class to get an example in it: {fix}, or give "
+            "it a fraction that holds one",
+            key="split",
+        )
     needed = max(3, *(math.ceil(1.0 / f - 1e-9) for f in used.values()))
     small = [code for code, count in enumerate(counts) if count < needed]
     if small:
@@ -151,7 +164,7 @@ def stratified_split(
                 "target a column of labels, not of ids or text?)"
             )
         raise DataError(
-            f"{which}; a stratified split with val {val:g} and test {test:g} needs at "
+            f"{which}; a stratified split with val {val!r} and test {test!r} needs at "
             f"least {needed} per class so that every split gets one; add examples{leave}"
             f"or change the fractions{looks}",
             key="split",
