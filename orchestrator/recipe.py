@@ -207,11 +207,17 @@ def _classes_once(value: list[Any] | None) -> list[Any] | None:
 _BatchSize = Annotated[_Count, Field(le=2**31 - 1)]
 
 
+#: The most of a resource Ray counts (``ray._private.ray_constants.MAX_RESOURCE_QUANTITY``).
+RAY_MAX_QUANTITY = 10**14
+
+
 def _ray_quantity(value: float) -> float:
-    # Ray counts a resource in steps of 0.0001 and refuses a smaller share (as an
-    # internal error, after the run's folder is written).
+    # Ray counts a resource in steps of 0.0001 and refuses a smaller share, or more
+    # than 10^14 (each as an internal error, after the run's folder is written).
     if 0 < value < 0.0001:
         raise ValueError(f"Ray gives no share smaller than 0.0001 of a CPU or GPU; got {value:g}")
+    if value > RAY_MAX_QUANTITY:  # found by QA: num_cpus 2*10^14 (exit 4, folder written)
+        raise ValueError(f"Ray counts at most 10^14 of a CPU or GPU; got {value:g}")
     return value
 
 
@@ -275,7 +281,9 @@ class PretrainSpec(_Model):
     data: DataSpec
     epochs: _Count = 10
     architecture: Literal["cnn", "mlp"] | None = None
-    width: _Count = 32
+    #: Past 2^16 units a layer no machine builds the base (found by QA: 10^20 passed
+    #: validate, and the run's pretraining failed in Keras).
+    width: Annotated[_Count, Field(le=2**16)] = 32
     learning_rate: _PositiveNumber = 1e-3
     batch_size: _BatchSize = 64
 
@@ -439,7 +447,7 @@ class ResourcesSpec(_Model):
 
     cpus_per_trial: Annotated[_PositiveNumber, _ResourceShare] = 1
     gpus_per_trial: Annotated[_Number, Field(ge=0), _ResourceShare] = 0
-    num_cpus: _Count | None = None
+    num_cpus: Annotated[_Count, _ResourceShare] | None = None
     address: Annotated[str | None, AfterValidator(_address)] = None
     dashboard: _Flag = False
     mixed_precision: _Flag = False

@@ -238,6 +238,21 @@ base:
 """
 
 BAD_RECIPES = [
+    # Found by QA: validate said ok; the run made its folder, and Ray refused to start
+    # (exit 4, no file or key), or its pretraining failed in Keras.
+    pytest.param(
+        HEAD + "strategies: {scratch_mlp: {}}\nresources: {num_cpus: 200000000000000}\n",
+        "resources.num_cpus",
+        "Ray counts at most 10^14 of a CPU or GPU; got 2e+14",
+        id="num-cpus-past-ray",
+    ),
+    pytest.param(
+        HEAD + "strategies: {fine_tune: {}}\n"
+        "base: {pretrain: {data: {source: 'sklearn:iris'}, width: 99999999999999999999}}\n",
+        "base.pretrain.width",
+        "input should be less than or equal to 65536; got 99999999999999999999",
+        id="pretrain-width-past-any-machine",
+    ),
     # Found by QA: accepted, and the class kept once.
     pytest.param(
         "name: bad\ndata: {source: 'sklearn:iris', classes: [a, b, 1, '1']}\n"
