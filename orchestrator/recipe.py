@@ -1281,8 +1281,24 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
         key, folder = ("storage", "path"), Path(recipe.storage.path)
         writable = not recipe.storage.shared
     problem = cannot_make_in(folder, writable=writable)
+    inside = run_dir_around(folder / recipe.name)  # as the run refuses it (found by QA)
+    if problem is None and inside is not None:
+        problem = f"it is inside the run directory {inside}, whose files graftune reads"
+        problem += "; choose a folder elsewhere"
     if problem is not None:
         errors.append(recipe.error(key, f"cannot make a run directory in {folder}: {problem}"))
+    if recipe.storage is not None and recipe.storage.path.lower().startswith("file://"):
+        # A file:// URI's folder, as a shared folder's: it may be on the cluster's nodes
+        # only, so only a file on its way is refused (found by QA: a file passed, and
+        # the run stopped at its upload, after it had prepared the data).
+        from urllib.parse import unquote, urlsplit
+
+        stored = Path(unquote(urlsplit(recipe.storage.path).path))
+        problem = cannot_make_in(stored, writable=False)
+        if problem is not None:
+            errors.append(
+                recipe.error(("storage", "path"), f"cannot store runs in {stored}: {problem}")
+            )
     try:
         check_data_spec(recipe.data, host.data_sources, recipe.base_dir, recipe.plugins.disable)
     except DataError as exc:

@@ -2809,3 +2809,31 @@ def test_a_grid_too_large_once_all_is_counted_is_refused_by_the_run(tmp_path):
     ) in said, said  # frozen_layers 0 to all: the pretrained MLP's 2 cut points, 3 values
     assert "searching" not in said
     assert not list((tmp_path / "runs").glob("*"))
+
+
+def test_validate_refuses_output_in_a_run_and_a_file_uri_to_a_file(tmp_path):
+    """Found by QA: validate said ok to an output (or storage) folder inside a run
+    directory, which the run refused; and to `storage: file:///PATH` where PATH is a
+    file, which the run found only at its upload, with no file, line or key."""
+    run = tmp_path / "old-run"
+    (run / "trials").mkdir(parents=True)  # a run directory: its recipe.yaml and trials/
+    (run / "recipe.yaml").write_text(HEAD + "strategies: {scratch_mlp: {}}\n")
+    (tmp_path / "afile").write_text("")
+    for tail, key, said in (
+        (f"output: {run}/sub\n", "output", f"it is inside the run directory {run}, whose"),
+        (f"storage: {run}/sub\n", "storage.path", f"it is inside the run directory {run}"),
+        (f"output: {run}\n", "output", f"it is inside the run directory {run}"),
+        (
+            f"storage: file://{tmp_path}/afile/runs\n",
+            "storage.path",
+            f"cannot store runs in {tmp_path}/afile/runs: {tmp_path}/afile is a file, not a folder",
+        ),
+    ):
+        path = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n" + tail, "new.yaml")
+        result = cli("validate", str(path))
+        assert_exit(result, 2)
+        flat = " ".join(result.output.split())
+        assert f"new.yaml:4: {key}: " in flat and said in flat, flat
+    for tail in (f"output: {tmp_path}/runs\n", f"storage: file://{tmp_path}/not-yet/runs\n"):
+        path = write_recipe(tmp_path, HEAD + "strategies: {scratch_mlp: {}}\n" + tail, "new.yaml")
+        assert_exit(cli("validate", str(path)), 0)
