@@ -682,6 +682,26 @@ def test_a_resumed_bayesian_search_learns_the_trials_that_ended_and_runs_none_tw
     )
 
 
+def test_a_resumed_bayesian_search_of_the_largest_seed_seeds_optuna_within_its_range():
+    """Found by QA (reading): a resumed Bayesian search seeds Optuna's TPE with the
+    recipe's seed plus the trials that ended, so seed 2**32 - 1 (the largest a
+    recipe takes) gave numpy a seed past its range, and the resume failed."""
+    from orchestrator.recipe import SearchSpec
+    from orchestrator.tuning.ray_tune import _Restart, _searcher
+
+    ended = [{"learning_rate": 0.001}, {"learning_rate": 0.01}]
+    restart = _Restart(earlier={}, ended=ended, prefix="abcde")
+    searcher = _searcher(SearchSpec(algorithm="bayesian"), seed=2**32 - 1, restart=restart)
+    sampler = searcher.searcher._sampler  # Ray: the SearchGenerator's OptunaSearch
+    assert sampler._rng.rng.randint(0, 2**31) == _tpe_draw(seed=1)  # (2**32 - 1 + 2) % 2**32
+
+
+def _tpe_draw(seed: int) -> int:
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed)._rng.rng.randint(0, 2**31)
+
+
 @contextlib.contextmanager
 def ctrl_c_raises():
     """Ctrl+C raises KeyboardInterrupt meanwhile, as at a terminal: a process started in

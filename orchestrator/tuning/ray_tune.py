@@ -588,9 +588,12 @@ def _searcher(
         # Tree-structured Parzen estimators, seeded (Optuna quiet: see run_search).
         # Started again, its random draws (its first ten) would be those it drew
         # before, the ended trials' again: seeded on from them instead.
+        # Optuna takes seeds below 2**32 (found by QA: a recipe's seed near it,
+        # resumed, would pass one past).
         ended = len(restart.ended) if restart is not None else 0
         searcher: Searcher = OptunaSearch(
-            sampler=optuna.samplers.TPESampler(seed=seed + ended), points_to_evaluate=points
+            sampler=optuna.samplers.TPESampler(seed=(seed + ended) % 2**32),
+            points_to_evaluate=points,
         )
         if search.max_concurrent_trials:
             from ray.tune.search import ConcurrencyLimiter
