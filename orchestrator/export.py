@@ -13,6 +13,7 @@ Keras/TensorFlow only:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -95,9 +96,11 @@ def export_model(
     problem = cannot_make_in(dest if in_place else dest.parent)  # before the model is loaded
     if problem is not None:
         raise RunDirError(f"cannot export to {dest}: {problem}")
+    made: list[Path] = []  # the folders above dest this export makes, deepest first
     if in_place:
         staging = dest / temporary_name("export")
     else:
+        made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]
         dest.parent.mkdir(parents=True, exist_ok=True)
         staging = dest.parent / temporary_name(dest.name)
     shutil.rmtree(staging, ignore_errors=True)
@@ -180,6 +183,9 @@ def export_model(
                 ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # found by QA: a refused export left them behind
+            with contextlib.suppress(OSError):  # not empty: made meanwhile by another
+                folder.rmdir()
         raise
     return dest
 

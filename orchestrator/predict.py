@@ -505,10 +505,15 @@ def _read_source(
         if target is None or target not in columns:
             x = _read_features(scheme, location, base_dir, source, ignore=ignored)
             return (x if order is None else x[:, order]), None
-        from orchestrator.data.sources import table_labels
+        import pandas as pd
+
+        from orchestrator.data.sources import quantity_values, table_labels
 
         partly = table_labels(scheme, _table_path(location, base_dir), target)
-        if None in partly:  # rows without a label: predicted, not scored
+        # Rows without a label: predicted, not scored; so are rows whose labels are a
+        # quantity, which no run's classes are (found by QA: refused as a recipe's
+        # target would be, with one label missing predicted).
+        if None in partly or quantity_values(pd.Series(partly)) is not None:
             x = _read_features(scheme, location, base_dir, source, label=target, ignore=ignored)
             x = x if order is None else x[:, order]
             if not any(v is not None for v in partly):
@@ -1138,16 +1143,16 @@ def _ignored(
 
     columns = [*index, *columns]
     for name in ignore:
+        if name not in columns:  # first: the run's label column may be absent (found by QA)
+            raise DataError(
+                f"--ignore-column {name!r}{did_you_mean(name, columns)} is not a column of "
+                f"{source!r}; its columns: {quoted(columns)}",
+                key="ignore_columns",
+            )
         if name == target:
             raise DataError(
                 f"--ignore-column {name!r} is the label column of {source!r} (to predict "
                 "the table without scoring, drop that column from it)",
-                key="ignore_columns",
-            )
-        if name not in columns:
-            raise DataError(
-                f"--ignore-column {name!r}{did_you_mean(name, columns)} is not a column of "
-                f"{source!r}; its columns: {quoted(columns)}",
                 key="ignore_columns",
             )
     run_ignored = set()
@@ -1237,6 +1242,8 @@ def _read_features(
     frame = frame.drop(columns=[c for c in ignore if c in frame])  # not a stored index
     if label is not None:
         frame = frame.drop(columns=label)
+    if frame.empty:  # its columns then read as text: "non-numeric" misled (found by QA)
+        raise DataError(f"{path} has a header but no rows", key="source")
     read_as = csv_read_as(path, label, ignore) if scheme == "csv" else None
     non_numeric = non_numeric_columns(frame, list(frame.columns), read_as)
     if non_numeric:

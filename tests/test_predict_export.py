@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -853,6 +854,43 @@ def test_a_labelled_tables_text_cell_is_told_predicts_option(wine_run, tmp_path)
     assert "data.ignore_columns" not in said
 
 
+def test_predict_says_what_is_wrong_with_a_table_not_what_it_is_not(wine_run, tmp_path):
+    """Found by QA: a header-only file without the label column was said to have
+    non-numeric columns (with the label column: "a header but no rows");
+    `--ignore-column` naming the run's label column, on a file without it, was
+    said to be its label column; and a label column of measured numbers was refused
+    as a recipe's target is (training advice), where one empty label in it had every
+    row predicted."""
+    table = pd.read_csv(WINE_CSV)
+    header = tmp_path / "header.csv"
+    table.drop(columns=["cultivar"]).head(0).to_csv(header, index=False)
+    result = invoke("predict", wine_run.run_dir, "--data", f"csv:{header}")
+    assert result.exit_code == 2, result.output
+    assert f"error: {header} has a header but no rows" in " ".join(result.output.split())
+    unlabelled = tmp_path / "unlabelled.csv"
+    table.drop(columns=["cultivar"]).to_csv(unlabelled, index=False)
+    result = invoke(
+        "predict", wine_run.run_dir, "--data", f"csv:{unlabelled}", "--ignore-column", "cultivar"
+    )
+    assert result.exit_code == 2, result.output
+    assert "--ignore-column 'cultivar' is not a column of 'csv:" in result.output
+    measured = table.assign(cultivar=np.random.default_rng(0).random(len(table)) * 10)
+    outs = []
+    for name, frame in (("measured", measured), ("measured-one-empty", measured.astype(object))):
+        if name.endswith("empty"):
+            frame.loc[3, "cultivar"] = ""
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        out = tmp_path / f"{name}.out.csv"
+        result = invoke(
+            "predict", wine_run.run_dir, "--data", f"csv:{tmp_path / name}.csv", "-o", out
+        )
+        assert result.exit_code == 0, result.output
+        assert "no accuracy: none of the labels" in " ".join(result.output.split())
+        outs.append(pd.read_csv(out))
+    assert len(outs[0]) == len(table)
+    np.testing.assert_allclose(outs[0].filter(like="prob_"), outs[1].filter(like="prob_"))
+
+
 def test_predict_scores_a_tables_labelled_rows_and_only_predicts_the_others(wine_run, tmp_path):
     """A label column with empty cells was refused: "drop or fill them first"."""
     table = pd.read_csv(WINE_CSV)
@@ -1192,6 +1230,21 @@ def test_an_export_whose_ctrl_c_python_dropped_stops_before_it_exports(runs, tmp
         signal.signal(signal.SIGINT, before)
         ray_start.forget_sigterm()
     assert list(tmp_path.iterdir()) == []  # nor its staging folder
+
+
+def test_a_refused_export_leaves_no_folder_it_made(iris_run, tmp_path):
+    """Found by QA: an export of a model that could not be loaded was refused (exit
+    2, "nothing is written"), and the new folders above its destination stayed."""
+    damaged = shutil.copytree(iris_run, tmp_path / "damaged" / iris_run.name)
+    os.truncate(damaged / "best" / "model.keras", 1000)
+    result = invoke("export", damaged, tmp_path / "new" / "sub" / "exported")
+    assert result.exit_code == 2, result.output
+    assert "is not a whole .keras file" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged"]
+    (tmp_path / "mine").mkdir()  # a folder that was there stays
+    result = invoke("export", damaged, tmp_path / "mine" / "sub" / "exported")
+    assert result.exit_code == 2, result.output
+    assert list((tmp_path / "mine").iterdir()) == []
 
 
 def test_export_refuses_a_folder_that_is_not_empty(runs, tmp_path):

@@ -1171,6 +1171,21 @@ QUANTITY_DISTINCT = 20
 def _check_not_a_quantity(labels: pd.Series, target: str, path: Path) -> None:
     """Refuse a label column that measures a quantity: graftune classifies, and each
     value became a class of one or two rows (said as a class too small to split)."""
+    distinct = quantity_values(labels)
+    if distinct is not None:
+        raise DataError(
+            f"the target column {target!r} of {path} holds {distinct} different numbers in "
+            f"{len(labels)} rows, fractions among them: a quantity to predict (regression), "
+            "and graftune classifies; give it a column of classes (bin the numbers into a "
+            "few ranges, for example)",
+            key="target",
+        )
+
+
+def quantity_values(labels: pd.Series) -> int | None:
+    """How many different numbers a label column that measures a quantity holds (more
+    than :data:`QUANTITY_DISTINCT`, in more than half its rows, fractions among
+    them); ``None`` for a column of classes."""
     import pandas as pd
 
     numbers = pd.to_numeric(labels, errors="coerce")
@@ -1181,16 +1196,11 @@ def _check_not_a_quantity(labels: pd.Series, target: str, path: Path) -> None:
         if text.str.fullmatch(r"[-+]?[0-9]+(,[0-9]+)?").all():
             numbers = pd.to_numeric(text.str.replace(",", ".", regex=False), errors="coerce")
     if numbers.isna().any():
-        return  # text labels (or some): classes
-    distinct = numbers.nunique()
+        return None  # text labels (or some): classes
+    distinct = int(numbers.nunique())
     if distinct > QUANTITY_DISTINCT and distinct > len(numbers) / 2 and (numbers % 1 != 0).any():
-        raise DataError(
-            f"the target column {target!r} of {path} holds {distinct} different numbers in "
-            f"{len(numbers)} rows, fractions among them: a quantity to predict (regression), "
-            "and graftune classifies; give it a column of classes (bin the numbers into a "
-            "few ranges, for example)",
-            key="target",
-        )
+        return distinct
+    return None
 
 
 def feature_matrix(frame: pd.DataFrame, features: list[str], path: Path) -> np.ndarray:
