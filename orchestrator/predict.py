@@ -430,6 +430,18 @@ def _read_source(
 
     recipe = load_recipe(Path(run_dir) / "recipe.yaml")
     scheme, location = split_source(source)
+    # Before any source is read (found by QA: an npz without labels took either in silence).
+    if target is not None and scheme not in TABLE_SCHEMES:
+        raise DataError(
+            f"--target applies to table sources ({', '.join(TABLE_SCHEMES)}), not to {source!r}",
+            key="target",
+        )
+    if ignore and scheme not in TABLE_SCHEMES:
+        raise DataError(
+            f"--ignore-column applies to table sources ({', '.join(TABLE_SCHEMES)}), not to "
+            f"{source!r}",
+            key="ignore_columns",
+        )
     trained_scheme, trained_location = split_source(recipe.data.source)
     # A table's or scikit-learn's: its features have names, matched by them.
     named_features = trained_scheme in TABLE_SCHEMES or trained_scheme == SklearnSource.scheme
@@ -452,17 +464,6 @@ def _read_source(
         if partly is not None:
             return partly
     reader = _make_source(scheme, host.data_sources)
-    if target is not None and scheme not in TABLE_SCHEMES:
-        raise DataError(
-            f"--target applies to table sources ({', '.join(TABLE_SCHEMES)}), not to {source!r}",
-            key="target",
-        )
-    if ignore and scheme not in TABLE_SCHEMES:
-        raise DataError(
-            f"--ignore-column applies to table sources ({', '.join(TABLE_SCHEMES)}), not to "
-            f"{source!r}",
-            key="ignore_columns",
-        )
 
     if scheme in TABLE_SCHEMES:
         columns = _table_columns(scheme, location, base_dir)
@@ -705,7 +706,7 @@ def predict(
     host = host or get_plugin_manager(disable=run_disabled_plugins(run_dir))
     host.keras_objects()  # the plugins' custom layers, registered before the model loads
     files = None
-    if split_source(source)[0] == "images" and target is None:
+    if split_source(source)[0] == "images" and target is None and not ignore:
         x, labels, files = read_image_folder(run_dir, source, ref, base_dir=base_dir)
     else:
         x, labels = read_source(

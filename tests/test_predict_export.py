@@ -202,6 +202,20 @@ def test_predict_unlabelled_arrays_and_say_why_labels_were_not_scored(runs, test
     frame = pd.read_csv(tmp_path / "a.csv")
     assert len(frame) == len(data.x_test) and "label" not in frame
     assert "accuracy" not in result.output
+    # A table's options are refused for arrays, labelled or not, and for images (found
+    # by QA: an npz without labels, and an image folder, took one or the other silently).
+    folder = tmp_path / "images" / "0"
+    folder.mkdir(parents=True)
+    from PIL import Image
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(folder / "a.png")
+    for source in (f"npz:{bare}", f"npz:{test_npz[0]}", f"images:{folder.parent}"):
+        for option in ("--target", "--ignore-column"):
+            refused = invoke("predict", digits.run_dir, "--data", source, option, "label")
+            assert refused.exit_code == 2, refused.output
+            assert f"error: {option} applies to table sources (csv, parquet), not to " in (
+                refused.output
+            )
     other = tmp_path / "other_names.npz"
     names = np.array([f"class {n}" for n in data.task.class_names])
     np.savez(other, x=data.x_test, y=data.y_test, class_names=names)
