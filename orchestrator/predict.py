@@ -445,6 +445,15 @@ def _read_source(
     trained_scheme, trained_location = split_source(recipe.data.source)
     # A table's or scikit-learn's: its features have names, matched by them.
     named_features = trained_scheme in TABLE_SCHEMES or trained_scheme == SklearnSource.scheme
+    if scheme == "npz" and named_features:
+        # Found by QA: an npz of a table's columns in another order was predicted
+        # in silence; a table for a run on an npz is said (below), so is this.
+        trained = trained_features(run_dir, recipe)
+        if trained:
+            notes.append(
+                f"{source} has no column names: its columns are taken as the run's features "
+                f"in their order, {quoted(trained)}"
+            )
     update: dict[str, Any] = {"source": source, "classes": None, "labels_per_class": None}
     if scheme != trained_scheme:
         update["options"] = {}

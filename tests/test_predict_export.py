@@ -373,6 +373,32 @@ def test_a_table_for_a_run_on_an_npz_is_said_to_be_read_by_its_columns_order(tmp
     assert not caplog.records  # refused: nothing read, nothing to say of its order
 
 
+def test_an_npz_for_a_run_on_a_table_is_said_to_be_read_by_its_columns_order(tmp_path, caplog):
+    """Found by QA: the npz has no column names, and one of the table's columns in
+    another order gave other predictions without a word (the other way round is said)."""
+    from orchestrator.plugin_manager import get_plugin_manager
+    from orchestrator.predict import read_source
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text(
+        f"name: r\ndata: {{source: 'csv:{tmp_path}/t.csv', target: y}}\n"
+        "strategies: {scratch_mlp: {}}\n"
+    )
+    pd.DataFrame({"d": [1.0, 2.0], "c": [3.0, 4.0], "y": ["a", "b"]}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
+    for arrays in ({}, {"y": np.array([0, 1]), "class_names": np.array(["a", "b"])}):
+        np.savez(tmp_path / "n.npz", x=np.array([[3.0, 1.0], [4.0, 2.0]], np.float32), **arrays)
+        caplog.clear()
+        x, _ = read_source(tmp_path / "run", "npz:n.npz", get_plugin_manager(), base_dir=tmp_path)
+        assert x.tolist() == [[3.0, 1.0], [4.0, 2.0]]
+        (record,) = caplog.records
+        assert record.levelname == "WARNING" and record.getMessage() == (
+            "npz:n.npz has no column names: its columns are taken as the run's features in "
+            "their order, 'd', 'c'"
+        )
+
+
 def test_image_files_of_a_kind_not_read_are_said_as_a_run_says_them(tmp_path, caplog):
     """Found by QA: predict left out .jfif and .heic files in silence (training warns),
     and a folder of only such files "had no images"."""
