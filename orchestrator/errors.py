@@ -447,6 +447,30 @@ def echoed(value: Any, limit: int = 160) -> str:
     return ellipsized(repr(value), limit)
 
 
+def written(value: Any, limit: int = 160) -> str:
+    """A recipe's value as a message quotes it, in YAML's spelling where Python's
+    differs (``null``, ``true``, ``2024-01-01``: found by QA, "got
+    datetime.date(2024, 1, 1)" for a name YAML reads as a date), cut to ``limit``
+    characters as :func:`echoed` cuts it."""
+    return ellipsized(_as_yaml(value), limit)
+
+
+def _as_yaml(value: Any) -> str:
+    import datetime
+
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime.date):  # a datetime too: YAML reads both
+        return f"{value} (a date, as YAML reads it unquoted)"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_as_yaml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_as_yaml(k)}: {_as_yaml(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
 def first_few(items: Sequence[str], few: int) -> str:
     """``items`` joined by commas, the first ``few`` of them and ``...`` for the rest."""
     return ", ".join(items[:few]) + (", ..." if len(items) > few else "")

@@ -48,8 +48,8 @@ from orchestrator.errors import (
     RecipeErrors,
     cannot_make_in,
     did_you_mean,
-    echoed,
     ellipsized,
+    written,
 )
 from orchestrator.space import (
     Dimension,
@@ -106,7 +106,7 @@ def _class_label(value: Any) -> Any:
         # A label written 1.0 in the data is the integer label 1, as 1 is (found by QA:
         # the hint said to quote it, and no class is named '1.0').
         raise ValueError(
-            f"expected a class name or an integer label, got {echoed(value)}; a label "
+            f"expected a class name or an integer label, got {written(value)}; a label "
             f"written {value} in the data is the integer label {int(value)}: write {int(value)}"
         )
     if isinstance(value, bool):
@@ -123,7 +123,7 @@ def _class_label(value: Any) -> Any:
     if not isinstance(value, (str, int)):
         named = ellipsized(str(value), 160)  # a list YAML aliases repeat made megabytes
         raise ValueError(
-            f"expected a class name or an integer label, got {echoed(value)}; a class named "
+            f"expected a class name or an integer label, got {written(value)}; a class named "
             f"{named!r} is written in quotes: '{named}'"
         )
     return value
@@ -137,7 +137,7 @@ def _image_size(value: Any) -> Any:
         return (value, value)
     raise ValueError(
         "expected [height, width], two whole numbers above 0 (or one number, for a "
-        f"square); got {echoed(value)}"
+        f"square); got {written(value)}"
     )
 
 
@@ -868,7 +868,7 @@ def _plain(value: Any, key: tuple[str, ...]) -> Any:
             return kind(value)
     raise RecipeError(
         f"a recipe holds text, numbers, true/false, lists and mappings; got "
-        f"{type(value).__name__} {echoed(value)}",
+        f"{type(value).__name__} {written(value)}",
         path=".".join(key) or None,
     )
 
@@ -1146,7 +1146,7 @@ def _convert(
         loc = loc[:-2] if loc[-1:] == ("[key]",) else loc[:-1]
         kind = "key_type"
     if kind == "key_type":
-        message = f"a key should be text; got {echoed(err['input'])}"
+        message = f"a key should be text; got {written(err['input'])}"
     elif kind == "extra_forbidden":
         valid = _fields_at(loc[:-1])
         meant = did_you_mean(loc[-1], valid)
@@ -1181,7 +1181,7 @@ def _convert(
     elif kind == "missing":
         message = "this key is required"
     elif kind == "literal_error":
-        message = f"expected {err['ctx']['expected']}; got {echoed(err['input'])}"
+        message = f"expected {err['ctx']['expected']}; got {written(err['input'])}"
     elif kind == "value_error":
         error = err["ctx"]["error"]
         message = str(error)
@@ -1190,24 +1190,24 @@ def _convert(
     elif kind == "too_short" and loc == ("strategies",):
         message = "name at least one strategy to search, e.g. strategies: {scratch_mlp: {}}"
     elif kind == "bool_type":
-        message = f"expected true or false; got {echoed(err['input'])}"
+        message = f"expected true or false; got {written(err['input'])}"
         if isinstance(err["input"], str) and err["input"].strip().lower() in ("true", "false"):
             # Found by QA: "expected true or false; got 'false'" said nothing of why.
             message += " (a string, in quotes: write it unquoted)"
     elif kind in ("path_type", "path_parsing"):
-        message = f"expected a path (a folder or file name); got {echoed(err['input'])}"
+        message = f"expected a path (a folder or file name); got {written(err['input'])}"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         hint = " (write {} for an empty section)" if err["input"] is None else ""
-        message = f"expected a mapping of keys{hint}; got {echoed(err['input'])}"
+        message = f"expected a mapping of keys{hint}; got {written(err['input'])}"
     else:
-        message = f"{err['msg'][0].lower()}{err['msg'][1:]}; got {echoed(err['input'])}"
+        message = f"{err['msg'][0].lower()}{err['msg'][1:]}; got {written(err['input'])}"
     if isinstance(err.get("input"), bool) and kind in ("string_type", "key_type"):
         message += _YAML_BOOLEANS
-    if err.get("input", ...) is None and message.endswith("; got None"):
+    if err.get("input", ...) is None and message.endswith("; got null"):
         # Found by QA: `output: ~` was "got None", with nothing of why.
         home = ": write '~' in quotes for your home folder" if kind.startswith("path_") else ""
         said = "" if "{}" in message else f" (YAML reads an empty value, null and ~ as null{home})"
-        message = message.removesuffix("None") + "null" + said
+        message += said
     return RecipeError(message, file=file, path=".".join(loc), line=_line_of(lines, loc))
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from difflib import get_close_matches
 from typing import Any, Literal
 
-from orchestrator.errors import echoed, first_few
+from orchestrator.errors import first_few, written
 
 #: The symbolic upper bound of an :class:`Int` resolved against the base at run time.
 ALL = "all"
@@ -144,7 +144,7 @@ def _is_all(value: Any) -> bool:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number, got {echoed(value)}{_text_number_hint(value)}")
+        raise ValueError(f"{what} must be a number, got {written(value)}{_text_number_hint(value)}")
     if not math.isfinite(value):
         raise ValueError(f"{what} must be finite, got {value!r}")
     return float(value)
@@ -243,7 +243,7 @@ def parse_dimension(raw: Any) -> Dimension:
             seen[choice_identity(value)] = value
         return Choice(tuple(args))
     if not isinstance(args, list) or len(args) != 2:
-        raise ValueError(f"{kind} expects a list [low, high]; got {echoed(args)}")
+        raise ValueError(f"{kind} expects a list [low, high]; got {written(args)}")
     low, high = args
     problem = int_problem(low) or int_problem(high)
     if problem:
@@ -251,13 +251,13 @@ def parse_dimension(raw: Any) -> Dimension:
     if kind == "int":
         if isinstance(low, bool) or not isinstance(low, int):
             where = " ('all' may be the high bound only)" if low == ALL else ""
-            raise ValueError(f"int low bound must be an integer{where}, got {echoed(low)}")
+            raise ValueError(f"int low bound must be an integer{where}, got {written(low)}")
         if high == ALL:
             if low < 0:
                 raise ValueError(f"int low bound must be >= 0 with 'all', got {low}")
             return Int(low, ALL)
         if isinstance(high, bool) or not isinstance(high, int):
-            raise ValueError(f"int high bound must be an integer or 'all', got {echoed(high)}")
+            raise ValueError(f"int high bound must be an integer or 'all', got {written(high)}")
         if low > high:
             raise ValueError(f"int bounds must have low <= high, got [{low}, {high}]")
         return Int(low, high)
@@ -496,7 +496,7 @@ _MISSING = object()
 
 def _as_written(value: Any) -> str:
     """A value as a recipe writes it: ``true``, not Python's ``True``."""
-    return str(value).lower() if isinstance(value, bool) else echoed(value)
+    return written(value)
 
 
 def choice_identity(value: Any) -> Any:

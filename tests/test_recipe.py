@@ -238,6 +238,13 @@ base:
 """
 
 BAD_RECIPES = [
+    # Found by QA: "got datetime.date(2024, 1, 1)", Python's words for YAML's date.
+    pytest.param(
+        "name: 2024-01-01\ndata: {source: 'sklearn:iris'}\nstrategies: {scratch_mlp: {}}\n",
+        "name",
+        "input should be a valid string; got 2024-01-01 (a date, as YAML reads it unquoted)",
+        id="date-for-text",
+    ),
     # Found by QA: validate said ok; the run made its folder, and Ray refused to start
     # (exit 4, no file or key), or its pretraining failed in Keras.
     pytest.param(
@@ -882,7 +889,7 @@ BAD_RECIPES = [
     pytest.param(
         "name: bad\ndata: {source: 'sklearn:iris', target: no}\nstrategies: {scratch_mlp: {}}\n",
         "data.target",
-        "got False (YAML reads yes, no, on, off, true and false, in any case, as true/false",
+        "got false (YAML reads yes, no, on, off, true and false, in any case, as true/false",
         id="yaml-boolean-for-text",
     ),
     pytest.param(
@@ -1251,7 +1258,7 @@ def test_missing_recipe_file(tmp_path: Path) -> None:
     [
         (
             HEAD + "strategies: {scratch_mlp: {}, true: {}}\n",
-            "recipe.yaml:3: strategies: a key should be text; got True (YAML reads yes, no,",
+            "recipe.yaml:3: strategies: a key should be text; got true (YAML reads yes, no,",
         ),
         (
             HEAD + "strategies: {scratch_mlp: {space: {1.5: 3}}}\n",
