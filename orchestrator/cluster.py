@@ -153,6 +153,11 @@ def check_address_form(address: str) -> None:
         raise BadAddress(
             f"{address!r} is not a cluster address: expected HOST:PORT, like 10.0.0.5:6379"
         )
+    if not 0 < int(port) < 65536:  # found by QA: 99999 passed validate
+        raise BadAddress(
+            f"{address!r}: port {port} is not a TCP port (1 to 65535); a cluster's GCS "
+            "listens on 6379 unless `ray start --head --port` said otherwise"
+        )
 
 
 def _refuse_other_kinds(text: str) -> None:

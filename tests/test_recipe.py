@@ -1829,6 +1829,8 @@ def test_validate_notes_what_embedded_ray_here_would_refuse(tmp_path):
         ("http://10.0.0.5:8265", "is a dashboard address"),
         ("ray://10.0.0.5:10001", "is a Ray Client address"),
         ("headnode", "'headnode' is not a cluster address: expected HOST:PORT"),
+        ("localhost:99999", "'localhost:99999': port 99999 is not a TCP port (1 to 65535)"),
+        ("10.0.0.5:0", "port 0 is not a TCP port"),
     ):
         wrong = write_recipe(
             tmp_path,
