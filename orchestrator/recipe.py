@@ -895,7 +895,8 @@ def parse_recipe(
             # Found by QA: "second occurrence", of nothing said (the context names it:
             # "found duplicate anchor 'a'; first occurrence", at a line of its own).
             where = f" (line {exc.context_mark.line + 1})" if exc.context_mark else ""
-            problem = f"{exc.context}{where}; {exc.problem}"
+            here = f" (line {line})" if line is not None else ""  # found by QA: said nowhere
+            problem = f"{exc.context}{where}; {exc.problem}{here}"
         if isinstance(exc, yaml.constructor.ConstructorError) and "tag" in problem:
             # Only where a tag is the problem (found by QA: said of an unhashable key).
             problem = f"{problem} (recipes are data: tags that build Python objects are refused)"

@@ -803,7 +803,7 @@ BAD_RECIPES = [
     pytest.param(  # found by QA: "not valid recipe YAML: second occurrence", of nothing said
         HEAD + "strategies: {scratch_mlp: {}}\nx-a: &a 1\nx-b: &a 2\n",
         "recipe.yaml:5",
-        "found duplicate anchor 'a'; first occurrence (line 4); second occurrence",
+        "found duplicate anchor 'a'; first occurrence (line 4); second occurrence (line 5)",
         id="duplicate-anchor",
     ),
     pytest.param(  # found by QA: its hint spoke of tags; the line ends with the problem
