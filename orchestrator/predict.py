@@ -1245,6 +1245,7 @@ def _read_features(
         feature_matrix,
         non_numeric_columns,
         read_table,
+        refuse_no_rows,
     )
 
     path = _table_path(location, base_dir)
@@ -1252,8 +1253,7 @@ def _read_features(
     frame = frame.drop(columns=[c for c in ignore if c in frame])  # not a stored index
     if label is not None:
         frame = frame.drop(columns=label)
-    if frame.empty:  # its columns then read as text: "non-numeric" misled (found by QA)
-        raise DataError(f"{path} has a header but no rows", key="source")
+    refuse_no_rows(frame, path)
     read_as = csv_read_as(path, label, ignore) if scheme == "csv" else None
     non_numeric = non_numeric_columns(frame, list(frame.columns), read_as)
     if non_numeric:

@@ -712,6 +712,14 @@ def recorded_recipe(path: Path) -> bool:
     )
 
 
+def inside_a_run(run_dir: Path) -> str:
+    """Why no run directory is made inside ``run_dir`` (:func:`run_dir_around`'s)."""
+    return (
+        f"it is inside the run directory {run_dir}, whose files graftune reads; choose a "
+        "folder elsewhere"
+    )
+
+
 def run_dir_around(path: Path) -> Path | None:
     """The run directory that ``path`` would be made in, or ``None``.
 
@@ -1284,8 +1292,7 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
     problem = cannot_make_in(folder, writable=writable)
     inside = run_dir_around(folder / recipe.name)  # as the run refuses it (found by QA)
     if problem is None and inside is not None:
-        problem = f"it is inside the run directory {inside}, whose files graftune reads"
-        problem += "; choose a folder elsewhere"
+        problem = inside_a_run(inside)
     if problem is not None:
         errors.append(recipe.error(key, f"cannot make a run directory in {folder}: {problem}"))
     if recipe.storage is not None and recipe.storage.path.lower().startswith("file://"):

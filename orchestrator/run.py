@@ -67,6 +67,7 @@ from orchestrator.recipe import (
     check_pretrain_input,
     check_recipe,
     check_recipe_data,
+    inside_a_run,
     load_recipe,
     run_dir_around,
 )
@@ -1449,8 +1450,7 @@ def _inside_a_run(recipe: Recipe, place: RunPlace, path: Path, inside: Path) -> 
     return _run_dir_error(
         recipe,
         place,
-        f"cannot make the run directory {path}: it is inside the run directory "
-        f"{inside}, whose files graftune reads; choose a folder elsewhere",
+        f"cannot make the run directory {path}: {inside_a_run(inside)}",
     )
 
 

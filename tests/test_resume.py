@@ -2451,11 +2451,11 @@ def test_a_run_is_never_made_inside_another_runs_directory(ended_run, tmp_path):
             f"error: cannot make the run directory {inside}: it is inside the run directory "
             f"{old}, whose files graftune reads; choose a folder elsewhere"
         )
-    # The recipe's output there: said at its key.
+    # The recipe's output there: said at its key, by the recipe's checks (validate's).
     recipe.write_text(recipe.read_text().replace("output: runs/", f"output: {old / 'runs'}"))
     result = CliRunner().invoke(app, ["run", str(recipe)])
     assert result.exit_code == 2, result.output
-    assert f"{recipe}:8: output: cannot make the run directory {old / 'runs'}" in result.output
+    assert f"{recipe}:8: output: cannot make a run directory in {old / 'runs'}: " in result.output
     assert f"inside the run directory {old}, whose files" in result.output
     assert sorted(tmp_path.rglob("*")) == before
 

@@ -1123,8 +1123,7 @@ def _table_arrays(
 
     frame.columns = [str(c) for c in frame.columns]
     features = [c for c in frame.columns if c != target]
-    if frame.empty:  # its columns then read as text: "non-numeric" would mislead
-        raise DataError(f"{path} has a header but no rows", key="source")
+    refuse_no_rows(frame, path)
     non_numeric = non_numeric_columns(frame, features, read_as)
     if non_numeric:
         raise DataError(
@@ -1166,6 +1165,13 @@ def check_no_missing(frame: pd.DataFrame, path: Path | str) -> None:
 #: A label column with more distinct numbers than this, and than half its rows,
 #: some of them fractions, holds a quantity (regression), not classes.
 QUANTITY_DISTINCT = 20
+
+
+def refuse_no_rows(frame: pd.DataFrame, path: Path) -> None:
+    """Refuse a table of a header alone: its columns then read as text, and "non-numeric
+    columns" misled (found by QA, in training and again in predict)."""
+    if frame.empty:
+        raise DataError(f"{path} has a header but no rows", key="source")
 
 
 def _check_not_a_quantity(labels: pd.Series, target: str, path: Path) -> None:
