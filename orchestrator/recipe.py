@@ -1299,9 +1299,9 @@ def check_recipe(recipe: Recipe, host: PluginHost) -> None:
         # A file:// URI's folder, as a shared folder's: it may be on the cluster's nodes
         # only, so only a file on its way is refused (found by QA: a file passed, and
         # the run stopped at its upload, after it had prepared the data).
-        from urllib.parse import unquote, urlsplit
+        from orchestrator.storage import local_folder
 
-        stored = Path(unquote(urlsplit(recipe.storage.path).path))
+        stored = local_folder(recipe.storage.path)
         problem = cannot_make_in(stored, writable=False)
         if problem is not None:
             errors.append(

@@ -111,7 +111,7 @@ class Choice:
 
     def describe(self) -> str:
         # The first few: a choice of 5000 numbers made an error message of 39 KB.
-        return "choice [" + first_few([_as_written(v) for v in self.values[:11]], 10) + "]"
+        return "choice [" + first_few([written(v) for v in self.values[:11]], 10) + "]"
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class Fixed:
         return self
 
     def describe(self) -> str:
-        return f"fixed {_as_written(self.value)}"
+        return f"fixed {written(self.value)}"
 
 
 Dimension = Int | Float | LogFloat | Choice | Fixed
@@ -230,12 +230,8 @@ def parse_dimension(raw: Any) -> Dimension:
             if problem:
                 raise ValueError(f"choice values: {problem}")
             if choice_identity(value) in seen:
-                first = _as_written(seen[choice_identity(value)])
-                same = (
-                    ""
-                    if first == _as_written(value)
-                    else f" ({first} and {_as_written(value)} are one)"
-                )
+                first = written(seen[choice_identity(value)])
+                same = "" if first == written(value) else f" ({first} and {written(value)} are one)"
                 raise ValueError(
                     f"choice lists the value {first} twice{same}; list each value once "
                     "(a grid would run it twice, keras-tuner once)"
@@ -492,11 +488,6 @@ def start_config(space: dict[str, Dimension], preferred: dict[str, Any]) -> dict
 
 
 _MISSING = object()
-
-
-def _as_written(value: Any) -> str:
-    """A value as a recipe writes it: ``true``, not Python's ``True``."""
-    return written(value)
 
 
 def choice_identity(value: Any) -> Any:

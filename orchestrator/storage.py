@@ -43,7 +43,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
 
 from orchestrator.errors import RunDirError, StorageError
 
@@ -102,6 +102,14 @@ def check_location(location: str) -> None:
         raise ValueError(
             f"{location!r}: no bucket after {scheme}://; expected {scheme}://BUCKET/PATH"
         )
+
+
+def local_folder(location: str) -> Path:
+    """The folder a path, or a ``file://`` URI, names on this machine: the URI's path
+    percent-decoded, as pyarrow's filesystem reads it (``%20`` is a space)."""
+    if not is_uri(location):
+        return Path(location)
+    return Path(unquote(urlsplit(location).path))
 
 
 def last_part(location: str) -> str:
@@ -667,7 +675,7 @@ def stored_run_missing(location: str) -> str | None:
             return None
         return None if pyarrow.fs.FileType.File in kinds else _nothing_stored(location)
     # A folder (or a file:// URI of one): seen here only where its parent is.
-    folder = Path(urlsplit(location).path if is_uri(location) else location)
+    folder = local_folder(location)
     if not folder.parent.is_dir():
         return None
     if any((folder / name).is_file() for name in (_RECIPE_FILE, STORED_FILE)):
